@@ -1,0 +1,99 @@
+//! The `ringlog` command line: argument parsing, exit codes, output.
+
+mod check;
+mod demo;
+mod worker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code for an operational failure.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code for a usage error.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code for an unusable environment (no io_uring, memlock too low…).
+pub const EXIT_ENVIRONMENT: u8 = 78;
+
+/// ringlog: a thread-per-core, io_uring append-only log node.
+#[derive(Debug, Parser)]
+#[command(name = "ringlog", version, about)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Verify every segment, batch CRC, offset and index in a data directory.
+    Check {
+        /// Data directory (or any directory holding partitions).
+        dir: PathBuf,
+        /// Truncate damaged tails and rebuild bad indexes (takes the data dir lock).
+        #[arg(long)]
+        repair: bool,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the storage engine end to end on a local partition and print figures.
+    StorageDemo {
+        /// Data directory.
+        #[arg(long, default_value = "./ringlog-data")]
+        data_dir: PathBuf,
+        /// Records to append.
+        #[arg(long, default_value_t = 100_000)]
+        records: u64,
+        /// Records per batch.
+        #[arg(long, default_value_t = 100)]
+        batch: u32,
+        /// Durability policy: always, interval or never.
+        #[arg(long, default_value = "always")]
+        fsync: String,
+    },
+    /// Internal: append batches and print acknowledgements (used by crash tests).
+    #[command(hide = true, name = "__append-worker")]
+    AppendWorker {
+        /// Partition directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Concurrent appenders.
+        #[arg(long, default_value_t = 4)]
+        appenders: u32,
+        /// Durability policy.
+        #[arg(long, default_value = "always")]
+        fsync: String,
+        /// Segment size (small values exercise rolling).
+        #[arg(long, default_value_t = 1 << 20)]
+        segment_bytes: u64,
+    },
+}
+
+/// Set up logging: `RUST_LOG`-style filter, default `info`, to stderr.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Print the one-line error and pick the exit code.
+pub fn fail(message: impl std::fmt::Display, code: u8) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+/// Run the parsed command.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Check { dir, repair, json } => check::run(&dir, repair, json),
+        Command::StorageDemo { data_dir, records, batch, fsync } => demo::run(&data_dir, records, batch, &fsync),
+        Command::AppendWorker { dir, appenders, fsync, segment_bytes } => {
+            worker::run(&dir, appenders, &fsync, segment_bytes)
+        }
+    }
+}

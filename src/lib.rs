@@ -1,0 +1,8 @@
+//! ringlog: a thread-per-core, io_uring segment storage engine: a
+//! replicated, partitioned append-only log node.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod cli;
+pub mod runtime;
+pub mod storage;

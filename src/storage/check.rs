@@ -1,0 +1,220 @@
+//! `ringlog check`: offline verification (and optional repair) of a data
+//! directory. Reads every segment through mmap, verifies every batch's CRC,
+//! offset continuity within and across segments, and the index files.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::config::StorageConfig;
+use super::index::{IndexDefect, OffsetIndex, TimeIndex};
+use super::markers::{remove_clean_shutdown, store_recovery_point};
+use super::recovery::{map_segment, truncate_file};
+use super::scan::{scan_segment, ScanStop};
+use super::segment::{parse_segment_name, segment_file, store_indexes, INDEX_EXTENSION, LOG_EXTENSION, TIME_INDEX_EXTENSION};
+
+/// One problem found.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CheckIssue {
+    /// File with the problem.
+    pub path: String,
+    /// Offset expected at the problem.
+    pub offset: u64,
+    /// Byte position in the file.
+    pub position: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Summary printed by `ringlog check --json` (spec §6).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct CheckReport {
+    /// True when no errors remain.
+    pub ok: bool,
+    /// Partition directories checked.
+    pub partitions: u64,
+    /// Segment files checked.
+    pub segments: u64,
+    /// Valid batches.
+    pub batches: u64,
+    /// Records in valid batches.
+    pub records: u64,
+    /// Valid bytes.
+    pub bytes: u64,
+    /// Problems found (before repair).
+    pub errors: Vec<CheckIssue>,
+    /// What `--repair` changed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repaired: Vec<String>,
+}
+
+/// Partition directories under `dir`: any directory holding segment files.
+pub fn find_partitions(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), 0u32)];
+    while let Some((current, depth)) = stack.pop() {
+        let mut has_segments = false;
+        for entry in std::fs::read_dir(&current)? {
+            let entry = entry?;
+            let file_type = entry.file_type()?;
+            if file_type.is_dir() && depth < 4 {
+                stack.push((entry.path(), depth + 1));
+            } else if file_type.is_file() && parse_segment_name(&entry.file_name().to_string_lossy()).is_some() {
+                has_segments = true;
+            }
+        }
+        if has_segments {
+            found.push(current);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn list_bases(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        if let Some(base) = parse_segment_name(&entry?.file_name().to_string_lossy()) {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+/// Total bytes of segment files under the partitions (for the progress bar).
+pub fn total_segment_bytes(partitions: &[PathBuf]) -> u64 {
+    let mut total = 0;
+    for partition in partitions {
+        for base in list_bases(partition).unwrap_or_default() {
+            total += std::fs::metadata(segment_file(partition, base, LOG_EXTENSION)).map_or(0, |meta| meta.len());
+        }
+    }
+    total
+}
+
+/// Check (and with `repair`, fix) one partition directory.
+pub fn check_partition(
+    dir: &Path,
+    config: &StorageConfig,
+    repair: bool,
+    report: &mut CheckReport,
+    progress: &dyn Fn(u64),
+) -> std::io::Result<()> {
+    report.partitions += 1;
+    let bases = list_bases(dir)?;
+    let mut expected: Option<u64> = None;
+    for (i, &base) in bases.iter().enumerate() {
+        let is_last = i + 1 == bases.len();
+        let path = segment_file(dir, base, LOG_EXTENSION);
+        report.segments += 1;
+        if let Some(expected_base) = expected.filter(|&expected_base| expected_base != base) {
+            let reason = format!("segment starts at {base} but the previous one ends at {expected_base}");
+            report.errors.push(CheckIssue { path: path.display().to_string(), offset: expected_base, position: 0, reason });
+            if repair {
+                remove_from(dir, &bases[i..], report)?;
+            }
+            return Ok(());
+        }
+        let map = map_segment(&path)?;
+        let bytes = map.as_deref().unwrap_or(&[]);
+        progress(bytes.len() as u64);
+        let outcome = scan_segment(bytes, base, config.index_interval_bytes, config.max_batch_bytes);
+        let file_bytes = bytes.len() as u64;
+        let tail_zero = bytes[outcome.valid_bytes as usize..].iter().all(|&byte| byte == 0);
+        drop(map);
+        report.batches += outcome.batch_count;
+        report.records += outcome.record_count;
+        report.bytes += outcome.valid_bytes;
+        let damaged = match &outcome.stop {
+            ScanStop::Invalid { position, reason } => Some((*position, reason.clone())),
+            _ if !tail_zero => Some((outcome.valid_bytes, "non-zero bytes after the end of the log".into())),
+            _ if !is_last && outcome.valid_bytes < file_bytes => None,
+            _ => None,
+        };
+        if let Some((position, reason)) = damaged {
+            let kind = if is_last { "torn or corrupt tail" } else { "corruption in a sealed segment" };
+            report.errors.push(CheckIssue {
+                path: path.display().to_string(),
+                offset: outcome.next_offset,
+                position,
+                reason: format!("{kind}: {reason}"),
+            });
+            if repair {
+                truncate_file(&path, outcome.valid_bytes).map_err(std::io::Error::other)?;
+                report.repaired.push(format!("truncated {} to {} bytes", path.display(), outcome.valid_bytes));
+                remove_indexes(dir, base)?;
+                remove_from(dir, &bases[i + 1..], report)?;
+                store_recovery_point(dir, base)?;
+                remove_clean_shutdown(dir)?;
+            }
+            return Ok(());
+        }
+        if !is_last {
+            check_indexes(dir, base, outcome.valid_bytes, outcome.next_offset, repair, &outcome.indexes, report)?;
+        }
+        expected = Some(outcome.next_offset);
+    }
+    Ok(())
+}
+
+fn check_indexes(
+    dir: &Path,
+    base: u64,
+    log_bytes: u64,
+    next_offset: u64,
+    repair: bool,
+    rebuilt: &super::index::SegmentIndexes,
+    report: &mut CheckReport,
+) -> std::io::Result<()> {
+    let index_path = segment_file(dir, base, INDEX_EXTENSION);
+    let time_path = segment_file(dir, base, TIME_INDEX_EXTENSION);
+    let offset_defect = describe(OffsetIndex::load(&index_path, log_bytes.max(1)));
+    let time_defect = describe(TimeIndex::load(&time_path, (next_offset - base).max(1)));
+    for (path, defect) in [(&index_path, offset_defect), (&time_path, time_defect)] {
+        if let Some(reason) = defect {
+            report.errors.push(CheckIssue { path: path.display().to_string(), offset: base, position: 0, reason });
+            if repair {
+                let mut indexes = super::index::SegmentIndexes::loaded(
+                    OffsetIndex::from_bytes(rebuilt.offsets.as_bytes().to_vec()),
+                    TimeIndex::from_bytes(rebuilt.times.as_bytes().to_vec()),
+                    1,
+                );
+                indexes.max_timestamp_ms = rebuilt.max_timestamp_ms;
+                store_indexes(dir, base, &indexes)?;
+                report.repaired.push(format!("rebuilt indexes of segment {base} in {}", dir.display()));
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn describe<T>(loaded: std::io::Result<Result<T, IndexDefect>>) -> Option<String> {
+    match loaded {
+        Ok(Ok(_)) => None,
+        Ok(Err(defect)) => Some(format!("index invalid: {defect:?}")),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Some("index file missing".into()),
+        Err(error) => Some(format!("index unreadable: {error}")),
+    }
+}
+
+fn remove_indexes(dir: &Path, base: u64) -> std::io::Result<()> {
+    for extension in [INDEX_EXTENSION, TIME_INDEX_EXTENSION] {
+        match std::fs::remove_file(segment_file(dir, base, extension)) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn remove_from(dir: &Path, bases: &[u64], report: &mut CheckReport) -> std::io::Result<()> {
+    for &base in bases {
+        let path = segment_file(dir, base, LOG_EXTENSION);
+        std::fs::remove_file(&path)?;
+        remove_indexes(dir, base)?;
+        report.repaired.push(format!("removed {} (after the damage)", path.display()));
+    }
+    super::io::sync_directory(dir)
+}

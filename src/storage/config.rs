@@ -1,0 +1,108 @@
+//! Storage settings: durability policy, segment and index sizes, limits.
+
+use serde::{Deserialize, Serialize};
+
+/// When appended bytes are made durable with fdatasync (spec §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Acknowledge only after fdatasync; concurrent appends share one fsync.
+    #[default]
+    Always,
+    /// Acknowledge after the write reached the file; fdatasync every `fsync_interval_ms`.
+    Interval,
+    /// Acknowledge after the write reached the file; fdatasync left to the OS.
+    Never,
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "always" => Ok(FsyncPolicy::Always),
+            "interval" => Ok(FsyncPolicy::Interval),
+            "never" => Ok(FsyncPolicy::Never),
+            other => Err(format!("unknown fsync policy {other:?} (expected always|interval|never)")),
+        }
+    }
+}
+
+/// Per-partition storage settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Durability policy.
+    pub fsync: FsyncPolicy,
+    /// Interval between fdatasyncs under `fsync = "interval"`.
+    pub fsync_interval_ms: u64,
+    /// Roll the active segment when it would grow past this size.
+    pub segment_bytes: u64,
+    /// Roll the active segment when its first batch is older than this (0 = never).
+    pub segment_ms: u64,
+    /// Delete oldest sealed segments while the partition is larger than this (0 = unlimited).
+    pub retention_bytes: u64,
+    /// Delete sealed segments whose newest record is older than this (0 = unlimited).
+    pub retention_ms: u64,
+    /// Bytes of log between two sparse index entries.
+    pub index_interval_bytes: u32,
+    /// Size of one aligned write buffer of a partition.
+    pub write_buffer_bytes: usize,
+    /// Write buffers a partition may fill before appends wait for the disk.
+    pub write_buffers_max: usize,
+    /// Space reserved ahead of the write position with fallocate.
+    pub preallocate_bytes: u64,
+    /// Largest accepted batch, header included.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            fsync: FsyncPolicy::Always,
+            fsync_interval_ms: 50,
+            segment_bytes: 1 << 30,
+            segment_ms: 0,
+            retention_bytes: 0,
+            retention_ms: 0,
+            index_interval_bytes: 4096,
+            write_buffer_bytes: 1 << 20,
+            write_buffers_max: 4,
+            preallocate_bytes: 64 << 20,
+            max_batch_bytes: 16 << 20,
+        }
+    }
+}
+
+/// Largest segment: index entries store positions as u32.
+pub const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
+/// Alignment of every direct write (and of write buffers).
+pub const DIRECT_IO_ALIGNMENT: usize = 4096;
+
+impl StorageConfig {
+    /// Check the settings for values the engine cannot honour.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.segment_bytes < 4096 || self.segment_bytes > MAX_SEGMENT_BYTES {
+            return Err(format!("segment_bytes must be in 4096..={MAX_SEGMENT_BYTES}, got {}", self.segment_bytes));
+        }
+        if self.write_buffer_bytes < DIRECT_IO_ALIGNMENT * 2 || self.write_buffer_bytes % DIRECT_IO_ALIGNMENT != 0 {
+            return Err(format!(
+                "write_buffer_bytes must be a multiple of {DIRECT_IO_ALIGNMENT} and at least {}, got {}",
+                DIRECT_IO_ALIGNMENT * 2,
+                self.write_buffer_bytes
+            ));
+        }
+        if !(1..=64).contains(&self.write_buffers_max) {
+            return Err(format!("write_buffers_max must be in 1..=64, got {}", self.write_buffers_max));
+        }
+        if self.index_interval_bytes == 0 {
+            return Err("index_interval_bytes must be > 0".into());
+        }
+        if self.max_batch_bytes < 1024 || self.max_batch_bytes as u64 > self.segment_bytes {
+            return Err(format!("max_batch_bytes must be in 1024..=segment_bytes, got {}", self.max_batch_bytes));
+        }
+        if self.fsync == FsyncPolicy::Interval && self.fsync_interval_ms == 0 {
+            return Err("fsync_interval_ms must be > 0 with fsync = interval".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,106 @@
+//! Typed storage errors, each with the context (path, offset, position)
+//! an operator needs to act on it.
+
+use std::io;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use super::batch::BatchError;
+
+/// Errors of the storage engine.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    /// An I/O operation failed outside the append path.
+    #[error("{operation} {path}: {source}")]
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// File or directory involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The partition is fail-stopped after a write or fsync error (spec §4).
+    #[error("storage_failed: partition {partition} is fail-stopped: {cause}")]
+    StorageFailed {
+        /// Partition directory.
+        partition: PathBuf,
+        /// The first failure, with file and errno.
+        cause: String,
+    },
+    /// No space left; nothing acknowledged was damaged and appends may succeed later.
+    #[error("disk_full: no space left writing {path}")]
+    DiskFull {
+        /// File that could not grow.
+        path: PathBuf,
+    },
+    /// The partition found corruption it will not repair on its own.
+    #[error("partition fenced: corruption in {path} at position {position} (offset {offset}): {reason}")]
+    Fenced {
+        /// Segment file.
+        path: PathBuf,
+        /// Byte position of the bad batch.
+        position: u64,
+        /// Offset expected at that position.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A batch given to append is malformed.
+    #[error("invalid batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    /// A read or truncate asked for an offset outside the log.
+    #[error("offset_out_of_range: offset {offset} outside [{log_start_offset}, {log_end_offset}]")]
+    OffsetOutOfRange {
+        /// Requested offset.
+        offset: u64,
+        /// First offset in the log.
+        log_start_offset: u64,
+        /// Next offset to be assigned.
+        log_end_offset: u64,
+    },
+    /// Another process holds the data directory.
+    #[error("data directory {path} is locked by another process")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// A setting is out of range.
+    #[error("invalid storage config: {0}")]
+    Config(String),
+    /// The partition was closed.
+    #[error("partition {0} is closed")]
+    Closed(PathBuf),
+}
+
+impl StorageError {
+    /// Wrap an I/O error with its operation and path.
+    pub fn io(operation: &'static str, path: impl Into<PathBuf>, source: io::Error) -> StorageError {
+        StorageError::Io { operation, path: path.into(), source }
+    }
+
+    /// Stable error code for the wire and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StorageError::Io { .. } => "storage_error",
+            StorageError::StorageFailed { .. } => "storage_failed",
+            StorageError::DiskFull { .. } => "disk_full",
+            StorageError::Fenced { .. } => "storage_failed",
+            StorageError::InvalidBatch(_) => "invalid_request",
+            StorageError::OffsetOutOfRange { .. } => "offset_out_of_range",
+            StorageError::Locked { .. } => "locked",
+            StorageError::Config(_) => "invalid_config",
+            StorageError::Closed(_) => "storage_failed",
+        }
+    }
+}
+
+/// Result alias for storage operations.
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// True when the error means the device is out of space.
+pub fn is_disk_full(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}

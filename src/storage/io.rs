@@ -1,0 +1,229 @@
+//! Thin layer over glommio's DMA files (O_DIRECT through io_uring), with a
+//! fault-injection seam so tests can make a chosen write, fsync or
+//! preallocation fail with a chosen errno.
+//!
+//! Everything in ringlog that touches glommio's file API goes through here,
+//! so a future move away from glommio changes one file.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::Arc;
+
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
+
+/// Which I/O operation a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultOperation {
+    /// A data write.
+    Write,
+    /// An fdatasync.
+    Fsync,
+    /// A preallocation (fallocate).
+    Preallocate,
+}
+
+/// Makes chosen I/O operations fail, for tests. Shared across threads.
+///
+/// Each operation has a countdown: `n` means "let n more succeed, then fail
+/// every following one" until cleared; -1 means never fail.
+#[derive(Debug)]
+pub struct FaultInjector {
+    write_countdown: AtomicI64,
+    fsync_countdown: AtomicI64,
+    preallocate_countdown: AtomicI64,
+    errno: AtomicI32,
+}
+
+impl Default for FaultInjector {
+    fn default() -> Self {
+        FaultInjector {
+            write_countdown: AtomicI64::new(-1),
+            fsync_countdown: AtomicI64::new(-1),
+            preallocate_countdown: AtomicI64::new(-1),
+            errno: AtomicI32::new(libc::EIO),
+        }
+    }
+}
+
+impl FaultInjector {
+    /// A new injector that fails nothing.
+    pub fn new() -> Arc<FaultInjector> {
+        Arc::new(FaultInjector::default())
+    }
+
+    /// After `successes` more successful `operation`s, fail with `errno`.
+    pub fn fail_after(&self, operation: FaultOperation, successes: i64, errno: i32) {
+        self.errno.store(errno, Ordering::SeqCst);
+        self.countdown(operation).store(successes, Ordering::SeqCst);
+    }
+
+    /// Stop failing `operation`.
+    pub fn clear(&self, operation: FaultOperation) {
+        self.countdown(operation).store(-1, Ordering::SeqCst);
+    }
+
+    fn countdown(&self, operation: FaultOperation) -> &AtomicI64 {
+        match operation {
+            FaultOperation::Write => &self.write_countdown,
+            FaultOperation::Fsync => &self.fsync_countdown,
+            FaultOperation::Preallocate => &self.preallocate_countdown,
+        }
+    }
+
+    /// Called before each operation: the injected error, if one is due.
+    pub fn check(&self, operation: FaultOperation) -> io::Result<()> {
+        let countdown = self.countdown(operation);
+        let remaining = countdown.load(Ordering::SeqCst);
+        if remaining < 0 {
+            return Ok(());
+        }
+        if remaining == 0 {
+            return Err(io::Error::from_raw_os_error(self.errno.load(Ordering::SeqCst)));
+        }
+        countdown.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A file opened for direct I/O, with its path for error context.
+pub struct DirectFile {
+    file: DmaFile,
+    path: PathBuf,
+    faults: Option<Arc<FaultInjector>>,
+}
+
+thread_local! {
+    static PROBED_DEVICES: std::cell::RefCell<std::collections::HashSet<u64>> = Default::default();
+}
+
+/// glommio decides per device (once per thread) whether to use its polled
+/// ring by reading the first block of the first file it opens there. When
+/// that file is empty the read trivially succeeds and polling is wrongly
+/// enabled, after which every direct read fails with EOPNOTSUPP on devices
+/// without poll queues. Open a non-empty probe file first so the decision
+/// is made on a real read.
+async fn probe_device_once(directory: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let device = std::fs::metadata(directory)?.dev();
+    if PROBED_DEVICES.with(|devices| devices.borrow().contains(&device)) {
+        return Ok(());
+    }
+    let probe_path = directory.join(format!(".iopoll-probe-{}.tmp", std::process::id()));
+    std::fs::write(&probe_path, [0u8; 4096])?;
+    let opened = DmaFile::open(&probe_path).await;
+    let removed = std::fs::remove_file(&probe_path);
+    opened?.close().await?;
+    removed?;
+    PROBED_DEVICES.with(|devices| devices.borrow_mut().insert(device));
+    Ok(())
+}
+
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+impl DirectFile {
+    /// Open (creating if absent) a file for direct reads and writes.
+    pub async fn open_read_write(path: &Path, faults: Option<Arc<FaultInjector>>) -> io::Result<DirectFile> {
+        probe_device_once(parent_of(path)).await?;
+        let file = OpenOptions::new().read(true).write(true).create(true).dma_open(path).await?;
+        Ok(DirectFile { file, path: path.to_path_buf(), faults })
+    }
+
+    /// Open an existing file for direct reads only.
+    pub async fn open_read_only(path: &Path) -> io::Result<DirectFile> {
+        probe_device_once(parent_of(path)).await?;
+        let file = OpenOptions::new().read(true).dma_open(path).await?;
+        Ok(DirectFile { file, path: path.to_path_buf(), faults: None })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Allocate an aligned buffer suitable for this file.
+    pub fn alloc_buffer(&self, size: usize) -> DmaBuffer {
+        self.file.alloc_dma_buffer(size)
+    }
+
+    fn inject(&self, operation: FaultOperation) -> io::Result<()> {
+        match &self.faults {
+            Some(faults) => faults.check(operation),
+            None => Ok(()),
+        }
+    }
+
+    /// Write all of `buffer` at the aligned `position`; a short write is an error.
+    pub async fn write_all_at(&self, buffer: Rc<DmaBuffer>, position: u64) -> io::Result<()> {
+        self.inject(FaultOperation::Write)?;
+        let expected = buffer.len();
+        let written = self.file.write_rc_at(buffer, position).await?;
+        if written != expected {
+            // A short direct write means the device ran out of space or failed;
+            // treat it as an error rather than guessing what reached the disk.
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {written} of {expected} bytes at {position}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// fdatasync the file.
+    pub async fn fdatasync(&self) -> io::Result<()> {
+        self.inject(FaultOperation::Fsync)?;
+        self.file.fdatasync().await.map_err(Into::into)
+    }
+
+    /// Reserve space up to `size` bytes (the file's size grows; new space reads as zeros).
+    pub async fn preallocate(&self, size: u64) -> io::Result<()> {
+        self.inject(FaultOperation::Preallocate)?;
+        self.file.pre_allocate(size, false).await.map_err(Into::into)
+    }
+
+    /// Truncate (or extend with zeros) to `size` bytes.
+    pub async fn truncate(&self, size: u64) -> io::Result<()> {
+        self.file.truncate(size).await.map_err(Into::into)
+    }
+
+    /// Current size of the file.
+    pub async fn file_size(&self) -> io::Result<u64> {
+        self.file.file_size().await.map_err(Into::into)
+    }
+
+    /// Read `size` bytes at any `position` (unaligned is fine).
+    pub async fn read_at(&self, position: u64, size: usize) -> io::Result<ReadResult> {
+        self.file.read_at(position, size).await.map_err(Into::into)
+    }
+
+    /// Close the file, reporting any error.
+    pub async fn close(self) -> io::Result<()> {
+        self.file.close().await.map_err(Into::into)
+    }
+}
+
+/// fsync a directory so that creations, renames and deletions in it are durable.
+pub fn sync_directory(path: &Path) -> io::Result<()> {
+    std::fs::File::open(path)?.sync_all()
+}
+
+/// Write `bytes` to `path` atomically: temp file, fsync, rename, fsync directory.
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let directory = path.parent().ok_or_else(|| io::Error::other("path has no parent"))?;
+    let mut temp_name = path.file_name().ok_or_else(|| io::Error::other("path has no name"))?.to_os_string();
+    temp_name.push(".tmp");
+    let temp_path = directory.join(temp_name);
+    let mut file = std::fs::File::create(&temp_path)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temp_path, path)?;
+    sync_directory(directory)
+}

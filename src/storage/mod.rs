@@ -1,0 +1,24 @@
+//! The storage engine: checksummed batches in segment files, written with
+//! direct I/O through io_uring, recovered after crashes, retained by size
+//! and age. A partition's log is owned by one executor thread.
+
+pub mod batch;
+pub mod check;
+pub mod config;
+pub mod epochs;
+pub mod error;
+pub mod index;
+pub mod io;
+pub mod lock;
+pub mod log;
+pub mod markers;
+pub mod offsets;
+pub mod recovery;
+pub mod retention;
+pub mod scan;
+pub mod segment;
+pub mod writer;
+
+pub use config::{FsyncPolicy, StorageConfig};
+pub use error::{StorageError, StorageResult};
+pub use log::{AppendInfo, AppendMode, LogSnapshot, LogStats, PartitionLog, ReadBatches};

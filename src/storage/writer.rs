@@ -1,0 +1,256 @@
+//! Direct-I/O write path of the active segment.
+//!
+//! Appends copy batch bytes into an aligned *staging* buffer that maps to
+//! the file at an aligned position. The flusher takes a *round*: every full
+//! staging buffer (written as is, no copy) plus the unwritten aligned tail of
+//! the current staging buffer (copied into a small cached buffer, zero
+//! padded). All writes of a round are disjoint and go to io_uring together;
+//! rounds are strictly sequential, so the partial last block rewritten by the
+//! next round never races with the previous write of the same block.
+//!
+//! Buffers are reused: full buffers return to a free list when their write
+//! completes, tail buffers to a small exact-size cache. In steady state an
+//! append allocates nothing.
+
+use std::collections::VecDeque;
+use std::io;
+use std::rc::Rc;
+
+use glommio::io::DmaBuffer;
+
+use super::config::DIRECT_IO_ALIGNMENT;
+use super::io::DirectFile;
+
+const TAIL_CACHE_MAX: usize = 8;
+
+fn align_down(value: u64) -> u64 {
+    value - value % DIRECT_IO_ALIGNMENT as u64
+}
+
+fn align_up(value: u64) -> u64 {
+    align_down(value + DIRECT_IO_ALIGNMENT as u64 - 1)
+}
+
+/// One write of a round.
+pub struct WriteJob {
+    /// Aligned bytes to write.
+    pub buffer: Rc<DmaBuffer>,
+    /// Aligned file position.
+    pub position: u64,
+    full: bool,
+}
+
+/// Writes of one flush round, all disjoint.
+#[derive(Default)]
+pub struct WriteRound {
+    /// The writes.
+    pub jobs: Vec<WriteJob>,
+}
+
+impl WriteRound {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+}
+
+/// Buffers and positions of the active segment's writer.
+pub struct SegmentWriter {
+    file: Rc<DirectFile>,
+    staging: DmaBuffer,
+    staging_position: u64,
+    filled: usize,
+    submitted: usize,
+    full: VecDeque<(DmaBuffer, u64, usize)>,
+    free_full: Vec<DmaBuffer>,
+    allocated_full: usize,
+    tail_cache: Vec<DmaBuffer>,
+    preallocated_to: u64,
+    buffer_bytes: usize,
+    buffers_max: usize,
+    allocations: u64,
+}
+
+impl SegmentWriter {
+    /// Open a writer whose next byte goes to `position`; the partial block
+    /// before it is read back so the next write reproduces it exactly.
+    pub async fn open(
+        file: Rc<DirectFile>,
+        position: u64,
+        buffer_bytes: usize,
+        buffers_max: usize,
+    ) -> io::Result<SegmentWriter> {
+        let preallocated_to = file.file_size().await?;
+        let staging_position = align_down(position);
+        let filled = (position - staging_position) as usize;
+        let mut staging = file.alloc_buffer(buffer_bytes);
+        if filled > 0 {
+            let block = file.read_at(staging_position, filled).await?;
+            if block.len() != filled {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "partial block shorter than the log"));
+            }
+            staging.as_bytes_mut()[..filled].copy_from_slice(&block);
+        }
+        Ok(SegmentWriter {
+            file,
+            staging,
+            staging_position,
+            filled,
+            submitted: filled,
+            full: VecDeque::new(),
+            free_full: Vec::new(),
+            allocated_full: 1,
+            tail_cache: Vec::new(),
+            preallocated_to,
+            buffer_bytes,
+            buffers_max,
+            allocations: 1,
+        })
+    }
+
+    /// The file being written.
+    pub fn file(&self) -> &Rc<DirectFile> {
+        &self.file
+    }
+
+    /// Logical end: the position after the last byte copied in.
+    pub fn position(&self) -> u64 {
+        self.staging_position + self.filled as u64
+    }
+
+    /// Buffer allocations so far (for the allocation-free steady-state check).
+    pub fn allocations(&self) -> u64 {
+        self.allocations
+    }
+
+    /// True when bytes are waiting to be written.
+    pub fn has_unwritten(&self) -> bool {
+        !self.full.is_empty() || self.filled > self.submitted
+    }
+
+    /// Space is reserved up to here.
+    pub fn preallocated_to(&self) -> u64 {
+        self.preallocated_to
+    }
+
+    /// Record a successful preallocation.
+    pub fn set_preallocated_to(&mut self, size: u64) {
+        self.preallocated_to = self.preallocated_to.max(size);
+    }
+
+    /// Copy as much of `bytes` as fits in the staging buffer; returns the count.
+    pub fn copy_in(&mut self, bytes: &[u8]) -> usize {
+        let room = self.buffer_bytes - self.filled;
+        let count = room.min(bytes.len());
+        self.staging.as_bytes_mut()[self.filled..self.filled + count].copy_from_slice(&bytes[..count]);
+        self.filled += count;
+        count
+    }
+
+    /// True when the staging buffer is full and must rotate before more bytes fit.
+    pub fn staging_full(&self) -> bool {
+        self.filled == self.buffer_bytes
+    }
+
+    /// Queue the full staging buffer for writing and start a fresh one.
+    /// Returns false (doing nothing) when every buffer is still in flight.
+    pub fn rotate(&mut self) -> bool {
+        assert!(self.staging_full(), "rotate with a staging buffer that is not full");
+        let fresh = match self.free_full.pop() {
+            Some(buffer) => buffer,
+            None if self.allocated_full < self.buffers_max => {
+                self.allocated_full += 1;
+                self.allocations += 1;
+                self.file.alloc_buffer(self.buffer_bytes)
+            }
+            None => return false,
+        };
+        let old = std::mem::replace(&mut self.staging, fresh);
+        let skip = align_down(self.submitted as u64) as usize;
+        self.full.push_back((old, self.staging_position, skip));
+        self.staging_position += self.buffer_bytes as u64;
+        self.filled = 0;
+        self.submitted = 0;
+        true
+    }
+
+    fn tail_buffer(&mut self, length: usize) -> DmaBuffer {
+        if let Some(index) = self.tail_cache.iter().position(|buffer| buffer.len() == length) {
+            return self.tail_cache.swap_remove(index);
+        }
+        self.allocations += 1;
+        let mut buffer = self.file.alloc_buffer(length);
+        buffer.trim_to_size(length);
+        buffer
+    }
+
+    /// Take everything unwritten as one round of disjoint aligned writes.
+    pub fn take_round(&mut self) -> WriteRound {
+        let mut round = WriteRound::default();
+        while let Some((buffer, position, skip)) = self.full.pop_front() {
+            if skip == 0 {
+                round.jobs.push(WriteJob { buffer: Rc::new(buffer), position, full: true });
+            } else {
+                // Part of it was written by an earlier tail write: write only the rest.
+                let mut tail = self.tail_buffer(self.buffer_bytes - skip);
+                tail.as_bytes_mut().copy_from_slice(&buffer.as_bytes()[skip..]);
+                self.free_full.push(buffer);
+                round.jobs.push(WriteJob { buffer: Rc::new(tail), position: position + skip as u64, full: false });
+            }
+        }
+        if self.filled > self.submitted {
+            let start = align_down(self.submitted as u64) as usize;
+            let end = align_up(self.filled as u64) as usize;
+            let mut tail = self.tail_buffer(end - start);
+            let bytes = tail.as_bytes_mut();
+            let used = self.filled - start;
+            bytes[..used].copy_from_slice(&self.staging.as_bytes()[start..self.filled]);
+            bytes[used..].fill(0);
+            round.jobs.push(WriteJob { buffer: Rc::new(tail), position: self.staging_position + start as u64, full: false });
+            self.submitted = self.filled;
+        }
+        round
+    }
+
+    /// Return a finished round's buffers for reuse.
+    pub fn recycle(&mut self, round: WriteRound) {
+        for job in round.jobs {
+            let Ok(buffer) = Rc::try_unwrap(job.buffer) else { continue };
+            if job.full {
+                self.free_full.push(buffer);
+            } else if self.tail_cache.len() < TAIL_CACHE_MAX {
+                self.tail_cache.push(buffer);
+            }
+        }
+    }
+}
+
+/// Execute a round: all writes concurrently, reporting the first error.
+pub async fn write_round(file: &Rc<DirectFile>, round: &WriteRound) -> io::Result<()> {
+    let mut tasks = Vec::with_capacity(round.jobs.len().saturating_sub(1));
+    for job in round.jobs.iter().skip(1) {
+        let file = Rc::clone(file);
+        let buffer = Rc::clone(&job.buffer);
+        let position = job.position;
+        tasks.push(crate::runtime::spawn_local(async move { file.write_all_at(buffer, position).await }));
+    }
+    let mut result = Ok(());
+    if let Some(first) = round.jobs.first() {
+        result = file.write_all_at(Rc::clone(&first.buffer), first.position).await;
+    }
+    // Await every write even after a failure: no buffer may be reused while
+    // the kernel could still be reading it.
+    for task in tasks {
+        let outcome = task.await;
+        if result.is_ok() {
+            result = outcome;
+        }
+    }
+    result
+}
+
+/// Round `size` up for preallocation in steps of `step` bytes.
+pub fn preallocation_target(needed: u64, step: u64) -> u64 {
+    let step = step.max(DIRECT_IO_ALIGNMENT as u64);
+    needed.div_ceil(step) * step
+}
