@@ -58,7 +58,10 @@ async fn demo(dir: PathBuf, config: StorageConfig, records: u64, batch: u32) -> 
             builder.push(chrono_ms(), None, &value, &[]);
         }
         let mut encoded = builder.finish().to_vec();
-        let _durable = log.append(&mut encoded, AppendMode::Leader { leader_epoch: 1 }).await.map_err(|error| error.to_string())?;
+        let _durable = log
+            .append(&mut encoded, AppendMode::Leader { leader_epoch: 1 })
+            .await
+            .map_err(|error| error.to_string())?;
         appended += count;
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -85,7 +88,10 @@ async fn demo(dir: PathBuf, config: StorageConfig, records: u64, batch: u32) -> 
     println!("read back {read_records} records (CRC verified) in {:.2} s", read_started.elapsed().as_secs_f64());
     log.close().await.map_err(|error| error.to_string())?;
     let after = log.snapshot();
-    println!("closed cleanly: {} segments, {} bytes, log end {}", after.segments, after.size_bytes, after.log_end_offset);
+    println!(
+        "closed cleanly: {} segments, {} bytes, log end {}",
+        after.segments, after.size_bytes, after.log_end_offset
+    );
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 
 mod check;
 mod demo;
-mod worker;
+pub mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

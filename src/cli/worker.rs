@@ -33,6 +33,7 @@ pub fn run(dir: &Path, appenders: u32, fsync: &str, segment_bytes: u64) -> ExitC
         segment_bytes,
         write_buffer_bytes: 64 * 1024,
         preallocate_bytes: 256 * 1024,
+        max_batch_bytes: (segment_bytes as usize).min(StorageConfig::default().max_batch_bytes),
         ..StorageConfig::default()
     };
     let dir = dir.to_path_buf();
@@ -68,7 +69,8 @@ async fn append_forever(log: &PartitionLog, appender: u32) -> Result<(), String>
             builder.push(sequence as i64, None, worker_value(appender, sequence, record).as_bytes(), &[]);
         }
         let mut batch = builder.finish().to_vec();
-        let info = log.append(&mut batch, AppendMode::Leader { leader_epoch: 1 }).await.map_err(|error| error.to_string())?;
+        let info =
+            log.append(&mut batch, AppendMode::Leader { leader_epoch: 1 }).await.map_err(|error| error.to_string())?;
         // One write per line so a kill never leaves a half line that parses.
         let line = format!("ack {} {appender} {sequence} {records}\n", info.base_offset);
         let mut stdout = std::io::stdout().lock();

@@ -2,13 +2,15 @@
 //! timers and a single-threaded notification primitive. glommio is in
 //! maintenance mode; keeping its surface here makes it replaceable.
 
+mod gate;
 mod notify;
 
 use std::future::Future;
 use std::time::Duration;
 
+pub use gate::{Gate, GateGuard};
 pub use glommio::Task;
-pub use notify::Notify;
+pub use notify::{Notified, Notify};
 
 /// Run `future` to completion on a new single executor thread (tests, CLI tools).
 pub fn block_on_executor<F, Fut, T>(name: &str, make_future: F) -> std::io::Result<T>

@@ -449,8 +449,9 @@ impl BatchBuilder {
         self.record_count += 1;
     }
 
-    /// Write the header and CRC; returns the encoded batch (base offset 0).
-    pub fn finish(&mut self) -> &[u8] {
+    /// Write the header and CRC; returns the encoded batch (base offset 0),
+    /// mutable so the log can stamp its offsets without a copy.
+    pub fn finish(&mut self) -> &mut [u8] {
         assert!(self.record_count > 0, "a batch needs at least one record");
         let batch_bytes = self.buffer.len() as u32;
         let header = &mut self.buffer[..BATCH_HEADER_BYTES];
@@ -464,7 +465,7 @@ impl BatchBuilder {
         header[56..60].copy_from_slice(&self.base_sequence.to_le_bytes());
         let crc = compute_crc(&self.buffer);
         self.buffer[CRC_POSITION..CRC_POSITION + 4].copy_from_slice(&crc.to_le_bytes());
-        &self.buffer
+        &mut self.buffer
     }
 }
 

@@ -11,7 +11,9 @@ use super::index::{IndexDefect, OffsetIndex, TimeIndex};
 use super::markers::{remove_clean_shutdown, store_recovery_point};
 use super::recovery::{map_segment, truncate_file};
 use super::scan::{scan_segment, ScanStop};
-use super::segment::{parse_segment_name, segment_file, store_indexes, INDEX_EXTENSION, LOG_EXTENSION, TIME_INDEX_EXTENSION};
+use super::segment::{
+    parse_segment_name, segment_file, store_indexes, INDEX_EXTENSION, LOG_EXTENSION, TIME_INDEX_EXTENSION,
+};
 
 /// One problem found.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -110,7 +112,12 @@ pub fn check_partition(
         report.segments += 1;
         if let Some(expected_base) = expected.filter(|&expected_base| expected_base != base) {
             let reason = format!("segment starts at {base} but the previous one ends at {expected_base}");
-            report.errors.push(CheckIssue { path: path.display().to_string(), offset: expected_base, position: 0, reason });
+            report.errors.push(CheckIssue {
+                path: path.display().to_string(),
+                offset: expected_base,
+                position: 0,
+                reason,
+            });
             if repair {
                 remove_from(dir, &bases[i..], report)?;
             }

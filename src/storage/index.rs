@@ -444,7 +444,9 @@ impl SegmentIndexes {
     /// Ensure the time index's last entry is the segment's maximum timestamp,
     /// so a loaded index knows the maximum without scanning the log.
     pub fn finalize(&mut self) {
-        let Some(max_timestamp_ms) = self.max_timestamp_ms else { return };
+        let Some(max_timestamp_ms) = self.max_timestamp_ms else {
+            return;
+        };
         let needs_entry = self.times.last().is_none_or(|(timestamp, _)| timestamp < max_timestamp_ms);
         if needs_entry {
             self.times.make_memory();

@@ -34,6 +34,7 @@ pub struct FaultInjector {
     fsync_countdown: AtomicI64,
     preallocate_countdown: AtomicI64,
     errno: AtomicI32,
+    attempts: [AtomicI64; 3],
 }
 
 impl Default for FaultInjector {
@@ -43,6 +44,7 @@ impl Default for FaultInjector {
             fsync_countdown: AtomicI64::new(-1),
             preallocate_countdown: AtomicI64::new(-1),
             errno: AtomicI32::new(libc::EIO),
+            attempts: Default::default(),
         }
     }
 }
@@ -72,8 +74,14 @@ impl FaultInjector {
         }
     }
 
+    /// How many times `operation` was attempted (failed or not).
+    pub fn attempts(&self, operation: FaultOperation) -> i64 {
+        self.attempts[operation as usize].load(Ordering::SeqCst)
+    }
+
     /// Called before each operation: the injected error, if one is due.
     pub fn check(&self, operation: FaultOperation) -> io::Result<()> {
+        self.attempts[operation as usize].fetch_add(1, Ordering::SeqCst);
         let countdown = self.countdown(operation);
         let remaining = countdown.load(Ordering::SeqCst);
         if remaining < 0 {
@@ -112,12 +120,22 @@ async fn probe_device_once(directory: &Path) -> io::Result<()> {
     }
     let probe_path = directory.join(format!(".iopoll-probe-{}.tmp", std::process::id()));
     std::fs::write(&probe_path, [0u8; 4096])?;
-    let opened = DmaFile::open(&probe_path).await;
+    let opened = DmaFile::open(&probe_path).await.map_err(os_error);
     let removed = std::fs::remove_file(&probe_path);
-    opened?.close().await?;
+    opened?.close().await.map_err(os_error)?;
     removed?;
     PROBED_DEVICES.with(|devices| devices.borrow_mut().insert(device));
     Ok(())
+}
+
+/// Convert a glommio error to an `io::Error` that keeps the OS errno, so
+/// callers can tell ENOSPC from EIO (glommio's own conversion drops it).
+fn os_error<T>(error: glommio::GlommioError<T>) -> io::Error {
+    match error {
+        glommio::GlommioError::IoError(source) => source,
+        glommio::GlommioError::EnhancedIoError { source, .. } => source,
+        other => io::Error::other(other.to_string()),
+    }
 }
 
 fn parent_of(path: &Path) -> &Path {
@@ -131,14 +149,14 @@ impl DirectFile {
     /// Open (creating if absent) a file for direct reads and writes.
     pub async fn open_read_write(path: &Path, faults: Option<Arc<FaultInjector>>) -> io::Result<DirectFile> {
         probe_device_once(parent_of(path)).await?;
-        let file = OpenOptions::new().read(true).write(true).create(true).dma_open(path).await?;
+        let file = OpenOptions::new().read(true).write(true).create(true).dma_open(path).await.map_err(os_error)?;
         Ok(DirectFile { file, path: path.to_path_buf(), faults })
     }
 
     /// Open an existing file for direct reads only.
     pub async fn open_read_only(path: &Path) -> io::Result<DirectFile> {
         probe_device_once(parent_of(path)).await?;
-        let file = OpenOptions::new().read(true).dma_open(path).await?;
+        let file = OpenOptions::new().read(true).dma_open(path).await.map_err(os_error)?;
         Ok(DirectFile { file, path: path.to_path_buf(), faults: None })
     }
 
@@ -163,7 +181,7 @@ impl DirectFile {
     pub async fn write_all_at(&self, buffer: Rc<DmaBuffer>, position: u64) -> io::Result<()> {
         self.inject(FaultOperation::Write)?;
         let expected = buffer.len();
-        let written = self.file.write_rc_at(buffer, position).await?;
+        let written = self.file.write_rc_at(buffer, position).await.map_err(os_error)?;
         if written != expected {
             // A short direct write means the device ran out of space or failed;
             // treat it as an error rather than guessing what reached the disk.
@@ -178,33 +196,33 @@ impl DirectFile {
     /// fdatasync the file.
     pub async fn fdatasync(&self) -> io::Result<()> {
         self.inject(FaultOperation::Fsync)?;
-        self.file.fdatasync().await.map_err(Into::into)
+        self.file.fdatasync().await.map_err(os_error)
     }
 
     /// Reserve space up to `size` bytes (the file's size grows; new space reads as zeros).
     pub async fn preallocate(&self, size: u64) -> io::Result<()> {
         self.inject(FaultOperation::Preallocate)?;
-        self.file.pre_allocate(size, false).await.map_err(Into::into)
+        self.file.pre_allocate(size, false).await.map_err(os_error)
     }
 
     /// Truncate (or extend with zeros) to `size` bytes.
     pub async fn truncate(&self, size: u64) -> io::Result<()> {
-        self.file.truncate(size).await.map_err(Into::into)
+        self.file.truncate(size).await.map_err(os_error)
     }
 
     /// Current size of the file.
     pub async fn file_size(&self) -> io::Result<u64> {
-        self.file.file_size().await.map_err(Into::into)
+        self.file.file_size().await.map_err(os_error)
     }
 
     /// Read `size` bytes at any `position` (unaligned is fine).
     pub async fn read_at(&self, position: u64, size: usize) -> io::Result<ReadResult> {
-        self.file.read_at(position, size).await.map_err(Into::into)
+        self.file.read_at(position, size).await.map_err(os_error)
     }
 
     /// Close the file, reporting any error.
     pub async fn close(self) -> io::Result<()> {
-        self.file.close().await.map_err(Into::into)
+        self.file.close().await.map_err(os_error)
     }
 }
 

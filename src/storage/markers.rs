@@ -37,7 +37,9 @@ fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
 
 /// Load the recovery point; 0 when absent or damaged (scan everything).
 pub fn load_recovery_point(partition_dir: &Path) -> io::Result<u64> {
-    let Some(bytes) = read_optional(&partition_dir.join(RECOVERY_POINT_FILE))? else { return Ok(0) };
+    let Some(bytes) = read_optional(&partition_dir.join(RECOVERY_POINT_FILE))? else {
+        return Ok(0);
+    };
     Ok(check_crc(&bytes, b"RLRP", 12).map_or(0, |body| read_u64(body, 4)))
 }
 
@@ -70,7 +72,9 @@ pub fn encode_clean_shutdown(marker: &CleanShutdown) -> Vec<u8> {
 
 /// Load the marker; None when absent or damaged.
 pub fn load_clean_shutdown(partition_dir: &Path) -> io::Result<Option<CleanShutdown>> {
-    let Some(bytes) = read_optional(&partition_dir.join(CLEAN_SHUTDOWN_FILE))? else { return Ok(None) };
+    let Some(bytes) = read_optional(&partition_dir.join(CLEAN_SHUTDOWN_FILE))? else {
+        return Ok(None);
+    };
     Ok(check_crc(&bytes, b"RLCS", 28).map(|body| CleanShutdown {
         active_base_offset: read_u64(body, 4),
         active_size_bytes: read_u64(body, 12),

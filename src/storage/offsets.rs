@@ -93,7 +93,7 @@ fn decode_entry(bytes: &[u8]) -> Option<(String, CommittedOffset, usize)> {
         return None;
     }
     let length = read_u32(bytes, 0) as usize + 4;
-    if length < ENTRY_FIXED_BYTES || length > ENTRY_FIXED_BYTES + MAX_GROUP_BYTES || length > bytes.len() {
+    if !(ENTRY_FIXED_BYTES..=ENTRY_FIXED_BYTES + MAX_GROUP_BYTES).contains(&length) || length > bytes.len() {
         return None;
     }
     if crc32fast::hash(&bytes[8..length]) != read_u32(bytes, 4) {
@@ -197,7 +197,12 @@ impl ConsumerOffsets {
     }
 
     /// Apply the outcome of a commit job.
-    pub fn finish_commit(&mut self, group: &str, committed: CommittedOffset, outcome: io::Result<CommitDone>) -> io::Result<()> {
+    pub fn finish_commit(
+        &mut self,
+        group: &str,
+        committed: CommittedOffset,
+        outcome: io::Result<CommitDone>,
+    ) -> io::Result<()> {
         match outcome {
             Ok(CommitDone::Appended { bytes }) => {
                 self.file_bytes += bytes;

@@ -14,11 +14,17 @@ pub struct RetentionPolicy {
 /// timestamp) in offset order; `total_bytes` includes the active segment.
 /// Deletion stops at the first segment that must stay, so the log remains
 /// contiguous.
-pub fn select_expired(sealed: &[(u64, u64, Option<i64>)], total_bytes: u64, policy: RetentionPolicy, now_ms: i64) -> Vec<u64> {
+pub fn select_expired(
+    sealed: &[(u64, u64, Option<i64>)],
+    total_bytes: u64,
+    policy: RetentionPolicy,
+    now_ms: i64,
+) -> Vec<u64> {
     let mut remaining_bytes = total_bytes;
     let mut expired = Vec::new();
     for &(base_offset, size_bytes, max_timestamp_ms) in sealed {
-        let over_size = policy.retention_bytes > 0 && remaining_bytes.saturating_sub(size_bytes) >= policy.retention_bytes;
+        let over_size =
+            policy.retention_bytes > 0 && remaining_bytes.saturating_sub(size_bytes) >= policy.retention_bytes;
         let too_old = policy.retention_ms > 0
             && max_timestamp_ms.is_some_and(|max| max < now_ms.saturating_sub(policy.retention_ms as i64));
         let empty_and_old = policy.retention_ms > 0 && max_timestamp_ms.is_none();

@@ -2,8 +2,8 @@
 //! `.timeindex` beside it. This file holds the per-segment metadata and the
 //! file-name rules; the write path lives in `writer.rs`.
 
-use std::path::{Path, PathBuf};
 use super::index::SegmentIndexes;
+use std::path::{Path, PathBuf};
 
 /// Extension of segment data files.
 pub const LOG_EXTENSION: &str = "log";

@@ -1,12 +1,12 @@
 //! Direct-I/O write path of the active segment.
 //!
 //! Appends copy batch bytes into an aligned *staging* buffer that maps to
-//! the file at an aligned position. The flusher takes a *round*: every full
-//! staging buffer (written as is, no copy) plus the unwritten aligned tail of
-//! the current staging buffer (copied into a small cached buffer, zero
-//! padded). All writes of a round are disjoint and go to io_uring together;
-//! rounds are strictly sequential, so the partial last block rewritten by the
-//! next round never races with the previous write of the same block.
+//! the file at an aligned position. A full staging buffer is written as is
+//! (no copy) and may be in flight together with others: they never overlap.
+//! The unwritten part of the current staging buffer is written as a *tail*
+//! (copied into a small cached buffer, zero padded to alignment). Its last
+//! block is rewritten by the next write of the same buffer, so at most one
+//! tail is in flight and a full buffer that overlaps it waits for it.
 //!
 //! Buffers are reused: full buffers return to a free list when their write
 //! completes, tail buffers to a small exact-size cache. In steady state an
@@ -31,27 +31,15 @@ fn align_up(value: u64) -> u64 {
     align_down(value + DIRECT_IO_ALIGNMENT as u64 - 1)
 }
 
-/// One write of a round.
+/// One aligned write.
 pub struct WriteJob {
     /// Aligned bytes to write.
     pub buffer: Rc<DmaBuffer>,
     /// Aligned file position.
     pub position: u64,
+    /// File position of the staging buffer the bytes came from.
+    pub staging_position: u64,
     full: bool,
-}
-
-/// Writes of one flush round, all disjoint.
-#[derive(Default)]
-pub struct WriteRound {
-    /// The writes.
-    pub jobs: Vec<WriteJob>,
-}
-
-impl WriteRound {
-    /// True when there is nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.jobs.is_empty()
-    }
 }
 
 /// Buffers and positions of the active segment's writer.
@@ -184,69 +172,52 @@ impl SegmentWriter {
         buffer
     }
 
-    /// Take everything unwritten as one round of disjoint aligned writes.
-    pub fn take_round(&mut self) -> WriteRound {
-        let mut round = WriteRound::default();
-        while let Some((buffer, position, skip)) = self.full.pop_front() {
-            if skip == 0 {
-                round.jobs.push(WriteJob { buffer: Rc::new(buffer), position, full: true });
-            } else {
-                // Part of it was written by an earlier tail write: write only the rest.
-                let mut tail = self.tail_buffer(self.buffer_bytes - skip);
-                tail.as_bytes_mut().copy_from_slice(&buffer.as_bytes()[skip..]);
-                self.free_full.push(buffer);
-                round.jobs.push(WriteJob { buffer: Rc::new(tail), position: position + skip as u64, full: false });
-            }
+    /// Take the oldest full buffer for writing, unless it overlaps the tail
+    /// write still in flight for the same buffer (`tail_in_flight`, the
+    /// staging position of that tail): the two must not race on one block.
+    pub fn take_full(&mut self, tail_in_flight: Option<u64>) -> Option<WriteJob> {
+        let &(_, position, skip) = self.full.front()?;
+        if skip > 0 && tail_in_flight == Some(position) {
+            return None;
         }
-        if self.filled > self.submitted {
-            let start = align_down(self.submitted as u64) as usize;
-            let end = align_up(self.filled as u64) as usize;
-            let mut tail = self.tail_buffer(end - start);
-            let bytes = tail.as_bytes_mut();
-            let used = self.filled - start;
-            bytes[..used].copy_from_slice(&self.staging.as_bytes()[start..self.filled]);
-            bytes[used..].fill(0);
-            round.jobs.push(WriteJob { buffer: Rc::new(tail), position: self.staging_position + start as u64, full: false });
-            self.submitted = self.filled;
+        let (buffer, position, skip) = self.full.pop_front().expect("front exists");
+        if skip == 0 {
+            return Some(WriteJob { buffer: Rc::new(buffer), position, staging_position: position, full: true });
         }
-        round
+        // Part of it was written by earlier tail writes: write only the rest.
+        let mut tail = self.tail_buffer(self.buffer_bytes - skip);
+        tail.as_bytes_mut().copy_from_slice(&buffer.as_bytes()[skip..]);
+        self.free_full.push(buffer);
+        Some(WriteJob { buffer: Rc::new(tail), position: position + skip as u64, staging_position: position, full: false })
     }
 
-    /// Return a finished round's buffers for reuse.
-    pub fn recycle(&mut self, round: WriteRound) {
-        for job in round.jobs {
-            let Ok(buffer) = Rc::try_unwrap(job.buffer) else { continue };
-            if job.full {
-                self.free_full.push(buffer);
-            } else if self.tail_cache.len() < TAIL_CACHE_MAX {
-                self.tail_cache.push(buffer);
-            }
+    /// Take the unwritten part of the staging buffer (from the last aligned
+    /// boundary already written, zero padded to alignment).
+    pub fn take_tail(&mut self) -> Option<WriteJob> {
+        if self.filled <= self.submitted {
+            return None;
         }
+        let start = align_down(self.submitted as u64) as usize;
+        let end = align_up(self.filled as u64) as usize;
+        let mut tail = self.tail_buffer(end - start);
+        let bytes = tail.as_bytes_mut();
+        let used = self.filled - start;
+        bytes[..used].copy_from_slice(&self.staging.as_bytes()[start..self.filled]);
+        bytes[used..].fill(0);
+        self.submitted = self.filled;
+        let position = self.staging_position + start as u64;
+        Some(WriteJob { buffer: Rc::new(tail), position, staging_position: self.staging_position, full: false })
     }
-}
 
-/// Execute a round: all writes concurrently, reporting the first error.
-pub async fn write_round(file: &Rc<DirectFile>, round: &WriteRound) -> io::Result<()> {
-    let mut tasks = Vec::with_capacity(round.jobs.len().saturating_sub(1));
-    for job in round.jobs.iter().skip(1) {
-        let file = Rc::clone(file);
-        let buffer = Rc::clone(&job.buffer);
-        let position = job.position;
-        tasks.push(crate::runtime::spawn_local(async move { file.write_all_at(buffer, position).await }));
-    }
-    let mut result = Ok(());
-    if let Some(first) = round.jobs.first() {
-        result = file.write_all_at(Rc::clone(&first.buffer), first.position).await;
-    }
-    // Await every write even after a failure: no buffer may be reused while
-    // the kernel could still be reading it.
-    for task in tasks {
-        let outcome = task.await;
-        if result.is_ok() {
-            result = outcome;
+    /// Return a finished job's buffer for reuse.
+    pub fn recycle(&mut self, job: WriteJob) {
+        let Ok(buffer) = Rc::try_unwrap(job.buffer) else { return };
+        if job.full {
+            self.free_full.push(buffer);
+        } else if self.tail_cache.len() < TAIL_CACHE_MAX {
+            self.tail_cache.push(buffer);
         }
     }
-    result
 }
 
 /// Round `size` up for preallocation in steps of `step` bytes.

@@ -1,0 +1,176 @@
+//! The append path: validate, place, copy into aligned buffers, wait for durability.
+
+use super::*;
+
+impl PartitionLog {
+    /// Append one encoded batch. Resolves when the batch is durable under the
+    /// configured policy; the batch's log-assigned header fields are stamped
+    /// in place.
+    pub async fn append(&self, batch: &mut [u8], mode: AppendMode) -> StorageResult<AppendInfo> {
+        let header = validate_batch(batch, self.inner.config.max_batch_bytes)?;
+        let _permit = self.inner.append_gate.acquire().await;
+        self.check_writable(&self.inner.state.borrow())?;
+        self.roll_if_needed(batch.len() as u64).await?;
+        self.ensure_preallocated(batch.len() as u64).await?;
+        let (base_offset, leader_epoch) = self.place(batch, &header, mode)?;
+        self.record_epoch(leader_epoch, base_offset).await?;
+        self.copy_into_buffers(batch).await?;
+        let (info, generation) = self.commit_placement(batch, &header, base_offset);
+        drop(_permit);
+        self.inner.work.notify_all();
+        self.wait_durable(info.next_offset, generation).await?;
+        Ok(info)
+    }
+
+    /// Choose the batch's offsets and epoch and stamp them.
+    fn place(&self, batch: &mut [u8], header: &BatchHeader, mode: AppendMode) -> StorageResult<(u64, u32)> {
+        let log_end_offset = self.inner.state.borrow().log_end_offset;
+        match mode {
+            AppendMode::Leader { leader_epoch } => {
+                stamp_batch(batch, log_end_offset, leader_epoch);
+                Ok((log_end_offset, leader_epoch))
+            }
+            AppendMode::Replica if header.base_offset == log_end_offset => Ok((log_end_offset, header.leader_epoch)),
+            AppendMode::Replica => Err(StorageError::OffsetOutOfRange {
+                offset: header.base_offset,
+                log_start_offset: self.inner.state.borrow().log_start_offset(),
+                log_end_offset,
+            }),
+        }
+    }
+
+    async fn record_epoch(&self, leader_epoch: u32, base_offset: u64) -> StorageResult<()> {
+        let history = {
+            let mut state = self.inner.state.borrow_mut();
+            let latest = state.epochs.latest_epoch();
+            if latest.is_some_and(|latest| leader_epoch < latest) {
+                return Err(StorageError::StorageFailed {
+                    partition: self.inner.dir.clone(),
+                    cause: format!("leader epoch {leader_epoch} is older than the log's epoch {latest:?}"),
+                });
+            }
+            if !state.epochs.assign(leader_epoch, base_offset) {
+                return Ok(());
+            }
+            state.epochs.clone()
+        };
+        let dir = self.inner.dir.clone();
+        run_blocking(move || history.store(&dir))
+            .await
+            .map_err(|error| StorageError::io("store epoch checkpoint", &self.inner.dir, error))
+    }
+
+    /// Copy the batch into staging buffers, waiting for the disk when all are
+    /// in flight. Each filled buffer is handed to the flusher at once.
+    async fn copy_into_buffers(&self, batch: &[u8]) -> StorageResult<()> {
+        let generation = self.inner.state.borrow().generation;
+        let mut copied = 0usize;
+        loop {
+            let notified = self.inner.progress.notified();
+            {
+                let mut state = self.inner.state.borrow_mut();
+                if let Some(cause) = &state.failure {
+                    return Err(StorageError::StorageFailed { partition: self.inner.dir.clone(), cause: cause.clone() });
+                }
+                if state.generation != generation {
+                    // A disk-full rollback replaced the writer under us.
+                    return Err(StorageError::DiskFull { path: self.inner.dir.clone() });
+                }
+                while copied < batch.len() {
+                    copied += state.writer.copy_in(&batch[copied..]);
+                    if !state.writer.staging_full() {
+                        continue;
+                    }
+                    if !state.writer.rotate() {
+                        break;
+                    }
+                    self.inner.work.notify_all();
+                }
+            }
+            if copied == batch.len() {
+                return Ok(());
+            }
+            self.inner.work.notify_all();
+            notified.await;
+        }
+    }
+
+    /// Update segment metadata and offsets after the bytes are in the buffers.
+    fn commit_placement(&self, batch: &[u8], header: &BatchHeader, base_offset: u64) -> (AppendInfo, u64) {
+        let mut state = self.inner.state.borrow_mut();
+        let interval = self.inner.config.index_interval_bytes;
+        let next_offset = base_offset + u64::from(header.record_count);
+        let active = state.active_mut();
+        let position = active.size_bytes;
+        let relative_offset = (base_offset - active.base_offset) as u32;
+        if active.indexes.offsets.is_empty() && active.indexes.times.is_empty() && active.size_bytes == 0 {
+            active.indexes = crate::storage::index::SegmentIndexes::new(interval);
+        }
+        active.indexes.on_batch(relative_offset, position as u32, batch.len() as u32, header.max_timestamp_ms);
+        active.size_bytes += batch.len() as u64;
+        active.next_offset = next_offset;
+        active.last_batch_position = Some(position);
+        state.log_end_offset = next_offset;
+        debug_assert_eq!(state.writer.position(), state.active().size_bytes, "writer and segment disagree");
+        (AppendInfo { base_offset, next_offset }, state.generation)
+    }
+
+    /// Wait until `target` is durable, or report why it never will be.
+    async fn wait_durable(&self, target: u64, generation: u64) -> StorageResult<()> {
+        loop {
+            let notified = self.inner.progress.notified();
+            {
+                let state = self.inner.state.borrow();
+                if state.generation != generation {
+                    if state.rollback_disk_full {
+                        return Err(StorageError::DiskFull { path: self.inner.dir.clone() });
+                    }
+                    return Err(StorageError::StorageFailed {
+                        partition: self.inner.dir.clone(),
+                        cause: "the log was truncated before this batch became durable".into(),
+                    });
+                }
+                if state.durable.offset >= target {
+                    return Ok(());
+                }
+                if let Some(cause) = &state.failure {
+                    return Err(StorageError::StorageFailed {
+                        partition: self.inner.dir.clone(),
+                        cause: cause.clone(),
+                    });
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Reserve disk space ahead of the write position; ENOSPC here changes nothing.
+    async fn ensure_preallocated(&self, batch_bytes: u64) -> StorageResult<()> {
+        let (file, target) = {
+            let state = self.inner.state.borrow();
+            let needed = state.writer.position() + batch_bytes;
+            if needed <= state.writer.preallocated_to() {
+                return Ok(());
+            }
+            let target =
+                preallocation_target(needed + self.inner.config.preallocate_bytes, self.inner.config.preallocate_bytes);
+            (Rc::clone(state.writer.file()), target)
+        };
+        match file.preallocate(target).await {
+            Ok(()) => {
+                self.inner.state.borrow_mut().writer.set_preallocated_to(target);
+                Ok(())
+            }
+            Err(error) if is_disk_full(&error) => {
+                tracing::warn!(target: "ringlog::storage", path = %file.path().display(), "disk full reserving segment space");
+                Err(StorageError::DiskFull { path: file.path().to_path_buf() })
+            }
+            Err(error) if error.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                // Filesystems without fallocate: writes extend the file instead.
+                self.inner.state.borrow_mut().writer.set_preallocated_to(target);
+                Ok(())
+            }
+            Err(error) => Err(self.fail_stop("preallocate", file.path(), &error)),
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The flusher: one task per partition that submits buffered bytes to
+//! io_uring, completes writes in submission order, fsyncs per policy and
+//! publishes durability.
+//!
+//! Full staging buffers are submitted as soon as they fill, several in
+//! flight at once (they never overlap), which keeps the device queue deep.
+//! The tail of the current buffer is written whenever no other tail is in
+//! flight; each tail carries a *mark* (log end offset and position at the
+//! moment it was taken). When a tail completes, every earlier write has
+//! completed too (completions are taken in order), so the mark is written;
+//! under `fsync = always` one fdatasync then makes it durable for every
+//! batch that joined the group, and waiting appends are woken.
+
+use std::collections::VecDeque;
+
+use super::*;
+use crate::storage::writer::WriteJob;
+
+/// A write submitted to io_uring.
+struct InFlight {
+    task: Task<std::io::Result<()>>,
+    job: WriteJob,
+    file: Rc<DirectFile>,
+    /// For tail writes: what becomes durable once this write completes.
+    mark: Option<(DurableMark, u64)>,
+}
+
+/// Writes in flight, oldest first, and which staging buffer's tail is among them.
+#[derive(Default)]
+struct Pipeline {
+    in_flight: VecDeque<InFlight>,
+    tail_in_flight: Option<u64>,
+}
+
+impl PartitionLog {
+    /// The flusher loop; returns when the log stops and no write is in flight.
+    pub(super) async fn run_flusher(&self) {
+        let mut pipeline = Pipeline::default();
+        loop {
+            let notified = self.inner.work.notified();
+            if self.inner.state.borrow().failure.is_some() {
+                self.settle_all(&mut pipeline).await;
+                if self.inner.stopping.get() {
+                    return;
+                }
+                notified.await;
+                continue;
+            }
+            self.submit_writes(&mut pipeline);
+            let Some(front) = pipeline.in_flight.front_mut() else {
+                if self.inner.stopping.get() {
+                    return;
+                }
+                self.idle(notified).await;
+                continue;
+            };
+            let completion = futures_lite::future::or(async { Some((&mut front.task).await) }, async {
+                notified.await;
+                None
+            });
+            let Some(result) = completion.await else { continue };
+            let finished = pipeline.in_flight.pop_front().expect("front completed");
+            if finished.mark.is_some() {
+                pipeline.tail_in_flight = None;
+            }
+            match result {
+                Ok(()) => self.complete_write(finished).await,
+                Err(error) => self.write_failed(finished, error, &mut pipeline).await,
+            }
+        }
+    }
+
+    /// Nothing in flight: wait for work, or for the interval fsync to fall due.
+    async fn idle(&self, notified: crate::runtime::Notified<'_>) {
+        match self.interval_fsync_due() {
+            Some(wait) if wait.is_zero() => self.interval_fsync().await,
+            Some(wait) => {
+                futures_lite::future::or(notified, crate::runtime::sleep(wait)).await;
+            }
+            None => notified.await,
+        }
+    }
+
+    /// Submit every full buffer that may go, and a tail if none is in flight.
+    fn submit_writes(&self, pipeline: &mut Pipeline) {
+        let mut state = self.inner.state.borrow_mut();
+        let file = Rc::clone(state.writer.file());
+        while let Some(job) = state.writer.take_full(pipeline.tail_in_flight) {
+            pipeline.in_flight.push_back(submit(&file, job, None));
+        }
+        if pipeline.tail_in_flight.is_some() {
+            return;
+        }
+        let Some(job) = state.writer.take_tail() else { return };
+        let active = state.active();
+        let mark = DurableMark {
+            offset: state.log_end_offset,
+            position: active.size_bytes,
+            last_batch_position: active.last_batch_position,
+        };
+        pipeline.tail_in_flight = Some(job.staging_position);
+        pipeline.in_flight.push_back(submit(&file, job, Some((mark, state.generation))));
+    }
+
+    /// A write completed: recycle its buffer; a tail also publishes its mark.
+    async fn complete_write(&self, finished: InFlight) {
+        let bytes = finished.job.buffer.len() as u64;
+        {
+            let mut state = self.inner.state.borrow_mut();
+            state.writer.recycle(finished.job);
+            state.stats.bytes_written += bytes;
+        }
+        let Some((mark, generation)) = finished.mark else {
+            // A buffer came free: appenders waiting for one can go on.
+            self.inner.progress.notify_all();
+            return;
+        };
+        if self.inner.config.fsync == FsyncPolicy::Always {
+            if let Err(error) = finished.file.fdatasync().await {
+                // fsyncgate: the kernel may have dropped the dirty pages; a
+                // retry could "succeed" without the data. Never retry.
+                self.fail_stop("fdatasync", finished.file.path(), &error);
+                return;
+            }
+        }
+        self.publish(mark, generation);
+    }
+
+    fn publish(&self, mark: DurableMark, generation: u64) {
+        let mut state = self.inner.state.borrow_mut();
+        state.stats.write_rounds += 1;
+        if self.inner.config.fsync == FsyncPolicy::Always {
+            state.stats.fsyncs += 1;
+        } else if state.unsynced_since.is_none() {
+            state.unsynced_since = Some(Instant::now());
+        }
+        if state.generation == generation && mark.offset >= state.durable.offset {
+            state.durable = mark;
+            let active = state.active_mut();
+            active.written_bytes = active.written_bytes.max(mark.position);
+        }
+        drop(state);
+        self.inner.progress.notify_all();
+    }
+
+    /// Wait for every write still in flight (their buffers must not be
+    /// reused while the kernel may read them), discarding the results.
+    async fn settle_all(&self, pipeline: &mut Pipeline) {
+        while let Some(in_flight) = pipeline.in_flight.pop_front() {
+            let _ = in_flight.task.await;
+            self.inner.state.borrow_mut().writer.recycle(in_flight.job);
+        }
+        pipeline.tail_in_flight = None;
+    }
+
+    /// A write failed: ENOSPC rolls back what was not acknowledged; any
+    /// other error fail-stops the partition.
+    async fn write_failed(&self, finished: InFlight, error: std::io::Error, pipeline: &mut Pipeline) {
+        let file = Rc::clone(&finished.file);
+        self.inner.state.borrow_mut().writer.recycle(finished.job);
+        self.settle_all(pipeline).await;
+        if is_disk_full(&error) {
+            self.roll_back_after_disk_full(&file).await;
+        } else {
+            self.fail_stop("write", file.path(), &error);
+        }
+    }
+
+    fn interval_fsync_due(&self) -> Option<Duration> {
+        if self.inner.config.fsync != FsyncPolicy::Interval {
+            return None;
+        }
+        let since = self.inner.state.borrow().unsynced_since?;
+        let interval = Duration::from_millis(self.inner.config.fsync_interval_ms);
+        Some(interval.saturating_sub(since.elapsed()))
+    }
+
+    async fn interval_fsync(&self) {
+        let file = Rc::clone(self.inner.state.borrow().writer.file());
+        match file.fdatasync().await {
+            Ok(()) => {
+                let mut state = self.inner.state.borrow_mut();
+                state.stats.fsyncs += 1;
+                state.unsynced_since = None;
+            }
+            Err(error) => {
+                self.fail_stop("fdatasync", file.path(), &error);
+            }
+        }
+    }
+
+    /// ENOSPC from a write: forget everything not yet durable (those appends
+    /// fail with disk_full), cut the file back so no stale bytes remain past
+    /// the durable end, and keep serving.
+    async fn roll_back_after_disk_full(&self, file: &Rc<DirectFile>) {
+        let mark = self.inner.state.borrow().durable;
+        tracing::warn!(target: "ringlog::storage", path = %file.path().display(), offset = mark.offset,
+            "disk full while writing: rolling back unacknowledged appends");
+        if let Err(error) = file.truncate(mark.position).await {
+            self.fail_stop("truncate after disk full", file.path(), &error);
+            return;
+        }
+        if let Err(error) = file.fdatasync().await {
+            self.fail_stop("fdatasync after disk full", file.path(), &error);
+            return;
+        }
+        let config = &self.inner.config;
+        match SegmentWriter::open(Rc::clone(file), mark.position, config.write_buffer_bytes, config.write_buffers_max).await
+        {
+            Ok(writer) => {
+                let mut state = self.inner.state.borrow_mut();
+                state.writer = writer;
+                reset_active_to(&mut state, mark);
+                state.epochs.truncate_from_end(mark.offset);
+                state.generation += 1;
+                state.rollback_disk_full = true;
+            }
+            Err(error) => {
+                self.fail_stop("reopen writer after disk full", file.path(), &error);
+            }
+        }
+        self.inner.progress.notify_all();
+    }
+}
+
+fn submit(file: &Rc<DirectFile>, job: WriteJob, mark: Option<(DurableMark, u64)>) -> InFlight {
+    let task_file = Rc::clone(file);
+    let buffer = Rc::clone(&job.buffer);
+    let position = job.position;
+    let task = crate::runtime::spawn_local(async move { task_file.write_all_at(buffer, position).await });
+    InFlight { task, job, file: Rc::clone(file), mark }
+}

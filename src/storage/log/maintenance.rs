@@ -1,0 +1,308 @@
+//! Rolling, truncation, retention, consumer offsets and clean close.
+
+use super::*;
+
+impl PartitionLog {
+    /// Roll when the active segment is full or old enough (caller holds the append gate).
+    pub(super) async fn roll_if_needed(&self, batch_bytes: u64) -> StorageResult<()> {
+        let needs_roll = {
+            let state = self.inner.state.borrow();
+            let active = state.active();
+            let config = &self.inner.config;
+            let too_big = active.size_bytes + batch_bytes > config.segment_bytes;
+            let too_old =
+                config.segment_ms > 0 && state.active_opened_at.elapsed() >= Duration::from_millis(config.segment_ms);
+            !active.is_empty() && (too_big || too_old)
+        };
+        if needs_roll {
+            self.roll().await?;
+        }
+        Ok(())
+    }
+
+    /// Seal the active segment (durable, exact size, index files) and start a new one.
+    pub async fn roll(&self) -> StorageResult<()> {
+        self.drain().await?;
+        let (file, base, size_bytes, new_base) = {
+            let state = self.inner.state.borrow();
+            let active = state.active();
+            (Rc::clone(state.writer.file()), active.base_offset, active.size_bytes, state.log_end_offset)
+        };
+        if new_base == base {
+            return Ok(());
+        }
+        self.seal_file(&file, size_bytes).await?;
+        let indexes_bytes = {
+            let mut state = self.inner.state.borrow_mut();
+            let active = state.active_mut();
+            active.indexes.finalize();
+            (active.indexes.offsets.as_bytes().to_vec(), active.indexes.times.as_bytes().to_vec())
+        };
+        let dir = self.inner.dir.clone();
+        let new_path = segment_file(&dir, new_base, LOG_EXTENSION);
+        run_blocking(move || seal_metadata(&dir, base, new_base, indexes_bytes))
+            .await
+            .map_err(|error| self.fail_stop("seal segment", &new_path, &error))?;
+        let new_file = DirectFile::open_read_write(&new_path, self.inner.faults.clone())
+            .await
+            .map_err(|error| self.fail_stop("create segment", &new_path, &error))?;
+        let config = &self.inner.config;
+        let writer = SegmentWriter::open(Rc::new(new_file), 0, config.write_buffer_bytes, config.write_buffers_max)
+            .await
+            .map_err(|error| self.fail_stop("open segment writer", &new_path, &error))?;
+        let mut state = self.inner.state.borrow_mut();
+        let old_writer = std::mem::replace(&mut state.writer, writer);
+        state.readers.insert(base, Rc::clone(old_writer.file()));
+        state.active_mut().sealed = true;
+        let mut segment = empty_segment(new_base);
+        segment.indexes = crate::storage::index::SegmentIndexes::new(config.index_interval_bytes);
+        state.segments.insert(new_base, segment);
+        state.durable = DurableMark { offset: new_base, position: 0, last_batch_position: None };
+        state.active_opened_at = Instant::now();
+        state.unsynced_since = None;
+        tracing::debug!(target: "ringlog::storage", dir = %self.inner.dir.display(), base, new_base, "segment rolled");
+        Ok(())
+    }
+
+    /// fdatasync, then cut preallocated space so the file is exactly its log.
+    async fn seal_file(&self, file: &Rc<DirectFile>, size_bytes: u64) -> StorageResult<()> {
+        file.fdatasync().await.map_err(|error| self.fail_stop("fdatasync", file.path(), &error))?;
+        file.truncate(size_bytes).await.map_err(|error| self.fail_stop("truncate", file.path(), &error))?;
+        file.fdatasync().await.map_err(|error| self.fail_stop("fdatasync", file.path(), &error))?;
+        self.inner.state.borrow_mut().stats.fsyncs += 2;
+        Ok(())
+    }
+
+
+    /// Remove every record at or after `offset` (replication divergence).
+    /// When `offset` falls inside a batch the whole batch goes; returns the new log end.
+    pub async fn truncate_to(&self, offset: u64) -> StorageResult<u64> {
+        let _permit = self.inner.append_gate.acquire().await;
+        self.check_writable(&self.inner.state.borrow())?;
+        self.drain().await?;
+        let (log_start_offset, log_end_offset) = {
+            let state = self.inner.state.borrow();
+            (state.log_start_offset(), state.log_end_offset)
+        };
+        if offset >= log_end_offset {
+            return Ok(log_end_offset);
+        }
+        if offset < log_start_offset {
+            return Err(StorageError::OffsetOutOfRange { offset, log_start_offset, log_end_offset });
+        }
+        let cut = self.find_batch_start(offset).await?;
+        self.apply_truncation(cut).await?;
+        Ok(cut.offset)
+    }
+
+    /// Position and offset of the batch that holds `offset`.
+    async fn find_batch_start(&self, offset: u64) -> StorageResult<DurableMark> {
+        let location = self.locate(offset, Some(u64::MAX))?.expect("offset below the log end");
+        let file = self.reader_for(&location).await?;
+        let mut position = location.start_position;
+        let mut last_batch_position = None;
+        let mut batch_offset = location.base_offset;
+        while position < location.end_position {
+            let header_bytes = file
+                .read_at(position, BATCH_HEADER_BYTES)
+                .await
+                .map_err(|error| StorageError::io("read segment", &location.path, error))?;
+            let header = BatchHeader::parse(&header_bytes).map_err(StorageError::InvalidBatch)?;
+            if header.next_offset() > offset {
+                return Ok(DurableMark { offset: header.base_offset, position, last_batch_position });
+            }
+            last_batch_position = Some(position);
+            batch_offset = header.next_offset();
+            position += u64::from(header.batch_bytes);
+        }
+        Ok(DurableMark { offset: batch_offset, position, last_batch_position })
+    }
+
+    async fn apply_truncation(&self, cut: DurableMark) -> StorageResult<()> {
+        let dir = self.inner.dir.clone();
+        let (removed, keep_base) = {
+            let state = self.inner.state.borrow();
+            let keep_base = *state.segments.range(..=cut.offset).next_back().expect("cut inside the log").0;
+            let removed: Vec<u64> = state.segments.range(keep_base + 1..).map(|(&base, _)| base).collect();
+            (removed, keep_base)
+        };
+        let keep_path = segment_file(&dir, keep_base, LOG_EXTENSION);
+        let file = match removed.is_empty() {
+            true => Rc::clone(self.inner.state.borrow().writer.file()),
+            false => Rc::new(
+                DirectFile::open_read_write(&keep_path, self.inner.faults.clone())
+                    .await
+                    .map_err(|error| self.fail_stop("reopen segment", &keep_path, &error))?,
+            ),
+        };
+        file.truncate(cut.position).await.map_err(|error| self.fail_stop("truncate", &keep_path, &error))?;
+        file.fdatasync().await.map_err(|error| self.fail_stop("fdatasync", &keep_path, &error))?;
+        let config = &self.inner.config;
+        let writer =
+            SegmentWriter::open(Rc::clone(&file), cut.position, config.write_buffer_bytes, config.write_buffers_max)
+                .await
+                .map_err(|error| self.fail_stop("open segment writer", &keep_path, &error))?;
+        let epochs = {
+            let mut state = self.inner.state.borrow_mut();
+            for base in &removed {
+                state.segments.remove(base);
+                state.readers.remove(base);
+            }
+            state.readers.remove(&keep_base);
+            state.writer = writer;
+            let active = state.active_mut();
+            active.sealed = false;
+            active.indexes.make_writable();
+            reset_active_to(&mut state, cut);
+            state.generation += 1;
+            state.rollback_disk_full = false;
+            state.epochs.truncate_from_end(cut.offset);
+            state.epochs.clone()
+        };
+        let removed_dir = dir.clone();
+        run_blocking(move || -> std::io::Result<()> {
+            for base in removed {
+                remove_segment_files(&removed_dir, base)?;
+            }
+            let recovery_point = crate::storage::markers::load_recovery_point(&removed_dir)?;
+            if recovery_point > keep_base {
+                store_recovery_point(&removed_dir, keep_base)?;
+            }
+            for extension in [INDEX_EXTENSION, TIME_INDEX_EXTENSION] {
+                let path = segment_file(&removed_dir, keep_base, extension);
+                if path.exists() {
+                    std::fs::remove_file(path)?;
+                }
+            }
+            epochs.store(&removed_dir)?;
+            crate::storage::io::sync_directory(&removed_dir)
+        })
+        .await
+        .map_err(|error| self.fail_stop("truncate metadata", &dir, &error))?;
+        self.inner.progress.notify_all();
+        tracing::info!(target: "ringlog::storage", dir = %dir.display(), offset = cut.offset, "log truncated");
+        Ok(())
+    }
+
+    /// Delete sealed segments past the retention limits; returns their base offsets.
+    pub async fn apply_retention(&self, policy: RetentionPolicy, now_ms: i64) -> StorageResult<Vec<u64>> {
+        let (expired, epochs) = {
+            let mut state = self.inner.state.borrow_mut();
+            let sealed: Vec<(u64, u64, Option<i64>)> = state
+                .segments
+                .values()
+                .filter(|segment| segment.sealed)
+                .map(|segment| (segment.base_offset, segment.size_bytes, segment.max_timestamp_ms()))
+                .collect();
+            let total_bytes = state.segments.values().map(|segment| segment.size_bytes).sum();
+            let expired = select_expired(&sealed, total_bytes, policy, now_ms);
+            for base in &expired {
+                state.segments.remove(base);
+                state.readers.remove(base);
+            }
+            let log_start_offset = state.log_start_offset();
+            state.epochs.truncate_from_start(log_start_offset);
+            (expired, state.epochs.clone())
+        };
+        if expired.is_empty() {
+            return Ok(expired);
+        }
+        let dir = self.inner.dir.clone();
+        let removed = expired.clone();
+        run_blocking(move || -> std::io::Result<()> {
+            for base in removed {
+                remove_segment_files(&dir, base)?;
+            }
+            epochs.store(&dir)?;
+            crate::storage::io::sync_directory(&dir)
+        })
+        .await
+        .map_err(|error| StorageError::io("delete expired segments", &self.inner.dir, error))?;
+        tracing::info!(target: "ringlog::storage", dir = %self.inner.dir.display(), segments = expired.len(), "retention deleted segments");
+        Ok(expired)
+    }
+
+    /// Durably commit `offset` for consumer `group`.
+    pub async fn commit_offset(&self, group: &str, offset: u64) -> StorageResult<()> {
+        let _permit = self.inner.offsets_gate.acquire().await;
+        let committed = CommittedOffset { offset, commit_ms: now_ms() };
+        let job = self.inner.state.borrow_mut().offsets.begin_commit(group, committed).map_err(StorageError::Config)?;
+        let outcome = run_blocking(move || job.run()).await;
+        self.inner
+            .state
+            .borrow_mut()
+            .offsets
+            .finish_commit(group, committed, outcome)
+            .map_err(|error| StorageError::io("commit consumer offset", &self.inner.dir, error))
+    }
+
+    /// Where consumer `group` resumes, checked against the current log bounds.
+    pub fn committed_offset(&self, group: &str) -> OffsetLookup {
+        let state = self.inner.state.borrow();
+        state.offsets.lookup(group, state.log_start_offset(), state.log_end_offset)
+    }
+
+    /// Flush, fsync, write index files and the clean-shutdown marker, stop the flusher.
+    pub async fn close(&self) -> StorageResult<()> {
+        let _permit = self.inner.append_gate.acquire().await;
+        let drained = self.drain().await;
+        self.inner.state.borrow_mut().closed = true;
+        self.stop_flusher().await;
+        drained?;
+        if self.inner.state.borrow().fence.is_some() {
+            return Ok(());
+        }
+        let (file, marker, base, indexes_bytes) = {
+            let mut state = self.inner.state.borrow_mut();
+            let active = state.active_mut();
+            active.indexes.finalize();
+            let marker = CleanShutdown {
+                active_base_offset: active.base_offset,
+                active_size_bytes: active.size_bytes,
+                last_batch_position: active.last_batch_position.unwrap_or(u64::MAX),
+            };
+            let indexes = (active.indexes.offsets.as_bytes().to_vec(), active.indexes.times.as_bytes().to_vec());
+            let base = active.base_offset;
+            (Rc::clone(state.writer.file()), marker, base, indexes)
+        };
+        file.fdatasync().await.map_err(|error| self.fail_stop("fdatasync", file.path(), &error))?;
+        let dir = self.inner.dir.clone();
+        run_blocking(move || -> std::io::Result<()> {
+            crate::storage::io::write_file_atomically(&segment_file(&dir, base, INDEX_EXTENSION), &indexes_bytes.0)?;
+            crate::storage::io::write_file_atomically(&segment_file(&dir, base, TIME_INDEX_EXTENSION), &indexes_bytes.1)?;
+            store_clean_shutdown(&dir, &marker)
+        })
+        .await
+        .map_err(|error| StorageError::io("write clean-shutdown marker", &self.inner.dir, error))?;
+        tracing::debug!(target: "ringlog::storage", dir = %self.inner.dir.display(), "partition closed cleanly");
+        Ok(())
+    }
+
+    async fn stop_flusher(&self) {
+        self.inner.stopping.set(true);
+        self.inner.work.notify_all();
+        let task = self.inner.flusher.borrow_mut().take();
+        if let Some(task) = task {
+            task.await;
+        }
+    }
+
+    /// Stop the flusher without a clean-shutdown marker (tests simulating a crash).
+    pub async fn abandon(&self) {
+        self.inner.state.borrow_mut().closed = true;
+        self.stop_flusher().await;
+    }
+}
+
+/// Index files of the sealed segment, directory entry of the new one, recovery point.
+fn seal_metadata(dir: &Path, base: u64, new_base: u64, indexes: (Vec<u8>, Vec<u8>)) -> std::io::Result<()> {
+    crate::storage::io::write_file_atomically(&segment_file(dir, base, INDEX_EXTENSION), &indexes.0)?;
+    crate::storage::io::write_file_atomically(&segment_file(dir, base, TIME_INDEX_EXTENSION), &indexes.1)?;
+    std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(segment_file(
+        dir,
+        new_base,
+        LOG_EXTENSION,
+    ))?;
+    crate::storage::io::sync_directory(dir)?;
+    store_recovery_point(dir, new_base)
+}

@@ -1,0 +1,373 @@
+//! The partition log: append with group commit, verified reads, timestamp
+//! lookup, truncation, rolling, retention, consumer offsets and a clean
+//! close. This file holds the state and opening; the operations live in the
+//! sibling files (`append`, `flusher`, `read`, `maintenance`). Owned by one executor thread: state lives in a `RefCell` that is
+//! never borrowed across an `.await`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::storage::batch::{stamp_batch, validate_batch, verify_batch, BatchHeader, BATCH_HEADER_BYTES};
+use crate::storage::config::{FsyncPolicy, StorageConfig};
+use crate::storage::epochs::EpochHistory;
+use crate::storage::error::{is_disk_full, StorageError, StorageResult};
+use crate::storage::io::{DirectFile, FaultInjector};
+use crate::storage::markers::{store_clean_shutdown, store_recovery_point, CleanShutdown};
+use crate::storage::offsets::{CommittedOffset, ConsumerOffsets, OffsetLookup};
+use crate::storage::recovery::{empty_segment, recover_partition, FenceReport, RecoveryReport};
+use crate::storage::retention::{select_expired, RetentionPolicy};
+use crate::storage::segment::{segment_file, Segment, INDEX_EXTENSION, LOG_EXTENSION, TIME_INDEX_EXTENSION};
+use crate::storage::writer::{preallocation_target, SegmentWriter};
+mod append;
+mod flusher;
+mod maintenance;
+mod read;
+
+use crate::runtime::{run_blocking, Gate, Notify, Task};
+
+/// Bytes read ahead when a fetch starts (the first batch may need more).
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Consumer offsets file is compacted past this size.
+const OFFSETS_COMPACT_BYTES: u64 = 1 << 20;
+
+/// Where an appended batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "an append result says whether the batch is durable"]
+pub struct AppendInfo {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Offset after the last record.
+    pub next_offset: u64,
+}
+
+/// How the leader epoch of an appended batch is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendMode {
+    /// Assign the next offsets and stamp this leader epoch.
+    Leader {
+        /// Current leader epoch.
+        leader_epoch: u32,
+    },
+    /// Keep the batch's own offsets and epoch (a follower copying the leader);
+    /// its base offset must equal the log end.
+    Replica,
+}
+
+/// Whole batches returned by a read.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReadBatches {
+    /// Concatenated, CRC-verified batches.
+    pub bytes: Vec<u8>,
+    /// Offset after the last returned record (the next offset to ask for).
+    pub next_offset: u64,
+    /// Number of batches.
+    pub batch_count: usize,
+}
+
+/// Counters for tests, metrics and benchmarks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LogStats {
+    /// fdatasync calls on segment files.
+    pub fsyncs: u64,
+    /// Write rounds completed.
+    pub write_rounds: u64,
+    /// Bytes written to segment files (including re-written tail blocks).
+    pub bytes_written: u64,
+    /// Aligned buffers allocated by the writer of the active segment.
+    pub buffer_allocations: u64,
+}
+
+/// Offsets and sizes of the log at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSnapshot {
+    /// First offset still in the log.
+    pub log_start_offset: u64,
+    /// Next offset to assign.
+    pub log_end_offset: u64,
+    /// End of what is durable under the policy (the standalone high watermark).
+    pub durable_end_offset: u64,
+    /// Number of segments.
+    pub segments: usize,
+    /// Total valid bytes.
+    pub size_bytes: u64,
+    /// Latest leader epoch.
+    pub leader_epoch: Option<u32>,
+    /// Fail-stop cause, if any.
+    pub failure: Option<String>,
+    /// Fence report, if any.
+    pub fence: Option<FenceReport>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct DurableMark {
+    offset: u64,
+    position: u64,
+    last_batch_position: Option<u64>,
+}
+
+struct State {
+    segments: BTreeMap<u64, Segment>,
+    readers: BTreeMap<u64, Rc<DirectFile>>,
+    writer: SegmentWriter,
+    log_end_offset: u64,
+    durable: DurableMark,
+    generation: u64,
+    rollback_disk_full: bool,
+    failure: Option<String>,
+    fence: Option<FenceReport>,
+    epochs: EpochHistory,
+    offsets: ConsumerOffsets,
+    closed: bool,
+    active_opened_at: Instant,
+    unsynced_since: Option<Instant>,
+    stats: LogStats,
+    recovery: RecoveryReport,
+}
+
+impl State {
+    fn active(&self) -> &Segment {
+        self.segments.values().next_back().expect("a log always has an active segment")
+    }
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().expect("a log always has an active segment")
+    }
+    fn log_start_offset(&self) -> u64 {
+        self.segments.values().next().map_or(0, |segment| segment.base_offset)
+    }
+}
+
+struct Inner {
+    dir: PathBuf,
+    config: StorageConfig,
+    faults: Option<Arc<FaultInjector>>,
+    state: RefCell<State>,
+    append_gate: Gate,
+    offsets_gate: Gate,
+    work: Notify,
+    progress: Notify,
+    flusher: RefCell<Option<Task<()>>>,
+    stopping: Cell<bool>,
+}
+
+/// One partition's log. Cheap to clone; all clones share the partition.
+#[derive(Clone)]
+pub struct PartitionLog {
+    inner: Rc<Inner>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+fn errno_text(error: &std::io::Error) -> String {
+    match error.raw_os_error() {
+        Some(errno) => format!("{error} (errno {errno})"),
+        None => error.to_string(),
+    }
+}
+
+impl PartitionLog {
+    /// Recover and open the partition in `dir`, then start its flusher.
+    pub async fn open(dir: &Path, config: StorageConfig, faults: Option<Arc<FaultInjector>>) -> StorageResult<Self> {
+        config.validate().map_err(StorageError::Config)?;
+        let recovery_dir = dir.to_path_buf();
+        let recovery_config = config.clone();
+        let recovered = run_blocking(move || recover_partition(&recovery_dir, &recovery_config)).await?;
+        let offsets_dir = dir.to_path_buf();
+        let offsets = run_blocking(move || ConsumerOffsets::open(&offsets_dir, OFFSETS_COMPACT_BYTES))
+            .await
+            .map_err(|error| StorageError::io("open consumer offsets", dir, error))?;
+        log_recovery(dir, &recovered.report, recovered.log_end_offset);
+        if let Some(fence) = &recovered.fence {
+            tracing::error!(target: "ringlog::storage", path = %fence.path.display(), position = fence.position,
+                offset = fence.offset, reason = %fence.reason, "partition fenced: corruption before the tail");
+        }
+        let active = recovered.segments.last().expect("recovery yields an active segment");
+        let active_path = segment_file(dir, active.base_offset, LOG_EXTENSION);
+        let file = DirectFile::open_read_write(&active_path, faults.clone())
+            .await
+            .map_err(|error| StorageError::io("open active segment", &active_path, error))?;
+        let writer =
+            SegmentWriter::open(Rc::new(file), active.size_bytes, config.write_buffer_bytes, config.write_buffers_max)
+                .await
+                .map_err(|error| StorageError::io("open segment writer", &active_path, error))?;
+        let durable = DurableMark {
+            offset: recovered.log_end_offset,
+            position: active.size_bytes,
+            last_batch_position: active.last_batch_position,
+        };
+        let segments = recovered.segments.into_iter().map(|segment| (segment.base_offset, segment)).collect();
+        let state = State {
+            segments,
+            readers: BTreeMap::new(),
+            writer,
+            log_end_offset: recovered.log_end_offset,
+            durable,
+            generation: 0,
+            rollback_disk_full: false,
+            failure: None,
+            fence: recovered.fence,
+            epochs: recovered.epochs,
+            offsets,
+            closed: false,
+            active_opened_at: Instant::now(),
+            unsynced_since: None,
+            stats: LogStats::default(),
+            recovery: recovered.report,
+        };
+        let log = PartitionLog {
+            inner: Rc::new(Inner {
+                dir: dir.to_path_buf(),
+                config,
+                faults,
+                state: RefCell::new(state),
+                append_gate: Gate::new(),
+                offsets_gate: Gate::new(),
+                work: Notify::new(),
+                progress: Notify::new(),
+                flusher: RefCell::new(None),
+                stopping: Cell::new(false),
+            }),
+        };
+        let flusher_log = log.clone();
+        let task = crate::runtime::spawn_local(async move { flusher_log.run_flusher().await });
+        *log.inner.flusher.borrow_mut() = Some(task);
+        Ok(log)
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The settings this log runs with.
+    pub fn config(&self) -> &StorageConfig {
+        &self.inner.config
+    }
+
+    /// Offsets, sizes and health right now.
+    pub fn snapshot(&self) -> LogSnapshot {
+        let state = self.inner.state.borrow();
+        LogSnapshot {
+            log_start_offset: state.log_start_offset(),
+            log_end_offset: state.log_end_offset,
+            durable_end_offset: state.durable.offset,
+            segments: state.segments.len(),
+            size_bytes: state.segments.values().map(|segment| segment.size_bytes).sum(),
+            leader_epoch: state.epochs.latest_epoch(),
+            failure: state.failure.clone(),
+            fence: state.fence.clone(),
+        }
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> LogStats {
+        let state = self.inner.state.borrow();
+        LogStats { buffer_allocations: state.writer.allocations(), ..state.stats }
+    }
+
+    /// What recovery did when this log was opened.
+    pub fn recovery_report(&self) -> RecoveryReport {
+        self.inner.state.borrow().recovery.clone()
+    }
+
+    /// The leader-epoch history.
+    pub fn epochs(&self) -> EpochHistory {
+        self.inner.state.borrow().epochs.clone()
+    }
+
+    fn check_writable(&self, state: &State) -> StorageResult<()> {
+        if state.closed {
+            return Err(StorageError::Closed(self.inner.dir.clone()));
+        }
+        if let Some(fence) = &state.fence {
+            return Err(fence.to_error());
+        }
+        if let Some(cause) = &state.failure {
+            return Err(StorageError::StorageFailed { partition: self.inner.dir.clone(), cause: cause.clone() });
+        }
+        Ok(())
+    }
+
+
+
+    /// Enter fail-stop: remember the first cause, wake every waiter.
+    fn fail_stop(&self, operation: &str, path: &Path, error: &std::io::Error) -> StorageError {
+        let cause = format!("{operation} {}: {}", path.display(), errno_text(error));
+        {
+            let mut state = self.inner.state.borrow_mut();
+            if state.failure.is_none() {
+                tracing::error!(target: "ringlog::storage", %cause, "partition fail-stopped; no further appends are acknowledged");
+                state.failure = Some(cause.clone());
+            }
+        }
+        self.inner.progress.notify_all();
+        StorageError::StorageFailed { partition: self.inner.dir.clone(), cause }
+    }
+
+
+
+    /// Wait until everything appended so far is written (and fsynced under `always`).
+    async fn drain(&self) -> StorageResult<()> {
+        loop {
+            let notified = self.inner.progress.notified();
+            {
+                let state = self.inner.state.borrow();
+                if let Some(cause) = &state.failure {
+                    return Err(StorageError::StorageFailed {
+                        partition: self.inner.dir.clone(),
+                        cause: cause.clone(),
+                    });
+                }
+                if state.durable.offset == state.log_end_offset && !state.writer.has_unwritten() {
+                    return Ok(());
+                }
+            }
+            self.inner.work.notify_all();
+            notified.await;
+        }
+    }
+
+}
+
+/// Make the active segment end at `mark` (after rollback or truncation).
+fn reset_active_to(state: &mut State, mark: DurableMark) {
+    let active = state.active_mut();
+    let relative = (mark.offset - active.base_offset) as u32;
+    active.indexes.truncate(relative, mark.position);
+    active.size_bytes = mark.position;
+    active.written_bytes = mark.position;
+    active.next_offset = mark.offset;
+    active.last_batch_position = mark.last_batch_position;
+    state.log_end_offset = mark.offset;
+    state.durable = mark;
+}
+
+fn remove_segment_files(dir: &Path, base: u64) -> std::io::Result<()> {
+    for extension in [LOG_EXTENSION, INDEX_EXTENSION, TIME_INDEX_EXTENSION] {
+        match std::fs::remove_file(segment_file(dir, base, extension)) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+fn log_recovery(dir: &Path, report: &RecoveryReport, log_end_offset: u64) {
+    tracing::info!(
+        target: "ringlog::storage",
+        dir = %dir.display(),
+        clean = report.clean,
+        scanned_segments = report.scanned_segments,
+        scanned_bytes = report.scanned_bytes,
+        truncated_bytes = report.truncated_bytes,
+        rebuilt_indexes = report.rebuilt_indexes,
+        log_end_offset,
+        "partition recovered"
+    );
+}

@@ -1,0 +1,213 @@
+//! Reads: locate by offset index, read whole CRC-verified batches, timestamp lookup.
+
+use super::*;
+
+impl PartitionLog {
+    /// Read whole batches starting with the one holding `offset`, up to about
+    /// `max_bytes` (at least one batch) and below `max_offset` (defaults to
+    /// the durable end). Every batch's CRC is verified before it is returned.
+    pub async fn read(&self, offset: u64, max_bytes: usize, max_offset: Option<u64>) -> StorageResult<ReadBatches> {
+        let mut offset = offset;
+        loop {
+            let location = self.locate(offset, max_offset)?;
+            let Some(location) = location else {
+                return Ok(ReadBatches { bytes: Vec::new(), next_offset: offset, batch_count: 0 });
+            };
+            let result = self.read_segment(&location, offset, max_bytes).await?;
+            if result.batch_count > 0 || location.segment_next_offset >= location.limit_offset {
+                return Ok(result);
+            }
+            // The offset is at the end of a sealed segment: continue in the next one.
+            offset = location.segment_next_offset;
+        }
+    }
+
+    pub(super) fn locate(&self, offset: u64, max_offset: Option<u64>) -> StorageResult<Option<ReadLocation>> {
+        let state = self.inner.state.borrow();
+        let log_start_offset = state.log_start_offset();
+        let limit_offset = max_offset.unwrap_or(state.durable.offset).min(state.durable.offset);
+        if offset < log_start_offset || offset > state.log_end_offset {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset,
+                log_end_offset: state.log_end_offset,
+            });
+        }
+        if offset >= limit_offset {
+            return Ok(None);
+        }
+        let active_base = state.active().base_offset;
+        let (&base, segment) = state.segments.range(..=offset).next_back().expect("offset is inside the log");
+        let is_active = base == active_base;
+        let reader = if is_active { Some(Rc::clone(state.writer.file())) } else { state.readers.get(&base).cloned() };
+        let relative = (offset - base).min(u64::from(u32::MAX)) as u32;
+        let start_position = segment.indexes.offsets.floor(relative).map_or(0, |(_, position)| u64::from(position));
+        Ok(Some(ReadLocation {
+            path: segment_file(&self.inner.dir, base, LOG_EXTENSION),
+            reader,
+            base_offset: base,
+            start_position,
+            end_position: if is_active { state.durable.position } else { segment.written_bytes },
+            segment_next_offset: segment.next_offset,
+            limit_offset,
+        }))
+    }
+
+    pub(super) async fn reader_for(&self, location: &ReadLocation) -> StorageResult<Rc<DirectFile>> {
+        if let Some(reader) = &location.reader {
+            return Ok(Rc::clone(reader));
+        }
+        let file = DirectFile::open_read_only(&location.path)
+            .await
+            .map_err(|error| StorageError::io("open segment for read", &location.path, error))?;
+        let file = Rc::new(file);
+        let mut state = self.inner.state.borrow_mut();
+        if state.segments.contains_key(&location.base_offset) {
+            state.readers.insert(location.base_offset, Rc::clone(&file));
+        }
+        Ok(file)
+    }
+
+    async fn read_segment(&self, location: &ReadLocation, offset: u64, max_bytes: usize) -> StorageResult<ReadBatches> {
+        let file = self.reader_for(location).await?;
+        let mut position = location.start_position;
+        let mut output = ReadBatches { bytes: Vec::new(), next_offset: offset, batch_count: 0 };
+        let max_batch_bytes = self.inner.config.max_batch_bytes;
+        while position < location.end_position {
+            let want = (location.end_position - position).min(max_bytes.max(READ_CHUNK_BYTES) as u64) as usize;
+            let chunk = file
+                .read_at(position, want)
+                .await
+                .map_err(|error| StorageError::io("read segment", &location.path, error))?;
+            let mut cursor = 0usize;
+            while cursor < chunk.len() {
+                let rest = &chunk[cursor..];
+                if rest.len() < BATCH_HEADER_BYTES {
+                    break;
+                }
+                let header = BatchHeader::parse(rest).map_err(StorageError::InvalidBatch)?;
+                let length = header.batch_bytes as usize;
+                if length > rest.len() && length <= max_batch_bytes && cursor > 0 {
+                    break;
+                }
+                if length > rest.len() && length <= max_batch_bytes {
+                    // First batch larger than the chunk: read exactly it.
+                    let whole = file
+                        .read_at(position, length)
+                        .await
+                        .map_err(|error| StorageError::io("read segment", &location.path, error))?;
+                    return self.accept_batches(&whole, location, position, offset, max_bytes, output);
+                }
+                let verified = verify_batch(rest, max_batch_bytes)
+                    .map_err(|error| self.report_corruption(location, position + cursor as u64, error.to_string()))?;
+                if verified.base_offset >= location.limit_offset {
+                    return Ok(output);
+                }
+                if verified.next_offset() > offset {
+                    if output.batch_count > 0 && output.bytes.len() + length > max_bytes {
+                        return Ok(output);
+                    }
+                    output.bytes.extend_from_slice(&rest[..length]);
+                    output.next_offset = verified.next_offset();
+                    output.batch_count += 1;
+                }
+                cursor += length;
+            }
+            if cursor == 0 {
+                break;
+            }
+            position += cursor as u64;
+            if output.bytes.len() >= max_bytes {
+                break;
+            }
+        }
+        Ok(output)
+    }
+
+    fn accept_batches(
+        &self,
+        bytes: &[u8],
+        location: &ReadLocation,
+        position: u64,
+        offset: u64,
+        max_bytes: usize,
+        mut output: ReadBatches,
+    ) -> StorageResult<ReadBatches> {
+        let header = verify_batch(bytes, self.inner.config.max_batch_bytes)
+            .map_err(|error| self.report_corruption(location, position, error.to_string()))?;
+        if header.base_offset < location.limit_offset
+            && header.next_offset() > offset
+            && (output.batch_count == 0 || output.bytes.len() + bytes.len() <= max_bytes)
+        {
+            output.bytes.extend_from_slice(&bytes[..header.batch_bytes as usize]);
+            output.next_offset = header.next_offset();
+            output.batch_count += 1;
+        }
+        Ok(output)
+    }
+
+    /// A batch that should be valid failed its check: fence the partition.
+    fn report_corruption(&self, location: &ReadLocation, position: u64, reason: String) -> StorageError {
+        let report = FenceReport { path: location.path.clone(), position, offset: location.base_offset, reason };
+        tracing::error!(target: "ringlog::storage", path = %report.path.display(), position, reason = %report.reason,
+            "corrupted batch found by a read; partition fenced");
+        let error = report.to_error();
+        let mut state = self.inner.state.borrow_mut();
+        if state.fence.is_none() {
+            state.fence = Some(report);
+        }
+        error
+    }
+
+    /// First offset whose record timestamp is >= `timestamp_ms`, or None when
+    /// no such record is below the durable end.
+    pub async fn find_offset_by_timestamp(&self, timestamp_ms: i64) -> StorageResult<Option<u64>> {
+        let Some(start) = self.timestamp_scan_start(timestamp_ms) else {
+            return Ok(None);
+        };
+        let mut offset = start;
+        loop {
+            let batches = self.read(offset, 1 << 20, None).await?;
+            if batches.batch_count == 0 {
+                return Ok(None);
+            }
+            for item in crate::storage::batch::BatchIter::new(&batches.bytes, self.inner.config.max_batch_bytes) {
+                let (header, batch) = item.map_err(StorageError::InvalidBatch)?;
+                if header.max_timestamp_ms < timestamp_ms {
+                    continue;
+                }
+                let records = crate::storage::batch::RecordIter::new(&batch[BATCH_HEADER_BYTES..]);
+                for (index, record) in records.enumerate() {
+                    let record = record.map_err(StorageError::InvalidBatch)?;
+                    let record_offset = header.base_offset + index as u64;
+                    if record.timestamp_ms >= timestamp_ms && record_offset >= start {
+                        return Ok(Some(record_offset));
+                    }
+                }
+            }
+            offset = batches.next_offset;
+        }
+    }
+
+    fn timestamp_scan_start(&self, timestamp_ms: i64) -> Option<u64> {
+        let state = self.inner.state.borrow();
+        let segment = state
+            .segments
+            .values()
+            .find(|segment| segment.max_timestamp_ms().is_some_and(|max| max >= timestamp_ms))?;
+        let relative = segment.indexes.times.scan_start(timestamp_ms).unwrap_or(0);
+        Some(segment.base_offset + u64::from(relative))
+    }
+
+}
+
+/// Where a read goes.
+pub(super) struct ReadLocation {
+    pub(super) path: PathBuf,
+    pub(super) reader: Option<Rc<DirectFile>>,
+    pub(super) base_offset: u64,
+    pub(super) start_position: u64,
+    pub(super) end_position: u64,
+    pub(super) segment_next_offset: u64,
+    pub(super) limit_offset: u64,
+}

@@ -1,0 +1,94 @@
+//! Helpers shared by the integration tests.
+
+use std::future::Future;
+use std::path::Path;
+
+use ringlog::storage::batch::{BatchBuilder, BatchIter, RecordIter, BATCH_HEADER_BYTES};
+use ringlog::storage::{AppendMode, FsyncPolicy, PartitionLog, StorageConfig};
+
+/// Run `make_future` on a fresh glommio executor thread and return its output.
+pub fn on_executor<F, Fut, T>(make_future: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    ringlog::runtime::block_on_executor("test", make_future).expect("executor thread completed")
+}
+
+/// Small segments and buffers so tests exercise rolling and buffer rotation.
+pub fn small_config() -> StorageConfig {
+    StorageConfig {
+        fsync: FsyncPolicy::Always,
+        segment_bytes: 16 * 1024,
+        write_buffer_bytes: 8 * 1024,
+        write_buffers_max: 3,
+        preallocate_bytes: 16 * 1024,
+        index_interval_bytes: 512,
+        max_batch_bytes: 8 * 1024,
+        ..StorageConfig::default()
+    }
+}
+
+/// Encode a batch of `values` with timestamps starting at `timestamp_ms`.
+pub fn batch_of(values: &[String], timestamp_ms: i64) -> Vec<u8> {
+    let mut builder = BatchBuilder::new();
+    for (i, value) in values.iter().enumerate() {
+        builder.push(timestamp_ms + i as i64, None, value.as_bytes(), &[]);
+    }
+    builder.finish().to_vec()
+}
+
+/// Offsets of a batch the helper appended (already checked durable).
+#[derive(Debug, Clone, Copy)]
+pub struct Appended {
+    /// First offset.
+    pub base_offset: u64,
+    /// Offset after the batch.
+    pub next_offset: u64,
+}
+
+/// Append `values` as one batch under epoch 1; panics unless it is durable.
+pub async fn append_values(log: &PartitionLog, values: &[String], timestamp_ms: i64) -> Appended {
+    let mut batch = batch_of(values, timestamp_ms);
+    let info = log.append(&mut batch, AppendMode::Leader { leader_epoch: 1 }).await.expect("append");
+    Appended { base_offset: info.base_offset, next_offset: info.next_offset }
+}
+
+/// Every (offset, value) from `from` to the durable end.
+pub async fn read_all(log: &PartitionLog, from: u64) -> Vec<(u64, String)> {
+    let mut output = Vec::new();
+    let mut offset = from;
+    loop {
+        let batches = log.read(offset, 8192, None).await.expect("read");
+        if batches.batch_count == 0 {
+            return output;
+        }
+        for item in BatchIter::new(&batches.bytes, usize::MAX) {
+            let (header, batch) = item.expect("verified batch");
+            for (index, record) in RecordIter::new(&batch[BATCH_HEADER_BYTES..]).enumerate() {
+                let record_offset = header.base_offset + index as u64;
+                if record_offset >= offset {
+                    output.push((record_offset, String::from_utf8(record.unwrap().value.to_vec()).unwrap()));
+                }
+            }
+        }
+        offset = batches.next_offset;
+    }
+}
+
+/// Names of the segment files in a partition directory, sorted.
+pub fn segment_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|name| name.ends_with(".log") && name.len() == 24)
+        .collect();
+    names.sort();
+    names
+}
+
+/// `count` distinct values with a prefix.
+pub fn values(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}-{i:05}-{}", "v".repeat(60 + i * 7 % 60))).collect()
+}

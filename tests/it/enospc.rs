@@ -1,0 +1,103 @@
+//! Real ENOSPC on a small loop-mounted ext4 filesystem (needs root, as in
+//! CI). Skips with a printed reason when the mount is not possible.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ringlog::storage::{AppendMode, PartitionLog, StorageConfig, StorageError};
+
+use crate::common::{batch_of, on_executor, read_all, values};
+
+struct LoopMount {
+    mount_point: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount_point).status();
+    }
+}
+
+fn mount_small_filesystem() -> Result<LoopMount, String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("not running as root".into());
+    }
+    let dir = tempfile::tempdir().map_err(|error| error.to_string())?;
+    let image = dir.path().join("fs.img");
+    let mount_point = dir.path().join("mnt");
+    std::fs::create_dir(&mount_point).map_err(|error| error.to_string())?;
+    let run = |program: &str, args: &[&str]| -> Result<(), String> {
+        let output = Command::new(program).args(args).output().map_err(|error| format!("{program}: {error}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{program} failed: {}", String::from_utf8_lossy(&output.stderr).trim()))
+        }
+    };
+    run("truncate", &["-s", "24M", image.to_str().unwrap()])?;
+    run("mkfs.ext4", &["-q", "-F", image.to_str().unwrap()])?;
+    run("mount", &["-o", "loop", image.to_str().unwrap(), mount_point.to_str().unwrap()])?;
+    Ok(LoopMount { mount_point, _dir: dir })
+}
+
+fn fill_disk(mount_point: &Path) -> PathBuf {
+    let filler = mount_point.join("filler");
+    let _ =
+        Command::new("dd").args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=1M", "count=64"]).output();
+    filler
+}
+
+#[test]
+fn real_disk_full_is_reported_and_appends_resume_after_space_is_freed() {
+    let mount = match mount_small_filesystem() {
+        Ok(mount) => mount,
+        Err(reason) => {
+            println!("SKIPPED real ENOSPC test: {reason}");
+            return;
+        }
+    };
+    let path = mount.mount_point.join("partition");
+    let mount_point = mount.mount_point.clone();
+    on_executor(move || async move {
+        let config = StorageConfig {
+            segment_bytes: 1 << 20,
+            write_buffer_bytes: 64 * 1024,
+            preallocate_bytes: 256 * 1024,
+            max_batch_bytes: 256 * 1024,
+            ..StorageConfig::default()
+        };
+        let log = PartitionLog::open(&path, config.clone(), None).await.unwrap();
+        let mut acked = 0u64;
+        for i in 0..20 {
+            let mut batch = batch_of(&values(&format!("before{i}"), 50), 0);
+            let _ = log.append(&mut batch, AppendMode::Leader { leader_epoch: 1 }).await.unwrap();
+            acked += 50;
+        }
+        let filler = fill_disk(&mount_point);
+        let mut disk_full = None;
+        for i in 0..10_000 {
+            let mut batch = batch_of(&values(&format!("fill{i}"), 50), 0);
+            match log.append(&mut batch, AppendMode::Leader { leader_epoch: 1 }).await {
+                Ok(_) => acked += 50,
+                Err(error) => {
+                    disk_full = Some(error);
+                    break;
+                }
+            }
+        }
+        let error = disk_full.expect("the disk filled up");
+        assert!(matches!(error, StorageError::DiskFull { .. }), "expected disk_full, got {error}");
+        assert_eq!(log.snapshot().log_end_offset, acked);
+        assert_eq!(read_all(&log, 0).await.len() as u64, acked, "nothing acknowledged was damaged");
+        std::fs::remove_file(&filler).unwrap();
+        let mut batch = batch_of(&values("after", 5), 0);
+        let info = log.append(&mut batch, AppendMode::Leader { leader_epoch: 1 }).await.expect("appends work again");
+        assert_eq!(info.base_offset, acked);
+        log.close().await.unwrap();
+        let log = PartitionLog::open(&path, config, None).await.unwrap();
+        assert_eq!(read_all(&log, 0).await.len() as u64, acked + 5);
+        log.close().await.unwrap();
+    });
+}

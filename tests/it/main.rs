@@ -1,0 +1,13 @@
+//! ringlog integration tests: one binary, one module per area. Everything
+//! runs against real files (and, for crash tests, real processes).
+
+mod alloc;
+mod common;
+mod crash;
+mod enospc;
+mod faults;
+mod storage_log;
+mod storage_recovery;
+
+#[global_allocator]
+static ALLOCATOR: alloc::CountingAllocator = alloc::CountingAllocator;

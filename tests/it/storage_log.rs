@@ -1,0 +1,348 @@
+//! Partition log behaviour on real files: append/read, rolling, indexes,
+//! timestamps, truncation, retention, epochs, consumer offsets, group commit.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use ringlog::storage::offsets::OffsetLookup;
+use ringlog::storage::retention::RetentionPolicy;
+use ringlog::storage::{AppendMode, FsyncPolicy, PartitionLog, StorageConfig, StorageError};
+
+use crate::common::{append_values, batch_of, on_executor, read_all, segment_files, small_config, values};
+
+#[test]
+fn appended_records_read_back_with_dense_offsets_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p0");
+    let segments = on_executor(move || async move {
+        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        let mut expected = Vec::new();
+        for round in 0..200 {
+            let batch = values(&format!("r{round}"), 1 + round % 5);
+            let info = append_values(&log, &batch, 1000 + round as i64).await;
+            assert_eq!(info.base_offset, expected.len() as u64, "offsets are dense");
+            for value in batch {
+                expected.push((expected.len() as u64, value));
+            }
+        }
+        assert_eq!(read_all(&log, 0).await, expected);
+        assert_eq!(read_all(&log, 123).await, expected[123..].to_vec());
+        let snapshot = log.snapshot();
+        assert_eq!(snapshot.log_end_offset, expected.len() as u64);
+        assert_eq!(snapshot.durable_end_offset, expected.len() as u64);
+        log.close().await.unwrap();
+        snapshot.segments
+    });
+    assert!(segments > 3, "small segment_bytes must roll, got {segments} segments");
+    let files = segment_files(&dir.path().join("p0"));
+    assert_eq!(files.len(), segments);
+    assert_eq!(files[0], "00000000000000000000.log");
+}
+
+#[test]
+fn read_respects_max_bytes_but_returns_at_least_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p");
+    on_executor(move || async move {
+        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        for round in 0..10 {
+            append_values(&log, &values(&format!("b{round}"), 10), 0).await;
+        }
+        let one = log.read(0, 1, None).await.unwrap();
+        assert_eq!(one.batch_count, 1);
+        assert_eq!(one.next_offset, 10);
+        let some = log.read(15, 2000, None).await.unwrap();
+        assert!(some.batch_count >= 1 && some.bytes.len() <= 2000 + 1000);
+        assert_eq!(&some.bytes[0..8], &10u64.to_le_bytes(), "starts with the batch holding offset 15");
+        let past_end = log.read(100, 1000, None).await.unwrap();
+        assert_eq!(past_end.batch_count, 0);
+        assert!(matches!(log.read(101, 1000, None).await, Err(StorageError::OffsetOutOfRange { .. })));
+        let limited = log.read(0, 1 << 20, Some(20)).await.unwrap();
+        assert_eq!(limited.next_offset, 20, "max_offset bounds the read");
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn timestamp_lookup_finds_first_record_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p");
+    on_executor(move || async move {
+        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        for round in 0..100i64 {
+            // Each batch has 3 records at timestamps 10*round, +1, +2.
+            append_values(&log, &values("t", 3), round * 10).await;
+        }
+        assert_eq!(log.find_offset_by_timestamp(i64::MIN).await.unwrap(), Some(0));
+        assert_eq!(log.find_offset_by_timestamp(0).await.unwrap(), Some(0));
+        assert_eq!(log.find_offset_by_timestamp(1).await.unwrap(), Some(1));
+        assert_eq!(log.find_offset_by_timestamp(3).await.unwrap(), Some(3));
+        assert_eq!(log.find_offset_by_timestamp(505).await.unwrap(), Some(153));
+        assert_eq!(log.find_offset_by_timestamp(992).await.unwrap(), Some(299));
+        assert_eq!(log.find_offset_by_timestamp(993).await.unwrap(), None);
+        log.close().await.unwrap();
+        // Same answers from the sealed, mmapped indexes after reopening.
+        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        assert_eq!(log.find_offset_by_timestamp(505).await.unwrap(), Some(153));
+        assert_eq!(log.find_offset_by_timestamp(3).await.unwrap(), Some(3));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn truncate_removes_records_and_later_segments_then_appends_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p");
+    on_executor(move || async move {
+        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        for round in 0..150 {
+            append_values(&log, &values(&format!("x{round}"), 4), 0).await;
+        }
+        let segments_before = log.snapshot().segments;
+        // 4 records per batch: offset 202 is inside the batch starting at 200.
+        let end = log.truncate_to(202).await.unwrap();
+        assert_eq!(end, 200);
+        let snapshot = log.snapshot();
+        assert_eq!(snapshot.log_end_offset, 200);
+        assert!(snapshot.segments < segments_before);
+        let info = append_values(&log, &values("after", 2), 0).await;
+        assert_eq!(info.base_offset, 200);
+        let all = read_all(&log, 0).await;
+        assert_eq!(all.len(), 202);
+        assert!(all[200].1.starts_with("after-00000-"));
+        log.close().await.unwrap();
+        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        assert_eq!(read_all(&log, 0).await, all, "truncation is durable");
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn truncate_then_crash_never_resurrects_removed_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p");
+    on_executor(move || async move {
+        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        for round in 0..10 {
+            append_values(&log, &values(&format!("old{round}"), 2), 0).await;
+        }
+        log.truncate_to(10).await.unwrap();
+        // Same sizes as the removed batches, so stale bytes would line up.
+        for round in 5..10 {
+            append_values(&log, &values(&format!("new{round}"), 1), 0).await;
+        }
+        log.abandon().await;
+        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        assert_eq!(log.snapshot().log_end_offset, 15);
+        let all = read_all(&log, 0).await;
+        assert!(all[10..].iter().all(|(_, value)| value.starts_with("new")));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn retention_deletes_oldest_sealed_segments_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p");
+    let check_path = path.clone();
+    on_executor(move || async move {
+        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        for round in 0..300 {
+            append_values(&log, &values(&format!("k{round}"), 3), round).await;
+        }
+        let before = log.snapshot();
+        let policy = RetentionPolicy { retention_bytes: 60 * 1024, retention_ms: 0 };
+        let deleted = log.apply_retention(policy, 0).await.unwrap();
+        assert!(!deleted.is_empty());
+        let after = log.snapshot();
+        assert!(after.size_bytes >= 60 * 1024 && after.size_bytes < 60 * 1024 + 16 * 1024, "{}", after.size_bytes);
+        assert_eq!(after.segments, before.segments - deleted.len());
+        assert_eq!(after.log_end_offset, before.log_end_offset);
+        assert!(after.log_start_offset > 0);
+        assert!(matches!(log.read(0, 100, None).await, Err(StorageError::OffsetOutOfRange { .. })));
+        let kept = read_all(&log, after.log_start_offset).await;
+        assert_eq!(kept.len() as u64, after.log_end_offset - after.log_start_offset);
+        // Time retention with everything old deletes all sealed segments, never the active one.
+        let policy = RetentionPolicy { retention_bytes: 0, retention_ms: 1 };
+        log.apply_retention(policy, i64::MAX / 2).await.unwrap();
+        let last = log.snapshot();
+        assert_eq!(last.segments, 1);
+        assert_eq!(last.log_end_offset, before.log_end_offset);
+        log.close().await.unwrap();
+        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        assert_eq!(log.snapshot().log_start_offset, last.log_start_offset);
+        log.close().await.unwrap();
+    });
+    assert_eq!(segment_files(&check_path).len(), 1);
+}
+
+#[test]
+fn time_based_roll_starts_a_new_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p");
+    on_executor(move || async move {
+        let config = StorageConfig { segment_ms: 50, ..small_config() };
+        let log = PartitionLog::open(&path, config, None).await.unwrap();
+        append_values(&log, &values("a", 1), 0).await;
+        ringlog::runtime::sleep(std::time::Duration::from_millis(80)).await;
+        append_values(&log, &values("b", 1), 0).await;
+        assert_eq!(log.snapshot().segments, 2);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn leader_epochs_are_recorded_and_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p");
+    on_executor(move || async move {
+        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        for (epoch, count) in [(1u32, 3usize), (2, 2), (5, 4)] {
+            for _ in 0..count {
+                let mut batch = batch_of(&values("e", 2), 0);
+                let _ = log.append(&mut batch, AppendMode::Leader { leader_epoch: epoch }).await.unwrap();
+            }
+        }
+        assert_eq!(log.epochs().entries(), &[(1, 0), (2, 6), (5, 10)]);
+        assert_eq!(log.epochs().end_offset_for(2, 18), Some((2, 10)));
+        let mut stale = batch_of(&values("stale", 1), 0);
+        assert!(log.append(&mut stale, AppendMode::Leader { leader_epoch: 4 }).await.is_err(), "older epoch refused");
+        log.abandon().await;
+        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        assert_eq!(log.epochs().entries(), &[(1, 0), (2, 6), (5, 10)]);
+        log.truncate_to(8).await.unwrap();
+        assert_eq!(log.epochs().entries(), &[(1, 0), (2, 6)]);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn replica_appends_keep_leader_offsets_and_reject_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p");
+    on_executor(move || async move {
+        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        let mut batch = batch_of(&values("r", 3), 0);
+        ringlog::storage::batch::stamp_batch(&mut batch, 0, 7);
+        let info = log.append(&mut batch, AppendMode::Replica).await.unwrap();
+        assert_eq!((info.base_offset, info.next_offset), (0, 3));
+        let mut gap = batch_of(&values("g", 1), 0);
+        ringlog::storage::batch::stamp_batch(&mut gap, 10, 7);
+        assert!(matches!(log.append(&mut gap, AppendMode::Replica).await, Err(StorageError::OffsetOutOfRange { .. })));
+        assert_eq!(log.epochs().latest_epoch(), Some(7));
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn consumer_offsets_persist_and_report_out_of_range_after_data_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p");
+    on_executor(move || async move {
+        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        for _ in 0..10 {
+            append_values(&log, &values("c", 2), 0).await;
+        }
+        log.commit_offset("group-a", 12).await.unwrap();
+        log.commit_offset("group-b", 20).await.unwrap();
+        assert_eq!(log.committed_offset("group-a"), OffsetLookup::Valid(12));
+        log.close().await.unwrap();
+        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        assert_eq!(log.committed_offset("group-a"), OffsetLookup::Valid(12));
+        assert_eq!(log.committed_offset("nobody"), OffsetLookup::None);
+        // Lose data past 10: group-b's committed 20 is now beyond the log end.
+        log.truncate_to(10).await.unwrap();
+        log.close().await.unwrap();
+        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        assert_eq!(
+            log.committed_offset("group-b"),
+            OffsetLookup::OutOfRange { committed: 20, log_start_offset: 0, log_end_offset: 10 }
+        );
+        // Resetting is an explicit commit.
+        log.commit_offset("group-b", 10).await.unwrap();
+        assert_eq!(log.committed_offset("group-b"), OffsetLookup::Valid(10));
+        assert!(log.commit_offset("", 1).await.is_err(), "empty group name refused");
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn concurrent_appends_share_fsyncs_under_group_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p");
+    let (appends, fsyncs) = on_executor(move || async move {
+        let config = StorageConfig { fsync: FsyncPolicy::Always, ..StorageConfig::default() };
+        let log = Rc::new(PartitionLog::open(&path, config, None).await.unwrap());
+        let before = log.stats().fsyncs;
+        let mut tasks = Vec::new();
+        for appender in 0..16 {
+            let log = Rc::clone(&log);
+            tasks.push(ringlog::runtime::spawn_local(async move {
+                for round in 0..50 {
+                    append_values(&log, &values(&format!("g{appender}-{round}"), 5), 0).await;
+                }
+            }));
+        }
+        for task in tasks {
+            task.await;
+        }
+        let fsyncs = log.stats().fsyncs - before;
+        assert_eq!(log.snapshot().durable_end_offset, 16 * 50 * 5);
+        assert_eq!(read_all(&log, 0).await.len(), 16 * 50 * 5);
+        log.close().await.unwrap();
+        (16 * 50u64, fsyncs)
+    });
+    assert!(fsyncs > 0);
+    assert!(fsyncs * 2 < appends, "16 concurrent appenders should share fsyncs: {fsyncs} fsyncs for {appends} appends");
+}
+
+#[test]
+fn interval_and_never_policies_acknowledge_after_write_and_sync_later() {
+    for policy in [FsyncPolicy::Interval, FsyncPolicy::Never] {
+        let dir = tempfile::tempdir().unwrap();
+        let path: PathBuf = dir.path().join("p");
+        let fsyncs = on_executor(move || async move {
+            let config = StorageConfig { fsync: policy, fsync_interval_ms: 20, ..small_config() };
+            let log = PartitionLog::open(&path, config, None).await.unwrap();
+            for _ in 0..20 {
+                append_values(&log, &values("i", 3), 0).await;
+            }
+            assert_eq!(log.snapshot().durable_end_offset, 60);
+            ringlog::runtime::sleep(std::time::Duration::from_millis(100)).await;
+            let fsyncs = log.stats().fsyncs;
+            log.close().await.unwrap();
+            fsyncs
+        });
+        match policy {
+            FsyncPolicy::Interval => assert!(fsyncs >= 1, "interval policy fsyncs on its timer"),
+            _ => assert_eq!(fsyncs, 0, "never policy leaves fsync to the OS until close"),
+        }
+    }
+}
+
+#[test]
+fn malformed_batches_are_rejected_without_touching_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p");
+    on_executor(move || async move {
+        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        let mut damaged = batch_of(&values("m", 2), 0);
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0xff;
+        let result = log.append(&mut damaged, AppendMode::Leader { leader_epoch: 1 }).await;
+        assert!(matches!(result, Err(StorageError::InvalidBatch(_))));
+        let mut oversized = batch_of(&["z".repeat(9 * 1024)], 0);
+        assert!(log.append(&mut oversized, AppendMode::Leader { leader_epoch: 1 }).await.is_err());
+        assert_eq!(log.snapshot().log_end_offset, 0);
+        append_values(&log, &values("ok", 1), 0).await;
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn second_open_of_a_locked_data_dir_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let _lock = ringlog::storage::lock::DataDirLock::acquire(dir.path()).unwrap();
+    let error = ringlog::storage::lock::DataDirLock::acquire(dir.path()).unwrap_err();
+    assert!(error.to_string().contains("locked by another process"), "{error}");
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install what cargo cannot fetch: fio (benchmarks), e2fsprogs/util-linux
+# (the real ENOSPC test's loop-mounted filesystem), etcd and protoc (cluster
+# issues). Idempotent: installs only what is missing. Needs root for apt.
+set -euo pipefail
+
+need=()
+command -v fio >/dev/null 2>&1 || need+=(fio)
+command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
+command -v mount >/dev/null 2>&1 || need+=(mount)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+
+if ((${#need[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "install-deps: missing ${need[*]}; run as root or install them yourself" >&2
+        exit 1
+    fi
+    echo "install-deps: installing ${need[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "install-deps: cargo not found; install Rust (rustup) first" >&2
+    exit 1
+fi
