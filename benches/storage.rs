@@ -49,7 +49,9 @@ fn batch_codec(c: &mut Criterion) {
         })
     });
     let batch = encoded_batch(records);
-    group.bench_function("validate_1000x1KiB_crc_and_records", |b| b.iter(|| validate_batch(&batch, usize::MAX).unwrap()));
+    group.bench_function("validate_1000x1KiB_crc_and_records", |b| {
+        b.iter(|| validate_batch(&batch, usize::MAX).unwrap())
+    });
     group.finish();
 }
 
@@ -91,12 +93,23 @@ fn append_throughput(c: &mut Criterion) {
     let records = 100;
     let batch_bytes = encoded_batch(records).len() as u64;
     group.throughput(Throughput::Bytes(batch_bytes));
-    let never = StorageConfig { fsync: FsyncPolicy::Never, ..StorageConfig::default() };
+    let write_buffers_max = std::env::var("RINGLOG_BENCH_WRITE_BUFFERS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(StorageConfig::default().write_buffers_max);
+    let never = StorageConfig { fsync: FsyncPolicy::Never, write_buffers_max, ..StorageConfig::default() };
     for appenders in [4usize, 16, 64] {
         group.bench_with_input(BenchmarkId::new("fsync_never_100x1KiB", appenders), &appenders, |b, &appenders| {
             b.iter_custom(|iterations| timed_appends(never.clone(), appenders, iterations, records))
         });
     }
+    // fio's reference run keeps 16 x 1 MiB in flight; so does this one.
+    let large = 1000;
+    group.throughput(Throughput::Bytes(encoded_batch(large).len() as u64));
+    group.bench_function("fsync_never_1000x1KiB/16", |b| {
+        b.iter_custom(|iterations| timed_appends(never.clone(), 16, iterations, large))
+    });
+    group.throughput(Throughput::Bytes(batch_bytes));
     let always = StorageConfig { fsync: FsyncPolicy::Always, ..StorageConfig::default() };
     for appenders in [1usize, 4, 16] {
         group.bench_with_input(BenchmarkId::new("fsync_always_100x1KiB", appenders), &appenders, |b, &appenders| {

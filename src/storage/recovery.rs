@@ -325,7 +325,12 @@ fn open_after_crash(
         }
         match scan_and_fix(dir, config, base, is_last, report)? {
             Ok(segment) => segments.push(segment),
-            Err(fence) => return Ok((segments, Some(fence))),
+            Err((fence, intact_prefix)) => {
+                // Keep the damaged segment's intact prefix readable; nothing
+                // after the damage is touched.
+                segments.push(intact_prefix);
+                return Ok((segments, Some(fence)));
+            }
         }
     }
     Ok((segments, None))
@@ -351,7 +356,7 @@ fn scan_and_fix(
     base: u64,
     is_last: bool,
     report: &mut RecoveryReport,
-) -> StorageResult<Result<Segment, FenceReport>> {
+) -> StorageResult<Result<Segment, (FenceReport, Segment)>> {
     let path = segment_file(dir, base, "log");
     let map = map_segment(&path).map_err(io_error("map segment", &path))?;
     let bytes = map.as_deref().unwrap_or(&[]);
@@ -362,7 +367,17 @@ fn scan_and_fix(
     drop(map);
     let trailing_is_garbage = outcome.valid_bytes < file_bytes && !tail_is_zero(&path, outcome.valid_bytes)?;
     if !is_last && (matches!(outcome.stop, ScanStop::Invalid { .. }) || trailing_is_garbage) {
-        return Ok(Err(fence_from(&path, &outcome)));
+        let fence = fence_from(&path, &outcome);
+        let intact_prefix = Segment {
+            base_offset: base,
+            next_offset: outcome.next_offset,
+            size_bytes: outcome.valid_bytes,
+            written_bytes: outcome.valid_bytes,
+            last_batch_position: outcome.last_batch_position,
+            indexes: outcome.indexes,
+            sealed: true,
+        };
+        return Ok(Err((fence, intact_prefix)));
     }
     if is_last && outcome.valid_bytes < file_bytes {
         if let ScanStop::Invalid { position, reason } = &outcome.stop {

@@ -188,7 +188,12 @@ impl SegmentWriter {
         let mut tail = self.tail_buffer(self.buffer_bytes - skip);
         tail.as_bytes_mut().copy_from_slice(&buffer.as_bytes()[skip..]);
         self.free_full.push(buffer);
-        Some(WriteJob { buffer: Rc::new(tail), position: position + skip as u64, staging_position: position, full: false })
+        Some(WriteJob {
+            buffer: Rc::new(tail),
+            position: position + skip as u64,
+            staging_position: position,
+            full: false,
+        })
     }
 
     /// Take the unwritten part of the staging buffer (from the last aligned

@@ -40,6 +40,36 @@ fn appended_records_read_back_with_dense_offsets_across_segments() {
 }
 
 #[test]
+fn appends_after_reopen_continue_the_partial_last_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p");
+    on_executor(move || async move {
+        let config = ringlog::storage::StorageConfig { segment_bytes: 1 << 20, ..small_config() };
+        let mut expected = Vec::new();
+        for reopen in 0..6 {
+            let log = PartitionLog::open(&path, config.clone(), None).await.unwrap();
+            // An odd number of bytes per batch keeps the end off block boundaries.
+            for round in 0..(3 + reopen) {
+                let batch = values(&format!("o{reopen}-{round}"), 1 + round % 3);
+                let _ = append_values(&log, &batch, 0).await;
+                expected.extend(batch);
+            }
+            let position = log.snapshot().size_bytes;
+            assert_ne!(position % 4096, 0, "test wants an unaligned end");
+            if reopen % 2 == 0 {
+                log.close().await.unwrap();
+            } else {
+                log.abandon().await;
+            }
+        }
+        let log = PartitionLog::open(&path, config, None).await.unwrap();
+        let values: Vec<String> = read_all(&log, 0).await.into_iter().map(|(_, value)| value).collect();
+        assert_eq!(values, expected, "every reopen kept the partial block intact");
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn read_respects_max_bytes_but_returns_at_least_one_batch() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p");

@@ -127,6 +127,10 @@ fn corruption_inside_a_sealed_segment_fences_with_a_precise_report() {
         let fence = log.snapshot().fence.expect("fenced");
         assert_eq!(fence.path, sealed);
         assert!(fence.position <= 1000, "reported at the batch holding byte 1000: {}", fence.position);
+        // The intact prefix, up to the damaged batch, is still served.
+        let intact = read_all(&log, 0).await;
+        assert_eq!(intact.len() as u64, fence.offset);
+        assert!(!intact.is_empty());
         let mut batch = crate::common::batch_of(&values("x", 1), 0);
         let result = log.append(&mut batch, ringlog::storage::AppendMode::Leader { leader_epoch: 1 }).await;
         assert!(matches!(result, Err(StorageError::Fenced { .. })), "fenced partition refuses appends");

@@ -70,7 +70,10 @@ impl PartitionLog {
             {
                 let mut state = self.inner.state.borrow_mut();
                 if let Some(cause) = &state.failure {
-                    return Err(StorageError::StorageFailed { partition: self.inner.dir.clone(), cause: cause.clone() });
+                    return Err(StorageError::StorageFailed {
+                        partition: self.inner.dir.clone(),
+                        cause: cause.clone(),
+                    });
                 }
                 if state.generation != generation {
                     // A disk-full rollback replaced the writer under us.

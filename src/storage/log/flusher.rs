@@ -205,7 +205,8 @@ impl PartitionLog {
             return;
         }
         let config = &self.inner.config;
-        match SegmentWriter::open(Rc::clone(file), mark.position, config.write_buffer_bytes, config.write_buffers_max).await
+        match SegmentWriter::open(Rc::clone(file), mark.position, config.write_buffer_bytes, config.write_buffers_max)
+            .await
         {
             Ok(writer) => {
                 let mut state = self.inner.state.borrow_mut();

@@ -73,7 +73,6 @@ impl PartitionLog {
         Ok(())
     }
 
-
     /// Remove every record at or after `offset` (replication divergence).
     /// When `offset` falls inside a batch the whole batch goes; returns the new log end.
     pub async fn truncate_to(&self, offset: u64) -> StorageResult<u64> {
@@ -269,7 +268,10 @@ impl PartitionLog {
         let dir = self.inner.dir.clone();
         run_blocking(move || -> std::io::Result<()> {
             crate::storage::io::write_file_atomically(&segment_file(&dir, base, INDEX_EXTENSION), &indexes_bytes.0)?;
-            crate::storage::io::write_file_atomically(&segment_file(&dir, base, TIME_INDEX_EXTENSION), &indexes_bytes.1)?;
+            crate::storage::io::write_file_atomically(
+                &segment_file(&dir, base, TIME_INDEX_EXTENSION),
+                &indexes_bytes.1,
+            )?;
             store_clean_shutdown(&dir, &marker)
         })
         .await

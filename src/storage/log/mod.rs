@@ -293,8 +293,6 @@ impl PartitionLog {
         Ok(())
     }
 
-
-
     /// Enter fail-stop: remember the first cause, wake every waiter.
     fn fail_stop(&self, operation: &str, path: &Path, error: &std::io::Error) -> StorageError {
         let cause = format!("{operation} {}: {}", path.display(), errno_text(error));
@@ -308,8 +306,6 @@ impl PartitionLog {
         self.inner.progress.notify_all();
         StorageError::StorageFailed { partition: self.inner.dir.clone(), cause }
     }
-
-
 
     /// Wait until everything appended so far is written (and fsynced under `always`).
     async fn drain(&self) -> StorageResult<()> {
@@ -331,7 +327,6 @@ impl PartitionLog {
             notified.await;
         }
     }
-
 }
 
 /// Make the active segment end at `mark` (after rollback or truncation).

@@ -198,7 +198,6 @@ impl PartitionLog {
         let relative = segment.indexes.times.scan_start(timestamp_ms).unwrap_or(0);
         Some(segment.base_offset + u64::from(relative))
     }
-
 }
 
 /// Where a read goes.
