@@ -53,6 +53,8 @@ pub struct StorageConfig {
     pub preallocate_bytes: u64,
     /// Largest accepted batch, header included.
     pub max_batch_bytes: usize,
+    /// Idempotent producers remembered per partition (oldest evicted beyond).
+    pub max_producers_per_partition: usize,
 }
 
 impl Default for StorageConfig {
@@ -69,6 +71,7 @@ impl Default for StorageConfig {
             write_buffers_max: 4,
             preallocate_bytes: 64 << 20,
             max_batch_bytes: 16 << 20,
+            max_producers_per_partition: 10_000,
         }
     }
 }

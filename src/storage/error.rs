@@ -70,6 +70,16 @@ pub enum StorageError {
     /// A setting is out of range.
     #[error("invalid storage config: {0}")]
     Config(String),
+    /// An idempotent producer skipped or reordered sequence numbers.
+    #[error("out_of_order_sequence: producer {producer_id} sent sequence {received}, expected {expected}")]
+    OutOfOrderSequence {
+        /// The producer.
+        producer_id: u64,
+        /// Sequence the partition expects next.
+        expected: u32,
+        /// Sequence received.
+        received: u32,
+    },
     /// The partition was closed.
     #[error("partition {0} is closed")]
     Closed(PathBuf),
@@ -92,6 +102,7 @@ impl StorageError {
             StorageError::OffsetOutOfRange { .. } => "offset_out_of_range",
             StorageError::Locked { .. } => "locked",
             StorageError::Config(_) => "invalid_config",
+            StorageError::OutOfOrderSequence { .. } => "out_of_order_sequence",
             StorageError::Closed(_) => "storage_failed",
         }
     }

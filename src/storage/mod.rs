@@ -13,6 +13,7 @@ pub mod lock;
 pub mod log;
 pub mod markers;
 pub mod offsets;
+pub mod producers;
 pub mod recovery;
 pub mod retention;
 pub mod scan;

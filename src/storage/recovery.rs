@@ -18,6 +18,7 @@ use super::epochs::EpochHistory;
 use super::error::{StorageError, StorageResult};
 use super::index::{OffsetIndex, SegmentIndexes, TimeIndex};
 use super::markers::{load_clean_shutdown, load_recovery_point, remove_clean_shutdown, CleanShutdown};
+use super::producers::ProducerStates;
 use super::scan::{scan_segment, ScanOutcome, ScanStop};
 use super::segment::{parse_segment_name, segment_file, store_indexes, Segment, INDEX_EXTENSION, TIME_INDEX_EXTENSION};
 
@@ -74,6 +75,8 @@ pub struct RecoveredPartition {
     pub epochs: EpochHistory,
     /// Set when corruption before the tail fenced the partition.
     pub fence: Option<FenceReport>,
+    /// Idempotent-producer state rebuilt from the log.
+    pub producers: ProducerStates,
     /// What recovery did.
     pub report: RecoveryReport,
 }
@@ -136,11 +139,12 @@ pub fn recover_partition(dir: &Path, config: &StorageConfig) -> StorageResult<Re
         Some(segments) => (segments, None),
         None => open_after_crash(dir, config, &bases, &mut report)?,
     };
-    finish(dir, segments, fence, report)
+    finish(dir, config, segments, fence, report)
 }
 
 fn finish(
     dir: &Path,
+    config: &StorageConfig,
     mut segments: Vec<Segment>,
     fence: Option<FenceReport>,
     report: RecoveryReport,
@@ -158,7 +162,9 @@ fn finish(
     }
     let log_end_offset = segments.last().map_or(0, |segment| segment.next_offset);
     let epochs = recover_epochs(dir, &segments, log_end_offset)?;
-    Ok(RecoveredPartition { segments, log_end_offset, epochs, fence, report })
+    let extents: Vec<SegmentExtent> = segments.iter().map(SegmentExtent::of).collect();
+    let producers = rebuild_producer_states(dir, &extents, log_end_offset, config.max_producers_per_partition)?;
+    Ok(RecoveredPartition { segments, log_end_offset, epochs, fence, producers, report })
 }
 
 /// An empty active segment starting at `base_offset`.
@@ -463,4 +469,58 @@ fn recover_epochs(dir: &Path, segments: &[Segment], log_end_offset: u64) -> Stor
         epochs.truncate_from_start(first.base_offset);
     }
     Ok(epochs)
+}
+
+/// Where a segment's valid bytes are, for header walks.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentExtent {
+    /// Base offset.
+    pub base_offset: u64,
+    /// Offset after its last record.
+    pub next_offset: u64,
+    /// Valid bytes.
+    pub size_bytes: u64,
+}
+
+impl SegmentExtent {
+    /// The extent of a segment's current contents.
+    pub fn of(segment: &Segment) -> SegmentExtent {
+        SegmentExtent {
+            base_offset: segment.base_offset,
+            next_offset: segment.next_offset,
+            size_bytes: segment.size_bytes,
+        }
+    }
+}
+
+/// Producer state as of `log_end_offset`: the snapshot (if it is not ahead
+/// of the log) plus every batch header after it.
+pub fn rebuild_producer_states(
+    dir: &Path,
+    segments: &[SegmentExtent],
+    log_end_offset: u64,
+    max_producers: usize,
+) -> StorageResult<ProducerStates> {
+    let snapshot =
+        ProducerStates::load(dir, log_end_offset, max_producers).map_err(io_error("read producer snapshot", dir))?;
+    let mut states = snapshot.unwrap_or_else(|| ProducerStates::new(max_producers));
+    let from = states.applied_offset;
+    for segment in segments.iter().filter(|segment| segment.next_offset > from) {
+        let path = segment_file(dir, segment.base_offset, "log");
+        let Some(map) = map_segment(&path).map_err(io_error("map segment", &path))? else { continue };
+        let end = (segment.size_bytes as usize).min(map.len());
+        let mut position = 0usize;
+        while position + BATCH_HEADER_BYTES <= end {
+            let Ok(header) = BatchHeader::parse(&map[position..end]) else { break };
+            if header.batch_bytes as usize <= BATCH_HEADER_BYTES || header.base_offset >= log_end_offset {
+                break;
+            }
+            if header.base_offset >= from {
+                states.apply(&header);
+            }
+            position += header.batch_bytes as usize;
+        }
+    }
+    states.applied_offset = log_end_offset;
+    Ok(states)
 }

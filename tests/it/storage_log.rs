@@ -376,3 +376,53 @@ fn second_open_of_a_locked_data_dir_fails_clearly() {
     let error = ringlog::storage::lock::DataDirLock::acquire(dir.path()).unwrap_err();
     assert!(error.to_string().contains("locked by another process"), "{error}");
 }
+
+fn producer_batch(producer_id: u64, sequence: u32, values: &[String]) -> Vec<u8> {
+    let mut builder = ringlog::storage::batch::BatchBuilder::new();
+    builder.set_producer(producer_id, sequence);
+    for value in values {
+        builder.push(0, None, value.as_bytes(), &[]);
+    }
+    builder.finish().to_vec()
+}
+
+#[test]
+fn retried_idempotent_batch_is_answered_with_original_offsets_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p");
+    on_executor(move || async move {
+        let leader = AppendMode::Leader { leader_epoch: 1 };
+        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        let first = log.append(&mut producer_batch(42, 0, &values("a", 3)), leader).await.unwrap();
+        let _ = append_values(&log, &values("other", 2), 0).await;
+        let second = log.append(&mut producer_batch(42, 3, &values("b", 2)), leader).await.unwrap();
+        assert!(!first.duplicate && !second.duplicate);
+        let retry = log.append(&mut producer_batch(42, 0, &values("a", 3)), leader).await.unwrap();
+        assert!(retry.duplicate);
+        assert_eq!((retry.base_offset, retry.next_offset), (first.base_offset, first.next_offset));
+        assert_eq!(log.snapshot().log_end_offset, 7, "the retry wrote nothing");
+        let gap = log.append(&mut producer_batch(42, 9, &values("c", 1)), leader).await;
+        assert!(matches!(gap, Err(StorageError::OutOfOrderSequence { expected: 5, received: 9, .. })));
+        log.close().await.unwrap();
+
+        // Clean restart: state comes from the snapshot.
+        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        let retry = log.append(&mut producer_batch(42, 3, &values("b", 2)), leader).await.unwrap();
+        assert!(retry.duplicate && retry.base_offset == second.base_offset);
+        let third = log.append(&mut producer_batch(42, 5, &values("c", 1)), leader).await.unwrap();
+        log.abandon().await;
+
+        // Crash restart: state comes from walking the log's batch headers.
+        std::fs::remove_file(path.join("producer-state")).ok();
+        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        let retry = log.append(&mut producer_batch(42, 5, &values("c", 1)), leader).await.unwrap();
+        assert!(retry.duplicate && retry.base_offset == third.base_offset);
+        // Truncation forgets batches that are gone: the retry is written again.
+        log.truncate_to(third.base_offset).await.unwrap();
+        let rewritten = log.append(&mut producer_batch(42, 5, &values("c", 1)), leader).await.unwrap();
+        assert!(!rewritten.duplicate);
+        assert_eq!(rewritten.base_offset, third.base_offset);
+        assert_eq!(read_all(&log, 0).await.len() as u64, rewritten.next_offset);
+        log.close().await.unwrap();
+    });
+}

@@ -10,6 +10,14 @@ impl PartitionLog {
         let header = validate_batch(batch, self.inner.config.max_batch_bytes)?;
         let _permit = self.inner.append_gate.acquire().await;
         self.check_writable(&self.inner.state.borrow())?;
+        if let AppendMode::Leader { .. } = mode {
+            if let Some(original) = self.check_sequence(&header)? {
+                drop(_permit);
+                let generation = self.inner.state.borrow().generation;
+                self.wait_durable(original.next_offset, generation).await?;
+                return Ok(original);
+            }
+        }
         self.roll_if_needed(batch.len() as u64).await?;
         self.ensure_preallocated(batch.len() as u64).await?;
         let (base_offset, leader_epoch) = self.place(batch, &header, mode)?;
@@ -20,6 +28,25 @@ impl PartitionLog {
         self.inner.work.notify_all();
         self.wait_durable(info.next_offset, generation).await?;
         Ok(info)
+    }
+
+    /// Idempotent produce: the original offsets when this batch is a retry of
+    /// one already in the log; an error when its sequence is out of order.
+    fn check_sequence(&self, header: &BatchHeader) -> StorageResult<Option<AppendInfo>> {
+        let state = self.inner.state.borrow();
+        match state.producers.check(header.producer_id, header.base_sequence, header.record_count) {
+            SequenceCheck::Append => Ok(None),
+            SequenceCheck::Duplicate(original) => Ok(Some(AppendInfo {
+                base_offset: original.base_offset,
+                next_offset: original.base_offset + u64::from(original.record_count),
+                duplicate: true,
+            })),
+            SequenceCheck::OutOfOrder { expected } => Err(StorageError::OutOfOrderSequence {
+                producer_id: header.producer_id,
+                expected,
+                received: header.base_sequence,
+            }),
+        }
     }
 
     /// Choose the batch's offsets and epoch and stamp them.
@@ -115,7 +142,9 @@ impl PartitionLog {
         active.last_batch_position = Some(position);
         state.log_end_offset = next_offset;
         debug_assert_eq!(state.writer.position(), state.active().size_bytes, "writer and segment disagree");
-        (AppendInfo { base_offset, next_offset }, state.generation)
+        let placed = BatchHeader { base_offset, ..*header };
+        state.producers.apply(&placed);
+        (AppendInfo { base_offset, next_offset, duplicate: false }, state.generation)
     }
 
     /// Wait until `target` is durable, or report why it never will be.

@@ -218,7 +218,13 @@ impl PartitionLog {
             }
             Err(error) => {
                 self.fail_stop("reopen writer after disk full", file.path(), &error);
+                return;
             }
+        }
+        // Producer state had already seen the rolled-back batches.
+        if let Err(error) = self.rebuild_producers().await {
+            tracing::error!(target: "ringlog::storage", %error, "cannot rebuild producer state after disk full");
+            self.inner.state.borrow_mut().failure.get_or_insert_with(|| error.to_string());
         }
         self.inner.progress.notify_all();
     }

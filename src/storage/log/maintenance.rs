@@ -32,15 +32,16 @@ impl PartitionLog {
             return Ok(());
         }
         self.seal_file(&file, size_bytes).await?;
-        let indexes_bytes = {
+        let (indexes_bytes, producer_snapshot) = {
             let mut state = self.inner.state.borrow_mut();
             let active = state.active_mut();
             active.indexes.finalize();
-            (active.indexes.offsets.as_bytes().to_vec(), active.indexes.times.as_bytes().to_vec())
+            let indexes = (active.indexes.offsets.as_bytes().to_vec(), active.indexes.times.as_bytes().to_vec());
+            (indexes, state.producers.encode())
         };
         let dir = self.inner.dir.clone();
         let new_path = segment_file(&dir, new_base, LOG_EXTENSION);
-        run_blocking(move || seal_metadata(&dir, base, new_base, indexes_bytes))
+        run_blocking(move || seal_metadata(&dir, base, new_base, indexes_bytes, &producer_snapshot))
             .await
             .map_err(|error| self.fail_stop("seal segment", &new_path, &error))?;
         let new_file = DirectFile::open_read_write(&new_path, self.inner.faults.clone())
@@ -174,10 +175,16 @@ impl PartitionLog {
                 }
             }
             epochs.store(&removed_dir)?;
+            // The snapshot may describe batches that are gone now.
+            match std::fs::remove_file(ProducerStates::path(&removed_dir)) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            }
             crate::storage::io::sync_directory(&removed_dir)
         })
         .await
         .map_err(|error| self.fail_stop("truncate metadata", &dir, &error))?;
+        self.rebuild_producers().await?;
         self.inner.progress.notify_all();
         tracing::info!(target: "ringlog::storage", dir = %dir.display(), offset = cut.offset, "log truncated");
         Ok(())
@@ -251,8 +258,9 @@ impl PartitionLog {
         if self.inner.state.borrow().fence.is_some() {
             return Ok(());
         }
-        let (file, marker, base, indexes_bytes) = {
+        let (file, marker, base, indexes_bytes, producer_snapshot) = {
             let mut state = self.inner.state.borrow_mut();
+            let producer_snapshot = state.producers.encode();
             let active = state.active_mut();
             active.indexes.finalize();
             let marker = CleanShutdown {
@@ -262,7 +270,7 @@ impl PartitionLog {
             };
             let indexes = (active.indexes.offsets.as_bytes().to_vec(), active.indexes.times.as_bytes().to_vec());
             let base = active.base_offset;
-            (Rc::clone(state.writer.file()), marker, base, indexes)
+            (Rc::clone(state.writer.file()), marker, base, indexes, producer_snapshot)
         };
         file.fdatasync().await.map_err(|error| self.fail_stop("fdatasync", file.path(), &error))?;
         let dir = self.inner.dir.clone();
@@ -272,6 +280,7 @@ impl PartitionLog {
                 &segment_file(&dir, base, TIME_INDEX_EXTENSION),
                 &indexes_bytes.1,
             )?;
+            crate::storage::io::write_file_atomically(&ProducerStates::path(&dir), &producer_snapshot)?;
             store_clean_shutdown(&dir, &marker)
         })
         .await
@@ -297,8 +306,17 @@ impl PartitionLog {
 }
 
 /// Index files of the sealed segment, directory entry of the new one, recovery point.
-fn seal_metadata(dir: &Path, base: u64, new_base: u64, indexes: (Vec<u8>, Vec<u8>)) -> std::io::Result<()> {
+/// The producer snapshot is taken at the seal, so a crash later only walks
+/// the headers of the new active segment.
+fn seal_metadata(
+    dir: &Path,
+    base: u64,
+    new_base: u64,
+    indexes: (Vec<u8>, Vec<u8>),
+    producer_snapshot: &[u8],
+) -> std::io::Result<()> {
     crate::storage::io::write_file_atomically(&segment_file(dir, base, INDEX_EXTENSION), &indexes.0)?;
+    crate::storage::io::write_file_atomically(&ProducerStates::path(dir), producer_snapshot)?;
     crate::storage::io::write_file_atomically(&segment_file(dir, base, TIME_INDEX_EXTENSION), &indexes.1)?;
     std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(segment_file(
         dir,

@@ -18,7 +18,10 @@ use crate::storage::error::{is_disk_full, StorageError, StorageResult};
 use crate::storage::io::{DirectFile, FaultInjector};
 use crate::storage::markers::{store_clean_shutdown, store_recovery_point, CleanShutdown};
 use crate::storage::offsets::{CommittedOffset, ConsumerOffsets, OffsetLookup};
-use crate::storage::recovery::{empty_segment, recover_partition, FenceReport, RecoveryReport};
+use crate::storage::producers::{ProducerStates, SequenceCheck};
+use crate::storage::recovery::{
+    empty_segment, rebuild_producer_states, recover_partition, FenceReport, RecoveryReport, SegmentExtent,
+};
 use crate::storage::retention::{select_expired, RetentionPolicy};
 use crate::storage::segment::{segment_file, Segment, INDEX_EXTENSION, LOG_EXTENSION, TIME_INDEX_EXTENSION};
 use crate::storage::writer::{preallocation_target, SegmentWriter};
@@ -42,6 +45,9 @@ pub struct AppendInfo {
     pub base_offset: u64,
     /// Offset after the last record.
     pub next_offset: u64,
+    /// True when the batch was a retry of one already in the log (idempotent
+    /// produce): nothing was written and the original offsets are returned.
+    pub duplicate: bool,
 }
 
 /// How the leader epoch of an appended batch is chosen.
@@ -120,6 +126,7 @@ struct State {
     failure: Option<String>,
     fence: Option<FenceReport>,
     epochs: EpochHistory,
+    producers: ProducerStates,
     offsets: ConsumerOffsets,
     closed: bool,
     active_opened_at: Instant,
@@ -212,6 +219,7 @@ impl PartitionLog {
             failure: None,
             fence: recovered.fence,
             epochs: recovered.epochs,
+            producers: recovered.producers,
             offsets,
             closed: false,
             active_opened_at: Instant::now(),
@@ -326,6 +334,24 @@ impl PartitionLog {
             self.inner.work.notify_all();
             notified.await;
         }
+    }
+}
+
+impl PartitionLog {
+    /// Rebuild producer state from the log after a rollback or truncation
+    /// removed batches that the in-memory state had already seen.
+    pub(super) async fn rebuild_producers(&self) -> StorageResult<()> {
+        let (extents, log_end_offset) = {
+            let state = self.inner.state.borrow();
+            let extents: Vec<SegmentExtent> = state.segments.values().map(SegmentExtent::of).collect();
+            (extents, state.log_end_offset)
+        };
+        let dir = self.inner.dir.clone();
+        let max_producers = self.inner.config.max_producers_per_partition;
+        let states =
+            run_blocking(move || rebuild_producer_states(&dir, &extents, log_end_offset, max_producers)).await?;
+        self.inner.state.borrow_mut().producers = states;
+        Ok(())
     }
 }
 
