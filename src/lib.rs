@@ -4,5 +4,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod cli;
+pub mod config;
+pub mod net;
 pub mod runtime;
+pub mod shard;
 pub mod storage;

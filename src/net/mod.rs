@@ -1,0 +1,4 @@
+//! Networking: the native client protocol (and, as it lands, the server and
+//! the Rust client).
+
+pub mod protocol;

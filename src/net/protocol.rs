@@ -1,0 +1,951 @@
+//! The native client protocol: length-prefixed binary frames. See
+//! `docs/PROTOCOL.md`.
+//!
+//! ```text
+//! request  = frame_bytes u32 | api_key u16 | api_version u16 | correlation_id u32 | body
+//! response = frame_bytes u32 | correlation_id u32 | error_code u16 | body
+//! ```
+//! `frame_bytes` counts the bytes after itself and is checked against the
+//! configured maximum before any allocation. Strings are `u16 length | UTF-8`,
+//! byte strings `u32 length | bytes`, integers little endian. A response
+//! with a non-zero error code has the body `message string | leader string`
+//! (the leader's client address for `not_leader`, else empty).
+
+use thiserror::Error;
+
+/// Bytes of the length prefix.
+pub const LENGTH_PREFIX_BYTES: usize = 4;
+/// Bytes of a request header after the length prefix.
+pub const REQUEST_HEADER_BYTES: usize = 8;
+/// Bytes of a response header after the length prefix.
+pub const RESPONSE_HEADER_BYTES: usize = 6;
+/// The only protocol version so far.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ProtocolError {
+    /// The length prefix exceeds the limit (checked before allocating).
+    #[error("frame of {frame_bytes} bytes exceeds the limit of {limit}")]
+    FrameTooLarge {
+        /// Declared length.
+        frame_bytes: u64,
+        /// Configured limit.
+        limit: usize,
+    },
+    /// The frame ended before a field did.
+    #[error("frame truncated while reading {0}")]
+    Truncated(&'static str),
+    /// Unknown API key.
+    #[error("unknown api key {0}")]
+    UnknownApi(u16),
+    /// API version not supported.
+    #[error("unsupported api version {0}")]
+    UnsupportedVersion(u16),
+    /// A field has an impossible value.
+    #[error("invalid field: {0}")]
+    Invalid(&'static str),
+}
+
+/// Operations of the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum ApiKey {
+    /// Create a topic.
+    CreateTopic = 1,
+    /// Delete a topic.
+    DeleteTopic = 2,
+    /// List topics.
+    ListTopics = 3,
+    /// Per-partition offsets and sizes of a topic.
+    DescribeTopic = 4,
+    /// Append a batch to a partition.
+    Produce = 5,
+    /// Read batches from a partition.
+    Fetch = 6,
+    /// Log start, log end and high watermark of a partition.
+    ListOffsets = 7,
+    /// Commit a consumer-group offset.
+    CommitOffset = 8,
+    /// Read a consumer-group offset.
+    FetchOffset = 9,
+    /// Obtain a producer id for idempotent produce.
+    InitProducer = 10,
+    /// First offset at or after a timestamp.
+    FindOffset = 11,
+}
+
+impl ApiKey {
+    /// Parse a wire value.
+    pub fn from_wire(value: u16) -> Result<ApiKey, ProtocolError> {
+        Ok(match value {
+            1 => ApiKey::CreateTopic,
+            2 => ApiKey::DeleteTopic,
+            3 => ApiKey::ListTopics,
+            4 => ApiKey::DescribeTopic,
+            5 => ApiKey::Produce,
+            6 => ApiKey::Fetch,
+            7 => ApiKey::ListOffsets,
+            8 => ApiKey::CommitOffset,
+            9 => ApiKey::FetchOffset,
+            10 => ApiKey::InitProducer,
+            11 => ApiKey::FindOffset,
+            other => return Err(ProtocolError::UnknownApi(other)),
+        })
+    }
+}
+
+/// Typed error codes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// Success.
+    None = 0,
+    /// The topic does not exist.
+    UnknownTopic = 1,
+    /// The offset is outside the log, or a committed offset is.
+    OffsetOutOfRange = 2,
+    /// The partition is fail-stopped or fenced.
+    StorageFailed = 3,
+    /// No space left on the device.
+    DiskFull = 4,
+    /// A record or batch exceeds the limits.
+    RecordTooLarge = 5,
+    /// This node does not lead; the leader's address is in the body.
+    NotLeader = 6,
+    /// Fewer in-sync replicas than `min_insync_replicas`.
+    NotEnoughReplicas = 7,
+    /// The request is malformed.
+    InvalidRequest = 8,
+    /// The topic already exists.
+    TopicExists = 9,
+    /// API version not supported.
+    UnsupportedVersion = 10,
+    /// API key not known.
+    UnknownApi = 11,
+    /// Idempotent producer sequence gap or reordering.
+    OutOfOrderSequence = 12,
+    /// The node is shutting down.
+    ShuttingDown = 13,
+    /// The request timed out inside the node.
+    Timeout = 14,
+    /// Any other failure.
+    Internal = 15,
+}
+
+impl ErrorCode {
+    /// Parse a wire value (unknown values read as `Internal`).
+    pub fn from_wire(value: u16) -> ErrorCode {
+        match value {
+            0 => ErrorCode::None,
+            1 => ErrorCode::UnknownTopic,
+            2 => ErrorCode::OffsetOutOfRange,
+            3 => ErrorCode::StorageFailed,
+            4 => ErrorCode::DiskFull,
+            5 => ErrorCode::RecordTooLarge,
+            6 => ErrorCode::NotLeader,
+            7 => ErrorCode::NotEnoughReplicas,
+            8 => ErrorCode::InvalidRequest,
+            9 => ErrorCode::TopicExists,
+            10 => ErrorCode::UnsupportedVersion,
+            11 => ErrorCode::UnknownApi,
+            12 => ErrorCode::OutOfOrderSequence,
+            13 => ErrorCode::ShuttingDown,
+            14 => ErrorCode::Timeout,
+            _ => ErrorCode::Internal,
+        }
+    }
+
+    /// The spec's snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::None => "none",
+            ErrorCode::UnknownTopic => "unknown_topic",
+            ErrorCode::OffsetOutOfRange => "offset_out_of_range",
+            ErrorCode::StorageFailed => "storage_failed",
+            ErrorCode::DiskFull => "disk_full",
+            ErrorCode::RecordTooLarge => "record_too_large",
+            ErrorCode::NotLeader => "not_leader",
+            ErrorCode::NotEnoughReplicas => "not_enough_replicas",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::TopicExists => "topic_exists",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::UnknownApi => "unknown_api",
+            ErrorCode::OutOfOrderSequence => "out_of_order_sequence",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// Whether a client should retry (possibly against another node).
+    pub fn is_retriable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::NotLeader | ErrorCode::NotEnoughReplicas | ErrorCode::ShuttingDown | ErrorCode::Timeout
+        )
+    }
+}
+
+/// Acknowledgement level of a produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Acks {
+    /// Answer after the batch is placed, before it is durable.
+    None = 0,
+    /// Answer when the leader has it durable under its policy.
+    Leader = 1,
+    /// Answer when every in-sync replica has it durable.
+    All = 2,
+}
+
+/// Settings of a new topic (0 = node default / unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TopicSettings {
+    /// Number of partitions.
+    pub partitions: u32,
+    /// Retention by size per partition.
+    pub retention_bytes: u64,
+    /// Retention by age.
+    pub retention_ms: u64,
+    /// Segment size.
+    pub segment_bytes: u64,
+}
+
+/// A request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Create a topic.
+    CreateTopic {
+        /// Topic name.
+        name: String,
+        /// Settings.
+        settings: TopicSettings,
+    },
+    /// Delete a topic.
+    DeleteTopic {
+        /// Topic name.
+        name: String,
+    },
+    /// List topics.
+    ListTopics,
+    /// Describe a topic's partitions.
+    DescribeTopic {
+        /// Topic name.
+        name: String,
+    },
+    /// Append a batch.
+    Produce {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// Acknowledgement level.
+        acks: Acks,
+        /// Encoded batch (storage batch format).
+        batch: Vec<u8>,
+    },
+    /// Read batches.
+    Fetch {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// First offset wanted.
+        offset: u64,
+        /// Soft limit on returned bytes (at least one batch is returned).
+        max_bytes: u32,
+        /// Long-poll: wait up to this long for data at `offset`.
+        max_wait_ms: u32,
+    },
+    /// Offsets of a partition.
+    ListOffsets {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+    },
+    /// Commit a consumer-group offset.
+    CommitOffset {
+        /// Group.
+        group: String,
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// Next offset the group will consume.
+        offset: u64,
+    },
+    /// Read a consumer-group offset.
+    FetchOffset {
+        /// Group.
+        group: String,
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+    },
+    /// Obtain a producer id.
+    InitProducer,
+    /// First offset with timestamp >= `timestamp_ms`.
+    FindOffset {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// Timestamp.
+        timestamp_ms: i64,
+    },
+}
+
+impl Request {
+    /// The API key of this request.
+    pub fn api_key(&self) -> ApiKey {
+        match self {
+            Request::CreateTopic { .. } => ApiKey::CreateTopic,
+            Request::DeleteTopic { .. } => ApiKey::DeleteTopic,
+            Request::ListTopics => ApiKey::ListTopics,
+            Request::DescribeTopic { .. } => ApiKey::DescribeTopic,
+            Request::Produce { .. } => ApiKey::Produce,
+            Request::Fetch { .. } => ApiKey::Fetch,
+            Request::ListOffsets { .. } => ApiKey::ListOffsets,
+            Request::CommitOffset { .. } => ApiKey::CommitOffset,
+            Request::FetchOffset { .. } => ApiKey::FetchOffset,
+            Request::InitProducer => ApiKey::InitProducer,
+            Request::FindOffset { .. } => ApiKey::FindOffset,
+        }
+    }
+
+    /// The (topic, partition) this request targets, if it targets one.
+    pub fn partition(&self) -> Option<(&str, u32)> {
+        match self {
+            Request::Produce { topic, partition, .. }
+            | Request::Fetch { topic, partition, .. }
+            | Request::ListOffsets { topic, partition }
+            | Request::CommitOffset { topic, partition, .. }
+            | Request::FetchOffset { topic, partition, .. }
+            | Request::FindOffset { topic, partition, .. } => Some((topic, *partition)),
+            _ => None,
+        }
+    }
+}
+
+/// One partition in a describe answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PartitionDescription {
+    /// Partition number.
+    pub partition: u32,
+    /// First offset in the log.
+    pub log_start_offset: u64,
+    /// Next offset to assign.
+    pub log_end_offset: u64,
+    /// End of committed data.
+    pub high_watermark: u64,
+    /// Segment count.
+    pub segments: u32,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// Latest leader epoch.
+    pub leader_epoch: u32,
+}
+
+/// State of a consumer group's committed offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommittedState {
+    /// Nothing committed.
+    None,
+    /// Committed offset inside the log.
+    Valid(u64),
+    /// Committed offset outside the log: the consumer must reset explicitly.
+    OutOfRange {
+        /// Stored offset.
+        committed: u64,
+        /// Log start.
+        log_start_offset: u64,
+        /// Log end.
+        log_end_offset: u64,
+    },
+}
+
+/// A successful response body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// Topic created.
+    CreateTopic,
+    /// Topic deleted.
+    DeleteTopic,
+    /// (name, partitions) of every topic.
+    ListTopics(Vec<(String, u32)>),
+    /// Per-partition description.
+    DescribeTopic(Vec<PartitionDescription>),
+    /// Where the batch landed.
+    Produce {
+        /// First offset.
+        base_offset: u64,
+        /// Offset after the batch.
+        next_offset: u64,
+        /// True when the batch was a recognised retry.
+        duplicate: bool,
+    },
+    /// Batches read.
+    Fetch {
+        /// High watermark when the fetch was answered.
+        high_watermark: u64,
+        /// Log start offset.
+        log_start_offset: u64,
+        /// Offset after the returned batches.
+        next_offset: u64,
+        /// Concatenated batches.
+        batches: Vec<u8>,
+    },
+    /// Partition offsets.
+    ListOffsets {
+        /// Log start.
+        log_start_offset: u64,
+        /// Log end.
+        log_end_offset: u64,
+        /// High watermark.
+        high_watermark: u64,
+    },
+    /// Offset committed.
+    CommitOffset,
+    /// Committed offset state.
+    FetchOffset(CommittedState),
+    /// Producer id assigned.
+    InitProducer {
+        /// The id.
+        producer_id: u64,
+    },
+    /// Offset found (None: no record at or after the timestamp).
+    FindOffset {
+        /// The offset.
+        offset: Option<u64>,
+    },
+}
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorResponse {
+    /// Error code.
+    pub code: ErrorCode,
+    /// Human-readable message.
+    pub message: String,
+    /// Leader's client address for `not_leader`.
+    pub leader: Option<String>,
+}
+
+// ---------------------------------------------------------------- encoding
+
+/// Appends little-endian fields to a buffer.
+pub struct Writer<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl<'a> Writer<'a> {
+    /// Write into `out`.
+    pub fn new(out: &'a mut Vec<u8>) -> Writer<'a> {
+        Writer { out }
+    }
+    fn u8(&mut self, value: u8) {
+        self.out.push(value);
+    }
+    fn u16(&mut self, value: u16) {
+        self.out.extend_from_slice(&value.to_le_bytes());
+    }
+    fn u32(&mut self, value: u32) {
+        self.out.extend_from_slice(&value.to_le_bytes());
+    }
+    fn u64(&mut self, value: u64) {
+        self.out.extend_from_slice(&value.to_le_bytes());
+    }
+    fn string(&mut self, value: &str) {
+        let length = value.len().min(u16::MAX as usize);
+        self.u16(length as u16);
+        self.out.extend_from_slice(&value.as_bytes()[..length]);
+    }
+    fn bytes(&mut self, value: &[u8]) {
+        self.u32(value.len() as u32);
+        self.out.extend_from_slice(value);
+    }
+}
+
+/// Reads little-endian fields, bounds-checked.
+pub struct Reader<'a> {
+    bytes: &'a [u8],
+    position: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// Read from `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader { bytes, position: 0 }
+    }
+    fn take(&mut self, length: usize, what: &'static str) -> Result<&'a [u8], ProtocolError> {
+        let end = self.position.checked_add(length).ok_or(ProtocolError::Truncated(what))?;
+        let slice = self.bytes.get(self.position..end).ok_or(ProtocolError::Truncated(what))?;
+        self.position = end;
+        Ok(slice)
+    }
+    fn u8(&mut self, what: &'static str) -> Result<u8, ProtocolError> {
+        Ok(self.take(1, what)?[0])
+    }
+    fn u16(&mut self, what: &'static str) -> Result<u16, ProtocolError> {
+        Ok(u16::from_le_bytes(self.take(2, what)?.try_into().expect("2 bytes")))
+    }
+    fn u32(&mut self, what: &'static str) -> Result<u32, ProtocolError> {
+        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().expect("4 bytes")))
+    }
+    fn u64(&mut self, what: &'static str) -> Result<u64, ProtocolError> {
+        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().expect("8 bytes")))
+    }
+    fn string(&mut self, what: &'static str) -> Result<String, ProtocolError> {
+        let length = self.u16(what)? as usize;
+        let bytes = self.take(length, what)?;
+        std::str::from_utf8(bytes).map(str::to_string).map_err(|_| ProtocolError::Invalid("string is not UTF-8"))
+    }
+    fn bytes(&mut self, what: &'static str) -> Result<Vec<u8>, ProtocolError> {
+        let length = self.u32(what)? as usize;
+        Ok(self.take(length, what)?.to_vec())
+    }
+    fn finish(&self) -> Result<(), ProtocolError> {
+        if self.position == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(ProtocolError::Invalid("trailing bytes after the body"))
+        }
+    }
+}
+
+/// Length of the frame announced by a 4-byte prefix, checked against `limit`
+/// before the caller allocates anything for it.
+pub fn frame_length(prefix: [u8; 4], limit: usize) -> Result<usize, ProtocolError> {
+    let frame_bytes = u32::from_le_bytes(prefix) as usize;
+    if frame_bytes > limit {
+        return Err(ProtocolError::FrameTooLarge { frame_bytes: frame_bytes as u64, limit });
+    }
+    if frame_bytes < REQUEST_HEADER_BYTES.min(RESPONSE_HEADER_BYTES) {
+        return Err(ProtocolError::Truncated("frame header"));
+    }
+    Ok(frame_bytes)
+}
+
+fn finish_frame(out: &mut [u8], start: usize) {
+    let frame_bytes = (out.len() - start - LENGTH_PREFIX_BYTES) as u32;
+    out[start..start + LENGTH_PREFIX_BYTES].copy_from_slice(&frame_bytes.to_le_bytes());
+}
+
+/// Append a complete request frame to `out`.
+pub fn encode_request(correlation_id: u32, request: &Request, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
+    let mut writer = Writer::new(out);
+    writer.u16(request.api_key() as u16);
+    writer.u16(PROTOCOL_VERSION);
+    writer.u32(correlation_id);
+    match request {
+        Request::CreateTopic { name, settings } => {
+            writer.string(name);
+            writer.u32(settings.partitions);
+            writer.u64(settings.retention_bytes);
+            writer.u64(settings.retention_ms);
+            writer.u64(settings.segment_bytes);
+        }
+        Request::DeleteTopic { name } | Request::DescribeTopic { name } => writer.string(name),
+        Request::ListTopics | Request::InitProducer => {}
+        Request::Produce { topic, partition, acks, batch } => {
+            writer.string(topic);
+            writer.u32(*partition);
+            writer.u8(*acks as u8);
+            writer.bytes(batch);
+        }
+        Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
+            writer.string(topic);
+            writer.u32(*partition);
+            writer.u64(*offset);
+            writer.u32(*max_bytes);
+            writer.u32(*max_wait_ms);
+        }
+        Request::ListOffsets { topic, partition } => {
+            writer.string(topic);
+            writer.u32(*partition);
+        }
+        Request::CommitOffset { group, topic, partition, offset } => {
+            writer.string(group);
+            writer.string(topic);
+            writer.u32(*partition);
+            writer.u64(*offset);
+        }
+        Request::FetchOffset { group, topic, partition } => {
+            writer.string(group);
+            writer.string(topic);
+            writer.u32(*partition);
+        }
+        Request::FindOffset { topic, partition, timestamp_ms } => {
+            writer.string(topic);
+            writer.u32(*partition);
+            writer.u64(*timestamp_ms as u64);
+        }
+    }
+    finish_frame(out, start);
+}
+
+/// Header of a decoded request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestHeader {
+    /// Operation.
+    pub api_key: u16,
+    /// Version.
+    pub api_version: u16,
+    /// Echoed in the response.
+    pub correlation_id: u32,
+}
+
+/// Parse the request header from a frame body (after the length prefix).
+/// Works even when the body is not understood, so errors can be answered
+/// with the right correlation id.
+pub fn decode_request_header(frame: &[u8]) -> Result<RequestHeader, ProtocolError> {
+    let mut reader = Reader::new(frame);
+    Ok(RequestHeader {
+        api_key: reader.u16("api key")?,
+        api_version: reader.u16("api version")?,
+        correlation_id: reader.u32("correlation id")?,
+    })
+}
+
+/// Decode a request frame body (after the length prefix).
+pub fn decode_request(frame: &[u8]) -> Result<(RequestHeader, Request), ProtocolError> {
+    let header = decode_request_header(frame)?;
+    let api_key = ApiKey::from_wire(header.api_key)?;
+    if header.api_version != PROTOCOL_VERSION {
+        return Err(ProtocolError::UnsupportedVersion(header.api_version));
+    }
+    let mut reader = Reader::new(&frame[REQUEST_HEADER_BYTES..]);
+    let request = match api_key {
+        ApiKey::CreateTopic => Request::CreateTopic {
+            name: reader.string("topic")?,
+            settings: TopicSettings {
+                partitions: reader.u32("partitions")?,
+                retention_bytes: reader.u64("retention bytes")?,
+                retention_ms: reader.u64("retention ms")?,
+                segment_bytes: reader.u64("segment bytes")?,
+            },
+        },
+        ApiKey::DeleteTopic => Request::DeleteTopic { name: reader.string("topic")? },
+        ApiKey::ListTopics => Request::ListTopics,
+        ApiKey::DescribeTopic => Request::DescribeTopic { name: reader.string("topic")? },
+        ApiKey::Produce => Request::Produce {
+            topic: reader.string("topic")?,
+            partition: reader.u32("partition")?,
+            acks: match reader.u8("acks")? {
+                0 => Acks::None,
+                1 => Acks::Leader,
+                2 => Acks::All,
+                _ => return Err(ProtocolError::Invalid("acks must be 0, 1 or 2")),
+            },
+            batch: reader.bytes("batch")?,
+        },
+        ApiKey::Fetch => Request::Fetch {
+            topic: reader.string("topic")?,
+            partition: reader.u32("partition")?,
+            offset: reader.u64("offset")?,
+            max_bytes: reader.u32("max bytes")?,
+            max_wait_ms: reader.u32("max wait")?,
+        },
+        ApiKey::ListOffsets => {
+            Request::ListOffsets { topic: reader.string("topic")?, partition: reader.u32("partition")? }
+        }
+        ApiKey::CommitOffset => Request::CommitOffset {
+            group: reader.string("group")?,
+            topic: reader.string("topic")?,
+            partition: reader.u32("partition")?,
+            offset: reader.u64("offset")?,
+        },
+        ApiKey::FetchOffset => Request::FetchOffset {
+            group: reader.string("group")?,
+            topic: reader.string("topic")?,
+            partition: reader.u32("partition")?,
+        },
+        ApiKey::InitProducer => Request::InitProducer,
+        ApiKey::FindOffset => Request::FindOffset {
+            topic: reader.string("topic")?,
+            partition: reader.u32("partition")?,
+            timestamp_ms: reader.u64("timestamp")? as i64,
+        },
+    };
+    reader.finish()?;
+    Ok((header, request))
+}
+
+/// Append a complete success response frame to `out`.
+pub fn encode_response(correlation_id: u32, response: &Response, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
+    let mut writer = Writer::new(out);
+    writer.u32(correlation_id);
+    writer.u16(ErrorCode::None as u16);
+    match response {
+        Response::CreateTopic | Response::DeleteTopic | Response::CommitOffset => {}
+        Response::ListTopics(topics) => {
+            writer.u32(topics.len() as u32);
+            for (name, partitions) in topics {
+                writer.string(name);
+                writer.u32(*partitions);
+            }
+        }
+        Response::DescribeTopic(partitions) => {
+            writer.u32(partitions.len() as u32);
+            for description in partitions {
+                writer.u32(description.partition);
+                writer.u64(description.log_start_offset);
+                writer.u64(description.log_end_offset);
+                writer.u64(description.high_watermark);
+                writer.u32(description.segments);
+                writer.u64(description.bytes);
+                writer.u32(description.leader_epoch);
+            }
+        }
+        Response::Produce { base_offset, next_offset, duplicate } => {
+            writer.u64(*base_offset);
+            writer.u64(*next_offset);
+            writer.u8(u8::from(*duplicate));
+        }
+        Response::Fetch { high_watermark, log_start_offset, next_offset, batches } => {
+            writer.u64(*high_watermark);
+            writer.u64(*log_start_offset);
+            writer.u64(*next_offset);
+            writer.bytes(batches);
+        }
+        Response::ListOffsets { log_start_offset, log_end_offset, high_watermark } => {
+            writer.u64(*log_start_offset);
+            writer.u64(*log_end_offset);
+            writer.u64(*high_watermark);
+        }
+        Response::FetchOffset(state) => match state {
+            CommittedState::None => writer.u8(0),
+            CommittedState::Valid(offset) => {
+                writer.u8(1);
+                writer.u64(*offset);
+            }
+            CommittedState::OutOfRange { committed, log_start_offset, log_end_offset } => {
+                writer.u8(2);
+                writer.u64(*committed);
+                writer.u64(*log_start_offset);
+                writer.u64(*log_end_offset);
+            }
+        },
+        Response::InitProducer { producer_id } => writer.u64(*producer_id),
+        Response::FindOffset { offset } => writer.u64(offset.unwrap_or(u64::MAX)),
+    }
+    finish_frame(out, start);
+}
+
+/// Append a complete error response frame to `out`.
+pub fn encode_error(correlation_id: u32, error: &ErrorResponse, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
+    let mut writer = Writer::new(out);
+    writer.u32(correlation_id);
+    writer.u16(error.code as u16);
+    writer.string(&error.message);
+    writer.string(error.leader.as_deref().unwrap_or(""));
+    finish_frame(out, start);
+}
+
+/// Decode a response frame body (after the length prefix) for a request of
+/// kind `api_key`. Returns the correlation id and the outcome.
+pub fn decode_response(api_key: ApiKey, frame: &[u8]) -> Result<(u32, Result<Response, ErrorResponse>), ProtocolError> {
+    let (correlation_id, mut reader) = response_reader(frame)?;
+    let code = ErrorCode::from_wire(reader.u16("error code")?);
+    if code != ErrorCode::None {
+        let message = reader.string("error message")?;
+        let leader = reader.string("leader")?;
+        reader.finish()?;
+        let leader = (!leader.is_empty()).then_some(leader);
+        return Ok((correlation_id, Err(ErrorResponse { code, message, leader })));
+    }
+    let response = decode_success(api_key, &mut reader)?;
+    reader.finish()?;
+    Ok((correlation_id, Ok(response)))
+}
+
+/// Correlation id of a response frame body, and a reader positioned after it.
+pub fn response_reader(frame: &[u8]) -> Result<(u32, Reader<'_>), ProtocolError> {
+    let mut reader = Reader::new(frame);
+    let correlation_id = reader.u32("correlation id")?;
+    Ok((correlation_id, reader))
+}
+
+fn decode_success(api_key: ApiKey, reader: &mut Reader<'_>) -> Result<Response, ProtocolError> {
+    Ok(match api_key {
+        ApiKey::CreateTopic => Response::CreateTopic,
+        ApiKey::DeleteTopic => Response::DeleteTopic,
+        ApiKey::CommitOffset => Response::CommitOffset,
+        ApiKey::ListTopics => {
+            let count = reader.u32("topic count")?;
+            let mut topics = Vec::with_capacity(count.min(1024) as usize);
+            for _ in 0..count {
+                topics.push((reader.string("topic")?, reader.u32("partitions")?));
+            }
+            Response::ListTopics(topics)
+        }
+        ApiKey::DescribeTopic => {
+            let count = reader.u32("partition count")?;
+            let mut partitions = Vec::with_capacity(count.min(10_000) as usize);
+            for _ in 0..count {
+                partitions.push(PartitionDescription {
+                    partition: reader.u32("partition")?,
+                    log_start_offset: reader.u64("log start")?,
+                    log_end_offset: reader.u64("log end")?,
+                    high_watermark: reader.u64("high watermark")?,
+                    segments: reader.u32("segments")?,
+                    bytes: reader.u64("bytes")?,
+                    leader_epoch: reader.u32("leader epoch")?,
+                });
+            }
+            Response::DescribeTopic(partitions)
+        }
+        ApiKey::Produce => Response::Produce {
+            base_offset: reader.u64("base offset")?,
+            next_offset: reader.u64("next offset")?,
+            duplicate: reader.u8("duplicate")? != 0,
+        },
+        ApiKey::Fetch => Response::Fetch {
+            high_watermark: reader.u64("high watermark")?,
+            log_start_offset: reader.u64("log start")?,
+            next_offset: reader.u64("next offset")?,
+            batches: reader.bytes("batches")?,
+        },
+        ApiKey::ListOffsets => Response::ListOffsets {
+            log_start_offset: reader.u64("log start")?,
+            log_end_offset: reader.u64("log end")?,
+            high_watermark: reader.u64("high watermark")?,
+        },
+        ApiKey::FetchOffset => Response::FetchOffset(match reader.u8("state")? {
+            0 => CommittedState::None,
+            1 => CommittedState::Valid(reader.u64("offset")?),
+            2 => CommittedState::OutOfRange {
+                committed: reader.u64("committed")?,
+                log_start_offset: reader.u64("log start")?,
+                log_end_offset: reader.u64("log end")?,
+            },
+            _ => return Err(ProtocolError::Invalid("unknown committed-offset state")),
+        }),
+        ApiKey::InitProducer => Response::InitProducer { producer_id: reader.u64("producer id")? },
+        ApiKey::FindOffset => {
+            let offset = reader.u64("offset")?;
+            Response::FindOffset { offset: (offset != u64::MAX).then_some(offset) }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_requests() -> Vec<Request> {
+        vec![
+            Request::CreateTopic {
+                name: "orders".into(),
+                settings: TopicSettings { partitions: 12, retention_bytes: 1 << 30, retention_ms: 0, segment_bytes: 0 },
+            },
+            Request::DeleteTopic { name: "t".into() },
+            Request::ListTopics,
+            Request::DescribeTopic { name: "t".into() },
+            Request::Produce { topic: "t".into(), partition: 3, acks: Acks::All, batch: vec![1, 2, 3] },
+            Request::Fetch { topic: "t".into(), partition: 0, offset: 42, max_bytes: 1 << 20, max_wait_ms: 500 },
+            Request::ListOffsets { topic: "t".into(), partition: 9 },
+            Request::CommitOffset { group: "g".into(), topic: "t".into(), partition: 1, offset: 7 },
+            Request::FetchOffset { group: "g".into(), topic: "t".into(), partition: 1 },
+            Request::InitProducer,
+            Request::FindOffset { topic: "t".into(), partition: 2, timestamp_ms: -5 },
+        ]
+    }
+
+    #[test]
+    fn every_request_round_trips() {
+        for (i, request) in all_requests().into_iter().enumerate() {
+            let mut out = Vec::new();
+            encode_request(i as u32, &request, &mut out);
+            let length = frame_length(out[..4].try_into().unwrap(), 1 << 20).unwrap();
+            assert_eq!(length, out.len() - 4);
+            let (header, decoded) = decode_request(&out[4..]).unwrap();
+            assert_eq!(header.correlation_id, i as u32);
+            assert_eq!(decoded, request);
+        }
+    }
+
+    #[test]
+    fn every_response_round_trips() {
+        let responses = vec![
+            (ApiKey::CreateTopic, Response::CreateTopic),
+            (ApiKey::ListTopics, Response::ListTopics(vec![("a".into(), 1), ("b".into(), 7)])),
+            (
+                ApiKey::DescribeTopic,
+                Response::DescribeTopic(vec![PartitionDescription { partition: 1, bytes: 9, ..Default::default() }]),
+            ),
+            (ApiKey::Produce, Response::Produce { base_offset: 5, next_offset: 9, duplicate: true }),
+            (
+                ApiKey::Fetch,
+                Response::Fetch { high_watermark: 10, log_start_offset: 0, next_offset: 8, batches: vec![9; 100] },
+            ),
+            (ApiKey::ListOffsets, Response::ListOffsets { log_start_offset: 1, log_end_offset: 2, high_watermark: 2 }),
+            (
+                ApiKey::FetchOffset,
+                Response::FetchOffset(CommittedState::OutOfRange {
+                    committed: 50,
+                    log_start_offset: 0,
+                    log_end_offset: 40,
+                }),
+            ),
+            (ApiKey::FetchOffset, Response::FetchOffset(CommittedState::Valid(3))),
+            (ApiKey::InitProducer, Response::InitProducer { producer_id: 77 }),
+            (ApiKey::FindOffset, Response::FindOffset { offset: None }),
+            (ApiKey::FindOffset, Response::FindOffset { offset: Some(4) }),
+        ];
+        for (api_key, response) in responses {
+            let mut out = Vec::new();
+            encode_response(99, &response, &mut out);
+            let (correlation_id, decoded) = decode_response(api_key, &out[4..]).unwrap();
+            assert_eq!(correlation_id, 99);
+            assert_eq!(decoded, Ok(response));
+        }
+    }
+
+    #[test]
+    fn error_responses_carry_code_message_and_leader() {
+        let error = ErrorResponse {
+            code: ErrorCode::NotLeader,
+            message: "not the leader".into(),
+            leader: Some("127.0.0.1:7070".into()),
+        };
+        let mut out = Vec::new();
+        encode_error(5, &error, &mut out);
+        let (correlation_id, decoded) = decode_response(ApiKey::Produce, &out[4..]).unwrap();
+        assert_eq!(correlation_id, 5);
+        assert_eq!(decoded, Err(error));
+        assert!(ErrorCode::NotLeader.is_retriable());
+        assert_eq!(ErrorCode::NotLeader.name(), "not_leader");
+    }
+
+    #[test]
+    fn oversized_length_prefix_is_rejected_before_allocation() {
+        let prefix = u32::MAX.to_le_bytes();
+        assert!(matches!(frame_length(prefix, 16 << 20), Err(ProtocolError::FrameTooLarge { .. })));
+        assert!(frame_length(2u32.to_le_bytes(), 16 << 20).is_err());
+    }
+
+    #[test]
+    fn truncated_and_garbage_frames_are_errors_not_panics() {
+        for request in all_requests() {
+            let mut out = Vec::new();
+            encode_request(1, &request, &mut out);
+            for length in 4..out.len() {
+                assert!(decode_request(&out[4..length]).is_err(), "{request:?} truncated to {length}");
+            }
+            out.push(0);
+            assert!(decode_request(&out[4..]).is_err(), "trailing byte accepted");
+        }
+        assert_eq!(decode_request(&[0xff, 0xff, 1, 0, 0, 0, 0, 0]), Err(ProtocolError::UnknownApi(0xffff)));
+        assert_eq!(decode_request(&[5, 0, 9, 0, 0, 0, 0, 0]), Err(ProtocolError::UnsupportedVersion(9)));
+    }
+}

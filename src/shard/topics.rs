@@ -1,0 +1,169 @@
+//! Topic registry: names, partition counts and per-topic settings, stored
+//! as `DATA/topics/<name>/topic.json` and shared by every shard as an
+//! immutable snapshot swapped atomically (no lock on the data path).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+
+use crate::storage::io::write_file_atomically;
+use crate::storage::StorageConfig;
+
+/// File holding a topic's settings inside its directory.
+pub const TOPIC_FILE: &str = "topic.json";
+
+/// A topic's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    /// Name (`[A-Za-z0-9._-]{1,200}`).
+    pub name: String,
+    /// Partition count, fixed at creation.
+    pub partitions: u32,
+    /// Retention by size per partition (0 = unlimited).
+    pub retention_bytes: u64,
+    /// Retention by age (0 = unlimited).
+    pub retention_ms: u64,
+    /// Segment size (0 = node default).
+    pub segment_bytes: u64,
+}
+
+/// Check a topic name against the spec's pattern.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    let valid_length = (1..=200).contains(&name.len());
+    let valid_chars = name.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"._-".contains(&byte));
+    if !valid_length || !valid_chars || name == "." || name == ".." {
+        return Err(format!("invalid topic name {name:?}: must match [A-Za-z0-9._-]{{1,200}}"));
+    }
+    Ok(())
+}
+
+impl TopicMeta {
+    /// Directory of the topic.
+    pub fn dir(data_dir: &Path, name: &str) -> PathBuf {
+        data_dir.join("topics").join(name)
+    }
+
+    /// Directory of one partition.
+    pub fn partition_dir(data_dir: &Path, name: &str, partition: u32) -> PathBuf {
+        Self::dir(data_dir, name).join(partition.to_string())
+    }
+
+    /// Storage settings for this topic's partitions.
+    pub fn storage_config(&self, defaults: &StorageConfig) -> StorageConfig {
+        let mut config = defaults.clone();
+        if self.segment_bytes > 0 {
+            config.segment_bytes = self.segment_bytes;
+            config.max_batch_bytes = config.max_batch_bytes.min(self.segment_bytes as usize);
+        }
+        config
+    }
+
+    /// Validate settings against the node's limits.
+    pub fn validate(&self, max_partitions: u32, defaults: &StorageConfig) -> Result<(), String> {
+        validate_topic_name(&self.name)?;
+        if self.partitions == 0 || self.partitions > max_partitions {
+            return Err(format!("partitions must be in 1..={max_partitions}, got {}", self.partitions));
+        }
+        self.storage_config(defaults).validate()
+    }
+
+    /// Write `topic.json` durably (creating the directory).
+    pub fn store(&self, data_dir: &Path) -> std::io::Result<()> {
+        let dir = Self::dir(data_dir, &self.name);
+        std::fs::create_dir_all(&dir)?;
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        write_file_atomically(&dir.join(TOPIC_FILE), &json)?;
+        crate::storage::io::sync_directory(&data_dir.join("topics"))
+    }
+
+    /// Load every topic under `DATA/topics`.
+    pub fn load_all(data_dir: &Path) -> std::io::Result<Vec<TopicMeta>> {
+        let topics_dir = data_dir.join("topics");
+        std::fs::create_dir_all(&topics_dir)?;
+        let mut topics = Vec::new();
+        for entry in std::fs::read_dir(&topics_dir)? {
+            let path = entry?.path().join(TOPIC_FILE);
+            match std::fs::read(&path) {
+                Ok(bytes) => {
+                    let meta: TopicMeta = serde_json::from_slice(&bytes)
+                        .map_err(|error| std::io::Error::other(format!("{}: {error}", path.display())))?;
+                    topics.push(meta);
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
+            }
+        }
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(topics)
+    }
+}
+
+/// Immutable set of topics.
+pub type TopicMap = BTreeMap<String, Arc<TopicMeta>>;
+
+/// The registry every shard reads; only shard 0 writes it.
+#[derive(Debug)]
+pub struct TopicRegistry {
+    current: ArcSwap<TopicMap>,
+}
+
+impl TopicRegistry {
+    /// A registry holding `topics`.
+    pub fn new(topics: Vec<TopicMeta>) -> TopicRegistry {
+        let map = topics.into_iter().map(|meta| (meta.name.clone(), Arc::new(meta))).collect();
+        TopicRegistry { current: ArcSwap::from_pointee(map) }
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<TopicMap> {
+        self.current.load_full()
+    }
+
+    /// Look up one topic.
+    pub fn get(&self, name: &str) -> Option<Arc<TopicMeta>> {
+        self.current.load().get(name).cloned()
+    }
+
+    /// Publish a new snapshot with `meta` added (shard 0 only).
+    pub fn insert(&self, meta: TopicMeta) {
+        let mut map = TopicMap::clone(&self.current.load());
+        map.insert(meta.name.clone(), Arc::new(meta));
+        self.current.store(Arc::new(map));
+    }
+
+    /// Publish a new snapshot without `name` (shard 0 only).
+    pub fn remove(&self, name: &str) {
+        let mut map = TopicMap::clone(&self.current.load());
+        map.remove(name);
+        self.current.store(Arc::new(map));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_the_spec() {
+        assert!(validate_topic_name("orders.v1_eu-west").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name(&"a".repeat(201)).is_err());
+        assert!(validate_topic_name("a/b").is_err());
+        assert!(validate_topic_name("..").is_err());
+    }
+
+    #[test]
+    fn topics_persist_and_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = TopicMeta { name: "t".into(), partitions: 3, retention_bytes: 0, retention_ms: 0, segment_bytes: 0 };
+        meta.store(dir.path()).unwrap();
+        assert_eq!(TopicMeta::load_all(dir.path()).unwrap(), vec![meta.clone()]);
+        let registry = TopicRegistry::new(vec![meta]);
+        assert!(registry.get("t").is_some());
+        registry.remove("t");
+        assert!(registry.get("t").is_none());
+    }
+}
