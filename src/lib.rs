@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 pub mod net;
+pub mod node;
 pub mod runtime;
 pub mod shard;
 pub mod storage;

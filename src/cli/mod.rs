@@ -2,6 +2,7 @@
 
 mod check;
 mod demo;
+mod serve;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -30,6 +31,8 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a node (standalone without --etcd).
+    Serve(serve::ServeArgs),
     /// Verify every segment, batch CRC, offset and index in a data directory.
     Check {
         /// Data directory (or any directory holding partitions).
@@ -78,7 +81,8 @@ pub enum Command {
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
 
 /// Print the one-line error and pick the exit code.
@@ -90,6 +94,7 @@ pub fn fail(message: impl std::fmt::Display, code: u8) -> ExitCode {
 /// Run the parsed command.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
+        Command::Serve(args) => serve::run(args),
         Command::Check { dir, repair, json } => check::run(&dir, repair, json),
         Command::StorageDemo { data_dir, records, batch, fsync } => demo::run(&data_dir, records, batch, &fsync),
         Command::AppendWorker { dir, appenders, fsync, segment_bytes } => {

@@ -2,3 +2,4 @@
 //! the Rust client).
 
 pub mod protocol;
+pub mod server;

@@ -2,6 +2,9 @@
 //! registry shared by all shards, the cross-shard mesh, and the request
 //! handler that runs on the owning shard.
 
+pub mod handler;
+pub mod mesh;
+pub mod partitions;
 pub mod topics;
 
 /// Index of a data shard (one glommio executor).

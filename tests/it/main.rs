@@ -6,6 +6,7 @@ mod common;
 mod crash;
 mod enospc;
 mod faults;
+mod node;
 mod storage_log;
 mod storage_recovery;
 

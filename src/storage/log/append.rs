@@ -7,6 +7,31 @@ impl PartitionLog {
     /// configured policy; the batch's log-assigned header fields are stamped
     /// in place.
     pub async fn append(&self, batch: &mut [u8], mode: AppendMode) -> StorageResult<AppendInfo> {
+        self.append_with(batch, mode, true).await
+    }
+
+    /// Append without waiting for durability (`acks=none`): resolves once
+    /// the batch has its offsets and sits in the write buffers. Not durable.
+    pub async fn append_placed(&self, batch: &mut [u8], mode: AppendMode) -> StorageResult<AppendInfo> {
+        self.append_with(batch, mode, false).await
+    }
+
+    /// Wait until the durable end passes `offset` (long-poll fetches), or the
+    /// partition fails or closes.
+    pub async fn wait_durable_past(&self, offset: u64) {
+        loop {
+            let notified = self.inner.progress.notified();
+            {
+                let state = self.inner.state.borrow();
+                if state.durable.offset > offset || state.failure.is_some() || state.closed {
+                    return;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    async fn append_with(&self, batch: &mut [u8], mode: AppendMode, wait: bool) -> StorageResult<AppendInfo> {
         let header = validate_batch(batch, self.inner.config.max_batch_bytes)?;
         let _permit = self.inner.append_gate.acquire().await;
         self.check_writable(&self.inner.state.borrow())?;
@@ -26,7 +51,9 @@ impl PartitionLog {
         let (info, generation) = self.commit_placement(batch, &header, base_offset);
         drop(_permit);
         self.inner.work.notify_all();
-        self.wait_durable(info.next_offset, generation).await?;
+        if wait {
+            self.wait_durable(info.next_offset, generation).await?;
+        }
         Ok(info)
     }
 

@@ -292,6 +292,7 @@ impl PartitionLog {
     async fn stop_flusher(&self) {
         self.inner.stopping.set(true);
         self.inner.work.notify_all();
+        self.inner.progress.notify_all();
         let task = self.inner.flusher.borrow_mut().take();
         if let Some(task) = task {
             task.await;

@@ -1,0 +1,260 @@
+//! The client listener of one shard: every shard binds the same address
+//! with SO_REUSEPORT (the kernel spreads connections), reads length-prefixed
+//! frames, runs requests concurrently (pipelining, bounded per connection)
+//! and writes responses as they complete, tagged with their correlation id.
+//!
+//! A connection is read by one task and written by another, each owning
+//! its own file descriptor of the socket (`dup`), so neither needs a lock.
+//! Bad input gets an error frame where the framing allows it, then the
+//! connection is closed; nothing else is affected.
+
+use std::cell::Cell;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::net::{TcpListener, TcpStream};
+
+use super::protocol::{
+    decode_request, decode_request_header, encode_error, encode_response, frame_length, ErrorCode, ErrorResponse,
+    ProtocolError, LENGTH_PREFIX_BYTES, REQUEST_HEADER_BYTES,
+};
+use crate::runtime::Notify;
+use crate::shard::handler::ShardContext;
+
+/// Shared by all shards: open connections, for `limits.max_connections`.
+#[derive(Debug, Default)]
+pub struct ConnectionCount {
+    open: AtomicUsize,
+}
+
+impl ConnectionCount {
+    /// Connections open right now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// Requests in flight on this shard, so shutdown can wait for them.
+#[derive(Default)]
+pub struct InFlight {
+    count: Cell<usize>,
+    changed: Notify,
+}
+
+impl InFlight {
+    fn enter(&self) {
+        self.count.set(self.count.get() + 1);
+    }
+    fn leave(&self) {
+        self.count.set(self.count.get() - 1);
+        self.changed.notify_all();
+    }
+    /// Requests running now.
+    pub fn count(&self) -> usize {
+        self.count.get()
+    }
+    /// Wait until no request is running.
+    pub async fn drained(&self) {
+        while self.count.get() > 0 {
+            self.changed.notified().await;
+        }
+    }
+}
+
+/// Serve clients until `stop` fires.
+pub async fn run_listener(
+    context: Rc<ShardContext>,
+    listener: TcpListener,
+    stop: Rc<Notify>,
+    stopping: Rc<Cell<bool>>,
+    connections: Arc<ConnectionCount>,
+    in_flight: Rc<InFlight>,
+) {
+    loop {
+        let stopped = stop.notified();
+        if stopping.get() {
+            return;
+        }
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            stopped.await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(stream)) => stream,
+            Some(Err(error)) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(target: "ringlog::net", %error, "accept failed");
+                crate::runtime::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let limit = context.config.limits.max_connections;
+        if connections.open.fetch_add(1, Ordering::SeqCst) >= limit {
+            connections.open.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(target: "ringlog::net", limit, "connection refused: limits.max_connections reached");
+            drop(stream);
+            continue;
+        }
+        let connection = Connection {
+            context: Rc::clone(&context),
+            stopping: Rc::clone(&stopping),
+            stop: Rc::clone(&stop),
+            in_flight: Rc::clone(&in_flight),
+        };
+        let connections = Arc::clone(&connections);
+        crate::runtime::spawn_local(async move {
+            connection.serve(stream).await;
+            connections.open.fetch_sub(1, Ordering::SeqCst);
+        })
+        .detach();
+    }
+}
+
+struct Connection {
+    context: Rc<ShardContext>,
+    stopping: Rc<Cell<bool>>,
+    stop: Rc<Notify>,
+    in_flight: Rc<InFlight>,
+}
+
+/// Why the read loop ended.
+enum ReadEnd {
+    Closed,
+    Stopping,
+    BadInput(Option<u32>, ErrorResponse),
+}
+
+impl Connection {
+    async fn serve(self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        // SAFETY: dup returns a new descriptor for the same socket, owned by
+        // the writer stream from here on and closed when it drops.
+        let write_fd = unsafe { libc::dup(stream.as_raw_fd()) };
+        if write_fd < 0 {
+            tracing::warn!(target: "ringlog::net", error = %std::io::Error::last_os_error(), "dup failed; closing");
+            return;
+        }
+        // SAFETY: write_fd is a fresh, valid socket descriptor we own.
+        let write_stream = unsafe { TcpStream::from_raw_fd(write_fd) };
+        let depth = self.context.config.limits.max_inflight_requests_per_connection;
+        let (sender, receiver) = local_channel::new_bounded::<Vec<u8>>(depth);
+        let sender = Rc::new(sender);
+        let writer = crate::runtime::spawn_local(async move {
+            let mut write_stream = write_stream;
+            while let Some(frame) = receiver.recv().await {
+                if write_stream.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+            let _ = write_stream.close().await;
+        });
+        let end = self.read_loop(stream, &sender).await;
+        if let ReadEnd::BadInput(correlation_id, error) = end {
+            tracing::debug!(target: "ringlog::net", message = %error.message, "closing connection after bad input");
+            let mut frame = Vec::new();
+            encode_error(correlation_id.unwrap_or(0), &error, &mut frame);
+            let _ = sender.send(frame).await;
+        }
+        drop(sender);
+        writer.await;
+    }
+
+    async fn read_loop(&self, mut stream: TcpStream, sender: &Rc<LocalSender<Vec<u8>>>) -> ReadEnd {
+        let limits = &self.context.config.limits;
+        let pending = Rc::new(Cell::new(0usize));
+        let pending_changed = Rc::new(Notify::new());
+        loop {
+            let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
+            match self.read_or_stop(&mut stream, &mut prefix).await {
+                Ok(true) => {}
+                Ok(false) => return ReadEnd::Stopping,
+                Err(_) => return ReadEnd::Closed,
+            }
+            let length = match frame_length(prefix, limits.max_frame_bytes) {
+                Ok(length) => length,
+                Err(error) => return self.reject_oversized(&mut stream, error).await,
+            };
+            // The length was checked against the limit: this allocation is bounded.
+            let mut frame = vec![0u8; length];
+            if stream.read_exact(&mut frame).await.is_err() {
+                return ReadEnd::Closed;
+            }
+            let (header, request) = match decode_request(&frame) {
+                Ok(decoded) => decoded,
+                Err(error) => {
+                    let correlation_id = decode_request_header(&frame).ok().map(|header| header.correlation_id);
+                    return ReadEnd::BadInput(correlation_id, protocol_error(error));
+                }
+            };
+            while pending.get() >= limits.max_inflight_requests_per_connection {
+                pending_changed.notified().await;
+            }
+            pending.set(pending.get() + 1);
+            self.in_flight.enter();
+            let context = Rc::clone(&self.context);
+            let sender = Rc::clone(sender);
+            let (pending, pending_changed, in_flight) =
+                (Rc::clone(&pending), Rc::clone(&pending_changed), Rc::clone(&self.in_flight));
+            crate::runtime::spawn_local(async move {
+                let outcome = context.handle(request).await;
+                let mut out = Vec::new();
+                match outcome {
+                    Ok(response) => encode_response(header.correlation_id, &response, &mut out),
+                    Err(error) => encode_error(header.correlation_id, &error, &mut out),
+                }
+                let _ = sender.send(out).await;
+                pending.set(pending.get() - 1);
+                pending_changed.notify_all();
+                in_flight.leave();
+            })
+            .detach();
+        }
+    }
+
+    /// Read exactly `buffer` unless shutdown starts first (only between frames).
+    async fn read_or_stop(&self, stream: &mut TcpStream, buffer: &mut [u8]) -> std::io::Result<bool> {
+        let stopped = self.stop.notified();
+        if self.stopping.get() {
+            return Ok(false);
+        }
+        // Wait for the first byte or shutdown; once a frame has begun, finish it.
+        let first = futures_lite::future::or(async { Some(stream.read(&mut buffer[..1]).await) }, async {
+            stopped.await;
+            None
+        })
+        .await;
+        match first {
+            None => Ok(false),
+            Some(Ok(0)) => Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Some(Ok(_)) => stream.read_exact(&mut buffer[1..]).await.map(|()| true),
+            Some(Err(error)) => Err(error),
+        }
+    }
+
+    /// The frame is too large to read: answer with an error (using the
+    /// correlation id from its header) and close, without allocating it.
+    async fn reject_oversized(&self, stream: &mut TcpStream, error: ProtocolError) -> ReadEnd {
+        let mut header = [0u8; REQUEST_HEADER_BYTES];
+        let correlation_id = match stream.read_exact(&mut header).await {
+            Ok(()) => decode_request_header(&header).ok().map(|header| header.correlation_id),
+            Err(_) => None,
+        };
+        ReadEnd::BadInput(correlation_id, protocol_error(error))
+    }
+}
+
+fn protocol_error(error: ProtocolError) -> ErrorResponse {
+    let code = match error {
+        ProtocolError::FrameTooLarge { .. } => ErrorCode::RecordTooLarge,
+        ProtocolError::UnknownApi(_) => ErrorCode::UnknownApi,
+        ProtocolError::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+        _ => ErrorCode::InvalidRequest,
+    };
+    ErrorResponse { code, message: error.to_string(), leader: None }
+}

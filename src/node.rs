@@ -1,0 +1,288 @@
+//! `ringlog serve`: startup checks, data directory lock, one pinned glommio
+//! executor per data shard, the client listeners, and graceful shutdown on
+//! SIGINT/SIGTERM (stop accepting, finish in-flight requests, flush, fsync,
+//! clean-shutdown markers, exit 0).
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::NodeConfig;
+use crate::net::server::{run_listener, ConnectionCount, InFlight};
+use crate::runtime::Notify;
+use crate::shard::handler::ShardContext;
+use crate::shard::mesh::{build_mesh, Envelope, Inbound, Mesh, MeshEnds};
+use crate::shard::partitions::ShardPartitions;
+use crate::shard::topics::{TopicMeta, TopicRegistry};
+use crate::storage::lock::DataDirLock;
+
+/// Why the node could not run.
+#[derive(Debug)]
+pub enum NodeError {
+    /// The environment cannot run ringlog (exit 78).
+    Environment(String),
+    /// Anything else (exit 1).
+    Operational(String),
+}
+
+/// Smallest RLIMIT_MEMLOCK the executors work with.
+pub const MIN_MEMLOCK_BYTES: u64 = 512 * 1024;
+
+/// Check io_uring availability and locked-memory limits before starting.
+pub fn startup_checks() -> Result<(), NodeError> {
+    if let Ok(text) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+        if text.trim() == "2" {
+            return Err(NodeError::Environment(
+                "io_uring is disabled (kernel.io_uring_disabled = 2); enable it with sysctl kernel.io_uring_disabled=0"
+                    .into(),
+            ));
+        }
+    }
+    let ring = io_uring::IoUring::new(8).map_err(|error| {
+        NodeError::Environment(format!("io_uring is not available ({error}); ringlog needs Linux 5.10+ with io_uring"))
+    })?;
+    let mut probe = io_uring::Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|error| NodeError::Environment(format!("cannot probe io_uring operations: {error}")))?;
+    for (opcode, name) in [
+        (io_uring::opcode::Read::CODE, "read"),
+        (io_uring::opcode::Write::CODE, "write"),
+        (io_uring::opcode::Fsync::CODE, "fsync"),
+        (io_uring::opcode::Fallocate::CODE, "fallocate"),
+    ] {
+        if !probe.is_supported(opcode) {
+            return Err(NodeError::Environment(format!("io_uring lacks the {name} operation; upgrade the kernel")));
+        }
+    }
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0
+        && limit.rlim_cur != libc::RLIM_INFINITY
+        && limit.rlim_cur < MIN_MEMLOCK_BYTES
+    {
+        return Err(NodeError::Environment(format!(
+            "RLIMIT_MEMLOCK is {} bytes; ringlog needs at least {MIN_MEMLOCK_BYTES} (ulimit -l {})",
+            limit.rlim_cur,
+            MIN_MEMLOCK_BYTES / 1024
+        )));
+    }
+    Ok(())
+}
+
+/// Set by the signal thread; every shard polls it.
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+fn install_signal_handlers() -> Result<(), NodeError> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .map_err(|error| NodeError::Operational(format!("cannot install signal handlers: {error}")))?;
+    std::thread::Builder::new()
+        .name("ringlog-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                tracing::info!(target: "ringlog::node", signal, "shutdown requested");
+                STOP_REQUESTED.store(true, Ordering::SeqCst);
+            }
+        })
+        .map_err(|error| NodeError::Operational(format!("cannot start signal thread: {error}")))?;
+    Ok(())
+}
+
+/// Run the node until a shutdown signal; returns when everything is closed.
+pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
+    startup_checks()?;
+    let _lock = DataDirLock::acquire(&config.data_dir).map_err(|error| NodeError::Operational(error.to_string()))?;
+    let topics = TopicMeta::load_all(&config.data_dir)
+        .map_err(|error| NodeError::Operational(format!("cannot load topics: {error}")))?;
+    let shards = match config.shards {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        shards => shards,
+    };
+    install_signal_handlers()?;
+    let config = Arc::new(config);
+    let registry = Arc::new(TopicRegistry::new(topics));
+    let connections = Arc::new(ConnectionCount::default());
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let (ready_sender, ready_receiver) = mpsc::channel::<Result<ShardId, String>>();
+    let mut handles = Vec::with_capacity(shards);
+    for (shard, ends) in build_mesh(shards, config.limits.cross_shard_queue_depth).into_iter().enumerate() {
+        let placement = if shards <= cores { glommio::Placement::Fixed(shard) } else { glommio::Placement::Unbound };
+        let shard_config = ShardConfig {
+            shard,
+            shards,
+            config: Arc::clone(&config),
+            registry: Arc::clone(&registry),
+            connections: Arc::clone(&connections),
+            ready: ready_sender.clone(),
+        };
+        let handle = glommio::LocalExecutorBuilder::new(placement)
+            .name(&format!("ringlog-shard-{shard}"))
+            .spawn(move || run_shard(shard_config, ends))
+            .map_err(|error| NodeError::Environment(format!("cannot start shard executor {shard}: {error}")))?;
+        handles.push(handle);
+    }
+    drop(ready_sender);
+    for _ in 0..shards {
+        match ready_receiver.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(message)) => {
+                STOP_REQUESTED.store(true, Ordering::SeqCst);
+                return Err(NodeError::Operational(message));
+            }
+            Err(_) => return Err(NodeError::Operational("a shard exited during startup".into())),
+        }
+    }
+    tracing::info!(target: "ringlog::node", listen = %config.listen, shards, data_dir = %config.data_dir.display(),
+        "ringlog node ready (standalone)");
+    println!("ringlog listening on {} with {shards} shards, data in {}", config.listen, config.data_dir.display());
+    let mut failed = None;
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => {
+                failed.get_or_insert(message);
+            }
+            Err(error) => {
+                failed.get_or_insert(format!("shard failed: {error}"));
+            }
+        }
+    }
+    match failed {
+        Some(message) => Err(NodeError::Operational(message)),
+        None => {
+            tracing::info!(target: "ringlog::node", "clean shutdown complete");
+            Ok(())
+        }
+    }
+}
+
+use crate::shard::ShardId;
+
+struct ShardConfig {
+    shard: ShardId,
+    shards: usize,
+    config: Arc<NodeConfig>,
+    registry: Arc<TopicRegistry>,
+    connections: Arc<ConnectionCount>,
+    ready: mpsc::Sender<Result<ShardId, String>>,
+}
+
+async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), String> {
+    let (mesh, inbound) = Mesh::connect(setup.shard, ends).await;
+    let context = Rc::new(ShardContext {
+        shard: setup.shard,
+        shards: setup.shards,
+        config: Arc::clone(&setup.config),
+        registry: Arc::clone(&setup.registry),
+        partitions: ShardPartitions::default(),
+        mesh: Rc::clone(&mesh),
+    });
+    let receivers = start_inbound(&context, inbound);
+    if let Err(message) = open_partitions(&context).await {
+        let _ = setup.ready.send(Err(message.clone()));
+        return Err(message);
+    }
+    let listener = match glommio::net::TcpListener::bind(setup.config.listen.as_str()) {
+        Ok(listener) => listener,
+        Err(error) => {
+            let message = format!("cannot listen on {}: {error}", setup.config.listen);
+            let _ = setup.ready.send(Err(message.clone()));
+            return Err(message);
+        }
+    };
+    let _ = setup.ready.send(Ok(setup.shard));
+    let stop = Rc::new(Notify::new());
+    let stopping = Rc::new(Cell::new(false));
+    let in_flight = Rc::new(InFlight::default());
+    let watcher = crate::runtime::spawn_local(watch_for_stop(Rc::clone(&stop), Rc::clone(&stopping)));
+    run_listener(
+        Rc::clone(&context),
+        listener,
+        Rc::clone(&stop),
+        Rc::clone(&stopping),
+        setup.connections,
+        Rc::clone(&in_flight),
+    )
+    .await;
+    watcher.await;
+    shut_down(&context, &in_flight).await?;
+    drop(receivers);
+    Ok(())
+}
+
+/// Poll the process-wide stop flag (set by the signal thread).
+async fn watch_for_stop(stop: Rc<Notify>, stopping: Rc<Cell<bool>>) {
+    while !STOP_REQUESTED.load(Ordering::SeqCst) {
+        crate::runtime::sleep(Duration::from_millis(50)).await;
+    }
+    stopping.set(true);
+    stop.notify_all();
+}
+
+/// Finish in-flight requests (bounded wait), then close partitions cleanly.
+async fn shut_down(context: &Rc<ShardContext>, in_flight: &InFlight) -> Result<(), String> {
+    let waited = futures_lite::future::or(
+        async {
+            in_flight.drained().await;
+            true
+        },
+        async {
+            crate::runtime::sleep(Duration::from_secs(10)).await;
+            false
+        },
+    )
+    .await;
+    if !waited {
+        tracing::warn!(target: "ringlog::node", shard = context.shard, remaining = in_flight.count(),
+            "in-flight requests did not finish within 10 s; closing anyway");
+    }
+    // Give peers a moment to finish requests they forwarded here.
+    crate::runtime::sleep(Duration::from_millis(100)).await;
+    context.partitions.close_all().await.map_err(|error| format!("shard {}: {error}", context.shard))?;
+    context.mesh.fail_pending();
+    Ok(())
+}
+
+async fn open_partitions(context: &Rc<ShardContext>) -> Result<(), String> {
+    for meta in context.registry.snapshot().values() {
+        context
+            .partitions
+            .open_topic(
+                context.shard,
+                context.shards,
+                &context.config.data_dir,
+                Arc::clone(meta),
+                &context.config.storage,
+            )
+            .await
+            .map_err(|error| format!("cannot open topic {}: {error}", meta.name))?;
+    }
+    Ok(())
+}
+
+/// Spawn one task per peer channel: run its requests, deliver its replies.
+fn start_inbound(context: &Rc<ShardContext>, inbound: Inbound) -> Vec<crate::runtime::Task<()>> {
+    let mut tasks = Vec::new();
+    for (peer, receiver) in inbound {
+        let context = Rc::clone(context);
+        tasks.push(crate::runtime::spawn_local(async move {
+            while let Some(envelope) = receiver.recv().await {
+                match envelope {
+                    Envelope::Request { id, request } => {
+                        let context = Rc::clone(&context);
+                        crate::runtime::spawn_local(async move {
+                            let outcome = context.handle_forwarded(request).await;
+                            context.mesh.reply(peer, id, outcome).await;
+                        })
+                        .detach();
+                    }
+                    Envelope::Reply { id, outcome } => context.mesh.complete(id, outcome),
+                }
+            }
+        }));
+    }
+    tasks
+}

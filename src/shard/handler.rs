@@ -1,0 +1,319 @@
+//! Request handling on a shard: route each request to the shard that owns
+//! its partition (locally or over the mesh) and execute it there.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::mesh::{Mesh, Outcome, ShardRequest};
+use super::partitions::{OwnedPartition, ShardPartitions};
+use super::topics::{TopicMeta, TopicRegistry};
+use super::{owner_of, ShardId};
+use crate::config::NodeConfig;
+use crate::net::protocol::{
+    Acks, CommittedState, ErrorCode, ErrorResponse, PartitionDescription, Request, Response, TopicSettings,
+};
+use crate::storage::offsets::OffsetLookup;
+use crate::storage::{AppendMode, StorageError};
+
+/// The shard that owns topic metadata (creates and deletes topics).
+pub const METADATA_SHARD: ShardId = 0;
+
+/// Leader epoch a standalone node writes under.
+pub const STANDALONE_EPOCH: u32 = 1;
+
+/// Everything a shard needs to serve requests.
+pub struct ShardContext {
+    /// This shard.
+    pub shard: ShardId,
+    /// Number of data shards.
+    pub shards: usize,
+    /// Node settings.
+    pub config: Arc<NodeConfig>,
+    /// Topics, shared by all shards.
+    pub registry: Arc<TopicRegistry>,
+    /// Partitions this shard owns.
+    pub partitions: ShardPartitions,
+    /// Channels to the other shards.
+    pub mesh: Rc<Mesh>,
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
+    ErrorResponse { code, message: message.into(), leader: None }
+}
+
+/// Map a storage error to its wire code.
+pub fn storage_error(failure: StorageError) -> ErrorResponse {
+    let code = match &failure {
+        StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        StorageError::DiskFull { .. } => ErrorCode::DiskFull,
+        StorageError::InvalidBatch(_) => ErrorCode::InvalidRequest,
+        StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+        StorageError::Config(_) => ErrorCode::InvalidRequest,
+        StorageError::Closed(_) => ErrorCode::ShuttingDown,
+        _ => ErrorCode::StorageFailed,
+    };
+    error(code, failure.to_string())
+}
+
+impl ShardContext {
+    fn data_dir(&self) -> PathBuf {
+        self.config.data_dir.clone()
+    }
+
+    /// Handle a client request that arrived on this shard.
+    pub async fn handle(self: &Rc<Self>, request: Request) -> Outcome {
+        match &request {
+            Request::CreateTopic { .. } | Request::DeleteTopic { .. } if self.shard != METADATA_SHARD => {
+                self.mesh.call(METADATA_SHARD, ShardRequest::Client(request)).await
+            }
+            Request::CreateTopic { name, settings } => self.create_topic(name, settings).await,
+            Request::DeleteTopic { name } => self.delete_topic(name).await,
+            Request::ListTopics => Ok(Response::ListTopics(
+                self.registry.snapshot().values().map(|meta| (meta.name.clone(), meta.partitions)).collect(),
+            )),
+            Request::DescribeTopic { name } => self.describe_topic(name).await,
+            Request::InitProducer => Ok(Response::InitProducer { producer_id: new_producer_id() }),
+            _ => self.route(request).await,
+        }
+    }
+
+    /// Send a partition request to its owner.
+    async fn route(self: &Rc<Self>, request: Request) -> Outcome {
+        let (topic, partition) = request.partition().ok_or_else(|| error(ErrorCode::InvalidRequest, "no partition"))?;
+        let meta = self.registry.get(topic).ok_or_else(|| error(ErrorCode::UnknownTopic, format!("topic {topic}")))?;
+        if partition >= meta.partitions {
+            return Err(error(ErrorCode::UnknownTopic, format!("topic {topic} has no partition {partition}")));
+        }
+        let owner = owner_of(topic, partition, self.shards);
+        if owner == self.shard {
+            self.execute(request).await
+        } else {
+            self.mesh.call(owner, ShardRequest::Client(request)).await
+        }
+    }
+
+    /// Execute a request forwarded by another shard (this shard owns it).
+    pub async fn handle_forwarded(self: &Rc<Self>, request: ShardRequest) -> Outcome {
+        match request {
+            ShardRequest::Client(request @ (Request::CreateTopic { .. } | Request::DeleteTopic { .. })) => {
+                self.handle(request).await
+            }
+            ShardRequest::Client(request) => self.execute(request).await,
+            ShardRequest::OpenTopic(meta) => {
+                let defaults = &self.config.storage;
+                self.partitions
+                    .open_topic(self.shard, self.shards, &self.config.data_dir, meta, defaults)
+                    .await
+                    .map_err(storage_error)?;
+                Ok(Response::CreateTopic)
+            }
+            ShardRequest::DropTopic(name) => {
+                self.partitions.drop_topic(&name).await.map_err(storage_error)?;
+                Ok(Response::DeleteTopic)
+            }
+        }
+    }
+
+    fn owned(&self, topic: &str, partition: u32) -> Result<Rc<OwnedPartition>, ErrorResponse> {
+        self.partitions
+            .get(topic, partition)
+            .ok_or_else(|| error(ErrorCode::UnknownTopic, format!("partition {topic}/{partition} is not open here")))
+    }
+
+    /// Execute a partition request on its owning shard.
+    async fn execute(self: &Rc<Self>, request: Request) -> Outcome {
+        match request {
+            Request::Produce { topic, partition, acks, mut batch } => {
+                let owned = self.owned(&topic, partition)?;
+                let mode = AppendMode::Leader { leader_epoch: STANDALONE_EPOCH };
+                let info = match acks {
+                    Acks::None => owned.log.append_placed(&mut batch, mode).await,
+                    Acks::Leader | Acks::All => owned.log.append(&mut batch, mode).await,
+                }
+                .map_err(storage_error)?;
+                Ok(Response::Produce {
+                    base_offset: info.base_offset,
+                    next_offset: info.next_offset,
+                    duplicate: info.duplicate,
+                })
+            }
+            Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
+                let owned = self.owned(&topic, partition)?;
+                self.fetch(&owned, offset, max_bytes, max_wait_ms).await
+            }
+            Request::ListOffsets { topic, partition } => {
+                let snapshot = self.owned(&topic, partition)?.log.snapshot();
+                Ok(Response::ListOffsets {
+                    log_start_offset: snapshot.log_start_offset,
+                    log_end_offset: snapshot.log_end_offset,
+                    high_watermark: snapshot.durable_end_offset,
+                })
+            }
+            Request::CommitOffset { group, topic, partition, offset } => {
+                let owned = self.owned(&topic, partition)?;
+                let snapshot = owned.log.snapshot();
+                if offset > snapshot.log_end_offset {
+                    return Err(error(
+                        ErrorCode::OffsetOutOfRange,
+                        format!("offset {offset} is beyond the log end {}", snapshot.log_end_offset),
+                    ));
+                }
+                owned.log.commit_offset(&group, offset).await.map_err(storage_error)?;
+                Ok(Response::CommitOffset)
+            }
+            Request::FetchOffset { group, topic, partition } => {
+                let owned = self.owned(&topic, partition)?;
+                Ok(Response::FetchOffset(match owned.log.committed_offset(&group) {
+                    OffsetLookup::None => CommittedState::None,
+                    OffsetLookup::Valid(offset) => CommittedState::Valid(offset),
+                    OffsetLookup::OutOfRange { committed, log_start_offset, log_end_offset } => {
+                        CommittedState::OutOfRange { committed, log_start_offset, log_end_offset }
+                    }
+                }))
+            }
+            Request::FindOffset { topic, partition, timestamp_ms } => {
+                let owned = self.owned(&topic, partition)?;
+                let offset = owned.log.find_offset_by_timestamp(timestamp_ms).await.map_err(storage_error)?;
+                Ok(Response::FindOffset { offset })
+            }
+            Request::DescribeTopic { name } => {
+                let mut descriptions = Vec::new();
+                for owned in self.partitions.all().into_iter().filter(|owned| owned.meta.name == name) {
+                    descriptions.push(describe(&owned));
+                }
+                Ok(Response::DescribeTopic(descriptions))
+            }
+            other => Err(error(ErrorCode::InvalidRequest, format!("{:?} is not a partition request", other.api_key()))),
+        }
+    }
+
+    /// Read batches; with `max_wait_ms`, wait for data at `offset` (long poll).
+    async fn fetch(&self, owned: &OwnedPartition, offset: u64, max_bytes: u32, max_wait_ms: u32) -> Outcome {
+        let max_wait = Duration::from_millis(u64::from(max_wait_ms).min(self.config.limits.max_fetch_wait_ms));
+        let max_bytes = (max_bytes as usize).clamp(1, self.config.limits.max_frame_bytes - 1024);
+        let deadline = std::time::Instant::now() + max_wait;
+        loop {
+            let batches = owned.log.read(offset, max_bytes, None).await.map_err(storage_error)?;
+            let snapshot = owned.log.snapshot();
+            let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+            if batches.batch_count > 0 || remaining.is_zero() {
+                return Ok(Response::Fetch {
+                    high_watermark: snapshot.durable_end_offset,
+                    log_start_offset: snapshot.log_start_offset,
+                    next_offset: batches.next_offset,
+                    batches: batches.bytes,
+                });
+            }
+            futures_lite::future::or(owned.log.wait_durable_past(offset), crate::runtime::sleep(remaining)).await;
+        }
+    }
+
+    async fn create_topic(self: &Rc<Self>, name: &str, settings: &TopicSettings) -> Outcome {
+        let meta = TopicMeta {
+            name: name.to_string(),
+            partitions: settings.partitions.max(1),
+            retention_bytes: settings.retention_bytes,
+            retention_ms: settings.retention_ms,
+            segment_bytes: settings.segment_bytes,
+        };
+        meta.validate(self.config.limits.max_partitions_per_topic, &self.config.storage)
+            .map_err(|message| error(ErrorCode::InvalidRequest, message))?;
+        if self.registry.get(name).is_some() {
+            return Err(error(ErrorCode::TopicExists, format!("topic {name} already exists")));
+        }
+        if self.registry.snapshot().len() >= self.config.limits.max_topics {
+            return Err(error(ErrorCode::InvalidRequest, "limits.max_topics reached"));
+        }
+        let data_dir = self.data_dir();
+        let stored = meta.clone();
+        crate::runtime::run_blocking(move || stored.store(&data_dir))
+            .await
+            .map_err(|failure| error(ErrorCode::StorageFailed, format!("cannot store topic {name}: {failure}")))?;
+        self.registry.insert(meta.clone());
+        let meta = self.registry.get(name).expect("just inserted");
+        self.broadcast(|| ShardRequest::OpenTopic(meta.clone())).await?;
+        tracing::info!(target: "ringlog::shard", topic = name, partitions = meta.partitions, "topic created");
+        Ok(Response::CreateTopic)
+    }
+
+    async fn delete_topic(self: &Rc<Self>, name: &str) -> Outcome {
+        if self.registry.get(name).is_none() {
+            return Err(error(ErrorCode::UnknownTopic, format!("topic {name}")));
+        }
+        self.registry.remove(name);
+        let topic = name.to_string();
+        self.broadcast(|| ShardRequest::DropTopic(topic.clone())).await?;
+        let dir = TopicMeta::dir(&self.config.data_dir, name);
+        crate::runtime::run_blocking(move || std::fs::remove_dir_all(&dir))
+            .await
+            .map_err(|failure| error(ErrorCode::StorageFailed, format!("cannot delete topic {name}: {failure}")))?;
+        tracing::info!(target: "ringlog::shard", topic = name, "topic deleted");
+        Ok(Response::DeleteTopic)
+    }
+
+    /// Run a request on every shard (this one included), first error wins.
+    async fn broadcast(self: &Rc<Self>, make: impl Fn() -> ShardRequest) -> Result<(), ErrorResponse> {
+        let mut first_error = None;
+        for shard in 0..self.shards {
+            let outcome = if shard == self.shard {
+                // Boxed: handle_forwarded can lead back here (create → broadcast).
+                Box::pin(self.handle_forwarded(make())).await
+            } else {
+                self.mesh.call(shard, make()).await
+            };
+            if let Err(failure) = outcome {
+                first_error.get_or_insert(failure);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn describe_topic(self: &Rc<Self>, name: &str) -> Outcome {
+        if self.registry.get(name).is_none() {
+            return Err(error(ErrorCode::UnknownTopic, format!("topic {name}")));
+        }
+        let mut all = Vec::new();
+        for shard in 0..self.shards {
+            let request = Request::DescribeTopic { name: name.to_string() };
+            let outcome = if shard == self.shard {
+                self.execute(request).await
+            } else {
+                self.mesh.call(shard, ShardRequest::Client(request)).await
+            };
+            if let Response::DescribeTopic(partitions) = outcome? {
+                all.extend(partitions);
+            }
+        }
+        all.sort_by_key(|description| description.partition);
+        Ok(Response::DescribeTopic(all))
+    }
+}
+
+fn describe(owned: &OwnedPartition) -> PartitionDescription {
+    let snapshot = owned.log.snapshot();
+    let partition = owned.log.dir().file_name().and_then(|name| name.to_str()).and_then(|name| name.parse().ok());
+    PartitionDescription {
+        partition: partition.unwrap_or(u32::MAX),
+        log_start_offset: snapshot.log_start_offset,
+        log_end_offset: snapshot.log_end_offset,
+        high_watermark: snapshot.durable_end_offset,
+        segments: snapshot.segments as u32,
+        bytes: snapshot.size_bytes,
+        leader_epoch: snapshot.leader_epoch.unwrap_or(0),
+    }
+}
+
+/// A fresh random, non-zero producer id (63 bits, unique with overwhelming
+/// probability across nodes and restarts, with no state to keep).
+pub fn new_producer_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    let filled =
+        std::fs::File::open("/dev/urandom").and_then(|mut file| std::io::Read::read_exact(&mut file, &mut bytes));
+    if filled.is_err() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |t| t.as_nanos());
+        bytes = (nanos as u64 ^ u64::from(std::process::id()) << 32).to_le_bytes();
+    }
+    (u64::from_le_bytes(bytes) >> 1).max(1)
+}

@@ -1,0 +1,175 @@
+//! Cross-shard messaging: one bounded single-producer channel (glommio
+//! `shared_channel`) for every ordered pair of shards, built up front.
+//! Requests carry an id; the owning shard answers on the reverse channel and
+//! the caller's pending table completes the waiting task. No locks: each
+//! channel end belongs to one executor. (glommio's `channel_mesh` is avoided
+//! on purpose: it can deadlock with small contended channels, issue 555.)
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
+
+use super::topics::TopicMeta;
+use super::ShardId;
+use crate::net::protocol::{ErrorCode, ErrorResponse, Request, Response};
+
+/// What a shard can ask another to do.
+#[derive(Debug)]
+pub enum ShardRequest {
+    /// A client request for a partition (or topic) the receiver owns.
+    Client(Request),
+    /// Open the receiver's partitions of a new topic.
+    OpenTopic(Arc<TopicMeta>),
+    /// Close and forget the receiver's partitions of a topic.
+    DropTopic(String),
+}
+
+/// Result of a request: a response or a typed error.
+pub type Outcome = Result<Response, ErrorResponse>;
+
+/// A message on a cross-shard channel.
+#[derive(Debug)]
+pub enum Envelope {
+    /// A request to execute on the receiving shard.
+    Request {
+        /// Caller's id for the reply.
+        id: u64,
+        /// The request.
+        request: ShardRequest,
+    },
+    /// The answer to an earlier request.
+    Reply {
+        /// The request's id.
+        id: u64,
+        /// Its outcome.
+        outcome: Outcome,
+    },
+}
+
+/// Unconnected channel ends for one shard, built before the executors start.
+pub struct MeshEnds {
+    senders: Vec<Option<SharedSender<Envelope>>>,
+    receivers: Vec<Option<SharedReceiver<Envelope>>>,
+}
+
+/// Build the channels for `shards` shards, each `depth` messages deep.
+pub fn build_mesh(shards: usize, depth: usize) -> Vec<MeshEnds> {
+    let mut ends: Vec<MeshEnds> = (0..shards)
+        .map(|_| MeshEnds {
+            senders: (0..shards).map(|_| None).collect(),
+            receivers: (0..shards).map(|_| None).collect(),
+        })
+        .collect();
+    for from in 0..shards {
+        for to in 0..shards {
+            if from != to {
+                let (sender, receiver) = shared_channel::new_bounded(depth);
+                ends[from].senders[to] = Some(sender);
+                ends[to].receivers[from] = Some(receiver);
+            }
+        }
+    }
+    ends
+}
+
+/// A shard's view of the mesh.
+pub struct Mesh {
+    shard: ShardId,
+    senders: Vec<Option<ConnectedSender<Envelope>>>,
+    pending: RefCell<HashMap<u64, async_channel::Sender<Outcome>>>,
+    next_id: Cell<u64>,
+}
+
+/// Connected receiving ends, one per peer shard.
+pub type Inbound = Vec<(ShardId, ConnectedReceiver<Envelope>)>;
+
+impl Mesh {
+    /// Connect this shard's ends (must run on the shard's executor).
+    pub async fn connect(shard: ShardId, ends: MeshEnds) -> (Rc<Mesh>, Inbound) {
+        // Each end's connect waits for its peer's: connect all of them
+        // concurrently, or two shards would wait on each other forever.
+        let sender_tasks: Vec<_> = ends
+            .senders
+            .into_iter()
+            .map(|sender| {
+                crate::runtime::spawn_local(async move {
+                    match sender {
+                        Some(sender) => Some(sender.connect().await),
+                        None => None,
+                    }
+                })
+            })
+            .collect();
+        let receiver_tasks: Vec<_> = ends
+            .receivers
+            .into_iter()
+            .enumerate()
+            .filter_map(|(peer, receiver)| receiver.map(|receiver| (peer, receiver)))
+            .map(|(peer, receiver)| crate::runtime::spawn_local(async move { (peer, receiver.connect().await) }))
+            .collect();
+        let mut senders = Vec::with_capacity(sender_tasks.len());
+        for task in sender_tasks {
+            senders.push(task.await);
+        }
+        let mut inbound = Vec::with_capacity(receiver_tasks.len());
+        for task in receiver_tasks {
+            inbound.push(task.await);
+        }
+        let mesh = Mesh { shard, senders, pending: RefCell::new(HashMap::new()), next_id: Cell::new(1) };
+        (Rc::new(mesh), inbound)
+    }
+
+    /// This shard's id.
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    /// Ask shard `to` to execute `request` and wait for its outcome.
+    pub async fn call(&self, to: ShardId, request: ShardRequest) -> Outcome {
+        let Some(sender) = self.senders.get(to).and_then(Option::as_ref) else {
+            return Err(internal(format!("no channel from shard {} to shard {to}", self.shard)));
+        };
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let (reply_sender, reply_receiver) = async_channel::bounded(1);
+        self.pending.borrow_mut().insert(id, reply_sender);
+        if sender.send(Envelope::Request { id, request }).await.is_err() {
+            self.pending.borrow_mut().remove(&id);
+            return Err(shutting_down());
+        }
+        reply_receiver.recv().await.unwrap_or_else(|_| Err(shutting_down()))
+    }
+
+    /// Send a reply to `to` (spawned by the receiving loop).
+    pub async fn reply(&self, to: ShardId, id: u64, outcome: Outcome) {
+        if let Some(sender) = self.senders.get(to).and_then(Option::as_ref) {
+            // The caller may be gone (shutdown); nothing else to do then.
+            let _ = sender.send(Envelope::Reply { id, outcome }).await;
+        }
+    }
+
+    /// Complete a pending call with its reply.
+    pub fn complete(&self, id: u64, outcome: Outcome) {
+        if let Some(sender) = self.pending.borrow_mut().remove(&id) {
+            let _ = sender.try_send(outcome);
+        }
+    }
+
+    /// Fail every pending call (shutdown).
+    pub fn fail_pending(&self) {
+        for (_, sender) in self.pending.borrow_mut().drain() {
+            let _ = sender.try_send(Err(shutting_down()));
+        }
+    }
+}
+
+fn internal(message: String) -> ErrorResponse {
+    ErrorResponse { code: ErrorCode::Internal, message, leader: None }
+}
+
+fn shutting_down() -> ErrorResponse {
+    ErrorResponse { code: ErrorCode::ShuttingDown, message: "the node is shutting down".into(), leader: None }
+}

@@ -1,0 +1,84 @@
+//! The partitions one shard owns: only this shard's executor touches them.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::Path;
+use std::rc::Rc;
+
+use super::topics::TopicMeta;
+use super::{owner_of, ShardId};
+use crate::storage::{PartitionLog, StorageConfig, StorageResult};
+
+/// One owned partition.
+pub struct OwnedPartition {
+    /// Its log.
+    pub log: PartitionLog,
+    /// Settings of its topic.
+    pub meta: std::sync::Arc<TopicMeta>,
+}
+
+/// Partitions owned by one shard, by (topic, partition).
+#[derive(Default)]
+pub struct ShardPartitions {
+    map: RefCell<HashMap<(String, u32), Rc<OwnedPartition>>>,
+}
+
+impl ShardPartitions {
+    /// The owned partition, if this shard owns it and it is open.
+    pub fn get(&self, topic: &str, partition: u32) -> Option<Rc<OwnedPartition>> {
+        self.map.borrow().get(&(topic.to_string(), partition)).cloned()
+    }
+
+    /// Every owned partition.
+    pub fn all(&self) -> Vec<Rc<OwnedPartition>> {
+        self.map.borrow().values().cloned().collect()
+    }
+
+    /// Open (recovering) this shard's partitions of `meta`.
+    pub async fn open_topic(
+        &self,
+        shard: ShardId,
+        shards: usize,
+        data_dir: &Path,
+        meta: std::sync::Arc<TopicMeta>,
+        defaults: &StorageConfig,
+    ) -> StorageResult<()> {
+        let config = meta.storage_config(defaults);
+        for partition in (0..meta.partitions).filter(|&partition| owner_of(&meta.name, partition, shards) == shard) {
+            if self.get(&meta.name, partition).is_some() {
+                continue;
+            }
+            let dir = TopicMeta::partition_dir(data_dir, &meta.name, partition);
+            let log = PartitionLog::open(&dir, config.clone(), None).await?;
+            let owned = Rc::new(OwnedPartition { log, meta: meta.clone() });
+            self.map.borrow_mut().insert((meta.name.clone(), partition), owned);
+        }
+        Ok(())
+    }
+
+    /// Close and forget this shard's partitions of `topic`.
+    pub async fn drop_topic(&self, topic: &str) -> StorageResult<()> {
+        let removed: Vec<Rc<OwnedPartition>> = {
+            let mut map = self.map.borrow_mut();
+            let keys: Vec<(String, u32)> = map.keys().filter(|(name, _)| name == topic).cloned().collect();
+            keys.iter().filter_map(|key| map.remove(key)).collect()
+        };
+        for owned in removed {
+            owned.log.abandon().await;
+        }
+        Ok(())
+    }
+
+    /// Close every partition cleanly (shutdown); reports the first error.
+    pub async fn close_all(&self) -> StorageResult<()> {
+        let all: Vec<Rc<OwnedPartition>> = self.map.borrow_mut().drain().map(|(_, owned)| owned).collect();
+        let mut first_error = None;
+        for owned in all {
+            if let Err(error) = owned.log.close().await {
+                tracing::error!(target: "ringlog::shard", %error, dir = %owned.log.dir().display(), "close failed");
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}

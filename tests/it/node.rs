@@ -1,0 +1,424 @@
+//! A real `ringlog serve` process over real loopback sockets: topics,
+//! produce/fetch across shards, pipelining, consumer groups, long polls,
+//! idempotent retries, bad clients, SIGTERM restarts and SIGKILL crashes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ringlog::net::protocol::{
+    decode_response, encode_request, Acks, ApiKey, CommittedState, ErrorCode, ErrorResponse, Request, Response,
+    TopicSettings,
+};
+use ringlog::storage::batch::{BatchBuilder, BatchIter, RecordIter, BATCH_HEADER_BYTES};
+
+/// A running node.
+pub struct Node {
+    child: Child,
+    /// Client address.
+    pub address: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Node {
+    /// Start `ringlog serve` on a free port and wait until it listens.
+    pub fn start(data_dir: &Path, shards: usize) -> Node {
+        let address = format!("127.0.0.1:{}", free_port());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringlog"))
+            .args(["serve", "--listen", &address, "--shards", &shards.to_string(), "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .env("RINGLOG_STORAGE_SEGMENT_BYTES", "1048576")
+            .env("RINGLOG_STORAGE_MAX_BATCH_BYTES", "1048576")
+            .env("RINGLOG_LIMITS_MAX_FRAME_BYTES", "2097152")
+            .env("RINGLOG_LIMITS_MAX_RECORD_BYTES", "1048576")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start ringlog serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read startup line");
+        assert!(line.contains("listening"), "unexpected startup output {line:?}");
+        Node { child, address }
+    }
+
+    /// A new client connection.
+    pub fn client(&self) -> Client {
+        Client::connect(&self.address)
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status.code()
+    }
+
+    /// SIGKILL and wait.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal blocking client for tests.
+pub struct Client {
+    stream: TcpStream,
+    next_correlation: u32,
+}
+
+impl Client {
+    /// Connect to `address`.
+    pub fn connect(address: &str) -> Client {
+        let stream = TcpStream::connect(address).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Client { stream, next_correlation: 1 }
+    }
+
+    /// Send a request without waiting; returns its correlation id.
+    pub fn send(&mut self, request: &Request) -> u32 {
+        let correlation_id = self.next_correlation;
+        self.next_correlation += 1;
+        let mut frame = Vec::new();
+        encode_request(correlation_id, request, &mut frame);
+        self.stream.write_all(&frame).expect("send");
+        correlation_id
+    }
+
+    /// Read one response frame body.
+    pub fn receive_frame(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut prefix = [0u8; 4];
+        self.stream.read_exact(&mut prefix)?;
+        let mut body = vec![0u8; u32::from_le_bytes(prefix) as usize];
+        self.stream.read_exact(&mut body)?;
+        Ok(body)
+    }
+
+    /// Send and wait for the answer.
+    pub fn call(&mut self, request: Request) -> Result<Response, ErrorResponse> {
+        let api_key = request.api_key();
+        let correlation_id = self.send(&request);
+        let body = self.receive_frame().expect("response");
+        let (answered, outcome) = decode_response(api_key, &body).expect("decodable response");
+        assert_eq!(answered, correlation_id);
+        outcome
+    }
+
+    /// Raw bytes onto the socket.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes);
+    }
+}
+
+/// A batch of `values`, optionally idempotent.
+pub fn batch(values: &[String], producer: Option<(u64, u32)>) -> Vec<u8> {
+    let mut builder = BatchBuilder::new();
+    if let Some((producer_id, sequence)) = producer {
+        builder.set_producer(producer_id, sequence);
+    }
+    for value in values {
+        builder.push(1_700_000_000_000, None, value.as_bytes(), &[]);
+    }
+    builder.finish().to_vec()
+}
+
+fn create_topic(client: &mut Client, name: &str, partitions: u32) {
+    let settings = TopicSettings { partitions, ..TopicSettings::default() };
+    client.call(Request::CreateTopic { name: name.into(), settings }).expect("create topic");
+}
+
+fn produce(client: &mut Client, topic: &str, partition: u32, values: &[String], acks: Acks) -> (u64, u64) {
+    let request = Request::Produce { topic: topic.into(), partition, acks, batch: batch(values, None) };
+    match client.call(request) {
+        Ok(Response::Produce { base_offset, next_offset, .. }) => (base_offset, next_offset),
+        other => panic!("produce failed: {other:?}"),
+    }
+}
+
+/// Every value of a partition from `offset` to the high watermark.
+fn consume(client: &mut Client, topic: &str, partition: u32, mut offset: u64) -> Vec<(u64, String)> {
+    let mut output = Vec::new();
+    loop {
+        let request = Request::Fetch { topic: topic.into(), partition, offset, max_bytes: 64 * 1024, max_wait_ms: 0 };
+        let Ok(Response::Fetch { batches, next_offset, .. }) = client.call(request) else { panic!("fetch failed") };
+        if batches.is_empty() {
+            return output;
+        }
+        for item in BatchIter::new(&batches, usize::MAX) {
+            let (header, bytes) = item.expect("fetched batches are CRC-valid");
+            for (index, record) in RecordIter::new(&bytes[BATCH_HEADER_BYTES..]).enumerate() {
+                let record_offset = header.base_offset + index as u64;
+                if record_offset >= offset {
+                    output.push((record_offset, String::from_utf8(record.unwrap().value.to_vec()).unwrap()));
+                }
+            }
+        }
+        offset = next_offset;
+    }
+}
+
+fn values(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+#[test]
+fn produce_and_fetch_round_trip_across_partitions_and_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), 2);
+    let mut client = node.client();
+    create_topic(&mut client, "events", 8);
+    let error = client.call(Request::CreateTopic {
+        name: "events".into(),
+        settings: TopicSettings { partitions: 1, ..Default::default() },
+    });
+    assert_eq!(error.unwrap_err().code, ErrorCode::TopicExists);
+    for round in 0..5 {
+        for partition in 0..8 {
+            let (base, next) =
+                produce(&mut client, "events", partition, &values(&format!("p{partition}r{round}"), 10), Acks::Leader);
+            assert_eq!((base, next), (round * 10, round * 10 + 10), "dense offsets per partition");
+        }
+    }
+    let mut other = node.client();
+    for partition in 0..8 {
+        let records = consume(&mut other, "events", partition, 0);
+        assert_eq!(records.len(), 50);
+        assert_eq!(records[13].1, format!("p{partition}r1-3"));
+    }
+    let Ok(Response::ListTopics(topics)) = client.call(Request::ListTopics) else { panic!() };
+    assert_eq!(topics, vec![("events".to_string(), 8)]);
+    let Ok(Response::DescribeTopic(partitions)) = client.call(Request::DescribeTopic { name: "events".into() }) else {
+        panic!()
+    };
+    assert_eq!(partitions.len(), 8);
+    assert!(partitions
+        .iter()
+        .enumerate()
+        .all(|(i, p)| p.partition == i as u32 && p.log_end_offset == 50 && p.high_watermark == 50));
+    let missing = client.call(Request::ListOffsets { topic: "nope".into(), partition: 0 });
+    assert_eq!(missing.unwrap_err().code, ErrorCode::UnknownTopic);
+    let beyond = client.call(Request::ListOffsets { topic: "events".into(), partition: 8 });
+    assert_eq!(beyond.unwrap_err().code, ErrorCode::UnknownTopic);
+    assert_eq!(node.terminate(), Some(0));
+}
+
+#[test]
+fn pipelined_requests_on_one_connection_are_all_answered_with_their_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), 2);
+    let mut client = node.client();
+    create_topic(&mut client, "pipe", 4);
+    let mut sent = Vec::new();
+    for i in 0..60u32 {
+        let request = Request::Produce {
+            topic: "pipe".into(),
+            partition: i % 4,
+            acks: Acks::Leader,
+            batch: batch(&values("x", 3), None),
+        };
+        sent.push(client.send(&request));
+    }
+    let mut answered = Vec::new();
+    for _ in 0..60 {
+        let body = client.receive_frame().unwrap();
+        let (correlation_id, outcome) = decode_response(ApiKey::Produce, &body).unwrap();
+        assert!(outcome.is_ok());
+        answered.push(correlation_id);
+    }
+    answered.sort_unstable();
+    assert_eq!(answered, sent);
+    assert_eq!(node.terminate(), Some(0));
+}
+
+#[test]
+fn consumer_group_offsets_and_idempotent_retries_survive_a_sigterm_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), 2);
+    let mut client = node.client();
+    create_topic(&mut client, "orders", 3);
+    let Ok(Response::InitProducer { producer_id }) = client.call(Request::InitProducer) else { panic!() };
+    assert_ne!(producer_id, 0);
+    let request = Request::Produce {
+        topic: "orders".into(),
+        partition: 1,
+        acks: Acks::All,
+        batch: batch(&values("o", 4), Some((producer_id, 0))),
+    };
+    let Ok(Response::Produce { base_offset, duplicate, .. }) = client.call(request.clone()) else { panic!() };
+    assert!(!duplicate);
+    let Ok(Response::Produce { base_offset: again, duplicate, .. }) = client.call(request.clone()) else { panic!() };
+    assert!(duplicate, "a re-sent batch is recognised");
+    assert_eq!(again, base_offset);
+    client
+        .call(Request::CommitOffset { group: "billing".into(), topic: "orders".into(), partition: 1, offset: 3 })
+        .unwrap();
+    let beyond = client.call(Request::CommitOffset {
+        group: "billing".into(),
+        topic: "orders".into(),
+        partition: 1,
+        offset: 99,
+    });
+    assert_eq!(beyond.unwrap_err().code, ErrorCode::OffsetOutOfRange);
+    assert_eq!(node.terminate(), Some(0), "SIGTERM exits 0");
+    for partition in 0..3 {
+        assert!(dir.path().join(format!("topics/orders/{partition}/clean-shutdown")).exists(), "clean marker written");
+    }
+
+    let node = Node::start(dir.path(), 2);
+    let mut client = node.client();
+    let fetched = client.call(Request::FetchOffset { group: "billing".into(), topic: "orders".into(), partition: 1 });
+    assert_eq!(fetched, Ok(Response::FetchOffset(CommittedState::Valid(3))));
+    let Ok(Response::Produce { base_offset: after_restart, duplicate, .. }) = client.call(request) else { panic!() };
+    assert!(duplicate && after_restart == base_offset, "retry after restart is still recognised");
+    assert_eq!(consume(&mut client, "orders", 1, 0).len(), 4, "written exactly once");
+    assert_eq!(node.terminate(), Some(0));
+}
+
+#[test]
+fn long_poll_fetch_wakes_when_data_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), 2);
+    let mut client = node.client();
+    create_topic(&mut client, "poll", 1);
+    let address = node.address.clone();
+    let waiter = std::thread::spawn(move || {
+        let mut client = Client::connect(&address);
+        let started = Instant::now();
+        let request =
+            Request::Fetch { topic: "poll".into(), partition: 0, offset: 0, max_bytes: 1 << 16, max_wait_ms: 10_000 };
+        let outcome = client.call(request);
+        (outcome, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    produce(&mut client, "poll", 0, &values("late", 2), Acks::Leader);
+    let (outcome, waited) = waiter.join().unwrap();
+    let Ok(Response::Fetch { batches, next_offset, .. }) = outcome else { panic!("{outcome:?}") };
+    assert!(!batches.is_empty(), "the long poll returned the new data");
+    assert_eq!(next_offset, 2);
+    assert!(waited < Duration::from_secs(10), "woken by the append, not the timeout");
+    // An empty long poll returns empty after its wait.
+    let request =
+        Request::Fetch { topic: "poll".into(), partition: 0, offset: 2, max_bytes: 1 << 16, max_wait_ms: 100 };
+    let Ok(Response::Fetch { batches, .. }) = client.call(request) else { panic!() };
+    assert!(batches.is_empty());
+    // acks=none answers with offsets before durability; the data arrives.
+    produce(&mut client, "poll", 0, &values("fast", 3), Acks::None);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(consume(&mut client, "poll", 0, 0).len(), 5);
+    assert_eq!(node.terminate(), Some(0));
+}
+
+#[test]
+fn bad_clients_are_disconnected_while_others_carry_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), 2);
+    let mut good = node.client();
+    create_topic(&mut good, "safe", 2);
+    // A 4 GiB length prefix: rejected before allocation, error frame, closed.
+    let mut huge = node.client();
+    huge.send_raw(&u32::MAX.to_le_bytes());
+    huge.send_raw(&[5, 0, 1, 0, 42, 0, 0, 0]);
+    let body = huge.receive_frame().expect("error frame before close");
+    let (correlation_id, outcome) = decode_response(ApiKey::Produce, &body).unwrap();
+    assert_eq!(correlation_id, 42);
+    assert_eq!(outcome.unwrap_err().code, ErrorCode::RecordTooLarge);
+    assert!(huge.receive_frame().is_err(), "connection closed");
+    // Garbage: unknown api key.
+    let mut garbage = node.client();
+    garbage.send_raw(&[8, 0, 0, 0, 0xff, 0xff, 1, 0, 7, 0, 0, 0]);
+    let body = garbage.receive_frame().unwrap();
+    let (_, outcome) = decode_response(ApiKey::Produce, &body).unwrap();
+    assert_eq!(outcome.unwrap_err().code, ErrorCode::UnknownApi);
+    assert!(garbage.receive_frame().is_err());
+    // Truncated frame then hang-up.
+    let mut truncated = node.client();
+    truncated.send_raw(&[100, 0, 0, 0, 5, 0, 1, 0]);
+    drop(truncated);
+    // A produce with a corrupted batch is an error answer, not a crash.
+    let mut bad_batch = batch(&values("x", 2), None);
+    let last = bad_batch.len() - 1;
+    bad_batch[last] ^= 0xff;
+    let error = good
+        .call(Request::Produce { topic: "safe".into(), partition: 0, acks: Acks::Leader, batch: bad_batch })
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::InvalidRequest);
+    // The good client is unharmed.
+    produce(&mut good, "safe", 1, &values("fine", 5), Acks::Leader);
+    assert_eq!(consume(&mut good, "safe", 1, 0).len(), 5);
+    assert_eq!(node.terminate(), Some(0));
+}
+
+#[test]
+fn sigkill_under_produce_load_loses_no_acknowledged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let node = Node::start(dir.path(), 2);
+        create_topic(&mut node.client(), "load", 4);
+        node.terminate();
+    }
+    let mut acknowledged: Vec<Vec<(u64, String)>> = vec![Vec::new(); 4];
+    for round in 0..4 {
+        let node = Node::start(dir.path(), 2);
+        let address = node.address.clone();
+        let producer = std::thread::spawn(move || {
+            let mut client = Client::connect(&address);
+            let mut acked = Vec::new();
+            for i in 0..100_000u32 {
+                let partition = i % 4;
+                let batch_values = values(&format!("r{round}-b{i}"), 5);
+                let request = Request::Produce {
+                    topic: "load".into(),
+                    partition,
+                    acks: Acks::Leader,
+                    batch: batch(&batch_values, None),
+                };
+                let correlation_id = client.send(&request);
+                let Ok(body) = client.receive_frame() else { break };
+                let Ok((answered, Ok(Response::Produce { base_offset, .. }))) = decode_response(ApiKey::Produce, &body)
+                else {
+                    break;
+                };
+                assert_eq!(answered, correlation_id);
+                acked.push((partition, base_offset, batch_values));
+            }
+            acked
+        });
+        std::thread::sleep(Duration::from_millis(150 + 100 * round));
+        node.kill();
+        for (partition, base_offset, batch_values) in producer.join().unwrap() {
+            for (i, value) in batch_values.into_iter().enumerate() {
+                acknowledged[partition as usize].push((base_offset + i as u64, value));
+            }
+        }
+        let node = Node::start(dir.path(), 2);
+        let mut client = node.client();
+        for (partition, acked) in acknowledged.iter().enumerate() {
+            let stored = consume(&mut client, "load", partition as u32, 0);
+            for (offset, value) in acked {
+                assert_eq!(
+                    stored.get(*offset as usize),
+                    Some(&(*offset, value.clone())),
+                    "round {round}: acknowledged record lost"
+                );
+            }
+        }
+        assert!(acknowledged.iter().map(Vec::len).sum::<usize>() > 0);
+        node.terminate();
+    }
+}
