@@ -127,6 +127,7 @@ impl ShardContext {
         match request {
             Request::Produce { topic, partition, acks, mut batch } => {
                 let owned = self.owned(&topic, partition)?;
+                self.check_sizes(&batch, owned.log.config().max_batch_bytes)?;
                 let mode = AppendMode::Leader { leader_epoch: STANDALONE_EPOCH };
                 let info = match acks {
                     Acks::None => owned.log.append_placed(&mut batch, mode).await,
@@ -187,6 +188,28 @@ impl ShardContext {
             }
             other => Err(error(ErrorCode::InvalidRequest, format!("{:?} is not a partition request", other.api_key()))),
         }
+    }
+
+    /// `record_too_large` for a batch over the partition's limit or a record
+    /// value over `limits.max_record_bytes`.
+    fn check_sizes(&self, batch: &[u8], max_batch_bytes: usize) -> Result<(), ErrorResponse> {
+        if batch.len() > max_batch_bytes {
+            return Err(error(
+                ErrorCode::RecordTooLarge,
+                format!("batch of {} bytes exceeds {max_batch_bytes}", batch.len()),
+            ));
+        }
+        let limit = self.config.limits.max_record_bytes;
+        let records = batch.get(crate::storage::batch::BATCH_HEADER_BYTES..).unwrap_or(&[]);
+        for record in crate::storage::batch::RecordIter::new(records).flatten() {
+            if record.value.len() > limit {
+                return Err(error(
+                    ErrorCode::RecordTooLarge,
+                    format!("record value of {} bytes exceeds limits.max_record_bytes = {limit}", record.value.len()),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Read batches; with `max_wait_ms`, wait for data at `offset` (long poll).

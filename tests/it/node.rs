@@ -33,8 +33,8 @@ impl Node {
             .args(["serve", "--listen", &address, "--shards", &shards.to_string(), "--data-dir"])
             .arg(data_dir)
             .env("RUST_LOG", "warn")
-            .env("RINGLOG_STORAGE_SEGMENT_BYTES", "1048576")
-            .env("RINGLOG_STORAGE_MAX_BATCH_BYTES", "1048576")
+            .env("RINGLOG_STORAGE_SEGMENT_BYTES", "2097152")
+            .env("RINGLOG_STORAGE_MAX_BATCH_BYTES", "1572864")
             .env("RINGLOG_LIMITS_MAX_FRAME_BYTES", "2097152")
             .env("RINGLOG_LIMITS_MAX_RECORD_BYTES", "1048576")
             .stdout(Stdio::piped())
@@ -358,6 +358,15 @@ fn bad_clients_are_disconnected_while_others_carry_on() {
         .call(Request::Produce { topic: "safe".into(), partition: 0, acks: Acks::Leader, batch: bad_batch })
         .unwrap_err();
     assert_eq!(error.code, ErrorCode::InvalidRequest);
+    // A record over limits.max_record_bytes (1 MiB here) is record_too_large.
+    let big = vec!["v".repeat((1 << 20) + 1)];
+    let error = good.call(Request::Produce {
+        topic: "safe".into(),
+        partition: 0,
+        acks: Acks::Leader,
+        batch: batch(&big, None),
+    });
+    assert_eq!(error.unwrap_err().code, ErrorCode::RecordTooLarge);
     // The good client is unharmed.
     produce(&mut good, "safe", 1, &values("fine", 5), Acks::Leader);
     assert_eq!(consume(&mut good, "safe", 1, 0).len(), 5);
