@@ -1,8 +1,12 @@
 //! The `ringlog` command line: argument parsing, exit codes, output.
 
 mod check;
+mod client;
+mod consume;
 mod demo;
+mod produce;
 mod serve;
+mod topic;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -33,6 +37,18 @@ pub struct Cli {
 pub enum Command {
     /// Run a node (standalone without --etcd).
     Serve(serve::ServeArgs),
+    /// Create, list or delete topics.
+    Topic {
+        /// What to do.
+        #[command(subcommand)]
+        action: topic::TopicAction,
+        #[command(flatten)]
+        server: client::ServerArgs,
+    },
+    /// Append records read from stdin, one value per line.
+    Produce(produce::ProduceArgs),
+    /// Print records of a topic.
+    Consume(consume::ConsumeArgs),
     /// Verify every segment, batch CRC, offset and index in a data directory.
     Check {
         /// Data directory (or any directory holding partitions).
@@ -95,6 +111,9 @@ pub fn fail(message: impl std::fmt::Display, code: u8) -> ExitCode {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Topic { action, server } => topic::run(action, server),
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
         Command::Check { dir, repair, json } => check::run(&dir, repair, json),
         Command::StorageDemo { data_dir, records, batch, fsync } => demo::run(&data_dir, records, batch, &fsync),
         Command::AppendWorker { dir, appenders, fsync, segment_bytes } => {

@@ -1,5 +1,6 @@
 //! Networking: the native client protocol (and, as it lands, the server and
 //! the Rust client).
 
+pub mod client;
 pub mod protocol;
 pub mod server;

@@ -2,6 +2,7 @@
 //! runs against real files (and, for crash tests, real processes).
 
 mod alloc;
+mod cli;
 mod common;
 mod crash;
 mod enospc;

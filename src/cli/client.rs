@@ -1,0 +1,33 @@
+//! Shared pieces of the client-side commands: the `--server` list and a
+//! tokio runtime (the client never runs on the node's shards).
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::net::client::Client;
+
+/// The bootstrap list every client-side command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// Servers to try, comma separated.
+    #[arg(long, env = "RINGLOG_SERVER", default_value = "127.0.0.1:7070", global = true)]
+    pub server: String,
+}
+
+impl ServerArgs {
+    /// A client over the list, retrying for `retry_ms`.
+    pub fn client(&self, retry_ms: u64) -> Client {
+        Client::new(Client::parse_servers(&self.server), Duration::from_millis(retry_ms))
+    }
+}
+
+/// Run `future` on a current-thread tokio runtime.
+pub fn run_async<T>(future: impl Future<Output = T>) -> std::io::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(runtime.block_on(future))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
+}

@@ -1,0 +1,298 @@
+//! The Rust client used by the CLI, the tests and `ringlog bench`: a
+//! bootstrap list, one reused connection with pipelining (a reader task
+//! matches responses to requests by correlation id), retries of retriable
+//! errors and lost connections against whichever listed node answers, and
+//! CRC verification of every fetched batch. Runs on tokio; it never runs
+//! inside the node's data shards.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use super::protocol::{
+    decode_response, encode_request, frame_length, ApiKey, ErrorCode, ErrorResponse, ProtocolError, Request, Response,
+};
+use crate::storage::batch::{verify_batch, BatchError};
+
+/// Client-side failures.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// No listed server could be reached.
+    #[error("cannot reach any server ({servers}): {last}")]
+    Unreachable {
+        /// The bootstrap list.
+        servers: String,
+        /// The last connection error.
+        last: String,
+    },
+    /// The connection broke while the request was in flight.
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
+    /// The server answered with an error.
+    #[error("{}: {}", .0.code.name(), .0.message)]
+    Server(ErrorResponse),
+    /// The server sent something undecodable.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// A fetched batch failed its CRC check.
+    #[error("fetched batch failed verification: {0}")]
+    Corrupt(#[from] BatchError),
+    /// Retries did not succeed within the retry budget.
+    #[error("gave up after {elapsed_ms} ms: {last}")]
+    RetriesExhausted {
+        /// Time spent.
+        elapsed_ms: u64,
+        /// The last failure.
+        last: Box<ClientError>,
+    },
+}
+
+impl ClientError {
+    /// Whether retrying (possibly on another node) may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } | ClientError::ConnectionLost(_) => true,
+            ClientError::Server(error) => error.code.is_retriable(),
+            _ => false,
+        }
+    }
+
+    /// The server's error code, if the server answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Server(error) => Some(error.code),
+            ClientError::RetriesExhausted { last, .. } => last.code(),
+            _ => None,
+        }
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u32, (ApiKey, oneshot::Sender<Result<Response, ClientError>>)>>>;
+
+/// One TCP connection with pipelining.
+pub struct Connection {
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    pending: Pending,
+    next_correlation: AtomicU32,
+    address: String,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Largest response the client accepts.
+pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+impl Connection {
+    /// Connect to one server.
+    pub async fn connect(address: &str) -> std::io::Result<Connection> {
+        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(address))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+        stream.set_nodelay(true)?;
+        let (mut read_half, write_half) = stream.into_split();
+        let pending: Pending = Arc::default();
+        let reader_pending = Arc::clone(&pending);
+        let reader = tokio::spawn(async move {
+            let failure = loop {
+                let mut prefix = [0u8; 4];
+                if let Err(error) = read_half.read_exact(&mut prefix).await {
+                    break error.to_string();
+                }
+                let length = match frame_length(prefix, MAX_RESPONSE_BYTES) {
+                    Ok(length) => length,
+                    Err(error) => break error.to_string(),
+                };
+                let mut body = vec![0u8; length];
+                if let Err(error) = read_half.read_exact(&mut body).await {
+                    break error.to_string();
+                }
+                let Some(correlation_id) = body.get(..4).map(|id| u32::from_le_bytes(id.try_into().expect("4"))) else {
+                    break "short response".to_string();
+                };
+                let Some((api_key, sender)) = reader_pending.lock().expect("pending").remove(&correlation_id) else {
+                    continue;
+                };
+                let outcome = match decode_response(api_key, &body) {
+                    Ok((_, Ok(response))) => Ok(response),
+                    Ok((_, Err(error))) => Err(ClientError::Server(error)),
+                    Err(error) => Err(ClientError::Protocol(error)),
+                };
+                let _ = sender.send(outcome);
+            };
+            for (_, (_, sender)) in reader_pending.lock().expect("pending").drain() {
+                let _ = sender.send(Err(ClientError::ConnectionLost(failure.clone())));
+            }
+        });
+        Ok(Connection {
+            writer: tokio::sync::Mutex::new(write_half),
+            pending,
+            next_correlation: AtomicU32::new(1),
+            address: address.to_string(),
+            reader,
+        })
+    }
+
+    /// The server's address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Send without waiting for the answer (pipelining); await the receiver later.
+    pub async fn send(&self, request: &Request) -> oneshot::Receiver<Result<Response, ClientError>> {
+        let correlation_id = self.next_correlation.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = oneshot::channel();
+        self.pending.lock().expect("pending").insert(correlation_id, (request.api_key(), sender));
+        let mut frame = Vec::new();
+        encode_request(correlation_id, request, &mut frame);
+        let written = self.writer.lock().await.write_all(&frame).await;
+        if let Err(error) = written {
+            if let Some((_, sender)) = self.pending.lock().expect("pending").remove(&correlation_id) {
+                let _ = sender.send(Err(ClientError::ConnectionLost(error.to_string())));
+            }
+        }
+        receiver
+    }
+
+    /// Send and wait for the answer.
+    pub async fn call(&self, request: &Request) -> Result<Response, ClientError> {
+        self.send(request).await.await.unwrap_or_else(|_| Err(ClientError::ConnectionLost("reader stopped".into())))
+    }
+}
+
+/// A client over a bootstrap list of servers.
+pub struct Client {
+    servers: Vec<String>,
+    connection: Option<Arc<Connection>>,
+    retry_budget: Duration,
+}
+
+impl Client {
+    /// A client for `servers` (`host:port`, tried in order) retrying
+    /// retriable failures for up to `retry_budget`.
+    pub fn new(servers: Vec<String>, retry_budget: Duration) -> Client {
+        Client { servers, connection: None, retry_budget }
+    }
+
+    /// Parse a comma-separated bootstrap list.
+    pub fn parse_servers(list: &str) -> Vec<String> {
+        list.split(',').map(str::trim).filter(|server| !server.is_empty()).map(str::to_string).collect()
+    }
+
+    /// The current connection, connecting to the first reachable server.
+    pub async fn connection(&mut self) -> Result<Arc<Connection>, ClientError> {
+        if let Some(connection) = &self.connection {
+            return Ok(Arc::clone(connection));
+        }
+        let mut last = String::from("empty server list");
+        for server in &self.servers {
+            match Connection::connect(server).await {
+                Ok(connection) => {
+                    let connection = Arc::new(connection);
+                    self.connection = Some(Arc::clone(&connection));
+                    return Ok(connection);
+                }
+                Err(error) => last = format!("{server}: {error}"),
+            }
+        }
+        Err(ClientError::Unreachable { servers: self.servers.join(","), last })
+    }
+
+    /// Forget the connection and prefer `leader` next (after `not_leader`).
+    fn reconnect_to(&mut self, leader: Option<&str>) {
+        self.connection = None;
+        if let Some(leader) = leader {
+            self.servers.retain(|server| server != leader);
+            self.servers.insert(0, leader.to_string());
+        } else if self.servers.len() > 1 {
+            self.servers.rotate_left(1);
+        }
+    }
+
+    /// Send a request, retrying retriable failures until the retry budget is spent.
+    pub async fn call(&mut self, request: &Request) -> Result<Response, ClientError> {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let outcome = match self.connection().await {
+                Ok(connection) => connection.call(request).await,
+                Err(error) => Err(error),
+            };
+            let error = match outcome {
+                Ok(response) => return Ok(response),
+                Err(error) if !error.is_retriable() => return Err(error),
+                Err(error) => error,
+            };
+            let leader = match &error {
+                ClientError::Server(response) => response.leader.clone(),
+                _ => None,
+            };
+            if matches!(error, ClientError::ConnectionLost(_) | ClientError::Unreachable { .. }) || leader.is_some() {
+                self.reconnect_to(leader.as_deref());
+            }
+            if started.elapsed() + backoff > self.retry_budget {
+                return Err(ClientError::RetriesExhausted {
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                    last: Box::new(error),
+                });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Fetch and verify every batch's CRC before returning it.
+    pub async fn fetch(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+        max_wait_ms: u32,
+    ) -> Result<FetchResult, ClientError> {
+        let request = Request::Fetch { topic: topic.into(), partition, offset, max_bytes, max_wait_ms };
+        match self.call(&request).await? {
+            Response::Fetch { high_watermark, log_start_offset, next_offset, batches } => {
+                let mut position = 0;
+                while position < batches.len() {
+                    let header = verify_batch(&batches[position..], usize::MAX)?;
+                    position += header.batch_bytes as usize;
+                }
+                Ok(FetchResult { high_watermark, log_start_offset, next_offset, batches })
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// A verified fetch answer.
+#[derive(Debug, Clone)]
+pub struct FetchResult {
+    /// High watermark at the time of the answer.
+    pub high_watermark: u64,
+    /// Log start offset.
+    pub log_start_offset: u64,
+    /// Offset to ask for next.
+    pub next_offset: u64,
+    /// CRC-verified batches.
+    pub batches: Vec<u8>,
+}
+
+/// An answer of the wrong kind (a server bug).
+pub fn unexpected(response: Response) -> ClientError {
+    ClientError::Protocol(ProtocolError::Invalid(match response {
+        Response::Fetch { .. } => "unexpected fetch response",
+        _ => "unexpected response kind",
+    }))
+}

@@ -1,0 +1,99 @@
+//! The client-side CLI against a real node: topic, produce, consume, groups,
+//! output formats and exit codes.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use crate::node::Node;
+
+fn ringlog(node: &Node, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringlog"))
+        .args(args)
+        .env("RINGLOG_SERVER", &node.address)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ringlog");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn lines(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn topic_produce_and_consume_commands_work_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), 2);
+    assert!(ringlog(&node, &["topic", "create", "clicks", "--partitions", "2"], None).status.success());
+    let listed = ringlog(&node, &["topic", "list", "--json"], None);
+    assert_eq!(lines(&listed), vec![r#"[{"name":"clicks","partitions":2}]"#]);
+    let again = ringlog(&node, &["topic", "create", "clicks"], None);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).starts_with("error: topic_exists"));
+
+    let input: String = (0..25).map(|i| format!("value-{i}\n")).collect();
+    let produced = ringlog(&node, &["produce", "clicks", "--partition", "1", "--batch", "10", "--json"], Some(&input));
+    assert!(produced.status.success(), "{}", String::from_utf8_lossy(&produced.stderr));
+    let acks = lines(&produced);
+    assert_eq!(acks.len(), 3, "one line per acknowledged batch");
+    assert_eq!(acks[0], r#"{"topic":"clicks","partition":1,"base_offset":0,"count":10}"#);
+    assert_eq!(acks[2], r#"{"topic":"clicks","partition":1,"base_offset":20,"count":5}"#);
+
+    let consumed = ringlog(&node, &["consume", "clicks", "--partition", "1", "--format", "json"], None);
+    let records = lines(&consumed);
+    assert_eq!(records.len(), 25, "stops at the high watermark");
+    let first: serde_json::Value = serde_json::from_str(&records[0]).unwrap();
+    assert_eq!(first["offset"], 0);
+    assert_eq!(first["value"], "value-0");
+    assert!(first["key"].is_null());
+    assert!(records[0].starts_with(r#"{"offset":0,"timestamp_ms":"#), "field order as in the spec: {}", records[0]);
+    let values = ringlog(&node, &["consume", "clicks", "--partition", "1", "--from", "20"], None);
+    assert_eq!(lines(&values), (20..25).map(|i| format!("value-{i}")).collect::<Vec<_>>());
+    let latest = ringlog(&node, &["consume", "clicks", "--partition", "1", "--from", "latest"], None);
+    assert!(lines(&latest).is_empty());
+    let timestamp = first["timestamp_ms"].as_i64().unwrap();
+    let by_time = ringlog(
+        &node,
+        &["consume", "clicks", "--partition", "1", "--from", &format!("@{timestamp}"), "--count", "2"],
+        None,
+    );
+    assert_eq!(lines(&by_time).len(), 2);
+
+    // A consumer group resumes where it committed.
+    let group = ["consume", "clicks", "--partition", "1", "--group", "g", "--count", "10"];
+    assert_eq!(lines(&ringlog(&node, &group, None))[0], "value-0");
+    assert_eq!(lines(&ringlog(&node, &group, None))[0], "value-10");
+
+    let keyed = ringlog(&node, &["produce", "clicks", "--key", "user-7", "--json"], Some("k1\nk2\n"));
+    assert!(keyed.status.success());
+    let all = ringlog(&node, &["consume", "clicks"], None);
+    assert_eq!(lines(&all).len(), 27, "every partition is read without --partition");
+
+    let missing = ringlog(&node, &["consume", "nope"], None);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).starts_with("error: unknown_topic"));
+    let usage = ringlog(&node, &["produce", "clicks", "--acks", "maybe"], None);
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(ringlog(&node, &["topic", "delete", "clicks"], None).status.success());
+    assert_eq!(lines(&ringlog(&node, &["topic", "list"], None)), Vec::<String>::new());
+    assert_eq!(node.terminate(), Some(0));
+}
+
+#[test]
+fn unreachable_server_is_one_error_line_and_exit_1() {
+    let output = Command::new(env!("CARGO_BIN_EXE_ringlog"))
+        .args(["topic", "list", "--server", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("error: ") && stderr.lines().count() == 1, "{stderr}");
+}
