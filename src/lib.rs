@@ -3,6 +3,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod net;

@@ -10,10 +10,12 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::admin::http::AdminState;
+use crate::admin::metrics::NodeMetrics;
 use crate::config::NodeConfig;
 use crate::net::server::{run_listener, ConnectionCount, InFlight};
 use crate::runtime::Notify;
-use crate::shard::handler::ShardContext;
+use crate::shard::handler::{publish_gauges, ShardContext};
 use crate::shard::mesh::{build_mesh, Envelope, Inbound, Mesh, MeshEnds};
 use crate::shard::partitions::ShardPartitions;
 use crate::shard::topics::{TopicMeta, TopicRegistry};
@@ -105,6 +107,7 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
     let config = Arc::new(config);
     let registry = Arc::new(TopicRegistry::new(topics));
     let connections = Arc::new(ConnectionCount::default());
+    let metrics = Arc::new(NodeMetrics::new(shards, Arc::clone(&connections)));
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let (ready_sender, ready_receiver) = mpsc::channel::<Result<ShardId, String>>();
     let mut handles = Vec::with_capacity(shards);
@@ -116,6 +119,7 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
             config: Arc::clone(&config),
             registry: Arc::clone(&registry),
             connections: Arc::clone(&connections),
+            metrics: Arc::clone(&metrics),
             ready: ready_sender.clone(),
         };
         let handle = glommio::LocalExecutorBuilder::new(placement)
@@ -135,9 +139,30 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
             Err(_) => return Err(NodeError::Operational("a shard exited during startup".into())),
         }
     }
-    tracing::info!(target: "ringlog::node", listen = %config.listen, shards, data_dir = %config.data_dir.display(),
-        "ringlog node ready (standalone)");
-    println!("ringlog listening on {} with {shards} shards, data in {}", config.listen, config.data_dir.display());
+    let admin_state = AdminState {
+        registry: Arc::clone(&registry),
+        metrics: Arc::clone(&metrics),
+        client_address: loopback_address(&config.listen),
+        admin_token: config.admin_token.clone(),
+    };
+    let admin = match crate::admin::http::start(&config.admin, admin_state, &STOP_REQUESTED) {
+        Ok(admin) => admin,
+        Err(message) => {
+            STOP_REQUESTED.store(true, Ordering::SeqCst);
+            for handle in handles {
+                let _ = handle.join();
+            }
+            return Err(NodeError::Operational(message));
+        }
+    };
+    tracing::info!(target: "ringlog::node", listen = %config.listen, admin = %config.admin, shards,
+        data_dir = %config.data_dir.display(), "ringlog node ready (standalone)");
+    println!(
+        "ringlog listening on {} (admin http://{}) with {shards} shards, data in {}",
+        config.listen,
+        config.admin,
+        config.data_dir.display()
+    );
     let mut failed = None;
     for handle in handles {
         match handle.join() {
@@ -150,6 +175,7 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
             }
         }
     }
+    let _ = admin.join();
     match failed {
         Some(message) => Err(NodeError::Operational(message)),
         None => {
@@ -161,12 +187,22 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
 
 use crate::shard::ShardId;
 
+/// The address to reach `listen` from this machine (0.0.0.0 → 127.0.0.1).
+fn loopback_address(listen: &str) -> String {
+    match listen.rsplit_once(':') {
+        Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
+        Some(("[::]", port)) => format!("[::1]:{port}"),
+        _ => listen.to_string(),
+    }
+}
+
 struct ShardConfig {
     shard: ShardId,
     shards: usize,
     config: Arc<NodeConfig>,
     registry: Arc<TopicRegistry>,
     connections: Arc<ConnectionCount>,
+    metrics: Arc<NodeMetrics>,
     ready: mpsc::Sender<Result<ShardId, String>>,
 }
 
@@ -179,6 +215,7 @@ async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), String> {
         registry: Arc::clone(&setup.registry),
         partitions: ShardPartitions::default(),
         mesh: Rc::clone(&mesh),
+        metrics: setup.metrics,
     });
     let receivers = start_inbound(&context, inbound);
     if let Err(message) = open_partitions(&context).await {
@@ -198,6 +235,7 @@ async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), String> {
     let stopping = Rc::new(Cell::new(false));
     let in_flight = Rc::new(InFlight::default());
     let watcher = crate::runtime::spawn_local(watch_for_stop(Rc::clone(&stop), Rc::clone(&stopping)));
+    let publisher = crate::runtime::spawn_local(publish_gauges(Rc::clone(&context), Rc::clone(&stopping)));
     run_listener(
         Rc::clone(&context),
         listener,
@@ -208,6 +246,7 @@ async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), String> {
     )
     .await;
     watcher.await;
+    publisher.await;
     shut_down(&context, &in_flight).await?;
     drop(receivers);
     Ok(())

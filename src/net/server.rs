@@ -203,6 +203,9 @@ impl Connection {
                 (Rc::clone(&pending), Rc::clone(&pending_changed), Rc::clone(&self.in_flight));
             crate::runtime::spawn_local(async move {
                 let outcome = context.handle(request).await;
+                if outcome.is_err() {
+                    context.shard_metrics().errors.fetch_add(1, Ordering::Relaxed);
+                }
                 let mut out = Vec::new();
                 match outcome {
                     Ok(response) => encode_response(header.correlation_id, &response, &mut out),

@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::mesh::{Mesh, Outcome, ShardRequest};
 use super::partitions::{OwnedPartition, ShardPartitions};
@@ -37,6 +38,8 @@ pub struct ShardContext {
     pub partitions: ShardPartitions,
     /// Channels to the other shards.
     pub mesh: Rc<Mesh>,
+    /// Node metrics (this shard writes `metrics.shards[shard]`).
+    pub metrics: Arc<crate::admin::metrics::NodeMetrics>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
@@ -88,10 +91,14 @@ impl ShardContext {
         }
         let owner = owner_of(topic, partition, self.shards);
         if owner == self.shard {
-            self.execute(request).await
-        } else {
-            self.mesh.call(owner, ShardRequest::Client(request)).await
+            return self.execute(request).await;
         }
+        let metrics = self.shard_metrics();
+        metrics.cross_shard_forwarded.fetch_add(1, Ordering::Relaxed);
+        metrics.cross_shard_in_flight.fetch_add(1, Ordering::Relaxed);
+        let outcome = self.mesh.call(owner, ShardRequest::Client(request)).await;
+        metrics.cross_shard_in_flight.fetch_sub(1, Ordering::Relaxed);
+        outcome
     }
 
     /// Execute a request forwarded by another shard (this shard owns it).
@@ -116,6 +123,11 @@ impl ShardContext {
         }
     }
 
+    /// This shard's counters.
+    pub fn shard_metrics(&self) -> &crate::admin::metrics::ShardMetrics {
+        &self.metrics.shards[self.shard]
+    }
+
     fn owned(&self, topic: &str, partition: u32) -> Result<Rc<OwnedPartition>, ErrorResponse> {
         self.partitions
             .get(topic, partition)
@@ -129,11 +141,18 @@ impl ShardContext {
                 let owned = self.owned(&topic, partition)?;
                 self.check_sizes(&batch, owned.log.config().max_batch_bytes)?;
                 let mode = AppendMode::Leader { leader_epoch: STANDALONE_EPOCH };
+                let started = Instant::now();
+                let batch_bytes = batch.len() as u64;
                 let info = match acks {
                     Acks::None => owned.log.append_placed(&mut batch, mode).await,
                     Acks::Leader | Acks::All => owned.log.append(&mut batch, mode).await,
                 }
                 .map_err(storage_error)?;
+                let metrics = self.shard_metrics();
+                metrics.produce_requests.fetch_add(1, Ordering::Relaxed);
+                metrics.produce_records.fetch_add(info.next_offset - info.base_offset, Ordering::Relaxed);
+                metrics.produce_bytes.fetch_add(batch_bytes, Ordering::Relaxed);
+                metrics.produce_latency.observe(started.elapsed());
                 Ok(Response::Produce {
                     base_offset: info.base_offset,
                     next_offset: info.next_offset,
@@ -142,7 +161,15 @@ impl ShardContext {
             }
             Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
                 let owned = self.owned(&topic, partition)?;
-                self.fetch(&owned, offset, max_bytes, max_wait_ms).await
+                let started = Instant::now();
+                let outcome = self.fetch(&owned, offset, max_bytes, max_wait_ms).await;
+                let metrics = self.shard_metrics();
+                metrics.fetch_requests.fetch_add(1, Ordering::Relaxed);
+                if let Ok(Response::Fetch { batches, .. }) = &outcome {
+                    metrics.fetch_bytes.fetch_add(batches.len() as u64, Ordering::Relaxed);
+                }
+                metrics.fetch_latency.observe(started.elapsed());
+                outcome
             }
             Request::ListOffsets { topic, partition } => {
                 let snapshot = self.owned(&topic, partition)?.log.snapshot();
@@ -339,4 +366,32 @@ pub fn new_producer_id() -> u64 {
         bytes = (nanos as u64 ^ u64::from(std::process::id()) << 32).to_le_bytes();
     }
     (u64::from_le_bytes(bytes) >> 1).max(1)
+}
+
+/// Republish this shard's partition gauges and fsync count once a second,
+/// so readers on other threads see an immutable snapshot.
+pub async fn publish_gauges(context: Rc<ShardContext>, stopping: Rc<std::cell::Cell<bool>>) {
+    while !stopping.get() {
+        let mut gauges = Vec::new();
+        let mut fsyncs = 0;
+        for owned in context.partitions.all() {
+            let snapshot = owned.log.snapshot();
+            fsyncs += owned.log.stats().fsyncs;
+            let failure =
+                snapshot.failure.clone().or_else(|| snapshot.fence.as_ref().map(|fence| fence.to_error().to_string()));
+            gauges.push(crate::admin::metrics::PartitionGauge {
+                topic: owned.meta.name.clone(),
+                partition: describe(&owned).partition,
+                log_start_offset: snapshot.log_start_offset,
+                log_end_offset: snapshot.log_end_offset,
+                high_watermark: snapshot.durable_end_offset,
+                size_bytes: snapshot.size_bytes,
+                failure,
+            });
+        }
+        let metrics = context.shard_metrics();
+        metrics.partitions.store(Arc::new(gauges));
+        metrics.fsyncs.store(fsyncs, Ordering::Relaxed);
+        crate::runtime::sleep(Duration::from_secs(1)).await;
+    }
 }

@@ -1,6 +1,7 @@
 //! ringlog integration tests: one binary, one module per area. Everything
 //! runs against real files (and, for crash tests, real processes).
 
+mod admin;
 mod alloc;
 mod cli;
 mod common;

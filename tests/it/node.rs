@@ -19,6 +19,8 @@ pub struct Node {
     child: Child,
     /// Client address.
     pub address: String,
+    /// Admin HTTP address.
+    pub admin: String,
 }
 
 fn free_port() -> u16 {
@@ -28,10 +30,17 @@ fn free_port() -> u16 {
 impl Node {
     /// Start `ringlog serve` on a free port and wait until it listens.
     pub fn start(data_dir: &Path, shards: usize) -> Node {
+        Node::start_with(data_dir, shards, &[])
+    }
+
+    /// Start with extra environment variables.
+    pub fn start_with(data_dir: &Path, shards: usize, environment: &[(&str, &str)]) -> Node {
         let address = format!("127.0.0.1:{}", free_port());
+        let admin = format!("127.0.0.1:{}", free_port());
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringlog"))
-            .args(["serve", "--listen", &address, "--shards", &shards.to_string(), "--data-dir"])
+            .args(["serve", "--listen", &address, "--admin", &admin, "--shards", &shards.to_string(), "--data-dir"])
             .arg(data_dir)
+            .envs(environment.iter().copied())
             .env("RUST_LOG", "warn")
             .env("RINGLOG_STORAGE_SEGMENT_BYTES", "2097152")
             .env("RINGLOG_STORAGE_MAX_BATCH_BYTES", "1572864")
@@ -45,7 +54,7 @@ impl Node {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read startup line");
         assert!(line.contains("listening"), "unexpected startup output {line:?}");
-        Node { child, address }
+        Node { child, address, admin }
     }
 
     /// A new client connection.

@@ -1,0 +1,259 @@
+//! Admin HTTP API on the control thread (one tokio current-thread runtime).
+//!
+//! Reads of shared state (topics, metrics, health) come straight from the
+//! immutable snapshots and atomics the shards publish. Mutations (create
+//! and delete topic, describe) go through the node's own client protocol
+//! over loopback, so they take exactly the same path, checks and limits as
+//! any client request, and no second request channel into the shards exists.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::metrics::NodeMetrics;
+use crate::net::client::{Client, ClientError};
+use crate::net::protocol::{ErrorCode, Request, Response as ProtocolResponse, TopicSettings};
+use crate::shard::topics::TopicRegistry;
+
+/// What the admin API needs.
+#[derive(Clone)]
+pub struct AdminState {
+    /// Topics.
+    pub registry: Arc<TopicRegistry>,
+    /// Metrics and partition gauges.
+    pub metrics: Arc<NodeMetrics>,
+    /// The node's client address (for mutations over loopback).
+    pub client_address: String,
+    /// Bearer token for mutating endpoints.
+    pub admin_token: Option<String>,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// Mutations need the bearer token when one is set, else a loopback peer.
+/// Returns the refusal, if any.
+fn refuse(state: &AdminState, headers: &HeaderMap, peer: SocketAddr) -> Option<Response> {
+    match &state.admin_token {
+        Some(token) => {
+            let presented = headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer "));
+            let matches =
+                presented.is_some_and(|presented| constant_time_equal(presented.as_bytes(), token.as_bytes()));
+            (!matches).then(|| error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
+        }
+        None if peer.ip().is_loopback() => None,
+        None => {
+            Some(error(StatusCode::FORBIDDEN, "mutations are allowed only from loopback when admin_token is unset"))
+        }
+    }
+}
+
+/// Compare without leaking the position of the first difference.
+pub fn constant_time_equal(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |difference, (x, y)| difference | (x ^ y)) == 0
+}
+
+fn client_error(failure: ClientError) -> Response {
+    let status = match failure.code() {
+        Some(ErrorCode::TopicExists) => StatusCode::CONFLICT,
+        Some(ErrorCode::UnknownTopic) => StatusCode::NOT_FOUND,
+        Some(ErrorCode::InvalidRequest) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, failure.to_string())
+}
+
+async fn health(State(state): State<AdminState>) -> Response {
+    let failed: Vec<String> = state
+        .metrics
+        .partitions()
+        .into_iter()
+        .filter_map(|gauge| gauge.failure.map(|reason| format!("{}/{}: {reason}", gauge.topic, gauge.partition)))
+        .collect();
+    if failed.is_empty() {
+        Json(json!({"status": "ok", "node_id": null, "role": "standalone"})).into_response()
+    } else {
+        let body = json!({"status": "failed", "node_id": null, "role": "standalone", "reason": failed.join("; ")});
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+async fn list_topics(State(state): State<AdminState>) -> Response {
+    let topics: Vec<serde_json::Value> = state
+        .registry
+        .snapshot()
+        .values()
+        .map(|meta| {
+            json!({"name": meta.name, "partitions": meta.partitions, "retention_bytes": meta.retention_bytes,
+                   "retention_ms": meta.retention_ms, "segment_bytes": meta.segment_bytes})
+        })
+        .collect();
+    Json(topics).into_response()
+}
+
+/// Body of `POST /api/topics`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTopicBody {
+    name: String,
+    #[serde(default = "one")]
+    partitions: u32,
+    #[serde(default)]
+    retention_bytes: u64,
+    #[serde(default)]
+    retention_ms: u64,
+    #[serde(default)]
+    segment_bytes: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+async fn create_topic(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Json<CreateTopicBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Some(refusal) = refuse(&state, &headers, peer) {
+        return refusal;
+    }
+    let Json(body) = match body {
+        Ok(body) => body,
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    let settings = TopicSettings {
+        partitions: body.partitions,
+        retention_bytes: body.retention_bytes,
+        retention_ms: body.retention_ms,
+        segment_bytes: body.segment_bytes,
+    };
+    let mut client = Client::new(vec![state.client_address.clone()], Duration::from_secs(5));
+    match client.call(&Request::CreateTopic { name: body.name.clone(), settings }).await {
+        Ok(_) => (StatusCode::CREATED, Json(json!({"name": body.name, "partitions": body.partitions}))).into_response(),
+        Err(failure) => client_error(failure),
+    }
+}
+
+async fn describe_topic(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+    let mut client = Client::new(vec![state.client_address.clone()], Duration::from_secs(5));
+    match client.call(&Request::DescribeTopic { name: name.clone() }).await {
+        Ok(ProtocolResponse::DescribeTopic(partitions)) => {
+            let partitions: Vec<serde_json::Value> = partitions
+                .iter()
+                .map(|p| {
+                    json!({"partition": p.partition, "log_start_offset": p.log_start_offset,
+                           "log_end_offset": p.log_end_offset, "high_watermark": p.high_watermark,
+                           "segments": p.segments, "bytes": p.bytes, "leader_epoch": p.leader_epoch})
+                })
+                .collect();
+            Json(json!({"name": name, "partitions": partitions})).into_response()
+        }
+        Ok(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "unexpected answer"),
+        Err(failure) => client_error(failure),
+    }
+}
+
+async fn delete_topic(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    if let Some(refusal) = refuse(&state, &headers, peer) {
+        return refusal;
+    }
+    let mut client = Client::new(vec![state.client_address.clone()], Duration::from_secs(5));
+    match client.call(&Request::DeleteTopic { name }).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(failure) => client_error(failure),
+    }
+}
+
+async fn list_nodes() -> Response {
+    // Standalone: no replicas. The cluster control plane fills this in.
+    Json(json!([])).into_response()
+}
+
+async fn forget_node(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(refusal) = refuse(&state, &headers, peer) {
+        return refusal;
+    }
+    error(StatusCode::NOT_FOUND, format!("unknown node {id} (standalone node)"))
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let headers = [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")];
+    (headers, state.metrics.render()).into_response()
+}
+
+/// The router of the admin API.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/api/health", get(health))
+        .route("/api/nodes", get(list_nodes))
+        .route("/api/nodes/{id}", delete(forget_node))
+        .route("/api/topics", get(list_topics).post(create_topic))
+        .route("/api/topics/{name}", get(describe_topic).delete(delete_topic))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(state)
+}
+
+/// Start the control thread serving the admin API until `stop` is set.
+/// Returns once the listener is bound (or failed to bind).
+pub fn start(
+    address: &str,
+    state: AdminState,
+    stop: &'static AtomicBool,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    let listener =
+        std::net::TcpListener::bind(address).map_err(|error| format!("cannot listen on {address}: {error}"))?;
+    listener.set_nonblocking(true).map_err(|error| error.to_string())?;
+    std::thread::Builder::new()
+        .name("ringlog-control".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    tracing::error!(target: "ringlog::admin", %error, "cannot start the control runtime");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+                let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+                let shutdown = async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                };
+                if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+                    tracing::error!(target: "ringlog::admin", %error, "admin server failed");
+                }
+            });
+        })
+        .map_err(|error| format!("cannot start the control thread: {error}"))
+}

@@ -1,0 +1,208 @@
+//! Node metrics: per-shard atomic counters and histograms written by the
+//! shards, per-partition gauges published by each shard once a second as
+//! an immutable snapshot, rendered in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+/// Upper bounds of the latency buckets, in microseconds.
+pub const LATENCY_BUCKETS_US: [u64; 14] =
+    [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000];
+
+/// A fixed-bucket latency histogram of atomics.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    /// Record one observation.
+    pub fn observe(&self, elapsed: Duration) {
+        let micros = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
+        let bucket = LATENCY_BUCKETS_US.iter().position(|&bound| micros <= bound).unwrap_or(LATENCY_BUCKETS_US.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(micros, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (index, bound) in LATENCY_BUCKETS_US.iter().enumerate() {
+            cumulative += self.buckets[index].load(Ordering::Relaxed);
+            let seconds = *bound as f64 / 1e6;
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{seconds}\"}} {cumulative}");
+        }
+        cumulative += self.buckets[LATENCY_BUCKETS_US.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count.load(Ordering::Relaxed));
+    }
+}
+
+/// One partition's gauges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionGauge {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Log start offset.
+    pub log_start_offset: u64,
+    /// Log end offset.
+    pub log_end_offset: u64,
+    /// High watermark.
+    pub high_watermark: u64,
+    /// Bytes on disk.
+    pub size_bytes: u64,
+    /// Fail-stop or fence reason, if any.
+    pub failure: Option<String>,
+}
+
+/// Counters of one shard.
+#[derive(Debug, Default)]
+pub struct ShardMetrics {
+    /// Produce requests executed here.
+    pub produce_requests: AtomicU64,
+    /// Records appended.
+    pub produce_records: AtomicU64,
+    /// Batch bytes appended.
+    pub produce_bytes: AtomicU64,
+    /// Fetch requests executed here.
+    pub fetch_requests: AtomicU64,
+    /// Batch bytes returned by fetches.
+    pub fetch_bytes: AtomicU64,
+    /// Requests answered with an error.
+    pub errors: AtomicU64,
+    /// Requests forwarded to other shards and not yet answered.
+    pub cross_shard_in_flight: AtomicI64,
+    /// Requests forwarded to other shards in total.
+    pub cross_shard_forwarded: AtomicU64,
+    /// fdatasyncs of this shard's partitions (published once a second).
+    pub fsyncs: AtomicU64,
+    /// Produce latency, as seen by the owning shard.
+    pub produce_latency: Histogram,
+    /// Fetch latency (long polls included).
+    pub fetch_latency: Histogram,
+    /// This shard's partitions, republished once a second.
+    pub partitions: ArcSwap<Vec<PartitionGauge>>,
+}
+
+/// A counter's name, help text and reader.
+type Counter = (&'static str, &'static str, fn(&ShardMetrics) -> u64);
+
+/// Metrics of the whole node.
+#[derive(Debug)]
+pub struct NodeMetrics {
+    /// One entry per shard.
+    pub shards: Vec<ShardMetrics>,
+    /// Open client connections.
+    pub connections: Arc<crate::net::server::ConnectionCount>,
+}
+
+impl NodeMetrics {
+    /// Metrics for `shards` shards.
+    pub fn new(shards: usize, connections: Arc<crate::net::server::ConnectionCount>) -> NodeMetrics {
+        NodeMetrics { shards: (0..shards).map(|_| ShardMetrics::default()).collect(), connections }
+    }
+
+    /// Every partition's latest gauges.
+    pub fn partitions(&self) -> Vec<PartitionGauge> {
+        let mut all: Vec<PartitionGauge> =
+            self.shards.iter().flat_map(|shard| shard.partitions.load().iter().cloned().collect::<Vec<_>>()).collect();
+        all.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        all
+    }
+
+    /// Render in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let counters: [Counter; 8] = [
+            ("ringlog_produce_requests_total", "Produce requests executed", |m| {
+                m.produce_requests.load(Ordering::Relaxed)
+            }),
+            ("ringlog_produce_records_total", "Records appended", |m| m.produce_records.load(Ordering::Relaxed)),
+            ("ringlog_produce_bytes_total", "Batch bytes appended", |m| m.produce_bytes.load(Ordering::Relaxed)),
+            ("ringlog_fetch_requests_total", "Fetch requests executed", |m| m.fetch_requests.load(Ordering::Relaxed)),
+            ("ringlog_fetch_bytes_total", "Batch bytes fetched", |m| m.fetch_bytes.load(Ordering::Relaxed)),
+            ("ringlog_request_errors_total", "Requests answered with an error", |m| m.errors.load(Ordering::Relaxed)),
+            ("ringlog_cross_shard_forwarded_total", "Requests forwarded to another shard", |m| {
+                m.cross_shard_forwarded.load(Ordering::Relaxed)
+            }),
+            ("ringlog_fsyncs_total", "fdatasync calls on segment files", |m| m.fsyncs.load(Ordering::Relaxed)),
+        ];
+        for (name, help, read) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
+            for (shard, metrics) in self.shards.iter().enumerate() {
+                let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", read(metrics));
+            }
+        }
+        let _ =
+            writeln!(out, "# HELP ringlog_cross_shard_in_flight Forwarded requests awaiting an answer (queue depth).");
+        let _ = writeln!(out, "# TYPE ringlog_cross_shard_in_flight gauge");
+        for (shard, metrics) in self.shards.iter().enumerate() {
+            let depth = metrics.cross_shard_in_flight.load(Ordering::Relaxed);
+            let _ = writeln!(out, "ringlog_cross_shard_in_flight{{shard=\"{shard}\"}} {depth}");
+        }
+        for (name, help, pick) in [
+            ("ringlog_produce_latency_seconds", "Produce latency on the owning shard", 0),
+            ("ringlog_fetch_latency_seconds", "Fetch latency on the owning shard", 1),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} histogram");
+            for (shard, metrics) in self.shards.iter().enumerate() {
+                let histogram = if pick == 0 { &metrics.produce_latency } else { &metrics.fetch_latency };
+                histogram.render(&mut out, name, &format!("shard=\"{shard}\""));
+            }
+        }
+        let _ = writeln!(out, "# HELP ringlog_connections Open client connections.\n# TYPE ringlog_connections gauge");
+        let _ = writeln!(out, "ringlog_connections {}", self.connections.open());
+        let partitions = self.partitions();
+        for (name, help, read) in [
+            (
+                "ringlog_partition_log_end_offset",
+                "Next offset to assign",
+                (|p| p.log_end_offset) as fn(&PartitionGauge) -> u64,
+            ),
+            ("ringlog_partition_log_start_offset", "First offset kept", |p| p.log_start_offset),
+            ("ringlog_partition_high_watermark", "End of committed data", |p| p.high_watermark),
+            ("ringlog_partition_size_bytes", "Bytes on disk", |p| p.size_bytes),
+            ("ringlog_partition_failed", "1 when fail-stopped or fenced", |p| u64::from(p.failure.is_some())),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} gauge");
+            for gauge in &partitions {
+                let _ = writeln!(
+                    out,
+                    "{name}{{topic=\"{}\",partition=\"{}\"}} {}",
+                    gauge.topic,
+                    gauge.partition,
+                    read(gauge)
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_rendered() {
+        let metrics = NodeMetrics::new(1, Arc::default());
+        metrics.shards[0].produce_latency.observe(Duration::from_micros(70));
+        metrics.shards[0].produce_latency.observe(Duration::from_secs(5));
+        metrics.shards[0].produce_requests.fetch_add(2, Ordering::Relaxed);
+        let text = metrics.render();
+        assert!(text.contains("ringlog_produce_requests_total{shard=\"0\"} 2"));
+        assert!(text.contains("ringlog_produce_latency_seconds_bucket{shard=\"0\",le=\"0.0001\"} 1"));
+        assert!(text.contains("ringlog_produce_latency_seconds_bucket{shard=\"0\",le=\"+Inf\"} 2"));
+        assert!(text.contains("ringlog_produce_latency_seconds_count{shard=\"0\"} 2"));
+    }
+}

@@ -1,0 +1,4 @@
+//! The control thread's admin HTTP API (spec §7) and Prometheus metrics.
+
+pub mod http;
+pub mod metrics;
