@@ -28,6 +28,8 @@ pub struct LimitsConfig {
     pub max_topics: usize,
     /// Longest long-poll a fetch may ask for.
     pub max_fetch_wait_ms: u64,
+    /// How often each shard applies retention to its partitions.
+    pub retention_check_interval_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -41,6 +43,7 @@ impl Default for LimitsConfig {
             max_partitions_per_topic: 10_000,
             max_topics: 10_000,
             max_fetch_wait_ms: 30_000,
+            retention_check_interval_ms: 10_000,
         }
     }
 }
@@ -218,6 +221,9 @@ impl NodeConfig {
             if value == 0 {
                 return Err(format!("{name} must be > 0"));
             }
+        }
+        if limits.retention_check_interval_ms < 100 {
+            return Err("limits.retention_check_interval_ms must be at least 100".into());
         }
         if !(1..=10_000).contains(&limits.max_partitions_per_topic) {
             return Err("limits.max_partitions_per_topic must be in 1..=10000".into());

@@ -2,11 +2,15 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
     ringlog::cli::init_tracing();
-    let cli = match ringlog::cli::Cli::try_parse() {
+    // `serve --help` ends with every setting and its default.
+    let command = ringlog::cli::Cli::command()
+        .mut_subcommand("serve", |serve| serve.after_long_help(ringlog::cli::serve_settings_help()));
+    let parsed = command.try_get_matches().and_then(|matches| ringlog::cli::Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(error) => {
             let code = if error.use_stderr() { ringlog::cli::EXIT_USAGE } else { ringlog::cli::EXIT_OK };

@@ -15,7 +15,7 @@ use crate::admin::metrics::NodeMetrics;
 use crate::config::NodeConfig;
 use crate::net::server::{run_listener, ConnectionCount, InFlight};
 use crate::runtime::Notify;
-use crate::shard::handler::{publish_gauges, ShardContext};
+use crate::shard::handler::{enforce_retention, publish_gauges, ShardContext};
 use crate::shard::mesh::{build_mesh, Envelope, Inbound, Mesh, MeshEnds};
 use crate::shard::partitions::ShardPartitions;
 use crate::shard::topics::{TopicMeta, TopicRegistry};
@@ -236,6 +236,7 @@ async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), String> {
     let in_flight = Rc::new(InFlight::default());
     let watcher = crate::runtime::spawn_local(watch_for_stop(Rc::clone(&stop), Rc::clone(&stopping)));
     let publisher = crate::runtime::spawn_local(publish_gauges(Rc::clone(&context), Rc::clone(&stopping)));
+    let retention = crate::runtime::spawn_local(enforce_retention(Rc::clone(&context), Rc::clone(&stopping)));
     run_listener(
         Rc::clone(&context),
         listener,
@@ -247,6 +248,7 @@ async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), String> {
     .await;
     watcher.await;
     publisher.await;
+    retention.await;
     shut_down(&context, &in_flight).await?;
     drop(receivers);
     Ok(())

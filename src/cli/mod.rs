@@ -1,5 +1,6 @@
 //! The `ringlog` command line: argument parsing, exit codes, output.
 
+mod bench;
 mod check;
 mod client;
 mod consume;
@@ -49,6 +50,8 @@ pub enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic.
     Consume(consume::ConsumeArgs),
+    /// Load generator: produce, consume or e2e, with latency percentiles.
+    Bench(bench::BenchArgs),
     /// Verify every segment, batch CRC, offset and index in a data directory.
     Check {
         /// Data directory (or any directory holding partitions).
@@ -101,6 +104,21 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
 
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    client::now_ms()
+}
+
+/// Every `serve` setting with its default, for `serve --help`.
+pub fn serve_settings_help() -> String {
+    format!(
+        "Settings: defaults < --config FILE (TOML) < RINGLOG_* environment < flags.\n\
+         Environment: RINGLOG_<KEY> (RINGLOG_LISTEN), RINGLOG_<SECTION>_<KEY> (RINGLOG_STORAGE_FSYNC=never).\n\
+         Reference: docs/CONFIG.md. Every setting and its default:\n\n{}",
+        crate::config::NodeConfig::default().to_toml()
+    )
+}
+
 /// Print the one-line error and pick the exit code.
 pub fn fail(message: impl std::fmt::Display, code: u8) -> ExitCode {
     eprintln!("error: {message}");
@@ -114,6 +132,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Topic { action, server } => topic::run(action, server),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Check { dir, repair, json } => check::run(&dir, repair, json),
         Command::StorageDemo { data_dir, records, batch, fsync } => demo::run(&data_dir, records, batch, &fsync),
         Command::AppendWorker { dir, appenders, fsync, segment_bytes } => {

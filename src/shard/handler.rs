@@ -392,6 +392,43 @@ pub async fn publish_gauges(context: Rc<ShardContext>, stopping: Rc<std::cell::C
         let metrics = context.shard_metrics();
         metrics.partitions.store(Arc::new(gauges));
         metrics.fsyncs.store(fsyncs, Ordering::Relaxed);
-        crate::runtime::sleep(Duration::from_secs(1)).await;
+        for _ in 0..10 {
+            if stopping.get() {
+                return;
+            }
+            crate::runtime::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Apply each topic's retention (or the node default) to this shard's
+/// partitions every `limits.retention_check_interval_ms`.
+pub async fn enforce_retention(context: Rc<ShardContext>, stopping: Rc<std::cell::Cell<bool>>) {
+    let interval = Duration::from_millis(context.config.limits.retention_check_interval_ms);
+    let mut last = Instant::now();
+    while !stopping.get() {
+        crate::runtime::sleep(Duration::from_millis(100)).await;
+        if last.elapsed() < interval {
+            continue;
+        }
+        last = Instant::now();
+        let defaults = &context.config.storage;
+        let now_ms = crate::cli::now_ms();
+        for owned in context.partitions.all() {
+            let policy = crate::storage::retention::RetentionPolicy {
+                retention_bytes: if owned.meta.retention_bytes > 0 {
+                    owned.meta.retention_bytes
+                } else {
+                    defaults.retention_bytes
+                },
+                retention_ms: if owned.meta.retention_ms > 0 { owned.meta.retention_ms } else { defaults.retention_ms },
+            };
+            if policy.retention_bytes == 0 && policy.retention_ms == 0 {
+                continue;
+            }
+            if let Err(error) = owned.log.apply_retention(policy, now_ms).await {
+                tracing::error!(target: "ringlog::storage", %error, dir = %owned.log.dir().display(), "retention failed");
+            }
+        }
     }
 }

@@ -97,3 +97,41 @@ fn unreachable_server_is_one_error_line_and_exit_1() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.starts_with("error: ") && stderr.lines().count() == 1, "{stderr}");
 }
+
+#[test]
+fn bench_prints_the_spec_json_line_for_every_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), 2);
+    for mode in ["produce", "consume", "e2e"] {
+        let topic = if mode == "e2e" { "bench-e2e" } else { "bench" };
+        let args = [
+            "bench",
+            mode,
+            "--topic",
+            topic,
+            "--partitions",
+            "4",
+            "--producers",
+            "2",
+            "--record-bytes",
+            "100",
+            "--batch",
+            "50",
+            "--total-bytes",
+            "200000",
+            "--json",
+        ];
+        let output = ringlog(&node, &args, None);
+        assert!(output.status.success(), "{mode}: {}", String::from_utf8_lossy(&output.stderr));
+        let last = lines(&output).pop().expect("a final line");
+        let report: serde_json::Value = serde_json::from_str(&last).unwrap();
+        assert_eq!(report["mode"], mode);
+        assert!(report["records"].as_u64().unwrap() >= 2000, "{mode}: {report}");
+        assert_eq!(report["bytes"].as_u64().unwrap(), report["records"].as_u64().unwrap() * 100);
+        for key in ["seconds", "mb_per_s", "records_per_s", "p50_us", "p99_us", "p999_us", "max_us"] {
+            assert!(report.get(key).is_some(), "{mode}: missing {key}");
+        }
+        assert!(report["p50_us"].as_u64().unwrap() <= report["max_us"].as_u64().unwrap());
+    }
+    assert_eq!(node.terminate(), Some(0));
+}

@@ -440,3 +440,57 @@ fn sigkill_under_produce_load_loses_no_acknowledged_record() {
         node.terminate();
     }
 }
+
+#[test]
+fn retention_deletes_old_segments_of_a_running_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with(dir.path(), 1, &[("RINGLOG_LIMITS_RETENTION_CHECK_INTERVAL_MS", "200")]);
+    let mut client = node.client();
+    let settings =
+        TopicSettings { partitions: 1, retention_bytes: 64 * 1024, segment_bytes: 16 * 1024, ..Default::default() };
+    client.call(Request::CreateTopic { name: "short".into(), settings }).unwrap();
+    for i in 0..100 {
+        produce(&mut client, "short", 0, &[format!("{i:04}-{}", "x".repeat(1000))], Acks::Leader);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let Ok(Response::ListOffsets { log_start_offset, log_end_offset, .. }) =
+            client.call(Request::ListOffsets { topic: "short".into(), partition: 0 })
+        else {
+            panic!()
+        };
+        if log_start_offset > 0 {
+            assert_eq!(log_end_offset, 100);
+            let kept = consume(&mut client, "short", 0, log_start_offset);
+            assert_eq!(kept.len() as u64, 100 - log_start_offset);
+            break;
+        }
+        assert!(Instant::now() < deadline, "retention never ran");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(node.terminate(), Some(0));
+}
+
+#[test]
+fn too_little_locked_memory_is_one_error_line_and_exit_78() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringlog"));
+    command.args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--data-dir"]).arg(dir.path());
+    // SAFETY: setrlimit is async-signal-safe and only touches the child.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit { rlim_cur: 64 * 1024, rlim_max: 64 * 1024 };
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|line| line.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("RLIMIT_MEMLOCK"), "{stderr}");
+}

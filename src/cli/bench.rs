@@ -1,0 +1,362 @@
+//! `ringlog bench produce|consume|e2e`: load generator with HDR latency
+//! histograms, live progress on a terminal, and the spec's final `--json` line.
+
+use std::cell::RefCell;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::client::{run_async, ServerArgs};
+use super::{fail, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use crate::net::client::{unexpected, Client, ClientError, Connection};
+use crate::net::protocol::{Acks, ErrorCode, Request, Response, TopicSettings};
+use crate::storage::batch::{BatchBuilder, BatchIter, RecordIter, BATCH_HEADER_BYTES};
+
+/// Flags of `ringlog bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// produce, consume or e2e.
+    mode: String,
+    /// Topic (created if absent).
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    /// Partitions of a created topic.
+    #[arg(long, default_value_t = 8)]
+    partitions: u32,
+    /// Concurrent producers (and consumers for consume/e2e).
+    #[arg(long, default_value_t = 4)]
+    producers: u32,
+    /// Value bytes per record.
+    #[arg(long, default_value_t = 1024)]
+    record_bytes: usize,
+    /// Records per batch.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Stop after producing (or consuming) this many value bytes.
+    #[arg(long, default_value_t = 1 << 30)]
+    total_bytes: u64,
+    /// none, leader or all.
+    #[arg(long, default_value = "leader")]
+    acks: String,
+    /// Batches each producer keeps in flight (pipelining).
+    #[arg(long, default_value_t = 4)]
+    in_flight: usize,
+    /// Print the final JSON line.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// Shared progress of all workers.
+#[derive(Default)]
+struct Totals {
+    records: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// Run `bench`.
+pub fn run(args: BenchArgs) -> ExitCode {
+    let acks = match args.acks.as_str() {
+        "none" => Acks::None,
+        "leader" => Acks::Leader,
+        "all" => Acks::All,
+        other => return fail(format!("--acks must be none, leader or all, not {other:?}"), EXIT_USAGE),
+    };
+    if !["produce", "consume", "e2e"].contains(&args.mode.as_str()) {
+        return fail("mode must be produce, consume or e2e", EXIT_USAGE);
+    }
+    if args.batch == 0 || args.producers == 0 || args.partitions == 0 || args.in_flight == 0 {
+        return fail("--batch, --producers, --partitions and --in-flight must be at least 1", EXIT_USAGE);
+    }
+    match run_async(bench(args, acks)) {
+        Ok(Ok(())) => ExitCode::from(EXIT_OK),
+        Ok(Err(error)) => fail(error, EXIT_FAILURE),
+        Err(error) => fail(error, EXIT_FAILURE),
+    }
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_micros() as u64)
+}
+
+async fn bench(args: BenchArgs, acks: Acks) -> Result<(), ClientError> {
+    let mut client = args.server.client(10_000);
+    let partitions = ensure_topic(&mut client, &args).await?;
+    let address = client.connection().await?.address().to_string();
+    let totals = Arc::new(Totals::default());
+    let histogram = Rc::new(RefCell::new(Histogram::<u64>::new(3).expect("histogram")));
+    let bar = progress_bar(args.total_bytes);
+    let started = Instant::now();
+    let local = tokio::task::LocalSet::new();
+    let mut tasks = Vec::new();
+    let produce = args.mode != "consume";
+    let consume = args.mode != "produce";
+    let end_offsets =
+        if args.mode == "consume" { high_watermarks(&mut client, &args.topic, partitions).await? } else { Vec::new() };
+    for worker in 0..args.producers {
+        let owned: Vec<u32> = (worker..partitions).step_by(args.producers as usize).collect();
+        if owned.is_empty() {
+            continue;
+        }
+        if produce {
+            let context =
+                Worker::new(&args, &address, owned.clone(), &totals, &histogram, args.mode == "produce").await?;
+            tasks.push(
+                local.spawn_local(context.produce(acks, args.total_bytes / u64::from(args.producers.min(partitions)))),
+            );
+        }
+        if consume {
+            let context = Worker::new(&args, &address, owned.clone(), &totals, &histogram, true).await?;
+            let ends = owned.iter().map(|&partition| end_offsets.get(partition as usize).copied()).collect();
+            let budget = args.total_bytes / u64::from(args.producers.min(partitions));
+            tasks.push(local.spawn_local(context.consume(ends, budget, args.mode == "e2e")));
+        }
+    }
+    let ticker = {
+        let totals = Arc::clone(&totals);
+        let bar = bar.clone();
+        local.spawn_local(async move {
+            loop {
+                bar.set_position(totals.bytes.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let outcome = local
+        .run_until(async {
+            for task in tasks {
+                task.await.map_err(|error| ClientError::ConnectionLost(error.to_string()))??;
+            }
+            Ok::<(), ClientError>(())
+        })
+        .await;
+    ticker.abort();
+    bar.finish_and_clear();
+    outcome?;
+    report(&args, &totals, &histogram.borrow(), started.elapsed());
+    Ok(())
+}
+
+fn progress_bar(total: u64) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+async fn ensure_topic(client: &mut Client, args: &BenchArgs) -> Result<u32, ClientError> {
+    let settings = TopicSettings { partitions: args.partitions, ..TopicSettings::default() };
+    match client.call(&Request::CreateTopic { name: args.topic.clone(), settings }).await {
+        Ok(_) => {}
+        Err(error) if error.code() == Some(ErrorCode::TopicExists) => {}
+        Err(error) => return Err(error),
+    }
+    match client.call(&Request::ListTopics).await? {
+        Response::ListTopics(topics) => Ok(topics
+            .into_iter()
+            .find(|(name, _)| *name == args.topic)
+            .map_or(args.partitions, |(_, partitions)| partitions)),
+        other => Err(unexpected(other)),
+    }
+}
+
+async fn high_watermarks(client: &mut Client, topic: &str, partitions: u32) -> Result<Vec<u64>, ClientError> {
+    let mut ends = Vec::new();
+    for partition in 0..partitions {
+        match client.call(&Request::ListOffsets { topic: topic.into(), partition }).await? {
+            Response::ListOffsets { high_watermark, .. } => ends.push(high_watermark),
+            other => return Err(unexpected(other)),
+        }
+    }
+    Ok(ends)
+}
+
+struct Worker {
+    connection: Rc<Connection>,
+    topic: String,
+    partitions: Vec<u32>,
+    record_bytes: usize,
+    batch: usize,
+    in_flight: usize,
+    totals: Arc<Totals>,
+    histogram: Rc<RefCell<Histogram<u64>>>,
+    count_totals: bool,
+}
+
+impl Worker {
+    async fn new(
+        args: &BenchArgs,
+        address: &str,
+        partitions: Vec<u32>,
+        totals: &Arc<Totals>,
+        histogram: &Rc<RefCell<Histogram<u64>>>,
+        count_totals: bool,
+    ) -> Result<Worker, ClientError> {
+        let connection = Connection::connect(address)
+            .await
+            .map_err(|error| ClientError::Unreachable { servers: address.into(), last: error.to_string() })?;
+        Ok(Worker {
+            connection: Rc::new(connection),
+            topic: args.topic.clone(),
+            partitions,
+            record_bytes: args.record_bytes,
+            batch: args.batch,
+            in_flight: args.in_flight,
+            totals: Arc::clone(totals),
+            histogram: Rc::clone(histogram),
+            count_totals,
+        })
+    }
+
+    /// Produce `budget` value bytes round robin over this worker's
+    /// partitions, keeping `in_flight` batches outstanding. Each record's
+    /// key is its send time in microseconds (for e2e latency).
+    async fn produce(self, acks: Acks, budget: u64) -> Result<(), ClientError> {
+        let mut builder = BatchBuilder::new();
+        let value = vec![b'r'; self.record_bytes];
+        let mut outstanding = std::collections::VecDeque::new();
+        let mut produced = 0u64;
+        let mut next = 0usize;
+        while produced < budget || !outstanding.is_empty() {
+            if produced < budget && outstanding.len() < self.in_flight {
+                builder.clear();
+                let sent_us = now_us();
+                for _ in 0..self.batch {
+                    builder.push((sent_us / 1000) as i64, Some(&sent_us.to_le_bytes()), &value, &[]);
+                }
+                let partition = self.partitions[next % self.partitions.len()];
+                next += 1;
+                let request =
+                    Request::Produce { topic: self.topic.clone(), partition, acks, batch: builder.finish().to_vec() };
+                outstanding.push_back((Instant::now(), self.connection.send(&request).await));
+                produced += (self.batch * self.record_bytes) as u64;
+                continue;
+            }
+            let (sent, receiver) = outstanding.pop_front().expect("outstanding");
+            let response =
+                receiver.await.unwrap_or_else(|_| Err(ClientError::ConnectionLost("connection closed".into())))?;
+            let Response::Produce { base_offset, next_offset, .. } = response else { return Err(unexpected(response)) };
+            if self.count_totals {
+                let _ = self.histogram.borrow_mut().record(sent.elapsed().as_micros() as u64);
+                let records = next_offset - base_offset;
+                self.totals.records.fetch_add(records, Ordering::Relaxed);
+                self.totals.bytes.fetch_add(records * self.record_bytes as u64, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Read this worker's partitions from the start: up to `ends` (consume)
+    /// or until `budget` value bytes arrived (e2e, long-polling).
+    async fn consume(self, ends: Vec<Option<u64>>, budget: u64, end_to_end: bool) -> Result<(), ClientError> {
+        let mut offsets = vec![0u64; self.partitions.len()];
+        let mut consumed = 0u64;
+        loop {
+            let mut progressed = false;
+            for (index, &partition) in self.partitions.iter().enumerate() {
+                if ends[index].is_some_and(|end| offsets[index] >= end) || (end_to_end && consumed >= budget) {
+                    continue;
+                }
+                let request = Request::Fetch {
+                    topic: self.topic.clone(),
+                    partition,
+                    offset: offsets[index],
+                    max_bytes: 4 << 20,
+                    max_wait_ms: if end_to_end { 100 } else { 0 },
+                };
+                let started = Instant::now();
+                let response = self.connection.call(&request).await?;
+                let Response::Fetch { batches, next_offset, .. } = response else { return Err(unexpected(response)) };
+                let (records, bytes) = self.account(&batches, offsets[index], end_to_end, started)?;
+                offsets[index] = next_offset.max(offsets[index]);
+                consumed += bytes;
+                progressed |= records > 0;
+                self.totals.records.fetch_add(records, Ordering::Relaxed);
+                self.totals.bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+            let done = if end_to_end {
+                consumed >= budget
+            } else {
+                ends.iter().zip(&offsets).all(|(end, offset)| end.is_none_or(|end| *offset >= end))
+            };
+            if done {
+                return Ok(());
+            }
+            if !progressed && !end_to_end {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Verify batches, count records at or after `from`, record latencies.
+    fn account(
+        &self,
+        batches: &[u8],
+        from: u64,
+        end_to_end: bool,
+        started: Instant,
+    ) -> Result<(u64, u64), ClientError> {
+        let mut records = 0;
+        let mut bytes = 0;
+        let received_us = now_us();
+        for item in BatchIter::new(batches, usize::MAX) {
+            let (header, batch) = item?;
+            for (index, record) in RecordIter::new(&batch[BATCH_HEADER_BYTES..]).enumerate() {
+                let record = record?;
+                if header.base_offset + index as u64 >= from {
+                    records += 1;
+                    bytes += record.value.len() as u64;
+                    if end_to_end {
+                        if let Some(sent) = record.key.and_then(|key| key.try_into().ok()).map(u64::from_le_bytes) {
+                            let _ = self.histogram.borrow_mut().record(received_us.saturating_sub(sent));
+                        }
+                    }
+                }
+            }
+        }
+        if !end_to_end && records > 0 {
+            let _ = self.histogram.borrow_mut().record(started.elapsed().as_micros() as u64);
+        }
+        Ok((records, bytes))
+    }
+}
+
+fn report(args: &BenchArgs, totals: &Totals, histogram: &Histogram<u64>, elapsed: Duration) {
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    let records = totals.records.load(Ordering::Relaxed);
+    let bytes = totals.bytes.load(Ordering::Relaxed);
+    let line = serde_json::json!({
+        "mode": args.mode,
+        "records": records,
+        "bytes": bytes,
+        "seconds": (seconds * 1000.0).round() / 1000.0,
+        "mb_per_s": (bytes as f64 / seconds / 1e6 * 10.0).round() / 10.0,
+        "records_per_s": (records as f64 / seconds).round(),
+        "p50_us": histogram.value_at_quantile(0.5),
+        "p99_us": histogram.value_at_quantile(0.99),
+        "p999_us": histogram.value_at_quantile(0.999),
+        "max_us": histogram.max(),
+    });
+    if args.json {
+        println!("{line}");
+    } else {
+        println!(
+            "{}: {records} records, {bytes} bytes in {seconds:.2} s = {:.1} MB/s, {:.0} records/s; latency p50 {} us, p99 {} us, p99.9 {} us, max {} us",
+            args.mode,
+            bytes as f64 / seconds / 1e6,
+            records as f64 / seconds,
+            histogram.value_at_quantile(0.5),
+            histogram.value_at_quantile(0.99),
+            histogram.value_at_quantile(0.999),
+            histogram.max()
+        );
+    }
+}
