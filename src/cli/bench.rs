@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::client::{run_async, ServerArgs};
-use super::{fail, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use super::client::{finish, parse_acks, ServerArgs};
+use super::{fail, EXIT_USAGE};
 use crate::net::client::{unexpected, Client, ClientError, Connection};
 use crate::net::protocol::{Acks, ErrorCode, Request, Response, TopicSettings};
 use crate::storage::batch::{BatchBuilder, BatchIter, RecordIter, BATCH_HEADER_BYTES};
@@ -62,11 +62,9 @@ struct Totals {
 
 /// Run `bench`.
 pub fn run(args: BenchArgs) -> ExitCode {
-    let acks = match args.acks.as_str() {
-        "none" => Acks::None,
-        "leader" => Acks::Leader,
-        "all" => Acks::All,
-        other => return fail(format!("--acks must be none, leader or all, not {other:?}"), EXIT_USAGE),
+    let acks = match parse_acks(&args.acks) {
+        Ok(acks) => acks,
+        Err(message) => return fail(message, EXIT_USAGE),
     };
     if !["produce", "consume", "e2e"].contains(&args.mode.as_str()) {
         return fail("mode must be produce, consume or e2e", EXIT_USAGE);
@@ -74,11 +72,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
     if args.batch == 0 || args.producers == 0 || args.partitions == 0 || args.in_flight == 0 {
         return fail("--batch, --producers, --partitions and --in-flight must be at least 1", EXIT_USAGE);
     }
-    match run_async(bench(args, acks)) {
-        Ok(Ok(())) => ExitCode::from(EXIT_OK),
-        Ok(Err(error)) => fail(error, EXIT_FAILURE),
-        Err(error) => fail(error, EXIT_FAILURE),
-    }
+    finish(bench(args, acks))
 }
 
 fn now_us() -> u64 {

@@ -4,7 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::net::client::Client;
+use crate::net::client::{Client, ClientError};
+use crate::net::protocol::Acks;
 
 /// The bootstrap list every client-side command takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -30,4 +31,23 @@ pub fn run_async<T>(future: impl Future<Output = T>) -> std::io::Result<T> {
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+/// Parse `--acks`.
+pub fn parse_acks(text: &str) -> Result<Acks, String> {
+    match text {
+        "none" => Ok(Acks::None),
+        "leader" => Ok(Acks::Leader),
+        "all" => Ok(Acks::All),
+        other => Err(format!("--acks must be none, leader or all, not {other:?}")),
+    }
+}
+
+/// Run a client command on tokio and map its outcome to the exit code.
+pub fn finish(future: impl Future<Output = Result<(), ClientError>>) -> std::process::ExitCode {
+    match run_async(future) {
+        Ok(Ok(())) => std::process::ExitCode::from(super::EXIT_OK),
+        Ok(Err(error)) => super::fail(error, super::EXIT_FAILURE),
+        Err(error) => super::fail(error, super::EXIT_FAILURE),
+    }
 }

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use base64::Engine;
 
-use super::client::{run_async, ServerArgs};
-use super::{fail, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use super::client::{finish, ServerArgs};
+use super::{fail, EXIT_USAGE};
 use crate::net::client::{unexpected, Client, ClientError};
 use crate::net::protocol::{CommittedState, ErrorCode, ErrorResponse, Request, Response};
 use crate::storage::batch::{BatchIter, RecordIter, RecordView, BATCH_HEADER_BYTES};
@@ -51,11 +51,7 @@ pub fn run(args: ConsumeArgs) -> ExitCode {
     if args.reset.as_deref().is_some_and(|reset| reset != "earliest" && reset != "latest") {
         return fail("--reset must be earliest or latest", EXIT_USAGE);
     }
-    match run_async(consume(args)) {
-        Ok(Ok(())) => ExitCode::from(EXIT_OK),
-        Ok(Err(error)) => fail(error, EXIT_FAILURE),
-        Err(error) => fail(error, EXIT_FAILURE),
-    }
+    finish(consume(args))
 }
 
 struct Cursor {

@@ -6,8 +6,8 @@ use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::client::{now_ms, run_async, ServerArgs};
-use super::{fail, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use super::client::{finish, now_ms, parse_acks, ServerArgs};
+use super::{fail, EXIT_USAGE};
 use crate::net::client::{unexpected, Client, ClientError};
 use crate::net::protocol::{Acks, Request, Response};
 use crate::storage::batch::BatchBuilder;
@@ -45,11 +45,9 @@ const LINGER: Duration = Duration::from_millis(50);
 
 /// Run `produce`.
 pub fn run(args: ProduceArgs) -> ExitCode {
-    let acks = match args.acks.as_str() {
-        "none" => Acks::None,
-        "leader" => Acks::Leader,
-        "all" => Acks::All,
-        other => return fail(format!("--acks must be none, leader or all, not {other:?}"), EXIT_USAGE),
+    let acks = match parse_acks(&args.acks) {
+        Ok(acks) => acks,
+        Err(message) => return fail(message, EXIT_USAGE),
     };
     if args.batch == 0 {
         return fail("--batch must be at least 1", EXIT_USAGE);
@@ -63,11 +61,7 @@ pub fn run(args: ProduceArgs) -> ExitCode {
             }
         }
     });
-    match run_async(produce(args, acks, receiver)) {
-        Ok(Ok(())) => ExitCode::from(EXIT_OK),
-        Ok(Err(error)) => fail(error, EXIT_FAILURE),
-        Err(error) => fail(error, EXIT_FAILURE),
-    }
+    finish(produce(args, acks, receiver))
 }
 
 struct Producer {

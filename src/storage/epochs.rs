@@ -6,7 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::batch::{read_u32, read_u64};
-use super::io::write_file_atomically;
+use super::io::{read_optional, write_file_atomically};
 
 /// File name of the checkpoint inside a partition directory.
 pub const EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
@@ -121,11 +121,7 @@ impl EpochHistory {
 
     /// Load the checkpoint; Ok(None) when absent or damaged.
     pub fn load(partition_dir: &Path) -> io::Result<Option<EpochHistory>> {
-        match std::fs::read(Self::path(partition_dir)) {
-            Ok(bytes) => Ok(Self::decode(&bytes)),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(error),
-        }
+        Ok(read_optional(&Self::path(partition_dir))?.and_then(|bytes| Self::decode(&bytes)))
     }
 
     /// Write the checkpoint durably.

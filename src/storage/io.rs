@@ -231,6 +231,15 @@ pub fn sync_directory(path: &Path) -> io::Result<()> {
     std::fs::File::open(path)?.sync_all()
 }
 
+/// Read a whole small file; Ok(None) when it does not exist.
+pub fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 /// Write `bytes` to `path` atomically: temp file, fsync, rename, fsync directory.
 pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;

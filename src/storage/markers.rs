@@ -6,7 +6,7 @@ use std::io;
 use std::path::Path;
 
 use super::batch::{read_u32, read_u64};
-use super::io::write_file_atomically;
+use super::io::{read_optional, write_file_atomically};
 
 /// Recovery point file name.
 pub const RECOVERY_POINT_FILE: &str = "recovery-point";
@@ -25,14 +25,6 @@ fn check_crc<'a>(bytes: &'a [u8], magic: &[u8; 4], body_bytes: usize) -> Option<
     }
     let body = &bytes[..body_bytes];
     (crc32fast::hash(body) == read_u32(bytes, body_bytes)).then_some(body)
-}
-
-fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(error),
-    }
 }
 
 /// Load the recovery point; 0 when absent or damaged (scan everything).

@@ -12,7 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::batch::{read_u32, read_u64, BatchHeader};
-use super::io::write_file_atomically;
+use super::io::{read_optional, write_file_atomically};
 
 /// Recent batches remembered per producer (a client retries at most this many in flight).
 pub const RECENT_BATCHES_PER_PRODUCER: usize = 5;
@@ -195,13 +195,10 @@ impl ProducerStates {
 
     /// Load the snapshot; None when absent, damaged, or ahead of `log_end_offset`.
     pub fn load(partition_dir: &Path, log_end_offset: u64, max_producers: usize) -> io::Result<Option<ProducerStates>> {
-        match std::fs::read(Self::path(partition_dir)) {
-            Ok(bytes) => {
-                Ok(Self::decode(&bytes, max_producers).filter(|states| states.applied_offset <= log_end_offset))
-            }
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(error),
-        }
+        let bytes = read_optional(&Self::path(partition_dir))?;
+        Ok(bytes
+            .and_then(|bytes| Self::decode(&bytes, max_producers))
+            .filter(|states| states.applied_offset <= log_end_offset))
     }
 
     /// Durably write the snapshot.

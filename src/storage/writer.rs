@@ -225,8 +225,28 @@ impl SegmentWriter {
     }
 }
 
-/// Round `size` up for preallocation in steps of `step` bytes.
-pub fn preallocation_target(needed: u64, step: u64) -> u64 {
-    let step = step.max(DIRECT_IO_ALIGNMENT as u64);
-    needed.div_ceil(step) * step
+/// Smallest amount reserved ahead of the write position.
+pub const MIN_PREALLOCATE_BYTES: u64 = 1 << 20;
+
+/// Where to reserve space up to, for a write ending at `needed` in a segment
+/// already `written` long. The reservation ahead grows with the segment
+/// (1 MiB, then as much as is written, capped at `preallocate_bytes`), so a
+/// thousand quiet partitions reserve megabytes, not a thousand times the cap.
+pub fn preallocation_target(needed: u64, written: u64, preallocate_bytes: u64) -> u64 {
+    let ahead = written.clamp(MIN_PREALLOCATE_BYTES, preallocate_bytes.max(MIN_PREALLOCATE_BYTES));
+    (needed + ahead).div_ceil(MIN_PREALLOCATE_BYTES) * MIN_PREALLOCATE_BYTES
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preallocation_grows_with_the_segment_and_is_capped() {
+        let cap = 64 << 20;
+        assert_eq!(preallocation_target(1000, 0, cap), 2 << 20);
+        assert_eq!(preallocation_target(10 << 20, 10 << 20, cap), 20 << 20);
+        assert_eq!(preallocation_target(500 << 20, 500 << 20, cap), 564 << 20);
+        assert!(preallocation_target(4097, 4096, cap) >= 4097);
+    }
 }

@@ -211,8 +211,7 @@ impl PartitionLog {
             if needed <= state.writer.preallocated_to() {
                 return Ok(());
             }
-            let target =
-                preallocation_target(needed + self.inner.config.preallocate_bytes, self.inner.config.preallocate_bytes);
+            let target = preallocation_target(needed, state.writer.position(), self.inner.config.preallocate_bytes);
             (Rc::clone(state.writer.file()), target)
         };
         match file.preallocate(target).await {

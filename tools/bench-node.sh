@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# End-to-end node benchmarks with `ringlog bench` next to fio's limits,
+# measured in one run on one filesystem. Prints Markdown on stdout.
+#   tools/bench-node.sh [DIR] [TOTAL_BYTES]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir="${1:-target/bench-node}"
+total="${2:-1073741824}"
+mkdir -p "$dir"
+dir="$(cd "$dir" && pwd)"
+tools/install-deps.sh
+cargo build --release --quiet
+bin=./target/release/ringlog
+port=27070
+admin=27071
+export RINGLOG_SERVER="127.0.0.1:$port"
+
+echo "# node benchmark run $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo
+echo "- host: $(nproc) cores, kernel $(uname -r); server and load generator share the cores"
+echo "- filesystem: $(df -h "$dir" | awk 'NR==2{print $1}') at $dir; records 1 KiB, batches of 1000"
+echo
+fio --name=seqwrite --directory="$dir" --rw=write --bs=1M --direct=1 --ioengine=io_uring --iodepth=16 \
+    --size=4G --output-format=terse --terse-version=3 | awk -F';' '{printf "- fio sequential O_DIRECT write (overwrites): %.0f MiB/s\n", $48/1024}'
+rm -f "$dir"/seqwrite*
+fio --name=seqwrite --directory="$dir" --rw=write --bs=1M --direct=1 --ioengine=io_uring --iodepth=16 \
+    --size=4G --fallocate=native --create_on_open=1 --output-format=terse --terse-version=3 \
+    | awk -F';' '{printf "- fio sequential O_DIRECT write into a new file: %.0f MiB/s\n", $48/1024}'
+rm -f "$dir"/seqwrite*
+fio --name=fsynclat --directory="$dir" --rw=write --bs=4k --size=64M --fdatasync=1 --ioengine=sync \
+    --output-format=json >"$dir/fio-sync.json"
+python3 - "$dir/fio-sync.json" <<'PY'
+import json, sys
+pct = json.load(open(sys.argv[1]))["jobs"][0]["sync"]["lat_ns"]["percentile"]
+print(f"- fio fdatasync latency: p50 {pct['50.000000']/1000:.0f} us, p99 {pct['99.000000']/1000:.0f} us")
+PY
+rm -f "$dir"/fsynclat* "$dir/fio-sync.json"
+
+start_node() { # fsync policy
+    rm -rf "$dir/data"
+    RINGLOG_STORAGE_FSYNC="$1" RUST_LOG=warn "$bin" serve --data-dir "$dir/data" --listen "127.0.0.1:$port" \
+        --admin "127.0.0.1:$admin" >"$dir/serve.log" 2>&1 &
+    node_pid=$!
+    for _ in $(seq 50); do grep -q listening "$dir/serve.log" 2>/dev/null && break; sleep 0.1; done
+}
+stop_node() { kill -TERM "$node_pid"; wait "$node_pid" || true; }
+rss_mib() { awk '/VmRSS/{printf "%.0f", $2/1024}' "/proc/$node_pid/status"; }
+peak_mib() { awk '/VmHWM/{printf "%.0f", $2/1024}' "/proc/$node_pid/status"; }
+
+echo
+echo "| fsync | mode | producers | result (ringlog bench --json) |"
+echo "|---|---|---|---|"
+for policy in always never; do
+    for producers in 1 4; do
+        start_node "$policy"
+        result=$("$bin" bench produce --topic t --partitions 8 --producers "$producers" --total-bytes "$total" --json | tail -1)
+        echo "| $policy | produce | $producers | \`$result\` |"
+        if [[ $producers == 4 ]]; then
+            sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+            result=$("$bin" bench consume --topic t --producers 4 --json | tail -1)
+            echo "| $policy | consume | 4 | \`$result\` |"
+            result=$("$bin" bench e2e --topic e2e --partitions 8 --producers 4 --total-bytes $((total / 4)) --json | tail -1)
+            echo "| $policy | e2e | 4 | \`$result\` |"
+        fi
+        stop_node
+    done
+done
+
+echo
+echo "| partitions | RSS idle | peak RSS under produce load (fsync=always, 4 producers) |"
+echo "|---|---|---|"
+for partitions in 1 1000; do
+    start_node always
+    "$bin" topic create rss --partitions "$partitions" >/dev/null
+    sleep 1.5
+    idle=$(rss_mib)
+    "$bin" bench produce --topic rss --producers 4 --total-bytes $((total / 2)) --json >/dev/null
+    echo "| $partitions | ${idle} MiB | $(peak_mib) MiB |"
+    stop_node
+done
+rm -rf "$dir/data"
