@@ -55,6 +55,9 @@ pub struct StorageConfig {
     pub max_batch_bytes: usize,
     /// Idempotent producers remembered per partition (oldest evicted beyond).
     pub max_producers_per_partition: usize,
+    /// Write-buffer memory one shard keeps; beyond it, idle partitions give
+    /// their buffers back (keeping only the partial last block).
+    pub write_buffer_budget_bytes: u64,
 }
 
 impl Default for StorageConfig {
@@ -72,6 +75,7 @@ impl Default for StorageConfig {
             preallocate_bytes: 64 << 20,
             max_batch_bytes: 16 << 20,
             max_producers_per_partition: 10_000,
+            write_buffer_budget_bytes: 128 << 20,
         }
     }
 }

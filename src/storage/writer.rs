@@ -23,6 +23,25 @@ use super::io::DirectFile;
 
 const TAIL_CACHE_MAX: usize = 8;
 
+thread_local! {
+    /// Bytes of write buffers held by all writers of this executor thread
+    /// (one shard), compared with `write_buffer_budget_bytes`.
+    static HELD_BUFFER_BYTES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Write-buffer bytes held by the writers of the current thread.
+pub fn held_buffer_bytes() -> u64 {
+    HELD_BUFFER_BYTES.with(std::cell::Cell::get)
+}
+
+fn hold(bytes: usize) {
+    HELD_BUFFER_BYTES.with(|held| held.set(held.get() + bytes as u64));
+}
+
+fn release(bytes: usize) {
+    HELD_BUFFER_BYTES.with(|held| held.set(held.get().saturating_sub(bytes as u64)));
+}
+
 fn align_down(value: u64) -> u64 {
     value - value % DIRECT_IO_ALIGNMENT as u64
 }
@@ -72,6 +91,7 @@ impl SegmentWriter {
         let staging_position = align_down(position);
         let filled = (position - staging_position) as usize;
         let mut staging = file.alloc_buffer(buffer_bytes);
+        hold(staging.len());
         if filled > 0 {
             let block = file.read_at(staging_position, filled).await?;
             if block.len() != filled {
@@ -128,6 +148,7 @@ impl SegmentWriter {
 
     /// Copy as much of `bytes` as fits in the staging buffer; returns the count.
     pub fn copy_in(&mut self, bytes: &[u8]) -> usize {
+        self.grow_staging();
         let room = self.buffer_bytes - self.filled;
         let count = room.min(bytes.len());
         self.staging.as_bytes_mut()[self.filled..self.filled + count].copy_from_slice(&bytes[..count]);
@@ -149,6 +170,7 @@ impl SegmentWriter {
             None if self.allocated_full < self.buffers_max => {
                 self.allocated_full += 1;
                 self.allocations += 1;
+                hold(self.buffer_bytes);
                 self.file.alloc_buffer(self.buffer_bytes)
             }
             None => return false,
@@ -170,6 +192,45 @@ impl SegmentWriter {
         let mut buffer = self.file.alloc_buffer(length);
         buffer.trim_to_size(length);
         buffer
+    }
+
+    /// Bring a shrunk staging buffer back to full size, keeping its bytes.
+    fn grow_staging(&mut self) {
+        if self.staging.len() >= self.buffer_bytes {
+            return;
+        }
+        let mut staging = self.file.alloc_buffer(self.buffer_bytes);
+        staging.as_bytes_mut()[..self.filled].copy_from_slice(&self.staging.as_bytes()[..self.filled]);
+        release(self.staging.len());
+        hold(staging.len());
+        self.allocations += 1;
+        self.staging = staging;
+    }
+
+    /// Give memory back while idle: keep only the partial last block of the
+    /// staging buffer and drop spare buffers. Call only when nothing is
+    /// unwritten and no write is in flight.
+    pub fn shrink(&mut self) {
+        assert!(!self.has_unwritten(), "shrink with unwritten bytes");
+        for buffer in self.free_full.drain(..) {
+            release(buffer.len());
+        }
+        self.allocated_full = 1;
+        self.tail_cache.clear();
+        if self.staging.len() > DIRECT_IO_ALIGNMENT {
+            // Everything is written: keep only the partial last block and
+            // move the staging window up to it.
+            let keep_from = align_down(self.filled as u64) as usize;
+            let kept = self.filled - keep_from;
+            let mut small = self.file.alloc_buffer(DIRECT_IO_ALIGNMENT);
+            small.as_bytes_mut()[..kept].copy_from_slice(&self.staging.as_bytes()[keep_from..self.filled]);
+            release(self.staging.len());
+            hold(small.len());
+            self.staging = small;
+            self.staging_position += keep_from as u64;
+            self.filled = kept;
+            self.submitted = kept;
+        }
     }
 
     /// Take the oldest full buffer for writing, unless it overlaps the tail
@@ -214,6 +275,11 @@ impl SegmentWriter {
         Some(WriteJob { buffer: Rc::new(tail), position, staging_position: self.staging_position, full: false })
     }
 
+    /// Whether the staging buffer is at full size.
+    pub fn is_shrunk(&self) -> bool {
+        self.staging.len() < self.buffer_bytes
+    }
+
     /// Return a finished job's buffer for reuse.
     pub fn recycle(&mut self, job: WriteJob) {
         let Ok(buffer) = Rc::try_unwrap(job.buffer) else { return };
@@ -221,6 +287,18 @@ impl SegmentWriter {
             self.free_full.push(buffer);
         } else if self.tail_cache.len() < TAIL_CACHE_MAX {
             self.tail_cache.push(buffer);
+        }
+    }
+}
+
+impl Drop for SegmentWriter {
+    fn drop(&mut self) {
+        release(self.staging.len());
+        for buffer in &self.free_full {
+            release(buffer.len());
+        }
+        for (buffer, _, _) in &self.full {
+            release(buffer.len());
         }
     }
 }

@@ -426,3 +426,29 @@ fn retried_idempotent_batch_is_answered_with_original_offsets_across_restarts() 
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn idle_partitions_over_the_buffer_budget_shrink_and_grow_without_losing_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p");
+    on_executor(move || async move {
+        // Budget 0: every idle moment gives the buffers back.
+        let config = StorageConfig { write_buffer_budget_bytes: 0, segment_bytes: 1 << 20, ..small_config() };
+        let log = PartitionLog::open(&path, config.clone(), None).await.unwrap();
+        let mut expected = Vec::new();
+        for round in 0..60 {
+            let batch = values(&format!("s{round}"), 1 + round % 7);
+            let _ = append_values(&log, &batch, 0).await;
+            expected.extend(batch);
+            ringlog::runtime::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        assert!(ringlog::storage::writer::held_buffer_bytes() <= 2 * 8192, "buffers were given back");
+        let read: Vec<String> = read_all(&log, 0).await.into_iter().map(|(_, value)| value).collect();
+        assert_eq!(read, expected);
+        log.abandon().await;
+        let log = PartitionLog::open(&path, config, None).await.unwrap();
+        let read: Vec<String> = read_all(&log, 0).await.into_iter().map(|(_, value)| value).collect();
+        assert_eq!(read, expected, "the partial blocks written after shrinking are intact on disk");
+        log.close().await.unwrap();
+    });
+}

@@ -51,6 +51,7 @@ impl PartitionLog {
                 if self.inner.stopping.get() {
                     return;
                 }
+                self.release_buffers_if_over_budget();
                 self.idle(notified).await;
                 continue;
             };
@@ -67,6 +68,16 @@ impl PartitionLog {
                 Ok(()) => self.complete_write(finished).await,
                 Err(error) => self.write_failed(finished, error, &mut pipeline).await,
             }
+        }
+    }
+
+    /// Idle with nothing to write: when the shard holds more write-buffer
+    /// memory than its budget, give this partition's buffers back.
+    fn release_buffers_if_over_budget(&self) {
+        let mut state = self.inner.state.borrow_mut();
+        let over_budget = crate::storage::writer::held_buffer_bytes() > self.inner.config.write_buffer_budget_bytes;
+        if over_budget && !state.writer.has_unwritten() && !state.writer.is_shrunk() {
+            state.writer.shrink();
         }
     }
 
