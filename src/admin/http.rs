@@ -37,6 +37,13 @@ pub struct AdminState {
     pub admin_token: Option<String>,
 }
 
+impl AdminState {
+    /// A client of this node's own protocol listener (for mutations).
+    fn client(&self) -> Client {
+        Client::new(vec![self.client_address.clone()], Duration::from_secs(5))
+    }
+}
+
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
@@ -145,7 +152,7 @@ async fn create_topic(
         retention_ms: body.retention_ms,
         segment_bytes: body.segment_bytes,
     };
-    let mut client = Client::new(vec![state.client_address.clone()], Duration::from_secs(5));
+    let mut client = state.client();
     match client.call(&Request::CreateTopic { name: body.name.clone(), settings }).await {
         Ok(_) => (StatusCode::CREATED, Json(json!({"name": body.name, "partitions": body.partitions}))).into_response(),
         Err(failure) => client_error(failure),
@@ -153,7 +160,7 @@ async fn create_topic(
 }
 
 async fn describe_topic(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
-    let mut client = Client::new(vec![state.client_address.clone()], Duration::from_secs(5));
+    let mut client = state.client();
     match client.call(&Request::DescribeTopic { name: name.clone() }).await {
         Ok(ProtocolResponse::DescribeTopic(partitions)) => {
             let partitions: Vec<serde_json::Value> = partitions
@@ -180,7 +187,7 @@ async fn delete_topic(
     if let Some(refusal) = refuse(&state, &headers, peer) {
         return refusal;
     }
-    let mut client = Client::new(vec![state.client_address.clone()], Duration::from_secs(5));
+    let mut client = state.client();
     match client.call(&Request::DeleteTopic { name }).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(failure) => client_error(failure),

@@ -367,6 +367,19 @@ pub enum CommittedState {
     },
 }
 
+impl From<crate::storage::offsets::OffsetLookup> for CommittedState {
+    fn from(lookup: crate::storage::offsets::OffsetLookup) -> CommittedState {
+        use crate::storage::offsets::OffsetLookup;
+        match lookup {
+            OffsetLookup::None => CommittedState::None,
+            OffsetLookup::Valid(offset) => CommittedState::Valid(offset),
+            OffsetLookup::OutOfRange { committed, log_start_offset, log_end_offset } => {
+                CommittedState::OutOfRange { committed, log_start_offset, log_end_offset }
+            }
+        }
+    }
+}
+
 /// A successful response body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {

@@ -12,10 +12,7 @@ use super::partitions::{OwnedPartition, ShardPartitions};
 use super::topics::{TopicMeta, TopicRegistry};
 use super::{owner_of, ShardId};
 use crate::config::NodeConfig;
-use crate::net::protocol::{
-    Acks, CommittedState, ErrorCode, ErrorResponse, PartitionDescription, Request, Response, TopicSettings,
-};
-use crate::storage::offsets::OffsetLookup;
+use crate::net::protocol::{Acks, ErrorCode, ErrorResponse, PartitionDescription, Request, Response, TopicSettings};
 use crate::storage::{AppendMode, StorageError};
 
 /// The shard that owns topic metadata (creates and deletes topics).
@@ -193,13 +190,7 @@ impl ShardContext {
             }
             Request::FetchOffset { group, topic, partition } => {
                 let owned = self.owned(&topic, partition)?;
-                Ok(Response::FetchOffset(match owned.log.committed_offset(&group) {
-                    OffsetLookup::None => CommittedState::None,
-                    OffsetLookup::Valid(offset) => CommittedState::Valid(offset),
-                    OffsetLookup::OutOfRange { committed, log_start_offset, log_end_offset } => {
-                        CommittedState::OutOfRange { committed, log_start_offset, log_end_offset }
-                    }
-                }))
+                Ok(Response::FetchOffset(owned.log.committed_offset(&group).into()))
             }
             Request::FindOffset { topic, partition, timestamp_ms } => {
                 let owned = self.owned(&topic, partition)?;
