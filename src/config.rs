@@ -66,6 +66,10 @@ pub struct ClusterConfig {
     pub replica_lag_max_ms: u64,
     /// Bounded send queue per follower.
     pub follower_queue_bytes: usize,
+    /// Bound on every etcd request (a lost quorum hangs rather than fails).
+    pub etcd_request_timeout_ms: u64,
+    /// How often the control thread reads the election and campaigns.
+    pub election_poll_interval_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -78,6 +82,8 @@ impl Default for ClusterConfig {
             min_insync_replicas: 1,
             replica_lag_max_ms: 10_000,
             follower_queue_bytes: 64 << 20,
+            etcd_request_timeout_ms: 1_500,
+            election_poll_interval_ms: 250,
         }
     }
 }
@@ -233,6 +239,19 @@ impl NodeConfig {
         }
         if self.cluster.lease_ttl_s == 0 || self.cluster.min_insync_replicas == 0 {
             return Err("cluster.lease_ttl_s and cluster.min_insync_replicas must be > 0".into());
+        }
+        if self.cluster.lease_ttl_s < 2 {
+            return Err("cluster.lease_ttl_s must be at least 2 (etcd's minimum lease is about 1.5 s)".into());
+        }
+        let ttl_ms = self.cluster.lease_ttl_s * 1000;
+        if !(100..ttl_ms).contains(&self.cluster.etcd_request_timeout_ms) {
+            return Err("cluster.etcd_request_timeout_ms must be at least 100 and below the lease TTL".into());
+        }
+        if !(10..=ttl_ms / 2).contains(&self.cluster.election_poll_interval_ms) {
+            return Err("cluster.election_poll_interval_ms must be at least 10 and at most half the lease TTL".into());
+        }
+        if self.cluster.prefix.trim_matches('/').is_empty() {
+            return Err("cluster.prefix must not be empty".into());
         }
         Ok(())
     }

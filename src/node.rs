@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use crate::admin::http::AdminState;
 use crate::admin::metrics::NodeMetrics;
+use crate::cluster::keys::Registration;
+use crate::cluster::membership::ControlPlane;
+use crate::cluster::state::ClusterState;
 use crate::config::NodeConfig;
 use crate::net::server::{run_listener, ConnectionCount, InFlight};
 use crate::runtime::Notify;
@@ -108,6 +111,8 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
     let registry = Arc::new(TopicRegistry::new(topics));
     let connections = Arc::new(ConnectionCount::default());
     let metrics = Arc::new(NodeMetrics::new(shards, Arc::clone(&connections)));
+    let clustered = !config.cluster.etcd.is_empty();
+    let cluster = if clustered { ClusterState::clustered() } else { ClusterState::standalone() };
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let (ready_sender, ready_receiver) = mpsc::channel::<Result<ShardId, String>>();
     let mut handles = Vec::with_capacity(shards);
@@ -120,6 +125,7 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
             registry: Arc::clone(&registry),
             connections: Arc::clone(&connections),
             metrics: Arc::clone(&metrics),
+            cluster: Arc::clone(&cluster),
             ready: ready_sender.clone(),
         };
         let handle = glommio::LocalExecutorBuilder::new(placement)
@@ -139,13 +145,23 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
             Err(_) => return Err(NodeError::Operational("a shard exited during startup".into())),
         }
     }
+    let plane = clustered.then(|| {
+        ControlPlane::new(
+            config.cluster.clone(),
+            config.data_dir.clone(),
+            advertised_addresses(&config),
+            Arc::clone(&cluster),
+        )
+    });
     let admin_state = AdminState {
         registry: Arc::clone(&registry),
         metrics: Arc::clone(&metrics),
         client_address: loopback_address(&config.listen),
         admin_token: config.admin_token.clone(),
+        cluster: Arc::clone(&cluster),
+        plane: plane.clone(),
     };
-    let admin = match crate::admin::http::start(&config.admin, admin_state, &STOP_REQUESTED) {
+    let admin = match crate::cluster::control::start(&config.admin, admin_state, plane, &STOP_REQUESTED) {
         Ok(admin) => admin,
         Err(message) => {
             STOP_REQUESTED.store(true, Ordering::SeqCst);
@@ -155,10 +171,11 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
             return Err(NodeError::Operational(message));
         }
     };
+    let mode = if clustered { format!("cluster, etcd {}", config.cluster.etcd.join(",")) } else { "standalone".into() };
     tracing::info!(target: "ringlog::node", listen = %config.listen, admin = %config.admin, shards,
-        data_dir = %config.data_dir.display(), "ringlog node ready (standalone)");
+        data_dir = %config.data_dir.display(), %mode, "ringlog node ready");
     println!(
-        "ringlog listening on {} (admin http://{}) with {shards} shards, data in {}",
+        "ringlog listening on {} (admin http://{}) with {shards} shards, data in {} ({mode})",
         config.listen,
         config.admin,
         config.data_dir.display()
@@ -196,6 +213,26 @@ fn loopback_address(listen: &str) -> String {
     }
 }
 
+/// `address` with its host replaced by `advertise` (when set), else made
+/// reachable from this machine.
+fn advertised(address: &str, advertise: Option<&str>) -> String {
+    match (advertise, address.rsplit_once(':')) {
+        (Some(host), Some((_, port))) => format!("{host}:{port}"),
+        _ => loopback_address(address),
+    }
+}
+
+/// The addresses this node registers in etcd.
+fn advertised_addresses(config: &NodeConfig) -> Registration {
+    let advertise = config.cluster.advertise.as_deref();
+    Registration {
+        id: 0,
+        client: advertised(&config.listen, advertise),
+        replication: advertised(&config.replication_listen, advertise),
+        admin: advertised(&config.admin, advertise),
+    }
+}
+
 struct ShardConfig {
     shard: ShardId,
     shards: usize,
@@ -203,6 +240,7 @@ struct ShardConfig {
     registry: Arc<TopicRegistry>,
     connections: Arc<ConnectionCount>,
     metrics: Arc<NodeMetrics>,
+    cluster: Arc<ClusterState>,
     ready: mpsc::Sender<Result<ShardId, String>>,
 }
 
@@ -216,6 +254,7 @@ async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), String> {
         partitions: ShardPartitions::default(),
         mesh: Rc::clone(&mesh),
         metrics: setup.metrics,
+        cluster: setup.cluster,
     });
     let receivers = start_inbound(&context, inbound);
     if let Err(message) = open_partitions(&context).await {

@@ -7,7 +7,6 @@
 //! any client request, and no second request channel into the shards exists.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +19,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::metrics::NodeMetrics;
+use crate::cluster::membership::ControlPlane;
+use crate::cluster::nodes::{forget, list_nodes as nodes_in_etcd, ForgetOutcome};
+use crate::cluster::state::{ClusterState, Role};
 use crate::net::client::{Client, ClientError};
 use crate::net::protocol::{ErrorCode, Request, Response as ProtocolResponse, TopicSettings};
 use crate::shard::topics::TopicRegistry;
@@ -35,6 +37,10 @@ pub struct AdminState {
     pub client_address: String,
     /// Bearer token for mutating endpoints.
     pub admin_token: Option<String>,
+    /// The cluster view the shards act on.
+    pub cluster: Arc<ClusterState>,
+    /// The control plane (cluster mode only).
+    pub plane: Option<Arc<ControlPlane>>,
 }
 
 impl AdminState {
@@ -87,18 +93,37 @@ fn client_error(failure: ClientError) -> Response {
 }
 
 async fn health(State(state): State<AdminState>) -> Response {
-    let failed: Vec<String> = state
+    let mut reasons: Vec<String> = state
         .metrics
         .partitions()
         .into_iter()
         .filter_map(|gauge| gauge.failure.map(|reason| format!("{}/{}: {reason}", gauge.topic, gauge.partition)))
         .collect();
-    if failed.is_empty() {
-        Json(json!({"status": "ok", "node_id": null, "role": "standalone"})).into_response()
-    } else {
-        let body = json!({"status": "failed", "node_id": null, "role": "standalone", "reason": failed.join("; ")});
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    let view = state.cluster.view();
+    let fenced = view.role == Role::Leader && state.cluster.write_epoch().is_err();
+    if fenced {
+        reasons.push("fenced: the leader's etcd lease was not renewed in time; writes are refused".into());
     }
+    reasons.extend(view.problem.clone());
+    let mut body = json!({"status": "ok", "node_id": view.node_id, "role": view.role.name()});
+    if state.cluster.is_clustered() {
+        body["leader_id"] = json!(view.leader_id);
+        body["leader_epoch"] = json!(view.leader_epoch);
+        body["etcd"] = json!(if view.etcd_reachable { "connected" } else { "unreachable" });
+        if view.leader_id.is_none() {
+            body["warning"] = json!("the cluster has no leader: no live in-sync replica has won the election");
+        }
+    }
+    if reasons.is_empty() {
+        return Json(body).into_response();
+    }
+    body["status"] = json!(if fenced || view.problem.as_deref().is_some_and(|p| p.starts_with("fenced")) {
+        "fenced"
+    } else {
+        "failed"
+    });
+    body["reason"] = json!(reasons.join("; "));
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 async fn list_topics(State(state): State<AdminState>) -> Response {
@@ -194,9 +219,13 @@ async fn delete_topic(
     }
 }
 
-async fn list_nodes() -> Response {
-    // Standalone: no replicas. The cluster control plane fills this in.
-    Json(json!([])).into_response()
+async fn list_nodes(State(state): State<AdminState>) -> Response {
+    let Some(plane) = &state.plane else { return Json(json!([])).into_response() };
+    let Some(etcd) = plane.etcd() else { return error(StatusCode::SERVICE_UNAVAILABLE, "etcd not reached yet") };
+    match nodes_in_etcd(&etcd, &plane.keys).await {
+        Ok(nodes) => Json(nodes).into_response(),
+        Err(failure) => error(StatusCode::SERVICE_UNAVAILABLE, failure.to_string()),
+    }
 }
 
 async fn forget_node(
@@ -208,7 +237,17 @@ async fn forget_node(
     if let Some(refusal) = refuse(&state, &headers, peer) {
         return refusal;
     }
-    error(StatusCode::NOT_FOUND, format!("unknown node {id} (standalone node)"))
+    let Some(plane) = &state.plane else {
+        return error(StatusCode::NOT_FOUND, format!("unknown node {id} (standalone node)"));
+    };
+    let Ok(id) = id.parse::<u64>() else { return error(StatusCode::NOT_FOUND, format!("unknown node {id}")) };
+    let Some(etcd) = plane.etcd() else { return error(StatusCode::SERVICE_UNAVAILABLE, "etcd not reached yet") };
+    match forget(&etcd, &plane.keys, id, state.cluster.view().node_id).await {
+        Ok(ForgetOutcome::Forgotten) => StatusCode::NO_CONTENT.into_response(),
+        Ok(ForgetOutcome::Unknown) => error(StatusCode::NOT_FOUND, format!("unknown node {id}")),
+        Ok(ForgetOutcome::Refused(reason)) => error(StatusCode::CONFLICT, reason),
+        Err(failure) => error(StatusCode::SERVICE_UNAVAILABLE, failure.to_string()),
+    }
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
@@ -227,40 +266,4 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
-}
-
-/// Start the control thread serving the admin API until `stop` is set.
-/// Returns once the listener is bound (or failed to bind).
-pub fn start(
-    address: &str,
-    state: AdminState,
-    stop: &'static AtomicBool,
-) -> Result<std::thread::JoinHandle<()>, String> {
-    let listener =
-        std::net::TcpListener::bind(address).map_err(|error| format!("cannot listen on {address}: {error}"))?;
-    listener.set_nonblocking(true).map_err(|error| error.to_string())?;
-    std::thread::Builder::new()
-        .name("ringlog-control".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    tracing::error!(target: "ringlog::admin", %error, "cannot start the control runtime");
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
-                let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-                let shutdown = async move {
-                    while !stop.load(Ordering::SeqCst) {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                };
-                if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-                    tracing::error!(target: "ringlog::admin", %error, "admin server failed");
-                }
-            });
-        })
-        .map_err(|error| format!("cannot start the control thread: {error}"))
 }

@@ -112,18 +112,7 @@ fn cursors_len_one(partition: Option<u32>) -> bool {
 }
 
 async fn topic_partitions(client: &mut Client, topic: &str) -> Result<u32, ClientError> {
-    match client.call(&Request::ListTopics).await? {
-        Response::ListTopics(topics) => {
-            topics.into_iter().find(|(name, _)| name == topic).map(|(_, count)| count).ok_or_else(|| {
-                ClientError::Server(ErrorResponse {
-                    code: ErrorCode::UnknownTopic,
-                    message: format!("topic {topic} does not exist"),
-                    leader: None,
-                })
-            })
-        }
-        other => Err(unexpected(other)),
-    }
+    client.topic_partitions(topic).await
 }
 
 async fn offsets(client: &mut Client, topic: &str, partition: u32) -> Result<(u64, u64), ClientError> {

@@ -5,6 +5,7 @@ mod check;
 mod client;
 mod consume;
 mod demo;
+mod nodes;
 mod produce;
 mod serve;
 mod topic;
@@ -50,6 +51,21 @@ pub enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic.
     Consume(consume::ConsumeArgs),
+    /// List the cluster's replicas (leader first).
+    Nodes {
+        /// Print the same JSON array as GET /api/nodes.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: nodes::AdminArgs,
+    },
+    /// Remove a replica that is gone for good from the cluster.
+    ForgetNode {
+        /// The node id.
+        id: u64,
+        #[command(flatten)]
+        admin: nodes::AdminArgs,
+    },
     /// Load generator: produce, consume or e2e, with latency percentiles.
     Bench(bench::BenchArgs),
     /// Verify every segment, batch CRC, offset and index in a data directory.
@@ -132,6 +148,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Topic { action, server } => topic::run(action, server),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
+        Command::Nodes { json, admin } => nodes::run_nodes(&admin, json),
+        Command::ForgetNode { id, admin } => nodes::run_forget(&admin, id),
         Command::Bench(args) => bench::run(args),
         Command::Check { dir, repair, json } => check::run(&dir, repair, json),
         Command::StorageDemo { data_dir, records, batch, fsync } => demo::run(&data_dir, records, batch, &fsync),

@@ -79,19 +79,7 @@ async fn produce(
     mut lines: tokio::sync::mpsc::Receiver<String>,
 ) -> Result<(), ClientError> {
     let mut client = args.server.client(args.retry_ms);
-    let partitions = match client.call(&Request::ListTopics).await? {
-        Response::ListTopics(topics) => {
-            topics.into_iter().find(|(name, _)| *name == args.topic).map(|(_, count)| count)
-        }
-        other => return Err(unexpected(other)),
-    };
-    let Some(partitions) = partitions else {
-        return Err(ClientError::Server(crate::net::protocol::ErrorResponse {
-            code: crate::net::protocol::ErrorCode::UnknownTopic,
-            message: format!("topic {} does not exist", args.topic),
-            leader: None,
-        }));
-    };
+    let partitions = client.topic_partitions(&args.topic).await?;
     let producer_id = match client.call(&Request::InitProducer).await? {
         Response::InitProducer { producer_id } => producer_id,
         other => return Err(unexpected(other)),

@@ -87,9 +87,6 @@ pub fn run(args: ServeArgs) -> ExitCode {
         print!("{}", config.to_toml());
         return ExitCode::from(EXIT_OK);
     }
-    if !config.cluster.etcd.is_empty() {
-        return fail("cluster mode (--etcd) is not available in this build yet; run without --etcd", EXIT_USAGE);
-    }
     match crate::node::serve(config) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(NodeError::Environment(message)) => fail(message, EXIT_ENVIRONMENT),

@@ -252,6 +252,27 @@ impl Client {
         }
     }
 
+    /// Partitions of `topic`. Asks each listed server in turn until one
+    /// knows the topic (a follower may not have learned of it yet).
+    pub async fn topic_partitions(&mut self, topic: &str) -> Result<u32, ClientError> {
+        for _ in 0..self.servers.len().max(1) {
+            match self.call(&Request::ListTopics).await? {
+                Response::ListTopics(topics) => {
+                    if let Some((_, partitions)) = topics.into_iter().find(|(name, _)| name == topic) {
+                        return Ok(partitions);
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
+            self.reconnect_to(None);
+        }
+        Err(ClientError::Server(ErrorResponse {
+            code: ErrorCode::UnknownTopic,
+            message: format!("topic {topic} does not exist"),
+            leader: None,
+        }))
+    }
+
     /// Fetch and verify every batch's CRC before returning it.
     pub async fn fetch(
         &mut self,

@@ -11,6 +11,7 @@ use super::mesh::{Mesh, Outcome, ShardRequest};
 use super::partitions::{OwnedPartition, ShardPartitions};
 use super::topics::{TopicMeta, TopicRegistry};
 use super::{owner_of, ShardId};
+use crate::cluster::state::{ClusterState, WriteRefusal};
 use crate::config::NodeConfig;
 use crate::net::protocol::{Acks, ErrorCode, ErrorResponse, PartitionDescription, Request, Response, TopicSettings};
 use crate::storage::{AppendMode, StorageError};
@@ -37,6 +38,8 @@ pub struct ShardContext {
     pub mesh: Rc<Mesh>,
     /// Node metrics (this shard writes `metrics.shards[shard]`).
     pub metrics: Arc<crate::admin::metrics::NodeMetrics>,
+    /// The cluster view the control thread publishes (role, epoch, fencing).
+    pub cluster: Arc<ClusterState>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
@@ -62,8 +65,36 @@ impl ShardContext {
         self.config.data_dir.clone()
     }
 
+    /// The epoch to write under, or `not_leader` (with the leader's address
+    /// when known). Checked before a write and again before its ack, so a
+    /// leader whose lease lapsed mid-write does not acknowledge it.
+    fn write_epoch(&self) -> Result<u32, ErrorResponse> {
+        self.cluster.write_epoch().map_err(|refusal| match refusal {
+            WriteRefusal::NotLeader(Some(leader)) => ErrorResponse {
+                code: ErrorCode::NotLeader,
+                message: format!("this node is a follower; the leader is at {leader}"),
+                leader: Some(leader),
+            },
+            WriteRefusal::NotLeader(None) => {
+                error(ErrorCode::NotLeader, "this node is a follower and no leader is known")
+            }
+            WriteRefusal::Fenced => {
+                error(ErrorCode::NotLeader, "fenced: this node's etcd lease was not renewed in time; not acknowledging")
+            }
+        })
+    }
+
     /// Handle a client request that arrived on this shard.
     pub async fn handle(self: &Rc<Self>, request: Request) -> Outcome {
+        if matches!(
+            request,
+            Request::CreateTopic { .. }
+                | Request::DeleteTopic { .. }
+                | Request::CommitOffset { .. }
+                | Request::Produce { .. }
+        ) {
+            self.write_epoch()?;
+        }
         match &request {
             Request::CreateTopic { .. } | Request::DeleteTopic { .. } if self.shard != METADATA_SHARD => {
                 self.mesh.call(METADATA_SHARD, ShardRequest::Client(request)).await
@@ -137,7 +168,7 @@ impl ShardContext {
             Request::Produce { topic, partition, acks, mut batch } => {
                 let owned = self.owned(&topic, partition)?;
                 self.check_sizes(&batch, owned.log.config().max_batch_bytes)?;
-                let mode = AppendMode::Leader { leader_epoch: STANDALONE_EPOCH };
+                let mode = AppendMode::Leader { leader_epoch: self.write_epoch()? };
                 let started = Instant::now();
                 let batch_bytes = batch.len() as u64;
                 let info = match acks {
@@ -145,6 +176,7 @@ impl ShardContext {
                     Acks::Leader | Acks::All => owned.log.append(&mut batch, mode).await,
                 }
                 .map_err(storage_error)?;
+                self.write_epoch()?;
                 let metrics = self.shard_metrics();
                 metrics.produce_requests.fetch_add(1, Ordering::Relaxed);
                 metrics.produce_records.fetch_add(info.next_offset - info.base_offset, Ordering::Relaxed);

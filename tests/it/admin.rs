@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use crate::node::Node;
 
 /// Minimal HTTP/1.1 request; returns (status, body).
-fn http(address: &str, method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> (u16, String) {
+pub fn http(address: &str, method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> (u16, String) {
     let mut stream = TcpStream::connect(address).expect("connect admin");
     let body = body.unwrap_or("");
     let mut request = format!(
@@ -29,7 +29,7 @@ fn http(address: &str, method: &str, path: &str, body: Option<&str>, token: Opti
     (status, body)
 }
 
-fn json(body: &str) -> serde_json::Value {
+pub fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|error| panic!("not JSON ({error}): {body}"))
 }
 

@@ -4,9 +4,11 @@
 mod admin;
 mod alloc;
 mod cli;
+mod cluster;
 mod common;
 mod crash;
 mod enospc;
+mod etcd;
 mod faults;
 mod node;
 mod storage_log;

@@ -23,7 +23,8 @@ pub struct Node {
     pub admin: String,
 }
 
-fn free_port() -> u16 {
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -35,19 +36,37 @@ impl Node {
 
     /// Start with extra environment variables.
     pub fn start_with(data_dir: &Path, shards: usize, environment: &[(&str, &str)]) -> Node {
+        Node::spawn(data_dir, shards, &[], environment, None)
+    }
+
+    /// Start with extra flags and environment; stderr goes to `log` when given.
+    pub fn spawn(
+        data_dir: &Path,
+        shards: usize,
+        flags: &[&str],
+        environment: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Node {
         let address = format!("127.0.0.1:{}", free_port());
         let admin = format!("127.0.0.1:{}", free_port());
+        let stderr = match log {
+            Some(path) => {
+                Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open node log"))
+            }
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringlog"))
             .args(["serve", "--listen", &address, "--admin", &admin, "--shards", &shards.to_string(), "--data-dir"])
             .arg(data_dir)
-            .envs(environment.iter().copied())
+            .args(flags)
             .env("RUST_LOG", "warn")
             .env("RINGLOG_STORAGE_SEGMENT_BYTES", "2097152")
             .env("RINGLOG_STORAGE_MAX_BATCH_BYTES", "1572864")
             .env("RINGLOG_LIMITS_MAX_FRAME_BYTES", "2097152")
             .env("RINGLOG_LIMITS_MAX_RECORD_BYTES", "1048576")
+            .envs(environment.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start ringlog serve");
         let stdout = child.stdout.take().unwrap();

@@ -1,0 +1,65 @@
+//! The control thread: one OS thread with a tokio current-thread runtime
+//! that serves the admin HTTP API and, in cluster mode, runs the etcd
+//! membership loop. It never touches partitions; the shards read what it
+//! publishes in [`super::state::ClusterState`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::membership::ControlPlane;
+use crate::admin::http::{router, AdminState};
+
+/// Start the control thread; returns once the admin listener is bound.
+/// The thread ends after `stop` is set, the admin server has drained and
+/// the membership loop has resigned and revoked its lease.
+pub fn start(
+    address: &str,
+    state: AdminState,
+    plane: Option<Arc<ControlPlane>>,
+    stop: &'static AtomicBool,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    let listener =
+        std::net::TcpListener::bind(address).map_err(|error| format!("cannot listen on {address}: {error}"))?;
+    listener.set_nonblocking(true).map_err(|error| error.to_string())?;
+    std::thread::Builder::new()
+        .name("ringlog-control".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    tracing::error!(target: "ringlog::cluster", %error, "cannot start the control runtime");
+                    stop.store(true, Ordering::SeqCst);
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let membership = plane.map(|plane| tokio::spawn(plane.run(stop)));
+                serve_admin(listener, state, stop).await;
+                if let Some(membership) = membership {
+                    let _ = membership.await;
+                }
+            });
+        })
+        .map_err(|error| format!("cannot start the control thread: {error}"))
+}
+
+async fn serve_admin(listener: std::net::TcpListener, state: AdminState, stop: &'static AtomicBool) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(target: "ringlog::admin", %error, "cannot use the admin listener");
+            return;
+        }
+    };
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let shutdown = async move {
+        while !stop.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        tracing::error!(target: "ringlog::admin", %error, "admin server failed");
+    }
+}

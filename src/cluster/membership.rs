@@ -1,0 +1,323 @@
+//! The membership loop on the control thread: reach etcd, settle the node
+//! id, take a lease, register, then watch the election and campaign when
+//! allowed — until shutdown. Every etcd failure is logged once per state
+//! change, retried with bounded backoff, and reflected truthfully in the
+//! published [`ClusterView`]; nothing here panics or blocks a data shard.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+
+use super::election::{self, Leadership};
+use super::etcd::{ClusterError, Etcd};
+use super::keys::{Keys, Registration};
+use super::lease::{keep_alive, LeaseHealth};
+use super::node_id::{ensure_node_id, NodeIdOrigin};
+use super::state::{ClusterState, ClusterView, Role};
+use crate::config::ClusterConfig;
+
+/// Everything the control plane needs, shared with the admin handlers.
+pub struct ControlPlane {
+    /// Cluster settings.
+    pub config: ClusterConfig,
+    /// Key layout.
+    pub keys: Keys,
+    /// Data directory (for `DATA/node_id`).
+    pub data_dir: PathBuf,
+    /// This node's addresses, as registered.
+    pub addresses: Registration,
+    /// The published view (read by the shards).
+    pub state: Arc<ClusterState>,
+    /// The current etcd connection, once made.
+    etcd: ArcSwapOption<Etcd>,
+    /// Create revision of the leader key while this node leads, else 0
+    /// (what fenced insync writes compare against).
+    election_revision: AtomicI64,
+}
+
+/// Bounded exponential backoff.
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff { next: Duration::from_millis(200), max: Duration::from_secs(5) }
+    }
+
+    fn step(&mut self) -> Duration {
+        let current = self.next;
+        self.next = (self.next * 2).min(self.max);
+        current
+    }
+
+    fn reset(&mut self) {
+        self.next = Duration::from_millis(200);
+    }
+}
+
+impl ControlPlane {
+    /// A control plane for this node (not started).
+    pub fn new(
+        config: ClusterConfig,
+        data_dir: PathBuf,
+        addresses: Registration,
+        state: Arc<ClusterState>,
+    ) -> Arc<ControlPlane> {
+        let keys = Keys::new(&config.prefix);
+        Arc::new(ControlPlane {
+            config,
+            keys,
+            data_dir,
+            addresses,
+            state,
+            etcd: ArcSwapOption::empty(),
+            election_revision: AtomicI64::new(0),
+        })
+    }
+
+    /// The etcd connection, if one has been made.
+    pub fn etcd(&self) -> Option<Etcd> {
+        self.etcd.load_full().map(|etcd| (*etcd).clone())
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_secs(self.config.lease_ttl_s)
+    }
+
+    fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.etcd_request_timeout_ms)
+    }
+
+    /// Run until `stop` is set; then resign and revoke the lease.
+    pub async fn run(self: Arc<Self>, stop: &'static AtomicBool) {
+        let mut backoff = Backoff::new();
+        let mut previous_lease = None;
+        while !stop.load(Ordering::SeqCst) {
+            let failure = match self.session(stop, &mut previous_lease, &mut backoff).await {
+                Ok(()) => return,
+                Err(failure) => failure,
+            };
+            self.step_down(&failure.to_string());
+            let wait = backoff.step();
+            tracing::warn!(target: "ringlog::cluster", error = %failure, retry_in_ms = wait.as_millis() as u64,
+                "cluster membership interrupted; retrying");
+            sleep_unless_stopped(wait, stop).await;
+        }
+    }
+
+    /// Stop acknowledging writes and say why.
+    fn step_down(&self, reason: &str) {
+        self.state.revoke_write_deadline();
+        self.election_revision.store(0, Ordering::SeqCst);
+        let was_leader = self.state.view().role == Role::Leader;
+        self.state.update(|view| {
+            view.role = Role::Follower;
+            view.leader_id = None;
+            view.leader_client_address = None;
+            view.etcd_reachable = false;
+            view.problem = Some(if was_leader {
+                format!("fenced: stepped down from leader ({reason})")
+            } else {
+                format!("not in the cluster: {reason}")
+            });
+        });
+        if was_leader {
+            tracing::warn!(target: "ringlog::cluster", %reason, "stepped down: no longer acknowledging writes");
+        }
+    }
+
+    /// One membership session: connect, id, lease, register, follow the
+    /// election until the lease is lost (error) or shutdown (Ok).
+    async fn session(
+        &self,
+        stop: &'static AtomicBool,
+        previous_lease: &mut Option<i64>,
+        backoff: &mut Backoff,
+    ) -> Result<(), ClusterError> {
+        let etcd = Etcd::connect(&self.config.etcd, self.request_timeout()).await?;
+        self.etcd.store(Some(Arc::new(etcd.clone())));
+        if let Some(lease) = previous_lease.take() {
+            // Keys of an earlier session (etcd restarts refresh leases) must
+            // not outlive it: they would block registration and the election.
+            if let Err(error) = etcd.revoke_lease(lease).await {
+                tracing::debug!(target: "ringlog::cluster", lease, %error, "old lease not revoked (probably expired)");
+            }
+        }
+        let id = self.settle_node_id(&etcd).await?;
+        let granted = Instant::now();
+        let lease = etcd.grant_lease(self.config.lease_ttl_s as i64).await?;
+        *previous_lease = Some(lease);
+        let health = LeaseHealth::new(lease, granted);
+        let renewals = tokio::spawn(keep_alive(etcd.clone(), Arc::clone(&health), self.ttl(), Arc::clone(&self.state)));
+        let _renewals = AbortOnDrop(renewals);
+        self.register(&etcd, id, lease).await?;
+        backoff.reset();
+        tracing::info!(target: "ringlog::cluster", id, lease, endpoints = etcd.endpoints(), "joined the cluster");
+        self.state.update(|view| {
+            view.etcd_reachable = true;
+            view.problem = None;
+        });
+        let poll = Duration::from_millis(self.config.election_poll_interval_ms);
+        while !stop.load(Ordering::SeqCst) {
+            if health.is_lost() {
+                return Err(ClusterError::Invalid(format!(
+                    "lease {lease} lost (not renewed within {} s)",
+                    self.config.lease_ttl_s
+                )));
+            }
+            if let Err(error) = self.follow_election(&etcd, id, &health).await {
+                self.note_unreachable(&error);
+            }
+            tokio::time::sleep(poll).await;
+        }
+        self.leave(&etcd, lease).await;
+        *previous_lease = None;
+        Ok(())
+    }
+
+    async fn settle_node_id(&self, etcd: &Etcd) -> Result<u64, ClusterError> {
+        let (id, origin) = ensure_node_id(etcd, &self.keys, &self.data_dir).await?;
+        match origin {
+            NodeIdOrigin::Kept => {}
+            NodeIdOrigin::Assigned => tracing::info!(target: "ringlog::cluster", id, "assigned node id"),
+            NodeIdOrigin::Reassigned(old) => tracing::warn!(target: "ringlog::cluster", id, old,
+                "this node's old id {old} was forgotten (no {} key); it now has the new id {id}",
+                self.keys.insync(old)),
+        }
+        self.state.update(|view| view.node_id = Some(id));
+        Ok(id)
+    }
+
+    /// Create `PREFIX/nodes/<id>` under `lease`, only if no live process
+    /// holds it (a duplicate id, or our own previous run before its lease
+    /// expired).
+    async fn register(&self, etcd: &Etcd, id: u64, lease: i64) -> Result<(), ClusterError> {
+        use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+        let registration = Registration { id, ..self.addresses.clone() };
+        let value = serde_json::to_vec(&registration).map_err(|error| ClusterError::Invalid(error.to_string()))?;
+        let key = self.keys.node(id);
+        let txn = Txn::new().when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)]).and_then([TxnOp::put(
+            key.clone(),
+            value,
+            Some(PutOptions::new().with_lease(lease)),
+        )]);
+        if etcd.txn("register", txn).await?.succeeded() {
+            return Ok(());
+        }
+        Err(ClusterError::Invalid(format!(
+            "node id {id} is already registered at {key} by a live process: another node runs with a copy of this \
+             data directory, or this node's previous run has not expired yet (up to {} s)",
+            self.config.lease_ttl_s
+        )))
+    }
+
+    /// Read the election; campaign if vacant; publish what we learned.
+    async fn follow_election(&self, etcd: &Etcd, id: u64, health: &LeaseHealth) -> Result<(), ClusterError> {
+        let mut leadership = election::observe(etcd, &self.keys, health.lease).await?;
+        if leadership == Leadership::Vacant {
+            if let Some((epoch, revision)) = election::campaign(etcd, &self.keys, id, health.lease).await? {
+                tracing::info!(target: "ringlog::cluster", id, epoch, "elected leader");
+                leadership = Leadership::Mine { epoch, revision };
+            }
+        }
+        let revision = match leadership {
+            Leadership::Mine { revision, .. } => revision,
+            _ => 0,
+        };
+        self.election_revision.store(revision, Ordering::SeqCst);
+        let (role, leader_id, epoch) = match leadership {
+            Leadership::Mine { epoch, .. } => (Role::Leader, Some(id), epoch),
+            Leadership::Other(leader) => (Role::Follower, Some(leader), 0),
+            Leadership::Vacant => (Role::Follower, None, 0),
+        };
+        let leader_address = match leader_id {
+            Some(leader) if leader != id => self.client_address_of(etcd, leader).await?,
+            Some(_) => Some(self.addresses.client.clone()),
+            None => None,
+        };
+        let previous = self.state.view();
+        if previous.role == Role::Leader && role != Role::Leader {
+            self.state.revoke_write_deadline();
+            tracing::warn!(target: "ringlog::cluster", id, ?leader_id, "lost the election key; now a follower");
+        }
+        if previous.leader_id != leader_id && leader_id.is_none() {
+            tracing::warn!(target: "ringlog::cluster", "the cluster has no leader (no live in-sync replica)");
+        }
+        self.state.publish(ClusterView {
+            role,
+            node_id: Some(id),
+            leader_id,
+            leader_client_address: leader_address,
+            leader_epoch: if role == Role::Leader { epoch } else { previous.leader_epoch },
+            etcd_reachable: true,
+            problem: None,
+        });
+        Ok(())
+    }
+
+    async fn client_address_of(&self, etcd: &Etcd, id: u64) -> Result<Option<String>, ClusterError> {
+        let Some(kv) = etcd.get(&self.keys.node(id)).await? else { return Ok(None) };
+        Ok(serde_json::from_slice::<Registration>(kv.value()).ok().map(|registration| registration.client))
+    }
+
+    fn note_unreachable(&self, error: &ClusterError) {
+        let first = self.state.view().etcd_reachable;
+        if first {
+            tracing::warn!(target: "ringlog::cluster", %error, "etcd request failed; the lease keeps this node \
+                in the cluster until it expires");
+        }
+        self.state.update(|view| {
+            view.etcd_reachable = false;
+            view.problem = Some(format!("etcd unreachable: {error}"));
+        });
+    }
+
+    /// Shutdown: stop acknowledging, resign if leading, revoke the lease
+    /// (which removes the registration) so others need not wait for expiry.
+    async fn leave(&self, etcd: &Etcd, lease: i64) {
+        self.state.revoke_write_deadline();
+        self.election_revision.store(0, Ordering::SeqCst);
+        if self.state.view().role == Role::Leader {
+            self.state.update(|view| view.role = Role::Follower);
+            match election::resign(etcd, &self.keys, lease).await {
+                Ok(()) => tracing::info!(target: "ringlog::cluster", "resigned leadership"),
+                Err(error) => tracing::warn!(target: "ringlog::cluster", %error, "could not resign; the lease expires"),
+            }
+        }
+        if let Err(error) = etcd.revoke_lease(lease).await {
+            tracing::warn!(target: "ringlog::cluster", %error, "could not revoke the lease; it expires on its own");
+        }
+    }
+
+    /// As leader, write a replica's insync key. The transaction is fenced
+    /// on the election: it fails if this node no longer holds it.
+    pub async fn set_in_sync(&self, id: u64, in_sync: bool) -> Result<bool, ClusterError> {
+        let etcd = self.etcd().ok_or_else(|| ClusterError::Invalid("etcd not connected".into()))?;
+        let revision = self.election_revision.load(Ordering::SeqCst);
+        if revision == 0 || self.state.write_epoch().is_err() {
+            return Ok(false);
+        }
+        election::write_in_sync(&etcd, &self.keys, revision, id, in_sync).await
+    }
+}
+
+/// Aborts a spawned task when dropped (the lease keeper of a session).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn sleep_unless_stopped(duration: Duration, stop: &'static AtomicBool) {
+    let deadline = Instant::now() + duration;
+    while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(50).min(deadline - Instant::now())).await;
+    }
+}

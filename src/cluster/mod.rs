@@ -1,0 +1,14 @@
+//! The cluster control plane (SPEC §5): membership, node ids, leader
+//! election and in-sync replica keys on etcd. It runs only on the control
+//! thread (tokio, where `etcd-client` lives) and talks to the data shards
+//! solely through the atomically published [`state::ClusterState`].
+
+pub mod control;
+pub mod election;
+pub mod etcd;
+pub mod keys;
+pub mod lease;
+pub mod membership;
+pub mod node_id;
+pub mod nodes;
+pub mod state;

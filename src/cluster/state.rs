@@ -1,0 +1,228 @@
+//! What the control thread knows about the cluster, published for the data
+//! shards: an immutable [`ClusterView`] swapped atomically on every change,
+//! plus the leader's write deadline as an atomic, so fencing takes effect
+//! on the shards the instant the deadline passes, whatever the control
+//! thread is doing.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+/// What this node is in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// No etcd: the node accepts writes on its own.
+    Standalone,
+    /// Holds the election; acknowledges writes while its lease is fresh.
+    Leader,
+    /// Does not hold the election (or has not joined yet).
+    Follower,
+}
+
+impl Role {
+    /// The name used in `/api/health` and `/api/nodes`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Standalone => "standalone",
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+        }
+    }
+}
+
+/// An immutable snapshot of the cluster as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    /// This node's role.
+    pub role: Role,
+    /// This node's id, once assigned.
+    pub node_id: Option<u64>,
+    /// The current leader's id, if there is one.
+    pub leader_id: Option<u64>,
+    /// The leader's client address (for `not_leader` answers).
+    pub leader_client_address: Option<String>,
+    /// The epoch this node writes under while it leads.
+    pub leader_epoch: u32,
+    /// Whether the last etcd request succeeded.
+    pub etcd_reachable: bool,
+    /// Why the node is not serving as it should (fenced, etcd unreachable…).
+    pub problem: Option<String>,
+}
+
+impl ClusterView {
+    /// The view of a standalone node.
+    pub fn standalone() -> ClusterView {
+        ClusterView {
+            role: Role::Standalone,
+            node_id: None,
+            leader_id: None,
+            leader_client_address: None,
+            leader_epoch: crate::shard::handler::STANDALONE_EPOCH,
+            etcd_reachable: true,
+            problem: None,
+        }
+    }
+
+    /// The view of a cluster node before it has reached etcd.
+    pub fn joining() -> ClusterView {
+        ClusterView {
+            role: Role::Follower,
+            node_id: None,
+            leader_id: None,
+            leader_client_address: None,
+            leader_epoch: 0,
+            etcd_reachable: false,
+            problem: Some("joining the cluster: etcd not reached yet".into()),
+        }
+    }
+}
+
+/// Why a write may not be acknowledged here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteRefusal {
+    /// Another node leads (its client address, when known).
+    NotLeader(Option<String>),
+    /// This node led, but its lease was not renewed in time.
+    Fenced,
+}
+
+/// Shared between the control thread (writer) and the shards (readers).
+#[derive(Debug)]
+pub struct ClusterState {
+    view: ArcSwap<ClusterView>,
+    /// Milliseconds on [`monotonic_ms`] until which the leader may ack.
+    write_deadline_ms: AtomicU64,
+    clustered: AtomicBool,
+}
+
+/// Milliseconds since the first call in this process (a monotonic clock
+/// that fits an atomic).
+pub fn monotonic_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// Milliseconds on [`monotonic_ms`] corresponding to `instant`.
+pub fn monotonic_ms_at(instant: Instant) -> u64 {
+    let now = Instant::now();
+    let current = monotonic_ms();
+    match now.checked_duration_since(instant) {
+        Some(ago) => current.saturating_sub(ago.as_millis() as u64),
+        None => current + instant.duration_since(now).as_millis() as u64,
+    }
+}
+
+impl ClusterState {
+    /// State of a standalone node: always writable.
+    pub fn standalone() -> Arc<ClusterState> {
+        Arc::new(ClusterState {
+            view: ArcSwap::from_pointee(ClusterView::standalone()),
+            write_deadline_ms: AtomicU64::new(u64::MAX),
+            clustered: AtomicBool::new(false),
+        })
+    }
+
+    /// State of a cluster node that has not joined yet: not writable.
+    pub fn clustered() -> Arc<ClusterState> {
+        Arc::new(ClusterState {
+            view: ArcSwap::from_pointee(ClusterView::joining()),
+            write_deadline_ms: AtomicU64::new(0),
+            clustered: AtomicBool::new(true),
+        })
+    }
+
+    /// Whether the node runs with etcd.
+    pub fn is_clustered(&self) -> bool {
+        self.clustered.load(Ordering::Relaxed)
+    }
+
+    /// The current view.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.view.load_full()
+    }
+
+    /// Replace the view (control thread only).
+    pub fn publish(&self, view: ClusterView) {
+        self.view.store(Arc::new(view));
+    }
+
+    /// Change the view with `change` (control thread only).
+    pub fn update(&self, change: impl FnOnce(&mut ClusterView)) {
+        let mut view = (*self.view()).clone();
+        change(&mut view);
+        if view != *self.view() {
+            self.publish(view);
+        }
+    }
+
+    /// Allow acknowledgements until `deadline` (a fresh lease renewal).
+    pub fn extend_write_deadline(&self, deadline: Instant) {
+        self.write_deadline_ms.store(monotonic_ms_at(deadline), Ordering::SeqCst);
+    }
+
+    /// Stop acknowledging writes now.
+    pub fn revoke_write_deadline(&self) {
+        if self.is_clustered() {
+            self.write_deadline_ms.store(0, Ordering::SeqCst);
+        }
+    }
+
+    /// How long the current deadline still runs (zero when passed).
+    pub fn write_deadline_remaining(&self) -> Duration {
+        let deadline = self.write_deadline_ms.load(Ordering::SeqCst);
+        Duration::from_millis(deadline.saturating_sub(monotonic_ms()))
+    }
+
+    /// The epoch to append under, or why this node may not write. Checked
+    /// before an append and again before its acknowledgement.
+    pub fn write_epoch(&self) -> Result<u32, WriteRefusal> {
+        let view = self.view.load();
+        match view.role {
+            Role::Standalone => Ok(view.leader_epoch),
+            Role::Follower => Err(WriteRefusal::NotLeader(view.leader_client_address.clone())),
+            Role::Leader if monotonic_ms() < self.write_deadline_ms.load(Ordering::SeqCst) => Ok(view.leader_epoch),
+            Role::Leader => Err(WriteRefusal::Fenced),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standalone_node_always_writes_under_the_standalone_epoch() {
+        let state = ClusterState::standalone();
+        assert_eq!(state.write_epoch(), Ok(crate::shard::handler::STANDALONE_EPOCH));
+        state.revoke_write_deadline();
+        assert!(state.write_epoch().is_ok());
+    }
+
+    #[test]
+    fn follower_refuses_with_the_leader_address() {
+        let state = ClusterState::clustered();
+        assert_eq!(state.write_epoch(), Err(WriteRefusal::NotLeader(None)));
+        state.update(|view| view.leader_client_address = Some("127.0.0.1:1".into()));
+        assert_eq!(state.write_epoch(), Err(WriteRefusal::NotLeader(Some("127.0.0.1:1".into()))));
+    }
+
+    #[test]
+    fn leader_is_fenced_once_its_deadline_passes() {
+        let state = ClusterState::clustered();
+        state.update(|view| {
+            view.role = Role::Leader;
+            view.leader_epoch = 7;
+        });
+        assert_eq!(state.write_epoch(), Err(WriteRefusal::Fenced), "no lease renewal yet");
+        state.extend_write_deadline(Instant::now() + Duration::from_secs(60));
+        assert_eq!(state.write_epoch(), Ok(7));
+        assert!(state.write_deadline_remaining() > Duration::from_secs(50));
+        state.extend_write_deadline(Instant::now() - Duration::from_millis(1));
+        assert_eq!(state.write_epoch(), Err(WriteRefusal::Fenced));
+        state.extend_write_deadline(Instant::now() + Duration::from_secs(60));
+        state.revoke_write_deadline();
+        assert_eq!(state.write_epoch(), Err(WriteRefusal::Fenced));
+    }
+}
