@@ -153,8 +153,9 @@ fn apply_environment(table: &mut toml::Table, variables: impl Iterator<Item = (S
     for (name, value) in variables {
         let Some(key) = name.strip_prefix("RINGLOG_") else { continue };
         let key = key.to_ascii_lowercase();
-        // RINGLOG_SERVER is the client-side bootstrap list, not a node setting.
-        if key == "server" {
+        // RINGLOG_SERVER is the client-side bootstrap list, not a node
+        // setting; RINGLOG_FAULT_INJECT is the test seam of shard/faults.rs.
+        if key == "server" || key == "fault_inject" {
             continue;
         }
         let (section, field) = match SECTIONS.iter().find(|section| key.starts_with(&format!("{section}_"))) {

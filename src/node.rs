@@ -245,6 +245,9 @@ struct ShardConfig {
 }
 
 async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), String> {
+    crate::storage::latency::observe_fsyncs_on_this_thread(Arc::clone(
+        &setup.metrics.shards[setup.shard].fsync_latency,
+    ));
     let (mesh, inbound) = Mesh::connect(setup.shard, ends).await;
     let context = Rc::new(ShardContext {
         shard: setup.shard,

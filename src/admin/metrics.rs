@@ -5,45 +5,24 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-/// Upper bounds of the latency buckets, in microseconds.
-pub const LATENCY_BUCKETS_US: [u64; 14] =
-    [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000];
+pub use crate::storage::latency::{Histogram, LATENCY_BUCKETS_US};
 
-/// A fixed-bucket latency histogram of atomics.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
-    sum_us: AtomicU64,
-    count: AtomicU64,
-}
-
-impl Histogram {
-    /// Record one observation.
-    pub fn observe(&self, elapsed: Duration) {
-        let micros = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
-        let bucket = LATENCY_BUCKETS_US.iter().position(|&bound| micros <= bound).unwrap_or(LATENCY_BUCKETS_US.len());
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(micros, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
+/// Render `histogram` as Prometheus `_bucket`/`_sum`/`_count` lines.
+fn render_histogram(histogram: &Histogram, out: &mut String, name: &str, labels: &str) {
+    let snapshot = histogram.snapshot();
+    let mut cumulative = 0;
+    for (index, bound) in LATENCY_BUCKETS_US.iter().enumerate() {
+        cumulative += snapshot.buckets[index];
+        let seconds = *bound as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{seconds}\"}} {cumulative}");
     }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        for (index, bound) in LATENCY_BUCKETS_US.iter().enumerate() {
-            cumulative += self.buckets[index].load(Ordering::Relaxed);
-            let seconds = *bound as f64 / 1e6;
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{seconds}\"}} {cumulative}");
-        }
-        cumulative += self.buckets[LATENCY_BUCKETS_US.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
-        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count.load(Ordering::Relaxed));
-    }
+    cumulative += snapshot.buckets[LATENCY_BUCKETS_US.len()];
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", snapshot.sum_us as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", snapshot.count);
 }
 
 /// One partition's gauges.
@@ -90,6 +69,8 @@ pub struct ShardMetrics {
     pub produce_latency: Histogram,
     /// Fetch latency (long polls included).
     pub fetch_latency: Histogram,
+    /// fdatasync latency of this shard's files (segments, indexes, offsets).
+    pub fsync_latency: Arc<Histogram>,
     /// This shard's partitions, republished once a second.
     pub partitions: ArcSwap<Vec<PartitionGauge>>,
 }
@@ -153,11 +134,16 @@ impl NodeMetrics {
         for (name, help, pick) in [
             ("ringlog_produce_latency_seconds", "Produce latency on the owning shard", 0),
             ("ringlog_fetch_latency_seconds", "Fetch latency on the owning shard", 1),
+            ("ringlog_fsync_latency_seconds", "fdatasync latency of the shard's files", 2),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} histogram");
             for (shard, metrics) in self.shards.iter().enumerate() {
-                let histogram = if pick == 0 { &metrics.produce_latency } else { &metrics.fetch_latency };
-                histogram.render(&mut out, name, &format!("shard=\"{shard}\""));
+                let histogram = match pick {
+                    0 => &metrics.produce_latency,
+                    1 => &metrics.fetch_latency,
+                    _ => &*metrics.fsync_latency,
+                };
+                render_histogram(histogram, &mut out, name, &format!("shard=\"{shard}\""));
             }
         }
         let _ = writeln!(out, "# HELP ringlog_connections Open client connections.\n# TYPE ringlog_connections gauge");
@@ -192,6 +178,7 @@ impl NodeMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn histogram_buckets_are_cumulative_and_rendered() {
@@ -199,10 +186,12 @@ mod tests {
         metrics.shards[0].produce_latency.observe(Duration::from_micros(70));
         metrics.shards[0].produce_latency.observe(Duration::from_secs(5));
         metrics.shards[0].produce_requests.fetch_add(2, Ordering::Relaxed);
+        metrics.shards[0].fsync_latency.observe(Duration::from_micros(300));
         let text = metrics.render();
         assert!(text.contains("ringlog_produce_requests_total{shard=\"0\"} 2"));
         assert!(text.contains("ringlog_produce_latency_seconds_bucket{shard=\"0\",le=\"0.0001\"} 1"));
         assert!(text.contains("ringlog_produce_latency_seconds_bucket{shard=\"0\",le=\"+Inf\"} 2"));
         assert!(text.contains("ringlog_produce_latency_seconds_count{shard=\"0\"} 2"));
+        assert!(text.contains("ringlog_fsync_latency_seconds_bucket{shard=\"0\",le=\"0.0005\"} 1"));
     }
 }

@@ -2,6 +2,7 @@
 //! registry shared by all shards, the cross-shard mesh, and the request
 //! handler that runs on the owning shard.
 
+pub mod faults;
 pub mod handler;
 pub mod mesh;
 pub mod partitions;

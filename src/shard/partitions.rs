@@ -49,7 +49,8 @@ impl ShardPartitions {
                 continue;
             }
             let dir = TopicMeta::partition_dir(data_dir, &meta.name, partition);
-            let log = PartitionLog::open(&dir, config.clone(), None).await?;
+            let faults = super::faults::injector_for(&meta.name, partition);
+            let log = PartitionLog::open(&dir, config.clone(), faults).await?;
             let owned = Rc::new(OwnedPartition { log, meta: meta.clone() });
             self.map.borrow_mut().insert((meta.name.clone(), partition), owned);
         }

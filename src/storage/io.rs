@@ -196,7 +196,10 @@ impl DirectFile {
     /// fdatasync the file.
     pub async fn fdatasync(&self) -> io::Result<()> {
         self.inject(FaultOperation::Fsync)?;
-        self.file.fdatasync().await.map_err(os_error)
+        let started = std::time::Instant::now();
+        let outcome = self.file.fdatasync().await.map_err(os_error);
+        super::latency::record_fsync(started.elapsed());
+        outcome
     }
 
     /// Reserve space up to `size` bytes (the file's size grows; new space reads as zeros).

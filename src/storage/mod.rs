@@ -9,6 +9,7 @@ pub mod epochs;
 pub mod error;
 pub mod index;
 pub mod io;
+pub mod latency;
 pub mod lock;
 pub mod log;
 pub mod markers;

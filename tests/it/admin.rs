@@ -108,3 +108,50 @@ fn mutations_need_the_bearer_token_when_one_is_set() {
     assert_eq!(http(&node.admin, "DELETE", "/api/topics/guarded", None, None).0, 401);
     assert_eq!(node.terminate(), Some(0));
 }
+
+#[test]
+fn a_fail_stopped_partition_turns_health_503_while_other_partitions_keep_serving() {
+    use ringlog::net::protocol::{Acks, ErrorCode, Request, TopicSettings};
+    let dir = tempfile::tempdir().unwrap();
+    // The real fsync of faulty/0 fails with EIO after two successes.
+    let node = Node::start_with(dir.path(), 2, &[("RINGLOG_FAULT_INJECT", "faulty/0:fsync:2")]);
+    let mut client = node.client();
+    for name in ["faulty", "healthy"] {
+        let settings = TopicSettings { partitions: 1, retention_bytes: 0, retention_ms: 0, segment_bytes: 0 };
+        client.call(Request::CreateTopic { name: name.into(), settings }).unwrap();
+    }
+    assert_eq!(http(&node.admin, "GET", "/api/health", None, None).0, 200);
+    let produce = |client: &mut crate::node::Client, topic: &str| {
+        let batch = crate::node::batch(&["x".to_string()], None);
+        client.call(Request::Produce { topic: topic.into(), partition: 0, acks: Acks::Leader, batch })
+    };
+    let mut failure = None;
+    for _ in 0..10 {
+        if let Err(error) = produce(&mut client, "faulty") {
+            failure = Some(error);
+            break;
+        }
+    }
+    let failure = failure.expect("the injected fsync error reaches the producer");
+    assert_eq!(failure.code, ErrorCode::StorageFailed, "{failure:?}");
+    assert_eq!(produce(&mut client, "faulty").unwrap_err().code, ErrorCode::StorageFailed, "fail-stopped");
+    assert!(produce(&mut client, "healthy").is_ok(), "other partitions keep serving");
+
+    let started = std::time::Instant::now();
+    let (status, body) = loop {
+        let (status, body) = http(&node.admin, "GET", "/api/health", None, None);
+        if status != 200 || started.elapsed() > std::time::Duration::from_secs(5) {
+            break (status, body);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(status, 503, "{body}");
+    let health = json(&body);
+    assert_eq!(health["status"], "failed");
+    assert!(health["reason"].as_str().unwrap().contains("faulty/0"), "{body}");
+    let metrics = http(&node.admin, "GET", "/metrics", None, None).1;
+    assert!(metrics.contains("ringlog_partition_failed{topic=\"faulty\",partition=\"0\"} 1"), "{metrics}");
+    assert!(metrics.contains("ringlog_partition_failed{topic=\"healthy\",partition=\"0\"} 0"));
+    assert!(metrics.contains("ringlog_fsync_latency_seconds_count"), "fsync latency is exported");
+    drop(node);
+}

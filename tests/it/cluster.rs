@@ -278,6 +278,25 @@ fn losing_etcd_fences_the_leader_within_the_lease_ttl_and_the_cluster_recovers()
 }
 
 #[test]
+fn a_revoked_leader_lease_fences_at_once_and_the_node_rejoins() {
+    let cluster = Cluster::new();
+    let member = cluster.member("a");
+    let a = cluster.start(&member);
+    wait_for_role(&a, "leader");
+    create_topic(&a, "t");
+    let epoch = health(&a)["leader_epoch"].as_u64().unwrap();
+    cluster.etcd.revoke_lease_of("ringlog/leader");
+    // The next renewal (every TTL/3) learns the lease is gone.
+    wait_for(LEASE_TTL, "the leader to stop acknowledging", || produce(&a, "t", "x").is_err());
+    wait_for(Duration::from_secs(15), "re-election under a new lease", || {
+        let view = health(&a);
+        view["role"] == "leader" && view["leader_epoch"].as_u64() > Some(epoch)
+    });
+    wait_for(Duration::from_secs(5), "acks again", || produce(&a, "t", "y").is_ok());
+    assert!(log_of(&member).contains("lease expired or was revoked"));
+}
+
+#[test]
 fn forget_node_refuses_leader_self_and_connected_and_a_forgotten_node_gets_a_new_id() {
     let mut cluster = Cluster::new();
     cluster.token = Some("s3cret".into());

@@ -103,6 +103,19 @@ impl EtcdProcess {
     }
 }
 
+impl EtcdProcess {
+    /// Revoke the lease `key` is bound to (as an operator might).
+    pub fn revoke_lease_of(&self, key: &str) {
+        let key = key.to_string();
+        self.run(async move |mut client| {
+            let response = client.get(key, None).await?;
+            let lease = response.kvs().first().map(|kv| kv.lease()).expect("key exists");
+            client.lease_revoke(lease).await.map(|_| ())
+        })
+        .expect("etcd lease revoke");
+    }
+}
+
 impl Drop for EtcdProcess {
     fn drop(&mut self) {
         self.kill();
