@@ -64,8 +64,12 @@ pub struct ClusterConfig {
     pub min_insync_replicas: usize,
     /// A follower lagging longer than this leaves the ISR.
     pub replica_lag_max_ms: u64,
-    /// Bounded send queue per follower.
+    /// Bounded send queue per follower: answers queued for one follower's
+    /// connection beyond this disconnect it at once.
     pub follower_queue_bytes: usize,
+    /// Cluster secret for replication handshakes (default: created once in
+    /// etcd at `PREFIX/secret` and read from there).
+    pub secret: Option<String>,
     /// Bound on every etcd request (a lost quorum hangs rather than fails).
     pub etcd_request_timeout_ms: u64,
     /// How often the control thread reads the election and campaigns.
@@ -82,6 +86,7 @@ impl Default for ClusterConfig {
             min_insync_replicas: 1,
             replica_lag_max_ms: 10_000,
             follower_queue_bytes: 64 << 20,
+            secret: None,
             etcd_request_timeout_ms: 1_500,
             election_poll_interval_ms: 250,
         }
@@ -167,7 +172,8 @@ fn apply_environment(table: &mut toml::Table, variables: impl Iterator<Item = (S
             None => Some(&known),
         };
         // Optional settings have no default, so they are absent from the rendered defaults.
-        let optional = matches!((section, field.as_str()), (None, "admin_token") | (Some("cluster"), "advertise"));
+        let optional =
+            matches!((section, field.as_str()), (None, "admin_token") | (Some("cluster"), "advertise" | "secret"));
         let known_field = target_known.is_some_and(|table| table.contains_key(&field)) || optional;
         if !known_field {
             return Err(format!("environment variable {name} names no setting"));

@@ -16,7 +16,8 @@ use crate::cluster::keys::Registration;
 use crate::cluster::membership::ControlPlane;
 use crate::cluster::state::ClusterState;
 use crate::config::NodeConfig;
-use crate::net::server::{run_listener, ConnectionCount, InFlight};
+use crate::net::server::{run_listener, ConnectionCount, InFlight, ListenerKind};
+use crate::replication::progress::ReplicationProgress;
 use crate::runtime::Notify;
 use crate::shard::handler::{enforce_retention, publish_gauges, ShardContext};
 use crate::shard::mesh::{build_mesh, Envelope, Inbound, Mesh, MeshEnds};
@@ -113,6 +114,7 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
     let metrics = Arc::new(NodeMetrics::new(shards, Arc::clone(&connections)));
     let clustered = !config.cluster.etcd.is_empty();
     let cluster = if clustered { ClusterState::clustered() } else { ClusterState::standalone() };
+    let progress = ReplicationProgress::new(shards);
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let (ready_sender, ready_receiver) = mpsc::channel::<Result<ShardId, String>>();
     let mut handles = Vec::with_capacity(shards);
@@ -126,6 +128,7 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
             connections: Arc::clone(&connections),
             metrics: Arc::clone(&metrics),
             cluster: Arc::clone(&cluster),
+            progress: Arc::clone(&progress),
             ready: ready_sender.clone(),
         };
         let handle = glommio::LocalExecutorBuilder::new(placement)
@@ -151,6 +154,7 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
             config.data_dir.clone(),
             advertised_addresses(&config),
             Arc::clone(&cluster),
+            Arc::clone(&progress),
         )
     });
     let admin_state = AdminState {
@@ -241,6 +245,7 @@ struct ShardConfig {
     connections: Arc<ConnectionCount>,
     metrics: Arc<NodeMetrics>,
     cluster: Arc<ClusterState>,
+    progress: Arc<ReplicationProgress>,
     ready: mpsc::Sender<Result<ShardId, String>>,
 }
 
@@ -258,19 +263,29 @@ async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), String> {
         mesh: Rc::clone(&mesh),
         metrics: setup.metrics,
         cluster: setup.cluster,
+        progress: setup.progress,
     });
     let receivers = start_inbound(&context, inbound);
     if let Err(message) = open_partitions(&context).await {
         let _ = setup.ready.send(Err(message.clone()));
         return Err(message);
     }
-    let listener = match glommio::net::TcpListener::bind(setup.config.listen.as_str()) {
+    let listener = match bind(&setup.config.listen) {
         Ok(listener) => listener,
-        Err(error) => {
-            let message = format!("cannot listen on {}: {error}", setup.config.listen);
+        Err(message) => {
             let _ = setup.ready.send(Err(message.clone()));
             return Err(message);
         }
+    };
+    let replication_listener = match context.cluster.is_clustered() {
+        true => match bind(&setup.config.replication_listen) {
+            Ok(listener) => Some(listener),
+            Err(message) => {
+                let _ = setup.ready.send(Err(message.clone()));
+                return Err(message);
+            }
+        },
+        false => None,
     };
     let _ = setup.ready.send(Ok(setup.shard));
     let stop = Rc::new(Notify::new());
@@ -279,9 +294,28 @@ async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), String> {
     let watcher = crate::runtime::spawn_local(watch_for_stop(Rc::clone(&stop), Rc::clone(&stopping)));
     let publisher = crate::runtime::spawn_local(publish_gauges(Rc::clone(&context), Rc::clone(&stopping)));
     let retention = crate::runtime::spawn_local(enforce_retention(Rc::clone(&context), Rc::clone(&stopping)));
+    let mut replication_tasks = Vec::new();
+    if let Some(replication_listener) = replication_listener {
+        replication_tasks.push(crate::runtime::spawn_local(run_listener(
+            Rc::clone(&context),
+            replication_listener,
+            ListenerKind::Replication,
+            Rc::clone(&stop),
+            Rc::clone(&stopping),
+            Arc::clone(&setup.connections),
+            Rc::clone(&in_flight),
+        )));
+        replication_tasks.push(crate::runtime::spawn_local(crate::replication::follower::run(
+            Rc::clone(&context),
+            Rc::clone(&stopping),
+        )));
+        replication_tasks
+            .push(crate::runtime::spawn_local(Rc::clone(&context).publish_follower_progress(Rc::clone(&stopping))));
+    }
     run_listener(
         Rc::clone(&context),
         listener,
+        ListenerKind::Client,
         Rc::clone(&stop),
         Rc::clone(&stopping),
         setup.connections,
@@ -291,9 +325,16 @@ async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), String> {
     watcher.await;
     publisher.await;
     retention.await;
+    for task in replication_tasks {
+        task.await;
+    }
     shut_down(&context, &in_flight).await?;
     drop(receivers);
     Ok(())
+}
+
+fn bind(address: &str) -> Result<glommio::net::TcpListener, String> {
+    glommio::net::TcpListener::bind(address).map_err(|error| format!("cannot listen on {address}: {error}"))
 }
 
 /// Poll the process-wide stop flag (set by the signal thread).

@@ -31,6 +31,8 @@ pub struct ControlPlane {
     pub addresses: Registration,
     /// The published view (read by the shards).
     pub state: Arc<ClusterState>,
+    /// Followers' progress as the shards see it (while leading).
+    pub progress: Arc<crate::replication::progress::ReplicationProgress>,
     /// The current etcd connection, once made.
     etcd: ArcSwapOption<Etcd>,
     /// Create revision of the leader key while this node leads, else 0
@@ -67,6 +69,7 @@ impl ControlPlane {
         data_dir: PathBuf,
         addresses: Registration,
         state: Arc<ClusterState>,
+        progress: Arc<crate::replication::progress::ReplicationProgress>,
     ) -> Arc<ControlPlane> {
         let keys = Keys::new(&config.prefix);
         Arc::new(ControlPlane {
@@ -75,6 +78,7 @@ impl ControlPlane {
             data_dir,
             addresses,
             state,
+            progress,
             etcd: ArcSwapOption::empty(),
             election_revision: AtomicI64::new(0),
         })
@@ -119,6 +123,8 @@ impl ControlPlane {
             view.role = Role::Follower;
             view.leader_id = None;
             view.leader_client_address = None;
+            view.leader_replication_address = None;
+            view.in_sync_followers.clear();
             view.etcd_reachable = false;
             view.problem = Some(if was_leader {
                 format!("fenced: stepped down from leader ({reason})")
@@ -149,6 +155,8 @@ impl ControlPlane {
             }
         }
         let id = self.settle_node_id(&etcd).await?;
+        let secret = super::isr::ensure_secret(&etcd, &self.keys, self.config.secret.as_deref()).await?;
+        self.state.set_secret(secret);
         let granted = Instant::now();
         let lease = etcd.grant_lease(self.config.lease_ttl_s as i64).await?;
         *previous_lease = Some(lease);
@@ -163,6 +171,7 @@ impl ControlPlane {
             view.problem = None;
         });
         let poll = Duration::from_millis(self.config.election_poll_interval_ms);
+        let mut pending = std::collections::HashMap::new();
         while !stop.load(Ordering::SeqCst) {
             if health.is_lost() {
                 return Err(ClusterError::Invalid(format!(
@@ -172,6 +181,10 @@ impl ControlPlane {
             }
             if let Err(error) = self.follow_election(&etcd, id, &health).await {
                 self.note_unreachable(&error);
+            } else if self.state.view().role == Role::Leader {
+                if let Err(error) = self.manage_in_sync_set(&etcd, id, &mut pending).await {
+                    self.note_unreachable(&error);
+                }
             }
             tokio::time::sleep(poll).await;
         }
@@ -235,12 +248,22 @@ impl ControlPlane {
             Leadership::Other(leader) => (Role::Follower, Some(leader), 0),
             Leadership::Vacant => (Role::Follower, None, 0),
         };
-        let leader_address = match leader_id {
-            Some(leader) if leader != id => self.client_address_of(etcd, leader).await?,
-            Some(_) => Some(self.addresses.client.clone()),
+        let leader_registration = match leader_id {
+            Some(leader) if leader != id => self.registration_of(etcd, leader).await?,
+            Some(_) => Some(Registration { id, ..self.addresses.clone() }),
             None => None,
         };
         let previous = self.state.view();
+        let starts_term = role == Role::Leader && (previous.role != Role::Leader || previous.leader_epoch != epoch);
+        let in_sync_followers = match role {
+            Role::Leader if starts_term => {
+                let followers = super::isr::in_sync_keys(etcd, &self.keys, id).await?;
+                tracing::info!(target: "ringlog::cluster", id, epoch, ?followers, "leading with these in-sync followers");
+                followers
+            }
+            Role::Leader => previous.in_sync_followers.clone(),
+            _ => Vec::new(),
+        };
         if previous.role == Role::Leader && role != Role::Leader {
             self.state.revoke_write_deadline();
             tracing::warn!(target: "ringlog::cluster", id, ?leader_id, "lost the election key; now a follower");
@@ -252,17 +275,21 @@ impl ControlPlane {
             role,
             node_id: Some(id),
             leader_id,
-            leader_client_address: leader_address,
+            leader_client_address: leader_registration.as_ref().map(|registration| registration.client.clone()),
+            leader_replication_address: leader_registration.map(|registration| registration.replication),
             leader_epoch: if role == Role::Leader { epoch } else { previous.leader_epoch },
+            in_sync_followers,
+            leader_since_ms: if starts_term { super::state::monotonic_ms() } else { previous.leader_since_ms },
             etcd_reachable: true,
             problem: None,
         });
         Ok(())
     }
 
-    async fn client_address_of(&self, etcd: &Etcd, id: u64) -> Result<Option<String>, ClusterError> {
+    /// A node's registration, if it is registered.
+    pub async fn registration_of(&self, etcd: &Etcd, id: u64) -> Result<Option<Registration>, ClusterError> {
         let Some(kv) = etcd.get(&self.keys.node(id)).await? else { return Ok(None) };
-        Ok(serde_json::from_slice::<Registration>(kv.value()).ok().map(|registration| registration.client))
+        Ok(serde_json::from_slice::<Registration>(kv.value()).ok())
     }
 
     fn note_unreachable(&self, error: &ClusterError) {

@@ -6,6 +6,7 @@
 pub mod control;
 pub mod election;
 pub mod etcd;
+pub mod isr;
 pub mod keys;
 pub mod lease;
 pub mod membership;

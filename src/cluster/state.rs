@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 /// What this node is in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +43,16 @@ pub struct ClusterView {
     pub leader_id: Option<u64>,
     /// The leader's client address (for `not_leader` answers).
     pub leader_client_address: Option<String>,
+    /// The leader's replication address (where followers connect).
+    pub leader_replication_address: Option<String>,
     /// The epoch this node writes under while it leads.
     pub leader_epoch: u32,
+    /// While leading: the followers counted in the high watermark and for
+    /// `acks=all` (the in-sync set minus this node).
+    pub in_sync_followers: Vec<u64>,
+    /// While leading: when this term began (`monotonic_ms`), the grace
+    /// start for followers that have not fetched yet.
+    pub leader_since_ms: u64,
     /// Whether the last etcd request succeeded.
     pub etcd_reachable: bool,
     /// Why the node is not serving as it should (fenced, etcd unreachable…).
@@ -59,7 +67,10 @@ impl ClusterView {
             node_id: None,
             leader_id: None,
             leader_client_address: None,
+            leader_replication_address: None,
             leader_epoch: crate::shard::handler::STANDALONE_EPOCH,
+            in_sync_followers: Vec::new(),
+            leader_since_ms: 0,
             etcd_reachable: true,
             problem: None,
         }
@@ -72,7 +83,10 @@ impl ClusterView {
             node_id: None,
             leader_id: None,
             leader_client_address: None,
+            leader_replication_address: None,
             leader_epoch: 0,
+            in_sync_followers: Vec::new(),
+            leader_since_ms: 0,
             etcd_reachable: false,
             problem: Some("joining the cluster: etcd not reached yet".into()),
         }
@@ -95,6 +109,7 @@ pub struct ClusterState {
     /// Milliseconds on [`monotonic_ms`] until which the leader may ack.
     write_deadline_ms: AtomicU64,
     clustered: AtomicBool,
+    secret: ArcSwapOption<Vec<u8>>,
 }
 
 /// Milliseconds since the first call in this process (a monotonic clock
@@ -121,6 +136,7 @@ impl ClusterState {
             view: ArcSwap::from_pointee(ClusterView::standalone()),
             write_deadline_ms: AtomicU64::new(u64::MAX),
             clustered: AtomicBool::new(false),
+            secret: ArcSwapOption::empty(),
         })
     }
 
@@ -130,6 +146,7 @@ impl ClusterState {
             view: ArcSwap::from_pointee(ClusterView::joining()),
             write_deadline_ms: AtomicU64::new(0),
             clustered: AtomicBool::new(true),
+            secret: ArcSwapOption::empty(),
         })
     }
 
@@ -155,6 +172,16 @@ impl ClusterState {
         if view != *self.view() {
             self.publish(view);
         }
+    }
+
+    /// The cluster secret for replication handshakes, once known.
+    pub fn secret(&self) -> Option<Arc<Vec<u8>>> {
+        self.secret.load_full()
+    }
+
+    /// Set the cluster secret (control thread only).
+    pub fn set_secret(&self, secret: Vec<u8>) {
+        self.secret.store(Some(Arc::new(secret)));
     }
 
     /// Allow acknowledgements until `deadline` (a fresh lease renewal).

@@ -73,6 +73,24 @@ pub enum ApiKey {
     InitProducer = 10,
     /// First offset at or after a timestamp.
     FindOffset = 11,
+    /// Replication: a follower introduces itself (replication listener only).
+    ReplicaHello = 12,
+    /// Replication: the follower's proof of the cluster secret.
+    ReplicaAuth = 13,
+    /// Replication: read a partition from the leader (the read is the ack
+    /// of everything before `offset`).
+    ReplicaFetch = 14,
+    /// Replication: where a leader epoch ends in the leader's log.
+    EpochEndOffset = 15,
+    /// Replication: every topic with its settings.
+    TopicConfigs = 16,
+}
+
+impl ApiKey {
+    /// Whether this is a replication API (served only on the replication listener).
+    pub fn is_replication(self) -> bool {
+        (self as u16) >= ApiKey::ReplicaHello as u16
+    }
 }
 
 impl ApiKey {
@@ -90,6 +108,11 @@ impl ApiKey {
             9 => ApiKey::FetchOffset,
             10 => ApiKey::InitProducer,
             11 => ApiKey::FindOffset,
+            12 => ApiKey::ReplicaHello,
+            13 => ApiKey::ReplicaAuth,
+            14 => ApiKey::ReplicaFetch,
+            15 => ApiKey::EpochEndOffset,
+            16 => ApiKey::TopicConfigs,
             other => return Err(ProtocolError::UnknownApi(other)),
         })
     }
@@ -296,6 +319,42 @@ pub enum Request {
         /// Timestamp.
         timestamp_ms: i64,
     },
+    /// A follower's first frame on a replication connection.
+    ReplicaHello {
+        /// The follower's node id.
+        node_id: u64,
+    },
+    /// HMAC-SHA256(secret, nonce | node id) over the leader's challenge.
+    ReplicaAuth {
+        /// The proof.
+        proof: Vec<u8>,
+    },
+    /// A follower's read of a partition, from its own log end.
+    ReplicaFetch {
+        /// The follower's node id (must match the authenticated one).
+        replica_id: u64,
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The follower's log end: everything before it is durable there.
+        offset: u64,
+        /// Soft limit on uncompressed bytes.
+        max_bytes: u32,
+        /// Long-poll bound.
+        max_wait_ms: u32,
+    },
+    /// Where `epoch` ends in the leader's log (divergence check).
+    EpochEndOffset {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The follower's latest epoch.
+        epoch: u32,
+    },
+    /// Every topic with its settings.
+    TopicConfigs,
 }
 
 impl Request {
@@ -313,6 +372,11 @@ impl Request {
             Request::FetchOffset { .. } => ApiKey::FetchOffset,
             Request::InitProducer => ApiKey::InitProducer,
             Request::FindOffset { .. } => ApiKey::FindOffset,
+            Request::ReplicaHello { .. } => ApiKey::ReplicaHello,
+            Request::ReplicaAuth { .. } => ApiKey::ReplicaAuth,
+            Request::ReplicaFetch { .. } => ApiKey::ReplicaFetch,
+            Request::EpochEndOffset { .. } => ApiKey::EpochEndOffset,
+            Request::TopicConfigs => ApiKey::TopicConfigs,
         }
     }
 
@@ -324,7 +388,9 @@ impl Request {
             | Request::ListOffsets { topic, partition }
             | Request::CommitOffset { topic, partition, .. }
             | Request::FetchOffset { topic, partition, .. }
-            | Request::FindOffset { topic, partition, .. } => Some((topic, *partition)),
+            | Request::FindOffset { topic, partition, .. }
+            | Request::ReplicaFetch { topic, partition, .. }
+            | Request::EpochEndOffset { topic, partition, .. } => Some((topic, *partition)),
             _ => None,
         }
     }
@@ -434,6 +500,44 @@ pub enum Response {
         /// The offset.
         offset: Option<u64>,
     },
+    /// The leader's challenge.
+    ReplicaChallenge {
+        /// Random bytes the follower must sign.
+        nonce: Vec<u8>,
+    },
+    /// The follower is authenticated.
+    ReplicaAuth {
+        /// The leader's node id.
+        leader_id: u64,
+        /// The leader's epoch.
+        leader_epoch: u32,
+    },
+    /// Batches for a follower (lz4-compressed block).
+    ReplicaFetch {
+        /// The leader's high watermark for the partition.
+        high_watermark: u64,
+        /// Leader's log start.
+        log_start_offset: u64,
+        /// Leader's log end.
+        log_end_offset: u64,
+        /// Leader's current epoch.
+        leader_epoch: u32,
+        /// Size of `compressed` once decompressed.
+        uncompressed_bytes: u32,
+        /// lz4 block of concatenated batches.
+        compressed: Vec<u8>,
+    },
+    /// Where an epoch ends on the leader.
+    EpochEndOffset {
+        /// The largest leader epoch <= the one asked for (None: no such epoch).
+        epoch: Option<u32>,
+        /// Its end offset (the leader's log end for the current epoch).
+        end_offset: u64,
+        /// The leader's log start.
+        log_start_offset: u64,
+    },
+    /// Every topic: (name, settings).
+    TopicConfigs(Vec<(String, TopicSettings)>),
 }
 
 /// An error answer.
@@ -598,6 +702,22 @@ pub fn encode_request(correlation_id: u32, request: &Request, out: &mut Vec<u8>)
             writer.u32(*partition);
             writer.u64(*timestamp_ms as u64);
         }
+        Request::ReplicaHello { node_id } => writer.u64(*node_id),
+        Request::ReplicaAuth { proof } => writer.bytes(proof),
+        Request::ReplicaFetch { replica_id, topic, partition, offset, max_bytes, max_wait_ms } => {
+            writer.u64(*replica_id);
+            writer.string(topic);
+            writer.u32(*partition);
+            writer.u64(*offset);
+            writer.u32(*max_bytes);
+            writer.u32(*max_wait_ms);
+        }
+        Request::EpochEndOffset { topic, partition, epoch } => {
+            writer.string(topic);
+            writer.u32(*partition);
+            writer.u32(*epoch);
+        }
+        Request::TopicConfigs => {}
     }
     finish_frame(out, start);
 }
@@ -684,6 +804,22 @@ pub fn decode_request(frame: &[u8]) -> Result<(RequestHeader, Request), Protocol
             partition: reader.u32("partition")?,
             timestamp_ms: reader.u64("timestamp")? as i64,
         },
+        ApiKey::ReplicaHello => Request::ReplicaHello { node_id: reader.u64("node id")? },
+        ApiKey::ReplicaAuth => Request::ReplicaAuth { proof: reader.bytes("proof")? },
+        ApiKey::ReplicaFetch => Request::ReplicaFetch {
+            replica_id: reader.u64("replica id")?,
+            topic: reader.string("topic")?,
+            partition: reader.u32("partition")?,
+            offset: reader.u64("offset")?,
+            max_bytes: reader.u32("max bytes")?,
+            max_wait_ms: reader.u32("max wait")?,
+        },
+        ApiKey::EpochEndOffset => Request::EpochEndOffset {
+            topic: reader.string("topic")?,
+            partition: reader.u32("partition")?,
+            epoch: reader.u32("epoch")?,
+        },
+        ApiKey::TopicConfigs => Request::TopicConfigs,
     };
     reader.finish()?;
     Ok((header, request))
@@ -748,6 +884,42 @@ pub fn encode_response(correlation_id: u32, response: &Response, out: &mut Vec<u
         },
         Response::InitProducer { producer_id } => writer.u64(*producer_id),
         Response::FindOffset { offset } => writer.u64(offset.unwrap_or(u64::MAX)),
+        Response::ReplicaChallenge { nonce } => writer.bytes(nonce),
+        Response::ReplicaAuth { leader_id, leader_epoch } => {
+            writer.u64(*leader_id);
+            writer.u32(*leader_epoch);
+        }
+        Response::ReplicaFetch {
+            high_watermark,
+            log_start_offset,
+            log_end_offset,
+            leader_epoch,
+            uncompressed_bytes,
+            compressed,
+        } => {
+            writer.u64(*high_watermark);
+            writer.u64(*log_start_offset);
+            writer.u64(*log_end_offset);
+            writer.u32(*leader_epoch);
+            writer.u32(*uncompressed_bytes);
+            writer.bytes(compressed);
+        }
+        Response::EpochEndOffset { epoch, end_offset, log_start_offset } => {
+            writer.u8(u8::from(epoch.is_some()));
+            writer.u32(epoch.unwrap_or(0));
+            writer.u64(*end_offset);
+            writer.u64(*log_start_offset);
+        }
+        Response::TopicConfigs(topics) => {
+            writer.u32(topics.len() as u32);
+            for (name, settings) in topics {
+                writer.string(name);
+                writer.u32(settings.partitions);
+                writer.u64(settings.retention_bytes);
+                writer.u64(settings.retention_ms);
+                writer.u64(settings.segment_bytes);
+            }
+        }
     }
     finish_frame(out, start);
 }
@@ -848,6 +1020,46 @@ fn decode_success(api_key: ApiKey, reader: &mut Reader<'_>) -> Result<Response, 
             let offset = reader.u64("offset")?;
             Response::FindOffset { offset: (offset != u64::MAX).then_some(offset) }
         }
+        ApiKey::ReplicaHello => Response::ReplicaChallenge { nonce: reader.bytes("nonce")? },
+        ApiKey::ReplicaAuth => {
+            Response::ReplicaAuth { leader_id: reader.u64("leader id")?, leader_epoch: reader.u32("leader epoch")? }
+        }
+        ApiKey::ReplicaFetch => Response::ReplicaFetch {
+            high_watermark: reader.u64("high watermark")?,
+            log_start_offset: reader.u64("log start")?,
+            log_end_offset: reader.u64("log end")?,
+            leader_epoch: reader.u32("leader epoch")?,
+            uncompressed_bytes: reader.u32("uncompressed bytes")?,
+            compressed: reader.bytes("compressed batches")?,
+        },
+        ApiKey::EpochEndOffset => {
+            let known = match reader.u8("epoch known")? {
+                0 => false,
+                1 => true,
+                _ => return Err(ProtocolError::Invalid("epoch flag must be 0 or 1")),
+            };
+            let epoch = reader.u32("epoch")?;
+            Response::EpochEndOffset {
+                epoch: known.then_some(epoch),
+                end_offset: reader.u64("end offset")?,
+                log_start_offset: reader.u64("log start")?,
+            }
+        }
+        ApiKey::TopicConfigs => {
+            let count = reader.u32("topic count")?;
+            let mut topics = Vec::with_capacity(count.min(1024) as usize);
+            for _ in 0..count {
+                let name = reader.string("topic")?;
+                let settings = TopicSettings {
+                    partitions: reader.u32("partitions")?,
+                    retention_bytes: reader.u64("retention bytes")?,
+                    retention_ms: reader.u64("retention ms")?,
+                    segment_bytes: reader.u64("segment bytes")?,
+                };
+                topics.push((name, settings));
+            }
+            Response::TopicConfigs(topics)
+        }
     })
 }
 
@@ -871,6 +1083,18 @@ mod tests {
             Request::FetchOffset { group: "g".into(), topic: "t".into(), partition: 1 },
             Request::InitProducer,
             Request::FindOffset { topic: "t".into(), partition: 2, timestamp_ms: -5 },
+            Request::ReplicaHello { node_id: 3 },
+            Request::ReplicaAuth { proof: vec![7; 32] },
+            Request::ReplicaFetch {
+                replica_id: 3,
+                topic: "t".into(),
+                partition: 1,
+                offset: 99,
+                max_bytes: 1 << 20,
+                max_wait_ms: 250,
+            },
+            Request::EpochEndOffset { topic: "t".into(), partition: 1, epoch: 12 },
+            Request::TopicConfigs,
         ]
     }
 
@@ -914,6 +1138,28 @@ mod tests {
             (ApiKey::InitProducer, Response::InitProducer { producer_id: 77 }),
             (ApiKey::FindOffset, Response::FindOffset { offset: None }),
             (ApiKey::FindOffset, Response::FindOffset { offset: Some(4) }),
+            (ApiKey::ReplicaHello, Response::ReplicaChallenge { nonce: vec![1; 32] }),
+            (ApiKey::ReplicaAuth, Response::ReplicaAuth { leader_id: 1, leader_epoch: 40 }),
+            (
+                ApiKey::ReplicaFetch,
+                Response::ReplicaFetch {
+                    high_watermark: 5,
+                    log_start_offset: 0,
+                    log_end_offset: 9,
+                    leader_epoch: 40,
+                    uncompressed_bytes: 640,
+                    compressed: vec![3; 20],
+                },
+            ),
+            (ApiKey::EpochEndOffset, Response::EpochEndOffset { epoch: Some(7), end_offset: 70, log_start_offset: 2 }),
+            (ApiKey::EpochEndOffset, Response::EpochEndOffset { epoch: None, end_offset: 0, log_start_offset: 0 }),
+            (
+                ApiKey::TopicConfigs,
+                Response::TopicConfigs(vec![(
+                    "t".into(),
+                    TopicSettings { partitions: 3, retention_bytes: 1, retention_ms: 2, segment_bytes: 3 },
+                )]),
+            ),
         ];
         for (api_key, response) in responses {
             let mut out = Vec::new();

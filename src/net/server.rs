@@ -20,7 +20,7 @@ use glommio::net::{TcpListener, TcpStream};
 
 use super::protocol::{
     decode_request, decode_request_header, encode_error, encode_response, frame_length, ErrorCode, ErrorResponse,
-    ProtocolError, LENGTH_PREFIX_BYTES, REQUEST_HEADER_BYTES,
+    ProtocolError, Request, Response, LENGTH_PREFIX_BYTES, REQUEST_HEADER_BYTES,
 };
 use crate::runtime::Notify;
 use crate::shard::handler::ShardContext;
@@ -65,10 +65,20 @@ impl InFlight {
     }
 }
 
+/// Which protocol a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Clients: every API except replication.
+    Client,
+    /// Followers: the handshake first, then only replication APIs.
+    Replication,
+}
+
 /// Serve clients until `stop` fires.
 pub async fn run_listener(
     context: Rc<ShardContext>,
     listener: TcpListener,
+    kind: ListenerKind,
     stop: Rc<Notify>,
     stopping: Rc<Cell<bool>>,
     connections: Arc<ConnectionCount>,
@@ -106,6 +116,7 @@ pub async fn run_listener(
             stopping: Rc::clone(&stopping),
             stop: Rc::clone(&stop),
             in_flight: Rc::clone(&in_flight),
+            replication: (kind == ListenerKind::Replication).then(ReplicaSession::default),
         };
         let connections = Arc::clone(&connections);
         crate::runtime::spawn_local(async move {
@@ -121,6 +132,8 @@ struct Connection {
     stopping: Rc<Cell<bool>>,
     stop: Rc<Notify>,
     in_flight: Rc<InFlight>,
+    /// Handshake state on the replication listener (None: a client listener).
+    replication: Option<ReplicaSession>,
 }
 
 /// Why the read loop ended.
@@ -145,16 +158,29 @@ impl Connection {
         let depth = self.context.config.limits.max_inflight_requests_per_connection;
         let (sender, receiver) = local_channel::new_bounded::<Vec<u8>>(depth);
         let sender = Rc::new(sender);
+        let queue = Rc::new(ReplyQueue {
+            queued_bytes: Cell::new(0),
+            limit_bytes: self.context.config.cluster.follower_queue_bytes,
+            socket: write_fd,
+            socket_open: Cell::new(true),
+        });
+        let writer_queue = Rc::clone(&queue);
         let writer = crate::runtime::spawn_local(async move {
             let mut write_stream = write_stream;
             while let Some(frame) = receiver.recv().await {
-                if write_stream.write_all(&frame).await.is_err() {
+                let written = write_stream.write_all(&frame).await;
+                writer_queue.queued_bytes.set(writer_queue.queued_bytes.get().saturating_sub(frame.len()));
+                if written.is_err() {
                     break;
                 }
             }
+            writer_queue.socket_open.set(false);
             let _ = write_stream.close().await;
         });
-        let end = self.read_loop(stream, &sender).await;
+        let end = self.read_loop(stream, &sender, &queue).await;
+        if let Some(session) = &self.replication {
+            session.close(&self.context);
+        }
         if let ReadEnd::BadInput(correlation_id, error) = end {
             tracing::debug!(target: "ringlog::net", message = %error.message, "closing connection after bad input");
             let mut frame = Vec::new();
@@ -165,7 +191,12 @@ impl Connection {
         writer.await;
     }
 
-    async fn read_loop(&self, mut stream: TcpStream, sender: &Rc<LocalSender<Vec<u8>>>) -> ReadEnd {
+    async fn read_loop(
+        &self,
+        mut stream: TcpStream,
+        sender: &Rc<LocalSender<Vec<u8>>>,
+        queue: &Rc<ReplyQueue>,
+    ) -> ReadEnd {
         let limits = &self.context.config.limits;
         let pending = Rc::new(Cell::new(0usize));
         let pending_changed = Rc::new(Notify::new());
@@ -174,6 +205,12 @@ impl Connection {
             match self.read_or_stop(&mut stream, &mut prefix).await {
                 Ok(true) => {}
                 Ok(false) => return ReadEnd::Stopping,
+                Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
+                    if let Some(session) = &self.replication {
+                        session.cut_off(&self.context, "sent nothing for replica_lag_max_ms");
+                    }
+                    return ReadEnd::Closed;
+                }
                 Err(_) => return ReadEnd::Closed,
             }
             let length = match frame_length(prefix, limits.max_frame_bytes) {
@@ -192,6 +229,11 @@ impl Connection {
                     return ReadEnd::BadInput(correlation_id, protocol_error(error));
                 }
             };
+            let request = match self.admit(header.correlation_id, request, sender).await {
+                Ok(Some(request)) => request,
+                Ok(None) => continue,
+                Err(error) => return ReadEnd::BadInput(Some(header.correlation_id), error),
+            };
             while pending.get() >= limits.max_inflight_requests_per_connection {
                 pending_changed.notified().await;
             }
@@ -201,6 +243,8 @@ impl Connection {
             let sender = Rc::clone(sender);
             let (pending, pending_changed, in_flight) =
                 (Rc::clone(&pending), Rc::clone(&pending_changed), Rc::clone(&self.in_flight));
+            let follower = self.replication.as_ref().and_then(ReplicaSession::replica);
+            let queue = Rc::clone(queue);
             crate::runtime::spawn_local(async move {
                 let outcome = context.handle(request).await;
                 if outcome.is_err() {
@@ -211,7 +255,20 @@ impl Connection {
                     Ok(response) => encode_response(header.correlation_id, &response, &mut out),
                     Err(error) => encode_error(header.correlation_id, &error, &mut out),
                 }
-                let _ = sender.send(out).await;
+                match follower {
+                    Some(follower) if !queue.admit(out.len()) => {
+                        // The follower does not read its answers fast enough:
+                        // cut it off now, without waiting for its writer.
+                        queue.shut_down();
+                        context.progress.follower(follower).slow_disconnects.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(target: "ringlog::replication", follower,
+                            limit_bytes = queue.limit_bytes, "follower disconnected: its send queue is full");
+                    }
+                    _ => {
+                        queue.queued_bytes.set(queue.queued_bytes.get() + out.len());
+                        let _ = sender.send(out).await;
+                    }
+                }
                 pending.set(pending.get() - 1);
                 pending_changed.notify_all();
                 in_flight.leave();
@@ -220,18 +277,70 @@ impl Connection {
         }
     }
 
-    /// Read exactly `buffer` unless shutdown starts first (only between frames).
+    /// Apply the listener's rules to a decoded request: clients may not use
+    /// replication APIs; a replication connection must complete the
+    /// handshake first and then use only replication APIs. Handshake frames
+    /// are answered here (Ok(None)); refusals close the connection.
+    async fn admit(
+        &self,
+        correlation_id: u32,
+        request: Request,
+        sender: &Rc<LocalSender<Vec<u8>>>,
+    ) -> Result<Option<Request>, ErrorResponse> {
+        let replication_api = request.api_key().is_replication();
+        let Some(session) = &self.replication else {
+            return match replication_api {
+                true => Err(invalid("replication APIs are served on the replication listener only")),
+                false => Ok(Some(request)),
+            };
+        };
+        if !replication_api {
+            return Err(invalid("the replication listener serves replication APIs only"));
+        }
+        let answer = match request {
+            Request::ReplicaHello { node_id } => session.hello(node_id)?,
+            Request::ReplicaAuth { proof } => session.authenticate(&self.context, &proof)?,
+            Request::ReplicaFetch { replica_id, .. } if session.replica() != Some(replica_id) => {
+                return Err(invalid("not authenticated as this replica"));
+            }
+            request if session.replica().is_some() => return Ok(Some(request)),
+            _ => return Err(invalid("authenticate first (hello, then auth)")),
+        };
+        let mut frame = Vec::new();
+        encode_response(correlation_id, &answer, &mut frame);
+        let _ = sender.send(frame).await;
+        Ok(None)
+    }
+
+    /// Read exactly `buffer` unless shutdown starts first (only between
+    /// frames). On a replication connection, an idle follower times out.
     async fn read_or_stop(&self, stream: &mut TcpStream, buffer: &mut [u8]) -> std::io::Result<bool> {
         let stopped = self.stop.notified();
         if self.stopping.get() {
             return Ok(false);
         }
+        let idle_limit = match &self.replication {
+            Some(_) => std::time::Duration::from_millis(self.context.config.cluster.replica_lag_max_ms),
+            None => std::time::Duration::MAX,
+        };
         // Wait for the first byte or shutdown; once a frame has begun, finish it.
         let first = futures_lite::future::or(async { Some(stream.read(&mut buffer[..1]).await) }, async {
-            stopped.await;
+            futures_lite::future::or(stopped, async {
+                if idle_limit == std::time::Duration::MAX {
+                    std::future::pending::<()>().await;
+                }
+                crate::runtime::sleep(idle_limit).await;
+            })
+            .await;
             None
         })
         .await;
+        let first = match first {
+            None if !self.stopping.get() && self.replication.is_some() => {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            first => first,
+        };
         match first {
             None => Ok(false),
             Some(Ok(0)) => Err(std::io::ErrorKind::UnexpectedEof.into()),
@@ -249,6 +358,93 @@ impl Connection {
             Err(_) => None,
         };
         ReadEnd::BadInput(correlation_id, protocol_error(error))
+    }
+}
+
+fn invalid(message: &str) -> ErrorResponse {
+    ErrorResponse { code: ErrorCode::InvalidRequest, message: message.into(), leader: None }
+}
+
+/// Bytes of answers queued for a connection's writer. On a replication
+/// connection they are bounded by `follower_queue_bytes`; a follower over
+/// the bound is disconnected at once by shutting the socket down, which
+/// also fails its writer's blocked write instead of waiting for it.
+struct ReplyQueue {
+    queued_bytes: Cell<usize>,
+    limit_bytes: usize,
+    socket: std::os::fd::RawFd,
+    socket_open: Cell<bool>,
+}
+
+impl ReplyQueue {
+    fn admit(&self, bytes: usize) -> bool {
+        self.queued_bytes.get() + bytes <= self.limit_bytes.max(bytes)
+    }
+
+    fn shut_down(&self) {
+        if self.socket_open.get() {
+            // SAFETY: the writer task owns this descriptor and sets
+            // socket_open to false before closing it (same thread), so it
+            // is open here; shutdown does not close or invalidate it.
+            unsafe { libc::shutdown(self.socket, libc::SHUT_RDWR) };
+        }
+    }
+}
+
+/// The handshake of one replication connection.
+#[derive(Default)]
+struct ReplicaSession {
+    /// The node id the follower announced, and our challenge to it.
+    hello: std::cell::RefCell<Option<(u64, Vec<u8>)>>,
+    /// Set once the proof checked out.
+    authenticated: Cell<Option<u64>>,
+}
+
+impl ReplicaSession {
+    fn replica(&self) -> Option<u64> {
+        self.authenticated.get()
+    }
+
+    fn hello(&self, node_id: u64) -> Result<Response, ErrorResponse> {
+        if self.hello.borrow().is_some() {
+            return Err(invalid("hello sent twice"));
+        }
+        let nonce = crate::replication::auth::random_bytes(crate::replication::auth::NONCE_BYTES)
+            .map_err(|error| ErrorResponse { code: ErrorCode::Internal, message: error.to_string(), leader: None })?;
+        *self.hello.borrow_mut() = Some((node_id, nonce.clone()));
+        Ok(Response::ReplicaChallenge { nonce })
+    }
+
+    fn authenticate(&self, context: &ShardContext, proof: &[u8]) -> Result<Response, ErrorResponse> {
+        let Some((node_id, nonce)) = self.hello.borrow_mut().take() else {
+            return Err(invalid("auth without hello"));
+        };
+        let secret = context.cluster.secret().ok_or_else(|| invalid("this node has no cluster secret yet"))?;
+        if !crate::replication::auth::verify(&secret, &nonce, node_id, proof) {
+            tracing::warn!(target: "ringlog::replication", node_id, "replication handshake refused: bad proof");
+            return Err(invalid("authentication failed"));
+        }
+        let leader_epoch = context.write_epoch()?;
+        let view = context.cluster.view();
+        self.authenticated.set(Some(node_id));
+        context.progress.follower(node_id).connections.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(target: "ringlog::replication", follower = node_id, "follower connected");
+        Ok(Response::ReplicaAuth { leader_id: view.node_id.unwrap_or(0), leader_epoch })
+    }
+
+    /// Count and log a follower cut off for slowness.
+    fn cut_off(&self, context: &ShardContext, reason: &str) {
+        if let Some(node_id) = self.authenticated.get() {
+            context.progress.follower(node_id).slow_disconnects.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(target: "ringlog::replication", follower = node_id, reason, "follower disconnected");
+        }
+    }
+
+    fn close(&self, context: &ShardContext) {
+        if let Some(node_id) = self.authenticated.take() {
+            context.progress.follower(node_id).connections.fetch_sub(1, Ordering::Relaxed);
+            tracing::info!(target: "ringlog::replication", follower = node_id, "follower disconnected");
+        }
     }
 }
 

@@ -40,6 +40,8 @@ pub struct ShardContext {
     pub metrics: Arc<crate::admin::metrics::NodeMetrics>,
     /// The cluster view the control thread publishes (role, epoch, fencing).
     pub cluster: Arc<ClusterState>,
+    /// Followers' progress, written by this shard's slot while leading.
+    pub progress: Arc<crate::replication::progress::ReplicationProgress>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
@@ -68,7 +70,7 @@ impl ShardContext {
     /// The epoch to write under, or `not_leader` (with the leader's address
     /// when known). Checked before a write and again before its ack, so a
     /// leader whose lease lapsed mid-write does not acknowledge it.
-    fn write_epoch(&self) -> Result<u32, ErrorResponse> {
+    pub fn write_epoch(&self) -> Result<u32, ErrorResponse> {
         self.cluster.write_epoch().map_err(|refusal| match refusal {
             WriteRefusal::NotLeader(Some(leader)) => ErrorResponse {
                 code: ErrorCode::NotLeader,
@@ -99,13 +101,17 @@ impl ShardContext {
             Request::CreateTopic { .. } | Request::DeleteTopic { .. } if self.shard != METADATA_SHARD => {
                 self.mesh.call(METADATA_SHARD, ShardRequest::Client(request)).await
             }
-            Request::CreateTopic { name, settings } => self.create_topic(name, settings).await,
-            Request::DeleteTopic { name } => self.delete_topic(name).await,
+            Request::CreateTopic { name, settings } => self.apply_create_topic(name, settings).await,
+            Request::DeleteTopic { name } => self.apply_delete_topic(name).await,
             Request::ListTopics => Ok(Response::ListTopics(
                 self.registry.snapshot().values().map(|meta| (meta.name.clone(), meta.partitions)).collect(),
             )),
             Request::DescribeTopic { name } => self.describe_topic(name).await,
             Request::InitProducer => Ok(Response::InitProducer { producer_id: new_producer_id() }),
+            Request::TopicConfigs => self.topic_configs(),
+            Request::ReplicaHello { .. } | Request::ReplicaAuth { .. } => {
+                Err(error(ErrorCode::InvalidRequest, "handshake frames are handled by the replication listener"))
+            }
             _ => self.route(request).await,
         }
     }
@@ -169,6 +175,9 @@ impl ShardContext {
                 let owned = self.owned(&topic, partition)?;
                 self.check_sizes(&batch, owned.log.config().max_batch_bytes)?;
                 let mode = AppendMode::Leader { leader_epoch: self.write_epoch()? };
+                if acks == Acks::All {
+                    self.check_min_in_sync()?;
+                }
                 let started = Instant::now();
                 let batch_bytes = batch.len() as u64;
                 let info = match acks {
@@ -176,6 +185,9 @@ impl ShardContext {
                     Acks::Leader | Acks::All => owned.log.append(&mut batch, mode).await,
                 }
                 .map_err(storage_error)?;
+                if acks == Acks::All {
+                    self.wait_for_replicas(&owned, info.next_offset).await?;
+                }
                 self.write_epoch()?;
                 let metrics = self.shard_metrics();
                 metrics.produce_requests.fetch_add(1, Ordering::Relaxed);
@@ -201,11 +213,12 @@ impl ShardContext {
                 outcome
             }
             Request::ListOffsets { topic, partition } => {
-                let snapshot = self.owned(&topic, partition)?.log.snapshot();
+                let owned = self.owned(&topic, partition)?;
+                let snapshot = owned.log.snapshot();
                 Ok(Response::ListOffsets {
                     log_start_offset: snapshot.log_start_offset,
                     log_end_offset: snapshot.log_end_offset,
-                    high_watermark: snapshot.durable_end_offset,
+                    high_watermark: self.high_watermark(&owned),
                 })
             }
             Request::CommitOffset { group, topic, partition, offset } => {
@@ -232,9 +245,17 @@ impl ShardContext {
             Request::DescribeTopic { name } => {
                 let mut descriptions = Vec::new();
                 for owned in self.partitions.all().into_iter().filter(|owned| owned.meta.name == name) {
-                    descriptions.push(describe(&owned));
+                    descriptions.push(describe(self, &owned));
                 }
                 Ok(Response::DescribeTopic(descriptions))
+            }
+            Request::ReplicaFetch { replica_id, topic, partition, offset, max_bytes, max_wait_ms } => {
+                let owned = self.owned(&topic, partition)?;
+                self.replica_fetch(&owned, replica_id, offset, max_bytes, max_wait_ms).await
+            }
+            Request::EpochEndOffset { topic, partition, epoch } => {
+                let owned = self.owned(&topic, partition)?;
+                self.epoch_end_offset(&owned, epoch)
             }
             other => Err(error(ErrorCode::InvalidRequest, format!("{:?} is not a partition request", other.api_key()))),
         }
@@ -268,22 +289,28 @@ impl ShardContext {
         let max_bytes = (max_bytes as usize).clamp(1, self.config.limits.max_frame_bytes - 1024);
         let deadline = std::time::Instant::now() + max_wait;
         loop {
-            let batches = owned.log.read(offset, max_bytes, None).await.map_err(storage_error)?;
+            let changed = owned.replication.changed.notified();
+            let high_watermark = self.high_watermark(owned);
+            let batches = owned.log.read(offset, max_bytes, Some(high_watermark)).await.map_err(storage_error)?;
             let snapshot = owned.log.snapshot();
             let remaining = deadline.saturating_duration_since(std::time::Instant::now());
             if batches.batch_count > 0 || remaining.is_zero() {
                 return Ok(Response::Fetch {
-                    high_watermark: snapshot.durable_end_offset,
+                    high_watermark,
                     log_start_offset: snapshot.log_start_offset,
                     next_offset: batches.next_offset,
                     batches: batches.bytes,
                 });
             }
-            futures_lite::future::or(owned.log.wait_durable_past(offset), crate::runtime::sleep(remaining)).await;
+            let woken = futures_lite::future::or(owned.log.wait_durable_past(offset), changed);
+            // The in-sync set can change on another thread: re-check every 100 ms.
+            futures_lite::future::or(woken, crate::runtime::sleep(remaining.min(Duration::from_millis(100)))).await;
         }
     }
 
-    async fn create_topic(self: &Rc<Self>, name: &str, settings: &TopicSettings) -> Outcome {
+    /// Create a topic on every shard (the caller checked it may: a client
+    /// request on the leader, or a follower mirroring its leader).
+    pub async fn apply_create_topic(self: &Rc<Self>, name: &str, settings: &TopicSettings) -> Outcome {
         let meta = TopicMeta {
             name: name.to_string(),
             partitions: settings.partitions.max(1),
@@ -311,7 +338,8 @@ impl ShardContext {
         Ok(Response::CreateTopic)
     }
 
-    async fn delete_topic(self: &Rc<Self>, name: &str) -> Outcome {
+    /// Delete a topic on every shard (same rule as [`Self::apply_create_topic`]).
+    pub async fn apply_delete_topic(self: &Rc<Self>, name: &str) -> Outcome {
         if self.registry.get(name).is_none() {
             return Err(error(ErrorCode::UnknownTopic, format!("topic {name}")));
         }
@@ -364,14 +392,14 @@ impl ShardContext {
     }
 }
 
-fn describe(owned: &OwnedPartition) -> PartitionDescription {
+fn describe(context: &ShardContext, owned: &OwnedPartition) -> PartitionDescription {
     let snapshot = owned.log.snapshot();
     let partition = owned.log.dir().file_name().and_then(|name| name.to_str()).and_then(|name| name.parse().ok());
     PartitionDescription {
         partition: partition.unwrap_or(u32::MAX),
         log_start_offset: snapshot.log_start_offset,
         log_end_offset: snapshot.log_end_offset,
-        high_watermark: snapshot.durable_end_offset,
+        high_watermark: context.high_watermark(owned),
         segments: snapshot.segments as u32,
         bytes: snapshot.size_bytes,
         leader_epoch: snapshot.leader_epoch.unwrap_or(0),
@@ -404,10 +432,10 @@ pub async fn publish_gauges(context: Rc<ShardContext>, stopping: Rc<std::cell::C
                 snapshot.failure.clone().or_else(|| snapshot.fence.as_ref().map(|fence| fence.to_error().to_string()));
             gauges.push(crate::admin::metrics::PartitionGauge {
                 topic: owned.meta.name.clone(),
-                partition: describe(&owned).partition,
+                partition: describe(&context, &owned).partition,
                 log_start_offset: snapshot.log_start_offset,
                 log_end_offset: snapshot.log_end_offset,
-                high_watermark: snapshot.durable_end_offset,
+                high_watermark: context.high_watermark(&owned),
                 size_bytes: snapshot.size_bytes,
                 failure,
             });

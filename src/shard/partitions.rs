@@ -15,6 +15,8 @@ pub struct OwnedPartition {
     pub log: PartitionLog,
     /// Settings of its topic.
     pub meta: std::sync::Arc<TopicMeta>,
+    /// Follower positions and high watermark.
+    pub replication: crate::replication::partition::PartitionReplication,
 }
 
 /// Partitions owned by one shard, by (topic, partition).
@@ -51,7 +53,7 @@ impl ShardPartitions {
             let dir = TopicMeta::partition_dir(data_dir, &meta.name, partition);
             let faults = super::faults::injector_for(&meta.name, partition);
             let log = PartitionLog::open(&dir, config.clone(), faults).await?;
-            let owned = Rc::new(OwnedPartition { log, meta: meta.clone() });
+            let owned = Rc::new(OwnedPartition { log, meta: meta.clone(), replication: Default::default() });
             self.map.borrow_mut().insert((meta.name.clone(), partition), owned);
         }
         Ok(())

@@ -228,6 +228,49 @@ impl PartitionLog {
         Ok(expired)
     }
 
+    /// Start the log over, empty, at `offset`: a follower so far behind its
+    /// leader that the records between its log end and the leader's log
+    /// start no longer exist anywhere. Every local segment goes.
+    pub async fn reset_to(&self, offset: u64) -> StorageResult<()> {
+        let start = self.snapshot().log_start_offset;
+        self.truncate_to(start).await?;
+        let _permit = self.inner.append_gate.acquire().await;
+        self.check_writable(&self.inner.state.borrow())?;
+        {
+            let mut state = self.inner.state.borrow_mut();
+            assert_eq!(state.log_end_offset, start, "the log is empty after truncating to its start");
+            if offset == start {
+                return Ok(());
+            }
+            state.log_end_offset = offset;
+            state.durable = DurableMark { offset, position: 0, last_batch_position: None };
+        }
+        self.roll().await?;
+        let (removed, epochs) = {
+            let mut state = self.inner.state.borrow_mut();
+            let removed: Vec<u64> = state.segments.range(..offset).map(|(&base, _)| base).collect();
+            for base in &removed {
+                state.segments.remove(base);
+                state.readers.remove(base);
+            }
+            state.epochs.truncate_from_start(offset);
+            (removed, state.epochs.clone())
+        };
+        let dir = self.inner.dir.clone();
+        run_blocking(move || -> std::io::Result<()> {
+            for base in removed {
+                remove_segment_files(&dir, base)?;
+            }
+            epochs.store(&dir)?;
+            crate::storage::io::sync_directory(&dir)
+        })
+        .await
+        .map_err(|error| StorageError::io("remove segments after a reset", &self.inner.dir, error))?;
+        assert_eq!(self.snapshot().log_start_offset, offset, "the log starts at the reset offset");
+        tracing::info!(target: "ringlog::storage", dir = %self.inner.dir.display(), offset, "log reset");
+        Ok(())
+    }
+
     /// Durably commit `offset` for consumer `group`.
     pub async fn commit_offset(&self, group: &str, offset: u64) -> StorageResult<()> {
         let _permit = self.inner.offsets_gate.acquire().await;

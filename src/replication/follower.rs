@@ -1,0 +1,302 @@
+//! The follower's side of replication, one loop per data shard: connect to
+//! the leader's replication listener, authenticate, mirror the leader's
+//! topics (shard 0), and for each partition this shard owns: truncate any
+//! divergent suffix (leader-epoch history), then read from the local log
+//! end and append the leader's batches with their original offsets and
+//! epochs. A read is sent only once everything before it is durable here,
+//! so the read itself is the acknowledgement.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::connection::{CallError, ReplicaConnection};
+use crate::cluster::state::Role;
+use crate::net::protocol::{ErrorCode, Request, Response};
+use crate::shard::handler::ShardContext;
+use crate::shard::partitions::OwnedPartition;
+use crate::storage::batch::verify_batch;
+use crate::storage::AppendMode;
+
+/// Longest a follower's read waits at the leader for new data.
+const FETCH_WAIT_MS: u32 = 500;
+/// Uncompressed bytes a follower asks for per read.
+const FETCH_MAX_BYTES: u32 = 1 << 20;
+/// How often shard 0 mirrors the leader's topics.
+const TOPIC_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The leader a session follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    leader_id: u64,
+    address: String,
+    node_id: u64,
+    secret: Arc<Vec<u8>>,
+}
+
+fn current_target(context: &ShardContext) -> Option<Target> {
+    let view = context.cluster.view();
+    if view.role != Role::Follower {
+        return None;
+    }
+    Some(Target {
+        leader_id: view.leader_id?,
+        address: view.leader_replication_address.clone()?,
+        node_id: view.node_id?,
+        secret: context.cluster.secret()?,
+    })
+}
+
+/// A partition's replication task and whether it has finished.
+type PartitionTask = (crate::runtime::Task<()>, Rc<Cell<bool>>);
+
+/// Follow the leader whenever this node is a follower, until shutdown.
+pub async fn run(context: Rc<ShardContext>, stopping: Rc<Cell<bool>>) {
+    let mut backoff = Duration::from_millis(100);
+    let mut last_error = String::new();
+    while !stopping.get() {
+        let Some(target) = current_target(&context) else {
+            crate::runtime::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        match session(&context, &target, &stopping).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(error) => {
+                let message = error.to_string();
+                if message != last_error {
+                    tracing::warn!(target: "ringlog::replication", shard = context.shard, leader = target.leader_id,
+                        error = %message, "replication session ended; reconnecting");
+                    last_error = message;
+                }
+                crate::runtime::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// One connection to one leader: runs until the leader changes, this node
+/// stops following, or the connection breaks.
+async fn session(context: &Rc<ShardContext>, target: &Target, stopping: &Rc<Cell<bool>>) -> Result<(), CallError> {
+    let limits = &context.config.limits;
+    let connection = Rc::new(
+        ReplicaConnection::connect(
+            &target.address,
+            limits.max_frame_bytes,
+            limits.max_inflight_requests_per_connection,
+        )
+        .await?,
+    );
+    let challenge = match connection.call(&Request::ReplicaHello { node_id: target.node_id }).await? {
+        Response::ReplicaChallenge { nonce } => nonce,
+        other => return Err(CallError::Connection(format!("unexpected answer to hello: {other:?}"))),
+    };
+    let proof = super::auth::proof(&target.secret, &challenge, target.node_id);
+    connection.call(&Request::ReplicaAuth { proof }).await?;
+    tracing::info!(target: "ringlog::replication", shard = context.shard, leader = target.leader_id,
+        "following the leader");
+    let mut tasks: HashMap<(String, u32), PartitionTask> = HashMap::new();
+    let mut last_topic_sync = None::<std::time::Instant>;
+    while !stopping.get() && !connection.is_closed() && current_target(context).as_ref() == Some(target) {
+        if context.shard == crate::shard::handler::METADATA_SHARD
+            && last_topic_sync.is_none_or(|at| at.elapsed() >= TOPIC_SYNC_INTERVAL)
+        {
+            mirror_topics(context, &connection).await?;
+            last_topic_sync = Some(std::time::Instant::now());
+        }
+        for owned in context.partitions.all() {
+            let key = (owned.meta.name.clone(), partition_number(&owned));
+            if tasks.get(&key).is_some_and(|(_, finished)| !finished.get()) {
+                continue;
+            }
+            let (context, connection, node_id) = (Rc::clone(context), Rc::clone(&connection), target.node_id);
+            let finished = Rc::new(Cell::new(false));
+            let done = Rc::clone(&finished);
+            let task = crate::runtime::spawn_local(async move {
+                follow_partition(context, connection, owned, node_id).await;
+                done.set(true);
+            });
+            tasks.insert(key, (task, finished));
+        }
+        crate::runtime::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+fn partition_number(owned: &OwnedPartition) -> u32 {
+    owned.log.dir().file_name().and_then(|name| name.to_str()).and_then(|name| name.parse().ok()).unwrap_or(u32::MAX)
+}
+
+/// Create and delete local topics so they match the leader's.
+async fn mirror_topics(context: &Rc<ShardContext>, connection: &ReplicaConnection) -> Result<(), CallError> {
+    let Response::TopicConfigs(topics) = connection.call(&Request::TopicConfigs).await? else {
+        return Err(CallError::Connection("unexpected answer to topic configs".into()));
+    };
+    let leader_names: std::collections::HashSet<&str> = topics.iter().map(|(name, _)| name.as_str()).collect();
+    for (name, settings) in &topics {
+        if context.registry.get(name).is_none() {
+            match context.apply_create_topic(name, settings).await {
+                Ok(_) => {
+                    tracing::info!(target: "ringlog::replication", topic = %name, "mirrored topic from the leader")
+                }
+                Err(error) => tracing::warn!(target: "ringlog::replication", topic = %name, message = %error.message,
+                    "cannot mirror topic"),
+            }
+        }
+    }
+    let local: Vec<String> = context.registry.snapshot().keys().cloned().collect();
+    for name in local.iter().filter(|name| !leader_names.contains(name.as_str())) {
+        match context.apply_delete_topic(name).await {
+            Ok(_) => {
+                tracing::info!(target: "ringlog::replication", topic = %name, "topic deleted on the leader; removed")
+            }
+            Err(error) => tracing::warn!(target: "ringlog::replication", topic = %name, message = %error.message,
+                "cannot remove topic"),
+        }
+    }
+    Ok(())
+}
+
+/// Replicate one partition until the connection breaks or the partition closes.
+async fn follow_partition(
+    context: Rc<ShardContext>,
+    connection: Rc<ReplicaConnection>,
+    owned: Rc<OwnedPartition>,
+    node_id: u64,
+) {
+    let topic = owned.meta.name.clone();
+    let partition = partition_number(&owned);
+    if let Err(error) = replicate(&context, &connection, &owned, node_id).await {
+        tracing::debug!(target: "ringlog::replication", %topic, partition, %error, "partition replication stopped");
+    }
+}
+
+async fn replicate(
+    context: &ShardContext,
+    connection: &ReplicaConnection,
+    owned: &OwnedPartition,
+    node_id: u64,
+) -> Result<(), CallError> {
+    let topic = owned.meta.name.clone();
+    let partition = partition_number(owned);
+    truncate_divergence(connection, owned, &topic, partition).await?;
+    loop {
+        if context.partitions.get(&topic, partition).is_none() {
+            return Ok(());
+        }
+        let offset = owned.log.snapshot().log_end_offset;
+        let request = Request::ReplicaFetch {
+            replica_id: node_id,
+            topic: topic.clone(),
+            partition,
+            offset,
+            max_bytes: FETCH_MAX_BYTES,
+            max_wait_ms: FETCH_WAIT_MS,
+        };
+        match connection.call(&request).await {
+            Ok(Response::ReplicaFetch { high_watermark, log_start_offset, uncompressed_bytes, compressed, .. }) => {
+                if log_start_offset > offset {
+                    reset_behind_leader(owned, offset, log_start_offset).await?;
+                    continue;
+                }
+                apply(context, owned, offset, uncompressed_bytes, &compressed).await?;
+                owned.replication.learn_high_watermark(high_watermark);
+            }
+            Ok(other) => return Err(CallError::Connection(format!("unexpected answer to a fetch: {other:?}"))),
+            Err(CallError::Refused(refusal)) if refusal.code == ErrorCode::OffsetOutOfRange => {
+                truncate_divergence(connection, owned, &topic, partition).await?;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Decompress, verify and append the leader's batches, then wait until
+/// they are durable (the next read acknowledges them).
+async fn apply(
+    context: &ShardContext,
+    owned: &OwnedPartition,
+    offset: u64,
+    uncompressed_bytes: u32,
+    compressed: &[u8],
+) -> Result<(), CallError> {
+    let limit = context.config.limits.max_frame_bytes;
+    if uncompressed_bytes as usize > limit {
+        return Err(CallError::Connection(format!("leader sent {uncompressed_bytes} bytes, over {limit}")));
+    }
+    let mut batches = lz4_flex::block::decompress(compressed, uncompressed_bytes as usize)
+        .map_err(|error| CallError::Connection(format!("bad lz4 block from the leader: {error}")))?;
+    let max_batch_bytes = owned.log.config().max_batch_bytes.max(limit);
+    let mut position = 0;
+    let mut next_offset = offset;
+    while position < batches.len() {
+        let header = verify_batch(&batches[position..], max_batch_bytes)
+            .map_err(|error| CallError::Connection(format!("leader sent a bad batch at {next_offset}: {error}")))?;
+        let end = position + header.batch_bytes as usize;
+        let info = owned
+            .log
+            .append_placed(&mut batches[position..end], AppendMode::Replica)
+            .await
+            .map_err(|error| CallError::Connection(format!("cannot append at {next_offset}: {error}")))?;
+        next_offset = info.next_offset;
+        position = end;
+    }
+    while next_offset > offset && owned.log.snapshot().durable_end_offset < next_offset {
+        let snapshot = owned.log.snapshot();
+        if let Some(failure) = snapshot.failure {
+            return Err(CallError::Connection(format!("partition failed: {failure}")));
+        }
+        owned.log.wait_durable_past(snapshot.durable_end_offset).await;
+    }
+    Ok(())
+}
+
+/// Ask the leader where this log's latest epoch ends there, and cut
+/// everything after it: a follower never keeps records the leader lacks.
+async fn truncate_divergence(
+    connection: &ReplicaConnection,
+    owned: &OwnedPartition,
+    topic: &str,
+    partition: u32,
+) -> Result<(), CallError> {
+    let Some(epoch) = owned.log.epochs().latest_epoch() else { return Ok(()) };
+    let request = Request::EpochEndOffset { topic: topic.to_string(), partition, epoch };
+    let Response::EpochEndOffset { epoch: leader_epoch, end_offset, log_start_offset } =
+        connection.call(&request).await?
+    else {
+        return Err(CallError::Connection("unexpected answer to epoch end offset".into()));
+    };
+    let local = owned.log.snapshot();
+    let keep = match leader_epoch {
+        Some(_) => end_offset,
+        None => log_start_offset,
+    };
+    if keep >= local.log_end_offset {
+        return Ok(());
+    }
+    if keep < local.log_start_offset {
+        return reset_behind_leader(owned, local.log_end_offset, log_start_offset).await;
+    }
+    tracing::warn!(target: "ringlog::replication", topic, partition, epoch, from = local.log_end_offset, to = keep,
+        "truncating a divergent suffix the leader does not have");
+    owned
+        .log
+        .truncate_to(keep)
+        .await
+        .map_err(|error| CallError::Connection(format!("cannot truncate {topic}/{partition} to {keep}: {error}")))?;
+    Ok(())
+}
+
+/// The leader no longer has the records after this log's end (retention):
+/// start this partition over at the leader's log start.
+async fn reset_behind_leader(owned: &OwnedPartition, local_end: u64, leader_start: u64) -> Result<(), CallError> {
+    tracing::warn!(target: "ringlog::replication", dir = %owned.log.dir().display(), local_end, leader_start,
+        "too far behind the leader: resynchronising this partition from scratch");
+    owned
+        .log
+        .reset_to(leader_start)
+        .await
+        .map_err(|error| CallError::Connection(format!("cannot reset to {leader_start}: {error}")))
+}

@@ -1,0 +1,210 @@
+//! The leader's side of replication, on the shard that owns each partition:
+//! serving followers' reads (which are also their acknowledgements), the
+//! high watermark, `acks=all`, and the per-shard progress the control
+//! thread turns into ISR decisions.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::cluster::state::{monotonic_ms, Role};
+use crate::net::protocol::{ErrorCode, ErrorResponse, Response, TopicSettings};
+use crate::shard::handler::{storage_error, ShardContext};
+use crate::shard::mesh::Outcome;
+use crate::shard::partitions::OwnedPartition;
+
+fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
+    ErrorResponse { code, message: message.into(), leader: None }
+}
+
+/// How often each shard publishes its followers' progress.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
+impl ShardContext {
+    /// The partition's high watermark: what consumers may read and what
+    /// `acks=all` waits for. Standalone: the durable end. Leader: the
+    /// minimum over the in-sync set. Follower: what the leader last said,
+    /// capped by what this node has durable.
+    pub fn high_watermark(&self, owned: &OwnedPartition) -> u64 {
+        let durable = owned.log.snapshot().durable_end_offset;
+        let view = self.cluster.view();
+        match view.role {
+            Role::Standalone => durable,
+            Role::Leader => {
+                owned.replication.begin_term(view.leader_epoch, durable);
+                owned.replication.advance_leader_high_watermark(durable, &view.in_sync_followers)
+            }
+            Role::Follower => owned.replication.learned_high_watermark().min(durable),
+        }
+    }
+
+    /// `acks=all` precondition: enough in-sync replicas to accept a write.
+    pub fn check_min_in_sync(&self) -> Result<(), ErrorResponse> {
+        if !self.cluster.is_clustered() {
+            return Ok(());
+        }
+        let view = self.cluster.view();
+        let in_sync = 1 + view.in_sync_followers.len();
+        let needed = self.config.cluster.min_insync_replicas;
+        if in_sync < needed {
+            return Err(error(
+                ErrorCode::NotEnoughReplicas,
+                format!("{in_sync} in-sync replicas, min_insync_replicas is {needed}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Wait until every in-sync replica has `next_offset` durable (the high
+    /// watermark passes it). Fails with `not_enough_replicas` when the set
+    /// shrinks below the minimum, `not_leader` when leadership is lost, and
+    /// `timeout` after twice `replica_lag_max_ms` (by then a stuck follower
+    /// has been dropped from the set, so this only fires if etcd is stuck).
+    pub async fn wait_for_replicas(&self, owned: &OwnedPartition, next_offset: u64) -> Result<(), ErrorResponse> {
+        if !self.cluster.is_clustered() {
+            return Ok(());
+        }
+        let limit = Duration::from_millis(self.config.cluster.replica_lag_max_ms * 2);
+        let started = Instant::now();
+        loop {
+            let changed = owned.replication.changed.notified();
+            self.write_epoch()?;
+            self.check_min_in_sync()?;
+            if self.high_watermark(owned) >= next_offset {
+                return Ok(());
+            }
+            let remaining = limit.saturating_sub(started.elapsed());
+            if remaining.is_zero() {
+                return Err(error(ErrorCode::Timeout, "in-sync replicas did not acknowledge in time"));
+            }
+            // Changes of the in-sync set come from another thread: re-check
+            // at least every 20 ms as well as on every follower fetch.
+            futures_lite::future::or(changed, crate::runtime::sleep(remaining.min(Duration::from_millis(20)))).await;
+        }
+    }
+
+    /// A follower's read of a partition from `offset` (its log end).
+    pub async fn replica_fetch(
+        &self,
+        owned: &OwnedPartition,
+        replica_id: u64,
+        offset: u64,
+        max_bytes: u32,
+        max_wait_ms: u32,
+    ) -> Outcome {
+        let leader_epoch = self.write_epoch()?;
+        let snapshot = owned.log.snapshot();
+        if offset > snapshot.log_end_offset || offset < snapshot.log_start_offset {
+            return Err(error(
+                ErrorCode::OffsetOutOfRange,
+                format!(
+                    "follower offset {offset} is outside the leader's log [{}, {})",
+                    snapshot.log_start_offset, snapshot.log_end_offset
+                ),
+            ));
+        }
+        owned.replication.record_fetch(replica_id, offset, snapshot.log_end_offset, monotonic_ms());
+        self.high_watermark(owned);
+        let max_wait = Duration::from_millis(u64::from(max_wait_ms).min(self.config.limits.max_fetch_wait_ms));
+        let max_bytes = (max_bytes as usize).clamp(1, self.config.limits.max_frame_bytes / 2);
+        let deadline = Instant::now() + max_wait;
+        let batches = loop {
+            let batches = owned.log.read(offset, max_bytes, None).await.map_err(storage_error)?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if batches.batch_count > 0 || remaining.is_zero() || self.write_epoch().is_err() {
+                break batches;
+            }
+            futures_lite::future::or(owned.log.wait_durable_past(offset), crate::runtime::sleep(remaining)).await;
+        };
+        let snapshot = owned.log.snapshot();
+        owned.replication.record_answer(replica_id, snapshot.log_end_offset, monotonic_ms());
+        let compressed = lz4_flex::block::compress(&batches.bytes);
+        let progress = self.progress.follower(replica_id);
+        progress.sent_bytes.fetch_add(compressed.len() as u64, Ordering::Relaxed);
+        progress.sent_uncompressed_bytes.fetch_add(batches.bytes.len() as u64, Ordering::Relaxed);
+        Ok(Response::ReplicaFetch {
+            high_watermark: self.high_watermark(owned),
+            log_start_offset: snapshot.log_start_offset,
+            log_end_offset: snapshot.log_end_offset,
+            leader_epoch,
+            uncompressed_bytes: batches.bytes.len() as u32,
+            compressed,
+        })
+    }
+
+    /// Where `epoch` ends in this leader's log: the largest epoch <= it and
+    /// the offset where the next epoch starts (or the log end).
+    pub fn epoch_end_offset(&self, owned: &OwnedPartition, epoch: u32) -> Outcome {
+        self.write_epoch()?;
+        let snapshot = owned.log.snapshot();
+        let found = owned.log.epochs().end_offset_for(epoch, snapshot.log_end_offset);
+        Ok(Response::EpochEndOffset {
+            epoch: found.map(|(epoch, _)| epoch),
+            end_offset: found.map_or(snapshot.log_start_offset, |(_, end)| end),
+            log_start_offset: snapshot.log_start_offset,
+        })
+    }
+
+    /// Every topic with its settings (followers mirror them).
+    pub fn topic_configs(&self) -> Outcome {
+        let topics = self
+            .registry
+            .snapshot()
+            .values()
+            .map(|meta| {
+                let settings = TopicSettings {
+                    partitions: meta.partitions,
+                    retention_bytes: meta.retention_bytes,
+                    retention_ms: meta.retention_ms,
+                    segment_bytes: meta.segment_bytes,
+                };
+                (meta.name.clone(), settings)
+            })
+            .collect();
+        Ok(Response::TopicConfigs(topics))
+    }
+
+    /// Publish, every [`PROGRESS_INTERVAL`], how far each known follower is
+    /// on this shard's partitions: the oldest caught-up time (a partition
+    /// the follower never fetched counts as never caught up unless it is
+    /// empty), records and estimated bytes behind, the latest fetch.
+    pub async fn publish_follower_progress(self: Rc<Self>, stopping: Rc<std::cell::Cell<bool>>) {
+        while !stopping.get() {
+            crate::runtime::sleep(PROGRESS_INTERVAL).await;
+            if self.cluster.view().role != Role::Leader {
+                continue;
+            }
+            let now = monotonic_ms();
+            let partitions = self.partitions.all();
+            for (id, progress) in self.progress.all() {
+                let mut caught_up_ms = now;
+                let mut fetched_ms = 0;
+                let (mut lag_records, mut lag_bytes) = (0u64, 0u64);
+                for owned in &partitions {
+                    let snapshot = owned.log.snapshot();
+                    let records = snapshot.log_end_offset - snapshot.log_start_offset;
+                    let bytes_per_record = snapshot.size_bytes / records.max(1);
+                    match owned.replication.follower(id) {
+                        Some(position) => {
+                            caught_up_ms = caught_up_ms.min(position.caught_up_ms);
+                            fetched_ms = fetched_ms.max(position.fetched_ms);
+                            let behind = snapshot.log_end_offset.saturating_sub(position.offset);
+                            lag_records += behind;
+                            lag_bytes += behind * bytes_per_record;
+                        }
+                        None if records == 0 => {}
+                        None => {
+                            caught_up_ms = 0;
+                            lag_records += records;
+                            lag_bytes += snapshot.size_bytes;
+                        }
+                    }
+                }
+                progress.caught_up_ms[self.shard].store(caught_up_ms, Ordering::Relaxed);
+                progress.fetched_ms[self.shard].store(fetched_ms, Ordering::Relaxed);
+                progress.lag_records[self.shard].store(lag_records, Ordering::Relaxed);
+                progress.lag_bytes[self.shard].store(lag_bytes, Ordering::Relaxed);
+            }
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Replication state of one partition, owned by its shard (no locks): on a
+//! leader, each follower's position (its log end: everything below it is
+//! durable there) and when it was last caught up; the high watermark; on a
+//! follower, the high watermark learned from the leader.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use crate::runtime::Notify;
+
+/// What the leader knows of one follower on one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerPosition {
+    /// The follower's log end at its last fetch.
+    pub offset: u64,
+    /// When that fetch arrived (`monotonic_ms`).
+    pub fetched_ms: u64,
+    /// Last time the follower had everything the leader had.
+    pub caught_up_ms: u64,
+    /// The leader's log end when it answered the previous fetch.
+    pub previous_end_offset: u64,
+    /// When it answered the previous fetch.
+    pub previous_fetch_ms: u64,
+}
+
+/// Replication state of one partition.
+#[derive(Debug, Default)]
+pub struct PartitionReplication {
+    followers: RefCell<HashMap<u64, FollowerPosition>>,
+    high_watermark: Cell<u64>,
+    learned_high_watermark: Cell<u64>,
+    term_epoch: Cell<u32>,
+    /// Fired whenever a follower position or the high watermark moves.
+    pub changed: Notify,
+}
+
+impl PartitionReplication {
+    /// Record a follower's fetch from `offset` while the leader's log ends
+    /// at `log_end_offset` (Kafka's rule: caught up now if it has
+    /// everything; caught up as of its previous fetch if it has everything
+    /// that fetch could have returned).
+    pub fn record_fetch(&self, follower: u64, offset: u64, log_end_offset: u64, now_ms: u64) {
+        let mut followers = self.followers.borrow_mut();
+        let entry = followers.entry(follower).or_insert(FollowerPosition {
+            offset,
+            fetched_ms: now_ms,
+            caught_up_ms: 0,
+            previous_end_offset: u64::MAX,
+            previous_fetch_ms: now_ms,
+        });
+        entry.offset = offset;
+        entry.fetched_ms = now_ms;
+        if offset >= log_end_offset {
+            entry.caught_up_ms = now_ms;
+        } else if offset >= entry.previous_end_offset {
+            entry.caught_up_ms = entry.caught_up_ms.max(entry.previous_fetch_ms);
+        }
+        drop(followers);
+        self.changed.notify_all();
+    }
+
+    /// Remember what the answer to `follower`'s fetch covered.
+    pub fn record_answer(&self, follower: u64, log_end_offset: u64, now_ms: u64) {
+        if let Some(entry) = self.followers.borrow_mut().get_mut(&follower) {
+            entry.previous_end_offset = log_end_offset;
+            entry.previous_fetch_ms = now_ms;
+        }
+    }
+
+    /// A follower's position, if it has fetched.
+    pub fn follower(&self, follower: u64) -> Option<FollowerPosition> {
+        self.followers.borrow().get(&follower).copied()
+    }
+
+    /// Every follower that has fetched.
+    pub fn followers(&self) -> Vec<(u64, FollowerPosition)> {
+        self.followers.borrow().iter().map(|(&id, &position)| (id, position)).collect()
+    }
+
+    /// Leader: the high watermark over the in-sync set — the minimum of the
+    /// leader's durable end and every in-sync follower's position; it never
+    /// moves backwards, and a follower that has not fetched yet holds it.
+    pub fn advance_leader_high_watermark(&self, durable_end_offset: u64, in_sync: &[u64]) -> u64 {
+        let followers = self.followers.borrow();
+        let mut candidate = durable_end_offset;
+        for id in in_sync {
+            match followers.get(id) {
+                Some(position) => candidate = candidate.min(position.offset),
+                None => candidate = candidate.min(self.high_watermark.get()),
+            }
+        }
+        drop(followers);
+        let current = self.high_watermark.get();
+        // Never above what the leader itself has durable, never backwards.
+        let next = candidate.max(current.min(durable_end_offset));
+        if next != current {
+            self.high_watermark.set(next);
+            self.changed.notify_all();
+        }
+        next
+    }
+
+    /// Follower: remember the leader's high watermark.
+    pub fn learn_high_watermark(&self, leader_high_watermark: u64) {
+        if leader_high_watermark != self.learned_high_watermark.get() {
+            self.learned_high_watermark.set(leader_high_watermark);
+            self.changed.notify_all();
+        }
+    }
+
+    /// Follower: the high watermark learned from the leader.
+    pub fn learned_high_watermark(&self) -> u64 {
+        self.learned_high_watermark.get()
+    }
+
+    /// At the first use in a new leadership term: forget follower
+    /// positions from any earlier term and start the high watermark from
+    /// what this node knew to be committed as a follower.
+    pub fn begin_term(&self, epoch: u32, durable_end_offset: u64) {
+        if self.term_epoch.get() == epoch {
+            return;
+        }
+        self.term_epoch.set(epoch);
+        self.followers.borrow_mut().clear();
+        self.high_watermark.set(self.learned_high_watermark.get().min(durable_end_offset));
+        self.changed.notify_all();
+    }
+
+    /// The stored leader high watermark.
+    pub fn leader_high_watermark(&self) -> u64 {
+        self.high_watermark.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn high_watermark_is_the_minimum_over_the_in_sync_set_and_never_moves_back() {
+        let state = PartitionReplication::default();
+        assert_eq!(state.advance_leader_high_watermark(10, &[]), 10, "alone: the durable end");
+        assert_eq!(state.advance_leader_high_watermark(20, &[2]), 10, "follower 2 has not fetched");
+        state.record_fetch(2, 15, 20, 1);
+        assert_eq!(state.advance_leader_high_watermark(20, &[2]), 15);
+        state.record_fetch(3, 12, 20, 1);
+        assert_eq!(state.advance_leader_high_watermark(20, &[2, 3]), 15, "never backwards");
+        assert_eq!(state.advance_leader_high_watermark(20, &[2]), 15);
+        state.record_fetch(2, 20, 20, 2);
+        assert_eq!(state.advance_leader_high_watermark(20, &[2]), 20);
+    }
+
+    #[test]
+    fn caught_up_follows_kafkas_rule() {
+        let state = PartitionReplication::default();
+        state.record_fetch(2, 0, 100, 10);
+        assert_eq!(state.follower(2).unwrap().caught_up_ms, 0, "behind");
+        state.record_answer(2, 100, 11);
+        state.record_fetch(2, 100, 150, 20);
+        assert_eq!(state.follower(2).unwrap().caught_up_ms, 11, "has what the previous answer could carry");
+        state.record_answer(2, 150, 21);
+        state.record_fetch(2, 150, 150, 30);
+        assert_eq!(state.follower(2).unwrap().caught_up_ms, 30, "has everything");
+    }
+}
