@@ -222,10 +222,36 @@ async fn delete_topic(
 async fn list_nodes(State(state): State<AdminState>) -> Response {
     let Some(plane) = &state.plane else { return Json(json!([])).into_response() };
     let Some(etcd) = plane.etcd() else { return error(StatusCode::SERVICE_UNAVAILABLE, "etcd not reached yet") };
-    match nodes_in_etcd(&etcd, &plane.keys).await {
+    let view = state.cluster.view();
+    if view.role == Role::Leader {
+        return match nodes_in_etcd(&etcd, &plane.keys, Some(&plane.progress)).await {
+            Ok(nodes) => Json(nodes).into_response(),
+            Err(failure) => error(StatusCode::SERVICE_UNAVAILABLE, failure.to_string()),
+        };
+    }
+    // Replication progress lives on the leader: ask it, else answer from etcd alone.
+    if let Some(answer) = ask_leader_for_nodes(plane, &etcd, view.leader_id).await {
+        return answer;
+    }
+    match nodes_in_etcd(&etcd, &plane.keys, None).await {
         Ok(nodes) => Json(nodes).into_response(),
         Err(failure) => error(StatusCode::SERVICE_UNAVAILABLE, failure.to_string()),
     }
+}
+
+async fn ask_leader_for_nodes(
+    plane: &ControlPlane,
+    etcd: &crate::cluster::etcd::Etcd,
+    leader_id: Option<u64>,
+) -> Option<Response> {
+    let registration = plane.registration_of(etcd, leader_id?).await.ok()??;
+    let timeout = Duration::from_secs(2);
+    let answer =
+        crate::admin::client::request(&registration.admin, axum::http::Method::GET, "/api/nodes", None, timeout)
+            .await
+            .ok()?;
+    let nodes: serde_json::Value = serde_json::from_slice(&answer.body).ok()?;
+    (answer.status == 200).then(|| Json(nodes).into_response())
 }
 
 async fn forget_node(
@@ -252,7 +278,11 @@ async fn forget_node(
 
 async fn metrics(State(state): State<AdminState>) -> Response {
     let headers = [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")];
-    (headers, state.metrics.render()).into_response()
+    let mut text = state.metrics.render();
+    if let Some(plane) = &state.plane {
+        crate::admin::metrics::render_replication(&plane.progress, &mut text);
+    }
+    (headers, text).into_response()
 }
 
 /// The router of the admin API.

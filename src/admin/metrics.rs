@@ -175,6 +175,41 @@ impl NodeMetrics {
     }
 }
 
+/// A follower metric: name, help, Prometheus type and reader.
+type FollowerMetric =
+    (&'static str, &'static str, &'static str, fn(&crate::replication::progress::FollowerProgress) -> f64);
+
+/// Per-follower replication metrics (on the leader).
+pub fn render_replication(progress: &crate::replication::progress::ReplicationProgress, out: &mut String) {
+    let followers = progress.all();
+    let gauges: [FollowerMetric; 7] = [
+        ("ringlog_follower_lag_records", "Records the follower is behind", "gauge", |p| p.lag_records() as f64),
+        ("ringlog_follower_lag_bytes", "Bytes the follower is behind (estimate)", "gauge", |p| p.lag_bytes() as f64),
+        ("ringlog_follower_connected", "1 while a replication connection is open", "gauge", |p| {
+            f64::from(u8::from(p.is_connected()))
+        }),
+        ("ringlog_follower_sent_bytes_total", "Compressed bytes sent to the follower", "counter", |p| {
+            p.sent_bytes.load(Ordering::Relaxed) as f64
+        }),
+        ("ringlog_follower_sent_uncompressed_bytes_total", "Bytes sent before compression", "counter", |p| {
+            p.sent_uncompressed_bytes.load(Ordering::Relaxed) as f64
+        }),
+        ("ringlog_follower_compression_ratio", "Uncompressed / compressed bytes sent", "gauge", |p| {
+            let sent = p.sent_bytes.load(Ordering::Relaxed).max(1) as f64;
+            p.sent_uncompressed_bytes.load(Ordering::Relaxed) as f64 / sent
+        }),
+        ("ringlog_follower_slow_disconnects_total", "Disconnects for slowness", "counter", |p| {
+            p.slow_disconnects.load(Ordering::Relaxed) as f64
+        }),
+    ];
+    for (name, help, kind, read) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} {kind}");
+        for (id, follower) in &followers {
+            let _ = writeln!(out, "{name}{{follower=\"{id}\"}} {}", read(follower));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::etcd::{text, ClusterError, Etcd};
 use super::keys::{Keys, Registration};
+use crate::replication::progress::ReplicationProgress;
 
 /// One replica as `GET /api/nodes` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -29,8 +30,14 @@ pub struct NodeEntry {
 }
 
 /// Every known replica (insync keys) merged with live registrations,
-/// leader first, then by id.
-pub async fn list_nodes(etcd: &Etcd, keys: &Keys) -> Result<Vec<NodeEntry>, ClusterError> {
+/// leader first, then by id. With `progress` (asked on the leader),
+/// `connected` and the lags come from the followers' replication reads;
+/// without it, `connected` means registered under a live lease.
+pub async fn list_nodes(
+    etcd: &Etcd,
+    keys: &Keys,
+    progress: Option<&ReplicationProgress>,
+) -> Result<Vec<NodeEntry>, ClusterError> {
     let mut in_sync = BTreeMap::new();
     for kv in etcd.get_prefix(&keys.replicas()).await? {
         if let Some(id) = keys.parse_insync(kv.key()) {
@@ -49,14 +56,25 @@ pub async fn list_nodes(etcd: &Etcd, keys: &Keys) -> Result<Vec<NodeEntry>, Clus
     let ids: std::collections::BTreeSet<u64> = in_sync.keys().chain(registrations.keys()).copied().collect();
     let mut entries: Vec<NodeEntry> = ids
         .into_iter()
-        .map(|id| NodeEntry {
-            id,
-            role: if Some(id) == leader { "leader" } else { "follower" },
-            address: registrations.get(&id).map(|registration| registration.client.clone()),
-            connected: registrations.contains_key(&id),
-            in_sync: in_sync.get(&id).copied().unwrap_or(false),
-            lag_records: 0,
-            lag_bytes: 0,
+        .map(|id| {
+            let registered = registrations.contains_key(&id);
+            let follower = progress.filter(|_| Some(id) != leader).map(|progress| progress.get(id));
+            let (connected, lag_records, lag_bytes) = match follower {
+                None => (registered, 0, 0),
+                Some(None) => (false, 0, 0),
+                Some(Some(progress)) => {
+                    (registered && progress.is_connected(), progress.lag_records(), progress.lag_bytes())
+                }
+            };
+            NodeEntry {
+                id,
+                role: if Some(id) == leader { "leader" } else { "follower" },
+                address: registrations.get(&id).map(|registration| registration.client.clone()),
+                connected,
+                in_sync: in_sync.get(&id).copied().unwrap_or(false),
+                lag_records,
+                lag_bytes,
+            }
         })
         .collect();
     entries.sort_by_key(|entry| (entry.role != "leader", entry.id));

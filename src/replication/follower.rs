@@ -25,7 +25,7 @@ const FETCH_WAIT_MS: u32 = 500;
 /// Uncompressed bytes a follower asks for per read.
 const FETCH_MAX_BYTES: u32 = 1 << 20;
 /// How often shard 0 mirrors the leader's topics.
-const TOPIC_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+const TOPIC_SYNC_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The leader a session follows.
 #[derive(Debug, Clone, PartialEq, Eq)]

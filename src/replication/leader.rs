@@ -194,7 +194,7 @@ impl ShardContext {
                         }
                         None if records == 0 => {}
                         None => {
-                            caught_up_ms = 0;
+                            caught_up_ms = caught_up_ms.min(owned.replication.opened_ms());
                             lag_records += records;
                             lag_bytes += snapshot.size_bytes;
                         }

@@ -24,8 +24,9 @@ pub struct FollowerPosition {
 }
 
 /// Replication state of one partition.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PartitionReplication {
+    opened_ms: u64,
     followers: RefCell<HashMap<u64, FollowerPosition>>,
     high_watermark: Cell<u64>,
     learned_high_watermark: Cell<u64>,
@@ -34,7 +35,26 @@ pub struct PartitionReplication {
     pub changed: Notify,
 }
 
+impl Default for PartitionReplication {
+    fn default() -> Self {
+        PartitionReplication {
+            opened_ms: crate::cluster::state::monotonic_ms(),
+            followers: RefCell::default(),
+            high_watermark: Cell::default(),
+            learned_high_watermark: Cell::default(),
+            term_epoch: Cell::default(),
+            changed: Notify::default(),
+        }
+    }
+}
+
 impl PartitionReplication {
+    /// When this node opened the partition (`monotonic_ms`): a follower
+    /// that has not read a new partition yet counts as caught up as of then.
+    pub fn opened_ms(&self) -> u64 {
+        self.opened_ms
+    }
+
     /// Record a follower's fetch from `offset` while the leader's log ends
     /// at `log_end_offset` (Kafka's rule: caught up now if it has
     /// everything; caught up as of its previous fetch if it has everything

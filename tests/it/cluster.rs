@@ -15,29 +15,39 @@ use crate::node::{batch, Node};
 const LEASE_TTL: Duration = Duration::from_secs(2);
 
 /// A data directory and log file for one node of a test cluster.
-struct Member {
-    data_dir: PathBuf,
-    log: PathBuf,
+pub struct Member {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Node log (stderr).
+    pub log: PathBuf,
 }
 
-struct Cluster {
-    etcd: EtcdProcess,
+/// One etcd and the nodes a test starts against it.
+pub struct Cluster {
+    /// The etcd process.
+    pub etcd: EtcdProcess,
     dir: tempfile::TempDir,
-    token: Option<String>,
+    /// Admin token the nodes require, if any.
+    pub token: Option<String>,
+    /// Extra settings for every node.
+    pub environment: Vec<(String, String)>,
 }
 
 impl Cluster {
-    fn new() -> Cluster {
-        Cluster { etcd: EtcdProcess::start(), dir: tempfile::tempdir().unwrap(), token: None }
+    /// A fresh etcd, no nodes yet.
+    pub fn new() -> Cluster {
+        Cluster { etcd: EtcdProcess::start(), dir: tempfile::tempdir().unwrap(), token: None, environment: Vec::new() }
     }
 
-    fn member(&self, name: &str) -> Member {
+    /// A node's directory and log (not started).
+    pub fn member(&self, name: &str) -> Member {
         let data_dir = self.dir.path().join(name);
         std::fs::create_dir_all(&data_dir).unwrap();
         Member { data_dir, log: self.dir.path().join(format!("{name}.log")) }
     }
 
-    fn start(&self, member: &Member) -> Node {
+    /// Start a node on fresh ports.
+    pub fn start(&self, member: &Member) -> Node {
         let ttl = LEASE_TTL.as_secs().to_string();
         let mut environment = vec![
             ("RUST_LOG", "warn,ringlog::cluster=info"),
@@ -48,18 +58,19 @@ impl Cluster {
         if let Some(token) = &self.token {
             environment.push(("RINGLOG_ADMIN_TOKEN", token.as_str()));
         }
+        environment.extend(self.environment.iter().map(|(key, value)| (key.as_str(), value.as_str())));
         let replication = format!("127.0.0.1:{}", crate::node::free_port());
         let flags = ["--etcd", self.etcd.endpoint.as_str(), "--replication-listen", replication.as_str()];
         Node::spawn(&member.data_dir, 2, &flags, &environment, Some(&member.log))
     }
 }
 
-fn health(node: &Node) -> serde_json::Value {
+pub fn health(node: &Node) -> serde_json::Value {
     json(&http(&node.admin, "GET", "/api/health", None, None).1)
 }
 
 /// Poll `condition` every 50 ms until it holds; panics with `what` after `limit`.
-fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) -> Duration {
+pub fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
     while !condition() {
         assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
@@ -68,28 +79,28 @@ fn wait_for(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) ->
     started.elapsed()
 }
 
-fn wait_for_role(node: &Node, role: &str) -> u64 {
+pub fn wait_for_role(node: &Node, role: &str) -> u64 {
     wait_for(Duration::from_secs(15), &format!("{} to be {role}", node.admin), || health(node)["role"] == role);
     wait_for(Duration::from_secs(15), "a node id", || health(node)["node_id"].is_u64());
     health(node)["node_id"].as_u64().unwrap()
 }
 
-fn create_topic(node: &Node, name: &str) {
+pub fn create_topic(node: &Node, name: &str) {
     let settings = TopicSettings { partitions: 2, retention_bytes: 0, retention_ms: 0, segment_bytes: 0 };
     node.client().call(Request::CreateTopic { name: name.into(), settings }).expect("create topic");
 }
 
-fn produce(node: &Node, topic: &str, value: &str) -> Result<Response, ringlog::net::protocol::ErrorResponse> {
+pub fn produce(node: &Node, topic: &str, value: &str) -> Result<Response, ringlog::net::protocol::ErrorResponse> {
     let request =
         Request::Produce { topic: topic.into(), partition: 0, acks: Acks::Leader, batch: batch(&[value.into()], None) };
     node.client().call(request)
 }
 
-fn ringlog(args: &[&str]) -> std::process::Output {
+pub fn ringlog(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ringlog")).args(args).output().expect("run ringlog")
 }
 
-fn log_of(member: &Member) -> String {
+pub fn log_of(member: &Member) -> String {
     std::fs::read_to_string(&member.log).unwrap_or_default()
 }
 
@@ -109,8 +120,12 @@ fn three_nodes_get_ids_1_2_3_the_first_leads_and_followers_redirect_producers() 
     assert_eq!(wait_for_role(&c, "follower"), 3);
     assert_eq!(data_dir_node_id(&members[2].data_dir), 3);
     assert_eq!(cluster.etcd.get("ringlog/replica/1/insync").unwrap().as_deref(), Some("1"));
-    assert_eq!(cluster.etcd.get("ringlog/replica/2/insync").unwrap().as_deref(), Some("0"));
     assert_eq!(cluster.etcd.get("ringlog/leader").unwrap().as_deref(), Some("1"));
+    // Replication brings the followers into the in-sync set.
+    wait_for(Duration::from_secs(15), "followers in sync", || {
+        cluster.etcd.get("ringlog/replica/2/insync").unwrap().as_deref() == Some("1")
+            && cluster.etcd.get("ringlog/replica/3/insync").unwrap().as_deref() == Some("1")
+    });
     let registration: serde_json::Value =
         serde_json::from_str(&cluster.etcd.get("ringlog/nodes/2").unwrap().unwrap()).unwrap();
     assert_eq!(registration["client"], b.address.as_str());
@@ -122,9 +137,8 @@ fn three_nodes_get_ids_1_2_3_the_first_leads_and_followers_redirect_producers() 
     assert_eq!(ids, [1, 2, 3], "leader first: {body}");
     assert_eq!(nodes[0]["role"], "leader");
     assert_eq!(nodes[0]["address"], a.address.as_str());
-    assert_eq!(nodes[0]["in_sync"], true);
-    assert_eq!(nodes[1]["in_sync"], false);
-    assert!(nodes.as_array().unwrap().iter().all(|node| node["connected"] == true));
+    assert!(nodes.as_array().unwrap().iter().all(|node| node["in_sync"] == true), "{body}");
+    assert!(nodes.as_array().unwrap().iter().all(|node| node["connected"] == true), "{body}");
     let cli = ringlog(&["nodes", "--json", "--admin", &b.admin]);
     assert!(cli.status.success());
     assert_eq!(json(&String::from_utf8_lossy(&cli.stdout)), nodes, "nodes --json prints GET /api/nodes");
@@ -199,12 +213,18 @@ fn only_in_sync_followers_take_over_and_an_out_of_sync_one_leaves_the_cluster_le
     let a = cluster.start(&members[0]);
     wait_for_role(&a, "leader");
     let b = cluster.start(&members[1]);
-    let c = cluster.start(&members[2]);
+    // c cannot authenticate to the leader (wrong cluster secret), so it
+    // never replicates and stays out of sync.
+    let mut outsider = Cluster { environment: vec![("RINGLOG_CLUSTER_SECRET".into(), "wrong".into())], ..cluster };
+    let c = outsider.start(&members[2]);
     wait_for_role(&b, "follower");
     wait_for_role(&c, "follower");
     let first_epoch = health(&a)["leader_epoch"].as_u64().unwrap();
-    // Replication will maintain these keys; here the test marks b in sync.
-    cluster.etcd.put("ringlog/replica/2/insync", "1");
+    wait_for(Duration::from_secs(15), "b in sync through replication", || {
+        outsider.etcd.get("ringlog/replica/2/insync").unwrap().as_deref() == Some("1")
+    });
+    assert_eq!(outsider.etcd.get("ringlog/replica/3/insync").unwrap().as_deref(), Some("0"));
+    assert!(log_of(&members[0]).contains("bad proof"), "the leader refused c's handshake");
 
     a.kill();
     let took = wait_for(LEASE_TTL * 4, "b to take over", || health(&b)["role"] == "leader");
@@ -226,7 +246,8 @@ fn only_in_sync_followers_take_over_and_an_out_of_sync_one_leaves_the_cluster_le
     assert_eq!(produce(&c, "t", "nobody leads").unwrap_err().code, ErrorCode::NotLeader);
 
     // An in-sync replica coming back ends the leaderless period.
-    let b = cluster.start(&members[1]);
+    outsider.environment.clear();
+    let b = outsider.start(&members[1]);
     wait_for_role(&b, "leader");
     assert_eq!(health(&b)["node_id"], 2);
 }
@@ -320,10 +341,12 @@ fn forget_node_refuses_leader_self_and_connected_and_a_forgotten_node_gets_a_new
     assert_eq!(http(&b.admin, "DELETE", "/api/nodes/x", None, token).0, 404);
 
     c.kill();
-    // Its registration lives until its lease expires; until then it is connected.
-    wait_for(LEASE_TTL * 4, "node 3's lease to expire", || {
+    // Its replication connection is gone at once; its registration lives
+    // until its lease expires, and until then forgetting it is refused.
+    wait_for(Duration::from_secs(5), "node 3 disconnected", || {
         http(&b.admin, "GET", "/api/nodes", None, None).1.matches("\"connected\":false").count() == 1
     });
+    wait_for(LEASE_TTL * 4, "node 3's lease to expire", || cluster.etcd.get("ringlog/nodes/3").unwrap().is_none());
     let forgotten = ringlog(&["forget-node", "3", "--admin", &a.admin, "--token", "s3cret"]);
     assert!(forgotten.status.success(), "{forgotten:?}");
     assert_eq!(String::from_utf8_lossy(&forgotten.stdout).trim(), "forgot node 3");

@@ -76,6 +76,11 @@ impl Node {
         Node { child, address, admin }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A new client connection.
     pub fn client(&self) -> Client {
         Client::connect(&self.address)
