@@ -1039,6 +1039,9 @@ fn decode_success(api_key: ApiKey, reader: &mut Reader<'_>) -> Result<Response, 
                 _ => return Err(ProtocolError::Invalid("epoch flag must be 0 or 1")),
             };
             let epoch = reader.u32("epoch")?;
+            if !known && epoch != 0 {
+                return Err(ProtocolError::Invalid("an unknown epoch must be sent as 0"));
+            }
             Response::EpochEndOffset {
                 epoch: known.then_some(epoch),
                 end_offset: reader.u64("end offset")?,

@@ -111,11 +111,11 @@ async fn session(context: &Rc<ShardContext>, target: &Target, stopping: &Rc<Cell
             if tasks.get(&key).is_some_and(|(_, finished)| !finished.get()) {
                 continue;
             }
-            let (context, connection, node_id) = (Rc::clone(context), Rc::clone(&connection), target.node_id);
+            let (context, connection, target) = (Rc::clone(context), Rc::clone(&connection), target.clone());
             let finished = Rc::new(Cell::new(false));
             let done = Rc::clone(&finished);
             let task = crate::runtime::spawn_local(async move {
-                follow_partition(context, connection, owned, node_id).await;
+                follow_partition(context, connection, owned, target).await;
                 done.set(true);
             });
             tasks.insert(key, (task, finished));
@@ -164,11 +164,11 @@ async fn follow_partition(
     context: Rc<ShardContext>,
     connection: Rc<ReplicaConnection>,
     owned: Rc<OwnedPartition>,
-    node_id: u64,
+    target: Target,
 ) {
     let topic = owned.meta.name.clone();
     let partition = partition_number(&owned);
-    if let Err(error) = replicate(&context, &connection, &owned, node_id).await {
+    if let Err(error) = replicate(&context, &connection, &owned, &target).await {
         tracing::debug!(target: "ringlog::replication", %topic, partition, %error, "partition replication stopped");
     }
 }
@@ -177,8 +177,9 @@ async fn replicate(
     context: &ShardContext,
     connection: &ReplicaConnection,
     owned: &OwnedPartition,
-    node_id: u64,
+    target: &Target,
 ) -> Result<(), CallError> {
+    let node_id = target.node_id;
     let topic = owned.meta.name.clone();
     let partition = partition_number(owned);
     truncate_divergence(connection, owned, &topic, partition).await?;
@@ -197,6 +198,11 @@ async fn replicate(
         };
         match connection.call(&request).await {
             Ok(Response::ReplicaFetch { high_watermark, log_start_offset, uncompressed_bytes, compressed, .. }) => {
+                // An answer that arrives after this node stopped following
+                // that leader (it may lead now) must not be applied.
+                if current_target(context).as_ref() != Some(target) {
+                    return Ok(());
+                }
                 if log_start_offset > offset {
                     reset_behind_leader(owned, offset, log_start_offset).await?;
                     continue;
@@ -223,17 +229,14 @@ async fn apply(
     compressed: &[u8],
 ) -> Result<(), CallError> {
     let limit = context.config.limits.max_frame_bytes;
-    if uncompressed_bytes as usize > limit {
-        return Err(CallError::Connection(format!("leader sent {uncompressed_bytes} bytes, over {limit}")));
-    }
-    let mut batches = lz4_flex::block::decompress(compressed, uncompressed_bytes as usize)
-        .map_err(|error| CallError::Connection(format!("bad lz4 block from the leader: {error}")))?;
     let max_batch_bytes = owned.log.config().max_batch_bytes.max(limit);
+    let mut batches = decode_fetched(uncompressed_bytes, compressed, limit, max_batch_bytes)
+        .map_err(|error| CallError::Connection(format!("bad answer from the leader at {offset}: {error}")))?;
     let mut position = 0;
     let mut next_offset = offset;
     while position < batches.len() {
-        let header = verify_batch(&batches[position..], max_batch_bytes)
-            .map_err(|error| CallError::Connection(format!("leader sent a bad batch at {next_offset}: {error}")))?;
+        let header = crate::storage::batch::BatchHeader::parse(&batches[position..])
+            .map_err(|error| CallError::Connection(format!("batch at {next_offset}: {error}")))?;
         let end = position + header.batch_bytes as usize;
         let info = owned
             .log
@@ -251,6 +254,27 @@ async fn apply(
         owned.log.wait_durable_past(snapshot.durable_end_offset).await;
     }
     Ok(())
+}
+
+/// Decompress a leader's answer (at most `limit` bytes, however large the
+/// answer claims to be) and verify every batch's CRC before any is used.
+pub fn decode_fetched(
+    uncompressed_bytes: u32,
+    compressed: &[u8],
+    limit: usize,
+    max_batch_bytes: usize,
+) -> Result<Vec<u8>, String> {
+    if uncompressed_bytes as usize > limit {
+        return Err(format!("{uncompressed_bytes} uncompressed bytes, over the limit of {limit}"));
+    }
+    let batches = lz4_flex::block::decompress(compressed, uncompressed_bytes as usize)
+        .map_err(|error| format!("bad lz4 block: {error}"))?;
+    let mut position = 0;
+    while position < batches.len() {
+        let header = verify_batch(&batches[position..], max_batch_bytes).map_err(|error| error.to_string())?;
+        position += header.batch_bytes as usize;
+    }
+    Ok(batches)
 }
 
 /// Ask the leader where this log's latest epoch ends there, and cut

@@ -20,6 +20,8 @@ pub struct Member {
     pub data_dir: PathBuf,
     /// Node log (stderr).
     pub log: PathBuf,
+    /// Client, admin and replication addresses, kept across restarts.
+    addresses: [String; 3],
 }
 
 /// One etcd and the nodes a test starts against it.
@@ -43,7 +45,8 @@ impl Cluster {
     pub fn member(&self, name: &str) -> Member {
         let data_dir = self.dir.path().join(name);
         std::fs::create_dir_all(&data_dir).unwrap();
-        Member { data_dir, log: self.dir.path().join(format!("{name}.log")) }
+        let addresses = [0; 3].map(|_| format!("127.0.0.1:{}", crate::node::free_port()));
+        Member { data_dir, log: self.dir.path().join(format!("{name}.log")), addresses }
     }
 
     /// Start a node on fresh ports.
@@ -59,9 +62,9 @@ impl Cluster {
             environment.push(("RINGLOG_ADMIN_TOKEN", token.as_str()));
         }
         environment.extend(self.environment.iter().map(|(key, value)| (key.as_str(), value.as_str())));
-        let replication = format!("127.0.0.1:{}", crate::node::free_port());
+        let [client, admin, replication] = &member.addresses;
         let flags = ["--etcd", self.etcd.endpoint.as_str(), "--replication-listen", replication.as_str()];
-        Node::spawn(&member.data_dir, 2, &flags, &environment, Some(&member.log))
+        Node::spawn_at(client, admin, &member.data_dir, 2, &flags, &environment, Some(&member.log))
     }
 }
 

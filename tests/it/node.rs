@@ -49,6 +49,20 @@ impl Node {
     ) -> Node {
         let address = format!("127.0.0.1:{}", free_port());
         let admin = format!("127.0.0.1:{}", free_port());
+        Node::spawn_at(&address, &admin, data_dir, shards, flags, environment, log)
+    }
+
+    /// Start listening on the given client and admin addresses.
+    pub fn spawn_at(
+        address: &str,
+        admin: &str,
+        data_dir: &Path,
+        shards: usize,
+        flags: &[&str],
+        environment: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Node {
+        let (address, admin) = (address.to_string(), admin.to_string());
         let stderr = match log {
             Some(path) => {
                 Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open node log"))

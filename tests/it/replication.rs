@@ -247,11 +247,11 @@ fn acknowledged_records_survive_repeated_leader_kills_exactly_once_at_their_offs
     let mut feed = |stdin: &mut std::process::ChildStdin, seconds: f64| {
         let until = Instant::now() + Duration::from_secs_f64(seconds);
         while Instant::now() < until {
-            for _ in 0..20 {
-                writeln!(stdin, "v{next_value}").unwrap();
-                next_value += 1;
+            let lines: String = (next_value..next_value + 20).map(|value| format!("v{value}\n")).collect();
+            if stdin.write_all(lines.as_bytes()).and_then(|()| stdin.flush()).is_err() {
+                return; // the producer exited; its status and stderr are checked below
             }
-            stdin.flush().unwrap();
+            next_value += 20;
             std::thread::sleep(Duration::from_millis(5));
         }
     };
@@ -282,7 +282,9 @@ fn acknowledged_records_survive_repeated_leader_kills_exactly_once_at_their_offs
     drop(stdin);
     let status = producer.wait().unwrap();
     let acks = read_acks(&acks_reader.join().unwrap());
-    assert!(status.success(), "the producer survived every failover: {status:?}");
+    let mut errors = String::new();
+    std::io::Read::read_to_string(&mut producer.stderr.take().unwrap(), &mut errors).unwrap();
+    assert!(status.success(), "the producer survived every failover: {status:?} {errors}");
     let produced = next_value;
     let acked: u64 = acks.iter().map(|(_, _, count)| count).sum();
     assert_eq!(acked, produced, "every line was acknowledged");
@@ -318,4 +320,125 @@ fn acknowledged_records_survive_repeated_leader_kills_exactly_once_at_their_offs
     }
     let total: usize = (0..by_partition.len() as u32).map(|p| read_partition(leader, "ledger", p).1.len()).sum();
     assert_eq!(total as u64, produced, "each acknowledged record exactly once, nothing else");
+}
+
+#[test]
+fn malformed_and_unauthenticated_replication_connections_are_refused_without_harm() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    let cluster = cluster_with(5_000, 1);
+    let members: Vec<_> = ["a", "b"].iter().map(|name| cluster.member(name)).collect();
+    let a = cluster.start(&members[0]);
+    wait_for_role(&a, "leader");
+    let b = cluster.start(&members[1]);
+    wait_all_in_sync(&a, 2);
+    create_topic(&a, "t");
+    let registration: serde_json::Value =
+        serde_json::from_str(&cluster.etcd.get("ringlog/nodes/1").unwrap().unwrap()).unwrap();
+    let replication = registration["replication"].as_str().unwrap().to_string();
+    let exchange = |frames: &[Vec<u8>]| -> Vec<u8> {
+        let mut stream = TcpStream::connect(&replication).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        for frame in frames {
+            let _ = stream.write_all(frame);
+        }
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer); // returns once the leader closes the connection
+        answer
+    };
+    let frame = |request: &Request| {
+        let mut out = Vec::new();
+        ringlog::net::protocol::encode_request(7, request, &mut out);
+        out
+    };
+    let fetch = Request::ReplicaFetch {
+        replica_id: 2,
+        topic: "t".into(),
+        partition: 0,
+        offset: 0,
+        max_bytes: 1024,
+        max_wait_ms: 0,
+    };
+    // Garbage, a read without a handshake, a client API, a wrong proof: each is answered and closed.
+    assert!(!exchange(&[vec![0xff; 64]]).is_empty());
+    for frames in [
+        vec![frame(&fetch)],
+        vec![frame(&Request::ListTopics)],
+        vec![frame(&Request::ReplicaHello { node_id: 2 }), frame(&Request::ReplicaAuth { proof: vec![0; 32] })],
+    ] {
+        let answer = exchange(&frames);
+        let last = answer.len().saturating_sub(0);
+        assert!(last > 0, "an error answer before the close");
+        assert!(String::from_utf8_lossy(&answer).contains("auth") || answer.len() > 6, "{answer:?}");
+    }
+    // The client listener does not serve replication APIs either.
+    let refused = a.client().call(fetch);
+    assert_eq!(refused.unwrap_err().code, ErrorCode::InvalidRequest);
+    // Nothing else was affected.
+    assert!(produce_acks(&a, "t", 0, &["still fine".into()], Acks::All).is_ok());
+    assert_eq!(in_sync_ids(&a), [1, 2]);
+    let end = high_watermark(&a, "t", 0).unwrap();
+    wait_for(Duration::from_secs(5), "b keeps replicating", || high_watermark(&b, "t", 0) == Some(end));
+    assert!(crate::cluster::log_of(&members[0]).contains("bad proof"));
+}
+
+#[test]
+fn a_deposed_leader_truncates_what_only_it_had_and_idempotent_retries_keep_their_offsets() {
+    let cluster = cluster_with(60_000, 1);
+    let members: Vec<_> = ["a", "b"].iter().map(|name| cluster.member(name)).collect();
+    let a = cluster.start(&members[0]);
+    wait_for_role(&a, "leader");
+    let b = cluster.start(&members[1]);
+    wait_all_in_sync(&a, 2);
+    create_topic(&a, "t");
+    let producer_id = match a.client().call(Request::InitProducer) {
+        Ok(Response::InitProducer { producer_id }) => producer_id,
+        other => panic!("{other:?}"),
+    };
+    let idempotent = |sequence: u32, value: &str| Request::Produce {
+        topic: "t".into(),
+        partition: 0,
+        acks: Acks::All,
+        batch: batch(&[value.to_string()], Some((producer_id, sequence))),
+    };
+    let Ok(Response::Produce { base_offset: first, .. }) = a.client().call(idempotent(0, "committed")) else {
+        panic!("first produce")
+    };
+    wait_for(Duration::from_secs(5), "b has it", || high_watermark(&b, "t", 0) == Some(1));
+
+    // b stops; a accepts writes only it has (acks=leader), then dies.
+    // SAFETY: signals to our own child process.
+    unsafe { libc::kill(b.pid() as i32, libc::SIGSTOP) };
+    // b's outstanding read is answered with the first record (it waits in
+    // b's socket buffer and b applies it when it resumes); the second is on a alone.
+    assert!(produce_acks(&a, "t", 0, &["only-on-a-1".into()], Acks::Leader).is_ok());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(produce_acks(&a, "t", 0, &["only-on-a-2".into()], Acks::Leader).is_ok());
+    let a_epoch = health(&a)["leader_epoch"].as_u64().unwrap();
+    a.kill();
+    // SAFETY: as above.
+    unsafe { libc::kill(b.pid() as i32, libc::SIGCONT) };
+    wait_for(Duration::from_secs(20), "b leads", || health(&b)["role"] == "leader");
+    assert!(health(&b)["leader_epoch"].as_u64().unwrap() > a_epoch);
+
+    // The producer retries its committed batch against the new leader: same offset, not written twice.
+    match b.client().call(idempotent(0, "committed")) {
+        Ok(Response::Produce { base_offset, duplicate, .. }) => assert_eq!((base_offset, duplicate), (first, true)),
+        other => panic!("retry: {other:?}"),
+    }
+    assert!(produce_acks(&b, "t", 0, &["after-failover".into()], Acks::All).is_ok());
+
+    // a comes back as a follower and drops the suffix b never had.
+    let a = cluster.start(&members[0]);
+    wait_for_role(&a, "follower");
+    let end = high_watermark(&b, "t", 0).unwrap();
+    wait_for(Duration::from_secs(15), "a caught up", || high_watermark(&a, "t", 0) == Some(end));
+    let (a_bytes, a_records) = read_partition(&a, "t", 0);
+    let values: Vec<&str> = a_records.iter().map(|(_, value)| value.as_str()).collect();
+    assert_eq!(values.first(), Some(&"committed"));
+    assert_eq!(values.last(), Some(&"after-failover"));
+    assert!(!values.contains(&"only-on-a-2"), "the divergent record is gone: {values:?}");
+    assert_eq!(values.iter().filter(|value| **value == "committed").count(), 1);
+    assert!(a_bytes == read_partition(&b, "t", 0).0, "a and b hold the same log");
+    assert!(crate::cluster::log_of(&members[0]).contains("truncating a divergent suffix"));
 }

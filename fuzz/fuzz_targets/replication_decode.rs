@@ -1,0 +1,32 @@
+//! What a follower decodes from a leader never panics: answer frames of
+//! every replication API, and a fetch answer's lz4 block with its batches
+//! (decompression is bounded by the limit whatever the frame claims). What
+//! decodes re-encodes to the same bytes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use ringlog::net::protocol::{decode_response, encode_response, ApiKey, Response};
+use ringlog::replication::follower::decode_fetched;
+
+const REPLICATION_APIS: [ApiKey; 5] =
+    [ApiKey::ReplicaHello, ApiKey::ReplicaAuth, ApiKey::ReplicaFetch, ApiKey::EpochEndOffset, ApiKey::TopicConfigs];
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, frame)) = data.split_first() else { return };
+    let api_key = REPLICATION_APIS[selector as usize % REPLICATION_APIS.len()];
+    if let Ok((correlation_id, outcome)) = decode_response(api_key, frame) {
+        if let Ok(response) = &outcome {
+            let mut encoded = Vec::new();
+            encode_response(correlation_id, response, &mut encoded);
+            assert_eq!(&encoded[4..], frame, "decode/encode round trip");
+        }
+        if let Ok(Response::ReplicaFetch { uncompressed_bytes, compressed, .. }) = outcome {
+            let _ = decode_fetched(uncompressed_bytes, &compressed, 1 << 20, 1 << 20);
+        }
+    }
+    // The raw bytes as an lz4 block too, with a size taken from the data.
+    if data.len() >= 4 {
+        let claimed = u32::from_le_bytes(data[..4].try_into().unwrap()) % (1 << 21);
+        let _ = decode_fetched(claimed, &data[4..], 1 << 20, 1 << 20);
+    }
+});
