@@ -9,7 +9,8 @@
 # DIR defaults to ./ringlog-cluster. Ports: etcd 2379 (peer 2380); node N
 # listens on 70N0 (clients), 70N1 (admin), 70N2 (replication) for N = 7, 8, 9
 # -> node 1: 7070/7071/7072, node 2: 7080/7081/7082, node 3: 7090/7091/7092.
-# Override with ETCD_PORT, and RINGLOG_BIN to use a prebuilt binary.
+# Override with ETCD_PORT, SHARDS (data shards per node; default one per
+# core) and BINARY to use a prebuilt binary.
 set -euo pipefail
 
 command=${1:-}
@@ -17,7 +18,7 @@ dir=$(realpath -m "${2:-./ringlog-cluster}")
 etcd_port=${ETCD_PORT:-2379}
 etcd_peer_port=$((etcd_port + 1))
 root=$(cd "$(dirname "$0")/.." && pwd)
-binary=${RINGLOG_BIN:-$root/target/release/ringlog}
+binary=${BINARY:-$root/target/release/ringlog}
 node_ports=(7070 7080 7090)
 
 usage() {
@@ -38,7 +39,7 @@ wait_for() { # url seconds
 
 start() {
     command -v etcd >/dev/null || { echo "cluster: etcd not found (bash tools/install-deps.sh)" >&2; exit 1; }
-    if [[ -z ${RINGLOG_BIN:-} ]]; then
+    if [[ -z ${BINARY:-} ]]; then
         (cd "$root" && cargo build --release --quiet)
     fi
     mkdir -p "$dir/logs"
@@ -58,7 +59,8 @@ start() {
         local base=${node_ports[$((n - 1))]}
         "$binary" serve --data-dir "$dir/node$n" --etcd "http://127.0.0.1:$etcd_port" \
             --listen "127.0.0.1:$base" --admin "127.0.0.1:$((base + 1))" \
-            --replication-listen "127.0.0.1:$((base + 2))" >"$dir/logs/node$n.log" 2>&1 &
+            --replication-listen "127.0.0.1:$((base + 2))" ${SHARDS:+--shards "$SHARDS"} \
+            >"$dir/logs/node$n.log" 2>&1 &
         echo "node$n $!" >>"$dir/pids"
         wait_for "http://127.0.0.1:$((base + 1))/api/health" 20
     done

@@ -58,6 +58,11 @@ pub struct StorageConfig {
     /// Write-buffer memory one shard keeps; beyond it, idle partitions give
     /// their buffers back (keeping only the partial last block).
     pub write_buffer_budget_bytes: u64,
+    /// Recent batches each partition keeps in memory for tail reads
+    /// (followers, tailing consumers); 0 disables the tail cache.
+    pub tail_cache_bytes: u64,
+    /// Tail-cache memory one shard keeps over all its partitions.
+    pub tail_cache_budget_bytes: u64,
 }
 
 impl Default for StorageConfig {
@@ -76,6 +81,8 @@ impl Default for StorageConfig {
             max_batch_bytes: 16 << 20,
             max_producers_per_partition: 10_000,
             write_buffer_budget_bytes: 128 << 20,
+            tail_cache_bytes: 4 << 20,
+            tail_cache_budget_bytes: 64 << 20,
         }
     }
 }

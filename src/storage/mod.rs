@@ -19,6 +19,7 @@ pub mod recovery;
 pub mod retention;
 pub mod scan;
 pub mod segment;
+pub mod tail_cache;
 pub mod writer;
 
 pub use config::{FsyncPolicy, StorageConfig};

@@ -452,3 +452,40 @@ fn idle_partitions_over_the_buffer_budget_shrink_and_grow_without_losing_bytes()
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn tail_cache_reads_equal_disk_reads_and_truncation_clears_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cached_path, disk_path) = (dir.path().join("cached"), dir.path().join("disk"));
+    on_executor(move || async move {
+        let cached = PartitionLog::open(&cached_path, StorageConfig { tail_cache_bytes: 4096, ..small_config() }, None)
+            .await
+            .unwrap();
+        let disk = PartitionLog::open(&disk_path, StorageConfig { tail_cache_bytes: 0, ..small_config() }, None)
+            .await
+            .unwrap();
+        for round in 0..120 {
+            let batch = values(&format!("r{round}"), 1 + round % 4);
+            append_values(&cached, &batch, 1000 + round as i64).await;
+            append_values(&disk, &batch, 1000 + round as i64).await;
+        }
+        let end = cached.snapshot().log_end_offset;
+        for offset in (0..end).step_by(7) {
+            for max_bytes in [1, 300, 5000] {
+                let from_cache = cached.read(offset, max_bytes, None).await.unwrap();
+                let from_disk = disk.read(offset, max_bytes, None).await.unwrap();
+                assert_eq!(from_cache, from_disk, "offset {offset}, max_bytes {max_bytes}");
+            }
+        }
+        assert_eq!(cached.read(10, 1000, Some(12)).await.unwrap(), disk.read(10, 1000, Some(12)).await.unwrap());
+        // After a truncation the cache must not serve the removed records.
+        cached.truncate_to(end - 20).await.unwrap();
+        disk.truncate_to(end - 20).await.unwrap();
+        let batch = values("after", 3);
+        append_values(&cached, &batch, 5000).await;
+        append_values(&disk, &batch, 5000).await;
+        assert_eq!(read_all(&cached, end - 30).await, read_all(&disk, end - 30).await);
+        cached.close().await.unwrap();
+        disk.close().await.unwrap();
+    });
+}

@@ -171,6 +171,8 @@ impl PartitionLog {
         debug_assert_eq!(state.writer.position(), state.active().size_bytes, "writer and segment disagree");
         let placed = BatchHeader { base_offset, ..*header };
         state.producers.apply(&placed);
+        let config = &self.inner.config;
+        state.tail.push(base_offset, next_offset, batch, config.tail_cache_bytes, config.tail_cache_budget_bytes);
         (AppendInfo { base_offset, next_offset, duplicate: false }, state.generation)
     }
 

@@ -224,6 +224,7 @@ impl PartitionLog {
                 state.writer = writer;
                 reset_active_to(&mut state, mark);
                 state.epochs.truncate_from_end(mark.offset);
+                state.tail.clear();
                 state.generation += 1;
                 state.rollback_disk_full = true;
             }

@@ -91,6 +91,7 @@ impl PartitionLog {
             return Err(StorageError::OffsetOutOfRange { offset, log_start_offset, log_end_offset });
         }
         let cut = self.find_batch_start(offset).await?;
+        self.inner.state.borrow_mut().tail.clear();
         self.apply_truncation(cut).await?;
         Ok(cut.offset)
     }

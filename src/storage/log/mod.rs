@@ -133,6 +133,7 @@ struct State {
     unsynced_since: Option<Instant>,
     stats: LogStats,
     recovery: RecoveryReport,
+    tail: crate::storage::tail_cache::TailCache,
 }
 
 impl State {
@@ -226,6 +227,7 @@ impl PartitionLog {
             unsynced_since: None,
             stats: LogStats::default(),
             recovery: recovered.report,
+            tail: Default::default(),
         };
         let log = PartitionLog {
             inner: Rc::new(Inner {

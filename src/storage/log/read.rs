@@ -7,6 +7,9 @@ impl PartitionLog {
     /// `max_bytes` (at least one batch) and below `max_offset` (defaults to
     /// the durable end). Every batch's CRC is verified before it is returned.
     pub async fn read(&self, offset: u64, max_bytes: usize, max_offset: Option<u64>) -> StorageResult<ReadBatches> {
+        if let Some(cached) = self.read_tail(offset, max_bytes, max_offset) {
+            return Ok(cached);
+        }
         let mut offset = offset;
         loop {
             let location = self.locate(offset, max_offset)?;
@@ -20,6 +23,19 @@ impl PartitionLog {
             // The offset is at the end of a sealed segment: continue in the next one.
             offset = location.segment_next_offset;
         }
+    }
+
+    /// The same answer from the tail cache, when it holds `offset` (only
+    /// durable batches: the limit is the durable end, as on disk).
+    fn read_tail(&self, offset: u64, max_bytes: usize, max_offset: Option<u64>) -> Option<ReadBatches> {
+        let state = self.inner.state.borrow();
+        if offset < state.log_start_offset() || offset > state.log_end_offset || state.fence.is_some() {
+            return None;
+        }
+        let limit_offset = max_offset.unwrap_or(state.durable.offset).min(state.durable.offset);
+        let cached = state.tail.read(offset, max_bytes, limit_offset)?;
+        debug_assert!(cached.next_offset <= limit_offset, "served beyond the durable end");
+        Some(ReadBatches { bytes: cached.bytes, next_offset: cached.next_offset, batch_count: cached.batch_count })
     }
 
     pub(super) fn locate(&self, offset: u64, max_offset: Option<u64>) -> StorageResult<Option<ReadLocation>> {

@@ -1,0 +1,179 @@
+//! The partition's tail cache: the most recently appended batches, exactly
+//! as written (stamped with their offsets and epoch), kept in memory so that
+//! followers and consumers reading the tail are served without reading back
+//! from disk what was just written with O_DIRECT (which bypasses the page
+//! cache). Bounded per partition (`tail_cache_bytes`, one ring buffer) and
+//! per shard thread (`tail_cache_budget_bytes`): once the shard's rings use
+//! the budget, further partitions cache nothing.
+//!
+//! Only durable data is served from it (reads stop at the durable end as
+//! they do from disk), and every batch in it passed CRC validation at append.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+
+thread_local! {
+    static HELD_BYTES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Bytes held by the tail caches of the partitions on this thread.
+pub fn held_bytes() -> u64 {
+    HELD_BYTES.with(Cell::get)
+}
+
+fn adjust_held(delta: i64) {
+    HELD_BYTES.with(|held| held.set(held.get().saturating_add_signed(delta)));
+}
+
+/// Where one cached batch sits in the ring.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    base_offset: u64,
+    next_offset: u64,
+    position: usize,
+    length: usize,
+}
+
+/// Recent batches of one partition, oldest first, offsets contiguous, in
+/// one ring buffer allocated once (the append path allocates nothing per
+/// batch: it copies into the ring).
+#[derive(Debug, Default)]
+pub struct TailCache {
+    ring: Vec<u8>,
+    entries: VecDeque<Entry>,
+    head: usize,
+    bytes: u64,
+}
+
+/// Batches served from the cache.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CachedRead {
+    /// Concatenated batches.
+    pub bytes: Vec<u8>,
+    /// Offset after the last batch.
+    pub next_offset: u64,
+    /// Number of batches.
+    pub batch_count: usize,
+}
+
+impl TailCache {
+    /// Remember a just-appended batch. The ring (`limit_bytes`) is taken
+    /// from the thread's budget (`budget_bytes`) on first use; when the
+    /// budget is spent this partition caches nothing. 0 disables caching.
+    pub fn push(&mut self, base_offset: u64, next_offset: u64, batch: &[u8], limit_bytes: u64, budget_bytes: u64) {
+        if self.entries.back().is_some_and(|last| last.next_offset != base_offset) {
+            self.clear();
+        }
+        if self.ring.is_empty() {
+            if limit_bytes == 0 || held_bytes() + limit_bytes > budget_bytes {
+                return;
+            }
+            self.ring = vec![0; limit_bytes as usize];
+            adjust_held(limit_bytes as i64);
+        }
+        let capacity = self.ring.len();
+        if batch.len() > capacity {
+            self.clear();
+            return;
+        }
+        while capacity - (self.bytes as usize) < batch.len() {
+            let oldest = self.entries.pop_front().expect("used bytes belong to entries");
+            self.bytes -= oldest.length as u64;
+        }
+        let position = self.head;
+        let first = batch.len().min(capacity - position);
+        self.ring[position..position + first].copy_from_slice(&batch[..first]);
+        self.ring[..batch.len() - first].copy_from_slice(&batch[first..]);
+        self.head = (position + batch.len()) % capacity;
+        self.entries.push_back(Entry { base_offset, next_offset, position, length: batch.len() });
+        self.bytes += batch.len() as u64;
+    }
+
+    /// Forget every batch (truncation, disk-full rollback); keeps the ring.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.head = 0;
+        self.bytes = 0;
+    }
+
+    fn copy_out(&self, entry: &Entry, out: &mut Vec<u8>) {
+        let first = entry.length.min(self.ring.len() - entry.position);
+        out.extend_from_slice(&self.ring[entry.position..entry.position + first]);
+        out.extend_from_slice(&self.ring[..entry.length - first]);
+    }
+
+    /// Whole batches from the one holding `offset`, below `limit_offset`,
+    /// up to about `max_bytes` (at least one batch) — or None when the
+    /// cache does not hold `offset`.
+    pub fn read(&self, offset: u64, max_bytes: usize, limit_offset: u64) -> Option<CachedRead> {
+        let first = self.entries.front()?;
+        if offset < first.base_offset || offset >= limit_offset {
+            return None;
+        }
+        let start = self.entries.partition_point(|entry| entry.next_offset <= offset);
+        let mut read = CachedRead { bytes: Vec::new(), next_offset: offset, batch_count: 0 };
+        for entry in self.entries.range(start..) {
+            if entry.base_offset >= limit_offset {
+                break;
+            }
+            if read.batch_count > 0 && read.bytes.len() + entry.length > max_bytes {
+                break;
+            }
+            self.copy_out(entry, &mut read.bytes);
+            read.next_offset = entry.next_offset;
+            read.batch_count += 1;
+        }
+        // Nothing cached at or after `offset` below the limit: let the disk path answer.
+        (read.batch_count > 0).then_some(read)
+    }
+
+    /// Bytes of batches held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for TailCache {
+    fn drop(&mut self) {
+        adjust_held(-(self.ring.len() as i64));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serves_whole_batches_below_the_limit_and_stays_bounded() {
+        let mut cache = TailCache::default();
+        for index in 0..10u64 {
+            cache.push(index * 10, index * 10 + 10, &[index as u8; 100], 450, u64::MAX);
+        }
+        assert_eq!(cache.bytes(), 400, "per-partition bound: four batches fit a 450-byte ring");
+        assert!(cache.read(55, 1000, 100).is_none(), "evicted");
+        let read = cache.read(67, 250, 100).unwrap();
+        assert_eq!((read.next_offset, read.batch_count), (80, 2), "whole batches within max_bytes");
+        assert_eq!(read.bytes[..100], [6u8; 100]);
+        for index in 6..10u8 {
+            let one = cache.read(u64::from(index) * 10, 1, 100).unwrap();
+            assert_eq!(one.bytes, [index; 100], "batch {index} comes out whole, wrapped around the ring or not");
+        }
+        assert!(cache.read(90, 1000, 90).is_none(), "not durable yet");
+        assert_eq!(cache.read(85, 1000, 90).unwrap().next_offset, 90);
+        cache.push(500, 510, &[1; 10], 450, u64::MAX);
+        assert!(cache.read(90, 1000, 1000).is_none(), "a gap clears the cache");
+    }
+
+    #[test]
+    fn the_thread_budget_bounds_all_partitions_together() {
+        let before = held_bytes();
+        let mut first = TailCache::default();
+        let mut second = TailCache::default();
+        first.push(0, 1, &[0; 300], 1000, before + 1500);
+        second.push(0, 1, &[0; 300], 1000, before + 1500);
+        assert_eq!((first.bytes(), second.bytes()), (300, 0), "over budget: nothing new is cached");
+        assert_eq!(held_bytes(), before + 1000);
+        drop(first);
+        assert_eq!(held_bytes(), before);
+    }
+}
