@@ -8,8 +8,14 @@ use libfuzzer_sys::fuzz_target;
 use ringlog::net::protocol::{decode_response, encode_response, ApiKey, Response};
 use ringlog::replication::follower::decode_fetched;
 
-const REPLICATION_APIS: [ApiKey; 5] =
-    [ApiKey::ReplicaHello, ApiKey::ReplicaAuth, ApiKey::ReplicaFetch, ApiKey::EpochEndOffset, ApiKey::TopicConfigs];
+const REPLICATION_APIS: [ApiKey; 6] = [
+    ApiKey::ReplicaHello,
+    ApiKey::ReplicaAuth,
+    ApiKey::ReplicaFetch,
+    ApiKey::EpochEndOffset,
+    ApiKey::TopicConfigs,
+    ApiKey::GroupOffsets,
+];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, frame)) = data.split_first() else { return };

@@ -84,6 +84,8 @@ pub enum ApiKey {
     EpochEndOffset = 15,
     /// Replication: every topic with its settings.
     TopicConfigs = 16,
+    /// Replication: every consumer group's committed offset of a partition.
+    GroupOffsets = 17,
 }
 
 impl ApiKey {
@@ -113,6 +115,7 @@ impl ApiKey {
             14 => ApiKey::ReplicaFetch,
             15 => ApiKey::EpochEndOffset,
             16 => ApiKey::TopicConfigs,
+            17 => ApiKey::GroupOffsets,
             other => return Err(ProtocolError::UnknownApi(other)),
         })
     }
@@ -355,6 +358,13 @@ pub enum Request {
     },
     /// Every topic with its settings.
     TopicConfigs,
+    /// Every consumer group's committed offset of a partition.
+    GroupOffsets {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+    },
 }
 
 impl Request {
@@ -377,6 +387,7 @@ impl Request {
             Request::ReplicaFetch { .. } => ApiKey::ReplicaFetch,
             Request::EpochEndOffset { .. } => ApiKey::EpochEndOffset,
             Request::TopicConfigs => ApiKey::TopicConfigs,
+            Request::GroupOffsets { .. } => ApiKey::GroupOffsets,
         }
     }
 
@@ -390,7 +401,8 @@ impl Request {
             | Request::FetchOffset { topic, partition, .. }
             | Request::FindOffset { topic, partition, .. }
             | Request::ReplicaFetch { topic, partition, .. }
-            | Request::EpochEndOffset { topic, partition, .. } => Some((topic, *partition)),
+            | Request::EpochEndOffset { topic, partition, .. }
+            | Request::GroupOffsets { topic, partition } => Some((topic, *partition)),
             _ => None,
         }
     }
@@ -538,6 +550,8 @@ pub enum Response {
     },
     /// Every topic: (name, settings).
     TopicConfigs(Vec<(String, TopicSettings)>),
+    /// (group, committed offset) of every group of a partition.
+    GroupOffsets(Vec<(String, u64)>),
 }
 
 /// An error answer.
@@ -718,6 +732,10 @@ pub fn encode_request(correlation_id: u32, request: &Request, out: &mut Vec<u8>)
             writer.u32(*epoch);
         }
         Request::TopicConfigs => {}
+        Request::GroupOffsets { topic, partition } => {
+            writer.string(topic);
+            writer.u32(*partition);
+        }
     }
     finish_frame(out, start);
 }
@@ -820,6 +838,9 @@ pub fn decode_request(frame: &[u8]) -> Result<(RequestHeader, Request), Protocol
             epoch: reader.u32("epoch")?,
         },
         ApiKey::TopicConfigs => Request::TopicConfigs,
+        ApiKey::GroupOffsets => {
+            Request::GroupOffsets { topic: reader.string("topic")?, partition: reader.u32("partition")? }
+        }
     };
     reader.finish()?;
     Ok((header, request))
@@ -920,8 +941,59 @@ pub fn encode_response(correlation_id: u32, response: &Response, out: &mut Vec<u
                 writer.u64(settings.segment_bytes);
             }
         }
+        Response::GroupOffsets(groups) => {
+            writer.u32(groups.len() as u32);
+            for (group, offset) in groups {
+                writer.string(group);
+                writer.u64(*offset);
+            }
+        }
     }
     finish_frame(out, start);
+}
+
+/// Encode a success response like [`encode_response`], but leave a fetch's
+/// trailing batches out of `out` and return them: the frame header in
+/// `out` already counts them, so writing `out` then the returned bytes puts
+/// the same frame on the wire without copying the batches (the largest
+/// thing the node sends).
+pub fn encode_response_split(correlation_id: u32, response: Response, out: &mut Vec<u8>) -> Vec<u8> {
+    let start = out.len();
+    let (head, body) = match response {
+        Response::Fetch { high_watermark, log_start_offset, next_offset, batches } => {
+            let head = Response::Fetch { high_watermark, log_start_offset, next_offset, batches: Vec::new() };
+            (head, batches)
+        }
+        Response::ReplicaFetch {
+            high_watermark,
+            log_start_offset,
+            log_end_offset,
+            leader_epoch,
+            uncompressed_bytes,
+            compressed,
+        } => {
+            let head = Response::ReplicaFetch {
+                high_watermark,
+                log_start_offset,
+                log_end_offset,
+                leader_epoch,
+                uncompressed_bytes,
+                compressed: Vec::new(),
+            };
+            (head, compressed)
+        }
+        other => {
+            encode_response(correlation_id, &other, out);
+            return Vec::new();
+        }
+    };
+    encode_response(correlation_id, &head, out);
+    // The body is the last field: patch its length and the frame length.
+    let length_at = out.len() - 4;
+    out[length_at..].copy_from_slice(&(body.len() as u32).to_le_bytes());
+    let frame_bytes = (out.len() - start - LENGTH_PREFIX_BYTES + body.len()) as u32;
+    out[start..start + LENGTH_PREFIX_BYTES].copy_from_slice(&frame_bytes.to_le_bytes());
+    body
 }
 
 /// Append a complete error response frame to `out`.
@@ -1063,6 +1135,14 @@ fn decode_success(api_key: ApiKey, reader: &mut Reader<'_>) -> Result<Response, 
             }
             Response::TopicConfigs(topics)
         }
+        ApiKey::GroupOffsets => {
+            let count = reader.u32("group count")?;
+            let mut groups = Vec::with_capacity(count.min(1024) as usize);
+            for _ in 0..count {
+                groups.push((reader.string("group")?, reader.u64("offset")?));
+            }
+            Response::GroupOffsets(groups)
+        }
     })
 }
 
@@ -1098,6 +1178,7 @@ mod tests {
             },
             Request::EpochEndOffset { topic: "t".into(), partition: 1, epoch: 12 },
             Request::TopicConfigs,
+            Request::GroupOffsets { topic: "t".into(), partition: 4 },
         ]
     }
 
@@ -1163,10 +1244,15 @@ mod tests {
                     TopicSettings { partitions: 3, retention_bytes: 1, retention_ms: 2, segment_bytes: 3 },
                 )]),
             ),
+            (ApiKey::GroupOffsets, Response::GroupOffsets(vec![("g".into(), 9), ("h".into(), 0)])),
         ];
         for (api_key, response) in responses {
             let mut out = Vec::new();
             encode_response(99, &response, &mut out);
+            let mut split = Vec::new();
+            let body = encode_response_split(99, response.clone(), &mut split);
+            split.extend_from_slice(&body);
+            assert_eq!(split, out, "split encoding puts the same bytes on the wire");
             let (correlation_id, decoded) = decode_response(api_key, &out[4..]).unwrap();
             assert_eq!(correlation_id, 99);
             assert_eq!(decoded, Ok(response));

@@ -19,8 +19,8 @@ use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::protocol::{
-    decode_request, decode_request_header, encode_error, encode_response, frame_length, ErrorCode, ErrorResponse,
-    ProtocolError, Request, Response, LENGTH_PREFIX_BYTES, REQUEST_HEADER_BYTES,
+    decode_request, decode_request_header, encode_error, encode_response, encode_response_split, frame_length,
+    ErrorCode, ErrorResponse, ProtocolError, Request, Response, LENGTH_PREFIX_BYTES, REQUEST_HEADER_BYTES,
 };
 use crate::runtime::Notify;
 use crate::shard::handler::ShardContext;
@@ -156,7 +156,7 @@ impl Connection {
         // SAFETY: write_fd is a fresh, valid socket descriptor we own.
         let write_stream = unsafe { TcpStream::from_raw_fd(write_fd) };
         let depth = self.context.config.limits.max_inflight_requests_per_connection;
-        let (sender, receiver) = local_channel::new_bounded::<Vec<u8>>(depth);
+        let (sender, receiver) = local_channel::new_bounded::<Outgoing>(depth);
         let sender = Rc::new(sender);
         let queue = Rc::new(ReplyQueue {
             queued_bytes: Cell::new(0),
@@ -167,9 +167,13 @@ impl Connection {
         let writer_queue = Rc::clone(&queue);
         let writer = crate::runtime::spawn_local(async move {
             let mut write_stream = write_stream;
-            while let Some(frame) = receiver.recv().await {
-                let written = write_stream.write_all(&frame).await;
-                writer_queue.queued_bytes.set(writer_queue.queued_bytes.get().saturating_sub(frame.len()));
+            while let Some((head, body)) = receiver.recv().await {
+                let mut written = write_stream.write_all(&head).await;
+                if written.is_ok() && !body.is_empty() {
+                    written = write_stream.write_all(&body).await;
+                }
+                let bytes = head.len() + body.len();
+                writer_queue.queued_bytes.set(writer_queue.queued_bytes.get().saturating_sub(bytes));
                 if written.is_err() {
                     break;
                 }
@@ -185,7 +189,7 @@ impl Connection {
             tracing::debug!(target: "ringlog::net", message = %error.message, "closing connection after bad input");
             let mut frame = Vec::new();
             encode_error(correlation_id.unwrap_or(0), &error, &mut frame);
-            let _ = sender.send(frame).await;
+            let _ = sender.send((frame, Vec::new())).await;
         }
         drop(sender);
         writer.await;
@@ -194,7 +198,7 @@ impl Connection {
     async fn read_loop(
         &self,
         mut stream: TcpStream,
-        sender: &Rc<LocalSender<Vec<u8>>>,
+        sender: &Rc<LocalSender<Outgoing>>,
         queue: &Rc<ReplyQueue>,
     ) -> ReadEnd {
         let limits = &self.context.config.limits;
@@ -251,12 +255,16 @@ impl Connection {
                     context.shard_metrics().errors.fetch_add(1, Ordering::Relaxed);
                 }
                 let mut out = Vec::new();
-                match outcome {
-                    Ok(response) => encode_response(header.correlation_id, &response, &mut out),
-                    Err(error) => encode_error(header.correlation_id, &error, &mut out),
-                }
+                let body = match outcome {
+                    Ok(response) => encode_response_split(header.correlation_id, response, &mut out),
+                    Err(error) => {
+                        encode_error(header.correlation_id, &error, &mut out);
+                        Vec::new()
+                    }
+                };
+                let bytes = out.len() + body.len();
                 match follower {
-                    Some(follower) if !queue.admit(out.len()) => {
+                    Some(follower) if !queue.admit(bytes) => {
                         // The follower does not read its answers fast enough:
                         // cut it off now, without waiting for its writer.
                         queue.shut_down();
@@ -265,8 +273,8 @@ impl Connection {
                             limit_bytes = queue.limit_bytes, "follower disconnected: its send queue is full");
                     }
                     _ => {
-                        queue.queued_bytes.set(queue.queued_bytes.get() + out.len());
-                        let _ = sender.send(out).await;
+                        queue.queued_bytes.set(queue.queued_bytes.get() + bytes);
+                        let _ = sender.send((out, body)).await;
                     }
                 }
                 pending.set(pending.get() - 1);
@@ -285,7 +293,7 @@ impl Connection {
         &self,
         correlation_id: u32,
         request: Request,
-        sender: &Rc<LocalSender<Vec<u8>>>,
+        sender: &Rc<LocalSender<Outgoing>>,
     ) -> Result<Option<Request>, ErrorResponse> {
         let replication_api = request.api_key().is_replication();
         let Some(session) = &self.replication else {
@@ -308,7 +316,7 @@ impl Connection {
         };
         let mut frame = Vec::new();
         encode_response(correlation_id, &answer, &mut frame);
-        let _ = sender.send(frame).await;
+        let _ = sender.send((frame, Vec::new())).await;
         Ok(None)
     }
 
@@ -364,6 +372,10 @@ impl Connection {
 fn invalid(message: &str) -> ErrorResponse {
     ErrorResponse { code: ErrorCode::InvalidRequest, message: message.into(), leader: None }
 }
+
+/// A frame to write: its head, then a body written without copying it into
+/// the head (a fetch's batches; empty for everything else).
+type Outgoing = (Vec<u8>, Vec<u8>);
 
 /// Bytes of answers queued for a connection's writer. On a replication
 /// connection they are bounded by `follower_queue_bytes`; a follower over

@@ -24,6 +24,8 @@ use crate::storage::AppendMode;
 const FETCH_WAIT_MS: u32 = 500;
 /// Uncompressed bytes a follower asks for per read.
 const FETCH_MAX_BYTES: u32 = 1 << 20;
+/// How often each partition mirrors the leader's consumer-group offsets.
+const GROUP_OFFSETS_INTERVAL: Duration = Duration::from_secs(1);
 /// How often shard 0 mirrors the leader's topics.
 const TOPIC_SYNC_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -183,7 +185,12 @@ async fn replicate(
     let topic = owned.meta.name.clone();
     let partition = partition_number(owned);
     truncate_divergence(connection, owned, &topic, partition).await?;
+    let mut offsets_mirrored_at = None::<std::time::Instant>;
     loop {
+        if offsets_mirrored_at.is_none_or(|at| at.elapsed() >= GROUP_OFFSETS_INTERVAL) {
+            mirror_group_offsets(connection, owned, &topic, partition).await?;
+            offsets_mirrored_at = Some(std::time::Instant::now());
+        }
         if context.partitions.get(&topic, partition).is_none() {
             return Ok(());
         }
@@ -252,6 +259,32 @@ async fn apply(
             return Err(CallError::Connection(format!("partition failed: {failure}")));
         }
         owned.log.wait_durable_past(snapshot.durable_end_offset).await;
+    }
+    Ok(())
+}
+
+/// Copy the leader's committed consumer-group offsets of a partition, so a
+/// group resumes where it was after a failover.
+async fn mirror_group_offsets(
+    connection: &ReplicaConnection,
+    owned: &OwnedPartition,
+    topic: &str,
+    partition: u32,
+) -> Result<(), CallError> {
+    let request = Request::GroupOffsets { topic: topic.to_string(), partition };
+    let Response::GroupOffsets(groups) = connection.call(&request).await? else {
+        return Err(CallError::Connection("unexpected answer to group offsets".into()));
+    };
+    let local: HashMap<String, u64> = owned.log.committed_offsets().into_iter().collect();
+    for (group, offset) in groups {
+        if local.get(&group) == Some(&offset) {
+            continue;
+        }
+        owned
+            .log
+            .commit_offset(&group, offset)
+            .await
+            .map_err(|error| CallError::Connection(format!("cannot store group {group}'s offset: {error}")))?;
     }
     Ok(())
 }

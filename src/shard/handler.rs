@@ -257,6 +257,10 @@ impl ShardContext {
                 let owned = self.owned(&topic, partition)?;
                 self.epoch_end_offset(&owned, epoch)
             }
+            Request::GroupOffsets { topic, partition } => {
+                self.write_epoch()?;
+                Ok(Response::GroupOffsets(self.owned(&topic, partition)?.log.committed_offsets()))
+            }
             other => Err(error(ErrorCode::InvalidRequest, format!("{:?} is not a partition request", other.api_key()))),
         }
     }

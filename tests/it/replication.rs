@@ -405,6 +405,13 @@ fn a_deposed_leader_truncates_what_only_it_had_and_idempotent_retries_keep_their
         panic!("first produce")
     };
     wait_for(Duration::from_secs(5), "b has it", || high_watermark(&b, "t", 0) == Some(1));
+    let commit = Request::CommitOffset { group: "g".into(), topic: "t".into(), partition: 0, offset: 1 };
+    assert!(a.client().call(commit).is_ok());
+    let group_offset =
+        |node: &Node| node.client().call(Request::FetchOffset { group: "g".into(), topic: "t".into(), partition: 0 });
+    wait_for(Duration::from_secs(5), "b mirrors the group's offset", || {
+        matches!(group_offset(&b), Ok(Response::FetchOffset(ringlog::net::protocol::CommittedState::Valid(1))))
+    });
 
     // b stops; a accepts writes only it has (acks=leader), then dies.
     // SAFETY: signals to our own child process.

@@ -286,6 +286,15 @@ impl PartitionLog {
             .map_err(|error| StorageError::io("commit consumer offset", &self.inner.dir, error))
     }
 
+    /// Every group's committed offset (followers mirror them from the leader).
+    pub fn committed_offsets(&self) -> Vec<(String, u64)> {
+        let state = self.inner.state.borrow();
+        let mut groups: Vec<(String, u64)> =
+            state.offsets.groups().map(|(group, committed)| (group.to_string(), committed.offset)).collect();
+        groups.sort();
+        groups
+    }
+
     /// Where consumer `group` resumes, checked against the current log bounds.
     pub fn committed_offset(&self, group: &str) -> OffsetLookup {
         let state = self.inner.state.borrow();
