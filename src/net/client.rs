@@ -17,7 +17,8 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use super::protocol::{
-    decode_response, encode_request, frame_length, ApiKey, ErrorCode, ErrorResponse, ProtocolError, Request, Response,
+    decode_response, encode_request_split, frame_length, ApiKey, ErrorCode, ErrorResponse, ProtocolError, Request,
+    Response,
 };
 use crate::storage::batch::{verify_batch, BatchError};
 
@@ -155,8 +156,14 @@ impl Connection {
         let (sender, receiver) = oneshot::channel();
         self.pending.lock().expect("pending").insert(correlation_id, (request.api_key(), sender));
         let mut frame = Vec::new();
-        encode_request(correlation_id, request, &mut frame);
-        let written = self.writer.lock().await.write_all(&frame).await;
+        let body = encode_request_split(correlation_id, request, &mut frame);
+        let written = {
+            let mut writer = self.writer.lock().await;
+            match writer.write_all(&frame).await {
+                Ok(()) if !body.is_empty() => writer.write_all(body).await,
+                other => other,
+            }
+        };
         if let Err(error) = written {
             if let Some((_, sender)) = self.pending.lock().expect("pending").remove(&correlation_id) {
                 let _ = sender.send(Err(ClientError::ConnectionLost(error.to_string())));

@@ -740,6 +740,59 @@ pub fn encode_request(correlation_id: u32, request: &Request, out: &mut Vec<u8>)
     finish_frame(out, start);
 }
 
+/// Encode a request like [`encode_request`], but leave a produce's batch out
+/// of `out` and return it: `out` then the returned bytes are the same frame,
+/// and the batch is written without being copied into it.
+pub fn encode_request_split<'a>(correlation_id: u32, request: &'a Request, out: &mut Vec<u8>) -> &'a [u8] {
+    let Request::Produce { topic, partition, acks, batch } = request else {
+        encode_request(correlation_id, request, out);
+        return &[];
+    };
+    let start = out.len();
+    out.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
+    let mut writer = Writer::new(out);
+    writer.u16(ApiKey::Produce as u16);
+    writer.u16(PROTOCOL_VERSION);
+    writer.u32(correlation_id);
+    writer.string(topic);
+    writer.u32(*partition);
+    writer.u8(*acks as u8);
+    writer.u32(batch.len() as u32);
+    let frame_bytes = (out.len() - start - LENGTH_PREFIX_BYTES + batch.len()) as u32;
+    out[start..start + LENGTH_PREFIX_BYTES].copy_from_slice(&frame_bytes.to_le_bytes());
+    batch
+}
+
+/// Decode a request frame body it owns. A produce's batch (the frame's
+/// last field, and nearly all of it) reuses the frame's allocation instead
+/// of being copied into a new one.
+pub fn decode_request_owned(mut frame: Vec<u8>) -> Result<(RequestHeader, Request), ProtocolError> {
+    let header = decode_request_header(&frame)?;
+    if header.api_key != ApiKey::Produce as u16 || header.api_version != PROTOCOL_VERSION {
+        return decode_request(&frame);
+    }
+    let mut reader = Reader::new(&frame[REQUEST_HEADER_BYTES..]);
+    let topic = reader.string("topic")?;
+    let partition = reader.u32("partition")?;
+    let acks = match reader.u8("acks")? {
+        0 => Acks::None,
+        1 => Acks::Leader,
+        2 => Acks::All,
+        _ => return Err(ProtocolError::Invalid("acks must be 0, 1 or 2")),
+    };
+    let length = reader.u32("batch")? as usize;
+    let start = REQUEST_HEADER_BYTES + reader.position;
+    if frame.len() - start != length {
+        return Err(if frame.len() - start < length {
+            ProtocolError::Truncated("batch")
+        } else {
+            ProtocolError::Invalid("trailing bytes after the body")
+        });
+    }
+    frame.drain(..start);
+    Ok((header, Request::Produce { topic, partition, acks, batch: frame }))
+}
+
 /// Header of a decoded request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestHeader {
@@ -1192,7 +1245,26 @@ mod tests {
             let (header, decoded) = decode_request(&out[4..]).unwrap();
             assert_eq!(header.correlation_id, i as u32);
             assert_eq!(decoded, request);
+            assert_eq!(decode_request_owned(out[4..].to_vec()).unwrap(), (header, request.clone()));
+            let mut split = Vec::new();
+            let body = encode_request_split(i as u32, &request, &mut split);
+            split.extend_from_slice(body);
+            assert_eq!(split, out, "split encoding puts the same bytes on the wire");
         }
+    }
+
+    #[test]
+    fn owned_produce_decoding_rejects_what_slice_decoding_rejects() {
+        let request = Request::Produce { topic: "t".into(), partition: 1, acks: Acks::All, batch: vec![5; 64] };
+        let mut out = Vec::new();
+        encode_request(3, &request, &mut out);
+        let frame = out[4..].to_vec();
+        for cut in [frame.len() - 1, frame.len() - 64, 12] {
+            assert_eq!(decode_request_owned(frame[..cut].to_vec()).is_err(), decode_request(&frame[..cut]).is_err());
+        }
+        let mut longer = frame.clone();
+        longer.push(0);
+        assert!(decode_request_owned(longer.clone()).is_err() && decode_request(&longer).is_err());
     }
 
     #[test]

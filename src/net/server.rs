@@ -19,7 +19,7 @@ use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::protocol::{
-    decode_request, decode_request_header, encode_error, encode_response, encode_response_split, frame_length,
+    decode_request_header, decode_request_owned, encode_error, encode_response, encode_response_split, frame_length,
     ErrorCode, ErrorResponse, ProtocolError, Request, Response, LENGTH_PREFIX_BYTES, REQUEST_HEADER_BYTES,
 };
 use crate::runtime::Notify;
@@ -226,12 +226,10 @@ impl Connection {
             if stream.read_exact(&mut frame).await.is_err() {
                 return ReadEnd::Closed;
             }
-            let (header, request) = match decode_request(&frame) {
+            let correlation_id = decode_request_header(&frame).ok().map(|header| header.correlation_id);
+            let (header, request) = match decode_request_owned(frame) {
                 Ok(decoded) => decoded,
-                Err(error) => {
-                    let correlation_id = decode_request_header(&frame).ok().map(|header| header.correlation_id);
-                    return ReadEnd::BadInput(correlation_id, protocol_error(error));
-                }
+                Err(error) => return ReadEnd::BadInput(correlation_id, protocol_error(error)),
             };
             let request = match self.admit(header.correlation_id, request, sender).await {
                 Ok(Some(request)) => request,
