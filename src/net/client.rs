@@ -17,8 +17,8 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use super::protocol::{
-    decode_response, encode_request_split, frame_length, ApiKey, ErrorCode, ErrorResponse, ProtocolError, Request,
-    Response,
+    decode_response_owned, encode_request_split, frame_length, ApiKey, ErrorCode, ErrorResponse, ProtocolError,
+    Request, Response,
 };
 use crate::storage::batch::{verify_batch, BatchError};
 
@@ -125,7 +125,7 @@ impl Connection {
                 let Some((api_key, sender)) = reader_pending.lock().expect("pending").remove(&correlation_id) else {
                     continue;
                 };
-                let outcome = match decode_response(api_key, &body) {
+                let outcome = match decode_response_owned(api_key, body) {
                     Ok((_, Ok(response))) => Ok(response),
                     Ok((_, Err(error))) => Err(ClientError::Server(error)),
                     Err(error) => Err(ClientError::Protocol(error)),

@@ -1078,6 +1078,36 @@ pub fn decode_response(api_key: ApiKey, frame: &[u8]) -> Result<(u32, Result<Res
     Ok((correlation_id, Ok(response)))
 }
 
+/// Decode a response frame body it owns. A fetch's batches (the frame's last
+/// field, and nearly all of it) reuse the frame's allocation instead of
+/// being copied out.
+pub fn decode_response_owned(
+    api_key: ApiKey,
+    mut frame: Vec<u8>,
+) -> Result<(u32, Result<Response, ErrorResponse>), ProtocolError> {
+    if api_key != ApiKey::Fetch {
+        return decode_response(api_key, &frame);
+    }
+    let (correlation_id, mut reader) = response_reader(&frame)?;
+    if reader.u16("error code")? != ErrorCode::None as u16 {
+        return decode_response(api_key, &frame);
+    }
+    let high_watermark = reader.u64("high watermark")?;
+    let log_start_offset = reader.u64("log start")?;
+    let next_offset = reader.u64("next offset")?;
+    let length = reader.u32("batches")? as usize;
+    let start = reader.position;
+    if frame.len() - start != length {
+        return Err(if frame.len() - start < length {
+            ProtocolError::Truncated("batches")
+        } else {
+            ProtocolError::Invalid("trailing bytes after the body")
+        });
+    }
+    frame.drain(..start);
+    Ok((correlation_id, Ok(Response::Fetch { high_watermark, log_start_offset, next_offset, batches: frame })))
+}
+
 /// Correlation id of a response frame body, and a reader positioned after it.
 pub fn response_reader(frame: &[u8]) -> Result<(u32, Reader<'_>), ProtocolError> {
     let mut reader = Reader::new(frame);
@@ -1325,6 +1355,7 @@ mod tests {
             let body = encode_response_split(99, response.clone(), &mut split);
             split.extend_from_slice(&body);
             assert_eq!(split, out, "split encoding puts the same bytes on the wire");
+            assert_eq!(decode_response_owned(api_key, out[4..].to_vec()), decode_response(api_key, &out[4..]));
             let (correlation_id, decoded) = decode_response(api_key, &out[4..]).unwrap();
             assert_eq!(correlation_id, 99);
             assert_eq!(decoded, Ok(response));
