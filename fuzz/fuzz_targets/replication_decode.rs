@@ -27,12 +27,15 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(&encoded[4..], frame, "decode/encode round trip");
         }
         if let Ok(Response::ReplicaFetch { uncompressed_bytes, compressed, .. }) = outcome {
-            let _ = decode_fetched(uncompressed_bytes, &compressed, 1 << 20, 1 << 20);
+            let _ = decode_fetched(uncompressed_bytes, &compressed, 1 << 20, 1 << 20, &mut Vec::new());
         }
     }
     // The raw bytes as an lz4 block too, with a size taken from the data.
     if data.len() >= 4 {
         let claimed = u32::from_le_bytes(data[..4].try_into().unwrap()) % (1 << 21);
-        let _ = decode_fetched(claimed, &data[4..], 1 << 20, 1 << 20);
+        let mut buffer = Vec::new();
+        if let Ok(length) = decode_fetched(claimed, &data[4..], 1 << 20, 1 << 20, &mut buffer) {
+            assert!(length <= buffer.len() && length <= 1 << 20);
+        }
     }
 });

@@ -763,34 +763,62 @@ pub fn encode_request_split<'a>(correlation_id: u32, request: &'a Request, out: 
     batch
 }
 
-/// Decode a request frame body it owns. A produce's batch (the frame's
-/// last field, and nearly all of it) reuses the frame's allocation instead
-/// of being copied into a new one.
-pub fn decode_request_owned(mut frame: Vec<u8>) -> Result<(RequestHeader, Request), ProtocolError> {
-    let header = decode_request_header(&frame)?;
+/// The fields of a produce frame before its batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceHead {
+    /// Frame header.
+    pub header: RequestHeader,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Acknowledgement level.
+    pub acks: Acks,
+    /// Where the batch starts in the frame body.
+    pub batch_start: usize,
+    /// Batch length.
+    pub batch_bytes: usize,
+}
+
+/// Parse a produce frame's fields up to its batch from the first bytes of
+/// the frame body. `Ok(None)` when `head` is not a (version 1) produce frame
+/// or too short to hold those fields; a wrong `frame_bytes` is an error.
+pub fn decode_produce_head(head: &[u8], frame_bytes: usize) -> Result<Option<ProduceHead>, ProtocolError> {
+    let Ok(header) = decode_request_header(head) else { return Ok(None) };
     if header.api_key != ApiKey::Produce as u16 || header.api_version != PROTOCOL_VERSION {
-        return decode_request(&frame);
+        return Ok(None);
     }
-    let mut reader = Reader::new(&frame[REQUEST_HEADER_BYTES..]);
-    let topic = reader.string("topic")?;
-    let partition = reader.u32("partition")?;
-    let acks = match reader.u8("acks")? {
+    let mut reader = Reader::new(&head[REQUEST_HEADER_BYTES..]);
+    let fields = (|| -> Result<_, ProtocolError> {
+        let topic = reader.string("topic")?;
+        let partition = reader.u32("partition")?;
+        let acks = reader.u8("acks")?;
+        let batch_bytes = reader.u32("batch")? as usize;
+        Ok((topic, partition, acks, batch_bytes))
+    })();
+    let Ok((topic, partition, acks, batch_bytes)) = fields else { return Ok(None) };
+    let acks = match acks {
         0 => Acks::None,
         1 => Acks::Leader,
         2 => Acks::All,
         _ => return Err(ProtocolError::Invalid("acks must be 0, 1 or 2")),
     };
-    let length = reader.u32("batch")? as usize;
-    let start = REQUEST_HEADER_BYTES + reader.position;
-    if frame.len() - start != length {
-        return Err(if frame.len() - start < length {
-            ProtocolError::Truncated("batch")
-        } else {
-            ProtocolError::Invalid("trailing bytes after the body")
-        });
+    let batch_start = REQUEST_HEADER_BYTES + reader.position;
+    match (batch_start + batch_bytes).cmp(&frame_bytes) {
+        std::cmp::Ordering::Greater => Err(ProtocolError::Truncated("batch")),
+        std::cmp::Ordering::Less => Err(ProtocolError::Invalid("trailing bytes after the body")),
+        std::cmp::Ordering::Equal => Ok(Some(ProduceHead { header, topic, partition, acks, batch_start, batch_bytes })),
     }
-    frame.drain(..start);
-    Ok((header, Request::Produce { topic, partition, acks, batch: frame }))
+}
+
+/// Decode a request frame body it owns. A produce's batch (the frame's
+/// last field, and nearly all of it) reuses the frame's allocation instead
+/// of being copied into a new one.
+pub fn decode_request_owned(mut frame: Vec<u8>) -> Result<(RequestHeader, Request), ProtocolError> {
+    let Some(head) = decode_produce_head(&frame, frame.len())? else { return decode_request(&frame) };
+    frame.drain(..head.batch_start);
+    let request = Request::Produce { topic: head.topic, partition: head.partition, acks: head.acks, batch: frame };
+    Ok((head.header, request))
 }
 
 /// Header of a decoded request.
@@ -1085,18 +1113,22 @@ pub fn decode_response_owned(
     api_key: ApiKey,
     mut frame: Vec<u8>,
 ) -> Result<(u32, Result<Response, ErrorResponse>), ProtocolError> {
-    if api_key != ApiKey::Fetch {
+    if !matches!(api_key, ApiKey::Fetch | ApiKey::ReplicaFetch) {
         return decode_response(api_key, &frame);
     }
     let (correlation_id, mut reader) = response_reader(&frame)?;
     if reader.u16("error code")? != ErrorCode::None as u16 {
         return decode_response(api_key, &frame);
     }
-    let high_watermark = reader.u64("high watermark")?;
-    let log_start_offset = reader.u64("log start")?;
-    let next_offset = reader.u64("next offset")?;
-    let length = reader.u32("batches")? as usize;
-    let start = reader.position;
+    // Decode the fixed fields with an empty trailing field, then move the
+    // real one out of the frame.
+    let fixed = match api_key {
+        ApiKey::Fetch => 3 * 8,
+        _ => 3 * 8 + 2 * 4,
+    };
+    let start = reader.position + fixed + 4;
+    let body_bytes = frame.get(start - 4..start).ok_or(ProtocolError::Truncated("response"))?;
+    let length = u32::from_le_bytes(body_bytes.try_into().expect("4 bytes")) as usize;
     if frame.len() - start != length {
         return Err(if frame.len() - start < length {
             ProtocolError::Truncated("batches")
@@ -1104,8 +1136,32 @@ pub fn decode_response_owned(
             ProtocolError::Invalid("trailing bytes after the body")
         });
     }
+    let mut head = frame[..start].to_vec();
+    head[start - 4..start].copy_from_slice(&0u32.to_le_bytes());
+    let (_, decoded) = decode_response(api_key, &head)?;
     frame.drain(..start);
-    Ok((correlation_id, Ok(Response::Fetch { high_watermark, log_start_offset, next_offset, batches: frame })))
+    let response = match decoded {
+        Ok(Response::Fetch { high_watermark, log_start_offset, next_offset, .. }) => {
+            Response::Fetch { high_watermark, log_start_offset, next_offset, batches: frame }
+        }
+        Ok(Response::ReplicaFetch {
+            high_watermark,
+            log_start_offset,
+            log_end_offset,
+            leader_epoch,
+            uncompressed_bytes,
+            ..
+        }) => Response::ReplicaFetch {
+            high_watermark,
+            log_start_offset,
+            log_end_offset,
+            leader_epoch,
+            uncompressed_bytes,
+            compressed: frame,
+        },
+        other => return Ok((correlation_id, other)),
+    };
+    Ok((correlation_id, Ok(response)))
 }
 
 /// Correlation id of a response frame body, and a reader positioned after it.

@@ -19,8 +19,9 @@ use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::protocol::{
-    decode_request_header, decode_request_owned, encode_error, encode_response, encode_response_split, frame_length,
-    ErrorCode, ErrorResponse, ProtocolError, Request, Response, LENGTH_PREFIX_BYTES, REQUEST_HEADER_BYTES,
+    decode_produce_head, decode_request_header, decode_request_owned, encode_error, encode_response,
+    encode_response_split, frame_length, ErrorCode, ErrorResponse, ProtocolError, Request, RequestHeader, Response,
+    LENGTH_PREFIX_BYTES, REQUEST_HEADER_BYTES,
 };
 use crate::runtime::Notify;
 use crate::shard::handler::ShardContext;
@@ -221,15 +222,10 @@ impl Connection {
                 Ok(length) => length,
                 Err(error) => return self.reject_oversized(&mut stream, error).await,
             };
-            // The length was checked against the limit: this allocation is bounded.
-            let mut frame = vec![0u8; length];
-            if stream.read_exact(&mut frame).await.is_err() {
-                return ReadEnd::Closed;
-            }
-            let correlation_id = decode_request_header(&frame).ok().map(|header| header.correlation_id);
-            let (header, request) = match decode_request_owned(frame) {
-                Ok(decoded) => decoded,
-                Err(error) => return ReadEnd::BadInput(correlation_id, protocol_error(error)),
+            let (header, request) = match read_request(&mut stream, length).await {
+                Ok(Ok(decoded)) => decoded,
+                Ok(Err((correlation_id, error))) => return ReadEnd::BadInput(correlation_id, protocol_error(error)),
+                Err(_) => return ReadEnd::Closed,
             };
             let request = match self.admit(header.correlation_id, request, sender).await {
                 Ok(Some(request)) => request,
@@ -365,6 +361,39 @@ impl Connection {
         };
         ReadEnd::BadInput(correlation_id, protocol_error(error))
     }
+}
+
+/// Bytes read first from a large frame to find where a produce's batch starts.
+const PEEK_BYTES: usize = 512;
+
+/// A decoded request, or why it could not be decoded (with its correlation id).
+type Decoded = Result<(RequestHeader, Request), (Option<u32>, ProtocolError)>;
+
+/// Read one request frame of `length` bytes (checked against the limit, so
+/// every allocation here is bounded) and decode it. A large produce frame
+/// is read head first, then its batch straight into the batch's own
+/// buffer, so the batch is neither copied nor moved after the socket read.
+async fn read_request(stream: &mut TcpStream, length: usize) -> std::io::Result<Decoded> {
+    let peek = length.min(PEEK_BYTES);
+    let mut head = vec![0u8; peek];
+    stream.read_exact(&mut head).await?;
+    let correlation_id = decode_request_header(&head).ok().map(|header| header.correlation_id);
+    let produce = match decode_produce_head(&head, length) {
+        Ok(produce) => produce,
+        Err(error) => return Ok(Err((correlation_id, error))),
+    };
+    let Some(produce) = produce.filter(|produce| produce.batch_start <= peek) else {
+        let mut frame = head;
+        frame.resize(length, 0);
+        stream.read_exact(&mut frame[peek..]).await?;
+        return Ok(decode_request_owned(frame).map_err(|error| (correlation_id, error)));
+    };
+    let mut batch = vec![0u8; produce.batch_bytes];
+    let already = peek - produce.batch_start;
+    batch[..already].copy_from_slice(&head[produce.batch_start..]);
+    stream.read_exact(&mut batch[already..]).await?;
+    let request = Request::Produce { topic: produce.topic, partition: produce.partition, acks: produce.acks, batch };
+    Ok(Ok((produce.header, request)))
 }
 
 fn invalid(message: &str) -> ErrorResponse {

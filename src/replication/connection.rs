@@ -13,7 +13,7 @@ use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::TcpStream;
 
 use crate::net::protocol::{
-    decode_response, encode_request, frame_length, ApiKey, ErrorResponse, Request, Response, LENGTH_PREFIX_BYTES,
+    decode_response_owned, encode_request, frame_length, ApiKey, ErrorResponse, Request, Response, LENGTH_PREFIX_BYTES,
 };
 
 /// Why a call failed.
@@ -137,7 +137,7 @@ async fn read_answers(mut stream: TcpStream, shared: Rc<Shared>, max_frame_bytes
         let Some((api_key, waiter)) = shared.pending.borrow_mut().remove(&correlation_id) else {
             break format!("answer to unknown request {correlation_id}");
         };
-        match decode_response(api_key, &body) {
+        match decode_response_owned(api_key, body) {
             Ok((_, outcome)) => {
                 let _ = waiter.try_send(outcome);
             }

@@ -17,13 +17,12 @@ use crate::cluster::state::Role;
 use crate::net::protocol::{ErrorCode, Request, Response};
 use crate::shard::handler::ShardContext;
 use crate::shard::partitions::OwnedPartition;
-use crate::storage::batch::verify_batch;
 use crate::storage::AppendMode;
 
 /// Longest a follower's read waits at the leader for new data.
 const FETCH_WAIT_MS: u32 = 500;
 /// Uncompressed bytes a follower asks for per read.
-const FETCH_MAX_BYTES: u32 = 1 << 20;
+const FETCH_MAX_BYTES: u32 = 4 << 20;
 /// How often each partition mirrors the leader's consumer-group offsets.
 const GROUP_OFFSETS_INTERVAL: Duration = Duration::from_secs(1);
 /// How often shard 0 mirrors the leader's topics.
@@ -186,6 +185,7 @@ async fn replicate(
     let partition = partition_number(owned);
     truncate_divergence(connection, owned, &topic, partition).await?;
     let mut offsets_mirrored_at = None::<std::time::Instant>;
+    let mut buffer = Vec::new();
     loop {
         if offsets_mirrored_at.is_none_or(|at| at.elapsed() >= GROUP_OFFSETS_INTERVAL) {
             mirror_group_offsets(connection, owned, &topic, partition).await?;
@@ -214,7 +214,7 @@ async fn replicate(
                     reset_behind_leader(owned, offset, log_start_offset).await?;
                     continue;
                 }
-                apply(context, owned, offset, uncompressed_bytes, &compressed).await?;
+                apply(context, owned, offset, uncompressed_bytes, &compressed, &mut buffer).await?;
                 owned.replication.learn_high_watermark(high_watermark);
             }
             Ok(other) => return Err(CallError::Connection(format!("unexpected answer to a fetch: {other:?}"))),
@@ -234,11 +234,13 @@ async fn apply(
     offset: u64,
     uncompressed_bytes: u32,
     compressed: &[u8],
+    buffer: &mut Vec<u8>,
 ) -> Result<(), CallError> {
     let limit = context.config.limits.max_frame_bytes;
     let max_batch_bytes = owned.log.config().max_batch_bytes.max(limit);
-    let mut batches = decode_fetched(uncompressed_bytes, compressed, limit, max_batch_bytes)
+    let length = decode_fetched(uncompressed_bytes, compressed, limit, max_batch_bytes, buffer)
         .map_err(|error| CallError::Connection(format!("bad answer from the leader at {offset}: {error}")))?;
+    let batches = &mut buffer[..length];
     let mut position = 0;
     let mut next_offset = offset;
     while position < batches.len() {
@@ -289,25 +291,40 @@ async fn mirror_group_offsets(
     Ok(())
 }
 
-/// Decompress a leader's answer (at most `limit` bytes, however large the
-/// answer claims to be) and verify every batch's CRC before any is used.
+/// Decompress a leader's answer into `buffer` (reused across reads; at most
+/// `limit` bytes, however large the answer claims to be) and check that it
+/// is a whole number of batches. Returns the decompressed length. Each
+/// batch's CRC is checked when it is appended.
 pub fn decode_fetched(
     uncompressed_bytes: u32,
     compressed: &[u8],
     limit: usize,
     max_batch_bytes: usize,
-) -> Result<Vec<u8>, String> {
-    if uncompressed_bytes as usize > limit {
+    buffer: &mut Vec<u8>,
+) -> Result<usize, String> {
+    let length = uncompressed_bytes as usize;
+    if length > limit {
         return Err(format!("{uncompressed_bytes} uncompressed bytes, over the limit of {limit}"));
     }
-    let batches = lz4_flex::block::decompress(compressed, uncompressed_bytes as usize)
-        .map_err(|error| format!("bad lz4 block: {error}"))?;
-    let mut position = 0;
-    while position < batches.len() {
-        let header = verify_batch(&batches[position..], max_batch_bytes).map_err(|error| error.to_string())?;
-        position += header.batch_bytes as usize;
+    if buffer.len() < length {
+        buffer.resize(length, 0);
     }
-    Ok(batches)
+    let written = lz4_flex::block::decompress_into(compressed, &mut buffer[..length])
+        .map_err(|error| format!("bad lz4 block: {error}"))?;
+    if written != length {
+        return Err(format!("lz4 block holds {written} bytes, the answer said {length}"));
+    }
+    let mut position = 0;
+    while position < length {
+        let header =
+            crate::storage::batch::BatchHeader::parse(&buffer[position..length]).map_err(|error| error.to_string())?;
+        let batch_bytes = header.batch_bytes as usize;
+        if batch_bytes > max_batch_bytes || batch_bytes > length - position {
+            return Err(format!("batch of {batch_bytes} bytes at {position} does not fit the answer"));
+        }
+        position += batch_bytes;
+    }
+    Ok(length)
 }
 
 /// Ask the leader where this log's latest epoch ends there, and cut
