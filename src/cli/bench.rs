@@ -255,6 +255,9 @@ impl Worker {
         let mut consumed = 0u64;
         loop {
             let mut progressed = false;
+            // One fetch per partition in flight at once (pipelined on the
+            // connection), so the node reads several partitions concurrently.
+            let mut in_flight = Vec::new();
             for (index, &partition) in self.partitions.iter().enumerate() {
                 if ends[index].is_some_and(|end| offsets[index] >= end) || (end_to_end && consumed >= budget) {
                     continue;
@@ -266,8 +269,11 @@ impl Worker {
                     max_bytes: 4 << 20,
                     max_wait_ms: if end_to_end { 100 } else { 0 },
                 };
-                let started = Instant::now();
-                let response = self.connection.call(&request).await?;
+                in_flight.push((index, Instant::now(), self.connection.send(&request).await));
+            }
+            for (index, started, answer) in in_flight {
+                let response =
+                    answer.await.unwrap_or_else(|_| Err(ClientError::ConnectionLost("reader stopped".into())))?;
                 let Response::Fetch { batches, next_offset, .. } = response else { return Err(unexpected(response)) };
                 let (records, bytes) = self.account(&batches, offsets[index], end_to_end, started)?;
                 offsets[index] = next_offset.max(offsets[index]);
