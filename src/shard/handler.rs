@@ -413,13 +413,11 @@ fn describe(context: &ShardContext, owned: &OwnedPartition) -> PartitionDescript
 /// A fresh random, non-zero producer id (63 bits, unique with overwhelming
 /// probability across nodes and restarts, with no state to keep).
 pub fn new_producer_id() -> u64 {
-    let mut bytes = [0u8; 8];
-    let filled =
-        std::fs::File::open("/dev/urandom").and_then(|mut file| std::io::Read::read_exact(&mut file, &mut bytes));
-    if filled.is_err() {
+    let bytes = crate::replication::auth::random_bytes(8).ok().and_then(|bytes| <[u8; 8]>::try_from(bytes).ok());
+    let bytes = bytes.unwrap_or_else(|| {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |t| t.as_nanos());
-        bytes = (nanos as u64 ^ u64::from(std::process::id()) << 32).to_le_bytes();
-    }
+        (nanos as u64 ^ u64::from(std::process::id()) << 32).to_le_bytes()
+    });
     (u64::from_le_bytes(bytes) >> 1).max(1)
 }
 
