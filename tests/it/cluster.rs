@@ -302,6 +302,39 @@ fn losing_etcd_fences_the_leader_within_the_lease_ttl_and_the_cluster_recovers()
 }
 
 #[test]
+fn a_hanging_etcd_fences_the_leader_and_a_duplicate_node_id_is_refused() {
+    let cluster = Cluster::new();
+    let (member_a, member_b) = (cluster.member("a"), cluster.member("b"));
+    let a = cluster.start(&member_a);
+    wait_for_role(&a, "leader");
+    create_topic(&a, "t");
+    // A copy of a's data directory (same node_id) must not join while a lives.
+    std::fs::copy(member_a.data_dir.join("node_id"), member_b.data_dir.join("node_id")).unwrap();
+    let copy = cluster.start(&member_b);
+    wait_for(Duration::from_secs(10), "the duplicate to say why it is out", || {
+        log_of(&member_b).contains("already registered")
+    });
+    let (status, body) = http(&copy.admin, "GET", "/api/health", None, None);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(health(&a)["role"], "leader", "the original keeps leading");
+    drop(copy);
+
+    // etcd stops answering (SIGSTOP: requests hang, as with a lost quorum).
+    cluster.etcd.signal(libc::SIGSTOP);
+    let stopped = Instant::now();
+    wait_for(LEASE_TTL * 2, "the leader to stop acknowledging", || produce(&a, "t", "x").is_err());
+    assert!(
+        stopped.elapsed() < LEASE_TTL + Duration::from_millis(500),
+        "fenced {:?} after etcd hung",
+        stopped.elapsed()
+    );
+    wait_for(Duration::from_secs(10), "health to say so", || http(&a.admin, "GET", "/api/health", None, None).0 == 503);
+    cluster.etcd.signal(libc::SIGCONT);
+    wait_for(Duration::from_secs(20), "acks again once etcd answers", || produce(&a, "t", "y").is_ok());
+    assert_eq!(health(&a)["role"], "leader");
+}
+
+#[test]
 fn a_revoked_leader_lease_fences_at_once_and_the_node_rejoins() {
     let cluster = Cluster::new();
     let member = cluster.member("a");

@@ -65,6 +65,14 @@ impl EtcdProcess {
         }
     }
 
+    /// Send `signal` to etcd (SIGSTOP makes every request hang, as a lost
+    /// quorum does; SIGCONT resumes it).
+    pub fn signal(&self, signal: i32) {
+        let child = self.child.as_ref().expect("etcd is running");
+        // SAFETY: a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, signal) };
+    }
+
     /// Start etcd again on the same ports and data.
     pub fn restart(&mut self) {
         self.kill();
