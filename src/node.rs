@@ -115,6 +115,7 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
     let clustered = !config.cluster.etcd.is_empty();
     let cluster = if clustered { ClusterState::clustered() } else { ClusterState::standalone() };
     let progress = ReplicationProgress::new(shards);
+    let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let (ready_sender, ready_receiver) = mpsc::channel::<Result<ShardId, String>>();
     let mut handles = Vec::with_capacity(shards);
@@ -129,6 +130,7 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
             metrics: Arc::clone(&metrics),
             cluster: Arc::clone(&cluster),
             progress: Arc::clone(&progress),
+            opened: Arc::clone(&opened),
             ready: ready_sender.clone(),
         };
         let handle = glommio::LocalExecutorBuilder::new(placement)
@@ -246,6 +248,8 @@ struct ShardConfig {
     metrics: Arc<NodeMetrics>,
     cluster: Arc<ClusterState>,
     progress: Arc<ReplicationProgress>,
+    /// Shards that have opened their partitions (the startup barrier).
+    opened: Arc<std::sync::atomic::AtomicUsize>,
     ready: mpsc::Sender<Result<ShardId, String>>,
 }
 
@@ -269,6 +273,15 @@ async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), String> {
     if let Err(message) = open_partitions(&context).await {
         let _ = setup.ready.send(Err(message.clone()));
         return Err(message);
+    }
+    // Accept clients only once every shard has opened its partitions: a
+    // request forwarded to a shard still recovering would find nothing.
+    setup.opened.fetch_add(1, Ordering::SeqCst);
+    while setup.opened.load(Ordering::SeqCst) < setup.shards {
+        if STOP_REQUESTED.load(Ordering::SeqCst) {
+            return Err("stopped during startup".into());
+        }
+        crate::runtime::sleep(Duration::from_millis(5)).await;
     }
     let listener = match bind(&setup.config.listen) {
         Ok(listener) => listener,

@@ -1,17 +1,15 @@
 //! `ringlog bench produce|consume|e2e`: load generator with HDR latency
 //! histograms, live progress on a terminal, and the spec's final `--json` line.
 
-use std::cell::RefCell;
 use std::process::ExitCode;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::client::{finish, parse_acks, ServerArgs};
+use super::client::{parse_acks, ServerArgs};
 use super::{fail, EXIT_USAGE};
 use crate::net::client::{unexpected, Client, ClientError, Connection};
 use crate::net::protocol::{Acks, ErrorCode, Request, Response, TopicSettings};
@@ -72,7 +70,17 @@ pub fn run(args: BenchArgs) -> ExitCode {
     if args.batch == 0 || args.producers == 0 || args.partitions == 0 || args.in_flight == 0 {
         return fail("--batch, --producers, --partitions and --in-flight must be at least 1", EXIT_USAGE);
     }
-    finish(bench(args, acks))
+    // The load generator uses every core (one runtime thread each): a
+    // single-threaded generator, not the node, would set the pace.
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(error, super::EXIT_FAILURE),
+    };
+    match runtime.block_on(bench(args, acks)) {
+        Ok(()) => ExitCode::from(super::EXIT_OK),
+        Err(error) => fail(error, super::EXIT_FAILURE),
+    }
 }
 
 fn now_us() -> u64 {
@@ -84,10 +92,9 @@ async fn bench(args: BenchArgs, acks: Acks) -> Result<(), ClientError> {
     let partitions = ensure_topic(&mut client, &args).await?;
     let address = client.connection().await?.address().to_string();
     let totals = Arc::new(Totals::default());
-    let histogram = Rc::new(RefCell::new(Histogram::<u64>::new(3).expect("histogram")));
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new(3).expect("histogram")));
     let bar = progress_bar(args.total_bytes);
     let started = Instant::now();
-    let local = tokio::task::LocalSet::new();
     let mut tasks = Vec::new();
     let produce = args.mode != "consume";
     let consume = args.mode != "produce";
@@ -101,39 +108,38 @@ async fn bench(args: BenchArgs, acks: Acks) -> Result<(), ClientError> {
         if produce {
             let context =
                 Worker::new(&args, &address, owned.clone(), &totals, &histogram, args.mode == "produce").await?;
-            tasks.push(
-                local.spawn_local(context.produce(acks, args.total_bytes / u64::from(args.producers.min(partitions)))),
-            );
+            tasks.push(tokio::spawn(
+                context.produce(acks, args.total_bytes / u64::from(args.producers.min(partitions))),
+            ));
         }
         if consume {
             let context = Worker::new(&args, &address, owned.clone(), &totals, &histogram, true).await?;
             let ends = owned.iter().map(|&partition| end_offsets.get(partition as usize).copied()).collect();
             let budget = args.total_bytes / u64::from(args.producers.min(partitions));
-            tasks.push(local.spawn_local(context.consume(ends, budget, args.mode == "e2e")));
+            tasks.push(tokio::spawn(context.consume(ends, budget, args.mode == "e2e")));
         }
     }
     let ticker = {
         let totals = Arc::clone(&totals);
         let bar = bar.clone();
-        local.spawn_local(async move {
+        tokio::spawn(async move {
             loop {
                 bar.set_position(totals.bytes.load(Ordering::Relaxed));
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
     };
-    let outcome = local
-        .run_until(async {
-            for task in tasks {
-                task.await.map_err(|error| ClientError::ConnectionLost(error.to_string()))??;
-            }
-            Ok::<(), ClientError>(())
-        })
-        .await;
+    let mut outcome = Ok(());
+    for task in tasks {
+        let finished = task.await.map_err(|error| ClientError::ConnectionLost(error.to_string())).and_then(|done| done);
+        if let Err(error) = finished {
+            outcome = outcome.and(Err(error));
+        }
+    }
     ticker.abort();
     bar.finish_and_clear();
     outcome?;
-    report(&args, &totals, &histogram.borrow(), started.elapsed());
+    report(&args, &totals, &histogram.lock().expect("histogram"), started.elapsed());
     Ok(())
 }
 
@@ -174,14 +180,14 @@ async fn high_watermarks(client: &mut Client, topic: &str, partitions: u32) -> R
 }
 
 struct Worker {
-    connection: Rc<Connection>,
+    connection: Arc<Connection>,
     topic: String,
     partitions: Vec<u32>,
     record_bytes: usize,
     batch: usize,
     in_flight: usize,
     totals: Arc<Totals>,
-    histogram: Rc<RefCell<Histogram<u64>>>,
+    histogram: Arc<Mutex<Histogram<u64>>>,
     count_totals: bool,
 }
 
@@ -191,21 +197,21 @@ impl Worker {
         address: &str,
         partitions: Vec<u32>,
         totals: &Arc<Totals>,
-        histogram: &Rc<RefCell<Histogram<u64>>>,
+        histogram: &Arc<Mutex<Histogram<u64>>>,
         count_totals: bool,
     ) -> Result<Worker, ClientError> {
         let connection = Connection::connect(address)
             .await
             .map_err(|error| ClientError::Unreachable { servers: address.into(), last: error.to_string() })?;
         Ok(Worker {
-            connection: Rc::new(connection),
+            connection: Arc::new(connection),
             topic: args.topic.clone(),
             partitions,
             record_bytes: args.record_bytes,
             batch: args.batch,
             in_flight: args.in_flight,
             totals: Arc::clone(totals),
-            histogram: Rc::clone(histogram),
+            histogram: Arc::clone(histogram),
             count_totals,
         })
     }
@@ -239,7 +245,7 @@ impl Worker {
                 receiver.await.unwrap_or_else(|_| Err(ClientError::ConnectionLost("connection closed".into())))?;
             let Response::Produce { base_offset, next_offset, .. } = response else { return Err(unexpected(response)) };
             if self.count_totals {
-                let _ = self.histogram.borrow_mut().record(sent.elapsed().as_micros() as u64);
+                let _ = self.histogram.lock().expect("histogram").record(sent.elapsed().as_micros() as u64);
                 let records = next_offset - base_offset;
                 self.totals.records.fetch_add(records, Ordering::Relaxed);
                 self.totals.bytes.fetch_add(records * self.record_bytes as u64, Ordering::Relaxed);
@@ -316,14 +322,14 @@ impl Worker {
                     bytes += record.value.len() as u64;
                     if end_to_end {
                         if let Some(sent) = record.key.and_then(|key| key.try_into().ok()).map(u64::from_le_bytes) {
-                            let _ = self.histogram.borrow_mut().record(received_us.saturating_sub(sent));
+                            let _ = self.histogram.lock().expect("histogram").record(received_us.saturating_sub(sent));
                         }
                     }
                 }
             }
         }
         if !end_to_end && records > 0 {
-            let _ = self.histogram.borrow_mut().record(started.elapsed().as_micros() as u64);
+            let _ = self.histogram.lock().expect("histogram").record(started.elapsed().as_micros() as u64);
         }
         Ok((records, bytes))
     }
