@@ -763,6 +763,15 @@ pub fn encode_request_split<'a>(correlation_id: u32, request: &'a Request, out: 
     batch
 }
 
+fn acks_from_wire(value: u8) -> Result<Acks, ProtocolError> {
+    match value {
+        0 => Ok(Acks::None),
+        1 => Ok(Acks::Leader),
+        2 => Ok(Acks::All),
+        _ => Err(ProtocolError::Invalid("acks must be 0, 1 or 2")),
+    }
+}
+
 /// The fields of a produce frame before its batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProduceHead {
@@ -797,12 +806,7 @@ pub fn decode_produce_head(head: &[u8], frame_bytes: usize) -> Result<Option<Pro
         Ok((topic, partition, acks, batch_bytes))
     })();
     let Ok((topic, partition, acks, batch_bytes)) = fields else { return Ok(None) };
-    let acks = match acks {
-        0 => Acks::None,
-        1 => Acks::Leader,
-        2 => Acks::All,
-        _ => return Err(ProtocolError::Invalid("acks must be 0, 1 or 2")),
-    };
+    let acks = acks_from_wire(acks)?;
     let batch_start = REQUEST_HEADER_BYTES + reader.position;
     match (batch_start + batch_bytes).cmp(&frame_bytes) {
         std::cmp::Ordering::Greater => Err(ProtocolError::Truncated("batch")),
@@ -868,12 +872,7 @@ pub fn decode_request(frame: &[u8]) -> Result<(RequestHeader, Request), Protocol
         ApiKey::Produce => Request::Produce {
             topic: reader.string("topic")?,
             partition: reader.u32("partition")?,
-            acks: match reader.u8("acks")? {
-                0 => Acks::None,
-                1 => Acks::Leader,
-                2 => Acks::All,
-                _ => return Err(ProtocolError::Invalid("acks must be 0, 1 or 2")),
-            },
+            acks: acks_from_wire(reader.u8("acks")?)?,
             batch: reader.bytes("batch")?,
         },
         ApiKey::Fetch => Request::Fetch {

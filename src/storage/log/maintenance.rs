@@ -214,19 +214,24 @@ impl PartitionLog {
         if expired.is_empty() {
             return Ok(expired);
         }
+        self.remove_segments(expired.clone(), epochs, "delete expired segments").await?;
+        tracing::info!(target: "ringlog::storage", dir = %self.inner.dir.display(), segments = expired.len(), "retention deleted segments");
+        Ok(expired)
+    }
+
+    /// Delete the files of segments already dropped from the state, store
+    /// the trimmed epoch history, and make both durable (directory fsync).
+    async fn remove_segments(&self, bases: Vec<u64>, epochs: EpochHistory, action: &'static str) -> StorageResult<()> {
         let dir = self.inner.dir.clone();
-        let removed = expired.clone();
         run_blocking(move || -> std::io::Result<()> {
-            for base in removed {
+            for base in bases {
                 remove_segment_files(&dir, base)?;
             }
             epochs.store(&dir)?;
             crate::storage::io::sync_directory(&dir)
         })
         .await
-        .map_err(|error| StorageError::io("delete expired segments", &self.inner.dir, error))?;
-        tracing::info!(target: "ringlog::storage", dir = %self.inner.dir.display(), segments = expired.len(), "retention deleted segments");
-        Ok(expired)
+        .map_err(|error| StorageError::io(action, &self.inner.dir, error))
     }
 
     /// Start the log over, empty, at `offset`: a follower so far behind its
@@ -257,16 +262,7 @@ impl PartitionLog {
             state.epochs.truncate_from_start(offset);
             (removed, state.epochs.clone())
         };
-        let dir = self.inner.dir.clone();
-        run_blocking(move || -> std::io::Result<()> {
-            for base in removed {
-                remove_segment_files(&dir, base)?;
-            }
-            epochs.store(&dir)?;
-            crate::storage::io::sync_directory(&dir)
-        })
-        .await
-        .map_err(|error| StorageError::io("remove segments after a reset", &self.inner.dir, error))?;
+        self.remove_segments(removed, epochs, "remove segments after a reset").await?;
         assert_eq!(self.snapshot().log_start_offset, offset, "the log starts at the reset offset");
         tracing::info!(target: "ringlog::storage", dir = %self.inner.dir.display(), offset, "log reset");
         Ok(())
