@@ -39,6 +39,7 @@ wait_for() { # url seconds
 
 start() {
     command -v etcd >/dev/null || { echo "cluster: etcd not found (bash tools/install-deps.sh)" >&2; exit 1; }
+    command -v curl >/dev/null || { echo "cluster: curl not found (apt-get install curl)" >&2; exit 1; }
     if [[ -z ${BINARY:-} ]]; then
         (cd "$root" && cargo build --release --quiet)
     fi
