@@ -65,6 +65,10 @@ pub struct ShardMetrics {
     pub cross_shard_forwarded: AtomicU64,
     /// fdatasyncs of this shard's partitions (published once a second).
     pub fsyncs: AtomicU64,
+    /// Bytes reads took from this shard's segment files (published once a second).
+    pub segment_read_bytes: AtomicU64,
+    /// Reads answered by a read-ahead (published once a second).
+    pub read_ahead_hits: AtomicU64,
     /// Produce latency, as seen by the owning shard.
     pub produce_latency: Histogram,
     /// Fetch latency (long polls included).
@@ -104,7 +108,7 @@ impl NodeMetrics {
     /// Render in the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [Counter; 8] = [
+        let counters: [Counter; 10] = [
             ("ringlog_produce_requests_total", "Produce requests executed", |m| {
                 m.produce_requests.load(Ordering::Relaxed)
             }),
@@ -117,6 +121,14 @@ impl NodeMetrics {
                 m.cross_shard_forwarded.load(Ordering::Relaxed)
             }),
             ("ringlog_fsyncs_total", "fdatasync calls on segment files", |m| m.fsyncs.load(Ordering::Relaxed)),
+            (
+                "ringlog_segment_read_bytes_total",
+                "Bytes fetches read from segment files (read amplification: over fetch bytes)",
+                |m| m.segment_read_bytes.load(Ordering::Relaxed),
+            ),
+            ("ringlog_read_ahead_hits_total", "Fetches answered by a disk read started ahead of them", |m| {
+                m.read_ahead_hits.load(Ordering::Relaxed)
+            }),
         ];
         for (name, help, read) in counters {
             let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");

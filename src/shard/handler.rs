@@ -426,10 +426,13 @@ pub fn new_producer_id() -> u64 {
 pub async fn publish_gauges(context: Rc<ShardContext>, stopping: Rc<std::cell::Cell<bool>>) {
     while !stopping.get() {
         let mut gauges = Vec::new();
-        let mut fsyncs = 0;
+        let (mut fsyncs, mut segment_read_bytes, mut read_ahead_hits) = (0, 0, 0);
         for owned in context.partitions.all() {
             let snapshot = owned.log.snapshot();
-            fsyncs += owned.log.stats().fsyncs;
+            let stats = owned.log.stats();
+            fsyncs += stats.fsyncs;
+            segment_read_bytes += stats.segment_read_bytes;
+            read_ahead_hits += stats.read_ahead_hits;
             let failure =
                 snapshot.failure.clone().or_else(|| snapshot.fence.as_ref().map(|fence| fence.to_error().to_string()));
             gauges.push(crate::admin::metrics::PartitionGauge {
@@ -445,6 +448,8 @@ pub async fn publish_gauges(context: Rc<ShardContext>, stopping: Rc<std::cell::C
         let metrics = context.shard_metrics();
         metrics.partitions.store(Arc::new(gauges));
         metrics.fsyncs.store(fsyncs, Ordering::Relaxed);
+        metrics.segment_read_bytes.store(segment_read_bytes, Ordering::Relaxed);
+        metrics.read_ahead_hits.store(read_ahead_hits, Ordering::Relaxed);
         for _ in 0..10 {
             if stopping.get() {
                 return;

@@ -63,6 +63,11 @@ pub struct StorageConfig {
     pub tail_cache_bytes: u64,
     /// Tail-cache memory one shard keeps over all its partitions.
     pub tail_cache_budget_bytes: u64,
+    /// Most bytes a partition reads ahead from disk for a sequential reader
+    /// (the next fetch's worth, started when a fetch is answered); 0 disables.
+    pub read_ahead_bytes: u64,
+    /// Read-ahead memory one shard reserves over all its partitions.
+    pub read_ahead_budget_bytes: u64,
 }
 
 impl Default for StorageConfig {
@@ -83,6 +88,8 @@ impl Default for StorageConfig {
             write_buffer_budget_bytes: 128 << 20,
             tail_cache_bytes: 4 << 20,
             tail_cache_budget_bytes: 64 << 20,
+            read_ahead_bytes: 4 << 20,
+            read_ahead_budget_bytes: 64 << 20,
         }
     }
 }

@@ -139,6 +139,22 @@ impl OffsetIndex {
         (low > 0).then(|| self.entry(low - 1))
     }
 
+    /// Largest entry whose position is <= `position`: the start of a batch
+    /// at or before it (positions grow with offsets).
+    pub fn floor_by_position(&self, position: u32) -> Option<(u32, u32)> {
+        let count = self.len();
+        let (mut low, mut high) = (0usize, count);
+        while low < high {
+            let middle = (low + high) / 2;
+            if self.entry(middle).1 <= position {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        (low > 0).then(|| self.entry(low - 1))
+    }
+
     /// Drop entries at or past `position` (truncation of the log).
     pub fn truncate_to_position(&mut self, position: u64) {
         let keep = (0..self.len()).take_while(|&i| u64::from(self.entry(i).1) < position).count();
@@ -324,6 +340,19 @@ mod tests {
         assert_eq!(index.floor(9), Some((0, 0)));
         assert_eq!(index.floor(10), Some((10, 4096)));
         assert_eq!(index.floor(u32::MAX), Some((20, 8192)));
+    }
+
+    #[test]
+    fn floor_by_position_finds_the_batch_start_not_past_a_position() {
+        let mut index = OffsetIndex::default();
+        assert_eq!(index.floor_by_position(5), None);
+        index.push(0, 0);
+        index.push(10, 4096);
+        index.push(20, 8192);
+        assert_eq!(index.floor_by_position(0), Some((0, 0)));
+        assert_eq!(index.floor_by_position(4095), Some((0, 0)));
+        assert_eq!(index.floor_by_position(4096), Some((10, 4096)));
+        assert_eq!(index.floor_by_position(u32::MAX), Some((20, 8192)));
     }
 
     #[test]

@@ -127,6 +127,12 @@ impl TailCache {
         (read.batch_count > 0).then_some(read)
     }
 
+    /// True when the cache holds the batch with `offset`.
+    pub fn holds(&self, offset: u64) -> bool {
+        self.entries.front().is_some_and(|first| first.base_offset <= offset)
+            && self.entries.back().is_some_and(|last| offset < last.next_offset)
+    }
+
     /// Bytes of batches held.
     pub fn bytes(&self) -> u64 {
         self.bytes

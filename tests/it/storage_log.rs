@@ -489,3 +489,90 @@ fn tail_cache_reads_equal_disk_reads_and_truncation_clears_the_cache() {
         disk.close().await.unwrap();
     });
 }
+
+#[test]
+fn disk_reads_take_exactly_the_whole_batches_they_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p");
+    on_executor(move || async move {
+        let config = StorageConfig {
+            tail_cache_bytes: 0,
+            read_ahead_bytes: 0,
+            segment_bytes: 1 << 20,
+            preallocate_bytes: 1 << 20,
+            ..small_config()
+        };
+        let log = PartitionLog::open(&path, config, None).await.unwrap();
+        let mut batch_ends = vec![0u64];
+        for round in 0..60 {
+            let appended = append_values(&log, &values(&format!("r{round}"), 5 + round % 7), 1000).await;
+            batch_ends.push(appended.next_offset);
+        }
+        let end = log.snapshot().log_end_offset;
+        for max_bytes in [3000, 5000, 7777] {
+            let mut offset = 0;
+            while offset < end {
+                let before = log.stats().segment_read_bytes;
+                let read = log.read(offset, max_bytes, None).await.unwrap();
+                let read_bytes = log.stats().segment_read_bytes - before;
+                assert!(
+                    read.batch_count >= 1 && read.bytes.len() <= max_bytes,
+                    "offset {offset}, max_bytes {max_bytes}"
+                );
+                assert_eq!(read_bytes, read.bytes.len() as u64, "read only what was returned (offset {offset})");
+                assert!(batch_ends.contains(&read.next_offset), "whole batches only");
+                if read.next_offset < end {
+                    let next = log.read(read.next_offset, 1, None).await.unwrap();
+                    assert!(read.bytes.len() + next.bytes.len() > max_bytes, "the next batch did not fit");
+                }
+                offset = read.next_offset;
+            }
+        }
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn sequential_disk_reads_are_read_ahead_and_truncation_discards_the_read_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ahead_path, plain_path) = (dir.path().join("ahead"), dir.path().join("plain"));
+    on_executor(move || async move {
+        let config =
+            StorageConfig { tail_cache_bytes: 0, segment_bytes: 1 << 20, preallocate_bytes: 1 << 20, ..small_config() };
+        let ahead = PartitionLog::open(&ahead_path, config.clone(), None).await.unwrap();
+        let plain =
+            PartitionLog::open(&plain_path, StorageConfig { read_ahead_bytes: 0, ..config }, None).await.unwrap();
+        for round in 0..80 {
+            let batch = values(&format!("r{round}"), 3 + round % 5);
+            append_values(&ahead, &batch, 1000).await;
+            append_values(&plain, &batch, 1000).await;
+        }
+        let end = ahead.snapshot().log_end_offset;
+        let mut offset = 0;
+        let mut reads = 0;
+        while offset < end {
+            let from_ahead = ahead.read(offset, 3000, None).await.unwrap();
+            let from_plain = plain.read(offset, 3000, None).await.unwrap();
+            assert_eq!(from_ahead, from_plain, "offset {offset}");
+            offset = from_ahead.next_offset;
+            reads += 1;
+        }
+        assert_eq!(ahead.stats().read_ahead_hits, reads - 1, "every read after the first was read ahead");
+        assert_eq!(plain.stats().read_ahead_hits, 0, "read_ahead_bytes = 0 disables it");
+
+        // A read-ahead in flight when the log is truncated must not be served.
+        let first = ahead.read(0, 3000, None).await.unwrap();
+        ahead.truncate_to(first.next_offset).await.unwrap();
+        plain.truncate_to(first.next_offset).await.unwrap();
+        let replacement = values("replacement", 4);
+        append_values(&ahead, &replacement, 2000).await;
+        append_values(&plain, &replacement, 2000).await;
+        let hits = ahead.stats().read_ahead_hits;
+        let after = ahead.read(first.next_offset, 3000, None).await.unwrap();
+        assert_eq!(after, plain.read(first.next_offset, 3000, None).await.unwrap());
+        assert_eq!(ahead.stats().read_ahead_hits, hits, "the discarded read-ahead answered nothing");
+        assert_eq!(read_all(&ahead, 0).await, read_all(&plain, 0).await);
+        ahead.close().await.unwrap();
+        plain.close().await.unwrap();
+    });
+}

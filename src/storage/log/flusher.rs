@@ -227,6 +227,8 @@ impl PartitionLog {
                 state.tail.clear();
                 state.generation += 1;
                 state.rollback_disk_full = true;
+                drop(state);
+                self.discard_read_ahead();
             }
             Err(error) => {
                 self.fail_stop("reopen writer after disk full", file.path(), &error);

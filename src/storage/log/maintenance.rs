@@ -92,6 +92,7 @@ impl PartitionLog {
         }
         let cut = self.find_batch_start(offset).await?;
         self.inner.state.borrow_mut().tail.clear();
+        self.discard_read_ahead();
         self.apply_truncation(cut).await?;
         Ok(cut.offset)
     }
@@ -214,6 +215,7 @@ impl PartitionLog {
         if expired.is_empty() {
             return Ok(expired);
         }
+        self.discard_read_ahead();
         self.remove_segments(expired.clone(), epochs, "delete expired segments").await?;
         tracing::info!(target: "ringlog::storage", dir = %self.inner.dir.display(), segments = expired.len(), "retention deleted segments");
         Ok(expired)
@@ -302,6 +304,7 @@ impl PartitionLog {
         let _permit = self.inner.append_gate.acquire().await;
         let drained = self.drain().await;
         self.inner.state.borrow_mut().closed = true;
+        self.discard_read_ahead();
         self.stop_flusher().await;
         drained?;
         if self.inner.state.borrow().fence.is_some() {
@@ -351,6 +354,7 @@ impl PartitionLog {
     /// Stop the flusher without a clean-shutdown marker (tests simulating a crash).
     pub async fn abandon(&self) {
         self.inner.state.borrow_mut().closed = true;
+        self.discard_read_ahead();
         self.stop_flusher().await;
     }
 }

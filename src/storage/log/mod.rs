@@ -29,6 +29,9 @@ mod append;
 mod flusher;
 mod maintenance;
 mod read;
+mod read_ahead;
+
+pub use read_ahead::reserved_read_ahead_bytes;
 
 use crate::runtime::{run_blocking, Gate, Notify, Task};
 
@@ -85,6 +88,10 @@ pub struct LogStats {
     pub bytes_written: u64,
     /// Aligned buffers allocated by the writer of the active segment.
     pub buffer_allocations: u64,
+    /// Bytes read from segment files by reads (tail-cache hits read none).
+    pub segment_read_bytes: u64,
+    /// Reads answered by a read-ahead started by the read before.
+    pub read_ahead_hits: u64,
 }
 
 /// Offsets and sizes of the log at one moment.
@@ -159,6 +166,7 @@ struct Inner {
     progress: Notify,
     flusher: RefCell<Option<Task<()>>>,
     stopping: Cell<bool>,
+    read_ahead: RefCell<Option<read_ahead::ReadAhead>>,
 }
 
 /// One partition's log. Cheap to clone; all clones share the partition.
@@ -241,6 +249,7 @@ impl PartitionLog {
                 progress: Notify::new(),
                 flusher: RefCell::new(None),
                 stopping: Cell::new(false),
+                read_ahead: RefCell::new(None),
             }),
         };
         let flusher_log = log.clone();

@@ -10,6 +10,23 @@ impl PartitionLog {
         if let Some(cached) = self.read_tail(offset, max_bytes, max_offset) {
             return Ok(cached);
         }
+        let result = match self.take_read_ahead(offset, max_bytes, max_offset).await {
+            Some(result) => result,
+            None => self.read_from_disk(offset, max_bytes, max_offset).await?,
+        };
+        if result.batch_count > 0 {
+            self.start_read_ahead(result.next_offset, max_bytes);
+        }
+        Ok(result)
+    }
+
+    /// `read` from the segment files only.
+    pub(super) async fn read_from_disk(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        max_offset: Option<u64>,
+    ) -> StorageResult<ReadBatches> {
         let mut offset = offset;
         loop {
             let location = self.locate(offset, max_offset)?;
@@ -90,11 +107,17 @@ impl PartitionLog {
         let mut output = ReadBatches { bytes: Vec::new(), next_offset: offset, batch_count: 0 };
         let max_batch_bytes = self.inner.config.max_batch_bytes;
         while position < location.end_position {
-            let want = (location.end_position - position).min(max_bytes.max(READ_CHUNK_BYTES) as u64) as usize;
+            let budget_bytes = max_bytes.saturating_sub(output.bytes.len());
+            let exact_end = self.whole_batches_end(location, position, budget_bytes);
+            let want = match exact_end {
+                Some(end) => (end - position) as usize,
+                None => (location.end_position - position).min(max_bytes.max(READ_CHUNK_BYTES) as u64) as usize,
+            };
             let chunk = file
                 .read_at(position, want)
                 .await
                 .map_err(|error| StorageError::io("read segment", &location.path, error))?;
+            self.count_read(chunk.len());
             let mut cursor = 0usize;
             while cursor < chunk.len() {
                 let rest = &chunk[cursor..];
@@ -116,6 +139,7 @@ impl PartitionLog {
                         .read_at(batch_position, length)
                         .await
                         .map_err(|error| StorageError::io("read segment", &location.path, error))?;
+                    self.count_read(whole.len());
                     return self.accept_batches(&whole, location, batch_position, offset, max_bytes, output);
                 }
                 if length > rest.len() && length <= max_batch_bytes {
@@ -124,6 +148,7 @@ impl PartitionLog {
                         .read_at(position, length)
                         .await
                         .map_err(|error| StorageError::io("read segment", &location.path, error))?;
+                    self.count_read(whole.len());
                     return self.accept_batches(&whole, location, position, offset, max_bytes, output);
                 }
                 let verified = verify_batch(rest, max_batch_bytes)
@@ -145,11 +170,33 @@ impl PartitionLog {
                 break;
             }
             position += cursor as u64;
-            if output.bytes.len() >= max_bytes {
+            // An index-bounded read took every whole batch that fits; reading
+            // on would only fetch a batch to throw away.
+            if output.bytes.len() >= max_bytes || (exact_end.is_some() && output.batch_count > 0) {
                 break;
             }
         }
         Ok(output)
+    }
+
+    fn count_read(&self, bytes: usize) {
+        self.inner.state.borrow_mut().stats.segment_read_bytes += bytes as u64;
+    }
+
+    /// Where the whole batches that fit in `budget_bytes` from `position`
+    /// end, from the offset index (its entries sit at batch starts), so a
+    /// read takes exactly what the answer returns. None when the index knows
+    /// no batch start past `position` within the budget.
+    fn whole_batches_end(&self, location: &ReadLocation, position: u64, budget_bytes: usize) -> Option<u64> {
+        let target = position.saturating_add(budget_bytes as u64);
+        if target >= location.end_position {
+            return Some(location.end_position);
+        }
+        let state = self.inner.state.borrow();
+        let segment = state.segments.get(&location.base_offset)?;
+        let (_, boundary) = segment.indexes.offsets.floor_by_position(u32::try_from(target).ok()?)?;
+        let boundary = u64::from(boundary);
+        (boundary > position).then_some(boundary)
     }
 
     fn accept_batches(
