@@ -3,10 +3,13 @@
 # and against a 3-node cluster (tools/cluster.sh: one etcd, three nodes on
 # loopback) with acks=all, in one run on one disk. Prints Markdown.
 #   tools/bench-cluster.sh [DIR] [TOTAL_BYTES]
+# PAYLOADS (default "random text repeated") names the record values to run
+# with: how compressible they are decides what lz4 does on the wire.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${1:-target/bench-cluster}"
 total="${2:-536870912}"
+payloads="${PAYLOADS:-random text repeated}"
 rm -rf "$dir"
 mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
@@ -14,34 +17,50 @@ tools/install-deps.sh
 cargo build --release --quiet
 bin=./target/release/ringlog
 common=(--partitions 8 --producers 4 --record-bytes 1024 --batch 1000 --total-bytes "$total" --json)
+servers=127.0.0.1:7070,127.0.0.1:7080,127.0.0.1:7090
 
 echo "# replication benchmark run $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo
 echo "- host: $(nproc) cores, kernel $(uname -r); every process (etcd, nodes, load generator) shares the cores"
 echo "- filesystem: $(df -h "$dir" | awk 'NR==2{print $1}'); records 1 KiB, batches of 1000, 4 producers, 8 partitions, fsync=always"
 echo
-echo "| setup | acks | result (ringlog bench --json) |"
-echo "|---|---|---|"
+echo "| payload | setup | acks | result (ringlog bench --json) |"
+echo "|---|---|---|---|"
 
-RUST_LOG=warn "$bin" serve --data-dir "$dir/single" --listen 127.0.0.1:27170 --admin 127.0.0.1:27171 >"$dir/single.log" 2>&1 &
-single=$!
-for _ in $(seq 50); do grep -q listening "$dir/single.log" 2>/dev/null && break; sleep 0.1; done
-result=$("$bin" bench produce --topic t --server 127.0.0.1:27170 --acks leader "${common[@]}" | tail -1)
-echo "| single node | leader | \`$result\` |"
-kill -TERM "$single"; wait "$single" || true
-rm -rf "$dir/single"
+single_node() { # payload
+    rm -rf "$dir/single"
+    RUST_LOG=warn "$bin" serve --data-dir "$dir/single" --listen 127.0.0.1:27170 --admin 127.0.0.1:27171 \
+        >"$dir/single.log" 2>&1 &
+    local single=$!
+    for _ in $(seq 50); do grep -q listening "$dir/single.log" 2>/dev/null && break; sleep 0.1; done
+    local result
+    result=$("$bin" bench produce --topic t --server 127.0.0.1:27170 --acks leader --payload "$1" "${common[@]}" | tail -1)
+    echo "| $1 | single node | leader | \`$result\` |"
+    kill -TERM "$single"; wait "$single" || true
+    rm -rf "$dir/single"
+}
 
-BINARY="$bin" RUST_LOG=warn tools/cluster.sh start "$dir/cluster" >/dev/null
+three_nodes() { # payload
+    rm -rf "$dir/cluster"
+    BINARY="$bin" RUST_LOG=warn tools/cluster.sh start "$dir/cluster" >/dev/null
+    for _ in $(seq 100); do
+        [[ $("$bin" nodes --json --admin 127.0.0.1:7071 | grep -o '"in_sync":true' | wc -l) == 3 ]] && break
+        sleep 0.2
+    done
+    local result
+    result=$("$bin" bench produce --topic t --server "$servers" --acks all --payload "$1" "${common[@]}" | tail -1)
+    echo "| $1 | 3 nodes | all | \`$result\` |"
+    result=$("$bin" bench produce --topic t2 --server "$servers" --acks leader --payload "$1" "${common[@]}" | tail -1)
+    echo "| $1 | 3 nodes | leader | \`$result\` |"
+    du -sh "$dir"/cluster/node* | sed 's/^/    /' >"$dir/sizes-$1.txt"
+    tools/cluster.sh stop "$dir/cluster" >/dev/null 2>&1 || true
+}
+
 trap 'tools/cluster.sh stop "$dir/cluster" >/dev/null 2>&1 || true' EXIT
-for _ in $(seq 100); do
-    [[ $("$bin" nodes --json --admin 127.0.0.1:7071 | grep -o '"in_sync":true' | wc -l) == 3 ]] && break
-    sleep 0.2
+for payload in $payloads; do
+    single_node "$payload"
+    three_nodes "$payload"
 done
-servers=127.0.0.1:7070,127.0.0.1:7080,127.0.0.1:7090
-result=$("$bin" bench produce --topic t --server "$servers" --acks all "${common[@]}" | tail -1)
-echo "| 3 nodes | all | \`$result\` |"
-result=$("$bin" bench produce --topic t2 --server "$servers" --acks leader "${common[@]}" | tail -1)
-echo "| 3 nodes | leader | \`$result\` |"
 echo
-"$bin" nodes --admin 127.0.0.1:7071 | sed 's/^/    /'
-du -sh "$dir"/cluster/node* | sed 's/^/    /'
+echo "Data directories after each payload's cluster run:"
+cat "$dir"/sizes-*.txt

@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// Records per batch.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// What record values look like (decides how much lz4 compresses the
+    /// replication stream): random, text (JSON-like lines) or repeated.
+    #[arg(long, value_enum, default_value = "random")]
+    payload: super::payload::Payload,
     /// Stop after producing (or consuming) this many value bytes.
     #[arg(long, default_value_t = 1 << 30)]
     total_bytes: u64,
@@ -184,6 +188,7 @@ struct Worker {
     topic: String,
     partitions: Vec<u32>,
     record_bytes: usize,
+    payload: super::payload::Payload,
     batch: usize,
     in_flight: usize,
     totals: Arc<Totals>,
@@ -208,6 +213,7 @@ impl Worker {
             topic: args.topic.clone(),
             partitions,
             record_bytes: args.record_bytes,
+            payload: args.payload,
             batch: args.batch,
             in_flight: args.in_flight,
             totals: Arc::clone(totals),
@@ -221,7 +227,8 @@ impl Worker {
     /// key is its send time in microseconds (for e2e latency).
     async fn produce(self, acks: Acks, budget: u64) -> Result<(), ClientError> {
         let mut builder = BatchBuilder::new();
-        let value = vec![b'r'; self.record_bytes];
+        let seed = u64::from(self.partitions.first().copied().unwrap_or(0)) + 1;
+        let mut values = super::payload::ValuePool::new(self.payload, self.record_bytes, seed);
         let mut outstanding = std::collections::VecDeque::new();
         let mut produced = 0u64;
         let mut next = 0usize;
@@ -230,7 +237,7 @@ impl Worker {
                 builder.clear();
                 let sent_us = now_us();
                 for _ in 0..self.batch {
-                    builder.push((sent_us / 1000) as i64, Some(&sent_us.to_le_bytes()), &value, &[]);
+                    builder.push((sent_us / 1000) as i64, Some(&sent_us.to_le_bytes()), values.next_value(), &[]);
                 }
                 let partition = self.partitions[next % self.partitions.len()];
                 next += 1;

@@ -6,6 +6,7 @@ mod client;
 mod consume;
 mod demo;
 mod nodes;
+mod payload;
 mod produce;
 mod serve;
 mod topic;

@@ -214,7 +214,7 @@ async fn replicate(
                     reset_behind_leader(owned, offset, log_start_offset).await?;
                     continue;
                 }
-                apply(context, owned, offset, uncompressed_bytes, &compressed, &mut buffer).await?;
+                apply(context, owned, offset, uncompressed_bytes, compressed, &mut buffer).await?;
                 owned.replication.learn_high_watermark(high_watermark);
             }
             Ok(other) => return Err(CallError::Connection(format!("unexpected answer to a fetch: {other:?}"))),
@@ -233,14 +233,17 @@ async fn apply(
     owned: &OwnedPartition,
     offset: u64,
     uncompressed_bytes: u32,
-    compressed: &[u8],
+    mut body: Vec<u8>,
     buffer: &mut Vec<u8>,
 ) -> Result<(), CallError> {
     let limit = context.config.limits.max_frame_bytes;
     let max_batch_bytes = owned.log.config().max_batch_bytes.max(limit);
-    let length = decode_fetched(uncompressed_bytes, compressed, limit, max_batch_bytes, buffer)
+    let fetched = decode_fetched(uncompressed_bytes, &body, limit, max_batch_bytes, buffer)
         .map_err(|error| CallError::Connection(format!("bad answer from the leader at {offset}: {error}")))?;
-    let batches = &mut buffer[..length];
+    let batches = match fetched {
+        Fetched::Raw => &mut body[..],
+        Fetched::Decompressed(length) => &mut buffer[..length],
+    };
     let mut position = 0;
     let mut next_offset = offset;
     while position < batches.len() {
@@ -291,40 +294,59 @@ async fn mirror_group_offsets(
     Ok(())
 }
 
-/// Decompress a leader's answer into `buffer` (reused across reads; at most
-/// `limit` bytes, however large the answer claims to be) and check that it
-/// is a whole number of batches. Returns the decompressed length. Each
+/// Where a decoded answer's batches are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetched {
+    /// The body was stored raw: it is the batches.
+    Raw,
+    /// The body was an lz4 block, decompressed into the buffer (this long).
+    Decompressed(usize),
+}
+
+/// Decode a leader's answer body: stored raw when exactly
+/// `uncompressed_bytes` long, else an lz4 block decompressed into `buffer`
+/// (reused across reads; at most `limit` bytes, however large the answer
+/// claims to be). Either way it must be a whole number of batches. Each
 /// batch's CRC is checked when it is appended.
 pub fn decode_fetched(
     uncompressed_bytes: u32,
-    compressed: &[u8],
+    body: &[u8],
     limit: usize,
     max_batch_bytes: usize,
     buffer: &mut Vec<u8>,
-) -> Result<usize, String> {
+) -> Result<Fetched, String> {
     let length = uncompressed_bytes as usize;
     if length > limit {
         return Err(format!("{uncompressed_bytes} uncompressed bytes, over the limit of {limit}"));
     }
-    if buffer.len() < length {
-        buffer.resize(length, 0);
-    }
-    let written = lz4_flex::block::decompress_into(compressed, &mut buffer[..length])
-        .map_err(|error| format!("bad lz4 block: {error}"))?;
-    if written != length {
-        return Err(format!("lz4 block holds {written} bytes, the answer said {length}"));
-    }
+    let fetched = if body.len() == length {
+        Fetched::Raw
+    } else {
+        if buffer.len() < length {
+            buffer.resize(length, 0);
+        }
+        let written = lz4_flex::block::decompress_into(body, &mut buffer[..length])
+            .map_err(|error| format!("bad lz4 block: {error}"))?;
+        if written != length {
+            return Err(format!("lz4 block holds {written} bytes, the answer said {length}"));
+        }
+        Fetched::Decompressed(length)
+    };
+    let batches = match fetched {
+        Fetched::Raw => body,
+        Fetched::Decompressed(_) => &buffer[..length],
+    };
     let mut position = 0;
     while position < length {
         let header =
-            crate::storage::batch::BatchHeader::parse(&buffer[position..length]).map_err(|error| error.to_string())?;
+            crate::storage::batch::BatchHeader::parse(&batches[position..]).map_err(|error| error.to_string())?;
         let batch_bytes = header.batch_bytes as usize;
         if batch_bytes > max_batch_bytes || batch_bytes > length - position {
             return Err(format!("batch of {batch_bytes} bytes at {position} does not fit the answer"));
         }
         position += batch_bytes;
     }
-    Ok(length)
+    Ok(fetched)
 }
 
 /// Ask the leader where this log's latest epoch ends there, and cut

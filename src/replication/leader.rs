@@ -39,6 +39,31 @@ fn compress(input: &[u8]) -> Vec<u8> {
     })
 }
 
+/// After an answer lz4 could not shrink below 7/8 of its size, this many
+/// answers to the same follower go stored raw before lz4 is tried again:
+/// on data that does not compress (already compressed or encrypted
+/// payloads) lz4 only costs CPU on both ends.
+const RAW_ANSWERS_AFTER_MISS: u64 = 32;
+
+/// The answer's body: an lz4 block, or the batches themselves ("stored
+/// raw", which the follower recognises by the body being exactly
+/// `uncompressed_bytes` long: an lz4 block that long is never sent).
+fn encode_answer(batches: Vec<u8>, progress: &crate::replication::progress::FollowerProgress) -> Vec<u8> {
+    let skip = progress
+        .raw_answers_left
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(1))
+        .is_ok();
+    if skip || batches.is_empty() {
+        return batches;
+    }
+    let compressed = compress(&batches);
+    if compressed.len() * 8 >= batches.len() * 7 {
+        progress.raw_answers_left.store(RAW_ANSWERS_AFTER_MISS, Ordering::Relaxed);
+        return batches;
+    }
+    compressed
+}
+
 /// How often each shard publishes its followers' progress.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -131,25 +156,36 @@ impl ShardContext {
         let max_bytes = (max_bytes as usize).clamp(1, self.config.limits.max_frame_bytes / 2);
         let deadline = Instant::now() + max_wait;
         let batches = loop {
-            let batches = owned.log.read(offset, max_bytes, None).await.map_err(storage_error)?;
+            let batches = owned.log.read_written(offset, max_bytes).await.map_err(storage_error)?;
             let remaining = deadline.saturating_duration_since(Instant::now());
             if batches.batch_count > 0 || remaining.is_zero() || self.write_epoch().is_err() {
                 break batches;
             }
-            futures_lite::future::or(owned.log.wait_durable_past(offset), crate::runtime::sleep(remaining)).await;
+            futures_lite::future::or(owned.log.wait_written_past(offset), crate::runtime::sleep(remaining)).await;
         };
         let snapshot = owned.log.snapshot();
         owned.replication.record_answer(replica_id, snapshot.log_end_offset, monotonic_ms());
-        let compressed = compress(&batches.bytes);
         let progress = self.progress.follower(replica_id);
+        let uncompressed_bytes = batches.bytes.len() as u32;
+        let key = (offset, batches.next_offset, owned.log.generation());
+        let compressed = match owned.replication.cached_answer(key) {
+            Some(body) => body,
+            None => {
+                let body = encode_answer(batches.bytes, &progress);
+                if body.len() != uncompressed_bytes as usize {
+                    owned.replication.cache_answer(key, &body);
+                }
+                body
+            }
+        };
         progress.sent_bytes.fetch_add(compressed.len() as u64, Ordering::Relaxed);
-        progress.sent_uncompressed_bytes.fetch_add(batches.bytes.len() as u64, Ordering::Relaxed);
+        progress.sent_uncompressed_bytes.fetch_add(u64::from(uncompressed_bytes), Ordering::Relaxed);
         Ok(Response::ReplicaFetch {
             high_watermark: self.high_watermark(owned),
             log_start_offset: snapshot.log_start_offset,
             log_end_offset: snapshot.log_end_offset,
             leader_epoch,
-            uncompressed_bytes: batches.bytes.len() as u32,
+            uncompressed_bytes,
             compressed,
         })
     }
@@ -233,7 +269,62 @@ impl ShardContext {
 
 #[cfg(test)]
 mod tests {
-    use super::compress;
+    use super::{compress, encode_answer, RAW_ANSWERS_AFTER_MISS};
+    use crate::replication::follower::{decode_fetched, Fetched};
+    use crate::replication::progress::ReplicationProgress;
+    use crate::storage::batch::BatchBuilder;
+
+    fn batches(value: impl Fn(usize) -> Vec<u8>) -> Vec<u8> {
+        let mut builder = BatchBuilder::new();
+        for index in 0..64 {
+            builder.push(0, None, &value(index), &[]);
+        }
+        builder.finish().to_vec()
+    }
+
+    fn noise(seed: usize) -> Vec<u8> {
+        let mut x = seed as u64 * 2_654_435_761 + 1;
+        (0..1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn decoded(body: &[u8], length: usize) -> (Fetched, Vec<u8>) {
+        let mut buffer = Vec::new();
+        let fetched = decode_fetched(length as u32, body, 1 << 24, 1 << 24, &mut buffer).unwrap();
+        let bytes = match fetched {
+            Fetched::Raw => body.to_vec(),
+            Fetched::Decompressed(length) => buffer[..length].to_vec(),
+        };
+        (fetched, bytes)
+    }
+
+    #[test]
+    fn incompressible_answers_go_raw_for_a_while_then_lz4_is_tried_again() {
+        let progress = ReplicationProgress::new(1).follower(2);
+        let compressible = batches(|_| vec![b'r'; 1024]);
+        let body = encode_answer(compressible.clone(), &progress);
+        assert!(body.len() < compressible.len() / 10);
+        assert_eq!(
+            decoded(&body, compressible.len()),
+            (Fetched::Decompressed(compressible.len()), compressible.clone())
+        );
+
+        let random = batches(noise);
+        let body = encode_answer(random.clone(), &progress);
+        assert_eq!(decoded(&body, random.len()), (Fetched::Raw, random.clone()), "random data is stored raw");
+        for _ in 0..RAW_ANSWERS_AFTER_MISS {
+            let body = encode_answer(compressible.clone(), &progress);
+            assert_eq!(decoded(&body, compressible.len()), (Fetched::Raw, compressible.clone()), "lz4 not tried");
+        }
+        let body = encode_answer(compressible.clone(), &progress);
+        assert_eq!(decoded(&body, compressible.len()).0, Fetched::Decompressed(compressible.len()), "tried again");
+    }
 
     #[test]
     fn compression_with_the_reused_scratch_round_trips_any_size() {

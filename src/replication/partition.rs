@@ -31,8 +31,19 @@ pub struct PartitionReplication {
     high_watermark: Cell<u64>,
     learned_high_watermark: Cell<u64>,
     term_epoch: Cell<u32>,
+    last_answer: RefCell<Option<CompressedAnswer>>,
     /// Fired whenever a follower position or the high watermark moves.
     pub changed: Notify,
+}
+
+/// The last lz4 answer sent to a follower, for the next follower asking
+/// for the same range: followers in step read the same batches, and
+/// compressing them once per follower doubled the leader's lz4 work.
+#[derive(Debug)]
+struct CompressedAnswer {
+    /// (first offset asked, next offset after the batches, log generation).
+    key: (u64, u64, u64),
+    body: Vec<u8>,
 }
 
 impl Default for PartitionReplication {
@@ -43,12 +54,24 @@ impl Default for PartitionReplication {
             high_watermark: Cell::default(),
             learned_high_watermark: Cell::default(),
             term_epoch: Cell::default(),
+            last_answer: RefCell::default(),
             changed: Notify::default(),
         }
     }
 }
 
 impl PartitionReplication {
+    /// The lz4 body sent last for `key` (offset, next offset, log generation).
+    pub fn cached_answer(&self, key: (u64, u64, u64)) -> Option<Vec<u8>> {
+        let last = self.last_answer.borrow();
+        last.as_ref().filter(|answer| answer.key == key).map(|answer| answer.body.clone())
+    }
+
+    /// Remember the lz4 body just built for `key`.
+    pub fn cache_answer(&self, key: (u64, u64, u64), body: &[u8]) {
+        *self.last_answer.borrow_mut() = Some(CompressedAnswer { key, body: body.to_vec() });
+    }
+
     /// When this node opened the partition (`monotonic_ms`): a follower
     /// that has not read a new partition yet counts as caught up as of then.
     pub fn opened_ms(&self) -> u64 {

@@ -28,6 +28,8 @@ pub struct FollowerProgress {
     pub sent_uncompressed_bytes: AtomicU64,
     /// Connections closed by the leader because the follower was too slow.
     pub slow_disconnects: AtomicU64,
+    /// Answers still to send stored raw: the last lz4 attempt saved too little.
+    pub raw_answers_left: AtomicU64,
 }
 
 impl FollowerProgress {
@@ -42,6 +44,7 @@ impl FollowerProgress {
             sent_bytes: AtomicU64::new(0),
             sent_uncompressed_bytes: AtomicU64::new(0),
             slow_disconnects: AtomicU64::new(0),
+            raw_answers_left: AtomicU64::new(0),
         }
     }
 

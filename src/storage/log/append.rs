@@ -19,11 +19,20 @@ impl PartitionLog {
     /// Wait until the durable end passes `offset` (long-poll fetches), or the
     /// partition fails or closes.
     pub async fn wait_durable_past(&self, offset: u64) {
+        self.wait_until(|state| state.durable.offset > offset).await;
+    }
+
+    /// Wait until the written end passes `offset` (replica long polls).
+    pub async fn wait_written_past(&self, offset: u64) {
+        self.wait_until(|state| state.written_offset() > offset).await;
+    }
+
+    async fn wait_until(&self, reached: impl Fn(&State) -> bool) {
         loop {
             let notified = self.inner.progress.notified();
             {
                 let state = self.inner.state.borrow();
-                if state.durable.offset > offset || state.failure.is_some() || state.closed {
+                if reached(&state) || state.failure.is_some() || state.closed {
                     return;
                 }
             }

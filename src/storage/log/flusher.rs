@@ -127,6 +127,7 @@ impl PartitionLog {
             return;
         };
         if self.inner.config.fsync == FsyncPolicy::Always {
+            self.publish_written(mark, generation);
             if let Err(error) = finished.file.fdatasync().await {
                 // fsyncgate: the kernel may have dropped the dirty pages; a
                 // retry could "succeed" without the data. Never retry.
@@ -135,6 +136,18 @@ impl PartitionLog {
             }
         }
         self.publish(mark, generation);
+    }
+
+    /// The write of `mark` completed: replicas may copy it while the
+    /// fdatasync runs (a failed fdatasync fail-stops the partition, so a
+    /// written batch is never rolled back under the same epoch).
+    fn publish_written(&self, mark: DurableMark, generation: u64) {
+        let mut state = self.inner.state.borrow_mut();
+        if state.generation == generation && mark.offset > state.written_offset() {
+            state.written = (mark.offset, generation);
+            drop(state);
+            self.inner.progress.notify_all();
+        }
     }
 
     fn publish(&self, mark: DurableMark, generation: u64) {

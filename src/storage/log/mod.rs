@@ -128,6 +128,9 @@ struct State {
     writer: SegmentWriter,
     log_end_offset: u64,
     durable: DurableMark,
+    /// (log end, generation) of the last write that completed: on the
+    /// device, maybe not yet fdatasync'd. Stale once the generation moved.
+    written: (u64, u64),
     generation: u64,
     rollback_disk_full: bool,
     failure: Option<String>,
@@ -152,6 +155,15 @@ impl State {
     }
     fn log_start_offset(&self) -> u64 {
         self.segments.values().next().map_or(0, |segment| segment.base_offset)
+    }
+    /// End of what the device has accepted: at or past the durable end.
+    fn written_offset(&self) -> u64 {
+        let (offset, generation) = self.written;
+        if generation == self.generation {
+            offset.max(self.durable.offset)
+        } else {
+            self.durable.offset
+        }
     }
 }
 
@@ -223,6 +235,7 @@ impl PartitionLog {
             writer,
             log_end_offset: recovered.log_end_offset,
             durable,
+            written: (0, 0),
             generation: 0,
             rollback_disk_full: false,
             failure: None,
@@ -281,6 +294,13 @@ impl PartitionLog {
             failure: state.failure.clone(),
             fence: state.fence.clone(),
         }
+    }
+
+    /// Changes whenever records that were in the log may have been removed
+    /// (truncation, reset, disk-full rollback): what was read before under
+    /// another generation may no longer be the log's content.
+    pub fn generation(&self) -> u64 {
+        self.inner.state.borrow().generation
     }
 
     /// Counters since open.

@@ -42,6 +42,26 @@ impl PartitionLog {
         }
     }
 
+    /// For a replica: like `read`, but what the tail cache holds is served up
+    /// to the written end, so followers copy a batch while the leader's
+    /// fdatasync of it runs instead of after. The high watermark still
+    /// waits for the leader's own durability.
+    pub async fn read_written(&self, offset: u64, max_bytes: usize) -> StorageResult<ReadBatches> {
+        let cached = {
+            let state = self.inner.state.borrow();
+            let usable = offset >= state.log_start_offset() && offset <= state.log_end_offset && state.fence.is_none();
+            usable.then(|| state.tail.read(offset, max_bytes, state.written_offset())).flatten()
+        };
+        match cached {
+            Some(cached) => Ok(ReadBatches {
+                bytes: cached.bytes,
+                next_offset: cached.next_offset,
+                batch_count: cached.batch_count,
+            }),
+            None => self.read(offset, max_bytes, None).await,
+        }
+    }
+
     /// The same answer from the tail cache, when it holds `offset` (only
     /// durable batches: the limit is the durable end, as on disk).
     fn read_tail(&self, offset: u64, max_bytes: usize, max_offset: Option<u64>) -> Option<ReadBatches> {
