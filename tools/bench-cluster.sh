@@ -40,6 +40,29 @@ single_node() { # payload
     rm -rf "$dir/single"
 }
 
+# A follower SIGSTOPped one second into a run 4 times as long. acks=leader
+# never waits on followers; acks=all stalls until the leader drops the
+# stopped follower from the ISR (replica_lag_max_ms, 10 s by default), then
+# goes on with two replicas. The follower rejoins after SIGCONT.
+stopped_follower_run() { # payload acks
+    local node3 bench
+    node3=$(awk '$1 == "node3" {print $2}' "$dir/cluster/pids")
+    "$bin" bench produce --topic "stopped-$2" --server "$servers" --acks "$2" --payload "$1" --partitions 8 \
+        --producers 4 --record-bytes 1024 --batch 1000 --total-bytes $((total * 4)) --json >"$dir/stopped.json" &
+    bench=$!
+    sleep 1
+    kill -STOP "$node3"
+    wait "$bench"
+    kill -CONT "$node3"
+    echo "| $1 | 3 nodes, follower 3 SIGSTOPped after 1 s | $2 | \`$(tail -1 "$dir/stopped.json")\` |"
+    local started=$SECONDS
+    for _ in $(seq 300); do
+        [[ $("$bin" nodes --json --admin 127.0.0.1:7071 | grep -o '"in_sync":true' | wc -l) == 3 ]] && break
+        sleep 0.2
+    done
+    echo "follower 3 back in the ISR $((SECONDS - started)) s after SIGCONT (acks=$2 run)" >>"$dir/rejoin.txt"
+}
+
 three_nodes() { # payload
     rm -rf "$dir/cluster"
     BINARY="$bin" RUST_LOG=warn tools/cluster.sh start "$dir/cluster" >/dev/null
@@ -52,6 +75,10 @@ three_nodes() { # payload
     echo "| $1 | 3 nodes | all | \`$result\` |"
     result=$("$bin" bench produce --topic t2 --server "$servers" --acks leader --payload "$1" "${common[@]}" | tail -1)
     echo "| $1 | 3 nodes | leader | \`$result\` |"
+    if [[ $1 == random ]]; then
+        stopped_follower_run "$1" leader
+        stopped_follower_run "$1" all
+    fi
     du -sh "$dir"/cluster/node* | sed 's/^/    /' >"$dir/sizes-$1.txt"
     tools/cluster.sh stop "$dir/cluster" >/dev/null 2>&1 || true
 }
@@ -61,6 +88,8 @@ for payload in $payloads; do
     single_node "$payload"
     three_nodes "$payload"
 done
+echo
+cat "$dir/rejoin.txt" 2>/dev/null || true
 echo
 echo "Data directories after each payload's cluster run:"
 cat "$dir"/sizes-*.txt

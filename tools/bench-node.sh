@@ -56,6 +56,12 @@ for policy in always never; do
         result=$("$bin" bench produce --topic t --partitions 8 --producers "$producers" --total-bytes "$total" --json | tail -1)
         echo "| $policy | produce | $producers | \`$result\` |"
         if [[ $producers == 4 ]]; then
+            # The disk's own read limit on the very files consume reads.
+            files=$(find "$dir/data" -name '*.log' -size +1M | tr '\n' ':' | sed 's/:$//')
+            sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+            fio --name=readback --filename="$files" --rw=read --bs=4M --direct=1 --ioengine=io_uring --iodepth=8 \
+                --output-format=terse --terse-version=3 |
+                awk -F';' -v p="$policy" '{printf "| %s | fio O_DIRECT read of those segment files, 4 MiB, QD 8 | - | %.0f MiB/s |\n", p, $7/1024}'
             sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
             result=$("$bin" bench consume --topic t --producers 4 --json | tail -1)
             echo "| $policy | consume | 4 | \`$result\` |"
