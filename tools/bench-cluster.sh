@@ -56,11 +56,17 @@ stopped_follower_run() { # payload acks
     kill -CONT "$node3"
     echo "| $1 | 3 nodes, follower 3 SIGSTOPped after 1 s | $2 | \`$(tail -1 "$dir/stopped.json")\` |"
     local started=$SECONDS
-    for _ in $(seq 300); do
-        [[ $("$bin" nodes --json --admin 127.0.0.1:7071 | grep -o '"in_sync":true' | wc -l) == 3 ]] && break
+    while (( SECONDS - started < 120 )); do
+        if [[ $("$bin" nodes --json --admin 127.0.0.1:7071 | grep -o '"in_sync":true' | wc -l) == 3 ]]; then
+            echo "- acks=$2 run: follower 3 back in the ISR $((SECONDS - started)) s after SIGCONT" >>"$dir/rejoin.txt"
+            return
+        fi
         sleep 0.2
     done
-    echo "follower 3 back in the ISR $((SECONDS - started)) s after SIGCONT (acks=$2 run)" >>"$dir/rejoin.txt"
+    {
+        echo "- acks=$2 run: follower 3 NOT back in the ISR 120 s after SIGCONT:"
+        "$bin" nodes --admin 127.0.0.1:7071 | sed 's/^/      /'
+    } >>"$dir/rejoin.txt"
 }
 
 three_nodes() { # payload

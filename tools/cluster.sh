@@ -37,6 +37,22 @@ wait_for() { # url seconds
     done
 }
 
+port_in_use() { # port
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Another cluster on the same ports would answer the health checks below in
+# this one's place; refuse to start instead.
+check_ports_free() {
+    local port
+    for port in "$etcd_port" "$etcd_peer_port" 7070 7071 7072 7080 7081 7082 7090 7091 7092; do
+        if port_in_use "$port"; then
+            echo "cluster: 127.0.0.1:$port is in use (another cluster running? '$0 stop DIR')" >&2
+            exit 1
+        fi
+    done
+}
+
 start() {
     command -v etcd >/dev/null || { echo "cluster: etcd not found (bash tools/install-deps.sh)" >&2; exit 1; }
     command -v curl >/dev/null || { echo "cluster: curl not found (apt-get install curl)" >&2; exit 1; }
@@ -48,6 +64,7 @@ start() {
         echo "cluster: $dir/pids exists; run '$0 stop $dir' first" >&2
         exit 1
     fi
+    check_ports_free
     etcd --name ringlog-etcd --data-dir "$dir/etcd" \
         --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
         --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" \

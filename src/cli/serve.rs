@@ -77,6 +77,18 @@ fn resolve(args: &ServeArgs) -> Result<NodeConfig, String> {
     Ok(config)
 }
 
+/// A panic on any thread ends the process (after the usual message): a
+/// node whose shard thread died would keep its lease and its connections
+/// while that shard's partitions never moved again. Crashing hands it to
+/// the supervisor, and recovery after a crash is the tested path.
+fn abort_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
+}
+
 /// Run `serve`.
 pub fn run(args: ServeArgs) -> ExitCode {
     let config = match resolve(&args) {
@@ -87,6 +99,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         print!("{}", config.to_toml());
         return ExitCode::from(EXIT_OK);
     }
+    abort_on_panic();
     match crate::node::serve(config) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(NodeError::Environment(message)) => fail(message, EXIT_ENVIRONMENT),

@@ -75,7 +75,18 @@ impl ClientError {
     }
 }
 
-type Pending = Arc<Mutex<HashMap<u32, (ApiKey, oneshot::Sender<Result<Response, ClientError>>)>>>;
+type Answer = oneshot::Sender<Result<Response, ClientError>>;
+
+/// Requests awaiting answers, and why the connection closed once it has: a
+/// request sent after the reader stopped must fail at once, not wait for
+/// an answer nobody will deliver (a half-closed socket still takes writes).
+#[derive(Default)]
+struct PendingState {
+    waiting: HashMap<u32, (ApiKey, Answer)>,
+    closed: Option<String>,
+}
+
+type Pending = Arc<Mutex<PendingState>>;
 
 /// One TCP connection with pipelining.
 pub struct Connection {
@@ -122,7 +133,8 @@ impl Connection {
                 let Some(correlation_id) = body.get(..4).map(|id| u32::from_le_bytes(id.try_into().expect("4"))) else {
                     break "short response".to_string();
                 };
-                let Some((api_key, sender)) = reader_pending.lock().expect("pending").remove(&correlation_id) else {
+                let Some((api_key, sender)) = reader_pending.lock().expect("pending").waiting.remove(&correlation_id)
+                else {
                     continue;
                 };
                 let outcome = match decode_response_owned(api_key, body) {
@@ -132,9 +144,11 @@ impl Connection {
                 };
                 let _ = sender.send(outcome);
             };
-            for (_, (_, sender)) in reader_pending.lock().expect("pending").drain() {
+            let mut pending = reader_pending.lock().expect("pending");
+            for (_, (_, sender)) in pending.waiting.drain() {
                 let _ = sender.send(Err(ClientError::ConnectionLost(failure.clone())));
             }
+            pending.closed = Some(failure);
         });
         Ok(Connection {
             writer: tokio::sync::Mutex::new(write_half),
@@ -154,7 +168,14 @@ impl Connection {
     pub async fn send(&self, request: &Request) -> oneshot::Receiver<Result<Response, ClientError>> {
         let correlation_id = self.next_correlation.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
-        self.pending.lock().expect("pending").insert(correlation_id, (request.api_key(), sender));
+        {
+            let mut pending = self.pending.lock().expect("pending");
+            if let Some(reason) = &pending.closed {
+                let _ = sender.send(Err(ClientError::ConnectionLost(reason.clone())));
+                return receiver;
+            }
+            pending.waiting.insert(correlation_id, (request.api_key(), sender));
+        }
         let mut frame = Vec::new();
         let body = encode_request_split(correlation_id, request, &mut frame);
         let written = {
@@ -165,7 +186,7 @@ impl Connection {
             }
         };
         if let Err(error) = written {
-            if let Some((_, sender)) = self.pending.lock().expect("pending").remove(&correlation_id) {
+            if let Some((_, sender)) = self.pending.lock().expect("pending").waiting.remove(&correlation_id) {
                 let _ = sender.send(Err(ClientError::ConnectionLost(error.to_string())));
             }
         }
@@ -323,4 +344,28 @@ pub fn unexpected(response: Response) -> ClientError {
         Response::Fetch { .. } => "unexpected fetch response",
         _ => "unexpected response kind",
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_after_the_server_closed_its_side_fails_instead_of_hanging() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            // Half-close: the client reads EOF, but its writes still succeed.
+            stream.shutdown(std::net::Shutdown::Write).unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+        });
+        let connection = Connection::connect(&address).await.unwrap();
+        while !connection.reader.is_finished() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let answer = tokio::time::timeout(Duration::from_secs(2), connection.call(&Request::ListTopics)).await;
+        assert!(matches!(answer, Ok(Err(ClientError::ConnectionLost(_)))), "{answer:?}");
+        server.join().unwrap();
+    }
 }

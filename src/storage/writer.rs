@@ -165,6 +165,15 @@ impl SegmentWriter {
     /// Returns false (doing nothing) when every buffer is still in flight.
     pub fn rotate(&mut self) -> bool {
         assert!(self.staging_full(), "rotate with a staging buffer that is not full");
+        if self.submitted == self.buffer_bytes {
+            // Tail writes already took all of it (each from its own copy), so
+            // nothing in flight reads this buffer: reuse it in place. Queueing
+            // it would ask for a write of nothing.
+            self.staging_position += self.buffer_bytes as u64;
+            self.filled = 0;
+            self.submitted = 0;
+            return true;
+        }
         let fresh = match self.free_full.pop() {
             Some(buffer) => buffer,
             None if self.allocated_full < self.buffers_max => {
@@ -242,6 +251,7 @@ impl SegmentWriter {
             return None;
         }
         let (buffer, position, skip) = self.full.pop_front().expect("front exists");
+        assert!(skip < self.buffer_bytes, "a wholly written buffer is reused in place, never queued");
         if skip == 0 {
             return Some(WriteJob { buffer: Rc::new(buffer), position, staging_position: position, full: true });
         }
@@ -318,6 +328,27 @@ pub fn preallocation_target(needed: u64, written: u64, preallocate_bytes: u64) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_buffer_wholly_written_by_a_tail_is_reused_in_place_when_it_rotates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment");
+        crate::runtime::block_on_executor("writer-test", move || async move {
+            let file = Rc::new(DirectFile::open_read_write(&path, None).await.unwrap());
+            let mut writer = SegmentWriter::open(file, 0, 8192, 2).await.unwrap();
+            assert_eq!(writer.copy_in(&[7u8; 8192]), 8192);
+            // The appender could not rotate (no free buffer), so the flusher
+            // wrote the full staging buffer as a tail.
+            let tail = writer.take_tail().expect("the whole buffer as a tail");
+            assert_eq!((tail.position, tail.buffer.len()), (0, 8192));
+            assert!(writer.rotate());
+            assert!(writer.take_full(None).is_none(), "nothing of it is left to write");
+            assert_eq!(writer.copy_in(&[8u8; 100]), 100);
+            let next = writer.take_tail().expect("the new bytes");
+            assert_eq!((next.position, &next.buffer.as_bytes()[..100]), (8192, &[8u8; 100][..]));
+        })
+        .unwrap();
+    }
 
     #[test]
     fn preallocation_grows_with_the_segment_and_is_capped() {

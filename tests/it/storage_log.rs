@@ -576,3 +576,58 @@ fn sequential_disk_reads_are_read_ahead_and_truncation_discards_the_read_ahead()
         plain.close().await.unwrap();
     });
 }
+
+/// One record whose batch encodes to exactly `batch_bytes` (a key of 0 to 2
+/// bytes absorbs the varint steps of the value's length).
+fn batch_of_exactly(batch_bytes: usize, fill: u8) -> Vec<u8> {
+    for value_bytes in (0..batch_bytes).rev() {
+        for key_bytes in 0..3 {
+            let mut builder = ringlog::storage::batch::BatchBuilder::new();
+            let key = vec![fill; key_bytes];
+            builder.push(1000, (key_bytes > 0).then_some(&key[..]), &vec![fill; value_bytes], &[]);
+            let batch = builder.finish().to_vec();
+            if batch.len() == batch_bytes {
+                return batch;
+            }
+        }
+    }
+    panic!("no batch of {batch_bytes} bytes");
+}
+
+#[test]
+fn a_batch_ending_exactly_at_a_write_buffer_end_becomes_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p");
+    on_executor(move || async move {
+        // fsync=always: each append waits until its tail write completed, so
+        // a batch that ends exactly at the buffer's end leaves the buffer
+        // wholly written before the next append rotates it.
+        let config = StorageConfig { segment_bytes: 1 << 20, preallocate_bytes: 1 << 20, ..small_config() };
+        let write_buffer_bytes = config.write_buffer_bytes;
+        let log = PartitionLog::open(&path, config.clone(), None).await.unwrap();
+        let mut expected: Vec<Vec<u8>> = Vec::new();
+        for round in 0..6u8 {
+            let mut batch = batch_of_exactly(write_buffer_bytes, b'a' + round);
+            expected.push(batch.clone());
+            let info = log.append(&mut batch, AppendMode::Leader { leader_epoch: 1 }).await.unwrap();
+            assert_eq!(info.base_offset, u64::from(round));
+        }
+        let mut small = batch_of(&values("after", 3), 1000);
+        let info = log.append(&mut small, AppendMode::Leader { leader_epoch: 1 }).await.unwrap();
+        assert_eq!(info.next_offset, 9);
+        log.close().await.unwrap();
+        let log = PartitionLog::open(&path, config, None).await.unwrap();
+        for (round, original) in expected.iter().enumerate() {
+            let read = log.read(round as u64, 1, None).await.unwrap();
+            assert_eq!((read.batch_count, read.bytes.len()), (1, original.len()), "batch {round}");
+            let body = &read.bytes[ringlog::storage::batch::BATCH_HEADER_BYTES..];
+            let records: Vec<_> =
+                ringlog::storage::batch::RecordIter::new(body).map(|record| record.unwrap()).collect();
+            assert_eq!(records.len(), 1);
+            let fill = b'a' + round as u8;
+            assert!(records[0].value.iter().all(|&byte| byte == fill), "batch {round}'s value intact");
+        }
+        assert_eq!(log.snapshot().log_end_offset, 9);
+        log.close().await.unwrap();
+    });
+}

@@ -48,6 +48,9 @@ impl PartitionLog {
             }
             self.submit_writes(&mut pipeline);
             let Some(front) = pipeline.in_flight.front_mut() else {
+                if self.settle_unmarked_end().await {
+                    continue;
+                }
                 if self.inner.stopping.get() {
                     return;
                 }
@@ -90,6 +93,37 @@ impl PartitionLog {
             }
             None => notified.await,
         }
+    }
+
+    /// Everything appended is written and nothing is in flight, yet the
+    /// durable end lags the log end: the last write was a full buffer and
+    /// carried no mark (a batch ended exactly at a buffer's end, so no tail
+    /// followed it). Make that end durable here; without this the append
+    /// would wait for a mark that never comes. Returns whether it acted.
+    async fn settle_unmarked_end(&self) -> bool {
+        let (mark, generation, file) = {
+            let state = self.inner.state.borrow();
+            if state.writer.has_unwritten() || state.durable.offset >= state.log_end_offset || state.failure.is_some() {
+                return false;
+            }
+            let active = state.active();
+            let mark = DurableMark {
+                offset: state.log_end_offset,
+                position: active.size_bytes,
+                last_batch_position: active.last_batch_position,
+            };
+            (mark, state.generation, Rc::clone(state.writer.file()))
+        };
+        if self.inner.config.fsync == FsyncPolicy::Always {
+            self.publish_written(mark, generation);
+            if let Err(error) = file.fdatasync().await {
+                // As in complete_write: never retry a failed fdatasync.
+                self.fail_stop("fdatasync", file.path(), &error);
+                return true;
+            }
+        }
+        self.publish(mark, generation);
+        true
     }
 
     /// Submit every full buffer that may go, and a tail if none is in flight.
