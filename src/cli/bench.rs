@@ -262,48 +262,66 @@ impl Worker {
     }
 
     /// Read this worker's partitions from the start: up to `ends` (consume)
-    /// or until `budget` value bytes arrived (e2e, long-polling).
+    /// or until `budget` value bytes arrived (e2e, long-polling). Each
+    /// partition keeps its own fetch in flight, pipelined on the one
+    /// connection, so a slow answer for one partition never holds back the
+    /// others (lock-step rounds waited for the slowest fetch of each round).
     async fn consume(self, ends: Vec<Option<u64>>, budget: u64, end_to_end: bool) -> Result<(), ClientError> {
-        let mut offsets = vec![0u64; self.partitions.len()];
-        let mut consumed = 0u64;
+        let worker = Arc::new(self);
+        let consumed = Arc::new(AtomicU64::new(0));
+        let mut readers = Vec::new();
+        for (index, end) in ends.into_iter().enumerate() {
+            let (worker, consumed) = (Arc::clone(&worker), Arc::clone(&consumed));
+            let partition = worker.partitions[index];
+            readers.push(tokio::spawn(async move {
+                worker.consume_partition(partition, end, &consumed, budget, end_to_end).await
+            }));
+        }
+        for reader in readers {
+            reader.await.map_err(|error| ClientError::ConnectionLost(error.to_string()))??;
+        }
+        Ok(())
+    }
+
+    /// One partition's reader: fetch from offset 0 until `end` (consume),
+    /// until the worker's `consumed` reaches `budget` (e2e), or until a
+    /// fetch returns nothing new (consume of a partition with no end known).
+    async fn consume_partition(
+        &self,
+        partition: u32,
+        end: Option<u64>,
+        consumed: &AtomicU64,
+        budget: u64,
+        end_to_end: bool,
+    ) -> Result<(), ClientError> {
+        let mut offset = 0u64;
         loop {
-            let mut progressed = false;
-            // One fetch per partition in flight at once (pipelined on the
-            // connection), so the node reads several partitions concurrently.
-            let mut in_flight = Vec::new();
-            for (index, &partition) in self.partitions.iter().enumerate() {
-                if ends[index].is_some_and(|end| offsets[index] >= end) || (end_to_end && consumed >= budget) {
-                    continue;
-                }
-                let request = Request::Fetch {
-                    topic: self.topic.clone(),
-                    partition,
-                    offset: offsets[index],
-                    max_bytes: 4 << 20,
-                    max_wait_ms: if end_to_end { 100 } else { 0 },
-                };
-                in_flight.push((index, Instant::now(), self.connection.send(&request).await));
-            }
-            for (index, started, answer) in in_flight {
-                let response =
-                    answer.await.unwrap_or_else(|_| Err(ClientError::ConnectionLost("reader stopped".into())))?;
-                let Response::Fetch { batches, next_offset, .. } = response else { return Err(unexpected(response)) };
-                let (records, bytes) = self.account(&batches, offsets[index], end_to_end, started)?;
-                offsets[index] = next_offset.max(offsets[index]);
-                consumed += bytes;
-                progressed |= records > 0;
-                self.totals.records.fetch_add(records, Ordering::Relaxed);
-                self.totals.bytes.fetch_add(bytes, Ordering::Relaxed);
-            }
-            let done = if end_to_end {
-                consumed >= budget
+            let finished = if end_to_end {
+                consumed.load(Ordering::Relaxed) >= budget
             } else {
-                ends.iter().zip(&offsets).all(|(end, offset)| end.is_none_or(|end| *offset >= end))
+                end.is_some_and(|end| offset >= end)
             };
-            if done {
+            if finished {
                 return Ok(());
             }
-            if !progressed && !end_to_end {
+            let request = Request::Fetch {
+                topic: self.topic.clone(),
+                partition,
+                offset,
+                max_bytes: 4 << 20,
+                max_wait_ms: if end_to_end { 100 } else { 0 },
+            };
+            let started = Instant::now();
+            let answer = self.connection.send(&request).await;
+            let response =
+                answer.await.unwrap_or_else(|_| Err(ClientError::ConnectionLost("reader stopped".into())))?;
+            let Response::Fetch { batches, next_offset, .. } = response else { return Err(unexpected(response)) };
+            let (records, bytes) = self.account(&batches, offset, end_to_end, started)?;
+            offset = next_offset.max(offset);
+            consumed.fetch_add(bytes, Ordering::Relaxed);
+            self.totals.records.fetch_add(records, Ordering::Relaxed);
+            self.totals.bytes.fetch_add(bytes, Ordering::Relaxed);
+            if records == 0 && !end_to_end {
                 return Ok(());
             }
         }

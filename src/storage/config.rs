@@ -68,6 +68,9 @@ pub struct StorageConfig {
     pub read_ahead_bytes: u64,
     /// Read-ahead memory one shard reserves over all its partitions.
     pub read_ahead_budget_bytes: u64,
+    /// Reads of `read_ahead_bytes` a partition keeps going ahead of a
+    /// sequential reader, so the disk is busy while an answer is on its way.
+    pub read_ahead_depth: u32,
 }
 
 impl Default for StorageConfig {
@@ -90,6 +93,7 @@ impl Default for StorageConfig {
             tail_cache_budget_bytes: 64 << 20,
             read_ahead_bytes: 4 << 20,
             read_ahead_budget_bytes: 64 << 20,
+            read_ahead_depth: 2,
         }
     }
 }
@@ -114,6 +118,9 @@ impl StorageConfig {
         }
         if !(1..=64).contains(&self.write_buffers_max) {
             return Err(format!("write_buffers_max must be in 1..=64, got {}", self.write_buffers_max));
+        }
+        if !(1..=16).contains(&self.read_ahead_depth) {
+            return Err(format!("read_ahead_depth must be in 1..=16, got {}", self.read_ahead_depth));
         }
         if self.index_interval_bytes == 0 {
             return Err("index_interval_bytes must be > 0".into());

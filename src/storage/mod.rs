@@ -24,4 +24,4 @@ pub mod writer;
 
 pub use config::{FsyncPolicy, StorageConfig};
 pub use error::{StorageError, StorageResult};
-pub use log::{AppendInfo, AppendMode, LogSnapshot, LogStats, PartitionLog, ReadBatches};
+pub use log::{reserved_read_ahead_bytes, AppendInfo, AppendMode, LogSnapshot, LogStats, PartitionLog, ReadBatches};

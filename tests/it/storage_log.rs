@@ -631,3 +631,66 @@ fn a_batch_ending_exactly_at_a_write_buffer_end_becomes_durable() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_sequential_reader_keeps_a_chain_of_read_aheads_going_and_a_skip_ahead_still_hits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain");
+    on_executor(move || async move {
+        let config = StorageConfig {
+            tail_cache_bytes: 0,
+            segment_bytes: 1 << 20,
+            preallocate_bytes: 1 << 20,
+            read_ahead_depth: 3,
+            ..small_config()
+        };
+        let log = PartitionLog::open(&path, config, None).await.unwrap();
+        for round in 0..120 {
+            append_values(&log, &values(&format!("c{round}"), 2 + round % 4), 1000).await;
+        }
+        let end = log.snapshot().log_end_offset;
+        assert_eq!(ringlog::storage::reserved_read_ahead_bytes(), 0);
+        let first = log.read(0, 3000, None).await.unwrap();
+        assert_eq!(
+            ringlog::storage::reserved_read_ahead_bytes(),
+            3 * 3000,
+            "three reads go ahead of the reader, each starting where the one before it ends"
+        );
+        // Skip the first read-ahead: the reader asks for where the second starts.
+        let skipped = log.read(first.next_offset, 3000, None).await.unwrap();
+        let hits_before = log.stats().read_ahead_hits;
+        let mut offset = skipped.next_offset;
+        let mut reads = 0;
+        let mut collected = Vec::new();
+        while offset < end {
+            let batches = log.read(offset, 3000, None).await.unwrap();
+            collected.extend_from_slice(&batches.bytes);
+            offset = batches.next_offset;
+            reads += 1;
+        }
+        assert_eq!(log.stats().read_ahead_hits - hits_before, reads, "every read in the chain was read ahead");
+        let mut whole = first.bytes.clone();
+        whole.extend_from_slice(&skipped.bytes);
+        whole.extend_from_slice(&collected);
+        log.close().await.unwrap();
+        assert_eq!(ringlog::storage::reserved_read_ahead_bytes(), 0, "closing gives the budget back");
+        let plain =
+            PartitionLog::open(&path, StorageConfig { read_ahead_bytes: 0, ..small_config() }, None).await.unwrap();
+        assert_eq!(records_of(&whole), read_all(&plain, 0).await, "the chain returned every record once, in order");
+        plain.close().await.unwrap();
+    });
+}
+
+/// (offset, value) of every record in concatenated batches.
+fn records_of(batches: &[u8]) -> Vec<(u64, String)> {
+    use ringlog::storage::batch::{BatchIter, RecordIter, BATCH_HEADER_BYTES};
+    let mut output = Vec::new();
+    for item in BatchIter::new(batches, usize::MAX) {
+        let (header, batch) = item.expect("verified batch");
+        for (index, record) in RecordIter::new(&batch[BATCH_HEADER_BYTES..]).enumerate() {
+            output
+                .push((header.base_offset + index as u64, String::from_utf8(record.unwrap().value.to_vec()).unwrap()));
+        }
+    }
+    output
+}

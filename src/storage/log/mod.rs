@@ -5,7 +5,7 @@
 //! never borrowed across an `.await`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -178,7 +178,7 @@ struct Inner {
     progress: Notify,
     flusher: RefCell<Option<Task<()>>>,
     stopping: Cell<bool>,
-    read_ahead: RefCell<Option<read_ahead::ReadAhead>>,
+    read_ahead: RefCell<VecDeque<read_ahead::ReadAhead>>,
 }
 
 /// One partition's log. Cheap to clone; all clones share the partition.
@@ -262,7 +262,7 @@ impl PartitionLog {
                 progress: Notify::new(),
                 flusher: RefCell::new(None),
                 stopping: Cell::new(false),
-                read_ahead: RefCell::new(None),
+                read_ahead: RefCell::new(VecDeque::new()),
             }),
         };
         let flusher_log = log.clone();

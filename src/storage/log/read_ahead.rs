@@ -2,13 +2,20 @@
 //! cache (O_DIRECT), so nothing reads ahead for a consumer or a catching-up
 //! follower: each fetch waited for its own disk read, and between fetches
 //! the disk sat idle while the answer crossed the socket. After a read that
-//! went to disk, the next read of the same size from where it ended starts
-//! at once in the background; the next fetch from there takes its result.
+//! went to disk, reads of the same size from where it ended start at once in
+//! the background; the next fetch from there takes the first of them.
 //!
-//! One read-ahead per partition, owned by the reader that started it until
-//! it is taken or goes stale; bounded by `read_ahead_bytes` per partition
-//! and `read_ahead_budget_bytes` per shard thread. Truncation, reset and
-//! retention discard it; what it returns is checked again when taken.
+//! Each partition keeps a chain of up to `read_ahead_depth` reads going.
+//! Where one read ends is known before it runs: reads end at a batch start
+//! the offset index names (see `read.rs`), so the next read of the chain
+//! starts there without waiting for the previous one. With one read ahead,
+//! the disk idled from the moment that read finished until the reader came
+//! back for it; with two, the next read is already under way.
+//!
+//! A chain belongs to the reader that started it until it is taken or goes
+//! stale; bounded by `read_ahead_bytes` per read and `read_ahead_budget_bytes`
+//! per shard thread. Truncation, reset and retention discard it; what a read
+//! returns is checked again when taken.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -60,8 +67,9 @@ pub(super) struct ReadAhead {
 }
 
 impl PartitionLog {
-    /// The read-ahead's answer when it starts at `offset`, fits `max_bytes`
+    /// The read-ahead's answer when one starts at `offset`, fits `max_bytes`
     /// and is still valid below the limit; None sends the caller to disk.
+    /// Reads of the chain before it (a reader that skipped ahead) are dropped.
     pub(super) async fn take_read_ahead(
         &self,
         offset: u64,
@@ -69,12 +77,13 @@ impl PartitionLog {
         max_offset: Option<u64>,
     ) -> Option<ReadBatches> {
         let ahead = {
-            let mut slot = self.inner.read_ahead.borrow_mut();
-            if !slot.as_ref().is_some_and(|ahead| ahead.offset == offset && ahead.max_bytes <= max_bytes) {
-                return None;
-            }
-            slot.take()?
+            let mut chain = self.inner.read_ahead.borrow_mut();
+            let index = chain.iter().position(|ahead| ahead.offset == offset && ahead.max_bytes <= max_bytes)?;
+            chain.drain(..index);
+            chain.pop_front()?
         };
+        // Keep the chain full while this read is awaited.
+        self.extend_read_ahead();
         let generation = ahead.generation;
         let result = ahead.task.await.ok()?;
         let mut state = self.inner.state.borrow_mut();
@@ -90,34 +99,89 @@ impl PartitionLog {
         valid.then_some(result)
     }
 
-    /// Start reading `max_bytes` from `offset` in the background, unless
-    /// read-ahead is off, the budget is spent, `offset` is at the durable end
-    /// or already in the tail cache, or another reader's read-ahead is fresh.
+    /// Start reading `max_bytes` from `offset` in the background, and on from
+    /// there up to `read_ahead_depth` reads, unless read-ahead is off, the
+    /// budget is spent, `offset` is at the durable end or already in the
+    /// tail cache, or another reader's chain is fresh.
     pub(super) fn start_read_ahead(&self, offset: u64, max_bytes: usize) {
-        let config = &self.inner.config;
-        let max_bytes = max_bytes.min(config.read_ahead_bytes as usize);
+        let max_bytes = max_bytes.min(self.inner.config.read_ahead_bytes as usize);
         if max_bytes == 0 {
             return;
         }
+        {
+            let mut chain = self.inner.read_ahead.borrow_mut();
+            if let Some(front) = chain.front() {
+                let fresh = front.started_at.elapsed() < STALE_AFTER;
+                if fresh && chain.iter().any(|ahead| ahead.offset == offset) {
+                    // This reader's own chain: it only needs topping up.
+                    drop(chain);
+                    self.extend_read_ahead();
+                    return;
+                }
+                if fresh {
+                    return;
+                }
+                // Drop the stale chain first so its budget counts for the new one.
+                chain.clear();
+            }
+        }
+        if self.spawn_read_ahead(offset, max_bytes) {
+            self.extend_read_ahead();
+        }
+    }
+
+    /// Add reads to the chain, each starting where the previous one will end,
+    /// until it holds `read_ahead_depth` reads or the end is not known.
+    fn extend_read_ahead(&self) {
+        loop {
+            let next = {
+                let chain = self.inner.read_ahead.borrow();
+                let Some(last) = chain.back() else { return };
+                if chain.len() >= self.inner.config.read_ahead_depth as usize {
+                    return;
+                }
+                let Some(next_offset) = self.planned_read_end(last.offset, last.max_bytes) else { return };
+                (next_offset, last.max_bytes)
+            };
+            if !self.spawn_read_ahead(next.0, next.1) {
+                return;
+            }
+        }
+    }
+
+    /// Where a disk read of `max_bytes` from `offset` will end, when the
+    /// offset index bounds it inside one segment and below the durable end.
+    fn planned_read_end(&self, offset: u64, max_bytes: usize) -> Option<u64> {
+        let location = self.locate(offset, None).ok()??;
+        let target = location.start_position.checked_add(max_bytes as u64)?;
+        if target >= location.end_position {
+            return None;
+        }
+        let state = self.inner.state.borrow();
+        let segment = state.segments.get(&location.base_offset)?;
+        let (relative, position) = segment.indexes.offsets.floor_by_position(u32::try_from(target).ok()?)?;
+        let next_offset = location.base_offset + u64::from(relative);
+        (u64::from(position) > location.start_position && next_offset > offset).then_some(next_offset)
+    }
+
+    /// Spawn one background read at the back of the chain; false when it is
+    /// not worth it (closed, at the durable end, in the tail cache) or the
+    /// shard's budget is spent.
+    fn spawn_read_ahead(&self, offset: u64, max_bytes: usize) -> bool {
         let generation = {
             let state = self.inner.state.borrow();
             if state.closed || offset >= state.durable.offset || state.tail.holds(offset) {
-                return;
+                return false;
             }
             state.generation
         };
-        let mut slot = self.inner.read_ahead.borrow_mut();
-        if slot.as_ref().is_some_and(|ahead| ahead.started_at.elapsed() < STALE_AFTER) {
-            return;
-        }
-        // Drop the stale one first so its budget counts for the new one.
-        *slot = None;
-        let Some(reservation) = Reservation::try_new(max_bytes as u64, config.read_ahead_budget_bytes) else {
-            return;
+        let Some(reservation) = Reservation::try_new(max_bytes as u64, self.inner.config.read_ahead_budget_bytes)
+        else {
+            return false;
         };
         let log = self.clone();
         let task = crate::runtime::spawn_local(async move { log.read_from_disk(offset, max_bytes, None).await });
-        *slot = Some(ReadAhead {
+        self.inner.read_ahead.borrow_mut().push_back(ReadAhead {
             offset,
             max_bytes,
             generation,
@@ -125,10 +189,11 @@ impl PartitionLog {
             task,
             _reservation: reservation,
         });
+        true
     }
 
-    /// Forget the read-ahead: the log changed under it, or it is closing.
+    /// Forget the read-aheads: the log changed under them, or it is closing.
     pub(super) fn discard_read_ahead(&self) {
-        self.inner.read_ahead.borrow_mut().take();
+        self.inner.read_ahead.borrow_mut().clear();
     }
 }
