@@ -30,6 +30,9 @@ pub struct LimitsConfig {
     pub max_fetch_wait_ms: u64,
     /// How often each shard applies retention to its partitions.
     pub retention_check_interval_ms: u64,
+    /// How often the control thread hands freed heap pages back to the OS
+    /// (glibc `malloc_trim`); 0 never.
+    pub heap_trim_interval_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -44,6 +47,7 @@ impl Default for LimitsConfig {
             max_topics: 10_000,
             max_fetch_wait_ms: 30_000,
             retention_check_interval_ms: 10_000,
+            heap_trim_interval_ms: 1_000,
         }
     }
 }

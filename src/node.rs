@@ -167,7 +167,13 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
         cluster: Arc::clone(&cluster),
         plane: plane.clone(),
     };
-    let admin = match crate::cluster::control::start(&config.admin, admin_state, plane, &STOP_REQUESTED) {
+    let admin = match crate::cluster::control::start(
+        &config.admin,
+        admin_state,
+        plane,
+        config.limits.heap_trim_interval_ms,
+        &STOP_REQUESTED,
+    ) {
         Ok(admin) => admin,
         Err(message) => {
             STOP_REQUESTED.store(true, Ordering::SeqCst);

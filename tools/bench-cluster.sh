@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${1:-target/bench-cluster}"
-total="${2:-536870912}"
+total="${2:-2147483648}"
 payloads="${PAYLOADS:-random text repeated}"
 rm -rf "$dir"
 mkdir -p "$dir"
@@ -16,6 +16,7 @@ dir="$(cd "$dir" && pwd)"
 tools/install-deps.sh
 cargo build --release --quiet
 bin=./target/release/ringlog
+source tools/lib/usage.sh
 common=(--partitions 8 --producers 4 --record-bytes 1024 --batch 1000 --total-bytes "$total" --json)
 servers=127.0.0.1:7070,127.0.0.1:7080,127.0.0.1:7090
 
@@ -24,8 +25,13 @@ echo
 echo "- host: $(nproc) cores, kernel $(uname -r); every process (etcd, nodes, load generator) shares the cores"
 echo "- filesystem: $(df -h "$dir" | awk 'NR==2{print $1}'); records 1 KiB, batches of 1000, 4 producers, 8 partitions, fsync=always"
 echo
-echo "| payload | setup | acks | result (ringlog bench --json) |"
-echo "|---|---|---|---|"
+fio --name=seqwrite --directory="$dir" --rw=write --bs=1M --direct=1 --ioengine=io_uring --iodepth=2 --numjobs=8 \
+    --size=512M --fallocate=native --create_on_open=1 --group_reporting --output-format=terse --terse-version=3 \
+    | awk -F';' '{printf "- fio sequential O_DIRECT write into 8 new files at once, QD 2 each: %.0f MiB/s\n", $48/1024}'
+rm -f "$dir"/seqwrite*
+echo
+echo "| payload | setup | acks | result (ringlog bench --json) | device during the run (/proc/diskstats, /proc/stat) |"
+echo "|---|---|---|---|---|"
 
 single_node() { # payload
     rm -rf "$dir/single"
@@ -34,13 +40,14 @@ single_node() { # payload
     local single=$!
     for _ in $(seq 50); do grep -q listening "$dir/single.log" 2>/dev/null && break; sleep 0.1; done
     local result
+    usage_begin "$dir"
     result=$("$bin" bench produce --topic t --server 127.0.0.1:27170 --acks leader --payload "$1" "${common[@]}" | tail -1)
-    echo "| $1 | single node | leader | \`$result\` |"
+    echo "| $1 | single node | leader | \`$result\` | $(usage_end) |"
     kill -TERM "$single"; wait "$single" || true
     rm -rf "$dir/single"
 }
 
-# A follower SIGSTOPped one second into a run 4 times as long. acks=leader
+# A follower SIGSTOPped one second into a run twice as long. acks=leader
 # never waits on followers; acks=all stalls until the leader drops the
 # stopped follower from the ISR (replica_lag_max_ms, 10 s by default), then
 # goes on with two replicas. The follower rejoins after SIGCONT.
@@ -48,13 +55,13 @@ stopped_follower_run() { # payload acks
     local node3 bench
     node3=$(awk '$1 == "node3" {print $2}' "$dir/cluster/pids")
     "$bin" bench produce --topic "stopped-$2" --server "$servers" --acks "$2" --payload "$1" --partitions 8 \
-        --producers 4 --record-bytes 1024 --batch 1000 --total-bytes $((total * 4)) --json >"$dir/stopped.json" &
+        --producers 4 --record-bytes 1024 --batch 1000 --total-bytes $((total * 2)) --json >"$dir/stopped.json" &
     bench=$!
     sleep 1
     kill -STOP "$node3"
     wait "$bench"
     kill -CONT "$node3"
-    echo "| $1 | 3 nodes, follower 3 SIGSTOPped after 1 s | $2 | \`$(tail -1 "$dir/stopped.json")\` |"
+    echo "| $1 | 3 nodes, follower 3 SIGSTOPped after 1 s | $2 | \`$(tail -1 "$dir/stopped.json")\` | |"
     local started=$SECONDS
     while (( SECONDS - started < 120 )); do
         if [[ $("$bin" nodes --json --admin 127.0.0.1:7071 | grep -o '"in_sync":true' | wc -l) == 3 ]]; then
@@ -77,10 +84,12 @@ three_nodes() { # payload
         sleep 0.2
     done
     local result
+    usage_begin "$dir"
     result=$("$bin" bench produce --topic t --server "$servers" --acks all --payload "$1" "${common[@]}" | tail -1)
-    echo "| $1 | 3 nodes | all | \`$result\` |"
+    echo "| $1 | 3 nodes | all | \`$result\` | $(usage_end) |"
+    usage_begin "$dir"
     result=$("$bin" bench produce --topic t2 --server "$servers" --acks leader --payload "$1" "${common[@]}" | tail -1)
-    echo "| $1 | 3 nodes | leader | \`$result\` |"
+    echo "| $1 | 3 nodes | leader | \`$result\` | $(usage_end) |"
     if [[ $1 == random ]]; then
         stopped_follower_run "$1" leader
         stopped_follower_run "$1" all

@@ -5,12 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${1:-target/bench-node}"
-total="${2:-1073741824}"
+total="${2:-4294967296}"
 mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
 tools/install-deps.sh
 cargo build --release --quiet
 bin=./target/release/ringlog
+source tools/lib/usage.sh
 port=27070
 admin=27071
 export RINGLOG_SERVER="127.0.0.1:$port"
@@ -26,6 +27,10 @@ rm -f "$dir"/seqwrite*
 fio --name=seqwrite --directory="$dir" --rw=write --bs=1M --direct=1 --ioengine=io_uring --iodepth=16 \
     --size=4G --fallocate=native --create_on_open=1 --output-format=terse --terse-version=3 \
     | awk -F';' '{printf "- fio sequential O_DIRECT write into a new file: %.0f MiB/s\n", $48/1024}'
+rm -f "$dir"/seqwrite*
+fio --name=seqwrite --directory="$dir" --rw=write --bs=1M --direct=1 --ioengine=io_uring --iodepth=2 --numjobs=8 \
+    --size=512M --fallocate=native --create_on_open=1 --group_reporting --output-format=terse --terse-version=3 \
+    | awk -F';' '{printf "- fio sequential O_DIRECT write into 8 new files at once, QD 2 each (as 8 partitions): %.0f MiB/s\n", $48/1024}'
 rm -f "$dir"/seqwrite*
 fio --name=fsynclat --directory="$dir" --rw=write --bs=4k --size=64M --fdatasync=1 --ioengine=sync \
     --output-format=json >"$dir/fio-sync.json"
@@ -48,28 +53,44 @@ rss_mib() { awk '/VmRSS/{printf "%.0f", $2/1024}' "/proc/$node_pid/status"; }
 peak_mib() { awk '/VmHWM/{printf "%.0f", $2/1024}' "/proc/$node_pid/status"; }
 
 echo
-echo "| fsync | mode | producers | result (ringlog bench --json) |"
-echo "|---|---|---|---|"
+echo "| fsync | mode | producers | result (ringlog bench --json) | device during the run (/proc/diskstats, /proc/stat) |"
+echo "|---|---|---|---|---|"
 for policy in always never; do
     for producers in 1 4; do
         start_node "$policy"
+        usage_begin "$dir"
         result=$("$bin" bench produce --topic t --partitions 8 --producers "$producers" --total-bytes "$total" --json | tail -1)
-        echo "| $policy | produce | $producers | \`$result\` |"
+        echo "| $policy | produce | $producers | \`$result\` | $(usage_end) |"
         if [[ $producers == 4 ]]; then
             # The disk's own read limit on the very files consume reads.
             files=$(find "$dir/data" -name '*.log' -size +1M | tr '\n' ':' | sed 's/:$//')
             sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
             fio --name=readback --filename="$files" --rw=read --bs=4M --direct=1 --ioengine=io_uring --iodepth=8 \
                 --output-format=terse --terse-version=3 |
-                awk -F';' -v p="$policy" '{printf "| %s | fio O_DIRECT read of those segment files, 4 MiB, QD 8 | - | %.0f MiB/s |\n", p, $7/1024}'
+                awk -F';' -v p="$policy" '{printf "| %s | fio O_DIRECT read of those segment files, 4 MiB, QD 8 | - | %.0f MiB/s | |\n", p, $7/1024}'
             sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+            usage_begin "$dir"
             result=$("$bin" bench consume --topic t --producers 4 --json | tail -1)
-            echo "| $policy | consume | 4 | \`$result\` |"
+            echo "| $policy | consume | 4 | \`$result\` | $(usage_end) |"
+            usage_begin "$dir"
             result=$("$bin" bench e2e --topic e2e --partitions 8 --producers 4 --total-bytes $((total / 4)) --json | tail -1)
-            echo "| $policy | e2e | 4 | \`$result\` |"
+            echo "| $policy | e2e | 4 | \`$result\` | $(usage_end) |"
         fi
         stop_node
     done
+done
+
+echo
+echo "Small batches, fsync=always, 1 partition, 1 producer, 1 batch in flight, 1 KiB records:"
+echo
+echo "| records per batch | result (ringlog bench --json) |"
+echo "|---|---|"
+for batch in 1 10; do
+    start_node always
+    result=$("$bin" bench produce --topic small --partitions 1 --producers 1 --in-flight 1 --batch "$batch" \
+        --total-bytes 20000000 --json | tail -1)
+    echo "| $batch | \`$result\` |"
+    stop_node
 done
 
 echo

@@ -18,6 +18,7 @@ pub fn start(
     address: &str,
     state: AdminState,
     plane: Option<Arc<ControlPlane>>,
+    heap_trim_interval_ms: u64,
     stop: &'static AtomicBool,
 ) -> Result<std::thread::JoinHandle<()>, String> {
     let listener =
@@ -36,13 +37,28 @@ pub fn start(
             };
             runtime.block_on(async move {
                 let membership = plane.map(|plane| tokio::spawn(plane.run(stop)));
+                let trimmer = (heap_trim_interval_ms > 0).then(|| tokio::spawn(trim_heap(heap_trim_interval_ms)));
                 serve_admin(listener, state, stop).await;
+                if let Some(trimmer) = trimmer {
+                    trimmer.abort();
+                }
                 if let Some(membership) = membership {
                     let _ = membership.await;
                 }
             });
         })
         .map_err(|error| format!("cannot start the control thread: {error}"))
+}
+
+/// Hand freed heap pages back to the OS every `interval_ms` (see
+/// `runtime::memory`); on this thread, so no shard ever pays for it.
+async fn trim_heap(interval_ms: u64) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        crate::runtime::memory::release_free_heap();
+    }
 }
 
 async fn serve_admin(listener: std::net::TcpListener, state: AdminState, stop: &'static AtomicBool) {

@@ -3,6 +3,7 @@
 //! maintenance mode; keeping its surface here makes it replaceable.
 
 mod gate;
+pub mod memory;
 mod notify;
 
 use std::future::Future;

@@ -88,7 +88,7 @@ impl Default for StorageConfig {
             preallocate_bytes: 64 << 20,
             max_batch_bytes: 16 << 20,
             max_producers_per_partition: 10_000,
-            write_buffer_budget_bytes: 128 << 20,
+            write_buffer_budget_bytes: 64 << 20,
             tail_cache_bytes: 4 << 20,
             tail_cache_budget_bytes: 64 << 20,
             read_ahead_bytes: 4 << 20,

@@ -200,7 +200,18 @@ impl SegmentWriter {
         self.allocations += 1;
         let mut buffer = self.file.alloc_buffer(length);
         buffer.trim_to_size(length);
+        // Tail buffers count toward the shard's budget like full ones: a
+        // partition keeps up to TAIL_CACHE_MAX of them, each up to a whole
+        // buffer, and uncounted they let a thousand partitions hold several
+        // times the budget (RSS grew with every run).
+        hold(buffer.len());
         buffer
+    }
+
+    fn release_tail_cache(&mut self) {
+        for buffer in self.tail_cache.drain(..) {
+            release(buffer.len());
+        }
     }
 
     /// Bring a shrunk staging buffer back to full size, keeping its bytes.
@@ -225,7 +236,7 @@ impl SegmentWriter {
             release(buffer.len());
         }
         self.allocated_full = 1;
-        self.tail_cache.clear();
+        self.release_tail_cache();
         if self.staging.len() > DIRECT_IO_ALIGNMENT {
             // Everything is written: keep only the partial last block and
             // move the staging window up to it.
@@ -297,6 +308,8 @@ impl SegmentWriter {
             self.free_full.push(buffer);
         } else if self.tail_cache.len() < TAIL_CACHE_MAX {
             self.tail_cache.push(buffer);
+        } else {
+            release(buffer.len());
         }
     }
 }
@@ -310,6 +323,7 @@ impl Drop for SegmentWriter {
         for (buffer, _, _) in &self.full {
             release(buffer.len());
         }
+        self.release_tail_cache();
     }
 }
 
@@ -346,6 +360,28 @@ mod tests {
             assert_eq!(writer.copy_in(&[8u8; 100]), 100);
             let next = writer.take_tail().expect("the new bytes");
             assert_eq!((next.position, &next.buffer.as_bytes()[..100]), (8192, &[8u8; 100][..]));
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn tail_buffers_count_toward_the_budget_and_shrink_gives_them_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment");
+        crate::runtime::block_on_executor("writer-test", move || async move {
+            let before = held_buffer_bytes();
+            let file = Rc::new(DirectFile::open_read_write(&path, None).await.unwrap());
+            let mut writer = SegmentWriter::open(file, 0, 8192, 2).await.unwrap();
+            assert_eq!(held_buffer_bytes() - before, 8192, "the staging buffer");
+            writer.copy_in(&[1u8; 5000]);
+            let tail = writer.take_tail().expect("a tail");
+            assert_eq!(held_buffer_bytes() - before, 8192 + 8192, "the tail's aligned copy counts too");
+            writer.recycle(tail);
+            assert_eq!(held_buffer_bytes() - before, 8192 + 8192, "a cached tail buffer stays counted");
+            writer.shrink();
+            assert_eq!(held_buffer_bytes() - before, DIRECT_IO_ALIGNMENT as u64, "only the partial block is kept");
+            drop(writer);
+            assert_eq!(held_buffer_bytes(), before, "dropping the writer gives everything back");
         })
         .unwrap();
     }
