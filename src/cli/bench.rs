@@ -48,6 +48,9 @@ pub struct BenchArgs {
     /// Batches each producer keeps in flight (pipelining).
     #[arg(long, default_value_t = 4)]
     in_flight: usize,
+    /// Most bytes one consumer fetch asks for.
+    #[arg(long, default_value_t = 4 << 20)]
+    fetch_bytes: u32,
     /// Print the final JSON line.
     #[arg(long)]
     json: bool,
@@ -71,8 +74,8 @@ pub fn run(args: BenchArgs) -> ExitCode {
     if !["produce", "consume", "e2e"].contains(&args.mode.as_str()) {
         return fail("mode must be produce, consume or e2e", EXIT_USAGE);
     }
-    if args.batch == 0 || args.producers == 0 || args.partitions == 0 || args.in_flight == 0 {
-        return fail("--batch, --producers, --partitions and --in-flight must be at least 1", EXIT_USAGE);
+    if args.batch == 0 || args.producers == 0 || args.partitions == 0 || args.in_flight == 0 || args.fetch_bytes == 0 {
+        return fail("--batch, --producers, --partitions, --in-flight and --fetch-bytes must be at least 1", EXIT_USAGE);
     }
     // The load generator uses every core (one runtime thread each): a
     // single-threaded generator, not the node, would set the pace.
@@ -191,6 +194,7 @@ struct Worker {
     payload: super::payload::Payload,
     batch: usize,
     in_flight: usize,
+    fetch_bytes: u32,
     totals: Arc<Totals>,
     histogram: Arc<Mutex<Histogram<u64>>>,
     count_totals: bool,
@@ -216,6 +220,7 @@ impl Worker {
             payload: args.payload,
             batch: args.batch,
             in_flight: args.in_flight,
+            fetch_bytes: args.fetch_bytes,
             totals: Arc::clone(totals),
             histogram: Arc::clone(histogram),
             count_totals,
@@ -308,7 +313,7 @@ impl Worker {
                 topic: self.topic.clone(),
                 partition,
                 offset,
-                max_bytes: 4 << 20,
+                max_bytes: self.fetch_bytes,
                 max_wait_ms: if end_to_end { 100 } else { 0 },
             };
             let started = Instant::now();
