@@ -75,7 +75,10 @@ pub fn run(args: BenchArgs) -> ExitCode {
         return fail("mode must be produce, consume or e2e", EXIT_USAGE);
     }
     if args.batch == 0 || args.producers == 0 || args.partitions == 0 || args.in_flight == 0 || args.fetch_bytes == 0 {
-        return fail("--batch, --producers, --partitions, --in-flight and --fetch-bytes must be at least 1", EXIT_USAGE);
+        return fail(
+            "--batch, --producers, --partitions, --in-flight and --fetch-bytes must be at least 1",
+            EXIT_USAGE,
+        );
     }
     // The load generator uses every core (one runtime thread each): a
     // single-threaded generator, not the node, would set the pace.

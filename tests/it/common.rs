@@ -64,17 +64,24 @@ pub async fn read_all(log: &PartitionLog, from: u64) -> Vec<(u64, String)> {
         if batches.batch_count == 0 {
             return output;
         }
-        for item in BatchIter::new(&batches.bytes, usize::MAX) {
-            let (header, batch) = item.expect("verified batch");
-            for (index, record) in RecordIter::new(&batch[BATCH_HEADER_BYTES..]).enumerate() {
-                let record_offset = header.base_offset + index as u64;
-                if record_offset >= offset {
-                    output.push((record_offset, String::from_utf8(record.unwrap().value.to_vec()).unwrap()));
-                }
-            }
-        }
+        output.extend(records_of(&batches.bytes, offset));
         offset = batches.next_offset;
     }
+}
+
+/// (offset, value) of every record at or after `from` in concatenated batches.
+pub fn records_of(batches: &[u8], from: u64) -> Vec<(u64, String)> {
+    let mut output = Vec::new();
+    for item in BatchIter::new(batches, usize::MAX) {
+        let (header, batch) = item.expect("verified batch");
+        for (index, record) in RecordIter::new(&batch[BATCH_HEADER_BYTES..]).enumerate() {
+            let record_offset = header.base_offset + index as u64;
+            if record_offset >= from {
+                output.push((record_offset, String::from_utf8(record.unwrap().value.to_vec()).unwrap()));
+            }
+        }
+    }
+    output
 }
 
 /// Names of the segment files in a partition directory, sorted.

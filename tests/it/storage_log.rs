@@ -8,7 +8,7 @@ use ringlog::storage::offsets::OffsetLookup;
 use ringlog::storage::retention::RetentionPolicy;
 use ringlog::storage::{AppendMode, FsyncPolicy, PartitionLog, StorageConfig, StorageError};
 
-use crate::common::{append_values, batch_of, on_executor, read_all, segment_files, small_config, values};
+use crate::common::{append_values, batch_of, on_executor, read_all, records_of, segment_files, small_config, values};
 
 #[test]
 fn appended_records_read_back_with_dense_offsets_across_segments() {
@@ -676,21 +676,7 @@ fn a_sequential_reader_keeps_a_chain_of_read_aheads_going_and_a_skip_ahead_still
         assert_eq!(ringlog::storage::reserved_read_ahead_bytes(), 0, "closing gives the budget back");
         let plain =
             PartitionLog::open(&path, StorageConfig { read_ahead_bytes: 0, ..small_config() }, None).await.unwrap();
-        assert_eq!(records_of(&whole), read_all(&plain, 0).await, "the chain returned every record once, in order");
+        assert_eq!(records_of(&whole, 0), read_all(&plain, 0).await, "the chain returned every record once, in order");
         plain.close().await.unwrap();
     });
-}
-
-/// (offset, value) of every record in concatenated batches.
-fn records_of(batches: &[u8]) -> Vec<(u64, String)> {
-    use ringlog::storage::batch::{BatchIter, RecordIter, BATCH_HEADER_BYTES};
-    let mut output = Vec::new();
-    for item in BatchIter::new(batches, usize::MAX) {
-        let (header, batch) = item.expect("verified batch");
-        for (index, record) in RecordIter::new(&batch[BATCH_HEADER_BYTES..]).enumerate() {
-            output
-                .push((header.base_offset + index as u64, String::from_utf8(record.unwrap().value.to_vec()).unwrap()));
-        }
-    }
-    output
 }
