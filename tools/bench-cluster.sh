@@ -33,16 +33,30 @@ echo
 echo "| payload | setup | acks | result (ringlog bench --json) | device during the run (/proc/diskstats, /proc/stat) |"
 echo "|---|---|---|---|---|"
 
+cpu_seconds() { # pid -> user+system CPU seconds so far
+    awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"
+}
+
+# Run a bench command; its own CPU seconds (user+system) go to $dir/bench-cpu.
+timed_bench() {
+    local TIMEFORMAT='%U %S'
+    { time "$bin" bench "$@" >"$dir/bench.out"; } 2>"$dir/bench-time"
+    awk '{printf "%.2f", $1 + $2}' "$dir/bench-time" >"$dir/bench-cpu"
+    tail -1 "$dir/bench.out"
+}
+
 single_node() { # payload
     rm -rf "$dir/single"
     RUST_LOG=warn "$bin" serve --data-dir "$dir/single" --listen 127.0.0.1:27170 --admin 127.0.0.1:27171 \
         >"$dir/single.log" 2>&1 &
     local single=$!
     for _ in $(seq 50); do grep -q listening "$dir/single.log" 2>/dev/null && break; sleep 0.1; done
-    local result
+    local result before
+    before=$(cpu_seconds "$single")
     usage_begin "$dir"
-    result=$("$bin" bench produce --topic t --server 127.0.0.1:27170 --acks leader --payload "$1" "${common[@]}" | tail -1)
+    result=$(timed_bench produce --topic t --server 127.0.0.1:27170 --acks leader --payload "$1" "${common[@]}")
     echo "| $1 | single node | leader | \`$result\` | $(usage_end) |"
+    echo "| $1 | single node | $(awk -v a="$before" -v b="$(cpu_seconds "$single")" 'BEGIN{printf "%.2f", b - a}') | - | - | - | $(cat "$dir/bench-cpu") |" >>"$dir/cpu.txt"
     kill -TERM "$single"; wait "$single" || true
     rm -rf "$dir/single"
 }
@@ -83,10 +97,18 @@ three_nodes() { # payload
         [[ $("$bin" nodes --json --admin 127.0.0.1:7071 | grep -o '"in_sync":true' | wc -l) == 3 ]] && break
         sleep 0.2
     done
-    local result
+    local result name pid
+    declare -A before
+    while read -r name pid; do before[$name]=$(cpu_seconds "$pid"); done <"$dir/cluster/pids"
     usage_begin "$dir"
-    result=$("$bin" bench produce --topic t --server "$servers" --acks all --payload "$1" "${common[@]}" | tail -1)
+    result=$(timed_bench produce --topic t --server "$servers" --acks all --payload "$1" "${common[@]}")
     echo "| $1 | 3 nodes | all | \`$result\` | $(usage_end) |"
+    local used=()
+    for name in node1 node2 node3 etcd; do
+        pid=$(awk -v n="$name" '$1 == n {print $2}' "$dir/cluster/pids")
+        used+=("$(awk -v a="${before[$name]}" -v b="$(cpu_seconds "$pid")" 'BEGIN{printf "%.2f", b - a}')")
+    done
+    echo "| $1 | 3 nodes, acks=all | ${used[0]} | ${used[1]} | ${used[2]} | ${used[3]} | $(cat "$dir/bench-cpu") |" >>"$dir/cpu.txt"
     usage_begin "$dir"
     result=$("$bin" bench produce --topic t2 --server "$servers" --acks leader --payload "$1" "${common[@]}" | tail -1)
     echo "| $1 | 3 nodes | leader | \`$result\` | $(usage_end) |"
@@ -103,6 +125,12 @@ for payload in $payloads; do
     single_node "$payload"
     three_nodes "$payload"
 done
+echo
+echo "CPU seconds (user+system) spent during the ${total}-byte run, per process (node1 leads):"
+echo
+echo "| payload | setup | node (1) | node 2 | node 3 | etcd | load generator |"
+echo "|---|---|---|---|---|---|---|"
+cat "$dir/cpu.txt"
 echo
 cat "$dir/rejoin.txt" 2>/dev/null || true
 echo
