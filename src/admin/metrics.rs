@@ -194,7 +194,7 @@ type FollowerMetric =
 /// Per-follower replication metrics (on the leader).
 pub fn render_replication(progress: &crate::replication::progress::ReplicationProgress, out: &mut String) {
     let followers = progress.all();
-    let gauges: [FollowerMetric; 7] = [
+    let gauges: [FollowerMetric; 8] = [
         ("ringlog_follower_lag_records", "Records the follower is behind", "gauge", |p| p.lag_records() as f64),
         ("ringlog_follower_lag_bytes", "Bytes the follower is behind (estimate)", "gauge", |p| p.lag_bytes() as f64),
         ("ringlog_follower_connected", "1 while a replication connection is open", "gauge", |p| {
@@ -212,6 +212,9 @@ pub fn render_replication(progress: &crate::replication::progress::ReplicationPr
         }),
         ("ringlog_follower_slow_disconnects_total", "Disconnects for slowness", "counter", |p| {
             p.slow_disconnects.load(Ordering::Relaxed) as f64
+        }),
+        ("ringlog_follower_queue_bytes", "Answer bytes queued for the follower, not yet written", "gauge", |p| {
+            p.queued_bytes.load(Ordering::Relaxed) as f64
         }),
     ];
     for (name, help, kind, read) in gauges {

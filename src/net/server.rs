@@ -23,6 +23,7 @@ use super::protocol::{
     encode_response_split, frame_length, ErrorCode, ErrorResponse, ProtocolError, Request, RequestHeader, Response,
     LENGTH_PREFIX_BYTES, REQUEST_HEADER_BYTES,
 };
+use crate::replication::progress::QueuedAnswer;
 use crate::runtime::Notify;
 use crate::shard::handler::ShardContext;
 
@@ -168,7 +169,7 @@ impl Connection {
         let writer_queue = Rc::clone(&queue);
         let writer = crate::runtime::spawn_local(async move {
             let mut write_stream = write_stream;
-            while let Some((head, body)) = receiver.recv().await {
+            while let Some((head, body, _queued)) = receiver.recv().await {
                 let mut written = write_stream.write_all(&head).await;
                 if written.is_ok() && !body.is_empty() {
                     written = write_stream.write_all(&body).await;
@@ -190,7 +191,7 @@ impl Connection {
             tracing::debug!(target: "ringlog::net", message = %error.message, "closing connection after bad input");
             let mut frame = Vec::new();
             encode_error(correlation_id.unwrap_or(0), &error, &mut frame);
-            let _ = sender.send((frame, Vec::new())).await;
+            let _ = sender.send((frame, Vec::new(), None)).await;
         }
         drop(sender);
         writer.await;
@@ -268,7 +269,8 @@ impl Connection {
                     }
                     _ => {
                         queue.queued_bytes.set(queue.queued_bytes.get() + bytes);
-                        let _ = sender.send((out, body)).await;
+                        let queued = follower.map(|id| QueuedAnswer::new(context.progress.follower(id), bytes));
+                        let _ = sender.send((out, body, queued)).await;
                     }
                 }
                 pending.set(pending.get() - 1);
@@ -310,7 +312,7 @@ impl Connection {
         };
         let mut frame = Vec::new();
         encode_response(correlation_id, &answer, &mut frame);
-        let _ = sender.send((frame, Vec::new())).await;
+        let _ = sender.send((frame, Vec::new(), None)).await;
         Ok(None)
     }
 
@@ -402,7 +404,9 @@ fn invalid(message: &str) -> ErrorResponse {
 
 /// A frame to write: its head, then a body written without copying it into
 /// the head (a fetch's batches; empty for everything else).
-type Outgoing = (Vec<u8>, Vec<u8>);
+/// A frame's head and body, and for a follower the guard that counts its
+/// bytes as queued until the writer is done with them.
+type Outgoing = (Vec<u8>, Vec<u8>, Option<QueuedAnswer>);
 
 /// Bytes of answers queued for a connection's writer. On a replication
 /// connection they are bounded by `follower_queue_bytes`; a follower over

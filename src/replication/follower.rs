@@ -340,8 +340,11 @@ pub fn decode_fetched(
     while position < length {
         let header =
             crate::storage::batch::BatchHeader::parse(&batches[position..]).map_err(|error| error.to_string())?;
+        // The shape check rejects a length shorter than a batch header (a
+        // zero length would never advance: found by the fuzzer as a hang).
+        header.check_shape(max_batch_bytes).map_err(|error| format!("batch at {position}: {error}"))?;
         let batch_bytes = header.batch_bytes as usize;
-        if batch_bytes > max_batch_bytes || batch_bytes > length - position {
+        if batch_bytes > length - position {
             return Err(format!("batch of {batch_bytes} bytes at {position} does not fit the answer"));
         }
         position += batch_bytes;
@@ -395,4 +398,31 @@ async fn reset_behind_leader(owned: &OwnedPartition, local_end: u64, leader_star
         .reset_to(leader_start)
         .await
         .map_err(|error| CallError::Connection(format!("cannot reset to {leader_start}: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::batch::{BatchBuilder, BATCH_HEADER_BYTES};
+
+    #[test]
+    fn an_answer_with_a_zero_length_batch_is_refused_instead_of_looping() {
+        // Found by the replication_decode fuzz target: a header claiming 0
+        // bytes never advanced the walk over the answer's batches.
+        let body = vec![0u8; BATCH_HEADER_BYTES * 2];
+        let outcome = decode_fetched(body.len() as u32, &body, 1 << 20, 1 << 20, &mut Vec::new());
+        assert!(outcome.is_err(), "{outcome:?}");
+    }
+
+    #[test]
+    fn a_raw_answer_of_whole_batches_decodes() {
+        let mut builder = BatchBuilder::new();
+        builder.push(1, None, b"value", &[]);
+        let mut body = builder.finish().to_vec();
+        body.extend_from_slice(&body.clone());
+        let outcome = decode_fetched(body.len() as u32, &body, 1 << 20, 1 << 20, &mut Vec::new());
+        assert!(matches!(outcome, Ok(Fetched::Raw)), "{outcome:?}");
+        let cut = &body[..body.len() - 1];
+        assert!(decode_fetched(cut.len() as u32, cut, 1 << 20, 1 << 20, &mut Vec::new()).is_err());
+    }
 }

@@ -30,6 +30,9 @@ pub struct FollowerProgress {
     pub slow_disconnects: AtomicU64,
     /// Answers still to send stored raw: the last lz4 attempt saved too little.
     pub raw_answers_left: AtomicU64,
+    /// Answer bytes queued on this follower's connections, not yet written
+    /// to its sockets (each connection is bounded by `follower_queue_bytes`).
+    pub queued_bytes: AtomicU64,
 }
 
 impl FollowerProgress {
@@ -45,6 +48,7 @@ impl FollowerProgress {
             sent_uncompressed_bytes: AtomicU64::new(0),
             slow_disconnects: AtomicU64::new(0),
             raw_answers_left: AtomicU64::new(0),
+            queued_bytes: AtomicU64::new(0),
         }
     }
 
@@ -111,5 +115,46 @@ impl ReplicationProgress {
         let mut all: Vec<_> = self.followers.load().iter().map(|(&id, progress)| (id, Arc::clone(progress))).collect();
         all.sort_by_key(|(id, _)| *id);
         all
+    }
+}
+
+/// An answer's bytes, counted in its follower's `queued_bytes` from when it
+/// is queued until this is dropped: written to the socket, or discarded
+/// with a closed connection. Dropping is the only way out, so the gauge
+/// cannot drift.
+pub struct QueuedAnswer {
+    progress: Arc<FollowerProgress>,
+    bytes: u64,
+}
+
+impl QueuedAnswer {
+    /// Count `bytes` as queued for `progress`'s follower.
+    pub fn new(progress: Arc<FollowerProgress>, bytes: usize) -> QueuedAnswer {
+        progress.queued_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        QueuedAnswer { progress, bytes: bytes as u64 }
+    }
+}
+
+impl Drop for QueuedAnswer {
+    fn drop(&mut self) {
+        self.progress.queued_bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queued_answers_are_counted_until_dropped() {
+        let progress = ReplicationProgress::new(2);
+        let follower = progress.follower(7);
+        let first = QueuedAnswer::new(Arc::clone(&follower), 100);
+        let second = QueuedAnswer::new(Arc::clone(&follower), 50);
+        assert_eq!(follower.queued_bytes.load(Ordering::Relaxed), 150);
+        drop(first);
+        assert_eq!(follower.queued_bytes.load(Ordering::Relaxed), 50);
+        drop(second);
+        assert_eq!(follower.queued_bytes.load(Ordering::Relaxed), 0);
     }
 }

@@ -113,6 +113,16 @@ fn acks_all_records_are_on_every_follower_with_identical_offsets_and_bytes() {
     let metrics = http(&a.admin, "GET", "/metrics", None, None).1;
     assert!(metrics.contains("ringlog_follower_sent_bytes_total{follower=\"2\"}"), "{metrics}");
     assert!(metrics.contains("ringlog_follower_compression_ratio{follower=\"3\"}"));
+    for follower in [2, 3] {
+        let name = format!("ringlog_follower_queue_bytes{{follower=\"{follower}\"}}");
+        wait_for(Duration::from_secs(5), "idle followers have nothing queued", || metric(&a, &name) == Some(0.0));
+    }
+}
+
+/// The value of one sample in a node's /metrics.
+fn metric(node: &Node, sample: &str) -> Option<f64> {
+    let text = http(&node.admin, "GET", "/metrics", None, None).1;
+    text.lines().find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
 }
 
 #[test]
@@ -178,6 +188,11 @@ fn a_stopped_follower_is_cut_off_without_slowing_the_leader_and_catches_up_after
     assert_eq!(c_view["connected"], false, "the stopped follower was disconnected: {c_view}");
     assert!(c_view["lag_records"].as_u64().unwrap() > 0, "{c_view}");
     let cut_off = stopped.elapsed();
+    // Answers queued for the cut-off connection were dropped with it; the
+    // gauge must not keep counting them.
+    wait_for(Duration::from_secs(5), "c's queued answers released", || {
+        metric(&a, "ringlog_follower_queue_bytes{follower=\"3\"}") == Some(0.0)
+    });
     let (after, after_worst) = measure(Duration::from_secs(2));
     eprintln!(
         "slow follower: 100 KiB acks=all batches/s before {:.0} (worst {before_worst:?}), while c is stopped \

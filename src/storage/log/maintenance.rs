@@ -110,6 +110,8 @@ impl PartitionLog {
                 .await
                 .map_err(|error| StorageError::io("read segment", &location.path, error))?;
             let header = BatchHeader::parse(&header_bytes).map_err(StorageError::InvalidBatch)?;
+            // Written data was validated, but a zero length here would loop forever.
+            header.check_shape(self.inner.config.max_batch_bytes).map_err(StorageError::InvalidBatch)?;
             if header.next_offset() > offset {
                 return Ok(DurableMark { offset: header.base_offset, position, last_batch_position });
             }
