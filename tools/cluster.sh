@@ -88,7 +88,9 @@ start() {
         local base=${node_ports[$((n - 1))]}
         echo "  node$n: clients 127.0.0.1:$base  admin http://127.0.0.1:$((base + 1))  replication 127.0.0.1:$((base + 2))"
     done
-    echo "try:  $binary produce demo --server 127.0.0.1:7070,127.0.0.1:7080,127.0.0.1:7090 <<< hello"
+    echo "try:  $binary topic create demo --server 127.0.0.1:7070"
+    echo "      $binary produce demo --acks all --server 127.0.0.1:7070,127.0.0.1:7080,127.0.0.1:7090 <<< hello"
+    echo "      $binary consume demo --server 127.0.0.1:7080   (a follower serves reads too)"
     echo "      $binary nodes --admin 127.0.0.1:7071"
     echo "stop: $0 stop $dir"
 }

@@ -48,7 +48,8 @@ pub fn run(action: TopicAction, server: ServerArgs) -> ExitCode {
             TopicAction::Create { name, partitions, retention_bytes, retention_ms, segment_bytes } => {
                 let settings = TopicSettings { partitions, retention_bytes, retention_ms, segment_bytes };
                 client.call(&Request::CreateTopic { name: name.clone(), settings }).await?;
-                println!("created topic {name} with {partitions} partitions");
+                let noun = if partitions == 1 { "partition" } else { "partitions" };
+                println!("created topic {name} with {partitions} {noun}");
             }
             TopicAction::List { json } => match client.call(&Request::ListTopics).await? {
                 Response::ListTopics(topics) => print_topics(&topics, json),
