@@ -403,9 +403,9 @@ fn invalid(message: &str) -> ErrorResponse {
 }
 
 /// A frame to write: its head, then a body written without copying it into
-/// the head (a fetch's batches; empty for everything else).
-/// A frame's head and body, and for a follower the guard that counts its
-/// bytes as queued until the writer is done with them.
+/// the head (a fetch's batches; empty for everything else), and for a
+/// follower the guard that counts its bytes as queued until the writer is
+/// done with them.
 type Outgoing = (Vec<u8>, Vec<u8>, Option<QueuedAnswer>);
 
 /// Bytes of answers queued for a connection's writer. On a replication
