@@ -42,6 +42,13 @@ pub const RECORD_OVERHEAD_BYTES: usize = 4 + 8 + 4 + 4 + 2;
 pub const CRC_POSITION: usize = 16;
 /// First byte covered by the CRC.
 pub const CRC_COVERED_START: usize = 20;
+/// The format's own bound on a batch: its length field is a u32 and index
+/// positions inside a segment are u32. Data already in the log (recovery,
+/// reads, `check`, replication) is checked against this bound only; the
+/// configured `max_batch_bytes` is an admission limit for new appends
+/// (SPEC §3), which an operator may lower after larger batches were
+/// acknowledged.
+pub const FORMAT_MAX_BATCH_BYTES: usize = u32::MAX as usize;
 
 const FLAGS_CODEC_MASK: u8 = 0b0000_0111;
 
