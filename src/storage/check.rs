@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::config::StorageConfig;
+use super::fence::{load_fence, remove_fence};
 use super::index::{IndexDefect, OffsetIndex, TimeIndex};
-use super::markers::{remove_clean_shutdown, store_recovery_point};
+use super::markers::{load_recovery_point, remove_clean_shutdown, store_recovery_point};
 use super::recovery::{map_segment, truncate_file};
 use super::scan::{scan_segment, ScanStop};
 use super::segment::{
@@ -104,6 +105,60 @@ pub fn check_partition(
     progress: &dyn Fn(u64),
 ) -> std::io::Result<()> {
     report.partitions += 1;
+    let fenced = check_fence(dir, report)?;
+    check_segments(dir, config, repair, report, progress)?;
+    check_consumer_offsets(dir, report)?;
+    if repair && fenced {
+        // The segments were repaired above (or were fine): the stored
+        // fence has done its job of keeping the partition closed until now.
+        remove_fence(dir)?;
+        report.repaired.push(format!("removed the fence of {}", dir.display()));
+    }
+    Ok(())
+}
+
+/// A fence stored by the node is an error until repaired, even when the
+/// damage that caused it is no longer visible to a scan.
+fn check_fence(dir: &Path, report: &mut CheckReport) -> std::io::Result<bool> {
+    let Some(fence) = load_fence(dir)? else {
+        return Ok(false);
+    };
+    report.errors.push(CheckIssue {
+        path: fence.path.display().to_string(),
+        offset: fence.offset,
+        position: fence.position,
+        reason: format!("partition fenced: {}", fence.reason),
+    });
+    Ok(true)
+}
+
+/// Corruption in `consumer-offsets.log` (a torn last entry is not an error:
+/// the node truncates it). Repair leaves the file to the operator: its
+/// surviving entries are what a consumer group resumes from.
+fn check_consumer_offsets(dir: &Path, report: &mut CheckReport) -> std::io::Result<()> {
+    let path = dir.join(super::offsets::CONSUMER_OFFSETS_FILE);
+    let Some(bytes) = super::io::read_optional(&path)? else {
+        return Ok(());
+    };
+    let (_, valid_bytes) = super::offsets::replay(&bytes);
+    if let Some(damage) = super::offsets::judge_damage(&bytes, valid_bytes) {
+        report.errors.push(CheckIssue {
+            path: path.display().to_string(),
+            offset: 0,
+            position: damage.position,
+            reason: damage.reason,
+        });
+    }
+    Ok(())
+}
+
+fn check_segments(
+    dir: &Path,
+    config: &StorageConfig,
+    repair: bool,
+    report: &mut CheckReport,
+    progress: &dyn Fn(u64),
+) -> std::io::Result<()> {
     let bases = list_bases(dir)?;
     let mut expected: Option<u64> = None;
     for (i, &base) in bases.iter().enumerate() {
@@ -126,7 +181,7 @@ pub fn check_partition(
         let map = map_segment(&path)?;
         let bytes = map.as_deref().unwrap_or(&[]);
         progress(bytes.len() as u64);
-        let outcome = scan_segment(bytes, base, config.index_interval_bytes, config.max_batch_bytes);
+        let outcome = scan_segment(bytes, base, config.index_interval_bytes);
         let file_bytes = bytes.len() as u64;
         let tail_zero = bytes[outcome.valid_bytes as usize..].iter().all(|&byte| byte == 0);
         drop(map);
@@ -161,6 +216,33 @@ pub fn check_partition(
             check_indexes(dir, base, outcome.valid_bytes, outcome.next_offset, repair, &outcome.indexes, report)?;
         }
         expected = Some(outcome.next_offset);
+    }
+    check_recovery_point(dir, &bases, expected, repair, report)
+}
+
+/// Offsets below the recovery point were sealed durably, and the segment it
+/// names must exist (see `recovery::recovery_point_violation`).
+fn check_recovery_point(
+    dir: &Path,
+    bases: &[u64],
+    log_end_offset: Option<u64>,
+    repair: bool,
+    report: &mut CheckReport,
+) -> std::io::Result<()> {
+    let recovery_point = load_recovery_point(dir)?;
+    let log_end_offset = log_end_offset.unwrap_or(0);
+    let missing = recovery_point > 0 && !bases.contains(&recovery_point);
+    let reason = if log_end_offset < recovery_point {
+        format!("the log ends at {log_end_offset} but offsets below {recovery_point} were sealed durably")
+    } else if missing {
+        format!("segment {recovery_point}, active when last sealed durably, is missing")
+    } else {
+        return Ok(());
+    };
+    report.errors.push(CheckIssue { path: dir.display().to_string(), offset: log_end_offset, position: 0, reason });
+    if repair {
+        store_recovery_point(dir, bases.last().copied().unwrap_or(0))?;
+        report.repaired.push(format!("lowered the recovery point of {} to the log", dir.display()));
     }
     Ok(())
 }

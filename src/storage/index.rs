@@ -484,8 +484,19 @@ impl SegmentIndexes {
         }
     }
 
+    /// Raise the maximum timestamp to one found by walking batches the
+    /// sparse time index does not describe (after a truncation).
+    pub fn raise_max_timestamp(&mut self, max_timestamp_ms: i64, relative_offset: u32) {
+        if self.max_timestamp_ms.is_none_or(|current| max_timestamp_ms > current) {
+            self.max_timestamp_ms = Some(max_timestamp_ms);
+            self.max_timestamp_offset = relative_offset;
+        }
+    }
+
     /// Drop entries at or after `relative_offset` / `position` (log truncation).
-    /// The maximum timestamp is recomputed by the caller if needed.
+    /// The maximum timestamp is then at least the last time entry's; the
+    /// caller raises it with [`SegmentIndexes::raise_max_timestamp`] from
+    /// the batches after that entry.
     pub fn truncate(&mut self, relative_offset: u32, position: u64) {
         self.offsets.truncate_to_position(position);
         self.times.truncate_to_offset(relative_offset);

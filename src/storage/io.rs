@@ -22,6 +22,8 @@ pub enum FaultOperation {
     Fsync,
     /// A preallocation (fallocate).
     Preallocate,
+    /// A truncation (ftruncate) of a segment.
+    Truncate,
 }
 
 /// Makes chosen I/O operations fail, for tests. Shared across threads.
@@ -33,8 +35,9 @@ pub struct FaultInjector {
     write_countdown: AtomicI64,
     fsync_countdown: AtomicI64,
     preallocate_countdown: AtomicI64,
+    truncate_countdown: AtomicI64,
     errno: AtomicI32,
-    attempts: [AtomicI64; 3],
+    attempts: [AtomicI64; 4],
 }
 
 impl Default for FaultInjector {
@@ -43,6 +46,7 @@ impl Default for FaultInjector {
             write_countdown: AtomicI64::new(-1),
             fsync_countdown: AtomicI64::new(-1),
             preallocate_countdown: AtomicI64::new(-1),
+            truncate_countdown: AtomicI64::new(-1),
             errno: AtomicI32::new(libc::EIO),
             attempts: Default::default(),
         }
@@ -71,6 +75,7 @@ impl FaultInjector {
             FaultOperation::Write => &self.write_countdown,
             FaultOperation::Fsync => &self.fsync_countdown,
             FaultOperation::Preallocate => &self.preallocate_countdown,
+            FaultOperation::Truncate => &self.truncate_countdown,
         }
     }
 
@@ -210,6 +215,7 @@ impl DirectFile {
 
     /// Truncate (or extend with zeros) to `size` bytes.
     pub async fn truncate(&self, size: u64) -> io::Result<()> {
+        self.inject(FaultOperation::Truncate)?;
         self.file.truncate(size).await.map_err(os_error)
     }
 

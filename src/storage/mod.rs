@@ -7,6 +7,7 @@ pub mod check;
 pub mod config;
 pub mod epochs;
 pub mod error;
+pub mod fence;
 pub mod index;
 pub mod io;
 pub mod latency;

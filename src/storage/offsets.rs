@@ -1,12 +1,19 @@
 //! Durable consumer-group offsets of one partition.
 //!
 //! `consumer-offsets.log` is an append-only file of checksummed entries:
-//! `entry_bytes u32 | crc u32 | group_length u16 | group | offset u64 | commit_ms i64`
-//! (CRC over everything after the CRC field). Replay keeps the last entry per
-//! group and stops at the first damaged entry (a torn tail, truncated away).
+//! `entry_bytes u32 | crc u32 | group_length u16 | group | offset u64 | commit_ms i64 [| flags u8]`
+//! (CRC over everything after the CRC field; the flags byte is present only
+//! when a flag is set, so files written before it still load). Replay keeps
+//! the last entry per group. Commits are written one at a time, each
+//! fdatasynced before the next, so a crash can tear only the last entry: a
+//! damaged entry with valid ones after it, or more damaged bytes than one
+//! entry, is corruption and is reported, never truncated (SPEC §3).
 //! When the file grows past `compact_bytes` it is rewritten atomically with
 //! one entry per group. A committed offset is never changed by recovery: one
-//! beyond the recovered log end is reported as out of range.
+//! beyond the log end after data was lost is *latched* out of range (flag
+//! bit 0) durably, so later appends that move the log end past it do not
+//! make it valid again (SPEC §2); only a new commit (an explicit reset)
+//! clears it.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -23,6 +30,9 @@ pub const CONSUMER_OFFSETS_FILE: &str = "consumer-offsets.log";
 /// Longest group name in bytes.
 pub const MAX_GROUP_BYTES: usize = 255;
 const ENTRY_FIXED_BYTES: usize = 4 + 4 + 2 + 8 + 8;
+/// Longest entry: fixed part, longest group, flags byte.
+pub const MAX_ENTRY_BYTES: usize = ENTRY_FIXED_BYTES + MAX_GROUP_BYTES + 1;
+const FLAG_OUT_OF_RANGE: u8 = 1;
 
 /// A group's committed position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +41,25 @@ pub struct CommittedOffset {
     pub offset: u64,
     /// Wall-clock time of the commit.
     pub commit_ms: i64,
+    /// Latched out of range: the log lost the records below this offset
+    /// after it was committed. Stays set until the group commits again.
+    pub out_of_range: bool,
+}
+
+impl CommittedOffset {
+    /// A fresh commit (clears any latch).
+    pub fn new(offset: u64, commit_ms: i64) -> CommittedOffset {
+        CommittedOffset { offset, commit_ms, out_of_range: false }
+    }
+}
+
+/// Damage in the offsets file that a crash cannot explain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetsDamage {
+    /// Byte position of the first bad entry.
+    pub position: u64,
+    /// Why it is corruption rather than a torn last entry.
+    pub reason: String,
 }
 
 /// What a consumer resuming from a committed offset finds.
@@ -61,17 +90,22 @@ pub struct ConsumerOffsets {
     file_bytes: u64,
     compact_bytes: u64,
     failed: Option<String>,
+    damage: Option<OffsetsDamage>,
 }
 
 /// Encode one entry.
 pub fn encode_entry(group: &str, committed: CommittedOffset) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(ENTRY_FIXED_BYTES + group.len());
-    bytes.extend_from_slice(&((ENTRY_FIXED_BYTES - 4 + group.len()) as u32).to_le_bytes());
+    let flags_bytes = usize::from(committed.out_of_range);
+    let mut bytes = Vec::with_capacity(ENTRY_FIXED_BYTES + group.len() + flags_bytes);
+    bytes.extend_from_slice(&((ENTRY_FIXED_BYTES - 4 + group.len() + flags_bytes) as u32).to_le_bytes());
     bytes.extend_from_slice(&[0; 4]);
     bytes.extend_from_slice(&(group.len() as u16).to_le_bytes());
     bytes.extend_from_slice(group.as_bytes());
     bytes.extend_from_slice(&committed.offset.to_le_bytes());
     bytes.extend_from_slice(&committed.commit_ms.to_le_bytes());
+    if committed.out_of_range {
+        bytes.push(FLAG_OUT_OF_RANGE);
+    }
     let crc = crc32fast::hash(&bytes[8..]);
     bytes[4..8].copy_from_slice(&crc.to_le_bytes());
     bytes
@@ -88,25 +122,60 @@ pub fn replay(bytes: &[u8]) -> (HashMap<String, CommittedOffset>, usize) {
     (committed, position)
 }
 
+/// Every valid entry, skipping damaged bytes (after corruption, to serve
+/// the commits that survive it). O(n) in the file's bytes.
+pub fn replay_around_damage(bytes: &[u8]) -> HashMap<String, CommittedOffset> {
+    let mut committed = HashMap::new();
+    let mut position = 0usize;
+    while position < bytes.len() {
+        match decode_entry(&bytes[position..]) {
+            Some((group, entry, length)) => {
+                committed.insert(group, entry);
+                position += length;
+            }
+            None => position += 1,
+        }
+    }
+    committed
+}
+
+/// Judge the bytes after a replay's valid prefix: None for a clean end or a
+/// torn last entry (safe to truncate), the damage otherwise. Pure.
+pub fn judge_damage(bytes: &[u8], valid_bytes: usize) -> Option<OffsetsDamage> {
+    let damaged_bytes = bytes.len().checked_sub(valid_bytes).filter(|&damaged| damaged > 0)?;
+    let later_entry = (valid_bytes + 1..bytes.len()).find(|&position| decode_entry(&bytes[position..]).is_some());
+    let reason = match later_entry {
+        Some(position) => format!("a valid entry at {position} follows a damaged one: corruption, not a torn write"),
+        None if damaged_bytes > MAX_ENTRY_BYTES => {
+            format!("{damaged_bytes} damaged bytes exceed one entry, all a crash can tear: corruption")
+        }
+        None => return None,
+    };
+    Some(OffsetsDamage { position: valid_bytes as u64, reason })
+}
+
 fn decode_entry(bytes: &[u8]) -> Option<(String, CommittedOffset, usize)> {
     if bytes.len() < ENTRY_FIXED_BYTES {
         return None;
     }
     let length = read_u32(bytes, 0) as usize + 4;
-    if !(ENTRY_FIXED_BYTES..=ENTRY_FIXED_BYTES + MAX_GROUP_BYTES).contains(&length) || length > bytes.len() {
+    if !(ENTRY_FIXED_BYTES..=MAX_ENTRY_BYTES).contains(&length) || length > bytes.len() {
         return None;
     }
     if crc32fast::hash(&bytes[8..length]) != read_u32(bytes, 4) {
         return None;
     }
     let group_length = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    if 10 + group_length + 16 != length {
-        return None;
-    }
+    let flags = match length.checked_sub(10 + group_length + 16)? {
+        0 => 0,
+        1 => bytes[length - 1],
+        _ => return None,
+    };
     let group = std::str::from_utf8(&bytes[10..10 + group_length]).ok()?.to_string();
     let offset = read_u64(bytes, 10 + group_length);
     let commit_ms = read_u64(bytes, 18 + group_length) as i64;
-    Some((group, CommittedOffset { offset, commit_ms }, length))
+    let out_of_range = flags & FLAG_OUT_OF_RANGE != 0;
+    Some((group, CommittedOffset { offset, commit_ms, out_of_range }, length))
 }
 
 /// Check a group name's length and characters.
@@ -121,13 +190,30 @@ pub fn validate_group(group: &str) -> Result<(), String> {
 }
 
 impl ConsumerOffsets {
-    /// Open (creating if absent) and replay the offsets file; a torn tail is truncated.
+    /// Open (creating if absent) and replay the offsets file; a torn last
+    /// entry is truncated, corruption is kept and reported by [`Self::damage`]
+    /// (commits are then refused).
     pub fn open(partition_dir: &Path, compact_bytes: u64) -> io::Result<ConsumerOffsets> {
         let path = partition_dir.join(CONSUMER_OFFSETS_FILE);
+        let existed = path.exists();
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+        if !existed {
+            // The new entry must survive a crash before the first commit's
+            // fdatasync makes its contents durable.
+            super::io::sync_directory(partition_dir)?;
+        }
         let bytes = std::fs::read(&path)?;
-        let (committed, valid_bytes) = replay(&bytes);
-        if valid_bytes < bytes.len() {
+        let (mut committed, valid_bytes) = replay(&bytes);
+        let damage = judge_damage(&bytes, valid_bytes);
+        if damage.is_some() {
+            // Serve the newest commits the file still proves; the damaged
+            // entry stays on disk for `check` and repair.
+            committed = replay_around_damage(&bytes);
+        }
+        if let Some(damage) = &damage {
+            tracing::error!(target: "ringlog::storage", path = %path.display(), position = damage.position,
+                reason = %damage.reason, "consumer offsets file is corrupt; kept as it is");
+        } else if valid_bytes < bytes.len() {
             tracing::warn!(
                 target: "ringlog::storage",
                 path = %path.display(),
@@ -144,8 +230,31 @@ impl ConsumerOffsets {
             committed,
             file_bytes: valid_bytes as u64,
             compact_bytes,
-            failed: None,
+            failed: damage.as_ref().map(|damage| format!("corrupt at position {}: {}", damage.position, damage.reason)),
+            damage,
         })
+    }
+
+    /// Corruption found when the file was opened.
+    pub fn damage(&self) -> Option<&OffsetsDamage> {
+        self.damage.as_ref()
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Groups whose commit lies beyond `log_end_offset` and is not latched yet.
+    pub fn stale_beyond(&self, log_end_offset: u64) -> Vec<(String, CommittedOffset)> {
+        let mut stale: Vec<(String, CommittedOffset)> = self
+            .committed
+            .iter()
+            .filter(|(_, committed)| committed.offset > log_end_offset && !committed.out_of_range)
+            .map(|(group, committed)| (group.clone(), *committed))
+            .collect();
+        stale.sort_by(|a, b| a.0.cmp(&b.0));
+        stale
     }
 
     /// The committed offset of `group`, if any.
@@ -162,7 +271,9 @@ impl ConsumerOffsets {
     pub fn lookup(&self, group: &str, log_start_offset: u64, log_end_offset: u64) -> OffsetLookup {
         match self.get(group) {
             None => OffsetLookup::None,
-            Some(CommittedOffset { offset, .. }) if offset >= log_start_offset && offset <= log_end_offset => {
+            Some(CommittedOffset { offset, out_of_range: false, .. })
+                if offset >= log_start_offset && offset <= log_end_offset =>
+            {
                 OffsetLookup::Valid(offset)
             }
             Some(CommittedOffset { offset, .. }) => {
@@ -201,8 +312,8 @@ impl ConsumerOffsets {
         &mut self,
         group: &str,
         committed: CommittedOffset,
-        outcome: io::Result<CommitDone>,
-    ) -> io::Result<()> {
+        outcome: Result<CommitDone, CommitError>,
+    ) -> Result<(), CommitError> {
         match outcome {
             Ok(CommitDone::Appended { bytes }) => {
                 self.file_bytes += bytes;
@@ -210,6 +321,13 @@ impl ConsumerOffsets {
             Ok(CommitDone::Rewritten { file, bytes }) => {
                 self.file = Arc::new(file);
                 self.file_bytes = bytes;
+            }
+            Err(error @ CommitError::WriteDiskFull(_)) => {
+                // The write never reached an fdatasync: the next commit
+                // writes at the same position and covers whatever part of
+                // this entry landed. Nothing durable is in doubt, so the
+                // store keeps serving (SPEC §4: disk_full, then resume).
+                return Err(error);
             }
             Err(error) => {
                 // The entry may be half on disk and fsync state is unknown
@@ -221,6 +339,20 @@ impl ConsumerOffsets {
         self.committed.insert(group.to_string(), committed);
         Ok(())
     }
+}
+
+/// Why a commit job failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The write found the disk full; no fdatasync ran, nothing is in doubt.
+    #[error("disk full writing the entry: {0}")]
+    WriteDiskFull(io::Error),
+    /// The write failed otherwise.
+    #[error("write failed: {0}")]
+    Write(io::Error),
+    /// The fdatasync (or the atomic rewrite) failed: durability unknown.
+    #[error("fdatasync failed: {0}")]
+    Sync(io::Error),
 }
 
 /// Blocking part of a commit.
@@ -261,16 +393,24 @@ pub enum CommitDone {
 
 impl CommitJob {
     /// Perform the write and fsync (blocking).
-    pub fn run(self) -> io::Result<CommitDone> {
+    pub fn run(self) -> Result<CommitDone, CommitError> {
         match self {
             CommitJob::Append { file, position, bytes } => {
-                file.write_all_at(&bytes, position)?;
-                file.sync_data()?;
+                file.write_all_at(&bytes, position).map_err(|error| match super::error::is_disk_full(&error) {
+                    true => CommitError::WriteDiskFull(error),
+                    false => CommitError::Write(error),
+                })?;
+                file.sync_data().map_err(CommitError::Sync)?;
                 Ok(CommitDone::Appended { bytes: bytes.len() as u64 })
             }
             CommitJob::Rewrite { path, bytes } => {
-                write_file_atomically(&path, &bytes)?;
-                let file = OpenOptions::new().read(true).write(true).open(&path)?;
+                // A failed rewrite leaves the old file in place (temp file,
+                // rename): with the disk full nothing is in doubt either.
+                write_file_atomically(&path, &bytes).map_err(|error| match super::error::is_disk_full(&error) {
+                    true => CommitError::WriteDiskFull(error),
+                    false => CommitError::Sync(error),
+                })?;
+                let file = OpenOptions::new().read(true).write(true).open(&path).map_err(CommitError::Write)?;
                 Ok(CommitDone::Rewritten { file, bytes: bytes.len() as u64 })
             }
         }
@@ -283,11 +423,11 @@ mod tests {
 
     #[test]
     fn replay_keeps_last_commit_per_group_and_stops_at_damage() {
-        let mut bytes = encode_entry("a", CommittedOffset { offset: 5, commit_ms: 1 });
-        bytes.extend(encode_entry("b", CommittedOffset { offset: 9, commit_ms: 2 }));
-        bytes.extend(encode_entry("a", CommittedOffset { offset: 7, commit_ms: 3 }));
+        let mut bytes = encode_entry("a", CommittedOffset::new(5, 1));
+        bytes.extend(encode_entry("b", CommittedOffset::new(9, 2)));
+        bytes.extend(encode_entry("a", CommittedOffset::new(7, 3)));
         let valid = bytes.len();
-        bytes.extend(&encode_entry("a", CommittedOffset { offset: 100, commit_ms: 4 })[..10]);
+        bytes.extend(&encode_entry("a", CommittedOffset::new(100, 4))[..10]);
         let (committed, length) = replay(&bytes);
         assert_eq!(length, valid);
         assert_eq!(committed["a"].offset, 7);
@@ -298,7 +438,7 @@ mod tests {
     fn committed_offset_beyond_log_end_is_out_of_range_not_clamped() {
         let dir = tempfile::tempdir().unwrap();
         let mut offsets = ConsumerOffsets::open(dir.path(), 1 << 20).unwrap();
-        let committed = CommittedOffset { offset: 50, commit_ms: 0 };
+        let committed = CommittedOffset::new(50, 0);
         let job = offsets.begin_commit("g", committed).unwrap();
         offsets.finish_commit("g", committed, job.run()).unwrap();
         drop(offsets);
@@ -317,7 +457,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut offsets = ConsumerOffsets::open(dir.path(), 200).unwrap();
         for i in 0..50u64 {
-            let committed = CommittedOffset { offset: i, commit_ms: 0 };
+            let committed = CommittedOffset::new(i, 0);
             let group = if i % 2 == 0 { "even" } else { "odd" };
             let job = offsets.begin_commit(group, committed).unwrap();
             offsets.finish_commit(group, committed, job.run()).unwrap();
@@ -327,6 +467,58 @@ mod tests {
         let offsets = ConsumerOffsets::open(dir.path(), 200).unwrap();
         assert_eq!(offsets.get("even").unwrap().offset, 48);
         assert_eq!(offsets.get("odd").unwrap().offset, 49);
+    }
+
+    fn commit(offsets: &mut ConsumerOffsets, group: &str, committed: CommittedOffset) {
+        let job = offsets.begin_commit(group, committed).unwrap();
+        offsets.finish_commit(group, committed, job.run()).unwrap();
+    }
+
+    #[test]
+    fn latched_commit_stays_out_of_range_after_the_log_grows_past_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut offsets = ConsumerOffsets::open(dir.path(), 1 << 20).unwrap();
+        commit(&mut offsets, "g", CommittedOffset::new(150, 0));
+        let stale = offsets.stale_beyond(100);
+        assert_eq!(stale.len(), 1);
+        commit(&mut offsets, "g", CommittedOffset { out_of_range: true, ..stale[0].1 });
+        drop(offsets);
+        let mut offsets = ConsumerOffsets::open(dir.path(), 1 << 20).unwrap();
+        assert!(offsets.stale_beyond(100).is_empty(), "latched once");
+        let lookup = offsets.lookup("g", 0, 160);
+        assert_eq!(lookup, OffsetLookup::OutOfRange { committed: 150, log_start_offset: 0, log_end_offset: 160 });
+        commit(&mut offsets, "g", CommittedOffset::new(100, 1));
+        assert_eq!(offsets.lookup("g", 0, 160), OffsetLookup::Valid(100), "an explicit commit clears the latch");
+    }
+
+    #[test]
+    fn damaged_entry_with_valid_entries_after_it_is_kept_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = Vec::new();
+        for i in 0..20 {
+            bytes.extend(encode_entry("group", CommittedOffset::new(i, 0)));
+        }
+        bytes[40] ^= 0x10;
+        let path = dir.path().join(CONSUMER_OFFSETS_FILE);
+        std::fs::write(&path, &bytes).unwrap();
+        let mut offsets = ConsumerOffsets::open(dir.path(), 1 << 20).unwrap();
+        assert!(offsets.damage().is_some());
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "bytes kept");
+        assert!(offsets.begin_commit("group", CommittedOffset::new(30, 0)).is_err(), "commits refused");
+    }
+
+    #[test]
+    fn torn_last_entry_is_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = encode_entry("group", CommittedOffset::new(1, 0));
+        let valid = bytes.len();
+        bytes.extend(&encode_entry("group", CommittedOffset::new(2, 0))[..12]);
+        let path = dir.path().join(CONSUMER_OFFSETS_FILE);
+        std::fs::write(&path, &bytes).unwrap();
+        let offsets = ConsumerOffsets::open(dir.path(), 1 << 20).unwrap();
+        assert!(offsets.damage().is_none());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), valid as u64);
+        assert_eq!(offsets.get("group").unwrap().offset, 1);
     }
 
     #[test]

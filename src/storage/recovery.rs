@@ -8,44 +8,21 @@
 
 use std::fs::File;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use memmap2::Mmap;
 
-use super::batch::{verify_batch, BatchHeader, BATCH_HEADER_BYTES};
+use super::batch::{verify_batch, BatchHeader, BATCH_HEADER_BYTES, FORMAT_MAX_BATCH_BYTES};
 use super::config::StorageConfig;
 use super::epochs::EpochHistory;
 use super::error::{StorageError, StorageResult};
+pub use super::fence::FenceReport;
+use super::fence::{load_fence, store_fence};
 use super::index::{OffsetIndex, SegmentIndexes, TimeIndex};
 use super::markers::{load_clean_shutdown, load_recovery_point, remove_clean_shutdown, CleanShutdown};
 use super::producers::ProducerStates;
-use super::scan::{scan_segment, ScanOutcome, ScanStop};
+use super::scan::{judge_tail, scan_segment, ScanOutcome, TailJudgement};
 use super::segment::{parse_segment_name, segment_file, store_indexes, Segment, INDEX_EXTENSION, TIME_INDEX_EXTENSION};
-
-/// Where and why a partition was fenced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FenceReport {
-    /// Segment file with the corruption.
-    pub path: PathBuf,
-    /// Byte position of the bad batch.
-    pub position: u64,
-    /// Offset expected there.
-    pub offset: u64,
-    /// What was wrong.
-    pub reason: String,
-}
-
-impl FenceReport {
-    /// The error appends get while fenced.
-    pub fn to_error(&self) -> StorageError {
-        StorageError::Fenced {
-            path: self.path.clone(),
-            position: self.position,
-            offset: self.offset,
-            reason: self.reason.clone(),
-        }
-    }
-}
 
 /// What recovery did, for logs and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -135,11 +112,27 @@ pub fn recover_partition(dir: &Path, config: &StorageConfig) -> StorageResult<Re
             tracing::warn!(target: "ringlog::storage", dir = %dir.display(), "clean-shutdown marker does not match the log; scanning");
         }
     }
-    let (segments, fence) = match recovered {
+    let (segments, found) = match recovered {
         Some(segments) => (segments, None),
         None => open_after_crash(dir, config, &bases, &mut report)?,
     };
+    let fence = settle_fence(dir, found)?;
     finish(dir, config, segments, fence, report)
+}
+
+/// A fence found now is stored before the partition serves anything; one
+/// stored earlier stays until `check --repair` removes it, even when this
+/// recovery (a clean restart, say) did not look at the damage again.
+fn settle_fence(dir: &Path, found: Option<FenceReport>) -> StorageResult<Option<FenceReport>> {
+    let stored = load_fence(dir).map_err(io_error("read fence", dir))?;
+    match (stored, found) {
+        (Some(stored), _) => Ok(Some(stored)),
+        (None, Some(found)) => {
+            store_fence(dir, &found).map_err(io_error("store fence", dir))?;
+            Ok(Some(found))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 fn finish(
@@ -201,12 +194,14 @@ fn open_clean(
         let is_active = i + 1 == bases.len();
         let size_bytes = if is_active { marker.active_size_bytes } else { file_size(&path)? };
         let next_offset = if is_active {
-            match verify_last_batch(&path, marker)? {
-                Some(next) => next,
-                None => return Ok(None),
-            }
+            verify_last_batch(&path, marker)?
         } else {
-            bases[i + 1]
+            sealed_end_offset(dir, base, size_bytes)?.ok().filter(|&end| end == bases[i + 1])
+        };
+        // Anything unexpected sends recovery down the crash path, which
+        // scans and fences with a report.
+        let Some(next_offset) = next_offset else {
+            return Ok(None);
         };
         let indexes = load_or_rebuild_indexes(dir, config, base, size_bytes, next_offset, is_active, report)?;
         let Some(indexes) = indexes else {
@@ -236,12 +231,20 @@ fn verify_last_batch(path: &Path, marker: &CleanShutdown) -> StorageResult<Optio
         return Ok(None);
     };
     let start = marker.last_batch_position as usize;
-    if start >= map.len() || marker.active_size_bytes as usize > map.len() {
+    let end = marker.active_size_bytes as usize;
+    // The marker passed its CRC but is still input: a start at or past the
+    // end would slice out of bounds.
+    if start >= end || end > map.len() {
         return Ok(None);
     }
-    let Ok(header) = verify_batch(&map[start..marker.active_size_bytes as usize], usize::MAX) else {
+    let Ok(header) = verify_batch(&map[start..end], FORMAT_MAX_BATCH_BYTES) else {
         return Ok(None);
     };
+    // The CRC does not cover the base offset: a batch before the segment's
+    // base would underflow every relative offset computed from it.
+    if header.base_offset < marker.active_base_offset {
+        return Ok(None);
+    }
     let ends_at_marker = start as u64 + u64::from(header.batch_bytes) == marker.active_size_bytes;
     // Defence in depth: the marker is removed durably before any append, but
     // if a batch follows the recorded end anyway the marker is stale: scan.
@@ -264,7 +267,7 @@ fn load_or_rebuild_indexes(
     let index_path = segment_file(dir, base, INDEX_EXTENSION);
     let time_path = segment_file(dir, base, TIME_INDEX_EXTENSION);
     let offsets = load_index(&index_path, |path| OffsetIndex::load(path, size_bytes.max(1)))?;
-    let times = load_index(&time_path, |path| TimeIndex::load(path, (next_offset - base).max(1)))?;
+    let times = load_index(&time_path, |path| TimeIndex::load(path, next_offset.saturating_sub(base).max(1)))?;
     if let (Some(offsets), Some(times)) = (offsets, times) {
         let complete = size_bytes == 0 || !offsets.is_empty();
         if complete {
@@ -279,7 +282,7 @@ fn load_or_rebuild_indexes(
     let map = map_segment(&path).map_err(io_error("map segment", &path))?;
     let bytes = map.as_deref().unwrap_or(&[]);
     let limit = (size_bytes as usize).min(bytes.len());
-    let outcome = scan_segment(&bytes[..limit], base, config.index_interval_bytes, config.max_batch_bytes);
+    let outcome = scan_segment(&bytes[..limit], base, config.index_interval_bytes);
     report.scanned_segments += 1;
     report.scanned_bytes += outcome.valid_bytes;
     if outcome.valid_bytes != size_bytes || outcome.next_offset != next_offset {
@@ -322,10 +325,8 @@ fn open_after_crash(
         }
         let trusted = !is_last && base < recovery_point && bases[i + 1] <= recovery_point;
         if trusted {
-            let size_bytes = file_size(&path)?;
-            let next_offset = bases[i + 1];
-            if let Some(indexes) = load_or_rebuild_indexes(dir, config, base, size_bytes, next_offset, false, report)? {
-                segments.push(sealed_segment(base, next_offset, size_bytes, indexes));
+            if let Some(segment) = open_trusted(dir, config, base, report)? {
+                segments.push(segment);
                 continue;
             }
         }
@@ -339,7 +340,100 @@ fn open_after_crash(
             }
         }
     }
-    Ok((segments, None))
+    Ok(check_recovery_point(dir, segments, recovery_point))
+}
+
+/// Every offset below the recovery point was sealed and made durable: a log
+/// that now ends before it lost whole segments (the active one deleted, a
+/// segment cut short). Fence instead of serving a shorter log.
+fn check_recovery_point(
+    dir: &Path,
+    segments: Vec<Segment>,
+    recovery_point: u64,
+) -> (Vec<Segment>, Option<FenceReport>) {
+    let log_end_offset = segments.last().map_or(0, |segment| segment.next_offset);
+    let Some(reason) = recovery_point_violation(&segments, recovery_point) else {
+        return (segments, None);
+    };
+    let path = segments.last().map_or_else(|| dir.to_path_buf(), |segment| segment.log_path(dir));
+    let position = segments.last().map_or(0, |segment| segment.size_bytes);
+    (segments, Some(FenceReport { path, position, offset: log_end_offset, reason }))
+}
+
+/// The recovery point names the segment that was active when it was last
+/// stored (a roll creates that file before storing it), and every offset
+/// below it was sealed durably: a log ending before it, or without that
+/// segment, lost whole segments.
+pub fn recovery_point_violation(segments: &[Segment], recovery_point: u64) -> Option<String> {
+    let log_end_offset = segments.last().map_or(0, |segment| segment.next_offset);
+    if log_end_offset < recovery_point {
+        return Some(format!(
+            "the log ends at {log_end_offset} but offsets below {recovery_point} were sealed durably"
+        ));
+    }
+    let has_segment = segments.iter().any(|segment| segment.base_offset == recovery_point);
+    if recovery_point > 0 && !has_segment {
+        return Some(format!("segment {recovery_point}, active when last sealed durably, is missing"));
+    }
+    None
+}
+
+/// A segment below the recovery point: trusted for its content (reads check
+/// every CRC), never for where it ends. None sends it to a full scan.
+fn open_trusted(
+    dir: &Path,
+    config: &StorageConfig,
+    base: u64,
+    report: &mut RecoveryReport,
+) -> StorageResult<Option<Segment>> {
+    let size_bytes = file_size(&segment_file(dir, base, "log"))?;
+    let Ok(next_offset) = sealed_end_offset(dir, base, size_bytes)? else {
+        return Ok(None);
+    };
+    let indexes = load_or_rebuild_indexes(dir, config, base, size_bytes, next_offset, false, report)?;
+    Ok(indexes.map(|indexes| sealed_segment(base, next_offset, size_bytes, indexes)))
+}
+
+/// Where a sealed segment's log ends, from its batch headers rather than
+/// from the next file's name: the first batch must start at `base`, and a
+/// walk from the last offset-index entry must land exactly on the file's
+/// end. Reads headers only (CRCs are checked by every read); cheap because
+/// the index entry is at most one index interval from the end.
+pub fn sealed_end_offset(dir: &Path, base: u64, size_bytes: u64) -> StorageResult<Result<u64, String>> {
+    let path = segment_file(dir, base, "log");
+    let Some(map) = map_segment(&path).map_err(io_error("map segment", &path))? else {
+        return Ok(Err("sealed segment is empty".into()));
+    };
+    let bytes = &map[..(size_bytes as usize).min(map.len())];
+    let first = match BatchHeader::parse(bytes) {
+        Ok(header) if header.base_offset == base => header,
+        Ok(header) => return Ok(Err(format!("first batch has offset {} in segment {base}", header.base_offset))),
+        Err(error) => return Ok(Err(format!("first batch: {error}"))),
+    };
+    let index_path = segment_file(dir, base, INDEX_EXTENSION);
+    let hint = match OffsetIndex::load(&index_path, size_bytes.max(1)) {
+        Ok(Ok(index)) => index.last(),
+        _ => None,
+    };
+    let (mut position, mut expected) =
+        hint.map_or((0, base), |(relative, position)| (position as usize, base + u64::from(relative)));
+    let mut next_offset = first.next_offset();
+    while position < bytes.len() {
+        let header = match BatchHeader::parse(&bytes[position..]) {
+            Ok(header) if header.check_shape(FORMAT_MAX_BATCH_BYTES).is_ok() => header,
+            _ => return Ok(Err(format!("no valid batch header at position {position}"))),
+        };
+        if header.base_offset != expected {
+            return Ok(Err(format!("batch at {position} has offset {}, expected {expected}", header.base_offset)));
+        }
+        next_offset = header.next_offset();
+        expected = next_offset;
+        position += header.batch_bytes as usize;
+    }
+    if position != bytes.len() {
+        return Ok(Err(format!("last batch runs past the segment's end ({position} > {})", bytes.len())));
+    }
+    Ok(Ok(next_offset))
 }
 
 fn sealed_segment(base: u64, next_offset: u64, size_bytes: u64, indexes: SegmentIndexes) -> Segment {
@@ -354,8 +448,10 @@ fn sealed_segment(base: u64, next_offset: u64, size_bytes: u64, indexes: Segment
     }
 }
 
-/// Scan one segment. The last segment's invalid tail is truncated; a sealed
-/// segment must be valid to its end, or the partition is fenced.
+/// Scan one segment. In the last segment a torn write inside the window a
+/// crash can tear is truncated; anything else that is not a valid batch,
+/// and anything invalid in a sealed segment, fences the partition with the
+/// segment's intact prefix kept readable and its bytes untouched.
 fn scan_and_fix(
     dir: &Path,
     config: &StorageConfig,
@@ -366,69 +462,60 @@ fn scan_and_fix(
     let path = segment_file(dir, base, "log");
     let map = map_segment(&path).map_err(io_error("map segment", &path))?;
     let bytes = map.as_deref().unwrap_or(&[]);
-    let outcome = scan_segment(bytes, base, config.index_interval_bytes, config.max_batch_bytes);
+    let outcome = scan_segment(bytes, base, config.index_interval_bytes);
     report.scanned_segments += 1;
     report.scanned_bytes += outcome.valid_bytes;
     let file_bytes = bytes.len() as u64;
+    let judgement = judge_tail(bytes, &outcome, torn_window_bytes(config, is_last));
     drop(map);
-    let trailing_is_garbage = outcome.valid_bytes < file_bytes && !tail_is_zero(&path, outcome.valid_bytes)?;
-    if !is_last && (matches!(outcome.stop, ScanStop::Invalid { .. }) || trailing_is_garbage) {
-        let fence = fence_from(&path, &outcome);
-        let intact_prefix = Segment {
-            base_offset: base,
-            next_offset: outcome.next_offset,
-            size_bytes: outcome.valid_bytes,
-            written_bytes: outcome.valid_bytes,
-            last_batch_position: outcome.last_batch_position,
-            indexes: outcome.indexes,
-            sealed: true,
-        };
-        return Ok(Err((fence, intact_prefix)));
-    }
-    if is_last && outcome.valid_bytes < file_bytes {
-        if let ScanStop::Invalid { position, reason } = &outcome.stop {
+    match judgement {
+        TailJudgement::Corrupt { position, reason } => {
+            let fence = FenceReport { path, position, offset: outcome.next_offset, reason };
+            return Ok(Err((fence, scanned_segment(base, outcome, true))));
+        }
+        TailJudgement::Torn { written_end } => {
+            let position = outcome.valid_bytes;
             tracing::warn!(
                 target: "ringlog::storage",
-                path = %path.display(), position, offset = outcome.next_offset, %reason,
-                dropped_bytes = file_bytes - outcome.valid_bytes,
-                "torn tail after crash: truncating to the last valid batch"
+                path = %path.display(), position, offset = outcome.next_offset,
+                dropped_bytes = written_end - position,
+                "torn write after a crash: truncating to the last valid batch"
             );
-            report.truncated_bytes += file_bytes - outcome.valid_bytes;
+            report.truncated_bytes += written_end - position;
+            truncate_file(&path, position)?;
         }
-        truncate_file(&path, outcome.valid_bytes)?;
-    } else if !is_last && outcome.valid_bytes < file_bytes {
-        truncate_file(&path, outcome.valid_bytes)?;
+        TailJudgement::Clean if outcome.valid_bytes < file_bytes => truncate_file(&path, outcome.valid_bytes)?,
+        TailJudgement::Clean => {}
     }
-    let mut indexes = outcome.indexes;
-    indexes.finalize();
+    let mut segment = scanned_segment(base, outcome, !is_last);
+    segment.indexes.finalize();
     if !is_last {
-        store_indexes(dir, base, &indexes).map_err(io_error("write index", &path))?;
+        store_indexes(dir, base, &segment.indexes).map_err(io_error("write index", &path))?;
         report.rebuilt_indexes += 1;
     }
-    Ok(Ok(Segment {
-        base_offset: base,
+    Ok(Ok(segment))
+}
+
+/// What a crash can tear: every buffer the writer may have had in flight
+/// plus the tail being rewritten. A sealed segment was fdatasynced and cut
+/// to size before the next one began: nothing in it can be torn.
+fn torn_window_bytes(config: &StorageConfig, is_last: bool) -> u64 {
+    if !is_last {
+        return 0;
+    }
+    (config.write_buffers_max as u64 + 1) * config.write_buffer_bytes as u64
+}
+
+fn scanned_segment(base_offset: u64, outcome: ScanOutcome, sealed: bool) -> Segment {
+    Segment {
+        base_offset,
         next_offset: outcome.next_offset,
         size_bytes: outcome.valid_bytes,
         written_bytes: outcome.valid_bytes,
         last_batch_position: outcome.last_batch_position,
-        indexes,
-        sealed: !is_last,
-    }))
-}
-
-fn fence_from(path: &Path, outcome: &ScanOutcome) -> FenceReport {
-    let (position, reason) = match &outcome.stop {
-        ScanStop::Invalid { position, reason } => (*position, reason.clone()),
-        _ => (outcome.valid_bytes, "unexpected bytes after the end of a sealed segment".to_string()),
-    };
-    FenceReport { path: path.to_path_buf(), position, offset: outcome.next_offset, reason }
-}
-
-/// True when every byte of `path` from `position` on is zero.
-fn tail_is_zero(path: &Path, position: u64) -> StorageResult<bool> {
-    let map = map_segment(path).map_err(io_error("map segment", path))?;
-    let bytes = map.as_deref().unwrap_or(&[]);
-    Ok(bytes.get(position as usize..).is_none_or(|tail| tail.iter().all(|&byte| byte == 0)))
+        indexes: outcome.indexes,
+        sealed,
+    }
 }
 
 /// Truncate a file to `size` bytes and make it durable. Removing the bytes

@@ -2,7 +2,9 @@
 //! recovery, `ringlog check` and the fuzzers share. Pure and panic-free on
 //! any input.
 
-use super::batch::{verify_batch, BatchHeader, BATCH_HEADER_BYTES};
+use super::batch::{
+    verify_batch, BatchHeader, BATCH_HEADER_BYTES, BATCH_MAGIC, FORMAT_MAX_BATCH_BYTES, RECORD_OVERHEAD_BYTES,
+};
 use super::index::SegmentIndexes;
 
 /// Why a scan stopped.
@@ -51,8 +53,10 @@ impl ScanOutcome {
 
 /// Scan `bytes` (a whole segment file) whose first batch must start at
 /// `base_offset`. Stops at the first batch that fails its CRC, length,
-/// magic or offset-continuity check.
-pub fn scan_segment(bytes: &[u8], base_offset: u64, index_interval_bytes: u32, max_batch_bytes: usize) -> ScanOutcome {
+/// magic or offset-continuity check. Batches are bounded by the format
+/// only ([`FORMAT_MAX_BATCH_BYTES`]): the configured `max_batch_bytes` is an
+/// admission limit for new appends and never judges data already written.
+pub fn scan_segment(bytes: &[u8], base_offset: u64, index_interval_bytes: u32) -> ScanOutcome {
     let mut outcome = ScanOutcome {
         valid_bytes: 0,
         next_offset: base_offset,
@@ -71,7 +75,7 @@ pub fn scan_segment(bytes: &[u8], base_offset: u64, index_interval_bytes: u32, m
             outcome.stop = ScanStop::ZeroFill;
             break;
         }
-        match check_next_batch(rest, outcome.next_offset, base_offset, position, max_batch_bytes) {
+        match check_next_batch(rest, outcome.next_offset, base_offset, position) {
             Ok(header) => {
                 record_batch(&mut outcome, &header, base_offset, position);
                 position += header.batch_bytes as usize;
@@ -91,9 +95,8 @@ fn check_next_batch(
     expected_offset: u64,
     base_offset: u64,
     position: usize,
-    max_batch_bytes: usize,
 ) -> Result<BatchHeader, String> {
-    let header = verify_batch(rest, max_batch_bytes).map_err(|error| error.to_string())?;
+    let header = verify_batch(rest, FORMAT_MAX_BATCH_BYTES).map_err(|error| error.to_string())?;
     if header.base_offset != expected_offset {
         return Err(format!("offset discontinuity: expected {expected_offset}, found {}", header.base_offset));
     }
@@ -115,6 +118,85 @@ fn record_batch(outcome: &mut ScanOutcome, header: &BatchHeader, base_offset: u6
     outcome.batch_count += 1;
     outcome.record_count += u64::from(header.record_count);
     outcome.last_batch_position = Some(position as u64);
+}
+
+/// What the bytes after a scan's valid prefix are (SPEC §3, torn write or
+/// corruption).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TailJudgement {
+    /// Nothing but zeros (preallocated space) after the valid prefix.
+    Clean,
+    /// A torn write: the damage starts inside the window a crash can tear
+    /// and nothing valid follows it. Truncating it loses nothing durable.
+    Torn {
+        /// End of the non-zero bytes (how far the writer got).
+        written_end: u64,
+    },
+    /// Damage no crash can explain: fence the partition and keep the bytes.
+    Corrupt {
+        /// Byte position of the first bad batch.
+        position: u64,
+        /// Why this is corruption rather than a torn write.
+        reason: String,
+    },
+}
+
+/// Judge the bytes after `outcome`'s valid prefix. A crash tears only what
+/// was in flight: at most `torn_window_bytes` (what the writer may have had
+/// outstanding) before the end of the written bytes. A valid batch that
+/// continues the log after the damage, or damage further from the written
+/// end than the window, means acknowledged data is there: corruption.
+pub fn judge_tail(bytes: &[u8], outcome: &ScanOutcome, torn_window_bytes: u64) -> TailJudgement {
+    let start = outcome.valid_bytes as usize;
+    let written_end = bytes.iter().rposition(|&byte| byte != 0).map_or(0, |last| last + 1);
+    if written_end <= start {
+        return TailJudgement::Clean;
+    }
+    let cause = match &outcome.stop {
+        ScanStop::Invalid { reason, .. } => reason.clone(),
+        _ => "zero-filled gap in written data".to_string(),
+    };
+    if let Some(position) = find_later_batch(bytes, start, written_end, outcome.next_offset) {
+        let reason = format!(
+            "{cause}; a valid batch at position {position} continues the log after it: corruption, not a torn write"
+        );
+        return TailJudgement::Corrupt { position: start as u64, reason };
+    }
+    let block_start = start - start % crate::storage::config::DIRECT_IO_ALIGNMENT;
+    let damaged_bytes = (written_end - block_start) as u64;
+    if damaged_bytes > torn_window_bytes {
+        let reason = format!(
+            "{cause}; {damaged_bytes} damaged bytes exceed the {torn_window_bytes} bytes a crash can tear: corruption, not a torn write"
+        );
+        return TailJudgement::Corrupt { position: start as u64, reason };
+    }
+    TailJudgement::Torn { written_end: written_end as u64 }
+}
+
+/// Position of the first batch starting in `from + 1 .. before` that passes
+/// every check and could continue a log whose next offset is
+/// `expected_offset` (it may end past `before`: a batch can end in zero
+/// bytes). Pure and bounded: a candidate must have the magic byte, a sane
+/// shape, an offset the remaining bytes can hold, and a matching CRC.
+pub fn find_later_batch(bytes: &[u8], from: usize, before: usize, expected_offset: u64) -> Option<u64> {
+    let last_start = bytes.len().checked_sub(BATCH_HEADER_BYTES)?.min(before);
+    (from + 1..=last_start).find(|&position| is_plausible_batch(&bytes[position..], expected_offset)).map(|p| p as u64)
+}
+
+fn is_plausible_batch(rest: &[u8], expected_offset: u64) -> bool {
+    if rest[20] != BATCH_MAGIC {
+        return false;
+    }
+    let Ok(header) = BatchHeader::parse(rest) else { return false };
+    if header.check_shape(FORMAT_MAX_BATCH_BYTES).is_err() || header.batch_bytes as usize > rest.len() {
+        return false;
+    }
+    // Each record takes at least RECORD_OVERHEAD_BYTES: a batch this far on
+    // cannot start past the offsets the skipped bytes could have held.
+    let most_offsets_skipped = (rest.len() / RECORD_OVERHEAD_BYTES) as u64;
+    let offset_fits =
+        header.base_offset >= expected_offset && header.base_offset - expected_offset <= most_offsets_skipped;
+    offset_fits && verify_batch(rest, FORMAT_MAX_BATCH_BYTES).is_ok()
 }
 
 #[cfg(test)]
@@ -141,7 +223,7 @@ mod tests {
     #[test]
     fn clean_segment_scans_to_the_end() {
         let bytes = segment(100, 10);
-        let outcome = scan_segment(&bytes, 100, 64, 1 << 20);
+        let outcome = scan_segment(&bytes, 100, 64);
         assert_eq!(outcome.stop, ScanStop::EndOfData);
         assert_eq!(outcome.valid_bytes, bytes.len() as u64);
         assert_eq!(outcome.batch_count, 10);
@@ -153,9 +235,9 @@ mod tests {
     #[test]
     fn torn_tail_is_truncated_to_last_valid_batch() {
         let bytes = segment(0, 5);
-        let full = scan_segment(&bytes, 0, 4096, 1 << 20);
+        let full = scan_segment(&bytes, 0, 4096);
         let torn = &bytes[..bytes.len() - 3];
-        let outcome = scan_segment(torn, 0, 4096, 1 << 20);
+        let outcome = scan_segment(torn, 0, 4096);
         assert!(matches!(outcome.stop, ScanStop::Invalid { .. }));
         assert_eq!(outcome.batch_count, 4);
         assert_eq!(Some(outcome.valid_bytes), full.last_batch_position);
@@ -166,7 +248,7 @@ mod tests {
         let mut bytes = segment(0, 3);
         let valid = bytes.len() as u64;
         bytes.resize(bytes.len() + 8192, 0);
-        let outcome = scan_segment(&bytes, 0, 4096, 1 << 20);
+        let outcome = scan_segment(&bytes, 0, 4096);
         assert_eq!(outcome.stop, ScanStop::ZeroFill);
         assert_eq!(outcome.valid_bytes, valid);
     }
@@ -174,7 +256,7 @@ mod tests {
     #[test]
     fn offset_gap_stops_the_scan() {
         let bytes = segment(0, 3);
-        let outcome = scan_segment(&bytes, 5, 4096, 1 << 20);
+        let outcome = scan_segment(&bytes, 5, 4096);
         assert_eq!(outcome.batch_count, 0);
         assert!(matches!(outcome.stop, ScanStop::Invalid { ref reason, .. } if reason.contains("discontinuity")));
     }
@@ -182,9 +264,74 @@ mod tests {
     #[test]
     fn scan_builds_the_same_indexes_as_appending() {
         let bytes = segment(0, 50);
-        let outcome = scan_segment(&bytes, 0, 256, 1 << 20);
+        let outcome = scan_segment(&bytes, 0, 256);
         assert!(outcome.indexes.offsets.len() > 1);
         assert!(outcome.indexes.offsets.validate(outcome.valid_bytes).is_ok());
         assert!(outcome.indexes.times.validate(outcome.next_offset).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod judgement_tests {
+    use super::*;
+    use crate::storage::batch::{stamp_batch, BatchBuilder};
+
+    fn segment(batches: usize, value_bytes: usize) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for offset in 0..batches as u64 {
+            let mut builder = BatchBuilder::new();
+            builder.push(offset as i64, None, &vec![b'v'; value_bytes], &[]);
+            let mut batch = builder.finish().to_vec();
+            stamp_batch(&mut batch, offset, 1);
+            bytes.extend_from_slice(&batch);
+        }
+        bytes
+    }
+
+    #[test]
+    fn flipped_byte_with_valid_batches_after_it_is_corruption() {
+        let mut bytes = segment(100, 1000);
+        bytes[10 * 1000 + 100] ^= 0x40;
+        let outcome = scan_segment(&bytes, 0, 4096);
+        assert!(!outcome.is_clean());
+        let judgement = judge_tail(&bytes, &outcome, 1 << 30);
+        assert!(matches!(judgement, TailJudgement::Corrupt { .. }), "{judgement:?}");
+    }
+
+    #[test]
+    fn torn_last_batch_inside_the_window_is_a_torn_write() {
+        let mut bytes = segment(20, 1000);
+        let cut = bytes.len() - 300;
+        bytes.truncate(cut);
+        bytes.resize(cut + 8192, 0);
+        let outcome = scan_segment(&bytes, 0, 4096);
+        assert_eq!(judge_tail(&bytes, &outcome, 64 * 1024), TailJudgement::Torn { written_end: cut as u64 });
+    }
+
+    #[test]
+    fn garbage_longer_than_the_window_is_corruption() {
+        let mut bytes = segment(5, 1000);
+        bytes.extend(std::iter::repeat_n(0xAB, 100_000));
+        let outcome = scan_segment(&bytes, 0, 4096);
+        assert!(matches!(judge_tail(&bytes, &outcome, 64 * 1024), TailJudgement::Corrupt { .. }));
+        assert!(matches!(judge_tail(&bytes, &outcome, 1 << 20), TailJudgement::Torn { .. }));
+    }
+
+    #[test]
+    fn zero_hole_followed_by_valid_batches_is_corruption() {
+        let mut bytes = segment(30, 1000);
+        let first = bytes.len() / 3;
+        let hole = first - first % 4096;
+        bytes[hole..hole + 4096].fill(0);
+        let outcome = scan_segment(&bytes, 0, 4096);
+        assert!(matches!(judge_tail(&bytes, &outcome, 1 << 30), TailJudgement::Corrupt { .. }));
+    }
+
+    #[test]
+    fn trailing_zeros_are_clean() {
+        let mut bytes = segment(5, 100);
+        bytes.resize(bytes.len() + 10_000, 0);
+        let outcome = scan_segment(&bytes, 0, 4096);
+        assert_eq!(judge_tail(&bytes, &outcome, 0), TailJudgement::Clean);
     }
 }

@@ -12,6 +12,7 @@ mod etcd;
 mod faults;
 mod node;
 mod replication;
+mod safety;
 mod storage_log;
 mod storage_recovery;
 

@@ -2,6 +2,14 @@
 
 use super::*;
 
+/// Where `place` put a batch, and under which generation of the log.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    base_offset: u64,
+    leader_epoch: u32,
+    generation: u64,
+}
+
 impl PartitionLog {
     /// Append one encoded batch. Resolves when the batch is durable under the
     /// configured policy; the batch's log-assigned header fields are stamped
@@ -41,7 +49,13 @@ impl PartitionLog {
     }
 
     async fn append_with(&self, batch: &mut [u8], mode: AppendMode, wait: bool) -> StorageResult<AppendInfo> {
-        let header = validate_batch(batch, self.inner.config.max_batch_bytes)?;
+        // max_batch_bytes admits new batches from clients; a replica copies
+        // batches its leader already acknowledged, bounded by the format only.
+        let limit = match mode {
+            AppendMode::Leader { .. } => self.inner.config.max_batch_bytes,
+            AppendMode::Replica => FORMAT_MAX_BATCH_BYTES,
+        };
+        let header = validate_batch(batch, limit)?;
         let _permit = self.inner.append_gate.acquire().await;
         self.check_writable(&self.inner.state.borrow())?;
         if let AppendMode::Leader { .. } = mode {
@@ -54,10 +68,10 @@ impl PartitionLog {
         }
         self.roll_if_needed(batch.len() as u64).await?;
         self.ensure_preallocated(batch.len() as u64).await?;
-        let (base_offset, leader_epoch) = self.place(batch, &header, mode)?;
-        self.record_epoch(leader_epoch, base_offset).await?;
-        self.copy_into_buffers(batch).await?;
-        let (info, generation) = self.commit_placement(batch, &header, base_offset);
+        let placement = self.place(batch, &header, mode)?;
+        self.record_epoch(placement.leader_epoch, placement.base_offset).await?;
+        self.copy_into_buffers(batch, placement.generation).await?;
+        let (info, generation) = self.commit_placement(batch, &header, placement)?;
         drop(_permit);
         self.inner.work.notify_all();
         if wait {
@@ -85,21 +99,29 @@ impl PartitionLog {
         }
     }
 
-    /// Choose the batch's offsets and epoch and stamp them.
-    fn place(&self, batch: &mut [u8], header: &BatchHeader, mode: AppendMode) -> StorageResult<(u64, u32)> {
-        let log_end_offset = self.inner.state.borrow().log_end_offset;
-        match mode {
+    /// Choose the batch's offsets and epoch and stamp them. The generation
+    /// is taken here, with the offsets: a rollback that lands in any later
+    /// await changes it, and the batch is refused instead of landing at a
+    /// position its stamped offsets no longer describe.
+    fn place(&self, batch: &mut [u8], header: &BatchHeader, mode: AppendMode) -> StorageResult<Placement> {
+        let state = self.inner.state.borrow();
+        self.check_writable(&state)?;
+        let (log_end_offset, generation) = (state.log_end_offset, state.generation);
+        let (base_offset, leader_epoch) = match mode {
             AppendMode::Leader { leader_epoch } => {
                 stamp_batch(batch, log_end_offset, leader_epoch);
-                Ok((log_end_offset, leader_epoch))
+                (log_end_offset, leader_epoch)
             }
-            AppendMode::Replica if header.base_offset == log_end_offset => Ok((log_end_offset, header.leader_epoch)),
-            AppendMode::Replica => Err(StorageError::OffsetOutOfRange {
-                offset: header.base_offset,
-                log_start_offset: self.inner.state.borrow().log_start_offset(),
-                log_end_offset,
-            }),
-        }
+            AppendMode::Replica if header.base_offset == log_end_offset => (log_end_offset, header.leader_epoch),
+            AppendMode::Replica => {
+                return Err(StorageError::OffsetOutOfRange {
+                    offset: header.base_offset,
+                    log_start_offset: state.log_start_offset(),
+                    log_end_offset,
+                })
+            }
+        };
+        Ok(Placement { base_offset, leader_epoch, generation })
     }
 
     async fn record_epoch(&self, leader_epoch: u32, base_offset: u64) -> StorageResult<()> {
@@ -125,8 +147,7 @@ impl PartitionLog {
 
     /// Copy the batch into staging buffers, waiting for the disk when all are
     /// in flight. Each filled buffer is handed to the flusher at once.
-    async fn copy_into_buffers(&self, batch: &[u8]) -> StorageResult<()> {
-        let generation = self.inner.state.borrow().generation;
+    async fn copy_into_buffers(&self, batch: &[u8], generation: u64) -> StorageResult<()> {
         let mut copied = 0usize;
         loop {
             let notified = self.inner.progress.notified();
@@ -162,8 +183,21 @@ impl PartitionLog {
     }
 
     /// Update segment metadata and offsets after the bytes are in the buffers.
-    fn commit_placement(&self, batch: &[u8], header: &BatchHeader, base_offset: u64) -> (AppendInfo, u64) {
+    fn commit_placement(
+        &self,
+        batch: &[u8],
+        header: &BatchHeader,
+        placement: Placement,
+    ) -> StorageResult<(AppendInfo, u64)> {
         let mut state = self.inner.state.borrow_mut();
+        if state.generation != placement.generation {
+            // A disk-full rollback ran while this batch was being copied.
+            return Err(StorageError::DiskFull { path: self.inner.dir.clone() });
+        }
+        // Only a rollback or truncation moves the log end other than here,
+        // and both change the generation while holding the append gate.
+        let base_offset = placement.base_offset;
+        assert_eq!(base_offset, state.log_end_offset, "a placed batch starts at the log end");
         let interval = self.inner.config.index_interval_bytes;
         let next_offset = base_offset + u64::from(header.record_count);
         let active = state.active_mut();
@@ -182,36 +216,43 @@ impl PartitionLog {
         state.producers.apply(&placed);
         let config = &self.inner.config;
         state.tail.push(base_offset, next_offset, batch, config.tail_cache_bytes, config.tail_cache_budget_bytes);
-        (AppendInfo { base_offset, next_offset, duplicate: false }, state.generation)
+        assert_eq!(state.log_end_offset, base_offset + u64::from(header.record_count), "offsets stay dense");
+        Ok((AppendInfo { base_offset, next_offset, duplicate: false }, state.generation))
     }
 
     /// Wait until `target` is durable, or report why it never will be.
     async fn wait_durable(&self, target: u64, generation: u64) -> StorageResult<()> {
         loop {
             let notified = self.inner.progress.notified();
-            {
-                let state = self.inner.state.borrow();
-                if state.generation != generation {
-                    if state.rollback_disk_full {
-                        return Err(StorageError::DiskFull { path: self.inner.dir.clone() });
-                    }
-                    return Err(StorageError::StorageFailed {
-                        partition: self.inner.dir.clone(),
-                        cause: "the log was truncated before this batch became durable".into(),
-                    });
-                }
-                if state.durable.offset >= target {
-                    return Ok(());
-                }
-                if let Some(cause) = &state.failure {
-                    return Err(StorageError::StorageFailed {
-                        partition: self.inner.dir.clone(),
-                        cause: cause.clone(),
-                    });
-                }
+            if let Some(outcome) = self.durable_outcome(target, generation) {
+                return outcome;
             }
             notified.await;
         }
+    }
+
+    /// Whether waiting for `target` is over: durable, or never will be.
+    fn durable_outcome(&self, target: u64, generation: u64) -> Option<StorageResult<()>> {
+        let state = self.inner.state.borrow();
+        if state.generation != generation {
+            if state.rolling_back {
+                // Answered once the rollback is done, so the caller sees the
+                // log it left behind (and a retry finds it writable).
+                return None;
+            }
+            if state.rollback_disk_full {
+                return Some(Err(StorageError::DiskFull { path: self.inner.dir.clone() }));
+            }
+            return Some(Err(StorageError::StorageFailed {
+                partition: self.inner.dir.clone(),
+                cause: "the log was truncated before this batch became durable".into(),
+            }));
+        }
+        if state.durable.offset >= target {
+            return Some(Ok(()));
+        }
+        let cause = state.failure.as_ref()?;
+        Some(Err(StorageError::StorageFailed { partition: self.inner.dir.clone(), cause: cause.clone() }))
     }
 
     /// Reserve disk space ahead of the write position; ENOSPC here changes nothing.

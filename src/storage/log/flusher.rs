@@ -46,6 +46,11 @@ impl PartitionLog {
                 notified.await;
                 continue;
             }
+            if self.interval_fsync_due().is_some_and(|wait| wait.is_zero()) {
+                // Under steady load the flusher is never idle: the interval
+                // fsync must not wait for a pause that may never come.
+                self.interval_fsync().await;
+            }
             self.submit_writes(&mut pipeline);
             let Some(front) = pipeline.in_flight.front_mut() else {
                 if self.settle_unmarked_end().await {
@@ -249,23 +254,49 @@ impl PartitionLog {
 
     /// ENOSPC from a write: forget everything not yet durable (those appends
     /// fail with disk_full), cut the file back so no stale bytes remain past
-    /// the durable end, and keep serving.
+    /// the durable end, and keep serving. The whole rollback holds the
+    /// append gate: no batch can be placed against the log end it is about
+    /// to lower, and producer state is rebuilt before any retry is checked
+    /// against it.
     async fn roll_back_after_disk_full(&self, file: &Rc<DirectFile>) {
+        {
+            // Wake every appender and drain first: those holding the gate
+            // give it up (their generation is stale), then the gate is ours.
+            let mut state = self.inner.state.borrow_mut();
+            state.rolling_back = true;
+            state.rollback_disk_full = true;
+            state.generation += 1;
+        }
+        self.inner.progress.notify_all();
+        let permit = self.inner.append_gate.acquire().await;
+        let rolled_back = self.roll_back_holding_gate(file).await;
+        self.inner.state.borrow_mut().rolling_back = false;
+        drop(permit);
+        if rolled_back {
+            if let Err(error) = self.latch_stale_commits().await {
+                tracing::error!(target: "ringlog::storage", %error, "cannot latch commits after disk full");
+            }
+        }
+        self.inner.progress.notify_all();
+    }
+
+    async fn roll_back_holding_gate(&self, file: &Rc<DirectFile>) -> bool {
         let mark = self.inner.state.borrow().durable;
         tracing::warn!(target: "ringlog::storage", path = %file.path().display(), offset = mark.offset,
             "disk full while writing: rolling back unacknowledged appends");
         if let Err(error) = file.truncate(mark.position).await {
             self.fail_stop("truncate after disk full", file.path(), &error);
-            return;
+            return false;
         }
         if let Err(error) = file.fdatasync().await {
             self.fail_stop("fdatasync after disk full", file.path(), &error);
-            return;
+            return false;
         }
         let config = &self.inner.config;
-        match SegmentWriter::open(Rc::clone(file), mark.position, config.write_buffer_bytes, config.write_buffers_max)
-            .await
-        {
+        let writer =
+            SegmentWriter::open(Rc::clone(file), mark.position, config.write_buffer_bytes, config.write_buffers_max)
+                .await;
+        match writer {
             Ok(writer) => {
                 let mut state = self.inner.state.borrow_mut();
                 state.writer = writer;
@@ -273,21 +304,25 @@ impl PartitionLog {
                 state.epochs.truncate_from_end(mark.offset);
                 state.tail.clear();
                 state.generation += 1;
-                state.rollback_disk_full = true;
                 drop(state);
                 self.discard_read_ahead();
             }
             Err(error) => {
                 self.fail_stop("reopen writer after disk full", file.path(), &error);
-                return;
+                return false;
             }
+        }
+        if let Err(error) = self.restore_max_timestamp(file, mark).await {
+            self.fail_stop("read segment after disk full", file.path(), &std::io::Error::other(error.to_string()));
+            return false;
         }
         // Producer state had already seen the rolled-back batches.
         if let Err(error) = self.rebuild_producers().await {
             tracing::error!(target: "ringlog::storage", %error, "cannot rebuild producer state after disk full");
             self.inner.state.borrow_mut().failure.get_or_insert_with(|| error.to_string());
+            return false;
         }
-        self.inner.progress.notify_all();
+        true
     }
 }
 

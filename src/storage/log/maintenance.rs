@@ -1,6 +1,7 @@
 //! Rolling, truncation, retention, consumer offsets and clean close.
 
 use super::*;
+use crate::storage::batch::BatchError;
 
 impl PartitionLog {
     /// Roll when the active segment is full or old enough (caller holds the append gate).
@@ -111,7 +112,7 @@ impl PartitionLog {
                 .map_err(|error| StorageError::io("read segment", &location.path, error))?;
             let header = BatchHeader::parse(&header_bytes).map_err(StorageError::InvalidBatch)?;
             // Written data was validated, but a zero length here would loop forever.
-            header.check_shape(self.inner.config.max_batch_bytes).map_err(StorageError::InvalidBatch)?;
+            header.check_shape(FORMAT_MAX_BATCH_BYTES).map_err(StorageError::InvalidBatch)?;
             if header.next_offset() > offset {
                 return Ok(DurableMark { offset: header.base_offset, position, last_batch_position });
             }
@@ -122,14 +123,14 @@ impl PartitionLog {
         Ok(DurableMark { offset: batch_offset, position, last_batch_position })
     }
 
+    /// Truncate in the order a crash between any two steps can survive:
+    /// forget the later segments, then (durably) lower the recovery point
+    /// and delete their files, and only then cut the kept segment. A crash
+    /// before the cut leaves a longer kept segment (re-truncated by the
+    /// leader), never later segments that resurrect or a silent hole.
     async fn apply_truncation(&self, cut: DurableMark) -> StorageResult<()> {
         let dir = self.inner.dir.clone();
-        let (removed, keep_base) = {
-            let state = self.inner.state.borrow();
-            let keep_base = *state.segments.range(..=cut.offset).next_back().expect("cut inside the log").0;
-            let removed: Vec<u64> = state.segments.range(keep_base + 1..).map(|(&base, _)| base).collect();
-            (removed, keep_base)
-        };
+        let (removed, keep_base, epochs) = self.forget_segments_after(cut);
         let keep_path = segment_file(&dir, keep_base, LOG_EXTENSION);
         let file = match removed.is_empty() {
             true => Rc::clone(self.inner.state.borrow().writer.file()),
@@ -139,6 +140,10 @@ impl PartitionLog {
                     .map_err(|error| self.fail_stop("reopen segment", &keep_path, &error))?,
             ),
         };
+        let metadata_dir = dir.clone();
+        run_blocking(move || store_truncation_metadata(&metadata_dir, &removed, keep_base, &epochs))
+            .await
+            .map_err(|error| self.fail_stop("truncate metadata", &dir, &error))?;
         file.truncate(cut.position).await.map_err(|error| self.fail_stop("truncate", &keep_path, &error))?;
         file.fdatasync().await.map_err(|error| self.fail_stop("fdatasync", &keep_path, &error))?;
         let config = &self.inner.config;
@@ -146,56 +151,78 @@ impl PartitionLog {
             SegmentWriter::open(Rc::clone(&file), cut.position, config.write_buffer_bytes, config.write_buffers_max)
                 .await
                 .map_err(|error| self.fail_stop("open segment writer", &keep_path, &error))?;
-        let epochs = {
+        {
             let mut state = self.inner.state.borrow_mut();
-            for base in &removed {
-                state.segments.remove(base);
-                state.readers.remove(base);
-            }
             state.readers.remove(&keep_base);
             state.writer = writer;
             let active = state.active_mut();
             active.sealed = false;
             active.indexes.make_writable();
             reset_active_to(&mut state, cut);
-            state.generation += 1;
             state.rollback_disk_full = false;
-            state.epochs.truncate_from_end(cut.offset);
-            state.epochs.clone()
-        };
-        let removed_dir = dir.clone();
-        run_blocking(move || -> std::io::Result<()> {
-            for base in removed {
-                remove_segment_files(&removed_dir, base)?;
-            }
-            let recovery_point = crate::storage::markers::load_recovery_point(&removed_dir)?;
-            if recovery_point > keep_base {
-                store_recovery_point(&removed_dir, keep_base)?;
-            }
-            for extension in [INDEX_EXTENSION, TIME_INDEX_EXTENSION] {
-                let path = segment_file(&removed_dir, keep_base, extension);
-                if path.exists() {
-                    std::fs::remove_file(path)?;
-                }
-            }
-            epochs.store(&removed_dir)?;
-            // The snapshot may describe batches that are gone now.
-            match std::fs::remove_file(ProducerStates::path(&removed_dir)) {
-                Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
-                _ => {}
-            }
-            crate::storage::io::sync_directory(&removed_dir)
-        })
-        .await
-        .map_err(|error| self.fail_stop("truncate metadata", &dir, &error))?;
+        }
+        self.restore_max_timestamp(&file, cut).await?;
         self.rebuild_producers().await?;
         self.inner.progress.notify_all();
         tracing::info!(target: "ringlog::storage", dir = %dir.display(), offset = cut.offset, "log truncated");
+        self.latch_stale_commits().await
+    }
+
+    /// Drop every segment after the one holding `cut` from the state and
+    /// start a new generation (readers of the old content see it changed).
+    fn forget_segments_after(&self, cut: DurableMark) -> (Vec<u64>, u64, EpochHistory) {
+        let mut state = self.inner.state.borrow_mut();
+        let keep_base = *state.segments.range(..=cut.offset).next_back().expect("cut inside the log").0;
+        let removed: Vec<u64> = state.segments.range(keep_base + 1..).map(|(&base, _)| base).collect();
+        for base in &removed {
+            state.segments.remove(base);
+            state.readers.remove(base);
+        }
+        state.generation += 1;
+        state.epochs.truncate_from_end(cut.offset);
+        (removed, keep_base, state.epochs.clone())
+    }
+
+    /// After a cut the time index's last entry may understate the segment's
+    /// largest timestamp (entries are sparse): walk the batch headers from
+    /// that entry's batch to the cut, at most about one index interval.
+    pub(super) async fn restore_max_timestamp(&self, file: &Rc<DirectFile>, cut: DurableMark) -> StorageResult<()> {
+        let (from_position, base) = {
+            let state = self.inner.state.borrow();
+            let active = state.active();
+            let last_time = active.indexes.times.last().map_or(0, |(_, relative)| relative);
+            let floor = active.indexes.offsets.floor(last_time).map_or(0, |(_, position)| u64::from(position));
+            (floor, active.base_offset)
+        };
+        let mut position = from_position;
+        while position < cut.position {
+            let want = (cut.position - position).min(READ_CHUNK_BYTES as u64 * 16) as usize;
+            let chunk = file
+                .read_at(position, want.max(BATCH_HEADER_BYTES))
+                .await
+                .map_err(|error| StorageError::io("read segment", file.path(), error))?;
+            let mut cursor = 0usize;
+            while cursor + BATCH_HEADER_BYTES <= chunk.len() && position + (cursor as u64) < cut.position {
+                let header = BatchHeader::parse(&chunk[cursor..]).map_err(StorageError::InvalidBatch)?;
+                header.check_shape(FORMAT_MAX_BATCH_BYTES).map_err(StorageError::InvalidBatch)?;
+                let relative =
+                    header.base_offset.checked_sub(base).and_then(|relative| u32::try_from(relative).ok()).ok_or(
+                        StorageError::InvalidBatch(BatchError::MalformedRecords("batch offset outside its segment")),
+                    )?;
+                let mut state = self.inner.state.borrow_mut();
+                state.active_mut().indexes.raise_max_timestamp(header.max_timestamp_ms, relative);
+                cursor += header.batch_bytes as usize;
+            }
+            position += cursor as u64;
+        }
         Ok(())
     }
 
-    /// Delete sealed segments past the retention limits; returns their base offsets.
+    /// Delete sealed segments past the retention limits; returns their base
+    /// offsets. Holds the append gate: a truncation (which also holds it)
+    /// must never find the segment it cuts removed under it.
     pub async fn apply_retention(&self, policy: RetentionPolicy, now_ms: i64) -> StorageResult<Vec<u64>> {
+        let _permit = self.inner.append_gate.acquire().await;
         let (expired, epochs) = {
             let mut state = self.inner.state.borrow_mut();
             let sealed: Vec<(u64, u64, Option<i64>)> = state
@@ -272,18 +299,47 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Durably commit `offset` for consumer `group`.
+    /// Durably commit `offset` for consumer `group` (clears a latched
+    /// out-of-range state: committing is the explicit reset).
     pub async fn commit_offset(&self, group: &str, offset: u64) -> StorageResult<()> {
         let _permit = self.inner.offsets_gate.acquire().await;
-        let committed = CommittedOffset { offset, commit_ms: now_ms() };
-        let job = self.inner.state.borrow_mut().offsets.begin_commit(group, committed).map_err(StorageError::Config)?;
-        let outcome = run_blocking(move || job.run()).await;
-        self.inner
+        self.store_commit(group, CommittedOffset::new(offset, now_ms())).await
+    }
+
+    async fn store_commit(&self, group: &str, committed: CommittedOffset) -> StorageResult<()> {
+        crate::storage::offsets::validate_group(group).map_err(StorageError::Config)?;
+        let job = self
+            .inner
             .state
             .borrow_mut()
             .offsets
-            .finish_commit(group, committed, outcome)
-            .map_err(|error| StorageError::io("commit consumer offset", &self.inner.dir, error))
+            .begin_commit(group, committed)
+            .map_err(|cause| StorageError::StorageFailed { partition: self.inner.dir.clone(), cause })?;
+        let outcome = run_blocking(move || job.run()).await;
+        let path = self.inner.state.borrow().offsets.path().to_path_buf();
+        match self.inner.state.borrow_mut().offsets.finish_commit(group, committed, outcome) {
+            Ok(()) => Ok(()),
+            Err(CommitError::WriteDiskFull(_)) => Err(StorageError::DiskFull { path }),
+            Err(CommitError::Write(error) | CommitError::Sync(error)) => {
+                Err(StorageError::io("commit consumer offset", &path, error))
+            }
+        }
+    }
+
+    /// Latch, durably, every group whose committed offset now lies beyond
+    /// the log end: the records it had consumed up to were lost (a crash's
+    /// torn tail, a divergent suffix truncated, a disk-full rollback). The
+    /// latch outlives later appends that move the log end past it.
+    pub(super) async fn latch_stale_commits(&self) -> StorageResult<()> {
+        let _permit = self.inner.offsets_gate.acquire().await;
+        let log_end_offset = self.inner.state.borrow().log_end_offset;
+        let stale = self.inner.state.borrow().offsets.stale_beyond(log_end_offset);
+        for (group, committed) in stale {
+            tracing::warn!(target: "ringlog::storage", dir = %self.inner.dir.display(), %group,
+                committed = committed.offset, log_end_offset, "committed offset beyond the log end: latched out of range");
+            self.store_commit(&group, CommittedOffset { out_of_range: true, ..committed }).await?;
+        }
+        Ok(())
     }
 
     /// Every group's committed offset (followers mirror them from the leader).
@@ -359,6 +415,38 @@ impl PartitionLog {
         self.discard_read_ahead();
         self.stop_flusher().await;
     }
+}
+
+/// The durable half of a truncation, before the kept segment is cut:
+/// recovery point lowered first, later segments' files deleted, the kept
+/// segment's stale indexes and the producer snapshot removed, the trimmed
+/// epoch history stored, and the directory synced.
+fn store_truncation_metadata(
+    dir: &Path,
+    removed: &[u64],
+    keep_base: u64,
+    epochs: &EpochHistory,
+) -> std::io::Result<()> {
+    let recovery_point = crate::storage::markers::load_recovery_point(dir)?;
+    if recovery_point > keep_base {
+        store_recovery_point(dir, keep_base)?;
+    }
+    for &base in removed {
+        remove_segment_files(dir, base)?;
+    }
+    for extension in [INDEX_EXTENSION, TIME_INDEX_EXTENSION] {
+        match std::fs::remove_file(segment_file(dir, keep_base, extension)) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+    }
+    epochs.store(dir)?;
+    // The snapshot may describe batches that are gone now.
+    match std::fs::remove_file(ProducerStates::path(dir)) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+        _ => {}
+    }
+    crate::storage::io::sync_directory(dir)
 }
 
 /// Index files of the sealed segment, directory entry of the new one, recovery point.

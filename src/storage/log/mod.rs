@@ -11,13 +11,15 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::storage::batch::{stamp_batch, validate_batch, verify_batch, BatchHeader, BATCH_HEADER_BYTES};
+use crate::storage::batch::{
+    stamp_batch, validate_batch, verify_batch, BatchHeader, BATCH_HEADER_BYTES, FORMAT_MAX_BATCH_BYTES,
+};
 use crate::storage::config::{FsyncPolicy, StorageConfig};
 use crate::storage::epochs::EpochHistory;
 use crate::storage::error::{is_disk_full, StorageError, StorageResult};
 use crate::storage::io::{DirectFile, FaultInjector};
 use crate::storage::markers::{store_clean_shutdown, store_recovery_point, CleanShutdown};
-use crate::storage::offsets::{CommittedOffset, ConsumerOffsets, OffsetLookup};
+use crate::storage::offsets::{CommitError, CommittedOffset, ConsumerOffsets, OffsetLookup};
 use crate::storage::producers::{ProducerStates, SequenceCheck};
 use crate::storage::recovery::{
     empty_segment, rebuild_producer_states, recover_partition, FenceReport, RecoveryReport, SegmentExtent,
@@ -133,6 +135,9 @@ struct State {
     written: (u64, u64),
     generation: u64,
     rollback_disk_full: bool,
+    /// A disk-full rollback is waiting for, or holds, the append gate:
+    /// appends and drains refuse at once so the gate comes free.
+    rolling_back: bool,
     failure: Option<String>,
     fence: Option<FenceReport>,
     epochs: EpochHistory,
@@ -210,6 +215,10 @@ impl PartitionLog {
             .await
             .map_err(|error| StorageError::io("open consumer offsets", dir, error))?;
         log_recovery(dir, &recovered.report, recovered.log_end_offset);
+        let mut recovered = recovered;
+        if recovered.fence.is_none() {
+            recovered.fence = fence_for_offsets_damage(dir, &offsets).await?;
+        }
         if let Some(fence) = &recovered.fence {
             tracing::error!(target: "ringlog::storage", path = %fence.path.display(), position = fence.position,
                 offset = fence.offset, reason = %fence.reason, "partition fenced: corruption before the tail");
@@ -238,6 +247,7 @@ impl PartitionLog {
             written: (0, 0),
             generation: 0,
             rollback_disk_full: false,
+            rolling_back: false,
             failure: None,
             fence: recovered.fence,
             epochs: recovered.epochs,
@@ -268,6 +278,11 @@ impl PartitionLog {
         let flusher_log = log.clone();
         let task = crate::runtime::spawn_local(async move { flusher_log.run_flusher().await });
         *log.inner.flusher.borrow_mut() = Some(task);
+        if log.inner.state.borrow().fence.is_none() {
+            // Before anything is appended: a commit beyond the recovered end
+            // must be latched while it is still beyond it (SPEC §2).
+            log.latch_stale_commits().await?;
+        }
         Ok(log)
     }
 
@@ -323,6 +338,9 @@ impl PartitionLog {
         if state.closed {
             return Err(StorageError::Closed(self.inner.dir.clone()));
         }
+        if state.rolling_back {
+            return Err(StorageError::DiskFull { path: self.inner.dir.clone() });
+        }
         if let Some(fence) = &state.fence {
             return Err(fence.to_error());
         }
@@ -357,6 +375,11 @@ impl PartitionLog {
                         partition: self.inner.dir.clone(),
                         cause: cause.clone(),
                     });
+                }
+                if state.rolling_back {
+                    // The flusher is rolling back and waits for the gate this
+                    // drain's caller holds: waiting here would deadlock.
+                    return Err(StorageError::DiskFull { path: self.inner.dir.clone() });
                 }
                 if state.durable.offset == state.log_end_offset && !state.writer.has_unwritten() {
                     return Ok(());
@@ -408,6 +431,26 @@ fn remove_segment_files(dir: &Path, base: u64) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Corruption in `consumer-offsets.log` fences the partition like
+/// corruption in a segment: stored durably, bytes kept, reported.
+async fn fence_for_offsets_damage(dir: &Path, offsets: &ConsumerOffsets) -> StorageResult<Option<FenceReport>> {
+    let Some(damage) = offsets.damage() else {
+        return Ok(None);
+    };
+    let report = FenceReport {
+        path: offsets.path().to_path_buf(),
+        position: damage.position,
+        offset: 0,
+        reason: damage.reason.clone(),
+    };
+    let stored = report.clone();
+    let fence_dir = dir.to_path_buf();
+    run_blocking(move || crate::storage::fence::store_fence(&fence_dir, &stored))
+        .await
+        .map_err(|error| StorageError::io("store fence", dir, error))?;
+    Ok(Some(report))
 }
 
 fn log_recovery(dir: &Path, report: &RecoveryReport, log_end_offset: u64) {

@@ -125,7 +125,10 @@ impl PartitionLog {
         let file = self.reader_for(location).await?;
         let mut position = location.start_position;
         let mut output = ReadBatches { bytes: Vec::new(), next_offset: offset, batch_count: 0 };
-        let max_batch_bytes = self.inner.config.max_batch_bytes;
+        // Data in the log is bounded by the format, not by today's admission
+        // limit; a length from disk is still only trusted as far as the
+        // segment's written end (checked below before any read allocates).
+        let max_batch_bytes = FORMAT_MAX_BATCH_BYTES;
         while position < location.end_position {
             let budget_bytes = max_bytes.saturating_sub(output.bytes.len());
             let exact_end = self.whole_batches_end(location, position, budget_bytes);
@@ -163,7 +166,12 @@ impl PartitionLog {
                     return self.accept_batches(&whole, location, batch_position, offset, max_bytes, output);
                 }
                 if length > rest.len() && length <= max_batch_bytes {
-                    // First batch larger than the chunk: read exactly it.
+                    // First batch larger than the chunk: read exactly it,
+                    // if the segment holds that much written data at all.
+                    if position + length as u64 > location.end_position {
+                        let reason = format!("batch of {length} bytes runs past the written end");
+                        return Err(self.report_corruption(location, position, reason));
+                    }
                     let whole = file
                         .read_at(position, length)
                         .await
@@ -228,7 +236,7 @@ impl PartitionLog {
         max_bytes: usize,
         mut output: ReadBatches,
     ) -> StorageResult<ReadBatches> {
-        let header = verify_batch(bytes, self.inner.config.max_batch_bytes)
+        let header = verify_batch(bytes, FORMAT_MAX_BATCH_BYTES)
             .map_err(|error| self.report_corruption(location, position, error.to_string()))?;
         if header.base_offset < location.limit_offset
             && header.next_offset() > offset
@@ -249,9 +257,26 @@ impl PartitionLog {
         let error = report.to_error();
         let mut state = self.inner.state.borrow_mut();
         if state.fence.is_none() {
-            state.fence = Some(report);
+            state.fence = Some(report.clone());
+            drop(state);
+            self.persist_fence(report);
         }
         error
+    }
+
+    /// Store a fence found by a read, so a restart (whose clean path reads
+    /// nothing) keeps the partition fenced. If the store itself fails the
+    /// fence still holds in memory and the failure is logged; the next
+    /// restart's read finds the damage again.
+    fn persist_fence(&self, report: FenceReport) {
+        let dir = self.inner.dir.clone();
+        crate::runtime::spawn_local(async move {
+            let stored_dir = dir.clone();
+            if let Err(error) = run_blocking(move || crate::storage::fence::store_fence(&stored_dir, &report)).await {
+                tracing::error!(target: "ringlog::storage", dir = %dir.display(), %error, "cannot store the fence");
+            }
+        })
+        .detach();
     }
 
     /// First offset whose record timestamp is >= `timestamp_ms`, or None when
@@ -266,7 +291,7 @@ impl PartitionLog {
             if batches.batch_count == 0 {
                 return Ok(None);
             }
-            for item in crate::storage::batch::BatchIter::new(&batches.bytes, self.inner.config.max_batch_bytes) {
+            for item in crate::storage::batch::BatchIter::new(&batches.bytes, FORMAT_MAX_BATCH_BYTES) {
                 let (header, batch) = item.map_err(StorageError::InvalidBatch)?;
                 if header.max_timestamp_ms < timestamp_ms {
                     continue;
