@@ -30,8 +30,18 @@ pub enum FaultOperation {
 ///
 /// Each operation has a countdown: `n` means "let n more succeed, then fail
 /// every following one" until cleared; -1 means never fail.
+///
+/// With a crash journal ([`FaultInjector::with_crash_journal`]) it also
+/// remembers, for every completed segment write that no fdatasync has
+/// covered yet, the bytes it overwrote, so a test can make the files look
+/// as a power loss would leave them ([`FaultInjector::simulate_crash`]):
+/// every write not yet fdatasync'd lost, or the oldest ones kept and the
+/// next torn at a sector boundary. The journal's mutex exists only in
+/// tests; production files carry no injector.
 #[derive(Debug)]
 pub struct FaultInjector {
+    journal: Option<std::sync::Mutex<CrashJournal>>,
+    crash_countdown: AtomicI64,
     write_countdown: AtomicI64,
     fsync_countdown: AtomicI64,
     preallocate_countdown: AtomicI64,
@@ -49,6 +59,8 @@ impl Default for FaultInjector {
             truncate_countdown: AtomicI64::new(-1),
             errno: AtomicI32::new(libc::EIO),
             attempts: Default::default(),
+            journal: None,
+            crash_countdown: AtomicI64::new(-1),
         }
     }
 }
@@ -57,6 +69,117 @@ impl FaultInjector {
     /// A new injector that fails nothing.
     pub fn new() -> Arc<FaultInjector> {
         Arc::new(FaultInjector::default())
+    }
+
+    /// A new injector that also keeps a crash journal of unsynced writes.
+    pub fn with_crash_journal() -> Arc<FaultInjector> {
+        Arc::new(FaultInjector { journal: Some(Default::default()), ..FaultInjector::default() })
+    }
+
+    fn journal(&self) -> Option<std::sync::MutexGuard<'_, CrashJournal>> {
+        // A test that panicked while holding it has failed already.
+        self.journal.as_ref().map(|journal| journal.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// The moment of a simulated crash: from now on every write, fdatasync,
+    /// preallocation and truncation fails (EIO), so nothing more reaches
+    /// the files or becomes durable; writes already submitted complete and
+    /// stay in the journal. The log fail-stops; stop it, then call
+    /// [`FaultInjector::simulate_crash`].
+    pub fn crash(&self) {
+        for operation in
+            [FaultOperation::Write, FaultOperation::Fsync, FaultOperation::Preallocate, FaultOperation::Truncate]
+        {
+            self.fail_after(operation, 0, libc::EIO);
+        }
+    }
+
+    /// Crash (see [`FaultInjector::crash`]) right after the `writes`-th
+    /// write from now is submitted: that write still lands, its fdatasync
+    /// never comes. Lands a crash between a write and its sync every time.
+    pub fn crash_after_writes(&self, writes: i64) {
+        self.crash_countdown.store(writes.max(1), Ordering::SeqCst);
+    }
+
+    /// Writes not yet covered by an fdatasync, over every file.
+    pub fn unsynced_writes(&self) -> usize {
+        self.journal().map_or(0, |journal| journal.files.values().map(Vec::len).sum())
+    }
+
+    /// Make the files look as a crash right now would leave them: keep the
+    /// oldest `keep_writes` unsynced writes (in completion order), keep only
+    /// the first `torn_sectors` 512-byte sectors of the next one, and undo
+    /// every later one. Call after the log stopped (abandoned or closed).
+    pub fn simulate_crash(&self, keep_writes: usize, torn_sectors: usize) -> io::Result<CrashSummary> {
+        let Some(mut journal) = self.journal() else {
+            return Ok(CrashSummary::default());
+        };
+        let mut entries: Vec<(PathBuf, JournalEntry)> = journal
+            .files
+            .drain()
+            .flat_map(|(path, entries)| entries.into_iter().map(move |entry| (path.clone(), entry)))
+            .collect();
+        entries.sort_by_key(|(_, entry)| entry.sequence);
+        let mut summary = CrashSummary { unsynced_writes: entries.len(), ..CrashSummary::default() };
+        for (index, (path, entry)) in entries.iter().enumerate().rev() {
+            let kept_bytes = match index.cmp(&keep_writes) {
+                std::cmp::Ordering::Less => continue,
+                std::cmp::Ordering::Equal => (torn_sectors * SECTOR_BYTES).min(entry.old.len()),
+                std::cmp::Ordering::Greater => 0,
+            };
+            if inode_of(path) != Some(entry.inode) {
+                continue;
+            }
+            let file = std::fs::OpenOptions::new().write(true).open(path)?;
+            std::os::unix::fs::FileExt::write_all_at(
+                &file,
+                &entry.old[kept_bytes..],
+                entry.position + kept_bytes as u64,
+            )?;
+            summary.undone_bytes += (entry.old.len() - kept_bytes) as u64;
+        }
+        Ok(summary)
+    }
+
+    fn journal_capture(&self, path: &Path, position: u64, length: usize) -> Option<Vec<u8>> {
+        self.journal.as_ref()?;
+        let mut old = vec![0u8; length];
+        if let Ok(file) = std::fs::File::open(path) {
+            // Past the end reads short: those bytes were zeros (or absent).
+            let mut filled = 0usize;
+            while filled < length {
+                match std::os::unix::fs::FileExt::read_at(&file, &mut old[filled..], position + filled as u64) {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => filled += read,
+                }
+            }
+        }
+        Some(old)
+    }
+
+    fn journal_record(&self, path: &Path, position: u64, old: Vec<u8>) {
+        let Some(inode) = inode_of(path) else { return };
+        if let Some(mut journal) = self.journal() {
+            journal.sequence += 1;
+            let sequence = journal.sequence;
+            let entry = JournalEntry { inode, position, old, sequence };
+            journal.files.entry(path.to_path_buf()).or_default().push(entry);
+        }
+    }
+
+    fn journal_length(&self, path: &Path) -> usize {
+        self.journal().map_or(0, |journal| journal.files.get(path).map_or(0, Vec::len))
+    }
+
+    /// An fdatasync issued when `path` had `covered` unsynced writes
+    /// succeeded: those are durable. Writes that completed while it ran may
+    /// or may not be, so they stay in the journal.
+    fn journal_synced(&self, path: &Path, covered: usize) {
+        if let Some(mut journal) = self.journal() {
+            if let Some(entries) = journal.files.get_mut(path) {
+                entries.drain(..covered.min(entries.len()));
+            }
+        }
     }
 
     /// After `successes` more successful `operation`s, fail with `errno`.
@@ -90,6 +213,7 @@ impl FaultInjector {
         let countdown = self.countdown(operation);
         let remaining = countdown.load(Ordering::SeqCst);
         if remaining < 0 {
+            self.count_toward_crash(operation);
             return Ok(());
         }
         if remaining == 0 {
@@ -98,6 +222,45 @@ impl FaultInjector {
         countdown.fetch_sub(1, Ordering::SeqCst);
         Ok(())
     }
+
+    fn count_toward_crash(&self, operation: FaultOperation) {
+        if operation == FaultOperation::Write && self.crash_countdown.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.crash();
+        }
+    }
+}
+
+/// Sector size a simulated crash tears at.
+pub const SECTOR_BYTES: usize = 512;
+
+#[derive(Debug, Default)]
+struct CrashJournal {
+    files: std::collections::HashMap<PathBuf, Vec<JournalEntry>>,
+    sequence: u64,
+}
+
+#[derive(Debug)]
+struct JournalEntry {
+    /// The file written: a path can be deleted and created anew, and an
+    /// entry must never be undone onto a file it was not written to.
+    inode: u64,
+    position: u64,
+    old: Vec<u8>,
+    sequence: u64,
+}
+
+fn inode_of(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|metadata| metadata.ino())
+}
+
+/// What [`FaultInjector::simulate_crash`] undid.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CrashSummary {
+    /// Writes no fdatasync had covered.
+    pub unsynced_writes: usize,
+    /// Bytes put back to what they were before those writes.
+    pub undone_bytes: u64,
 }
 
 /// A file opened for direct I/O, with its path for error context.
@@ -186,7 +349,11 @@ impl DirectFile {
     pub async fn write_all_at(&self, buffer: Rc<DmaBuffer>, position: u64) -> io::Result<()> {
         self.inject(FaultOperation::Write)?;
         let expected = buffer.len();
+        let old = self.faults.as_ref().and_then(|faults| faults.journal_capture(&self.path, position, expected));
         let written = self.file.write_rc_at(buffer, position).await.map_err(os_error)?;
+        if let (Some(faults), Some(old)) = (&self.faults, old) {
+            faults.journal_record(&self.path, position, old);
+        }
         if written != expected {
             // A short direct write means the device ran out of space or failed;
             // treat it as an error rather than guessing what reached the disk.
@@ -201,9 +368,13 @@ impl DirectFile {
     /// fdatasync the file.
     pub async fn fdatasync(&self) -> io::Result<()> {
         self.inject(FaultOperation::Fsync)?;
+        let covered = self.faults.as_ref().map_or(0, |faults| faults.journal_length(&self.path));
         let started = std::time::Instant::now();
         let outcome = self.file.fdatasync().await.map_err(os_error);
         super::latency::record_fsync(started.elapsed());
+        if let (Some(faults), Ok(())) = (&self.faults, &outcome) {
+            faults.journal_synced(&self.path, covered);
+        }
         outcome
     }
 

@@ -142,35 +142,35 @@ pub enum TailJudgement {
 }
 
 /// Judge the bytes after `outcome`'s valid prefix. A crash tears only what
-/// was in flight: at most `torn_window_bytes` (what the writer may have had
-/// outstanding) before the end of the written bytes. A valid batch that
-/// continues the log after the damage, or damage further from the written
-/// end than the window, means acknowledged data is there: corruption.
+/// was in flight: at most `torn_window_bytes` (every buffer the writer may
+/// have had outstanding) before the end of the written bytes. In-flight
+/// buffers complete in any order, so inside that window a crash can leave
+/// a hole or a half-written batch *followed by* valid batches: still a torn
+/// write, truncated. Damage further from the written end than the window —
+/// a bad batch with the log continuing well past it — is corruption.
 pub fn judge_tail(bytes: &[u8], outcome: &ScanOutcome, torn_window_bytes: u64) -> TailJudgement {
     let start = outcome.valid_bytes as usize;
     let written_end = bytes.iter().rposition(|&byte| byte != 0).map_or(0, |last| last + 1);
     if written_end <= start {
         return TailJudgement::Clean;
     }
+    let block_start = start - start % crate::storage::config::DIRECT_IO_ALIGNMENT;
+    let damaged_bytes = (written_end - block_start) as u64;
+    if damaged_bytes <= torn_window_bytes {
+        return TailJudgement::Torn { written_end: written_end as u64 };
+    }
     let cause = match &outcome.stop {
         ScanStop::Invalid { reason, .. } => reason.clone(),
         _ => "zero-filled gap in written data".to_string(),
     };
-    if let Some(position) = find_later_batch(bytes, start, written_end, outcome.next_offset) {
-        let reason = format!(
-            "{cause}; a valid batch at position {position} continues the log after it: corruption, not a torn write"
-        );
-        return TailJudgement::Corrupt { position: start as u64, reason };
-    }
-    let block_start = start - start % crate::storage::config::DIRECT_IO_ALIGNMENT;
-    let damaged_bytes = (written_end - block_start) as u64;
-    if damaged_bytes > torn_window_bytes {
-        let reason = format!(
-            "{cause}; {damaged_bytes} damaged bytes exceed the {torn_window_bytes} bytes a crash can tear: corruption, not a torn write"
-        );
-        return TailJudgement::Corrupt { position: start as u64, reason };
-    }
-    TailJudgement::Torn { written_end: written_end as u64 }
+    let evidence = match find_later_batch(bytes, start, written_end, outcome.next_offset) {
+        Some(position) => format!("a valid batch at position {position} continues the log after it"),
+        None => format!("{damaged_bytes} bytes are written after it"),
+    };
+    let reason = format!(
+        "{cause}; {evidence}, beyond the {torn_window_bytes} bytes a crash can tear: corruption, not a torn write"
+    );
+    TailJudgement::Corrupt { position: start as u64, reason }
 }
 
 /// Position of the first batch starting in `from + 1 .. before` that passes
@@ -294,8 +294,8 @@ mod judgement_tests {
         bytes[10 * 1000 + 100] ^= 0x40;
         let outcome = scan_segment(&bytes, 0, 4096);
         assert!(!outcome.is_clean());
-        let judgement = judge_tail(&bytes, &outcome, 1 << 30);
-        assert!(matches!(judgement, TailJudgement::Corrupt { .. }), "{judgement:?}");
+        let judgement = judge_tail(&bytes, &outcome, 64 * 1024);
+        assert!(matches!(judgement, TailJudgement::Corrupt { ref reason, .. } if reason.contains("continues the log")));
     }
 
     #[test]
@@ -318,13 +318,24 @@ mod judgement_tests {
     }
 
     #[test]
-    fn zero_hole_followed_by_valid_batches_is_corruption() {
+    fn zero_hole_followed_by_valid_batches_is_corruption_beyond_the_window() {
         let mut bytes = segment(30, 1000);
         let first = bytes.len() / 3;
         let hole = first - first % 4096;
         bytes[hole..hole + 4096].fill(0);
         let outcome = scan_segment(&bytes, 0, 4096);
-        assert!(matches!(judge_tail(&bytes, &outcome, 1 << 30), TailJudgement::Corrupt { .. }));
+        assert!(matches!(judge_tail(&bytes, &outcome, 8192), TailJudgement::Corrupt { .. }));
+    }
+
+    #[test]
+    fn an_earlier_buffer_lost_behind_a_later_one_inside_the_window_is_a_torn_write() {
+        // Two buffers in flight complete out of order; the crash keeps the
+        // later one only.
+        let mut bytes = segment(30, 1000);
+        let hole = bytes.len() - 8192 - bytes.len() % 4096;
+        bytes[hole..hole + 4096].fill(0);
+        let outcome = scan_segment(&bytes, 0, 4096);
+        assert!(matches!(judge_tail(&bytes, &outcome, 16384), TailJudgement::Torn { .. }));
     }
 
     #[test]

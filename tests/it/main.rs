@@ -7,6 +7,7 @@ mod cli;
 mod cluster;
 mod common;
 mod crash;
+mod crash_simulation;
 mod enospc;
 mod etcd;
 mod faults;

@@ -163,6 +163,10 @@ impl PartitionLog {
                     // A disk-full rollback replaced the writer under us.
                     return Err(StorageError::DiskFull { path: self.inner.dir.clone() });
                 }
+                if state.closed {
+                    // Abandoned: the flusher is gone and no buffer comes free.
+                    return Err(StorageError::Closed(self.inner.dir.clone()));
+                }
                 while copied < batch.len() {
                     copied += state.writer.copy_in(&batch[copied..]);
                     if !state.writer.staging_full() {
@@ -250,6 +254,11 @@ impl PartitionLog {
         }
         if state.durable.offset >= target {
             return Some(Ok(()));
+        }
+        if state.closed {
+            // Only an abandoned log closes with batches not yet durable
+            // (a clean close drains under the append gate first).
+            return Some(Err(StorageError::Closed(self.inner.dir.clone())));
         }
         let cause = state.failure.as_ref()?;
         Some(Err(StorageError::StorageFailed { partition: self.inner.dir.clone(), cause: cause.clone() }))

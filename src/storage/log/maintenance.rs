@@ -400,6 +400,10 @@ impl PartitionLog {
     }
 
     async fn stop_flusher(&self) {
+        let fence_store = self.inner.fence_store.borrow_mut().take();
+        if let Some(task) = fence_store {
+            task.await;
+        }
         self.inner.stopping.set(true);
         self.inner.work.notify_all();
         self.inner.progress.notify_all();

@@ -182,6 +182,7 @@ struct Inner {
     work: Notify,
     progress: Notify,
     flusher: RefCell<Option<Task<()>>>,
+    fence_store: RefCell<Option<Task<()>>>,
     stopping: Cell<bool>,
     read_ahead: RefCell<VecDeque<read_ahead::ReadAhead>>,
 }
@@ -271,6 +272,7 @@ impl PartitionLog {
                 work: Notify::new(),
                 progress: Notify::new(),
                 flusher: RefCell::new(None),
+                fence_store: RefCell::new(None),
                 stopping: Cell::new(false),
                 read_ahead: RefCell::new(VecDeque::new()),
             }),

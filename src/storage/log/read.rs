@@ -94,12 +94,15 @@ impl PartitionLog {
         let is_active = base == active_base;
         let reader = if is_active { Some(Rc::clone(state.writer.file())) } else { state.readers.get(&base).cloned() };
         let relative = (offset - base).min(u64::from(u32::MAX)) as u32;
-        let start_position = segment.indexes.offsets.floor(relative).map_or(0, |(_, position)| u64::from(position));
+        let floor = segment.indexes.offsets.floor(relative);
+        let start_position = floor.map_or(0, |(_, position)| u64::from(position));
+        let start_offset = floor.map_or(base, |(floor_relative, _)| base + u64::from(floor_relative));
         Ok(Some(ReadLocation {
             path: segment_file(&self.inner.dir, base, LOG_EXTENSION),
             reader,
             base_offset: base,
             start_position,
+            start_offset,
             end_position: if is_active { state.durable.position } else { segment.written_bytes },
             segment_next_offset: segment.next_offset,
             limit_offset,
@@ -125,6 +128,7 @@ impl PartitionLog {
         let file = self.reader_for(location).await?;
         let mut position = location.start_position;
         let mut output = ReadBatches { bytes: Vec::new(), next_offset: offset, batch_count: 0 };
+        let mut expected_offset = location.start_offset;
         // Data in the log is bounded by the format, not by today's admission
         // limit; a length from disk is still only trusted as far as the
         // segment's written end (checked below before any read allocates).
@@ -163,7 +167,8 @@ impl PartitionLog {
                         .await
                         .map_err(|error| StorageError::io("read segment", &location.path, error))?;
                     self.count_read(whole.len());
-                    return self.accept_batches(&whole, location, batch_position, offset, max_bytes, output);
+                    let at = (batch_position, expected_offset);
+                    return self.accept_batches(&whole, location, at, offset, max_bytes, output);
                 }
                 if length > rest.len() && length <= max_batch_bytes {
                     // First batch larger than the chunk: read exactly it,
@@ -177,10 +182,14 @@ impl PartitionLog {
                         .await
                         .map_err(|error| StorageError::io("read segment", &location.path, error))?;
                     self.count_read(whole.len());
-                    return self.accept_batches(&whole, location, position, offset, max_bytes, output);
+                    let at = (position, expected_offset);
+                    return self.accept_batches(&whole, location, at, offset, max_bytes, output);
                 }
+                let batch_position = position + cursor as u64;
                 let verified = verify_batch(rest, max_batch_bytes)
-                    .map_err(|error| self.report_corruption(location, position + cursor as u64, error.to_string()))?;
+                    .map_err(|error| self.report_corruption(location, batch_position, error.to_string()))?;
+                self.check_continuity(location, batch_position, &verified, expected_offset)?;
+                expected_offset = verified.next_offset();
                 if verified.base_offset >= location.limit_offset {
                     return Ok(output);
                 }
@@ -231,13 +240,14 @@ impl PartitionLog {
         &self,
         bytes: &[u8],
         location: &ReadLocation,
-        position: u64,
+        (position, expected_offset): (u64, u64),
         offset: u64,
         max_bytes: usize,
         mut output: ReadBatches,
     ) -> StorageResult<ReadBatches> {
         let header = verify_batch(bytes, FORMAT_MAX_BATCH_BYTES)
             .map_err(|error| self.report_corruption(location, position, error.to_string()))?;
+        self.check_continuity(location, position, &header, expected_offset)?;
         if header.base_offset < location.limit_offset
             && header.next_offset() > offset
             && (output.batch_count == 0 || output.bytes.len() + bytes.len() <= max_bytes)
@@ -247,6 +257,22 @@ impl PartitionLog {
             output.batch_count += 1;
         }
         Ok(output)
+    }
+
+    /// After the CRC (which does not cover the base offset), the batch must
+    /// start where the one before it ended: a changed offset is corruption.
+    fn check_continuity(
+        &self,
+        location: &ReadLocation,
+        position: u64,
+        header: &BatchHeader,
+        expected_offset: u64,
+    ) -> StorageResult<()> {
+        if header.base_offset == expected_offset {
+            return Ok(());
+        }
+        let reason = format!("batch has offset {}, expected {expected_offset}", header.base_offset);
+        Err(self.report_corruption(location, position, reason))
     }
 
     /// A batch that should be valid failed its check: fence the partition.
@@ -270,13 +296,15 @@ impl PartitionLog {
     /// restart's read finds the damage again.
     fn persist_fence(&self, report: FenceReport) {
         let dir = self.inner.dir.clone();
-        crate::runtime::spawn_local(async move {
+        let task = crate::runtime::spawn_local(async move {
             let stored_dir = dir.clone();
             if let Err(error) = run_blocking(move || crate::storage::fence::store_fence(&stored_dir, &report)).await {
                 tracing::error!(target: "ringlog::storage", dir = %dir.display(), %error, "cannot store the fence");
             }
-        })
-        .detach();
+        });
+        // Close and abandon wait for it: a fence must not be lost to a
+        // shutdown that follows the read that found it.
+        *self.inner.fence_store.borrow_mut() = Some(task);
     }
 
     /// First offset whose record timestamp is >= `timestamp_ms`, or None when
@@ -326,6 +354,9 @@ pub(super) struct ReadLocation {
     pub(super) reader: Option<Rc<DirectFile>>,
     pub(super) base_offset: u64,
     pub(super) start_position: u64,
+    /// Offset of the batch at `start_position` (from the offset index): the
+    /// CRC does not cover base offsets, so continuity is checked on read.
+    pub(super) start_offset: u64,
     pub(super) end_position: u64,
     pub(super) segment_next_offset: u64,
     pub(super) limit_offset: u64,
