@@ -141,7 +141,13 @@ impl ShardContext {
     ) -> Outcome {
         let leader_epoch = self.write_epoch()?;
         let snapshot = owned.log.snapshot();
-        if offset > snapshot.log_end_offset || offset < snapshot.log_start_offset {
+        if offset < snapshot.log_start_offset {
+            // Retention deleted what the follower needs next: tell it where
+            // the log starts now so it can start over there (a refusal
+            // alone left it asking for the same offset forever).
+            return Ok(self.empty_replica_answer(owned, &snapshot, leader_epoch));
+        }
+        if offset > snapshot.log_end_offset {
             return Err(error(
                 ErrorCode::OffsetOutOfRange,
                 format!(
@@ -188,6 +194,23 @@ impl ShardContext {
             uncompressed_bytes,
             compressed,
         })
+    }
+
+    /// An answer without batches: where the leader's log starts and ends.
+    fn empty_replica_answer(
+        &self,
+        owned: &OwnedPartition,
+        snapshot: &crate::storage::LogSnapshot,
+        leader_epoch: u32,
+    ) -> Response {
+        Response::ReplicaFetch {
+            high_watermark: self.high_watermark(owned),
+            log_start_offset: snapshot.log_start_offset,
+            log_end_offset: snapshot.log_end_offset,
+            leader_epoch,
+            uncompressed_bytes: 0,
+            compressed: Vec::new(),
+        }
     }
 
     /// Where `epoch` ends in this leader's log: the largest epoch <= it and

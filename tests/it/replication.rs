@@ -464,3 +464,72 @@ fn a_deposed_leader_truncates_what_only_it_had_and_idempotent_retries_keep_their
     assert!(a_bytes == read_partition(&b, "t", 0).0, "a and b hold the same log");
     assert!(crate::cluster::log_of(&members[0]).contains("truncating a divergent suffix"));
 }
+
+/// Every (offset, value) and the raw bytes a node serves from `from` up to its high watermark.
+fn read_partition_from(node: &Node, topic: &str, partition: u32, from: u64) -> (Vec<u8>, Vec<(u64, String)>) {
+    let mut client = node.client();
+    let (mut offset, mut bytes, mut records) = (from, Vec::new(), Vec::new());
+    loop {
+        let request = Request::Fetch { topic: topic.into(), partition, offset, max_bytes: 1 << 20, max_wait_ms: 0 };
+        let answer = client.call(request);
+        let Ok(Response::Fetch { batches, next_offset, .. }) = answer else { panic!("fetch at {offset}: {answer:?}") };
+        if batches.is_empty() {
+            return (bytes, records);
+        }
+        for batch in BatchIter::new(&batches, usize::MAX) {
+            let (header, raw) = batch.expect("valid batch");
+            for (index, record) in RecordIter::new(&raw[BATCH_HEADER_BYTES..]).enumerate() {
+                let record = record.expect("valid record");
+                records.push((header.base_offset + index as u64, String::from_utf8_lossy(record.value).into_owned()));
+            }
+        }
+        bytes.extend_from_slice(&batches);
+        offset = next_offset;
+    }
+}
+
+fn log_start(node: &Node, topic: &str, partition: u32) -> Option<u64> {
+    match node.client().call(Request::ListOffsets { topic: topic.into(), partition }) {
+        Ok(Response::ListOffsets { log_start_offset, .. }) => Some(log_start_offset),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_replica_with_a_new_disk_behind_the_leaders_log_start_resets_catches_up_and_rejoins_the_isr() {
+    let mut cluster = cluster_with(2_000, 1);
+    cluster.environment.push(("RINGLOG_LIMITS_RETENTION_CHECK_INTERVAL_MS".into(), "100".into()));
+    let members: Vec<_> = ["a", "b", "c"].iter().map(|name| cluster.member(name)).collect();
+    let a = cluster.start(&members[0]);
+    wait_for_role(&a, "leader");
+    let (_b, c) = (cluster.start(&members[1]), cluster.start(&members[2]));
+    wait_all_in_sync(&a, 3);
+    let settings = TopicSettings { partitions: 1, retention_bytes: 16_384, retention_ms: 0, segment_bytes: 4096 };
+    a.client().call(Request::CreateTopic { name: "short".into(), settings }).unwrap();
+    // c's disk dies: the cluster goes on and retention moves the log start.
+    c.kill();
+    std::fs::remove_dir_all(&members[2].data_dir).unwrap();
+    std::fs::create_dir_all(&members[2].data_dir).unwrap();
+    for round in 0..60u32 {
+        let values: Vec<String> = (0..10).map(|i| format!("r{round}-{i}-{}", "x".repeat(100))).collect();
+        produce_acks(&a, "short", 0, &values, Acks::All).expect("acks=all with a and b");
+    }
+    wait_for(Duration::from_secs(10), "retention to move the log start", || {
+        log_start(&a, "short", 0).is_some_and(|start| start > 0)
+    });
+    let end = high_watermark(&a, "short", 0).unwrap();
+
+    // A replacement disk: the node starts empty, under a new id.
+    let c = cluster.start(&members[2]);
+    let id = wait_for_role(&c, "follower");
+    wait_for(Duration::from_secs(30), "the replaced replica in sync", || in_sync_ids(&a).contains(&id));
+    wait_for(Duration::from_secs(10), "it caught up", || high_watermark(&c, "short", 0) == Some(end));
+    let from = log_start(&a, "short", 0).unwrap().max(log_start(&c, "short", 0).unwrap());
+    assert!(from > 0, "the replica starts past offset 0");
+    let (leader_bytes, leader_records) = read_partition_from(&a, "short", 0, from);
+    let (bytes, records) = read_partition_from(&c, "short", 0, from);
+    assert_eq!(records.first().map(|(offset, _)| *offset), Some(from));
+    assert_eq!(records.last().map(|(offset, _)| *offset), Some(end - 1));
+    assert_eq!(records, leader_records);
+    assert!(bytes == leader_bytes, "the replica holds the leader's bytes from {from}");
+}
