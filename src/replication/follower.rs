@@ -194,7 +194,7 @@ async fn replicate(
         if context.partitions.get(&topic, partition).is_none() {
             return Ok(());
         }
-        let offset = owned.log.snapshot().log_end_offset;
+        let offset = durable_end(owned).await?;
         let request = Request::ReplicaFetch {
             replica_id: node_id,
             topic: topic.clone(),
@@ -226,8 +226,25 @@ async fn replicate(
     }
 }
 
-/// Decompress, verify and append the leader's batches, then wait until
-/// they are durable (the next read acknowledges them).
+/// Wait until everything in the log is durable, and return that end: the
+/// offset of a read acknowledges everything before it, so it must never
+/// pass what this node made durable, whatever an earlier session (cut off
+/// while it waited for the disk) left written but unsynced.
+async fn durable_end(owned: &OwnedPartition) -> Result<u64, CallError> {
+    loop {
+        let snapshot = owned.log.snapshot();
+        if let Some(failure) = snapshot.failure {
+            return Err(CallError::Connection(format!("partition failed: {failure}")));
+        }
+        if snapshot.durable_end_offset >= snapshot.log_end_offset {
+            return Ok(snapshot.durable_end_offset);
+        }
+        owned.log.wait_durable_past(snapshot.durable_end_offset).await;
+    }
+}
+
+/// Decompress, verify and append the leader's batches; the next read waits
+/// until they are durable (it acknowledges them).
 async fn apply(
     context: &ShardContext,
     owned: &OwnedPartition,
@@ -257,13 +274,6 @@ async fn apply(
             .map_err(|error| CallError::Connection(format!("cannot append at {next_offset}: {error}")))?;
         next_offset = info.next_offset;
         position = end;
-    }
-    while next_offset > offset && owned.log.snapshot().durable_end_offset < next_offset {
-        let snapshot = owned.log.snapshot();
-        if let Some(failure) = snapshot.failure {
-            return Err(CallError::Connection(format!("partition failed: {failure}")));
-        }
-        owned.log.wait_durable_past(snapshot.durable_end_offset).await;
     }
     Ok(())
 }

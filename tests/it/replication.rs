@@ -533,3 +533,26 @@ fn a_replica_with_a_new_disk_behind_the_leaders_log_start_resets_catches_up_and_
     assert_eq!(records, leader_records);
     assert!(bytes == leader_bytes, "the replica holds the leader's bytes from {from}");
 }
+
+#[test]
+fn a_follower_whose_fsync_failed_never_acknowledges_the_records_it_could_not_make_durable() {
+    let mut cluster = cluster_with(1_000, 2);
+    let members: Vec<_> = ["a", "b"].iter().map(|name| cluster.member(name)).collect();
+    let a = cluster.start(&members[0]);
+    wait_for_role(&a, "leader");
+    // b's disk accepts the writes of "t"/0 but its second fsync fails.
+    cluster.environment.push(("RINGLOG_FAULT_INJECT".into(), "t/0:fsync:1".into()));
+    let _b = cluster.start(&members[1]);
+    wait_all_in_sync(&a, 2);
+    create_topic(&a, "t");
+    assert!(produce_acks(&a, "t", 0, &["durable on both".into()], Acks::All).is_ok());
+    std::thread::sleep(Duration::from_millis(300));
+    // b holds "only written" in its log but never made it durable: it must
+    // not be acknowledged as replicated, however b's session goes on.
+    let outcome = produce_acks(&a, "t", 0, &["only written on b".into()], Acks::All);
+    assert!(
+        matches!(outcome, Err(ErrorCode::NotEnoughReplicas | ErrorCode::Timeout)),
+        "acknowledged without b having it durable: {outcome:?}"
+    );
+    assert!(crate::cluster::log_of(&members[1]).contains("fdatasync"), "b's fsync failed");
+}
