@@ -191,10 +191,10 @@ async fn replicate(
             mirror_group_offsets(connection, owned, &topic, partition).await?;
             offsets_mirrored_at = Some(std::time::Instant::now());
         }
-        if context.partitions.get(&topic, partition).is_none() {
+        if !still_open(context, owned, &topic, partition) {
             return Ok(());
         }
-        let offset = durable_end(owned).await?;
+        let offset = durable_end(context, owned, &topic, partition).await?;
         let request = Request::ReplicaFetch {
             replica_id: node_id,
             topic: topic.clone(),
@@ -230,8 +230,19 @@ async fn replicate(
 /// offset of a read acknowledges everything before it, so it must never
 /// pass what this node made durable, whatever an earlier session (cut off
 /// while it waited for the disk) left written but unsynced.
-async fn durable_end(owned: &OwnedPartition) -> Result<u64, CallError> {
+async fn durable_end(
+    context: &ShardContext,
+    owned: &OwnedPartition,
+    topic: &str,
+    partition: u32,
+) -> Result<u64, CallError> {
     loop {
+        // A deleted topic's log is closed: its wait returns at once and
+        // nothing more becomes durable, so waiting again would spin this
+        // shard's executor forever.
+        if !still_open(context, owned, topic, partition) {
+            return Err(CallError::Connection(format!("{topic}/{partition} was closed")));
+        }
         let snapshot = owned.log.snapshot();
         if let Some(failure) = snapshot.failure {
             return Err(CallError::Connection(format!("partition failed: {failure}")));
@@ -241,6 +252,12 @@ async fn durable_end(owned: &OwnedPartition) -> Result<u64, CallError> {
         }
         owned.log.wait_durable_past(snapshot.durable_end_offset).await;
     }
+}
+
+/// Whether `owned` is still this shard's open partition: a deleted (or
+/// deleted and created again) topic's old log is closed.
+fn still_open(context: &ShardContext, owned: &OwnedPartition, topic: &str, partition: u32) -> bool {
+    context.partitions.get(topic, partition).is_some_and(|current| std::ptr::eq(Rc::as_ptr(&current), owned))
 }
 
 /// Decompress, verify and append the leader's batches; the next read waits

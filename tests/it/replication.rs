@@ -556,3 +556,55 @@ fn a_follower_whose_fsync_failed_never_acknowledges_the_records_it_could_not_mak
     );
     assert!(crate::cluster::log_of(&members[1]).contains("fdatasync"), "b's fsync failed");
 }
+
+#[test]
+fn a_topic_deleted_while_it_replicates_leaves_the_followers_shards_serving() {
+    let cluster = cluster_with(5_000, 1);
+    let members: Vec<_> = ["a", "b"].iter().map(|name| cluster.member(name)).collect();
+    let a = cluster.start(&members[0]);
+    wait_for_role(&a, "leader");
+    let b = cluster.start(&members[1]);
+    wait_all_in_sync(&a, 2);
+    let values: Vec<String> = (0..20).map(|i| format!("{i:0>2000}")).collect();
+    for round in 0..6 {
+        let topic = format!("doomed-{round}");
+        create_topic(&a, &topic);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers: Vec<_> = (0..2u32)
+            .map(|partition| {
+                let (node, topic, values, stop) = (a.address.clone(), topic.clone(), values.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut client = crate::node::Client::connect(&node);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let request = Request::Produce {
+                            topic: topic.clone(),
+                            partition,
+                            acks: Acks::Leader,
+                            batch: batch(&values, None),
+                        };
+                        if client.call(request).is_err() {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(400));
+        // Deleted on the leader while the follower is busy appending it.
+        a.client().call(Request::DeleteTopic { name: topic.clone() }).unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writers.into_iter().for_each(|writer| writer.join().unwrap());
+    }
+    // Both of b's shards still replicate a new topic and answer reads.
+    create_topic(&a, "after");
+    for partition in 0..2 {
+        let Ok(Response::Produce { next_offset, .. }) =
+            produce_acks(&a, "after", partition, &["alive".into()], Acks::All)
+        else {
+            panic!("acks=all on the new topic")
+        };
+        wait_for(Duration::from_secs(10), "b replicates the new topic", || {
+            high_watermark(&b, "after", partition) == Some(next_offset)
+        });
+    }
+}
