@@ -590,10 +590,10 @@ fn a_topic_deleted_while_it_replicates_leaves_the_followers_shards_serving() {
             })
             .collect();
         std::thread::sleep(Duration::from_millis(400));
-        // Deleted on the leader while the follower is busy appending it.
-        a.client().call(Request::DeleteTopic { name: topic.clone() }).unwrap();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         writers.into_iter().for_each(|writer| writer.join().unwrap());
+        // Deleted on the leader while the follower is still catching up on it.
+        a.client().call(Request::DeleteTopic { name: topic.clone() }).unwrap();
     }
     // Both of b's shards still replicate a new topic and answer reads.
     create_topic(&a, "after");
