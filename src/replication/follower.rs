@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::connection::{CallError, ReplicaConnection};
+use super::divergence::{next_step, LeaderAnswer, LocalLog, Step};
 use crate::cluster::state::Role;
 use crate::net::protocol::{ErrorCode, Request, Response};
 use crate::shard::handler::ShardContext;
@@ -271,7 +272,10 @@ async fn apply(
     buffer: &mut Vec<u8>,
 ) -> Result<(), CallError> {
     let limit = context.config.limits.max_frame_bytes;
-    let max_batch_bytes = owned.log.config().max_batch_bytes.max(limit);
+    // Data already in the leader's log may exceed today's max_batch_bytes
+    // (an admission limit for new appends): only the format and this
+    // answer's own size bound a batch.
+    let max_batch_bytes = crate::storage::batch::FORMAT_MAX_BATCH_BYTES.min(limit);
     let fetched = decode_fetched(uncompressed_bytes, &body, limit, max_batch_bytes, buffer)
         .map_err(|error| CallError::Connection(format!("bad answer from the leader at {offset}: {error}")))?;
     let batches = match fetched {
@@ -280,9 +284,19 @@ async fn apply(
     };
     let mut position = 0;
     let mut next_offset = offset;
+    let mut latest_epoch = owned.log.snapshot().leader_epoch;
     while position < batches.len() {
         let header = crate::storage::batch::BatchHeader::parse(&batches[position..])
             .map_err(|error| CallError::Connection(format!("batch at {next_offset}: {error}")))?;
+        // Epochs only grow along a log: an older one after ours means the
+        // logs diverge, and the divergence check runs again on reconnection.
+        if latest_epoch.is_some_and(|latest| header.leader_epoch < latest) {
+            return Err(CallError::Connection(format!(
+                "batch at {next_offset} has leader epoch {}, older than this log's {latest_epoch:?}",
+                header.leader_epoch
+            )));
+        }
+        latest_epoch = Some(header.leader_epoch);
         let end = position + header.batch_bytes as usize;
         let info = owned
             .log
@@ -379,40 +393,58 @@ pub fn decode_fetched(
     Ok(fetched)
 }
 
-/// Ask the leader where this log's latest epoch ends there, and cut
-/// everything after it: a follower never keeps records the leader lacks.
+/// Most rounds of the divergence check: each round that does not settle
+/// cuts at least one local epoch, so this bounds a hostile leader only.
+const MAX_DIVERGENCE_ROUNDS: usize = 1024;
+
+/// Cut every record the leader does not have (KIP-279, see
+/// [`super::divergence`]): ask where this log's latest epoch ends at the
+/// leader, truncate, and ask again until both sides name the same epoch.
 async fn truncate_divergence(
     connection: &ReplicaConnection,
     owned: &OwnedPartition,
     topic: &str,
     partition: u32,
 ) -> Result<(), CallError> {
-    let Some(epoch) = owned.log.epochs().latest_epoch() else { return Ok(()) };
-    let request = Request::EpochEndOffset { topic: topic.to_string(), partition, epoch };
-    let Response::EpochEndOffset { epoch: leader_epoch, end_offset, log_start_offset } =
-        connection.call(&request).await?
-    else {
-        return Err(CallError::Connection("unexpected answer to epoch end offset".into()));
-    };
-    let local = owned.log.snapshot();
-    let keep = match leader_epoch {
-        Some(_) => end_offset,
-        None => log_start_offset,
-    };
-    if keep >= local.log_end_offset {
-        return Ok(());
+    for _ in 0..MAX_DIVERGENCE_ROUNDS {
+        let epochs = owned.log.epochs();
+        let Some(epoch) = epochs.latest_epoch() else { return Ok(()) };
+        let request = Request::EpochEndOffset { topic: topic.to_string(), partition, epoch };
+        let Response::EpochEndOffset { epoch: leader_epoch, end_offset, log_start_offset } =
+            connection.call(&request).await?
+        else {
+            return Err(CallError::Connection("unexpected answer to epoch end offset".into()));
+        };
+        // The call awaited: read the log afresh, and only decide on the
+        // epoch history the question was asked with.
+        let local = owned.log.snapshot();
+        let epochs = owned.log.epochs();
+        if epochs.latest_epoch() != Some(epoch) {
+            continue;
+        }
+        let log = LocalLog {
+            epochs: &epochs,
+            log_start_offset: local.log_start_offset,
+            log_end_offset: local.log_end_offset,
+        };
+        let answer = LeaderAnswer { epoch: leader_epoch, end_offset, log_start_offset };
+        let step = next_step(log, epoch, answer).map_err(|error| CallError::Connection(error.to_string()))?;
+        match step {
+            Step::Agreed => return Ok(()),
+            Step::Reset(offset) => return reset_behind_leader(owned, local.log_end_offset, offset).await,
+            Step::Truncate { to, ask_again } => {
+                tracing::warn!(target: "ringlog::replication", topic, partition, epoch, ?leader_epoch,
+                    from = local.log_end_offset, to, "truncating a divergent suffix the leader does not have");
+                owned.log.truncate_to(to).await.map_err(|error| {
+                    CallError::Connection(format!("cannot truncate {topic}/{partition} to {to}: {error}"))
+                })?;
+                if !ask_again {
+                    return Ok(());
+                }
+            }
+        }
     }
-    if keep < local.log_start_offset {
-        return reset_behind_leader(owned, local.log_end_offset, log_start_offset).await;
-    }
-    tracing::warn!(target: "ringlog::replication", topic, partition, epoch, from = local.log_end_offset, to = keep,
-        "truncating a divergent suffix the leader does not have");
-    owned
-        .log
-        .truncate_to(keep)
-        .await
-        .map_err(|error| CallError::Connection(format!("cannot truncate {topic}/{partition} to {keep}: {error}")))?;
-    Ok(())
+    Err(CallError::Connection(format!("{topic}/{partition}: the divergence check did not settle")))
 }
 
 /// The leader no longer has the records after this log's end (retention):
