@@ -75,14 +75,7 @@ impl ShardContext {
     pub fn high_watermark(&self, owned: &OwnedPartition) -> u64 {
         let durable = owned.log.snapshot().durable_end_offset;
         let view = self.cluster.view();
-        match view.role {
-            Role::Standalone => durable,
-            Role::Leader => {
-                owned.replication.begin_term(view.leader_epoch, durable);
-                owned.replication.advance_leader_high_watermark(durable, &view.in_sync_followers)
-            }
-            Role::Follower => owned.replication.learned_high_watermark().min(durable),
-        }
+        owned.replication.visible_high_watermark(view.role, view.leader_epoch, durable, &view.in_sync_followers)
     }
 
     /// `acks=all` precondition: enough in-sync replicas to accept a write.
