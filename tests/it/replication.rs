@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ringlog::net::protocol::{Acks, ErrorCode, Request, Response, TopicSettings};
+use ringlog::net::protocol::{Acks, ErrorCode, ErrorResponse, Request, Response, TopicSettings};
 use ringlog::storage::batch::{BatchIter, RecordIter, BATCH_HEADER_BYTES};
 
 use crate::admin::{http, json};
@@ -351,20 +351,37 @@ fn malformed_and_unauthenticated_replication_connections_are_refused_without_har
     let registration: serde_json::Value =
         serde_json::from_str(&cluster.etcd.get("ringlog/nodes/1").unwrap().unwrap()).unwrap();
     let replication = registration["replication"].as_str().unwrap().to_string();
-    let exchange = |frames: &[Vec<u8>]| -> Vec<u8> {
+    // Sends the frames; returns the answer frames and whether the leader
+    // closed the connection (rather than the read timing out).
+    let exchange = |frames: &[Vec<u8>]| -> (Vec<Vec<u8>>, bool) {
         let mut stream = TcpStream::connect(&replication).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         for frame in frames {
             let _ = stream.write_all(frame);
         }
         let mut answer = Vec::new();
-        let _ = stream.read_to_end(&mut answer); // returns once the leader closes the connection
-        answer
+        let closed = stream.read_to_end(&mut answer).is_ok();
+        let mut answers = Vec::new();
+        let mut rest = &answer[..];
+        while rest.len() >= 4 {
+            let length = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+            assert!(rest.len() >= 4 + length, "a whole answer frame: {answer:?}");
+            answers.push(rest[4..4 + length].to_vec());
+            rest = &rest[4 + length..];
+        }
+        assert!(rest.is_empty(), "only whole frames: {answer:?}");
+        (answers, closed)
     };
     let frame = |request: &Request| {
         let mut out = Vec::new();
         ringlog::net::protocol::encode_request(7, request, &mut out);
         out
+    };
+    let refusal = |api_key, answer: &[u8]| -> ErrorResponse {
+        match ringlog::net::protocol::decode_response(api_key, answer) {
+            Ok((_, Err(error))) => error,
+            other => panic!("an error answer, not {other:?}"),
+        }
     };
     let fetch = Request::ReplicaFetch {
         replica_id: 2,
@@ -374,18 +391,31 @@ fn malformed_and_unauthenticated_replication_connections_are_refused_without_har
         max_bytes: 1024,
         max_wait_ms: 0,
     };
-    // Garbage, a read without a handshake, a client API, a wrong proof: each is answered and closed.
-    assert!(!exchange(&[vec![0xff; 64]]).is_empty());
-    for frames in [
-        vec![frame(&fetch)],
-        vec![frame(&Request::ListTopics)],
-        vec![frame(&Request::ReplicaHello { node_id: 2 }), frame(&Request::ReplicaAuth { proof: vec![0; 32] })],
-    ] {
-        let answer = exchange(&frames);
-        let last = answer.len().saturating_sub(0);
-        assert!(last > 0, "an error answer before the close");
-        assert!(String::from_utf8_lossy(&answer).contains("auth") || answer.len() > 6, "{answer:?}");
+    // Garbage: an oversized length prefix is refused before allocation.
+    let (answers, closed) = exchange(&[vec![0xff; 64]]);
+    assert!(closed, "garbage closes the connection");
+    assert_eq!(answers.len(), 1, "one error answer");
+    assert_eq!(refusal(ringlog::net::protocol::ApiKey::ReplicaFetch, &answers[0]).code, ErrorCode::RecordTooLarge);
+    // A read without a handshake, a client API: each answered with the reason, then closed.
+    for (request, reason) in [(&fetch, "not authenticated"), (&Request::ListTopics, "replication APIs only")] {
+        let (answers, closed) = exchange(&[frame(request)]);
+        assert!(closed, "{reason}: closed");
+        assert_eq!(answers.len(), 1, "{reason}: one answer");
+        let error = refusal(request.api_key(), &answers[0]);
+        assert_eq!(error.code, ErrorCode::InvalidRequest, "{error:?}");
+        assert!(error.message.contains(reason), "{error:?}");
+        assert_eq!(u32::from_le_bytes(answers[0][..4].try_into().unwrap()), 7, "answers the request's id");
     }
+    // A wrong proof: the challenge, then the refusal, then the close.
+    let hello = Request::ReplicaHello { node_id: 2 };
+    let (answers, closed) = exchange(&[frame(&hello), frame(&Request::ReplicaAuth { proof: vec![0; 32] })]);
+    assert!(closed, "a wrong proof closes the connection");
+    assert_eq!(answers.len(), 2, "challenge and refusal");
+    let challenge = ringlog::net::protocol::decode_response(hello.api_key(), &answers[0]).unwrap().1;
+    assert!(matches!(challenge, Ok(Response::ReplicaChallenge { .. })), "{challenge:?}");
+    let error = refusal(ringlog::net::protocol::ApiKey::ReplicaAuth, &answers[1]);
+    assert_eq!(error.code, ErrorCode::InvalidRequest);
+    assert!(error.message.contains("authentication failed"), "{error:?}");
     // The client listener does not serve replication APIs either.
     let refused = a.client().call(fetch);
     assert_eq!(refused.unwrap_err().code, ErrorCode::InvalidRequest);
@@ -607,4 +637,63 @@ fn a_topic_deleted_while_it_replicates_leaves_the_followers_shards_serving() {
             high_watermark(&b, "after", partition) == Some(next_offset)
         });
     }
+}
+
+fn connections_open(node: &Node) -> Option<f64> {
+    metric(node, "ringlog_connections ")
+}
+
+#[test]
+fn a_follower_that_stops_reading_is_cut_off_and_its_connection_closed_after_replica_lag_max_ms() {
+    let cluster = cluster_with(1_000, 1);
+    let member = cluster.member("a");
+    let a = cluster.start(&member);
+    wait_for_role(&a, "leader");
+    let settings = TopicSettings { partitions: 1, retention_bytes: 0, retention_ms: 0, segment_bytes: 0 };
+    a.client().call(Request::CreateTopic { name: "big".into(), settings }).unwrap();
+    // Incompressible records, so the answers stay as large as the log.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..60 {
+        let values: Vec<String> = (0..100)
+            .map(|_| {
+                (0..1000)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        char::from(b'!' + (x % 90) as u8)
+                    })
+                    .collect()
+            })
+            .collect();
+        produce_acks(&a, "big", 0, &values, Acks::Leader).unwrap();
+    }
+    let baseline = connections_open(&a).unwrap();
+    let registration: serde_json::Value =
+        serde_json::from_str(&cluster.etcd.get("ringlog/nodes/1").unwrap().unwrap()).unwrap();
+    let secret = cluster.etcd.get("ringlog/secret").unwrap().unwrap();
+    // A follower that authenticates, asks for far more than its socket
+    // holds, then stops reading and sending (as a SIGSTOPped one does).
+    let mut follower = crate::node::Client::connect(registration["replication"].as_str().unwrap());
+    let Ok(Response::ReplicaChallenge { nonce }) = follower.call(Request::ReplicaHello { node_id: 9 }) else {
+        panic!("challenge")
+    };
+    let proof = ringlog::replication::auth::proof(secret.as_bytes(), &nonce, 9);
+    assert!(follower.call(Request::ReplicaAuth { proof }).is_ok());
+    assert_eq!(connections_open(&a), Some(baseline + 1.0));
+    for _ in 0..8 {
+        let fetch = Request::ReplicaFetch {
+            replica_id: 9,
+            topic: "big".into(),
+            partition: 0,
+            offset: 0,
+            max_bytes: 4 << 20,
+            max_wait_ms: 0,
+        };
+        follower.send(&fetch);
+    }
+    wait_for(Duration::from_secs(10), "the idle follower's connection closed", || {
+        connections_open(&a) == Some(baseline)
+    });
+    drop(follower);
 }
