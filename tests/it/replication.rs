@@ -127,7 +127,8 @@ fn metric(node: &Node, sample: &str) -> Option<f64> {
 
 #[test]
 fn min_insync_replicas_refuses_acks_all_and_a_forgotten_dead_node_stops_counting() {
-    let cluster = cluster_with(1_000, 2);
+    // A long lag bound: a hung replica counts in the ISR for 30 s unless forgotten.
+    let cluster = cluster_with(30_000, 2);
     let members: Vec<_> = ["a", "b", "c"].iter().map(|name| cluster.member(name)).collect();
     let a = cluster.start(&members[0]);
     wait_for_role(&a, "leader");
@@ -136,23 +137,32 @@ fn min_insync_replicas_refuses_acks_all_and_a_forgotten_dead_node_stops_counting
     create_topic(&a, "t");
     assert!(produce_acks(&a, "t", 0, &["one".into()], Acks::All).is_ok());
 
-    // c dies: after replica_lag_max_ms it leaves the ISR; {a, b} still meets 2.
-    c.kill();
-    wait_for(Duration::from_secs(10), "c out of sync", || !in_sync_ids(&a).contains(&3));
-    assert!(produce_acks(&a, "t", 0, &["two".into()], Acks::All).is_ok());
-    // Once its lease is gone, the dead node can be forgotten and no longer appears.
-    wait_for(Duration::from_secs(10), "forget c", || http(&a.admin, "DELETE", "/api/nodes/3", None, None).0 == 204);
+    // c hangs for good: its lease expires, but it is still in the in-sync
+    // set (its connection is open and lag_max has not passed), so every
+    // acks=all produce would wait for it.
+    // SAFETY: signals to our own child process.
+    unsafe { libc::kill(c.pid() as i32, libc::SIGSTOP) };
+    wait_for(Duration::from_secs(10), "c's registration to expire", || {
+        cluster.etcd.get("ringlog/nodes/3").unwrap().is_none()
+    });
+    assert!(in_sync_ids(&a).contains(&3), "c still counts before it is forgotten");
+    // Forgetting it removes it from the set that counts, long before lag_max.
+    assert_eq!(http(&a.admin, "DELETE", "/api/nodes/3", None, None).0, 204);
+    wait_for(Duration::from_secs(5), "c no longer counted", || !in_sync_ids(&a).contains(&3));
     assert!(nodes_view(&a).iter().all(|node| node["id"] != 3));
-    assert!(produce_acks(&a, "t", 0, &["three".into()], Acks::All).is_ok());
+    let started = Instant::now();
+    assert!(produce_acks(&a, "t", 0, &["two".into()], Acks::All).is_ok());
+    assert!(started.elapsed() < Duration::from_secs(5), "acks=all did not wait for c: {:?}", started.elapsed());
 
     // b dies too: one in-sync replica is fewer than min_insync_replicas = 2.
     b.kill();
     wait_for(Duration::from_secs(10), "b out of sync", || !in_sync_ids(&a).contains(&2));
-    assert_eq!(produce_acks(&a, "t", 0, &["four".into()], Acks::All).unwrap_err(), ErrorCode::NotEnoughReplicas);
-    assert!(produce_acks(&a, "t", 0, &["five".into()], Acks::Leader).is_ok(), "acks=leader does not need the ISR");
+    assert_eq!(produce_acks(&a, "t", 0, &["three".into()], Acks::All).unwrap_err(), ErrorCode::NotEnoughReplicas);
+    assert!(produce_acks(&a, "t", 0, &["four".into()], Acks::Leader).is_ok(), "acks=leader does not need the ISR");
     let (_, records) = read_partition(&a, "t", 0);
     let values: Vec<&str> = records.iter().map(|(_, value)| value.as_str()).collect();
-    assert_eq!(values, ["one", "two", "three", "five"], "the refused batch was never written");
+    assert_eq!(values, ["one", "two", "four"], "the refused batch was never written");
+    c.kill();
 }
 
 #[test]
