@@ -171,7 +171,7 @@ impl ControlPlane {
             view.problem = None;
         });
         let poll = Duration::from_millis(self.config.election_poll_interval_ms);
-        let mut pending = std::collections::HashMap::new();
+        let mut pending = super::isr::PendingJoins::default();
         while !stop.load(Ordering::SeqCst) {
             if health.is_lost() {
                 return Err(ClusterError::Invalid(format!(
@@ -183,6 +183,7 @@ impl ControlPlane {
                 self.note_unreachable(&error);
             } else if self.state.view().role == Role::Leader {
                 if let Err(error) = self.manage_in_sync_set(&etcd, id, &mut pending).await {
+                    pending.clear();
                     self.note_unreachable(&error);
                 }
             }
