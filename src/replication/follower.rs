@@ -88,6 +88,9 @@ async fn session(context: &Rc<ShardContext>, target: &Target, stopping: &Rc<Cell
             &target.address,
             limits.max_frame_bytes,
             limits.max_inflight_requests_per_connection,
+            // A leader silent for replica_lag_max_ms would have cut this
+            // follower off: it is gone for us too.
+            Duration::from_millis(context.config.cluster.replica_lag_max_ms.max(u64::from(FETCH_WAIT_MS) * 2)),
         )
         .await?,
     );
