@@ -110,6 +110,9 @@ pub struct ClusterState {
     write_deadline_ms: AtomicU64,
     clustered: AtomicBool,
     secret: ArcSwapOption<Vec<u8>>,
+    /// Raised when this node's id was forgotten and it took a new one: its
+    /// partitions must start over from the leader (SPEC §5).
+    resync_generation: AtomicU64,
 }
 
 /// Milliseconds since the first call in this process (a monotonic clock
@@ -137,6 +140,7 @@ impl ClusterState {
             write_deadline_ms: AtomicU64::new(u64::MAX),
             clustered: AtomicBool::new(false),
             secret: ArcSwapOption::empty(),
+            resync_generation: AtomicU64::new(0),
         })
     }
 
@@ -147,6 +151,7 @@ impl ClusterState {
             write_deadline_ms: AtomicU64::new(0),
             clustered: AtomicBool::new(true),
             secret: ArcSwapOption::empty(),
+            resync_generation: AtomicU64::new(0),
         })
     }
 
@@ -172,6 +177,17 @@ impl ClusterState {
         if view != *self.view() {
             self.publish(view);
         }
+    }
+
+    /// This node's old logs are not to be trusted any more (its id was
+    /// forgotten): every partition resynchronises from the leader.
+    pub fn request_resync(&self) {
+        self.resync_generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many times a resynchronisation from scratch was requested.
+    pub fn resync_generation(&self) -> u64 {
+        self.resync_generation.load(Ordering::SeqCst)
     }
 
     /// The cluster secret for replication handshakes, once known.

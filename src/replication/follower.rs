@@ -187,6 +187,7 @@ async fn replicate(
     let node_id = target.node_id;
     let topic = owned.meta.name.clone();
     let partition = partition_number(owned);
+    resync_if_forgotten(context, owned).await?;
     truncate_divergence(connection, owned, &topic, partition).await?;
     let mut offsets_mirrored_at = None::<std::time::Instant>;
     let mut buffer = Vec::new();
@@ -448,6 +449,22 @@ async fn truncate_divergence(
         }
     }
     Err(CallError::Connection(format!("{topic}/{partition}: the divergence check did not settle")))
+}
+
+/// This node's id was forgotten and it took a new one: nothing in its logs
+/// is trusted (SPEC §5). The partition starts over empty, at the high
+/// watermark it already showed consumers (never lower: that must not fall)
+/// or its log start, and fetches everything after from the leader.
+async fn resync_if_forgotten(context: &ShardContext, owned: &OwnedPartition) -> Result<(), CallError> {
+    let wanted = context.cluster.resync_generation();
+    if owned.replication.resynced_generation() >= wanted {
+        return Ok(());
+    }
+    let snapshot = owned.log.snapshot();
+    let start = snapshot.log_start_offset.max(owned.replication.served_high_watermark());
+    reset_behind_leader(owned, snapshot.log_end_offset, start).await?;
+    owned.replication.set_resynced_generation(wanted);
+    Ok(())
 }
 
 /// The leader no longer has the records after this log's end (retention):

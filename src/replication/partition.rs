@@ -32,6 +32,7 @@ pub struct PartitionReplication {
     learned_high_watermark: Cell<u64>,
     /// The highest high watermark consumers were shown on this node.
     served_high_watermark: Cell<u64>,
+    resynced_generation: Cell<u64>,
     term_epoch: Cell<u32>,
     last_answer: RefCell<Option<CompressedAnswer>>,
     /// Fired whenever a follower position or the high watermark moves.
@@ -56,6 +57,7 @@ impl Default for PartitionReplication {
             high_watermark: Cell::default(),
             learned_high_watermark: Cell::default(),
             served_high_watermark: Cell::default(),
+            resynced_generation: Cell::default(),
             term_epoch: Cell::default(),
             last_answer: RefCell::default(),
             changed: Notify::default(),
@@ -203,6 +205,21 @@ impl PartitionReplication {
         );
         self.served_high_watermark.set(visible);
         visible
+    }
+
+    /// The highest high watermark consumers were shown on this node.
+    pub fn served_high_watermark(&self) -> u64 {
+        self.served_high_watermark.get()
+    }
+
+    /// The resynchronisation generation this partition has carried out.
+    pub fn resynced_generation(&self) -> u64 {
+        self.resynced_generation.get()
+    }
+
+    /// Record that this partition carried out resynchronisation `generation`.
+    pub fn set_resynced_generation(&self, generation: u64) {
+        self.resynced_generation.set(generation);
     }
 
     /// The stored leader high watermark.

@@ -707,3 +707,36 @@ fn a_follower_that_stops_reading_is_cut_off_and_its_connection_closed_after_repl
     });
     drop(follower);
 }
+
+#[test]
+fn a_forgotten_node_that_starts_again_gets_a_new_id_and_resynchronises_from_scratch() {
+    let cluster = cluster_with(2_000, 1);
+    let members: Vec<_> = ["a", "b", "c"].iter().map(|name| cluster.member(name)).collect();
+    let a = cluster.start(&members[0]);
+    wait_for_role(&a, "leader");
+    let (_b, c) = (cluster.start(&members[1]), cluster.start(&members[2]));
+    wait_all_in_sync(&a, 3);
+    create_topic(&a, "t");
+    for round in 0..20u32 {
+        let values: Vec<String> = (0..20).map(|i| format!("r{round}-{i}-{}", "y".repeat(200))).collect();
+        produce_acks(&a, "t", round % 2, &values, Acks::All).expect("acks=all");
+    }
+    c.kill();
+    wait_for(Duration::from_secs(10), "forget c", || http(&a.admin, "DELETE", "/api/nodes/3", None, None).0 == 204);
+
+    // c comes back with its old disk: a new id, and none of its old logs trusted.
+    let c = cluster.start(&members[2]);
+    let id = wait_for_role(&c, "follower");
+    assert_eq!(id, 4);
+    wait_for(Duration::from_secs(20), "the returning node in sync", || in_sync_ids(&a).contains(&id));
+    let mut log_bytes = 0;
+    for partition in 0..2 {
+        let end = high_watermark(&a, "t", partition).unwrap();
+        wait_for(Duration::from_secs(10), "it caught up", || high_watermark(&c, "t", partition) == Some(end));
+        let leader = read_partition(&a, "t", partition).0;
+        assert!(read_partition(&c, "t", partition).0 == leader, "partition {partition} differs");
+        log_bytes += leader.len();
+    }
+    let sent = metric(&a, "ringlog_follower_sent_uncompressed_bytes_total{follower=\"4\"}").unwrap_or(0.0);
+    assert!(sent >= log_bytes as f64, "the leader sent node 4 its whole log again: {sent} of {log_bytes} bytes");
+}
