@@ -193,40 +193,7 @@ impl Connection {
         if let Some(session) = &self.replication {
             session.close(&self.context);
         }
-        match end {
-            ReadEnd::BadInput(correlation_id, error) => {
-                tracing::debug!(target: "ringlog::net", message = %error.message, "closing connection after bad input");
-                let mut frame = Vec::new();
-                encode_error(correlation_id.unwrap_or(0), &error, &mut frame);
-                // Never wait for room: a peer that does not read would hold
-                // this connection forever. No room, no error frame.
-                let _ = sender.try_send((frame, Vec::new(), None));
-            }
-            // Cut off: nothing more is owed to it, and its writer may be
-            // blocked on a full socket the peer no longer reads.
-            ReadEnd::CutOff => queue.shut_down(),
-            ReadEnd::Closed | ReadEnd::Stopping => {}
-        }
-        drop(sender);
-        // Answers already queued get a bounded time to go out; then the
-        // socket is shut so the writer, its queue, the connection slot and
-        // the descriptors are released whatever the peer does.
-        let mut writer = writer;
-        let finished = futures_lite::future::or(
-            async {
-                (&mut writer).await;
-                true
-            },
-            async {
-                crate::runtime::sleep(CLOSE_GRACE).await;
-                false
-            },
-        )
-        .await;
-        if !finished {
-            queue.shut_down();
-            writer.await;
-        }
+        close(end, sender, &queue, writer).await;
     }
 
     async fn read_loop(
@@ -394,6 +361,45 @@ impl Connection {
             Err(_) => None,
         };
         ReadEnd::BadInput(correlation_id, protocol_error(error))
+    }
+}
+
+/// End a connection whose read loop ended with `end`: say why where the
+/// framing allows, then let the writer deliver what is queued for a bounded
+/// time and shut the socket under it after that, so a peer that stops
+/// reading never holds the writer, its queue, the connection slot or the
+/// descriptors.
+async fn close(end: ReadEnd, sender: Rc<LocalSender<Outgoing>>, queue: &ReplyQueue, writer: crate::runtime::Task<()>) {
+    match end {
+        ReadEnd::BadInput(correlation_id, error) => {
+            tracing::debug!(target: "ringlog::net", message = %error.message, "closing connection after bad input");
+            let mut frame = Vec::new();
+            encode_error(correlation_id.unwrap_or(0), &error, &mut frame);
+            // Never wait for room: a peer that does not read would hold
+            // this connection forever. No room, no error frame.
+            let _ = sender.try_send((frame, Vec::new(), None));
+        }
+        // Cut off: nothing more is owed to it, and its writer may be
+        // blocked on a full socket the peer no longer reads.
+        ReadEnd::CutOff => queue.shut_down(),
+        ReadEnd::Closed | ReadEnd::Stopping => {}
+    }
+    drop(sender);
+    let mut writer = writer;
+    let finished = futures_lite::future::or(
+        async {
+            (&mut writer).await;
+            true
+        },
+        async {
+            crate::runtime::sleep(CLOSE_GRACE).await;
+            false
+        },
+    )
+    .await;
+    if !finished {
+        queue.shut_down();
+        writer.await;
     }
 }
 
