@@ -247,7 +247,9 @@ impl ControlPlane {
     async fn follow_election(&self, etcd: &Etcd, id: u64, health: &LeaseHealth) -> Result<(), ClusterError> {
         let mut leadership = election::observe(etcd, &self.keys, health.lease).await?;
         if leadership == Leadership::Vacant {
-            if let Some((epoch, revision)) = election::campaign(etcd, &self.keys, id, health.lease).await? {
+            if let Some((epoch, revision)) =
+                election::campaign(etcd, &self.keys, id, health.lease, self.state.local_max_epoch()).await?
+            {
                 tracing::info!(target: "ringlog::cluster", id, epoch, "elected leader");
                 leadership = Leadership::Mine { epoch, revision };
             }

@@ -4,7 +4,7 @@
 //! on the shards the instant the deadline passes, whatever the control
 //! thread is doing.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -113,6 +113,8 @@ pub struct ClusterState {
     /// Raised when this node's id was forgotten and it took a new one: its
     /// partitions must start over from the leader (SPEC §5).
     resync_generation: AtomicU64,
+    /// The highest leader epoch found in this node's logs.
+    local_max_epoch: AtomicU32,
 }
 
 /// Milliseconds since the first call in this process (a monotonic clock
@@ -141,6 +143,7 @@ impl ClusterState {
             clustered: AtomicBool::new(false),
             secret: ArcSwapOption::empty(),
             resync_generation: AtomicU64::new(0),
+            local_max_epoch: AtomicU32::new(0),
         })
     }
 
@@ -152,6 +155,7 @@ impl ClusterState {
             clustered: AtomicBool::new(true),
             secret: ArcSwapOption::empty(),
             resync_generation: AtomicU64::new(0),
+            local_max_epoch: AtomicU32::new(0),
         })
     }
 
@@ -188,6 +192,17 @@ impl ClusterState {
     /// How many times a resynchronisation from scratch was requested.
     pub fn resync_generation(&self) -> u64 {
         self.resync_generation.load(Ordering::SeqCst)
+    }
+
+    /// A log on this node holds records of leader `epoch`: an election this
+    /// node wins must take a higher one, whatever etcd remembers.
+    pub fn note_local_epoch(&self, epoch: u32) {
+        self.local_max_epoch.fetch_max(epoch, Ordering::SeqCst);
+    }
+
+    /// The highest leader epoch in this node's logs.
+    pub fn local_max_epoch(&self) -> u32 {
+        self.local_max_epoch.load(Ordering::SeqCst)
     }
 
     /// The cluster secret for replication handshakes, once known.

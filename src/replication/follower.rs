@@ -301,6 +301,7 @@ async fn apply(
             )));
         }
         latest_epoch = Some(header.leader_epoch);
+        context.cluster.note_local_epoch(header.leader_epoch);
         let end = position + header.batch_bytes as usize;
         let info = owned
             .log

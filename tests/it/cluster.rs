@@ -399,3 +399,27 @@ fn forget_node_refuses_leader_self_and_connected_and_a_forgotten_node_gets_a_new
     let log = log_of(&members[2]);
     assert!(log.contains("old id 3 was forgotten"), "the node says so in its log: {log}");
 }
+
+#[test]
+fn a_leader_elected_after_etcd_was_wiped_writes_under_an_epoch_above_the_ones_on_its_disk() {
+    let mut cluster = Cluster::new();
+    // Move etcd's revision well past where a fresh etcd starts.
+    for round in 0..200 {
+        cluster.etcd.put("filler", &round.to_string());
+    }
+    let member = cluster.member("a");
+    let a = cluster.start(&member);
+    wait_for_role(&a, "leader");
+    create_topic(&a, "t");
+    assert!(produce(&a, "t", "before").is_ok());
+    let before = health(&a)["leader_epoch"].as_u64().unwrap();
+    a.kill();
+    // etcd loses everything: a fresh one, whose revisions start over.
+    cluster.etcd = EtcdProcess::start();
+    let a = cluster.start(&member);
+    wait_for_role(&a, "leader");
+    let after = health(&a)["leader_epoch"].as_u64().unwrap();
+    assert!(after > before, "epoch {after} after the wipe, {before} on disk");
+    let outcome = produce(&a, "t", "after");
+    assert!(outcome.is_ok(), "the new leader can write: {outcome:?}");
+}
