@@ -45,7 +45,7 @@ pub enum Step {
         ask_again: bool,
     },
     /// Nothing here survives: start the log over, empty, at this offset
-    /// (the leader's log start).
+    /// (the later of the leader's and the local log start).
     Reset(u64),
 }
 
@@ -81,7 +81,10 @@ pub fn next_step(local: LocalLog<'_>, asked: u32, answer: LeaderAnswer) -> Resul
         return Ok(Step::Agreed);
     }
     if target < local.log_start_offset {
-        return Ok(Step::Reset(answer.log_start_offset));
+        // Every local record diverges. Start over at the later of the two
+        // log starts: never below our own (a log cannot restart behind its
+        // start), and the leader has nothing below its own.
+        return Ok(Step::Reset(answer.log_start_offset.max(local.log_start_offset)));
     }
     Ok(Step::Truncate { to: target, ask_again })
 }
@@ -160,12 +163,14 @@ mod tests {
     }
 
     #[test]
-    fn a_cut_below_the_local_log_start_resets_to_the_leaders_log_start() {
+    fn a_cut_below_the_local_log_start_empties_the_log_at_the_later_log_start() {
         // Retention moved our start to 100, but the leader's epoch 1 ended at 80.
         let local = history(&[(1, 0), (3, 100)]);
         let log = LocalLog { epochs: &local, log_start_offset: 100, log_end_offset: 150 };
         let answer = LeaderAnswer { epoch: Some(1), end_offset: 80, log_start_offset: 60 };
-        assert_eq!(next_step(log, 3, answer), Ok(Step::Reset(60)));
+        assert_eq!(next_step(log, 3, answer), Ok(Step::Reset(100)), "never behind our own start");
+        let answer = LeaderAnswer { epoch: Some(1), end_offset: 80, log_start_offset: 120 };
+        assert_eq!(next_step(log, 3, answer), Ok(Step::Reset(120)), "nor behind the leader's");
     }
 
     #[test]
