@@ -136,21 +136,6 @@ fn won(response: &etcd_client::TxnResponse, epoch: u32) -> Result<(u32, i64), Cl
     Ok((epoch, revision))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_new_epoch_is_above_both_the_stored_one_and_every_epoch_on_disk() {
-        assert_eq!(next_epoch(None, 0).unwrap(), 1, "the first election");
-        assert_eq!(next_epoch(Some("7"), 3).unwrap(), 8);
-        assert_eq!(next_epoch(None, 205).unwrap(), 206, "etcd wiped: the disk decides");
-        assert_eq!(next_epoch(Some("5"), 205).unwrap(), 206);
-        assert!(next_epoch(Some("4294967295"), 0).is_err(), "exhausted, not wrapped");
-        assert!(next_epoch(Some("x"), 0).is_err());
-    }
-}
-
 /// Give up the election (only if this node still holds it).
 pub async fn resign(etcd: &Etcd, keys: &Keys, lease: i64) -> Result<(), ClusterError> {
     let txn = Txn::new()
@@ -176,4 +161,19 @@ pub async fn write_in_sync(
         ])
         .and_then([TxnOp::put(keys.insync(id), if in_sync { "1" } else { "0" }, None)]);
     Ok(etcd.txn("write insync", txn).await?.succeeded())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_epoch_is_above_both_the_stored_one_and_every_epoch_on_disk() {
+        assert_eq!(next_epoch(None, 0).unwrap(), 1, "the first election");
+        assert_eq!(next_epoch(Some("7"), 3).unwrap(), 8);
+        assert_eq!(next_epoch(None, 205).unwrap(), 206, "etcd wiped: the disk decides");
+        assert_eq!(next_epoch(Some("5"), 205).unwrap(), 206);
+        assert!(next_epoch(Some("4294967295"), 0).is_err(), "exhausted, not wrapped");
+        assert!(next_epoch(Some("x"), 0).is_err());
+    }
 }
