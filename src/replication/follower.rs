@@ -18,7 +18,7 @@ use crate::cluster::state::Role;
 use crate::net::protocol::{ErrorCode, Request, Response};
 use crate::shard::handler::ShardContext;
 use crate::shard::partitions::OwnedPartition;
-use crate::storage::AppendMode;
+use crate::storage::{AppendMode, PartitionLog};
 
 /// Longest a follower's read waits at the leader for new data.
 const FETCH_WAIT_MS: u32 = 500;
@@ -199,7 +199,7 @@ async fn replicate(
         if !still_open(context, owned, &topic, partition) {
             return Ok(());
         }
-        let offset = durable_end(context, owned, &topic, partition).await?;
+        let offset = durable_end(&owned.log, || still_open(context, owned, &topic, partition)).await?;
         let request = Request::ReplicaFetch {
             replica_id: node_id,
             topic: topic.clone(),
@@ -235,27 +235,22 @@ async fn replicate(
 /// offset of a read acknowledges everything before it, so it must never
 /// pass what this node made durable, whatever an earlier session (cut off
 /// while it waited for the disk) left written but unsynced.
-async fn durable_end(
-    context: &ShardContext,
-    owned: &OwnedPartition,
-    topic: &str,
-    partition: u32,
-) -> Result<u64, CallError> {
+async fn durable_end(log: &PartitionLog, still_open: impl Fn() -> bool) -> Result<u64, CallError> {
     loop {
-        // A deleted topic's log is closed: its wait returns at once and
-        // nothing more becomes durable, so waiting again would spin this
-        // shard's executor forever.
-        if !still_open(context, owned, topic, partition) {
-            return Err(CallError::Connection(format!("{topic}/{partition} was closed")));
+        // A deleted topic's log is closed: its wait returns at once without
+        // yielding and nothing more becomes durable, so waiting again would
+        // spin this shard's executor forever.
+        if !still_open() {
+            return Err(CallError::Connection(format!("{} was closed", log.dir().display())));
         }
-        let snapshot = owned.log.snapshot();
+        let snapshot = log.snapshot();
         if let Some(failure) = snapshot.failure {
             return Err(CallError::Connection(format!("partition failed: {failure}")));
         }
         if snapshot.durable_end_offset >= snapshot.log_end_offset {
             return Ok(snapshot.durable_end_offset);
         }
-        owned.log.wait_durable_past(snapshot.durable_end_offset).await;
+        log.wait_durable_past(snapshot.durable_end_offset).await;
     }
 }
 
@@ -484,6 +479,36 @@ async fn reset_behind_leader(owned: &OwnedPartition, local_end: u64, leader_star
 mod tests {
     use super::*;
     use crate::storage::batch::{BatchBuilder, BATCH_HEADER_BYTES};
+
+    #[test]
+    fn waiting_for_a_log_closed_under_the_follower_ends_instead_of_spinning_the_shard() {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        // A spinning task never yields, so only another thread can notice.
+        std::thread::spawn(move || {
+            let outcome = crate::runtime::block_on_executor("closed-durable-wait", || async {
+                let dir = tempfile::tempdir().unwrap();
+                let log = Rc::new(PartitionLog::open(dir.path(), Default::default(), None).await.unwrap());
+                let mut builder = BatchBuilder::new();
+                builder.push(1, None, b"value", &[]);
+                let mut batch = builder.finish().to_vec();
+                log.append_placed(&mut batch, AppendMode::Leader { leader_epoch: 1 }).await.unwrap();
+                // The topic is deleted: the shard forgets the partition, then closes its log.
+                let open = Rc::new(Cell::new(true));
+                let (closing, closing_open) = (Rc::clone(&log), Rc::clone(&open));
+                let closer = crate::runtime::spawn_local(async move {
+                    closing_open.set(false);
+                    closing.abandon().await;
+                });
+                crate::runtime::yield_now().await;
+                let outcome = durable_end(&log, || open.get()).await.map_err(|error| error.to_string());
+                closer.await;
+                outcome
+            });
+            let _ = sender.send(outcome.unwrap());
+        });
+        let outcome = receiver.recv_timeout(Duration::from_secs(20)).expect("the wait spun on the closed log");
+        assert!(outcome.is_err(), "{outcome:?}");
+    }
 
     #[test]
     fn an_answer_with_a_zero_length_batch_is_refused_instead_of_looping() {
