@@ -491,7 +491,7 @@ mod tests {
                 let mut builder = BatchBuilder::new();
                 builder.push(1, None, b"value", &[]);
                 let mut batch = builder.finish().to_vec();
-                log.append_placed(&mut batch, AppendMode::Leader { leader_epoch: 1 }).await.unwrap();
+                let _placed = log.append_placed(&mut batch, AppendMode::Leader { leader_epoch: 1 }).await.unwrap();
                 // The topic is deleted: the shard forgets the partition, then closes its log.
                 let open = Rc::new(Cell::new(true));
                 let (closing, closing_open) = (Rc::clone(&log), Rc::clone(&open));
