@@ -457,8 +457,11 @@ async fn resync_if_forgotten(context: &ShardContext, owned: &OwnedPartition) -> 
         return Ok(());
     }
     let snapshot = owned.log.snapshot();
-    let start = snapshot.log_start_offset.max(owned.replication.served_high_watermark());
-    reset_behind_leader(owned, snapshot.log_end_offset, start).await?;
+    // An empty log (a topic mirrored since) has nothing to distrust.
+    if snapshot.log_end_offset > snapshot.log_start_offset {
+        let start = snapshot.log_start_offset.max(owned.replication.served_high_watermark());
+        reset_behind_leader(owned, snapshot.log_end_offset, start).await?;
+    }
     owned.replication.set_resynced_generation(wanted);
     Ok(())
 }
