@@ -426,3 +426,36 @@ fn a_leader_elected_after_etcd_was_wiped_writes_under_an_epoch_above_the_ones_on
     let outcome = produce(&a, "t", "after");
     assert!(outcome.is_ok(), "the new leader can write: {outcome:?}");
 }
+
+#[test]
+fn a_node_whose_id_is_forgotten_before_it_registers_is_refused_registration() {
+    use ringlog::cluster::{etcd::Etcd, keys::Keys, membership::ControlPlane, node_id::assign_node_id};
+    let etcd = EtcdProcess::start();
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let outcome = runtime.block_on(async {
+        let client = Etcd::connect(std::slice::from_ref(&etcd.endpoint), Duration::from_secs(2)).await.unwrap();
+        let keys = Keys::new("ringlog");
+        let id = assign_node_id(&client, &keys).await.unwrap();
+        // forget-node lands after this node settled its id, before it registers.
+        client.client().delete(keys.insync(id), None).await.unwrap();
+        let lease = client.grant_lease(5).await.unwrap();
+        let addresses = ringlog::cluster::keys::Registration {
+            id,
+            client: "127.0.0.1:1".into(),
+            replication: "127.0.0.1:2".into(),
+            admin: "127.0.0.1:3".into(),
+        };
+        let plane = ControlPlane::new(
+            ringlog::config::ClusterConfig::default(),
+            dir.path().to_path_buf(),
+            addresses,
+            ringlog::cluster::state::ClusterState::clustered(),
+            ringlog::replication::progress::ReplicationProgress::new(1),
+        );
+        plane.register(&client, id, lease).await.map_err(|error| error.to_string())
+    });
+    let error = outcome.expect_err("registered under a forgotten id");
+    assert!(error.contains("forgotten"), "{error}");
+    assert_eq!(etcd.get("ringlog/nodes/1").unwrap(), None, "no registration without an insync key");
+}
