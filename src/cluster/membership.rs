@@ -215,7 +215,7 @@ impl ControlPlane {
 
     /// Create `PREFIX/nodes/<id>` under `lease`, only if no live process
     /// holds it (a duplicate id, or our own previous run before its lease
-    /// expired).
+    /// expired) and the id is still known (its insync key exists).
     pub async fn register(&self, etcd: &Etcd, id: u64, lease: i64) -> Result<(), ClusterError> {
         use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
         let registration = Registration { id, ..self.addresses.clone() };
