@@ -261,6 +261,11 @@ impl NodeConfig {
         if !(10..=ttl_ms / 2).contains(&self.cluster.election_poll_interval_ms) {
             return Err("cluster.election_poll_interval_ms must be at least 10 and at most half the lease TTL".into());
         }
+        // Below a follower's long-poll cadence every follower would be cut
+        // off as idle (0 cuts them all); above an hour a dead one holds acks=all.
+        if !(1_000..=3_600_000).contains(&self.cluster.replica_lag_max_ms) {
+            return Err("cluster.replica_lag_max_ms must be in 1000..=3600000".into());
+        }
         if self.cluster.prefix.trim_matches('/').is_empty() {
             return Err("cluster.prefix must not be empty".into());
         }
@@ -279,6 +284,15 @@ mod tests {
 
     fn vars(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
         pairs.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect::<Vec<_>>().into_iter()
+    }
+
+    #[test]
+    fn a_replica_lag_max_of_zero_or_beyond_an_hour_is_refused() {
+        for bad in ["0", "999", "3600001"] {
+            let error = NodeConfig::load(None, vars(&[("RINGLOG_CLUSTER_REPLICA_LAG_MAX_MS", bad)])).unwrap_err();
+            assert!(error.contains("replica_lag_max_ms"), "{bad}: {error}");
+        }
+        assert!(NodeConfig::load(None, vars(&[("RINGLOG_CLUSTER_REPLICA_LAG_MAX_MS", "1000")])).is_ok());
     }
 
     #[test]

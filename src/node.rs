@@ -280,6 +280,12 @@ async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), String> {
         let _ = setup.ready.send(Err(message.clone()));
         return Err(message);
     }
+    // Before the control plane starts: a leader must outrank every epoch on disk.
+    for owned in context.partitions.all() {
+        if let Some(epoch) = owned.log.snapshot().leader_epoch {
+            context.cluster.note_local_epoch(epoch);
+        }
+    }
     // Accept clients only once every shard has opened its partitions: a
     // request forwarded to a shard still recovering would find nothing.
     setup.opened.fetch_add(1, Ordering::SeqCst);

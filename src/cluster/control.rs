@@ -37,7 +37,11 @@ pub fn start(
             };
             runtime.block_on(async move {
                 let membership = plane.map(|plane| tokio::spawn(plane.run(stop)));
-                let trimmer = (heap_trim_interval_ms > 0).then(|| tokio::spawn(trim_heap(heap_trim_interval_ms)));
+                let trimmer = (heap_trim_interval_ms > 0).then(|| {
+                    tokio::spawn(trim_heap(heap_trim_interval_ms, || {
+                        crate::runtime::memory::release_free_heap();
+                    }))
+                });
                 serve_admin(listener, state, stop).await;
                 if let Some(trimmer) = trimmer {
                     trimmer.abort();
@@ -51,13 +55,16 @@ pub fn start(
 }
 
 /// Hand freed heap pages back to the OS every `interval_ms` (see
-/// `runtime::memory`); on this thread, so no shard ever pays for it.
-async fn trim_heap(interval_ms: u64) {
+/// `runtime::memory`) with `trim`: off the shards, so none ever pays for
+/// it, and off this runtime's thread too (tokio's blocking pool), because
+/// a trim of a large heap can take long enough to delay the lease
+/// keep-alive beside it.
+async fn trim_heap(interval_ms: u64, trim: fn()) {
     let mut ticker = tokio::time::interval(Duration::from_millis(interval_ms));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        crate::runtime::memory::release_free_heap();
+        let _ = tokio::task::spawn_blocking(trim).await;
     }
 }
 
@@ -77,5 +84,26 @@ async fn serve_admin(listener: std::net::TcpListener, state: AdminState, stop: &
     };
     if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
         tracing::error!(target: "ringlog::admin", %error, "admin server failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_slow_heap_trim_does_not_delay_the_control_threads_other_tasks() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let delayed = runtime.block_on(async {
+            let trimmer = tokio::spawn(super::trim_heap(1, || std::thread::sleep(Duration::from_millis(500))));
+            // Let the first trim start, then time a short timer (the lease keep-alive's kind of work).
+            tokio::task::yield_now().await;
+            let started = Instant::now();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let delayed = started.elapsed();
+            trimmer.abort();
+            delayed
+        });
+        assert!(delayed < Duration::from_millis(300), "a 20 ms timer took {delayed:?}");
     }
 }

@@ -7,8 +7,11 @@
 //! `PREFIX/initialized` key) lets any node win once; that winner writes
 //! `initialized` and marks itself in sync in the same transaction.
 //!
-//! The leader epoch is the etcd revision at which the leader key was
-//! created: it grows with every election and needs no extra key.
+//! The leader epoch is a counter in `PREFIX/leader_epoch`, raised by the
+//! winner in its campaign transaction (compare-and-swap), to one above both
+//! the stored value and the highest epoch in the winner's own logs: etcd
+//! revisions (the old epoch) stopped fitting a u32 after 2^32 writes, and
+//! an etcd that was wiped starts counting again below the epochs on disk.
 
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 
@@ -31,17 +34,33 @@ pub enum Leadership {
     Vacant,
 }
 
-/// The leader epoch for a leader key created at `revision`.
-pub fn epoch_of(revision: i64) -> Result<u32, ClusterError> {
-    u32::try_from(revision)
-        .map_err(|_| ClusterError::Invalid(format!("etcd revision {revision} does not fit a leader epoch")))
+/// The epoch a new leader takes: one above what etcd stored (`None`: no
+/// election yet, or etcd was wiped) and above every epoch in its own logs.
+pub fn next_epoch(stored: Option<&str>, local_max: u32) -> Result<u32, ClusterError> {
+    let stored = match stored {
+        Some(text) => text
+            .parse::<u32>()
+            .map_err(|_| ClusterError::Invalid(format!("the leader epoch key holds {text:?}, not an epoch")))?,
+        None => 0,
+    };
+    stored
+        .max(local_max)
+        .checked_add(1)
+        .ok_or_else(|| ClusterError::Invalid("every leader epoch up to 2^32 - 1 has been used".into()))
 }
 
 /// Read the election key.
 pub async fn observe(etcd: &Etcd, keys: &Keys, lease: i64) -> Result<Leadership, ClusterError> {
     let Some(kv) = etcd.get(&keys.leader()).await? else { return Ok(Leadership::Vacant) };
     if kv.lease() == lease {
-        return Ok(Leadership::Mine { epoch: epoch_of(kv.create_revision())?, revision: kv.create_revision() });
+        // Nobody can campaign while this node holds the key, so the epoch
+        // key still holds what this node's campaign wrote.
+        let epoch_key = etcd.get(&keys.leader_epoch()).await?;
+        let text = epoch_key.as_ref().map(text).unwrap_or_default();
+        let epoch = text
+            .parse()
+            .map_err(|_| ClusterError::Invalid(format!("{} holds {text:?}, not an epoch", keys.leader_epoch())))?;
+        return Ok(Leadership::Mine { epoch, revision: kv.create_revision() });
     }
     let value = text(&kv);
     value
@@ -51,19 +70,35 @@ pub async fn observe(etcd: &Etcd, keys: &Keys, lease: i64) -> Result<Leadership,
 }
 
 /// Try to become leader; `Some((epoch, revision))` when this node won.
-pub async fn campaign(etcd: &Etcd, keys: &Keys, id: u64, lease: i64) -> Result<Option<(u32, i64)>, ClusterError> {
+/// `local_max_epoch` is the highest epoch in this node's logs.
+pub async fn campaign(
+    etcd: &Etcd,
+    keys: &Keys,
+    id: u64,
+    lease: i64,
+    local_max_epoch: u32,
+) -> Result<Option<(u32, i64)>, ClusterError> {
     let leader = keys.leader();
     let put_leader = TxnOp::put(leader.clone(), id.to_string(), Some(etcd_client::PutOptions::new().with_lease(lease)));
+    let stored = etcd.get(&keys.leader_epoch()).await?;
+    let epoch = next_epoch(stored.as_ref().map(text).as_deref(), local_max_epoch)?;
+    // Another campaign in between moves the key: this one then fails.
+    let epoch_unchanged = match &stored {
+        Some(kv) => Compare::mod_revision(keys.leader_epoch(), CompareOp::Equal, kv.mod_revision()),
+        None => Compare::create_revision(keys.leader_epoch(), CompareOp::Equal, 0),
+    };
+    let put_epoch = TxnOp::put(keys.leader_epoch(), epoch.to_string(), None);
     let in_sync = Txn::new()
         .when([
             Compare::create_revision(leader.clone(), CompareOp::Equal, 0),
             Compare::value(keys.insync(id), CompareOp::Equal, "1"),
+            epoch_unchanged.clone(),
         ])
-        .and_then([put_leader.clone()])
+        .and_then([put_leader.clone(), put_epoch.clone()])
         .or_else([TxnOp::get(keys.initialized(), None)]);
     let response = etcd.txn("campaign", in_sync).await?;
     if response.succeeded() {
-        return won(&response).map(Some);
+        return won(&response, epoch).map(Some);
     }
     let initialized = response.op_responses().into_iter().any(|op| match op {
         TxnOpResponse::Get(get) => !get.kvs().is_empty(),
@@ -76,26 +111,29 @@ pub async fn campaign(etcd: &Etcd, keys: &Keys, id: u64, lease: i64) -> Result<O
         .when([
             Compare::create_revision(leader, CompareOp::Equal, 0),
             Compare::create_revision(keys.initialized(), CompareOp::Equal, 0),
+            epoch_unchanged,
         ])
         .and_then([
             put_leader,
+            put_epoch,
             TxnOp::put(keys.initialized(), id.to_string(), None),
             TxnOp::put(keys.insync(id), "1", None),
         ]);
     let response = etcd.txn("bootstrap campaign", bootstrap).await?;
     if response.succeeded() {
         tracing::info!(target: "ringlog::cluster", id, "brand-new cluster: this node is its first leader");
-        return won(&response).map(Some);
+        return won(&response, epoch).map(Some);
     }
     Ok(None)
 }
 
-fn won(response: &etcd_client::TxnResponse) -> Result<(u32, i64), ClusterError> {
+/// The epoch won and the leader key's create revision (for fencing).
+fn won(response: &etcd_client::TxnResponse, epoch: u32) -> Result<(u32, i64), ClusterError> {
     let revision = response
         .header()
         .map(|header| header.revision())
         .ok_or_else(|| ClusterError::Invalid("etcd transaction answer without a header".into()))?;
-    Ok((epoch_of(revision)?, revision))
+    Ok((epoch, revision))
 }
 
 /// Give up the election (only if this node still holds it).
@@ -123,4 +161,19 @@ pub async fn write_in_sync(
         ])
         .and_then([TxnOp::put(keys.insync(id), if in_sync { "1" } else { "0" }, None)]);
     Ok(etcd.txn("write insync", txn).await?.succeeded())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_epoch_is_above_both_the_stored_one_and_every_epoch_on_disk() {
+        assert_eq!(next_epoch(None, 0).unwrap(), 1, "the first election");
+        assert_eq!(next_epoch(Some("7"), 3).unwrap(), 8);
+        assert_eq!(next_epoch(None, 205).unwrap(), 206, "etcd wiped: the disk decides");
+        assert_eq!(next_epoch(Some("5"), 205).unwrap(), 206);
+        assert!(next_epoch(Some("4294967295"), 0).is_err(), "exhausted, not wrapped");
+        assert!(next_epoch(Some("x"), 0).is_err());
+    }
 }

@@ -40,6 +40,12 @@ impl Keys {
         format!("{}/leader", self.prefix)
     }
 
+    /// `PREFIX/leader_epoch`: the epoch of the latest election, written by
+    /// the winner in its campaign transaction.
+    pub fn leader_epoch(&self) -> String {
+        format!("{}/leader_epoch", self.prefix)
+    }
+
     /// `PREFIX/last_node_id`: the highest id ever handed out, so that the
     /// id of a forgotten node is never given to anyone again.
     pub fn last_node_id(&self) -> String {

@@ -171,7 +171,7 @@ impl ControlPlane {
             view.problem = None;
         });
         let poll = Duration::from_millis(self.config.election_poll_interval_ms);
-        let mut pending = std::collections::HashMap::new();
+        let mut pending = super::isr::PendingJoins::default();
         while !stop.load(Ordering::SeqCst) {
             if health.is_lost() {
                 return Err(ClusterError::Invalid(format!(
@@ -183,6 +183,7 @@ impl ControlPlane {
                 self.note_unreachable(&error);
             } else if self.state.view().role == Role::Leader {
                 if let Err(error) = self.manage_in_sync_set(&etcd, id, &mut pending).await {
+                    pending.clear();
                     self.note_unreachable(&error);
                 }
             }
@@ -198,9 +199,15 @@ impl ControlPlane {
         match origin {
             NodeIdOrigin::Kept => {}
             NodeIdOrigin::Assigned => tracing::info!(target: "ringlog::cluster", id, "assigned node id"),
-            NodeIdOrigin::Reassigned(old) => tracing::warn!(target: "ringlog::cluster", id, old,
-                "this node's old id {old} was forgotten (no {} key); it now has the new id {id}",
-                self.keys.insync(old)),
+            NodeIdOrigin::Reassigned(old) => {
+                // A forgotten node starts over (SPEC §5): whatever its logs
+                // hold was not counted by anyone since it was forgotten.
+                // Raised before the id is published: nothing follows before.
+                self.state.request_resync();
+                tracing::warn!(target: "ringlog::cluster", id, old,
+                    "this node's old id {old} was forgotten (no {} key); it now has the new id {id} and \
+                     resynchronises every partition from the leader", self.keys.insync(old))
+            }
         }
         self.state.update(|view| view.node_id = Some(id));
         Ok(id)
@@ -208,19 +215,26 @@ impl ControlPlane {
 
     /// Create `PREFIX/nodes/<id>` under `lease`, only if no live process
     /// holds it (a duplicate id, or our own previous run before its lease
-    /// expired).
-    async fn register(&self, etcd: &Etcd, id: u64, lease: i64) -> Result<(), ClusterError> {
+    /// expired) and the id is still known (its insync key exists).
+    pub async fn register(&self, etcd: &Etcd, id: u64, lease: i64) -> Result<(), ClusterError> {
         use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
         let registration = Registration { id, ..self.addresses.clone() };
         let value = serde_json::to_vec(&registration).map_err(|error| ClusterError::Invalid(error.to_string()))?;
         let key = self.keys.node(id);
-        let txn = Txn::new().when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)]).and_then([TxnOp::put(
-            key.clone(),
-            value,
-            Some(PutOptions::new().with_lease(lease)),
-        )]);
+        // The id must still be known: forget-node may have deleted its
+        // insync key since the id was settled, and registering anyway would
+        // leave a live node no leader ever counts or brings in sync.
+        let known = Compare::create_revision(self.keys.insync(id), CompareOp::NotEqual, 0);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0), known])
+            .and_then([TxnOp::put(key.clone(), value, Some(PutOptions::new().with_lease(lease)))]);
         if etcd.txn("register", txn).await?.succeeded() {
             return Ok(());
+        }
+        if etcd.get(&self.keys.insync(id)).await?.is_none() {
+            return Err(ClusterError::Invalid(format!(
+                "node id {id} was forgotten while this node registered; it takes a new id"
+            )));
         }
         Err(ClusterError::Invalid(format!(
             "node id {id} is already registered at {key} by a live process: another node runs with a copy of this \
@@ -233,7 +247,9 @@ impl ControlPlane {
     async fn follow_election(&self, etcd: &Etcd, id: u64, health: &LeaseHealth) -> Result<(), ClusterError> {
         let mut leadership = election::observe(etcd, &self.keys, health.lease).await?;
         if leadership == Leadership::Vacant {
-            if let Some((epoch, revision)) = election::campaign(etcd, &self.keys, id, health.lease).await? {
+            if let Some((epoch, revision)) =
+                election::campaign(etcd, &self.keys, id, health.lease, self.state.local_max_epoch()).await?
+            {
                 tracing::info!(target: "ringlog::cluster", id, epoch, "elected leader");
                 leadership = Leadership::Mine { epoch, revision };
             }

@@ -4,7 +4,7 @@
 //! on the shards the instant the deadline passes, whatever the control
 //! thread is doing.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -110,6 +110,11 @@ pub struct ClusterState {
     write_deadline_ms: AtomicU64,
     clustered: AtomicBool,
     secret: ArcSwapOption<Vec<u8>>,
+    /// Raised when this node's id was forgotten and it took a new one: its
+    /// partitions must start over from the leader (SPEC §5).
+    resync_generation: AtomicU64,
+    /// The highest leader epoch found in this node's logs.
+    local_max_epoch: AtomicU32,
 }
 
 /// Milliseconds since the first call in this process (a monotonic clock
@@ -137,6 +142,8 @@ impl ClusterState {
             write_deadline_ms: AtomicU64::new(u64::MAX),
             clustered: AtomicBool::new(false),
             secret: ArcSwapOption::empty(),
+            resync_generation: AtomicU64::new(0),
+            local_max_epoch: AtomicU32::new(0),
         })
     }
 
@@ -147,6 +154,8 @@ impl ClusterState {
             write_deadline_ms: AtomicU64::new(0),
             clustered: AtomicBool::new(true),
             secret: ArcSwapOption::empty(),
+            resync_generation: AtomicU64::new(0),
+            local_max_epoch: AtomicU32::new(0),
         })
     }
 
@@ -172,6 +181,28 @@ impl ClusterState {
         if view != *self.view() {
             self.publish(view);
         }
+    }
+
+    /// This node's old logs are not to be trusted any more (its id was
+    /// forgotten): every partition resynchronises from the leader.
+    pub fn request_resync(&self) {
+        self.resync_generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many times a resynchronisation from scratch was requested.
+    pub fn resync_generation(&self) -> u64 {
+        self.resync_generation.load(Ordering::SeqCst)
+    }
+
+    /// A log on this node holds records of leader `epoch`: an election this
+    /// node wins must take a higher one, whatever etcd remembers.
+    pub fn note_local_epoch(&self, epoch: u32) {
+        self.local_max_epoch.fetch_max(epoch, Ordering::SeqCst);
+    }
+
+    /// The highest leader epoch in this node's logs.
+    pub fn local_max_epoch(&self) -> u32 {
+        self.local_max_epoch.load(Ordering::SeqCst)
     }
 
     /// The cluster secret for replication handshakes, once known.

@@ -138,9 +138,15 @@ struct Connection {
     replication: Option<ReplicaSession>,
 }
 
+/// How long a closing connection's writer may take to deliver what is
+/// already queued before the socket is shut under it.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why the read loop ended.
 enum ReadEnd {
     Closed,
+    /// An idle follower was cut off (`replica_lag_max_ms` without a frame).
+    CutOff,
     Stopping,
     BadInput(Option<u32>, ErrorResponse),
 }
@@ -187,14 +193,7 @@ impl Connection {
         if let Some(session) = &self.replication {
             session.close(&self.context);
         }
-        if let ReadEnd::BadInput(correlation_id, error) = end {
-            tracing::debug!(target: "ringlog::net", message = %error.message, "closing connection after bad input");
-            let mut frame = Vec::new();
-            encode_error(correlation_id.unwrap_or(0), &error, &mut frame);
-            let _ = sender.send((frame, Vec::new(), None)).await;
-        }
-        drop(sender);
-        writer.await;
+        close(end, sender, &queue, writer).await;
     }
 
     async fn read_loop(
@@ -215,7 +214,7 @@ impl Connection {
                     if let Some(session) = &self.replication {
                         session.cut_off(&self.context, "sent nothing for replica_lag_max_ms");
                     }
-                    return ReadEnd::Closed;
+                    return ReadEnd::CutOff;
                 }
                 Err(_) => return ReadEnd::Closed,
             }
@@ -362,6 +361,45 @@ impl Connection {
             Err(_) => None,
         };
         ReadEnd::BadInput(correlation_id, protocol_error(error))
+    }
+}
+
+/// End a connection whose read loop ended with `end`: say why where the
+/// framing allows, then let the writer deliver what is queued for a bounded
+/// time and shut the socket under it after that, so a peer that stops
+/// reading never holds the writer, its queue, the connection slot or the
+/// descriptors.
+async fn close(end: ReadEnd, sender: Rc<LocalSender<Outgoing>>, queue: &ReplyQueue, writer: crate::runtime::Task<()>) {
+    match end {
+        ReadEnd::BadInput(correlation_id, error) => {
+            tracing::debug!(target: "ringlog::net", message = %error.message, "closing connection after bad input");
+            let mut frame = Vec::new();
+            encode_error(correlation_id.unwrap_or(0), &error, &mut frame);
+            // Never wait for room: a peer that does not read would hold
+            // this connection forever. No room, no error frame.
+            let _ = sender.try_send((frame, Vec::new(), None));
+        }
+        // Cut off: nothing more is owed to it, and its writer may be
+        // blocked on a full socket the peer no longer reads.
+        ReadEnd::CutOff => queue.shut_down(),
+        ReadEnd::Closed | ReadEnd::Stopping => {}
+    }
+    drop(sender);
+    let mut writer = writer;
+    let finished = futures_lite::future::or(
+        async {
+            (&mut writer).await;
+            true
+        },
+        async {
+            crate::runtime::sleep(CLOSE_GRACE).await;
+            false
+        },
+    )
+    .await;
+    if !finished {
+        queue.shut_down();
+        writer.await;
     }
 }
 

@@ -40,13 +40,20 @@ pub struct ReplicaConnection {
     shared: Rc<Shared>,
     frames: LocalSender<Vec<u8>>,
     next_correlation: Cell<u32>,
+    call_timeout: std::time::Duration,
     _reader: crate::runtime::Task<()>,
     _writer: crate::runtime::Task<()>,
 }
 
 impl ReplicaConnection {
-    /// Connect to `address`; answers larger than `max_frame_bytes` break the connection.
-    pub async fn connect(address: &str, max_frame_bytes: usize, depth: usize) -> Result<ReplicaConnection, CallError> {
+    /// Connect to `address`; answers larger than `max_frame_bytes` break the
+    /// connection, and so does a call left unanswered for `call_timeout`.
+    pub async fn connect(
+        address: &str,
+        max_frame_bytes: usize,
+        depth: usize,
+        call_timeout: std::time::Duration,
+    ) -> Result<ReplicaConnection, CallError> {
         let stream =
             TcpStream::connect(address).await.map_err(|error| CallError::Connection(format!("{address}: {error}")))?;
         let _ = stream.set_nodelay(true);
@@ -76,7 +83,14 @@ impl ReplicaConnection {
         });
         let reader_shared = Rc::clone(&shared);
         let reader = crate::runtime::spawn_local(read_answers(stream, reader_shared, max_frame_bytes));
-        Ok(ReplicaConnection { shared, frames, next_correlation: Cell::new(1), _reader: reader, _writer: writer })
+        Ok(ReplicaConnection {
+            shared,
+            frames,
+            next_correlation: Cell::new(1),
+            call_timeout,
+            _reader: reader,
+            _writer: writer,
+        })
     }
 
     /// Whether the connection has failed.
@@ -99,10 +113,23 @@ impl ReplicaConnection {
             self.shared.pending.borrow_mut().remove(&correlation_id);
             return Err(CallError::Connection("writer gone".into()));
         }
-        match receiver.recv().await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(refusal)) => Err(CallError::Refused(refusal)),
-            Err(_) => Err(CallError::Connection(self.shared.failure.borrow().clone())),
+        let answer = futures_lite::future::or(async { Some(receiver.recv().await) }, async {
+            crate::runtime::sleep(self.call_timeout).await;
+            None
+        })
+        .await;
+        match answer {
+            Some(Ok(Ok(response))) => Ok(response),
+            Some(Ok(Err(refusal))) => Err(CallError::Refused(refusal)),
+            Some(Err(_)) => Err(CallError::Connection(self.shared.failure.borrow().clone())),
+            None => {
+                // A leader that answers nothing (stopped, hung, partitioned
+                // without a reset) would hold this follower forever: a lost
+                // answer makes the whole pipelined connection unusable.
+                let reason = format!("no answer within {} ms", self.call_timeout.as_millis());
+                fail_all(&self.shared, reason.clone());
+                Err(CallError::Connection(reason))
+            }
         }
     }
 }
@@ -145,4 +172,35 @@ async fn read_answers(mut stream: TcpStream, shared: Rc<Shared>, max_frame_bytes
         }
     };
     fail_all(&shared, reason);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn a_call_the_leader_never_answers_fails_after_the_call_timeout_and_closes_the_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        // A "leader" that accepts and then says nothing, holding the socket open.
+        let silent = std::thread::spawn(move || {
+            let (socket, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+            drop(socket);
+        });
+        let (outcome, elapsed, closed) = crate::runtime::block_on_executor("call-timeout", move || async move {
+            let connection =
+                ReplicaConnection::connect(&address, 1 << 20, 4, Duration::from_millis(200)).await.unwrap();
+            let started = Instant::now();
+            let outcome = connection.call(&Request::TopicConfigs).await;
+            (outcome.map(|_| ()).map_err(|error| error.to_string()), started.elapsed(), connection.is_closed())
+        })
+        .unwrap();
+        assert!(outcome.is_err(), "{outcome:?}");
+        assert!(elapsed < Duration::from_secs(2), "gave up after {elapsed:?}");
+        assert!(closed, "the connection is closed after a lost answer");
+        silent.join().unwrap();
+    }
 }

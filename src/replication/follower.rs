@@ -13,11 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::connection::{CallError, ReplicaConnection};
+use super::divergence::{next_step, LeaderAnswer, LocalLog, Step};
 use crate::cluster::state::Role;
 use crate::net::protocol::{ErrorCode, Request, Response};
 use crate::shard::handler::ShardContext;
 use crate::shard::partitions::OwnedPartition;
-use crate::storage::AppendMode;
+use crate::storage::{AppendMode, PartitionLog};
 
 /// Longest a follower's read waits at the leader for new data.
 const FETCH_WAIT_MS: u32 = 500;
@@ -87,6 +88,9 @@ async fn session(context: &Rc<ShardContext>, target: &Target, stopping: &Rc<Cell
             &target.address,
             limits.max_frame_bytes,
             limits.max_inflight_requests_per_connection,
+            // A leader silent for replica_lag_max_ms would have cut this
+            // follower off: it is gone for us too.
+            Duration::from_millis(context.config.cluster.replica_lag_max_ms.max(u64::from(FETCH_WAIT_MS) * 2)),
         )
         .await?,
     );
@@ -183,6 +187,7 @@ async fn replicate(
     let node_id = target.node_id;
     let topic = owned.meta.name.clone();
     let partition = partition_number(owned);
+    resync_if_forgotten(context, owned).await?;
     truncate_divergence(connection, owned, &topic, partition).await?;
     let mut offsets_mirrored_at = None::<std::time::Instant>;
     let mut buffer = Vec::new();
@@ -191,10 +196,10 @@ async fn replicate(
             mirror_group_offsets(connection, owned, &topic, partition).await?;
             offsets_mirrored_at = Some(std::time::Instant::now());
         }
-        if context.partitions.get(&topic, partition).is_none() {
+        if !still_open(context, owned, &topic, partition) {
             return Ok(());
         }
-        let offset = owned.log.snapshot().log_end_offset;
+        let offset = durable_end(&owned.log, || still_open(context, owned, &topic, partition)).await?;
         let request = Request::ReplicaFetch {
             replica_id: node_id,
             topic: topic.clone(),
@@ -226,8 +231,37 @@ async fn replicate(
     }
 }
 
-/// Decompress, verify and append the leader's batches, then wait until
-/// they are durable (the next read acknowledges them).
+/// Wait until everything in the log is durable, and return that end: the
+/// offset of a read acknowledges everything before it, so it must never
+/// pass what this node made durable, whatever an earlier session (cut off
+/// while it waited for the disk) left written but unsynced.
+async fn durable_end(log: &PartitionLog, still_open: impl Fn() -> bool) -> Result<u64, CallError> {
+    loop {
+        // A deleted topic's log is closed: its wait returns at once without
+        // yielding and nothing more becomes durable, so waiting again would
+        // spin this shard's executor forever.
+        if !still_open() {
+            return Err(CallError::Connection(format!("{} was closed", log.dir().display())));
+        }
+        let snapshot = log.snapshot();
+        if let Some(failure) = snapshot.failure {
+            return Err(CallError::Connection(format!("partition failed: {failure}")));
+        }
+        if snapshot.durable_end_offset >= snapshot.log_end_offset {
+            return Ok(snapshot.durable_end_offset);
+        }
+        log.wait_durable_past(snapshot.durable_end_offset).await;
+    }
+}
+
+/// Whether `owned` is still this shard's open partition: a deleted (or
+/// deleted and created again) topic's old log is closed.
+fn still_open(context: &ShardContext, owned: &OwnedPartition, topic: &str, partition: u32) -> bool {
+    context.partitions.get(topic, partition).is_some_and(|current| std::ptr::eq(Rc::as_ptr(&current), owned))
+}
+
+/// Decompress, verify and append the leader's batches; the next read waits
+/// until they are durable (it acknowledges them).
 async fn apply(
     context: &ShardContext,
     owned: &OwnedPartition,
@@ -237,7 +271,10 @@ async fn apply(
     buffer: &mut Vec<u8>,
 ) -> Result<(), CallError> {
     let limit = context.config.limits.max_frame_bytes;
-    let max_batch_bytes = owned.log.config().max_batch_bytes.max(limit);
+    // Data already in the leader's log may exceed today's max_batch_bytes
+    // (an admission limit for new appends): only the format and this
+    // answer's own size bound a batch.
+    let max_batch_bytes = crate::storage::batch::FORMAT_MAX_BATCH_BYTES.min(limit);
     let fetched = decode_fetched(uncompressed_bytes, &body, limit, max_batch_bytes, buffer)
         .map_err(|error| CallError::Connection(format!("bad answer from the leader at {offset}: {error}")))?;
     let batches = match fetched {
@@ -246,9 +283,20 @@ async fn apply(
     };
     let mut position = 0;
     let mut next_offset = offset;
+    let mut latest_epoch = owned.log.snapshot().leader_epoch;
     while position < batches.len() {
         let header = crate::storage::batch::BatchHeader::parse(&batches[position..])
             .map_err(|error| CallError::Connection(format!("batch at {next_offset}: {error}")))?;
+        // Epochs only grow along a log: an older one after ours means the
+        // logs diverge, and the divergence check runs again on reconnection.
+        if latest_epoch.is_some_and(|latest| header.leader_epoch < latest) {
+            return Err(CallError::Connection(format!(
+                "batch at {next_offset} has leader epoch {}, older than this log's {latest_epoch:?}",
+                header.leader_epoch
+            )));
+        }
+        latest_epoch = Some(header.leader_epoch);
+        context.cluster.note_local_epoch(header.leader_epoch);
         let end = position + header.batch_bytes as usize;
         let info = owned
             .log
@@ -257,13 +305,6 @@ async fn apply(
             .map_err(|error| CallError::Connection(format!("cannot append at {next_offset}: {error}")))?;
         next_offset = info.next_offset;
         position = end;
-    }
-    while next_offset > offset && owned.log.snapshot().durable_end_offset < next_offset {
-        let snapshot = owned.log.snapshot();
-        if let Some(failure) = snapshot.failure {
-            return Err(CallError::Connection(format!("partition failed: {failure}")));
-        }
-        owned.log.wait_durable_past(snapshot.durable_end_offset).await;
     }
     Ok(())
 }
@@ -355,39 +396,76 @@ pub fn decode_fetched(
     Ok(fetched)
 }
 
-/// Ask the leader where this log's latest epoch ends there, and cut
-/// everything after it: a follower never keeps records the leader lacks.
+/// Most rounds of the divergence check: each round that does not settle
+/// cuts at least one local epoch, so this bounds a hostile leader only.
+const MAX_DIVERGENCE_ROUNDS: usize = 1024;
+
+/// Cut every record the leader does not have (KIP-279, see
+/// [`super::divergence`]): ask where this log's latest epoch ends at the
+/// leader, truncate, and ask again until both sides name the same epoch.
 async fn truncate_divergence(
     connection: &ReplicaConnection,
     owned: &OwnedPartition,
     topic: &str,
     partition: u32,
 ) -> Result<(), CallError> {
-    let Some(epoch) = owned.log.epochs().latest_epoch() else { return Ok(()) };
-    let request = Request::EpochEndOffset { topic: topic.to_string(), partition, epoch };
-    let Response::EpochEndOffset { epoch: leader_epoch, end_offset, log_start_offset } =
-        connection.call(&request).await?
-    else {
-        return Err(CallError::Connection("unexpected answer to epoch end offset".into()));
-    };
-    let local = owned.log.snapshot();
-    let keep = match leader_epoch {
-        Some(_) => end_offset,
-        None => log_start_offset,
-    };
-    if keep >= local.log_end_offset {
+    for _ in 0..MAX_DIVERGENCE_ROUNDS {
+        let epochs = owned.log.epochs();
+        let Some(epoch) = epochs.latest_epoch() else { return Ok(()) };
+        let request = Request::EpochEndOffset { topic: topic.to_string(), partition, epoch };
+        let Response::EpochEndOffset { epoch: leader_epoch, end_offset, log_start_offset } =
+            connection.call(&request).await?
+        else {
+            return Err(CallError::Connection("unexpected answer to epoch end offset".into()));
+        };
+        // The call awaited: read the log afresh, and only decide on the
+        // epoch history the question was asked with.
+        let local = owned.log.snapshot();
+        let epochs = owned.log.epochs();
+        if epochs.latest_epoch() != Some(epoch) {
+            continue;
+        }
+        let log = LocalLog {
+            epochs: &epochs,
+            log_start_offset: local.log_start_offset,
+            log_end_offset: local.log_end_offset,
+        };
+        let answer = LeaderAnswer { epoch: leader_epoch, end_offset, log_start_offset };
+        let step = next_step(log, epoch, answer).map_err(|error| CallError::Connection(error.to_string()))?;
+        match step {
+            Step::Agreed => return Ok(()),
+            Step::Reset(offset) => return reset_behind_leader(owned, local.log_end_offset, offset).await,
+            Step::Truncate { to, ask_again } => {
+                tracing::warn!(target: "ringlog::replication", topic, partition, epoch, ?leader_epoch,
+                    from = local.log_end_offset, to, "truncating a divergent suffix the leader does not have");
+                owned.log.truncate_to(to).await.map_err(|error| {
+                    CallError::Connection(format!("cannot truncate {topic}/{partition} to {to}: {error}"))
+                })?;
+                if !ask_again {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Err(CallError::Connection(format!("{topic}/{partition}: the divergence check did not settle")))
+}
+
+/// This node's id was forgotten and it took a new one: nothing in its logs
+/// is trusted (SPEC §5). The partition starts over empty, at the high
+/// watermark it already showed consumers (never lower: that must not fall)
+/// or its log start, and fetches everything after from the leader.
+async fn resync_if_forgotten(context: &ShardContext, owned: &OwnedPartition) -> Result<(), CallError> {
+    let wanted = context.cluster.resync_generation();
+    if owned.replication.resynced_generation() >= wanted {
         return Ok(());
     }
-    if keep < local.log_start_offset {
-        return reset_behind_leader(owned, local.log_end_offset, log_start_offset).await;
+    let snapshot = owned.log.snapshot();
+    // An empty log (a topic mirrored since) has nothing to distrust.
+    if snapshot.log_end_offset > snapshot.log_start_offset {
+        let start = snapshot.log_start_offset.max(owned.replication.served_high_watermark());
+        reset_behind_leader(owned, snapshot.log_end_offset, start).await?;
     }
-    tracing::warn!(target: "ringlog::replication", topic, partition, epoch, from = local.log_end_offset, to = keep,
-        "truncating a divergent suffix the leader does not have");
-    owned
-        .log
-        .truncate_to(keep)
-        .await
-        .map_err(|error| CallError::Connection(format!("cannot truncate {topic}/{partition} to {keep}: {error}")))?;
+    owned.replication.set_resynced_generation(wanted);
     Ok(())
 }
 
@@ -407,6 +485,36 @@ async fn reset_behind_leader(owned: &OwnedPartition, local_end: u64, leader_star
 mod tests {
     use super::*;
     use crate::storage::batch::{BatchBuilder, BATCH_HEADER_BYTES};
+
+    #[test]
+    fn waiting_for_a_log_closed_under_the_follower_ends_instead_of_spinning_the_shard() {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        // A spinning task never yields, so only another thread can notice.
+        std::thread::spawn(move || {
+            let outcome = crate::runtime::block_on_executor("closed-durable-wait", || async {
+                let dir = tempfile::tempdir().unwrap();
+                let log = Rc::new(PartitionLog::open(dir.path(), Default::default(), None).await.unwrap());
+                let mut builder = BatchBuilder::new();
+                builder.push(1, None, b"value", &[]);
+                let mut batch = builder.finish().to_vec();
+                let _placed = log.append_placed(&mut batch, AppendMode::Leader { leader_epoch: 1 }).await.unwrap();
+                // The topic is deleted: the shard forgets the partition, then closes its log.
+                let open = Rc::new(Cell::new(true));
+                let (closing, closing_open) = (Rc::clone(&log), Rc::clone(&open));
+                let closer = crate::runtime::spawn_local(async move {
+                    closing_open.set(false);
+                    closing.abandon().await;
+                });
+                crate::runtime::yield_now().await;
+                let outcome = durable_end(&log, || open.get()).await.map_err(|error| error.to_string());
+                closer.await;
+                outcome
+            });
+            let _ = sender.send(outcome.unwrap());
+        });
+        let outcome = receiver.recv_timeout(Duration::from_secs(20)).expect("the wait spun on the closed log");
+        assert!(outcome.is_err(), "{outcome:?}");
+    }
 
     #[test]
     fn an_answer_with_a_zero_length_batch_is_refused_instead_of_looping() {

@@ -75,14 +75,7 @@ impl ShardContext {
     pub fn high_watermark(&self, owned: &OwnedPartition) -> u64 {
         let durable = owned.log.snapshot().durable_end_offset;
         let view = self.cluster.view();
-        match view.role {
-            Role::Standalone => durable,
-            Role::Leader => {
-                owned.replication.begin_term(view.leader_epoch, durable);
-                owned.replication.advance_leader_high_watermark(durable, &view.in_sync_followers)
-            }
-            Role::Follower => owned.replication.learned_high_watermark().min(durable),
-        }
+        owned.replication.visible_high_watermark(view.role, view.leader_epoch, durable, &view.in_sync_followers)
     }
 
     /// `acks=all` precondition: enough in-sync replicas to accept a write.
@@ -141,7 +134,13 @@ impl ShardContext {
     ) -> Outcome {
         let leader_epoch = self.write_epoch()?;
         let snapshot = owned.log.snapshot();
-        if offset > snapshot.log_end_offset || offset < snapshot.log_start_offset {
+        if offset < snapshot.log_start_offset {
+            // Retention deleted what the follower needs next: tell it where
+            // the log starts now so it can start over there (a refusal
+            // alone left it asking for the same offset forever).
+            return Ok(self.empty_replica_answer(owned, &snapshot, leader_epoch));
+        }
+        if offset > snapshot.log_end_offset {
             return Err(error(
                 ErrorCode::OffsetOutOfRange,
                 format!(
@@ -188,6 +187,23 @@ impl ShardContext {
             uncompressed_bytes,
             compressed,
         })
+    }
+
+    /// An answer without batches: where the leader's log starts and ends.
+    fn empty_replica_answer(
+        &self,
+        owned: &OwnedPartition,
+        snapshot: &crate::storage::LogSnapshot,
+        leader_epoch: u32,
+    ) -> Response {
+        Response::ReplicaFetch {
+            high_watermark: self.high_watermark(owned),
+            log_start_offset: snapshot.log_start_offset,
+            log_end_offset: snapshot.log_end_offset,
+            leader_epoch,
+            uncompressed_bytes: 0,
+            compressed: Vec::new(),
+        }
     }
 
     /// Where `epoch` ends in this leader's log: the largest epoch <= it and

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod connection;
+pub mod divergence;
 pub mod follower;
 pub mod leader;
 pub mod partition;

@@ -30,6 +30,9 @@ pub struct PartitionReplication {
     followers: RefCell<HashMap<u64, FollowerPosition>>,
     high_watermark: Cell<u64>,
     learned_high_watermark: Cell<u64>,
+    /// The highest high watermark consumers were shown on this node.
+    served_high_watermark: Cell<u64>,
+    resynced_generation: Cell<u64>,
     term_epoch: Cell<u32>,
     last_answer: RefCell<Option<CompressedAnswer>>,
     /// Fired whenever a follower position or the high watermark moves.
@@ -53,6 +56,8 @@ impl Default for PartitionReplication {
             followers: RefCell::default(),
             high_watermark: Cell::default(),
             learned_high_watermark: Cell::default(),
+            served_high_watermark: Cell::default(),
+            resynced_generation: Cell::default(),
             term_epoch: Cell::default(),
             last_answer: RefCell::default(),
             changed: Notify::default(),
@@ -143,9 +148,10 @@ impl PartitionReplication {
         next
     }
 
-    /// Follower: remember the leader's high watermark.
+    /// Follower: remember the leader's high watermark. Never lowered: a new
+    /// leader may not yet know everything the previous one committed.
     pub fn learn_high_watermark(&self, leader_high_watermark: u64) {
-        if leader_high_watermark != self.learned_high_watermark.get() {
+        if leader_high_watermark > self.learned_high_watermark.get() {
             self.learned_high_watermark.set(leader_high_watermark);
             self.changed.notify_all();
         }
@@ -158,15 +164,62 @@ impl PartitionReplication {
 
     /// At the first use in a new leadership term: forget follower
     /// positions from any earlier term and start the high watermark from
-    /// what this node knew to be committed as a follower.
+    /// what this node knew to be committed, as a follower or as an earlier
+    /// term's leader (starting from the learned value alone moved it back).
     pub fn begin_term(&self, epoch: u32, durable_end_offset: u64) {
         if self.term_epoch.get() == epoch {
             return;
         }
         self.term_epoch.set(epoch);
         self.followers.borrow_mut().clear();
-        self.high_watermark.set(self.learned_high_watermark.get().min(durable_end_offset));
+        let known = self.learned_high_watermark.get().max(self.high_watermark.get());
+        self.high_watermark.set(known.min(durable_end_offset));
         self.changed.notify_all();
+    }
+
+    /// The high watermark consumers see on this node in `role`.
+    pub fn visible_high_watermark(
+        &self,
+        role: crate::cluster::state::Role,
+        epoch: u32,
+        durable_end_offset: u64,
+        in_sync: &[u64],
+    ) -> u64 {
+        use crate::cluster::state::Role;
+        let visible = match role {
+            Role::Standalone => durable_end_offset,
+            Role::Leader => {
+                self.begin_term(epoch, durable_end_offset);
+                self.advance_leader_high_watermark(durable_end_offset, in_sync)
+            }
+            // What this node knew committed as a leader stays committed.
+            Role::Follower => self.learned_high_watermark().max(self.high_watermark.get()).min(durable_end_offset),
+        };
+        // Consumers must never see the high watermark fall: a lower value
+        // here means committed records were lost or a rule above is wrong,
+        // and serving on would hide it.
+        let served = self.served_high_watermark.get();
+        assert!(
+            visible >= served,
+            "the high watermark went backwards from {served} to {visible} ({role:?}, durable end {durable_end_offset})"
+        );
+        self.served_high_watermark.set(visible);
+        visible
+    }
+
+    /// The highest high watermark consumers were shown on this node.
+    pub fn served_high_watermark(&self) -> u64 {
+        self.served_high_watermark.get()
+    }
+
+    /// The resynchronisation generation this partition has carried out.
+    pub fn resynced_generation(&self) -> u64 {
+        self.resynced_generation.get()
+    }
+
+    /// Record that this partition carried out resynchronisation `generation`.
+    pub fn set_resynced_generation(&self, generation: u64) {
+        self.resynced_generation.set(generation);
     }
 
     /// The stored leader high watermark.
@@ -178,6 +231,7 @@ impl PartitionReplication {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::state::Role;
 
     #[test]
     fn high_watermark_is_the_minimum_over_the_in_sync_set_and_never_moves_back() {
@@ -191,6 +245,33 @@ mod tests {
         assert_eq!(state.advance_leader_high_watermark(20, &[2]), 15);
         state.record_fetch(2, 20, 20, 2);
         assert_eq!(state.advance_leader_high_watermark(20, &[2]), 20);
+    }
+
+    #[test]
+    fn a_follower_never_lowers_the_high_watermark_it_serves_when_a_new_leader_knows_less() {
+        let state = PartitionReplication::default();
+        assert_eq!(state.visible_high_watermark(Role::Follower, 0, 150, &[]), 0);
+        state.learn_high_watermark(120);
+        assert_eq!(state.visible_high_watermark(Role::Follower, 0, 150, &[]), 120);
+        // A new leader that learned only 90 from the old one starts its term.
+        state.learn_high_watermark(90);
+        assert_eq!(state.visible_high_watermark(Role::Follower, 0, 150, &[]), 120);
+        state.learn_high_watermark(140);
+        assert_eq!(state.visible_high_watermark(Role::Follower, 0, 150, &[]), 140);
+    }
+
+    #[test]
+    fn a_leader_that_steps_down_and_leads_again_never_lowers_the_high_watermark() {
+        let state = PartitionReplication::default();
+        state.learn_high_watermark(40);
+        assert_eq!(state.visible_high_watermark(Role::Follower, 0, 100, &[]), 40);
+        assert_eq!(state.visible_high_watermark(Role::Leader, 7, 100, &[]), 100, "alone in the ISR");
+        // Deposed: it follows a leader that has not told it anything yet.
+        assert_eq!(state.visible_high_watermark(Role::Follower, 7, 100, &[]), 100);
+        // Leads again, with a follower in sync that has not fetched this term.
+        assert_eq!(state.visible_high_watermark(Role::Leader, 9, 130, &[2]), 100);
+        state.record_fetch(2, 130, 130, 1);
+        assert_eq!(state.visible_high_watermark(Role::Leader, 9, 130, &[2]), 130);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ringlog::net::protocol::{Acks, ErrorCode, Request, Response, TopicSettings};
+use ringlog::net::protocol::{Acks, ErrorCode, ErrorResponse, Request, Response, TopicSettings};
 use ringlog::storage::batch::{BatchIter, RecordIter, BATCH_HEADER_BYTES};
 
 use crate::admin::{http, json};
@@ -127,7 +127,8 @@ fn metric(node: &Node, sample: &str) -> Option<f64> {
 
 #[test]
 fn min_insync_replicas_refuses_acks_all_and_a_forgotten_dead_node_stops_counting() {
-    let cluster = cluster_with(1_000, 2);
+    // A long lag bound: a hung replica counts in the ISR for 30 s unless forgotten.
+    let cluster = cluster_with(30_000, 2);
     let members: Vec<_> = ["a", "b", "c"].iter().map(|name| cluster.member(name)).collect();
     let a = cluster.start(&members[0]);
     wait_for_role(&a, "leader");
@@ -136,23 +137,32 @@ fn min_insync_replicas_refuses_acks_all_and_a_forgotten_dead_node_stops_counting
     create_topic(&a, "t");
     assert!(produce_acks(&a, "t", 0, &["one".into()], Acks::All).is_ok());
 
-    // c dies: after replica_lag_max_ms it leaves the ISR; {a, b} still meets 2.
-    c.kill();
-    wait_for(Duration::from_secs(10), "c out of sync", || !in_sync_ids(&a).contains(&3));
-    assert!(produce_acks(&a, "t", 0, &["two".into()], Acks::All).is_ok());
-    // Once its lease is gone, the dead node can be forgotten and no longer appears.
-    wait_for(Duration::from_secs(10), "forget c", || http(&a.admin, "DELETE", "/api/nodes/3", None, None).0 == 204);
+    // c hangs for good: its lease expires, but it is still in the in-sync
+    // set (its connection is open and lag_max has not passed), so every
+    // acks=all produce would wait for it.
+    // SAFETY: signals to our own child process.
+    unsafe { libc::kill(c.pid() as i32, libc::SIGSTOP) };
+    wait_for(Duration::from_secs(10), "c's registration to expire", || {
+        cluster.etcd.get("ringlog/nodes/3").unwrap().is_none()
+    });
+    assert!(in_sync_ids(&a).contains(&3), "c still counts before it is forgotten");
+    // Forgetting it removes it from the set that counts, long before lag_max.
+    assert_eq!(http(&a.admin, "DELETE", "/api/nodes/3", None, None).0, 204);
+    wait_for(Duration::from_secs(5), "c no longer counted", || !in_sync_ids(&a).contains(&3));
     assert!(nodes_view(&a).iter().all(|node| node["id"] != 3));
-    assert!(produce_acks(&a, "t", 0, &["three".into()], Acks::All).is_ok());
+    let started = Instant::now();
+    assert!(produce_acks(&a, "t", 0, &["two".into()], Acks::All).is_ok());
+    assert!(started.elapsed() < Duration::from_secs(5), "acks=all did not wait for c: {:?}", started.elapsed());
 
     // b dies too: one in-sync replica is fewer than min_insync_replicas = 2.
     b.kill();
     wait_for(Duration::from_secs(10), "b out of sync", || !in_sync_ids(&a).contains(&2));
-    assert_eq!(produce_acks(&a, "t", 0, &["four".into()], Acks::All).unwrap_err(), ErrorCode::NotEnoughReplicas);
-    assert!(produce_acks(&a, "t", 0, &["five".into()], Acks::Leader).is_ok(), "acks=leader does not need the ISR");
+    assert_eq!(produce_acks(&a, "t", 0, &["three".into()], Acks::All).unwrap_err(), ErrorCode::NotEnoughReplicas);
+    assert!(produce_acks(&a, "t", 0, &["four".into()], Acks::Leader).is_ok(), "acks=leader does not need the ISR");
     let (_, records) = read_partition(&a, "t", 0);
     let values: Vec<&str> = records.iter().map(|(_, value)| value.as_str()).collect();
-    assert_eq!(values, ["one", "two", "three", "five"], "the refused batch was never written");
+    assert_eq!(values, ["one", "two", "four"], "the refused batch was never written");
+    c.kill();
 }
 
 #[test]
@@ -351,20 +361,37 @@ fn malformed_and_unauthenticated_replication_connections_are_refused_without_har
     let registration: serde_json::Value =
         serde_json::from_str(&cluster.etcd.get("ringlog/nodes/1").unwrap().unwrap()).unwrap();
     let replication = registration["replication"].as_str().unwrap().to_string();
-    let exchange = |frames: &[Vec<u8>]| -> Vec<u8> {
+    // Sends the frames; returns the answer frames and whether the leader
+    // closed the connection (rather than the read timing out).
+    let exchange = |frames: &[Vec<u8>]| -> (Vec<Vec<u8>>, bool) {
         let mut stream = TcpStream::connect(&replication).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         for frame in frames {
             let _ = stream.write_all(frame);
         }
         let mut answer = Vec::new();
-        let _ = stream.read_to_end(&mut answer); // returns once the leader closes the connection
-        answer
+        let closed = stream.read_to_end(&mut answer).is_ok();
+        let mut answers = Vec::new();
+        let mut rest = &answer[..];
+        while rest.len() >= 4 {
+            let length = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+            assert!(rest.len() >= 4 + length, "a whole answer frame: {answer:?}");
+            answers.push(rest[4..4 + length].to_vec());
+            rest = &rest[4 + length..];
+        }
+        assert!(rest.is_empty(), "only whole frames: {answer:?}");
+        (answers, closed)
     };
     let frame = |request: &Request| {
         let mut out = Vec::new();
         ringlog::net::protocol::encode_request(7, request, &mut out);
         out
+    };
+    let refusal = |api_key, answer: &[u8]| -> ErrorResponse {
+        match ringlog::net::protocol::decode_response(api_key, answer) {
+            Ok((_, Err(error))) => error,
+            other => panic!("an error answer, not {other:?}"),
+        }
     };
     let fetch = Request::ReplicaFetch {
         replica_id: 2,
@@ -374,18 +401,31 @@ fn malformed_and_unauthenticated_replication_connections_are_refused_without_har
         max_bytes: 1024,
         max_wait_ms: 0,
     };
-    // Garbage, a read without a handshake, a client API, a wrong proof: each is answered and closed.
-    assert!(!exchange(&[vec![0xff; 64]]).is_empty());
-    for frames in [
-        vec![frame(&fetch)],
-        vec![frame(&Request::ListTopics)],
-        vec![frame(&Request::ReplicaHello { node_id: 2 }), frame(&Request::ReplicaAuth { proof: vec![0; 32] })],
-    ] {
-        let answer = exchange(&frames);
-        let last = answer.len().saturating_sub(0);
-        assert!(last > 0, "an error answer before the close");
-        assert!(String::from_utf8_lossy(&answer).contains("auth") || answer.len() > 6, "{answer:?}");
+    // Garbage: an oversized length prefix is refused before allocation.
+    let (answers, closed) = exchange(&[vec![0xff; 64]]);
+    assert!(closed, "garbage closes the connection");
+    assert_eq!(answers.len(), 1, "one error answer");
+    assert_eq!(refusal(ringlog::net::protocol::ApiKey::ReplicaFetch, &answers[0]).code, ErrorCode::RecordTooLarge);
+    // A read without a handshake, a client API: each answered with the reason, then closed.
+    for (request, reason) in [(&fetch, "not authenticated"), (&Request::ListTopics, "replication APIs only")] {
+        let (answers, closed) = exchange(&[frame(request)]);
+        assert!(closed, "{reason}: closed");
+        assert_eq!(answers.len(), 1, "{reason}: one answer");
+        let error = refusal(request.api_key(), &answers[0]);
+        assert_eq!(error.code, ErrorCode::InvalidRequest, "{error:?}");
+        assert!(error.message.contains(reason), "{error:?}");
+        assert_eq!(u32::from_le_bytes(answers[0][..4].try_into().unwrap()), 7, "answers the request's id");
     }
+    // A wrong proof: the challenge, then the refusal, then the close.
+    let hello = Request::ReplicaHello { node_id: 2 };
+    let (answers, closed) = exchange(&[frame(&hello), frame(&Request::ReplicaAuth { proof: vec![0; 32] })]);
+    assert!(closed, "a wrong proof closes the connection");
+    assert_eq!(answers.len(), 2, "challenge and refusal");
+    let challenge = ringlog::net::protocol::decode_response(hello.api_key(), &answers[0]).unwrap().1;
+    assert!(matches!(challenge, Ok(Response::ReplicaChallenge { .. })), "{challenge:?}");
+    let error = refusal(ringlog::net::protocol::ApiKey::ReplicaAuth, &answers[1]);
+    assert_eq!(error.code, ErrorCode::InvalidRequest);
+    assert!(error.message.contains("authentication failed"), "{error:?}");
     // The client listener does not serve replication APIs either.
     let refused = a.client().call(fetch);
     assert_eq!(refused.unwrap_err().code, ErrorCode::InvalidRequest);
@@ -463,4 +503,239 @@ fn a_deposed_leader_truncates_what_only_it_had_and_idempotent_retries_keep_their
     assert_eq!(values.iter().filter(|value| **value == "committed").count(), 1);
     assert!(a_bytes == read_partition(&b, "t", 0).0, "a and b hold the same log");
     assert!(crate::cluster::log_of(&members[0]).contains("truncating a divergent suffix"));
+}
+
+/// Every (offset, value) and the raw bytes a node serves from `from` up to its high watermark.
+fn read_partition_from(node: &Node, topic: &str, partition: u32, from: u64) -> (Vec<u8>, Vec<(u64, String)>) {
+    let mut client = node.client();
+    let (mut offset, mut bytes, mut records) = (from, Vec::new(), Vec::new());
+    loop {
+        let request = Request::Fetch { topic: topic.into(), partition, offset, max_bytes: 1 << 20, max_wait_ms: 0 };
+        let answer = client.call(request);
+        let Ok(Response::Fetch { batches, next_offset, .. }) = answer else { panic!("fetch at {offset}: {answer:?}") };
+        if batches.is_empty() {
+            return (bytes, records);
+        }
+        for batch in BatchIter::new(&batches, usize::MAX) {
+            let (header, raw) = batch.expect("valid batch");
+            for (index, record) in RecordIter::new(&raw[BATCH_HEADER_BYTES..]).enumerate() {
+                let record = record.expect("valid record");
+                records.push((header.base_offset + index as u64, String::from_utf8_lossy(record.value).into_owned()));
+            }
+        }
+        bytes.extend_from_slice(&batches);
+        offset = next_offset;
+    }
+}
+
+fn log_start(node: &Node, topic: &str, partition: u32) -> Option<u64> {
+    match node.client().call(Request::ListOffsets { topic: topic.into(), partition }) {
+        Ok(Response::ListOffsets { log_start_offset, .. }) => Some(log_start_offset),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_replica_with_a_new_disk_behind_the_leaders_log_start_resets_catches_up_and_rejoins_the_isr() {
+    let mut cluster = cluster_with(2_000, 1);
+    cluster.environment.push(("RINGLOG_LIMITS_RETENTION_CHECK_INTERVAL_MS".into(), "100".into()));
+    let members: Vec<_> = ["a", "b", "c"].iter().map(|name| cluster.member(name)).collect();
+    let a = cluster.start(&members[0]);
+    wait_for_role(&a, "leader");
+    let (_b, c) = (cluster.start(&members[1]), cluster.start(&members[2]));
+    wait_all_in_sync(&a, 3);
+    let settings = TopicSettings { partitions: 1, retention_bytes: 16_384, retention_ms: 0, segment_bytes: 4096 };
+    a.client().call(Request::CreateTopic { name: "short".into(), settings }).unwrap();
+    // c's disk dies: the cluster goes on and retention moves the log start.
+    c.kill();
+    std::fs::remove_dir_all(&members[2].data_dir).unwrap();
+    std::fs::create_dir_all(&members[2].data_dir).unwrap();
+    for round in 0..60u32 {
+        let values: Vec<String> = (0..10).map(|i| format!("r{round}-{i}-{}", "x".repeat(100))).collect();
+        produce_acks(&a, "short", 0, &values, Acks::All).expect("acks=all with a and b");
+    }
+    wait_for(Duration::from_secs(10), "retention to move the log start", || {
+        log_start(&a, "short", 0).is_some_and(|start| start > 0)
+    });
+    let end = high_watermark(&a, "short", 0).unwrap();
+
+    // A replacement disk: the node starts empty, under a new id.
+    let c = cluster.start(&members[2]);
+    let id = wait_for_role(&c, "follower");
+    wait_for(Duration::from_secs(30), "the replaced replica in sync", || in_sync_ids(&a).contains(&id));
+    wait_for(Duration::from_secs(10), "it caught up", || high_watermark(&c, "short", 0) == Some(end));
+    let from = log_start(&a, "short", 0).unwrap().max(log_start(&c, "short", 0).unwrap());
+    assert!(from > 0, "the replica starts past offset 0");
+    let (leader_bytes, leader_records) = read_partition_from(&a, "short", 0, from);
+    let (bytes, records) = read_partition_from(&c, "short", 0, from);
+    assert_eq!(records.first().map(|(offset, _)| *offset), Some(from));
+    assert_eq!(records.last().map(|(offset, _)| *offset), Some(end - 1));
+    assert_eq!(records, leader_records);
+    assert!(bytes == leader_bytes, "the replica holds the leader's bytes from {from}");
+}
+
+#[test]
+fn a_follower_whose_fsync_failed_never_acknowledges_the_records_it_could_not_make_durable() {
+    let mut cluster = cluster_with(1_000, 2);
+    let members: Vec<_> = ["a", "b"].iter().map(|name| cluster.member(name)).collect();
+    let a = cluster.start(&members[0]);
+    wait_for_role(&a, "leader");
+    // b's disk accepts the writes of "t"/0 but its second fsync fails.
+    cluster.environment.push(("RINGLOG_FAULT_INJECT".into(), "t/0:fsync:1".into()));
+    let _b = cluster.start(&members[1]);
+    wait_all_in_sync(&a, 2);
+    create_topic(&a, "t");
+    assert!(produce_acks(&a, "t", 0, &["durable on both".into()], Acks::All).is_ok());
+    std::thread::sleep(Duration::from_millis(300));
+    // b holds "only written" in its log but never made it durable: it must
+    // not be acknowledged as replicated, however b's session goes on.
+    let outcome = produce_acks(&a, "t", 0, &["only written on b".into()], Acks::All);
+    assert!(
+        matches!(outcome, Err(ErrorCode::NotEnoughReplicas | ErrorCode::Timeout)),
+        "acknowledged without b having it durable: {outcome:?}"
+    );
+    assert!(crate::cluster::log_of(&members[1]).contains("fdatasync"), "b's fsync failed");
+}
+
+#[test]
+fn a_topic_deleted_while_it_replicates_leaves_the_followers_shards_serving() {
+    let cluster = cluster_with(5_000, 1);
+    let members: Vec<_> = ["a", "b"].iter().map(|name| cluster.member(name)).collect();
+    let a = cluster.start(&members[0]);
+    wait_for_role(&a, "leader");
+    let b = cluster.start(&members[1]);
+    wait_all_in_sync(&a, 2);
+    let values: Vec<String> = (0..20).map(|i| format!("{i:0>2000}")).collect();
+    for round in 0..6 {
+        let topic = format!("doomed-{round}");
+        create_topic(&a, &topic);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers: Vec<_> = (0..2u32)
+            .map(|partition| {
+                let (node, topic, values, stop) = (a.address.clone(), topic.clone(), values.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut client = crate::node::Client::connect(&node);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let request = Request::Produce {
+                            topic: topic.clone(),
+                            partition,
+                            acks: Acks::Leader,
+                            batch: batch(&values, None),
+                        };
+                        if client.call(request).is_err() {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(400));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writers.into_iter().for_each(|writer| writer.join().unwrap());
+        // Deleted on the leader while the follower is still catching up on it.
+        a.client().call(Request::DeleteTopic { name: topic.clone() }).unwrap();
+    }
+    // Both of b's shards still replicate a new topic and answer reads.
+    create_topic(&a, "after");
+    for partition in 0..2 {
+        let Ok(Response::Produce { next_offset, .. }) =
+            produce_acks(&a, "after", partition, &["alive".into()], Acks::All)
+        else {
+            panic!("acks=all on the new topic")
+        };
+        wait_for(Duration::from_secs(10), "b replicates the new topic", || {
+            high_watermark(&b, "after", partition) == Some(next_offset)
+        });
+    }
+}
+
+fn connections_open(node: &Node) -> Option<f64> {
+    metric(node, "ringlog_connections ")
+}
+
+#[test]
+fn a_follower_that_stops_reading_is_cut_off_and_its_connection_closed_after_replica_lag_max_ms() {
+    let cluster = cluster_with(1_000, 1);
+    let member = cluster.member("a");
+    let a = cluster.start(&member);
+    wait_for_role(&a, "leader");
+    let settings = TopicSettings { partitions: 1, retention_bytes: 0, retention_ms: 0, segment_bytes: 0 };
+    a.client().call(Request::CreateTopic { name: "big".into(), settings }).unwrap();
+    // Incompressible records, so the answers stay as large as the log.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..60 {
+        let values: Vec<String> = (0..100)
+            .map(|_| {
+                (0..1000)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        char::from(b'!' + (x % 90) as u8)
+                    })
+                    .collect()
+            })
+            .collect();
+        produce_acks(&a, "big", 0, &values, Acks::Leader).unwrap();
+    }
+    // Nothing else connects to a from here on.
+    wait_for(Duration::from_secs(5), "the producers' connections closed", || connections_open(&a) == Some(0.0));
+    let registration: serde_json::Value =
+        serde_json::from_str(&cluster.etcd.get("ringlog/nodes/1").unwrap().unwrap()).unwrap();
+    let secret = cluster.etcd.get("ringlog/secret").unwrap().unwrap();
+    // A follower that authenticates, asks for far more than its socket
+    // holds, then stops reading and sending (as a SIGSTOPped one does).
+    let mut follower = crate::node::Client::connect(registration["replication"].as_str().unwrap());
+    let Ok(Response::ReplicaChallenge { nonce }) = follower.call(Request::ReplicaHello { node_id: 9 }) else {
+        panic!("challenge")
+    };
+    let proof = ringlog::replication::auth::proof(secret.as_bytes(), &nonce, 9);
+    assert!(follower.call(Request::ReplicaAuth { proof }).is_ok());
+    assert_eq!(connections_open(&a), Some(1.0));
+    for _ in 0..8 {
+        let fetch = Request::ReplicaFetch {
+            replica_id: 9,
+            topic: "big".into(),
+            partition: 0,
+            offset: 0,
+            max_bytes: 4 << 20,
+            max_wait_ms: 0,
+        };
+        follower.send(&fetch);
+    }
+    wait_for(Duration::from_secs(10), "the idle follower's connection closed", || connections_open(&a) == Some(0.0));
+    drop(follower);
+}
+
+#[test]
+fn a_forgotten_node_that_starts_again_gets_a_new_id_and_resynchronises_from_scratch() {
+    let cluster = cluster_with(2_000, 1);
+    let members: Vec<_> = ["a", "b", "c"].iter().map(|name| cluster.member(name)).collect();
+    let a = cluster.start(&members[0]);
+    wait_for_role(&a, "leader");
+    let (_b, c) = (cluster.start(&members[1]), cluster.start(&members[2]));
+    wait_all_in_sync(&a, 3);
+    create_topic(&a, "t");
+    for round in 0..20u32 {
+        let values: Vec<String> = (0..20).map(|i| format!("r{round}-{i}-{}", "y".repeat(200))).collect();
+        produce_acks(&a, "t", round % 2, &values, Acks::All).expect("acks=all");
+    }
+    c.kill();
+    wait_for(Duration::from_secs(10), "forget c", || http(&a.admin, "DELETE", "/api/nodes/3", None, None).0 == 204);
+
+    // c comes back with its old disk: a new id, and none of its old logs trusted.
+    let c = cluster.start(&members[2]);
+    let id = wait_for_role(&c, "follower");
+    assert_eq!(id, 4);
+    wait_for(Duration::from_secs(20), "the returning node in sync", || in_sync_ids(&a).contains(&id));
+    let mut log_bytes = 0;
+    for partition in 0..2 {
+        let end = high_watermark(&a, "t", partition).unwrap();
+        wait_for(Duration::from_secs(10), "it caught up", || high_watermark(&c, "t", partition) == Some(end));
+        let leader = read_partition(&a, "t", partition).0;
+        assert!(read_partition(&c, "t", partition).0 == leader, "partition {partition} differs");
+        log_bytes += leader.len();
+    }
+    let sent = metric(&a, "ringlog_follower_sent_uncompressed_bytes_total{follower=\"4\"}").unwrap_or(0.0);
+    assert!(sent >= log_bytes as f64, "the leader sent node 4 its whole log again: {sent} of {log_bytes} bytes");
 }
