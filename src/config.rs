@@ -245,6 +245,17 @@ impl NodeConfig {
         if !(1..=10_000).contains(&limits.max_partitions_per_topic) {
             return Err("limits.max_partitions_per_topic must be in 1..=10000".into());
         }
+        let mut listeners = vec![("listen", &self.listen), ("admin", &self.admin)];
+        if !self.cluster.etcd.is_empty() {
+            listeners.push(("replication_listen", &self.replication_listen));
+        }
+        for (index, (setting, address)) in listeners.iter().enumerate() {
+            // Shards share their address with SO_REUSEPORT: two listeners of
+            // ours on one address would split its connections between them.
+            if let Some((other, _)) = listeners[..index].iter().find(|(_, earlier)| earlier == address) {
+                return Err(format!("{other} and {setting} are both {address}"));
+            }
+        }
         if self.shards > 256 {
             return Err("shards must be at most 256".into());
         }
@@ -314,6 +325,13 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_clear_errors() {
+        let same = [("RINGLOG_LISTEN", "127.0.0.1:9000"), ("RINGLOG_ADMIN", "127.0.0.1:9000")];
+        assert_eq!(NodeConfig::load(None, vars(&same)).unwrap_err(), "listen and admin are both 127.0.0.1:9000");
+        let clustered = [("RINGLOG_CLUSTER_ETCD", "http://e:2379"), ("RINGLOG_REPLICATION_LISTEN", "127.0.0.1:7070")];
+        let error = NodeConfig::load(None, vars(&clustered)).unwrap_err();
+        assert_eq!(error, "listen and replication_listen are both 127.0.0.1:7070");
+        // Standalone, the replication address is not listened on.
+        NodeConfig::load(None, vars(&clustered[1..])).unwrap();
         let error = NodeConfig::load(None, vars(&[("RINGLOG_STORAGE_NOPE", "1")])).unwrap_err();
         assert!(error.contains("RINGLOG_STORAGE_NOPE"), "{error}");
         let error = NodeConfig::load(None, vars(&[("RINGLOG_STORAGE_FSYNC", "sometimes")])).unwrap_err();

@@ -101,6 +101,7 @@ fn install_signal_handlers() -> Result<(), NodeError> {
 pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
     startup_checks()?;
     let _lock = DataDirLock::acquire(&config.data_dir).map_err(|error| NodeError::Operational(error.to_string()))?;
+    claim_addresses(&config)?;
     let topics = TopicMeta::load_all(&config.data_dir)
         .map_err(|error| NodeError::Operational(format!("cannot load topics: {error}")))?;
     let shards = match config.shards {
@@ -149,6 +150,10 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
             }
             Err(_) => return Err(NodeError::Operational("a shard exited during startup".into())),
         }
+    }
+    if let Err(error) = verify_shard_listeners(&config) {
+        STOP_REQUESTED.store(true, Ordering::SeqCst);
+        return Err(error);
     }
     let plane = clustered.then(|| {
         ControlPlane::new(
@@ -215,6 +220,39 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
 }
 
 use crate::shard::ShardId;
+
+/// Each address this node listens on, with the setting that names it; the
+/// replication listener only in cluster mode. The first two are shared by
+/// every shard with SO_REUSEPORT (the admin listener is the control
+/// thread's alone).
+fn listen_addresses(config: &NodeConfig) -> Vec<(&'static str, &str)> {
+    let mut addresses = vec![("listen", config.listen.as_str())];
+    if !config.cluster.etcd.is_empty() {
+        addresses.push(("replication_listen", config.replication_listen.as_str()));
+    }
+    addresses.push(("admin", config.admin.as_str()));
+    addresses
+}
+
+/// Refuse to start, before recovery, when another process listens on one
+/// of our addresses (`net::ports`).
+fn claim_addresses(config: &NodeConfig) -> Result<(), NodeError> {
+    for (setting, address) in listen_addresses(config) {
+        crate::net::ports::probe_unused(setting, address).map_err(NodeError::Operational)?;
+    }
+    Ok(())
+}
+
+/// Once every shard listens: no other process joined our SO_REUSEPORT
+/// groups between the probe and the binds (`net::ports`).
+fn verify_shard_listeners(config: &NodeConfig) -> Result<(), NodeError> {
+    for (setting, address) in listen_addresses(config) {
+        if setting != "admin" {
+            crate::net::ports::verify_sole_listener(setting, address).map_err(NodeError::Operational)?;
+        }
+    }
+    Ok(())
+}
 
 /// The address to reach `listen` from this machine (0.0.0.0 → 127.0.0.1).
 fn loopback_address(listen: &str) -> String {

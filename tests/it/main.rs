@@ -11,6 +11,7 @@ mod enospc;
 mod etcd;
 mod faults;
 mod node;
+mod ops;
 mod replication;
 mod storage_log;
 mod storage_recovery;
