@@ -163,8 +163,9 @@ fn apply_environment(table: &mut toml::Table, variables: impl Iterator<Item = (S
         let Some(key) = name.strip_prefix("RINGLOG_") else { continue };
         let key = key.to_ascii_lowercase();
         // RINGLOG_SERVER is the client-side bootstrap list, not a node
-        // setting; RINGLOG_FAULT_INJECT is the test seam of shard/faults.rs.
-        if key == "server" || key == "fault_inject" {
+        // setting; RINGLOG_LOG_FORMAT is every command's --log-format;
+        // RINGLOG_FAULT_INJECT is the test seam of shard/faults.rs.
+        if key == "server" || key == "log_format" || key == "fault_inject" {
             continue;
         }
         let (section, field) = match SECTIONS.iter().find(|section| key.starts_with(&format!("{section}_"))) {
@@ -321,6 +322,8 @@ mod tests {
         assert_eq!(config.storage.fsync, crate::storage::FsyncPolicy::Interval);
         assert_eq!(config.storage.segment_bytes, 32 << 20);
         assert_eq!(config.cluster.etcd, vec!["a:1".to_string(), "b:2".to_string()]);
+        // Every command's --log-format, not a node setting: no error.
+        NodeConfig::load(None, vars(&[("RINGLOG_LOG_FORMAT", "json")])).unwrap();
     }
 
     #[test]

@@ -215,3 +215,44 @@ fn consume_json_lines_say_which_partition_and_keep_each_partitions_order() {
     assert_eq!(next, [4, 4, 4]);
     assert_eq!(node.terminate(), Some(0));
 }
+
+#[test]
+fn completions_are_printed_for_bash_zsh_and_fish() {
+    let run = |shell: &str| Command::new(env!("CARGO_BIN_EXE_ringlog")).args(["completions", shell]).output().unwrap();
+    for (shell, marker) in
+        [("bash", "complete -F _ringlog"), ("zsh", "#compdef ringlog"), ("fish", "complete -c ringlog")]
+    {
+        let output = run(shell);
+        assert!(output.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&output.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(script.contains("forget-node") && script.contains("data-dir"), "{shell}: every command and flag");
+    }
+    // bash itself accepts the script and registers it.
+    let bash = Command::new("bash")
+        .args(["-c", "source <(\"$0\" completions bash) && complete -p ringlog", env!("CARGO_BIN_EXE_ringlog")])
+        .output()
+        .unwrap();
+    assert!(bash.status.success(), "{}", String::from_utf8_lossy(&bash.stderr));
+    assert_eq!(run("tcsh").status.code(), Some(2), "an unknown shell is a usage error");
+}
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("node.log");
+    let data_dir = dir.path().join("data");
+    let node = Node::spawn(&data_dir, 1, &["--log-format", "json"], &[("RUST_LOG", "info")], Some(&log));
+    assert_eq!(node.terminate(), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}")))
+        .collect();
+    let ready = events.iter().find(|event| event["message"] == "ringlog node ready").expect("the ready event");
+    assert_eq!(ready["level"], "INFO");
+    assert_eq!(ready["target"], "ringlog::node");
+    assert_eq!(ready["shards"], 1, "fields sit beside the message");
+    assert!(ready["timestamp"].is_string());
+    assert!(events.iter().any(|event| event["message"] == "clean shutdown complete"));
+}
