@@ -90,6 +90,7 @@ fn install_signal_handlers() -> Result<(), NodeError> {
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
                 tracing::info!(target: "ringlog::node", signal, "shutdown requested");
+                crate::systemd::notify("STOPPING=1");
                 STOP_REQUESTED.store(true, Ordering::SeqCst);
             }
         })
@@ -197,6 +198,9 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
         config.admin,
         config.data_dir.display()
     );
+    // Recovered, every listener bound and verified: systemd may start units
+    // that need us (Type=notify).
+    crate::systemd::notify(&format!("READY=1\nSTATUS=serving clients on {}", config.listen));
     let mut failed = None;
     for handle in handles {
         match handle.join() {

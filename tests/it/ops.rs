@@ -1,4 +1,6 @@
-//! Operations: a node refuses addresses another process listens on.
+//! Operations: a node refuses addresses another process listens on, and
+//! tells a supervisor (systemd's `NOTIFY_SOCKET`) when it is ready and when
+//! it stops.
 
 use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
@@ -6,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::admin::http;
 use crate::cluster::{create_topic, produce, wait_for_role, Cluster};
-use crate::node::free_port;
+use crate::node::{free_port, Node};
 
 /// Run `command` until it exits; kill it after `limit` and return None.
 pub fn run_to_exit(command: &mut Command, limit: Duration) -> Option<Output> {
@@ -59,4 +61,25 @@ fn a_second_node_on_a_used_client_admin_or_replication_address_exits_1_and_the_f
         TcpStream::connect(&replication).expect("the first node's replication listener");
     }
     assert_eq!(first.terminate(), Some(0));
+}
+
+#[test]
+fn the_node_tells_notify_socket_ready_once_it_serves_and_stopping_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let data_dir = dir.path().join("data");
+    let notify = socket_path.to_str().unwrap();
+    let node = Node::start_with(&data_dir, 2, &[("NOTIFY_SOCKET", notify)]);
+    let mut buffer = [0u8; 512];
+    let length = socket.recv(&mut buffer).expect("a READY datagram");
+    let ready = String::from_utf8_lossy(&buffer[..length]).to_string();
+    assert!(ready.lines().any(|line| line == "READY=1"), "{ready:?}");
+    // READY means recovered and listening: both listeners answer at once.
+    TcpStream::connect(&node.address).expect("client listener up at READY");
+    assert_eq!(http(&node.admin, "GET", "/api/health", None, None).0, 200);
+    assert_eq!(node.terminate(), Some(0));
+    let length = socket.recv(&mut buffer).expect("a STOPPING datagram");
+    assert_eq!(&buffer[..length], b"STOPPING=1");
 }
