@@ -327,6 +327,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_of_the_systemd_unit_loads() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/systemd/ringlog.toml");
+        let config = NodeConfig::load(Some(&example), vars(&[])).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/ringlog"), "the unit's StateDirectory");
+        assert_eq!(config.cluster.etcd.len(), 3);
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_clear_errors() {
         let same = [("RINGLOG_LISTEN", "127.0.0.1:9000"), ("RINGLOG_ADMIN", "127.0.0.1:9000")];
         assert_eq!(NodeConfig::load(None, vars(&same)).unwrap_err(), "listen and admin are both 127.0.0.1:9000");
