@@ -30,13 +30,16 @@ fail() {
     exit 1
 }
 
-install_apt() { # command package
-    command -v "$1" >/dev/null 2>&1 && return 0
-    [[ $(id -u) -eq 0 ]] || fail "$1 missing; install the $2 package"
-    say "installing $2"
+apt_install() { # package
+    [[ $(id -u) -eq 0 ]] || fail "install the $1 package (needs root)"
+    say "installing $1"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+    apt-get install -y -qq --no-install-recommends "$1" >/dev/null
+}
+
+install_apt() { # command package
+    command -v "$1" >/dev/null 2>&1 || apt_install "$2"
 }
 
 # Prints verify's complaints about the unit at $1 (nothing when clean).
@@ -127,30 +130,33 @@ check_syscalls() {
     say "systemd unit: SystemCallFilter= allows all $(wc -l <"$work/used") system calls a node made"
 }
 
-kubernetes_validate() {
+# Sets kubernetes_validate to the validator, installing it if need be.
+find_kubernetes_validate() {
     if command -v kubernetes-validate >/dev/null 2>&1; then
-        kubernetes-validate "$@"
+        kubernetes_validate=kubernetes-validate
         return
     fi
     local venv=$target/validate-deploy-venv
     if [[ ! -x $venv/bin/kubernetes-validate ]]; then
         say "installing kubernetes-validate (PyPI) into $venv"
-        python3 -m venv "$venv" || fail "python3 -m venv failed (apt-get install python3-venv)"
+        install_apt python3 python3
+        python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
         "$venv/bin/pip" install --quiet kubernetes-validate
     fi
-    "$venv/bin/kubernetes-validate" "$@"
+    kubernetes_validate=$venv/bin/kubernetes-validate
 }
 
 check_manifests() {
-    local manifests
+    local manifests kubernetes_validate
+    find_kubernetes_validate
     mapfile -t manifests < <(find deploy/kubernetes -name '*.yaml' | sort)
     ((${#manifests[@]} > 0)) || fail "no manifests under deploy/kubernetes"
     sed 's/replicas: 3/replicas: three/' deploy/kubernetes/statefulset.yaml >"$work/bad.yaml"
-    if kubernetes_validate --strict --quiet "$work/bad.yaml" >/dev/null 2>&1; then
+    if "$kubernetes_validate" --strict --quiet "$work/bad.yaml" >/dev/null 2>&1; then
         fail "kubernetes-validate accepted replicas: three"
     fi
-    kubernetes_validate --strict --quiet "${manifests[@]}" || fail "kubernetes manifests"
-    say "kubernetes: ${#manifests[@]} manifests valid ($(kubernetes_validate --version))"
+    "$kubernetes_validate" --strict --quiet "${manifests[@]}" || fail "kubernetes manifests"
+    say "kubernetes: ${#manifests[@]} manifests valid ($("$kubernetes_validate" --version))"
 }
 
 check_unit
