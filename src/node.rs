@@ -280,10 +280,12 @@ fn listen_addresses(config: &NodeConfig) -> Vec<(&'static str, &str)> {
 }
 
 /// Refuse to start, before recovery, when another process listens on one
-/// of our addresses (`net::ports`).
+/// of our addresses (`net::ports`). The patience covers the listeners of a
+/// SIGKILLed predecessor, which io_uring's teardown keeps for a moment.
 fn claim_addresses(config: &NodeConfig) -> Result<(), NodeError> {
     for (setting, address) in listen_addresses(config) {
-        crate::net::ports::probe_unused(setting, address).map_err(NodeError::Operational)?;
+        crate::net::ports::ensure_sole_listener(setting, address, Duration::from_secs(3))
+            .map_err(NodeError::Operational)?;
     }
     Ok(())
 }
@@ -293,7 +295,8 @@ fn claim_addresses(config: &NodeConfig) -> Result<(), NodeError> {
 fn verify_shard_listeners(config: &NodeConfig) -> Result<(), NodeError> {
     for (setting, address) in listen_addresses(config) {
         if setting != "admin" {
-            crate::net::ports::verify_sole_listener(setting, address).map_err(NodeError::Operational)?;
+            crate::net::ports::ensure_sole_listener(setting, address, Duration::ZERO)
+                .map_err(NodeError::Operational)?;
         }
     }
     Ok(())

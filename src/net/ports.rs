@@ -4,46 +4,52 @@
 //! so the kernel spreads connections over the shards. But the kernel lets
 //! *any* socket of the same user that also sets SO_REUSEPORT join that
 //! group: a second `ringlog serve` on the same address would start, print
-//! "listening", and be handed some of our clients. Two checks keep a port
-//! ours:
+//! "listening", and be handed some of our clients. So the node reads the
+//! kernel's table of listening sockets (`/proc/net/tcp`, `/proc/net/tcp6`:
+//! every user's, in this network namespace) and refuses an address where a
+//! socket that is not one of its own descriptors (`/proc/self/fd`) listens:
 //!
-//! 1. [`probe_unused`], before recovery: bind the address *without*
-//!    SO_REUSEPORT (std sets SO_REUSEADDR, so TIME_WAIT connections of an
-//!    earlier run do not count) and close it again. The kernel refuses that
-//!    bind while any socket listens there, whoever owns it and whatever its
-//!    options, so the usual mistake fails at once, before a long recovery.
-//! 2. [`verify_sole_listener`], once the shards listen: the probe is closed
-//!    before the shards bind, so two nodes starting at the same instant could
-//!    both pass it. The kernel's own table of listening sockets
-//!    (`/proc/net/tcp`, `/proc/net/tcp6`, this network namespace) must then
-//!    show no listener on the port but our own descriptors (`/proc/self/fd`).
-//!    Racing nodes see each other and both refuse, which is the safe outcome.
+//! 1. before recovery, so the usual mistake fails at once, not after a long
+//!    recovery;
+//! 2. again once every shard listens: two nodes started at the same instant
+//!    both pass the first check, then see each other and both refuse, which
+//!    is the safe outcome.
 //!
-//! Binding the first shard's socket without SO_REUSEPORT and enabling it
-//! before `listen` was rejected: it leans on when the kernel reads the flag,
-//! and still lets two half-started nodes past each other.
+//! Only *listening* sockets count. A bind without SO_REUSEPORT as a probe
+//! was tried and rejected: the connections of a SIGKILLed predecessor stay
+//! in the port's bind bucket (TIME_WAIT, up to a minute) without
+//! SO_REUSEADDR, so such a probe failed every restart after a crash.
+//! The listeners of a SIGKILLed node can themselves outlive it briefly
+//! (io_uring's teardown holds them for about a second), hence the patience
+//! of the first check.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
 
 /// TCP state number of a listening socket in `/proc/net/tcp`.
 const TCP_LISTEN: &str = "0A";
 
-/// Fail unless nothing listens on `address` yet. `setting` names the
-/// configuration key in the error (`listen`, `admin`, …).
-pub fn probe_unused(setting: &str, address: &str) -> Result<(), String> {
-    match std::net::TcpListener::bind(address) {
-        Ok(_probe) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => Err(in_use(setting, address)),
-        Err(error) => Err(format!("cannot listen on {address} ({setting}): {error}")),
-    }
-}
-
 /// Fail if a socket that is not ours listens on `address`'s port at an
-/// address that overlaps it (the same, or a wildcard on either side).
-pub fn verify_sole_listener(setting: &str, address: &str) -> Result<(), String> {
-    let own = own_socket_inodes().map_err(|error| format!("cannot list this process's sockets: {error}"))?;
-    check_listeners(setting, address, &own)
+/// address that overlaps it (the same, or a wildcard on either side), and
+/// still does after `patience`. `setting` names the configuration key in
+/// the error (`listen`, `admin`, …).
+pub fn ensure_sole_listener(setting: &str, address: &str, patience: Duration) -> Result<(), String> {
+    let started = Instant::now();
+    let mut waiting = false;
+    loop {
+        let own = own_socket_inodes().map_err(|error| format!("cannot list this process's sockets: {error}"))?;
+        match check_listeners(setting, address, &own) {
+            Err(_) if started.elapsed() < patience => {
+                if !std::mem::replace(&mut waiting, true) {
+                    tracing::info!(target: "ringlog::node", address, setting,
+                        "another socket listens on this address; waiting for it to close");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            outcome => return outcome,
+        }
+    }
 }
 
 fn check_listeners(setting: &str, address: &str, own: &HashSet<u64>) -> Result<(), String> {
@@ -150,17 +156,16 @@ mod tests {
 
     #[test]
     fn a_port_another_socket_listens_on_is_refused_and_our_own_is_not() {
-        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = other.local_addr().unwrap().to_string();
-        let refused = probe_unused("listen", &address).unwrap_err();
-        assert!(refused.contains(&address) && refused.contains("in use"), "{refused}");
-        // The listener is this process's own: the table check accepts it,
-        // and refuses it when it is not among the sockets we hold.
-        verify_sole_listener("listen", &address).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        // This process's own listener is accepted…
+        ensure_sole_listener("listen", &address, Duration::ZERO).unwrap();
+        // …and refused when it is not among the sockets we hold.
         let foreign = check_listeners("listen", &address, &HashSet::new()).unwrap_err();
-        assert!(foreign.contains(&address), "{foreign}");
-        check_listeners("listen", "127.0.0.2:1", &HashSet::new()).unwrap();
-        drop(other);
-        probe_unused("listen", &address).unwrap();
+        assert!(foreign.contains(&address) && foreign.contains("(listen)") && foreign.contains("in use"), "{foreign}");
+        let wildcard = format!("0.0.0.0:{}", listener.local_addr().unwrap().port());
+        assert!(check_listeners("listen", &wildcard, &HashSet::new()).is_err(), "a wildcard overlaps 127.0.0.1");
+        drop(listener);
+        check_listeners("listen", &address, &HashSet::new()).unwrap();
     }
 }

@@ -6,6 +6,8 @@ use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use ringlog::net::protocol::Request;
+
 use crate::admin::http;
 use crate::cluster::{create_topic, produce, wait_for_role, Cluster};
 use crate::node::{free_port, Node};
@@ -82,4 +84,24 @@ fn the_node_tells_notify_socket_ready_once_it_serves_and_stopping_on_sigterm() {
     assert_eq!(node.terminate(), Some(0));
     let length = socket.recv(&mut buffer).expect("a STOPPING datagram");
     assert_eq!(&buffer[..length], b"STOPPING=1");
+}
+
+#[test]
+fn a_node_restarts_on_its_own_addresses_right_after_a_sigkill_with_clients_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), 2);
+    // Accepted connections: once the node dies they linger in the port's
+    // bind bucket (FIN_WAIT, TIME_WAIT), and its listeners briefly outlive
+    // it in io_uring's teardown. Neither is another process listening.
+    let mut clients: Vec<_> = (0..4).map(|_| node.client()).collect();
+    for client in &mut clients {
+        client.call(Request::ListTopics).expect("answered");
+    }
+    let (address, admin) = (node.address.clone(), node.admin.clone());
+    node.kill();
+    let started = Instant::now();
+    let restarted = Node::spawn_at(&address, &admin, dir.path(), 2, &[], &[], None);
+    eprintln!("restarted on the same addresses in {:?}", started.elapsed());
+    drop(clients);
+    assert_eq!(restarted.terminate(), Some(0));
 }
