@@ -163,8 +163,9 @@ fn apply_environment(table: &mut toml::Table, variables: impl Iterator<Item = (S
         let Some(key) = name.strip_prefix("RINGLOG_") else { continue };
         let key = key.to_ascii_lowercase();
         // RINGLOG_SERVER is the client-side bootstrap list, not a node
-        // setting; RINGLOG_FAULT_INJECT is the test seam of shard/faults.rs.
-        if key == "server" || key == "fault_inject" {
+        // setting; RINGLOG_LOG_FORMAT is every command's --log-format;
+        // RINGLOG_FAULT_INJECT is the test seam of shard/faults.rs.
+        if key == "server" || key == "log_format" || key == "fault_inject" {
             continue;
         }
         let (section, field) = match SECTIONS.iter().find(|section| key.starts_with(&format!("{section}_"))) {
@@ -245,6 +246,17 @@ impl NodeConfig {
         if !(1..=10_000).contains(&limits.max_partitions_per_topic) {
             return Err("limits.max_partitions_per_topic must be in 1..=10000".into());
         }
+        let mut listeners = vec![("listen", &self.listen), ("admin", &self.admin)];
+        if !self.cluster.etcd.is_empty() {
+            listeners.push(("replication_listen", &self.replication_listen));
+        }
+        for (index, (setting, address)) in listeners.iter().enumerate() {
+            // Shards share their address with SO_REUSEPORT: two listeners of
+            // ours on one address would split its connections between them.
+            if let Some((other, _)) = listeners[..index].iter().find(|(_, earlier)| earlier == address) {
+                return Err(format!("{other} and {setting} are both {address}"));
+            }
+        }
         if self.shards > 256 {
             return Err("shards must be at most 256".into());
         }
@@ -324,10 +336,27 @@ mod tests {
         assert_eq!(config.storage.fsync, crate::storage::FsyncPolicy::Interval);
         assert_eq!(config.storage.segment_bytes, 32 << 20);
         assert_eq!(config.cluster.etcd, vec!["a:1".to_string(), "b:2".to_string()]);
+        // Every command's --log-format, not a node setting: no error.
+        NodeConfig::load(None, vars(&[("RINGLOG_LOG_FORMAT", "json")])).unwrap();
+    }
+
+    #[test]
+    fn the_example_config_of_the_systemd_unit_loads() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/systemd/ringlog.toml");
+        let config = NodeConfig::load(Some(&example), vars(&[])).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/ringlog"), "the unit's StateDirectory");
+        assert_eq!(config.cluster.etcd.len(), 3);
     }
 
     #[test]
     fn unknown_keys_and_bad_values_are_clear_errors() {
+        let same = [("RINGLOG_LISTEN", "127.0.0.1:9000"), ("RINGLOG_ADMIN", "127.0.0.1:9000")];
+        assert_eq!(NodeConfig::load(None, vars(&same)).unwrap_err(), "listen and admin are both 127.0.0.1:9000");
+        let clustered = [("RINGLOG_CLUSTER_ETCD", "http://e:2379"), ("RINGLOG_REPLICATION_LISTEN", "127.0.0.1:7070")];
+        let error = NodeConfig::load(None, vars(&clustered)).unwrap_err();
+        assert_eq!(error, "listen and replication_listen are both 127.0.0.1:7070");
+        // Standalone, the replication address is not listened on.
+        NodeConfig::load(None, vars(&clustered[1..])).unwrap();
         let error = NodeConfig::load(None, vars(&[("RINGLOG_STORAGE_NOPE", "1")])).unwrap_err();
         assert!(error.contains("RINGLOG_STORAGE_NOPE"), "{error}");
         let error = NodeConfig::load(None, vars(&[("RINGLOG_STORAGE_FSYNC", "sometimes")])).unwrap_err();

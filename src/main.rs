@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
-    ringlog::cli::init_tracing();
     // `serve --help` ends with every setting and its default.
     let command = ringlog::cli::Cli::command()
         .mut_subcommand("serve", |serve| serve.after_long_help(ringlog::cli::serve_settings_help()));
@@ -18,5 +17,6 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    ringlog::cli::init_tracing(cli.log_format);
     ringlog::cli::run(cli)
 }

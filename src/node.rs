@@ -90,6 +90,7 @@ fn install_signal_handlers() -> Result<(), NodeError> {
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
                 tracing::info!(target: "ringlog::node", signal, "shutdown requested");
+                crate::systemd::notify("STOPPING=1");
                 STOP_REQUESTED.store(true, Ordering::SeqCst);
             }
         })
@@ -101,6 +102,7 @@ fn install_signal_handlers() -> Result<(), NodeError> {
 pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
     startup_checks()?;
     let _lock = DataDirLock::acquire(&config.data_dir).map_err(|error| NodeError::Operational(error.to_string()))?;
+    claim_addresses(&config)?;
     let topics = TopicMeta::load_all(&config.data_dir)
         .map_err(|error| NodeError::Operational(format!("cannot load topics: {error}")))?;
     let shards = match config.shards {
@@ -115,33 +117,109 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
     let clustered = !config.cluster.etcd.is_empty();
     let cluster = if clustered { ClusterState::clustered() } else { ClusterState::standalone() };
     let progress = ReplicationProgress::new(shards);
-    let opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let (ready_sender, ready_receiver) = mpsc::channel::<Result<ShardId, String>>();
+    let template = ShardConfig {
+        shard: 0,
+        shards,
+        config: Arc::clone(&config),
+        registry: Arc::clone(&registry),
+        connections: Arc::clone(&connections),
+        metrics: Arc::clone(&metrics),
+        cluster: Arc::clone(&cluster),
+        progress: Arc::clone(&progress),
+        opened: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        ready: ready_sender,
+    };
+    let handles = spawn_shards(&template)?;
+    // The shards hold the only senders now: a shard that dies unannounced
+    // ends the wait below instead of blocking it.
+    drop(template);
+    wait_until_listening(&ready_receiver, shards, &config)?;
+    let admin_state = AdminState {
+        registry: Arc::clone(&registry),
+        metrics: Arc::clone(&metrics),
+        client_address: loopback_address(&config.listen),
+        admin_token: config.admin_token.clone(),
+        cluster: Arc::clone(&cluster),
+        plane: None,
+    };
+    let admin = match start_control(&config, admin_state, &progress) {
+        Ok(admin) => admin,
+        Err(message) => {
+            STOP_REQUESTED.store(true, Ordering::SeqCst);
+            join_shards(handles);
+            return Err(NodeError::Operational(message));
+        }
+    };
+    announce(&config, shards);
+    let failed = join_shards(handles);
+    let _ = admin.join();
+    match failed {
+        Some(message) => Err(NodeError::Operational(message)),
+        None => {
+            tracing::info!(target: "ringlog::node", "clean shutdown complete");
+            Ok(())
+        }
+    }
+}
+
+use crate::shard::ShardId;
+
+/// The control thread: the admin API and, in cluster mode, the etcd
+/// control plane (which the admin API also answers from).
+fn start_control(
+    config: &NodeConfig,
+    mut admin_state: AdminState,
+    progress: &Arc<ReplicationProgress>,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    let plane = (!config.cluster.etcd.is_empty()).then(|| {
+        ControlPlane::new(
+            config.cluster.clone(),
+            config.data_dir.clone(),
+            advertised_addresses(config),
+            Arc::clone(&admin_state.cluster),
+            Arc::clone(progress),
+        )
+    });
+    admin_state.plane = plane.clone();
+    crate::cluster::control::start(
+        &config.admin,
+        admin_state,
+        plane,
+        config.limits.heap_trim_interval_ms,
+        &STOP_REQUESTED,
+    )
+}
+
+type ShardHandle = glommio::ExecutorJoinHandle<Result<(), String>>;
+
+/// One pinned executor per shard (unpinned when there are more shards than
+/// cores), each with a copy of `template` naming its own shard.
+fn spawn_shards(template: &ShardConfig) -> Result<Vec<ShardHandle>, NodeError> {
+    let shards = template.shards;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let mut handles = Vec::with_capacity(shards);
-    for (shard, ends) in build_mesh(shards, config.limits.cross_shard_queue_depth).into_iter().enumerate() {
+    for (shard, ends) in build_mesh(shards, template.config.limits.cross_shard_queue_depth).into_iter().enumerate() {
         let placement = if shards <= cores { glommio::Placement::Fixed(shard) } else { glommio::Placement::Unbound };
-        let shard_config = ShardConfig {
-            shard,
-            shards,
-            config: Arc::clone(&config),
-            registry: Arc::clone(&registry),
-            connections: Arc::clone(&connections),
-            metrics: Arc::clone(&metrics),
-            cluster: Arc::clone(&cluster),
-            progress: Arc::clone(&progress),
-            opened: Arc::clone(&opened),
-            ready: ready_sender.clone(),
-        };
+        let shard_config = ShardConfig { shard, ..template.clone() };
         let handle = glommio::LocalExecutorBuilder::new(placement)
             .name(&format!("ringlog-shard-{shard}"))
             .spawn(move || run_shard(shard_config, ends))
             .map_err(|error| NodeError::Environment(format!("cannot start shard executor {shard}: {error}")))?;
         handles.push(handle);
     }
-    drop(ready_sender);
+    Ok(handles)
+}
+
+/// The startup barrier: every shard has recovered its partitions and bound
+/// its listeners, and no other process shares them.
+fn wait_until_listening(
+    ready: &mpsc::Receiver<Result<ShardId, String>>,
+    shards: usize,
+    config: &NodeConfig,
+) -> Result<(), NodeError> {
     for _ in 0..shards {
-        match ready_receiver.recv() {
+        match ready.recv() {
             Ok(Ok(_)) => {}
             Ok(Err(message)) => {
                 STOP_REQUESTED.store(true, Ordering::SeqCst);
@@ -150,40 +228,16 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
             Err(_) => return Err(NodeError::Operational("a shard exited during startup".into())),
         }
     }
-    let plane = clustered.then(|| {
-        ControlPlane::new(
-            config.cluster.clone(),
-            config.data_dir.clone(),
-            advertised_addresses(&config),
-            Arc::clone(&cluster),
-            Arc::clone(&progress),
-        )
-    });
-    let admin_state = AdminState {
-        registry: Arc::clone(&registry),
-        metrics: Arc::clone(&metrics),
-        client_address: loopback_address(&config.listen),
-        admin_token: config.admin_token.clone(),
-        cluster: Arc::clone(&cluster),
-        plane: plane.clone(),
+    verify_shard_listeners(config).inspect_err(|_| STOP_REQUESTED.store(true, Ordering::SeqCst))
+}
+
+/// Log, print the "listening" line, and tell systemd (Type=notify) that
+/// the node has recovered and every listener is bound and verified.
+fn announce(config: &NodeConfig, shards: usize) {
+    let mode = match config.cluster.etcd.is_empty() {
+        true => "standalone".into(),
+        false => format!("cluster, etcd {}", config.cluster.etcd.join(",")),
     };
-    let admin = match crate::cluster::control::start(
-        &config.admin,
-        admin_state,
-        plane,
-        config.limits.heap_trim_interval_ms,
-        &STOP_REQUESTED,
-    ) {
-        Ok(admin) => admin,
-        Err(message) => {
-            STOP_REQUESTED.store(true, Ordering::SeqCst);
-            for handle in handles {
-                let _ = handle.join();
-            }
-            return Err(NodeError::Operational(message));
-        }
-    };
-    let mode = if clustered { format!("cluster, etcd {}", config.cluster.etcd.join(",")) } else { "standalone".into() };
     tracing::info!(target: "ringlog::node", listen = %config.listen, admin = %config.admin, shards,
         data_dir = %config.data_dir.display(), %mode, "ringlog node ready");
     println!(
@@ -192,6 +246,11 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
         config.admin,
         config.data_dir.display()
     );
+    crate::systemd::notify(&format!("READY=1\nSTATUS=serving clients on {}", config.listen));
+}
+
+/// Wait for every shard to end; the first failure, if any.
+fn join_shards(handles: Vec<ShardHandle>) -> Option<String> {
     let mut failed = None;
     for handle in handles {
         match handle.join() {
@@ -204,17 +263,44 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
             }
         }
     }
-    let _ = admin.join();
-    match failed {
-        Some(message) => Err(NodeError::Operational(message)),
-        None => {
-            tracing::info!(target: "ringlog::node", "clean shutdown complete");
-            Ok(())
-        }
-    }
+    failed
 }
 
-use crate::shard::ShardId;
+/// Each address this node listens on, with the setting that names it; the
+/// replication listener only in cluster mode. The first two are shared by
+/// every shard with SO_REUSEPORT (the admin listener is the control
+/// thread's alone).
+fn listen_addresses(config: &NodeConfig) -> Vec<(&'static str, &str)> {
+    let mut addresses = vec![("listen", config.listen.as_str())];
+    if !config.cluster.etcd.is_empty() {
+        addresses.push(("replication_listen", config.replication_listen.as_str()));
+    }
+    addresses.push(("admin", config.admin.as_str()));
+    addresses
+}
+
+/// Refuse to start, before recovery, when another process listens on one
+/// of our addresses (`net::ports`). The patience covers the listeners of a
+/// SIGKILLed predecessor, which io_uring's teardown keeps for a moment.
+fn claim_addresses(config: &NodeConfig) -> Result<(), NodeError> {
+    for (setting, address) in listen_addresses(config) {
+        crate::net::ports::ensure_sole_listener(setting, address, Duration::from_secs(3))
+            .map_err(NodeError::Operational)?;
+    }
+    Ok(())
+}
+
+/// Once every shard listens: no other process joined our SO_REUSEPORT
+/// groups between the probe and the binds (`net::ports`).
+fn verify_shard_listeners(config: &NodeConfig) -> Result<(), NodeError> {
+    for (setting, address) in listen_addresses(config) {
+        if setting != "admin" {
+            crate::net::ports::ensure_sole_listener(setting, address, Duration::ZERO)
+                .map_err(NodeError::Operational)?;
+        }
+    }
+    Ok(())
+}
 
 /// The address to reach `listen` from this machine (0.0.0.0 → 127.0.0.1).
 fn loopback_address(listen: &str) -> String {
@@ -245,6 +331,7 @@ fn advertised_addresses(config: &NodeConfig) -> Registration {
     }
 }
 
+#[derive(Clone)]
 struct ShardConfig {
     shard: ShardId,
     shards: usize,

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use base64::Engine;
 
-use super::client::{finish, ServerArgs};
-use super::{fail, EXIT_USAGE};
+use super::client::{run_async, ServerArgs};
+use super::{fail, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::net::client::{unexpected, Client, ClientError};
 use crate::net::protocol::{CommittedState, ErrorCode, ErrorResponse, Request, Response};
 use crate::storage::batch::{BatchIter, RecordIter, RecordView, BATCH_HEADER_BYTES};
@@ -51,7 +51,61 @@ pub fn run(args: ConsumeArgs) -> ExitCode {
     if args.reset.as_deref().is_some_and(|reset| reset != "earliest" && reset != "latest") {
         return fail("--reset must be earliest or latest", EXIT_USAGE);
     }
-    finish(consume(args))
+    let outcome = run_async(async {
+        tokio::select! {
+            outcome = consume(args) => outcome,
+            () = reader_gone() => Err(Stop::ReaderGone),
+        }
+    });
+    match outcome {
+        Ok(Ok(()) | Err(Stop::ReaderGone)) => ExitCode::from(EXIT_OK),
+        Ok(Err(Stop::Client(error))) => fail(error, EXIT_FAILURE),
+        Ok(Err(Stop::Output(error))) => fail(format!("cannot write to stdout: {error}"), EXIT_FAILURE),
+        Err(error) => fail(error, EXIT_FAILURE),
+    }
+}
+
+/// Why consuming ended before its natural end.
+enum Stop {
+    /// The server or the connection failed.
+    Client(ClientError),
+    /// Whoever read our stdout has gone (`| head`): a normal end, exit 0
+    /// quietly as `cat` does.
+    ReaderGone,
+    /// Any other failure to write stdout (a full disk…): records would be
+    /// lost silently, so it is an error.
+    Output(std::io::Error),
+}
+
+impl From<ClientError> for Stop {
+    fn from(error: ClientError) -> Stop {
+        Stop::Client(error)
+    }
+}
+
+impl From<std::io::Error> for Stop {
+    fn from(error: std::io::Error) -> Stop {
+        match error.kind() {
+            std::io::ErrorKind::BrokenPipe => Stop::ReaderGone,
+            _ => Stop::Output(error),
+        }
+    }
+}
+
+/// Resolves once stdout is a pipe or socket nobody reads any more. A
+/// `--follow` with no new records never writes, so it would never see
+/// EPIPE: `consume --follow | head -1` would outlive `head` forever.
+async fn reader_gone() {
+    loop {
+        let mut stdout = libc::pollfd { fd: libc::STDOUT_FILENO, events: 0, revents: 0 };
+        // SAFETY: one valid pollfd and a zero timeout; poll only writes revents.
+        let ready = unsafe { libc::poll(&mut stdout, 1, 0) };
+        // POLLERR is what a pipe's write end reports once its reader closed.
+        if ready > 0 && stdout.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 struct Cursor {
@@ -60,7 +114,7 @@ struct Cursor {
     stop_at: u64,
 }
 
-async fn consume(args: ConsumeArgs) -> Result<(), ClientError> {
+async fn consume(args: ConsumeArgs) -> Result<(), Stop> {
     let mut client = args.server.client(30_000);
     let partitions = match args.partition {
         Some(partition) => vec![partition],
@@ -83,7 +137,7 @@ async fn consume(args: ConsumeArgs) -> Result<(), ClientError> {
             let wait_ms = if args.follow && cursors_len_one(args.partition) { 1_000 } else { 0 };
             let fetched = client.fetch(&args.topic, cursor.partition, cursor.offset, 1 << 20, wait_ms).await?;
             let before = cursor.offset;
-            printed += print_batches(&args, cursor, &fetched.batches, limit - printed);
+            printed += print_batches(&args, cursor, &fetched.batches, limit - printed)?;
             if cursor.offset > before {
                 progressed = true;
                 if let Some(group) = &args.group {
@@ -173,7 +227,7 @@ fn invalid(message: String) -> ClientError {
 }
 
 /// Print records at or after the cursor; returns how many were printed.
-fn print_batches(args: &ConsumeArgs, cursor: &mut Cursor, batches: &[u8], limit: u64) -> u64 {
+fn print_batches(args: &ConsumeArgs, cursor: &mut Cursor, batches: &[u8], limit: u64) -> std::io::Result<u64> {
     let mut printed = 0;
     let mut stdout = std::io::stdout().lock();
     for (header, batch) in BatchIter::new(batches, usize::MAX).flatten() {
@@ -182,16 +236,18 @@ fn print_batches(args: &ConsumeArgs, cursor: &mut Cursor, batches: &[u8], limit:
             if offset < cursor.offset || printed >= limit || (!args.follow && offset >= cursor.stop_at) {
                 continue;
             }
-            let _ = writeln!(stdout, "{}", render(args, offset, &record));
+            writeln!(stdout, "{}", render(args, cursor.partition, offset, &record))?;
             printed += 1;
             cursor.offset = offset + 1;
         }
     }
-    let _ = stdout.flush();
-    printed
+    stdout.flush()?;
+    Ok(printed)
 }
 
-fn render(args: &ConsumeArgs, offset: u64, record: &RecordView<'_>) -> String {
+/// One output line. JSON lines end with `"partition"`: the spec's shape
+/// comes first, unchanged, and offsets of different partitions overlap.
+fn render(args: &ConsumeArgs, partition: u32, offset: u64, record: &RecordView<'_>) -> String {
     if args.format == "value" {
         return String::from_utf8_lossy(record.value).into_owned();
     }
@@ -217,5 +273,6 @@ fn render(args: &ConsumeArgs, offset: u64, record: &RecordView<'_>) -> String {
             object.insert("value_b64".into(), base64::engine::general_purpose::STANDARD.encode(record.value).into())
         }
     };
+    object.insert("partition".into(), partition.into());
     serde_json::Value::Object(object).to_string()
 }

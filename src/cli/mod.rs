@@ -30,9 +30,21 @@ pub const EXIT_ENVIRONMENT: u8 = 78;
 #[derive(Debug, Parser)]
 #[command(name = "ringlog", version, about)]
 pub struct Cli {
+    /// Log lines on stderr: text, or one JSON object per line for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RINGLOG_LOG_FORMAT")]
+    pub log_format: LogFormat,
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colored on a terminal).
+    Text,
+    /// One JSON object per line: timestamp, level, target, message, fields.
+    Json,
 }
 
 /// Top-level commands.
@@ -95,6 +107,11 @@ pub enum Command {
         #[arg(long, default_value = "always")]
         fsync: String,
     },
+    /// Print a shell completion script (e.g. `ringlog completions bash > /etc/bash_completion.d/ringlog`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Internal: append batches and print acknowledgements (used by crash tests).
     #[command(hide = true, name = "__append-worker")]
     AppendWorker {
@@ -114,11 +131,16 @@ pub enum Command {
 }
 
 /// Set up logging: `RUST_LOG`-style filter, default `info`, to stderr.
-pub fn init_tracing() {
+pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
+        // Flattened, so `message` and the event's fields sit at the top
+        // level where shippers (Vector, Fluent Bit, Loki) look for them.
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
 /// Milliseconds since the Unix epoch.
@@ -154,6 +176,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Check { dir, repair, json } => check::run(&dir, repair, json),
         Command::StorageDemo { data_dir, records, batch, fsync } => demo::run(&data_dir, records, batch, &fsync),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "ringlog", &mut std::io::stdout());
+            ExitCode::from(EXIT_OK)
+        }
         Command::AppendWorker { dir, appenders, fsync, segment_bytes } => {
             worker::run(&dir, appenders, &fsync, segment_bytes)
         }

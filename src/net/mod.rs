@@ -2,5 +2,6 @@
 //! the Rust client).
 
 pub mod client;
+pub mod ports;
 pub mod protocol;
 pub mod server;

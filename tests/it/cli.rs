@@ -1,8 +1,9 @@
 //! The client-side CLI against a real node: topic, produce, consume, groups,
 //! output formats and exit codes.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::node::Node;
 
@@ -134,4 +135,124 @@ fn bench_prints_the_spec_json_line_for_every_mode() {
         assert!(report["p50_us"].as_u64().unwrap() <= report["max_us"].as_u64().unwrap());
     }
     assert_eq!(node.terminate(), Some(0));
+}
+
+#[test]
+fn consume_follow_into_a_closed_pipe_exits_0_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), 2);
+    assert!(ringlog(&node, &["topic", "create", "piped"], None).status.success());
+    assert!(ringlog(&node, &["produce", "piped"], Some("a\nb\nc\n")).status.success());
+    for partition in [None, Some("0")] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ringlog"));
+        command.args(["consume", "piped", "--follow"]).env("RINGLOG_SERVER", &node.address);
+        if let Some(partition) = partition {
+            command.args(["--partition", partition]);
+        }
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        // What `| head -1` does: read one line, then close the pipe. Every
+        // record is already written, so only an idle --follow remains.
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        assert_eq!(first, "a\n");
+        let closed = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if closed.elapsed() > Duration::from_secs(1) {
+                let _ = child.kill();
+                panic!("consume --follow (partition {partition:?}) still runs 1 s after its reader left");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(status.code(), Some(0), "partition {partition:?}");
+        let mut stderr = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        assert_eq!(stderr, "", "quietly");
+    }
+    assert_eq!(node.terminate(), Some(0));
+}
+
+#[test]
+fn consume_fails_with_one_error_line_when_stdout_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), 1);
+    assert!(ringlog(&node, &["topic", "create", "full"], None).status.success());
+    assert!(ringlog(&node, &["produce", "full"], Some("a\nb\n")).status.success());
+    let output = Command::new(env!("CARGO_BIN_EXE_ringlog"))
+        .args(["consume", "full"])
+        .env("RINGLOG_SERVER", &node.address)
+        .stdout(std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("error: cannot write to stdout") && stderr.lines().count() == 1, "{stderr}");
+    assert_eq!(node.terminate(), Some(0));
+}
+
+#[test]
+fn consume_json_lines_say_which_partition_and_keep_each_partitions_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), 2);
+    assert!(ringlog(&node, &["topic", "create", "spread", "--partitions", "3"], None).status.success());
+    for partition in ["0", "1", "2"] {
+        let input: String = (0..4).map(|i| format!("p{partition}-{i}\n")).collect();
+        let produced = ringlog(&node, &["produce", "spread", "--partition", partition], Some(&input));
+        assert!(produced.status.success());
+    }
+    let consumed = ringlog(&node, &["consume", "spread", "--format", "json"], None);
+    let mut next = [0u64; 3];
+    for line in lines(&consumed) {
+        let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let partition = record["partition"].as_u64().unwrap_or_else(|| panic!("no partition: {line}"));
+        assert!(line.starts_with(r#"{"offset":"#), "the spec's fields come first: {line}");
+        assert_eq!(record["offset"], next[partition as usize], "{line}");
+        assert_eq!(record["value"], format!("p{partition}-{}", next[partition as usize]));
+        next[partition as usize] += 1;
+    }
+    assert_eq!(next, [4, 4, 4]);
+    assert_eq!(node.terminate(), Some(0));
+}
+
+#[test]
+fn completions_are_printed_for_bash_zsh_and_fish() {
+    let run = |shell: &str| Command::new(env!("CARGO_BIN_EXE_ringlog")).args(["completions", shell]).output().unwrap();
+    for (shell, marker) in
+        [("bash", "complete -F _ringlog"), ("zsh", "#compdef ringlog"), ("fish", "complete -c ringlog")]
+    {
+        let output = run(shell);
+        assert!(output.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&output.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(script.contains("forget-node") && script.contains("data-dir"), "{shell}: every command and flag");
+    }
+    // bash itself accepts the script and registers it.
+    let bash = Command::new("bash")
+        .args(["-c", "source <(\"$0\" completions bash) && complete -p ringlog", env!("CARGO_BIN_EXE_ringlog")])
+        .output()
+        .unwrap();
+    assert!(bash.status.success(), "{}", String::from_utf8_lossy(&bash.stderr));
+    assert_eq!(run("tcsh").status.code(), Some(2), "an unknown shell is a usage error");
+}
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("node.log");
+    let data_dir = dir.path().join("data");
+    let node = Node::spawn(&data_dir, 1, &["--log-format", "json"], &[("RUST_LOG", "info")], Some(&log));
+    assert_eq!(node.terminate(), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("not JSON ({error}): {line}")))
+        .collect();
+    let ready = events.iter().find(|event| event["message"] == "ringlog node ready").expect("the ready event");
+    assert_eq!(ready["level"], "INFO");
+    assert_eq!(ready["target"], "ringlog::node");
+    assert_eq!(ready["shards"], 1, "fields sit beside the message");
+    assert!(ready["timestamp"].is_string());
+    assert!(events.iter().any(|event| event["message"] == "clean shutdown complete"));
 }

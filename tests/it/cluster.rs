@@ -24,6 +24,13 @@ pub struct Member {
     addresses: [String; 3],
 }
 
+impl Member {
+    /// The replication address the member listens on.
+    pub fn replication_address(&self) -> &str {
+        &self.addresses[2]
+    }
+}
+
 /// One etcd and the nodes a test starts against it.
 pub struct Cluster {
     /// The etcd process.

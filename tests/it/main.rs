@@ -12,6 +12,7 @@ mod enospc;
 mod etcd;
 mod faults;
 mod node;
+mod ops;
 mod replication;
 mod safety;
 mod storage_log;
