@@ -209,6 +209,7 @@ fn check_segments(
                 remove_from(dir, &bases[i + 1..], report)?;
                 store_recovery_point(dir, base)?;
                 remove_clean_shutdown(dir)?;
+                remove_producer_snapshot(dir, report)?;
             }
             return Ok(());
         }
@@ -294,6 +295,19 @@ fn remove_indexes(dir: &Path, base: u64) -> std::io::Result<()> {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
             _ => {}
         }
+    }
+    Ok(())
+}
+
+/// The snapshot may describe batches repair just removed; once the log grew
+/// past its offset again it would be trusted. Recovery rebuilds it from the
+/// batch headers.
+fn remove_producer_snapshot(dir: &Path, report: &mut CheckReport) -> std::io::Result<()> {
+    let path = super::producers::ProducerStates::path(dir);
+    match std::fs::remove_file(&path) {
+        Ok(()) => report.repaired.push(format!("removed {} (rebuilt from the log)", path.display())),
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+        Err(_) => {}
     }
     Ok(())
 }

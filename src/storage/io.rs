@@ -24,6 +24,8 @@ pub enum FaultOperation {
     Preallocate,
     /// A truncation (ftruncate) of a segment.
     Truncate,
+    /// A small metadata file (index files at a seal, epoch checkpoint).
+    Metadata,
 }
 
 /// Makes chosen I/O operations fail, for tests. Shared across threads.
@@ -42,12 +44,14 @@ pub enum FaultOperation {
 pub struct FaultInjector {
     journal: Option<std::sync::Mutex<CrashJournal>>,
     crash_countdown: AtomicI64,
+    script: std::sync::Mutex<std::collections::VecDeque<(FaultOperation, i32)>>,
     write_countdown: AtomicI64,
     fsync_countdown: AtomicI64,
     preallocate_countdown: AtomicI64,
     truncate_countdown: AtomicI64,
+    metadata_countdown: AtomicI64,
     errno: AtomicI32,
-    attempts: [AtomicI64; 4],
+    attempts: [AtomicI64; 5],
 }
 
 impl Default for FaultInjector {
@@ -57,10 +61,12 @@ impl Default for FaultInjector {
             fsync_countdown: AtomicI64::new(-1),
             preallocate_countdown: AtomicI64::new(-1),
             truncate_countdown: AtomicI64::new(-1),
+            metadata_countdown: AtomicI64::new(-1),
             errno: AtomicI32::new(libc::EIO),
             attempts: Default::default(),
             journal: None,
             crash_countdown: AtomicI64::new(-1),
+            script: Default::default(),
         }
     }
 }
@@ -188,6 +194,13 @@ impl FaultInjector {
         self.countdown(operation).store(successes, Ordering::SeqCst);
     }
 
+    /// The next `errnos.len()` attempts of `operation` fail, each with its
+    /// own errno in order (e.g. ENOSPC then EIO on two writes in flight).
+    pub fn fail_next(&self, operation: FaultOperation, errnos: &[i32]) {
+        let mut script = self.script.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        script.extend(errnos.iter().map(|&errno| (operation, errno)));
+    }
+
     /// Stop failing `operation`.
     pub fn clear(&self, operation: FaultOperation) {
         self.countdown(operation).store(-1, Ordering::SeqCst);
@@ -199,6 +212,7 @@ impl FaultInjector {
             FaultOperation::Fsync => &self.fsync_countdown,
             FaultOperation::Preallocate => &self.preallocate_countdown,
             FaultOperation::Truncate => &self.truncate_countdown,
+            FaultOperation::Metadata => &self.metadata_countdown,
         }
     }
 
@@ -210,6 +224,13 @@ impl FaultInjector {
     /// Called before each operation: the injected error, if one is due.
     pub fn check(&self, operation: FaultOperation) -> io::Result<()> {
         self.attempts[operation as usize].fetch_add(1, Ordering::SeqCst);
+        {
+            let mut script = self.script.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if script.front().is_some_and(|&(scripted, _)| scripted == operation) {
+                let (_, errno) = script.pop_front().expect("front exists");
+                return Err(io::Error::from_raw_os_error(errno));
+            }
+        }
         let countdown = self.countdown(operation);
         let remaining = countdown.load(Ordering::SeqCst);
         if remaining < 0 {

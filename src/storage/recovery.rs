@@ -98,7 +98,7 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> StorageResult<Vec<u
 
 /// Recover the partition in `dir` (created if missing).
 pub fn recover_partition(dir: &Path, config: &StorageConfig) -> StorageResult<RecoveredPartition> {
-    std::fs::create_dir_all(dir).map_err(io_error("create partition dir", dir))?;
+    create_partition_dir(dir)?;
     let mut report = RecoveryReport::default();
     let bases = list_segments(dir, &mut report)?;
     let marker = load_clean_shutdown(dir).map_err(io_error("read clean-shutdown marker", dir))?;
@@ -133,6 +133,27 @@ fn settle_fence(dir: &Path, found: Option<FenceReport>) -> StorageResult<Option<
         }
         (None, None) => Ok(None),
     }
+}
+
+/// Create the partition directory durably: every new directory's entry is
+/// fsynced in its parent, so a crash cannot lose a partition whose first
+/// records were acknowledged.
+fn create_partition_dir(dir: &Path) -> StorageResult<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut current = Some(dir);
+    while let Some(path) = current.filter(|path| !path.as_os_str().is_empty() && !path.exists()) {
+        missing.push(path);
+        current = path.parent();
+    }
+    std::fs::create_dir_all(dir).map_err(io_error("create partition dir", dir))?;
+    for created in missing.iter().rev() {
+        let parent = created.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        super::io::sync_directory(parent).map_err(io_error("sync directory", parent))?;
+    }
+    Ok(())
 }
 
 fn finish(

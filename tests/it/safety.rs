@@ -490,3 +490,103 @@ fn clean_marker_pointing_past_its_own_end_falls_back_to_a_scan() {
     });
     assert_eq!((end, clean), (5, false));
 }
+
+// Defect 12: disk full while sealing a segment is disk_full, and the roll resumes.
+#[test]
+fn disk_full_while_sealing_a_segment_is_reported_and_the_roll_resumes_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let reopen = path.clone();
+    let written = on_executor(move || async move {
+        let faults = FaultInjector::new();
+        let log = PartitionLog::open(&path, small_config(), Some(faults.clone())).await.unwrap();
+        let mut round = 0;
+        while log.snapshot().segments == 1 {
+            append_values(&log, &values(&format!("e{round}"), 3), round).await;
+            round += 1;
+        }
+        let segments = log.snapshot().segments;
+        faults.fail_after(FaultOperation::Metadata, 0, libc::ENOSPC);
+        let mut refused = None;
+        for attempt in 0..200 {
+            if let Err(error) = append_values_result(&log).await {
+                refused = Some((attempt, error));
+                break;
+            }
+        }
+        let (_, error) = refused.expect("the next roll meets the full disk");
+        assert!(matches!(error, StorageError::DiskFull { .. }), "{error}");
+        assert!(log.snapshot().failure.is_none(), "disk full is not fail-stop");
+        faults.clear(FaultOperation::Metadata);
+        append_values(&log, &values("after", 3), 0).await;
+        assert!(log.snapshot().segments > segments, "the roll happened once space returned");
+        let written = read_all(&log, 0).await;
+        log.abandon().await;
+        written
+    });
+    let (fence, all) = open_and(&reopen, small_config(), |log| async move {
+        let result = (log.snapshot().fence, read_all(&log, 0).await);
+        log.close().await.unwrap();
+        result
+    });
+    assert!(fence.is_none(), "{fence:?}");
+    assert_eq!(all, written);
+}
+
+// Defect 12: a failed epoch store leaves no epoch behind in memory.
+#[test]
+fn failed_epoch_store_leaves_the_epoch_history_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    on_executor(move || async move {
+        let faults = FaultInjector::new();
+        let log = PartitionLog::open(&path, small_config(), Some(faults.clone())).await.unwrap();
+        append_values(&log, &values("one", 2), 0).await;
+        faults.fail_after(FaultOperation::Metadata, 0, libc::EIO);
+        let mut batch = batch_of(&values("two", 2), 0);
+        assert!(log.append(&mut batch, AppendMode::Leader { leader_epoch: 2 }).await.is_err());
+        faults.clear(FaultOperation::Metadata);
+        assert_eq!(log.epochs().latest_epoch(), Some(1), "epoch 2 never began");
+        // Epoch 1 may still append: nothing in the log is from epoch 2.
+        append_values(&log, &values("again", 2), 0).await;
+        log.close().await.unwrap();
+    });
+}
+
+// Defect 12: an EIO among the writes settled during a disk-full rollback fail-stops.
+#[test]
+fn an_eio_beside_a_disk_full_write_fail_stops_instead_of_rolling_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    on_executor(move || async move {
+        let faults = FaultInjector::new();
+        let config = StorageConfig { segment_bytes: 1 << 20, max_batch_bytes: 64 * 1024, ..small_config() };
+        let log = PartitionLog::open(&path, config, Some(faults.clone())).await.unwrap();
+        append_values(&log, &values("ok", 3), 0).await;
+        // One batch of three write buffers: its writes are in flight together.
+        faults.fail_next(FaultOperation::Write, &[libc::ENOSPC, libc::EIO]);
+        let mut batch = batch_of(&values("big", 200), 0);
+        let error = log.append(&mut batch, AppendMode::Leader { leader_epoch: 1 }).await.unwrap_err();
+        assert!(matches!(error, StorageError::StorageFailed { .. }), "{error}");
+        assert!(log.snapshot().failure.is_some_and(|cause| cause.contains("errno 5")));
+        log.abandon().await;
+    });
+}
+
+// Defect 13: repair drops the producer snapshot that may describe removed batches.
+#[test]
+fn repair_removes_the_producer_snapshot_with_the_batches_it_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = sealed_segments(dir.path(), true);
+    let snapshot = ringlog::storage::producers::ProducerStates::path(dir.path());
+    assert!(snapshot.exists());
+    let victim = dir.path().join(&files[1]);
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[100] ^= 0x04;
+    std::fs::write(&victim, &bytes).unwrap();
+    let mut report = ringlog::storage::check::CheckReport::default();
+    ringlog::storage::check::check_partition(dir.path(), &small_config(), true, &mut report, &|_| {}).unwrap();
+    assert!(!report.errors.is_empty());
+    assert!(!snapshot.exists(), "repaired: {:?}", report.repaired);
+    assert!(reopened_fence(dir.path()).is_none());
+}

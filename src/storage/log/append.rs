@@ -125,7 +125,7 @@ impl PartitionLog {
     }
 
     async fn record_epoch(&self, leader_epoch: u32, base_offset: u64) -> StorageResult<()> {
-        let history = {
+        let (history, previous) = {
             let mut state = self.inner.state.borrow_mut();
             let latest = state.epochs.latest_epoch();
             if latest.is_some_and(|latest| leader_epoch < latest) {
@@ -134,15 +134,26 @@ impl PartitionLog {
                     cause: format!("leader epoch {leader_epoch} is older than the log's epoch {latest:?}"),
                 });
             }
+            let previous = state.epochs.clone();
             if !state.epochs.assign(leader_epoch, base_offset) {
                 return Ok(());
             }
-            state.epochs.clone()
+            (state.epochs.clone(), previous)
         };
         let dir = self.inner.dir.clone();
-        run_blocking(move || history.store(&dir))
-            .await
-            .map_err(|error| StorageError::io("store epoch checkpoint", &self.inner.dir, error))
+        let fault = self.metadata_fault();
+        let stored = run_blocking(move || fault().and_then(|()| history.store(&dir))).await;
+        if let Err(error) = stored {
+            // The batch that began the epoch is not appended: the epoch must
+            // not stay in memory either, or it would be recorded against
+            // offsets that other batches take.
+            self.inner.state.borrow_mut().epochs = previous;
+            if is_disk_full(&error) {
+                return Err(StorageError::DiskFull { path: self.inner.dir.clone() });
+            }
+            return Err(StorageError::io("store epoch checkpoint", &self.inner.dir, error));
+        }
+        Ok(())
     }
 
     /// Copy the batch into staging buffers, waiting for the disk when all are

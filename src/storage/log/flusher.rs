@@ -39,7 +39,8 @@ impl PartitionLog {
         loop {
             let notified = self.inner.work.notified();
             if self.inner.state.borrow().failure.is_some() {
-                self.settle_all(&mut pipeline).await;
+                // Already fail-stopped: later write errors add nothing.
+                let _already_failed = self.settle_all(&mut pipeline).await;
                 if self.inner.stopping.get() {
                     return;
                 }
@@ -207,13 +208,21 @@ impl PartitionLog {
     }
 
     /// Wait for every write still in flight (their buffers must not be
-    /// reused while the kernel may read them), discarding the results.
-    async fn settle_all(&self, pipeline: &mut Pipeline) {
+    /// reused while the kernel may read them). Returns the first error that
+    /// is not disk full: a caller rolling back after ENOSPC must fail-stop
+    /// instead when another write failed for a worse reason (SPEC §4).
+    async fn settle_all(&self, pipeline: &mut Pipeline) -> Option<std::io::Error> {
+        let mut worse = None;
         while let Some(in_flight) = pipeline.in_flight.pop_front() {
-            let _ = in_flight.task.await;
+            if let Err(error) = in_flight.task.await {
+                if !is_disk_full(&error) && worse.is_none() {
+                    worse = Some(error);
+                }
+            }
             self.inner.state.borrow_mut().writer.recycle(in_flight.job);
         }
         pipeline.tail_in_flight = None;
+        worse
     }
 
     /// A write failed: ENOSPC rolls back what was not acknowledged; any
@@ -221,11 +230,15 @@ impl PartitionLog {
     async fn write_failed(&self, finished: InFlight, error: std::io::Error, pipeline: &mut Pipeline) {
         let file = Rc::clone(&finished.file);
         self.inner.state.borrow_mut().writer.recycle(finished.job);
-        self.settle_all(pipeline).await;
-        if is_disk_full(&error) {
-            self.roll_back_after_disk_full(&file).await;
-        } else {
-            self.fail_stop("write", file.path(), &error);
+        let worse = self.settle_all(pipeline).await;
+        match worse {
+            None if is_disk_full(&error) => self.roll_back_after_disk_full(&file).await,
+            Some(worse) => {
+                self.fail_stop("write", file.path(), &worse);
+            }
+            None => {
+                self.fail_stop("write", file.path(), &error);
+            }
         }
     }
 

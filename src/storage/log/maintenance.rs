@@ -42,12 +42,15 @@ impl PartitionLog {
         };
         let dir = self.inner.dir.clone();
         let new_path = segment_file(&dir, new_base, LOG_EXTENSION);
-        run_blocking(move || seal_metadata(&dir, base, new_base, indexes_bytes, &producer_snapshot))
-            .await
-            .map_err(|error| self.fail_stop("seal segment", &new_path, &error))?;
+        let fault = self.metadata_fault();
+        run_blocking(move || {
+            fault().and_then(|()| seal_metadata(&dir, base, new_base, indexes_bytes, &producer_snapshot))
+        })
+        .await
+        .map_err(|error| self.metadata_failure("seal segment", &new_path, &error))?;
         let new_file = DirectFile::open_read_write(&new_path, self.inner.faults.clone())
             .await
-            .map_err(|error| self.fail_stop("create segment", &new_path, &error))?;
+            .map_err(|error| self.metadata_failure("create segment", &new_path, &error))?;
         let config = &self.inner.config;
         let writer = SegmentWriter::open(Rc::new(new_file), 0, config.write_buffer_bytes, config.write_buffers_max)
             .await
@@ -64,6 +67,18 @@ impl PartitionLog {
         state.unsynced_since = None;
         tracing::debug!(target: "ringlog::storage", dir = %self.inner.dir.display(), base, new_base, "segment rolled");
         Ok(())
+    }
+
+    /// A roll's metadata could not be written. Disk full is `disk_full`, not
+    /// fail-stop (SPEC §4): the sealed segment is durable and exact, every
+    /// metadata file is written atomically, and the next append retries the
+    /// whole roll. Any other error fail-stops.
+    fn metadata_failure(&self, operation: &str, path: &Path, error: &std::io::Error) -> StorageError {
+        if is_disk_full(error) {
+            tracing::warn!(target: "ringlog::storage", path = %path.display(), "disk full sealing a segment; the roll is retried");
+            return StorageError::DiskFull { path: path.to_path_buf() };
+        }
+        self.fail_stop(operation, path, error)
     }
 
     /// fdatasync, then cut preallocated space so the file is exactly its log.

@@ -288,6 +288,13 @@ impl PartitionLog {
         Ok(log)
     }
 
+    /// A closure for blocking metadata writes that returns the injected
+    /// fault, if one is due (tests); always Ok in production.
+    fn metadata_fault(&self) -> impl Fn() -> std::io::Result<()> + Send + 'static {
+        let faults = self.inner.faults.clone();
+        move || faults.as_ref().map_or(Ok(()), |faults| faults.check(crate::storage::io::FaultOperation::Metadata))
+    }
+
     /// The partition directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
