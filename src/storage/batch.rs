@@ -476,6 +476,59 @@ impl BatchBuilder {
     }
 }
 
+/// The one walk over batch headers: every reader that steps from batch to
+/// batch by header (recovery's epoch and producer walks, a sealed segment's
+/// end, truncation's search for a batch start, the max-timestamp walk, a
+/// follower's checks of an answer) goes through it, so the zero- or
+/// short-length guard that keeps a walk from looping lives in one place.
+/// It yields each header whose 64 bytes are in `bytes`, checked for shape
+/// against the format's own bound; the batch body may lie beyond `bytes`
+/// (chunked readers continue at [`HeaderWalk::position`]). It stops at the
+/// first header that is incomplete (`None`; `position` is where it starts)
+/// or invalid (one `Err`, then `None`).
+#[derive(Debug, Clone)]
+pub struct HeaderWalk<'a> {
+    bytes: &'a [u8],
+    position: usize,
+    failed: bool,
+}
+
+impl<'a> HeaderWalk<'a> {
+    /// Walk the headers in `bytes` starting at `position`.
+    pub fn new(bytes: &'a [u8], position: usize) -> HeaderWalk<'a> {
+        HeaderWalk { bytes, position, failed: false }
+    }
+
+    /// Where the next batch starts (after the last header yielded).
+    pub fn position(&self) -> usize {
+        self.position
+    }
+}
+
+impl Iterator for HeaderWalk<'_> {
+    /// (position of the batch, its header), or why the bytes there are no batch.
+    type Item = Result<(usize, BatchHeader), (usize, BatchError)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.bytes.get(self.position..).filter(|rest| rest.len() >= BATCH_HEADER_BYTES && !self.failed)?;
+        let checked =
+            BatchHeader::parse(rest).and_then(|header| header.check_shape(FORMAT_MAX_BATCH_BYTES).map(|()| header));
+        match checked {
+            Ok(header) => {
+                let position = self.position;
+                // check_shape guarantees at least a header and one record:
+                // the walk always moves forward.
+                self.position += header.batch_bytes as usize;
+                Some(Ok((position, header)))
+            }
+            Err(error) => {
+                self.failed = true;
+                Some(Err((self.position, error)))
+            }
+        }
+    }
+}
+
 /// Iterate over consecutive whole batches in `bytes` (e.g. a fetch result),
 /// verifying each CRC. Stops with an error at the first bad batch.
 pub struct BatchIter<'a> {
@@ -517,6 +570,24 @@ mod tests {
     use super::*;
 
     const LIMIT: usize = 1 << 20;
+
+    #[test]
+    fn header_walk_stops_on_a_zero_length_instead_of_looping() {
+        let mut batch = sample();
+        stamp_batch(&mut batch, 0, 1);
+        let mut bytes = batch.clone();
+        bytes.extend_from_slice(&[0u8; 64]);
+        let walked: Vec<_> = HeaderWalk::new(&bytes, 0).collect();
+        assert_eq!(walked.len(), 2);
+        assert!(walked[0].is_ok());
+        assert!(matches!(walked[1], Err((position, BatchError::InvalidLength { .. })) if position == batch.len()));
+        // A header whose body lies beyond the bytes is still yielded; the
+        // walk then waits at the next batch's start.
+        let mut walk = HeaderWalk::new(&batch[..64], 0);
+        assert!(matches!(walk.next(), Some(Ok((0, _)))));
+        assert!(walk.next().is_none());
+        assert_eq!(walk.position(), batch.len());
+    }
 
     fn sample() -> Vec<u8> {
         let mut builder = BatchBuilder::new();

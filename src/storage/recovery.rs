@@ -12,7 +12,7 @@ use std::path::Path;
 
 use memmap2::Mmap;
 
-use super::batch::{verify_batch, BatchHeader, BATCH_HEADER_BYTES, FORMAT_MAX_BATCH_BYTES};
+use super::batch::{verify_batch, BatchHeader, HeaderWalk, BATCH_HEADER_BYTES, FORMAT_MAX_BATCH_BYTES};
 use super::config::StorageConfig;
 use super::epochs::EpochHistory;
 use super::error::{StorageError, StorageResult};
@@ -436,23 +436,23 @@ pub fn sealed_end_offset(dir: &Path, base: u64, size_bytes: u64) -> StorageResul
         Ok(Ok(index)) => index.last(),
         _ => None,
     };
-    let (mut position, mut expected) =
+    let (position, mut expected) =
         hint.map_or((0, base), |(relative, position)| (position as usize, base + u64::from(relative)));
     let mut next_offset = first.next_offset();
-    while position < bytes.len() {
-        let header = match BatchHeader::parse(&bytes[position..]) {
-            Ok(header) if header.check_shape(FORMAT_MAX_BATCH_BYTES).is_ok() => header,
-            _ => return Ok(Err(format!("no valid batch header at position {position}"))),
+    let mut walk = HeaderWalk::new(bytes, position);
+    for step in walk.by_ref() {
+        let (position, header) = match step {
+            Ok(step) => step,
+            Err((position, error)) => return Ok(Err(format!("no valid batch header at position {position}: {error}"))),
         };
         if header.base_offset != expected {
             return Ok(Err(format!("batch at {position} has offset {}, expected {expected}", header.base_offset)));
         }
         next_offset = header.next_offset();
         expected = next_offset;
-        position += header.batch_bytes as usize;
     }
-    if position != bytes.len() {
-        return Ok(Err(format!("last batch runs past the segment's end ({position} > {})", bytes.len())));
+    if walk.position() != bytes.len() {
+        return Ok(Err(format!("the batches end at {}, not at the segment's end {}", walk.position(), bytes.len())));
     }
     Ok(Ok(next_offset))
 }
@@ -561,15 +561,11 @@ fn recover_epochs(dir: &Path, segments: &[Segment], log_end_offset: u64) -> Stor
         let Some(map) = map_segment(&path).map_err(io_error("map segment", &path))? else {
             continue;
         };
-        let mut position = 0usize;
-        while position + BATCH_HEADER_BYTES <= segment.size_bytes as usize {
-            let Ok(header) = BatchHeader::parse(&map[position..]) else {
-                break;
-            };
+        let end = (segment.size_bytes as usize).min(map.len());
+        for (_, header) in HeaderWalk::new(&map[..end], 0).map_while(Result::ok) {
             if epochs.latest_epoch().is_none_or(|latest| header.leader_epoch > latest) {
                 epochs.assign(header.leader_epoch, header.base_offset);
             }
-            position += (header.batch_bytes as usize).max(BATCH_HEADER_BYTES);
         }
     }
     epochs.truncate_from_end(log_end_offset);
@@ -617,16 +613,13 @@ pub fn rebuild_producer_states(
         let path = segment_file(dir, segment.base_offset, "log");
         let Some(map) = map_segment(&path).map_err(io_error("map segment", &path))? else { continue };
         let end = (segment.size_bytes as usize).min(map.len());
-        let mut position = 0usize;
-        while position + BATCH_HEADER_BYTES <= end {
-            let Ok(header) = BatchHeader::parse(&map[position..end]) else { break };
-            if header.batch_bytes as usize <= BATCH_HEADER_BYTES || header.base_offset >= log_end_offset {
+        for (_, header) in HeaderWalk::new(&map[..end], 0).map_while(Result::ok) {
+            if header.base_offset >= log_end_offset {
                 break;
             }
             if header.base_offset >= from {
                 states.apply(&header);
             }
-            position += header.batch_bytes as usize;
         }
     }
     states.applied_offset = log_end_offset;

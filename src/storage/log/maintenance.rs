@@ -1,7 +1,7 @@
 //! Rolling, truncation, retention, consumer offsets and clean close.
 
 use super::*;
-use crate::storage::batch::BatchError;
+use crate::storage::batch::{BatchError, HeaderWalk};
 
 impl PartitionLog {
     /// Roll when the active segment is full or old enough (caller holds the append gate).
@@ -119,15 +119,27 @@ impl PartitionLog {
         let file = self.reader_for(&location).await?;
         let mut position = location.start_position;
         let mut last_batch_position = None;
-        let mut batch_offset = location.base_offset;
+        let mut batch_offset = location.start_offset;
         while position < location.end_position {
             let header_bytes = file
                 .read_at(position, BATCH_HEADER_BYTES)
                 .await
                 .map_err(|error| StorageError::io("read segment", &location.path, error))?;
-            let header = BatchHeader::parse(&header_bytes).map_err(StorageError::InvalidBatch)?;
-            // Written data was validated, but a zero length here would loop forever.
-            header.check_shape(FORMAT_MAX_BATCH_BYTES).map_err(StorageError::InvalidBatch)?;
+            let header = match HeaderWalk::new(&header_bytes, 0).next() {
+                Some(Ok((_, header))) => header,
+                Some(Err((_, error))) => return Err(StorageError::InvalidBatch(error)),
+                None => return Err(StorageError::InvalidBatch(BatchError::Truncated { needed: 64, available: 0 })),
+            };
+            if header.base_offset != batch_offset {
+                // The CRC does not cover base offsets: never cut by a wrong one.
+                let reason = format!("batch at {position} has offset {}, expected {batch_offset}", header.base_offset);
+                return Err(StorageError::Fenced {
+                    path: location.path.clone(),
+                    position,
+                    offset: batch_offset,
+                    reason,
+                });
+            }
             if header.next_offset() > offset {
                 return Ok(DurableMark { offset: header.base_offset, position, last_batch_position });
             }
@@ -216,17 +228,21 @@ impl PartitionLog {
                 .read_at(position, want.max(BATCH_HEADER_BYTES))
                 .await
                 .map_err(|error| StorageError::io("read segment", file.path(), error))?;
-            let mut cursor = 0usize;
-            while cursor + BATCH_HEADER_BYTES <= chunk.len() && position + (cursor as u64) < cut.position {
-                let header = BatchHeader::parse(&chunk[cursor..]).map_err(StorageError::InvalidBatch)?;
-                header.check_shape(FORMAT_MAX_BATCH_BYTES).map_err(StorageError::InvalidBatch)?;
+            let limit = ((cut.position - position) as usize).min(chunk.len());
+            let mut walk = HeaderWalk::new(&chunk[..limit], 0);
+            for step in walk.by_ref() {
+                let (_, header) = step.map_err(|(_, error)| StorageError::InvalidBatch(error))?;
                 let relative =
                     header.base_offset.checked_sub(base).and_then(|relative| u32::try_from(relative).ok()).ok_or(
                         StorageError::InvalidBatch(BatchError::MalformedRecords("batch offset outside its segment")),
                     )?;
                 let mut state = self.inner.state.borrow_mut();
                 state.active_mut().indexes.raise_max_timestamp(header.max_timestamp_ms, relative);
-                cursor += header.batch_bytes as usize;
+            }
+            let cursor = walk.position();
+            if cursor == 0 {
+                let error = BatchError::Truncated { needed: BATCH_HEADER_BYTES, available: limit };
+                return Err(StorageError::InvalidBatch(error));
             }
             position += cursor as u64;
         }
