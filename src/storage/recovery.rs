@@ -215,7 +215,10 @@ fn open_clean(
         let is_active = i + 1 == bases.len();
         let size_bytes = if is_active { marker.active_size_bytes } else { file_size(&path)? };
         let next_offset = if is_active {
-            verify_last_batch(&path, marker)?
+            // The CRC does not cover the last batch's base offset: the
+            // header walk must agree on where the log ends.
+            let walked = sealed_end_offset(dir, base, size_bytes)?.ok();
+            verify_last_batch(&path, marker)?.filter(|&end| size_bytes == 0 || walked == Some(end))
         } else {
             sealed_end_offset(dir, base, size_bytes)?.ok().filter(|&end| end == bases[i + 1])
         };

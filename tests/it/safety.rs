@@ -418,10 +418,12 @@ fn disk_full_rollbacks_under_concurrent_appends_never_acknowledge_misplaced_batc
         let config = StorageConfig { segment_bytes: 1 << 20, ..small_config() };
         let log = Rc::new(PartitionLog::open(&path, config, Some(faults.clone())).await.unwrap());
         let acked = Rc::new(std::cell::RefCell::new(Vec::new()));
+        let refused = Rc::new(std::cell::RefCell::new(Vec::new()));
         let epoch = Rc::new(std::cell::Cell::new(1u32));
         let mut tasks = Vec::new();
         for appender in 0..6u32 {
             let (log, acked, epoch) = (Rc::clone(&log), Rc::clone(&acked), Rc::clone(&epoch));
+            let refused = Rc::clone(&refused);
             tasks.push(ringlog::runtime::spawn_local(async move {
                 for round in 0..60u32 {
                     let batch_values = values(&format!("d{appender}-{round}"), 1 + (round % 3) as usize);
@@ -432,7 +434,8 @@ fn disk_full_rollbacks_under_concurrent_appends_never_acknowledge_misplaced_batc
                     let leader_epoch = epoch.get();
                     match log.append(&mut batch, AppendMode::Leader { leader_epoch }).await {
                         Ok(info) => acked.borrow_mut().push((info.base_offset, batch_values)),
-                        Err(StorageError::DiskFull { .. } | StorageError::StorageFailed { .. }) => {}
+                        Err(StorageError::DiskFull { .. }) => refused.borrow_mut().extend(batch_values),
+                        Err(StorageError::StorageFailed { .. }) => {}
                         Err(other) => panic!("unexpected {other}"),
                     }
                 }
@@ -448,10 +451,12 @@ fn disk_full_rollbacks_under_concurrent_appends_never_acknowledge_misplaced_batc
             task.await;
         }
         let acked = acked.borrow().clone();
+        let refused = refused.borrow().clone();
         assert!(log.snapshot().failure.is_none(), "{:?}", log.snapshot().failure);
         log.close().await.unwrap();
-        acked
+        (acked, refused)
     });
+    let (acked, refused) = acked;
     assert!(!acked.is_empty());
     let all = open_and(&reopen, small_config(), |log| async move {
         let all = read_all(&log, 0).await;
@@ -466,6 +471,11 @@ fn disk_full_rollbacks_under_concurrent_appends_never_acknowledge_misplaced_batc
             let at = all.get((base_offset + i as u64) as usize).map(|(_, value)| value);
             assert_eq!(at, Some(value), "acknowledged record at {}", base_offset + i as u64);
         }
+    }
+    // A batch answered disk_full is not in the log: a retry will not duplicate it.
+    let stored: std::collections::HashSet<&String> = all.iter().map(|(_, value)| value).collect();
+    for value in &refused {
+        assert!(!stored.contains(value), "{value} was refused with disk_full yet is in the log");
     }
 }
 
@@ -589,4 +599,44 @@ fn repair_removes_the_producer_snapshot_with_the_batches_it_cut() {
     assert!(!report.errors.is_empty());
     assert!(!snapshot.exists(), "repaired: {:?}", report.repaired);
     assert!(reopened_fence(dir.path()).is_none());
+}
+
+/// Run `body` on an executor; fail (instead of hanging CI) if it does not
+/// finish within `limit`.
+fn within<T: Send + 'static, Fut: std::future::Future<Output = T> + 'static>(
+    limit: Duration,
+    body: impl FnOnce() -> Fut + Send + 'static,
+) -> T {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(on_executor(body));
+    });
+    receiver.recv_timeout(limit).expect("finished in time (a deadlock otherwise)")
+}
+
+// Review finding: close() while a disk-full rollback waits for the gate.
+#[test]
+fn close_during_a_disk_full_rollback_does_not_deadlock() {
+    for round in 0..20u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        within(Duration::from_secs(20), move || async move {
+            let faults = FaultInjector::new();
+            let log = Rc::new(PartitionLog::open(&path, small_config(), Some(faults.clone())).await.unwrap());
+            append_values(&log, &values("ok", 3), 0).await;
+            faults.fail_next(FaultOperation::Write, &[libc::ENOSPC]);
+            let appending = Rc::clone(&log);
+            let appender = ringlog::runtime::spawn_local(async move { append_values_result(&appending).await });
+            ringlog::runtime::sleep(Duration::from_micros(round * 50)).await;
+            let _ = log.close().await;
+            let _ = appender.await;
+        });
+        // Whatever the interleaving, the acknowledged records survive.
+        let all = open_and(dir.path(), small_config(), |log| async move {
+            let all = read_all(&log, 0).await;
+            log.close().await.unwrap();
+            all
+        });
+        assert!(all.len() >= 3, "round {round}: {} records", all.len());
+    }
 }

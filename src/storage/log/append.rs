@@ -255,6 +255,11 @@ impl PartitionLog {
                 // log it left behind (and a retry finds it writable).
                 return None;
             }
+            if state.kept_since(generation, target) == Some(true) {
+                // Durable before the rollback or truncation, and kept by it:
+                // a disk_full answer would make the producer write it twice.
+                return Some(Ok(()));
+            }
             if state.rollback_disk_full {
                 return Some(Err(StorageError::DiskFull { path: self.inner.dir.clone() }));
             }

@@ -278,10 +278,23 @@ impl PartitionLog {
             let mut state = self.inner.state.borrow_mut();
             state.rolling_back = true;
             state.rollback_disk_full = true;
-            state.generation += 1;
+            let floor = state.durable.offset;
+            state.new_generation(floor);
         }
         self.inner.progress.notify_all();
-        let permit = self.inner.append_gate.acquire().await;
+        let gate = async { Some(self.inner.append_gate.acquire().await) };
+        let stopping = async {
+            self.stopped().await;
+            None
+        };
+        let Some(permit) = futures_lite::future::or(gate, stopping).await else {
+            // close() holds the gate and waits for this task: give up the
+            // rollback. close() fails its drain and writes no clean marker,
+            // so the next open recovers the unacknowledged tail from disk.
+            self.inner.state.borrow_mut().rolling_back = false;
+            self.inner.progress.notify_all();
+            return;
+        };
         let rolled_back = self.roll_back_holding_gate(file).await;
         self.inner.state.borrow_mut().rolling_back = false;
         drop(permit);
@@ -291,6 +304,17 @@ impl PartitionLog {
             }
         }
         self.inner.progress.notify_all();
+    }
+
+    /// Resolves once the log is stopping (close or abandon).
+    async fn stopped(&self) {
+        loop {
+            let notified = self.inner.work.notified();
+            if self.inner.stopping.get() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     async fn roll_back_holding_gate(&self, file: &Rc<DirectFile>) -> bool {
@@ -316,7 +340,7 @@ impl PartitionLog {
                 reset_active_to(&mut state, mark);
                 state.epochs.truncate_from_end(mark.offset);
                 state.tail.clear();
-                state.generation += 1;
+                state.new_generation(mark.offset);
                 drop(state);
                 self.discard_read_ahead();
             }

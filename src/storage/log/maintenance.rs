@@ -188,8 +188,22 @@ impl PartitionLog {
             reset_active_to(&mut state, cut);
             state.rollback_disk_full = false;
         }
-        self.restore_max_timestamp(&file, cut).await?;
-        self.rebuild_producers().await?;
+        // The cut is durable: producer state or indexes that do not match it
+        // could answer a retry with another batch's offsets. Fail-stop.
+        if let Err(error) = self.restore_max_timestamp(&file, cut).await {
+            return Err(self.fail_stop(
+                "read segment after truncation",
+                &keep_path,
+                &std::io::Error::other(error.to_string()),
+            ));
+        }
+        if let Err(error) = self.rebuild_producers().await {
+            return Err(self.fail_stop(
+                "rebuild producers after truncation",
+                &dir,
+                &std::io::Error::other(error.to_string()),
+            ));
+        }
         self.inner.progress.notify_all();
         tracing::info!(target: "ringlog::storage", dir = %dir.display(), offset = cut.offset, "log truncated");
         self.latch_stale_commits().await
@@ -205,7 +219,7 @@ impl PartitionLog {
             state.segments.remove(base);
             state.readers.remove(base);
         }
-        state.generation += 1;
+        state.new_generation(cut.offset);
         state.epochs.truncate_from_end(cut.offset);
         (removed, keep_base, state.epochs.clone())
     }
@@ -256,10 +270,15 @@ impl PartitionLog {
         let _permit = self.inner.append_gate.acquire().await;
         let (expired, epochs) = {
             let mut state = self.inner.state.borrow_mut();
+            if state.fence.is_some() {
+                // A fenced partition's bytes stay on disk until repaired.
+                return Ok(Vec::new());
+            }
+            let last_base = state.active().base_offset;
             let sealed: Vec<(u64, u64, Option<i64>)> = state
                 .segments
                 .values()
-                .filter(|segment| segment.sealed)
+                .filter(|segment| segment.sealed && segment.base_offset != last_base)
                 .map(|segment| (segment.base_offset, segment.size_bytes, segment.max_timestamp_ms()))
                 .collect();
             let total_bytes = state.segments.values().map(|segment| segment.size_bytes).sum();
@@ -466,7 +485,9 @@ fn store_truncation_metadata(
     if recovery_point > keep_base {
         store_recovery_point(dir, keep_base)?;
     }
-    for &base in removed {
+    // Highest first: a failure or crash part way leaves a shorter log, never
+    // a hole between the kept segment and a surviving later one.
+    for &base in removed.iter().rev() {
         remove_segment_files(dir, base)?;
     }
     for extension in [INDEX_EXTENSION, TIME_INDEX_EXTENSION] {

@@ -134,6 +134,10 @@ struct State {
     /// device, maybe not yet fdatasync'd. Stale once the generation moved.
     written: (u64, u64),
     generation: u64,
+    /// For the last few generation changes: (generation before it, offset
+    /// below which it kept every record). A waiter whose batch lies below
+    /// every floor since its own generation was durable and survived.
+    generation_floors: VecDeque<(u64, u64)>,
     rollback_disk_full: bool,
     /// A disk-full rollback is waiting for, or holds, the append gate:
     /// appends and drains refuse at once so the gate comes free.
@@ -151,7 +155,30 @@ struct State {
     tail: crate::storage::tail_cache::TailCache,
 }
 
+/// Generation changes remembered for waiters (bounded).
+const GENERATION_FLOORS: usize = 16;
+
 impl State {
+    /// Start a new generation that keeps every record below `floor_offset`.
+    fn new_generation(&mut self, floor_offset: u64) {
+        if self.generation_floors.len() == GENERATION_FLOORS {
+            self.generation_floors.pop_front();
+        }
+        self.generation_floors.push_back((self.generation, floor_offset));
+        self.generation += 1;
+    }
+
+    /// Whether every generation change since `generation` kept `offset`
+    /// (None when that is too long ago to know).
+    fn kept_since(&self, generation: u64, offset: u64) -> Option<bool> {
+        let oldest = self.generation_floors.front()?.0;
+        if generation < oldest {
+            return None;
+        }
+        let floors = self.generation_floors.iter().filter(|(before, _)| *before >= generation);
+        Some(floors.map(|(_, floor)| *floor).min().is_none_or(|floor| offset <= floor))
+    }
+
     fn active(&self) -> &Segment {
         self.segments.values().next_back().expect("a log always has an active segment")
     }
@@ -247,6 +274,7 @@ impl PartitionLog {
             durable,
             written: (0, 0),
             generation: 0,
+            generation_floors: VecDeque::with_capacity(GENERATION_FLOORS),
             rollback_disk_full: false,
             rolling_back: false,
             failure: None,
@@ -277,14 +305,15 @@ impl PartitionLog {
                 read_ahead: RefCell::new(VecDeque::new()),
             }),
         };
+        if log.inner.state.borrow().fence.is_none() {
+            // Before anything is appended: a commit beyond the recovered end
+            // must be latched while it is still beyond it (SPEC §2). Before
+            // the flusher starts, so a failure here leaves no task behind.
+            log.latch_stale_commits().await?;
+        }
         let flusher_log = log.clone();
         let task = crate::runtime::spawn_local(async move { flusher_log.run_flusher().await });
         *log.inner.flusher.borrow_mut() = Some(task);
-        if log.inner.state.borrow().fence.is_none() {
-            // Before anything is appended: a commit beyond the recovered end
-            // must be latched while it is still beyond it (SPEC §2).
-            log.latch_stale_commits().await?;
-        }
         Ok(log)
     }
 

@@ -34,7 +34,10 @@ impl PartitionLog {
                 return Ok(ReadBatches { bytes: Vec::new(), next_offset: offset, batch_count: 0 });
             };
             let result = self.read_segment(&location, offset, max_bytes).await?;
-            if result.batch_count > 0 || location.segment_next_offset >= location.limit_offset {
+            // No progress possible (an empty segment the offset does not lie
+            // past, as during a reset): answer empty rather than spin.
+            let stuck = location.segment_next_offset <= offset;
+            if result.batch_count > 0 || location.segment_next_offset >= location.limit_offset || stuck {
                 return Ok(result);
             }
             // The offset is at the end of a sealed segment: continue in the next one.
