@@ -96,11 +96,37 @@ fn list_segments(dir: &Path, report: &mut RecoveryReport) -> StorageResult<Vec<u
     Ok(bases)
 }
 
+/// A reset (`PartitionLog::reset_to`) empties the log, rolls to the new
+/// start (storing it as the recovery point) and then deletes the empty old
+/// segment; a crash in between leaves that empty first segment before the
+/// new one. Nothing else leaves an empty segment with another after it (a
+/// roll never starts a segment at its own base), so it is removed here.
+fn drop_reset_leftover(dir: &Path, bases: &mut Vec<u64>) -> StorageResult<()> {
+    let [first, second, ..] = bases[..] else {
+        return Ok(());
+    };
+    let recovery_point = load_recovery_point(dir).map_err(io_error("read recovery point", dir))?;
+    if file_size(&segment_file(dir, first, "log"))? != 0 || recovery_point < second {
+        return Ok(());
+    }
+    tracing::warn!(target: "ringlog::storage", dir = %dir.display(), first, second, "removing the empty segment a reset left behind");
+    for extension in ["log", INDEX_EXTENSION, TIME_INDEX_EXTENSION] {
+        match std::fs::remove_file(segment_file(dir, first, extension)) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(StorageError::io("remove segment", dir, error)),
+            _ => {}
+        }
+    }
+    super::io::sync_directory(dir).map_err(io_error("sync partition dir", dir))?;
+    bases.remove(0);
+    Ok(())
+}
+
 /// Recover the partition in `dir` (created if missing).
 pub fn recover_partition(dir: &Path, config: &StorageConfig) -> StorageResult<RecoveredPartition> {
     create_partition_dir(dir)?;
     let mut report = RecoveryReport::default();
-    let bases = list_segments(dir, &mut report)?;
+    let mut bases = list_segments(dir, &mut report)?;
+    drop_reset_leftover(dir, &mut bases)?;
     let marker = load_clean_shutdown(dir).map_err(io_error("read clean-shutdown marker", dir))?;
     // The marker must be gone before anything is appended: a stale marker
     // would make a later crash look clean.

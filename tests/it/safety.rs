@@ -640,3 +640,28 @@ fn close_during_a_disk_full_rollback_does_not_deadlock() {
         assert!(all.len() >= 3, "round {round}: {} records", all.len());
     }
 }
+
+// Review finding: a crash inside a reset (after the roll, before the old
+// segment is removed) leaves an empty first segment; recovery tidies it.
+#[test]
+fn crash_inside_a_reset_recovers_the_reset_log_instead_of_fencing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    on_executor(move || async move {
+        let faults = FaultInjector::new();
+        let log = PartitionLog::open(&path, small_config(), Some(faults.clone())).await.unwrap();
+        append_values(&log, &values("r", 5), 0).await;
+        // The roll's metadata succeeds; removing the old segment fails, as
+        // a crash at that moment would leave it.
+        faults.fail_after(FaultOperation::Metadata, 1, libc::EIO);
+        assert!(log.reset_to(1000).await.is_err());
+        log.abandon().await;
+    });
+    let snapshot = open_and(dir.path(), small_config(), |log| async move {
+        let snapshot = log.snapshot();
+        log.close().await.unwrap();
+        snapshot
+    });
+    assert!(snapshot.fence.is_none(), "{:?}", snapshot.fence);
+    assert_eq!((snapshot.log_start_offset, snapshot.log_end_offset), (1000, 1000));
+}

@@ -94,6 +94,10 @@ impl PartitionLog {
     /// When `offset` falls inside a batch the whole batch goes; returns the new log end.
     pub async fn truncate_to(&self, offset: u64) -> StorageResult<u64> {
         let _permit = self.inner.append_gate.acquire().await;
+        self.truncate_holding_gate(offset).await
+    }
+
+    async fn truncate_holding_gate(&self, offset: u64) -> StorageResult<u64> {
         self.check_writable(&self.inner.state.borrow())?;
         self.drain().await?;
         let (log_start_offset, log_end_offset) = {
@@ -304,7 +308,9 @@ impl PartitionLog {
     /// the trimmed epoch history, and make both durable (directory fsync).
     async fn remove_segments(&self, bases: Vec<u64>, epochs: EpochHistory, action: &'static str) -> StorageResult<()> {
         let dir = self.inner.dir.clone();
+        let fault = self.metadata_fault();
         run_blocking(move || -> std::io::Result<()> {
+            fault()?;
             for base in bases {
                 remove_segment_files(&dir, base)?;
             }
@@ -318,10 +324,15 @@ impl PartitionLog {
     /// Start the log over, empty, at `offset`: a follower so far behind its
     /// leader that the records between its log end and the leader's log
     /// start no longer exist anywhere. Every local segment goes.
+    ///
+    /// One hold of the append gate covers the whole reset: an append that
+    /// slipped in between the truncation and the roll would land in the
+    /// segment being emptied. A crash between the roll and the removal of
+    /// the old (empty) first segment is tidied by recovery.
     pub async fn reset_to(&self, offset: u64) -> StorageResult<()> {
-        let start = self.snapshot().log_start_offset;
-        self.truncate_to(start).await?;
         let _permit = self.inner.append_gate.acquire().await;
+        let start = self.snapshot().log_start_offset;
+        self.truncate_holding_gate(start).await?;
         self.check_writable(&self.inner.state.borrow())?;
         {
             let mut state = self.inner.state.borrow_mut();
