@@ -112,7 +112,9 @@ fn drop_reset_leftover(dir: &Path, bases: &mut Vec<u64>) -> StorageResult<()> {
     tracing::warn!(target: "ringlog::storage", dir = %dir.display(), first, second, "removing the empty segment a reset left behind");
     for extension in ["log", INDEX_EXTENSION, TIME_INDEX_EXTENSION] {
         match std::fs::remove_file(segment_file(dir, first, extension)) {
-            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(StorageError::io("remove segment", dir, error)),
+            Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                return Err(StorageError::io("remove segment", dir, error))
+            }
             _ => {}
         }
     }

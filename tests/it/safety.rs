@@ -665,3 +665,33 @@ fn crash_inside_a_reset_recovers_the_reset_log_instead_of_fencing() {
     assert!(snapshot.fence.is_none(), "{:?}", snapshot.fence);
     assert_eq!((snapshot.log_start_offset, snapshot.log_end_offset), (1000, 1000));
 }
+
+// Review finding: reads racing a multi-segment truncation read a map and a
+// writer that disagree; they must never fence a healthy partition.
+#[test]
+fn reads_racing_a_truncation_never_fence_a_healthy_partition() {
+    for round in 0..10u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let fence = open_and(dir.path(), small_config(), move |log| async move {
+            for batch in 0..300 {
+                append_values(&log, &values(&format!("t{batch}"), 3), batch).await;
+            }
+            let log = Rc::new(log);
+            let reading = Rc::clone(&log);
+            let reader = ringlog::runtime::spawn_local(async move {
+                for attempt in 0..400u64 {
+                    let offset = (attempt * 37 + round) % 800;
+                    let _ = reading.read(offset, 4096, None).await;
+                    ringlog::runtime::sleep(Duration::from_micros(20)).await;
+                }
+            });
+            ringlog::runtime::sleep(Duration::from_micros(round * 100)).await;
+            log.truncate_to(10 + round).await.unwrap();
+            reader.await;
+            let fence = log.snapshot().fence;
+            log.close().await.unwrap();
+            fence
+        });
+        assert!(fence.is_none(), "round {round}: {fence:?}");
+    }
+}

@@ -191,6 +191,7 @@ impl PartitionLog {
             active.indexes.make_writable();
             reset_active_to(&mut state, cut);
             state.rollback_disk_full = false;
+            state.truncating = false;
         }
         // The cut is durable: producer state or indexes that do not match it
         // could answer a retry with another batch's offsets. Fail-stop.
@@ -224,6 +225,7 @@ impl PartitionLog {
             state.readers.remove(base);
         }
         state.new_generation(cut.offset);
+        state.truncating = true;
         state.epochs.truncate_from_end(cut.offset);
         (removed, keep_base, state.epochs.clone())
     }

@@ -142,6 +142,10 @@ struct State {
     /// A disk-full rollback is waiting for, or holds, the append gate:
     /// appends and drains refuse at once so the gate comes free.
     rolling_back: bool,
+    /// A truncation is between forgetting later segments and installing
+    /// the cut segment's writer: reads answer empty instead of reading a
+    /// map and a writer that disagree.
+    truncating: bool,
     failure: Option<String>,
     fence: Option<FenceReport>,
     epochs: EpochHistory,
@@ -277,6 +281,7 @@ impl PartitionLog {
             generation_floors: VecDeque::with_capacity(GENERATION_FLOORS),
             rollback_disk_full: false,
             rolling_back: false,
+            truncating: false,
             failure: None,
             fence: recovered.fence,
             epochs: recovered.epochs,

@@ -89,7 +89,7 @@ impl PartitionLog {
                 log_end_offset: state.log_end_offset,
             });
         }
-        if offset >= limit_offset {
+        if offset >= limit_offset || state.truncating {
             return Ok(None);
         }
         let active_base = state.active().base_offset;
@@ -104,6 +104,7 @@ impl PartitionLog {
             path: segment_file(&self.inner.dir, base, LOG_EXTENSION),
             reader,
             base_offset: base,
+            generation: state.generation,
             start_position,
             start_offset,
             end_position: if is_active { state.durable.position } else { segment.written_bytes },
@@ -280,6 +281,12 @@ impl PartitionLog {
 
     /// A batch that should be valid failed its check: fence the partition.
     fn report_corruption(&self, location: &ReadLocation, position: u64, reason: String) -> StorageError {
+        if self.inner.state.borrow().generation != location.generation {
+            // The bytes changed under the read (a cut, a rollback): not
+            // corruption, and the reader simply asks again.
+            let source = std::io::Error::other(format!("the log changed during the read ({reason})"));
+            return StorageError::io("read segment", &location.path, source);
+        }
         let report = FenceReport { path: location.path.clone(), position, offset: location.base_offset, reason };
         tracing::error!(target: "ringlog::storage", path = %report.path.display(), position, reason = %report.reason,
             "corrupted batch found by a read; partition fenced");
@@ -356,6 +363,9 @@ pub(super) struct ReadLocation {
     pub(super) path: PathBuf,
     pub(super) reader: Option<Rc<DirectFile>>,
     pub(super) base_offset: u64,
+    /// The log's generation when the read was located: a check failing
+    /// after it changed read a file a truncation or rollback was cutting.
+    pub(super) generation: u64,
     pub(super) start_position: u64,
     /// Offset of the batch at `start_position` (from the offset index): the
     /// CRC does not cover base offsets, so continuity is checked on read.
