@@ -549,11 +549,19 @@ fn scan_and_fix(
 }
 
 /// What a crash can tear: every buffer the writer may have had in flight
-/// plus the tail being rewritten. A sealed segment was fdatasynced and cut
+/// plus the tail being rewritten (and, in `judge_tail`, the batch being
+/// written). The window is taken from today's settings: a restart with
+/// fewer or smaller buffers than the crashed run may fence a torn write,
+/// never truncate corruption. A sealed segment was fdatasynced and cut
 /// to size before the next one began: nothing in it can be torn.
 fn torn_window_bytes(config: &StorageConfig, is_last: bool) -> u64 {
     if !is_last {
         return 0;
+    }
+    if config.fsync != crate::storage::config::FsyncPolicy::Always {
+        // Without an fdatasync per acknowledgement nothing in the active
+        // segment is known durable: all of it is the window.
+        return u64::MAX;
     }
     (config.write_buffers_max as u64 + 1) * config.write_buffer_bytes as u64
 }

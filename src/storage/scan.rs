@@ -3,7 +3,8 @@
 //! any input.
 
 use super::batch::{
-    verify_batch, BatchHeader, BATCH_HEADER_BYTES, BATCH_MAGIC, FORMAT_MAX_BATCH_BYTES, RECORD_OVERHEAD_BYTES,
+    verify_batch, BatchHeader, HeaderWalk, BATCH_HEADER_BYTES, BATCH_MAGIC, FORMAT_MAX_BATCH_BYTES,
+    RECORD_OVERHEAD_BYTES,
 };
 use super::index::SegmentIndexes;
 
@@ -143,34 +144,58 @@ pub enum TailJudgement {
 
 /// Judge the bytes after `outcome`'s valid prefix. A crash tears only what
 /// was in flight: at most `torn_window_bytes` (every buffer the writer may
-/// have had outstanding) before the end of the written bytes. In-flight
-/// buffers complete in any order, so inside that window a crash can leave
-/// a hole or a half-written batch *followed by* valid batches: still a torn
-/// write, truncated. Damage further from the written end than the window —
-/// a bad batch with the log continuing well past it — is corruption.
+/// have had outstanding) plus the batch being written, before the end of
+/// the written bytes. Damage further from the written end is corruption.
+///
+/// Inside the window, in-flight buffers complete in any order, so a crash
+/// can leave a lost buffer *followed by* valid batches; but a lost write
+/// reverts whole sectors (to zeros, or to an older tail that ends in
+/// zeros). A bad batch with valid batches after it and no zeroed sector in
+/// between was fully written: that is corruption too (SPEC §3).
 pub fn judge_tail(bytes: &[u8], outcome: &ScanOutcome, torn_window_bytes: u64) -> TailJudgement {
     let start = outcome.valid_bytes as usize;
     let written_end = bytes.iter().rposition(|&byte| byte != 0).map_or(0, |last| last + 1);
     if written_end <= start {
         return TailJudgement::Clean;
     }
-    let block_start = start - start % crate::storage::config::DIRECT_IO_ALIGNMENT;
-    let damaged_bytes = (written_end - block_start) as u64;
-    if damaged_bytes <= torn_window_bytes {
-        return TailJudgement::Torn { written_end: written_end as u64 };
-    }
     let cause = match &outcome.stop {
         ScanStop::Invalid { reason, .. } => reason.clone(),
         _ => "zero-filled gap in written data".to_string(),
     };
-    let evidence = match find_later_batch(bytes, start, written_end, outcome.next_offset) {
-        Some(position) => format!("a valid batch at position {position} continues the log after it"),
-        None => format!("{damaged_bytes} bytes are written after it"),
-    };
-    let reason = format!(
-        "{cause}; {evidence}, beyond the {torn_window_bytes} bytes a crash can tear: corruption, not a torn write"
-    );
-    TailJudgement::Corrupt { position: start as u64, reason }
+    // A batch larger than every buffer streams through them: the batch
+    // being written at the crash may be torn over its whole length.
+    let own_bytes = HeaderWalk::new(bytes, start).next().and_then(Result::ok).map_or(0, |(_, h)| h.batch_bytes);
+    let window = torn_window_bytes.saturating_add(u64::from(own_bytes));
+    let block_start = start - start % crate::storage::config::DIRECT_IO_ALIGNMENT;
+    let damaged_bytes = (written_end - block_start) as u64;
+    let later = find_later_batch(bytes, start, written_end, outcome.next_offset);
+    if damaged_bytes > window {
+        let evidence = match later {
+            Some(position) => format!("a valid batch at position {position} continues the log after it"),
+            None => format!("{damaged_bytes} bytes are written from its block on"),
+        };
+        let reason = format!("{cause}; {evidence}, beyond the {window} bytes a crash can tear: corruption");
+        return TailJudgement::Corrupt { position: start as u64, reason };
+    }
+    match later {
+        Some(position) if !has_zero_sector(bytes, start, position as usize) => {
+            let reason = format!(
+                "{cause}; a valid batch at position {position} follows and no sector in between was lost: \
+                 a fully written batch is damaged, corruption"
+            );
+            TailJudgement::Corrupt { position: start as u64, reason }
+        }
+        _ => TailJudgement::Torn { written_end: written_end as u64 },
+    }
+}
+
+/// Whether an aligned, all-zero sector lies wholly inside `from..to`.
+fn has_zero_sector(bytes: &[u8], from: usize, to: usize) -> bool {
+    const SECTOR: usize = 512;
+    let first = from.div_ceil(SECTOR) * SECTOR;
+    (first..to.min(bytes.len()))
+        .step_by(SECTOR)
+        .any(|sector| sector + SECTOR <= to && bytes[sector..sector + SECTOR].iter().all(|&byte| byte == 0))
 }
 
 /// Position of the first batch starting in `from + 1 .. before` that passes
@@ -296,6 +321,9 @@ mod judgement_tests {
         assert!(!outcome.is_clean());
         let judgement = judge_tail(&bytes, &outcome, 64 * 1024);
         assert!(matches!(judgement, TailJudgement::Corrupt { ref reason, .. } if reason.contains("continues the log")));
+        // Inside the window too: no sector was lost, the batch was written.
+        let judgement = judge_tail(&bytes, &outcome, 1 << 30);
+        assert!(matches!(judgement, TailJudgement::Corrupt { ref reason, .. } if reason.contains("no sector")));
     }
 
     #[test]
