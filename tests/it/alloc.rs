@@ -192,3 +192,25 @@ fn a_lone_fsync_always_appender_allocates_nothing_per_batch() {
     println!("lone fsync=always appender: {per_batch:.2} allocations per batch; bare write+fdatasync: {floor:.2}");
     assert!(per_batch < floor + 0.75, "{per_batch:.2} allocations per batch above the I/O floor of {floor:.2}");
 }
+
+/// A group commit encodes one entry; it must not copy every other group's
+/// committed offset (a clone of the map cost an allocation per group).
+#[test]
+fn a_commit_allocates_the_same_with_one_group_or_a_thousand() {
+    use ringlog::storage::offsets::{CommittedOffset, ConsumerOffsets};
+    let dir = tempfile::tempdir().unwrap();
+    let mut offsets = ConsumerOffsets::open(dir.path(), u64::MAX).unwrap();
+    let commit = |offsets: &mut ConsumerOffsets, group: &str, offset: u64| {
+        let committed = CommittedOffset::new(offset, 0);
+        let (job, allocations) = counted(|| offsets.begin_commit(group, committed).unwrap());
+        offsets.finish_commit(group, committed, job.run()).unwrap();
+        allocations
+    };
+    commit(&mut offsets, "group-0", 1);
+    let alone = commit(&mut offsets, "group-0", 2);
+    for group in 1..1000 {
+        commit(&mut offsets, &format!("group-{group}"), 1);
+    }
+    let among_many = commit(&mut offsets, "group-0", 3);
+    assert_eq!(among_many, alone, "begin_commit allocations grew with the number of groups");
+}
