@@ -290,14 +290,16 @@ impl ConsumerOffsets {
             return Err(format!("consumer offsets store failed earlier: {failure}"));
         }
         validate_group(group)?;
-        let mut snapshot = self.committed.clone();
-        snapshot.insert(group.to_string(), committed);
         let compact = self.file_bytes > self.compact_bytes;
         let job = if compact {
+            // Encode from a borrow with this commit in place of the group's
+            // entry: cloning the whole map per commit cost an allocation per
+            // group on every commit, compacting or not.
             let mut bytes = Vec::new();
-            for (name, entry) in &snapshot {
+            for (name, entry) in self.committed.iter().filter(|(name, _)| name.as_str() != group) {
                 bytes.extend_from_slice(&encode_entry(name, *entry));
             }
+            bytes.extend_from_slice(&encode_entry(group, committed));
             CommitJob::Rewrite { path: self.path.clone(), bytes }
         } else {
             let bytes = encode_entry(group, committed);

@@ -10,7 +10,10 @@
 //!
 //! Buffers are reused: full buffers return to a free list when their write
 //! completes, tail buffers to a small exact-size cache. In steady state an
-//! append allocates nothing.
+//! append allocates nothing: every buffer lives in the `Rc` a write job
+//! hands to io_uring from the moment it is allocated, so taking a job wraps
+//! nothing and recycling keeps the `Rc` (it is unique again once the write
+//! completed).
 
 use std::collections::VecDeque;
 use std::io;
@@ -61,17 +64,23 @@ pub struct WriteJob {
     full: bool,
 }
 
+/// Mutable access to a buffer only the writer holds (staging, free or
+/// cached buffers: none of them is in flight).
+fn exclusive(buffer: &mut Rc<DmaBuffer>) -> &mut DmaBuffer {
+    Rc::get_mut(buffer).expect("a buffer the writer fills is not in flight")
+}
+
 /// Buffers and positions of the active segment's writer.
 pub struct SegmentWriter {
     file: Rc<DirectFile>,
-    staging: DmaBuffer,
+    staging: Rc<DmaBuffer>,
     staging_position: u64,
     filled: usize,
     submitted: usize,
-    full: VecDeque<(DmaBuffer, u64, usize)>,
-    free_full: Vec<DmaBuffer>,
+    full: VecDeque<(Rc<DmaBuffer>, u64, usize)>,
+    free_full: Vec<Rc<DmaBuffer>>,
     allocated_full: usize,
-    tail_cache: Vec<DmaBuffer>,
+    tail_cache: Vec<Rc<DmaBuffer>>,
     preallocated_to: u64,
     buffer_bytes: usize,
     buffers_max: usize,
@@ -101,7 +110,7 @@ impl SegmentWriter {
         }
         Ok(SegmentWriter {
             file,
-            staging,
+            staging: Rc::new(staging),
             staging_position,
             filled,
             submitted: filled,
@@ -151,7 +160,7 @@ impl SegmentWriter {
         self.grow_staging();
         let room = self.buffer_bytes - self.filled;
         let count = room.min(bytes.len());
-        self.staging.as_bytes_mut()[self.filled..self.filled + count].copy_from_slice(&bytes[..count]);
+        exclusive(&mut self.staging).as_bytes_mut()[self.filled..self.filled + count].copy_from_slice(&bytes[..count]);
         self.filled += count;
         count
     }
@@ -180,7 +189,7 @@ impl SegmentWriter {
                 self.allocated_full += 1;
                 self.allocations += 1;
                 hold(self.buffer_bytes);
-                self.file.alloc_buffer(self.buffer_bytes)
+                Rc::new(self.file.alloc_buffer(self.buffer_bytes))
             }
             None => return false,
         };
@@ -193,7 +202,7 @@ impl SegmentWriter {
         true
     }
 
-    fn tail_buffer(&mut self, length: usize) -> DmaBuffer {
+    fn tail_buffer(&mut self, length: usize) -> Rc<DmaBuffer> {
         if let Some(index) = self.tail_cache.iter().position(|buffer| buffer.len() == length) {
             return self.tail_cache.swap_remove(index);
         }
@@ -205,7 +214,7 @@ impl SegmentWriter {
         // buffer, and uncounted they let a thousand partitions hold several
         // times the budget (RSS grew with every run).
         hold(buffer.len());
-        buffer
+        Rc::new(buffer)
     }
 
     fn release_tail_cache(&mut self) {
@@ -224,7 +233,7 @@ impl SegmentWriter {
         release(self.staging.len());
         hold(staging.len());
         self.allocations += 1;
-        self.staging = staging;
+        self.staging = Rc::new(staging);
     }
 
     /// Give memory back while idle: keep only the partial last block of the
@@ -246,7 +255,7 @@ impl SegmentWriter {
             small.as_bytes_mut()[..kept].copy_from_slice(&self.staging.as_bytes()[keep_from..self.filled]);
             release(self.staging.len());
             hold(small.len());
-            self.staging = small;
+            self.staging = Rc::new(small);
             self.staging_position += keep_from as u64;
             self.filled = kept;
             self.submitted = kept;
@@ -264,18 +273,13 @@ impl SegmentWriter {
         let (buffer, position, skip) = self.full.pop_front().expect("front exists");
         assert!(skip < self.buffer_bytes, "a wholly written buffer is reused in place, never queued");
         if skip == 0 {
-            return Some(WriteJob { buffer: Rc::new(buffer), position, staging_position: position, full: true });
+            return Some(WriteJob { buffer, position, staging_position: position, full: true });
         }
         // Part of it was written by earlier tail writes: write only the rest.
         let mut tail = self.tail_buffer(self.buffer_bytes - skip);
-        tail.as_bytes_mut().copy_from_slice(&buffer.as_bytes()[skip..]);
+        exclusive(&mut tail).as_bytes_mut().copy_from_slice(&buffer.as_bytes()[skip..]);
         self.free_full.push(buffer);
-        Some(WriteJob {
-            buffer: Rc::new(tail),
-            position: position + skip as u64,
-            staging_position: position,
-            full: false,
-        })
+        Some(WriteJob { buffer: tail, position: position + skip as u64, staging_position: position, full: false })
     }
 
     /// Take the unwritten part of the staging buffer (from the last aligned
@@ -287,13 +291,13 @@ impl SegmentWriter {
         let start = align_down(self.submitted as u64) as usize;
         let end = align_up(self.filled as u64) as usize;
         let mut tail = self.tail_buffer(end - start);
-        let bytes = tail.as_bytes_mut();
+        let bytes = exclusive(&mut tail).as_bytes_mut();
         let used = self.filled - start;
         bytes[..used].copy_from_slice(&self.staging.as_bytes()[start..self.filled]);
         bytes[used..].fill(0);
         self.submitted = self.filled;
         let position = self.staging_position + start as u64;
-        Some(WriteJob { buffer: Rc::new(tail), position, staging_position: self.staging_position, full: false })
+        Some(WriteJob { buffer: tail, position, staging_position: self.staging_position, full: false })
     }
 
     /// Whether the staging buffer is at full size.
@@ -303,7 +307,11 @@ impl SegmentWriter {
 
     /// Return a finished job's buffer for reuse.
     pub fn recycle(&mut self, job: WriteJob) {
-        let Ok(buffer) = Rc::try_unwrap(job.buffer) else { return };
+        let buffer = job.buffer;
+        if Rc::strong_count(&buffer) != 1 {
+            // Still referenced elsewhere: it cannot be filled again.
+            return;
+        }
         if job.full {
             self.free_full.push(buffer);
         } else if self.tail_cache.len() < TAIL_CACHE_MAX {

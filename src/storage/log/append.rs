@@ -134,6 +134,11 @@ impl PartitionLog {
                     cause: format!("leader epoch {leader_epoch} is older than the log's epoch {latest:?}"),
                 });
             }
+            if latest == Some(leader_epoch) {
+                // The common case, every batch of a running epoch: nothing to
+                // store, and no copy of the history to keep for a rollback.
+                return Ok(());
+            }
             let previous = state.epochs.clone();
             if !state.epochs.assign(leader_epoch, base_offset) {
                 return Ok(());

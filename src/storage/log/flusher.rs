@@ -10,32 +10,115 @@
 //! completed too (completions are taken in order), so the mark is written;
 //! under `fsync = always` one fdatasync then makes it durable for every
 //! batch that joined the group, and waiting appends are woken.
+//!
+//! The writes in flight are futures the flusher polls itself, each in a
+//! slot (a pinned box) kept for the flusher's lifetime: spawning a task per
+//! write cost a task allocation on every round, which a lone `fsync =
+//! always` appender pays per batch.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use glommio::io::DmaBuffer;
 
 use super::*;
 use crate::storage::writer::WriteJob;
 
 /// A write submitted to io_uring.
 struct InFlight {
-    task: Task<std::io::Result<()>>,
+    /// The pipeline slot that runs the write.
+    slot: usize,
     job: WriteJob,
     file: Rc<DirectFile>,
     /// For tail writes: what becomes durable once this write completes.
     mark: Option<(DurableMark, u64)>,
 }
 
-/// Writes in flight, oldest first, and which staging buffer's tail is among them.
-#[derive(Default)]
-struct Pipeline {
+/// The one write operation the pipeline runs; a plain function so that
+/// every write has the same future type and slots can be reused.
+async fn write_op(file: Rc<DirectFile>, buffer: Rc<DmaBuffer>, position: u64) -> io::Result<()> {
+    file.write_all_at(buffer, position).await
+}
+
+/// Writes in flight, oldest first, and which staging buffer's tail is among
+/// them. Slots grow to the most writes ever in flight at once and are then
+/// reused: a round allocates nothing here.
+struct Pipeline<F: Future<Output = io::Result<()>>> {
+    start: fn(Rc<DirectFile>, Rc<DmaBuffer>, u64) -> F,
     in_flight: VecDeque<InFlight>,
     tail_in_flight: Option<u64>,
+    /// Running writes; `None` once finished (or never used).
+    slots: Vec<Pin<Box<Option<F>>>>,
+    /// Results of writes that finished before the writes ahead of them.
+    results: Vec<Option<io::Result<()>>>,
+    free: Vec<usize>,
+}
+
+impl<F: Future<Output = io::Result<()>>> Pipeline<F> {
+    fn new(start: fn(Rc<DirectFile>, Rc<DmaBuffer>, u64) -> F) -> Self {
+        Pipeline {
+            start,
+            in_flight: VecDeque::new(),
+            tail_in_flight: None,
+            slots: Vec::new(),
+            results: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    /// Start writing `job` in a free slot; completions are still taken in
+    /// submission order (`poll_front`).
+    fn submit(&mut self, file: &Rc<DirectFile>, job: WriteJob, mark: Option<(DurableMark, u64)>) {
+        let operation = (self.start)(Rc::clone(file), Rc::clone(&job.buffer), job.position);
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot].set(Some(operation));
+                slot
+            }
+            None => {
+                self.slots.push(Box::pin(Some(operation)));
+                self.results.push(None);
+                self.slots.len() - 1
+            }
+        };
+        self.in_flight.push_back(InFlight { slot, job, file: Rc::clone(file), mark });
+    }
+
+    /// Drive every running write (each must be polled to reach io_uring and
+    /// to complete); ready when the oldest has finished, which then leaves
+    /// the pipeline. Pending when nothing is in flight.
+    fn poll_front(&mut self, context: &mut Context<'_>) -> Poll<(InFlight, io::Result<()>)> {
+        for in_flight in &self.in_flight {
+            let slot = &mut self.slots[in_flight.slot];
+            let Some(operation) = slot.as_mut().as_pin_mut() else { continue };
+            if let Poll::Ready(result) = operation.poll(context) {
+                slot.set(None);
+                self.results[in_flight.slot] = Some(result);
+            }
+        }
+        let Some(front) = self.in_flight.front() else { return Poll::Pending };
+        let Some(result) = self.results[front.slot].take() else { return Poll::Pending };
+        let finished = self.in_flight.pop_front().expect("front exists");
+        self.free.push(finished.slot);
+        if finished.mark.is_some() {
+            self.tail_in_flight = None;
+        }
+        Poll::Ready((finished, result))
+    }
+
+    /// The oldest write's completion (call only with a write in flight).
+    async fn next_completion(&mut self) -> (InFlight, io::Result<()>) {
+        std::future::poll_fn(|context| self.poll_front(context)).await
+    }
 }
 
 impl PartitionLog {
     /// The flusher loop; returns when the log stops and no write is in flight.
     pub(super) async fn run_flusher(&self) {
-        let mut pipeline = Pipeline::default();
+        let mut pipeline = Pipeline::new(write_op);
         loop {
             let notified = self.inner.work.notified();
             if self.inner.state.borrow().failure.is_some() {
@@ -53,7 +136,7 @@ impl PartitionLog {
                 self.interval_fsync().await;
             }
             self.submit_writes(&mut pipeline);
-            let Some(front) = pipeline.in_flight.front_mut() else {
+            if pipeline.in_flight.is_empty() {
                 if self.settle_unmarked_end().await {
                     continue;
                 }
@@ -63,16 +146,12 @@ impl PartitionLog {
                 self.release_buffers_if_over_budget();
                 self.idle(notified).await;
                 continue;
-            };
-            let completion = futures_lite::future::or(async { Some((&mut front.task).await) }, async {
+            }
+            let completion = futures_lite::future::or(async { Some(pipeline.next_completion().await) }, async {
                 notified.await;
                 None
             });
-            let Some(result) = completion.await else { continue };
-            let finished = pipeline.in_flight.pop_front().expect("front completed");
-            if finished.mark.is_some() {
-                pipeline.tail_in_flight = None;
-            }
+            let Some((finished, result)) = completion.await else { continue };
             match result {
                 Ok(()) => self.complete_write(finished).await,
                 Err(error) => self.write_failed(finished, error, &mut pipeline).await,
@@ -133,11 +212,11 @@ impl PartitionLog {
     }
 
     /// Submit every full buffer that may go, and a tail if none is in flight.
-    fn submit_writes(&self, pipeline: &mut Pipeline) {
+    fn submit_writes<F: Future<Output = io::Result<()>>>(&self, pipeline: &mut Pipeline<F>) {
         let mut state = self.inner.state.borrow_mut();
         let file = Rc::clone(state.writer.file());
         while let Some(job) = state.writer.take_full(pipeline.tail_in_flight) {
-            pipeline.in_flight.push_back(submit(&file, job, None));
+            pipeline.submit(&file, job, None);
         }
         if pipeline.tail_in_flight.is_some() {
             return;
@@ -150,7 +229,7 @@ impl PartitionLog {
             last_batch_position: active.last_batch_position,
         };
         pipeline.tail_in_flight = Some(job.staging_position);
-        pipeline.in_flight.push_back(submit(&file, job, Some((mark, state.generation))));
+        pipeline.submit(&file, job, Some((mark, state.generation)));
     }
 
     /// A write completed: recycle its buffer; a tail also publishes its mark.
@@ -211,10 +290,11 @@ impl PartitionLog {
     /// reused while the kernel may read them). Returns the first error that
     /// is not disk full: a caller rolling back after ENOSPC must fail-stop
     /// instead when another write failed for a worse reason (SPEC §4).
-    async fn settle_all(&self, pipeline: &mut Pipeline) -> Option<std::io::Error> {
+    async fn settle_all<F: Future<Output = io::Result<()>>>(&self, pipeline: &mut Pipeline<F>) -> Option<io::Error> {
         let mut worse = None;
-        while let Some(in_flight) = pipeline.in_flight.pop_front() {
-            if let Err(error) = in_flight.task.await {
+        while !pipeline.in_flight.is_empty() {
+            let (in_flight, result) = pipeline.next_completion().await;
+            if let Err(error) = result {
                 if !is_disk_full(&error) && worse.is_none() {
                     worse = Some(error);
                 }
@@ -227,7 +307,12 @@ impl PartitionLog {
 
     /// A write failed: ENOSPC rolls back what was not acknowledged; any
     /// other error fail-stops the partition.
-    async fn write_failed(&self, finished: InFlight, error: std::io::Error, pipeline: &mut Pipeline) {
+    async fn write_failed<F: Future<Output = io::Result<()>>>(
+        &self,
+        finished: InFlight,
+        error: io::Error,
+        pipeline: &mut Pipeline<F>,
+    ) {
         let file = Rc::clone(&finished.file);
         self.inner.state.borrow_mut().writer.recycle(finished.job);
         let worse = self.settle_all(pipeline).await;
@@ -361,12 +446,4 @@ impl PartitionLog {
         }
         true
     }
-}
-
-fn submit(file: &Rc<DirectFile>, job: WriteJob, mark: Option<(DurableMark, u64)>) -> InFlight {
-    let task_file = Rc::clone(file);
-    let buffer = Rc::clone(&job.buffer);
-    let position = job.position;
-    let task = crate::runtime::spawn_local(async move { task_file.write_all_at(buffer, position).await });
-    InFlight { task, job, file: Rc::clone(file), mark }
 }
