@@ -15,7 +15,7 @@ cd "$(dirname "$0")/../fuzz"
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install --locked cargo-fuzz
 fi
-if ! cargo +nightly fuzz list | grep -qx "$target"; then
+if ! cargo +nightly fuzz list | grep -x "$target" >/dev/null; then
     echo "fuzz: no target '$target'; targets: $(cargo +nightly fuzz list | tr '\n' ' ')" >&2
     exit 2
 fi

@@ -3,13 +3,25 @@
 //! A loaded history is exactly the file: epochs and start offsets strictly
 //! increase, and encoding it gives back the same bytes (so a CRC-valid but
 //! inconsistent file is rejected, never silently shortened). Divergence
-//! lookups on it stay inside the history.
+//! lookups on it stay inside the history. The first input byte is a mode:
+//! odd means "recompute the trailing CRC", so mutations also reach the
+//! checks behind the checksum; the rest is the file.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use ringlog::storage::epochs::{EpochHistory, EPOCH_CHECKPOINT_FILE};
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(|input: &[u8]| {
+    let Some((&mode, file)) = input.split_first() else {
+        return;
+    };
+    let mut file = file.to_vec();
+    if mode & 1 == 1 && file.len() >= 4 {
+        let body = file.len() - 4;
+        let crc = crc32fast::hash(&file[..body]);
+        file[body..].copy_from_slice(&crc.to_le_bytes());
+    }
+    let data = &file[..];
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(EPOCH_CHECKPOINT_FILE), data).unwrap();
     let loaded = EpochHistory::load(dir.path()).expect("load never fails on content");

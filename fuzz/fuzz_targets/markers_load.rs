@@ -1,6 +1,7 @@
 //! Loading the small per-partition metadata files from arbitrary bytes
 //! never panics. The first byte selects the file (one target because each
-//! is a few lines of fixed layout; the rest of the input is the file):
+//! is a few lines of fixed layout; the rest of the input is the file; bit 7
+//! set means "recompute the trailing CRC" so mutations reach the fields):
 //! 0 `recovery-point`: a damaged file loads as 0 (scan everything), a
 //!   loaded value came from a CRC-valid file and round-trips;
 //! 1 `clean-shutdown`: a damaged marker loads as absent, a loaded one
@@ -26,8 +27,15 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, file)) = data.split_first() else {
         return;
     };
+    let mut file = file.to_vec();
+    if selector & 0x80 != 0 && file.len() >= 4 {
+        let body = file.len() - 4;
+        let crc = crc32fast::hash(&file[..body]);
+        file[body..].copy_from_slice(&crc.to_le_bytes());
+    }
+    let file = &file[..];
     let dir = tempfile::tempdir().unwrap();
-    match selector % 3 {
+    match (selector & 0x7f) % 3 {
         0 => {
             std::fs::write(dir.path().join(RECOVERY_POINT_FILE), file).unwrap();
             let point = load_recovery_point(dir.path()).expect("load never fails on content");

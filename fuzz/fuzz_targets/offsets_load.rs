@@ -6,7 +6,10 @@
 //! most one entry long with no valid entry after it; `ConsumerOffsets::open`
 //! truncates a torn tail and serves the prefix, or keeps every byte of a
 //! corrupt file, refuses commits and serves only entries that pass the CRC;
-//! every served commit round-trips through `encode_entry`.
+//! every served commit round-trips through `encode_entry`. The first input
+//! byte is a mode: odd means "recompute each entry's CRC along the length
+//! chain", so mutations also reach the fields behind the checksum; the rest
+//! is the file.
 #![no_main]
 
 use std::collections::HashMap;
@@ -49,7 +52,29 @@ fn reference_entry(bytes: &[u8]) -> Option<(String, CommittedOffset, usize)> {
     Some((group, CommittedOffset { offset, commit_ms, out_of_range }, length))
 }
 
-fuzz_target!(|data: &[u8]| {
+/// Recompute the CRC of each entry reachable by following the length fields.
+fn fix_crcs(bytes: &mut [u8]) {
+    let mut position = 0;
+    while position + 8 <= bytes.len() {
+        let length = le_u32(bytes, position) as usize + 4;
+        if !(26..=MAX_ENTRY_BYTES).contains(&length) || position + length > bytes.len() {
+            return;
+        }
+        let crc = crc32fast::hash(&bytes[position + 8..position + length]);
+        bytes[position + 4..position + 8].copy_from_slice(&crc.to_le_bytes());
+        position += length;
+    }
+}
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&mode, file)) = input.split_first() else {
+        return;
+    };
+    let mut file = file.to_vec();
+    if mode & 1 == 1 {
+        fix_crcs(&mut file);
+    }
+    let data = &file[..];
     let (replayed, valid) = replay(data);
     assert!(valid <= data.len());
     let mut expected = HashMap::new();

@@ -2,7 +2,9 @@
 //! only in proportion to the file (the producer count is not trusted), and
 //! a loaded snapshot is CRC-valid, not ahead of the log, and round-trips:
 //! encode then load gives the same state. A loaded state answers sequence
-//! checks and takes new batches without panicking.
+//! checks and takes new batches without panicking. The first input byte is
+//! a mode: odd means "recompute the trailing CRC", so mutations also reach
+//! the parser behind the checksum; the rest is the file.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,14 +13,24 @@ use ringlog::storage::producers::{ProducerStates, SequenceCheck, PRODUCER_SNAPSH
 
 const MAX_PRODUCERS: usize = 64;
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(|input: &[u8]| {
+    let Some((&mode, file)) = input.split_first() else {
+        return;
+    };
+    let mut file = file.to_vec();
+    if mode & 1 == 1 && file.len() >= 4 {
+        let body = file.len() - 4;
+        let crc = crc32fast::hash(&file[..body]);
+        file[body..].copy_from_slice(&crc.to_le_bytes());
+    }
+    let data = &file[..];
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(PRODUCER_SNAPSHOT_FILE), data).unwrap();
     let log_end = 1 << 40;
     let loaded = ProducerStates::load(dir.path(), log_end, MAX_PRODUCERS).expect("load never fails on content");
     let decoded = ProducerStates::decode(data, MAX_PRODUCERS);
     assert_eq!(loaded, decoded.clone().filter(|states| states.applied_offset <= log_end));
-    let Some(mut states) = decoded else {
+    let Some(states) = decoded else {
         return;
     };
     let body = &data[..data.len() - 4];
@@ -38,6 +50,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!((batch.first_sequence, batch.record_count), (first_sequence, record_count));
         }
     }
+    // What recovery does next with a loaded snapshot (never ahead of the log).
+    let Some(mut states) = loaded else {
+        return;
+    };
     for producer in [producer_id, producer_id.wrapping_add(1)] {
         states.apply(&BatchHeader {
             base_offset: states.applied_offset,
