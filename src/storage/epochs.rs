@@ -104,14 +104,19 @@ impl EpochHistory {
         if body.len() != 8 + count.checked_mul(12)? {
             return None;
         }
-        let mut history = EpochHistory::default();
+        // Both columns must strictly increase, as `assign` keeps them: a
+        // CRC-valid file that breaks this is damage, never "repaired" by
+        // `assign` silently dropping the entries it would replace.
+        let mut entries: Vec<(u32, u64)> = Vec::with_capacity(count);
         for i in 0..count {
             let start = 8 + i * 12;
-            if !history.assign(read_u32(bytes, start), read_u64(bytes, start + 4)) {
+            let entry = (read_u32(bytes, start), read_u64(bytes, start + 4));
+            if entries.last().is_some_and(|&(epoch, offset)| entry.0 <= epoch || entry.1 <= offset) {
                 return None;
             }
+            entries.push(entry);
         }
-        Some(history)
+        Some(EpochHistory { entries })
     }
 
     /// Path of the checkpoint in `partition_dir`.
@@ -156,6 +161,22 @@ mod tests {
         bytes[6] ^= 1;
         assert_eq!(EpochHistory::decode(&bytes), None);
         assert_eq!(EpochHistory::decode(&[]), None);
+    }
+
+    #[test]
+    fn checkpoint_with_start_offsets_not_increasing_is_damage_not_silently_shortened() {
+        // CRC-valid, epochs increasing, but epoch 5 starts below epoch 2:
+        // the encoder never writes this, so it is damage, not a history to
+        // repair by dropping epoch 2 (found by the epoch_checkpoint_load fuzz target).
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&2u32.to_le_bytes());
+        for (epoch, start) in [(2u32, 10u64), (5, 3)] {
+            bytes.extend_from_slice(&epoch.to_le_bytes());
+            bytes.extend_from_slice(&start.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(EpochHistory::decode(&bytes), None);
     }
 
     #[test]
