@@ -322,11 +322,11 @@ async fn mirror_group_offsets(
         return Err(CallError::Connection("unexpected answer to group offsets".into()));
     };
     let local: HashMap<String, u64> = owned.log.committed_offsets().into_iter().collect();
-    let log_end_offset = owned.log.snapshot().log_end_offset;
+    let durable_end_offset = owned.log.snapshot().durable_end_offset;
     for (group, offset) in groups {
-        // A commit beyond what this replica holds yet waits for a later
+        // A commit beyond what this replica holds durably waits for a later
         // round: stored now, a crash would latch it out of range (SPEC §2).
-        if local.get(&group) == Some(&offset) || offset > log_end_offset {
+        if local.get(&group) == Some(&offset) || offset > durable_end_offset {
             continue;
         }
         owned

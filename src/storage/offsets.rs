@@ -245,6 +245,11 @@ impl ConsumerOffsets {
         &self.path
     }
 
+    /// Latch `group` in memory only (its durable write follows).
+    pub fn latch_in_memory(&mut self, group: &str, latched: CommittedOffset) {
+        self.committed.insert(group.to_string(), latched);
+    }
+
     /// Groups whose commit lies beyond `log_end_offset` and is not latched yet.
     pub fn stale_beyond(&self, log_end_offset: u64) -> Vec<(String, CommittedOffset)> {
         let mut stale: Vec<(String, CommittedOffset)> = self

@@ -381,13 +381,17 @@ impl PartitionLog {
             return;
         };
         let rolled_back = self.roll_back_holding_gate(file).await;
-        self.inner.state.borrow_mut().rolling_back = false;
-        drop(permit);
         if rolled_back {
+            // Still holding the gate: no append may move the log end past a
+            // stale commit before it is latched. The latch holds in memory
+            // even when its write fails (the disk is full); recovery latches
+            // it again at the next open while it is still beyond the end.
             if let Err(error) = self.latch_stale_commits().await {
-                tracing::error!(target: "ringlog::storage", %error, "cannot latch commits after disk full");
+                tracing::error!(target: "ringlog::storage", %error, "cannot store the latch of commits after disk full");
             }
         }
+        self.inner.state.borrow_mut().rolling_back = false;
+        drop(permit);
         self.inner.progress.notify_all();
     }
 

@@ -366,6 +366,15 @@ impl PartitionLog {
     /// out-of-range state: committing is the explicit reset).
     pub async fn commit_offset(&self, group: &str, offset: u64) -> StorageResult<()> {
         let _permit = self.inner.offsets_gate.acquire().await;
+        let (log_start_offset, log_end_offset) = {
+            let state = self.inner.state.borrow();
+            (state.log_start_offset(), state.log_end_offset)
+        };
+        if offset > log_end_offset {
+            // Checked under the offsets gate: a truncation that latched
+            // stale commits cannot be followed by a commit beyond its end.
+            return Err(StorageError::OffsetOutOfRange { offset, log_start_offset, log_end_offset });
+        }
         self.store_commit(group, CommittedOffset::new(offset, now_ms())).await
     }
 
@@ -400,7 +409,10 @@ impl PartitionLog {
         for (group, committed) in stale {
             tracing::warn!(target: "ringlog::storage", dir = %self.inner.dir.display(), %group,
                 committed = committed.offset, log_end_offset, "committed offset beyond the log end: latched out of range");
-            self.store_commit(&group, CommittedOffset { out_of_range: true, ..committed }).await?;
+            let latched = CommittedOffset { out_of_range: true, ..committed };
+            // In memory first: consumers see the latch even if storing it fails.
+            self.inner.state.borrow_mut().offsets.latch_in_memory(&group, latched);
+            self.store_commit(&group, latched).await?;
         }
         Ok(())
     }
