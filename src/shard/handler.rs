@@ -306,9 +306,18 @@ impl ShardContext {
                     batches: batches.bytes,
                 });
             }
-            let woken = futures_lite::future::or(owned.log.wait_durable_past(offset), changed);
             // The in-sync set can change on another thread: re-check every 100 ms.
-            futures_lite::future::or(woken, crate::runtime::sleep(remaining.min(Duration::from_millis(100)))).await;
+            let recheck = crate::runtime::sleep(remaining.min(Duration::from_millis(100)));
+            if snapshot.durable_end_offset > offset {
+                // Durable already, only the high watermark holds the read
+                // back: waiting for durability would be ready at once and
+                // spin the shard (starving follower reads, which is what
+                // would move the high watermark).
+                futures_lite::future::or(changed, recheck).await;
+            } else {
+                let woken = futures_lite::future::or(owned.log.wait_durable_past(offset), changed);
+                futures_lite::future::or(woken, recheck).await;
+            }
         }
     }
 
