@@ -184,6 +184,7 @@ fn check_segments(
         let outcome = scan_segment(bytes, base, config.index_interval_bytes);
         let file_bytes = bytes.len() as u64;
         let tail_zero = bytes[outcome.valid_bytes as usize..].iter().all(|&byte| byte == 0);
+        let starts = batch_starts(&bytes[..outcome.valid_bytes as usize], base);
         drop(map);
         report.batches += outcome.batch_count;
         report.records += outcome.record_count;
@@ -214,7 +215,8 @@ fn check_segments(
             return Ok(());
         }
         if !is_last {
-            check_indexes(dir, base, outcome.valid_bytes, outcome.next_offset, repair, &outcome.indexes, report)?;
+            let log = LogFacts { log_bytes: outcome.valid_bytes, next_offset: outcome.next_offset, starts: &starts };
+            check_indexes(dir, base, &log, repair, &outcome.indexes, report)?;
         }
         expected = Some(outcome.next_offset);
     }
@@ -248,19 +250,54 @@ fn check_recovery_point(
     Ok(())
 }
 
+/// Every batch of a segment: (position, offset relative to the base, its
+/// largest timestamp), in position order. What index entries must match.
+fn batch_starts(bytes: &[u8], base: u64) -> Vec<(u32, u32, i64)> {
+    super::batch::HeaderWalk::new(bytes, 0)
+        .map_while(Result::ok)
+        .map(|(position, header)| (position as u32, (header.base_offset - base) as u32, header.max_timestamp_ms))
+        .collect()
+}
+
+/// What the scan of a segment found, for checking its index files.
+struct LogFacts<'a> {
+    log_bytes: u64,
+    next_offset: u64,
+    starts: &'a [(u32, u32, i64)],
+}
+
+/// Index files must load, and every entry must name a real batch: an offset
+/// entry a batch start with that offset, a time entry a batch with that
+/// largest timestamp. Index files carry no checksum; this comparison with
+/// the log is what catches a damaged one.
 fn check_indexes(
     dir: &Path,
     base: u64,
-    log_bytes: u64,
-    next_offset: u64,
+    log: &LogFacts<'_>,
     repair: bool,
     rebuilt: &super::index::SegmentIndexes,
     report: &mut CheckReport,
 ) -> std::io::Result<()> {
     let index_path = segment_file(dir, base, INDEX_EXTENSION);
     let time_path = segment_file(dir, base, TIME_INDEX_EXTENSION);
-    let offset_defect = describe(OffsetIndex::load(&index_path, log_bytes.max(1)));
-    let time_defect = describe(TimeIndex::load(&time_path, (next_offset - base).max(1)));
+    let offset_defect = match OffsetIndex::load(&index_path, log.log_bytes.max(1)) {
+        Ok(Ok(index)) => (0..index.len()).map(|i| index.entry(i)).find_map(|(relative, position)| {
+            let real = log.starts.binary_search_by_key(&position, |start| start.0).ok().map(|i| log.starts[i].1);
+            (real != Some(relative)).then(|| {
+                format!("index entry (offset {}, position {position}) is not a batch start", base + u64::from(relative))
+            })
+        }),
+        loaded => describe(loaded),
+    };
+    let time_defect = match TimeIndex::load(&time_path, log.next_offset.saturating_sub(base).max(1)) {
+        Ok(Ok(index)) => (0..index.len()).map(|i| index.entry(i)).find_map(|(timestamp, relative)| {
+            let real = log.starts.binary_search_by_key(&relative, |start| start.1).ok().map(|i| log.starts[i].2);
+            (real != Some(timestamp)).then(|| {
+                format!("time index entry ({timestamp} ms, offset {}) matches no batch", base + u64::from(relative))
+            })
+        }),
+        loaded => describe(loaded),
+    };
     for (path, defect) in [(&index_path, offset_defect), (&time_path, time_defect)] {
         if let Some(reason) = defect {
             report.errors.push(CheckIssue { path: path.display().to_string(), offset: base, position: 0, reason });

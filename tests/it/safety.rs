@@ -695,3 +695,21 @@ fn reads_racing_a_truncation_never_fence_a_healthy_partition() {
         assert!(fence.is_none(), "round {round}: {fence:?}");
     }
 }
+
+// Defect 10: check compares index files with the log they describe.
+#[test]
+fn check_reports_an_index_entry_that_names_no_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = sealed_segments(dir.path(), true);
+    assert!(check_errors(dir.path(), &small_config()).is_empty());
+    let index = dir.path().join(files[1].replace(".log", ".index"));
+    let mut bytes = std::fs::read(&index).unwrap();
+    assert!(bytes.len() >= 16, "the segment has at least two index entries");
+    // Move the second entry's position by 8 bytes: still increasing and
+    // inside the segment (the shape check passes), but no batch starts there.
+    let position = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) + 8;
+    bytes[12..16].copy_from_slice(&position.to_le_bytes());
+    std::fs::write(&index, &bytes).unwrap();
+    let errors = check_errors(dir.path(), &small_config());
+    assert!(errors.iter().any(|reason| reason.contains("not a batch start")), "{errors:?}");
+}
