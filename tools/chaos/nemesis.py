@@ -496,6 +496,7 @@ class Sampler:
         self.h = harness
         self.stop = threading.Event()
         self.hw = {}            # (node, incarnation, topic, partition) -> hw
+        self.reported = set()
         self.leader_hw = {}     # (topic, partition) -> (hw, epoch, node)
         self.samples = 0
         self.leaders_seen = []  # (time, node name, epoch)
@@ -534,8 +535,10 @@ class Sampler:
                 key = (node.name, incarnation, topic, p["partition"])
                 hw = p["high_watermark"]
                 old = self.hw.get(key)
-                if old is not None and hw < old:
-                    self.h.anomaly("hw", f"{node.name} (run {incarnation}) {topic}/{p['partition']}: high "
+                if old is not None and hw < old and key not in self.reported:
+                    self.reported.add(key)
+                    self.h.anomaly("hw", f"{node.name} (run {incarnation}, {before.get('role')}, epoch "
+                                         f"{before.get('leader_epoch')}) {topic}/{p['partition']}: high "
                                          f"watermark fell from {old} to {hw}")
                 self.hw[key] = max(hw, old or 0)
                 if leading:
@@ -543,7 +546,8 @@ class Sampler:
                     epoch = before.get("leader_epoch")
                     prev = self.leader_hw.get(lk)
                     if prev is not None and epoch is not None and prev[1] is not None and epoch > prev[1] \
-                            and hw < prev[0]:
+                            and hw < prev[0] and (lk, epoch) not in self.reported:
+                        self.reported.add((lk, epoch))
                         self.h.anomaly("hw", f"{topic}/{p['partition']}: new leader {node.name} (epoch {epoch}) "
                                              f"serves high watermark {hw}, below {prev[0]} served by leader "
                                              f"{prev[2]} (epoch {prev[1]})")
@@ -762,6 +766,8 @@ min_insync_replicas = 2
             return (f"SIGKILL {node.name} (id {old_id}), forget-node {old_id} "
                     f"{'ok' if forgotten else 'FAILED'}, data dir wiped, restarted as a new replica")
         if kind == "kill_group_consumer":
+            if not self.group_consumers:
+                return "skipped (no group consumer)"
             consumer = self.group_consumers[pick % len(self.group_consumers)]
             consumer.kill()
             time.sleep(duration)
@@ -802,9 +808,13 @@ min_insync_replicas = 2
                 node.start()
 
     def read_partition(self, node, topic, partition):
-        result = subprocess.run([self.binary, "consume", topic, "--partition", str(partition), "--from", "earliest",
-                                 "--format", "json", "--server", node.client],
-                                capture_output=True, timeout=120)
+        try:
+            result = subprocess.run([self.binary, "consume", topic, "--partition", str(partition), "--from",
+                                     "earliest", "--format", "json", "--server", node.client],
+                                    capture_output=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            return None, "no answer within 60 s"
+
         if result.returncode != 0:
             return None, result.stderr.decode(errors="replace").strip()
         records = []
@@ -834,16 +844,24 @@ min_insync_replicas = 2
             self.anomaly("sync", "no leader after healing")
             return
         partitions = [(TOPIC, p) for p in range(PARTITIONS)] + [(ROLLING, 0)]
-        # Every replica reaches the leader's high watermark.
-        final = self.describe(leader, TOPIC), self.describe(leader, ROLLING)
-        for topic, p in partitions:
-            hw = (final[0] if topic == TOPIC else final[1])[p]["high_watermark"]
+        # Every replica reaches the leader's high watermark (one bound for all).
+        final = {TOPIC: self.describe(leader, TOPIC) or {}, ROLLING: self.describe(leader, ROLLING) or {}}
+        targets = {(topic, p): final[topic].get(p, {}).get("high_watermark", 0) for topic, p in partitions}
+        behind = {}
+
+        def replicas_at_high_watermark():
+            behind.clear()
             for node in self.nodes:
-                ok = wait_until(f"{node.name} {topic}/{p} at high watermark {hw}", 30,
-                                lambda: (self.describe(node, topic) or {}).get(p, {}).get("high_watermark", -1) >= hw)
-                if not ok:
-                    self.anomaly("sync", f"{node.name} {topic}/{p}: high watermark "
-                                         f"{(self.describe(node, topic) or {}).get(p)} never reached {hw}")
+                described = {topic: self.describe(node, topic) or {} for topic in (TOPIC, ROLLING)}
+                for (topic, p), hw in targets.items():
+                    have = described[topic].get(p, {}).get("high_watermark")
+                    if have is None or have < hw:
+                        behind[(node.name, topic, p)] = (have, hw)
+            return not behind
+        if not wait_until("every replica at the leader's high watermark", 30, replicas_at_high_watermark, 0.5):
+            for (name, topic, p), (have, hw) in sorted(behind.items()):
+                self.anomaly("sync", f"{name} {topic}/{p}: high watermark {have} never reached the leader's {hw} "
+                                     f"(None: the admin API did not answer)")
         totals = {"acked": 0, "checked": 0, "retention_excused": 0}
         for topic, p in partitions:
             producer = producers[(topic, p)]
@@ -922,7 +940,7 @@ min_insync_replicas = 2
     def run(self):
         args = self.args
         seconds = args.minutes * 60
-        schedule = make_schedule(args.seed, seconds)
+        schedule = [] if args.no_faults else make_schedule(args.seed, seconds)
         log(f"chaos: seed {args.seed}, {args.minutes} min, {len(schedule)} faults scheduled, workdir {self.workdir}")
         self.start_cluster()
         log(f"cluster up: etcd 127.0.0.1:{self.etcd.client_port}; " +
@@ -931,6 +949,9 @@ min_insync_replicas = 2
         producers[(ROLLING, 0)] = Producer(self, ROLLING, 0, rate=args.rate)
         tails = [Consumer(self, TOPIC, p) for p in range(PARTITIONS)] + [Consumer(self, ROLLING, 0)]
         self.group_consumers = groups = [Consumer(self, TOPIC, p, group="chaos-group") for p in range(PARTITIONS)]
+        if args.no_consumers:
+            tails, groups = [], []
+            self.group_consumers = []
         sampler = Sampler(self)
         self.watch_stop = threading.Event()
         watcher = threading.Thread(target=self.watch_nodes, daemon=True)
@@ -1019,6 +1040,8 @@ def main():
     parser.add_argument("--sync-bound", type=float, default=60.0,
                         help="seconds within which every replica must be back in sync")
     parser.add_argument("--rate", type=float, default=400.0, help="records per second per producer")
+    parser.add_argument("--no-faults", action="store_true", help="control run: the workload without faults")
+    parser.add_argument("--no-consumers", action="store_true", help="producers only (no tailing or group consumer)")
     args = parser.parse_args()
     if args.seed is None:
         args.seed = random.randrange(1, 1 << 31)
