@@ -424,6 +424,7 @@ class Consumer:
         self.stop = threading.Event()
         self.proc = None
         self.redelivered = 0
+        self.rewinds = []       # (time, resumed at, had seen up to): a group resuming below what it committed
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self):
@@ -465,6 +466,8 @@ class Consumer:
             offset, value = record["offset"], record.get("value", record.get("value_b64"))
             if first is None:
                 first = offset
+                if self.group and offset <= self.last:
+                    self.rewinds.append((now(), offset, self.last))
                 if self.group and offset > self.last + 1:
                     self.h.anomaly("group", f"{self.topic}/{self.partition} group {self.group}: resumed at "
                                             f"{offset} after seeing up to {self.last}: offsets "
@@ -1010,6 +1013,7 @@ min_insync_replicas = 2
         seen = sum(len(c.seen) for c in tails)
         group_seen = sum(len(c.seen) for c in groups)
         redelivered = sum(c.redelivered for c in groups)
+        rewinds = [r for c in groups for r in c.rewinds]
         faults = sum(1 for _, _, what in self.executed if not what.startswith("skipped"))
         totals = getattr(self, "totals", {})
         print()
@@ -1019,7 +1023,9 @@ min_insync_replicas = 2
               f"below log start of {ROLLING} by retention {totals.get('retention_excused', 0)}); "
               f"unacknowledged when a producer exited {indeterminate}; producer restarts {failures}")
         print(f"tailing consumers saw {seen} records; group consumers saw {group_seen} "
-              f"(redelivered after a restart {redelivered}); high-watermark samples {sampler.samples}; "
+              f"(redelivered after a restart {redelivered}; resumed below its last commit {len(rewinds)} times, "
+              f"by up to {max((last + 1 - at for _, at, last in rewinds), default=0)} offsets); "
+              f"high-watermark samples {sampler.samples}; "
               f"leaders {[(round(t, 1), n, e) for t, n, e in sampler.leaders_seen]}")
         kinds = {}
         for _, kind, _ in self.anomalies:
