@@ -27,6 +27,7 @@ import urllib.request
 
 TOPIC = "ledger"          # no retention: every acknowledged record must stay
 ROLLING = "rolling"       # small segments + size retention: segments get cut
+SCRATCH = "scratch"       # deleted and created again by the nemesis
 PARTITIONS = 3
 LEASE_TTL_S = 2
 
@@ -408,6 +409,63 @@ class Producer:
                 f"{err[0] if err else ''} ({len(rest)} records unacknowledged)")
 
 
+class ScratchProducer:
+    """Small acks=all produce calls to SCRATCH, which the nemesis deletes and
+    creates again. A call and a delete/create never overlap (self.h.scratch_lock),
+    so an ack belongs to the incarnation current at the time. Records of an
+    earlier incarnation must never show up in a later one."""
+
+    def __init__(self, harness):
+        self.h = harness
+        self.incarnation = 1
+        self.acked = {}      # offset -> value, current incarnation only
+        self.written = set()
+        self.indeterminate = set()
+        self.failures = []
+        self.calls = 0
+        self.failed_calls = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def recreated(self):
+        self.incarnation += 1
+        self.acked = {}
+
+    def _run(self):
+        seq = 0
+        while not self.stop.is_set():
+            with self.h.scratch_lock:
+                values = [f"s-i{self.incarnation}-{seq + i:07d}" for i in range(50)]
+                seq += 50
+                self.written.update(values)
+                servers = ",".join(n.client for n in self.h.nodes)
+                self.calls += 1
+                try:
+                    result = subprocess.run([self.h.binary, "produce", SCRATCH, "--partition", "0", "--acks", "all",
+                                             "--json", "--batch", "10", "--retry-ms", "5000", "--server", servers],
+                                            input=("\n".join(values) + "\n").encode(), capture_output=True,
+                                            timeout=20)
+                    lines = result.stdout.decode().splitlines()
+                    ok = result.returncode == 0
+                except subprocess.TimeoutExpired:
+                    lines, ok = [], False
+                if not ok:
+                    self.failed_calls += 1
+                index = 0
+                for line in lines:
+                    try:
+                        ack = json.loads(line)
+                    except ValueError:
+                        continue
+                    for i in range(ack["count"]):
+                        self.acked[ack["base_offset"] + i] = values[index + i]
+                    index += ack["count"]
+            time.sleep(0.3)
+
+
 class Consumer:
     """A tailing (`--follow`) consumer of one partition, or a group consumer
     (`--group`, committing). Records every (offset, value) it saw; replaced
@@ -582,15 +640,16 @@ FAULTS = [
     ("kill_all", 1),
     ("replace_follower_disk", 1),
     ("kill_group_consumer", 1),
+    ("recreate_topic", 1),
 ]
 
 
-def make_schedule(seed, seconds):
+def make_schedule(seed, seconds, only=None):
     rng = random.Random(seed)
     schedule = []
     t = 4.0
-    kinds = [k for k, _ in FAULTS]
-    weights = [w for _, w in FAULTS]
+    kinds = [k for k, _ in FAULTS if not only or k in only]
+    weights = [w for k, w in FAULTS if not only or k in only]
     while True:
         t += rng.uniform(1.0, 6.0)
         kind = rng.choices(kinds, weights)[0]
@@ -616,6 +675,8 @@ class Harness:
         self.nodes = []
         self.proxies = []
         self.forgotten = []
+        self.scratch_lock = threading.Lock()
+        self.scratch = None
 
     def anomaly(self, kind, message):
         with self.anomaly_lock:
@@ -667,13 +728,26 @@ min_insync_replicas = 2
         leader = self.leader()
         for name, extra in ((TOPIC, ["--partitions", str(PARTITIONS)]),
                             (ROLLING, ["--partitions", "1", "--segment-bytes", "32768",
-                                       "--retention-bytes", "131072"])):
+                                       "--retention-bytes", "131072"]),
+                            (SCRATCH, ["--partitions", "1"])):
             result = subprocess.run([self.binary, "topic", "create", name, *extra, "--server", leader.client],
                                     capture_output=True, timeout=30)
             if result.returncode != 0:
                 raise SystemExit(f"chaos: topic create {name}: {result.stderr.decode().strip()}")
         wait_until("topics on every node", 20, lambda: all(
             http_json(f"http://{n.admin}/api/topics/{ROLLING}")[0] == 200 for n in self.nodes))
+
+    def create_scratch(self):
+        """Create SCRATCH (again); retried while there is no leader. True once it exists."""
+        servers = ",".join(n.client for n in self.nodes)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            result = subprocess.run([self.binary, "topic", "create", SCRATCH, "--partitions", "1",
+                                     "--server", servers], capture_output=True, timeout=30)
+            if result.returncode == 0 or b"exists" in result.stderr:
+                return True
+            time.sleep(0.5)
+        return False
 
     def leader(self):
         for node in self.nodes:
@@ -774,6 +848,19 @@ min_insync_replicas = 2
                 self.forgotten.append(old_id)
             return (f"SIGKILL {node.name} (id {old_id}), forget-node {old_id} "
                     f"{'ok' if forgotten else 'FAILED'}, data dir wiped, restarted as a new replica")
+        if kind == "recreate_topic":
+            servers = ",".join(n.client for n in self.nodes)
+            with self.scratch_lock:
+                deleted = subprocess.run([self.binary, "topic", "delete", SCRATCH, "--server", servers],
+                                         capture_output=True, timeout=30)
+                if deleted.returncode != 0:
+                    leader = self.leader()
+                    if leader is None or http_json(f"http://{leader.admin}/api/topics/{SCRATCH}")[0] != 404:
+                        return f"topic delete {SCRATCH} failed ({deleted.stderr.decode().strip()}); not recreated"
+                time.sleep(duration)
+                created = self.create_scratch()
+                self.scratch.recreated()
+            return f"topic delete {SCRATCH}, created again after {duration}s: {'ok' if created else 'FAILED'}"
         if kind == "kill_group_consumer":
             if not self.group_consumers:
                 return "skipped (no group consumer)"
@@ -815,6 +902,13 @@ min_insync_replicas = 2
             node.stopped = False
             if not node.alive():
                 node.start()
+        with self.scratch_lock:
+            if not wait_until("a leader after healing", 30, lambda: self.leader() is not None):
+                return
+            leader = self.leader()
+            if leader is not None and http_json(f"http://{leader.admin}/api/topics/{SCRATCH}")[0] == 404:
+                self.create_scratch()
+                self.scratch.recreated()
 
     def read_partition(self, node, topic, partition):
         try:
@@ -852,16 +946,16 @@ min_insync_replicas = 2
         if leader is None:
             self.anomaly("sync", "no leader after healing")
             return
-        partitions = [(TOPIC, p) for p in range(PARTITIONS)] + [(ROLLING, 0)]
+        partitions = [(TOPIC, p) for p in range(PARTITIONS)] + [(ROLLING, 0), (SCRATCH, 0)]
         # Every replica reaches the leader's high watermark (one bound for all).
-        final = {TOPIC: self.describe(leader, TOPIC) or {}, ROLLING: self.describe(leader, ROLLING) or {}}
+        final = {topic: self.describe(leader, topic) or {} for topic in (TOPIC, ROLLING, SCRATCH)}
         targets = {(topic, p): final[topic].get(p, {}).get("high_watermark", 0) for topic, p in partitions}
         behind = {}
 
         def replicas_at_high_watermark():
             behind.clear()
             for node in self.nodes:
-                described = {topic: self.describe(node, topic) or {} for topic in (TOPIC, ROLLING)}
+                described = {topic: self.describe(node, topic) or {} for topic in (TOPIC, ROLLING, SCRATCH)}
                 for (topic, p), hw in targets.items():
                     have = described[topic].get(p, {}).get("high_watermark")
                     if have is None or have < hw:
@@ -869,8 +963,8 @@ min_insync_replicas = 2
             return not behind
         if not wait_until("every replica at the leader's high watermark", 30, replicas_at_high_watermark, 0.5):
             for (name, topic, p), (have, hw) in sorted(behind.items()):
-                self.anomaly("sync", f"{name} {topic}/{p}: high watermark {have} never reached the leader's {hw} "
-                                     f"(None: the admin API did not answer)")
+                self.anomaly("sync", f"{name} {topic}/{p}: high watermark {have} never reached the leader's {hw}"
+                                     + (" (the admin API did not answer)" if have is None else ""))
         totals = {"acked": 0, "checked": 0, "retention_excused": 0}
         for topic, p in partitions:
             producer = producers[(topic, p)]
@@ -892,7 +986,7 @@ min_insync_replicas = 2
                                           f"(expected {start + i})")
                     break
             by_offset = dict(ref)
-            # Nothing duplicated, nothing foreign.
+            # Nothing duplicated, nothing foreign, nothing from a deleted incarnation of the topic.
             seen_values = {}
             for offset, value in ref:
                 if value in seen_values:
@@ -900,6 +994,9 @@ min_insync_replicas = 2
                 seen_values[value] = offset
                 if value not in producer.written:
                     self.anomaly("foreign", f"{topic}/{p}: offset {offset} holds {value!r}, never produced")
+                elif topic == SCRATCH and not value.startswith(f"s-i{producer.incarnation}-"):
+                    self.anomaly("resurrected", f"{topic}/{p}: offset {offset} holds {value!r}, written before the "
+                                                f"topic was deleted (incarnation now {producer.incarnation})")
             # Every acknowledged record exactly at its offset.
             lost = []
             for offset, value in sorted(producer.acked.items()):
@@ -951,13 +1048,18 @@ min_insync_replicas = 2
     def run(self):
         args = self.args
         seconds = args.minutes * 60
-        schedule = [] if args.no_faults else make_schedule(args.seed, seconds)
+        only = set(args.faults.split(",")) if args.faults else None
+        unknown = (only or set()) - {k for k, _ in FAULTS}
+        if unknown:
+            raise SystemExit(f"chaos: unknown fault kinds {sorted(unknown)}; known: {[k for k, _ in FAULTS]}")
+        schedule = [] if args.no_faults else make_schedule(args.seed, seconds, only)
         log(f"chaos: seed {args.seed}, {args.minutes} min, {len(schedule)} faults scheduled, workdir {self.workdir}")
         self.start_cluster()
         log(f"cluster up: etcd 127.0.0.1:{self.etcd.client_port}; " +
             ", ".join(f"{n.name} client {n.client} admin {n.admin}" for n in self.nodes))
         producers = {(TOPIC, p): Producer(self, TOPIC, p, rate=args.rate) for p in range(PARTITIONS)}
         producers[(ROLLING, 0)] = Producer(self, ROLLING, 0, rate=args.rate)
+        self.scratch = producers[(SCRATCH, 0)] = ScratchProducer(self)
         tails = [Consumer(self, TOPIC, p) for p in range(PARTITIONS)] + [Consumer(self, ROLLING, 0)]
         self.group_consumers = groups = [Consumer(self, TOPIC, p, group="chaos-group") for p in range(PARTITIONS)]
         if args.no_consumers:
@@ -1038,9 +1140,24 @@ min_insync_replicas = 2
             print("---- fault schedule (seed %s; times from the start of the workload)" % self.args.seed)
             for at, kind, what in self.executed:
                 print(f"  @{at:7.2f}s {kind}: {what}")
-            print(f"replay: tools/chaos.sh --minutes {self.args.minutes} --seed {self.args.seed}")
+            print(f"replay: {replay_command(self.args)}")
             print(f"logs: {self.workdir}/logs")
         return not self.anomalies
+
+
+def replay_command(args):
+    command = f"tools/chaos.sh --minutes {args.minutes:g} --seed {args.seed}"
+    if args.consumers != "follow":
+        command += f" --consumers {args.consumers}"
+    if args.faults:
+        command += f" --faults {args.faults}"
+    if args.no_faults:
+        command += " --no-faults"
+    if args.no_consumers:
+        command += " --no-consumers"
+    if args.rate != 400.0:
+        command += f" --rate {args.rate:g}"
+    return command
 
 
 def main():
@@ -1057,6 +1174,8 @@ def main():
     parser.add_argument("--consumers", choices=["follow", "poll"], default="follow",
                         help="follow: long-polling `consume --follow` (default); poll: repeated `consume` "
                              "without --follow (no long poll; see docs/RELIABILITY.md, anomaly A)")
+    parser.add_argument("--faults", default=None,
+                        help="comma-separated fault kinds to draw from (default: all; see docs/RELIABILITY.md)")
     parser.add_argument("--no-faults", action="store_true", help="control run: the workload without faults")
     parser.add_argument("--no-consumers", action="store_true", help="producers only (no tailing or group consumer)")
     args = parser.parse_args()
