@@ -46,19 +46,32 @@ def log(message):
 # process bookkeeping: every child is in its own process group and is killed
 # at exit, whatever the exit path.
 
-CHILDREN = []  # Popen objects
+CHILDREN = []  # Popen objects still running (or not yet reaped)
 CHILDREN_LOCK = threading.Lock()
+SHUTTING_DOWN = threading.Event()
 
 
 def spawn(args, **kwargs):
     kwargs.setdefault("stdin", subprocess.DEVNULL)
-    proc = subprocess.Popen(args, start_new_session=True, **kwargs)
     with CHILDREN_LOCK:
+        # Forget reaped children (their pipes are closed by whoever read them).
+        CHILDREN[:] = [proc for proc in CHILDREN if proc.returncode is None]
+        proc = subprocess.Popen(args, start_new_session=True, **kwargs)
         CHILDREN.append(proc)
     return proc
 
 
+def close_pipes(proc):
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+
 def kill_all_children():
+    SHUTTING_DOWN.set()
     with CHILDREN_LOCK:
         procs = list(CHILDREN)
     for proc in procs:
@@ -156,12 +169,13 @@ class Proxy:
         except OSError:
             client.close()
             return
+        pair = (client, upstream)
         with self.lock:
-            self.conns.append((client, upstream))
+            self.conns.append(pair)
         for a, b in ((client, upstream), (upstream, client)):
-            threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            threading.Thread(target=self._pump, args=(a, b, pair), daemon=True).start()
 
-    def _pump(self, source, sink):
+    def _pump(self, source, sink, pair):
         try:
             while True:
                 data = source.recv(65536)
@@ -176,6 +190,11 @@ class Proxy:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        with self.lock:
+            if pair in self.conns:  # the first pump to finish closes both ends
+                self.conns.remove(pair)
+                for s in pair:
+                    s.close()
 
     def cut(self):
         self.open.clear()
@@ -394,6 +413,7 @@ class Producer:
             proc.kill()
             proc.wait(timeout=10)
         rt.join(timeout=10)
+        close_pipes(proc)
         with lock:
             rest = lines[acked_upto[0]:]
         self.indeterminate.update(rest)
@@ -551,6 +571,7 @@ class Consumer:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+        close_pipes(proc)
         self.runs.append((now(), first, previous, proc.returncode))
 
 
@@ -873,8 +894,10 @@ min_insync_replicas = 2
     def watch_nodes(self):
         """A node that exits without being killed by the nemesis is an anomaly
         (crash, panic, abort); it is restarted so the run goes on."""
-        while not self.watch_stop.is_set():
+        while not self.watch_stop.is_set() and not SHUTTING_DOWN.is_set():
             for node in self.nodes:
+                if SHUTTING_DOWN.is_set():
+                    return
                 if node.proc is not None and not node.expected_down and node.proc.poll() is not None:
                     code = node.proc.returncode
                     node.expected_down = True
