@@ -1119,6 +1119,8 @@ min_insync_replicas = 2
         self.watch_stop.set()
         watcher.join(timeout=5)
         time.sleep(3)
+        if self.args.self_test:
+            self.plant_errors(producers, tails)
         self.check(producers, tails, groups)
         time.sleep(2)
         for consumer in tails + groups:
@@ -1130,6 +1132,22 @@ min_insync_replicas = 2
             consumer.thread.join(timeout=10)
         # Final consumer cross-check after they stopped (late observations).
         self.report(producers, tails, groups, sampler, schedule)
+
+    def plant_errors(self, producers, tails):
+        """--self-test: falsify what the harness recorded, so that a working
+        checker must report one lost acknowledged record and one record a
+        tailing consumer saw change."""
+        producer = producers[(TOPIC, 0)]
+        if producer.acked:
+            offset = min(producer.acked)
+            producer.acked[offset] = producer.acked[offset] + "-planted"
+            self.planted = {"lost"}
+        tail = next((c for c in tails if c.topic == TOPIC and c.seen), None)
+        if tail is not None:
+            offset = min(tail.seen)
+            tail.seen[offset] = tail.seen[offset] + "-planted"
+            self.planted = getattr(self, "planted", set()) | {"tail"}
+        log(f"self-test: planted errors the checker must report: {sorted(getattr(self, 'planted', set()))}")
 
     def report(self, producers, tails, groups, sampler, schedule):
         acked = sum(len(p.acked) for p in producers.values())
@@ -1178,6 +1196,8 @@ def replay_command(args):
         command += " --no-faults"
     if args.no_consumers:
         command += " --no-consumers"
+    if args.self_test:
+        command += " --self-test"
     if args.rate != 400.0:
         command += f" --rate {args.rate:g}"
     return command
@@ -1199,6 +1219,9 @@ def main():
                              "without --follow (no long poll; see docs/RELIABILITY.md, anomaly A)")
     parser.add_argument("--faults", default=None,
                         help="comma-separated fault kinds to draw from (default: all; see docs/RELIABILITY.md)")
+    parser.add_argument("--self-test", action="store_true",
+                        help="plant a lost record and a changed record in the harness's own bookkeeping before the "
+                             "check; pass only if the checker reports exactly those (use with --no-faults)")
     parser.add_argument("--no-faults", action="store_true", help="control run: the workload without faults")
     parser.add_argument("--no-consumers", action="store_true", help="producers only (no tailing or group consumer)")
     args = parser.parse_args()
@@ -1222,6 +1245,11 @@ def main():
     try:
         harness.run()
         ok = not harness.anomalies
+        if args.self_test:
+            planted = getattr(harness, "planted", set())
+            found = {kind for _, kind, message in harness.anomalies if "-planted" in message}
+            ok = bool(planted) and found == planted
+            print(f"self-test: planted {sorted(planted)}, the checker reported {sorted(found)}", flush=True)
     except SystemExit as error:
         log(str(error))
         print(f"seed {args.seed}; logs: {harness.workdir}/logs")
