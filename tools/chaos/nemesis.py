@@ -1225,6 +1225,9 @@ def main():
     parser.add_argument("--no-faults", action="store_true", help="control run: the workload without faults")
     parser.add_argument("--no-consumers", action="store_true", help="producers only (no tailing or group consumer)")
     args = parser.parse_args()
+    unknown = set(args.faults.split(",")) - {k for k, _ in FAULTS} if args.faults else set()
+    if unknown:
+        parser.error(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(k for k, _ in FAULTS)}")
     if args.seed is None:
         args.seed = random.randrange(1, 1 << 31)
     signal.signal(signal.SIGINT, _on_signal)
