@@ -1,0 +1,1278 @@
+#!/usr/bin/env python3
+"""Nemesis run against real processes: one etcd, three `ringlog serve` nodes,
+idempotent acks=all producers, a tailing consumer and a group consumer, and
+faults chosen by a seeded RNG. At the end everything is healed, the cluster
+is given a settle period and a checker verifies the invariants listed in
+docs/RELIABILITY.md. Exit 0 when no anomaly was found, 1 otherwise (the seed
+and the fault schedule are printed), 2 on a harness/setup error.
+
+Stdlib only. Everything listens on 127.0.0.1; every subprocess and every wait
+is bounded; every process started is killed at exit (also on Ctrl-C)."""
+
+import argparse
+import atexit
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+TOPIC = "ledger"          # no retention: every acknowledged record must stay
+ROLLING = "rolling"       # small segments + size retention: segments get cut
+SCRATCH = "scratch"       # deleted and created again by the nemesis
+PARTITIONS = 3
+LEASE_TTL_S = 2
+
+T0 = time.monotonic()
+
+
+def now():
+    return time.monotonic() - T0
+
+
+def log(message):
+    print(f"[{now():8.2f}s] {message}", flush=True)
+
+
+# --------------------------------------------------------------------------
+# process bookkeeping: every child is in its own process group and is killed
+# at exit, whatever the exit path.
+
+CHILDREN = []  # Popen objects still running (or not yet reaped)
+CHILDREN_LOCK = threading.Lock()
+SHUTTING_DOWN = threading.Event()
+
+
+def spawn(args, **kwargs):
+    kwargs.setdefault("stdin", subprocess.DEVNULL)
+    with CHILDREN_LOCK:
+        # Forget reaped children (their pipes are closed by whoever read them).
+        CHILDREN[:] = [proc for proc in CHILDREN if proc.returncode is None]
+        proc = subprocess.Popen(args, start_new_session=True, **kwargs)
+        CHILDREN.append(proc)
+    return proc
+
+
+def close_pipes(proc):
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            try:
+                pipe.close()
+            except OSError:
+                pass
+
+
+def kill_all_children():
+    SHUTTING_DOWN.set()
+    with CHILDREN_LOCK:
+        procs = list(CHILDREN)
+    for proc in procs:
+        if proc.poll() is None:
+            for sig in (signal.SIGCONT, signal.SIGKILL):
+                try:
+                    os.killpg(proc.pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+    for proc in procs:
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+atexit.register(kill_all_children)
+
+
+def _on_signal(signum, _frame):
+    log(f"signal {signum}: killing every process started and exiting")
+    kill_all_children()
+    os._exit(130)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_json(url, method="GET", timeout=2.0):
+    """(status, parsed body or None); status 0 when unreachable."""
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            body = answer.read()
+            return answer.status, (json.loads(body) if body else None)
+    except urllib.error.HTTPError as error:
+        try:
+            return error.code, json.loads(error.read() or b"null")
+        except Exception:
+            return error.code, None
+    except Exception:
+        return 0, None
+
+
+def wait_until(what, seconds, condition, interval=0.2):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return True
+        except Exception:
+            pass
+        time.sleep(interval)
+    log(f"timed out after {seconds}s waiting for {what}")
+    return False
+
+
+# --------------------------------------------------------------------------
+# a TCP proxy the harness controls: used between each node and etcd, so a
+# node can be cut off from etcd (connections hang, as in a partition).
+
+class Proxy:
+    def __init__(self, name, upstream_port):
+        self.name = name
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.open = threading.Event()
+        self.open.set()
+        self.closed = False
+        self.conns = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client):
+        # While cut, a new connection is accepted but nothing is forwarded.
+        self.open.wait()
+        try:
+            upstream = socket.create_connection(self.upstream, timeout=2)
+            upstream.settimeout(None)
+        except OSError:
+            client.close()
+            return
+        pair = (client, upstream)
+        with self.lock:
+            self.conns.append(pair)
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pump, args=(a, b, pair), daemon=True).start()
+
+    def _pump(self, source, sink, pair):
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                self.open.wait()  # a cut holds bytes back, as a dropped link does
+                sink.sendall(data)
+        except OSError:
+            pass
+        for s in (source, sink):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        with self.lock:
+            if pair in self.conns:  # the first pump to finish closes both ends
+                self.conns.remove(pair)
+                for s in pair:
+                    s.close()
+
+    def cut(self):
+        self.open.clear()
+
+    def heal(self):
+        self.open.set()
+
+    def close(self):
+        self.closed = True
+        self.open.set()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        with self.lock:
+            for a, b in self.conns:
+                for s in (a, b):
+                    try:
+                        s.close()
+                    except OSError:
+                        pass
+
+
+# --------------------------------------------------------------------------
+
+class Etcd:
+    def __init__(self, workdir):
+        self.dir = os.path.join(workdir, "etcd")
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.proc = None
+        self.stopped = False
+        self.logfile = os.path.join(workdir, "logs", "etcd.log")
+
+    def start(self):
+        client = f"http://127.0.0.1:{self.client_port}"
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        out = open(self.logfile, "ab")
+        self.proc = spawn(["etcd", "--name", "chaos", "--data-dir", self.dir,
+                           "--listen-client-urls", client, "--advertise-client-urls", client,
+                           "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                           "--initial-cluster", f"chaos={peer}"], stdout=out, stderr=out)
+        out.close()
+        self.stopped = False
+        if not wait_until("etcd health", 30,
+                          lambda: http_json(f"{client}/health")[0] == 200):
+            raise SystemExit("chaos: etcd did not start")
+
+    def signal(self, sig):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+class Node:
+    def __init__(self, index, workdir, binary, etcd_proxy):
+        self.index = index
+        self.name = f"n{index + 1}"
+        self.binary = binary
+        self.data_dir = os.path.join(workdir, self.name)
+        self.config = os.path.join(workdir, "node.toml")
+        self.client = f"127.0.0.1:{free_port()}"
+        self.admin = f"127.0.0.1:{free_port()}"
+        self.replication = f"127.0.0.1:{free_port()}"
+        self.proxy = etcd_proxy
+        self.logfile = os.path.join(workdir, "logs", f"{self.name}.log")
+        self.proc = None
+        self.incarnation = 0
+        self.stopped = False
+        self.expected_down = True
+
+    def start(self):
+        os.makedirs(self.data_dir, exist_ok=True)
+        out = open(self.logfile, "ab")
+        out.write(f"\n==== chaos: start incarnation {self.incarnation + 1} at {now():.2f}s\n".encode())
+        out.flush()
+        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn,ringlog::cluster=info,ringlog::replication=info"))
+        self.proc = spawn([self.binary, "serve", "--config", self.config, "--data-dir", self.data_dir,
+                           "--listen", self.client, "--admin", self.admin,
+                           "--replication-listen", self.replication, "--shards", "1",
+                           "--etcd", f"http://127.0.0.1:{self.proxy.port}"],
+                          stdout=out, stderr=out, env=env)
+        out.close()
+        self.incarnation += 1
+        self.stopped = False
+        self.expected_down = False
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        self.expected_down = True
+        if self.alive():
+            try:
+                os.kill(self.proc.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.stopped = False
+
+    def signal(self, sig):
+        if self.alive():
+            os.kill(self.proc.pid, sig)
+            self.stopped = sig == signal.SIGSTOP
+
+    def health(self, timeout=1.0):
+        return http_json(f"http://{self.admin}/api/health", timeout=timeout)
+
+    def node_id(self):
+        try:
+            with open(os.path.join(self.data_dir, "node_id")) as f:
+                return int(f.read().strip())
+        except Exception:
+            return None
+
+
+# --------------------------------------------------------------------------
+# workloads
+
+class Producer:
+    """One `ringlog produce --partition P --acks all --json` at a time per
+    partition; a process that exits is replaced (new producer id). Values are
+    unique; the k-th acknowledged record is the k-th line written, since the
+    CLI sends one batch at a time in stdin order."""
+
+    def __init__(self, harness, topic, partition, rate):
+        self.h = harness
+        self.topic = topic
+        self.partition = partition
+        self.rate = rate  # records per second
+        self.acked = {}        # offset -> value
+        self.ack_events = 0
+        self.indeterminate = set()  # written but never acknowledged (process died)
+        self.written = set()
+        self.generation = 0
+        self.failures = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop.is_set():
+            self.generation += 1
+            self._one_process()
+            if not self.stop.is_set():
+                time.sleep(0.5)
+
+    def _one_process(self):
+        gen = self.generation
+        servers = ",".join(n.client for n in self.h.nodes)
+        errfile = open(os.path.join(self.h.workdir, "logs", f"produce-{self.topic}-{self.partition}-{gen}.err"), "wb")
+        proc = spawn([self.h.binary, "produce", self.topic, "--partition", str(self.partition), "--acks", "all",
+                      "--json", "--batch", "10", "--retry-ms", "20000", "--server", servers],
+                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errfile)
+        errfile.close()
+        lines = []        # values written to this process, in order
+        acked_upto = [0]  # how many of them are acknowledged
+        lock = threading.Lock()
+
+        def reader():
+            for raw in proc.stdout:
+                try:
+                    ack = json.loads(raw)
+                except ValueError:
+                    continue
+                with lock:
+                    base, count = ack["base_offset"], ack["count"]
+                    if ack["partition"] != self.partition:
+                        self.h.anomaly("producer", f"{self.topic}/{self.partition}: ack for partition {ack['partition']}")
+                    for i in range(count):
+                        value = lines[acked_upto[0] + i]
+                        offset = base + i
+                        previous = self.acked.get(offset)
+                        if previous is not None and previous != value:
+                            self.h.anomaly("ack", f"{self.topic}/{self.partition}: offset {offset} acknowledged "
+                                                  f"twice, for {previous!r} and for {value!r}")
+                        self.acked[offset] = value
+                    acked_upto[0] += count
+                    self.ack_events += 1
+        rt = threading.Thread(target=reader, daemon=True)
+        rt.start()
+        seq = 0
+        interval = 10.0 / self.rate
+        try:
+            while not self.stop.is_set() and proc.poll() is None:
+                with lock:
+                    outstanding = len(lines) - acked_upto[0]
+                if outstanding < 100:
+                    chunk = []
+                    for _ in range(10):
+                        value = f"{self.topic[0]}{self.partition}-g{gen}-{seq:07d}-" + "x" * 40
+                        seq += 1
+                        chunk.append(value)
+                    with lock:
+                        lines.extend(chunk)
+                        self.written.update(chunk)
+                    proc.stdin.write(("\n".join(chunk) + "\n").encode())
+                    proc.stdin.flush()
+                time.sleep(interval)
+        except (BrokenPipeError, OSError):
+            pass
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=40)  # flush what is pending (bounded by --retry-ms)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        rt.join(timeout=10)
+        close_pipes(proc)
+        with lock:
+            rest = lines[acked_upto[0]:]
+        self.indeterminate.update(rest)
+        if proc.returncode != 0:
+            errpath = os.path.join(self.h.workdir, "logs", f"produce-{self.topic}-{self.partition}-{gen}.err")
+            try:
+                with open(errpath, errors="replace") as f:
+                    err = f.read().strip().splitlines()[-1:]
+            except OSError:
+                err = []
+            self.failures.append((now(), proc.returncode, err[0] if err else "", len(rest)))
+            log(f"producer {self.topic}/{self.partition} gen {gen} exited {proc.returncode}: "
+                f"{err[0] if err else ''} ({len(rest)} records unacknowledged)")
+
+
+class ScratchProducer:
+    """Small acks=all produce calls to SCRATCH, which the nemesis deletes and
+    creates again. A call and a delete/create never overlap (self.h.scratch_lock),
+    so an ack belongs to the incarnation current at the time. Records of an
+    earlier incarnation must never show up in a later one."""
+
+    def __init__(self, harness):
+        self.h = harness
+        self.incarnation = 1
+        self.acked = {}      # offset -> value, current incarnation only
+        self.written = set()
+        self.indeterminate = set()
+        self.failures = []
+        self.calls = 0
+        self.failed_calls = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def recreated(self):
+        self.incarnation += 1
+        self.acked = {}
+
+    def _run(self):
+        seq = 0
+        while not self.stop.is_set():
+            with self.h.scratch_lock:
+                values = [f"s-i{self.incarnation}-{seq + i:07d}" for i in range(50)]
+                seq += 50
+                self.written.update(values)
+                servers = ",".join(n.client for n in self.h.nodes)
+                self.calls += 1
+                try:
+                    result = subprocess.run([self.h.binary, "produce", SCRATCH, "--partition", "0", "--acks", "all",
+                                             "--json", "--batch", "10", "--retry-ms", "5000", "--server", servers],
+                                            input=("\n".join(values) + "\n").encode(), capture_output=True,
+                                            timeout=20)
+                    lines = result.stdout.decode().splitlines()
+                    ok = result.returncode == 0
+                except subprocess.TimeoutExpired:
+                    lines, ok = [], False
+                if not ok:
+                    self.failed_calls += 1
+                index = 0
+                for line in lines:
+                    try:
+                        ack = json.loads(line)
+                    except ValueError:
+                        continue
+                    for i in range(ack["count"]):
+                        self.acked[ack["base_offset"] + i] = values[index + i]
+                    index += ack["count"]
+            time.sleep(0.3)
+
+
+class Consumer:
+    """A tailing (`--follow`) consumer of one partition, or a group consumer
+    (`--group`, committing). Records every (offset, value) it saw; replaced
+    when it exits (from the next offset, or from the group's commit)."""
+
+    def __init__(self, harness, topic, partition, group=None):
+        self.h = harness
+        self.topic = topic
+        self.partition = partition
+        self.group = group
+        self.seen = {}          # offset -> value
+        self.runs = []          # (start_time, first offset seen, last offset seen)
+        self.last = -1
+        self.stop = threading.Event()
+        self.proc = None
+        self.redelivered = 0
+        self.rewinds = []       # (time, resumed at, had seen up to): a group resuming below what it committed
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def kill(self):
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
+    def _run(self):
+        while not self.stop.is_set():
+            self._one_process()
+            if not self.stop.is_set():
+                time.sleep(0.5 if self.h.args.consumers == "follow" else 0.2)
+
+    def _one_process(self):
+        servers = ",".join(n.client for n in self.h.nodes)
+        args = [self.h.binary, "consume", self.topic, "--partition", str(self.partition),
+                "--format", "json", "--server", servers]
+        if self.h.args.consumers == "follow":
+            args.append("--follow")
+        if self.group:
+            args += ["--group", self.group]
+        else:
+            args += ["--from", str(self.last + 1)]
+        kind = "group" if self.group else "tail"
+        errpath = os.path.join(self.h.workdir, "logs", f"consume-{kind}-{self.topic}-{self.partition}.err")
+        errfile = open(errpath, "ab")
+        self.proc = proc = spawn(args, stdout=subprocess.PIPE, stderr=errfile)
+        errfile.close()
+        first = None
+        previous = None
+        for raw in proc.stdout:
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            offset, value = record["offset"], record.get("value", record.get("value_b64"))
+            if first is None:
+                first = offset
+                if self.group and offset <= self.last:
+                    self.rewinds.append((now(), offset, self.last))
+                if self.group and offset > self.last + 1:
+                    self.h.anomaly("group", f"{self.topic}/{self.partition} group {self.group}: resumed at "
+                                            f"{offset} after seeing up to {self.last}: offsets "
+                                            f"{self.last + 1}..{offset - 1} skipped")
+                if not self.group and offset != self.last + 1 and self.topic != ROLLING:
+                    self.h.anomaly("tail", f"{self.topic}/{self.partition}: asked from {self.last + 1}, "
+                                           f"first record at {offset}")
+            elif offset != previous + 1:
+                self.h.anomaly(kind, f"{self.topic}/{self.partition}: offset {offset} after {previous} "
+                                     f"(gap or going backwards) within one consumer run")
+            previous = offset
+            old = self.seen.get(offset)
+            if old is not None:
+                if old != value:
+                    self.h.anomaly(kind, f"{self.topic}/{self.partition}: offset {offset} was {old!r}, "
+                                         f"now {value!r}: a record changed")
+                else:
+                    self.redelivered += 1
+            self.seen[offset] = value
+            self.last = max(self.last, offset)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        close_pipes(proc)
+        self.runs.append((now(), first, previous, proc.returncode))
+
+
+class Sampler:
+    """Polls every node's /api/health and /api/topics/NAME: the high
+    watermark a node serves must never fall while the process lives, and a
+    new leader must not serve less than an earlier leader committed."""
+
+    def __init__(self, harness):
+        self.h = harness
+        self.stop = threading.Event()
+        self.hw = {}            # (node, incarnation, topic, partition) -> hw
+        self.reported = set()
+        self.leader_hw = {}     # (topic, partition) -> (hw, epoch, node)
+        self.samples = 0
+        self.leaders_seen = []  # (time, node name, epoch)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop.is_set():
+            for node in self.h.nodes:
+                if not node.alive() or node.stopped:
+                    continue
+                self.sample(node)
+            time.sleep(0.2)
+
+    def sample(self, node):
+        incarnation = node.incarnation
+        status, before = node.health(timeout=0.5)
+        if not isinstance(before, dict):
+            return
+        for topic in (TOPIC, ROLLING):
+            status, described = http_json(f"http://{node.admin}/api/topics/{topic}", timeout=0.5)
+            if status != 200 or not isinstance(described, dict):
+                continue
+            status, after = node.health(timeout=0.5)
+            if not isinstance(after, dict) or node.incarnation != incarnation:
+                return
+            self.samples += 1
+            leading = (before.get("role") == "leader" and after.get("role") == "leader"
+                       and before.get("leader_epoch") == after.get("leader_epoch")
+                       and before.get("status") == "ok")
+            if leading and (not self.leaders_seen or self.leaders_seen[-1][1:] != (node.name, before.get("leader_epoch"))):
+                self.leaders_seen.append((now(), node.name, before.get("leader_epoch")))
+            for p in described.get("partitions", []):
+                key = (node.name, incarnation, topic, p["partition"])
+                hw = p["high_watermark"]
+                old = self.hw.get(key)
+                if old is not None and hw < old and key not in self.reported:
+                    self.reported.add(key)
+                    self.h.anomaly("hw", f"{node.name} (run {incarnation}, {before.get('role')}, epoch "
+                                         f"{before.get('leader_epoch')}) {topic}/{p['partition']}: high "
+                                         f"watermark fell from {old} to {hw}")
+                self.hw[key] = max(hw, old or 0)
+                if leading:
+                    lk = (topic, p["partition"])
+                    epoch = before.get("leader_epoch")
+                    prev = self.leader_hw.get(lk)
+                    if prev is not None and epoch is not None and prev[1] is not None and epoch > prev[1] \
+                            and hw < prev[0] and (lk, epoch) not in self.reported:
+                        self.reported.add((lk, epoch))
+                        self.h.anomaly("hw", f"{topic}/{p['partition']}: new leader {node.name} (epoch {epoch}) "
+                                             f"serves high watermark {hw}, below {prev[0]} served by leader "
+                                             f"{prev[2]} (epoch {prev[1]})")
+                    if prev is None or hw > prev[0] or (epoch or 0) > (prev[1] or 0):
+                        self.leader_hw[lk] = (max(hw, prev[0] if prev else 0), epoch, node.name)
+
+
+# --------------------------------------------------------------------------
+# the fault schedule: generated up front from the seed alone, so the same
+# seed replays the same schedule (which node is "the leader" is resolved at
+# run time and logged).
+
+FAULTS = [
+    # kind, weight
+    ("kill_leader", 4),
+    ("kill_follower", 4),
+    ("stop_leader", 3),
+    ("stop_follower", 3),
+    ("stop_etcd", 2),
+    ("kill_etcd", 1),
+    ("cut_leader_etcd", 2),
+    ("cut_follower_etcd", 2),
+    ("kill_all", 1),
+    ("replace_follower_disk", 1),
+    ("kill_group_consumer", 1),
+    ("recreate_topic", 1),
+]
+
+
+def make_schedule(seed, seconds, only=None):
+    rng = random.Random(seed)
+    schedule = []
+    t = 4.0
+    kinds = [k for k, _ in FAULTS if not only or k in only]
+    weights = [w for k, w in FAULTS if not only or k in only]
+    while True:
+        t += rng.uniform(1.0, 6.0)
+        kind = rng.choices(kinds, weights)[0]
+        duration = round(rng.choice([rng.uniform(0.2, 1.5), rng.uniform(1.5, 4.0), rng.uniform(4.0, 9.0)]), 2)
+        pick = rng.randrange(1 << 30)
+        if t + duration > seconds:
+            break
+        schedule.append({"at": round(t, 2), "kind": kind, "duration": duration, "pick": pick})
+        t += duration
+    return schedule
+
+
+class Harness:
+    def __init__(self, args):
+        self.args = args
+        self.binary = args.binary
+        self.workdir = args.workdir or tempfile.mkdtemp(prefix="ringlog-chaos-")
+        os.makedirs(os.path.join(self.workdir, "logs"), exist_ok=True)
+        self.anomalies = []
+        self.anomaly_lock = threading.Lock()
+        self.executed = []   # (time, description)
+        self.etcd = None
+        self.nodes = []
+        self.proxies = []
+        self.forgotten = []
+        self.scratch_lock = threading.Lock()
+        self.scratch = None
+
+    def anomaly(self, kind, message):
+        with self.anomaly_lock:
+            if len(self.anomalies) < 10000:
+                self.anomalies.append((now(), kind, message))
+        log(f"ANOMALY [{kind}] {message}")
+
+    # ---- cluster
+    def write_config(self):
+        with open(os.path.join(self.workdir, "node.toml"), "w") as f:
+            f.write(f"""
+[storage]
+segment_bytes = 262144
+index_interval_bytes = 4096
+preallocate_bytes = 1048576
+max_batch_bytes = 32768
+
+[limits]
+retention_check_interval_ms = 1000
+max_record_bytes = 16384
+
+[cluster]
+lease_ttl_s = {LEASE_TTL_S}
+election_poll_interval_ms = 100
+etcd_request_timeout_ms = 1000
+replica_lag_max_ms = 5000
+min_insync_replicas = 2
+""")
+
+    def start_cluster(self):
+        self.write_config()
+        self.etcd = Etcd(self.workdir)
+        self.etcd.start()
+        for i in range(3):
+            proxy = Proxy(f"n{i + 1}-etcd", self.etcd.client_port)
+            self.proxies.append(proxy)
+            self.nodes.append(Node(i, self.workdir, self.binary, proxy))
+        # First node alone, so it becomes the first leader, then the others.
+        self.nodes[0].start()
+        if not wait_until("n1 leading", 30, lambda: not self.nodes[0].alive()
+                          or self.nodes[0].health()[1]["role"] == "leader") or not self.nodes[0].alive():
+            with open(self.nodes[0].logfile, errors="replace") as f:
+                tail = f.read().strip().splitlines()[-3:]
+            raise SystemExit(f"chaos: the first node did not become leader: {' | '.join(tail)}")
+        for node in self.nodes[1:]:
+            node.start()
+        if not wait_until("all three in sync", 60, lambda: self.all_in_sync()):
+            raise SystemExit("chaos: the cluster did not form")
+        leader = self.leader()
+        for name, extra in ((TOPIC, ["--partitions", str(PARTITIONS)]),
+                            (ROLLING, ["--partitions", "1", "--segment-bytes", "32768",
+                                       "--retention-bytes", "131072"]),
+                            (SCRATCH, ["--partitions", "1"])):
+            result = subprocess.run([self.binary, "topic", "create", name, *extra, "--server", leader.client],
+                                    capture_output=True, timeout=30)
+            if result.returncode != 0:
+                raise SystemExit(f"chaos: topic create {name}: {result.stderr.decode().strip()}")
+        wait_until("topics on every node", 20, lambda: all(
+            http_json(f"http://{n.admin}/api/topics/{ROLLING}")[0] == 200 for n in self.nodes))
+
+    def create_scratch(self):
+        """Create SCRATCH (again); retried while there is no leader. True once it exists."""
+        servers = ",".join(n.client for n in self.nodes)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            result = subprocess.run([self.binary, "topic", "create", SCRATCH, "--partitions", "1",
+                                     "--server", servers], capture_output=True, timeout=30)
+            if result.returncode == 0 or b"exists" in result.stderr:
+                return True
+            time.sleep(0.5)
+        return False
+
+    def leader(self):
+        for node in self.nodes:
+            if node.alive() and not node.stopped:
+                status, body = node.health(timeout=1.0)
+                if isinstance(body, dict) and body.get("role") == "leader" and body.get("status") == "ok":
+                    return node
+        return None
+
+    def nodes_view(self):
+        leader = self.leader()
+        if leader is None:
+            return None
+        status, body = http_json(f"http://{leader.admin}/api/nodes", timeout=2.0)
+        return body if status == 200 and isinstance(body, list) else None
+
+    def all_in_sync(self):
+        view = self.nodes_view()
+        return (view is not None and len(view) == 3
+                and all(entry.get("in_sync") and entry.get("connected") for entry in view))
+
+    # ---- faults
+    def resolve(self, role, pick):
+        leader = self.leader()
+        live = [n for n in self.nodes if n.alive() and not n.stopped]
+        if role == "leader":
+            if leader is not None:
+                return leader
+            return live[pick % len(live)] if live else None
+        followers = [n for n in live if n is not leader]
+        return followers[pick % len(followers)] if followers else None
+
+    def run_fault(self, fault):
+        kind, duration, pick = fault["kind"], fault["duration"], fault["pick"]
+        role = "leader" if "leader" in kind else "follower"
+        if kind in ("kill_leader", "kill_follower"):
+            node = self.resolve(role, pick)
+            if node is None:
+                return "skipped (no such node)"
+            node.kill()
+            time.sleep(duration)
+            node.start()
+            return f"SIGKILL {node.name}, restarted after {duration}s"
+        if kind in ("stop_leader", "stop_follower"):
+            node = self.resolve(role, pick)
+            if node is None:
+                return "skipped (no such node)"
+            node.signal(signal.SIGSTOP)
+            time.sleep(duration)
+            node.signal(signal.SIGCONT)
+            return f"SIGSTOP {node.name} for {duration}s"
+        if kind == "stop_etcd":
+            self.etcd.signal(signal.SIGSTOP)
+            time.sleep(duration)
+            self.etcd.signal(signal.SIGCONT)
+            return f"SIGSTOP etcd for {duration}s"
+        if kind == "kill_etcd":
+            self.etcd.kill()
+            time.sleep(duration)
+            self.etcd.start()
+            return f"SIGKILL etcd, restarted after {duration}s"
+        if kind in ("cut_leader_etcd", "cut_follower_etcd"):
+            node = self.resolve(role, pick)
+            if node is None:
+                return "skipped (no such node)"
+            node.proxy.cut()
+            time.sleep(duration)
+            node.proxy.heal()
+            return f"cut {node.name} from etcd for {duration}s"
+        if kind == "kill_all":
+            for node in self.nodes:
+                node.kill()
+            time.sleep(min(duration, 3.0))
+            for node in self.nodes:
+                node.start()
+            return f"SIGKILL all three nodes, restarted after {min(duration, 3.0)}s"
+        if kind == "replace_follower_disk":
+            node = self.resolve("follower", pick)
+            if node is None:
+                return "skipped (no such node)"
+            old_id = node.node_id()
+            node.kill()
+            # Its registration lingers until its lease expires; then forget it.
+            forgotten = False
+            deadline = time.monotonic() + LEASE_TTL_S * 4 + 5
+            while time.monotonic() < deadline and old_id is not None:
+                other = next((n for n in self.nodes if n is not node and n.alive() and not n.stopped), None)
+                if other is not None:
+                    result = subprocess.run([self.binary, "forget-node", str(old_id), "--admin", other.admin],
+                                            capture_output=True, timeout=15)
+                    if result.returncode == 0:
+                        forgotten = True
+                        break
+                time.sleep(0.5)
+            shutil.rmtree(node.data_dir, ignore_errors=True)
+            node.start()
+            if forgotten:
+                self.forgotten.append(old_id)
+            return (f"SIGKILL {node.name} (id {old_id}), forget-node {old_id} "
+                    f"{'ok' if forgotten else 'FAILED'}, data dir wiped, restarted as a new replica")
+        if kind == "recreate_topic":
+            servers = ",".join(n.client for n in self.nodes)
+            with self.scratch_lock:
+                deleted = subprocess.run([self.binary, "topic", "delete", SCRATCH, "--server", servers],
+                                         capture_output=True, timeout=30)
+                if deleted.returncode != 0:
+                    leader = self.leader()
+                    if leader is None or http_json(f"http://{leader.admin}/api/topics/{SCRATCH}")[0] != 404:
+                        return f"topic delete {SCRATCH} failed ({deleted.stderr.decode().strip()}); not recreated"
+                time.sleep(duration)
+                created = self.create_scratch()
+                self.scratch.recreated()
+            return f"topic delete {SCRATCH}, created again after {duration}s: {'ok' if created else 'FAILED'}"
+        if kind == "kill_group_consumer":
+            if not self.group_consumers:
+                return "skipped (no group consumer)"
+            consumer = self.group_consumers[pick % len(self.group_consumers)]
+            consumer.kill()
+            time.sleep(duration)
+            return f"SIGKILL group consumer of {consumer.topic}/{consumer.partition}"
+        raise ValueError(kind)
+
+    def watch_nodes(self):
+        """A node that exits without being killed by the nemesis is an anomaly
+        (crash, panic, abort); it is restarted so the run goes on."""
+        while not self.watch_stop.is_set() and not SHUTTING_DOWN.is_set():
+            for node in self.nodes:
+                if SHUTTING_DOWN.is_set():
+                    return
+                if node.proc is not None and not node.expected_down and node.proc.poll() is not None:
+                    code = node.proc.returncode
+                    node.expected_down = True
+                    tail = ""
+                    try:
+                        with open(node.logfile, errors="replace") as f:
+                            tail = " | ".join(line.strip() for line in f.readlines()[-3:])
+                    except OSError:
+                        pass
+                    self.anomaly("crash", f"{node.name} exited by itself with status {code}: {tail}")
+                    time.sleep(0.5)
+                    node.start()
+            time.sleep(0.2)
+
+    # ---- heal and check
+    def heal(self):
+        log("healing: SIGCONT everything, restore links, restart what is down")
+        for proxy in self.proxies:
+            proxy.heal()
+        if self.etcd.proc.poll() is not None:
+            self.etcd.start()
+        self.etcd.signal(signal.SIGCONT)
+        for node in self.nodes:
+            node.signal(signal.SIGCONT)
+            node.stopped = False
+            if not node.alive():
+                node.start()
+        with self.scratch_lock:
+            if not wait_until("a leader after healing", 30, lambda: self.leader() is not None):
+                return
+            leader = self.leader()
+            if leader is not None and http_json(f"http://{leader.admin}/api/topics/{SCRATCH}")[0] == 404:
+                self.create_scratch()
+                self.scratch.recreated()
+
+    def read_partition(self, node, topic, partition):
+        try:
+            result = subprocess.run([self.binary, "consume", topic, "--partition", str(partition), "--from",
+                                     "earliest", "--format", "json", "--server", node.client],
+                                    capture_output=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            return None, "no answer within 60 s"
+
+        if result.returncode != 0:
+            return None, result.stderr.decode(errors="replace").strip()
+        records = []
+        for line in result.stdout.decode(errors="replace").splitlines():
+            record = json.loads(line)
+            records.append((record["offset"], record.get("value", record.get("value_b64"))))
+        return records, None
+
+    def describe(self, node, topic):
+        status, body = http_json(f"http://{node.admin}/api/topics/{topic}", timeout=3)
+        if status != 200:
+            return None
+        return {p["partition"]: p for p in body["partitions"]}
+
+    def check(self, producers, tails, groups):
+        log("checker: waiting for every replica to be back in sync")
+        started = time.monotonic()
+        synced = wait_until("every replica connected and in sync", self.args.sync_bound,
+                            self.all_in_sync, interval=0.5)
+        if not synced:
+            self.anomaly("sync", f"not every replica back in sync {self.args.sync_bound}s after healing: "
+                                 f"nodes view {self.nodes_view()}")
+        else:
+            log(f"checker: all replicas in sync {time.monotonic() - started:.1f}s after the workload stopped")
+        leader = self.leader()
+        if leader is None:
+            self.anomaly("sync", "no leader after healing")
+            return
+        partitions = [(TOPIC, p) for p in range(PARTITIONS)] + [(ROLLING, 0), (SCRATCH, 0)]
+        # Every replica reaches the leader's high watermark (one bound for all).
+        final = {topic: self.describe(leader, topic) or {} for topic in (TOPIC, ROLLING, SCRATCH)}
+        targets = {(topic, p): final[topic].get(p, {}).get("high_watermark", 0) for topic, p in partitions}
+        behind = {}
+
+        def replicas_at_high_watermark():
+            behind.clear()
+            for node in self.nodes:
+                described = {topic: self.describe(node, topic) or {} for topic in (TOPIC, ROLLING, SCRATCH)}
+                for (topic, p), hw in targets.items():
+                    have = described[topic].get(p, {}).get("high_watermark")
+                    if have is None or have < hw:
+                        behind[(node.name, topic, p)] = (have, hw)
+            return not behind
+        if not wait_until("every replica at the leader's high watermark", 30, replicas_at_high_watermark, 0.5):
+            for (name, topic, p), (have, hw) in sorted(behind.items()):
+                self.anomaly("sync", f"{name} {topic}/{p}: high watermark {have} never reached the leader's {hw}"
+                                     + (" (the admin API did not answer)" if have is None else ""))
+        totals = {"acked": 0, "checked": 0, "retention_excused": 0}
+        for topic, p in partitions:
+            producer = producers[(topic, p)]
+            logs = {}
+            for node in self.nodes:
+                records, error = self.read_partition(node, topic, p)
+                if records is None:
+                    self.anomaly("read", f"{node.name} {topic}/{p}: consume --from earliest failed: {error}")
+                    continue
+                logs[node.name] = records
+            ref = logs.get(leader.name)
+            if ref is None:
+                continue
+            start = ref[0][0] if ref else (self.describe(leader, topic) or {}).get(p, {}).get("log_start_offset", 0)
+            # Dense offsets.
+            for i, (offset, _) in enumerate(ref):
+                if offset != start + i:
+                    self.anomaly("dense", f"{leader.name} {topic}/{p}: offset {offset} at position {i} "
+                                          f"(expected {start + i})")
+                    break
+            by_offset = dict(ref)
+            # Nothing duplicated, nothing foreign, nothing from a deleted incarnation of the topic.
+            seen_values = {}
+            for offset, value in ref:
+                if value in seen_values:
+                    self.anomaly("duplicate", f"{topic}/{p}: {value!r} at offsets {seen_values[value]} and {offset}")
+                seen_values[value] = offset
+                if value not in producer.written:
+                    self.anomaly("foreign", f"{topic}/{p}: offset {offset} holds {value!r}, never produced")
+                elif topic == SCRATCH and not value.startswith(f"s-i{producer.incarnation}-"):
+                    self.anomaly("resurrected", f"{topic}/{p}: offset {offset} holds {value!r}, written before the "
+                                                f"topic was deleted (incarnation now {producer.incarnation})")
+            # Every acknowledged record exactly at its offset.
+            lost = []
+            for offset, value in sorted(producer.acked.items()):
+                totals["acked"] += 1
+                if offset < start:
+                    if topic == ROLLING:
+                        totals["retention_excused"] += 1
+                        continue
+                    lost.append((offset, value, "below log start"))
+                    continue
+                have = by_offset.get(offset)
+                if have != value:
+                    lost.append((offset, value, f"offset holds {have!r}" if have is not None else "offset missing"))
+                    if value in seen_values:
+                        lost[-1] = (offset, value, f"moved to offset {seen_values[value]}; {lost[-1][2]}")
+                else:
+                    totals["checked"] += 1
+            if lost:
+                head = "; ".join(f"{o}={v!r} {why}" for o, v, why in lost[:5])
+                self.anomaly("lost", f"{topic}/{p}: {len(lost)} acknowledged records not at their offset "
+                                     f"(offsets {lost[0][0]}..{lost[-1][0]}): {head}")
+            # Replicas agree record by record up to the high watermark.
+            for name, records in logs.items():
+                if name == leader.name:
+                    continue
+                theirs = dict(records)
+                common = [o for o in theirs if o in by_offset]
+                differ = [o for o in common if theirs[o] != by_offset[o]]
+                # A replica still behind is reported by the catch-up check; here: holes inside what it serves.
+                last = records[-1][0] if records else -1
+                missing = [o for o in by_offset if o not in theirs and (records[0][0] if records else 0) <= o <= last]
+                extra = [o for o in theirs if o not in by_offset and o >= start]
+                if differ or missing or extra:
+                    self.anomaly("replicas", f"{topic}/{p}: {name} differs from leader {leader.name}: "
+                                             f"{len(differ)} records differ (first {differ[:3]}), "
+                                             f"{len(missing)} missing (first {missing[:3]}), "
+                                             f"{len(extra)} extra (first {extra[:3]})")
+            # What the consumers saw is what the log holds.
+            for consumer in [c for c in tails + groups if c.topic == topic and c.partition == p]:
+                kind = "group" if consumer.group else "tail"
+                wrong = [(o, v) for o, v in consumer.seen.items() if o >= start and by_offset.get(o) != v]
+                if wrong:
+                    o, v = wrong[0]
+                    self.anomaly(kind, f"{topic}/{p}: the {kind} consumer saw {len(wrong)} records that the final "
+                                       f"log does not hold (first: offset {o} was {v!r}, now {by_offset.get(o)!r})")
+        self.totals = totals
+
+    # ---- main
+    def run(self):
+        args = self.args
+        seconds = args.minutes * 60
+        only = set(args.faults.split(",")) if args.faults else None
+        unknown = (only or set()) - {k for k, _ in FAULTS}
+        if unknown:
+            raise SystemExit(f"chaos: unknown fault kinds {sorted(unknown)}; known: {[k for k, _ in FAULTS]}")
+        schedule = [] if args.no_faults else make_schedule(args.seed, seconds, only)
+        log(f"chaos: seed {args.seed}, {args.minutes} min, {len(schedule)} faults scheduled, workdir {self.workdir}")
+        self.start_cluster()
+        log(f"cluster up: etcd 127.0.0.1:{self.etcd.client_port}; " +
+            ", ".join(f"{n.name} client {n.client} admin {n.admin}" for n in self.nodes))
+        producers = {(TOPIC, p): Producer(self, TOPIC, p, rate=args.rate) for p in range(PARTITIONS)}
+        producers[(ROLLING, 0)] = Producer(self, ROLLING, 0, rate=args.rate)
+        self.scratch = producers[(SCRATCH, 0)] = ScratchProducer(self)
+        tails = [Consumer(self, TOPIC, p) for p in range(PARTITIONS)] + [Consumer(self, ROLLING, 0)]
+        self.group_consumers = groups = [Consumer(self, TOPIC, p, group="chaos-group") for p in range(PARTITIONS)]
+        if args.no_consumers:
+            tails, groups = [], []
+            self.group_consumers = []
+        sampler = Sampler(self)
+        self.watch_stop = threading.Event()
+        watcher = threading.Thread(target=self.watch_nodes, daemon=True)
+        for worker in list(producers.values()) + tails + groups + [sampler]:
+            worker.start()
+        watcher.start()
+        run_start = time.monotonic()
+        for fault in schedule:
+            delay = fault["at"] - (time.monotonic() - run_start)
+            if delay > 0:
+                time.sleep(delay)
+            at = time.monotonic() - run_start
+            log(f"fault @{fault['at']:.2f}: {fault['kind']} ({fault['duration']}s)")
+            what = self.run_fault(fault)
+            self.executed.append((round(at, 2), fault["kind"], what))
+            log(f"  -> {what}")
+        remaining = seconds - (time.monotonic() - run_start)
+        if remaining > 0:
+            time.sleep(remaining)
+        self.heal()
+        log(f"settling {args.settle}s with the workload running")
+        time.sleep(args.settle)
+        log("stopping the producers")
+        for producer in producers.values():
+            producer.stop.set()
+        for producer in producers.values():
+            producer.thread.join(timeout=60)
+        # Let the consumers reach the end, then stop them.
+        self.watch_stop.set()
+        watcher.join(timeout=5)
+        time.sleep(3)
+        if self.args.self_test:
+            self.plant_errors(producers, tails)
+        self.check(producers, tails, groups)
+        time.sleep(2)
+        for consumer in tails + groups:
+            consumer.stop.set()
+            consumer.kill()
+        sampler.stop.set()
+        sampler.thread.join(timeout=10)
+        for consumer in tails + groups:
+            consumer.thread.join(timeout=10)
+        # Final consumer cross-check after they stopped (late observations).
+        self.report(producers, tails, groups, sampler, schedule)
+
+    def plant_errors(self, producers, tails):
+        """--self-test: falsify what the harness recorded, so that a working
+        checker must report one lost acknowledged record and one record a
+        tailing consumer saw change."""
+        producer = producers[(TOPIC, 0)]
+        if producer.acked:
+            offset = min(producer.acked)
+            producer.acked[offset] = producer.acked[offset] + "-planted"
+            self.planted = {"lost"}
+        tail = next((c for c in tails if c.topic == TOPIC and c.seen), None)
+        if tail is not None:
+            offset = min(tail.seen)
+            tail.seen[offset] = tail.seen[offset] + "-planted"
+            self.planted = getattr(self, "planted", set()) | {"tail"}
+        log(f"self-test: planted errors the checker must report: {sorted(getattr(self, 'planted', set()))}")
+
+    def report(self, producers, tails, groups, sampler, schedule):
+        acked = sum(len(p.acked) for p in producers.values())
+        indeterminate = sum(len(p.indeterminate) for p in producers.values())
+        failures = sum(len(p.failures) for p in producers.values())
+        seen = sum(len(c.seen) for c in tails)
+        group_seen = sum(len(c.seen) for c in groups)
+        redelivered = sum(c.redelivered for c in groups)
+        rewinds = [r for c in groups for r in c.rewinds]
+        faults = sum(1 for _, _, what in self.executed if not what.startswith("skipped"))
+        totals = getattr(self, "totals", {})
+        print()
+        print("==== chaos summary")
+        print(f"seed {self.args.seed}; {self.args.minutes} min; faults injected {faults} of {len(schedule)} scheduled")
+        print(f"acknowledged records {acked} (checked at their offset {totals.get('checked', 0)}, "
+              f"below log start of {ROLLING} by retention {totals.get('retention_excused', 0)}); "
+              f"unacknowledged when a producer exited {indeterminate}; producer restarts {failures}")
+        print(f"tailing consumers saw {seen} records; group consumers saw {group_seen} "
+              f"(redelivered after a restart {redelivered}; resumed below its last commit {len(rewinds)} times, "
+              f"by up to {max((last + 1 - at for _, at, last in rewinds), default=0)} offsets); "
+              f"high-watermark samples {sampler.samples}; "
+              f"leaders {[(round(t, 1), n, e) for t, n, e in sampler.leaders_seen]}")
+        kinds = {}
+        for _, kind, _ in self.anomalies:
+            kinds[kind] = kinds.get(kind, 0) + 1
+        print(f"anomalies: {len(self.anomalies)} {kinds if kinds else ''}")
+        if self.anomalies:
+            print("---- anomalies (first 40)")
+            for at, kind, message in self.anomalies[:40]:
+                print(f"  [{at:8.2f}s] {kind}: {message}")
+            print("---- fault schedule (seed %s; times from the start of the workload)" % self.args.seed)
+            for at, kind, what in self.executed:
+                print(f"  @{at:7.2f}s {kind}: {what}")
+            print(f"replay: {replay_command(self.args)}")
+            print(f"logs: {self.workdir}/logs")
+        return not self.anomalies
+
+
+def replay_command(args):
+    command = f"tools/chaos.sh --minutes {args.minutes:g} --seed {args.seed}"
+    if args.consumers != "follow":
+        command += f" --consumers {args.consumers}"
+    if args.faults:
+        command += f" --faults {args.faults}"
+    if args.no_faults:
+        command += " --no-faults"
+    if args.no_consumers:
+        command += " --no-consumers"
+    if args.self_test:
+        command += " --self-test"
+    if args.rate != 400.0:
+        command += f" --rate {args.rate:g}"
+    return command
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--binary", required=True)
+    parser.add_argument("--workdir", default=None, help="default: a new temporary directory")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory even when the run passes")
+    parser.add_argument("--settle", type=float, default=10.0, help="seconds of workload after healing")
+    parser.add_argument("--sync-bound", type=float, default=60.0,
+                        help="seconds within which every replica must be back in sync")
+    parser.add_argument("--rate", type=float, default=400.0, help="records per second per producer")
+    parser.add_argument("--consumers", choices=["follow", "poll"], default="follow",
+                        help="follow: long-polling `consume --follow` (default); poll: repeated `consume` "
+                             "without --follow (no long poll; see docs/RELIABILITY.md, anomaly A)")
+    parser.add_argument("--faults", default=None,
+                        help="comma-separated fault kinds to draw from (default: all; see docs/RELIABILITY.md)")
+    parser.add_argument("--self-test", action="store_true",
+                        help="plant a lost record and a changed record in the harness's own bookkeeping before the "
+                             "check; pass only if the checker reports exactly those (use with --no-faults)")
+    parser.add_argument("--no-faults", action="store_true", help="control run: the workload without faults")
+    parser.add_argument("--no-consumers", action="store_true", help="producers only (no tailing or group consumer)")
+    args = parser.parse_args()
+    unknown = set(args.faults.split(",")) - {k for k, _ in FAULTS} if args.faults else set()
+    if unknown:
+        parser.error(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(k for k, _ in FAULTS)}")
+    if args.seed is None:
+        args.seed = random.randrange(1, 1 << 31)
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    harness = Harness(args)
+    # A hard bound on the whole run, whatever happens.
+    hard_limit = args.minutes * 60 + args.settle + args.sync_bound + 400
+
+    def watchdog():
+        time.sleep(hard_limit)
+        log(f"chaos: hard time limit {hard_limit:.0f}s exceeded (seed {args.seed}); killing everything")
+        for at, kind, what in harness.executed:
+            print(f"  @{at:7.2f}s {kind}: {what}", flush=True)
+        kill_all_children()
+        os._exit(1)
+    threading.Thread(target=watchdog, daemon=True).start()
+    ok = False
+    try:
+        harness.run()
+        ok = not harness.anomalies
+        if args.self_test:
+            planted = getattr(harness, "planted", set())
+            found = {kind for _, kind, message in harness.anomalies if "-planted" in message}
+            ok = bool(planted) and found == planted
+            print(f"self-test: planted {sorted(planted)}, the checker reported {sorted(found)}", flush=True)
+    except SystemExit as error:
+        log(str(error))
+        print(f"seed {args.seed}; logs: {harness.workdir}/logs")
+        kill_all_children()
+        sys.exit(2)
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        print(f"chaos: harness error (seed {args.seed}); logs: {harness.workdir}/logs")
+        kill_all_children()
+        sys.exit(2)
+    finally:
+        kill_all_children()
+        for proxy in harness.proxies:
+            proxy.close()
+    if ok and not args.keep:
+        shutil.rmtree(harness.workdir, ignore_errors=True)
+    print("chaos: PASS" if ok else f"chaos: FAIL (seed {args.seed})", flush=True)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
