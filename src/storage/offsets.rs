@@ -529,6 +529,21 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_that_finds_the_disk_full_is_disk_full_and_the_store_keeps_serving() {
+        // /dev/full answers every write with ENOSPC, before any fdatasync.
+        let dir = tempfile::tempdir().unwrap();
+        let mut offsets = ConsumerOffsets::open(dir.path(), 1 << 20).unwrap();
+        let full = Arc::new(OpenOptions::new().write(true).open("/dev/full").unwrap());
+        let committed = CommittedOffset::new(5, 0);
+        let job = CommitJob::Append { file: full, position: 0, bytes: encode_entry("g", committed) };
+        let outcome = offsets.finish_commit("g", committed, job.run());
+        assert!(matches!(outcome, Err(CommitError::WriteDiskFull(_))), "{outcome:?}");
+        assert!(offsets.get("g").is_none(), "nothing committed");
+        commit(&mut offsets, "g", CommittedOffset::new(6, 0));
+        assert_eq!(offsets.get("g").unwrap().offset, 6, "not poisoned: the next commit is stored");
+    }
+
+    #[test]
     fn invalid_group_names_are_refused() {
         assert!(validate_group("").is_err());
         assert!(validate_group(&"x".repeat(256)).is_err());
