@@ -285,8 +285,12 @@ async fn apply(
     let mut next_offset = offset;
     let mut latest_epoch = owned.log.snapshot().leader_epoch;
     while position < batches.len() {
-        let header = crate::storage::batch::BatchHeader::parse(&batches[position..])
-            .map_err(|error| CallError::Connection(format!("batch at {next_offset}: {error}")))?;
+        // One step of the one header walk (decode_fetched walked it whole).
+        let header = match crate::storage::batch::HeaderWalk::new(batches, position).next() {
+            Some(Ok((_, header))) => header,
+            Some(Err((_, error))) => return Err(CallError::Connection(format!("batch at {next_offset}: {error}"))),
+            None => return Err(CallError::Connection(format!("batch at {next_offset}: truncated header"))),
+        };
         // Epochs only grow along a log: an older one after ours means the
         // logs diverge, and the divergence check runs again on reconnection.
         if latest_epoch.is_some_and(|latest| header.leader_epoch < latest) {
@@ -380,18 +384,19 @@ pub fn decode_fetched(
         Fetched::Raw => body,
         Fetched::Decompressed(_) => &buffer[..length],
     };
-    let mut position = 0;
-    while position < length {
-        let header =
-            crate::storage::batch::BatchHeader::parse(&batches[position..]).map_err(|error| error.to_string())?;
-        // The shape check rejects a length shorter than a batch header (a
-        // zero length would never advance: found by the fuzzer as a hang).
-        header.check_shape(max_batch_bytes).map_err(|error| format!("batch at {position}: {error}"))?;
+    // The one header walk: its shape check rejects a length shorter than a
+    // batch header (a zero length never advanced: found by the fuzzer as a
+    // hang).
+    let mut walk = crate::storage::batch::HeaderWalk::new(&batches[..length], 0);
+    for step in walk.by_ref() {
+        let (position, header) = step.map_err(|(position, error)| format!("batch at {position}: {error}"))?;
         let batch_bytes = header.batch_bytes as usize;
-        if batch_bytes > length - position {
+        if batch_bytes > max_batch_bytes || batch_bytes > length - position {
             return Err(format!("batch of {batch_bytes} bytes at {position} does not fit the answer"));
         }
-        position += batch_bytes;
+    }
+    if walk.position() != length {
+        return Err(format!("the answer ends inside a batch header at {}", walk.position()));
     }
     Ok(fetched)
 }
