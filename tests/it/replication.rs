@@ -48,24 +48,7 @@ fn produce_acks(
 
 /// Every record (offset, value) of a partition as `node` serves it, up to its high watermark.
 fn read_partition(node: &Node, topic: &str, partition: u32) -> (Vec<u8>, Vec<(u64, String)>) {
-    let mut client = node.client();
-    let (mut offset, mut bytes, mut records) = (0u64, Vec::new(), Vec::new());
-    loop {
-        let request = Request::Fetch { topic: topic.into(), partition, offset, max_bytes: 1 << 20, max_wait_ms: 0 };
-        let Ok(Response::Fetch { batches, next_offset, .. }) = client.call(request) else { panic!("fetch failed") };
-        if batches.is_empty() {
-            return (bytes, records);
-        }
-        for batch in BatchIter::new(&batches, usize::MAX) {
-            let (header, raw) = batch.expect("valid batch");
-            for (index, record) in RecordIter::new(&raw[BATCH_HEADER_BYTES..]).enumerate() {
-                let record = record.expect("valid record");
-                records.push((header.base_offset + index as u64, String::from_utf8_lossy(record.value).into_owned()));
-            }
-        }
-        bytes.extend_from_slice(&batches);
-        offset = next_offset;
-    }
+    read_partition_from(node, topic, partition, 0)
 }
 
 fn high_watermark(node: &Node, topic: &str, partition: u32) -> Option<u64> {
