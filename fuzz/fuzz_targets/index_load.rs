@@ -2,8 +2,8 @@
 //! validated index answers lookups consistently. The same bytes written as
 //! a segment's `.index` and `.timeindex` files and loaded through
 //! `OffsetIndex::load` / `TimeIndex::load` (the mapped path recovery uses)
-//! give the same verdict as validating them in memory, and a loaded index
-//! holds exactly the file's bytes.
+//! give the same verdict as checking the trailer and validating in memory,
+//! and a loaded index writes back exactly the file's bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -40,20 +40,25 @@ fuzz_target!(|data: &[u8]| {
     let times_path = dir.path().join("00000000000000000000.timeindex");
     std::fs::write(&offsets_path, body).unwrap();
     std::fs::write(&times_path, body).unwrap();
+    // The file path: the trailer is checked first, then the same validation.
+    let offsets_file = OffsetIndex::from_file_bytes(body).and_then(|index| index.validate(log_bytes).map(|()| index));
     match OffsetIndex::load(&offsets_path, log_bytes).expect("load never fails on content") {
         Ok(loaded) => {
-            assert!(offsets_verdict.is_ok());
-            assert_eq!(loaded.as_bytes(), body);
-            assert_eq!(loaded.floor(u32::MAX), offsets.floor(u32::MAX));
+            let in_memory = offsets_file.expect("the same verdict in memory");
+            assert_eq!(loaded.as_bytes(), in_memory.as_bytes());
+            assert_eq!(loaded.file_bytes(), body, "the file round-trips");
+            assert_eq!(loaded.floor(u32::MAX), in_memory.floor(u32::MAX));
         }
-        Err(defect) => assert_eq!(Err(defect), offsets_verdict),
+        Err(defect) => assert_eq!(Err(defect), offsets_file.map(|_| ())),
     }
+    let times_file = TimeIndex::from_file_bytes(body).and_then(|index| index.validate(log_bytes).map(|()| index));
     match TimeIndex::load(&times_path, log_bytes).expect("load never fails on content") {
         Ok(loaded) => {
-            assert!(times_verdict.is_ok());
-            assert_eq!(loaded.as_bytes(), body);
-            assert_eq!(loaded.scan_start(i64::MAX), times.scan_start(i64::MAX));
+            let in_memory = times_file.expect("the same verdict in memory");
+            assert_eq!(loaded.as_bytes(), in_memory.as_bytes());
+            assert_eq!(loaded.file_bytes(), body, "the file round-trips");
+            assert_eq!(loaded.scan_start(i64::MAX), in_memory.scan_start(i64::MAX));
         }
-        Err(defect) => assert_eq!(Err(defect), times_verdict),
+        Err(defect) => assert_eq!(Err(defect), times_file.map(|_| ())),
     }
 });

@@ -157,6 +157,10 @@ pub enum ErrorCode {
     Timeout = 14,
     /// Any other failure.
     Internal = 15,
+    /// The high watermark is not re-established yet after a restart or a
+    /// leader change (retriable): showing the value the node has would let
+    /// a consumer see it fall.
+    NotReady = 16,
 }
 
 impl ErrorCode {
@@ -178,6 +182,7 @@ impl ErrorCode {
             12 => ErrorCode::OutOfOrderSequence,
             13 => ErrorCode::ShuttingDown,
             14 => ErrorCode::Timeout,
+            16 => ErrorCode::NotReady,
             _ => ErrorCode::Internal,
         }
     }
@@ -201,6 +206,7 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
+            ErrorCode::NotReady => "not_ready",
         }
     }
 
@@ -208,7 +214,11 @@ impl ErrorCode {
     pub fn is_retriable(self) -> bool {
         matches!(
             self,
-            ErrorCode::NotLeader | ErrorCode::NotEnoughReplicas | ErrorCode::ShuttingDown | ErrorCode::Timeout
+            ErrorCode::NotLeader
+                | ErrorCode::NotEnoughReplicas
+                | ErrorCode::ShuttingDown
+                | ErrorCode::Timeout
+                | ErrorCode::NotReady
         )
     }
 }
@@ -417,8 +427,9 @@ pub struct PartitionDescription {
     pub log_start_offset: u64,
     /// Next offset to assign.
     pub log_end_offset: u64,
-    /// End of committed data.
-    pub high_watermark: u64,
+    /// End of committed data; `None` while the node has not established
+    /// it (after a restart or a leader change; `u64::MAX` on the wire).
+    pub high_watermark: Option<u64>,
     /// Segment count.
     pub segments: u32,
     /// Bytes on disk.
@@ -526,8 +537,9 @@ pub enum Response {
     },
     /// Batches for a follower (lz4-compressed block).
     ReplicaFetch {
-        /// The leader's high watermark for the partition.
-        high_watermark: u64,
+        /// The leader's high watermark for the partition; `None` while the
+        /// leader has not established it (`u64::MAX` on the wire).
+        high_watermark: Option<u64>,
         /// Leader's log start.
         log_start_offset: u64,
         /// Leader's log end.
@@ -948,7 +960,7 @@ pub fn encode_response(correlation_id: u32, response: &Response, out: &mut Vec<u
                 writer.u32(description.partition);
                 writer.u64(description.log_start_offset);
                 writer.u64(description.log_end_offset);
-                writer.u64(description.high_watermark);
+                writer.u64(description.high_watermark.unwrap_or(u64::MAX));
                 writer.u32(description.segments);
                 writer.u64(description.bytes);
                 writer.u32(description.leader_epoch);
@@ -998,7 +1010,7 @@ pub fn encode_response(correlation_id: u32, response: &Response, out: &mut Vec<u
             uncompressed_bytes,
             compressed,
         } => {
-            writer.u64(*high_watermark);
+            writer.u64(high_watermark.unwrap_or(u64::MAX));
             writer.u64(*log_start_offset);
             writer.u64(*log_end_offset);
             writer.u32(*leader_epoch);
@@ -1191,7 +1203,7 @@ fn decode_success(api_key: ApiKey, reader: &mut Reader<'_>) -> Result<Response, 
                     partition: reader.u32("partition")?,
                     log_start_offset: reader.u64("log start")?,
                     log_end_offset: reader.u64("log end")?,
-                    high_watermark: reader.u64("high watermark")?,
+                    high_watermark: Some(reader.u64("high watermark")?).filter(|&offset| offset != u64::MAX),
                     segments: reader.u32("segments")?,
                     bytes: reader.u64("bytes")?,
                     leader_epoch: reader.u32("leader epoch")?,
@@ -1235,7 +1247,7 @@ fn decode_success(api_key: ApiKey, reader: &mut Reader<'_>) -> Result<Response, 
             Response::ReplicaAuth { leader_id: reader.u64("leader id")?, leader_epoch: reader.u32("leader epoch")? }
         }
         ApiKey::ReplicaFetch => Response::ReplicaFetch {
-            high_watermark: reader.u64("high watermark")?,
+            high_watermark: Some(reader.u64("high watermark")?).filter(|&offset| offset != u64::MAX),
             log_start_offset: reader.u64("log start")?,
             log_end_offset: reader.u64("log end")?,
             leader_epoch: reader.u32("leader epoch")?,
@@ -1359,7 +1371,10 @@ mod tests {
             (ApiKey::ListTopics, Response::ListTopics(vec![("a".into(), 1), ("b".into(), 7)])),
             (
                 ApiKey::DescribeTopic,
-                Response::DescribeTopic(vec![PartitionDescription { partition: 1, bytes: 9, ..Default::default() }]),
+                Response::DescribeTopic(vec![
+                    PartitionDescription { partition: 1, bytes: 9, high_watermark: Some(4), ..Default::default() },
+                    PartitionDescription { partition: 2, high_watermark: None, ..Default::default() },
+                ]),
             ),
             (ApiKey::Produce, Response::Produce { base_offset: 5, next_offset: 9, duplicate: true }),
             (
@@ -1384,12 +1399,23 @@ mod tests {
             (
                 ApiKey::ReplicaFetch,
                 Response::ReplicaFetch {
-                    high_watermark: 5,
+                    high_watermark: Some(5),
                     log_start_offset: 0,
                     log_end_offset: 9,
                     leader_epoch: 40,
                     uncompressed_bytes: 640,
                     compressed: vec![3; 20],
+                },
+            ),
+            (
+                ApiKey::ReplicaFetch,
+                Response::ReplicaFetch {
+                    high_watermark: None,
+                    log_start_offset: 0,
+                    log_end_offset: 9,
+                    leader_epoch: 41,
+                    uncompressed_bytes: 0,
+                    compressed: Vec::new(),
                 },
             ),
             (ApiKey::EpochEndOffset, Response::EpochEndOffset { epoch: Some(7), end_offset: 70, log_start_offset: 2 }),

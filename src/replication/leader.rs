@@ -68,14 +68,33 @@ fn encode_answer(batches: Vec<u8>, progress: &crate::replication::progress::Foll
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
 
 impl ShardContext {
-    /// The partition's high watermark: what consumers may read and what
+    /// The partition's high watermark as replication computes it: what
     /// `acks=all` waits for. Standalone: the durable end. Leader: the
     /// minimum over the in-sync set. Follower: what the leader last said,
     /// capped by what this node has durable.
     pub fn high_watermark(&self, owned: &OwnedPartition) -> u64 {
         let durable = owned.log.snapshot().durable_end_offset;
         let view = self.cluster.view();
+        owned.replication.high_watermark(view.role, view.leader_epoch, durable, &view.in_sync_followers)
+    }
+
+    /// The high watermark consumers may see, `None` until this node knows
+    /// one that covers everything shown before (after a restart, or at the
+    /// start of a leadership term): see `PartitionReplication::visible_high_watermark`.
+    pub fn visible_high_watermark(&self, owned: &OwnedPartition) -> Option<u64> {
+        let durable = owned.log.snapshot().durable_end_offset;
+        let view = self.cluster.view();
         owned.replication.visible_high_watermark(view.role, view.leader_epoch, durable, &view.in_sync_followers)
+    }
+
+    /// `visible_high_watermark`, or the retriable `not_ready` refusal.
+    pub fn consumer_high_watermark(&self, owned: &OwnedPartition) -> Result<u64, ErrorResponse> {
+        self.visible_high_watermark(owned).ok_or_else(|| {
+            error(
+                ErrorCode::NotReady,
+                "the high watermark is not re-established yet after a restart or a leader change; retry",
+            )
+        })
     }
 
     /// `acks=all` precondition: enough in-sync replicas to accept a write.
@@ -180,7 +199,7 @@ impl ShardContext {
         progress.sent_bytes.fetch_add(compressed.len() as u64, Ordering::Relaxed);
         progress.sent_uncompressed_bytes.fetch_add(u64::from(uncompressed_bytes), Ordering::Relaxed);
         Ok(Response::ReplicaFetch {
-            high_watermark: self.high_watermark(owned),
+            high_watermark: self.visible_high_watermark(owned),
             log_start_offset: snapshot.log_start_offset,
             log_end_offset: snapshot.log_end_offset,
             leader_epoch,
@@ -197,7 +216,7 @@ impl ShardContext {
         leader_epoch: u32,
     ) -> Response {
         Response::ReplicaFetch {
-            high_watermark: self.high_watermark(owned),
+            high_watermark: self.visible_high_watermark(owned),
             log_start_offset: snapshot.log_start_offset,
             log_end_offset: snapshot.log_end_offset,
             leader_epoch,

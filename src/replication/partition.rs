@@ -32,6 +32,15 @@ pub struct PartitionReplication {
     learned_high_watermark: Cell<u64>,
     /// The highest high watermark consumers were shown on this node.
     served_high_watermark: Cell<u64>,
+    /// Whether this process has seen a high watermark that covers
+    /// everything the cluster ever committed (learned from an established
+    /// leader, or reached as one). Until then nothing is shown to consumers:
+    /// in memory only, a restart starts below what was shown before.
+    established: Cell<bool>,
+    /// Leader: the durable end when this term began. Every record committed
+    /// in an earlier term lies below it (only in-sync replicas are elected,
+    /// and they acknowledged only what they had durable).
+    term_start_offset: Cell<u64>,
     resynced_generation: Cell<u64>,
     term_epoch: Cell<u32>,
     last_answer: RefCell<Option<CompressedAnswer>>,
@@ -57,6 +66,8 @@ impl Default for PartitionReplication {
             high_watermark: Cell::default(),
             learned_high_watermark: Cell::default(),
             served_high_watermark: Cell::default(),
+            established: Cell::new(false),
+            term_start_offset: Cell::default(),
             resynced_generation: Cell::default(),
             term_epoch: Cell::default(),
             last_answer: RefCell::default(),
@@ -150,7 +161,16 @@ impl PartitionReplication {
 
     /// Follower: remember the leader's high watermark. Never lowered: a new
     /// leader may not yet know everything the previous one committed.
-    pub fn learn_high_watermark(&self, leader_high_watermark: u64) {
+    /// `None`: the leader has not established its own yet (a new term whose
+    /// high watermark is still below the term's start), so nothing is learned.
+    pub fn learn_high_watermark(&self, leader_high_watermark: Option<u64>) {
+        let Some(leader_high_watermark) = leader_high_watermark else {
+            return;
+        };
+        if !self.established.get() {
+            self.established.set(true);
+            self.changed.notify_all();
+        }
         if leader_high_watermark > self.learned_high_watermark.get() {
             self.learned_high_watermark.set(leader_high_watermark);
             self.changed.notify_all();
@@ -171,14 +191,19 @@ impl PartitionReplication {
             return;
         }
         self.term_epoch.set(epoch);
+        self.term_start_offset.set(durable_end_offset);
         self.followers.borrow_mut().clear();
         let known = self.learned_high_watermark.get().max(self.high_watermark.get());
         self.high_watermark.set(known.min(durable_end_offset));
         self.changed.notify_all();
     }
 
-    /// The high watermark consumers see on this node in `role`.
-    pub fn visible_high_watermark(
+    /// The high watermark as replication computes it: what `acks=all`
+    /// waits for and what a leader tells its followers. Standalone: the
+    /// durable end. Leader: the minimum over the in-sync set. Follower: what
+    /// the leader last said (or this node knew as an earlier leader), capped
+    /// by what this node has durable.
+    pub fn high_watermark(
         &self,
         role: crate::cluster::state::Role,
         epoch: u32,
@@ -186,7 +211,7 @@ impl PartitionReplication {
         in_sync: &[u64],
     ) -> u64 {
         use crate::cluster::state::Role;
-        let visible = match role {
+        match role {
             Role::Standalone => durable_end_offset,
             Role::Leader => {
                 self.begin_term(epoch, durable_end_offset);
@@ -194,7 +219,46 @@ impl PartitionReplication {
             }
             // What this node knew committed as a leader stays committed.
             Role::Follower => self.learned_high_watermark().max(self.high_watermark.get()).min(durable_end_offset),
-        };
+        }
+    }
+
+    /// Whether `value`, computed for `role`, covers everything any node has
+    /// shown consumers. A leader's does once it reaches the start of its
+    /// term (KIP-207's rule for a new leader); a follower's once it learned
+    /// one from an established leader in this process.
+    fn established(&self, role: crate::cluster::state::Role, value: u64, durable_end_offset: u64) -> bool {
+        use crate::cluster::state::Role;
+        match role {
+            Role::Standalone => true,
+            Role::Leader => {
+                // A disk-full rollback can lower the durable end below the
+                // term's start; what it removed was never committed.
+                if value >= self.term_start_offset.get().min(durable_end_offset) {
+                    self.established.set(true);
+                    return true;
+                }
+                false
+            }
+            Role::Follower => self.established.get(),
+        }
+    }
+
+    /// The high watermark consumers may see on this node in `role`, or
+    /// `None` while it is not established: after a restart, or at the start
+    /// of a leadership term, the computed value can lie below what another
+    /// node (or this one, before a crash) already showed, and showing it
+    /// would let a consumer see the high watermark fall.
+    pub fn visible_high_watermark(
+        &self,
+        role: crate::cluster::state::Role,
+        epoch: u32,
+        durable_end_offset: u64,
+        in_sync: &[u64],
+    ) -> Option<u64> {
+        let visible = self.high_watermark(role, epoch, durable_end_offset, in_sync);
+        if !self.established(role, visible, durable_end_offset) {
+            return None;
+        }
         // Consumers must never see the high watermark fall: a lower value
         // here means committed records were lost or a rule above is wrong,
         // and serving on would hide it.
@@ -204,7 +268,7 @@ impl PartitionReplication {
             "the high watermark went backwards from {served} to {visible} ({role:?}, durable end {durable_end_offset})"
         );
         self.served_high_watermark.set(visible);
-        visible
+        Some(visible)
     }
 
     /// The highest high watermark consumers were shown on this node.
@@ -250,28 +314,54 @@ mod tests {
     #[test]
     fn a_follower_never_lowers_the_high_watermark_it_serves_when_a_new_leader_knows_less() {
         let state = PartitionReplication::default();
-        assert_eq!(state.visible_high_watermark(Role::Follower, 0, 150, &[]), 0);
-        state.learn_high_watermark(120);
-        assert_eq!(state.visible_high_watermark(Role::Follower, 0, 150, &[]), 120);
+        assert_eq!(state.visible_high_watermark(Role::Follower, 0, 150, &[]), None, "learned nothing yet");
+        state.learn_high_watermark(None);
+        assert_eq!(state.visible_high_watermark(Role::Follower, 0, 150, &[]), None, "leader not established");
+        state.learn_high_watermark(Some(120));
+        assert_eq!(state.visible_high_watermark(Role::Follower, 0, 150, &[]), Some(120));
         // A new leader that learned only 90 from the old one starts its term.
-        state.learn_high_watermark(90);
-        assert_eq!(state.visible_high_watermark(Role::Follower, 0, 150, &[]), 120);
-        state.learn_high_watermark(140);
-        assert_eq!(state.visible_high_watermark(Role::Follower, 0, 150, &[]), 140);
+        state.learn_high_watermark(Some(90));
+        assert_eq!(state.visible_high_watermark(Role::Follower, 0, 150, &[]), Some(120));
+        state.learn_high_watermark(Some(140));
+        assert_eq!(state.visible_high_watermark(Role::Follower, 0, 150, &[]), Some(140));
     }
 
     #[test]
     fn a_leader_that_steps_down_and_leads_again_never_lowers_the_high_watermark() {
         let state = PartitionReplication::default();
-        state.learn_high_watermark(40);
-        assert_eq!(state.visible_high_watermark(Role::Follower, 0, 100, &[]), 40);
-        assert_eq!(state.visible_high_watermark(Role::Leader, 7, 100, &[]), 100, "alone in the ISR");
+        state.learn_high_watermark(Some(40));
+        assert_eq!(state.visible_high_watermark(Role::Follower, 0, 100, &[]), Some(40));
+        assert_eq!(state.visible_high_watermark(Role::Leader, 7, 100, &[]), Some(100), "alone in the ISR");
         // Deposed: it follows a leader that has not told it anything yet.
-        assert_eq!(state.visible_high_watermark(Role::Follower, 7, 100, &[]), 100);
-        // Leads again, with a follower in sync that has not fetched this term.
-        assert_eq!(state.visible_high_watermark(Role::Leader, 9, 130, &[2]), 100);
+        assert_eq!(state.visible_high_watermark(Role::Follower, 7, 100, &[]), Some(100));
+        // Leads again, with a follower in sync that has not fetched this
+        // term: below the term's start (130), so nothing is shown.
+        assert_eq!(state.visible_high_watermark(Role::Leader, 9, 130, &[2]), None);
+        assert_eq!(state.high_watermark(Role::Leader, 9, 130, &[2]), 100, "acks=all still sees the value");
         state.record_fetch(2, 130, 130, 1);
-        assert_eq!(state.visible_high_watermark(Role::Leader, 9, 130, &[2]), 130);
+        assert_eq!(state.visible_high_watermark(Role::Leader, 9, 130, &[2]), Some(130));
+    }
+
+    #[test]
+    fn a_restarted_leader_shows_no_high_watermark_until_it_reaches_the_start_of_its_term() {
+        // Whole cluster killed and restarted: memory holds no high watermark,
+        // and the old leader had shown consumers up to 500.
+        let state = PartitionReplication::default();
+        assert_eq!(state.visible_high_watermark(Role::Leader, 3, 500, &[2, 3]), None);
+        assert_eq!(state.high_watermark(Role::Leader, 3, 500, &[2, 3]), 0);
+        state.record_fetch(2, 500, 500, 1);
+        state.record_fetch(3, 300, 500, 1);
+        assert_eq!(state.visible_high_watermark(Role::Leader, 3, 500, &[2, 3]), None, "300 < the term's start");
+        state.record_fetch(3, 500, 500, 2);
+        assert_eq!(state.visible_high_watermark(Role::Leader, 3, 500, &[2, 3]), Some(500));
+        // Once established it stays established, also as a follower.
+        assert_eq!(state.visible_high_watermark(Role::Follower, 3, 500, &[]), Some(500));
+    }
+
+    #[test]
+    fn a_standalone_node_always_shows_its_durable_end() {
+        let state = PartitionReplication::default();
+        assert_eq!(state.visible_high_watermark(Role::Standalone, 0, 7, &[]), Some(7));
     }
 
     #[test]

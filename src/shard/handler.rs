@@ -218,7 +218,7 @@ impl ShardContext {
                 Ok(Response::ListOffsets {
                     log_start_offset: snapshot.log_start_offset,
                     log_end_offset: snapshot.log_end_offset,
-                    high_watermark: self.high_watermark(&owned),
+                    high_watermark: self.consumer_high_watermark(&owned)?,
                 })
             }
             Request::CommitOffset { group, topic, partition, offset } => {
@@ -289,7 +289,19 @@ impl ShardContext {
         let deadline = std::time::Instant::now() + max_wait;
         loop {
             let changed = owned.replication.changed.notified();
-            let high_watermark = self.high_watermark(owned);
+            let Some(high_watermark) = self.visible_high_watermark(owned) else {
+                // Not re-established yet: follower fetches (a `changed`) or
+                // an in-sync set change on another thread establish it.
+                let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+                if remaining.is_zero() {
+                    // The `not_ready` refusal (or, established meanwhile, a read).
+                    self.consumer_high_watermark(owned)?;
+                    continue;
+                }
+                futures_lite::future::or(changed, crate::runtime::sleep(remaining.min(Duration::from_millis(100))))
+                    .await;
+                continue;
+            };
             let batches = owned.log.read(offset, max_bytes, Some(high_watermark)).await.map_err(storage_error)?;
             let snapshot = owned.log.snapshot();
             let remaining = deadline.saturating_duration_since(std::time::Instant::now());
@@ -407,7 +419,7 @@ fn describe(context: &ShardContext, owned: &OwnedPartition) -> PartitionDescript
         partition: partition.unwrap_or(u32::MAX),
         log_start_offset: snapshot.log_start_offset,
         log_end_offset: snapshot.log_end_offset,
-        high_watermark: context.high_watermark(owned),
+        high_watermark: context.visible_high_watermark(owned),
         segments: snapshot.segments as u32,
         bytes: snapshot.size_bytes,
         leader_epoch: snapshot.leader_epoch.unwrap_or(0),
@@ -444,7 +456,10 @@ pub async fn publish_gauges(context: Rc<ShardContext>, stopping: Rc<std::cell::C
                 partition: describe(&context, &owned).partition,
                 log_start_offset: snapshot.log_start_offset,
                 log_end_offset: snapshot.log_end_offset,
-                high_watermark: context.high_watermark(&owned),
+                // What consumers were last shown while it is re-established.
+                high_watermark: context
+                    .visible_high_watermark(&owned)
+                    .unwrap_or_else(|| owned.replication.served_high_watermark()),
                 size_bytes: snapshot.size_bytes,
                 failure,
             });

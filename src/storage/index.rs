@@ -6,6 +6,14 @@
 //! files are written once at seal time and read through `memmap2`.
 //! Indexes are hints: every lookup is followed by a scan of the log, and the
 //! next offset is always derived from the log itself.
+//!
+//! An index file is its entries followed by a 16-byte trailer: magic
+//! (`RLOI` offset index, `RLTI` time index), entry count u32, CRC-32 u32 of
+//! the entries and the rest of the trailer, format version u16, zero u16.
+//! Without the checksum a flipped bit in a time index entry that still
+//! increases would pass every structural check and silently answer a time
+//! lookup with the wrong offset (the log scan after an offset lookup would
+//! catch a wrong position, but not a wrong timestamp).
 
 use std::fs::File;
 use std::path::Path;
@@ -16,21 +24,88 @@ use memmap2::Mmap;
 pub const OFFSET_ENTRY_BYTES: usize = 8;
 /// Bytes of one time index entry.
 pub const TIME_ENTRY_BYTES: usize = 12;
+/// Bytes of the trailer that ends every index file.
+pub const INDEX_TRAILER_BYTES: usize = 16;
+const OFFSET_INDEX_MAGIC: [u8; 4] = *b"RLOI";
+const TIME_INDEX_MAGIC: [u8; 4] = *b"RLTI";
+const INDEX_FORMAT_VERSION: u16 = 1;
 
 /// Backing bytes of an index: growable in memory, or a read-only map.
 #[derive(Debug)]
 enum Entries {
     Memory(Vec<u8>),
-    Mapped(Mmap),
+    /// The whole file; the entries are its first `entries_bytes`.
+    Mapped {
+        map: Mmap,
+        entries_bytes: usize,
+    },
 }
 
 impl Entries {
     fn bytes(&self) -> &[u8] {
         match self {
             Entries::Memory(bytes) => bytes,
-            Entries::Mapped(map) => map,
+            Entries::Mapped { map, entries_bytes } => &map[..*entries_bytes],
         }
     }
+
+    fn make_memory(&mut self) {
+        if let Entries::Mapped { .. } = self {
+            *self = Entries::Memory(self.bytes().to_vec());
+        }
+    }
+
+    /// Load an index file: mapped, with its trailer checked.
+    fn load(path: &Path, magic: [u8; 4], entry_bytes: usize) -> std::io::Result<Result<Entries, IndexDefect>> {
+        let Some(map) = map_file(path)? else {
+            return Ok(Err(IndexDefect::BadTrailer));
+        };
+        Ok(entries_in_file(&map, magic, entry_bytes).map(|entries_bytes| Entries::Mapped { map, entries_bytes }))
+    }
+}
+
+/// The trailer for `entries`.
+fn trailer(magic: [u8; 4], entries: &[u8], entry_bytes: usize) -> [u8; INDEX_TRAILER_BYTES] {
+    let mut trailer = [0u8; INDEX_TRAILER_BYTES];
+    trailer[..4].copy_from_slice(&magic);
+    let count = u32::try_from(entries.len() / entry_bytes).expect("an index has fewer than 2^32 entries");
+    trailer[4..8].copy_from_slice(&count.to_le_bytes());
+    trailer[12..14].copy_from_slice(&INDEX_FORMAT_VERSION.to_le_bytes());
+    let crc = trailer_crc(entries, &trailer);
+    trailer[8..12].copy_from_slice(&crc.to_le_bytes());
+    trailer
+}
+
+/// CRC-32 of the entries and every trailer byte but the CRC's own.
+fn trailer_crc(entries: &[u8], trailer: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(entries);
+    hasher.update(&trailer[..8]);
+    hasher.update(&trailer[12..INDEX_TRAILER_BYTES]);
+    hasher.finalize()
+}
+
+/// The length of the entries in an index file's bytes, once its trailer
+/// (magic, count, version, checksum) is verified. Panic-free on any input.
+fn entries_in_file(file: &[u8], magic: [u8; 4], entry_bytes: usize) -> Result<usize, IndexDefect> {
+    let Some(entries_bytes) = file.len().checked_sub(INDEX_TRAILER_BYTES) else {
+        return Err(IndexDefect::BadTrailer);
+    };
+    let (entries, trailer) = file.split_at(entries_bytes);
+    let version = u16::from_le_bytes([trailer[12], trailer[13]]);
+    if trailer[..4] != magic || version != INDEX_FORMAT_VERSION || trailer[14..] != [0, 0] {
+        return Err(IndexDefect::BadTrailer);
+    }
+    if entries_bytes % entry_bytes != 0 {
+        return Err(IndexDefect::PartialEntry);
+    }
+    if read_u32(trailer, 4) as usize != entries_bytes / entry_bytes {
+        return Err(IndexDefect::BadTrailer);
+    }
+    if read_u32(trailer, 8) != trailer_crc(entries, trailer) {
+        return Err(IndexDefect::ChecksumMismatch);
+    }
+    Ok(entries_bytes)
 }
 
 /// Sparse map from relative offset to byte position.
@@ -54,6 +129,11 @@ pub enum IndexDefect {
     NotMonotonic,
     /// An entry points at or past the end of the valid log.
     PastLogEnd,
+    /// No trailer, or not one of this kind of index and format version
+    /// (files of an earlier format without one are rebuilt like this).
+    BadTrailer,
+    /// The entries do not match the trailer's checksum.
+    ChecksumMismatch,
 }
 
 impl Default for OffsetIndex {
@@ -166,9 +246,7 @@ impl OffsetIndex {
 
     /// Copy a mapped index into memory so it can grow again.
     pub fn make_memory(&mut self) {
-        if let Entries::Mapped(map) = &self.entries {
-            self.entries = Entries::Memory(map.to_vec());
-        }
+        self.entries.make_memory();
     }
 
     /// Raw bytes, for writing the index file.
@@ -178,12 +256,25 @@ impl OffsetIndex {
 
     /// Load and validate an index file against the segment's valid length.
     pub fn load(path: &Path, log_bytes: u64) -> std::io::Result<Result<OffsetIndex, IndexDefect>> {
-        let entries = match map_file(path)? {
-            Some(map) => Entries::Mapped(map),
-            None => Entries::Memory(Vec::new()),
+        let entries = match Entries::load(path, OFFSET_INDEX_MAGIC, OFFSET_ENTRY_BYTES)? {
+            Ok(entries) => entries,
+            Err(defect) => return Ok(Err(defect)),
         };
         let index = OffsetIndex { entries };
         Ok(index.validate(log_bytes).map(|()| index))
+    }
+
+    /// The index file's bytes: the entries and their trailer.
+    pub fn file_bytes(&self) -> Vec<u8> {
+        let entries = self.entries.bytes();
+        [entries, &trailer(OFFSET_INDEX_MAGIC, entries, OFFSET_ENTRY_BYTES)[..]].concat()
+    }
+
+    /// An index from a file's bytes, once its trailer is verified (fuzzing
+    /// and tests; `load` maps the file instead).
+    pub fn from_file_bytes(bytes: &[u8]) -> Result<OffsetIndex, IndexDefect> {
+        let entries_bytes = entries_in_file(bytes, OFFSET_INDEX_MAGIC, OFFSET_ENTRY_BYTES)?;
+        Ok(OffsetIndex::from_bytes(bytes[..entries_bytes].to_vec()))
     }
 
     /// Check the structural invariants of the index bytes.
@@ -269,9 +360,7 @@ impl TimeIndex {
 
     /// Copy a mapped index into memory so it can grow again.
     pub fn make_memory(&mut self) {
-        if let Entries::Mapped(map) = &self.entries {
-            self.entries = Entries::Memory(map.to_vec());
-        }
+        self.entries.make_memory();
     }
 
     /// Drop entries whose relative offset is >= `relative_offset`.
@@ -290,12 +379,25 @@ impl TimeIndex {
 
     /// Load and validate a time index file against the segment's record count.
     pub fn load(path: &Path, next_relative_offset: u64) -> std::io::Result<Result<TimeIndex, IndexDefect>> {
-        let entries = match map_file(path)? {
-            Some(map) => Entries::Mapped(map),
-            None => Entries::Memory(Vec::new()),
+        let entries = match Entries::load(path, TIME_INDEX_MAGIC, TIME_ENTRY_BYTES)? {
+            Ok(entries) => entries,
+            Err(defect) => return Ok(Err(defect)),
         };
         let index = TimeIndex { entries };
         Ok(index.validate(next_relative_offset).map(|()| index))
+    }
+
+    /// The index file's bytes: the entries and their trailer.
+    pub fn file_bytes(&self) -> Vec<u8> {
+        let entries = self.entries.bytes();
+        [entries, &trailer(TIME_INDEX_MAGIC, entries, TIME_ENTRY_BYTES)[..]].concat()
+    }
+
+    /// An index from a file's bytes, once its trailer is verified (fuzzing
+    /// and tests; `load` maps the file instead).
+    pub fn from_file_bytes(bytes: &[u8]) -> Result<TimeIndex, IndexDefect> {
+        let entries_bytes = entries_in_file(bytes, TIME_INDEX_MAGIC, TIME_ENTRY_BYTES)?;
+        Ok(TimeIndex::from_bytes(bytes[..entries_bytes].to_vec()))
     }
 
     /// Check the structural invariants of the index bytes.
@@ -328,6 +430,54 @@ impl TimeIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample_time_index() -> TimeIndex {
+        let mut index = TimeIndex::default();
+        index.push(100, 0);
+        index.push(200, 10);
+        index.push(300, 20);
+        index
+    }
+
+    #[test]
+    fn index_files_round_trip_through_their_trailer() {
+        let times = sample_time_index();
+        let loaded = TimeIndex::from_file_bytes(&times.file_bytes()).unwrap();
+        assert_eq!(loaded.as_bytes(), times.as_bytes());
+        let mut offsets = OffsetIndex::default();
+        offsets.push(0, 0);
+        offsets.push(7, 4096);
+        let loaded = OffsetIndex::from_file_bytes(&offsets.file_bytes()).unwrap();
+        assert_eq!(loaded.as_bytes(), offsets.as_bytes());
+        let empty = OffsetIndex::default().file_bytes();
+        assert_eq!(empty.len(), INDEX_TRAILER_BYTES);
+        assert!(OffsetIndex::from_file_bytes(&empty).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_flipped_bit_that_keeps_the_entries_increasing_fails_the_checksum() {
+        let mut file = sample_time_index().file_bytes();
+        // Entry 1's relative offset 10 -> 11: still valid structurally.
+        file[TIME_ENTRY_BYTES + 8] ^= 1;
+        let entries = TimeIndex::from_bytes(file[..3 * TIME_ENTRY_BYTES].to_vec());
+        assert_eq!(entries.validate(100), Ok(()));
+        assert_eq!(TimeIndex::from_file_bytes(&file).err(), Some(IndexDefect::ChecksumMismatch));
+    }
+
+    #[test]
+    fn files_without_the_right_trailer_are_rebuilt() {
+        let times = sample_time_index();
+        // The earlier format: entries only.
+        assert_eq!(TimeIndex::from_file_bytes(times.as_bytes()).err(), Some(IndexDefect::BadTrailer));
+        assert_eq!(TimeIndex::from_file_bytes(&[]).err(), Some(IndexDefect::BadTrailer));
+        // A time index's file is not an offset index's.
+        assert_eq!(OffsetIndex::from_file_bytes(&times.file_bytes()).err(), Some(IndexDefect::BadTrailer));
+        // A count that disagrees with the length.
+        let mut file = times.file_bytes();
+        let count_at = file.len() - INDEX_TRAILER_BYTES + 4;
+        file[count_at] = 2;
+        assert_eq!(TimeIndex::from_file_bytes(&file).err(), Some(IndexDefect::BadTrailer));
+    }
 
     #[test]
     fn floor_finds_largest_entry_not_above_target() {

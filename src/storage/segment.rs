@@ -66,11 +66,11 @@ impl Segment {
 pub fn store_indexes(partition_dir: &Path, base_offset: u64, indexes: &SegmentIndexes) -> std::io::Result<()> {
     super::io::write_file_atomically(
         &segment_file(partition_dir, base_offset, INDEX_EXTENSION),
-        indexes.offsets.as_bytes(),
+        &indexes.offsets.file_bytes(),
     )?;
     super::io::write_file_atomically(
         &segment_file(partition_dir, base_offset, TIME_INDEX_EXTENSION),
-        indexes.times.as_bytes(),
+        &indexes.times.file_bytes(),
     )
 }
 

@@ -106,6 +106,6 @@ fn write_fuzz_seed_corpora() {
         times.push(1_700_000_000_000 + i64::from(i) * 1000, i * 10);
     }
     let limit = 100_000u32.to_le_bytes();
-    seed("index_load", "offset-index", &[&limit[..], offsets.as_bytes()].concat());
-    seed("index_load", "time-index", &[&limit[..], times.as_bytes()].concat());
+    seed("index_load", "offset-index", &[&limit[..], &offsets.file_bytes()[..]].concat());
+    seed("index_load", "time-index", &[&limit[..], &times.file_bytes()[..]].concat());
 }

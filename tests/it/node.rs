@@ -257,7 +257,7 @@ fn produce_and_fetch_round_trip_across_partitions_and_shards() {
     assert!(partitions
         .iter()
         .enumerate()
-        .all(|(i, p)| p.partition == i as u32 && p.log_end_offset == 50 && p.high_watermark == 50));
+        .all(|(i, p)| p.partition == i as u32 && p.log_end_offset == 50 && p.high_watermark == Some(50)));
     let missing = client.call(Request::ListOffsets { topic: "nope".into(), partition: 0 });
     assert_eq!(missing.unwrap_err().code, ErrorCode::UnknownTopic);
     let beyond = client.call(Request::ListOffsets { topic: "events".into(), partition: 8 });

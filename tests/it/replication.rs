@@ -722,3 +722,73 @@ fn a_forgotten_node_that_starts_again_gets_a_new_id_and_resynchronises_from_scra
     let sent = metric(&a, "ringlog_follower_sent_uncompressed_bytes_total{follower=\"4\"}").unwrap_or(0.0);
     assert!(sent >= log_bytes as f64, "the leader sent node 4 its whole log again: {sent} of {log_bytes} bytes");
 }
+
+/// What a consumer of `node` is shown as the high watermark of t/0, by the
+/// client protocol and by the admin API: `Err` for a refusal, `Ok(None)`
+/// for the admin API's `null` (not re-established yet).
+fn shown_high_watermarks(node: &Node) -> Vec<Result<Option<u64>, ErrorCode>> {
+    let listed = match node.client().call(Request::ListOffsets { topic: "t".into(), partition: 0 }) {
+        Ok(Response::ListOffsets { high_watermark, .. }) => Ok(Some(high_watermark)),
+        Ok(other) => panic!("{other:?}"),
+        Err(error) => Err(error.code),
+    };
+    let fetched = match node.client().call(Request::Fetch {
+        topic: "t".into(),
+        partition: 0,
+        offset: 0,
+        max_bytes: 1 << 20,
+        max_wait_ms: 0,
+    }) {
+        Ok(Response::Fetch { high_watermark, .. }) => Ok(Some(high_watermark)),
+        Ok(other) => panic!("{other:?}"),
+        Err(error) => Err(error.code),
+    };
+    let (status, body) = http(&node.admin, "GET", "/api/topics/t", None, None);
+    let described = if status == 200 { Ok(json(&body)["partitions"][0]["high_watermark"].as_u64()) } else { Ok(None) };
+    vec![listed, fetched, described]
+}
+
+#[test]
+fn no_consumer_sees_the_high_watermark_fall_after_every_node_is_killed_and_one_restarts() {
+    let cluster = cluster_with(3_000, 1);
+    let members: Vec<_> = ["a", "b", "c"].iter().map(|name| cluster.member(name)).collect();
+    let a = cluster.start(&members[0]);
+    wait_for_role(&a, "leader");
+    let b = cluster.start(&members[1]);
+    let c = cluster.start(&members[2]);
+    wait_all_in_sync(&a, 3);
+    create_topic(&a, "t");
+    for index in 0..20 {
+        assert!(produce_acks(&a, "t", 0, &[format!("record-{index}")], Acks::All).is_ok());
+    }
+    let shown = high_watermark(&a, "t", 0).unwrap();
+    assert_eq!(shown, 20);
+    // The whole cluster dies at once; the high watermark lived in memory.
+    for node in [a, b, c] {
+        node.kill();
+    }
+    // b alone comes back: a follower of a dead leader, then leader with two
+    // dead in-sync followers until replica_lag_max_ms drops them.
+    let b = cluster.start(&members[1]);
+    let started = Instant::now();
+    let (mut refusals, mut values) = (0, Vec::new());
+    while started.elapsed() < Duration::from_secs(20) {
+        for answer in shown_high_watermarks(&b) {
+            match answer {
+                Ok(Some(value)) => values.push(value),
+                Ok(None) | Err(ErrorCode::NotReady) | Err(ErrorCode::NotLeader) => refusals += 1,
+                Err(code) => panic!("unexpected refusal {code:?}"),
+            }
+        }
+        assert!(values.iter().all(|&value| value >= shown), "the high watermark fell below {shown}: {values:?}");
+        if values.len() >= 30 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(refusals > 0, "the window before the high watermark is re-established was not observed");
+    assert!(values.len() >= 30, "the high watermark was never re-established: {refusals} refusals");
+    assert_eq!(health(&b)["role"], "leader");
+    let (_, records) = read_partition(&b, "t", 0);
+    assert_eq!(records.len(), 20, "every acknowledged record is served again");
+}

@@ -713,3 +713,40 @@ fn check_reports_an_index_entry_that_names_no_batch() {
     let errors = check_errors(dir.path(), &small_config());
     assert!(errors.iter().any(|reason| reason.contains("not a batch start")), "{errors:?}");
 }
+
+// Defect 10, second half: index files carry a checksum. This flip keeps the
+// time index increasing and inside the segment, so only the checksum sees it.
+#[test]
+fn a_bit_flip_in_a_sealed_time_index_is_caught_by_its_checksum_and_lookups_stay_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_config();
+    open_and(dir.path(), config.clone(), |log| async move {
+        for round in 0..200 {
+            append_values(&log, &values(&format!("t{round}"), 3), 1000 + round * 10).await;
+        }
+        log.close().await.unwrap();
+    });
+    let first = segment_files(dir.path())[0].clone();
+    let time_path = dir.path().join(first.replace(".log", ".timeindex"));
+    let mut bytes = std::fs::read(&time_path).unwrap();
+    let index = ringlog::storage::index::TimeIndex::from_file_bytes(&bytes).unwrap();
+    assert!(index.len() >= 3, "the first segment has a time index to damage");
+    let (timestamp_ms, relative) = index.entry(1);
+    let (_, next_relative) = index.entry(2);
+    assert!(next_relative >= relative + 6, "entries at least two batches apart");
+    // Entry 1 now sends a lookup just past its timestamp two batches too far.
+    let entry = ringlog::storage::index::TIME_ENTRY_BYTES;
+    bytes[entry + 8..entry + 12].copy_from_slice(&(next_relative - 1).to_le_bytes());
+    std::fs::write(&time_path, &bytes).unwrap();
+    let errors = check_errors(dir.path(), &config);
+    assert!(errors.iter().any(|error| error.contains("ChecksumMismatch")), "{errors:?}");
+    let target_ms = timestamp_ms + 1;
+    let found = open_and(dir.path(), config, move |log| async move {
+        let found = log.find_offset_by_timestamp(target_ms).await.unwrap();
+        log.close().await.unwrap();
+        found
+    });
+    // Offset 3r + j holds timestamp 1000 + 10r + j.
+    let expected = (0..600u64).find(|&offset| 1000 + 10 * (offset / 3) as i64 + (offset % 3) as i64 >= target_ms);
+    assert_eq!(found, expected);
+}

@@ -622,6 +622,10 @@ class Sampler:
             for p in described.get("partitions", []):
                 key = (node.name, incarnation, topic, p["partition"])
                 hw = p["high_watermark"]
+                if hw is None:
+                    # null: not re-established yet after a restart or a
+                    # leader change; nothing is shown to consumers.
+                    continue
                 old = self.hw.get(key)
                 if old is not None and hw < old and key not in self.reported:
                     self.reported.add(key)
@@ -972,7 +976,7 @@ min_insync_replicas = 2
         partitions = [(TOPIC, p) for p in range(PARTITIONS)] + [(ROLLING, 0), (SCRATCH, 0)]
         # Every replica reaches the leader's high watermark (one bound for all).
         final = {topic: self.describe(leader, topic) or {} for topic in (TOPIC, ROLLING, SCRATCH)}
-        targets = {(topic, p): final[topic].get(p, {}).get("high_watermark", 0) for topic, p in partitions}
+        targets = {(topic, p): final[topic].get(p, {}).get("high_watermark") or 0 for topic, p in partitions}
         behind = {}
 
         def replicas_at_high_watermark():

@@ -37,7 +37,7 @@ impl PartitionLog {
             let mut state = self.inner.state.borrow_mut();
             let active = state.active_mut();
             active.indexes.finalize();
-            let indexes = (active.indexes.offsets.as_bytes().to_vec(), active.indexes.times.as_bytes().to_vec());
+            let indexes = (active.indexes.offsets.file_bytes(), active.indexes.times.file_bytes());
             (indexes, state.producers.encode())
         };
         let dir = self.inner.dir.clone();
@@ -453,7 +453,7 @@ impl PartitionLog {
                 active_size_bytes: active.size_bytes,
                 last_batch_position: active.last_batch_position.unwrap_or(u64::MAX),
             };
-            let indexes = (active.indexes.offsets.as_bytes().to_vec(), active.indexes.times.as_bytes().to_vec());
+            let indexes = (active.indexes.offsets.file_bytes(), active.indexes.times.file_bytes());
             let base = active.base_offset;
             (Rc::clone(state.writer.file()), marker, base, indexes, producer_snapshot)
         };
