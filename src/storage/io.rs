@@ -44,6 +44,7 @@ pub enum FaultOperation {
 pub struct FaultInjector {
     journal: Option<std::sync::Mutex<CrashJournal>>,
     crash_countdown: AtomicI64,
+    metadata_crash_countdown: AtomicI64,
     script: std::sync::Mutex<std::collections::VecDeque<(FaultOperation, i32)>>,
     write_countdown: AtomicI64,
     fsync_countdown: AtomicI64,
@@ -66,6 +67,7 @@ impl Default for FaultInjector {
             attempts: Default::default(),
             journal: None,
             crash_countdown: AtomicI64::new(-1),
+            metadata_crash_countdown: AtomicI64::new(-1),
             script: Default::default(),
         }
     }
@@ -93,9 +95,13 @@ impl FaultInjector {
     /// stay in the journal. The log fail-stops; stop it, then call
     /// [`FaultInjector::simulate_crash`].
     pub fn crash(&self) {
-        for operation in
-            [FaultOperation::Write, FaultOperation::Fsync, FaultOperation::Preallocate, FaultOperation::Truncate]
-        {
+        for operation in [
+            FaultOperation::Write,
+            FaultOperation::Fsync,
+            FaultOperation::Preallocate,
+            FaultOperation::Truncate,
+            FaultOperation::Metadata,
+        ] {
             self.fail_after(operation, 0, libc::EIO);
         }
     }
@@ -105,6 +111,13 @@ impl FaultInjector {
     /// never comes. Lands a crash between a write and its sync every time.
     pub fn crash_after_writes(&self, writes: i64) {
         self.crash_countdown.store(writes.max(1), Ordering::SeqCst);
+    }
+
+    /// Crash right after the `operations`-th metadata operation from now
+    /// (an unlink of a segment file, for one): lands a crash between two
+    /// unlinks of a retention or a truncation.
+    pub fn crash_after_metadata_operations(&self, operations: i64) {
+        self.metadata_crash_countdown.store(operations.max(1), Ordering::SeqCst);
     }
 
     /// Writes not yet covered by an fdatasync, over every file.
@@ -117,6 +130,20 @@ impl FaultInjector {
     /// the first `torn_sectors` 512-byte sectors of the next one, and undo
     /// every later one. Call after the log stopped (abandoned or closed).
     pub fn simulate_crash(&self, keep_writes: usize, torn_sectors: usize) -> io::Result<CrashSummary> {
+        self.simulate_crash_with(&mut |index| match index.cmp(&keep_writes) {
+            std::cmp::Ordering::Less => WriteFate::Landed,
+            std::cmp::Ordering::Equal => WriteFate::Torn { sectors: torn_sectors },
+            std::cmp::Ordering::Greater => WriteFate::Lost,
+        })
+    }
+
+    /// Make the files look as a crash right now would leave them when the
+    /// disk persisted any subset of the unsynced writes, in any order:
+    /// `fate(i)` says what became of the `i`-th unsynced write (completion
+    /// order). Each byte ends up as the newest write that landed on it left
+    /// it, or as it was before every unsynced write. Call after the log
+    /// stopped (abandoned or closed).
+    pub fn simulate_crash_with(&self, fate: &mut dyn FnMut(usize) -> WriteFate) -> io::Result<CrashSummary> {
         let Some(mut journal) = self.journal() else {
             return Ok(CrashSummary::default());
         };
@@ -126,25 +153,75 @@ impl FaultInjector {
             .flat_map(|(path, entries)| entries.into_iter().map(move |entry| (path.clone(), entry)))
             .collect();
         entries.sort_by_key(|(_, entry)| entry.sequence);
+        let fates: Vec<WriteFate> = (0..entries.len()).map(&mut *fate).collect();
         let mut summary = CrashSummary { unsynced_writes: entries.len(), ..CrashSummary::default() };
-        for (index, (path, entry)) in entries.iter().enumerate().rev() {
-            let kept_bytes = match index.cmp(&keep_writes) {
-                std::cmp::Ordering::Less => continue,
-                std::cmp::Ordering::Equal => (torn_sectors * SECTOR_BYTES).min(entry.old.len()),
-                std::cmp::Ordering::Greater => 0,
-            };
+        // Newest first: a byte a newer landed write settled keeps its value
+        // whatever happened to the older writes beneath it.
+        let mut settled: std::collections::HashMap<PathBuf, Vec<(u64, u64)>> = Default::default();
+        for ((path, entry), fate) in entries.iter().zip(fates).rev() {
             if inode_of(path) != Some(entry.inode) {
                 continue;
             }
+            let end = entry.position + entry.old.len() as u64;
+            let landed_end = match fate {
+                WriteFate::Landed => end,
+                WriteFate::Torn { sectors } => entry.position + (sectors * SECTOR_BYTES).min(entry.old.len()) as u64,
+                WriteFate::Lost => entry.position,
+            };
+            let ranges = settled.entry(path.clone()).or_default();
+            let undo = unsettled(ranges, landed_end, end);
+            ranges.push((entry.position, landed_end));
+            if undo.is_empty() {
+                continue;
+            }
             let file = std::fs::OpenOptions::new().write(true).open(path)?;
-            std::os::unix::fs::FileExt::write_all_at(
-                &file,
-                &entry.old[kept_bytes..],
-                entry.position + kept_bytes as u64,
-            )?;
-            summary.undone_bytes += (entry.old.len() - kept_bytes) as u64;
+            for (start, stop) in undo {
+                let slice = &entry.old[(start - entry.position) as usize..(stop - entry.position) as usize];
+                std::os::unix::fs::FileExt::write_all_at(&file, slice, start)?;
+                summary.undone_bytes += stop - start;
+            }
         }
         Ok(summary)
+    }
+
+    /// Files unlinked since their directory was last synced.
+    pub fn unsynced_unlinks(&self) -> usize {
+        self.journal().map_or(0, |journal| journal.unlinks.len())
+    }
+
+    /// Put back the files whose unlink a crash lost: `lost(i)` for the
+    /// `i`-th unlink no directory fsync had covered (in order). Directory
+    /// entries persist in any order, so any subset may come back. Returns
+    /// how many came back.
+    pub fn restore_lost_unlinks(&self, lost: &mut dyn FnMut(usize) -> bool) -> io::Result<usize> {
+        let Some(mut journal) = self.journal() else {
+            return Ok(0);
+        };
+        let mut restored = 0;
+        for (index, (path, bytes)) in std::mem::take(&mut journal.unlinks).into_iter().enumerate() {
+            if lost(index) && !path.exists() {
+                std::fs::write(&path, bytes)?;
+                restored += 1;
+            }
+        }
+        Ok(restored)
+    }
+
+    /// Before an unlink of `path`: remember its bytes until its directory
+    /// is synced (journal only).
+    fn journal_unlink(&self, path: &Path) {
+        if let Some(mut journal) = self.journal() {
+            if let Ok(bytes) = std::fs::read(path) {
+                journal.unlinks.push((path.to_path_buf(), bytes));
+            }
+        }
+    }
+
+    /// `directory` was fsynced: the unlinks in it are durable.
+    pub fn directory_synced(&self, directory: &Path) {
+        if let Some(mut journal) = self.journal() {
+            journal.unlinks.retain(|(path, _)| parent_of(path) != directory);
+        }
     }
 
     fn journal_capture(&self, path: &Path, position: u64, length: usize) -> Option<Vec<u8>> {
@@ -245,7 +322,12 @@ impl FaultInjector {
     }
 
     fn count_toward_crash(&self, operation: FaultOperation) {
-        if operation == FaultOperation::Write && self.crash_countdown.fetch_sub(1, Ordering::SeqCst) == 1 {
+        let countdown = match operation {
+            FaultOperation::Write => &self.crash_countdown,
+            FaultOperation::Metadata => &self.metadata_crash_countdown,
+            _ => return,
+        };
+        if countdown.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.crash();
         }
     }
@@ -254,10 +336,43 @@ impl FaultInjector {
 /// Sector size a simulated crash tears at.
 pub const SECTOR_BYTES: usize = 512;
 
+/// What a simulated crash left of one unsynced write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteFate {
+    /// Every byte reached the disk.
+    Landed,
+    /// Only the first `sectors` 512-byte sectors did.
+    Torn {
+        /// Sectors that landed.
+        sectors: usize,
+    },
+    /// Nothing did.
+    Lost,
+}
+
+/// The parts of `[start, end)` outside every range in `settled`.
+fn unsettled(settled: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
+    let mut parts = vec![(start, end)];
+    for &(settled_start, settled_end) in settled {
+        parts = parts
+            .into_iter()
+            .flat_map(|(part_start, part_end)| {
+                let left = (part_start, part_end.min(settled_start));
+                let right = (part_start.max(settled_end), part_end);
+                [left, right]
+            })
+            .filter(|(part_start, part_end)| part_start < part_end)
+            .collect();
+    }
+    parts
+}
+
 #[derive(Debug, Default)]
 struct CrashJournal {
     files: std::collections::HashMap<PathBuf, Vec<JournalEntry>>,
     sequence: u64,
+    /// Files unlinked and their bytes, until their directory is synced.
+    unlinks: Vec<(PathBuf, Vec<u8>)>,
 }
 
 #[derive(Debug)]
@@ -441,6 +556,30 @@ pub fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
+/// Unlink `path` (absent already is fine). Each unlink is a metadata
+/// operation the injector can fail, so a crash can land between two of a
+/// group; with a crash journal the file is remembered until
+/// [`sync_directory_of`] covers it.
+pub fn remove_file(path: &Path, faults: Option<&FaultInjector>) -> io::Result<()> {
+    if let Some(faults) = faults {
+        faults.check(FaultOperation::Metadata)?;
+        faults.journal_unlink(path);
+    }
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
+
+/// [`sync_directory`], telling the injector (if any) its unlinks are durable.
+pub fn sync_directory_of(directory: &Path, faults: Option<&FaultInjector>) -> io::Result<()> {
+    sync_directory(directory)?;
+    if let Some(faults) = faults {
+        faults.directory_synced(directory);
+    }
+    Ok(())
+}
+
 /// Write `bytes` to `path` atomically: temp file, fsync, rename, fsync directory.
 pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
@@ -454,4 +593,18 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     drop(file);
     std::fs::rename(&temp_path, path)?;
     sync_directory(directory)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unsettled;
+
+    #[test]
+    fn unsettled_leaves_only_what_no_newer_landed_write_covers() {
+        assert_eq!(unsettled(&[], 0, 100), vec![(0, 100)]);
+        assert_eq!(unsettled(&[(20, 30)], 0, 100), vec![(0, 20), (30, 100)]);
+        assert_eq!(unsettled(&[(0, 50), (40, 100)], 0, 100), Vec::<(u64, u64)>::new());
+        assert_eq!(unsettled(&[(90, 200), (0, 10)], 0, 100), vec![(10, 90)]);
+        assert_eq!(unsettled(&[(7, 7)], 0, 10), vec![(0, 7), (7, 10)]);
+    }
 }

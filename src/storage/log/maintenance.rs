@@ -172,7 +172,8 @@ impl PartitionLog {
             ),
         };
         let metadata_dir = dir.clone();
-        run_blocking(move || store_truncation_metadata(&metadata_dir, &removed, keep_base, &epochs))
+        let faults = self.inner.faults.clone();
+        run_blocking(move || store_truncation_metadata(&metadata_dir, &removed, keep_base, &epochs, faults.as_deref()))
             .await
             .map_err(|error| self.fail_stop("truncate metadata", &dir, &error))?;
         file.truncate(cut.position).await.map_err(|error| self.fail_stop("truncate", &keep_path, &error))?;
@@ -310,14 +311,15 @@ impl PartitionLog {
     /// the trimmed epoch history, and make both durable (directory fsync).
     async fn remove_segments(&self, bases: Vec<u64>, epochs: EpochHistory, action: &'static str) -> StorageResult<()> {
         let dir = self.inner.dir.clone();
-        let fault = self.metadata_fault();
+        let faults = self.inner.faults.clone();
         run_blocking(move || -> std::io::Result<()> {
-            fault()?;
+            let faults = faults.as_deref();
             for base in bases {
-                remove_segment_files(&dir, base)?;
+                remove_segment_files(&dir, base, faults)?;
             }
+            // The store syncs the directory: the unlinks above are durable.
             epochs.store(&dir)?;
-            crate::storage::io::sync_directory(&dir)
+            crate::storage::io::sync_directory_of(&dir, faults)
         })
         .await
         .map_err(|error| StorageError::io(action, &self.inner.dir, error))
@@ -505,6 +507,7 @@ fn store_truncation_metadata(
     removed: &[u64],
     keep_base: u64,
     epochs: &EpochHistory,
+    faults: Option<&FaultInjector>,
 ) -> std::io::Result<()> {
     let recovery_point = crate::storage::markers::load_recovery_point(dir)?;
     if recovery_point > keep_base {
@@ -513,21 +516,19 @@ fn store_truncation_metadata(
     // Highest first: a failure or crash part way leaves a shorter log, never
     // a hole between the kept segment and a surviving later one.
     for &base in removed.iter().rev() {
-        remove_segment_files(dir, base)?;
+        remove_segment_files(dir, base, faults)?;
     }
     for extension in [INDEX_EXTENSION, TIME_INDEX_EXTENSION] {
-        match std::fs::remove_file(segment_file(dir, keep_base, extension)) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
-            _ => {}
-        }
+        crate::storage::io::remove_file(&segment_file(dir, keep_base, extension), faults)?;
     }
+    // The store syncs the directory: the unlinks above are durable.
     epochs.store(dir)?;
-    // The snapshot may describe batches that are gone now.
-    match std::fs::remove_file(ProducerStates::path(dir)) {
-        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
-        _ => {}
+    if let Some(faults) = faults {
+        faults.directory_synced(dir);
     }
-    crate::storage::io::sync_directory(dir)
+    // The snapshot may describe batches that are gone now.
+    crate::storage::io::remove_file(&ProducerStates::path(dir), faults)?;
+    crate::storage::io::sync_directory_of(dir, faults)
 }
 
 /// Index files of the sealed segment, directory entry of the new one, recovery point.

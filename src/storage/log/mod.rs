@@ -465,13 +465,10 @@ fn reset_active_to(state: &mut State, mark: DurableMark) {
     state.durable = mark;
 }
 
-fn remove_segment_files(dir: &Path, base: u64) -> std::io::Result<()> {
+/// Unlink a segment's files (durable only once the directory is synced).
+fn remove_segment_files(dir: &Path, base: u64, faults: Option<&FaultInjector>) -> std::io::Result<()> {
     for extension in [LOG_EXTENSION, INDEX_EXTENSION, TIME_INDEX_EXTENSION] {
-        match std::fs::remove_file(segment_file(dir, base, extension)) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(error),
-        }
+        crate::storage::io::remove_file(&segment_file(dir, base, extension), faults)?;
     }
     Ok(())
 }
