@@ -26,6 +26,8 @@ pub enum FaultOperation {
     Truncate,
     /// A small metadata file (index files at a seal, epoch checkpoint).
     Metadata,
+    /// An unlink of a segment or metadata file (retention, truncation).
+    Unlink,
 }
 
 /// Makes chosen I/O operations fail, for tests. Shared across threads.
@@ -44,15 +46,16 @@ pub enum FaultOperation {
 pub struct FaultInjector {
     journal: Option<std::sync::Mutex<CrashJournal>>,
     crash_countdown: AtomicI64,
-    metadata_crash_countdown: AtomicI64,
+    unlink_crash_countdown: AtomicI64,
     script: std::sync::Mutex<std::collections::VecDeque<(FaultOperation, i32)>>,
     write_countdown: AtomicI64,
     fsync_countdown: AtomicI64,
     preallocate_countdown: AtomicI64,
     truncate_countdown: AtomicI64,
     metadata_countdown: AtomicI64,
+    unlink_countdown: AtomicI64,
     errno: AtomicI32,
-    attempts: [AtomicI64; 5],
+    attempts: [AtomicI64; 6],
 }
 
 impl Default for FaultInjector {
@@ -63,11 +66,12 @@ impl Default for FaultInjector {
             preallocate_countdown: AtomicI64::new(-1),
             truncate_countdown: AtomicI64::new(-1),
             metadata_countdown: AtomicI64::new(-1),
+            unlink_countdown: AtomicI64::new(-1),
             errno: AtomicI32::new(libc::EIO),
             attempts: Default::default(),
             journal: None,
             crash_countdown: AtomicI64::new(-1),
-            metadata_crash_countdown: AtomicI64::new(-1),
+            unlink_crash_countdown: AtomicI64::new(-1),
             script: Default::default(),
         }
     }
@@ -101,6 +105,7 @@ impl FaultInjector {
             FaultOperation::Preallocate,
             FaultOperation::Truncate,
             FaultOperation::Metadata,
+            FaultOperation::Unlink,
         ] {
             self.fail_after(operation, 0, libc::EIO);
         }
@@ -113,11 +118,11 @@ impl FaultInjector {
         self.crash_countdown.store(writes.max(1), Ordering::SeqCst);
     }
 
-    /// Crash right after the `operations`-th metadata operation from now
-    /// (an unlink of a segment file, for one): lands a crash between two
-    /// unlinks of a retention or a truncation.
-    pub fn crash_after_metadata_operations(&self, operations: i64) {
-        self.metadata_crash_countdown.store(operations.max(1), Ordering::SeqCst);
+    /// Crash right after the `unlinks`-th unlink from now: lands a crash
+    /// between two unlinks of a retention or a truncation, before the
+    /// directory fsync that makes them durable.
+    pub fn crash_after_unlinks(&self, unlinks: i64) {
+        self.unlink_crash_countdown.store(unlinks.max(1), Ordering::SeqCst);
     }
 
     /// Writes not yet covered by an fdatasync, over every file.
@@ -290,6 +295,7 @@ impl FaultInjector {
             FaultOperation::Preallocate => &self.preallocate_countdown,
             FaultOperation::Truncate => &self.truncate_countdown,
             FaultOperation::Metadata => &self.metadata_countdown,
+            FaultOperation::Unlink => &self.unlink_countdown,
         }
     }
 
@@ -324,7 +330,7 @@ impl FaultInjector {
     fn count_toward_crash(&self, operation: FaultOperation) {
         let countdown = match operation {
             FaultOperation::Write => &self.crash_countdown,
-            FaultOperation::Metadata => &self.metadata_crash_countdown,
+            FaultOperation::Unlink => &self.unlink_crash_countdown,
             _ => return,
         };
         if countdown.fetch_sub(1, Ordering::SeqCst) == 1 {
@@ -562,7 +568,7 @@ pub fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
 /// [`sync_directory_of`] covers it.
 pub fn remove_file(path: &Path, faults: Option<&FaultInjector>) -> io::Result<()> {
     if let Some(faults) = faults {
-        faults.check(FaultOperation::Metadata)?;
+        faults.check(FaultOperation::Unlink)?;
         faults.journal_unlink(path);
     }
     match std::fs::remove_file(path) {

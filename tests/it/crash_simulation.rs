@@ -86,7 +86,11 @@ fn config_segment_bytes(log: &PartitionLog) -> u64 {
 
 /// Retention by size every millisecond or so, until the log stops: a
 /// crash can land between the unlinks of the segments it deletes.
-fn spawn_retention(log: &Rc<PartitionLog>, retention_bytes: u64, stopped: Rc<std::cell::Cell<bool>>) -> glommio::Task<()> {
+fn spawn_retention(
+    log: &Rc<PartitionLog>,
+    retention_bytes: u64,
+    stopped: Rc<std::cell::Cell<bool>>,
+) -> glommio::Task<()> {
     let log = Rc::clone(log);
     ringlog::runtime::spawn_local(async move {
         let policy = RetentionPolicy { retention_bytes, retention_ms: 0 };
@@ -104,8 +108,8 @@ fn crash_workload(dir: &Path, seed: u64, config: StorageConfig) -> (Vec<(u64, Ve
         let faults = FaultInjector::with_crash_journal();
         let log = Rc::new(PartitionLog::open(&dir, config, Some(faults.clone())).await.unwrap());
         let acked: Acked = Rc::default();
-        // A third of the seeds run retention and crash between two metadata
-        // operations (a seal's or an unlink's), the rest between writes.
+        // A third of the seeds run retention and crash between two unlinks
+        // (before the directory fsync), the rest between writes.
         let retention = rng.gen_bool(0.3);
         if !retention && rng.gen_bool(0.7) {
             faults.crash_after_writes(rng.gen_range(1..120));
@@ -115,7 +119,7 @@ fn crash_workload(dir: &Path, seed: u64, config: StorageConfig) -> (Vec<(u64, Ve
         if retention {
             let retention_bytes = rng.gen_range(1..3) * config_segment_bytes(&log);
             tasks.push(spawn_retention(&log, retention_bytes, Rc::clone(&stopped)));
-            faults.crash_after_metadata_operations(rng.gen_range(2..24));
+            faults.crash_after_unlinks(rng.gen_range(1..10));
         }
         if rng.gen_bool(0.3) {
             // A disk-full episode: some write fails with ENOSPC and rolls back.
@@ -144,9 +148,14 @@ fn crash_workload(dir: &Path, seed: u64, config: StorageConfig) -> (Vec<(u64, Ve
         // Directory entries persist in any order: any subset of the unlinks
         // no directory fsync covered comes back.
         if std::env::var("RINGLOG_CRASH_DEBUG").is_ok() {
-            eprintln!("seed {seed}: metadata ops {} unsynced unlinks {} segments {}", faults.attempts(FaultOperation::Metadata), faults.unsynced_unlinks(), segments);
+            eprintln!(
+                "seed {seed}: metadata ops {} unsynced unlinks {} segments {}",
+                faults.attempts(FaultOperation::Metadata),
+                faults.unsynced_unlinks(),
+                segments
+            );
         }
-        let restored_unlinks = faults.restore_lost_unlinks(&mut |_| rng.gen_bool(0.5)).unwrap();
+        let restored_unlinks = faults.restore_lost_unlinks(&mut |_| rng.gen_bool(0.6)).unwrap();
         let acked = acked.borrow().clone();
         let acknowledged_records = acked.iter().map(|(_, values)| values.len()).sum();
         let figures = Figures {
