@@ -208,6 +208,7 @@ impl ShardContext {
                 metrics.fetch_requests.fetch_add(1, Ordering::Relaxed);
                 if let Ok(Response::Fetch { batches, .. }) = &outcome {
                     metrics.fetch_bytes.fetch_add(batches.len() as u64, Ordering::Relaxed);
+                    owned.fetched_bytes.set(owned.fetched_bytes.get() + batches.len() as u64);
                 }
                 metrics.fetch_latency.observe(started.elapsed());
                 outcome
@@ -446,6 +447,7 @@ pub async fn publish_gauges(context: Rc<ShardContext>, stopping: Rc<std::cell::C
                 log_end_offset: snapshot.log_end_offset,
                 high_watermark: context.high_watermark(&owned),
                 size_bytes: snapshot.size_bytes,
+                fetched_bytes: owned.fetched_bytes.get(),
                 failure,
             });
         }

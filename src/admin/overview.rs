@@ -1,0 +1,93 @@
+//! `GET /api/overview`: one small JSON snapshot the console samples every
+//! couple of seconds to draw its charts and rates (docs/CONSOLE.md).
+//!
+//! It carries monotonic totals, never rates: the browser divides the
+//! difference of two samples by the difference of their `uptime_ms`, so a
+//! slow or skipped sample widens the interval instead of lying about it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::http::{health_report, AdminState};
+use super::metrics::PartitionGauge;
+
+/// Per-topic sums over this node's partitions.
+fn topic_totals(gauges: &[PartitionGauge], state: &AdminState) -> Vec<serde_json::Value> {
+    let topics = state.registry.snapshot();
+    topics
+        .values()
+        .map(|meta| {
+            let mine = gauges.iter().filter(|gauge| gauge.topic == meta.name);
+            let (mut bytes, mut records, mut log_end, mut fetched) = (0u64, 0u64, 0u64, 0u64);
+            for gauge in mine {
+                bytes += gauge.size_bytes;
+                records += gauge.log_end_offset.saturating_sub(gauge.log_start_offset);
+                log_end += gauge.log_end_offset;
+                fetched += gauge.fetched_bytes;
+            }
+            json!({"name": meta.name, "partitions": meta.partitions, "bytes": bytes, "records": records,
+                   "log_end_offset_total": log_end, "fetched_bytes_total": fetched})
+        })
+        .collect()
+}
+
+/// Totals of the shards' counters and the fsync histogram.
+fn counters(state: &AdminState) -> serde_json::Value {
+    let shards = &state.metrics.shards;
+    let sum = |read: fn(&super::metrics::ShardMetrics) -> u64| shards.iter().map(read).sum::<u64>();
+    let (mut fsync_count, mut fsync_sum_us) = (0u64, 0u64);
+    for shard in shards {
+        let snapshot = shard.fsync_latency.snapshot();
+        fsync_count += snapshot.count;
+        fsync_sum_us += snapshot.sum_us;
+    }
+    json!({
+        "produce_bytes_total": sum(|m| m.produce_bytes.load(Ordering::Relaxed)),
+        "produce_records_total": sum(|m| m.produce_records.load(Ordering::Relaxed)),
+        "fetch_bytes_total": sum(|m| m.fetch_bytes.load(Ordering::Relaxed)),
+        "fetch_requests_total": sum(|m| m.fetch_requests.load(Ordering::Relaxed)),
+        "fsync_latency_count": fsync_count,
+        "fsync_latency_sum_us": fsync_sum_us,
+    })
+}
+
+/// Followers as the leader measures them (empty elsewhere).
+fn followers(state: &AdminState) -> Vec<serde_json::Value> {
+    let Some(plane) = &state.plane else { return Vec::new() };
+    plane
+        .progress
+        .all()
+        .iter()
+        .map(|(id, follower)| {
+            json!({"id": id, "connected": follower.is_connected(), "lag_records": follower.lag_records(),
+                   "lag_bytes": follower.lag_bytes()})
+        })
+        .collect()
+}
+
+/// `GET /api/overview`; `started` is when the admin listener came up.
+pub async fn overview(
+    State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    started: Instant,
+) -> Response {
+    let (_, mut body) = health_report(&state);
+    let gauges = state.metrics.partitions();
+    let uptime_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    body["uptime_ms"] = json!(uptime_ms);
+    body["min_insync_replicas"] = json!(state.plane.as_ref().map(|plane| plane.config.min_insync_replicas));
+    body["admin_token_required"] = json!(state.admin_token.is_some());
+    // Without a token, §7 allows mutations from loopback only: the page
+    // greys its buttons out and says why instead of failing on click.
+    body["mutations_allowed"] = json!(state.admin_token.is_some() || peer.ip().is_loopback());
+    body["counters"] = counters(&state);
+    body["followers"] = json!(followers(&state));
+    body["topics"] = json!(topic_totals(&gauges, &state));
+    Json(body).into_response()
+}
