@@ -5,6 +5,7 @@ mod admin;
 mod alloc;
 mod cli;
 mod cluster;
+mod console;
 mod common;
 mod crash;
 mod crash_simulation;
