@@ -163,8 +163,8 @@ async function overviewChart(page) {
     }, "the produce records/s chart shows a non-zero rate while bench produce runs", 30000);
     const caption = await page.textContent("#chart-produce-records figcaption");
     check(/^Produce: .* records\/s$/.test(caption), `the chart title carries the current value: ${caption}`);
-    check(latest > 0 && (await page.$$("#chart-produce-records polyline")).length === 1, "the chart draws a line");
-    await page.waitForTimeout(2500);
+    await eventually(async () => (await page.$$("#chart-produce-records polyline")).length === 1,
+      "the chart draws a line through its samples", 10000);
     await page.screenshot({ path: `${screenshots}/overview.png`, fullPage: true });
   } finally {
     bench.kill("SIGKILL");

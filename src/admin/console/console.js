@@ -149,7 +149,7 @@ function drawChart(series) {
   const points = chartPoints(series);
   const latest = points.length ? points[points.length - 1].value : null;
   const caption = latest === null
-    ? `${series.title}: ${series.id === "chart-lag" ? "measured on the leader only" : "waiting for samples"}`
+    ? `${series.title}: ${series.id === "chart-lag" ? "on the leader only" : "waiting for samples"}`
     : `${series.title}: ${series.format(latest)}`;
   setText(figure.querySelector("figcaption"), caption);
   figure.dataset.latest = latest === null ? "" : String(latest);
