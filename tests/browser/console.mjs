@@ -178,7 +178,7 @@ async function phoneAndKeyboard(browser) {
   const page = await context.newPage();
   await page.goto(`${leader}/nodes`);
   await eventually(async () => (await rowTexts(page)).length === 2, "the phone view lists the nodes");
-  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
   check(overflow <= 0, `no sideways scrolling of the page at phone width (overflow ${overflow}px)`);
   const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
   check(background === "rgb(21, 24, 27)", `dark colour scheme applies (${background})`);
