@@ -38,7 +38,11 @@ pub const ASSETS: [Asset; 3] = [
         content_type: "text/javascript; charset=utf-8",
         bytes: include_bytes!("console/console.js"),
     },
-    Asset { name: "console.css", content_type: "text/css; charset=utf-8", bytes: include_bytes!("console/console.css") },
+    Asset {
+        name: "console.css",
+        content_type: "text/css; charset=utf-8",
+        bytes: include_bytes!("console/console.css"),
+    },
     Asset { name: "favicon.svg", content_type: "image/svg+xml", bytes: include_bytes!("console/favicon.svg") },
 ];
 
@@ -80,16 +84,19 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 /// Whether `Accept-Encoding` admits gzip (a `q=0` refuses it).
 pub fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers.get_all(ACCEPT_ENCODING).iter().filter_map(|value| value.to_str().ok()).flat_map(|value| value.split(',')).any(
-        |coding| {
+    headers
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|coding| {
             let mut parts = coding.split(';').map(str::trim);
             let name = parts.next().unwrap_or("");
             let refused = parts.any(|parameter| {
                 parameter.strip_prefix("q=").and_then(|q| q.parse::<f32>().ok()).is_some_and(|q| q <= 0.0)
             });
             (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
-        },
-    )
+        })
 }
 
 /// Serve `asset`: 304 when the browser's copy is current, gzip when accepted.
@@ -102,7 +109,11 @@ pub fn serve(asset: &Asset, headers: &HeaderMap) -> Response {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .any(|tag| tag.trim().trim_start_matches("W/") == prepared.etag);
-    let common = [(ETAG, etag), (CACHE_CONTROL, HeaderValue::from_static("no-cache")), (VARY, HeaderValue::from_static("Accept-Encoding"))];
+    let common = [
+        (ETAG, etag),
+        (CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (VARY, HeaderValue::from_static("Accept-Encoding")),
+    ];
     if current {
         return (StatusCode::NOT_MODIFIED, common).into_response();
     }

@@ -5,6 +5,7 @@
 //! difference of two samples by the difference of their `uptime_ms`, so a
 //! slow or skipped sample widens the interval instead of lying about it.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -17,20 +18,24 @@ use serde_json::json;
 use super::http::{health_report, AdminState};
 use super::metrics::PartitionGauge;
 
-/// Per-topic sums over this node's partitions.
+/// Per-topic sums over this node's partitions: one pass over the gauges,
+/// so a node with many topics costs linear time per sample, not quadratic.
 fn topic_totals(gauges: &[PartitionGauge], state: &AdminState) -> Vec<serde_json::Value> {
-    let topics = state.registry.snapshot();
-    topics
+    // (bytes, records, summed log end offsets, fetched bytes) per topic.
+    let mut sums: HashMap<&str, [u64; 4]> = HashMap::new();
+    for gauge in gauges {
+        let sum = sums.entry(gauge.topic.as_str()).or_default();
+        sum[0] += gauge.size_bytes;
+        sum[1] += gauge.log_end_offset.saturating_sub(gauge.log_start_offset);
+        sum[2] += gauge.log_end_offset;
+        sum[3] += gauge.fetched_bytes;
+    }
+    state
+        .registry
+        .snapshot()
         .values()
         .map(|meta| {
-            let mine = gauges.iter().filter(|gauge| gauge.topic == meta.name);
-            let (mut bytes, mut records, mut log_end, mut fetched) = (0u64, 0u64, 0u64, 0u64);
-            for gauge in mine {
-                bytes += gauge.size_bytes;
-                records += gauge.log_end_offset.saturating_sub(gauge.log_start_offset);
-                log_end += gauge.log_end_offset;
-                fetched += gauge.fetched_bytes;
-            }
+            let [bytes, records, log_end, fetched] = sums.get(meta.name.as_str()).copied().unwrap_or_default();
             json!({"name": meta.name, "partitions": meta.partitions, "bytes": bytes, "records": records,
                    "log_end_offset_total": log_end, "fetched_bytes_total": fetched})
         })

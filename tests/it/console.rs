@@ -213,7 +213,8 @@ fn three_nodes(cluster: &Cluster) -> (Vec<Member>, Vec<Node>) {
         let (_, body) = crate::admin::http(&nodes[0].admin, "GET", "/api/nodes", None, None);
         let listed = json(&body);
         listed.as_array().is_some_and(|all| all.len() == 3 && all.iter().all(|n| n["connected"] == true))
-            && (2..=3).all(|id| cluster.etcd.get(&format!("ringlog/replica/{id}/insync")).unwrap().as_deref() == Some("1"))
+            && (2..=3)
+                .all(|id| cluster.etcd.get(&format!("ringlog/replica/{id}/insync")).unwrap().as_deref() == Some("1"))
     });
     (members, nodes)
 }
