@@ -217,12 +217,28 @@ async function tokenFlow(browser) {
   await page.close();
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-dev-shm-usage"],
-});
-const hosts = new Set();
-try {
+// Run after the Rust side stopped etcd: the pages say what is wrong. Both
+// pages are watched at once; the nodes notice within a few lease TTLs.
+async function etcdDown(browser) {
+  const nodes = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const overview = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await Promise.all([nodes.goto(`${follower}/nodes`), overview.goto(`${leader}/`)]);
+  await Promise.all([
+    eventually(async () => await nodes.isVisible("#banner") && /cannot reach etcd/.test(await nodes.textContent("#banner")),
+      "a follower's nodes page says it cannot reach etcd", 45000),
+    eventually(async () => (await overview.textContent("#fact-health")) !== "ok" && await overview.isVisible("#fact-reason"),
+      "the former leader's overview shows its health is not ok, with the reason", 45000),
+  ]);
+  const health = await overview.textContent("#fact-health");
+  const reason = await overview.textContent("#fact-reason");
+  check(/^Reason: .+/.test(reason), `overview: health ${health}, ${reason}`);
+  await overview.screenshot({ path: `${screenshots}/overview-unhealthy.png`, fullPage: true });
+  await nodes.close();
+  await overview.close();
+}
+
+async function cluster(browser) {
+  const hosts = new Set();
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, colorScheme: "light" });
   context.on("request", (request) => hosts.add(new URL(request.url()).host));
   await context.addInitScript(() => {
@@ -244,8 +260,17 @@ try {
   await context.close();
   await phoneAndKeyboard(browser);
   await tokenFlow(browser);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-dev-shm-usage"],
+});
+const phase = process.env.CONSOLE_PHASE || "cluster";
+try {
+  await (phase === "etcd-down" ? etcdDown(browser) : cluster(browser));
 } finally {
   await browser.close();
 }
 if (process.exitCode) throw new Error("the page raised an error");
-console.log(`console browser test: all checks passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+console.log(`console browser test (${phase}): all checks passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);

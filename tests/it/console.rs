@@ -219,18 +219,12 @@ fn three_nodes(cluster: &Cluster) -> (Vec<Member>, Vec<Node>) {
     (members, nodes)
 }
 
-#[test]
-#[ignore = "needs chromium and playwright-core; .ci/run runs it"]
-fn console_in_headless_chromium_against_a_three_node_cluster() {
-    let cluster = Cluster::new();
-    let (_members, nodes) = three_nodes(&cluster);
-    let token_dir = tempfile::tempdir().unwrap();
-    let token_node = Node::start_with(token_dir.path(), 1, &[("RINGLOG_ADMIN_TOKEN", "console-test-token")]);
-    let screenshots = screenshot_dir();
-    std::fs::create_dir_all(&screenshots).unwrap();
+/// Run tests/browser/console.mjs in `phase` against the cluster's nodes.
+fn run_browser_phase(phase: &str, nodes: &[Node], token_node: &Node, screenshots: &std::path::Path) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/console.mjs");
     let output = Command::new("node")
         .arg(script)
+        .env("CONSOLE_PHASE", phase)
         .env("CONSOLE_LEADER_ADMIN", &nodes[0].admin)
         .env("CONSOLE_LEADER_CLIENT", &nodes[0].address)
         .env("CONSOLE_FOLLOWER_ADMIN", &nodes[1].admin)
@@ -239,17 +233,36 @@ fn console_in_headless_chromium_against_a_three_node_cluster() {
         .env("CONSOLE_VICTIM_PID", nodes[2].pid().to_string())
         .env("CONSOLE_TOKEN_ADMIN", &token_node.admin)
         .env("CONSOLE_TOKEN", "console-test-token")
-        .env("CONSOLE_SCREENSHOTS", &screenshots)
+        .env("CONSOLE_SCREENSHOTS", screenshots)
         .env("RINGLOG_BIN", env!("CARGO_BIN_EXE_ringlog"))
         .output()
         .expect("run node (install nodejs, chromium and `npm ci` in tests/browser: tools/install-deps.sh)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "browser test failed ({}):\n{stdout}\n{stderr}", output.status);
-    assert!(stdout.contains("console browser test: all checks passed"), "{stdout}");
+    println!("{stdout}");
+    assert!(output.status.success(), "browser test {phase} failed ({}):\n{stdout}\n{stderr}", output.status);
+    assert!(stdout.contains(&format!("console browser test ({phase}): all checks passed")), "{stdout}");
+}
+
+#[test]
+#[ignore = "needs chromium and playwright-core; .ci/run runs it"]
+fn console_in_headless_chromium_against_a_three_node_cluster() {
+    let mut cluster = Cluster::new();
+    let (_members, nodes) = three_nodes(&cluster);
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_node = Node::start_with(token_dir.path(), 1, &[("RINGLOG_ADMIN_TOKEN", "console-test-token")]);
+    let screenshots = screenshot_dir();
+    // Last run's pictures must not stand in for this run's.
+    let _ = std::fs::remove_dir_all(&screenshots);
+    std::fs::create_dir_all(&screenshots).unwrap();
+    run_browser_phase("cluster", &nodes, &token_node, &screenshots);
     // What the page did is real: node 3 is gone from etcd.
     assert_eq!(cluster.etcd.get("ringlog/replica/3/insync").unwrap(), None);
-    for name in ["overview", "nodes", "nodes-forget", "topics", "topic", "nodes-phone-dark", "token"] {
+    cluster.etcd.kill();
+    run_browser_phase("etcd-down", &nodes, &token_node, &screenshots);
+    let names =
+        ["overview", "nodes", "nodes-forget", "topics", "topic", "nodes-phone-dark", "token", "overview-unhealthy"];
+    for name in names {
         assert!(screenshots.join(format!("{name}.png")).is_file(), "screenshot {name}");
     }
 }
