@@ -62,9 +62,13 @@ fn counters(state: &AdminState) -> serde_json::Value {
     })
 }
 
-/// Followers as the leader measures them (empty elsewhere).
+/// Followers as the leader measures them; empty on any other node, and on
+/// a leader that stepped down (its progress entries outlive its term).
 fn followers(state: &AdminState) -> Vec<serde_json::Value> {
     let Some(plane) = &state.plane else { return Vec::new() };
+    if state.cluster.view().role != crate::cluster::state::Role::Leader {
+        return Vec::new();
+    }
     plane
         .progress
         .all()

@@ -232,6 +232,9 @@ async function etcdDown(browser) {
   const health = await overview.textContent("#fact-health");
   const reason = await overview.textContent("#fact-reason");
   check(/^Reason: .+/.test(reason), `overview: health ${health}, ${reason}`);
+  await eventually(async () => (await overview.textContent("#fact-role")) !== "leader" &&
+    /on the leader only/.test(await overview.textContent("#chart-lag figcaption")),
+  "a leader that stepped down no longer charts follower lag", 10000);
   await overview.screenshot({ path: `${screenshots}/overview-unhealthy.png`, fullPage: true });
   await nodes.close();
   await overview.close();

@@ -255,6 +255,13 @@ fn console_in_headless_chromium_against_a_three_node_cluster() {
     // Last run's pictures must not stand in for this run's.
     let _ = std::fs::remove_dir_all(&screenshots);
     std::fs::create_dir_all(&screenshots).unwrap();
+    let overview_of = |node: &Node| json(&String::from_utf8_lossy(&get(&node.admin, "/api/overview", &[]).body));
+    let on_leader = overview_of(&nodes[0]);
+    assert_eq!(on_leader["followers"].as_array().map(Vec::len), Some(2), "{on_leader}");
+    assert_eq!(on_leader["min_insync_replicas"], 1);
+    let on_follower = overview_of(&nodes[1]);
+    assert_eq!(on_follower["followers"], serde_json::json!([]), "only the leader measures followers");
+    assert_eq!((on_follower["role"].as_str(), on_follower["leader_id"].as_u64()), (Some("follower"), Some(1)));
     run_browser_phase("cluster", &nodes, &token_node, &screenshots);
     // What the page did is real: node 3 is gone from etcd.
     assert_eq!(cluster.etcd.get("ringlog/replica/3/insync").unwrap(), None);

@@ -147,7 +147,11 @@ function chartPoints(series) {
 function drawChart(series) {
   const figure = document.getElementById(series.id);
   const points = chartPoints(series);
-  const latest = points.length ? points[points.length - 1].value : null;
+  // The title tells the newest sample, not the last one that had a value:
+  // a leader that stepped down has no follower lag any more.
+  const samples = console_state.samples;
+  const newest = samples.length > 1 ? series.value(samples[samples.length - 1], samples[samples.length - 2]) : null;
+  const latest = newest !== null && isFinite(newest) ? newest : null;
   const caption = latest === null
     ? `${series.title}: ${series.id === "chart-lag" ? "on the leader only" : "waiting for samples"}`
     : `${series.title}: ${series.format(latest)}`;
