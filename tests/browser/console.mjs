@@ -165,6 +165,7 @@ async function overviewChart(page) {
     check(/^Produce: .* records\/s$/.test(caption), `the chart title carries the current value: ${caption}`);
     await eventually(async () => (await page.$$("#chart-produce-records polyline")).length === 1,
       "the chart draws a line through its samples", 10000);
+    await page.waitForTimeout(4000);
     await page.screenshot({ path: `${screenshots}/overview.png`, fullPage: true });
   } finally {
     bench.kill("SIGKILL");

@@ -164,28 +164,41 @@ function drawChart(series) {
   svg.replaceChildren(...chartShapes(series, points));
 }
 
+// The time axis spans what the page has seen, at least a minute and at
+// most HISTORY_MS: a fresh page shows its first seconds legibly.
+function chartSpan(now) {
+  const first = console_state.samples.length ? console_state.samples[0].received_ms : now;
+  return Math.min(HISTORY_MS, Math.max(60000, now - first));
+}
+
+function formatAgo(milliseconds) {
+  const seconds = Math.round(milliseconds / 1000);
+  return seconds >= 120 ? `−${Math.round(seconds / 60)} min` : `−${seconds} s`;
+}
+
 function chartShapes(series, points) {
   const now = performance.now();
-  const maximum = Math.max(1e-9, ...points.map((p) => p.value)) * 1.1;
-  const x = (at) => CHART.left + (CHART.right - CHART.left) * (1 - (now - at) / HISTORY_MS);
+  const span = chartSpan(now);
+  const visible = points.filter((p) => now - p.at <= span);
+  const maximum = Math.max(1e-9, ...visible.map((p) => p.value)) * 1.1;
+  const x = (at) => CHART.left + (CHART.right - CHART.left) * (1 - (now - at) / span);
   const y = (value) => CHART.bottom - (CHART.bottom - CHART.top) * (value / maximum);
   const shapes = [];
   for (const fraction of [0, 0.5, 1]) {
     const level = y(maximum * fraction);
     shapes.push(svgElement("line", { class: "grid", x1: CHART.left, x2: CHART.right, y1: level, y2: level }));
     const label = svgElement("text", { class: "axis", x: CHART.left - 4, y: level + 3, "text-anchor": "end" });
-    label.textContent = points.length ? series.format(maximum * fraction).replace(/ records\/s| records/, "") : "";
+    label.textContent = visible.length ? series.format(maximum * fraction).replace(/ records\/s| records/, "") : "";
     shapes.push(label);
   }
-  for (const [minutes, anchor] of [[10, "start"], [5, "middle"], [0, "end"]]) {
-    const label = svgElement("text", { class: "axis", x: x(now - minutes * 60000), y: CHART.height - 6, "text-anchor": anchor });
-    label.textContent = minutes === 0 ? "now" : `−${minutes} min`;
+  for (const [fraction, anchor] of [[1, "start"], [0.5, "middle"], [0, "end"]]) {
+    const label = svgElement("text", { class: "axis", x: x(now - fraction * span), y: CHART.height - 6, "text-anchor": anchor });
+    label.textContent = fraction === 0 ? "now" : formatAgo(fraction * span);
     shapes.push(label);
   }
   const unit = svgElement("text", { class: "axis", x: 2, y: 10 });
   unit.textContent = document.getElementById(series.id).dataset.unit;
   shapes.push(unit);
-  const visible = points.filter((p) => now - p.at <= HISTORY_MS);
   if (visible.length > 1) {
     const line = visible.map((p) => `${x(p.at).toFixed(1)},${y(p.value).toFixed(1)}`).join(" ");
     const first = x(visible[0].at).toFixed(1), last = x(visible[visible.length - 1].at).toFixed(1);
