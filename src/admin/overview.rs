@@ -100,3 +100,46 @@ pub async fn overview(
     body["topics"] = json!(topic_totals(&gauges, &state));
     Json(body).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn state(admin_token: Option<&str>) -> AdminState {
+        AdminState {
+            registry: Arc::new(crate::shard::topics::TopicRegistry::new(Vec::new())),
+            metrics: Arc::new(super::super::metrics::NodeMetrics::new(1, Arc::default())),
+            client_address: "127.0.0.1:1".into(),
+            admin_token: admin_token.map(str::to_string),
+            cluster: crate::cluster::state::ClusterState::standalone(),
+            plane: None,
+        }
+    }
+
+    async fn body(state: AdminState, peer: &str) -> serde_json::Value {
+        let answer = overview(State(state), ConnectInfo(peer.parse().unwrap()), Instant::now()).await;
+        let bytes = axum::body::to_bytes(answer.into_body(), 1 << 20).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_peers_may_mutate_and_with_one_anyone_holding_it() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(async {
+            let from_loopback = body(state(None), "127.0.0.1:5000").await;
+            assert_eq!(from_loopback["mutations_allowed"], true);
+            assert_eq!(body(state(None), "[::1]:5000").await["mutations_allowed"], true);
+            let from_elsewhere = body(state(None), "192.0.2.7:5000").await;
+            assert_eq!(from_elsewhere["mutations_allowed"], false, "the page greys its buttons out");
+            assert_eq!(from_elsewhere["admin_token_required"], false);
+            let with_token = body(state(Some("t")), "192.0.2.7:5000").await;
+            assert_eq!(
+                (with_token["mutations_allowed"].as_bool(), with_token["admin_token_required"].as_bool()),
+                (Some(true), Some(true))
+            );
+            assert_eq!(from_loopback["min_insync_replicas"], serde_json::Value::Null, "standalone");
+            assert_eq!(from_loopback["followers"], serde_json::json!([]));
+        });
+    }
+}

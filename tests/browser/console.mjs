@@ -196,6 +196,27 @@ async function phoneAndKeyboard(browser) {
   await desk.close();
 }
 
+// Seen from a non-loopback address without admin_token the node answers
+// mutations_allowed false (a Rust unit test covers that rule); here the
+// page is handed that answer and must grey out every change and say why.
+async function remoteViewer(browser) {
+  const page = await browser.newPage();
+  await page.route("**/api/overview", async (route) => {
+    const response = await route.fetch();
+    const overview = await response.json();
+    overview.mutations_allowed = false;
+    await route.fulfill({ response, json: overview });
+  });
+  await page.goto(`${leader}/topics`);
+  await page.locator("#topics tbody tr").first().waitFor({ timeout: 10000 });
+  await eventually(async () => /only from loopback/.test(await page.textContent("#mutations-note")),
+    "a page that may not mutate says changes are allowed only from loopback");
+  check(await page.isDisabled('#create-topic button[type="submit"]'), "its Create button is disabled");
+  const deletes = await page.$$eval("#topics tbody button", (buttons) => buttons.map((b) => b.disabled));
+  check(deletes.length > 0 && deletes.every(Boolean), "its Delete buttons are disabled");
+  await page.close();
+}
+
 async function tokenFlow(browser) {
   const page = await browser.newPage();
   await page.goto(`${tokenNode}/topics`);
@@ -263,6 +284,7 @@ async function cluster(browser) {
   check([...hosts].every((host) => allowed.has(host)), `requests went only to the nodes: ${[...hosts].join(", ")}`);
   await context.close();
   await phoneAndKeyboard(browser);
+  await remoteViewer(browser);
   await tokenFlow(browser);
 }
 
