@@ -64,11 +64,15 @@ async function refusedForget(page) {
   await page.route("**/api/nodes", async (route) => {
     const response = await route.fetch();
     const nodes = await response.json();
-    for (const node of nodes) if (String(node.id) === aliveId) node.connected = false;
+    // The leader is shown disconnected too: it must still get no button.
+    for (const node of nodes) if (String(node.id) === aliveId || node.role === "leader") node.connected = false;
     await route.fulfill({ response, json: nodes });
   });
   const button = page.locator(`#nodes tr[data-node-id="${aliveId}"] button`, { hasText: "Forget" });
   await button.waitFor({ timeout: 5000 });
+  const shown = await rowTexts(page);
+  check(shown[0].cells[1] === "leader" && shown[0].cells[3] === "no" && !shown[0].forget,
+    "a leader shown as disconnected still has no Forget button");
   page.once("dialog", (dialog) => dialog.accept());
   await button.click();
   const alert = page.locator('[role="alert"]');
