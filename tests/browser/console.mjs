@@ -66,6 +66,8 @@ async function refusedForget(page) {
     const nodes = await response.json();
     // The leader is shown disconnected too: it must still get no button.
     for (const node of nodes) if (String(node.id) === aliveId || node.role === "leader") node.connected = false;
+    // And node 3 connected but behind: marked too.
+    for (const node of nodes) if (String(node.id) === victimId) node.lag_records = 5;
     await route.fulfill({ response, json: nodes });
   });
   const button = page.locator(`#nodes tr[data-node-id="${aliveId}"] button`, { hasText: "Forget" });
@@ -73,6 +75,8 @@ async function refusedForget(page) {
   const shown = await rowTexts(page);
   check(shown[0].cells[1] === "leader" && shown[0].cells[3] === "no" && !shown[0].forget,
     "a leader shown as disconnected still has no Forget button");
+  const marked = await page.$$eval("#nodes tbody tr", (rows) => rows.map((row) => row.classList.contains("attention")));
+  check(marked.join() === "true,true,true", "in sync but disconnected, and connected but behind, are marked attention");
   page.once("dialog", (dialog) => dialog.accept());
   await button.click();
   const alert = page.locator('[role="alert"]');
@@ -120,11 +124,14 @@ async function createTopic(page, fields) {
 
 async function topicsPage(page) {
   await page.goto(`${follower}/topics`);
-  await createTopic(page, { name: "console-orders", partitions: 3, retention_bytes: 0, segment_bytes: 1048576 });
+  await createTopic(page, { name: "console-orders", partitions: 3, retention_ms: 600000, segment_bytes: 1048576 });
   const row = page.locator('#topics tr[data-topic="console-orders"]');
   await row.waitFor({ timeout: 10000 });
   await eventually(async () => (await row.locator("td").nth(1).textContent()) === "3",
     "a topic created from a follower's page is listed with its 3 partitions");
+  const created = (await (await fetch(`${leader}/api/topics`)).json()).find((t) => t.name === "console-orders");
+  check(created && created.segment_bytes === 1048576 && created.retention_ms === 600000,
+    `the form's segment size and retention reached the topic: ${JSON.stringify(created)}`);
   await createTopic(page, { name: "console-orders", partitions: 1 });
   await eventually(async () => /409/.test(await page.textContent('[role="alert"]')), "creating it again shows 409");
   await createTopic(page, { name: "bad/name", partitions: 1 });
@@ -153,6 +160,19 @@ async function deleteFromPage(page) {
 
 // The produce chart moves while `ringlog bench produce` runs, and nothing
 // on the page shifts while it refreshes.
+// The topics table shows a live rate for console-bench in column `cell`.
+async function topicRates(context, what, cell, unit) {
+  const topics = await context.newPage();
+  await topics.goto(`${leader}/topics`);
+  const rate = topics.locator('#topics tr[data-topic="console-bench"] td').nth(cell);
+  const text = await eventually(async () => {
+    const shown = (await rate.textContent()).trim();
+    return unit.test(shown) && parseFloat(shown) > 0 && shown;
+  }, `the topics table shows console-bench's ${what} rate`, 20000);
+  check(true, `${what} rate: ${text}`);
+  await topics.close();
+}
+
 async function overviewChart(page) {
   await page.goto(`${leader}/`);
   await eventually(async () => (await page.textContent("#fact-role")) === "leader", "overview shows the role");
@@ -171,8 +191,16 @@ async function overviewChart(page) {
       "the chart draws a line through its samples", 10000);
     await page.waitForTimeout(4000);
     await page.screenshot({ path: `${screenshots}/overview.png`, fullPage: true });
+    await topicRates(page.context(), "produce", 4, /records\/s$/);
   } finally {
     bench.kill("SIGKILL");
+  }
+  const consumer = spawn(ringlog, ["bench", "consume", "--topic", "console-bench", "--producers", "1",
+    "--server", env("CONSOLE_LEADER_CLIENT")], { stdio: "ignore" });
+  try {
+    await topicRates(page.context(), "consume", 5, /B\/s$/);
+  } finally {
+    consumer.kill("SIGKILL");
   }
   const shift = await page.evaluate(() => window.__layoutShift);
   check(shift < 0.01, `no layout shift while refreshing (cumulative ${shift})`);
