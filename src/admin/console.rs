@@ -10,12 +10,19 @@
 use std::sync::OnceLock;
 
 use axum::extract::Path;
-use axum::http::header::{ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, ETAG, IF_NONE_MATCH, VARY};
+use axum::http::header::{
+    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, IF_NONE_MATCH, VARY,
+    X_CONTENT_TYPE_OPTIONS,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use sha2::{Digest, Sha256};
+
+/// Sent with every asset: only the node itself may be loaded or called.
+pub const CONTENT_SECURITY: &str =
+    "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// One embedded file.
 pub struct Asset {
@@ -117,7 +124,13 @@ pub fn serve(asset: &Asset, headers: &HeaderMap) -> Response {
     if current {
         return (StatusCode::NOT_MODIFIED, common).into_response();
     }
-    let content_type = [(CONTENT_TYPE, HeaderValue::from_static(asset.content_type))];
+    let content_type = [
+        (CONTENT_TYPE, HeaderValue::from_static(asset.content_type)),
+        (X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        // The browser itself refuses any request to another host, and the
+        // page cannot be framed by one (spec §9: no host but the node).
+        (CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY)),
+    ];
     if accepts_gzip(headers) {
         let encoding = [(CONTENT_ENCODING, HeaderValue::from_static("gzip"))];
         return (common, content_type, encoding, prepared.gzip.clone()).into_response();

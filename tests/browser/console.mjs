@@ -87,7 +87,14 @@ async function refusedForget(page) {
 }
 
 async function forgetKilledFollower(page) {
+  // A page served by the victim itself says so once its node is gone.
+  const orphan = await page.context().newPage();
+  await orphan.goto(`http://${env("CONSOLE_VICTIM_ADMIN")}/nodes`);
+  await orphan.locator("#nodes tbody tr").first().waitFor({ timeout: 10000 });
   process.kill(Number(env("CONSOLE_VICTIM_PID")), "SIGKILL");
+  await eventually(async () => await orphan.isVisible("#banner") && /Cannot reach this node/.test(await orphan.textContent("#banner")),
+    "a page whose node was killed says it cannot reach it");
+  await orphan.close();
   const victim = `#nodes tr[data-node-id="${victimId}"]`;
   await eventually(async () => {
     const row = (await rowTexts(page)).find((r) => r.id === victimId);
@@ -213,6 +220,11 @@ async function phoneAndKeyboard(browser) {
   await eventually(async () => (await rowTexts(page)).length === 2, "the phone view lists the nodes");
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
   check(overflow <= 0, `no sideways scrolling of the page at phone width (overflow ${overflow}px)`);
+  const cells = await page.$$eval("#nodes tbody td", (all) => all.map((cell) => cell.getBoundingClientRect().right));
+  check(cells.every((right) => right <= 390), "every cell of the nodes table is on screen at phone width");
+  const labels = await page.$$eval("#nodes tbody tr:first-child td", (all) => all.map((cell) => cell.dataset.label));
+  check(labels.slice(0, 7).join() === "ID,Role,Address,Connected,In sync,Lag (records),Lag (bytes)",
+    "each phone card names its values");
   const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
   check(background === "rgb(21, 24, 27)", `dark colour scheme applies (${background})`);
   await page.screenshot({ path: `${screenshots}/nodes-phone-dark.png`, fullPage: true });
@@ -312,7 +324,7 @@ async function cluster(browser) {
   await topicsPage(page);
   await overviewChart(page);
   await deleteFromPage(page);
-  const allowed = new Set([env("CONSOLE_LEADER_ADMIN"), env("CONSOLE_FOLLOWER_ADMIN")]);
+  const allowed = new Set([env("CONSOLE_LEADER_ADMIN"), env("CONSOLE_FOLLOWER_ADMIN"), env("CONSOLE_VICTIM_ADMIN")]);
   check([...hosts].every((host) => allowed.has(host)), `requests went only to the nodes: ${[...hosts].join(", ")}`);
   await context.close();
   await phoneAndKeyboard(browser);

@@ -82,6 +82,9 @@ fn every_console_path_returns_the_page_and_assets_have_their_content_types() {
         let answer = get(&node.admin, path, &[]);
         assert_eq!(answer.status, 200, "{path}");
         assert_eq!(answer.header("content-type"), Some("text/html; charset=utf-8"), "{path}");
+        assert_eq!(answer.header("x-content-type-options"), Some("nosniff"), "{path}");
+        let policy = answer.header("content-security-policy").unwrap_or_default();
+        assert!(policy.starts_with("default-src 'self';") && policy.contains("frame-ancestors 'none'"), "{policy}");
         let page = String::from_utf8(answer.body).unwrap();
         assert!(page.contains(r#"<table id="nodes">"#) && page.contains(r#"<table id="topics">"#), "{path}");
         assert!(page.contains(r#"src="/assets/console.js""#), "{path}");
@@ -231,6 +234,7 @@ fn run_browser_phase(phase: &str, nodes: &[Node], token_node: &Node, screenshots
         .env("CONSOLE_ALIVE_FOLLOWER_ID", "2")
         .env("CONSOLE_VICTIM_ID", "3")
         .env("CONSOLE_VICTIM_PID", nodes[2].pid().to_string())
+        .env("CONSOLE_VICTIM_ADMIN", &nodes[2].admin)
         .env("CONSOLE_TOKEN_ADMIN", &token_node.admin)
         .env("CONSOLE_TOKEN", "console-test-token")
         .env("CONSOLE_SCREENSHOTS", screenshots)

@@ -7,6 +7,7 @@ const SAMPLE_INTERVAL_MS = 2000;          // overview samples, node list and top
 const HISTORY_MS = 10 * 60 * 1000;        // charts cover the last 10 minutes
 const MAX_SAMPLES = HISTORY_MS / SAMPLE_INTERVAL_MS + 1;
 const TOKEN_KEY = "ringlog-admin-token";  // sessionStorage: this tab only
+const API_TIMEOUT_MS = 5000;              // longest wait for one API answer
 
 const console_state = { samples: [], overview: null, nodes: null, view: "overview", topic: null };
 
@@ -19,6 +20,13 @@ function element(tag, attributes = {}, text) {
   for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
   if (text !== undefined) node.textContent = text;
   return node;
+}
+
+// Each cell carries its column's name, which the phone layout shows above
+// the value (the header row is hidden there).
+function labelCells(row, table) {
+  const names = [...document.querySelectorAll(`${table} thead th`)].map((cell) => cell.textContent.trim());
+  [...row.children].forEach((cell, index) => cell.setAttribute("data-label", names[index] || ""));
 }
 
 function setText(node, text) {
@@ -68,10 +76,19 @@ async function api(method, path, body) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (method !== "GET" && token()) headers.Authorization = "Bearer " + token();
-  const response = await fetch(path, {
-    method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store",
-  });
-  const text = await response.text();
+  // A node that accepts the connection but never answers must not stall
+  // the refresh loop: every call gives up after API_TIMEOUT_MS.
+  let response, text;
+  try {
+    response = await fetch(path, {
+      method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store",
+      signal: AbortSignal.timeout(API_TIMEOUT_MS),
+    });
+    text = await response.text();
+  } catch (failure) {
+    // Status 0: no answer at all (node down, refused, timed out).
+    return { status: 0, json: null, error: `no answer from ${location.host}: ${failure.message}` };
+  }
   let json = null;
   try { json = text ? JSON.parse(text) : null; } catch (_) { json = null; }
   if (response.status === 401 && method !== "GET") {
@@ -211,15 +228,10 @@ function chartShapes(series, points) {
 // ---- overview -------------------------------------------------------------
 
 async function sampleOverview() {
-  let answer;
-  try {
-    answer = await api("GET", "/api/overview");
-  } catch (failure) {
-    showBanner(`Cannot reach this node (${location.host}): ${failure.message}`);
-    return;
-  }
+  const answer = await api("GET", "/api/overview");
   if (answer.status !== 200 || !answer.json) {
-    showBanner(`This node answered ${answer.status}: ${answer.error}`);
+    showBanner(answer.status === 0 ? `Cannot reach this node: ${answer.error}`
+      : `This node answered ${answer.status}: ${answer.error}`);
     return;
   }
   const overview = answer.json;
@@ -275,15 +287,10 @@ function renderOverview(overview) {
 // ---- nodes ----------------------------------------------------------------
 
 async function refreshNodes() {
-  let answer;
-  try {
-    answer = await api("GET", "/api/nodes");
-  } catch (failure) {
-    showBanner(`Cannot reach this node (${location.host}): ${failure.message}`);
-    return;
-  }
+  const answer = await api("GET", "/api/nodes");
   if (answer.status !== 200 || !Array.isArray(answer.json)) {
-    showBanner(`This node cannot list the replicas (${answer.status}): ${answer.error}`);
+    showBanner(answer.status === 0 ? `Cannot reach this node: ${answer.error}`
+      : `This node cannot list the replicas (${answer.status}): ${answer.error}`);
     return;
   }
   const nodes = answer.json.slice().sort((a, b) =>
@@ -330,6 +337,7 @@ function renderNodes(nodes) {
       row = element("tr", { "data-node-id": String(node.id) });
       for (let cell = 0; cell < 8; cell += 1) row.append(element("td", cell >= 5 && cell < 7 ? { class: "number" } : {}));
       row.children[7].className = "actions";
+      labelCells(row, "#nodes");
     }
     rows.delete(String(node.id));
     renderNodeRow(row, node);
@@ -410,6 +418,7 @@ function newTopicRow(name) {
   remove.addEventListener("click", () => deleteTopic(name));
   actions.append(remove);
   row.append(actions);
+  labelCells(row, "#topics");
   return row;
 }
 
@@ -461,6 +470,7 @@ async function refreshTopic() {
     if (!row) {
       row = element("tr");
       for (let cell = 0; cell < 7; cell += 1) row.append(element("td", { class: "number" }));
+      labelCells(row, "#partitions");
       body.append(row);
     }
     row.dataset.partition = String(partition.partition);
