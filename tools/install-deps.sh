@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Install what cargo cannot fetch: fio (benchmarks), e2fsprogs/util-linux
 # (the real ENOSPC test's loop-mounted filesystem), etcd and protoc (cluster
-# issues). Idempotent: installs only what is missing. Needs root for apt.
+# issues), and for the console's browser test chromium, node and npm, then
+# `npm ci` in tests/browser (playwright-core at the locked version; it drives
+# Debian's chromium and downloads no browser of its own). Idempotent:
+# installs only what is missing. Needs root for apt.
 set -euo pipefail
 
 need=()
@@ -11,6 +14,11 @@ command -v mount >/dev/null 2>&1 || need+=(mount)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 [[ -f /usr/include/google/protobuf/descriptor.proto ]] || need+=(libprotobuf-dev)
+command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-dejavu-core)
+# A node from elsewhere (e.g. a newer one on the image) is kept; Debian's
+# nodejs and npm are installed only where there is none.
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 
 if ((${#need[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
@@ -21,6 +29,14 @@ if ((${#need[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+browser_tests="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+# npm ci leaves node_modules/.package-lock.json: older than the lock file
+# (or absent) means the installed packages are not the locked ones.
+if [[ ! "$browser_tests/node_modules/.package-lock.json" -nt "$browser_tests/package-lock.json" ]]; then
+    echo "install-deps: npm ci in tests/browser" >&2
+    (cd "$browser_tests" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -56,7 +56,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// Mutations need the bearer token when one is set, else a loopback peer.
 /// Returns the refusal, if any.
-fn refuse(state: &AdminState, headers: &HeaderMap, peer: SocketAddr) -> Option<Response> {
+pub fn refuse(state: &AdminState, headers: &HeaderMap, peer: SocketAddr) -> Option<Response> {
     match &state.admin_token {
         Some(token) => {
             let presented = headers
@@ -93,6 +93,13 @@ fn client_error(failure: ClientError) -> Response {
 }
 
 async fn health(State(state): State<AdminState>) -> Response {
+    let (status, body) = health_report(&state);
+    (status, Json(body)).into_response()
+}
+
+/// The body of `GET /api/health` and its status: 200, or 503 with the
+/// reason when a partition is fail-stopped or the node is fenced.
+pub fn health_report(state: &AdminState) -> (StatusCode, serde_json::Value) {
     let mut reasons: Vec<String> = state
         .metrics
         .partitions()
@@ -115,7 +122,7 @@ async fn health(State(state): State<AdminState>) -> Response {
         }
     }
     if reasons.is_empty() {
-        return Json(body).into_response();
+        return (StatusCode::OK, body);
     }
     body["status"] = json!(if fenced || view.problem.as_deref().is_some_and(|p| p.starts_with("fenced")) {
         "fenced"
@@ -123,7 +130,7 @@ async fn health(State(state): State<AdminState>) -> Response {
         "failed"
     });
     body["reason"] = json!(reasons.join("; "));
-    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    (StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
 async fn list_topics(State(state): State<AdminState>) -> Response {
@@ -285,9 +292,12 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     (headers, text).into_response()
 }
 
-/// The router of the admin API.
+/// The router of the admin API and the console (spec §9).
 pub fn router(state: AdminState) -> Router {
+    let started = std::time::Instant::now();
     Router::new()
+        .merge(super::console::routes())
+        .route("/api/overview", get(move |state, peer| super::overview::overview(state, peer, started)))
         .route("/api/health", get(health))
         .route("/api/nodes", get(list_nodes))
         .route("/api/nodes/{id}", delete(forget_node))

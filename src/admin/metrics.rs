@@ -40,6 +40,8 @@ pub struct PartitionGauge {
     pub high_watermark: u64,
     /// Bytes on disk.
     pub size_bytes: u64,
+    /// Batch bytes consumers' fetches returned since the partition opened.
+    pub fetched_bytes: u64,
     /// Fail-stop or fence reason, if any.
     pub failure: Option<String>,
 }
@@ -170,6 +172,9 @@ impl NodeMetrics {
             ("ringlog_partition_log_start_offset", "First offset kept", |p| p.log_start_offset),
             ("ringlog_partition_high_watermark", "End of committed data", |p| p.high_watermark),
             ("ringlog_partition_size_bytes", "Bytes on disk", |p| p.size_bytes),
+            ("ringlog_partition_fetched_bytes", "Batch bytes fetched by consumers since the partition opened", |p| {
+                p.fetched_bytes
+            }),
             ("ringlog_partition_failed", "1 when fail-stopped or fenced", |p| u64::from(p.failure.is_some())),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} gauge");

@@ -1,5 +1,8 @@
-//! The control thread's admin HTTP API (spec §7) and Prometheus metrics.
+//! The control thread's admin HTTP API (spec §7), Prometheus metrics and
+//! the web console (spec §9).
 
 pub mod client;
+pub mod console;
 pub mod http;
 pub mod metrics;
+pub mod overview;

@@ -208,6 +208,7 @@ impl ShardContext {
                 metrics.fetch_requests.fetch_add(1, Ordering::Relaxed);
                 if let Ok(Response::Fetch { batches, .. }) = &outcome {
                     metrics.fetch_bytes.fetch_add(batches.len() as u64, Ordering::Relaxed);
+                    owned.fetched_bytes.set(owned.fetched_bytes.get() + batches.len() as u64);
                 }
                 metrics.fetch_latency.observe(started.elapsed());
                 outcome
@@ -461,6 +462,7 @@ pub async fn publish_gauges(context: Rc<ShardContext>, stopping: Rc<std::cell::C
                     .visible_high_watermark(&owned)
                     .unwrap_or_else(|| owned.replication.served_high_watermark()),
                 size_bytes: snapshot.size_bytes,
+                fetched_bytes: owned.fetched_bytes.get(),
                 failure,
             });
         }

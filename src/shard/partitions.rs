@@ -17,6 +17,8 @@ pub struct OwnedPartition {
     pub meta: std::sync::Arc<TopicMeta>,
     /// Follower positions and high watermark.
     pub replication: crate::replication::partition::PartitionReplication,
+    /// Batch bytes consumers' fetches returned (the console's consume rate).
+    pub fetched_bytes: std::cell::Cell<u64>,
 }
 
 /// Partitions owned by one shard, by (topic, partition).
@@ -53,7 +55,12 @@ impl ShardPartitions {
             let dir = TopicMeta::partition_dir(data_dir, &meta.name, partition);
             let faults = super::faults::injector_for(&meta.name, partition);
             let log = PartitionLog::open(&dir, config.clone(), faults).await?;
-            let owned = Rc::new(OwnedPartition { log, meta: meta.clone(), replication: Default::default() });
+            let owned = Rc::new(OwnedPartition {
+                log,
+                meta: meta.clone(),
+                replication: Default::default(),
+                fetched_bytes: Default::default(),
+            });
             self.map.borrow_mut().insert((meta.name.clone(), partition), owned);
         }
         Ok(())

@@ -6,6 +6,7 @@ mod alloc;
 mod cli;
 mod cluster;
 mod common;
+mod console;
 mod crash;
 mod crash_simulation;
 mod enospc;
