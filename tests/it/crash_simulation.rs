@@ -147,14 +147,6 @@ fn crash_workload(dir: &Path, seed: u64, config: StorageConfig) -> (Vec<(u64, Ve
         };
         // Directory entries persist in any order: any subset of the unlinks
         // no directory fsync covered comes back.
-        if std::env::var("RINGLOG_CRASH_DEBUG").is_ok() {
-            eprintln!(
-                "seed {seed}: metadata ops {} unsynced unlinks {} segments {}",
-                faults.attempts(FaultOperation::Metadata),
-                faults.unsynced_unlinks(),
-                segments
-            );
-        }
         let restored_unlinks = faults.restore_lost_unlinks(&mut |_| rng.gen_bool(0.6)).unwrap();
         let acked = acked.borrow().clone();
         let acknowledged_records = acked.iter().map(|(_, values)| values.len()).sum();

@@ -752,3 +752,34 @@ fn a_bit_flip_in_a_sealed_time_index_is_caught_by_its_checksum_and_lookups_stay_
     let expected = (0..600u64).find(|&offset| 1000 + 10 * (offset / 3) as i64 + (offset % 3) as i64 >= target_ms);
     assert_eq!(found, expected);
 }
+
+// Found by the crash simulation's lost unlinks: retention deleting two
+// segments, crashed after the first one's files and the second's log were
+// unlinked. Directory entries persist in any order, so the first segment's
+// unlink may be lost while the second's is not: without a directory fsync
+// between segments that left a hole, and a healthy partition fenced.
+#[test]
+fn a_crash_between_the_unlinks_of_a_retention_never_leaves_a_hole_that_fences() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let deleted = on_executor(move || async move {
+        let faults = FaultInjector::with_crash_journal();
+        let log = PartitionLog::open(&path, small_config(), Some(faults.clone())).await.unwrap();
+        for round in 0..400 {
+            append_values(&log, &values(&format!("r{round}"), 3), round).await;
+        }
+        let files = segment_files(&path);
+        assert!(files.len() > 4, "{files:?}");
+        // Keep the last two segments' worth: several segments expire at once.
+        let policy = RetentionPolicy { retention_bytes: 2 * small_config().segment_bytes, retention_ms: 0 };
+        faults.crash_after_unlinks(4);
+        assert!(log.apply_retention(policy, 0).await.is_err(), "the crash interrupts the retention");
+        log.abandon().await;
+        // Of the unlinks no directory fsync covered, the first comes back.
+        let restored = faults.restore_lost_unlinks(&mut |index| index == 0).unwrap();
+        assert_eq!(restored, 1);
+        files
+    });
+    let fence = reopened_fence(dir.path());
+    assert!(fence.is_none(), "{fence:?} (segments before: {deleted:?}, after: {:?})", segment_files(dir.path()));
+}

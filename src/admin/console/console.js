@@ -474,7 +474,8 @@ async function refreshTopic() {
       body.append(row);
     }
     row.dataset.partition = String(partition.partition);
-    const texts = [partition.partition, partition.log_start_offset, partition.log_end_offset, partition.high_watermark,
+    // null: not re-established yet after a restart or a leader change.
+    const texts = [partition.partition, partition.log_start_offset, partition.log_end_offset, partition.high_watermark ?? "—",
       partition.segments, formatBytes(partition.bytes), partition.leader_epoch];
     texts.forEach((text, cell) => setText(row.children[cell], typeof text === "number" ? text.toLocaleString("en") : text));
   });

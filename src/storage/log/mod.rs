@@ -465,12 +465,18 @@ fn reset_active_to(state: &mut State, mark: DurableMark) {
     state.durable = mark;
 }
 
-/// Unlink a segment's files (durable only once the directory is synced).
+/// Unlink a segment's files and sync the directory. Directory entries
+/// persist in any order: without the sync, a crash while several segments
+/// go could keep an earlier one and lose a later one (a hole in the chain,
+/// which fences a healthy partition). Synced per segment, a crash leaves a
+/// prefix (retention, lowest first) or a suffix (truncation, highest
+/// first) of them gone. The log file goes last: a crash in between leaves
+/// a segment without indexes (rebuilt), never indexes without a segment.
 fn remove_segment_files(dir: &Path, base: u64, faults: Option<&FaultInjector>) -> std::io::Result<()> {
-    for extension in [LOG_EXTENSION, INDEX_EXTENSION, TIME_INDEX_EXTENSION] {
+    for extension in [INDEX_EXTENSION, TIME_INDEX_EXTENSION, LOG_EXTENSION] {
         crate::storage::io::remove_file(&segment_file(dir, base, extension), faults)?;
     }
-    Ok(())
+    crate::storage::io::sync_directory_of(dir, faults)
 }
 
 /// Corruption in `consumer-offsets.log` fences the partition like
