@@ -78,6 +78,14 @@ pub struct ClusterConfig {
     pub etcd_request_timeout_ms: u64,
     /// How often the control thread reads the election and campaigns.
     pub election_poll_interval_ms: u64,
+    /// Most partitions one follower read (`ReplicaFetchMany`) names; a
+    /// follower with more per leader shard sends several reads.
+    pub replica_fetch_max_partitions: usize,
+    /// Soft bound on the batch bytes of one answer to a follower read (at
+    /// least one batch is sent, so a follower always progresses).
+    pub replica_fetch_max_bytes: usize,
+    /// Soft bound on one partition's batch bytes in that answer.
+    pub replica_fetch_partition_max_bytes: usize,
 }
 
 impl Default for ClusterConfig {
@@ -93,6 +101,9 @@ impl Default for ClusterConfig {
             secret: None,
             etcd_request_timeout_ms: 1_500,
             election_poll_interval_ms: 250,
+            replica_fetch_max_partitions: 10_000,
+            replica_fetch_max_bytes: 8 << 20,
+            replica_fetch_partition_max_bytes: 1 << 20,
         }
     }
 }
@@ -278,8 +289,26 @@ impl NodeConfig {
         if !(1_000..=3_600_000).contains(&self.cluster.replica_lag_max_ms) {
             return Err("cluster.replica_lag_max_ms must be in 1000..=3600000".into());
         }
+        self.validate_replica_fetch()?;
         if self.cluster.prefix.trim_matches('/').is_empty() {
             return Err("cluster.prefix must not be empty".into());
+        }
+        Ok(())
+    }
+
+    /// A follower read and its answer must fit a frame: every partition
+    /// named (a topic name is at most 200 bytes) and the answer's batches.
+    fn validate_replica_fetch(&self) -> Result<(), String> {
+        let cluster = &self.cluster;
+        let half_frame = self.limits.max_frame_bytes / 2;
+        if cluster.replica_fetch_max_partitions == 0 || cluster.replica_fetch_max_partitions * 256 > half_frame {
+            return Err("cluster.replica_fetch_max_partitions must be > 0 and at most limits.max_frame_bytes / 512".into());
+        }
+        if !(1..=half_frame).contains(&cluster.replica_fetch_max_bytes) {
+            return Err("cluster.replica_fetch_max_bytes must be in 1..=limits.max_frame_bytes / 2".into());
+        }
+        if !(1..=cluster.replica_fetch_max_bytes).contains(&cluster.replica_fetch_partition_max_bytes) {
+            return Err("cluster.replica_fetch_partition_max_bytes must be in 1..=cluster.replica_fetch_max_bytes".into());
         }
         Ok(())
     }
