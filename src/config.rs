@@ -296,21 +296,35 @@ impl NodeConfig {
         Ok(())
     }
 
-    /// A follower read and its answer must fit a frame: every partition
-    /// named (a topic name is at most 200 bytes) and the answer's batches.
+    /// The multi-partition replica read bounds must be positive; they are
+    /// capped by the frame size where used (see the `replica_read_*`
+    /// methods), so a node with small frames still starts with defaults.
     fn validate_replica_fetch(&self) -> Result<(), String> {
         let cluster = &self.cluster;
-        let half_frame = self.limits.max_frame_bytes / 2;
-        if cluster.replica_fetch_max_partitions == 0 || cluster.replica_fetch_max_partitions * 256 > half_frame {
-            return Err("cluster.replica_fetch_max_partitions must be > 0 and at most limits.max_frame_bytes / 512".into());
+        if !(1..=100_000).contains(&cluster.replica_fetch_max_partitions) {
+            return Err("cluster.replica_fetch_max_partitions must be in 1..=100000".into());
         }
-        if !(1..=half_frame).contains(&cluster.replica_fetch_max_bytes) {
-            return Err("cluster.replica_fetch_max_bytes must be in 1..=limits.max_frame_bytes / 2".into());
-        }
-        if !(1..=cluster.replica_fetch_max_bytes).contains(&cluster.replica_fetch_partition_max_bytes) {
-            return Err("cluster.replica_fetch_partition_max_bytes must be in 1..=cluster.replica_fetch_max_bytes".into());
+        if cluster.replica_fetch_max_bytes == 0 || cluster.replica_fetch_partition_max_bytes == 0 {
+            return Err("cluster.replica_fetch_max_bytes and replica_fetch_partition_max_bytes must be > 0".into());
         }
         Ok(())
+    }
+
+    /// Most partitions one replica read names: the setting, capped so the
+    /// read fits half a frame (a topic name is at most 200 bytes, an entry
+    /// at most 256).
+    pub fn replica_read_partitions(&self) -> usize {
+        self.cluster.replica_fetch_max_partitions.min(self.limits.max_frame_bytes / 2 / 256).max(1)
+    }
+
+    /// Soft bound on an answer's batch bytes: the setting, capped at half a frame.
+    pub fn replica_read_bytes(&self) -> usize {
+        self.cluster.replica_fetch_max_bytes.min(self.limits.max_frame_bytes / 2).max(1)
+    }
+
+    /// Soft bound on one partition's batch bytes in an answer.
+    pub fn replica_read_partition_bytes(&self) -> usize {
+        self.cluster.replica_fetch_partition_max_bytes.min(self.replica_read_bytes())
     }
 
     /// The effective settings as TOML.

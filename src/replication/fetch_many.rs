@@ -99,7 +99,7 @@ impl ShardContext {
     /// leader's shard count, and the follower then reads per shard).
     pub async fn replica_fetch_many(self: &Rc<Self>, limits: FetchLimits, partitions: Vec<ReplicaFetchPartition>) -> Outcome {
         self.write_epoch()?;
-        let most = self.config.cluster.replica_fetch_max_partitions;
+        let most = self.config.replica_read_partitions();
         if partitions.len() > most {
             return Err(invalid(format!(
                 "a replica read of {} partitions exceeds cluster.replica_fetch_max_partitions = {most}",
@@ -153,8 +153,7 @@ impl ShardContext {
     /// Serve a multi-partition read on the shard that owns its partitions.
     pub async fn serve_replica_fetch_many(&self, limits: FetchLimits, partitions: Vec<ReplicaFetchPartition>) -> Outcome {
         self.write_epoch()?;
-        let cluster = &self.config.cluster;
-        let batch_bytes = (limits.max_bytes as usize).clamp(1, cluster.replica_fetch_max_bytes);
+        let batch_bytes = (limits.max_bytes as usize).clamp(1, self.config.replica_read_bytes());
         let mut budget = AnswerBudget {
             batch_bytes_left: batch_bytes,
             partition_bytes: (limits.partition_max_bytes as usize).clamp(1, batch_bytes),
@@ -212,7 +211,10 @@ impl ShardContext {
                 owned.replication.record_fetch(replica_id, wanted.offset, snapshot.log_end_offset, now_ms);
             }
             if owned.replication.register_waiter(replica_id, wake, index as u32) {
-                crate::runtime::spawn_local(watch_written(Rc::clone(owned))).detach();
+                // The end as of now, before this read looks at the partition:
+                // a write completing before the task first runs still wakes it.
+                let seen = owned.log.written_end_offset();
+                crate::runtime::spawn_local(watch_written(Rc::clone(owned), seen)).detach();
             }
         }
         owned
@@ -302,15 +304,15 @@ impl ShardContext {
 /// Wake the reads waiting on `owned` whenever its written end moves, while
 /// any waits. Ends when none does, or when the log fails or closes (its
 /// wait then returns without progress: waiting again would spin).
-async fn watch_written(owned: Rc<OwnedPartition>) {
+async fn watch_written(owned: Rc<OwnedPartition>, mut seen: u64) {
     loop {
-        let seen = owned.log.written_end_offset();
         owned.log.wait_written_past(seen).await;
         let advanced = owned.log.written_end_offset() > seen;
         owned.replication.wake_waiters();
         if !advanced || !owned.replication.has_live_waiters() {
             break;
         }
+        seen = owned.log.written_end_offset();
     }
     owned.replication.stop_watching();
 }
