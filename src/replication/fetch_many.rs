@@ -97,7 +97,11 @@ impl ShardContext {
     /// the shard owning its partitions (with its wait); a read spread over
     /// several shards is answered at once from each (the answer names the
     /// leader's shard count, and the follower then reads per shard).
-    pub async fn replica_fetch_many(self: &Rc<Self>, limits: FetchLimits, partitions: Vec<ReplicaFetchPartition>) -> Outcome {
+    pub async fn replica_fetch_many(
+        self: &Rc<Self>,
+        limits: FetchLimits,
+        partitions: Vec<ReplicaFetchPartition>,
+    ) -> Outcome {
         self.write_epoch()?;
         let most = self.config.replica_read_partitions();
         if partitions.len() > most {
@@ -113,7 +117,7 @@ impl ShardContext {
             return self.fetch_many_on(first, limits, partitions).await;
         }
         let mut merged = Vec::new();
-        let mut leader_epoch = 0;
+        let (mut leader_epoch, mut used) = (0, 0usize);
         let shares = owners.iter().collect::<std::collections::HashSet<_>>().len() as u32;
         for shard in 0..self.shards {
             let indices: Vec<u32> = (0..owners.len() as u32).filter(|&i| owners[i as usize] == shard).collect();
@@ -128,11 +132,19 @@ impl ShardContext {
                 return Err(invalid("a shard answered a replica read with something else"));
             };
             leader_epoch = epoch;
-            merged.extend(answered.into_iter().map(|fetched| ReplicaFetchedPartition {
-                index: indices[fetched.index as usize],
-                ..fetched
-            }));
+            for mut fetched in answered {
+                // Each shard sends at least one batch: past the first, batches
+                // over the whole read's budget wait for the next read.
+                let bytes = fetched.uncompressed_bytes as usize;
+                if bytes > 0 && used > 0 && used + bytes > limits.max_bytes as usize {
+                    (fetched.uncompressed_bytes, fetched.body) = (0, Vec::new());
+                }
+                used += fetched.uncompressed_bytes as usize;
+                fetched.index = indices[fetched.index as usize];
+                merged.push(fetched);
+            }
         }
+        merged.sort_by_key(|fetched| fetched.index);
         Ok(Response::ReplicaFetchMany { leader_epoch, leader_shards: self.shards as u16, partitions: merged })
     }
 
@@ -151,7 +163,11 @@ impl ShardContext {
     }
 
     /// Serve a multi-partition read on the shard that owns its partitions.
-    pub async fn serve_replica_fetch_many(&self, limits: FetchLimits, partitions: Vec<ReplicaFetchPartition>) -> Outcome {
+    pub async fn serve_replica_fetch_many(
+        &self,
+        limits: FetchLimits,
+        partitions: Vec<ReplicaFetchPartition>,
+    ) -> Outcome {
         self.write_epoch()?;
         let batch_bytes = (limits.max_bytes as usize).clamp(1, self.config.replica_read_bytes());
         let mut budget = AnswerBudget {
@@ -203,7 +219,8 @@ impl ShardContext {
         wake: &Rc<FetchWake>,
     ) -> Vec<Option<Rc<OwnedPartition>>> {
         let now_ms = monotonic_ms();
-        let owned: Vec<_> = partitions.iter().map(|wanted| self.partitions.get(&wanted.topic, wanted.partition)).collect();
+        let owned: Vec<_> =
+            partitions.iter().map(|wanted| self.partitions.get(&wanted.topic, wanted.partition)).collect();
         for (index, (wanted, owned)) in partitions.iter().zip(&owned).enumerate() {
             let Some(owned) = owned else { continue };
             let snapshot = owned.log.snapshot();
@@ -252,7 +269,9 @@ impl ShardContext {
         }
         if owned.log.written_end_offset() > wanted.offset {
             match self.read_for_follower(replica_id, owned, wanted.offset, budget).await {
-                Ok(Some((uncompressed_bytes, body))) => (news.uncompressed_bytes, news.body) = (uncompressed_bytes, body),
+                Ok(Some((uncompressed_bytes, body))) => {
+                    (news.uncompressed_bytes, news.body) = (uncompressed_bytes, body)
+                }
                 Ok(None) => {}
                 Err(code) => return budget.admit(0, 0).then(|| entry(index, code, Some(&snapshot))),
             }

@@ -232,9 +232,15 @@ async fn follow_partition(
 /// each lane's read can wait on the one leader shard that owns them.
 #[derive(Default)]
 struct FetchSet {
-    partitions: RefCell<BTreeMap<(String, u32), (Rc<OwnedPartition>, Rc<Notify>)>>,
+    partitions: RefCell<BTreeMap<PartitionKey, Followed>>,
     leader_shards: Cell<usize>,
 }
+
+/// (topic, partition).
+type PartitionKey = (String, u32);
+
+/// A ready partition and what fires when it is evicted.
+type Followed = (Rc<OwnedPartition>, Rc<Notify>);
 
 /// A lane: (leader shard, chunk).
 type Lane = (usize, usize);
@@ -270,7 +276,10 @@ impl FetchSet {
         for key in self.partitions.borrow().keys() {
             *counts.entry(self.lane_of(key)).or_default() += 1;
         }
-        counts.into_iter().flat_map(|(shard, count)| (0..count.div_ceil(chunk)).map(move |index| (shard, index))).collect()
+        counts
+            .into_iter()
+            .flat_map(|(shard, count)| (0..count.div_ceil(chunk)).map(move |index| (shard, index)))
+            .collect()
     }
 
     /// The partitions of `lane` now, in key order.

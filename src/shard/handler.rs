@@ -13,8 +13,8 @@ use super::topics::{TopicMeta, TopicRegistry};
 use super::{owner_of, ShardId};
 use crate::cluster::state::{ClusterState, WriteRefusal};
 use crate::config::NodeConfig;
-use crate::replication::fetch_many::FetchLimits;
 use crate::net::protocol::{Acks, ErrorCode, ErrorResponse, PartitionDescription, Request, Response, TopicSettings};
+use crate::replication::fetch_many::FetchLimits;
 use crate::storage::{AppendMode, StorageError};
 
 /// The shard that owns topic metadata (creates and deletes topics).
@@ -98,7 +98,8 @@ impl ShardContext {
         ) {
             self.write_epoch()?;
         }
-        if let Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions } = request
+        if let Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions } =
+            request
         {
             let limits = FetchLimits { replica_id, max_wait_ms, max_bytes, partition_max_bytes };
             return self.replica_fetch_many(limits, partitions).await;

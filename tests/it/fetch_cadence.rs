@@ -7,7 +7,11 @@
 
 use std::time::{Duration, Instant};
 
-use ringlog::net::protocol::{Acks, Request, Response, TopicSettings};
+use ringlog::net::protocol::{
+    Acks, ErrorCode, ReplicaFetchPartition, ReplicaFetchedPartition, Request, Response, TopicSettings,
+};
+use ringlog::replication::follower::{decode_fetched, Fetched};
+use ringlog::storage::batch::BatchIter;
 
 use crate::cluster::{wait_for, wait_for_role, Cluster};
 use crate::node::{batch, Node};
@@ -143,4 +147,159 @@ fn with_thousands_of_partitions_acks_all_to_idle_partitions_and_follower_copies_
     assert!(percentile(&copy_latencies, 0.5) < median, "follower copy latencies {copy_latencies:?}");
     assert!(*produce_latencies.last().unwrap() < most, "acks=all latencies {produce_latencies:?}");
     assert!(*copy_latencies.last().unwrap() < most, "follower copy latencies {copy_latencies:?}");
+}
+
+/// A replica connection to `leader` authenticated as node `node_id`.
+fn replica_client(cluster: &Cluster, node_id: u64) -> crate::node::Client {
+    let registration: serde_json::Value =
+        serde_json::from_str(&cluster.etcd.get("ringlog/nodes/1").unwrap().unwrap()).unwrap();
+    let secret = cluster.etcd.get("ringlog/secret").unwrap().unwrap();
+    let mut replica = crate::node::Client::connect(registration["replication"].as_str().unwrap());
+    let Ok(Response::ReplicaChallenge { nonce }) = replica.call(Request::ReplicaHello { node_id }) else {
+        panic!("no challenge")
+    };
+    let proof = ringlog::replication::auth::proof(secret.as_bytes(), &nonce, node_id);
+    assert!(replica.call(Request::ReplicaAuth { proof }).is_ok());
+    replica
+}
+
+fn wanted(topic: &str, partition: u32, offset: u64) -> ReplicaFetchPartition {
+    ReplicaFetchPartition { topic: topic.into(), partition, offset, high_watermark: 0 }
+}
+
+fn read_many(
+    replica: &mut crate::node::Client,
+    partitions: Vec<ReplicaFetchPartition>,
+    max_bytes: u32,
+    max_wait_ms: u32,
+) -> (u16, Vec<ReplicaFetchedPartition>) {
+    let request =
+        Request::ReplicaFetchMany { replica_id: 9, max_wait_ms, max_bytes, partition_max_bytes: max_bytes, partitions };
+    match replica.call(request) {
+        Ok(Response::ReplicaFetchMany { leader_shards, partitions, .. }) => (leader_shards, partitions),
+        other => panic!("multi-partition read: {other:?}"),
+    }
+}
+
+/// Batches in one answered partition: (base offset, bytes) of each.
+fn batches_in(fetched: &ReplicaFetchedPartition) -> Vec<(u64, usize)> {
+    let mut buffer = Vec::new();
+    let decoded = decode_fetched(fetched.uncompressed_bytes, &fetched.body, 1 << 24, 1 << 24, &mut buffer).unwrap();
+    let bytes = match decoded {
+        Fetched::Raw => &fetched.body[..],
+        Fetched::Decompressed(length) => &buffer[..length],
+    };
+    BatchIter::new(bytes, usize::MAX)
+        .map(|batch| batch.map(|(header, raw)| (header.base_offset, raw.len())).expect("a whole batch"))
+        .collect()
+}
+
+#[test]
+fn one_multi_partition_read_answers_each_partition_on_its_own_within_its_byte_budget() {
+    let mut cluster = Cluster::new();
+    cluster.environment = vec![("RINGLOG_LIMITS_RETENTION_CHECK_INTERVAL_MS".into(), "100".into())];
+    let a = cluster.start(&cluster.member("a"));
+    wait_for_role(&a, "leader");
+    let create = |name: &str, partitions: u32, retention_bytes: u64, segment_bytes: u64| {
+        let settings = TopicSettings { partitions, retention_bytes, retention_ms: 0, segment_bytes };
+        a.client().call(Request::CreateTopic { name: name.into(), settings }).expect("create topic");
+    };
+    create("data", 4, 0, 0);
+    create("doomed", 1, 0, 0);
+    create("short", 1, 16_384, 4096);
+    let produce = |topic: &str, partition: u32, values: Vec<String>| {
+        let request =
+            Request::Produce { topic: topic.into(), partition, acks: Acks::Leader, batch: batch(&values, None) };
+        assert!(matches!(a.client().call(request), Ok(Response::Produce { .. })));
+    };
+    // Partition 0: five batches of about 200 KB that lz4 cannot shrink.
+    for round in 0..5u64 {
+        let mut x = round * 2_654_435_761 + 1;
+        let noise: String = (0..200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'!' + (x % 90) as u8)
+            })
+            .collect();
+        produce("data", 0, vec![noise]);
+    }
+    produce("data", 1, vec!["small".into()]);
+    for round in 0..60 {
+        produce("short", 0, (0..10).map(|i| format!("r{round}-{i}-{}", "x".repeat(100))).collect());
+    }
+    wait_for(Duration::from_secs(10), "retention to move the log start", || {
+        matches!(a.client().call(Request::ListOffsets { topic: "short".into(), partition: 0 }),
+            Ok(Response::ListOffsets { log_start_offset, .. }) if log_start_offset > 0)
+    });
+    produce("doomed", 0, vec!["gone".into()]);
+    a.client().call(Request::DeleteTopic { name: "doomed".into() }).expect("delete doomed");
+
+    let mut replica = replica_client(&cluster, 9);
+    let partitions = vec![
+        wanted("data", 0, 0),
+        wanted("data", 1, 0),
+        wanted("data", 2, 99),
+        wanted("doomed", 0, 0),
+        wanted("short", 0, 0),
+        wanted("data", 3, 0),
+    ];
+    let (leader_shards, answered) = read_many(&mut replica, partitions, 300_000, 0);
+    assert_eq!(leader_shards, 2);
+    let by_index: std::collections::HashMap<u32, &ReplicaFetchedPartition> =
+        answered.iter().map(|fetched| (fetched.index, fetched)).collect();
+    // Progress on one partition while others are refused, behind or idle.
+    assert_eq!(by_index[&0].error, ErrorCode::None);
+    assert_eq!(batches_in(by_index[&0]).first().map(|(base, _)| *base), Some(0));
+    assert_eq!(by_index[&2].error, ErrorCode::OffsetOutOfRange, "offset 99 is past that log's end");
+    assert_eq!(by_index[&3].error, ErrorCode::UnknownTopic, "a deleted topic is refused alone");
+    assert!(by_index[&4].log_start_offset > 0 && by_index[&4].body.is_empty(), "behind the log start: where it is");
+    assert!(!by_index.contains_key(&5), "an idle partition has no news: {:?}", by_index.get(&5));
+    let total: u32 = answered.iter().map(|fetched| fetched.uncompressed_bytes).sum();
+    assert!(total <= 300_000, "the answer keeps its byte budget: {total}");
+    assert!(answered.windows(2).all(|pair| pair[0].index < pair[1].index), "request order");
+
+    // A budget below one batch still carries one batch (progress), and only one.
+    let (_, answered) = read_many(&mut replica, vec![wanted("data", 0, 0)], 1_000, 0);
+    assert_eq!(answered.iter().flat_map(batches_in).count(), 1, "{answered:?}");
+    let (_, answered) = read_many(&mut replica, vec![wanted("data", 0, 0), wanted("data", 1, 0)], 1_000, 0);
+    assert_eq!(answered.iter().flat_map(batches_in).count(), 1, "one batch over the budget, whatever the shards");
+
+    // A read of idle partitions on one leader shard waits, and wakes on the
+    // first write to any of them, well before its wait ends.
+    let end = |partition: u32| match a.client().call(Request::ListOffsets { topic: "data".into(), partition }) {
+        Ok(Response::ListOffsets { log_end_offset, .. }) => log_end_offset,
+        other => panic!("{other:?}"),
+    };
+    let shard_of = |partition: u32| ringlog::shard::owner_of("data", partition, 2);
+    let same_shard: Vec<u32> = (0..4).filter(|&partition| shard_of(partition) == shard_of(3)).collect();
+    // At their ends, and knowing their high watermarks: nothing is news.
+    let idle: Vec<_> = same_shard
+        .iter()
+        .map(|&partition| ReplicaFetchPartition {
+            high_watermark: end(partition),
+            ..wanted("data", partition, end(partition))
+        })
+        .collect();
+    let writer = std::thread::spawn({
+        let address = a.address.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(500));
+            let request = Request::Produce {
+                topic: "data".into(),
+                partition: 3,
+                acks: Acks::Leader,
+                batch: batch(&["wake".into()], None),
+            };
+            assert!(crate::node::Client::connect(&address).call(request).is_ok());
+        }
+    });
+    let started = Instant::now();
+    let (_, answered) = read_many(&mut replica, idle, 1 << 20, 10_000);
+    let waited = started.elapsed();
+    writer.join().unwrap();
+    let woken = same_shard.iter().position(|&partition| partition == 3).unwrap() as u32;
+    assert!(answered.iter().any(|fetched| fetched.index == woken && !fetched.body.is_empty()), "{answered:?}");
+    assert!(waited >= Duration::from_millis(400) && waited < Duration::from_secs(5), "answered after {waited:?}");
 }
