@@ -103,7 +103,7 @@ impl Default for ClusterConfig {
             election_poll_interval_ms: 250,
             replica_fetch_max_partitions: 10_000,
             replica_fetch_max_bytes: 8 << 20,
-            replica_fetch_partition_max_bytes: 1 << 20,
+            replica_fetch_partition_max_bytes: 4 << 20,
         }
     }
 }
@@ -348,6 +348,35 @@ mod tests {
             assert!(error.contains("replica_lag_max_ms"), "{bad}: {error}");
         }
         assert!(NodeConfig::load(None, vars(&[("RINGLOG_CLUSTER_REPLICA_LAG_MAX_MS", "1000")])).is_ok());
+    }
+
+    #[test]
+    fn replica_read_bounds_must_be_positive_and_are_capped_by_the_frame() {
+        for (key, bad) in [
+            ("RINGLOG_CLUSTER_REPLICA_FETCH_MAX_PARTITIONS", "0"),
+            ("RINGLOG_CLUSTER_REPLICA_FETCH_MAX_PARTITIONS", "100001"),
+            ("RINGLOG_CLUSTER_REPLICA_FETCH_MAX_BYTES", "0"),
+            ("RINGLOG_CLUSTER_REPLICA_FETCH_PARTITION_MAX_BYTES", "0"),
+        ] {
+            let error = NodeConfig::load(None, vars(&[(key, bad)])).unwrap_err();
+            assert!(error.contains("replica_fetch"), "{key}={bad}: {error}");
+        }
+        // Defaults on a node with 2 MiB frames: capped, not refused.
+        let small = NodeConfig::load(
+            None,
+            vars(&[
+                ("RINGLOG_LIMITS_MAX_FRAME_BYTES", "2097152"),
+                ("RINGLOG_STORAGE_MAX_BATCH_BYTES", "1048576"),
+                ("RINGLOG_LIMITS_MAX_RECORD_BYTES", "1048576"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(small.replica_read_partitions(), 4096);
+        assert_eq!(small.replica_read_bytes(), 1 << 20);
+        assert_eq!(small.replica_read_partition_bytes(), 1 << 20);
+        let defaults = NodeConfig::default();
+        assert_eq!(defaults.replica_read_partitions(), 10_000);
+        assert_eq!(defaults.replica_read_partition_bytes(), 4 << 20);
     }
 
     #[test]

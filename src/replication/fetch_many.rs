@@ -230,8 +230,7 @@ impl ShardContext {
             if owned.replication.register_waiter(replica_id, wake, index as u32) {
                 // The end as of now, before this read looks at the partition:
                 // a write completing before the task first runs still wakes it.
-                let seen = owned.log.written_end_offset();
-                crate::runtime::spawn_local(watch_written(Rc::clone(owned), seen)).detach();
+                crate::runtime::spawn_local(watch_written(Rc::clone(owned), ends(owned))).detach();
             }
         }
         owned
@@ -267,7 +266,8 @@ impl ShardContext {
             // Behind the log start: the follower starts over there.
             return budget.admit(0, 0).then_some(news);
         }
-        if owned.log.written_end_offset() > wanted.offset {
+        // With the budget spent, the batches wait for the next read.
+        if owned.log.written_end_offset() > wanted.offset && budget.read_bytes() > 0 {
             match self.read_for_follower(replica_id, owned, wanted.offset, budget).await {
                 Ok(Some((uncompressed_bytes, body))) => {
                     (news.uncompressed_bytes, news.body) = (uncompressed_bytes, body)
@@ -320,18 +320,67 @@ impl ShardContext {
     }
 }
 
-/// Wake the reads waiting on `owned` whenever its written end moves, while
-/// any waits. Ends when none does, or when the log fails or closes (its
-/// wait then returns without progress: waiting again would spin).
-async fn watch_written(owned: Rc<OwnedPartition>, mut seen: u64) {
+/// The (written, durable) ends of a log.
+fn ends(owned: &OwnedPartition) -> (u64, u64) {
+    (owned.log.written_end_offset(), owned.log.snapshot().durable_end_offset)
+}
+
+/// Wake the reads waiting on `owned` whenever its written or durable end
+/// moves, while any waits. Both: a partition without tail-cache room is
+/// read from disk, which serves only what is durable, so the write alone
+/// finds nothing to send. Ends when no read waits, or when the log fails or
+/// closes (its waits then return without progress: waiting again would spin).
+async fn watch_written(owned: Rc<OwnedPartition>, mut seen: (u64, u64)) {
     loop {
-        owned.log.wait_written_past(seen).await;
-        let advanced = owned.log.written_end_offset() > seen;
+        let (written, durable) = seen;
+        futures_lite::future::or(owned.log.wait_written_past(written), owned.log.wait_durable_past(durable)).await;
+        let now = ends(&owned);
+        let advanced = now.0 > written || now.1 > durable;
         owned.replication.wake_waiters();
         if !advanced || !owned.replication.has_live_waiters() {
             break;
         }
-        seen = owned.log.written_end_offset();
+        seen = now;
     }
     owned.replication.stop_watching();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(batch_bytes: usize, partition_bytes: usize, frame_bytes: usize) -> AnswerBudget {
+        AnswerBudget {
+            batch_bytes_left: batch_bytes,
+            partition_bytes,
+            frame_bytes_left: frame_bytes,
+            admitted_any: false,
+        }
+    }
+
+    #[test]
+    fn the_first_batch_is_admitted_past_the_budget_and_later_ones_only_within_it() {
+        let mut answer = budget(1_000, 600, 1 << 20);
+        assert_eq!(answer.read_bytes(), 600, "a partition reads at most its own share");
+        assert!(answer.admit(5_000, 5_000), "the first batch always goes: the follower must progress");
+        assert_eq!(answer.read_bytes(), 0);
+        assert!(!answer.admit(10, 10), "nothing more once the budget is spent");
+        assert!(answer.admit(0, 0), "an entry without batches (an error, a high watermark) still goes");
+
+        let mut answer = budget(1_000, 600, 1 << 20);
+        assert!(answer.admit(500, 700), "compressed 500 of 700");
+        assert_eq!(answer.read_bytes(), 300);
+        assert!(answer.admit(300, 300));
+        assert!(!answer.admit(1, 1));
+    }
+
+    #[test]
+    fn nothing_is_admitted_past_the_frame() {
+        let fixed = REPLICA_FETCHED_PARTITION_FIXED_BYTES;
+        let mut answer = budget(1 << 20, 1 << 20, 2 * fixed + 100);
+        assert!(!answer.admit(2 * fixed + 100, 2 * fixed + 100), "a first batch larger than the frame");
+        assert!(answer.admit(100, 100));
+        assert!(answer.admit(0, 0));
+        assert!(!answer.admit(0, 0), "not even an entry without batches");
+    }
 }

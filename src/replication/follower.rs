@@ -1,10 +1,13 @@
 //! The follower's side of replication, one loop per data shard: connect to
 //! the leader's replication listener, authenticate, mirror the leader's
 //! topics (shard 0), and for each partition this shard owns: truncate any
-//! divergent suffix (leader-epoch history), then read from the local log
-//! end and append the leader's batches with their original offsets and
-//! epochs. A read is sent only once everything before it is durable here,
-//! so the read itself is the acknowledgement.
+//! divergent suffix (leader-epoch history), then read it from the local
+//! durable end and append the leader's batches with their original offsets
+//! and epochs. Ready partitions are read together, one `ReplicaFetchMany`
+//! long poll per leader shard ("lane"), so how soon a partition's new data
+//! arrives does not grow with the number of partitions. A read is sent only
+//! once everything before each offset is durable here, so the read itself
+//! is the acknowledgement.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};

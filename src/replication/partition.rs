@@ -358,6 +358,33 @@ mod tests {
     }
 
     #[test]
+    fn a_change_marks_each_waiting_read_once_and_a_followers_new_read_replaces_its_old_one() {
+        let state = PartitionReplication::default();
+        let (first, other) = (Rc::new(FetchWake::new(4)), Rc::new(FetchWake::new(2)));
+        assert!(state.register_waiter(2, &first, 3), "the first waiter starts the watcher");
+        assert!(!state.register_waiter(3, &other, 1), "one watcher per partition");
+        state.wake_waiters();
+        state.wake_waiters();
+        assert_eq!(first.drain(), vec![3], "marked once until drained");
+        assert_eq!(other.drain(), vec![1]);
+        assert!(first.drain().is_empty());
+        // Follower 2's next read replaces its previous one here.
+        let next = Rc::new(FetchWake::new(1));
+        state.register_waiter(2, &next, 0);
+        state.wake_waiters();
+        assert!(first.drain().is_empty(), "the replaced read is not woken");
+        assert_eq!(next.drain(), vec![0]);
+        assert_eq!(state.waiters.borrow().len(), 2, "one entry per follower");
+        // A higher high watermark is news for the waiting reads too.
+        assert_eq!(state.advance_leader_high_watermark(10, &[]), 10);
+        assert_eq!((next.drain(), other.drain()), (vec![0], vec![1]));
+        drop((first, next, other));
+        assert!(!state.has_live_waiters(), "ended reads do not count");
+        state.stop_watching();
+        assert!(state.register_waiter(2, &Rc::new(FetchWake::new(1)), 0), "a stopped watcher is started again");
+    }
+
+    #[test]
     fn caught_up_follows_kafkas_rule() {
         let state = PartitionReplication::default();
         state.record_fetch(2, 0, 100, 10);
