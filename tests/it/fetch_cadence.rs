@@ -138,11 +138,12 @@ fn with_thousands_of_partitions_acks_all_to_idle_partitions_and_follower_copies_
     // (the follower had dropped out of the counted set) and the follower's
     // copy took p50 1.98 s, max 5.37 s. The fetch wait is 500 ms: an idle
     // partition's data must not wait for the other partitions' polls to come
-    // round. The tail is left loose for fsync and CPU contention on shared
-    // test machines.
+    // round. The bounds are loose for fsync and CPU contention on shared
+    // test machines (a debug build, two nodes and etcd on two busy cores:
+    // unloaded runs measure p50 60-110 ms, max under 300 ms).
     assert_eq!(out_of_sync_samples, 0, "the follower left the in-sync set");
     assert!(refusals.is_empty(), "acks=all refused: {refusals:?}");
-    let (median, most) = (Duration::from_millis(300), Duration::from_secs(3));
+    let (median, most) = (Duration::from_secs(1), Duration::from_secs(3));
     assert!(percentile(&produce_latencies, 0.5) < median, "acks=all latencies {produce_latencies:?}");
     assert!(percentile(&copy_latencies, 0.5) < median, "follower copy latencies {copy_latencies:?}");
     assert!(*produce_latencies.last().unwrap() < most, "acks=all latencies {produce_latencies:?}");
