@@ -198,7 +198,12 @@ fn batches_in(fetched: &ReplicaFetchedPartition) -> Vec<(u64, usize)> {
 #[test]
 fn one_multi_partition_read_answers_each_partition_on_its_own_within_its_byte_budget() {
     let mut cluster = Cluster::new();
-    cluster.environment = vec![("RINGLOG_LIMITS_RETENTION_CHECK_INTERVAL_MS".into(), "100".into())];
+    cluster.environment = vec![
+        ("RINGLOG_LIMITS_RETENTION_CHECK_INTERVAL_MS".into(), "100".into()),
+        // No tail cache: reads come from disk, which serves only durable
+        // batches, so a waiting read must also wake when the write is durable.
+        ("RINGLOG_STORAGE_TAIL_CACHE_BYTES".into(), "0".into()),
+    ];
     let a = cluster.start(&cluster.member("a"));
     wait_for_role(&a, "leader");
     let create = |name: &str, partitions: u32, retention_bytes: u64, segment_bytes: u64| {
