@@ -807,19 +807,7 @@ pub fn encode_request(correlation_id: u32, request: &Request, out: &mut Vec<u8>)
             writer.string(topic);
             writer.u32(*partition);
         }
-        Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions } => {
-            writer.u64(*replica_id);
-            writer.u32(*max_wait_ms);
-            writer.u32(*max_bytes);
-            writer.u32(*partition_max_bytes);
-            writer.u32(partitions.len() as u32);
-            for wanted in partitions {
-                writer.string(&wanted.topic);
-                writer.u32(wanted.partition);
-                writer.u64(wanted.offset);
-                writer.u64(wanted.high_watermark);
-            }
-        }
+        Request::ReplicaFetchMany { .. } => encode_replica_fetch_many(&mut writer, request),
     }
     finish_frame(out, start);
 }
@@ -1011,6 +999,42 @@ pub fn decode_request(frame: &[u8]) -> Result<(RequestHeader, Request), Protocol
     Ok((header, request))
 }
 
+fn encode_replica_fetch_many(writer: &mut Writer<'_>, request: &Request) {
+    let Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions } = request
+    else {
+        return;
+    };
+    writer.u64(*replica_id);
+    writer.u32(*max_wait_ms);
+    writer.u32(*max_bytes);
+    writer.u32(*partition_max_bytes);
+    writer.u32(partitions.len() as u32);
+    for wanted in partitions {
+        writer.string(&wanted.topic);
+        writer.u32(wanted.partition);
+        writer.u64(wanted.offset);
+        writer.u64(wanted.high_watermark);
+    }
+}
+
+fn encode_replica_fetched_many(writer: &mut Writer<'_>, response: &Response) {
+    let Response::ReplicaFetchMany { leader_epoch, leader_shards, partitions } = response else {
+        return;
+    };
+    writer.u32(*leader_epoch);
+    writer.u16(*leader_shards);
+    writer.u32(partitions.len() as u32);
+    for fetched in partitions {
+        writer.u32(fetched.index);
+        writer.u16(fetched.error as u16);
+        writer.u64(fetched.high_watermark);
+        writer.u64(fetched.log_start_offset);
+        writer.u64(fetched.log_end_offset);
+        writer.u32(fetched.uncompressed_bytes);
+        writer.bytes(&fetched.body);
+    }
+}
+
 fn decode_replica_fetch_many(reader: &mut Reader<'_>) -> Result<Request, ProtocolError> {
     let replica_id = reader.u64("replica id")?;
     let max_wait_ms = reader.u32("max wait")?;
@@ -1030,6 +1054,16 @@ fn decode_replica_fetch_many(reader: &mut Reader<'_>) -> Result<Request, Protoco
     Ok(Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions })
 }
 
+/// A per-partition error code must be one this side knows: read as
+/// `internal`, an unknown one would not re-encode to what was sent.
+fn known_error_code(value: u16) -> Result<ErrorCode, ProtocolError> {
+    let code = ErrorCode::from_wire(value);
+    match code as u16 == value {
+        true => Ok(code),
+        false => Err(ProtocolError::Invalid("unknown error code")),
+    }
+}
+
 fn decode_replica_fetched_many(reader: &mut Reader<'_>) -> Result<Response, ProtocolError> {
     let leader_epoch = reader.u32("leader epoch")?;
     let leader_shards = reader.u16("leader shards")?;
@@ -1038,7 +1072,7 @@ fn decode_replica_fetched_many(reader: &mut Reader<'_>) -> Result<Response, Prot
     for _ in 0..count {
         partitions.push(ReplicaFetchedPartition {
             index: reader.u32("index")?,
-            error: ErrorCode::from_wire(reader.u16("error code")?),
+            error: known_error_code(reader.u16("error code")?)?,
             high_watermark: reader.u64("high watermark")?,
             log_start_offset: reader.u64("log start")?,
             log_end_offset: reader.u64("log end")?,
@@ -1151,20 +1185,7 @@ pub fn encode_response(correlation_id: u32, response: &Response, out: &mut Vec<u
                 writer.u64(*offset);
             }
         }
-        Response::ReplicaFetchMany { leader_epoch, leader_shards, partitions } => {
-            writer.u32(*leader_epoch);
-            writer.u16(*leader_shards);
-            writer.u32(partitions.len() as u32);
-            for fetched in partitions {
-                writer.u32(fetched.index);
-                writer.u16(fetched.error as u16);
-                writer.u64(fetched.high_watermark);
-                writer.u64(fetched.log_start_offset);
-                writer.u64(fetched.log_end_offset);
-                writer.u32(fetched.uncompressed_bytes);
-                writer.bytes(&fetched.body);
-            }
-        }
+        Response::ReplicaFetchMany { .. } => encode_replica_fetched_many(&mut writer, response),
     }
     finish_frame(out, start);
 }
@@ -1631,6 +1652,24 @@ mod tests {
         let count_at = response.len() - 4;
         response[count_at..].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode_response(ApiKey::ReplicaFetchMany, &response[4..]), Err(ProtocolError::Truncated("index")));
+        let mut response = Vec::new();
+        let fetched = ReplicaFetchedPartition {
+            index: 0,
+            error: ErrorCode::Internal,
+            high_watermark: 0,
+            log_start_offset: 0,
+            log_end_offset: 0,
+            uncompressed_bytes: 0,
+            body: Vec::new(),
+        };
+        let answer = Response::ReplicaFetchMany { leader_epoch: 1, leader_shards: 1, partitions: vec![fetched] };
+        encode_response(1, &answer, &mut response);
+        let code_at = 4 + RESPONSE_HEADER_BYTES + 4 + 2 + 4 + 4;
+        response[code_at..code_at + 2].copy_from_slice(&999u16.to_le_bytes());
+        assert_eq!(
+            decode_response(ApiKey::ReplicaFetchMany, &response[4..]),
+            Err(ProtocolError::Invalid("unknown error code"))
+        );
     }
 
     #[test]
