@@ -78,6 +78,14 @@ pub struct ClusterConfig {
     pub etcd_request_timeout_ms: u64,
     /// How often the control thread reads the election and campaigns.
     pub election_poll_interval_ms: u64,
+    /// Most partitions one follower read (`ReplicaFetchMany`) names; a
+    /// follower with more per leader shard sends several reads.
+    pub replica_fetch_max_partitions: usize,
+    /// Soft bound on the batch bytes of one answer to a follower read (at
+    /// least one batch is sent, so a follower always progresses).
+    pub replica_fetch_max_bytes: usize,
+    /// Soft bound on one partition's batch bytes in that answer.
+    pub replica_fetch_partition_max_bytes: usize,
 }
 
 impl Default for ClusterConfig {
@@ -93,6 +101,9 @@ impl Default for ClusterConfig {
             secret: None,
             etcd_request_timeout_ms: 1_500,
             election_poll_interval_ms: 250,
+            replica_fetch_max_partitions: 10_000,
+            replica_fetch_max_bytes: 8 << 20,
+            replica_fetch_partition_max_bytes: 4 << 20,
         }
     }
 }
@@ -278,10 +289,42 @@ impl NodeConfig {
         if !(1_000..=3_600_000).contains(&self.cluster.replica_lag_max_ms) {
             return Err("cluster.replica_lag_max_ms must be in 1000..=3600000".into());
         }
+        self.validate_replica_fetch()?;
         if self.cluster.prefix.trim_matches('/').is_empty() {
             return Err("cluster.prefix must not be empty".into());
         }
         Ok(())
+    }
+
+    /// The multi-partition replica read bounds must be positive; they are
+    /// capped by the frame size where used (see the `replica_read_*`
+    /// methods), so a node with small frames still starts with defaults.
+    fn validate_replica_fetch(&self) -> Result<(), String> {
+        let cluster = &self.cluster;
+        if !(1..=100_000).contains(&cluster.replica_fetch_max_partitions) {
+            return Err("cluster.replica_fetch_max_partitions must be in 1..=100000".into());
+        }
+        if cluster.replica_fetch_max_bytes == 0 || cluster.replica_fetch_partition_max_bytes == 0 {
+            return Err("cluster.replica_fetch_max_bytes and replica_fetch_partition_max_bytes must be > 0".into());
+        }
+        Ok(())
+    }
+
+    /// Most partitions one replica read names: the setting, capped so the
+    /// read fits half a frame (a topic name is at most 200 bytes, an entry
+    /// at most 256).
+    pub fn replica_read_partitions(&self) -> usize {
+        self.cluster.replica_fetch_max_partitions.min(self.limits.max_frame_bytes / 2 / 256).max(1)
+    }
+
+    /// Soft bound on an answer's batch bytes: the setting, capped at half a frame.
+    pub fn replica_read_bytes(&self) -> usize {
+        self.cluster.replica_fetch_max_bytes.min(self.limits.max_frame_bytes / 2).max(1)
+    }
+
+    /// Soft bound on one partition's batch bytes in an answer.
+    pub fn replica_read_partition_bytes(&self) -> usize {
+        self.cluster.replica_fetch_partition_max_bytes.min(self.replica_read_bytes())
     }
 
     /// The effective settings as TOML.
@@ -305,6 +348,35 @@ mod tests {
             assert!(error.contains("replica_lag_max_ms"), "{bad}: {error}");
         }
         assert!(NodeConfig::load(None, vars(&[("RINGLOG_CLUSTER_REPLICA_LAG_MAX_MS", "1000")])).is_ok());
+    }
+
+    #[test]
+    fn replica_read_bounds_must_be_positive_and_are_capped_by_the_frame() {
+        for (key, bad) in [
+            ("RINGLOG_CLUSTER_REPLICA_FETCH_MAX_PARTITIONS", "0"),
+            ("RINGLOG_CLUSTER_REPLICA_FETCH_MAX_PARTITIONS", "100001"),
+            ("RINGLOG_CLUSTER_REPLICA_FETCH_MAX_BYTES", "0"),
+            ("RINGLOG_CLUSTER_REPLICA_FETCH_PARTITION_MAX_BYTES", "0"),
+        ] {
+            let error = NodeConfig::load(None, vars(&[(key, bad)])).unwrap_err();
+            assert!(error.contains("replica_fetch"), "{key}={bad}: {error}");
+        }
+        // Defaults on a node with 2 MiB frames: capped, not refused.
+        let small = NodeConfig::load(
+            None,
+            vars(&[
+                ("RINGLOG_LIMITS_MAX_FRAME_BYTES", "2097152"),
+                ("RINGLOG_STORAGE_MAX_BATCH_BYTES", "1048576"),
+                ("RINGLOG_LIMITS_MAX_RECORD_BYTES", "1048576"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(small.replica_read_partitions(), 4096);
+        assert_eq!(small.replica_read_bytes(), 1 << 20);
+        assert_eq!(small.replica_read_partition_bytes(), 1 << 20);
+        let defaults = NodeConfig::default();
+        assert_eq!(defaults.replica_read_partitions(), 10_000);
+        assert_eq!(defaults.replica_read_partition_bytes(), 4 << 20);
     }
 
     #[test]

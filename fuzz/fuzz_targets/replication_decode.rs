@@ -8,13 +8,14 @@ use libfuzzer_sys::fuzz_target;
 use ringlog::net::protocol::{decode_response, encode_response, ApiKey, Response};
 use ringlog::replication::follower::{decode_fetched, Fetched};
 
-const REPLICATION_APIS: [ApiKey; 6] = [
+const REPLICATION_APIS: [ApiKey; 7] = [
     ApiKey::ReplicaHello,
     ApiKey::ReplicaAuth,
     ApiKey::ReplicaFetch,
     ApiKey::EpochEndOffset,
     ApiKey::TopicConfigs,
     ApiKey::GroupOffsets,
+    ApiKey::ReplicaFetchMany,
 ];
 
 fuzz_target!(|data: &[u8]| {
@@ -26,8 +27,13 @@ fuzz_target!(|data: &[u8]| {
             encode_response(correlation_id, response, &mut encoded);
             assert_eq!(&encoded[4..], frame, "decode/encode round trip");
         }
-        if let Ok(Response::ReplicaFetch { uncompressed_bytes, compressed, .. }) = outcome {
-            let _ = decode_fetched(uncompressed_bytes, &compressed, 1 << 20, 1 << 20, &mut Vec::new());
+        if let Ok(Response::ReplicaFetch { uncompressed_bytes, compressed, .. }) = &outcome {
+            let _ = decode_fetched(*uncompressed_bytes, compressed, 1 << 20, 1 << 20, &mut Vec::new());
+        }
+        if let Ok(Response::ReplicaFetchMany { partitions, .. }) = &outcome {
+            for fetched in partitions {
+                let _ = decode_fetched(fetched.uncompressed_bytes, &fetched.body, 1 << 20, 1 << 20, &mut Vec::new());
+            }
         }
     }
     // The raw bytes as an lz4 block too, with a size taken from the data.

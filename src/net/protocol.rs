@@ -86,6 +86,9 @@ pub enum ApiKey {
     TopicConfigs = 16,
     /// Replication: every consumer group's committed offset of a partition.
     GroupOffsets = 17,
+    /// Replication: read many partitions in one long poll (the read is the
+    /// ack of everything before each partition's offset).
+    ReplicaFetchMany = 18,
 }
 
 impl ApiKey {
@@ -116,6 +119,7 @@ impl ApiKey {
             15 => ApiKey::EpochEndOffset,
             16 => ApiKey::TopicConfigs,
             17 => ApiKey::GroupOffsets,
+            18 => ApiKey::ReplicaFetchMany,
             other => return Err(ProtocolError::UnknownApi(other)),
         })
     }
@@ -248,6 +252,46 @@ pub struct TopicSettings {
     pub segment_bytes: u64,
 }
 
+/// One partition of a [`Request::ReplicaFetchMany`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaFetchPartition {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// The follower's durable end: everything before it is durable there.
+    pub offset: u64,
+    /// The high watermark the follower knows: a higher one is news.
+    pub high_watermark: u64,
+}
+
+/// Smallest encoding of a [`ReplicaFetchPartition`] (empty topic name).
+pub const REPLICA_FETCH_PARTITION_MIN_BYTES: usize = 2 + 4 + 8 + 8;
+
+/// One partition of a [`Response::ReplicaFetchMany`]: only partitions with
+/// news are answered (data, a higher high watermark, the log start past the
+/// offset, or an error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaFetchedPartition {
+    /// Position of the partition in the request.
+    pub index: u32,
+    /// `None`, or why this partition cannot be read (the others can).
+    pub error: ErrorCode,
+    /// The leader's high watermark for the partition.
+    pub high_watermark: u64,
+    /// Leader's log start.
+    pub log_start_offset: u64,
+    /// Leader's log end.
+    pub log_end_offset: u64,
+    /// Size of `body` once decompressed.
+    pub uncompressed_bytes: u32,
+    /// Whole batches: an lz4 block, or stored raw (exactly `uncompressed_bytes` long).
+    pub body: Vec<u8>,
+}
+
+/// Encoded size of a [`ReplicaFetchedPartition`] without its body.
+pub const REPLICA_FETCHED_PARTITION_FIXED_BYTES: usize = 4 + 2 + 8 + 8 + 8 + 4 + 4;
+
 /// A request body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -375,6 +419,19 @@ pub enum Request {
         /// Partition.
         partition: u32,
     },
+    /// A follower's read of many partitions in one long poll.
+    ReplicaFetchMany {
+        /// The follower's node id (must match the authenticated one).
+        replica_id: u64,
+        /// Long-poll bound: answered as soon as any partition has news.
+        max_wait_ms: u32,
+        /// Soft limit on the answer's uncompressed batch bytes.
+        max_bytes: u32,
+        /// Soft limit on one partition's uncompressed batch bytes.
+        partition_max_bytes: u32,
+        /// The partitions, each with the follower's durable end.
+        partitions: Vec<ReplicaFetchPartition>,
+    },
 }
 
 impl Request {
@@ -398,6 +455,7 @@ impl Request {
             Request::EpochEndOffset { .. } => ApiKey::EpochEndOffset,
             Request::TopicConfigs => ApiKey::TopicConfigs,
             Request::GroupOffsets { .. } => ApiKey::GroupOffsets,
+            Request::ReplicaFetchMany { .. } => ApiKey::ReplicaFetchMany,
         }
     }
 
@@ -564,6 +622,16 @@ pub enum Response {
     TopicConfigs(Vec<(String, TopicSettings)>),
     /// (group, committed offset) of every group of a partition.
     GroupOffsets(Vec<(String, u64)>),
+    /// The partitions of a multi-partition replica fetch that have news.
+    ReplicaFetchMany {
+        /// Leader's current epoch.
+        leader_epoch: u32,
+        /// The leader's data shards: the follower sends one request per
+        /// leader shard (`owner_of` with this count), so each can wait.
+        leader_shards: u16,
+        /// Partitions with news, in request order.
+        partitions: Vec<ReplicaFetchedPartition>,
+    },
 }
 
 /// An error answer.
@@ -649,6 +717,9 @@ impl<'a> Reader<'a> {
     fn bytes(&mut self, what: &'static str) -> Result<Vec<u8>, ProtocolError> {
         let length = self.u32(what)? as usize;
         Ok(self.take(length, what)?.to_vec())
+    }
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.position
     }
     fn finish(&self) -> Result<(), ProtocolError> {
         if self.position == self.bytes.len() {
@@ -748,6 +819,7 @@ pub fn encode_request(correlation_id: u32, request: &Request, out: &mut Vec<u8>)
             writer.string(topic);
             writer.u32(*partition);
         }
+        Request::ReplicaFetchMany { .. } => encode_replica_fetch_many(&mut writer, request),
     }
     finish_frame(out, start);
 }
@@ -933,9 +1005,94 @@ pub fn decode_request(frame: &[u8]) -> Result<(RequestHeader, Request), Protocol
         ApiKey::GroupOffsets => {
             Request::GroupOffsets { topic: reader.string("topic")?, partition: reader.u32("partition")? }
         }
+        ApiKey::ReplicaFetchMany => decode_replica_fetch_many(&mut reader)?,
     };
     reader.finish()?;
     Ok((header, request))
+}
+
+fn encode_replica_fetch_many(writer: &mut Writer<'_>, request: &Request) {
+    let Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions } = request
+    else {
+        return;
+    };
+    writer.u64(*replica_id);
+    writer.u32(*max_wait_ms);
+    writer.u32(*max_bytes);
+    writer.u32(*partition_max_bytes);
+    writer.u32(partitions.len() as u32);
+    for wanted in partitions {
+        writer.string(&wanted.topic);
+        writer.u32(wanted.partition);
+        writer.u64(wanted.offset);
+        writer.u64(wanted.high_watermark);
+    }
+}
+
+fn encode_replica_fetched_many(writer: &mut Writer<'_>, response: &Response) {
+    let Response::ReplicaFetchMany { leader_epoch, leader_shards, partitions } = response else {
+        return;
+    };
+    writer.u32(*leader_epoch);
+    writer.u16(*leader_shards);
+    writer.u32(partitions.len() as u32);
+    for fetched in partitions {
+        writer.u32(fetched.index);
+        writer.u16(fetched.error as u16);
+        writer.u64(fetched.high_watermark);
+        writer.u64(fetched.log_start_offset);
+        writer.u64(fetched.log_end_offset);
+        writer.u32(fetched.uncompressed_bytes);
+        writer.bytes(&fetched.body);
+    }
+}
+
+fn decode_replica_fetch_many(reader: &mut Reader<'_>) -> Result<Request, ProtocolError> {
+    let replica_id = reader.u64("replica id")?;
+    let max_wait_ms = reader.u32("max wait")?;
+    let max_bytes = reader.u32("max bytes")?;
+    let partition_max_bytes = reader.u32("partition max bytes")?;
+    let count = reader.u32("partition count")? as usize;
+    // A hostile count allocates no more than the frame could hold.
+    let mut partitions = Vec::with_capacity(count.min(reader.remaining() / REPLICA_FETCH_PARTITION_MIN_BYTES));
+    for _ in 0..count {
+        partitions.push(ReplicaFetchPartition {
+            topic: reader.string("topic")?,
+            partition: reader.u32("partition")?,
+            offset: reader.u64("offset")?,
+            high_watermark: reader.u64("high watermark")?,
+        });
+    }
+    Ok(Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions })
+}
+
+/// A per-partition error code must be one this side knows: read as
+/// `internal`, an unknown one would not re-encode to what was sent.
+fn known_error_code(value: u16) -> Result<ErrorCode, ProtocolError> {
+    let code = ErrorCode::from_wire(value);
+    match code as u16 == value {
+        true => Ok(code),
+        false => Err(ProtocolError::Invalid("unknown error code")),
+    }
+}
+
+fn decode_replica_fetched_many(reader: &mut Reader<'_>) -> Result<Response, ProtocolError> {
+    let leader_epoch = reader.u32("leader epoch")?;
+    let leader_shards = reader.u16("leader shards")?;
+    let count = reader.u32("partition count")? as usize;
+    let mut partitions = Vec::with_capacity(count.min(reader.remaining() / REPLICA_FETCHED_PARTITION_FIXED_BYTES));
+    for _ in 0..count {
+        partitions.push(ReplicaFetchedPartition {
+            index: reader.u32("index")?,
+            error: known_error_code(reader.u16("error code")?)?,
+            high_watermark: reader.u64("high watermark")?,
+            log_start_offset: reader.u64("log start")?,
+            log_end_offset: reader.u64("log end")?,
+            uncompressed_bytes: reader.u32("uncompressed bytes")?,
+            body: reader.bytes("batches")?,
+        });
+    }
+    Ok(Response::ReplicaFetchMany { leader_epoch, leader_shards, partitions })
 }
 
 /// Append a complete success response frame to `out`.
@@ -1040,6 +1197,7 @@ pub fn encode_response(correlation_id: u32, response: &Response, out: &mut Vec<u
                 writer.u64(*offset);
             }
         }
+        Response::ReplicaFetchMany { .. } => encode_replica_fetched_many(&mut writer, response),
     }
     finish_frame(out, start);
 }
@@ -1285,6 +1443,7 @@ fn decode_success(api_key: ApiKey, reader: &mut Reader<'_>) -> Result<Response, 
             }
             Response::TopicConfigs(topics)
         }
+        ApiKey::ReplicaFetchMany => decode_replica_fetched_many(reader)?,
         ApiKey::GroupOffsets => {
             let count = reader.u32("group count")?;
             let mut groups = Vec::with_capacity(count.min(1024) as usize);
@@ -1329,6 +1488,16 @@ mod tests {
             Request::EpochEndOffset { topic: "t".into(), partition: 1, epoch: 12 },
             Request::TopicConfigs,
             Request::GroupOffsets { topic: "t".into(), partition: 4 },
+            Request::ReplicaFetchMany {
+                replica_id: 2,
+                max_wait_ms: 500,
+                max_bytes: 8 << 20,
+                partition_max_bytes: 1 << 20,
+                partitions: vec![
+                    ReplicaFetchPartition { topic: "t".into(), partition: 0, offset: 5, high_watermark: 4 },
+                    ReplicaFetchPartition { topic: "u".into(), partition: 9, offset: 0, high_watermark: 0 },
+                ],
+            },
         ]
     }
 
@@ -1428,6 +1597,33 @@ mod tests {
                 )]),
             ),
             (ApiKey::GroupOffsets, Response::GroupOffsets(vec![("g".into(), 9), ("h".into(), 0)])),
+            (
+                ApiKey::ReplicaFetchMany,
+                Response::ReplicaFetchMany {
+                    leader_epoch: 3,
+                    leader_shards: 2,
+                    partitions: vec![
+                        ReplicaFetchedPartition {
+                            index: 0,
+                            error: ErrorCode::None,
+                            high_watermark: 9,
+                            log_start_offset: 0,
+                            log_end_offset: 12,
+                            uncompressed_bytes: 30,
+                            body: vec![4; 12],
+                        },
+                        ReplicaFetchedPartition {
+                            index: 7,
+                            error: ErrorCode::OffsetOutOfRange,
+                            high_watermark: 0,
+                            log_start_offset: 0,
+                            log_end_offset: 0,
+                            uncompressed_bytes: 0,
+                            body: Vec::new(),
+                        },
+                    ],
+                },
+            ),
         ];
         for (api_key, response) in responses {
             let mut out = Vec::new();
@@ -1457,6 +1653,49 @@ mod tests {
         assert_eq!(decoded, Err(error));
         assert!(ErrorCode::NotLeader.is_retriable());
         assert_eq!(ErrorCode::NotLeader.name(), "not_leader");
+    }
+
+    #[test]
+    fn a_hostile_partition_count_in_a_multi_partition_fetch_is_an_error_without_a_huge_allocation() {
+        let mut request = Vec::new();
+        encode_request(
+            1,
+            &Request::ReplicaFetchMany {
+                replica_id: 2,
+                max_wait_ms: 0,
+                max_bytes: 1,
+                partition_max_bytes: 1,
+                partitions: Vec::new(),
+            },
+            &mut request,
+        );
+        let count_at = request.len() - 4;
+        request[count_at..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(decode_request(&request[4..]), Err(ProtocolError::Truncated("topic")));
+        let mut response = Vec::new();
+        let answer = Response::ReplicaFetchMany { leader_epoch: 1, leader_shards: 1, partitions: Vec::new() };
+        encode_response(1, &answer, &mut response);
+        let count_at = response.len() - 4;
+        response[count_at..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(decode_response(ApiKey::ReplicaFetchMany, &response[4..]), Err(ProtocolError::Truncated("index")));
+        let mut response = Vec::new();
+        let fetched = ReplicaFetchedPartition {
+            index: 0,
+            error: ErrorCode::Internal,
+            high_watermark: 0,
+            log_start_offset: 0,
+            log_end_offset: 0,
+            uncompressed_bytes: 0,
+            body: Vec::new(),
+        };
+        let answer = Response::ReplicaFetchMany { leader_epoch: 1, leader_shards: 1, partitions: vec![fetched] };
+        encode_response(1, &answer, &mut response);
+        let code_at = 4 + RESPONSE_HEADER_BYTES + 4 + 2 + 4 + 4;
+        response[code_at..code_at + 2].copy_from_slice(&999u16.to_le_bytes());
+        assert_eq!(
+            decode_response(ApiKey::ReplicaFetchMany, &response[4..]),
+            Err(ProtocolError::Invalid("unknown error code"))
+        );
     }
 
     #[test]

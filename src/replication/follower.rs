@@ -1,13 +1,16 @@
 //! The follower's side of replication, one loop per data shard: connect to
 //! the leader's replication listener, authenticate, mirror the leader's
 //! topics (shard 0), and for each partition this shard owns: truncate any
-//! divergent suffix (leader-epoch history), then read from the local log
-//! end and append the leader's batches with their original offsets and
-//! epochs. A read is sent only once everything before it is durable here,
-//! so the read itself is the acknowledgement.
+//! divergent suffix (leader-epoch history), then read it from the local
+//! durable end and append the leader's batches with their original offsets
+//! and epochs. Ready partitions are read together, one `ReplicaFetchMany`
+//! long poll per leader shard ("lane"), so how soon a partition's new data
+//! arrives does not grow with the number of partitions. A read is sent only
+//! once everything before each offset is durable here, so the read itself
+//! is the acknowledgement.
 
-use std::cell::Cell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,15 +18,16 @@ use std::time::Duration;
 use super::connection::{CallError, ReplicaConnection};
 use super::divergence::{next_step, LeaderAnswer, LocalLog, Step};
 use crate::cluster::state::Role;
-use crate::net::protocol::{ErrorCode, Request, Response};
+use crate::net::protocol::{
+    ErrorCode, ErrorResponse, ReplicaFetchPartition, ReplicaFetchedPartition, Request, Response,
+};
+use crate::runtime::Notify;
 use crate::shard::handler::ShardContext;
 use crate::shard::partitions::OwnedPartition;
 use crate::storage::{AppendMode, PartitionLog};
 
 /// Longest a follower's read waits at the leader for new data.
 const FETCH_WAIT_MS: u32 = 500;
-/// Uncompressed bytes a follower asks for per read.
-const FETCH_MAX_BYTES: u32 = 4 << 20;
 /// How often each partition mirrors the leader's consumer-group offsets.
 const GROUP_OFFSETS_INTERVAL: Duration = Duration::from_secs(1);
 /// How often shard 0 mirrors the leader's topics.
@@ -102,7 +106,9 @@ async fn session(context: &Rc<ShardContext>, target: &Target, stopping: &Rc<Cell
     connection.call(&Request::ReplicaAuth { proof }).await?;
     tracing::info!(target: "ringlog::replication", shard = context.shard, leader = target.leader_id,
         "following the leader");
+    let fetch_set = Rc::new(FetchSet::default());
     let mut tasks: HashMap<(String, u32), PartitionTask> = HashMap::new();
+    let mut lanes: HashMap<Lane, PartitionTask> = HashMap::new();
     let mut last_topic_sync = None::<std::time::Instant>;
     while !stopping.get() && !connection.is_closed() && current_target(context).as_ref() == Some(target) {
         if context.shard == crate::shard::handler::METADATA_SHARD
@@ -116,18 +122,43 @@ async fn session(context: &Rc<ShardContext>, target: &Target, stopping: &Rc<Cell
             if tasks.get(&key).is_some_and(|(_, finished)| !finished.get()) {
                 continue;
             }
-            let (context, connection, target) = (Rc::clone(context), Rc::clone(&connection), target.clone());
-            let finished = Rc::new(Cell::new(false));
-            let done = Rc::clone(&finished);
-            let task = crate::runtime::spawn_local(async move {
-                follow_partition(context, connection, owned, target).await;
-                done.set(true);
-            });
-            tasks.insert(key, (task, finished));
+            let (context, connection, fetch_set) = (Rc::clone(context), Rc::clone(&connection), Rc::clone(&fetch_set));
+            tasks.insert(key, spawn_tracked(follow_partition(context, connection, fetch_set, owned)));
+        }
+        tasks.retain(|_, (_, finished)| !finished.get());
+        for lane in fetch_set.lanes(limits_chunk(context)) {
+            if lanes.get(&lane).is_some_and(|(_, finished)| !finished.get()) {
+                continue;
+            }
+            let (context, connection, fetch_set) = (Rc::clone(context), Rc::clone(&connection), Rc::clone(&fetch_set));
+            let target = target.clone();
+            lanes.insert(
+                lane,
+                spawn_tracked(async move {
+                    if let Err(error) = run_lane(context, connection, fetch_set, target, lane).await {
+                        tracing::debug!(target: "ringlog::replication", ?lane, %error, "replication lane stopped");
+                    }
+                }),
+            );
         }
         crate::runtime::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
+}
+
+fn limits_chunk(context: &ShardContext) -> usize {
+    context.config.replica_read_partitions()
+}
+
+/// Spawn `work` with a flag that says when it has finished.
+fn spawn_tracked(work: impl std::future::Future<Output = ()> + 'static) -> PartitionTask {
+    let finished = Rc::new(Cell::new(false));
+    let done = Rc::clone(&finished);
+    let task = crate::runtime::spawn_local(async move {
+        work.await;
+        done.set(true);
+    });
+    (task, finished)
 }
 
 fn partition_number(owned: &OwnedPartition) -> u32 {
@@ -164,71 +195,213 @@ async fn mirror_topics(context: &Rc<ShardContext>, connection: &ReplicaConnectio
     Ok(())
 }
 
-/// Replicate one partition until the connection breaks or the partition closes.
+/// Make one partition ready to read (forgotten-node resync, divergence
+/// check), put it in the session's fetch set, and keep its consumer-group
+/// offsets mirrored; a lane that evicts it (the leader refused it, or an
+/// answer could not be applied) ends this task, and the session starts it
+/// again, which checks divergence again.
 async fn follow_partition(
     context: Rc<ShardContext>,
     connection: Rc<ReplicaConnection>,
+    fetch_set: Rc<FetchSet>,
     owned: Rc<OwnedPartition>,
-    target: Target,
 ) {
     let topic = owned.meta.name.clone();
     let partition = partition_number(&owned);
-    if let Err(error) = replicate(&context, &connection, &owned, &target).await {
+    let key = (topic.clone(), partition);
+    let outcome = async {
+        resync_if_forgotten(&context, &owned).await?;
+        truncate_divergence(&connection, &owned, &topic, partition).await?;
+        let evicted = fetch_set.insert(key.clone(), Rc::clone(&owned));
+        loop {
+            mirror_group_offsets(&connection, &owned, &topic, partition).await?;
+            let sleep = crate::runtime::sleep(GROUP_OFFSETS_INTERVAL);
+            futures_lite::future::or(evicted.notified(), sleep).await;
+            if !still_open(&context, &owned, &topic, partition) || !fetch_set.holds(&key, &owned) {
+                return Ok::<(), CallError>(());
+            }
+        }
+    }
+    .await;
+    fetch_set.evict(&key, &owned);
+    if let Err(error) = outcome {
         tracing::debug!(target: "ringlog::replication", %topic, partition, %error, "partition replication stopped");
     }
 }
 
-async fn replicate(
-    context: &ShardContext,
-    connection: &ReplicaConnection,
-    owned: &OwnedPartition,
-    target: &Target,
-) -> Result<(), CallError> {
-    let node_id = target.node_id;
-    let topic = owned.meta.name.clone();
-    let partition = partition_number(owned);
-    resync_if_forgotten(context, owned).await?;
-    truncate_divergence(connection, owned, &topic, partition).await?;
-    let mut offsets_mirrored_at = None::<std::time::Instant>;
-    let mut buffer = Vec::new();
-    loop {
-        if offsets_mirrored_at.is_none_or(|at| at.elapsed() >= GROUP_OFFSETS_INTERVAL) {
-            mirror_group_offsets(connection, owned, &topic, partition).await?;
-            offsets_mirrored_at = Some(std::time::Instant::now());
-        }
-        if !still_open(context, owned, &topic, partition) {
-            return Ok(());
-        }
-        let offset = durable_end(&owned.log, || still_open(context, owned, &topic, partition)).await?;
-        let request = Request::ReplicaFetch {
-            replica_id: node_id,
-            topic: topic.clone(),
-            partition,
-            offset,
-            max_bytes: FETCH_MAX_BYTES,
-            max_wait_ms: FETCH_WAIT_MS,
-        };
-        match connection.call(&request).await {
-            Ok(Response::ReplicaFetch { high_watermark, log_start_offset, uncompressed_bytes, compressed, .. }) => {
-                // An answer that arrives after this node stopped following
-                // that leader (it may lead now) must not be applied.
-                if current_target(context).as_ref() != Some(target) {
-                    return Ok(());
-                }
-                if log_start_offset > offset {
-                    reset_behind_leader(owned, offset, log_start_offset).await?;
-                    continue;
-                }
-                apply(context, owned, offset, uncompressed_bytes, compressed, &mut buffer).await?;
-                owned.replication.learn_high_watermark(high_watermark);
+/// The partitions a follower shard reads, ready (divergence checked), and
+/// the leader's shard count: partitions are read in lanes, one long poll
+/// per leader shard (and per `replica_fetch_max_partitions` of them), so
+/// each lane's read can wait on the one leader shard that owns them.
+#[derive(Default)]
+struct FetchSet {
+    partitions: RefCell<BTreeMap<PartitionKey, Followed>>,
+    leader_shards: Cell<usize>,
+}
+
+/// (topic, partition).
+type PartitionKey = (String, u32);
+
+/// A ready partition and what fires when it is evicted.
+type Followed = (Rc<OwnedPartition>, Rc<Notify>);
+
+/// A lane: (leader shard, chunk).
+type Lane = (usize, usize);
+
+impl FetchSet {
+    /// Add a ready partition; the notify fires when it is evicted.
+    fn insert(&self, key: (String, u32), owned: Rc<OwnedPartition>) -> Rc<Notify> {
+        let evicted = Rc::new(Notify::new());
+        self.partitions.borrow_mut().insert(key, (owned, Rc::clone(&evicted)));
+        evicted
+    }
+
+    fn holds(&self, key: &(String, u32), owned: &Rc<OwnedPartition>) -> bool {
+        self.partitions.borrow().get(key).is_some_and(|(held, _)| Rc::ptr_eq(held, owned))
+    }
+
+    /// Stop reading a partition until its task has checked it again.
+    fn evict(&self, key: &(String, u32), owned: &Rc<OwnedPartition>) {
+        if self.holds(key, owned) {
+            if let Some((_, evicted)) = self.partitions.borrow_mut().remove(key) {
+                evicted.notify_all();
             }
-            Ok(other) => return Err(CallError::Connection(format!("unexpected answer to a fetch: {other:?}"))),
-            Err(CallError::Refused(refusal)) if refusal.code == ErrorCode::OffsetOutOfRange => {
-                truncate_divergence(connection, owned, &topic, partition).await?;
-            }
-            Err(error) => return Err(error),
         }
     }
+
+    fn lane_of(&self, key: &(String, u32)) -> usize {
+        crate::shard::owner_of(&key.0, key.1, self.leader_shards.get().max(1))
+    }
+
+    /// Every lane with partitions in it.
+    fn lanes(&self, chunk: usize) -> std::collections::BTreeSet<Lane> {
+        let mut counts = BTreeMap::<usize, usize>::new();
+        for key in self.partitions.borrow().keys() {
+            *counts.entry(self.lane_of(key)).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .flat_map(|(shard, count)| (0..count.div_ceil(chunk)).map(move |index| (shard, index)))
+            .collect()
+    }
+
+    /// The partitions of `lane` now, in key order.
+    fn members(&self, (shard, index): Lane, chunk: usize) -> Vec<((String, u32), Rc<OwnedPartition>)> {
+        let partitions = self.partitions.borrow();
+        let in_shard = partitions.iter().filter(|(key, _)| self.lane_of(key) == shard);
+        in_shard.skip(index * chunk).take(chunk).map(|(key, (owned, _))| (key.clone(), Rc::clone(owned))).collect()
+    }
+}
+
+/// Read one lane's partitions from the leader until the lane is empty or
+/// the connection fails: each read names every partition's durable end
+/// (waiting for durability first: the read acknowledges it), and the
+/// leader answers the ones with news.
+async fn run_lane(
+    context: Rc<ShardContext>,
+    connection: Rc<ReplicaConnection>,
+    fetch_set: Rc<FetchSet>,
+    target: Target,
+    lane: Lane,
+) -> Result<(), CallError> {
+    let config = &context.config;
+    let mut buffer = Vec::new();
+    loop {
+        let members = fetch_set.members(lane, config.replica_read_partitions());
+        if members.is_empty() || connection.is_closed() {
+            return Ok(());
+        }
+        let (wanted, members) = read_positions(&context, &fetch_set, members).await;
+        if wanted.is_empty() {
+            continue;
+        }
+        let offsets: Vec<u64> = wanted.iter().map(|wanted| wanted.offset).collect();
+        let request = Request::ReplicaFetchMany {
+            replica_id: target.node_id,
+            max_wait_ms: FETCH_WAIT_MS,
+            max_bytes: config.replica_read_bytes() as u32,
+            partition_max_bytes: config.replica_read_partition_bytes() as u32,
+            partitions: wanted,
+        };
+        let Response::ReplicaFetchMany { leader_shards, partitions: answered, .. } = connection.call(&request).await?
+        else {
+            return Err(CallError::Connection("unexpected answer to a multi-partition fetch".into()));
+        };
+        // An answer that arrives after this node stopped following that
+        // leader (it may lead now) must not be applied.
+        if current_target(&context).as_ref() != Some(&target) {
+            return Ok(());
+        }
+        fetch_set.leader_shards.set(usize::from(leader_shards).max(1));
+        let mut previous = None;
+        for fetched in answered {
+            let index = fetched.index as usize;
+            if previous.is_some_and(|previous| index <= previous) || index >= members.len() {
+                return Err(CallError::Connection(format!("answer names partition {index} out of order or range")));
+            }
+            previous = Some(index);
+            let (key, owned) = &members[index];
+            // Evicted since the read was sent: its task checks it again first.
+            if !fetch_set.holds(key, owned) {
+                continue;
+            }
+            if let Err(error) = apply_fetched(&context, owned, offsets[index], fetched, &mut buffer).await {
+                tracing::debug!(target: "ringlog::replication", topic = %key.0, partition = key.1, %error,
+                    "partition read refused; checking it again");
+                fetch_set.evict(key, owned);
+            }
+        }
+    }
+}
+
+/// What one read asks for each member: its durable end (waited for) and
+/// the high watermark it knows. A partition that closed or failed leaves.
+async fn read_positions(
+    context: &ShardContext,
+    fetch_set: &FetchSet,
+    members: Vec<((String, u32), Rc<OwnedPartition>)>,
+) -> (Vec<ReplicaFetchPartition>, Vec<((String, u32), Rc<OwnedPartition>)>) {
+    let mut wanted = Vec::with_capacity(members.len());
+    let mut kept = Vec::with_capacity(members.len());
+    for (key, owned) in members {
+        let open = || still_open(context, &owned, &key.0, key.1) && fetch_set.holds(&key, &owned);
+        match durable_end(&owned.log, open).await {
+            Ok(offset) => {
+                let high_watermark = owned.replication.learned_high_watermark();
+                wanted.push(ReplicaFetchPartition { topic: key.0.clone(), partition: key.1, offset, high_watermark });
+                kept.push((key, owned));
+            }
+            Err(_) => fetch_set.evict(&key, &owned),
+        }
+    }
+    (wanted, kept)
+}
+
+/// Apply one partition's part of an answer to a read from `offset`.
+async fn apply_fetched(
+    context: &ShardContext,
+    owned: &OwnedPartition,
+    offset: u64,
+    fetched: ReplicaFetchedPartition,
+    buffer: &mut Vec<u8>,
+) -> Result<(), CallError> {
+    if fetched.error != ErrorCode::None {
+        return Err(CallError::Refused(ErrorResponse {
+            code: fetched.error,
+            message: "refused in a multi-partition read".into(),
+            leader: None,
+        }));
+    }
+    // Another lane's read (the lanes were just redrawn) applied it already.
+    if owned.log.snapshot().log_end_offset != offset {
+        return Ok(());
+    }
+    if fetched.log_start_offset > offset {
+        return reset_behind_leader(owned, offset, fetched.log_start_offset).await;
+    }
+    apply(context, owned, offset, fetched.uncompressed_bytes, fetched.body, buffer).await?;
+    owned.replication.learn_high_watermark(fetched.high_watermark);
+    Ok(())
 }
 
 /// Wait until everything in the log is durable, and return that end: the

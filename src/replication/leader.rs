@@ -48,7 +48,7 @@ const RAW_ANSWERS_AFTER_MISS: u64 = 32;
 /// The answer's body: an lz4 block, or the batches themselves ("stored
 /// raw", which the follower recognises by the body being exactly
 /// `uncompressed_bytes` long: an lz4 block that long is never sent).
-fn encode_answer(batches: Vec<u8>, progress: &crate::replication::progress::FollowerProgress) -> Vec<u8> {
+pub(crate) fn encode_answer(batches: Vec<u8>, progress: &crate::replication::progress::FollowerProgress) -> Vec<u8> {
     let skip = progress
         .raw_answers_left
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(1))

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod connection;
 pub mod divergence;
+pub mod fetch_many;
 pub mod follower;
 pub mod leader;
 pub mod partition;

@@ -5,6 +5,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::{Rc, Weak};
 
 use crate::runtime::Notify;
 
@@ -21,6 +22,49 @@ pub struct FollowerPosition {
     pub previous_end_offset: u64,
     /// When it answered the previous fetch.
     pub previous_fetch_ms: u64,
+}
+
+/// A multi-partition follower read waiting on the leader's shard: a
+/// partition with news marks its index dirty and fires `notify`, so the
+/// read re-examines only the partitions that changed (a wake-up costs
+/// O(1) per waiting read, not O(partitions)).
+#[derive(Debug)]
+pub struct FetchWake {
+    dirty: RefCell<Vec<u32>>,
+    flagged: RefCell<Vec<bool>>,
+    /// Fired when a partition is marked.
+    pub notify: Notify,
+}
+
+impl FetchWake {
+    /// A wake for a read of `partitions` partitions.
+    pub fn new(partitions: usize) -> FetchWake {
+        FetchWake { dirty: RefCell::default(), flagged: RefCell::new(vec![false; partitions]), notify: Notify::new() }
+    }
+
+    /// Mark the partition at `index` changed; each index is queued once
+    /// until drained, so the queue is bounded by the read's size.
+    pub fn mark(&self, index: u32) {
+        let mut flagged = self.flagged.borrow_mut();
+        if let Some(flag) = flagged.get_mut(index as usize) {
+            if !*flag {
+                *flag = true;
+                self.dirty.borrow_mut().push(index);
+            }
+        }
+        drop(flagged);
+        self.notify.notify_all();
+    }
+
+    /// The indices marked since the last drain.
+    pub fn drain(&self) -> Vec<u32> {
+        let dirty = std::mem::take(&mut *self.dirty.borrow_mut());
+        let mut flagged = self.flagged.borrow_mut();
+        for &index in &dirty {
+            flagged[index as usize] = false;
+        }
+        dirty
+    }
 }
 
 /// Replication state of one partition.
@@ -44,6 +88,10 @@ pub struct PartitionReplication {
     resynced_generation: Cell<u64>,
     term_epoch: Cell<u32>,
     last_answer: RefCell<Option<CompressedAnswer>>,
+    /// Follower reads waiting on this partition: (follower, read, index in it).
+    waiters: RefCell<Vec<(u64, Weak<FetchWake>, u32)>>,
+    /// Whether a task watches the written end for the waiters.
+    watching: Cell<bool>,
     /// Fired whenever a follower position or the high watermark moves.
     pub changed: Notify,
 }
@@ -71,6 +119,8 @@ impl Default for PartitionReplication {
             resynced_generation: Cell::default(),
             term_epoch: Cell::default(),
             last_answer: RefCell::default(),
+            waiters: RefCell::default(),
+            watching: Cell::new(false),
             changed: Notify::default(),
         }
     }
@@ -86,6 +136,37 @@ impl PartitionReplication {
     /// Remember the lz4 body just built for `key`.
     pub fn cache_answer(&self, key: (u64, u64, u64), body: &[u8]) {
         *self.last_answer.borrow_mut() = Some(CompressedAnswer { key, body: body.to_vec() });
+    }
+
+    /// Register `follower`'s read waiting on this partition at `index`,
+    /// replacing that follower's earlier one (a partition is in one read
+    /// per follower at a time) and forgetting reads that ended, so the
+    /// list stays as short as the follower count. True when no task
+    /// watches the written end yet: the caller must start one.
+    pub fn register_waiter(&self, follower: u64, wake: &Rc<FetchWake>, index: u32) -> bool {
+        let mut waiters = self.waiters.borrow_mut();
+        waiters.retain(|(id, waiting, _)| *id != follower && waiting.strong_count() > 0);
+        waiters.push((follower, Rc::downgrade(wake), index));
+        !self.watching.replace(true)
+    }
+
+    /// Tell every waiting read that this partition changed.
+    pub fn wake_waiters(&self) {
+        for (_, waiting, index) in self.waiters.borrow().iter() {
+            if let Some(wake) = waiting.upgrade() {
+                wake.mark(*index);
+            }
+        }
+    }
+
+    /// Whether a read still waits on this partition.
+    pub fn has_live_waiters(&self) -> bool {
+        self.waiters.borrow().iter().any(|(_, waiting, _)| waiting.strong_count() > 0)
+    }
+
+    /// The watching task ended.
+    pub fn stop_watching(&self) {
+        self.watching.set(false);
     }
 
     /// When this node opened the partition (`monotonic_ms`): a follower
@@ -155,6 +236,8 @@ impl PartitionReplication {
         if next != current {
             self.high_watermark.set(next);
             self.changed.notify_all();
+            // Followers must learn it (reads on followers, failover).
+            self.wake_waiters();
         }
         next
     }
@@ -362,6 +445,33 @@ mod tests {
     fn a_standalone_node_always_shows_its_durable_end() {
         let state = PartitionReplication::default();
         assert_eq!(state.visible_high_watermark(Role::Standalone, 0, 7, &[]), Some(7));
+    }
+
+    #[test]
+    fn a_change_marks_each_waiting_read_once_and_a_followers_new_read_replaces_its_old_one() {
+        let state = PartitionReplication::default();
+        let (first, other) = (Rc::new(FetchWake::new(4)), Rc::new(FetchWake::new(2)));
+        assert!(state.register_waiter(2, &first, 3), "the first waiter starts the watcher");
+        assert!(!state.register_waiter(3, &other, 1), "one watcher per partition");
+        state.wake_waiters();
+        state.wake_waiters();
+        assert_eq!(first.drain(), vec![3], "marked once until drained");
+        assert_eq!(other.drain(), vec![1]);
+        assert!(first.drain().is_empty());
+        // Follower 2's next read replaces its previous one here.
+        let next = Rc::new(FetchWake::new(1));
+        state.register_waiter(2, &next, 0);
+        state.wake_waiters();
+        assert!(first.drain().is_empty(), "the replaced read is not woken");
+        assert_eq!(next.drain(), vec![0]);
+        assert_eq!(state.waiters.borrow().len(), 2, "one entry per follower");
+        // A higher high watermark is news for the waiting reads too.
+        assert_eq!(state.advance_leader_high_watermark(10, &[]), 10);
+        assert_eq!((next.drain(), other.drain()), (vec![0], vec![1]));
+        drop((first, next, other));
+        assert!(!state.has_live_waiters(), "ended reads do not count");
+        state.stop_watching();
+        assert!(state.register_waiter(2, &Rc::new(FetchWake::new(1)), 0), "a stopped watcher is started again");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use super::{owner_of, ShardId};
 use crate::cluster::state::{ClusterState, WriteRefusal};
 use crate::config::NodeConfig;
 use crate::net::protocol::{Acks, ErrorCode, ErrorResponse, PartitionDescription, Request, Response, TopicSettings};
+use crate::replication::fetch_many::FetchLimits;
 use crate::storage::{AppendMode, StorageError};
 
 /// The shard that owns topic metadata (creates and deletes topics).
@@ -96,6 +97,12 @@ impl ShardContext {
                 | Request::Produce { .. }
         ) {
             self.write_epoch()?;
+        }
+        if let Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions } =
+            request
+        {
+            let limits = FetchLimits { replica_id, max_wait_ms, max_bytes, partition_max_bytes };
+            return self.replica_fetch_many(limits, partitions).await;
         }
         match &request {
             Request::CreateTopic { .. } | Request::DeleteTopic { .. } if self.shard != METADATA_SHARD => {
@@ -248,6 +255,10 @@ impl ShardContext {
             Request::ReplicaFetch { replica_id, topic, partition, offset, max_bytes, max_wait_ms } => {
                 let owned = self.owned(&topic, partition)?;
                 self.replica_fetch(&owned, replica_id, offset, max_bytes, max_wait_ms).await
+            }
+            Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions } => {
+                let limits = FetchLimits { replica_id, max_wait_ms, max_bytes, partition_max_bytes };
+                self.serve_replica_fetch_many(limits, partitions).await
             }
             Request::EpochEndOffset { topic, partition, epoch } => {
                 let owned = self.owned(&topic, partition)?;

@@ -12,6 +12,7 @@ mod crash_simulation;
 mod enospc;
 mod etcd;
 mod faults;
+mod fetch_cadence;
 mod fuzz_corpus;
 mod node;
 mod ops;

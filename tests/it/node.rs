@@ -138,6 +138,11 @@ impl Client {
         Client { stream, next_correlation: 1 }
     }
 
+    /// Wait up to `timeout` for each answer (20 s by default).
+    pub fn set_read_timeout(&mut self, timeout: Duration) {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+    }
+
     /// Send a request without waiting; returns its correlation id.
     pub fn send(&mut self, request: &Request) -> u32 {
         let correlation_id = self.next_correlation;

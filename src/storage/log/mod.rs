@@ -354,6 +354,12 @@ impl PartitionLog {
         }
     }
 
+    /// End of what the device has accepted (at or past the durable end):
+    /// what a follower may copy (replication long polls watch it).
+    pub fn written_end_offset(&self) -> u64 {
+        self.inner.state.borrow().written_offset()
+    }
+
     /// Changes whenever records that were in the log may have been removed
     /// (truncation, reset, disk-full rollback): what was read before under
     /// another generation may no longer be the log's content.
