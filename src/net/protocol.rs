@@ -261,8 +261,9 @@ pub struct ReplicaFetchPartition {
     pub partition: u32,
     /// The follower's durable end: everything before it is durable there.
     pub offset: u64,
-    /// The high watermark the follower knows: a higher one is news.
-    pub high_watermark: u64,
+    /// The high watermark the follower knows: a higher one is news. `None`
+    /// (`u64::MAX` on the wire): it knows none yet, so any established one is.
+    pub high_watermark: Option<u64>,
 }
 
 /// Smallest encoding of a [`ReplicaFetchPartition`] (empty topic name).
@@ -277,8 +278,9 @@ pub struct ReplicaFetchedPartition {
     pub index: u32,
     /// `None`, or why this partition cannot be read (the others can).
     pub error: ErrorCode,
-    /// The leader's high watermark for the partition.
-    pub high_watermark: u64,
+    /// The leader's high watermark for the partition; `None` while the
+    /// leader has not established it (`u64::MAX` on the wire).
+    pub high_watermark: Option<u64>,
     /// Leader's log start.
     pub log_start_offset: u64,
     /// Leader's log end.
@@ -1025,7 +1027,7 @@ fn encode_replica_fetch_many(writer: &mut Writer<'_>, request: &Request) {
         writer.string(&wanted.topic);
         writer.u32(wanted.partition);
         writer.u64(wanted.offset);
-        writer.u64(wanted.high_watermark);
+        writer.u64(wanted.high_watermark.unwrap_or(u64::MAX));
     }
 }
 
@@ -1039,7 +1041,7 @@ fn encode_replica_fetched_many(writer: &mut Writer<'_>, response: &Response) {
     for fetched in partitions {
         writer.u32(fetched.index);
         writer.u16(fetched.error as u16);
-        writer.u64(fetched.high_watermark);
+        writer.u64(fetched.high_watermark.unwrap_or(u64::MAX));
         writer.u64(fetched.log_start_offset);
         writer.u64(fetched.log_end_offset);
         writer.u32(fetched.uncompressed_bytes);
@@ -1060,7 +1062,7 @@ fn decode_replica_fetch_many(reader: &mut Reader<'_>) -> Result<Request, Protoco
             topic: reader.string("topic")?,
             partition: reader.u32("partition")?,
             offset: reader.u64("offset")?,
-            high_watermark: reader.u64("high watermark")?,
+            high_watermark: Some(reader.u64("high watermark")?).filter(|&offset| offset != u64::MAX),
         });
     }
     Ok(Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions })
@@ -1085,7 +1087,7 @@ fn decode_replica_fetched_many(reader: &mut Reader<'_>) -> Result<Response, Prot
         partitions.push(ReplicaFetchedPartition {
             index: reader.u32("index")?,
             error: known_error_code(reader.u16("error code")?)?,
-            high_watermark: reader.u64("high watermark")?,
+            high_watermark: Some(reader.u64("high watermark")?).filter(|&offset| offset != u64::MAX),
             log_start_offset: reader.u64("log start")?,
             log_end_offset: reader.u64("log end")?,
             uncompressed_bytes: reader.u32("uncompressed bytes")?,
@@ -1494,8 +1496,8 @@ mod tests {
                 max_bytes: 8 << 20,
                 partition_max_bytes: 1 << 20,
                 partitions: vec![
-                    ReplicaFetchPartition { topic: "t".into(), partition: 0, offset: 5, high_watermark: 4 },
-                    ReplicaFetchPartition { topic: "u".into(), partition: 9, offset: 0, high_watermark: 0 },
+                    ReplicaFetchPartition { topic: "t".into(), partition: 0, offset: 5, high_watermark: Some(4) },
+                    ReplicaFetchPartition { topic: "u".into(), partition: 9, offset: 0, high_watermark: None },
                 ],
             },
         ]
@@ -1606,7 +1608,7 @@ mod tests {
                         ReplicaFetchedPartition {
                             index: 0,
                             error: ErrorCode::None,
-                            high_watermark: 9,
+                            high_watermark: Some(9),
                             log_start_offset: 0,
                             log_end_offset: 12,
                             uncompressed_bytes: 30,
@@ -1615,7 +1617,7 @@ mod tests {
                         ReplicaFetchedPartition {
                             index: 7,
                             error: ErrorCode::OffsetOutOfRange,
-                            high_watermark: 0,
+                            high_watermark: None,
                             log_start_offset: 0,
                             log_end_offset: 0,
                             uncompressed_bytes: 0,
@@ -1682,7 +1684,7 @@ mod tests {
         let fetched = ReplicaFetchedPartition {
             index: 0,
             error: ErrorCode::Internal,
-            high_watermark: 0,
+            high_watermark: Some(0),
             log_start_offset: 0,
             log_end_offset: 0,
             uncompressed_bytes: 0,

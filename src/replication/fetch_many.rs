@@ -84,7 +84,7 @@ fn entry(index: u32, error: ErrorCode, snapshot: Option<&crate::storage::LogSnap
     ReplicaFetchedPartition {
         index,
         error,
-        high_watermark: 0,
+        high_watermark: None,
         log_start_offset: snapshot.map_or(0, |snapshot| snapshot.log_start_offset),
         log_end_offset: snapshot.map_or(0, |snapshot| snapshot.log_end_offset),
         uncompressed_bytes: 0,
@@ -261,7 +261,8 @@ impl ShardContext {
             return budget.admit(0, 0).then(|| entry(index, code, Some(&snapshot)));
         }
         let mut news = entry(index, ErrorCode::None, Some(&snapshot));
-        news.high_watermark = self.high_watermark(owned);
+        // Unestablished (a new term below its start): followers learn nothing.
+        news.high_watermark = self.visible_high_watermark(owned);
         if wanted.offset < snapshot.log_start_offset {
             // Behind the log start: the follower starts over there.
             return budget.admit(0, 0).then_some(news);
@@ -276,7 +277,12 @@ impl ShardContext {
                 Err(code) => return budget.admit(0, 0).then(|| entry(index, code, Some(&snapshot))),
             }
         }
-        let has_news = !news.body.is_empty() || news.high_watermark > wanted.high_watermark;
+        let higher = match (news.high_watermark, wanted.high_watermark) {
+            (Some(high_watermark), Some(known)) => high_watermark > known,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let has_news = !news.body.is_empty() || higher;
         (has_news && (!news.body.is_empty() || budget.admit(0, 0))).then_some(news)
     }
 

@@ -367,7 +367,9 @@ async fn read_positions(
         let open = || still_open(context, &owned, &key.0, key.1) && fetch_set.holds(&key, &owned);
         match durable_end(&owned.log, open).await {
             Ok(offset) => {
-                let high_watermark = owned.replication.learned_high_watermark();
+                // None until an established leader told it one: then any
+                // value the leader has established is news.
+                let high_watermark = owned.replication.established_high_watermark();
                 wanted.push(ReplicaFetchPartition { topic: key.0.clone(), partition: key.1, offset, high_watermark });
                 kept.push((key, owned));
             }

@@ -265,6 +265,12 @@ impl PartitionReplication {
         self.learned_high_watermark.get()
     }
 
+    /// Follower: the high watermark learned from an established leader in
+    /// this process, `None` before one was.
+    pub fn established_high_watermark(&self) -> Option<u64> {
+        self.established.get().then(|| self.learned_high_watermark.get())
+    }
+
     /// At the first use in a new leadership term: forget follower
     /// positions from any earlier term and start the high watermark from
     /// what this node knew to be committed, as a follower or as an earlier

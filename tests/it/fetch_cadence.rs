@@ -165,7 +165,7 @@ fn replica_client(cluster: &Cluster, node_id: u64) -> crate::node::Client {
 }
 
 fn wanted(topic: &str, partition: u32, offset: u64) -> ReplicaFetchPartition {
-    ReplicaFetchPartition { topic: topic.into(), partition, offset, high_watermark: 0 }
+    ReplicaFetchPartition { topic: topic.into(), partition, offset, high_watermark: Some(0) }
 }
 
 fn read_many(
@@ -284,7 +284,7 @@ fn one_multi_partition_read_answers_each_partition_on_its_own_within_its_byte_bu
     let idle: Vec<_> = same_shard
         .iter()
         .map(|&partition| ReplicaFetchPartition {
-            high_watermark: end(partition),
+            high_watermark: Some(end(partition)),
             ..wanted("data", partition, end(partition))
         })
         .collect();

@@ -651,9 +651,11 @@ fn crash_inside_a_reset_recovers_the_reset_log_instead_of_fencing() {
         let faults = FaultInjector::new();
         let log = PartitionLog::open(&path, small_config(), Some(faults.clone())).await.unwrap();
         append_values(&log, &values("r", 5), 0).await;
-        // The roll's metadata succeeds; removing the old segment fails, as
-        // a crash at that moment would leave it.
-        faults.fail_after(FaultOperation::Unlink, 0, libc::EIO);
+        // The truncation to the log start unlinks three files (the kept
+        // segment's two indexes and the producer snapshot) and the roll
+        // succeeds; removing the old segment fails, as a crash at that
+        // moment would leave it.
+        faults.fail_after(FaultOperation::Unlink, 3, libc::EIO);
         assert!(log.reset_to(1000).await.is_err());
         log.abandon().await;
     });
