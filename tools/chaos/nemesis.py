@@ -1019,12 +1019,34 @@ min_insync_replicas = 2
         else:
             follower = followers[(pick >> 1) % len(followers)]
             cuts = [(leader, follower)] if pick % 2 == 0 else [(follower, leader)]
+        started = time.monotonic()
         for source, target in cuts:
             self.network.cut(fault["id"], source.name, target.name)
-        time.sleep(duration)
+        # The cut must really drop: neither side completes a handshake
+        # (dialling, or answering the other's dial).
+        # (in parallel: together they take one connect timeout, 0.5 s, of the cut's duration).
+        leaks = []
+        checks = [threading.Thread(target=lambda d=dialer, l=listener, s=source, t=target: leaks.append(
+            f"partition {s.name}->{t.name} installed, yet {d.name} connected to {l.name}")
+            if self.network.can_connect(d.name, l.replication) else None)
+            for source, target in cuts for dialer, listener in ((source, target), (target, source))]
+        for check in checks:
+            check.start()
+        for check in checks:
+            check.join(timeout=60)
+        if leaks:
+            raise RuntimeError("; ".join(leaks))
+        time.sleep(max(0.0, duration - (time.monotonic() - started)))
         self.network.heal(fault["id"])
+        if not self.network.holders():
+            for source, target in cuts:  # healed, no other partition holds: a live target answers again
+                if target.alive() and not wait_until(
+                        f"{source.name} to reach {target.name} after healing", 10,
+                        lambda: not target.alive() or self.network.can_connect(source.name, target.replication)):
+                    raise RuntimeError(f"partition {source.name}->{target.name} healed, yet {source.name} cannot "
+                                       f"connect to {target.name}")
         arrows = ", ".join(f"{s.name}->{t.name}" for s, t in cuts)
-        return f"dropped {arrows} (leader {leader.name}) for {duration}s"
+        return f"dropped {arrows} (leader {leader.name}) for {duration}s (checked: no handshake while cut)"
 
     def fault_kill_all(self, fault):
         duration = min(fault["duration"], 3.0)

@@ -21,12 +21,16 @@ import errno
 import os
 import shutil
 import subprocess
+import sys
+import threading
 import time
 
 CHAIN_PREFIX = "RLCHAOS-"
 
 
 def _run(*args, check=True):
+    if args[0] == "iptables":
+        args = ("iptables", "-w", "10", *args[1:])  # wait for the xtables lock rather than fail
     result = subprocess.run(list(args), capture_output=True, timeout=30)
     if check and result.returncode != 0:
         raise RuntimeError(f"{' '.join(args)}: {result.stderr.decode(errors='replace').strip()}")
@@ -81,6 +85,7 @@ class Network:
         self.cgroup_name = f"ringlog-chaos-{os.getpid()}"
         self.extra_cgroups = list(extra_cgroups)  # cgroups without an address (the harness's other children)
         self.rules = []   # (fault id, rule args) currently installed
+        self.lock = threading.Lock()  # faults run in threads: one rule change at a time
         self.installed = False
 
     def cgroup_path(self, name):
@@ -112,24 +117,46 @@ class Network:
 
     def cut(self, fault_id, source, target):
         """Drop everything `source` sends to `target` (one way)."""
-        for rule in self._drop_rules(source, target):
-            _run("iptables", "-t", "mangle", "-A", self.chain, *rule)
-            self.rules.append((fault_id, rule))
+        with self.lock:
+            for rule in self._drop_rules(source, target):
+                _run("iptables", "-t", "mangle", "-A", self.chain, *rule)
+                self.rules.append((fault_id, rule))
+
+    def can_connect(self, source, target_address, timeout_s=0.5):
+        """Whether a process in `source`'s cgroup completes a TCP handshake
+        with `target_address` (host:port): the check that a cut really
+        drops packets, and that a heal really lifts it."""
+        host, port = target_address.rsplit(":", 1)
+        code = ("import socket,sys\n"
+                "try:\n"
+                f"    socket.create_connection(({host!r}, {int(port)}), timeout={timeout_s}).close()\n"
+                "except OSError:\n"
+                "    sys.exit(1)\n")
+        result = subprocess.run(self.wrap(source, [sys.executable, "-c", code]), capture_output=True,
+                                timeout=30)
+        return result.returncode == 0
 
     def heal(self, fault_id):
         """Remove exactly the rules this fault added (others may still hold theirs)."""
-        keep = []
-        for owner, rule in self.rules:
-            if owner == fault_id:
-                _run("iptables", "-t", "mangle", "-D", self.chain, *rule, check=False)
-            else:
-                keep.append((owner, rule))
-        self.rules = keep
+        with self.lock:
+            keep = []
+            for owner, rule in self.rules:
+                if owner == fault_id:
+                    _run("iptables", "-t", "mangle", "-D", self.chain, *rule)
+                else:
+                    keep.append((owner, rule))
+            self.rules = keep
+
+    def holders(self):
+        """Fault ids with rules installed."""
+        with self.lock:
+            return {owner for owner, _ in self.rules}
 
     def heal_all(self):
-        if self.installed:
-            _run("iptables", "-t", "mangle", "-F", self.chain, check=False)
-        self.rules = []
+        with self.lock:
+            if self.installed:
+                _run("iptables", "-t", "mangle", "-F", self.chain)
+            self.rules = []
 
     def rule_count(self):
         result = _run("iptables", "-t", "mangle", "-S", self.chain, check=False)
@@ -319,3 +346,83 @@ def remove_stale():
             unmount(mount_point)
             removed.append(mount_point)
     return removed
+
+
+def self_test():
+    """Checks the machinery itself (root): a cut drops both ways and only
+    between the two nodes, a heal lifts it; a filled disk has no byte
+    left and takes writes again once freed; cleanup leaves nothing. Exit
+    status 0 when all hold. .ci/run runs it before the nemesis."""
+    import socket
+    import tempfile
+    why = available()
+    if why is not None:
+        raise SystemExit(f"rootfaults self-test: cannot run: {why}")
+    workdir = tempfile.mkdtemp(prefix="ringlog-chaos-selftest-")
+    network = Network(["a", "b"], extra_cgroups=["others"])
+    disks = Disks(workdir, ["a"], 16)
+    failures = []
+    listeners = []
+    try:
+        network.setup()
+        disks.setup()
+        for name in ("a", "b"):
+            listener = socket.socket()
+            listener.bind((network.addresses[name], 0))
+            listener.listen(64)
+            listeners.append(listener)
+        address = {name: "%s:%d" % sock.getsockname() for name, sock in zip(("a", "b"), listeners)}
+
+        def expect(what, dialer, target, reachable):
+            if network.can_connect(dialer, address[target]) != reachable:
+                failures.append(f"{what}: {dialer} -> {target} {'unreachable' if reachable else 'reachable'}")
+        expect("before any cut", "a", "b", True)
+        expect("before any cut", "b", "a", True)
+        network.cut("t", "a", "b")
+        expect("a->b cut", "a", "b", False)   # a's SYN dropped
+        expect("a->b cut", "b", "a", False)   # a's SYN-ACK dropped
+        expect("a->b cut", "others", "b", True)
+        expect("a->b cut", "others", "a", True)
+        network.heal("t")
+        expect("healed", "a", "b", True)
+        expect("healed", "b", "a", True)
+        disks.fill("a")
+        if disks.free_bytes("a") != 0:
+            failures.append(f"filled disk still has {disks.free_bytes('a')} bytes free")
+        probe = os.path.join(disks.data_dir("a"), "probe")
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"x" * 65536)
+                f.flush()
+                os.fsync(f.fileno())
+            failures.append("a 64 KiB write succeeded on the filled disk")
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                failures.append(f"the filled disk answered {error}, not ENOSPC")
+        disks.free("a")
+        with open(probe, "wb") as f:
+            f.write(b"x" * 65536)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        for listener in listeners:
+            listener.close()
+        disks.cleanup()
+        network.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+    left = _run("iptables", "-t", "mangle", "-S", check=False).stdout.decode()
+    if network.chain in left or network.chain in _run("iptables", "-t", "nat", "-S", check=False).stdout.decode():
+        failures.append(f"chain {network.chain} left after cleanup")
+    with open("/proc/mounts") as mounts:
+        if workdir in mounts.read():
+            failures.append(f"a mount under {workdir} left after cleanup")
+    if os.path.exists(os.path.join(network.cgroup_root, network.cgroup_name)):
+        failures.append("cgroups left after cleanup")
+    for failure in failures:
+        print(f"rootfaults self-test: FAIL: {failure}")
+    print("rootfaults self-test: " + ("PASS" if not failures else "FAIL"))
+    raise SystemExit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    self_test()
