@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Nemesis run on real processes: one etcd and three `ringlog serve` nodes on
 # loopback, idempotent acks=all producers, a tailing and a group consumer,
-# seeded faults (SIGKILL / SIGSTOP of the leader, a follower or etcd, a node
-# cut from etcd, all nodes killed, a follower's disk replaced), then a checker.
-# See docs/RELIABILITY.md.
+# seeded, possibly overlapping faults (SIGKILL / SIGSTOP of the leader, a
+# follower or etcd, a node cut from etcd, all nodes killed, a follower's disk
+# replaced, a node forgotten and rejoining; as root also partitions between
+# nodes and full disks), then a checker. See docs/RELIABILITY.md.
 #
-#   tools/chaos.sh [--minutes M] [--seed S] [--keep] [--settle S] [--sync-bound S] [--rate R] [--workdir DIR]
+#   tools/chaos.sh [--minutes M] [--seed S] [--faults K1,K2] [--overlap P] [--tolerate KIND] [--keep] ...
 #
 # Builds the release binary if it is missing (BINARY=... to use another).
 # Exit 0: no anomaly; 1: anomalies (the seed and the fault schedule are

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what cargo cannot fetch: fio (benchmarks), e2fsprogs/util-linux
-# (the real ENOSPC test's loop-mounted filesystem), etcd and protoc (cluster
+# (the real ENOSPC test's and the nemesis's loop-mounted filesystems),
+# iptables (the nemesis's node-to-node partitions), etcd and protoc (cluster
 # issues), and for the console's browser test chromium, node and npm, then
 # `npm ci` in tests/browser (playwright-core at the locked version; it drives
 # Debian's chromium and downloads no browser of its own). Idempotent:
@@ -11,6 +12,8 @@ need=()
 command -v fio >/dev/null 2>&1 || need+=(fio)
 command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
 command -v mount >/dev/null 2>&1 || need+=(mount)
+command -v losetup >/dev/null 2>&1 || need+=(mount)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 [[ -f /usr/include/google/protobuf/descriptor.proto ]] || need+=(libprotobuf-dev)
