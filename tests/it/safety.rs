@@ -785,3 +785,41 @@ fn a_crash_between_the_unlinks_of_a_retention_never_leaves_a_hole_that_fences() 
     let fence = reopened_fence(dir.path());
     assert!(fence.is_none(), "{fence:?} (segments before: {deleted:?}, after: {:?})", segment_files(dir.path()));
 }
+
+// Nemesis anomaly H: a truncation (a follower cutting a divergent suffix)
+// on a full disk answers disk_full and leaves the log as it was, instead of
+// fail-stopping the partition until a restart; it succeeds once space is back.
+#[test]
+fn a_truncation_on_a_full_disk_answers_disk_full_and_succeeds_once_space_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    on_executor(move || async move {
+        let faults = FaultInjector::new();
+        let log = PartitionLog::open(&path, small_config(), Some(faults.clone())).await.unwrap();
+        for round in 0..200 {
+            append_values(&log, &values(&format!("d{round}"), 3), round).await;
+        }
+        let before = log.snapshot();
+        assert!(before.segments > 2, "the cut removes later segments");
+        faults.fail_after(FaultOperation::Metadata, 0, libc::ENOSPC);
+        match log.truncate_to(30).await {
+            Err(StorageError::DiskFull { .. }) => {}
+            other => panic!("expected disk_full, got {other:?}"),
+        }
+        let after = log.snapshot();
+        assert!(after.failure.is_none() && after.fence.is_none(), "{:?} {:?}", after.failure, after.fence);
+        assert_eq!((after.log_end_offset, after.segments), (before.log_end_offset, before.segments));
+        assert_eq!(read_all(&log, 0).await.len(), 600, "every record still served");
+        faults.clear(FaultOperation::Metadata);
+        assert_eq!(log.truncate_to(30).await.unwrap(), 30);
+        let appended = append_values(&log, &values("after", 2), 1000).await;
+        assert_eq!(appended.base_offset, 30);
+        log.close().await.unwrap();
+    });
+    let records = open_and(dir.path(), small_config(), |log| async move {
+        let records = read_all(&log, 0).await;
+        log.close().await.unwrap();
+        records
+    });
+    assert_eq!(records.len(), 32);
+}

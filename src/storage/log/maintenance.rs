@@ -161,6 +161,7 @@ impl PartitionLog {
     /// leader), never later segments that resurrect or a silent hole.
     async fn apply_truncation(&self, cut: DurableMark) -> StorageResult<()> {
         let dir = self.inner.dir.clone();
+        self.store_truncation_intent(cut).await?;
         let (removed, keep_base, epochs) = self.forget_segments_after(cut);
         let keep_path = segment_file(&dir, keep_base, LOG_EXTENSION);
         let file = match removed.is_empty() {
@@ -213,6 +214,35 @@ impl PartitionLog {
         self.inner.progress.notify_all();
         tracing::info!(target: "ringlog::storage", dir = %dir.display(), offset = cut.offset, "log truncated");
         self.latch_stale_commits().await
+    }
+
+    /// The truncation's writes that need space, before anything in memory
+    /// changes: the lowered recovery point and the trimmed epoch history.
+    /// A full disk answers `disk_full` and leaves the log as it was (SPEC
+    /// §4: resume once space is freed; the follower's next read retries).
+    /// Both are safe on their own after a crash: a lower recovery point only
+    /// makes recovery scan more, and epochs found by that scan in segments
+    /// still on disk are merged back.
+    async fn store_truncation_intent(&self, cut: DurableMark) -> StorageResult<()> {
+        let (keep_base, epochs) = {
+            let state = self.inner.state.borrow();
+            let keep_base = *state.segments.range(..=cut.offset).next_back().expect("cut inside the log").0;
+            let mut epochs = state.epochs.clone();
+            epochs.truncate_from_end(cut.offset);
+            (keep_base, epochs)
+        };
+        let dir = self.inner.dir.clone();
+        let fault = self.metadata_fault();
+        run_blocking(move || -> std::io::Result<()> {
+            fault()?;
+            let recovery_point = crate::storage::markers::load_recovery_point(&dir)?;
+            if recovery_point > keep_base {
+                store_recovery_point(&dir, keep_base)?;
+            }
+            epochs.store(&dir)
+        })
+        .await
+        .map_err(|error| self.metadata_failure("store truncation metadata", &self.inner.dir, &error))
     }
 
     /// Drop every segment after the one holding `cut` from the state and
@@ -498,10 +528,12 @@ impl PartitionLog {
     }
 }
 
-/// The durable half of a truncation, before the kept segment is cut:
-/// recovery point lowered first, later segments' files deleted, the kept
-/// segment's stale indexes and the producer snapshot removed, the trimmed
-/// epoch history stored, and the directory synced.
+/// The durable half of a truncation, before the kept segment is cut (the
+/// recovery point was lowered by `store_truncation_intent`): later
+/// segments' files deleted, the kept segment's stale indexes and the
+/// producer snapshot removed, the trimmed epoch history stored again (the
+/// intent's may predate a concurrent change), and the directory synced.
+/// Nothing here allocates space but the epoch file, written once already.
 fn store_truncation_metadata(
     dir: &Path,
     removed: &[u64],
