@@ -7,9 +7,11 @@
 //! sector boundary, or (as a disk may persist writes in any order) a random
 //! subset kept, some torn. Recovery must then keep every acknowledged record
 //! at its offset; it truncates only the unsynced window, or fences, and
-//! `check --repair` of a fenced log restores every acknowledged record. A
-//! flipped byte in a sealed segment must fence (or fail the read), never be
-//! served.
+//! `check --repair` of a fenced log restores every acknowledged record.
+//! Retention runs in some seeds and the crash lands between two unlinks:
+//! any subset of the unlinks no directory fsync covered comes back. A
+//! flipped byte in a sealed segment, or a valid batch misdirected over
+//! another, must fence (or fail the read), never be served.
 //!
 //! `RINGLOG_CRASH_SEEDS=N` runs N seeds (default 1000); a failure names its
 //! seed, and `RINGLOG_CRASH_SEED=S` runs that seed alone.
@@ -40,6 +42,8 @@ struct Figures {
     subset_crashes: usize,
     /// Seeds whose recovery fenced (then repaired).
     fenced: usize,
+    /// Seeds with a batch misdirected over another.
+    misdirected: usize,
 }
 
 fn config_for(rng: &mut StdRng, fsync: FsyncPolicy) -> StorageConfig {
@@ -158,6 +162,7 @@ fn crash_workload(dir: &Path, seed: u64, config: StorageConfig) -> (Vec<(u64, Ve
             segments,
             subset_crashes: usize::from(subset),
             fenced: 0,
+            misdirected: 0,
         };
         (acked, figures)
     })
@@ -248,8 +253,10 @@ fn check_seed(seed: u64, fsync: FsyncPolicy) -> Result<Figures, String> {
             }
         }
     }
-    if rng.gen_bool(0.5) {
-        corrupt_a_sealed_segment(dir.path(), &mut rng, config)?;
+    match rng.gen_range(0..4) {
+        0 | 1 => corrupt_a_sealed_segment(dir.path(), &mut rng, config)?,
+        2 => figures.misdirected += usize::from(misdirect_a_batch(dir.path(), &mut rng, config, &records)?),
+        _ => {}
     }
     Ok(figures)
 }
@@ -285,6 +292,67 @@ fn corrupt_a_sealed_segment(dir: &Path, rng: &mut StdRng, config: StorageConfig)
         return Err("a fence found by a read did not survive a restart".into());
     }
     Ok(())
+}
+
+/// (position, length, base offset) of every batch in a segment file.
+fn batches_in(segment: &Path) -> Vec<(usize, usize, u64)> {
+    let bytes = std::fs::read(segment).unwrap();
+    let mut batches = Vec::new();
+    let mut start = 0usize;
+    while let Ok(header) = ringlog::storage::batch::BatchHeader::parse(&bytes[start..]) {
+        let length = header.batch_bytes as usize;
+        if length == 0 || start + length > bytes.len() {
+            break;
+        }
+        batches.push((start, length, header.base_offset));
+        start += length;
+    }
+    batches
+}
+
+/// A misdirected write (TigerBeetle's fault model): a valid batch, CRC and
+/// all, lands over another batch of a sealed segment. The partition must
+/// fence or fail the read; whatever it serves must be the record that was
+/// at that offset, never the misplaced one under a wrong offset.
+fn misdirect_a_batch(
+    dir: &Path,
+    rng: &mut StdRng,
+    config: StorageConfig,
+    records: &[(u64, String)],
+) -> Result<bool, String> {
+    let files = segment_files(dir);
+    if files.len() < 3 {
+        return Ok(false);
+    }
+    let victim = dir.join(&files[rng.gen_range(0..files.len() - 2)]);
+    let source = dir.join(&files[rng.gen_range(0..files.len() - 1)]);
+    let (targets, sources) = (batches_in(&victim), batches_in(&source));
+    let (Some(&(position, room, target_offset)), Some(&(from, length, source_offset))) =
+        (targets.get(rng.gen_range(0..targets.len().max(1))), sources.get(rng.gen_range(0..sources.len().max(1))))
+    else {
+        return Ok(false);
+    };
+    let victim_bytes = std::fs::read(&victim).unwrap();
+    if source_offset == target_offset || position + length > victim_bytes.len() || length > room * 4 {
+        return Ok(false);
+    }
+    let batch = std::fs::read(&source).unwrap()[from..from + length].to_vec();
+    let mut bytes = victim_bytes;
+    bytes[position..position + length].copy_from_slice(&batch);
+    std::fs::write(&victim, &bytes).unwrap();
+    let original: std::collections::HashMap<u64, &String> =
+        records.iter().map(|(offset, value)| (*offset, value)).collect();
+    if let Ok((_, served)) = recovered_records(dir, config) {
+        for (offset, value) in served {
+            if original.get(&offset).is_some_and(|expected| **expected != value) {
+                return Err(format!(
+                    "batch {source_offset} misdirected over batch {target_offset} of {}: offset {offset} served {value:?}",
+                    victim.display()
+                ));
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// Whether `position` falls in a batch header's leader-epoch field.
@@ -323,6 +391,7 @@ fn run_seeds(fsync: FsyncPolicy) {
                 totals.subset_crashes += figures.subset_crashes;
                 totals.restored_unlinks += figures.restored_unlinks;
                 totals.fenced += figures.fenced;
+                totals.misdirected += figures.misdirected;
             }
             Err(failure) => panic!("seed {seed} ({fsync:?}): {failure}; replay with RINGLOG_CRASH_SEED={seed}"),
         }
