@@ -12,5 +12,6 @@ pub mod node;
 pub mod replication;
 pub mod runtime;
 pub mod shard;
+pub mod state;
 pub mod storage;
 pub mod systemd;

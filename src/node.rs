@@ -11,18 +11,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::admin::http::AdminState;
-use crate::admin::metrics::NodeMetrics;
 use crate::cluster::keys::Registration;
 use crate::cluster::membership::ControlPlane;
-use crate::cluster::state::ClusterState;
 use crate::config::NodeConfig;
-use crate::net::server::{run_listener, ConnectionCount, InFlight, ListenerKind};
-use crate::replication::progress::ReplicationProgress;
+use crate::net::server::{run_listener, InFlight, ListenerKind};
 use crate::runtime::Notify;
 use crate::shard::handler::{enforce_retention, publish_gauges, ShardContext};
 use crate::shard::mesh::{build_mesh, Envelope, Inbound, Mesh, MeshEnds};
 use crate::shard::partitions::ShardPartitions;
 use crate::shard::topics::{TopicMeta, TopicRegistry};
+use crate::state::cluster::ClusterState;
+use crate::state::metrics::ConnectionCount;
+use crate::state::metrics::NodeMetrics;
+use crate::state::progress::ReplicationProgress;
 use crate::storage::lock::DataDirLock;
 
 /// Why the node could not run.
@@ -347,9 +348,7 @@ struct ShardConfig {
 }
 
 async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), String> {
-    crate::storage::latency::observe_fsyncs_on_this_thread(Arc::clone(
-        &setup.metrics.shards[setup.shard].fsync_latency,
-    ));
+    crate::state::latency::observe_fsyncs_on_this_thread(Arc::clone(&setup.metrics.shards[setup.shard].fsync_latency));
     let (mesh, inbound) = Mesh::connect(setup.shard, ends).await;
     let context = Rc::new(ShardContext {
         shard: setup.shard,

@@ -18,13 +18,13 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::metrics::NodeMetrics;
 use crate::cluster::membership::ControlPlane;
 use crate::cluster::nodes::{forget, list_nodes as nodes_in_etcd, ForgetOutcome};
-use crate::cluster::state::{ClusterState, Role};
 use crate::net::client::{Client, ClientError};
 use crate::net::protocol::{ErrorCode, Request, Response as ProtocolResponse, TopicSettings};
 use crate::shard::topics::TopicRegistry;
+use crate::state::cluster::{ClusterState, Role};
+use crate::state::metrics::NodeMetrics;
 
 /// What the admin API needs.
 #[derive(Clone)]
@@ -285,7 +285,7 @@ async fn forget_node(
 
 async fn metrics(State(state): State<AdminState>) -> Response {
     let headers = [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")];
-    let mut text = state.metrics.render();
+    let mut text = crate::admin::metrics::render(&state.metrics);
     if let Some(plane) = &state.plane {
         crate::admin::metrics::render_replication(&plane.progress, &mut text);
     }

@@ -1,14 +1,10 @@
-//! Node metrics: per-shard atomic counters and histograms written by the
-//! shards, per-partition gauges published by each shard once a second as
-//! an immutable snapshot, rendered in the Prometheus text format.
+//! Node metrics rendered in the Prometheus text format. The counters,
+//! histograms and gauges themselves live in `state::metrics`.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use arc_swap::ArcSwap;
-
-pub use crate::storage::latency::{Histogram, LATENCY_BUCKETS_US};
+use crate::state::metrics::{Histogram, NodeMetrics, PartitionGauge, ShardMetrics, LATENCY_BUCKETS_US};
 
 /// Render `histogram` as Prometheus `_bucket`/`_sum`/`_count` lines.
 fn render_histogram(histogram: &Histogram, out: &mut String, name: &str, labels: &str) {
@@ -25,179 +21,90 @@ fn render_histogram(histogram: &Histogram, out: &mut String, name: &str, labels:
     let _ = writeln!(out, "{name}_count{{{labels}}} {}", snapshot.count);
 }
 
-/// One partition's gauges.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionGauge {
-    /// Topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: u32,
-    /// Log start offset.
-    pub log_start_offset: u64,
-    /// Log end offset.
-    pub log_end_offset: u64,
-    /// High watermark.
-    pub high_watermark: u64,
-    /// Bytes on disk.
-    pub size_bytes: u64,
-    /// Batch bytes consumers' fetches returned since the partition opened.
-    pub fetched_bytes: u64,
-    /// Fail-stop or fence reason, if any.
-    pub failure: Option<String>,
-}
-
-/// Counters of one shard.
-#[derive(Debug, Default)]
-pub struct ShardMetrics {
-    /// Produce requests executed here.
-    pub produce_requests: AtomicU64,
-    /// Records appended.
-    pub produce_records: AtomicU64,
-    /// Batch bytes appended.
-    pub produce_bytes: AtomicU64,
-    /// Fetch requests executed here.
-    pub fetch_requests: AtomicU64,
-    /// Batch bytes returned by fetches.
-    pub fetch_bytes: AtomicU64,
-    /// Requests answered with an error.
-    pub errors: AtomicU64,
-    /// Requests forwarded to other shards and not yet answered.
-    pub cross_shard_in_flight: AtomicI64,
-    /// Requests forwarded to other shards in total.
-    pub cross_shard_forwarded: AtomicU64,
-    /// fdatasyncs of this shard's partitions (published once a second).
-    pub fsyncs: AtomicU64,
-    /// Bytes reads took from this shard's segment files (published once a second).
-    pub segment_read_bytes: AtomicU64,
-    /// Reads answered by a read-ahead (published once a second).
-    pub read_ahead_hits: AtomicU64,
-    /// Produce latency, as seen by the owning shard.
-    pub produce_latency: Histogram,
-    /// Fetch latency (long polls included).
-    pub fetch_latency: Histogram,
-    /// fdatasync latency of this shard's files (segments, indexes, offsets).
-    pub fsync_latency: Arc<Histogram>,
-    /// This shard's partitions, republished once a second.
-    pub partitions: ArcSwap<Vec<PartitionGauge>>,
-}
-
 /// A counter's name, help text and reader.
 type Counter = (&'static str, &'static str, fn(&ShardMetrics) -> u64);
 
-/// Metrics of the whole node.
-#[derive(Debug)]
-pub struct NodeMetrics {
-    /// One entry per shard.
-    pub shards: Vec<ShardMetrics>,
-    /// Open client connections.
-    pub connections: Arc<crate::net::server::ConnectionCount>,
-}
-
-impl NodeMetrics {
-    /// Metrics for `shards` shards.
-    pub fn new(shards: usize, connections: Arc<crate::net::server::ConnectionCount>) -> NodeMetrics {
-        NodeMetrics { shards: (0..shards).map(|_| ShardMetrics::default()).collect(), connections }
+/// Render the node's counters in the Prometheus text exposition format.
+pub fn render(metrics: &NodeMetrics) -> String {
+    let mut out = String::new();
+    let counters: [Counter; 10] = [
+        ("ringlog_produce_requests_total", "Produce requests executed", |m| m.produce_requests.load(Ordering::Relaxed)),
+        ("ringlog_produce_records_total", "Records appended", |m| m.produce_records.load(Ordering::Relaxed)),
+        ("ringlog_produce_bytes_total", "Batch bytes appended", |m| m.produce_bytes.load(Ordering::Relaxed)),
+        ("ringlog_fetch_requests_total", "Fetch requests executed", |m| m.fetch_requests.load(Ordering::Relaxed)),
+        ("ringlog_fetch_bytes_total", "Batch bytes fetched", |m| m.fetch_bytes.load(Ordering::Relaxed)),
+        ("ringlog_request_errors_total", "Requests answered with an error", |m| m.errors.load(Ordering::Relaxed)),
+        ("ringlog_cross_shard_forwarded_total", "Requests forwarded to another shard", |m| {
+            m.cross_shard_forwarded.load(Ordering::Relaxed)
+        }),
+        ("ringlog_fsyncs_total", "fdatasync calls on segment files", |m| m.fsyncs.load(Ordering::Relaxed)),
+        (
+            "ringlog_segment_read_bytes_total",
+            "Bytes fetches read from segment files (read amplification: over fetch bytes)",
+            |m| m.segment_read_bytes.load(Ordering::Relaxed),
+        ),
+        ("ringlog_read_ahead_hits_total", "Fetches answered by a disk read started ahead of them", |m| {
+            m.read_ahead_hits.load(Ordering::Relaxed)
+        }),
+    ];
+    for (name, help, read) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
+        for (shard, metrics) in metrics.shards.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", read(metrics));
+        }
     }
-
-    /// Every partition's latest gauges.
-    pub fn partitions(&self) -> Vec<PartitionGauge> {
-        let mut all: Vec<PartitionGauge> =
-            self.shards.iter().flat_map(|shard| shard.partitions.load().iter().cloned().collect::<Vec<_>>()).collect();
-        all.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-        all
+    let _ = writeln!(out, "# HELP ringlog_cross_shard_in_flight Forwarded requests awaiting an answer (queue depth).");
+    let _ = writeln!(out, "# TYPE ringlog_cross_shard_in_flight gauge");
+    for (shard, metrics) in metrics.shards.iter().enumerate() {
+        let depth = metrics.cross_shard_in_flight.load(Ordering::Relaxed);
+        let _ = writeln!(out, "ringlog_cross_shard_in_flight{{shard=\"{shard}\"}} {depth}");
     }
-
-    /// Render in the Prometheus text exposition format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let counters: [Counter; 10] = [
-            ("ringlog_produce_requests_total", "Produce requests executed", |m| {
-                m.produce_requests.load(Ordering::Relaxed)
-            }),
-            ("ringlog_produce_records_total", "Records appended", |m| m.produce_records.load(Ordering::Relaxed)),
-            ("ringlog_produce_bytes_total", "Batch bytes appended", |m| m.produce_bytes.load(Ordering::Relaxed)),
-            ("ringlog_fetch_requests_total", "Fetch requests executed", |m| m.fetch_requests.load(Ordering::Relaxed)),
-            ("ringlog_fetch_bytes_total", "Batch bytes fetched", |m| m.fetch_bytes.load(Ordering::Relaxed)),
-            ("ringlog_request_errors_total", "Requests answered with an error", |m| m.errors.load(Ordering::Relaxed)),
-            ("ringlog_cross_shard_forwarded_total", "Requests forwarded to another shard", |m| {
-                m.cross_shard_forwarded.load(Ordering::Relaxed)
-            }),
-            ("ringlog_fsyncs_total", "fdatasync calls on segment files", |m| m.fsyncs.load(Ordering::Relaxed)),
-            (
-                "ringlog_segment_read_bytes_total",
-                "Bytes fetches read from segment files (read amplification: over fetch bytes)",
-                |m| m.segment_read_bytes.load(Ordering::Relaxed),
-            ),
-            ("ringlog_read_ahead_hits_total", "Fetches answered by a disk read started ahead of them", |m| {
-                m.read_ahead_hits.load(Ordering::Relaxed)
-            }),
-        ];
-        for (name, help, read) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
-            for (shard, metrics) in self.shards.iter().enumerate() {
-                let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", read(metrics));
-            }
+    for (name, help, pick) in [
+        ("ringlog_produce_latency_seconds", "Produce latency on the owning shard", 0),
+        ("ringlog_fetch_latency_seconds", "Fetch latency on the owning shard", 1),
+        ("ringlog_fsync_latency_seconds", "fdatasync latency of the shard's files", 2),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} histogram");
+        for (shard, metrics) in metrics.shards.iter().enumerate() {
+            let histogram = match pick {
+                0 => &metrics.produce_latency,
+                1 => &metrics.fetch_latency,
+                _ => &*metrics.fsync_latency,
+            };
+            render_histogram(histogram, &mut out, name, &format!("shard=\"{shard}\""));
         }
-        let _ =
-            writeln!(out, "# HELP ringlog_cross_shard_in_flight Forwarded requests awaiting an answer (queue depth).");
-        let _ = writeln!(out, "# TYPE ringlog_cross_shard_in_flight gauge");
-        for (shard, metrics) in self.shards.iter().enumerate() {
-            let depth = metrics.cross_shard_in_flight.load(Ordering::Relaxed);
-            let _ = writeln!(out, "ringlog_cross_shard_in_flight{{shard=\"{shard}\"}} {depth}");
-        }
-        for (name, help, pick) in [
-            ("ringlog_produce_latency_seconds", "Produce latency on the owning shard", 0),
-            ("ringlog_fetch_latency_seconds", "Fetch latency on the owning shard", 1),
-            ("ringlog_fsync_latency_seconds", "fdatasync latency of the shard's files", 2),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} histogram");
-            for (shard, metrics) in self.shards.iter().enumerate() {
-                let histogram = match pick {
-                    0 => &metrics.produce_latency,
-                    1 => &metrics.fetch_latency,
-                    _ => &*metrics.fsync_latency,
-                };
-                render_histogram(histogram, &mut out, name, &format!("shard=\"{shard}\""));
-            }
-        }
-        let _ = writeln!(out, "# HELP ringlog_connections Open client connections.\n# TYPE ringlog_connections gauge");
-        let _ = writeln!(out, "ringlog_connections {}", self.connections.open());
-        let partitions = self.partitions();
-        for (name, help, read) in [
-            (
-                "ringlog_partition_log_end_offset",
-                "Next offset to assign",
-                (|p| p.log_end_offset) as fn(&PartitionGauge) -> u64,
-            ),
-            ("ringlog_partition_log_start_offset", "First offset kept", |p| p.log_start_offset),
-            ("ringlog_partition_high_watermark", "End of committed data", |p| p.high_watermark),
-            ("ringlog_partition_size_bytes", "Bytes on disk", |p| p.size_bytes),
-            ("ringlog_partition_fetched_bytes", "Batch bytes fetched by consumers since the partition opened", |p| {
-                p.fetched_bytes
-            }),
-            ("ringlog_partition_failed", "1 when fail-stopped or fenced", |p| u64::from(p.failure.is_some())),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} gauge");
-            for gauge in &partitions {
-                let _ = writeln!(
-                    out,
-                    "{name}{{topic=\"{}\",partition=\"{}\"}} {}",
-                    gauge.topic,
-                    gauge.partition,
-                    read(gauge)
-                );
-            }
-        }
-        out
     }
+    let _ = writeln!(out, "# HELP ringlog_connections Open client connections.\n# TYPE ringlog_connections gauge");
+    let _ = writeln!(out, "ringlog_connections {}", metrics.connections.open());
+    let partitions = metrics.partitions();
+    for (name, help, read) in [
+        (
+            "ringlog_partition_log_end_offset",
+            "Next offset to assign",
+            (|p| p.log_end_offset) as fn(&PartitionGauge) -> u64,
+        ),
+        ("ringlog_partition_log_start_offset", "First offset kept", |p| p.log_start_offset),
+        ("ringlog_partition_high_watermark", "End of committed data", |p| p.high_watermark),
+        ("ringlog_partition_size_bytes", "Bytes on disk", |p| p.size_bytes),
+        ("ringlog_partition_fetched_bytes", "Batch bytes fetched by consumers since the partition opened", |p| {
+            p.fetched_bytes
+        }),
+        ("ringlog_partition_failed", "1 when fail-stopped or fenced", |p| u64::from(p.failure.is_some())),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} gauge");
+        for gauge in &partitions {
+            let _ =
+                writeln!(out, "{name}{{topic=\"{}\",partition=\"{}\"}} {}", gauge.topic, gauge.partition, read(gauge));
+        }
+    }
+    out
 }
 
 /// A follower metric: name, help, Prometheus type and reader.
-type FollowerMetric =
-    (&'static str, &'static str, &'static str, fn(&crate::replication::progress::FollowerProgress) -> f64);
+type FollowerMetric = (&'static str, &'static str, &'static str, fn(&crate::state::progress::FollowerProgress) -> f64);
 
 /// Per-follower replication metrics (on the leader).
-pub fn render_replication(progress: &crate::replication::progress::ReplicationProgress, out: &mut String) {
+pub fn render_replication(progress: &crate::state::progress::ReplicationProgress, out: &mut String) {
     let followers = progress.all();
     let gauges: [FollowerMetric; 8] = [
         ("ringlog_follower_lag_records", "Records the follower is behind", "gauge", |p| p.lag_records() as f64),
@@ -233,6 +140,7 @@ pub fn render_replication(progress: &crate::replication::progress::ReplicationPr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use std::time::Duration;
 
     #[test]
@@ -242,7 +150,7 @@ mod tests {
         metrics.shards[0].produce_latency.observe(Duration::from_secs(5));
         metrics.shards[0].produce_requests.fetch_add(2, Ordering::Relaxed);
         metrics.shards[0].fsync_latency.observe(Duration::from_micros(300));
-        let text = metrics.render();
+        let text = render(&metrics);
         assert!(text.contains("ringlog_produce_requests_total{shard=\"0\"} 2"));
         assert!(text.contains("ringlog_produce_latency_seconds_bucket{shard=\"0\",le=\"0.0001\"} 1"));
         assert!(text.contains("ringlog_produce_latency_seconds_bucket{shard=\"0\",le=\"+Inf\"} 2"));

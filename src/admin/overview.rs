@@ -16,7 +16,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::http::{health_report, AdminState};
-use super::metrics::PartitionGauge;
+use crate::state::metrics::PartitionGauge;
 
 /// Per-topic sums over this node's partitions: one pass over the gauges,
 /// so a node with many topics costs linear time per sample, not quadratic.
@@ -45,7 +45,7 @@ fn topic_totals(gauges: &[PartitionGauge], state: &AdminState) -> Vec<serde_json
 /// Totals of the shards' counters and the fsync histogram.
 fn counters(state: &AdminState) -> serde_json::Value {
     let shards = &state.metrics.shards;
-    let sum = |read: fn(&super::metrics::ShardMetrics) -> u64| shards.iter().map(read).sum::<u64>();
+    let sum = |read: fn(&crate::state::metrics::ShardMetrics) -> u64| shards.iter().map(read).sum::<u64>();
     let (mut fsync_count, mut fsync_sum_us) = (0u64, 0u64);
     for shard in shards {
         let snapshot = shard.fsync_latency.snapshot();
@@ -66,7 +66,7 @@ fn counters(state: &AdminState) -> serde_json::Value {
 /// a leader that stepped down (its progress entries outlive its term).
 fn followers(state: &AdminState) -> Vec<serde_json::Value> {
     let Some(plane) = &state.plane else { return Vec::new() };
-    if state.cluster.view().role != crate::cluster::state::Role::Leader {
+    if state.cluster.view().role != crate::state::cluster::Role::Leader {
         return Vec::new();
     }
     plane
@@ -109,10 +109,10 @@ mod tests {
     fn state(admin_token: Option<&str>) -> AdminState {
         AdminState {
             registry: Arc::new(crate::shard::topics::TopicRegistry::new(Vec::new())),
-            metrics: Arc::new(super::super::metrics::NodeMetrics::new(1, Arc::default())),
+            metrics: Arc::new(crate::state::metrics::NodeMetrics::new(1, Arc::default())),
             client_address: "127.0.0.1:1".into(),
             admin_token: admin_token.map(str::to_string),
-            cluster: crate::cluster::state::ClusterState::standalone(),
+            cluster: crate::state::cluster::ClusterState::standalone(),
             plane: None,
         }
     }

@@ -1,7 +1,7 @@
 //! The control thread: one OS thread with a tokio current-thread runtime
 //! that serves the admin HTTP API and, in cluster mode, runs the etcd
 //! membership loop. It never touches partitions; the shards read what it
-//! publishes in [`super::state::ClusterState`].
+//! publishes in [`crate::state::cluster::ClusterState`].
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -16,7 +16,7 @@ use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use super::etcd::{text, ClusterError, Etcd};
 use super::keys::Keys;
 use super::membership::ControlPlane;
-use super::state::{monotonic_ms, ClusterView, Role};
+use crate::state::cluster::{monotonic_ms, ClusterView, Role};
 
 /// Followers whose insync key is `"1"` (this node excluded).
 pub async fn in_sync_keys(etcd: &Etcd, keys: &Keys, own_id: u64) -> Result<Vec<u64>, ClusterError> {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::etcd::Etcd;
-use super::state::{monotonic_ms, monotonic_ms_at, ClusterState};
+use crate::state::cluster::{monotonic_ms, monotonic_ms_at, ClusterState};
 
 /// How a lease is doing, shared by the keep-alive task and the membership loop.
 #[derive(Debug)]

@@ -16,8 +16,8 @@ use super::etcd::{ClusterError, Etcd};
 use super::keys::{Keys, Registration};
 use super::lease::{keep_alive, LeaseHealth};
 use super::node_id::{ensure_node_id, NodeIdOrigin};
-use super::state::{ClusterState, ClusterView, Role};
 use crate::config::ClusterConfig;
+use crate::state::cluster::{ClusterState, ClusterView, Role};
 
 /// Everything the control plane needs, shared with the admin handlers.
 pub struct ControlPlane {
@@ -32,7 +32,7 @@ pub struct ControlPlane {
     /// The published view (read by the shards).
     pub state: Arc<ClusterState>,
     /// Followers' progress as the shards see it (while leading).
-    pub progress: Arc<crate::replication::progress::ReplicationProgress>,
+    pub progress: Arc<crate::state::progress::ReplicationProgress>,
     /// The current etcd connection, once made.
     etcd: ArcSwapOption<Etcd>,
     /// Create revision of the leader key while this node leads, else 0
@@ -69,7 +69,7 @@ impl ControlPlane {
         data_dir: PathBuf,
         addresses: Registration,
         state: Arc<ClusterState>,
-        progress: Arc<crate::replication::progress::ReplicationProgress>,
+        progress: Arc<crate::state::progress::ReplicationProgress>,
     ) -> Arc<ControlPlane> {
         let keys = Keys::new(&config.prefix);
         Arc::new(ControlPlane {
@@ -295,7 +295,7 @@ impl ControlPlane {
             leader_replication_address: leader_registration.map(|registration| registration.replication),
             leader_epoch: if role == Role::Leader { epoch } else { previous.leader_epoch },
             in_sync_followers,
-            leader_since_ms: if starts_term { super::state::monotonic_ms() } else { previous.leader_since_ms },
+            leader_since_ms: if starts_term { crate::state::cluster::monotonic_ms() } else { previous.leader_since_ms },
             etcd_reachable: true,
             problem: None,
         });

@@ -12,4 +12,3 @@ pub mod lease;
 pub mod membership;
 pub mod node_id;
 pub mod nodes;
-pub mod state;

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::etcd::{text, ClusterError, Etcd};
 use super::keys::{Keys, Registration};
-use crate::replication::progress::ReplicationProgress;
+use crate::state::progress::ReplicationProgress;
 
 /// One replica as `GET /api/nodes` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -11,7 +11,7 @@
 use std::cell::Cell;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -23,22 +23,10 @@ use super::protocol::{
     encode_response_split, frame_length, ErrorCode, ErrorResponse, ProtocolError, Request, RequestHeader, Response,
     LENGTH_PREFIX_BYTES, REQUEST_HEADER_BYTES,
 };
-use crate::replication::progress::QueuedAnswer;
 use crate::runtime::Notify;
 use crate::shard::handler::ShardContext;
-
-/// Shared by all shards: open connections, for `limits.max_connections`.
-#[derive(Debug, Default)]
-pub struct ConnectionCount {
-    open: AtomicUsize,
-}
-
-impl ConnectionCount {
-    /// Connections open right now.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-}
+use crate::state::metrics::ConnectionCount;
+use crate::state::progress::QueuedAnswer;
 
 /// Requests in flight on this shard, so shutdown can wait for them.
 #[derive(Default)]

@@ -17,13 +17,13 @@ use std::time::Duration;
 
 use super::connection::{CallError, ReplicaConnection};
 use super::divergence::{next_step, LeaderAnswer, LocalLog, Step};
-use crate::cluster::state::Role;
 use crate::net::protocol::{
     ErrorCode, ErrorResponse, ReplicaFetchPartition, ReplicaFetchedPartition, Request, Response,
 };
 use crate::runtime::Notify;
 use crate::shard::handler::ShardContext;
 use crate::shard::partitions::OwnedPartition;
+use crate::state::cluster::Role;
 use crate::storage::{AppendMode, PartitionLog};
 
 /// Longest a follower's read waits at the leader for new data.

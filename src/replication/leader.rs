@@ -7,11 +7,11 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::cluster::state::{monotonic_ms, Role};
 use crate::net::protocol::{ErrorCode, ErrorResponse, Response, TopicSettings};
 use crate::shard::handler::{storage_error, ShardContext};
 use crate::shard::mesh::Outcome;
 use crate::shard::partitions::OwnedPartition;
+use crate::state::cluster::{monotonic_ms, Role};
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
     ErrorResponse { code, message: message.into(), leader: None }
@@ -48,7 +48,7 @@ const RAW_ANSWERS_AFTER_MISS: u64 = 32;
 /// The answer's body: an lz4 block, or the batches themselves ("stored
 /// raw", which the follower recognises by the body being exactly
 /// `uncompressed_bytes` long: an lz4 block that long is never sent).
-pub(crate) fn encode_answer(batches: Vec<u8>, progress: &crate::replication::progress::FollowerProgress) -> Vec<u8> {
+pub(crate) fn encode_answer(batches: Vec<u8>, progress: &crate::state::progress::FollowerProgress) -> Vec<u8> {
     let skip = progress
         .raw_answers_left
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(1))
@@ -306,7 +306,7 @@ impl ShardContext {
 mod tests {
     use super::{compress, encode_answer, RAW_ANSWERS_AFTER_MISS};
     use crate::replication::follower::{decode_fetched, Fetched};
-    use crate::replication::progress::ReplicationProgress;
+    use crate::state::progress::ReplicationProgress;
     use crate::storage::batch::BatchBuilder;
 
     fn batches(value: impl Fn(usize) -> Vec<u8>) -> Vec<u8> {

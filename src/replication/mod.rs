@@ -15,4 +15,3 @@ pub mod fetch_many;
 pub mod follower;
 pub mod leader;
 pub mod partition;
-pub mod progress;

@@ -109,7 +109,7 @@ struct CompressedAnswer {
 impl Default for PartitionReplication {
     fn default() -> Self {
         PartitionReplication {
-            opened_ms: crate::cluster::state::monotonic_ms(),
+            opened_ms: crate::state::cluster::monotonic_ms(),
             followers: RefCell::default(),
             high_watermark: Cell::default(),
             learned_high_watermark: Cell::default(),
@@ -294,12 +294,12 @@ impl PartitionReplication {
     /// by what this node has durable.
     pub fn high_watermark(
         &self,
-        role: crate::cluster::state::Role,
+        role: crate::state::cluster::Role,
         epoch: u32,
         durable_end_offset: u64,
         in_sync: &[u64],
     ) -> u64 {
-        use crate::cluster::state::Role;
+        use crate::state::cluster::Role;
         match role {
             Role::Standalone => durable_end_offset,
             Role::Leader => {
@@ -315,8 +315,8 @@ impl PartitionReplication {
     /// shown consumers. A leader's does once it reaches the start of its
     /// term (KIP-207's rule for a new leader); a follower's once it learned
     /// one from an established leader in this process.
-    fn established(&self, role: crate::cluster::state::Role, value: u64, durable_end_offset: u64) -> bool {
-        use crate::cluster::state::Role;
+    fn established(&self, role: crate::state::cluster::Role, value: u64, durable_end_offset: u64) -> bool {
+        use crate::state::cluster::Role;
         match role {
             Role::Standalone => true,
             Role::Leader => {
@@ -339,7 +339,7 @@ impl PartitionReplication {
     /// would let a consumer see the high watermark fall.
     pub fn visible_high_watermark(
         &self,
-        role: crate::cluster::state::Role,
+        role: crate::state::cluster::Role,
         epoch: u32,
         durable_end_offset: u64,
         in_sync: &[u64],
@@ -384,7 +384,7 @@ impl PartitionReplication {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::state::Role;
+    use crate::state::cluster::Role;
 
     #[test]
     fn high_watermark_is_the_minimum_over_the_in_sync_set_and_never_moves_back() {

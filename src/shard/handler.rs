@@ -11,17 +11,14 @@ use super::mesh::{Mesh, Outcome, ShardRequest};
 use super::partitions::{OwnedPartition, ShardPartitions};
 use super::topics::{TopicMeta, TopicRegistry};
 use super::{owner_of, ShardId};
-use crate::cluster::state::{ClusterState, WriteRefusal};
 use crate::config::NodeConfig;
 use crate::net::protocol::{Acks, ErrorCode, ErrorResponse, PartitionDescription, Request, Response, TopicSettings};
 use crate::replication::fetch_many::FetchLimits;
+use crate::state::cluster::{ClusterState, WriteRefusal};
 use crate::storage::{AppendMode, StorageError};
 
 /// The shard that owns topic metadata (creates and deletes topics).
 pub const METADATA_SHARD: ShardId = 0;
-
-/// Leader epoch a standalone node writes under.
-pub const STANDALONE_EPOCH: u32 = 1;
 
 /// Everything a shard needs to serve requests.
 pub struct ShardContext {
@@ -38,11 +35,11 @@ pub struct ShardContext {
     /// Channels to the other shards.
     pub mesh: Rc<Mesh>,
     /// Node metrics (this shard writes `metrics.shards[shard]`).
-    pub metrics: Arc<crate::admin::metrics::NodeMetrics>,
+    pub metrics: Arc<crate::state::metrics::NodeMetrics>,
     /// The cluster view the control thread publishes (role, epoch, fencing).
     pub cluster: Arc<ClusterState>,
     /// Followers' progress, written by this shard's slot while leading.
-    pub progress: Arc<crate::replication::progress::ReplicationProgress>,
+    pub progress: Arc<crate::state::progress::ReplicationProgress>,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
@@ -165,7 +162,7 @@ impl ShardContext {
     }
 
     /// This shard's counters.
-    pub fn shard_metrics(&self) -> &crate::admin::metrics::ShardMetrics {
+    pub fn shard_metrics(&self) -> &crate::state::metrics::ShardMetrics {
         &self.metrics.shards[self.shard]
     }
 
@@ -463,7 +460,7 @@ pub async fn publish_gauges(context: Rc<ShardContext>, stopping: Rc<std::cell::C
             read_ahead_hits += stats.read_ahead_hits;
             let failure =
                 snapshot.failure.clone().or_else(|| snapshot.fence.as_ref().map(|fence| fence.to_error().to_string()));
-            gauges.push(crate::admin::metrics::PartitionGauge {
+            gauges.push(crate::state::metrics::PartitionGauge {
                 topic: owned.meta.name.clone(),
                 partition: describe(&context, &owned).partition,
                 log_start_offset: snapshot.log_start_offset,

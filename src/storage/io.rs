@@ -513,7 +513,7 @@ impl DirectFile {
         let covered = self.faults.as_ref().map_or(0, |faults| faults.journal_length(&self.path));
         let started = std::time::Instant::now();
         let outcome = self.file.fdatasync().await.map_err(os_error);
-        super::latency::record_fsync(started.elapsed());
+        crate::state::latency::record_fsync(started.elapsed());
         if let (Some(faults), Ok(())) = (&self.faults, &outcome) {
             faults.journal_synced(&self.path, covered);
         }

@@ -10,7 +10,6 @@ pub mod error;
 pub mod fence;
 pub mod index;
 pub mod io;
-pub mod latency;
 pub mod lock;
 pub mod log;
 pub mod markers;

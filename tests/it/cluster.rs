@@ -457,8 +457,8 @@ fn a_node_whose_id_is_forgotten_before_it_registers_is_refused_registration() {
             ringlog::config::ClusterConfig::default(),
             dir.path().to_path_buf(),
             addresses,
-            ringlog::cluster::state::ClusterState::clustered(),
-            ringlog::replication::progress::ReplicationProgress::new(1),
+            ringlog::state::cluster::ClusterState::clustered(),
+            ringlog::state::progress::ReplicationProgress::new(1),
         );
         plane.register(&client, id, lease).await.map_err(|error| error.to_string())
     });

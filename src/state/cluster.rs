@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
+/// Leader epoch a standalone node writes under.
+pub const STANDALONE_EPOCH: u32 = 1;
+
 /// What this node is in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -68,7 +71,7 @@ impl ClusterView {
             leader_id: None,
             leader_client_address: None,
             leader_replication_address: None,
-            leader_epoch: crate::shard::handler::STANDALONE_EPOCH,
+            leader_epoch: STANDALONE_EPOCH,
             in_sync_followers: Vec::new(),
             leader_since_ms: 0,
             etcd_reachable: true,
@@ -253,7 +256,7 @@ mod tests {
     #[test]
     fn standalone_node_always_writes_under_the_standalone_epoch() {
         let state = ClusterState::standalone();
-        assert_eq!(state.write_epoch(), Ok(crate::shard::handler::STANDALONE_EPOCH));
+        assert_eq!(state.write_epoch(), Ok(STANDALONE_EPOCH));
         state.revoke_write_deadline();
         assert!(state.write_epoch().is_ok());
     }

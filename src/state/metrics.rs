@@ -1,0 +1,102 @@
+//! The node's counters and gauges: written by the shards and the network
+//! loops, read by `admin` (which renders them for Prometheus).
+
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+pub use super::latency::{Histogram, LATENCY_BUCKETS_US};
+
+/// Shared by all shards: open connections, for `limits.max_connections`.
+#[derive(Debug, Default)]
+pub struct ConnectionCount {
+    pub(crate) open: AtomicUsize,
+}
+
+impl ConnectionCount {
+    /// Connections open right now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// One partition's gauges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionGauge {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Log start offset.
+    pub log_start_offset: u64,
+    /// Log end offset.
+    pub log_end_offset: u64,
+    /// High watermark.
+    pub high_watermark: u64,
+    /// Bytes on disk.
+    pub size_bytes: u64,
+    /// Batch bytes consumers' fetches returned since the partition opened.
+    pub fetched_bytes: u64,
+    /// Fail-stop or fence reason, if any.
+    pub failure: Option<String>,
+}
+
+/// Counters of one shard.
+#[derive(Debug, Default)]
+pub struct ShardMetrics {
+    /// Produce requests executed here.
+    pub produce_requests: AtomicU64,
+    /// Records appended.
+    pub produce_records: AtomicU64,
+    /// Batch bytes appended.
+    pub produce_bytes: AtomicU64,
+    /// Fetch requests executed here.
+    pub fetch_requests: AtomicU64,
+    /// Batch bytes returned by fetches.
+    pub fetch_bytes: AtomicU64,
+    /// Requests answered with an error.
+    pub errors: AtomicU64,
+    /// Requests forwarded to other shards and not yet answered.
+    pub cross_shard_in_flight: AtomicI64,
+    /// Requests forwarded to other shards in total.
+    pub cross_shard_forwarded: AtomicU64,
+    /// fdatasyncs of this shard's partitions (published once a second).
+    pub fsyncs: AtomicU64,
+    /// Bytes reads took from this shard's segment files (published once a second).
+    pub segment_read_bytes: AtomicU64,
+    /// Reads answered by a read-ahead (published once a second).
+    pub read_ahead_hits: AtomicU64,
+    /// Produce latency, as seen by the owning shard.
+    pub produce_latency: Histogram,
+    /// Fetch latency (long polls included).
+    pub fetch_latency: Histogram,
+    /// fdatasync latency of this shard's files (segments, indexes, offsets).
+    pub fsync_latency: Arc<Histogram>,
+    /// This shard's partitions, republished once a second.
+    pub partitions: ArcSwap<Vec<PartitionGauge>>,
+}
+
+/// Metrics of the whole node.
+#[derive(Debug)]
+pub struct NodeMetrics {
+    /// One entry per shard.
+    pub shards: Vec<ShardMetrics>,
+    /// Open client connections.
+    pub connections: Arc<ConnectionCount>,
+}
+
+impl NodeMetrics {
+    /// Metrics for `shards` shards.
+    pub fn new(shards: usize, connections: Arc<ConnectionCount>) -> NodeMetrics {
+        NodeMetrics { shards: (0..shards).map(|_| ShardMetrics::default()).collect(), connections }
+    }
+
+    /// Every partition's latest gauges.
+    pub fn partitions(&self) -> Vec<PartitionGauge> {
+        let mut all: Vec<PartitionGauge> =
+            self.shards.iter().flat_map(|shard| shard.partitions.load().iter().cloned().collect::<Vec<_>>()).collect();
+        all.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        all
+    }
+}
