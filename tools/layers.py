@@ -19,6 +19,7 @@ import tempfile
 # anything may import `state`. Deeper path prefixes win over shorter ones, so a
 # file that belongs to another floor than its directory is named here too.
 FLOORS = {
+    "runtime::clock": -1,  # std-only leaf: every floor, state included, reads the time
     "runtime": 0,
     "systemd": 0,  # sd_notify: OS glue, counts as runtime
     "state": 0,
@@ -38,7 +39,7 @@ FLOORS = {
     "lib": 8,
 }
 # Which unit a module prefix counts as (default: the prefix itself).
-UNIT = {"net::protocol": "protocol", "systemd": "runtime"}
+UNIT = {"net::protocol": "protocol", "systemd": "runtime", "runtime::clock": "clock"}
 # Units that anything may import sideways (same floor).
 SHARED = {"state"}
 

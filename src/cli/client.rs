@@ -28,11 +28,6 @@ pub fn run_async<T>(future: impl Future<Output = T>) -> std::io::Result<T> {
     Ok(runtime.block_on(future))
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
-}
-
 /// Parse `--acks`.
 pub fn parse_acks(text: &str) -> Result<Acks, String> {
     match text {

@@ -55,7 +55,7 @@ async fn demo(dir: PathBuf, config: StorageConfig, records: u64, batch: u32) -> 
         builder.clear();
         let count = u64::from(batch).min(records - appended);
         for _ in 0..count {
-            builder.push(chrono_ms(), None, &value, &[]);
+            builder.push(crate::runtime::clock::wall_ms(), None, &value, &[]);
         }
         let mut encoded = builder.finish().to_vec();
         let _durable = log
@@ -93,8 +93,4 @@ async fn demo(dir: PathBuf, config: StorageConfig, records: u64, batch: u32) -> 
         after.segments, after.size_bytes, after.log_end_offset
     );
     Ok(())
-}
-
-fn chrono_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
 }

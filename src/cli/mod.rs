@@ -143,11 +143,6 @@ pub fn init_tracing(format: LogFormat) {
     };
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    client::now_ms()
-}
-
 /// Every `serve` setting with its default, for `serve --help`.
 pub fn serve_settings_help() -> String {
     format!(

@@ -6,10 +6,11 @@ use std::io::{BufRead, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::client::{finish, now_ms, parse_acks, ServerArgs};
+use super::client::{finish, parse_acks, ServerArgs};
 use super::{fail, EXIT_USAGE};
 use crate::net::client::{unexpected, Client, ClientError};
 use crate::net::protocol::{Acks, Request, Response};
+use crate::runtime::clock::wall_ms;
 use crate::storage::batch::BatchBuilder;
 
 /// Flags of `ringlog produce`.
@@ -142,7 +143,7 @@ impl Producer {
         let sequence = *self.sequences.get(&partition).unwrap_or(&0);
         let mut builder = BatchBuilder::new();
         builder.set_producer(self.producer_id, sequence);
-        let timestamp = now_ms();
+        let timestamp = wall_ms();
         for line in lines.iter() {
             builder.push(timestamp, args.key.as_deref().map(str::as_bytes), line.as_bytes(), &[]);
         }

@@ -16,7 +16,8 @@ use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use super::etcd::{text, ClusterError, Etcd};
 use super::keys::Keys;
 use super::membership::ControlPlane;
-use crate::state::cluster::{monotonic_ms, ClusterView, Role};
+use crate::runtime::clock::monotonic_ms;
+use crate::state::cluster::{ClusterView, Role};
 
 /// Followers whose insync key is `"1"` (this node excluded).
 pub async fn in_sync_keys(etcd: &Etcd, keys: &Keys, own_id: u64) -> Result<Vec<u64>, ClusterError> {
@@ -47,7 +48,7 @@ pub async fn ensure_secret(etcd: &Etcd, keys: &Keys, configured: Option<&str>) -
     if let Some(kv) = etcd.get(&keys.secret()).await? {
         return Ok(kv.value().to_vec());
     }
-    let random = crate::replication::auth::random_bytes(32).map_err(|source| ClusterError::Io {
+    let random = crate::runtime::random::random_bytes(32).map_err(|source| ClusterError::Io {
         action: "read",
         path: "/dev/urandom".into(),
         source,

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::etcd::Etcd;
-use crate::state::cluster::{monotonic_ms, monotonic_ms_at, ClusterState};
+use crate::runtime::clock::{monotonic_ms, monotonic_ms_at};
+use crate::state::cluster::ClusterState;
 
 /// How a lease is doing, shared by the keep-alive task and the membership loop.
 #[derive(Debug)]

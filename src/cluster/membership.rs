@@ -295,7 +295,7 @@ impl ControlPlane {
             leader_replication_address: leader_registration.map(|registration| registration.replication),
             leader_epoch: if role == Role::Leader { epoch } else { previous.leader_epoch },
             in_sync_followers,
-            leader_since_ms: if starts_term { crate::state::cluster::monotonic_ms() } else { previous.leader_since_ms },
+            leader_since_ms: if starts_term { crate::runtime::clock::monotonic_ms() } else { previous.leader_since_ms },
             etcd_reachable: true,
             problem: None,
         });

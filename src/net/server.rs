@@ -480,7 +480,7 @@ impl ReplicaSession {
         if self.hello.borrow().is_some() {
             return Err(invalid("hello sent twice"));
         }
-        let nonce = crate::replication::auth::random_bytes(crate::replication::auth::NONCE_BYTES)
+        let nonce = crate::runtime::random::random_bytes(crate::replication::auth::NONCE_BYTES)
             .map_err(|error| ErrorResponse { code: ErrorCode::Internal, message: error.to_string(), leader: None })?;
         *self.hello.borrow_mut() = Some((node_id, nonce.clone()));
         Ok(Response::ReplicaChallenge { nonce })

@@ -28,17 +28,10 @@ pub fn verify(secret: &[u8], nonce: &[u8], node_id: u64, answer: &[u8]) -> bool 
     mac(secret, nonce, node_id).verify_slice(answer).is_ok()
 }
 
-/// `count` random bytes from the kernel.
-pub fn random_bytes(count: usize) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = vec![0u8; count];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::random::random_bytes;
 
     #[test]
     fn only_the_right_secret_nonce_and_node_pass() {

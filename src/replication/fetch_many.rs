@@ -19,11 +19,11 @@ use crate::net::protocol::{
     ErrorCode, ErrorResponse, ReplicaFetchPartition, ReplicaFetchedPartition, Request, Response,
     REPLICA_FETCHED_PARTITION_FIXED_BYTES,
 };
+use crate::runtime::clock::monotonic_ms;
 use crate::shard::handler::ShardContext;
 use crate::shard::mesh::{Outcome, ShardRequest};
 use crate::shard::partitions::OwnedPartition;
 use crate::shard::{owner_of, ShardId};
-use crate::state::cluster::monotonic_ms;
 
 /// Bytes of a frame kept for the response header and the answer's own fields.
 const FRAME_RESERVE_BYTES: usize = 1024;

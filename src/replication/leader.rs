@@ -8,10 +8,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::net::protocol::{ErrorCode, ErrorResponse, Response, TopicSettings};
+use crate::runtime::clock::monotonic_ms;
 use crate::shard::handler::{storage_error, ShardContext};
 use crate::shard::mesh::Outcome;
 use crate::shard::partitions::OwnedPartition;
-use crate::state::cluster::{monotonic_ms, Role};
+use crate::state::cluster::Role;
 
 fn error(code: ErrorCode, message: impl Into<String>) -> ErrorResponse {
     ErrorResponse { code, message: message.into(), leader: None }

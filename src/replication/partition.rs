@@ -109,7 +109,7 @@ struct CompressedAnswer {
 impl Default for PartitionReplication {
     fn default() -> Self {
         PartitionReplication {
-            opened_ms: crate::state::cluster::monotonic_ms(),
+            opened_ms: crate::runtime::clock::monotonic_ms(),
             followers: RefCell::default(),
             high_watermark: Cell::default(),
             learned_high_watermark: Cell::default(),

@@ -2,9 +2,11 @@
 //! timers and a single-threaded notification primitive. glommio is in
 //! maintenance mode; keeping its surface here makes it replaceable.
 
+pub mod clock;
 mod gate;
 pub mod memory;
 mod notify;
+pub mod random;
 
 use std::future::Future;
 use std::time::Duration;

@@ -438,7 +438,7 @@ fn describe(context: &ShardContext, owned: &OwnedPartition) -> PartitionDescript
 /// A fresh random, non-zero producer id (63 bits, unique with overwhelming
 /// probability across nodes and restarts, with no state to keep).
 pub fn new_producer_id() -> u64 {
-    let bytes = crate::replication::auth::random_bytes(8).ok().and_then(|bytes| <[u8; 8]>::try_from(bytes).ok());
+    let bytes = crate::runtime::random::random_bytes(8).ok().and_then(|bytes| <[u8; 8]>::try_from(bytes).ok());
     let bytes = bytes.unwrap_or_else(|| {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |t| t.as_nanos());
         (nanos as u64 ^ u64::from(std::process::id()) << 32).to_le_bytes()
@@ -500,7 +500,7 @@ pub async fn enforce_retention(context: Rc<ShardContext>, stopping: Rc<std::cell
         }
         last = Instant::now();
         let defaults = &context.config.storage;
-        let now_ms = crate::cli::now_ms();
+        let now_ms = crate::runtime::clock::wall_ms();
         for owned in context.partitions.all() {
             let policy = crate::storage::retention::RetentionPolicy {
                 retention_bytes: if owned.meta.retention_bytes > 0 {

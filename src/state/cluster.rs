@@ -5,10 +5,12 @@
 //! thread is doing.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+
+use crate::runtime::clock::{monotonic_ms, monotonic_ms_at};
 
 /// Leader epoch a standalone node writes under.
 pub const STANDALONE_EPOCH: u32 = 1;
@@ -109,7 +111,7 @@ pub enum WriteRefusal {
 #[derive(Debug)]
 pub struct ClusterState {
     view: ArcSwap<ClusterView>,
-    /// Milliseconds on [`monotonic_ms`] until which the leader may ack.
+    /// Milliseconds on [`monotonic_ms`](crate::runtime::clock::monotonic_ms) until which the leader may ack.
     write_deadline_ms: AtomicU64,
     clustered: AtomicBool,
     secret: ArcSwapOption<Vec<u8>>,
@@ -118,23 +120,6 @@ pub struct ClusterState {
     resync_generation: AtomicU64,
     /// The highest leader epoch found in this node's logs.
     local_max_epoch: AtomicU32,
-}
-
-/// Milliseconds since the first call in this process (a monotonic clock
-/// that fits an atomic).
-pub fn monotonic_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-/// Milliseconds on [`monotonic_ms`] corresponding to `instant`.
-pub fn monotonic_ms_at(instant: Instant) -> u64 {
-    let now = Instant::now();
-    let current = monotonic_ms();
-    match now.checked_duration_since(instant) {
-        Some(ago) => current.saturating_sub(ago.as_millis() as u64),
-        None => current + instant.duration_since(now).as_millis() as u64,
-    }
 }
 
 impl ClusterState {

@@ -407,7 +407,7 @@ impl PartitionLog {
             // stale commits cannot be followed by a commit beyond its end.
             return Err(StorageError::OffsetOutOfRange { offset, log_start_offset, log_end_offset });
         }
-        self.store_commit(group, CommittedOffset::new(offset, now_ms())).await
+        self.store_commit(group, CommittedOffset::new(offset, crate::runtime::clock::wall_ms())).await
     }
 
     async fn store_commit(&self, group: &str, committed: CommittedOffset) -> StorageResult<()> {

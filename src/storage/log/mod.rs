@@ -224,10 +224,6 @@ pub struct PartitionLog {
     inner: Rc<Inner>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
-}
-
 fn errno_text(error: &std::io::Error) -> String {
     match error.raw_os_error() {
         Some(errno) => format!("{error} (errno {errno})"),
