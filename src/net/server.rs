@@ -20,9 +20,10 @@ use glommio::net::{TcpListener, TcpStream};
 
 use super::protocol::{
     decode_produce_head, decode_request_header, decode_request_owned, encode_error, encode_response,
-    encode_response_split, frame_length, ErrorCode, ErrorResponse, ProtocolError, Request, RequestHeader, Response,
+    encode_response_split, frame_length, ErrorCode, ErrorResponse, ProtocolError, Request, RequestHeader,
     LENGTH_PREFIX_BYTES, REQUEST_HEADER_BYTES,
 };
+use crate::replication::handshake::ReplicaSession;
 use crate::runtime::Notify;
 use crate::shard::handler::ShardContext;
 use crate::state::metrics::ConnectionCount;
@@ -458,63 +459,6 @@ impl ReplyQueue {
             // socket_open to false before closing it (same thread), so it
             // is open here; shutdown does not close or invalidate it.
             unsafe { libc::shutdown(self.socket, libc::SHUT_RDWR) };
-        }
-    }
-}
-
-/// The handshake of one replication connection.
-#[derive(Default)]
-struct ReplicaSession {
-    /// The node id the follower announced, and our challenge to it.
-    hello: std::cell::RefCell<Option<(u64, Vec<u8>)>>,
-    /// Set once the proof checked out.
-    authenticated: Cell<Option<u64>>,
-}
-
-impl ReplicaSession {
-    fn replica(&self) -> Option<u64> {
-        self.authenticated.get()
-    }
-
-    fn hello(&self, node_id: u64) -> Result<Response, ErrorResponse> {
-        if self.hello.borrow().is_some() {
-            return Err(invalid("hello sent twice"));
-        }
-        let nonce = crate::runtime::random::random_bytes(crate::replication::auth::NONCE_BYTES)
-            .map_err(|error| ErrorResponse { code: ErrorCode::Internal, message: error.to_string(), leader: None })?;
-        *self.hello.borrow_mut() = Some((node_id, nonce.clone()));
-        Ok(Response::ReplicaChallenge { nonce })
-    }
-
-    fn authenticate(&self, context: &ShardContext, proof: &[u8]) -> Result<Response, ErrorResponse> {
-        let Some((node_id, nonce)) = self.hello.borrow_mut().take() else {
-            return Err(invalid("auth without hello"));
-        };
-        let secret = context.cluster.secret().ok_or_else(|| invalid("this node has no cluster secret yet"))?;
-        if !crate::replication::auth::verify(&secret, &nonce, node_id, proof) {
-            tracing::warn!(target: "ringlog::replication", node_id, "replication handshake refused: bad proof");
-            return Err(invalid("authentication failed"));
-        }
-        let leader_epoch = context.write_epoch()?;
-        let view = context.cluster.view();
-        self.authenticated.set(Some(node_id));
-        context.progress.follower(node_id).connections.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(target: "ringlog::replication", follower = node_id, "follower connected");
-        Ok(Response::ReplicaAuth { leader_id: view.node_id.unwrap_or(0), leader_epoch })
-    }
-
-    /// Count and log a follower cut off for slowness.
-    fn cut_off(&self, context: &ShardContext, reason: &str) {
-        if let Some(node_id) = self.authenticated.get() {
-            context.progress.follower(node_id).slow_disconnects.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(target: "ringlog::replication", follower = node_id, reason, "follower disconnected");
-        }
-    }
-
-    fn close(&self, context: &ShardContext) {
-        if let Some(node_id) = self.authenticated.take() {
-            context.progress.follower(node_id).connections.fetch_sub(1, Ordering::Relaxed);
-            tracing::info!(target: "ringlog::replication", follower = node_id, "follower disconnected");
         }
     }
 }

@@ -13,5 +13,6 @@ pub mod connection;
 pub mod divergence;
 pub mod fetch_many;
 pub mod follower;
+pub mod handshake;
 pub mod leader;
 pub mod partition;
