@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod net;
 pub mod node;
+pub mod protocol;
 pub mod replication;
 pub mod runtime;
 pub mod shard;

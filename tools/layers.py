@@ -25,7 +25,6 @@ FLOORS = {
     "state": 0,
     "storage": 1,
     "protocol": 1,
-    "net::protocol": 1,  # the wire protocol, still under net/ (unit: protocol)
     "config": 1.5,  # the node's config: wraps StorageConfig, read by shard and up
     "shard": 2,
     "replication": 3,
@@ -39,7 +38,7 @@ FLOORS = {
     "lib": 8,
 }
 # Which unit a module prefix counts as (default: the prefix itself).
-UNIT = {"net::protocol": "protocol", "systemd": "runtime", "runtime::clock": "clock"}
+UNIT = {"systemd": "runtime", "runtime::clock": "clock"}
 # Units that anything may import sideways (same floor).
 SHARED = {"state"}
 
@@ -240,8 +239,7 @@ def self_test():
         sink = open(os.devnull, "w")
         assert check(tmp, allow, out=sink), "a correct tree must pass"
 
-        # Upward: storage imports net (the wire protocol counts as floor 1 too,
-        # so go for the server).
+        # Upward: storage imports net.
         write("storage/log.rs", "use crate::net::server::Server;\n")
         assert not check(tmp, allow, out=sink), "storage -> net must fail"
         # The message names the file and line.

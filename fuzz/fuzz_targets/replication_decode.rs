@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringlog::net::protocol::{decode_response, encode_response, ApiKey, Response};
+use ringlog::protocol::{decode_response, encode_response, ApiKey, Response};
 use ringlog::replication::follower::{decode_fetched, Fetched};
 
 const REPLICATION_APIS: [ApiKey; 7] = [

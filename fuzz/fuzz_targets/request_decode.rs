@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringlog::net::protocol::{
+use ringlog::protocol::{
     decode_request, decode_request_header, decode_request_owned, encode_request, frame_length,
 };
 

@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::cluster::membership::ControlPlane;
 use crate::cluster::nodes::{forget, list_nodes as nodes_in_etcd, ForgetOutcome};
 use crate::net::client::{Client, ClientError};
-use crate::net::protocol::{ErrorCode, Request, Response as ProtocolResponse, TopicSettings};
+use crate::protocol::{ErrorCode, Request, Response as ProtocolResponse, TopicSettings};
 use crate::shard::topics::TopicRegistry;
 use crate::state::cluster::{ClusterState, Role};
 use crate::state::metrics::NodeMetrics;

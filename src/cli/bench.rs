@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::client::{parse_acks, ServerArgs};
 use super::{fail, EXIT_USAGE};
 use crate::net::client::{unexpected, Client, ClientError, Connection};
-use crate::net::protocol::{Acks, ErrorCode, Request, Response, TopicSettings};
+use crate::protocol::{Acks, ErrorCode, Request, Response, TopicSettings};
 use crate::storage::batch::{BatchBuilder, BatchIter, RecordIter, BATCH_HEADER_BYTES};
 
 /// Flags of `ringlog bench`.

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::net::client::{Client, ClientError};
-use crate::net::protocol::Acks;
+use crate::protocol::Acks;
 
 /// The bootstrap list every client-side command takes.
 #[derive(Debug, Clone, clap::Args)]

@@ -10,7 +10,7 @@ use base64::Engine;
 use super::client::{run_async, ServerArgs};
 use super::{fail, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::net::client::{unexpected, Client, ClientError};
-use crate::net::protocol::{CommittedState, ErrorCode, ErrorResponse, Request, Response};
+use crate::protocol::{CommittedState, ErrorCode, ErrorResponse, Request, Response};
 use crate::storage::batch::{BatchIter, RecordIter, RecordView, BATCH_HEADER_BYTES};
 
 /// Flags of `ringlog consume`.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::client::{finish, parse_acks, ServerArgs};
 use super::{fail, EXIT_USAGE};
 use crate::net::client::{unexpected, Client, ClientError};
-use crate::net::protocol::{Acks, Request, Response};
+use crate::protocol::{Acks, Request, Response};
 use crate::runtime::clock::wall_ms;
 use crate::storage::batch::BatchBuilder;
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use super::client::{run_async, ServerArgs};
 use super::{fail, EXIT_FAILURE, EXIT_OK};
 use crate::net::client::unexpected;
-use crate::net::protocol::{Request, Response, TopicSettings};
+use crate::protocol::{Request, Response, TopicSettings};
 
 /// Topic subcommands.
 #[derive(Debug, clap::Subcommand)]

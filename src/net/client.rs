@@ -16,7 +16,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use super::protocol::{
+use crate::protocol::{
     decode_response_owned, encode_request_split, frame_length, ApiKey, ErrorCode, ErrorResponse, ProtocolError,
     Request, Response,
 };

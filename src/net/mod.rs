@@ -1,7 +1,6 @@
-//! Networking: the native client protocol (and, as it lands, the server and
-//! the Rust client).
+//! Networking: the client and replication listeners (`server`), the Rust
+//! client, and the port ownership check. The wire format is `crate::protocol`.
 
 pub mod client;
 pub mod ports;
-pub mod protocol;
 pub mod server;

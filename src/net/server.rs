@@ -18,7 +18,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 
-use super::protocol::{
+use crate::protocol::{
     decode_produce_head, decode_request_header, decode_request_owned, encode_error, encode_response,
     encode_response_split, frame_length, ErrorCode, ErrorResponse, ProtocolError, Request, RequestHeader,
     LENGTH_PREFIX_BYTES, REQUEST_HEADER_BYTES,

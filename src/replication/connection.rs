@@ -12,7 +12,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::TcpStream;
 
-use crate::net::protocol::{
+use crate::protocol::{
     decode_response_owned, encode_request, frame_length, ApiKey, ErrorResponse, Request, Response, LENGTH_PREFIX_BYTES,
 };
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::leader::encode_answer;
 use super::partition::FetchWake;
-use crate::net::protocol::{
+use crate::protocol::{
     ErrorCode, ErrorResponse, ReplicaFetchPartition, ReplicaFetchedPartition, Request, Response,
     REPLICA_FETCHED_PARTITION_FIXED_BYTES,
 };

@@ -17,9 +17,7 @@ use std::time::Duration;
 
 use super::connection::{CallError, ReplicaConnection};
 use super::divergence::{next_step, LeaderAnswer, LocalLog, Step};
-use crate::net::protocol::{
-    ErrorCode, ErrorResponse, ReplicaFetchPartition, ReplicaFetchedPartition, Request, Response,
-};
+use crate::protocol::{ErrorCode, ErrorResponse, ReplicaFetchPartition, ReplicaFetchedPartition, Request, Response};
 use crate::runtime::Notify;
 use crate::shard::handler::ShardContext;
 use crate::shard::partitions::OwnedPartition;

@@ -6,7 +6,7 @@
 use std::cell::Cell;
 use std::sync::atomic::Ordering;
 
-use crate::net::protocol::{ErrorCode, ErrorResponse, Response};
+use crate::protocol::{ErrorCode, ErrorResponse, Response};
 use crate::shard::handler::ShardContext;
 
 /// The handshake of one replication connection.

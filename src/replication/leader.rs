@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::net::protocol::{ErrorCode, ErrorResponse, Response, TopicSettings};
+use crate::protocol::{ErrorCode, ErrorResponse, Response, TopicSettings};
 use crate::runtime::clock::monotonic_ms;
 use crate::shard::handler::{storage_error, ShardContext};
 use crate::shard::mesh::Outcome;

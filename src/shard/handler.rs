@@ -12,7 +12,7 @@ use super::partitions::{OwnedPartition, ShardPartitions};
 use super::topics::{TopicMeta, TopicRegistry};
 use super::{owner_of, ShardId};
 use crate::config::NodeConfig;
-use crate::net::protocol::{Acks, ErrorCode, ErrorResponse, PartitionDescription, Request, Response, TopicSettings};
+use crate::protocol::{Acks, ErrorCode, ErrorResponse, PartitionDescription, Request, Response, TopicSettings};
 use crate::replication::fetch_many::FetchLimits;
 use crate::state::cluster::{ClusterState, WriteRefusal};
 use crate::storage::{AppendMode, StorageError};
@@ -235,7 +235,7 @@ impl ShardContext {
             }
             Request::FetchOffset { group, topic, partition } => {
                 let owned = self.owned(&topic, partition)?;
-                Ok(Response::FetchOffset(owned.log.committed_offset(&group).into()))
+                Ok(Response::FetchOffset(committed_state(owned.log.committed_offset(&group))))
             }
             Request::FindOffset { topic, partition, timestamp_ms } => {
                 let owned = self.owned(&topic, partition)?;
@@ -516,6 +516,19 @@ pub async fn enforce_retention(context: Rc<ShardContext>, stopping: Rc<std::cell
             if let Err(error) = owned.log.apply_retention(policy, now_ms).await {
                 tracing::error!(target: "ringlog::storage", %error, dir = %owned.log.dir().display(), "retention failed");
             }
+        }
+    }
+}
+
+/// Storage's answer to "where is this group?" in wire terms.
+fn committed_state(lookup: crate::storage::offsets::OffsetLookup) -> crate::protocol::CommittedState {
+    use crate::protocol::CommittedState;
+    use crate::storage::offsets::OffsetLookup;
+    match lookup {
+        OffsetLookup::None => CommittedState::None,
+        OffsetLookup::Valid(offset) => CommittedState::Valid(offset),
+        OffsetLookup::OutOfRange { committed, log_start_offset, log_end_offset } => {
+            CommittedState::OutOfRange { committed, log_start_offset, log_end_offset }
         }
     }
 }

@@ -14,7 +14,7 @@ use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender
 
 use super::topics::TopicMeta;
 use super::ShardId;
-use crate::net::protocol::{ErrorCode, ErrorResponse, Request, Response};
+use crate::protocol::{ErrorCode, ErrorResponse, Request, Response};
 
 /// What a shard can ask another to do.
 #[derive(Debug)]

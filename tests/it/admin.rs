@@ -58,10 +58,10 @@ fn admin_api_answers_with_the_right_status_codes() {
 
     let mut client = node.client();
     let batch = crate::node::batch(&["hello".to_string(), "world".to_string()], None);
-    let request = ringlog::net::protocol::Request::Produce {
+    let request = ringlog::protocol::Request::Produce {
         topic: "web".into(),
         partition: 2,
-        acks: ringlog::net::protocol::Acks::Leader,
+        acks: ringlog::protocol::Acks::Leader,
         batch,
     };
     client.call(request).unwrap();
@@ -111,7 +111,7 @@ fn mutations_need_the_bearer_token_when_one_is_set() {
 
 #[test]
 fn a_fail_stopped_partition_turns_health_503_while_other_partitions_keep_serving() {
-    use ringlog::net::protocol::{Acks, ErrorCode, Request, TopicSettings};
+    use ringlog::protocol::{Acks, ErrorCode, Request, TopicSettings};
     let dir = tempfile::tempdir().unwrap();
     // The real fsync of faulty/0 fails with EIO after two successes.
     let node = Node::start_with(dir.path(), 2, &[("RINGLOG_FAULT_INJECT", "faulty/0:fsync:2")]);

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ringlog::net::protocol::{Acks, ErrorCode, Request, Response, TopicSettings};
+use ringlog::protocol::{Acks, ErrorCode, Request, Response, TopicSettings};
 
 use crate::admin::{http, json};
 use crate::etcd::EtcdProcess;
@@ -100,7 +100,7 @@ pub fn create_topic(node: &Node, name: &str) {
     node.client().call(Request::CreateTopic { name: name.into(), settings }).expect("create topic");
 }
 
-pub fn produce(node: &Node, topic: &str, value: &str) -> Result<Response, ringlog::net::protocol::ErrorResponse> {
+pub fn produce(node: &Node, topic: &str, value: &str) -> Result<Response, ringlog::protocol::ErrorResponse> {
     let request =
         Request::Produce { topic: topic.into(), partition: 0, acks: Acks::Leader, batch: batch(&[value.into()], None) };
     node.client().call(request)

@@ -150,14 +150,14 @@ fn overview_reports_uptime_permissions_counters_and_topic_totals() {
     assert_eq!(status, 201);
     let mut client = node.client();
     let batch = crate::node::batch(&["one".to_string(), "two".to_string(), "three".to_string()], None);
-    let request = ringlog::net::protocol::Request::Produce {
+    let request = ringlog::protocol::Request::Produce {
         topic: "seen".into(),
         partition: 1,
-        acks: ringlog::net::protocol::Acks::Leader,
+        acks: ringlog::protocol::Acks::Leader,
         batch,
     };
     client.call(request).unwrap();
-    let fetch = ringlog::net::protocol::Request::Fetch {
+    let fetch = ringlog::protocol::Request::Fetch {
         topic: "seen".into(),
         partition: 1,
         offset: 0,

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use ringlog::net::protocol::{
+use ringlog::protocol::{
     Acks, ErrorCode, ReplicaFetchPartition, ReplicaFetchedPartition, Request, Response, TopicSettings,
 };
 use ringlog::replication::follower::{decode_fetched, Fetched};

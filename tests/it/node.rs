@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ringlog::net::protocol::{
+use ringlog::protocol::{
     decode_response, encode_request, Acks, ApiKey, CommittedState, ErrorCode, ErrorResponse, Request, Response,
     TopicSettings,
 };

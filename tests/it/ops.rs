@@ -6,7 +6,7 @@ use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ringlog::net::protocol::Request;
+use ringlog::protocol::Request;
 
 use crate::admin::http;
 use crate::cluster::{create_topic, produce, wait_for_role, Cluster};

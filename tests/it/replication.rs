@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ringlog::net::protocol::{Acks, ErrorCode, ErrorResponse, Request, Response, TopicSettings};
+use ringlog::protocol::{Acks, ErrorCode, ErrorResponse, Request, Response, TopicSettings};
 use ringlog::storage::batch::{BatchIter, RecordIter, BATCH_HEADER_BYTES};
 
 use crate::admin::{http, json};
@@ -367,11 +367,11 @@ fn malformed_and_unauthenticated_replication_connections_are_refused_without_har
     };
     let frame = |request: &Request| {
         let mut out = Vec::new();
-        ringlog::net::protocol::encode_request(7, request, &mut out);
+        ringlog::protocol::encode_request(7, request, &mut out);
         out
     };
     let refusal = |api_key, answer: &[u8]| -> ErrorResponse {
-        match ringlog::net::protocol::decode_response(api_key, answer) {
+        match ringlog::protocol::decode_response(api_key, answer) {
             Ok((_, Err(error))) => error,
             other => panic!("an error answer, not {other:?}"),
         }
@@ -388,7 +388,7 @@ fn malformed_and_unauthenticated_replication_connections_are_refused_without_har
     let (answers, closed) = exchange(&[vec![0xff; 64]]);
     assert!(closed, "garbage closes the connection");
     assert_eq!(answers.len(), 1, "one error answer");
-    assert_eq!(refusal(ringlog::net::protocol::ApiKey::ReplicaFetch, &answers[0]).code, ErrorCode::RecordTooLarge);
+    assert_eq!(refusal(ringlog::protocol::ApiKey::ReplicaFetch, &answers[0]).code, ErrorCode::RecordTooLarge);
     // A read without a handshake, a client API: each answered with the reason, then closed.
     for (request, reason) in [(&fetch, "not authenticated"), (&Request::ListTopics, "replication APIs only")] {
         let (answers, closed) = exchange(&[frame(request)]);
@@ -404,9 +404,9 @@ fn malformed_and_unauthenticated_replication_connections_are_refused_without_har
     let (answers, closed) = exchange(&[frame(&hello), frame(&Request::ReplicaAuth { proof: vec![0; 32] })]);
     assert!(closed, "a wrong proof closes the connection");
     assert_eq!(answers.len(), 2, "challenge and refusal");
-    let challenge = ringlog::net::protocol::decode_response(hello.api_key(), &answers[0]).unwrap().1;
+    let challenge = ringlog::protocol::decode_response(hello.api_key(), &answers[0]).unwrap().1;
     assert!(matches!(challenge, Ok(Response::ReplicaChallenge { .. })), "{challenge:?}");
-    let error = refusal(ringlog::net::protocol::ApiKey::ReplicaAuth, &answers[1]);
+    let error = refusal(ringlog::protocol::ApiKey::ReplicaAuth, &answers[1]);
     assert_eq!(error.code, ErrorCode::InvalidRequest);
     assert!(error.message.contains("authentication failed"), "{error:?}");
     // The client listener does not serve replication APIs either.
@@ -448,7 +448,7 @@ fn a_deposed_leader_truncates_what_only_it_had_and_idempotent_retries_keep_their
     let group_offset =
         |node: &Node| node.client().call(Request::FetchOffset { group: "g".into(), topic: "t".into(), partition: 0 });
     wait_for(Duration::from_secs(5), "b mirrors the group's offset", || {
-        matches!(group_offset(&b), Ok(Response::FetchOffset(ringlog::net::protocol::CommittedState::Valid(1))))
+        matches!(group_offset(&b), Ok(Response::FetchOffset(ringlog::protocol::CommittedState::Valid(1))))
     });
 
     // b stops; a accepts writes only it has (acks=leader), then dies.
