@@ -1,9 +1,8 @@
 //! The cluster control plane (SPEC §5): membership, node ids, leader
 //! election and in-sync replica keys on etcd. It runs only on the control
 //! thread (tokio, where `etcd-client` lives) and talks to the data shards
-//! solely through the atomically published [`state::ClusterState`].
+//! solely through the atomically published [`crate::state::cluster::ClusterState`].
 
-pub mod control;
 pub mod election;
 pub mod etcd;
 pub mod isr;

@@ -3,6 +3,8 @@
 //! SIGINT/SIGTERM (stop accepting, finish in-flight requests, flush, fsync,
 //! clean-shutdown markers, exit 0).
 
+pub mod control_thread;
+
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -183,13 +185,7 @@ fn start_control(
         )
     });
     admin_state.plane = plane.clone();
-    crate::cluster::control::start(
-        &config.admin,
-        admin_state,
-        plane,
-        config.limits.heap_trim_interval_ms,
-        &STOP_REQUESTED,
-    )
+    control_thread::start(&config.admin, admin_state, plane, config.limits.heap_trim_interval_ms, &STOP_REQUESTED)
 }
 
 type ShardHandle = glommio::ExecutorJoinHandle<Result<(), String>>;

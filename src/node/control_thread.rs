@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::membership::ControlPlane;
 use crate::admin::http::{router, AdminState};
+use crate::cluster::membership::ControlPlane;
 
 /// Start the control thread; returns once the admin listener is bound.
 /// The thread ends after `stop` is set, the admin server has drained and
