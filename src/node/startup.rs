@@ -1,0 +1,161 @@
+//! Before the shards start: environment checks (io_uring, locked memory),
+//! the listen and advertised addresses, and the wait for every shard's
+//! listeners.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::cluster::keys::Registration;
+use crate::config::NodeConfig;
+use crate::shard::ShardId;
+
+use super::{NodeError, STOP_REQUESTED};
+
+/// Smallest RLIMIT_MEMLOCK the executors work with.
+pub const MIN_MEMLOCK_BYTES: u64 = 512 * 1024;
+
+/// Check io_uring availability and locked-memory limits before starting.
+pub fn startup_checks() -> Result<(), NodeError> {
+    if let Ok(text) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+        if text.trim() == "2" {
+            return Err(NodeError::Environment(
+                "io_uring is disabled (kernel.io_uring_disabled = 2); enable it with sysctl kernel.io_uring_disabled=0"
+                    .into(),
+            ));
+        }
+    }
+    let ring = io_uring::IoUring::new(8).map_err(|error| {
+        NodeError::Environment(format!("io_uring is not available ({error}); ringlog needs Linux 5.10+ with io_uring"))
+    })?;
+    let mut probe = io_uring::Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|error| NodeError::Environment(format!("cannot probe io_uring operations: {error}")))?;
+    for (opcode, name) in [
+        (io_uring::opcode::Read::CODE, "read"),
+        (io_uring::opcode::Write::CODE, "write"),
+        (io_uring::opcode::Fsync::CODE, "fsync"),
+        (io_uring::opcode::Fallocate::CODE, "fallocate"),
+    ] {
+        if !probe.is_supported(opcode) {
+            return Err(NodeError::Environment(format!("io_uring lacks the {name} operation; upgrade the kernel")));
+        }
+    }
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0
+        && limit.rlim_cur != libc::RLIM_INFINITY
+        && limit.rlim_cur < MIN_MEMLOCK_BYTES
+    {
+        return Err(NodeError::Environment(format!(
+            "RLIMIT_MEMLOCK is {} bytes; ringlog needs at least {MIN_MEMLOCK_BYTES} (ulimit -l {})",
+            limit.rlim_cur,
+            MIN_MEMLOCK_BYTES / 1024
+        )));
+    }
+    Ok(())
+}
+
+/// The startup barrier: every shard has recovered its partitions and bound
+/// its listeners, and no other process shares them.
+pub(super) fn wait_until_listening(
+    ready: &mpsc::Receiver<Result<ShardId, String>>,
+    shards: usize,
+    config: &NodeConfig,
+) -> Result<(), NodeError> {
+    for _ in 0..shards {
+        match ready.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(message)) => {
+                STOP_REQUESTED.store(true, Ordering::SeqCst);
+                return Err(NodeError::Operational(message));
+            }
+            Err(_) => return Err(NodeError::Operational("a shard exited during startup".into())),
+        }
+    }
+    verify_shard_listeners(config).inspect_err(|_| STOP_REQUESTED.store(true, Ordering::SeqCst))
+}
+
+/// Log, print the "listening" line, and tell systemd (Type=notify) that
+/// the node has recovered and every listener is bound and verified.
+pub(super) fn announce(config: &NodeConfig, shards: usize) {
+    let mode = match config.cluster.etcd.is_empty() {
+        true => "standalone".into(),
+        false => format!("cluster, etcd {}", config.cluster.etcd.join(",")),
+    };
+    tracing::info!(target: "ringlog::node", listen = %config.listen, admin = %config.admin, shards,
+        data_dir = %config.data_dir.display(), %mode, "ringlog node ready");
+    println!(
+        "ringlog listening on {} (admin http://{}) with {shards} shards, data in {} ({mode})",
+        config.listen,
+        config.admin,
+        config.data_dir.display()
+    );
+    crate::systemd::notify(&format!("READY=1\nSTATUS=serving clients on {}", config.listen));
+}
+
+/// Each address this node listens on, with the setting that names it; the
+/// replication listener only in cluster mode. The first two are shared by
+/// every shard with SO_REUSEPORT (the admin listener is the control
+/// thread's alone).
+pub(super) fn listen_addresses(config: &NodeConfig) -> Vec<(&'static str, &str)> {
+    let mut addresses = vec![("listen", config.listen.as_str())];
+    if !config.cluster.etcd.is_empty() {
+        addresses.push(("replication_listen", config.replication_listen.as_str()));
+    }
+    addresses.push(("admin", config.admin.as_str()));
+    addresses
+}
+
+/// Refuse to start, before recovery, when another process listens on one
+/// of our addresses (`net::ports`). The patience covers the listeners of a
+/// SIGKILLed predecessor, which io_uring's teardown keeps for a moment.
+pub(super) fn claim_addresses(config: &NodeConfig) -> Result<(), NodeError> {
+    for (setting, address) in listen_addresses(config) {
+        crate::net::ports::ensure_sole_listener(setting, address, Duration::from_secs(3))
+            .map_err(NodeError::Operational)?;
+    }
+    Ok(())
+}
+
+/// Once every shard listens: no other process joined our SO_REUSEPORT
+/// groups between the probe and the binds (`net::ports`).
+pub(super) fn verify_shard_listeners(config: &NodeConfig) -> Result<(), NodeError> {
+    for (setting, address) in listen_addresses(config) {
+        if setting != "admin" {
+            crate::net::ports::ensure_sole_listener(setting, address, Duration::ZERO)
+                .map_err(NodeError::Operational)?;
+        }
+    }
+    Ok(())
+}
+
+/// The address to reach `listen` from this machine (0.0.0.0 → 127.0.0.1).
+pub(super) fn loopback_address(listen: &str) -> String {
+    match listen.rsplit_once(':') {
+        Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
+        Some(("[::]", port)) => format!("[::1]:{port}"),
+        _ => listen.to_string(),
+    }
+}
+
+/// `address` with its host replaced by `advertise` (when set), else made
+/// reachable from this machine.
+pub(super) fn advertised(address: &str, advertise: Option<&str>) -> String {
+    match (advertise, address.rsplit_once(':')) {
+        (Some(host), Some((_, port))) => format!("{host}:{port}"),
+        _ => loopback_address(address),
+    }
+}
+
+/// The addresses this node registers in etcd.
+pub(super) fn advertised_addresses(config: &NodeConfig) -> Registration {
+    let advertise = config.cluster.advertise.as_deref();
+    Registration {
+        id: 0,
+        client: advertised(&config.listen, advertise),
+        replication: advertised(&config.replication_listen, advertise),
+        admin: advertised(&config.admin, advertise),
+    }
+}
