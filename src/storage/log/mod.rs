@@ -1,8 +1,9 @@
 //! The partition log: append with group commit, verified reads, timestamp
 //! lookup, truncation, rolling, retention, consumer offsets and a clean
 //! close. This file holds the state and opening; the operations live in the
-//! sibling files (`append`, `flusher`, `read`, `maintenance`). Owned by one executor thread: state lives in a `RefCell` that is
-//! never borrowed across an `.await`.
+//! sibling files (`append`, `flusher`, `read`, `read_ahead`, `roll`,
+//! `truncate`, `offsets`). Owned by one executor thread: state lives in a
+//! `RefCell` that is never borrowed across an `.await`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -29,9 +30,11 @@ use crate::storage::segment::{segment_file, Segment, INDEX_EXTENSION, LOG_EXTENS
 use crate::storage::writer::{preallocation_target, SegmentWriter};
 mod append;
 mod flusher;
-mod maintenance;
+mod offsets;
 mod read;
 mod read_ahead;
+mod roll;
+mod truncate;
 
 pub use read_ahead::reserved_read_ahead_bytes;
 

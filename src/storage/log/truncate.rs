@@ -1,95 +1,10 @@
-//! Rolling, truncation, retention, consumer offsets and clean close.
+//! Truncation (a follower cutting a divergent suffix), reset to an offset,
+//! and retention: everything that removes records.
 
 use super::*;
 use crate::storage::batch::{BatchError, HeaderWalk};
 
 impl PartitionLog {
-    /// Roll when the active segment is full or old enough (caller holds the append gate).
-    pub(super) async fn roll_if_needed(&self, batch_bytes: u64) -> StorageResult<()> {
-        let needs_roll = {
-            let state = self.inner.state.borrow();
-            let active = state.active();
-            let config = &self.inner.config;
-            let too_big = active.size_bytes + batch_bytes > config.segment_bytes;
-            let too_old =
-                config.segment_ms > 0 && state.active_opened_at.elapsed() >= Duration::from_millis(config.segment_ms);
-            !active.is_empty() && (too_big || too_old)
-        };
-        if needs_roll {
-            self.roll().await?;
-        }
-        Ok(())
-    }
-
-    /// Seal the active segment (durable, exact size, index files) and start a new one.
-    pub async fn roll(&self) -> StorageResult<()> {
-        self.drain().await?;
-        let (file, base, size_bytes, new_base) = {
-            let state = self.inner.state.borrow();
-            let active = state.active();
-            (Rc::clone(state.writer.file()), active.base_offset, active.size_bytes, state.log_end_offset)
-        };
-        if new_base == base {
-            return Ok(());
-        }
-        self.seal_file(&file, size_bytes).await?;
-        let (indexes_bytes, producer_snapshot) = {
-            let mut state = self.inner.state.borrow_mut();
-            let active = state.active_mut();
-            active.indexes.finalize();
-            let indexes = (active.indexes.offsets.file_bytes(), active.indexes.times.file_bytes());
-            (indexes, state.producers.encode())
-        };
-        let dir = self.inner.dir.clone();
-        let new_path = segment_file(&dir, new_base, LOG_EXTENSION);
-        let fault = self.metadata_fault();
-        run_blocking(move || {
-            fault().and_then(|()| seal_metadata(&dir, base, new_base, indexes_bytes, &producer_snapshot))
-        })
-        .await
-        .map_err(|error| self.metadata_failure("seal segment", &new_path, &error))?;
-        let new_file = DirectFile::open_read_write(&new_path, self.inner.faults.clone())
-            .await
-            .map_err(|error| self.metadata_failure("create segment", &new_path, &error))?;
-        let config = &self.inner.config;
-        let writer = SegmentWriter::open(Rc::new(new_file), 0, config.write_buffer_bytes, config.write_buffers_max)
-            .await
-            .map_err(|error| self.fail_stop("open segment writer", &new_path, &error))?;
-        let mut state = self.inner.state.borrow_mut();
-        let old_writer = std::mem::replace(&mut state.writer, writer);
-        state.readers.insert(base, Rc::clone(old_writer.file()));
-        state.active_mut().sealed = true;
-        let mut segment = empty_segment(new_base);
-        segment.indexes = crate::storage::index::SegmentIndexes::new(config.index_interval_bytes);
-        state.segments.insert(new_base, segment);
-        state.durable = DurableMark { offset: new_base, position: 0, last_batch_position: None };
-        state.active_opened_at = Instant::now();
-        state.unsynced_since = None;
-        tracing::debug!(target: "ringlog::storage", dir = %self.inner.dir.display(), base, new_base, "segment rolled");
-        Ok(())
-    }
-
-    /// A roll's metadata could not be written. Disk full is `disk_full`, not
-    /// fail-stop (SPEC §4): the sealed segment is durable and exact, every
-    /// metadata file is written atomically, and the next append retries the
-    /// whole roll. Any other error fail-stops.
-    fn metadata_failure(&self, operation: &str, path: &Path, error: &std::io::Error) -> StorageError {
-        if is_disk_full(error) {
-            tracing::warn!(target: "ringlog::storage", path = %path.display(), "disk full sealing a segment; the roll is retried");
-            return StorageError::DiskFull { path: path.to_path_buf() };
-        }
-        self.fail_stop(operation, path, error)
-    }
-
-    /// fdatasync, then cut preallocated space so the file is exactly its log.
-    async fn seal_file(&self, file: &Rc<DirectFile>, size_bytes: u64) -> StorageResult<()> {
-        file.fdatasync().await.map_err(|error| self.fail_stop("fdatasync", file.path(), &error))?;
-        file.truncate(size_bytes).await.map_err(|error| self.fail_stop("truncate", file.path(), &error))?;
-        file.fdatasync().await.map_err(|error| self.fail_stop("fdatasync", file.path(), &error))?;
-        self.inner.state.borrow_mut().stats.fsyncs += 2;
-        Ok(())
-    }
-
     /// Remove every record at or after `offset` (replication divergence).
     /// When `offset` falls inside a batch the whole batch goes; returns the new log end.
     pub async fn truncate_to(&self, offset: u64) -> StorageResult<u64> {
@@ -97,7 +12,7 @@ impl PartitionLog {
         self.truncate_holding_gate(offset).await
     }
 
-    async fn truncate_holding_gate(&self, offset: u64) -> StorageResult<u64> {
+    pub(super) async fn truncate_holding_gate(&self, offset: u64) -> StorageResult<u64> {
         self.check_writable(&self.inner.state.borrow())?;
         self.drain().await?;
         let (log_start_offset, log_end_offset) = {
@@ -118,7 +33,7 @@ impl PartitionLog {
     }
 
     /// Position and offset of the batch that holds `offset`.
-    async fn find_batch_start(&self, offset: u64) -> StorageResult<DurableMark> {
+    pub(super) async fn find_batch_start(&self, offset: u64) -> StorageResult<DurableMark> {
         let location = self.locate(offset, Some(u64::MAX))?.expect("offset below the log end");
         let file = self.reader_for(&location).await?;
         let mut position = location.start_position;
@@ -159,7 +74,7 @@ impl PartitionLog {
     /// and delete their files, and only then cut the kept segment. A crash
     /// before the cut leaves a longer kept segment (re-truncated by the
     /// leader), never later segments that resurrect or a silent hole.
-    async fn apply_truncation(&self, cut: DurableMark) -> StorageResult<()> {
+    pub(super) async fn apply_truncation(&self, cut: DurableMark) -> StorageResult<()> {
         let dir = self.inner.dir.clone();
         self.store_truncation_intent(cut).await?;
         let (removed, keep_base, epochs) = self.forget_segments_after(cut);
@@ -223,7 +138,7 @@ impl PartitionLog {
     /// Both are safe on their own after a crash: a lower recovery point only
     /// makes recovery scan more, and epochs found by that scan in segments
     /// still on disk are merged back.
-    async fn store_truncation_intent(&self, cut: DurableMark) -> StorageResult<()> {
+    pub(super) async fn store_truncation_intent(&self, cut: DurableMark) -> StorageResult<()> {
         let (keep_base, epochs) = {
             let state = self.inner.state.borrow();
             let keep_base = *state.segments.range(..=cut.offset).next_back().expect("cut inside the log").0;
@@ -247,7 +162,7 @@ impl PartitionLog {
 
     /// Drop every segment after the one holding `cut` from the state and
     /// start a new generation (readers of the old content see it changed).
-    fn forget_segments_after(&self, cut: DurableMark) -> (Vec<u64>, u64, EpochHistory) {
+    pub(super) fn forget_segments_after(&self, cut: DurableMark) -> (Vec<u64>, u64, EpochHistory) {
         let mut state = self.inner.state.borrow_mut();
         let keep_base = *state.segments.range(..=cut.offset).next_back().expect("cut inside the log").0;
         let removed: Vec<u64> = state.segments.range(keep_base + 1..).map(|(&base, _)| base).collect();
@@ -339,7 +254,12 @@ impl PartitionLog {
 
     /// Delete the files of segments already dropped from the state, store
     /// the trimmed epoch history, and make both durable (directory fsync).
-    async fn remove_segments(&self, bases: Vec<u64>, epochs: EpochHistory, action: &'static str) -> StorageResult<()> {
+    pub(super) async fn remove_segments(
+        &self,
+        bases: Vec<u64>,
+        epochs: EpochHistory,
+        action: &'static str,
+    ) -> StorageResult<()> {
         let dir = self.inner.dir.clone();
         let faults = self.inner.faults.clone();
         run_blocking(move || -> std::io::Result<()> {
@@ -393,139 +313,6 @@ impl PartitionLog {
         tracing::info!(target: "ringlog::storage", dir = %self.inner.dir.display(), offset, "log reset");
         Ok(())
     }
-
-    /// Durably commit `offset` for consumer `group` (clears a latched
-    /// out-of-range state: committing is the explicit reset).
-    pub async fn commit_offset(&self, group: &str, offset: u64) -> StorageResult<()> {
-        let _permit = self.inner.offsets_gate.acquire().await;
-        let (log_start_offset, log_end_offset) = {
-            let state = self.inner.state.borrow();
-            (state.log_start_offset(), state.log_end_offset)
-        };
-        if offset > log_end_offset {
-            // Checked under the offsets gate: a truncation that latched
-            // stale commits cannot be followed by a commit beyond its end.
-            return Err(StorageError::OffsetOutOfRange { offset, log_start_offset, log_end_offset });
-        }
-        self.store_commit(group, CommittedOffset::new(offset, crate::runtime::clock::wall_ms())).await
-    }
-
-    async fn store_commit(&self, group: &str, committed: CommittedOffset) -> StorageResult<()> {
-        crate::storage::offsets::validate_group(group).map_err(StorageError::Config)?;
-        let job = self
-            .inner
-            .state
-            .borrow_mut()
-            .offsets
-            .begin_commit(group, committed)
-            .map_err(|cause| StorageError::StorageFailed { partition: self.inner.dir.clone(), cause })?;
-        let outcome = run_blocking(move || job.run()).await;
-        let path = self.inner.state.borrow().offsets.path().to_path_buf();
-        match self.inner.state.borrow_mut().offsets.finish_commit(group, committed, outcome) {
-            Ok(()) => Ok(()),
-            Err(CommitError::WriteDiskFull(_)) => Err(StorageError::DiskFull { path }),
-            Err(CommitError::Write(error) | CommitError::Sync(error)) => {
-                Err(StorageError::io("commit consumer offset", &path, error))
-            }
-        }
-    }
-
-    /// Latch, durably, every group whose committed offset now lies beyond
-    /// the log end: the records it had consumed up to were lost (a crash's
-    /// torn tail, a divergent suffix truncated, a disk-full rollback). The
-    /// latch outlives later appends that move the log end past it.
-    pub(super) async fn latch_stale_commits(&self) -> StorageResult<()> {
-        let _permit = self.inner.offsets_gate.acquire().await;
-        let log_end_offset = self.inner.state.borrow().log_end_offset;
-        let stale = self.inner.state.borrow().offsets.stale_beyond(log_end_offset);
-        for (group, committed) in stale {
-            tracing::warn!(target: "ringlog::storage", dir = %self.inner.dir.display(), %group,
-                committed = committed.offset, log_end_offset, "committed offset beyond the log end: latched out of range");
-            let latched = CommittedOffset { out_of_range: true, ..committed };
-            // In memory first: consumers see the latch even if storing it fails.
-            self.inner.state.borrow_mut().offsets.latch_in_memory(&group, latched);
-            self.store_commit(&group, latched).await?;
-        }
-        Ok(())
-    }
-
-    /// Every group's committed offset (followers mirror them from the leader).
-    pub fn committed_offsets(&self) -> Vec<(String, u64)> {
-        let state = self.inner.state.borrow();
-        let mut groups: Vec<(String, u64)> =
-            state.offsets.groups().map(|(group, committed)| (group.to_string(), committed.offset)).collect();
-        groups.sort();
-        groups
-    }
-
-    /// Where consumer `group` resumes, checked against the current log bounds.
-    pub fn committed_offset(&self, group: &str) -> OffsetLookup {
-        let state = self.inner.state.borrow();
-        state.offsets.lookup(group, state.log_start_offset(), state.log_end_offset)
-    }
-
-    /// Flush, fsync, write index files and the clean-shutdown marker, stop the flusher.
-    pub async fn close(&self) -> StorageResult<()> {
-        let _permit = self.inner.append_gate.acquire().await;
-        let drained = self.drain().await;
-        self.inner.state.borrow_mut().closed = true;
-        self.discard_read_ahead();
-        self.stop_flusher().await;
-        drained?;
-        if self.inner.state.borrow().fence.is_some() {
-            return Ok(());
-        }
-        let (file, marker, base, indexes_bytes, producer_snapshot) = {
-            let mut state = self.inner.state.borrow_mut();
-            let producer_snapshot = state.producers.encode();
-            let active = state.active_mut();
-            active.indexes.finalize();
-            let marker = CleanShutdown {
-                active_base_offset: active.base_offset,
-                active_size_bytes: active.size_bytes,
-                last_batch_position: active.last_batch_position.unwrap_or(u64::MAX),
-            };
-            let indexes = (active.indexes.offsets.file_bytes(), active.indexes.times.file_bytes());
-            let base = active.base_offset;
-            (Rc::clone(state.writer.file()), marker, base, indexes, producer_snapshot)
-        };
-        file.fdatasync().await.map_err(|error| self.fail_stop("fdatasync", file.path(), &error))?;
-        let dir = self.inner.dir.clone();
-        run_blocking(move || -> std::io::Result<()> {
-            crate::storage::io::write_file_atomically(&segment_file(&dir, base, INDEX_EXTENSION), &indexes_bytes.0)?;
-            crate::storage::io::write_file_atomically(
-                &segment_file(&dir, base, TIME_INDEX_EXTENSION),
-                &indexes_bytes.1,
-            )?;
-            crate::storage::io::write_file_atomically(&ProducerStates::path(&dir), &producer_snapshot)?;
-            store_clean_shutdown(&dir, &marker)
-        })
-        .await
-        .map_err(|error| StorageError::io("write clean-shutdown marker", &self.inner.dir, error))?;
-        tracing::debug!(target: "ringlog::storage", dir = %self.inner.dir.display(), "partition closed cleanly");
-        Ok(())
-    }
-
-    async fn stop_flusher(&self) {
-        let fence_store = self.inner.fence_store.borrow_mut().take();
-        if let Some(task) = fence_store {
-            task.await;
-        }
-        self.inner.stopping.set(true);
-        self.inner.work.notify_all();
-        self.inner.progress.notify_all();
-        let task = self.inner.flusher.borrow_mut().take();
-        if let Some(task) = task {
-            task.await;
-        }
-    }
-
-    /// Stop the flusher without a clean-shutdown marker (tests simulating a crash).
-    pub async fn abandon(&self) {
-        self.inner.state.borrow_mut().closed = true;
-        self.discard_read_ahead();
-        self.stop_flusher().await;
-    }
 }
 
 /// The durable half of a truncation, before the kept segment is cut (the
@@ -561,26 +348,4 @@ fn store_truncation_metadata(
     // The snapshot may describe batches that are gone now.
     crate::storage::io::remove_file(&ProducerStates::path(dir), faults)?;
     crate::storage::io::sync_directory_of(dir, faults)
-}
-
-/// Index files of the sealed segment, directory entry of the new one, recovery point.
-/// The producer snapshot is taken at the seal, so a crash later only walks
-/// the headers of the new active segment.
-fn seal_metadata(
-    dir: &Path,
-    base: u64,
-    new_base: u64,
-    indexes: (Vec<u8>, Vec<u8>),
-    producer_snapshot: &[u8],
-) -> std::io::Result<()> {
-    crate::storage::io::write_file_atomically(&segment_file(dir, base, INDEX_EXTENSION), &indexes.0)?;
-    crate::storage::io::write_file_atomically(&ProducerStates::path(dir), producer_snapshot)?;
-    crate::storage::io::write_file_atomically(&segment_file(dir, base, TIME_INDEX_EXTENSION), &indexes.1)?;
-    std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(segment_file(
-        dir,
-        new_base,
-        LOG_EXTENSION,
-    ))?;
-    crate::storage::io::sync_directory(dir)?;
-    store_recovery_point(dir, new_base)
 }

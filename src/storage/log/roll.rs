@@ -1,0 +1,177 @@
+//! Rolling the active segment (seal it, open the next) and closing the log
+//! cleanly.
+
+use super::*;
+
+impl PartitionLog {
+    /// Roll when the active segment is full or old enough (caller holds the append gate).
+    pub(super) async fn roll_if_needed(&self, batch_bytes: u64) -> StorageResult<()> {
+        let needs_roll = {
+            let state = self.inner.state.borrow();
+            let active = state.active();
+            let config = &self.inner.config;
+            let too_big = active.size_bytes + batch_bytes > config.segment_bytes;
+            let too_old =
+                config.segment_ms > 0 && state.active_opened_at.elapsed() >= Duration::from_millis(config.segment_ms);
+            !active.is_empty() && (too_big || too_old)
+        };
+        if needs_roll {
+            self.roll().await?;
+        }
+        Ok(())
+    }
+
+    /// Seal the active segment (durable, exact size, index files) and start a new one.
+    pub async fn roll(&self) -> StorageResult<()> {
+        self.drain().await?;
+        let (file, base, size_bytes, new_base) = {
+            let state = self.inner.state.borrow();
+            let active = state.active();
+            (Rc::clone(state.writer.file()), active.base_offset, active.size_bytes, state.log_end_offset)
+        };
+        if new_base == base {
+            return Ok(());
+        }
+        self.seal_file(&file, size_bytes).await?;
+        let (indexes_bytes, producer_snapshot) = {
+            let mut state = self.inner.state.borrow_mut();
+            let active = state.active_mut();
+            active.indexes.finalize();
+            let indexes = (active.indexes.offsets.file_bytes(), active.indexes.times.file_bytes());
+            (indexes, state.producers.encode())
+        };
+        let dir = self.inner.dir.clone();
+        let new_path = segment_file(&dir, new_base, LOG_EXTENSION);
+        let fault = self.metadata_fault();
+        run_blocking(move || {
+            fault().and_then(|()| seal_metadata(&dir, base, new_base, indexes_bytes, &producer_snapshot))
+        })
+        .await
+        .map_err(|error| self.metadata_failure("seal segment", &new_path, &error))?;
+        let new_file = DirectFile::open_read_write(&new_path, self.inner.faults.clone())
+            .await
+            .map_err(|error| self.metadata_failure("create segment", &new_path, &error))?;
+        let config = &self.inner.config;
+        let writer = SegmentWriter::open(Rc::new(new_file), 0, config.write_buffer_bytes, config.write_buffers_max)
+            .await
+            .map_err(|error| self.fail_stop("open segment writer", &new_path, &error))?;
+        let mut state = self.inner.state.borrow_mut();
+        let old_writer = std::mem::replace(&mut state.writer, writer);
+        state.readers.insert(base, Rc::clone(old_writer.file()));
+        state.active_mut().sealed = true;
+        let mut segment = empty_segment(new_base);
+        segment.indexes = crate::storage::index::SegmentIndexes::new(config.index_interval_bytes);
+        state.segments.insert(new_base, segment);
+        state.durable = DurableMark { offset: new_base, position: 0, last_batch_position: None };
+        state.active_opened_at = Instant::now();
+        state.unsynced_since = None;
+        tracing::debug!(target: "ringlog::storage", dir = %self.inner.dir.display(), base, new_base, "segment rolled");
+        Ok(())
+    }
+
+    /// A roll's metadata could not be written. Disk full is `disk_full`, not
+    /// fail-stop (SPEC §4): the sealed segment is durable and exact, every
+    /// metadata file is written atomically, and the next append retries the
+    /// whole roll. Any other error fail-stops.
+    pub(super) fn metadata_failure(&self, operation: &str, path: &Path, error: &std::io::Error) -> StorageError {
+        if is_disk_full(error) {
+            tracing::warn!(target: "ringlog::storage", path = %path.display(), "disk full sealing a segment; the roll is retried");
+            return StorageError::DiskFull { path: path.to_path_buf() };
+        }
+        self.fail_stop(operation, path, error)
+    }
+
+    /// fdatasync, then cut preallocated space so the file is exactly its log.
+    pub(super) async fn seal_file(&self, file: &Rc<DirectFile>, size_bytes: u64) -> StorageResult<()> {
+        file.fdatasync().await.map_err(|error| self.fail_stop("fdatasync", file.path(), &error))?;
+        file.truncate(size_bytes).await.map_err(|error| self.fail_stop("truncate", file.path(), &error))?;
+        file.fdatasync().await.map_err(|error| self.fail_stop("fdatasync", file.path(), &error))?;
+        self.inner.state.borrow_mut().stats.fsyncs += 2;
+        Ok(())
+    }
+
+    /// Flush, fsync, write index files and the clean-shutdown marker, stop the flusher.
+    pub async fn close(&self) -> StorageResult<()> {
+        let _permit = self.inner.append_gate.acquire().await;
+        let drained = self.drain().await;
+        self.inner.state.borrow_mut().closed = true;
+        self.discard_read_ahead();
+        self.stop_flusher().await;
+        drained?;
+        if self.inner.state.borrow().fence.is_some() {
+            return Ok(());
+        }
+        let (file, marker, base, indexes_bytes, producer_snapshot) = {
+            let mut state = self.inner.state.borrow_mut();
+            let producer_snapshot = state.producers.encode();
+            let active = state.active_mut();
+            active.indexes.finalize();
+            let marker = CleanShutdown {
+                active_base_offset: active.base_offset,
+                active_size_bytes: active.size_bytes,
+                last_batch_position: active.last_batch_position.unwrap_or(u64::MAX),
+            };
+            let indexes = (active.indexes.offsets.file_bytes(), active.indexes.times.file_bytes());
+            let base = active.base_offset;
+            (Rc::clone(state.writer.file()), marker, base, indexes, producer_snapshot)
+        };
+        file.fdatasync().await.map_err(|error| self.fail_stop("fdatasync", file.path(), &error))?;
+        let dir = self.inner.dir.clone();
+        run_blocking(move || -> std::io::Result<()> {
+            crate::storage::io::write_file_atomically(&segment_file(&dir, base, INDEX_EXTENSION), &indexes_bytes.0)?;
+            crate::storage::io::write_file_atomically(
+                &segment_file(&dir, base, TIME_INDEX_EXTENSION),
+                &indexes_bytes.1,
+            )?;
+            crate::storage::io::write_file_atomically(&ProducerStates::path(&dir), &producer_snapshot)?;
+            store_clean_shutdown(&dir, &marker)
+        })
+        .await
+        .map_err(|error| StorageError::io("write clean-shutdown marker", &self.inner.dir, error))?;
+        tracing::debug!(target: "ringlog::storage", dir = %self.inner.dir.display(), "partition closed cleanly");
+        Ok(())
+    }
+
+    pub(super) async fn stop_flusher(&self) {
+        let fence_store = self.inner.fence_store.borrow_mut().take();
+        if let Some(task) = fence_store {
+            task.await;
+        }
+        self.inner.stopping.set(true);
+        self.inner.work.notify_all();
+        self.inner.progress.notify_all();
+        let task = self.inner.flusher.borrow_mut().take();
+        if let Some(task) = task {
+            task.await;
+        }
+    }
+
+    /// Stop the flusher without a clean-shutdown marker (tests simulating a crash).
+    pub async fn abandon(&self) {
+        self.inner.state.borrow_mut().closed = true;
+        self.discard_read_ahead();
+        self.stop_flusher().await;
+    }
+}
+
+/// Index files of the sealed segment, directory entry of the new one, recovery point.
+/// The producer snapshot is taken at the seal, so a crash later only walks
+/// the headers of the new active segment.
+fn seal_metadata(
+    dir: &Path,
+    base: u64,
+    new_base: u64,
+    indexes: (Vec<u8>, Vec<u8>),
+    producer_snapshot: &[u8],
+) -> std::io::Result<()> {
+    crate::storage::io::write_file_atomically(&segment_file(dir, base, INDEX_EXTENSION), &indexes.0)?;
+    crate::storage::io::write_file_atomically(&ProducerStates::path(dir), producer_snapshot)?;
+    crate::storage::io::write_file_atomically(&segment_file(dir, base, TIME_INDEX_EXTENSION), &indexes.1)?;
+    std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(segment_file(
+        dir,
+        new_base,
+        LOG_EXTENSION,
+    ))?;
+    crate::storage::io::sync_directory(dir)?;
+    store_recovery_point(dir, new_base)
+}
