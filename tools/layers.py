@@ -2,7 +2,10 @@
 """Layer check (docs/ARCHITECTURE.md): every `crate::`/`super::` path in src/
 must point down the floors, or sideways only into `state`.
 
-Usage: tools/layers.py [--root DIR] [--allow FILE] [--list] [--self-test]
+Usage: tools/layers.py [--root DIR] [--allow FILE] [--list] [--graph] [--self-test]
+
+--graph prints the module-level import graph (unit -> units it imports,
+allowed debt included) and any circle in it.
 
 Prints `file:line: <from floor> imports <to floor> (<path>)` for every import
 against the rule that the allow-list does not excuse, and exits 1 if there is
@@ -214,6 +217,38 @@ def check(root, allow_path, list_all=False, out=sys.stdout):
     return bad == 0 and not stale
 
 
+def graph(root, out=sys.stdout):
+    """Print unit -> imported units, then any circle; return True if none."""
+    edges = {}
+    for _f, _line, fu, ff, tu, tf, _path in imports(root):
+        edges.setdefault((ff, fu), set()).add(tu)
+    floor = {u: f for (f, u) in edges}
+    for ff, fu in sorted(edges):
+        print(f"{fu} ({ff:g}) -> {', '.join(sorted(edges[(ff, fu)], key=lambda u: (-floor.get(u, 0), u)))}", file=out)
+    succ = {u: deps for (_f, u), deps in edges.items()}
+    cycles = []
+    state = {}
+
+    def visit(u, stack):
+        state[u] = 1
+        stack.append(u)
+        for v in sorted(succ.get(u, ())):
+            if state.get(v) == 1:
+                cycles.append(stack[stack.index(v) :] + [v])
+            elif v not in state:
+                visit(v, stack)
+        stack.pop()
+        state[u] = 2
+
+    for u in sorted(succ):
+        if u not in state:
+            visit(u, [])
+    for c in cycles:
+        print("circle: " + " -> ".join(c), file=out)
+    print(f"layers graph: {len(succ)} modules, {len(cycles)} circle(s)", file=out)
+    return not cycles
+
+
 def self_test():
     """A deliberately wrong import must fail; a right one and an allowed one pass."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -283,6 +318,8 @@ def main(argv):
         a = args.pop(0)
         if a == "--self-test":
             return 0 if self_test() else 1
+        if a == "--graph":
+            return 0 if graph(root) else 1
         if a == "--root":
             root = args.pop(0)
         elif a == "--allow":

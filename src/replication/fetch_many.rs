@@ -14,7 +14,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::leader::encode_answer;
-use super::partition::FetchWake;
 use crate::protocol::{
     ErrorCode, ErrorResponse, ReplicaFetchPartition, ReplicaFetchedPartition, Request, Response,
     REPLICA_FETCHED_PARTITION_FIXED_BYTES,
@@ -22,6 +21,7 @@ use crate::protocol::{
 use crate::runtime::clock::monotonic_ms;
 use crate::shard::handler::ShardContext;
 use crate::shard::mesh::{Outcome, ShardRequest};
+use crate::shard::partition_replication::FetchWake;
 use crate::shard::partitions::OwnedPartition;
 use crate::shard::{owner_of, ShardId};
 

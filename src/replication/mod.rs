@@ -15,4 +15,3 @@ pub mod fetch_many;
 pub mod follower;
 pub mod handshake;
 pub mod leader;
-pub mod partition;

@@ -5,6 +5,7 @@
 pub mod faults;
 pub mod handler;
 pub mod mesh;
+pub mod partition_replication;
 pub mod partitions;
 pub mod topics;
 

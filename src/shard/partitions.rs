@@ -16,7 +16,7 @@ pub struct OwnedPartition {
     /// Settings of its topic.
     pub meta: std::sync::Arc<TopicMeta>,
     /// Follower positions and high watermark.
-    pub replication: crate::replication::partition::PartitionReplication,
+    pub replication: crate::shard::partition_replication::PartitionReplication,
     /// Batch bytes consumers' fetches returned (the console's consume rate).
     pub fetched_bytes: std::cell::Cell<u64>,
 }
