@@ -827,7 +827,8 @@ fn a_truncation_on_a_full_disk_answers_disk_full_and_succeeds_once_space_is_back
 async fn append_in_epoch(log: &PartitionLog, epoch: u32, rounds: u64) {
     for round in 0..rounds {
         let mut batch = batch_of(&values(&format!("e{epoch}-{round}"), 3), round as i64);
-        log.append(&mut batch, AppendMode::Leader { leader_epoch: epoch }).await.unwrap();
+        let info = log.append(&mut batch, AppendMode::Leader { leader_epoch: epoch }).await.unwrap();
+        assert_eq!(info.next_offset - info.base_offset, 3);
     }
 }
 
