@@ -182,10 +182,14 @@ fn overview_reports_uptime_permissions_counters_and_topic_totals() {
     assert_eq!(topic["log_end_offset_total"], 3);
     assert!(topic["bytes"].as_u64().unwrap() > 0);
     assert_eq!(topic["fetched_bytes_total"], first["counters"]["fetch_bytes_total"]);
-    let metrics = crate::admin::http(&node.admin, "GET", "/metrics", None, None).1;
     let fetched =
         format!("ringlog_partition_fetched_bytes{{topic=\"seen\",partition=\"1\"}} {}", topic["fetched_bytes_total"]);
-    assert!(metrics.contains(&fetched), "Prometheus has the per-partition consumer bytes: {fetched}");
+    // The Prometheus gauges are republished once a second.
+    let metrics_now = || crate::admin::http(&node.admin, "GET", "/metrics", None, None).1;
+    wait_for(Duration::from_secs(5), "Prometheus has the per-partition consumer bytes", || {
+        metrics_now().contains(&fetched)
+    });
+    let metrics = metrics_now();
     assert!(metrics.contains("ringlog_partition_fetched_bytes{topic=\"seen\",partition=\"0\"} 0"));
     std::thread::sleep(Duration::from_millis(300));
     let later = overview()["uptime_ms"].as_u64().unwrap();
