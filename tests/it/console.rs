@@ -186,11 +186,11 @@ fn overview_reports_uptime_permissions_counters_and_topic_totals() {
         format!("ringlog_partition_fetched_bytes{{topic=\"seen\",partition=\"1\"}} {}", topic["fetched_bytes_total"]);
     // The Prometheus gauges are republished once a second.
     let metrics_now = || crate::admin::http(&node.admin, "GET", "/metrics", None, None).1;
+    let idle = "ringlog_partition_fetched_bytes{topic=\"seen\",partition=\"0\"} 0";
     wait_for(Duration::from_secs(5), "Prometheus has the per-partition consumer bytes", || {
-        metrics_now().contains(&fetched)
+        let metrics = metrics_now();
+        metrics.contains(&fetched) && metrics.contains(idle)
     });
-    let metrics = metrics_now();
-    assert!(metrics.contains("ringlog_partition_fetched_bytes{topic=\"seen\",partition=\"0\"} 0"));
     std::thread::sleep(Duration::from_millis(300));
     let later = overview()["uptime_ms"].as_u64().unwrap();
     assert!(later >= first["uptime_ms"].as_u64().unwrap() + 300, "uptime grows");
