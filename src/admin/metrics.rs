@@ -59,6 +59,8 @@ pub struct ShardMetrics {
     pub fetch_requests: AtomicU64,
     /// Batch bytes returned by fetches.
     pub fetch_bytes: AtomicU64,
+    /// Records consumers advanced by (next offset minus asked offset).
+    pub fetch_records: AtomicU64,
     /// Requests answered with an error.
     pub errors: AtomicU64,
     /// Requests forwarded to other shards and not yet answered.
@@ -110,7 +112,7 @@ impl NodeMetrics {
     /// Render in the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters: [Counter; 10] = [
+        let counters: [Counter; 11] = [
             ("ringlog_produce_requests_total", "Produce requests executed", |m| {
                 m.produce_requests.load(Ordering::Relaxed)
             }),
@@ -118,6 +120,9 @@ impl NodeMetrics {
             ("ringlog_produce_bytes_total", "Batch bytes appended", |m| m.produce_bytes.load(Ordering::Relaxed)),
             ("ringlog_fetch_requests_total", "Fetch requests executed", |m| m.fetch_requests.load(Ordering::Relaxed)),
             ("ringlog_fetch_bytes_total", "Batch bytes fetched", |m| m.fetch_bytes.load(Ordering::Relaxed)),
+            ("ringlog_fetch_records_total", "Records consumers advanced by", |m| {
+                m.fetch_records.load(Ordering::Relaxed)
+            }),
             ("ringlog_request_errors_total", "Requests answered with an error", |m| m.errors.load(Ordering::Relaxed)),
             ("ringlog_cross_shard_forwarded_total", "Requests forwarded to another shard", |m| {
                 m.cross_shard_forwarded.load(Ordering::Relaxed)

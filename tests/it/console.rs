@@ -176,6 +176,7 @@ fn overview_reports_uptime_permissions_counters_and_topic_totals() {
     assert_eq!(first["counters"]["produce_records_total"], 3);
     assert!(first["counters"]["produce_bytes_total"].as_u64().unwrap() > 0);
     assert!(first["counters"]["fetch_bytes_total"].as_u64().unwrap() > 0);
+    assert_eq!(first["counters"]["fetch_records_total"], 3, "the fetch advanced the consumer by 3 records");
     assert!(first["counters"]["fsync_latency_count"].as_u64().unwrap() > 0, "fsync=always synced the batch");
     let topic = &first["topics"][0];
     assert_eq!((topic["name"].as_str(), topic["partitions"].as_u64()), (Some("seen"), Some(2)));
