@@ -57,6 +57,9 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 /// Mutations need the bearer token when one is set, else a loopback peer.
 /// Returns the refusal, if any.
 pub fn refuse(state: &AdminState, headers: &HeaderMap, peer: SocketAddr) -> Option<Response> {
+    if let Some(refusal) = refuse_cross_site(headers, state.admin_token.is_none()) {
+        return Some(refusal);
+    }
     match &state.admin_token {
         Some(token) => {
             let presented = headers
@@ -72,6 +75,27 @@ pub fn refuse(state: &AdminState, headers: &HeaderMap, peer: SocketAddr) -> Opti
             Some(error(StatusCode::FORBIDDEN, "mutations are allowed only from loopback when admin_token is unset"))
         }
     }
+}
+
+/// A browser page of another site must not mutate through an operator's
+/// browser: a request whose `Origin` names another host than `Host` is
+/// refused, and without a token (loopback is the only check then) `Host`
+/// must be an IP address or `localhost`, so a hostile name rebound to
+/// 127.0.0.1 (DNS rebinding, where `Origin` and `Host` agree) is refused.
+fn refuse_cross_site(headers: &HeaderMap, loopback_only: bool) -> Option<Response> {
+    let header = |name| headers.get(name).and_then(|value: &axum::http::HeaderValue| value.to_str().ok());
+    let host = header(axum::http::header::HOST);
+    if let Some(origin) = header(axum::http::header::ORIGIN) {
+        let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+        if Some(origin_host) != host {
+            return Some(error(StatusCode::FORBIDDEN, "cross-origin mutation refused"));
+        }
+    }
+    let name = host.map(|host| host.rsplit_once(':').map_or(host, |(name, _)| name));
+    let local_name = name
+        .is_none_or(|name| name == "localhost" || name.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok());
+    (loopback_only && !local_name)
+        .then(|| error(StatusCode::FORBIDDEN, "without admin_token, mutations need an IP address or localhost as Host"))
 }
 
 /// Compare without leaking the position of the first difference.
@@ -306,4 +330,34 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refuse_cross_site;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    fn headers(host: &str, origin: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_str(host).unwrap());
+        if let Some(origin) = origin {
+            headers.insert("origin", HeaderValue::from_str(origin).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn another_sites_page_and_a_rebound_name_cannot_mutate() {
+        // The console itself, and the CLI (no Origin).
+        assert!(refuse_cross_site(&headers("127.0.0.1:7071", Some("http://127.0.0.1:7071")), true).is_none());
+        assert!(refuse_cross_site(&headers("localhost:7071", None), true).is_none());
+        assert!(refuse_cross_site(&headers("[::1]:7071", None), true).is_none());
+        // A page of another site posting to the node.
+        assert!(refuse_cross_site(&headers("127.0.0.1:7071", Some("http://evil.example")), true).is_some());
+        // DNS rebinding: Origin and Host agree on a name that is not local.
+        assert!(refuse_cross_site(&headers("evil.example:7071", Some("http://evil.example:7071")), true).is_some());
+        // With a token, a name is fine (the token is the check), a foreign Origin is not.
+        assert!(refuse_cross_site(&headers("ringlog-0.ringlog:7071", None), false).is_none());
+        assert!(refuse_cross_site(&headers("ringlog-0:7071", Some("http://evil.example")), false).is_some());
+    }
 }

@@ -27,12 +27,13 @@ type Counter = (&'static str, &'static str, fn(&ShardMetrics) -> u64);
 /// Render the node's counters in the Prometheus text exposition format.
 pub fn render(metrics: &NodeMetrics) -> String {
     let mut out = String::new();
-    let counters: [Counter; 10] = [
+    let counters: [Counter; 11] = [
         ("ringlog_produce_requests_total", "Produce requests executed", |m| m.produce_requests.load(Ordering::Relaxed)),
         ("ringlog_produce_records_total", "Records appended", |m| m.produce_records.load(Ordering::Relaxed)),
         ("ringlog_produce_bytes_total", "Batch bytes appended", |m| m.produce_bytes.load(Ordering::Relaxed)),
         ("ringlog_fetch_requests_total", "Fetch requests executed", |m| m.fetch_requests.load(Ordering::Relaxed)),
         ("ringlog_fetch_bytes_total", "Batch bytes fetched", |m| m.fetch_bytes.load(Ordering::Relaxed)),
+        ("ringlog_fetch_records_total", "Records consumers advanced by", |m| m.fetch_records.load(Ordering::Relaxed)),
         ("ringlog_request_errors_total", "Requests answered with an error", |m| m.errors.load(Ordering::Relaxed)),
         ("ringlog_cross_shard_forwarded_total", "Requests forwarded to another shard", |m| {
             m.cross_shard_forwarded.load(Ordering::Relaxed)

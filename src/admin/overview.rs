@@ -56,6 +56,7 @@ fn counters(state: &AdminState) -> serde_json::Value {
         "produce_bytes_total": sum(|m| m.produce_bytes.load(Ordering::Relaxed)),
         "produce_records_total": sum(|m| m.produce_records.load(Ordering::Relaxed)),
         "fetch_bytes_total": sum(|m| m.fetch_bytes.load(Ordering::Relaxed)),
+        "fetch_records_total": sum(|m| m.fetch_records.load(Ordering::Relaxed)),
         "fetch_requests_total": sum(|m| m.fetch_requests.load(Ordering::Relaxed)),
         "fsync_latency_count": fsync_count,
         "fsync_latency_sum_us": fsync_sum_us,

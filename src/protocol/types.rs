@@ -9,8 +9,11 @@ pub const LENGTH_PREFIX_BYTES: usize = 4;
 pub const REQUEST_HEADER_BYTES: usize = 8;
 /// Bytes of a response header after the length prefix.
 pub const RESPONSE_HEADER_BYTES: usize = 6;
-/// The only protocol version so far.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version every frame carries; a peer of another version is
+/// answered `unsupported_version`. 2: `ReplicaFetchMany` (key 18), and an
+/// unestablished high watermark sent as `u64::MAX` (a version-1 follower
+/// would take that for a real one and serve what is not committed).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Why a frame could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

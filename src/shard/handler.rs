@@ -210,8 +210,9 @@ impl ShardContext {
                 let outcome = self.fetch(&owned, offset, max_bytes, max_wait_ms).await;
                 let metrics = self.shard_metrics();
                 metrics.fetch_requests.fetch_add(1, Ordering::Relaxed);
-                if let Ok(Response::Fetch { batches, .. }) = &outcome {
+                if let Ok(Response::Fetch { batches, next_offset, .. }) = &outcome {
                     metrics.fetch_bytes.fetch_add(batches.len() as u64, Ordering::Relaxed);
+                    metrics.fetch_records.fetch_add(next_offset.saturating_sub(offset), Ordering::Relaxed);
                     owned.fetched_bytes.set(owned.fetched_bytes.get() + batches.len() as u64);
                 }
                 metrics.fetch_latency.observe(started.elapsed());

@@ -81,6 +81,11 @@ pub struct PartitionReplication {
     /// leader, or reached as one). Until then nothing is shown to consumers:
     /// in memory only, a restart starts below what was shown before.
     established: Cell<bool>,
+    /// Follower: the first high watermark an established leader told this
+    /// process. Shown only once the local durable end reaches it: below
+    /// it, a node that lost or cut its log (a forgotten node starting over,
+    /// a reset) would show less than it may have shown before a restart.
+    catch_up_offset: Cell<Option<u64>>,
     /// Leader: the durable end when this term began. Every record committed
     /// in an earlier term lies below it (only in-sync replicas are elected,
     /// and they acknowledged only what they had durable).
@@ -115,6 +120,7 @@ impl Default for PartitionReplication {
             learned_high_watermark: Cell::default(),
             served_high_watermark: Cell::default(),
             established: Cell::new(false),
+            catch_up_offset: Cell::new(None),
             term_start_offset: Cell::default(),
             resynced_generation: Cell::default(),
             term_epoch: Cell::default(),
@@ -250,9 +256,8 @@ impl PartitionReplication {
         let Some(leader_high_watermark) = leader_high_watermark else {
             return;
         };
-        if !self.established.get() {
-            self.established.set(true);
-            self.changed.notify_all();
+        if self.catch_up_offset.get().is_none() {
+            self.catch_up_offset.set(Some(leader_high_watermark));
         }
         if leader_high_watermark > self.learned_high_watermark.get() {
             self.learned_high_watermark.set(leader_high_watermark);
@@ -266,9 +271,9 @@ impl PartitionReplication {
     }
 
     /// Follower: the high watermark learned from an established leader in
-    /// this process, `None` before one was.
+    /// this process, `None` before one told it any (then any is news).
     pub fn established_high_watermark(&self) -> Option<u64> {
-        self.established.get().then(|| self.learned_high_watermark.get())
+        self.catch_up_offset.get().map(|_| self.learned_high_watermark.get())
     }
 
     /// At the first use in a new leadership term: forget follower
@@ -314,7 +319,8 @@ impl PartitionReplication {
     /// Whether `value`, computed for `role`, covers everything any node has
     /// shown consumers. A leader's does once it reaches the start of its
     /// term (KIP-207's rule for a new leader); a follower's once it learned
-    /// one from an established leader in this process.
+    /// one from an established leader in this process and has that much
+    /// durable itself.
     fn established(&self, role: crate::state::cluster::Role, value: u64, durable_end_offset: u64) -> bool {
         use crate::state::cluster::Role;
         match role {
@@ -328,7 +334,13 @@ impl PartitionReplication {
                 }
                 false
             }
-            Role::Follower => self.established.get(),
+            Role::Follower => {
+                let caught_up = self.catch_up_offset.get().is_some_and(|offset| durable_end_offset >= offset);
+                if caught_up {
+                    self.established.set(true);
+                }
+                self.established.get()
+            }
         }
     }
 
@@ -351,11 +363,15 @@ impl PartitionReplication {
         // Consumers must never see the high watermark fall: a lower value
         // here means committed records were lost or a rule above is wrong,
         // and serving on would hide it.
+        // Consumers must never see the high watermark fall. The durable end
+        // can dip below what was shown for a moment (a reset empties the log
+        // before it restarts at the leader's log start, across awaits): show
+        // nothing meanwhile rather than less.
         let served = self.served_high_watermark.get();
-        assert!(
-            visible >= served,
-            "the high watermark went backwards from {served} to {visible} ({role:?}, durable end {durable_end_offset})"
-        );
+        if visible < served {
+            tracing::debug!(target: "ringlog::replication", served, visible, ?role, "high watermark held back below what was shown");
+            return None;
+        }
         self.served_high_watermark.set(visible);
         Some(visible)
     }
@@ -445,6 +461,26 @@ mod tests {
         assert_eq!(state.visible_high_watermark(Role::Leader, 3, 500, &[2, 3]), Some(500));
         // Once established it stays established, also as a follower.
         assert_eq!(state.visible_high_watermark(Role::Follower, 3, 500, &[]), Some(500));
+    }
+
+    #[test]
+    fn a_follower_that_starts_over_shows_nothing_until_it_has_what_the_leader_committed() {
+        let state = PartitionReplication::default();
+        state.learn_high_watermark(Some(500));
+        assert_eq!(state.visible_high_watermark(Role::Follower, 2, 20, &[]), None, "20 of 500 copied");
+        assert_eq!(state.visible_high_watermark(Role::Follower, 2, 499, &[]), None);
+        assert_eq!(state.visible_high_watermark(Role::Follower, 2, 500, &[]), Some(500));
+    }
+
+    #[test]
+    fn a_durable_end_that_dips_below_what_was_shown_shows_nothing_instead_of_less() {
+        let state = PartitionReplication::default();
+        state.learn_high_watermark(Some(100));
+        assert_eq!(state.visible_high_watermark(Role::Follower, 2, 100, &[]), Some(100));
+        // A reset empties the log before it restarts further on.
+        assert_eq!(state.visible_high_watermark(Role::Follower, 2, 40, &[]), None);
+        state.learn_high_watermark(Some(300));
+        assert_eq!(state.visible_high_watermark(Role::Follower, 2, 300, &[]), Some(300));
     }
 
     #[test]

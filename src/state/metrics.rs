@@ -55,6 +55,8 @@ pub struct ShardMetrics {
     pub fetch_requests: AtomicU64,
     /// Batch bytes returned by fetches.
     pub fetch_bytes: AtomicU64,
+    /// Records consumers advanced by (next offset minus asked offset).
+    pub fetch_records: AtomicU64,
     /// Requests answered with an error.
     pub errors: AtomicU64,
     /// Requests forwarded to other shards and not yet answered.

@@ -268,8 +268,8 @@ struct LogFacts<'a> {
 
 /// Index files must load, and every entry must name a real batch: an offset
 /// entry a batch start with that offset, a time entry a batch with that
-/// largest timestamp. Index files carry no checksum; this comparison with
-/// the log is what catches a damaged one.
+/// largest timestamp. The trailer's checksum catches damage to a file; this
+/// comparison with the log catches an index that was wrong when written.
 fn check_indexes(
     dir: &Path,
     base: u64,

@@ -47,6 +47,7 @@ pub struct FaultInjector {
     journal: Option<std::sync::Mutex<CrashJournal>>,
     crash_countdown: AtomicI64,
     unlink_crash_countdown: AtomicI64,
+    crashed: std::sync::atomic::AtomicBool,
     script: std::sync::Mutex<std::collections::VecDeque<(FaultOperation, i32)>>,
     write_countdown: AtomicI64,
     fsync_countdown: AtomicI64,
@@ -72,6 +73,7 @@ impl Default for FaultInjector {
             journal: None,
             crash_countdown: AtomicI64::new(-1),
             unlink_crash_countdown: AtomicI64::new(-1),
+            crashed: Default::default(),
             script: Default::default(),
         }
     }
@@ -99,6 +101,7 @@ impl FaultInjector {
     /// stay in the journal. The log fail-stops; stop it, then call
     /// [`FaultInjector::simulate_crash`].
     pub fn crash(&self) {
+        self.crashed.store(true, Ordering::SeqCst);
         for operation in [
             FaultOperation::Write,
             FaultOperation::Fsync,
@@ -123,6 +126,11 @@ impl FaultInjector {
     /// directory fsync that makes them durable.
     pub fn crash_after_unlinks(&self, unlinks: i64) {
         self.unlink_crash_countdown.store(unlinks.max(1), Ordering::SeqCst);
+    }
+
+    /// Whether a simulated crash happened ([`FaultInjector::crash`]).
+    pub fn crashed(&self) -> bool {
+        self.crashed.load(Ordering::SeqCst)
     }
 
     /// Writes not yet covered by an fdatasync, over every file.
@@ -577,8 +585,13 @@ pub fn remove_file(path: &Path, faults: Option<&FaultInjector>) -> io::Result<()
     }
 }
 
-/// [`sync_directory`], telling the injector (if any) its unlinks are durable.
+/// [`sync_directory`], telling the injector (if any) its unlinks are
+/// durable. After a simulated crash it fails instead: nothing more becomes
+/// durable.
 pub fn sync_directory_of(directory: &Path, faults: Option<&FaultInjector>) -> io::Result<()> {
+    if faults.is_some_and(FaultInjector::crashed) {
+        return Err(io::Error::from_raw_os_error(libc::EIO));
+    }
     sync_directory(directory)?;
     if let Some(faults) = faults {
         faults.directory_synced(directory);
@@ -588,6 +601,15 @@ pub fn sync_directory_of(directory: &Path, faults: Option<&FaultInjector>) -> io
 
 /// Write `bytes` to `path` atomically: temp file, fsync, rename, fsync directory.
 pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let prepared = prepare_file(path, bytes)?;
+    commit_prepared(&prepared, path)
+}
+
+/// The first half of [`write_file_atomically`]: `bytes` written and synced
+/// to `path` + `.tmp`, which is returned. Everything that allocates space
+/// happens here; [`commit_prepared`] only renames. Recovery deletes a
+/// `.tmp` file a crash left.
+pub fn prepare_file(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
     use std::io::Write;
     let directory = path.parent().ok_or_else(|| io::Error::other("path has no parent"))?;
     let mut temp_name = path.file_name().ok_or_else(|| io::Error::other("path has no name"))?.to_os_string();
@@ -596,9 +618,14 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut file = std::fs::File::create(&temp_path)?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temp_path, path)?;
-    sync_directory(directory)
+    Ok(temp_path)
+}
+
+/// The second half of [`write_file_atomically`]: rename the prepared file
+/// over `path` and sync the directory. Allocates no space.
+pub fn commit_prepared(prepared: &Path, path: &Path) -> io::Result<()> {
+    std::fs::rename(prepared, path)?;
+    sync_directory(parent_of(path))
 }
 
 #[cfg(test)]

@@ -149,9 +149,21 @@ fn a_fail_stopped_partition_turns_health_503_while_other_partitions_keep_serving
     let health = json(&body);
     assert_eq!(health["status"], "failed");
     assert!(health["reason"].as_str().unwrap().contains("faulty/0"), "{body}");
-    let metrics = http(&node.admin, "GET", "/metrics", None, None).1;
-    assert!(metrics.contains("ringlog_partition_failed{topic=\"faulty\",partition=\"0\"} 1"), "{metrics}");
-    assert!(metrics.contains("ringlog_partition_failed{topic=\"healthy\",partition=\"0\"} 0"));
+    // Each shard republishes its partitions' gauges once a second: the
+    // healthy partition's shard may not have yet when health turned 503.
+    let (failed, healthy) = (
+        "ringlog_partition_failed{topic=\"faulty\",partition=\"0\"} 1",
+        "ringlog_partition_failed{topic=\"healthy\",partition=\"0\"} 0",
+    );
+    let started = std::time::Instant::now();
+    let metrics = loop {
+        let metrics = http(&node.admin, "GET", "/metrics", None, None).1;
+        if (metrics.contains(failed) && metrics.contains(healthy)) || started.elapsed().as_secs() > 5 {
+            break metrics;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(metrics.contains(failed) && metrics.contains(healthy), "{metrics}");
     assert!(metrics.contains("ringlog_fsync_latency_seconds_count"), "fsync latency is exported");
     drop(node);
 }

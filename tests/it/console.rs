@@ -176,17 +176,22 @@ fn overview_reports_uptime_permissions_counters_and_topic_totals() {
     assert_eq!(first["counters"]["produce_records_total"], 3);
     assert!(first["counters"]["produce_bytes_total"].as_u64().unwrap() > 0);
     assert!(first["counters"]["fetch_bytes_total"].as_u64().unwrap() > 0);
+    assert_eq!(first["counters"]["fetch_records_total"], 3, "the fetch advanced the consumer by 3 records");
     assert!(first["counters"]["fsync_latency_count"].as_u64().unwrap() > 0, "fsync=always synced the batch");
     let topic = &first["topics"][0];
     assert_eq!((topic["name"].as_str(), topic["partitions"].as_u64()), (Some("seen"), Some(2)));
     assert_eq!(topic["log_end_offset_total"], 3);
     assert!(topic["bytes"].as_u64().unwrap() > 0);
     assert_eq!(topic["fetched_bytes_total"], first["counters"]["fetch_bytes_total"]);
-    let metrics = crate::admin::http(&node.admin, "GET", "/metrics", None, None).1;
     let fetched =
         format!("ringlog_partition_fetched_bytes{{topic=\"seen\",partition=\"1\"}} {}", topic["fetched_bytes_total"]);
-    assert!(metrics.contains(&fetched), "Prometheus has the per-partition consumer bytes: {fetched}");
-    assert!(metrics.contains("ringlog_partition_fetched_bytes{topic=\"seen\",partition=\"0\"} 0"));
+    // The Prometheus gauges are republished once a second.
+    let metrics_now = || crate::admin::http(&node.admin, "GET", "/metrics", None, None).1;
+    let idle = "ringlog_partition_fetched_bytes{topic=\"seen\",partition=\"0\"} 0";
+    wait_for(Duration::from_secs(5), "Prometheus has the per-partition consumer bytes", || {
+        let metrics = metrics_now();
+        metrics.contains(&fetched) && metrics.contains(idle)
+    });
     std::thread::sleep(Duration::from_millis(300));
     let later = overview()["uptime_ms"].as_u64().unwrap();
     assert!(later >= first["uptime_ms"].as_u64().unwrap() + 300, "uptime grows");

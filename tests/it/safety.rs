@@ -823,3 +823,42 @@ fn a_truncation_on_a_full_disk_answers_disk_full_and_succeeds_once_space_is_back
     });
     assert_eq!(records.len(), 32);
 }
+
+async fn append_in_epoch(log: &PartitionLog, epoch: u32, rounds: u64) {
+    for round in 0..rounds {
+        let mut batch = batch_of(&values(&format!("e{epoch}-{round}"), 3), round as i64);
+        let info = log.append(&mut batch, AppendMode::Leader { leader_epoch: epoch }).await.unwrap();
+        assert_eq!(info.next_offset - info.base_offset, 3);
+    }
+}
+
+// Review finding: a truncation's trimmed epoch history must not become
+// durable before the later segments are gone. Recovery re-reads only the
+// last segment's epochs, so a checkpoint that says less than the segments
+// on disk hold moved the start of an epoch (and with it the divergence
+// point a returning replica is told).
+#[test]
+fn a_truncation_that_fails_before_its_unlinks_leaves_the_epoch_history_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let (before, epoch_five_start) = on_executor(move || async move {
+        let faults = FaultInjector::new();
+        let log = PartitionLog::open(&path, small_config(), Some(faults.clone())).await.unwrap();
+        append_in_epoch(&log, 3, 60).await;
+        let epoch_five_start = log.snapshot().log_end_offset;
+        append_in_epoch(&log, 5, 150).await;
+        assert!(log.snapshot().segments > 4);
+        let before = log.epochs();
+        faults.fail_after(FaultOperation::Unlink, 0, libc::EIO);
+        assert!(log.truncate_to(epoch_five_start - 9).await.is_err());
+        log.abandon().await;
+        (before, epoch_five_start)
+    });
+    let after = open_and(dir.path(), small_config(), |log| async move {
+        let epochs = log.epochs();
+        log.close().await.unwrap();
+        epochs
+    });
+    assert_eq!(after.end_offset_for(3, u64::MAX), Some((3, epoch_five_start)), "{after:?}");
+    assert_eq!(after, before);
+}

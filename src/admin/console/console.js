@@ -132,6 +132,8 @@ const SERIES = [
     value: (c, p) => rate(c, p, (s) => s.counters.produce_records_total) },
   { id: "chart-consume-bytes", title: "Consume (fetched)", format: (v) => formatBytes(v) + "/s",
     value: (c, p) => rate(c, p, (s) => s.counters.fetch_bytes_total) },
+  { id: "chart-consume-records", title: "Consume", format: (v) => formatCount(v) + " records/s",
+    value: (c, p) => rate(c, p, (s) => s.counters.fetch_records_total) },
   { id: "chart-fsync", title: "fsync latency (mean)", format: (v) => v.toFixed(2) + " ms",
     value: (c, p) => {
       const count = c.counters.fsync_latency_count - p.counters.fsync_latency_count;

@@ -475,12 +475,15 @@ fn reset_active_to(state: &mut State, mark: DurableMark) {
 /// go could keep an earlier one and lose a later one (a hole in the chain,
 /// which fences a healthy partition). Synced per segment, a crash leaves a
 /// prefix (retention, lowest first) or a suffix (truncation, highest
-/// first) of them gone. The log file goes last: a crash in between leaves
-/// a segment without indexes (rebuilt), never indexes without a segment.
+/// first) of them gone. The indexes go first, synced, then the log file: a
+/// crash in between leaves a segment without indexes (rebuilt), never
+/// indexes without a segment (nothing would ever remove them).
 fn remove_segment_files(dir: &Path, base: u64, faults: Option<&FaultInjector>) -> std::io::Result<()> {
-    for extension in [INDEX_EXTENSION, TIME_INDEX_EXTENSION, LOG_EXTENSION] {
+    for extension in [INDEX_EXTENSION, TIME_INDEX_EXTENSION] {
         crate::storage::io::remove_file(&segment_file(dir, base, extension), faults)?;
     }
+    crate::storage::io::sync_directory_of(dir, faults)?;
+    crate::storage::io::remove_file(&segment_file(dir, base, LOG_EXTENSION), faults)?;
     crate::storage::io::sync_directory_of(dir, faults)
 }
 

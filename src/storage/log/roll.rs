@@ -69,13 +69,13 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// A roll's metadata could not be written. Disk full is `disk_full`, not
-    /// fail-stop (SPEC §4): the sealed segment is durable and exact, every
-    /// metadata file is written atomically, and the next append retries the
-    /// whole roll. Any other error fail-stops.
+    /// A roll's or a truncation's metadata could not be written. Disk full
+    /// is `disk_full`, not fail-stop (SPEC §4): nothing in memory changed
+    /// yet, every metadata file is written atomically, and the next append
+    /// (or the follower's next read) retries. Any other error fail-stops.
     pub(super) fn metadata_failure(&self, operation: &str, path: &Path, error: &std::io::Error) -> StorageError {
         if is_disk_full(error) {
-            tracing::warn!(target: "ringlog::storage", path = %path.display(), "disk full sealing a segment; the roll is retried");
+            tracing::warn!(target: "ringlog::storage", path = %path.display(), operation, "disk full; nothing changed, the operation is retried");
             return StorageError::DiskFull { path: path.to_path_buf() };
         }
         self.fail_stop(operation, path, error)

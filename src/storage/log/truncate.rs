@@ -76,8 +76,9 @@ impl PartitionLog {
     /// leader), never later segments that resurrect or a silent hole.
     pub(super) async fn apply_truncation(&self, cut: DurableMark) -> StorageResult<()> {
         let dir = self.inner.dir.clone();
-        self.store_truncation_intent(cut).await?;
+        let (prepared_epochs, prepared_bytes) = self.store_truncation_intent(cut).await?;
         let (removed, keep_base, epochs) = self.forget_segments_after(cut);
+        assert_eq!(prepared_bytes, epochs.encode(), "the append gate kept the epoch history as the intent prepared it");
         let keep_path = segment_file(&dir, keep_base, LOG_EXTENSION);
         let file = match removed.is_empty() {
             true => Rc::clone(self.inner.state.borrow().writer.file()),
@@ -89,7 +90,8 @@ impl PartitionLog {
         };
         let metadata_dir = dir.clone();
         let faults = self.inner.faults.clone();
-        run_blocking(move || store_truncation_metadata(&metadata_dir, &removed, keep_base, &epochs, faults.as_deref()))
+        let metadata = TruncationMetadata { removed, keep_base, prepared_epochs };
+        run_blocking(move || store_truncation_metadata(&metadata_dir, &metadata, faults.as_deref()))
             .await
             .map_err(|error| self.fail_stop("truncate metadata", &dir, &error))?;
         file.truncate(cut.position).await.map_err(|error| self.fail_stop("truncate", &keep_path, &error))?;
@@ -132,13 +134,15 @@ impl PartitionLog {
     }
 
     /// The truncation's writes that need space, before anything in memory
-    /// changes: the lowered recovery point and the trimmed epoch history.
-    /// A full disk answers `disk_full` and leaves the log as it was (SPEC
-    /// §4: resume once space is freed; the follower's next read retries).
-    /// Both are safe on their own after a crash: a lower recovery point only
-    /// makes recovery scan more, and epochs found by that scan in segments
-    /// still on disk are merged back.
-    pub(super) async fn store_truncation_intent(&self, cut: DurableMark) -> StorageResult<()> {
+    /// changes: the lowered recovery point, and the trimmed epoch history
+    /// prepared beside the checkpoint (`.tmp`), renamed over it only once
+    /// the later segments are gone (the checkpoint must never say less than
+    /// the segments on disk hold: recovery re-reads only the last segment's
+    /// epochs). A full disk answers `disk_full` and leaves the log as it
+    /// was (SPEC §4: resume once space is freed; the follower's next read
+    /// retries). A lower recovery point alone only makes recovery scan
+    /// more; a crash leaves the `.tmp`, which recovery deletes.
+    pub(super) async fn store_truncation_intent(&self, cut: DurableMark) -> StorageResult<(PathBuf, Vec<u8>)> {
         let (keep_base, epochs) = {
             let state = self.inner.state.borrow();
             let keep_base = *state.segments.range(..=cut.offset).next_back().expect("cut inside the log").0;
@@ -148,15 +152,22 @@ impl PartitionLog {
         };
         let dir = self.inner.dir.clone();
         let fault = self.metadata_fault();
-        run_blocking(move || -> std::io::Result<()> {
+        let bytes = epochs.encode();
+        let prepared_bytes = bytes.clone();
+        run_blocking(move || -> std::io::Result<PathBuf> {
             fault()?;
             let recovery_point = crate::storage::markers::load_recovery_point(&dir)?;
             if recovery_point > keep_base {
                 store_recovery_point(&dir, keep_base)?;
             }
-            epochs.store(&dir)
+            let path = EpochHistory::path(&dir);
+            crate::storage::io::prepare_file(&path, &bytes).inspect_err(|_| {
+                // Give back what a half-written file holds on a full disk.
+                let _ = std::fs::remove_file(path.with_extension("tmp"));
+            })
         })
         .await
+        .map(|path| (path, prepared_bytes))
         .map_err(|error| self.metadata_failure("store truncation metadata", &self.inner.dir, &error))
     }
 
@@ -262,7 +273,9 @@ impl PartitionLog {
     ) -> StorageResult<()> {
         let dir = self.inner.dir.clone();
         let faults = self.inner.faults.clone();
+        let fault = self.metadata_fault();
         run_blocking(move || -> std::io::Result<()> {
+            fault()?;
             let faults = faults.as_deref();
             for base in bases {
                 remove_segment_files(&dir, base, faults)?;
@@ -321,27 +334,36 @@ impl PartitionLog {
 /// producer snapshot removed, the trimmed epoch history stored again (the
 /// intent's may predate a concurrent change), and the directory synced.
 /// Nothing here allocates space but the epoch file, written once already.
+/// What a truncation removes once its intent is stored.
+struct TruncationMetadata {
+    /// Later segments, deleted.
+    removed: Vec<u64>,
+    /// The segment the cut falls in.
+    keep_base: u64,
+    /// The trimmed epoch history, written beside the checkpoint.
+    prepared_epochs: PathBuf,
+}
+
 fn store_truncation_metadata(
     dir: &Path,
-    removed: &[u64],
-    keep_base: u64,
-    epochs: &EpochHistory,
+    metadata: &TruncationMetadata,
     faults: Option<&FaultInjector>,
 ) -> std::io::Result<()> {
-    let recovery_point = crate::storage::markers::load_recovery_point(dir)?;
-    if recovery_point > keep_base {
-        store_recovery_point(dir, keep_base)?;
-    }
-    // Highest first: a failure or crash part way leaves a shorter log, never
-    // a hole between the kept segment and a surviving later one.
-    for &base in removed.iter().rev() {
+    let keep_base = metadata.keep_base;
+    // Highest first, each synced: a failure or crash part way leaves a
+    // shorter log, never a hole between the kept segment and a later one.
+    for &base in metadata.removed.iter().rev() {
         remove_segment_files(dir, base, faults)?;
     }
     for extension in [INDEX_EXTENSION, TIME_INDEX_EXTENSION] {
         crate::storage::io::remove_file(&segment_file(dir, keep_base, extension), faults)?;
     }
-    // The store syncs the directory: the unlinks above are durable.
-    epochs.store(dir)?;
+    // A rename: no space needed (the intent wrote the bytes). It syncs the
+    // directory, so the unlinks above are durable.
+    if faults.is_some_and(FaultInjector::crashed) {
+        return Err(std::io::Error::from_raw_os_error(libc::EIO));
+    }
+    crate::storage::io::commit_prepared(&metadata.prepared_epochs, &EpochHistory::path(dir))?;
     if let Some(faults) = faults {
         faults.directory_synced(dir);
     }
