@@ -253,11 +253,13 @@ class Disks:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             # Most of it at once (fallocate cannot take the blocks its own
-            # extent tree needs), then write until ENOSPC: 1 MiB, then 4 KiB.
+            # extent tree needs), then write until ENOSPC: 1 MiB, 4 KiB, then
+            # smaller (a filesystem of 1 KiB blocks can keep 2 KiB back from
+            # a 4 KiB write).
             if before > 4 << 20:
                 os.posix_fallocate(fd, 0, before - (2 << 20))
             os.lseek(fd, 0, os.SEEK_END)
-            for chunk in (b"\0" * (1 << 20), b"\0" * 4096):
+            for chunk in (b"\0" * (1 << 20), b"\0" * 4096, b"\0" * 512, b"\0"):
                 for _ in range(1 << 12):
                     try:
                         os.write(fd, chunk)
