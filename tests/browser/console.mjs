@@ -291,7 +291,7 @@ async function etcdDown(browser) {
   await Promise.all([nodes.goto(`${follower}/nodes`), overview.goto(`${leader}/`)]);
   await Promise.all([
     eventually(async () => await nodes.isVisible("#banner") && /cannot reach etcd/.test(await nodes.textContent("#banner")),
-      "a follower's nodes page says it cannot reach etcd", 45000),
+      "a follower's nodes page says it cannot reach etcd", 120000),
     eventually(async () => (await overview.textContent("#fact-health")) !== "ok" && await overview.isVisible("#fact-reason"),
       "the former leader's overview shows its health is not ok, with the reason", 45000),
   ]);
