@@ -25,7 +25,24 @@ pub struct Node {
 
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    // Below the kernel's ephemeral range (32768-60999 by default). A port
+    // the kernel hands out for ":0" is free now, but any outgoing
+    // connection, of this test or one running beside it, may take it as its
+    // local port before the node binds it, and a restarted node binds its
+    // ports again long after they were chosen. Tests in this process never
+    // share one (a counter), and a port something else holds is skipped.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    const FIRST: u32 = 10_000;
+    const COUNT: u32 = 22_000;
+    let offset = std::process::id() % COUNT;
+    for _ in 0..COUNT {
+        let step = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (FIRST + (offset + step * 7) % COUNT) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + COUNT)
 }
 
 impl Node {
@@ -86,7 +103,13 @@ impl Node {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read startup line");
-        assert!(line.contains("listening"), "unexpected startup output {line:?}");
+        if !line.contains("listening") {
+            // The node's own words: its log, when it writes one.
+            let tail = log.and_then(|path| std::fs::read_to_string(path).ok()).unwrap_or_default();
+            let tail: String =
+                tail.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            panic!("unexpected startup output {line:?}; exit {:?}; log tail:\n{tail}", child.try_wait());
+        }
         Node { child, address, admin }
     }
 
