@@ -11,6 +11,7 @@ pub mod net;
 pub mod node;
 pub mod protocol;
 pub mod replication;
+pub mod requests;
 pub mod runtime;
 pub mod shard;
 pub mod state;

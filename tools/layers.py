@@ -159,6 +159,45 @@ def imports(root):
                 yield (f"src/{rel}", line, from_unit, from_floor, to_unit, to_floor, "crate::" + "::".join(target))
 
 
+DEF_RE = re.compile(r"^[ \t]*(?:pub(?:\([^)]*\))?\s+)?(?:struct|enum)\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)
+IMPL_RE = re.compile(r"^[ \t]*impl(?:<[^>{]*>)?\s+((?:[A-Za-z_][A-Za-z0-9_]*::)*([A-Za-z_][A-Za-z0-9_]*))(?:<[^>{]*>)?\s*\{", re.M)
+
+
+def source_files(root):
+    """Yield (rel, mod, unit, floor, text without comments) for every file in src/."""
+    src = os.path.join(root, "src")
+    for dirpath, _, files in os.walk(src):
+        for name in sorted(files):
+            if not name.endswith(".rs"):
+                continue
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, src).replace(os.sep, "/")
+            mod = module_of(rel)
+            unit, floor = unit_of(mod)
+            yield rel, mod, unit, floor, strip_comments(open(full, encoding="utf-8").read())
+
+
+def foreign_impls(root):
+    """Inherent `impl Type {` blocks outside the unit that defines Type.
+
+    They graft methods onto another module's type, a dependency no `use`
+    line shows (the reason issue 12 moved replication's `impl ShardContext`
+    out). Yield (rel_file, line, unit, floor, type, defining units).
+    """
+    files = list(source_files(root))
+    defined = {}
+    for _rel, _mod, unit, _floor, text in files:
+        for m in DEF_RE.finditer(text):
+            defined.setdefault(m.group(1), set()).add(unit)
+    for rel, _mod, unit, floor, text in files:
+        for m in IMPL_RE.finditer(text):
+            name = m.group(2)
+            owners = defined.get(name, set())
+            if owners and unit not in owners:
+                line = text.count("\n", 0, m.start()) + 1
+                yield f"src/{rel}", line, unit, floor, name, sorted(owners)
+
+
 def violation(from_unit, from_floor, to_unit, to_floor):
     if to_floor < from_floor:
         return None
@@ -209,6 +248,10 @@ def check(root, allow_path, list_all=False, out=sys.stdout):
             continue
         bad += 1
         print(f"{f}:{line}: {fu} imports {tu} ({kind}: {', '.join(sorted(set(paths)))})", file=out)
+    for f, line, unit, _floor, name, owners in foreign_impls(root):
+        bad += 1
+        print(f"{f}:{line}: {unit} adds methods to {name} of {', '.join(owners)} (hidden dependency: "
+              f"write functions that take it as a parameter)", file=out)
     stale = [(af, ap, n) for af, ap, n in allow if n not in used]
     for af, ap, n in stale:
         print(f"{allow_path}:{n}: stale allow-list entry {af} {ap}: remove it", file=out)
@@ -305,6 +348,13 @@ def self_test():
         write("net/server.rs", "use crate::state::View; // crate::cluster::f\n")
         open(allow, "w").close()
         assert check(tmp, allow, out=sink)
+        # Methods grafted onto another module's type are a hidden dependency.
+        write("cluster/mod.rs", "impl crate::state::View {\n    fn g(&self) {}\n}\nimpl Clone for Other {}\n")
+        buf = io.StringIO()
+        assert not check(tmp, allow, out=buf)
+        assert "src/cluster/mod.rs:1: cluster adds methods to View of state" in buf.getvalue(), buf.getvalue()
+        write("cluster/mod.rs", "pub struct Own;\nimpl Own {\n    fn g(&self) {}\n}\nimpl Clone for Own {}\n")
+        assert check(tmp, allow, out=sink), "methods on its own type and trait impls are fine"
     print("layers self-test: ok")
     return True
 

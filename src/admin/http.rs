@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -18,9 +17,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::cluster::membership::ControlPlane;
-use crate::cluster::nodes::{forget, list_nodes as nodes_in_etcd, ForgetOutcome};
-use crate::net::client::{Client, ClientError};
+use super::services::{CallFailure, ClusterServices, ForgetAnswer, NodeClient};
 use crate::protocol::{ErrorCode, Request, Response as ProtocolResponse, TopicSettings};
 use crate::shard::topics::TopicRegistry;
 use crate::state::cluster::{ClusterState, Role};
@@ -33,21 +30,14 @@ pub struct AdminState {
     pub registry: Arc<TopicRegistry>,
     /// Metrics and partition gauges.
     pub metrics: Arc<NodeMetrics>,
-    /// The node's client address (for mutations over loopback).
-    pub client_address: String,
+    /// This node's client protocol (mutations take the path of any client).
+    pub client: Arc<dyn NodeClient>,
     /// Bearer token for mutating endpoints.
     pub admin_token: Option<String>,
     /// The cluster view the shards act on.
     pub cluster: Arc<ClusterState>,
     /// The control plane (cluster mode only).
-    pub plane: Option<Arc<ControlPlane>>,
-}
-
-impl AdminState {
-    /// A client of this node's own protocol listener (for mutations).
-    fn client(&self) -> Client {
-        Client::new(vec![self.client_address.clone()], Duration::from_secs(5))
-    }
+    pub cluster_services: Option<Arc<dyn ClusterServices>>,
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -106,14 +96,14 @@ pub fn constant_time_equal(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |difference, (x, y)| difference | (x ^ y)) == 0
 }
 
-fn client_error(failure: ClientError) -> Response {
-    let status = match failure.code() {
+fn client_error(failure: CallFailure) -> Response {
+    let status = match failure.code {
         Some(ErrorCode::TopicExists) => StatusCode::CONFLICT,
         Some(ErrorCode::UnknownTopic) => StatusCode::NOT_FOUND,
         Some(ErrorCode::InvalidRequest) => StatusCode::BAD_REQUEST,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
-    error(status, failure.to_string())
+    error(status, failure.message)
 }
 
 async fn health(State(state): State<AdminState>) -> Response {
@@ -208,16 +198,14 @@ async fn create_topic(
         retention_ms: body.retention_ms,
         segment_bytes: body.segment_bytes,
     };
-    let mut client = state.client();
-    match client.call(&Request::CreateTopic { name: body.name.clone(), settings }).await {
+    match state.client.call(Request::CreateTopic { name: body.name.clone(), settings }).await {
         Ok(_) => (StatusCode::CREATED, Json(json!({"name": body.name, "partitions": body.partitions}))).into_response(),
         Err(failure) => client_error(failure),
     }
 }
 
 async fn describe_topic(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
-    let mut client = state.client();
-    match client.call(&Request::DescribeTopic { name: name.clone() }).await {
+    match state.client.call(Request::DescribeTopic { name: name.clone() }).await {
         Ok(ProtocolResponse::DescribeTopic(partitions)) => {
             let partitions: Vec<serde_json::Value> = partitions
                 .iter()
@@ -243,46 +231,18 @@ async fn delete_topic(
     if let Some(refusal) = refuse(&state, &headers, peer) {
         return refusal;
     }
-    let mut client = state.client();
-    match client.call(&Request::DeleteTopic { name }).await {
+    match state.client.call(Request::DeleteTopic { name }).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(failure) => client_error(failure),
     }
 }
 
 async fn list_nodes(State(state): State<AdminState>) -> Response {
-    let Some(plane) = &state.plane else { return Json(json!([])).into_response() };
-    let Some(etcd) = plane.etcd() else { return error(StatusCode::SERVICE_UNAVAILABLE, "etcd not reached yet") };
-    let view = state.cluster.view();
-    if view.role == Role::Leader {
-        return match nodes_in_etcd(&etcd, &plane.keys, Some(&plane.progress)).await {
-            Ok(nodes) => Json(nodes).into_response(),
-            Err(failure) => error(StatusCode::SERVICE_UNAVAILABLE, failure.to_string()),
-        };
-    }
-    // Replication progress lives on the leader: ask it, else answer from etcd alone.
-    if let Some(answer) = ask_leader_for_nodes(plane, &etcd, view.leader_id).await {
-        return answer;
-    }
-    match nodes_in_etcd(&etcd, &plane.keys, None).await {
+    let Some(services) = &state.cluster_services else { return Json(json!([])).into_response() };
+    match services.nodes().await {
         Ok(nodes) => Json(nodes).into_response(),
-        Err(failure) => error(StatusCode::SERVICE_UNAVAILABLE, failure.to_string()),
+        Err(failure) => error(StatusCode::SERVICE_UNAVAILABLE, failure),
     }
-}
-
-async fn ask_leader_for_nodes(
-    plane: &ControlPlane,
-    etcd: &crate::cluster::etcd::Etcd,
-    leader_id: Option<u64>,
-) -> Option<Response> {
-    let registration = plane.registration_of(etcd, leader_id?).await.ok()??;
-    let timeout = Duration::from_secs(2);
-    let answer =
-        crate::admin::client::request(&registration.admin, axum::http::Method::GET, "/api/nodes", None, timeout)
-            .await
-            .ok()?;
-    let nodes: serde_json::Value = serde_json::from_slice(&answer.body).ok()?;
-    (answer.status == 200).then(|| Json(nodes).into_response())
 }
 
 async fn forget_node(
@@ -294,24 +254,23 @@ async fn forget_node(
     if let Some(refusal) = refuse(&state, &headers, peer) {
         return refusal;
     }
-    let Some(plane) = &state.plane else {
+    let Some(services) = &state.cluster_services else {
         return error(StatusCode::NOT_FOUND, format!("unknown node {id} (standalone node)"));
     };
     let Ok(id) = id.parse::<u64>() else { return error(StatusCode::NOT_FOUND, format!("unknown node {id}")) };
-    let Some(etcd) = plane.etcd() else { return error(StatusCode::SERVICE_UNAVAILABLE, "etcd not reached yet") };
-    match forget(&etcd, &plane.keys, id, state.cluster.view().node_id).await {
-        Ok(ForgetOutcome::Forgotten) => StatusCode::NO_CONTENT.into_response(),
-        Ok(ForgetOutcome::Unknown) => error(StatusCode::NOT_FOUND, format!("unknown node {id}")),
-        Ok(ForgetOutcome::Refused(reason)) => error(StatusCode::CONFLICT, reason),
-        Err(failure) => error(StatusCode::SERVICE_UNAVAILABLE, failure.to_string()),
+    match services.forget(id).await {
+        ForgetAnswer::Forgotten => StatusCode::NO_CONTENT.into_response(),
+        ForgetAnswer::Unknown => error(StatusCode::NOT_FOUND, format!("unknown node {id}")),
+        ForgetAnswer::Refused(reason) => error(StatusCode::CONFLICT, reason),
+        ForgetAnswer::Unavailable(reason) => error(StatusCode::SERVICE_UNAVAILABLE, reason),
     }
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
     let headers = [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")];
     let mut text = crate::admin::metrics::render(&state.metrics);
-    if let Some(plane) = &state.plane {
-        crate::admin::metrics::render_replication(&plane.progress, &mut text);
+    if let Some(services) = &state.cluster_services {
+        crate::admin::metrics::render_replication(services.progress(), &mut text);
     }
     (headers, text).into_response()
 }

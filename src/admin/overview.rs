@@ -66,12 +66,12 @@ fn counters(state: &AdminState) -> serde_json::Value {
 /// Followers as the leader measures them; empty on any other node, and on
 /// a leader that stepped down (its progress entries outlive its term).
 fn followers(state: &AdminState) -> Vec<serde_json::Value> {
-    let Some(plane) = &state.plane else { return Vec::new() };
+    let Some(services) = &state.cluster_services else { return Vec::new() };
     if state.cluster.view().role != crate::state::cluster::Role::Leader {
         return Vec::new();
     }
-    plane
-        .progress
+    services
+        .progress()
         .all()
         .iter()
         .map(|(id, follower)| {
@@ -91,7 +91,7 @@ pub async fn overview(
     let gauges = state.metrics.partitions();
     let uptime_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     body["uptime_ms"] = json!(uptime_ms);
-    body["min_insync_replicas"] = json!(state.plane.as_ref().map(|plane| plane.config.min_insync_replicas));
+    body["min_insync_replicas"] = json!(state.cluster_services.as_ref().map(|services| services.min_insync_replicas()));
     body["admin_token_required"] = json!(state.admin_token.is_some());
     // Without a token, §7 allows mutations from loopback only: the page
     // greys its buttons out and says why instead of failing on click.
@@ -111,10 +111,23 @@ mod tests {
         AdminState {
             registry: Arc::new(crate::shard::topics::TopicRegistry::new(Vec::new())),
             metrics: Arc::new(crate::state::metrics::NodeMetrics::new(1, Arc::default())),
-            client_address: "127.0.0.1:1".into(),
+            client: Arc::new(Unreachable),
             admin_token: admin_token.map(str::to_string),
             cluster: crate::state::cluster::ClusterState::standalone(),
-            plane: None,
+            cluster_services: None,
+        }
+    }
+
+    /// A node client that is never called by the overview.
+    struct Unreachable;
+
+    impl crate::admin::services::NodeClient for Unreachable {
+        fn call(
+            &self,
+            _: crate::protocol::Request,
+        ) -> crate::admin::services::Pending<'_, Result<crate::protocol::Response, crate::admin::services::CallFailure>>
+        {
+            Box::pin(async { Err(crate::admin::services::CallFailure { code: None, message: "unreachable".into() }) })
         }
     }
 

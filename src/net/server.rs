@@ -25,7 +25,7 @@ use crate::protocol::{
 };
 use crate::replication::handshake::ReplicaSession;
 use crate::runtime::Notify;
-use crate::shard::handler::ShardContext;
+use crate::shard::context::ShardContext;
 use crate::state::metrics::ConnectionCount;
 use crate::state::progress::QueuedAnswer;
 
@@ -233,7 +233,7 @@ impl Connection {
             let follower = self.replication.as_ref().and_then(ReplicaSession::replica);
             let queue = Rc::clone(queue);
             crate::runtime::spawn_local(async move {
-                let outcome = context.handle(request).await;
+                let outcome = crate::requests::handle(&context, request).await;
                 if outcome.is_err() {
                     context.shard_metrics().errors.fetch_add(1, Ordering::Relaxed);
                 }

@@ -17,9 +17,11 @@ use crate::state::metrics::NodeMetrics;
 use crate::state::progress::ReplicationProgress;
 use crate::storage::lock::DataDirLock;
 
+mod admin_services;
 pub mod control_thread;
 mod shard;
 mod startup;
+mod tasks;
 
 use shard::{join_shards, spawn_shards, ShardConfig};
 use startup::{advertised_addresses, announce, claim_addresses, loopback_address, wait_until_listening};
@@ -93,10 +95,10 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
     let admin_state = AdminState {
         registry: Arc::clone(&registry),
         metrics: Arc::clone(&metrics),
-        client_address: loopback_address(&config.listen),
+        client: Arc::new(admin_services::LoopbackClient { address: loopback_address(&config.listen) }),
         admin_token: config.admin_token.clone(),
         cluster: Arc::clone(&cluster),
-        plane: None,
+        cluster_services: None,
     };
     let admin = match start_control(&config, admin_state, &progress) {
         Ok(admin) => admin,
@@ -136,6 +138,9 @@ fn start_control(
             Arc::clone(progress),
         )
     });
-    admin_state.plane = plane.clone();
+    admin_state.cluster_services = plane.clone().map(|plane| {
+        let cluster = Arc::clone(&admin_state.cluster);
+        Arc::new(admin_services::ClusterAdmin { plane, cluster }) as Arc<dyn crate::admin::services::ClusterServices>
+    });
     control_thread::start(&config.admin, admin_state, plane, config.limits.heap_trim_interval_ms, &STOP_REQUESTED)
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::config::NodeConfig;
 use crate::net::server::{run_listener, InFlight, ListenerKind};
 use crate::runtime::Notify;
-use crate::shard::handler::{enforce_retention, publish_gauges, ShardContext};
+use crate::shard::context::ShardContext;
 use crate::shard::mesh::{build_mesh, Envelope, Inbound, Mesh, MeshEnds};
 use crate::shard::partitions::ShardPartitions;
 use crate::shard::topics::TopicRegistry;
@@ -21,6 +21,7 @@ use crate::state::metrics::ConnectionCount;
 use crate::state::metrics::NodeMetrics;
 use crate::state::progress::ReplicationProgress;
 
+use super::tasks::{enforce_retention, publish_follower_progress, publish_gauges};
 use super::{NodeError, STOP_REQUESTED};
 
 pub(super) type ShardHandle = glommio::ExecutorJoinHandle<Result<(), String>>;
@@ -149,7 +150,7 @@ pub(super) async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), 
             Rc::clone(&stopping),
         )));
         replication_tasks
-            .push(crate::runtime::spawn_local(Rc::clone(&context).publish_follower_progress(Rc::clone(&stopping))));
+            .push(crate::runtime::spawn_local(publish_follower_progress(Rc::clone(&context), Rc::clone(&stopping))));
     }
     run_listener(
         Rc::clone(&context),
@@ -237,7 +238,7 @@ pub(super) fn start_inbound(context: &Rc<ShardContext>, inbound: Inbound) -> Vec
                     Envelope::Request { id, request } => {
                         let context = Rc::clone(&context);
                         crate::runtime::spawn_local(async move {
-                            let outcome = context.handle_forwarded(request).await;
+                            let outcome = crate::requests::handle_forwarded(&context, request).await;
                             context.mesh.reply(peer, id, outcome).await;
                         })
                         .detach();

@@ -13,16 +13,18 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::leader::encode_answer;
+use super::high_watermark;
+use super::leader::answer_body;
 use crate::protocol::{
     ErrorCode, ErrorResponse, ReplicaFetchPartition, ReplicaFetchedPartition, Request, Response,
     REPLICA_FETCHED_PARTITION_FIXED_BYTES,
 };
 use crate::runtime::clock::monotonic_ms;
-use crate::shard::handler::ShardContext;
+use crate::shard::context::ShardContext;
 use crate::shard::mesh::{Outcome, ShardRequest};
 use crate::shard::partition_replication::FetchWake;
 use crate::shard::partitions::OwnedPartition;
+use crate::shard::wire_error::storage_error_code;
 use crate::shard::{owner_of, ShardId};
 
 /// Bytes of a frame kept for the response header and the answer's own fields.
@@ -92,238 +94,224 @@ fn entry(index: u32, error: ErrorCode, snapshot: Option<&crate::storage::LogSnap
     }
 }
 
-impl ShardContext {
-    /// A follower's multi-partition read arriving on this shard: served by
-    /// the shard owning its partitions (with its wait); a read spread over
-    /// several shards is answered at once from each (the answer names the
-    /// leader's shard count, and the follower then reads per shard).
-    pub async fn replica_fetch_many(
-        self: &Rc<Self>,
-        limits: FetchLimits,
-        partitions: Vec<ReplicaFetchPartition>,
-    ) -> Outcome {
-        self.write_epoch()?;
-        let most = self.config.replica_read_partitions();
-        if partitions.len() > most {
-            return Err(invalid(format!(
-                "a replica read of {} partitions exceeds cluster.replica_fetch_max_partitions = {most}",
-                partitions.len()
-            )));
-        }
-        let owners: Vec<ShardId> =
-            partitions.iter().map(|wanted| owner_of(&wanted.topic, wanted.partition, self.shards)).collect();
-        let first = owners.first().copied().unwrap_or(self.shard);
-        if owners.iter().all(|&owner| owner == first) {
-            return self.fetch_many_on(first, limits, partitions).await;
-        }
-        let mut merged = Vec::new();
-        let (mut leader_epoch, mut used) = (0, 0usize);
-        let shares = owners.iter().collect::<std::collections::HashSet<_>>().len() as u32;
-        for shard in 0..self.shards {
-            let indices: Vec<u32> = (0..owners.len() as u32).filter(|&i| owners[i as usize] == shard).collect();
-            if indices.is_empty() {
-                continue;
-            }
-            let subset = indices.iter().map(|&i| partitions[i as usize].clone()).collect();
-            let share = FetchLimits { max_wait_ms: 0, max_bytes: (limits.max_bytes / shares).max(1), ..limits };
-            let Response::ReplicaFetchMany { leader_epoch: epoch, partitions: answered, .. } =
-                self.fetch_many_on(shard, share, subset).await?
-            else {
-                return Err(invalid("a shard answered a replica read with something else"));
-            };
-            leader_epoch = epoch;
-            for mut fetched in answered {
-                // Each shard sends at least one batch: past the first, batches
-                // over the whole read's budget wait for the next read.
-                let bytes = fetched.uncompressed_bytes as usize;
-                if bytes > 0 && used > 0 && used + bytes > limits.max_bytes as usize {
-                    (fetched.uncompressed_bytes, fetched.body) = (0, Vec::new());
-                }
-                used += fetched.uncompressed_bytes as usize;
-                fetched.index = indices[fetched.index as usize];
-                merged.push(fetched);
-            }
-        }
-        merged.sort_by_key(|fetched| fetched.index);
-        Ok(Response::ReplicaFetchMany { leader_epoch, leader_shards: self.shards as u16, partitions: merged })
+/// A follower's multi-partition read arriving on this shard: served by
+/// the shard owning its partitions (with its wait); a read spread over
+/// several shards is answered at once from each (the answer names the
+/// leader's shard count, and the follower then reads per shard).
+pub async fn replica_fetch_many(
+    context: &Rc<ShardContext>,
+    limits: FetchLimits,
+    partitions: Vec<ReplicaFetchPartition>,
+) -> Outcome {
+    context.write_epoch()?;
+    let most = context.config.replica_read_partitions();
+    if partitions.len() > most {
+        return Err(invalid(format!(
+            "a replica read of {} partitions exceeds cluster.replica_fetch_max_partitions = {most}",
+            partitions.len()
+        )));
     }
-
-    async fn fetch_many_on(
-        self: &Rc<Self>,
-        shard: ShardId,
-        limits: FetchLimits,
-        partitions: Vec<ReplicaFetchPartition>,
-    ) -> Outcome {
-        if shard == self.shard {
-            return self.serve_replica_fetch_many(limits, partitions).await;
-        }
-        let FetchLimits { replica_id, max_wait_ms, max_bytes, partition_max_bytes } = limits;
-        let request = Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions };
-        self.mesh.call(shard, ShardRequest::Client(request)).await
+    let owners: Vec<ShardId> =
+        partitions.iter().map(|wanted| owner_of(&wanted.topic, wanted.partition, context.shards)).collect();
+    let first = owners.first().copied().unwrap_or(context.shard);
+    if owners.iter().all(|&owner| owner == first) {
+        return fetch_many_on(context, first, limits, partitions).await;
     }
-
-    /// Serve a multi-partition read on the shard that owns its partitions.
-    pub async fn serve_replica_fetch_many(
-        &self,
-        limits: FetchLimits,
-        partitions: Vec<ReplicaFetchPartition>,
-    ) -> Outcome {
-        self.write_epoch()?;
-        let batch_bytes = (limits.max_bytes as usize).clamp(1, self.config.replica_read_bytes());
-        let mut budget = AnswerBudget {
-            batch_bytes_left: batch_bytes,
-            partition_bytes: (limits.partition_max_bytes as usize).clamp(1, batch_bytes),
-            frame_bytes_left: self.config.limits.max_frame_bytes.saturating_sub(FRAME_RESERVE_BYTES),
-            admitted_any: false,
+    let mut merged = Vec::new();
+    let (mut leader_epoch, mut used) = (0, 0usize);
+    let shares = owners.iter().collect::<std::collections::HashSet<_>>().len() as u32;
+    for shard in 0..context.shards {
+        let indices: Vec<u32> = (0..owners.len() as u32).filter(|&i| owners[i as usize] == shard).collect();
+        if indices.is_empty() {
+            continue;
+        }
+        let subset = indices.iter().map(|&i| partitions[i as usize].clone()).collect();
+        let share = FetchLimits { max_wait_ms: 0, max_bytes: (limits.max_bytes / shares).max(1), ..limits };
+        let Response::ReplicaFetchMany { leader_epoch: epoch, partitions: answered, .. } =
+            fetch_many_on(context, shard, share, subset).await?
+        else {
+            return Err(invalid("a shard answered a replica read with something else"));
         };
-        let max_wait = Duration::from_millis(u64::from(limits.max_wait_ms).min(self.config.limits.max_fetch_wait_ms));
-        let deadline = Instant::now() + max_wait;
-        let wake = Rc::new(FetchWake::new(partitions.len()));
-        let owned = self.acknowledge_and_register(limits.replica_id, &partitions, &wake);
-        let mut answer = Vec::new();
-        let mut candidates: Vec<u32> = (0..partitions.len() as u32).collect();
-        loop {
-            for &index in &candidates {
-                let (wanted, owned) = (&partitions[index as usize], owned[index as usize].as_deref());
-                if let Some(news) = self.partition_news(limits.replica_id, index, wanted, owned, &mut budget).await {
-                    answer.push(news);
-                }
+        leader_epoch = epoch;
+        for mut fetched in answered {
+            // Each shard sends at least one batch: past the first, batches
+            // over the whole read's budget wait for the next read.
+            let bytes = fetched.uncompressed_bytes as usize;
+            if bytes > 0 && used > 0 && used + bytes > limits.max_bytes as usize {
+                (fetched.uncompressed_bytes, fetched.body) = (0, Vec::new());
             }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if !answer.is_empty() || remaining.is_zero() || self.write_epoch().is_err() {
-                break;
+            used += fetched.uncompressed_bytes as usize;
+            fetched.index = indices[fetched.index as usize];
+            merged.push(fetched);
+        }
+    }
+    merged.sort_by_key(|fetched| fetched.index);
+    Ok(Response::ReplicaFetchMany { leader_epoch, leader_shards: context.shards as u16, partitions: merged })
+}
+
+async fn fetch_many_on(
+    context: &Rc<ShardContext>,
+    shard: ShardId,
+    limits: FetchLimits,
+    partitions: Vec<ReplicaFetchPartition>,
+) -> Outcome {
+    if shard == context.shard {
+        return serve_replica_fetch_many(context, limits, partitions).await;
+    }
+    let FetchLimits { replica_id, max_wait_ms, max_bytes, partition_max_bytes } = limits;
+    let request = Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions };
+    context.mesh.call(shard, ShardRequest::Client(request)).await
+}
+
+/// Serve a multi-partition read on the shard that owns its partitions.
+pub async fn serve_replica_fetch_many(
+    context: &ShardContext,
+    limits: FetchLimits,
+    partitions: Vec<ReplicaFetchPartition>,
+) -> Outcome {
+    context.write_epoch()?;
+    let batch_bytes = (limits.max_bytes as usize).clamp(1, context.config.replica_read_bytes());
+    let mut budget = AnswerBudget {
+        batch_bytes_left: batch_bytes,
+        partition_bytes: (limits.partition_max_bytes as usize).clamp(1, batch_bytes),
+        frame_bytes_left: context.config.limits.max_frame_bytes.saturating_sub(FRAME_RESERVE_BYTES),
+        admitted_any: false,
+    };
+    let max_wait = Duration::from_millis(u64::from(limits.max_wait_ms).min(context.config.limits.max_fetch_wait_ms));
+    let deadline = Instant::now() + max_wait;
+    let wake = Rc::new(FetchWake::new(partitions.len()));
+    let owned = acknowledge_and_register(context, limits.replica_id, &partitions, &wake);
+    let mut answer = Vec::new();
+    let mut candidates: Vec<u32> = (0..partitions.len() as u32).collect();
+    loop {
+        for &index in &candidates {
+            let (wanted, owned) = (&partitions[index as usize], owned[index as usize].as_deref());
+            if let Some(news) = partition_news(context, limits.replica_id, index, wanted, owned, &mut budget).await {
+                answer.push(news);
             }
-            let notified = wake.notify.notified();
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if !answer.is_empty() || remaining.is_zero() || context.write_epoch().is_err() {
+            break;
+        }
+        let notified = wake.notify.notified();
+        candidates = wake.drain();
+        if candidates.is_empty() {
+            futures_lite::future::or(notified, crate::runtime::sleep(remaining)).await;
             candidates = wake.drain();
-            if candidates.is_empty() {
-                futures_lite::future::or(notified, crate::runtime::sleep(remaining)).await;
-                candidates = wake.drain();
-            }
         }
-        let now_ms = monotonic_ms();
-        for owned in owned.iter().flatten() {
-            owned.replication.record_answer(limits.replica_id, owned.log.snapshot().log_end_offset, now_ms);
-        }
-        answer.sort_by_key(|fetched| fetched.index);
-        // A leader deposed while it waited must not answer as one.
-        let leader_epoch = self.write_epoch()?;
-        Ok(Response::ReplicaFetchMany { leader_epoch, leader_shards: self.shards as u16, partitions: answer })
     }
-
-    /// Each offset is the follower's durable end: record it (the ack that
-    /// moves the high watermark), and register the read on each partition.
-    fn acknowledge_and_register(
-        &self,
-        replica_id: u64,
-        partitions: &[ReplicaFetchPartition],
-        wake: &Rc<FetchWake>,
-    ) -> Vec<Option<Rc<OwnedPartition>>> {
-        let now_ms = monotonic_ms();
-        let owned: Vec<_> =
-            partitions.iter().map(|wanted| self.partitions.get(&wanted.topic, wanted.partition)).collect();
-        for (index, (wanted, owned)) in partitions.iter().zip(&owned).enumerate() {
-            let Some(owned) = owned else { continue };
-            let snapshot = owned.log.snapshot();
-            if (snapshot.log_start_offset..=snapshot.log_end_offset).contains(&wanted.offset) {
-                owned.replication.record_fetch(replica_id, wanted.offset, snapshot.log_end_offset, now_ms);
-            }
-            if owned.replication.register_waiter(replica_id, wake, index as u32) {
-                // The end as of now, before this read looks at the partition:
-                // a write completing before the task first runs still wakes it.
-                crate::runtime::spawn_local(watch_written(Rc::clone(owned), ends(owned))).detach();
-            }
-        }
-        owned
+    let now_ms = monotonic_ms();
+    for owned in owned.iter().flatten() {
+        owned.replication.record_answer(limits.replica_id, owned.log.snapshot().log_end_offset, now_ms);
     }
+    answer.sort_by_key(|fetched| fetched.index);
+    // A leader deposed while it waited must not answer as one.
+    let leader_epoch = context.write_epoch()?;
+    Ok(Response::ReplicaFetchMany { leader_epoch, leader_shards: context.shards as u16, partitions: answer })
+}
 
-    /// What the follower should hear about one partition, if anything.
-    async fn partition_news(
-        &self,
-        replica_id: u64,
-        index: u32,
-        wanted: &ReplicaFetchPartition,
-        owned: Option<&OwnedPartition>,
-        budget: &mut AnswerBudget,
-    ) -> Option<ReplicaFetchedPartition> {
-        let Some(owned) = owned else {
-            // Deleted (or not yet created) here: the follower mirrors topics.
-            return budget.admit(0, 0).then(|| entry(index, ErrorCode::UnknownTopic, None));
-        };
+/// Each offset is the follower's durable end: record it (the ack that
+/// moves the high watermark), and register the read on each partition.
+fn acknowledge_and_register(
+    context: &ShardContext,
+    replica_id: u64,
+    partitions: &[ReplicaFetchPartition],
+    wake: &Rc<FetchWake>,
+) -> Vec<Option<Rc<OwnedPartition>>> {
+    let now_ms = monotonic_ms();
+    let owned: Vec<_> =
+        partitions.iter().map(|wanted| context.partitions.get(&wanted.topic, wanted.partition)).collect();
+    for (index, (wanted, owned)) in partitions.iter().zip(&owned).enumerate() {
+        let Some(owned) = owned else { continue };
         let snapshot = owned.log.snapshot();
-        let refusal = if snapshot.failure.is_some() || snapshot.fence.is_some() {
-            Some(ErrorCode::StorageFailed)
-        } else if wanted.offset > snapshot.log_end_offset {
-            Some(ErrorCode::OffsetOutOfRange)
-        } else {
-            None
-        };
-        if let Some(code) = refusal {
-            return budget.admit(0, 0).then(|| entry(index, code, Some(&snapshot)));
+        if (snapshot.log_start_offset..=snapshot.log_end_offset).contains(&wanted.offset) {
+            owned.replication.record_fetch(replica_id, wanted.offset, snapshot.log_end_offset, now_ms);
         }
-        let mut news = entry(index, ErrorCode::None, Some(&snapshot));
-        // Unestablished (a new term below its start): followers learn nothing.
-        news.high_watermark = self.visible_high_watermark(owned);
-        if wanted.offset < snapshot.log_start_offset {
-            // Behind the log start: the follower starts over there.
-            return budget.admit(0, 0).then_some(news);
+        if owned.replication.register_waiter(replica_id, wake, index as u32) {
+            // The end as of now, before this read looks at the partition:
+            // a write completing before the task first runs still wakes it.
+            crate::runtime::spawn_local(watch_written(Rc::clone(owned), ends(owned))).detach();
         }
-        // With the budget spent, the batches wait for the next read.
-        if owned.log.written_end_offset() > wanted.offset && budget.read_bytes() > 0 {
-            match self.read_for_follower(replica_id, owned, wanted.offset, budget).await {
-                Ok(Some((uncompressed_bytes, body))) => {
-                    (news.uncompressed_bytes, news.body) = (uncompressed_bytes, body)
-                }
-                Ok(None) => {}
-                Err(code) => return budget.admit(0, 0).then(|| entry(index, code, Some(&snapshot))),
-            }
-        }
-        let higher = match (news.high_watermark, wanted.high_watermark) {
-            (Some(high_watermark), Some(known)) => high_watermark > known,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        let has_news = !news.body.is_empty() || higher;
-        (has_news && (!news.body.is_empty() || budget.admit(0, 0))).then_some(news)
     }
+    owned
+}
 
-    /// Batches from `offset` within the budget: (uncompressed bytes, body),
-    /// admitted into the budget; None when they do not fit this answer.
-    async fn read_for_follower(
-        &self,
-        replica_id: u64,
-        owned: &OwnedPartition,
-        offset: u64,
-        budget: &mut AnswerBudget,
-    ) -> Result<Option<(u32, Vec<u8>)>, ErrorCode> {
-        let batches =
-            owned.log.read_written(offset, budget.read_bytes()).await.map_err(|_| ErrorCode::StorageFailed)?;
-        if batches.batch_count == 0 {
-            return Ok(None);
-        }
-        let progress = self.progress.follower(replica_id);
-        let uncompressed = batches.bytes.len();
-        let key = (offset, batches.next_offset, owned.log.generation());
-        let body = match owned.replication.cached_answer(key) {
-            Some(body) => body,
-            None => {
-                let body = encode_answer(batches.bytes, &progress);
-                if body.len() != uncompressed {
-                    owned.replication.cache_answer(key, &body);
-                }
-                body
-            }
-        };
-        if !budget.admit(body.len(), uncompressed) {
-            // Alone in an answer it would not fit a frame: nothing can carry it.
-            return match budget.admitted_any || budget.frame_bytes_left < REPLICA_FETCHED_PARTITION_FIXED_BYTES {
-                true => Ok(None),
-                false => Err(ErrorCode::RecordTooLarge),
-            };
-        }
-        progress.sent_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
-        progress.sent_uncompressed_bytes.fetch_add(uncompressed as u64, Ordering::Relaxed);
-        Ok(Some((uncompressed as u32, body)))
+/// What the follower should hear about one partition, if anything.
+async fn partition_news(
+    context: &ShardContext,
+    replica_id: u64,
+    index: u32,
+    wanted: &ReplicaFetchPartition,
+    owned: Option<&OwnedPartition>,
+    budget: &mut AnswerBudget,
+) -> Option<ReplicaFetchedPartition> {
+    let Some(owned) = owned else {
+        // Deleted (or not yet created) here: the follower mirrors topics.
+        return budget.admit(0, 0).then(|| entry(index, ErrorCode::UnknownTopic, None));
+    };
+    let snapshot = owned.log.snapshot();
+    let refusal = if snapshot.failure.is_some() || snapshot.fence.is_some() {
+        Some(ErrorCode::StorageFailed)
+    } else if wanted.offset > snapshot.log_end_offset {
+        Some(ErrorCode::OffsetOutOfRange)
+    } else {
+        None
+    };
+    if let Some(code) = refusal {
+        return budget.admit(0, 0).then(|| entry(index, code, Some(&snapshot)));
     }
+    let mut news = entry(index, ErrorCode::None, Some(&snapshot));
+    // Unestablished (a new term below its start): followers learn nothing.
+    news.high_watermark = high_watermark::visible(owned, &context.cluster);
+    if wanted.offset < snapshot.log_start_offset {
+        // Behind the log start: the follower starts over there.
+        return budget.admit(0, 0).then_some(news);
+    }
+    // With the budget spent, the batches wait for the next read.
+    if owned.log.written_end_offset() > wanted.offset && budget.read_bytes() > 0 {
+        match read_for_follower(context, replica_id, owned, wanted.offset, budget).await {
+            Ok(Some((uncompressed_bytes, body))) => (news.uncompressed_bytes, news.body) = (uncompressed_bytes, body),
+            Ok(None) => {}
+            Err(code) => return budget.admit(0, 0).then(|| entry(index, code, Some(&snapshot))),
+        }
+    }
+    let higher = match (news.high_watermark, wanted.high_watermark) {
+        (Some(high_watermark), Some(known)) => high_watermark > known,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    let has_news = !news.body.is_empty() || higher;
+    (has_news && (!news.body.is_empty() || budget.admit(0, 0))).then_some(news)
+}
+
+/// Batches from `offset` within the budget: (uncompressed bytes, body),
+/// admitted into the budget; None when they do not fit this answer.
+async fn read_for_follower(
+    context: &ShardContext,
+    replica_id: u64,
+    owned: &OwnedPartition,
+    offset: u64,
+    budget: &mut AnswerBudget,
+) -> Result<Option<(u32, Vec<u8>)>, ErrorCode> {
+    let batches =
+        owned.log.read_written(offset, budget.read_bytes()).await.map_err(|failure| storage_error_code(&failure))?;
+    if batches.batch_count == 0 {
+        return Ok(None);
+    }
+    let progress = context.progress.follower(replica_id);
+    let uncompressed = batches.bytes.len();
+    let body = answer_body(owned, &progress, offset, batches);
+    if !budget.admit(body.len(), uncompressed) {
+        // Alone in an answer it would not fit a frame: nothing can carry it.
+        return match budget.admitted_any || budget.frame_bytes_left < REPLICA_FETCHED_PARTITION_FIXED_BYTES {
+            true => Ok(None),
+            false => Err(ErrorCode::RecordTooLarge),
+        };
+    }
+    progress.sent_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+    progress.sent_uncompressed_bytes.fetch_add(uncompressed as u64, Ordering::Relaxed);
+    Ok(Some((uncompressed as u32, body)))
 }
 
 /// The (written, durable) ends of a log.

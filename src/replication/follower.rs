@@ -19,8 +19,9 @@ use super::connection::{CallError, ReplicaConnection};
 use super::divergence::{next_step, LeaderAnswer, LocalLog, Step};
 use crate::protocol::{ErrorCode, ErrorResponse, ReplicaFetchPartition, ReplicaFetchedPartition, Request, Response};
 use crate::runtime::Notify;
-use crate::shard::handler::ShardContext;
+use crate::shard::context::{ShardContext, METADATA_SHARD};
 use crate::shard::partitions::OwnedPartition;
+use crate::shard::topic_admin::{apply_create_topic, apply_delete_topic};
 use crate::state::cluster::Role;
 use crate::storage::{AppendMode, PartitionLog};
 
@@ -109,14 +110,12 @@ async fn session(context: &Rc<ShardContext>, target: &Target, stopping: &Rc<Cell
     let mut lanes: HashMap<Lane, PartitionTask> = HashMap::new();
     let mut last_topic_sync = None::<std::time::Instant>;
     while !stopping.get() && !connection.is_closed() && current_target(context).as_ref() == Some(target) {
-        if context.shard == crate::shard::handler::METADATA_SHARD
-            && last_topic_sync.is_none_or(|at| at.elapsed() >= TOPIC_SYNC_INTERVAL)
-        {
+        if context.shard == METADATA_SHARD && last_topic_sync.is_none_or(|at| at.elapsed() >= TOPIC_SYNC_INTERVAL) {
             mirror_topics(context, &connection).await?;
             last_topic_sync = Some(std::time::Instant::now());
         }
         for owned in context.partitions.all() {
-            let key = (owned.meta.name.clone(), partition_number(&owned));
+            let key = (owned.meta.name.clone(), owned.partition);
             if tasks.get(&key).is_some_and(|(_, finished)| !finished.get()) {
                 continue;
             }
@@ -159,10 +158,6 @@ fn spawn_tracked(work: impl std::future::Future<Output = ()> + 'static) -> Parti
     (task, finished)
 }
 
-fn partition_number(owned: &OwnedPartition) -> u32 {
-    owned.log.dir().file_name().and_then(|name| name.to_str()).and_then(|name| name.parse().ok()).unwrap_or(u32::MAX)
-}
-
 /// Create and delete local topics so they match the leader's.
 async fn mirror_topics(context: &Rc<ShardContext>, connection: &ReplicaConnection) -> Result<(), CallError> {
     let Response::TopicConfigs(topics) = connection.call(&Request::TopicConfigs).await? else {
@@ -171,7 +166,7 @@ async fn mirror_topics(context: &Rc<ShardContext>, connection: &ReplicaConnectio
     let leader_names: std::collections::HashSet<&str> = topics.iter().map(|(name, _)| name.as_str()).collect();
     for (name, settings) in &topics {
         if context.registry.get(name).is_none() {
-            match context.apply_create_topic(name, settings).await {
+            match apply_create_topic(context, name, settings).await {
                 Ok(_) => {
                     tracing::info!(target: "ringlog::replication", topic = %name, "mirrored topic from the leader")
                 }
@@ -182,7 +177,7 @@ async fn mirror_topics(context: &Rc<ShardContext>, connection: &ReplicaConnectio
     }
     let local: Vec<String> = context.registry.snapshot().keys().cloned().collect();
     for name in local.iter().filter(|name| !leader_names.contains(name.as_str())) {
-        match context.apply_delete_topic(name).await {
+        match apply_delete_topic(context, name).await {
             Ok(_) => {
                 tracing::info!(target: "ringlog::replication", topic = %name, "topic deleted on the leader; removed")
             }
@@ -205,7 +200,7 @@ async fn follow_partition(
     owned: Rc<OwnedPartition>,
 ) {
     let topic = owned.meta.name.clone();
-    let partition = partition_number(&owned);
+    let partition = owned.partition;
     let key = (topic.clone(), partition);
     let outcome = async {
         resync_if_forgotten(&context, &owned).await?;

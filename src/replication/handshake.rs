@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::sync::atomic::Ordering;
 
 use crate::protocol::{ErrorCode, ErrorResponse, Response};
-use crate::shard::handler::ShardContext;
+use crate::shard::context::ShardContext;
 
 /// The handshake of one replication connection.
 #[derive(Default)]

@@ -8,10 +8,12 @@
 //! control thread turns the positions into ISR decisions in etcd.
 //! `docs/REPLICATION.md` explains why pull rather than push.
 
+pub mod acks;
 pub mod auth;
 pub mod connection;
 pub mod divergence;
 pub mod fetch_many;
 pub mod follower;
 pub mod handshake;
+pub mod high_watermark;
 pub mod leader;

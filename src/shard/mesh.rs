@@ -21,10 +21,17 @@ use crate::protocol::{ErrorCode, ErrorResponse, Request, Response};
 pub enum ShardRequest {
     /// A client request for a partition (or topic) the receiver owns.
     Client(Request),
+    /// A topic the metadata shard created or deleted.
+    Topic(TopicChange),
+}
+
+/// What the metadata shard asks every shard to do with its own partitions.
+#[derive(Debug, Clone)]
+pub enum TopicChange {
     /// Open the receiver's partitions of a new topic.
-    OpenTopic(Arc<TopicMeta>),
+    Open(Arc<TopicMeta>),
     /// Close and forget the receiver's partitions of a topic.
-    DropTopic(String),
+    Drop(String),
 }
 
 /// Result of a request: a response or a typed error.

@@ -1,13 +1,17 @@
-//! Thread-per-core data shards: which shard owns a partition, the topic
-//! registry shared by all shards, the cross-shard mesh, and the request
-//! handler that runs on the owning shard.
+//! Thread-per-core data shards (floor 2): which shard owns a partition, the
+//! partitions it owns, the topic registry shared by all shards, creating and
+//! deleting topics on every shard, the cross-shard mesh, and the context
+//! every layer above is handed. Requests are executed one floor up
+//! (`crate::requests`).
 
+pub mod context;
 pub mod faults;
-pub mod handler;
 pub mod mesh;
 pub mod partition_replication;
 pub mod partitions;
+pub mod topic_admin;
 pub mod topics;
+pub mod wire_error;
 
 /// Index of a data shard (one glommio executor).
 pub type ShardId = usize;

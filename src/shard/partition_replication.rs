@@ -292,12 +292,13 @@ impl PartitionReplication {
         self.changed.notify_all();
     }
 
-    /// The high watermark as replication computes it: what `acks=all`
-    /// waits for and what a leader tells its followers. Standalone: the
+    /// Recompute the high watermark (beginning a term on the first look in
+    /// a new epoch, moving it forward, never back): what `acks=all` waits
+    /// for and what a leader tells its followers. Standalone: the
     /// durable end. Leader: the minimum over the in-sync set. Follower: what
     /// the leader last said (or this node knew as an earlier leader), capped
     /// by what this node has durable.
-    pub fn high_watermark(
+    pub fn advance_high_watermark(
         &self,
         role: crate::state::cluster::Role,
         epoch: u32,
@@ -356,7 +357,7 @@ impl PartitionReplication {
         durable_end_offset: u64,
         in_sync: &[u64],
     ) -> Option<u64> {
-        let visible = self.high_watermark(role, epoch, durable_end_offset, in_sync);
+        let visible = self.advance_high_watermark(role, epoch, durable_end_offset, in_sync);
         if !self.established(role, visible, durable_end_offset) {
             return None;
         }
@@ -442,7 +443,7 @@ mod tests {
         // Leads again, with a follower in sync that has not fetched this
         // term: below the term's start (130), so nothing is shown.
         assert_eq!(state.visible_high_watermark(Role::Leader, 9, 130, &[2]), None);
-        assert_eq!(state.high_watermark(Role::Leader, 9, 130, &[2]), 100, "acks=all still sees the value");
+        assert_eq!(state.advance_high_watermark(Role::Leader, 9, 130, &[2]), 100, "acks=all still sees the value");
         state.record_fetch(2, 130, 130, 1);
         assert_eq!(state.visible_high_watermark(Role::Leader, 9, 130, &[2]), Some(130));
     }
@@ -453,7 +454,7 @@ mod tests {
         // and the old leader had shown consumers up to 500.
         let state = PartitionReplication::default();
         assert_eq!(state.visible_high_watermark(Role::Leader, 3, 500, &[2, 3]), None);
-        assert_eq!(state.high_watermark(Role::Leader, 3, 500, &[2, 3]), 0);
+        assert_eq!(state.advance_high_watermark(Role::Leader, 3, 500, &[2, 3]), 0);
         state.record_fetch(2, 500, 500, 1);
         state.record_fetch(3, 300, 500, 1);
         assert_eq!(state.visible_high_watermark(Role::Leader, 3, 500, &[2, 3]), None, "300 < the term's start");

@@ -11,6 +11,8 @@ use crate::storage::{PartitionLog, StorageConfig, StorageResult};
 
 /// One owned partition.
 pub struct OwnedPartition {
+    /// Its number within its topic.
+    pub partition: u32,
     /// Its log.
     pub log: PartitionLog,
     /// Settings of its topic.
@@ -56,6 +58,7 @@ impl ShardPartitions {
             let faults = super::faults::injector_for(&meta.name, partition);
             let log = PartitionLog::open(&dir, config.clone(), faults).await?;
             let owned = Rc::new(OwnedPartition {
+                partition,
                 log,
                 meta: meta.clone(),
                 replication: Default::default(),

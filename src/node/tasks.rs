@@ -1,0 +1,119 @@
+//! A shard's background loops: each wakes on a fixed interval, does one
+//! bounded pass over the shard's partitions, and ends when the shard stops.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::replication::{high_watermark, leader};
+use crate::shard::context::ShardContext;
+use crate::shard::partitions::OwnedPartition;
+use crate::state::cluster::Role;
+use crate::state::metrics::PartitionGauge;
+use crate::storage::retention::RetentionPolicy;
+
+/// How often the gauges are republished.
+const GAUGES_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a sleeping loop looks at `stopping`, so shutdown never waits
+/// a whole interval.
+const STOP_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Republish this shard's partition gauges and fsync count once a second,
+/// so readers on other threads see an immutable snapshot.
+pub async fn publish_gauges(context: Rc<ShardContext>, stopping: Rc<Cell<bool>>) {
+    while !stopping.get() {
+        let partitions = context.partitions.all();
+        let gauges = partitions.iter().map(|owned| partition_gauge(&context, owned)).collect();
+        let (mut fsyncs, mut segment_read_bytes, mut read_ahead_hits) = (0, 0, 0);
+        for owned in &partitions {
+            let stats = owned.log.stats();
+            fsyncs += stats.fsyncs;
+            segment_read_bytes += stats.segment_read_bytes;
+            read_ahead_hits += stats.read_ahead_hits;
+        }
+        let metrics = context.shard_metrics();
+        metrics.partitions.store(Arc::new(gauges));
+        metrics.fsyncs.store(fsyncs, Ordering::Relaxed);
+        metrics.segment_read_bytes.store(segment_read_bytes, Ordering::Relaxed);
+        metrics.read_ahead_hits.store(read_ahead_hits, Ordering::Relaxed);
+        sleep_unless_stopping(GAUGES_INTERVAL, &stopping).await;
+    }
+}
+
+/// One partition's gauge as `/metrics` and the console show it.
+fn partition_gauge(context: &ShardContext, owned: &OwnedPartition) -> PartitionGauge {
+    let snapshot = owned.log.snapshot();
+    let failure =
+        snapshot.failure.clone().or_else(|| snapshot.fence.as_ref().map(|fence| fence.to_error().to_string()));
+    PartitionGauge {
+        topic: owned.meta.name.clone(),
+        partition: owned.partition,
+        log_start_offset: snapshot.log_start_offset,
+        log_end_offset: snapshot.log_end_offset,
+        // What consumers were last shown while it is re-established.
+        high_watermark: high_watermark::visible(owned, &context.cluster)
+            .unwrap_or_else(|| owned.replication.served_high_watermark()),
+        size_bytes: snapshot.size_bytes,
+        fetched_bytes: owned.fetched_bytes.get(),
+        failure,
+    }
+}
+
+/// Apply each topic's retention (or the node default) to this shard's
+/// partitions every `limits.retention_check_interval_ms`.
+pub async fn enforce_retention(context: Rc<ShardContext>, stopping: Rc<Cell<bool>>) {
+    let interval = Duration::from_millis(context.config.limits.retention_check_interval_ms);
+    let mut last = Instant::now();
+    while !stopping.get() {
+        crate::runtime::sleep(STOP_CHECK_INTERVAL).await;
+        if last.elapsed() < interval {
+            continue;
+        }
+        last = Instant::now();
+        let now_ms = crate::runtime::clock::wall_ms();
+        for owned in context.partitions.all() {
+            let policy = retention_policy(&context, &owned);
+            if policy.retention_bytes == 0 && policy.retention_ms == 0 {
+                continue;
+            }
+            if let Err(error) = owned.log.apply_retention(policy, now_ms).await {
+                tracing::error!(target: "ringlog::storage", %error, dir = %owned.log.dir().display(), "retention failed");
+            }
+        }
+    }
+}
+
+/// The topic's retention, each limit falling back to the node default.
+fn retention_policy(context: &ShardContext, owned: &OwnedPartition) -> RetentionPolicy {
+    let defaults = &context.config.storage;
+    let or_default = |topic: u64, default: u64| if topic > 0 { topic } else { default };
+    RetentionPolicy {
+        retention_bytes: or_default(owned.meta.retention_bytes, defaults.retention_bytes),
+        retention_ms: or_default(owned.meta.retention_ms, defaults.retention_ms),
+    }
+}
+
+/// While this node leads, publish every [`leader::PROGRESS_INTERVAL`] how
+/// far each follower is on this shard's partitions (the control thread
+/// turns it into ISR decisions).
+pub async fn publish_follower_progress(context: Rc<ShardContext>, stopping: Rc<Cell<bool>>) {
+    while !stopping.get() {
+        crate::runtime::sleep(leader::PROGRESS_INTERVAL).await;
+        if context.cluster.view().role == Role::Leader {
+            leader::publish_follower_progress(&context);
+        }
+    }
+}
+
+/// Sleep `duration` in short steps, returning early once `stopping` is set.
+async fn sleep_unless_stopping(duration: Duration, stopping: &Cell<bool>) {
+    let steps = (duration.as_millis() / STOP_CHECK_INTERVAL.as_millis()).max(1);
+    for _ in 0..steps {
+        if stopping.get() {
+            return;
+        }
+        crate::runtime::sleep(STOP_CHECK_INTERVAL).await;
+    }
+}

@@ -1,0 +1,97 @@
+//! Consumer reads: Fetch (a long poll bounded by the high watermark
+//! consumers may see) and ListOffsets.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::protocol::Response;
+use crate::replication::high_watermark;
+use crate::shard::context::ShardContext;
+use crate::shard::mesh::Outcome;
+use crate::shard::partitions::OwnedPartition;
+use crate::shard::wire_error::storage_error;
+
+/// How often a waiting read re-checks what another thread may change (the
+/// in-sync set, and with it the high watermark).
+const RECHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A consumer's read, counted in the shard's metrics.
+pub async fn fetch(
+    context: &ShardContext,
+    owned: &OwnedPartition,
+    offset: u64,
+    max_bytes: u32,
+    max_wait_ms: u32,
+) -> Outcome {
+    let started = Instant::now();
+    let outcome = read_or_wait(context, owned, offset, max_bytes, max_wait_ms).await;
+    let metrics = context.shard_metrics();
+    metrics.fetch_requests.fetch_add(1, Ordering::Relaxed);
+    if let Ok(Response::Fetch { batches, next_offset, .. }) = &outcome {
+        metrics.fetch_bytes.fetch_add(batches.len() as u64, Ordering::Relaxed);
+        metrics.fetch_records.fetch_add(next_offset.saturating_sub(offset), Ordering::Relaxed);
+        owned.fetched_bytes.set(owned.fetched_bytes.get() + batches.len() as u64);
+    }
+    metrics.fetch_latency.observe(started.elapsed());
+    outcome
+}
+
+/// Read batches below the visible high watermark; with `max_wait_ms`, wait
+/// for data at `offset` (long poll).
+async fn read_or_wait(
+    context: &ShardContext,
+    owned: &OwnedPartition,
+    offset: u64,
+    max_bytes: u32,
+    max_wait_ms: u32,
+) -> Outcome {
+    let max_wait = Duration::from_millis(u64::from(max_wait_ms).min(context.config.limits.max_fetch_wait_ms));
+    let max_bytes = (max_bytes as usize).clamp(1, context.config.limits.max_frame_bytes - 1024);
+    let deadline = Instant::now() + max_wait;
+    loop {
+        let changed = owned.replication.changed.notified();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let Some(high_watermark) = high_watermark::visible(owned, &context.cluster) else {
+            // Not re-established yet: follower fetches (a `changed`) or an
+            // in-sync set change on another thread establish it.
+            if remaining.is_zero() {
+                // The `not_ready` refusal (or, established meanwhile, a read).
+                high_watermark::for_consumers(owned, &context.cluster)?;
+                continue;
+            }
+            futures_lite::future::or(changed, crate::runtime::sleep(remaining.min(RECHECK_INTERVAL))).await;
+            continue;
+        };
+        let batches = owned.log.read(offset, max_bytes, Some(high_watermark)).await.map_err(storage_error)?;
+        let snapshot = owned.log.snapshot();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if batches.batch_count > 0 || remaining.is_zero() {
+            return Ok(Response::Fetch {
+                high_watermark,
+                log_start_offset: snapshot.log_start_offset,
+                next_offset: batches.next_offset,
+                batches: batches.bytes,
+            });
+        }
+        let recheck = crate::runtime::sleep(remaining.min(RECHECK_INTERVAL));
+        if snapshot.durable_end_offset > offset {
+            // Durable already, only the high watermark holds the read back:
+            // waiting for durability would be ready at once and spin the
+            // shard (starving follower reads, which move the high watermark).
+            futures_lite::future::or(changed, recheck).await;
+        } else {
+            let woken = futures_lite::future::or(owned.log.wait_durable_past(offset), changed);
+            futures_lite::future::or(woken, recheck).await;
+        }
+    }
+}
+
+/// The partition's bounds and the high watermark consumers may see.
+pub fn list_offsets(context: &ShardContext, owned: &OwnedPartition) -> Outcome {
+    let snapshot = owned.log.snapshot();
+    Ok(Response::ListOffsets {
+        log_start_offset: snapshot.log_start_offset,
+        log_end_offset: snapshot.log_end_offset,
+        high_watermark: high_watermark::for_consumers(owned, &context.cluster)?,
+    })
+}

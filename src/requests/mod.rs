@@ -1,0 +1,127 @@
+//! Requests (floor 4): take a decoded request on the shard where it arrived,
+//! check what must hold before anything runs (a write needs the leader's
+//! epoch), send a partition request to the shard that owns it (locally or
+//! over the mesh), and execute it there with the storage, shard and
+//! replication layers below. The network listeners call [`handle`]; the
+//! mesh receiver calls [`handle_forwarded`].
+
+mod fetch;
+mod offsets;
+mod produce;
+mod topics;
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+pub use produce::new_producer_id;
+
+use crate::protocol::{ErrorCode, Request, Response};
+use crate::replication::fetch_many::{self, FetchLimits};
+use crate::replication::leader;
+use crate::shard::context::{ShardContext, METADATA_SHARD};
+use crate::shard::mesh::{Outcome, ShardRequest};
+use crate::shard::owner_of;
+use crate::shard::topic_admin;
+use crate::shard::wire_error::refusal;
+
+/// Handle a client request that arrived on this shard.
+pub async fn handle(context: &Rc<ShardContext>, request: Request) -> Outcome {
+    if matches!(
+        request,
+        Request::CreateTopic { .. }
+            | Request::DeleteTopic { .. }
+            | Request::CommitOffset { .. }
+            | Request::Produce { .. }
+    ) {
+        context.write_epoch()?;
+    }
+    match request {
+        Request::CreateTopic { .. } | Request::DeleteTopic { .. } if context.shard != METADATA_SHARD => {
+            context.mesh.call(METADATA_SHARD, ShardRequest::Client(request)).await
+        }
+        Request::CreateTopic { name, settings } => topic_admin::apply_create_topic(context, &name, &settings).await,
+        Request::DeleteTopic { name } => topic_admin::apply_delete_topic(context, &name).await,
+        Request::ListTopics => Ok(topics::list_topics(context)),
+        Request::DescribeTopic { name } => topics::describe_topic(context, &name).await,
+        Request::InitProducer => Ok(Response::InitProducer { producer_id: new_producer_id() }),
+        Request::TopicConfigs => Ok(topics::topic_configs(context)),
+        Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions } => {
+            let limits = FetchLimits { replica_id, max_wait_ms, max_bytes, partition_max_bytes };
+            fetch_many::replica_fetch_many(context, limits, partitions).await
+        }
+        Request::ReplicaHello { .. } | Request::ReplicaAuth { .. } => {
+            Err(refusal(ErrorCode::InvalidRequest, "handshake frames are handled by the replication listener"))
+        }
+        _ => route(context, request).await,
+    }
+}
+
+/// Execute a request another shard sent to this one (this shard owns it).
+pub async fn handle_forwarded(context: &Rc<ShardContext>, request: ShardRequest) -> Outcome {
+    match request {
+        ShardRequest::Client(request @ (Request::CreateTopic { .. } | Request::DeleteTopic { .. })) => {
+            handle(context, request).await
+        }
+        ShardRequest::Client(request) => execute(context, request).await,
+        ShardRequest::Topic(change) => topic_admin::apply_on_this_shard(context, change).await,
+    }
+}
+
+/// Send a partition request to its owner.
+async fn route(context: &Rc<ShardContext>, request: Request) -> Outcome {
+    let (topic, partition) = request.partition().ok_or_else(|| refusal(ErrorCode::InvalidRequest, "no partition"))?;
+    let meta = context.registry.get(topic).ok_or_else(|| refusal(ErrorCode::UnknownTopic, format!("topic {topic}")))?;
+    if partition >= meta.partitions {
+        return Err(refusal(ErrorCode::UnknownTopic, format!("topic {topic} has no partition {partition}")));
+    }
+    let owner = owner_of(topic, partition, context.shards);
+    if owner == context.shard {
+        return execute(context, request).await;
+    }
+    let metrics = context.shard_metrics();
+    metrics.cross_shard_forwarded.fetch_add(1, Ordering::Relaxed);
+    metrics.cross_shard_in_flight.fetch_add(1, Ordering::Relaxed);
+    let outcome = context.mesh.call(owner, ShardRequest::Client(request)).await;
+    metrics.cross_shard_in_flight.fetch_sub(1, Ordering::Relaxed);
+    outcome
+}
+
+/// Execute a partition request on its owning shard.
+async fn execute(context: &Rc<ShardContext>, request: Request) -> Outcome {
+    match request {
+        Request::Produce { topic, partition, acks, batch } => {
+            produce::produce(context, &*context.owned(&topic, partition)?, acks, batch).await
+        }
+        Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
+            let owned = context.owned(&topic, partition)?;
+            fetch::fetch(context, &owned, offset, max_bytes, max_wait_ms).await
+        }
+        Request::ListOffsets { topic, partition } => fetch::list_offsets(context, &*context.owned(&topic, partition)?),
+        Request::CommitOffset { group, topic, partition, offset } => {
+            offsets::commit_offset(&*context.owned(&topic, partition)?, &group, offset).await
+        }
+        Request::FetchOffset { group, topic, partition } => {
+            Ok(offsets::fetch_offset(&*context.owned(&topic, partition)?, &group))
+        }
+        Request::FindOffset { topic, partition, timestamp_ms } => {
+            offsets::find_offset(&*context.owned(&topic, partition)?, timestamp_ms).await
+        }
+        Request::GroupOffsets { topic, partition } => {
+            context.write_epoch()?;
+            Ok(offsets::group_offsets(&*context.owned(&topic, partition)?))
+        }
+        Request::DescribeTopic { name } => Ok(topics::describe_local_partitions(context, &name)),
+        Request::ReplicaFetch { replica_id, topic, partition, offset, max_bytes, max_wait_ms } => {
+            let owned = context.owned(&topic, partition)?;
+            leader::replica_fetch(context, &owned, replica_id, offset, max_bytes, max_wait_ms).await
+        }
+        Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions } => {
+            let limits = FetchLimits { replica_id, max_wait_ms, max_bytes, partition_max_bytes };
+            fetch_many::serve_replica_fetch_many(context, limits, partitions).await
+        }
+        Request::EpochEndOffset { topic, partition, epoch } => {
+            leader::epoch_end_offset(context, &*context.owned(&topic, partition)?, epoch)
+        }
+        other => Err(refusal(ErrorCode::InvalidRequest, format!("{:?} is not a partition request", other.api_key()))),
+    }
+}

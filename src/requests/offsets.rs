@@ -1,0 +1,42 @@
+//! Consumer-group offsets and offset lookups on one partition.
+
+use crate::protocol::{CommittedState, Response};
+use crate::shard::mesh::Outcome;
+use crate::shard::partitions::OwnedPartition;
+use crate::shard::wire_error::storage_error;
+use crate::storage::offsets::OffsetLookup;
+
+/// Store `group`'s position. The log refuses an offset beyond its end
+/// (`offset_out_of_range`), checked under its offsets gate where no
+/// truncation interleaves.
+pub async fn commit_offset(owned: &OwnedPartition, group: &str, offset: u64) -> Outcome {
+    owned.log.commit_offset(group, offset).await.map_err(storage_error)?;
+    Ok(Response::CommitOffset)
+}
+
+/// Where `group` is: nothing, a valid offset, or latched out of range (§2).
+pub fn fetch_offset(owned: &OwnedPartition, group: &str) -> Response {
+    Response::FetchOffset(committed_state(owned.log.committed_offset(group)))
+}
+
+/// The first offset whose timestamp is at or after `timestamp_ms`.
+pub async fn find_offset(owned: &OwnedPartition, timestamp_ms: i64) -> Outcome {
+    let offset = owned.log.find_offset_by_timestamp(timestamp_ms).await.map_err(storage_error)?;
+    Ok(Response::FindOffset { offset })
+}
+
+/// Every group's committed offset (followers mirror them).
+pub fn group_offsets(owned: &OwnedPartition) -> Response {
+    Response::GroupOffsets(owned.log.committed_offsets())
+}
+
+/// Storage's answer to "where is this group?" in wire terms.
+fn committed_state(lookup: OffsetLookup) -> CommittedState {
+    match lookup {
+        OffsetLookup::None => CommittedState::None,
+        OffsetLookup::Valid(offset) => CommittedState::Valid(offset),
+        OffsetLookup::OutOfRange { committed, log_start_offset, log_end_offset } => {
+            CommittedState::OutOfRange { committed, log_start_offset, log_end_offset }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Produce: check the batch against the limits, append it under the
+//! leader's epoch, wait for what `acks` asks (placed, durable here, or
+//! durable on every in-sync replica), and check the epoch again before
+//! acknowledging, so a leader deposed mid-write does not acknowledge.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use crate::protocol::{Acks, ErrorCode, ErrorResponse, Response};
+use crate::replication::acks;
+use crate::shard::context::ShardContext;
+use crate::shard::mesh::Outcome;
+use crate::shard::partitions::OwnedPartition;
+use crate::shard::wire_error::{refusal, storage_error};
+use crate::storage::batch::{RecordIter, BATCH_HEADER_BYTES};
+use crate::storage::AppendMode;
+
+/// Append `batch` to the partition and answer once `acks` is met.
+pub async fn produce(context: &ShardContext, owned: &OwnedPartition, acks: Acks, mut batch: Vec<u8>) -> Outcome {
+    check_sizes(context, &batch, owned.log.config().max_batch_bytes)?;
+    let mode = AppendMode::Leader { leader_epoch: context.write_epoch()? };
+    if acks == Acks::All {
+        acks::check_min_in_sync(&context.cluster, &context.config)?;
+    }
+    let started = Instant::now();
+    let batch_bytes = batch.len() as u64;
+    let info = match acks {
+        Acks::None => owned.log.append_placed(&mut batch, mode).await,
+        Acks::Leader | Acks::All => owned.log.append(&mut batch, mode).await,
+    }
+    .map_err(storage_error)?;
+    if acks == Acks::All {
+        acks::wait_for_replicas(context, owned, info.next_offset).await?;
+    }
+    context.write_epoch()?;
+    let metrics = context.shard_metrics();
+    metrics.produce_requests.fetch_add(1, Ordering::Relaxed);
+    metrics.produce_records.fetch_add(info.next_offset - info.base_offset, Ordering::Relaxed);
+    metrics.produce_bytes.fetch_add(batch_bytes, Ordering::Relaxed);
+    metrics.produce_latency.observe(started.elapsed());
+    Ok(Response::Produce { base_offset: info.base_offset, next_offset: info.next_offset, duplicate: info.duplicate })
+}
+
+/// `record_too_large` for a batch over the partition's limit or a record
+/// value over `limits.max_record_bytes`. Limits apply to new input only:
+/// nothing already in the log is checked against them.
+fn check_sizes(context: &ShardContext, batch: &[u8], max_batch_bytes: usize) -> Result<(), ErrorResponse> {
+    if batch.len() > max_batch_bytes {
+        return Err(refusal(
+            ErrorCode::RecordTooLarge,
+            format!("batch of {} bytes exceeds {max_batch_bytes}", batch.len()),
+        ));
+    }
+    let limit = context.config.limits.max_record_bytes;
+    let records = batch.get(BATCH_HEADER_BYTES..).unwrap_or(&[]);
+    for record in RecordIter::new(records).flatten() {
+        if record.value.len() > limit {
+            return Err(refusal(
+                ErrorCode::RecordTooLarge,
+                format!("record value of {} bytes exceeds limits.max_record_bytes = {limit}", record.value.len()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A fresh random, non-zero producer id (63 bits, unique with overwhelming
+/// probability across nodes and restarts, with no state to keep).
+pub fn new_producer_id() -> u64 {
+    let bytes = crate::runtime::random::random_bytes(8).ok().and_then(|bytes| <[u8; 8]>::try_from(bytes).ok());
+    let bytes = bytes.unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |t| t.as_nanos());
+        (nanos as u64 ^ u64::from(std::process::id()) << 32).to_le_bytes()
+    });
+    (u64::from_le_bytes(bytes) >> 1).max(1)
+}

@@ -1,0 +1,81 @@
+//! What a shard needs to serve anything: its partitions, the shared topic
+//! registry, the mesh to the other shards, the node's settings and the
+//! cluster view the control thread publishes. Every layer above takes it as
+//! a parameter; none adds methods to it, so what it offers is all here.
+
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::mesh::Mesh;
+use super::partitions::{OwnedPartition, ShardPartitions};
+use super::topics::TopicRegistry;
+use super::wire_error::refusal;
+use super::ShardId;
+use crate::config::NodeConfig;
+use crate::protocol::{ErrorCode, ErrorResponse};
+use crate::state::cluster::{ClusterState, WriteRefusal};
+
+/// The shard that owns topic metadata (creates and deletes topics).
+pub const METADATA_SHARD: ShardId = 0;
+
+/// Everything a shard needs to serve requests.
+pub struct ShardContext {
+    /// This shard.
+    pub shard: ShardId,
+    /// Number of data shards.
+    pub shards: usize,
+    /// Node settings.
+    pub config: Arc<NodeConfig>,
+    /// Topics, shared by all shards.
+    pub registry: Arc<TopicRegistry>,
+    /// Partitions this shard owns.
+    pub partitions: ShardPartitions,
+    /// Channels to the other shards.
+    pub mesh: Rc<Mesh>,
+    /// Node metrics (this shard writes `metrics.shards[shard]`).
+    pub metrics: Arc<crate::state::metrics::NodeMetrics>,
+    /// The cluster view the control thread publishes (role, epoch, fencing).
+    pub cluster: Arc<ClusterState>,
+    /// Followers' progress, written by this shard's slot while leading.
+    pub progress: Arc<crate::state::progress::ReplicationProgress>,
+}
+
+impl ShardContext {
+    /// The node's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    /// The epoch to write under, or `not_leader` (with the leader's address
+    /// when known). Checked before a write and again before its ack, so a
+    /// leader whose lease lapsed mid-write does not acknowledge it.
+    pub fn write_epoch(&self) -> Result<u32, ErrorResponse> {
+        self.cluster.write_epoch().map_err(|refusal_reason| match refusal_reason {
+            WriteRefusal::NotLeader(Some(leader)) => ErrorResponse {
+                code: ErrorCode::NotLeader,
+                message: format!("this node is a follower; the leader is at {leader}"),
+                leader: Some(leader),
+            },
+            WriteRefusal::NotLeader(None) => {
+                refusal(ErrorCode::NotLeader, "this node is a follower and no leader is known")
+            }
+            WriteRefusal::Fenced => refusal(
+                ErrorCode::NotLeader,
+                "fenced: this node's etcd lease was not renewed in time; not acknowledging",
+            ),
+        })
+    }
+
+    /// This shard's counters.
+    pub fn shard_metrics(&self) -> &crate::state::metrics::ShardMetrics {
+        &self.metrics.shards[self.shard]
+    }
+
+    /// The partition if this shard owns it and it is open, else `unknown_topic`.
+    pub fn owned(&self, topic: &str, partition: u32) -> Result<Rc<OwnedPartition>, ErrorResponse> {
+        self.partitions
+            .get(topic, partition)
+            .ok_or_else(|| refusal(ErrorCode::UnknownTopic, format!("partition {topic}/{partition} is not open here")))
+    }
+}

@@ -1,0 +1,93 @@
+//! Creating and deleting topics on every shard. The metadata shard decides
+//! (validates, stores the topic's settings, updates the registry) and then
+//! asks each shard, itself included, to open or drop its own partitions.
+//! Callers check first that they may: a client request on the leader, or a
+//! follower mirroring its leader's topics.
+
+use std::rc::Rc;
+
+use super::context::ShardContext;
+use super::mesh::{Outcome, ShardRequest, TopicChange};
+use super::topics::TopicMeta;
+use super::wire_error::{refusal, storage_error};
+use crate::protocol::{ErrorCode, ErrorResponse, Response, TopicSettings};
+
+/// Create a topic on every shard.
+pub async fn apply_create_topic(context: &Rc<ShardContext>, name: &str, settings: &TopicSettings) -> Outcome {
+    let meta = TopicMeta {
+        name: name.to_string(),
+        partitions: settings.partitions.max(1),
+        retention_bytes: settings.retention_bytes,
+        retention_ms: settings.retention_ms,
+        segment_bytes: settings.segment_bytes,
+    };
+    meta.validate(context.config.limits.max_partitions_per_topic, &context.config.storage)
+        .map_err(|message| refusal(ErrorCode::InvalidRequest, message))?;
+    if context.registry.get(name).is_some() {
+        return Err(refusal(ErrorCode::TopicExists, format!("topic {name} already exists")));
+    }
+    if context.registry.snapshot().len() >= context.config.limits.max_topics {
+        return Err(refusal(ErrorCode::InvalidRequest, "limits.max_topics reached"));
+    }
+    let data_dir = context.data_dir().to_path_buf();
+    let stored = meta.clone();
+    crate::runtime::run_blocking(move || stored.store(&data_dir))
+        .await
+        .map_err(|failure| refusal(ErrorCode::StorageFailed, format!("cannot store topic {name}: {failure}")))?;
+    context.registry.insert(meta);
+    let meta = context.registry.get(name).expect("just inserted");
+    broadcast(context, TopicChange::Open(meta.clone())).await?;
+    tracing::info!(target: "ringlog::shard", topic = name, partitions = meta.partitions, "topic created");
+    Ok(Response::CreateTopic)
+}
+
+/// Delete a topic on every shard (same rule as [`apply_create_topic`]).
+pub async fn apply_delete_topic(context: &Rc<ShardContext>, name: &str) -> Outcome {
+    if context.registry.get(name).is_none() {
+        return Err(refusal(ErrorCode::UnknownTopic, format!("topic {name}")));
+    }
+    context.registry.remove(name);
+    broadcast(context, TopicChange::Drop(name.to_string())).await?;
+    let dir = TopicMeta::dir(context.data_dir(), name);
+    crate::runtime::run_blocking(move || std::fs::remove_dir_all(&dir))
+        .await
+        .map_err(|failure| refusal(ErrorCode::StorageFailed, format!("cannot delete topic {name}: {failure}")))?;
+    tracing::info!(target: "ringlog::shard", topic = name, "topic deleted");
+    Ok(Response::DeleteTopic)
+}
+
+/// Open or drop this shard's partitions of a topic the metadata shard
+/// created or deleted.
+pub async fn apply_on_this_shard(context: &ShardContext, change: TopicChange) -> Outcome {
+    match change {
+        TopicChange::Open(meta) => {
+            let defaults = &context.config.storage;
+            context
+                .partitions
+                .open_topic(context.shard, context.shards, context.data_dir(), meta, defaults)
+                .await
+                .map_err(storage_error)?;
+            Ok(Response::CreateTopic)
+        }
+        TopicChange::Drop(name) => {
+            context.partitions.drop_topic(&name).await.map_err(storage_error)?;
+            Ok(Response::DeleteTopic)
+        }
+    }
+}
+
+/// Run a topic change on every shard (this one included), first error wins.
+async fn broadcast(context: &Rc<ShardContext>, change: TopicChange) -> Result<(), ErrorResponse> {
+    let mut first_error = None;
+    for shard in 0..context.shards {
+        let outcome = if shard == context.shard {
+            apply_on_this_shard(context, change.clone()).await
+        } else {
+            context.mesh.call(shard, ShardRequest::Topic(change.clone())).await
+        };
+        if let Err(failure) = outcome {
+            first_error.get_or_insert(failure);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
