@@ -27,6 +27,16 @@ type Counter = (&'static str, &'static str, fn(&ShardMetrics) -> u64);
 /// Render the node's counters in the Prometheus text exposition format.
 pub fn render(metrics: &NodeMetrics) -> String {
     let mut out = String::new();
+    render_shard_counters(metrics, &mut out);
+    render_latencies(metrics, &mut out);
+    let _ = writeln!(out, "# HELP ringlog_connections Open client connections.\n# TYPE ringlog_connections gauge");
+    let _ = writeln!(out, "ringlog_connections {}", metrics.connections.open());
+    render_partitions(metrics, &mut out);
+    out
+}
+
+/// Per-shard counters, and the cross-shard queue depth.
+fn render_shard_counters(metrics: &NodeMetrics, out: &mut String) {
     let counters: [Counter; 11] = [
         ("ringlog_produce_requests_total", "Produce requests executed", |m| m.produce_requests.load(Ordering::Relaxed)),
         ("ringlog_produce_records_total", "Records appended", |m| m.produce_records.load(Ordering::Relaxed)),
@@ -60,6 +70,10 @@ pub fn render(metrics: &NodeMetrics) -> String {
         let depth = metrics.cross_shard_in_flight.load(Ordering::Relaxed);
         let _ = writeln!(out, "ringlog_cross_shard_in_flight{{shard=\"{shard}\"}} {depth}");
     }
+}
+
+/// Per-shard latency histograms.
+fn render_latencies(metrics: &NodeMetrics, out: &mut String) {
     for (name, help, pick) in [
         ("ringlog_produce_latency_seconds", "Produce latency on the owning shard", 0),
         ("ringlog_fetch_latency_seconds", "Fetch latency on the owning shard", 1),
@@ -72,11 +86,13 @@ pub fn render(metrics: &NodeMetrics) -> String {
                 1 => &metrics.fetch_latency,
                 _ => &*metrics.fsync_latency,
             };
-            render_histogram(histogram, &mut out, name, &format!("shard=\"{shard}\""));
+            render_histogram(histogram, out, name, &format!("shard=\"{shard}\""));
         }
     }
-    let _ = writeln!(out, "# HELP ringlog_connections Open client connections.\n# TYPE ringlog_connections gauge");
-    let _ = writeln!(out, "ringlog_connections {}", metrics.connections.open());
+}
+
+/// Per-partition gauges from the shards' latest snapshots.
+fn render_partitions(metrics: &NodeMetrics, out: &mut String) {
     let partitions = metrics.partitions();
     for (name, help, read) in [
         (
@@ -98,7 +114,6 @@ pub fn render(metrics: &NodeMetrics) -> String {
                 writeln!(out, "{name}{{topic=\"{}\",partition=\"{}\"}} {}", gauge.topic, gauge.partition, read(gauge));
         }
     }
-    out
 }
 
 /// A follower metric: name, help, Prometheus type and reader.

@@ -191,81 +191,64 @@ impl Connection {
         sender: &Rc<LocalSender<Outgoing>>,
         queue: &Rc<ReplyQueue>,
     ) -> ReadEnd {
-        let limits = &self.context.config.limits;
-        let pending = Rc::new(Cell::new(0usize));
-        let pending_changed = Rc::new(Notify::new());
+        let limit = self.context.config.limits.max_inflight_requests_per_connection;
+        let pending = Rc::new(PendingRequests::default());
         loop {
-            let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
-            match self.read_or_stop(&mut stream, &mut prefix).await {
-                Ok(true) => {}
-                Ok(false) => return ReadEnd::Stopping,
-                Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
-                    if let Some(session) = &self.replication {
-                        session.cut_off(&self.context, "sent nothing for replica_lag_max_ms");
-                    }
-                    return ReadEnd::CutOff;
-                }
-                Err(_) => return ReadEnd::Closed,
-            }
-            let length = match frame_length(prefix, limits.max_frame_bytes) {
-                Ok(length) => length,
-                Err(error) => return self.reject_oversized(&mut stream, error).await,
-            };
-            let (header, request) = match read_request(&mut stream, length).await {
-                Ok(Ok(decoded)) => decoded,
-                Ok(Err((correlation_id, error))) => return ReadEnd::BadInput(correlation_id, protocol_error(error)),
-                Err(_) => return ReadEnd::Closed,
+            let (header, request) = match self.read_frame(&mut stream).await {
+                Ok(decoded) => decoded,
+                Err(end) => return end,
             };
             let request = match self.admit(header.correlation_id, request, sender).await {
                 Ok(Some(request)) => request,
                 Ok(None) => continue,
                 Err(error) => return ReadEnd::BadInput(Some(header.correlation_id), error),
             };
-            while pending.get() >= limits.max_inflight_requests_per_connection {
-                pending_changed.notified().await;
+            while pending.count.get() >= limit {
+                pending.changed.notified().await;
             }
-            pending.set(pending.get() + 1);
+            pending.count.set(pending.count.get() + 1);
             self.in_flight.enter();
-            let context = Rc::clone(&self.context);
-            let sender = Rc::clone(sender);
-            let (pending, pending_changed, in_flight) =
-                (Rc::clone(&pending), Rc::clone(&pending_changed), Rc::clone(&self.in_flight));
-            let follower = self.replication.as_ref().and_then(ReplicaSession::replica);
-            let queue = Rc::clone(queue);
+            let answer = Answer {
+                context: Rc::clone(&self.context),
+                correlation_id: header.correlation_id,
+                follower: self.replication.as_ref().and_then(ReplicaSession::replica),
+                sender: Rc::clone(sender),
+                queue: Rc::clone(queue),
+            };
+            let (pending, in_flight) = (Rc::clone(&pending), Rc::clone(&self.in_flight));
             crate::runtime::spawn_local(async move {
-                let outcome = crate::requests::handle(&context, request).await;
-                if outcome.is_err() {
-                    context.shard_metrics().errors.fetch_add(1, Ordering::Relaxed);
-                }
-                let mut out = Vec::new();
-                let body = match outcome {
-                    Ok(response) => encode_response_split(header.correlation_id, response, &mut out),
-                    Err(error) => {
-                        encode_error(header.correlation_id, &error, &mut out);
-                        Vec::new()
-                    }
-                };
-                let bytes = out.len() + body.len();
-                match follower {
-                    Some(follower) if !queue.admit(bytes) => {
-                        // The follower does not read its answers fast enough:
-                        // cut it off now, without waiting for its writer.
-                        queue.shut_down();
-                        context.progress.follower(follower).slow_disconnects.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(target: "ringlog::replication", follower,
-                            limit_bytes = queue.limit_bytes, "follower disconnected: its send queue is full");
-                    }
-                    _ => {
-                        queue.queued_bytes.set(queue.queued_bytes.get() + bytes);
-                        let queued = follower.map(|id| QueuedAnswer::new(context.progress.follower(id), bytes));
-                        let _ = sender.send((out, body, queued)).await;
-                    }
-                }
-                pending.set(pending.get() - 1);
-                pending_changed.notify_all();
+                answer.execute_and_send(request).await;
+                pending.count.set(pending.count.get() - 1);
+                pending.changed.notify_all();
                 in_flight.leave();
             })
             .detach();
+        }
+    }
+
+    /// The next request frame, or how the connection ends: stopping, a
+    /// follower silent past `replica_lag_max_ms`, closed, or bad input.
+    async fn read_frame(&self, stream: &mut TcpStream) -> Result<(RequestHeader, Request), ReadEnd> {
+        let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
+        match self.read_or_stop(stream, &mut prefix).await {
+            Ok(true) => {}
+            Ok(false) => return Err(ReadEnd::Stopping),
+            Err(error) if error.kind() == std::io::ErrorKind::TimedOut => {
+                if let Some(session) = &self.replication {
+                    session.cut_off(&self.context, "sent nothing for replica_lag_max_ms");
+                }
+                return Err(ReadEnd::CutOff);
+            }
+            Err(_) => return Err(ReadEnd::Closed),
+        }
+        let length = match frame_length(prefix, self.context.config.limits.max_frame_bytes) {
+            Ok(length) => length,
+            Err(error) => return Err(self.reject_oversized(stream, error).await),
+        };
+        match read_request(stream, length).await {
+            Ok(Ok(decoded)) => Ok(decoded),
+            Ok(Err((correlation_id, error))) => Err(ReadEnd::BadInput(correlation_id, protocol_error(error))),
+            Err(_) => Err(ReadEnd::Closed),
         }
     }
 
@@ -391,6 +374,60 @@ async fn close(end: ReadEnd, sender: Rc<LocalSender<Outgoing>>, queue: &ReplyQue
     if !finished {
         queue.shut_down();
         writer.await;
+    }
+}
+
+/// Requests of one connection being executed: at most
+/// `limits.max_inflight_requests_per_connection`, so one client cannot
+/// queue unbounded work on the shard.
+#[derive(Default)]
+struct PendingRequests {
+    count: Cell<usize>,
+    changed: Notify,
+}
+
+/// Where one request's answer goes.
+struct Answer {
+    context: Rc<ShardContext>,
+    correlation_id: u32,
+    /// The follower this replication connection serves, if any.
+    follower: Option<u64>,
+    sender: Rc<LocalSender<Outgoing>>,
+    queue: Rc<ReplyQueue>,
+}
+
+impl Answer {
+    /// Execute the request and queue its answer for the writer; a follower
+    /// whose queue is full is cut off instead.
+    async fn execute_and_send(self, request: Request) {
+        let outcome = crate::requests::handle(&self.context, request).await;
+        if outcome.is_err() {
+            self.context.shard_metrics().errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut head = Vec::new();
+        let body = match outcome {
+            Ok(response) => encode_response_split(self.correlation_id, response, &mut head),
+            Err(error) => {
+                encode_error(self.correlation_id, &error, &mut head);
+                Vec::new()
+            }
+        };
+        let bytes = head.len() + body.len();
+        match self.follower {
+            Some(follower) if !self.queue.admit(bytes) => {
+                // The follower does not read its answers fast enough: cut it
+                // off now, without waiting for its writer.
+                self.queue.shut_down();
+                self.context.progress.follower(follower).slow_disconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(target: "ringlog::replication", follower, limit_bytes = self.queue.limit_bytes,
+                    "follower disconnected: its send queue is full");
+            }
+            _ => {
+                self.queue.queued_bytes.set(self.queue.queued_bytes.get() + bytes);
+                let queued = self.follower.map(|id| QueuedAnswer::new(self.context.progress.follower(id), bytes));
+                let _ = self.sender.send((head, body, queued)).await;
+            }
+        }
     }
 }
 
