@@ -122,47 +122,6 @@ def strip_comments(text):
     return re.sub(r"//[^\n]*", "", text)
 
 
-def imports(root):
-    """Yield (rel_file, line, from_unit, from_floor, to_unit, to_floor, path)."""
-    src = os.path.join(root, "src")
-    for dirpath, _, files in os.walk(src):
-        for name in sorted(files):
-            if not name.endswith(".rs"):
-                continue
-            full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, src).replace(os.sep, "/")
-            mod = module_of(rel)
-            from_unit, from_floor = unit_of(mod)
-            if from_unit is None:
-                print(f"src/{rel}: no floor for this file (add it to FLOORS in tools/layers.py)")
-                sys.exit(1)
-            text = strip_comments(open(full, encoding="utf-8").read())
-            seen = set()
-            found = []
-            for m in USE_RE.finditer(text):
-                line = text.count("\n", 0, m.start()) + 1
-                for p in expand(m.group(1)):
-                    found.append((line, p))
-                seen.update(range(m.start(), m.end()))
-            for m in INLINE_RE.finditer(text):
-                if m.start() in seen:
-                    continue
-                line = text.count("\n", 0, m.start()) + 1
-                found.append((line, m.group(1).split("::")))
-            for line, p in found:
-                target = resolve(p, mod)
-                if not target:
-                    continue
-                to_unit, to_floor = unit_of(target)
-                if to_unit is None or to_unit == from_unit:
-                    continue
-                yield (f"src/{rel}", line, from_unit, from_floor, to_unit, to_floor, "crate::" + "::".join(target))
-
-
-DEF_RE = re.compile(r"^[ \t]*(?:pub(?:\([^)]*\))?\s+)?(?:struct|enum)\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)
-IMPL_RE = re.compile(r"^[ \t]*impl(?:<[^>{]*>)?\s+((?:[A-Za-z_][A-Za-z0-9_]*::)*([A-Za-z_][A-Za-z0-9_]*))(?:<[^>{]*>)?\s*\{", re.M)
-
-
 def source_files(root):
     """Yield (rel, mod, unit, floor, text without comments) for every file in src/."""
     src = os.path.join(root, "src")
@@ -175,6 +134,38 @@ def source_files(root):
             mod = module_of(rel)
             unit, floor = unit_of(mod)
             yield rel, mod, unit, floor, strip_comments(open(full, encoding="utf-8").read())
+
+
+def imports(root):
+    """Yield (rel_file, line, from_unit, from_floor, to_unit, to_floor, path)."""
+    for rel, mod, from_unit, from_floor, text in source_files(root):
+        if from_unit is None:
+            print(f"src/{rel}: no floor for this file (add it to FLOORS in tools/layers.py)")
+            sys.exit(1)
+        seen = set()
+        found = []
+        for m in USE_RE.finditer(text):
+            line = text.count("\n", 0, m.start()) + 1
+            for p in expand(m.group(1)):
+                found.append((line, p))
+            seen.update(range(m.start(), m.end()))
+        for m in INLINE_RE.finditer(text):
+            if m.start() in seen:
+                continue
+            line = text.count("\n", 0, m.start()) + 1
+            found.append((line, m.group(1).split("::")))
+        for line, p in found:
+            target = resolve(p, mod)
+            if not target:
+                continue
+            to_unit, to_floor = unit_of(target)
+            if to_unit is None or to_unit == from_unit:
+                continue
+            yield (f"src/{rel}", line, from_unit, from_floor, to_unit, to_floor, "crate::" + "::".join(target))
+
+
+DEF_RE = re.compile(r"^[ \t]*(?:pub(?:\([^)]*\))?\s+)?(?:struct|enum)\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)
+IMPL_RE = re.compile(r"^[ \t]*impl(?:<[^>{]*>)?\s+((?:[A-Za-z_][A-Za-z0-9_]*::)*([A-Za-z_][A-Za-z0-9_]*))(?:<[^>{]*>)?\s*\{", re.M)
 
 
 def foreign_impls(root):

@@ -15,16 +15,22 @@ use crate::shard::wire_error::storage_error;
 /// in-sync set, and with it the high watermark).
 const RECHECK_INTERVAL: Duration = Duration::from_millis(100);
 
+/// What a consumer's Fetch asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumerRead {
+    /// First offset wanted.
+    pub offset: u64,
+    /// Soft bound on the batch bytes returned (at least one batch).
+    pub max_bytes: u32,
+    /// Long-poll bound, capped by `limits.max_fetch_wait_ms`.
+    pub max_wait_ms: u32,
+}
+
 /// A consumer's read, counted in the shard's metrics.
-pub async fn fetch(
-    context: &ShardContext,
-    owned: &OwnedPartition,
-    offset: u64,
-    max_bytes: u32,
-    max_wait_ms: u32,
-) -> Outcome {
+pub async fn fetch(context: &ShardContext, owned: &OwnedPartition, read: ConsumerRead) -> Outcome {
     let started = Instant::now();
-    let outcome = read_or_wait(context, owned, offset, max_bytes, max_wait_ms).await;
+    let offset = read.offset;
+    let outcome = read_or_wait(context, owned, read).await;
     let metrics = context.shard_metrics();
     metrics.fetch_requests.fetch_add(1, Ordering::Relaxed);
     if let Ok(Response::Fetch { batches, next_offset, .. }) = &outcome {
@@ -38,13 +44,8 @@ pub async fn fetch(
 
 /// Read batches below the visible high watermark; with `max_wait_ms`, wait
 /// for data at `offset` (long poll).
-async fn read_or_wait(
-    context: &ShardContext,
-    owned: &OwnedPartition,
-    offset: u64,
-    max_bytes: u32,
-    max_wait_ms: u32,
-) -> Outcome {
+async fn read_or_wait(context: &ShardContext, owned: &OwnedPartition, read: ConsumerRead) -> Outcome {
+    let ConsumerRead { offset, max_bytes, max_wait_ms } = read;
     let max_wait = Duration::from_millis(u64::from(max_wait_ms).min(context.config.limits.max_fetch_wait_ms));
     let max_bytes = (max_bytes as usize).clamp(1, context.config.limits.max_frame_bytes - 1024);
     let deadline = Instant::now() + max_wait;

@@ -94,7 +94,7 @@ async fn execute(context: &Rc<ShardContext>, request: Request) -> Outcome {
         }
         Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
             let owned = context.owned(&topic, partition)?;
-            fetch::fetch(context, &owned, offset, max_bytes, max_wait_ms).await
+            fetch::fetch(context, &owned, fetch::ConsumerRead { offset, max_bytes, max_wait_ms }).await
         }
         Request::ListOffsets { topic, partition } => fetch::list_offsets(context, &*context.owned(&topic, partition)?),
         Request::CommitOffset { group, topic, partition, offset } => {
