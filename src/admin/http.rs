@@ -67,6 +67,25 @@ pub fn refuse(state: &AdminState, headers: &HeaderMap, peer: SocketAddr) -> Opti
     }
 }
 
+/// Proof that a mutating request passed [`refuse`]: a handler that takes it
+/// cannot forget the check, and the check runs before the body is read.
+pub struct Authorized;
+
+impl axum::extract::FromRequestParts<AdminState> for Authorized {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AdminState,
+    ) -> Result<Authorized, Response> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(peer)| *peer);
+        let Some(peer) = peer else {
+            return Err(error(StatusCode::FORBIDDEN, "the peer address is unknown; refusing a mutation"));
+        };
+        refuse(state, &parts.headers, peer).map_or(Ok(Authorized), Err)
+    }
+}
+
 /// A browser page of another site must not mutate through an operator's
 /// browser: a request whose `Origin` names another host than `Host` is
 /// refused, and without a token (loopback is the only check then) `Host`
@@ -180,14 +199,10 @@ fn one() -> u32 {
 }
 
 async fn create_topic(
+    _: Authorized,
     State(state): State<AdminState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     body: Result<Json<CreateTopicBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if let Some(refusal) = refuse(&state, &headers, peer) {
-        return refusal;
-    }
     let Json(body) = match body {
         Ok(body) => body,
         Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
@@ -222,15 +237,7 @@ async fn describe_topic(State(state): State<AdminState>, Path(name): Path<String
     }
 }
 
-async fn delete_topic(
-    State(state): State<AdminState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Response {
-    if let Some(refusal) = refuse(&state, &headers, peer) {
-        return refusal;
-    }
+async fn delete_topic(_: Authorized, State(state): State<AdminState>, Path(name): Path<String>) -> Response {
     match state.client.call(Request::DeleteTopic { name }).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(failure) => client_error(failure),
@@ -245,15 +252,7 @@ async fn list_nodes(State(state): State<AdminState>) -> Response {
     }
 }
 
-async fn forget_node(
-    State(state): State<AdminState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Some(refusal) = refuse(&state, &headers, peer) {
-        return refusal;
-    }
+async fn forget_node(_: Authorized, State(state): State<AdminState>, Path(id): Path<String>) -> Response {
     let Some(services) = &state.cluster_services else {
         return error(StatusCode::NOT_FOUND, format!("unknown node {id} (standalone node)"));
     };
