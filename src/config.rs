@@ -120,6 +120,8 @@ pub struct NodeConfig {
     pub admin: String,
     /// Replication listener address.
     pub replication_listen: String,
+    /// Kafka protocol listener address (empty: no Kafka listener).
+    pub kafka_listen: String,
     /// Data shards (0 = one per core).
     pub shards: usize,
     /// Bearer token for mutating admin endpoints (none: loopback only).
@@ -139,6 +141,7 @@ impl Default for NodeConfig {
             listen: "127.0.0.1:7070".into(),
             admin: "127.0.0.1:7071".into(),
             replication_listen: "127.0.0.1:7072".into(),
+            kafka_listen: "127.0.0.1:9092".into(),
             shards: 0,
             admin_token: None,
             storage: StorageConfig::default(),
@@ -260,6 +263,9 @@ impl NodeConfig {
         let mut listeners = vec![("listen", &self.listen), ("admin", &self.admin)];
         if !self.cluster.etcd.is_empty() {
             listeners.push(("replication_listen", &self.replication_listen));
+        }
+        if !self.kafka_listen.is_empty() {
+            listeners.push(("kafka_listen", &self.kafka_listen));
         }
         for (index, (setting, address)) in listeners.iter().enumerate() {
             // Shards share their address with SO_REUSEPORT: two listeners of

@@ -47,7 +47,7 @@ timed_bench() {
 
 single_node() { # payload
     rm -rf "$dir/single"
-    RUST_LOG=warn "$bin" serve --data-dir "$dir/single" --listen 127.0.0.1:27170 --admin 127.0.0.1:27171 \
+    RUST_LOG=warn "$bin" serve --data-dir "$dir/single" --listen 127.0.0.1:27170 --admin 127.0.0.1:27171 --kafka-listen "" \
         >"$dir/single.log" 2>&1 &
     local single=$!
     for _ in $(seq 50); do grep -q listening "$dir/single.log" 2>/dev/null && break; sleep 0.1; done

@@ -26,7 +26,7 @@ results="$dir/results.tsv"
 start_node() { # binary, fsync policy
     rm -rf "$dir/data"
     RINGLOG_STORAGE_FSYNC="$2" RUST_LOG=warn "$1" serve --data-dir "$dir/data" --listen "127.0.0.1:$port" \
-        --admin "127.0.0.1:$admin" >"$dir/serve.log" 2>&1 &
+        --admin "127.0.0.1:$admin" --kafka-listen "" >"$dir/serve.log" 2>&1 &
     node_pid=$!
     for _ in $(seq 100); do grep -q listening "$dir/serve.log" 2>/dev/null && return; sleep 0.1; done
     echo "node did not start:" >&2

@@ -44,7 +44,7 @@ rm -f "$dir"/fsynclat* "$dir/fio-sync.json"
 start_node() { # fsync policy
     rm -rf "$dir/data"
     RINGLOG_STORAGE_FSYNC="$1" RUST_LOG=warn "$bin" serve --data-dir "$dir/data" --listen "127.0.0.1:$port" \
-        --admin "127.0.0.1:$admin" >"$dir/serve.log" 2>&1 &
+        --admin "127.0.0.1:$admin" --kafka-listen "" >"$dir/serve.log" 2>&1 &
     node_pid=$!
     for _ in $(seq 50); do grep -q listening "$dir/serve.log" 2>/dev/null && break; sleep 0.1; done
 }

@@ -8,7 +8,8 @@
 #
 # DIR defaults to ./ringlog-cluster. Ports: etcd 2379 (peer 2380); node N
 # listens on 70N0 (clients), 70N1 (admin), 70N2 (replication) for N = 7, 8, 9
-# -> node 1: 7070/7071/7072, node 2: 7080/7081/7082, node 3: 7090/7091/7092.
+# -> node 1: 7070/7071/7072, node 2: 7080/7081/7082, node 3: 7090/7091/7092
+#    (client/admin/replication), and Kafka at 7073, 7083, 7093.
 # Override with ETCD_PORT, SHARDS (data shards per node; default one per
 # core) and BINARY to use a prebuilt binary.
 set -euo pipefail
@@ -45,7 +46,7 @@ port_in_use() { # port
 # this one's place; refuse to start instead.
 check_ports_free() {
     local port
-    for port in "$etcd_port" "$etcd_peer_port" 7070 7071 7072 7080 7081 7082 7090 7091 7092; do
+    for port in "$etcd_port" "$etcd_peer_port" 7070 7071 7072 7073 7080 7081 7082 7083 7090 7091 7092 7093; do
         if port_in_use "$port"; then
             echo "cluster: 127.0.0.1:$port is in use (another cluster running? '$0 stop DIR')" >&2
             exit 1
@@ -77,7 +78,7 @@ start() {
         local base=${node_ports[$((n - 1))]}
         "$binary" serve --data-dir "$dir/node$n" --etcd "http://127.0.0.1:$etcd_port" \
             --listen "127.0.0.1:$base" --admin "127.0.0.1:$((base + 1))" \
-            --replication-listen "127.0.0.1:$((base + 2))" ${SHARDS:+--shards "$SHARDS"} \
+            --replication-listen "127.0.0.1:$((base + 2))" --kafka-listen "127.0.0.1:$((base + 3))" ${SHARDS:+--shards "$SHARDS"} \
             >"$dir/logs/node$n.log" 2>&1 &
         echo "node$n $!" >>"$dir/pids"
         wait_for "http://127.0.0.1:$((base + 1))/api/health" 20
@@ -86,7 +87,7 @@ start() {
     echo "  etcd:   http://127.0.0.1:$etcd_port"
     for n in 1 2 3; do
         local base=${node_ports[$((n - 1))]}
-        echo "  node$n: clients 127.0.0.1:$base  admin http://127.0.0.1:$((base + 1))  replication 127.0.0.1:$((base + 2))"
+        echo "  node$n: clients 127.0.0.1:$base  admin http://127.0.0.1:$((base + 1))  replication 127.0.0.1:$((base + 2))  kafka 127.0.0.1:$((base + 3))"
     done
     echo "try:  $binary topic create demo --server 127.0.0.1:7070"
     echo "      $binary produce demo --acks all --server 127.0.0.1:7070,127.0.0.1:7080,127.0.0.1:7090 <<< hello"

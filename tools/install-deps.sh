@@ -2,7 +2,7 @@
 # Install what cargo cannot fetch: fio (benchmarks), e2fsprogs/util-linux
 # (the real ENOSPC test's and the nemesis's loop-mounted filesystems),
 # iptables (the nemesis's node-to-node partitions), etcd and protoc (cluster
-# issues), and for the console's browser test chromium, node and npm, then
+# issues), kcat (the Kafka protocol tests), and for the console's browser test chromium, node and npm, then
 # `npm ci` in tests/browser (playwright-core at the locked version; it drives
 # Debian's chromium and downloads no browser of its own). Idempotent:
 # installs only what is missing. Needs root for apt.
@@ -16,6 +16,8 @@ command -v losetup >/dev/null 2>&1 || need+=(mount)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+# kcat: a Kafka client no one here wrote, for the Kafka protocol tests.
+command -v kcat >/dev/null 2>&1 || need+=(kcat)
 [[ -f /usr/include/google/protobuf/descriptor.proto ]] || need+=(libprotobuf-dev)
 command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-dejavu-core)
 # A node from elsewhere (e.g. a newer one on the image) is kept; Debian's

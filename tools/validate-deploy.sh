@@ -110,7 +110,7 @@ check_syscalls() {
     listen=127.0.0.1:$(free_port)
     admin=127.0.0.1:$(free_port)
     strace -f -qq -o "$work/trace" "$binary" serve --data-dir "$work/data" --listen "$listen" \
-        --admin "$admin" --shards 2 >"$work/serve.out" 2>"$work/serve.err" &
+        --admin "$admin" --kafka-listen "" --shards 2 >"$work/serve.out" 2>"$work/serve.err" &
     strace_pid=$!
     deadline=$((SECONDS + 60))
     until grep -q listening "$work/serve.out"; do

@@ -39,6 +39,9 @@ pub struct ServeArgs {
     /// Replication listener (default 127.0.0.1:7072).
     #[arg(long)]
     replication_listen: Option<String>,
+    /// Kafka protocol listener (default 127.0.0.1:9092; empty disables it).
+    #[arg(long)]
+    kafka_listen: Option<String>,
     /// Host other nodes and clients use to reach this node.
     #[arg(long)]
     advertise: Option<String>,
@@ -69,6 +72,9 @@ fn resolve(args: &ServeArgs) -> Result<NodeConfig, String> {
     }
     if let Some(replication_listen) = &args.replication_listen {
         config.replication_listen = replication_listen.clone();
+    }
+    if let Some(kafka_listen) = &args.kafka_listen {
+        config.kafka_listen = kafka_listen.clone();
     }
     if let Some(advertise) = &args.advertise {
         config.cluster.advertise = Some(advertise.clone());

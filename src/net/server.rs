@@ -37,10 +37,12 @@ pub struct InFlight {
 }
 
 impl InFlight {
-    fn enter(&self) {
+    /// A request starts.
+    pub(crate) fn enter(&self) {
         self.count.set(self.count.get() + 1);
     }
-    fn leave(&self) {
+    /// A request ended.
+    pub(crate) fn leave(&self) {
         self.count.set(self.count.get() - 1);
         self.changed.notify_all();
     }

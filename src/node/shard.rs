@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::NodeConfig;
+use crate::net::kafka_server::{run_kafka_listener, KafkaListener};
 use crate::net::server::{run_listener, InFlight, ListenerKind};
 use crate::runtime::Notify;
 use crate::shard::context::ShardContext;
@@ -127,6 +128,16 @@ pub(super) async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), 
         },
         false => None,
     };
+    let kafka_listener = match setup.config.kafka_listen.is_empty() {
+        true => None,
+        false => match bind(&setup.config.kafka_listen) {
+            Ok(listener) => Some(listener),
+            Err(message) => {
+                let _ = setup.ready.send(Err(message.clone()));
+                return Err(message);
+            }
+        },
+    };
     let _ = setup.ready.send(Ok(setup.shard));
     let stop = Rc::new(Notify::new());
     let stopping = Rc::new(Cell::new(false));
@@ -152,6 +163,16 @@ pub(super) async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), 
         replication_tasks
             .push(crate::runtime::spawn_local(publish_follower_progress(Rc::clone(&context), Rc::clone(&stopping))));
     }
+    let kafka_task = kafka_listener.map(|kafka_listener| {
+        let shared = KafkaListener {
+            context: Rc::clone(&context),
+            stop: Rc::clone(&stop),
+            stopping: Rc::clone(&stopping),
+            connections: Arc::clone(&setup.connections),
+            in_flight: Rc::clone(&in_flight),
+        };
+        crate::runtime::spawn_local(run_kafka_listener(shared, kafka_listener))
+    });
     run_listener(
         Rc::clone(&context),
         listener,
@@ -165,7 +186,7 @@ pub(super) async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), 
     watcher.await;
     publisher.await;
     retention.await;
-    for task in replication_tasks {
+    for task in replication_tasks.into_iter().chain(kafka_task) {
         task.await;
     }
     shut_down(&context, &in_flight).await?;

@@ -104,6 +104,9 @@ pub(super) fn listen_addresses(config: &NodeConfig) -> Vec<(&'static str, &str)>
     if !config.cluster.etcd.is_empty() {
         addresses.push(("replication_listen", config.replication_listen.as_str()));
     }
+    if !config.kafka_listen.is_empty() {
+        addresses.push(("kafka_listen", config.kafka_listen.as_str()));
+    }
     addresses.push(("admin", config.admin.as_str()));
     addresses
 }

@@ -11,6 +11,7 @@
 //! with a non-zero error code has the body `message string | leader string`
 //! (the leader's client address for `not_leader`, else empty).
 
+pub mod kafka;
 mod request;
 mod response;
 mod types;

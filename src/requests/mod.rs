@@ -6,6 +6,7 @@
 //! mesh receiver calls [`handle_forwarded`].
 
 mod fetch;
+pub mod kafka;
 mod offsets;
 mod produce;
 mod topics;

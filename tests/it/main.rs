@@ -14,6 +14,7 @@ mod etcd;
 mod faults;
 mod fetch_cadence;
 mod fuzz_corpus;
+mod kafka;
 mod node;
 mod ops;
 mod replication;

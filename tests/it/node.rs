@@ -95,6 +95,9 @@ impl Node {
             .env("RINGLOG_STORAGE_MAX_BATCH_BYTES", "1572864")
             .env("RINGLOG_LIMITS_MAX_FRAME_BYTES", "2097152")
             .env("RINGLOG_LIMITS_MAX_RECORD_BYTES", "1048576")
+            // Test nodes run in parallel: none may take the default Kafka
+            // port 9092 (a test that wants Kafka passes a free address).
+            .env("RINGLOG_KAFKA_LISTEN", "")
             .envs(environment.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -543,6 +546,7 @@ fn too_little_locked_memory_is_one_error_line_and_exit_78() {
     let dir = tempfile::tempdir().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_ringlog"));
     command.args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--data-dir"]).arg(dir.path());
+    command.env("RINGLOG_KAFKA_LISTEN", "");
     // SAFETY: setrlimit is async-signal-safe and only touches the child.
     unsafe {
         command.pre_exec(|| {

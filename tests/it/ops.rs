@@ -48,6 +48,7 @@ fn a_second_node_on_a_used_client_admin_or_replication_address_exits_1_and_the_f
             .args(["serve", "--shards", "1", "--listen", &listen, "--admin", &admin, "--etcd", &cluster.etcd.endpoint])
             .args(["--replication-listen", &replication_listen, "--data-dir"])
             .arg(data_dir.path())
+            .env("RINGLOG_KAFKA_LISTEN", "")
             .env("RUST_LOG", "warn");
         let output = run_to_exit(&mut second, Duration::from_secs(20))
             .unwrap_or_else(|| panic!("a second node on the first's {what} address kept running"));

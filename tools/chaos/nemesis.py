@@ -313,7 +313,7 @@ class Node:
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn,ringlog::cluster=info,ringlog::replication=info"))
         self.proc = spawn(self.wrap([self.binary, "serve", "--config", self.config, "--data-dir", self.data_dir,
                                      "--listen", self.client, "--admin", self.admin,
-                                     "--replication-listen", self.replication, "--shards", "1",
+                                     "--replication-listen", self.replication, "--kafka-listen", "", "--shards", "1",
                                      "--etcd", f"http://127.0.0.1:{self.proxy.port}"]),
                           stdout=out, stderr=out, env=env, wrapped=True)
         out.close()

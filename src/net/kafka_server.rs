@@ -1,0 +1,214 @@
+//! The Kafka listener of one shard (SPEC §10): every shard binds
+//! `kafka_listen` with SO_REUSEPORT like the client listener, reads
+//! length-prefixed Kafka frames (the length checked against
+//! `limits.max_frame_bytes` before anything is allocated), runs requests
+//! concurrently (at most `limits.max_inflight_requests_per_connection` per
+//! connection) and writes the answers in request order, as Kafka clients
+//! require.
+//!
+//! Kafka's framing has no error reply for a request that cannot be read
+//! (bad length, unknown API, unsupported version, a body that does not
+//! decode): the connection is closed, the node serves everyone else.
+
+use std::cell::Cell;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::protocol::kafka::{decode_request, frame_length, KafkaFrameError, LENGTH_PREFIX_BYTES};
+use crate::requests::kafka::{handle, KafkaOutcome};
+use crate::runtime::{Notify, Task};
+use crate::shard::context::ShardContext;
+use crate::state::metrics::ConnectionCount;
+
+use super::server::InFlight;
+
+/// How long a closing connection's writer may take to deliver the answers
+/// already owed before the socket is shut under it.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// What a Kafka listener shares with its shard.
+pub struct KafkaListener {
+    /// The shard's context.
+    pub context: Rc<ShardContext>,
+    /// Fires when the node stops.
+    pub stop: Rc<Notify>,
+    /// Set when the node stops.
+    pub stopping: Rc<Cell<bool>>,
+    /// Open connections across shards and listeners (`limits.max_connections`).
+    pub connections: Arc<ConnectionCount>,
+    /// Requests running on this shard (shutdown waits for them).
+    pub in_flight: Rc<InFlight>,
+}
+
+/// Serve Kafka clients on `listener` until the node stops.
+pub async fn run_kafka_listener(shared: KafkaListener, listener: TcpListener) {
+    let shared = Rc::new(shared);
+    loop {
+        let stopped = shared.stop.notified();
+        if shared.stopping.get() {
+            return;
+        }
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            stopped.await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => return,
+            Some(Ok(stream)) => stream,
+            Some(Err(error)) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(target: "ringlog::kafka", %error, "accept failed");
+                crate::runtime::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let limit = shared.context.config.limits.max_connections;
+        if shared.connections.open.fetch_add(1, Ordering::SeqCst) >= limit {
+            shared.connections.open.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(target: "ringlog::kafka", limit, "connection refused: limits.max_connections reached");
+            continue;
+        }
+        let connection = Rc::clone(&shared);
+        crate::runtime::spawn_local(async move {
+            serve(&connection, stream).await;
+            connection.connections.open.fetch_sub(1, Ordering::SeqCst);
+        })
+        .detach();
+    }
+}
+
+/// One connection: this task reads and starts requests; a writer task
+/// awaits them in order and writes their answers.
+async fn serve(shared: &Rc<KafkaListener>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let socket = stream.as_raw_fd();
+    let (mut reader, writer) = futures_lite::io::split(stream);
+    let depth = shared.context.config.limits.max_inflight_requests_per_connection;
+    let (sender, receiver) = local_channel::new_bounded::<Task<KafkaOutcome>>(depth);
+    let writer = crate::runtime::spawn_local(write_answers(receiver, writer, socket));
+    if let Err(reason) = read_requests(shared, &mut reader, &sender).await {
+        tracing::debug!(target: "ringlog::kafka", %reason, "closing kafka connection");
+    }
+    drop(sender);
+    let mut writer = writer;
+    let finished = futures_lite::future::or(
+        async {
+            (&mut writer).await;
+            true
+        },
+        async {
+            crate::runtime::sleep(CLOSE_GRACE).await;
+            false
+        },
+    )
+    .await;
+    if !finished {
+        shut_down(socket);
+        writer.await;
+    }
+}
+
+/// Why a connection's read loop ended.
+#[derive(Debug, thiserror::Error)]
+enum ReadEnd {
+    #[error("peer closed or the socket failed")]
+    Closed,
+    #[error("node stopping")]
+    Stopping,
+    #[error(transparent)]
+    BadInput(#[from] KafkaFrameError),
+}
+
+/// Read frames and start their requests until the peer leaves, bad input
+/// arrives, or the node stops. The bounded channel is the in-flight limit:
+/// a full one stops reading until the oldest request is answered.
+async fn read_requests(
+    shared: &Rc<KafkaListener>,
+    reader: &mut futures_lite::io::ReadHalf<TcpStream>,
+    sender: &LocalSender<Task<KafkaOutcome>>,
+) -> Result<(), ReadEnd> {
+    loop {
+        let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
+        read_or_stop(shared, reader, &mut prefix).await?;
+        let length = frame_length(prefix, shared.context.config.limits.max_frame_bytes)?;
+        let mut frame = vec![0u8; length];
+        reader.read_exact(&mut frame).await.map_err(|_| ReadEnd::Closed)?;
+        let request = decode_request(frame.into())?;
+        shared.in_flight.enter();
+        let (context, in_flight) = (Rc::clone(&shared.context), Rc::clone(&shared.in_flight));
+        let task = crate::runtime::spawn_local(async move {
+            let outcome = handle(&context, request).await;
+            in_flight.leave();
+            outcome
+        });
+        if sender.send(task).await.is_err() {
+            // The writer ended (a request failed or the socket did).
+            return Err(ReadEnd::Closed);
+        }
+    }
+}
+
+/// Fill `buffer` unless the node starts stopping before its first byte
+/// (once a frame has begun, it is finished).
+async fn read_or_stop(
+    shared: &KafkaListener,
+    reader: &mut futures_lite::io::ReadHalf<TcpStream>,
+    buffer: &mut [u8],
+) -> Result<(), ReadEnd> {
+    let stopped = shared.stop.notified();
+    if shared.stopping.get() {
+        return Err(ReadEnd::Stopping);
+    }
+    let first = futures_lite::future::or(async { Some(reader.read(&mut buffer[..1]).await) }, async {
+        stopped.await;
+        None
+    })
+    .await;
+    match first {
+        None => Err(ReadEnd::Stopping),
+        Some(Ok(0)) | Some(Err(_)) => Err(ReadEnd::Closed),
+        Some(Ok(_)) => reader.read_exact(&mut buffer[1..]).await.map_err(|_| ReadEnd::Closed),
+    }
+}
+
+/// Await the requests in the order they arrived and write their answers.
+/// A request that cannot be answered closes the connection.
+async fn write_answers(
+    receiver: LocalReceiver<Task<KafkaOutcome>>,
+    mut writer: futures_lite::io::WriteHalf<TcpStream>,
+    socket: std::os::fd::RawFd,
+) {
+    while let Some(task) = receiver.recv().await {
+        let frame = match task.await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => continue,
+            Err(error) => {
+                tracing::debug!(target: "ringlog::kafka", %error, "closing kafka connection");
+                break;
+            }
+        };
+        if writer.write_all(&frame).await.is_err() {
+            break;
+        }
+    }
+    // Wake the reader (blocked on a peer that may send nothing more).
+    shut_down(socket);
+    let _ = writer.close().await;
+}
+
+/// Shut the socket down both ways: reads and writes on it fail at once.
+fn shut_down(socket: std::os::fd::RawFd) {
+    // SAFETY: the stream owning `socket` lives until both the reader and
+    // the writer half are dropped, and both are alive while this runs
+    // (called by the writer itself, or by `serve` before awaiting it).
+    // shutdown neither closes nor invalidates the descriptor.
+    unsafe { libc::shutdown(socket, libc::SHUT_RDWR) };
+}

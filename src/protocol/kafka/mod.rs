@@ -1,0 +1,234 @@
+//! The Kafka wire protocol (SPEC §10): frame length with its limit, the
+//! request header, the APIs and versions this node implements, response
+//! framing, and the RecordBatch v2 codec (`records`). Message bodies are
+//! the `kafka-protocol` crate's, generated from Kafka's own schemas.
+//!
+//! A frame is `length i32 (big endian) | request header | body`; the
+//! header's version depends on the API and its version (flexible versions
+//! add tagged fields), which the crate knows.
+
+pub mod records;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use thiserror::Error;
+
+/// Bytes of the length prefix.
+pub const LENGTH_PREFIX_BYTES: usize = 4;
+
+/// The APIs this node implements, with their version ranges: exactly what
+/// ApiVersions advertises, and nothing outside them is decoded.
+pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 7] = [
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+];
+
+/// Why a Kafka frame cannot be served; the connection is closed after it
+/// (Kafka's framing has no error reply for a request it cannot read).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum KafkaFrameError {
+    /// The length prefix is negative or over the limit (checked before allocating).
+    #[error("kafka frame of {frame_bytes} bytes is outside 1..={limit_bytes}")]
+    FrameSize {
+        /// Declared length.
+        frame_bytes: i64,
+        /// Configured limit.
+        limit_bytes: usize,
+    },
+    /// The request header does not decode.
+    #[error("kafka request header does not decode: {0}")]
+    BadHeader(String),
+    /// An API key this node does not implement.
+    #[error("kafka api key {0} is not supported")]
+    UnsupportedApi(i16),
+    /// A version outside the advertised range (ApiVersions is answered instead).
+    #[error("kafka api {api:?} version {version} is not supported")]
+    UnsupportedVersion {
+        /// The API.
+        api: ApiKey,
+        /// The version asked for.
+        version: i16,
+    },
+    /// The body does not decode at the header's version.
+    #[error("kafka {api:?} v{version} body does not decode: {message}")]
+    BadBody {
+        /// The API.
+        api: ApiKey,
+        /// Its version.
+        version: i16,
+        /// The decoder's reason.
+        message: String,
+    },
+}
+
+/// The frame length from its prefix, checked against `limit_bytes`.
+pub fn frame_length(prefix: [u8; LENGTH_PREFIX_BYTES], limit_bytes: usize) -> Result<usize, KafkaFrameError> {
+    let declared = i32::from_be_bytes(prefix);
+    usize::try_from(declared)
+        .ok()
+        .filter(|length| (1..=limit_bytes).contains(length))
+        .ok_or(KafkaFrameError::FrameSize { frame_bytes: i64::from(declared), limit_bytes })
+}
+
+/// The advertised version range of `api`, if it is implemented.
+pub fn supported_versions(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS.iter().find(|(key, _, _)| *key == api).map(|(_, min, max)| (*min, *max))
+}
+
+/// A request whose header decoded: its API, version, correlation id and
+/// the undecoded body.
+#[derive(Debug)]
+pub struct KafkaRequest {
+    /// API.
+    pub api: ApiKey,
+    /// Header fields (version, correlation id, client id).
+    pub header: RequestHeader,
+    /// The body after the header.
+    pub body: Bytes,
+}
+
+/// Decode a frame's header. An ApiVersions request of a version this node
+/// does not know is still returned: Kafka clients send their newest
+/// ApiVersions first and expect an `UNSUPPORTED_VERSION` answer in v0
+/// framing listing what is supported.
+pub fn decode_request(frame: Bytes) -> Result<KafkaRequest, KafkaFrameError> {
+    if frame.len() < 4 {
+        return Err(KafkaFrameError::BadHeader("shorter than api key and version".into()));
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let api = ApiKey::try_from(key).map_err(|_| KafkaFrameError::UnsupportedApi(key))?;
+    let (min, max) = supported_versions(api).ok_or(KafkaFrameError::UnsupportedApi(key))?;
+    let in_range = (min..=max).contains(&version);
+    if !in_range && api != ApiKey::ApiVersions {
+        return Err(KafkaFrameError::UnsupportedVersion { api, version });
+    }
+    // An unknown ApiVersions version is read with header v1: key, version,
+    // correlation id and client id are laid out alike in every header
+    // version, and the rest (tagged fields, the body) is not needed for
+    // the v0 answer.
+    let header_version = match in_range {
+        true => api.request_header_version(version),
+        false => 1,
+    };
+    let mut body = frame;
+    let header = RequestHeader::decode(&mut body, header_version)
+        .map_err(|error| KafkaFrameError::BadHeader(error.to_string()))?;
+    Ok(KafkaRequest { api, header, body })
+}
+
+/// Decode a request body at the header's version.
+pub fn decode_body<T: Decodable>(request: &KafkaRequest) -> Result<T, KafkaFrameError> {
+    let mut body = request.body.clone();
+    let version = request.header.request_api_version;
+    let decoded = T::decode(&mut body, version).map_err(|error| KafkaFrameError::BadBody {
+        api: request.api,
+        version,
+        message: error.to_string(),
+    })?;
+    if !body.is_empty() {
+        return Err(KafkaFrameError::BadBody {
+            api: request.api,
+            version,
+            message: format!("{} bytes after the body", body.len()),
+        });
+    }
+    Ok(decoded)
+}
+
+/// Why a response could not be encoded (a bug or a value out of the
+/// version's range); the connection is closed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("kafka {api:?} v{version} response does not encode: {message}")]
+pub struct EncodeError {
+    /// The API.
+    pub api: ApiKey,
+    /// The version.
+    pub version: i16,
+    /// The encoder's reason.
+    pub message: String,
+}
+
+/// A whole response frame (length, header, body) for `request`, encoded at
+/// the request's version. ApiVersions answers always use response header
+/// v0 (no tagged fields, even at v3: the client cannot know the version it
+/// will get back), and an unsupported ApiVersions version is answered in v0.
+pub fn encode_response<T: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> Result<Vec<u8>, EncodeError> {
+    let header_version = match api {
+        ApiKey::ApiVersions => 0,
+        api => api.response_header_version(version),
+    };
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let mut out = BytesMut::with_capacity(64);
+    out.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
+    header.encode(&mut out, header_version).map_err(|error| EncodeError {
+        api,
+        version,
+        message: error.to_string(),
+    })?;
+    body.encode(&mut out, version).map_err(|error| EncodeError { api, version, message: error.to_string() })?;
+    let length = (out.len() - LENGTH_PREFIX_BYTES) as i32;
+    out[..LENGTH_PREFIX_BYTES].copy_from_slice(&length.to_be_bytes());
+    Ok(out.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::ApiVersionsResponse;
+
+    fn request_frame(key: i16, version: i16, correlation_id: i32, rest: &[u8]) -> Bytes {
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&key.to_be_bytes());
+        frame.extend_from_slice(&version.to_be_bytes());
+        frame.extend_from_slice(&correlation_id.to_be_bytes());
+        frame.extend_from_slice(rest);
+        Bytes::from(frame)
+    }
+
+    #[test]
+    fn negative_zero_and_oversized_lengths_are_refused() {
+        assert!(frame_length((-1i32).to_be_bytes(), 100).is_err());
+        assert!(frame_length(0i32.to_be_bytes(), 100).is_err());
+        assert!(frame_length(101i32.to_be_bytes(), 100).is_err());
+        assert_eq!(frame_length(100i32.to_be_bytes(), 100), Ok(100));
+    }
+
+    #[test]
+    fn unknown_api_and_unsupported_version_are_refused() {
+        // OffsetCommit (8) is not implemented yet.
+        let frame = request_frame(8, 2, 1, &[0xff, 0xff]);
+        assert_eq!(decode_request(frame).unwrap_err(), KafkaFrameError::UnsupportedApi(8));
+        let frame = request_frame(0, 99, 1, &[0xff, 0xff]);
+        assert!(matches!(decode_request(frame).unwrap_err(), KafkaFrameError::UnsupportedVersion { .. }));
+    }
+
+    #[test]
+    fn newer_api_versions_request_still_decodes_for_the_v0_answer() {
+        // v9 is newer than any we know; the client id (nullable string -1)
+        // follows the correlation id.
+        let request = decode_request(request_frame(18, 9, 77, &[0xff, 0xff])).unwrap();
+        assert_eq!(request.api, ApiKey::ApiVersions);
+        assert_eq!(request.header.correlation_id, 77);
+    }
+
+    #[test]
+    fn api_versions_v3_response_header_has_no_tagged_fields() {
+        let body = ApiVersionsResponse::default();
+        let frame = encode_response(ApiKey::ApiVersions, 3, 5, &body).unwrap();
+        // length | correlation id | error code: no tagged-field byte between.
+        assert_eq!(&frame[4..8], &5i32.to_be_bytes());
+        assert_eq!(&frame[8..10], &0i16.to_be_bytes());
+    }
+}

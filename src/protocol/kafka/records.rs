@@ -1,0 +1,508 @@
+//! Kafka RecordBatch v2: a bounded decoder for batches from clients and an
+//! encoder for batches sent to consumers. See `docs/KAFKA.md`.
+//!
+//! Layout (big endian; varints are zigzag like protobuf's sint):
+//! ```text
+//!  0 base_offset i64 | 8 batch_length i32 (bytes after this field) |
+//! 12 partition_leader_epoch i32 | 16 magic i8 = 2 | 17 crc u32 (CRC-32C
+//! of bytes 21..) | 21 attributes i16 | 23 last_offset_delta i32 |
+//! 27 base_timestamp i64 | 35 max_timestamp i64 | 43 producer_id i64 |
+//! 51 producer_epoch i16 | 53 base_sequence i32 | 57 record_count i32 |
+//! 61 records (compressed as a whole when attributes & 7 != 0)
+//! record: length varint | attributes i8 | timestamp_delta varlong |
+//!   offset_delta varint | key_length varint (-1 null) | key |
+//!   value_length varint (-1 null) | value | header_count varint |
+//!   { key_length varint | key (UTF-8) | value_length varint (-1 null) | value }*
+//! ```
+//! The `kafka-protocol` crate has a record codec too; this one exists
+//! because that one keeps headers in a map (a record with two headers of
+//! one name would lose one, and SPEC §10 wants them back as produced) and
+//! decompresses without a bound.
+
+use std::io::Read;
+
+use thiserror::Error;
+
+/// Bytes of a RecordBatch v2 header.
+pub const BATCH_HEADER_BYTES: usize = 61;
+/// Bytes before `batch_length`'s coverage starts (base offset, length).
+const LENGTH_COVERAGE_START: usize = 12;
+/// First byte covered by the CRC (attributes).
+const CRC_COVERAGE_START: usize = 21;
+/// The smallest record: length, attributes, three deltas/lengths, value
+/// length and header count of one byte each.
+const RECORD_MIN_BYTES: usize = 7;
+/// Attributes: compression codec bits.
+const COMPRESSION_MASK: i16 = 0x7;
+/// Attributes: transactional batch.
+const TRANSACTIONAL_BIT: i16 = 1 << 4;
+/// Attributes: control batch (transaction markers).
+const CONTROL_BIT: i16 = 1 << 5;
+
+/// Why a client's records were refused; each maps to one Kafka error code.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RecordsError {
+    /// Truncated, bad lengths, bad varints, not UTF-8 header names.
+    #[error("corrupt record batch: {0}")]
+    Corrupt(&'static str),
+    /// The stored CRC-32C does not match the batch.
+    #[error("record batch crc-32c mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch {
+        /// CRC in the batch header.
+        stored: u32,
+        /// CRC computed over the batch.
+        computed: u32,
+    },
+    /// Only RecordBatch v2 (magic 2) is accepted.
+    #[error("record batch magic {0} is not supported (only v2)")]
+    UnsupportedMagic(i8),
+    /// A codec this node does not decompress.
+    #[error("compression codec {0} is not supported")]
+    UnsupportedCompression(i16),
+    /// Transactional, control or idempotent batches (not implemented yet).
+    #[error("{0} batches are not supported yet")]
+    UnsupportedBatch(&'static str),
+    /// The records (decompressed) exceed the limit.
+    #[error("records of more than {limit_bytes} bytes")]
+    TooLarge {
+        /// The limit.
+        limit_bytes: usize,
+    },
+}
+
+/// One record of a client batch, borrowed from the request (or from its
+/// decompressed records).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    /// Absolute timestamp (base timestamp plus the record's delta).
+    pub timestamp_ms: i64,
+    /// Key, `None` when null.
+    pub key: Option<&'a [u8]>,
+    /// Value, `None` when null.
+    pub value: Option<&'a [u8]>,
+    /// Headers in wire order; a value is `None` when null.
+    pub headers: Vec<(&'a str, Option<&'a [u8]>)>,
+}
+
+/// Bounds on decoding client records.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    /// Largest records section of one batch after decompression.
+    pub max_records_bytes: usize,
+}
+
+/// Call `visit` for every record of every batch in a Produce partition's
+/// `records`, after checking each batch's framing and CRC-32C. Stops at the
+/// first error (from the batch or from `visit`).
+pub fn visit_records<E: From<RecordsError>>(
+    mut bytes: &[u8],
+    limits: DecodeLimits,
+    mut visit: impl FnMut(RecordRef<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    if bytes.is_empty() {
+        return Err(RecordsError::Corrupt("no record batch").into());
+    }
+    while !bytes.is_empty() {
+        let batch = split_batch(&mut bytes)?;
+        let header = BatchHead::parse(batch)?;
+        let payload = &batch[BATCH_HEADER_BYTES..];
+        let decompressed;
+        let records = match header.attributes & COMPRESSION_MASK {
+            0 => payload,
+            codec => {
+                decompressed = decompress(codec, payload, limits.max_records_bytes)?;
+                &decompressed[..]
+            }
+        };
+        if records.len() > limits.max_records_bytes {
+            return Err(RecordsError::TooLarge { limit_bytes: limits.max_records_bytes }.into());
+        }
+        // The count is untrusted: every record takes at least seven bytes.
+        if header.record_count as usize > records.len() / RECORD_MIN_BYTES || header.record_count == 0 {
+            return Err(RecordsError::Corrupt("record count disagrees with the records' size").into());
+        }
+        let mut cursor = Cursor { bytes: records };
+        for _ in 0..header.record_count {
+            visit(decode_record(&mut cursor, header.base_timestamp_ms)?)?;
+        }
+        if !cursor.bytes.is_empty() {
+            return Err(RecordsError::Corrupt("bytes after the last record").into());
+        }
+    }
+    Ok(())
+}
+
+/// The fields of a client batch header that decoding needs.
+struct BatchHead {
+    attributes: i16,
+    base_timestamp_ms: i64,
+    record_count: i32,
+}
+
+impl BatchHead {
+    /// Check magic, CRC-32C and what this node does not support yet.
+    fn parse(batch: &[u8]) -> Result<BatchHead, RecordsError> {
+        let magic = batch[16] as i8;
+        if magic != 2 {
+            return Err(RecordsError::UnsupportedMagic(magic));
+        }
+        let stored = u32::from_be_bytes(batch[17..21].try_into().expect("4 bytes"));
+        let computed = crc32c::crc32c(&batch[CRC_COVERAGE_START..]);
+        if stored != computed {
+            return Err(RecordsError::CrcMismatch { stored, computed });
+        }
+        let attributes = i16::from_be_bytes([batch[21], batch[22]]);
+        if attributes & CONTROL_BIT != 0 {
+            return Err(RecordsError::UnsupportedBatch("control"));
+        }
+        if attributes & TRANSACTIONAL_BIT != 0 {
+            return Err(RecordsError::UnsupportedBatch("transactional"));
+        }
+        let producer_id = i64::from_be_bytes(batch[43..51].try_into().expect("8 bytes"));
+        if producer_id >= 0 {
+            // Without InitProducerId no client has an id; one that sends
+            // one expects deduplication this node does not do yet.
+            return Err(RecordsError::UnsupportedBatch("idempotent"));
+        }
+        Ok(BatchHead {
+            attributes,
+            base_timestamp_ms: i64::from_be_bytes(batch[27..35].try_into().expect("8 bytes")),
+            record_count: i32::from_be_bytes(batch[57..61].try_into().expect("4 bytes")),
+        })
+    }
+}
+
+/// Take the next whole batch off `bytes` (by its declared length).
+fn split_batch<'a>(bytes: &mut &'a [u8]) -> Result<&'a [u8], RecordsError> {
+    if bytes.len() < BATCH_HEADER_BYTES {
+        return Err(RecordsError::Corrupt("record batch shorter than its header"));
+    }
+    let declared = i32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    let length = usize::try_from(declared)
+        .ok()
+        .and_then(|length| length.checked_add(LENGTH_COVERAGE_START))
+        .filter(|length| (BATCH_HEADER_BYTES..=bytes.len()).contains(length))
+        .ok_or(RecordsError::Corrupt("record batch length out of bounds"))?;
+    let (batch, rest) = bytes.split_at(length);
+    *bytes = rest;
+    Ok(batch)
+}
+
+/// Decompress a batch's records into at most `limit_bytes` (one byte more
+/// is read to tell "exactly at the limit" from "over it").
+fn decompress(codec: i16, payload: &[u8], limit_bytes: usize) -> Result<Vec<u8>, RecordsError> {
+    let corrupt = |_| RecordsError::Corrupt("compressed records do not decompress");
+    let mut out = Vec::new();
+    let bound = limit_bytes as u64 + 1;
+    match codec {
+        1 => flate2::read::GzDecoder::new(payload).take(bound).read_to_end(&mut out).map_err(corrupt)?,
+        2 => return snappy(payload, limit_bytes),
+        3 => lz4_flex::frame::FrameDecoder::new(payload).take(bound).read_to_end(&mut out).map_err(corrupt)?,
+        other => return Err(RecordsError::UnsupportedCompression(other)),
+    };
+    if out.len() > limit_bytes {
+        return Err(RecordsError::TooLarge { limit_bytes });
+    }
+    Ok(out)
+}
+
+/// Kafka's snappy: the xerial framing the Java client writes (a magic
+/// header, then length-prefixed raw snappy blocks) or one raw block.
+fn snappy(payload: &[u8], limit_bytes: usize) -> Result<Vec<u8>, RecordsError> {
+    const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
+    const XERIAL_HEADER_BYTES: usize = 16;
+    let corrupt = RecordsError::Corrupt("snappy records do not decompress");
+    let mut out = Vec::new();
+    let mut blocks: Vec<&[u8]> = Vec::new();
+    if payload.starts_with(XERIAL_MAGIC) && payload.len() >= XERIAL_HEADER_BYTES {
+        let mut rest = &payload[XERIAL_HEADER_BYTES..];
+        while !rest.is_empty() {
+            let length = rest.get(..4).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize);
+            let block = length.and_then(|length| rest.get(4..4 + length)).ok_or(corrupt.clone())?;
+            rest = &rest[4 + block.len()..];
+            blocks.push(block);
+        }
+    } else {
+        blocks.push(payload);
+    }
+    for block in blocks {
+        let length = snap::raw::decompress_len(block).map_err(|_| corrupt.clone())?;
+        if out.len() + length > limit_bytes {
+            return Err(RecordsError::TooLarge { limit_bytes });
+        }
+        let start = out.len();
+        out.resize(start + length, 0);
+        snap::raw::Decoder::new().decompress(block, &mut out[start..]).map_err(|_| corrupt.clone())?;
+    }
+    Ok(out)
+}
+
+fn decode_record<'a>(cursor: &mut Cursor<'a>, base_timestamp_ms: i64) -> Result<RecordRef<'a>, RecordsError> {
+    let length = cursor.length()?.ok_or(RecordsError::Corrupt("null record length"))?;
+    let mut record = Cursor { bytes: cursor.take(length)? };
+    record.take(1)?; // attributes: unused in v2
+    let timestamp_delta = record.varlong()?;
+    record.varlong()?; // offset delta: the log assigns dense offsets
+    let key = record.nullable_bytes()?;
+    let value = record.nullable_bytes()?;
+    let header_count = record.length()?.ok_or(RecordsError::Corrupt("null header count"))?;
+    // Two bytes per header at least: the count cannot reserve past the record.
+    if header_count > record.bytes.len() / 2 {
+        return Err(RecordsError::Corrupt("header count exceeds the record"));
+    }
+    let mut headers = Vec::with_capacity(header_count);
+    for _ in 0..header_count {
+        let name = record.nullable_bytes()?.ok_or(RecordsError::Corrupt("null header key"))?;
+        let name = std::str::from_utf8(name).map_err(|_| RecordsError::Corrupt("header key is not UTF-8"))?;
+        headers.push((name, record.nullable_bytes()?));
+    }
+    if !record.bytes.is_empty() {
+        return Err(RecordsError::Corrupt("record length disagrees with its fields"));
+    }
+    let timestamp_ms = base_timestamp_ms.wrapping_add(timestamp_delta);
+    Ok(RecordRef { timestamp_ms, key, value, headers })
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, length: usize) -> Result<&'a [u8], RecordsError> {
+        if length > self.bytes.len() {
+            return Err(RecordsError::Corrupt("field runs past the record"));
+        }
+        let (taken, rest) = self.bytes.split_at(length);
+        self.bytes = rest;
+        Ok(taken)
+    }
+
+    /// A zigzag varint of at most ten bytes.
+    fn varlong(&mut self) -> Result<i64, RecordsError> {
+        let mut value = 0u64;
+        for index in 0..10 {
+            let byte = *self.bytes.first().ok_or(RecordsError::Corrupt("varint runs past the record"))?;
+            self.bytes = &self.bytes[1..];
+            value |= u64::from(byte & 0x7f) << (7 * index);
+            if byte & 0x80 == 0 {
+                return Ok((value >> 1) as i64 ^ -((value & 1) as i64));
+            }
+        }
+        Err(RecordsError::Corrupt("varint longer than ten bytes"))
+    }
+
+    /// A length: -1 is null, below that is corrupt.
+    fn length(&mut self) -> Result<Option<usize>, RecordsError> {
+        match self.varlong()? {
+            -1 => Ok(None),
+            length => usize::try_from(length).map(Some).map_err(|_| RecordsError::Corrupt("negative length")),
+        }
+    }
+
+    fn nullable_bytes(&mut self) -> Result<Option<&'a [u8]>, RecordsError> {
+        self.length()?.map(|length| self.take(length)).transpose()
+    }
+}
+
+/// What a batch sent to consumers says about itself.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSummary {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Leader epoch the batch was written under.
+    pub leader_epoch: u32,
+    /// Timestamp of the first record (the base of the deltas).
+    pub first_timestamp_ms: i64,
+    /// Largest record timestamp.
+    pub max_timestamp_ms: i64,
+}
+
+/// Encodes one RecordBatch v2 (uncompressed, CreateTime, no producer) into
+/// the end of `out`.
+pub struct BatchEncoder<'a> {
+    out: &'a mut Vec<u8>,
+    start: usize,
+    summary: BatchSummary,
+    record_count: i32,
+}
+
+impl<'a> BatchEncoder<'a> {
+    /// Start a batch at the end of `out`.
+    pub fn begin(out: &'a mut Vec<u8>, summary: BatchSummary) -> BatchEncoder<'a> {
+        let start = out.len();
+        out.resize(start + BATCH_HEADER_BYTES, 0);
+        BatchEncoder { out, start, summary, record_count: 0 }
+    }
+
+    /// Append the next record (its offset is the batch's base plus the
+    /// records pushed before it).
+    pub fn push(&mut self, timestamp_ms: i64, key: Option<&[u8]>, value: &[u8], headers: &[(&str, &[u8])]) {
+        let mut body = Vec::with_capacity(16 + key.map_or(0, <[u8]>::len) + value.len());
+        body.push(0); // attributes
+        put_varlong(&mut body, timestamp_ms.wrapping_sub(self.summary.first_timestamp_ms));
+        put_varlong(&mut body, i64::from(self.record_count));
+        put_bytes(&mut body, key);
+        put_bytes(&mut body, Some(value));
+        put_varlong(&mut body, headers.len() as i64);
+        for (name, header_value) in headers {
+            put_bytes(&mut body, Some(name.as_bytes()));
+            put_bytes(&mut body, Some(header_value));
+        }
+        put_varlong(self.out, body.len() as i64);
+        self.out.extend_from_slice(&body);
+        self.record_count += 1;
+    }
+
+    /// Write the header and the CRC-32C. A batch without records is removed.
+    pub fn finish(self) {
+        if self.record_count == 0 {
+            self.out.truncate(self.start);
+            return;
+        }
+        let summary = self.summary;
+        let batch = &mut self.out[self.start..];
+        let batch_length = (batch.len() - LENGTH_COVERAGE_START) as i32;
+        batch[0..8].copy_from_slice(&(summary.base_offset as i64).to_be_bytes());
+        batch[8..12].copy_from_slice(&batch_length.to_be_bytes());
+        batch[12..16].copy_from_slice(&(summary.leader_epoch as i32).to_be_bytes());
+        batch[16] = 2;
+        batch[21..23].copy_from_slice(&0i16.to_be_bytes());
+        batch[23..27].copy_from_slice(&(self.record_count - 1).to_be_bytes());
+        batch[27..35].copy_from_slice(&summary.first_timestamp_ms.to_be_bytes());
+        batch[35..43].copy_from_slice(&summary.max_timestamp_ms.to_be_bytes());
+        batch[43..51].copy_from_slice(&(-1i64).to_be_bytes());
+        batch[51..53].copy_from_slice(&(-1i16).to_be_bytes());
+        batch[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+        batch[57..61].copy_from_slice(&self.record_count.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[CRC_COVERAGE_START..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+}
+
+fn put_varlong(out: &mut Vec<u8>, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    while zigzag >= 0x80 {
+        out.push((zigzag as u8 & 0x7f) | 0x80);
+        zigzag >>= 7;
+    }
+    out.push(zigzag as u8);
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(bytes) => {
+            put_varlong(out, bytes.len() as i64);
+            out.extend_from_slice(bytes);
+        }
+        None => put_varlong(out, -1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: DecodeLimits = DecodeLimits { max_records_bytes: 1 << 20 };
+
+    /// timestamp, key, value, headers
+    type Input<'a> = (i64, Option<&'a [u8]>, &'a [u8], &'a [(&'a str, &'a [u8])]);
+    /// timestamp, key, value, headers (owned)
+    type Decoded = (i64, Option<Vec<u8>>, Vec<u8>, Vec<(String, Vec<u8>)>);
+
+    fn encoded(records: &[Input<'_>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let summary =
+            BatchSummary { base_offset: 7, leader_epoch: 3, first_timestamp_ms: records[0].0, max_timestamp_ms: 0 };
+        let mut encoder = BatchEncoder::begin(&mut out, summary);
+        for (timestamp_ms, key, value, headers) in records {
+            encoder.push(*timestamp_ms, *key, value, headers);
+        }
+        encoder.finish();
+        out
+    }
+
+    fn decoded(bytes: &[u8]) -> Result<Vec<Decoded>, RecordsError> {
+        let mut records = Vec::new();
+        visit_records::<RecordsError>(bytes, LIMITS, |record| {
+            let headers = record.headers.iter().map(|(name, value)| (name.to_string(), value.unwrap().to_vec()));
+            records.push((
+                record.timestamp_ms,
+                record.key.map(<[u8]>::to_vec),
+                record.value.unwrap().to_vec(),
+                headers.collect(),
+            ));
+            Ok(())
+        })?;
+        Ok(records)
+    }
+
+    #[test]
+    fn encoded_batch_decodes_to_the_same_records_with_duplicate_headers_kept() {
+        let headers: &[(&str, &[u8])] = &[("h", b"1"), ("h", b"2")];
+        let bytes = encoded(&[(1_000, Some(b"k"), b"v1", headers), (999, None, b"", &[])]);
+        let records = decoded(&bytes).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(
+            records[0],
+            (
+                1_000,
+                Some(b"k".to_vec()),
+                b"v1".to_vec(),
+                vec![("h".into(), b"1".to_vec()), ("h".into(), b"2".to_vec())]
+            )
+        );
+        assert_eq!(records[1], (999, None, Vec::new(), Vec::new()));
+    }
+
+    #[test]
+    fn flipped_bit_fails_the_crc() {
+        let mut bytes = encoded(&[(5, Some(b"key"), b"value", &[])]);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert!(matches!(decoded(&bytes), Err(RecordsError::CrcMismatch { .. })));
+    }
+
+    #[test]
+    fn huge_record_count_is_refused_before_any_allocation() {
+        let mut bytes = encoded(&[(5, None, b"v", &[])]);
+        bytes[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[CRC_COVERAGE_START..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(decoded(&bytes), Err(RecordsError::Corrupt("record count disagrees with the records' size")));
+    }
+
+    #[test]
+    fn batch_length_past_the_bytes_is_corrupt() {
+        let mut bytes = encoded(&[(5, None, b"v", &[])]);
+        bytes[8..12].copy_from_slice(&i32::MAX.to_be_bytes());
+        assert_eq!(decoded(&bytes), Err(RecordsError::Corrupt("record batch length out of bounds")));
+    }
+
+    #[test]
+    fn gzip_records_decompress_within_the_limit_and_not_past_it() {
+        use std::io::Write;
+        let plain = encoded(&[(5, Some(b"k"), &[b'x'; 4096], &[])]);
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(&plain[BATCH_HEADER_BYTES..]).unwrap();
+        let mut bytes = plain[..BATCH_HEADER_BYTES].to_vec();
+        bytes.extend_from_slice(&encoder.finish().unwrap());
+        let length = (bytes.len() - LENGTH_COVERAGE_START) as i32;
+        bytes[8..12].copy_from_slice(&length.to_be_bytes());
+        bytes[21..23].copy_from_slice(&1i16.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[CRC_COVERAGE_START..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(decoded(&bytes).unwrap()[0].2, vec![b'x'; 4096]);
+        let small = DecodeLimits { max_records_bytes: 1024 };
+        let refused = visit_records::<RecordsError>(&bytes, small, |_| Ok(()));
+        assert_eq!(refused, Err(RecordsError::TooLarge { limit_bytes: 1024 }));
+    }
+
+    #[test]
+    fn varints_round_trip_at_the_edges() {
+        for value in [0, 1, -1, 63, -64, 64, i64::from(i32::MAX), i64::MIN, i64::MAX] {
+            let mut out = Vec::new();
+            put_varlong(&mut out, value);
+            assert_eq!(Cursor { bytes: &out }.varlong().unwrap(), value);
+        }
+    }
+}

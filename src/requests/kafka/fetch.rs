@@ -1,0 +1,161 @@
+//! Kafka Fetch and ListOffsets over the native consumer reads: records
+//! below the high watermark consumers may see, the log start offset, and
+//! the native long poll.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::fetch_request::FetchTopic;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::ResponseError;
+
+use super::{error_code, respond, transcode, KafkaServeError};
+use crate::protocol::kafka::{decode_body, KafkaRequest};
+use crate::protocol::{Request, Response};
+use crate::shard::context::ShardContext;
+
+/// How often a Fetch of several partitions looks again while it waits
+/// (a Fetch of one partition waits in the native long poll instead).
+const MULTI_PARTITION_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// ListOffsets timestamp asking for the log start offset.
+const EARLIEST_TIMESTAMP: i64 = -2;
+/// ListOffsets timestamp asking for the high watermark.
+const LATEST_TIMESTAMP: i64 = -1;
+
+/// Answer a Fetch: read every partition without waiting; if none had
+/// records, wait up to `max_wait_ms` for any of them.
+pub async fn fetch(context: &Rc<ShardContext>, request: &KafkaRequest) -> Result<Vec<u8>, KafkaServeError> {
+    let body: FetchRequest = decode_body(request)?;
+    let max_wait_ms = u32::try_from(body.max_wait_ms).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_millis(u64::from(max_wait_ms));
+    let single_partition = body.topics.iter().map(|topic| topic.partitions.len()).sum::<usize>() == 1;
+    let mut wait_ms = 0;
+    let mut responses = read_all(context, &body, wait_ms).await;
+    // Bounded by the deadline: every round but the last sleeps first.
+    while !has_records(&responses) && Instant::now() < deadline {
+        if single_partition {
+            wait_ms = deadline.saturating_duration_since(Instant::now()).as_millis() as u32;
+        } else {
+            crate::runtime::sleep(MULTI_PARTITION_POLL_INTERVAL.min(deadline - Instant::now())).await;
+        }
+        responses = read_all(context, &body, wait_ms).await;
+        if single_partition {
+            break;
+        }
+    }
+    respond(request, &FetchResponse::default().with_responses(responses))
+}
+
+fn has_records(responses: &[FetchableTopicResponse]) -> bool {
+    responses
+        .iter()
+        .flat_map(|topic| &topic.partitions)
+        .any(|partition| partition.records.as_ref().is_some_and(|records| !records.is_empty()))
+}
+
+/// One read of every partition, the response's `max_bytes` shared out in
+/// order (the first partition with records always gets some).
+async fn read_all(context: &Rc<ShardContext>, body: &FetchRequest, wait_ms: u32) -> Vec<FetchableTopicResponse> {
+    let mut remaining_bytes = usize::try_from(body.max_bytes).unwrap_or(0).max(1);
+    let mut responses = Vec::with_capacity(body.topics.len());
+    for topic in &body.topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for partition in &topic.partitions {
+            let max_bytes = usize::try_from(partition.partition_max_bytes).unwrap_or(0).min(remaining_bytes);
+            let data = read_partition(context, topic, partition.partition, partition.fetch_offset, max_bytes, wait_ms);
+            let data = data.await;
+            let used = data.records.as_ref().map_or(0, |records| records.len());
+            remaining_bytes = remaining_bytes.saturating_sub(used).max(1);
+            partitions.push(data);
+        }
+        responses.push(FetchableTopicResponse::default().with_topic(topic.topic.clone()).with_partitions(partitions));
+    }
+    responses
+}
+
+async fn read_partition(
+    context: &Rc<ShardContext>,
+    topic: &FetchTopic,
+    index: i32,
+    offset: i64,
+    max_bytes: usize,
+    wait_ms: u32,
+) -> PartitionData {
+    let answer = PartitionData::default().with_partition_index(index).with_records(Some(Default::default()));
+    let (Ok(partition), Ok(offset)) = (u32::try_from(index), u64::try_from(offset)) else {
+        let code = match index < 0 {
+            true => ResponseError::UnknownTopicOrPartition,
+            false => ResponseError::OffsetOutOfRange,
+        };
+        return answer.with_error_code(code.code());
+    };
+    let max_bytes = u32::try_from(max_bytes).unwrap_or(u32::MAX);
+    let read = Request::Fetch { topic: topic.topic.0.to_string(), partition, offset, max_bytes, max_wait_ms: wait_ms };
+    match crate::requests::handle(context, read).await {
+        Ok(Response::Fetch { high_watermark, log_start_offset, batches, .. }) => {
+            let mut records = Vec::with_capacity(batches.len() + batches.len() / 4);
+            let answer = answer
+                .with_high_watermark(high_watermark as i64)
+                .with_last_stable_offset(high_watermark as i64)
+                .with_log_start_offset(log_start_offset as i64);
+            match transcode::native_to_kafka(&batches, &mut records) {
+                Ok(()) => answer.with_records(Some(records.into())),
+                Err(error) => {
+                    tracing::error!(target: "ringlog::kafka", %error, "a batch read from the log does not transcode");
+                    answer.with_error_code(ResponseError::KafkaStorageError.code())
+                }
+            }
+        }
+        Ok(_) => answer.with_error_code(ResponseError::UnknownServerError.code()),
+        Err(error) => answer.with_error_code(error_code(&error)),
+    }
+}
+
+/// Answer ListOffsets: earliest (-2) is the log start offset, latest (-1)
+/// the high watermark consumers may see, a timestamp the first offset at
+/// or after it below the high watermark (-1 when there is none).
+pub async fn list_offsets(context: &Rc<ShardContext>, request: &KafkaRequest) -> Result<Vec<u8>, KafkaServeError> {
+    let body: ListOffsetsRequest = decode_body(request)?;
+    let mut topics = Vec::with_capacity(body.topics.len());
+    for topic in &body.topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for partition in &topic.partitions {
+            let answer = ListOffsetsPartitionResponse::default().with_partition_index(partition.partition_index);
+            let offset = match u32::try_from(partition.partition_index) {
+                Ok(index) => find(context, &topic.name.0, index, partition.timestamp).await,
+                Err(_) => Err(ResponseError::UnknownTopicOrPartition.code()),
+            };
+            partitions.push(match offset {
+                Ok(offset) => answer.with_offset(offset).with_timestamp(-1),
+                Err(code) => answer.with_error_code(code).with_offset(-1).with_timestamp(-1),
+            });
+        }
+        topics.push(ListOffsetsTopicResponse::default().with_name(topic.name.clone()).with_partitions(partitions));
+    }
+    respond(request, &ListOffsetsResponse::default().with_topics(topics))
+}
+
+/// The offset ListOffsets names for `timestamp`, or a Kafka error code.
+async fn find(context: &Rc<ShardContext>, topic: &str, partition: u32, timestamp: i64) -> Result<i64, i16> {
+    let bounds = Request::ListOffsets { topic: topic.to_string(), partition };
+    let (log_start_offset, high_watermark) = match crate::requests::handle(context, bounds).await {
+        Ok(Response::ListOffsets { log_start_offset, high_watermark, .. }) => (log_start_offset, high_watermark),
+        Ok(_) => return Err(ResponseError::UnknownServerError.code()),
+        Err(error) => return Err(error_code(&error)),
+    };
+    match timestamp {
+        EARLIEST_TIMESTAMP => return Ok(log_start_offset as i64),
+        LATEST_TIMESTAMP => return Ok(high_watermark as i64),
+        timestamp if timestamp < 0 => return Err(ResponseError::InvalidRequest.code()),
+        _ => {}
+    }
+    let search = Request::FindOffset { topic: topic.to_string(), partition, timestamp_ms: timestamp };
+    match crate::requests::handle(context, search).await {
+        Ok(Response::FindOffset { offset: Some(offset) }) if offset < high_watermark => Ok(offset as i64),
+        Ok(Response::FindOffset { .. }) => Ok(-1),
+        Ok(_) => Err(ResponseError::UnknownServerError.code()),
+        Err(error) => Err(error_code(&error)),
+    }
+}

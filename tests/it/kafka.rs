@@ -1,0 +1,381 @@
+//! The Kafka listener (SPEC §10) against clients no one here wrote: kcat
+//! (librdkafka) and requests encoded by the `kafka-protocol` crate, with
+//! records crossing between the Kafka and the native protocol.
+//!
+//! kcat is installed by `tools/install-deps.sh` (CI runs it); without it
+//! these tests fail and say so.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::RecordBatchDecoder;
+use ringlog::protocol::{Acks, Request, Response, TopicSettings};
+use ringlog::storage::batch::{BatchBuilder, BatchIter, RecordIter, BATCH_HEADER_BYTES};
+
+use crate::node::{free_port, Node};
+
+/// A node with a Kafka listener on a free port.
+struct KafkaNode {
+    node: Node,
+    kafka: String,
+    _dir: tempfile::TempDir,
+}
+
+fn start(shards: usize) -> KafkaNode {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = format!("127.0.0.1:{}", free_port());
+    let node = Node::start_with(dir.path(), shards, &[("RINGLOG_KAFKA_LISTEN", &kafka)]);
+    KafkaNode { node, kafka, _dir: dir }
+}
+
+fn create_topic(node: &Node, name: &str, partitions: u32) {
+    let settings = TopicSettings { partitions, ..TopicSettings::default() };
+    node.client().call(Request::CreateTopic { name: name.into(), settings }).expect("create topic");
+}
+
+/// Run kcat with `arguments` and `input` on stdin, bounded in time.
+fn kcat(arguments: &[&str], input: &[u8]) -> Output {
+    let found = Command::new("kcat").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    assert!(
+        found.is_ok_and(|status| status.success()),
+        "kcat is not installed: the Kafka tests need it (bash tools/install-deps.sh, or apt-get install kcat)"
+    );
+    let mut child = Command::new("kcat")
+        .args(arguments)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kcat");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("kcat {arguments:?} did not finish within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// kcat produce; fails the test on any delivery error (kcat itself exits 0).
+fn kcat_produce(kafka: &str, topic: &str, partition: u32, extra: &[&str], lines: &str) {
+    let partition = partition.to_string();
+    let mut arguments = vec!["-b", kafka, "-P", "-t", topic, "-p", &partition, "-K", "\t"];
+    arguments.extend_from_slice(extra);
+    let output = kcat(&arguments, lines.as_bytes());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && !stderr.contains("failed"), "kcat produce {extra:?}: {stderr}");
+}
+
+/// One line per record of a partition, read with kcat from the beginning:
+/// `offset|key|value|timestamp|headers`.
+fn kcat_consume(kafka: &str, topic: &str, partition: u32) -> Vec<String> {
+    let partition = partition.to_string();
+    let format = "%o|%k|%s|%T|%h\n";
+    let arguments = ["-b", kafka, "-C", "-t", topic, "-p", &partition, "-o", "beginning", "-e", "-q", "-f", format];
+    let output = kcat(&arguments, b"");
+    assert!(output.status.success(), "kcat consume: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().lines().map(str::to_string).collect()
+}
+
+/// What the native protocol reads back, as kcat's lines would show it.
+fn native_consume(node: &Node, topic: &str, partition: u32) -> Vec<String> {
+    let mut client = node.client();
+    let request = Request::Fetch { topic: topic.into(), partition, offset: 0, max_bytes: 1 << 20, max_wait_ms: 0 };
+    let Ok(Response::Fetch { batches, .. }) = client.call(request) else { panic!("native fetch failed") };
+    let mut lines = Vec::new();
+    for batch in BatchIter::new(&batches, usize::MAX) {
+        let (header, bytes) = batch.unwrap();
+        for (index, record) in RecordIter::new(&bytes[BATCH_HEADER_BYTES..]).enumerate() {
+            let record = record.unwrap();
+            let headers: Vec<String> =
+                record.headers().map(|(name, value)| format!("{name}={}", String::from_utf8_lossy(value))).collect();
+            lines.push(format!(
+                "{}|{}|{}|{}|{}",
+                header.base_offset + index as u64,
+                String::from_utf8_lossy(record.key.unwrap_or_default()),
+                String::from_utf8_lossy(record.value),
+                record.timestamp_ms,
+                headers.join(",")
+            ));
+        }
+    }
+    lines
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[test]
+fn kcat_produces_keys_and_headers_and_consumes_them_back_by_partition() {
+    let node = start(2);
+    create_topic(&node.node, "kafka-kv", 2);
+    let before = now_ms();
+    kcat_produce(&node.kafka, "kafka-kv", 0, &["-H", "trace=a", "-H", "trace=b"], "k1\tv1\nk2\tv2\n");
+    kcat_produce(&node.kafka, "kafka-kv", 1, &["-H", "only=1"], "k3\tv3\n");
+    let after = now_ms();
+    let zero = kcat_consume(&node.kafka, "kafka-kv", 0);
+    let one = kcat_consume(&node.kafka, "kafka-kv", 1);
+    let strip = |line: &String| {
+        let fields: Vec<&str> = line.split('|').collect();
+        let timestamp: i64 = fields[3].parse().unwrap();
+        assert!((before..=after).contains(&timestamp), "timestamp {timestamp} of {line} not in the produce window");
+        format!("{}|{}|{}|{}", fields[0], fields[1], fields[2], fields[4])
+    };
+    assert_eq!(zero.iter().map(strip).collect::<Vec<_>>(), ["0|k1|v1|trace=a,trace=b", "1|k2|v2|trace=a,trace=b"]);
+    assert_eq!(one.iter().map(strip).collect::<Vec<_>>(), ["0|k3|v3|only=1"]);
+}
+
+#[test]
+fn records_produced_with_kcat_read_back_natively_with_the_same_fields() {
+    let node = start(2);
+    create_topic(&node.node, "kafka-to-native", 1);
+    kcat_produce(&node.kafka, "kafka-to-native", 0, &["-H", "h=1", "-H", "h=2", "-H", "x="], "key\tvalue\n\tno key\n");
+    kcat_produce(&node.kafka, "kafka-to-native", 0, &["-X", "acks=all"], "k\tthird\n");
+    let through_kafka = kcat_consume(&node.kafka, "kafka-to-native", 0);
+    let through_native = native_consume(&node.node, "kafka-to-native", 0);
+    assert_eq!(through_native.len(), 3);
+    assert_eq!(through_native, through_kafka);
+    assert!(through_native[0].starts_with("0|key|value|") && through_native[0].ends_with("|h=1,h=2,x="));
+}
+
+#[test]
+fn records_produced_natively_read_back_with_kcat_with_the_same_fields() {
+    let node = start(2);
+    create_topic(&node.node, "native-to-kafka", 1);
+    let mut builder = BatchBuilder::new();
+    builder.push(1_700_000_000_123, Some(b"alpha"), b"one", &[("h", b"1"), ("h", b"2")]);
+    builder.push(1_700_000_000_100, None, b"two", &[]);
+    builder.push(1_700_000_000_200, Some(b"gamma"), b"three", &[("z", b"")]);
+    let batch = builder.finish().to_vec();
+    let produce = Request::Produce { topic: "native-to-kafka".into(), partition: 0, acks: Acks::Leader, batch };
+    assert!(matches!(node.node.client().call(produce), Ok(Response::Produce { base_offset: 0, .. })));
+    let through_kafka = kcat_consume(&node.kafka, "native-to-kafka", 0);
+    assert_eq!(
+        through_kafka,
+        ["0|alpha|one|1700000000123|h=1,h=2", "1||two|1700000000100|", "2|gamma|three|1700000000200|z="]
+    );
+    assert_eq!(native_consume(&node.node, "native-to-kafka", 0), through_kafka);
+}
+
+#[test]
+fn compressed_batches_are_stored_decompressed_and_unsupported_codecs_refused() {
+    let node = start(1);
+    create_topic(&node.node, "kafka-codecs", 1);
+    // Large, compressible values: librdkafka sends small ones uncompressed.
+    let value = "x".repeat(5_000);
+    for codec in ["gzip", "snappy", "lz4"] {
+        kcat_produce(&node.kafka, "kafka-codecs", 0, &["-z", codec], &format!("{codec}\t{value}\n"));
+    }
+    let lines = native_consume(&node.node, "kafka-codecs", 0);
+    let keys: Vec<&str> = lines.iter().map(|line| line.split('|').nth(1).unwrap()).collect();
+    assert_eq!(keys, ["gzip", "snappy", "lz4"]);
+    assert!(lines.iter().all(|line| line.split('|').nth(2) == Some(value.as_str())));
+    let refused = kcat(
+        &["-b", &node.kafka, "-P", "-t", "kafka-codecs", "-p", "0", "-z", "zstd"],
+        format!("{value}\n").as_bytes(),
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("Unsupported compression type"), "zstd should be refused clearly: {stderr}");
+    assert_eq!(native_consume(&node.node, "kafka-codecs", 0).len(), 3, "nothing of the refused batch was stored");
+}
+
+#[test]
+fn kcat_lists_offsets_by_time_and_metadata_names_this_node() {
+    let node = start(2);
+    create_topic(&node.node, "kafka-offsets", 3);
+    let mut builder = BatchBuilder::new();
+    for timestamp_ms in [1_000, 2_000, 3_000] {
+        builder.push(timestamp_ms, None, b"v", &[]);
+    }
+    let batch = builder.finish().to_vec();
+    let produce = Request::Produce { topic: "kafka-offsets".into(), partition: 2, acks: Acks::Leader, batch };
+    node.node.client().call(produce).unwrap();
+    let query = |spec: &str| {
+        let output = kcat(&["-b", &node.kafka, "-Q", "-t", spec], b"");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    assert_eq!(query("kafka-offsets:2:1500"), "kafka-offsets [2] offset 1");
+    assert_eq!(query("kafka-offsets:2:3000"), "kafka-offsets [2] offset 2");
+    assert_eq!(query("kafka-offsets:2:3001"), "kafka-offsets [2] offset -1");
+    let metadata = kcat(&["-b", &node.kafka, "-L", "-t", "kafka-offsets"], b"");
+    let metadata = String::from_utf8_lossy(&metadata.stdout);
+    assert!(metadata.contains(&format!("broker 0 at {}", node.kafka)), "{metadata}");
+    assert!(metadata.contains("topic \"kafka-offsets\" with 3 partitions"), "{metadata}");
+}
+
+/// A blocking Kafka connection speaking through the `kafka-protocol` crate.
+struct KafkaClient {
+    stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl KafkaClient {
+    fn connect(address: &str) -> KafkaClient {
+        let stream = TcpStream::connect(address).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        KafkaClient { stream, correlation_id: 0 }
+    }
+
+    fn call<T: Encodable, R: Decodable>(&mut self, api: ApiKey, version: i16, body: &T) -> R {
+        self.correlation_id += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("ringlog-test")));
+        let mut frame = BytesMut::new();
+        header.encode(&mut frame, api.request_header_version(version)).unwrap();
+        body.encode(&mut frame, version).unwrap();
+        self.stream.write_all(&(frame.len() as i32).to_be_bytes()).unwrap();
+        self.stream.write_all(&frame).unwrap();
+        let mut prefix = [0u8; 4];
+        self.stream.read_exact(&mut prefix).unwrap();
+        let mut answer = vec![0u8; i32::from_be_bytes(prefix) as usize];
+        self.stream.read_exact(&mut answer).unwrap();
+        let mut answer = Bytes::from(answer);
+        let header_version = if api == ApiKey::ApiVersions { 0 } else { api.response_header_version(version) };
+        let header = ResponseHeader::decode(&mut answer, header_version).unwrap();
+        assert_eq!(header.correlation_id, self.correlation_id);
+        let response = R::decode(&mut answer, version).unwrap();
+        assert!(answer.is_empty(), "{api:?} v{version}: {} bytes after the response", answer.len());
+        response
+    }
+}
+
+#[test]
+fn api_versions_lists_exactly_what_is_served_at_every_version() {
+    let node = start(1);
+    let mut client = KafkaClient::connect(&node.kafka);
+    for version in 0..=3 {
+        let response: ApiVersionsResponse = client.call(ApiKey::ApiVersions, version, &ApiVersionsRequest::default());
+        assert_eq!(response.error_code, 0);
+        let mut keys: Vec<i16> = response.api_keys.iter().map(|api| api.api_key).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [0, 1, 2, 3, 18, 19, 20],
+            "Produce, Fetch, ListOffsets, Metadata, ApiVersions, Create/DeleteTopics"
+        );
+    }
+}
+
+#[test]
+fn create_and_delete_topics_through_kafka_are_visible_natively() {
+    let node = start(2);
+    let mut client = KafkaClient::connect(&node.kafka);
+    let topic = CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("made-by-kafka")))
+        .with_num_partitions(4)
+        .with_replication_factor(-1);
+    let create = CreateTopicsRequest::default().with_topics(vec![topic.clone()]).with_timeout_ms(5_000);
+    let created: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 5, &create);
+    assert_eq!(created.topics[0].error_code, 0, "{:?}", created.topics[0].error_message);
+    let again: CreateTopicsResponse = client.call(ApiKey::CreateTopics, 5, &create);
+    assert_eq!(again.topics[0].error_code, 36, "TOPIC_ALREADY_EXISTS");
+    let Ok(Response::ListTopics(topics)) = node.node.client().call(Request::ListTopics) else { panic!("list") };
+    assert!(topics.contains(&("made-by-kafka".to_string(), 4)), "{topics:?}");
+    let delete = DeleteTopicsRequest::default()
+        .with_topic_names(vec![TopicName(StrBytes::from_static_str("made-by-kafka"))])
+        .with_timeout_ms(5_000);
+    let deleted: DeleteTopicsResponse = client.call(ApiKey::DeleteTopics, 4, &delete);
+    assert_eq!(deleted.responses[0].error_code, 0);
+    let deleted: DeleteTopicsResponse = client.call(ApiKey::DeleteTopics, 4, &delete);
+    assert_eq!(deleted.responses[0].error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+}
+
+#[test]
+fn fetch_long_poll_wakes_when_a_native_produce_arrives() {
+    let node = start(2);
+    create_topic(&node.node, "kafka-poll", 1);
+    let partition = FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(1 << 20);
+    let topic = FetchTopic::default()
+        .with_topic(TopicName(StrBytes::from_static_str("kafka-poll")))
+        .with_partitions(vec![partition]);
+    let fetch = FetchRequest::default()
+        .with_max_wait_ms(10_000)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![topic]);
+    let mut builder = BatchBuilder::new();
+    builder.push(42, Some(b"k"), b"late", &[]);
+    let batch = builder.finish().to_vec();
+    let producer = node.node.client();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut producer = producer;
+        producer
+            .call(Request::Produce { topic: "kafka-poll".into(), partition: 0, acks: Acks::Leader, batch })
+            .unwrap();
+    });
+    let started = Instant::now();
+    let response: FetchResponse = KafkaClient::connect(&node.kafka).call(ApiKey::Fetch, 11, &fetch);
+    writer.join().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "the long poll waited past the produce");
+    let data = &response.responses[0].partitions[0];
+    assert_eq!((data.error_code, data.high_watermark, data.log_start_offset), (0, 1, 0));
+    let mut records = data.records.clone().unwrap();
+    let decoded = RecordBatchDecoder::decode(&mut records).unwrap();
+    assert_eq!(decoded.records.len(), 1);
+    assert_eq!(decoded.records[0].value.as_deref(), Some(&b"late"[..]));
+    assert_eq!(decoded.records[0].timestamp, 42);
+}
+
+/// Whether the node closed `stream` (EOF or reset, not a read timeout).
+fn closed_by_node(stream: &mut TcpStream) -> bool {
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buffer = [0u8; 64];
+    match stream.read(&mut buffer) {
+        Ok(read) => read == 0,
+        Err(error) => !matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    }
+}
+
+#[test]
+fn garbage_and_oversized_kafka_frames_close_that_connection_while_another_client_carries_on() {
+    let node = start(2);
+    create_topic(&node.node, "kafka-bad", 1);
+    let mut steady = KafkaClient::connect(&node.kafka);
+    let mut garbage = TcpStream::connect(&node.kafka).unwrap();
+    garbage.write_all(&12i32.to_be_bytes()).unwrap();
+    garbage.write_all(b"\x7f\x7f garbage!!").unwrap();
+    assert!(closed_by_node(&mut garbage), "an unknown api key closes the connection");
+    let mut oversized = TcpStream::connect(&node.kafka).unwrap();
+    oversized.write_all(&i32::MAX.to_be_bytes()).unwrap();
+    assert!(closed_by_node(&mut oversized), "an oversized frame closes the connection before its body arrives");
+    let mut negative = TcpStream::connect(&node.kafka).unwrap();
+    negative.write_all(&(-5i32).to_be_bytes()).unwrap();
+    assert!(closed_by_node(&mut negative), "a negative length closes the connection");
+    // A Produce whose body does not decode (topics array of 2^31-1).
+    let mut hostile = TcpStream::connect(&node.kafka).unwrap();
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&0i16.to_be_bytes());
+    frame.extend_from_slice(&3i16.to_be_bytes());
+    frame.extend_from_slice(&9i32.to_be_bytes());
+    frame.extend_from_slice(&(-1i16).to_be_bytes()); // client id: null
+    frame.extend_from_slice(&(-1i16).to_be_bytes()); // transactional id: null
+    frame.extend_from_slice(&1i16.to_be_bytes()); // acks
+    frame.extend_from_slice(&1000i32.to_be_bytes()); // timeout
+    frame.extend_from_slice(&i32::MAX.to_be_bytes()); // topic count
+    hostile.write_all(&(frame.len() as i32).to_be_bytes()).unwrap();
+    hostile.write_all(&frame).unwrap();
+    assert!(closed_by_node(&mut hostile), "an undecodable body closes the connection");
+    // The steady client and kcat are served all along.
+    let response: ApiVersionsResponse = steady.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(response.error_code, 0);
+    kcat_produce(&node.kafka, "kafka-bad", 0, &[], "k\tstill served\n");
+    assert_eq!(kcat_consume(&node.kafka, "kafka-bad", 0).len(), 1);
+}
