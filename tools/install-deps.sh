@@ -2,7 +2,8 @@
 # Install what cargo cannot fetch: fio (benchmarks), e2fsprogs/util-linux
 # (the real ENOSPC test's and the nemesis's loop-mounted filesystems),
 # iptables (the nemesis's node-to-node partitions), etcd and protoc (cluster
-# issues), kcat (the Kafka protocol tests), and for the console's browser test chromium, node and npm, then
+# issues), kcat and kafka-python (the Kafka protocol tests), and for the
+# console's browser test chromium, node and npm, then
 # `npm ci` in tests/browser (playwright-core at the locked version; it drives
 # Debian's chromium and downloads no browser of its own). Idempotent:
 # installs only what is missing. Needs root for apt.
@@ -34,6 +35,12 @@ if ((${#need[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# kafka-python: a second Kafka client no one here wrote (tests/it/kafka.rs).
+if ! python3 -c "import kafka" >/dev/null 2>&1; then
+    echo "install-deps: pip install kafka-python" >&2
+    python3 -m pip install --quiet --disable-pip-version-check "kafka-python==3.0.12"
 fi
 
 browser_tests="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"

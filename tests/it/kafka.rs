@@ -13,12 +13,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
+    DeleteTopicsResponse, FetchRequest, FetchResponse, MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::RecordBatchDecoder;
+use ringlog::protocol::kafka::records::{BatchEncoder, BatchSummary};
 use ringlog::protocol::{Acks, Request, Response, TopicSettings};
 use ringlog::storage::batch::{BatchBuilder, BatchIter, RecordIter, BATCH_HEADER_BYTES};
 
@@ -217,6 +221,40 @@ fn kcat_lists_offsets_by_time_and_metadata_names_this_node() {
     assert!(metadata.contains("topic \"kafka-offsets\" with 3 partitions"), "{metadata}");
 }
 
+#[test]
+fn kafka_python_creates_produces_consumes_by_partition_and_deletes() {
+    let found = Command::new("python3").args(["-c", "import kafka"]).stderr(Stdio::null()).status();
+    assert!(
+        found.is_ok_and(|status| status.success()),
+        "kafka-python is not installed: the Kafka tests need it (bash tools/install-deps.sh)"
+    );
+    let node = start(2);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kafka/kafka_python_roundtrip.py");
+    let output = Command::new("python3").args([script, &node.kafka, "from-python"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "kafka-python: {stderr}");
+    let lines: Vec<String> = String::from_utf8(output.stdout).unwrap().lines().map(str::to_string).collect();
+    assert_eq!(
+        lines,
+        ["1|0|k1|v1|1700000000001|h=x,h=y", "1|1|k3|v3|1700000000003|h=x,h=y", "1|2|k5|v5|1700000000005|h=x,h=y"]
+    );
+    let Ok(Response::ListTopics(topics)) = node.node.client().call(Request::ListTopics) else { panic!("list") };
+    assert!(topics.is_empty(), "kafka-python deleted its topic: {topics:?}");
+}
+
+/// A request frame after its length prefix, encoded by the crate.
+fn request_frame<T: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &T) -> Vec<u8> {
+    let header = RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("ringlog-test")));
+    let mut frame = BytesMut::new();
+    header.encode(&mut frame, api.request_header_version(version)).unwrap();
+    body.encode(&mut frame, version).unwrap();
+    frame.to_vec()
+}
+
 /// A blocking Kafka connection speaking through the `kafka-protocol` crate.
 struct KafkaClient {
     stream: TcpStream,
@@ -232,14 +270,7 @@ impl KafkaClient {
 
     fn call<T: Encodable, R: Decodable>(&mut self, api: ApiKey, version: i16, body: &T) -> R {
         self.correlation_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(api as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("ringlog-test")));
-        let mut frame = BytesMut::new();
-        header.encode(&mut frame, api.request_header_version(version)).unwrap();
-        body.encode(&mut frame, version).unwrap();
+        let frame = request_frame(api, version, self.correlation_id, body);
         self.stream.write_all(&(frame.len() as i32).to_be_bytes()).unwrap();
         self.stream.write_all(&frame).unwrap();
         let mut prefix = [0u8; 4];
@@ -297,14 +328,16 @@ fn create_and_delete_topics_through_kafka_are_visible_natively() {
     assert_eq!(deleted.responses[0].error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
 }
 
-#[test]
-fn fetch_long_poll_wakes_when_a_native_produce_arrives() {
+/// Fetch `partitions` of a fresh topic with a 10 s long poll while a native
+/// produce lands in the last of them after 300 ms; the answer for it.
+fn long_poll_until_native_produce(partitions: u32) -> PartitionData {
     let node = start(2);
-    create_topic(&node.node, "kafka-poll", 1);
-    let partition = FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(1 << 20);
-    let topic = FetchTopic::default()
-        .with_topic(TopicName(StrBytes::from_static_str("kafka-poll")))
-        .with_partitions(vec![partition]);
+    create_topic(&node.node, "kafka-poll", partitions);
+    let fetched = (0..partitions as i32)
+        .map(|index| FetchPartition::default().with_partition(index).with_partition_max_bytes(1 << 20))
+        .collect();
+    let topic =
+        FetchTopic::default().with_topic(TopicName(StrBytes::from_static_str("kafka-poll"))).with_partitions(fetched);
     let fetch = FetchRequest::default()
         .with_max_wait_ms(10_000)
         .with_min_bytes(1)
@@ -313,25 +346,36 @@ fn fetch_long_poll_wakes_when_a_native_produce_arrives() {
     let mut builder = BatchBuilder::new();
     builder.push(42, Some(b"k"), b"late", &[]);
     let batch = builder.finish().to_vec();
-    let producer = node.node.client();
+    let mut producer = node.node.client();
     let writer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
-        let mut producer = producer;
-        producer
-            .call(Request::Produce { topic: "kafka-poll".into(), partition: 0, acks: Acks::Leader, batch })
-            .unwrap();
+        let partition = partitions - 1;
+        producer.call(Request::Produce { topic: "kafka-poll".into(), partition, acks: Acks::Leader, batch }).unwrap();
     });
     let started = Instant::now();
     let response: FetchResponse = KafkaClient::connect(&node.kafka).call(ApiKey::Fetch, 11, &fetch);
     writer.join().unwrap();
     assert!(started.elapsed() < Duration::from_secs(5), "the long poll waited past the produce");
-    let data = &response.responses[0].partitions[0];
+    response.responses[0].partitions.last().unwrap().clone()
+}
+
+fn assert_one_late_record(data: &PartitionData) {
     assert_eq!((data.error_code, data.high_watermark, data.log_start_offset), (0, 1, 0));
     let mut records = data.records.clone().unwrap();
     let decoded = RecordBatchDecoder::decode(&mut records).unwrap();
     assert_eq!(decoded.records.len(), 1);
     assert_eq!(decoded.records[0].value.as_deref(), Some(&b"late"[..]));
     assert_eq!(decoded.records[0].timestamp, 42);
+}
+
+#[test]
+fn fetch_long_poll_wakes_when_a_native_produce_arrives() {
+    assert_one_late_record(&long_poll_until_native_produce(1));
+}
+
+#[test]
+fn fetch_of_several_partitions_wakes_when_any_of_them_gets_records() {
+    assert_one_late_record(&long_poll_until_native_produce(3));
 }
 
 /// Whether the node closed `stream` (EOF or reset, not a read timeout).
@@ -378,4 +422,50 @@ fn garbage_and_oversized_kafka_frames_close_that_connection_while_another_client
     assert_eq!(response.error_code, 0);
     kcat_produce(&node.kafka, "kafka-bad", 0, &[], "k\tstill served\n");
     assert_eq!(kcat_consume(&node.kafka, "kafka-bad", 0).len(), 1);
+    // An idle Kafka connection does not hold up a clean shutdown.
+    let KafkaNode { node, _dir, .. } = node;
+    assert_eq!(node.terminate(), Some(0));
+    drop(steady);
+}
+
+#[test]
+#[ignore = "writes the Kafka fuzz seed corpora into the source tree; run by hand"]
+fn write_kafka_fuzz_seed_corpora() {
+    let seed = |target: &str, name: &str, bytes: &[u8]| {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+    };
+    let mut records = Vec::new();
+    let summary = BatchSummary { base_offset: 0, leader_epoch: 0, first_timestamp_ms: 1_000, max_timestamp_ms: 1_002 };
+    let mut encoder = BatchEncoder::begin(&mut records, summary);
+    encoder.push(1_000, Some(b"key"), b"value", &[("h", b"1"), ("h", b"2")]);
+    encoder.push(1_002, None, b"", &[]);
+    encoder.finish();
+    seed("kafka_records_decode", "two-records", &[&[0u8][..], &records].concat());
+    seed("kafka_records_decode", "two-records-fixcrc", &[&[1u8][..], &records].concat());
+    let target = "kafka_request_decode";
+    for version in [0, 3] {
+        let frame = request_frame(ApiKey::ApiVersions, version, 1, &ApiVersionsRequest::default());
+        seed(target, &format!("api-versions-v{version}"), &frame);
+    }
+    let partition = PartitionProduceData::default().with_index(0).with_records(Some(Bytes::from(records)));
+    let topic = TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_static_str("t")))
+        .with_partition_data(vec![partition]);
+    let produce = ProduceRequest::default().with_acks(-1).with_timeout_ms(1_000).with_topic_data(vec![topic]);
+    for version in [3, 9] {
+        seed(target, &format!("produce-v{version}"), &request_frame(ApiKey::Produce, version, 2, &produce));
+    }
+    let partition = FetchPartition::default().with_partition(0).with_partition_max_bytes(1 << 20);
+    let topic =
+        FetchTopic::default().with_topic(TopicName(StrBytes::from_static_str("t"))).with_partitions(vec![partition]);
+    let fetch = FetchRequest::default().with_max_wait_ms(500).with_max_bytes(1 << 20).with_topics(vec![topic]);
+    for version in [4, 12] {
+        seed(target, &format!("fetch-v{version}"), &request_frame(ApiKey::Fetch, version, 3, &fetch));
+    }
+    seed(target, "metadata-v9", &request_frame(ApiKey::Metadata, 9, 4, &MetadataRequest::default()));
+    let topic = CreatableTopic::default().with_name(TopicName(StrBytes::from_static_str("t"))).with_num_partitions(2);
+    let create = CreateTopicsRequest::default().with_topics(vec![topic]);
+    seed(target, "create-topics-v5", &request_frame(ApiKey::CreateTopics, 5, 5, &create));
 }

@@ -25,34 +25,37 @@ const EARLIEST_TIMESTAMP: i64 = -2;
 const LATEST_TIMESTAMP: i64 = -1;
 
 /// Answer a Fetch: read every partition without waiting; if none had
-/// records, wait up to `max_wait_ms` for any of them.
+/// records or an error, wait up to `max_wait_ms` for any of them (not at
+/// all when `min_bytes` is 0).
 pub async fn fetch(context: &Rc<ShardContext>, request: &KafkaRequest) -> Result<Vec<u8>, KafkaServeError> {
     let body: FetchRequest = decode_body(request)?;
-    let max_wait_ms = u32::try_from(body.max_wait_ms).unwrap_or(0);
+    let max_wait_ms = match body.min_bytes > 0 {
+        true => u32::try_from(body.max_wait_ms).unwrap_or(0),
+        false => 0,
+    };
     let deadline = Instant::now() + Duration::from_millis(u64::from(max_wait_ms));
     let single_partition = body.topics.iter().map(|topic| topic.partitions.len()).sum::<usize>() == 1;
-    let mut wait_ms = 0;
-    let mut responses = read_all(context, &body, wait_ms).await;
-    // Bounded by the deadline: every round but the last sleeps first.
-    while !has_records(&responses) && Instant::now() < deadline {
+    let mut responses = read_all(context, &body, 0).await;
+    // Bounded by the deadline: every round sleeps or long-polls first.
+    while !has_news(&responses) && Instant::now() < deadline {
+        let remaining = deadline.saturating_duration_since(Instant::now());
         if single_partition {
-            wait_ms = deadline.saturating_duration_since(Instant::now()).as_millis() as u32;
-        } else {
-            crate::runtime::sleep(MULTI_PARTITION_POLL_INTERVAL.min(deadline - Instant::now())).await;
-        }
-        responses = read_all(context, &body, wait_ms).await;
-        if single_partition {
+            // The native long poll wakes on the partition's own appends.
+            let wait_ms = u32::try_from(remaining.as_millis()).unwrap_or(u32::MAX);
+            responses = read_all(context, &body, wait_ms).await;
             break;
         }
+        crate::runtime::sleep(MULTI_PARTITION_POLL_INTERVAL.min(remaining)).await;
+        responses = read_all(context, &body, 0).await;
     }
     respond(request, &FetchResponse::default().with_responses(responses))
 }
 
-fn has_records(responses: &[FetchableTopicResponse]) -> bool {
-    responses
-        .iter()
-        .flat_map(|topic| &topic.partitions)
-        .any(|partition| partition.records.as_ref().is_some_and(|records| !records.is_empty()))
+/// Whether any partition has records or an error to report.
+fn has_news(responses: &[FetchableTopicResponse]) -> bool {
+    responses.iter().flat_map(|topic| &topic.partitions).any(|partition| {
+        partition.error_code != 0 || partition.records.as_ref().is_some_and(|records| !records.is_empty())
+    })
 }
 
 /// One read of every partition, the response's `max_bytes` shared out in
