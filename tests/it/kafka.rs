@@ -17,11 +17,13 @@ use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, FetchRequest, FetchResponse, MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
-    TopicName,
+    DeleteTopicsResponse, FetchRequest, FetchResponse, MetadataRequest, ProduceRequest, ProduceResponse, RequestHeader,
+    ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 use ringlog::protocol::kafka::records::{BatchEncoder, BatchSummary};
 use ringlog::protocol::{Acks, Request, Response, TopicSettings};
 use ringlog::storage::batch::{BatchBuilder, BatchIter, RecordIter, BATCH_HEADER_BYTES};
@@ -376,6 +378,78 @@ fn fetch_long_poll_wakes_when_a_native_produce_arrives() {
 #[test]
 fn fetch_of_several_partitions_wakes_when_any_of_them_gets_records() {
     assert_one_late_record(&long_poll_until_native_produce(3));
+}
+
+/// One Kafka batch of `values` encoded by the crate's own encoder.
+fn crate_batch(values: &[&[u8]]) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(index, value)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: index as i64,
+            sequence: -1,
+            timestamp: 1_000 + index as i64,
+            key: None,
+            value: Some(Bytes::copy_from_slice(value)),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut out = BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+    RecordBatchEncoder::encode(&mut out, &records, &options).unwrap();
+    out.freeze()
+}
+
+fn produce_request(topic: &str, partition: i32, acks: i16, records: Bytes) -> ProduceRequest {
+    let data = PartitionProduceData::default().with_index(partition).with_records(Some(records));
+    let topic = TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+        .with_partition_data(vec![data]);
+    ProduceRequest::default().with_acks(acks).with_timeout_ms(5_000).with_topic_data(vec![topic])
+}
+
+/// The error code of the one partition a Produce named.
+fn produce_error(client: &mut KafkaClient, request: &ProduceRequest) -> i16 {
+    let response: ProduceResponse = client.call(ApiKey::Produce, 8, request);
+    response.responses[0].partition_responses[0].error_code
+}
+
+#[test]
+fn bad_produces_get_kafka_error_codes_and_store_nothing() {
+    let node = start(2);
+    create_topic(&node.node, "kafka-errors", 1);
+    let mut client = KafkaClient::connect(&node.kafka);
+    let good = crate_batch(&[b"a", b"b"]);
+    let mut flipped = good.to_vec();
+    *flipped.last_mut().unwrap() ^= 1;
+    let corrupt = produce_request("kafka-errors", 0, -1, Bytes::from(flipped));
+    assert_eq!(produce_error(&mut client, &corrupt), 2, "CORRUPT_MESSAGE for a CRC-32C mismatch");
+    assert_eq!(produce_error(&mut client, &produce_request("no-such-topic", 0, 1, good.clone())), 3);
+    assert_eq!(produce_error(&mut client, &produce_request("kafka-errors", 7, 1, good.clone())), 3);
+    assert_eq!(produce_error(&mut client, &produce_request("kafka-errors", 0, 2, good.clone())), 21, "acks 2");
+    let huge = crate_batch(&[&vec![b'x'; 1_100_000]]);
+    assert_eq!(produce_error(&mut client, &produce_request("kafka-errors", 0, 1, huge)), 10, "MESSAGE_TOO_LARGE");
+    assert!(native_consume(&node.node, "kafka-errors", 0).is_empty(), "nothing refused was stored");
+    // acks 0 gets no answer: the next request's answer is the next frame.
+    let unacknowledged = produce_request("kafka-errors", 0, 0, good.clone());
+    let frame = request_frame(ApiKey::Produce, 8, 100, &unacknowledged);
+    client.stream.write_all(&(frame.len() as i32).to_be_bytes()).unwrap();
+    client.stream.write_all(&frame).unwrap();
+    let versions: ApiVersionsResponse = client.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(versions.error_code, 0);
+    assert_eq!(produce_error(&mut client, &produce_request("kafka-errors", 0, 1, good)), 0);
+    let values: Vec<String> = native_consume(&node.node, "kafka-errors", 0)
+        .iter()
+        .map(|line| format!("{}:{}", line.split('|').next().unwrap(), line.split('|').nth(2).unwrap()))
+        .collect();
+    assert_eq!(values, ["0:a", "1:b", "2:a", "3:b"], "the acks 0 batch landed before the acks 1 one");
 }
 
 /// Whether the node closed `stream` (EOF or reset, not a read timeout).

@@ -32,7 +32,7 @@ for message in consumer:
     print("%d|%d|%s|%s|%d|%s" % (message.partition, message.offset, message.key.decode(),
                                  message.value.decode(), message.timestamp, headers))
 found = consumer.offsets_for_times({one: 1700000000002})[one]
-assert found.offset == 1, found
+assert (found.offset, found.timestamp) == (1, 1700000000003), found
 assert consumer.end_offsets([one]) == {one: 3}
 assert consumer.beginning_offsets([one]) == {one: 0}
 admin.delete_topics([topic])

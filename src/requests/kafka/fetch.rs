@@ -117,8 +117,10 @@ async fn read_partition(
 }
 
 /// Answer ListOffsets: earliest (-2) is the log start offset, latest (-1)
-/// the high watermark consumers may see, a timestamp the first offset at
-/// or after it below the high watermark (-1 when there is none).
+/// the high watermark consumers may see (both with timestamp -1, as
+/// Kafka answers), a timestamp the first offset at or after it below the
+/// high watermark with that record's timestamp (offset and timestamp -1
+/// when there is none).
 pub async fn list_offsets(context: &Rc<ShardContext>, request: &KafkaRequest) -> Result<Vec<u8>, KafkaServeError> {
     let body: ListOffsetsRequest = decode_body(request)?;
     let mut topics = Vec::with_capacity(body.topics.len());
@@ -126,12 +128,12 @@ pub async fn list_offsets(context: &Rc<ShardContext>, request: &KafkaRequest) ->
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in &topic.partitions {
             let answer = ListOffsetsPartitionResponse::default().with_partition_index(partition.partition_index);
-            let offset = match u32::try_from(partition.partition_index) {
+            let found = match u32::try_from(partition.partition_index) {
                 Ok(index) => find(context, &topic.name.0, index, partition.timestamp).await,
                 Err(_) => Err(ResponseError::UnknownTopicOrPartition.code()),
             };
-            partitions.push(match offset {
-                Ok(offset) => answer.with_offset(offset).with_timestamp(-1),
+            partitions.push(match found {
+                Ok((offset, timestamp)) => answer.with_offset(offset).with_timestamp(timestamp),
                 Err(code) => answer.with_error_code(code).with_offset(-1).with_timestamp(-1),
             });
         }
@@ -140,8 +142,9 @@ pub async fn list_offsets(context: &Rc<ShardContext>, request: &KafkaRequest) ->
     respond(request, &ListOffsetsResponse::default().with_topics(topics))
 }
 
-/// The offset ListOffsets names for `timestamp`, or a Kafka error code.
-async fn find(context: &Rc<ShardContext>, topic: &str, partition: u32, timestamp: i64) -> Result<i64, i16> {
+/// The (offset, timestamp) ListOffsets names for `timestamp`, or a Kafka
+/// error code.
+async fn find(context: &Rc<ShardContext>, topic: &str, partition: u32, timestamp: i64) -> Result<(i64, i64), i16> {
     let bounds = Request::ListOffsets { topic: topic.to_string(), partition };
     let (log_start_offset, high_watermark) = match crate::requests::handle(context, bounds).await {
         Ok(Response::ListOffsets { log_start_offset, high_watermark, .. }) => (log_start_offset, high_watermark),
@@ -149,15 +152,26 @@ async fn find(context: &Rc<ShardContext>, topic: &str, partition: u32, timestamp
         Err(error) => return Err(error_code(&error)),
     };
     match timestamp {
-        EARLIEST_TIMESTAMP => return Ok(log_start_offset as i64),
-        LATEST_TIMESTAMP => return Ok(high_watermark as i64),
+        EARLIEST_TIMESTAMP => return Ok((log_start_offset as i64, -1)),
+        LATEST_TIMESTAMP => return Ok((high_watermark as i64, -1)),
         timestamp if timestamp < 0 => return Err(ResponseError::InvalidRequest.code()),
         _ => {}
     }
     let search = Request::FindOffset { topic: topic.to_string(), partition, timestamp_ms: timestamp };
-    match crate::requests::handle(context, search).await {
-        Ok(Response::FindOffset { offset: Some(offset) }) if offset < high_watermark => Ok(offset as i64),
-        Ok(Response::FindOffset { .. }) => Ok(-1),
+    let offset = match crate::requests::handle(context, search).await {
+        Ok(Response::FindOffset { offset: Some(offset) }) if offset < high_watermark => offset,
+        Ok(Response::FindOffset { .. }) => return Ok((-1, -1)),
+        Ok(_) => return Err(ResponseError::UnknownServerError.code()),
+        Err(error) => return Err(error_code(&error)),
+    };
+    // Kafka answers the found record's own timestamp (the Java client
+    // refuses a found offset with a negative one): read that record.
+    let read = Request::Fetch { topic: topic.to_string(), partition, offset, max_bytes: 1, max_wait_ms: 0 };
+    match crate::requests::handle(context, read).await {
+        Ok(Response::Fetch { batches, .. }) => match transcode::timestamp_at(&batches, offset) {
+            Some(found_timestamp) => Ok((offset as i64, found_timestamp)),
+            None => Err(ResponseError::UnknownServerError.code()),
+        },
         Ok(_) => Err(ResponseError::UnknownServerError.code()),
         Err(error) => Err(error_code(&error)),
     }

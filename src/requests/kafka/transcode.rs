@@ -56,6 +56,20 @@ pub fn native_to_kafka(batches: &[u8], out: &mut Vec<u8>) -> Result<(), BatchErr
     Ok(())
 }
 
+/// The timestamp of the record at `offset` in `batches` (a fetch's answer
+/// from that offset), if it is there.
+pub fn timestamp_at(batches: &[u8], offset: u64) -> Option<i64> {
+    for batch in BatchIter::new(batches, crate::storage::batch::FORMAT_MAX_BATCH_BYTES) {
+        let (header, bytes) = batch.ok()?;
+        if (header.base_offset..header.next_offset()).contains(&offset) {
+            let index = (offset - header.base_offset) as usize;
+            let record = RecordIter::new(&bytes[BATCH_HEADER_BYTES..]).nth(index)?.ok()?;
+            return Some(record.timestamp_ms);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
