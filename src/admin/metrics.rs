@@ -32,7 +32,25 @@ pub fn render(metrics: &NodeMetrics) -> String {
     let _ = writeln!(out, "# HELP ringlog_connections Open client connections.\n# TYPE ringlog_connections gauge");
     let _ = writeln!(out, "ringlog_connections {}", metrics.connections.open());
     render_partitions(metrics, &mut out);
+    render_kafka(metrics, &mut out);
     out
+}
+
+/// Kafka requests per API and the error codes answered per API.
+fn render_kafka(metrics: &NodeMetrics, out: &mut String) {
+    let name =
+        |key: i16| kafka_protocol::messages::ApiKey::try_from(key).map_or("unknown".into(), |api| format!("{api:?}"));
+    let _ = writeln!(out, "# HELP ringlog_kafka_requests_total Kafka requests per API.");
+    let _ = writeln!(out, "# TYPE ringlog_kafka_requests_total counter");
+    for (key, count) in metrics.kafka.requests() {
+        let _ = writeln!(out, "ringlog_kafka_requests_total{{api=\"{}\"}} {count}", name(key));
+    }
+    let _ =
+        writeln!(out, "# HELP ringlog_kafka_errors_total Kafka error codes answered per API (per topic or partition).");
+    let _ = writeln!(out, "# TYPE ringlog_kafka_errors_total counter");
+    for (key, code, count) in metrics.kafka.errors() {
+        let _ = writeln!(out, "ringlog_kafka_errors_total{{api=\"{}\",code=\"{code}\"}} {count}", name(key));
+    }
 }
 
 /// Per-shard counters, and the cross-shard queue depth.

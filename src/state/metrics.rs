@@ -86,12 +86,18 @@ pub struct NodeMetrics {
     pub shards: Vec<ShardMetrics>,
     /// Open client connections.
     pub connections: Arc<ConnectionCount>,
+    /// Kafka requests and error codes.
+    pub kafka: super::kafka_metrics::KafkaCounters,
 }
 
 impl NodeMetrics {
     /// Metrics for `shards` shards.
     pub fn new(shards: usize, connections: Arc<ConnectionCount>) -> NodeMetrics {
-        NodeMetrics { shards: (0..shards).map(|_| ShardMetrics::default()).collect(), connections }
+        NodeMetrics {
+            shards: (0..shards).map(|_| ShardMetrics::default()).collect(),
+            connections,
+            kafka: Default::default(),
+        }
     }
 
     /// Every partition's latest gauges.

@@ -3,6 +3,7 @@
 //! here. Imports nothing from the crate.
 
 pub mod cluster;
+pub mod kafka_metrics;
 pub mod latency;
 pub mod metrics;
 pub mod progress;

@@ -450,6 +450,17 @@ fn bad_produces_get_kafka_error_codes_and_store_nothing() {
         .map(|line| format!("{}:{}", line.split('|').next().unwrap(), line.split('|').nth(2).unwrap()))
         .collect();
     assert_eq!(values, ["0:a", "1:b", "2:a", "3:b"], "the acks 0 batch landed before the acks 1 one");
+    let metrics = crate::admin::http(&node.node.admin, "GET", "/metrics", None, None).1;
+    for line in [
+        "ringlog_kafka_requests_total{api=\"Produce\"} 7",
+        "ringlog_kafka_requests_total{api=\"ApiVersions\"} 1",
+        "ringlog_kafka_errors_total{api=\"Produce\",code=\"2\"} 1",
+        "ringlog_kafka_errors_total{api=\"Produce\",code=\"3\"} 2",
+        "ringlog_kafka_errors_total{api=\"Produce\",code=\"10\"} 1",
+        "ringlog_kafka_errors_total{api=\"Produce\",code=\"21\"} 1",
+    ] {
+        assert!(metrics.lines().any(|metric| metric == line), "{line} missing from /metrics:\n{metrics}");
+    }
 }
 
 /// Whether the node closed `stream` (EOF or reset, not a read timeout).

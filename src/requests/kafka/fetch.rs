@@ -11,7 +11,9 @@ use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionRespon
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
-use super::{error_code, respond, transcode, KafkaServeError};
+use kafka_protocol::messages::ApiKey;
+
+use super::{count_errors, error_code, respond, transcode, KafkaServeError};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
 use crate::protocol::{Request, Response};
 use crate::shard::context::ShardContext;
@@ -48,6 +50,8 @@ pub async fn fetch(context: &Rc<ShardContext>, request: &KafkaRequest) -> Result
         crate::runtime::sleep(MULTI_PARTITION_POLL_INTERVAL.min(remaining)).await;
         responses = read_all(context, &body, 0).await;
     }
+    let codes = responses.iter().flat_map(|topic| topic.partitions.iter().map(|partition| partition.error_code));
+    count_errors(context, ApiKey::Fetch, codes);
     respond(request, &FetchResponse::default().with_responses(responses))
 }
 
@@ -132,6 +136,7 @@ pub async fn list_offsets(context: &Rc<ShardContext>, request: &KafkaRequest) ->
                 Ok(index) => find(context, &topic.name.0, index, partition.timestamp).await,
                 Err(_) => Err(ResponseError::UnknownTopicOrPartition.code()),
             };
+            count_errors(context, ApiKey::ListOffsets, [found.err().unwrap_or(0)]);
             partitions.push(match found {
                 Ok((offset, timestamp)) => answer.with_offset(offset).with_timestamp(timestamp),
                 Err(code) => answer.with_error_code(code).with_offset(-1).with_timestamp(-1),

@@ -45,11 +45,17 @@ pub type KafkaOutcome = Result<Option<Vec<u8>>, KafkaServeError>;
 
 /// Serve one Kafka request that arrived on this shard.
 pub async fn handle(context: &Rc<ShardContext>, request: KafkaRequest) -> KafkaOutcome {
+    context.metrics.kafka.count_request(request.api as i16);
     match request.api {
         ApiKey::ApiVersions => api_versions(&request).map(Some),
         ApiKey::Metadata => {
             let body: MetadataRequest = decode_body(&request)?;
-            respond(&request, &metadata(context, &body)).map(Some)
+            let response = metadata(context, &body);
+            let codes = response.topics.iter().flat_map(|topic| {
+                std::iter::once(topic.error_code).chain(topic.partitions.iter().map(|partition| partition.error_code))
+            });
+            count_errors(context, ApiKey::Metadata, codes);
+            respond(&request, &response).map(Some)
         }
         ApiKey::Produce => produce::produce(context, &request).await,
         ApiKey::Fetch => fetch::fetch(context, &request).await.map(Some),
@@ -57,6 +63,13 @@ pub async fn handle(context: &Rc<ShardContext>, request: KafkaRequest) -> KafkaO
         ApiKey::CreateTopics => topics::create_topics(context, &request).await.map(Some),
         ApiKey::DeleteTopics => topics::delete_topics(context, &request).await.map(Some),
         api => Err(KafkaFrameError::UnsupportedApi(api as i16).into()),
+    }
+}
+
+/// Count the non-zero error codes of an answer to `api` (`/metrics`).
+fn count_errors(context: &ShardContext, api: ApiKey, codes: impl IntoIterator<Item = i16>) {
+    for code in codes.into_iter().filter(|code| *code != 0) {
+        context.metrics.kafka.count_error(api as i16, code);
     }
 }
 

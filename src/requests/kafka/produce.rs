@@ -11,7 +11,9 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{error_code, respond, transcode, KafkaOutcome};
+use kafka_protocol::messages::ApiKey;
+
+use super::{count_errors, error_code, respond, transcode, KafkaOutcome};
 use crate::protocol::kafka::records::{DecodeLimits, RecordsError};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
 use crate::protocol::{Acks, Request, Response};
@@ -41,6 +43,7 @@ pub async fn produce(context: &Rc<ShardContext>, request: &KafkaRequest) -> Kafk
                     append(context, &topic.name.0, data.index, acks, records, limits, answer).await
                 }
             };
+            count_errors(context, ApiKey::Produce, [answer.error_code]);
             partitions.push(answer);
         }
         responses

@@ -12,7 +12,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{error_code, respond, KafkaServeError};
+use kafka_protocol::messages::ApiKey;
+
+use super::{count_errors, error_code, respond, KafkaServeError};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
 use crate::protocol::{Request, TopicSettings};
 use crate::shard::context::ShardContext;
@@ -45,6 +47,7 @@ pub async fn create_topics(context: &Rc<ShardContext>, request: &KafkaRequest) -
             }
         });
     }
+    count_errors(context, ApiKey::CreateTopics, results.iter().map(|result| result.error_code));
     respond(request, &CreateTopicsResponse::default().with_topics(results))
 }
 
@@ -110,5 +113,6 @@ pub async fn delete_topics(context: &Rc<ShardContext>, request: &KafkaRequest) -
                 .with_error_message(Some(StrBytes::from_string(error.message))),
         });
     }
+    count_errors(context, ApiKey::DeleteTopics, results.iter().map(|result| result.error_code));
     respond(request, &DeleteTopicsResponse::default().with_responses(results))
 }
