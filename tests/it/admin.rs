@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use crate::fixtures::StandaloneNode;
+use crate::fixtures::{create_topic, StandaloneNode};
 use crate::node::produce_request;
 
 /// Minimal HTTP/1.1 request; returns (status, body).
@@ -104,13 +104,12 @@ fn mutations_need_the_bearer_token_when_one_is_set() {
 
 #[test]
 fn a_fail_stopped_partition_turns_health_503_while_other_partitions_keep_serving() {
-    use ringlog::protocol::{Acks, ErrorCode, Request, TopicSettings};
+    use ringlog::protocol::{Acks, ErrorCode};
     // The real fsync of faulty/0 fails with EIO after two successes.
     let node = StandaloneNode::start_with(2, &[("RINGLOG_FAULT_INJECT", "faulty/0:fsync:2")]);
     let mut client = node.client();
     for name in ["faulty", "healthy"] {
-        let settings = TopicSettings { partitions: 1, retention_bytes: 0, retention_ms: 0, segment_bytes: 0 };
-        client.call(Request::CreateTopic { name: name.into(), settings }).unwrap();
+        create_topic(&node, name, 1);
     }
     assert_eq!(http(&node.admin, "GET", "/api/health", None, None).0, 200);
     let produce = |client: &mut crate::node::Client, topic: &str| {

@@ -14,6 +14,7 @@ use ringlog::replication::follower::{decode_fetched, Fetched};
 use ringlog::storage::batch::BatchIter;
 
 use crate::cluster::{wait_for, Cluster};
+use crate::fixtures::create_topic_with;
 use crate::node::{list_offsets, produce_request, Node};
 
 /// Partitions of the topic: 1 500 per shard on each node.
@@ -172,8 +173,7 @@ fn one_multi_partition_read_answers_each_partition_on_its_own_within_its_byte_bu
     ];
     let (_, [a]) = cluster.start_in_sync();
     let create = |name: &str, partitions: u32, retention_bytes: u64, segment_bytes: u64| {
-        let settings = TopicSettings { partitions, retention_bytes, retention_ms: 0, segment_bytes };
-        a.client().call(Request::CreateTopic { name: name.into(), settings }).expect("create topic");
+        create_topic_with(&a, name, TopicSettings { partitions, retention_bytes, retention_ms: 0, segment_bytes });
     };
     create("data", 4, 0, 0);
     create("doomed", 1, 0, 0);

@@ -64,7 +64,11 @@ impl Deref for StandaloneNode {
 
 /// Create `topic` with `partitions` partitions and default settings.
 pub fn create_topic(node: &Node, topic: &str, partitions: u32) {
-    let settings = TopicSettings { partitions, ..TopicSettings::default() };
+    create_topic_with(node, topic, TopicSettings { partitions, ..TopicSettings::default() });
+}
+
+/// Create `topic` with these settings (retention, segment size).
+pub fn create_topic_with(node: &Node, topic: &str, settings: TopicSettings) {
     node.client().call(Request::CreateTopic { name: topic.into(), settings }).expect("create topic");
 }
 

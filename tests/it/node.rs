@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::fixtures::{create_topic, StandaloneNode};
+use crate::fixtures::{create_topic, create_topic_with, StandaloneNode};
 use ringlog::protocol::{
     decode_response, encode_request, Acks, ApiKey, CommittedState, ErrorCode, ErrorResponse, Request, Response,
     TopicSettings,
@@ -500,10 +500,10 @@ fn sigkill_under_produce_load_loses_no_acknowledged_record() {
 #[test]
 fn retention_deletes_old_segments_of_a_running_node() {
     let node = StandaloneNode::start_with(1, &[("RINGLOG_LIMITS_RETENTION_CHECK_INTERVAL_MS", "200")]);
-    let mut client = node.client();
     let settings =
         TopicSettings { partitions: 1, retention_bytes: 64 * 1024, segment_bytes: 16 * 1024, ..Default::default() };
-    client.call(Request::CreateTopic { name: "short".into(), settings }).unwrap();
+    create_topic_with(&node, "short", settings);
+    let mut client = node.client();
     for i in 0..100 {
         produce(&mut client, "short", 0, &[format!("{i:04}-{}", "x".repeat(1000))], Acks::Leader);
     }

@@ -12,7 +12,7 @@ use ringlog::storage::batch::{BatchIter, RecordIter, BATCH_HEADER_BYTES};
 
 use crate::admin::{http, json};
 use crate::cluster::{health, wait_for, wait_for_role, Cluster};
-use crate::fixtures::{create_topic, in_sync_ids, nodes_view, wait_all_in_sync};
+use crate::fixtures::{create_topic, create_topic_with, in_sync_ids, nodes_view, wait_all_in_sync};
 use crate::node::{batch, list_offsets, produce_request, Node};
 
 fn produce_acks(
@@ -471,7 +471,7 @@ fn a_replica_with_a_new_disk_behind_the_leaders_log_start_resets_catches_up_and_
     cluster.environment.push(("RINGLOG_LIMITS_RETENTION_CHECK_INTERVAL_MS".into(), "100".into()));
     let (members, [a, _b, c]) = cluster.start_in_sync();
     let settings = TopicSettings { partitions: 1, retention_bytes: 16_384, retention_ms: 0, segment_bytes: 4096 };
-    a.client().call(Request::CreateTopic { name: "short".into(), settings }).unwrap();
+    create_topic_with(&a, "short", settings);
     // c's disk dies: the cluster goes on and retention moves the log start.
     c.kill();
     std::fs::remove_dir_all(&members[2].data_dir).unwrap();
