@@ -324,26 +324,34 @@ def self_test():
 
         def body(lines):
             # `lines` lines from `fn` to `}`, with every lexical trap inside.
+            # Every brace in a trap is an opening one: one that is taken for
+            # code leaves the function open to the end of the file.
             traps = [
-                '    let _ = "}";',
+                '    let _ = "{";',
                 "    let _ = '{';",
-                "    let _ = b'}';",
+                "    let _ = b'{';",
                 "    let _ = '\\'';",
-                '    let _ = r#"}"#;',
-                '    let _ = br"{";',
-                "    let _ = \"\\\"}\";",
-                "    // }",
-                "    /* } /* nested { */ } */",
+                '    let _ = r#"{"{"#;',
+                '    let _ = br"{\\";',
+                "    let _ = \"\\\"{\";",
+                "    // {",
+                "    /* { /* nested { */ { */",
                 "    fn inner<'a>(x: &'a str) -> &'a str { x }",
                 "    'outer: loop { break 'outer; }",
                 "    let r#type = 1;",
+                '    let _ = "fn fake() {";',
+                "    let _: fn(u8) -> u8 = |x| x;",
             ]
             inner = [traps[index % len(traps)] for index in range(lines - 2)]
             return "\n".join(["pub fn measured() {"] + inner + ["}"]) + "\n"
 
+        # Test code is not measured: a test-only file, a test module, a test
+        # function; nor is a declaration without a body.
         write("lib.rs", "pub mod codec;\n#[cfg(test)]\nmod tests;\n")
         write("tests.rs", body(200))
-        write("codec/mod.rs", "//! Codec.\n\n" + body(70) + "\n#[cfg(test)]\nmod unit {\n" + body(90) + "}\n")
+        test_code = "#[cfg(test)]\nmod unit {\n" + body(90) + "}\n#[cfg(test)]\n#[inline]\n" + body(80)
+        declaration = "pub trait Codec {\n    fn decode(&self) -> u8;\n}\n"
+        write("codec/mod.rs", "//! Codec.\n\n" + body(70) + test_code + declaration)
         passed, output = run()
         assert passed, "a 70-line function, test code and a test-only file must pass:\n" + output
 
