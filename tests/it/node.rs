@@ -8,12 +8,14 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::fixtures::{create_topic, create_topic_with, StandaloneNode};
 use ringlog::protocol::{
     decode_response, encode_request, Acks, ApiKey, CommittedState, ErrorCode, ErrorResponse, Request, Response,
     TopicSettings,
 };
-use ringlog::storage::batch::{BatchBuilder, BatchIter, RecordIter, BATCH_HEADER_BYTES};
+use ringlog::storage::batch::BatchBuilder;
+
+use crate::common::records_of;
+use crate::fixtures::{create_topic, create_topic_with, StandaloneNode};
 
 /// A running node.
 pub struct Node {
@@ -241,26 +243,26 @@ fn produce(client: &mut Client, topic: &str, partition: u32, values: &[String], 
     }
 }
 
-/// Every value of a partition from `offset` to the high watermark.
-fn consume(client: &mut Client, topic: &str, partition: u32, mut offset: u64) -> Vec<(u64, String)> {
-    let mut output = Vec::new();
+/// The batches (raw bytes) and every (offset, value) a partition serves
+/// from `offset` up to its high watermark.
+pub fn fetch_all(client: &mut Client, topic: &str, partition: u32, mut offset: u64) -> (Vec<u8>, Vec<(u64, String)>) {
+    let (mut bytes, mut records) = (Vec::new(), Vec::new());
     loop {
-        let request = Request::Fetch { topic: topic.into(), partition, offset, max_bytes: 64 * 1024, max_wait_ms: 0 };
-        let Ok(Response::Fetch { batches, next_offset, .. }) = client.call(request) else { panic!("fetch failed") };
+        let request = Request::Fetch { topic: topic.into(), partition, offset, max_bytes: 1 << 20, max_wait_ms: 0 };
+        let answer = client.call(request);
+        let Ok(Response::Fetch { batches, next_offset, .. }) = answer else { panic!("fetch at {offset}: {answer:?}") };
         if batches.is_empty() {
-            return output;
+            return (bytes, records);
         }
-        for item in BatchIter::new(&batches, usize::MAX) {
-            let (header, bytes) = item.expect("fetched batches are CRC-valid");
-            for (index, record) in RecordIter::new(&bytes[BATCH_HEADER_BYTES..]).enumerate() {
-                let record_offset = header.base_offset + index as u64;
-                if record_offset >= offset {
-                    output.push((record_offset, String::from_utf8(record.unwrap().value.to_vec()).unwrap()));
-                }
-            }
-        }
+        records.extend(records_of(&batches, offset));
+        bytes.extend_from_slice(&batches);
         offset = next_offset;
     }
+}
+
+/// Every (offset, value) of a partition from `offset` to the high watermark.
+fn consume(client: &mut Client, topic: &str, partition: u32, offset: u64) -> Vec<(u64, String)> {
+    fetch_all(client, topic, partition, offset).1
 }
 
 fn values(prefix: &str, count: usize) -> Vec<String> {

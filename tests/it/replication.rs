@@ -8,12 +8,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ringlog::protocol::{Acks, ErrorCode, ErrorResponse, Request, Response, TopicSettings};
-use ringlog::storage::batch::{BatchIter, RecordIter, BATCH_HEADER_BYTES};
 
 use crate::admin::{http, json};
 use crate::cluster::{health, wait_for, wait_for_role, Cluster};
 use crate::fixtures::{create_topic, create_topic_with, in_sync_ids, nodes_view, wait_all_in_sync};
-use crate::node::{batch, list_offsets, produce_request, Node};
+use crate::node::{batch, fetch_all, list_offsets, produce_request, Node};
 
 fn produce_acks(
     node: &Node,
@@ -440,25 +439,7 @@ fn a_deposed_leader_truncates_what_only_it_had_and_idempotent_retries_keep_their
 
 /// Every (offset, value) and the raw bytes a node serves from `from` up to its high watermark.
 fn read_partition_from(node: &Node, topic: &str, partition: u32, from: u64) -> (Vec<u8>, Vec<(u64, String)>) {
-    let mut client = node.client();
-    let (mut offset, mut bytes, mut records) = (from, Vec::new(), Vec::new());
-    loop {
-        let request = Request::Fetch { topic: topic.into(), partition, offset, max_bytes: 1 << 20, max_wait_ms: 0 };
-        let answer = client.call(request);
-        let Ok(Response::Fetch { batches, next_offset, .. }) = answer else { panic!("fetch at {offset}: {answer:?}") };
-        if batches.is_empty() {
-            return (bytes, records);
-        }
-        for batch in BatchIter::new(&batches, usize::MAX) {
-            let (header, raw) = batch.expect("valid batch");
-            for (index, record) in RecordIter::new(&raw[BATCH_HEADER_BYTES..]).enumerate() {
-                let record = record.expect("valid record");
-                records.push((header.base_offset + index as u64, String::from_utf8_lossy(record.value).into_owned()));
-            }
-        }
-        bytes.extend_from_slice(&batches);
-        offset = next_offset;
-    }
+    fetch_all(&mut node.client(), topic, partition, from)
 }
 
 fn log_start(node: &Node, topic: &str, partition: u32) -> Option<u64> {
