@@ -177,6 +177,19 @@ pub fn segment_files(dir: &Path) -> Vec<String> {
     names
 }
 
+/// `length` printable characters lz4 cannot shrink (xorshift64 from and
+/// advancing `state`), for data whose compressed size must stay its size.
+pub fn incompressible(state: &mut u64, length: usize) -> String {
+    (0..length)
+        .map(|_| {
+            *state ^= *state << 13;
+            *state ^= *state >> 7;
+            *state ^= *state << 17;
+            char::from(b'!' + (*state % 90) as u8)
+        })
+        .collect()
+}
+
 /// `count` distinct values with a prefix.
 pub fn values(prefix: &str, count: usize) -> Vec<String> {
     (0..count).map(|i| format!("{prefix}-{i:05}-{}", "v".repeat(60 + i * 7 % 60))).collect()

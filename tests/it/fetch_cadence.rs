@@ -14,6 +14,7 @@ use ringlog::replication::follower::{decode_fetched, Fetched};
 use ringlog::storage::batch::BatchIter;
 
 use crate::cluster::{wait_for, Cluster};
+use crate::common::incompressible;
 use crate::fixtures::create_topic_with;
 use crate::node::{list_offsets, produce_request, Node};
 
@@ -184,16 +185,8 @@ fn one_multi_partition_read_answers_each_partition_on_its_own_within_its_byte_bu
     };
     // Partition 0: five batches of about 200 KB that lz4 cannot shrink.
     for round in 0..5u64 {
-        let mut x = round * 2_654_435_761 + 1;
-        let noise: String = (0..200_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                char::from(b'!' + (x % 90) as u8)
-            })
-            .collect();
-        produce("data", 0, vec![noise]);
+        let mut state = round * 2_654_435_761 + 1;
+        produce("data", 0, vec![incompressible(&mut state, 200_000)]);
     }
     produce("data", 1, vec!["small".into()]);
     for round in 0..60 {

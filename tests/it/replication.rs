@@ -11,6 +11,7 @@ use ringlog::protocol::{Acks, ErrorCode, ErrorResponse, Request, Response, Topic
 
 use crate::admin::{http, json};
 use crate::cluster::{health, wait_for, wait_for_role, Cluster};
+use crate::common::incompressible;
 use crate::fixtures::{create_topic, create_topic_with, in_sync_ids, nodes_view, wait_all_in_sync};
 use crate::node::{batch, fetch_all, list_offsets, produce_request, Node};
 
@@ -558,18 +559,7 @@ fn a_follower_that_stops_reading_is_cut_off_and_its_connection_closed_after_repl
     // Incompressible records, so the answers stay as large as the log.
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     for _ in 0..60 {
-        let values: Vec<String> = (0..100)
-            .map(|_| {
-                (0..1000)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        char::from(b'!' + (x % 90) as u8)
-                    })
-                    .collect()
-            })
-            .collect();
+        let values: Vec<String> = (0..100).map(|_| incompressible(&mut x, 1000)).collect();
         produce_acks(&a, "big", 0, &values, Acks::Leader).unwrap();
     }
     // Nothing else connects to a from here on.
