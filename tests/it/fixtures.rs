@@ -2,7 +2,8 @@
 //! starts instead of repeating how:
 //!
 //! - [`StandaloneNode`]: a temporary data directory and a `ringlog serve`
-//!   on it, optionally with a topic ("tempdir + node + topic").
+//!   on it, optionally with a topic ("tempdir + node + topic");
+//!   [`create_topic`] and [`create_topic_with`] for any node.
 //! - [`Cluster::with_replication`] and [`Cluster::start_in_sync`]: a real
 //!   etcd and N nodes, the first leading, every follower connected and in
 //!   the in-sync set ("etcd + N nodes").
