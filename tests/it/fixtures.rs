@@ -92,6 +92,7 @@ impl Cluster {
     /// its id (so node `i` has id `i + 1`), and all of them connected to the
     /// leader and in its in-sync set before this returns.
     pub fn start_in_sync<const N: usize>(&self) -> ([Member; N], [Node; N]) {
+        assert!(N >= 1 && N <= MEMBER_NAMES.len(), "1 to {} nodes", MEMBER_NAMES.len());
         let members: [Member; N] = std::array::from_fn(|index| self.member(MEMBER_NAMES[index]));
         let nodes: [Node; N] = std::array::from_fn(|index| {
             let node = self.start(&members[index]);
