@@ -4,10 +4,10 @@
 
 use std::rc::Rc;
 
-use ringlog::storage::io::{FaultInjector, FaultOperation};
+use ringlog::storage::io::FaultOperation;
 use ringlog::storage::{AppendMode, PartitionLog, StorageError};
 
-use crate::common::{batch_of, on_executor, read_all, small_config, values};
+use crate::common::{batch_of, read_all, small_config, values, with_faulty_log, with_log};
 
 async fn try_append(log: &PartitionLog, prefix: &str) -> Result<u64, StorageError> {
     let mut batch = batch_of(&values(prefix, 2), 0);
@@ -17,11 +17,7 @@ async fn try_append(log: &PartitionLog, prefix: &str) -> Result<u64, StorageErro
 #[test]
 fn failed_fsync_fail_stops_the_partition_and_is_never_retried() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    let reopen_path = path.clone();
-    let acked = on_executor(move || async move {
-        let faults = FaultInjector::new();
-        let log = PartitionLog::open(&path, small_config(), Some(faults.clone())).await.unwrap();
+    let acked = with_faulty_log(dir.path(), small_config(), move |log, faults| async move {
         let mut acked = Vec::new();
         for i in 0..3 {
             acked.push(try_append(&log, &format!("ok{i}")).await.unwrap());
@@ -50,8 +46,7 @@ fn failed_fsync_fail_stops_the_partition_and_is_never_retried() {
         log.abandon().await;
         acked
     });
-    on_executor(move || async move {
-        let log = PartitionLog::open(&reopen_path, small_config(), None).await.unwrap();
+    with_log(dir.path(), small_config(), move |log| async move {
         let all = read_all(&log, 0).await;
         for base in acked {
             assert!(all.iter().any(|(offset, _)| *offset == base), "acknowledged batch {base} survived");
@@ -64,10 +59,7 @@ fn failed_fsync_fail_stops_the_partition_and_is_never_retried() {
 #[test]
 fn failed_write_fail_stops_and_acknowledges_nothing_after_it() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    on_executor(move || async move {
-        let faults = FaultInjector::new();
-        let log = PartitionLog::open(&path, small_config(), Some(faults.clone())).await.unwrap();
+    with_faulty_log(dir.path(), small_config(), move |log, faults| async move {
         try_append(&log, "ok").await.unwrap();
         faults.fail_after(FaultOperation::Write, 0, libc::EIO);
         let error = try_append(&log, "bad").await.unwrap_err();
@@ -83,10 +75,7 @@ fn failed_write_fail_stops_and_acknowledges_nothing_after_it() {
 #[test]
 fn disk_full_on_preallocation_fails_cleanly_and_recovers_when_space_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    on_executor(move || async move {
-        let faults = FaultInjector::new();
-        let log = PartitionLog::open(&path, small_config(), Some(faults.clone())).await.unwrap();
+    with_faulty_log(dir.path(), small_config(), move |log, faults| async move {
         faults.fail_after(FaultOperation::Preallocate, 0, libc::ENOSPC);
         try_append(&log, "first").await.unwrap_err();
         faults.clear(FaultOperation::Preallocate);
@@ -114,11 +103,7 @@ fn disk_full_on_preallocation_fails_cleanly_and_recovers_when_space_returns() {
 #[test]
 fn disk_full_during_a_write_rolls_back_only_unacknowledged_batches() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    let reopen_path = path.clone();
-    on_executor(move || async move {
-        let faults = FaultInjector::new();
-        let log = PartitionLog::open(&path, small_config(), Some(faults.clone())).await.unwrap();
+    with_faulty_log(dir.path(), small_config(), move |log, faults| async move {
         for i in 0..5 {
             try_append(&log, &format!("ok{i}")).await.unwrap();
         }
@@ -130,8 +115,7 @@ fn disk_full_during_a_write_rolls_back_only_unacknowledged_batches() {
         assert_eq!(try_append(&log, "next").await.unwrap(), 10);
         log.abandon().await;
     });
-    on_executor(move || async move {
-        let log = PartitionLog::open(&reopen_path, small_config(), None).await.unwrap();
+    with_log(dir.path(), small_config(), move |log| async move {
         let all = read_all(&log, 0).await;
         assert_eq!(all.len(), 12);
         assert!(all.iter().all(|(_, value)| !value.starts_with("lost")));
