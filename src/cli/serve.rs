@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::{fail, EXIT_ENVIRONMENT, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
-use crate::config::NodeConfig;
+use crate::config::{ConfigError, NodeConfig};
 use crate::node::NodeError;
 
 /// Flags of `ringlog serve`; every other setting is in the config file or
@@ -47,7 +47,7 @@ pub struct ServeArgs {
     print_config: bool,
 }
 
-fn resolve(args: &ServeArgs) -> Result<NodeConfig, String> {
+fn resolve(args: &ServeArgs) -> Result<NodeConfig, ConfigError> {
     let mut config = NodeConfig::load(args.config.as_deref(), std::env::vars())?;
     if let Some(data_dir) = &args.data_dir {
         config.data_dir = data_dir.clone();
