@@ -9,6 +9,8 @@ use std::time::Duration;
 use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue, Txn, TxnResponse};
 use thiserror::Error;
 
+use super::node_id::NodeIdError;
+
 /// Control-plane failures.
 #[derive(Debug, Error)]
 pub enum ClusterError {
@@ -33,12 +35,15 @@ pub enum ClusterError {
         /// The bound.
         timeout_ms: u64,
     },
-    /// A local file (`DATA/node_id`) could not be read or written.
+    /// `DATA/node_id` cannot give this node its id.
+    #[error(transparent)]
+    NodeId(#[from] NodeIdError),
+    /// A local read failed (the random source of the cluster secret).
     #[error("cannot {action} {path}: {source}")]
     Io {
-        /// read or write.
+        /// What was being done.
         action: &'static str,
-        /// The file.
+        /// What was read.
         path: String,
         /// The cause.
         #[source]
