@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use super::{fail, EXIT_ENVIRONMENT, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::config::{ConfigError, NodeConfig};
-use crate::node::NodeError;
 
 /// Flags of `ringlog serve`; every other setting is in the config file or
 /// `RINGLOG_*` variables (see docs/CONFIG.md, or `--print-config`).
@@ -102,7 +101,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     abort_on_panic();
     match crate::node::serve(config) {
         Ok(()) => ExitCode::from(EXIT_OK),
-        Err(NodeError::Environment(message)) => fail(message, EXIT_ENVIRONMENT),
-        Err(NodeError::Operational(message)) => fail(message, EXIT_FAILURE),
+        Err(error) if error.is_environment() => fail(error, EXIT_ENVIRONMENT),
+        Err(error) => fail(error, EXIT_FAILURE),
     }
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 use crate::admin::http::{router, AdminState};
 use crate::cluster::membership::ControlPlane;
 
+use super::NodeError;
+
 /// Start the control thread; returns once the admin listener is bound.
 /// The thread ends after `stop` is set, the admin server has drained and
 /// the membership loop has resigned and revoked its lease.
@@ -20,10 +22,10 @@ pub fn start(
     plane: Option<Arc<ControlPlane>>,
     heap_trim_interval_ms: u64,
     stop: &'static AtomicBool,
-) -> Result<std::thread::JoinHandle<()>, String> {
-    let listener =
-        std::net::TcpListener::bind(address).map_err(|error| format!("cannot listen on {address}: {error}"))?;
-    listener.set_nonblocking(true).map_err(|error| error.to_string())?;
+) -> Result<std::thread::JoinHandle<()>, NodeError> {
+    let listen_error = |source| NodeError::AdminListener { address: address.to_string(), source };
+    let listener = std::net::TcpListener::bind(address).map_err(listen_error)?;
+    listener.set_nonblocking(true).map_err(listen_error)?;
     std::thread::Builder::new()
         .name("ringlog-control".into())
         .spawn(move || {
@@ -51,7 +53,7 @@ pub fn start(
                 }
             });
         })
-        .map_err(|error| format!("cannot start the control thread: {error}"))
+        .map_err(|source| NodeError::Thread { thread: "control", source })
 }
 
 /// Hand freed heap pages back to the OS every `interval_ms` (see

@@ -18,28 +18,22 @@ use crate::state::progress::ReplicationProgress;
 use crate::storage::lock::DataDirLock;
 
 pub mod control_thread;
+mod error;
 mod shard;
 mod startup;
+
+pub use error::{NodeError, ShardError};
 
 use shard::{join_shards, spawn_shards, ShardConfig};
 use startup::{advertised_addresses, announce, claim_addresses, loopback_address, wait_until_listening};
 pub use startup::{startup_checks, MIN_MEMLOCK_BYTES};
-
-/// Why the node could not run.
-#[derive(Debug)]
-pub enum NodeError {
-    /// The environment cannot run ringlog (exit 78).
-    Environment(String),
-    /// Anything else (exit 1).
-    Operational(String),
-}
 
 /// Set by the signal thread; every shard polls it.
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
 fn install_signal_handlers() -> Result<(), NodeError> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .map_err(|error| NodeError::Operational(format!("cannot install signal handlers: {error}")))?;
+        .map_err(|source| NodeError::SignalHandlers { source })?;
     std::thread::Builder::new()
         .name("ringlog-signals".into())
         .spawn(move || {
@@ -49,17 +43,17 @@ fn install_signal_handlers() -> Result<(), NodeError> {
                 STOP_REQUESTED.store(true, Ordering::SeqCst);
             }
         })
-        .map_err(|error| NodeError::Operational(format!("cannot start signal thread: {error}")))?;
+        .map_err(|source| NodeError::Thread { thread: "signals", source })?;
     Ok(())
 }
 
 /// Run the node until a shutdown signal; returns when everything is closed.
 pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
     startup_checks()?;
-    let _lock = DataDirLock::acquire(&config.data_dir).map_err(|error| NodeError::Operational(error.to_string()))?;
+    let _lock = DataDirLock::acquire(&config.data_dir).map_err(NodeError::DataDirectory)?;
     claim_addresses(&config)?;
     let topics = TopicMeta::load_all(&config.data_dir)
-        .map_err(|error| NodeError::Operational(format!("cannot load topics: {error}")))?;
+        .map_err(|source| NodeError::LoadTopics { data_dir: config.data_dir.clone(), source })?;
     let shards = match config.shards {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         shards => shards,
@@ -72,7 +66,7 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
     let clustered = !config.cluster.etcd.is_empty();
     let cluster = if clustered { ClusterState::clustered() } else { ClusterState::standalone() };
     let progress = ReplicationProgress::new(shards);
-    let (ready_sender, ready_receiver) = mpsc::channel::<Result<ShardId, String>>();
+    let (ready_sender, ready_receiver) = mpsc::channel::<Result<ShardId, ShardError>>();
     let template = ShardConfig {
         shard: 0,
         shards,
@@ -100,17 +94,19 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
     };
     let admin = match start_control(&config, admin_state, &progress) {
         Ok(admin) => admin,
-        Err(message) => {
+        Err(error) => {
             STOP_REQUESTED.store(true, Ordering::SeqCst);
-            join_shards(handles);
-            return Err(NodeError::Operational(message));
+            if let Some(shard_error) = join_shards(handles) {
+                tracing::error!(target: "ringlog::node", error = %shard_error, "a shard failed while stopping");
+            }
+            return Err(error);
         }
     };
     announce(&config, shards);
     let failed = join_shards(handles);
     let _ = admin.join();
     match failed {
-        Some(message) => Err(NodeError::Operational(message)),
+        Some(error) => Err(error),
         None => {
             tracing::info!(target: "ringlog::node", "clean shutdown complete");
             Ok(())
@@ -126,7 +122,7 @@ fn start_control(
     config: &NodeConfig,
     mut admin_state: AdminState,
     progress: &Arc<ReplicationProgress>,
-) -> Result<std::thread::JoinHandle<()>, String> {
+) -> Result<std::thread::JoinHandle<()>, NodeError> {
     let plane = (!config.cluster.etcd.is_empty()).then(|| {
         ControlPlane::new(
             config.cluster.clone(),

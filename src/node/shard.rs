@@ -21,9 +21,9 @@ use crate::state::metrics::ConnectionCount;
 use crate::state::metrics::NodeMetrics;
 use crate::state::progress::ReplicationProgress;
 
-use super::{NodeError, STOP_REQUESTED};
+use super::{NodeError, ShardError, STOP_REQUESTED};
 
-pub(super) type ShardHandle = glommio::ExecutorJoinHandle<Result<(), String>>;
+pub(super) type ShardHandle = glommio::ExecutorJoinHandle<Result<(), ShardError>>;
 
 /// One pinned executor per shard (unpinned when there are more shards than
 /// cores), each with a copy of `template` naming its own shard.
@@ -37,23 +37,24 @@ pub(super) fn spawn_shards(template: &ShardConfig) -> Result<Vec<ShardHandle>, N
         let handle = glommio::LocalExecutorBuilder::new(placement)
             .name(&format!("ringlog-shard-{shard}"))
             .spawn(move || run_shard(shard_config, ends))
-            .map_err(|error| NodeError::Environment(format!("cannot start shard executor {shard}: {error}")))?;
+            .map_err(|error| NodeError::ShardExecutor { shard, source: error.into() })?;
         handles.push(handle);
     }
     Ok(handles)
 }
 
-/// Wait for every shard to end; the first failure, if any.
-pub(super) fn join_shards(handles: Vec<ShardHandle>) -> Option<String> {
+/// Wait for every shard to end; the first failure, if any (the handles
+/// are in shard order).
+pub(super) fn join_shards(handles: Vec<ShardHandle>) -> Option<NodeError> {
     let mut failed = None;
-    for handle in handles {
+    for (shard, handle) in handles.into_iter().enumerate() {
         match handle.join() {
             Ok(Ok(())) => {}
-            Ok(Err(message)) => {
-                failed.get_or_insert(message);
+            Ok(Err(error)) => {
+                failed.get_or_insert(NodeError::Shard(error));
             }
             Err(error) => {
-                failed.get_or_insert(format!("shard failed: {error}"));
+                failed.get_or_insert(NodeError::ShardJoin { shard, source: error.into() });
             }
         }
     }
@@ -72,10 +73,10 @@ pub(super) struct ShardConfig {
     pub(super) progress: Arc<ReplicationProgress>,
     /// Shards that have opened their partitions (the startup barrier).
     pub(super) opened: Arc<std::sync::atomic::AtomicUsize>,
-    pub(super) ready: mpsc::Sender<Result<ShardId, String>>,
+    pub(super) ready: mpsc::Sender<Result<ShardId, ShardError>>,
 }
 
-pub(super) async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), String> {
+pub(super) async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), ShardError> {
     crate::state::latency::observe_fsyncs_on_this_thread(Arc::clone(&setup.metrics.shards[setup.shard].fsync_latency));
     let (mesh, inbound) = Mesh::connect(setup.shard, ends).await;
     let context = Rc::new(ShardContext {
@@ -90,9 +91,9 @@ pub(super) async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), 
         progress: setup.progress,
     });
     let receivers = start_inbound(&context, inbound);
-    if let Err(message) = open_partitions(&context).await {
-        let _ = setup.ready.send(Err(message.clone()));
-        return Err(message);
+    if let Err(error) = open_partitions(&context).await {
+        let _ = setup.ready.send(Err(error.clone()));
+        return Err(error);
     }
     // Before the control plane starts: a leader must outrank every epoch on disk.
     for owned in context.partitions.all() {
@@ -105,23 +106,23 @@ pub(super) async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), 
     setup.opened.fetch_add(1, Ordering::SeqCst);
     while setup.opened.load(Ordering::SeqCst) < setup.shards {
         if STOP_REQUESTED.load(Ordering::SeqCst) {
-            return Err("stopped during startup".into());
+            return Err(ShardError::StoppedDuringStartup { shard: setup.shard });
         }
         crate::runtime::sleep(Duration::from_millis(5)).await;
     }
-    let listener = match bind(&setup.config.listen) {
+    let listener = match bind(setup.shard, &setup.config.listen) {
         Ok(listener) => listener,
-        Err(message) => {
-            let _ = setup.ready.send(Err(message.clone()));
-            return Err(message);
+        Err(error) => {
+            let _ = setup.ready.send(Err(error.clone()));
+            return Err(error);
         }
     };
     let replication_listener = match context.cluster.is_clustered() {
-        true => match bind(&setup.config.replication_listen) {
+        true => match bind(setup.shard, &setup.config.replication_listen) {
             Ok(listener) => Some(listener),
-            Err(message) => {
-                let _ = setup.ready.send(Err(message.clone()));
-                return Err(message);
+            Err(error) => {
+                let _ = setup.ready.send(Err(error.clone()));
+                return Err(error);
             }
         },
         false => None,
@@ -172,8 +173,12 @@ pub(super) async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), 
     Ok(())
 }
 
-pub(super) fn bind(address: &str) -> Result<glommio::net::TcpListener, String> {
-    glommio::net::TcpListener::bind(address).map_err(|error| format!("cannot listen on {address}: {error}"))
+pub(super) fn bind(shard: ShardId, address: &str) -> Result<glommio::net::TcpListener, ShardError> {
+    glommio::net::TcpListener::bind(address).map_err(|error| ShardError::Bind {
+        shard,
+        address: address.to_string(),
+        source: Arc::new(error.into()),
+    })
 }
 
 /// Poll the process-wide stop flag (set by the signal thread).
@@ -186,7 +191,7 @@ pub(super) async fn watch_for_stop(stop: Rc<Notify>, stopping: Rc<Cell<bool>>) {
 }
 
 /// Finish in-flight requests (bounded wait), then close partitions cleanly.
-pub(super) async fn shut_down(context: &Rc<ShardContext>, in_flight: &InFlight) -> Result<(), String> {
+pub(super) async fn shut_down(context: &Rc<ShardContext>, in_flight: &InFlight) -> Result<(), ShardError> {
     let waited = futures_lite::future::or(
         async {
             in_flight.drained().await;
@@ -204,12 +209,16 @@ pub(super) async fn shut_down(context: &Rc<ShardContext>, in_flight: &InFlight) 
     }
     // Give peers a moment to finish requests they forwarded here.
     crate::runtime::sleep(Duration::from_millis(100)).await;
-    context.partitions.close_all().await.map_err(|error| format!("shard {}: {error}", context.shard))?;
+    context
+        .partitions
+        .close_all()
+        .await
+        .map_err(|error| ShardError::Close { shard: context.shard, source: Arc::new(error) })?;
     context.mesh.fail_pending();
     Ok(())
 }
 
-pub(super) async fn open_partitions(context: &Rc<ShardContext>) -> Result<(), String> {
+pub(super) async fn open_partitions(context: &Rc<ShardContext>) -> Result<(), ShardError> {
     for meta in context.registry.snapshot().values() {
         context
             .partitions
@@ -221,7 +230,11 @@ pub(super) async fn open_partitions(context: &Rc<ShardContext>) -> Result<(), St
                 &context.config.storage,
             )
             .await
-            .map_err(|error| format!("cannot open topic {}: {error}", meta.name))?;
+            .map_err(|error| ShardError::OpenTopic {
+                shard: context.shard,
+                topic: meta.name.clone(),
+                source: Arc::new(error),
+            })?;
     }
     Ok(())
 }
