@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use thiserror::Error;
 
-use super::etcd::{text, ClusterError, Etcd};
+use super::error::ClusterError;
+use super::etcd::{text, Etcd};
 use super::keys::Keys;
 
 /// Name of the file in the data directory that keeps the id.
@@ -108,9 +109,11 @@ pub async fn assign_node_id(etcd: &Etcd, keys: &Keys) -> Result<u64, ClusterErro
         let (last_id, unchanged) = match &last {
             Some(kv) => {
                 let value = text(kv);
-                let id = value
-                    .parse::<u64>()
-                    .map_err(|_| ClusterError::Invalid(format!("{last_key} holds {value:?}, not a node id")))?;
+                let id = value.parse::<u64>().map_err(|_| ClusterError::MalformedKey {
+                    key: last_key.clone(),
+                    value,
+                    expected: "a node id",
+                })?;
                 (id, Compare::mod_revision(last_key.clone(), CompareOp::Equal, kv.mod_revision()))
             }
             None => (0, Compare::create_revision(last_key.clone(), CompareOp::Equal, 0)),
@@ -136,7 +139,7 @@ pub async fn assign_node_id(etcd: &Etcd, keys: &Keys) -> Result<u64, ClusterErro
             tracing::info!(target: "ringlog::cluster", id = candidate, "node id already taken in etcd; skipping it");
         }
     }
-    Err(ClusterError::Invalid(format!("could not claim a node id after {MAX_ATTEMPTS} attempts")))
+    Err(ClusterError::NodeIdsExhausted { attempts: MAX_ATTEMPTS })
 }
 
 #[cfg(test)]
