@@ -10,22 +10,21 @@ use std::sync::Arc;
 use crate::admin::http::AdminState;
 use crate::cluster::membership::ControlPlane;
 use crate::config::NodeConfig;
-use crate::shard::topics::{TopicMeta, TopicRegistry};
-use crate::state::cluster::ClusterState;
-use crate::state::metrics::ConnectionCount;
-use crate::state::metrics::NodeMetrics;
-use crate::state::progress::ReplicationProgress;
+use crate::shard::topics::TopicMeta;
+use crate::shard::ShardId;
 use crate::storage::lock::DataDirLock;
 
 pub mod control_thread;
 mod error;
 mod shard;
+mod shared;
 mod startup;
 
 pub use error::{NodeError, ShardError};
 
-use shard::{join_shards, spawn_shards, ShardConfig};
-use startup::{advertised_addresses, announce, claim_addresses, loopback_address, wait_until_listening};
+use shard::{join_shards, spawn_shards};
+use shared::Shared;
+use startup::{advertised_addresses, announce, claim_addresses, wait_until_listening};
 pub use startup::{startup_checks, MIN_MEMLOCK_BYTES};
 
 /// Set by the signal thread; every shard polls it.
@@ -54,57 +53,64 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
     claim_addresses(&config)?;
     let topics = TopicMeta::load_all(&config.data_dir)
         .map_err(|source| NodeError::LoadTopics { data_dir: config.data_dir.clone(), source })?;
-    let shards = match config.shards {
+    let shards = shard_count(&config);
+    install_signal_handlers()?;
+    let shared = Shared::new(config, topics, shards);
+    let (ready_sender, ready_receiver) = mpsc::channel::<Result<ShardId, ShardError>>();
+    // The template is dropped at the end of this statement, so the shards
+    // hold the only senders: a shard that dies unannounced ends the wait
+    // below instead of blocking it.
+    let handles = spawn_shards(&shared.shard_template(ready_sender))?;
+    wait_until_listening(&ready_receiver, shards, &shared.config)?;
+    let admin = match start_control(&shared) {
+        Ok(admin) => admin,
+        Err(error) => return Err(stop_shards(handles, error)),
+    };
+    announce(&shared.config, shards);
+    join_node(handles, admin)
+}
+
+/// Data shards: the setting, or one per core when it is 0.
+fn shard_count(config: &NodeConfig) -> usize {
+    match config.shards {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         shards => shards,
-    };
-    install_signal_handlers()?;
-    let config = Arc::new(config);
-    let registry = Arc::new(TopicRegistry::new(topics));
-    let connections = Arc::new(ConnectionCount::default());
-    let metrics = Arc::new(NodeMetrics::new(shards, Arc::clone(&connections)));
-    let clustered = !config.cluster.etcd.is_empty();
-    let cluster = if clustered { ClusterState::clustered() } else { ClusterState::standalone() };
-    let progress = ReplicationProgress::new(shards);
-    let (ready_sender, ready_receiver) = mpsc::channel::<Result<ShardId, ShardError>>();
-    let template = ShardConfig {
-        shard: 0,
-        shards,
-        config: Arc::clone(&config),
-        registry: Arc::clone(&registry),
-        connections: Arc::clone(&connections),
-        metrics: Arc::clone(&metrics),
-        cluster: Arc::clone(&cluster),
-        progress: Arc::clone(&progress),
-        opened: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-        ready: ready_sender,
-    };
-    let handles = spawn_shards(&template)?;
-    // The shards hold the only senders now: a shard that dies unannounced
-    // ends the wait below instead of blocking it.
-    drop(template);
-    wait_until_listening(&ready_receiver, shards, &config)?;
-    let admin_state = AdminState {
-        registry: Arc::clone(&registry),
-        metrics: Arc::clone(&metrics),
-        client_address: loopback_address(&config.listen),
-        admin_token: config.admin_token.clone(),
-        cluster: Arc::clone(&cluster),
-        plane: None,
-    };
-    let admin = match start_control(&config, admin_state, &progress) {
-        Ok(admin) => admin,
-        Err(error) => {
-            STOP_REQUESTED.store(true, Ordering::SeqCst);
-            if let Some(shard_error) = join_shards(handles) {
-                tracing::error!(target: "ringlog::node", error = %shard_error, "a shard failed while stopping");
-            }
-            return Err(error);
-        }
-    };
-    announce(&config, shards);
+    }
+}
+
+/// The control thread: the admin API and, in cluster mode, the etcd
+/// control plane (which the admin API also answers from).
+fn start_control(shared: &Shared) -> Result<std::thread::JoinHandle<()>, NodeError> {
+    let config = &shared.config;
+    let plane = (!config.cluster.etcd.is_empty()).then(|| {
+        ControlPlane::new(
+            config.cluster.clone(),
+            config.data_dir.clone(),
+            advertised_addresses(config),
+            Arc::clone(&shared.cluster),
+            Arc::clone(&shared.progress),
+        )
+    });
+    let admin_state = AdminState { plane: plane.clone(), ..shared.admin_state() };
+    control_thread::start(&config.admin, admin_state, plane, config.limits.heap_trim_interval_ms, &STOP_REQUESTED)
+}
+
+/// Stop the running shards after a failure to start, and return it.
+fn stop_shards(handles: Vec<shard::ShardHandle>, error: NodeError) -> NodeError {
+    STOP_REQUESTED.store(true, Ordering::SeqCst);
+    if let Some(shard_error) = join_shards(handles) {
+        tracing::error!(target: "ringlog::node", error = %shard_error, "a shard failed while stopping");
+    }
+    error
+}
+
+/// Wait for the shards to end (after the stop signal), then the control
+/// thread; the first shard failure, if any.
+fn join_node(handles: Vec<shard::ShardHandle>, admin: std::thread::JoinHandle<()>) -> Result<(), NodeError> {
     let failed = join_shards(handles);
-    let _ = admin.join();
+    if admin.join().is_err() {
+        tracing::error!(target: "ringlog::node", "the control thread panicked");
+    }
     match failed {
         Some(error) => Err(error),
         None => {
@@ -112,26 +118,4 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
             Ok(())
         }
     }
-}
-
-use crate::shard::ShardId;
-
-/// The control thread: the admin API and, in cluster mode, the etcd
-/// control plane (which the admin API also answers from).
-fn start_control(
-    config: &NodeConfig,
-    mut admin_state: AdminState,
-    progress: &Arc<ReplicationProgress>,
-) -> Result<std::thread::JoinHandle<()>, NodeError> {
-    let plane = (!config.cluster.etcd.is_empty()).then(|| {
-        ControlPlane::new(
-            config.cluster.clone(),
-            config.data_dir.clone(),
-            advertised_addresses(config),
-            Arc::clone(&admin_state.cluster),
-            Arc::clone(progress),
-        )
-    });
-    admin_state.plane = plane.clone();
-    control_thread::start(&config.admin, admin_state, plane, config.limits.heap_trim_interval_ms, &STOP_REQUESTED)
 }
