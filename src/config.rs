@@ -18,7 +18,8 @@ pub struct LimitsConfig {
     pub max_frame_bytes: usize,
     /// Largest record value.
     pub max_record_bytes: usize,
-    /// Client connections per node (across shards).
+    /// Open connections per node, across shards: the client and the
+    /// replication listener share the count.
     pub max_connections: usize,
     /// Requests a connection may have in flight (pipelining depth).
     pub max_inflight_requests_per_connection: usize,
