@@ -80,7 +80,9 @@ async fn trim_heap(interval_ms: u64, trim: fn()) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let _ = tokio::task::spawn_blocking(trim).await;
+        if let Err(error) = tokio::task::spawn_blocking(trim).await {
+            tracing::warn!(target: "ringlog::node", %error, "heap trim failed");
+        }
     }
 }
 
