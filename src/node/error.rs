@@ -92,7 +92,7 @@ pub enum NodeError {
     /// An OS thread of the node could not be started.
     #[error("cannot start the {thread} thread: {source}")]
     Thread {
-        /// Which thread (signals, control).
+        /// Which thread (signal, control).
         thread: &'static str,
         /// The cause.
         #[source]

@@ -42,7 +42,7 @@ fn install_signal_handlers() -> Result<(), NodeError> {
                 STOP_REQUESTED.store(true, Ordering::SeqCst);
             }
         })
-        .map_err(|source| NodeError::Thread { thread: "signals", source })?;
+        .map_err(|source| NodeError::Thread { thread: "signal", source })?;
     Ok(())
 }
 
