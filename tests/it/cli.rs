@@ -259,3 +259,18 @@ fn log_format_json_writes_one_json_object_per_line() {
     assert!(ready["timestamp"].is_string());
     assert!(events.iter().any(|event| event["message"] == "clean shutdown complete"));
 }
+
+#[test]
+fn serve_with_an_out_of_range_setting_exits_2_with_one_line_naming_key_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ringlog"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("RINGLOG_LIMITS_MAX_CONNECTIONS", "0")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr, "error: limits.max_connections must be > 0, got 0\n");
+    assert!(!dir.path().join("data").exists(), "refused before the data directory is touched");
+}
