@@ -13,8 +13,8 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::answer_body::answer_body;
 use super::high_watermark;
-use super::leader::answer_body;
 use crate::protocol::{
     ErrorCode, ErrorResponse, ReplicaFetchPartition, ReplicaFetchedPartition, Request, Response,
     REPLICA_FETCHED_PARTITION_FIXED_BYTES,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ringlog::protocol::{
     Acks, ErrorCode, ReplicaFetchPartition, ReplicaFetchedPartition, Request, Response, TopicSettings,
 };
-use ringlog::replication::follower::{decode_fetched, Fetched};
+use ringlog::replication::answer_body::{decode_fetched, Fetched};
 use ringlog::storage::batch::BatchIter;
 
 use crate::cluster::{wait_for, Cluster};
