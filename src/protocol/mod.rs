@@ -16,6 +16,9 @@ mod response;
 mod types;
 mod wire;
 
+#[cfg(test)]
+mod golden_tests;
+
 pub use request::*;
 pub use response::*;
 pub use types::*;
