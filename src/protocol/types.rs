@@ -3,12 +3,10 @@
 
 use thiserror::Error;
 
+use super::layout::{record, Field};
+
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
-/// Bytes of a request header after the length prefix.
-pub const REQUEST_HEADER_BYTES: usize = 8;
-/// Bytes of a response header after the length prefix.
-pub const RESPONSE_HEADER_BYTES: usize = 6;
 /// The protocol version every frame carries; a peer of another version is
 /// answered `unsupported_version`. 2: `ReplicaFetchMany` (key 18), and an
 /// unestablished high watermark sent as `u64::MAX` (a version-1 follower
@@ -245,6 +243,13 @@ pub struct TopicSettings {
     pub segment_bytes: u64,
 }
 
+record!(TopicSettings {
+    partitions: u32 = "partitions",
+    retention_bytes: u64 = "retention bytes",
+    retention_ms: u64 = "retention ms",
+    segment_bytes: u64 = "segment bytes",
+});
+
 /// One partition of a [`Request::ReplicaFetchMany`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaFetchPartition {
@@ -259,8 +264,15 @@ pub struct ReplicaFetchPartition {
     pub high_watermark: Option<u64>,
 }
 
+record!(ReplicaFetchPartition {
+    topic: String = "topic",
+    partition: u32 = "partition",
+    offset: u64 = "offset",
+    high_watermark: Option<u64> = "high watermark",
+});
+
 /// Smallest encoding of a [`ReplicaFetchPartition`] (empty topic name).
-pub const REPLICA_FETCH_PARTITION_MIN_BYTES: usize = 2 + 4 + 8 + 8;
+pub const REPLICA_FETCH_PARTITION_MIN_BYTES: usize = ReplicaFetchPartition::MIN_BYTES;
 
 /// One partition of a [`Response::ReplicaFetchMany`]: only partitions with
 /// news are answered (data, a higher high watermark, the log start past the
@@ -284,5 +296,15 @@ pub struct ReplicaFetchedPartition {
     pub body: Vec<u8>,
 }
 
+record!(ReplicaFetchedPartition {
+    index: u32 = "index",
+    error: ErrorCode = "error code",
+    high_watermark: Option<u64> = "high watermark",
+    log_start_offset: u64 = "log start",
+    log_end_offset: u64 = "log end",
+    uncompressed_bytes: u32 = "uncompressed bytes",
+    body: Vec<u8> = "batches",
+});
+
 /// Encoded size of a [`ReplicaFetchedPartition`] without its body.
-pub const REPLICA_FETCHED_PARTITION_FIXED_BYTES: usize = 4 + 2 + 8 + 8 + 8 + 4 + 4;
+pub const REPLICA_FETCHED_PARTITION_FIXED_BYTES: usize = ReplicaFetchedPartition::MIN_BYTES;

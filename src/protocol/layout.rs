@@ -1,0 +1,404 @@
+//! Layout descriptions: how a value is laid out on the wire, declared once
+//! and used by both directions.
+//!
+//! A [`Field`] encodes and decodes one value; the primitive types, strings,
+//! byte strings, counted vectors and the sentinel-encoded options implement
+//! it here. [`record!`] declares a struct's layout as one ordered field
+//! list, and [`messages!`] declares every variant of a message enum the same
+//! way: each generates encode and decode from that one list, so a field
+//! cannot be added to one side only, and fixed sizes (`MIN_BYTES`) are
+//! summed from the fields instead of written as literals.
+
+use super::types::*;
+use super::wire::*;
+
+/// One value's wire layout.
+pub(super) trait Field: Sized {
+    /// What decoding errors call the value: one name, or one per part.
+    type Names: Copy;
+    /// The fewest bytes an encoding takes (an empty string or byte string
+    /// counts its length prefix only): the size of a fixed prefix, and the
+    /// bound on what a hostile element count may preallocate.
+    const MIN_BYTES: usize;
+    /// Append the value.
+    fn encode(&self, writer: &mut Writer<'_>);
+    /// Read the value; never panics, whatever the bytes.
+    fn decode(reader: &mut Reader<'_>, names: Self::Names) -> Result<Self, ProtocolError>;
+}
+
+impl Field for u16 {
+    type Names = &'static str;
+    const MIN_BYTES: usize = 2;
+    fn encode(&self, writer: &mut Writer<'_>) {
+        writer.u16(*self);
+    }
+    fn decode(reader: &mut Reader<'_>, name: &'static str) -> Result<u16, ProtocolError> {
+        reader.u16(name)
+    }
+}
+
+impl Field for u32 {
+    type Names = &'static str;
+    const MIN_BYTES: usize = 4;
+    fn encode(&self, writer: &mut Writer<'_>) {
+        writer.u32(*self);
+    }
+    fn decode(reader: &mut Reader<'_>, name: &'static str) -> Result<u32, ProtocolError> {
+        reader.u32(name)
+    }
+}
+
+impl Field for u64 {
+    type Names = &'static str;
+    const MIN_BYTES: usize = 8;
+    fn encode(&self, writer: &mut Writer<'_>) {
+        writer.u64(*self);
+    }
+    fn decode(reader: &mut Reader<'_>, name: &'static str) -> Result<u64, ProtocolError> {
+        reader.u64(name)
+    }
+}
+
+/// Two's complement in a `u64`.
+impl Field for i64 {
+    type Names = &'static str;
+    const MIN_BYTES: usize = 8;
+    fn encode(&self, writer: &mut Writer<'_>) {
+        writer.u64(*self as u64);
+    }
+    fn decode(reader: &mut Reader<'_>, name: &'static str) -> Result<i64, ProtocolError> {
+        Ok(reader.u64(name)? as i64)
+    }
+}
+
+/// A `u8`, 1 for true; any non-zero byte reads as true.
+impl Field for bool {
+    type Names = &'static str;
+    const MIN_BYTES: usize = 1;
+    fn encode(&self, writer: &mut Writer<'_>) {
+        writer.u8(u8::from(*self));
+    }
+    fn decode(reader: &mut Reader<'_>, name: &'static str) -> Result<bool, ProtocolError> {
+        Ok(reader.u8(name)? != 0)
+    }
+}
+
+/// `u16 length | UTF-8`.
+impl Field for String {
+    type Names = &'static str;
+    const MIN_BYTES: usize = 2;
+    fn encode(&self, writer: &mut Writer<'_>) {
+        writer.string(self);
+    }
+    fn decode(reader: &mut Reader<'_>, name: &'static str) -> Result<String, ProtocolError> {
+        reader.string(name)
+    }
+}
+
+/// `u32 length | bytes`.
+impl Field for Vec<u8> {
+    type Names = &'static str;
+    const MIN_BYTES: usize = 4;
+    fn encode(&self, writer: &mut Writer<'_>) {
+        writer.bytes(self);
+    }
+    fn decode(reader: &mut Reader<'_>, name: &'static str) -> Result<Vec<u8>, ProtocolError> {
+        reader.bytes(name)
+    }
+}
+
+/// An offset that may be unknown: `u64::MAX` on the wire for `None` (no
+/// real offset reaches it).
+impl Field for Option<u64> {
+    type Names = &'static str;
+    const MIN_BYTES: usize = 8;
+    fn encode(&self, writer: &mut Writer<'_>) {
+        writer.u64(self.unwrap_or(u64::MAX));
+    }
+    fn decode(reader: &mut Reader<'_>, name: &'static str) -> Result<Option<u64>, ProtocolError> {
+        Ok(Some(reader.u64(name)?).filter(|&value| value != u64::MAX))
+    }
+}
+
+/// An epoch that may be unknown: `known u8 | epoch u32`, the epoch 0 when
+/// unknown (every value of a `u32` is a possible epoch, so no sentinel).
+impl Field for Option<u32> {
+    type Names = (&'static str, &'static str);
+    const MIN_BYTES: usize = 1 + 4;
+    fn encode(&self, writer: &mut Writer<'_>) {
+        writer.u8(u8::from(self.is_some()));
+        writer.u32(self.unwrap_or(0));
+    }
+    fn decode(reader: &mut Reader<'_>, (flag, name): Self::Names) -> Result<Option<u32>, ProtocolError> {
+        let known = match reader.u8(flag)? {
+            0 => false,
+            1 => true,
+            _ => return Err(ProtocolError::Invalid("epoch flag must be 0 or 1")),
+        };
+        let value = reader.u32(name)?;
+        if !known && value != 0 {
+            return Err(ProtocolError::Invalid("an unknown epoch must be sent as 0"));
+        }
+        Ok(known.then_some(value))
+    }
+}
+
+/// `u32 count | element*`.
+impl<T: Field> Field for Vec<T> {
+    type Names = (&'static str, T::Names);
+    const MIN_BYTES: usize = 4;
+    fn encode(&self, writer: &mut Writer<'_>) {
+        writer.u32(u32::try_from(self.len()).expect("fewer than 2^32 elements"));
+        for element in self {
+            element.encode(writer);
+        }
+    }
+    fn decode(reader: &mut Reader<'_>, (count_name, names): Self::Names) -> Result<Vec<T>, ProtocolError> {
+        const { assert!(T::MIN_BYTES > 0, "an element must take bytes, or a count could be unbounded") };
+        let count = reader.u32(count_name)? as usize;
+        // A hostile count preallocates no more elements than the frame could hold.
+        let mut elements = Vec::with_capacity(count.min(reader.remaining() / T::MIN_BYTES));
+        for _ in 0..count {
+            elements.push(T::decode(reader, names)?);
+        }
+        debug_assert_eq!(elements.len(), count);
+        Ok(elements)
+    }
+}
+
+/// One field after the other.
+impl<A: Field, B: Field> Field for (A, B) {
+    type Names = (A::Names, B::Names);
+    const MIN_BYTES: usize = A::MIN_BYTES + B::MIN_BYTES;
+    fn encode(&self, writer: &mut Writer<'_>) {
+        self.0.encode(writer);
+        self.1.encode(writer);
+    }
+    fn decode(reader: &mut Reader<'_>, (first, second): Self::Names) -> Result<(A, B), ProtocolError> {
+        Ok((A::decode(reader, first)?, B::decode(reader, second)?))
+    }
+}
+
+/// `u8`: 0 none, 1 leader, 2 all.
+impl Field for Acks {
+    type Names = &'static str;
+    const MIN_BYTES: usize = 1;
+    fn encode(&self, writer: &mut Writer<'_>) {
+        writer.u8(*self as u8);
+    }
+    fn decode(reader: &mut Reader<'_>, name: &'static str) -> Result<Acks, ProtocolError> {
+        match reader.u8(name)? {
+            0 => Ok(Acks::None),
+            1 => Ok(Acks::Leader),
+            2 => Ok(Acks::All),
+            _ => Err(ProtocolError::Invalid("acks must be 0, 1 or 2")),
+        }
+    }
+}
+
+/// A `u16` this side knows: read as `internal`, an unknown code would not
+/// re-encode to what was sent. (A response header's code is read leniently
+/// instead, with [`ErrorCode::from_wire`].)
+impl Field for ErrorCode {
+    type Names = &'static str;
+    const MIN_BYTES: usize = 2;
+    fn encode(&self, writer: &mut Writer<'_>) {
+        writer.u16(*self as u16);
+    }
+    fn decode(reader: &mut Reader<'_>, name: &'static str) -> Result<ErrorCode, ProtocolError> {
+        let value = reader.u16(name)?;
+        let code = ErrorCode::from_wire(value);
+        match code as u16 == value {
+            true => Ok(code),
+            false => Err(ProtocolError::Invalid("unknown error code")),
+        }
+    }
+}
+
+/// Declares a struct's wire layout: its fields in wire order, each with
+/// the name decoding errors give it. Implements [`Field`] for the struct.
+macro_rules! record {
+    ($Record:ident { $( $field:ident : $Type:ty = $names:expr ),* $(,)? }) => {
+        impl $crate::protocol::layout::Field for $Record {
+            type Names = ();
+            const MIN_BYTES: usize = 0 $( + <$Type as $crate::protocol::layout::Field>::MIN_BYTES )*;
+            fn encode(&self, writer: &mut $crate::protocol::wire::Writer<'_>) {
+                $( <$Type as $crate::protocol::layout::Field>::encode(&self.$field, writer); )*
+            }
+            fn decode(
+                reader: &mut $crate::protocol::wire::Reader<'_>,
+                _: (),
+            ) -> Result<$Record, $crate::protocol::types::ProtocolError> {
+                // Fields of a struct expression are evaluated in the order written: the wire order.
+                Ok($Record { $( $field: <$Type as $crate::protocol::layout::Field>::decode(reader, $names)?, )* })
+            }
+        }
+    };
+}
+pub(super) use record;
+
+/// Where a message's trailing byte string (its last field, and nearly all
+/// of its bytes) sits: the zero-copy paths read the fields before it, then
+/// move or write the body itself without copying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Trailing {
+    /// Its length, as the frame declares it.
+    pub bytes: usize,
+    /// What errors call it.
+    pub name: &'static str,
+}
+
+impl Trailing {
+    /// A body starting at `start` must end exactly where the frame of
+    /// `frame_bytes` does.
+    pub fn check_ends_at(self, start: usize, frame_bytes: usize) -> Result<(), ProtocolError> {
+        match start.saturating_add(self.bytes).cmp(&frame_bytes) {
+            std::cmp::Ordering::Greater => Err(ProtocolError::Truncated(self.name)),
+            std::cmp::Ordering::Less => Err(ProtocolError::Invalid("trailing bytes after the body")),
+            std::cmp::Ordering::Equal => Ok(()),
+        }
+    }
+}
+
+/// A message enum whose bodies [`messages!`] lays out.
+pub(super) trait Message: Sized {
+    /// Append the body up to its trailing byte string's length; return the
+    /// trailing bytes (empty when the message has none).
+    fn encode_head(&self, writer: &mut Writer<'_>) -> &[u8];
+    /// Read the body of an `api_key` message up to its trailing byte
+    /// string's length; the trailing field is left empty.
+    fn decode_head(api_key: ApiKey, reader: &mut Reader<'_>) -> Result<(Self, Option<Trailing>), ProtocolError>;
+    /// The trailing byte string, when the message has one.
+    fn trailing_mut(&mut self) -> Option<&mut Vec<u8>>;
+
+    /// Append the whole body.
+    fn encode_body(&self, writer: &mut Writer<'_>) {
+        let trailing = self.encode_head(writer);
+        writer.raw(trailing);
+    }
+
+    /// Read the whole body of an `api_key` message.
+    fn decode_body(api_key: ApiKey, reader: &mut Reader<'_>) -> Result<Self, ProtocolError> {
+        let (mut message, trailing) = Self::decode_head(api_key, reader)?;
+        if let Some(trailing) = trailing {
+            let bytes = reader.take(trailing.bytes, trailing.name)?;
+            let body = message.trailing_mut().expect("a message with a trailing length has a trailing field");
+            debug_assert!(body.is_empty());
+            body.extend_from_slice(bytes);
+        }
+        Ok(message)
+    }
+}
+
+/// Declares the body layout of every variant of a message enum, one entry
+/// per API key: `Key => Variant ()` (no body), `Key => Variant (field: Type
+/// = names)` (one unnamed field) or `Key => Variant { field: Type = names,
+/// ... }`, optionally ending in `; body = "name"`: a trailing `Vec<u8>`
+/// (`u32 length | bytes`) that the zero-copy paths send and receive without
+/// copying. Implements [`Message`] and `api_key()` from that one list.
+macro_rules! messages {
+    ($Enum:ident { $( $key:ident => $Variant:ident $shape:tt ),* $(,)? }) => {
+        impl $Enum {
+            /// The API key this message belongs to.
+            pub fn api_key(&self) -> ApiKey {
+                match self {
+                    $( messages!(@any $Enum $Variant $shape) => ApiKey::$key, )*
+                }
+            }
+        }
+
+        impl $crate::protocol::layout::Message for $Enum {
+            fn encode_head(&self, writer: &mut Writer<'_>) -> &[u8] {
+                match self {
+                    $( messages!(@bind $Enum $Variant $shape) => messages!(@encode writer $shape), )*
+                }
+            }
+
+            fn decode_head(
+                api_key: ApiKey,
+                reader: &mut Reader<'_>,
+            ) -> Result<(Self, Option<$crate::protocol::layout::Trailing>), ProtocolError> {
+                Ok(match api_key {
+                    $( ApiKey::$key => messages!(@decode reader $Enum $Variant $shape), )*
+                })
+            }
+
+            fn trailing_mut(&mut self) -> Option<&mut Vec<u8>> {
+                match self {
+                    $( messages!(@bind_trailing $Enum $Variant $shape) => messages!(@trailing $shape), )*
+                }
+            }
+        }
+    };
+
+    // A pattern matching the variant.
+    (@any $Enum:ident $Variant:ident ()) => { $Enum::$Variant };
+    (@any $Enum:ident $Variant:ident ($($tuple:tt)*)) => { $Enum::$Variant(..) };
+    (@any $Enum:ident $Variant:ident {$($fields:tt)*}) => { $Enum::$Variant { .. } };
+
+    // A pattern binding every field.
+    (@bind $Enum:ident $Variant:ident ()) => { $Enum::$Variant };
+    (@bind $Enum:ident $Variant:ident ($field:ident : $Type:ty = $names:expr)) => { $Enum::$Variant($field) };
+    (@bind $Enum:ident $Variant:ident {
+        $( $field:ident : $Type:ty = $names:expr ),* $(; $body:ident = $body_name:expr)? $(,)?
+    }) => {
+        $Enum::$Variant { $( $field, )* $( $body, )? }
+    };
+
+    // A pattern binding the trailing field only, and the expression giving it.
+    (@bind_trailing $Enum:ident $Variant:ident $shape:tt) => {
+        messages!(@bind_trailing_of $Enum $Variant $shape)
+    };
+    (@bind_trailing_of $Enum:ident $Variant:ident {
+        $( $field:ident : $Type:ty = $names:expr ),* ; $body:ident = $body_name:expr $(,)?
+    }) => {
+        $Enum::$Variant { $body, .. }
+    };
+    (@bind_trailing_of $Enum:ident $Variant:ident $shape:tt) => { messages!(@any $Enum $Variant $shape) };
+    (@trailing {
+        $( $field:ident : $Type:ty = $names:expr ),* ; $body:ident = $body_name:expr $(,)?
+    }) => {
+        Some($body)
+    };
+    (@trailing $shape:tt) => { None };
+
+    // Encoding the bound fields up to the trailing body's length; the body.
+    (@encode $writer:ident ()) => { &[] };
+    (@encode $writer:ident ($field:ident : $Type:ty = $names:expr)) => {{
+        <$Type as $crate::protocol::layout::Field>::encode($field, $writer);
+        &[]
+    }};
+    (@encode $writer:ident {
+        $( $field:ident : $Type:ty = $names:expr ),* $(; $body:ident = $body_name:expr)? $(,)?
+    }) => {{
+        $( <$Type as $crate::protocol::layout::Field>::encode($field, $writer); )*
+        messages!(@encode_trailing $writer $($body)?)
+    }};
+    (@encode_trailing $writer:ident) => { &[] };
+    (@encode_trailing $writer:ident $body:ident) => {{
+        $writer.u32(u32::try_from($body.len()).expect("a body shorter than 4 GiB"));
+        $body.as_slice()
+    }};
+
+    // Decoding the fields up to the trailing body's length.
+    (@decode $reader:ident $Enum:ident $Variant:ident ()) => { ($Enum::$Variant, None) };
+    (@decode $reader:ident $Enum:ident $Variant:ident ($field:ident : $Type:ty = $names:expr)) => {
+        ($Enum::$Variant(<$Type as $crate::protocol::layout::Field>::decode($reader, $names)?), None)
+    };
+    (@decode $reader:ident $Enum:ident $Variant:ident {
+        $( $field:ident : $Type:ty = $names:expr ),* $(; $body:ident = $body_name:expr)? $(,)?
+    }) => {{
+        // Fields of a struct expression are evaluated in the order written: the wire order.
+        let message = $Enum::$Variant {
+            $( $field: <$Type as $crate::protocol::layout::Field>::decode($reader, $names)?, )*
+            $( $body: messages!(@empty $body), )?
+        };
+        (message, messages!(@decode_trailing $reader $($body_name)?))
+    }};
+    (@empty $body:ident) => { Vec::new() };
+    (@decode_trailing $reader:ident) => { None };
+    (@decode_trailing $reader:ident $body_name:expr) => {
+        Some($crate::protocol::layout::Trailing { bytes: $reader.u32($body_name)? as usize, name: $body_name })
+    };
+}
+pub(super) use messages;
