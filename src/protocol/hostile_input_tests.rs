@@ -132,6 +132,10 @@ fn a_produce_head_is_undecided_until_its_fields_arrived_and_must_fit_the_frame()
     let mut bad_acks = frame.to_vec();
     bad_acks[acks_at] = 3;
     assert_eq!(decode_produce_head(&bad_acks, frame.len()), Err(ProtocolError::Invalid("acks must be 0, 1 or 2")));
+    let mut bad_topic = frame.to_vec();
+    bad_topic[REQUEST_HEADER_BYTES + 2] = 0xff;
+    assert_eq!(decode_produce_head(&bad_topic, frame.len()), Ok(None), "the whole frame's decode names it");
+    assert_eq!(decode_request_owned(bad_topic), Err(ProtocolError::Invalid("string is not UTF-8")));
     let mut fetch = Vec::new();
     encode_request(3, &Request::ListTopics, &mut fetch);
     assert_eq!(decode_produce_head(&fetch[LENGTH_PREFIX_BYTES..], fetch.len() - LENGTH_PREFIX_BYTES), Ok(None));

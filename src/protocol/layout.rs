@@ -179,6 +179,9 @@ impl<A: Field, B: Field> Field for (A, B) {
     }
 }
 
+/// An acks byte other than 0, 1 or 2.
+pub(super) const INVALID_ACKS: ProtocolError = ProtocolError::Invalid("acks must be 0, 1 or 2");
+
 /// `u8`: 0 none, 1 leader, 2 all.
 impl Field for Acks {
     type Names = &'static str;
@@ -191,7 +194,7 @@ impl Field for Acks {
             0 => Ok(Acks::None),
             1 => Ok(Acks::Leader),
             2 => Ok(Acks::All),
-            _ => Err(ProtocolError::Invalid("acks must be 0, 1 or 2")),
+            _ => Err(INVALID_ACKS),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Requests: the [`Request`] body, its header, encode and decode.
 
-use super::layout::{messages, record, Field, Message};
+use super::layout::{messages, record, Field, Message, INVALID_ACKS};
 use super::types::*;
 use super::wire::*;
 
@@ -280,8 +280,9 @@ impl ProduceHead {
 
 /// Parse a produce frame's fields up to its batch from the first bytes of
 /// the frame body. `Ok(None)` when `head` is not a (current version)
-/// produce frame or too short to hold those fields; a wrong `frame_bytes`
-/// is an error.
+/// produce frame, too short to hold those fields or one of them does not
+/// decode (the whole frame's decode then says which); a wrong acks value
+/// or `frame_bytes` is an error at once.
 pub fn decode_produce_head(head: &[u8], frame_bytes: usize) -> Result<Option<ProduceHead>, ProtocolError> {
     let Ok(header) = decode_request_header(head) else { return Ok(None) };
     if header.api_key != ApiKey::Produce as u16 || header.api_version != PROTOCOL_VERSION {
@@ -290,9 +291,10 @@ pub fn decode_produce_head(head: &[u8], frame_bytes: usize) -> Result<Option<Pro
     let mut reader = Reader::new(&head[REQUEST_HEADER_BYTES..]);
     let (request, trailing) = match Request::decode_head(ApiKey::Produce, &mut reader) {
         Ok(decoded) => decoded,
-        // The rest of the fields may be in the part of the frame not read yet.
-        Err(ProtocolError::Truncated(_)) => return Ok(None),
-        Err(error) => return Err(error),
+        Err(error) if error == INVALID_ACKS => return Err(error),
+        // The fields may go on past `head`, or be invalid: the whole
+        // frame's decode decides (and names the field).
+        Err(_) => return Ok(None),
     };
     let trailing = trailing.expect("a produce ends in its batch");
     let batch_start = REQUEST_HEADER_BYTES + reader.position;
