@@ -14,24 +14,23 @@ fn bytes_of(golden: &str) -> Vec<u8> {
     digits.chunks(2).map(|pair| value(pair[0]) << 4 | value(pair[1])).collect()
 }
 
+/// One example of every request, with its bytes.
 pub(super) fn request_examples() -> Vec<(Request, &'static str)> {
+    client_request_examples().into_iter().chain(replication_request_examples()).collect()
+}
+
+fn client_request_examples() -> Vec<(Request, &'static str)> {
     vec![
         (
-            Request::CreateTopic { name: "t".into(), settings: TopicSettings { partitions: 3, retention_bytes: 1, retention_ms: 2, segment_bytes: 4 } },
+            Request::CreateTopic {
+                name: "t".into(),
+                settings: TopicSettings { partitions: 3, retention_bytes: 1, retention_ms: 2, segment_bytes: 4 },
+            },
             "27000000 | 0100 0200 07000000 0100 74 03000000 0100000000000000 0200000000000000 0400000000000000",
         ),
-        (
-            Request::DeleteTopic { name: "t".into() },
-            "0b000000 | 0200 0200 07000000 0100 74",
-        ),
-        (
-            Request::ListTopics,
-            "08000000 | 0300 0200 07000000",
-        ),
-        (
-            Request::DescribeTopic { name: "t".into() },
-            "0b000000 | 0400 0200 07000000 0100 74",
-        ),
+        (Request::DeleteTopic { name: "t".into() }, "0b000000 | 0200 0200 07000000 0100 74"),
+        (Request::ListTopics, "08000000 | 0300 0200 07000000"),
+        (Request::DescribeTopic { name: "t".into() }, "0b000000 | 0400 0200 07000000 0100 74"),
         (
             Request::Produce { topic: "t".into(), partition: 3, acks: Acks::All, batch: vec![1, 2, 3] },
             "17000000 | 0500 0200 07000000 0100 74 03000000 02 03000000 010203",
@@ -40,10 +39,7 @@ pub(super) fn request_examples() -> Vec<(Request, &'static str)> {
             Request::Fetch { topic: "t".into(), partition: 1, offset: 42, max_bytes: 4096, max_wait_ms: 500 },
             "1f000000 | 0600 0200 07000000 0100 74 01000000 2a00000000000000 00100000 f4010000",
         ),
-        (
-            Request::ListOffsets { topic: "t".into(), partition: 9 },
-            "0f000000 | 0700 0200 07000000 0100 74 09000000",
-        ),
+        (Request::ListOffsets { topic: "t".into(), partition: 9 }, "0f000000 | 0700 0200 07000000 0100 74 09000000"),
         (
             Request::CommitOffset { group: "g".into(), topic: "t".into(), partition: 1, offset: 7 },
             "1a000000 | 0800 0200 07000000 0100 67 0100 74 01000000 0700000000000000",
@@ -52,14 +48,16 @@ pub(super) fn request_examples() -> Vec<(Request, &'static str)> {
             Request::FetchOffset { group: "g".into(), topic: "t".into(), partition: 1 },
             "12000000 | 0900 0200 07000000 0100 67 0100 74 01000000",
         ),
-        (
-            Request::InitProducer,
-            "08000000 | 0a00 0200 07000000",
-        ),
+        (Request::InitProducer, "08000000 | 0a00 0200 07000000"),
         (
             Request::FindOffset { topic: "t".into(), partition: 2, timestamp_ms: -5 },
             "17000000 | 0b00 0200 07000000 0100 74 02000000 fbffffffffffffff",
         ),
+    ]
+}
+
+fn replication_request_examples() -> Vec<(Request, &'static str)> {
+    vec![
         (
             Request::ReplicaHello { node_id: 3 },
             "10000000 | 0c00 0200 07000000 0300000000000000",
@@ -91,7 +89,13 @@ pub(super) fn request_examples() -> Vec<(Request, &'static str)> {
     ]
 }
 
+/// One example of every success response (each state of the enum-like
+/// ones), with the API key it answers and its bytes.
 pub(super) fn response_examples() -> Vec<(ApiKey, Response, &'static str)> {
+    client_response_examples().into_iter().chain(replication_response_examples()).collect()
+}
+
+fn client_response_examples() -> Vec<(ApiKey, Response, &'static str)> {
     vec![
         (
             ApiKey::CreateTopic,
@@ -163,6 +167,11 @@ pub(super) fn response_examples() -> Vec<(ApiKey, Response, &'static str)> {
             Response::FindOffset { offset: None },
             "0e000000 | 09000000 0000 ffffffffffffffff",
         ),
+    ]
+}
+
+fn replication_response_examples() -> Vec<(ApiKey, Response, &'static str)> {
+    vec![
         (
             ApiKey::ReplicaHello,
             Response::ReplicaChallenge { nonce: vec![1; 4] },
@@ -292,4 +301,39 @@ fn fixed_sizes_are_those_of_the_golden_layouts() {
     assert_eq!(REPLICA_FETCH_PARTITION_MIN_BYTES, 22);
     // index 4 | error 2 | high watermark 8 | log start 8 | log end 8 | uncompressed 4 | body length 4
     assert_eq!(REPLICA_FETCHED_PARTITION_FIXED_BYTES, 38);
+}
+
+#[test]
+fn api_keys_error_codes_and_acks_keep_their_wire_values_and_names() {
+    for value in 1..=18 {
+        assert_eq!(ApiKey::from_wire(value).map(|api_key| api_key as u16), Ok(value));
+    }
+    assert_eq!(ApiKey::from_wire(0), Err(ProtocolError::UnknownApi(0)));
+    assert_eq!(ApiKey::from_wire(19), Err(ProtocolError::UnknownApi(19)));
+    assert!(ApiKey::ReplicaHello.is_replication() && !ApiKey::FindOffset.is_replication());
+    let names = [
+        "none",
+        "unknown_topic",
+        "offset_out_of_range",
+        "storage_failed",
+        "disk_full",
+        "record_too_large",
+        "not_leader",
+        "not_enough_replicas",
+        "invalid_request",
+        "topic_exists",
+        "unsupported_version",
+        "unknown_api",
+        "out_of_order_sequence",
+        "shutting_down",
+        "timeout",
+        "internal",
+        "not_ready",
+    ];
+    for (value, name) in names.into_iter().enumerate() {
+        let code = ErrorCode::from_wire(value as u16);
+        assert_eq!((code as u16, code.name()), (value as u16, name));
+    }
+    assert_eq!(ErrorCode::from_wire(17), ErrorCode::Internal, "an unknown code reads as internal");
+    assert_eq!([Acks::None as u8, Acks::Leader as u8, Acks::All as u8], [0, 1, 2]);
 }

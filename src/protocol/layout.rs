@@ -26,38 +26,23 @@ pub(super) trait Field: Sized {
     fn decode(reader: &mut Reader<'_>, names: Self::Names) -> Result<Self, ProtocolError>;
 }
 
-impl Field for u16 {
-    type Names = &'static str;
-    const MIN_BYTES: usize = 2;
-    fn encode(&self, writer: &mut Writer<'_>) {
-        writer.u16(*self);
-    }
-    fn decode(reader: &mut Reader<'_>, name: &'static str) -> Result<u16, ProtocolError> {
-        reader.u16(name)
-    }
+/// Little-endian unsigned integers (the [`Reader`] and [`Writer`] methods
+/// are named after the types).
+macro_rules! integer_fields {
+    ($($Integer:ident),*) => {$(
+        impl Field for $Integer {
+            type Names = &'static str;
+            const MIN_BYTES: usize = std::mem::size_of::<$Integer>();
+            fn encode(&self, writer: &mut Writer<'_>) {
+                writer.$Integer(*self);
+            }
+            fn decode(reader: &mut Reader<'_>, name: &'static str) -> Result<$Integer, ProtocolError> {
+                reader.$Integer(name)
+            }
+        }
+    )*};
 }
-
-impl Field for u32 {
-    type Names = &'static str;
-    const MIN_BYTES: usize = 4;
-    fn encode(&self, writer: &mut Writer<'_>) {
-        writer.u32(*self);
-    }
-    fn decode(reader: &mut Reader<'_>, name: &'static str) -> Result<u32, ProtocolError> {
-        reader.u32(name)
-    }
-}
-
-impl Field for u64 {
-    type Names = &'static str;
-    const MIN_BYTES: usize = 8;
-    fn encode(&self, writer: &mut Writer<'_>) {
-        writer.u64(*self);
-    }
-    fn decode(reader: &mut Reader<'_>, name: &'static str) -> Result<u64, ProtocolError> {
-        reader.u64(name)
-    }
-}
+integer_fields!(u16, u32, u64);
 
 /// Two's complement in a `u64`.
 impl Field for i64 {
@@ -190,12 +175,7 @@ impl Field for Acks {
         writer.u8(*self as u8);
     }
     fn decode(reader: &mut Reader<'_>, name: &'static str) -> Result<Acks, ProtocolError> {
-        match reader.u8(name)? {
-            0 => Ok(Acks::None),
-            1 => Ok(Acks::Leader),
-            2 => Ok(Acks::All),
-            _ => Err(INVALID_ACKS),
-        }
+        Acks::from_known(reader.u8(name)?).ok_or(INVALID_ACKS)
     }
 }
 
@@ -209,14 +189,52 @@ impl Field for ErrorCode {
         writer.u16(*self as u16);
     }
     fn decode(reader: &mut Reader<'_>, name: &'static str) -> Result<ErrorCode, ProtocolError> {
-        let value = reader.u16(name)?;
-        let code = ErrorCode::from_wire(value);
-        match code as u16 == value {
-            true => Ok(code),
-            false => Err(ProtocolError::Invalid("unknown error code")),
-        }
+        ErrorCode::from_known(reader.u16(name)?).ok_or(ProtocolError::Invalid("unknown error code"))
     }
 }
+
+/// Declares a fieldless enum whose wire value is its discriminant, and
+/// `from_known`, the variant of a wire value (`None` for any other), from
+/// the same list; with `=> "name"` after each value, also `name()`.
+macro_rules! wire_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $Enum:ident : $Repr:ident { $( $(#[$variant_meta:meta])* $Variant:ident = $value:literal => $name:literal ),* $(,)? }
+    ) => {
+        wire_enum! { $(#[$meta])* pub enum $Enum: $Repr { $( $(#[$variant_meta])* $Variant = $value ),* } }
+
+        impl $Enum {
+            /// The spec's snake_case name.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( $Enum::$Variant => $name, )*
+                }
+            }
+        }
+    };
+    (
+        $(#[$meta:meta])*
+        pub enum $Enum:ident : $Repr:ident { $( $(#[$variant_meta:meta])* $Variant:ident = $value:literal ),* $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr($Repr)]
+        pub enum $Enum {
+            $( $(#[$variant_meta])* $Variant = $value, )*
+        }
+
+        impl $Enum {
+            /// The variant whose wire value is `value`, if any.
+            pub(super) fn from_known(value: $Repr) -> Option<$Enum> {
+                match value {
+                    $( $value => Some($Enum::$Variant), )*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+pub(super) use wire_enum;
 
 /// Declares a struct's wire layout: its fields in wire order, each with
 /// the name decoding errors give it. Implements [`Field`] for the struct.
