@@ -10,6 +10,10 @@
 //! byte strings `u32 length | bytes`, integers little endian. A response
 //! with a non-zero error code has the body `message string | leader string`
 //! (the leader's client address for `not_leader`, else empty).
+//!
+//! Every layout is declared once (`layout.rs`: `Field`, `record!`,
+//! `messages!`, `wire_enum!`) and both directions are generated from it;
+//! `golden_tests.rs` pins the bytes.
 
 mod layout;
 mod request;
