@@ -11,11 +11,12 @@
 //! with a non-zero error code has the body `message string | leader string`
 //! (the leader's client address for `not_leader`, else empty).
 //!
-//! Every layout is declared once (`layout.rs`: `Field`, `record!`,
-//! `messages!`, `wire_enum!`) and both directions are generated from it;
-//! `golden_tests.rs` pins the bytes.
+//! Every layout is declared once (`field.rs`: `Field`, `record!`,
+//! `wire_enum!`; `message.rs`: `messages!`) and both directions are
+//! generated from it; `golden_tests.rs` pins the bytes.
 
-mod layout;
+mod field;
+mod message;
 mod request;
 mod response;
 mod types;

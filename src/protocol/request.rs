@@ -1,6 +1,7 @@
 //! Requests: the [`Request`] body, its header, encode and decode.
 
-use super::layout::{messages, record, Field, Message, INVALID_ACKS};
+use super::field::{record, Field, INVALID_ACKS};
+use super::message::{messages, Message};
 use super::types::*;
 use super::wire::*;
 

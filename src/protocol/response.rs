@@ -1,6 +1,7 @@
 //! Responses: the [`Response`] body, error answers, encode and decode.
 
-use super::layout::{messages, record, Field, Message};
+use super::field::{record, Field};
+use super::message::{messages, Message};
 use super::types::*;
 use super::wire::*;
 

@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use super::layout::{record, wire_enum, Field};
+use super::field::{record, wire_enum, Field};
 
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
