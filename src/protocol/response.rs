@@ -294,13 +294,22 @@ pub fn encode_response_split(correlation_id: u32, mut response: Response, out: &
     trailing
 }
 
-/// Append a complete error response frame to `out`.
+/// Append a complete error response frame to `out`: the header with the
+/// code, then `message string | leader string` (empty: none).
 pub fn encode_error(correlation_id: u32, error: &ErrorResponse, out: &mut Vec<u8>) {
     let start = start_response(correlation_id, error.code, out);
     let mut writer = Writer::new(out);
     writer.string(&error.message);
     writer.string(error.leader.as_deref().unwrap_or(""));
     finish_frame(out, start, 0);
+}
+
+/// An error answer's body: `message string | leader string`.
+fn decode_error_body(code: ErrorCode, reader: &mut Reader<'_>) -> Result<ErrorResponse, ProtocolError> {
+    let message = reader.string("error message")?;
+    let leader = reader.string("leader")?;
+    let leader = (!leader.is_empty()).then_some(leader);
+    Ok(ErrorResponse { code, message, leader })
 }
 
 /// Decode a response frame body (after the length prefix) for a request of
@@ -314,14 +323,6 @@ pub fn decode_response(api_key: ApiKey, frame: &[u8]) -> Result<(u32, Result<Res
     };
     reader.finish()?;
     Ok((header.correlation_id, outcome))
-}
-
-/// An error answer's body: `message string | leader string`.
-fn decode_error_body(code: ErrorCode, reader: &mut Reader<'_>) -> Result<ErrorResponse, ProtocolError> {
-    let message = reader.string("error message")?;
-    let leader = reader.string("leader")?;
-    let leader = (!leader.is_empty()).then_some(leader);
-    Ok(ErrorResponse { code, message, leader })
 }
 
 /// Decode a response frame body it owns. A fetch's batches (the frame's last
