@@ -54,7 +54,8 @@ fn a_hostile_partition_count_in_a_multi_partition_fetch_is_an_error_without_a_hu
     };
     let answer = Response::ReplicaFetchMany { leader_epoch: 1, leader_shards: 1, partitions: vec![fetched] };
     encode_response(1, &answer, &mut response);
-    let code_at = 4 + RESPONSE_HEADER_BYTES + 4 + 2 + 4 + 4;
+    // prefix | header | leader_epoch u32 | leader_shards u16 | count u32 | index u32 | error_code u16
+    let code_at = LENGTH_PREFIX_BYTES + RESPONSE_HEADER_BYTES + 4 + 2 + 4 + 4;
     response[code_at..code_at + 2].copy_from_slice(&999u16.to_le_bytes());
     assert_eq!(
         decode_response(ApiKey::ReplicaFetchMany, &response[4..]),

@@ -114,15 +114,12 @@ macro_rules! messages {
     };
 
     // A pattern binding the trailing field only, and the expression giving it.
-    (@bind_trailing $Enum:ident $Variant:ident $shape:tt) => {
-        messages!(@bind_trailing_of $Enum $Variant $shape)
-    };
-    (@bind_trailing_of $Enum:ident $Variant:ident {
+    (@bind_trailing $Enum:ident $Variant:ident {
         $( $field:ident : $Type:ty = $names:expr ),* ; $body:ident = $body_name:expr $(,)?
     }) => {
         $Enum::$Variant { $body, .. }
     };
-    (@bind_trailing_of $Enum:ident $Variant:ident $shape:tt) => { messages!(@any $Enum $Variant $shape) };
+    (@bind_trailing $Enum:ident $Variant:ident $shape:tt) => { messages!(@any $Enum $Variant $shape) };
     (@trailing {
         $( $field:ident : $Type:ty = $names:expr ),* ; $body:ident = $body_name:expr $(,)?
     }) => {
