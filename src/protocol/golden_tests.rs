@@ -92,10 +92,11 @@ fn replication_request_examples() -> Vec<(Request, &'static str)> {
 /// One example of every success response (each state of the enum-like
 /// ones), with the API key it answers and its bytes.
 pub(super) fn response_examples() -> Vec<(ApiKey, Response, &'static str)> {
-    client_response_examples().into_iter().chain(replication_response_examples()).collect()
+    let client = topic_response_examples().into_iter().chain(partition_response_examples());
+    client.chain(replication_response_examples()).collect()
 }
 
-fn client_response_examples() -> Vec<(ApiKey, Response, &'static str)> {
+fn topic_response_examples() -> Vec<(ApiKey, Response, &'static str)> {
     vec![
         (
             ApiKey::CreateTopic,
@@ -117,6 +118,11 @@ fn client_response_examples() -> Vec<(ApiKey, Response, &'static str)> {
             Response::DescribeTopic(vec![PartitionDescription { partition: 1, log_start_offset: 2, log_end_offset: 9, high_watermark: Some(4), segments: 1, bytes: 300, leader_epoch: 5 }, PartitionDescription { partition: 2, high_watermark: None, ..Default::default() }]),
             "62000000 | 09000000 0000 02000000 | 01000000 0200000000000000 0900000000000000 0400000000000000 01000000 2c01000000000000 05000000 | 02000000 0000000000000000 0000000000000000 ffffffffffffffff 00000000 0000000000000000 00000000",
         ),
+    ]
+}
+
+fn partition_response_examples() -> Vec<(ApiKey, Response, &'static str)> {
+    vec![
         (
             ApiKey::Produce,
             Response::Produce { base_offset: 5, next_offset: 9, duplicate: true },
@@ -132,16 +138,8 @@ fn client_response_examples() -> Vec<(ApiKey, Response, &'static str)> {
             Response::ListOffsets { log_start_offset: 1, log_end_offset: 3, high_watermark: 2 },
             "1e000000 | 09000000 0000 0100000000000000 0300000000000000 0200000000000000",
         ),
-        (
-            ApiKey::CommitOffset,
-            Response::CommitOffset,
-            "06000000 | 09000000 0000",
-        ),
-        (
-            ApiKey::FetchOffset,
-            Response::FetchOffset(CommittedState::None),
-            "07000000 | 09000000 0000 00",
-        ),
+        (ApiKey::CommitOffset, Response::CommitOffset, "06000000 | 09000000 0000"),
+        (ApiKey::FetchOffset, Response::FetchOffset(CommittedState::None), "07000000 | 09000000 0000 00"),
         (
             ApiKey::FetchOffset,
             Response::FetchOffset(CommittedState::Valid(3)),
@@ -149,24 +147,16 @@ fn client_response_examples() -> Vec<(ApiKey, Response, &'static str)> {
         ),
         (
             ApiKey::FetchOffset,
-            Response::FetchOffset(CommittedState::OutOfRange { committed: 50, log_start_offset: 0, log_end_offset: 40 }),
+            Response::FetchOffset(CommittedState::OutOfRange {
+                committed: 50,
+                log_start_offset: 0,
+                log_end_offset: 40,
+            }),
             "1f000000 | 09000000 0000 02 3200000000000000 0000000000000000 2800000000000000",
         ),
-        (
-            ApiKey::InitProducer,
-            Response::InitProducer { producer_id: 77 },
-            "0e000000 | 09000000 0000 4d00000000000000",
-        ),
-        (
-            ApiKey::FindOffset,
-            Response::FindOffset { offset: Some(4) },
-            "0e000000 | 09000000 0000 0400000000000000",
-        ),
-        (
-            ApiKey::FindOffset,
-            Response::FindOffset { offset: None },
-            "0e000000 | 09000000 0000 ffffffffffffffff",
-        ),
+        (ApiKey::InitProducer, Response::InitProducer { producer_id: 77 }, "0e000000 | 09000000 0000 4d00000000000000"),
+        (ApiKey::FindOffset, Response::FindOffset { offset: Some(4) }, "0e000000 | 09000000 0000 0400000000000000"),
+        (ApiKey::FindOffset, Response::FindOffset { offset: None }, "0e000000 | 09000000 0000 ffffffffffffffff"),
     ]
 }
 
