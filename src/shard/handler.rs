@@ -15,7 +15,7 @@ use crate::config::NodeConfig;
 use crate::protocol::{Acks, ErrorCode, ErrorResponse, PartitionDescription, Request, Response, TopicSettings};
 use crate::replication::fetch_many::FetchLimits;
 use crate::state::cluster::{ClusterState, WriteRefusal};
-use crate::storage::{AppendMode, StorageError};
+use crate::storage::{AppendMode, Durable, Placed, StorageError};
 
 /// The shard that owns topic metadata (creates and deletes topics).
 pub const METADATA_SHARD: ShardId = 0;
@@ -185,8 +185,8 @@ impl ShardContext {
                 let started = Instant::now();
                 let batch_bytes = batch.len() as u64;
                 let info = match acks {
-                    Acks::None => owned.log.append_placed(&mut batch, mode).await,
-                    Acks::Leader | Acks::All => owned.log.append(&mut batch, mode).await,
+                    Acks::None => owned.log.append_placed(&mut batch, mode).await.map(Placed::offsets),
+                    Acks::Leader | Acks::All => owned.log.append(&mut batch, mode).await.map(Durable::offsets),
                 }
                 .map_err(storage_error)?;
                 if acks == Acks::All {

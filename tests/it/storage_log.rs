@@ -428,6 +428,30 @@ fn retried_idempotent_batch_is_answered_with_original_offsets_across_restarts() 
 }
 
 #[test]
+fn placed_append_returns_before_durability_and_durable_append_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    on_executor(move || async move {
+        let leader = AppendMode::Leader { leader_epoch: 1 };
+        let log = PartitionLog::open(dir.path(), small_config(), None).await.unwrap();
+        let placed = log.append_placed(&mut batch_of(&values("placed", 3), 0), leader).await.unwrap();
+        assert_eq!((placed.base_offset, placed.next_offset, placed.duplicate), (0, 3, false));
+        assert_eq!(log.snapshot().log_end_offset, 3, "a placed batch is in the log end at once");
+        assert_eq!(placed.generation(), log.generation());
+        let durable = log.append(&mut batch_of(&values("durable", 2), 0), leader).await.unwrap();
+        assert_eq!((durable.base_offset, durable.next_offset), (3, 5));
+        assert!(log.snapshot().durable_end_offset >= durable.next_offset, "a durable append waited for it");
+        assert_eq!(durable.generation(), log.generation());
+        // A retry through the placed path answers only once the original is durable.
+        let original = log.append(&mut producer_batch(7, 0, &values("p", 2)), leader).await.unwrap();
+        let retry = log.append_placed(&mut producer_batch(7, 0, &values("p", 2)), leader).await.unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(retry.offsets().base_offset, original.offsets().base_offset);
+        assert!(log.snapshot().durable_end_offset >= retry.next_offset);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn idle_partitions_over_the_buffer_budget_shrink_and_grow_without_losing_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p");

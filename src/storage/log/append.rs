@@ -14,14 +14,21 @@ impl PartitionLog {
     /// Append one encoded batch. Resolves when the batch is durable under the
     /// configured policy; the batch's log-assigned header fields are stamped
     /// in place.
-    pub async fn append(&self, batch: &mut [u8], mode: AppendMode) -> StorageResult<AppendInfo> {
-        self.append_with(batch, mode, true).await
+    pub async fn append(&self, batch: &mut [u8], mode: AppendMode) -> StorageResult<Durable> {
+        let placed = self.append_with(batch, mode).await?;
+        self.wait_durable(placed).await
     }
 
     /// Append without waiting for durability (`acks=none`): resolves once
     /// the batch has its offsets and sits in the write buffers. Not durable.
-    pub async fn append_placed(&self, batch: &mut [u8], mode: AppendMode) -> StorageResult<AppendInfo> {
-        self.append_with(batch, mode, false).await
+    pub async fn append_placed(&self, batch: &mut [u8], mode: AppendMode) -> StorageResult<Placed> {
+        let placed = self.append_with(batch, mode).await?;
+        if placed.duplicate {
+            // A retry is answered once the original is durable, whatever
+            // the acks: the producer must not see offsets it could lose.
+            let _durable = self.wait_durable(placed).await?;
+        }
+        Ok(placed)
     }
 
     /// Wait until the durable end passes `offset` (long-poll fetches), or the
@@ -48,7 +55,8 @@ impl PartitionLog {
         }
     }
 
-    async fn append_with(&self, batch: &mut [u8], mode: AppendMode, wait: bool) -> StorageResult<AppendInfo> {
+    /// The write path up to the write buffers.
+    async fn append_with(&self, batch: &mut [u8], mode: AppendMode) -> StorageResult<Placed> {
         // max_batch_bytes admits new batches from clients; a replica copies
         // batches its leader already acknowledged, bounded by the format only.
         let limit = match mode {
@@ -60,9 +68,6 @@ impl PartitionLog {
         self.check_writable(&self.inner.state.borrow())?;
         if let AppendMode::Leader { .. } = mode {
             if let Some(original) = self.check_sequence(&header)? {
-                drop(_permit);
-                let generation = self.inner.state.borrow().generation;
-                self.wait_durable(original.next_offset, generation).await?;
                 return Ok(original);
             }
         }
@@ -71,26 +76,26 @@ impl PartitionLog {
         let placement = self.place(batch, &header, mode)?;
         self.record_epoch(placement.leader_epoch, placement.base_offset).await?;
         self.copy_into_buffers(batch, placement.generation).await?;
-        let (info, generation) = self.commit_placement(batch, &header, placement)?;
+        let placed = self.commit_placement(batch, &header, placement)?;
         drop(_permit);
         self.inner.work.notify_all();
-        if wait {
-            self.wait_durable(info.next_offset, generation).await?;
-        }
-        Ok(info)
+        Ok(placed)
     }
 
     /// Idempotent produce: the original offsets when this batch is a retry of
     /// one already in the log; an error when its sequence is out of order.
-    fn check_sequence(&self, header: &BatchHeader) -> StorageResult<Option<AppendInfo>> {
+    fn check_sequence(&self, header: &BatchHeader) -> StorageResult<Option<Placed>> {
         let state = self.inner.state.borrow();
         match state.producers.check(header.producer_id, header.base_sequence, header.record_count) {
             SequenceCheck::Append => Ok(None),
-            SequenceCheck::Duplicate(original) => Ok(Some(AppendInfo {
-                base_offset: original.base_offset,
-                next_offset: original.base_offset + u64::from(original.record_count),
-                duplicate: true,
-            })),
+            SequenceCheck::Duplicate(original) => Ok(Some(Placed::new(
+                AppendedOffsets {
+                    base_offset: original.base_offset,
+                    next_offset: original.base_offset + u64::from(original.record_count),
+                    duplicate: true,
+                },
+                state.generation,
+            ))),
             SequenceCheck::OutOfOrder { expected } => Err(StorageError::OutOfOrderSequence {
                 producer_id: header.producer_id,
                 expected,
@@ -203,12 +208,7 @@ impl PartitionLog {
     }
 
     /// Update segment metadata and offsets after the bytes are in the buffers.
-    fn commit_placement(
-        &self,
-        batch: &[u8],
-        header: &BatchHeader,
-        placement: Placement,
-    ) -> StorageResult<(AppendInfo, u64)> {
+    fn commit_placement(&self, batch: &[u8], header: &BatchHeader, placement: Placement) -> StorageResult<Placed> {
         let mut state = self.inner.state.borrow_mut();
         if state.generation != placement.generation {
             // A disk-full rollback ran while this batch was being copied.
@@ -237,15 +237,19 @@ impl PartitionLog {
         let config = &self.inner.config;
         state.tail.push(base_offset, next_offset, batch, config.tail_cache_bytes, config.tail_cache_budget_bytes);
         assert_eq!(state.log_end_offset, base_offset + u64::from(header.record_count), "offsets stay dense");
-        Ok((AppendInfo { base_offset, next_offset, duplicate: false }, state.generation))
+        Ok(Placed::new(AppendedOffsets { base_offset, next_offset, duplicate: false }, state.generation))
     }
 
-    /// Wait until `target` is durable, or report why it never will be.
-    async fn wait_durable(&self, target: u64, generation: u64) -> StorageResult<()> {
+    /// Wait until `placed` is durable, or report why it never will be: the
+    /// one way to make a [`Durable`].
+    async fn wait_durable(&self, placed: Placed) -> StorageResult<Durable> {
         loop {
             let notified = self.inner.progress.notified();
-            if let Some(outcome) = self.durable_outcome(target, generation) {
-                return outcome;
+            if let Some(outcome) = self.durable_outcome(placed.next_offset, placed.generation) {
+                outcome?;
+                let Placed { base_offset, next_offset, duplicate, .. } = placed;
+                let generation = self.inner.state.borrow().generation;
+                return Ok(Durable { base_offset, next_offset, duplicate, generation });
             }
             notified.await;
         }

@@ -45,10 +45,10 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Consumer offsets file is compacted past this size.
 const OFFSETS_COMPACT_BYTES: u64 = 1 << 20;
 
-/// Where an appended batch landed.
+/// The offsets an append assigned: records `base_offset..next_offset`.
+/// Says nothing about durability; [`Placed`] and [`Durable`] do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[must_use = "an append result says whether the batch is durable"]
-pub struct AppendInfo {
+pub struct AppendedOffsets {
     /// Offset of the first record.
     pub base_offset: u64,
     /// Offset after the last record.
@@ -56,6 +56,79 @@ pub struct AppendInfo {
     /// True when the batch was a retry of one already in the log (idempotent
     /// produce): nothing was written and the original offsets are returned.
     pub duplicate: bool,
+}
+
+/// A batch that has its offsets and sits in the partition's write buffers
+/// (`acks=none`, a follower's copy): the log end covers it, but it is NOT
+/// durable. A crash, a write error or a disk-full rollback may still lose
+/// it, and consumers do not see it until the durable end passes it. In
+/// Redpanda's terms its offsets are *dirty*. (A duplicate retry is answered
+/// only once the original is durable.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a placed batch is not durable: say why nothing waits for it"]
+pub struct Placed {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Offset after the last record.
+    pub next_offset: u64,
+    /// The batch was a retry of one already in the log (nothing written).
+    pub duplicate: bool,
+    /// The log generation it was placed under (private: only the append
+    /// path makes a `Placed`).
+    generation: u64,
+}
+
+/// A batch that is durable under the partition's fsync policy: the durable
+/// end has passed `next_offset`. Under `fsync = always` the records were
+/// fdatasync'd (Redpanda's *stable*: they survive a power loss); under
+/// `interval` and `never` they reached the file and survive a process
+/// crash, and a power loss may lose up to the policy's window. Only an
+/// append that waited for the durable end returns one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a durable append result carries the offsets to acknowledge"]
+pub struct Durable {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Offset after the last record.
+    pub next_offset: u64,
+    /// The batch was a retry of one already in the log (nothing written).
+    pub duplicate: bool,
+    /// The log generation when durability was confirmed (private: only the
+    /// durability wait makes a `Durable`).
+    generation: u64,
+}
+
+impl Placed {
+    fn new(offsets: AppendedOffsets, generation: u64) -> Self {
+        let AppendedOffsets { base_offset, next_offset, duplicate } = offsets;
+        assert!(base_offset <= next_offset, "a placed batch spans {base_offset}..{next_offset}");
+        Placed { base_offset, next_offset, duplicate, generation }
+    }
+
+    /// The log generation the batch was placed under: should the log's
+    /// [`PartitionLog::generation`] move before the batch is durable, the
+    /// batch may be gone.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The offsets, with the knowledge that they are not durable dropped.
+    pub fn offsets(self) -> AppendedOffsets {
+        AppendedOffsets { base_offset: self.base_offset, next_offset: self.next_offset, duplicate: self.duplicate }
+    }
+}
+
+impl Durable {
+    /// The log generation when durability was confirmed: while
+    /// [`PartitionLog::generation`] still equals it, the records are in the log.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The offsets, with the knowledge that they are durable dropped.
+    pub fn offsets(self) -> AppendedOffsets {
+        AppendedOffsets { base_offset: self.base_offset, next_offset: self.next_offset, duplicate: self.duplicate }
+    }
 }
 
 /// How the leader epoch of an appended batch is chosen.
