@@ -34,12 +34,12 @@ impl PartitionLog {
     /// Wait until the durable end passes `offset` (long-poll fetches), or the
     /// partition fails or closes.
     pub async fn wait_durable_past(&self, offset: u64) {
-        self.wait_until(|state| state.durable.offset > offset).await;
+        self.wait_until(|state| state.durability.mark.offset > offset).await;
     }
 
     /// Wait until the written end passes `offset` (replica long polls).
     pub async fn wait_written_past(&self, offset: u64) {
-        self.wait_until(|state| state.written_offset() > offset).await;
+        self.wait_until(|state| state.durability.written_offset() > offset).await;
     }
 
     async fn wait_until(&self, reached: impl Fn(&State) -> bool) {
@@ -47,7 +47,7 @@ impl PartitionLog {
             let notified = self.inner.progress.notified();
             {
                 let state = self.inner.state.borrow();
-                if reached(&state) || state.failure.is_some() || state.closed {
+                if reached(&state) || state.health.failure.is_some() || state.health.closed {
                     return;
                 }
             }
@@ -94,7 +94,7 @@ impl PartitionLog {
                     next_offset: original.base_offset + u64::from(original.record_count),
                     duplicate: true,
                 },
-                state.generation,
+                state.durability.generation,
             ))),
             SequenceCheck::OutOfOrder { expected } => Err(StorageError::OutOfOrderSequence {
                 producer_id: header.producer_id,
@@ -111,7 +111,7 @@ impl PartitionLog {
     fn place(&self, batch: &mut [u8], header: &BatchHeader, mode: AppendMode) -> StorageResult<Placement> {
         let state = self.inner.state.borrow();
         self.check_writable(&state)?;
-        let (log_end_offset, generation) = (state.log_end_offset, state.generation);
+        let (log_end_offset, generation) = (state.log_end_offset, state.durability.generation);
         let (base_offset, leader_epoch) = match mode {
             AppendMode::Leader { leader_epoch } => {
                 stamp_batch(batch, log_end_offset, leader_epoch);
@@ -174,17 +174,17 @@ impl PartitionLog {
             let notified = self.inner.progress.notified();
             {
                 let mut state = self.inner.state.borrow_mut();
-                if let Some(cause) = &state.failure {
+                if let Some(cause) = &state.health.failure {
                     return Err(StorageError::StorageFailed {
                         partition: self.inner.dir.clone(),
                         cause: cause.clone(),
                     });
                 }
-                if state.generation != generation {
+                if state.durability.generation != generation {
                     // A disk-full rollback replaced the writer under us.
                     return Err(StorageError::DiskFull { path: self.inner.dir.clone() });
                 }
-                if state.closed {
+                if state.health.closed {
                     // Abandoned: the flusher is gone and no buffer comes free.
                     return Err(StorageError::Closed(self.inner.dir.clone()));
                 }
@@ -210,7 +210,7 @@ impl PartitionLog {
     /// Update segment metadata and offsets after the bytes are in the buffers.
     fn commit_placement(&self, batch: &[u8], header: &BatchHeader, placement: Placement) -> StorageResult<Placed> {
         let mut state = self.inner.state.borrow_mut();
-        if state.generation != placement.generation {
+        if state.durability.generation != placement.generation {
             // A disk-full rollback ran while this batch was being copied.
             return Err(StorageError::DiskFull { path: self.inner.dir.clone() });
         }
@@ -237,7 +237,7 @@ impl PartitionLog {
         let config = &self.inner.config;
         state.tail.push(base_offset, next_offset, batch, config.tail_cache_bytes, config.tail_cache_budget_bytes);
         assert_eq!(state.log_end_offset, base_offset + u64::from(header.record_count), "offsets stay dense");
-        Ok(Placed::new(AppendedOffsets { base_offset, next_offset, duplicate: false }, state.generation))
+        Ok(Placed::new(AppendedOffsets { base_offset, next_offset, duplicate: false }, state.durability.generation))
     }
 
     /// Wait until `placed` is durable, or report why it never will be: the
@@ -248,7 +248,7 @@ impl PartitionLog {
             if let Some(outcome) = self.durable_outcome(placed.next_offset, placed.generation) {
                 outcome?;
                 let Placed { base_offset, next_offset, duplicate, .. } = placed;
-                let generation = self.inner.state.borrow().generation;
+                let generation = self.inner.state.borrow().durability.generation;
                 return Ok(Durable { base_offset, next_offset, duplicate, generation });
             }
             notified.await;
@@ -258,18 +258,18 @@ impl PartitionLog {
     /// Whether waiting for `target` is over: durable, or never will be.
     fn durable_outcome(&self, target: u64, generation: u64) -> Option<StorageResult<()>> {
         let state = self.inner.state.borrow();
-        if state.generation != generation {
-            if state.rolling_back {
+        if state.durability.generation != generation {
+            if state.health.rolling_back {
                 // Answered once the rollback is done, so the caller sees the
                 // log it left behind (and a retry finds it writable).
                 return None;
             }
-            if state.kept_since(generation, target) == Some(true) {
+            if state.durability.kept_since(generation, target) == Some(true) {
                 // Durable before the rollback or truncation, and kept by it:
                 // a disk_full answer would make the producer write it twice.
                 return Some(Ok(()));
             }
-            if state.rollback_disk_full {
+            if state.health.rollback_disk_full {
                 return Some(Err(StorageError::DiskFull { path: self.inner.dir.clone() }));
             }
             return Some(Err(StorageError::StorageFailed {
@@ -277,15 +277,15 @@ impl PartitionLog {
                 cause: "the log was truncated before this batch became durable".into(),
             }));
         }
-        if state.durable.offset >= target {
+        if state.durability.mark.offset >= target {
             return Some(Ok(()));
         }
-        if state.closed {
+        if state.health.closed {
             // Only an abandoned log closes with batches not yet durable
             // (a clean close drains under the append gate first).
             return Some(Err(StorageError::Closed(self.inner.dir.clone())));
         }
-        let cause = state.failure.as_ref()?;
+        let cause = state.health.failure.as_ref()?;
         Some(Err(StorageError::StorageFailed { partition: self.inner.dir.clone(), cause: cause.clone() }))
     }
 

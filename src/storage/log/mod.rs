@@ -200,12 +200,34 @@ struct DurableMark {
     last_batch_position: Option<u64>,
 }
 
+/// The partition's state, in three parts: the segments and what serves
+/// appends and reads (here), what is durable ([`Durability`]) and what
+/// refuses or redirects operations ([`Health`]).
 struct State {
     segments: BTreeMap<u64, Segment>,
     readers: BTreeMap<u64, Rc<DirectFile>>,
     writer: SegmentWriter,
+    /// Next offset to assign: placed batches are below it, durable or not.
     log_end_offset: u64,
-    durable: DurableMark,
+    durability: Durability,
+    health: Health,
+    epochs: EpochHistory,
+    producers: ProducerStates,
+    offsets: ConsumerOffsets,
+    active_opened_at: Instant,
+    stats: LogStats,
+    recovery: RecoveryReport,
+    tail: crate::storage::tail_cache::TailCache,
+}
+
+/// What is durable, what the device has accepted, and whether offsets read
+/// earlier still describe the log (Redpanda's stable/committed offsets).
+/// Only the flusher moves the marks forward; only a rollback or truncation
+/// moves them back, and that starts a new generation.
+struct Durability {
+    /// End of what is durable under the policy, with where it lies in the
+    /// active segment: appends wait for it, consumers read below it.
+    mark: DurableMark,
     /// (log end, generation) of the last write that completed: on the
     /// device, maybe not yet fdatasync'd. Stale once the generation moved.
     written: (u64, u64),
@@ -214,6 +236,20 @@ struct State {
     /// below which it kept every record). A waiter whose batch lies below
     /// every floor since its own generation was durable and survived.
     generation_floors: VecDeque<(u64, u64)>,
+    /// Since when written bytes wait for the interval fdatasync.
+    unsynced_since: Option<Instant>,
+}
+
+/// Fault latches and the transient states that refuse or redirect
+/// operations: every append, drain and wait checks them.
+struct Health {
+    /// Fail-stop cause: the first write or fdatasync error (never cleared).
+    failure: Option<String>,
+    /// Corruption before the tail: the partition refuses reads and writes.
+    fence: Option<FenceReport>,
+    closed: bool,
+    /// The last generation change was a disk-full rollback (waiters it
+    /// cut off answer disk_full rather than a failure).
     rollback_disk_full: bool,
     /// A disk-full rollback is waiting for, or holds, the append gate:
     /// appends and drains refuse at once so the gate comes free.
@@ -222,23 +258,22 @@ struct State {
     /// the cut segment's writer: reads answer empty instead of reading a
     /// map and a writer that disagree.
     truncating: bool,
-    failure: Option<String>,
-    fence: Option<FenceReport>,
-    epochs: EpochHistory,
-    producers: ProducerStates,
-    offsets: ConsumerOffsets,
-    closed: bool,
-    active_opened_at: Instant,
-    unsynced_since: Option<Instant>,
-    stats: LogStats,
-    recovery: RecoveryReport,
-    tail: crate::storage::tail_cache::TailCache,
 }
 
 /// Generation changes remembered for waiters (bounded).
 const GENERATION_FLOORS: usize = 16;
 
-impl State {
+impl Durability {
+    fn recovered(mark: DurableMark) -> Self {
+        Durability {
+            mark,
+            written: (0, 0),
+            generation: 0,
+            generation_floors: VecDeque::with_capacity(GENERATION_FLOORS),
+            unsynced_since: None,
+        }
+    }
+
     /// Start a new generation that keeps every record below `floor_offset`.
     fn new_generation(&mut self, floor_offset: u64) {
         if self.generation_floors.len() == GENERATION_FLOORS {
@@ -259,6 +294,31 @@ impl State {
         Some(floors.map(|(_, floor)| *floor).min().is_none_or(|floor| offset <= floor))
     }
 
+    /// End of what the device has accepted: at or past the durable end.
+    fn written_offset(&self) -> u64 {
+        let (offset, generation) = self.written;
+        if generation == self.generation {
+            offset.max(self.mark.offset)
+        } else {
+            self.mark.offset
+        }
+    }
+}
+
+impl Health {
+    fn recovered(fence: Option<FenceReport>) -> Self {
+        Health {
+            failure: None,
+            fence,
+            closed: false,
+            rollback_disk_full: false,
+            rolling_back: false,
+            truncating: false,
+        }
+    }
+}
+
+impl State {
     fn active(&self) -> &Segment {
         self.segments.values().next_back().expect("a log always has an active segment")
     }
@@ -267,15 +327,6 @@ impl State {
     }
     fn log_start_offset(&self) -> u64 {
         self.segments.values().next().map_or(0, |segment| segment.base_offset)
-    }
-    /// End of what the device has accepted: at or past the durable end.
-    fn written_offset(&self) -> u64 {
-        let (offset, generation) = self.written;
-        if generation == self.generation {
-            offset.max(self.durable.offset)
-        } else {
-            self.durable.offset
-        }
     }
 }
 
@@ -347,21 +398,12 @@ impl PartitionLog {
             readers: BTreeMap::new(),
             writer,
             log_end_offset: recovered.log_end_offset,
-            durable,
-            written: (0, 0),
-            generation: 0,
-            generation_floors: VecDeque::with_capacity(GENERATION_FLOORS),
-            rollback_disk_full: false,
-            rolling_back: false,
-            truncating: false,
-            failure: None,
-            fence: recovered.fence,
+            durability: Durability::recovered(durable),
+            health: Health::recovered(recovered.fence),
             epochs: recovered.epochs,
             producers: recovered.producers,
             offsets,
-            closed: false,
             active_opened_at: Instant::now(),
-            unsynced_since: None,
             stats: LogStats::default(),
             recovery: recovered.report,
             tail: Default::default(),
@@ -382,7 +424,7 @@ impl PartitionLog {
                 read_ahead: RefCell::new(VecDeque::new()),
             }),
         };
-        if log.inner.state.borrow().fence.is_none() {
+        if log.inner.state.borrow().health.fence.is_none() {
             // Before anything is appended: a commit beyond the recovered end
             // must be latched while it is still beyond it (SPEC §2). Before
             // the flusher starts, so a failure here leaves no task behind.
@@ -417,26 +459,26 @@ impl PartitionLog {
         LogSnapshot {
             log_start_offset: state.log_start_offset(),
             log_end_offset: state.log_end_offset,
-            durable_end_offset: state.durable.offset,
+            durable_end_offset: state.durability.mark.offset,
             segments: state.segments.len(),
             size_bytes: state.segments.values().map(|segment| segment.size_bytes).sum(),
             leader_epoch: state.epochs.latest_epoch(),
-            failure: state.failure.clone(),
-            fence: state.fence.clone(),
+            failure: state.health.failure.clone(),
+            fence: state.health.fence.clone(),
         }
     }
 
     /// End of what the device has accepted (at or past the durable end):
     /// what a follower may copy (replication long polls watch it).
     pub fn written_end_offset(&self) -> u64 {
-        self.inner.state.borrow().written_offset()
+        self.inner.state.borrow().durability.written_offset()
     }
 
     /// Changes whenever records that were in the log may have been removed
     /// (truncation, reset, disk-full rollback): what was read before under
     /// another generation may no longer be the log's content.
     pub fn generation(&self) -> u64 {
-        self.inner.state.borrow().generation
+        self.inner.state.borrow().durability.generation
     }
 
     /// Counters since open.
@@ -456,16 +498,16 @@ impl PartitionLog {
     }
 
     fn check_writable(&self, state: &State) -> StorageResult<()> {
-        if state.closed {
+        if state.health.closed {
             return Err(StorageError::Closed(self.inner.dir.clone()));
         }
-        if state.rolling_back {
+        if state.health.rolling_back {
             return Err(StorageError::DiskFull { path: self.inner.dir.clone() });
         }
-        if let Some(fence) = &state.fence {
+        if let Some(fence) = &state.health.fence {
             return Err(fence.to_error());
         }
-        if let Some(cause) = &state.failure {
+        if let Some(cause) = &state.health.failure {
             return Err(StorageError::StorageFailed { partition: self.inner.dir.clone(), cause: cause.clone() });
         }
         Ok(())
@@ -476,9 +518,9 @@ impl PartitionLog {
         let cause = format!("{operation} {}: {}", path.display(), errno_text(error));
         {
             let mut state = self.inner.state.borrow_mut();
-            if state.failure.is_none() {
+            if state.health.failure.is_none() {
                 tracing::error!(target: "ringlog::storage", %cause, "partition fail-stopped; no further appends are acknowledged");
-                state.failure = Some(cause.clone());
+                state.health.failure = Some(cause.clone());
             }
         }
         self.inner.progress.notify_all();
@@ -491,18 +533,18 @@ impl PartitionLog {
             let notified = self.inner.progress.notified();
             {
                 let state = self.inner.state.borrow();
-                if let Some(cause) = &state.failure {
+                if let Some(cause) = &state.health.failure {
                     return Err(StorageError::StorageFailed {
                         partition: self.inner.dir.clone(),
                         cause: cause.clone(),
                     });
                 }
-                if state.rolling_back {
+                if state.health.rolling_back {
                     // The flusher is rolling back and waits for the gate this
                     // drain's caller holds: waiting here would deadlock.
                     return Err(StorageError::DiskFull { path: self.inner.dir.clone() });
                 }
-                if state.durable.offset == state.log_end_offset && !state.writer.has_unwritten() {
+                if state.durability.mark.offset == state.log_end_offset && !state.writer.has_unwritten() {
                     return Ok(());
                 }
             }
@@ -540,7 +582,7 @@ fn reset_active_to(state: &mut State, mark: DurableMark) {
     active.next_offset = mark.offset;
     active.last_batch_position = mark.last_batch_position;
     state.log_end_offset = mark.offset;
-    state.durable = mark;
+    state.durability.mark = mark;
 }
 
 /// Unlink a segment's files and sync the directory. Directory entries

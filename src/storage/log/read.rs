@@ -52,8 +52,9 @@ impl PartitionLog {
     pub async fn read_written(&self, offset: u64, max_bytes: usize) -> StorageResult<ReadBatches> {
         let cached = {
             let state = self.inner.state.borrow();
-            let usable = offset >= state.log_start_offset() && offset <= state.log_end_offset && state.fence.is_none();
-            usable.then(|| state.tail.read(offset, max_bytes, state.written_offset())).flatten()
+            let usable =
+                offset >= state.log_start_offset() && offset <= state.log_end_offset && state.health.fence.is_none();
+            usable.then(|| state.tail.read(offset, max_bytes, state.durability.written_offset())).flatten()
         };
         match cached {
             Some(cached) => Ok(ReadBatches {
@@ -69,10 +70,10 @@ impl PartitionLog {
     /// durable batches: the limit is the durable end, as on disk).
     fn read_tail(&self, offset: u64, max_bytes: usize, max_offset: Option<u64>) -> Option<ReadBatches> {
         let state = self.inner.state.borrow();
-        if offset < state.log_start_offset() || offset > state.log_end_offset || state.fence.is_some() {
+        if offset < state.log_start_offset() || offset > state.log_end_offset || state.health.fence.is_some() {
             return None;
         }
-        let limit_offset = max_offset.unwrap_or(state.durable.offset).min(state.durable.offset);
+        let limit_offset = max_offset.unwrap_or(state.durability.mark.offset).min(state.durability.mark.offset);
         let cached = state.tail.read(offset, max_bytes, limit_offset)?;
         debug_assert!(cached.next_offset <= limit_offset, "served beyond the durable end");
         Some(ReadBatches { bytes: cached.bytes, next_offset: cached.next_offset, batch_count: cached.batch_count })
@@ -81,7 +82,7 @@ impl PartitionLog {
     pub(super) fn locate(&self, offset: u64, max_offset: Option<u64>) -> StorageResult<Option<ReadLocation>> {
         let state = self.inner.state.borrow();
         let log_start_offset = state.log_start_offset();
-        let limit_offset = max_offset.unwrap_or(state.durable.offset).min(state.durable.offset);
+        let limit_offset = max_offset.unwrap_or(state.durability.mark.offset).min(state.durability.mark.offset);
         if offset < log_start_offset || offset > state.log_end_offset {
             return Err(StorageError::OffsetOutOfRange {
                 offset,
@@ -89,7 +90,7 @@ impl PartitionLog {
                 log_end_offset: state.log_end_offset,
             });
         }
-        if offset >= limit_offset || state.truncating {
+        if offset >= limit_offset || state.health.truncating {
             return Ok(None);
         }
         let active_base = state.active().base_offset;
@@ -104,10 +105,10 @@ impl PartitionLog {
             path: segment_file(&self.inner.dir, base, LOG_EXTENSION),
             reader,
             base_offset: base,
-            generation: state.generation,
+            generation: state.durability.generation,
             start_position,
             start_offset,
-            end_position: if is_active { state.durable.position } else { segment.written_bytes },
+            end_position: if is_active { state.durability.mark.position } else { segment.written_bytes },
             segment_next_offset: segment.next_offset,
             limit_offset,
         }))
@@ -281,7 +282,7 @@ impl PartitionLog {
 
     /// A batch that should be valid failed its check: fence the partition.
     fn report_corruption(&self, location: &ReadLocation, position: u64, reason: String) -> StorageError {
-        if self.inner.state.borrow().generation != location.generation {
+        if self.inner.state.borrow().durability.generation != location.generation {
             // The bytes changed under the read (a cut, a rollback): not
             // corruption, and the reader simply asks again.
             let source = std::io::Error::other(format!("the log changed during the read ({reason})"));
@@ -292,8 +293,8 @@ impl PartitionLog {
             "corrupted batch found by a read; partition fenced");
         let error = report.to_error();
         let mut state = self.inner.state.borrow_mut();
-        if state.fence.is_none() {
-            state.fence = Some(report.clone());
+        if state.health.fence.is_none() {
+            state.health.fence = Some(report.clone());
             drop(state);
             self.persist_fence(report);
         }
