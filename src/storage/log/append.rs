@@ -218,6 +218,11 @@ impl PartitionLog {
         // and both change the generation while holding the append gate.
         let base_offset = placement.base_offset;
         assert_eq!(base_offset, state.log_end_offset, "a placed batch starts at the log end");
+        assert!(header.record_count > 0, "a validated batch holds at least one record");
+        let stamped = BatchHeader::parse(batch).ok().map(|stamped| stamped.base_offset);
+        assert_eq!(stamped, Some(base_offset), "the batch carries the offset it is placed at");
+        let counted_bytes = state.active().size_bytes + batch.len() as u64;
+        assert_eq!(state.writer.position(), counted_bytes, "the writer holds the batch the segment will count");
         let interval = self.inner.config.index_interval_bytes;
         let next_offset = base_offset + u64::from(header.record_count);
         let active = state.active_mut();
@@ -231,7 +236,7 @@ impl PartitionLog {
         active.next_offset = next_offset;
         active.last_batch_position = Some(position);
         state.log_end_offset = next_offset;
-        debug_assert_eq!(state.writer.position(), state.active().size_bytes, "writer and segment disagree");
+        assert_eq!(state.writer.position(), state.active().size_bytes, "writer and segment disagree");
         let placed = BatchHeader { base_offset, ..*header };
         state.producers.apply(&placed);
         let config = &self.inner.config;

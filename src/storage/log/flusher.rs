@@ -266,12 +266,16 @@ impl PartitionLog {
     fn publish_written(&self, mark: DurableMark, generation: u64) {
         let mut state = self.inner.state.borrow_mut();
         if state.durability.generation == generation && mark.offset > state.durability.written_offset() {
+            assert!(mark.offset <= state.log_end_offset, "written mark {} past the log end", mark.offset);
             state.durability.written = (mark.offset, generation);
             drop(state);
             self.inner.progress.notify_all();
         }
     }
 
+    /// The write of `mark` completed (and, under `always`, its fdatasync):
+    /// move the durable end to it and wake the waiters. A mark of an older
+    /// generation describes a log a rollback or truncation has replaced.
     fn publish(&self, mark: DurableMark, generation: u64) {
         let mut state = self.inner.state.borrow_mut();
         state.stats.write_rounds += 1;
@@ -280,10 +284,25 @@ impl PartitionLog {
         } else if state.durability.unsynced_since.is_none() {
             state.durability.unsynced_since = Some(Instant::now());
         }
-        if state.durability.generation == generation && mark.offset >= state.durability.mark.offset {
+        if state.durability.generation == generation {
+            // Marks are taken at the log end and complete in submission
+            // order; only a new generation (or a drained roll) moves them back.
+            assert!(
+                mark.offset <= state.log_end_offset,
+                "durable mark {} past the log end {}",
+                mark.offset,
+                state.log_end_offset
+            );
+            let durable_offset = state.durability.mark.offset;
+            assert!(
+                mark.offset >= durable_offset,
+                "durable mark {} behind the durable end {durable_offset}",
+                mark.offset
+            );
             state.durability.mark = mark;
             let active = state.active_mut();
             active.written_bytes = active.written_bytes.max(mark.position);
+            assert!(active.written_bytes <= active.size_bytes, "written past the segment's placed bytes");
         }
         drop(state);
         self.inner.progress.notify_all();

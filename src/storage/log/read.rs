@@ -34,6 +34,7 @@ impl PartitionLog {
                 return Ok(ReadBatches { bytes: Vec::new(), next_offset: offset, batch_count: 0 });
             };
             let result = self.read_segment(&location, offset, max_bytes).await?;
+            assert_dense_batches(&result, offset);
             // No progress possible (an empty segment the offset does not lie
             // past, as during a reset): answer empty rather than spin.
             let stuck = location.segment_next_offset <= offset;
@@ -57,11 +58,15 @@ impl PartitionLog {
             usable.then(|| state.tail.read(offset, max_bytes, state.durability.written_offset())).flatten()
         };
         match cached {
-            Some(cached) => Ok(ReadBatches {
-                bytes: cached.bytes,
-                next_offset: cached.next_offset,
-                batch_count: cached.batch_count,
-            }),
+            Some(cached) => {
+                let read = ReadBatches {
+                    bytes: cached.bytes,
+                    next_offset: cached.next_offset,
+                    batch_count: cached.batch_count,
+                };
+                assert_dense_batches(&read, offset);
+                Ok(read)
+            }
             None => self.read(offset, max_bytes, None).await,
         }
     }
@@ -76,7 +81,10 @@ impl PartitionLog {
         let limit_offset = max_offset.unwrap_or(state.durability.mark.offset).min(state.durability.mark.offset);
         let cached = state.tail.read(offset, max_bytes, limit_offset)?;
         debug_assert!(cached.next_offset <= limit_offset, "served beyond the durable end");
-        Some(ReadBatches { bytes: cached.bytes, next_offset: cached.next_offset, batch_count: cached.batch_count })
+        let read =
+            ReadBatches { bytes: cached.bytes, next_offset: cached.next_offset, batch_count: cached.batch_count };
+        assert_dense_batches(&read, offset);
+        Some(read)
     }
 
     pub(super) fn locate(&self, offset: u64, max_offset: Option<u64>) -> StorageResult<Option<ReadLocation>> {
@@ -359,6 +367,37 @@ impl PartitionLog {
     }
 }
 
+/// What a read returns, checked after the CRC and continuity checks (which
+/// report corruption) and after the tail cache's copy: `batch_count` whole
+/// batches with dense offsets, the first holding or following `offset`, the
+/// last ending at `next_offset`. Failing here is a bug in the read path,
+/// not damage on disk, so it panics. One header parse per batch.
+fn assert_dense_batches(read: &ReadBatches, offset: u64) {
+    if read.batch_count == 0 {
+        assert!(read.bytes.is_empty(), "an empty read returns no bytes");
+        assert!(read.next_offset >= offset, "an empty read never moves back from {offset}");
+        return;
+    }
+    let mut walk = crate::storage::batch::HeaderWalk::new(&read.bytes, 0);
+    let mut expected_offset = None;
+    let mut batch_count = 0usize;
+    for item in walk.by_ref() {
+        let (position, header) =
+            item.unwrap_or_else(|(position, error)| panic!("read returned no batch at byte {position}: {error}"));
+        match expected_offset {
+            None => assert!(header.next_offset() > offset, "the first batch returned ends at or before {offset}"),
+            Some(expected) => {
+                assert_eq!(header.base_offset, expected, "batches returned are not dense at byte {position}")
+            }
+        }
+        expected_offset = Some(header.next_offset());
+        batch_count += 1;
+    }
+    assert_eq!(walk.position(), read.bytes.len(), "a read returns whole batches only");
+    assert_eq!(batch_count, read.batch_count, "a read counts the batches it returns");
+    assert_eq!(expected_offset, Some(read.next_offset), "a read's next offset follows its last batch");
+}
+
 /// Where a read goes.
 pub(super) struct ReadLocation {
     pub(super) path: PathBuf,
@@ -374,4 +413,52 @@ pub(super) struct ReadLocation {
     pub(super) end_position: u64,
     pub(super) segment_next_offset: u64,
     pub(super) limit_offset: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::batch::{stamp_batch, BatchBuilder};
+
+    fn batches_at(offsets_and_counts: &[(u64, usize)]) -> ReadBatches {
+        let mut read = ReadBatches::default();
+        for &(base_offset, records) in offsets_and_counts {
+            let mut builder = BatchBuilder::new();
+            for _ in 0..records {
+                builder.push(0, None, b"value", &[]);
+            }
+            let mut batch = builder.finish().to_vec();
+            stamp_batch(&mut batch, base_offset, 1);
+            read.bytes.extend_from_slice(&batch);
+            read.next_offset = base_offset + records as u64;
+            read.batch_count += 1;
+        }
+        read
+    }
+
+    #[test]
+    fn dense_whole_batches_pass_the_read_assertion() {
+        assert_dense_batches(&batches_at(&[(10, 3), (13, 2), (15, 1)]), 11);
+        assert_dense_batches(&ReadBatches { bytes: Vec::new(), next_offset: 7, batch_count: 0 }, 7);
+    }
+
+    #[test]
+    #[should_panic(expected = "not dense")]
+    fn a_gap_between_returned_batches_fires_the_read_assertion() {
+        assert_dense_batches(&batches_at(&[(10, 3), (14, 2)]), 10);
+    }
+
+    #[test]
+    #[should_panic(expected = "whole batches only")]
+    fn a_cut_batch_fires_the_read_assertion() {
+        let mut read = batches_at(&[(10, 3), (13, 2)]);
+        read.bytes.truncate(read.bytes.len() - 1);
+        assert_dense_batches(&read, 10);
+    }
+
+    #[test]
+    #[should_panic(expected = "ends at or before")]
+    fn a_first_batch_before_the_asked_offset_fires_the_read_assertion() {
+        assert_dense_batches(&batches_at(&[(10, 3)]), 13);
+    }
 }
