@@ -23,7 +23,8 @@ use crate::storage::markers::{store_clean_shutdown, store_recovery_point, CleanS
 use crate::storage::offsets::{CommitError, CommittedOffset, ConsumerOffsets, OffsetLookup};
 use crate::storage::producers::{ProducerStates, SequenceCheck};
 use crate::storage::recovery::{
-    empty_segment, rebuild_producer_states, recover_partition, FenceReport, RecoveryReport, SegmentExtent,
+    empty_segment, rebuild_producer_states, recover_partition, FenceReport, RecoveredPartition, RecoveryReport,
+    SegmentExtent,
 };
 use crate::storage::retention::{select_expired, RetentionPolicy};
 use crate::storage::segment::{segment_file, Segment, INDEX_EXTENSION, LOG_EXTENSION, TIME_INDEX_EXTENSION};
@@ -362,52 +363,8 @@ impl PartitionLog {
     /// Recover and open the partition in `dir`, then start its flusher.
     pub async fn open(dir: &Path, config: StorageConfig, faults: Option<Arc<FaultInjector>>) -> StorageResult<Self> {
         config.validate().map_err(StorageError::Config)?;
-        let recovery_dir = dir.to_path_buf();
-        let recovery_config = config.clone();
-        let recovered = run_blocking(move || recover_partition(&recovery_dir, &recovery_config)).await?;
-        let offsets_dir = dir.to_path_buf();
-        let offsets = run_blocking(move || ConsumerOffsets::open(&offsets_dir, OFFSETS_COMPACT_BYTES))
-            .await
-            .map_err(|error| StorageError::io("open consumer offsets", dir, error))?;
-        log_recovery(dir, &recovered.report, recovered.log_end_offset);
-        let mut recovered = recovered;
-        if recovered.fence.is_none() {
-            recovered.fence = fence_for_offsets_damage(dir, &offsets).await?;
-        }
-        if let Some(fence) = &recovered.fence {
-            tracing::error!(target: "ringlog::storage", path = %fence.path.display(), position = fence.position,
-                offset = fence.offset, reason = %fence.reason, "partition fenced: corruption before the tail");
-        }
-        let active = recovered.segments.last().expect("recovery yields an active segment");
-        let active_path = segment_file(dir, active.base_offset, LOG_EXTENSION);
-        let file = DirectFile::open_read_write(&active_path, faults.clone())
-            .await
-            .map_err(|error| StorageError::io("open active segment", &active_path, error))?;
-        let writer =
-            SegmentWriter::open(Rc::new(file), active.size_bytes, config.write_buffer_bytes, config.write_buffers_max)
-                .await
-                .map_err(|error| StorageError::io("open segment writer", &active_path, error))?;
-        let durable = DurableMark {
-            offset: recovered.log_end_offset,
-            position: active.size_bytes,
-            last_batch_position: active.last_batch_position,
-        };
-        let segments = recovered.segments.into_iter().map(|segment| (segment.base_offset, segment)).collect();
-        let state = State {
-            segments,
-            readers: BTreeMap::new(),
-            writer,
-            log_end_offset: recovered.log_end_offset,
-            durability: Durability::recovered(durable),
-            health: Health::recovered(recovered.fence),
-            epochs: recovered.epochs,
-            producers: recovered.producers,
-            offsets,
-            active_opened_at: Instant::now(),
-            stats: LogStats::default(),
-            recovery: recovered.report,
-            tail: Default::default(),
-        };
+        let (recovered, offsets) = recover(dir, &config).await?;
+        let state = open_state(dir, &config, faults.clone(), recovered, offsets).await?;
         let log = PartitionLog {
             inner: Rc::new(Inner {
                 dir: dir.to_path_buf(),
@@ -570,6 +527,68 @@ impl PartitionLog {
         self.inner.state.borrow_mut().producers = states;
         Ok(())
     }
+}
+
+/// Recover the segments and open the consumer offsets; damage in either
+/// fences the partition (reported here, refused by every operation).
+async fn recover(dir: &Path, config: &StorageConfig) -> StorageResult<(RecoveredPartition, ConsumerOffsets)> {
+    let recovery_dir = dir.to_path_buf();
+    let recovery_config = config.clone();
+    let mut recovered = run_blocking(move || recover_partition(&recovery_dir, &recovery_config)).await?;
+    let offsets_dir = dir.to_path_buf();
+    let offsets = run_blocking(move || ConsumerOffsets::open(&offsets_dir, OFFSETS_COMPACT_BYTES))
+        .await
+        .map_err(|error| StorageError::io("open consumer offsets", dir, error))?;
+    log_recovery(dir, &recovered.report, recovered.log_end_offset);
+    if recovered.fence.is_none() {
+        recovered.fence = fence_for_offsets_damage(dir, &offsets).await?;
+    }
+    if let Some(fence) = &recovered.fence {
+        tracing::error!(target: "ringlog::storage", path = %fence.path.display(), position = fence.position,
+            offset = fence.offset, reason = %fence.reason, "partition fenced: corruption before the tail");
+    }
+    Ok((recovered, offsets))
+}
+
+/// The state of a recovered partition: its active segment opened for
+/// writing, everything recovered durable.
+async fn open_state(
+    dir: &Path,
+    config: &StorageConfig,
+    faults: Option<Arc<FaultInjector>>,
+    recovered: RecoveredPartition,
+    offsets: ConsumerOffsets,
+) -> StorageResult<State> {
+    let active = recovered.segments.last().expect("recovery yields an active segment");
+    let active_path = segment_file(dir, active.base_offset, LOG_EXTENSION);
+    let file = DirectFile::open_read_write(&active_path, faults)
+        .await
+        .map_err(|error| StorageError::io("open active segment", &active_path, error))?;
+    let writer =
+        SegmentWriter::open(Rc::new(file), active.size_bytes, config.write_buffer_bytes, config.write_buffers_max)
+            .await
+            .map_err(|error| StorageError::io("open segment writer", &active_path, error))?;
+    let durable = DurableMark {
+        offset: recovered.log_end_offset,
+        position: active.size_bytes,
+        last_batch_position: active.last_batch_position,
+    };
+    let segments = recovered.segments.into_iter().map(|segment| (segment.base_offset, segment)).collect();
+    Ok(State {
+        segments,
+        readers: BTreeMap::new(),
+        writer,
+        log_end_offset: recovered.log_end_offset,
+        durability: Durability::recovered(durable),
+        health: Health::recovered(recovered.fence),
+        epochs: recovered.epochs,
+        producers: recovered.producers,
+        offsets,
+        active_opened_at: Instant::now(),
+        stats: LogStats::default(),
+        recovery: recovered.report,
+        tail: Default::default(),
+    })
 }
 
 /// Make the active segment end at `mark` (after rollback or truncation).

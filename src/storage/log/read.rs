@@ -137,96 +137,128 @@ impl PartitionLog {
         Ok(file)
     }
 
+    /// Read whole, verified batches of one segment from `location`: chunk
+    /// by chunk (sized by the offset index where it can), taking every whole
+    /// batch of a chunk, and reading exactly the batch a chunk cuts.
     async fn read_segment(&self, location: &ReadLocation, offset: u64, max_bytes: usize) -> StorageResult<ReadBatches> {
         let file = self.reader_for(location).await?;
-        let mut position = location.start_position;
-        let mut output = ReadBatches { bytes: Vec::new(), next_offset: offset, batch_count: 0 };
-        let mut expected_offset = location.start_offset;
-        // Data in the log is bounded by the format, not by today's admission
-        // limit; a length from disk is still only trusted as far as the
-        // segment's written end (checked below before any read allocates).
-        let max_batch_bytes = FORMAT_MAX_BATCH_BYTES;
-        while position < location.end_position {
-            let budget_bytes = max_bytes.saturating_sub(output.bytes.len());
-            let exact_end = self.whole_batches_end(location, position, budget_bytes);
+        let mut scan = SegmentScan {
+            position: location.start_position,
+            expected_offset: location.start_offset,
+            output: ReadBatches { bytes: Vec::new(), next_offset: offset, batch_count: 0 },
+        };
+        while scan.position < location.end_position {
+            let budget_bytes = max_bytes.saturating_sub(scan.output.bytes.len());
+            let exact_end = self.whole_batches_end(location, scan.position, budget_bytes);
             let want = match exact_end {
-                Some(end) => (end - position) as usize,
-                None => (location.end_position - position).min(max_bytes.max(READ_CHUNK_BYTES) as u64) as usize,
+                Some(end) => (end - scan.position) as usize,
+                None => (location.end_position - scan.position).min(max_bytes.max(READ_CHUNK_BYTES) as u64) as usize,
             };
-            let chunk = file
-                .read_at(position, want)
-                .await
-                .map_err(|error| StorageError::io("read segment", &location.path, error))?;
-            self.count_read(chunk.len());
-            let mut cursor = 0usize;
-            while cursor < chunk.len() {
-                let rest = &chunk[cursor..];
-                if rest.len() < BATCH_HEADER_BYTES {
-                    break;
+            let chunk = self.read_bytes(&file, location, scan.position, want).await?;
+            let consumed = match self.take_whole_batches(&chunk, location, &mut scan, offset, max_bytes)? {
+                ChunkEnd::AnswerComplete => return Ok(scan.output),
+                ChunkEnd::CutBatch { cursor, length } => {
+                    return self.read_cut_batch(&file, location, scan, (cursor, length), offset, max_bytes).await
                 }
-                let header = BatchHeader::parse(rest).map_err(StorageError::InvalidBatch)?;
-                let length = header.batch_bytes as usize;
-                if length > rest.len() && length <= max_batch_bytes && cursor > 0 {
-                    // A batch cut by the end of the chunk: read exactly it if
-                    // it fits the answer and is written, rather than another
-                    // whole chunk (which doubled the bytes read per fetch).
-                    let batch_position = position + cursor as u64;
-                    let complete = batch_position + length as u64 <= location.end_position;
-                    if !complete || output.bytes.len() + length > max_bytes {
-                        return Ok(output);
-                    }
-                    let whole = file
-                        .read_at(batch_position, length)
-                        .await
-                        .map_err(|error| StorageError::io("read segment", &location.path, error))?;
-                    self.count_read(whole.len());
-                    let at = (batch_position, expected_offset);
-                    return self.accept_batches(&whole, location, at, offset, max_bytes, output);
-                }
-                if length > rest.len() && length <= max_batch_bytes {
-                    // First batch larger than the chunk: read exactly it,
-                    // if the segment holds that much written data at all.
-                    if position + length as u64 > location.end_position {
-                        let reason = format!("batch of {length} bytes runs past the written end");
-                        return Err(self.report_corruption(location, position, reason));
-                    }
-                    let whole = file
-                        .read_at(position, length)
-                        .await
-                        .map_err(|error| StorageError::io("read segment", &location.path, error))?;
-                    self.count_read(whole.len());
-                    let at = (position, expected_offset);
-                    return self.accept_batches(&whole, location, at, offset, max_bytes, output);
-                }
-                let batch_position = position + cursor as u64;
-                let verified = verify_batch(rest, max_batch_bytes)
-                    .map_err(|error| self.report_corruption(location, batch_position, error.to_string()))?;
-                self.check_continuity(location, batch_position, &verified, expected_offset)?;
-                expected_offset = verified.next_offset();
-                if verified.base_offset >= location.limit_offset {
-                    return Ok(output);
-                }
-                if verified.next_offset() > offset {
-                    if output.batch_count > 0 && output.bytes.len() + length > max_bytes {
-                        return Ok(output);
-                    }
-                    output.bytes.extend_from_slice(&rest[..length]);
-                    output.next_offset = verified.next_offset();
-                    output.batch_count += 1;
-                }
-                cursor += length;
-            }
-            if cursor == 0 {
-                break;
-            }
-            position += cursor as u64;
+                ChunkEnd::Consumed(0) => break,
+                ChunkEnd::Consumed(consumed) => consumed,
+            };
+            scan.position += consumed as u64;
             // An index-bounded read took every whole batch that fits; reading
             // on would only fetch a batch to throw away.
-            if output.bytes.len() >= max_bytes || (exact_end.is_some() && output.batch_count > 0) {
+            if scan.output.bytes.len() >= max_bytes || (exact_end.is_some() && scan.output.batch_count > 0) {
                 break;
             }
         }
-        Ok(output)
+        Ok(scan.output)
+    }
+
+    /// Read `length` bytes at `position` of the segment, counted in the stats.
+    async fn read_bytes(
+        &self,
+        file: &DirectFile,
+        location: &ReadLocation,
+        position: u64,
+        length: usize,
+    ) -> StorageResult<glommio::io::ReadResult> {
+        let bytes = file
+            .read_at(position, length)
+            .await
+            .map_err(|error| StorageError::io("read segment", &location.path, error))?;
+        self.count_read(bytes.len());
+        Ok(bytes)
+    }
+
+    /// Take every whole batch of `chunk` (read at `scan.position`) into the
+    /// answer, each verified and checked for continuity: the data in the log
+    /// is bounded by the format, not by today's admission limit, and a
+    /// length from disk is trusted only as far as the segment's written end.
+    fn take_whole_batches(
+        &self,
+        chunk: &[u8],
+        location: &ReadLocation,
+        scan: &mut SegmentScan,
+        offset: u64,
+        max_bytes: usize,
+    ) -> StorageResult<ChunkEnd> {
+        let mut cursor = 0usize;
+        while cursor < chunk.len() {
+            let rest = &chunk[cursor..];
+            if rest.len() < BATCH_HEADER_BYTES {
+                break;
+            }
+            let header = BatchHeader::parse(rest).map_err(StorageError::InvalidBatch)?;
+            let length = header.batch_bytes as usize;
+            if length > rest.len() && length <= FORMAT_MAX_BATCH_BYTES {
+                return Ok(ChunkEnd::CutBatch { cursor, length });
+            }
+            let batch_position = scan.position + cursor as u64;
+            let verified = verify_batch(rest, FORMAT_MAX_BATCH_BYTES)
+                .map_err(|error| self.report_corruption(location, batch_position, error.to_string()))?;
+            self.check_continuity(location, batch_position, &verified, scan.expected_offset)?;
+            scan.expected_offset = verified.next_offset();
+            if verified.base_offset >= location.limit_offset {
+                return Ok(ChunkEnd::AnswerComplete);
+            }
+            if verified.next_offset() > offset {
+                if scan.output.batch_count > 0 && scan.output.bytes.len() + length > max_bytes {
+                    return Ok(ChunkEnd::AnswerComplete);
+                }
+                scan.output.bytes.extend_from_slice(&rest[..length]);
+                scan.output.next_offset = verified.next_offset();
+                scan.output.batch_count += 1;
+            }
+            cursor += length;
+        }
+        Ok(ChunkEnd::Consumed(cursor))
+    }
+
+    /// The chunk cut the batch at `cursor` (`length` bytes): read exactly
+    /// it rather than another whole chunk (which doubled the bytes read per
+    /// fetch). A batch that starts the chunk is read whatever its size, if
+    /// the segment holds that much written data at all; a later one only if
+    /// it is written and fits the answer.
+    async fn read_cut_batch(
+        &self,
+        file: &DirectFile,
+        location: &ReadLocation,
+        scan: SegmentScan,
+        (cursor, length): (usize, usize),
+        offset: u64,
+        max_bytes: usize,
+    ) -> StorageResult<ReadBatches> {
+        let batch_position = scan.position + cursor as u64;
+        let written = batch_position + length as u64 <= location.end_position;
+        if cursor == 0 && !written {
+            let reason = format!("batch of {length} bytes runs past the written end");
+            return Err(self.report_corruption(location, batch_position, reason));
+        }
+        if cursor > 0 && (!written || scan.output.bytes.len() + length > max_bytes) {
+            return Ok(scan.output);
+        }
+        let whole = self.read_bytes(file, location, batch_position, length).await?;
+        let at = (batch_position, scan.expected_offset);
+        self.accept_batches(&whole, location, at, offset, max_bytes, scan.output)
     }
 
     fn count_read(&self, bytes: usize) {
@@ -396,6 +428,25 @@ fn assert_dense_batches(read: &ReadBatches, offset: u64) {
     assert_eq!(walk.position(), read.bytes.len(), "a read returns whole batches only");
     assert_eq!(batch_count, read.batch_count, "a read counts the batches it returns");
     assert_eq!(expected_offset, Some(read.next_offset), "a read's next offset follows its last batch");
+}
+
+/// Progress of one segment read.
+struct SegmentScan {
+    /// Where the next chunk starts in the segment.
+    position: u64,
+    /// Offset the next batch must start at (the CRC does not cover it).
+    expected_offset: u64,
+    output: ReadBatches,
+}
+
+/// How a chunk's batches ended.
+enum ChunkEnd {
+    /// Every whole batch was taken; this many bytes of the chunk were batches.
+    Consumed(usize),
+    /// The answer is complete (the limit, or the next batch does not fit).
+    AnswerComplete,
+    /// The batch at `cursor` of `length` bytes runs past the chunk's end.
+    CutBatch { cursor: usize, length: usize },
 }
 
 /// Where a read goes.
