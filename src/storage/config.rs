@@ -48,7 +48,10 @@ pub struct StorageConfig {
     /// Size of one aligned write buffer of a partition.
     pub write_buffer_bytes: usize,
     /// Write buffers a partition may fill before appends wait for the disk.
-    pub write_buffers_max: usize,
+    /// `write_buffers_max`, its name before the `max_<what>` convention, is
+    /// still read so that older config files load.
+    #[serde(alias = "write_buffers_max")]
+    pub max_write_buffers: usize,
     /// Space reserved ahead of the write position with fallocate.
     pub preallocate_bytes: u64,
     /// Largest accepted batch, header included.
@@ -84,7 +87,7 @@ impl Default for StorageConfig {
             retention_ms: 0,
             index_interval_bytes: 4096,
             write_buffer_bytes: 1 << 20,
-            write_buffers_max: 4,
+            max_write_buffers: 4,
             preallocate_bytes: 64 << 20,
             max_batch_bytes: 16 << 20,
             max_producers_per_partition: 10_000,
@@ -116,8 +119,8 @@ impl StorageConfig {
                 self.write_buffer_bytes
             ));
         }
-        if !(1..=64).contains(&self.write_buffers_max) {
-            return Err(format!("write_buffers_max must be in 1..=64, got {}", self.write_buffers_max));
+        if !(1..=64).contains(&self.max_write_buffers) {
+            return Err(format!("max_write_buffers must be in 1..=64, got {}", self.max_write_buffers));
         }
         if !(1..=16).contains(&self.read_ahead_depth) {
             return Err(format!("read_ahead_depth must be in 1..=16, got {}", self.read_ahead_depth));
@@ -132,5 +135,20 @@ impl StorageConfig {
             return Err("fsync_interval_ms must be > 0 with fsync = interval".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_write_buffers_loads_under_its_name_and_under_its_older_spelling() {
+        let current: StorageConfig = toml::from_str("max_write_buffers = 7").unwrap();
+        let older: StorageConfig = toml::from_str("write_buffers_max = 7").unwrap();
+        assert_eq!((current.max_write_buffers, older.max_write_buffers), (7, 7));
+        assert_eq!(current, older);
+        let rendered = toml::to_string(&current).unwrap();
+        assert!(rendered.contains("max_write_buffers = 7"), "written under its current name: {rendered}");
     }
 }

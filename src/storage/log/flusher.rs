@@ -442,7 +442,7 @@ impl PartitionLog {
         }
         let config = &self.inner.config;
         let writer =
-            SegmentWriter::open(Rc::clone(file), mark.position, config.write_buffer_bytes, config.write_buffers_max)
+            SegmentWriter::open(Rc::clone(file), mark.position, config.write_buffer_bytes, config.max_write_buffers)
                 .await;
         match writer {
             Ok(writer) => {

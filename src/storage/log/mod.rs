@@ -565,7 +565,7 @@ async fn open_state(
         .await
         .map_err(|error| StorageError::io("open active segment", &active_path, error))?;
     let writer =
-        SegmentWriter::open(Rc::new(file), active.size_bytes, config.write_buffer_bytes, config.write_buffers_max)
+        SegmentWriter::open(Rc::new(file), active.size_bytes, config.write_buffer_bytes, config.max_write_buffers)
             .await
             .map_err(|error| StorageError::io("open segment writer", &active_path, error))?;
     let durable = DurableMark {

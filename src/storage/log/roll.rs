@@ -52,7 +52,7 @@ impl PartitionLog {
             .await
             .map_err(|error| self.metadata_failure("create segment", &new_path, &error))?;
         let config = &self.inner.config;
-        let writer = SegmentWriter::open(Rc::new(new_file), 0, config.write_buffer_bytes, config.write_buffers_max)
+        let writer = SegmentWriter::open(Rc::new(new_file), 0, config.write_buffer_bytes, config.max_write_buffers)
             .await
             .map_err(|error| self.fail_stop("open segment writer", &new_path, &error))?;
         let mut state = self.inner.state.borrow_mut();

@@ -98,7 +98,7 @@ impl PartitionLog {
         file.fdatasync().await.map_err(|error| self.fail_stop("fdatasync", &keep_path, &error))?;
         let config = &self.inner.config;
         let writer =
-            SegmentWriter::open(Rc::clone(&file), cut.position, config.write_buffer_bytes, config.write_buffers_max)
+            SegmentWriter::open(Rc::clone(&file), cut.position, config.write_buffer_bytes, config.max_write_buffers)
                 .await
                 .map_err(|error| self.fail_stop("open segment writer", &keep_path, &error))?;
         {
