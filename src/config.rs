@@ -230,7 +230,7 @@ impl NodeConfig {
 
     /// Check every setting's range.
     pub fn validate(&self) -> Result<(), String> {
-        self.storage.validate()?;
+        self.storage.validate().map_err(|error| error.to_string())?;
         let limits = &self.limits;
         if limits.max_frame_bytes < 1024 || limits.max_frame_bytes > (1 << 30) {
             return Err("limits.max_frame_bytes must be in 1024..=1073741824".into());

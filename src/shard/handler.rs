@@ -53,7 +53,7 @@ pub fn storage_error(failure: StorageError) -> ErrorResponse {
         StorageError::DiskFull { .. } => ErrorCode::DiskFull,
         StorageError::InvalidBatch(_) => ErrorCode::InvalidRequest,
         StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
-        StorageError::Config(_) => ErrorCode::InvalidRequest,
+        StorageError::Config(_) | StorageError::InvalidGroup(_) => ErrorCode::InvalidRequest,
         StorageError::Closed(_) => ErrorCode::ShuttingDown,
         _ => ErrorCode::StorageFailed,
     };

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 use super::batch::BatchError;
+use super::config::ConfigError;
 
 /// Errors of the storage engine.
 #[derive(Debug, Error)]
@@ -69,7 +70,10 @@ pub enum StorageError {
     },
     /// A setting is out of range.
     #[error("invalid storage config: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
+    /// A consumer-group name is empty, too long or has control characters.
+    #[error("invalid consumer group: {0}")]
+    InvalidGroup(String),
     /// An idempotent producer skipped or reordered sequence numbers.
     #[error("out_of_order_sequence: producer {producer_id} sent sequence {received}, expected {expected}")]
     OutOfOrderSequence {
@@ -102,6 +106,7 @@ impl StorageError {
             StorageError::OffsetOutOfRange { .. } => "offset_out_of_range",
             StorageError::Locked { .. } => "locked",
             StorageError::Config(_) => "invalid_config",
+            StorageError::InvalidGroup(_) => "invalid_request",
             StorageError::OutOfOrderSequence { .. } => "out_of_order_sequence",
             StorageError::Closed(_) => "storage_failed",
         }

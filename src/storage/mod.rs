@@ -22,7 +22,7 @@ pub mod segment;
 pub mod tail_cache;
 pub mod writer;
 
-pub use config::{FsyncPolicy, StorageConfig};
+pub use config::{ConfigError, FsyncPolicy, StorageConfig};
 pub use error::{StorageError, StorageResult};
 pub use log::{
     reserved_read_ahead_bytes, AppendMode, AppendedOffsets, Durable, LogSnapshot, LogStats, PartitionLog, Placed,
