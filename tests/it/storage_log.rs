@@ -452,6 +452,31 @@ fn placed_append_returns_before_durability_and_durable_append_after_it() {
 }
 
 #[test]
+fn a_disk_read_smaller_than_the_batch_it_asks_for_still_returns_that_batch() {
+    // A small batch, then one larger than a read chunk that the first
+    // chunk cuts, with no index entry between them: a read of the large
+    // batch with a small max_bytes must still return it (at least one batch).
+    let dir = tempfile::tempdir().unwrap();
+    on_executor(move || async move {
+        let config = StorageConfig {
+            tail_cache_bytes: 0,
+            read_ahead_bytes: 0,
+            segment_bytes: 1 << 20,
+            max_batch_bytes: 512 * 1024,
+            ..small_config()
+        };
+        let log = PartitionLog::open(dir.path(), config, None).await.unwrap();
+        let small = append_values(&log, &values("small", 1), 0).await;
+        let large_value = "x".repeat(100 * 1024);
+        let large = append_values(&log, std::slice::from_ref(&large_value), 0).await;
+        let read = log.read(large.base_offset, 1000, None).await.unwrap();
+        assert_eq!(read.batch_count, 1, "the batch holding the offset comes back whole");
+        assert_eq!(records_of(&read.bytes, small.next_offset), [(large.base_offset, large_value)]);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn idle_partitions_over_the_buffer_budget_shrink_and_grow_without_losing_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p");

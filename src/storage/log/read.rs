@@ -237,7 +237,7 @@ impl PartitionLog {
     /// it rather than another whole chunk (which doubled the bytes read per
     /// fetch). A batch that starts the chunk is read whatever its size, if
     /// the segment holds that much written data at all; a later one only if
-    /// it is written and fits the answer.
+    /// it is written and is the answer's first batch or fits the answer.
     async fn read_cut_batch(
         &self,
         file: &DirectFile,
@@ -253,7 +253,10 @@ impl PartitionLog {
             let reason = format!("batch of {length} bytes runs past the written end");
             return Err(self.report_corruption(location, batch_position, reason));
         }
-        if cursor > 0 && (!written || scan.output.bytes.len() + length > max_bytes) {
+        // The first batch of an answer is returned whatever its size (a
+        // read returns at least one batch): max_bytes bounds only the rest.
+        let over_budget = scan.output.batch_count > 0 && scan.output.bytes.len() + length > max_bytes;
+        if cursor > 0 && (!written || over_budget) {
             return Ok(scan.output);
         }
         let whole = self.read_bytes(file, location, batch_position, length).await?;
