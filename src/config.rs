@@ -183,6 +183,10 @@ fn apply_environment(table: &mut toml::Table, variables: impl Iterator<Item = (S
             Some(section) => (Some(*section), key[section.len() + 1..].to_string()),
             None => (None, key.clone()),
         };
+        let field = match section {
+            Some("storage") => crate::storage::config::current_key_name(&field).to_string(),
+            _ => field,
+        };
         let target_known = match section {
             Some(section) => known.get(section).and_then(toml::Value::as_table),
             None => Some(&known),
@@ -410,6 +414,21 @@ mod tests {
         assert_eq!(config.cluster.etcd, vec!["a:1".to_string(), "b:2".to_string()]);
         // Every command's --log-format, not a node setting: no error.
         NodeConfig::load(None, vars(&[("RINGLOG_LOG_FORMAT", "json")])).unwrap();
+    }
+
+    #[test]
+    fn a_storage_key_renamed_to_the_max_convention_loads_under_both_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let older = dir.path().join("older.toml");
+        std::fs::write(&older, "[storage]\nwrite_buffers_max = 5\n").unwrap();
+        assert_eq!(NodeConfig::load(Some(&older), vars(&[])).unwrap().storage.max_write_buffers, 5);
+        let current = dir.path().join("current.toml");
+        std::fs::write(&current, "[storage]\nmax_write_buffers = 6\n").unwrap();
+        assert_eq!(NodeConfig::load(Some(&current), vars(&[])).unwrap().storage.max_write_buffers, 6);
+        for name in ["RINGLOG_STORAGE_WRITE_BUFFERS_MAX", "RINGLOG_STORAGE_MAX_WRITE_BUFFERS"] {
+            let config = NodeConfig::load(None, vars(&[(name, "7")])).unwrap();
+            assert_eq!(config.storage.max_write_buffers, 7, "{name}");
+        }
     }
 
     #[test]

@@ -102,6 +102,15 @@ impl Default for StorageConfig {
     }
 }
 
+/// Keys read under an older name: (older name, current name). serde reads
+/// them from files (`#[serde(alias)]`); the environment loader maps them.
+const RENAMED_KEYS: [(&str, &str); 1] = [("write_buffers_max", "max_write_buffers")];
+
+/// The current name of a `[storage]` key that may be spelled the older way.
+pub fn current_key_name(key: &str) -> &str {
+    RENAMED_KEYS.iter().find(|(older, _)| *older == key).map_or(key, |(_, current)| current)
+}
+
 /// Largest segment: index entries store positions as u32.
 pub const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
 /// Alignment of every direct write (and of write buffers).
