@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::storage::config::{current_key_name, older_key_name};
 use crate::storage::StorageConfig;
 
 /// Bounds on what clients can make the node hold.
@@ -184,7 +185,7 @@ fn apply_environment(table: &mut toml::Table, variables: impl Iterator<Item = (S
             None => (None, key.clone()),
         };
         let field = match section {
-            Some("storage") => crate::storage::config::current_key_name(&field).to_string(),
+            Some("storage") => current_key_name(&field).to_string(),
             _ => field,
         };
         let target_known = match section {
@@ -209,6 +210,10 @@ fn apply_environment(table: &mut toml::Table, variables: impl Iterator<Item = (S
                 .ok_or_else(|| format!("[{section}] must be a table"))?,
             None => &mut *table,
         };
+        if let Some(older) = section.filter(|section| *section == "storage").and(older_key_name(&field)) {
+            // The variable overrides the file's setting under either name.
+            target.remove(older);
+        }
         target.insert(field, parsed);
     }
     Ok(())
@@ -428,6 +433,11 @@ mod tests {
         for name in ["RINGLOG_STORAGE_WRITE_BUFFERS_MAX", "RINGLOG_STORAGE_MAX_WRITE_BUFFERS"] {
             let config = NodeConfig::load(None, vars(&[(name, "7")])).unwrap();
             assert_eq!(config.storage.max_write_buffers, 7, "{name}");
+            // The variable overrides a file that uses the other spelling.
+            for file in [&older, &current] {
+                let config = NodeConfig::load(Some(file), vars(&[(name, "8")])).unwrap();
+                assert_eq!(config.storage.max_write_buffers, 8, "{name} over {}", file.display());
+            }
         }
     }
 

@@ -111,6 +111,11 @@ pub fn current_key_name(key: &str) -> &str {
     RENAMED_KEYS.iter().find(|(older, _)| *older == key).map_or(key, |(_, current)| current)
 }
 
+/// The older name of a `[storage]` key, if it was renamed.
+pub fn older_key_name(key: &str) -> Option<&'static str> {
+    RENAMED_KEYS.iter().find(|(_, current)| *current == key).map(|(older, _)| *older)
+}
+
 /// Largest segment: index entries store positions as u32.
 pub const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
 /// Alignment of every direct write (and of write buffers).
