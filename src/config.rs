@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::storage::config::{current_key_name, older_key_name};
 use crate::storage::StorageConfig;
 
 /// Bounds on what clients can make the node hold.
@@ -251,9 +252,9 @@ pub enum ConfigError {
         /// The refused value.
         value: String,
     },
-    /// A storage setting is out of range (`StorageConfig::validate`'s message).
-    #[error("{0}")]
-    Storage(String),
+    /// A storage setting is refused (`StorageConfig::validate`).
+    #[error(transparent)]
+    Storage(#[from] crate::storage::config::ConfigError),
 }
 
 /// Refuse `value` of `key` unless it lies in `range`.
@@ -300,6 +301,10 @@ fn apply_environment(
             Some(section) => (Some(*section), key[section.len() + 1..].to_string()),
             None => (None, key.clone()),
         };
+        let field = match section {
+            Some("storage") => current_key_name(&field).to_string(),
+            _ => field,
+        };
         let target_known = match section {
             Some(section) => known.get(section).and_then(toml::Value::as_table),
             None => Some(&known),
@@ -322,6 +327,10 @@ fn apply_environment(
                 .ok_or(ConfigError::NotATable { section })?,
             None => &mut *table,
         };
+        if let Some(older) = section.filter(|section| *section == "storage").and(older_key_name(&field)) {
+            // The variable overrides the file's setting under either name.
+            target.remove(older);
+        }
         target.insert(field, parsed);
     }
     Ok(())
@@ -559,6 +568,26 @@ mod tests {
         assert_eq!(config.cluster.etcd, vec!["a:1".to_string(), "b:2".to_string()]);
         // Every command's --log-format, not a node setting: no error.
         NodeConfig::load(None, vars(&[("RINGLOG_LOG_FORMAT", "json")])).unwrap();
+    }
+
+    #[test]
+    fn a_storage_key_renamed_to_the_max_convention_loads_under_both_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let older = dir.path().join("older.toml");
+        std::fs::write(&older, "[storage]\nwrite_buffers_max = 5\n").unwrap();
+        assert_eq!(NodeConfig::load(Some(&older), vars(&[])).unwrap().storage.max_write_buffers, 5);
+        let current = dir.path().join("current.toml");
+        std::fs::write(&current, "[storage]\nmax_write_buffers = 6\n").unwrap();
+        assert_eq!(NodeConfig::load(Some(&current), vars(&[])).unwrap().storage.max_write_buffers, 6);
+        for name in ["RINGLOG_STORAGE_WRITE_BUFFERS_MAX", "RINGLOG_STORAGE_MAX_WRITE_BUFFERS"] {
+            let config = NodeConfig::load(None, vars(&[(name, "7")])).unwrap();
+            assert_eq!(config.storage.max_write_buffers, 7, "{name}");
+            // The variable overrides a file that uses the other spelling.
+            for file in [&older, &current] {
+                let config = NodeConfig::load(Some(file), vars(&[(name, "8")])).unwrap();
+                assert_eq!(config.storage.max_write_buffers, 8, "{name} over {}", file.display());
+            }
+        }
     }
 
     #[test]

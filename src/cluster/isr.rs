@@ -175,7 +175,19 @@ pub fn decide(round: Round<'_>, replicas: &[ReplicaState], pending: &mut Pending
     // Forgotten replicas (keys deleted) no longer count.
     decision.counted.retain(|id| replicas.iter().any(|replica| replica.id == *id));
     pending.since.retain(|id, _| replicas.iter().any(|replica| replica.id == *id));
+    assert_names_members(&decision.counted, replicas);
+    assert!(decision.joined.iter().all(|id| decision.counted.contains(id)), "a joining follower is counted");
     decision
+}
+
+/// The counted set names each follower once, and only followers that
+/// have an insync key (members of the partition's replica set). The
+/// leader is never among them: it always counts itself, implicitly.
+fn assert_names_members(counted: &[u64], replicas: &[ReplicaState]) {
+    for (index, id) in counted.iter().enumerate() {
+        assert!(replicas.iter().any(|replica| replica.id == *id), "counted follower {id} is not a member");
+        assert!(!counted[..index].contains(id), "follower {id} counted twice");
+    }
 }
 
 fn add(set: &mut Vec<u64>, id: u64) {
@@ -242,6 +254,8 @@ impl ControlPlane {
             }
         }
         counted.sort_unstable();
+        assert!(!counted.contains(&own_id), "the leader counts itself implicitly, never as its own follower");
+        assert_names_members(&counted, &replicas);
         self.publish_counted(&view, counted, &decision.joined, pending);
         Ok(())
     }
@@ -255,6 +269,7 @@ impl ControlPlane {
             pending.clear();
             return;
         }
+        assert!(counted.windows(2).all(|pair| pair[0] < pair[1]), "the published set is sorted, each follower once");
         if counted != current.in_sync_followers {
             let published = counted.clone();
             self.state.update(|view| view.in_sync_followers = published);
@@ -318,6 +333,29 @@ mod tests {
         let decision = decide(next_term, &[follower(2, false, 6_400)], &mut pending);
         assert!(decision.writes.is_empty(), "{decision:?}");
         assert_eq!(decision.joined, [2]);
+    }
+
+    #[test]
+    fn every_decision_counts_only_members_and_each_once() {
+        let mut pending = PendingJoins::default();
+        let replicas = [follower(2, true, 9_990), follower(3, false, 9_990), follower(4, true, 9_990)];
+        let decision = decide(round(10_000, &[2, 4, 9]), &replicas, &mut pending);
+        let mut counted = decision.counted.clone();
+        counted.sort_unstable();
+        assert_eq!(counted, [2, 3, 4], "9 is no member (its key was deleted); 3 joins");
+        assert_names_members(&decision.counted, &replicas);
+    }
+
+    #[test]
+    #[should_panic(expected = "is not a member")]
+    fn a_counted_set_naming_a_non_member_fires_the_assertion() {
+        assert_names_members(&[2, 7], &[follower(2, true, 1)]);
+    }
+
+    #[test]
+    #[should_panic(expected = "counted twice")]
+    fn a_counted_set_naming_a_follower_twice_fires_the_assertion() {
+        assert_names_members(&[2, 2], &[follower(2, true, 1)]);
     }
 
     #[test]

@@ -67,7 +67,7 @@ impl TopicMeta {
         if self.partitions == 0 || self.partitions > max_partitions {
             return Err(format!("partitions must be in 1..={max_partitions}, got {}", self.partitions));
         }
-        self.storage_config(defaults).validate()
+        self.storage_config(defaults).validate().map_err(|error| error.to_string())
     }
 
     /// Write `topic.json` durably (creating the directory).

@@ -78,7 +78,7 @@ pub fn small_config() -> StorageConfig {
         fsync: FsyncPolicy::Always,
         segment_bytes: 16 * 1024,
         write_buffer_bytes: 8 * 1024,
-        write_buffers_max: 3,
+        max_write_buffers: 3,
         preallocate_bytes: 16 * 1024,
         index_interval_bytes: 512,
         max_batch_bytes: 8 * 1024,

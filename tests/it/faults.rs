@@ -4,6 +4,8 @@
 
 use std::rc::Rc;
 
+use ringlog::protocol::ErrorCode;
+use ringlog::shard::wire_error::storage_error_code as wire_code;
 use ringlog::storage::io::FaultOperation;
 use ringlog::storage::{AppendMode, PartitionLog, StorageError};
 
@@ -39,7 +41,8 @@ fn failed_fsync_fail_stops_the_partition_and_is_never_retried() {
         let attempts = faults.attempts(FaultOperation::Fsync);
         faults.clear(FaultOperation::Fsync);
         let later = try_append(&log, "later").await.unwrap_err();
-        assert_eq!(later.code(), "storage_failed");
+        assert!(matches!(later, StorageError::StorageFailed { .. }), "{later}");
+        assert_eq!(wire_code(&later), ErrorCode::StorageFailed);
         assert!(log.snapshot().failure.is_some());
         ringlog::runtime::sleep(std::time::Duration::from_millis(50)).await;
         assert_eq!(faults.attempts(FaultOperation::Fsync), attempts, "no fsync after the failure");
@@ -63,9 +66,9 @@ fn failed_write_fail_stops_and_acknowledges_nothing_after_it() {
         try_append(&log, "ok").await.unwrap();
         faults.fail_after(FaultOperation::Write, 0, libc::EIO);
         let error = try_append(&log, "bad").await.unwrap_err();
-        assert_eq!(error.code(), "storage_failed");
+        assert_eq!(wire_code(&error), ErrorCode::StorageFailed);
         faults.clear(FaultOperation::Write);
-        assert_eq!(try_append(&log, "after").await.unwrap_err().code(), "storage_failed");
+        assert_eq!(wire_code(&try_append(&log, "after").await.unwrap_err()), ErrorCode::StorageFailed);
         assert_eq!(log.snapshot().durable_end_offset, 2, "nothing after the failure is acknowledged");
         assert_eq!(read_all(&log, 0).await.len(), 2, "reads still serve the durable prefix");
         log.abandon().await;
@@ -90,7 +93,7 @@ fn disk_full_on_preallocation_fails_cleanly_and_recovers_when_space_returns() {
             }
         };
         assert!(matches!(error, StorageError::DiskFull { .. }), "{error}");
-        assert_eq!(error.code(), "disk_full");
+        assert_eq!(wire_code(&error), ErrorCode::DiskFull);
         assert!(log.snapshot().failure.is_none(), "disk full is not fail-stop");
         let end = log.snapshot().log_end_offset;
         assert_eq!(end, acked);

@@ -408,6 +408,55 @@ fn retried_idempotent_batch_is_answered_with_original_offsets_across_restarts() 
 }
 
 #[test]
+fn placed_append_returns_before_durability_and_durable_append_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    on_executor(move || async move {
+        let leader = AppendMode::Leader { leader_epoch: 1 };
+        let log = PartitionLog::open(dir.path(), small_config(), None).await.unwrap();
+        let placed = log.append_placed(&mut batch_of(&values("placed", 3), 0), leader).await.unwrap();
+        assert_eq!((placed.base_offset, placed.next_offset, placed.duplicate), (0, 3, false));
+        assert_eq!(log.snapshot().log_end_offset, 3, "a placed batch is in the log end at once");
+        assert_eq!(placed.generation(), log.generation());
+        let durable = log.append(&mut batch_of(&values("durable", 2), 0), leader).await.unwrap();
+        assert_eq!((durable.base_offset, durable.next_offset), (3, 5));
+        assert!(log.snapshot().durable_end_offset >= durable.next_offset, "a durable append waited for it");
+        assert_eq!(durable.generation(), log.generation());
+        // A retry through the placed path answers only once the original is durable.
+        let original = log.append(&mut producer_batch(7, 0, &values("p", 2)), leader).await.unwrap();
+        let retry = log.append_placed(&mut producer_batch(7, 0, &values("p", 2)), leader).await.unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(retry.offsets().base_offset, original.offsets().base_offset);
+        assert!(log.snapshot().durable_end_offset >= retry.next_offset);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_disk_read_smaller_than_the_batch_it_asks_for_still_returns_that_batch() {
+    // A small batch, then one larger than a read chunk that the first
+    // chunk cuts, with no index entry between them: a read of the large
+    // batch with a small max_bytes must still return it (at least one batch).
+    let dir = tempfile::tempdir().unwrap();
+    on_executor(move || async move {
+        let config = StorageConfig {
+            tail_cache_bytes: 0,
+            read_ahead_bytes: 0,
+            segment_bytes: 1 << 20,
+            max_batch_bytes: 512 * 1024,
+            ..small_config()
+        };
+        let log = PartitionLog::open(dir.path(), config, None).await.unwrap();
+        let small = append_values(&log, &values("small", 1), 0).await;
+        let large_value = "x".repeat(100 * 1024);
+        let large = append_values(&log, std::slice::from_ref(&large_value), 0).await;
+        let read = log.read(large.base_offset, 1000, None).await.unwrap();
+        assert_eq!(read.batch_count, 1, "the batch holding the offset comes back whole");
+        assert_eq!(records_of(&read.bytes, small.next_offset), [(large.base_offset, large_value)]);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn idle_partitions_over_the_buffer_budget_shrink_and_grow_without_losing_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p");

@@ -317,7 +317,7 @@ proptest! {
         let expected_end = batch_ends.iter().take_while(|(end, _)| *end as usize <= point).last().map_or(0, |&(_, offset)| offset);
         // A crash tears at most what the writer had in flight (all its
         // buffers): damage that far before the written end is corruption.
-        let window = (small_config().write_buffers_max + 1) * small_config().write_buffer_bytes;
+        let window = (small_config().max_write_buffers + 1) * small_config().write_buffer_bytes;
         let written_end = bytes.iter().rposition(|&byte| byte != 0).map_or(0, |last| last + 1);
         let damaged_block = batch_start - batch_start % 4096;
         let beyond_window = written_end.saturating_sub(damaged_block) > window;
