@@ -284,20 +284,17 @@ impl PartitionLog {
         } else if state.durability.unsynced_since.is_none() {
             state.durability.unsynced_since = Some(Instant::now());
         }
-        if state.durability.generation == generation {
-            // Marks are taken at the log end and complete in submission
-            // order; only a new generation (or a drained roll) moves them back.
+        // A mark of an older generation (before a truncation or reset) or
+        // behind the durable end is stale: the durable end never moves back
+        // here, only a new generation moves it.
+        if state.durability.generation == generation && mark.offset >= state.durability.mark.offset {
+            // Marks are taken at the log end: one past it would make
+            // unwritten offsets durable.
             assert!(
                 mark.offset <= state.log_end_offset,
                 "durable mark {} past the log end {}",
                 mark.offset,
                 state.log_end_offset
-            );
-            let durable_offset = state.durability.mark.offset;
-            assert!(
-                mark.offset >= durable_offset,
-                "durable mark {} behind the durable end {durable_offset}",
-                mark.offset
             );
             state.durability.mark = mark;
             let active = state.active_mut();
