@@ -107,7 +107,7 @@ pub struct Round<'a> {
     /// Now (`monotonic_ms`), taken after the replicas were read.
     pub now_ms: u64,
     /// `replica_lag_max_ms`.
-    pub lag_max_ms: u64,
+    pub max_lag_ms: u64,
     /// How long a new leader waits for in-sync followers to reconnect.
     pub reconnect_grace_ms: u64,
     /// When this term began.
@@ -148,7 +148,7 @@ pub fn decide(round: Round<'_>, replicas: &[ReplicaState], pending: &mut Pending
         let effective_ms =
             if replica.in_sync { replica.caught_up_ms.max(round.leader_since_ms) } else { replica.caught_up_ms };
         let healthy =
-            replica.connected && effective_ms > 0 && round.now_ms.saturating_sub(effective_ms) <= round.lag_max_ms;
+            replica.connected && effective_ms > 0 && round.now_ms.saturating_sub(effective_ms) <= round.max_lag_ms;
         let in_grace = !replica.connected && since_term_ms <= round.reconnect_grace_ms;
         match (replica.in_sync, healthy || in_grace) {
             (true, true) => add(&mut decision.counted, id),
@@ -206,7 +206,7 @@ impl ControlPlane {
         pending: &mut PendingJoins,
     ) -> Result<(), ClusterError> {
         let view = self.state.view();
-        let lag_max = self.config.replica_lag_max_ms;
+        let max_lag_ms = self.config.replica_lag_max_ms;
         let replicas: Vec<ReplicaState> = all_insync(etcd, &self.keys)
             .await?
             .into_iter()
@@ -223,12 +223,12 @@ impl ControlPlane {
             .collect();
         // A new leader gives the followers marked in sync time to reconnect
         // (they learn of it within an election poll), but not a whole
-        // lag_max: a follower that died with the old leader would hold
+        // max_lag_ms: a follower that died with the old leader would hold
         // acks=all that long.
         let round = Round {
             now_ms: monotonic_ms(),
-            lag_max_ms: lag_max,
-            reconnect_grace_ms: lag_max.min(self.config.lease_ttl_s * 1000),
+            max_lag_ms,
+            reconnect_grace_ms: max_lag_ms.min(self.config.lease_ttl_s * 1000),
             leader_since_ms: view.leader_since_ms,
             published: &view.in_sync_followers,
         };
@@ -241,7 +241,7 @@ impl ControlPlane {
                         counted.retain(|&other| other != id);
                         let connected = replicas.iter().any(|replica| replica.id == id && replica.connected);
                         let reason = if connected { "lagging" } else { "disconnected" };
-                        tracing::warn!(target: "ringlog::replication", follower = id, reason, lag_max_ms = lag_max,
+                        tracing::warn!(target: "ringlog::replication", follower = id, reason, max_lag_ms,
                             "follower left the in-sync set");
                     }
                 }
@@ -288,7 +288,7 @@ mod tests {
     const LAG: u64 = 1_000;
 
     fn round(now_ms: u64, published: &[u64]) -> Round<'_> {
-        Round { now_ms, lag_max_ms: LAG, reconnect_grace_ms: LAG, leader_since_ms: 1, published }
+        Round { now_ms, max_lag_ms: LAG, reconnect_grace_ms: LAG, leader_since_ms: 1, published }
     }
 
     fn follower(id: u64, in_sync: bool, caught_up_ms: u64) -> ReplicaState {
