@@ -122,6 +122,7 @@ async fn build_context(setup: &ShardConfig, ends: MeshEnds) -> (Rc<ShardContext>
         metrics: Arc::clone(&setup.metrics),
         cluster: Arc::clone(&setup.cluster),
         progress: Arc::clone(&setup.progress),
+        topic_changes: Default::default(),
     });
     (context, inbound)
 }

@@ -129,6 +129,16 @@ impl Field for Option<u32> {
     }
 }
 
+/// Most elements a decoded vector reserves room for before they decode.
+pub const MAX_PREALLOCATED_ELEMENTS: usize = 1024;
+
+/// Room to reserve for `count` elements of at least `min_bytes` each when
+/// `remaining` bytes are left: what the bytes could hold, at most
+/// [`MAX_PREALLOCATED_ELEMENTS`].
+pub fn preallocated_elements(count: usize, remaining: usize, min_bytes: usize) -> usize {
+    count.min(remaining / min_bytes.max(1)).min(MAX_PREALLOCATED_ELEMENTS)
+}
+
 /// `u32 count | element*`.
 impl<T: Field> Field for Vec<T> {
     type Names = (&'static str, T::Names);
@@ -142,8 +152,11 @@ impl<T: Field> Field for Vec<T> {
     fn decode(reader: &mut Reader<'_>, (count_name, names): Self::Names) -> Result<Vec<T>, ProtocolError> {
         const { assert!(T::MIN_BYTES > 0, "an element must take bytes, or a count could be unbounded") };
         let count = reader.u32(count_name)? as usize;
-        // A hostile count preallocates no more elements than the frame could hold.
-        let mut elements = Vec::with_capacity(count.min(reader.remaining() / T::MIN_BYTES));
+        // A hostile count preallocates no more elements than the frame could
+        // hold, and no more than a fixed number (an element in memory can
+        // be several times its smallest wire size); past that it grows as
+        // elements actually decode.
+        let mut elements = Vec::with_capacity(preallocated_elements(count, reader.remaining(), T::MIN_BYTES));
         for _ in 0..count {
             elements.push(T::decode(reader, names)?);
         }

@@ -141,3 +141,12 @@ fn a_produce_head_is_undecided_until_its_fields_arrived_and_must_fit_the_frame()
     encode_request(3, &Request::ListTopics, &mut fetch);
     assert_eq!(decode_produce_head(&fetch[LENGTH_PREFIX_BYTES..], fetch.len() - LENGTH_PREFIX_BYTES), Ok(None));
 }
+
+#[test]
+fn a_hostile_element_count_reserves_neither_more_than_the_bytes_hold_nor_more_than_the_cap() {
+    use super::field::{preallocated_elements, MAX_PREALLOCATED_ELEMENTS};
+    // ListTopics in a 64 MiB frame claiming 2^32 - 1 topics of 6 bytes each.
+    assert_eq!(preallocated_elements(u32::MAX as usize, 64 << 20, 6), MAX_PREALLOCATED_ELEMENTS);
+    assert_eq!(preallocated_elements(u32::MAX as usize, 60, 6), 10, "only what the bytes could hold");
+    assert_eq!(preallocated_elements(3, 64 << 20, 6), 3, "an honest count is reserved exactly");
+}

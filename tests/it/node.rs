@@ -547,3 +547,36 @@ fn too_little_locked_memory_is_one_error_line_and_exit_78() {
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("RLIMIT_MEMLOCK"), "{stderr}");
 }
+
+#[test]
+fn racing_topic_creations_answer_one_success_and_never_pass_max_topics() {
+    let node = StandaloneNode::start_with(2, &[("RINGLOG_LIMITS_MAX_TOPICS", "3")]);
+    let create = |name: String, partitions: u32| {
+        let mut client = node.client();
+        let settings = TopicSettings { partitions, ..TopicSettings::default() };
+        move || client.call(Request::CreateTopic { name, settings })
+    };
+    // Eight clients create one name at once, each with its own partition count.
+    let outcomes: Vec<_> = std::thread::scope(|scope| {
+        let racers: Vec<_> = (1..=8).map(|partitions| scope.spawn(create("race".into(), partitions))).collect();
+        racers.into_iter().map(|racer| racer.join().unwrap()).collect()
+    });
+    let winners: Vec<u32> = (1..=8).filter(|&index| outcomes[index as usize - 1].is_ok()).collect();
+    assert_eq!(winners.len(), 1, "exactly one creation wins: {outcomes:?}");
+    for refused in outcomes.iter().filter_map(|outcome| outcome.as_ref().err()) {
+        assert_eq!(refused.code, ErrorCode::TopicExists, "{refused:?}");
+    }
+    let Ok(Response::DescribeTopic(partitions)) = node.client().call(Request::DescribeTopic { name: "race".into() })
+    else {
+        panic!("describe race");
+    };
+    assert_eq!(partitions.len() as u32, winners[0], "the live topic has the winner's settings");
+    // Eight distinct names against a limit of three topics (one exists).
+    let outcomes: Vec<_> = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..8).map(|index| scope.spawn(create(format!("t{index}"), 1))).collect();
+        racers.into_iter().map(|racer| racer.join().unwrap()).collect()
+    });
+    assert_eq!(outcomes.iter().filter(|outcome| outcome.is_ok()).count(), 2, "{outcomes:?}");
+    let Ok(Response::ListTopics(topics)) = node.client().call(Request::ListTopics) else { panic!("list") };
+    assert_eq!(topics.len(), 3, "limits.max_topics holds under racing creations: {topics:?}");
+}
