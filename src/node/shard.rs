@@ -8,19 +8,15 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::NodeConfig;
 use crate::net::server::{run_listener, InFlight, ListenerKind};
 use crate::runtime::Notify;
 use crate::shard::context::ShardContext;
 use crate::shard::mesh::{build_mesh, Envelope, Inbound, Mesh, MeshEnds};
 use crate::shard::partitions::ShardPartitions;
-use crate::shard::topics::TopicRegistry;
 use crate::shard::ShardId;
-use crate::state::cluster::ClusterState;
 use crate::state::metrics::ConnectionCount;
-use crate::state::metrics::NodeMetrics;
-use crate::state::progress::ReplicationProgress;
 
+use super::shared::Shared;
 use super::tasks::{enforce_retention, publish_follower_progress, publish_gauges};
 use super::{NodeError, ShardError, STOP_REQUESTED};
 
@@ -62,19 +58,23 @@ pub(super) fn join_shards(handles: Vec<ShardHandle>) -> Option<NodeError> {
     failed
 }
 
+/// What one shard starts with: the node's shared handles, its own number,
+/// and the startup barrier.
 #[derive(Clone)]
 pub(super) struct ShardConfig {
     pub(super) shard: ShardId,
-    pub(super) shards: usize,
-    pub(super) config: Arc<NodeConfig>,
-    pub(super) registry: Arc<TopicRegistry>,
-    pub(super) connections: Arc<ConnectionCount>,
-    pub(super) metrics: Arc<NodeMetrics>,
-    pub(super) cluster: Arc<ClusterState>,
-    pub(super) progress: Arc<ReplicationProgress>,
+    pub(super) shared: Shared,
     /// Shards that have opened their partitions (the startup barrier).
     pub(super) opened: Arc<std::sync::atomic::AtomicUsize>,
     pub(super) ready: mpsc::Sender<Result<ShardId, ShardError>>,
+}
+
+impl std::ops::Deref for ShardConfig {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 /// One shard's life, start to end: join the mesh, open its partitions,

@@ -21,6 +21,7 @@ use super::startup::loopback_address;
 use super::ShardError;
 
 /// Handles to everything the shards and the control thread share.
+#[derive(Clone)]
 pub(super) struct Shared {
     /// Data shards (resolved: never 0).
     pub(super) shards: usize,
@@ -56,18 +57,7 @@ impl Shared {
     /// The settings every shard starts from (`shard` 0; `spawn_shards`
     /// names each one's own), reporting to the startup barrier `ready`.
     pub(super) fn shard_template(&self, ready: mpsc::Sender<Result<ShardId, ShardError>>) -> ShardConfig {
-        ShardConfig {
-            shard: 0,
-            shards: self.shards,
-            config: Arc::clone(&self.config),
-            registry: Arc::clone(&self.registry),
-            connections: Arc::clone(&self.connections),
-            metrics: Arc::clone(&self.metrics),
-            cluster: Arc::clone(&self.cluster),
-            progress: Arc::clone(&self.progress),
-            opened: Arc::new(AtomicUsize::new(0)),
-            ready,
-        }
+        ShardConfig { shard: 0, shared: self.clone(), opened: Arc::new(AtomicUsize::new(0)), ready }
     }
 
     /// What the admin API reads (the control plane is added when it exists).
