@@ -93,11 +93,11 @@ fn append_throughput(c: &mut Criterion) {
     let records = 100;
     let batch_bytes = encoded_batch(records).len() as u64;
     group.throughput(Throughput::Bytes(batch_bytes));
-    let write_buffers_max = std::env::var("RINGLOG_BENCH_WRITE_BUFFERS")
+    let max_write_buffers = std::env::var("RINGLOG_BENCH_WRITE_BUFFERS")
         .ok()
         .and_then(|value| value.parse().ok())
-        .unwrap_or(StorageConfig::default().write_buffers_max);
-    let never = StorageConfig { fsync: FsyncPolicy::Never, write_buffers_max, ..StorageConfig::default() };
+        .unwrap_or(StorageConfig::default().max_write_buffers);
+    let never = StorageConfig { fsync: FsyncPolicy::Never, max_write_buffers, ..StorageConfig::default() };
     for appenders in [4usize, 16, 64] {
         group.bench_with_input(BenchmarkId::new("fsync_never_100x1KiB", appenders), &appenders, |b, &appenders| {
             b.iter_custom(|iterations| timed_appends(never.clone(), appenders, iterations, records))

@@ -2,10 +2,13 @@
 //! Every limit has a key here; `docs/CONFIG.md` documents them and
 //! `ringlog serve --print-config` prints the effective values.
 
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
+use crate::storage::config::{current_key_name, older_key_name};
 use crate::storage::StorageConfig;
 
 /// Bounds on what clients can make the node hold.
@@ -16,7 +19,8 @@ pub struct LimitsConfig {
     pub max_frame_bytes: usize,
     /// Largest record value.
     pub max_record_bytes: usize,
-    /// Client connections per node (across shards).
+    /// Open connections per node, across shards: the client and the
+    /// replication listener share the count.
     pub max_connections: usize,
     /// Requests a connection may have in flight (pipelining depth).
     pub max_inflight_requests_per_connection: usize,
@@ -169,10 +173,124 @@ fn env_value(text: &str, is_list: bool) -> toml::Value {
     }
 }
 
+/// Why the settings cannot be used: each variant names the key (or file,
+/// or variable) and the value that was refused.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config {}: {source}", path.display())]
+    Read {
+        /// The file named by `--config`.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not TOML.
+    #[error("config {}: {source}", path.display())]
+    Parse {
+        /// The file named by `--config`.
+        path: PathBuf,
+        /// The parser's complaint (with line and column).
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A `RINGLOG_*` variable names no setting.
+    #[error("environment variable {name} names no setting")]
+    UnknownVariable {
+        /// The variable.
+        name: String,
+    },
+    /// A section the environment writes into is not a table in the file.
+    #[error("[{section}] must be a table")]
+    NotATable {
+        /// The section.
+        section: &'static str,
+    },
+    /// The defaults could not be rendered to find the known keys (a bug).
+    #[error("cannot render the default settings: {0}")]
+    Defaults(#[source] toml::ser::Error),
+    /// A key has a value of the wrong type (or the file a key nobody knows).
+    #[error("invalid config: {0}")]
+    Invalid(#[source] toml::de::Error),
+    /// A value lies outside what the node can run with.
+    #[error("{key} must be {expected}, got {value}")]
+    OutOfRange {
+        /// The setting, `section.key`.
+        key: &'static str,
+        /// The refused value.
+        value: u64,
+        /// What it must be ("in 1..=10000", "> 0", …).
+        expected: String,
+    },
+    /// Two settings that must keep a distance from each other do not.
+    #[error("{key} ({value}) must be {rule} {other_key} ({other_value})")]
+    Conflict {
+        /// The setting that is refused.
+        key: &'static str,
+        /// Its value.
+        value: u64,
+        /// The rule between the two ("at most", …).
+        rule: &'static str,
+        /// The setting it is measured against.
+        other_key: &'static str,
+        /// That setting's value.
+        other_value: u64,
+    },
+    /// Two of this node's listeners name one address.
+    #[error("{first} and {second} are both {address}")]
+    SharedAddress {
+        /// The earlier listener setting.
+        first: &'static str,
+        /// The later one.
+        second: &'static str,
+        /// The address both name.
+        address: String,
+    },
+    /// A text setting is empty.
+    #[error("{key} must not be empty, got {value:?}")]
+    Empty {
+        /// The setting.
+        key: &'static str,
+        /// The refused value.
+        value: String,
+    },
+    /// A storage setting is refused (`StorageConfig::validate`).
+    #[error(transparent)]
+    Storage(#[from] crate::storage::config::ConfigError),
+}
+
+/// Refuse `value` of `key` unless it lies in `range`.
+fn require_range(key: &'static str, value: u64, range: RangeInclusive<u64>) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::OutOfRange { key, value, expected: format!("in {}..={}", range.start(), range.end()) })
+}
+
+/// Refuse `value` of `key` below `minimum`.
+fn require_at_least(key: &'static str, value: u64, minimum: u64) -> Result<(), ConfigError> {
+    if value >= minimum {
+        return Ok(());
+    }
+    Err(ConfigError::OutOfRange { key, value, expected: format!("at least {minimum}") })
+}
+
+/// Refuse a zero `value` of `key`.
+fn require_positive(key: &'static str, value: u64) -> Result<(), ConfigError> {
+    if value > 0 {
+        return Ok(());
+    }
+    Err(ConfigError::OutOfRange { key, value, expected: "> 0".into() })
+}
+
 /// Apply `RINGLOG_*` variables (e.g. `RINGLOG_LISTEN`, `RINGLOG_STORAGE_FSYNC`)
 /// onto a TOML table. Variables that name no setting are reported.
-fn apply_environment(table: &mut toml::Table, variables: impl Iterator<Item = (String, String)>) -> Result<(), String> {
-    let known = toml::Table::try_from(NodeConfig::default()).map_err(|error| error.to_string())?;
+fn apply_environment(
+    table: &mut toml::Table,
+    variables: impl Iterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let known = toml::Table::try_from(NodeConfig::default()).map_err(ConfigError::Defaults)?;
     for (name, value) in variables {
         let Some(key) = name.strip_prefix("RINGLOG_") else { continue };
         let key = key.to_ascii_lowercase();
@@ -186,6 +304,10 @@ fn apply_environment(table: &mut toml::Table, variables: impl Iterator<Item = (S
             Some(section) => (Some(*section), key[section.len() + 1..].to_string()),
             None => (None, key.clone()),
         };
+        let field = match section {
+            Some("storage") => current_key_name(&field).to_string(),
+            _ => field,
+        };
         let target_known = match section {
             Some(section) => known.get(section).and_then(toml::Value::as_table),
             None => Some(&known),
@@ -195,7 +317,7 @@ fn apply_environment(table: &mut toml::Table, variables: impl Iterator<Item = (S
             matches!((section, field.as_str()), (None, "admin_token") | (Some("cluster"), "advertise" | "secret"));
         let known_field = target_known.is_some_and(|table| table.contains_key(&field)) || optional;
         if !known_field {
-            return Err(format!("environment variable {name} names no setting"));
+            return Err(ConfigError::UnknownVariable { name });
         }
         let target_known = target_known.expect("known section");
         let is_list = target_known.get(&field).is_some_and(toml::Value::is_array);
@@ -205,9 +327,13 @@ fn apply_environment(table: &mut toml::Table, variables: impl Iterator<Item = (S
                 .entry(section)
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()))
                 .as_table_mut()
-                .ok_or_else(|| format!("[{section}] must be a table"))?,
+                .ok_or(ConfigError::NotATable { section })?,
             None => &mut *table,
         };
+        if let Some(older) = section.filter(|section| *section == "storage").and(older_key_name(&field)) {
+            // The variable overrides the file's setting under either name.
+            target.remove(older);
+        }
         target.insert(field, parsed);
     }
     Ok(())
@@ -215,51 +341,76 @@ fn apply_environment(table: &mut toml::Table, variables: impl Iterator<Item = (S
 
 impl NodeConfig {
     /// Defaults, then the TOML file (if any), then `RINGLOG_*` variables.
-    pub fn load(file: Option<&Path>, variables: impl Iterator<Item = (String, String)>) -> Result<NodeConfig, String> {
+    pub fn load(
+        file: Option<&Path>,
+        variables: impl Iterator<Item = (String, String)>,
+    ) -> Result<NodeConfig, ConfigError> {
         let mut table = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
-                    .map_err(|error| format!("cannot read config {}: {error}", path.display()))?;
-                text.parse::<toml::Table>().map_err(|error| format!("config {}: {error}", path.display()))?
+                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+                text.parse::<toml::Table>().map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })?
             }
             None => toml::Table::new(),
         };
         apply_environment(&mut table, variables)?;
-        let config: NodeConfig =
-            toml::Value::Table(table).try_into().map_err(|error| format!("invalid config: {error}"))?;
+        let config: NodeConfig = toml::Value::Table(table).try_into().map_err(ConfigError::Invalid)?;
         config.validate()?;
         Ok(config)
     }
 
     /// Check every setting's range.
-    pub fn validate(&self) -> Result<(), String> {
-        self.storage.validate()?;
-        let limits = &self.limits;
-        if limits.max_frame_bytes < 1024 || limits.max_frame_bytes > (1 << 30) {
-            return Err("limits.max_frame_bytes must be in 1024..=1073741824".into());
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.storage.validate().map_err(ConfigError::Storage)?;
+        self.validate_limits()?;
+        self.validate_listeners()?;
+        if self.shards > 256 {
+            return Err(ConfigError::OutOfRange {
+                key: "shards",
+                value: self.shards as u64,
+                expected: "at most 256".into(),
+            });
         }
+        self.validate_cluster()?;
+        self.validate_replica_fetch()
+    }
+
+    /// Frames, records and batches fit inside each other; every queue and
+    /// count is positive.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let limits = &self.limits;
+        require_range("limits.max_frame_bytes", limits.max_frame_bytes as u64, 1024..=(1 << 30))?;
         if self.storage.max_batch_bytes + 1024 > limits.max_frame_bytes {
-            return Err("storage.max_batch_bytes must be at least 1 KiB below limits.max_frame_bytes".into());
+            return Err(ConfigError::Conflict {
+                key: "storage.max_batch_bytes",
+                value: self.storage.max_batch_bytes as u64,
+                rule: "at least 1 KiB below",
+                other_key: "limits.max_frame_bytes",
+                other_value: limits.max_frame_bytes as u64,
+            });
         }
         if limits.max_record_bytes > self.storage.max_batch_bytes {
-            return Err("limits.max_record_bytes must not exceed storage.max_batch_bytes".into());
+            return Err(ConfigError::Conflict {
+                key: "limits.max_record_bytes",
+                value: limits.max_record_bytes as u64,
+                rule: "at most",
+                other_key: "storage.max_batch_bytes",
+                other_value: self.storage.max_batch_bytes as u64,
+            });
         }
-        for (name, value) in [
-            ("limits.max_connections", limits.max_connections),
-            ("limits.max_inflight_requests_per_connection", limits.max_inflight_requests_per_connection),
-            ("limits.cross_shard_queue_depth", limits.cross_shard_queue_depth),
-            ("limits.max_topics", limits.max_topics),
-        ] {
-            if value == 0 {
-                return Err(format!("{name} must be > 0"));
-            }
-        }
-        if limits.retention_check_interval_ms < 100 {
-            return Err("limits.retention_check_interval_ms must be at least 100".into());
-        }
-        if !(1..=10_000).contains(&limits.max_partitions_per_topic) {
-            return Err("limits.max_partitions_per_topic must be in 1..=10000".into());
-        }
+        require_positive("limits.max_connections", limits.max_connections as u64)?;
+        let inflight = limits.max_inflight_requests_per_connection as u64;
+        require_positive("limits.max_inflight_requests_per_connection", inflight)?;
+        require_positive("limits.cross_shard_queue_depth", limits.cross_shard_queue_depth as u64)?;
+        require_positive("limits.max_topics", limits.max_topics as u64)?;
+        require_at_least("limits.retention_check_interval_ms", limits.retention_check_interval_ms, 100)?;
+        require_range("limits.max_partitions_per_topic", u64::from(limits.max_partitions_per_topic), 1..=10_000)
+    }
+
+    /// No two of this node's listeners share an address: shards share
+    /// their address with SO_REUSEPORT, so two listeners of ours on one
+    /// address would split its connections between them.
+    fn validate_listeners(&self) -> Result<(), ConfigError> {
         let mut listeners = vec![("listen", &self.listen), ("admin", &self.admin)];
         if !self.cluster.etcd.is_empty() {
             listeners.push(("replication_listen", &self.replication_listen));
@@ -268,36 +419,44 @@ impl NodeConfig {
             listeners.push(("kafka_listen", &self.kafka_listen));
         }
         for (index, (setting, address)) in listeners.iter().enumerate() {
-            // Shards share their address with SO_REUSEPORT: two listeners of
-            // ours on one address would split its connections between them.
             if let Some((other, _)) = listeners[..index].iter().find(|(_, earlier)| earlier == address) {
-                return Err(format!("{other} and {setting} are both {address}"));
+                return Err(ConfigError::SharedAddress { first: other, second: setting, address: address.to_string() });
             }
         }
-        if self.shards > 256 {
-            return Err("shards must be at most 256".into());
+        Ok(())
+    }
+
+    /// Lease, etcd request and election timing fit inside each other.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let cluster = &self.cluster;
+        require_positive("cluster.min_insync_replicas", cluster.min_insync_replicas as u64)?;
+        if cluster.lease_ttl_s < 2 {
+            return Err(ConfigError::OutOfRange {
+                key: "cluster.lease_ttl_s",
+                value: cluster.lease_ttl_s,
+                expected: "at least 2 (etcd's minimum lease is about 1.5 s)".into(),
+            });
         }
-        if self.cluster.lease_ttl_s == 0 || self.cluster.min_insync_replicas == 0 {
-            return Err("cluster.lease_ttl_s and cluster.min_insync_replicas must be > 0".into());
+        let ttl_ms = cluster.lease_ttl_s * 1000;
+        if !(100..ttl_ms).contains(&cluster.etcd_request_timeout_ms) {
+            return Err(ConfigError::OutOfRange {
+                key: "cluster.etcd_request_timeout_ms",
+                value: cluster.etcd_request_timeout_ms,
+                expected: format!("at least 100 and below the lease TTL ({ttl_ms} ms)"),
+            });
         }
-        if self.cluster.lease_ttl_s < 2 {
-            return Err("cluster.lease_ttl_s must be at least 2 (etcd's minimum lease is about 1.5 s)".into());
-        }
-        let ttl_ms = self.cluster.lease_ttl_s * 1000;
-        if !(100..ttl_ms).contains(&self.cluster.etcd_request_timeout_ms) {
-            return Err("cluster.etcd_request_timeout_ms must be at least 100 and below the lease TTL".into());
-        }
-        if !(10..=ttl_ms / 2).contains(&self.cluster.election_poll_interval_ms) {
-            return Err("cluster.election_poll_interval_ms must be at least 10 and at most half the lease TTL".into());
+        if !(10..=ttl_ms / 2).contains(&cluster.election_poll_interval_ms) {
+            return Err(ConfigError::OutOfRange {
+                key: "cluster.election_poll_interval_ms",
+                value: cluster.election_poll_interval_ms,
+                expected: format!("at least 10 and at most half the lease TTL ({} ms)", ttl_ms / 2),
+            });
         }
         // Below a follower's long-poll cadence every follower would be cut
         // off as idle (0 cuts them all); above an hour a dead one holds acks=all.
-        if !(1_000..=3_600_000).contains(&self.cluster.replica_lag_max_ms) {
-            return Err("cluster.replica_lag_max_ms must be in 1000..=3600000".into());
-        }
-        self.validate_replica_fetch()?;
-        if self.cluster.prefix.trim_matches('/').is_empty() {
-            return Err("cluster.prefix must not be empty".into());
+        require_range("cluster.replica_lag_max_ms", cluster.replica_lag_max_ms, 1_000..=3_600_000)?;
+        if cluster.prefix.trim_matches('/').is_empty() {
+            return Err(ConfigError::Empty { key: "cluster.prefix", value: cluster.prefix.clone() });
         }
         Ok(())
     }
@@ -305,15 +464,13 @@ impl NodeConfig {
     /// The multi-partition replica read bounds must be positive; they are
     /// capped by the frame size where used (see the `replica_read_*`
     /// methods), so a node with small frames still starts with defaults.
-    fn validate_replica_fetch(&self) -> Result<(), String> {
+    fn validate_replica_fetch(&self) -> Result<(), ConfigError> {
         let cluster = &self.cluster;
-        if !(1..=100_000).contains(&cluster.replica_fetch_max_partitions) {
-            return Err("cluster.replica_fetch_max_partitions must be in 1..=100000".into());
-        }
-        if cluster.replica_fetch_max_bytes == 0 || cluster.replica_fetch_partition_max_bytes == 0 {
-            return Err("cluster.replica_fetch_max_bytes and replica_fetch_partition_max_bytes must be > 0".into());
-        }
-        Ok(())
+        let partitions = cluster.replica_fetch_max_partitions as u64;
+        require_range("cluster.replica_fetch_max_partitions", partitions, 1..=100_000)?;
+        require_positive("cluster.replica_fetch_max_bytes", cluster.replica_fetch_max_bytes as u64)?;
+        let partition_bytes = cluster.replica_fetch_partition_max_bytes as u64;
+        require_positive("cluster.replica_fetch_partition_max_bytes", partition_bytes)
     }
 
     /// Most partitions one replica read names: the setting, capped so the
@@ -350,7 +507,8 @@ mod tests {
     #[test]
     fn a_replica_lag_max_of_zero_or_beyond_an_hour_is_refused() {
         for bad in ["0", "999", "3600001"] {
-            let error = NodeConfig::load(None, vars(&[("RINGLOG_CLUSTER_REPLICA_LAG_MAX_MS", bad)])).unwrap_err();
+            let error =
+                NodeConfig::load(None, vars(&[("RINGLOG_CLUSTER_REPLICA_LAG_MAX_MS", bad)])).unwrap_err().to_string();
             assert!(error.contains("replica_lag_max_ms"), "{bad}: {error}");
         }
         assert!(NodeConfig::load(None, vars(&[("RINGLOG_CLUSTER_REPLICA_LAG_MAX_MS", "1000")])).is_ok());
@@ -364,7 +522,7 @@ mod tests {
             ("RINGLOG_CLUSTER_REPLICA_FETCH_MAX_BYTES", "0"),
             ("RINGLOG_CLUSTER_REPLICA_FETCH_PARTITION_MAX_BYTES", "0"),
         ] {
-            let error = NodeConfig::load(None, vars(&[(key, bad)])).unwrap_err();
+            let error = NodeConfig::load(None, vars(&[(key, bad)])).unwrap_err().to_string();
             assert!(error.contains("replica_fetch"), "{key}={bad}: {error}");
         }
         // Defaults on a node with 2 MiB frames: capped, not refused.
@@ -419,6 +577,26 @@ mod tests {
     }
 
     #[test]
+    fn a_storage_key_renamed_to_the_max_convention_loads_under_both_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let older = dir.path().join("older.toml");
+        std::fs::write(&older, "[storage]\nwrite_buffers_max = 5\n").unwrap();
+        assert_eq!(NodeConfig::load(Some(&older), vars(&[])).unwrap().storage.max_write_buffers, 5);
+        let current = dir.path().join("current.toml");
+        std::fs::write(&current, "[storage]\nmax_write_buffers = 6\n").unwrap();
+        assert_eq!(NodeConfig::load(Some(&current), vars(&[])).unwrap().storage.max_write_buffers, 6);
+        for name in ["RINGLOG_STORAGE_WRITE_BUFFERS_MAX", "RINGLOG_STORAGE_MAX_WRITE_BUFFERS"] {
+            let config = NodeConfig::load(None, vars(&[(name, "7")])).unwrap();
+            assert_eq!(config.storage.max_write_buffers, 7, "{name}");
+            // The variable overrides a file that uses the other spelling.
+            for file in [&older, &current] {
+                let config = NodeConfig::load(Some(file), vars(&[(name, "8")])).unwrap();
+                assert_eq!(config.storage.max_write_buffers, 8, "{name} over {}", file.display());
+            }
+        }
+    }
+
+    #[test]
     fn the_example_config_of_the_systemd_unit_loads() {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/systemd/ringlog.toml");
         let config = NodeConfig::load(Some(&example), vars(&[])).unwrap();
@@ -429,17 +607,55 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_are_clear_errors() {
         let same = [("RINGLOG_LISTEN", "127.0.0.1:9000"), ("RINGLOG_ADMIN", "127.0.0.1:9000")];
-        assert_eq!(NodeConfig::load(None, vars(&same)).unwrap_err(), "listen and admin are both 127.0.0.1:9000");
+        let error = NodeConfig::load(None, vars(&same)).unwrap_err().to_string();
+        assert_eq!(error, "listen and admin are both 127.0.0.1:9000");
         let clustered = [("RINGLOG_CLUSTER_ETCD", "http://e:2379"), ("RINGLOG_REPLICATION_LISTEN", "127.0.0.1:7070")];
-        let error = NodeConfig::load(None, vars(&clustered)).unwrap_err();
+        let error = NodeConfig::load(None, vars(&clustered)).unwrap_err().to_string();
         assert_eq!(error, "listen and replication_listen are both 127.0.0.1:7070");
         // Standalone, the replication address is not listened on.
         NodeConfig::load(None, vars(&clustered[1..])).unwrap();
-        let error = NodeConfig::load(None, vars(&[("RINGLOG_STORAGE_NOPE", "1")])).unwrap_err();
+        let error = NodeConfig::load(None, vars(&[("RINGLOG_STORAGE_NOPE", "1")])).unwrap_err().to_string();
         assert!(error.contains("RINGLOG_STORAGE_NOPE"), "{error}");
-        let error = NodeConfig::load(None, vars(&[("RINGLOG_STORAGE_FSYNC", "sometimes")])).unwrap_err();
+        let error = NodeConfig::load(None, vars(&[("RINGLOG_STORAGE_FSYNC", "sometimes")])).unwrap_err().to_string();
         assert!(error.contains("invalid config"), "{error}");
-        let error = NodeConfig::load(None, vars(&[("RINGLOG_LIMITS_MAX_FRAME_BYTES", "10")])).unwrap_err();
+        let error = NodeConfig::load(None, vars(&[("RINGLOG_LIMITS_MAX_FRAME_BYTES", "10")])).unwrap_err().to_string();
         assert!(error.contains("max_frame_bytes"), "{error}");
+    }
+
+    #[test]
+    fn an_out_of_range_setting_is_refused_naming_its_key_and_value() {
+        let error = NodeConfig::load(None, vars(&[("RINGLOG_LIMITS_MAX_PARTITIONS_PER_TOPIC", "20000")])).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ConfigError::OutOfRange { key: "limits.max_partitions_per_topic", value: 20_000, ref expected }
+                    if expected == "in 1..=10000"
+            ),
+            "{error:?}"
+        );
+        assert_eq!(error.to_string(), "limits.max_partitions_per_topic must be in 1..=10000, got 20000");
+        let error = NodeConfig::load(None, vars(&[("RINGLOG_LIMITS_MAX_CONNECTIONS", "0")])).unwrap_err();
+        assert_eq!(error.to_string(), "limits.max_connections must be > 0, got 0");
+    }
+
+    #[test]
+    fn settings_that_must_nest_are_refused_naming_both_keys_and_values() {
+        let record = [("RINGLOG_LIMITS_MAX_RECORD_BYTES", "2097152"), ("RINGLOG_STORAGE_MAX_BATCH_BYTES", "1048576")];
+        let error = NodeConfig::load(None, vars(&record)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "limits.max_record_bytes (2097152) must be at most storage.max_batch_bytes (1048576)"
+        );
+        let error = NodeConfig::load(None, vars(&[("RINGLOG_CLUSTER_PREFIX", "/")])).unwrap_err();
+        assert_eq!(error.to_string(), "cluster.prefix must not be empty, got \"/\"");
+    }
+
+    #[test]
+    fn an_unreadable_config_file_is_refused_naming_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.toml");
+        let error = NodeConfig::load(Some(&missing), vars(&[])).unwrap_err();
+        assert!(matches!(&error, ConfigError::Read { path, .. } if *path == missing), "{error:?}");
+        assert!(error.to_string().starts_with(&format!("cannot read config {}: ", missing.display())), "{error}");
     }
 }

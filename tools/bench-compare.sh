@@ -34,7 +34,7 @@ start_node() { # binary, fsync policy
     exit 1
 }
 stop_node() { kill -TERM "$node_pid"; wait "$node_pid" || true; }
-mb_per_s() { python3 -c 'import json,sys; print(f"{json.loads(sys.argv[1])[\"mb_per_s\"]:.0f}")' "$1"; }
+mb_per_s() { python3 -c 'import json, sys; print("%.0f" % json.loads(sys.argv[1])["mb_per_s"])' "$1"; }
 
 row() { # label binary kind result
     local value

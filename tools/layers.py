@@ -100,10 +100,10 @@ def expand(tree):
 def resolve(path, mod):
     """Make a path absolute (list without `crate`), or None if not in-crate.
 
-    `super::*` is skipped: it is the `use super::*;` of a `mod tests` block,
-    which names the file's own module, not its parent.
+    An indented `use super::*;` (the one of a `mod tests` block, naming the
+    file's own module, not its parent) is dropped by the caller.
     """
-    if not path or path == ["super", "*"]:
+    if not path:
         return None
     if path[0] == "crate":
         return path[1:]
@@ -146,7 +146,11 @@ def imports(root):
         found = []
         for m in USE_RE.finditer(text):
             line = text.count("\n", 0, m.start()) + 1
+            line_start = text.rfind("\n", 0, m.start()) + 1
+            nested = m.start() > line_start and text[line_start:m.start()].strip() == "" and m.start() - line_start >= 4
             for p in expand(m.group(1)):
+                if nested and p == ["super", "*"]:
+                    continue  # `mod tests { use super::*; }`: the file's own module
                 found.append((line, p))
             seen.update(range(m.start(), m.end()))
         for m in INLINE_RE.finditer(text):
@@ -156,6 +160,11 @@ def imports(root):
             found.append((line, m.group(1).split("::")))
         for line, p in found:
             target = resolve(p, mod)
+            if target == ["*"]:
+                # `use crate::*;` (or a `super::*` reaching the root) brings
+                # every module in unnamed: nothing after it could be checked.
+                yield (f"src/{rel}", line, from_unit, from_floor, "crate root", 99, "crate::*")
+                continue
             if not target:
                 continue
             to_unit, to_floor = unit_of(target)
@@ -164,8 +173,33 @@ def imports(root):
             yield (f"src/{rel}", line, from_unit, from_floor, to_unit, to_floor, "crate::" + "::".join(target))
 
 
-DEF_RE = re.compile(r"^[ \t]*(?:pub(?:\([^)]*\))?\s+)?(?:struct|enum)\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)
-IMPL_RE = re.compile(r"^[ \t]*impl(?:<[^>{]*>)?\s+((?:[A-Za-z_][A-Za-z0-9_]*::)*([A-Za-z_][A-Za-z0-9_]*))(?:<[^>{]*>)?\s*\{", re.M)
+DEF_RE = re.compile(r"^[ \t]*(?:pub(?:\([^)]*\))?\s+)?(?:struct|enum|type)\s+([A-Za-z_][A-Za-z0-9_]*)", re.M)
+IMPL_RE = re.compile(r"^[ \t]*impl\b", re.M)
+
+
+def inherent_impl_type(text, start):
+    """The type name of the `impl` header at `start` if it is an inherent
+    impl (`impl<T: A<B>> path::Type<T> where T: C {`), None for a trait impl."""
+    end = text.find("{", start)
+    if end < 0:
+        return None
+    header = text[start:end].strip()[len("impl"):].strip()
+    if header.startswith("<"):  # the impl's own generic parameters
+        depth = 0
+        for index, char in enumerate(header):
+            depth += {"<": 1, ">": -1}.get(char, 0)
+            if depth == 0:
+                header = header[index + 1 :].strip()
+                break
+    depth, outer = 0, []
+    for char in header:  # the header outside any generic arguments
+        depth += {"<": 1, ">": -1}.get(char, 0)
+        outer.append(char if depth == 0 else " ")
+    outer = "".join(outer)
+    if re.search(r"\bfor\b", outer.split(" where ")[0]):
+        return None
+    found = re.match(r"\s*((?:[A-Za-z_][A-Za-z0-9_]*::)*)([A-Za-z_][A-Za-z0-9_]*)", outer)
+    return found.group(2) if found else None
 
 
 def foreign_impls(root):
@@ -182,8 +216,8 @@ def foreign_impls(root):
             defined.setdefault(m.group(1), set()).add(unit)
     for rel, _mod, unit, floor, text in files:
         for m in IMPL_RE.finditer(text):
-            name = m.group(2)
-            owners = defined.get(name, set())
+            name = inherent_impl_type(text, m.start())
+            owners = defined.get(name, set()) if name else set()
             if owners and unit not in owners:
                 line = text.count("\n", 0, m.start()) + 1
                 yield f"src/{rel}", line, unit, floor, name, sorted(owners)
@@ -344,8 +378,26 @@ def self_test():
         buf = io.StringIO()
         assert not check(tmp, allow, out=buf)
         assert "src/cluster/mod.rs:1: cluster adds methods to View of state" in buf.getvalue(), buf.getvalue()
-        write("cluster/mod.rs", "pub struct Own;\nimpl Own {\n    fn g(&self) {}\n}\nimpl Clone for Own {}\n")
+        write("cluster/mod.rs", "impl<T: Into<u8>> crate::state::View<T>\nwhere\n    T: Copy,\n{\n}\n")
+        buf = io.StringIO()
+        assert not check(tmp, allow, out=buf), "nested generics and a where clause hide nothing"
+        assert "src/cluster/mod.rs:1: cluster adds methods to View of state" in buf.getvalue(), buf.getvalue()
+        write("cluster/mod.rs", "pub struct Own;\nimpl Own {\n    fn g(&self) {}\n}\nimpl Clone for Own {}\n"
+              "impl<T: Into<u8>> From<T> for Own {\n}\n")
         assert check(tmp, allow, out=sink), "methods on its own type and trait impls are fine"
+        # A glob of the crate root hides every import after it.
+        write("storage/log.rs", "use crate::*;\nfn f() { net::server::run(); }\n")
+        buf = io.StringIO()
+        assert not check(tmp, allow, out=buf)
+        assert "src/storage/log.rs:1: storage imports crate root" in buf.getvalue(), buf.getvalue()
+        # A top-level `use super::*;` is its parent's glob; one in `mod tests` is not.
+        write("storage/log.rs", "#[cfg(test)]\nmod tests {\n    use super::*;\n}\n")
+        assert check(tmp, allow, out=sink), "a test module's glob names its own file"
+        write("storage/mod.rs", "pub mod log;\nuse super::*;\n")
+        buf = io.StringIO()
+        assert not check(tmp, allow, out=buf)
+        assert "src/storage/mod.rs:2: storage imports crate root" in buf.getvalue(), buf.getvalue()
+        write("storage/mod.rs", "pub mod log;\n")
     print("layers self-test: ok")
     return True
 

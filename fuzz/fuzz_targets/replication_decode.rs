@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use ringlog::protocol::{decode_response, encode_response, ApiKey, Response};
-use ringlog::replication::follower::{decode_fetched, Fetched};
+use ringlog::replication::answer_body::{decode_fetched, Fetched};
 
 const REPLICATION_APIS: [ApiKey; 7] = [
     ApiKey::ReplicaHello,

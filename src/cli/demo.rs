@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::{fail, EXIT_ENVIRONMENT, EXIT_FAILURE, EXIT_OK};
 use crate::storage::batch::BatchBuilder;
 use crate::storage::lock::DataDirLock;
-use crate::storage::{AppendMode, FsyncPolicy, PartitionLog, StorageConfig};
+use crate::storage::{AppendMode, FsyncPolicy, PartitionLog, StorageConfig, StorageResult};
 
 /// Run the demo.
 pub fn run(data_dir: &Path, records: u64, batch: u32, fsync: &str) -> ExitCode {
@@ -33,9 +33,9 @@ pub fn run(data_dir: &Path, records: u64, batch: u32, fsync: &str) -> ExitCode {
     }
 }
 
-async fn demo(dir: PathBuf, config: StorageConfig, records: u64, batch: u32) -> Result<(), String> {
+async fn demo(dir: PathBuf, config: StorageConfig, records: u64, batch: u32) -> StorageResult<()> {
     let open_started = Instant::now();
-    let log = PartitionLog::open(&dir, config.clone(), None).await.map_err(|error| error.to_string())?;
+    let log = PartitionLog::open(&dir, config.clone(), None).await?;
     let before = log.snapshot();
     let recovery = log.recovery_report();
     println!(
@@ -58,10 +58,7 @@ async fn demo(dir: PathBuf, config: StorageConfig, records: u64, batch: u32) -> 
             builder.push(crate::runtime::clock::wall_ms(), None, &value, &[]);
         }
         let mut encoded = builder.finish().to_vec();
-        let _durable = log
-            .append(&mut encoded, AppendMode::Leader { leader_epoch: 1 })
-            .await
-            .map_err(|error| error.to_string())?;
+        let _durable = log.append(&mut encoded, AppendMode::Leader { leader_epoch: 1 }).await?;
         appended += count;
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -78,7 +75,7 @@ async fn demo(dir: PathBuf, config: StorageConfig, records: u64, batch: u32) -> 
     let mut offset = before.log_end_offset;
     let mut read_records = 0u64;
     loop {
-        let batches = log.read(offset, 1 << 20, None).await.map_err(|error| error.to_string())?;
+        let batches = log.read(offset, 1 << 20, None).await?;
         if batches.batch_count == 0 {
             break;
         }
@@ -86,7 +83,7 @@ async fn demo(dir: PathBuf, config: StorageConfig, records: u64, batch: u32) -> 
         offset = batches.next_offset;
     }
     println!("read back {read_records} records (CRC verified) in {:.2} s", read_started.elapsed().as_secs_f64());
-    log.close().await.map_err(|error| error.to_string())?;
+    log.close().await?;
     let after = log.snapshot();
     println!(
         "closed cleanly: {} segments, {} bytes, log end {}",

@@ -4,8 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::{fail, EXIT_ENVIRONMENT, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
-use crate::config::NodeConfig;
-use crate::node::NodeError;
+use crate::config::{ConfigError, NodeConfig};
 
 /// Flags of `ringlog serve`; every other setting is in the config file or
 /// `RINGLOG_*` variables (see docs/CONFIG.md, or `--print-config`).
@@ -50,7 +49,7 @@ pub struct ServeArgs {
     print_config: bool,
 }
 
-fn resolve(args: &ServeArgs) -> Result<NodeConfig, String> {
+fn resolve(args: &ServeArgs) -> Result<NodeConfig, ConfigError> {
     let mut config = NodeConfig::load(args.config.as_deref(), std::env::vars())?;
     if let Some(data_dir) = &args.data_dir {
         config.data_dir = data_dir.clone();
@@ -108,7 +107,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     abort_on_panic();
     match crate::node::serve(config) {
         Ok(()) => ExitCode::from(EXIT_OK),
-        Err(NodeError::Environment(message)) => fail(message, EXIT_ENVIRONMENT),
-        Err(NodeError::Operational(message)) => fail(message, EXIT_FAILURE),
+        Err(error) if error.is_environment() => fail(error, EXIT_ENVIRONMENT),
+        Err(error) => fail(error, EXIT_FAILURE),
     }
 }

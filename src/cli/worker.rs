@@ -8,9 +8,23 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::rc::Rc;
 
+use thiserror::Error;
+
 use super::{fail, EXIT_ENVIRONMENT, EXIT_FAILURE, EXIT_OK};
 use crate::storage::batch::BatchBuilder;
-use crate::storage::{AppendMode, FsyncPolicy, PartitionLog, StorageConfig};
+use crate::storage::{AppendMode, FsyncPolicy, PartitionLog, StorageConfig, StorageError};
+
+/// Why the worker stopped (other than being killed).
+#[derive(Debug, Error)]
+enum WorkerError {
+    /// The partition could not be opened or appended to.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// An acknowledgement line could not be written: the crash test
+    /// reading it is gone, so nothing more may be acknowledged.
+    #[error("cannot write to stdout: {0}")]
+    Stdout(#[source] std::io::Error),
+}
 
 /// The value of record `record` in batch `sequence` of `appender`.
 pub fn worker_value(appender: u32, sequence: u64, record: u32) -> String {
@@ -44,10 +58,10 @@ pub fn run(dir: &Path, appenders: u32, fsync: &str, segment_bytes: u64) -> ExitC
     }
 }
 
-async fn work(dir: PathBuf, config: StorageConfig, appenders: u32) -> Result<(), String> {
-    let log = PartitionLog::open(&dir, config, None).await.map_err(|error| error.to_string())?;
+async fn work(dir: PathBuf, config: StorageConfig, appenders: u32) -> Result<(), WorkerError> {
+    let log = PartitionLog::open(&dir, config, None).await?;
     println!("ready {}", log.snapshot().log_end_offset);
-    std::io::stdout().flush().map_err(|error| error.to_string())?;
+    std::io::stdout().flush().map_err(WorkerError::Stdout)?;
     let log = Rc::new(log);
     let mut tasks = Vec::new();
     for appender in 0..appenders {
@@ -60,7 +74,7 @@ async fn work(dir: PathBuf, config: StorageConfig, appenders: u32) -> Result<(),
     Ok(())
 }
 
-async fn append_forever(log: &PartitionLog, appender: u32) -> Result<(), String> {
+async fn append_forever(log: &PartitionLog, appender: u32) -> Result<(), WorkerError> {
     let mut builder = BatchBuilder::new();
     for sequence in 0u64.. {
         builder.clear();
@@ -69,13 +83,12 @@ async fn append_forever(log: &PartitionLog, appender: u32) -> Result<(), String>
             builder.push(sequence as i64, None, worker_value(appender, sequence, record).as_bytes(), &[]);
         }
         let mut batch = builder.finish().to_vec();
-        let info =
-            log.append(&mut batch, AppendMode::Leader { leader_epoch: 1 }).await.map_err(|error| error.to_string())?;
+        let info = log.append(&mut batch, AppendMode::Leader { leader_epoch: 1 }).await?;
         // One write per line so a kill never leaves a half line that parses.
         let line = format!("ack {} {appender} {sequence} {records}\n", info.base_offset);
         let mut stdout = std::io::stdout().lock();
-        stdout.write_all(line.as_bytes()).map_err(|error| error.to_string())?;
-        stdout.flush().map_err(|error| error.to_string())?;
+        stdout.write_all(line.as_bytes()).map_err(WorkerError::Stdout)?;
+        stdout.flush().map_err(WorkerError::Stdout)?;
     }
     Ok(())
 }

@@ -15,7 +15,8 @@
 
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 
-use super::etcd::{text, ClusterError, Etcd};
+use super::error::ClusterError;
+use super::etcd::{text, Etcd};
 use super::keys::Keys;
 
 /// Who leads, as read from etcd.
@@ -38,15 +39,14 @@ pub enum Leadership {
 /// election yet, or etcd was wiped) and above every epoch in its own logs.
 pub fn next_epoch(stored: Option<&str>, local_max: u32) -> Result<u32, ClusterError> {
     let stored = match stored {
-        Some(text) => text
-            .parse::<u32>()
-            .map_err(|_| ClusterError::Invalid(format!("the leader epoch key holds {text:?}, not an epoch")))?,
+        Some(text) => text.parse::<u32>().map_err(|_| ClusterError::MalformedKey {
+            key: "the leader epoch key".into(),
+            value: text.to_string(),
+            expected: "an epoch",
+        })?,
         None => 0,
     };
-    stored
-        .max(local_max)
-        .checked_add(1)
-        .ok_or_else(|| ClusterError::Invalid("every leader epoch up to 2^32 - 1 has been used".into()))
+    stored.max(local_max).checked_add(1).ok_or(ClusterError::EpochsExhausted)
 }
 
 /// Read the election key.
@@ -57,16 +57,19 @@ pub async fn observe(etcd: &Etcd, keys: &Keys, lease: i64) -> Result<Leadership,
         // key still holds what this node's campaign wrote.
         let epoch_key = etcd.get(&keys.leader_epoch()).await?;
         let text = epoch_key.as_ref().map(text).unwrap_or_default();
-        let epoch = text
-            .parse()
-            .map_err(|_| ClusterError::Invalid(format!("{} holds {text:?}, not an epoch", keys.leader_epoch())))?;
+        let epoch = text.parse().map_err(|_| ClusterError::MalformedKey {
+            key: keys.leader_epoch(),
+            value: text.clone(),
+            expected: "an epoch",
+        })?;
         return Ok(Leadership::Mine { epoch, revision: kv.create_revision() });
     }
     let value = text(&kv);
-    value
-        .parse()
-        .map(Leadership::Other)
-        .map_err(|_| ClusterError::Invalid(format!("{} holds {value:?}, not a node id", keys.leader())))
+    value.parse().map(Leadership::Other).map_err(|_| ClusterError::MalformedKey {
+        key: keys.leader(),
+        value,
+        expected: "a node id",
+    })
 }
 
 /// Try to become leader; `Some((epoch, revision))` when this node won.
@@ -129,10 +132,7 @@ pub async fn campaign(
 
 /// The epoch won and the leader key's create revision (for fencing).
 fn won(response: &etcd_client::TxnResponse, epoch: u32) -> Result<(u32, i64), ClusterError> {
-    let revision = response
-        .header()
-        .map(|header| header.revision())
-        .ok_or_else(|| ClusterError::Invalid("etcd transaction answer without a header".into()))?;
+    let revision = response.header().map(|header| header.revision()).ok_or(ClusterError::MissingHeader)?;
     Ok((epoch, revision))
 }
 

@@ -7,47 +7,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue, Txn, TxnResponse};
-use thiserror::Error;
 
-/// Control-plane failures.
-#[derive(Debug, Error)]
-pub enum ClusterError {
-    /// etcd answered with an error, or the connection failed.
-    #[error("etcd ({endpoints}) {operation}: {source}")]
-    Etcd {
-        /// The configured endpoints.
-        endpoints: String,
-        /// What was being done.
-        operation: &'static str,
-        /// The client's error.
-        #[source]
-        source: etcd_client::Error,
-    },
-    /// etcd did not answer in time (unreachable, or quorum lost).
-    #[error("etcd ({endpoints}) {operation}: no answer within {timeout_ms} ms (unreachable or without quorum)")]
-    Timeout {
-        /// The configured endpoints.
-        endpoints: String,
-        /// What was being done.
-        operation: &'static str,
-        /// The bound.
-        timeout_ms: u64,
-    },
-    /// A local file (`DATA/node_id`) could not be read or written.
-    #[error("cannot {action} {path}: {source}")]
-    Io {
-        /// read or write.
-        action: &'static str,
-        /// The file.
-        path: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Something in etcd or on disk is not what ringlog wrote.
-    #[error("{0}")]
-    Invalid(String),
-}
+// Re-exported for the modules that name it here (isr.rs, admin).
+pub use super::error::ClusterError;
 
 /// An etcd connection with per-request timeouts.
 #[derive(Clone)]

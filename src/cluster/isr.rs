@@ -107,7 +107,7 @@ pub struct Round<'a> {
     /// Now (`monotonic_ms`), taken after the replicas were read.
     pub now_ms: u64,
     /// `replica_lag_max_ms`.
-    pub lag_max_ms: u64,
+    pub max_lag_ms: u64,
     /// How long a new leader waits for in-sync followers to reconnect.
     pub reconnect_grace_ms: u64,
     /// When this term began.
@@ -148,7 +148,7 @@ pub fn decide(round: Round<'_>, replicas: &[ReplicaState], pending: &mut Pending
         let effective_ms =
             if replica.in_sync { replica.caught_up_ms.max(round.leader_since_ms) } else { replica.caught_up_ms };
         let healthy =
-            replica.connected && effective_ms > 0 && round.now_ms.saturating_sub(effective_ms) <= round.lag_max_ms;
+            replica.connected && effective_ms > 0 && round.now_ms.saturating_sub(effective_ms) <= round.max_lag_ms;
         let in_grace = !replica.connected && since_term_ms <= round.reconnect_grace_ms;
         match (replica.in_sync, healthy || in_grace) {
             (true, true) => add(&mut decision.counted, id),
@@ -175,7 +175,19 @@ pub fn decide(round: Round<'_>, replicas: &[ReplicaState], pending: &mut Pending
     // Forgotten replicas (keys deleted) no longer count.
     decision.counted.retain(|id| replicas.iter().any(|replica| replica.id == *id));
     pending.since.retain(|id, _| replicas.iter().any(|replica| replica.id == *id));
+    assert_names_members(&decision.counted, replicas);
+    assert!(decision.joined.iter().all(|id| decision.counted.contains(id)), "a joining follower is counted");
     decision
+}
+
+/// The counted set names each follower once, and only followers that
+/// have an insync key (members of the partition's replica set). The
+/// leader is never among them: it always counts itself, implicitly.
+fn assert_names_members(counted: &[u64], replicas: &[ReplicaState]) {
+    for (index, id) in counted.iter().enumerate() {
+        assert!(replicas.iter().any(|replica| replica.id == *id), "counted follower {id} is not a member");
+        assert!(!counted[..index].contains(id), "follower {id} counted twice");
+    }
 }
 
 fn add(set: &mut Vec<u64>, id: u64) {
@@ -194,7 +206,7 @@ impl ControlPlane {
         pending: &mut PendingJoins,
     ) -> Result<(), ClusterError> {
         let view = self.state.view();
-        let lag_max = self.config.replica_lag_max_ms;
+        let max_lag_ms = self.config.replica_lag_max_ms;
         let replicas: Vec<ReplicaState> = all_insync(etcd, &self.keys)
             .await?
             .into_iter()
@@ -211,12 +223,12 @@ impl ControlPlane {
             .collect();
         // A new leader gives the followers marked in sync time to reconnect
         // (they learn of it within an election poll), but not a whole
-        // lag_max: a follower that died with the old leader would hold
+        // max_lag_ms: a follower that died with the old leader would hold
         // acks=all that long.
         let round = Round {
             now_ms: monotonic_ms(),
-            lag_max_ms: lag_max,
-            reconnect_grace_ms: lag_max.min(self.config.lease_ttl_s * 1000),
+            max_lag_ms,
+            reconnect_grace_ms: max_lag_ms.min(self.config.lease_ttl_s * 1000),
             leader_since_ms: view.leader_since_ms,
             published: &view.in_sync_followers,
         };
@@ -229,7 +241,7 @@ impl ControlPlane {
                         counted.retain(|&other| other != id);
                         let connected = replicas.iter().any(|replica| replica.id == id && replica.connected);
                         let reason = if connected { "lagging" } else { "disconnected" };
-                        tracing::warn!(target: "ringlog::replication", follower = id, reason, lag_max_ms = lag_max,
+                        tracing::warn!(target: "ringlog::replication", follower = id, reason, max_lag_ms,
                             "follower left the in-sync set");
                     }
                 }
@@ -242,6 +254,8 @@ impl ControlPlane {
             }
         }
         counted.sort_unstable();
+        assert!(!counted.contains(&own_id), "the leader counts itself implicitly, never as its own follower");
+        assert_names_members(&counted, &replicas);
         self.publish_counted(&view, counted, &decision.joined, pending);
         Ok(())
     }
@@ -255,6 +269,7 @@ impl ControlPlane {
             pending.clear();
             return;
         }
+        assert!(counted.windows(2).all(|pair| pair[0] < pair[1]), "the published set is sorted, each follower once");
         if counted != current.in_sync_followers {
             let published = counted.clone();
             self.state.update(|view| view.in_sync_followers = published);
@@ -273,7 +288,7 @@ mod tests {
     const LAG: u64 = 1_000;
 
     fn round(now_ms: u64, published: &[u64]) -> Round<'_> {
-        Round { now_ms, lag_max_ms: LAG, reconnect_grace_ms: LAG, leader_since_ms: 1, published }
+        Round { now_ms, max_lag_ms: LAG, reconnect_grace_ms: LAG, leader_since_ms: 1, published }
     }
 
     fn follower(id: u64, in_sync: bool, caught_up_ms: u64) -> ReplicaState {
@@ -318,6 +333,29 @@ mod tests {
         let decision = decide(next_term, &[follower(2, false, 6_400)], &mut pending);
         assert!(decision.writes.is_empty(), "{decision:?}");
         assert_eq!(decision.joined, [2]);
+    }
+
+    #[test]
+    fn every_decision_counts_only_members_and_each_once() {
+        let mut pending = PendingJoins::default();
+        let replicas = [follower(2, true, 9_990), follower(3, false, 9_990), follower(4, true, 9_990)];
+        let decision = decide(round(10_000, &[2, 4, 9]), &replicas, &mut pending);
+        let mut counted = decision.counted.clone();
+        counted.sort_unstable();
+        assert_eq!(counted, [2, 3, 4], "9 is no member (its key was deleted); 3 joins");
+        assert_names_members(&decision.counted, &replicas);
+    }
+
+    #[test]
+    #[should_panic(expected = "is not a member")]
+    fn a_counted_set_naming_a_non_member_fires_the_assertion() {
+        assert_names_members(&[2, 7], &[follower(2, true, 1)]);
+    }
+
+    #[test]
+    #[should_panic(expected = "counted twice")]
+    fn a_counted_set_naming_a_follower_twice_fires_the_assertion() {
+        assert_names_members(&[2, 2], &[follower(2, true, 1)]);
     }
 
     #[test]

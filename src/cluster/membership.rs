@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 
 use super::election::{self, Leadership};
-use super::etcd::{ClusterError, Etcd};
+use super::error::ClusterError;
+use super::etcd::Etcd;
 use super::keys::{Keys, Registration};
 use super::lease::{keep_alive, LeaseHealth};
 use super::node_id::{ensure_node_id, NodeIdOrigin};
@@ -174,10 +175,7 @@ impl ControlPlane {
         let mut pending = super::isr::PendingJoins::default();
         while !stop.load(Ordering::SeqCst) {
             if health.is_lost() {
-                return Err(ClusterError::Invalid(format!(
-                    "lease {lease} lost (not renewed within {} s)",
-                    self.config.lease_ttl_s
-                )));
+                return Err(ClusterError::LeaseLost { lease, lease_ttl_s: self.config.lease_ttl_s });
             }
             if let Err(error) = self.follow_election(&etcd, id, &health).await {
                 self.note_unreachable(&error);
@@ -219,7 +217,7 @@ impl ControlPlane {
     pub async fn register(&self, etcd: &Etcd, id: u64, lease: i64) -> Result<(), ClusterError> {
         use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
         let registration = Registration { id, ..self.addresses.clone() };
-        let value = serde_json::to_vec(&registration).map_err(|error| ClusterError::Invalid(error.to_string()))?;
+        let value = serde_json::to_vec(&registration).map_err(|source| ClusterError::Encode { id, source })?;
         let key = self.keys.node(id);
         // The id must still be known: forget-node may have deleted its
         // insync key since the id was settled, and registering anyway would
@@ -232,15 +230,9 @@ impl ControlPlane {
             return Ok(());
         }
         if etcd.get(&self.keys.insync(id)).await?.is_none() {
-            return Err(ClusterError::Invalid(format!(
-                "node id {id} was forgotten while this node registered; it takes a new id"
-            )));
+            return Err(ClusterError::ForgottenWhileRegistering { id });
         }
-        Err(ClusterError::Invalid(format!(
-            "node id {id} is already registered at {key} by a live process: another node runs with a copy of this \
-             data directory, or this node's previous run has not expired yet (up to {} s)",
-            self.config.lease_ttl_s
-        )))
+        Err(ClusterError::AlreadyRegistered { id, key, lease_ttl_s: self.config.lease_ttl_s })
     }
 
     /// Read the election; campaign if vacant; publish what we learned.
@@ -340,7 +332,7 @@ impl ControlPlane {
     /// As leader, write a replica's insync key. The transaction is fenced
     /// on the election: it fails if this node no longer holds it.
     pub async fn set_in_sync(&self, id: u64, in_sync: bool) -> Result<bool, ClusterError> {
-        let etcd = self.etcd().ok_or_else(|| ClusterError::Invalid("etcd not connected".into()))?;
+        let etcd = self.etcd().ok_or_else(|| ClusterError::NotConnected)?;
         let revision = self.election_revision.load(Ordering::SeqCst);
         if revision == 0 || self.state.write_epoch().is_err() {
             return Ok(false);

@@ -4,6 +4,7 @@
 //! solely through the atomically published [`crate::state::cluster::ClusterState`].
 
 pub mod election;
+pub mod error;
 pub mod etcd;
 pub mod isr;
 pub mod keys;

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use serde::Serialize;
 
-use super::etcd::{text, ClusterError, Etcd};
+use super::error::ClusterError;
+use super::etcd::{text, Etcd};
 use super::keys::{Keys, Registration};
 use crate::state::progress::ReplicationProgress;
 

@@ -142,10 +142,12 @@ impl Connection {
                     Ok((_, Err(error))) => Err(ClientError::Server(error)),
                     Err(error) => Err(ClientError::Protocol(error)),
                 };
+                // A dropped receiver is a caller that stopped waiting: nobody to tell.
                 let _ = sender.send(outcome);
             };
             let mut pending = reader_pending.lock().expect("pending");
             for (_, (_, sender)) in pending.waiting.drain() {
+                // As above: only callers still waiting hear of the loss.
                 let _ = sender.send(Err(ClientError::ConnectionLost(failure.clone())));
             }
             pending.closed = Some(failure);

@@ -462,8 +462,7 @@ async fn read_request(stream: &mut TcpStream, length: usize) -> std::io::Result<
     let already = peek - produce.batch_start;
     batch[..already].copy_from_slice(&head[produce.batch_start..]);
     stream.read_exact(&mut batch[already..]).await?;
-    let request = Request::Produce { topic: produce.topic, partition: produce.partition, acks: produce.acks, batch };
-    Ok(Ok((produce.header, request)))
+    Ok(Ok(produce.into_request(batch)))
 }
 
 fn invalid(message: &str) -> ErrorResponse {

@@ -11,6 +11,8 @@ use std::time::Duration;
 use crate::admin::http::{router, AdminState};
 use crate::cluster::membership::ControlPlane;
 
+use super::NodeError;
+
 /// Start the control thread; returns once the admin listener is bound.
 /// The thread ends after `stop` is set, the admin server has drained and
 /// the membership loop has resigned and revoked its lease.
@@ -20,38 +22,52 @@ pub fn start(
     plane: Option<Arc<ControlPlane>>,
     heap_trim_interval_ms: u64,
     stop: &'static AtomicBool,
-) -> Result<std::thread::JoinHandle<()>, String> {
-    let listener =
-        std::net::TcpListener::bind(address).map_err(|error| format!("cannot listen on {address}: {error}"))?;
-    listener.set_nonblocking(true).map_err(|error| error.to_string())?;
+) -> Result<std::thread::JoinHandle<()>, NodeError> {
+    let listen_error = |source| NodeError::AdminListener { address: address.to_string(), source };
+    let listener = std::net::TcpListener::bind(address).map_err(listen_error)?;
+    listener.set_nonblocking(true).map_err(listen_error)?;
     std::thread::Builder::new()
         .name("ringlog-control".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(error) => {
-                    tracing::error!(target: "ringlog::cluster", %error, "cannot start the control runtime");
-                    stop.store(true, Ordering::SeqCst);
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let membership = plane.map(|plane| tokio::spawn(plane.run(stop)));
-                let trimmer = (heap_trim_interval_ms > 0).then(|| {
-                    tokio::spawn(trim_heap(heap_trim_interval_ms, || {
-                        crate::runtime::memory::release_free_heap();
-                    }))
-                });
-                serve_admin(listener, state, stop).await;
-                if let Some(trimmer) = trimmer {
-                    trimmer.abort();
-                }
-                if let Some(membership) = membership {
-                    let _ = membership.await;
-                }
-            });
-        })
-        .map_err(|error| format!("cannot start the control thread: {error}"))
+        .spawn(move || run(listener, state, plane, heap_trim_interval_ms, stop))
+        .map_err(|source| NodeError::Thread { thread: "control", source })
+}
+
+/// The control thread's body: the membership loop and the heap trimmer
+/// beside the admin server, until `stop`; then the membership loop's
+/// resignation is awaited. Without a runtime the node cannot be managed or
+/// join its cluster, so it stops.
+fn run(
+    listener: std::net::TcpListener,
+    state: AdminState,
+    plane: Option<Arc<ControlPlane>>,
+    heap_trim_interval_ms: u64,
+    stop: &'static AtomicBool,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(target: "ringlog::cluster", %error, "cannot start the control runtime");
+            stop.store(true, Ordering::SeqCst);
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let membership = plane.map(|plane| tokio::spawn(plane.run(stop)));
+        let trimmer = (heap_trim_interval_ms > 0).then(|| {
+            tokio::spawn(trim_heap(heap_trim_interval_ms, || {
+                crate::runtime::memory::release_free_heap();
+            }))
+        });
+        serve_admin(listener, state, stop).await;
+        if let Some(trimmer) = trimmer {
+            trimmer.abort();
+        }
+        if let Some(membership) = membership {
+            if let Err(error) = membership.await {
+                tracing::error!(target: "ringlog::cluster", %error, "the membership loop failed");
+            }
+        }
+    });
 }
 
 /// Hand freed heap pages back to the OS every `interval_ms` (see
@@ -64,7 +80,9 @@ async fn trim_heap(interval_ms: u64, trim: fn()) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let _ = tokio::task::spawn_blocking(trim).await;
+        if let Err(error) = tokio::task::spawn_blocking(trim).await {
+            tracing::warn!(target: "ringlog::node", %error, "heap trim failed");
+        }
     }
 }
 

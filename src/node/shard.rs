@@ -8,24 +8,20 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::NodeConfig;
 use crate::net::kafka_server::{run_kafka_listener, KafkaListener};
 use crate::net::server::{run_listener, InFlight, ListenerKind};
 use crate::runtime::Notify;
 use crate::shard::context::ShardContext;
 use crate::shard::mesh::{build_mesh, Envelope, Inbound, Mesh, MeshEnds};
 use crate::shard::partitions::ShardPartitions;
-use crate::shard::topics::TopicRegistry;
 use crate::shard::ShardId;
-use crate::state::cluster::ClusterState;
 use crate::state::metrics::ConnectionCount;
-use crate::state::metrics::NodeMetrics;
-use crate::state::progress::ReplicationProgress;
 
+use super::shared::Shared;
 use super::tasks::{enforce_retention, publish_follower_progress, publish_gauges};
-use super::{NodeError, STOP_REQUESTED};
+use super::{NodeError, ShardError, STOP_REQUESTED};
 
-pub(super) type ShardHandle = glommio::ExecutorJoinHandle<Result<(), String>>;
+pub(super) type ShardHandle = glommio::ExecutorJoinHandle<Result<(), ShardError>>;
 
 /// One pinned executor per shard (unpinned when there are more shards than
 /// cores), each with a copy of `template` naming its own shard.
@@ -39,46 +35,83 @@ pub(super) fn spawn_shards(template: &ShardConfig) -> Result<Vec<ShardHandle>, N
         let handle = glommio::LocalExecutorBuilder::new(placement)
             .name(&format!("ringlog-shard-{shard}"))
             .spawn(move || run_shard(shard_config, ends))
-            .map_err(|error| NodeError::Environment(format!("cannot start shard executor {shard}: {error}")))?;
+            .map_err(|error| NodeError::ShardExecutor { shard, source: error.into() })?;
         handles.push(handle);
     }
     Ok(handles)
 }
 
-/// Wait for every shard to end; the first failure, if any.
-pub(super) fn join_shards(handles: Vec<ShardHandle>) -> Option<String> {
+/// Wait for every shard to end; the first failure, if any (the handles
+/// are in shard order).
+pub(super) fn join_shards(handles: Vec<ShardHandle>) -> Option<NodeError> {
     let mut failed = None;
-    for handle in handles {
+    for (shard, handle) in handles.into_iter().enumerate() {
         match handle.join() {
             Ok(Ok(())) => {}
-            Ok(Err(message)) => {
-                failed.get_or_insert(message);
+            Ok(Err(error)) => {
+                failed.get_or_insert(NodeError::Shard(error));
             }
             Err(error) => {
-                failed.get_or_insert(format!("shard failed: {error}"));
+                failed.get_or_insert(NodeError::ShardJoin { shard, source: error.into() });
             }
         }
     }
     failed
 }
 
+/// What one shard starts with: the node's shared handles, its own number,
+/// and the startup barrier.
 #[derive(Clone)]
 pub(super) struct ShardConfig {
     pub(super) shard: ShardId,
-    pub(super) shards: usize,
-    pub(super) config: Arc<NodeConfig>,
-    pub(super) registry: Arc<TopicRegistry>,
-    pub(super) connections: Arc<ConnectionCount>,
-    pub(super) metrics: Arc<NodeMetrics>,
-    pub(super) cluster: Arc<ClusterState>,
-    pub(super) progress: Arc<ReplicationProgress>,
+    pub(super) shared: Shared,
     /// Shards that have opened their partitions (the startup barrier).
     pub(super) opened: Arc<std::sync::atomic::AtomicUsize>,
-    pub(super) ready: mpsc::Sender<Result<ShardId, String>>,
+    pub(super) ready: mpsc::Sender<Result<ShardId, ShardError>>,
 }
 
-pub(super) async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), String> {
+impl std::ops::Deref for ShardConfig {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+/// One shard's life, start to end: join the mesh, open its partitions,
+/// wait for every other shard to have opened theirs, bind, serve until
+/// the stop signal, then shut down in order. A startup failure goes to the
+/// startup barrier as well as out of the executor.
+pub(super) async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), ShardError> {
     crate::state::latency::observe_fsyncs_on_this_thread(Arc::clone(&setup.metrics.shards[setup.shard].fsync_latency));
+    let (context, inbound) = build_context(&setup, ends).await;
+    let receivers = start_inbound(&context, inbound);
+    open_partitions(&context).await.map_err(|error| report_to_barrier(&setup, error))?;
+    note_local_epochs(&context);
+    wait_until_every_shard_opened(&setup).await?;
+    let listeners =
+        bind_listeners(&setup, context.cluster.is_clustered()).map_err(|error| report_to_barrier(&setup, error))?;
+    // The barrier has gone only when serve() already returned (another
+    // shard failed): this shard then stops with the rest.
+    let _ = setup.ready.send(Ok(setup.shard));
+    let in_flight = Rc::new(InFlight::default());
+    serve_until_stopped(&context, listeners, &setup.connections, &in_flight).await;
+    shut_down(&context, &in_flight).await?;
+    drop(receivers);
+    Ok(())
+}
+
+/// Tell the startup barrier why this shard cannot start; the error is
+/// also the executor's result. (A barrier that has gone already returned
+/// another shard's failure.)
+fn report_to_barrier(setup: &ShardConfig, error: ShardError) -> ShardError {
+    let _ = setup.ready.send(Err(error.clone()));
+    error
+}
+
+/// This shard's view of the node: its mesh ends, partitions (empty until
+/// opened) and the shared state.
+async fn build_context(setup: &ShardConfig, ends: MeshEnds) -> (Rc<ShardContext>, Inbound) {
     let (mesh, inbound) = Mesh::connect(setup.shard, ends).await;
     let context = Rc::new(ShardContext {
         shard: setup.shard,
@@ -86,101 +119,95 @@ pub(super) async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), 
         config: Arc::clone(&setup.config),
         registry: Arc::clone(&setup.registry),
         partitions: ShardPartitions::default(),
-        mesh: Rc::clone(&mesh),
-        metrics: setup.metrics,
-        cluster: setup.cluster,
-        progress: setup.progress,
+        mesh,
+        metrics: Arc::clone(&setup.metrics),
+        cluster: Arc::clone(&setup.cluster),
+        progress: Arc::clone(&setup.progress),
+        topic_changes: Default::default(),
     });
-    let receivers = start_inbound(&context, inbound);
-    if let Err(message) = open_partitions(&context).await {
-        let _ = setup.ready.send(Err(message.clone()));
-        return Err(message);
-    }
-    // Before the control plane starts: a leader must outrank every epoch on disk.
+    (context, inbound)
+}
+
+/// Before the control plane starts: a leader must outrank every epoch on disk.
+fn note_local_epochs(context: &ShardContext) {
     for owned in context.partitions.all() {
         if let Some(epoch) = owned.log.snapshot().leader_epoch {
             context.cluster.note_local_epoch(epoch);
         }
     }
-    // Accept clients only once every shard has opened its partitions: a
-    // request forwarded to a shard still recovering would find nothing.
-    setup.opened.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Accept clients only once every shard has opened its partitions: a
+/// request forwarded to a shard still recovering would find nothing.
+async fn wait_until_every_shard_opened(setup: &ShardConfig) -> Result<(), ShardError> {
+    let opened = setup.opened.fetch_add(1, Ordering::SeqCst) + 1;
+    assert!(opened <= setup.shards, "shard {} opened as number {opened} of {}", setup.shard, setup.shards);
     while setup.opened.load(Ordering::SeqCst) < setup.shards {
         if STOP_REQUESTED.load(Ordering::SeqCst) {
-            return Err("stopped during startup".into());
+            return Err(ShardError::StoppedDuringStartup { shard: setup.shard });
         }
         crate::runtime::sleep(Duration::from_millis(5)).await;
     }
-    let listener = match bind(&setup.config.listen) {
-        Ok(listener) => listener,
-        Err(message) => {
-            let _ = setup.ready.send(Err(message.clone()));
-            return Err(message);
-        }
-    };
-    let replication_listener = match context.cluster.is_clustered() {
-        true => match bind(&setup.config.replication_listen) {
-            Ok(listener) => Some(listener),
-            Err(message) => {
-                let _ = setup.ready.send(Err(message.clone()));
-                return Err(message);
-            }
-        },
+    Ok(())
+}
+
+/// A shard's listeners: clients always, replication in cluster mode,
+/// Kafka clients unless `kafka_listen` is empty.
+struct ShardListeners {
+    client: glommio::net::TcpListener,
+    replication: Option<glommio::net::TcpListener>,
+    kafka: Option<glommio::net::TcpListener>,
+}
+
+fn bind_listeners(setup: &ShardConfig, clustered: bool) -> Result<ShardListeners, ShardError> {
+    let client = bind(setup.shard, &setup.config.listen)?;
+    let replication = match clustered {
+        true => Some(bind(setup.shard, &setup.config.replication_listen)?),
         false => None,
     };
-    let kafka_listener = match setup.config.kafka_listen.is_empty() {
+    let kafka = match setup.config.kafka_listen.is_empty() {
         true => None,
-        false => match bind(&setup.config.kafka_listen) {
-            Ok(listener) => Some(listener),
-            Err(message) => {
-                let _ = setup.ready.send(Err(message.clone()));
-                return Err(message);
-            }
-        },
+        false => Some(bind(setup.shard, &setup.config.kafka_listen)?),
     };
-    let _ = setup.ready.send(Ok(setup.shard));
+    Ok(ShardListeners { client, replication, kafka })
+}
+
+/// Serve clients (and, in cluster mode, followers and this node's own
+/// follower loop) with the shard's background tasks beside them, until the
+/// stop signal; returns once every task has ended.
+async fn serve_until_stopped(
+    context: &Rc<ShardContext>,
+    listeners: ShardListeners,
+    connections: &Arc<ConnectionCount>,
+    in_flight: &Rc<InFlight>,
+) {
     let stop = Rc::new(Notify::new());
     let stopping = Rc::new(Cell::new(false));
-    let in_flight = Rc::new(InFlight::default());
     let watcher = crate::runtime::spawn_local(watch_for_stop(Rc::clone(&stop), Rc::clone(&stopping)));
-    let publisher = crate::runtime::spawn_local(publish_gauges(Rc::clone(&context), Rc::clone(&stopping)));
-    let retention = crate::runtime::spawn_local(enforce_retention(Rc::clone(&context), Rc::clone(&stopping)));
-    let mut replication_tasks = Vec::new();
-    if let Some(replication_listener) = replication_listener {
-        replication_tasks.push(crate::runtime::spawn_local(run_listener(
-            Rc::clone(&context),
-            replication_listener,
-            ListenerKind::Replication,
-            Rc::clone(&stop),
-            Rc::clone(&stopping),
-            Arc::clone(&setup.connections),
-            Rc::clone(&in_flight),
-        )));
-        replication_tasks.push(crate::runtime::spawn_local(crate::replication::follower::run(
-            Rc::clone(&context),
-            Rc::clone(&stopping),
-        )));
-        replication_tasks
-            .push(crate::runtime::spawn_local(publish_follower_progress(Rc::clone(&context), Rc::clone(&stopping))));
-    }
-    let kafka_task = kafka_listener.map(|kafka_listener| {
+    let publisher = crate::runtime::spawn_local(publish_gauges(Rc::clone(context), Rc::clone(&stopping)));
+    let retention = crate::runtime::spawn_local(enforce_retention(Rc::clone(context), Rc::clone(&stopping)));
+    let replication_tasks = match listeners.replication {
+        Some(listener) => start_replication(context, listener, &stop, &stopping, connections, in_flight),
+        None => Vec::new(),
+    };
+    let kafka_task = listeners.kafka.map(|listener| {
         let shared = KafkaListener {
-            context: Rc::clone(&context),
+            context: Rc::clone(context),
             stop: Rc::clone(&stop),
             stopping: Rc::clone(&stopping),
-            connections: Arc::clone(&setup.connections),
-            in_flight: Rc::clone(&in_flight),
+            connections: Arc::clone(connections),
+            in_flight: Rc::clone(in_flight),
         };
-        crate::runtime::spawn_local(run_kafka_listener(shared, kafka_listener))
+        crate::runtime::spawn_local(run_kafka_listener(shared, listener))
     });
     run_listener(
-        Rc::clone(&context),
-        listener,
+        Rc::clone(context),
+        listeners.client,
         ListenerKind::Client,
         Rc::clone(&stop),
         Rc::clone(&stopping),
-        setup.connections,
-        Rc::clone(&in_flight),
+        Arc::clone(connections),
+        Rc::clone(in_flight),
     )
     .await;
     watcher.await;
@@ -189,13 +216,40 @@ pub(super) async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), 
     for task in replication_tasks.into_iter().chain(kafka_task) {
         task.await;
     }
-    shut_down(&context, &in_flight).await?;
-    drop(receivers);
-    Ok(())
 }
 
-pub(super) fn bind(address: &str) -> Result<glommio::net::TcpListener, String> {
-    glommio::net::TcpListener::bind(address).map_err(|error| format!("cannot listen on {address}: {error}"))
+/// Cluster mode: the replication listener (followers reading from this
+/// shard's partitions), the follower loop (this node reading from
+/// leaders) and the publisher of follower progress.
+fn start_replication(
+    context: &Rc<ShardContext>,
+    listener: glommio::net::TcpListener,
+    stop: &Rc<Notify>,
+    stopping: &Rc<Cell<bool>>,
+    connections: &Arc<ConnectionCount>,
+    in_flight: &Rc<InFlight>,
+) -> Vec<crate::runtime::Task<()>> {
+    vec![
+        crate::runtime::spawn_local(run_listener(
+            Rc::clone(context),
+            listener,
+            ListenerKind::Replication,
+            Rc::clone(stop),
+            Rc::clone(stopping),
+            Arc::clone(connections),
+            Rc::clone(in_flight),
+        )),
+        crate::runtime::spawn_local(crate::replication::follower::run(Rc::clone(context), Rc::clone(stopping))),
+        crate::runtime::spawn_local(publish_follower_progress(Rc::clone(context), Rc::clone(stopping))),
+    ]
+}
+
+pub(super) fn bind(shard: ShardId, address: &str) -> Result<glommio::net::TcpListener, ShardError> {
+    glommio::net::TcpListener::bind(address).map_err(|error| ShardError::Bind {
+        shard,
+        address: address.to_string(),
+        source: Arc::new(error.into()),
+    })
 }
 
 /// Poll the process-wide stop flag (set by the signal thread).
@@ -208,7 +262,7 @@ pub(super) async fn watch_for_stop(stop: Rc<Notify>, stopping: Rc<Cell<bool>>) {
 }
 
 /// Finish in-flight requests (bounded wait), then close partitions cleanly.
-pub(super) async fn shut_down(context: &Rc<ShardContext>, in_flight: &InFlight) -> Result<(), String> {
+pub(super) async fn shut_down(context: &Rc<ShardContext>, in_flight: &InFlight) -> Result<(), ShardError> {
     let waited = futures_lite::future::or(
         async {
             in_flight.drained().await;
@@ -226,12 +280,16 @@ pub(super) async fn shut_down(context: &Rc<ShardContext>, in_flight: &InFlight) 
     }
     // Give peers a moment to finish requests they forwarded here.
     crate::runtime::sleep(Duration::from_millis(100)).await;
-    context.partitions.close_all().await.map_err(|error| format!("shard {}: {error}", context.shard))?;
+    context
+        .partitions
+        .close_all()
+        .await
+        .map_err(|error| ShardError::Close { shard: context.shard, source: Arc::new(error) })?;
     context.mesh.fail_pending();
     Ok(())
 }
 
-pub(super) async fn open_partitions(context: &Rc<ShardContext>) -> Result<(), String> {
+pub(super) async fn open_partitions(context: &Rc<ShardContext>) -> Result<(), ShardError> {
     for meta in context.registry.snapshot().values() {
         context
             .partitions
@@ -243,7 +301,11 @@ pub(super) async fn open_partitions(context: &Rc<ShardContext>) -> Result<(), St
                 &context.config.storage,
             )
             .await
-            .map_err(|error| format!("cannot open topic {}: {error}", meta.name))?;
+            .map_err(|error| ShardError::OpenTopic {
+                shard: context.shard,
+                topic: meta.name.clone(),
+                source: Arc::new(error),
+            })?;
     }
     Ok(())
 }

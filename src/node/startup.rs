@@ -10,7 +10,7 @@ use crate::cluster::keys::Registration;
 use crate::config::NodeConfig;
 use crate::shard::ShardId;
 
-use super::{NodeError, STOP_REQUESTED};
+use super::{NodeError, ShardError, STOP_REQUESTED};
 
 /// Smallest RLIMIT_MEMLOCK the executors work with.
 pub const MIN_MEMLOCK_BYTES: u64 = 512 * 1024;
@@ -19,19 +19,12 @@ pub const MIN_MEMLOCK_BYTES: u64 = 512 * 1024;
 pub fn startup_checks() -> Result<(), NodeError> {
     if let Ok(text) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
         if text.trim() == "2" {
-            return Err(NodeError::Environment(
-                "io_uring is disabled (kernel.io_uring_disabled = 2); enable it with sysctl kernel.io_uring_disabled=0"
-                    .into(),
-            ));
+            return Err(NodeError::IoUringDisabled);
         }
     }
-    let ring = io_uring::IoUring::new(8).map_err(|error| {
-        NodeError::Environment(format!("io_uring is not available ({error}); ringlog needs Linux 5.10+ with io_uring"))
-    })?;
+    let ring = io_uring::IoUring::new(8).map_err(|source| NodeError::IoUringUnavailable { source })?;
     let mut probe = io_uring::Probe::new();
-    ring.submitter()
-        .register_probe(&mut probe)
-        .map_err(|error| NodeError::Environment(format!("cannot probe io_uring operations: {error}")))?;
+    ring.submitter().register_probe(&mut probe).map_err(|source| NodeError::IoUringProbe { source })?;
     for (opcode, name) in [
         (io_uring::opcode::Read::CODE, "read"),
         (io_uring::opcode::Write::CODE, "write"),
@@ -39,7 +32,7 @@ pub fn startup_checks() -> Result<(), NodeError> {
         (io_uring::opcode::Fallocate::CODE, "fallocate"),
     ] {
         if !probe.is_supported(opcode) {
-            return Err(NodeError::Environment(format!("io_uring lacks the {name} operation; upgrade the kernel")));
+            return Err(NodeError::IoUringOperationMissing { operation: name });
         }
     }
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -48,11 +41,7 @@ pub fn startup_checks() -> Result<(), NodeError> {
         && limit.rlim_cur != libc::RLIM_INFINITY
         && limit.rlim_cur < MIN_MEMLOCK_BYTES
     {
-        return Err(NodeError::Environment(format!(
-            "RLIMIT_MEMLOCK is {} bytes; ringlog needs at least {MIN_MEMLOCK_BYTES} (ulimit -l {})",
-            limit.rlim_cur,
-            MIN_MEMLOCK_BYTES / 1024
-        )));
+        return Err(NodeError::MemlockTooLow { limit_bytes: limit.rlim_cur, minimum_bytes: MIN_MEMLOCK_BYTES });
     }
     Ok(())
 }
@@ -60,18 +49,18 @@ pub fn startup_checks() -> Result<(), NodeError> {
 /// The startup barrier: every shard has recovered its partitions and bound
 /// its listeners, and no other process shares them.
 pub(super) fn wait_until_listening(
-    ready: &mpsc::Receiver<Result<ShardId, String>>,
+    ready: &mpsc::Receiver<Result<ShardId, ShardError>>,
     shards: usize,
     config: &NodeConfig,
 ) -> Result<(), NodeError> {
     for _ in 0..shards {
         match ready.recv() {
             Ok(Ok(_)) => {}
-            Ok(Err(message)) => {
+            Ok(Err(error)) => {
                 STOP_REQUESTED.store(true, Ordering::SeqCst);
-                return Err(NodeError::Operational(message));
+                return Err(NodeError::Shard(error));
             }
-            Err(_) => return Err(NodeError::Operational("a shard exited during startup".into())),
+            Err(_) => return Err(NodeError::ShardExitedDuringStartup),
         }
     }
     verify_shard_listeners(config).inspect_err(|_| STOP_REQUESTED.store(true, Ordering::SeqCst))
@@ -117,7 +106,7 @@ pub(super) fn listen_addresses(config: &NodeConfig) -> Vec<(&'static str, &str)>
 pub(super) fn claim_addresses(config: &NodeConfig) -> Result<(), NodeError> {
     for (setting, address) in listen_addresses(config) {
         crate::net::ports::ensure_sole_listener(setting, address, Duration::from_secs(3))
-            .map_err(NodeError::Operational)?;
+            .map_err(|reason| address_unavailable(setting, address, reason))?;
     }
     Ok(())
 }
@@ -128,10 +117,14 @@ pub(super) fn verify_shard_listeners(config: &NodeConfig) -> Result<(), NodeErro
     for (setting, address) in listen_addresses(config) {
         if setting != "admin" {
             crate::net::ports::ensure_sole_listener(setting, address, Duration::ZERO)
-                .map_err(NodeError::Operational)?;
+                .map_err(|reason| address_unavailable(setting, address, reason))?;
         }
     }
     Ok(())
+}
+
+fn address_unavailable(setting: &'static str, address: &str, reason: String) -> NodeError {
+    NodeError::AddressUnavailable { setting, address: address.to_string(), reason }
 }
 
 /// The address to reach `listen` from this machine (0.0.0.0 → 127.0.0.1).

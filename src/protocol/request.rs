@@ -1,5 +1,7 @@
 //! Requests: the [`Request`] body, its header, encode and decode.
 
+use super::field::{record, Field, INVALID_ACKS};
+use super::message::{messages, Message};
 use super::types::*;
 use super::wire::*;
 
@@ -145,31 +147,53 @@ pub enum Request {
     },
 }
 
-impl Request {
-    /// The API key of this request.
-    pub fn api_key(&self) -> ApiKey {
-        match self {
-            Request::CreateTopic { .. } => ApiKey::CreateTopic,
-            Request::DeleteTopic { .. } => ApiKey::DeleteTopic,
-            Request::ListTopics => ApiKey::ListTopics,
-            Request::DescribeTopic { .. } => ApiKey::DescribeTopic,
-            Request::Produce { .. } => ApiKey::Produce,
-            Request::Fetch { .. } => ApiKey::Fetch,
-            Request::ListOffsets { .. } => ApiKey::ListOffsets,
-            Request::CommitOffset { .. } => ApiKey::CommitOffset,
-            Request::FetchOffset { .. } => ApiKey::FetchOffset,
-            Request::InitProducer => ApiKey::InitProducer,
-            Request::FindOffset { .. } => ApiKey::FindOffset,
-            Request::ReplicaHello { .. } => ApiKey::ReplicaHello,
-            Request::ReplicaAuth { .. } => ApiKey::ReplicaAuth,
-            Request::ReplicaFetch { .. } => ApiKey::ReplicaFetch,
-            Request::EpochEndOffset { .. } => ApiKey::EpochEndOffset,
-            Request::TopicConfigs => ApiKey::TopicConfigs,
-            Request::GroupOffsets { .. } => ApiKey::GroupOffsets,
-            Request::ReplicaFetchMany { .. } => ApiKey::ReplicaFetchMany,
-        }
-    }
+// Each request body's layout, in wire order: encode and decode both follow it.
+messages!(Request {
+    CreateTopic => CreateTopic { name: String = "topic", settings: TopicSettings = () },
+    DeleteTopic => DeleteTopic { name: String = "topic" },
+    ListTopics => ListTopics (),
+    DescribeTopic => DescribeTopic { name: String = "topic" },
+    Produce => Produce { topic: String = "topic", partition: u32 = "partition", acks: Acks = "acks"; batch = "batch" },
+    Fetch => Fetch {
+        topic: String = "topic",
+        partition: u32 = "partition",
+        offset: u64 = "offset",
+        max_bytes: u32 = "max bytes",
+        max_wait_ms: u32 = "max wait",
+    },
+    ListOffsets => ListOffsets { topic: String = "topic", partition: u32 = "partition" },
+    CommitOffset => CommitOffset {
+        group: String = "group",
+        topic: String = "topic",
+        partition: u32 = "partition",
+        offset: u64 = "offset",
+    },
+    FetchOffset => FetchOffset { group: String = "group", topic: String = "topic", partition: u32 = "partition" },
+    InitProducer => InitProducer (),
+    FindOffset => FindOffset { topic: String = "topic", partition: u32 = "partition", timestamp_ms: i64 = "timestamp" },
+    ReplicaHello => ReplicaHello { node_id: u64 = "node id" },
+    ReplicaAuth => ReplicaAuth { proof: Vec<u8> = "proof" },
+    ReplicaFetch => ReplicaFetch {
+        replica_id: u64 = "replica id",
+        topic: String = "topic",
+        partition: u32 = "partition",
+        offset: u64 = "offset",
+        max_bytes: u32 = "max bytes",
+        max_wait_ms: u32 = "max wait",
+    },
+    EpochEndOffset => EpochEndOffset { topic: String = "topic", partition: u32 = "partition", epoch: u32 = "epoch" },
+    TopicConfigs => TopicConfigs (),
+    GroupOffsets => GroupOffsets { topic: String = "topic", partition: u32 = "partition" },
+    ReplicaFetchMany => ReplicaFetchMany {
+        replica_id: u64 = "replica id",
+        max_wait_ms: u32 = "max wait",
+        max_bytes: u32 = "max bytes",
+        partition_max_bytes: u32 = "partition max bytes",
+        partitions: Vec<ReplicaFetchPartition> = ("partition count", ()),
+    },
+});
 
+impl Request {
     /// The (topic, partition) this request targets, if it targets one.
     pub fn partition(&self) -> Option<(&str, u32)> {
         match self {
@@ -187,167 +211,6 @@ impl Request {
     }
 }
 
-/// Append a complete request frame to `out`.
-pub fn encode_request(correlation_id: u32, request: &Request, out: &mut Vec<u8>) {
-    let start = out.len();
-    out.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
-    let mut writer = Writer::new(out);
-    writer.u16(request.api_key() as u16);
-    writer.u16(PROTOCOL_VERSION);
-    writer.u32(correlation_id);
-    match request {
-        Request::CreateTopic { name, settings } => {
-            writer.string(name);
-            writer.u32(settings.partitions);
-            writer.u64(settings.retention_bytes);
-            writer.u64(settings.retention_ms);
-            writer.u64(settings.segment_bytes);
-        }
-        Request::DeleteTopic { name } | Request::DescribeTopic { name } => writer.string(name),
-        Request::ListTopics | Request::InitProducer => {}
-        Request::Produce { topic, partition, acks, batch } => {
-            writer.string(topic);
-            writer.u32(*partition);
-            writer.u8(*acks as u8);
-            writer.bytes(batch);
-        }
-        Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
-            writer.string(topic);
-            writer.u32(*partition);
-            writer.u64(*offset);
-            writer.u32(*max_bytes);
-            writer.u32(*max_wait_ms);
-        }
-        Request::ListOffsets { topic, partition } => {
-            writer.string(topic);
-            writer.u32(*partition);
-        }
-        Request::CommitOffset { group, topic, partition, offset } => {
-            writer.string(group);
-            writer.string(topic);
-            writer.u32(*partition);
-            writer.u64(*offset);
-        }
-        Request::FetchOffset { group, topic, partition } => {
-            writer.string(group);
-            writer.string(topic);
-            writer.u32(*partition);
-        }
-        Request::FindOffset { topic, partition, timestamp_ms } => {
-            writer.string(topic);
-            writer.u32(*partition);
-            writer.u64(*timestamp_ms as u64);
-        }
-        Request::ReplicaHello { node_id } => writer.u64(*node_id),
-        Request::ReplicaAuth { proof } => writer.bytes(proof),
-        Request::ReplicaFetch { replica_id, topic, partition, offset, max_bytes, max_wait_ms } => {
-            writer.u64(*replica_id);
-            writer.string(topic);
-            writer.u32(*partition);
-            writer.u64(*offset);
-            writer.u32(*max_bytes);
-            writer.u32(*max_wait_ms);
-        }
-        Request::EpochEndOffset { topic, partition, epoch } => {
-            writer.string(topic);
-            writer.u32(*partition);
-            writer.u32(*epoch);
-        }
-        Request::TopicConfigs => {}
-        Request::GroupOffsets { topic, partition } => {
-            writer.string(topic);
-            writer.u32(*partition);
-        }
-        Request::ReplicaFetchMany { .. } => encode_replica_fetch_many(&mut writer, request),
-    }
-    finish_frame(out, start);
-}
-
-/// Encode a request like [`encode_request`], but leave a produce's batch out
-/// of `out` and return it: `out` then the returned bytes are the same frame,
-/// and the batch is written without being copied into it.
-pub fn encode_request_split<'a>(correlation_id: u32, request: &'a Request, out: &mut Vec<u8>) -> &'a [u8] {
-    let Request::Produce { topic, partition, acks, batch } = request else {
-        encode_request(correlation_id, request, out);
-        return &[];
-    };
-    let start = out.len();
-    out.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
-    let mut writer = Writer::new(out);
-    writer.u16(ApiKey::Produce as u16);
-    writer.u16(PROTOCOL_VERSION);
-    writer.u32(correlation_id);
-    writer.string(topic);
-    writer.u32(*partition);
-    writer.u8(*acks as u8);
-    writer.u32(batch.len() as u32);
-    let frame_bytes = (out.len() - start - LENGTH_PREFIX_BYTES + batch.len()) as u32;
-    out[start..start + LENGTH_PREFIX_BYTES].copy_from_slice(&frame_bytes.to_le_bytes());
-    batch
-}
-
-fn acks_from_wire(value: u8) -> Result<Acks, ProtocolError> {
-    match value {
-        0 => Ok(Acks::None),
-        1 => Ok(Acks::Leader),
-        2 => Ok(Acks::All),
-        _ => Err(ProtocolError::Invalid("acks must be 0, 1 or 2")),
-    }
-}
-
-/// The fields of a produce frame before its batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProduceHead {
-    /// Frame header.
-    pub header: RequestHeader,
-    /// Topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: u32,
-    /// Acknowledgement level.
-    pub acks: Acks,
-    /// Where the batch starts in the frame body.
-    pub batch_start: usize,
-    /// Batch length.
-    pub batch_bytes: usize,
-}
-
-/// Parse a produce frame's fields up to its batch from the first bytes of
-/// the frame body. `Ok(None)` when `head` is not a (version 1) produce frame
-/// or too short to hold those fields; a wrong `frame_bytes` is an error.
-pub fn decode_produce_head(head: &[u8], frame_bytes: usize) -> Result<Option<ProduceHead>, ProtocolError> {
-    let Ok(header) = decode_request_header(head) else { return Ok(None) };
-    if header.api_key != ApiKey::Produce as u16 || header.api_version != PROTOCOL_VERSION {
-        return Ok(None);
-    }
-    let mut reader = Reader::new(&head[REQUEST_HEADER_BYTES..]);
-    let fields = (|| -> Result<_, ProtocolError> {
-        let topic = reader.string("topic")?;
-        let partition = reader.u32("partition")?;
-        let acks = reader.u8("acks")?;
-        let batch_bytes = reader.u32("batch")? as usize;
-        Ok((topic, partition, acks, batch_bytes))
-    })();
-    let Ok((topic, partition, acks, batch_bytes)) = fields else { return Ok(None) };
-    let acks = acks_from_wire(acks)?;
-    let batch_start = REQUEST_HEADER_BYTES + reader.position;
-    match (batch_start + batch_bytes).cmp(&frame_bytes) {
-        std::cmp::Ordering::Greater => Err(ProtocolError::Truncated("batch")),
-        std::cmp::Ordering::Less => Err(ProtocolError::Invalid("trailing bytes after the body")),
-        std::cmp::Ordering::Equal => Ok(Some(ProduceHead { header, topic, partition, acks, batch_start, batch_bytes })),
-    }
-}
-
-/// Decode a request frame body it owns. A produce's batch (the frame's
-/// last field, and nearly all of it) reuses the frame's allocation instead
-/// of being copied into a new one.
-pub fn decode_request_owned(mut frame: Vec<u8>) -> Result<(RequestHeader, Request), ProtocolError> {
-    let Some(head) = decode_produce_head(&frame, frame.len())? else { return decode_request(&frame) };
-    frame.drain(..head.batch_start);
-    let request = Request::Produce { topic: head.topic, partition: head.partition, acks: head.acks, batch: frame };
-    Ok((head.header, request))
-}
-
 /// Header of a decoded request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestHeader {
@@ -359,16 +222,101 @@ pub struct RequestHeader {
     pub correlation_id: u32,
 }
 
+record!(RequestHeader {
+    api_key: u16 = "api key",
+    api_version: u16 = "api version",
+    correlation_id: u32 = "correlation id"
+});
+
+/// Bytes of a request header after the length prefix.
+pub const REQUEST_HEADER_BYTES: usize = RequestHeader::MIN_BYTES;
+
+/// Start a request frame in `out`: a length prefix to fill in, the header.
+fn start_request(correlation_id: u32, request: &Request, out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
+    let header = RequestHeader { api_key: request.api_key() as u16, api_version: PROTOCOL_VERSION, correlation_id };
+    header.encode(&mut Writer::new(out));
+    start
+}
+
+/// Append a complete request frame to `out`.
+pub fn encode_request(correlation_id: u32, request: &Request, out: &mut Vec<u8>) {
+    let start = start_request(correlation_id, request, out);
+    request.encode_body(&mut Writer::new(out));
+    finish_frame(out, start, 0);
+}
+
+/// Encode a request like [`encode_request`], but leave a produce's batch out
+/// of `out` and return it: `out` then the returned bytes are the same frame,
+/// and the batch is written without being copied into it.
+pub fn encode_request_split<'a>(correlation_id: u32, request: &'a Request, out: &mut Vec<u8>) -> &'a [u8] {
+    let start = start_request(correlation_id, request, out);
+    let trailing = request.encode_head(&mut Writer::new(out));
+    finish_frame(out, start, trailing.len());
+    trailing
+}
+
+/// The fields of a produce frame before its batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceHead {
+    /// Frame header.
+    pub header: RequestHeader,
+    /// The produce request, its batch still empty.
+    pub request: Request,
+    /// Where the batch starts in the frame body.
+    pub batch_start: usize,
+    /// Batch length.
+    pub batch_bytes: usize,
+}
+
+impl ProduceHead {
+    /// The request, with the batch read after the head.
+    pub fn into_request(mut self, batch: Vec<u8>) -> (RequestHeader, Request) {
+        assert_eq!(batch.len(), self.batch_bytes, "the batch is as long as the frame says");
+        *self.request.trailing_mut().expect("a produce has a batch") = batch;
+        (self.header, self.request)
+    }
+}
+
+/// Parse a produce frame's fields up to its batch from the first bytes of
+/// the frame body. `Ok(None)` when `head` is not a (current version)
+/// produce frame, too short to hold those fields or one of them does not
+/// decode (the whole frame's decode then says which); a wrong acks value
+/// or `frame_bytes` is an error at once.
+pub fn decode_produce_head(head: &[u8], frame_bytes: usize) -> Result<Option<ProduceHead>, ProtocolError> {
+    let Ok(header) = decode_request_header(head) else { return Ok(None) };
+    if header.api_key != ApiKey::Produce as u16 || header.api_version != PROTOCOL_VERSION {
+        return Ok(None);
+    }
+    let mut reader = Reader::new(&head[REQUEST_HEADER_BYTES..]);
+    let (request, trailing) = match Request::decode_head(ApiKey::Produce, &mut reader) {
+        Ok(decoded) => decoded,
+        Err(error) if error == INVALID_ACKS => return Err(error),
+        // The fields may go on past `head`, or be invalid: the whole
+        // frame's decode decides (and names the field).
+        Err(_) => return Ok(None),
+    };
+    let trailing = trailing.expect("a produce ends in its batch");
+    let batch_start = REQUEST_HEADER_BYTES + reader.position;
+    trailing.check_ends_at(batch_start, frame_bytes)?;
+    Ok(Some(ProduceHead { header, request, batch_start, batch_bytes: trailing.bytes }))
+}
+
+/// Decode a request frame body it owns. A produce's batch (the frame's
+/// last field, and nearly all of it) reuses the frame's allocation instead
+/// of being copied into a new one.
+pub fn decode_request_owned(mut frame: Vec<u8>) -> Result<(RequestHeader, Request), ProtocolError> {
+    let Some(head) = decode_produce_head(&frame, frame.len())? else { return decode_request(&frame) };
+    frame.drain(..head.batch_start);
+    Ok(head.into_request(frame))
+}
+
 /// Parse the request header from a frame body (after the length prefix).
 /// Works even when the body is not understood, so errors can be answered
 /// with the right correlation id.
 pub fn decode_request_header(frame: &[u8]) -> Result<RequestHeader, ProtocolError> {
-    let mut reader = Reader::new(frame);
-    Ok(RequestHeader {
-        api_key: reader.u16("api key")?,
-        api_version: reader.u16("api version")?,
-        correlation_id: reader.u32("correlation id")?,
-    })
+    RequestHeader::decode(&mut Reader::new(frame), ())
 }
 
 /// Decode a request frame body (after the length prefix).
@@ -379,110 +327,7 @@ pub fn decode_request(frame: &[u8]) -> Result<(RequestHeader, Request), Protocol
         return Err(ProtocolError::UnsupportedVersion(header.api_version));
     }
     let mut reader = Reader::new(&frame[REQUEST_HEADER_BYTES..]);
-    let request = match api_key {
-        ApiKey::CreateTopic => Request::CreateTopic {
-            name: reader.string("topic")?,
-            settings: TopicSettings {
-                partitions: reader.u32("partitions")?,
-                retention_bytes: reader.u64("retention bytes")?,
-                retention_ms: reader.u64("retention ms")?,
-                segment_bytes: reader.u64("segment bytes")?,
-            },
-        },
-        ApiKey::DeleteTopic => Request::DeleteTopic { name: reader.string("topic")? },
-        ApiKey::ListTopics => Request::ListTopics,
-        ApiKey::DescribeTopic => Request::DescribeTopic { name: reader.string("topic")? },
-        ApiKey::Produce => Request::Produce {
-            topic: reader.string("topic")?,
-            partition: reader.u32("partition")?,
-            acks: acks_from_wire(reader.u8("acks")?)?,
-            batch: reader.bytes("batch")?,
-        },
-        ApiKey::Fetch => Request::Fetch {
-            topic: reader.string("topic")?,
-            partition: reader.u32("partition")?,
-            offset: reader.u64("offset")?,
-            max_bytes: reader.u32("max bytes")?,
-            max_wait_ms: reader.u32("max wait")?,
-        },
-        ApiKey::ListOffsets => {
-            Request::ListOffsets { topic: reader.string("topic")?, partition: reader.u32("partition")? }
-        }
-        ApiKey::CommitOffset => Request::CommitOffset {
-            group: reader.string("group")?,
-            topic: reader.string("topic")?,
-            partition: reader.u32("partition")?,
-            offset: reader.u64("offset")?,
-        },
-        ApiKey::FetchOffset => Request::FetchOffset {
-            group: reader.string("group")?,
-            topic: reader.string("topic")?,
-            partition: reader.u32("partition")?,
-        },
-        ApiKey::InitProducer => Request::InitProducer,
-        ApiKey::FindOffset => Request::FindOffset {
-            topic: reader.string("topic")?,
-            partition: reader.u32("partition")?,
-            timestamp_ms: reader.u64("timestamp")? as i64,
-        },
-        ApiKey::ReplicaHello => Request::ReplicaHello { node_id: reader.u64("node id")? },
-        ApiKey::ReplicaAuth => Request::ReplicaAuth { proof: reader.bytes("proof")? },
-        ApiKey::ReplicaFetch => Request::ReplicaFetch {
-            replica_id: reader.u64("replica id")?,
-            topic: reader.string("topic")?,
-            partition: reader.u32("partition")?,
-            offset: reader.u64("offset")?,
-            max_bytes: reader.u32("max bytes")?,
-            max_wait_ms: reader.u32("max wait")?,
-        },
-        ApiKey::EpochEndOffset => Request::EpochEndOffset {
-            topic: reader.string("topic")?,
-            partition: reader.u32("partition")?,
-            epoch: reader.u32("epoch")?,
-        },
-        ApiKey::TopicConfigs => Request::TopicConfigs,
-        ApiKey::GroupOffsets => {
-            Request::GroupOffsets { topic: reader.string("topic")?, partition: reader.u32("partition")? }
-        }
-        ApiKey::ReplicaFetchMany => decode_replica_fetch_many(&mut reader)?,
-    };
+    let request = Request::decode_body(api_key, &mut reader)?;
     reader.finish()?;
     Ok((header, request))
-}
-
-fn encode_replica_fetch_many(writer: &mut Writer<'_>, request: &Request) {
-    let Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions } = request
-    else {
-        return;
-    };
-    writer.u64(*replica_id);
-    writer.u32(*max_wait_ms);
-    writer.u32(*max_bytes);
-    writer.u32(*partition_max_bytes);
-    writer.u32(partitions.len() as u32);
-    for wanted in partitions {
-        writer.string(&wanted.topic);
-        writer.u32(wanted.partition);
-        writer.u64(wanted.offset);
-        writer.u64(wanted.high_watermark.unwrap_or(u64::MAX));
-    }
-}
-
-fn decode_replica_fetch_many(reader: &mut Reader<'_>) -> Result<Request, ProtocolError> {
-    let replica_id = reader.u64("replica id")?;
-    let max_wait_ms = reader.u32("max wait")?;
-    let max_bytes = reader.u32("max bytes")?;
-    let partition_max_bytes = reader.u32("partition max bytes")?;
-    let count = reader.u32("partition count")? as usize;
-    // A hostile count allocates no more than the frame could hold.
-    let mut partitions = Vec::with_capacity(count.min(reader.remaining() / REPLICA_FETCH_PARTITION_MIN_BYTES));
-    for _ in 0..count {
-        partitions.push(ReplicaFetchPartition {
-            topic: reader.string("topic")?,
-            partition: reader.u32("partition")?,
-            offset: reader.u64("offset")?,
-            high_watermark: Some(reader.u64("high watermark")?).filter(|&offset| offset != u64::MAX),
-        });
-    }
-    Ok(Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions })
 }

@@ -1,5 +1,7 @@
 //! Responses: the [`Response`] body, error answers, encode and decode.
 
+use super::field::{record, Field};
+use super::message::{messages, Message};
 use super::types::*;
 use super::wire::*;
 
@@ -23,6 +25,16 @@ pub struct PartitionDescription {
     pub leader_epoch: u32,
 }
 
+record!(PartitionDescription {
+    partition: u32 = "partition",
+    log_start_offset: u64 = "log start",
+    log_end_offset: u64 = "log end",
+    high_watermark: Option<u64> = "high watermark",
+    segments: u32 = "segments",
+    bytes: u64 = "bytes",
+    leader_epoch: u32 = "leader epoch",
+});
+
 /// State of a consumer group's committed offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommittedState {
@@ -39,6 +51,40 @@ pub enum CommittedState {
         /// Log end.
         log_end_offset: u64,
     },
+}
+
+/// `state u8`: 0 none; 1 valid, `offset u64`; 2 out of range, `committed
+/// u64 | log_start u64 | log_end u64`.
+impl Field for CommittedState {
+    type Names = ();
+    const MIN_BYTES: usize = 1;
+    fn encode(&self, writer: &mut Writer<'_>) {
+        match self {
+            CommittedState::None => writer.u8(0),
+            CommittedState::Valid(offset) => {
+                writer.u8(1);
+                writer.u64(*offset);
+            }
+            CommittedState::OutOfRange { committed, log_start_offset, log_end_offset } => {
+                writer.u8(2);
+                writer.u64(*committed);
+                writer.u64(*log_start_offset);
+                writer.u64(*log_end_offset);
+            }
+        }
+    }
+    fn decode(reader: &mut Reader<'_>, _: ()) -> Result<CommittedState, ProtocolError> {
+        Ok(match reader.u8("state")? {
+            0 => CommittedState::None,
+            1 => CommittedState::Valid(reader.u64("offset")?),
+            2 => CommittedState::OutOfRange {
+                committed: reader.u64("committed")?,
+                log_start_offset: reader.u64("log start")?,
+                log_end_offset: reader.u64("log end")?,
+            },
+            _ => return Err(ProtocolError::Invalid("unknown committed-offset state")),
+        })
+    }
 }
 
 /// A successful response body.
@@ -159,158 +205,79 @@ pub struct ErrorResponse {
     pub leader: Option<String>,
 }
 
-fn encode_replica_fetched_many(writer: &mut Writer<'_>, response: &Response) {
-    let Response::ReplicaFetchMany { leader_epoch, leader_shards, partitions } = response else {
-        return;
-    };
-    writer.u32(*leader_epoch);
-    writer.u16(*leader_shards);
-    writer.u32(partitions.len() as u32);
-    for fetched in partitions {
-        writer.u32(fetched.index);
-        writer.u16(fetched.error as u16);
-        writer.u64(fetched.high_watermark.unwrap_or(u64::MAX));
-        writer.u64(fetched.log_start_offset);
-        writer.u64(fetched.log_end_offset);
-        writer.u32(fetched.uncompressed_bytes);
-        writer.bytes(&fetched.body);
-    }
+// Each success response body's layout, in wire order, by the API key of
+// the request it answers: encode and decode both follow it.
+messages!(Response {
+    CreateTopic => CreateTopic (),
+    DeleteTopic => DeleteTopic (),
+    ListTopics => ListTopics (topics: Vec<(String, u32)> = ("topic count", ("topic", "partitions"))),
+    DescribeTopic => DescribeTopic (partitions: Vec<PartitionDescription> = ("partition count", ())),
+    Produce => Produce { base_offset: u64 = "base offset", next_offset: u64 = "next offset", duplicate: bool = "duplicate" },
+    Fetch => Fetch {
+        high_watermark: u64 = "high watermark",
+        log_start_offset: u64 = "log start",
+        next_offset: u64 = "next offset";
+        batches = "batches"
+    },
+    ListOffsets => ListOffsets {
+        log_start_offset: u64 = "log start",
+        log_end_offset: u64 = "log end",
+        high_watermark: u64 = "high watermark",
+    },
+    CommitOffset => CommitOffset (),
+    FetchOffset => FetchOffset (state: CommittedState = ()),
+    InitProducer => InitProducer { producer_id: u64 = "producer id" },
+    FindOffset => FindOffset { offset: Option<u64> = "offset" },
+    ReplicaHello => ReplicaChallenge { nonce: Vec<u8> = "nonce" },
+    ReplicaAuth => ReplicaAuth { leader_id: u64 = "leader id", leader_epoch: u32 = "leader epoch" },
+    ReplicaFetch => ReplicaFetch {
+        high_watermark: Option<u64> = "high watermark",
+        log_start_offset: u64 = "log start",
+        log_end_offset: u64 = "log end",
+        leader_epoch: u32 = "leader epoch",
+        uncompressed_bytes: u32 = "uncompressed bytes";
+        compressed = "compressed batches"
+    },
+    EpochEndOffset => EpochEndOffset {
+        epoch: Option<u32> = ("epoch known", "epoch"),
+        end_offset: u64 = "end offset",
+        log_start_offset: u64 = "log start",
+    },
+    TopicConfigs => TopicConfigs (topics: Vec<(String, TopicSettings)> = ("topic count", ("topic", ()))),
+    GroupOffsets => GroupOffsets (groups: Vec<(String, u64)> = ("group count", ("group", "offset"))),
+    ReplicaFetchMany => ReplicaFetchMany {
+        leader_epoch: u32 = "leader epoch",
+        leader_shards: u16 = "leader shards",
+        partitions: Vec<ReplicaFetchedPartition> = ("partition count", ()),
+    },
+});
+
+/// A response header after the length prefix.
+struct ResponseHeader {
+    correlation_id: u32,
+    /// Read leniently (an unknown code reads as `internal`), unlike a
+    /// per-partition code.
+    error_code: u16,
 }
 
-/// A per-partition error code must be one this side knows: read as
-/// `internal`, an unknown one would not re-encode to what was sent.
-fn known_error_code(value: u16) -> Result<ErrorCode, ProtocolError> {
-    let code = ErrorCode::from_wire(value);
-    match code as u16 == value {
-        true => Ok(code),
-        false => Err(ProtocolError::Invalid("unknown error code")),
-    }
-}
+record!(ResponseHeader { correlation_id: u32 = "correlation id", error_code: u16 = "error code" });
 
-fn decode_replica_fetched_many(reader: &mut Reader<'_>) -> Result<Response, ProtocolError> {
-    let leader_epoch = reader.u32("leader epoch")?;
-    let leader_shards = reader.u16("leader shards")?;
-    let count = reader.u32("partition count")? as usize;
-    let mut partitions = Vec::with_capacity(count.min(reader.remaining() / REPLICA_FETCHED_PARTITION_FIXED_BYTES));
-    for _ in 0..count {
-        partitions.push(ReplicaFetchedPartition {
-            index: reader.u32("index")?,
-            error: known_error_code(reader.u16("error code")?)?,
-            high_watermark: Some(reader.u64("high watermark")?).filter(|&offset| offset != u64::MAX),
-            log_start_offset: reader.u64("log start")?,
-            log_end_offset: reader.u64("log end")?,
-            uncompressed_bytes: reader.u32("uncompressed bytes")?,
-            body: reader.bytes("batches")?,
-        });
-    }
-    Ok(Response::ReplicaFetchMany { leader_epoch, leader_shards, partitions })
+/// Bytes of a response header after the length prefix.
+pub const RESPONSE_HEADER_BYTES: usize = ResponseHeader::MIN_BYTES;
+
+/// Start a response frame in `out`: a length prefix to fill in, the header.
+fn start_response(correlation_id: u32, code: ErrorCode, out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
+    ResponseHeader { correlation_id, error_code: code as u16 }.encode(&mut Writer::new(out));
+    start
 }
 
 /// Append a complete success response frame to `out`.
 pub fn encode_response(correlation_id: u32, response: &Response, out: &mut Vec<u8>) {
-    let start = out.len();
-    out.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
-    let mut writer = Writer::new(out);
-    writer.u32(correlation_id);
-    writer.u16(ErrorCode::None as u16);
-    match response {
-        Response::CreateTopic | Response::DeleteTopic | Response::CommitOffset => {}
-        Response::ListTopics(topics) => {
-            writer.u32(topics.len() as u32);
-            for (name, partitions) in topics {
-                writer.string(name);
-                writer.u32(*partitions);
-            }
-        }
-        Response::DescribeTopic(partitions) => {
-            writer.u32(partitions.len() as u32);
-            for description in partitions {
-                writer.u32(description.partition);
-                writer.u64(description.log_start_offset);
-                writer.u64(description.log_end_offset);
-                writer.u64(description.high_watermark.unwrap_or(u64::MAX));
-                writer.u32(description.segments);
-                writer.u64(description.bytes);
-                writer.u32(description.leader_epoch);
-            }
-        }
-        Response::Produce { base_offset, next_offset, duplicate } => {
-            writer.u64(*base_offset);
-            writer.u64(*next_offset);
-            writer.u8(u8::from(*duplicate));
-        }
-        Response::Fetch { high_watermark, log_start_offset, next_offset, batches } => {
-            writer.u64(*high_watermark);
-            writer.u64(*log_start_offset);
-            writer.u64(*next_offset);
-            writer.bytes(batches);
-        }
-        Response::ListOffsets { log_start_offset, log_end_offset, high_watermark } => {
-            writer.u64(*log_start_offset);
-            writer.u64(*log_end_offset);
-            writer.u64(*high_watermark);
-        }
-        Response::FetchOffset(state) => match state {
-            CommittedState::None => writer.u8(0),
-            CommittedState::Valid(offset) => {
-                writer.u8(1);
-                writer.u64(*offset);
-            }
-            CommittedState::OutOfRange { committed, log_start_offset, log_end_offset } => {
-                writer.u8(2);
-                writer.u64(*committed);
-                writer.u64(*log_start_offset);
-                writer.u64(*log_end_offset);
-            }
-        },
-        Response::InitProducer { producer_id } => writer.u64(*producer_id),
-        Response::FindOffset { offset } => writer.u64(offset.unwrap_or(u64::MAX)),
-        Response::ReplicaChallenge { nonce } => writer.bytes(nonce),
-        Response::ReplicaAuth { leader_id, leader_epoch } => {
-            writer.u64(*leader_id);
-            writer.u32(*leader_epoch);
-        }
-        Response::ReplicaFetch {
-            high_watermark,
-            log_start_offset,
-            log_end_offset,
-            leader_epoch,
-            uncompressed_bytes,
-            compressed,
-        } => {
-            writer.u64(high_watermark.unwrap_or(u64::MAX));
-            writer.u64(*log_start_offset);
-            writer.u64(*log_end_offset);
-            writer.u32(*leader_epoch);
-            writer.u32(*uncompressed_bytes);
-            writer.bytes(compressed);
-        }
-        Response::EpochEndOffset { epoch, end_offset, log_start_offset } => {
-            writer.u8(u8::from(epoch.is_some()));
-            writer.u32(epoch.unwrap_or(0));
-            writer.u64(*end_offset);
-            writer.u64(*log_start_offset);
-        }
-        Response::TopicConfigs(topics) => {
-            writer.u32(topics.len() as u32);
-            for (name, settings) in topics {
-                writer.string(name);
-                writer.u32(settings.partitions);
-                writer.u64(settings.retention_bytes);
-                writer.u64(settings.retention_ms);
-                writer.u64(settings.segment_bytes);
-            }
-        }
-        Response::GroupOffsets(groups) => {
-            writer.u32(groups.len() as u32);
-            for (group, offset) in groups {
-                writer.string(group);
-                writer.u64(*offset);
-            }
-        }
-        Response::ReplicaFetchMany { .. } => encode_replica_fetched_many(&mut writer, response),
-    }
-    finish_frame(out, start);
+    let start = start_response(correlation_id, ErrorCode::None, out);
+    response.encode_body(&mut Writer::new(out));
+    finish_frame(out, start, 0);
 }
 
 /// Encode a success response like [`encode_response`], but leave a fetch's
@@ -318,72 +285,44 @@ pub fn encode_response(correlation_id: u32, response: &Response, out: &mut Vec<u
 /// `out` already counts them, so writing `out` then the returned bytes puts
 /// the same frame on the wire without copying the batches (the largest
 /// thing the node sends).
-pub fn encode_response_split(correlation_id: u32, response: Response, out: &mut Vec<u8>) -> Vec<u8> {
-    let start = out.len();
-    let (head, body) = match response {
-        Response::Fetch { high_watermark, log_start_offset, next_offset, batches } => {
-            let head = Response::Fetch { high_watermark, log_start_offset, next_offset, batches: Vec::new() };
-            (head, batches)
-        }
-        Response::ReplicaFetch {
-            high_watermark,
-            log_start_offset,
-            log_end_offset,
-            leader_epoch,
-            uncompressed_bytes,
-            compressed,
-        } => {
-            let head = Response::ReplicaFetch {
-                high_watermark,
-                log_start_offset,
-                log_end_offset,
-                leader_epoch,
-                uncompressed_bytes,
-                compressed: Vec::new(),
-            };
-            (head, compressed)
-        }
-        other => {
-            encode_response(correlation_id, &other, out);
-            return Vec::new();
-        }
-    };
-    encode_response(correlation_id, &head, out);
-    // The body is the last field: patch its length and the frame length.
-    let length_at = out.len() - 4;
-    out[length_at..].copy_from_slice(&(body.len() as u32).to_le_bytes());
-    let frame_bytes = (out.len() - start - LENGTH_PREFIX_BYTES + body.len()) as u32;
-    out[start..start + LENGTH_PREFIX_BYTES].copy_from_slice(&frame_bytes.to_le_bytes());
-    body
+pub fn encode_response_split(correlation_id: u32, mut response: Response, out: &mut Vec<u8>) -> Vec<u8> {
+    let start = start_response(correlation_id, ErrorCode::None, out);
+    let trailing_bytes = response.encode_head(&mut Writer::new(out)).len();
+    finish_frame(out, start, trailing_bytes);
+    let trailing = response.trailing_mut().map(std::mem::take).unwrap_or_default();
+    assert_eq!(trailing.len(), trailing_bytes);
+    trailing
 }
 
-/// Append a complete error response frame to `out`.
+/// Append a complete error response frame to `out`: the header with the
+/// code, then `message string | leader string` (empty: none).
 pub fn encode_error(correlation_id: u32, error: &ErrorResponse, out: &mut Vec<u8>) {
-    let start = out.len();
-    out.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
+    let start = start_response(correlation_id, error.code, out);
     let mut writer = Writer::new(out);
-    writer.u32(correlation_id);
-    writer.u16(error.code as u16);
     writer.string(&error.message);
     writer.string(error.leader.as_deref().unwrap_or(""));
-    finish_frame(out, start);
+    finish_frame(out, start, 0);
+}
+
+/// An error answer's body: `message string | leader string`.
+fn decode_error_body(code: ErrorCode, reader: &mut Reader<'_>) -> Result<ErrorResponse, ProtocolError> {
+    let message = reader.string("error message")?;
+    let leader = reader.string("leader")?;
+    let leader = (!leader.is_empty()).then_some(leader);
+    Ok(ErrorResponse { code, message, leader })
 }
 
 /// Decode a response frame body (after the length prefix) for a request of
 /// kind `api_key`. Returns the correlation id and the outcome.
 pub fn decode_response(api_key: ApiKey, frame: &[u8]) -> Result<(u32, Result<Response, ErrorResponse>), ProtocolError> {
-    let (correlation_id, mut reader) = response_reader(frame)?;
-    let code = ErrorCode::from_wire(reader.u16("error code")?);
-    if code != ErrorCode::None {
-        let message = reader.string("error message")?;
-        let leader = reader.string("leader")?;
-        reader.finish()?;
-        let leader = (!leader.is_empty()).then_some(leader);
-        return Ok((correlation_id, Err(ErrorResponse { code, message, leader })));
-    }
-    let response = decode_success(api_key, &mut reader)?;
+    let mut reader = Reader::new(frame);
+    let header = ResponseHeader::decode(&mut reader, ())?;
+    let outcome = match ErrorCode::from_wire(header.error_code) {
+        ErrorCode::None => Ok(Response::decode_body(api_key, &mut reader)?),
+        code => Err(decode_error_body(code, &mut reader)?),
+    };
     reader.finish()?;
-    Ok((correlation_id, Ok(response)))
+    Ok((header.correlation_id, outcome))
 }
 
 /// Decode a response frame body it owns. A fetch's batches (the frame's last
@@ -393,175 +332,19 @@ pub fn decode_response_owned(
     api_key: ApiKey,
     mut frame: Vec<u8>,
 ) -> Result<(u32, Result<Response, ErrorResponse>), ProtocolError> {
-    if !matches!(api_key, ApiKey::Fetch | ApiKey::ReplicaFetch) {
+    let mut reader = Reader::new(&frame);
+    let header = ResponseHeader::decode(&mut reader, ())?;
+    if header.error_code != ErrorCode::None as u16 {
         return decode_response(api_key, &frame);
     }
-    let (correlation_id, mut reader) = response_reader(&frame)?;
-    if reader.u16("error code")? != ErrorCode::None as u16 {
-        return decode_response(api_key, &frame);
-    }
-    // Decode the fixed fields with an empty trailing field, then move the
-    // real one out of the frame.
-    let fixed = match api_key {
-        ApiKey::Fetch => 3 * 8,
-        _ => 3 * 8 + 2 * 4,
+    let (mut response, trailing) = Response::decode_head(api_key, &mut reader)?;
+    let Some(trailing) = trailing else {
+        reader.finish()?;
+        return Ok((header.correlation_id, Ok(response)));
     };
-    let start = reader.position + fixed + 4;
-    let body_bytes = frame.get(start - 4..start).ok_or(ProtocolError::Truncated("response"))?;
-    let length = u32::from_le_bytes(body_bytes.try_into().expect("4 bytes")) as usize;
-    if frame.len() - start != length {
-        return Err(if frame.len() - start < length {
-            ProtocolError::Truncated("batches")
-        } else {
-            ProtocolError::Invalid("trailing bytes after the body")
-        });
-    }
-    let mut head = frame[..start].to_vec();
-    head[start - 4..start].copy_from_slice(&0u32.to_le_bytes());
-    let (_, decoded) = decode_response(api_key, &head)?;
+    let start = reader.position;
+    trailing.check_ends_at(start, frame.len())?;
     frame.drain(..start);
-    let response = match decoded {
-        Ok(Response::Fetch { high_watermark, log_start_offset, next_offset, .. }) => {
-            Response::Fetch { high_watermark, log_start_offset, next_offset, batches: frame }
-        }
-        Ok(Response::ReplicaFetch {
-            high_watermark,
-            log_start_offset,
-            log_end_offset,
-            leader_epoch,
-            uncompressed_bytes,
-            ..
-        }) => Response::ReplicaFetch {
-            high_watermark,
-            log_start_offset,
-            log_end_offset,
-            leader_epoch,
-            uncompressed_bytes,
-            compressed: frame,
-        },
-        other => return Ok((correlation_id, other)),
-    };
-    Ok((correlation_id, Ok(response)))
-}
-
-/// Correlation id of a response frame body, and a reader positioned after it.
-pub fn response_reader(frame: &[u8]) -> Result<(u32, Reader<'_>), ProtocolError> {
-    let mut reader = Reader::new(frame);
-    let correlation_id = reader.u32("correlation id")?;
-    Ok((correlation_id, reader))
-}
-
-fn decode_success(api_key: ApiKey, reader: &mut Reader<'_>) -> Result<Response, ProtocolError> {
-    Ok(match api_key {
-        ApiKey::CreateTopic => Response::CreateTopic,
-        ApiKey::DeleteTopic => Response::DeleteTopic,
-        ApiKey::CommitOffset => Response::CommitOffset,
-        ApiKey::ListTopics => {
-            let count = reader.u32("topic count")?;
-            let mut topics = Vec::with_capacity(count.min(1024) as usize);
-            for _ in 0..count {
-                topics.push((reader.string("topic")?, reader.u32("partitions")?));
-            }
-            Response::ListTopics(topics)
-        }
-        ApiKey::DescribeTopic => {
-            let count = reader.u32("partition count")?;
-            let mut partitions = Vec::with_capacity(count.min(10_000) as usize);
-            for _ in 0..count {
-                partitions.push(PartitionDescription {
-                    partition: reader.u32("partition")?,
-                    log_start_offset: reader.u64("log start")?,
-                    log_end_offset: reader.u64("log end")?,
-                    high_watermark: Some(reader.u64("high watermark")?).filter(|&offset| offset != u64::MAX),
-                    segments: reader.u32("segments")?,
-                    bytes: reader.u64("bytes")?,
-                    leader_epoch: reader.u32("leader epoch")?,
-                });
-            }
-            Response::DescribeTopic(partitions)
-        }
-        ApiKey::Produce => Response::Produce {
-            base_offset: reader.u64("base offset")?,
-            next_offset: reader.u64("next offset")?,
-            duplicate: reader.u8("duplicate")? != 0,
-        },
-        ApiKey::Fetch => Response::Fetch {
-            high_watermark: reader.u64("high watermark")?,
-            log_start_offset: reader.u64("log start")?,
-            next_offset: reader.u64("next offset")?,
-            batches: reader.bytes("batches")?,
-        },
-        ApiKey::ListOffsets => Response::ListOffsets {
-            log_start_offset: reader.u64("log start")?,
-            log_end_offset: reader.u64("log end")?,
-            high_watermark: reader.u64("high watermark")?,
-        },
-        ApiKey::FetchOffset => Response::FetchOffset(match reader.u8("state")? {
-            0 => CommittedState::None,
-            1 => CommittedState::Valid(reader.u64("offset")?),
-            2 => CommittedState::OutOfRange {
-                committed: reader.u64("committed")?,
-                log_start_offset: reader.u64("log start")?,
-                log_end_offset: reader.u64("log end")?,
-            },
-            _ => return Err(ProtocolError::Invalid("unknown committed-offset state")),
-        }),
-        ApiKey::InitProducer => Response::InitProducer { producer_id: reader.u64("producer id")? },
-        ApiKey::FindOffset => {
-            let offset = reader.u64("offset")?;
-            Response::FindOffset { offset: (offset != u64::MAX).then_some(offset) }
-        }
-        ApiKey::ReplicaHello => Response::ReplicaChallenge { nonce: reader.bytes("nonce")? },
-        ApiKey::ReplicaAuth => {
-            Response::ReplicaAuth { leader_id: reader.u64("leader id")?, leader_epoch: reader.u32("leader epoch")? }
-        }
-        ApiKey::ReplicaFetch => Response::ReplicaFetch {
-            high_watermark: Some(reader.u64("high watermark")?).filter(|&offset| offset != u64::MAX),
-            log_start_offset: reader.u64("log start")?,
-            log_end_offset: reader.u64("log end")?,
-            leader_epoch: reader.u32("leader epoch")?,
-            uncompressed_bytes: reader.u32("uncompressed bytes")?,
-            compressed: reader.bytes("compressed batches")?,
-        },
-        ApiKey::EpochEndOffset => {
-            let known = match reader.u8("epoch known")? {
-                0 => false,
-                1 => true,
-                _ => return Err(ProtocolError::Invalid("epoch flag must be 0 or 1")),
-            };
-            let epoch = reader.u32("epoch")?;
-            if !known && epoch != 0 {
-                return Err(ProtocolError::Invalid("an unknown epoch must be sent as 0"));
-            }
-            Response::EpochEndOffset {
-                epoch: known.then_some(epoch),
-                end_offset: reader.u64("end offset")?,
-                log_start_offset: reader.u64("log start")?,
-            }
-        }
-        ApiKey::TopicConfigs => {
-            let count = reader.u32("topic count")?;
-            let mut topics = Vec::with_capacity(count.min(1024) as usize);
-            for _ in 0..count {
-                let name = reader.string("topic")?;
-                let settings = TopicSettings {
-                    partitions: reader.u32("partitions")?,
-                    retention_bytes: reader.u64("retention bytes")?,
-                    retention_ms: reader.u64("retention ms")?,
-                    segment_bytes: reader.u64("segment bytes")?,
-                };
-                topics.push((name, settings));
-            }
-            Response::TopicConfigs(topics)
-        }
-        ApiKey::ReplicaFetchMany => decode_replica_fetched_many(reader)?,
-        ApiKey::GroupOffsets => {
-            let count = reader.u32("group count")?;
-            let mut groups = Vec::with_capacity(count.min(1024) as usize);
-            for _ in 0..count {
-                groups.push((reader.string("group")?, reader.u64("offset")?));
-            }
-            Response::GroupOffsets(groups)
-        }
-    })
+    *response.trailing_mut().expect("a response with a trailing length has a trailing field") = frame;
+    Ok((header.correlation_id, Ok(response)))
 }

@@ -1,5 +1,7 @@
 //! The field codec: little-endian [`Writer`] and [`Reader`], frame lengths.
 
+use super::request::REQUEST_HEADER_BYTES;
+use super::response::RESPONSE_HEADER_BYTES;
 use super::types::*;
 
 /// Appends little-endian fields to a buffer.
@@ -31,6 +33,10 @@ impl<'a> Writer<'a> {
     }
     pub(super) fn bytes(&mut self, value: &[u8]) {
         self.u32(value.len() as u32);
+        self.raw(value);
+    }
+    /// Bytes without a length: the rest of a byte string whose length is written.
+    pub(super) fn raw(&mut self, value: &[u8]) {
         self.out.extend_from_slice(value);
     }
 }
@@ -98,7 +104,10 @@ pub fn frame_length(prefix: [u8; 4], limit: usize) -> Result<usize, ProtocolErro
     Ok(frame_bytes)
 }
 
-pub(super) fn finish_frame(out: &mut [u8], start: usize) {
-    let frame_bytes = (out.len() - start - LENGTH_PREFIX_BYTES) as u32;
+/// Fill in the length prefix of the frame that starts at `start` in `out`
+/// and goes on for `trailing_bytes` written separately.
+pub(super) fn finish_frame(out: &mut [u8], start: usize, trailing_bytes: usize) {
+    let frame_bytes =
+        u32::try_from(out.len() - start - LENGTH_PREFIX_BYTES + trailing_bytes).expect("a frame under 4 GiB");
     out[start..start + LENGTH_PREFIX_BYTES].copy_from_slice(&frame_bytes.to_le_bytes());
 }

@@ -13,8 +13,8 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::answer_body::answer_body;
 use super::high_watermark;
-use super::leader::answer_body;
 use crate::protocol::{
     ErrorCode, ErrorResponse, ReplicaFetchPartition, ReplicaFetchedPartition, Request, Response,
     REPLICA_FETCHED_PARTITION_FIXED_BYTES,
@@ -24,7 +24,6 @@ use crate::shard::context::ShardContext;
 use crate::shard::mesh::{Outcome, ShardRequest};
 use crate::shard::partition_replication::FetchWake;
 use crate::shard::partitions::OwnedPartition;
-use crate::shard::wire_error::storage_error_code;
 use crate::shard::{owner_of, ShardId};
 
 /// Bytes of a frame kept for the response header and the answer's own fields.
@@ -294,8 +293,13 @@ async fn read_for_follower(
     offset: u64,
     budget: &mut AnswerBudget,
 ) -> Result<Option<(u32, Vec<u8>)>, ErrorCode> {
-    let batches =
-        owned.log.read_written(offset, budget.read_bytes()).await.map_err(|failure| storage_error_code(&failure))?;
+    let batches = owned.log.read_written(offset, budget.read_bytes()).await.map_err(|_| {
+        // Whatever the storage failure (closed by a topic deletion, a
+        // segment retention just removed), the entry says `storage_failed`:
+        // the follower evicts the partition and checks it again, and a
+        // code such as `shutting_down` would claim the node is stopping.
+        ErrorCode::StorageFailed
+    })?;
     if batches.batch_count == 0 {
         return Ok(None);
     }

@@ -15,6 +15,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::answer_body::{decode_fetched, Fetched};
 use super::connection::{CallError, ReplicaConnection};
 use super::divergence::{next_step, LeaderAnswer, LocalLog, Step};
 use crate::protocol::{ErrorCode, ErrorResponse, ReplicaFetchPartition, ReplicaFetchedPartition, Request, Response};
@@ -510,65 +511,6 @@ async fn mirror_group_offsets(
     Ok(())
 }
 
-/// Where a decoded answer's batches are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fetched {
-    /// The body was stored raw: it is the batches.
-    Raw,
-    /// The body was an lz4 block, decompressed into the buffer (this long).
-    Decompressed(usize),
-}
-
-/// Decode a leader's answer body: stored raw when exactly
-/// `uncompressed_bytes` long, else an lz4 block decompressed into `buffer`
-/// (reused across reads; at most `limit` bytes, however large the answer
-/// claims to be). Either way it must be a whole number of batches. Each
-/// batch's CRC is checked when it is appended.
-pub fn decode_fetched(
-    uncompressed_bytes: u32,
-    body: &[u8],
-    limit: usize,
-    max_batch_bytes: usize,
-    buffer: &mut Vec<u8>,
-) -> Result<Fetched, String> {
-    let length = uncompressed_bytes as usize;
-    if length > limit {
-        return Err(format!("{uncompressed_bytes} uncompressed bytes, over the limit of {limit}"));
-    }
-    let fetched = if body.len() == length {
-        Fetched::Raw
-    } else {
-        if buffer.len() < length {
-            buffer.resize(length, 0);
-        }
-        let written = lz4_flex::block::decompress_into(body, &mut buffer[..length])
-            .map_err(|error| format!("bad lz4 block: {error}"))?;
-        if written != length {
-            return Err(format!("lz4 block holds {written} bytes, the answer said {length}"));
-        }
-        Fetched::Decompressed(length)
-    };
-    let batches = match fetched {
-        Fetched::Raw => body,
-        Fetched::Decompressed(_) => &buffer[..length],
-    };
-    // The one header walk: its shape check rejects a length shorter than a
-    // batch header (a zero length never advanced: found by the fuzzer as a
-    // hang).
-    let mut walk = crate::storage::batch::HeaderWalk::new(&batches[..length], 0);
-    for step in walk.by_ref() {
-        let (position, header) = step.map_err(|(position, error)| format!("batch at {position}: {error}"))?;
-        let batch_bytes = header.batch_bytes as usize;
-        if batch_bytes > max_batch_bytes || batch_bytes > length - position {
-            return Err(format!("batch of {batch_bytes} bytes at {position} does not fit the answer"));
-        }
-    }
-    if walk.position() != length {
-        return Err(format!("the answer ends inside a batch header at {}", walk.position()));
-    }
-    Ok(fetched)
-}
-
 /// Most rounds of the divergence check: each round that does not settle
 /// cuts at least one local epoch, so this bounds a hostile leader only.
 const MAX_DIVERGENCE_ROUNDS: usize = 1024;
@@ -657,7 +599,7 @@ async fn reset_behind_leader(owned: &OwnedPartition, local_end: u64, leader_star
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::batch::{BatchBuilder, BATCH_HEADER_BYTES};
+    use crate::storage::batch::BatchBuilder;
 
     #[test]
     fn waiting_for_a_log_closed_under_the_follower_ends_instead_of_spinning_the_shard() {
@@ -687,26 +629,5 @@ mod tests {
         });
         let outcome = receiver.recv_timeout(Duration::from_secs(20)).expect("the wait spun on the closed log");
         assert!(outcome.is_err(), "{outcome:?}");
-    }
-
-    #[test]
-    fn an_answer_with_a_zero_length_batch_is_refused_instead_of_looping() {
-        // Found by the replication_decode fuzz target: a header claiming 0
-        // bytes never advanced the walk over the answer's batches.
-        let body = vec![0u8; BATCH_HEADER_BYTES * 2];
-        let outcome = decode_fetched(body.len() as u32, &body, 1 << 20, 1 << 20, &mut Vec::new());
-        assert!(outcome.is_err(), "{outcome:?}");
-    }
-
-    #[test]
-    fn a_raw_answer_of_whole_batches_decodes() {
-        let mut builder = BatchBuilder::new();
-        builder.push(1, None, b"value", &[]);
-        let mut body = builder.finish().to_vec();
-        body.extend_from_slice(&body.clone());
-        let outcome = decode_fetched(body.len() as u32, &body, 1 << 20, 1 << 20, &mut Vec::new());
-        assert!(matches!(outcome, Ok(Fetched::Raw)), "{outcome:?}");
-        let cut = &body[..body.len() - 1];
-        assert!(decode_fetched(cut.len() as u32, cut, 1 << 20, 1 << 20, &mut Vec::new()).is_err());
     }
 }

@@ -7,6 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::answer_body::answer_body;
 use super::high_watermark;
 use crate::protocol::{ErrorCode, Response};
 use crate::runtime::clock::monotonic_ms;
@@ -14,79 +15,10 @@ use crate::shard::context::ShardContext;
 use crate::shard::mesh::Outcome;
 use crate::shard::partitions::OwnedPartition;
 use crate::shard::wire_error::{refusal, storage_error};
-use crate::state::progress::FollowerProgress;
 use crate::storage::ReadBatches;
-
-thread_local! {
-    /// Compression scratch space, reused so each answer does not allocate
-    /// and zero a worst-case-sized output buffer.
-    static COMPRESS_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// lz4-compress `input` into an exactly sized vector.
-fn compress(input: &[u8]) -> Vec<u8> {
-    COMPRESS_SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
-        let needed = lz4_flex::block::get_maximum_output_size(input.len());
-        if scratch.len() < needed {
-            scratch.resize(needed, 0);
-        }
-        match lz4_flex::block::compress_into(input, &mut scratch[..needed]) {
-            Ok(length) => scratch[..length].to_vec(),
-            // Cannot happen with a worst-case-sized buffer; fall back to the allocating form.
-            Err(_) => lz4_flex::block::compress(input),
-        }
-    })
-}
-
-/// After an answer lz4 could not shrink below 7/8 of its size, this many
-/// answers to the same follower go stored raw before lz4 is tried again:
-/// on data that does not compress (already compressed or encrypted
-/// payloads) lz4 only costs CPU on both ends.
-const RAW_ANSWERS_AFTER_MISS: u64 = 32;
-
-/// The answer's body: an lz4 block, or the batches themselves ("stored
-/// raw", which the follower recognises by the body being exactly
-/// `uncompressed_bytes` long: an lz4 block that long is never sent).
-pub(crate) fn encode_answer(batches: Vec<u8>, progress: &FollowerProgress) -> Vec<u8> {
-    let skip = progress
-        .raw_answers_left
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(1))
-        .is_ok();
-    if skip || batches.is_empty() {
-        return batches;
-    }
-    let compressed = compress(&batches);
-    if compressed.len() * 8 >= batches.len() * 7 {
-        progress.raw_answers_left.store(RAW_ANSWERS_AFTER_MISS, Ordering::Relaxed);
-        return batches;
-    }
-    compressed
-}
 
 /// How often each shard publishes its followers' progress.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
-
-/// The answer body for `batches` read from `offset`: from the partition's
-/// cache when another follower was just sent the same range (one lz4 pass
-/// per range, not per follower), else encoded and cached when compressed.
-pub(crate) fn answer_body(
-    owned: &OwnedPartition,
-    progress: &FollowerProgress,
-    offset: u64,
-    batches: ReadBatches,
-) -> Vec<u8> {
-    let uncompressed_bytes = batches.bytes.len();
-    let key = (offset, batches.next_offset, owned.log.generation());
-    if let Some(body) = owned.replication.cached_answer(key) {
-        return body;
-    }
-    let body = encode_answer(batches.bytes, progress);
-    if body.len() != uncompressed_bytes {
-        owned.replication.cache_answer(key, &body);
-    }
-    body
-}
 
 /// A follower's read of a partition from `offset` (its log end).
 pub async fn replica_fetch(
@@ -235,75 +167,5 @@ impl FollowerLag {
             }
         }
         lag
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{compress, encode_answer, RAW_ANSWERS_AFTER_MISS};
-    use crate::replication::follower::{decode_fetched, Fetched};
-    use crate::state::progress::ReplicationProgress;
-    use crate::storage::batch::BatchBuilder;
-
-    fn batches(value: impl Fn(usize) -> Vec<u8>) -> Vec<u8> {
-        let mut builder = BatchBuilder::new();
-        for index in 0..64 {
-            builder.push(0, None, &value(index), &[]);
-        }
-        builder.finish().to_vec()
-    }
-
-    fn noise(seed: usize) -> Vec<u8> {
-        let mut x = seed as u64 * 2_654_435_761 + 1;
-        (0..1024)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
-    fn decoded(body: &[u8], length: usize) -> (Fetched, Vec<u8>) {
-        let mut buffer = Vec::new();
-        let fetched = decode_fetched(length as u32, body, 1 << 24, 1 << 24, &mut buffer).unwrap();
-        let bytes = match fetched {
-            Fetched::Raw => body.to_vec(),
-            Fetched::Decompressed(length) => buffer[..length].to_vec(),
-        };
-        (fetched, bytes)
-    }
-
-    #[test]
-    fn incompressible_answers_go_raw_for_a_while_then_lz4_is_tried_again() {
-        let progress = ReplicationProgress::new(1).follower(2);
-        let compressible = batches(|_| vec![b'r'; 1024]);
-        let body = encode_answer(compressible.clone(), &progress);
-        assert!(body.len() < compressible.len() / 10);
-        assert_eq!(
-            decoded(&body, compressible.len()),
-            (Fetched::Decompressed(compressible.len()), compressible.clone())
-        );
-
-        let random = batches(noise);
-        let body = encode_answer(random.clone(), &progress);
-        assert_eq!(decoded(&body, random.len()), (Fetched::Raw, random.clone()), "random data is stored raw");
-        for _ in 0..RAW_ANSWERS_AFTER_MISS {
-            let body = encode_answer(compressible.clone(), &progress);
-            assert_eq!(decoded(&body, compressible.len()), (Fetched::Raw, compressible.clone()), "lz4 not tried");
-        }
-        let body = encode_answer(compressible.clone(), &progress);
-        assert_eq!(decoded(&body, compressible.len()).0, Fetched::Decompressed(compressible.len()), "tried again");
-    }
-
-    #[test]
-    fn compression_with_the_reused_scratch_round_trips_any_size() {
-        for input in
-            [vec![b'r'; 1 << 20], (0..70_000u32).flat_map(|i| i.to_le_bytes()).collect(), vec![7u8; 10], vec![]]
-        {
-            let compressed = compress(&input);
-            assert_eq!(lz4_flex::block::decompress(&compressed, input.len()).unwrap(), input);
-        }
     }
 }

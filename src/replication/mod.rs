@@ -9,6 +9,7 @@
 //! `docs/REPLICATION.md` explains why pull rather than push.
 
 pub mod acks;
+pub mod answer_body;
 pub mod auth;
 pub mod connection;
 pub mod divergence;

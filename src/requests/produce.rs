@@ -13,7 +13,7 @@ use crate::shard::mesh::Outcome;
 use crate::shard::partitions::OwnedPartition;
 use crate::shard::wire_error::{refusal, storage_error};
 use crate::storage::batch::{RecordIter, BATCH_HEADER_BYTES};
-use crate::storage::AppendMode;
+use crate::storage::{AppendMode, Durable, Placed};
 
 /// Append `batch` to the partition and answer once `acks` is met.
 pub async fn produce(context: &ShardContext, owned: &OwnedPartition, acks: Acks, mut batch: Vec<u8>) -> Outcome {
@@ -25,8 +25,8 @@ pub async fn produce(context: &ShardContext, owned: &OwnedPartition, acks: Acks,
     let started = Instant::now();
     let batch_bytes = batch.len() as u64;
     let info = match acks {
-        Acks::None => owned.log.append_placed(&mut batch, mode).await,
-        Acks::Leader | Acks::All => owned.log.append(&mut batch, mode).await,
+        Acks::None => owned.log.append_placed(&mut batch, mode).await.map(Placed::offsets),
+        Acks::Leader | Acks::All => owned.log.append(&mut batch, mode).await.map(Durable::offsets),
     }
     .map_err(storage_error)?;
     if acks == Acks::All {

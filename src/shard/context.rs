@@ -39,6 +39,9 @@ pub struct ShardContext {
     pub cluster: Arc<ClusterState>,
     /// Followers' progress, written by this shard's slot while leading.
     pub progress: Arc<crate::state::progress::ReplicationProgress>,
+    /// Held by a topic creation or deletion on the metadata shard from its
+    /// checks to its last step, so two changes never interleave at an await.
+    pub topic_changes: crate::runtime::Gate,
 }
 
 impl ShardContext {

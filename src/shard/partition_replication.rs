@@ -239,6 +239,7 @@ impl PartitionReplication {
         let current = self.high_watermark.get();
         // Never above what the leader itself has durable, never backwards.
         let next = candidate.max(current.min(durable_end_offset));
+        assert_high_watermark_step(current, next, durable_end_offset);
         if next != current {
             self.high_watermark.set(next);
             self.changed.notify_all();
@@ -259,10 +260,12 @@ impl PartitionReplication {
         if self.catch_up_offset.get().is_none() {
             self.catch_up_offset.set(Some(leader_high_watermark));
         }
-        if leader_high_watermark > self.learned_high_watermark.get() {
+        let learned = self.learned_high_watermark.get();
+        if leader_high_watermark > learned {
             self.learned_high_watermark.set(leader_high_watermark);
             self.changed.notify_all();
         }
+        assert!(self.learned_high_watermark.get() >= learned, "the learned high watermark never falls");
     }
 
     /// Follower: the high watermark learned from the leader.
@@ -287,8 +290,11 @@ impl PartitionReplication {
         self.term_epoch.set(epoch);
         self.term_start_offset.set(durable_end_offset);
         self.followers.borrow_mut().clear();
-        let known = self.learned_high_watermark.get().max(self.high_watermark.get());
-        self.high_watermark.set(known.min(durable_end_offset));
+        let current = self.high_watermark.get();
+        let known = self.learned_high_watermark.get().max(current);
+        let start = known.min(durable_end_offset);
+        assert_high_watermark_step(current, start, durable_end_offset);
+        self.high_watermark.set(start);
         self.changed.notify_all();
     }
 
@@ -358,12 +364,11 @@ impl PartitionReplication {
         in_sync: &[u64],
     ) -> Option<u64> {
         let visible = self.advance_high_watermark(role, epoch, durable_end_offset, in_sync);
+        // A consumer is never shown a record this node does not have durable.
+        assert!(visible <= durable_end_offset, "high watermark {visible} past the durable end {durable_end_offset}");
         if !self.established(role, visible, durable_end_offset) {
             return None;
         }
-        // Consumers must never see the high watermark fall: a lower value
-        // here means committed records were lost or a rule above is wrong,
-        // and serving on would hide it.
         // Consumers must never see the high watermark fall. The durable end
         // can dip below what was shown for a moment (a reset empties the log
         // before it restarts at the leader's log start, across awaits): show
@@ -374,6 +379,7 @@ impl PartitionReplication {
             return None;
         }
         self.served_high_watermark.set(visible);
+        assert!(self.served_high_watermark.get() >= served, "the served high watermark never falls");
         Some(visible)
     }
 
@@ -396,6 +402,18 @@ impl PartitionReplication {
     pub fn leader_high_watermark(&self) -> u64 {
         self.high_watermark.get()
     }
+}
+
+/// A leader's stored high watermark moves forward, or falls only to the
+/// leader's own durable end (a disk-full rollback or a reset lowered it:
+/// what it removed was never committed, and consumers are held back by
+/// `visible_high_watermark`); it never lies past that durable end.
+fn assert_high_watermark_step(current: u64, next: u64, durable_end_offset: u64) {
+    assert!(next <= durable_end_offset, "high watermark {next} past the leader's durable end {durable_end_offset}");
+    assert!(
+        next >= current || next == durable_end_offset,
+        "high watermark fell from {current} to {next}, above the durable end {durable_end_offset}"
+    );
 }
 
 #[cfg(test)]
@@ -482,6 +500,27 @@ mod tests {
         assert_eq!(state.visible_high_watermark(Role::Follower, 2, 40, &[]), None);
         state.learn_high_watermark(Some(300));
         assert_eq!(state.visible_high_watermark(Role::Follower, 2, 300, &[]), Some(300));
+    }
+
+    #[test]
+    fn a_leader_high_watermark_falls_only_to_a_durable_end_that_fell() {
+        let state = PartitionReplication::default();
+        assert_eq!(state.advance_leader_high_watermark(50, &[]), 50);
+        assert_eq!(state.advance_leader_high_watermark(30, &[]), 30, "a rollback lowered the durable end");
+        assert_eq!(state.advance_leader_high_watermark(60, &[]), 60);
+        assert_high_watermark_step(60, 60, 60);
+    }
+
+    #[test]
+    #[should_panic(expected = "high watermark fell")]
+    fn a_high_watermark_that_falls_above_the_durable_end_fires_the_assertion() {
+        assert_high_watermark_step(60, 40, 80);
+    }
+
+    #[test]
+    #[should_panic(expected = "past the leader's durable end")]
+    fn a_high_watermark_past_the_durable_end_fires_the_assertion() {
+        assert_high_watermark_step(60, 90, 80);
     }
 
     #[test]

@@ -12,8 +12,12 @@ use super::topics::TopicMeta;
 use super::wire_error::{refusal, storage_error};
 use crate::protocol::{ErrorCode, ErrorResponse, Response, TopicSettings};
 
-/// Create a topic on every shard.
+/// Create a topic on every shard. Serialised with other topic changes: two
+/// creations of one name racing past the existence check would both store
+/// their settings and both answer success, and racing creations could pass
+/// `limits.max_topics` together.
 pub async fn apply_create_topic(context: &Rc<ShardContext>, name: &str, settings: &TopicSettings) -> Outcome {
+    let _serialised = context.topic_changes.acquire().await;
     let meta = TopicMeta {
         name: name.to_string(),
         partitions: settings.partitions.max(1),
@@ -43,13 +47,15 @@ pub async fn apply_create_topic(context: &Rc<ShardContext>, name: &str, settings
 
 /// Delete a topic on every shard (same rule as [`apply_create_topic`]).
 pub async fn apply_delete_topic(context: &Rc<ShardContext>, name: &str) -> Outcome {
+    let _serialised = context.topic_changes.acquire().await;
     if context.registry.get(name).is_none() {
         return Err(refusal(ErrorCode::UnknownTopic, format!("topic {name}")));
     }
     context.registry.remove(name);
     broadcast(context, TopicChange::Drop(name.to_string())).await?;
-    let dir = TopicMeta::dir(context.data_dir(), name);
-    crate::runtime::run_blocking(move || std::fs::remove_dir_all(&dir))
+    let data_dir = context.data_dir().to_path_buf();
+    let topic = name.to_string();
+    crate::runtime::run_blocking(move || TopicMeta::remove(&data_dir, &topic))
         .await
         .map_err(|failure| refusal(ErrorCode::StorageFailed, format!("cannot delete topic {name}: {failure}")))?;
     tracing::info!(target: "ringlog::shard", topic = name, "topic deleted");

@@ -67,7 +67,7 @@ impl TopicMeta {
         if self.partitions == 0 || self.partitions > max_partitions {
             return Err(format!("partitions must be in 1..={max_partitions}, got {}", self.partitions));
         }
-        self.storage_config(defaults).validate()
+        self.storage_config(defaults).validate().map_err(|error| error.to_string())
     }
 
     /// Write `topic.json` durably (creating the directory).
@@ -79,8 +79,37 @@ impl TopicMeta {
         crate::storage::io::sync_directory(&data_dir.join("topics"))
     }
 
-    /// Load every topic under `DATA/topics`.
+    /// Delete the topic's files. The commit point is one atomic rename of
+    /// its directory out of `DATA/topics` into `DATA/deleted-topics`: a
+    /// crash before it keeps the whole topic, after it the topic is gone
+    /// even if removing its files did not finish (the next start removes
+    /// the rest), and a new topic of the same name never finds old files.
+    /// Returns whether every file is gone already.
+    pub fn remove(data_dir: &Path, name: &str) -> std::io::Result<bool> {
+        let graveyard = graveyard_dir(data_dir);
+        std::fs::create_dir_all(&graveyard)?;
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_nanos());
+        let buried = graveyard.join(format!("{name}.{nanos}"));
+        std::fs::rename(Self::dir(data_dir, name), &buried)?;
+        crate::storage::io::sync_directory(&data_dir.join("topics"))?;
+        crate::storage::io::sync_directory(&graveyard)?;
+        match std::fs::remove_dir_all(&buried) {
+            Ok(()) => Ok(true),
+            Err(error) => {
+                tracing::warn!(target: "ringlog::shard", %error, dir = %buried.display(),
+                    "deleted topic's files not all removed; the next start removes the rest");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Load every topic under `DATA/topics`, first removing what deletions
+    /// interrupted by a crash left in `DATA/deleted-topics`.
     pub fn load_all(data_dir: &Path) -> std::io::Result<Vec<TopicMeta>> {
+        let graveyard = graveyard_dir(data_dir);
+        if graveyard.exists() {
+            std::fs::remove_dir_all(&graveyard)?;
+        }
         let topics_dir = data_dir.join("topics");
         std::fs::create_dir_all(&topics_dir)?;
         let mut topics = Vec::new();
@@ -99,6 +128,12 @@ impl TopicMeta {
         topics.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(topics)
     }
+}
+
+/// Where deleted topics' directories wait for removal: outside
+/// `DATA/topics`, so no start and no new topic ever reads their files.
+fn graveyard_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("deleted-topics")
 }
 
 /// Immutable set of topics.
@@ -145,6 +180,25 @@ impl TopicRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deleted_topic_leaves_nothing_a_new_topic_of_its_name_or_a_restart_could_read() {
+        let data = tempfile::tempdir().unwrap();
+        let meta = TopicMeta { name: "t".into(), partitions: 1, retention_bytes: 0, retention_ms: 0, segment_bytes: 0 };
+        meta.store(data.path()).unwrap();
+        let partition = TopicMeta::partition_dir(data.path(), "t", 0);
+        std::fs::create_dir_all(&partition).unwrap();
+        std::fs::write(partition.join("00000000000000000000.log"), b"old records").unwrap();
+        assert!(TopicMeta::remove(data.path(), "t").unwrap());
+        assert!(!TopicMeta::dir(data.path(), "t").exists());
+        assert!(TopicMeta::load_all(data.path()).unwrap().is_empty());
+        // A crash after the rename left the files: the next start removes them.
+        let leftover = graveyard_dir(data.path()).join("t.1");
+        std::fs::create_dir_all(leftover.join("0")).unwrap();
+        std::fs::write(leftover.join(TOPIC_FILE), b"{}").unwrap();
+        assert!(TopicMeta::load_all(data.path()).unwrap().is_empty());
+        assert!(!graveyard_dir(data.path()).exists(), "what a crash left is removed at start");
+    }
 
     #[test]
     fn topic_names_follow_the_spec() {

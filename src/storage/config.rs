@@ -1,6 +1,7 @@
 //! Storage settings: durability policy, segment and index sizes, limits.
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 /// When appended bytes are made durable with fdatasync (spec §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -48,7 +49,10 @@ pub struct StorageConfig {
     /// Size of one aligned write buffer of a partition.
     pub write_buffer_bytes: usize,
     /// Write buffers a partition may fill before appends wait for the disk.
-    pub write_buffers_max: usize,
+    /// `write_buffers_max`, its name before the `max_<what>` convention, is
+    /// still read so that older config files load.
+    #[serde(alias = "write_buffers_max")]
+    pub max_write_buffers: usize,
     /// Space reserved ahead of the write position with fallocate.
     pub preallocate_bytes: u64,
     /// Largest accepted batch, header included.
@@ -84,7 +88,7 @@ impl Default for StorageConfig {
             retention_ms: 0,
             index_interval_bytes: 4096,
             write_buffer_bytes: 1 << 20,
-            write_buffers_max: 4,
+            max_write_buffers: 4,
             preallocate_bytes: 64 << 20,
             max_batch_bytes: 16 << 20,
             max_producers_per_partition: 10_000,
@@ -98,39 +102,165 @@ impl Default for StorageConfig {
     }
 }
 
+/// Keys read under an older name: (older name, current name). serde reads
+/// them from files (`#[serde(alias)]`); the environment loader maps them.
+const RENAMED_KEYS: [(&str, &str); 1] = [("write_buffers_max", "max_write_buffers")];
+
+/// The current name of a `[storage]` key that may be spelled the older way.
+pub fn current_key_name(key: &str) -> &str {
+    RENAMED_KEYS.iter().find(|(older, _)| *older == key).map_or(key, |(_, current)| current)
+}
+
+/// The older name of a `[storage]` key, if it was renamed.
+pub fn older_key_name(key: &str) -> Option<&'static str> {
+    RENAMED_KEYS.iter().find(|(_, current)| *current == key).map(|(older, _)| *older)
+}
+
 /// Largest segment: index entries store positions as u32.
 pub const MAX_SEGMENT_BYTES: u64 = u32::MAX as u64;
 /// Alignment of every direct write (and of write buffers).
 pub const DIRECT_IO_ALIGNMENT: usize = 4096;
 
+/// A storage setting the engine cannot honour: which key, the value it
+/// has, and what it must be.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    /// A setting lies outside the range the engine supports.
+    #[error("{key} must be in {min}..={max}, got {value}")]
+    OutOfRange {
+        /// The config key.
+        key: &'static str,
+        /// Its value.
+        value: u64,
+        /// Smallest accepted value.
+        min: u64,
+        /// Largest accepted value.
+        max: u64,
+    },
+    /// A buffer size direct I/O cannot use.
+    #[error("{key} must be a multiple of {alignment} and at least {min}, got {value}")]
+    Unaligned {
+        /// The config key.
+        key: &'static str,
+        /// Its value.
+        value: u64,
+        /// The alignment every direct write needs.
+        alignment: u64,
+        /// Smallest accepted value.
+        min: u64,
+    },
+    /// A setting bounded by another setting.
+    #[error("{key} must be in {min}..={bound_key}, got {value} ({bound_key} is {bound})")]
+    AboveSetting {
+        /// The config key.
+        key: &'static str,
+        /// Its value.
+        value: u64,
+        /// Smallest accepted value.
+        min: u64,
+        /// The key that bounds it.
+        bound_key: &'static str,
+        /// That key's value.
+        bound: u64,
+    },
+    /// `fsync = "interval"` with no period to fdatasync at.
+    #[error("fsync_interval_ms must be > 0 with fsync = interval")]
+    NoFsyncInterval,
+}
+
+/// `value` of `key` within `min..=max`.
+fn check_range(key: &'static str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::OutOfRange { key, value, min, max })
+}
+
 impl StorageConfig {
     /// Check the settings for values the engine cannot honour.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.segment_bytes < 4096 || self.segment_bytes > MAX_SEGMENT_BYTES {
-            return Err(format!("segment_bytes must be in 4096..={MAX_SEGMENT_BYTES}, got {}", self.segment_bytes));
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_range("segment_bytes", self.segment_bytes, 4096, MAX_SEGMENT_BYTES)?;
+        let alignment = DIRECT_IO_ALIGNMENT as u64;
+        let write_buffer_bytes = self.write_buffer_bytes as u64;
+        if write_buffer_bytes < alignment * 2 || write_buffer_bytes % alignment != 0 {
+            let key = "write_buffer_bytes";
+            return Err(ConfigError::Unaligned { key, value: write_buffer_bytes, alignment, min: alignment * 2 });
         }
-        if self.write_buffer_bytes < DIRECT_IO_ALIGNMENT * 2 || self.write_buffer_bytes % DIRECT_IO_ALIGNMENT != 0 {
-            return Err(format!(
-                "write_buffer_bytes must be a multiple of {DIRECT_IO_ALIGNMENT} and at least {}, got {}",
-                DIRECT_IO_ALIGNMENT * 2,
-                self.write_buffer_bytes
-            ));
-        }
-        if !(1..=64).contains(&self.write_buffers_max) {
-            return Err(format!("write_buffers_max must be in 1..=64, got {}", self.write_buffers_max));
-        }
-        if !(1..=16).contains(&self.read_ahead_depth) {
-            return Err(format!("read_ahead_depth must be in 1..=16, got {}", self.read_ahead_depth));
-        }
-        if self.index_interval_bytes == 0 {
-            return Err("index_interval_bytes must be > 0".into());
-        }
-        if self.max_batch_bytes < 1024 || self.max_batch_bytes as u64 > self.segment_bytes {
-            return Err(format!("max_batch_bytes must be in 1024..=segment_bytes, got {}", self.max_batch_bytes));
+        check_range("max_write_buffers", self.max_write_buffers as u64, 1, 64)?;
+        check_range("read_ahead_depth", u64::from(self.read_ahead_depth), 1, 16)?;
+        check_range("index_interval_bytes", u64::from(self.index_interval_bytes), 1, u64::from(u32::MAX))?;
+        let max_batch_bytes = self.max_batch_bytes as u64;
+        if max_batch_bytes < 1024 || max_batch_bytes > self.segment_bytes {
+            return Err(ConfigError::AboveSetting {
+                key: "max_batch_bytes",
+                value: max_batch_bytes,
+                min: 1024,
+                bound_key: "segment_bytes",
+                bound: self.segment_bytes,
+            });
         }
         if self.fsync == FsyncPolicy::Interval && self.fsync_interval_ms == 0 {
-            return Err("fsync_interval_ms must be > 0 with fsync = interval".into());
+            return Err(ConfigError::NoFsyncInterval);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_write_buffers_loads_under_its_name_and_under_its_older_spelling() {
+        let current: StorageConfig = toml::from_str("max_write_buffers = 7").unwrap();
+        let older: StorageConfig = toml::from_str("write_buffers_max = 7").unwrap();
+        assert_eq!((current.max_write_buffers, older.max_write_buffers), (7, 7));
+        assert_eq!(current, older);
+        let rendered = toml::to_string(&current).unwrap();
+        assert!(rendered.contains("max_write_buffers = 7"), "written under its current name: {rendered}");
+    }
+
+    #[test]
+    fn default_settings_are_valid() {
+        assert_eq!(StorageConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn each_invalid_setting_is_named_with_its_value_and_what_it_must_be() {
+        let cases = [
+            (
+                StorageConfig { segment_bytes: 100, ..Default::default() },
+                "segment_bytes must be in 4096..=4294967295, got 100",
+            ),
+            (
+                StorageConfig { write_buffer_bytes: 5000, ..Default::default() },
+                "write_buffer_bytes must be a multiple of 4096 and at least 8192, got 5000",
+            ),
+            (
+                StorageConfig { max_write_buffers: 0, ..Default::default() },
+                "max_write_buffers must be in 1..=64, got 0",
+            ),
+            (
+                StorageConfig { read_ahead_depth: 17, ..Default::default() },
+                "read_ahead_depth must be in 1..=16, got 17",
+            ),
+            (
+                StorageConfig { index_interval_bytes: 0, ..Default::default() },
+                "index_interval_bytes must be in 1..=4294967295, got 0",
+            ),
+            (
+                StorageConfig { segment_bytes: 8192, max_batch_bytes: 9000, ..Default::default() },
+                "max_batch_bytes must be in 1024..=segment_bytes, got 9000 (segment_bytes is 8192)",
+            ),
+            (
+                StorageConfig { fsync: FsyncPolicy::Interval, fsync_interval_ms: 0, ..Default::default() },
+                "fsync_interval_ms must be > 0 with fsync = interval",
+            ),
+        ];
+        for (config, message) in cases {
+            assert_eq!(config.validate().unwrap_err().to_string(), message);
+        }
+        let error = StorageConfig { max_write_buffers: 65, ..Default::default() }.validate().unwrap_err();
+        assert_eq!(error, ConfigError::OutOfRange { key: "max_write_buffers", value: 65, min: 1, max: 64 });
     }
 }

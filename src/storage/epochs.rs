@@ -139,12 +139,18 @@ impl EpochHistory {
 mod tests {
     use super::*;
 
+    /// A history built by assigning each (epoch, start offset) in turn.
+    fn history_of(epochs: &[(u32, u64)]) -> EpochHistory {
+        let mut history = EpochHistory::default();
+        for &(epoch, start_offset) in epochs {
+            assert!(history.assign(epoch, start_offset), "epoch {epoch} at {start_offset} is news");
+        }
+        history
+    }
+
     #[test]
     fn divergence_point_is_start_of_next_epoch() {
-        let mut history = EpochHistory::default();
-        history.assign(1, 0);
-        history.assign(3, 100);
-        history.assign(4, 250);
+        let history = history_of(&[(1, 0), (3, 100), (4, 250)]);
         assert_eq!(history.end_offset_for(1, 300), Some((1, 100)));
         assert_eq!(history.end_offset_for(2, 300), Some((1, 100)));
         assert_eq!(history.end_offset_for(4, 300), Some((4, 300)));
@@ -153,9 +159,7 @@ mod tests {
 
     #[test]
     fn checkpoint_round_trips_and_detects_damage() {
-        let mut history = EpochHistory::default();
-        history.assign(2, 10);
-        history.assign(5, 77);
+        let history = history_of(&[(2, 10), (5, 77)]);
         let mut bytes = history.encode();
         assert_eq!(EpochHistory::decode(&bytes), Some(history));
         bytes[6] ^= 1;
@@ -181,10 +185,7 @@ mod tests {
 
     #[test]
     fn truncation_forgets_epochs_past_the_cut() {
-        let mut history = EpochHistory::default();
-        history.assign(1, 0);
-        history.assign(2, 50);
-        history.assign(3, 80);
+        let mut history = history_of(&[(1, 0), (2, 50), (3, 80)]);
         history.truncate_from_end(60);
         assert_eq!(history.entries(), &[(1, 0), (2, 50)]);
         history.truncate_from_start(55);

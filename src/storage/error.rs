@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 use super::batch::BatchError;
+use super::config::ConfigError;
 
 /// Errors of the storage engine.
 #[derive(Debug, Error)]
@@ -69,7 +70,10 @@ pub enum StorageError {
     },
     /// A setting is out of range.
     #[error("invalid storage config: {0}")]
-    Config(String),
+    Config(#[from] ConfigError),
+    /// A consumer-group name is empty, too long or has control characters.
+    #[error("invalid consumer group: {0}")]
+    InvalidGroup(String),
     /// An idempotent producer skipped or reordered sequence numbers.
     #[error("out_of_order_sequence: producer {producer_id} sent sequence {received}, expected {expected}")]
     OutOfOrderSequence {
@@ -89,22 +93,6 @@ impl StorageError {
     /// Wrap an I/O error with its operation and path.
     pub fn io(operation: &'static str, path: impl Into<PathBuf>, source: io::Error) -> StorageError {
         StorageError::Io { operation, path: path.into(), source }
-    }
-
-    /// Stable error code for the wire and logs.
-    pub fn code(&self) -> &'static str {
-        match self {
-            StorageError::Io { .. } => "storage_error",
-            StorageError::StorageFailed { .. } => "storage_failed",
-            StorageError::DiskFull { .. } => "disk_full",
-            StorageError::Fenced { .. } => "storage_failed",
-            StorageError::InvalidBatch(_) => "invalid_request",
-            StorageError::OffsetOutOfRange { .. } => "offset_out_of_range",
-            StorageError::Locked { .. } => "locked",
-            StorageError::Config(_) => "invalid_config",
-            StorageError::OutOfOrderSequence { .. } => "out_of_order_sequence",
-            StorageError::Closed(_) => "storage_failed",
-        }
     }
 }
 

@@ -55,6 +55,14 @@ impl Entries {
         }
     }
 
+    /// Keep the first `count` entries of `entry_bytes` each (in memory).
+    fn keep_first(&mut self, count: usize, entry_bytes: usize) {
+        self.make_memory();
+        if let Entries::Memory(bytes) = self {
+            bytes.truncate(count * entry_bytes);
+        }
+    }
+
     /// Load an index file: mapped, with its trailer checked.
     fn load(path: &Path, magic: [u8; 4], entry_bytes: usize) -> std::io::Result<Result<Entries, IndexDefect>> {
         let Some(map) = map_file(path)? else {
@@ -168,6 +176,108 @@ fn map_file(path: &Path) -> std::io::Result<Option<Mmap>> {
     Ok(Some(map))
 }
 
+/// What tells the two index files apart: magic, entry size, and which
+/// values of an entry must increase and which one the log bounds. The file
+/// format, loading and structural checks are shared.
+trait IndexFile: Sized {
+    const MAGIC: [u8; 4];
+    const ENTRY_BYTES: usize;
+    fn from_entries(entries: Entries) -> Self;
+    fn entries(&self) -> &Entries;
+    /// Entry `i` as (its ordering key, the value the log bounds); both
+    /// strictly increase along a valid index.
+    fn ordered_entry(&self, i: usize) -> (i64, u32);
+}
+
+/// Load an index file (mapped, trailer checked), then validate it against
+/// `bound`, the end of what its entries may point at.
+fn load_index<I: IndexFile>(path: &Path, bound: u64) -> std::io::Result<Result<I, IndexDefect>> {
+    let entries = match Entries::load(path, I::MAGIC, I::ENTRY_BYTES)? {
+        Ok(entries) => entries,
+        Err(defect) => return Ok(Err(defect)),
+    };
+    let index = I::from_entries(entries);
+    Ok(validate_index(&index, bound).map(|()| index))
+}
+
+/// The index file's bytes: the entries and their trailer.
+fn index_file_bytes<I: IndexFile>(index: &I) -> Vec<u8> {
+    let entries = index.entries().bytes();
+    [entries, &trailer(I::MAGIC, entries, I::ENTRY_BYTES)[..]].concat()
+}
+
+/// An index from a file's bytes, once its trailer is verified.
+fn index_from_file_bytes<I: IndexFile>(bytes: &[u8]) -> Result<I, IndexDefect> {
+    let entries_bytes = entries_in_file(bytes, I::MAGIC, I::ENTRY_BYTES)?;
+    Ok(I::from_entries(Entries::Memory(bytes[..entries_bytes].to_vec())))
+}
+
+/// Whole entries, strictly increasing, each below `bound`.
+fn validate_index<I: IndexFile>(index: &I, bound: u64) -> Result<(), IndexDefect> {
+    let bytes_len = index.entries().bytes().len();
+    if bytes_len % I::ENTRY_BYTES != 0 {
+        return Err(IndexDefect::PartialEntry);
+    }
+    let mut previous: Option<(i64, u32)> = None;
+    for i in 0..bytes_len / I::ENTRY_BYTES {
+        let (key, bounded) = index.ordered_entry(i);
+        if let Some((previous_key, previous_bounded)) = previous {
+            if key <= previous_key || bounded <= previous_bounded {
+                return Err(IndexDefect::NotMonotonic);
+            }
+        }
+        if u64::from(bounded) >= bound {
+            return Err(IndexDefect::PastLogEnd);
+        }
+        previous = Some((key, bounded));
+    }
+    Ok(())
+}
+
+/// How many of `count` entries satisfy `holds`, which holds for a prefix
+/// of them (entries increase): a binary search.
+fn prefix_length(count: usize, holds: impl Fn(usize) -> bool) -> usize {
+    let (mut low, mut high) = (0usize, count);
+    while low < high {
+        let middle = (low + high) / 2;
+        if holds(middle) {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    low
+}
+
+impl IndexFile for OffsetIndex {
+    const MAGIC: [u8; 4] = OFFSET_INDEX_MAGIC;
+    const ENTRY_BYTES: usize = OFFSET_ENTRY_BYTES;
+    fn from_entries(entries: Entries) -> Self {
+        OffsetIndex { entries }
+    }
+    fn entries(&self) -> &Entries {
+        &self.entries
+    }
+    fn ordered_entry(&self, i: usize) -> (i64, u32) {
+        let (relative_offset, position) = self.entry(i);
+        (i64::from(relative_offset), position)
+    }
+}
+
+impl IndexFile for TimeIndex {
+    const MAGIC: [u8; 4] = TIME_INDEX_MAGIC;
+    const ENTRY_BYTES: usize = TIME_ENTRY_BYTES;
+    fn from_entries(entries: Entries) -> Self {
+        TimeIndex { entries }
+    }
+    fn entries(&self) -> &Entries {
+        &self.entries
+    }
+    fn ordered_entry(&self, i: usize) -> (i64, u32) {
+        self.entry(i)
+    }
+}
+
 impl OffsetIndex {
     /// Number of entries.
     pub fn len(&self) -> usize {
@@ -206,42 +316,21 @@ impl OffsetIndex {
 
     /// Largest entry whose relative offset is <= `relative_offset`.
     pub fn floor(&self, relative_offset: u32) -> Option<(u32, u32)> {
-        let count = self.len();
-        let (mut low, mut high) = (0usize, count);
-        while low < high {
-            let middle = (low + high) / 2;
-            if self.entry(middle).0 <= relative_offset {
-                low = middle + 1;
-            } else {
-                high = middle;
-            }
-        }
-        (low > 0).then(|| self.entry(low - 1))
+        let below = prefix_length(self.len(), |i| self.entry(i).0 <= relative_offset);
+        (below > 0).then(|| self.entry(below - 1))
     }
 
     /// Largest entry whose position is <= `position`: the start of a batch
     /// at or before it (positions grow with offsets).
     pub fn floor_by_position(&self, position: u32) -> Option<(u32, u32)> {
-        let count = self.len();
-        let (mut low, mut high) = (0usize, count);
-        while low < high {
-            let middle = (low + high) / 2;
-            if self.entry(middle).1 <= position {
-                low = middle + 1;
-            } else {
-                high = middle;
-            }
-        }
-        (low > 0).then(|| self.entry(low - 1))
+        let below = prefix_length(self.len(), |i| self.entry(i).1 <= position);
+        (below > 0).then(|| self.entry(below - 1))
     }
 
     /// Drop entries at or past `position` (truncation of the log).
     pub fn truncate_to_position(&mut self, position: u64) {
         let keep = (0..self.len()).take_while(|&i| u64::from(self.entry(i).1) < position).count();
-        self.make_memory();
-        if let Entries::Memory(bytes) = &mut self.entries {
-            bytes.truncate(keep * OFFSET_ENTRY_BYTES);
-        }
+        self.entries.keep_first(keep, OFFSET_ENTRY_BYTES);
     }
 
     /// Copy a mapped index into memory so it can grow again.
@@ -256,46 +345,23 @@ impl OffsetIndex {
 
     /// Load and validate an index file against the segment's valid length.
     pub fn load(path: &Path, log_bytes: u64) -> std::io::Result<Result<OffsetIndex, IndexDefect>> {
-        let entries = match Entries::load(path, OFFSET_INDEX_MAGIC, OFFSET_ENTRY_BYTES)? {
-            Ok(entries) => entries,
-            Err(defect) => return Ok(Err(defect)),
-        };
-        let index = OffsetIndex { entries };
-        Ok(index.validate(log_bytes).map(|()| index))
+        load_index(path, log_bytes)
     }
 
     /// The index file's bytes: the entries and their trailer.
     pub fn file_bytes(&self) -> Vec<u8> {
-        let entries = self.entries.bytes();
-        [entries, &trailer(OFFSET_INDEX_MAGIC, entries, OFFSET_ENTRY_BYTES)[..]].concat()
+        index_file_bytes(self)
     }
 
     /// An index from a file's bytes, once its trailer is verified (fuzzing
     /// and tests; `load` maps the file instead).
     pub fn from_file_bytes(bytes: &[u8]) -> Result<OffsetIndex, IndexDefect> {
-        let entries_bytes = entries_in_file(bytes, OFFSET_INDEX_MAGIC, OFFSET_ENTRY_BYTES)?;
-        Ok(OffsetIndex::from_bytes(bytes[..entries_bytes].to_vec()))
+        index_from_file_bytes(bytes)
     }
 
     /// Check the structural invariants of the index bytes.
     pub fn validate(&self, log_bytes: u64) -> Result<(), IndexDefect> {
-        if self.entries.bytes().len() % OFFSET_ENTRY_BYTES != 0 {
-            return Err(IndexDefect::PartialEntry);
-        }
-        let mut previous: Option<(u32, u32)> = None;
-        for i in 0..self.len() {
-            let (offset, position) = self.entry(i);
-            if let Some((previous_offset, previous_position)) = previous {
-                if offset <= previous_offset || position <= previous_position {
-                    return Err(IndexDefect::NotMonotonic);
-                }
-            }
-            if u64::from(position) >= log_bytes {
-                return Err(IndexDefect::PastLogEnd);
-            }
-            previous = Some((offset, position));
-        }
-        Ok(())
+        validate_index(self, log_bytes)
     }
 
     /// Build from raw bytes (fuzzing and tests).
@@ -345,17 +411,8 @@ impl TimeIndex {
     /// timestamp >= `timestamp_ms`: the last entry whose timestamp is below it.
     /// Every record before that entry's offset is older than `timestamp_ms`.
     pub fn scan_start(&self, timestamp_ms: i64) -> Option<u32> {
-        let count = self.len();
-        let (mut low, mut high) = (0usize, count);
-        while low < high {
-            let middle = (low + high) / 2;
-            if self.entry(middle).0 < timestamp_ms {
-                low = middle + 1;
-            } else {
-                high = middle;
-            }
-        }
-        (low > 0).then(|| self.entry(low - 1).1)
+        let older = prefix_length(self.len(), |i| self.entry(i).0 < timestamp_ms);
+        (older > 0).then(|| self.entry(older - 1).1)
     }
 
     /// Copy a mapped index into memory so it can grow again.
@@ -366,10 +423,7 @@ impl TimeIndex {
     /// Drop entries whose relative offset is >= `relative_offset`.
     pub fn truncate_to_offset(&mut self, relative_offset: u32) {
         let keep = (0..self.len()).take_while(|&i| self.entry(i).1 < relative_offset).count();
-        self.make_memory();
-        if let Entries::Memory(bytes) = &mut self.entries {
-            bytes.truncate(keep * TIME_ENTRY_BYTES);
-        }
+        self.entries.keep_first(keep, TIME_ENTRY_BYTES);
     }
 
     /// Raw bytes, for writing the index file.
@@ -379,46 +433,23 @@ impl TimeIndex {
 
     /// Load and validate a time index file against the segment's record count.
     pub fn load(path: &Path, next_relative_offset: u64) -> std::io::Result<Result<TimeIndex, IndexDefect>> {
-        let entries = match Entries::load(path, TIME_INDEX_MAGIC, TIME_ENTRY_BYTES)? {
-            Ok(entries) => entries,
-            Err(defect) => return Ok(Err(defect)),
-        };
-        let index = TimeIndex { entries };
-        Ok(index.validate(next_relative_offset).map(|()| index))
+        load_index(path, next_relative_offset)
     }
 
     /// The index file's bytes: the entries and their trailer.
     pub fn file_bytes(&self) -> Vec<u8> {
-        let entries = self.entries.bytes();
-        [entries, &trailer(TIME_INDEX_MAGIC, entries, TIME_ENTRY_BYTES)[..]].concat()
+        index_file_bytes(self)
     }
 
     /// An index from a file's bytes, once its trailer is verified (fuzzing
     /// and tests; `load` maps the file instead).
     pub fn from_file_bytes(bytes: &[u8]) -> Result<TimeIndex, IndexDefect> {
-        let entries_bytes = entries_in_file(bytes, TIME_INDEX_MAGIC, TIME_ENTRY_BYTES)?;
-        Ok(TimeIndex::from_bytes(bytes[..entries_bytes].to_vec()))
+        index_from_file_bytes(bytes)
     }
 
     /// Check the structural invariants of the index bytes.
     pub fn validate(&self, next_relative_offset: u64) -> Result<(), IndexDefect> {
-        if self.entries.bytes().len() % TIME_ENTRY_BYTES != 0 {
-            return Err(IndexDefect::PartialEntry);
-        }
-        let mut previous: Option<(i64, u32)> = None;
-        for i in 0..self.len() {
-            let (timestamp, offset) = self.entry(i);
-            if let Some((previous_timestamp, previous_offset)) = previous {
-                if timestamp <= previous_timestamp || offset <= previous_offset {
-                    return Err(IndexDefect::NotMonotonic);
-                }
-            }
-            if u64::from(offset) >= next_relative_offset {
-                return Err(IndexDefect::PastLogEnd);
-            }
-            previous = Some((timestamp, offset));
-        }
-        Ok(())
+        validate_index(self, next_relative_offset)
     }
 
     /// Build from raw bytes (fuzzing and tests).

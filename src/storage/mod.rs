@@ -22,6 +22,9 @@ pub mod segment;
 pub mod tail_cache;
 pub mod writer;
 
-pub use config::{FsyncPolicy, StorageConfig};
+pub use config::{ConfigError, FsyncPolicy, StorageConfig};
 pub use error::{StorageError, StorageResult};
-pub use log::{reserved_read_ahead_bytes, AppendInfo, AppendMode, LogSnapshot, LogStats, PartitionLog, ReadBatches};
+pub use log::{
+    reserved_read_ahead_bytes, AppendMode, AppendedOffsets, Durable, LogSnapshot, LogStats, PartitionLog, Placed,
+    ReadBatches,
+};

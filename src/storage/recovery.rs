@@ -563,7 +563,7 @@ fn torn_window_bytes(config: &StorageConfig, is_last: bool) -> u64 {
         // segment is known durable: all of it is the window.
         return u64::MAX;
     }
-    (config.write_buffers_max as u64 + 1) * config.write_buffer_bytes as u64
+    (config.max_write_buffers as u64 + 1) * config.write_buffer_bytes as u64
 }
 
 fn scanned_segment(base_offset: u64, outcome: ScanOutcome, sealed: bool) -> Segment {

@@ -345,25 +345,28 @@ mod judgement_tests {
         assert!(matches!(judge_tail(&bytes, &outcome, 1 << 20), TailJudgement::Torn { .. }));
     }
 
-    #[test]
-    fn zero_hole_followed_by_valid_batches_is_corruption_beyond_the_window() {
+    /// A 30-batch segment with the 4 KiB block at `hole(length)` zeroed
+    /// (a lost write), judged with a torn window of `window_bytes`.
+    fn judge_with_lost_block(hole: impl Fn(usize) -> usize, window_bytes: u64) -> TailJudgement {
         let mut bytes = segment(30, 1000);
-        let first = bytes.len() / 3;
-        let hole = first - first % 4096;
+        let hole = hole(bytes.len());
         bytes[hole..hole + 4096].fill(0);
         let outcome = scan_segment(&bytes, 0, 4096);
-        assert!(matches!(judge_tail(&bytes, &outcome, 8192), TailJudgement::Corrupt { .. }));
+        judge_tail(&bytes, &outcome, window_bytes)
+    }
+
+    #[test]
+    fn zero_hole_followed_by_valid_batches_is_corruption_beyond_the_window() {
+        let judgement = judge_with_lost_block(|length| length / 3 - (length / 3) % 4096, 8192);
+        assert!(matches!(judgement, TailJudgement::Corrupt { .. }));
     }
 
     #[test]
     fn an_earlier_buffer_lost_behind_a_later_one_inside_the_window_is_a_torn_write() {
         // Two buffers in flight complete out of order; the crash keeps the
         // later one only.
-        let mut bytes = segment(30, 1000);
-        let hole = bytes.len() - 8192 - bytes.len() % 4096;
-        bytes[hole..hole + 4096].fill(0);
-        let outcome = scan_segment(&bytes, 0, 4096);
-        assert!(matches!(judge_tail(&bytes, &outcome, 16384), TailJudgement::Torn { .. }));
+        let judgement = judge_with_lost_block(|length| length - 8192 - length % 4096, 16384);
+        assert!(matches!(judgement, TailJudgement::Torn { .. }));
     }
 
     #[test]

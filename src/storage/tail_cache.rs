@@ -61,6 +61,8 @@ impl TailCache {
     /// from the thread's budget (`budget_bytes`) on first use; when the
     /// budget is spent this partition caches nothing. 0 disables caching.
     pub fn push(&mut self, base_offset: u64, next_offset: u64, batch: &[u8], limit_bytes: u64, budget_bytes: u64) {
+        assert!(base_offset < next_offset, "a cached batch holds records: {base_offset}..{next_offset}");
+        assert!(!batch.is_empty(), "a cached batch holds bytes");
         if self.entries.back().is_some_and(|last| last.next_offset != base_offset) {
             self.clear();
         }
@@ -87,6 +89,7 @@ impl TailCache {
         self.head = (position + batch.len()) % capacity;
         self.entries.push_back(Entry { base_offset, next_offset, position, length: batch.len() });
         self.bytes += batch.len() as u64;
+        assert!(self.bytes as usize <= capacity, "the ring holds {} bytes in {capacity}", self.bytes);
     }
 
     /// Forget every batch (truncation, disk-full rollback); keeps the ring.
@@ -119,7 +122,14 @@ impl TailCache {
             if read.batch_count > 0 && read.bytes.len() + entry.length > max_bytes {
                 break;
             }
+            // What is served is what was pushed: the first batch holds
+            // `offset`, each next one starts where the one before ended.
+            let first = read.batch_count == 0;
+            let dense = if first { entry.base_offset <= offset } else { entry.base_offset == read.next_offset };
+            assert!(dense && offset < entry.next_offset, "tail cache entry {entry:?} does not follow offset {offset}");
+            let served_bytes = read.bytes.len();
             self.copy_out(entry, &mut read.bytes);
+            assert_eq!(read.bytes.len() - served_bytes, entry.length, "a cached batch comes out whole");
             read.next_offset = entry.next_offset;
             read.batch_count += 1;
         }
@@ -168,6 +178,36 @@ mod tests {
         assert_eq!(cache.read(85, 1000, 90).unwrap().next_offset, 90);
         cache.push(500, 510, &[1; 10], 450, u64::MAX);
         assert!(cache.read(90, 1000, 1000).is_none(), "a gap clears the cache");
+    }
+
+    #[test]
+    fn served_batches_are_the_pushed_bytes_in_offset_order() {
+        let mut cache = TailCache::default();
+        let batches: Vec<Vec<u8>> = (0..5u8).map(|index| vec![index; 30 + usize::from(index)]).collect();
+        for (index, batch) in batches.iter().enumerate() {
+            let base_offset = index as u64 * 2;
+            cache.push(base_offset, base_offset + 2, batch, 1000, u64::MAX);
+        }
+        let read = cache.read(3, 1000, 10).unwrap();
+        assert_eq!((read.next_offset, read.batch_count), (10, 4));
+        assert_eq!(read.bytes, batches[1..].concat(), "the bytes pushed, whole and in order");
+    }
+
+    #[test]
+    #[should_panic(expected = "a cached batch holds records")]
+    fn a_batch_without_records_fires_the_push_assertion() {
+        TailCache::default().push(5, 5, &[1; 10], 1000, u64::MAX);
+    }
+
+    #[test]
+    #[should_panic(expected = "does not follow offset")]
+    fn a_gap_inside_the_cache_fires_the_read_assertion() {
+        let mut cache = TailCache::default();
+        cache.push(0, 2, &[1; 10], 1000, u64::MAX);
+        cache.push(2, 4, &[2; 10], 1000, u64::MAX);
+        // Only a bug could leave a gap (push clears the cache on one).
+        cache.entries[1].base_offset = 3;
+        let _ = cache.read(0, 1000, 10);
     }
 
     #[test]

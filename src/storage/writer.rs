@@ -83,7 +83,7 @@ pub struct SegmentWriter {
     tail_cache: Vec<Rc<DmaBuffer>>,
     preallocated_to: u64,
     buffer_bytes: usize,
-    buffers_max: usize,
+    max_buffers: usize,
     allocations: u64,
 }
 
@@ -94,7 +94,7 @@ impl SegmentWriter {
         file: Rc<DirectFile>,
         position: u64,
         buffer_bytes: usize,
-        buffers_max: usize,
+        max_buffers: usize,
     ) -> io::Result<SegmentWriter> {
         let preallocated_to = file.file_size().await?;
         let staging_position = align_down(position);
@@ -120,7 +120,7 @@ impl SegmentWriter {
             tail_cache: Vec::new(),
             preallocated_to,
             buffer_bytes,
-            buffers_max,
+            max_buffers,
             allocations: 1,
         })
     }
@@ -185,7 +185,7 @@ impl SegmentWriter {
         }
         let fresh = match self.free_full.pop() {
             Some(buffer) => buffer,
-            None if self.allocated_full < self.buffers_max => {
+            None if self.allocated_full < self.max_buffers => {
                 self.allocated_full += 1;
                 self.allocations += 1;
                 hold(self.buffer_bytes);

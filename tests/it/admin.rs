@@ -3,7 +3,8 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use crate::node::Node;
+use crate::fixtures::{create_topic, StandaloneNode};
+use crate::node::produce_request;
 
 /// Minimal HTTP/1.1 request; returns (status, body).
 pub fn http(address: &str, method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> (u16, String) {
@@ -35,8 +36,7 @@ pub fn json(body: &str) -> serde_json::Value {
 
 #[test]
 fn admin_api_answers_with_the_right_status_codes() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), 2);
+    let node = StandaloneNode::start(2);
     let admin = node.admin.clone();
     let (status, body) = http(&admin, "GET", "/api/health", None, None);
     assert_eq!(status, 200);
@@ -57,14 +57,8 @@ fn admin_api_answers_with_the_right_status_codes() {
     assert_eq!(json(&body)[0]["partitions"], 4);
 
     let mut client = node.client();
-    let batch = crate::node::batch(&["hello".to_string(), "world".to_string()], None);
-    let request = ringlog::protocol::Request::Produce {
-        topic: "web".into(),
-        partition: 2,
-        acks: ringlog::protocol::Acks::Leader,
-        batch,
-    };
-    client.call(request).unwrap();
+    let values = ["hello".to_string(), "world".to_string()];
+    client.call(produce_request("web", 2, ringlog::protocol::Acks::Leader, &values)).unwrap();
     let (status, body) = http(&admin, "GET", "/api/topics/web", None, None);
     assert_eq!(status, 200);
     let partitions = &json(&body)["partitions"];
@@ -98,8 +92,7 @@ fn admin_api_answers_with_the_right_status_codes() {
 
 #[test]
 fn mutations_need_the_bearer_token_when_one_is_set() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start_with(dir.path(), 1, &[("RINGLOG_ADMIN_TOKEN", "s3cret")]);
+    let node = StandaloneNode::start_with(1, &[("RINGLOG_ADMIN_TOKEN", "s3cret")]);
     let body = Some(r#"{"name":"guarded"}"#);
     assert_eq!(http(&node.admin, "POST", "/api/topics", body, None).0, 401);
     assert_eq!(http(&node.admin, "POST", "/api/topics", body, Some("wrong")).0, 401);
@@ -111,19 +104,16 @@ fn mutations_need_the_bearer_token_when_one_is_set() {
 
 #[test]
 fn a_fail_stopped_partition_turns_health_503_while_other_partitions_keep_serving() {
-    use ringlog::protocol::{Acks, ErrorCode, Request, TopicSettings};
-    let dir = tempfile::tempdir().unwrap();
+    use ringlog::protocol::{Acks, ErrorCode};
     // The real fsync of faulty/0 fails with EIO after two successes.
-    let node = Node::start_with(dir.path(), 2, &[("RINGLOG_FAULT_INJECT", "faulty/0:fsync:2")]);
+    let node = StandaloneNode::start_with(2, &[("RINGLOG_FAULT_INJECT", "faulty/0:fsync:2")]);
     let mut client = node.client();
     for name in ["faulty", "healthy"] {
-        let settings = TopicSettings { partitions: 1, retention_bytes: 0, retention_ms: 0, segment_bytes: 0 };
-        client.call(Request::CreateTopic { name: name.into(), settings }).unwrap();
+        create_topic(&node, name, 1);
     }
     assert_eq!(http(&node.admin, "GET", "/api/health", None, None).0, 200);
     let produce = |client: &mut crate::node::Client, topic: &str| {
-        let batch = crate::node::batch(&["x".to_string()], None);
-        client.call(Request::Produce { topic: topic.into(), partition: 0, acks: Acks::Leader, batch })
+        client.call(produce_request(topic, 0, Acks::Leader, &["x".to_string()]))
     };
     let mut failure = None;
     for _ in 0..10 {

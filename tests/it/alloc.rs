@@ -9,7 +9,7 @@ use std::rc::Rc;
 use ringlog::storage::batch::BatchBuilder;
 use ringlog::storage::{AppendMode, FsyncPolicy, PartitionLog, StorageConfig};
 
-use crate::common::on_executor;
+use crate::common::with_log;
 
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
@@ -83,9 +83,9 @@ async fn measure(log: &Rc<PartitionLog>, appenders: u32, per_appender: u32) -> (
 fn steady_state_appends_allocate_nothing_per_batch() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
-    let ((solo_allocations, solo_rounds), (allocations, rounds)) = on_executor(move || async move {
-        let config = StorageConfig { fsync: FsyncPolicy::Always, segment_bytes: 1 << 30, ..StorageConfig::default() };
-        let log = Rc::new(PartitionLog::open(&path, config, None).await.unwrap());
+    let config = StorageConfig { fsync: FsyncPolicy::Always, segment_bytes: 1 << 30, ..StorageConfig::default() };
+    let ((solo_allocations, solo_rounds), (allocations, rounds)) = with_log(&path, config, move |log| async move {
+        let log = Rc::new(log);
         // Warm up: buffers, waker lists and the tail cache reach working size.
         append_rounds(Rc::clone(&log), 32, 20).await;
         let solo = measure(&log, 1, 200).await;
@@ -176,9 +176,9 @@ async fn io_floor_per_round(dir: &std::path::Path) -> f64 {
 fn a_lone_fsync_always_appender_allocates_nothing_per_batch() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
-    let (short, long, floor) = on_executor(move || async move {
-        let config = StorageConfig { fsync: FsyncPolicy::Always, segment_bytes: 1 << 30, ..StorageConfig::default() };
-        let log = Rc::new(PartitionLog::open(&path.join("log"), config, None).await.unwrap());
+    let config = StorageConfig { fsync: FsyncPolicy::Always, segment_bytes: 1 << 30, ..StorageConfig::default() };
+    let (short, long, floor) = with_log(&path.join("log"), config, move |log| async move {
+        let log = Rc::new(log);
         // Warm up: buffers, the tail cache and waker lists reach working size.
         append_rounds(Rc::clone(&log), 1, 50).await;
         let short = measure(&log, 1, 50).await;

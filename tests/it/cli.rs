@@ -5,7 +5,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::node::Node;
+use crate::fixtures::StandaloneNode;
+use crate::node::{free_address, Node};
 
 fn ringlog(node: &Node, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringlog"))
@@ -25,14 +26,22 @@ fn ringlog(node: &Node, args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// A node with `topic` holding `input` (one record a line), both made
+/// through the CLI.
+fn node_with_records(shards: usize, topic: &str, input: &str) -> StandaloneNode {
+    let node = StandaloneNode::start(shards);
+    assert!(ringlog(&node, &["topic", "create", topic], None).status.success());
+    assert!(ringlog(&node, &["produce", topic], Some(input)).status.success());
+    node
+}
+
 fn lines(output: &Output) -> Vec<String> {
     String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect()
 }
 
 #[test]
 fn topic_produce_and_consume_commands_work_end_to_end() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), 2);
+    let node = StandaloneNode::start(2);
     assert!(ringlog(&node, &["topic", "create", "clicks", "--partitions", "2"], None).status.success());
     let listed = ringlog(&node, &["topic", "list", "--json"], None);
     assert_eq!(lines(&listed), vec![r#"[{"name":"clicks","partitions":2}]"#]);
@@ -101,8 +110,7 @@ fn unreachable_server_is_one_error_line_and_exit_1() {
 
 #[test]
 fn bench_prints_the_spec_json_line_for_every_mode() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), 2);
+    let node = StandaloneNode::start(2);
     for mode in ["produce", "consume", "e2e"] {
         let topic = if mode == "e2e" { "bench-e2e" } else { "bench" };
         let args = [
@@ -139,10 +147,7 @@ fn bench_prints_the_spec_json_line_for_every_mode() {
 
 #[test]
 fn consume_follow_into_a_closed_pipe_exits_0_within_a_second() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), 2);
-    assert!(ringlog(&node, &["topic", "create", "piped"], None).status.success());
-    assert!(ringlog(&node, &["produce", "piped"], Some("a\nb\nc\n")).status.success());
+    let node = node_with_records(2, "piped", "a\nb\nc\n");
     for partition in [None, Some("0")] {
         let mut command = Command::new(env!("CARGO_BIN_EXE_ringlog"));
         command.args(["consume", "piped", "--follow"]).env("RINGLOG_SERVER", &node.address);
@@ -176,10 +181,7 @@ fn consume_follow_into_a_closed_pipe_exits_0_within_a_second() {
 
 #[test]
 fn consume_fails_with_one_error_line_when_stdout_cannot_be_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), 1);
-    assert!(ringlog(&node, &["topic", "create", "full"], None).status.success());
-    assert!(ringlog(&node, &["produce", "full"], Some("a\nb\n")).status.success());
+    let node = node_with_records(1, "full", "a\nb\n");
     let output = Command::new(env!("CARGO_BIN_EXE_ringlog"))
         .args(["consume", "full"])
         .env("RINGLOG_SERVER", &node.address)
@@ -194,8 +196,7 @@ fn consume_fails_with_one_error_line_when_stdout_cannot_be_written() {
 
 #[test]
 fn consume_json_lines_say_which_partition_and_keep_each_partitions_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), 2);
+    let node = StandaloneNode::start(2);
     assert!(ringlog(&node, &["topic", "create", "spread", "--partitions", "3"], None).status.success());
     for partition in ["0", "1", "2"] {
         let input: String = (0..4).map(|i| format!("p{partition}-{i}\n")).collect();
@@ -242,7 +243,9 @@ fn log_format_json_writes_one_json_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("node.log");
     let data_dir = dir.path().join("data");
-    let node = Node::spawn(&data_dir, 1, &["--log-format", "json"], &[("RUST_LOG", "info")], Some(&log));
+    let (address, admin) = (free_address(), free_address());
+    let flags = ["--log-format", "json"];
+    let node = Node::spawn(&address, &admin, &data_dir, 1, &flags, &[("RUST_LOG", "info")], Some(&log));
     assert_eq!(node.terminate(), Some(0));
     let text = std::fs::read_to_string(&log).unwrap();
     let events: Vec<serde_json::Value> = text
@@ -255,4 +258,19 @@ fn log_format_json_writes_one_json_object_per_line() {
     assert_eq!(ready["shards"], 1, "fields sit beside the message");
     assert!(ready["timestamp"].is_string());
     assert!(events.iter().any(|event| event["message"] == "clean shutdown complete"));
+}
+
+#[test]
+fn serve_with_an_out_of_range_setting_exits_2_with_one_line_naming_key_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ringlog"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("RINGLOG_LIMITS_MAX_CONNECTIONS", "0")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr, "error: limits.max_connections must be > 0, got 0\n");
+    assert!(!dir.path().join("data").exists(), "refused before the data directory is touched");
 }

@@ -1,9 +1,11 @@
 //! Helpers shared by the integration tests.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ringlog::storage::batch::{BatchBuilder, BatchIter, RecordIter, BATCH_HEADER_BYTES};
+use ringlog::storage::io::FaultInjector;
 use ringlog::storage::{AppendMode, FsyncPolicy, PartitionLog, StorageConfig};
 
 /// Run `make_future` on a fresh glommio executor thread and return its output.
@@ -25,13 +27,58 @@ where
     .expect("executor thread completed")
 }
 
+/// Open the partition log at `path` on a fresh executor and run `body` with
+/// it; `body` closes or abandons the log.
+pub fn with_log<T, Fut>(
+    path: &Path,
+    config: StorageConfig,
+    body: impl FnOnce(PartitionLog) -> Fut + Send + 'static,
+) -> T
+where
+    T: Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    with_reopenable_log(path, config, move |log, _| body(log))
+}
+
+/// As [`with_log`], also handing `body` the path, to reopen the log from.
+pub fn with_reopenable_log<T, Fut>(
+    path: &Path,
+    config: StorageConfig,
+    body: impl FnOnce(PartitionLog, PathBuf) -> Fut + Send + 'static,
+) -> T
+where
+    T: Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    let path = path.to_path_buf();
+    on_executor(move || async move { body(PartitionLog::open(&path, config, None).await.unwrap(), path).await })
+}
+
+/// As [`with_log`], with a fault injector under the log's I/O that `body`
+/// arms to make chosen operations fail.
+pub fn with_faulty_log<T, Fut>(
+    path: &Path,
+    config: StorageConfig,
+    body: impl FnOnce(PartitionLog, Arc<FaultInjector>) -> Fut + Send + 'static,
+) -> T
+where
+    T: Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    let (path, faults) = (path.to_path_buf(), FaultInjector::new());
+    on_executor(move || async move {
+        body(PartitionLog::open(&path, config, Some(Arc::clone(&faults))).await.unwrap(), faults).await
+    })
+}
+
 /// Small segments and buffers so tests exercise rolling and buffer rotation.
 pub fn small_config() -> StorageConfig {
     StorageConfig {
         fsync: FsyncPolicy::Always,
         segment_bytes: 16 * 1024,
         write_buffer_bytes: 8 * 1024,
-        write_buffers_max: 3,
+        max_write_buffers: 3,
         preallocate_bytes: 16 * 1024,
         index_interval_bytes: 512,
         max_batch_bytes: 8 * 1024,
@@ -78,6 +125,32 @@ pub async fn read_all(log: &PartitionLog, from: u64) -> Vec<(u64, String)> {
     }
 }
 
+/// Every value from `from` to the durable end, without offsets.
+pub async fn read_values(log: &PartitionLog, from: u64) -> Vec<String> {
+    read_all(log, from).await.into_iter().map(|(_, value)| value).collect()
+}
+
+/// Shut the log down cleanly (`close`) or as a crash leaves it (`abandon`).
+pub async fn close_or_abandon(log: PartitionLog, clean: bool) {
+    if clean {
+        log.close().await.unwrap();
+    } else {
+        log.abandon().await;
+    }
+}
+
+/// Close the log cleanly and open it again from `path`.
+pub async fn close_and_reopen(log: PartitionLog, path: &Path, config: StorageConfig) -> PartitionLog {
+    log.close().await.unwrap();
+    PartitionLog::open(path, config, None).await.unwrap()
+}
+
+/// Abandon the log as a crash leaves it and open it again from `path`.
+pub async fn abandon_and_reopen(log: PartitionLog, path: &Path, config: StorageConfig) -> PartitionLog {
+    log.abandon().await;
+    PartitionLog::open(path, config, None).await.unwrap()
+}
+
 /// (offset, value) of every record at or after `from` in concatenated batches.
 pub fn records_of(batches: &[u8], from: u64) -> Vec<(u64, String)> {
     let mut output = Vec::new();
@@ -102,6 +175,19 @@ pub fn segment_files(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// `length` printable characters lz4 cannot shrink (xorshift64 from and
+/// advancing `state`), for data whose compressed size must stay its size.
+pub fn incompressible(state: &mut u64, length: usize) -> String {
+    (0..length)
+        .map(|_| {
+            *state ^= *state << 13;
+            *state ^= *state >> 7;
+            *state ^= *state << 17;
+            char::from(b'!' + (*state % 90) as u8)
+        })
+        .collect()
 }
 
 /// `count` distinct values with a prefix.

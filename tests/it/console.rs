@@ -10,8 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::admin::json;
-use crate::cluster::{wait_for, wait_for_role, Cluster, Member};
-use crate::node::Node;
+use crate::cluster::{wait_for, Cluster, Member};
+use crate::fixtures::StandaloneNode;
+use crate::node::{produce_request, Node};
 
 /// A raw answer: status, lower-cased headers, body bytes.
 struct Answer {
@@ -76,8 +77,7 @@ fn gunzip(bytes: &[u8]) -> Vec<u8> {
 
 #[test]
 fn every_console_path_returns_the_page_and_assets_have_their_content_types() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), 1);
+    let node = StandaloneNode::start(1);
     for path in ["/", "/nodes", "/topics", "/topics/orders", "/topics/with%20space"] {
         let answer = get(&node.admin, path, &[]);
         assert_eq!(answer.status, 200, "{path}");
@@ -114,8 +114,7 @@ fn every_console_path_returns_the_page_and_assets_have_their_content_types() {
 
 #[test]
 fn console_assets_are_gzipped_when_accepted_and_revalidated_by_etag() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), 1);
+    let node = StandaloneNode::start(1);
     for path in ["/", "/assets/console.js", "/assets/console.css"] {
         let plain = get(&node.admin, path, &[]);
         let packed = get(&node.admin, path, &[("Accept-Encoding", "br, gzip;q=0.8")]);
@@ -143,20 +142,13 @@ fn console_assets_are_gzipped_when_accepted_and_revalidated_by_etag() {
 
 #[test]
 fn overview_reports_uptime_permissions_counters_and_topic_totals() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), 2);
+    let node = StandaloneNode::start(2);
     let (status, _) =
         crate::admin::http(&node.admin, "POST", "/api/topics", Some(r#"{"name":"seen","partitions":2}"#), None);
     assert_eq!(status, 201);
     let mut client = node.client();
-    let batch = crate::node::batch(&["one".to_string(), "two".to_string(), "three".to_string()], None);
-    let request = ringlog::protocol::Request::Produce {
-        topic: "seen".into(),
-        partition: 1,
-        acks: ringlog::protocol::Acks::Leader,
-        batch,
-    };
-    client.call(request).unwrap();
+    let values = ["one".to_string(), "two".to_string(), "three".to_string()];
+    client.call(produce_request("seen", 1, ringlog::protocol::Acks::Leader, &values)).unwrap();
     let fetch = ringlog::protocol::Request::Fetch {
         topic: "seen".into(),
         partition: 1,
@@ -199,8 +191,7 @@ fn overview_reports_uptime_permissions_counters_and_topic_totals() {
 
 #[test]
 fn overview_says_a_token_is_required_when_admin_token_is_set() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start_with(dir.path(), 1, &[("RINGLOG_ADMIN_TOKEN", "secret-token")]);
+    let node = StandaloneNode::start_with(1, &[("RINGLOG_ADMIN_TOKEN", "secret-token")]);
     let overview = json(&String::from_utf8_lossy(&get(&node.admin, "/api/overview", &[]).body));
     assert_eq!(overview["admin_token_required"], true);
     assert_eq!(overview["mutations_allowed"], true);
@@ -212,22 +203,10 @@ fn screenshot_dir() -> PathBuf {
 }
 
 /// A three-node cluster with all followers connected and in sync.
-fn three_nodes(cluster: &Cluster) -> (Vec<Member>, Vec<Node>) {
-    let members: Vec<Member> = ["a", "b", "c"].iter().map(|name| cluster.member(name)).collect();
-    let leader = cluster.start(&members[0]);
-    assert_eq!(wait_for_role(&leader, "leader"), 1);
-    let mut nodes = vec![leader];
-    for (member, id) in members[1..].iter().zip([2, 3]) {
-        let node = cluster.start(member);
-        assert_eq!(wait_for_role(&node, "follower"), id);
-        nodes.push(node);
-    }
-    wait_for(Duration::from_secs(20), "followers connected and in sync", || {
-        let (_, body) = crate::admin::http(&nodes[0].admin, "GET", "/api/nodes", None, None);
-        let listed = json(&body);
-        listed.as_array().is_some_and(|all| all.len() == 3 && all.iter().all(|n| n["connected"] == true))
-            && (2..=3)
-                .all(|id| cluster.etcd.get(&format!("ringlog/replica/{id}/insync")).unwrap().as_deref() == Some("1"))
+fn three_nodes(cluster: &Cluster) -> ([Member; 3], [Node; 3]) {
+    let (members, nodes) = cluster.start_in_sync::<3>();
+    wait_for(Duration::from_secs(20), "etcd to record the followers in sync", || {
+        (2..=3).all(|id| cluster.etcd.get(&format!("ringlog/replica/{id}/insync")).unwrap().as_deref() == Some("1"))
     });
     (members, nodes)
 }
@@ -263,8 +242,7 @@ fn run_browser_phase(phase: &str, nodes: &[Node], token_node: &Node, screenshots
 fn console_in_headless_chromium_against_a_three_node_cluster() {
     let mut cluster = Cluster::new();
     let (_members, nodes) = three_nodes(&cluster);
-    let token_dir = tempfile::tempdir().unwrap();
-    let token_node = Node::start_with(token_dir.path(), 1, &[("RINGLOG_ADMIN_TOKEN", "console-test-token")]);
+    let token_node = StandaloneNode::start_with(1, &[("RINGLOG_ADMIN_TOKEN", "console-test-token")]);
     let screenshots = screenshot_dir();
     // Last run's pictures must not stand in for this run's.
     let _ = std::fs::remove_dir_all(&screenshots);

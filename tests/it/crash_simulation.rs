@@ -51,7 +51,7 @@ fn config_for(rng: &mut StdRng, fsync: FsyncPolicy) -> StorageConfig {
         fsync,
         segment_bytes: rng.gen_range(3..10) * 4096,
         write_buffer_bytes: 8192,
-        write_buffers_max: rng.gen_range(1..4),
+        max_write_buffers: rng.gen_range(1..4),
         preallocate_bytes: 16 * 1024,
         index_interval_bytes: 512,
         max_batch_bytes: 8 * 1024,

@@ -4,10 +4,12 @@
 
 use std::rc::Rc;
 
-use ringlog::storage::io::{FaultInjector, FaultOperation};
+use ringlog::protocol::ErrorCode;
+use ringlog::shard::wire_error::storage_error_code as wire_code;
+use ringlog::storage::io::FaultOperation;
 use ringlog::storage::{AppendMode, PartitionLog, StorageError};
 
-use crate::common::{batch_of, on_executor, read_all, small_config, values};
+use crate::common::{batch_of, read_all, small_config, values, with_faulty_log, with_log};
 
 async fn try_append(log: &PartitionLog, prefix: &str) -> Result<u64, StorageError> {
     let mut batch = batch_of(&values(prefix, 2), 0);
@@ -17,11 +19,7 @@ async fn try_append(log: &PartitionLog, prefix: &str) -> Result<u64, StorageErro
 #[test]
 fn failed_fsync_fail_stops_the_partition_and_is_never_retried() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    let reopen_path = path.clone();
-    let acked = on_executor(move || async move {
-        let faults = FaultInjector::new();
-        let log = PartitionLog::open(&path, small_config(), Some(faults.clone())).await.unwrap();
+    let acked = with_faulty_log(dir.path(), small_config(), move |log, faults| async move {
         let mut acked = Vec::new();
         for i in 0..3 {
             acked.push(try_append(&log, &format!("ok{i}")).await.unwrap());
@@ -43,15 +41,15 @@ fn failed_fsync_fail_stops_the_partition_and_is_never_retried() {
         let attempts = faults.attempts(FaultOperation::Fsync);
         faults.clear(FaultOperation::Fsync);
         let later = try_append(&log, "later").await.unwrap_err();
-        assert_eq!(later.code(), "storage_failed");
+        assert!(matches!(later, StorageError::StorageFailed { .. }), "{later}");
+        assert_eq!(wire_code(&later), ErrorCode::StorageFailed);
         assert!(log.snapshot().failure.is_some());
         ringlog::runtime::sleep(std::time::Duration::from_millis(50)).await;
         assert_eq!(faults.attempts(FaultOperation::Fsync), attempts, "no fsync after the failure");
         log.abandon().await;
         acked
     });
-    on_executor(move || async move {
-        let log = PartitionLog::open(&reopen_path, small_config(), None).await.unwrap();
+    with_log(dir.path(), small_config(), move |log| async move {
         let all = read_all(&log, 0).await;
         for base in acked {
             assert!(all.iter().any(|(offset, _)| *offset == base), "acknowledged batch {base} survived");
@@ -64,16 +62,13 @@ fn failed_fsync_fail_stops_the_partition_and_is_never_retried() {
 #[test]
 fn failed_write_fail_stops_and_acknowledges_nothing_after_it() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    on_executor(move || async move {
-        let faults = FaultInjector::new();
-        let log = PartitionLog::open(&path, small_config(), Some(faults.clone())).await.unwrap();
+    with_faulty_log(dir.path(), small_config(), move |log, faults| async move {
         try_append(&log, "ok").await.unwrap();
         faults.fail_after(FaultOperation::Write, 0, libc::EIO);
         let error = try_append(&log, "bad").await.unwrap_err();
-        assert_eq!(error.code(), "storage_failed");
+        assert_eq!(wire_code(&error), ErrorCode::StorageFailed);
         faults.clear(FaultOperation::Write);
-        assert_eq!(try_append(&log, "after").await.unwrap_err().code(), "storage_failed");
+        assert_eq!(wire_code(&try_append(&log, "after").await.unwrap_err()), ErrorCode::StorageFailed);
         assert_eq!(log.snapshot().durable_end_offset, 2, "nothing after the failure is acknowledged");
         assert_eq!(read_all(&log, 0).await.len(), 2, "reads still serve the durable prefix");
         log.abandon().await;
@@ -83,10 +78,7 @@ fn failed_write_fail_stops_and_acknowledges_nothing_after_it() {
 #[test]
 fn disk_full_on_preallocation_fails_cleanly_and_recovers_when_space_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    on_executor(move || async move {
-        let faults = FaultInjector::new();
-        let log = PartitionLog::open(&path, small_config(), Some(faults.clone())).await.unwrap();
+    with_faulty_log(dir.path(), small_config(), move |log, faults| async move {
         faults.fail_after(FaultOperation::Preallocate, 0, libc::ENOSPC);
         try_append(&log, "first").await.unwrap_err();
         faults.clear(FaultOperation::Preallocate);
@@ -101,7 +93,7 @@ fn disk_full_on_preallocation_fails_cleanly_and_recovers_when_space_returns() {
             }
         };
         assert!(matches!(error, StorageError::DiskFull { .. }), "{error}");
-        assert_eq!(error.code(), "disk_full");
+        assert_eq!(wire_code(&error), ErrorCode::DiskFull);
         assert!(log.snapshot().failure.is_none(), "disk full is not fail-stop");
         let end = log.snapshot().log_end_offset;
         assert_eq!(end, acked);
@@ -114,11 +106,7 @@ fn disk_full_on_preallocation_fails_cleanly_and_recovers_when_space_returns() {
 #[test]
 fn disk_full_during_a_write_rolls_back_only_unacknowledged_batches() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    let reopen_path = path.clone();
-    on_executor(move || async move {
-        let faults = FaultInjector::new();
-        let log = PartitionLog::open(&path, small_config(), Some(faults.clone())).await.unwrap();
+    with_faulty_log(dir.path(), small_config(), move |log, faults| async move {
         for i in 0..5 {
             try_append(&log, &format!("ok{i}")).await.unwrap();
         }
@@ -130,8 +118,7 @@ fn disk_full_during_a_write_rolls_back_only_unacknowledged_batches() {
         assert_eq!(try_append(&log, "next").await.unwrap(), 10);
         log.abandon().await;
     });
-    on_executor(move || async move {
-        let log = PartitionLog::open(&reopen_path, small_config(), None).await.unwrap();
+    with_log(dir.path(), small_config(), move |log| async move {
         let all = read_all(&log, 0).await;
         assert_eq!(all.len(), 12);
         assert!(all.iter().all(|(_, value)| !value.starts_with("lost")));

@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 use ringlog::protocol::{
     Acks, ErrorCode, ReplicaFetchPartition, ReplicaFetchedPartition, Request, Response, TopicSettings,
 };
-use ringlog::replication::follower::{decode_fetched, Fetched};
+use ringlog::replication::answer_body::{decode_fetched, Fetched};
 use ringlog::storage::batch::BatchIter;
 
-use crate::cluster::{wait_for, wait_for_role, Cluster};
-use crate::node::{batch, Node};
+use crate::cluster::{wait_for, Cluster};
+use crate::common::incompressible;
+use crate::fixtures::create_topic_with;
+use crate::node::{list_offsets, produce_request, Node};
 
 /// Partitions of the topic: 1 500 per shard on each node.
 const PARTITIONS: u32 = 3_000;
@@ -24,25 +26,15 @@ fn b_in_sync(cluster: &Cluster) -> bool {
 }
 
 fn two_nodes(lag_max_ms: u64, min_insync: usize) -> (Cluster, Node, Node) {
-    let mut cluster = Cluster::new();
-    cluster.environment = vec![
-        ("RINGLOG_CLUSTER_REPLICA_LAG_MAX_MS".into(), lag_max_ms.to_string()),
-        ("RINGLOG_CLUSTER_MIN_INSYNC_REPLICAS".into(), min_insync.to_string()),
-    ];
-    let members: Vec<_> = ["a", "b"].iter().map(|name| cluster.member(name)).collect();
-    let a = cluster.start(&members[0]);
-    wait_for_role(&a, "leader");
-    let b = cluster.start(&members[1]);
-    wait_for_role(&b, "follower");
+    let cluster = Cluster::with_replication(lag_max_ms, min_insync);
+    let (_, [a, b]) = cluster.start_in_sync();
+    // The leader's view first, then the key the samples below read.
     wait_for(Duration::from_secs(30), "b in sync", || b_in_sync(&cluster));
     (cluster, a, b)
 }
 
 fn log_end(node: &Node, topic: &str, partition: u32) -> Option<u64> {
-    match node.client().call(Request::ListOffsets { topic: topic.into(), partition }) {
-        Ok(Response::ListOffsets { log_end_offset, .. }) => Some(log_end_offset),
-        _ => None,
-    }
+    list_offsets(node, topic, partition).map(|offsets| offsets.log_end_offset)
 }
 
 /// 20 distinct partitions spread over the topic (a fixed pseudo-random walk).
@@ -85,12 +77,7 @@ fn with_thousands_of_partitions_acks_all_to_idle_partitions_and_follower_copies_
     let (mut produce_latencies, mut refusals) = (Vec::new(), Vec::new());
     let mut client = a.client();
     for partition in sample_partitions() {
-        let request = Request::Produce {
-            topic: "wide".into(),
-            partition,
-            acks: Acks::All,
-            batch: batch(&[format!("all-{partition}")], None),
-        };
+        let request = produce_request("wide", partition, Acks::All, &[format!("all-{partition}")]);
         let started = Instant::now();
         let answer = client.call(request);
         produce_latencies.push(started.elapsed());
@@ -104,12 +91,7 @@ fn with_thousands_of_partitions_acks_all_to_idle_partitions_and_follower_copies_
     let mut copy_latencies = Vec::new();
     for partition in sample_partitions().into_iter().map(|partition| (partition + 7) % PARTITIONS) {
         let before = log_end(&b, "wide", partition).unwrap();
-        let request = Request::Produce {
-            topic: "wide".into(),
-            partition,
-            acks: Acks::Leader,
-            batch: batch(&[format!("leader-{partition}")], None),
-        };
+        let request = produce_request("wide", partition, Acks::Leader, &[format!("leader-{partition}")]);
         let started = Instant::now();
         assert!(matches!(client.call(request), Ok(Response::Produce { .. })));
         let copied = wait_for(Duration::from_secs(30), "b to copy the record", || {
@@ -148,20 +130,6 @@ fn with_thousands_of_partitions_acks_all_to_idle_partitions_and_follower_copies_
     assert!(percentile(&copy_latencies, 0.5) < median, "follower copy latencies {copy_latencies:?}");
     assert!(*produce_latencies.last().unwrap() < most, "acks=all latencies {produce_latencies:?}");
     assert!(*copy_latencies.last().unwrap() < most, "follower copy latencies {copy_latencies:?}");
-}
-
-/// A replica connection to `leader` authenticated as node `node_id`.
-fn replica_client(cluster: &Cluster, node_id: u64) -> crate::node::Client {
-    let registration: serde_json::Value =
-        serde_json::from_str(&cluster.etcd.get("ringlog/nodes/1").unwrap().unwrap()).unwrap();
-    let secret = cluster.etcd.get("ringlog/secret").unwrap().unwrap();
-    let mut replica = crate::node::Client::connect(registration["replication"].as_str().unwrap());
-    let Ok(Response::ReplicaChallenge { nonce }) = replica.call(Request::ReplicaHello { node_id }) else {
-        panic!("no challenge")
-    };
-    let proof = ringlog::replication::auth::proof(secret.as_bytes(), &nonce, node_id);
-    assert!(replica.call(Request::ReplicaAuth { proof }).is_ok());
-    replica
 }
 
 fn wanted(topic: &str, partition: u32, offset: u64) -> ReplicaFetchPartition {
@@ -204,45 +172,33 @@ fn one_multi_partition_read_answers_each_partition_on_its_own_within_its_byte_bu
         // batches, so a waiting read must also wake when the write is durable.
         ("RINGLOG_STORAGE_TAIL_CACHE_BYTES".into(), "0".into()),
     ];
-    let a = cluster.start(&cluster.member("a"));
-    wait_for_role(&a, "leader");
+    let (_, [a]) = cluster.start_in_sync();
     let create = |name: &str, partitions: u32, retention_bytes: u64, segment_bytes: u64| {
-        let settings = TopicSettings { partitions, retention_bytes, retention_ms: 0, segment_bytes };
-        a.client().call(Request::CreateTopic { name: name.into(), settings }).expect("create topic");
+        create_topic_with(&a, name, TopicSettings { partitions, retention_bytes, retention_ms: 0, segment_bytes });
     };
     create("data", 4, 0, 0);
     create("doomed", 1, 0, 0);
     create("short", 1, 16_384, 4096);
     let produce = |topic: &str, partition: u32, values: Vec<String>| {
-        let request =
-            Request::Produce { topic: topic.into(), partition, acks: Acks::Leader, batch: batch(&values, None) };
+        let request = produce_request(topic, partition, Acks::Leader, &values);
         assert!(matches!(a.client().call(request), Ok(Response::Produce { .. })));
     };
     // Partition 0: five batches of about 200 KB that lz4 cannot shrink.
     for round in 0..5u64 {
-        let mut x = round * 2_654_435_761 + 1;
-        let noise: String = (0..200_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                char::from(b'!' + (x % 90) as u8)
-            })
-            .collect();
-        produce("data", 0, vec![noise]);
+        let mut state = round * 2_654_435_761 + 1;
+        produce("data", 0, vec![incompressible(&mut state, 200_000)]);
     }
     produce("data", 1, vec!["small".into()]);
     for round in 0..60 {
         produce("short", 0, (0..10).map(|i| format!("r{round}-{i}-{}", "x".repeat(100))).collect());
     }
     wait_for(Duration::from_secs(10), "retention to move the log start", || {
-        matches!(a.client().call(Request::ListOffsets { topic: "short".into(), partition: 0 }),
-            Ok(Response::ListOffsets { log_start_offset, .. }) if log_start_offset > 0)
+        list_offsets(&a, "short", 0).is_some_and(|offsets| offsets.log_start_offset > 0)
     });
     produce("doomed", 0, vec!["gone".into()]);
     a.client().call(Request::DeleteTopic { name: "doomed".into() }).expect("delete doomed");
 
-    let mut replica = replica_client(&cluster, 9);
+    let mut replica = cluster.replica_client(9);
     let partitions = vec![
         wanted("data", 0, 0),
         wanted("data", 1, 0),
@@ -274,10 +230,7 @@ fn one_multi_partition_read_answers_each_partition_on_its_own_within_its_byte_bu
 
     // A read of idle partitions on one leader shard waits, and wakes on the
     // first write to any of them, well before its wait ends.
-    let end = |partition: u32| match a.client().call(Request::ListOffsets { topic: "data".into(), partition }) {
-        Ok(Response::ListOffsets { log_end_offset, .. }) => log_end_offset,
-        other => panic!("{other:?}"),
-    };
+    let end = |partition: u32| log_end(&a, "data", partition).expect("the leader lists its offsets");
     let shard_of = |partition: u32| ringlog::shard::owner_of("data", partition, 2);
     let same_shard: Vec<u32> = (0..4).filter(|&partition| shard_of(partition) == shard_of(3)).collect();
     // At their ends, and knowing their high watermarks: nothing is news.
@@ -292,12 +245,7 @@ fn one_multi_partition_read_answers_each_partition_on_its_own_within_its_byte_bu
         let address = a.address.clone();
         move || {
             std::thread::sleep(Duration::from_millis(500));
-            let request = Request::Produce {
-                topic: "data".into(),
-                partition: 3,
-                acks: Acks::Leader,
-                batch: batch(&["wake".into()], None),
-            };
+            let request = produce_request("data", 3, Acks::Leader, &["wake".into()]);
             assert!(crate::node::Client::connect(&address).call(request).is_ok());
         }
     });

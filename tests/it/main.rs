@@ -13,6 +13,7 @@ mod enospc;
 mod etcd;
 mod faults;
 mod fetch_cadence;
+mod fixtures;
 mod fuzz_corpus;
 mod kafka;
 mod node;

@@ -12,7 +12,10 @@ use ringlog::protocol::{
     decode_response, encode_request, Acks, ApiKey, CommittedState, ErrorCode, ErrorResponse, Request, Response,
     TopicSettings,
 };
-use ringlog::storage::batch::{BatchBuilder, BatchIter, RecordIter, BATCH_HEADER_BYTES};
+use ringlog::storage::batch::BatchBuilder;
+
+use crate::common::records_of;
+use crate::fixtures::{create_topic, create_topic_with, StandaloneNode};
 
 /// A running node.
 pub struct Node {
@@ -21,6 +24,11 @@ pub struct Node {
     pub address: String,
     /// Admin HTTP address.
     pub admin: String,
+}
+
+/// `127.0.0.1:PORT` on a free port.
+pub fn free_address() -> String {
+    format!("127.0.0.1:{}", free_port())
 }
 
 /// A free loopback port (bound then released).
@@ -53,24 +61,12 @@ impl Node {
 
     /// Start with extra environment variables.
     pub fn start_with(data_dir: &Path, shards: usize, environment: &[(&str, &str)]) -> Node {
-        Node::spawn(data_dir, shards, &[], environment, None)
+        Node::spawn(&free_address(), &free_address(), data_dir, shards, &[], environment, None)
     }
 
-    /// Start with extra flags and environment; stderr goes to `log` when given.
+    /// Start on the given client and admin addresses, with extra flags and
+    /// environment; stderr goes to `log` when given.
     pub fn spawn(
-        data_dir: &Path,
-        shards: usize,
-        flags: &[&str],
-        environment: &[(&str, &str)],
-        log: Option<&Path>,
-    ) -> Node {
-        let address = format!("127.0.0.1:{}", free_port());
-        let admin = format!("127.0.0.1:{}", free_port());
-        Node::spawn_at(&address, &admin, data_dir, shards, flags, environment, log)
-    }
-
-    /// Start listening on the given client and admin addresses.
-    pub fn spawn_at(
         address: &str,
         admin: &str,
         data_dir: &Path,
@@ -216,39 +212,60 @@ pub fn batch(values: &[String], producer: Option<(u64, u32)>) -> Vec<u8> {
     builder.finish().to_vec()
 }
 
-fn create_topic(client: &mut Client, name: &str, partitions: u32) {
-    let settings = TopicSettings { partitions, ..TopicSettings::default() };
-    client.call(Request::CreateTopic { name: name.into(), settings }).expect("create topic");
+/// A partition's offsets as a node lists them (ListOffsets).
+#[derive(Debug, Clone, Copy)]
+pub struct Offsets {
+    /// First offset still held.
+    pub log_start_offset: u64,
+    /// Offset after the last record consumers may read.
+    pub high_watermark: u64,
+    /// Offset after the last record written.
+    pub log_end_offset: u64,
+}
+
+/// A partition's offsets on `node`; `None` when it refuses (not the leader,
+/// unknown topic or partition, not ready).
+pub fn list_offsets(node: &Node, topic: &str, partition: u32) -> Option<Offsets> {
+    match node.client().call(Request::ListOffsets { topic: topic.into(), partition }) {
+        Ok(Response::ListOffsets { log_start_offset, high_watermark, log_end_offset }) => {
+            Some(Offsets { log_start_offset, high_watermark, log_end_offset })
+        }
+        _ => None,
+    }
+}
+
+/// A Produce request of `values` as one batch (not idempotent).
+pub fn produce_request(topic: &str, partition: u32, acks: Acks, values: &[String]) -> Request {
+    Request::Produce { topic: topic.into(), partition, acks, batch: batch(values, None) }
 }
 
 fn produce(client: &mut Client, topic: &str, partition: u32, values: &[String], acks: Acks) -> (u64, u64) {
-    let request = Request::Produce { topic: topic.into(), partition, acks, batch: batch(values, None) };
-    match client.call(request) {
+    match client.call(produce_request(topic, partition, acks, values)) {
         Ok(Response::Produce { base_offset, next_offset, .. }) => (base_offset, next_offset),
         other => panic!("produce failed: {other:?}"),
     }
 }
 
-/// Every value of a partition from `offset` to the high watermark.
-fn consume(client: &mut Client, topic: &str, partition: u32, mut offset: u64) -> Vec<(u64, String)> {
-    let mut output = Vec::new();
+/// The batches (raw bytes) and every (offset, value) a partition serves
+/// from `offset` up to its high watermark.
+pub fn fetch_all(client: &mut Client, topic: &str, partition: u32, mut offset: u64) -> (Vec<u8>, Vec<(u64, String)>) {
+    let (mut bytes, mut records) = (Vec::new(), Vec::new());
     loop {
-        let request = Request::Fetch { topic: topic.into(), partition, offset, max_bytes: 64 * 1024, max_wait_ms: 0 };
-        let Ok(Response::Fetch { batches, next_offset, .. }) = client.call(request) else { panic!("fetch failed") };
+        let request = Request::Fetch { topic: topic.into(), partition, offset, max_bytes: 1 << 20, max_wait_ms: 0 };
+        let answer = client.call(request);
+        let Ok(Response::Fetch { batches, next_offset, .. }) = answer else { panic!("fetch at {offset}: {answer:?}") };
         if batches.is_empty() {
-            return output;
+            return (bytes, records);
         }
-        for item in BatchIter::new(&batches, usize::MAX) {
-            let (header, bytes) = item.expect("fetched batches are CRC-valid");
-            for (index, record) in RecordIter::new(&bytes[BATCH_HEADER_BYTES..]).enumerate() {
-                let record_offset = header.base_offset + index as u64;
-                if record_offset >= offset {
-                    output.push((record_offset, String::from_utf8(record.unwrap().value.to_vec()).unwrap()));
-                }
-            }
-        }
+        records.extend(records_of(&batches, offset));
+        bytes.extend_from_slice(&batches);
         offset = next_offset;
     }
+}
+
+/// Every (offset, value) of a partition from `offset` to the high watermark.
+fn consume(client: &mut Client, topic: &str, partition: u32, offset: u64) -> Vec<(u64, String)> {
+    fetch_all(client, topic, partition, offset).1
 }
 
 fn values(prefix: &str, count: usize) -> Vec<String> {
@@ -257,10 +274,8 @@ fn values(prefix: &str, count: usize) -> Vec<String> {
 
 #[test]
 fn produce_and_fetch_round_trip_across_partitions_and_shards() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), 2);
+    let node = StandaloneNode::with_topic(2, "events", 8);
     let mut client = node.client();
-    create_topic(&mut client, "events", 8);
     let error = client.call(Request::CreateTopic {
         name: "events".into(),
         settings: TopicSettings { partitions: 1, ..Default::default() },
@@ -298,19 +313,11 @@ fn produce_and_fetch_round_trip_across_partitions_and_shards() {
 
 #[test]
 fn pipelined_requests_on_one_connection_are_all_answered_with_their_ids() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), 2);
+    let node = StandaloneNode::with_topic(2, "pipe", 4);
     let mut client = node.client();
-    create_topic(&mut client, "pipe", 4);
     let mut sent = Vec::new();
     for i in 0..60u32 {
-        let request = Request::Produce {
-            topic: "pipe".into(),
-            partition: i % 4,
-            acks: Acks::Leader,
-            batch: batch(&values("x", 3), None),
-        };
-        sent.push(client.send(&request));
+        sent.push(client.send(&produce_request("pipe", i % 4, Acks::Leader, &values("x", 3))));
     }
     let mut answered = Vec::new();
     for _ in 0..60 {
@@ -329,7 +336,7 @@ fn consumer_group_offsets_and_idempotent_retries_survive_a_sigterm_restart() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), 2);
     let mut client = node.client();
-    create_topic(&mut client, "orders", 3);
+    create_topic(&node, "orders", 3);
     let Ok(Response::InitProducer { producer_id }) = client.call(Request::InitProducer) else { panic!() };
     assert_ne!(producer_id, 0);
     let request = Request::Produce {
@@ -370,10 +377,8 @@ fn consumer_group_offsets_and_idempotent_retries_survive_a_sigterm_restart() {
 
 #[test]
 fn long_poll_fetch_wakes_when_data_arrives() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), 2);
+    let node = StandaloneNode::with_topic(2, "poll", 1);
     let mut client = node.client();
-    create_topic(&mut client, "poll", 1);
     let address = node.address.clone();
     let waiter = std::thread::spawn(move || {
         let mut client = Client::connect(&address);
@@ -404,10 +409,8 @@ fn long_poll_fetch_wakes_when_data_arrives() {
 
 #[test]
 fn bad_clients_are_disconnected_while_others_carry_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), 2);
+    let node = StandaloneNode::with_topic(2, "safe", 2);
     let mut good = node.client();
-    create_topic(&mut good, "safe", 2);
     // A 4 GiB length prefix: rejected before allocation, error frame, closed.
     let mut huge = node.client();
     huge.send_raw(&u32::MAX.to_le_bytes());
@@ -438,12 +441,7 @@ fn bad_clients_are_disconnected_while_others_carry_on() {
     assert_eq!(error.code, ErrorCode::InvalidRequest);
     // A record over limits.max_record_bytes (1 MiB here) is record_too_large.
     let big = vec!["v".repeat((1 << 20) + 1)];
-    let error = good.call(Request::Produce {
-        topic: "safe".into(),
-        partition: 0,
-        acks: Acks::Leader,
-        batch: batch(&big, None),
-    });
+    let error = good.call(produce_request("safe", 0, Acks::Leader, &big));
     assert_eq!(error.unwrap_err().code, ErrorCode::RecordTooLarge);
     // The good client is unharmed.
     produce(&mut good, "safe", 1, &values("fine", 5), Acks::Leader);
@@ -456,7 +454,7 @@ fn sigkill_under_produce_load_loses_no_acknowledged_record() {
     let dir = tempfile::tempdir().unwrap();
     {
         let node = Node::start(dir.path(), 2);
-        create_topic(&mut node.client(), "load", 4);
+        create_topic(&node, "load", 4);
         node.terminate();
     }
     let mut acknowledged: Vec<Vec<(u64, String)>> = vec![Vec::new(); 4];
@@ -469,13 +467,7 @@ fn sigkill_under_produce_load_loses_no_acknowledged_record() {
             for i in 0..100_000u32 {
                 let partition = i % 4;
                 let batch_values = values(&format!("r{round}-b{i}"), 5);
-                let request = Request::Produce {
-                    topic: "load".into(),
-                    partition,
-                    acks: Acks::Leader,
-                    batch: batch(&batch_values, None),
-                };
-                let correlation_id = client.send(&request);
+                let correlation_id = client.send(&produce_request("load", partition, Acks::Leader, &batch_values));
                 let Ok(body) = client.receive_frame() else { break };
                 let Ok((answered, Ok(Response::Produce { base_offset, .. }))) = decode_response(ApiKey::Produce, &body)
                 else {
@@ -512,22 +504,17 @@ fn sigkill_under_produce_load_loses_no_acknowledged_record() {
 
 #[test]
 fn retention_deletes_old_segments_of_a_running_node() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start_with(dir.path(), 1, &[("RINGLOG_LIMITS_RETENTION_CHECK_INTERVAL_MS", "200")]);
-    let mut client = node.client();
+    let node = StandaloneNode::start_with(1, &[("RINGLOG_LIMITS_RETENTION_CHECK_INTERVAL_MS", "200")]);
     let settings =
         TopicSettings { partitions: 1, retention_bytes: 64 * 1024, segment_bytes: 16 * 1024, ..Default::default() };
-    client.call(Request::CreateTopic { name: "short".into(), settings }).unwrap();
+    create_topic_with(&node, "short", settings);
+    let mut client = node.client();
     for i in 0..100 {
         produce(&mut client, "short", 0, &[format!("{i:04}-{}", "x".repeat(1000))], Acks::Leader);
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let Ok(Response::ListOffsets { log_start_offset, log_end_offset, .. }) =
-            client.call(Request::ListOffsets { topic: "short".into(), partition: 0 })
-        else {
-            panic!()
-        };
+        let Offsets { log_start_offset, log_end_offset, .. } = list_offsets(&node, "short", 0).unwrap();
         if log_start_offset > 0 {
             assert_eq!(log_end_offset, 100);
             let kept = consume(&mut client, "short", 0, log_start_offset);
@@ -545,7 +532,7 @@ fn too_little_locked_memory_is_one_error_line_and_exit_78() {
     use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_ringlog"));
-    command.args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--data-dir"]).arg(dir.path());
+    command.args(["serve", "--listen", &free_address(), "--data-dir"]).arg(dir.path());
     command.env("RINGLOG_KAFKA_LISTEN", "");
     // SAFETY: setrlimit is async-signal-safe and only touches the child.
     unsafe {
@@ -563,4 +550,37 @@ fn too_little_locked_memory_is_one_error_line_and_exit_78() {
     let errors: Vec<&str> = stderr.lines().filter(|line| line.starts_with("error: ")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("RLIMIT_MEMLOCK"), "{stderr}");
+}
+
+#[test]
+fn racing_topic_creations_answer_one_success_and_never_pass_max_topics() {
+    let node = StandaloneNode::start_with(2, &[("RINGLOG_LIMITS_MAX_TOPICS", "3")]);
+    let create = |name: String, partitions: u32| {
+        let mut client = node.client();
+        let settings = TopicSettings { partitions, ..TopicSettings::default() };
+        move || client.call(Request::CreateTopic { name, settings })
+    };
+    // Eight clients create one name at once, each with its own partition count.
+    let outcomes: Vec<_> = std::thread::scope(|scope| {
+        let racers: Vec<_> = (1..=8).map(|partitions| scope.spawn(create("race".into(), partitions))).collect();
+        racers.into_iter().map(|racer| racer.join().unwrap()).collect()
+    });
+    let winners: Vec<u32> = (1..=8).filter(|&index| outcomes[index as usize - 1].is_ok()).collect();
+    assert_eq!(winners.len(), 1, "exactly one creation wins: {outcomes:?}");
+    for refused in outcomes.iter().filter_map(|outcome| outcome.as_ref().err()) {
+        assert_eq!(refused.code, ErrorCode::TopicExists, "{refused:?}");
+    }
+    let Ok(Response::DescribeTopic(partitions)) = node.client().call(Request::DescribeTopic { name: "race".into() })
+    else {
+        panic!("describe race");
+    };
+    assert_eq!(partitions.len() as u32, winners[0], "the live topic has the winner's settings");
+    // Eight distinct names against a limit of three topics (one exists).
+    let outcomes: Vec<_> = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..8).map(|index| scope.spawn(create(format!("t{index}"), 1))).collect();
+        racers.into_iter().map(|racer| racer.join().unwrap()).collect()
+    });
+    assert_eq!(outcomes.iter().filter(|outcome| outcome.is_ok()).count(), 2, "{outcomes:?}");
+    let Ok(Response::ListTopics(topics)) = node.client().call(Request::ListTopics) else { panic!("list") };
+    assert_eq!(topics.len(), 3, "limits.max_topics holds under racing creations: {topics:?}");
 }

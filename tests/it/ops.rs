@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use ringlog::protocol::Request;
 
 use crate::admin::http;
-use crate::cluster::{create_topic, produce, wait_for_role, Cluster};
-use crate::node::{free_port, Node};
+use crate::cluster::{produce, Cluster};
+use crate::fixtures::create_topic;
+use crate::node::{free_address, Node};
 
 /// Run `command` until it exits; kill it after `limit` and return None.
 pub fn run_to_exit(command: &mut Command, limit: Duration) -> Option<Output> {
@@ -30,16 +31,13 @@ pub fn run_to_exit(command: &mut Command, limit: Duration) -> Option<Output> {
 #[test]
 fn a_second_node_on_a_used_client_admin_or_replication_address_exits_1_and_the_first_keeps_serving() {
     let cluster = Cluster::new();
-    let member = cluster.member("first");
-    let first = cluster.start(&member);
-    wait_for_role(&first, "leader");
-    create_topic(&first, "kept");
+    let ([member], [first]) = cluster.start_in_sync();
+    create_topic(&first, "kept", 2);
     let replication = member.replication_address().to_string();
-    let free = || format!("127.0.0.1:{}", free_port());
     let collisions = [
-        ("client", [first.address.clone(), free(), free()], first.address.clone()),
-        ("admin", [free(), first.admin.clone(), free()], first.admin.clone()),
-        ("replication", [free(), free(), replication.clone()], replication.clone()),
+        ("client", [first.address.clone(), free_address(), free_address()], first.address.clone()),
+        ("admin", [free_address(), first.admin.clone(), free_address()], first.admin.clone()),
+        ("replication", [free_address(), free_address(), replication.clone()], replication.clone()),
     ];
     for (what, [listen, admin, replication_listen], used) in collisions {
         let data_dir = tempfile::tempdir().unwrap();
@@ -101,7 +99,7 @@ fn a_node_restarts_on_its_own_addresses_right_after_a_sigkill_with_clients_conne
     let (address, admin) = (node.address.clone(), node.admin.clone());
     node.kill();
     let started = Instant::now();
-    let restarted = Node::spawn_at(&address, &admin, dir.path(), 2, &[], &[], None);
+    let restarted = Node::spawn(&address, &admin, dir.path(), 2, &[], &[], None);
     eprintln!("restarted on the same addresses in {:?}", started.elapsed());
     drop(clients);
     assert_eq!(restarted.terminate(), Some(0));

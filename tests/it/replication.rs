@@ -8,32 +8,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ringlog::protocol::{Acks, ErrorCode, ErrorResponse, Request, Response, TopicSettings};
-use ringlog::storage::batch::{BatchIter, RecordIter, BATCH_HEADER_BYTES};
 
 use crate::admin::{http, json};
-use crate::cluster::{create_topic, health, wait_for, wait_for_role, Cluster};
-use crate::node::{batch, Node};
-
-fn cluster_with(lag_max_ms: u64, min_insync: usize) -> Cluster {
-    let mut cluster = Cluster::new();
-    cluster.environment = vec![
-        ("RINGLOG_CLUSTER_REPLICA_LAG_MAX_MS".into(), lag_max_ms.to_string()),
-        ("RINGLOG_CLUSTER_MIN_INSYNC_REPLICAS".into(), min_insync.to_string()),
-    ];
-    cluster
-}
-
-fn nodes_view(node: &Node) -> Vec<serde_json::Value> {
-    json(&http(&node.admin, "GET", "/api/nodes", None, None).1).as_array().cloned().unwrap_or_default()
-}
-
-fn in_sync_ids(node: &Node) -> Vec<u64> {
-    nodes_view(node).iter().filter(|n| n["in_sync"] == true).filter_map(|n| n["id"].as_u64()).collect()
-}
-
-fn wait_all_in_sync(leader: &Node, count: usize) {
-    wait_for(Duration::from_secs(20), &format!("{count} replicas in sync"), || in_sync_ids(leader).len() == count);
-}
+use crate::cluster::{health, wait_for, wait_for_role, Cluster};
+use crate::common::incompressible;
+use crate::fixtures::{create_topic, create_topic_with, in_sync_ids, nodes_view, wait_all_in_sync};
+use crate::node::{batch, fetch_all, list_offsets, produce_request, Node};
 
 fn produce_acks(
     node: &Node,
@@ -42,8 +22,7 @@ fn produce_acks(
     values: &[String],
     acks: Acks,
 ) -> Result<Response, ErrorCode> {
-    let request = Request::Produce { topic: topic.into(), partition, acks, batch: batch(values, None) };
-    node.client().call(request).map_err(|error| error.code)
+    node.client().call(produce_request(topic, partition, acks, values)).map_err(|error| error.code)
 }
 
 /// Every record (offset, value) of a partition as `node` serves it, up to its high watermark.
@@ -52,22 +31,14 @@ fn read_partition(node: &Node, topic: &str, partition: u32) -> (Vec<u8>, Vec<(u6
 }
 
 fn high_watermark(node: &Node, topic: &str, partition: u32) -> Option<u64> {
-    match node.client().call(Request::ListOffsets { topic: topic.into(), partition }) {
-        Ok(Response::ListOffsets { high_watermark, .. }) => Some(high_watermark),
-        _ => None,
-    }
+    list_offsets(node, topic, partition).map(|offsets| offsets.high_watermark)
 }
 
 #[test]
 fn acks_all_records_are_on_every_follower_with_identical_offsets_and_bytes() {
-    let cluster = cluster_with(5_000, 1);
-    let members: Vec<_> = ["a", "b", "c"].iter().map(|name| cluster.member(name)).collect();
-    let a = cluster.start(&members[0]);
-    wait_for_role(&a, "leader");
-    let (b, c) = (cluster.start(&members[1]), cluster.start(&members[2]));
-    wait_all_in_sync(&a, 3);
-    let settings = TopicSettings { partitions: 3, retention_bytes: 0, retention_ms: 0, segment_bytes: 0 };
-    a.client().call(Request::CreateTopic { name: "orders".into(), settings }).unwrap();
+    let cluster = Cluster::with_replication(5_000, 1);
+    let (_, [a, b, c]) = cluster.start_in_sync();
+    create_topic(&a, "orders", 3);
     let mut expected_end = [0u64; 3];
     for round in 0..60u32 {
         let partition = round % 3;
@@ -111,13 +82,9 @@ fn metric(node: &Node, sample: &str) -> Option<f64> {
 #[test]
 fn min_insync_replicas_refuses_acks_all_and_a_forgotten_dead_node_stops_counting() {
     // A long lag bound: a hung replica counts in the ISR for 30 s unless forgotten.
-    let cluster = cluster_with(30_000, 2);
-    let members: Vec<_> = ["a", "b", "c"].iter().map(|name| cluster.member(name)).collect();
-    let a = cluster.start(&members[0]);
-    wait_for_role(&a, "leader");
-    let (b, c) = (cluster.start(&members[1]), cluster.start(&members[2]));
-    wait_all_in_sync(&a, 3);
-    create_topic(&a, "t");
+    let cluster = Cluster::with_replication(30_000, 2);
+    let (_, [a, b, c]) = cluster.start_in_sync();
+    create_topic(&a, "t", 2);
     assert!(produce_acks(&a, "t", 0, &["one".into()], Acks::All).is_ok());
 
     // c hangs for good: its lease expires, but it is still in the in-sync
@@ -150,13 +117,9 @@ fn min_insync_replicas_refuses_acks_all_and_a_forgotten_dead_node_stops_counting
 
 #[test]
 fn a_stopped_follower_is_cut_off_without_slowing_the_leader_and_catches_up_after_it_resumes() {
-    let cluster = cluster_with(1_000, 1);
-    let members: Vec<_> = ["a", "b", "c"].iter().map(|name| cluster.member(name)).collect();
-    let a = cluster.start(&members[0]);
-    wait_for_role(&a, "leader");
-    let (_b, c) = (cluster.start(&members[1]), cluster.start(&members[2]));
-    wait_all_in_sync(&a, 3);
-    create_topic(&a, "load");
+    let cluster = Cluster::with_replication(1_000, 1);
+    let (_, [a, _b, c]) = cluster.start_in_sync();
+    create_topic(&a, "load", 2);
     let values: Vec<String> = (0..100).map(|i| format!("{i:0>1000}")).collect();
     let measure = |duration: Duration| -> (u64, Duration) {
         let started = Instant::now();
@@ -222,15 +185,10 @@ fn read_acks(output: &str) -> Vec<(u64, u64, u64)> {
 
 #[test]
 fn acknowledged_records_survive_repeated_leader_kills_exactly_once_at_their_offsets() {
-    let cluster = cluster_with(2_000, 1);
-    let members: Vec<_> = ["a", "b", "c"].iter().map(|name| cluster.member(name)).collect();
-    let mut nodes: Vec<Option<Node>> = members.iter().map(|_| None).collect();
-    nodes[0] = Some(cluster.start(&members[0]));
-    wait_for_role(nodes[0].as_ref().unwrap(), "leader");
-    nodes[1] = Some(cluster.start(&members[1]));
-    nodes[2] = Some(cluster.start(&members[2]));
-    wait_all_in_sync(nodes[0].as_ref().unwrap(), 3);
-    create_topic(nodes[0].as_ref().unwrap(), "ledger");
+    let cluster = Cluster::with_replication(2_000, 1);
+    let (members, started) = cluster.start_in_sync::<3>();
+    let mut nodes: Vec<Option<Node>> = started.into_iter().map(Some).collect();
+    create_topic(nodes[0].as_ref().unwrap(), "ledger", 2);
     let servers: Vec<String> = nodes.iter().map(|node| node.as_ref().unwrap().address.clone()).collect();
 
     let mut producer = Command::new(env!("CARGO_BIN_EXE_ringlog"))
@@ -334,13 +292,9 @@ fn acknowledged_records_survive_repeated_leader_kills_exactly_once_at_their_offs
 fn malformed_and_unauthenticated_replication_connections_are_refused_without_harm() {
     use std::io::Read;
     use std::net::TcpStream;
-    let cluster = cluster_with(5_000, 1);
-    let members: Vec<_> = ["a", "b"].iter().map(|name| cluster.member(name)).collect();
-    let a = cluster.start(&members[0]);
-    wait_for_role(&a, "leader");
-    let b = cluster.start(&members[1]);
-    wait_all_in_sync(&a, 2);
-    create_topic(&a, "t");
+    let cluster = Cluster::with_replication(5_000, 1);
+    let (members, [a, b]) = cluster.start_in_sync();
+    create_topic(&a, "t", 2);
     let registration: serde_json::Value =
         serde_json::from_str(&cluster.etcd.get("ringlog/nodes/1").unwrap().unwrap()).unwrap();
     let replication = registration["replication"].as_str().unwrap().to_string();
@@ -422,13 +376,9 @@ fn malformed_and_unauthenticated_replication_connections_are_refused_without_har
 
 #[test]
 fn a_deposed_leader_truncates_what_only_it_had_and_idempotent_retries_keep_their_offsets() {
-    let cluster = cluster_with(60_000, 1);
-    let members: Vec<_> = ["a", "b"].iter().map(|name| cluster.member(name)).collect();
-    let a = cluster.start(&members[0]);
-    wait_for_role(&a, "leader");
-    let b = cluster.start(&members[1]);
-    wait_all_in_sync(&a, 2);
-    create_topic(&a, "t");
+    let cluster = Cluster::with_replication(60_000, 1);
+    let (members, [a, b]) = cluster.start_in_sync();
+    create_topic(&a, "t", 2);
     let producer_id = match a.client().call(Request::InitProducer) {
         Ok(Response::InitProducer { producer_id }) => producer_id,
         other => panic!("{other:?}"),
@@ -490,45 +440,20 @@ fn a_deposed_leader_truncates_what_only_it_had_and_idempotent_retries_keep_their
 
 /// Every (offset, value) and the raw bytes a node serves from `from` up to its high watermark.
 fn read_partition_from(node: &Node, topic: &str, partition: u32, from: u64) -> (Vec<u8>, Vec<(u64, String)>) {
-    let mut client = node.client();
-    let (mut offset, mut bytes, mut records) = (from, Vec::new(), Vec::new());
-    loop {
-        let request = Request::Fetch { topic: topic.into(), partition, offset, max_bytes: 1 << 20, max_wait_ms: 0 };
-        let answer = client.call(request);
-        let Ok(Response::Fetch { batches, next_offset, .. }) = answer else { panic!("fetch at {offset}: {answer:?}") };
-        if batches.is_empty() {
-            return (bytes, records);
-        }
-        for batch in BatchIter::new(&batches, usize::MAX) {
-            let (header, raw) = batch.expect("valid batch");
-            for (index, record) in RecordIter::new(&raw[BATCH_HEADER_BYTES..]).enumerate() {
-                let record = record.expect("valid record");
-                records.push((header.base_offset + index as u64, String::from_utf8_lossy(record.value).into_owned()));
-            }
-        }
-        bytes.extend_from_slice(&batches);
-        offset = next_offset;
-    }
+    fetch_all(&mut node.client(), topic, partition, from)
 }
 
 fn log_start(node: &Node, topic: &str, partition: u32) -> Option<u64> {
-    match node.client().call(Request::ListOffsets { topic: topic.into(), partition }) {
-        Ok(Response::ListOffsets { log_start_offset, .. }) => Some(log_start_offset),
-        _ => None,
-    }
+    list_offsets(node, topic, partition).map(|offsets| offsets.log_start_offset)
 }
 
 #[test]
 fn a_replica_with_a_new_disk_behind_the_leaders_log_start_resets_catches_up_and_rejoins_the_isr() {
-    let mut cluster = cluster_with(2_000, 1);
+    let mut cluster = Cluster::with_replication(2_000, 1);
     cluster.environment.push(("RINGLOG_LIMITS_RETENTION_CHECK_INTERVAL_MS".into(), "100".into()));
-    let members: Vec<_> = ["a", "b", "c"].iter().map(|name| cluster.member(name)).collect();
-    let a = cluster.start(&members[0]);
-    wait_for_role(&a, "leader");
-    let (_b, c) = (cluster.start(&members[1]), cluster.start(&members[2]));
-    wait_all_in_sync(&a, 3);
+    let (members, [a, _b, c]) = cluster.start_in_sync();
     let settings = TopicSettings { partitions: 1, retention_bytes: 16_384, retention_ms: 0, segment_bytes: 4096 };
-    a.client().call(Request::CreateTopic { name: "short".into(), settings }).unwrap();
+    create_topic_with(&a, "short", settings);
     // c's disk dies: the cluster goes on and retention moves the log start.
     c.kill();
     std::fs::remove_dir_all(&members[2].data_dir).unwrap();
@@ -559,7 +484,7 @@ fn a_replica_with_a_new_disk_behind_the_leaders_log_start_resets_catches_up_and_
 
 #[test]
 fn a_follower_whose_fsync_failed_never_acknowledges_the_records_it_could_not_make_durable() {
-    let mut cluster = cluster_with(1_000, 2);
+    let mut cluster = Cluster::with_replication(1_000, 2);
     let members: Vec<_> = ["a", "b"].iter().map(|name| cluster.member(name)).collect();
     let a = cluster.start(&members[0]);
     wait_for_role(&a, "leader");
@@ -567,7 +492,7 @@ fn a_follower_whose_fsync_failed_never_acknowledges_the_records_it_could_not_mak
     cluster.environment.push(("RINGLOG_FAULT_INJECT".into(), "t/0:fsync:1".into()));
     let _b = cluster.start(&members[1]);
     wait_all_in_sync(&a, 2);
-    create_topic(&a, "t");
+    create_topic(&a, "t", 2);
     assert!(produce_acks(&a, "t", 0, &["durable on both".into()], Acks::All).is_ok());
     std::thread::sleep(Duration::from_millis(300));
     // b holds "only written" in its log but never made it durable: it must
@@ -582,16 +507,12 @@ fn a_follower_whose_fsync_failed_never_acknowledges_the_records_it_could_not_mak
 
 #[test]
 fn a_topic_deleted_while_it_replicates_leaves_the_followers_shards_serving() {
-    let cluster = cluster_with(5_000, 1);
-    let members: Vec<_> = ["a", "b"].iter().map(|name| cluster.member(name)).collect();
-    let a = cluster.start(&members[0]);
-    wait_for_role(&a, "leader");
-    let b = cluster.start(&members[1]);
-    wait_all_in_sync(&a, 2);
+    let cluster = Cluster::with_replication(5_000, 1);
+    let (_, [a, b]) = cluster.start_in_sync();
     let values: Vec<String> = (0..20).map(|i| format!("{i:0>2000}")).collect();
     for round in 0..6 {
         let topic = format!("doomed-{round}");
-        create_topic(&a, &topic);
+        create_topic(&a, &topic, 2);
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writers: Vec<_> = (0..2u32)
             .map(|partition| {
@@ -599,13 +520,7 @@ fn a_topic_deleted_while_it_replicates_leaves_the_followers_shards_serving() {
                 std::thread::spawn(move || {
                     let mut client = crate::node::Client::connect(&node);
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        let request = Request::Produce {
-                            topic: topic.clone(),
-                            partition,
-                            acks: Acks::Leader,
-                            batch: batch(&values, None),
-                        };
-                        if client.call(request).is_err() {
+                        if client.call(produce_request(&topic, partition, Acks::Leader, &values)).is_err() {
                             return;
                         }
                     }
@@ -619,7 +534,7 @@ fn a_topic_deleted_while_it_replicates_leaves_the_followers_shards_serving() {
         a.client().call(Request::DeleteTopic { name: topic.clone() }).unwrap();
     }
     // Both of b's shards still replicate a new topic and answer reads.
-    create_topic(&a, "after");
+    create_topic(&a, "after", 2);
     for partition in 0..2 {
         let Ok(Response::Produce { next_offset, .. }) =
             produce_acks(&a, "after", partition, &["alive".into()], Acks::All)
@@ -638,42 +553,20 @@ fn connections_open(node: &Node) -> Option<f64> {
 
 #[test]
 fn a_follower_that_stops_reading_is_cut_off_and_its_connection_closed_after_replica_lag_max_ms() {
-    let cluster = cluster_with(1_000, 1);
-    let member = cluster.member("a");
-    let a = cluster.start(&member);
-    wait_for_role(&a, "leader");
-    let settings = TopicSettings { partitions: 1, retention_bytes: 0, retention_ms: 0, segment_bytes: 0 };
-    a.client().call(Request::CreateTopic { name: "big".into(), settings }).unwrap();
+    let cluster = Cluster::with_replication(1_000, 1);
+    let (_, [a]) = cluster.start_in_sync();
+    create_topic(&a, "big", 1);
     // Incompressible records, so the answers stay as large as the log.
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     for _ in 0..60 {
-        let values: Vec<String> = (0..100)
-            .map(|_| {
-                (0..1000)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        char::from(b'!' + (x % 90) as u8)
-                    })
-                    .collect()
-            })
-            .collect();
+        let values: Vec<String> = (0..100).map(|_| incompressible(&mut x, 1000)).collect();
         produce_acks(&a, "big", 0, &values, Acks::Leader).unwrap();
     }
     // Nothing else connects to a from here on.
     wait_for(Duration::from_secs(5), "the producers' connections closed", || connections_open(&a) == Some(0.0));
-    let registration: serde_json::Value =
-        serde_json::from_str(&cluster.etcd.get("ringlog/nodes/1").unwrap().unwrap()).unwrap();
-    let secret = cluster.etcd.get("ringlog/secret").unwrap().unwrap();
     // A follower that authenticates, asks for far more than its socket
     // holds, then stops reading and sending (as a SIGSTOPped one does).
-    let mut follower = crate::node::Client::connect(registration["replication"].as_str().unwrap());
-    let Ok(Response::ReplicaChallenge { nonce }) = follower.call(Request::ReplicaHello { node_id: 9 }) else {
-        panic!("challenge")
-    };
-    let proof = ringlog::replication::auth::proof(secret.as_bytes(), &nonce, 9);
-    assert!(follower.call(Request::ReplicaAuth { proof }).is_ok());
+    let mut follower = cluster.replica_client(9);
     assert_eq!(connections_open(&a), Some(1.0));
     for _ in 0..8 {
         let fetch = Request::ReplicaFetch {
@@ -692,13 +585,9 @@ fn a_follower_that_stops_reading_is_cut_off_and_its_connection_closed_after_repl
 
 #[test]
 fn a_forgotten_node_that_starts_again_gets_a_new_id_and_resynchronises_from_scratch() {
-    let cluster = cluster_with(2_000, 1);
-    let members: Vec<_> = ["a", "b", "c"].iter().map(|name| cluster.member(name)).collect();
-    let a = cluster.start(&members[0]);
-    wait_for_role(&a, "leader");
-    let (_b, c) = (cluster.start(&members[1]), cluster.start(&members[2]));
-    wait_all_in_sync(&a, 3);
-    create_topic(&a, "t");
+    let cluster = Cluster::with_replication(2_000, 1);
+    let (members, [a, _b, c]) = cluster.start_in_sync();
+    create_topic(&a, "t", 2);
     for round in 0..20u32 {
         let values: Vec<String> = (0..20).map(|i| format!("r{round}-{i}-{}", "y".repeat(200))).collect();
         produce_acks(&a, "t", round % 2, &values, Acks::All).expect("acks=all");
@@ -750,14 +639,9 @@ fn shown_high_watermarks(node: &Node) -> Vec<Result<Option<u64>, ErrorCode>> {
 
 #[test]
 fn no_consumer_sees_the_high_watermark_fall_after_every_node_is_killed_and_one_restarts() {
-    let cluster = cluster_with(3_000, 1);
-    let members: Vec<_> = ["a", "b", "c"].iter().map(|name| cluster.member(name)).collect();
-    let a = cluster.start(&members[0]);
-    wait_for_role(&a, "leader");
-    let b = cluster.start(&members[1]);
-    let c = cluster.start(&members[2]);
-    wait_all_in_sync(&a, 3);
-    create_topic(&a, "t");
+    let cluster = Cluster::with_replication(3_000, 1);
+    let (members, [a, b, c]) = cluster.start_in_sync();
+    create_topic(&a, "t", 2);
     for index in 0..20 {
         assert!(produce_acks(&a, "t", 0, &[format!("record-{index}")], Acks::All).is_ok());
     }

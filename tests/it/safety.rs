@@ -11,7 +11,10 @@ use ringlog::storage::offsets::OffsetLookup;
 use ringlog::storage::retention::RetentionPolicy;
 use ringlog::storage::{AppendMode, FsyncPolicy, PartitionLog, StorageConfig, StorageError};
 
-use crate::common::{append_values, batch_of, on_executor, read_all, segment_files, small_config, values};
+use crate::common::{
+    append_values, batch_of, close_or_abandon, on_executor, read_all, segment_files, small_config, values,
+    with_faulty_log, with_log,
+};
 
 /// Byte position of the batch starting at `offset` in a segment file.
 fn position_of(path: &Path, offset: u64) -> u64 {
@@ -32,18 +35,6 @@ fn last_segment(dir: &Path) -> PathBuf {
     dir.join(segment_files(dir).last().unwrap())
 }
 
-fn open_and<T: Send + 'static, Fut: std::future::Future<Output = T> + 'static>(
-    path: &Path,
-    config: StorageConfig,
-    body: impl FnOnce(PartitionLog) -> Fut + Send + 'static,
-) -> T {
-    let path = path.to_path_buf();
-    on_executor(move || async move {
-        let log = PartitionLog::open(&path, config, None).await.unwrap();
-        body(log).await
-    })
-}
-
 fn check_errors(dir: &Path, config: &StorageConfig) -> Vec<String> {
     let mut report = ringlog::storage::check::CheckReport::default();
     ringlog::storage::check::check_partition(dir, config, false, &mut report, &|_| {}).unwrap();
@@ -55,7 +46,7 @@ fn check_errors(dir: &Path, config: &StorageConfig) -> Vec<String> {
 fn batches_above_a_lowered_max_batch_bytes_survive_crash_recovery_reads_and_check() {
     let dir = tempfile::tempdir().unwrap();
     let large = StorageConfig { max_batch_bytes: 256 * 1024, segment_bytes: 4 << 20, ..small_config() };
-    let written = open_and(dir.path(), large, |log| async move {
+    let written = with_log(dir.path(), large, |log| async move {
         for round in 0..6 {
             // ~20 KB batches: far above the 8 KiB limit the restart uses.
             append_values(&log, &values(&format!("big{round}"), 150), round).await;
@@ -67,7 +58,7 @@ fn batches_above_a_lowered_max_batch_bytes_survive_crash_recovery_reads_and_chec
     assert_eq!(written.len(), 900);
     let lowered = small_config();
     assert!(std::fs::metadata(last_segment(dir.path())).unwrap().len() > 6 * lowered.max_batch_bytes as u64);
-    let (all, report) = open_and(dir.path(), lowered.clone(), |log| async move {
+    let (all, report) = with_log(dir.path(), lowered.clone(), |log| async move {
         let all = read_all(&log, 0).await;
         let report = log.recovery_report();
         log.close().await.unwrap();
@@ -79,7 +70,7 @@ fn batches_above_a_lowered_max_batch_bytes_survive_crash_recovery_reads_and_chec
     // A replica copies its leader's batches whatever its own admission limit.
     let replica_dir = dir.path().join("replica");
     let big = batch_of(&values("replica", 150), 0);
-    let placed = open_and(&replica_dir, lowered, move |log| async move {
+    let placed = with_log(&replica_dir, lowered, move |log| async move {
         let mut batch = big;
         ringlog::storage::batch::stamp_batch(&mut batch, 0, 3);
         let info = log.append(&mut batch, AppendMode::Replica).await.unwrap();
@@ -94,7 +85,7 @@ fn batches_above_a_lowered_max_batch_bytes_survive_crash_recovery_reads_and_chec
 fn commit_beyond_a_lost_log_end_stays_out_of_range_after_new_appends() {
     let dir = tempfile::tempdir().unwrap();
     let config = StorageConfig { segment_bytes: 1 << 20, ..small_config() };
-    open_and(dir.path(), config.clone(), |log| async move {
+    with_log(dir.path(), config.clone(), |log| async move {
         for round in 0..15 {
             append_values(&log, &values(&format!("a{round}"), 10), round).await;
         }
@@ -105,7 +96,7 @@ fn commit_beyond_a_lost_log_end_stays_out_of_range_after_new_appends() {
     let segment = last_segment(dir.path());
     let cut = position_of(&segment, 100);
     std::fs::OpenOptions::new().write(true).open(&segment).unwrap().set_len(cut).unwrap();
-    let lookups = open_and(dir.path(), config.clone(), |log| async move {
+    let lookups = with_log(dir.path(), config.clone(), |log| async move {
         let before = log.committed_offset("g");
         for round in 0..6 {
             append_values(&log, &values(&format!("b{round}"), 10), 100 + round).await;
@@ -117,7 +108,7 @@ fn commit_beyond_a_lost_log_end_stays_out_of_range_after_new_appends() {
     });
     assert!(matches!(lookups.0, OffsetLookup::OutOfRange { committed: 150, .. }), "{:?}", lookups.0);
     assert!(matches!(lookups.1, OffsetLookup::OutOfRange { committed: 150, .. }), "latched: {:?}", lookups.1);
-    let (restarted, reset) = open_and(dir.path(), config, |log| async move {
+    let (restarted, reset) = with_log(dir.path(), config, |log| async move {
         let restarted = log.committed_offset("g");
         log.commit_offset("g", 100).await.unwrap();
         let reset = log.committed_offset("g");
@@ -131,7 +122,7 @@ fn commit_beyond_a_lost_log_end_stays_out_of_range_after_new_appends() {
 #[test]
 fn commit_beyond_a_truncated_divergent_suffix_is_latched() {
     let dir = tempfile::tempdir().unwrap();
-    let lookup = open_and(dir.path(), small_config(), |log| async move {
+    let lookup = with_log(dir.path(), small_config(), |log| async move {
         for round in 0..15 {
             append_values(&log, &values(&format!("a{round}"), 10), round).await;
         }
@@ -150,7 +141,7 @@ fn commit_beyond_a_truncated_divergent_suffix_is_latched() {
 /// A log with one active segment of about `batches` × 8 KB, abandoned.
 fn active_segment_of(dir: &Path, batches: usize) -> (StorageConfig, Vec<(u64, String)>) {
     let config = StorageConfig { segment_bytes: 64 << 20, max_batch_bytes: 64 * 1024, ..small_config() };
-    let written = open_and(dir, config.clone(), move |log| async move {
+    let written = with_log(dir, config.clone(), move |log| async move {
         for round in 0..batches {
             append_values(&log, &values(&format!("c{round}"), 60), round as i64).await;
         }
@@ -172,7 +163,7 @@ fn flipped_byte_in_the_active_segment_fences_and_keeps_every_byte() {
     let valid = ringlog::storage::scan::scan_segment(&bytes, 0, 4096).valid_bytes as usize;
     bytes[valid / 10 + 100] ^= 0x20;
     std::fs::write(&segment, &bytes).unwrap();
-    let snapshot = open_and(dir.path(), config.clone(), |log| async move {
+    let snapshot = with_log(dir.path(), config.clone(), |log| async move {
         let snapshot = log.snapshot();
         log.close().await.unwrap();
         snapshot
@@ -182,7 +173,7 @@ fn flipped_byte_in_the_active_segment_fences_and_keeps_every_byte() {
     assert!(snapshot.log_end_offset < written.len() as u64 / 5);
     assert_eq!(std::fs::read(&segment).unwrap(), bytes, "the bytes stay on disk");
     // Defect 10: the fence survives a restart, and `check` reports it.
-    let again = open_and(dir.path(), config.clone(), |log| async move {
+    let again = with_log(dir.path(), config.clone(), |log| async move {
         let fence = log.snapshot().fence;
         let refused = append_values_result(&log).await;
         log.close().await.unwrap();
@@ -211,7 +202,7 @@ fn torn_write_inside_the_window_is_still_truncated() {
     use std::os::unix::fs::FileExt;
     file.write_all_at(&vec![0u8; (valid - last_position) as usize / 2], last_position + (valid - last_position) / 2)
         .unwrap();
-    let snapshot = open_and(dir.path(), config, |log| async move {
+    let snapshot = with_log(dir.path(), config, |log| async move {
         let snapshot = log.snapshot();
         log.close().await.unwrap();
         snapshot
@@ -223,7 +214,7 @@ fn torn_write_inside_the_window_is_still_truncated() {
 #[test]
 fn damaged_consumer_offsets_entry_with_valid_entries_after_it_fences_the_partition() {
     let dir = tempfile::tempdir().unwrap();
-    open_and(dir.path(), small_config(), |log| async move {
+    with_log(dir.path(), small_config(), |log| async move {
         append_values(&log, &values("x", 10), 0).await;
         for offset in 0..10 {
             log.commit_offset("group", offset).await.unwrap();
@@ -234,7 +225,7 @@ fn damaged_consumer_offsets_entry_with_valid_entries_after_it_fences_the_partiti
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[30] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
-    let (fence, committed) = open_and(dir.path(), small_config(), |log| async move {
+    let (fence, committed) = with_log(dir.path(), small_config(), |log| async move {
         let result = (log.snapshot().fence, log.committed_offset("group"));
         log.close().await.unwrap();
         result
@@ -246,15 +237,11 @@ fn damaged_consumer_offsets_entry_with_valid_entries_after_it_fences_the_partiti
 
 /// Many small sealed segments, closed cleanly or abandoned.
 fn sealed_segments(dir: &Path, clean: bool) -> Vec<String> {
-    open_and(dir, small_config(), move |log| async move {
+    with_log(dir, small_config(), move |log| async move {
         for round in 0..400 {
             append_values(&log, &values(&format!("s{round}"), 3), round).await;
         }
-        if clean {
-            log.close().await.unwrap();
-        } else {
-            log.abandon().await;
-        }
+        close_or_abandon(log, clean).await;
     });
     let files = segment_files(dir);
     assert!(files.len() > 5, "{files:?}");
@@ -262,7 +249,7 @@ fn sealed_segments(dir: &Path, clean: bool) -> Vec<String> {
 }
 
 fn reopened_fence(dir: &Path) -> Option<ringlog::storage::recovery::FenceReport> {
-    open_and(dir, small_config(), |log| async move {
+    with_log(dir, small_config(), |log| async move {
         let fence = log.snapshot().fence;
         log.close().await.unwrap();
         fence
@@ -306,7 +293,7 @@ fn interval_fsync_runs_under_continuous_concurrent_load() {
         segment_bytes: 64 << 20,
         ..small_config()
     };
-    let fsyncs = open_and(dir.path(), config, |log| async move {
+    let fsyncs = with_log(dir.path(), config, |log| async move {
         let log = Rc::new(log);
         let started = std::time::Instant::now();
         let mut tasks = Vec::new();
@@ -336,7 +323,7 @@ fn interval_fsync_runs_under_continuous_concurrent_load() {
 #[test]
 fn retention_during_a_truncation_waits_instead_of_panicking() {
     let dir = tempfile::tempdir().unwrap();
-    let (end, start) = open_and(dir.path(), small_config(), |log| async move {
+    let (end, start) = with_log(dir.path(), small_config(), |log| async move {
         for round in 0..120 {
             append_values(&log, &values(&format!("r{round}"), 3), round).await;
         }
@@ -361,11 +348,7 @@ fn retention_during_a_truncation_waits_instead_of_panicking() {
 #[test]
 fn crash_inside_a_truncation_before_the_cut_resurrects_no_later_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    let reopen = path.clone();
-    let written = on_executor(move || async move {
-        let faults = FaultInjector::new();
-        let log = PartitionLog::open(&path, small_config(), Some(faults.clone())).await.unwrap();
+    let written = with_faulty_log(dir.path(), small_config(), move |log, faults| async move {
         for round in 0..120 {
             append_values(&log, &values(&format!("t{round}"), 3), round).await;
         }
@@ -375,7 +358,7 @@ fn crash_inside_a_truncation_before_the_cut_resurrects_no_later_segment() {
         log.abandon().await;
         written
     });
-    let (fence, all) = open_and(&reopen, small_config(), |log| async move {
+    let (fence, all) = with_log(dir.path(), small_config(), |log| async move {
         let fence = log.snapshot().fence;
         let all = read_all(&log, 0).await;
         log.close().await.unwrap();
@@ -392,7 +375,7 @@ fn crash_inside_a_truncation_before_the_cut_resurrects_no_later_segment() {
 fn truncation_keeps_the_segments_maximum_timestamp_for_time_lookups() {
     let dir = tempfile::tempdir().unwrap();
     let config = StorageConfig { segment_bytes: 1 << 20, index_interval_bytes: 64 * 1024, ..small_config() };
-    let found = open_and(dir.path(), config, |log| async move {
+    let found = with_log(dir.path(), config, |log| async move {
         // Timestamps rise by 1 per record; the time index gets one entry.
         for round in 0..30 {
             append_values(&log, &values(&format!("m{round}"), 3), 1000 + round * 10).await;
@@ -411,12 +394,9 @@ fn truncation_keeps_the_segments_maximum_timestamp_for_time_lookups() {
 #[test]
 fn disk_full_rollbacks_under_concurrent_appends_never_acknowledge_misplaced_batches() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    let reopen = path.clone();
-    let acked = on_executor(move || async move {
-        let faults = FaultInjector::new();
-        let config = StorageConfig { segment_bytes: 1 << 20, ..small_config() };
-        let log = Rc::new(PartitionLog::open(&path, config, Some(faults.clone())).await.unwrap());
+    let config = StorageConfig { segment_bytes: 1 << 20, ..small_config() };
+    let acked = with_faulty_log(dir.path(), config, move |log, faults| async move {
+        let log = Rc::new(log);
         let acked = Rc::new(std::cell::RefCell::new(Vec::new()));
         let refused = Rc::new(std::cell::RefCell::new(Vec::new()));
         let epoch = Rc::new(std::cell::Cell::new(1u32));
@@ -458,7 +438,7 @@ fn disk_full_rollbacks_under_concurrent_appends_never_acknowledge_misplaced_batc
     });
     let (acked, refused) = acked;
     assert!(!acked.is_empty());
-    let all = open_and(&reopen, small_config(), |log| async move {
+    let all = with_log(dir.path(), small_config(), |log| async move {
         let all = read_all(&log, 0).await;
         log.close().await.unwrap();
         all
@@ -483,7 +463,7 @@ fn disk_full_rollbacks_under_concurrent_appends_never_acknowledge_misplaced_batc
 #[test]
 fn clean_marker_pointing_past_its_own_end_falls_back_to_a_scan() {
     let dir = tempfile::tempdir().unwrap();
-    open_and(dir.path(), small_config(), |log| async move {
+    with_log(dir.path(), small_config(), |log| async move {
         append_values(&log, &values("k", 5), 0).await;
         log.close().await.unwrap();
     });
@@ -493,7 +473,7 @@ fn clean_marker_pointing_past_its_own_end_falls_back_to_a_scan() {
         last_batch_position: 4096,
     };
     ringlog::storage::markers::store_clean_shutdown(dir.path(), &marker).unwrap();
-    let (end, clean) = open_and(dir.path(), small_config(), |log| async move {
+    let (end, clean) = with_log(dir.path(), small_config(), |log| async move {
         let result = (log.snapshot().log_end_offset, log.recovery_report().clean);
         log.close().await.unwrap();
         result
@@ -505,11 +485,7 @@ fn clean_marker_pointing_past_its_own_end_falls_back_to_a_scan() {
 #[test]
 fn disk_full_while_sealing_a_segment_is_reported_and_the_roll_resumes_later() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    let reopen = path.clone();
-    let written = on_executor(move || async move {
-        let faults = FaultInjector::new();
-        let log = PartitionLog::open(&path, small_config(), Some(faults.clone())).await.unwrap();
+    let written = with_faulty_log(dir.path(), small_config(), move |log, faults| async move {
         let mut round = 0;
         while log.snapshot().segments == 1 {
             append_values(&log, &values(&format!("e{round}"), 3), round).await;
@@ -534,7 +510,7 @@ fn disk_full_while_sealing_a_segment_is_reported_and_the_roll_resumes_later() {
         log.abandon().await;
         written
     });
-    let (fence, all) = open_and(&reopen, small_config(), |log| async move {
+    let (fence, all) = with_log(dir.path(), small_config(), |log| async move {
         let result = (log.snapshot().fence, read_all(&log, 0).await);
         log.close().await.unwrap();
         result
@@ -547,10 +523,7 @@ fn disk_full_while_sealing_a_segment_is_reported_and_the_roll_resumes_later() {
 #[test]
 fn failed_epoch_store_leaves_the_epoch_history_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    on_executor(move || async move {
-        let faults = FaultInjector::new();
-        let log = PartitionLog::open(&path, small_config(), Some(faults.clone())).await.unwrap();
+    with_faulty_log(dir.path(), small_config(), move |log, faults| async move {
         append_values(&log, &values("one", 2), 0).await;
         faults.fail_after(FaultOperation::Metadata, 0, libc::EIO);
         let mut batch = batch_of(&values("two", 2), 0);
@@ -567,11 +540,8 @@ fn failed_epoch_store_leaves_the_epoch_history_as_it_was() {
 #[test]
 fn an_eio_beside_a_disk_full_write_fail_stops_instead_of_rolling_back() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    on_executor(move || async move {
-        let faults = FaultInjector::new();
-        let config = StorageConfig { segment_bytes: 1 << 20, max_batch_bytes: 64 * 1024, ..small_config() };
-        let log = PartitionLog::open(&path, config, Some(faults.clone())).await.unwrap();
+    let config = StorageConfig { segment_bytes: 1 << 20, max_batch_bytes: 64 * 1024, ..small_config() };
+    with_faulty_log(dir.path(), config, move |log, faults| async move {
         append_values(&log, &values("ok", 3), 0).await;
         // One batch of three write buffers: its writes are in flight together.
         faults.fail_next(FaultOperation::Write, &[libc::ENOSPC, libc::EIO]);
@@ -632,7 +602,7 @@ fn close_during_a_disk_full_rollback_does_not_deadlock() {
             let _ = appender.await;
         });
         // Whatever the interleaving, the acknowledged records survive.
-        let all = open_and(dir.path(), small_config(), |log| async move {
+        let all = with_log(dir.path(), small_config(), |log| async move {
             let all = read_all(&log, 0).await;
             log.close().await.unwrap();
             all
@@ -646,10 +616,7 @@ fn close_during_a_disk_full_rollback_does_not_deadlock() {
 #[test]
 fn crash_inside_a_reset_recovers_the_reset_log_instead_of_fencing() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    on_executor(move || async move {
-        let faults = FaultInjector::new();
-        let log = PartitionLog::open(&path, small_config(), Some(faults.clone())).await.unwrap();
+    with_faulty_log(dir.path(), small_config(), move |log, faults| async move {
         append_values(&log, &values("r", 5), 0).await;
         // The truncation to the log start unlinks three files (the kept
         // segment's two indexes and the producer snapshot) and the roll
@@ -659,7 +626,7 @@ fn crash_inside_a_reset_recovers_the_reset_log_instead_of_fencing() {
         assert!(log.reset_to(1000).await.is_err());
         log.abandon().await;
     });
-    let snapshot = open_and(dir.path(), small_config(), |log| async move {
+    let snapshot = with_log(dir.path(), small_config(), |log| async move {
         let snapshot = log.snapshot();
         log.close().await.unwrap();
         snapshot
@@ -674,7 +641,7 @@ fn crash_inside_a_reset_recovers_the_reset_log_instead_of_fencing() {
 fn reads_racing_a_truncation_never_fence_a_healthy_partition() {
     for round in 0..10u64 {
         let dir = tempfile::tempdir().unwrap();
-        let fence = open_and(dir.path(), small_config(), move |log| async move {
+        let fence = with_log(dir.path(), small_config(), move |log| async move {
             for batch in 0..300 {
                 append_values(&log, &values(&format!("t{batch}"), 3), batch).await;
             }
@@ -724,7 +691,7 @@ fn check_reports_an_index_entry_that_names_no_batch() {
 fn a_bit_flip_in_a_sealed_time_index_is_caught_by_its_checksum_and_lookups_stay_right() {
     let dir = tempfile::tempdir().unwrap();
     let config = small_config();
-    open_and(dir.path(), config.clone(), |log| async move {
+    with_log(dir.path(), config.clone(), |log| async move {
         for round in 0..200 {
             append_values(&log, &values(&format!("t{round}"), 3), 1000 + round * 10).await;
         }
@@ -745,7 +712,7 @@ fn a_bit_flip_in_a_sealed_time_index_is_caught_by_its_checksum_and_lookups_stay_
     let errors = check_errors(dir.path(), &config);
     assert!(errors.iter().any(|error| error.contains("ChecksumMismatch")), "{errors:?}");
     let target_ms = timestamp_ms + 1;
-    let found = open_and(dir.path(), config, move |log| async move {
+    let found = with_log(dir.path(), config, move |log| async move {
         let found = log.find_offset_by_timestamp(target_ms).await.unwrap();
         log.close().await.unwrap();
         found
@@ -792,10 +759,7 @@ fn a_crash_between_the_unlinks_of_a_retention_never_leaves_a_hole_that_fences() 
 #[test]
 fn a_truncation_on_a_full_disk_answers_disk_full_and_succeeds_once_space_is_back() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    on_executor(move || async move {
-        let faults = FaultInjector::new();
-        let log = PartitionLog::open(&path, small_config(), Some(faults.clone())).await.unwrap();
+    with_faulty_log(dir.path(), small_config(), move |log, faults| async move {
         for round in 0..200 {
             append_values(&log, &values(&format!("d{round}"), 3), round).await;
         }
@@ -816,7 +780,7 @@ fn a_truncation_on_a_full_disk_answers_disk_full_and_succeeds_once_space_is_back
         assert_eq!(appended.base_offset, 30);
         log.close().await.unwrap();
     });
-    let records = open_and(dir.path(), small_config(), |log| async move {
+    let records = with_log(dir.path(), small_config(), |log| async move {
         let records = read_all(&log, 0).await;
         log.close().await.unwrap();
         records
@@ -840,10 +804,7 @@ async fn append_in_epoch(log: &PartitionLog, epoch: u32, rounds: u64) {
 #[test]
 fn a_truncation_that_fails_before_its_unlinks_leaves_the_epoch_history_whole() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().to_path_buf();
-    let (before, epoch_five_start) = on_executor(move || async move {
-        let faults = FaultInjector::new();
-        let log = PartitionLog::open(&path, small_config(), Some(faults.clone())).await.unwrap();
+    let (before, epoch_five_start) = with_faulty_log(dir.path(), small_config(), move |log, faults| async move {
         append_in_epoch(&log, 3, 60).await;
         let epoch_five_start = log.snapshot().log_end_offset;
         append_in_epoch(&log, 5, 150).await;
@@ -854,7 +815,7 @@ fn a_truncation_that_fails_before_its_unlinks_leaves_the_epoch_history_whole() {
         log.abandon().await;
         (before, epoch_five_start)
     });
-    let after = open_and(dir.path(), small_config(), |log| async move {
+    let after = with_log(dir.path(), small_config(), |log| async move {
         let epochs = log.epochs();
         log.close().await.unwrap();
         epochs

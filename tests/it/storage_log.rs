@@ -8,14 +8,16 @@ use ringlog::storage::offsets::OffsetLookup;
 use ringlog::storage::retention::RetentionPolicy;
 use ringlog::storage::{AppendMode, FsyncPolicy, PartitionLog, StorageConfig, StorageError};
 
-use crate::common::{append_values, batch_of, on_executor, read_all, records_of, segment_files, small_config, values};
+use crate::common::{
+    abandon_and_reopen, append_values, batch_of, close_and_reopen, close_or_abandon, on_executor, read_all,
+    read_values, records_of, segment_files, small_config, values, with_log, with_reopenable_log,
+};
 
 #[test]
 fn appended_records_read_back_with_dense_offsets_across_segments() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p0");
-    let segments = on_executor(move || async move {
-        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+    let segments = with_log(&path, small_config(), move |log| async move {
         let mut expected = Vec::new();
         for round in 0..200 {
             let batch = values(&format!("r{round}"), 1 + round % 5);
@@ -56,14 +58,10 @@ fn appends_after_reopen_continue_the_partial_last_block() {
             }
             let position = log.snapshot().size_bytes;
             assert_ne!(position % 4096, 0, "test wants an unaligned end");
-            if reopen % 2 == 0 {
-                log.close().await.unwrap();
-            } else {
-                log.abandon().await;
-            }
+            close_or_abandon(log, reopen % 2 == 0).await;
         }
         let log = PartitionLog::open(&path, config, None).await.unwrap();
-        let values: Vec<String> = read_all(&log, 0).await.into_iter().map(|(_, value)| value).collect();
+        let values: Vec<String> = read_values(&log, 0).await;
         assert_eq!(values, expected, "every reopen kept the partial block intact");
         log.close().await.unwrap();
     });
@@ -73,8 +71,7 @@ fn appends_after_reopen_continue_the_partial_last_block() {
 fn read_respects_max_bytes_but_returns_at_least_one_batch() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p");
-    on_executor(move || async move {
-        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+    with_log(&path, small_config(), move |log| async move {
         for round in 0..10 {
             append_values(&log, &values(&format!("b{round}"), 10), 0).await;
         }
@@ -97,8 +94,7 @@ fn read_respects_max_bytes_but_returns_at_least_one_batch() {
 fn timestamp_lookup_finds_first_record_at_or_after() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p");
-    on_executor(move || async move {
-        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+    with_reopenable_log(&path, small_config(), move |log, path| async move {
         for round in 0..100i64 {
             // Each batch has 3 records at timestamps 10*round, +1, +2.
             append_values(&log, &values("t", 3), round * 10).await;
@@ -110,9 +106,8 @@ fn timestamp_lookup_finds_first_record_at_or_after() {
         assert_eq!(log.find_offset_by_timestamp(505).await.unwrap(), Some(153));
         assert_eq!(log.find_offset_by_timestamp(992).await.unwrap(), Some(299));
         assert_eq!(log.find_offset_by_timestamp(993).await.unwrap(), None);
-        log.close().await.unwrap();
         // Same answers from the sealed, mmapped indexes after reopening.
-        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        let log = close_and_reopen(log, &path, small_config()).await;
         assert_eq!(log.find_offset_by_timestamp(505).await.unwrap(), Some(153));
         assert_eq!(log.find_offset_by_timestamp(3).await.unwrap(), Some(3));
         log.close().await.unwrap();
@@ -123,8 +118,7 @@ fn timestamp_lookup_finds_first_record_at_or_after() {
 fn truncate_removes_records_and_later_segments_then_appends_continue() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p");
-    on_executor(move || async move {
-        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+    with_reopenable_log(&path, small_config(), move |log, path| async move {
         for round in 0..150 {
             append_values(&log, &values(&format!("x{round}"), 4), 0).await;
         }
@@ -140,8 +134,7 @@ fn truncate_removes_records_and_later_segments_then_appends_continue() {
         let all = read_all(&log, 0).await;
         assert_eq!(all.len(), 202);
         assert!(all[200].1.starts_with("after-00000-"));
-        log.close().await.unwrap();
-        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        let log = close_and_reopen(log, &path, small_config()).await;
         assert_eq!(read_all(&log, 0).await, all, "truncation is durable");
         log.close().await.unwrap();
     });
@@ -151,8 +144,7 @@ fn truncate_removes_records_and_later_segments_then_appends_continue() {
 fn truncate_then_crash_never_resurrects_removed_batches() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p");
-    on_executor(move || async move {
-        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+    with_reopenable_log(&path, small_config(), move |log, path| async move {
         for round in 0..10 {
             append_values(&log, &values(&format!("old{round}"), 2), 0).await;
         }
@@ -161,8 +153,7 @@ fn truncate_then_crash_never_resurrects_removed_batches() {
         for round in 5..10 {
             append_values(&log, &values(&format!("new{round}"), 1), 0).await;
         }
-        log.abandon().await;
-        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        let log = abandon_and_reopen(log, &path, small_config()).await;
         assert_eq!(log.snapshot().log_end_offset, 15);
         let all = read_all(&log, 0).await;
         assert!(all[10..].iter().all(|(_, value)| value.starts_with("new")));
@@ -175,8 +166,7 @@ fn retention_deletes_oldest_sealed_segments_only() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p");
     let check_path = path.clone();
-    on_executor(move || async move {
-        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+    with_reopenable_log(&path, small_config(), move |log, path| async move {
         for round in 0..300 {
             append_values(&log, &values(&format!("k{round}"), 3), round).await;
         }
@@ -198,8 +188,7 @@ fn retention_deletes_oldest_sealed_segments_only() {
         let last = log.snapshot();
         assert_eq!(last.segments, 1);
         assert_eq!(last.log_end_offset, before.log_end_offset);
-        log.close().await.unwrap();
-        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        let log = close_and_reopen(log, &path, small_config()).await;
         assert_eq!(log.snapshot().log_start_offset, last.log_start_offset);
         log.close().await.unwrap();
     });
@@ -210,9 +199,8 @@ fn retention_deletes_oldest_sealed_segments_only() {
 fn time_based_roll_starts_a_new_segment() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p");
-    on_executor(move || async move {
-        let config = StorageConfig { segment_ms: 50, ..small_config() };
-        let log = PartitionLog::open(&path, config, None).await.unwrap();
+    let config = StorageConfig { segment_ms: 50, ..small_config() };
+    with_log(&path, config, move |log| async move {
         append_values(&log, &values("a", 1), 0).await;
         ringlog::runtime::sleep(std::time::Duration::from_millis(80)).await;
         append_values(&log, &values("b", 1), 0).await;
@@ -225,8 +213,7 @@ fn time_based_roll_starts_a_new_segment() {
 fn leader_epochs_are_recorded_and_survive_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p");
-    on_executor(move || async move {
-        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+    with_reopenable_log(&path, small_config(), move |log, path| async move {
         for (epoch, count) in [(1u32, 3usize), (2, 2), (5, 4)] {
             for _ in 0..count {
                 let mut batch = batch_of(&values("e", 2), 0);
@@ -237,8 +224,7 @@ fn leader_epochs_are_recorded_and_survive_restart() {
         assert_eq!(log.epochs().end_offset_for(2, 18), Some((2, 10)));
         let mut stale = batch_of(&values("stale", 1), 0);
         assert!(log.append(&mut stale, AppendMode::Leader { leader_epoch: 4 }).await.is_err(), "older epoch refused");
-        log.abandon().await;
-        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        let log = abandon_and_reopen(log, &path, small_config()).await;
         assert_eq!(log.epochs().entries(), &[(1, 0), (2, 6), (5, 10)]);
         log.truncate_to(8).await.unwrap();
         assert_eq!(log.epochs().entries(), &[(1, 0), (2, 6)]);
@@ -250,8 +236,7 @@ fn leader_epochs_are_recorded_and_survive_restart() {
 fn replica_appends_keep_leader_offsets_and_reject_gaps() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p");
-    on_executor(move || async move {
-        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+    with_log(&path, small_config(), move |log| async move {
         let mut batch = batch_of(&values("r", 3), 0);
         ringlog::storage::batch::stamp_batch(&mut batch, 0, 7);
         let info = log.append(&mut batch, AppendMode::Replica).await.unwrap();
@@ -268,22 +253,19 @@ fn replica_appends_keep_leader_offsets_and_reject_gaps() {
 fn consumer_offsets_persist_and_report_out_of_range_after_data_loss() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p");
-    on_executor(move || async move {
-        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+    with_reopenable_log(&path, small_config(), move |log, path| async move {
         for _ in 0..10 {
             append_values(&log, &values("c", 2), 0).await;
         }
         log.commit_offset("group-a", 12).await.unwrap();
         log.commit_offset("group-b", 20).await.unwrap();
         assert_eq!(log.committed_offset("group-a"), OffsetLookup::Valid(12));
-        log.close().await.unwrap();
-        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        let log = close_and_reopen(log, &path, small_config()).await;
         assert_eq!(log.committed_offset("group-a"), OffsetLookup::Valid(12));
         assert_eq!(log.committed_offset("nobody"), OffsetLookup::None);
         // Lose data past 10: group-b's committed 20 is now beyond the log end.
         log.truncate_to(10).await.unwrap();
-        log.close().await.unwrap();
-        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        let log = close_and_reopen(log, &path, small_config()).await;
         assert_eq!(
             log.committed_offset("group-b"),
             OffsetLookup::OutOfRange { committed: 20, log_start_offset: 0, log_end_offset: 10 }
@@ -300,9 +282,9 @@ fn consumer_offsets_persist_and_report_out_of_range_after_data_loss() {
 fn concurrent_appends_share_fsyncs_under_group_commit() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p");
-    let (appends, fsyncs) = on_executor(move || async move {
-        let config = StorageConfig { fsync: FsyncPolicy::Always, ..StorageConfig::default() };
-        let log = Rc::new(PartitionLog::open(&path, config, None).await.unwrap());
+    let config = StorageConfig { fsync: FsyncPolicy::Always, ..StorageConfig::default() };
+    let (appends, fsyncs) = with_log(&path, config, move |log| async move {
+        let log = Rc::new(log);
         let before = log.stats().fsyncs;
         let mut tasks = Vec::new();
         for appender in 0..16 {
@@ -331,9 +313,8 @@ fn interval_and_never_policies_acknowledge_after_write_and_sync_later() {
     for policy in [FsyncPolicy::Interval, FsyncPolicy::Never] {
         let dir = tempfile::tempdir().unwrap();
         let path: PathBuf = dir.path().join("p");
-        let fsyncs = on_executor(move || async move {
-            let config = StorageConfig { fsync: policy, fsync_interval_ms: 20, ..small_config() };
-            let log = PartitionLog::open(&path, config, None).await.unwrap();
+        let config = StorageConfig { fsync: policy, fsync_interval_ms: 20, ..small_config() };
+        let fsyncs = with_log(&path, config, move |log| async move {
             for _ in 0..20 {
                 append_values(&log, &values("i", 3), 0).await;
             }
@@ -354,8 +335,7 @@ fn interval_and_never_policies_acknowledge_after_write_and_sync_later() {
 fn malformed_batches_are_rejected_without_touching_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p");
-    on_executor(move || async move {
-        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+    with_log(&path, small_config(), move |log| async move {
         let mut damaged = batch_of(&values("m", 2), 0);
         let last = damaged.len() - 1;
         damaged[last] ^= 0xff;
@@ -428,6 +408,55 @@ fn retried_idempotent_batch_is_answered_with_original_offsets_across_restarts() 
 }
 
 #[test]
+fn placed_append_returns_before_durability_and_durable_append_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    on_executor(move || async move {
+        let leader = AppendMode::Leader { leader_epoch: 1 };
+        let log = PartitionLog::open(dir.path(), small_config(), None).await.unwrap();
+        let placed = log.append_placed(&mut batch_of(&values("placed", 3), 0), leader).await.unwrap();
+        assert_eq!((placed.base_offset, placed.next_offset, placed.duplicate), (0, 3, false));
+        assert_eq!(log.snapshot().log_end_offset, 3, "a placed batch is in the log end at once");
+        assert_eq!(placed.generation(), log.generation());
+        let durable = log.append(&mut batch_of(&values("durable", 2), 0), leader).await.unwrap();
+        assert_eq!((durable.base_offset, durable.next_offset), (3, 5));
+        assert!(log.snapshot().durable_end_offset >= durable.next_offset, "a durable append waited for it");
+        assert_eq!(durable.generation(), log.generation());
+        // A retry through the placed path answers only once the original is durable.
+        let original = log.append(&mut producer_batch(7, 0, &values("p", 2)), leader).await.unwrap();
+        let retry = log.append_placed(&mut producer_batch(7, 0, &values("p", 2)), leader).await.unwrap();
+        assert!(retry.duplicate);
+        assert_eq!(retry.offsets().base_offset, original.offsets().base_offset);
+        assert!(log.snapshot().durable_end_offset >= retry.next_offset);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_disk_read_smaller_than_the_batch_it_asks_for_still_returns_that_batch() {
+    // A small batch, then one larger than a read chunk that the first
+    // chunk cuts, with no index entry between them: a read of the large
+    // batch with a small max_bytes must still return it (at least one batch).
+    let dir = tempfile::tempdir().unwrap();
+    on_executor(move || async move {
+        let config = StorageConfig {
+            tail_cache_bytes: 0,
+            read_ahead_bytes: 0,
+            segment_bytes: 1 << 20,
+            max_batch_bytes: 512 * 1024,
+            ..small_config()
+        };
+        let log = PartitionLog::open(dir.path(), config, None).await.unwrap();
+        let small = append_values(&log, &values("small", 1), 0).await;
+        let large_value = "x".repeat(100 * 1024);
+        let large = append_values(&log, std::slice::from_ref(&large_value), 0).await;
+        let read = log.read(large.base_offset, 1000, None).await.unwrap();
+        assert_eq!(read.batch_count, 1, "the batch holding the offset comes back whole");
+        assert_eq!(records_of(&read.bytes, small.next_offset), [(large.base_offset, large_value)]);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn idle_partitions_over_the_buffer_budget_shrink_and_grow_without_losing_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p");
@@ -443,11 +472,10 @@ fn idle_partitions_over_the_buffer_budget_shrink_and_grow_without_losing_bytes()
             ringlog::runtime::sleep(std::time::Duration::from_millis(2)).await;
         }
         assert!(ringlog::storage::writer::held_buffer_bytes() <= 2 * 8192, "buffers were given back");
-        let read: Vec<String> = read_all(&log, 0).await.into_iter().map(|(_, value)| value).collect();
+        let read: Vec<String> = read_values(&log, 0).await;
         assert_eq!(read, expected);
-        log.abandon().await;
-        let log = PartitionLog::open(&path, config, None).await.unwrap();
-        let read: Vec<String> = read_all(&log, 0).await.into_iter().map(|(_, value)| value).collect();
+        let log = abandon_and_reopen(log, &path, config).await;
+        let read: Vec<String> = read_values(&log, 0).await;
         assert_eq!(read, expected, "the partial blocks written after shrinking are intact on disk");
         log.close().await.unwrap();
     });
@@ -494,15 +522,14 @@ fn tail_cache_reads_equal_disk_reads_and_truncation_clears_the_cache() {
 fn disk_reads_take_exactly_the_whole_batches_they_return() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p");
-    on_executor(move || async move {
-        let config = StorageConfig {
-            tail_cache_bytes: 0,
-            read_ahead_bytes: 0,
-            segment_bytes: 1 << 20,
-            preallocate_bytes: 1 << 20,
-            ..small_config()
-        };
-        let log = PartitionLog::open(&path, config, None).await.unwrap();
+    let config = StorageConfig {
+        tail_cache_bytes: 0,
+        read_ahead_bytes: 0,
+        segment_bytes: 1 << 20,
+        preallocate_bytes: 1 << 20,
+        ..small_config()
+    };
+    with_log(&path, config, move |log| async move {
         let mut batch_ends = vec![0u64];
         for round in 0..60 {
             let appended = append_values(&log, &values(&format!("r{round}"), 5 + round % 7), 1000).await;
@@ -615,8 +642,7 @@ fn a_batch_ending_exactly_at_a_write_buffer_end_becomes_durable() {
         let mut small = batch_of(&values("after", 3), 1000);
         let info = log.append(&mut small, AppendMode::Leader { leader_epoch: 1 }).await.unwrap();
         assert_eq!(info.next_offset, 9);
-        log.close().await.unwrap();
-        let log = PartitionLog::open(&path, config, None).await.unwrap();
+        let log = close_and_reopen(log, &path, config).await;
         for (round, original) in expected.iter().enumerate() {
             let read = log.read(round as u64, 1, None).await.unwrap();
             assert_eq!((read.batch_count, read.bytes.len()), (1, original.len()), "batch {round}");

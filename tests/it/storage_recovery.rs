@@ -7,22 +7,18 @@ use std::process::Command;
 use proptest::prelude::*;
 use ringlog::storage::{PartitionLog, StorageError};
 
-use crate::common::{append_values, on_executor, read_all, segment_files, small_config, values};
+use crate::common::{
+    append_values, close_or_abandon, on_executor, read_all, segment_files, small_config, values, with_log,
+};
 
 /// Fill a partition with `batches` batches, close it (cleanly or not).
 fn fill(path: &Path, batches: usize, clean: bool) -> Vec<(u64, String)> {
-    let path = path.to_path_buf();
-    on_executor(move || async move {
-        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+    with_log(path, small_config(), move |log| async move {
         for round in 0..batches {
             append_values(&log, &values(&format!("f{round}"), 1 + round % 4), round as i64).await;
         }
         let all = read_all(&log, 0).await;
-        if clean {
-            log.close().await.unwrap();
-        } else {
-            log.abandon().await;
-        }
+        close_or_abandon(log, clean).await;
         all
     })
 }
@@ -30,9 +26,7 @@ fn fill(path: &Path, batches: usize, clean: bool) -> Vec<(u64, String)> {
 fn reopen(
     path: &Path,
 ) -> (ringlog::storage::recovery::RecoveryReport, ringlog::storage::LogSnapshot, Vec<(u64, String)>) {
-    let path = path.to_path_buf();
-    on_executor(move || async move {
-        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+    with_log(path, small_config(), move |log| async move {
         let report = log.recovery_report();
         let snapshot = log.snapshot();
         let all = if snapshot.fence.is_none() { read_all(&log, 0).await } else { Vec::new() };
@@ -53,26 +47,29 @@ fn last_segment(path: &Path) -> PathBuf {
     path.join(segment_files(path).last().unwrap())
 }
 
-#[test]
-fn clean_restart_skips_the_scan() {
+/// Fill 300 batches, shut down cleanly or not, reopen, and check that every
+/// record is back at its offset; returns how recovery went about it.
+fn restart_keeps_every_record(clean: bool) -> ringlog::storage::recovery::RecoveryReport {
     let dir = tempfile::tempdir().unwrap();
-    let written = fill(dir.path(), 300, true);
+    let written = fill(dir.path(), 300, clean);
     let (report, snapshot, all) = reopen(dir.path());
-    assert!(report.clean);
-    assert_eq!(report.scanned_bytes, 0);
     assert_eq!(snapshot.log_end_offset, written.len() as u64);
     assert_eq!(all, written);
+    report
+}
+
+#[test]
+fn clean_restart_skips_the_scan() {
+    let report = restart_keeps_every_record(true);
+    assert!(report.clean);
+    assert_eq!(report.scanned_bytes, 0);
 }
 
 #[test]
 fn crash_restart_scans_and_derives_next_offset_from_the_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let written = fill(dir.path(), 300, false);
-    let (report, snapshot, all) = reopen(dir.path());
+    let report = restart_keeps_every_record(false);
     assert!(!report.clean);
     assert!(report.scanned_bytes > 0);
-    assert_eq!(snapshot.log_end_offset, written.len() as u64);
-    assert_eq!(all, written);
 }
 
 #[test]
@@ -121,9 +118,7 @@ fn corruption_inside_a_sealed_segment_fences_with_a_precise_report() {
     std::fs::write(&sealed, &bytes).unwrap();
     // Make recovery scan the damaged segment: forget the recovery point.
     std::fs::remove_file(dir.path().join("recovery-point")).unwrap();
-    let path = dir.path().to_path_buf();
-    on_executor(move || async move {
-        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+    with_log(dir.path(), small_config(), move |log| async move {
         let fence = log.snapshot().fence.expect("fenced");
         assert_eq!(fence.path, sealed);
         assert!(fence.position <= 1000, "reported at the batch holding byte 1000: {}", fence.position);
@@ -149,9 +144,7 @@ fn corrupted_batch_is_never_served_even_after_a_clean_restart() {
     let mut bytes = std::fs::read(&sealed).unwrap();
     bytes[200] ^= 0x01;
     std::fs::write(&sealed, &bytes).unwrap();
-    let path = dir.path().to_path_buf();
-    on_executor(move || async move {
-        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+    with_log(dir.path(), small_config(), move |log| async move {
         assert!(log.recovery_report().clean, "clean restart skipped the scan");
         let result = log.read(0, 1 << 16, None).await;
         match result {
@@ -205,9 +198,7 @@ fn stale_clean_marker_falls_back_to_a_scan() {
     fill(dir.path(), 20, true);
     let marker = std::fs::read(dir.path().join("clean-shutdown")).unwrap();
     // Reopen and append more without a clean close, then put the old marker back.
-    let path = dir.path().to_path_buf();
-    let written = on_executor(move || async move {
-        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+    let written = with_log(dir.path(), small_config(), move |log| async move {
         append_values(&log, &values("more", 3), 0).await;
         let all = read_all(&log, 0).await;
         log.abandon().await;
@@ -326,7 +317,7 @@ proptest! {
         let expected_end = batch_ends.iter().take_while(|(end, _)| *end as usize <= point).last().map_or(0, |&(_, offset)| offset);
         // A crash tears at most what the writer had in flight (all its
         // buffers): damage that far before the written end is corruption.
-        let window = (small_config().write_buffers_max + 1) * small_config().write_buffer_bytes;
+        let window = (small_config().max_write_buffers + 1) * small_config().write_buffer_bytes;
         let written_end = bytes.iter().rposition(|&byte| byte != 0).map_or(0, |last| last + 1);
         let damaged_block = batch_start - batch_start % 4096;
         let beyond_window = written_end.saturating_sub(damaged_block) > window;

@@ -14,25 +14,32 @@ impl PartitionLog {
     /// Append one encoded batch. Resolves when the batch is durable under the
     /// configured policy; the batch's log-assigned header fields are stamped
     /// in place.
-    pub async fn append(&self, batch: &mut [u8], mode: AppendMode) -> StorageResult<AppendInfo> {
-        self.append_with(batch, mode, true).await
+    pub async fn append(&self, batch: &mut [u8], mode: AppendMode) -> StorageResult<Durable> {
+        let placed = self.append_with(batch, mode).await?;
+        self.wait_durable(placed).await
     }
 
     /// Append without waiting for durability (`acks=none`): resolves once
     /// the batch has its offsets and sits in the write buffers. Not durable.
-    pub async fn append_placed(&self, batch: &mut [u8], mode: AppendMode) -> StorageResult<AppendInfo> {
-        self.append_with(batch, mode, false).await
+    pub async fn append_placed(&self, batch: &mut [u8], mode: AppendMode) -> StorageResult<Placed> {
+        let placed = self.append_with(batch, mode).await?;
+        if placed.duplicate {
+            // A retry is answered once the original is durable, whatever
+            // the acks: the producer must not see offsets it could lose.
+            let _durable = self.wait_durable(placed).await?;
+        }
+        Ok(placed)
     }
 
     /// Wait until the durable end passes `offset` (long-poll fetches), or the
     /// partition fails or closes.
     pub async fn wait_durable_past(&self, offset: u64) {
-        self.wait_until(|state| state.durable.offset > offset).await;
+        self.wait_until(|state| state.durability.mark.offset > offset).await;
     }
 
     /// Wait until the written end passes `offset` (replica long polls).
     pub async fn wait_written_past(&self, offset: u64) {
-        self.wait_until(|state| state.written_offset() > offset).await;
+        self.wait_until(|state| state.durability.written_offset() > offset).await;
     }
 
     async fn wait_until(&self, reached: impl Fn(&State) -> bool) {
@@ -40,7 +47,7 @@ impl PartitionLog {
             let notified = self.inner.progress.notified();
             {
                 let state = self.inner.state.borrow();
-                if reached(&state) || state.failure.is_some() || state.closed {
+                if reached(&state) || state.health.failure.is_some() || state.health.closed {
                     return;
                 }
             }
@@ -48,7 +55,8 @@ impl PartitionLog {
         }
     }
 
-    async fn append_with(&self, batch: &mut [u8], mode: AppendMode, wait: bool) -> StorageResult<AppendInfo> {
+    /// The write path up to the write buffers.
+    async fn append_with(&self, batch: &mut [u8], mode: AppendMode) -> StorageResult<Placed> {
         // max_batch_bytes admits new batches from clients; a replica copies
         // batches its leader already acknowledged, bounded by the format only.
         let limit = match mode {
@@ -60,9 +68,6 @@ impl PartitionLog {
         self.check_writable(&self.inner.state.borrow())?;
         if let AppendMode::Leader { .. } = mode {
             if let Some(original) = self.check_sequence(&header)? {
-                drop(_permit);
-                let generation = self.inner.state.borrow().generation;
-                self.wait_durable(original.next_offset, generation).await?;
                 return Ok(original);
             }
         }
@@ -71,26 +76,26 @@ impl PartitionLog {
         let placement = self.place(batch, &header, mode)?;
         self.record_epoch(placement.leader_epoch, placement.base_offset).await?;
         self.copy_into_buffers(batch, placement.generation).await?;
-        let (info, generation) = self.commit_placement(batch, &header, placement)?;
+        let placed = self.commit_placement(batch, &header, placement)?;
         drop(_permit);
         self.inner.work.notify_all();
-        if wait {
-            self.wait_durable(info.next_offset, generation).await?;
-        }
-        Ok(info)
+        Ok(placed)
     }
 
     /// Idempotent produce: the original offsets when this batch is a retry of
     /// one already in the log; an error when its sequence is out of order.
-    fn check_sequence(&self, header: &BatchHeader) -> StorageResult<Option<AppendInfo>> {
+    fn check_sequence(&self, header: &BatchHeader) -> StorageResult<Option<Placed>> {
         let state = self.inner.state.borrow();
         match state.producers.check(header.producer_id, header.base_sequence, header.record_count) {
             SequenceCheck::Append => Ok(None),
-            SequenceCheck::Duplicate(original) => Ok(Some(AppendInfo {
-                base_offset: original.base_offset,
-                next_offset: original.base_offset + u64::from(original.record_count),
-                duplicate: true,
-            })),
+            SequenceCheck::Duplicate(original) => Ok(Some(Placed::new(
+                AppendedOffsets {
+                    base_offset: original.base_offset,
+                    next_offset: original.base_offset + u64::from(original.record_count),
+                    duplicate: true,
+                },
+                state.durability.generation,
+            ))),
             SequenceCheck::OutOfOrder { expected } => Err(StorageError::OutOfOrderSequence {
                 producer_id: header.producer_id,
                 expected,
@@ -106,7 +111,7 @@ impl PartitionLog {
     fn place(&self, batch: &mut [u8], header: &BatchHeader, mode: AppendMode) -> StorageResult<Placement> {
         let state = self.inner.state.borrow();
         self.check_writable(&state)?;
-        let (log_end_offset, generation) = (state.log_end_offset, state.generation);
+        let (log_end_offset, generation) = (state.log_end_offset, state.durability.generation);
         let (base_offset, leader_epoch) = match mode {
             AppendMode::Leader { leader_epoch } => {
                 stamp_batch(batch, log_end_offset, leader_epoch);
@@ -169,17 +174,17 @@ impl PartitionLog {
             let notified = self.inner.progress.notified();
             {
                 let mut state = self.inner.state.borrow_mut();
-                if let Some(cause) = &state.failure {
+                if let Some(cause) = &state.health.failure {
                     return Err(StorageError::StorageFailed {
                         partition: self.inner.dir.clone(),
                         cause: cause.clone(),
                     });
                 }
-                if state.generation != generation {
+                if state.durability.generation != generation {
                     // A disk-full rollback replaced the writer under us.
                     return Err(StorageError::DiskFull { path: self.inner.dir.clone() });
                 }
-                if state.closed {
+                if state.health.closed {
                     // Abandoned: the flusher is gone and no buffer comes free.
                     return Err(StorageError::Closed(self.inner.dir.clone()));
                 }
@@ -203,14 +208,9 @@ impl PartitionLog {
     }
 
     /// Update segment metadata and offsets after the bytes are in the buffers.
-    fn commit_placement(
-        &self,
-        batch: &[u8],
-        header: &BatchHeader,
-        placement: Placement,
-    ) -> StorageResult<(AppendInfo, u64)> {
+    fn commit_placement(&self, batch: &[u8], header: &BatchHeader, placement: Placement) -> StorageResult<Placed> {
         let mut state = self.inner.state.borrow_mut();
-        if state.generation != placement.generation {
+        if state.durability.generation != placement.generation {
             // A disk-full rollback ran while this batch was being copied.
             return Err(StorageError::DiskFull { path: self.inner.dir.clone() });
         }
@@ -218,6 +218,11 @@ impl PartitionLog {
         // and both change the generation while holding the append gate.
         let base_offset = placement.base_offset;
         assert_eq!(base_offset, state.log_end_offset, "a placed batch starts at the log end");
+        assert!(header.record_count > 0, "a validated batch holds at least one record");
+        let stamped = BatchHeader::parse(batch).ok().map(|stamped| stamped.base_offset);
+        assert_eq!(stamped, Some(base_offset), "the batch carries the offset it is placed at");
+        let counted_bytes = state.active().size_bytes + batch.len() as u64;
+        assert_eq!(state.writer.position(), counted_bytes, "the writer holds the batch the segment will count");
         let interval = self.inner.config.index_interval_bytes;
         let next_offset = base_offset + u64::from(header.record_count);
         let active = state.active_mut();
@@ -231,21 +236,25 @@ impl PartitionLog {
         active.next_offset = next_offset;
         active.last_batch_position = Some(position);
         state.log_end_offset = next_offset;
-        debug_assert_eq!(state.writer.position(), state.active().size_bytes, "writer and segment disagree");
+        assert_eq!(state.writer.position(), state.active().size_bytes, "writer and segment disagree");
         let placed = BatchHeader { base_offset, ..*header };
         state.producers.apply(&placed);
         let config = &self.inner.config;
         state.tail.push(base_offset, next_offset, batch, config.tail_cache_bytes, config.tail_cache_budget_bytes);
         assert_eq!(state.log_end_offset, base_offset + u64::from(header.record_count), "offsets stay dense");
-        Ok((AppendInfo { base_offset, next_offset, duplicate: false }, state.generation))
+        Ok(Placed::new(AppendedOffsets { base_offset, next_offset, duplicate: false }, state.durability.generation))
     }
 
-    /// Wait until `target` is durable, or report why it never will be.
-    async fn wait_durable(&self, target: u64, generation: u64) -> StorageResult<()> {
+    /// Wait until `placed` is durable, or report why it never will be: the
+    /// one way to make a [`Durable`].
+    async fn wait_durable(&self, placed: Placed) -> StorageResult<Durable> {
         loop {
             let notified = self.inner.progress.notified();
-            if let Some(outcome) = self.durable_outcome(target, generation) {
-                return outcome;
+            if let Some(outcome) = self.durable_outcome(placed.next_offset, placed.generation) {
+                outcome?;
+                let Placed { base_offset, next_offset, duplicate, .. } = placed;
+                let generation = self.inner.state.borrow().durability.generation;
+                return Ok(Durable { base_offset, next_offset, duplicate, generation });
             }
             notified.await;
         }
@@ -254,18 +263,18 @@ impl PartitionLog {
     /// Whether waiting for `target` is over: durable, or never will be.
     fn durable_outcome(&self, target: u64, generation: u64) -> Option<StorageResult<()>> {
         let state = self.inner.state.borrow();
-        if state.generation != generation {
-            if state.rolling_back {
+        if state.durability.generation != generation {
+            if state.health.rolling_back {
                 // Answered once the rollback is done, so the caller sees the
                 // log it left behind (and a retry finds it writable).
                 return None;
             }
-            if state.kept_since(generation, target) == Some(true) {
+            if state.durability.kept_since(generation, target) == Some(true) {
                 // Durable before the rollback or truncation, and kept by it:
                 // a disk_full answer would make the producer write it twice.
                 return Some(Ok(()));
             }
-            if state.rollback_disk_full {
+            if state.health.rollback_disk_full {
                 return Some(Err(StorageError::DiskFull { path: self.inner.dir.clone() }));
             }
             return Some(Err(StorageError::StorageFailed {
@@ -273,15 +282,15 @@ impl PartitionLog {
                 cause: "the log was truncated before this batch became durable".into(),
             }));
         }
-        if state.durable.offset >= target {
+        if state.durability.mark.offset >= target {
             return Some(Ok(()));
         }
-        if state.closed {
+        if state.health.closed {
             // Only an abandoned log closes with batches not yet durable
             // (a clean close drains under the append gate first).
             return Some(Err(StorageError::Closed(self.inner.dir.clone())));
         }
-        let cause = state.failure.as_ref()?;
+        let cause = state.health.failure.as_ref()?;
         Some(Err(StorageError::StorageFailed { partition: self.inner.dir.clone(), cause: cause.clone() }))
     }
 

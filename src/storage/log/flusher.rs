@@ -121,7 +121,7 @@ impl PartitionLog {
         let mut pipeline = Pipeline::new(write_op);
         loop {
             let notified = self.inner.work.notified();
-            if self.inner.state.borrow().failure.is_some() {
+            if self.inner.state.borrow().health.failure.is_some() {
                 // Already fail-stopped: later write errors add nothing.
                 let _already_failed = self.settle_all(&mut pipeline).await;
                 if self.inner.stopping.get() {
@@ -188,7 +188,10 @@ impl PartitionLog {
     async fn settle_unmarked_end(&self) -> bool {
         let (mark, generation, file) = {
             let state = self.inner.state.borrow();
-            if state.writer.has_unwritten() || state.durable.offset >= state.log_end_offset || state.failure.is_some() {
+            if state.writer.has_unwritten()
+                || state.durability.mark.offset >= state.log_end_offset
+                || state.health.failure.is_some()
+            {
                 return false;
             }
             let active = state.active();
@@ -197,7 +200,7 @@ impl PartitionLog {
                 position: active.size_bytes,
                 last_batch_position: active.last_batch_position,
             };
-            (mark, state.generation, Rc::clone(state.writer.file()))
+            (mark, state.durability.generation, Rc::clone(state.writer.file()))
         };
         if self.inner.config.fsync == FsyncPolicy::Always {
             self.publish_written(mark, generation);
@@ -229,7 +232,7 @@ impl PartitionLog {
             last_batch_position: active.last_batch_position,
         };
         pipeline.tail_in_flight = Some(job.staging_position);
-        pipeline.submit(&file, job, Some((mark, state.generation)));
+        pipeline.submit(&file, job, Some((mark, state.durability.generation)));
     }
 
     /// A write completed: recycle its buffer; a tail also publishes its mark.
@@ -262,25 +265,41 @@ impl PartitionLog {
     /// written batch is never rolled back under the same epoch).
     fn publish_written(&self, mark: DurableMark, generation: u64) {
         let mut state = self.inner.state.borrow_mut();
-        if state.generation == generation && mark.offset > state.written_offset() {
-            state.written = (mark.offset, generation);
+        if state.durability.generation == generation && mark.offset > state.durability.written_offset() {
+            assert!(mark.offset <= state.log_end_offset, "written mark {} past the log end", mark.offset);
+            state.durability.written = (mark.offset, generation);
             drop(state);
             self.inner.progress.notify_all();
         }
     }
 
+    /// The write of `mark` completed (and, under `always`, its fdatasync):
+    /// move the durable end to it and wake the waiters. A mark of an older
+    /// generation describes a log a rollback or truncation has replaced.
     fn publish(&self, mark: DurableMark, generation: u64) {
         let mut state = self.inner.state.borrow_mut();
         state.stats.write_rounds += 1;
         if self.inner.config.fsync == FsyncPolicy::Always {
             state.stats.fsyncs += 1;
-        } else if state.unsynced_since.is_none() {
-            state.unsynced_since = Some(Instant::now());
+        } else if state.durability.unsynced_since.is_none() {
+            state.durability.unsynced_since = Some(Instant::now());
         }
-        if state.generation == generation && mark.offset >= state.durable.offset {
-            state.durable = mark;
+        // A mark of an older generation (before a truncation or reset) or
+        // behind the durable end is stale: the durable end never moves back
+        // here, only a new generation moves it.
+        if state.durability.generation == generation && mark.offset >= state.durability.mark.offset {
+            // Marks are taken at the log end: one past it would make
+            // unwritten offsets durable.
+            assert!(
+                mark.offset <= state.log_end_offset,
+                "durable mark {} past the log end {}",
+                mark.offset,
+                state.log_end_offset
+            );
+            state.durability.mark = mark;
             let active = state.active_mut();
             active.written_bytes = active.written_bytes.max(mark.position);
+            assert!(active.written_bytes <= active.size_bytes, "written past the segment's placed bytes");
         }
         drop(state);
         self.inner.progress.notify_all();
@@ -331,7 +350,7 @@ impl PartitionLog {
         if self.inner.config.fsync != FsyncPolicy::Interval {
             return None;
         }
-        let since = self.inner.state.borrow().unsynced_since?;
+        let since = self.inner.state.borrow().durability.unsynced_since?;
         let interval = Duration::from_millis(self.inner.config.fsync_interval_ms);
         Some(interval.saturating_sub(since.elapsed()))
     }
@@ -342,7 +361,7 @@ impl PartitionLog {
             Ok(()) => {
                 let mut state = self.inner.state.borrow_mut();
                 state.stats.fsyncs += 1;
-                state.unsynced_since = None;
+                state.durability.unsynced_since = None;
             }
             Err(error) => {
                 self.fail_stop("fdatasync", file.path(), &error);
@@ -361,10 +380,10 @@ impl PartitionLog {
             // Wake every appender and drain first: those holding the gate
             // give it up (their generation is stale), then the gate is ours.
             let mut state = self.inner.state.borrow_mut();
-            state.rolling_back = true;
-            state.rollback_disk_full = true;
-            let floor = state.durable.offset;
-            state.new_generation(floor);
+            state.health.rolling_back = true;
+            state.health.rollback_disk_full = true;
+            let floor = state.durability.mark.offset;
+            state.durability.new_generation(floor);
         }
         self.inner.progress.notify_all();
         let gate = async { Some(self.inner.append_gate.acquire().await) };
@@ -376,7 +395,7 @@ impl PartitionLog {
             // close() holds the gate and waits for this task: give up the
             // rollback. close() fails its drain and writes no clean marker,
             // so the next open recovers the unacknowledged tail from disk.
-            self.inner.state.borrow_mut().rolling_back = false;
+            self.inner.state.borrow_mut().health.rolling_back = false;
             self.inner.progress.notify_all();
             return;
         };
@@ -390,7 +409,7 @@ impl PartitionLog {
                 tracing::error!(target: "ringlog::storage", %error, "cannot store the latch of commits after disk full");
             }
         }
-        self.inner.state.borrow_mut().rolling_back = false;
+        self.inner.state.borrow_mut().health.rolling_back = false;
         drop(permit);
         self.inner.progress.notify_all();
     }
@@ -407,7 +426,7 @@ impl PartitionLog {
     }
 
     async fn roll_back_holding_gate(&self, file: &Rc<DirectFile>) -> bool {
-        let mark = self.inner.state.borrow().durable;
+        let mark = self.inner.state.borrow().durability.mark;
         tracing::warn!(target: "ringlog::storage", path = %file.path().display(), offset = mark.offset,
             "disk full while writing: rolling back unacknowledged appends");
         if let Err(error) = file.truncate(mark.position).await {
@@ -420,7 +439,7 @@ impl PartitionLog {
         }
         let config = &self.inner.config;
         let writer =
-            SegmentWriter::open(Rc::clone(file), mark.position, config.write_buffer_bytes, config.write_buffers_max)
+            SegmentWriter::open(Rc::clone(file), mark.position, config.write_buffer_bytes, config.max_write_buffers)
                 .await;
         match writer {
             Ok(writer) => {
@@ -429,7 +448,7 @@ impl PartitionLog {
                 reset_active_to(&mut state, mark);
                 state.epochs.truncate_from_end(mark.offset);
                 state.tail.clear();
-                state.new_generation(mark.offset);
+                state.durability.new_generation(mark.offset);
                 drop(state);
                 self.discard_read_ahead();
             }
@@ -445,7 +464,7 @@ impl PartitionLog {
         // Producer state had already seen the rolled-back batches.
         if let Err(error) = self.rebuild_producers().await {
             tracing::error!(target: "ringlog::storage", %error, "cannot rebuild producer state after disk full");
-            self.inner.state.borrow_mut().failure.get_or_insert_with(|| error.to_string());
+            self.inner.state.borrow_mut().health.failure.get_or_insert_with(|| error.to_string());
             return false;
         }
         true

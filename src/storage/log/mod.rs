@@ -23,7 +23,8 @@ use crate::storage::markers::{store_clean_shutdown, store_recovery_point, CleanS
 use crate::storage::offsets::{CommitError, CommittedOffset, ConsumerOffsets, OffsetLookup};
 use crate::storage::producers::{ProducerStates, SequenceCheck};
 use crate::storage::recovery::{
-    empty_segment, rebuild_producer_states, recover_partition, FenceReport, RecoveryReport, SegmentExtent,
+    empty_segment, rebuild_producer_states, recover_partition, FenceReport, RecoveredPartition, RecoveryReport,
+    SegmentExtent,
 };
 use crate::storage::retention::{select_expired, RetentionPolicy};
 use crate::storage::segment::{segment_file, Segment, INDEX_EXTENSION, LOG_EXTENSION, TIME_INDEX_EXTENSION};
@@ -45,10 +46,10 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Consumer offsets file is compacted past this size.
 const OFFSETS_COMPACT_BYTES: u64 = 1 << 20;
 
-/// Where an appended batch landed.
+/// The offsets an append assigned: records `base_offset..next_offset`.
+/// Says nothing about durability; [`Placed`] and [`Durable`] do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[must_use = "an append result says whether the batch is durable"]
-pub struct AppendInfo {
+pub struct AppendedOffsets {
     /// Offset of the first record.
     pub base_offset: u64,
     /// Offset after the last record.
@@ -56,6 +57,79 @@ pub struct AppendInfo {
     /// True when the batch was a retry of one already in the log (idempotent
     /// produce): nothing was written and the original offsets are returned.
     pub duplicate: bool,
+}
+
+/// A batch that has its offsets and sits in the partition's write buffers
+/// (`acks=none`, a follower's copy): the log end covers it, but it is NOT
+/// durable. A crash, a write error or a disk-full rollback may still lose
+/// it, and consumers do not see it until the durable end passes it. In
+/// Redpanda's terms its offsets are *dirty*. (A duplicate retry is answered
+/// only once the original is durable.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a placed batch is not durable: say why nothing waits for it"]
+pub struct Placed {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Offset after the last record.
+    pub next_offset: u64,
+    /// The batch was a retry of one already in the log (nothing written).
+    pub duplicate: bool,
+    /// The log generation it was placed under (private: only the append
+    /// path makes a `Placed`).
+    generation: u64,
+}
+
+/// A batch that is durable under the partition's fsync policy: the durable
+/// end has passed `next_offset`. Under `fsync = always` the records were
+/// fdatasync'd (Redpanda's *stable*: they survive a power loss); under
+/// `interval` and `never` they reached the file and survive a process
+/// crash, and a power loss may lose up to the policy's window. Only an
+/// append that waited for the durable end returns one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a durable append result carries the offsets to acknowledge"]
+pub struct Durable {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Offset after the last record.
+    pub next_offset: u64,
+    /// The batch was a retry of one already in the log (nothing written).
+    pub duplicate: bool,
+    /// The log generation when durability was confirmed (private: only the
+    /// durability wait makes a `Durable`).
+    generation: u64,
+}
+
+impl Placed {
+    fn new(offsets: AppendedOffsets, generation: u64) -> Self {
+        let AppendedOffsets { base_offset, next_offset, duplicate } = offsets;
+        assert!(base_offset <= next_offset, "a placed batch spans {base_offset}..{next_offset}");
+        Placed { base_offset, next_offset, duplicate, generation }
+    }
+
+    /// The log generation the batch was placed under: should the log's
+    /// [`PartitionLog::generation`] move before the batch is durable, the
+    /// batch may be gone.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The offsets, with the knowledge that they are not durable dropped.
+    pub fn offsets(self) -> AppendedOffsets {
+        AppendedOffsets { base_offset: self.base_offset, next_offset: self.next_offset, duplicate: self.duplicate }
+    }
+}
+
+impl Durable {
+    /// The log generation when durability was confirmed: while
+    /// [`PartitionLog::generation`] still equals it, the records are in the log.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The offsets, with the knowledge that they are durable dropped.
+    pub fn offsets(self) -> AppendedOffsets {
+        AppendedOffsets { base_offset: self.base_offset, next_offset: self.next_offset, duplicate: self.duplicate }
+    }
 }
 
 /// How the leader epoch of an appended batch is chosen.
@@ -127,12 +201,34 @@ struct DurableMark {
     last_batch_position: Option<u64>,
 }
 
+/// The partition's state, in three parts: the segments and what serves
+/// appends and reads (here), what is durable ([`Durability`]) and what
+/// refuses or redirects operations ([`Health`]).
 struct State {
     segments: BTreeMap<u64, Segment>,
     readers: BTreeMap<u64, Rc<DirectFile>>,
     writer: SegmentWriter,
+    /// Next offset to assign: placed batches are below it, durable or not.
     log_end_offset: u64,
-    durable: DurableMark,
+    durability: Durability,
+    health: Health,
+    epochs: EpochHistory,
+    producers: ProducerStates,
+    offsets: ConsumerOffsets,
+    active_opened_at: Instant,
+    stats: LogStats,
+    recovery: RecoveryReport,
+    tail: crate::storage::tail_cache::TailCache,
+}
+
+/// What is durable, what the device has accepted, and whether offsets read
+/// earlier still describe the log (Redpanda's stable/committed offsets).
+/// Only the flusher moves the marks forward; only a rollback or truncation
+/// moves them back, and that starts a new generation.
+struct Durability {
+    /// End of what is durable under the policy, with where it lies in the
+    /// active segment: appends wait for it, consumers read below it.
+    mark: DurableMark,
     /// (log end, generation) of the last write that completed: on the
     /// device, maybe not yet fdatasync'd. Stale once the generation moved.
     written: (u64, u64),
@@ -141,6 +237,20 @@ struct State {
     /// below which it kept every record). A waiter whose batch lies below
     /// every floor since its own generation was durable and survived.
     generation_floors: VecDeque<(u64, u64)>,
+    /// Since when written bytes wait for the interval fdatasync.
+    unsynced_since: Option<Instant>,
+}
+
+/// Fault latches and the transient states that refuse or redirect
+/// operations: every append, drain and wait checks them.
+struct Health {
+    /// Fail-stop cause: the first write or fdatasync error (never cleared).
+    failure: Option<String>,
+    /// Corruption before the tail: the partition refuses reads and writes.
+    fence: Option<FenceReport>,
+    closed: bool,
+    /// The last generation change was a disk-full rollback (waiters it
+    /// cut off answer disk_full rather than a failure).
     rollback_disk_full: bool,
     /// A disk-full rollback is waiting for, or holds, the append gate:
     /// appends and drains refuse at once so the gate comes free.
@@ -149,23 +259,22 @@ struct State {
     /// the cut segment's writer: reads answer empty instead of reading a
     /// map and a writer that disagree.
     truncating: bool,
-    failure: Option<String>,
-    fence: Option<FenceReport>,
-    epochs: EpochHistory,
-    producers: ProducerStates,
-    offsets: ConsumerOffsets,
-    closed: bool,
-    active_opened_at: Instant,
-    unsynced_since: Option<Instant>,
-    stats: LogStats,
-    recovery: RecoveryReport,
-    tail: crate::storage::tail_cache::TailCache,
 }
 
 /// Generation changes remembered for waiters (bounded).
 const GENERATION_FLOORS: usize = 16;
 
-impl State {
+impl Durability {
+    fn recovered(mark: DurableMark) -> Self {
+        Durability {
+            mark,
+            written: (0, 0),
+            generation: 0,
+            generation_floors: VecDeque::with_capacity(GENERATION_FLOORS),
+            unsynced_since: None,
+        }
+    }
+
     /// Start a new generation that keeps every record below `floor_offset`.
     fn new_generation(&mut self, floor_offset: u64) {
         if self.generation_floors.len() == GENERATION_FLOORS {
@@ -186,6 +295,31 @@ impl State {
         Some(floors.map(|(_, floor)| *floor).min().is_none_or(|floor| offset <= floor))
     }
 
+    /// End of what the device has accepted: at or past the durable end.
+    fn written_offset(&self) -> u64 {
+        let (offset, generation) = self.written;
+        if generation == self.generation {
+            offset.max(self.mark.offset)
+        } else {
+            self.mark.offset
+        }
+    }
+}
+
+impl Health {
+    fn recovered(fence: Option<FenceReport>) -> Self {
+        Health {
+            failure: None,
+            fence,
+            closed: false,
+            rollback_disk_full: false,
+            rolling_back: false,
+            truncating: false,
+        }
+    }
+}
+
+impl State {
     fn active(&self) -> &Segment {
         self.segments.values().next_back().expect("a log always has an active segment")
     }
@@ -194,15 +328,6 @@ impl State {
     }
     fn log_start_offset(&self) -> u64 {
         self.segments.values().next().map_or(0, |segment| segment.base_offset)
-    }
-    /// End of what the device has accepted: at or past the durable end.
-    fn written_offset(&self) -> u64 {
-        let (offset, generation) = self.written;
-        if generation == self.generation {
-            offset.max(self.durable.offset)
-        } else {
-            self.durable.offset
-        }
     }
 }
 
@@ -238,61 +363,8 @@ impl PartitionLog {
     /// Recover and open the partition in `dir`, then start its flusher.
     pub async fn open(dir: &Path, config: StorageConfig, faults: Option<Arc<FaultInjector>>) -> StorageResult<Self> {
         config.validate().map_err(StorageError::Config)?;
-        let recovery_dir = dir.to_path_buf();
-        let recovery_config = config.clone();
-        let recovered = run_blocking(move || recover_partition(&recovery_dir, &recovery_config)).await?;
-        let offsets_dir = dir.to_path_buf();
-        let offsets = run_blocking(move || ConsumerOffsets::open(&offsets_dir, OFFSETS_COMPACT_BYTES))
-            .await
-            .map_err(|error| StorageError::io("open consumer offsets", dir, error))?;
-        log_recovery(dir, &recovered.report, recovered.log_end_offset);
-        let mut recovered = recovered;
-        if recovered.fence.is_none() {
-            recovered.fence = fence_for_offsets_damage(dir, &offsets).await?;
-        }
-        if let Some(fence) = &recovered.fence {
-            tracing::error!(target: "ringlog::storage", path = %fence.path.display(), position = fence.position,
-                offset = fence.offset, reason = %fence.reason, "partition fenced: corruption before the tail");
-        }
-        let active = recovered.segments.last().expect("recovery yields an active segment");
-        let active_path = segment_file(dir, active.base_offset, LOG_EXTENSION);
-        let file = DirectFile::open_read_write(&active_path, faults.clone())
-            .await
-            .map_err(|error| StorageError::io("open active segment", &active_path, error))?;
-        let writer =
-            SegmentWriter::open(Rc::new(file), active.size_bytes, config.write_buffer_bytes, config.write_buffers_max)
-                .await
-                .map_err(|error| StorageError::io("open segment writer", &active_path, error))?;
-        let durable = DurableMark {
-            offset: recovered.log_end_offset,
-            position: active.size_bytes,
-            last_batch_position: active.last_batch_position,
-        };
-        let segments = recovered.segments.into_iter().map(|segment| (segment.base_offset, segment)).collect();
-        let state = State {
-            segments,
-            readers: BTreeMap::new(),
-            writer,
-            log_end_offset: recovered.log_end_offset,
-            durable,
-            written: (0, 0),
-            generation: 0,
-            generation_floors: VecDeque::with_capacity(GENERATION_FLOORS),
-            rollback_disk_full: false,
-            rolling_back: false,
-            truncating: false,
-            failure: None,
-            fence: recovered.fence,
-            epochs: recovered.epochs,
-            producers: recovered.producers,
-            offsets,
-            closed: false,
-            active_opened_at: Instant::now(),
-            unsynced_since: None,
-            stats: LogStats::default(),
-            recovery: recovered.report,
-            tail: Default::default(),
-        };
+        let (recovered, offsets) = recover(dir, &config).await?;
+        let state = open_state(dir, &config, faults.clone(), recovered, offsets).await?;
         let log = PartitionLog {
             inner: Rc::new(Inner {
                 dir: dir.to_path_buf(),
@@ -309,7 +381,7 @@ impl PartitionLog {
                 read_ahead: RefCell::new(VecDeque::new()),
             }),
         };
-        if log.inner.state.borrow().fence.is_none() {
+        if log.inner.state.borrow().health.fence.is_none() {
             // Before anything is appended: a commit beyond the recovered end
             // must be latched while it is still beyond it (SPEC §2). Before
             // the flusher starts, so a failure here leaves no task behind.
@@ -344,26 +416,26 @@ impl PartitionLog {
         LogSnapshot {
             log_start_offset: state.log_start_offset(),
             log_end_offset: state.log_end_offset,
-            durable_end_offset: state.durable.offset,
+            durable_end_offset: state.durability.mark.offset,
             segments: state.segments.len(),
             size_bytes: state.segments.values().map(|segment| segment.size_bytes).sum(),
             leader_epoch: state.epochs.latest_epoch(),
-            failure: state.failure.clone(),
-            fence: state.fence.clone(),
+            failure: state.health.failure.clone(),
+            fence: state.health.fence.clone(),
         }
     }
 
     /// End of what the device has accepted (at or past the durable end):
     /// what a follower may copy (replication long polls watch it).
     pub fn written_end_offset(&self) -> u64 {
-        self.inner.state.borrow().written_offset()
+        self.inner.state.borrow().durability.written_offset()
     }
 
     /// Changes whenever records that were in the log may have been removed
     /// (truncation, reset, disk-full rollback): what was read before under
     /// another generation may no longer be the log's content.
     pub fn generation(&self) -> u64 {
-        self.inner.state.borrow().generation
+        self.inner.state.borrow().durability.generation
     }
 
     /// Counters since open.
@@ -383,16 +455,16 @@ impl PartitionLog {
     }
 
     fn check_writable(&self, state: &State) -> StorageResult<()> {
-        if state.closed {
+        if state.health.closed {
             return Err(StorageError::Closed(self.inner.dir.clone()));
         }
-        if state.rolling_back {
+        if state.health.rolling_back {
             return Err(StorageError::DiskFull { path: self.inner.dir.clone() });
         }
-        if let Some(fence) = &state.fence {
+        if let Some(fence) = &state.health.fence {
             return Err(fence.to_error());
         }
-        if let Some(cause) = &state.failure {
+        if let Some(cause) = &state.health.failure {
             return Err(StorageError::StorageFailed { partition: self.inner.dir.clone(), cause: cause.clone() });
         }
         Ok(())
@@ -403,9 +475,9 @@ impl PartitionLog {
         let cause = format!("{operation} {}: {}", path.display(), errno_text(error));
         {
             let mut state = self.inner.state.borrow_mut();
-            if state.failure.is_none() {
+            if state.health.failure.is_none() {
                 tracing::error!(target: "ringlog::storage", %cause, "partition fail-stopped; no further appends are acknowledged");
-                state.failure = Some(cause.clone());
+                state.health.failure = Some(cause.clone());
             }
         }
         self.inner.progress.notify_all();
@@ -418,18 +490,18 @@ impl PartitionLog {
             let notified = self.inner.progress.notified();
             {
                 let state = self.inner.state.borrow();
-                if let Some(cause) = &state.failure {
+                if let Some(cause) = &state.health.failure {
                     return Err(StorageError::StorageFailed {
                         partition: self.inner.dir.clone(),
                         cause: cause.clone(),
                     });
                 }
-                if state.rolling_back {
+                if state.health.rolling_back {
                     // The flusher is rolling back and waits for the gate this
                     // drain's caller holds: waiting here would deadlock.
                     return Err(StorageError::DiskFull { path: self.inner.dir.clone() });
                 }
-                if state.durable.offset == state.log_end_offset && !state.writer.has_unwritten() {
+                if state.durability.mark.offset == state.log_end_offset && !state.writer.has_unwritten() {
                     return Ok(());
                 }
             }
@@ -457,6 +529,68 @@ impl PartitionLog {
     }
 }
 
+/// Recover the segments and open the consumer offsets; damage in either
+/// fences the partition (reported here, refused by every operation).
+async fn recover(dir: &Path, config: &StorageConfig) -> StorageResult<(RecoveredPartition, ConsumerOffsets)> {
+    let recovery_dir = dir.to_path_buf();
+    let recovery_config = config.clone();
+    let mut recovered = run_blocking(move || recover_partition(&recovery_dir, &recovery_config)).await?;
+    let offsets_dir = dir.to_path_buf();
+    let offsets = run_blocking(move || ConsumerOffsets::open(&offsets_dir, OFFSETS_COMPACT_BYTES))
+        .await
+        .map_err(|error| StorageError::io("open consumer offsets", dir, error))?;
+    log_recovery(dir, &recovered.report, recovered.log_end_offset);
+    if recovered.fence.is_none() {
+        recovered.fence = fence_for_offsets_damage(dir, &offsets).await?;
+    }
+    if let Some(fence) = &recovered.fence {
+        tracing::error!(target: "ringlog::storage", path = %fence.path.display(), position = fence.position,
+            offset = fence.offset, reason = %fence.reason, "partition fenced: corruption before the tail");
+    }
+    Ok((recovered, offsets))
+}
+
+/// The state of a recovered partition: its active segment opened for
+/// writing, everything recovered durable.
+async fn open_state(
+    dir: &Path,
+    config: &StorageConfig,
+    faults: Option<Arc<FaultInjector>>,
+    recovered: RecoveredPartition,
+    offsets: ConsumerOffsets,
+) -> StorageResult<State> {
+    let active = recovered.segments.last().expect("recovery yields an active segment");
+    let active_path = segment_file(dir, active.base_offset, LOG_EXTENSION);
+    let file = DirectFile::open_read_write(&active_path, faults)
+        .await
+        .map_err(|error| StorageError::io("open active segment", &active_path, error))?;
+    let writer =
+        SegmentWriter::open(Rc::new(file), active.size_bytes, config.write_buffer_bytes, config.max_write_buffers)
+            .await
+            .map_err(|error| StorageError::io("open segment writer", &active_path, error))?;
+    let durable = DurableMark {
+        offset: recovered.log_end_offset,
+        position: active.size_bytes,
+        last_batch_position: active.last_batch_position,
+    };
+    let segments = recovered.segments.into_iter().map(|segment| (segment.base_offset, segment)).collect();
+    Ok(State {
+        segments,
+        readers: BTreeMap::new(),
+        writer,
+        log_end_offset: recovered.log_end_offset,
+        durability: Durability::recovered(durable),
+        health: Health::recovered(recovered.fence),
+        epochs: recovered.epochs,
+        producers: recovered.producers,
+        offsets,
+        active_opened_at: Instant::now(),
+        stats: LogStats::default(),
+        recovery: recovered.report,
+        tail: Default::default(),
+    })
+}
+
 /// Make the active segment end at `mark` (after rollback or truncation).
 fn reset_active_to(state: &mut State, mark: DurableMark) {
     let active = state.active_mut();
@@ -467,7 +601,7 @@ fn reset_active_to(state: &mut State, mark: DurableMark) {
     active.next_offset = mark.offset;
     active.last_batch_position = mark.last_batch_position;
     state.log_end_offset = mark.offset;
-    state.durable = mark;
+    state.durability.mark = mark;
 }
 
 /// Unlink a segment's files and sync the directory. Directory entries

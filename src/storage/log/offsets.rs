@@ -21,7 +21,7 @@ impl PartitionLog {
     }
 
     pub(super) async fn store_commit(&self, group: &str, committed: CommittedOffset) -> StorageResult<()> {
-        crate::storage::offsets::validate_group(group).map_err(StorageError::Config)?;
+        crate::storage::offsets::validate_group(group).map_err(StorageError::InvalidGroup)?;
         let job = self
             .inner
             .state

@@ -34,6 +34,7 @@ impl PartitionLog {
                 return Ok(ReadBatches { bytes: Vec::new(), next_offset: offset, batch_count: 0 });
             };
             let result = self.read_segment(&location, offset, max_bytes).await?;
+            assert_dense_batches(&result, offset);
             // No progress possible (an empty segment the offset does not lie
             // past, as during a reset): answer empty rather than spin.
             let stuck = location.segment_next_offset <= offset;
@@ -52,15 +53,20 @@ impl PartitionLog {
     pub async fn read_written(&self, offset: u64, max_bytes: usize) -> StorageResult<ReadBatches> {
         let cached = {
             let state = self.inner.state.borrow();
-            let usable = offset >= state.log_start_offset() && offset <= state.log_end_offset && state.fence.is_none();
-            usable.then(|| state.tail.read(offset, max_bytes, state.written_offset())).flatten()
+            let usable =
+                offset >= state.log_start_offset() && offset <= state.log_end_offset && state.health.fence.is_none();
+            usable.then(|| state.tail.read(offset, max_bytes, state.durability.written_offset())).flatten()
         };
         match cached {
-            Some(cached) => Ok(ReadBatches {
-                bytes: cached.bytes,
-                next_offset: cached.next_offset,
-                batch_count: cached.batch_count,
-            }),
+            Some(cached) => {
+                let read = ReadBatches {
+                    bytes: cached.bytes,
+                    next_offset: cached.next_offset,
+                    batch_count: cached.batch_count,
+                };
+                assert_dense_batches(&read, offset);
+                Ok(read)
+            }
             None => self.read(offset, max_bytes, None).await,
         }
     }
@@ -69,19 +75,22 @@ impl PartitionLog {
     /// durable batches: the limit is the durable end, as on disk).
     fn read_tail(&self, offset: u64, max_bytes: usize, max_offset: Option<u64>) -> Option<ReadBatches> {
         let state = self.inner.state.borrow();
-        if offset < state.log_start_offset() || offset > state.log_end_offset || state.fence.is_some() {
+        if offset < state.log_start_offset() || offset > state.log_end_offset || state.health.fence.is_some() {
             return None;
         }
-        let limit_offset = max_offset.unwrap_or(state.durable.offset).min(state.durable.offset);
+        let limit_offset = max_offset.unwrap_or(state.durability.mark.offset).min(state.durability.mark.offset);
         let cached = state.tail.read(offset, max_bytes, limit_offset)?;
         debug_assert!(cached.next_offset <= limit_offset, "served beyond the durable end");
-        Some(ReadBatches { bytes: cached.bytes, next_offset: cached.next_offset, batch_count: cached.batch_count })
+        let read =
+            ReadBatches { bytes: cached.bytes, next_offset: cached.next_offset, batch_count: cached.batch_count };
+        assert_dense_batches(&read, offset);
+        Some(read)
     }
 
     pub(super) fn locate(&self, offset: u64, max_offset: Option<u64>) -> StorageResult<Option<ReadLocation>> {
         let state = self.inner.state.borrow();
         let log_start_offset = state.log_start_offset();
-        let limit_offset = max_offset.unwrap_or(state.durable.offset).min(state.durable.offset);
+        let limit_offset = max_offset.unwrap_or(state.durability.mark.offset).min(state.durability.mark.offset);
         if offset < log_start_offset || offset > state.log_end_offset {
             return Err(StorageError::OffsetOutOfRange {
                 offset,
@@ -89,7 +98,7 @@ impl PartitionLog {
                 log_end_offset: state.log_end_offset,
             });
         }
-        if offset >= limit_offset || state.truncating {
+        if offset >= limit_offset || state.health.truncating {
             return Ok(None);
         }
         let active_base = state.active().base_offset;
@@ -104,10 +113,10 @@ impl PartitionLog {
             path: segment_file(&self.inner.dir, base, LOG_EXTENSION),
             reader,
             base_offset: base,
-            generation: state.generation,
+            generation: state.durability.generation,
             start_position,
             start_offset,
-            end_position: if is_active { state.durable.position } else { segment.written_bytes },
+            end_position: if is_active { state.durability.mark.position } else { segment.written_bytes },
             segment_next_offset: segment.next_offset,
             limit_offset,
         }))
@@ -128,96 +137,131 @@ impl PartitionLog {
         Ok(file)
     }
 
+    /// Read whole, verified batches of one segment from `location`: chunk
+    /// by chunk (sized by the offset index where it can), taking every whole
+    /// batch of a chunk, and reading exactly the batch a chunk cuts.
     async fn read_segment(&self, location: &ReadLocation, offset: u64, max_bytes: usize) -> StorageResult<ReadBatches> {
         let file = self.reader_for(location).await?;
-        let mut position = location.start_position;
-        let mut output = ReadBatches { bytes: Vec::new(), next_offset: offset, batch_count: 0 };
-        let mut expected_offset = location.start_offset;
-        // Data in the log is bounded by the format, not by today's admission
-        // limit; a length from disk is still only trusted as far as the
-        // segment's written end (checked below before any read allocates).
-        let max_batch_bytes = FORMAT_MAX_BATCH_BYTES;
-        while position < location.end_position {
-            let budget_bytes = max_bytes.saturating_sub(output.bytes.len());
-            let exact_end = self.whole_batches_end(location, position, budget_bytes);
+        let mut scan = SegmentScan {
+            position: location.start_position,
+            expected_offset: location.start_offset,
+            output: ReadBatches { bytes: Vec::new(), next_offset: offset, batch_count: 0 },
+        };
+        while scan.position < location.end_position {
+            let budget_bytes = max_bytes.saturating_sub(scan.output.bytes.len());
+            let exact_end = self.whole_batches_end(location, scan.position, budget_bytes);
             let want = match exact_end {
-                Some(end) => (end - position) as usize,
-                None => (location.end_position - position).min(max_bytes.max(READ_CHUNK_BYTES) as u64) as usize,
+                Some(end) => (end - scan.position) as usize,
+                None => (location.end_position - scan.position).min(max_bytes.max(READ_CHUNK_BYTES) as u64) as usize,
             };
-            let chunk = file
-                .read_at(position, want)
-                .await
-                .map_err(|error| StorageError::io("read segment", &location.path, error))?;
-            self.count_read(chunk.len());
-            let mut cursor = 0usize;
-            while cursor < chunk.len() {
-                let rest = &chunk[cursor..];
-                if rest.len() < BATCH_HEADER_BYTES {
-                    break;
+            let chunk = self.read_bytes(&file, location, scan.position, want).await?;
+            let consumed = match self.take_whole_batches(&chunk, location, &mut scan, offset, max_bytes)? {
+                ChunkEnd::AnswerComplete => return Ok(scan.output),
+                ChunkEnd::CutBatch { cursor, length } => {
+                    return self.read_cut_batch(&file, location, scan, (cursor, length), offset, max_bytes).await
                 }
-                let header = BatchHeader::parse(rest).map_err(StorageError::InvalidBatch)?;
-                let length = header.batch_bytes as usize;
-                if length > rest.len() && length <= max_batch_bytes && cursor > 0 {
-                    // A batch cut by the end of the chunk: read exactly it if
-                    // it fits the answer and is written, rather than another
-                    // whole chunk (which doubled the bytes read per fetch).
-                    let batch_position = position + cursor as u64;
-                    let complete = batch_position + length as u64 <= location.end_position;
-                    if !complete || output.bytes.len() + length > max_bytes {
-                        return Ok(output);
-                    }
-                    let whole = file
-                        .read_at(batch_position, length)
-                        .await
-                        .map_err(|error| StorageError::io("read segment", &location.path, error))?;
-                    self.count_read(whole.len());
-                    let at = (batch_position, expected_offset);
-                    return self.accept_batches(&whole, location, at, offset, max_bytes, output);
-                }
-                if length > rest.len() && length <= max_batch_bytes {
-                    // First batch larger than the chunk: read exactly it,
-                    // if the segment holds that much written data at all.
-                    if position + length as u64 > location.end_position {
-                        let reason = format!("batch of {length} bytes runs past the written end");
-                        return Err(self.report_corruption(location, position, reason));
-                    }
-                    let whole = file
-                        .read_at(position, length)
-                        .await
-                        .map_err(|error| StorageError::io("read segment", &location.path, error))?;
-                    self.count_read(whole.len());
-                    let at = (position, expected_offset);
-                    return self.accept_batches(&whole, location, at, offset, max_bytes, output);
-                }
-                let batch_position = position + cursor as u64;
-                let verified = verify_batch(rest, max_batch_bytes)
-                    .map_err(|error| self.report_corruption(location, batch_position, error.to_string()))?;
-                self.check_continuity(location, batch_position, &verified, expected_offset)?;
-                expected_offset = verified.next_offset();
-                if verified.base_offset >= location.limit_offset {
-                    return Ok(output);
-                }
-                if verified.next_offset() > offset {
-                    if output.batch_count > 0 && output.bytes.len() + length > max_bytes {
-                        return Ok(output);
-                    }
-                    output.bytes.extend_from_slice(&rest[..length]);
-                    output.next_offset = verified.next_offset();
-                    output.batch_count += 1;
-                }
-                cursor += length;
-            }
-            if cursor == 0 {
-                break;
-            }
-            position += cursor as u64;
+                ChunkEnd::Consumed(0) => break,
+                ChunkEnd::Consumed(consumed) => consumed,
+            };
+            scan.position += consumed as u64;
             // An index-bounded read took every whole batch that fits; reading
             // on would only fetch a batch to throw away.
-            if output.bytes.len() >= max_bytes || (exact_end.is_some() && output.batch_count > 0) {
+            if scan.output.bytes.len() >= max_bytes || (exact_end.is_some() && scan.output.batch_count > 0) {
                 break;
             }
         }
-        Ok(output)
+        Ok(scan.output)
+    }
+
+    /// Read `length` bytes at `position` of the segment, counted in the stats.
+    async fn read_bytes(
+        &self,
+        file: &DirectFile,
+        location: &ReadLocation,
+        position: u64,
+        length: usize,
+    ) -> StorageResult<glommio::io::ReadResult> {
+        let bytes = file
+            .read_at(position, length)
+            .await
+            .map_err(|error| StorageError::io("read segment", &location.path, error))?;
+        self.count_read(bytes.len());
+        Ok(bytes)
+    }
+
+    /// Take every whole batch of `chunk` (read at `scan.position`) into the
+    /// answer, each verified and checked for continuity: the data in the log
+    /// is bounded by the format, not by today's admission limit, and a
+    /// length from disk is trusted only as far as the segment's written end.
+    fn take_whole_batches(
+        &self,
+        chunk: &[u8],
+        location: &ReadLocation,
+        scan: &mut SegmentScan,
+        offset: u64,
+        max_bytes: usize,
+    ) -> StorageResult<ChunkEnd> {
+        let mut cursor = 0usize;
+        while cursor < chunk.len() {
+            let rest = &chunk[cursor..];
+            if rest.len() < BATCH_HEADER_BYTES {
+                break;
+            }
+            let header = BatchHeader::parse(rest).map_err(StorageError::InvalidBatch)?;
+            let length = header.batch_bytes as usize;
+            if length > rest.len() && length <= FORMAT_MAX_BATCH_BYTES {
+                return Ok(ChunkEnd::CutBatch { cursor, length });
+            }
+            let batch_position = scan.position + cursor as u64;
+            let verified = verify_batch(rest, FORMAT_MAX_BATCH_BYTES)
+                .map_err(|error| self.report_corruption(location, batch_position, error.to_string()))?;
+            self.check_continuity(location, batch_position, &verified, scan.expected_offset)?;
+            scan.expected_offset = verified.next_offset();
+            if verified.base_offset >= location.limit_offset {
+                return Ok(ChunkEnd::AnswerComplete);
+            }
+            if verified.next_offset() > offset {
+                if scan.output.batch_count > 0 && scan.output.bytes.len() + length > max_bytes {
+                    return Ok(ChunkEnd::AnswerComplete);
+                }
+                scan.output.bytes.extend_from_slice(&rest[..length]);
+                scan.output.next_offset = verified.next_offset();
+                scan.output.batch_count += 1;
+            }
+            cursor += length;
+        }
+        Ok(ChunkEnd::Consumed(cursor))
+    }
+
+    /// The chunk cut the batch at `cursor` (`length` bytes): read exactly
+    /// it rather than another whole chunk (which doubled the bytes read per
+    /// fetch). A batch that starts the chunk is read whatever its size, if
+    /// the segment holds that much written data at all; a later one only if
+    /// it is written and is the answer's first batch or fits the answer.
+    async fn read_cut_batch(
+        &self,
+        file: &DirectFile,
+        location: &ReadLocation,
+        scan: SegmentScan,
+        (cursor, length): (usize, usize),
+        offset: u64,
+        max_bytes: usize,
+    ) -> StorageResult<ReadBatches> {
+        let batch_position = scan.position + cursor as u64;
+        let written = batch_position + length as u64 <= location.end_position;
+        if cursor == 0 && !written {
+            let reason = format!("batch of {length} bytes runs past the written end");
+            return Err(self.report_corruption(location, batch_position, reason));
+        }
+        // The first batch of an answer is returned whatever its size (a
+        // read returns at least one batch): max_bytes bounds only the rest.
+        let over_budget = scan.output.batch_count > 0 && scan.output.bytes.len() + length > max_bytes;
+        if cursor > 0 && (!written || over_budget) {
+            return Ok(scan.output);
+        }
+        let whole = self.read_bytes(file, location, batch_position, length).await?;
+        let at = (batch_position, scan.expected_offset);
+        self.accept_batches(&whole, location, at, offset, max_bytes, scan.output)
     }
 
     fn count_read(&self, bytes: usize) {
@@ -281,7 +325,7 @@ impl PartitionLog {
 
     /// A batch that should be valid failed its check: fence the partition.
     fn report_corruption(&self, location: &ReadLocation, position: u64, reason: String) -> StorageError {
-        if self.inner.state.borrow().generation != location.generation {
+        if self.inner.state.borrow().durability.generation != location.generation {
             // The bytes changed under the read (a cut, a rollback): not
             // corruption, and the reader simply asks again.
             let source = std::io::Error::other(format!("the log changed during the read ({reason})"));
@@ -292,8 +336,8 @@ impl PartitionLog {
             "corrupted batch found by a read; partition fenced");
         let error = report.to_error();
         let mut state = self.inner.state.borrow_mut();
-        if state.fence.is_none() {
-            state.fence = Some(report.clone());
+        if state.health.fence.is_none() {
+            state.health.fence = Some(report.clone());
             drop(state);
             self.persist_fence(report);
         }
@@ -358,6 +402,56 @@ impl PartitionLog {
     }
 }
 
+/// What a read returns, checked after the CRC and continuity checks (which
+/// report corruption) and after the tail cache's copy: `batch_count` whole
+/// batches with dense offsets, the first holding or following `offset`, the
+/// last ending at `next_offset`. Failing here is a bug in the read path,
+/// not damage on disk, so it panics. One header parse per batch.
+fn assert_dense_batches(read: &ReadBatches, offset: u64) {
+    if read.batch_count == 0 {
+        assert!(read.bytes.is_empty(), "an empty read returns no bytes");
+        assert!(read.next_offset >= offset, "an empty read never moves back from {offset}");
+        return;
+    }
+    let mut walk = crate::storage::batch::HeaderWalk::new(&read.bytes, 0);
+    let mut expected_offset = None;
+    let mut batch_count = 0usize;
+    for item in walk.by_ref() {
+        let (position, header) =
+            item.unwrap_or_else(|(position, error)| panic!("read returned no batch at byte {position}: {error}"));
+        match expected_offset {
+            None => assert!(header.next_offset() > offset, "the first batch returned ends at or before {offset}"),
+            Some(expected) => {
+                assert_eq!(header.base_offset, expected, "batches returned are not dense at byte {position}")
+            }
+        }
+        expected_offset = Some(header.next_offset());
+        batch_count += 1;
+    }
+    assert_eq!(walk.position(), read.bytes.len(), "a read returns whole batches only");
+    assert_eq!(batch_count, read.batch_count, "a read counts the batches it returns");
+    assert_eq!(expected_offset, Some(read.next_offset), "a read's next offset follows its last batch");
+}
+
+/// Progress of one segment read.
+struct SegmentScan {
+    /// Where the next chunk starts in the segment.
+    position: u64,
+    /// Offset the next batch must start at (the CRC does not cover it).
+    expected_offset: u64,
+    output: ReadBatches,
+}
+
+/// How a chunk's batches ended.
+enum ChunkEnd {
+    /// Every whole batch was taken; this many bytes of the chunk were batches.
+    Consumed(usize),
+    /// The answer is complete (the limit, or the next batch does not fit).
+    AnswerComplete,
+    /// The batch at `cursor` of `length` bytes runs past the chunk's end.
+    CutBatch { cursor: usize, length: usize },
+}
+
 /// Where a read goes.
 pub(super) struct ReadLocation {
     pub(super) path: PathBuf,
@@ -373,4 +467,52 @@ pub(super) struct ReadLocation {
     pub(super) end_position: u64,
     pub(super) segment_next_offset: u64,
     pub(super) limit_offset: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::batch::{stamp_batch, BatchBuilder};
+
+    fn batches_at(offsets_and_counts: &[(u64, usize)]) -> ReadBatches {
+        let mut read = ReadBatches::default();
+        for &(base_offset, records) in offsets_and_counts {
+            let mut builder = BatchBuilder::new();
+            for _ in 0..records {
+                builder.push(0, None, b"value", &[]);
+            }
+            let mut batch = builder.finish().to_vec();
+            stamp_batch(&mut batch, base_offset, 1);
+            read.bytes.extend_from_slice(&batch);
+            read.next_offset = base_offset + records as u64;
+            read.batch_count += 1;
+        }
+        read
+    }
+
+    #[test]
+    fn dense_whole_batches_pass_the_read_assertion() {
+        assert_dense_batches(&batches_at(&[(10, 3), (13, 2), (15, 1)]), 11);
+        assert_dense_batches(&ReadBatches { bytes: Vec::new(), next_offset: 7, batch_count: 0 }, 7);
+    }
+
+    #[test]
+    #[should_panic(expected = "not dense")]
+    fn a_gap_between_returned_batches_fires_the_read_assertion() {
+        assert_dense_batches(&batches_at(&[(10, 3), (14, 2)]), 10);
+    }
+
+    #[test]
+    #[should_panic(expected = "whole batches only")]
+    fn a_cut_batch_fires_the_read_assertion() {
+        let mut read = batches_at(&[(10, 3), (13, 2)]);
+        read.bytes.truncate(read.bytes.len() - 1);
+        assert_dense_batches(&read, 10);
+    }
+
+    #[test]
+    #[should_panic(expected = "ends at or before")]
+    fn a_first_batch_before_the_asked_offset_fires_the_read_assertion() {
+        assert_dense_batches(&batches_at(&[(10, 3)]), 13);
+    }
 }

@@ -87,9 +87,9 @@ impl PartitionLog {
         let generation = ahead.generation;
         let result = ahead.task.await.ok()?;
         let mut state = self.inner.state.borrow_mut();
-        let limit_offset = max_offset.unwrap_or(state.durable.offset).min(state.durable.offset);
-        let valid = state.generation == generation
-            && state.fence.is_none()
+        let limit_offset = max_offset.unwrap_or(state.durability.mark.offset).min(state.durability.mark.offset);
+        let valid = state.durability.generation == generation
+            && state.health.fence.is_none()
             && offset >= state.log_start_offset()
             && result.next_offset <= limit_offset
             && result.batch_count > 0;
@@ -170,10 +170,10 @@ impl PartitionLog {
     fn spawn_read_ahead(&self, offset: u64, max_bytes: usize) -> bool {
         let generation = {
             let state = self.inner.state.borrow();
-            if state.closed || offset >= state.durable.offset || state.tail.holds(offset) {
+            if state.health.closed || offset >= state.durability.mark.offset || state.tail.holds(offset) {
                 return false;
             }
-            state.generation
+            state.durability.generation
         };
         let Some(reservation) = Reservation::try_new(max_bytes as u64, self.inner.config.read_ahead_budget_bytes)
         else {

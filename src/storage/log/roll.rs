@@ -52,7 +52,7 @@ impl PartitionLog {
             .await
             .map_err(|error| self.metadata_failure("create segment", &new_path, &error))?;
         let config = &self.inner.config;
-        let writer = SegmentWriter::open(Rc::new(new_file), 0, config.write_buffer_bytes, config.write_buffers_max)
+        let writer = SegmentWriter::open(Rc::new(new_file), 0, config.write_buffer_bytes, config.max_write_buffers)
             .await
             .map_err(|error| self.fail_stop("open segment writer", &new_path, &error))?;
         let mut state = self.inner.state.borrow_mut();
@@ -62,9 +62,9 @@ impl PartitionLog {
         let mut segment = empty_segment(new_base);
         segment.indexes = crate::storage::index::SegmentIndexes::new(config.index_interval_bytes);
         state.segments.insert(new_base, segment);
-        state.durable = DurableMark { offset: new_base, position: 0, last_batch_position: None };
+        state.durability.mark = DurableMark { offset: new_base, position: 0, last_batch_position: None };
         state.active_opened_at = Instant::now();
-        state.unsynced_since = None;
+        state.durability.unsynced_since = None;
         tracing::debug!(target: "ringlog::storage", dir = %self.inner.dir.display(), base, new_base, "segment rolled");
         Ok(())
     }
@@ -94,11 +94,11 @@ impl PartitionLog {
     pub async fn close(&self) -> StorageResult<()> {
         let _permit = self.inner.append_gate.acquire().await;
         let drained = self.drain().await;
-        self.inner.state.borrow_mut().closed = true;
+        self.inner.state.borrow_mut().health.closed = true;
         self.discard_read_ahead();
         self.stop_flusher().await;
         drained?;
-        if self.inner.state.borrow().fence.is_some() {
+        if self.inner.state.borrow().health.fence.is_some() {
             return Ok(());
         }
         let (file, marker, base, indexes_bytes, producer_snapshot) = {
@@ -148,7 +148,7 @@ impl PartitionLog {
 
     /// Stop the flusher without a clean-shutdown marker (tests simulating a crash).
     pub async fn abandon(&self) {
-        self.inner.state.borrow_mut().closed = true;
+        self.inner.state.borrow_mut().health.closed = true;
         self.discard_read_ahead();
         self.stop_flusher().await;
     }

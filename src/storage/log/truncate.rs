@@ -98,7 +98,7 @@ impl PartitionLog {
         file.fdatasync().await.map_err(|error| self.fail_stop("fdatasync", &keep_path, &error))?;
         let config = &self.inner.config;
         let writer =
-            SegmentWriter::open(Rc::clone(&file), cut.position, config.write_buffer_bytes, config.write_buffers_max)
+            SegmentWriter::open(Rc::clone(&file), cut.position, config.write_buffer_bytes, config.max_write_buffers)
                 .await
                 .map_err(|error| self.fail_stop("open segment writer", &keep_path, &error))?;
         {
@@ -109,8 +109,8 @@ impl PartitionLog {
             active.sealed = false;
             active.indexes.make_writable();
             reset_active_to(&mut state, cut);
-            state.rollback_disk_full = false;
-            state.truncating = false;
+            state.health.rollback_disk_full = false;
+            state.health.truncating = false;
         }
         // The cut is durable: producer state or indexes that do not match it
         // could answer a retry with another batch's offsets. Fail-stop.
@@ -181,8 +181,8 @@ impl PartitionLog {
             state.segments.remove(base);
             state.readers.remove(base);
         }
-        state.new_generation(cut.offset);
-        state.truncating = true;
+        state.durability.new_generation(cut.offset);
+        state.health.truncating = true;
         state.epochs.truncate_from_end(cut.offset);
         (removed, keep_base, state.epochs.clone())
     }
@@ -233,7 +233,7 @@ impl PartitionLog {
         let _permit = self.inner.append_gate.acquire().await;
         let (expired, epochs) = {
             let mut state = self.inner.state.borrow_mut();
-            if state.fence.is_some() {
+            if state.health.fence.is_some() {
                 // A fenced partition's bytes stay on disk until repaired.
                 return Ok(Vec::new());
             }
@@ -308,7 +308,7 @@ impl PartitionLog {
                 return Ok(());
             }
             state.log_end_offset = offset;
-            state.durable = DurableMark { offset, position: 0, last_batch_position: None };
+            state.durability.mark = DurableMark { offset, position: 0, last_batch_position: None };
         }
         self.roll().await?;
         let (removed, epochs) = {

@@ -1,0 +1,74 @@
+//! What the data shards and the control thread share: the settings, the
+//! topic registry and the published state (connections, metrics, the
+//! cluster view, follower progress). Built once before the shards start;
+//! each shard gets a copy of the handles, the admin API another.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use crate::admin::http::AdminState;
+use crate::config::NodeConfig;
+use crate::shard::topics::{TopicMeta, TopicRegistry};
+use crate::shard::ShardId;
+use crate::state::cluster::ClusterState;
+use crate::state::metrics::{ConnectionCount, NodeMetrics};
+use crate::state::progress::ReplicationProgress;
+
+use super::admin_services::LoopbackClient;
+use super::shard::ShardConfig;
+use super::startup::loopback_address;
+use super::ShardError;
+
+/// Handles to everything the shards and the control thread share.
+#[derive(Clone)]
+pub(super) struct Shared {
+    /// Data shards (resolved: never 0).
+    pub(super) shards: usize,
+    pub(super) config: Arc<NodeConfig>,
+    pub(super) registry: Arc<TopicRegistry>,
+    pub(super) connections: Arc<ConnectionCount>,
+    pub(super) metrics: Arc<NodeMetrics>,
+    pub(super) cluster: Arc<ClusterState>,
+    pub(super) progress: Arc<ReplicationProgress>,
+}
+
+impl Shared {
+    /// The shared state of a node with `topics` and `shards` data shards
+    /// (clustered when etcd endpoints are configured).
+    pub(super) fn new(config: NodeConfig, topics: Vec<TopicMeta>, shards: usize) -> Shared {
+        assert!(shards > 0, "shards are resolved before the shared state is built");
+        let connections = Arc::new(ConnectionCount::default());
+        let cluster = match config.cluster.etcd.is_empty() {
+            true => ClusterState::standalone(),
+            false => ClusterState::clustered(),
+        };
+        Shared {
+            shards,
+            config: Arc::new(config),
+            registry: Arc::new(TopicRegistry::new(topics)),
+            metrics: Arc::new(NodeMetrics::new(shards, Arc::clone(&connections))),
+            connections,
+            cluster,
+            progress: ReplicationProgress::new(shards),
+        }
+    }
+
+    /// The settings every shard starts from (`shard` 0; `spawn_shards`
+    /// names each one's own), reporting to the startup barrier `ready`.
+    pub(super) fn shard_template(&self, ready: mpsc::Sender<Result<ShardId, ShardError>>) -> ShardConfig {
+        ShardConfig { shard: 0, shared: self.clone(), opened: Arc::new(AtomicUsize::new(0)), ready }
+    }
+
+    /// What the admin API reads (the control plane is added when it exists).
+    pub(super) fn admin_state(&self) -> AdminState {
+        AdminState {
+            registry: Arc::clone(&self.registry),
+            metrics: Arc::clone(&self.metrics),
+            client: Arc::new(LoopbackClient { address: loopback_address(&self.config.listen) }),
+            admin_token: self.config.admin_token.clone(),
+            cluster: Arc::clone(&self.cluster),
+            cluster_services: None,
+        }
+    }
+}
