@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use super::context::ShardContext;
 use super::mesh::{Outcome, ShardRequest, TopicChange};
-use super::topics::TopicMeta;
+use super::topics::{Removal, TopicMeta};
 use super::wire_error::{refusal, storage_error};
 use crate::protocol::{ErrorCode, ErrorResponse, Response, TopicSettings};
 
@@ -45,21 +45,49 @@ pub async fn apply_create_topic(context: &Rc<ShardContext>, name: &str, settings
     Ok(Response::CreateTopic)
 }
 
-/// Delete a topic on every shard (same rule as [`apply_create_topic`]).
+/// Delete a topic on every shard (same rule as [`apply_create_topic`]):
+/// forget it (no new request finds it), drop its partitions on every
+/// shard (each waits for work in flight on them), then move its directory
+/// out of `DATA/topics`. A deletion that cannot move the directory puts
+/// the topic back as it was: otherwise it would be gone until the next
+/// start brought it back.
 pub async fn apply_delete_topic(context: &Rc<ShardContext>, name: &str) -> Outcome {
     let _serialised = context.topic_changes.acquire().await;
-    if context.registry.get(name).is_none() {
+    let Some(meta) = context.registry.get(name) else {
         return Err(refusal(ErrorCode::UnknownTopic, format!("topic {name}")));
-    }
+    };
     context.registry.remove(name);
-    broadcast(context, TopicChange::Drop(name.to_string())).await?;
+    if let Err(failure) = broadcast(context, TopicChange::Drop(name.to_string())).await {
+        restore(context, meta).await;
+        return Err(failure);
+    }
     let data_dir = context.data_dir().to_path_buf();
     let topic = name.to_string();
-    crate::runtime::run_blocking(move || TopicMeta::remove(&data_dir, &topic))
-        .await
-        .map_err(|failure| refusal(ErrorCode::StorageFailed, format!("cannot delete topic {name}: {failure}")))?;
+    match crate::runtime::run_blocking(move || TopicMeta::remove(&data_dir, &topic)).await {
+        Removal::Done => {}
+        Removal::NotMoved(error) => {
+            restore(context, meta).await;
+            let message = format!("cannot delete topic {name}: {error}; the topic is kept");
+            return Err(refusal(ErrorCode::StorageFailed, message));
+        }
+        Removal::NotDurable(error) => {
+            let message = format!("topic {name} deleted, but the deletion may not survive a crash: {error}");
+            return Err(refusal(ErrorCode::StorageFailed, message));
+        }
+    }
     tracing::info!(target: "ringlog::shard", topic = name, "topic deleted");
     Ok(Response::DeleteTopic)
+}
+
+/// Put back a topic whose deletion failed before its directory moved:
+/// the registry entry, then its partitions on every shard (recovered from
+/// disk, as after a crash: they were abandoned, not closed).
+async fn restore(context: &Rc<ShardContext>, meta: std::sync::Arc<TopicMeta>) {
+    context.registry.insert(TopicMeta::clone(&meta));
+    if let Err(failure) = broadcast(context, TopicChange::Open(meta.clone())).await {
+        tracing::error!(target: "ringlog::shard", topic = %meta.name, error = %failure.message,
+            "a topic whose deletion failed could not be reopened; it reopens at the next start");
+    }
 }
 
 /// Open or drop this shard's partitions of a topic the metadata shard

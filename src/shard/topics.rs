@@ -80,36 +80,40 @@ impl TopicMeta {
     }
 
     /// Delete the topic's files. The commit point is one atomic rename of
-    /// its directory out of `DATA/topics` into `DATA/deleted-topics`: a
-    /// crash before it keeps the whole topic, after it the topic is gone
-    /// even if removing its files did not finish (the next start removes
-    /// the rest), and a new topic of the same name never finds old files.
-    /// Returns whether every file is gone already.
-    pub fn remove(data_dir: &Path, name: &str) -> std::io::Result<bool> {
+    /// its directory out of `DATA/topics` into `DATA/deleted-topics`
+    /// (created at start, so the rename needs no new directory): a crash
+    /// before it keeps the whole topic, after it the topic is gone even if
+    /// removing its files did not finish (the next start removes the
+    /// rest), and a new topic of the same name never finds old files.
+    pub fn remove(data_dir: &Path, name: &str) -> Removal {
         let graveyard = graveyard_dir(data_dir);
-        std::fs::create_dir_all(&graveyard)?;
+        let sequence = BURIALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_nanos());
-        let buried = graveyard.join(format!("{name}.{nanos}"));
-        std::fs::rename(Self::dir(data_dir, name), &buried)?;
-        crate::storage::io::sync_directory(&data_dir.join("topics"))?;
-        crate::storage::io::sync_directory(&graveyard)?;
-        match std::fs::remove_dir_all(&buried) {
-            Ok(()) => Ok(true),
-            Err(error) => {
-                tracing::warn!(target: "ringlog::shard", %error, dir = %buried.display(),
-                    "deleted topic's files not all removed; the next start removes the rest");
-                Ok(false)
-            }
+        let buried = graveyard.join(format!("{name}.{nanos}.{sequence}"));
+        let moved =
+            std::fs::create_dir_all(&graveyard).and_then(|()| std::fs::rename(Self::dir(data_dir, name), &buried));
+        if let Err(error) = moved {
+            return Removal::NotMoved(error);
         }
+        let synced = crate::storage::io::sync_directory(&data_dir.join("topics"))
+            .and_then(|()| crate::storage::io::sync_directory(&graveyard));
+        if let Err(error) = synced {
+            return Removal::NotDurable(error);
+        }
+        if let Err(error) = std::fs::remove_dir_all(&buried) {
+            tracing::warn!(target: "ringlog::shard", %error, dir = %buried.display(),
+                "deleted topic's files not all removed; the next start removes the rest");
+        }
+        Removal::Done
     }
 
-    /// Load every topic under `DATA/topics`, first removing what deletions
-    /// interrupted by a crash left in `DATA/deleted-topics`.
+    /// Load every topic under `DATA/topics`, first emptying
+    /// `DATA/deleted-topics` of what deletions interrupted by a crash left.
+    /// A graveyard that cannot be emptied or created is logged, not fatal:
+    /// nothing in it is ever read, and a deletion that then cannot move a
+    /// topic into it keeps the topic (`Removal::NotMoved`).
     pub fn load_all(data_dir: &Path) -> std::io::Result<Vec<TopicMeta>> {
-        let graveyard = graveyard_dir(data_dir);
-        if graveyard.exists() {
-            std::fs::remove_dir_all(&graveyard)?;
-        }
+        prepare_graveyard(data_dir);
         let topics_dir = data_dir.join("topics");
         std::fs::create_dir_all(&topics_dir)?;
         let mut topics = Vec::new();
@@ -134,6 +138,41 @@ impl TopicMeta {
 /// `DATA/topics`, so no start and no new topic ever reads their files.
 fn graveyard_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("deleted-topics")
+}
+
+/// Burials by this process: two deletions of one name within the clock's
+/// resolution still get distinct graveyard names.
+static BURIALS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How far [`TopicMeta::remove`] got.
+#[derive(Debug)]
+#[must_use]
+pub enum Removal {
+    /// The directory is still in `DATA/topics`: nothing changed on disk.
+    NotMoved(std::io::Error),
+    /// Moved out, but a directory fsync failed: the deletion may not
+    /// survive a crash (never retried: the kernel may have dropped the
+    /// change it reported failing).
+    NotDurable(std::io::Error),
+    /// Gone for good (files left in the graveyard go at the next start).
+    Done,
+}
+
+/// Empty the graveyard of a previous run, then create it (durably) so a
+/// deletion's commit is a single rename.
+fn prepare_graveyard(data_dir: &Path) {
+    let graveyard = graveyard_dir(data_dir);
+    if let Err(error) = std::fs::remove_dir_all(&graveyard) {
+        if error.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(target: "ringlog::shard", %error, dir = %graveyard.display(),
+                "cannot remove what deleted topics left; their files stay, unread");
+        }
+    }
+    let created = std::fs::create_dir_all(&graveyard).and_then(|()| crate::storage::io::sync_directory(data_dir));
+    if let Err(error) = created {
+        tracing::warn!(target: "ringlog::shard", %error, dir = %graveyard.display(),
+            "cannot create the deleted-topics directory; deletions will be refused until it can be");
+    }
 }
 
 /// Immutable set of topics.
@@ -189,15 +228,17 @@ mod tests {
         let partition = TopicMeta::partition_dir(data.path(), "t", 0);
         std::fs::create_dir_all(&partition).unwrap();
         std::fs::write(partition.join("00000000000000000000.log"), b"old records").unwrap();
-        assert!(TopicMeta::remove(data.path(), "t").unwrap());
+        assert!(matches!(TopicMeta::remove(data.path(), "t"), Removal::Done));
         assert!(!TopicMeta::dir(data.path(), "t").exists());
+        assert_eq!(std::fs::read_dir(graveyard_dir(data.path())).unwrap().count(), 0, "its files are removed");
         assert!(TopicMeta::load_all(data.path()).unwrap().is_empty());
         // A crash after the rename left the files: the next start removes them.
         let leftover = graveyard_dir(data.path()).join("t.1");
         std::fs::create_dir_all(leftover.join("0")).unwrap();
         std::fs::write(leftover.join(TOPIC_FILE), b"{}").unwrap();
         assert!(TopicMeta::load_all(data.path()).unwrap().is_empty());
-        assert!(!graveyard_dir(data.path()).exists(), "what a crash left is removed at start");
+        let left = std::fs::read_dir(graveyard_dir(data.path())).unwrap().count();
+        assert_eq!(left, 0, "what a crash left is removed at start");
     }
 
     #[test]

@@ -584,3 +584,40 @@ fn racing_topic_creations_answer_one_success_and_never_pass_max_topics() {
     let Ok(Response::ListTopics(topics)) = node.client().call(Request::ListTopics) else { panic!("list") };
     assert_eq!(topics.len(), 3, "limits.max_topics holds under racing creations: {topics:?}");
 }
+
+/// A deletion whose directory cannot move out of `DATA/topics` (here
+/// `DATA/deleted-topics` is a file) keeps the topic whole, readable and
+/// writable, now and after a restart; a start that cannot empty or create
+/// the graveyard still starts; once it can, the deletion goes through.
+#[test]
+fn a_deletion_that_cannot_move_the_topic_directory_keeps_the_topic_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), 2);
+    create_topic(&node, "kept", 2);
+    let records: Vec<String> = (0..5).map(|index| format!("record-{index}")).collect();
+    for partition in 0..2 {
+        produce(&mut node.client(), "kept", partition, &records, Acks::All);
+    }
+    let graveyard = dir.path().join("deleted-topics");
+    std::fs::remove_dir(&graveyard).expect("the graveyard exists, empty, from the start");
+    std::fs::write(&graveyard, b"not a directory").unwrap();
+    let refused = node.client().call(Request::DeleteTopic { name: "kept".into() }).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::StorageFailed, "{refused:?}");
+    let assert_whole = |node: &Node, expected_per_partition: usize| {
+        for partition in 0..2 {
+            let read = consume(&mut node.client(), "kept", partition, 0);
+            assert_eq!(read.len(), expected_per_partition, "partition {partition}: {read:?}");
+        }
+    };
+    assert_whole(&node, 5);
+    assert_eq!(produce(&mut node.client(), "kept", 1, &records, Acks::All), (5, 10));
+    assert_eq!(node.terminate(), Some(0));
+    let node = Node::start(dir.path(), 2);
+    assert_eq!(consume(&mut node.client(), "kept", 0, 0).len(), 5);
+    assert_eq!(consume(&mut node.client(), "kept", 1, 0).len(), 10);
+    std::fs::remove_file(&graveyard).unwrap();
+    node.client().call(Request::DeleteTopic { name: "kept".into() }).expect("delete once it can");
+    let Ok(Response::ListTopics(topics)) = node.client().call(Request::ListTopics) else { panic!("list") };
+    assert!(topics.is_empty(), "{topics:?}");
+    assert!(!dir.path().join("topics").join("kept").exists());
+}

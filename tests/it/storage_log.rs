@@ -249,6 +249,52 @@ fn replica_appends_keep_leader_offsets_and_reject_gaps() {
     });
 }
 
+/// A deleted topic's partitions are abandoned, then its directory is
+/// renamed away and a new topic of its name may take the path: a commit
+/// in flight must finish before `abandon` returns, and nothing of the
+/// abandoned log (retention, a commit) may write or unlink there after.
+#[test]
+fn an_abandoned_log_waits_for_work_in_flight_and_never_touches_its_directory_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p");
+    let listed = path.clone();
+    with_log(&path, small_config(), move |log| async move {
+        for round in 0..300 {
+            append_values(&log, &values(&format!("k{round}"), 3), round).await;
+        }
+        assert!(log.snapshot().segments > 2, "sealed segments for retention to find");
+        let committed = Rc::new(std::cell::Cell::new(false));
+        let (committing, done) = (log.clone(), Rc::clone(&committed));
+        let commit = ringlog::runtime::spawn_local(async move {
+            committing.commit_offset("in-flight", 5).await.unwrap();
+            done.set(true);
+        });
+        // The commit takes the offsets gate and waits on its write.
+        ringlog::runtime::yield_now().await;
+        log.abandon().await;
+        assert!(committed.get(), "abandon returned while a commit was still writing");
+        commit.await;
+        let files_before = directory_listing(&listed);
+        let everything_old = RetentionPolicy { retention_bytes: 1, retention_ms: 1 };
+        assert_eq!(log.apply_retention(everything_old, i64::MAX / 2).await.unwrap(), Vec::<u64>::new());
+        assert!(matches!(log.commit_offset("late", 6).await, Err(StorageError::Closed(_))));
+        assert_eq!(directory_listing(&listed), files_before, "the abandoned log changed its directory");
+    });
+}
+
+/// Every file name and size under `dir`.
+fn directory_listing(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            (entry.file_name().to_string_lossy().to_string(), entry.metadata().unwrap().len())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
 #[test]
 fn consumer_offsets_persist_and_report_out_of_range_after_data_loss() {
     let dir = tempfile::tempdir().unwrap();

@@ -20,7 +20,12 @@ impl PartitionLog {
         self.store_commit(group, CommittedOffset::new(offset, crate::runtime::clock::wall_ms())).await
     }
 
+    /// Callers hold the offsets gate: `abandon` waits for them, and a
+    /// closed log's directory may already belong to a new topic.
     pub(super) async fn store_commit(&self, group: &str, committed: CommittedOffset) -> StorageResult<()> {
+        if self.inner.state.borrow().health.closed {
+            return Err(StorageError::Closed(self.inner.dir.clone()));
+        }
         crate::storage::offsets::validate_group(group).map_err(StorageError::InvalidGroup)?;
         let job = self
             .inner

@@ -336,7 +336,9 @@ impl PartitionLog {
             "corrupted batch found by a read; partition fenced");
         let error = report.to_error();
         let mut state = self.inner.state.borrow_mut();
-        if state.health.fence.is_none() {
+        // A closed log's directory may already be another topic's: the
+        // fence is not stored there (its own files are gone or going).
+        if state.health.fence.is_none() && !state.health.closed {
             state.health.fence = Some(report.clone());
             drop(state);
             self.persist_fence(report);

@@ -146,11 +146,22 @@ impl PartitionLog {
         }
     }
 
-    /// Stop the flusher without a clean-shutdown marker (tests simulating a crash).
+    /// Stop using the log without a clean-shutdown marker: a crash as tests
+    /// simulate it, and a deleted topic's partitions. Waits for whatever
+    /// holds the append or the offsets gate (a roll, a truncation,
+    /// retention, a commit) to finish: a deleted topic's directory is
+    /// renamed away, and a new topic of its name may take its path, as
+    /// soon as this returns, so nothing of this log may touch the path
+    /// again. Every writer checks `closed` under its gate.
     pub async fn abandon(&self) {
         self.inner.state.borrow_mut().health.closed = true;
+        // Append gate first, then offsets: the order truncation takes them.
+        let append_permit = self.inner.append_gate.acquire().await;
+        let offsets_permit = self.inner.offsets_gate.acquire().await;
         self.discard_read_ahead();
         self.stop_flusher().await;
+        drop(offsets_permit);
+        drop(append_permit);
     }
 }
 

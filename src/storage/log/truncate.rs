@@ -233,8 +233,9 @@ impl PartitionLog {
         let _permit = self.inner.append_gate.acquire().await;
         let (expired, epochs) = {
             let mut state = self.inner.state.borrow_mut();
-            if state.health.fence.is_some() {
-                // A fenced partition's bytes stay on disk until repaired.
+            if state.health.fence.is_some() || state.health.closed {
+                // A fenced partition's bytes stay on disk until repaired;
+                // a closed log's directory may already be another's.
                 return Ok(Vec::new());
             }
             let last_base = state.active().base_offset;
