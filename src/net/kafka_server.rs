@@ -99,18 +99,7 @@ async fn serve(shared: &Rc<KafkaListener>, stream: TcpStream) {
     }
     drop(sender);
     let mut writer = writer;
-    let finished = futures_lite::future::or(
-        async {
-            (&mut writer).await;
-            true
-        },
-        async {
-            crate::runtime::sleep(CLOSE_GRACE).await;
-            false
-        },
-    )
-    .await;
-    if !finished {
+    if !crate::runtime::finished_within(&mut writer, CLOSE_GRACE).await {
         shut_down(socket);
         writer.await;
     }

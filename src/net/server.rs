@@ -362,18 +362,7 @@ async fn close(end: ReadEnd, sender: Rc<LocalSender<Outgoing>>, queue: &ReplyQue
     }
     drop(sender);
     let mut writer = writer;
-    let finished = futures_lite::future::or(
-        async {
-            (&mut writer).await;
-            true
-        },
-        async {
-            crate::runtime::sleep(CLOSE_GRACE).await;
-            false
-        },
-    )
-    .await;
-    if !finished {
+    if !crate::runtime::finished_within(&mut writer, CLOSE_GRACE).await {
         queue.shut_down();
         writer.await;
     }

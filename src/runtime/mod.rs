@@ -45,6 +45,21 @@ where
     glommio::executor().spawn_blocking(function).await
 }
 
+/// Wait up to `limit` for `task`; whether it finished. A task that did not
+/// keeps running: the caller can unblock it (shut its socket down, say)
+/// and wait for it again.
+pub async fn finished_within<T>(task: &mut Task<T>, limit: Duration) -> bool {
+    let finished = async {
+        (&mut *task).await;
+        true
+    };
+    let timed_out = async {
+        sleep(limit).await;
+        false
+    };
+    futures_lite::future::or(finished, timed_out).await
+}
+
 /// Sleep on the executor's timer.
 pub async fn sleep(duration: Duration) {
     glommio::timer::sleep(duration).await;
