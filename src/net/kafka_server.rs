@@ -1,10 +1,13 @@
 //! The Kafka listener of one shard (SPEC §10): every shard binds
 //! `kafka_listen` with SO_REUSEPORT like the client listener, reads
 //! length-prefixed Kafka frames (the length checked against
-//! `limits.max_frame_bytes` before anything is allocated), runs requests
-//! concurrently (at most `limits.max_inflight_requests_per_connection` per
-//! connection) and writes the answers in request order, as Kafka clients
-//! require.
+//! `limits.max_frame_bytes` before anything is allocated), and serves a
+//! connection's requests one at a time, in the order they arrived, as a
+//! Kafka broker does: clients rely on it (two Produce requests in flight
+//! to one partition land in the order sent). A writer task sends the
+//! answers, so the next request is read while the last answer goes out;
+//! at most `limits.max_inflight_requests_per_connection` answers wait for
+//! it.
 //!
 //! Kafka's framing has no error reply for a request that cannot be read
 //! (bad length, unknown API, unsupported version, a body that does not
@@ -23,7 +26,7 @@ use glommio::net::{TcpListener, TcpStream};
 
 use crate::protocol::kafka::{decode_request, frame_length, KafkaFrameError, LENGTH_PREFIX_BYTES};
 use crate::requests::kafka::{handle, KafkaOutcome};
-use crate::runtime::{Notify, Task};
+use crate::runtime::Notify;
 use crate::shard::context::ShardContext;
 use crate::state::metrics::ConnectionCount;
 
@@ -92,7 +95,7 @@ async fn serve(shared: &Rc<KafkaListener>, stream: TcpStream) {
     let socket = stream.as_raw_fd();
     let (mut reader, writer) = futures_lite::io::split(stream);
     let depth = shared.context.config.limits.max_inflight_requests_per_connection;
-    let (sender, receiver) = local_channel::new_bounded::<Task<KafkaOutcome>>(depth);
+    let (sender, receiver) = local_channel::new_bounded::<KafkaOutcome>(depth);
     let writer = crate::runtime::spawn_local(write_answers(receiver, writer, socket));
     if let Err(reason) = read_requests(shared, &mut reader, &sender).await {
         tracing::debug!(target: "ringlog::kafka", %reason, "closing kafka connection");
@@ -116,13 +119,16 @@ enum ReadEnd {
     BadInput(#[from] KafkaFrameError),
 }
 
-/// Read frames and start their requests until the peer leaves, bad input
-/// arrives, or the node stops. The bounded channel is the in-flight limit:
-/// a full one stops reading until the oldest request is answered.
+/// Read frames and serve their requests, one at a time, until the peer
+/// leaves, bad input arrives, or the node stops. A request runs here, in
+/// the connection's own task, to its end: nothing cancels it half-way (a
+/// Produce dropped between placing its batch and counting it would leave
+/// the partition's writer inconsistent). The bounded channel holds the
+/// answers the writer has not sent yet: a full one stops reading.
 async fn read_requests(
     shared: &Rc<KafkaListener>,
     reader: &mut futures_lite::io::ReadHalf<TcpStream>,
-    sender: &LocalSender<Task<KafkaOutcome>>,
+    sender: &LocalSender<KafkaOutcome>,
 ) -> Result<(), ReadEnd> {
     loop {
         let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
@@ -132,14 +138,12 @@ async fn read_requests(
         reader.read_exact(&mut frame).await.map_err(|_| ReadEnd::Closed)?;
         let request = decode_request(frame.into())?;
         shared.in_flight.enter();
-        let (context, in_flight) = (Rc::clone(&shared.context), Rc::clone(&shared.in_flight));
-        let task = crate::runtime::spawn_local(async move {
-            let outcome = handle(&context, request).await;
-            in_flight.leave();
-            outcome
-        });
-        if sender.send(task).await.is_err() {
-            // The writer ended (a request failed or the socket did).
+        let outcome = handle(&shared.context, request).await;
+        shared.in_flight.leave();
+        let failed = outcome.is_err();
+        if sender.send(outcome).await.is_err() || failed {
+            // The writer ended (the socket failed), or this request
+            // cannot be answered: the writer closes after what it owes.
             return Err(ReadEnd::Closed);
         }
     }
@@ -168,15 +172,15 @@ async fn read_or_stop(
     }
 }
 
-/// Await the requests in the order they arrived and write their answers.
-/// A request that cannot be answered closes the connection.
+/// Write the answers in the order their requests arrived. A request that
+/// cannot be answered closes the connection.
 async fn write_answers(
-    receiver: LocalReceiver<Task<KafkaOutcome>>,
+    receiver: LocalReceiver<KafkaOutcome>,
     mut writer: futures_lite::io::WriteHalf<TcpStream>,
     socket: std::os::fd::RawFd,
 ) {
-    while let Some(task) = receiver.recv().await {
-        let frame = match task.await {
+    while let Some(outcome) = receiver.recv().await {
+        let frame = match outcome {
             Ok(Some(frame)) => frame,
             Ok(None) => continue,
             Err(error) => {

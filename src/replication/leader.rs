@@ -81,7 +81,10 @@ async fn read_batches_or_wait(
     loop {
         let batches = owned.log.read_written(offset, max_bytes).await.map_err(storage_error)?;
         let remaining = deadline.saturating_duration_since(Instant::now());
-        if batches.batch_count > 0 || remaining.is_zero() || context.write_epoch().is_err() {
+        // A fail-stopped log takes no more appends: its wait returns at
+        // once, every round, and would spin the shard.
+        let failed = owned.log.snapshot().failure.is_some();
+        if batches.batch_count > 0 || remaining.is_zero() || context.write_epoch().is_err() || failed {
             return Ok(batches);
         }
         futures_lite::future::or(owned.log.wait_written_past(offset), crate::runtime::sleep(remaining)).await;

@@ -66,7 +66,9 @@ async fn read_or_wait(context: &ShardContext, owned: &OwnedPartition, read: Cons
         let batches = owned.log.read(offset, max_bytes, Some(high_watermark)).await.map_err(storage_error)?;
         let snapshot = owned.log.snapshot();
         let remaining = deadline.saturating_duration_since(Instant::now());
-        if batches.batch_count > 0 || remaining.is_zero() {
+        // A fail-stopped log takes no more appends: waiting for one would
+        // be ready at once, every round, and spin the shard.
+        if batches.batch_count > 0 || remaining.is_zero() || snapshot.failure.is_some() {
             return Ok(Response::Fetch {
                 high_watermark,
                 log_start_offset: snapshot.log_start_offset,

@@ -38,9 +38,16 @@ struct KafkaNode {
 }
 
 fn start(shards: usize) -> KafkaNode {
+    start_with(shards, &[])
+}
+
+/// As [`start`], with extra settings in the environment.
+fn start_with(shards: usize, environment: &[(&str, &str)]) -> KafkaNode {
     let dir = tempfile::tempdir().unwrap();
     let kafka = format!("127.0.0.1:{}", free_port());
-    let node = Node::start_with(dir.path(), shards, &[("RINGLOG_KAFKA_LISTEN", &kafka)]);
+    let mut environment = environment.to_vec();
+    environment.push(("RINGLOG_KAFKA_LISTEN", &kafka));
+    let node = Node::start_with(dir.path(), shards, &environment);
     KafkaNode { node, kafka, _dir: dir }
 }
 
@@ -271,10 +278,20 @@ impl KafkaClient {
     }
 
     fn call<T: Encodable, R: Decodable>(&mut self, api: ApiKey, version: i16, body: &T) -> R {
+        self.send(api, version, body);
+        self.receive(api, version, self.correlation_id)
+    }
+
+    /// Send a request without waiting for its answer (pipelining).
+    fn send<T: Encodable>(&mut self, api: ApiKey, version: i16, body: &T) {
         self.correlation_id += 1;
         let frame = request_frame(api, version, self.correlation_id, body);
         self.stream.write_all(&(frame.len() as i32).to_be_bytes()).unwrap();
         self.stream.write_all(&frame).unwrap();
+    }
+
+    /// The next answer, which must be the one to `correlation_id`.
+    fn receive<R: Decodable>(&mut self, api: ApiKey, version: i16, correlation_id: i32) -> R {
         let mut prefix = [0u8; 4];
         self.stream.read_exact(&mut prefix).unwrap();
         let mut answer = vec![0u8; i32::from_be_bytes(prefix) as usize];
@@ -282,7 +299,7 @@ impl KafkaClient {
         let mut answer = Bytes::from(answer);
         let header_version = if api == ApiKey::ApiVersions { 0 } else { api.response_header_version(version) };
         let header = ResponseHeader::decode(&mut answer, header_version).unwrap();
-        assert_eq!(header.correlation_id, self.correlation_id);
+        assert_eq!(header.correlation_id, correlation_id);
         let response = R::decode(&mut answer, version).unwrap();
         assert!(answer.is_empty(), "{api:?} v{version}: {} bytes after the response", answer.len());
         response
@@ -394,7 +411,9 @@ fn crate_batch(values: &[&[u8]]) -> Bytes {
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: index as i64,
-            sequence: -1,
+            // The crate starts a new batch wherever offset - sequence
+            // changes: a sequence that follows the offset keeps one batch.
+            sequence: index as i32,
             timestamp: 1_000 + index as i64,
             key: None,
             value: Some(Bytes::copy_from_slice(value)),
@@ -553,4 +572,82 @@ fn write_kafka_fuzz_seed_corpora() {
     let topic = CreatableTopic::default().with_name(TopicName(StrBytes::from_static_str("t"))).with_num_partitions(2);
     let create = CreateTopicsRequest::default().with_topics(vec![topic]);
     seed(target, "create-topics-v5", &request_frame(ApiKey::CreateTopics, 5, 5, &create));
+}
+
+/// Kafka clients pipeline requests and rely on a broker serving one
+/// connection's requests one at a time: a request whose first partition
+/// waits for its fsync must not let the next request's batch for its
+/// second partition land first.
+#[test]
+fn pipelined_produces_on_one_connection_land_in_the_order_sent() {
+    let node = start(2);
+    create_topic(&node.node, "kafka-order", 2);
+    let mut client = KafkaClient::connect(&node.kafka);
+    for round in 0..5 {
+        let slow =
+            PartitionProduceData::default().with_index(0).with_records(Some(crate_batch(&[&vec![b'x'; 512 * 1024]])));
+        let first = format!("first-{round}");
+        let fast = PartitionProduceData::default().with_index(1).with_records(Some(crate_batch(&[first.as_bytes()])));
+        let topic = TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("kafka-order")))
+            .with_partition_data(vec![slow, fast]);
+        let both = ProduceRequest::default().with_acks(1).with_timeout_ms(5_000).with_topic_data(vec![topic]);
+        let second = format!("second-{round}");
+        let next = produce_request("kafka-order", 1, 1, crate_batch(&[second.as_bytes()]));
+        client.send(ApiKey::Produce, 8, &both);
+        client.send(ApiKey::Produce, 8, &next);
+        let answers: [ProduceResponse; 2] = [
+            client.receive(ApiKey::Produce, 8, client.correlation_id - 1),
+            client.receive(ApiKey::Produce, 8, client.correlation_id),
+        ];
+        for answer in &answers {
+            assert!(answer.responses[0].partition_responses.iter().all(|partition| partition.error_code == 0));
+        }
+    }
+    let values: Vec<String> = native_consume(&node.node, "kafka-order", 1)
+        .iter()
+        .map(|line| line.split('|').nth(2).unwrap().to_string())
+        .collect();
+    let expected: Vec<String> =
+        (0..5).flat_map(|round| [format!("first-{round}"), format!("second-{round}")]).collect();
+    assert_eq!(values, expected, "partition 1 holds each round's records in the order they were sent");
+}
+
+/// One partition's records are one batch (a second is refused, so many
+/// small compressed bombs cannot add up); a Fetch's answer stays near its
+/// `max_bytes` however many partitions it names, and naming more than
+/// `limits.max_partitions_per_fetch` closes the connection; a failed
+/// acks 0 produce closes it too (no answer can carry the error).
+#[test]
+fn hostile_kafka_produces_and_fetches_stay_bounded() {
+    let node = start_with(1, &[("RINGLOG_LIMITS_MAX_PARTITIONS_PER_FETCH", "100")]);
+    create_topic(&node.node, "kafka-bounds", 1);
+    let mut client = KafkaClient::connect(&node.kafka);
+    let good = crate_batch(&[b"a", b"b"]);
+    let two = Bytes::from([&good[..], &good[..]].concat());
+    assert_eq!(produce_error(&mut client, &produce_request("kafka-bounds", 0, 1, two)), 87, "INVALID_RECORD");
+    assert!(native_consume(&node.node, "kafka-bounds", 0).is_empty(), "nothing of a refused request was stored");
+    let value = vec![b'v'; 64 * 1024];
+    for _ in 0..3 {
+        assert_eq!(produce_error(&mut client, &produce_request("kafka-bounds", 0, 1, crate_batch(&[&value]))), 0);
+    }
+    let fetch = |partitions: usize| {
+        let partition =
+            FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(1 << 20);
+        let topic = FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("kafka-bounds")))
+            .with_partitions(vec![partition; partitions]);
+        FetchRequest::default().with_max_bytes(1).with_topics(vec![topic])
+    };
+    let answer: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch(100));
+    let partitions = &answer.responses[0].partitions;
+    let record_bytes: usize =
+        partitions.iter().map(|data| data.records.as_ref().map_or(0, |records| records.len())).sum();
+    assert!(record_bytes > 0 && record_bytes < 2 * value.len(), "one batch past the budget, not 100: {record_bytes}");
+    assert!(partitions.iter().all(|data| data.error_code == 0 && data.high_watermark == 3), "offsets for every entry");
+    client.send(ApiKey::Fetch, 12, &fetch(101));
+    assert!(closed_by_node(&mut client.stream), "a fetch past max_partitions_per_fetch closes the connection");
+    let mut client = KafkaClient::connect(&node.kafka);
+    client.send(ApiKey::Produce, 8, &produce_request("no-such-topic", 0, 0, good));
+    assert!(closed_by_node(&mut client.stream), "a failed acks 0 produce closes the connection");
 }

@@ -621,3 +621,36 @@ fn a_deletion_that_cannot_move_the_topic_directory_keeps_the_topic_whole() {
     assert!(topics.is_empty(), "{topics:?}");
     assert!(!dir.path().join("topics").join("kept").exists());
 }
+
+/// A consumer long-polls a partition's tail while its topic is deleted:
+/// the closed log must answer the poll at once (it used to spin the shard
+/// until the poll's deadline, the deletion stuck behind it).
+#[test]
+fn deleting_a_topic_under_a_long_polling_consumer_stalls_neither() {
+    let node = StandaloneNode::with_topic(1, "polled", 1);
+    let records: Vec<String> = (0..3).map(|index| format!("record-{index}")).collect();
+    let (_, end) = produce(&mut node.client(), "polled", 0, &records, Acks::All);
+    let mut consumer = node.client();
+    let poller = std::thread::spawn(move || {
+        let started = Instant::now();
+        let read = Request::Fetch {
+            topic: "polled".into(),
+            partition: 0,
+            offset: end,
+            max_bytes: 1 << 20,
+            max_wait_ms: 25_000,
+        };
+        let outcome = consumer.call(read);
+        (started.elapsed(), outcome)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    node.client().call(Request::DeleteTopic { name: "polled".into() }).expect("delete");
+    let deleted_after = started.elapsed();
+    let (polled_for, outcome) = poller.join().unwrap();
+    assert!(deleted_after < Duration::from_secs(10), "the deletion took {deleted_after:?}");
+    assert!(polled_for < Duration::from_secs(10), "the poll took {polled_for:?}: {outcome:?}");
+    if let Ok(Response::Fetch { batches, .. }) = &outcome {
+        assert!(batches.is_empty(), "a deleted topic's poll returns nothing new");
+    }
+}

@@ -62,6 +62,9 @@ pub enum RecordsError {
     /// Transactional, control or idempotent batches (not implemented yet).
     #[error("{0} batches are not supported yet")]
     UnsupportedBatch(&'static str),
+    /// More than one batch for one partition (Produce v3+ allows one).
+    #[error("more than one record batch for one partition (a produce request carries exactly one)")]
+    SeveralBatches,
     /// The records (decompressed) exceed the limit.
     #[error("records of more than {limit_bytes} bytes")]
     TooLarge {
@@ -91,9 +94,12 @@ pub struct DecodeLimits {
     pub max_records_bytes: usize,
 }
 
-/// Call `visit` for every record of every batch in a Produce partition's
-/// `records`, after checking each batch's framing and CRC-32C. Stops at the
-/// first error (from the batch or from `visit`).
+/// Call `visit` for every record of the one batch in a Produce
+/// partition's `records`, after checking its framing and CRC-32C. Stops at
+/// the first error (from the batch or from `visit`). Exactly one batch, as
+/// Kafka requires since Produce v3: it also bounds what one partition's
+/// records can decompress to (many small bombs, each under the limit,
+/// would not be).
 pub fn visit_records<E: From<RecordsError>>(
     mut bytes: &[u8],
     limits: DecodeLimits,
@@ -102,32 +108,37 @@ pub fn visit_records<E: From<RecordsError>>(
     if bytes.is_empty() {
         return Err(RecordsError::Corrupt("no record batch").into());
     }
-    while !bytes.is_empty() {
-        let batch = split_batch(&mut bytes)?;
-        let header = BatchHead::parse(batch)?;
-        let payload = &batch[BATCH_HEADER_BYTES..];
-        let decompressed;
-        let records = match header.attributes & COMPRESSION_MASK {
-            0 => payload,
-            codec => {
-                decompressed = decompress(codec, payload, limits.max_records_bytes)?;
-                &decompressed[..]
-            }
-        };
-        if records.len() > limits.max_records_bytes {
-            return Err(RecordsError::TooLarge { limit_bytes: limits.max_records_bytes }.into());
+    let batch = split_batch(&mut bytes)?;
+    if !bytes.is_empty() {
+        return Err(RecordsError::SeveralBatches.into());
+    }
+    let header = BatchHead::parse(batch)?;
+    let payload = &batch[BATCH_HEADER_BYTES..];
+    let decompressed;
+    let records = match header.attributes & COMPRESSION_MASK {
+        0 => payload,
+        codec => {
+            decompressed = decompress(codec, payload, limits.max_records_bytes)?;
+            &decompressed[..]
         }
-        // The count is untrusted: every record takes at least seven bytes.
-        if header.record_count as usize > records.len() / RECORD_MIN_BYTES || header.record_count == 0 {
-            return Err(RecordsError::Corrupt("record count disagrees with the records' size").into());
-        }
-        let mut cursor = Cursor { bytes: records };
-        for _ in 0..header.record_count {
-            visit(decode_record(&mut cursor, header.base_timestamp_ms)?)?;
-        }
-        if !cursor.bytes.is_empty() {
-            return Err(RecordsError::Corrupt("bytes after the last record").into());
-        }
+    };
+    if records.len() > limits.max_records_bytes {
+        return Err(RecordsError::TooLarge { limit_bytes: limits.max_records_bytes }.into());
+    }
+    // The count is untrusted: every record takes at least seven bytes.
+    if header.record_count as usize > records.len() / RECORD_MIN_BYTES || header.record_count == 0 {
+        return Err(RecordsError::Corrupt("record count disagrees with the records' size").into());
+    }
+    let last_offset_delta = i32::from_be_bytes(batch[23..27].try_into().expect("4 bytes"));
+    if last_offset_delta != header.record_count - 1 {
+        return Err(RecordsError::Corrupt("last offset delta disagrees with the record count").into());
+    }
+    let mut cursor = Cursor { bytes: records };
+    for index in 0..header.record_count {
+        visit(decode_record(&mut cursor, header.base_timestamp_ms, index)?)?;
+    }
+    if !cursor.bytes.is_empty() {
+        return Err(RecordsError::Corrupt("bytes after the last record").into());
     }
     Ok(())
 }
@@ -237,12 +248,20 @@ fn snappy(payload: &[u8], limit_bytes: usize) -> Result<Vec<u8>, RecordsError> {
     Ok(out)
 }
 
-fn decode_record<'a>(cursor: &mut Cursor<'a>, base_timestamp_ms: i64) -> Result<RecordRef<'a>, RecordsError> {
+/// The record at `index` of its batch: its offset delta must be `index`
+/// (the log assigns dense offsets; a batch that says otherwise is corrupt).
+fn decode_record<'a>(
+    cursor: &mut Cursor<'a>,
+    base_timestamp_ms: i64,
+    index: i32,
+) -> Result<RecordRef<'a>, RecordsError> {
     let length = cursor.length()?.ok_or(RecordsError::Corrupt("null record length"))?;
     let mut record = Cursor { bytes: cursor.take(length)? };
     record.take(1)?; // attributes: unused in v2
     let timestamp_delta = record.varlong()?;
-    record.varlong()?; // offset delta: the log assigns dense offsets
+    if record.varlong()? != i64::from(index) {
+        return Err(RecordsError::Corrupt("record offset deltas are not 0, 1, 2, ..."));
+    }
     let key = record.nullable_bytes()?;
     let value = record.nullable_bytes()?;
     let header_count = record.length()?.ok_or(RecordsError::Corrupt("null header count"))?;
@@ -254,6 +273,10 @@ fn decode_record<'a>(cursor: &mut Cursor<'a>, base_timestamp_ms: i64) -> Result<
     for _ in 0..header_count {
         let name = record.nullable_bytes()?.ok_or(RecordsError::Corrupt("null header key"))?;
         let name = std::str::from_utf8(name).map_err(|_| RecordsError::Corrupt("header key is not UTF-8"))?;
+        // ringlog stores a header name's length in two bytes.
+        if name.len() > usize::from(u16::MAX) {
+            return Err(RecordsError::Corrupt("header key longer than 65535 bytes"));
+        }
         headers.push((name, record.nullable_bytes()?));
     }
     if !record.bytes.is_empty() {

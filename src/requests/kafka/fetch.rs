@@ -27,16 +27,23 @@ const EARLIEST_TIMESTAMP: i64 = -2;
 const LATEST_TIMESTAMP: i64 = -1;
 
 /// Answer a Fetch: read every partition without waiting; if none had
-/// records or an error, wait up to `max_wait_ms` for any of them (not at
-/// all when `min_bytes` is 0).
+/// records or an error, wait up to `max_wait_ms` (capped by
+/// `limits.max_fetch_wait_ms`) for any of them (not at all when
+/// `min_bytes` is 0). A Fetch naming more than
+/// `limits.max_partitions_per_fetch` partitions closes the connection.
 pub async fn fetch(context: &Rc<ShardContext>, request: &KafkaRequest) -> Result<Vec<u8>, KafkaServeError> {
     let body: FetchRequest = decode_body(request)?;
+    let partition_count = body.topics.iter().map(|topic| topic.partitions.len()).sum::<usize>();
+    let limit = context.config.limits.max_partitions_per_fetch;
+    if partition_count > limit {
+        return Err(KafkaServeError::TooManyPartitions { partitions: partition_count, limit });
+    }
     let max_wait_ms = match body.min_bytes > 0 {
-        true => u32::try_from(body.max_wait_ms).unwrap_or(0),
+        true => u64::try_from(body.max_wait_ms).unwrap_or(0).min(context.config.limits.max_fetch_wait_ms),
         false => 0,
     };
-    let deadline = Instant::now() + Duration::from_millis(u64::from(max_wait_ms));
-    let single_partition = body.topics.iter().map(|topic| topic.partitions.len()).sum::<usize>() == 1;
+    let deadline = Instant::now() + Duration::from_millis(max_wait_ms);
+    let single_partition = partition_count == 1;
     let mut responses = read_all(context, &body, 0).await;
     // Bounded by the deadline: every round sleeps or long-polls first.
     while !has_news(&responses) && Instant::now() < deadline {
@@ -63,7 +70,10 @@ fn has_news(responses: &[FetchableTopicResponse]) -> bool {
 }
 
 /// One read of every partition, the response's `max_bytes` shared out in
-/// order (the first partition with records always gets some).
+/// order: a read returns at least one batch, so the first partition with
+/// records may pass the budget (as in Kafka); once it is spent, later
+/// partitions answer their offsets without records, so a Fetch naming many
+/// partitions (or one partition many times) stays near `max_bytes`.
 async fn read_all(context: &Rc<ShardContext>, body: &FetchRequest, wait_ms: u32) -> Vec<FetchableTopicResponse> {
     let mut remaining_bytes = usize::try_from(body.max_bytes).unwrap_or(0).max(1);
     let mut responses = Vec::with_capacity(body.topics.len());
@@ -71,15 +81,47 @@ async fn read_all(context: &Rc<ShardContext>, body: &FetchRequest, wait_ms: u32)
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in &topic.partitions {
             let max_bytes = usize::try_from(partition.partition_max_bytes).unwrap_or(0).min(remaining_bytes);
-            let data = read_partition(context, topic, partition.partition, partition.fetch_offset, max_bytes, wait_ms);
-            let data = data.await;
+            let (index, offset) = (partition.partition, partition.fetch_offset);
+            let data = match remaining_bytes {
+                0 => offsets_only(context, topic, index).await,
+                _ => read_partition(context, topic, index, offset, max_bytes.max(1), wait_ms).await,
+            };
             let used = data.records.as_ref().map_or(0, |records| records.len());
-            remaining_bytes = remaining_bytes.saturating_sub(used).max(1);
+            remaining_bytes = remaining_bytes.saturating_sub(used);
             partitions.push(data);
         }
         responses.push(FetchableTopicResponse::default().with_topic(topic.topic.clone()).with_partitions(partitions));
     }
     responses
+}
+
+/// A partition's answer without records (the Fetch's byte budget is
+/// spent): its high watermark and log start, or its error.
+async fn offsets_only(context: &Rc<ShardContext>, topic: &FetchTopic, index: i32) -> PartitionData {
+    let answer = unanswered(index);
+    let Ok(partition) = u32::try_from(index) else {
+        return answer.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+    };
+    let bounds = Request::ListOffsets { topic: topic.topic.0.to_string(), partition };
+    match crate::requests::handle(context, bounds).await {
+        Ok(Response::ListOffsets { log_start_offset, high_watermark, .. }) => answer
+            .with_high_watermark(high_watermark as i64)
+            .with_last_stable_offset(high_watermark as i64)
+            .with_log_start_offset(log_start_offset as i64),
+        Ok(_) => answer.with_error_code(ResponseError::UnknownServerError.code()),
+        Err(error) => answer.with_error_code(error_code(&error)),
+    }
+}
+
+/// A partition's answer before anything is known: no records, and -1 for
+/// the offsets (what Kafka answers beside an error).
+fn unanswered(index: i32) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(index)
+        .with_records(Some(Default::default()))
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
 }
 
 async fn read_partition(
@@ -90,7 +132,7 @@ async fn read_partition(
     max_bytes: usize,
     wait_ms: u32,
 ) -> PartitionData {
-    let answer = PartitionData::default().with_partition_index(index).with_records(Some(Default::default()));
+    let answer = unanswered(index);
     let (Ok(partition), Ok(offset)) = (u32::try_from(index), u64::try_from(offset)) else {
         let code = match index < 0 {
             true => ResponseError::UnknownTopicOrPartition,

@@ -38,6 +38,20 @@ pub enum KafkaServeError {
     /// The answer could not be written.
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    /// A Fetch naming more partitions than `limits.max_partitions_per_fetch`.
+    #[error("kafka fetch of {partitions} partitions (limits.max_partitions_per_fetch is {limit})")]
+    TooManyPartitions {
+        /// Partitions the request names.
+        partitions: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A Produce with acks 0 failed for some partition: there is no answer
+    /// to carry the error, so the connection is closed (as Kafka brokers
+    /// do), and the client refreshes its metadata instead of sending on
+    /// into nothing.
+    #[error("kafka produce with acks 0 failed: {0}")]
+    UnansweredProduceFailed(String),
 }
 
 /// A response frame, or nothing (a Produce with acks 0 is not answered).

@@ -13,7 +13,7 @@ use kafka_protocol::ResponseError;
 
 use kafka_protocol::messages::ApiKey;
 
-use super::{count_errors, error_code, respond, transcode, KafkaOutcome};
+use super::{count_errors, error_code, respond, transcode, KafkaOutcome, KafkaServeError};
 use crate::protocol::kafka::records::{DecodeLimits, RecordsError};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
 use crate::protocol::{Acks, Request, Response};
@@ -50,7 +50,15 @@ pub async fn produce(context: &Rc<ShardContext>, request: &KafkaRequest) -> Kafk
             .push(TopicProduceResponse::default().with_name(topic.name.clone()).with_partition_responses(partitions));
     }
     if body.acks == 0 {
-        return Ok(None);
+        let failed =
+            responses.iter().flat_map(|topic| &topic.partition_responses).find(|answer| answer.error_code != 0);
+        return match failed {
+            None => Ok(None),
+            Some(answer) => Err(KafkaServeError::UnansweredProduceFailed(format!(
+                "partition {} error code {}",
+                answer.index, answer.error_code
+            ))),
+        };
     }
     respond(request, &ProduceResponse::default().with_responses(responses)).map(Some)
 }
@@ -93,7 +101,7 @@ fn records_error_code(error: &RecordsError) -> i16 {
         RecordsError::Corrupt(_) | RecordsError::CrcMismatch { .. } => ResponseError::CorruptMessage,
         RecordsError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
         RecordsError::UnsupportedCompression(_) => ResponseError::UnsupportedCompressionType,
-        RecordsError::UnsupportedBatch(_) => ResponseError::InvalidRecord,
+        RecordsError::UnsupportedBatch(_) | RecordsError::SeveralBatches => ResponseError::InvalidRecord,
         RecordsError::TooLarge { .. } => ResponseError::MessageTooLarge,
     };
     kafka.code()

@@ -454,6 +454,14 @@ impl PartitionLog {
         self.inner.state.borrow().epochs.clone()
     }
 
+    /// Refuse work on a closed log (see `read`).
+    fn check_open(&self) -> StorageResult<()> {
+        match self.inner.state.borrow().health.closed {
+            true => Err(StorageError::Closed(self.inner.dir.clone())),
+            false => Ok(()),
+        }
+    }
+
     fn check_writable(&self, state: &State) -> StorageResult<()> {
         if state.health.closed {
             return Err(StorageError::Closed(self.inner.dir.clone()));

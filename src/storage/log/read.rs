@@ -6,7 +6,12 @@ impl PartitionLog {
     /// Read whole batches starting with the one holding `offset`, up to about
     /// `max_bytes` (at least one batch) and below `max_offset` (defaults to
     /// the durable end). Every batch's CRC is verified before it is returned.
+    ///
+    /// A closed log refuses: its directory may already be a re-created
+    /// topic's, whose files it must not open, and a long poll on it would
+    /// otherwise spin (nothing will ever be appended).
     pub async fn read(&self, offset: u64, max_bytes: usize, max_offset: Option<u64>) -> StorageResult<ReadBatches> {
+        self.check_open()?;
         if let Some(cached) = self.read_tail(offset, max_bytes, max_offset) {
             return Ok(cached);
         }
@@ -51,6 +56,7 @@ impl PartitionLog {
     /// fdatasync of it runs instead of after. The high watermark still
     /// waits for the leader's own durability.
     pub async fn read_written(&self, offset: u64, max_bytes: usize) -> StorageResult<ReadBatches> {
+        self.check_open()?;
         let cached = {
             let state = self.inner.state.borrow();
             let usable =
