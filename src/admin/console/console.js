@@ -291,8 +291,13 @@ function renderOverview(overview) {
 async function refreshNodes() {
   const answer = await api("GET", "/api/nodes");
   if (answer.status !== 200 || !Array.isArray(answer.json)) {
-    showBanner(answer.status === 0 ? `Cannot reach this node: ${answer.error}`
-      : `This node cannot list the replicas (${answer.status}): ${answer.error}`);
+    // The overview's refresh sets the banner too: keep what it knows (etcd
+    // unreachable, no leader) in front, or the two refreshes would take
+    // turns hiding each other's reason.
+    const known = console_state.overview ? clusterProblem(console_state.overview) : "";
+    const failure = answer.status === 0 ? `Cannot reach this node: ${answer.error}`
+      : `This node cannot list the replicas (${answer.status}): ${answer.error}`;
+    showBanner([known, failure].filter(Boolean).join(" "));
     return;
   }
   const nodes = answer.json.slice().sort((a, b) =>
