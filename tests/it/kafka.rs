@@ -31,26 +31,38 @@ use ringlog::storage::batch::{BatchBuilder, BatchIter, RecordIter, BATCH_HEADER_
 use crate::node::{free_port, Node};
 
 /// A node with a Kafka listener on a free port.
-struct KafkaNode {
-    node: Node,
-    kafka: String,
+pub(crate) struct KafkaNode {
+    pub(crate) node: Node,
+    pub(crate) kafka: String,
     _dir: tempfile::TempDir,
 }
 
-fn start(shards: usize) -> KafkaNode {
+pub(crate) fn start(shards: usize) -> KafkaNode {
     let dir = tempfile::tempdir().unwrap();
     let kafka = format!("127.0.0.1:{}", free_port());
     let node = Node::start_with(dir.path(), shards, &[("RINGLOG_KAFKA_LISTEN", &kafka)]);
     KafkaNode { node, kafka, _dir: dir }
 }
 
-fn create_topic(node: &Node, name: &str, partitions: u32) {
+impl KafkaNode {
+    /// SIGKILL the node and start it again on the same data directory and
+    /// Kafka address (a crash: the log is recovered by scanning).
+    pub(crate) fn crash_and_restart(self, shards: usize) -> KafkaNode {
+        let KafkaNode { node, kafka, _dir } = self;
+        node.kill();
+        let environment = [("RINGLOG_KAFKA_LISTEN", kafka.as_str())];
+        let node = Node::start_with(_dir.path(), shards, &environment);
+        KafkaNode { node, kafka, _dir }
+    }
+}
+
+pub(crate) fn create_topic(node: &Node, name: &str, partitions: u32) {
     let settings = TopicSettings { partitions, ..TopicSettings::default() };
     node.client().call(Request::CreateTopic { name: name.into(), settings }).expect("create topic");
 }
 
 /// Run kcat with `arguments` and `input` on stdin, bounded in time.
-fn kcat(arguments: &[&str], input: &[u8]) -> Output {
+pub(crate) fn kcat(arguments: &[&str], input: &[u8]) -> Output {
     let found = Command::new("kcat").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status();
     assert!(
         found.is_ok_and(|status| status.success()),
@@ -97,7 +109,7 @@ fn kcat_consume(kafka: &str, topic: &str, partition: u32) -> Vec<String> {
 }
 
 /// What the native protocol reads back, as kcat's lines would show it.
-fn native_consume(node: &Node, topic: &str, partition: u32) -> Vec<String> {
+pub(crate) fn native_consume(node: &Node, topic: &str, partition: u32) -> Vec<String> {
     let mut client = node.client();
     let request = Request::Fetch { topic: topic.into(), partition, offset: 0, max_bytes: 1 << 20, max_wait_ms: 0 };
     let Ok(Response::Fetch { batches, .. }) = client.call(request) else { panic!("native fetch failed") };
@@ -245,7 +257,7 @@ fn kafka_python_creates_produces_consumes_by_partition_and_deletes() {
 }
 
 /// A request frame after its length prefix, encoded by the crate.
-fn request_frame<T: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &T) -> Vec<u8> {
+pub(crate) fn request_frame<T: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &T) -> Vec<u8> {
     let header = RequestHeader::default()
         .with_request_api_key(api as i16)
         .with_request_api_version(version)
@@ -258,19 +270,19 @@ fn request_frame<T: Encodable>(api: ApiKey, version: i16, correlation_id: i32, b
 }
 
 /// A blocking Kafka connection speaking through the `kafka-protocol` crate.
-struct KafkaClient {
-    stream: TcpStream,
+pub(crate) struct KafkaClient {
+    pub(crate) stream: TcpStream,
     correlation_id: i32,
 }
 
 impl KafkaClient {
-    fn connect(address: &str) -> KafkaClient {
+    pub(crate) fn connect(address: &str) -> KafkaClient {
         let stream = TcpStream::connect(address).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         KafkaClient { stream, correlation_id: 0 }
     }
 
-    fn call<T: Encodable, R: Decodable>(&mut self, api: ApiKey, version: i16, body: &T) -> R {
+    pub(crate) fn call<T: Encodable, R: Decodable>(&mut self, api: ApiKey, version: i16, body: &T) -> R {
         self.correlation_id += 1;
         let frame = request_frame(api, version, self.correlation_id, body);
         self.stream.write_all(&(frame.len() as i32).to_be_bytes()).unwrap();
@@ -300,8 +312,8 @@ fn api_versions_lists_exactly_what_is_served_at_every_version() {
         keys.sort_unstable();
         assert_eq!(
             keys,
-            [0, 1, 2, 3, 18, 19, 20],
-            "Produce, Fetch, ListOffsets, Metadata, ApiVersions, Create/DeleteTopics"
+            [0, 1, 2, 3, 18, 19, 20, 22],
+            "Produce, Fetch, ListOffsets, Metadata, ApiVersions, Create/DeleteTopics, InitProducerId"
         );
     }
 }
@@ -407,7 +419,7 @@ fn crate_batch(values: &[&[u8]]) -> Bytes {
     out.freeze()
 }
 
-fn produce_request(topic: &str, partition: i32, acks: i16, records: Bytes) -> ProduceRequest {
+pub(crate) fn produce_request(topic: &str, partition: i32, acks: i16, records: Bytes) -> ProduceRequest {
     let data = PartitionProduceData::default().with_index(partition).with_records(Some(records));
     let topic = TopicProduceData::default()
         .with_name(TopicName(StrBytes::from_string(topic.to_string())))

@@ -19,7 +19,7 @@ pub const LENGTH_PREFIX_BYTES: usize = 4;
 
 /// The APIs this node implements, with their version ranges: exactly what
 /// ApiVersions advertises, and nothing outside them is decoded.
-pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 7] = [
+pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 8] = [
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
@@ -27,6 +27,7 @@ pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 7] = [
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 /// Why a Kafka frame cannot be served; the connection is closed after it

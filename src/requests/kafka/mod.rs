@@ -6,6 +6,7 @@
 
 mod fetch;
 mod produce;
+mod producers;
 mod topics;
 mod transcode;
 
@@ -62,6 +63,7 @@ pub async fn handle(context: &Rc<ShardContext>, request: KafkaRequest) -> KafkaO
         ApiKey::ListOffsets => fetch::list_offsets(context, &request).await.map(Some),
         ApiKey::CreateTopics => topics::create_topics(context, &request).await.map(Some),
         ApiKey::DeleteTopics => topics::delete_topics(context, &request).await.map(Some),
+        ApiKey::InitProducerId => producers::init_producer_id(context, &request),
         api => Err(KafkaFrameError::UnsupportedApi(api as i16).into()),
     }
 }
