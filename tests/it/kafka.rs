@@ -45,6 +45,11 @@ pub(crate) fn start(shards: usize) -> KafkaNode {
 }
 
 impl KafkaNode {
+    /// A node already started with `kafka` as its Kafka listener on `dir`.
+    pub(crate) fn from_parts(node: Node, kafka: String, dir: tempfile::TempDir) -> KafkaNode {
+        KafkaNode { node, kafka, _dir: dir }
+    }
+
     /// SIGKILL the node and start it again on the same data directory and
     /// Kafka address (a crash: the log is recovered by scanning).
     pub(crate) fn crash_and_restart(self, shards: usize) -> KafkaNode {
@@ -283,10 +288,20 @@ impl KafkaClient {
     }
 
     pub(crate) fn call<T: Encodable, R: Decodable>(&mut self, api: ApiKey, version: i16, body: &T) -> R {
+        self.send(api, version, body);
+        self.receive(api, version)
+    }
+
+    /// Send a request without waiting for its answer ([`Self::receive`] reads it).
+    pub(crate) fn send<T: Encodable>(&mut self, api: ApiKey, version: i16, body: &T) {
         self.correlation_id += 1;
         let frame = request_frame(api, version, self.correlation_id, body);
         self.stream.write_all(&(frame.len() as i32).to_be_bytes()).unwrap();
         self.stream.write_all(&frame).unwrap();
+    }
+
+    /// Read the answer to the last request sent.
+    pub(crate) fn receive<R: Decodable>(&mut self, api: ApiKey, version: i16) -> R {
         let mut prefix = [0u8; 4];
         self.stream.read_exact(&mut prefix).unwrap();
         let mut answer = vec![0u8; i32::from_be_bytes(prefix) as usize];
@@ -312,8 +327,9 @@ fn api_versions_lists_exactly_what_is_served_at_every_version() {
         keys.sort_unstable();
         assert_eq!(
             keys,
-            [0, 1, 2, 3, 18, 19, 20, 22],
-            "Produce, Fetch, ListOffsets, Metadata, ApiVersions, Create/DeleteTopics, InitProducerId"
+            [0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 22],
+            "Produce, Fetch, ListOffsets, Metadata, OffsetCommit/Fetch, FindCoordinator, Join/Heartbeat/Leave/\
+             SyncGroup, Describe/ListGroups, ApiVersions, Create/DeleteTopics, InitProducerId"
         );
     }
 }
