@@ -308,3 +308,34 @@ fn group_generations_fence_stale_members_and_rebalances_and_sessions_expire() {
         assert!(metrics.lines().any(|metric| metric == line), "{line} missing from /metrics:\n{metrics}");
     }
 }
+
+#[test]
+fn kcat_and_kafka_python_group_members_resume_from_their_groups_commits() {
+    let node = start_with(2, &[]);
+    create_topic(&node.node, "kafka-clients", 2);
+    produce_values(&node.node, "kafka-clients", 0, 0..3);
+    produce_values(&node.node, "kafka-clients", 1, 0..2);
+    // kcat's balanced consumer (librdkafka): auto-commits what it read.
+    let arguments = ["-b", &node.kafka, "-G", "kcat-group", "-o", "beginning", "-e", "-q", "-f", "%p|%o|%s\n"];
+    let output = crate::kafka::kcat(&[&arguments[..], &["kafka-clients"]].concat(), b"");
+    assert!(output.status.success(), "kcat -G: {}", String::from_utf8_lossy(&output.stderr));
+    let mut read: Vec<String> = String::from_utf8(output.stdout).unwrap().lines().map(str::to_string).collect();
+    read.sort();
+    assert_eq!(read, ["0|0|p0-0", "0|1|p0-1", "0|2|p0-2", "1|0|p1-0", "1|1|p1-1"]);
+    assert_eq!(committed_natively(&node.node, "kcat-group", "kafka-clients", 0), CommittedState::Valid(3));
+    assert_eq!(committed_natively(&node.node, "kcat-group", "kafka-clients", 1), CommittedState::Valid(2));
+
+    // kafka-python's group member, resuming after a native consumer of its group committed.
+    let native =
+        ringlog_cli(&node.node, &["consume", "kafka-clients", "--partition", "0", "--group", "py", "--count", "2"]);
+    assert!(native.status.success(), "{}", String::from_utf8_lossy(&native.stderr));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kafka/kafka_python_group.py");
+    let output = Command::new("python3").args([script, &node.kafka, "kafka-clients", "py"]).output().unwrap();
+    assert!(output.status.success(), "kafka-python group: {}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<String> = String::from_utf8(output.stdout).unwrap().lines().map(str::to_string).collect();
+    assert_eq!(
+        lines,
+        ["0|2|p0-2", "1|0|p1-0", "1|1|p1-1", "committed|0|3", "committed|1|2"],
+        "partition 0 resumes at the native commit (2), partition 1 starts at auto.offset.reset"
+    );
+}
