@@ -73,6 +73,17 @@ pub struct JoinArgs {
     pub protocols: Vec<(String, Bytes)>,
 }
 
+/// A SyncGroup; the assignments are the leader's (empty from others).
+#[derive(Debug)]
+pub struct SyncArgs {
+    /// Member.
+    pub member_id: String,
+    /// Generation.
+    pub generation: i32,
+    /// (member id, assignment).
+    pub assignments: Vec<(String, Bytes)>,
+}
+
 /// A completed join as one member sees it.
 #[derive(Debug, Clone)]
 pub struct Joined {
@@ -119,15 +130,8 @@ pub struct GroupDescription {
 pub enum GroupOp {
     /// JoinGroup.
     Join(JoinArgs),
-    /// SyncGroup; assignments are the leader's (empty from others).
-    Sync {
-        /// Member.
-        member_id: String,
-        /// Generation.
-        generation: i32,
-        /// (member id, assignment).
-        assignments: Vec<(String, Bytes)>,
-    },
+    /// SyncGroup.
+    Sync(SyncArgs),
     /// Heartbeat.
     Heartbeat {
         /// Member.
@@ -253,8 +257,8 @@ impl Groups {
                 Ok(()) => {}
                 Err(error) => answer(&reply, GroupAnswer::Joined(Err(error))),
             },
-            GroupOp::Sync { member_id, generation, assignments } => {
-                if let Err(error) = self.sync(&group, &member_id, generation, assignments, &reply, limits, now_ms) {
+            GroupOp::Sync(args) => {
+                if let Err(error) = self.sync(&group, args, &reply, limits, now_ms) {
                     answer(&reply, GroupAnswer::Synced(Err(error)));
                 }
             }
@@ -313,17 +317,16 @@ impl Groups {
         format!("{hex}{sequence:x}")
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn sync(
         &self,
         group_id: &str,
-        member_id: &str,
-        generation: i32,
-        assignments: Vec<(String, Bytes)>,
+        args: SyncArgs,
         reply: &Sender<GroupAnswer>,
         limits: &GroupsConfig,
         now_ms: u64,
     ) -> Result<(), GroupError> {
+        let SyncArgs { member_id, generation, assignments } = args;
+        let member_id = member_id.as_str();
         let mut groups = self.groups.borrow_mut();
         let group = groups.get_mut(group_id).ok_or(GroupError::UnknownMember)?;
         group.check_member(member_id, generation)?;

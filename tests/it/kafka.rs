@@ -53,8 +53,15 @@ impl KafkaNode {
     /// SIGKILL the node and start it again on the same data directory and
     /// Kafka address (a crash: the log is recovered by scanning).
     pub(crate) fn crash_and_restart(self, shards: usize) -> KafkaNode {
+        self.crash_damage_and_restart(shards, |_| {})
+    }
+
+    /// SIGKILL the node, let `damage` change its data directory (lose data
+    /// as a bad disk or restore would), and start it again.
+    pub(crate) fn crash_damage_and_restart(self, shards: usize, damage: impl FnOnce(&std::path::Path)) -> KafkaNode {
         let KafkaNode { node, kafka, _dir } = self;
         node.kill();
+        damage(_dir.path());
         let environment = [("RINGLOG_KAFKA_LISTEN", kafka.as_str())];
         let node = Node::start_with(_dir.path(), shards, &environment);
         KafkaNode { node, kafka, _dir }

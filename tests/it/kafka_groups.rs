@@ -339,3 +339,86 @@ fn kcat_and_kafka_python_group_members_resume_from_their_groups_commits() {
         "partition 0 resumes at the native commit (2), partition 1 starts at auto.offset.reset"
     );
 }
+
+/// Cut partition 0 of `topic` in `data_dir` at the batch holding `offset`.
+fn lose_log_from(data_dir: &std::path::Path, topic: &str, offset: u64) {
+    let partition = data_dir.join("topics").join(topic).join("0");
+    let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(&partition)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "log") && path.file_stem().unwrap().len() == 20)
+        .collect();
+    segments.sort();
+    let segment = segments.last().unwrap();
+    let bytes = std::fs::read(segment).unwrap();
+    let mut position = 0usize;
+    loop {
+        let header = ringlog::storage::batch::BatchHeader::parse(&bytes[position..]).unwrap();
+        if header.base_offset == offset {
+            break;
+        }
+        position += header.batch_bytes as usize;
+    }
+    std::fs::OpenOptions::new().write(true).open(segment).unwrap().set_len(position as u64).unwrap();
+}
+
+fn kafka_committed(client: &mut KafkaClient, group: &str, topic: &str) -> i64 {
+    let fetch = OffsetFetchRequest::default().with_group_id(group_id(group)).with_topics(Some(vec![
+        OffsetFetchRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_indexes(vec![0]),
+    ]));
+    let fetched: OffsetFetchResponse = client.call(ApiKey::OffsetFetch, 7, &fetch);
+    assert_eq!(fetched.topics[0].partitions[0].error_code, 0);
+    fetched.topics[0].partitions[0].committed_offset
+}
+
+#[test]
+fn commit_latched_out_of_range_leaves_the_kafka_clients_reset_policy_to_decide() {
+    let node = start_with(1, &[]);
+    create_topic(&node.node, "kafka-latch", 1);
+    for round in 0..15 {
+        produce_values(&node.node, "kafka-latch", 0, round * 10..round * 10 + 10);
+    }
+    let mut client = KafkaClient::connect(&node.kafka);
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(group_id("latched"))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("kafka-latch")))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(150)])]);
+    let response: OffsetCommitResponse = client.call(ApiKey::OffsetCommit, 8, &commit);
+    assert_eq!(response.topics[0].partitions[0].error_code, 0);
+    drop(client);
+    // The log loses offsets 100.. after the commit (a lost cache, a bad restore).
+    let node = node.crash_damage_and_restart(1, |dir| lose_log_from(dir, "kafka-latch", 100));
+    let latched = committed_natively(&node.node, "latched", "kafka-latch", 0);
+    assert!(matches!(latched, CommittedState::OutOfRange { committed: 150, .. }), "{latched:?}");
+
+    // Past the log end: the stale offset, whose Fetch is OFFSET_OUT_OF_RANGE,
+    // so librdkafka's auto.offset.reset=earliest restarts at the log start.
+    let mut client = KafkaClient::connect(&node.kafka);
+    assert_eq!(kafka_committed(&mut client, "latched", "kafka-latch"), 150);
+    let read = concat!(
+        "import sys, time\nfrom confluent_kafka import Consumer\n",
+        "c = Consumer({'bootstrap.servers': sys.argv[1], 'group.id': 'latched', 'auto.offset.reset': 'earliest',\n",
+        "              'enable.auto.commit': False})\n",
+        "c.subscribe(['kafka-latch'])\ndeadline = time.time() + 30\nm = None\n",
+        "while m is None and time.time() < deadline:\n    m = c.poll(0.2)\n    m = m if m is not None and not m.error() else None\n",
+        "print(m.offset())\nc.close()\n"
+    );
+    let output = Command::new("python3").args(["-c", read, &node.kafka]).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "0", "auto.offset.reset=earliest decided");
+
+    // Appends carry the log end past the stale commit: still latched (SPEC
+    // §2), so OffsetFetch says "no committed offset" rather than 150.
+    for round in 10..16 {
+        produce_values(&node.node, "kafka-latch", 0, round * 10..round * 10 + 10);
+    }
+    let latched = committed_natively(&node.node, "latched", "kafka-latch", 0);
+    assert!(matches!(latched, CommittedState::OutOfRange { committed: 150, log_end_offset: 160, .. }), "{latched:?}");
+    assert_eq!(kafka_committed(&mut client, "latched", "kafka-latch"), -1);
+}

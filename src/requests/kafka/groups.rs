@@ -24,7 +24,7 @@ use kafka_protocol::ResponseError;
 use super::{advertised_broker, count_errors, respond, KafkaOutcome};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
 use crate::shard::context::ShardContext;
-use crate::shard::groups::{coordinator_shard, GroupAnswer, GroupCall, GroupError, GroupOp, JoinArgs};
+use crate::shard::groups::{coordinator_shard, GroupAnswer, GroupCall, GroupError, GroupOp, JoinArgs, SyncArgs};
 use crate::storage::offsets::MAX_GROUP_BYTES;
 
 /// FindCoordinator key type of a consumer group (1 is a transaction).
@@ -172,8 +172,8 @@ pub async fn sync_group(context: &Rc<ShardContext>, request: &KafkaRequest) -> K
         None => {
             let assignments =
                 body.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect();
-            let op =
-                GroupOp::Sync { member_id: body.member_id.to_string(), generation: body.generation_id, assignments };
+            let args = SyncArgs { member_id: body.member_id.to_string(), generation: body.generation_id, assignments };
+            let op = GroupOp::Sync(args);
             match call_group(context, &group, op).await {
                 Some(GroupAnswer::Synced(Ok(synced))) => SyncGroupResponse::default()
                     .with_protocol_type(Some(StrBytes::from_string(synced.protocol_type)))
