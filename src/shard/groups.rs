@@ -212,8 +212,11 @@ struct Member {
 }
 
 impl Member {
+    /// What the member holds: protocols, assignment, and its client id
+    /// (kept, and the start of its member id).
     fn metadata_bytes(&self) -> usize {
-        self.protocols.iter().map(|(name, metadata)| name.len() + metadata.len()).sum::<usize>() + self.assignment.len()
+        let protocols: usize = self.protocols.iter().map(|(name, metadata)| name.len() + metadata.len()).sum();
+        protocols + self.assignment.len() + 2 * self.client_id.len()
     }
 
     fn metadata_for(&self, protocol: &str) -> Bytes {
@@ -236,7 +239,8 @@ struct Group {
     rebalance_deadline_ms: u64,
 }
 
-/// Every group this shard coordinates.
+/// Every group this shard coordinates (`groups.max_groups` of them at
+/// most: the bound is per shard).
 #[derive(Debug, Default)]
 pub struct Groups {
     groups: RefCell<HashMap<String, Group>>,
@@ -487,7 +491,7 @@ impl Group {
         now_ms: u64,
         new_member_id: impl FnOnce() -> String,
     ) -> Result<(), GroupError> {
-        if args.protocol_type != self.protocol_type || !self.shares_a_protocol(&args.protocols) {
+        if args.protocol_type != self.protocol_type || !self.shares_a_protocol(&args.member_id, &args.protocols) {
             return Err(GroupError::InconsistentProtocol);
         }
         let member_id = match args.member_id.is_empty() {
@@ -496,7 +500,8 @@ impl Group {
             false => return Err(GroupError::UnknownMember),
         };
         let others = self.metadata_bytes_without(&member_id);
-        let new: usize = args.protocols.iter().map(|(name, metadata)| name.len() + metadata.len()).sum();
+        let protocols: usize = args.protocols.iter().map(|(name, metadata)| name.len() + metadata.len()).sum();
+        let new = protocols + 2 * args.client_id.len();
         if others + new > limits.max_group_metadata_bytes {
             return Err(GroupError::GroupFull);
         }
@@ -530,10 +535,15 @@ impl Group {
         self.members.iter().filter(|(id, _)| id.as_str() != member_id).map(|(_, member)| member.metadata_bytes()).sum()
     }
 
-    fn shares_a_protocol(&self, protocols: &[(String, Bytes)]) -> bool {
-        self.members
-            .values()
-            .all(|member| member.protocols.iter().any(|(name, _)| protocols.iter().any(|(offered, _)| offered == name)))
+    /// Whether one of `protocols` is supported by every other member: each
+    /// join keeps a protocol common to the whole group, so one can be chosen.
+    fn shares_a_protocol(&self, member_id: &str, protocols: &[(String, Bytes)]) -> bool {
+        protocols.iter().any(|(offered, _)| {
+            self.members
+                .iter()
+                .filter(|(id, _)| id.as_str() != member_id)
+                .all(|(_, member)| member.protocols.iter().any(|(name, _)| name == offered))
+        })
     }
 
     fn check_member(&self, member_id: &str, generation: i32) -> Result<(), GroupError> {
@@ -616,7 +626,7 @@ impl Group {
     }
 
     /// The leader's most preferred protocol that every member supports
-    /// (members were only let in sharing one with all the others).
+    /// (there is one: see `shares_a_protocol`).
     fn choose_protocol(&self) -> String {
         let leader = self.members.get(&self.leader).or_else(|| self.members.values().next());
         let candidates = leader.map(|member| member.protocols.clone()).unwrap_or_default();
@@ -697,6 +707,25 @@ mod tests {
         let op = GroupOp::Heartbeat { member_id: first.member_id, generation: 1 };
         groups.serve(GroupCall { group: "g".into(), op, reply }, &limits(), 1_020);
         assert!(matches!(answer.try_recv(), Ok(GroupAnswer::Done(Err(GroupError::UnknownMember)))));
+    }
+
+    #[test]
+    fn a_member_sharing_no_protocol_with_the_group_is_refused() {
+        let groups = Groups::default();
+        joined(&join(&groups, "", 0));
+        let (reply, answer) = async_channel::bounded(1);
+        let args = JoinArgs {
+            member_id: String::new(),
+            client_id: "c".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 1_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("roundrobin".into(), Bytes::new())],
+        };
+        groups.serve(GroupCall { group: "g".into(), op: GroupOp::Join(args), reply }, &limits(), 1);
+        assert!(matches!(answer.try_recv(), Ok(GroupAnswer::Joined(Err(GroupError::InconsistentProtocol)))));
+        assert_eq!(groups.describe("g").members.len(), 1);
+        assert_eq!(groups.describe("g").protocol_name, "range");
     }
 
     #[test]
