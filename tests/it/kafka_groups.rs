@@ -240,8 +240,17 @@ fn group_generations_fence_stale_members_and_rebalances_and_sessions_expire() {
     // A second member's join waits for the first to rejoin; meanwhile the
     // first is told to, and may not commit.
     two.send(ApiKey::JoinGroup, 7, &join_request("fence", "", 1_000));
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(heartbeat(&mut one, "fence", &a, 1), 27, "REBALANCE_IN_PROGRESS: rejoin");
+    // The join travels to the coordinator shard on its own connection:
+    // heartbeats answer 0 until it has arrived, then 27.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        let code = heartbeat(&mut one, "fence", &a, 1);
+        if code != 0 || Instant::now() > deadline {
+            break code;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, 27, "REBALANCE_IN_PROGRESS: rejoin");
     assert_eq!(member_commit(&mut one, "fence", &a, 1), 27, "no commit during a rebalance");
     let mut three = KafkaClient::connect(&node.kafka);
     let full: JoinGroupResponse = three.call(ApiKey::JoinGroup, 7, &join_request("fence", "", 30_000));
