@@ -14,11 +14,13 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, FetchRequest, FetchResponse, MetadataRequest, ProduceRequest, ProduceResponse, RequestHeader,
-    ResponseHeader, TopicName,
+    DeleteTopicsResponse, FetchRequest, FetchResponse, GroupId, InitProducerIdRequest, JoinGroupRequest,
+    MetadataRequest, OffsetCommitRequest, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
@@ -588,4 +590,23 @@ fn write_kafka_fuzz_seed_corpora() {
     let topic = CreatableTopic::default().with_name(TopicName(StrBytes::from_static_str("t"))).with_num_partitions(2);
     let create = CreateTopicsRequest::default().with_topics(vec![topic]);
     seed(target, "create-topics-v5", &request_frame(ApiKey::CreateTopics, 5, 5, &create));
+    let init = InitProducerIdRequest::default().with_transactional_id(None);
+    seed(target, "init-producer-id-v4", &request_frame(ApiKey::InitProducerId, 4, 6, &init));
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_session_timeout_ms(10_000)
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(Bytes::from_static(b"metadata"))]);
+    for version in [0, 7] {
+        seed(target, &format!("join-group-v{version}"), &request_frame(ApiKey::JoinGroup, version, 7, &join));
+    }
+    let commit =
+        OffsetCommitRequest::default().with_group_id(GroupId(StrBytes::from_static_str("g"))).with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(vec![OffsetCommitRequestPartition::default().with_committed_offset(3)]),
+        ]);
+    seed(target, "offset-commit-v8", &request_frame(ApiKey::OffsetCommit, 8, 8, &commit));
 }
