@@ -303,9 +303,8 @@ impl Groups {
             if groups.len() >= limits.max_groups {
                 return Err(GroupError::TooManyGroups);
             }
-            groups.insert(group_id.to_string(), Group::new(&args.protocol_type));
         }
-        let group = groups.get_mut(group_id).expect("inserted above");
+        let group = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(&args.protocol_type));
         let result = group.join(args, reply, limits, now_ms, || self.new_member_id());
         if group.members.is_empty() {
             groups.remove(group_id);
