@@ -60,6 +60,34 @@ impl Default for LimitsConfig {
     }
 }
 
+/// Bounds on Kafka consumer groups (their coordinator's state in memory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupsConfig {
+    /// Groups with members a node coordinates at once.
+    pub max_groups: usize,
+    /// Members one group may have.
+    pub max_members_per_group: usize,
+    /// Protocol metadata and assignments one group may hold, summed over its members.
+    pub max_group_metadata_bytes: usize,
+    /// Shortest session timeout a member may ask for.
+    pub min_session_timeout_ms: u64,
+    /// Longest session timeout a member may ask for.
+    pub max_session_timeout_ms: u64,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        GroupsConfig {
+            max_groups: 1_000,
+            max_members_per_group: 1_000,
+            max_group_metadata_bytes: 1 << 20,
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+        }
+    }
+}
+
 /// Cluster membership settings (used when `etcd` is not empty).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -140,6 +168,8 @@ pub struct NodeConfig {
     pub limits: LimitsConfig,
     /// Cluster settings.
     pub cluster: ClusterConfig,
+    /// Kafka consumer-group bounds.
+    pub groups: GroupsConfig,
 }
 
 impl Default for NodeConfig {
@@ -155,12 +185,13 @@ impl Default for NodeConfig {
             storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
             cluster: ClusterConfig::default(),
+            groups: GroupsConfig::default(),
         }
     }
 }
 
 /// Sections whose keys an environment variable can name as `RINGLOG_<SECTION>_<KEY>`.
-const SECTIONS: [&str; 3] = ["storage", "limits", "cluster"];
+const SECTIONS: [&str; 4] = ["storage", "limits", "cluster", "groups"];
 
 fn env_value(text: &str, is_list: bool) -> toml::Value {
     if is_list {
@@ -367,6 +398,7 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.storage.validate().map_err(ConfigError::Storage)?;
         self.validate_limits()?;
+        self.validate_groups()?;
         self.validate_listeners()?;
         if self.shards > 256 {
             return Err(ConfigError::OutOfRange {
@@ -410,6 +442,25 @@ impl NodeConfig {
         require_positive("limits.max_partitions_per_fetch", limits.max_partitions_per_fetch as u64)?;
         require_at_least("limits.retention_check_interval_ms", limits.retention_check_interval_ms, 100)?;
         require_range("limits.max_partitions_per_topic", u64::from(limits.max_partitions_per_topic), 1..=10_000)
+    }
+
+    /// Group bounds are positive and the session timeouts a range.
+    fn validate_groups(&self) -> Result<(), ConfigError> {
+        let groups = &self.groups;
+        require_positive("groups.max_groups", groups.max_groups as u64)?;
+        require_positive("groups.max_members_per_group", groups.max_members_per_group as u64)?;
+        require_at_least("groups.max_group_metadata_bytes", groups.max_group_metadata_bytes as u64, 1024)?;
+        require_positive("groups.min_session_timeout_ms", groups.min_session_timeout_ms)?;
+        if groups.max_session_timeout_ms < groups.min_session_timeout_ms {
+            return Err(ConfigError::Conflict {
+                key: "groups.max_session_timeout_ms",
+                value: groups.max_session_timeout_ms,
+                rule: "at least",
+                other_key: "groups.min_session_timeout_ms",
+                other_value: groups.min_session_timeout_ms,
+            });
+        }
+        Ok(())
     }
 
     /// No two of this node's listeners share an address: shards share

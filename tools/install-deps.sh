@@ -2,7 +2,7 @@
 # Install what cargo cannot fetch: fio (benchmarks), e2fsprogs/util-linux
 # (the real ENOSPC test's and the nemesis's loop-mounted filesystems),
 # iptables (the nemesis's node-to-node partitions), etcd and protoc (cluster
-# issues), kcat and kafka-python (the Kafka protocol tests), and for the
+# issues), kcat, kafka-python and confluent-kafka (the Kafka protocol tests), and for the
 # console's browser test chromium, node and npm, then
 # `npm ci` in tests/browser (playwright-core at the locked version; it drives
 # Debian's chromium and downloads no browser of its own). Idempotent:
@@ -41,6 +41,12 @@ fi
 if ! python3 -c "import kafka" >/dev/null 2>&1; then
     echo "install-deps: pip install kafka-python" >&2
     python3 -m pip install --quiet --disable-pip-version-check "kafka-python==3.0.12"
+fi
+# confluent-kafka: librdkafka from Python, for the idempotent producer and
+# consumer-group tests (tests/it/kafka_idempotence.rs, kafka_groups.rs).
+if ! python3 -c "import confluent_kafka" >/dev/null 2>&1; then
+    echo "install-deps: pip install confluent-kafka" >&2
+    python3 -m pip install --quiet --disable-pip-version-check "confluent-kafka==2.16.1"
 fi
 
 browser_tests="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"

@@ -6,8 +6,10 @@
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, ListOffsetsRequest,
-    MetadataRequest, ProduceRequest,
+    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeGroupsRequest, FetchRequest,
+    FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
+    SyncGroupRequest,
 };
 use libfuzzer_sys::fuzz_target;
 use ringlog::protocol::kafka::records::{visit_records, DecodeLimits, RecordsError};
@@ -21,6 +23,16 @@ fn decode(request: &KafkaRequest) -> Result<(), KafkaFrameError> {
         ApiKey::ListOffsets => decode_body::<ListOffsetsRequest>(request).map(drop),
         ApiKey::CreateTopics => decode_body::<CreateTopicsRequest>(request).map(drop),
         ApiKey::DeleteTopics => decode_body::<DeleteTopicsRequest>(request).map(drop),
+        ApiKey::InitProducerId => decode_body::<InitProducerIdRequest>(request).map(drop),
+        ApiKey::FindCoordinator => decode_body::<FindCoordinatorRequest>(request).map(drop),
+        ApiKey::JoinGroup => decode_body::<JoinGroupRequest>(request).map(drop),
+        ApiKey::SyncGroup => decode_body::<SyncGroupRequest>(request).map(drop),
+        ApiKey::Heartbeat => decode_body::<HeartbeatRequest>(request).map(drop),
+        ApiKey::LeaveGroup => decode_body::<LeaveGroupRequest>(request).map(drop),
+        ApiKey::ListGroups => decode_body::<ListGroupsRequest>(request).map(drop),
+        ApiKey::DescribeGroups => decode_body::<DescribeGroupsRequest>(request).map(drop),
+        ApiKey::OffsetCommit => decode_body::<OffsetCommitRequest>(request).map(drop),
+        ApiKey::OffsetFetch => decode_body::<OffsetFetchRequest>(request).map(drop),
         ApiKey::Produce => {
             let produce = decode_body::<ProduceRequest>(request)?;
             // The listener hands each partition's records to the batch decoder.

@@ -18,7 +18,7 @@ use crate::shard::ShardId;
 use crate::state::metrics::ConnectionCount;
 
 use super::shared::Shared;
-use super::tasks::{enforce_retention, publish_follower_progress, publish_gauges};
+use super::tasks::{enforce_retention, expire_group_sessions, publish_follower_progress, publish_gauges};
 use super::{NodeError, ShardError, STOP_REQUESTED};
 
 pub(super) type ShardHandle = glommio::ExecutorJoinHandle<Result<(), ShardError>>;
@@ -124,6 +124,7 @@ async fn build_context(setup: &ShardConfig, ends: MeshEnds) -> (Rc<ShardContext>
         cluster: Arc::clone(&setup.cluster),
         progress: Arc::clone(&setup.progress),
         topic_changes: Default::default(),
+        groups: Default::default(),
     });
     (context, inbound)
 }
@@ -186,6 +187,7 @@ async fn serve_until_stopped(
     let watcher = crate::runtime::spawn_local(watch_for_stop(Rc::clone(&stop), Rc::clone(&stopping)));
     let publisher = crate::runtime::spawn_local(publish_gauges(Rc::clone(context), Rc::clone(&stopping)));
     let retention = crate::runtime::spawn_local(enforce_retention(Rc::clone(context), Rc::clone(&stopping)));
+    let group_sessions = crate::runtime::spawn_local(expire_group_sessions(Rc::clone(context), Rc::clone(&stopping)));
     let replication_tasks = match listeners.replication {
         Some(listener) => start_replication(context, listener, &stop, &stopping, connections, in_flight),
         None => Vec::new(),
@@ -213,6 +215,7 @@ async fn serve_until_stopped(
     watcher.await;
     publisher.await;
     retention.await;
+    group_sessions.await;
     for task in replication_tasks.into_iter().chain(kafka_task) {
         task.await;
     }
@@ -327,6 +330,10 @@ pub(super) fn start_inbound(context: &Rc<ShardContext>, inbound: Inbound) -> Vec
                         .detach();
                     }
                     Envelope::Reply { id, outcome } => context.mesh.complete(id, outcome),
+                    Envelope::Group(call) => {
+                        let now_ms = crate::runtime::clock::monotonic_ms();
+                        context.groups.serve(call, &context.config.groups, now_ms);
+                    }
                 }
             }
         }));

@@ -85,6 +85,18 @@ pub async fn enforce_retention(context: Rc<ShardContext>, stopping: Rc<Cell<bool
     }
 }
 
+/// Apply the consumer groups' session and rebalance timeouts on this
+/// shard every [`STOP_CHECK_INTERVAL`] (a member is dropped at most that
+/// much after its session lapsed).
+pub async fn expire_group_sessions(context: Rc<ShardContext>, stopping: Rc<Cell<bool>>) {
+    while !stopping.get() {
+        crate::runtime::sleep(STOP_CHECK_INTERVAL).await;
+        if !context.groups.is_empty() {
+            context.groups.expire(crate::runtime::clock::monotonic_ms());
+        }
+    }
+}
+
 /// The topic's retention, each limit falling back to the node default.
 fn retention_policy(context: &ShardContext, owned: &OwnedPartition) -> RetentionPolicy {
     let defaults = &context.config.storage;

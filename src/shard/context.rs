@@ -42,6 +42,8 @@ pub struct ShardContext {
     /// Held by a topic creation or deletion on the metadata shard from its
     /// checks to its last step, so two changes never interleave at an await.
     pub topic_changes: crate::runtime::Gate,
+    /// The consumer groups this shard coordinates (`groups::coordinator_shard`).
+    pub groups: super::groups::Groups,
 }
 
 impl ShardContext {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender};
 
+use super::groups::GroupCall;
 use super::topics::TopicMeta;
 use super::ShardId;
 use crate::protocol::{ErrorCode, ErrorResponse, Request, Response};
@@ -54,6 +55,9 @@ pub enum Envelope {
         /// Its outcome.
         outcome: Outcome,
     },
+    /// A consumer-group request for the group's coordinator shard; it
+    /// carries its own reply channel (the answer may wait for a rebalance).
+    Group(GroupCall),
 }
 
 /// Unconnected channel ends for one shard, built before the executors start.
@@ -148,6 +152,15 @@ impl Mesh {
             return Err(shutting_down());
         }
         reply_receiver.recv().await.unwrap_or_else(|_| Err(shutting_down()))
+    }
+
+    /// Send a group request to its coordinator shard `to`; the answer
+    /// comes on the call's own reply channel.
+    pub async fn post_group(&self, to: ShardId, call: GroupCall) -> Result<(), ErrorResponse> {
+        let Some(sender) = self.senders.get(to).and_then(Option::as_ref) else {
+            return Err(internal(format!("no channel from shard {} to shard {to}", self.shard)));
+        };
+        sender.send(Envelope::Group(call)).await.map_err(|_| shutting_down())
     }
 
     /// Send a reply to `to` (spawned by the receiving loop).

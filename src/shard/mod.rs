@@ -6,6 +6,7 @@
 
 pub mod context;
 pub mod faults;
+pub mod groups;
 pub mod mesh;
 pub mod partition_replication;
 pub mod partitions;

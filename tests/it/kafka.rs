@@ -14,11 +14,13 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-    DeleteTopicsResponse, FetchRequest, FetchResponse, MetadataRequest, ProduceRequest, ProduceResponse, RequestHeader,
-    ResponseHeader, TopicName,
+    DeleteTopicsResponse, FetchRequest, FetchResponse, GroupId, InitProducerIdRequest, JoinGroupRequest,
+    MetadataRequest, OffsetCommitRequest, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
@@ -31,18 +33,18 @@ use ringlog::storage::batch::{BatchBuilder, BatchIter, RecordIter, BATCH_HEADER_
 use crate::node::{free_port, Node};
 
 /// A node with a Kafka listener on a free port.
-struct KafkaNode {
-    node: Node,
-    kafka: String,
+pub(crate) struct KafkaNode {
+    pub(crate) node: Node,
+    pub(crate) kafka: String,
     _dir: tempfile::TempDir,
 }
 
-fn start(shards: usize) -> KafkaNode {
+pub(crate) fn start(shards: usize) -> KafkaNode {
     start_with(shards, &[])
 }
 
 /// As [`start`], with extra settings in the environment.
-fn start_with(shards: usize, environment: &[(&str, &str)]) -> KafkaNode {
+pub(crate) fn start_with(shards: usize, environment: &[(&str, &str)]) -> KafkaNode {
     let dir = tempfile::tempdir().unwrap();
     let kafka = format!("127.0.0.1:{}", free_port());
     let mut environment = environment.to_vec();
@@ -51,13 +53,37 @@ fn start_with(shards: usize, environment: &[(&str, &str)]) -> KafkaNode {
     KafkaNode { node, kafka, _dir: dir }
 }
 
-fn create_topic(node: &Node, name: &str, partitions: u32) {
+impl KafkaNode {
+    /// A node already started with `kafka` as its Kafka listener on `dir`.
+    pub(crate) fn from_parts(node: Node, kafka: String, dir: tempfile::TempDir) -> KafkaNode {
+        KafkaNode { node, kafka, _dir: dir }
+    }
+
+    /// SIGKILL the node and start it again on the same data directory and
+    /// Kafka address (a crash: the log is recovered by scanning).
+    pub(crate) fn crash_and_restart(self, shards: usize) -> KafkaNode {
+        self.crash_damage_and_restart(shards, |_| {})
+    }
+
+    /// SIGKILL the node, let `damage` change its data directory (lose data
+    /// as a bad disk or restore would), and start it again.
+    pub(crate) fn crash_damage_and_restart(self, shards: usize, damage: impl FnOnce(&std::path::Path)) -> KafkaNode {
+        let KafkaNode { node, kafka, _dir } = self;
+        node.kill();
+        damage(_dir.path());
+        let environment = [("RINGLOG_KAFKA_LISTEN", kafka.as_str())];
+        let node = Node::start_with(_dir.path(), shards, &environment);
+        KafkaNode { node, kafka, _dir }
+    }
+}
+
+pub(crate) fn create_topic(node: &Node, name: &str, partitions: u32) {
     let settings = TopicSettings { partitions, ..TopicSettings::default() };
     node.client().call(Request::CreateTopic { name: name.into(), settings }).expect("create topic");
 }
 
 /// Run kcat with `arguments` and `input` on stdin, bounded in time.
-fn kcat(arguments: &[&str], input: &[u8]) -> Output {
+pub(crate) fn kcat(arguments: &[&str], input: &[u8]) -> Output {
     let found = Command::new("kcat").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status();
     assert!(
         found.is_ok_and(|status| status.success()),
@@ -104,7 +130,7 @@ fn kcat_consume(kafka: &str, topic: &str, partition: u32) -> Vec<String> {
 }
 
 /// What the native protocol reads back, as kcat's lines would show it.
-fn native_consume(node: &Node, topic: &str, partition: u32) -> Vec<String> {
+pub(crate) fn native_consume(node: &Node, topic: &str, partition: u32) -> Vec<String> {
     let mut client = node.client();
     let request = Request::Fetch { topic: topic.into(), partition, offset: 0, max_bytes: 1 << 20, max_wait_ms: 0 };
     let Ok(Response::Fetch { batches, .. }) = client.call(request) else { panic!("native fetch failed") };
@@ -252,7 +278,7 @@ fn kafka_python_creates_produces_consumes_by_partition_and_deletes() {
 }
 
 /// A request frame after its length prefix, encoded by the crate.
-fn request_frame<T: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &T) -> Vec<u8> {
+pub(crate) fn request_frame<T: Encodable>(api: ApiKey, version: i16, correlation_id: i32, body: &T) -> Vec<u8> {
     let header = RequestHeader::default()
         .with_request_api_key(api as i16)
         .with_request_api_version(version)
@@ -265,33 +291,39 @@ fn request_frame<T: Encodable>(api: ApiKey, version: i16, correlation_id: i32, b
 }
 
 /// A blocking Kafka connection speaking through the `kafka-protocol` crate.
-struct KafkaClient {
-    stream: TcpStream,
+pub(crate) struct KafkaClient {
+    pub(crate) stream: TcpStream,
     correlation_id: i32,
 }
 
 impl KafkaClient {
-    fn connect(address: &str) -> KafkaClient {
+    pub(crate) fn connect(address: &str) -> KafkaClient {
         let stream = TcpStream::connect(address).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         KafkaClient { stream, correlation_id: 0 }
     }
 
-    fn call<T: Encodable, R: Decodable>(&mut self, api: ApiKey, version: i16, body: &T) -> R {
+    pub(crate) fn call<T: Encodable, R: Decodable>(&mut self, api: ApiKey, version: i16, body: &T) -> R {
         self.send(api, version, body);
-        self.receive(api, version, self.correlation_id)
+        self.receive(api, version)
     }
 
-    /// Send a request without waiting for its answer (pipelining).
-    fn send<T: Encodable>(&mut self, api: ApiKey, version: i16, body: &T) {
+    /// Send a request without waiting for its answer ([`Self::receive`] reads it).
+    pub(crate) fn send<T: Encodable>(&mut self, api: ApiKey, version: i16, body: &T) {
         self.correlation_id += 1;
         let frame = request_frame(api, version, self.correlation_id, body);
         self.stream.write_all(&(frame.len() as i32).to_be_bytes()).unwrap();
         self.stream.write_all(&frame).unwrap();
     }
 
-    /// The next answer, which must be the one to `correlation_id`.
-    fn receive<R: Decodable>(&mut self, api: ApiKey, version: i16, correlation_id: i32) -> R {
+    /// Read the answer to the last request sent.
+    pub(crate) fn receive<R: Decodable>(&mut self, api: ApiKey, version: i16) -> R {
+        self.receive_to(api, version, self.correlation_id)
+    }
+
+    /// Read the next answer, which must be the one to `correlation_id`
+    /// (several requests pipelined).
+    pub(crate) fn receive_to<R: Decodable>(&mut self, api: ApiKey, version: i16, correlation_id: i32) -> R {
         let mut prefix = [0u8; 4];
         self.stream.read_exact(&mut prefix).unwrap();
         let mut answer = vec![0u8; i32::from_be_bytes(prefix) as usize];
@@ -317,8 +349,9 @@ fn api_versions_lists_exactly_what_is_served_at_every_version() {
         keys.sort_unstable();
         assert_eq!(
             keys,
-            [0, 1, 2, 3, 18, 19, 20],
-            "Produce, Fetch, ListOffsets, Metadata, ApiVersions, Create/DeleteTopics"
+            [0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 22],
+            "Produce, Fetch, ListOffsets, Metadata, OffsetCommit/Fetch, FindCoordinator, Join/Heartbeat/Leave/\
+             SyncGroup, Describe/ListGroups, ApiVersions, Create/DeleteTopics, InitProducerId"
         );
     }
 }
@@ -426,7 +459,7 @@ fn crate_batch(values: &[&[u8]]) -> Bytes {
     out.freeze()
 }
 
-fn produce_request(topic: &str, partition: i32, acks: i16, records: Bytes) -> ProduceRequest {
+pub(crate) fn produce_request(topic: &str, partition: i32, acks: i16, records: Bytes) -> ProduceRequest {
     let data = PartitionProduceData::default().with_index(partition).with_records(Some(records));
     let topic = TopicProduceData::default()
         .with_name(TopicName(StrBytes::from_string(topic.to_string())))
@@ -572,6 +605,25 @@ fn write_kafka_fuzz_seed_corpora() {
     let topic = CreatableTopic::default().with_name(TopicName(StrBytes::from_static_str("t"))).with_num_partitions(2);
     let create = CreateTopicsRequest::default().with_topics(vec![topic]);
     seed(target, "create-topics-v5", &request_frame(ApiKey::CreateTopics, 5, 5, &create));
+    let init = InitProducerIdRequest::default().with_transactional_id(None);
+    seed(target, "init-producer-id-v4", &request_frame(ApiKey::InitProducerId, 4, 6, &init));
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+        .with_session_timeout_ms(10_000)
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(Bytes::from_static(b"metadata"))]);
+    for version in [0, 7] {
+        seed(target, &format!("join-group-v{version}"), &request_frame(ApiKey::JoinGroup, version, 7, &join));
+    }
+    let commit =
+        OffsetCommitRequest::default().with_group_id(GroupId(StrBytes::from_static_str("g"))).with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partitions(vec![OffsetCommitRequestPartition::default().with_committed_offset(3)]),
+        ]);
+    seed(target, "offset-commit-v8", &request_frame(ApiKey::OffsetCommit, 8, 8, &commit));
 }
 
 /// Kafka clients pipeline requests and rely on a broker serving one
@@ -597,8 +649,8 @@ fn pipelined_produces_on_one_connection_land_in_the_order_sent() {
         client.send(ApiKey::Produce, 8, &both);
         client.send(ApiKey::Produce, 8, &next);
         let answers: [ProduceResponse; 2] = [
-            client.receive(ApiKey::Produce, 8, client.correlation_id - 1),
-            client.receive(ApiKey::Produce, 8, client.correlation_id),
+            client.receive_to(ApiKey::Produce, 8, client.correlation_id - 1),
+            client.receive_to(ApiKey::Produce, 8, client.correlation_id),
         ];
         for answer in &answers {
             assert!(answer.responses[0].partition_responses.iter().all(|partition| partition.error_code == 0));

@@ -16,6 +16,8 @@ mod fetch_cadence;
 mod fixtures;
 mod fuzz_corpus;
 mod kafka;
+mod kafka_groups;
+mod kafka_idempotence;
 mod node;
 mod ops;
 mod replication;

@@ -13,8 +13,8 @@ from kafka.admin import KafkaAdminClient, NewTopic
 bootstrap, topic = sys.argv[1], sys.argv[2]
 admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
 admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-# No InitProducerId yet (docs/KAFKA.md): idempotence off.
-producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+# Idempotent: InitProducerId, then producer id and sequences on every batch.
+producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
 sent = [
     producer.send(topic, key=b"k%d" % i, value=b"v%d" % i, partition=i % 2,
                   headers=[("h", b"x"), ("h", b"y")], timestamp_ms=1700000000000 + i)

@@ -19,7 +19,7 @@ pub const LENGTH_PREFIX_BYTES: usize = 4;
 
 /// The APIs this node implements, with their version ranges: exactly what
 /// ApiVersions advertises, and nothing outside them is decoded.
-pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 7] = [
+pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 17] = [
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
@@ -27,6 +27,16 @@ pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 7] = [
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
 ];
 
 /// Why a Kafka frame cannot be served; the connection is closed after it
@@ -207,9 +217,9 @@ mod tests {
 
     #[test]
     fn unknown_api_and_unsupported_version_are_refused() {
-        // OffsetCommit (8) is not implemented yet.
-        let frame = request_frame(8, 2, 1, &[0xff, 0xff]);
-        assert_eq!(decode_request(frame).unwrap_err(), KafkaFrameError::UnsupportedApi(8));
+        // AddPartitionsToTxn (24): transactions are not implemented.
+        let frame = request_frame(24, 2, 1, &[0xff, 0xff]);
+        assert_eq!(decode_request(frame).unwrap_err(), KafkaFrameError::UnsupportedApi(24));
         let frame = request_frame(0, 99, 1, &[0xff, 0xff]);
         assert!(matches!(decode_request(frame).unwrap_err(), KafkaFrameError::UnsupportedVersion { .. }));
     }

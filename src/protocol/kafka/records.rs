@@ -59,8 +59,9 @@ pub enum RecordsError {
     /// A codec this node does not decompress.
     #[error("compression codec {0} is not supported")]
     UnsupportedCompression(i16),
-    /// Transactional, control or idempotent batches (not implemented yet).
-    #[error("{0} batches are not supported yet")]
+    /// Transactional or control batches (not implemented), or idempotent
+    /// records this node cannot deduplicate as sent.
+    #[error("{0}")]
     UnsupportedBatch(&'static str),
     /// More than one batch for one partition (Produce v3+ allows one).
     #[error("more than one record batch for one partition (a produce request carries exactly one)")]
@@ -94,17 +95,29 @@ pub struct DecodeLimits {
     pub max_records_bytes: usize,
 }
 
+/// The idempotent producer's fields of a client batch (producer id ≥ 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerFields {
+    /// Producer id from InitProducerId.
+    pub producer_id: i64,
+    /// Its epoch.
+    pub producer_epoch: i16,
+    /// Sequence of the batch's first record (per partition, from 0).
+    pub base_sequence: i32,
+}
+
 /// Call `visit` for every record of the one batch in a Produce
 /// partition's `records`, after checking its framing and CRC-32C. Stops at
 /// the first error (from the batch or from `visit`). Exactly one batch, as
 /// Kafka requires since Produce v3: it also bounds what one partition's
 /// records can decompress to (many small bombs, each under the limit,
-/// would not be).
+/// would not be). Returns the producer's fields when the batch is
+/// idempotent.
 pub fn visit_records<E: From<RecordsError>>(
     mut bytes: &[u8],
     limits: DecodeLimits,
     mut visit: impl FnMut(RecordRef<'_>) -> Result<(), E>,
-) -> Result<(), E> {
+) -> Result<Option<ProducerFields>, E> {
     if bytes.is_empty() {
         return Err(RecordsError::Corrupt("no record batch").into());
     }
@@ -113,6 +126,7 @@ pub fn visit_records<E: From<RecordsError>>(
         return Err(RecordsError::SeveralBatches.into());
     }
     let header = BatchHead::parse(batch)?;
+    let producer = header.producer;
     let payload = &batch[BATCH_HEADER_BYTES..];
     let decompressed;
     let records = match header.attributes & COMPRESSION_MASK {
@@ -140,7 +154,7 @@ pub fn visit_records<E: From<RecordsError>>(
     if !cursor.bytes.is_empty() {
         return Err(RecordsError::Corrupt("bytes after the last record").into());
     }
-    Ok(())
+    Ok(producer)
 }
 
 /// The fields of a client batch header that decoding needs.
@@ -148,6 +162,7 @@ struct BatchHead {
     attributes: i16,
     base_timestamp_ms: i64,
     record_count: i32,
+    producer: Option<ProducerFields>,
 }
 
 impl BatchHead {
@@ -164,21 +179,28 @@ impl BatchHead {
         }
         let attributes = i16::from_be_bytes([batch[21], batch[22]]);
         if attributes & CONTROL_BIT != 0 {
-            return Err(RecordsError::UnsupportedBatch("control"));
+            return Err(RecordsError::UnsupportedBatch("control batches are not supported"));
         }
         if attributes & TRANSACTIONAL_BIT != 0 {
-            return Err(RecordsError::UnsupportedBatch("transactional"));
+            return Err(RecordsError::UnsupportedBatch("transactional batches are not supported"));
         }
         let producer_id = i64::from_be_bytes(batch[43..51].try_into().expect("8 bytes"));
-        if producer_id >= 0 {
-            // Without InitProducerId no client has an id; one that sends
-            // one expects deduplication this node does not do yet.
-            return Err(RecordsError::UnsupportedBatch("idempotent"));
-        }
+        let producer = match producer_id {
+            id if id < 0 => None,
+            producer_id => {
+                let base_sequence = i32::from_be_bytes(batch[53..57].try_into().expect("4 bytes"));
+                if base_sequence < 0 {
+                    return Err(RecordsError::UnsupportedBatch("an idempotent batch has a negative base sequence"));
+                }
+                let producer_epoch = i16::from_be_bytes([batch[51], batch[52]]);
+                Some(ProducerFields { producer_id, producer_epoch, base_sequence })
+            }
+        };
         Ok(BatchHead {
             attributes,
             base_timestamp_ms: i64::from_be_bytes(batch[27..35].try_into().expect("8 bytes")),
             record_count: i32::from_be_bytes(batch[57..61].try_into().expect("4 bytes")),
+            producer,
         })
     }
 }
@@ -518,6 +540,32 @@ mod tests {
         let small = DecodeLimits { max_records_bytes: 1024 };
         let refused = visit_records::<RecordsError>(&bytes, small, |_| Ok(()));
         assert_eq!(refused, Err(RecordsError::TooLarge { limit_bytes: 1024 }));
+    }
+
+    /// `bytes` (one batch) with producer fields set and its CRC recomputed.
+    fn with_producer(mut bytes: Vec<u8>, producer_id: i64, epoch: i16, sequence: i32) -> Vec<u8> {
+        bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
+        bytes[51..53].copy_from_slice(&epoch.to_be_bytes());
+        bytes[53..57].copy_from_slice(&sequence.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[CRC_COVERAGE_START..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn idempotent_batch_yields_its_producer_and_only_alone() {
+        let plain = encoded(&[(5, None, b"v", &[])]);
+        assert_eq!(visit_records::<RecordsError>(&plain, LIMITS, |_| Ok(())), Ok(None));
+        let batch = with_producer(plain.clone(), 77, 2, 40);
+        let fields = ProducerFields { producer_id: 77, producer_epoch: 2, base_sequence: 40 };
+        assert_eq!(visit_records::<RecordsError>(&batch, LIMITS, |_| Ok(())), Ok(Some(fields)));
+        for two in [[batch.clone(), plain.clone()].concat(), [plain.clone(), plain.clone()].concat()] {
+            let refused = visit_records::<RecordsError>(&two, LIMITS, |_| Ok(()));
+            assert_eq!(refused, Err(RecordsError::SeveralBatches), "one batch per partition, idempotent or not");
+        }
+        let negative = with_producer(plain, 77, 0, -5);
+        let refused = visit_records::<RecordsError>(&negative, LIMITS, |_| Ok(()));
+        assert!(matches!(refused, Err(RecordsError::UnsupportedBatch(_))));
     }
 
     #[test]

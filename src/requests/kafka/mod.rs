@@ -5,7 +5,10 @@
 //! native ones. Records cross between the formats in `transcode`.
 
 mod fetch;
+mod groups;
+mod offsets;
 mod produce;
+mod producers;
 mod topics;
 mod transcode;
 
@@ -76,6 +79,16 @@ pub async fn handle(context: &Rc<ShardContext>, request: KafkaRequest) -> KafkaO
         ApiKey::ListOffsets => fetch::list_offsets(context, &request).await.map(Some),
         ApiKey::CreateTopics => topics::create_topics(context, &request).await.map(Some),
         ApiKey::DeleteTopics => topics::delete_topics(context, &request).await.map(Some),
+        ApiKey::InitProducerId => producers::init_producer_id(context, &request),
+        ApiKey::FindCoordinator => groups::find_coordinator(context, &request),
+        ApiKey::JoinGroup => groups::join_group(context, &request).await,
+        ApiKey::SyncGroup => groups::sync_group(context, &request).await,
+        ApiKey::Heartbeat => groups::heartbeat(context, &request).await,
+        ApiKey::LeaveGroup => groups::leave_group(context, &request).await,
+        ApiKey::ListGroups => groups::list_groups(context, &request).await,
+        ApiKey::DescribeGroups => groups::describe_groups(context, &request).await,
+        ApiKey::OffsetCommit => offsets::offset_commit(context, &request).await,
+        ApiKey::OffsetFetch => offsets::offset_fetch(context, &request).await,
         api => Err(KafkaFrameError::UnsupportedApi(api as i16).into()),
     }
 }

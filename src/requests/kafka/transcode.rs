@@ -7,6 +7,7 @@
 //! Kafka can say "null" where ringlog has bytes: a null value or header
 //! value is stored as empty bytes (ringlog has no tombstones).
 
+use super::producers::native_producer_id;
 use crate::protocol::kafka::records::{visit_records, BatchEncoder, BatchSummary, DecodeLimits, RecordsError};
 use crate::storage::batch::{BatchBuilder, BatchError, BatchIter, RecordIter, BATCH_HEADER_BYTES};
 
@@ -17,10 +18,13 @@ const MAX_HEADERS_PER_RECORD: usize = u16::MAX as usize;
 /// `records` (one or more Kafka batches), after checking their CRC-32C.
 /// Its size follows the decompressed records' bound (ringlog's per-record
 /// overhead is fixed), and the native produce path checks it against
-/// `max_batch_bytes` and `max_record_bytes` like any other batch.
+/// `max_batch_bytes` and `max_record_bytes` like any other batch. An
+/// idempotent batch keeps its producer (mapped by
+/// [`native_producer_id`]) and base sequence in the ringlog header, where
+/// the log's producer table finds them.
 pub fn kafka_to_native(records: &[u8], limits: DecodeLimits) -> Result<Vec<u8>, RecordsError> {
     let mut builder = BatchBuilder::new();
-    visit_records::<RecordsError>(records, limits, |record| {
+    let producer = visit_records::<RecordsError>(records, limits, |record| {
         if record.headers.len() > MAX_HEADERS_PER_RECORD {
             return Err(RecordsError::Corrupt("more than 65535 headers in one record"));
         }
@@ -29,6 +33,10 @@ pub fn kafka_to_native(records: &[u8], limits: DecodeLimits) -> Result<Vec<u8>, 
         builder.push(record.timestamp_ms, record.key, record.value.unwrap_or_default(), &headers);
         Ok(())
     })?;
+    if let Some(fields) = producer {
+        // Non-negative: checked by the decoder.
+        builder.set_producer(native_producer_id(&fields), fields.base_sequence as u32);
+    }
     Ok(builder.finish().to_vec())
 }
 
