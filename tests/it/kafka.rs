@@ -50,7 +50,7 @@ fn create_topic(node: &Node, name: &str, partitions: u32) {
 }
 
 /// Run kcat with `arguments` and `input` on stdin, bounded in time.
-fn kcat(arguments: &[&str], input: &[u8]) -> Output {
+pub(crate) fn kcat(arguments: &[&str], input: &[u8]) -> Output {
     let found = Command::new("kcat").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status();
     assert!(
         found.is_ok_and(|status| status.success()),
@@ -76,7 +76,7 @@ fn kcat(arguments: &[&str], input: &[u8]) -> Output {
 }
 
 /// kcat produce; fails the test on any delivery error (kcat itself exits 0).
-fn kcat_produce(kafka: &str, topic: &str, partition: u32, extra: &[&str], lines: &str) {
+pub(crate) fn kcat_produce(kafka: &str, topic: &str, partition: u32, extra: &[&str], lines: &str) {
     let partition = partition.to_string();
     let mut arguments = vec!["-b", kafka, "-P", "-t", topic, "-p", &partition, "-K", "\t"];
     arguments.extend_from_slice(extra);
@@ -87,7 +87,7 @@ fn kcat_produce(kafka: &str, topic: &str, partition: u32, extra: &[&str], lines:
 
 /// One line per record of a partition, read with kcat from the beginning:
 /// `offset|key|value|timestamp|headers`.
-fn kcat_consume(kafka: &str, topic: &str, partition: u32) -> Vec<String> {
+pub(crate) fn kcat_consume(kafka: &str, topic: &str, partition: u32) -> Vec<String> {
     let partition = partition.to_string();
     let format = "%o|%k|%s|%T|%h\n";
     let arguments = ["-b", kafka, "-C", "-t", topic, "-p", &partition, "-o", "beginning", "-e", "-q", "-f", format];
@@ -97,7 +97,7 @@ fn kcat_consume(kafka: &str, topic: &str, partition: u32) -> Vec<String> {
 }
 
 /// What the native protocol reads back, as kcat's lines would show it.
-fn native_consume(node: &Node, topic: &str, partition: u32) -> Vec<String> {
+pub(crate) fn native_consume(node: &Node, topic: &str, partition: u32) -> Vec<String> {
     let mut client = node.client();
     let request = Request::Fetch { topic: topic.into(), partition, offset: 0, max_bytes: 1 << 20, max_wait_ms: 0 };
     let Ok(Response::Fetch { batches, .. }) = client.call(request) else { panic!("native fetch failed") };
@@ -258,19 +258,19 @@ fn request_frame<T: Encodable>(api: ApiKey, version: i16, correlation_id: i32, b
 }
 
 /// A blocking Kafka connection speaking through the `kafka-protocol` crate.
-struct KafkaClient {
+pub(crate) struct KafkaClient {
     stream: TcpStream,
     correlation_id: i32,
 }
 
 impl KafkaClient {
-    fn connect(address: &str) -> KafkaClient {
+    pub(crate) fn connect(address: &str) -> KafkaClient {
         let stream = TcpStream::connect(address).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         KafkaClient { stream, correlation_id: 0 }
     }
 
-    fn call<T: Encodable, R: Decodable>(&mut self, api: ApiKey, version: i16, body: &T) -> R {
+    pub(crate) fn call<T: Encodable, R: Decodable>(&mut self, api: ApiKey, version: i16, body: &T) -> R {
         self.correlation_id += 1;
         let frame = request_frame(api, version, self.correlation_id, body);
         self.stream.write_all(&(frame.len() as i32).to_be_bytes()).unwrap();
@@ -381,7 +381,7 @@ fn fetch_of_several_partitions_wakes_when_any_of_them_gets_records() {
 }
 
 /// One Kafka batch of `values` encoded by the crate's own encoder.
-fn crate_batch(values: &[&[u8]]) -> Bytes {
+pub(crate) fn crate_batch(values: &[&[u8]]) -> Bytes {
     let records: Vec<Record> = values
         .iter()
         .enumerate()
@@ -407,7 +407,7 @@ fn crate_batch(values: &[&[u8]]) -> Bytes {
     out.freeze()
 }
 
-fn produce_request(topic: &str, partition: i32, acks: i16, records: Bytes) -> ProduceRequest {
+pub(crate) fn produce_request(topic: &str, partition: i32, acks: i16, records: Bytes) -> ProduceRequest {
     let data = PartitionProduceData::default().with_index(partition).with_records(Some(records));
     let topic = TopicProduceData::default()
         .with_name(TopicName(StrBytes::from_string(topic.to_string())))

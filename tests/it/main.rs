@@ -16,6 +16,7 @@ mod fetch_cadence;
 mod fixtures;
 mod fuzz_corpus;
 mod kafka;
+mod kafka_cluster;
 mod node;
 mod ops;
 mod replication;
