@@ -95,8 +95,8 @@ fn latest_offset(kafka: &str, topic: &str) -> (i16, i64) {
 }
 
 #[test]
-fn a_follower_lists_the_live_kafka_brokers_and_the_leader_refuses_produce_and_serves_reads() {
-    let cluster = kafka_cluster(5_000);
+fn metadata_follows_the_cluster_view_and_a_follower_refuses_produce_but_serves_reads() {
+    let mut cluster = kafka_cluster(5_000);
     let (members, nodes) = cluster.start_in_sync::<3>();
     // A fourth node without a Kafka listener: a replica, not a broker.
     let mut quiet = cluster.member("quiet");
@@ -135,6 +135,14 @@ fn a_follower_lists_the_live_kafka_brokers_and_the_leader_refuses_produce_and_se
     });
     assert_eq!(latest_offset(kafka[1], "kc-meta"), (0, 3));
     assert_eq!(kcat_consume(kafka[1], "kc-meta", 0).len(), 3);
+
+    // Without etcd every node steps down: no leader, and a node that
+    // cannot read the membership names only itself.
+    cluster.etcd.kill();
+    wait_for(Duration::from_secs(20), "Metadata without a leader once etcd is gone", || {
+        last = kcat_metadata(kafka[1], "kc-meta");
+        brokers(&last) == [(2, kafka[1].to_string())] && partition_zero(&last).0 == -1
+    });
     drop(quiet_node);
 }
 
