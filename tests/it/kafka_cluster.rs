@@ -10,10 +10,12 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{
-    ApiKey, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName,
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
@@ -25,6 +27,8 @@ use crate::node::Node;
 
 /// `NOT_LEADER_OR_FOLLOWER`.
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+/// `NOT_CONTROLLER`.
+const NOT_CONTROLLER: i16 = 41;
 
 /// A cluster whose members get a Kafka listener on a free port each.
 fn kafka_cluster(lag_max_ms: u64) -> Cluster {
@@ -114,6 +118,16 @@ fn metadata_follows_the_cluster_view_and_a_follower_refuses_produce_but_serves_r
         brokers(&last) == expected_brokers && partition_zero(&last) == (1, vec![1, 2, 3, 4], vec![1, 2, 3, 4])
     });
     assert_eq!(partition_zero(&kcat_metadata(kafka[2], "kc-meta")).0, 1, "every node names the same leader");
+    let metadata: MetadataResponse =
+        KafkaClient::connect(kafka[1]).call(ApiKey::Metadata, 12, &MetadataRequest::default());
+    assert_eq!(metadata.controller_id.0, 1, "admin requests go to the leader");
+    let topic = CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("kc-on-follower")))
+        .with_num_partitions(1)
+        .with_replication_factor(-1);
+    let create = CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(5_000);
+    let created: CreateTopicsResponse = KafkaClient::connect(kafka[1]).call(ApiKey::CreateTopics, 5, &create);
+    assert_eq!(created.topics[0].error_code, NOT_CONTROLLER, "a follower does not create topics");
 
     // Produce straight to a follower: refused per partition.
     let request = produce_request("kc-meta", 0, -1, crate_batch(&[b"direct"]));

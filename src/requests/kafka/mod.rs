@@ -177,6 +177,8 @@ fn placement(view: &ClusterView, brokers: &[MetadataResponseBroker]) -> Placemen
 /// Metadata: the live nodes as brokers and, for every partition, the
 /// cluster's leader (standalone: this node), replicas and in-sync set.
 /// No leader a Kafka client could reach: `LEADER_NOT_AVAILABLE`, leader -1.
+/// The controller (where admin clients send CreateTopics and DeleteTopics)
+/// is the leader, which alone may apply them; without one, this node.
 fn metadata(context: &ShardContext, request: &MetadataRequest) -> MetadataResponse {
     let view = context.cluster.view();
     let brokers = brokers(context, &view);
@@ -201,7 +203,7 @@ fn metadata(context: &ShardContext, request: &MetadataRequest) -> MetadataRespon
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_static_str("ringlog")))
-        .with_controller_id(BrokerId(view.leader_id.map_or(broker_id(&view), |id| id as i32)))
+        .with_controller_id(placement.leader.map_or(BrokerId(broker_id(&view)), |(leader, _)| leader))
         .with_topics(topics)
 }
 
