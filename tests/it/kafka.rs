@@ -534,6 +534,13 @@ fn write_kafka_fuzz_seed_corpora() {
     encoder.finish();
     seed("kafka_records_decode", "two-records", &[&[0u8][..], &records].concat());
     seed("kafka_records_decode", "two-records-fixcrc", &[&[1u8][..], &records].concat());
+    // The same records zstd-compressed (codec 4; the mode byte fixes the CRC).
+    let mut zstd_batch = records[..61].to_vec();
+    zstd_batch.extend(zstd::bulk::compress(&records[61..], 3).unwrap());
+    let length = (zstd_batch.len() - 12) as i32;
+    zstd_batch[8..12].copy_from_slice(&length.to_be_bytes());
+    zstd_batch[21..23].copy_from_slice(&4i16.to_be_bytes());
+    seed("kafka_records_decode", "two-records-zstd", &[&[1u8][..], &zstd_batch].concat());
     let target = "kafka_request_decode";
     for version in [0, 3] {
         let frame = request_frame(ApiKey::ApiVersions, version, 1, &ApiVersionsRequest::default());
