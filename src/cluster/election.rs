@@ -55,11 +55,9 @@ pub async fn observe(etcd: &Etcd, keys: &Keys, lease: i64) -> Result<Leadership,
     if kv.lease() == lease {
         // Nobody can campaign while this node holds the key, so the epoch
         // key still holds what this node's campaign wrote.
-        let epoch_key = etcd.get(&keys.leader_epoch()).await?;
-        let text = epoch_key.as_ref().map(text).unwrap_or_default();
-        let epoch = text.parse().map_err(|_| ClusterError::MalformedKey {
+        let epoch = current_epoch(etcd, keys).await?.ok_or_else(|| ClusterError::MalformedKey {
             key: keys.leader_epoch(),
-            value: text.clone(),
+            value: String::new(),
             expected: "an epoch",
         })?;
         return Ok(Leadership::Mine { epoch, revision: kv.create_revision() });
@@ -69,6 +67,18 @@ pub async fn observe(etcd: &Etcd, keys: &Keys, lease: i64) -> Result<Leadership,
         key: keys.leader(),
         value,
         expected: "a node id",
+    })
+}
+
+/// The epoch of the latest election (`PREFIX/leader_epoch`), if any: while
+/// someone holds the election, the epoch it writes under.
+pub async fn current_epoch(etcd: &Etcd, keys: &Keys) -> Result<Option<u32>, ClusterError> {
+    let Some(kv) = etcd.get(&keys.leader_epoch()).await? else { return Ok(None) };
+    let value = text(&kv);
+    value.parse().map(Some).map_err(|_| ClusterError::MalformedKey {
+        key: keys.leader_epoch(),
+        value,
+        expected: "an epoch",
     })
 }
 

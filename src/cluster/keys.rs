@@ -87,6 +87,10 @@ pub struct Registration {
     pub replication: String,
     /// Admin HTTP address.
     pub admin: String,
+    /// Kafka listener address; `None` when its `kafka_listen` is empty.
+    /// Registrations written before this field read as `None`.
+    #[serde(default)]
+    pub kafka: Option<String>,
 }
 
 #[cfg(test)]
@@ -103,5 +107,16 @@ mod tests {
         assert_eq!(keys.node(9), "ringlog/nodes/9");
         assert_eq!(keys.parse_node(keys.node(9).as_bytes()), Some(9));
         assert_eq!(keys.leader(), "ringlog/leader");
+    }
+
+    #[test]
+    fn registrations_carry_the_kafka_address_and_older_ones_read_without_it() {
+        let older: Registration =
+            serde_json::from_str(r#"{"id":1,"client":"h:1","replication":"h:2","admin":"h:3"}"#).unwrap();
+        assert_eq!(older.kafka, None);
+        let current = Registration { kafka: Some("h:4".into()), ..older };
+        let json = serde_json::to_string(&current).unwrap();
+        assert!(json.contains(r#""kafka":"h:4""#), "{json}");
+        assert_eq!(serde_json::from_str::<Registration>(&json).unwrap(), current);
     }
 }

@@ -18,7 +18,7 @@ use super::keys::{Keys, Registration};
 use super::lease::{keep_alive, LeaseHealth};
 use super::node_id::{ensure_node_id, NodeIdOrigin};
 use crate::config::ClusterConfig;
-use crate::state::cluster::{ClusterState, ClusterView, Role};
+use crate::state::cluster::{ClusterState, ClusterView, LiveNode, Members, Role};
 
 /// Everything the control plane needs, shared with the admin handlers.
 pub struct ControlPlane {
@@ -126,6 +126,7 @@ impl ControlPlane {
             view.leader_client_address = None;
             view.leader_replication_address = None;
             view.in_sync_followers.clear();
+            view.members = Members::default();
             view.etcd_reachable = false;
             view.problem = Some(if was_leader {
                 format!("fenced: stepped down from leader ({reason})")
@@ -256,11 +257,7 @@ impl ControlPlane {
             Leadership::Other(leader) => (Role::Follower, Some(leader), 0),
             Leadership::Vacant => (Role::Follower, None, 0),
         };
-        let leader_registration = match leader_id {
-            Some(leader) if leader != id => self.registration_of(etcd, leader).await?,
-            Some(_) => Some(Registration { id, ..self.addresses.clone() }),
-            None => None,
-        };
+        let (leader_registration, members) = self.read_members(etcd, id, &leadership).await?;
         let previous = self.state.view();
         let starts_term = role == Role::Leader && (previous.role != Role::Leader || previous.leader_epoch != epoch);
         let in_sync_followers = match role {
@@ -290,8 +287,37 @@ impl ControlPlane {
             leader_since_ms: if starts_term { crate::runtime::clock::monotonic_ms() } else { previous.leader_since_ms },
             etcd_reachable: true,
             problem: None,
+            members,
         });
         Ok(())
+    }
+
+    /// The leader's registration and the membership Kafka Metadata lists:
+    /// live nodes, known replicas and the leader's epoch, read from etcd.
+    /// This node's own entry is what it registered (its own addresses).
+    async fn read_members(
+        &self,
+        etcd: &Etcd,
+        id: u64,
+        leadership: &Leadership,
+    ) -> Result<(Option<Registration>, Members), ClusterError> {
+        let (in_sync, mut registrations) = super::nodes::read_registry(etcd, &self.keys).await?;
+        if registrations.contains_key(&id) {
+            registrations.insert(id, Registration { id, ..self.addresses.clone() });
+        }
+        let (leader_registration, leader_epoch) = match *leadership {
+            Leadership::Mine { epoch, .. } => (Some(Registration { id, ..self.addresses.clone() }), Some(epoch)),
+            Leadership::Other(leader) => {
+                (registrations.get(&leader).cloned(), election::current_epoch(etcd, &self.keys).await?)
+            }
+            Leadership::Vacant => (None, None),
+        };
+        let live = registrations
+            .into_iter()
+            .map(|(id, registration)| LiveNode { id, kafka_address: registration.kafka })
+            .collect();
+        let members = Members { live, replicas: in_sync.into_iter().collect(), leader_epoch };
+        Ok((leader_registration, members))
     }
 
     /// A node's registration, if it is registered.

@@ -11,6 +11,29 @@ use super::etcd::{text, Etcd};
 use super::keys::{Keys, Registration};
 use crate::state::progress::ReplicationProgress;
 
+/// Every known replica (insync keys) with whether it is in sync, and every
+/// live node's registration, by id. Keys that do not parse are skipped.
+pub async fn read_registry(
+    etcd: &Etcd,
+    keys: &Keys,
+) -> Result<(BTreeMap<u64, bool>, BTreeMap<u64, Registration>), ClusterError> {
+    let mut in_sync = BTreeMap::new();
+    for kv in etcd.get_prefix(&keys.replicas()).await? {
+        if let Some(id) = keys.parse_insync(kv.key()) {
+            in_sync.insert(id, text(&kv) == "1");
+        }
+    }
+    let mut registrations = BTreeMap::new();
+    for kv in etcd.get_prefix(&keys.nodes()).await? {
+        if let (Some(id), Ok(registration)) =
+            (keys.parse_node(kv.key()), serde_json::from_slice::<Registration>(kv.value()))
+        {
+            registrations.insert(id, registration);
+        }
+    }
+    Ok((in_sync, registrations))
+}
+
 /// One replica as `GET /api/nodes` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NodeEntry {
@@ -39,20 +62,7 @@ pub async fn list_nodes(
     keys: &Keys,
     progress: Option<&ReplicationProgress>,
 ) -> Result<Vec<NodeEntry>, ClusterError> {
-    let mut in_sync = BTreeMap::new();
-    for kv in etcd.get_prefix(&keys.replicas()).await? {
-        if let Some(id) = keys.parse_insync(kv.key()) {
-            in_sync.insert(id, text(&kv) == "1");
-        }
-    }
-    let mut registrations = BTreeMap::new();
-    for kv in etcd.get_prefix(&keys.nodes()).await? {
-        if let (Some(id), Ok(registration)) =
-            (keys.parse_node(kv.key()), serde_json::from_slice::<Registration>(kv.value()))
-        {
-            registrations.insert(id, registration);
-        }
-    }
+    let (in_sync, registrations) = read_registry(etcd, keys).await?;
     let leader = etcd.get(&keys.leader()).await?.and_then(|kv| text(&kv).parse::<u64>().ok());
     let ids: std::collections::BTreeSet<u64> = in_sync.keys().chain(registrations.keys()).copied().collect();
     let mut entries: Vec<NodeEntry> = ids

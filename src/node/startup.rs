@@ -153,5 +153,8 @@ pub(super) fn advertised_addresses(config: &NodeConfig) -> Registration {
         client: advertised(&config.listen, advertise),
         replication: advertised(&config.replication_listen, advertise),
         admin: advertised(&config.admin, advertise),
+        kafka: Some(config.kafka_listen.as_str())
+            .filter(|listen| !listen.is_empty())
+            .map(|listen| advertised(listen, advertise)),
     }
 }

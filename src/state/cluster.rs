@@ -37,6 +37,29 @@ impl Role {
     }
 }
 
+/// A live node (registered under a live lease), as Kafka Metadata lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveNode {
+    /// Node id.
+    pub id: u64,
+    /// Its advertised Kafka address (`host:port`); `None` when its
+    /// `kafka_listen` is empty.
+    pub kafka_address: Option<String>,
+}
+
+/// The membership as last read from etcd, for Kafka Metadata: who is
+/// alive, which replicas exist and which are in sync, under which epoch
+/// the current leader writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Members {
+    /// Live nodes, by id.
+    pub live: Vec<LiveNode>,
+    /// Every known replica (its insync key), by id, and whether it is in sync.
+    pub replicas: Vec<(u64, bool)>,
+    /// The current leader's epoch, when there is a leader.
+    pub leader_epoch: Option<u32>,
+}
+
 /// An immutable snapshot of the cluster as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterView {
@@ -62,6 +85,9 @@ pub struct ClusterView {
     pub etcd_reachable: bool,
     /// Why the node is not serving as it should (fenced, etcd unreachable…).
     pub problem: Option<String>,
+    /// Live nodes and replicas as last read from etcd (empty standalone
+    /// and until the node has joined).
+    pub members: Members,
 }
 
 impl ClusterView {
@@ -78,6 +104,7 @@ impl ClusterView {
             leader_since_ms: 0,
             etcd_reachable: true,
             problem: None,
+            members: Members::default(),
         }
     }
 
@@ -94,6 +121,7 @@ impl ClusterView {
             leader_since_ms: 0,
             etcd_reachable: false,
             problem: Some("joining the cluster: etcd not reached yet".into()),
+            members: Members::default(),
         }
     }
 }

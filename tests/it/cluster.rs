@@ -23,6 +23,9 @@ pub struct Member {
     pub log: PathBuf,
     /// Client, admin and replication addresses, kept across restarts.
     addresses: [String; 3],
+    /// Kafka listener address, when the cluster gives its nodes one
+    /// (`Cluster::kafka`); `None` starts the node without one.
+    pub kafka: Option<String>,
 }
 
 impl Member {
@@ -41,12 +44,20 @@ pub struct Cluster {
     pub token: Option<String>,
     /// Extra settings for every node.
     pub environment: Vec<(String, String)>,
+    /// Whether new members get a Kafka listener on a free port.
+    pub kafka: bool,
 }
 
 impl Cluster {
     /// A fresh etcd, no nodes yet.
     pub fn new() -> Cluster {
-        Cluster { etcd: EtcdProcess::start(), dir: tempfile::tempdir().unwrap(), token: None, environment: Vec::new() }
+        Cluster {
+            etcd: EtcdProcess::start(),
+            dir: tempfile::tempdir().unwrap(),
+            token: None,
+            environment: Vec::new(),
+            kafka: false,
+        }
     }
 
     /// A node's directory and log (not started).
@@ -54,7 +65,8 @@ impl Cluster {
         let data_dir = self.dir.path().join(name);
         std::fs::create_dir_all(&data_dir).unwrap();
         let addresses = [0; 3].map(|_| crate::node::free_address());
-        Member { data_dir, log: self.dir.path().join(format!("{name}.log")), addresses }
+        let kafka = self.kafka.then(crate::node::free_address);
+        Member { data_dir, log: self.dir.path().join(format!("{name}.log")), addresses, kafka }
     }
 
     /// Start a node on fresh ports.
@@ -71,7 +83,10 @@ impl Cluster {
         }
         environment.extend(self.environment.iter().map(|(key, value)| (key.as_str(), value.as_str())));
         let [client, admin, replication] = &member.addresses;
-        let flags = ["--etcd", self.etcd.endpoint.as_str(), "--replication-listen", replication.as_str()];
+        let mut flags = vec!["--etcd", self.etcd.endpoint.as_str(), "--replication-listen", replication.as_str()];
+        if let Some(kafka) = &member.kafka {
+            flags.extend(["--kafka-listen", kafka.as_str()]);
+        }
         Node::spawn(client, admin, &member.data_dir, 2, &flags, &environment, Some(&member.log))
     }
 }
@@ -431,6 +446,7 @@ fn a_node_whose_id_is_forgotten_before_it_registers_is_refused_registration() {
             client: "127.0.0.1:1".into(),
             replication: "127.0.0.1:2".into(),
             admin: "127.0.0.1:3".into(),
+            kafka: None,
         };
         let plane = ControlPlane::new(
             ringlog::config::ClusterConfig::default(),

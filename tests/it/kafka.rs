@@ -109,7 +109,7 @@ pub(crate) fn kcat(arguments: &[&str], input: &[u8]) -> Output {
 }
 
 /// kcat produce; fails the test on any delivery error (kcat itself exits 0).
-fn kcat_produce(kafka: &str, topic: &str, partition: u32, extra: &[&str], lines: &str) {
+pub(crate) fn kcat_produce(kafka: &str, topic: &str, partition: u32, extra: &[&str], lines: &str) {
     let partition = partition.to_string();
     let mut arguments = vec!["-b", kafka, "-P", "-t", topic, "-p", &partition, "-K", "\t"];
     arguments.extend_from_slice(extra);
@@ -120,7 +120,7 @@ fn kcat_produce(kafka: &str, topic: &str, partition: u32, extra: &[&str], lines:
 
 /// One line per record of a partition, read with kcat from the beginning:
 /// `offset|key|value|timestamp|headers`.
-fn kcat_consume(kafka: &str, topic: &str, partition: u32) -> Vec<String> {
+pub(crate) fn kcat_consume(kafka: &str, topic: &str, partition: u32) -> Vec<String> {
     let partition = partition.to_string();
     let format = "%o|%k|%s|%T|%h\n";
     let arguments = ["-b", kafka, "-C", "-t", topic, "-p", &partition, "-o", "beginning", "-e", "-q", "-f", format];
@@ -211,25 +211,30 @@ fn records_produced_natively_read_back_with_kcat_with_the_same_fields() {
 }
 
 #[test]
-fn compressed_batches_are_stored_decompressed_and_unsupported_codecs_refused() {
+fn compressed_batches_of_every_kafka_codec_are_stored_decompressed_and_an_unknown_codec_refused() {
     let node = start(1);
     create_topic(&node.node, "kafka-codecs", 1);
     // Large, compressible values: librdkafka sends small ones uncompressed.
     let value = "x".repeat(5_000);
-    for codec in ["gzip", "snappy", "lz4"] {
+    let codecs = ["gzip", "snappy", "lz4", "zstd"];
+    for codec in codecs {
         kcat_produce(&node.kafka, "kafka-codecs", 0, &["-z", codec], &format!("{codec}\t{value}\n"));
     }
     let lines = native_consume(&node.node, "kafka-codecs", 0);
     let keys: Vec<&str> = lines.iter().map(|line| line.split('|').nth(1).unwrap()).collect();
-    assert_eq!(keys, ["gzip", "snappy", "lz4"]);
+    assert_eq!(keys, codecs);
     assert!(lines.iter().all(|line| line.split('|').nth(2) == Some(value.as_str())));
-    let refused = kcat(
-        &["-b", &node.kafka, "-P", "-t", "kafka-codecs", "-p", "0", "-z", "zstd"],
-        format!("{value}\n").as_bytes(),
-    );
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("Unsupported compression type"), "zstd should be refused clearly: {stderr}");
-    assert_eq!(native_consume(&node.node, "kafka-codecs", 0).len(), 3, "nothing of the refused batch was stored");
+    let through_kafka = kcat_consume(&node.kafka, "kafka-codecs", 0);
+    let keys: Vec<&str> = through_kafka.iter().map(|line| line.split('|').nth(1).unwrap()).collect();
+    assert_eq!(keys, codecs, "read back through Kafka too");
+    // Codec 5 does not exist: the batch is refused whole.
+    let mut unknown = crate_batch(&[b"v"]).to_vec();
+    unknown[21..23].copy_from_slice(&5i16.to_be_bytes());
+    let crc = crc32c::crc32c(&unknown[21..]);
+    unknown[17..21].copy_from_slice(&crc.to_be_bytes());
+    let request = produce_request("kafka-codecs", 0, 1, Bytes::from(unknown));
+    assert_eq!(produce_error(&mut KafkaClient::connect(&node.kafka), &request), 76, "UNSUPPORTED_COMPRESSION_TYPE");
+    assert_eq!(native_consume(&node.node, "kafka-codecs", 0).len(), 4, "nothing of the refused batch was stored");
 }
 
 #[test]
@@ -431,7 +436,7 @@ fn fetch_of_several_partitions_wakes_when_any_of_them_gets_records() {
 }
 
 /// One Kafka batch of `values` encoded by the crate's own encoder.
-fn crate_batch(values: &[&[u8]]) -> Bytes {
+pub(crate) fn crate_batch(values: &[&[u8]]) -> Bytes {
     let records: Vec<Record> = values
         .iter()
         .enumerate()
@@ -581,6 +586,13 @@ fn write_kafka_fuzz_seed_corpora() {
     encoder.finish();
     seed("kafka_records_decode", "two-records", &[&[0u8][..], &records].concat());
     seed("kafka_records_decode", "two-records-fixcrc", &[&[1u8][..], &records].concat());
+    // The same records zstd-compressed (codec 4; the mode byte fixes the CRC).
+    let mut zstd_batch = records[..61].to_vec();
+    zstd_batch.extend(zstd::bulk::compress(&records[61..], 3).unwrap());
+    let length = (zstd_batch.len() - 12) as i32;
+    zstd_batch[8..12].copy_from_slice(&length.to_be_bytes());
+    zstd_batch[21..23].copy_from_slice(&4i16.to_be_bytes());
+    seed("kafka_records_decode", "two-records-zstd", &[&[1u8][..], &zstd_batch].concat());
     let target = "kafka_request_decode";
     for version in [0, 3] {
         let frame = request_frame(ApiKey::ApiVersions, version, 1, &ApiVersionsRequest::default());

@@ -231,12 +231,32 @@ fn decompress(codec: i16, payload: &[u8], limit_bytes: usize) -> Result<Vec<u8>,
         1 => flate2::read::GzDecoder::new(payload).take(bound).read_to_end(&mut out).map_err(corrupt)?,
         2 => return snappy(payload, limit_bytes),
         3 => lz4_flex::frame::FrameDecoder::new(payload).take(bound).read_to_end(&mut out).map_err(corrupt)?,
+        4 => zstd_decoder(payload, limit_bytes).map_err(corrupt)?.take(bound).read_to_end(&mut out).map_err(corrupt)?,
         other => return Err(RecordsError::UnsupportedCompression(other)),
     };
     if out.len() > limit_bytes {
         return Err(RecordsError::TooLarge { limit_bytes });
     }
     Ok(out)
+}
+
+/// The largest zstd window a batch may ask for, as a power of two: 8 MiB,
+/// or the decompression limit when that is larger (a frame's window is
+/// what the decoder allocates up front, whatever the frame then holds).
+/// Kafka clients compress at level 3, whose window is 2 MiB at most.
+fn zstd_window_log_max(limit_bytes: usize) -> u32 {
+    const MIN_LOG: u32 = 23;
+    const MAX_LOG: u32 = 27;
+    let needed = usize::BITS - limit_bytes.saturating_sub(1).leading_zeros();
+    needed.clamp(MIN_LOG, MAX_LOG)
+}
+
+/// A zstd decoder over `payload` (one or more frames) that refuses a
+/// window past [`zstd_window_log_max`].
+fn zstd_decoder(payload: &[u8], limit_bytes: usize) -> std::io::Result<zstd::stream::read::Decoder<'_, &[u8]>> {
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(payload)?;
+    decoder.window_log_max(zstd_window_log_max(limit_bytes))?;
+    Ok(decoder)
 }
 
 /// Kafka's snappy: the xerial framing the Java client writes (a magic
@@ -523,19 +543,28 @@ mod tests {
         assert_eq!(decoded(&bytes), Err(RecordsError::Corrupt("record batch length out of bounds")));
     }
 
+    /// `plain` (one encoded batch) with its records replaced by `compress`'s
+    /// output of them, flagged as `codec`, length and CRC fixed.
+    fn compressed(plain: &[u8], codec: i16, compress: impl FnOnce(&[u8]) -> Vec<u8>) -> Vec<u8> {
+        let mut bytes = plain[..BATCH_HEADER_BYTES].to_vec();
+        bytes.extend_from_slice(&compress(&plain[BATCH_HEADER_BYTES..]));
+        let length = (bytes.len() - LENGTH_COVERAGE_START) as i32;
+        bytes[8..12].copy_from_slice(&length.to_be_bytes());
+        bytes[21..23].copy_from_slice(&codec.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[CRC_COVERAGE_START..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        bytes
+    }
+
     #[test]
     fn gzip_records_decompress_within_the_limit_and_not_past_it() {
         use std::io::Write;
         let plain = encoded(&[(5, Some(b"k"), &[b'x'; 4096], &[])]);
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        encoder.write_all(&plain[BATCH_HEADER_BYTES..]).unwrap();
-        let mut bytes = plain[..BATCH_HEADER_BYTES].to_vec();
-        bytes.extend_from_slice(&encoder.finish().unwrap());
-        let length = (bytes.len() - LENGTH_COVERAGE_START) as i32;
-        bytes[8..12].copy_from_slice(&length.to_be_bytes());
-        bytes[21..23].copy_from_slice(&1i16.to_be_bytes());
-        let crc = crc32c::crc32c(&bytes[CRC_COVERAGE_START..]);
-        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        let bytes = compressed(&plain, 1, |records| {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            encoder.write_all(records).unwrap();
+            encoder.finish().unwrap()
+        });
         assert_eq!(decoded(&bytes).unwrap()[0].2, vec![b'x'; 4096]);
         let small = DecodeLimits { max_records_bytes: 1024 };
         let refused = visit_records::<RecordsError>(&bytes, small, |_| Ok(()));
@@ -566,6 +595,37 @@ mod tests {
         let negative = with_producer(plain, 77, 0, -5);
         let refused = visit_records::<RecordsError>(&negative, LIMITS, |_| Ok(()));
         assert!(matches!(refused, Err(RecordsError::UnsupportedBatch(_))));
+    }
+
+    #[test]
+    fn zstd_records_decompress_within_the_limit_and_not_past_it() {
+        let headers: &[(&str, &[u8])] = &[("h", b"1")];
+        let plain = encoded(&[(5, Some(b"k"), &[b'z'; 4096], headers)]);
+        let bytes = compressed(&plain, 4, |records| zstd::bulk::compress(records, 3).unwrap());
+        let records = decoded(&bytes).unwrap();
+        assert_eq!((records[0].2.clone(), records[0].3.clone()), (vec![b'z'; 4096], vec![("h".into(), b"1".to_vec())]));
+        let small = DecodeLimits { max_records_bytes: 1024 };
+        let refused = visit_records::<RecordsError>(&bytes, small, |_| Ok(()));
+        assert_eq!(refused, Err(RecordsError::TooLarge { limit_bytes: 1024 }));
+    }
+
+    #[test]
+    fn zstd_frames_asking_for_a_window_past_the_bound_are_corrupt() {
+        use std::io::Write;
+        let plain = encoded(&[(5, None, b"small", &[])]);
+        // A streamed frame (no content size) declares its window: 32 MiB,
+        // which libzstd's own default bound (128 MiB) would allocate.
+        let bytes = compressed(&plain, 4, |records| {
+            let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+            encoder.window_log(25).unwrap();
+            encoder.write_all(records).unwrap();
+            encoder.finish().unwrap()
+        });
+        assert!(zstd::stream::decode_all(&bytes[BATCH_HEADER_BYTES..]).is_ok(), "a valid frame");
+        assert_eq!(decoded(&bytes), Err(RecordsError::Corrupt("compressed records do not decompress")));
+        assert_eq!(zstd_window_log_max(1 << 20), 23, "8 MiB at least");
+        assert_eq!(zstd_window_log_max((16 << 20) + 1), 25, "the limit when larger");
+        assert_eq!(zstd_window_log_max(usize::MAX), 27, "never past 128 MiB");
     }
 
     #[test]

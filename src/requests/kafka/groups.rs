@@ -79,7 +79,7 @@ async fn call_shard(context: &Rc<ShardContext>, owner: usize, group: &str, op: G
 /// FindCoordinator: this node, for every group, while it may write.
 pub fn find_coordinator(context: &Rc<ShardContext>, request: &KafkaRequest) -> KafkaOutcome {
     let body: FindCoordinatorRequest = decode_body(request)?;
-    let broker = advertised_broker(context);
+    let broker = advertised_broker(context, &context.cluster.view());
     let answer_for = |key: &StrBytes| {
         let code = match body.key_type {
             GROUP_KEY_TYPE if context.write_epoch().is_ok() => 0,

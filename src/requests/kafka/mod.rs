@@ -30,7 +30,7 @@ use crate::protocol::kafka::{
 };
 use crate::protocol::{ErrorCode, ErrorResponse};
 use crate::shard::context::ShardContext;
-use crate::state::cluster::Role;
+use crate::state::cluster::{ClusterView, LiveNode, Role};
 
 /// Why a Kafka connection must be closed instead of answered.
 #[derive(Debug, Error)]
@@ -130,34 +130,86 @@ fn api_versions(request: &KafkaRequest) -> Result<Vec<u8>, KafkaServeError> {
 }
 
 /// This node's broker id: its node id in a cluster, 0 standalone.
-fn broker_id(context: &ShardContext) -> i32 {
-    context.cluster.view().node_id.map_or(0, |id| id as i32)
+fn broker_id(view: &ClusterView) -> i32 {
+    view.node_id.map_or(0, |id| id as i32)
 }
 
 /// The host and port Kafka clients reach this node at: `cluster.advertise`
 /// (its host part) when set, else the `kafka_listen` host.
-fn advertised_broker(context: &ShardContext) -> MetadataResponseBroker {
+fn advertised_broker(context: &ShardContext, view: &ClusterView) -> MetadataResponseBroker {
     let listen = &context.config.kafka_listen;
     let (listen_host, port) = listen.rsplit_once(':').unwrap_or((listen.as_str(), "9092"));
     let host = match &context.config.cluster.advertise {
         Some(advertise) => advertise.rsplit_once(':').map_or(advertise.as_str(), |(host, _)| host),
         None => listen_host,
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    MetadataResponseBroker::default()
-        .with_node_id(BrokerId(broker_id(context)))
-        .with_host(StrBytes::from_string(host.to_string()))
-        .with_port(port.parse().unwrap_or(9092))
+    broker(broker_id(view), host, port.parse().unwrap_or(9092))
 }
 
-/// Metadata: this node as the only broker, leading every partition while
-/// it may write (standalone or the cluster's leader). A cluster follower
-/// answers `LEADER_NOT_AVAILABLE` for the partitions: the other nodes'
-/// Kafka addresses are not in the cluster view yet (docs/KAFKA.md).
+fn broker(id: i32, host: &str, port: i32) -> MetadataResponseBroker {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    MetadataResponseBroker::default()
+        .with_node_id(BrokerId(id))
+        .with_host(StrBytes::from_string(host.to_string()))
+        .with_port(port)
+}
+
+/// A live node as a broker: only one with a Kafka address (`host:port`,
+/// as it registered it). A node whose `kafka_listen` is empty is left out:
+/// no Kafka client could reach it, and librdkafka and kafka-python would
+/// keep trying to connect to an address it does not have.
+fn live_broker(node: &LiveNode) -> Option<MetadataResponseBroker> {
+    let (host, port) = node.kafka_address.as_deref()?.rsplit_once(':')?;
+    Some(broker(i32::try_from(node.id).ok()?, host, i32::from(port.parse::<u16>().ok()?)))
+}
+
+/// The brokers Metadata names: standalone, this node; in a cluster, every
+/// live node with a Kafka address, and this node itself until it has read
+/// the membership from etcd (so a client always knows the one it asked).
+fn brokers(context: &ShardContext, view: &ClusterView) -> Vec<MetadataResponseBroker> {
+    let mut brokers: Vec<MetadataResponseBroker> = view.members.live.iter().filter_map(live_broker).collect();
+    if !brokers.iter().any(|broker| broker.node_id.0 == broker_id(view)) && !context.config.kafka_listen.is_empty() {
+        brokers.push(advertised_broker(context, view));
+    }
+    brokers
+}
+
+/// Who leads every partition (every node holds every partition), with the
+/// replicas and the in-sync set, or `None` when Kafka clients have no leader
+/// to go to: none elected, or the leader has no Kafka address.
+#[derive(Debug)]
+struct Placement {
+    leader: Option<(BrokerId, i32)>,
+    replicas: Vec<BrokerId>,
+    in_sync: Vec<BrokerId>,
+}
+
+fn placement(view: &ClusterView, brokers: &[MetadataResponseBroker]) -> Placement {
+    if view.role == Role::Standalone {
+        let me = BrokerId(broker_id(view));
+        let leader = Some((me, view.leader_epoch as i32));
+        return Placement { leader, replicas: vec![me], in_sync: vec![me] };
+    }
+    let reachable = |id: u64| brokers.iter().any(|broker| i64::from(broker.node_id.0) == id as i64);
+    let epoch = view.members.leader_epoch.and_then(|epoch| i32::try_from(epoch).ok()).unwrap_or(-1);
+    let leader = view.leader_id.filter(|id| reachable(*id)).map(|id| (BrokerId(id as i32), epoch));
+    let replicas = view.members.replicas.iter();
+    Placement {
+        leader,
+        replicas: replicas.clone().map(|(id, _)| BrokerId(*id as i32)).collect(),
+        in_sync: replicas.filter(|(_, in_sync)| *in_sync).map(|(id, _)| BrokerId(*id as i32)).collect(),
+    }
+}
+
+/// Metadata: the live nodes as brokers and, for every partition, the
+/// cluster's leader (standalone: this node), replicas and in-sync set.
+/// No leader a Kafka client could reach: `LEADER_NOT_AVAILABLE`, leader -1.
+/// The controller (where admin clients send CreateTopics and DeleteTopics)
+/// is the leader, which alone may apply them; without one, this node.
 fn metadata(context: &ShardContext, request: &MetadataRequest) -> MetadataResponse {
     let view = context.cluster.view();
-    let leads = matches!(view.role, Role::Standalone | Role::Leader);
-    let broker = broker_id(context);
+    let brokers = brokers(context, &view);
+    let placement = placement(&view, &brokers);
     let registry = context.registry.snapshot();
     let names: Vec<String> = match &request.topics {
         None => registry.keys().cloned().collect(),
@@ -171,29 +223,29 @@ fn metadata(context: &ShardContext, request: &MetadataRequest) -> MetadataRespon
             let Some(meta) = registry.get(&name) else {
                 return topic.with_error_code(ResponseError::UnknownTopicOrPartition.code());
             };
-            let partitions = (0..meta.partitions)
-                .map(|index| {
-                    let partition = MetadataResponsePartition::default().with_partition_index(index as i32);
-                    match leads {
-                        true => partition
-                            .with_leader_id(BrokerId(broker))
-                            .with_leader_epoch(view.leader_epoch as i32)
-                            .with_replica_nodes(vec![BrokerId(broker)])
-                            .with_isr_nodes(vec![BrokerId(broker)]),
-                        false => partition
-                            .with_error_code(ResponseError::LeaderNotAvailable.code())
-                            .with_leader_id(BrokerId(-1)),
-                    }
-                })
-                .collect();
+            let partitions = (0..meta.partitions).map(|index| partition_metadata(index, &placement)).collect();
             topic.with_partitions(partitions)
         })
         .collect();
     MetadataResponse::default()
-        .with_brokers(vec![advertised_broker(context)])
+        .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_static_str("ringlog")))
-        .with_controller_id(BrokerId(broker))
+        .with_controller_id(placement.leader.map_or(BrokerId(broker_id(&view)), |(leader, _)| leader))
         .with_topics(topics)
+}
+
+fn partition_metadata(index: u32, placement: &Placement) -> MetadataResponsePartition {
+    let partition = MetadataResponsePartition::default()
+        .with_partition_index(index as i32)
+        .with_replica_nodes(placement.replicas.clone())
+        .with_isr_nodes(placement.in_sync.clone());
+    match placement.leader {
+        Some((leader, epoch)) => partition.with_leader_id(leader).with_leader_epoch(epoch),
+        None => partition
+            .with_error_code(ResponseError::LeaderNotAvailable.code())
+            .with_leader_id(BrokerId(-1))
+            .with_leader_epoch(-1),
+    }
 }
 
 /// The Kafka error code for a ringlog refusal.
@@ -217,4 +269,55 @@ pub fn error_code(error: &ErrorResponse) -> i16 {
         ErrorCode::Internal => ResponseError::UnknownServerError,
     };
     kafka.code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::cluster::Members;
+
+    fn follower_view(live: Vec<LiveNode>) -> ClusterView {
+        let mut view = ClusterView::joining();
+        view.node_id = Some(2);
+        view.leader_id = Some(1);
+        view.members = Members { live, replicas: vec![(1, true), (2, true), (3, false)], leader_epoch: Some(4) };
+        view
+    }
+
+    fn node(id: u64, kafka: Option<&str>) -> LiveNode {
+        LiveNode { id, kafka_address: kafka.map(str::to_string) }
+    }
+
+    #[test]
+    fn a_node_without_a_kafka_address_is_not_a_broker() {
+        assert!(live_broker(&node(3, None)).is_none());
+        assert!(live_broker(&node(3, Some("no-port"))).is_none());
+        let broker = live_broker(&node(3, Some("[::1]:9093"))).unwrap();
+        assert_eq!((broker.node_id.0, broker.host.as_str(), broker.port), (3, "::1", 9093));
+    }
+
+    #[test]
+    fn partitions_name_the_clusters_leader_with_replicas_and_in_sync_set() {
+        let view = follower_view(vec![node(1, Some("h1:9092")), node(2, Some("h2:9092"))]);
+        let brokers: Vec<_> = view.members.live.iter().filter_map(live_broker).collect();
+        let placement = placement(&view, &brokers);
+        assert_eq!(placement.leader, Some((BrokerId(1), 4)));
+        assert_eq!(placement.replicas, [BrokerId(1), BrokerId(2), BrokerId(3)]);
+        assert_eq!(placement.in_sync, [BrokerId(1), BrokerId(2)]);
+        let partition = partition_metadata(0, &placement);
+        assert_eq!((partition.error_code, partition.leader_id.0, partition.leader_epoch), (0, 1, 4));
+    }
+
+    #[test]
+    fn a_leader_kafka_clients_cannot_reach_or_none_at_all_is_leader_not_available() {
+        let unreachable = follower_view(vec![node(1, None), node(2, Some("h2:9092"))]);
+        let mut leaderless = follower_view(vec![node(2, Some("h2:9092"))]);
+        leaderless.leader_id = None;
+        for view in [unreachable, leaderless] {
+            let brokers: Vec<_> = view.members.live.iter().filter_map(live_broker).collect();
+            let partition = partition_metadata(0, &placement(&view, &brokers));
+            assert_eq!(partition.error_code, ResponseError::LeaderNotAvailable.code());
+            assert_eq!((partition.leader_id.0, partition.leader_epoch), (-1, -1));
+        }
+    }
 }

@@ -16,9 +16,21 @@ use kafka_protocol::messages::ApiKey;
 
 use super::{count_errors, error_code, respond, KafkaServeError};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
-use crate::protocol::{Request, TopicSettings};
+use crate::protocol::{ErrorCode, ErrorResponse, Request, TopicSettings};
 use crate::shard::context::ShardContext;
 use crate::shard::topics::validate_topic_name;
+
+/// The Kafka error code for a refused CreateTopics or DeleteTopics: as for
+/// any request, except that a node which may not apply it (a follower, or
+/// a leader fenced or shutting down) is `NOT_CONTROLLER`, on which admin
+/// clients refresh Metadata and send it to the controller it names (the
+/// leader).
+fn admin_error_code(error: &ErrorResponse) -> i16 {
+    match error.code {
+        ErrorCode::NotLeader | ErrorCode::ShuttingDown => ResponseError::NotController.code(),
+        _ => error_code(error),
+    }
+}
 
 /// Kafka's default partition count when a client asks for the broker's (-1).
 const DEFAULT_PARTITIONS: u32 = 1;
@@ -37,7 +49,7 @@ pub async fn create_topics(context: &Rc<ShardContext>, request: &KafkaRequest) -
                 crate::requests::handle(context, create)
                     .await
                     .map(|_| ())
-                    .map_err(|error| (error_code(&error), error.message))
+                    .map_err(|error| (admin_error_code(&error), error.message))
             }
         };
         results.push(match outcome {
@@ -109,7 +121,7 @@ pub async fn delete_topics(context: &Rc<ShardContext>, request: &KafkaRequest) -
         results.push(match crate::requests::handle(context, delete).await {
             Ok(_) => result,
             Err(error) => result
-                .with_error_code(error_code(&error))
+                .with_error_code(admin_error_code(&error))
                 .with_error_message(Some(StrBytes::from_string(error.message))),
         });
     }
