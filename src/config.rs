@@ -68,8 +68,11 @@ pub struct GroupsConfig {
     pub max_groups: usize,
     /// Members one group may have.
     pub max_members_per_group: usize,
-    /// Protocol metadata and assignments one group may hold, summed over its members.
+    /// Protocol metadata and assignments one group may hold, summed over
+    /// its members (each protocol also counts a fixed overhead).
     pub max_group_metadata_bytes: usize,
+    /// Protocols one JoinGroup may offer (clients offer two or three).
+    pub max_protocols_per_member: usize,
     /// Shortest session timeout a member may ask for.
     pub min_session_timeout_ms: u64,
     /// Longest session timeout a member may ask for.
@@ -82,6 +85,7 @@ impl Default for GroupsConfig {
             max_groups: 1_000,
             max_members_per_group: 1_000,
             max_group_metadata_bytes: 1 << 20,
+            max_protocols_per_member: 32,
             min_session_timeout_ms: 6_000,
             max_session_timeout_ms: 1_800_000,
         }
@@ -450,6 +454,7 @@ impl NodeConfig {
         require_positive("groups.max_groups", groups.max_groups as u64)?;
         require_positive("groups.max_members_per_group", groups.max_members_per_group as u64)?;
         require_at_least("groups.max_group_metadata_bytes", groups.max_group_metadata_bytes as u64, 1024)?;
+        require_positive("groups.max_protocols_per_member", groups.max_protocols_per_member as u64)?;
         require_positive("groups.min_session_timeout_ms", groups.min_session_timeout_ms)?;
         if groups.max_session_timeout_ms < groups.min_session_timeout_ms {
             return Err(ConfigError::Conflict {

@@ -199,6 +199,15 @@ impl State {
     }
 }
 
+/// What a member's protocols count against `groups.max_group_metadata_bytes`:
+/// names and metadata, plus what holding each entry costs (an entry with
+/// an empty name and metadata is not free).
+const PROTOCOL_OVERHEAD_BYTES: usize = 64;
+
+fn protocols_bytes(protocols: &[(String, Bytes)]) -> usize {
+    protocols.iter().map(|(name, metadata)| PROTOCOL_OVERHEAD_BYTES + name.len() + metadata.len()).sum()
+}
+
 #[derive(Debug)]
 struct Member {
     client_id: String,
@@ -215,8 +224,7 @@ impl Member {
     /// What the member holds: protocols, assignment, and its client id
     /// (kept, and the start of its member id).
     fn metadata_bytes(&self) -> usize {
-        let protocols: usize = self.protocols.iter().map(|(name, metadata)| name.len() + metadata.len()).sum();
-        protocols + self.assignment.len() + 2 * self.client_id.len()
+        protocols_bytes(&self.protocols) + self.assignment.len() + 2 * self.client_id.len()
     }
 
     fn metadata_for(&self, protocol: &str) -> Bytes {
@@ -404,8 +412,10 @@ impl Groups {
         group.check_member(member_id, generation)?;
         group.touch(member_id, now_ms);
         match group.state {
-            State::PreparingRebalance => Err(GroupError::RebalanceInProgress),
-            State::CompletingRebalance | State::Stable => Ok(()),
+            // As Kafka: until SyncGroup hands out the new assignment, a
+            // commit could be for a partition its sender no longer owns.
+            State::PreparingRebalance | State::CompletingRebalance => Err(GroupError::RebalanceInProgress),
+            State::Stable => Ok(()),
         }
     }
 
@@ -441,10 +451,19 @@ impl Groups {
     pub fn expire(&self, now_ms: u64) {
         let mut groups = self.groups.borrow_mut();
         for group in groups.values_mut() {
+            // A member waiting in JoinGroup or SyncGroup cannot heartbeat
+            // (its connection serves one request at a time): its session
+            // does not lapse. One that has not sent SyncGroup by the end of
+            // the sync phase (the longest rebalance timeout) is dropped, so
+            // a leader that never syncs cannot park the others for ever.
+            let sync_over = group.state == State::CompletingRebalance && group.rebalance_deadline_ms <= now_ms;
             let lapsed: Vec<String> = group
                 .members
                 .iter()
-                .filter(|(_, member)| member.join_waiter.is_none() && member.session_deadline_ms <= now_ms)
+                .filter(|(_, member)| {
+                    let waiting = member.join_waiter.is_some() || member.sync_waiter.is_some();
+                    !waiting && (member.session_deadline_ms <= now_ms || sync_over)
+                })
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in lapsed {
@@ -499,8 +518,7 @@ impl Group {
             false => return Err(GroupError::UnknownMember),
         };
         let others = self.metadata_bytes_without(&member_id);
-        let protocols: usize = args.protocols.iter().map(|(name, metadata)| name.len() + metadata.len()).sum();
-        let new = protocols + 2 * args.client_id.len();
+        let new = protocols_bytes(&args.protocols) + 2 * args.client_id.len();
         if others + new > limits.max_group_metadata_bytes {
             return Err(GroupError::GroupFull);
         }
@@ -602,6 +620,8 @@ impl Group {
         }
         self.generation = self.generation.wrapping_add(1).max(1);
         self.state = State::CompletingRebalance;
+        let longest = self.members.values().map(|member| member.rebalance_timeout_ms).max().unwrap_or(0);
+        self.rebalance_deadline_ms = now_ms + longest.max(1);
         self.protocol_name = self.choose_protocol();
         if !self.members.contains_key(&self.leader) {
             self.leader = self.members.keys().next().cloned().unwrap_or_default();
@@ -706,6 +726,33 @@ mod tests {
         let op = GroupOp::Heartbeat { member_id: first.member_id, generation: 1 };
         groups.serve(GroupCall { group: "g".into(), op, reply }, &limits(), 1_020);
         assert!(matches!(answer.try_recv(), Ok(GroupAnswer::Done(Err(GroupError::UnknownMember)))));
+    }
+
+    fn sync(groups: &Groups, member_id: &str, generation: i32, now_ms: u64) -> async_channel::Receiver<GroupAnswer> {
+        let (reply, answer) = async_channel::bounded(1);
+        let args = SyncArgs { member_id: member_id.to_string(), generation, assignments: Vec::new() };
+        groups.serve(GroupCall { group: "g".into(), op: GroupOp::Sync(args), reply }, &limits(), now_ms);
+        answer
+    }
+
+    #[test]
+    fn a_leader_that_never_syncs_is_dropped_at_the_sync_deadline_and_waiting_followers_do_not_lapse() {
+        let groups = Groups::default();
+        let leader = joined(&join(&groups, "", 0));
+        let follower = join(&groups, "", 10);
+        let rejoined = join(&groups, &leader.member_id, 20);
+        let (leader, follower) = (joined(&rejoined), joined(&follower));
+        assert_eq!(leader.generation, 2);
+        let waiting = sync(&groups, &follower.member_id, 2, 30);
+        assert!(waiting.try_recv().is_err(), "a follower's SyncGroup waits for the leader's");
+        groups.expire(500);
+        assert!(waiting.try_recv().is_err(), "the sync phase lasts the longest rebalance timeout");
+        // Past the sync deadline and past the follower's session: the leader
+        // (not waiting) goes, the waiting follower stays and is told to rejoin.
+        groups.expire(20_000);
+        assert!(matches!(waiting.try_recv(), Ok(GroupAnswer::Synced(Err(GroupError::RebalanceInProgress)))));
+        let members: Vec<String> = groups.describe("g").members.into_iter().map(|member| member.0).collect();
+        assert_eq!(members, [follower.member_id], "the leader that never synced was dropped");
     }
 
     #[test]

@@ -521,7 +521,7 @@ fn bad_produces_get_kafka_error_codes_and_store_nothing() {
 }
 
 /// Whether the node closed `stream` (EOF or reset, not a read timeout).
-fn closed_by_node(stream: &mut TcpStream) -> bool {
+pub(crate) fn closed_by_node(stream: &mut TcpStream) -> bool {
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buffer = [0u8; 64];
     match stream.read(&mut buffer) {

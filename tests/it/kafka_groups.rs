@@ -23,7 +23,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use ringlog::protocol::{Acks, CommittedState, Request, Response};
 
-use crate::kafka::{create_topic, KafkaClient, KafkaNode};
+use crate::kafka::{closed_by_node, create_topic, KafkaClient, KafkaNode};
 use crate::node::{free_port, produce_request, Node};
 
 /// A node with a Kafka listener and group settings from `environment`.
@@ -406,10 +406,11 @@ fn commit_latched_out_of_range_leaves_the_kafka_clients_reset_policy_to_decide()
     let latched = committed_natively(&node.node, "latched", "kafka-latch", 0);
     assert!(matches!(latched, CommittedState::OutOfRange { committed: 150, .. }), "{latched:?}");
 
-    // Past the log end: the stale offset, whose Fetch is OFFSET_OUT_OF_RANGE,
-    // so librdkafka's auto.offset.reset=earliest restarts at the log start.
+    // Latched: "no committed offset" (never the stale one, which appends
+    // could make readable before the client's Fetch), so librdkafka's
+    // auto.offset.reset=earliest restarts at the log start.
     let mut client = KafkaClient::connect(&node.kafka);
-    assert_eq!(kafka_committed(&mut client, "latched", "kafka-latch"), 150);
+    assert_eq!(kafka_committed(&mut client, "latched", "kafka-latch"), -1);
     let read = concat!(
         "import sys, time\nfrom confluent_kafka import Consumer\n",
         "c = Consumer({'bootstrap.servers': sys.argv[1], 'group.id': 'latched', 'auto.offset.reset': 'earliest',\n",
@@ -430,4 +431,41 @@ fn commit_latched_out_of_range_leaves_the_kafka_clients_reset_policy_to_decide()
     let latched = committed_natively(&node.node, "latched", "kafka-latch", 0);
     assert!(matches!(latched, CommittedState::OutOfRange { committed: 150, log_end_offset: 160, .. }), "{latched:?}");
     assert_eq!(kafka_committed(&mut client, "latched", "kafka-latch"), -1);
+}
+
+/// Group requests a client controls stay cheap for the coordinator: a
+/// JoinGroup offering too many protocols, one twice or an empty one is
+/// refused before it is compared with the group's; a DescribeGroups naming
+/// one group many times is answered once; a FindCoordinator naming more
+/// distinct keys than `groups.max_groups` closes the connection.
+#[test]
+fn hostile_group_requests_are_refused_or_answered_once_per_distinct_name() {
+    let node = start_with(1, &[("RINGLOG_GROUPS_MAX_GROUPS", "10")]);
+    let mut client = KafkaClient::connect(&node.kafka);
+    let protocol = |name: &str| {
+        JoinGroupRequestProtocol::default().with_name(StrBytes::from_string(name.into())).with_metadata(Bytes::new())
+    };
+    let join = |protocols: Vec<JoinGroupRequestProtocol>| {
+        JoinGroupRequest::default()
+            .with_group_id(group_id("hostile"))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(protocols)
+    };
+    let too_many: Vec<_> = (0..33).map(|index| protocol(&format!("p{index}"))).collect();
+    for protocols in [too_many, vec![protocol("range"), protocol("range")], vec![protocol("")]] {
+        let answer: JoinGroupResponse = client.call(ApiKey::JoinGroup, 5, &join(protocols));
+        assert_eq!(answer.error_code, 42, "INVALID_REQUEST");
+    }
+    let answer: JoinGroupResponse = client.call(ApiKey::JoinGroup, 5, &join(vec![protocol("range")]));
+    assert_eq!(answer.error_code, 0, "a well-formed join is served");
+    let describe = DescribeGroupsRequest::default().with_groups(vec![group_id("hostile"); 100_000]);
+    let answer: DescribeGroupsResponse = client.call(ApiKey::DescribeGroups, 5, &describe);
+    assert_eq!(answer.groups.len(), 1, "one answer per distinct group");
+    assert_eq!(answer.groups[0].members.len(), 1);
+    let keys: Vec<StrBytes> = (0..11).map(|index| StrBytes::from_string(format!("k{index}"))).collect();
+    let find = FindCoordinatorRequest::default().with_key_type(0).with_coordinator_keys(keys);
+    client.send(ApiKey::FindCoordinator, 4, &find);
+    assert!(closed_by_node(&mut client.stream), "more distinct keys than groups.max_groups close the connection");
 }

@@ -21,7 +21,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{advertised_broker, count_errors, respond, KafkaOutcome};
+use super::{advertised_broker, count_errors, distinct_within, respond, KafkaOutcome};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
 use crate::shard::context::ShardContext;
 use crate::shard::groups::{coordinator_shard, GroupAnswer, GroupCall, GroupError, GroupOp, JoinArgs, SyncArgs};
@@ -102,7 +102,8 @@ pub fn find_coordinator(context: &Rc<ShardContext>, request: &KafkaRequest) -> K
                 .with_port(one.port)
         }
         _ => {
-            FindCoordinatorResponse::default().with_coordinators(body.coordinator_keys.iter().map(answer_for).collect())
+            let keys = distinct_within(&body.coordinator_keys, context.config.groups.max_groups, "coordinator keys")?;
+            FindCoordinatorResponse::default().with_coordinators(keys.into_iter().map(answer_for).collect())
         }
     };
     let codes = std::iter::once(response.error_code).chain(response.coordinators.iter().map(|c| c.error_code));
@@ -122,20 +123,30 @@ pub async fn join_group(context: &Rc<ShardContext>, request: &KafkaRequest) -> K
             .with_member_id(body.member_id.clone())
             .with_protocol_name(Some(StrBytes::default()))
     };
-    let response = match refusal(context, &group) {
+    let response = match refusal(context, &group).or_else(|| bad_protocols(context, &body)) {
         Some(code) => failed(code),
         None => {
+            let longest_ms = context.config.groups.max_session_timeout_ms;
             let args = JoinArgs {
                 member_id: body.member_id.to_string(),
                 client_id: request.header.client_id.as_ref().map_or_else(String::new, ToString::to_string),
                 session_timeout_ms: u64::try_from(body.session_timeout_ms).unwrap_or(0),
                 // v0 has no rebalance timeout: the session timeout stands in.
+                // At most the longest session timeout: one member that never
+                // rejoins would otherwise hold the group's rebalance for weeks.
                 rebalance_timeout_ms: u64::try_from(body.rebalance_timeout_ms)
                     .ok()
                     .filter(|_| request.header.request_api_version >= 1)
-                    .unwrap_or(u64::try_from(body.session_timeout_ms).unwrap_or(0)),
+                    .unwrap_or(u64::try_from(body.session_timeout_ms).unwrap_or(0))
+                    .min(longest_ms),
                 protocol_type: body.protocol_type.to_string(),
-                protocols: body.protocols.iter().map(|p| (p.name.to_string(), p.metadata.clone())).collect(),
+                // Copied: a slice would keep the whole request frame alive
+                // while the group holds the member.
+                protocols: body
+                    .protocols
+                    .iter()
+                    .map(|p| (p.name.to_string(), Bytes::copy_from_slice(&p.metadata)))
+                    .collect(),
             };
             match call_group(context, &group, GroupOp::Join(args)).await {
                 Some(GroupAnswer::Joined(Ok(joined))) => {
@@ -161,17 +172,34 @@ pub async fn join_group(context: &Rc<ShardContext>, request: &KafkaRequest) -> K
     respond(request, &response).map(Some)
 }
 
+/// `INVALID_REQUEST` for a JoinGroup whose protocol list the coordinator
+/// must not take: more than `groups.max_protocols_per_member` entries, an
+/// empty name or a name twice. Checked here, before the coordinator
+/// compares the list with every other member's.
+fn bad_protocols(context: &ShardContext, body: &JoinGroupRequest) -> Option<i16> {
+    let names: std::collections::HashSet<&str> = body.protocols.iter().map(|p| p.name.as_str()).collect();
+    let too_many = body.protocols.len() > context.config.groups.max_protocols_per_member;
+    let malformed = names.len() != body.protocols.len() || names.contains("");
+    (too_many || malformed).then(|| ResponseError::InvalidRequest.code())
+}
+
 /// SyncGroup: the leader's assignment in, each member's assignment out
 /// (a follower waits for the leader's).
 pub async fn sync_group(context: &Rc<ShardContext>, request: &KafkaRequest) -> KafkaOutcome {
     let body: SyncGroupRequest = decode_body(request)?;
     let group = body.group_id.0.to_string();
     let failed = |code: i16| SyncGroupResponse::default().with_error_code(code).with_assignment(Bytes::new());
-    let response = match refusal(context, &group) {
+    let too_many = body.assignments.len() > context.config.groups.max_members_per_group;
+    let refused = refusal(context, &group).or(too_many.then(|| ResponseError::InvalidRequest.code()));
+    let response = match refused {
         Some(code) => failed(code),
         None => {
-            let assignments =
-                body.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect();
+            // Copied, for the reason JoinGroup's metadata is.
+            let assignments = body
+                .assignments
+                .iter()
+                .map(|a| (a.member_id.to_string(), Bytes::copy_from_slice(&a.assignment)))
+                .collect();
             let args = SyncArgs { member_id: body.member_id.to_string(), generation: body.generation_id, assignments };
             let op = GroupOp::Sync(args);
             match call_group(context, &group, op).await {
@@ -285,8 +313,9 @@ pub async fn list_groups(context: &Rc<ShardContext>, request: &KafkaRequest) -> 
 /// a group without members).
 pub async fn describe_groups(context: &Rc<ShardContext>, request: &KafkaRequest) -> KafkaOutcome {
     let body: DescribeGroupsRequest = decode_body(request)?;
-    let mut described = Vec::with_capacity(body.groups.len());
-    for group_id in &body.groups {
+    let groups = distinct_within(&body.groups, context.config.groups.max_groups, "DescribeGroups groups")?;
+    let mut described = Vec::with_capacity(groups.len());
+    for group_id in groups {
         let group = group_id.0.to_string();
         let answer = DescribedGroup::default().with_group_id(group_id.clone()).with_authorized_operations(i32::MIN);
         if let Some(code) = refusal(context, &group) {

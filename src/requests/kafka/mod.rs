@@ -15,6 +15,7 @@ mod transcode;
 use std::rc::Rc;
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -41,6 +42,17 @@ pub enum KafkaServeError {
     /// The answer could not be written.
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    /// A request naming more distinct elements (groups, coordinator keys,
+    /// topics) than this node holds at most.
+    #[error("kafka request with {count} {what} (at most {limit})")]
+    TooManyElements {
+        /// What the elements are.
+        what: &'static str,
+        /// How many distinct ones the request names.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A Fetch naming more partitions than `limits.max_partitions_per_fetch`.
     #[error("kafka fetch of {partitions} partitions (limits.max_partitions_per_fetch is {limit})")]
     TooManyPartitions {
@@ -66,7 +78,14 @@ pub async fn handle(context: &Rc<ShardContext>, request: KafkaRequest) -> KafkaO
     match request.api {
         ApiKey::ApiVersions => api_versions(&request).map(Some),
         ApiKey::Metadata => {
-            let body: MetadataRequest = decode_body(&request)?;
+            let mut body: MetadataRequest = decode_body(&request)?;
+            if let Some(topics) = &mut body.topics {
+                let limit = context.config.limits.max_topics;
+                let names: Vec<Option<TopicName>> = topics.iter().map(|topic| topic.name.clone()).collect();
+                let distinct = distinct_within(&names, limit, "Metadata topics")?;
+                *topics =
+                    distinct.into_iter().map(|name| MetadataRequestTopic::default().with_name(name.clone())).collect();
+            }
             let response = metadata(context, &body);
             let codes = response.topics.iter().flat_map(|topic| {
                 std::iter::once(topic.error_code).chain(topic.partitions.iter().map(|partition| partition.error_code))
@@ -90,6 +109,22 @@ pub async fn handle(context: &Rc<ShardContext>, request: KafkaRequest) -> KafkaO
         ApiKey::OffsetCommit => offsets::offset_commit(context, &request).await,
         ApiKey::OffsetFetch => offsets::offset_fetch(context, &request).await,
         api => Err(KafkaFrameError::UnsupportedApi(api as i16).into()),
+    }
+}
+
+/// `items` without repeats, refusing more than `limit` distinct ones: each
+/// costs a coordinator call and an answer entry, and an answer repeated
+/// for every copy of a name would let a small request ask for gigabytes.
+pub fn distinct_within<'a, T: Eq + std::hash::Hash>(
+    items: &'a [T],
+    limit: usize,
+    what: &'static str,
+) -> Result<Vec<&'a T>, KafkaServeError> {
+    let mut seen = std::collections::HashSet::with_capacity(items.len().min(limit));
+    let distinct: Vec<&T> = items.iter().filter(|item| seen.insert(*item)).collect();
+    match distinct.len() > limit {
+        true => Err(KafkaServeError::TooManyElements { what, count: distinct.len(), limit }),
+        false => Ok(distinct),
     }
 }
 

@@ -122,11 +122,11 @@ pub async fn offset_fetch(context: &Rc<ShardContext>, request: &KafkaRequest) ->
 }
 
 /// A partition's committed offset and error code. A commit latched out of
-/// range (SPEC §2) is answered so that the client's `auto.offset.reset`
-/// decides: the stale offset while it lies outside the log (the client's
-/// Fetch from it gets `OFFSET_OUT_OF_RANGE`), and -1, "no committed
-/// offset", once the log has grown past it (a fetch would succeed and
-/// silently skip or repeat records).
+/// range (SPEC §2) is answered -1, "no committed offset", so the client's
+/// `auto.offset.reset` decides (or, with `none`, the application): never
+/// the stale offset, which producers may refill the log past between this
+/// answer and the client's Fetch, which would then silently skip or repeat
+/// records.
 async fn committed(context: &Rc<ShardContext>, group: &str, topic: &str, index: i32) -> (i64, i16) {
     let Ok(partition) = u32::try_from(index) else {
         return (-1, ResponseError::UnknownTopicOrPartition.code());
@@ -135,12 +135,7 @@ async fn committed(context: &Rc<ShardContext>, group: &str, topic: &str, index: 
     match crate::requests::handle(context, request).await {
         Ok(Response::FetchOffset(CommittedState::None)) => (-1, 0),
         Ok(Response::FetchOffset(CommittedState::Valid(offset))) => (offset as i64, 0),
-        Ok(Response::FetchOffset(CommittedState::OutOfRange { committed, log_start_offset, log_end_offset })) => {
-            match committed < log_start_offset || committed > log_end_offset {
-                true => (committed as i64, 0),
-                false => (-1, 0),
-            }
-        }
+        Ok(Response::FetchOffset(CommittedState::OutOfRange { .. })) => (-1, 0),
         Ok(_) => (-1, ResponseError::UnknownServerError.code()),
         Err(error) => (-1, error_code(&error)),
     }
