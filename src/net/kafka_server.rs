@@ -16,7 +16,6 @@
 use std::cell::Cell;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +29,7 @@ use crate::runtime::Notify;
 use crate::shard::context::ShardContext;
 use crate::state::metrics::ConnectionCount;
 
+use super::accept::{next_connection, AcceptGate};
 use super::server::InFlight;
 
 /// How long a closing connection's writer may take to deliver the answers
@@ -53,36 +53,13 @@ pub struct KafkaListener {
 /// Serve Kafka clients on `listener` until the node stops.
 pub async fn run_kafka_listener(shared: KafkaListener, listener: TcpListener) {
     let shared = Rc::new(shared);
-    loop {
-        let stopped = shared.stop.notified();
-        if shared.stopping.get() {
-            return;
-        }
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            stopped.await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => return,
-            Some(Ok(stream)) => stream,
-            Some(Err(error)) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(target: "ringlog::kafka", %error, "accept failed");
-                crate::runtime::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let limit = shared.context.config.limits.max_connections;
-        if shared.connections.open.fetch_add(1, Ordering::SeqCst) >= limit {
-            shared.connections.open.fetch_sub(1, Ordering::SeqCst);
-            tracing::warn!(target: "ringlog::kafka", limit, "connection refused: limits.max_connections reached");
-            continue;
-        }
+    let limit = shared.context.config.limits.max_connections;
+    let gate = AcceptGate { stop: &shared.stop, stopping: &shared.stopping, connections: &shared.connections, limit };
+    while let Some((stream, admitted)) = next_connection(&listener, &gate).await {
         let connection = Rc::clone(&shared);
         crate::runtime::spawn_local(async move {
             serve(&connection, stream).await;
-            connection.connections.open.fetch_sub(1, Ordering::SeqCst);
+            drop(admitted);
         })
         .detach();
     }

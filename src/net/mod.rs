@@ -1,7 +1,9 @@
 //! Networking: the client and replication listeners (`server`), the Kafka
-//! listener (`kafka_server`), the Rust
+//! listener (`kafka_server`), accepting and counting connections
+//! (`accept`), the Rust
 //! client, and the port ownership check. The wire format is `crate::protocol`.
 
+pub mod accept;
 pub mod client;
 pub mod kafka_server;
 pub mod ports;

@@ -18,6 +18,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 
+use super::accept::{next_connection, AcceptGate};
 use crate::protocol::{
     decode_produce_head, decode_request_header, decode_request_owned, encode_error, encode_response,
     encode_response_split, frame_length, ErrorCode, ErrorResponse, ProtocolError, Request, RequestHeader,
@@ -77,33 +78,9 @@ pub async fn run_listener(
     connections: Arc<ConnectionCount>,
     in_flight: Rc<InFlight>,
 ) {
-    loop {
-        let stopped = stop.notified();
-        if stopping.get() {
-            return;
-        }
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            stopped.await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => return,
-            Some(Ok(stream)) => stream,
-            Some(Err(error)) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(target: "ringlog::net", %error, "accept failed");
-                crate::runtime::sleep(std::time::Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let limit = context.config.limits.max_connections;
-        if connections.open.fetch_add(1, Ordering::SeqCst) >= limit {
-            connections.open.fetch_sub(1, Ordering::SeqCst);
-            tracing::warn!(target: "ringlog::net", limit, "connection refused: limits.max_connections reached");
-            drop(stream);
-            continue;
-        }
+    let limit = context.config.limits.max_connections;
+    let gate = AcceptGate { stop: &stop, stopping: &stopping, connections: &connections, limit };
+    while let Some((stream, admitted)) = next_connection(&listener, &gate).await {
         let connection = Connection {
             context: Rc::clone(&context),
             stopping: Rc::clone(&stopping),
@@ -111,10 +88,9 @@ pub async fn run_listener(
             in_flight: Rc::clone(&in_flight),
             replication: (kind == ListenerKind::Replication).then(ReplicaSession::default),
         };
-        let connections = Arc::clone(&connections);
         crate::runtime::spawn_local(async move {
             connection.serve(stream).await;
-            connections.open.fetch_sub(1, Ordering::SeqCst);
+            drop(admitted);
         })
         .detach();
     }

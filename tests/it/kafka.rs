@@ -715,3 +715,30 @@ fn hostile_kafka_produces_and_fetches_stay_bounded() {
     client.send(ApiKey::Produce, 8, &produce_request("no-such-topic", 0, 0, good));
     assert!(closed_by_node(&mut client.stream), "a failed acks 0 produce closes the connection");
 }
+
+/// `limits.max_connections` counts native and Kafka connections together:
+/// one past it is closed at once, on either listener, and a connection
+/// that closes gives its place back.
+#[test]
+fn connections_past_max_connections_are_closed_and_a_closed_one_frees_its_place() {
+    let node = start_with(1, &[("RINGLOG_LIMITS_MAX_CONNECTIONS", "2")]);
+    let mut native = node.node.client();
+    native.call(Request::ListTopics).expect("the first connection is served");
+    let mut kafka = KafkaClient::connect(&node.kafka);
+    let _: ApiVersionsResponse = kafka.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    let mut third = TcpStream::connect(&node.kafka).unwrap();
+    assert!(closed_by_node(&mut third), "a third connection (Kafka) is closed");
+    let mut third = TcpStream::connect(&node.node.address).unwrap();
+    assert!(closed_by_node(&mut third), "a third connection (native) is closed");
+    drop(kafka);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let mut again = TcpStream::connect(&node.kafka).unwrap();
+        if !closed_by_node(&mut again) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the closed Kafka connection never gave its place back");
+    }
+    native.call(Request::ListTopics).expect("the first connection is still served");
+}
