@@ -257,3 +257,113 @@ fn kafka_clients_find_the_new_leader_through_metadata_after_a_sigkill_and_lose_n
     kcat_produce(kafka[2], "kc-failover", 0, &["-X", "acks=all"], "k\tafter\n");
     assert_eq!(native_consume(new_leader, "kc-failover", 0).last().unwrap().split('|').nth(2), Some("after"));
 }
+
+/// A delivery report of the confluent-kafka failover producer: record
+/// `v<index>` acknowledged at (partition, offset), or an error line.
+#[derive(Debug)]
+enum Delivery {
+    Acked { index: u32, partition: u32, offset: u64 },
+    Failed(String),
+}
+
+/// Start the confluent-kafka (librdkafka) idempotent failover producer
+/// against one Kafka address; its delivery reports arrive on the channel.
+fn spawn_confluent_producer(
+    bootstrap: &str,
+    topic: &str,
+    count: u32,
+) -> (std::process::Child, mpsc::Receiver<Delivery>) {
+    let found = Command::new("python3").args(["-c", "import confluent_kafka"]).stderr(Stdio::null()).status();
+    assert!(
+        found.is_ok_and(|status| status.success()),
+        "confluent-kafka is not installed (bash tools/install-deps.sh)"
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kafka/confluent_failover.py");
+    let mut child = Command::new("python3")
+        .args([script, bootstrap, topic, &count.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python3");
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let delivery = match words.as_slice() {
+                ["acked", index, partition, offset] => match (index.parse(), partition.parse(), offset.parse()) {
+                    (Ok(index), Ok(partition), Ok(offset)) => Delivery::Acked { index, partition, offset },
+                    _ => Delivery::Failed(line.clone()),
+                },
+                _ => Delivery::Failed(line.clone()),
+            };
+            if sender.send(delivery).is_err() {
+                return;
+            }
+        }
+    });
+    (child, receiver)
+}
+
+/// The values of `topic`'s partition as `node` stores them, by offset.
+fn stored_values(node: &Node, topic: &str, partition: u32) -> Vec<String> {
+    let lines = native_consume(node, topic, partition);
+    lines.iter().map(|line| line.split('|').nth(2).unwrap_or_default().to_string()).collect()
+}
+
+#[test]
+fn idempotent_librdkafka_producer_loses_and_duplicates_nothing_when_the_leader_is_sigkilled() {
+    let cluster = kafka_cluster(2_000);
+    let (members, nodes) = cluster.start_in_sync::<3>();
+    create_topic(&nodes[0], "kc-idem-failover", 2);
+    let kafka: Vec<&str> = members.iter().map(|member| member.kafka.as_deref().unwrap()).collect();
+    let [a, b, c] = nodes;
+    let mut a = Some(a);
+
+    const COUNT: u32 = 1_500;
+    let (mut producer, deliveries) = spawn_confluent_producer(kafka[1], "kc-idem-failover", COUNT);
+    let mut acked: Vec<(u32, u32, u64)> = Vec::new();
+    let mut failed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    // Kill the leader while records are in flight, after 300 acknowledgements.
+    while acked.len() + failed.len() < COUNT as usize {
+        if acked.len() >= 300 {
+            if let Some(leader) = a.take() {
+                leader.kill();
+            }
+        }
+        match deliveries.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Delivery::Acked { index, partition, offset }) => acked.push((index, partition, offset)),
+            Ok(Delivery::Failed(line)) => failed.push(line),
+            Err(_) => break,
+        }
+    }
+    let status = producer.wait().unwrap();
+    let mut errors = String::new();
+    std::io::Read::read_to_string(&mut producer.stderr.take().unwrap(), &mut errors).unwrap();
+    assert!(a.is_none(), "the leader was killed under the producer: {} acked; {errors}", acked.len());
+    assert!(
+        status.success() && failed.is_empty() && acked.len() == COUNT as usize,
+        "librdkafka delivered everything: {} acked, failed {:?}; {errors}",
+        acked.len(),
+        &failed[..failed.len().min(5)]
+    );
+
+    let new_leader: &Node = [&b, &c].into_iter().find(|node| health(node)["role"] == "leader").expect("a new leader");
+    for partition in 0..2u32 {
+        let stored = stored_values(new_leader, "kc-idem-failover", partition);
+        // Acknowledgements of one partition in the order they came.
+        let in_ack_order: Vec<(u32, u64)> =
+            acked.iter().filter(|(_, p, _)| *p == partition).map(|(index, _, offset)| (*index, *offset)).collect();
+        for (index, offset) in &in_ack_order {
+            assert_eq!(
+                stored.get(*offset as usize).map(String::as_str),
+                Some(format!("v{index}").as_str()),
+                "partition {partition}: acked v{index} at {offset}"
+            );
+        }
+        // Nothing else: every acknowledged record exactly once, in order.
+        let expected: Vec<String> = in_ack_order.iter().map(|(index, _)| format!("v{index}")).collect();
+        assert_eq!(stored, expected, "partition {partition}: each acknowledged record once, in acknowledged order");
+    }
+}
