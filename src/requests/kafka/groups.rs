@@ -21,7 +21,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{advertised_broker, count_errors, distinct_within, respond, KafkaOutcome};
+use super::{coordinator_broker, count_errors, distinct_within, respond, KafkaOutcome};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
 use crate::shard::context::ShardContext;
 use crate::shard::groups::{coordinator_shard, GroupAnswer, GroupCall, GroupError, GroupOp, JoinArgs, SyncArgs};
@@ -76,20 +76,25 @@ async fn call_shard(context: &Rc<ShardContext>, owner: usize, group: &str, op: G
     answer.recv().await.ok()
 }
 
-/// FindCoordinator: this node, for every group, while it may write.
+/// FindCoordinator: the node that may write coordinates every group:
+/// this one, or (on a follower) the cluster's leader, so a client
+/// bootstrapped at any node finds it.
 pub fn find_coordinator(context: &Rc<ShardContext>, request: &KafkaRequest) -> KafkaOutcome {
     let body: FindCoordinatorRequest = decode_body(request)?;
-    let broker = advertised_broker(context, &context.cluster.view());
+    let coordinator = coordinator_broker(context, &context.cluster.view());
     let answer_for = |key: &StrBytes| {
-        let code = match body.key_type {
-            GROUP_KEY_TYPE if context.write_epoch().is_ok() => 0,
-            GROUP_KEY_TYPE => ResponseError::CoordinatorNotAvailable.code(),
-            _ => ResponseError::InvalidRequest.code(),
-        };
-        let coordinator = Coordinator::default().with_key(key.clone()).with_error_code(code);
-        match code {
-            0 => coordinator.with_node_id(broker.node_id).with_host(broker.host.clone()).with_port(broker.port),
-            _ => coordinator.with_node_id((-1).into()).with_host(StrBytes::default()).with_port(-1),
+        let answer = Coordinator::default().with_key(key.clone());
+        match (body.key_type, &coordinator) {
+            (GROUP_KEY_TYPE, Some(broker)) => {
+                answer.with_node_id(broker.node_id).with_host(broker.host.clone()).with_port(broker.port)
+            }
+            (key_type, _) => {
+                let code = match key_type {
+                    GROUP_KEY_TYPE => ResponseError::CoordinatorNotAvailable.code(),
+                    _ => ResponseError::InvalidRequest.code(),
+                };
+                answer.with_error_code(code).with_node_id((-1).into()).with_host(StrBytes::default()).with_port(-1)
+            }
         }
     };
     let response = match request.header.request_api_version {
