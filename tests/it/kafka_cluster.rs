@@ -12,12 +12,15 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
     ApiKey, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, GroupId, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
-    OffsetFetchRequest, OffsetFetchResponse, TopicName,
+    FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetFetchRequest,
+    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
@@ -524,4 +527,54 @@ fn consumer_group_bootstrapped_at_a_follower_rejoins_on_the_new_leader_and_resum
     assert!(assignments >= 2, "the member rejoined after the kill: {lines:?}");
     // Its commits after the failover are on the new leader.
     assert_eq!(committed_offsets(new_kafka, "g-failover", "kc-group"), (0, vec![20, 20]));
+}
+
+/// A JoinGroup of `member` to `group` whose rebalance may wait a minute.
+fn patient_join(group: &str, member: &str) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_member_id(StrBytes::from_string(member.to_string()))
+        .with_session_timeout_ms(30_000)
+        .with_rebalance_timeout_ms(60_000)
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(bytes::Bytes::from_static(b"meta"))])
+}
+
+#[test]
+fn a_member_parked_in_join_on_a_leader_that_steps_down_is_answered_not_coordinator() {
+    let mut cluster = kafka_cluster(2_000);
+    let (members, _nodes) = cluster.start_in_sync::<3>();
+    let leader = members[0].kafka.as_deref().unwrap();
+    let group = GroupId(StrBytes::from_static_str("g-stepdown"));
+    let (mut a, mut b) = (KafkaClient::connect(leader), KafkaClient::connect(leader));
+    let first: JoinGroupResponse = a.call(ApiKey::JoinGroup, 7, &patient_join("g-stepdown", ""));
+    assert_eq!((first.error_code, first.generation_id), (0, 1));
+    let assignment = SyncGroupRequestAssignment::default().with_member_id(first.member_id.clone());
+    let sync = SyncGroupRequest::default()
+        .with_group_id(group.clone())
+        .with_member_id(first.member_id.clone())
+        .with_generation_id(1)
+        .with_assignments(vec![assignment]);
+    let synced: SyncGroupResponse = a.call(ApiKey::SyncGroup, 5, &sync);
+    assert_eq!(synced.error_code, 0);
+    // A second member parks: the first has a minute to rejoin.
+    b.send(ApiKey::JoinGroup, 7, &patient_join("g-stepdown", ""));
+    let heartbeat =
+        HeartbeatRequest::default().with_group_id(group).with_member_id(first.member_id).with_generation_id(1);
+    wait_for(Duration::from_secs(30), "the second join to reach the coordinator", || {
+        let answer: HeartbeatResponse = a.call(ApiKey::Heartbeat, 4, &heartbeat);
+        answer.error_code == 27
+    });
+
+    // Without etcd the leader steps down: the parked member hears
+    // NOT_COORDINATOR then, not after the minute of its rebalance.
+    let stepped_down_from = Instant::now();
+    cluster.etcd.kill();
+    b.stream.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+    let parked: JoinGroupResponse = b.receive(ApiKey::JoinGroup, 7);
+    let after = stepped_down_from.elapsed();
+    assert_eq!(parked.error_code, 16, "NOT_COORDINATOR after {after:?}");
+    assert!(after < Duration::from_secs(45), "answered when the leader stepped down, {after:?} after etcd died");
 }
