@@ -264,6 +264,17 @@ fn kafka_clients_find_the_new_leader_through_metadata_after_a_sigkill_and_lose_n
     assert_eq!(native_consume(new_leader, "kc-failover", 0).last().unwrap().split('|').nth(2), Some("after"));
 }
 
+/// Collect a child's stderr on a thread, so a chatty client never blocks
+/// on a full pipe; the text is there once the child exited.
+fn drain_stderr(child: &mut std::process::Child) -> std::thread::JoinHandle<String> {
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    })
+}
+
 /// A delivery report of the confluent-kafka failover producer: record
 /// `v<index>` acknowledged at (partition, offset), or an error line.
 #[derive(Debug)]
@@ -328,6 +339,7 @@ fn idempotent_librdkafka_producer_loses_and_duplicates_nothing_when_the_leader_i
 
     const COUNT: u32 = 1_500;
     let (mut producer, deliveries) = spawn_confluent_producer(kafka[1], "kc-idem-failover", COUNT);
+    let producer_stderr = drain_stderr(&mut producer);
     let mut acked: Vec<(u32, u32, u64)> = Vec::new();
     let mut failed = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -345,8 +357,7 @@ fn idempotent_librdkafka_producer_loses_and_duplicates_nothing_when_the_leader_i
         }
     }
     let status = producer.wait().unwrap();
-    let mut errors = String::new();
-    std::io::Read::read_to_string(&mut producer.stderr.take().unwrap(), &mut errors).unwrap();
+    let errors = producer_stderr.join().unwrap();
     assert!(a.is_none(), "the leader was killed under the producer: {} acked; {errors}", acked.len());
     assert!(
         status.success() && failed.is_empty() && acked.len() == COUNT as usize,
@@ -474,6 +485,7 @@ fn consumer_group_bootstrapped_at_a_follower_rejoins_on_the_new_leader_and_resum
     produce_alternating(kafka[0], "kc-group", "a", 0..20);
 
     let (mut member, receiver) = spawn_group_member(kafka[1], "kc-group", "g-failover", 40);
+    let member_stderr = drain_stderr(&mut member);
     let (mut lines, mut consumed) = (Vec::new(), Vec::new());
     read_member(&receiver, &mut lines, &mut consumed, 20);
     assert_eq!(consumed.len(), 20, "the member consumed what was there before the kill: {lines:?}");
@@ -506,8 +518,7 @@ fn consumer_group_bootstrapped_at_a_follower_rejoins_on_the_new_leader_and_resum
     produce_alternating(new_kafka, "kc-group", "b", 20..40);
     read_member(&receiver, &mut lines, &mut consumed, 40);
     let status = member.wait().unwrap();
-    let mut errors = String::new();
-    std::io::Read::read_to_string(&mut member.stderr.take().unwrap(), &mut errors).unwrap();
+    let errors = member_stderr.join().unwrap();
     assert!(status.success() && consumed.len() == 40, "the member consumed all 40: {lines:?}; {errors}");
 
     // Resumed from its commits: every record once, each partition in order.
