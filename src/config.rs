@@ -379,6 +379,14 @@ fn apply_environment(
 }
 
 impl NodeConfig {
+    /// The Kafka address this node registers (`kafka_listen`'s port with
+    /// the `cluster.advertise` host, else reachable from this machine);
+    /// `None` when `kafka_listen` is empty.
+    pub fn kafka_advertised(&self) -> Option<String> {
+        let listen = Some(self.kafka_listen.as_str()).filter(|listen| !listen.is_empty())?;
+        Some(advertised_address(listen, self.cluster.advertise.as_deref()))
+    }
+
     /// Defaults, then the TOML file (if any), then `RINGLOG_*` variables.
     pub fn load(
         file: Option<&Path>,
@@ -557,9 +565,41 @@ impl NodeConfig {
     }
 }
 
+/// The address to reach `listen` from this machine (0.0.0.0 → 127.0.0.1,
+/// `[::]` → `[::1]`).
+pub fn loopback_address(listen: &str) -> String {
+    match listen.rsplit_once(':') {
+        Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
+        Some(("[::]", port)) => format!("[::1]:{port}"),
+        _ => listen.to_string(),
+    }
+}
+
+/// `address` (`host:port`) with its host replaced by `advertise` (a host,
+/// when set; an IPv6 one is bracketed), else made reachable from this
+/// machine.
+pub fn advertised_address(address: &str, advertise: Option<&str>) -> String {
+    match (advertise, address.rsplit_once(':')) {
+        (Some(host), Some((_, port))) if host.contains(':') && !host.starts_with('[') => format!("[{host}]:{port}"),
+        (Some(host), Some((_, port))) => format!("{host}:{port}"),
+        _ => loopback_address(address),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn advertised_addresses_keep_the_port_and_bracket_an_ipv6_host() {
+        assert_eq!(advertised_address("0.0.0.0:9093", Some("node-1.example")), "node-1.example:9093");
+        assert_eq!(advertised_address("0.0.0.0:9093", Some("::1")), "[::1]:9093");
+        assert_eq!(advertised_address("[::]:9093", Some("[fd00::7]")), "[fd00::7]:9093");
+        assert_eq!(advertised_address("0.0.0.0:9093", None), "127.0.0.1:9093");
+        assert_eq!(advertised_address("[::]:9093", None), "[::1]:9093");
+        let config = NodeConfig { kafka_listen: String::new(), ..NodeConfig::default() };
+        assert_eq!(config.kafka_advertised(), None, "no Kafka listener, no Kafka address");
+    }
 
     fn vars(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
         pairs.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect::<Vec<_>>().into_iter()

@@ -129,20 +129,13 @@ fn address_unavailable(setting: &'static str, address: &str, reason: String) -> 
 
 /// The address to reach `listen` from this machine (0.0.0.0 → 127.0.0.1).
 pub(super) fn loopback_address(listen: &str) -> String {
-    match listen.rsplit_once(':') {
-        Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
-        Some(("[::]", port)) => format!("[::1]:{port}"),
-        _ => listen.to_string(),
-    }
+    crate::config::loopback_address(listen)
 }
 
 /// `address` with its host replaced by `advertise` (when set), else made
 /// reachable from this machine.
 pub(super) fn advertised(address: &str, advertise: Option<&str>) -> String {
-    match (advertise, address.rsplit_once(':')) {
-        (Some(host), Some((_, port))) => format!("{host}:{port}"),
-        _ => loopback_address(address),
-    }
+    crate::config::advertised_address(address, advertise)
 }
 
 /// The addresses this node registers in etcd.
@@ -153,8 +146,6 @@ pub(super) fn advertised_addresses(config: &NodeConfig) -> Registration {
         client: advertised(&config.listen, advertise),
         replication: advertised(&config.replication_listen, advertise),
         admin: advertised(&config.admin, advertise),
-        kafka: Some(config.kafka_listen.as_str())
-            .filter(|listen| !listen.is_empty())
-            .map(|listen| advertised(listen, advertise)),
+        kafka: config.kafka_advertised(),
     }
 }

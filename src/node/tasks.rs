@@ -87,14 +87,22 @@ pub async fn enforce_retention(context: Rc<ShardContext>, stopping: Rc<Cell<bool
 
 /// Apply the consumer groups' session and rebalance timeouts on this
 /// shard every [`STOP_CHECK_INTERVAL`] (a member is dropped at most that
-/// much after its session lapsed).
+/// much after its session lapsed). A node that may no longer write (it
+/// stepped down) dismisses its groups, and one that stops closes them:
+/// members parked in JoinGroup or SyncGroup are answered `NOT_COORDINATOR`
+/// at once instead of holding their requests until the shutdown timeout.
 pub async fn expire_group_sessions(context: Rc<ShardContext>, stopping: Rc<Cell<bool>>) {
     while !stopping.get() {
         crate::runtime::sleep(STOP_CHECK_INTERVAL).await;
-        if !context.groups.is_empty() {
-            context.groups.expire(crate::runtime::clock::monotonic_ms());
+        if context.groups.is_empty() {
+            continue;
+        }
+        match context.write_epoch() {
+            Ok(_) => context.groups.expire(crate::runtime::clock::monotonic_ms()),
+            Err(_) => context.groups.dismiss(false),
         }
     }
+    context.groups.dismiss(true);
 }
 
 /// The topic's retention, each limit falling back to the node default.

@@ -54,6 +54,9 @@ pub enum GroupError {
     /// `groups.max_groups` groups have members already.
     #[error("too many groups")]
     TooManyGroups,
+    /// This node no longer coordinates: it stops, or may no longer write.
+    #[error("not the coordinator")]
+    NotCoordinator,
 }
 
 /// A JoinGroup.
@@ -253,6 +256,8 @@ struct Group {
 pub struct Groups {
     groups: RefCell<HashMap<String, Group>>,
     next_member: Cell<u64>,
+    /// Set for good when the node stops: every call is refused.
+    closed: Cell<bool>,
 }
 
 fn answer(reply: &Sender<GroupAnswer>, answer: GroupAnswer) {
@@ -260,10 +265,25 @@ fn answer(reply: &Sender<GroupAnswer>, answer: GroupAnswer) {
     let _ = reply.try_send(answer);
 }
 
+/// The answer refusing `op` with `error` (Describe and List: nothing).
+fn refused(op: GroupOp, error: GroupError) -> GroupAnswer {
+    match op {
+        GroupOp::Join(_) => GroupAnswer::Joined(Err(error)),
+        GroupOp::Sync(_) => GroupAnswer::Synced(Err(error)),
+        GroupOp::Heartbeat { .. } | GroupOp::CheckCommit { .. } => GroupAnswer::Done(Err(error)),
+        GroupOp::Leave(members) => GroupAnswer::Left(members.into_iter().map(|member| (member, Err(error))).collect()),
+        GroupOp::Describe => GroupAnswer::Described(GroupDescription { state: "Dead", ..GroupDescription::default() }),
+        GroupOp::List => GroupAnswer::Listed(Vec::new()),
+    }
+}
+
 impl Groups {
     /// Serve one call at monotonic time `now_ms` under `limits`.
     pub fn serve(&self, call: GroupCall, limits: &GroupsConfig, now_ms: u64) {
         let GroupCall { group, op, reply } = call;
+        if self.closed.get() {
+            return answer(&reply, refused(op, GroupError::NotCoordinator));
+        }
         match op {
             GroupOp::Join(args) => match self.join(&group, args, &reply, limits, now_ms) {
                 Ok(()) => {}
@@ -475,6 +495,24 @@ impl Groups {
             }
         }
         groups.retain(|_, group| !group.members.is_empty());
+    }
+
+    /// Stop coordinating: every member parked in JoinGroup or SyncGroup is
+    /// answered `NotCoordinator` at once (its client looks for the
+    /// coordinator again, keeping its member id) and every group is
+    /// forgotten. With `for_good` (the node stops) every later call is
+    /// refused the same way, so nothing parks again.
+    pub fn dismiss(&self, for_good: bool) {
+        self.closed.set(self.closed.get() || for_good);
+        let groups = std::mem::take(&mut *self.groups.borrow_mut());
+        for member in groups.into_values().flat_map(|group| group.members.into_values()) {
+            if let Some(waiter) = member.join_waiter {
+                answer(&waiter, GroupAnswer::Joined(Err(GroupError::NotCoordinator)));
+            }
+            if let Some(waiter) = member.sync_waiter {
+                answer(&waiter, GroupAnswer::Synced(Err(GroupError::NotCoordinator)));
+            }
+        }
     }
 
     /// Number of groups with members.
@@ -707,6 +745,22 @@ mod tests {
             Ok(GroupAnswer::Joined(Ok(joined))) => joined,
             other => panic!("not joined: {other:?}"),
         }
+    }
+
+    #[test]
+    fn dismissing_answers_a_parked_join_not_coordinator_and_closing_refuses_later_calls() {
+        let groups = Groups::default();
+        joined(&join(&groups, "", 0));
+        let parked = join(&groups, "", 10);
+        assert!(parked.try_recv().is_err(), "parked until the first member rejoins");
+        groups.dismiss(false);
+        assert!(matches!(parked.try_recv(), Ok(GroupAnswer::Joined(Err(GroupError::NotCoordinator)))));
+        assert!(groups.is_empty(), "membership is forgotten");
+        assert_eq!(joined(&join(&groups, "", 20)).generation, 1, "dismissed, not closed: a new group starts");
+        groups.dismiss(true);
+        let refused = join(&groups, "", 30);
+        assert!(matches!(refused.try_recv(), Ok(GroupAnswer::Joined(Err(GroupError::NotCoordinator)))));
+        assert!(groups.is_empty(), "nothing parks once closed");
     }
 
     #[test]

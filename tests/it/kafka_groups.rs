@@ -469,3 +469,61 @@ fn hostile_group_requests_are_refused_or_answered_once_per_distinct_name() {
     client.send(ApiKey::FindCoordinator, 4, &find);
     assert!(closed_by_node(&mut client.stream), "more distinct keys than groups.max_groups close the connection");
 }
+
+/// A JoinGroup whose rebalance may wait a minute for the other members.
+fn patient_join(group: &str, member: &str) -> JoinGroupRequest {
+    join_request(group, member, 30_000).with_rebalance_timeout_ms(60_000)
+}
+
+/// Heartbeat `member` until it is told to rejoin (another member's join
+/// reached the coordinator): `REBALANCE_IN_PROGRESS`.
+fn until_rebalancing(client: &mut KafkaClient, group: &str, member: &str, generation: i32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while heartbeat(client, group, member, generation) != 27 {
+        assert!(Instant::now() < deadline, "the second member's join never reached the coordinator");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn members_parked_in_join_or_sync_are_answered_not_coordinator_at_once_when_the_node_stops() {
+    let node = start_with(3, &[]);
+    let connect = || KafkaClient::connect(&node.kafka);
+    // Parked in JoinGroup: "joins"'s only member has to rejoin first, for up to a minute.
+    let (mut a, mut b) = (connect(), connect());
+    let first: JoinGroupResponse = a.call(ApiKey::JoinGroup, 7, &patient_join("joins", ""));
+    let member_a = first.member_id.to_string();
+    assert_eq!(sync(&mut a, "joins", &member_a, 1, &[(&member_a, b"all")]).error_code, 0);
+    b.send(ApiKey::JoinGroup, 7, &patient_join("joins", ""));
+    until_rebalancing(&mut a, "joins", &member_a, 1);
+
+    // Parked in SyncGroup: "syncs"'s follower waits for its leader's assignment.
+    let (mut c, mut d) = (connect(), connect());
+    let first: JoinGroupResponse = c.call(ApiKey::JoinGroup, 7, &patient_join("syncs", ""));
+    let member_c = first.member_id.to_string();
+    assert_eq!(sync(&mut c, "syncs", &member_c, 1, &[(&member_c, b"all")]).error_code, 0);
+    d.send(ApiKey::JoinGroup, 7, &patient_join("syncs", ""));
+    until_rebalancing(&mut c, "syncs", &member_c, 1);
+    let rejoined: JoinGroupResponse = c.call(ApiKey::JoinGroup, 7, &patient_join("syncs", &member_c));
+    let joined_d: JoinGroupResponse = d.receive(ApiKey::JoinGroup, 7);
+    assert_eq!((rejoined.error_code, joined_d.error_code, rejoined.leader.as_str()), (0, 0, member_c.as_str()));
+    let request = SyncGroupRequest::default()
+        .with_group_id(group_id("syncs"))
+        .with_member_id(joined_d.member_id.clone())
+        .with_generation_id(joined_d.generation_id);
+    d.send(ApiKey::SyncGroup, 5, &request);
+
+    // SIGTERM: both are answered NOT_COORDINATOR (16) at once, not held
+    // until the 10 s shutdown timeout (and not UNKNOWN_MEMBER_ID, on which
+    // clients would drop their member ids).
+    let stopped_at = Instant::now();
+    let KafkaNode { node: process, .. } = node;
+    let terminating = std::thread::spawn(move || process.terminate());
+    let parked_join: JoinGroupResponse = b.receive(ApiKey::JoinGroup, 7);
+    let parked_sync: SyncGroupResponse = d.receive(ApiKey::SyncGroup, 5);
+    let answered_after = stopped_at.elapsed();
+    assert_eq!((parked_join.error_code, parked_sync.error_code), (16, 16), "NOT_COORDINATOR");
+    assert!(answered_after < Duration::from_secs(8), "answered {answered_after:?} after SIGTERM");
+    assert_eq!(terminating.join().unwrap(), Some(0), "a clean exit");
+    assert!(stopped_at.elapsed() < Duration::from_secs(9), "stopped in {:?}: nothing held it", stopped_at.elapsed());
+}

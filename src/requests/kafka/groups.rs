@@ -21,7 +21,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{advertised_broker, count_errors, distinct_within, respond, KafkaOutcome};
+use super::{coordinator_broker, count_errors, distinct_within, respond, KafkaOutcome};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
 use crate::shard::context::ShardContext;
 use crate::shard::groups::{coordinator_shard, GroupAnswer, GroupCall, GroupError, GroupOp, JoinArgs, SyncArgs};
@@ -41,6 +41,7 @@ pub fn group_error_code(error: GroupError) -> i16 {
         GroupError::GroupFull => ResponseError::GroupMaxSizeReached,
         // Retriable: the client tries again until another group ends.
         GroupError::TooManyGroups => ResponseError::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
     };
     kafka.code()
 }
@@ -59,7 +60,8 @@ pub fn refusal(context: &ShardContext, group: &str) -> Option<i16> {
 
 /// Send `op` to `group`'s coordinator shard and wait for its answer;
 /// `None` when the answer cannot come (the shard stops, or the member was
-/// dropped while it waited).
+/// dropped while it waited): callers answer `NOT_COORDINATOR`, so the
+/// client looks for the coordinator again and keeps its member id.
 pub async fn call_group(context: &Rc<ShardContext>, group: &str, op: GroupOp) -> Option<GroupAnswer> {
     call_shard(context, coordinator_shard(group, context.shards), group, op).await
 }
@@ -76,20 +78,25 @@ async fn call_shard(context: &Rc<ShardContext>, owner: usize, group: &str, op: G
     answer.recv().await.ok()
 }
 
-/// FindCoordinator: this node, for every group, while it may write.
+/// FindCoordinator: the node that may write coordinates every group:
+/// this one, or (on a follower) the cluster's leader, so a client
+/// bootstrapped at any node finds it.
 pub fn find_coordinator(context: &Rc<ShardContext>, request: &KafkaRequest) -> KafkaOutcome {
     let body: FindCoordinatorRequest = decode_body(request)?;
-    let broker = advertised_broker(context, &context.cluster.view());
+    let coordinator = coordinator_broker(context, &context.cluster.view());
     let answer_for = |key: &StrBytes| {
-        let code = match body.key_type {
-            GROUP_KEY_TYPE if context.write_epoch().is_ok() => 0,
-            GROUP_KEY_TYPE => ResponseError::CoordinatorNotAvailable.code(),
-            _ => ResponseError::InvalidRequest.code(),
-        };
-        let coordinator = Coordinator::default().with_key(key.clone()).with_error_code(code);
-        match code {
-            0 => coordinator.with_node_id(broker.node_id).with_host(broker.host.clone()).with_port(broker.port),
-            _ => coordinator.with_node_id((-1).into()).with_host(StrBytes::default()).with_port(-1),
+        let answer = Coordinator::default().with_key(key.clone());
+        match (body.key_type, &coordinator) {
+            (GROUP_KEY_TYPE, Some(broker)) => {
+                answer.with_node_id(broker.node_id).with_host(broker.host.clone()).with_port(broker.port)
+            }
+            (key_type, _) => {
+                let code = match key_type {
+                    GROUP_KEY_TYPE => ResponseError::CoordinatorNotAvailable.code(),
+                    _ => ResponseError::InvalidRequest.code(),
+                };
+                answer.with_error_code(code).with_node_id((-1).into()).with_host(StrBytes::default()).with_port(-1)
+            }
         }
     };
     let response = match request.header.request_api_version {
@@ -164,7 +171,7 @@ pub async fn join_group(context: &Rc<ShardContext>, request: &KafkaRequest) -> K
                         .with_members(members.collect())
                 }
                 Some(GroupAnswer::Joined(Err(error))) => failed(group_error_code(error)),
-                _ => failed(group_error_code(GroupError::UnknownMember)),
+                _ => failed(group_error_code(GroupError::NotCoordinator)),
             }
         }
     };
@@ -208,7 +215,7 @@ pub async fn sync_group(context: &Rc<ShardContext>, request: &KafkaRequest) -> K
                     .with_protocol_name(Some(StrBytes::from_string(synced.protocol_name)))
                     .with_assignment(synced.assignment),
                 Some(GroupAnswer::Synced(Err(error))) => failed(group_error_code(error)),
-                _ => failed(group_error_code(GroupError::RebalanceInProgress)),
+                _ => failed(group_error_code(GroupError::NotCoordinator)),
             }
         }
     };
@@ -236,7 +243,9 @@ pub fn done_code(answer: Option<GroupAnswer>) -> i16 {
     match answer {
         Some(GroupAnswer::Done(Ok(()))) => 0,
         Some(GroupAnswer::Done(Err(error))) => group_error_code(error),
-        _ => group_error_code(GroupError::UnknownMember),
+        // The coordinator went away (its shard stops): not the member's
+        // fault, so not UNKNOWN_MEMBER_ID, on which clients drop their id.
+        _ => group_error_code(GroupError::NotCoordinator),
     }
 }
 
@@ -261,7 +270,7 @@ pub async fn leave_group(context: &Rc<ShardContext>, request: &KafkaRequest) -> 
                 let top = if batch { 0 } else { codes.first().map_or(0, |(_, code)| *code) };
                 (top, codes)
             }
-            _ => (ResponseError::CoordinatorNotAvailable.code(), Vec::new()),
+            _ => (group_error_code(GroupError::NotCoordinator), Vec::new()),
         },
     };
     let mut response = LeaveGroupResponse::default().with_error_code(code);
@@ -323,7 +332,7 @@ pub async fn describe_groups(context: &Rc<ShardContext>, request: &KafkaRequest)
             continue;
         }
         let Some(GroupAnswer::Described(description)) = call_group(context, &group, GroupOp::Describe).await else {
-            described.push(answer.with_error_code(ResponseError::CoordinatorNotAvailable.code()));
+            described.push(answer.with_error_code(group_error_code(GroupError::NotCoordinator)));
             continue;
         };
         let members = description.members.into_iter().map(|(member_id, client_id, metadata, assignment)| {
@@ -344,4 +353,17 @@ pub async fn describe_groups(context: &Rc<ShardContext>, request: &KafkaRequest)
     }
     count_errors(context, ApiKey::DescribeGroups, described.iter().map(|group| group.error_code));
     respond(request, &DescribeGroupsResponse::default().with_groups(described)).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_that_never_comes_is_not_coordinator_never_unknown_member() {
+        let not_coordinator = ResponseError::NotCoordinator.code();
+        assert_eq!(done_code(None), not_coordinator);
+        assert_eq!(group_error_code(GroupError::NotCoordinator), not_coordinator);
+        assert_eq!(done_code(Some(GroupAnswer::Done(Ok(())))), 0);
+    }
 }

@@ -169,16 +169,32 @@ fn broker_id(view: &ClusterView) -> i32 {
     view.node_id.map_or(0, |id| id as i32)
 }
 
-/// The host and port Kafka clients reach this node at: `cluster.advertise`
-/// (its host part) when set, else the `kafka_listen` host.
-fn advertised_broker(context: &ShardContext, view: &ClusterView) -> MetadataResponseBroker {
-    let listen = &context.config.kafka_listen;
-    let (listen_host, port) = listen.rsplit_once(':').unwrap_or((listen.as_str(), "9092"));
-    let host = match &context.config.cluster.advertise {
-        Some(advertise) => advertise.rsplit_once(':').map_or(advertise.as_str(), |(host, _)| host),
-        None => listen_host,
-    };
-    broker(broker_id(view), host, port.parse().unwrap_or(9092))
+/// This node as a broker: the Kafka address it registered (the
+/// membership's entry for it, else the address it registers:
+/// `kafka_listen`'s port with the `cluster.advertise` host), or `None`
+/// when it has no Kafka listener.
+fn advertised_broker(context: &ShardContext, view: &ClusterView) -> Option<MetadataResponseBroker> {
+    let me = broker_id(view);
+    let registered = view.members.live.iter().filter(|node| i64::from(me) == node.id as i64).find_map(live_broker);
+    registered.or_else(|| address_broker(me, &context.config.kafka_advertised()?))
+}
+
+/// A broker at `host:port` (an IPv6 host in brackets).
+fn address_broker(id: i32, address: &str) -> Option<MetadataResponseBroker> {
+    let (host, port) = address.rsplit_once(':')?;
+    Some(broker(id, host, i32::from(port.parse::<u16>().ok()?)))
+}
+
+/// The broker that coordinates every group: this node while it may write,
+/// else the cluster's leader at its registered Kafka address; `None` when
+/// there is none a client could reach (no leader, or one without a Kafka
+/// address).
+fn coordinator_broker(context: &ShardContext, view: &ClusterView) -> Option<MetadataResponseBroker> {
+    if context.write_epoch().is_ok() {
+        return advertised_broker(context, view);
+    }
+    let leader = view.leader_id.filter(|leader| Some(*leader) != view.node_id)?;
+    view.members.live.iter().filter(|node| node.id == leader).find_map(live_broker)
 }
 
 fn broker(id: i32, host: &str, port: i32) -> MetadataResponseBroker {
@@ -194,8 +210,7 @@ fn broker(id: i32, host: &str, port: i32) -> MetadataResponseBroker {
 /// no Kafka client could reach it, and librdkafka and kafka-python would
 /// keep trying to connect to an address it does not have.
 fn live_broker(node: &LiveNode) -> Option<MetadataResponseBroker> {
-    let (host, port) = node.kafka_address.as_deref()?.rsplit_once(':')?;
-    Some(broker(i32::try_from(node.id).ok()?, host, i32::from(port.parse::<u16>().ok()?)))
+    address_broker(i32::try_from(node.id).ok()?, node.kafka_address.as_deref()?)
 }
 
 /// The brokers Metadata names: standalone, this node; in a cluster, every
@@ -203,8 +218,8 @@ fn live_broker(node: &LiveNode) -> Option<MetadataResponseBroker> {
 /// the membership from etcd (so a client always knows the one it asked).
 fn brokers(context: &ShardContext, view: &ClusterView) -> Vec<MetadataResponseBroker> {
     let mut brokers: Vec<MetadataResponseBroker> = view.members.live.iter().filter_map(live_broker).collect();
-    if !brokers.iter().any(|broker| broker.node_id.0 == broker_id(view)) && !context.config.kafka_listen.is_empty() {
-        brokers.push(advertised_broker(context, view));
+    if !brokers.iter().any(|broker| broker.node_id.0 == broker_id(view)) {
+        brokers.extend(advertised_broker(context, view));
     }
     brokers
 }
