@@ -13,8 +13,9 @@ import time
 from kafka import KafkaProducer
 
 bootstrap, topic, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
-# No InitProducerId yet (docs/KAFKA.md): idempotence off, so a retry after
-# a lost ack may store a record twice; the test checks nothing acked is lost.
+# Idempotence off on purpose (the idempotent failover is
+# confluent_failover.py): a retry after a lost ack may store a record
+# twice; this test checks that nothing acknowledged is lost.
 producer = KafkaProducer(
     bootstrap_servers=bootstrap,
     acks="all",
