@@ -82,6 +82,45 @@ pub(crate) fn create_topic(node: &Node, name: &str, partitions: u32) {
     node.client().call(Request::CreateTopic { name: name.into(), settings }).expect("create topic");
 }
 
+/// Fail, saying how to install it, unless python3 imports `module`: a
+/// Kafka client no one here wrote (`package` on PyPI).
+pub(crate) fn require_python_module(module: &str, package: &str) {
+    let found = Command::new("python3").args(["-c", &format!("import {module}")]).stderr(Stdio::null()).status();
+    assert!(
+        found.is_ok_and(|status| status.success()),
+        "{package} is not installed: the Kafka tests need it (bash tools/install-deps.sh)"
+    );
+}
+
+/// Start `tests/kafka/<script>` with `arguments`; each stdout line that
+/// `parse` turns into a value arrives on the channel (stderr is piped).
+pub(crate) fn spawn_script_lines<T: Send + 'static>(
+    script: &str,
+    arguments: &[&str],
+    parse: impl Fn(String) -> Option<T> + Send + 'static,
+) -> (std::process::Child, std::sync::mpsc::Receiver<T>) {
+    let path = format!("{}/tests/kafka/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new("python3")
+        .arg(path)
+        .args(arguments)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python3");
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if let Some(value) = parse(line) {
+                if sender.send(value).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (child, receiver)
+}
+
 /// Run kcat with `arguments` and `input` on stdin, bounded in time.
 pub(crate) fn kcat(arguments: &[&str], input: &[u8]) -> Output {
     let found = Command::new("kcat").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status();
@@ -263,11 +302,7 @@ fn kcat_lists_offsets_by_time_and_metadata_names_this_node() {
 
 #[test]
 fn kafka_python_creates_produces_consumes_by_partition_and_deletes() {
-    let found = Command::new("python3").args(["-c", "import kafka"]).stderr(Stdio::null()).status();
-    assert!(
-        found.is_ok_and(|status| status.success()),
-        "kafka-python is not installed: the Kafka tests need it (bash tools/install-deps.sh)"
-    );
+    require_python_module("kafka", "kafka-python");
     let node = start(2);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kafka/kafka_python_roundtrip.py");
     let output = Command::new("python3").args([script, &node.kafka, "from-python"]).output().unwrap();

@@ -28,7 +28,10 @@ use ringlog::protocol::{CommittedState, Request, Response};
 
 use crate::cluster::{health, wait_for, wait_for_role, Cluster};
 use crate::fixtures::create_topic;
-use crate::kafka::{crate_batch, kcat, kcat_consume, kcat_produce, native_consume, produce_request, KafkaClient};
+use crate::kafka::{
+    crate_batch, kcat, kcat_consume, kcat_produce, native_consume, produce_request, require_python_module,
+    spawn_script_lines, KafkaClient,
+};
 use crate::node::Node;
 
 /// `NOT_LEADER_OR_FOLLOWER`.
@@ -173,28 +176,15 @@ fn spawn_python_producer(
     topic: &str,
     count: u32,
 ) -> (std::process::Child, mpsc::Receiver<(u32, i64)>) {
-    let found = Command::new("python3").args(["-c", "import kafka"]).stderr(Stdio::null()).status();
-    assert!(found.is_ok_and(|status| status.success()), "kafka-python is not installed (bash tools/install-deps.sh)");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kafka/kafka_python_failover.py");
-    let mut child = Command::new("python3")
-        .args([script, bootstrap, topic, &count.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start python3");
-    let stdout = child.stdout.take().unwrap();
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let mut words = line.split_whitespace().skip(1);
-            if let (Some(Ok(index)), Some(Ok(offset))) = (words.next().map(str::parse), words.next().map(str::parse)) {
-                if sender.send((index, offset)).is_err() {
-                    return;
-                }
-            }
+    require_python_module("kafka", "kafka-python");
+    let count = count.to_string();
+    spawn_script_lines("kafka_python_failover.py", &[bootstrap, topic, &count], |line| {
+        let mut words = line.split_whitespace().skip(1);
+        match (words.next().map(str::parse), words.next().map(str::parse)) {
+            (Some(Ok(index)), Some(Ok(offset))) => Some((index, offset)),
+            _ => None,
         }
-    });
-    (child, receiver)
+    })
 }
 
 #[test]
@@ -290,36 +280,18 @@ fn spawn_confluent_producer(
     topic: &str,
     count: u32,
 ) -> (std::process::Child, mpsc::Receiver<Delivery>) {
-    let found = Command::new("python3").args(["-c", "import confluent_kafka"]).stderr(Stdio::null()).status();
-    assert!(
-        found.is_ok_and(|status| status.success()),
-        "confluent-kafka is not installed (bash tools/install-deps.sh)"
-    );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kafka/confluent_failover.py");
-    let mut child = Command::new("python3")
-        .args([script, bootstrap, topic, &count.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start python3");
-    let stdout = child.stdout.take().unwrap();
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            let delivery = match words.as_slice() {
-                ["acked", index, partition, offset] => match (index.parse(), partition.parse(), offset.parse()) {
-                    (Ok(index), Ok(partition), Ok(offset)) => Delivery::Acked { index, partition, offset },
-                    _ => Delivery::Failed(line.clone()),
-                },
+    require_python_module("confluent_kafka", "confluent-kafka");
+    let count = count.to_string();
+    spawn_script_lines("confluent_failover.py", &[bootstrap, topic, &count], |line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        Some(match words.as_slice() {
+            ["acked", index, partition, offset] => match (index.parse(), partition.parse(), offset.parse()) {
+                (Ok(index), Ok(partition), Ok(offset)) => Delivery::Acked { index, partition, offset },
                 _ => Delivery::Failed(line.clone()),
-            };
-            if sender.send(delivery).is_err() {
-                return;
-            }
-        }
-    });
-    (child, receiver)
+            },
+            _ => Delivery::Failed(line.clone()),
+        })
+    })
 }
 
 /// The values of `topic`'s partition as `node` stores them, by offset.

@@ -5,7 +5,7 @@
 //! fencing (generations, unknown members, rebalances, session timeouts)
 //! through requests encoded by the `kafka-protocol` crate.
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,7 +23,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use ringlog::protocol::{Acks, CommittedState, Request, Response};
 
-use crate::kafka::{closed_by_node, create_topic, KafkaClient, KafkaNode};
+use crate::kafka::{closed_by_node, create_topic, require_python_module, KafkaClient, KafkaNode};
 use crate::node::{free_port, produce_request, Node};
 
 /// A node with a Kafka listener and group settings from `environment`.
@@ -59,11 +59,7 @@ fn ringlog_cli(node: &Node, args: &[&str]) -> Output {
 }
 
 fn python_script(script: &str, arguments: &[&str]) -> String {
-    let found = Command::new("python3").args(["-c", "import confluent_kafka"]).stderr(Stdio::null()).status();
-    assert!(
-        found.is_ok_and(|status| status.success()),
-        "confluent-kafka is not installed: the Kafka tests need it (bash tools/install-deps.sh)"
-    );
+    require_python_module("confluent_kafka", "confluent-kafka");
     let output = Command::new("python3").arg(script).args(arguments).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{script}: {stderr}");

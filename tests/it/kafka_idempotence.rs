@@ -5,7 +5,7 @@
 //! byte for byte, and with confluent-kafka (librdkafka) producing with
 //! `enable.idempotence=true`.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
@@ -13,7 +13,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
-use crate::kafka::{create_topic, native_consume, produce_request, start, KafkaClient};
+use crate::kafka::{create_topic, native_consume, produce_request, require_python_module, start, KafkaClient};
 
 /// One idempotent Kafka batch of `values` from producer `id` at `epoch`,
 /// its first record at `sequence`.
@@ -118,11 +118,7 @@ fn idempotent_batch_is_deduplicated_after_the_node_crashes_and_restarts() {
 
 #[test]
 fn confluent_kafka_idempotent_producer_delivers_every_record_once() {
-    let found = Command::new("python3").args(["-c", "import confluent_kafka"]).stderr(Stdio::null()).status();
-    assert!(
-        found.is_ok_and(|status| status.success()),
-        "confluent-kafka is not installed: the Kafka tests need it (bash tools/install-deps.sh)"
-    );
+    require_python_module("confluent_kafka", "confluent-kafka");
     let node = start(2);
     create_topic(&node.node, "kafka-idempotent-librdkafka", 2);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kafka/confluent_idempotent_produce.py");
