@@ -726,16 +726,21 @@ mod tests {
         GroupsConfig { min_session_timeout_ms: 100, ..GroupsConfig::default() }
     }
 
-    fn join(groups: &Groups, member_id: &str, now_ms: u64) -> async_channel::Receiver<GroupAnswer> {
-        let (reply, answer) = async_channel::bounded(1);
-        let args = JoinArgs {
+    /// A consumer join of `member_id` offering `protocol`.
+    fn join_args(member_id: &str, protocol: &str) -> JoinArgs {
+        JoinArgs {
             member_id: member_id.to_string(),
             client_id: "c".into(),
             session_timeout_ms: 10_000,
             rebalance_timeout_ms: 1_000,
             protocol_type: "consumer".into(),
-            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
-        };
+            protocols: vec![(protocol.into(), Bytes::from_static(b"m"))],
+        }
+    }
+
+    fn join(groups: &Groups, member_id: &str, now_ms: u64) -> async_channel::Receiver<GroupAnswer> {
+        let (reply, answer) = async_channel::bounded(1);
+        let args = join_args(member_id, "range");
         groups.serve(GroupCall { group: "g".into(), op: GroupOp::Join(args), reply }, &limits(), now_ms);
         answer
     }
@@ -814,14 +819,7 @@ mod tests {
         let groups = Groups::default();
         joined(&join(&groups, "", 0));
         let (reply, answer) = async_channel::bounded(1);
-        let args = JoinArgs {
-            member_id: String::new(),
-            client_id: "c".into(),
-            session_timeout_ms: 10_000,
-            rebalance_timeout_ms: 1_000,
-            protocol_type: "consumer".into(),
-            protocols: vec![("roundrobin".into(), Bytes::new())],
-        };
+        let args = join_args("", "roundrobin");
         groups.serve(GroupCall { group: "g".into(), op: GroupOp::Join(args), reply }, &limits(), 1);
         assert!(matches!(answer.try_recv(), Ok(GroupAnswer::Joined(Err(GroupError::InconsistentProtocol)))));
         assert_eq!(groups.describe("g").members.len(), 1);
@@ -833,14 +831,7 @@ mod tests {
         let groups = Groups::default();
         let one_group = GroupsConfig { max_groups: 1, ..limits() };
         let (reply, answer) = async_channel::bounded(1);
-        let args = JoinArgs {
-            member_id: String::new(),
-            client_id: "c".into(),
-            session_timeout_ms: 10_000,
-            rebalance_timeout_ms: 1_000,
-            protocol_type: "consumer".into(),
-            protocols: vec![("range".into(), Bytes::new())],
-        };
+        let args = join_args("", "range");
         let member = joined(&join(&groups, "", 0)).member_id;
         groups.serve(GroupCall { group: "other".into(), op: GroupOp::Join(args), reply }, &one_group, 0);
         assert!(matches!(answer.try_recv(), Ok(GroupAnswer::Joined(Err(GroupError::TooManyGroups)))));

@@ -472,6 +472,12 @@ fn fetch_of_several_partitions_wakes_when_any_of_them_gets_records() {
 
 /// One Kafka batch of `values` encoded by the crate's own encoder.
 pub(crate) fn crate_batch(values: &[&[u8]]) -> Bytes {
+    producer_batch(-1, -1, 0, values)
+}
+
+/// One Kafka batch of `values` from producer `id` at `epoch` (-1, -1: not
+/// idempotent), its first record at `sequence`, encoded by the crate.
+pub(crate) fn producer_batch(id: i64, epoch: i16, sequence: i32, values: &[&[u8]]) -> Bytes {
     let records: Vec<Record> = values
         .iter()
         .enumerate()
@@ -480,13 +486,13 @@ pub(crate) fn crate_batch(values: &[&[u8]]) -> Bytes {
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id: id,
+            producer_epoch: epoch,
             timestamp_type: TimestampType::Creation,
             offset: index as i64,
             // The crate starts a new batch wherever offset - sequence
             // changes: a sequence that follows the offset keeps one batch.
-            sequence: index as i32,
+            sequence: sequence + index as i32,
             timestamp: 1_000 + index as i64,
             key: None,
             value: Some(Bytes::copy_from_slice(value)),

@@ -7,40 +7,20 @@
 
 use std::process::Command;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::{
     ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId,
 };
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
-use crate::kafka::{create_topic, native_consume, produce_request, require_python_module, start, KafkaClient};
+use crate::kafka::{
+    create_topic, native_consume, produce_request, producer_batch, require_python_module, start, KafkaClient,
+};
 
 /// One idempotent Kafka batch of `values` from producer `id` at `epoch`,
 /// its first record at `sequence`.
 fn idempotent_batch(id: i64, epoch: i16, sequence: i32, values: &[&str]) -> Bytes {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(index, value)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: id,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: index as i64,
-            sequence: sequence + index as i32,
-            timestamp: 1_000 + index as i64,
-            key: None,
-            value: Some(Bytes::copy_from_slice(value.as_bytes())),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut out = BytesMut::new();
-    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
-    RecordBatchEncoder::encode(&mut out, &records, &options).unwrap();
-    out.freeze()
+    let values: Vec<&[u8]> = values.iter().map(|value| value.as_bytes()).collect();
+    producer_batch(id, epoch, sequence, &values)
 }
 
 /// (error code, base offset) of the one partition a Produce named.
