@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::security::settings::TlsSettings;
 use crate::storage::config::{current_key_name, older_key_name};
 use crate::storage::StorageConfig;
 
@@ -174,6 +175,8 @@ pub struct NodeConfig {
     pub cluster: ClusterConfig,
     /// Kafka consumer-group bounds.
     pub groups: GroupsConfig,
+    /// TLS on the listeners and between nodes (`[tls]`, SPEC §11).
+    pub tls: TlsSettings,
 }
 
 impl Default for NodeConfig {
@@ -190,12 +193,13 @@ impl Default for NodeConfig {
             limits: LimitsConfig::default(),
             cluster: ClusterConfig::default(),
             groups: GroupsConfig::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
 
 /// Sections whose keys an environment variable can name as `RINGLOG_<SECTION>_<KEY>`.
-const SECTIONS: [&str; 4] = ["storage", "limits", "cluster", "groups"];
+const SECTIONS: [&str; 5] = ["storage", "limits", "cluster", "groups", "tls"];
 
 fn env_value(text: &str, is_list: bool) -> toml::Value {
     if is_list {
@@ -294,6 +298,9 @@ pub enum ConfigError {
         /// The refused value.
         value: String,
     },
+    /// The `[tls]` section is refused.
+    #[error(transparent)]
+    Tls(crate::security::settings::TlsSettingsError),
     /// A storage setting is refused (`StorageConfig::validate`).
     #[error(transparent)]
     Storage(#[from] crate::storage::config::ConfigError),
@@ -352,8 +359,12 @@ fn apply_environment(
             None => Some(&known),
         };
         // Optional settings have no default, so they are absent from the rendered defaults.
-        let optional =
-            matches!((section, field.as_str()), (None, "admin_token") | (Some("cluster"), "advertise" | "secret"));
+        let optional = matches!(
+            (section, field.as_str()),
+            (None, "admin_token")
+                | (Some("cluster"), "advertise" | "secret")
+                | (Some("tls"), "cert_file" | "key_file" | "client_ca_file" | "ca_file")
+        );
         let known_field = target_known.is_some_and(|table| table.contains_key(&field)) || optional;
         if !known_field {
             return Err(ConfigError::UnknownVariable { name });
@@ -420,7 +431,8 @@ impl NodeConfig {
             });
         }
         self.validate_cluster()?;
-        self.validate_replica_fetch()
+        self.validate_replica_fetch()?;
+        self.tls.validate().map_err(ConfigError::Tls)
     }
 
     /// Frames, records and batches fit inside each other; every queue and

@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
+
+use crate::security::tls::ClientTls;
 
 /// Largest admin response the client reads.
 pub const MAX_ADMIN_RESPONSE_BYTES: usize = 16 << 20;
@@ -30,22 +31,36 @@ impl AdminResponse {
     }
 }
 
-/// Send `method path` to the admin API at `address` (`host:port`).
+/// Send `method path` to the admin API at `address` (`host:port`), over
+/// TLS when `tls` is given (the certificate must name the host).
 pub async fn request(
     address: &str,
     method: hyper::Method,
     path: &str,
     token: Option<&str>,
+    body: Option<String>,
+    tls: &ClientTls,
     timeout: Duration,
 ) -> Result<AdminResponse, String> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let mut builder = hyper::Request::builder().method(method).uri(format!("http://{address}{path}"));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut builder = hyper::Request::builder()
+        .method(method)
+        .uri(format!("{scheme}://{address}{path}"))
+        .header(hyper::header::HOST, address);
     if let Some(token) = token {
         builder = builder.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
     }
-    let request = builder.body(Empty::new()).map_err(|error| error.to_string())?;
+    if body.is_some() {
+        builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let request = builder.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|error| error.to_string())?;
     let exchange = async {
-        let response = client.request(request).await.map_err(|error| format!("{address}: {error}"))?;
+        let stream = open(address, tls).await.map_err(|error| format!("{address}: {error}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|error| format!("{address}: {error}"))?;
+        tokio::spawn(connection);
+        let response = sender.send_request(request).await.map_err(|error| format!("{address}: {error}"))?;
         let status = response.status().as_u16();
         let body = Limited::new(response.into_body(), MAX_ADMIN_RESPONSE_BYTES)
             .collect()
@@ -58,4 +73,17 @@ pub async fn request(
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| format!("{address}: no answer within {} ms", timeout.as_millis()))?
+}
+
+/// A byte stream to an admin listener: TCP, or TLS over TCP.
+trait ByteStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> ByteStream for T {}
+
+async fn open(address: &str, tls: &ClientTls) -> std::io::Result<Box<dyn ByteStream>> {
+    let stream = tokio::net::TcpStream::connect(address).await?;
+    let Some(config) = tls else { return Ok(Box::new(stream)) };
+    let name = crate::security::tls::server_name(address)
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+    Ok(Box::new(tokio_rustls::TlsConnector::from(std::sync::Arc::clone(config)).connect(name, stream).await?))
 }

@@ -24,12 +24,15 @@ const LEADER_NODES_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct LoopbackClient {
     /// The client listener's loopback address.
     pub address: String,
+    /// The node's TLS (the listener's own certificate is the one trusted).
+    pub tls: Arc<crate::security::listeners::NodeTls>,
 }
 
 impl NodeClient for LoopbackClient {
     fn call(&self, request: Request) -> Pending<'_, Result<Response, CallFailure>> {
         Box::pin(async move {
-            let mut client = Client::new(vec![self.address.clone()], LOOPBACK_RETRY_BUDGET);
+            let tls = self.tls.loopback_client(crate::security::settings::Listener::Client);
+            let mut client = Client::new(vec![self.address.clone()], LOOPBACK_RETRY_BUDGET).with_tls(tls);
             client
                 .call(&request)
                 .await
@@ -44,6 +47,8 @@ pub struct ClusterAdmin {
     pub plane: Arc<ControlPlane>,
     /// The cluster view (this node's role and id).
     pub cluster: Arc<ClusterState>,
+    /// How to reach another node's admin API (TLS when ours serves it).
+    pub tls: Arc<crate::security::listeners::NodeTls>,
 }
 
 impl ClusterServices for ClusterAdmin {
@@ -95,6 +100,8 @@ impl ClusterAdmin {
             axum::http::Method::GET,
             "/api/nodes",
             None,
+            None,
+            &self.tls.admin_client(),
             LEADER_NODES_TIMEOUT,
         )
         .await

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::admin::http::AdminState;
 use crate::config::NodeConfig;
+use crate::security::listeners::NodeTls;
 use crate::shard::topics::{TopicMeta, TopicRegistry};
 use crate::shard::ShardId;
 use crate::state::cluster::ClusterState;
@@ -31,12 +32,13 @@ pub(super) struct Shared {
     pub(super) metrics: Arc<NodeMetrics>,
     pub(super) cluster: Arc<ClusterState>,
     pub(super) progress: Arc<ReplicationProgress>,
+    pub(super) tls: Arc<NodeTls>,
 }
 
 impl Shared {
     /// The shared state of a node with `topics` and `shards` data shards
     /// (clustered when etcd endpoints are configured).
-    pub(super) fn new(config: NodeConfig, topics: Vec<TopicMeta>, shards: usize) -> Shared {
+    pub(super) fn new(config: NodeConfig, topics: Vec<TopicMeta>, shards: usize, tls: Arc<NodeTls>) -> Shared {
         assert!(shards > 0, "shards are resolved before the shared state is built");
         let connections = Arc::new(ConnectionCount::default());
         let cluster = match config.cluster.etcd.is_empty() {
@@ -51,6 +53,7 @@ impl Shared {
             connections,
             cluster,
             progress: ReplicationProgress::new(shards),
+            tls,
         }
     }
 
@@ -65,7 +68,10 @@ impl Shared {
         AdminState {
             registry: Arc::clone(&self.registry),
             metrics: Arc::clone(&self.metrics),
-            client: Arc::new(LoopbackClient { address: loopback_address(&self.config.listen) }),
+            client: Arc::new(LoopbackClient {
+                address: loopback_address(&self.config.listen),
+                tls: Arc::clone(&self.tls),
+            }),
             admin_token: self.config.admin_token.clone(),
             cluster: Arc::clone(&self.cluster),
             cluster_services: None,

@@ -3,6 +3,7 @@
 
 mod admin;
 mod alloc;
+mod certs;
 mod cli;
 mod cluster;
 mod common;
@@ -25,6 +26,7 @@ mod replication;
 mod safety;
 mod storage_log;
 mod storage_recovery;
+mod tls;
 
 #[global_allocator]
 static ALLOCATOR: alloc::CountingAllocator = alloc::CountingAllocator;
