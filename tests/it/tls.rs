@@ -281,3 +281,78 @@ fn wait_until(mut condition: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn kcat_produces_and_consumes_over_tls_and_a_plaintext_kafka_client_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new(dir.path(), "ringlog-test");
+    let kafka = free_address();
+    let node = tls_node(dir.path(), &authority.server(dir.path(), "node"), &[("RINGLOG_KAFKA_LISTEN", &kafka)]);
+    let ca = authority.ca_file.display().to_string();
+    let create = Request::CreateTopic { name: "kafka-tls".into(), settings: TopicSettings::default() };
+    call(&node.address, &authority.client_tls(None), &create).unwrap();
+    let ssl = ["-X", "security.protocol=ssl", "-X"];
+    let ca_location = format!("ssl.ca.location={ca}");
+    let mut produce = vec!["-b", kafka.as_str(), "-P", "-t", "kafka-tls", "-p", "0"];
+    produce.extend_from_slice(&ssl);
+    produce.push(&ca_location);
+    let produced = crate::kafka::kcat(&produce, b"alpha\nbeta\n");
+    let produce_errors = String::from_utf8_lossy(&produced.stderr).to_string();
+    assert!(produced.status.success() && !produce_errors.contains("ERROR"), "{produce_errors}");
+    let mut consume = vec!["-b", kafka.as_str(), "-C", "-t", "kafka-tls", "-p", "0", "-o", "beginning", "-e"];
+    consume.extend_from_slice(&ssl);
+    consume.push(&ca_location);
+    let consumed = crate::kafka::kcat(&consume, b"");
+    assert_eq!(stdout(&consumed).lines().collect::<Vec<_>>(), ["alpha", "beta"], "{}", stderr(&consumed));
+    // The same client in plaintext gets no metadata: the port speaks TLS only.
+    let plaintext =
+        crate::kafka::kcat(&["-b", &kafka, "-L", "-m", "3", "-X", "socket.connection.setup.timeout.ms=2000"], b"");
+    assert!(!plaintext.status.success(), "plaintext Kafka is refused: {}", stdout(&plaintext));
+}
+
+/// A config file serving mutual TLS on the replication listener only (the
+/// test harness reads health and node lists over plaintext admin HTTP).
+/// Its peers are trusted through `ca`.
+fn replication_tls_config(dir: &Path, name: &str, leaf: &Leaf, client_ca: &Path, ca: &Path) -> String {
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\nca_file = {:?}\n\
+         [tls.client]\nenabled = false\n[tls.admin]\nenabled = false\n",
+        leaf.cert_file, leaf.key_file, client_ca, ca
+    );
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn followers_replicate_over_mutual_tls_and_a_node_with_a_foreign_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new(dir.path(), "cluster");
+    let leaf = authority.server(dir.path(), "member");
+    let config = replication_tls_config(dir.path(), "member", &leaf, &authority.ca_file, &authority.ca_file);
+    let mut cluster = crate::cluster::Cluster::with_replication(2_000, 2);
+    cluster.flags = vec!["--config".into(), config];
+    let ([_a, _b], [leader, _follower]) = cluster.start_in_sync::<2>();
+    crate::fixtures::create_topic(&leader, "replicated", 1);
+    let produced = leader.client().call(crate::node::produce_request(
+        "replicated",
+        0,
+        ringlog::protocol::Acks::All,
+        &["over-tls".to_string()],
+    ));
+    assert!(produced.is_ok(), "acks=all is met through the TLS follower: {produced:?}");
+    // A node whose certificate comes from another CA is not let in, even
+    // though it trusts the leader's: the leader refuses its certificate.
+    let stranger = Authority::new(dir.path(), "stranger");
+    let foreign = stranger.server(dir.path(), "foreign");
+    let foreign_config = replication_tls_config(dir.path(), "foreign", &foreign, &stranger.ca_file, &authority.ca_file);
+    cluster.flags = vec!["--config".into(), foreign_config];
+    let outsider = cluster.member("c");
+    let _outsider_node = cluster.start(&outsider);
+    std::thread::sleep(Duration::from_secs(3));
+    let view = crate::fixtures::nodes_view(&leader);
+    let connected: Vec<_> = view.iter().filter(|node| node["connected"] == true).collect();
+    assert_eq!(connected.len(), 2, "only the leader and the trusted follower are connected: {view:?}");
+    let log = crate::cluster::log_of(&outsider);
+    assert!(log.contains("UnknownCA"), "the outsider hears the leader's refusal of its certificate: {log}");
+}
