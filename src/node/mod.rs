@@ -89,6 +89,7 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
         Ok(admin) => admin,
         Err(error) => return Err(stop_shards(handles, error)),
     };
+    startup::warn_if_exposed(&shared.config);
     announce(&shared.config, shards);
     join_node(handles, admin)
 }

@@ -487,3 +487,47 @@ impl ServerCertVerifier for AnyCertificate {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &[u8], mode: u32) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_key_file_the_group_or_others_can_access_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            let key = write(dir.path(), "node.key", b"irrelevant", mode);
+            let error = read_private_key(&key).unwrap_err();
+            assert!(matches!(error, TlsError::KeyNotPrivate { mode: refused, .. } if refused == mode), "{error}");
+            assert!(error.to_string().contains("chmod 600"));
+        }
+        let key = write(dir.path(), "node.key", b"not pem", 0o600);
+        assert!(matches!(read_private_key(&key), Err(TlsError::Pem { .. })), "a private file is read, then parsed");
+    }
+
+    #[test]
+    fn a_pem_file_larger_than_any_certificate_is_refused_without_reading_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.pem");
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(MAX_PEM_FILE_BYTES + 1).unwrap();
+        assert!(matches!(read_certificates(&path), Err(TlsError::TooLarge { .. })));
+        let empty = write(dir.path(), "empty.pem", b"", 0o644);
+        assert!(matches!(read_certificates(&empty), Err(TlsError::Pem { .. })), "no certificate is an error");
+    }
+
+    #[test]
+    fn the_name_a_server_certificate_must_carry_is_the_host_of_the_address() {
+        assert_eq!(server_name("127.0.0.1:7070").unwrap(), ServerName::try_from("127.0.0.1").unwrap());
+        assert_eq!(server_name("[::1]:7070").unwrap(), ServerName::try_from("::1").unwrap());
+        assert_eq!(server_name("broker.example:9092").unwrap(), ServerName::try_from("broker.example").unwrap());
+        assert!(server_name("bad host:1").is_err());
+    }
+}
