@@ -23,17 +23,24 @@ export RINGLOG_SERVER="127.0.0.1:$port"
 results="$dir/results.tsv"
 : >"$results"
 
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench \
-    -addext "subjectAltName=IP:127.0.0.1" -keyout "$dir/node.key" -out "$dir/node.pem" 2>/dev/null
-chmod 600 "$dir/node.key"
+# A CA and a leaf it signs (a self-signed CA certificate cannot serve as
+# the leaf: rustls refuses a CA used as an end entity).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca \
+    -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=bench \
+    -keyout "$dir/node.key" -out "$dir/node.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >"$dir/leaf.ext"
+openssl x509 -req -in "$dir/node.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+    -extfile "$dir/leaf.ext" -out "$dir/node.pem" 2>/dev/null
+chmod 600 "$dir/node.key" "$dir/ca.key"
 
 start_node() { # mode
     rm -rf "$dir/data"
     local tls=()
     if [[ $1 == tls ]]; then
-        tls=(env RINGLOG_TLS_CERT_FILE="$dir/node.pem" RINGLOG_TLS_KEY_FILE="$dir/node.key")
+        tls=(RINGLOG_TLS_CERT_FILE="$dir/node.pem" RINGLOG_TLS_KEY_FILE="$dir/node.key")
     fi
-    "${tls[@]}" RINGLOG_STORAGE_FSYNC=never RUST_LOG=warn "$binary" serve --data-dir "$dir/data" \
+    env "${tls[@]}" RINGLOG_STORAGE_FSYNC=never RUST_LOG=warn "$binary" serve --data-dir "$dir/data" \
         --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --kafka-listen "" >"$dir/serve.log" 2>&1 &
     node_pid=$!
     for _ in $(seq 100); do grep -q listening "$dir/serve.log" 2>/dev/null && return; sleep 0.1; done
@@ -63,7 +70,7 @@ for round in $(seq "$rounds"); do
     ((round % 2 == 0)) && order=(tls plaintext)
     for mode in "${order[@]}"; do
         client=()
-        [[ $mode == tls ]] && client=(--tls-ca "$dir/node.pem")
+        [[ $mode == tls ]] && client=(--tls-ca "$dir/ca.pem")
         start_node "$mode"
         usage_begin "$dir"
         result=$("$binary" bench produce "${client[@]}" --topic t --partitions 2 --producers 2 --total-bytes "$total" --json | tail -1)

@@ -138,9 +138,17 @@ pub struct ClientTrust {
 }
 
 /// The crypto this node uses everywhere: ring's (AES-GCM and ChaCha20
-/// suites, X25519 and P-256 key exchange).
+/// suites, X25519 and P-256 key exchange), AES-128-GCM first: as safe as
+/// AES-256 here (128-bit keys are far beyond brute force) and a third
+/// cheaper per byte, which is what a log's throughput pays.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    let aes_128_first = |suite: &rustls::SupportedCipherSuite| {
+        let name = format!("{:?}", suite.suite());
+        !name.contains("AES_128")
+    };
+    provider.cipher_suites.sort_by_key(aes_128_first);
+    Arc::new(provider)
 }
 
 /// TLS 1.3 alone.
@@ -536,6 +544,14 @@ mod tests {
         assert!(matches!(read_certificates(&path), Err(TlsError::TooLarge { .. })));
         let empty = write(dir.path(), "empty.pem", b"", 0o644);
         assert!(matches!(read_certificates(&empty), Err(TlsError::Pem { .. })), "no certificate is an error");
+    }
+
+    #[test]
+    fn aes_128_gcm_is_offered_first() {
+        let suites = provider().cipher_suites.clone();
+        let first_tls13 = suites.iter().find(|suite| suite.version() == &rustls::version::TLS13).unwrap();
+        assert_eq!(first_tls13.suite(), rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+        assert!(suites.iter().any(|suite| suite.suite() == rustls::CipherSuite::TLS13_AES_256_GCM_SHA384), "kept");
     }
 
     #[test]
