@@ -13,6 +13,7 @@ pub mod protocol;
 pub mod replication;
 pub mod requests;
 pub mod runtime;
+pub mod security;
 pub mod shard;
 pub mod state;
 pub mod storage;
