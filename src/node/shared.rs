@@ -66,7 +66,7 @@ impl Shared {
             registry: Arc::clone(&self.registry),
             metrics: Arc::clone(&self.metrics),
             client: Arc::new(LoopbackClient { address: loopback_address(&self.config.listen) }),
-            admin_token: self.config.admin_token.clone(),
+            admin_token: self.config.admin_token.as_ref().map(|token| token.expose().to_string()),
             cluster: Arc::clone(&self.cluster),
             cluster_services: None,
         }
