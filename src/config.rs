@@ -433,8 +433,7 @@ fn apply_environment(
             None => Some(&known),
         };
         // Optional settings have no default, so they are absent from the rendered defaults.
-        let optional =
-            matches!(
+        let optional = matches!(
             (section, field.as_str()),
             (None, "admin_token") | (Some("cluster"), "advertise" | "secret") | (Some("auth"), "users_file")
         );

@@ -215,6 +215,9 @@ impl Worker {
         let connection = Connection::connect(address)
             .await
             .map_err(|error| ClientError::Unreachable { servers: address.into(), last: error.to_string() })?;
+        if let Some(credentials) = args.server.credentials() {
+            connection.authenticate(&credentials).await?;
+        }
         Ok(Worker {
             connection: Arc::new(connection),
             topic: args.topic.clone(),

@@ -24,12 +24,15 @@ const LEADER_NODES_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct LoopbackClient {
     /// The client listener's loopback address.
     pub address: String,
+    /// The node's internal admin (`[auth]` on): mutations authenticate as it.
+    pub credentials: Option<crate::net::client::Credentials>,
 }
 
 impl NodeClient for LoopbackClient {
     fn call(&self, request: Request) -> Pending<'_, Result<Response, CallFailure>> {
         Box::pin(async move {
-            let mut client = Client::new(vec![self.address.clone()], LOOPBACK_RETRY_BUDGET);
+            let mut client = Client::new(vec![self.address.clone()], LOOPBACK_RETRY_BUDGET)
+                .with_credentials(self.credentials.clone());
             client
                 .call(&request)
                 .await

@@ -21,6 +21,7 @@ mod shard;
 mod shared;
 mod startup;
 mod tasks;
+mod users;
 
 pub use error::{NodeError, ShardError};
 
@@ -56,8 +57,9 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
     let topics = TopicMeta::load_all(&config.data_dir)
         .map_err(|source| NodeError::LoadTopics { data_dir: config.data_dir.clone(), source })?;
     let shards = shard_count(&config);
+    let users = users::load(&config)?;
     install_signal_handlers()?;
-    let shared = Shared::new(config, topics, shards);
+    let shared = Shared::new(config, topics, shards, users);
     let (ready_sender, ready_receiver) = mpsc::channel::<Result<ShardId, ShardError>>();
     // The template is dropped at the end of this statement, so the shards
     // hold the only senders: a shard that dies unannounced ends the wait

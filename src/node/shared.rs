@@ -18,6 +18,7 @@ use crate::state::progress::ReplicationProgress;
 use super::admin_services::LoopbackClient;
 use super::shard::ShardConfig;
 use super::startup::loopback_address;
+use super::users::NodeUsers;
 use super::ShardError;
 
 /// Handles to everything the shards and the control thread share.
@@ -31,12 +32,14 @@ pub(super) struct Shared {
     pub(super) metrics: Arc<NodeMetrics>,
     pub(super) cluster: Arc<ClusterState>,
     pub(super) progress: Arc<ReplicationProgress>,
+    /// The users clients authenticate as (`[auth]`).
+    pub(super) users: super::users::NodeUsers,
 }
 
 impl Shared {
     /// The shared state of a node with `topics` and `shards` data shards
     /// (clustered when etcd endpoints are configured).
-    pub(super) fn new(config: NodeConfig, topics: Vec<TopicMeta>, shards: usize) -> Shared {
+    pub(super) fn new(config: NodeConfig, topics: Vec<TopicMeta>, shards: usize, users: NodeUsers) -> Shared {
         assert!(shards > 0, "shards are resolved before the shared state is built");
         let connections = Arc::new(ConnectionCount::default());
         let cluster = match config.cluster.etcd.is_empty() {
@@ -51,6 +54,7 @@ impl Shared {
             connections,
             cluster,
             progress: ReplicationProgress::new(shards),
+            users,
         }
     }
 
@@ -65,7 +69,10 @@ impl Shared {
         AdminState {
             registry: Arc::clone(&self.registry),
             metrics: Arc::clone(&self.metrics),
-            client: Arc::new(LoopbackClient { address: loopback_address(&self.config.listen) }),
+            client: Arc::new(LoopbackClient {
+                address: loopback_address(&self.config.listen),
+                credentials: self.users.internal_admin.clone(),
+            }),
             admin_token: self.config.admin_token.as_ref().map(|token| token.expose().to_string()),
             cluster: Arc::clone(&self.cluster),
             cluster_services: None,

@@ -163,7 +163,11 @@ fn partition_response_examples() -> Vec<(ApiKey, Response, &'static str)> {
         (ApiKey::FindOffset, Response::FindOffset { offset: Some(4) }, "0e000000 | 09000000 0000 0400000000000000"),
         (ApiKey::FindOffset, Response::FindOffset { offset: None }, "0e000000 | 09000000 0000 ffffffffffffffff"),
         (ApiKey::SaslStart, Response::SaslStart { message: b"r=".to_vec() }, "0c000000 | 09000000 0000 02000000 723d"),
-        (ApiKey::SaslContinue, Response::SaslContinue { message: b"v=".to_vec() }, "0c000000 | 09000000 0000 02000000 763d"),
+        (
+            ApiKey::SaslContinue,
+            Response::SaslContinue { message: b"v=".to_vec() },
+            "0c000000 | 09000000 0000 02000000 763d",
+        ),
     ]
 }
 

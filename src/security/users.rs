@@ -117,12 +117,28 @@ impl UserRecord {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Users {
     by_name: BTreeMap<String, User>,
+    /// The node's own admin (its admin API's loopback client): found by
+    /// `lookup`, never listed, never saved.
+    internal: Option<User>,
 }
+
+/// The internal admin's name: `:` is not allowed in user names, so no
+/// users-file entry can take it.
+pub const INTERNAL_ADMIN: &str = "ringlog:internal-admin";
 
 impl Users {
     /// The user called `name`.
     pub fn lookup(&self, name: &str) -> Option<&User> {
-        self.by_name.get(name)
+        match &self.internal {
+            Some(internal) if name == INTERNAL_ADMIN => Some(internal),
+            _ => self.by_name.get(name),
+        }
+    }
+
+    /// These users and the node's internal admin (replacing an earlier one).
+    pub fn with_internal_admin(&self, credential: StoredCredential) -> Users {
+        let principal = Principal { name: INTERNAL_ADMIN.to_string(), role: Role::Admin, topics: TopicPattern::Any };
+        Users { by_name: self.by_name.clone(), internal: Some(User { principal, credential }) }
     }
 
     /// Every user, by name.
@@ -258,6 +274,17 @@ mod tests {
         assert!(loaded.lookup("alice").unwrap().credential.verify_password(b"secret"));
         let text = String::from_utf8(std::fs::read(&path).unwrap()).unwrap();
         assert!(!text.contains("secret"), "never a plaintext password");
+    }
+
+    #[test]
+    fn the_internal_admin_is_found_but_never_listed_or_saved() {
+        let credential = StoredCredential::derive(b"random", b"salt", 4096).unwrap();
+        let users = Users::default().with_user(user("alice", Role::Consumer)).unwrap().with_internal_admin(credential);
+        assert_eq!(users.lookup(INTERNAL_ADMIN).unwrap().principal.role, Role::Admin);
+        assert_eq!(users.iter().count(), 1);
+        assert!(!String::from_utf8(users.to_json()).unwrap().contains("internal"));
+        assert!(users.without_user("alice").unwrap().lookup(INTERNAL_ADMIN).is_some(), "kept across changes");
+        assert!(check_username(INTERNAL_ADMIN).is_err());
     }
 
     #[test]

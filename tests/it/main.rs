@@ -3,6 +3,7 @@
 
 mod admin;
 mod alloc;
+mod auth;
 mod cli;
 mod cluster;
 mod common;

@@ -1,0 +1,223 @@
+//! Client authentication and roles on a real node (`[auth]`,
+//! docs/SECURITY.md): the SCRAM handshake before anything else, one error
+//! frame and a close for everything unauthenticated, role checks after it,
+//! failures counted and rate limited per source, and no secret in the
+//! node's output.
+
+use std::path::{Path, PathBuf};
+
+use ringlog::protocol::{decode_response, Acks, ErrorCode, ErrorResponse, Request, Response, TopicSettings};
+use ringlog::security::scram::{new_nonce, ScramClient, MECHANISM};
+use ringlog::security::users::{new_user, save};
+use ringlog::security::{Principal, Role, Users};
+
+use crate::admin::{http, json};
+use crate::fixtures::StandaloneNode;
+use crate::node::{produce_request, Client};
+
+const ADMIN_PASSWORD: &str = "admin-password-must-not-leak";
+
+/// A users file with `users` (name, role, topic pattern, password).
+fn users_file(dir: &Path, users: &[(&str, Role, &str, &str)]) -> PathBuf {
+    let mut all = Users::default();
+    for (name, role, topics, password) in users {
+        let principal = Principal { name: name.to_string(), role: *role, topics: topics.parse().unwrap() };
+        all = all.with_user(new_user(principal, password.as_bytes(), 4096).unwrap()).unwrap();
+    }
+    let path = dir.join("users.json");
+    save(&path, &all).unwrap();
+    path
+}
+
+/// A node with `[auth]` on and an admin, a producer of `orders*` and a
+/// consumer of `orders`; extra environment on top.
+fn secured_node(dir: &Path, shards: usize, environment: &[(&str, &str)]) -> StandaloneNode {
+    let path = users_file(
+        dir,
+        &[
+            ("root", Role::Admin, "*", ADMIN_PASSWORD),
+            ("writer", Role::Producer, "orders*", "writer-password"),
+            ("reader", Role::Consumer, "orders", "reader-password"),
+        ],
+    );
+    let path = path.to_str().unwrap().to_string();
+    let mut settings = vec![("RINGLOG_AUTH_ENABLED", "true"), ("RINGLOG_AUTH_USERS_FILE", path.as_str())];
+    settings.extend_from_slice(environment);
+    StandaloneNode::start_with(shards, &settings)
+}
+
+/// Run the SCRAM handshake on `client`; the server's error if it refuses.
+fn authenticate(client: &mut Client, user: &str, password: &str) -> Result<(), ErrorResponse> {
+    let (scram, client_first) = ScramClient::new(user, password.as_bytes(), &new_nonce().unwrap()).unwrap();
+    let server_first = match client.call(Request::SaslStart { mechanism: MECHANISM.into(), message: client_first })? {
+        Response::SaslStart { message } => message,
+        other => panic!("unexpected {other:?}"),
+    };
+    let (scram, client_final) = scram.respond(&server_first).unwrap();
+    match client.call(Request::SaslContinue { message: client_final })? {
+        Response::SaslContinue { message } => scram.verify(&message).map_err(|error| panic!("{error}")),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn logged_in(node: &StandaloneNode, user: &str, password: &str) -> Client {
+    let mut client = node.client();
+    authenticate(&mut client, user, password).unwrap_or_else(|error| panic!("{user}: {error:?}"));
+    client
+}
+
+fn error_code(outcome: Result<Response, ErrorResponse>) -> ErrorCode {
+    match outcome {
+        Ok(response) => panic!("expected a refusal, got {response:?}"),
+        Err(error) => error.code,
+    }
+}
+
+fn create(name: &str) -> Request {
+    Request::CreateTopic { name: name.into(), settings: TopicSettings { partitions: 1, ..Default::default() } }
+}
+
+fn metric(node: &StandaloneNode, name: &str) -> u64 {
+    let text = http(&node.admin, "GET", "/metrics", None, None).1;
+    let line = text.lines().find(|line| line.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}"));
+    line[name.len()..].trim().parse().unwrap()
+}
+
+/// The one error frame, then the connection is closed.
+fn assert_refused_then_closed(client: &mut Client, request: Request, code: ErrorCode) {
+    let api_key = request.api_key();
+    client.send(&request);
+    let frame = client.receive_frame().expect("one error frame");
+    let (_, outcome) = decode_response(api_key, &frame).unwrap();
+    assert_eq!(error_code(outcome), code);
+    assert!(client.receive_frame().is_err(), "the connection is closed after the error");
+}
+
+#[test]
+fn an_unauthenticated_client_cannot_create_or_delete_a_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = secured_node(dir.path(), 2, &[]);
+    assert_refused_then_closed(&mut node.client(), create("orders"), ErrorCode::AuthenticationRequired);
+    let delete = Request::DeleteTopic { name: "orders".into() };
+    assert_refused_then_closed(&mut node.client(), delete, ErrorCode::AuthenticationRequired);
+    assert_refused_then_closed(&mut node.client(), Request::ListTopics, ErrorCode::AuthenticationRequired);
+    let mut admin = logged_in(&node, "root", ADMIN_PASSWORD);
+    assert_eq!(admin.call(Request::ListTopics), Ok(Response::ListTopics(Vec::new())), "nothing was created");
+}
+
+#[test]
+fn a_wrong_password_is_refused_closed_and_counted_in_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = secured_node(dir.path(), 1, &[]);
+    let mut client = node.client();
+    assert_eq!(
+        authenticate(&mut client, "root", "not-the-password").unwrap_err().code,
+        ErrorCode::AuthenticationFailed
+    );
+    assert!(client.receive_frame().is_err(), "closed after a failed handshake");
+    let mut stranger = node.client();
+    assert_eq!(authenticate(&mut stranger, "nobody", "x").unwrap_err().code, ErrorCode::AuthenticationFailed);
+    assert_eq!(metric(&node, "ringlog_auth_failures_total"), 2);
+    logged_in(&node, "root", ADMIN_PASSWORD);
+    assert_eq!(metric(&node, "ringlog_auth_successes_total"), 1);
+}
+
+#[test]
+fn a_consumer_cannot_produce_but_consumes_its_topics_and_no_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = secured_node(dir.path(), 2, &[]);
+    let mut admin = logged_in(&node, "root", ADMIN_PASSWORD);
+    for topic in ["orders", "payments"] {
+        assert_eq!(admin.call(create(topic)), Ok(Response::CreateTopic));
+        admin.call(produce_request(topic, 0, Acks::Leader, &["one".to_string()])).unwrap();
+    }
+    let mut reader = logged_in(&node, "reader", "reader-password");
+    let produce = produce_request("orders", 0, Acks::Leader, &["mine".to_string()]);
+    assert_eq!(error_code(reader.call(produce)), ErrorCode::NotAuthorized);
+    let fetch = |topic: &str| Request::Fetch {
+        topic: topic.into(),
+        partition: 0,
+        offset: 0,
+        max_bytes: 1 << 16,
+        max_wait_ms: 0,
+    };
+    // The refusal left the connection open: the same connection reads.
+    match reader.call(fetch("orders")) {
+        Ok(Response::Fetch { next_offset, .. }) => assert_eq!(next_offset, 1),
+        other => panic!("{other:?}"),
+    }
+    let commit = Request::CommitOffset { group: "g".into(), topic: "orders".into(), partition: 0, offset: 1 };
+    assert_eq!(reader.call(commit), Ok(Response::CommitOffset));
+    assert_eq!(error_code(reader.call(fetch("payments"))), ErrorCode::NotAuthorized);
+    assert_eq!(error_code(reader.call(create("mine"))), ErrorCode::NotAuthorized);
+    assert!(metric(&node, "ringlog_auth_not_authorized_total") >= 3);
+}
+
+#[test]
+fn a_producer_cannot_delete_topics_but_an_admin_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = secured_node(dir.path(), 2, &[]);
+    let mut admin = logged_in(&node, "root", ADMIN_PASSWORD);
+    assert_eq!(admin.call(create("orders-eu")), Ok(Response::CreateTopic));
+    let mut writer = logged_in(&node, "writer", "writer-password");
+    let produce = produce_request("orders-eu", 0, Acks::Leader, &["a".to_string()]);
+    assert!(matches!(writer.call(produce), Ok(Response::Produce { .. })), "its pattern covers orders-eu");
+    let delete = Request::DeleteTopic { name: "orders-eu".into() };
+    assert_eq!(error_code(writer.call(delete.clone())), ErrorCode::NotAuthorized);
+    assert_eq!(error_code(writer.call(create("orders-us"))), ErrorCode::NotAuthorized);
+    assert_eq!(admin.call(delete), Ok(Response::DeleteTopic));
+}
+
+#[test]
+fn the_rate_limiter_refuses_a_source_after_its_failures_even_with_the_right_password() {
+    let dir = tempfile::tempdir().unwrap();
+    // One shard: the limiter is per shard.
+    let node = secured_node(dir.path(), 1, &[("RINGLOG_AUTH_MAX_FAILURES_PER_MINUTE", "2")]);
+    for _ in 0..2 {
+        assert_eq!(
+            authenticate(&mut node.client(), "root", "guess").unwrap_err().code,
+            ErrorCode::AuthenticationFailed
+        );
+    }
+    let refused = authenticate(&mut node.client(), "root", ADMIN_PASSWORD).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::AuthenticationFailed);
+    assert!(refused.message.contains("too many failed authentications"), "{}", refused.message);
+    assert_eq!(metric(&node, "ringlog_auth_rate_limited_total"), 1);
+    assert_eq!(metric(&node, "ringlog_auth_failures_total"), 2, "a refusal at the door is not a new failure");
+}
+
+#[test]
+fn the_admin_api_still_creates_topics_through_its_own_authenticated_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = secured_node(dir.path(), 2, &[]);
+    let (status, body) = http(&node.admin, "POST", "/api/topics", Some(r#"{"name":"web","partitions":2}"#), None);
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = http(&node.admin, "GET", "/api/topics", None, None);
+    assert_eq!((status, json(&body)[0]["name"].as_str()), (200, Some("web")));
+}
+
+#[test]
+fn a_node_with_auth_and_no_users_file_refuses_to_start() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ringlog"))
+        .args(["serve", "--print-config"])
+        .env("RINGLOG_AUTH_ENABLED", "true")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("auth.users_file"), "{stderr}");
+}
+
+#[test]
+fn no_password_or_token_appears_in_print_config_output() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ringlog"))
+        .args(["serve", "--print-config"])
+        .env("RINGLOG_ADMIN_TOKEN", "token-must-not-leak")
+        .env("RINGLOG_CLUSTER_SECRET", "secret-must-not-leak")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("must-not-leak"), "{stdout}");
+    assert!(stdout.contains("admin_token = \"<redacted>\""), "{stdout}");
+}
