@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty, Limited};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -30,6 +32,39 @@ impl AdminResponse {
     }
 }
 
+/// How a caller proves it may mutate: the bearer token, or an admin user
+/// (HTTP Basic). `Debug` never shows the secret.
+#[derive(Clone)]
+pub enum AdminCredential {
+    /// `admin_token`.
+    Bearer(String),
+    /// An admin user's name and password.
+    Basic {
+        /// The user.
+        user: String,
+        /// The password.
+        password: String,
+    },
+}
+
+impl std::fmt::Debug for AdminCredential {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminCredential::Bearer(_) => formatter.write_str("Bearer(<redacted>)"),
+            AdminCredential::Basic { user, .. } => write!(formatter, "Basic({user}, <redacted>)"),
+        }
+    }
+}
+
+impl AdminCredential {
+    fn header(&self) -> String {
+        match self {
+            AdminCredential::Bearer(token) => format!("Bearer {token}"),
+            AdminCredential::Basic { user, password } => format!("Basic {}", BASE64.encode(format!("{user}:{password}"))),
+        }
+    }
+}
+
 /// Send `method path` to the admin API at `address` (`host:port`).
 pub async fn request(
     address: &str,
@@ -38,12 +73,28 @@ pub async fn request(
     token: Option<&str>,
     timeout: Duration,
 ) -> Result<AdminResponse, String> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let credential = token.map(|token| AdminCredential::Bearer(token.to_string()));
+    request_with(address, method, path, credential.as_ref(), None, timeout).await
+}
+
+/// Send `method path` with a credential and a JSON body.
+pub async fn request_with(
+    address: &str,
+    method: hyper::Method,
+    path: &str,
+    credential: Option<&AdminCredential>,
+    body: Option<Vec<u8>>,
+    timeout: Duration,
+) -> Result<AdminResponse, String> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut builder = hyper::Request::builder().method(method).uri(format!("http://{address}{path}"));
-    if let Some(token) = token {
-        builder = builder.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    if let Some(credential) = credential {
+        builder = builder.header(hyper::header::AUTHORIZATION, credential.header());
     }
-    let request = builder.body(Empty::new()).map_err(|error| error.to_string())?;
+    if body.is_some() {
+        builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let request = builder.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|error| error.to_string())?;
     let exchange = async {
         let response = client.request(request).await.map_err(|error| format!("{address}: {error}"))?;
         let status = response.status().as_u16();

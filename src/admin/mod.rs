@@ -7,3 +7,4 @@ pub mod http;
 pub mod metrics;
 pub mod overview;
 pub mod services;
+pub mod users;

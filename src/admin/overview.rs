@@ -115,6 +115,8 @@ mod tests {
             admin_token: admin_token.map(str::to_string),
             cluster: crate::state::cluster::ClusterState::standalone(),
             cluster_services: None,
+            users: None,
+            auth_failures: crate::admin::http::failure_limiter(&Default::default()),
         }
     }
 

@@ -15,7 +15,7 @@ pub struct AdminArgs {
     #[arg(long, env = "RINGLOG_ADMIN", default_value = "127.0.0.1:7071", global = true)]
     pub admin: String,
     /// Bearer token for mutating endpoints.
-    #[arg(long, env = "RINGLOG_ADMIN_TOKEN", global = true)]
+    #[arg(long, env = "RINGLOG_ADMIN_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
 }
 

@@ -76,6 +76,8 @@ impl Shared {
             admin_token: self.config.admin_token.as_ref().map(|token| token.expose().to_string()),
             cluster: Arc::clone(&self.cluster),
             cluster_services: None,
+            users: Some(Arc::new(self.users.clone())),
+            auth_failures: crate::admin::http::failure_limiter(&self.config.auth),
         }
     }
 }

@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 
+use crate::admin::services::UserDirectory;
 use crate::config::NodeConfig;
 use crate::net::client::Credentials;
 use crate::security::scram::MIN_ITERATIONS;
@@ -33,6 +34,8 @@ pub(super) struct NodeUsers {
     /// Where changes are saved (standalone), with the lock that keeps two
     /// changes from interleaving.
     file: Option<Arc<(PathBuf, Mutex<()>)>>,
+    enabled: bool,
+    scram_iterations: u32,
 }
 
 /// Read the users file (if any) and add the internal admin when `[auth]` is on.
@@ -59,6 +62,8 @@ pub(super) fn load(config: &NodeConfig) -> Result<NodeUsers, NodeError> {
         snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
         internal_admin,
         file: auth.users_file.clone().map(|path| Arc::new((path, Mutex::new(())))),
+        enabled: auth.enabled,
+        scram_iterations: auth.scram_iterations,
     })
 }
 
@@ -79,7 +84,7 @@ impl NodeUsers {
     /// Apply `change` to the users, save the file, then publish the new
     /// snapshot (so a saved change is never lost to a restart, and a failed
     /// save changes nothing).
-    pub(super) fn change(&self, change: impl FnOnce(&Users) -> Result<Users, UsersError>) -> Result<(), UsersError> {
+    fn change(&self, change: impl FnOnce(&Users) -> Result<Users, UsersError>) -> Result<(), UsersError> {
         let Some(file) = &self.file else {
             return Err(UsersError::Invalid {
                 path: PathBuf::from("auth.users_file"),
@@ -93,13 +98,26 @@ impl NodeUsers {
         Ok(())
     }
 
-    /// Add `user`.
-    pub(super) fn add(&self, user: User) -> Result<(), UsersError> {
+}
+
+impl UserDirectory for NodeUsers {
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn snapshot(&self) -> Arc<Users> {
+        self.snapshot.load_full()
+    }
+
+    fn add(&self, user: User) -> Result<(), UsersError> {
         self.change(|users| users.with_user(user))
     }
 
-    /// Remove the user called `name`.
-    pub(super) fn remove(&self, name: &str) -> Result<(), UsersError> {
+    fn remove(&self, name: &str) -> Result<(), UsersError> {
         self.change(|users| users.without_user(name))
+    }
+
+    fn scram_iterations(&self) -> u32 {
+        self.scram_iterations
     }
 }

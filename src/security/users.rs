@@ -41,17 +41,21 @@ pub struct User {
     pub credential: StoredCredential,
 }
 
-/// One entry of the users file.
-#[derive(Serialize, Deserialize)]
+/// One entry of the users file (and the body of `POST /api/users` with a
+/// credential made by the client, so the password never leaves it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct UserRecord {
-    name: String,
-    role: Role,
-    topics: TopicPattern,
-    salt: String,
-    iterations: u32,
-    stored_key: String,
-    server_key: String,
+pub struct UserRecord {
+    pub name: String,
+    pub role: Role,
+    pub topics: TopicPattern,
+    /// Base64.
+    pub salt: String,
+    pub iterations: u32,
+    /// Base64 of 32 bytes.
+    pub stored_key: String,
+    /// Base64 of 32 bytes.
+    pub server_key: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -81,7 +85,8 @@ fn bad(name: &str, reason: &str) -> UsersError {
 }
 
 impl UserRecord {
-    fn into_user(self) -> Result<User, UsersError> {
+    /// The user this entry describes, checked like a users-file entry.
+    pub fn into_user(self) -> Result<User, UsersError> {
         check_username(&self.name)?;
         if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&self.iterations) {
             return Err(bad(&self.name, &format!("iterations must be {MIN_ITERATIONS}..={MAX_ITERATIONS}")));
@@ -99,7 +104,8 @@ impl UserRecord {
         Ok(User { principal: Principal { name: self.name, role: self.role, topics: self.topics }, credential })
     }
 
-    fn from_user(user: &User) -> UserRecord {
+    /// The entry for `user`.
+    pub fn from_user(user: &User) -> UserRecord {
         UserRecord {
             name: user.principal.name.clone(),
             role: user.principal.role,
