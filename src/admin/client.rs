@@ -60,7 +60,9 @@ impl AdminCredential {
     fn header(&self) -> String {
         match self {
             AdminCredential::Bearer(token) => format!("Bearer {token}"),
-            AdminCredential::Basic { user, password } => format!("Basic {}", BASE64.encode(format!("{user}:{password}"))),
+            AdminCredential::Basic { user, password } => {
+                format!("Basic {}", BASE64.encode(format!("{user}:{password}")))
+            }
         }
     }
 }

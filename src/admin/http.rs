@@ -18,8 +18,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::services::{CallFailure, ClusterServices, ForgetAnswer, NodeClient, UserDirectory};
-use crate::security::FailureLimiter;
 use crate::protocol::{ErrorCode, Request, Response as ProtocolResponse, TopicSettings};
+use crate::security::FailureLimiter;
 use crate::shard::topics::TopicRegistry;
 use crate::state::cluster::{ClusterState, Role};
 use crate::state::metrics::NodeMetrics;

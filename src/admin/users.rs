@@ -31,7 +31,10 @@ pub(super) fn refuse_basic(state: &AdminState, encoded: &str, peer: SocketAddr) 
     let mut limiter = state.auth_failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if !limiter.admits(peer.ip(), Instant::now()) {
         state.metrics.auth.rate_limited.fetch_add(1, Ordering::Relaxed);
-        return Some(error(StatusCode::TOO_MANY_REQUESTS, "too many failed authentications; try again within a minute"));
+        return Some(error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed authentications; try again within a minute",
+        ));
     }
     let decoded = (encoded.len() <= MAX_BASIC_BYTES)
         .then(|| BASE64.decode(encoded.trim()).ok())

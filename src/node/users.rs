@@ -97,7 +97,6 @@ impl NodeUsers {
         self.snapshot.store(Arc::new(next));
         Ok(())
     }
-
 }
 
 impl UserDirectory for NodeUsers {

@@ -60,7 +60,7 @@ fn authenticate(client: &mut Client, user: &str, password: &str) -> Result<(), E
     }
 }
 
-fn logged_in(node: &StandaloneNode, user: &str, password: &str) -> Client {
+fn logged_in(node: &crate::node::Node, user: &str, password: &str) -> Client {
     let mut client = node.client();
     authenticate(&mut client, user, password).unwrap_or_else(|error| panic!("{user}: {error:?}"));
     client
@@ -186,14 +186,147 @@ fn the_rate_limiter_refuses_a_source_after_its_failures_even_with_the_right_pass
     assert_eq!(metric(&node, "ringlog_auth_failures_total"), 2, "a refusal at the door is not a new failure");
 }
 
+/// An admin API request with `Authorization: Basic user:password`.
+fn http_basic(admin: &str, method: &str, path: &str, body: Option<&str>, user: &str, password: &str) -> (u16, String) {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let mut stream = std::net::TcpStream::connect(admin).unwrap();
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\nAuthorization: Basic {encoded}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+    let status = response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).expect("status line");
+    (status, response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default())
+}
+
+const WEB_TOPIC: &str = r#"{"name":"web","partitions":2}"#;
+
 #[test]
-fn the_admin_api_still_creates_topics_through_its_own_authenticated_client() {
+fn the_admin_api_takes_an_admin_users_basic_credentials_and_refuses_everyone_else() {
     let dir = tempfile::tempdir().unwrap();
     let node = secured_node(dir.path(), 2, &[]);
-    let (status, body) = http(&node.admin, "POST", "/api/topics", Some(r#"{"name":"web","partitions":2}"#), None);
+    let admin = &node.admin;
+    let (status, _) = http(admin, "POST", "/api/topics", Some(WEB_TOPIC), None);
+    assert_eq!(status, 401, "loopback is no credential once clients must authenticate");
+    let (status, _) = http_basic(admin, "POST", "/api/topics", Some(WEB_TOPIC), "writer", "writer-password");
+    assert_eq!(status, 403, "a producer is not an admin");
+    let (status, _) = http_basic(admin, "POST", "/api/topics", Some(WEB_TOPIC), "root", "wrong");
+    assert_eq!(status, 401);
+    assert_eq!(metric(&node, "ringlog_auth_failures_total"), 1);
+    // Created through the admin API's own client, which authenticates as the node's internal admin.
+    let (status, body) = http_basic(admin, "POST", "/api/topics", Some(WEB_TOPIC), "root", ADMIN_PASSWORD);
     assert_eq!(status, 201, "{body}");
-    let (status, body) = http(&node.admin, "GET", "/api/topics", None, None);
+    let (status, body) = http(admin, "GET", "/api/topics", None, None);
     assert_eq!((status, json(&body)[0]["name"].as_str()), (200, Some("web")));
+}
+
+#[test]
+fn users_added_and_removed_through_the_admin_api_can_and_then_cannot_log_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = secured_node(dir.path(), 2, &[]);
+    let admin = &node.admin;
+    let new_user = r#"{"name":"later","role":"consumer","topics":"logs*","password":"later-password"}"#;
+    let (status, body) = http_basic(admin, "POST", "/api/users", Some(new_user), "root", ADMIN_PASSWORD);
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = http_basic(admin, "POST", "/api/users", Some(new_user), "root", ADMIN_PASSWORD);
+    assert_eq!(status, 409);
+    logged_in(&node, "later", "later-password");
+    let (status, body) = http_basic(admin, "GET", "/api/users", None, "root", ADMIN_PASSWORD);
+    assert_eq!(status, 200);
+    let listed = json(&body);
+    assert_eq!(listed.as_array().unwrap().len(), 4, "{listed}");
+    assert!(!body.contains("stored_key") && !body.contains("later-password") && !body.contains("internal"), "{body}");
+    let saved = std::fs::read_to_string(dir.path().join("users.json")).unwrap();
+    assert!(saved.contains("\"later\"") && !saved.contains("later-password"), "saved hashed, in the users file");
+    let (status, _) = http_basic(admin, "DELETE", "/api/users/later", None, "root", ADMIN_PASSWORD);
+    assert_eq!(status, 204);
+    assert_eq!(
+        authenticate(&mut node.client(), "later", "later-password").unwrap_err().code,
+        ErrorCode::AuthenticationFailed
+    );
+}
+
+#[test]
+fn a_user_added_offline_with_the_cli_is_accepted_by_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.json");
+    let ringlog = |arguments: &[&str], password: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ringlog"))
+            .args(arguments)
+            .env("RINGLOG_PASSWORD", password)
+            .output()
+            .unwrap()
+    };
+    let file = path.to_str().unwrap();
+    let added = ringlog(&["user", "add", "first", "--role", "admin", "--users-file", file], "first-password");
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let added =
+        ringlog(&["user", "add", "eve", "--role", "consumer", "--topics", "x*", "--users-file", file], "eve-pw");
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    let listed = ringlog(&["user", "list", "--json", "--users-file", file], "");
+    let listed = json(&String::from_utf8_lossy(&listed.stdout));
+    assert_eq!(
+        listed,
+        serde_json::json!([{"name": "eve", "role": "consumer", "topics": "x*"}, {"name": "first", "role": "admin", "topics": "*"}])
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    let node = StandaloneNode::start_with(1, &[("RINGLOG_AUTH_ENABLED", "true"), ("RINGLOG_AUTH_USERS_FILE", file)]);
+    let mut admin = logged_in(&node, "first", "first-password");
+    assert_eq!(admin.call(create("x1")), Ok(Response::CreateTopic));
+    // The CLI's own client authenticates with --user/--password too.
+    let topics = std::process::Command::new(env!("CARGO_BIN_EXE_ringlog"))
+        .args(["topic", "list", "--json", "--server", &node.address, "--user", "eve"])
+        .env("RINGLOG_PASSWORD", "eve-pw")
+        .output()
+        .unwrap();
+    assert!(topics.status.success(), "{}", String::from_utf8_lossy(&topics.stderr));
+    assert!(String::from_utf8_lossy(&topics.stdout).contains("x1"));
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_ringlog"))
+        .args(["topic", "delete", "x1", "--server", &node.address, "--user", "eve"])
+        .env("RINGLOG_PASSWORD", "eve-pw")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not_authorized"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let removed = ringlog(&["user", "remove", "eve", "--users-file", file], "");
+    assert!(removed.status.success());
+}
+
+#[test]
+fn no_password_appears_in_the_nodes_log_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("node.log");
+    let path = users_file(dir.path(), &[("root", Role::Admin, "*", ADMIN_PASSWORD)]);
+    let data = dir.path().join("data");
+    let (address, admin) = (crate::node::free_address(), crate::node::free_address());
+    let file = path.to_str().unwrap();
+    let environment = [
+        ("RINGLOG_AUTH_ENABLED", "true"),
+        ("RINGLOG_AUTH_USERS_FILE", file),
+        ("RINGLOG_ADMIN_TOKEN", "token-must-not-leak"),
+        ("RUST_LOG", "debug"),
+    ];
+    let node = crate::node::Node::spawn(&address, &admin, &data, 1, &[], &environment, Some(&log));
+    let _ = authenticate(&mut node.client(), "root", "guessed-password-must-not-leak");
+    logged_in(&node, "root", ADMIN_PASSWORD);
+    http_basic(&node.admin, "POST", "/api/topics", Some(WEB_TOPIC), "root", "basic-password-must-not-leak");
+    http_basic(&node.admin, "POST", "/api/topics", Some(WEB_TOPIC), "root", ADMIN_PASSWORD);
+    node.terminate();
+    let output = std::fs::read_to_string(&log).unwrap();
+    assert!(output.contains("authentication failed"), "the failure is logged: {output}");
+    for secret in ["must-not-leak", ADMIN_PASSWORD] {
+        assert!(!output.contains(secret), "{secret} in the log:\n{output}");
+    }
 }
 
 #[test]
