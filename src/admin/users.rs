@@ -71,14 +71,17 @@ fn unknown_user_credential() -> StoredCredential {
 }
 
 fn users_error(failure: UsersError) -> Response {
-    let status = match &failure {
+    error(users_status(&failure), failure.to_string())
+}
+
+fn users_status(failure: &UsersError) -> StatusCode {
+    match failure {
         UsersError::Exists(_) => StatusCode::CONFLICT,
         UsersError::Unknown(_) => StatusCode::NOT_FOUND,
         UsersError::BadUser { .. } => StatusCode::BAD_REQUEST,
         UsersError::Invalid { .. } => StatusCode::CONFLICT,
         UsersError::Io { .. } | UsersError::TooLarge { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-    };
-    error(status, failure.to_string())
+    }
 }
 
 /// `GET /api/users`: `[{"name","role","topics"}]`.
@@ -112,15 +115,17 @@ fn every_topic() -> TopicPattern {
 
 /// The user a `POST /api/users` body describes: a users-file entry (the
 /// credential made by the client, as `ringlog user add` does) or a password.
-fn user_of(body: serde_json::Value, iterations: u32) -> Result<User, Response> {
-    let bad = |error: serde_json::Error| self::error(StatusCode::BAD_REQUEST, error.to_string());
-    if body.get("password").is_none() {
-        let record: UserRecord = serde_json::from_value(body).map_err(bad)?;
-        return record.into_user().map_err(users_error);
-    }
-    let body: WithPassword = serde_json::from_value(body).map_err(bad)?;
-    let principal = Principal { name: body.name, role: body.role, topics: body.topics };
-    new_user(principal, body.password.as_bytes(), iterations).map_err(users_error)
+fn user_of(body: serde_json::Value, iterations: u32) -> Result<User, (StatusCode, String)> {
+    let bad = |error: serde_json::Error| (StatusCode::BAD_REQUEST, error.to_string());
+    let user = match body.get("password") {
+        None => serde_json::from_value::<UserRecord>(body).map_err(bad)?.into_user(),
+        Some(_) => {
+            let body: WithPassword = serde_json::from_value(body).map_err(bad)?;
+            let principal = Principal { name: body.name, role: body.role, topics: body.topics };
+            new_user(principal, body.password.as_bytes(), iterations)
+        }
+    };
+    user.map_err(|failure| (users_status(&failure), failure.to_string()))
 }
 
 /// `POST /api/users`: 201 added, 409 exists, 400 invalid.
@@ -136,7 +141,7 @@ pub(super) async fn add_user(
     };
     let user = match user_of(body, users.scram_iterations()) {
         Ok(user) => user,
-        Err(refusal) => return refusal,
+        Err((status, message)) => return error(status, message),
     };
     let listed = json!({"name": user.principal.name, "role": user.principal.role,
         "topics": user.principal.topics.to_string()});
