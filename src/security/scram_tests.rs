@@ -154,3 +154,14 @@ fn a_stored_credential_checks_a_plain_password_and_hides_its_keys() {
     assert!(!credential.verify_password(b"pencil "));
     assert!(format!("{credential:?}").contains("<redacted>"));
 }
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_client_messages_never_panic_the_server(first in proptest::collection::vec(proptest::num::u8::ANY, 0..300), last in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+        if let Ok((server, _)) = ScramServer::start(&first, SERVER_NONCE, lookup) {
+            proptest::prop_assert!(server.finish(&last).is_err(), "random bytes are no proof");
+        }
+        let (server, _) = ScramServer::start(CLIENT_FIRST.as_bytes(), SERVER_NONCE, lookup).unwrap();
+        proptest::prop_assert!(server.finish(&last).is_err());
+    }
+}
