@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::security::settings::TlsSettings;
 use crate::storage::config::{current_key_name, older_key_name};
 use crate::storage::StorageConfig;
 
@@ -249,6 +250,8 @@ pub struct NodeConfig {
     pub cluster: ClusterConfig,
     /// Kafka consumer-group bounds.
     pub groups: GroupsConfig,
+    /// TLS on the listeners and between nodes (`[tls]`, SPEC §11).
+    pub tls: TlsSettings,
     /// Client authentication.
     pub auth: AuthConfig,
 }
@@ -267,13 +270,14 @@ impl Default for NodeConfig {
             limits: LimitsConfig::default(),
             cluster: ClusterConfig::default(),
             groups: GroupsConfig::default(),
+            tls: TlsSettings::default(),
             auth: AuthConfig::default(),
         }
     }
 }
 
 /// Sections whose keys an environment variable can name as `RINGLOG_<SECTION>_<KEY>`.
-const SECTIONS: [&str; 5] = ["storage", "limits", "cluster", "groups", "auth"];
+const SECTIONS: [&str; 6] = ["storage", "limits", "cluster", "groups", "tls", "auth"];
 
 fn env_value(text: &str, is_list: bool) -> toml::Value {
     if is_list {
@@ -372,6 +376,9 @@ pub enum ConfigError {
         /// The refused value.
         value: String,
     },
+    /// The `[tls]` section is refused.
+    #[error(transparent)]
+    Tls(crate::security::settings::TlsSettingsError),
     /// Authentication is on but no user could ever log in.
     #[error("auth.enabled needs auth.users_file on a standalone node (create it with `ringlog user add NAME --role admin --users-file FILE`)")]
     AuthWithoutUsers,
@@ -435,7 +442,10 @@ fn apply_environment(
         // Optional settings have no default, so they are absent from the rendered defaults.
         let optional = matches!(
             (section, field.as_str()),
-            (None, "admin_token") | (Some("cluster"), "advertise" | "secret") | (Some("auth"), "users_file")
+            (None, "admin_token")
+                | (Some("cluster"), "advertise" | "secret")
+                | (Some("tls"), "cert_file" | "key_file" | "client_ca_file" | "ca_file")
+                | (Some("auth"), "users_file")
         );
         let known_field = target_known.is_some_and(|table| table.contains_key(&field)) || optional;
         if !known_field {
@@ -503,8 +513,9 @@ impl NodeConfig {
             });
         }
         self.validate_cluster()?;
+        self.validate_replica_fetch()?;
         self.validate_auth()?;
-        self.validate_replica_fetch()
+        self.tls.validate().map_err(ConfigError::Tls)
     }
 
     /// Authentication needs users (a file standalone; a cluster may run

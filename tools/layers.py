@@ -28,7 +28,7 @@ FLOORS = {
     "state": 0,
     "storage": 1,
     "protocol": 1,
-    "security": 1,  # authentication and roles: pure, over bytes; the listeners drive it
+    "security": 1,  # TLS setup, SCRAM, users and roles: pure, below the network
     "config": 1.5,  # the node's config: wraps StorageConfig, read by shard and up
     "shard": 2,
     "replication": 3,

@@ -7,8 +7,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
+
+use crate::security::tls::ClientTls;
 
 /// Largest admin response the client reads.
 pub const MAX_ADMIN_RESPONSE_BYTES: usize = 16 << 20;
@@ -67,29 +68,36 @@ impl AdminCredential {
     }
 }
 
-/// Send `method path` to the admin API at `address` (`host:port`).
+/// Send `method path` to the admin API at `address` (`host:port`), over
+/// TLS when `tls` is given (the certificate must name the host).
 pub async fn request(
     address: &str,
     method: hyper::Method,
     path: &str,
     token: Option<&str>,
+    body: Option<String>,
+    tls: &ClientTls,
     timeout: Duration,
 ) -> Result<AdminResponse, String> {
     let credential = token.map(|token| AdminCredential::Bearer(token.to_string()));
-    request_with(address, method, path, credential.as_ref(), None, timeout).await
+    request_with(address, method, path, credential.as_ref(), body, tls, timeout).await
 }
 
-/// Send `method path` with a credential and a JSON body.
+/// [`request`] with a bearer token or an admin user's credentials.
 pub async fn request_with(
     address: &str,
     method: hyper::Method,
     path: &str,
     credential: Option<&AdminCredential>,
-    body: Option<Vec<u8>>,
+    body: Option<String>,
+    tls: &ClientTls,
     timeout: Duration,
 ) -> Result<AdminResponse, String> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut builder = hyper::Request::builder().method(method).uri(format!("http://{address}{path}"));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut builder = hyper::Request::builder()
+        .method(method)
+        .uri(format!("{scheme}://{address}{path}"))
+        .header(hyper::header::HOST, address);
     if let Some(credential) = credential {
         builder = builder.header(hyper::header::AUTHORIZATION, credential.header());
     }
@@ -98,7 +106,12 @@ pub async fn request_with(
     }
     let request = builder.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|error| error.to_string())?;
     let exchange = async {
-        let response = client.request(request).await.map_err(|error| format!("{address}: {error}"))?;
+        let stream = open(address, tls).await.map_err(|error| format!("{address}: {error}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|error| format!("{address}: {error}"))?;
+        tokio::spawn(connection);
+        let response = sender.send_request(request).await.map_err(|error| format!("{address}: {error}"))?;
         let status = response.status().as_u16();
         let body = Limited::new(response.into_body(), MAX_ADMIN_RESPONSE_BYTES)
             .collect()
@@ -111,4 +124,17 @@ pub async fn request_with(
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| format!("{address}: no answer within {} ms", timeout.as_millis()))?
+}
+
+/// A byte stream to an admin listener: TCP, or TLS over TCP.
+trait ByteStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> ByteStream for T {}
+
+async fn open(address: &str, tls: &ClientTls) -> std::io::Result<Box<dyn ByteStream>> {
+    let stream = tokio::net::TcpStream::connect(address).await?;
+    let Some(config) = tls else { return Ok(Box::new(stream)) };
+    let name = crate::security::tls::server_name(address)
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+    Ok(Box::new(tokio_rustls::TlsConnector::from(std::sync::Arc::clone(config)).connect(name, stream).await?))
 }

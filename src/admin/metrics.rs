@@ -31,6 +31,13 @@ pub fn render(metrics: &NodeMetrics) -> String {
     render_latencies(metrics, &mut out);
     let _ = writeln!(out, "# HELP ringlog_connections Open client connections.\n# TYPE ringlog_connections gauge");
     let _ = writeln!(out, "ringlog_connections {}", metrics.connections.open());
+    let _ = writeln!(
+        out,
+        "# HELP ringlog_tls_handshake_failures_total Connections closed because their TLS handshake failed.\n\
+         # TYPE ringlog_tls_handshake_failures_total counter"
+    );
+    let failures = metrics.connections.tls_handshake_failures.load(std::sync::atomic::Ordering::Relaxed);
+    let _ = writeln!(out, "ringlog_tls_handshake_failures_total {failures}");
     render_partitions(metrics, &mut out);
     render_kafka(metrics, &mut out);
     render_auth(metrics, &mut out);

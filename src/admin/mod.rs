@@ -7,4 +7,5 @@ pub mod http;
 pub mod metrics;
 pub mod overview;
 pub mod services;
+pub mod tls_listener;
 pub mod users;

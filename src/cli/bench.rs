@@ -98,7 +98,7 @@ fn now_us() -> u64 {
 }
 
 async fn bench(args: BenchArgs, acks: Acks) -> Result<(), ClientError> {
-    let mut client = args.server.client(10_000);
+    let mut client = args.server.client(10_000)?;
     let partitions = ensure_topic(&mut client, &args).await?;
     let address = client.connection().await?.address().to_string();
     let totals = Arc::new(Totals::default());
@@ -212,10 +212,11 @@ impl Worker {
         histogram: &Arc<Mutex<Histogram<u64>>>,
         count_totals: bool,
     ) -> Result<Worker, ClientError> {
-        let connection = Connection::connect(address)
+        let tls = args.server.tls.client_tls().map_err(ClientError::Tls)?;
+        let connection = Connection::connect_with(address, &tls)
             .await
             .map_err(|error| ClientError::Unreachable { servers: address.into(), last: error.to_string() })?;
-        if let Some(credentials) = args.server.credentials() {
+        if let Some(credentials) = args.server.credentials.credentials() {
             connection.authenticate(&credentials).await?;
         }
         Ok(Worker {

@@ -115,7 +115,7 @@ struct Cursor {
 }
 
 async fn consume(args: ConsumeArgs) -> Result<(), Stop> {
-    let mut client = args.server.client(30_000);
+    let mut client = args.server.client(30_000)?;
     let partitions = match args.partition {
         Some(partition) => vec![partition],
         None => (0..topic_partitions(&mut client, &args.topic).await?).collect(),

@@ -88,7 +88,7 @@ pub enum Command {
         #[command(flatten)]
         admin: nodes::AdminArgs,
         #[command(flatten)]
-        server: client::ServerArgs,
+        credentials: client::CredentialArgs,
     },
     /// Load generator: produce, consume or e2e, with latency percentiles.
     Bench(bench::BenchArgs),
@@ -179,7 +179,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Consume(args) => consume::run(args),
         Command::Nodes { json, admin } => nodes::run_nodes(&admin, json),
         Command::ForgetNode { id, admin } => nodes::run_forget(&admin, id),
-        Command::User { action, admin, server } => user::run(action, admin, server),
+        Command::User { action, admin, credentials } => user::run(action, admin, credentials),
         Command::Bench(args) => bench::run(args),
         Command::Check { dir, repair, json } => check::run(&dir, repair, json),
         Command::StorageDemo { data_dir, records, batch, fsync } => demo::run(&data_dir, records, batch, &fsync),

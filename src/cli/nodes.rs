@@ -17,12 +17,16 @@ pub struct AdminArgs {
     /// Bearer token for mutating endpoints.
     #[arg(long, env = "RINGLOG_ADMIN_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
+    /// TLS to the admin listener.
+    #[command(flatten)]
+    pub tls: super::client::TlsArgs,
 }
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn call(args: &AdminArgs, method: hyper::Method, path: &str) -> Result<AdminResponse, String> {
-    run_async(request(&args.admin, method, path, args.token.as_deref(), ADMIN_TIMEOUT))
+    let tls = args.tls.client_tls()?;
+    run_async(request(&args.admin, method, path, args.token.as_deref(), None, &tls, ADMIN_TIMEOUT))
         .map_err(|error| error.to_string())?
 }
 

@@ -79,7 +79,7 @@ async fn produce(
     acks: Acks,
     mut lines: tokio::sync::mpsc::Receiver<String>,
 ) -> Result<(), ClientError> {
-    let mut client = args.server.client(args.retry_ms);
+    let mut client = args.server.client(args.retry_ms)?;
     let partitions = client.topic_partitions(&args.topic).await?;
     let producer_id = match client.call(&Request::InitProducer).await? {
         Response::InitProducer { producer_id } => producer_id,

@@ -43,7 +43,7 @@ pub enum TopicAction {
 /// Run a topic subcommand.
 pub fn run(action: TopicAction, server: ServerArgs) -> ExitCode {
     let outcome = run_async(async move {
-        let mut client = server.client(5_000);
+        let mut client = server.client(5_000)?;
         match action {
             TopicAction::Create { name, partitions, retention_bytes, retention_ms, segment_bytes } => {
                 let settings = TopicSettings { partitions, retention_bytes, retention_ms, segment_bytes };

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::client::{run_async, ServerArgs};
+use super::client::{run_async, CredentialArgs};
 use super::nodes::AdminArgs;
 use super::{fail, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 use crate::admin::client::{request_with, AdminCredential, AdminResponse};
@@ -62,20 +62,20 @@ pub enum UserAction {
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Run `ringlog user …`.
-pub fn run(action: UserAction, admin: AdminArgs, server: ServerArgs) -> ExitCode {
+pub fn run(action: UserAction, admin: AdminArgs, credentials: CredentialArgs) -> ExitCode {
     let outcome = match action {
         UserAction::Add { name, role, topics, users_file, new_password, iterations } => {
             let principal = Principal { name, role, topics };
             // Offline there is no admin to authenticate as: --password
             // (RINGLOG_PASSWORD) is then the new user's password.
             let new_password = match users_file {
-                Some(_) => new_password.or_else(|| server.password.clone()),
+                Some(_) => new_password.or_else(|| credentials.password.clone()),
                 None => new_password,
             };
-            add(principal, users_file.as_deref(), new_password, iterations, &Remote { admin, server })
+            add(principal, users_file.as_deref(), new_password, iterations, &Remote { admin, credentials })
         }
-        UserAction::List { json, users_file } => list(json, users_file.as_deref(), &Remote { admin, server }),
-        UserAction::Remove { name, users_file } => remove(&name, users_file.as_deref(), &Remote { admin, server }),
+        UserAction::List { json, users_file } => list(json, users_file.as_deref(), &Remote { admin, credentials }),
+        UserAction::Remove { name, users_file } => remove(&name, users_file.as_deref(), &Remote { admin, credentials }),
     };
     match outcome {
         Ok(()) => ExitCode::from(EXIT_OK),
@@ -98,24 +98,26 @@ impl From<crate::security::UsersError> for Failure {
 /// The node's admin API and how to prove we are an admin there.
 struct Remote {
     admin: AdminArgs,
-    server: ServerArgs,
+    credentials: CredentialArgs,
 }
 
 impl Remote {
     fn credential(&self) -> Option<AdminCredential> {
-        match (&self.server.user, &self.admin.token) {
+        match (&self.credentials.user, &self.admin.token) {
             (Some(user), _) => Some(AdminCredential::Basic {
                 user: user.clone(),
-                password: self.server.password.clone().unwrap_or_default(),
+                password: self.credentials.password.clone().unwrap_or_default(),
             }),
             (None, Some(token)) => Some(AdminCredential::Bearer(token.clone())),
             (None, None) => None,
         }
     }
 
-    fn call(&self, method: hyper::Method, path: &str, body: Option<Vec<u8>>) -> Result<AdminResponse, Failure> {
+    fn call(&self, method: hyper::Method, path: &str, body: Option<String>) -> Result<AdminResponse, Failure> {
         let credential = self.credential();
-        let answer = run_async(request_with(&self.admin.admin, method, path, credential.as_ref(), body, ADMIN_TIMEOUT));
+        let tls = self.admin.tls.client_tls().map_err(Failure::Usage)?;
+        let address = &self.admin.admin;
+        let answer = run_async(request_with(address, method, path, credential.as_ref(), body, &tls, ADMIN_TIMEOUT));
         answer.map_err(|error| Failure::Operational(error.to_string()))?.map_err(Failure::Operational)
     }
 }
@@ -139,7 +141,7 @@ fn add(
     match users_file {
         Some(path) => users::save(path, &users::load_or_empty(path)?.with_user(user)?)?,
         None => {
-            let body = serde_json::to_vec(&UserRecord::from_user(&user)).unwrap_or_default();
+            let body = serde_json::to_string(&UserRecord::from_user(&user)).unwrap_or_default();
             let answer = remote.call(hyper::Method::POST, "/api/users", Some(body))?;
             if answer.status != 201 {
                 return Err(Failure::Operational(format!("cannot add user {name}: {}", answer.error_message())));

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
+use tokio::io::WriteHalf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
@@ -34,6 +34,10 @@ pub enum ClientError {
         /// The last connection error.
         last: String,
     },
+    /// The TLS handshake failed (an untrusted or expired certificate, a
+    /// name it does not carry, a plaintext port): retrying cannot help.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The connection broke while the request was in flight.
     #[error("connection lost: {0}")]
     ConnectionLost(String),
@@ -93,9 +97,16 @@ struct PendingState {
 
 type Pending = Arc<Mutex<PendingState>>;
 
+/// A byte stream to a server: TCP, or TLS over TCP.
+trait ByteStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> ByteStream for T {}
+
+pub use crate::security::tls::ClientTls;
+
 /// One TCP connection with pipelining.
 pub struct Connection {
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    writer: tokio::sync::Mutex<WriteHalf<Box<dyn ByteStream>>>,
     pending: Pending,
     next_correlation: AtomicU32,
     address: String,
@@ -112,13 +123,18 @@ impl Drop for Connection {
 pub const MAX_RESPONSE_BYTES: usize = 64 << 20;
 
 impl Connection {
-    /// Connect to one server.
+    /// Connect to one server in plaintext.
     pub async fn connect(address: &str) -> std::io::Result<Connection> {
-        let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(address))
+        Connection::connect_with(address, &None).await
+    }
+
+    /// Connect to one server, with TLS when `tls` is given (the server's
+    /// certificate must be trusted and name the address's host).
+    pub async fn connect_with(address: &str, tls: &ClientTls) -> std::io::Result<Connection> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, open_stream(address, tls))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-        stream.set_nodelay(true)?;
-        let (mut read_half, write_half) = stream.into_split();
+        let (mut read_half, write_half) = tokio::io::split(stream);
         let pending: Pending = Arc::default();
         let reader_pending = Arc::clone(&pending);
         let reader = tokio::spawn(async move {
@@ -187,9 +203,14 @@ impl Connection {
         let body = encode_request_split(correlation_id, request, &mut frame);
         let written = {
             let mut writer = self.writer.lock().await;
-            match writer.write_all(&frame).await {
+            let written = match writer.write_all(&frame).await {
                 Ok(()) if !body.is_empty() => writer.write_all(body).await,
                 other => other,
+            };
+            // TLS holds records back until flushed; plaintext: nothing to do.
+            match written {
+                Ok(()) => writer.flush().await,
+                failed => failed,
             }
         };
         if let Err(error) = written {
@@ -204,6 +225,20 @@ impl Connection {
     pub async fn call(&self, request: &Request) -> Result<Response, ClientError> {
         self.send(request).await.await.unwrap_or_else(|_| Err(ClientError::ConnectionLost("reader stopped".into())))
     }
+}
+
+/// Longest a connect (with its TLS handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// TCP to `address`, then the TLS handshake when `tls` is given.
+async fn open_stream(address: &str, tls: &ClientTls) -> std::io::Result<Box<dyn ByteStream>> {
+    let stream = TcpStream::connect(address).await?;
+    stream.set_nodelay(true)?;
+    let Some(config) = tls else { return Ok(Box::new(stream)) };
+    let name = crate::security::tls::server_name(address)
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+    let session = tokio_rustls::TlsConnector::from(Arc::clone(config)).connect(name, stream).await?;
+    Ok(Box::new(session))
 }
 
 /// A user's name and password for the SCRAM handshake (`--user`,
@@ -250,6 +285,7 @@ pub struct Client {
     servers: Vec<String>,
     connection: Option<Arc<Connection>>,
     retry_budget: Duration,
+    tls: ClientTls,
     credentials: Option<Credentials>,
 }
 
@@ -257,7 +293,12 @@ impl Client {
     /// A client for `servers` (`host:port`, tried in order) retrying
     /// retriable failures for up to `retry_budget`.
     pub fn new(servers: Vec<String>, retry_budget: Duration) -> Client {
-        Client { servers, connection: None, retry_budget, credentials: None }
+        Client { servers, connection: None, retry_budget, tls: None, credentials: None }
+    }
+
+    /// Connect with TLS (`None`: plaintext).
+    pub fn with_tls(self, tls: ClientTls) -> Client {
+        Client { tls, ..self }
     }
 
     /// Authenticate every connection as `credentials` (none: do not).
@@ -278,7 +319,7 @@ impl Client {
         }
         let mut last = String::from("empty server list");
         for server in &self.servers {
-            match Connection::connect(server).await {
+            match Connection::connect_with(server, &self.tls).await {
                 Ok(connection) => {
                     if let Some(credentials) = &self.credentials {
                         connection.authenticate(credentials).await?;
@@ -286,6 +327,9 @@ impl Client {
                     let connection = Arc::new(connection);
                     self.connection = Some(Arc::clone(&connection));
                     return Ok(connection);
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::InvalidData && self.tls.is_some() => {
+                    return Err(ClientError::Tls(format!("{server}: {error}")));
                 }
                 Err(error) => last = format!("{server}: {error}"),
             }

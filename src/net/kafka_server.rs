@@ -14,7 +14,6 @@
 //! decode): the connection is closed, the node serves everyone else.
 
 use std::cell::Cell;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +29,10 @@ use crate::shard::context::ShardContext;
 use crate::state::metrics::ConnectionCount;
 
 use super::accept::{next_connection, AcceptGate};
+use super::server::accept_and_split;
 use super::server::InFlight;
+use crate::security::settings::Listener;
+use crate::security::stream::{ReadHalf, WriteHalf};
 
 /// How long a closing connection's writer may take to deliver the answers
 /// already owed before the socket is shut under it.
@@ -68,9 +70,10 @@ pub async fn run_kafka_listener(shared: KafkaListener, listener: TcpListener) {
 /// One connection: this task reads and starts requests; a writer task
 /// awaits them in order and writes their answers.
 async fn serve(shared: &Rc<KafkaListener>, stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let socket = stream.as_raw_fd();
-    let (mut reader, writer) = futures_lite::io::split(stream);
+    let Some((mut reader, writer)) = accept_and_split(&shared.context, Listener::Kafka, stream).await else {
+        return;
+    };
+    let socket = writer.raw_fd();
     let depth = shared.context.config.limits.max_inflight_requests_per_connection;
     let (sender, receiver) = local_channel::new_bounded::<KafkaOutcome>(depth);
     let writer = crate::runtime::spawn_local(write_answers(receiver, writer, socket));
@@ -104,7 +107,7 @@ enum ReadEnd {
 /// answers the writer has not sent yet: a full one stops reading.
 async fn read_requests(
     shared: &Rc<KafkaListener>,
-    reader: &mut futures_lite::io::ReadHalf<TcpStream>,
+    reader: &mut ReadHalf,
     sender: &LocalSender<KafkaOutcome>,
 ) -> Result<(), ReadEnd> {
     loop {
@@ -128,11 +131,7 @@ async fn read_requests(
 
 /// Fill `buffer` unless the node starts stopping before its first byte
 /// (once a frame has begun, it is finished).
-async fn read_or_stop(
-    shared: &KafkaListener,
-    reader: &mut futures_lite::io::ReadHalf<TcpStream>,
-    buffer: &mut [u8],
-) -> Result<(), ReadEnd> {
+async fn read_or_stop(shared: &KafkaListener, reader: &mut ReadHalf, buffer: &mut [u8]) -> Result<(), ReadEnd> {
     let stopped = shared.stop.notified();
     if shared.stopping.get() {
         return Err(ReadEnd::Stopping);
@@ -151,11 +150,7 @@ async fn read_or_stop(
 
 /// Write the answers in the order their requests arrived. A request that
 /// cannot be answered closes the connection.
-async fn write_answers(
-    receiver: LocalReceiver<KafkaOutcome>,
-    mut writer: futures_lite::io::WriteHalf<TcpStream>,
-    socket: std::os::fd::RawFd,
-) {
+async fn write_answers(receiver: LocalReceiver<KafkaOutcome>, mut writer: WriteHalf, socket: std::os::fd::RawFd) {
     while let Some(outcome) = receiver.recv().await {
         let frame = match outcome {
             Ok(Some(frame)) => frame,
@@ -165,7 +160,8 @@ async fn write_answers(
                 break;
             }
         };
-        if writer.write_all(&frame).await.is_err() {
+        // TLS holds records back until flushed; plaintext: nothing to do.
+        if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err() {
             break;
         }
     }
@@ -176,9 +172,9 @@ async fn write_answers(
 
 /// Shut the socket down both ways: reads and writes on it fail at once.
 fn shut_down(socket: std::os::fd::RawFd) {
-    // SAFETY: the stream owning `socket` lives until both the reader and
-    // the writer half are dropped, and both are alive while this runs
-    // (called by the writer itself, or by `serve` before awaiting it).
+    // SAFETY: `socket` is the writer half's descriptor, and the writer
+    // half is alive while this runs (called by the writer itself, or by
+    // `serve` while the writer task has not finished).
     // shutdown neither closes nor invalidates the descriptor.
     unsafe { libc::shutdown(socket, libc::SHUT_RDWR) };
 }

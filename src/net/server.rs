@@ -9,7 +9,6 @@
 //! connection is closed; nothing else is affected.
 
 use std::cell::Cell;
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,6 +26,8 @@ use crate::protocol::{
 };
 use crate::replication::handshake::ReplicaSession;
 use crate::runtime::Notify;
+use crate::security::settings::Listener;
+use crate::security::stream::{split, ReadHalf, WriteHalf};
 use crate::shard::context::ShardContext;
 use crate::state::metrics::ConnectionCount;
 use crate::state::progress::QueuedAnswer;
@@ -129,17 +130,19 @@ enum ReadEnd {
 }
 
 impl Connection {
-    async fn serve(self, stream: TcpStream) {
-        let _ = stream.set_nodelay(true);
-        // SAFETY: dup returns a new descriptor for the same socket, owned by
-        // the writer stream from here on and closed when it drops.
-        let write_fd = unsafe { libc::dup(stream.as_raw_fd()) };
-        if write_fd < 0 {
-            tracing::warn!(target: "ringlog::net", error = %std::io::Error::last_os_error(), "dup failed; closing");
-            return;
+    /// Which of the node's listeners this connection came in on.
+    fn listener(&self) -> Listener {
+        match self.replication {
+            Some(_) => Listener::Replication,
+            None => Listener::Client,
         }
-        // SAFETY: write_fd is a fresh, valid socket descriptor we own.
-        let write_stream = unsafe { TcpStream::from_raw_fd(write_fd) };
+    }
+
+    async fn serve(self, stream: TcpStream) {
+        let Some((stream, write_stream)) = accept_and_split(&self.context, self.listener(), stream).await else {
+            return;
+        };
+        let write_fd = write_stream.raw_fd();
         let depth = self.context.config.limits.max_inflight_requests_per_connection;
         let (sender, receiver) = local_channel::new_bounded::<Outgoing>(depth);
         let sender = Rc::new(sender);
@@ -156,6 +159,10 @@ impl Connection {
                 let mut written = write_stream.write_all(&head).await;
                 if written.is_ok() && !body.is_empty() {
                     written = write_stream.write_all(&body).await;
+                }
+                if written.is_ok() {
+                    // TLS holds records back until flushed; plaintext: nothing to do.
+                    written = write_stream.flush().await;
                 }
                 let bytes = head.len() + body.len();
                 writer_queue.queued_bytes.set(writer_queue.queued_bytes.get().saturating_sub(bytes));
@@ -175,7 +182,7 @@ impl Connection {
 
     async fn read_loop(
         &self,
-        mut stream: TcpStream,
+        mut stream: ReadHalf,
         sender: &Rc<LocalSender<Outgoing>>,
         queue: &Rc<ReplyQueue>,
     ) -> ReadEnd {
@@ -216,7 +223,7 @@ impl Connection {
 
     /// The next request frame, or how the connection ends: stopping, a
     /// follower silent past `replica_lag_max_ms`, closed, or bad input.
-    async fn read_frame(&self, stream: &mut TcpStream) -> Result<(RequestHeader, Request), ReadEnd> {
+    async fn read_frame(&self, stream: &mut ReadHalf) -> Result<(RequestHeader, Request), ReadEnd> {
         let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
         match self.read_or_stop(stream, &mut prefix).await {
             Ok(true) => {}
@@ -307,7 +314,7 @@ impl Connection {
 
     /// Read exactly `buffer` unless shutdown starts first (only between
     /// frames). On a replication connection, an idle follower times out.
-    async fn read_or_stop(&self, stream: &mut TcpStream, buffer: &mut [u8]) -> std::io::Result<bool> {
+    async fn read_or_stop(&self, stream: &mut ReadHalf, buffer: &mut [u8]) -> std::io::Result<bool> {
         let stopped = self.stop.notified();
         if self.stopping.get() {
             return Ok(false);
@@ -344,7 +351,7 @@ impl Connection {
 
     /// The frame is too large to read: answer with an error (using the
     /// correlation id from its header) and close, without allocating it.
-    async fn reject_oversized(&self, stream: &mut TcpStream, error: ProtocolError) -> ReadEnd {
+    async fn reject_oversized(&self, stream: &mut ReadHalf, error: ProtocolError) -> ReadEnd {
         let mut header = [0u8; REQUEST_HEADER_BYTES];
         let correlation_id = match stream.read_exact(&mut header).await {
             Ok(()) => decode_request_header(&header).ok().map(|header| header.correlation_id),
@@ -352,6 +359,25 @@ impl Connection {
         };
         ReadEnd::BadInput(correlation_id, protocol_error(error))
     }
+}
+
+/// The TLS handshake (on a TLS listener) and the split into a reading and
+/// a writing half; `None` (logged and counted) when either fails.
+pub(crate) async fn accept_and_split(
+    context: &ShardContext,
+    listener: Listener,
+    stream: TcpStream,
+) -> Option<(ReadHalf, WriteHalf)> {
+    let tls = context.tls.server(listener);
+    let peer = stream.peer_addr().ok();
+    let accepted = crate::security::stream::accept(stream, tls, context.tls.handshake_timeout).await;
+    let split = accepted.and_then(split);
+    if let Err(error) = &split {
+        context.metrics.connections.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(target: "ringlog::tls", listener = listener.name(), ?peer, %error,
+            "connection closed before it could be served");
+    }
+    split.ok()
 }
 
 /// End a connection whose read loop ended with `end`: say why where the
@@ -446,7 +472,7 @@ type Decoded = Result<(RequestHeader, Request), (Option<u32>, ProtocolError)>;
 /// every allocation here is bounded) and decode it. A large produce frame
 /// is read head first, then its batch straight into the batch's own
 /// buffer, so the batch is neither copied nor moved after the socket read.
-async fn read_request(stream: &mut TcpStream, length: usize) -> std::io::Result<Decoded> {
+async fn read_request(stream: &mut ReadHalf, length: usize) -> std::io::Result<Decoded> {
     let peek = length.min(PEEK_BYTES);
     let mut head = vec![0u8; peek];
     stream.read_exact(&mut head).await?;

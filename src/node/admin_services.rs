@@ -24,6 +24,8 @@ const LEADER_NODES_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct LoopbackClient {
     /// The client listener's loopback address.
     pub address: String,
+    /// The node's TLS (the listener's own certificate is the one trusted).
+    pub tls: Arc<crate::security::listeners::NodeTls>,
     /// The node's internal admin (`[auth]` on): mutations authenticate as it.
     pub credentials: Option<crate::net::client::Credentials>,
 }
@@ -31,7 +33,9 @@ pub struct LoopbackClient {
 impl NodeClient for LoopbackClient {
     fn call(&self, request: Request) -> Pending<'_, Result<Response, CallFailure>> {
         Box::pin(async move {
+            let tls = self.tls.loopback_client(crate::security::settings::Listener::Client);
             let mut client = Client::new(vec![self.address.clone()], LOOPBACK_RETRY_BUDGET)
+                .with_tls(tls)
                 .with_credentials(self.credentials.clone());
             client
                 .call(&request)
@@ -47,6 +51,8 @@ pub struct ClusterAdmin {
     pub plane: Arc<ControlPlane>,
     /// The cluster view (this node's role and id).
     pub cluster: Arc<ClusterState>,
+    /// How to reach another node's admin API (TLS when ours serves it).
+    pub tls: Arc<crate::security::listeners::NodeTls>,
 }
 
 impl ClusterServices for ClusterAdmin {
@@ -98,6 +104,8 @@ impl ClusterAdmin {
             axum::http::Method::GET,
             "/api/nodes",
             None,
+            None,
+            &self.tls.admin_client(),
             LEADER_NODES_TIMEOUT,
         )
         .await

@@ -9,7 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::admin::http::{router, AdminState};
+use crate::admin::tls_listener::TlsListener;
 use crate::cluster::membership::ControlPlane;
+use crate::security::listeners::NodeTls;
+use crate::security::settings::Listener;
+use axum::serve::ListenerExt;
 
 use super::NodeError;
 
@@ -21,6 +25,7 @@ pub fn start(
     state: AdminState,
     plane: Option<Arc<ControlPlane>>,
     heap_trim_interval_ms: u64,
+    tls: Arc<NodeTls>,
     stop: &'static AtomicBool,
 ) -> Result<std::thread::JoinHandle<()>, NodeError> {
     let listen_error = |source| NodeError::AdminListener { address: address.to_string(), source };
@@ -28,7 +33,7 @@ pub fn start(
     listener.set_nonblocking(true).map_err(listen_error)?;
     std::thread::Builder::new()
         .name("ringlog-control".into())
-        .spawn(move || run(listener, state, plane, heap_trim_interval_ms, stop))
+        .spawn(move || run(listener, state, plane, heap_trim_interval_ms, tls, stop))
         .map_err(|source| NodeError::Thread { thread: "control", source })
 }
 
@@ -41,6 +46,7 @@ fn run(
     state: AdminState,
     plane: Option<Arc<ControlPlane>>,
     heap_trim_interval_ms: u64,
+    tls: Arc<NodeTls>,
     stop: &'static AtomicBool,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -58,7 +64,7 @@ fn run(
                 crate::runtime::memory::release_free_heap();
             }))
         });
-        serve_admin(listener, state, stop).await;
+        serve_admin(listener, state, tls, stop).await;
         if let Some(trimmer) = trimmer {
             trimmer.abort();
         }
@@ -86,7 +92,16 @@ async fn trim_heap(interval_ms: u64, trim: fn()) {
     }
 }
 
-async fn serve_admin(listener: std::net::TcpListener, state: AdminState, stop: &'static AtomicBool) {
+/// Serve the admin API until `stop`, over TLS when `[tls]` covers the
+/// admin listener.
+async fn serve_admin(listener: std::net::TcpListener, state: AdminState, tls: Arc<NodeTls>, stop: &'static AtomicBool) {
+    let connections = Arc::clone(&state.metrics.connections);
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let shutdown = async move {
+        while !stop.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(error) => {
@@ -94,13 +109,15 @@ async fn serve_admin(listener: std::net::TcpListener, state: AdminState, stop: &
             return;
         }
     };
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let shutdown = async move {
-        while !stop.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    let served = match tls.server(Listener::Admin).is_some() {
+        false => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
+        true => match TlsListener::start(listener, tls, connections) {
+            // tap_io: axum gives the peer address (ConnectInfo) of wrapped listeners.
+            Ok(listener) => axum::serve(listener.tap_io(|_| {}), app).with_graceful_shutdown(shutdown).await,
+            Err(error) => Err(error),
+        },
     };
-    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+    if let Err(error) = served {
         tracing::error!(target: "ringlog::admin", %error, "admin server failed");
     }
 }

@@ -85,6 +85,9 @@ pub enum NodeError {
         /// What `net::ports` found.
         reason: String,
     },
+    /// A certificate or key of `[tls]` cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[source] crate::security::tls::TlsError),
     /// SIGINT/SIGTERM handlers could not be installed.
     #[error("cannot install signal handlers: {source}")]
     SignalHandlers {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::admin::http::AdminState;
 use crate::cluster::membership::ControlPlane;
 use crate::config::NodeConfig;
+use crate::security::listeners::NodeTls;
 use crate::shard::topics::TopicMeta;
 use crate::shard::ShardId;
 use crate::storage::lock::DataDirLock;
@@ -33,20 +34,39 @@ pub use startup::{startup_checks, MIN_MEMLOCK_BYTES};
 /// Set by the signal thread; every shard polls it.
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
-fn install_signal_handlers() -> Result<(), NodeError> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+/// SIGINT and SIGTERM stop the node; SIGHUP reloads its certificates.
+fn install_signal_handlers(tls: Arc<NodeTls>) -> Result<(), NodeError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .map_err(|source| NodeError::SignalHandlers { source })?;
     std::thread::Builder::new()
         .name("ringlog-signals".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
+            for signal in signals.forever() {
+                if signal == SIGHUP {
+                    reload(&tls);
+                    continue;
+                }
                 tracing::info!(target: "ringlog::node", signal, "shutdown requested");
                 crate::systemd::notify("STOPPING=1");
                 STOP_REQUESTED.store(true, Ordering::SeqCst);
+                return;
             }
         })
         .map_err(|source| NodeError::Thread { thread: "signal", source })?;
     Ok(())
+}
+
+/// SIGHUP: read the certificates and keys again. New connections use
+/// them; open ones keep theirs; a file that fails keeps the old one.
+fn reload(tls: &NodeTls) {
+    let failures = tls.reload();
+    for (listener, error) in &failures {
+        tracing::error!(target: "ringlog::tls", listener, %error, "TLS reload failed; the previous certificate stays in use");
+    }
+    if failures.is_empty() {
+        tracing::info!(target: "ringlog::tls", "TLS certificates reloaded");
+    }
 }
 
 /// Run the node until a shutdown signal; returns when everything is closed.
@@ -57,9 +77,10 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
     let topics = TopicMeta::load_all(&config.data_dir)
         .map_err(|source| NodeError::LoadTopics { data_dir: config.data_dir.clone(), source })?;
     let shards = shard_count(&config);
+    let tls = Arc::new(NodeTls::load(&config.tls).map_err(NodeError::Tls)?);
     let users = users::load(&config)?;
-    install_signal_handlers()?;
-    let shared = Shared::new(config, topics, shards, users);
+    install_signal_handlers(Arc::clone(&tls))?;
+    let shared = Shared::new(config, topics, shards, tls, users);
     let (ready_sender, ready_receiver) = mpsc::channel::<Result<ShardId, ShardError>>();
     // The template is dropped at the end of this statement, so the shards
     // hold the only senders: a shard that dies unannounced ends the wait
@@ -70,6 +91,7 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
         Ok(admin) => admin,
         Err(error) => return Err(stop_shards(handles, error)),
     };
+    startup::warn_if_exposed(&shared.config);
     announce(&shared.config, shards);
     join_node(handles, admin)
 }
@@ -97,10 +119,13 @@ fn start_control(shared: &Shared) -> Result<std::thread::JoinHandle<()>, NodeErr
     });
     let cluster_services = plane.clone().map(|plane| {
         let cluster = Arc::clone(&shared.cluster);
-        Arc::new(admin_services::ClusterAdmin { plane, cluster }) as Arc<dyn crate::admin::services::ClusterServices>
+        Arc::new(admin_services::ClusterAdmin { plane, cluster, tls: Arc::clone(&shared.tls) })
+            as Arc<dyn crate::admin::services::ClusterServices>
     });
     let admin_state = AdminState { cluster_services, ..shared.admin_state() };
-    control_thread::start(&config.admin, admin_state, plane, config.limits.heap_trim_interval_ms, &STOP_REQUESTED)
+    let trim_interval_ms = config.limits.heap_trim_interval_ms;
+    let tls = Arc::clone(&shared.tls);
+    control_thread::start(&config.admin, admin_state, plane, trim_interval_ms, tls, &STOP_REQUESTED)
 }
 
 /// Stop the running shards after a failure to start, and return it.

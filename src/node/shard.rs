@@ -125,6 +125,7 @@ async fn build_context(setup: &ShardConfig, ends: MeshEnds) -> (Rc<ShardContext>
         progress: Arc::clone(&setup.progress),
         topic_changes: Default::default(),
         groups: Default::default(),
+        tls: Arc::clone(&setup.tls),
         users: Arc::clone(&setup.users.snapshot),
     });
     (context, inbound)

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::admin::http::AdminState;
 use crate::config::NodeConfig;
+use crate::security::listeners::NodeTls;
 use crate::shard::topics::{TopicMeta, TopicRegistry};
 use crate::shard::ShardId;
 use crate::state::cluster::ClusterState;
@@ -32,6 +33,7 @@ pub(super) struct Shared {
     pub(super) metrics: Arc<NodeMetrics>,
     pub(super) cluster: Arc<ClusterState>,
     pub(super) progress: Arc<ReplicationProgress>,
+    pub(super) tls: Arc<NodeTls>,
     /// The users clients authenticate as (`[auth]`).
     pub(super) users: super::users::NodeUsers,
 }
@@ -39,7 +41,13 @@ pub(super) struct Shared {
 impl Shared {
     /// The shared state of a node with `topics` and `shards` data shards
     /// (clustered when etcd endpoints are configured).
-    pub(super) fn new(config: NodeConfig, topics: Vec<TopicMeta>, shards: usize, users: NodeUsers) -> Shared {
+    pub(super) fn new(
+        config: NodeConfig,
+        topics: Vec<TopicMeta>,
+        shards: usize,
+        tls: Arc<NodeTls>,
+        users: NodeUsers,
+    ) -> Shared {
         assert!(shards > 0, "shards are resolved before the shared state is built");
         let connections = Arc::new(ConnectionCount::default());
         let cluster = match config.cluster.etcd.is_empty() {
@@ -54,6 +62,7 @@ impl Shared {
             connections,
             cluster,
             progress: ReplicationProgress::new(shards),
+            tls,
             users,
         }
     }
@@ -71,6 +80,7 @@ impl Shared {
             metrics: Arc::clone(&self.metrics),
             client: Arc::new(LoopbackClient {
                 address: loopback_address(&self.config.listen),
+                tls: Arc::clone(&self.tls),
                 credentials: self.users.internal_admin.clone(),
             }),
             admin_token: self.config.admin_token.as_ref().map(|token| token.expose().to_string()),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::cluster::keys::Registration;
 use crate::config::NodeConfig;
+use crate::security::settings::Listener;
 use crate::shard::ShardId;
 
 use super::{NodeError, ShardError, STOP_REQUESTED};
@@ -75,8 +76,9 @@ pub(super) fn announce(config: &NodeConfig, shards: usize) {
     };
     tracing::info!(target: "ringlog::node", listen = %config.listen, admin = %config.admin, shards,
         data_dir = %config.data_dir.display(), %mode, "ringlog node ready");
+    let admin_scheme = if config.tls.listener(Listener::Admin).is_some() { "https" } else { "http" };
     println!(
-        "ringlog listening on {} (admin http://{}) with {shards} shards, data in {} ({mode})",
+        "ringlog listening on {} (admin {admin_scheme}://{}) with {shards} shards, data in {} ({mode})",
         config.listen,
         config.admin,
         config.data_dir.display()
@@ -98,6 +100,40 @@ pub(super) fn listen_addresses(config: &NodeConfig) -> Vec<(&'static str, &str)>
     }
     addresses.push(("admin", config.admin.as_str()));
     addresses
+}
+
+/// The listeners reachable beyond loopback in plaintext, each with the
+/// setting that names it (the defaults bind loopback only, so a laptop
+/// never sees this).
+pub(super) fn exposed_in_plaintext(config: &NodeConfig) -> Vec<&'static str> {
+    let listener_of = |setting: &str| match setting {
+        "listen" => Listener::Client,
+        "replication_listen" => Listener::Replication,
+        "kafka_listen" => Listener::Kafka,
+        _ => Listener::Admin,
+    };
+    listen_addresses(config)
+        .into_iter()
+        .filter(|(setting, address)| !is_loopback(address) && config.tls.listener(listener_of(setting)).is_none())
+        .map(|(setting, _)| setting)
+        .collect()
+}
+
+/// One warning at startup when a listener is reachable beyond loopback
+/// without TLS.
+pub(super) fn warn_if_exposed(config: &NodeConfig) {
+    let exposed = exposed_in_plaintext(config);
+    if !exposed.is_empty() {
+        tracing::warn!(target: "ringlog::node", listeners = %exposed.join(","),
+            "listening beyond loopback without TLS: anyone on the network can read and change this traffic (set [tls] cert_file and key_file)");
+    }
+}
+
+/// Whether `address` (`host:port`) binds a loopback interface only.
+fn is_loopback(address: &str) -> bool {
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Refuse to start, before recovery, when another process listens on one
@@ -147,5 +183,22 @@ pub(super) fn advertised_addresses(config: &NodeConfig) -> Registration {
         replication: advertised(&config.replication_listen, advertise),
         admin: advertised(&config.admin, advertise),
         kafka: config.kafka_advertised(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_listeners_beyond_loopback_without_tls_are_called_exposed() {
+        let mut config = NodeConfig::default();
+        assert!(exposed_in_plaintext(&config).is_empty(), "the defaults bind loopback only");
+        config.listen = "0.0.0.0:7070".into();
+        config.kafka_listen = "[::]:9092".into();
+        config.admin = "localhost:7071".into();
+        assert_eq!(exposed_in_plaintext(&config), ["listen", "kafka_listen"]);
+        config.tls = toml::from_str("cert_file = 'n.pem'\nkey_file = 'n.key'\n[kafka]\nenabled = false").unwrap();
+        assert_eq!(exposed_in_plaintext(&config), ["kafka_listen"], "TLS covers the client listener");
     }
 }

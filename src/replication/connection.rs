@@ -5,16 +5,17 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalSender};
-use glommio::net::TcpStream;
+use rustls::ClientConfig;
 
 use crate::protocol::{
     decode_response_owned, encode_request, frame_length, ApiKey, ErrorResponse, Request, Response, LENGTH_PREFIX_BYTES,
 };
+use crate::security::stream::{split, ReadHalf};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,25 +47,23 @@ pub struct ReplicaConnection {
 }
 
 impl ReplicaConnection {
-    /// Connect to `address`; answers larger than `max_frame_bytes` break the
-    /// connection, and so does a call left unanswered for `call_timeout`.
+    /// Connect to `address` (with TLS when `tls` is given: the leader's
+    /// certificate must be trusted and name the address's host); answers
+    /// larger than `max_frame_bytes` break the connection, and so does a
+    /// call left unanswered for `call_timeout`, which also bounds the
+    /// connect and the handshake.
     pub async fn connect(
         address: &str,
+        tls: Option<Arc<ClientConfig>>,
         max_frame_bytes: usize,
         depth: usize,
         call_timeout: std::time::Duration,
     ) -> Result<ReplicaConnection, CallError> {
-        let stream =
-            TcpStream::connect(address).await.map_err(|error| CallError::Connection(format!("{address}: {error}")))?;
-        let _ = stream.set_nodelay(true);
-        // SAFETY: dup gives the writer its own descriptor for the socket;
-        // the writer stream owns and closes it.
-        let write_fd = unsafe { libc::dup(stream.as_raw_fd()) };
-        if write_fd < 0 {
-            return Err(CallError::Connection(format!("dup: {}", std::io::Error::last_os_error())));
-        }
-        // SAFETY: write_fd is a fresh, valid socket descriptor we own.
-        let mut write_stream = unsafe { TcpStream::from_raw_fd(write_fd) };
+        let stream = crate::security::stream::connect(address, tls, call_timeout)
+            .await
+            .map_err(|error| CallError::Connection(format!("{address}: {error}")))?;
+        let (stream, mut write_stream) =
+            split(stream).map_err(|error| CallError::Connection(format!("{address}: {error}")))?;
         let shared = Rc::new(Shared {
             pending: RefCell::new(HashMap::new()),
             closed: Cell::new(false),
@@ -74,7 +73,11 @@ impl ReplicaConnection {
         let writer_shared = Rc::clone(&shared);
         let writer = crate::runtime::spawn_local(async move {
             while let Some(frame) = outgoing.recv().await {
-                if let Err(error) = write_stream.write_all(&frame).await {
+                let written = match write_stream.write_all(&frame).await {
+                    Ok(()) => write_stream.flush().await,
+                    failed => failed,
+                };
+                if let Err(error) = written {
                     fail_all(&writer_shared, format!("write: {error}"));
                     break;
                 }
@@ -143,7 +146,7 @@ fn fail_all(shared: &Shared, reason: String) {
     shared.pending.borrow_mut().clear();
 }
 
-async fn read_answers(mut stream: TcpStream, shared: Rc<Shared>, max_frame_bytes: usize) {
+async fn read_answers(mut stream: ReadHalf, shared: Rc<Shared>, max_frame_bytes: usize) {
     let reason = loop {
         let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
         if let Err(error) = stream.read_exact(&mut prefix).await {
@@ -192,7 +195,7 @@ mod tests {
         });
         let (outcome, elapsed, closed) = crate::runtime::block_on_executor("call-timeout", move || async move {
             let connection =
-                ReplicaConnection::connect(&address, 1 << 20, 4, Duration::from_millis(200)).await.unwrap();
+                ReplicaConnection::connect(&address, None, 1 << 20, 4, Duration::from_millis(200)).await.unwrap();
             let started = Instant::now();
             let outcome = connection.call(&Request::TopicConfigs).await;
             (outcome.map(|_| ()).map_err(|error| error.to_string()), started.elapsed(), connection.is_closed())

@@ -90,6 +90,7 @@ async fn session(context: &Rc<ShardContext>, target: &Target, stopping: &Rc<Cell
     let connection = Rc::new(
         ReplicaConnection::connect(
             &target.address,
+            context.tls.replication_client(),
             limits.max_frame_bytes,
             limits.max_inflight_requests_per_connection,
             // A leader silent for replica_lag_max_ms would have cut this

@@ -1,11 +1,16 @@
-//! Authentication and authorization, protocol-neutral (docs/SECURITY.md):
+//! Security below the network: TLS configurations and streams, and
+//! authentication and authorization, protocol-neutral (docs/SECURITY.md):
 //! SCRAM-SHA-256 state machines, roles and topic patterns, the users file
-//! and the per-source failure limiter. Floor 1: pure code over bytes, the
-//! listeners above drive it.
+//! and the per-source failure limiter. The listeners and clients that use
+//! it live in `net`, `admin` and `replication`.
 
 pub mod acl;
 pub mod limiter;
+pub mod listeners;
 pub mod scram;
+pub mod settings;
+pub mod stream;
+pub mod tls;
 pub mod users;
 
 pub use acl::{Operation, Principal, Role, TopicPattern};

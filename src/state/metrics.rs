@@ -12,6 +12,9 @@ pub use super::latency::{Histogram, LATENCY_BUCKETS_US};
 #[derive(Debug, Default)]
 pub struct ConnectionCount {
     pub(crate) open: AtomicUsize,
+    /// Connections closed because their TLS handshake failed or timed out
+    /// (a plaintext client on a TLS port, an untrusted certificate).
+    pub tls_handshake_failures: AtomicU64,
 }
 
 impl ConnectionCount {

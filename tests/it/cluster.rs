@@ -46,6 +46,8 @@ pub struct Cluster {
     pub environment: Vec<(String, String)>,
     /// Whether new members get a Kafka listener on a free port.
     pub kafka: bool,
+    /// Extra command-line flags for every node (`--config FILE`).
+    pub flags: Vec<String>,
 }
 
 impl Cluster {
@@ -57,6 +59,7 @@ impl Cluster {
             token: None,
             environment: Vec::new(),
             kafka: false,
+            flags: Vec::new(),
         }
     }
 
@@ -87,6 +90,7 @@ impl Cluster {
         if let Some(kafka) = &member.kafka {
             flags.extend(["--kafka-listen", kafka.as_str()]);
         }
+        flags.extend(self.flags.iter().map(String::as_str));
         Node::spawn(client, admin, &member.data_dir, 2, &flags, &environment, Some(&member.log))
     }
 }

@@ -4,6 +4,7 @@
 mod admin;
 mod alloc;
 mod auth;
+mod certs;
 mod cli;
 mod cluster;
 mod common;
@@ -26,6 +27,7 @@ mod replication;
 mod safety;
 mod storage_log;
 mod storage_recovery;
+mod tls;
 
 #[global_allocator]
 static ALLOCATOR: alloc::CountingAllocator = alloc::CountingAllocator;

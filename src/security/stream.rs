@@ -1,0 +1,198 @@
+//! A connection on the executor's sockets, plaintext or TLS, and its two
+//! halves: the native and Kafka listeners (and a follower's connection)
+//! read with one task and write with another.
+//!
+//! A plaintext connection is split into two descriptors of the socket
+//! (`dup`), so each task owns its own and neither shares anything. A TLS
+//! session is one state machine for both directions, so its halves share
+//! it through an `Rc<RefCell<…>>`: both tasks run on the same thread and a
+//! borrow lasts one `poll_*` call, never across an await, so a borrow can
+//! never find the other one held (no lock, and no way to deadlock).
+//! Reading never writes to the socket once the handshake is done, except
+//! for a last-gasp alert before the session fails, so the reader does not
+//! steal the writer's readiness wake-up.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use glommio::net::TcpStream;
+use rustls::{ClientConfig, ServerConfig};
+
+use super::tls::{server_name, TlsError};
+
+/// A TLS session over a socket of the executor.
+pub type TlsSession = futures_rustls::TlsStream<TcpStream>;
+
+/// A connection, before it is split.
+pub enum Stream {
+    /// No TLS.
+    Plain(TcpStream),
+    /// TLS, handshake done.
+    Tls(Box<TlsSession>),
+}
+
+impl Stream {
+    /// The socket's descriptor (to shut it down under a blocked task).
+    pub fn raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Plain(stream) => stream.as_raw_fd(),
+            Stream::Tls(session) => session.get_ref().0.as_raw_fd(),
+        }
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+}
+
+/// Accept a connection: plaintext as it is, or the TLS handshake within
+/// `timeout` (a peer that never finishes it must not hold a connection
+/// slot forever).
+pub async fn accept(stream: TcpStream, tls: Option<Arc<ServerConfig>>, timeout: Duration) -> io::Result<Stream> {
+    let _ = stream.set_nodelay(true);
+    let Some(config) = tls else { return Ok(Stream::Plain(stream)) };
+    let handshake = futures_rustls::TlsAcceptor::from(config).accept(stream);
+    let session = within(timeout, handshake).await?;
+    Ok(Stream::Tls(Box::new(session.into())))
+}
+
+/// Connect to `address`, with TLS when `tls` is given (the server's
+/// certificate must name the address's host).
+pub async fn connect(address: &str, tls: Option<Arc<ClientConfig>>, timeout: Duration) -> io::Result<Stream> {
+    let connecting = async { TcpStream::connect(address).await.map_err(io::Error::from) };
+    let stream = within(timeout, connecting).await?;
+    let _ = stream.set_nodelay(true);
+    let Some(config) = tls else { return Ok(Stream::Plain(stream)) };
+    let name = server_name(address).map_err(|error: TlsError| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+    let handshake = futures_rustls::TlsConnector::from(config).connect(name, stream);
+    let session = within(timeout, handshake).await?;
+    Ok(Stream::Tls(Box::new(session.into())))
+}
+
+async fn within<T>(timeout: Duration, work: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+    let expired = async {
+        crate::runtime::sleep(timeout).await;
+        Err(io::Error::new(io::ErrorKind::TimedOut, format!("no TLS handshake within {} ms", timeout.as_millis())))
+    };
+    futures_lite::future::or(work, expired).await
+}
+
+/// The reading half of a connection.
+pub enum ReadHalf {
+    /// Its own descriptor of the socket.
+    Plain(TcpStream),
+    /// The shared TLS session.
+    Tls(Rc<RefCell<TlsSession>>),
+}
+
+/// The writing half of a connection.
+pub enum WriteHalf {
+    /// Its own descriptor of the socket.
+    Plain(TcpStream),
+    /// The shared TLS session.
+    Tls(Rc<RefCell<TlsSession>>),
+}
+
+impl WriteHalf {
+    /// The descriptor this half keeps open (to shut the socket down under
+    /// a blocked writer): its own on plaintext, the shared one on TLS.
+    pub fn raw_fd(&self) -> RawFd {
+        match self {
+            WriteHalf::Plain(stream) => stream.as_raw_fd(),
+            WriteHalf::Tls(session) => session.borrow().get_ref().0.as_raw_fd(),
+        }
+    }
+}
+
+/// Split a connection for a reader task and a writer task.
+pub fn split(stream: Stream) -> io::Result<(ReadHalf, WriteHalf)> {
+    match stream {
+        Stream::Plain(stream) => {
+            // SAFETY: dup returns a new descriptor for the same socket, or -1.
+            let write_fd = unsafe { libc::dup(stream.as_raw_fd()) };
+            if write_fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: write_fd is a fresh, valid socket descriptor owned
+            // by the write half from here on, and closed when it drops.
+            let writer = unsafe { TcpStream::from_raw_fd(write_fd) };
+            Ok((ReadHalf::Plain(stream), WriteHalf::Plain(writer)))
+        }
+        Stream::Tls(session) => {
+            let shared = Rc::new(RefCell::new(*session));
+            Ok((ReadHalf::Tls(Rc::clone(&shared)), WriteHalf::Tls(shared)))
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, context: &mut Context<'_>, buffer: &mut [u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_read(context, buffer),
+            Stream::Tls(session) => Pin::new(session.as_mut()).poll_read(context, buffer),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, context: &mut Context<'_>, buffer: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_write(context, buffer),
+            Stream::Tls(session) => Pin::new(session.as_mut()).poll_write(context, buffer),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_flush(context),
+            Stream::Tls(session) => Pin::new(session.as_mut()).poll_flush(context),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(stream) => Pin::new(stream).poll_close(context),
+            Stream::Tls(session) => Pin::new(session.as_mut()).poll_close(context),
+        }
+    }
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(self: Pin<&mut Self>, context: &mut Context<'_>, buffer: &mut [u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ReadHalf::Plain(stream) => Pin::new(stream).poll_read(context, buffer),
+            ReadHalf::Tls(session) => Pin::new(&mut *session.borrow_mut()).poll_read(context, buffer),
+        }
+    }
+}
+
+impl AsyncWrite for WriteHalf {
+    fn poll_write(self: Pin<&mut Self>, context: &mut Context<'_>, buffer: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Plain(stream) => Pin::new(stream).poll_write(context, buffer),
+            WriteHalf::Tls(session) => Pin::new(&mut *session.borrow_mut()).poll_write(context, buffer),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Plain(stream) => Pin::new(stream).poll_flush(context),
+            WriteHalf::Tls(session) => Pin::new(&mut *session.borrow_mut()).poll_flush(context),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Plain(stream) => Pin::new(stream).poll_close(context),
+            WriteHalf::Tls(session) => Pin::new(&mut *session.borrow_mut()).poll_close(context),
+        }
+    }
+}

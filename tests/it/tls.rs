@@ -1,0 +1,358 @@
+//! TLS on every listener (SPEC §11) with certificates made in the test:
+//! clients that trust the CA are served; plaintext clients, untrusted CAs,
+//! expired certificates and (with `client_ca_file`) clients without a
+//! certificate from the client CA are refused; a SIGHUP reload serves the
+//! new certificate to new connections and drops no open one.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringlog::net::client::{Client, ClientError, Connection};
+use ringlog::protocol::{Request, Response, TopicSettings};
+use ringlog::security::tls::ClientTls;
+
+use crate::certs::{tls_environment, Authority, Leaf};
+use crate::node::{free_address, Node};
+
+/// A node serving TLS with `leaf` on every listener, plus `extra` settings.
+fn tls_node(dir: &Path, leaf: &Leaf, extra: &[(&str, &str)]) -> Node {
+    let mut environment = tls_environment(leaf);
+    environment.extend(extra.iter().map(|(key, value)| (key.to_string(), value.to_string())));
+    let environment: Vec<(&str, &str)> =
+        environment.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect();
+    Node::start_with(&dir.join("data"), 1, &environment)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// One request over a fresh TLS client.
+fn call(address: &str, tls: &ClientTls, request: &Request) -> Result<Response, ClientError> {
+    runtime().block_on(async {
+        let mut client = Client::new(vec![address.to_string()], Duration::from_millis(500)).with_tls(tls.clone());
+        client.call(request).await
+    })
+}
+
+/// The `ringlog` command against `node`'s client listener.
+fn ringlog(node: &Node, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringlog"))
+        .args(args)
+        .env("RINGLOG_SERVER", &node.address)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ringlog");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+/// GET `path` from a TLS admin listener.
+fn admin_get(node: &Node, tls: &ClientTls, path: &str) -> Result<(u16, String), String> {
+    admin_call(&node.admin, tls, hyper::Method::GET, path, None)
+}
+
+/// `method path` (with a JSON body) to the admin listener at `address`.
+fn admin_call(
+    address: &str,
+    tls: &ClientTls,
+    method: hyper::Method,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, String), String> {
+    let body = body.map(str::to_string);
+    let timeout = Duration::from_secs(5);
+    runtime().block_on(async {
+        let answer = ringlog::admin::client::request(address, method, path, None, body, tls, timeout).await?;
+        Ok((answer.status, String::from_utf8_lossy(&answer.body).to_string()))
+    })
+}
+
+#[test]
+fn a_client_that_trusts_the_ca_produces_and_consumes_over_tls_with_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new(dir.path(), "ringlog-test");
+    let node = tls_node(dir.path(), &authority.server(dir.path(), "node"), &[]);
+    let ca = authority.ca_file.display().to_string();
+    let created = ringlog(&node, &["topic", "create", "secure", "--tls-ca", &ca], None);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let produced = ringlog(&node, &["produce", "secure", "--tls-ca", &ca], Some("one\ntwo\nthree\n"));
+    assert!(produced.status.success(), "{}", stderr(&produced));
+    let consumed = ringlog(&node, &["consume", "secure", "--tls-ca", &ca], None);
+    assert!(consumed.status.success(), "{}", stderr(&consumed));
+    assert_eq!(stdout(&consumed).lines().collect::<Vec<_>>(), ["one", "two", "three"]);
+}
+
+#[test]
+fn a_plaintext_client_on_a_tls_port_is_refused_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new(dir.path(), "ringlog-test");
+    let node = tls_node(dir.path(), &authority.server(dir.path(), "node"), &[]);
+    let mut plaintext = std::net::TcpStream::connect(&node.address).unwrap();
+    plaintext.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut frame = Vec::new();
+    ringlog::protocol::encode_request(1, &Request::ListTopics, &mut frame);
+    plaintext.write_all(&frame).unwrap();
+    let mut answer = Vec::new();
+    // rustls answers a non-TLS record with an alert, then the node closes.
+    let _ = plaintext.read_to_end(&mut answer);
+    assert!(answer.len() < 16 && !answer.starts_with(&frame[..4]), "no protocol answer in plaintext: {answer:?}");
+    let (status, metrics) = admin_get(&node, &authority.client_tls(None), "/metrics").unwrap();
+    assert_eq!(status, 200);
+    let failures = metric(&metrics, "ringlog_tls_handshake_failures_total");
+    assert!(failures >= 1, "the refused handshake is counted:\n{metrics}");
+    // Plaintext HTTP to the admin listener gets no HTTP answer either.
+    let mut http = std::net::TcpStream::connect(&node.admin).unwrap();
+    http.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    http.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = http.read_to_end(&mut answer);
+    assert!(!answer.starts_with(b"HTTP/"), "plaintext HTTP is not served: {:?}", String::from_utf8_lossy(&answer));
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{name} not in metrics"))
+}
+
+#[test]
+fn a_client_that_does_not_trust_the_servers_certificate_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new(dir.path(), "ringlog-test");
+    let stranger = Authority::new(dir.path(), "stranger");
+    let node = tls_node(dir.path(), &authority.server(dir.path(), "node"), &[]);
+    let started = Instant::now();
+    let refused = ringlog(&node, &["topic", "list", "--tls-ca", &stranger.ca_file.display().to_string()], None);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("TLS"), "the error says TLS: {}", stderr(&refused));
+    assert!(started.elapsed() < Duration::from_secs(4), "a certificate error is not retried");
+    let plaintext = ringlog(&node, &["topic", "list"], None);
+    assert_eq!(plaintext.status.code(), Some(1), "a plaintext client fails too");
+}
+
+#[test]
+fn an_expired_server_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new(dir.path(), "ringlog-test");
+    let expired = authority.leaf(dir.path(), "expired", &["127.0.0.1"], true);
+    let node = tls_node(dir.path(), &expired, &[]);
+    let outcome = call(&node.address, &authority.client_tls(None), &Request::ListTopics);
+    match outcome {
+        Err(ClientError::Tls(message)) => assert!(message.to_lowercase().contains("expired"), "{message}"),
+        other => panic!("an expired certificate must be refused, got {other:?}"),
+    }
+}
+
+#[test]
+fn mutual_tls_serves_only_clients_with_a_certificate_from_the_client_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new(dir.path(), "ringlog-test");
+    let clients = Authority::new(dir.path(), "clients");
+    let stranger = Authority::new(dir.path(), "stranger");
+    let client_ca = clients.ca_file.display().to_string();
+    let node =
+        tls_node(dir.path(), &authority.server(dir.path(), "node"), &[("RINGLOG_TLS_CLIENT_CA_FILE", &client_ca)]);
+    let member = clients.leaf(dir.path(), "member", &["member"], false);
+    let outsider = stranger.leaf(dir.path(), "outsider", &["outsider"], false);
+    let create = Request::CreateTopic { name: "mutual".into(), settings: TopicSettings::default() };
+    assert!(call(&node.address, &authority.client_tls(Some(&member)), &create).is_ok());
+    for (who, identity) in [("no certificate", None), ("a stranger's certificate", Some(&outsider))] {
+        let refused = call(&node.address, &authority.client_tls(identity), &Request::ListTopics);
+        assert!(refused.is_err(), "a client with {who} is refused");
+    }
+    // The admin API's own mutations reach the client listener with the
+    // node's certificate (pinned), so they still work under mutual TLS.
+    let (status, body) = admin_get(&node, &authority.client_tls(Some(&member)), "/api/topics/mutual").unwrap();
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn a_key_file_others_can_read_stops_the_node_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new(dir.path(), "ringlog-test");
+    let leaf = authority.server(dir.path(), "node");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&leaf.key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ringlog"))
+        .args(["serve", "--listen", &free_address(), "--admin", &free_address(), "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("RINGLOG_KAFKA_LISTEN", "")
+        .envs(tls_environment(&leaf))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("chmod 600") && message.contains("node.key"), "{message}");
+}
+
+#[test]
+fn the_admin_api_serves_https_and_its_mutations_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new(dir.path(), "ringlog-test");
+    // A certificate naming only `localhost`: the admin API's own loopback
+    // connection to 127.0.0.1 trusts it by its pin, not by its name.
+    let leaf = authority.leaf(dir.path(), "node", &["localhost"], false);
+    let node = tls_node(dir.path(), &leaf, &[]);
+    let admin = format!("localhost:{}", node.admin.rsplit_once(':').unwrap().1);
+    let tls = authority.client_tls(None);
+    let body = r#"{"name":"viahttps","partitions":2}"#;
+    let (status, answer) = admin_call(&admin, &tls, hyper::Method::POST, "/api/topics", Some(body)).unwrap();
+    assert_eq!(status, 201, "{answer}");
+    let (status, listed) = admin_call(&admin, &tls, hyper::Method::GET, "/api/topics", None).unwrap();
+    assert_eq!(status, 200);
+    assert!(listed.contains("viahttps"), "{listed}");
+    let (status, page) = admin_call(&admin, &tls, hyper::Method::GET, "/", None).unwrap();
+    assert!(status == 200 && page.contains("<html"), "the console is served over https too");
+}
+
+#[test]
+fn a_certificate_reload_serves_new_connections_the_new_certificate_and_drops_no_open_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_authority = Authority::new(dir.path(), "old");
+    let new_authority = Authority::new(dir.path(), "new");
+    let leaf = old_authority.server(dir.path(), "node");
+    let node = tls_node(dir.path(), &leaf, &[]);
+    let old_tls = old_authority.client_tls(None);
+    let create = Request::CreateTopic { name: "rotating".into(), settings: TopicSettings::default() };
+    call(&node.address, &old_tls, &create).unwrap();
+    // A producer on one connection, producing before, during and after the reload.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let producer = {
+        let (address, tls, stop, acknowledged) =
+            (node.address.clone(), old_tls.clone(), stop.clone(), acknowledged.clone());
+        std::thread::spawn(move || produce_until(&address, &tls, &stop, &acknowledged))
+    };
+    wait_until(|| acknowledged.load(Ordering::SeqCst) >= 20);
+    let rotated = new_authority.server(dir.path(), "rotated");
+    std::fs::copy(&rotated.cert_file, &leaf.cert_file).unwrap();
+    crate::certs::write_private(&leaf.key_file, &std::fs::read_to_string(&rotated.key_file).unwrap());
+    unsafe { libc::kill(node.pid() as i32, libc::SIGHUP) };
+    wait_until(|| call(&node.address, &new_authority.client_tls(None), &Request::ListTopics).is_ok());
+    let before = acknowledged.load(Ordering::SeqCst);
+    wait_until(|| acknowledged.load(Ordering::SeqCst) >= before + 20);
+    stop.store(true, Ordering::SeqCst);
+    let failure = producer.join().unwrap();
+    assert_eq!(failure, None, "the open connection kept working through the reload");
+    assert!(call(&node.address, &old_tls, &Request::ListTopics).is_err(), "new connections get the new certificate");
+}
+
+/// Produce one record at a time on one connection until `stop`; the first
+/// failure, if any.
+fn produce_until(address: &str, tls: &ClientTls, stop: &AtomicBool, acknowledged: &AtomicU64) -> Option<String> {
+    runtime().block_on(async {
+        let connection = Connection::connect_with(address, tls).await.map_err(|error| error.to_string()).ok()?;
+        while !stop.load(Ordering::SeqCst) {
+            let request = crate::node::produce_request("rotating", 0, ringlog::protocol::Acks::All, &["r".to_string()]);
+            match connection.call(&request).await {
+                Ok(_) => acknowledged.fetch_add(1, Ordering::SeqCst),
+                Err(error) => return Some(error.to_string()),
+            };
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        None
+    })
+}
+
+fn wait_until(mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(Instant::now() < deadline, "condition not met within 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn kcat_produces_and_consumes_over_tls_and_a_plaintext_kafka_client_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new(dir.path(), "ringlog-test");
+    let kafka = free_address();
+    let node = tls_node(dir.path(), &authority.server(dir.path(), "node"), &[("RINGLOG_KAFKA_LISTEN", &kafka)]);
+    let ca = authority.ca_file.display().to_string();
+    let create = Request::CreateTopic { name: "kafka-tls".into(), settings: TopicSettings::default() };
+    call(&node.address, &authority.client_tls(None), &create).unwrap();
+    let ssl = ["-X", "security.protocol=ssl", "-X"];
+    let ca_location = format!("ssl.ca.location={ca}");
+    let mut produce = vec!["-b", kafka.as_str(), "-P", "-t", "kafka-tls", "-p", "0"];
+    produce.extend_from_slice(&ssl);
+    produce.push(&ca_location);
+    let produced = crate::kafka::kcat(&produce, b"alpha\nbeta\n");
+    let produce_errors = String::from_utf8_lossy(&produced.stderr).to_string();
+    assert!(produced.status.success() && !produce_errors.contains("ERROR"), "{produce_errors}");
+    let mut consume = vec!["-b", kafka.as_str(), "-C", "-t", "kafka-tls", "-p", "0", "-o", "beginning", "-e"];
+    consume.extend_from_slice(&ssl);
+    consume.push(&ca_location);
+    let consumed = crate::kafka::kcat(&consume, b"");
+    assert_eq!(stdout(&consumed).lines().collect::<Vec<_>>(), ["alpha", "beta"], "{}", stderr(&consumed));
+    // The same client in plaintext gets no metadata: the port speaks TLS only.
+    let plaintext =
+        crate::kafka::kcat(&["-b", &kafka, "-L", "-m", "3", "-X", "socket.connection.setup.timeout.ms=2000"], b"");
+    assert!(!plaintext.status.success(), "plaintext Kafka is refused: {}", stdout(&plaintext));
+}
+
+/// A config file serving mutual TLS on the replication listener only (the
+/// test harness reads health and node lists over plaintext admin HTTP).
+/// Its peers are trusted through `ca`.
+fn replication_tls_config(dir: &Path, name: &str, leaf: &Leaf, client_ca: &Path, ca: &Path) -> String {
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\nca_file = {:?}\n\
+         [tls.client]\nenabled = false\n[tls.admin]\nenabled = false\n",
+        leaf.cert_file, leaf.key_file, client_ca, ca
+    );
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn followers_replicate_over_mutual_tls_and_a_node_with_a_foreign_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new(dir.path(), "cluster");
+    let leaf = authority.server(dir.path(), "member");
+    let config = replication_tls_config(dir.path(), "member", &leaf, &authority.ca_file, &authority.ca_file);
+    let mut cluster = crate::cluster::Cluster::with_replication(2_000, 2);
+    cluster.flags = vec!["--config".into(), config];
+    let ([_a, _b], [leader, _follower]) = cluster.start_in_sync::<2>();
+    crate::fixtures::create_topic(&leader, "replicated", 1);
+    let produced = leader.client().call(crate::node::produce_request(
+        "replicated",
+        0,
+        ringlog::protocol::Acks::All,
+        &["over-tls".to_string()],
+    ));
+    assert!(produced.is_ok(), "acks=all is met through the TLS follower: {produced:?}");
+    // A node whose certificate comes from another CA is not let in, even
+    // though it trusts the leader's: the leader refuses its certificate.
+    let stranger = Authority::new(dir.path(), "stranger");
+    let foreign = stranger.server(dir.path(), "foreign");
+    let foreign_config = replication_tls_config(dir.path(), "foreign", &foreign, &stranger.ca_file, &authority.ca_file);
+    cluster.flags = vec!["--config".into(), foreign_config];
+    let outsider = cluster.member("c");
+    let _outsider_node = cluster.start(&outsider);
+    std::thread::sleep(Duration::from_secs(3));
+    let view = crate::fixtures::nodes_view(&leader);
+    let connected: Vec<_> = view.iter().filter(|node| node["connected"] == true).collect();
+    assert_eq!(connected.len(), 2, "only the leader and the trusted follower are connected: {view:?}");
+    let log = crate::cluster::log_of(&outsider);
+    assert!(log.contains("UnknownCA"), "the outsider hears the leader's refusal of its certificate: {log}");
+}
