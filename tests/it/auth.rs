@@ -354,3 +354,59 @@ fn no_password_or_token_appears_in_print_config_output() {
     assert!(!stdout.contains("must-not-leak"), "{stdout}");
     assert!(stdout.contains("admin_token = \"<redacted>\""), "{stdout}");
 }
+
+/// `ringlog ARGS` against `node` as `user`, with `stdin`.
+fn ringlog_as(
+    node: &crate::node::Node,
+    user: &str,
+    password: &str,
+    args: &[&str],
+    stdin: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringlog"))
+        .args(args)
+        .env("RINGLOG_SERVER", &node.address)
+        .env("RINGLOG_USER", user)
+        .env("RINGLOG_PASSWORD", password)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_cli_produces_and_consumes_as_users_of_the_right_roles_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = secured_node(dir.path(), 2, &[]);
+    let created = ringlog_as(&node, "root", ADMIN_PASSWORD, &["topic", "create", "orders", "--partitions", "1"], "");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let produced = ringlog_as(&node, "writer", "writer-password", &["produce", "orders"], "a\nb\n");
+    assert!(produced.status.success(), "{}", String::from_utf8_lossy(&produced.stderr));
+    let refused = ringlog_as(&node, "reader", "reader-password", &["produce", "orders"], "c\n");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not_authorized"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let consumed = ringlog_as(&node, "reader", "reader-password", &["consume", "orders", "--group", "g"], "");
+    assert!(consumed.status.success(), "{}", String::from_utf8_lossy(&consumed.stderr));
+    assert_eq!(String::from_utf8_lossy(&consumed.stdout), "a\nb\n");
+    let anonymous = std::process::Command::new(env!("CARGO_BIN_EXE_ringlog"))
+        .args(["topic", "list", "--server", &node.address])
+        .output()
+        .unwrap();
+    assert_eq!(anonymous.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&anonymous.stderr).contains("authentication_required"));
+    let wrong = ringlog_as(&node, "reader", "wrong", &["topic", "list"], "");
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("authentication_failed"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+}
