@@ -488,6 +488,19 @@ impl NodeConfig {
         file: Option<&Path>,
         variables: impl Iterator<Item = (String, String)>,
     ) -> Result<NodeConfig, ConfigError> {
+        let config = NodeConfig::load_unchecked(file, variables)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// [`NodeConfig::load`] without [`NodeConfig::validate`]: for callers
+    /// that apply command-line flags on top and validate the result (a
+    /// rule between settings, like `[auth]` needing users or a cluster,
+    /// must see the flags).
+    pub fn load_unchecked(
+        file: Option<&Path>,
+        variables: impl Iterator<Item = (String, String)>,
+    ) -> Result<NodeConfig, ConfigError> {
         let mut table = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -497,9 +510,7 @@ impl NodeConfig {
             None => toml::Table::new(),
         };
         apply_environment(&mut table, variables)?;
-        let config: NodeConfig = toml::Value::Table(table).try_into().map_err(ConfigError::Invalid)?;
-        config.validate()?;
-        Ok(config)
+        toml::Value::Table(table).try_into().map_err(ConfigError::Invalid)
     }
 
     /// Check every setting's range.

@@ -98,8 +98,7 @@ pub async fn overview(
     // With [auth] on, loopback is no credential: the console (which sends
     // only the token) can mutate when a token is set.
     let authentication_on = state.users.as_ref().is_some_and(|users| users.enabled());
-    body["mutations_allowed"] =
-        json!(state.admin_token.is_some() || (peer.ip().is_loopback() && !authentication_on));
+    body["mutations_allowed"] = json!(state.admin_token.is_some() || (peer.ip().is_loopback() && !authentication_on));
     body["counters"] = counters(&state);
     body["followers"] = json!(followers(&state));
     body["topics"] = json!(topic_totals(&gauges, &state));

@@ -39,10 +39,10 @@ pub trait UserDirectory: Send + Sync {
     fn enabled(&self) -> bool;
     /// The current users.
     fn snapshot(&self) -> Arc<Users>;
-    /// Add a user (saved before it is published).
-    fn add(&self, user: User) -> Result<(), UsersError>;
+    /// Add a user (saved, in the users file or etcd, before it is published).
+    fn add(&self, user: User) -> Pending<'_, Result<(), UsersError>>;
     /// Remove a user (saved before it is published).
-    fn remove(&self, name: &str) -> Result<(), UsersError>;
+    fn remove(&self, name: &str) -> Pending<'_, Result<(), UsersError>>;
     /// PBKDF2 iterations for a user added with a password (`auth.scram_iterations`).
     fn scram_iterations(&self) -> u32;
 }

@@ -80,6 +80,7 @@ fn users_status(failure: &UsersError) -> StatusCode {
         UsersError::Unknown(_) => StatusCode::NOT_FOUND,
         UsersError::BadUser { .. } => StatusCode::BAD_REQUEST,
         UsersError::Invalid { .. } => StatusCode::CONFLICT,
+        UsersError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         UsersError::Io { .. } | UsersError::TooLarge { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -145,7 +146,7 @@ pub(super) async fn add_user(
     };
     let listed = json!({"name": user.principal.name, "role": user.principal.role,
         "topics": user.principal.topics.to_string()});
-    match users.add(user) {
+    match users.add(user).await {
         Ok(()) => (StatusCode::CREATED, Json(listed)).into_response(),
         Err(failure) => users_error(failure),
     }
@@ -154,7 +155,7 @@ pub(super) async fn add_user(
 /// `DELETE /api/users/{name}`: 204 removed, 404 unknown.
 pub(super) async fn remove_user(_: Authorized, State(state): State<AdminState>, Path(name): Path<String>) -> Response {
     let Some(users) = &state.users else { return error(StatusCode::NOT_FOUND, "this node has no users") };
-    match users.remove(&name) {
+    match users.remove(&name).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(failure) => users_error(failure),
     }

@@ -32,6 +32,8 @@ pub enum UsersError {
     Exists(String),
     #[error("no user `{0}`")]
     Unknown(String),
+    #[error("the users cannot be changed now: {0}")]
+    Unavailable(String),
 }
 
 /// A user: who it is to the authorizer, and how it proves it.

@@ -410,3 +410,34 @@ fn the_cli_produces_and_consumes_as_users_of_the_right_roles_only() {
         String::from_utf8_lossy(&wrong.stderr)
     );
 }
+
+#[test]
+fn users_of_a_cluster_live_in_etcd_and_every_node_accepts_them() {
+    let mut cluster = crate::cluster::Cluster::with_replication(10_000, 1);
+    cluster.token = Some("cluster-admin-token".into());
+    cluster.environment.push(("RINGLOG_AUTH_ENABLED".into(), "true".into()));
+    let (_members, [leader, follower]) = cluster.start_in_sync::<2>();
+    // No admin user yet: the token adds the first one through any node.
+    let first_admin = r#"{"name":"ops","role":"admin","topics":"*","password":"ops-password"}"#;
+    let (status, body) = http(&follower.admin, "POST", "/api/users", Some(first_admin), Some("cluster-admin-token"));
+    assert_eq!(status, 201, "{body}");
+    let stored = cluster.etcd.get("ringlog/users/ops").unwrap().expect("the user is in etcd");
+    assert!(stored.contains("stored_key") && !stored.contains("ops-password"), "{stored}");
+    crate::cluster::wait_for(std::time::Duration::from_secs(10), "the leader to know ops", || {
+        authenticate(&mut leader.client(), "ops", "ops-password").is_ok()
+    });
+    let mut admin = logged_in(&leader, "ops", "ops-password");
+    assert_eq!(admin.call(create("events")), Ok(Response::CreateTopic));
+    let reader = r#"{"name":"viewer","role":"consumer","topics":"events","password":"viewer-password"}"#;
+    let (status, _) = http_basic(&leader.admin, "POST", "/api/users", Some(reader), "ops", "ops-password");
+    assert_eq!(status, 201);
+    crate::cluster::wait_for(std::time::Duration::from_secs(10), "the follower to know viewer", || {
+        authenticate(&mut follower.client(), "viewer", "viewer-password").is_ok()
+    });
+    let (status, _) = http_basic(&follower.admin, "DELETE", "/api/users/viewer", None, "ops", "ops-password");
+    assert_eq!(status, 204);
+    crate::cluster::wait_for(std::time::Duration::from_secs(10), "the leader to forget viewer", || {
+        authenticate(&mut leader.client(), "viewer", "viewer-password").is_err()
+    });
+    assert!(cluster.etcd.get("ringlog/users/viewer").unwrap().is_none());
+}
