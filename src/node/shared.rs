@@ -81,7 +81,7 @@ impl Shared {
             client: Arc::new(LoopbackClient {
                 address: loopback_address(&self.config.listen),
                 tls: Arc::clone(&self.tls),
-                credentials: self.users.internal_admin.clone(),
+                credentials: Arc::clone(&self.users.internal_admin),
             }),
             admin_token: self.config.admin_token.as_ref().map(|token| token.expose().to_string()),
             cluster: Arc::clone(&self.cluster),

@@ -10,16 +10,20 @@
 //!
 //! The internal admin is how the admin API's own loopback client
 //! authenticates: its password is random, made at startup, held only in
-//! this process's memory, never written or logged.
+//! this process's memory, never written or logged. In a cluster it is
+//! replaced, once the cluster secret is known, by one derived from that
+//! secret: a follower's admin API forwards topic mutations to the leader
+//! (`not_leader`), which must accept the same internal admin.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
+use hmac::{Hmac, Mac};
 
 use crate::admin::services::{Pending, UserDirectory};
 use crate::cluster::membership::ControlPlane;
@@ -42,8 +46,10 @@ pub(super) struct NodeUsers {
     pub(super) snapshot: Arc<ArcSwap<Users>>,
     /// The internal admin's name and password (`[auth]` on), for the admin
     /// API's loopback client.
-    pub(super) internal_admin: Option<Credentials>,
-    internal_credential: Option<StoredCredential>,
+    pub(super) internal_admin: Arc<ArcSwapOption<Credentials>>,
+    internal_credential: Arc<ArcSwapOption<StoredCredential>>,
+    /// Whether the internal admin is the cluster-wide one yet.
+    cluster_wide: Arc<AtomicBool>,
     /// The users file's users (standalone: the users; cluster: a seed).
     seed: Arc<ArcSwap<Users>>,
     /// Where changes are saved (standalone), with the lock that keeps two
@@ -67,7 +73,7 @@ pub(super) fn load(config: &NodeConfig) -> Result<NodeUsers, NodeError> {
     let (internal_credential, internal_admin) = match auth.enabled {
         true => {
             let (credential, password) = internal_admin_credential()?;
-            (Some(credential), Some(Credentials { user: INTERNAL_ADMIN.to_string(), password }))
+            (Some(Arc::new(credential)), Some(Arc::new(Credentials { user: INTERNAL_ADMIN.to_string(), password })))
         }
         false => (None, None),
     };
@@ -76,8 +82,9 @@ pub(super) fn load(config: &NodeConfig) -> Result<NodeUsers, NodeError> {
     }
     let node_users = NodeUsers {
         snapshot: Arc::new(ArcSwap::from_pointee(Users::default())),
-        internal_admin,
-        internal_credential,
+        internal_admin: Arc::new(ArcSwapOption::new(internal_admin)),
+        internal_credential: Arc::new(ArcSwapOption::new(internal_credential)),
+        cluster_wide: Arc::new(AtomicBool::new(false)),
         seed: Arc::new(ArcSwap::from_pointee(from_file.clone())),
         file: auth.users_file.clone().map(|path| Arc::new((path, Mutex::new(())))),
         plane: None,
@@ -109,8 +116,8 @@ impl NodeUsers {
 
     /// Publish `users` (with the internal admin) to the shards, if changed.
     fn publish(&self, users: &Users) {
-        let next = match &self.internal_credential {
-            Some(credential) => users.with_internal_admin(credential.clone()),
+        let next = match &*self.internal_credential.load() {
+            Some(credential) => users.with_internal_admin((**credential).clone()),
             None => users.clone(),
         };
         if **self.snapshot.load() != next {
@@ -131,6 +138,24 @@ impl NodeUsers {
         self.seed.store(Arc::new(next.clone()));
         self.publish(&next);
         Ok(())
+    }
+
+    /// Cluster: once the cluster secret is known, switch to the internal
+    /// admin every node of the cluster derives from it.
+    fn adopt_cluster_internal_admin(&self, plane: &ControlPlane) {
+        if !self.enabled || self.cluster_wide.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(secret) = plane.state.secret() else { return };
+        match cluster_internal_admin(&secret) {
+            Ok((credential, password)) => {
+                self.internal_credential.store(Some(Arc::new(credential)));
+                let credentials = Credentials { user: INTERNAL_ADMIN.to_string(), password };
+                self.internal_admin.store(Some(Arc::new(credentials)));
+                self.cluster_wide.store(true, Ordering::SeqCst);
+            }
+            Err(error) => tracing::warn!(target: "ringlog::auth", %error, "cannot derive the cluster's internal admin"),
+        }
     }
 
     /// Cluster: read the users in etcd and publish them over the seed.
@@ -170,6 +195,7 @@ pub(super) async fn follow_etcd_users(users: NodeUsers, stop: &'static AtomicBoo
     let Some(plane) = users.plane.clone() else { return };
     let mut failing = false;
     while !stop.load(Ordering::SeqCst) {
+        users.adopt_cluster_internal_admin(&plane);
         match users.refresh_from_etcd(&plane).await {
             Ok(()) => failing = false,
             Err(error) if !failing => {
@@ -178,8 +204,27 @@ pub(super) async fn follow_etcd_users(users: NodeUsers, stop: &'static AtomicBoo
             }
             Err(_) => {}
         }
-        tokio::time::sleep(ETCD_USERS_POLL).await;
+        // Until the cluster-wide internal admin is adopted, this node's
+        // admin API cannot forward to the leader: look again soon.
+        let adopted = !users.enabled || users.cluster_wide.load(Ordering::SeqCst);
+        tokio::time::sleep(if adopted { ETCD_USERS_POLL } else { ETCD_USERS_POLL / 10 }).await;
     }
+}
+
+/// The internal admin every node of a cluster derives from the cluster
+/// secret (which only members know): HMAC-SHA256 of fixed labels.
+fn cluster_internal_admin(secret: &[u8]) -> Result<(StoredCredential, String), UsersError> {
+    let derive = |label: &[u8]| {
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret)
+            .map_err(|error| UsersError::Unavailable(format!("cluster secret: {error}")))?;
+        mac.update(label);
+        Ok::<_, UsersError>(mac.finalize().into_bytes())
+    };
+    let password = BASE64.encode(derive(b"ringlog internal admin password")?);
+    let salt = derive(b"ringlog internal admin salt")?;
+    let credential = StoredCredential::derive(password.as_bytes(), &salt[..16], MIN_ITERATIONS)
+        .map_err(|error| UsersError::BadUser { name: INTERNAL_ADMIN.into(), reason: error.to_string() })?;
+    Ok((credential, password))
 }
 
 impl UserDirectory for NodeUsers {

@@ -426,6 +426,10 @@ fn users_of_a_cluster_live_in_etcd_and_every_node_accepts_them() {
     crate::cluster::wait_for(std::time::Duration::from_secs(10), "the leader to know ops", || {
         authenticate(&mut leader.client(), "ops", "ops-password").is_ok()
     });
+    // A follower's admin API forwards the creation to the leader, whose
+    // listener accepts the cluster-wide internal admin.
+    let (status, body) = http_basic(&follower.admin, "POST", "/api/topics", Some(WEB_TOPIC), "ops", "ops-password");
+    assert_eq!(status, 201, "{body}");
     let mut admin = logged_in(&leader, "ops", "ops-password");
     assert_eq!(admin.call(create("events")), Ok(Response::CreateTopic));
     let reader = r#"{"name":"viewer","role":"consumer","topics":"events","password":"viewer-password"}"#;
