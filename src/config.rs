@@ -127,6 +127,16 @@ pub struct ClusterConfig {
     pub replica_fetch_max_bytes: usize,
     /// Soft bound on one partition's batch bytes in that answer.
     pub replica_fetch_partition_max_bytes: usize,
+    /// CAs that sign etcd's certificate (TLS to etcd; endpoints `https://…`).
+    pub etcd_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) shown to etcd (`--client-cert-auth`).
+    pub etcd_cert_file: Option<PathBuf>,
+    /// Its key (PEM, owner-only like every key).
+    pub etcd_key_file: Option<PathBuf>,
+    /// etcd user (etcd's `auth enable`).
+    pub etcd_user: Option<String>,
+    /// That user's password (never printed: `--print-config` redacts it).
+    pub etcd_password: Option<Secret>,
 }
 
 impl Default for ClusterConfig {
@@ -145,6 +155,11 @@ impl Default for ClusterConfig {
             replica_fetch_max_partitions: 10_000,
             replica_fetch_max_bytes: 8 << 20,
             replica_fetch_partition_max_bytes: 4 << 20,
+            etcd_ca_file: None,
+            etcd_cert_file: None,
+            etcd_key_file: None,
+            etcd_user: None,
+            etcd_password: None,
         }
     }
 }
@@ -368,6 +383,14 @@ pub enum ConfigError {
         /// The address both name.
         address: String,
     },
+    /// A setting is given without the one it goes with.
+    #[error("{key} needs {needs}")]
+    Needs {
+        /// The setting given.
+        key: &'static str,
+        /// The setting missing.
+        needs: &'static str,
+    },
     /// A text setting is empty.
     #[error("{key} must not be empty, got {value:?}")]
     Empty {
@@ -446,7 +469,16 @@ fn apply_environment(
         let optional = matches!(
             (section, field.as_str()),
             (None, "admin_token")
-                | (Some("cluster"), "advertise" | "secret")
+                | (
+                    Some("cluster"),
+                    "advertise"
+                        | "secret"
+                        | "etcd_ca_file"
+                        | "etcd_cert_file"
+                        | "etcd_key_file"
+                        | "etcd_user"
+                        | "etcd_password"
+                )
                 | (Some("tls"), "cert_file" | "key_file" | "client_ca_file" | "ca_file")
                 | (Some("auth"), "users_file")
         );
@@ -624,6 +656,27 @@ impl NodeConfig {
     /// Lease, etcd request and election timing fit inside each other.
     fn validate_cluster(&self) -> Result<(), ConfigError> {
         let cluster = &self.cluster;
+        let pairs = [
+            (
+                "cluster.etcd_cert_file",
+                cluster.etcd_cert_file.is_some(),
+                "cluster.etcd_key_file",
+                cluster.etcd_key_file.is_some(),
+            ),
+            (
+                "cluster.etcd_user",
+                cluster.etcd_user.is_some(),
+                "cluster.etcd_password",
+                cluster.etcd_password.is_some(),
+            ),
+        ];
+        for (first, first_set, second, second_set) in pairs {
+            match (first_set, second_set) {
+                (true, false) => return Err(ConfigError::Needs { key: first, needs: second }),
+                (false, true) => return Err(ConfigError::Needs { key: second, needs: first }),
+                _ => {}
+            }
+        }
         require_positive("cluster.min_insync_replicas", cluster.min_insync_replicas as u64)?;
         if cluster.lease_ttl_s < 2 {
             return Err(ConfigError::OutOfRange {
@@ -882,6 +935,8 @@ mod tests {
         let secrets = [
             ("RINGLOG_ADMIN_TOKEN", "token-must-not-leak"),
             ("RINGLOG_CLUSTER_SECRET", "secret-must-not-leak"),
+            ("RINGLOG_CLUSTER_ETCD_USER", "root"),
+            ("RINGLOG_CLUSTER_ETCD_PASSWORD", "etcd-password-must-not-leak"),
             ("RINGLOG_AUTH_USERS_FILE", "/etc/ringlog/users.json"),
         ];
         let config = NodeConfig::load(None, vars(&secrets)).unwrap();

@@ -31,6 +31,9 @@ pub enum ClusterError {
         /// The bound.
         timeout_ms: u64,
     },
+    /// The files for TLS to etcd cannot be used.
+    #[error("TLS to etcd: {0}")]
+    Tls(String),
     /// A request needs etcd before the membership loop has connected.
     #[error("etcd not connected")]
     NotConnected,

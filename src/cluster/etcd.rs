@@ -6,7 +6,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions, KeyValue, Txn, TxnResponse};
+use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, KeyValue, TlsOptions, Txn, TxnResponse};
+
+use crate::security::tls::check_key_is_private;
 
 // Re-exported for the modules that name it here (isr.rs, admin).
 pub use super::error::ClusterError;
@@ -19,12 +21,63 @@ pub struct Etcd {
     timeout: Duration,
 }
 
+/// How the node proves itself to etcd and trusts it (`[cluster]`'s
+/// `etcd_*` keys): TLS with a CA and optionally a client certificate, and
+/// etcd's own user authentication.
+#[derive(Clone, Default)]
+pub struct EtcdAccess {
+    tls: Option<TlsOptions>,
+    user: Option<(String, String)>,
+}
+
+impl EtcdAccess {
+    /// Read the files the settings name (a key file others may read is
+    /// refused, as for the listeners).
+    pub fn from_config(config: &crate::config::ClusterConfig) -> Result<EtcdAccess, ClusterError> {
+        let password = config.etcd_password.as_ref().map(|password| password.expose().to_string());
+        let user = config.etcd_user.clone().zip(password);
+        let wants_tls = config.etcd_ca_file.is_some() || config.etcd_cert_file.is_some();
+        if !wants_tls {
+            return Ok(EtcdAccess { tls: None, user });
+        }
+        let mut tls = TlsOptions::new();
+        if let Some(ca_file) = &config.etcd_ca_file {
+            tls = tls.ca_certificate(Certificate::from_pem(read(ca_file)?));
+        }
+        if let (Some(cert_file), Some(key_file)) = (&config.etcd_cert_file, &config.etcd_key_file) {
+            check_key_is_private(key_file).map_err(|error| ClusterError::Tls(error.to_string()))?;
+            tls = tls.identity(Identity::from_pem(read(cert_file)?, read(key_file)?));
+        }
+        Ok(EtcdAccess { tls: Some(tls), user })
+    }
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, ClusterError> {
+    std::fs::read(path).map_err(|source| ClusterError::Tls(format!("cannot read {}: {source}", path.display())))
+}
+
 impl Etcd {
-    /// Connect to `endpoints`; each request is bounded by `timeout`.
+    /// Connect to `endpoints` in plaintext, without a user; each request is
+    /// bounded by `timeout`.
     pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<Etcd, ClusterError> {
+        Etcd::connect_with(endpoints, &EtcdAccess::default(), timeout).await
+    }
+
+    /// Connect to `endpoints` with TLS and a user as `access` says.
+    pub async fn connect_with(
+        endpoints: &[String],
+        access: &EtcdAccess,
+        timeout: Duration,
+    ) -> Result<Etcd, ClusterError> {
         let joined = endpoints.join(",");
-        let options =
+        let mut options =
             ConnectOptions::new().with_connect_timeout(timeout).with_timeout(timeout).with_keep_alive(timeout, timeout);
+        if let Some(tls) = &access.tls {
+            options = options.with_tls(tls.clone());
+        }
+        if let Some((user, password)) = &access.user {
+            options = options.with_user(user.clone(), password.clone());
+        }
         let connecting = Client::connect(endpoints, Some(options));
         let client = bounded(&joined, "connect", timeout, connecting).await?;
         Ok(Etcd { client, endpoints: joined, timeout })

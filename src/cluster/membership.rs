@@ -13,7 +13,7 @@ use arc_swap::ArcSwapOption;
 
 use super::election::{self, Leadership};
 use super::error::ClusterError;
-use super::etcd::Etcd;
+use super::etcd::{Etcd, EtcdAccess};
 use super::keys::{Keys, Registration};
 use super::lease::{keep_alive, LeaseHealth};
 use super::node_id::{ensure_node_id, NodeIdOrigin};
@@ -147,7 +147,8 @@ impl ControlPlane {
         previous_lease: &mut Option<i64>,
         backoff: &mut Backoff,
     ) -> Result<(), ClusterError> {
-        let etcd = Etcd::connect(&self.config.etcd, self.request_timeout()).await?;
+        let access = EtcdAccess::from_config(&self.config)?;
+        let etcd = Etcd::connect_with(&self.config.etcd, &access, self.request_timeout()).await?;
         self.etcd.store(Some(Arc::new(etcd.clone())));
         if let Some(lease) = previous_lease.take() {
             // Keys of an earlier session (etcd restarts refresh leases) must

@@ -88,6 +88,9 @@ pub enum NodeError {
     /// A certificate or key of `[tls]` cannot be used.
     #[error("TLS: {0}")]
     Tls(#[source] crate::security::tls::TlsError),
+    /// The `[cluster]` etcd TLS files cannot be used.
+    #[error("etcd access: {0}")]
+    EtcdAccess(#[source] crate::cluster::error::ClusterError),
     /// SIGINT/SIGTERM handlers could not be installed.
     #[error("cannot install signal handlers: {source}")]
     SignalHandlers {

@@ -78,6 +78,11 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
         .map_err(|source| NodeError::LoadTopics { data_dir: config.data_dir.clone(), source })?;
     let shards = shard_count(&config);
     let tls = Arc::new(NodeTls::load(&config.tls).map_err(NodeError::Tls)?);
+    if !config.cluster.etcd.is_empty() {
+        // Read once now so unusable files stop the start instead of every
+        // membership session failing on them later.
+        crate::cluster::etcd::EtcdAccess::from_config(&config.cluster).map_err(NodeError::EtcdAccess)?;
+    }
     let users = users::load(&config)?;
     install_signal_handlers(Arc::clone(&tls))?;
     let shared = Shared::new(config, topics, shards, tls, users);

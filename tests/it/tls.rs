@@ -356,3 +356,108 @@ fn followers_replicate_over_mutual_tls_and_a_node_with_a_foreign_certificate_is_
     let log = crate::cluster::log_of(&outsider);
     assert!(log.contains("UnknownCA"), "the outsider hears the leader's refusal of its certificate: {log}");
 }
+
+/// A single etcd serving TLS that requires client certificates from
+/// `authority`, with authentication enabled and user `root` (password
+/// `root-password`); killed when dropped.
+struct SecuredEtcd {
+    child: std::process::Child,
+    endpoint: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for SecuredEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn etcd_options(authority: &Authority, client: &Leaf, user: Option<(&str, &str)>) -> etcd_client::ConnectOptions {
+    let read = |path: &Path| std::fs::read(path).unwrap();
+    let tls = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(read(&authority.ca_file)))
+        .identity(etcd_client::Identity::from_pem(read(&client.cert_file), read(&client.key_file)));
+    let options = etcd_client::ConnectOptions::new().with_tls(tls).with_connect_timeout(Duration::from_secs(2));
+    match user {
+        Some((name, password)) => options.with_user(name, password),
+        None => options,
+    }
+}
+
+fn start_secured_etcd(dir: &Path, authority: &Authority, client: &Leaf) -> SecuredEtcd {
+    let server = authority.server(dir, "etcd");
+    let data = tempfile::tempdir().unwrap();
+    let (client_port, peer_port) = (crate::node::free_port(), crate::node::free_port());
+    let endpoint = format!("https://127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let child = Command::new("etcd")
+        .args(["--name", "secured", "--data-dir"])
+        .arg(data.path().join("etcd"))
+        .args(["--listen-client-urls", &endpoint, "--advertise-client-urls", &endpoint])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &format!("secured={peer}"), "--client-cert-auth"])
+        .arg("--cert-file")
+        .arg(&server.cert_file)
+        .arg("--key-file")
+        .arg(&server.key_file)
+        .arg("--trusted-ca-file")
+        .arg(&authority.ca_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcd (bash tools/install-deps.sh)");
+    let etcd = SecuredEtcd { child, endpoint, _data: data };
+    let options = etcd_options(authority, client, None);
+    wait_until(|| {
+        runtime().block_on(async {
+            let Ok(mut client) = etcd_client::Client::connect([etcd.endpoint.as_str()], Some(options.clone())).await
+            else {
+                return false;
+            };
+            if client.get("probe", None).await.is_err() {
+                return false;
+            }
+            client.user_add("root", "root-password", None).await.unwrap();
+            client.user_grant_role("root", "root").await.unwrap();
+            client.auth_enable().await.unwrap();
+            true
+        })
+    });
+    etcd
+}
+
+#[test]
+fn a_node_reaches_etcd_over_mutual_tls_with_a_user_and_a_wrong_password_keeps_it_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new(dir.path(), "etcd-ca");
+    let client = authority.leaf(dir.path(), "etcd-client", &["ringlog-node"], false);
+    let etcd = start_secured_etcd(dir.path(), &authority, &client);
+    let start = |name: &str, password: &str| {
+        let environment = [
+            ("RINGLOG_CLUSTER_ETCD_CA_FILE", authority.ca_file.display().to_string()),
+            ("RINGLOG_CLUSTER_ETCD_CERT_FILE", client.cert_file.display().to_string()),
+            ("RINGLOG_CLUSTER_ETCD_KEY_FILE", client.key_file.display().to_string()),
+            ("RINGLOG_CLUSTER_ETCD_USER", "root".to_string()),
+            ("RINGLOG_CLUSTER_ETCD_PASSWORD", password.to_string()),
+            ("RINGLOG_CLUSTER_LEASE_TTL_S", "2".to_string()),
+            ("RUST_LOG", "warn,ringlog::cluster=info".to_string()),
+        ];
+        let environment: Vec<(&str, &str)> = environment.iter().map(|(key, value)| (*key, value.as_str())).collect();
+        let log = dir.path().join(format!("{name}.log"));
+        let flags = ["--etcd", etcd.endpoint.as_str(), "--replication-listen", &free_address()];
+        let node =
+            Node::spawn(&free_address(), &free_address(), &dir.path().join(name), 1, &flags, &environment, Some(&log));
+        (node, log)
+    };
+    let (leader, _) = start("a", "root-password");
+    assert_eq!(crate::cluster::wait_for_role(&leader, "leader"), 1, "the node joined through TLS and etcd auth");
+    let (outsider, log) = start("b", "wrong-password");
+    std::thread::sleep(Duration::from_secs(3));
+    let log = std::fs::read_to_string(log).unwrap();
+    let health = crate::cluster::health(&outsider);
+    assert!(health["node_id"].is_null(), "a wrong etcd password keeps the node out: {health}\n{log}");
+    assert_eq!(crate::fixtures::nodes_view(&leader).len(), 1, "the leader sees no second node");
+    assert!(log.contains("authentication failed"), "the node says why: {log}");
+    assert!(!log.contains("wrong-password"), "the password is never logged");
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Produce and consume over TLS next to plaintext, one binary, rows
+# alternating so the virtual disk's drift hits both alike (issue 17).
+#   tools/bench-tls.sh [BINARY] [ROUNDS] [TOTAL_BYTES] [DIR]
+# Each round, per mode (plaintext, TLS on every listener): produce with
+# fsync=never (2 partitions, 2 producers, 1 KiB records, batches of 1000),
+# then consume what it wrote. The certificate is a P-256 key made with the
+# openssl command; the cipher is whatever rustls and ringlog's own client
+# agree on (TLS 1.3, AES-128-GCM on x86 with AES-NI). Prints Markdown:
+# one row per run with the device and CPU figures, then the medians.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+binary="$(realpath "${1:-target/release/ringlog}")"
+rounds="${2:-3}"
+total="${3:-2000000000}"
+dir="${4:-target/bench-tls}"
+mkdir -p "$dir"
+dir="$(cd "$dir" && pwd)"
+source tools/lib/usage.sh
+port=27270
+admin=27271
+export RINGLOG_SERVER="127.0.0.1:$port"
+results="$dir/results.tsv"
+: >"$results"
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench \
+    -addext "subjectAltName=IP:127.0.0.1" -keyout "$dir/node.key" -out "$dir/node.pem" 2>/dev/null
+chmod 600 "$dir/node.key"
+
+start_node() { # mode
+    rm -rf "$dir/data"
+    local tls=()
+    if [[ $1 == tls ]]; then
+        tls=(env RINGLOG_TLS_CERT_FILE="$dir/node.pem" RINGLOG_TLS_KEY_FILE="$dir/node.key")
+    fi
+    "${tls[@]}" RINGLOG_STORAGE_FSYNC=never RUST_LOG=warn "$binary" serve --data-dir "$dir/data" \
+        --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --kafka-listen "" >"$dir/serve.log" 2>&1 &
+    node_pid=$!
+    for _ in $(seq 100); do grep -q listening "$dir/serve.log" 2>/dev/null && return; sleep 0.1; done
+    echo "node did not start:" >&2
+    tail -20 "$dir/serve.log" >&2
+    exit 1
+}
+stop_node() { kill -TERM "$node_pid"; wait "$node_pid" || true; }
+mb_per_s() { python3 -c 'import json, sys; print("%.0f" % json.loads(sys.argv[1])["mb_per_s"])' "$1"; }
+
+row() { # mode kind result usage
+    local value
+    value=$(mb_per_s "$3")
+    printf '%s\t%s\t%s\n' "$1" "$2" "$value" >>"$results"
+    echo "| $1 | $2 | $value | \`$3\` | $4 |"
+}
+
+echo "# TLS against plaintext, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo
+echo "- \`$binary\`; $rounds rounds, alternating; $(nproc) cores, kernel $(uname -r); CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "- 2 partitions, 2 producers, 1 KiB random records, batches of 1000, $total bytes per produce row, fsync=never"
+echo
+echo "| mode | row | MB/s | ringlog bench --json | device and CPU during the run |"
+echo "|---|---|---|---|---|"
+for round in $(seq "$rounds"); do
+    order=(plaintext tls)
+    ((round % 2 == 0)) && order=(tls plaintext)
+    for mode in "${order[@]}"; do
+        client=()
+        [[ $mode == tls ]] && client=(--tls-ca "$dir/node.pem")
+        start_node "$mode"
+        usage_begin "$dir"
+        result=$("$binary" bench produce "${client[@]}" --topic t --partitions 2 --producers 2 --total-bytes "$total" --json | tail -1)
+        row "$mode" "produce" "$result" "$(usage_end)"
+        sync
+        echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+        usage_begin "$dir"
+        result=$("$binary" bench consume "${client[@]}" --topic t --producers 2 --json | tail -1)
+        row "$mode" "consume (cold)" "$result" "$(usage_end)"
+        stop_node
+    done
+done
+rm -rf "$dir/data"
+echo
+echo "Median MB/s per mode and row:"
+echo
+python3 - "$results" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    mode, kind, value = line.rstrip("\n").split("\t")
+    rows.setdefault(kind, {}).setdefault(mode, []).append(float(value))
+print("| row | plaintext | TLS | TLS / plaintext |")
+print("|---|---|---|---|")
+for kind, by in rows.items():
+    p, t = statistics.median(by.get("plaintext", [0])), statistics.median(by.get("tls", [0]))
+    print(f"| {kind} | {p:.0f} | {t:.0f} | {t / p if p else float('nan'):.2f} |")
+PY
