@@ -445,3 +445,35 @@ fn users_of_a_cluster_live_in_etcd_and_every_node_accepts_them() {
     });
     assert!(cluster.etcd.get("ringlog/users/viewer").unwrap().is_none());
 }
+
+#[test]
+fn a_node_listening_beyond_loopback_without_auth_warns_once_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("node.log");
+    let port = crate::node::free_port();
+    let listen = format!("0.0.0.0:{port}");
+    let node = crate::node::Node::spawn(
+        &listen,
+        &crate::node::free_address(),
+        &dir.path().join("data"),
+        1,
+        &[],
+        &[],
+        Some(&log),
+    );
+    node.terminate();
+    let output = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(output.matches("need no credentials").count(), 1, "{output}");
+    let quiet = dir.path().join("quiet.log");
+    let node = crate::node::Node::spawn(
+        &crate::node::free_address(),
+        &crate::node::free_address(),
+        &dir.path().join("data2"),
+        1,
+        &[],
+        &[],
+        Some(&quiet),
+    );
+    node.terminate();
+    assert!(!std::fs::read_to_string(&quiet).unwrap().contains("need no credentials"), "loopback is quiet");
+}
