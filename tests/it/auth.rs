@@ -477,3 +477,38 @@ fn a_node_listening_beyond_loopback_without_auth_warns_once_at_startup() {
     node.terminate();
     assert!(!std::fs::read_to_string(&quiet).unwrap().contains("need no credentials"), "loopback is quiet");
 }
+
+#[test]
+fn the_cli_manages_users_through_the_admin_api_as_an_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = secured_node(dir.path(), 1, &[]);
+    let ringlog = |user: &str, password: &str, arguments: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ringlog"))
+            .args(arguments)
+            .args(["--admin", &node.admin])
+            .env("RINGLOG_USER", user)
+            .env("RINGLOG_PASSWORD", password)
+            .env("RINGLOG_NEW_PASSWORD", "new-user-password")
+            .output()
+            .unwrap()
+    };
+    let added = ringlog("root", ADMIN_PASSWORD, &["user", "add", "carol", "--role", "producer", "--topics", "logs*"]);
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    logged_in(&node, "carol", "new-user-password");
+    let listed = ringlog("root", ADMIN_PASSWORD, &["user", "list", "--json"]);
+    let listed = json(&String::from_utf8_lossy(&listed.stdout));
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!({"name": "carol", "role": "producer", "topics": "logs*"})));
+    let refused = ringlog("writer", "writer-password", &["user", "remove", "carol"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not an admin"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let removed = ringlog("root", ADMIN_PASSWORD, &["user", "remove", "carol"]);
+    assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
+    assert!(authenticate(&mut node.client(), "carol", "new-user-password").is_err());
+}
