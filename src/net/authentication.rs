@@ -5,8 +5,9 @@
 //! handshake answers `authentication_failed`, is counted in `/metrics`
 //! and against its source address (`security::limiter`), and closes the
 //! connection. Once authenticated, every request is checked with
-//! `Principal::may`; a refusal answers `not_authorized` and the connection
-//! stays open.
+//! `Principal::may` against the user as the current snapshot has it (a
+//! removed user's connections are closed at their next request); a
+//! refusal answers `not_authorized` and the connection stays open.
 
 use std::cell::RefCell;
 use std::net::IpAddr;
@@ -34,7 +35,9 @@ pub(super) enum Verdict {
 enum State {
     AwaitingStart,
     AwaitingContinue(ScramServer),
-    Authenticated(Principal),
+    /// The user's name: its role and topics are read from the current
+    /// snapshot at every request.
+    Authenticated(String),
     /// After a failure: the connection is closing.
     Failed,
 }
@@ -100,10 +103,16 @@ impl ClientAuthentication {
                 State::Failed,
                 Verdict::Close(error(ErrorCode::InvalidRequest, "this connection is authenticated already")),
             ),
-            (State::Authenticated(principal), request) => {
-                let verdict = authorize(context, &principal, request);
-                (State::Authenticated(principal), verdict)
-            }
+            (State::Authenticated(name), request) => match context.users.load().lookup(&name) {
+                Some(user) => {
+                    let verdict = authorize(context, &user.principal, request);
+                    (State::Authenticated(name), verdict)
+                }
+                None => {
+                    let message = format!("user {name} was removed");
+                    (State::Failed, Verdict::Close(error(ErrorCode::AuthenticationFailed, message)))
+                }
+            },
             (State::AwaitingContinue(_), _) => self.fail(context, "expected SaslContinue".into()),
             (_, request) => {
                 let message = format!("authenticate first (SaslStart with {MECHANISM}) before {:?}", request.api_key());
@@ -150,7 +159,10 @@ impl ClientAuthentication {
         };
         context.metrics.auth.successes.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(target: "ringlog::auth", peer = %self.peer, user = %user.principal.name, "authenticated");
-        (State::Authenticated(user.principal), Verdict::Answer(Response::SaslContinue { message: done.server_final }))
+        (
+            State::Authenticated(user.principal.name),
+            Verdict::Answer(Response::SaslContinue { message: done.server_final }),
+        )
     }
 
     /// Count a failed handshake and close. The detail goes to the log (never

@@ -235,7 +235,8 @@ fn users_added_and_removed_through_the_admin_api_can_and_then_cannot_log_in() {
     assert_eq!(status, 201, "{body}");
     let (status, _) = http_basic(admin, "POST", "/api/users", Some(new_user), "root", ADMIN_PASSWORD);
     assert_eq!(status, 409);
-    logged_in(&node, "later", "later-password");
+    let mut later = logged_in(&node, "later", "later-password");
+    assert!(later.call(Request::ListTopics).is_ok());
     let (status, body) = http_basic(admin, "GET", "/api/users", None, "root", ADMIN_PASSWORD);
     assert_eq!(status, 200);
     let listed = json(&body);
@@ -249,6 +250,8 @@ fn users_added_and_removed_through_the_admin_api_can_and_then_cannot_log_in() {
         authenticate(&mut node.client(), "later", "later-password").unwrap_err().code,
         ErrorCode::AuthenticationFailed
     );
+    // The open connection of the removed user is closed at its next request.
+    assert_refused_then_closed(&mut later, Request::ListTopics, ErrorCode::AuthenticationFailed);
 }
 
 #[test]
