@@ -87,8 +87,6 @@ pub enum Command {
         action: user::UserAction,
         #[command(flatten)]
         admin: nodes::AdminArgs,
-        #[command(flatten)]
-        credentials: client::CredentialArgs,
     },
     /// Load generator: produce, consume or e2e, with latency percentiles.
     Bench(bench::BenchArgs),
@@ -179,7 +177,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Consume(args) => consume::run(args),
         Command::Nodes { json, admin } => nodes::run_nodes(&admin, json),
         Command::ForgetNode { id, admin } => nodes::run_forget(&admin, id),
-        Command::User { action, admin, credentials } => user::run(action, admin, credentials),
+        Command::User { action, admin } => user::run(action, admin),
         Command::Bench(args) => bench::run(args),
         Command::Check { dir, repair, json } => check::run(&dir, repair, json),
         Command::StorageDemo { data_dir, records, batch, fsync } => demo::run(&data_dir, records, batch, &fsync),

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::client::{run_async, CredentialArgs};
+use super::client::run_async;
 use super::nodes::AdminArgs;
 use super::{fail, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
-use crate::admin::client::{request_with, AdminCredential, AdminResponse};
+use crate::admin::client::{request_with, AdminResponse};
 use crate::security::users::{self, new_user, UserRecord};
 use crate::security::{Principal, Role, TopicPattern, Users};
 
@@ -62,20 +62,20 @@ pub enum UserAction {
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Run `ringlog user …`.
-pub fn run(action: UserAction, admin: AdminArgs, credentials: CredentialArgs) -> ExitCode {
+pub fn run(action: UserAction, admin: AdminArgs) -> ExitCode {
     let outcome = match action {
         UserAction::Add { name, role, topics, users_file, new_password, iterations } => {
             let principal = Principal { name, role, topics };
             // Offline there is no admin to authenticate as: --password
             // (RINGLOG_PASSWORD) is then the new user's password.
             let new_password = match users_file {
-                Some(_) => new_password.or_else(|| credentials.password.clone()),
+                Some(_) => new_password.or_else(|| admin.credentials.password.clone()),
                 None => new_password,
             };
-            add(principal, users_file.as_deref(), new_password, iterations, &Remote { admin, credentials })
+            add(principal, users_file.as_deref(), new_password, iterations, &Remote { admin })
         }
-        UserAction::List { json, users_file } => list(json, users_file.as_deref(), &Remote { admin, credentials }),
-        UserAction::Remove { name, users_file } => remove(&name, users_file.as_deref(), &Remote { admin, credentials }),
+        UserAction::List { json, users_file } => list(json, users_file.as_deref(), &Remote { admin }),
+        UserAction::Remove { name, users_file } => remove(&name, users_file.as_deref(), &Remote { admin }),
     };
     match outcome {
         Ok(()) => ExitCode::from(EXIT_OK),
@@ -98,23 +98,11 @@ impl From<crate::security::UsersError> for Failure {
 /// The node's admin API and how to prove we are an admin there.
 struct Remote {
     admin: AdminArgs,
-    credentials: CredentialArgs,
 }
 
 impl Remote {
-    fn credential(&self) -> Option<AdminCredential> {
-        match (&self.credentials.user, &self.admin.token) {
-            (Some(user), _) => Some(AdminCredential::Basic {
-                user: user.clone(),
-                password: self.credentials.password.clone().unwrap_or_default(),
-            }),
-            (None, Some(token)) => Some(AdminCredential::Bearer(token.clone())),
-            (None, None) => None,
-        }
-    }
-
     fn call(&self, method: hyper::Method, path: &str, body: Option<String>) -> Result<AdminResponse, Failure> {
-        let credential = self.credential();
+        let credential = self.admin.credential();
         let tls = self.admin.tls.client_tls().map_err(Failure::Usage)?;
         let address = &self.admin.admin;
         let answer = run_async(request_with(address, method, path, credential.as_ref(), body, &tls, ADMIN_TIMEOUT));
