@@ -383,6 +383,12 @@ pub enum ConfigError {
         /// The address both name.
         address: String,
     },
+    /// etcd credentials or TLS files with an endpoint that is not TLS.
+    #[error("cluster.etcd endpoint {endpoint} is not https:// but cluster.etcd_user or cluster.etcd_*_file is set: the password would go out in plaintext")]
+    PlaintextEtcd {
+        /// The plaintext endpoint.
+        endpoint: String,
+    },
     /// A setting is given without the one it goes with.
     #[error("{key} needs {needs}")]
     Needs {
@@ -677,6 +683,13 @@ impl NodeConfig {
                 _ => {}
             }
         }
+        // A password or a CA over http:// would go out in plaintext, or
+        // silently not be used.
+        let secured = cluster.etcd_user.is_some() || cluster.etcd_ca_file.is_some() || cluster.etcd_cert_file.is_some();
+        if let Some(plain) = cluster.etcd.iter().find(|endpoint| !endpoint.starts_with("https://")).filter(|_| secured)
+        {
+            return Err(ConfigError::PlaintextEtcd { endpoint: plain.clone() });
+        }
         require_positive("cluster.min_insync_replicas", cluster.min_insync_replicas as u64)?;
         if cluster.lease_ttl_s < 2 {
             return Err(ConfigError::OutOfRange {
@@ -782,6 +795,27 @@ mod tests {
 
     fn vars(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
         pairs.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect::<Vec<_>>().into_iter()
+    }
+
+    #[test]
+    fn etcd_credentials_need_their_pair_and_an_https_endpoint() {
+        let error = NodeConfig::load(None, vars(&[("RINGLOG_CLUSTER_ETCD_USER", "root")])).unwrap_err();
+        assert_eq!(error.to_string(), "cluster.etcd_user needs cluster.etcd_password");
+        let error = NodeConfig::load(None, vars(&[("RINGLOG_CLUSTER_ETCD_KEY_FILE", "k.pem")])).unwrap_err();
+        assert_eq!(error.to_string(), "cluster.etcd_key_file needs cluster.etcd_cert_file");
+        let plaintext = vars(&[
+            ("RINGLOG_CLUSTER_ETCD", "http://127.0.0.1:2379"),
+            ("RINGLOG_CLUSTER_ETCD_USER", "root"),
+            ("RINGLOG_CLUSTER_ETCD_PASSWORD", "secret-words"),
+        ]);
+        let error = NodeConfig::load(None, plaintext).unwrap_err().to_string();
+        assert!(error.contains("not https://") && !error.contains("secret-words"), "{error}");
+        let secured = vars(&[
+            ("RINGLOG_CLUSTER_ETCD", "https://127.0.0.1:2379"),
+            ("RINGLOG_CLUSTER_ETCD_USER", "root"),
+            ("RINGLOG_CLUSTER_ETCD_PASSWORD", "secret-words"),
+        ]);
+        assert!(NodeConfig::load(None, secured).is_ok());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, KeyValue, TlsOptions, Txn, TxnResponse};
 
-use crate::security::tls::check_key_is_private;
+use crate::security::tls::{check_key_is_private, read_pem_file};
 
 // Re-exported for the modules that name it here (isr.rs, admin).
 pub use super::error::ClusterError;
@@ -53,7 +53,7 @@ impl EtcdAccess {
 }
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, ClusterError> {
-    std::fs::read(path).map_err(|source| ClusterError::Tls(format!("cannot read {}: {source}", path.display())))
+    read_pem_file(path).map_err(|error| ClusterError::Tls(error.to_string()))
 }
 
 impl Etcd {

@@ -138,9 +138,13 @@ impl Connection {
         let pending: Pending = Arc::default();
         let reader_pending = Arc::clone(&pending);
         let reader = tokio::spawn(async move {
+            // A TLS alert (the server refused our certificate after the
+            // handshake, as TLS 1.3 does) is InvalidData: not worth a retry.
+            let mut refused_by_tls = false;
             let failure = loop {
                 let mut prefix = [0u8; 4];
                 if let Err(error) = read_half.read_exact(&mut prefix).await {
+                    refused_by_tls = error.kind() == std::io::ErrorKind::InvalidData;
                     break error.to_string();
                 }
                 let length = match frame_length(prefix, MAX_RESPONSE_BYTES) {
@@ -169,7 +173,11 @@ impl Connection {
             let mut pending = reader_pending.lock().expect("pending");
             for (_, (_, sender)) in pending.waiting.drain() {
                 // As above: only callers still waiting hear of the loss.
-                let _ = sender.send(Err(ClientError::ConnectionLost(failure.clone())));
+                let lost = match refused_by_tls {
+                    true => ClientError::Tls(failure.clone()),
+                    false => ClientError::ConnectionLost(failure.clone()),
+                };
+                let _ = sender.send(Err(lost));
             }
             pending.closed = Some(failure);
         });

@@ -165,9 +165,10 @@ async fn write_answers(receiver: LocalReceiver<KafkaOutcome>, mut writer: WriteH
             break;
         }
     }
-    // Wake the reader (blocked on a peer that may send nothing more).
-    shut_down(socket);
+    // Say goodbye first (TLS sends close_notify), then wake the reader
+    // (blocked on a peer that may send nothing more).
     let _ = writer.close().await;
+    shut_down(socket);
 }
 
 /// Shut the socket down both ways: reads and writes on it fail at once.

@@ -60,6 +60,10 @@ fn install_signal_handlers(tls: Arc<NodeTls>) -> Result<(), NodeError> {
 /// SIGHUP: read the certificates and keys again. New connections use
 /// them; open ones keep theirs; a file that fails keeps the old one.
 fn reload(tls: &NodeTls) {
+    if !tls.any() {
+        tracing::info!(target: "ringlog::tls", "SIGHUP: no [tls] configured, nothing to reload");
+        return;
+    }
     let failures = tls.reload();
     for (listener, error) in &failures {
         tracing::error!(target: "ringlog::tls", listener, %error, "TLS reload failed; the previous certificate stays in use");

@@ -56,6 +56,13 @@ impl NodeTls {
         })
     }
 
+    /// Whether any listener or outgoing connection uses TLS.
+    pub fn any(&self) -> bool {
+        Listener::ALL.iter().any(|listener| self.listener(*listener).is_some())
+            || self.replication_peer.is_some()
+            || self.admin_peer.is_some()
+    }
+
     fn listener(&self, listener: Listener) -> Option<&ServerTls> {
         match listener {
             Listener::Client => self.client.as_ref(),

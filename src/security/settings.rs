@@ -111,6 +111,16 @@ pub enum TlsSettingsError {
         /// The key that is missing.
         missing: &'static str,
     },
+    /// A TLS key that cannot take effect: no certificate resolves for it,
+    /// so the listener would stay plaintext while the operator believes
+    /// otherwise.
+    #[error("[{section}] sets {key} but no cert_file and key_file apply there, so it would stay plaintext")]
+    NoEffect {
+        /// `tls` or `tls.<listener>`.
+        section: String,
+        /// The key without effect.
+        key: &'static str,
+    },
     /// `enabled = true` for a listener with no certificate anywhere.
     #[error("[tls.{listener}] enabled = true needs cert_file and key_file (in [tls] or [tls.{listener}])")]
     NoCertificate {
@@ -178,14 +188,30 @@ impl TlsSettings {
         for listener in Listener::ALL {
             let Some(overrides) = self.overrides(listener) else { continue };
             let section = format!("tls.{}", listener.name());
-            if overrides.cert_file.is_some() != overrides.key_file.is_some() && self.cert_file.is_none() {
-                check_pair(section, &overrides.cert_file, &overrides.key_file)?;
-            }
+            check_pair(section.clone(), &overrides.cert_file, &overrides.key_file)?;
             if overrides.enabled == Some(true) && self.listener(listener).is_none() {
                 return Err(TlsSettingsError::NoCertificate { listener: listener.name() });
             }
+            let sets_keys = overrides.client_ca_file.is_some() || overrides.min_version.is_some();
+            if sets_keys && overrides.enabled != Some(false) && self.listener(listener).is_none() {
+                let key = if overrides.client_ca_file.is_some() { "client_ca_file" } else { "min_version" };
+                return Err(TlsSettingsError::NoEffect { section, key });
+            }
         }
-        Ok(())
+        self.check_top_level_keys_take_effect()
+    }
+
+    /// `client_ca_file` and `ca_file` in `[tls]` need some listener with TLS.
+    fn check_top_level_keys_take_effect(&self) -> Result<(), TlsSettingsError> {
+        let key = match (&self.client_ca_file, &self.ca_file) {
+            (Some(_), _) => "client_ca_file",
+            (None, Some(_)) => "ca_file",
+            (None, None) => return Ok(()),
+        };
+        match self.any_enabled() {
+            true => Ok(()),
+            false => Err(TlsSettingsError::NoEffect { section: "tls".into(), key }),
+        }
     }
 }
 
@@ -233,6 +259,22 @@ mod tests {
         assert_eq!(error.to_string(), "[tls] names cert_file but not key_file");
         let error = settings("[kafka]\nkey_file = 'k.key'").validate().unwrap_err();
         assert_eq!(error.to_string(), "[tls.kafka] names key_file but not cert_file");
+    }
+
+    #[test]
+    fn tls_keys_that_would_leave_a_listener_plaintext_are_refused() {
+        let error = settings("client_ca_file = 'ca.pem'").validate().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "[tls] sets client_ca_file but no cert_file and key_file apply there, so it would stay plaintext"
+        );
+        assert!(settings("ca_file = 'ca.pem'").validate().is_err());
+        let error = settings("[kafka]\nclient_ca_file = 'ca.pem'").validate().unwrap_err();
+        assert!(matches!(error, TlsSettingsError::NoEffect { key: "client_ca_file", .. }), "{error}");
+        let error =
+            settings("cert_file = 'a.pem'\nkey_file = 'a.key'\n[kafka]\ncert_file = 'k.pem'").validate().unwrap_err();
+        assert_eq!(error.to_string(), "[tls.kafka] names cert_file but not key_file", "an override is a whole pair");
+        assert!(settings("cert_file = 'a.pem'\nkey_file = 'a.key'\nclient_ca_file = 'ca.pem'").validate().is_ok());
     }
 
     #[test]

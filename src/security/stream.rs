@@ -8,11 +8,15 @@
 //! it through an `Rc<RefCell<…>>`: both tasks run on the same thread and a
 //! borrow lasts one `poll_*` call, never across an await, so a borrow can
 //! never find the other one held (no lock, and no way to deadlock).
-//! Reading never writes to the socket once the handshake is done, except
-//! for a last-gasp alert before the session fails, so the reader does not
-//! steal the writer's readiness wake-up.
+//!
+//! The reader must never write to the socket: glommio keeps one waiter per
+//! direction, so a write polled from the reader's task would take the
+//! writer's wake-up, and a writer blocked on a full socket would then
+//! sleep forever. rustls writes from a read in one case only, a last-gasp
+//! alert after the session failed; [`SocketIo`] refuses that write (the
+//! alert is not sent; the read fails and the connection closes anyway).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::pin::Pin;
@@ -28,7 +32,56 @@ use rustls::{ClientConfig, ServerConfig};
 use super::tls::{server_name, TlsError};
 
 /// A TLS session over a socket of the executor.
-pub type TlsSession = futures_rustls::TlsStream<TcpStream>;
+pub type TlsSession = futures_rustls::TlsStream<SocketIo>;
+
+/// The socket under a TLS session: it refuses writes while the reading
+/// half polls (see the module comment).
+pub struct SocketIo {
+    stream: TcpStream,
+    reader_polling: Rc<Cell<bool>>,
+}
+
+impl SocketIo {
+    fn new(stream: TcpStream) -> SocketIo {
+        SocketIo { stream, reader_polling: Rc::new(Cell::new(false)) }
+    }
+
+    fn refuse_if_reading(&self) -> Option<io::Error> {
+        self.reader_polling.get().then(|| io::Error::other("a TLS read does not write to the socket"))
+    }
+}
+
+impl AsyncRead for SocketIo {
+    fn poll_read(self: Pin<&mut Self>, context: &mut Context<'_>, buffer: &mut [u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(context, buffer)
+    }
+}
+
+impl AsyncWrite for SocketIo {
+    fn poll_write(self: Pin<&mut Self>, context: &mut Context<'_>, buffer: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(refused) = this.refuse_if_reading() {
+            return Poll::Ready(Err(refused));
+        }
+        Pin::new(&mut this.stream).poll_write(context, buffer)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(refused) = this.refuse_if_reading() {
+            return Poll::Ready(Err(refused));
+        }
+        Pin::new(&mut this.stream).poll_flush(context)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(refused) = this.refuse_if_reading() {
+            return Poll::Ready(Err(refused));
+        }
+        Pin::new(&mut this.stream).poll_close(context)
+    }
+}
 
 /// A connection, before it is split.
 pub enum Stream {
@@ -43,7 +96,7 @@ impl Stream {
     pub fn raw_fd(&self) -> RawFd {
         match self {
             Stream::Plain(stream) => stream.as_raw_fd(),
-            Stream::Tls(session) => session.get_ref().0.as_raw_fd(),
+            Stream::Tls(session) => session.get_ref().0.stream.as_raw_fd(),
         }
     }
 
@@ -59,7 +112,7 @@ impl Stream {
 pub async fn accept(stream: TcpStream, tls: Option<Arc<ServerConfig>>, timeout: Duration) -> io::Result<Stream> {
     let _ = stream.set_nodelay(true);
     let Some(config) = tls else { return Ok(Stream::Plain(stream)) };
-    let handshake = futures_rustls::TlsAcceptor::from(config).accept(stream);
+    let handshake = futures_rustls::TlsAcceptor::from(config).accept(SocketIo::new(stream));
     let session = within(timeout, handshake).await?;
     Ok(Stream::Tls(Box::new(session.into())))
 }
@@ -72,7 +125,7 @@ pub async fn connect(address: &str, tls: Option<Arc<ClientConfig>>, timeout: Dur
     let _ = stream.set_nodelay(true);
     let Some(config) = tls else { return Ok(Stream::Plain(stream)) };
     let name = server_name(address).map_err(|error: TlsError| io::Error::new(io::ErrorKind::InvalidInput, error))?;
-    let handshake = futures_rustls::TlsConnector::from(config).connect(name, stream);
+    let handshake = futures_rustls::TlsConnector::from(config).connect(name, SocketIo::new(stream));
     let session = within(timeout, handshake).await?;
     Ok(Stream::Tls(Box::new(session.into())))
 }
@@ -89,8 +142,9 @@ async fn within<T>(timeout: Duration, work: impl std::future::Future<Output = io
 pub enum ReadHalf {
     /// Its own descriptor of the socket.
     Plain(TcpStream),
-    /// The shared TLS session.
-    Tls(Rc<RefCell<TlsSession>>),
+    /// The shared TLS session, and the flag its socket reads while this
+    /// half polls it.
+    Tls(Rc<RefCell<TlsSession>>, Rc<Cell<bool>>),
 }
 
 /// The writing half of a connection.
@@ -107,7 +161,7 @@ impl WriteHalf {
     pub fn raw_fd(&self) -> RawFd {
         match self {
             WriteHalf::Plain(stream) => stream.as_raw_fd(),
-            WriteHalf::Tls(session) => session.borrow().get_ref().0.as_raw_fd(),
+            WriteHalf::Tls(session) => session.borrow().get_ref().0.stream.as_raw_fd(),
         }
     }
 }
@@ -127,8 +181,9 @@ pub fn split(stream: Stream) -> io::Result<(ReadHalf, WriteHalf)> {
             Ok((ReadHalf::Plain(stream), WriteHalf::Plain(writer)))
         }
         Stream::Tls(session) => {
+            let reader_polling = Rc::clone(&session.get_ref().0.reader_polling);
             let shared = Rc::new(RefCell::new(*session));
-            Ok((ReadHalf::Tls(Rc::clone(&shared)), WriteHalf::Tls(shared)))
+            Ok((ReadHalf::Tls(Rc::clone(&shared), reader_polling), WriteHalf::Tls(shared)))
         }
     }
 }
@@ -169,7 +224,12 @@ impl AsyncRead for ReadHalf {
     fn poll_read(self: Pin<&mut Self>, context: &mut Context<'_>, buffer: &mut [u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             ReadHalf::Plain(stream) => Pin::new(stream).poll_read(context, buffer),
-            ReadHalf::Tls(session) => Pin::new(&mut *session.borrow_mut()).poll_read(context, buffer),
+            ReadHalf::Tls(session, reader_polling) => {
+                reader_polling.set(true);
+                let polled = Pin::new(&mut *session.borrow_mut()).poll_read(context, buffer);
+                reader_polling.set(false);
+                polled
+            }
         }
     }
 }

@@ -159,7 +159,7 @@ fn rustls_error(context: impl Into<String>) -> impl FnOnce(rustls::Error) -> Tls
 }
 
 /// Read a PEM file, refusing one too large to be a certificate or key.
-fn read_pem_file(path: &Path) -> Result<Vec<u8>, TlsError> {
+pub fn read_pem_file(path: &Path) -> Result<Vec<u8>, TlsError> {
     let read_error = |source| TlsError::Read { path: path.to_path_buf(), source };
     let file = std::fs::File::open(path).map_err(read_error)?;
     let mut bytes = Vec::new();
@@ -227,6 +227,15 @@ fn system_roots() -> RootCertStore {
 pub fn server_config(files: &ServerFiles) -> Result<ServerConfig, TlsError> {
     let key = read_private_key(&files.key_file)?;
     let certificates = read_certificates(&files.cert_file)?;
+    server_config_of(files, certificates, key)
+}
+
+/// A listener's rustls configuration from certificates and a key already read.
+fn server_config_of(
+    files: &ServerFiles,
+    certificates: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerConfig, TlsError> {
     let context = format!("TLS settings for {}", files.cert_file.display());
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions(files.min_version))
@@ -263,9 +272,12 @@ struct Loaded {
 }
 
 impl Loaded {
+    /// Each file is read once, so the listener and the loopback client
+    /// can never disagree about a certificate replaced in between.
     fn read(files: &ServerFiles) -> Result<Loaded, TlsError> {
-        let server = Arc::new(server_config(files)?);
+        let key = read_private_key(&files.key_file)?;
         let certificates = read_certificates(&files.cert_file)?;
+        let server = Arc::new(server_config_of(files, certificates.clone(), key.clone_key())?);
         let builder = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(rustls::ALL_VERSIONS)
             .map_err(rustls_error("loopback TLS settings"))?
@@ -277,9 +289,7 @@ impl Loaded {
         let context = format!("{} as a client certificate", files.cert_file.display());
         let loopback = match files.client_ca_file {
             None => builder.with_no_client_auth(),
-            Some(_) => builder
-                .with_client_auth_cert(certificates, read_private_key(&files.key_file)?)
-                .map_err(rustls_error(context))?,
+            Some(_) => builder.with_client_auth_cert(certificates, key).map_err(rustls_error(context))?,
         };
         Ok(Loaded { server, loopback: Arc::new(loopback) })
     }
@@ -340,6 +350,9 @@ pub fn client_config(trust: &ClientTrust) -> Result<ClientConfig, TlsError> {
 /// The name a server's certificate must carry: the host of `host:port`
 /// (an IP address or a DNS name).
 pub fn server_name(address: &str) -> Result<ServerName<'static>, TlsError> {
+    if let Ok(ip) = address.parse::<std::net::IpAddr>() {
+        return Ok(ServerName::IpAddress(ip.into()));
+    }
     let host = match address.rsplit_once(':') {
         Some((host, port)) if port.parse::<u16>().is_ok() => host,
         _ => address,
@@ -529,5 +542,10 @@ mod tests {
         assert_eq!(server_name("[::1]:7070").unwrap(), ServerName::try_from("::1").unwrap());
         assert_eq!(server_name("broker.example:9092").unwrap(), ServerName::try_from("broker.example").unwrap());
         assert!(server_name("bad host:1").is_err());
+        assert_eq!(
+            server_name("::1").unwrap(),
+            ServerName::try_from("::1").unwrap(),
+            "a bare IPv6 address has no port"
+        );
     }
 }

@@ -244,6 +244,15 @@ fn a_certificate_reload_serves_new_connections_the_new_certificate_and_drops_no_
         std::thread::spawn(move || produce_until(&address, &tls, &stop, &acknowledged))
     };
     wait_until(|| acknowledged.load(Ordering::SeqCst) >= 20);
+    // A reload that fails (a key that is not the certificate's) keeps the
+    // certificate in use.
+    let stray = new_authority.server(dir.path(), "stray");
+    let original_key = std::fs::read_to_string(&leaf.key_file).unwrap();
+    crate::certs::write_private(&leaf.key_file, &std::fs::read_to_string(&stray.key_file).unwrap());
+    unsafe { libc::kill(node.pid() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(call(&node.address, &old_tls, &Request::ListTopics).is_ok(), "a failed reload keeps the old certificate");
+    crate::certs::write_private(&leaf.key_file, &original_key);
     let rotated = new_authority.server(dir.path(), "rotated");
     std::fs::copy(&rotated.cert_file, &leaf.cert_file).unwrap();
     crate::certs::write_private(&leaf.key_file, &std::fs::read_to_string(&rotated.key_file).unwrap());
@@ -328,11 +337,24 @@ fn replication_tls_config(dir: &Path, name: &str, leaf: &Leaf, client_ca: &Path,
 fn followers_replicate_over_mutual_tls_and_a_node_with_a_foreign_certificate_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let authority = Authority::new(dir.path(), "cluster");
-    let leaf = authority.server(dir.path(), "member");
-    let config = replication_tls_config(dir.path(), "member", &leaf, &authority.ca_file, &authority.ca_file);
     let mut cluster = crate::cluster::Cluster::with_replication(2_000, 2);
-    cluster.flags = vec!["--config".into(), config];
-    let ([_a, _b], [leader, _follower]) = cluster.start_in_sync::<2>();
+    // Each node its own certificate: the follower is admitted through the
+    // client CA, not as the leader's own certificate.
+    let mut start = |name: &str, role: &str| {
+        let leaf = authority.server(dir.path(), name);
+        let config = replication_tls_config(dir.path(), name, &leaf, &authority.ca_file, &authority.ca_file);
+        cluster.flags = vec!["--config".into(), config];
+        let member = cluster.member(name);
+        let node = cluster.start(&member);
+        crate::cluster::wait_for_role(&node, role);
+        (member, node)
+    };
+    let (_a, leader) = start("a", "leader");
+    let (_b, _follower) = start("b", "follower");
+    crate::cluster::wait_for(Duration::from_secs(30), "the follower in sync", || {
+        let view = crate::fixtures::nodes_view(&leader);
+        view.len() == 2 && view.iter().all(|node| node["in_sync"] == true && node["connected"] == true)
+    });
     crate::fixtures::create_topic(&leader, "replicated", 1);
     let produced = leader.client().call(crate::node::produce_request(
         "replicated",
@@ -460,4 +482,50 @@ fn a_node_reaches_etcd_over_mutual_tls_with_a_user_and_a_wrong_password_keeps_it
     assert_eq!(crate::fixtures::nodes_view(&leader).len(), 1, "the leader sees no second node");
     assert!(log.contains("authentication failed"), "the node says why: {log}");
     assert!(!log.contains("wrong-password"), "the password is never logged");
+}
+
+#[test]
+fn a_corrupt_record_from_a_client_that_stopped_reading_still_frees_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new(dir.path(), "ringlog-test");
+    let node = tls_node(dir.path(), &authority.server(dir.path(), "node"), &[]);
+    let tls = authority.client_tls(None);
+    let create = Request::CreateTopic { name: "large".into(), settings: TopicSettings::default() };
+    call(&node.address, &tls, &create).unwrap();
+    let value = "v".repeat(256 << 10);
+    let produce = crate::node::produce_request("large", 0, ringlog::protocol::Acks::Leader, &vec![value; 4]);
+    call(&node.address, &tls, &produce).unwrap();
+    // A TLS client that asks for megabytes and reads none of it: the
+    // node's writer blocks on the full socket.
+    let config = tls.clone().unwrap();
+    let name = ringlog::security::tls::server_name(&node.address).unwrap();
+    let session = rustls::ClientConnection::new(config, name).unwrap();
+    let socket = std::net::TcpStream::connect(&node.address).unwrap();
+    let mut stream = rustls::StreamOwned::new(session, socket);
+    for correlation_id in 1..=64 {
+        let fetch =
+            Request::Fetch { topic: "large".into(), partition: 0, offset: 0, max_bytes: 1 << 20, max_wait_ms: 0 };
+        let mut frame = Vec::new();
+        ringlog::protocol::encode_request(correlation_id, &fetch, &mut frame);
+        stream.write_all(&frame).unwrap();
+    }
+    stream.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // Then one application-data record that does not decrypt: the node's
+    // read fails while its writer waits for room.
+    let mut garbage = vec![0x17, 0x03, 0x03, 0x00, 0x40];
+    garbage.extend(std::iter::repeat_n(0x5a, 0x40));
+    stream.sock.write_all(&garbage).unwrap();
+    // The connection must be gone after the close grace (5 s), its writer
+    // woken by the shutdown, even though this client never reads.
+    let open_connections = || {
+        let (_, metrics) = admin_get(&node, &tls, "/metrics").unwrap();
+        metric(&metrics, "ringlog_connections")
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while open_connections() > 0 {
+        assert!(Instant::now() < deadline, "the connection of a client that stopped reading was never freed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(stream);
 }
