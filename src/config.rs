@@ -114,7 +114,7 @@ pub struct ClusterConfig {
     pub follower_queue_bytes: usize,
     /// Cluster secret for replication handshakes (default: created once in
     /// etcd at `PREFIX/secret` and read from there).
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     /// Bound on every etcd request (a lost quorum hangs rather than fails).
     pub etcd_request_timeout_ms: u64,
     /// How often the control thread reads the election and campaigns.
@@ -136,7 +136,7 @@ pub struct ClusterConfig {
     /// etcd user (etcd's `auth enable`).
     pub etcd_user: Option<String>,
     /// That user's password (never printed: `--print-config` redacts it).
-    pub etcd_password: Option<String>,
+    pub etcd_password: Option<Secret>,
 }
 
 impl Default for ClusterConfig {
@@ -164,6 +164,81 @@ impl Default for ClusterConfig {
     }
 }
 
+/// A setting that must never be printed: `Debug` and serialization (so
+/// `--print-config`) show `"<redacted>"`; [`Secret::expose`] is the one way
+/// to the value.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+/// What a secret prints as.
+pub const REDACTED: &str = "<redacted>";
+
+impl Secret {
+    /// The secret's value, for the code that must compare or send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Secret {
+        Secret(value)
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(REDACTED)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(REDACTED)
+    }
+}
+
+/// Client authentication on the native (and later Kafka) listener
+/// (docs/SECURITY.md, SPEC §11).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Every client connection must authenticate (SCRAM-SHA-256) before
+    /// any other request.
+    pub enabled: bool,
+    /// The users file (SCRAM credentials, roles, topic patterns); needed
+    /// standalone when `enabled`.
+    pub users_file: Option<PathBuf>,
+    /// Failed authentications one source address may have in a minute
+    /// before its attempts are refused at once until the minute is over.
+    pub max_failures_per_minute: u32,
+    /// Source addresses each shard tracks failures for (oldest evicted).
+    pub max_tracked_sources: usize,
+    /// PBKDF2 iterations for new users' credentials.
+    pub scram_iterations: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: false,
+            users_file: None,
+            max_failures_per_minute: 10,
+            max_tracked_sources: 10_000,
+            scram_iterations: 4096,
+        }
+    }
+}
+
 /// Everything `ringlog serve` runs with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -181,7 +256,7 @@ pub struct NodeConfig {
     /// Data shards (0 = one per core).
     pub shards: usize,
     /// Bearer token for mutating admin endpoints (none: loopback only).
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     /// Storage settings (defaults for every partition).
     pub storage: StorageConfig,
     /// Limits.
@@ -192,6 +267,8 @@ pub struct NodeConfig {
     pub groups: GroupsConfig,
     /// TLS on the listeners and between nodes (`[tls]`, SPEC §11).
     pub tls: TlsSettings,
+    /// Client authentication.
+    pub auth: AuthConfig,
 }
 
 impl Default for NodeConfig {
@@ -209,12 +286,13 @@ impl Default for NodeConfig {
             cluster: ClusterConfig::default(),
             groups: GroupsConfig::default(),
             tls: TlsSettings::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
 
 /// Sections whose keys an environment variable can name as `RINGLOG_<SECTION>_<KEY>`.
-const SECTIONS: [&str; 5] = ["storage", "limits", "cluster", "groups", "tls"];
+const SECTIONS: [&str; 6] = ["storage", "limits", "cluster", "groups", "tls", "auth"];
 
 fn env_value(text: &str, is_list: bool) -> toml::Value {
     if is_list {
@@ -330,6 +408,12 @@ pub enum ConfigError {
     /// The `[tls]` section is refused.
     #[error(transparent)]
     Tls(crate::security::settings::TlsSettingsError),
+    /// Authentication is on but no user could ever log in.
+    #[error("auth.enabled needs auth.users_file on a standalone node (create it with `ringlog user add NAME --role admin --users-file FILE`)")]
+    AuthWithoutUsers,
+    /// Authentication is on but the Kafka listener would let anyone in.
+    #[error("auth.enabled needs kafka_listen = \"\" (RINGLOG_KAFKA_LISTEN=\"\"): the Kafka listener does not authenticate clients yet, so it would let anyone create and delete topics")]
+    AuthWithKafkaListener,
     /// A storage setting is refused (`StorageConfig::validate`).
     #[error(transparent)]
     Storage(#[from] crate::storage::config::ConfigError),
@@ -402,6 +486,7 @@ fn apply_environment(
                         | "etcd_password"
                 )
                 | (Some("tls"), "cert_file" | "key_file" | "client_ca_file" | "ca_file")
+                | (Some("auth"), "users_file")
         );
         let known_field = target_known.is_some_and(|table| table.contains_key(&field)) || optional;
         if !known_field {
@@ -441,6 +526,19 @@ impl NodeConfig {
         file: Option<&Path>,
         variables: impl Iterator<Item = (String, String)>,
     ) -> Result<NodeConfig, ConfigError> {
+        let config = NodeConfig::load_unchecked(file, variables)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// [`NodeConfig::load`] without [`NodeConfig::validate`]: for callers
+    /// that apply command-line flags on top and validate the result (a
+    /// rule between settings, like `[auth]` needing users or a cluster,
+    /// must see the flags).
+    pub fn load_unchecked(
+        file: Option<&Path>,
+        variables: impl Iterator<Item = (String, String)>,
+    ) -> Result<NodeConfig, ConfigError> {
         let mut table = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -450,9 +548,7 @@ impl NodeConfig {
             None => toml::Table::new(),
         };
         apply_environment(&mut table, variables)?;
-        let config: NodeConfig = toml::Value::Table(table).try_into().map_err(ConfigError::Invalid)?;
-        config.validate()?;
-        Ok(config)
+        toml::Value::Table(table).try_into().map_err(ConfigError::Invalid)
     }
 
     /// Check every setting's range.
@@ -470,7 +566,25 @@ impl NodeConfig {
         }
         self.validate_cluster()?;
         self.validate_replica_fetch()?;
+        self.validate_auth()?;
         self.tls.validate().map_err(ConfigError::Tls)
+    }
+
+    /// Authentication needs users (a file standalone; a cluster may run
+    /// with the node's internal admin only until users come from etcd) and
+    /// bounded limiter and hashing costs.
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        require_positive("auth.max_failures_per_minute", u64::from(auth.max_failures_per_minute))?;
+        require_range("auth.max_tracked_sources", auth.max_tracked_sources as u64, 1..=10_000_000)?;
+        require_range("auth.scram_iterations", u64::from(auth.scram_iterations), 4096..=1_000_000)?;
+        if auth.enabled && auth.users_file.is_none() && self.cluster.etcd.is_empty() {
+            return Err(ConfigError::AuthWithoutUsers);
+        }
+        if auth.enabled && !self.kafka_listen.is_empty() {
+            return Err(ConfigError::AuthWithKafkaListener);
+        }
+        Ok(())
     }
 
     /// Frames, records and batches fit inside each other; every queue and
@@ -549,8 +663,18 @@ impl NodeConfig {
     fn validate_cluster(&self) -> Result<(), ConfigError> {
         let cluster = &self.cluster;
         let pairs = [
-            ("cluster.etcd_cert_file", cluster.etcd_cert_file.is_some(), "cluster.etcd_key_file", cluster.etcd_key_file.is_some()),
-            ("cluster.etcd_user", cluster.etcd_user.is_some(), "cluster.etcd_password", cluster.etcd_password.is_some()),
+            (
+                "cluster.etcd_cert_file",
+                cluster.etcd_cert_file.is_some(),
+                "cluster.etcd_key_file",
+                cluster.etcd_key_file.is_some(),
+            ),
+            (
+                "cluster.etcd_user",
+                cluster.etcd_user.is_some(),
+                "cluster.etcd_password",
+                cluster.etcd_password.is_some(),
+            ),
         ];
         for (first, first_set, second, second_set) in pairs {
             match (first_set, second_set) {
@@ -562,7 +686,8 @@ impl NodeConfig {
         // A password or a CA over http:// would go out in plaintext, or
         // silently not be used.
         let secured = cluster.etcd_user.is_some() || cluster.etcd_ca_file.is_some() || cluster.etcd_cert_file.is_some();
-        if let Some(plain) = cluster.etcd.iter().find(|endpoint| !endpoint.starts_with("https://")).filter(|_| secured) {
+        if let Some(plain) = cluster.etcd.iter().find(|endpoint| !endpoint.starts_with("https://")).filter(|_| secured)
+        {
             return Err(ConfigError::PlaintextEtcd { endpoint: plain.clone() });
         }
         require_positive("cluster.min_insync_replicas", cluster.min_insync_replicas as u64)?;
@@ -837,6 +962,43 @@ mod tests {
         );
         let error = NodeConfig::load(None, vars(&[("RINGLOG_CLUSTER_PREFIX", "/")])).unwrap_err();
         assert_eq!(error.to_string(), "cluster.prefix must not be empty, got \"/\"");
+    }
+
+    #[test]
+    fn secrets_never_appear_in_print_config_or_debug_output() {
+        let secrets = [
+            ("RINGLOG_ADMIN_TOKEN", "token-must-not-leak"),
+            ("RINGLOG_CLUSTER_SECRET", "secret-must-not-leak"),
+            ("RINGLOG_CLUSTER_ETCD_USER", "root"),
+            ("RINGLOG_CLUSTER_ETCD_PASSWORD", "etcd-password-must-not-leak"),
+            ("RINGLOG_AUTH_USERS_FILE", "/etc/ringlog/users.json"),
+        ];
+        let config = NodeConfig::load(None, vars(&secrets)).unwrap();
+        assert_eq!(config.admin_token.as_deref(), Some("token-must-not-leak"));
+        assert_eq!(config.cluster.secret.as_ref().map(Secret::expose), Some("secret-must-not-leak"));
+        for shown in [config.to_toml(), format!("{config:?}"), format!("{config:#?}")] {
+            assert!(!shown.contains("must-not-leak"), "{shown}");
+            assert!(shown.contains(REDACTED), "{shown}");
+        }
+        assert!(config.to_toml().contains("users_file = \"/etc/ringlog/users.json\""));
+    }
+
+    #[test]
+    fn auth_needs_a_users_file_standalone_and_bounded_costs() {
+        let error = NodeConfig::load(None, vars(&[("RINGLOG_AUTH_ENABLED", "true")])).unwrap_err();
+        assert!(matches!(error, ConfigError::AuthWithoutUsers), "{error}");
+        assert!(error.to_string().contains("auth.users_file"));
+        let with_file = [("RINGLOG_AUTH_ENABLED", "true"), ("RINGLOG_AUTH_USERS_FILE", "/tmp/users.json")];
+        let error = NodeConfig::load(None, vars(&with_file)).unwrap_err();
+        assert!(matches!(error, ConfigError::AuthWithKafkaListener), "no open Kafka door beside an authenticated one");
+        let without_kafka = [with_file[0], with_file[1], ("RINGLOG_KAFKA_LISTEN", "")];
+        let config = NodeConfig::load(None, vars(&without_kafka)).unwrap();
+        assert!(config.auth.enabled);
+        assert_eq!(config.auth.max_failures_per_minute, 10);
+        assert_eq!(config.auth.max_tracked_sources, 10_000);
+        assert_eq!(config.auth.scram_iterations, 4096);
+        let error = NodeConfig::load(None, vars(&[("RINGLOG_AUTH_SCRAM_ITERATIONS", "100")])).unwrap_err();
+        assert!(error.to_string().contains("auth.scram_iterations"), "{error}");
     }
 
     #[test]

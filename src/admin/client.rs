@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -31,6 +33,41 @@ impl AdminResponse {
     }
 }
 
+/// How a caller proves it may mutate: the bearer token, or an admin user
+/// (HTTP Basic). `Debug` never shows the secret.
+#[derive(Clone)]
+pub enum AdminCredential {
+    /// `admin_token`.
+    Bearer(String),
+    /// An admin user's name and password.
+    Basic {
+        /// The user.
+        user: String,
+        /// The password.
+        password: String,
+    },
+}
+
+impl std::fmt::Debug for AdminCredential {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminCredential::Bearer(_) => formatter.write_str("Bearer(<redacted>)"),
+            AdminCredential::Basic { user, .. } => write!(formatter, "Basic({user}, <redacted>)"),
+        }
+    }
+}
+
+impl AdminCredential {
+    fn header(&self) -> String {
+        match self {
+            AdminCredential::Bearer(token) => format!("Bearer {token}"),
+            AdminCredential::Basic { user, password } => {
+                format!("Basic {}", BASE64.encode(format!("{user}:{password}")))
+            }
+        }
+    }
+}
+
 /// Send `method path` to the admin API at `address` (`host:port`), over
 /// TLS when `tls` is given (the certificate must name the host).
 pub async fn request(
@@ -42,13 +79,27 @@ pub async fn request(
     tls: &ClientTls,
     timeout: Duration,
 ) -> Result<AdminResponse, String> {
+    let credential = token.map(|token| AdminCredential::Bearer(token.to_string()));
+    request_with(address, method, path, credential.as_ref(), body, tls, timeout).await
+}
+
+/// [`request`] with a bearer token or an admin user's credentials.
+pub async fn request_with(
+    address: &str,
+    method: hyper::Method,
+    path: &str,
+    credential: Option<&AdminCredential>,
+    body: Option<String>,
+    tls: &ClientTls,
+    timeout: Duration,
+) -> Result<AdminResponse, String> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut builder = hyper::Request::builder()
         .method(method)
         .uri(format!("{scheme}://{address}{path}"))
         .header(hyper::header::HOST, address);
-    if let Some(token) = token {
-        builder = builder.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    if let Some(credential) = credential {
+        builder = builder.header(hyper::header::AUTHORIZATION, credential.header());
     }
     if body.is_some() {
         builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");

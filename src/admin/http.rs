@@ -17,8 +17,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::services::{CallFailure, ClusterServices, ForgetAnswer, NodeClient};
+use super::services::{CallFailure, ClusterServices, ForgetAnswer, NodeClient, UserDirectory};
 use crate::protocol::{ErrorCode, Request, Response as ProtocolResponse, TopicSettings};
+use crate::security::FailureLimiter;
 use crate::shard::topics::TopicRegistry;
 use crate::state::cluster::{ClusterState, Role};
 use crate::state::metrics::NodeMetrics;
@@ -38,28 +39,45 @@ pub struct AdminState {
     pub cluster: Arc<ClusterState>,
     /// The control plane (cluster mode only).
     pub cluster_services: Option<Arc<dyn ClusterServices>>,
+    /// The node's users (`[auth]`; HTTP Basic and `/api/users`).
+    pub users: Option<Arc<dyn UserDirectory>>,
+    /// Failed HTTP Basic attempts per source address.
+    pub auth_failures: Arc<std::sync::Mutex<FailureLimiter>>,
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+/// The admin API's failure limiter, bounded like the listeners' ones.
+pub fn failure_limiter(auth: &crate::config::AuthConfig) -> Arc<std::sync::Mutex<FailureLimiter>> {
+    Arc::new(std::sync::Mutex::new(FailureLimiter::new(auth.max_failures_per_minute, auth.max_tracked_sources)))
+}
+
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-/// Mutations need the bearer token when one is set, else a loopback peer.
-/// Returns the refusal, if any.
+/// Mutations need HTTP Basic credentials of an admin user (`[auth]`), or
+/// the bearer token when one is set, else (neither `[auth]` nor a token) a
+/// loopback peer. Returns the refusal, if any.
 pub fn refuse(state: &AdminState, headers: &HeaderMap, peer: SocketAddr) -> Option<Response> {
-    if let Some(refusal) = refuse_cross_site(headers, state.admin_token.is_none()) {
+    let authentication_on = state.users.as_ref().is_some_and(|users| users.enabled());
+    if let Some(refusal) = refuse_cross_site(headers, state.admin_token.is_none() && !authentication_on) {
         return Some(refusal);
+    }
+    let authorization = headers.get(axum::http::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    if let Some(basic) = authorization.and_then(|value| value.strip_prefix("Basic ")) {
+        return super::users::refuse_basic(state, basic, peer);
     }
     match &state.admin_token {
         Some(token) => {
-            let presented = headers
-                .get(axum::http::header::AUTHORIZATION)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.strip_prefix("Bearer "));
+            let presented = authorization.and_then(|value| value.strip_prefix("Bearer "));
             let matches =
                 presented.is_some_and(|presented| constant_time_equal(presented.as_bytes(), token.as_bytes()));
             (!matches).then(|| error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
         }
+        // Loopback is no credential once clients must authenticate.
+        None if authentication_on => Some(error(
+            StatusCode::UNAUTHORIZED,
+            "authentication is on: send HTTP Basic credentials of an admin user (or the admin_token)",
+        )),
         None if peer.ip().is_loopback() => None,
         None => {
             Some(error(StatusCode::FORBIDDEN, "mutations are allowed only from loopback when admin_token is unset"))
@@ -285,6 +303,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/nodes/{id}", delete(forget_node))
         .route("/api/topics", get(list_topics).post(create_topic))
         .route("/api/topics/{name}", get(describe_topic).delete(delete_topic))
+        .route("/api/users", get(super::users::list_users).post(super::users::add_user))
+        .route("/api/users/{name}", delete(super::users::remove_user))
         .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)

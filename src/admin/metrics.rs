@@ -40,7 +40,34 @@ pub fn render(metrics: &NodeMetrics) -> String {
     let _ = writeln!(out, "ringlog_tls_handshake_failures_total {failures}");
     render_partitions(metrics, &mut out);
     render_kafka(metrics, &mut out);
+    render_auth(metrics, &mut out);
     out
+}
+
+/// Client authentication outcomes (`[auth]`, docs/SECURITY.md).
+fn render_auth(metrics: &NodeMetrics, out: &mut String) {
+    let auth = &metrics.auth;
+    for (name, help, counter) in [
+        (
+            "ringlog_auth_failures_total",
+            "Failed authentications (native handshakes and admin API credentials).",
+            &auth.failures,
+        ),
+        (
+            "ringlog_auth_rate_limited_total",
+            "Authentication attempts refused by the per-source failure limiter.",
+            &auth.rate_limited,
+        ),
+        ("ringlog_auth_successes_total", "Successful native authentication handshakes.", &auth.successes),
+        (
+            "ringlog_auth_not_authorized_total",
+            "Requests refused because the user's role does not allow them.",
+            &auth.not_authorized,
+        ),
+    ] {
+        let _ =
+            writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", counter.load(Ordering::Relaxed));
+    }
 }
 
 /// Kafka requests per API and the error codes answered per API.

@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod overview;
 pub mod services;
 pub mod tls_listener;
+pub mod users;

@@ -95,7 +95,10 @@ pub async fn overview(
     body["admin_token_required"] = json!(state.admin_token.is_some());
     // Without a token, §7 allows mutations from loopback only: the page
     // greys its buttons out and says why instead of failing on click.
-    body["mutations_allowed"] = json!(state.admin_token.is_some() || peer.ip().is_loopback());
+    // With [auth] on, loopback is no credential: the console (which sends
+    // only the token) can mutate when a token is set.
+    let authentication_on = state.users.as_ref().is_some_and(|users| users.enabled());
+    body["mutations_allowed"] = json!(state.admin_token.is_some() || (peer.ip().is_loopback() && !authentication_on));
     body["counters"] = counters(&state);
     body["followers"] = json!(followers(&state));
     body["topics"] = json!(topic_totals(&gauges, &state));
@@ -115,6 +118,8 @@ mod tests {
             admin_token: admin_token.map(str::to_string),
             cluster: crate::state::cluster::ClusterState::standalone(),
             cluster_services: None,
+            users: None,
+            auth_failures: crate::admin::http::failure_limiter(&Default::default()),
         }
     }
 

@@ -7,7 +7,10 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use std::sync::Arc;
+
 use crate::protocol::{ErrorCode, Request, Response};
+use crate::security::{User, Users, UsersError};
 use crate::state::progress::ReplicationProgress;
 
 /// A boxed future the admin API's handlers can await on the control thread.
@@ -27,6 +30,21 @@ pub struct CallFailure {
 pub trait NodeClient: Send + Sync {
     /// Send `request` to this node and wait for its answer.
     fn call(&self, request: Request) -> Pending<'_, Result<Response, CallFailure>>;
+}
+
+/// The node's users (`[auth]`): read for HTTP Basic checks and
+/// `GET /api/users`, changed by `POST`/`DELETE /api/users`.
+pub trait UserDirectory: Send + Sync {
+    /// Whether `[auth]` is on: mutations then need credentials even from loopback.
+    fn enabled(&self) -> bool;
+    /// The current users.
+    fn snapshot(&self) -> Arc<Users>;
+    /// Add a user (saved, in the users file or etcd, before it is published).
+    fn add(&self, user: User) -> Pending<'_, Result<(), UsersError>>;
+    /// Remove a user (saved before it is published).
+    fn remove(&self, name: &str) -> Pending<'_, Result<(), UsersError>>;
+    /// PBKDF2 iterations for a user added with a password (`auth.scram_iterations`).
+    fn scram_iterations(&self) -> u32;
 }
 
 /// What `DELETE /api/nodes/{id}` did.

@@ -162,18 +162,26 @@ fn progress_bar(total: u64) -> ProgressBar {
     bar
 }
 
+/// The topic's partitions, creating it first when it does not exist (a
+/// producer or consumer user may not create topics, but may bench one).
 async fn ensure_topic(client: &mut Client, args: &BenchArgs) -> Result<u32, ClientError> {
+    if let Some(partitions) = existing_partitions(client, &args.topic).await? {
+        return Ok(partitions);
+    }
     let settings = TopicSettings { partitions: args.partitions, ..TopicSettings::default() };
     match client.call(&Request::CreateTopic { name: args.topic.clone(), settings }).await {
         Ok(_) => {}
         Err(error) if error.code() == Some(ErrorCode::TopicExists) => {}
         Err(error) => return Err(error),
     }
+    Ok(existing_partitions(client, &args.topic).await?.unwrap_or(args.partitions))
+}
+
+async fn existing_partitions(client: &mut Client, topic: &str) -> Result<Option<u32>, ClientError> {
     match client.call(&Request::ListTopics).await? {
-        Response::ListTopics(topics) => Ok(topics
-            .into_iter()
-            .find(|(name, _)| *name == args.topic)
-            .map_or(args.partitions, |(_, partitions)| partitions)),
+        Response::ListTopics(topics) => {
+            Ok(topics.into_iter().find(|(name, _)| name == topic).map(|(_, partitions)| partitions))
+        }
         other => Err(unexpected(other)),
     }
 }
@@ -216,6 +224,9 @@ impl Worker {
         let connection = Connection::connect_with(address, &tls)
             .await
             .map_err(|error| ClientError::Unreachable { servers: address.into(), last: error.to_string() })?;
+        if let Some(credentials) = args.server.credentials.credentials() {
+            connection.authenticate(&credentials).await?;
+        }
         Ok(Worker {
             connection: Arc::new(connection),
             topic: args.topic.clone(),

@@ -7,26 +7,57 @@ use std::time::Duration;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::net::client::{Client, ClientError, ClientTls};
+use crate::net::client::{Client, ClientError, ClientTls, Credentials};
 use crate::protocol::Acks;
 use crate::security::tls::{client_config, ClientTrust};
 
-/// The bootstrap list every client-side command takes.
+/// The bootstrap list, credentials and TLS every client-side command takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
     /// Servers to try, comma separated.
     #[arg(long, env = "RINGLOG_SERVER", default_value = "127.0.0.1:7070", global = true)]
     pub server: String,
+    /// Who to authenticate as.
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
     /// TLS to the servers.
     #[command(flatten)]
     pub tls: TlsArgs,
 }
 
+/// `--user` and `--password` (SCRAM-SHA-256 on the native protocol, HTTP
+/// Basic on the admin API). `Debug` never shows the password.
+#[derive(Clone, Default, clap::Args)]
+pub struct CredentialArgs {
+    /// Authenticate as this user (needs --password).
+    #[arg(long, env = "RINGLOG_USER", global = true)]
+    pub user: Option<String>,
+    /// The user's password (prefer RINGLOG_PASSWORD: flags show in `ps`).
+    #[arg(long, env = "RINGLOG_PASSWORD", global = true, hide_env_values = true)]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for CredentialArgs {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("CredentialArgs").field("user", &self.user).field("password", &"<redacted>").finish()
+    }
+}
+
+impl CredentialArgs {
+    /// `--user` with `--password` (an empty password without it).
+    pub fn credentials(&self) -> Option<Credentials> {
+        let user = self.user.clone()?;
+        Some(Credentials { user, password: self.password.clone().unwrap_or_default() })
+    }
+}
+
 impl ServerArgs {
-    /// A client over the list, retrying for `retry_ms`.
+    /// A client over the list, retrying for `retry_ms`, authenticating
+    /// when `--user` is given.
     pub fn client(&self, retry_ms: u64) -> Result<Client, ClientError> {
         let tls = self.tls.client_tls().map_err(ClientError::Tls)?;
-        Ok(Client::new(Client::parse_servers(&self.server), Duration::from_millis(retry_ms)).with_tls(tls))
+        let client = Client::new(Client::parse_servers(&self.server), Duration::from_millis(retry_ms));
+        Ok(client.with_tls(tls).with_credentials(self.credentials.credentials()))
     }
 }
 

@@ -10,6 +10,7 @@ mod payload;
 mod produce;
 mod serve;
 mod topic;
+mod user;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -76,6 +77,14 @@ pub enum Command {
     ForgetNode {
         /// The node id.
         id: u64,
+        #[command(flatten)]
+        admin: nodes::AdminArgs,
+    },
+    /// Add, list or remove users (`[auth]`): offline with --users-file, else through the admin API.
+    User {
+        /// What to do.
+        #[command(subcommand)]
+        action: user::UserAction,
         #[command(flatten)]
         admin: nodes::AdminArgs,
     },
@@ -168,6 +177,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Consume(args) => consume::run(args),
         Command::Nodes { json, admin } => nodes::run_nodes(&admin, json),
         Command::ForgetNode { id, admin } => nodes::run_forget(&admin, id),
+        Command::User { action, admin } => user::run(action, admin),
         Command::Bench(args) => bench::run(args),
         Command::Check { dir, repair, json } => check::run(&dir, repair, json),
         Command::StorageDemo { data_dir, records, batch, fsync } => demo::run(&data_dir, records, batch, &fsync),

@@ -6,27 +6,57 @@ use std::time::Duration;
 
 use super::client::run_async;
 use super::{fail, EXIT_FAILURE, EXIT_OK};
-use crate::admin::client::{request, AdminResponse};
+use crate::admin::client::{request_with, AdminCredential, AdminResponse};
 
-/// The admin endpoint and token every admin command takes.
-#[derive(Debug, Clone, clap::Args)]
+/// The admin endpoint and credentials every admin command takes.
+#[derive(Clone, clap::Args)]
 pub struct AdminArgs {
     /// Admin HTTP address of any node.
     #[arg(long, env = "RINGLOG_ADMIN", default_value = "127.0.0.1:7071", global = true)]
     pub admin: String,
     /// Bearer token for mutating endpoints.
-    #[arg(long, env = "RINGLOG_ADMIN_TOKEN", global = true)]
+    #[arg(long, env = "RINGLOG_ADMIN_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
+    /// An admin user (`--user`/`--password`, HTTP Basic), instead of the token.
+    #[command(flatten)]
+    pub credentials: super::client::CredentialArgs,
     /// TLS to the admin listener.
     #[command(flatten)]
     pub tls: super::client::TlsArgs,
+}
+
+impl std::fmt::Debug for AdminArgs {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("AdminArgs")
+            .field("admin", &self.admin)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("credentials", &self.credentials)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+impl AdminArgs {
+    /// An admin user's credentials when `--user` is given, else the token.
+    pub fn credential(&self) -> Option<AdminCredential> {
+        match (&self.credentials.user, &self.token) {
+            (Some(user), _) => Some(AdminCredential::Basic {
+                user: user.clone(),
+                password: self.credentials.password.clone().unwrap_or_default(),
+            }),
+            (None, Some(token)) => Some(AdminCredential::Bearer(token.clone())),
+            (None, None) => None,
+        }
+    }
 }
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn call(args: &AdminArgs, method: hyper::Method, path: &str) -> Result<AdminResponse, String> {
     let tls = args.tls.client_tls()?;
-    run_async(request(&args.admin, method, path, args.token.as_deref(), None, &tls, ADMIN_TIMEOUT))
+    let credential = args.credential();
+    run_async(request_with(&args.admin, method, path, credential.as_ref(), None, &tls, ADMIN_TIMEOUT))
         .map_err(|error| error.to_string())?
 }
 

@@ -50,7 +50,7 @@ pub struct ServeArgs {
 }
 
 fn resolve(args: &ServeArgs) -> Result<NodeConfig, ConfigError> {
-    let mut config = NodeConfig::load(args.config.as_deref(), std::env::vars())?;
+    let mut config = NodeConfig::load_unchecked(args.config.as_deref(), std::env::vars())?;
     if let Some(data_dir) = &args.data_dir {
         config.data_dir = data_dir.clone();
     }

@@ -34,7 +34,8 @@ impl EtcdAccess {
     /// Read the files the settings name (a key file others may read is
     /// refused, as for the listeners).
     pub fn from_config(config: &crate::config::ClusterConfig) -> Result<EtcdAccess, ClusterError> {
-        let user = config.etcd_user.clone().zip(config.etcd_password.clone());
+        let password = config.etcd_password.as_ref().map(|password| password.expose().to_string());
+        let user = config.etcd_user.clone().zip(password);
         let wants_tls = config.etcd_ca_file.is_some() || config.etcd_cert_file.is_some();
         if !wants_tls {
             return Ok(EtcdAccess { tls: None, user });
@@ -63,7 +64,11 @@ impl Etcd {
     }
 
     /// Connect to `endpoints` with TLS and a user as `access` says.
-    pub async fn connect_with(endpoints: &[String], access: &EtcdAccess, timeout: Duration) -> Result<Etcd, ClusterError> {
+    pub async fn connect_with(
+        endpoints: &[String],
+        access: &EtcdAccess,
+        timeout: Duration,
+    ) -> Result<Etcd, ClusterError> {
         let joined = endpoints.join(",");
         let mut options =
             ConnectOptions::new().with_connect_timeout(timeout).with_timeout(timeout).with_keep_alive(timeout, timeout);

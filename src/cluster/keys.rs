@@ -63,6 +63,17 @@ impl Keys {
         format!("{}/secret", self.prefix)
     }
 
+    /// `PREFIX/users/<name>`: a user's users-file entry (JSON; SCRAM
+    /// credential, role, topics; never a password).
+    pub fn user(&self, name: &str) -> String {
+        format!("{}/users/{name}", self.prefix)
+    }
+
+    /// Prefix of every user key.
+    pub fn users(&self) -> String {
+        format!("{}/users/", self.prefix)
+    }
+
     /// The id in an insync key (`PREFIX/replica/<id>/insync`).
     pub fn parse_insync(&self, key: &[u8]) -> Option<u64> {
         let key = std::str::from_utf8(key).ok()?;

@@ -12,3 +12,4 @@ pub mod lease;
 pub mod membership;
 pub mod node_id;
 pub mod nodes;
+pub mod users;

@@ -20,6 +20,7 @@ use crate::protocol::{
     decode_response_owned, encode_request_split, frame_length, ApiKey, ErrorCode, ErrorResponse, ProtocolError,
     Request, Response,
 };
+use crate::security::scram::{new_nonce, ScramClient, MECHANISM};
 use crate::storage::batch::{verify_batch, BatchError};
 
 /// Client-side failures.
@@ -49,6 +50,10 @@ pub enum ClientError {
     /// A fetched batch failed its CRC check.
     #[error("fetched batch failed verification: {0}")]
     Corrupt(#[from] BatchError),
+    /// The SCRAM handshake could not be completed on our side (the
+    /// server's own refusal is a `Server` error with its code).
+    #[error("authentication failed: {0}")]
+    Authentication(String),
     /// Retries did not succeed within the retry budget.
     #[error("gave up after {elapsed_ms} ms: {last}")]
     RetriesExhausted {
@@ -247,24 +252,70 @@ async fn open_stream(address: &str, tls: &ClientTls) -> std::io::Result<Box<dyn 
     Ok(Box::new(session))
 }
 
+/// A user's name and password for the SCRAM handshake (`--user`,
+/// `--password`). `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user.
+    pub user: String,
+    /// The password (sent nowhere: SCRAM proves it without sending it).
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Credentials").field("user", &self.user).field("password", &"<redacted>").finish()
+    }
+}
+
+impl Connection {
+    /// Authenticate this connection as `credentials` (SCRAM-SHA-256): the
+    /// first requests on it, before any other. The server proves it holds
+    /// the user's credential too, or this fails.
+    pub async fn authenticate(&self, credentials: &Credentials) -> Result<(), ClientError> {
+        let refused = |error: crate::security::ScramError| ClientError::Authentication(error.to_string());
+        let nonce = new_nonce().map_err(|error| ClientError::Authentication(format!("no random nonce: {error}")))?;
+        let (client, client_first) =
+            ScramClient::new(&credentials.user, credentials.password.as_bytes(), &nonce).map_err(refused)?;
+        let start = Request::SaslStart { mechanism: MECHANISM.into(), message: client_first };
+        let server_first = match self.call(&start).await? {
+            Response::SaslStart { message } => message,
+            other => return Err(unexpected(other)),
+        };
+        let (client, client_final) = client.respond(&server_first).map_err(refused)?;
+        let server_final = match self.call(&Request::SaslContinue { message: client_final }).await? {
+            Response::SaslContinue { message } => message,
+            other => return Err(unexpected(other)),
+        };
+        client.verify(&server_final).map_err(refused)
+    }
+}
+
 /// A client over a bootstrap list of servers.
 pub struct Client {
     servers: Vec<String>,
     connection: Option<Arc<Connection>>,
     retry_budget: Duration,
     tls: ClientTls,
+    credentials: Option<Credentials>,
 }
 
 impl Client {
     /// A client for `servers` (`host:port`, tried in order) retrying
     /// retriable failures for up to `retry_budget`.
     pub fn new(servers: Vec<String>, retry_budget: Duration) -> Client {
-        Client { servers, connection: None, retry_budget, tls: None }
+        Client { servers, connection: None, retry_budget, tls: None, credentials: None }
     }
 
     /// Connect with TLS (`None`: plaintext).
     pub fn with_tls(self, tls: ClientTls) -> Client {
         Client { tls, ..self }
+    }
+
+    /// Authenticate every connection as `credentials` (none: do not).
+    pub fn with_credentials(mut self, credentials: Option<Credentials>) -> Client {
+        self.credentials = credentials;
+        self
     }
 
     /// Parse a comma-separated bootstrap list.
@@ -281,6 +332,9 @@ impl Client {
         for server in &self.servers {
             match Connection::connect_with(server, &self.tls).await {
                 Ok(connection) => {
+                    if let Some(credentials) = &self.credentials {
+                        connection.authenticate(credentials).await?;
+                    }
                     let connection = Arc::new(connection);
                     self.connection = Some(Arc::clone(&connection));
                     return Ok(connection);

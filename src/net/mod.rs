@@ -4,6 +4,7 @@
 //! client, and the port ownership check. The wire format is `crate::protocol`.
 
 pub mod accept;
+pub mod authentication;
 pub mod client;
 pub mod kafka_server;
 pub mod ports;

@@ -18,6 +18,7 @@ use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::accept::{next_connection, AcceptGate};
+use super::authentication::{ClientAuthentication, Verdict};
 use crate::protocol::{
     decode_produce_head, decode_request_header, decode_request_owned, encode_error, encode_response,
     encode_response_split, frame_length, ErrorCode, ErrorResponse, ProtocolError, Request, RequestHeader,
@@ -81,13 +82,20 @@ pub async fn run_listener(
 ) {
     let limit = context.config.limits.max_connections;
     let gate = AcceptGate { stop: &stop, stopping: &stopping, connections: &connections, limit };
+    let authenticating = kind == ListenerKind::Client && context.config.auth.enabled;
+    let limiter = authenticating.then(|| super::authentication::limiter(&context));
     while let Some((stream, admitted)) = next_connection(&listener, &gate).await {
+        let authentication = limiter.as_ref().map(|limiter| {
+            let peer = stream.peer_addr().map_or(std::net::IpAddr::from([0, 0, 0, 0]), |address| address.ip());
+            ClientAuthentication::new(peer, Rc::clone(limiter))
+        });
         let connection = Connection {
             context: Rc::clone(&context),
             stopping: Rc::clone(&stopping),
             stop: Rc::clone(&stop),
             in_flight: Rc::clone(&in_flight),
             replication: (kind == ListenerKind::Replication).then(ReplicaSession::default),
+            authentication,
         };
         crate::runtime::spawn_local(async move {
             connection.serve(stream).await;
@@ -104,6 +112,8 @@ struct Connection {
     in_flight: Rc<InFlight>,
     /// Handshake state on the replication listener (None: a client listener).
     replication: Option<ReplicaSession>,
+    /// Client authentication state (None: replication, or `[auth]` off).
+    authentication: Option<ClientAuthentication>,
 }
 
 /// How long a closing connection's writer may take to deliver what is
@@ -251,7 +261,7 @@ impl Connection {
         let Some(session) = &self.replication else {
             return match replication_api {
                 true => Err(invalid("replication APIs are served on the replication listener only")),
-                false => Ok(Some(request)),
+                false => self.admit_client(correlation_id, request, sender).await,
             };
         };
         if !replication_api {
@@ -270,6 +280,34 @@ impl Connection {
         };
         let mut frame = Vec::new();
         encode_response(correlation_id, &answer, &mut frame);
+        let _ = sender.send((frame, Vec::new(), None)).await;
+        Ok(None)
+    }
+
+    /// A client request under `[auth]`: handshake steps are answered here
+    /// (Ok(None)), a refused request gets its error and the connection
+    /// stays, a failed or missing handshake closes it (`net/authentication.rs`).
+    async fn admit_client(
+        &self,
+        correlation_id: u32,
+        request: Request,
+        sender: &Rc<LocalSender<Outgoing>>,
+    ) -> Result<Option<Request>, ErrorResponse> {
+        let Some(authentication) = &self.authentication else {
+            return match request {
+                Request::SaslStart { .. } | Request::SaslContinue { .. } => {
+                    Err(invalid("authentication is not enabled on this node ([auth] enabled = false)"))
+                }
+                request => Ok(Some(request)),
+            };
+        };
+        let mut frame = Vec::new();
+        match authentication.check(&self.context, request) {
+            Verdict::Pass(request) => return Ok(Some(request)),
+            Verdict::Answer(response) => encode_response(correlation_id, &response, &mut frame),
+            Verdict::Refuse(error) => encode_error(correlation_id, &error, &mut frame),
+            Verdict::Close(error) => return Err(error),
+        }
         let _ = sender.send((frame, Vec::new(), None)).await;
         Ok(None)
     }

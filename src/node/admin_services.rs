@@ -26,13 +26,18 @@ pub struct LoopbackClient {
     pub address: String,
     /// The node's TLS (the listener's own certificate is the one trusted).
     pub tls: Arc<crate::security::listeners::NodeTls>,
+    /// The node's internal admin (`[auth]` on): mutations authenticate as
+    /// it (replaced by the cluster-wide one in a cluster).
+    pub credentials: Arc<arc_swap::ArcSwapOption<crate::net::client::Credentials>>,
 }
 
 impl NodeClient for LoopbackClient {
     fn call(&self, request: Request) -> Pending<'_, Result<Response, CallFailure>> {
         Box::pin(async move {
             let tls = self.tls.loopback_client(crate::security::settings::Listener::Client);
-            let mut client = Client::new(vec![self.address.clone()], LOOPBACK_RETRY_BUDGET).with_tls(tls);
+            let mut client = Client::new(vec![self.address.clone()], LOOPBACK_RETRY_BUDGET)
+                .with_tls(tls)
+                .with_credentials(self.credentials.load_full().map(|credentials| (*credentials).clone()));
             client
                 .call(&request)
                 .await

@@ -17,13 +17,20 @@ use axum::serve::ListenerExt;
 
 use super::NodeError;
 
+/// What the control thread runs beside the admin API: the control plane
+/// (cluster) and the users it keeps in step with etcd.
+pub(super) struct Control {
+    pub(super) plane: Option<Arc<ControlPlane>>,
+    pub(super) users: super::users::NodeUsers,
+}
+
 /// Start the control thread; returns once the admin listener is bound.
 /// The thread ends after `stop` is set, the admin server has drained and
 /// the membership loop has resigned and revoked its lease.
-pub fn start(
+pub(super) fn start(
     address: &str,
     state: AdminState,
-    plane: Option<Arc<ControlPlane>>,
+    control: Control,
     heap_trim_interval_ms: u64,
     tls: Arc<NodeTls>,
     stop: &'static AtomicBool,
@@ -33,7 +40,7 @@ pub fn start(
     listener.set_nonblocking(true).map_err(listen_error)?;
     std::thread::Builder::new()
         .name("ringlog-control".into())
-        .spawn(move || run(listener, state, plane, heap_trim_interval_ms, tls, stop))
+        .spawn(move || run(listener, state, control, heap_trim_interval_ms, tls, stop))
         .map_err(|source| NodeError::Thread { thread: "control", source })
 }
 
@@ -44,7 +51,7 @@ pub fn start(
 fn run(
     listener: std::net::TcpListener,
     state: AdminState,
-    plane: Option<Arc<ControlPlane>>,
+    control: Control,
     heap_trim_interval_ms: u64,
     tls: Arc<NodeTls>,
     stop: &'static AtomicBool,
@@ -58,7 +65,8 @@ fn run(
         }
     };
     runtime.block_on(async move {
-        let membership = plane.map(|plane| tokio::spawn(plane.run(stop)));
+        let membership = control.plane.map(|plane| tokio::spawn(plane.run(stop)));
+        let users = tokio::spawn(super::users::follow_etcd_users(control.users, stop));
         let trimmer = (heap_trim_interval_ms > 0).then(|| {
             tokio::spawn(trim_heap(heap_trim_interval_ms, || {
                 crate::runtime::memory::release_free_heap();
@@ -68,6 +76,7 @@ fn run(
         if let Some(trimmer) = trimmer {
             trimmer.abort();
         }
+        users.abort();
         if let Some(membership) = membership {
             if let Err(error) = membership.await {
                 tracing::error!(target: "ringlog::cluster", %error, "the membership loop failed");

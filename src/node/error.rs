@@ -62,6 +62,9 @@ pub enum NodeError {
     /// holds it, or the filesystem refused); the message names the path.
     #[error(transparent)]
     DataDirectory(StorageError),
+    /// The users file could not be read (`auth.users_file`).
+    #[error(transparent)]
+    Users(#[from] crate::security::UsersError),
     /// The topic metadata under the data directory could not be read.
     #[error("cannot load topics from {}: {source}", data_dir.display())]
     LoadTopics {

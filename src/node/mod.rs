@@ -22,6 +22,7 @@ mod shard;
 mod shared;
 mod startup;
 mod tasks;
+mod users;
 
 pub use error::{NodeError, ShardError};
 
@@ -86,8 +87,9 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
         // membership session failing on them later.
         crate::cluster::etcd::EtcdAccess::from_config(&config.cluster).map_err(NodeError::EtcdAccess)?;
     }
+    let users = users::load(&config)?;
     install_signal_handlers(Arc::clone(&tls))?;
-    let shared = Shared::new(config, topics, shards, tls);
+    let shared = Shared::new(config, topics, shards, tls, users);
     let (ready_sender, ready_receiver) = mpsc::channel::<Result<ShardId, ShardError>>();
     // The template is dropped at the end of this statement, so the shards
     // hold the only senders: a shard that dies unannounced ends the wait
@@ -129,10 +131,13 @@ fn start_control(shared: &Shared) -> Result<std::thread::JoinHandle<()>, NodeErr
         Arc::new(admin_services::ClusterAdmin { plane, cluster, tls: Arc::clone(&shared.tls) })
             as Arc<dyn crate::admin::services::ClusterServices>
     });
-    let admin_state = AdminState { cluster_services, ..shared.admin_state() };
+    let users = shared.users.clone().in_cluster(plane.clone());
+    let directory = Some(Arc::new(users.clone()) as Arc<dyn crate::admin::services::UserDirectory>);
+    let admin_state = AdminState { cluster_services, users: directory, ..shared.admin_state() };
     let trim_interval_ms = config.limits.heap_trim_interval_ms;
     let tls = Arc::clone(&shared.tls);
-    control_thread::start(&config.admin, admin_state, plane, trim_interval_ms, tls, &STOP_REQUESTED)
+    let control = control_thread::Control { plane, users };
+    control_thread::start(&config.admin, admin_state, control, trim_interval_ms, tls, &STOP_REQUESTED)
 }
 
 /// Stop the running shards after a failure to start, and return it.

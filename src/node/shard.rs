@@ -126,6 +126,7 @@ async fn build_context(setup: &ShardConfig, ends: MeshEnds) -> (Rc<ShardContext>
         topic_changes: Default::default(),
         groups: Default::default(),
         tls: Arc::clone(&setup.tls),
+        users: Arc::clone(&setup.users.snapshot),
     });
     (context, inbound)
 }

@@ -19,6 +19,7 @@ use crate::state::progress::ReplicationProgress;
 use super::admin_services::LoopbackClient;
 use super::shard::ShardConfig;
 use super::startup::loopback_address;
+use super::users::NodeUsers;
 use super::ShardError;
 
 /// Handles to everything the shards and the control thread share.
@@ -33,12 +34,20 @@ pub(super) struct Shared {
     pub(super) cluster: Arc<ClusterState>,
     pub(super) progress: Arc<ReplicationProgress>,
     pub(super) tls: Arc<NodeTls>,
+    /// The users clients authenticate as (`[auth]`).
+    pub(super) users: super::users::NodeUsers,
 }
 
 impl Shared {
     /// The shared state of a node with `topics` and `shards` data shards
     /// (clustered when etcd endpoints are configured).
-    pub(super) fn new(config: NodeConfig, topics: Vec<TopicMeta>, shards: usize, tls: Arc<NodeTls>) -> Shared {
+    pub(super) fn new(
+        config: NodeConfig,
+        topics: Vec<TopicMeta>,
+        shards: usize,
+        tls: Arc<NodeTls>,
+        users: NodeUsers,
+    ) -> Shared {
         assert!(shards > 0, "shards are resolved before the shared state is built");
         let connections = Arc::new(ConnectionCount::default());
         let cluster = match config.cluster.etcd.is_empty() {
@@ -54,6 +63,7 @@ impl Shared {
             cluster,
             progress: ReplicationProgress::new(shards),
             tls,
+            users,
         }
     }
 
@@ -71,10 +81,13 @@ impl Shared {
             client: Arc::new(LoopbackClient {
                 address: loopback_address(&self.config.listen),
                 tls: Arc::clone(&self.tls),
+                credentials: Arc::clone(&self.users.internal_admin),
             }),
-            admin_token: self.config.admin_token.clone(),
+            admin_token: self.config.admin_token.as_ref().map(|token| token.expose().to_string()),
             cluster: Arc::clone(&self.cluster),
             cluster_services: None,
+            users: Some(Arc::new(self.users.clone())),
+            auth_failures: crate::admin::http::failure_limiter(&self.config.auth),
         }
     }
 }

@@ -127,6 +127,10 @@ pub(super) fn warn_if_exposed(config: &NodeConfig) {
         tracing::warn!(target: "ringlog::node", listeners = %exposed.join(","),
             "listening beyond loopback without TLS: anyone on the network can read and change this traffic (set [tls] cert_file and key_file)");
     }
+    if !config.auth.enabled && !is_loopback(&config.listen) {
+        tracing::warn!(target: "ringlog::node", listen = %config.listen,
+            "clients beyond loopback need no credentials: anyone who reaches this port can create and delete topics (set [auth] enabled and a users file, docs/SECURITY.md)");
+    }
 }
 
 /// Whether `address` (`host:port`) binds a loopback interface only.

@@ -53,6 +53,11 @@ fn client_request_examples() -> Vec<(Request, &'static str)> {
             Request::FindOffset { topic: "t".into(), partition: 2, timestamp_ms: -5 },
             "17000000 | 0b00 0200 07000000 0100 74 02000000 fbffffffffffffff",
         ),
+        (
+            Request::SaslStart { mechanism: "S".into(), message: b"n,,".to_vec() },
+            "12000000 | 1300 0200 07000000 0100 53 03000000 6e2c2c",
+        ),
+        (Request::SaslContinue { message: b"c=".to_vec() }, "0e000000 | 1400 0200 07000000 02000000 633d"),
     ]
 }
 
@@ -157,6 +162,12 @@ fn partition_response_examples() -> Vec<(ApiKey, Response, &'static str)> {
         (ApiKey::InitProducer, Response::InitProducer { producer_id: 77 }, "0e000000 | 09000000 0000 4d00000000000000"),
         (ApiKey::FindOffset, Response::FindOffset { offset: Some(4) }, "0e000000 | 09000000 0000 0400000000000000"),
         (ApiKey::FindOffset, Response::FindOffset { offset: None }, "0e000000 | 09000000 0000 ffffffffffffffff"),
+        (ApiKey::SaslStart, Response::SaslStart { message: b"r=".to_vec() }, "0c000000 | 09000000 0000 02000000 723d"),
+        (
+            ApiKey::SaslContinue,
+            Response::SaslContinue { message: b"v=".to_vec() },
+            "0c000000 | 09000000 0000 02000000 763d",
+        ),
     ]
 }
 
@@ -295,12 +306,14 @@ fn fixed_sizes_are_those_of_the_golden_layouts() {
 
 #[test]
 fn api_keys_error_codes_and_acks_keep_their_wire_values_and_names() {
-    for value in 1..=18 {
+    for value in 1..=20 {
         assert_eq!(ApiKey::from_wire(value).map(|api_key| api_key as u16), Ok(value));
     }
     assert_eq!(ApiKey::from_wire(0), Err(ProtocolError::UnknownApi(0)));
-    assert_eq!(ApiKey::from_wire(19), Err(ProtocolError::UnknownApi(19)));
+    assert_eq!(ApiKey::from_wire(21), Err(ProtocolError::UnknownApi(21)));
     assert!(ApiKey::ReplicaHello.is_replication() && !ApiKey::FindOffset.is_replication());
+    assert!(ApiKey::ReplicaFetchMany.is_replication(), "the last replication key");
+    assert!(!ApiKey::SaslStart.is_replication() && !ApiKey::SaslContinue.is_replication(), "clients authenticate");
     let names = [
         "none",
         "unknown_topic",
@@ -319,11 +332,14 @@ fn api_keys_error_codes_and_acks_keep_their_wire_values_and_names() {
         "timeout",
         "internal",
         "not_ready",
+        "authentication_required",
+        "authentication_failed",
+        "not_authorized",
     ];
     for (value, name) in names.into_iter().enumerate() {
         let code = ErrorCode::from_wire(value as u16);
         assert_eq!((code as u16, code.name()), (value as u16, name));
     }
-    assert_eq!(ErrorCode::from_wire(17), ErrorCode::Internal, "an unknown code reads as internal");
+    assert_eq!(ErrorCode::from_wire(20), ErrorCode::Internal, "an unknown code reads as internal");
     assert_eq!([Acks::None as u8, Acks::Leader as u8, Acks::All as u8], [0, 1, 2]);
 }

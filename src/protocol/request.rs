@@ -145,6 +145,18 @@ pub enum Request {
         /// The partitions, each with the follower's durable end.
         partitions: Vec<ReplicaFetchPartition>,
     },
+    /// Start authenticating: the mechanism and its first message.
+    SaslStart {
+        /// `SCRAM-SHA-256`.
+        mechanism: String,
+        /// The client-first message.
+        message: Vec<u8>,
+    },
+    /// Continue authenticating: the next message.
+    SaslContinue {
+        /// The client-final message.
+        message: Vec<u8>,
+    },
 }
 
 // Each request body's layout, in wire order: encode and decode both follow it.
@@ -191,6 +203,8 @@ messages!(Request {
         partition_max_bytes: u32 = "partition max bytes",
         partitions: Vec<ReplicaFetchPartition> = ("partition count", ()),
     },
+    SaslStart => SaslStart { mechanism: String = "mechanism", message: Vec<u8> = "sasl message" },
+    SaslContinue => SaslContinue { message: Vec<u8> = "sasl message" },
 });
 
 impl Request {

@@ -192,6 +192,16 @@ pub enum Response {
         /// Partitions with news, in request order.
         partitions: Vec<ReplicaFetchedPartition>,
     },
+    /// The server's answer to the first SASL message (SCRAM server-first).
+    SaslStart {
+        /// The server-first message.
+        message: Vec<u8>,
+    },
+    /// The server's last SASL message (SCRAM server-final): authenticated.
+    SaslContinue {
+        /// The server-final message (the client checks the server with it).
+        message: Vec<u8>,
+    },
 }
 
 /// An error answer.
@@ -250,6 +260,8 @@ messages!(Response {
         leader_shards: u16 = "leader shards",
         partitions: Vec<ReplicaFetchedPartition> = ("partition count", ()),
     },
+    SaslStart => SaslStart { message: Vec<u8> = "sasl message" },
+    SaslContinue => SaslContinue { message: Vec<u8> = "sasl message" },
 });
 
 /// A response header after the length prefix.

@@ -79,13 +79,18 @@ wire_enum! {
         /// Replication: read many partitions in one long poll (the read is the
         /// ack of everything before each partition's offset).
         ReplicaFetchMany = 18,
+        /// Authentication: the first SASL message (SCRAM-SHA-256 client-first);
+        /// with `[auth] enabled`, a client connection's first request.
+        SaslStart = 19,
+        /// Authentication: the next SASL message (SCRAM client-final).
+        SaslContinue = 20,
     }
 }
 
 impl ApiKey {
     /// Whether this is a replication API (served only on the replication listener).
     pub fn is_replication(self) -> bool {
-        (self as u16) >= ApiKey::ReplicaHello as u16
+        (ApiKey::ReplicaHello as u16..=ApiKey::ReplicaFetchMany as u16).contains(&(self as u16))
     }
 
     /// Parse a wire value.
@@ -133,6 +138,15 @@ wire_enum! {
         /// leader change (retriable): showing the value the node has would let
         /// a consumer see it fall.
         NotReady = 16 => "not_ready",
+        /// The connection must authenticate before this request (`[auth]
+        /// enabled`); the connection is closed after this answer.
+        AuthenticationRequired = 17 => "authentication_required",
+        /// The handshake failed (wrong password, unknown user, malformed
+        /// message, or too many failures from this address); the connection
+        /// is closed after this answer.
+        AuthenticationFailed = 18 => "authentication_failed",
+        /// The authenticated user's role does not allow this request.
+        NotAuthorized = 19 => "not_authorized",
     }
 }
 

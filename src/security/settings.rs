@@ -264,11 +264,15 @@ mod tests {
     #[test]
     fn tls_keys_that_would_leave_a_listener_plaintext_are_refused() {
         let error = settings("client_ca_file = 'ca.pem'").validate().unwrap_err();
-        assert_eq!(error.to_string(), "[tls] sets client_ca_file but no cert_file and key_file apply there, so it would stay plaintext");
+        assert_eq!(
+            error.to_string(),
+            "[tls] sets client_ca_file but no cert_file and key_file apply there, so it would stay plaintext"
+        );
         assert!(settings("ca_file = 'ca.pem'").validate().is_err());
         let error = settings("[kafka]\nclient_ca_file = 'ca.pem'").validate().unwrap_err();
         assert!(matches!(error, TlsSettingsError::NoEffect { key: "client_ca_file", .. }), "{error}");
-        let error = settings("cert_file = 'a.pem'\nkey_file = 'a.key'\n[kafka]\ncert_file = 'k.pem'").validate().unwrap_err();
+        let error =
+            settings("cert_file = 'a.pem'\nkey_file = 'a.key'\n[kafka]\ncert_file = 'k.pem'").validate().unwrap_err();
         assert_eq!(error.to_string(), "[tls.kafka] names cert_file but not key_file", "an override is a whole pair");
         assert!(settings("cert_file = 'a.pem'\nkey_file = 'a.key'\nclient_ca_file = 'ca.pem'").validate().is_ok());
     }

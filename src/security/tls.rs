@@ -297,9 +297,7 @@ impl Loaded {
         let context = format!("{} as a client certificate", files.cert_file.display());
         let loopback = match files.client_ca_file {
             None => builder.with_no_client_auth(),
-            Some(_) => builder
-                .with_client_auth_cert(certificates, key)
-                .map_err(rustls_error(context))?,
+            Some(_) => builder.with_client_auth_cert(certificates, key).map_err(rustls_error(context))?,
         };
         Ok(Loaded { server, loopback: Arc::new(loopback) })
     }
@@ -560,6 +558,10 @@ mod tests {
         assert_eq!(server_name("[::1]:7070").unwrap(), ServerName::try_from("::1").unwrap());
         assert_eq!(server_name("broker.example:9092").unwrap(), ServerName::try_from("broker.example").unwrap());
         assert!(server_name("bad host:1").is_err());
-        assert_eq!(server_name("::1").unwrap(), ServerName::try_from("::1").unwrap(), "a bare IPv6 address has no port");
+        assert_eq!(
+            server_name("::1").unwrap(),
+            ServerName::try_from("::1").unwrap(),
+            "a bare IPv6 address has no port"
+        );
     }
 }

@@ -46,6 +46,9 @@ pub struct ShardContext {
     pub groups: super::groups::Groups,
     /// TLS of the listeners and of this node's connections to leaders.
     pub tls: Arc<crate::security::listeners::NodeTls>,
+    /// The users clients authenticate as (`[auth]`): an immutable snapshot
+    /// the control thread replaces when users change.
+    pub users: Arc<arc_swap::ArcSwap<crate::security::Users>>,
 }
 
 impl ShardContext {

@@ -91,6 +91,22 @@ pub struct NodeMetrics {
     pub connections: Arc<ConnectionCount>,
     /// Kafka requests and error codes.
     pub kafka: super::kafka_metrics::KafkaCounters,
+    /// Client authentication outcomes (`[auth]`).
+    pub auth: AuthCounters,
+}
+
+/// Client authentication outcomes, across listeners and the admin API.
+#[derive(Debug, Default)]
+pub struct AuthCounters {
+    /// Handshakes (or admin API credentials) that failed: wrong password,
+    /// unknown user, malformed message.
+    pub failures: AtomicU64,
+    /// Attempts refused at once by the per-source failure limiter.
+    pub rate_limited: AtomicU64,
+    /// Handshakes that succeeded.
+    pub successes: AtomicU64,
+    /// Requests refused because the user's role does not allow them.
+    pub not_authorized: AtomicU64,
 }
 
 impl NodeMetrics {
@@ -100,6 +116,7 @@ impl NodeMetrics {
             shards: (0..shards).map(|_| ShardMetrics::default()).collect(),
             connections,
             kafka: Default::default(),
+            auth: Default::default(),
         }
     }
 

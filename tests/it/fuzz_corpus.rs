@@ -108,4 +108,18 @@ fn write_fuzz_seed_corpora() {
     let limit = 100_000u32.to_le_bytes();
     seed("index_load", "offset-index", &[&limit[..], &offsets.file_bytes()[..]].concat());
     seed("index_load", "time-index", &[&limit[..], &times.file_bytes()[..]].concat());
+    scram_seeds();
+}
+
+/// scram_server: mode byte, split byte, client-first then client-final
+/// (`fuzz/fuzz_targets/scram_server.rs`).
+fn scram_seeds() {
+    let first = b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
+    let last = b"c=biws,r=rOprNGfwEbeRWgbNEkqO3rfcNHYJY1ZVvWVs7j,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+    seed("scram_server", "exchange", &[&[0, first.len() as u8][..], first, last].concat());
+    let valid_first =
+        b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+    seed("scram_server", "valid-first", &[&[1, 0][..], valid_first].concat());
+    let escaped = b"n,,n=us=2Cer,r=abc";
+    seed("scram_server", "escaped-name", &[&[0, escaped.len() as u8][..], escaped, b",x=ext"].concat());
 }

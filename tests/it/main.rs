@@ -3,6 +3,7 @@
 
 mod admin;
 mod alloc;
+mod auth;
 mod certs;
 mod cli;
 mod cluster;

@@ -468,7 +468,8 @@ fn a_node_reaches_etcd_over_mutual_tls_with_a_user_and_a_wrong_password_keeps_it
         let environment: Vec<(&str, &str)> = environment.iter().map(|(key, value)| (*key, value.as_str())).collect();
         let log = dir.path().join(format!("{name}.log"));
         let flags = ["--etcd", etcd.endpoint.as_str(), "--replication-listen", &free_address()];
-        let node = Node::spawn(&free_address(), &free_address(), &dir.path().join(name), 1, &flags, &environment, Some(&log));
+        let node =
+            Node::spawn(&free_address(), &free_address(), &dir.path().join(name), 1, &flags, &environment, Some(&log));
         (node, log)
     };
     let (leader, _) = start("a", "root-password");
@@ -502,7 +503,8 @@ fn a_corrupt_record_from_a_client_that_stopped_reading_still_frees_its_connectio
     let socket = std::net::TcpStream::connect(&node.address).unwrap();
     let mut stream = rustls::StreamOwned::new(session, socket);
     for correlation_id in 1..=64 {
-        let fetch = Request::Fetch { topic: "large".into(), partition: 0, offset: 0, max_bytes: 1 << 20, max_wait_ms: 0 };
+        let fetch =
+            Request::Fetch { topic: "large".into(), partition: 0, offset: 0, max_bytes: 1 << 20, max_wait_ms: 0 };
         let mut frame = Vec::new();
         ringlog::protocol::encode_request(correlation_id, &fetch, &mut frame);
         stream.write_all(&frame).unwrap();

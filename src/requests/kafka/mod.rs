@@ -317,6 +317,8 @@ pub fn error_code(error: &ErrorResponse) -> i16 {
         ErrorCode::Timeout => ResponseError::RequestTimedOut,
         ErrorCode::NotReady => ResponseError::LeaderNotAvailable,
         ErrorCode::Internal => ResponseError::UnknownServerError,
+        ErrorCode::AuthenticationRequired | ErrorCode::AuthenticationFailed => ResponseError::SaslAuthenticationFailed,
+        ErrorCode::NotAuthorized => ResponseError::TopicAuthorizationFailed,
     };
     kafka.code()
 }
