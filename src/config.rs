@@ -167,9 +167,43 @@ impl Default for ClusterConfig {
 /// A setting that must never be printed: `Debug` and serialization (so
 /// `--print-config`) show `"<redacted>"`; [`Secret::expose`] is the one way
 /// to the value.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+/// Reads a secret from text, and from a number (`RINGLOG_…=123456` arrives
+/// as an integer: refusing it would print it in the type error). The
+/// placeholder `--print-config` writes is refused: a config made from that
+/// output would otherwise run with "<redacted>" as a publicly known secret.
+struct SecretVisitor;
+
+impl serde::de::Visitor<'_> for SecretVisitor {
+    type Value = Secret;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a secret (text)")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Secret, E> {
+        if value == REDACTED {
+            return Err(E::custom("a secret reads \"<redacted>\" (copied from --print-config?): give its real value"));
+        }
+        Ok(Secret(value.to_string()))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Secret, E> {
+        Ok(Secret(value.to_string()))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Secret, E> {
+        Ok(Secret(value.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
+        deserializer.deserialize_any(SecretVisitor)
+    }
+}
 
 /// What a secret prints as.
 pub const REDACTED: &str = "<redacted>";
@@ -795,6 +829,14 @@ mod tests {
 
     fn vars(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
         pairs.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect::<Vec<_>>().into_iter()
+    }
+
+    #[test]
+    fn a_redacted_secret_is_refused_and_a_numeric_one_is_read_without_being_echoed() {
+        let error = NodeConfig::load(None, vars(&[("RINGLOG_ADMIN_TOKEN", REDACTED)])).unwrap_err();
+        assert!(error.to_string().contains("--print-config"), "{error}");
+        let numeric = NodeConfig::load(None, vars(&[("RINGLOG_ADMIN_TOKEN", "918273645")])).unwrap();
+        assert_eq!(numeric.admin_token.as_ref().map(|token| token.expose()), Some("918273645"));
     }
 
     #[test]

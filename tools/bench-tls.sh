@@ -49,13 +49,19 @@ start_node() { # mode
     exit 1
 }
 stop_node() { kill -TERM "$node_pid"; wait "$node_pid" || true; }
+# CPU seconds the node process (not the bench client) has used so far.
+node_cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$node_pid/stat"; }
+# The node's CPU seconds per GB over a row: what a remote client would not share.
+node_cost() { # cpu_before result
+    python3 -c 'import json, sys; r = json.loads(sys.argv[2]); print("%.2f" % ((float(sys.argv[3]) - float(sys.argv[1])) / (r["bytes"] / 1e9)))' "$1" "$2" "$(node_cpu_s)"
+}
 mb_per_s() { python3 -c 'import json, sys; print("%.0f" % json.loads(sys.argv[1])["mb_per_s"])' "$1"; }
 
-row() { # mode kind result usage
+row() { # mode kind result usage node_cpu_s_per_gb
     local value
     value=$(mb_per_s "$3")
-    printf '%s\t%s\t%s\n' "$1" "$2" "$value" >>"$results"
-    echo "| $1 | $2 | $value | \`$3\` | $4 |"
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$value" "$5" >>"$results"
+    echo "| $1 | $2 | $value | $5 | \`$3\` | $4 |"
 }
 
 echo "# TLS against plaintext, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -63,8 +69,8 @@ echo
 echo "- \`$binary\`; $rounds rounds, alternating; $(nproc) cores, kernel $(uname -r); CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "- 2 partitions, 2 producers, 1 KiB random records, batches of 1000, $total bytes per produce row, fsync=never"
 echo
-echo "| mode | row | MB/s | ringlog bench --json | device and CPU during the run |"
-echo "|---|---|---|---|---|"
+echo "| mode | row | MB/s | node CPU s/GB | ringlog bench --json | device and CPU during the run |"
+echo "|---|---|---|---|---|---|"
 for round in $(seq "$rounds"); do
     order=(plaintext tls)
     ((round % 2 == 0)) && order=(tls plaintext)
@@ -73,13 +79,15 @@ for round in $(seq "$rounds"); do
         [[ $mode == tls ]] && client=(--tls-ca "$dir/ca.pem")
         start_node "$mode"
         usage_begin "$dir"
+        cpu=$(node_cpu_s)
         result=$("$binary" bench produce "${client[@]}" --topic t --partitions 2 --producers 2 --total-bytes "$total" --json | tail -1)
-        row "$mode" "produce" "$result" "$(usage_end)"
+        row "$mode" "produce" "$result" "$(usage_end)" "$(node_cost "$cpu" "$result")"
         sync
         echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
         usage_begin "$dir"
+        cpu=$(node_cpu_s)
         result=$("$binary" bench consume "${client[@]}" --topic t --producers 2 --json | tail -1)
-        row "$mode" "consume (cold)" "$result" "$(usage_end)"
+        row "$mode" "consume (cold)" "$result" "$(usage_end)" "$(node_cost "$cpu" "$result")"
         stop_node
     done
 done
@@ -89,13 +97,15 @@ echo "Median MB/s per mode and row:"
 echo
 python3 - "$results" <<'PY'
 import statistics, sys
-rows = {}
+rows, costs = {}, {}
 for line in open(sys.argv[1]):
-    mode, kind, value = line.rstrip("\n").split("\t")
+    mode, kind, value, cost = line.rstrip("\n").split("\t")
     rows.setdefault(kind, {}).setdefault(mode, []).append(float(value))
-print("| row | plaintext | TLS | TLS / plaintext |")
-print("|---|---|---|---|")
+    costs.setdefault(kind, {}).setdefault(mode, []).append(float(cost))
+print("| row | plaintext MB/s | TLS MB/s | TLS / plaintext | node CPU s/GB plaintext | node CPU s/GB TLS |")
+print("|---|---|---|---|---|---|")
 for kind, by in rows.items():
     p, t = statistics.median(by.get("plaintext", [0])), statistics.median(by.get("tls", [0]))
-    print(f"| {kind} | {p:.0f} | {t:.0f} | {t / p if p else float('nan'):.2f} |")
+    cp, ct = statistics.median(costs[kind].get("plaintext", [0])), statistics.median(costs[kind].get("tls", [0]))
+    print(f"| {kind} | {p:.0f} | {t:.0f} | {t / p if p else float('nan'):.2f} | {cp:.2f} | {ct:.2f} |")
 PY

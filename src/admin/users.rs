@@ -81,7 +81,9 @@ fn users_status(failure: &UsersError) -> StatusCode {
         UsersError::BadUser { .. } => StatusCode::BAD_REQUEST,
         UsersError::Invalid { .. } => StatusCode::CONFLICT,
         UsersError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        UsersError::Io { .. } | UsersError::TooLarge { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        UsersError::Io { .. } | UsersError::TooLarge { .. } | UsersError::NotPrivate { .. } => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     }
 }
 

@@ -29,7 +29,8 @@ pub struct ServerArgs {
 /// Basic on the admin API). `Debug` never shows the password.
 #[derive(Clone, Default, clap::Args)]
 pub struct CredentialArgs {
-    /// Authenticate as this user (needs --password).
+    /// Authenticate as this user: with --password (SCRAM-SHA-256), or
+    /// without one by the client certificate of --tls-cert (EXTERNAL).
     #[arg(long, env = "RINGLOG_USER", global = true)]
     pub user: Option<String>,
     /// The user's password (prefer RINGLOG_PASSWORD: flags show in `ps`).

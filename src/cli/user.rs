@@ -66,12 +66,8 @@ pub fn run(action: UserAction, admin: AdminArgs) -> ExitCode {
     let outcome = match action {
         UserAction::Add { name, role, topics, users_file, new_password, iterations } => {
             let principal = Principal { name, role, topics };
-            // Offline there is no admin to authenticate as: --password
-            // (RINGLOG_PASSWORD) is then the new user's password.
-            let new_password = match users_file {
-                Some(_) => new_password.or_else(|| admin.credentials.password.clone()),
-                None => new_password,
-            };
+            // Never RINGLOG_PASSWORD: an operator who exported their own
+            // would silently hand it to the new user.
             add(principal, users_file.as_deref(), new_password, iterations, &Remote { admin })
         }
         UserAction::List { json, users_file } => list(json, users_file.as_deref(), &Remote { admin }),

@@ -17,6 +17,8 @@ use std::time::Instant;
 
 use crate::protocol::{ErrorCode, ErrorResponse, Request, Response};
 use crate::security::scram::{new_nonce, MECHANISM};
+use crate::security::tls::certificate_names;
+use rustls::pki_types::CertificateDer;
 use crate::security::{FailureLimiter, Operation, Principal, ScramServer};
 use crate::shard::context::ShardContext;
 
@@ -35,9 +37,10 @@ pub(super) enum Verdict {
 enum State {
     AwaitingStart,
     AwaitingContinue(ScramServer),
-    /// The user's name: its role and topics are read from the current
-    /// snapshot at every request.
-    Authenticated(String),
+    /// The user's name and the stored key it proved: its role and topics
+    /// are read from the current snapshot at every request, and a user
+    /// removed or given a new password since (the key differs) is closed.
+    Authenticated(String, [u8; 32]),
     /// After a failure: the connection is closing.
     Failed,
 }
@@ -47,7 +50,13 @@ pub(super) struct ClientAuthentication {
     state: RefCell<State>,
     peer: IpAddr,
     limiter: Rc<RefCell<FailureLimiter>>,
+    /// The client certificate mutual TLS verified, for SASL EXTERNAL.
+    client_certificate: RefCell<Option<CertificateDer<'static>>>,
 }
+
+/// SASL EXTERNAL (RFC 4422 appendix A): the user is the one the verified
+/// client certificate names; the message is that user's name.
+pub const EXTERNAL: &str = "EXTERNAL";
 
 /// The per-shard failure limiter of a client listener with `[auth]` on.
 pub(super) fn limiter(context: &ShardContext) -> Rc<RefCell<FailureLimiter>> {
@@ -86,7 +95,18 @@ pub fn operation_of(request: &Request) -> Operation<'_> {
 
 impl ClientAuthentication {
     pub(super) fn new(peer: IpAddr, limiter: Rc<RefCell<FailureLimiter>>) -> ClientAuthentication {
-        ClientAuthentication { state: RefCell::new(State::AwaitingStart), peer, limiter }
+        ClientAuthentication {
+            state: RefCell::new(State::AwaitingStart),
+            peer,
+            limiter,
+            client_certificate: RefCell::new(None),
+        }
+    }
+
+    /// The certificate the TLS handshake verified (none on plaintext or
+    /// without `client_ca_file`).
+    pub(super) fn set_client_certificate(&self, certificate: Option<CertificateDer<'static>>) {
+        *self.client_certificate.borrow_mut() = certificate;
     }
 
     /// Decide `request`: a handshake step, an authorized request, or a refusal.
@@ -99,17 +119,17 @@ impl ClientAuthentication {
             (State::AwaitingContinue(server), Request::SaslContinue { message }) => {
                 self.finish(context, server, &message)
             }
-            (State::Authenticated(_), Request::SaslStart { .. } | Request::SaslContinue { .. }) => (
+            (State::Authenticated(..), Request::SaslStart { .. } | Request::SaslContinue { .. }) => (
                 State::Failed,
                 Verdict::Close(error(ErrorCode::InvalidRequest, "this connection is authenticated already")),
             ),
-            (State::Authenticated(name), request) => match context.users.load().lookup(&name) {
-                Some(user) => {
+            (State::Authenticated(name, key), request) => match context.users.load().lookup(&name) {
+                Some(user) if user.credential.stored_key == key => {
                     let verdict = authorize(context, &user.principal, request);
-                    (State::Authenticated(name), verdict)
+                    (State::Authenticated(name, key), verdict)
                 }
-                None => {
-                    let message = format!("user {name} was removed");
+                _ => {
+                    let message = format!("user {name} was removed or its credentials changed");
                     (State::Failed, Verdict::Close(error(ErrorCode::AuthenticationFailed, message)))
                 }
             },
@@ -129,8 +149,11 @@ impl ClientAuthentication {
             let message = "too many failed authentications from this address; try again within a minute";
             return (State::Failed, Verdict::Close(error(ErrorCode::AuthenticationFailed, message)));
         }
+        if mechanism == EXTERNAL {
+            return self.external(context, message);
+        }
         if mechanism != MECHANISM {
-            return self.fail(context, format!("unsupported mechanism {mechanism:?} (only {MECHANISM})"));
+            return self.fail(context, format!("unsupported mechanism {mechanism:?} ({MECHANISM} or {EXTERNAL})"));
         }
         let nonce = match new_nonce() {
             Ok(nonce) => nonce,
@@ -149,6 +172,13 @@ impl ClientAuthentication {
 
     fn finish(&self, context: &ShardContext, server: ScramServer, message: &[u8]) -> (State, Verdict) {
         let username = server.username().to_string();
+        // Checked again here, not only at SaslStart: handshakes started in
+        // parallel on many connections would otherwise each get a guess.
+        if !self.limiter.borrow().admits(self.peer, Instant::now()) {
+            context.metrics.auth.rate_limited.fetch_add(1, Ordering::Relaxed);
+            let message = "too many failed authentications from this address; try again within a minute";
+            return (State::Failed, Verdict::Close(error(ErrorCode::AuthenticationFailed, message)));
+        }
         let done = match server.finish(message) {
             Ok(done) => done,
             Err(failure) => return self.fail(context, format!("user {username:?}: {failure}")),
@@ -160,9 +190,32 @@ impl ClientAuthentication {
         context.metrics.auth.successes.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(target: "ringlog::auth", peer = %self.peer, user = %user.principal.name, "authenticated");
         (
-            State::Authenticated(user.principal.name),
+            State::Authenticated(user.principal.name, user.credential.stored_key),
             Verdict::Answer(Response::SaslContinue { message: done.server_final }),
         )
+    }
+
+    /// SASL EXTERNAL: the verified client certificate must name the user
+    /// (a subjectAltName DNS name equal to the user's name) and the user
+    /// must exist; one step, answered with an empty message.
+    fn external(&self, context: &ShardContext, message: &[u8]) -> (State, Verdict) {
+        let Ok(name) = std::str::from_utf8(message) else {
+            return self.fail(context, "EXTERNAL: the user name is not UTF-8".into());
+        };
+        let certificate = self.client_certificate.borrow().clone();
+        let Some(certificate) = certificate else {
+            return self.fail(context, format!("EXTERNAL as {name:?} without a verified client certificate"));
+        };
+        if !certificate_names(&certificate, name) {
+            return self.fail(context, format!("EXTERNAL: the client certificate does not name {name:?}"));
+        }
+        let Some(user) = context.users.load().lookup(name).cloned() else {
+            return self.fail(context, format!("EXTERNAL: no user {name:?}"));
+        };
+        context.metrics.auth.successes.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(target: "ringlog::auth", peer = %self.peer, user = %user.principal.name, "authenticated by certificate");
+        let state = State::Authenticated(user.principal.name, user.credential.stored_key);
+        (state, Verdict::Answer(Response::SaslStart { message: Vec::new() }))
     }
 
     /// Count a failed handshake and close. The detail goes to the log (never

@@ -273,6 +273,9 @@ impl Connection {
     /// first requests on it, before any other. The server proves it holds
     /// the user's credential too, or this fails.
     pub async fn authenticate(&self, credentials: &Credentials) -> Result<(), ClientError> {
+        if credentials.password.is_empty() {
+            return self.authenticate_by_certificate(&credentials.user).await;
+        }
         let refused = |error: crate::security::ScramError| ClientError::Authentication(error.to_string());
         let nonce = new_nonce().map_err(|error| ClientError::Authentication(format!("no random nonce: {error}")))?;
         let (client, client_first) =
@@ -288,6 +291,18 @@ impl Connection {
             other => return Err(unexpected(other)),
         };
         client.verify(&server_final).map_err(refused)
+    }
+}
+
+impl Connection {
+    /// SASL EXTERNAL: the client certificate shown in the TLS handshake
+    /// stands for `user` (no password: `--user` with `--tls-cert`).
+    async fn authenticate_by_certificate(&self, user: &str) -> Result<(), ClientError> {
+        let start = Request::SaslStart { mechanism: "EXTERNAL".into(), message: user.as_bytes().to_vec() };
+        match self.call(&start).await? {
+            Response::SaslStart { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
     }
 }
 

@@ -70,7 +70,8 @@ pub async fn run_kafka_listener(shared: KafkaListener, listener: TcpListener) {
 /// One connection: this task reads and starts requests; a writer task
 /// awaits them in order and writes their answers.
 async fn serve(shared: &Rc<KafkaListener>, stream: TcpStream) {
-    let Some((mut reader, writer)) = accept_and_split(&shared.context, Listener::Kafka, stream).await else {
+    let Some((mut reader, writer, _certificate)) = accept_and_split(&shared.context, Listener::Kafka, stream).await
+    else {
         return;
     };
     let socket = writer.raw_fd();

@@ -28,6 +28,7 @@ use crate::replication::handshake::ReplicaSession;
 use crate::runtime::Notify;
 use crate::security::settings::Listener;
 use crate::security::stream::{split, ReadHalf, WriteHalf};
+use rustls::pki_types::CertificateDer;
 use crate::shard::context::ShardContext;
 use crate::state::metrics::ConnectionCount;
 use crate::state::progress::QueuedAnswer;
@@ -139,9 +140,13 @@ impl Connection {
     }
 
     async fn serve(self, stream: TcpStream) {
-        let Some((stream, write_stream)) = accept_and_split(&self.context, self.listener(), stream).await else {
+        let Some((stream, write_stream, certificate)) = accept_and_split(&self.context, self.listener(), stream).await
+        else {
             return;
         };
+        if let Some(authentication) = &self.authentication {
+            authentication.set_client_certificate(certificate);
+        }
         let write_fd = write_stream.raw_fd();
         let depth = self.context.config.limits.max_inflight_requests_per_connection;
         let (sender, receiver) = local_channel::new_bounded::<Outgoing>(depth);
@@ -367,11 +372,14 @@ pub(crate) async fn accept_and_split(
     context: &ShardContext,
     listener: Listener,
     stream: TcpStream,
-) -> Option<(ReadHalf, WriteHalf)> {
+) -> Option<(ReadHalf, WriteHalf, Option<CertificateDer<'static>>)> {
     let tls = context.tls.server(listener);
     let peer = stream.peer_addr().ok();
     let accepted = crate::security::stream::accept(stream, tls, context.tls.handshake_timeout).await;
-    let split = accepted.and_then(split);
+    let split = accepted.and_then(|stream| {
+        let certificate = stream.peer_certificate();
+        split(stream).map(|(reader, writer)| (reader, writer, certificate))
+    });
     if let Err(error) = &split {
         context.metrics.connections.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(target: "ringlog::tls", listener = listener.name(), ?peer, %error,

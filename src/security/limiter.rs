@@ -17,6 +17,23 @@ struct Window {
     failures: u32,
 }
 
+/// The bucket a source counts in: an IPv4 address (also when written as
+/// an IPv4-mapped IPv6 one), or an IPv6 address's /64, which one host
+/// usually holds whole: counting each of its 2^64 addresses apart would
+/// give it 2^64 budgets.
+fn bucket(source: IpAddr) -> IpAddr {
+    match source {
+        IpAddr::V4(_) => source,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let segments = v6.segments();
+                IpAddr::from([segments[0], segments[1], segments[2], segments[3], 0, 0, 0, 0])
+            }
+        },
+    }
+}
+
 /// Counts authentication failures per source address. The clock is passed
 /// in (`now`), so tests drive it.
 #[derive(Debug)]
@@ -37,7 +54,7 @@ impl FailureLimiter {
 
     /// Whether `source` may try to authenticate now.
     pub fn admits(&self, source: IpAddr, now: Instant) -> bool {
-        match self.sources.get(&source) {
+        match self.sources.get(&bucket(source)) {
             Some(window) if now.saturating_duration_since(window.started) < WINDOW => {
                 window.failures < self.max_failures_per_minute
             }
@@ -47,6 +64,7 @@ impl FailureLimiter {
 
     /// Count one failure from `source`.
     pub fn record_failure(&mut self, source: IpAddr, now: Instant) {
+        let source = bucket(source);
         if !self.sources.contains_key(&source) && self.sources.len() >= self.max_tracked_sources {
             self.make_room(now);
         }
@@ -79,6 +97,19 @@ impl FailureLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_ipv6_slash_64_and_an_ipv4_mapped_address_count_as_one_source() {
+        let mut limiter = FailureLimiter::new(2, 100);
+        let now = Instant::now();
+        limiter.record_failure("2001:db8:1:2::1".parse().unwrap(), now);
+        limiter.record_failure("2001:db8:1:2:ffff::9".parse().unwrap(), now);
+        assert!(!limiter.admits("2001:db8:1:2::77".parse().unwrap(), now), "the same /64");
+        assert!(limiter.admits("2001:db8:1:3::1".parse().unwrap(), now), "another /64");
+        limiter.record_failure("::ffff:192.0.2.7".parse().unwrap(), now);
+        limiter.record_failure("192.0.2.7".parse().unwrap(), now);
+        assert!(!limiter.admits("192.0.2.7".parse().unwrap(), now));
+    }
 
     fn address(last: u8) -> IpAddr {
         IpAddr::from([10, 0, 0, last])

@@ -176,6 +176,14 @@ impl Stream {
         }
     }
 
+    /// The client certificate the TLS handshake verified (mutual TLS), if any.
+    pub fn peer_certificate(&self) -> Option<rustls::pki_types::CertificateDer<'static>> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(session) => session.get_ref().1.peer_certificates()?.first().map(|first| first.clone().into_owned()),
+        }
+    }
+
     /// Whether the connection is encrypted.
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))

@@ -355,6 +355,17 @@ pub fn client_config(trust: &ClientTrust) -> Result<ClientConfig, TlsError> {
     }
 }
 
+/// Whether a (verified) certificate names `user` as a DNS name in its
+/// subjectAltName: how a client certificate stands for a user (SASL
+/// EXTERNAL). A name that is not a valid DNS name never matches.
+pub fn certificate_names(certificate: &CertificateDer<'_>, user: &str) -> bool {
+    let Ok(name) = ServerName::try_from(user) else { return false };
+    if !matches!(name, ServerName::DnsName(_)) {
+        return false;
+    }
+    webpki::EndEntityCert::try_from(certificate).is_ok_and(|parsed| parsed.verify_is_valid_for_subject_name(&name).is_ok())
+}
+
 /// The name a server's certificate must carry: the host of `host:port`
 /// (an IP address or a DNS name).
 pub fn server_name(address: &str) -> Result<ServerName<'static>, TlsError> {

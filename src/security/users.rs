@@ -22,6 +22,8 @@ pub const MAX_USERS_FILE_BYTES: u64 = 16 * 1024 * 1024;
 pub enum UsersError {
     #[error("users file {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("users file {path} is accessible by group or others (mode {mode:03o}): its keys allow offline password guessing; run chmod 600 on it")]
+    NotPrivate { path: PathBuf, mode: u32 },
     #[error("users file {path} is {bytes} bytes, more than {MAX_USERS_FILE_BYTES}")]
     TooLarge { path: PathBuf, bytes: u64 },
     #[error("users file {path}: {reason}")]
@@ -217,7 +219,14 @@ pub fn new_user(principal: Principal, password: &[u8], iterations: u32) -> Resul
 pub fn load(path: &Path) -> Result<Users, UsersError> {
     let io = |source| UsersError::Io { path: path.to_path_buf(), source };
     let file = std::fs::File::open(path).map_err(io)?;
-    let bytes = file.metadata().map_err(io)?.len();
+    let metadata = file.metadata().map_err(io)?;
+    let mode = std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o777;
+    // Its stored and server keys are password equivalents for an offline
+    // attack, so it is kept as private as a TLS key.
+    if mode & 0o077 != 0 {
+        return Err(UsersError::NotPrivate { path: path.to_path_buf(), mode });
+    }
+    let bytes = metadata.len();
     if bytes > MAX_USERS_FILE_BYTES {
         return Err(UsersError::TooLarge { path: path.to_path_buf(), bytes });
     }
@@ -266,6 +275,18 @@ mod tests {
     fn user(name: &str, role: Role) -> User {
         let principal = Principal { name: name.into(), role, topics: "orders*".parse().unwrap() };
         new_user(principal, b"secret", 4096).unwrap()
+    }
+
+    #[test]
+    fn a_users_file_the_group_or_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        save(&path, &Users::default()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = load(&path).unwrap_err();
+        assert!(matches!(error, UsersError::NotPrivate { mode: 0o644, .. }), "{error}");
+        assert!(error.to_string().contains("chmod 600"));
     }
 
     #[test]

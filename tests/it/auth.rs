@@ -18,7 +18,7 @@ use crate::node::{produce_request, Client};
 const ADMIN_PASSWORD: &str = "admin-password-must-not-leak";
 
 /// A users file with `users` (name, role, topic pattern, password).
-fn users_file(dir: &Path, users: &[(&str, Role, &str, &str)]) -> PathBuf {
+pub(crate) fn users_file(dir: &Path, users: &[(&str, Role, &str, &str)]) -> PathBuf {
     let mut all = Users::default();
     for (name, role, topics, password) in users {
         let principal = Principal { name: name.to_string(), role: *role, topics: topics.parse().unwrap() };
@@ -261,7 +261,9 @@ fn a_user_added_offline_with_the_cli_is_accepted_by_the_node() {
     let ringlog = |arguments: &[&str], password: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_ringlog"))
             .args(arguments)
-            .env("RINGLOG_PASSWORD", password)
+            .env("RINGLOG_NEW_PASSWORD", password)
+            // The operator's own password is never taken for the new user.
+            .env("RINGLOG_PASSWORD", "operators-own-password")
             .output()
             .unwrap()
     };
