@@ -158,19 +158,20 @@ impl NodeUsers {
         }
     }
 
-    /// Cluster: read the users in etcd and publish them over the seed.
+    /// Cluster: read the users in etcd and publish them. The seed (the
+    /// local users file) counts only while etcd holds no user at all: it
+    /// bootstraps the first admin; after that etcd alone decides, so a
+    /// user removed there cannot come back from one node's file.
     async fn refresh_from_etcd(&self, plane: &ControlPlane) -> Result<(), UsersError> {
         let etcd = plane.etcd().ok_or_else(|| UsersError::Unavailable("etcd is not connected yet".into()))?;
         let in_etcd = crate::cluster::users::load_users(&etcd, &plane.keys)
             .await
             .map_err(|error| UsersError::Unavailable(error.to_string()))?;
-        let mut merged = in_etcd.clone();
-        for user in self.seed.load().iter() {
-            // etcd wins on a name both hold; a seed user etcd lacks is kept.
-            if in_etcd.lookup(&user.principal.name).is_none() {
-                merged = merged.with_user(user.clone())?;
-            }
-        }
+        let bootstrapping = in_etcd.iter().next().is_none();
+        let merged = match bootstrapping {
+            true => Users::clone(&self.seed.load()),
+            false => in_etcd,
+        };
         self.publish(&merged);
         Ok(())
     }
