@@ -259,6 +259,9 @@ pub struct AuthConfig {
     pub max_tracked_sources: usize,
     /// PBKDF2 iterations for new users' credentials.
     pub scram_iterations: u32,
+    /// How long a connection may take to authenticate (each frame before
+    /// it is done must arrive whole within this); then it is closed.
+    pub authentication_timeout_ms: u64,
 }
 
 impl Default for AuthConfig {
@@ -269,6 +272,7 @@ impl Default for AuthConfig {
             max_failures_per_minute: 10,
             max_tracked_sources: 10_000,
             scram_iterations: 4096,
+            authentication_timeout_ms: 10_000,
         }
     }
 }
@@ -612,6 +616,7 @@ impl NodeConfig {
         require_positive("auth.max_failures_per_minute", u64::from(auth.max_failures_per_minute))?;
         require_range("auth.max_tracked_sources", auth.max_tracked_sources as u64, 1..=10_000_000)?;
         require_range("auth.scram_iterations", u64::from(auth.scram_iterations), 4096..=1_000_000)?;
+        require_range("auth.authentication_timeout_ms", auth.authentication_timeout_ms, 100..=600_000)?;
         if auth.enabled && auth.users_file.is_none() && self.cluster.etcd.is_empty() {
             return Err(ConfigError::AuthWithoutUsers);
         }

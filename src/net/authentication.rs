@@ -103,6 +103,11 @@ impl ClientAuthentication {
         }
     }
 
+    /// Whether the connection has authenticated.
+    pub(super) fn is_authenticated(&self) -> bool {
+        matches!(*self.state.borrow(), State::Authenticated(..))
+    }
+
     /// The certificate the TLS handshake verified (none on plaintext or
     /// without `client_ca_file`).
     pub(super) fn set_client_certificate(&self, certificate: Option<CertificateDer<'static>>) {

@@ -117,6 +117,9 @@ struct Connection {
     authentication: Option<ClientAuthentication>,
 }
 
+/// Largest frame read before a connection has authenticated.
+const MAX_UNAUTHENTICATED_FRAME_BYTES: usize = 64 << 10;
+
 /// How long a closing connection's writer may take to deliver what is
 /// already queued before the socket is shut under it.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -194,7 +197,7 @@ impl Connection {
         let limit = self.context.config.limits.max_inflight_requests_per_connection;
         let pending = Rc::new(PendingRequests::default());
         loop {
-            let (header, request) = match self.read_frame(&mut stream).await {
+            let (header, request) = match self.read_frame_bounded(&mut stream).await {
                 Ok(decoded) => decoded,
                 Err(end) => return end,
             };
@@ -226,6 +229,28 @@ impl Connection {
         }
     }
 
+    /// Before authentication, the next frame must arrive whole within
+    /// `auth.authentication_timeout_ms` and be small (SCRAM messages are a
+    /// few hundred bytes): an anonymous peer can neither hold a connection
+    /// slot idle nor make the node buffer a large frame.
+    async fn read_frame_bounded(&self, stream: &mut ReadHalf) -> Result<(RequestHeader, Request), ReadEnd> {
+        if !self.awaiting_authentication() {
+            return self.read_frame(stream).await;
+        }
+        let timeout_ms = self.context.config.auth.authentication_timeout_ms;
+        let expired = async {
+            crate::runtime::sleep(std::time::Duration::from_millis(timeout_ms)).await;
+            let message = format!("no authentication within {timeout_ms} ms");
+            Err(ReadEnd::BadInput(None, ErrorResponse { code: ErrorCode::AuthenticationRequired, message, leader: None }))
+        };
+        futures_lite::future::or(self.read_frame(stream), expired).await
+    }
+
+    /// Whether this connection must still authenticate.
+    fn awaiting_authentication(&self) -> bool {
+        self.authentication.as_ref().is_some_and(|authentication| !authentication.is_authenticated())
+    }
+
     /// The next request frame, or how the connection ends: stopping, a
     /// follower silent past `replica_lag_max_ms`, closed, or bad input.
     async fn read_frame(&self, stream: &mut ReadHalf) -> Result<(RequestHeader, Request), ReadEnd> {
@@ -241,7 +266,11 @@ impl Connection {
             }
             Err(_) => return Err(ReadEnd::Closed),
         }
-        let length = match frame_length(prefix, self.context.config.limits.max_frame_bytes) {
+        let max_frame_bytes = match self.awaiting_authentication() {
+            true => MAX_UNAUTHENTICATED_FRAME_BYTES,
+            false => self.context.config.limits.max_frame_bytes,
+        };
+        let length = match frame_length(prefix, max_frame_bytes) {
             Ok(length) => length,
             Err(error) => return Err(self.reject_oversized(stream, error).await),
         };

@@ -517,3 +517,27 @@ fn the_cli_manages_users_through_the_admin_api_as_an_admin() {
     assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
     assert!(authenticate(&mut node.client(), "carol", "new-user-password").is_err());
 }
+
+#[test]
+fn an_anonymous_connection_is_closed_when_it_does_not_authenticate_in_time_or_sends_a_large_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = secured_node(dir.path(), 1, &[("RINGLOG_AUTH_AUTHENTICATION_TIMEOUT_MS", "300")]);
+    // Idle: one authentication_required frame after the timeout, then closed.
+    let mut idle = node.client();
+    idle.set_read_timeout(std::time::Duration::from_secs(10));
+    let started = std::time::Instant::now();
+    let frame = idle.receive_frame().expect("an error frame before the close");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "closed at the timeout, not later");
+    let (_, outcome) = decode_response(ringlog::protocol::ApiKey::ListTopics, &frame).unwrap();
+    assert_eq!(error_code(outcome), ErrorCode::AuthenticationRequired);
+    assert!(idle.receive_frame().is_err(), "then closed");
+    // A frame larger than any handshake message is refused before it is read.
+    let mut large = node.client();
+    large.set_read_timeout(std::time::Duration::from_secs(10));
+    large.send_raw(&(1u32 << 20).to_le_bytes());
+    large.send_raw(&[0u8; 64]);
+    let frame = large.receive_frame().expect("an error frame");
+    let (_, outcome) = decode_response(ringlog::protocol::ApiKey::ListTopics, &frame).unwrap();
+    assert_eq!(error_code(outcome), ErrorCode::RecordTooLarge);
+    assert!(large.receive_frame().is_err(), "then closed");
+}
