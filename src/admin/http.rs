@@ -57,14 +57,14 @@ pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response 
 /// Mutations need HTTP Basic credentials of an admin user (`[auth]`), or
 /// the bearer token when one is set, else (neither `[auth]` nor a token) a
 /// loopback peer. Returns the refusal, if any.
-pub fn refuse(state: &AdminState, headers: &HeaderMap, peer: SocketAddr) -> Option<Response> {
+pub async fn refuse(state: &AdminState, headers: &HeaderMap, peer: SocketAddr) -> Option<Response> {
     let authentication_on = state.users.as_ref().is_some_and(|users| users.enabled());
     if let Some(refusal) = refuse_cross_site(headers, state.admin_token.is_none() && !authentication_on) {
         return Some(refusal);
     }
     let authorization = headers.get(axum::http::header::AUTHORIZATION).and_then(|value| value.to_str().ok());
     if let Some(basic) = authorization.and_then(|value| value.strip_prefix("Basic ")) {
-        return super::users::refuse_basic(state, basic, peer);
+        return super::users::refuse_basic(state, basic, peer).await;
     }
     match &state.admin_token {
         Some(token) => {
@@ -100,7 +100,7 @@ impl axum::extract::FromRequestParts<AdminState> for Authorized {
         let Some(peer) = peer else {
             return Err(error(StatusCode::FORBIDDEN, "the peer address is unknown; refusing a mutation"));
         };
-        refuse(state, &parts.headers, peer).map_or(Ok(Authorized), Err)
+        refuse(state, &parts.headers, peer).await.map_or(Ok(Authorized), Err)
     }
 }
 

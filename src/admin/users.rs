@@ -26,10 +26,11 @@ const MAX_BASIC_BYTES: usize = 4096;
 
 /// Check HTTP Basic credentials: an admin user with its password. Failures
 /// are counted and limited per source address like native handshakes.
-pub(super) fn refuse_basic(state: &AdminState, encoded: &str, peer: SocketAddr) -> Option<Response> {
+pub(super) async fn refuse_basic(state: &AdminState, encoded: &str, peer: SocketAddr) -> Option<Response> {
     let Some(users) = &state.users else { return Some(error(StatusCode::UNAUTHORIZED, "this node has no users")) };
-    let mut limiter = state.auth_failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if !limiter.admits(peer.ip(), Instant::now()) {
+    let admitted =
+        state.auth_failures.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).admits(peer.ip(), Instant::now());
+    if !admitted {
         state.metrics.auth.rate_limited.fetch_add(1, Ordering::Relaxed);
         return Some(error(
             StatusCode::TOO_MANY_REQUESTS,
@@ -40,25 +41,48 @@ pub(super) fn refuse_basic(state: &AdminState, encoded: &str, peer: SocketAddr) 
         .then(|| BASE64.decode(encoded.trim()).ok())
         .flatten()
         .and_then(|bytes| String::from_utf8(bytes).ok());
-    let claimed = decoded.as_deref().and_then(|text| text.split_once(':'));
-    let snapshot = users.snapshot();
-    let verified = claimed.and_then(|(name, password)| {
-        let user = snapshot.lookup(name);
-        // An unknown user costs the same key derivation as a known one, so
-        // the answer's timing does not tell which names exist.
-        let credential = user.map(|user| user.credential.clone()).unwrap_or_else(unknown_user_credential);
-        (credential.verify_password(password.as_bytes()) && user.is_some()).then_some(user?)
-    });
-    match verified {
+    let Some((name, password)) = decoded.as_deref().and_then(|text| text.split_once(':')) else {
+        return Some(refused_basic(state, peer));
+    };
+    let user = users.snapshot().lookup(name).cloned();
+    // An unknown user costs the same key derivation as a known one, so
+    // the answer's timing does not tell which names exist.
+    let credential = user.as_ref().map(|user| user.credential.clone()).unwrap_or_else(unknown_user_credential);
+    let Some(verified) = verify_off_thread(credential, password.as_bytes().to_vec()).await else {
+        return Some(error(StatusCode::SERVICE_UNAVAILABLE, "too many password checks at once; retry"));
+    };
+    match user.filter(|_| verified) {
         Some(user) if user.principal.role == Role::Admin => None,
         Some(user) => Some(error(StatusCode::FORBIDDEN, format!("user {} is not an admin", user.principal.name))),
-        None => {
-            limiter.record_failure(peer.ip(), Instant::now());
-            state.metrics.auth.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(target: "ringlog::auth", peer = %peer.ip(), "admin API: wrong user or password");
-            Some(error(StatusCode::UNAUTHORIZED, "wrong user or password"))
-        }
+        None => Some(refused_basic(state, peer)),
     }
+}
+
+/// Password checks running at once on the blocking pool: a key derivation
+/// costs milliseconds (seconds at a high iteration count), so a flood of
+/// Basic requests must neither stall the control thread (lease keep-alive,
+/// elections) nor queue unbounded work.
+static PASSWORD_CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// Verify `password` against `credential` on tokio's blocking pool; `None`
+/// when too many checks are running already.
+async fn verify_off_thread(credential: StoredCredential, password: Vec<u8>) -> Option<bool> {
+    let permit = PASSWORD_CHECKS.try_acquire().ok()?;
+    let verified = tokio::task::spawn_blocking(move || credential.verify_password(&password)).await.ok();
+    drop(permit);
+    verified
+}
+
+/// A wrong user or password: counted and limited like native failures.
+fn refused_basic(state: &AdminState, peer: SocketAddr) -> Response {
+    state
+        .auth_failures
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .record_failure(peer.ip(), Instant::now());
+    state.metrics.auth.failures.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(target: "ringlog::auth", peer = %peer.ip(), "admin API: wrong user or password");
+    error(StatusCode::UNAUTHORIZED, "wrong user or password")
 }
 
 fn unknown_user_credential() -> StoredCredential {

@@ -18,9 +18,9 @@ use std::time::Instant;
 use crate::protocol::{ErrorCode, ErrorResponse, Request, Response};
 use crate::security::scram::{new_nonce, MECHANISM};
 use crate::security::tls::certificate_names;
-use rustls::pki_types::CertificateDer;
 use crate::security::{FailureLimiter, Operation, Principal, ScramServer};
 use crate::shard::context::ShardContext;
+use rustls::pki_types::CertificateDer;
 
 /// What the listener does with one request of a connection.
 pub(super) enum Verdict {

@@ -28,10 +28,10 @@ use crate::replication::handshake::ReplicaSession;
 use crate::runtime::Notify;
 use crate::security::settings::Listener;
 use crate::security::stream::{split, ReadHalf, WriteHalf};
-use rustls::pki_types::CertificateDer;
 use crate::shard::context::ShardContext;
 use crate::state::metrics::ConnectionCount;
 use crate::state::progress::QueuedAnswer;
+use rustls::pki_types::CertificateDer;
 
 /// Requests in flight on this shard, so shutdown can wait for them.
 #[derive(Default)]
@@ -241,7 +241,10 @@ impl Connection {
         let expired = async {
             crate::runtime::sleep(std::time::Duration::from_millis(timeout_ms)).await;
             let message = format!("no authentication within {timeout_ms} ms");
-            Err(ReadEnd::BadInput(None, ErrorResponse { code: ErrorCode::AuthenticationRequired, message, leader: None }))
+            Err(ReadEnd::BadInput(
+                None,
+                ErrorResponse { code: ErrorCode::AuthenticationRequired, message, leader: None },
+            ))
         };
         futures_lite::future::or(self.read_frame(stream), expired).await
     }

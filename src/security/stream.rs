@@ -180,7 +180,9 @@ impl Stream {
     pub fn peer_certificate(&self) -> Option<rustls::pki_types::CertificateDer<'static>> {
         match self {
             Stream::Plain(_) => None,
-            Stream::Tls(session) => session.get_ref().1.peer_certificates()?.first().map(|first| first.clone().into_owned()),
+            Stream::Tls(session) => {
+                session.get_ref().1.peer_certificates()?.first().map(|first| first.clone().into_owned())
+            }
         }
     }
 

@@ -363,7 +363,8 @@ pub fn certificate_names(certificate: &CertificateDer<'_>, user: &str) -> bool {
     if !matches!(name, ServerName::DnsName(_)) {
         return false;
     }
-    webpki::EndEntityCert::try_from(certificate).is_ok_and(|parsed| parsed.verify_is_valid_for_subject_name(&name).is_ok())
+    webpki::EndEntityCert::try_from(certificate)
+        .is_ok_and(|parsed| parsed.verify_is_valid_for_subject_name(&name).is_ok())
 }
 
 /// The name a server's certificate must carry: the host of `host:port`
