@@ -305,6 +305,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/topics/{name}", get(describe_topic).delete(delete_topic))
         .route("/api/users", get(super::users::list_users).post(super::users::add_user))
         .route("/api/users/{name}", delete(super::users::remove_user))
+        .route("/api/users/{name}/grant", axum::routing::put(super::users::grant_user))
         .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)

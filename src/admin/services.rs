@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::protocol::{ErrorCode, Request, Response};
-use crate::security::{User, Users, UsersError};
+use crate::security::{Role, TopicPattern, User, Users, UsersError};
 use crate::state::progress::ReplicationProgress;
 
 /// A boxed future the admin API's handlers can await on the control thread.
@@ -41,6 +41,8 @@ pub trait UserDirectory: Send + Sync {
     fn snapshot(&self) -> Arc<Users>;
     /// Add a user (saved, in the users file or etcd, before it is published).
     fn add(&self, user: User) -> Pending<'_, Result<(), UsersError>>;
+    /// Change a user's role and topics, keeping its credential.
+    fn grant(&self, name: &str, role: Role, topics: TopicPattern) -> Pending<'_, Result<(), UsersError>>;
     /// Remove a user (saved before it is published).
     fn remove(&self, name: &str) -> Pending<'_, Result<(), UsersError>>;
     /// PBKDF2 iterations for a user added with a password (`auth.scram_iterations`).

@@ -179,6 +179,30 @@ pub(super) async fn add_user(
 }
 
 /// `DELETE /api/users/{name}`: 204 removed, 404 unknown.
+/// The body of `PUT /api/users/{name}/grant`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Grant {
+    role: Role,
+    #[serde(default = "every_topic")]
+    topics: TopicPattern,
+}
+
+/// `PUT /api/users/{name}/grant` `{"role","topics"}`: 204; 404 unknown.
+/// The user's credential stays; its sessions follow the new grant.
+pub(super) async fn grant_user(
+    _: Authorized,
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    Json(grant): Json<Grant>,
+) -> Response {
+    let Some(users) = &state.users else { return error(StatusCode::NOT_FOUND, "this node has no users") };
+    match users.grant(&name, grant.role, grant.topics).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(failure) => users_error(failure),
+    }
+}
+
 pub(super) async fn remove_user(_: Authorized, State(state): State<AdminState>, Path(name): Path<String>) -> Response {
     let Some(users) = &state.users else { return error(StatusCode::NOT_FOUND, "this node has no users") };
     match users.remove(&name).await {

@@ -1,5 +1,6 @@
 //! The `ringlog` command line: argument parsing, exit codes, output.
 
+mod acl;
 mod bench;
 mod check;
 mod client;
@@ -85,6 +86,14 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: user::UserAction,
+        #[command(flatten)]
+        admin: nodes::AdminArgs,
+    },
+    /// List what each user may do, or change a user's role and topics.
+    Acl {
+        /// What to do.
+        #[command(subcommand)]
+        action: acl::AclAction,
         #[command(flatten)]
         admin: nodes::AdminArgs,
     },
@@ -178,6 +187,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Nodes { json, admin } => nodes::run_nodes(&admin, json),
         Command::ForgetNode { id, admin } => nodes::run_forget(&admin, id),
         Command::User { action, admin } => user::run(action, admin),
+        Command::Acl { action, admin } => acl::run(action, admin),
         Command::Bench(args) => bench::run(args),
         Command::Check { dir, repair, json } => check::run(&dir, repair, json),
         Command::StorageDemo { data_dir, records, batch, fsync } => demo::run(&data_dir, records, batch, &fsync),

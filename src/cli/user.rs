@@ -80,7 +80,7 @@ pub fn run(action: UserAction, admin: AdminArgs) -> ExitCode {
     }
 }
 
-enum Failure {
+pub(super) enum Failure {
     Usage(String),
     Operational(String),
 }
@@ -92,12 +92,17 @@ impl From<crate::security::UsersError> for Failure {
 }
 
 /// The node's admin API and how to prove we are an admin there.
-struct Remote {
-    admin: AdminArgs,
+pub(super) struct Remote {
+    pub(super) admin: AdminArgs,
 }
 
 impl Remote {
-    fn call(&self, method: hyper::Method, path: &str, body: Option<String>) -> Result<AdminResponse, Failure> {
+    pub(super) fn call(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<AdminResponse, Failure> {
         let credential = self.admin.credential();
         let tls = self.admin.tls.client_tls().map_err(Failure::Usage)?;
         let address = &self.admin.admin;
@@ -159,7 +164,7 @@ fn list(json: bool, users_file: Option<&Path>, remote: &Remote) -> Result<(), Fa
     Ok(())
 }
 
-fn listing(users: &Users) -> Vec<serde_json::Value> {
+pub(super) fn listing(users: &Users) -> Vec<serde_json::Value> {
     users
         .iter()
         .map(|user| {

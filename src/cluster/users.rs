@@ -9,7 +9,7 @@ use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use super::etcd::{ClusterError, Etcd};
 use super::keys::Keys;
 use crate::security::users::UserRecord;
-use crate::security::{User, Users, UsersError};
+use crate::security::{Role, TopicPattern, User, Users, UsersError};
 
 /// Why a user could not be changed in etcd.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +48,33 @@ pub async fn add_user(etcd: &Etcd, keys: &Keys, user: &User) -> Result<(), Clust
         .and_then([TxnOp::put(key, value, None)]);
     if !etcd.txn("add user", txn).await?.succeeded() {
         return Err(UsersError::Exists(user.principal.name.clone()).into());
+    }
+    Ok(())
+}
+
+/// Change `name`'s role and topics, keeping its credential: the entry read
+/// is replaced only if nobody changed it in between (a compare on its
+/// revision), so a concurrent removal or change is never undone.
+pub async fn grant_user(
+    etcd: &Etcd,
+    keys: &Keys,
+    name: &str,
+    role: Role,
+    topics: TopicPattern,
+) -> Result<(), ClusterUsersError> {
+    let key = keys.user(name);
+    let Some(entry) = etcd.get(&key).await? else { return Err(UsersError::Unknown(name.to_string()).into()) };
+    let record: UserRecord = serde_json::from_slice(entry.value())
+        .map_err(|error| UsersError::Invalid { path: key.clone().into(), reason: error.to_string() })?;
+    let mut user = record.into_user()?;
+    user.principal.role = role;
+    user.principal.topics = topics;
+    let value = serde_json::to_string(&UserRecord::from_user(&user)).unwrap_or_default();
+    let txn = Txn::new()
+        .when([Compare::mod_revision(key.clone(), CompareOp::Equal, entry.mod_revision())])
+        .and_then([TxnOp::put(key, value, None)]);
+    if !etcd.txn("grant user", txn).await?.succeeded() {
+        return Err(UsersError::Unavailable(format!("user {name} changed meanwhile; try again")).into());
     }
     Ok(())
 }

@@ -32,7 +32,7 @@ use crate::config::NodeConfig;
 use crate::net::client::Credentials;
 use crate::security::scram::MIN_ITERATIONS;
 use crate::security::users::{self, User, INTERNAL_ADMIN};
-use crate::security::{StoredCredential, Users, UsersError};
+use crate::security::{Role, StoredCredential, TopicPattern, Users, UsersError};
 
 use super::NodeError;
 
@@ -247,6 +247,23 @@ impl UserDirectory for NodeUsers {
                     .await
                 }
                 None => self.change_file(|users| users.with_user(user)),
+            }
+        })
+    }
+
+    fn grant(&self, name: &str, role: Role, topics: TopicPattern) -> Pending<'_, Result<(), UsersError>> {
+        let name = name.to_string();
+        Box::pin(async move {
+            match &self.plane {
+                Some(plane) => {
+                    let keys = &plane.keys;
+                    let topics_for_etcd = topics.clone();
+                    self.change_etcd(plane, async |etcd| {
+                        crate::cluster::users::grant_user(etcd, keys, &name, role, topics_for_etcd).await
+                    })
+                    .await
+                }
+                None => self.change_file(|users| users.with_grant(&name, role, topics)),
             }
         })
     }

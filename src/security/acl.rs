@@ -128,6 +128,34 @@ pub enum Operation<'a> {
     InitProducerId,
 }
 
+impl Principal {
+    /// What this principal may do, by operation name, as `Principal::may`
+    /// decides it for a topic of its pattern (`ringlog acl list`).
+    pub fn permissions(&self) -> Vec<&'static str> {
+        let topic = match &self.topics {
+            TopicPattern::Any => "any-topic".to_string(),
+            TopicPattern::Exact(name) => name.clone(),
+            TopicPattern::Prefix(prefix) => format!("{prefix}x"),
+        };
+        let topic = topic.as_str();
+        let operations = [
+            ("describe", Operation::Describe),
+            ("produce", Operation::Produce { topic }),
+            ("fetch", Operation::Fetch { topic }),
+            ("list_offsets", Operation::ListOffsets { topic }),
+            ("commit_group_offsets", Operation::CommitGroupOffsets { topic }),
+            ("fetch_group_offsets", Operation::FetchGroupOffsets { topic }),
+            ("group_membership", Operation::GroupMembership),
+            ("init_producer_id", Operation::InitProducerId),
+            ("create_topic", Operation::CreateTopic),
+            ("delete_topic", Operation::DeleteTopic),
+            ("group_admin", Operation::GroupAdmin),
+            ("node_admin", Operation::NodeAdmin),
+        ];
+        operations.into_iter().filter(|(_, operation)| self.may(operation)).map(|(name, _)| name).collect()
+    }
+}
+
 /// An authenticated user as the authorizer sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {

@@ -177,6 +177,17 @@ impl Users {
         Ok(next)
     }
 
+    /// These users with `name`'s role and topics changed (its credential
+    /// stays, so its sessions stay and follow the new grant at their next
+    /// request).
+    pub fn with_grant(&self, name: &str, role: Role, topics: TopicPattern) -> Result<Users, UsersError> {
+        let mut next = self.clone();
+        let user = next.by_name.get_mut(name).ok_or_else(|| UsersError::Unknown(name.to_string()))?;
+        user.principal.role = role;
+        user.principal.topics = topics;
+        Ok(next)
+    }
+
     /// These users without `name`, which must exist.
     pub fn without_user(&self, name: &str) -> Result<Users, UsersError> {
         let mut next = self.clone();

@@ -541,3 +541,43 @@ fn an_anonymous_connection_is_closed_when_it_does_not_authenticate_in_time_or_se
     assert_eq!(error_code(outcome), ErrorCode::RecordTooLarge);
     assert!(large.receive_frame().is_err(), "then closed");
 }
+
+/// `ringlog acl …` with `arguments`; stdout as JSON when it prints any.
+fn acl(arguments: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ringlog")).arg("acl").args(arguments).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+#[test]
+fn acl_lists_what_each_user_may_do_and_a_grant_applies_to_open_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = secured_node(dir.path(), 1, &[]);
+    let file = dir.path().join("users.json").display().to_string();
+    let (listed, text) = acl(&["list", "--json", "--users-file", &file]);
+    assert!(listed, "{text}");
+    let grants = json(&text);
+    let reader = grants.as_array().unwrap().iter().find(|grant| grant["user"] == "reader").unwrap().clone();
+    let permissions = reader["permissions"].as_array().unwrap();
+    assert!(permissions.contains(&serde_json::json!("fetch")) && !permissions.contains(&serde_json::json!("produce")));
+    let mut admin = logged_in(&node, "root", ADMIN_PASSWORD);
+    assert_eq!(admin.call(create("orders")), Ok(Response::CreateTopic));
+    let mut session = logged_in(&node, "reader", "reader-password");
+    let produce = || produce_request("orders", 0, Acks::Leader, &["now-allowed".to_string()]);
+    assert_eq!(error_code(session.call(produce())), ErrorCode::NotAuthorized);
+    // Through the admin API, as an admin: the open session follows the grant.
+    let admin_flags = ["--admin", node.admin.as_str(), "--user", "root", "--password", ADMIN_PASSWORD];
+    let mut arguments = vec!["grant", "reader", "--role", "producer", "--topics", "orders"];
+    arguments.extend_from_slice(&admin_flags);
+    let (granted, text) = acl(&arguments);
+    assert!(granted, "{text}");
+    assert!(session.call(produce()).is_ok(), "the same connection may produce now");
+    let mut arguments = vec!["list", "--json"];
+    arguments.extend_from_slice(&admin_flags);
+    let (listed, text) = acl(&arguments);
+    assert!(listed, "{text}");
+    let reader = json(&text).as_array().unwrap().iter().find(|grant| grant["user"] == "reader").unwrap().clone();
+    assert_eq!(reader["role"], "producer");
+    let (refused, text) = acl(&["grant", "nobody", "--role", "admin", "--users-file", &file]);
+    assert!(!refused && text.contains("nobody"), "an unknown user is an error: {text}");
+}
