@@ -261,6 +261,22 @@ pub struct Authenticated {
     pub server_final: Vec<u8>,
 }
 
+/// The salt an unknown user is answered with: stable for a name (asking
+/// twice shows the same salt, as for a real user) but keyed with a secret
+/// of this process, so nobody can compute it beforehand and tell an
+/// unknown name from a real one by comparing salts.
+fn unknown_user_salt(username: &str) -> Vec<u8> {
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| match crate::runtime::random::random_bytes(32) {
+        Ok(bytes) => bytes.try_into().unwrap_or([0; 32]),
+        // No randomness: a fixed key is the old behaviour, no worse.
+        Err(_) => Sha256::digest(b"ringlog unknown user salt").into(),
+    });
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(username.as_bytes());
+    mac.finalize().into_bytes()[..16].to_vec()
+}
+
 impl ScramServer {
     /// Answer a client-first message: look the user up, and return the
     /// server-first message. An unknown user is not told apart here: it
@@ -275,7 +291,7 @@ impl ScramServer {
         let found = lookup(&parsed.username);
         let known_user = found.is_some();
         let credential = found.unwrap_or_else(|| StoredCredential {
-            salt: Sha256::digest(parsed.username.as_bytes())[..16].to_vec(),
+            salt: unknown_user_salt(&parsed.username),
             iterations: MIN_ITERATIONS,
             stored_key: [0; 32],
             server_key: [0; 32],

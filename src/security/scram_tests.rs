@@ -165,3 +165,16 @@ proptest::proptest! {
         proptest::prop_assert!(server.finish(&last).is_err());
     }
 }
+
+#[test]
+fn an_unknown_users_salt_is_stable_but_cannot_be_computed_from_the_name() {
+    let salt_of = |name: &str| {
+        let first = format!("n,,n={name},r=abc");
+        let (_, server_first) = ScramServer::start(first.as_bytes(), SERVER_NONCE, |_| None).unwrap();
+        String::from_utf8(server_first).unwrap().split(',').find(|part| part.starts_with("s=")).unwrap().to_string()
+    };
+    assert_eq!(salt_of("nobody"), salt_of("nobody"), "asked twice, the same salt, as for a real user");
+    assert_ne!(salt_of("nobody"), salt_of("somebody"));
+    let public = format!("s={}", BASE64.encode(&Sha256::digest(b"nobody")[..16]));
+    assert_ne!(salt_of("nobody"), public, "not a function of the name alone");
+}
