@@ -389,9 +389,10 @@ fn api_versions_lists_exactly_what_is_served_at_every_version() {
         keys.sort_unstable();
         assert_eq!(
             keys,
-            [0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 22],
+            [0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 22, 36],
             "Produce, Fetch, ListOffsets, Metadata, OffsetCommit/Fetch, FindCoordinator, Join/Heartbeat/Leave/\
-             SyncGroup, Describe/ListGroups, ApiVersions, Create/DeleteTopics, InitProducerId"
+             SyncGroup, Describe/ListGroups, SaslHandshake, ApiVersions, Create/DeleteTopics, InitProducerId, \
+             SaslAuthenticate"
         );
     }
 }

@@ -109,6 +109,10 @@ impl KafkaAuthentication {
 
     /// Decide `request`: serve it, or answer a SASL step, or close.
     pub fn check(&mut self, context: &ShardContext, request: KafkaRequest) -> Step {
+        if matches!(request.api, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
+            // Served here, not by `handle`, which counts the others.
+            context.metrics.kafka.count_request(request.api as i16);
+        }
         let state = std::mem::replace(&mut self.state, State::Failed);
         match (state, request.api) {
             (state, ApiKey::ApiVersions) => {
