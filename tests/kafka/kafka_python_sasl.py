@@ -14,7 +14,7 @@ producer_user, producer_password, consumer_user, consumer_password = sys.argv[5:
 def settings(user, password):
     return dict(bootstrap_servers=bootstrap, security_protocol="SASL_SSL", ssl_cafile=cafile,
                 sasl_mechanism=mechanism, sasl_plain_username=user, sasl_plain_password=password,
-                ssl_check_hostname=True, request_timeout_ms=10000, api_version_auto_timeout_ms=10000)
+                ssl_check_hostname=True, request_timeout_ms=30000)
 
 
 producer = KafkaProducer(acks="all", **settings(producer_user, producer_password))

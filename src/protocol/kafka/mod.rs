@@ -37,9 +37,12 @@ pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 19] = [
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 4),
-    // SASL (KIP-43, KIP-152): v0 of SaslHandshake sends the SASL bytes
-    // outside Kafka framing, which this listener does not read.
-    (ApiKey::SaslHandshake, 1, 1),
+    // SASL (KIP-43, KIP-152). SaslHandshake v0 is advertised because
+    // librdkafka enables SASL only when the broker lists it, but a v0
+    // handshake (SASL bytes outside Kafka framing afterwards) is refused
+    // with ILLEGAL_SASL_STATE: every current client sends v1 and
+    // SaslAuthenticate.
+    (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
 ];
 

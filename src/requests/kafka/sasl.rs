@@ -1,6 +1,6 @@
 //! SASL on the Kafka listener (KIP-43, KIP-152; SPEC §11) when `[auth]` is
 //! enabled: a connection must authenticate before anything but ApiVersions,
-//! SaslHandshake (v1) and SaslAuthenticate is served; any other request
+//! SaslHandshake (v1; v0 is refused) and SaslAuthenticate is served; any other request
 //! closes it unanswered, as Kafka brokers do. Mechanisms:
 //!
 //! - `SCRAM-SHA-256`: two SaslAuthenticate round trips (client-first →
@@ -134,6 +134,9 @@ impl KafkaAuthentication {
                 }
                 None => close(Err(KafkaServeError::UserRemoved(name))),
             },
+            (State::AwaitingHandshake, ApiKey::SaslHandshake) if request.header.request_api_version == 0 => {
+                close(illegal_state(&request, "SaslHandshake v0 (SASL outside Kafka framing) is not supported"))
+            }
             (State::AwaitingHandshake, ApiKey::SaslHandshake) => self.handshake(&request),
             (State::AwaitingFirstMessage(mechanism), ApiKey::SaslAuthenticate) => {
                 self.first_message(context, &request, mechanism)
@@ -229,7 +232,7 @@ impl KafkaAuthentication {
             Err(step) => return step,
         };
         let username = server.username().to_string();
-        match server.finish(&message) {
+        match server.accepting_repeated_client_nonce().finish(&message) {
             Ok(done) => self.succeed(context, request, &done.username, done.server_final),
             Err(failure) => self.fail(context, request, format!("user {username:?}: {failure}")),
         }
