@@ -29,8 +29,8 @@ use glommio::net::{TcpListener, TcpStream};
 use crate::protocol::kafka::{decode_request, frame_length, KafkaFrameError, LENGTH_PREFIX_BYTES};
 use crate::requests::kafka::sasl::{self, KafkaAuthentication, Step};
 use crate::requests::kafka::{handle, Access, KafkaOutcome};
-use crate::security::FailureLimiter;
 use crate::runtime::Notify;
+use crate::security::FailureLimiter;
 use crate::shard::context::ShardContext;
 use crate::state::metrics::ConnectionCount;
 

@@ -33,9 +33,11 @@ const READER_PASSWORD: &str = "kafka-reader-password";
 fn users_file(dir: &Path) -> PathBuf {
     let path = dir.join("users.json");
     let file = path.to_str().unwrap();
-    for (name, role, password) in
-        [("root", "admin", ADMIN_PASSWORD), ("writer", "producer", WRITER_PASSWORD), ("reader", "consumer", READER_PASSWORD)]
-    {
+    for (name, role, password) in [
+        ("root", "admin", ADMIN_PASSWORD),
+        ("writer", "producer", WRITER_PASSWORD),
+        ("reader", "consumer", READER_PASSWORD),
+    ] {
         let added = Command::new(env!("CARGO_BIN_EXE_ringlog"))
             .args(["user", "add", name, "--role", role, "--topics", "orders*", "--users-file", file])
             .env("RINGLOG_NEW_PASSWORD", password)

@@ -48,10 +48,9 @@ pub async fn fetch(
         false => 0,
     };
     // Topics the user may not read are answered at once and never waited on.
-    let (topics, refused): (Vec<FetchTopic>, Vec<FetchTopic>) =
-        std::mem::take(&mut body.topics).into_iter().partition(|topic| {
-            access.allows(context, Operation::Fetch { topic: &topic.topic.0 })
-        });
+    let (topics, refused): (Vec<FetchTopic>, Vec<FetchTopic>) = std::mem::take(&mut body.topics)
+        .into_iter()
+        .partition(|topic| access.allows(context, Operation::Fetch { topic: &topic.topic.0 }));
     body.topics = topics;
     let deadline = Instant::now() + Duration::from_millis(max_wait_ms);
     let single_partition = partition_count == 1;

@@ -22,8 +22,8 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::{coordinator_broker, count_errors, distinct_within, respond, Access, KafkaOutcome};
-use crate::security::Operation;
 use crate::protocol::kafka::{decode_body, KafkaRequest};
+use crate::security::Operation;
 use crate::shard::context::ShardContext;
 use crate::shard::groups::{coordinator_shard, GroupAnswer, GroupCall, GroupError, GroupOp, JoinArgs, SyncArgs};
 use crate::storage::offsets::MAX_GROUP_BYTES;

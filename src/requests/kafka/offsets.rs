@@ -16,9 +16,9 @@ use kafka_protocol::ResponseError;
 
 use super::groups::{call_group, done_code, refusal};
 use super::{count_errors, error_code, respond, Access, KafkaOutcome};
-use crate::security::Operation;
 use crate::protocol::kafka::{decode_body, KafkaRequest};
 use crate::protocol::{CommittedState, Request, Response};
+use crate::security::Operation;
 use crate::shard::context::ShardContext;
 use crate::shard::groups::GroupOp;
 
@@ -39,7 +39,8 @@ pub async fn offset_commit(context: &Rc<ShardContext>, request: &KafkaRequest, a
     }
     let mut topics = Vec::with_capacity(body.topics.len());
     for topic in &body.topics {
-        let allowed = refused.is_some() || access.allows(context, Operation::CommitGroupOffsets { topic: &topic.name.0 });
+        let allowed =
+            refused.is_some() || access.allows(context, Operation::CommitGroupOffsets { topic: &topic.name.0 });
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in &topic.partitions {
             let code = match refused {
