@@ -185,7 +185,7 @@ impl KafkaAuthentication {
     fn first_message(&mut self, context: &ShardContext, request: &KafkaRequest, mechanism: Mechanism) -> Step {
         let message = match self.sasl_message(context, request) {
             Ok(message) => message,
-            Err(step) => return step,
+            Err(step) => return *step,
         };
         if !self.limiter.borrow().admits(self.peer, Instant::now()) {
             context.metrics.auth.rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -200,11 +200,11 @@ impl KafkaAuthentication {
 
     /// The bytes of a SaslAuthenticate, bounded; a body that does not
     /// decode or is too long fails the authentication.
-    fn sasl_message(&mut self, context: &ShardContext, request: &KafkaRequest) -> Result<Bytes, Step> {
-        let body: SaslAuthenticateRequest = decode_body(request).map_err(|error| close(Err(error.into())))?;
+    fn sasl_message(&mut self, context: &ShardContext, request: &KafkaRequest) -> Result<Bytes, Box<Step>> {
+        let body: SaslAuthenticateRequest = decode_body(request).map_err(|error| Box::new(close(Err(error.into()))))?;
         if body.auth_bytes.len() > MAX_SASL_MESSAGE_BYTES {
             let reason = format!("sasl message of {} bytes", body.auth_bytes.len());
-            return Err(self.fail(context, request, reason));
+            return Err(Box::new(self.fail(context, request, reason)));
         }
         Ok(body.auth_bytes)
     }
@@ -229,7 +229,7 @@ impl KafkaAuthentication {
     fn scram_final(&mut self, context: &ShardContext, request: &KafkaRequest, server: ScramServer) -> Step {
         let message = match self.sasl_message(context, request) {
             Ok(message) => message,
-            Err(step) => return step,
+            Err(step) => return *step,
         };
         let username = server.username().to_string();
         match server.accepting_repeated_client_nonce().finish(&message) {
