@@ -51,6 +51,11 @@ fn users_file(dir: &Path) -> PathBuf {
 /// A node with `[auth]` on and a Kafka listener (TLS on every listener
 /// when `authority` is given); its Kafka address.
 fn secured_node(dir: &Path, authority: Option<&Authority>) -> (Node, String) {
+    secured_node_with(dir, authority, &[])
+}
+
+/// As [`secured_node`], with `extra` settings.
+fn secured_node_with(dir: &Path, authority: Option<&Authority>, extra: &[(&str, &str)]) -> (Node, String) {
     let users = users_file(dir);
     let kafka = free_address();
     let mut environment = vec![
@@ -61,6 +66,7 @@ fn secured_node(dir: &Path, authority: Option<&Authority>) -> (Node, String) {
     if let Some(authority) = authority {
         environment.extend(tls_environment(&authority.server(dir, "node")));
     }
+    environment.extend(extra.iter().map(|(key, value)| (key.to_string(), value.to_string())));
     let environment: Vec<(&str, &str)> =
         environment.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect();
     (Node::start_with(&dir.join("data"), 1, &environment), kafka)
@@ -208,6 +214,21 @@ fn a_wrong_scram_password_is_refused_closed_and_counted_in_metrics() {
     assert_eq!(metric(&node, "ringlog_auth_failures_total"), 2);
     logged_in(&kafka, "root", ADMIN_PASSWORD);
     assert_eq!(metric(&node, "ringlog_auth_successes_total"), 1);
+}
+
+#[test]
+fn kafka_authentication_failures_are_rate_limited_per_source_with_the_native_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    // One shard: the limiter is per shard.
+    let (node, kafka) = secured_node_with(dir.path(), None, &[("RINGLOG_AUTH_MAX_FAILURES_PER_MINUTE", "2")]);
+    for _ in 0..2 {
+        assert_eq!(scram_login(&mut KafkaClient::connect(&kafka), "root", "guess"), Err(58));
+    }
+    let mut limited = KafkaClient::connect(&kafka);
+    assert_eq!(scram_login(&mut limited, "root", ADMIN_PASSWORD), Err(58), "refused even with the right password");
+    assert!(closed_by_node(&mut limited.stream));
+    assert_eq!(metric(&node, "ringlog_auth_rate_limited_total"), 1);
+    assert_eq!(metric(&node, "ringlog_auth_failures_total"), 2, "a refusal at the door is not a new failure");
 }
 
 #[test]

@@ -32,7 +32,7 @@ use kafka_protocol::ResponseError;
 use super::{respond, KafkaOutcome, KafkaServeError};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
 use crate::security::scram::{new_nonce, MECHANISM as SCRAM};
-use crate::security::{FailureLimiter, Principal, ScramServer};
+use crate::security::{FailureLimiter, Principal, ScramServer, StoredCredential};
 use crate::shard::context::ShardContext;
 
 /// The PLAIN mechanism's name.
@@ -253,7 +253,15 @@ impl KafkaAuthentication {
         if !authzid.is_empty() && authzid != user {
             return self.fail(context, request, format!("user {name:?} may not act as another identity"));
         }
-        let verified = context.users.load().lookup(name).is_some_and(|user| user.credential.verify_password(password));
+        let verified = match context.users.load().lookup(name) {
+            Some(user) => user.credential.verify_password(password),
+            None => {
+                // The same work as for a known user: the answer's timing
+                // does not tell which names exist.
+                let _ = StoredCredential::derive(password, name.as_bytes(), context.config.auth.scram_iterations);
+                false
+            }
+        };
         match verified {
             true => self.succeed(context, request, name, Vec::new()),
             false => self.fail(context, request, format!("user {name:?}: wrong password or no such user")),
