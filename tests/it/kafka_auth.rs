@@ -158,7 +158,7 @@ fn kcat_produces_and_consumes_with_scram_sha_256_over_tls() {
 }
 
 #[test]
-fn kafka_python_produces_and_consumes_with_scram_sha_256_over_tls() {
+fn kafka_python_produces_and_consumes_in_a_group_with_scram_sha_256_over_tls() {
     require_python_module("kafka", "kafka-python");
     let dir = tempfile::tempdir().unwrap();
     let authority = Authority::new(dir.path(), "ringlog-test");
@@ -170,7 +170,8 @@ fn kafka_python_produces_and_consumes_with_scram_sha_256_over_tls() {
         [&kafka, &ca, "SCRAM-SHA-256", "orders-python", "writer", WRITER_PASSWORD, "reader", READER_PASSWORD];
     let output = Command::new("python3").arg(script).args(arguments).output().unwrap();
     assert!(output.status.success(), "kafka-python: {}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(String::from_utf8_lossy(&output.stdout).lines().collect::<Vec<_>>(), ["v0", "v1", "v2"]);
+    let lines = String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(lines, ["v0", "v1", "v2", "group|v0,v1,v2|3"], "by partition, then in a group that commits");
 }
 
 #[test]

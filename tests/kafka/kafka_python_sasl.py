@@ -1,6 +1,7 @@
 """kafka-python with SASL over TLS against a ringlog node's Kafka listener:
-produce three records as one user, consume them back as another. Prints
-each value read, one a line. Run by tests/it/kafka_auth.rs with the Kafka
+produce three records as one user, consume them back as another by
+partition, then again in a consumer group that commits. Prints each value
+read by partition, one a line, then "group|VALUES|COMMITTED". Run by tests/it/kafka_auth.rs with the Kafka
 address, the CA file, the mechanism, the topic, the producing user and
 password, and the consuming user and password."""
 import sys
@@ -30,3 +31,12 @@ consumer.seek_to_beginning()
 for message in consumer:
     print(message.value.decode())
 consumer.close()
+# The group APIs (FindCoordinator, JoinGroup, SyncGroup, OffsetCommit,
+# OffsetFetch, Heartbeat, LeaveGroup) as the consuming user.
+member = KafkaConsumer(topic, group_id="python-sasl", auto_offset_reset="earliest", enable_auto_commit=False,
+                       consumer_timeout_ms=4000, session_timeout_ms=6000,
+                       **settings(consumer_user, consumer_password))
+values = ",".join(message.value.decode() for message in member)
+member.commit()
+print("group|%s|%s" % (values, member.committed(partition)))
+member.close()
