@@ -233,6 +233,19 @@ fn kafka_authentication_failures_are_rate_limited_per_source_with_the_native_set
 }
 
 #[test]
+fn a_removed_users_kafka_connection_closes_at_its_next_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, kafka) = secured_node(dir.path(), None);
+    let mut reader = logged_in(&kafka, "reader", READER_PASSWORD);
+    let _: ApiVersionsResponse = reader.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    let (status, _) = crate::auth::http_basic(&node.admin, "DELETE", "/api/users/reader", None, "root", ADMIN_PASSWORD);
+    assert_eq!(status, 204);
+    reader.send(ApiKey::Metadata, 12, &MetadataRequest::default());
+    assert!(closed_by_node(&mut reader.stream), "the removed user's next request closes its connection");
+    assert_eq!(scram_login(&mut KafkaClient::connect(&kafka), "reader", READER_PASSWORD), Err(58));
+}
+
+#[test]
 fn a_kafka_client_that_skips_sasl_gets_api_versions_and_is_then_disconnected() {
     let dir = tempfile::tempdir().unwrap();
     let (_node, kafka) = secured_node(dir.path(), None);

@@ -333,3 +333,50 @@ pub fn without_authentication(request: &KafkaRequest) -> KafkaOutcome {
         _ => illegal_state(request, "authentication is not enabled on this listener"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::kafka::decode_request;
+    use kafka_protocol::protocol::{Decodable, Encodable};
+
+    fn request<T: Encodable>(api: ApiKey, version: i16, body: &T) -> KafkaRequest {
+        let header = kafka_protocol::messages::RequestHeader::default()
+            .with_request_api_key(api as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(7);
+        let mut frame = bytes::BytesMut::new();
+        header.encode(&mut frame, api.request_header_version(version)).unwrap();
+        body.encode(&mut frame, version).unwrap();
+        decode_request(frame.freeze()).unwrap()
+    }
+
+    fn handshake_answer(outcome: KafkaOutcome) -> SaslHandshakeResponse {
+        let mut frame = Bytes::from(outcome.unwrap().unwrap()).split_off(4 + 4);
+        SaslHandshakeResponse::decode(&mut frame, 1).unwrap()
+    }
+
+    #[test]
+    fn plain_is_enabled_only_under_tls() {
+        assert_eq!(enabled_mechanisms(false), [SCRAM]);
+        assert_eq!(enabled_mechanisms(true), [SCRAM, PLAIN]);
+    }
+
+    #[test]
+    fn without_authentication_a_handshake_lists_no_mechanism() {
+        let body = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(SCRAM));
+        let answer = handshake_answer(without_authentication(&request(ApiKey::SaslHandshake, 1, &body)));
+        assert_eq!(answer.error_code, ResponseError::UnsupportedSaslMechanism.code());
+        assert!(answer.mechanisms.is_empty());
+    }
+
+    #[test]
+    fn a_connection_reads_small_frames_until_it_authenticates() {
+        let limiter = Rc::new(RefCell::new(FailureLimiter::new(10, 100)));
+        let mut authentication = KafkaAuthentication::new(IpAddr::from([127, 0, 0, 1]), false, limiter);
+        assert_eq!(authentication.frame_limit(64 << 20), MAX_UNAUTHENTICATED_FRAME_BYTES);
+        assert_eq!(authentication.frame_limit(1024), 1024);
+        authentication.state = State::Authenticated("someone".into());
+        assert_eq!(authentication.frame_limit(64 << 20), 64 << 20);
+    }
+}
