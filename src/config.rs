@@ -449,9 +449,6 @@ pub enum ConfigError {
     /// Authentication is on but no user could ever log in.
     #[error("auth.enabled needs auth.users_file on a standalone node (create it with `ringlog user add NAME --role admin --users-file FILE`)")]
     AuthWithoutUsers,
-    /// Authentication is on but the Kafka listener would let anyone in.
-    #[error("auth.enabled needs kafka_listen = \"\" (RINGLOG_KAFKA_LISTEN=\"\"): the Kafka listener does not authenticate clients yet, so it would let anyone create and delete topics")]
-    AuthWithKafkaListener,
     /// A storage setting is refused (`StorageConfig::validate`).
     #[error(transparent)]
     Storage(#[from] crate::storage::config::ConfigError),
@@ -619,9 +616,6 @@ impl NodeConfig {
         require_range("auth.authentication_timeout_ms", auth.authentication_timeout_ms, 100..=600_000)?;
         if auth.enabled && auth.users_file.is_none() && self.cluster.etcd.is_empty() {
             return Err(ConfigError::AuthWithoutUsers);
-        }
-        if auth.enabled && !self.kafka_listen.is_empty() {
-            return Err(ConfigError::AuthWithKafkaListener);
         }
         Ok(())
     }
@@ -1036,11 +1030,10 @@ mod tests {
         assert!(matches!(error, ConfigError::AuthWithoutUsers), "{error}");
         assert!(error.to_string().contains("auth.users_file"));
         let with_file = [("RINGLOG_AUTH_ENABLED", "true"), ("RINGLOG_AUTH_USERS_FILE", "/tmp/users.json")];
-        let error = NodeConfig::load(None, vars(&with_file)).unwrap_err();
-        assert!(matches!(error, ConfigError::AuthWithKafkaListener), "no open Kafka door beside an authenticated one");
-        let without_kafka = [with_file[0], with_file[1], ("RINGLOG_KAFKA_LISTEN", "")];
-        let config = NodeConfig::load(None, vars(&without_kafka)).unwrap();
+        // The Kafka listener authenticates with SASL (`requests::kafka::sasl`).
+        let config = NodeConfig::load(None, vars(&with_file)).unwrap();
         assert!(config.auth.enabled);
+        assert!(!config.kafka_listen.is_empty());
         assert_eq!(config.auth.max_failures_per_minute, 10);
         assert_eq!(config.auth.max_tracked_sources, 10_000);
         assert_eq!(config.auth.scram_iterations, 4096);

@@ -9,7 +9,7 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeGroupsRequest, FetchRequest,
     FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
     ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, ProduceRequest,
-    SyncGroupRequest,
+    SaslAuthenticateRequest, SaslHandshakeRequest, SyncGroupRequest,
 };
 use libfuzzer_sys::fuzz_target;
 use ringlog::protocol::kafka::records::{visit_records, DecodeLimits, RecordsError};
@@ -33,6 +33,8 @@ fn decode(request: &KafkaRequest) -> Result<(), KafkaFrameError> {
         ApiKey::DescribeGroups => decode_body::<DescribeGroupsRequest>(request).map(drop),
         ApiKey::OffsetCommit => decode_body::<OffsetCommitRequest>(request).map(drop),
         ApiKey::OffsetFetch => decode_body::<OffsetFetchRequest>(request).map(drop),
+        ApiKey::SaslHandshake => decode_body::<SaslHandshakeRequest>(request).map(drop),
+        ApiKey::SaslAuthenticate => decode_body::<SaslAuthenticateRequest>(request).map(drop),
         ApiKey::Produce => {
             let produce = decode_body::<ProduceRequest>(request)?;
             // The listener hands each partition's records to the batch decoder.

@@ -9,11 +9,15 @@
 //! at most `limits.max_inflight_requests_per_connection` answers wait for
 //! it.
 //!
+//! With `[auth]` on, a connection authenticates first
+//! (`requests::kafka::sasl`); its requests then carry its principal.
+//!
 //! Kafka's framing has no error reply for a request that cannot be read
 //! (bad length, unknown API, unsupported version, a body that does not
 //! decode): the connection is closed, the node serves everyone else.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +27,10 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 
 use crate::protocol::kafka::{decode_request, frame_length, KafkaFrameError, LENGTH_PREFIX_BYTES};
-use crate::requests::kafka::{handle, KafkaOutcome};
+use crate::requests::kafka::sasl::{self, KafkaAuthentication, Step};
+use crate::requests::kafka::{handle, Access, KafkaOutcome};
 use crate::runtime::Notify;
+use crate::security::FailureLimiter;
 use crate::shard::context::ShardContext;
 use crate::state::metrics::ConnectionCount;
 
@@ -57,10 +63,12 @@ pub async fn run_kafka_listener(shared: KafkaListener, listener: TcpListener) {
     let shared = Rc::new(shared);
     let limit = shared.context.config.limits.max_connections;
     let gate = AcceptGate { stop: &shared.stop, stopping: &shared.stopping, connections: &shared.connections, limit };
+    let limiter = shared.context.config.auth.enabled.then(|| sasl::limiter(&shared.context));
     while let Some((stream, admitted)) = next_connection(&listener, &gate).await {
         let connection = Rc::clone(&shared);
+        let limiter = limiter.clone();
         crate::runtime::spawn_local(async move {
-            serve(&connection, stream).await;
+            serve(&connection, stream, limiter).await;
             drop(admitted);
         })
         .detach();
@@ -69,16 +77,20 @@ pub async fn run_kafka_listener(shared: KafkaListener, listener: TcpListener) {
 
 /// One connection: this task reads and starts requests; a writer task
 /// awaits them in order and writes their answers.
-async fn serve(shared: &Rc<KafkaListener>, stream: TcpStream) {
+async fn serve(shared: &Rc<KafkaListener>, stream: TcpStream, limiter: Option<Rc<RefCell<FailureLimiter>>>) {
+    let peer = stream.peer_addr().map_or(IpAddr::from([0, 0, 0, 0]), |address| address.ip());
+    // A Kafka listener with TLS configured accepts TLS connections only.
+    let tls = shared.context.tls.server(Listener::Kafka).is_some();
     let Some((mut reader, writer, _certificate)) = accept_and_split(&shared.context, Listener::Kafka, stream).await
     else {
         return;
     };
+    let mut authentication = limiter.map(|limiter| KafkaAuthentication::new(peer, tls, limiter));
     let socket = writer.raw_fd();
     let depth = shared.context.config.limits.max_inflight_requests_per_connection;
     let (sender, receiver) = local_channel::new_bounded::<KafkaOutcome>(depth);
     let writer = crate::runtime::spawn_local(write_answers(receiver, writer, socket));
-    if let Err(reason) = read_requests(shared, &mut reader, &sender).await {
+    if let Err(reason) = read_requests(shared, &mut reader, &sender, authentication.as_mut()).await {
         tracing::debug!(target: "ringlog::kafka", %reason, "closing kafka connection");
     }
     drop(sender);
@@ -110,21 +122,35 @@ async fn read_requests(
     shared: &Rc<KafkaListener>,
     reader: &mut ReadHalf,
     sender: &LocalSender<KafkaOutcome>,
+    mut authentication: Option<&mut KafkaAuthentication>,
 ) -> Result<(), ReadEnd> {
     loop {
         let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
         read_or_stop(shared, reader, &mut prefix).await?;
-        let length = frame_length(prefix, shared.context.config.limits.max_frame_bytes)?;
+        let configured = shared.context.config.limits.max_frame_bytes;
+        let limit = authentication.as_ref().map_or(configured, |authentication| authentication.frame_limit(configured));
+        let length = frame_length(prefix, limit)?;
         let mut frame = vec![0u8; length];
         reader.read_exact(&mut frame).await.map_err(|_| ReadEnd::Closed)?;
         let request = decode_request(frame.into())?;
-        shared.in_flight.enter();
-        let outcome = handle(&shared.context, request).await;
-        shared.in_flight.leave();
-        let failed = outcome.is_err();
+        let step = match authentication.as_deref_mut() {
+            None => Step::Serve(request, None),
+            Some(authentication) => authentication.check(&shared.context, request),
+        };
+        let (outcome, keep_open) = match step {
+            Step::Serve(request, principal) => {
+                shared.in_flight.enter();
+                let outcome = handle(&shared.context, request, Access(principal.as_ref())).await;
+                shared.in_flight.leave();
+                (outcome, true)
+            }
+            Step::Answer { outcome, keep_open } => (outcome, keep_open),
+        };
+        let failed = outcome.is_err() || !keep_open;
         if sender.send(outcome).await.is_err() || failed {
-            // The writer ended (the socket failed), or this request
-            // cannot be answered: the writer closes after what it owes.
+            // The writer ended (the socket failed), this request cannot
+            // be answered, or authentication failed: the writer closes
+            // after what it owes.
             return Err(ReadEnd::Closed);
         }
     }

@@ -127,9 +127,16 @@ pub(super) fn warn_if_exposed(config: &NodeConfig) {
         tracing::warn!(target: "ringlog::node", listeners = %exposed.join(","),
             "listening beyond loopback without TLS: anyone on the network can read and change this traffic (set [tls] cert_file and key_file)");
     }
-    if !config.auth.enabled && !is_loopback(&config.listen) {
-        tracing::warn!(target: "ringlog::node", listen = %config.listen,
-            "clients beyond loopback need no credentials: anyone who reaches this port can create and delete topics (set [auth] enabled and a users file, docs/SECURITY.md)");
+    // The client and the Kafka listener both let clients create and delete
+    // topics, so either one beyond loopback without `[auth]` is open.
+    let open = [("listen", config.listen.as_str()), ("kafka_listen", config.kafka_listen.as_str())]
+        .into_iter()
+        .filter(|(_, address)| !address.is_empty() && !is_loopback(address))
+        .map(|(setting, _)| setting)
+        .collect::<Vec<_>>();
+    if !config.auth.enabled && !open.is_empty() {
+        tracing::warn!(target: "ringlog::node", listeners = %open.join(","),
+            "clients beyond loopback need no credentials: anyone who reaches these ports can create and delete topics (set [auth] enabled and a users file, docs/SECURITY.md)");
     }
 }
 

@@ -250,6 +250,11 @@ pub struct ScramServer {
     credential: StoredCredential,
     gs2_header: String,
     nonce: String,
+    /// The client's part of `nonce` (its first bytes).
+    client_nonce_bytes: usize,
+    /// Whether a client-final nonce of the client's nonce followed by the
+    /// whole combined one is accepted (librdkafka sends that).
+    repeated_client_nonce: bool,
     auth_message_start: String,
 }
 
@@ -304,7 +309,9 @@ impl ScramServer {
             known_user,
             credential,
             gs2_header: parsed.gs2_header.to_string(),
+            client_nonce_bytes: parsed.nonce.len(),
             nonce,
+            repeated_client_nonce: false,
             auth_message_start,
         };
         Ok((server, server_first.into_bytes()))
@@ -313,6 +320,29 @@ impl ScramServer {
     /// The username the client claims (known or not).
     pub fn username(&self) -> &str {
         &self.username
+    }
+
+    /// Also accept a client-final nonce that is the client's nonce followed
+    /// by the whole combined nonce: librdkafka (kcat, confluent-kafka)
+    /// sends that, and Kafka brokers accept it (they check that the
+    /// client's nonce ends with the server-first one). The server's random
+    /// part must still come back whole, so a replay still fails; the proof
+    /// covers the message as sent.
+    pub fn accepting_repeated_client_nonce(mut self) -> ScramServer {
+        self.repeated_client_nonce = true;
+        self
+    }
+
+    /// Whether `nonce` from the client-final message continues the one sent.
+    fn nonce_continues(&self, nonce: &str) -> bool {
+        if nonce == self.nonce {
+            return true;
+        }
+        let client_nonce = &self.nonce[..self.client_nonce_bytes];
+        self.repeated_client_nonce
+            && nonce.len() == client_nonce.len() + self.nonce.len()
+            && nonce.starts_with(client_nonce)
+            && nonce.ends_with(self.nonce.as_str())
     }
 
     /// Check a client-final message; on success the server-final message.
@@ -325,7 +355,7 @@ impl ScramServer {
         if BASE64.decode(binding).ok().as_deref() != Some(self.gs2_header.as_bytes()) {
             return Err(ScramError::ChannelBindingMismatch);
         }
-        if attribute(parts.next(), 'r', "the nonce (r=) is missing")? != self.nonce {
+        if !self.nonce_continues(attribute(parts.next(), 'r', "the nonce (r=) is missing")?) {
             return Err(ScramError::NonceMismatch);
         }
         let proof =

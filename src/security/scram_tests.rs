@@ -178,3 +178,21 @@ fn an_unknown_users_salt_is_stable_but_cannot_be_computed_from_the_name() {
     let public = format!("s={}", BASE64.encode(&Sha256::digest(b"nobody")[..16]));
     assert_ne!(salt_of("nobody"), public, "not a function of the name alone");
 }
+
+#[test]
+fn a_librdkafka_repeated_client_nonce_passes_only_when_accepted_and_only_whole() {
+    // librdkafka's client-final nonce: its own nonce, then the combined one.
+    let repeated = format!("c=biws,r={CLIENT_NONCE}{CLIENT_NONCE}{SERVER_NONCE},p=AAAA");
+    let (strict, _) = ScramServer::start(CLIENT_FIRST.as_bytes(), SERVER_NONCE, lookup).unwrap();
+    assert_eq!(strict.finish(repeated.as_bytes()), Err(ScramError::NonceMismatch));
+    let (tolerant, _) = ScramServer::start(CLIENT_FIRST.as_bytes(), SERVER_NONCE, lookup).unwrap();
+    // The nonce passes; the proof (over the message as sent) is what fails.
+    let failure = tolerant.accepting_repeated_client_nonce().finish(repeated.as_bytes());
+    assert_eq!(failure, Err(ScramError::BadProof));
+    for truncated in [format!("{CLIENT_NONCE}{CLIENT_NONCE}{}", &SERVER_NONCE[1..]), format!("x{CLIENT_NONCE}")] {
+        let (tolerant, _) = ScramServer::start(CLIENT_FIRST.as_bytes(), SERVER_NONCE, lookup).unwrap();
+        let message = format!("c=biws,r={truncated},p=AAAA");
+        let failure = tolerant.accepting_repeated_client_nonce().finish(message.as_bytes());
+        assert_eq!(failure, Err(ScramError::NonceMismatch), "{truncated}");
+    }
+}

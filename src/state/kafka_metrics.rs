@@ -4,9 +4,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// API keys counted: 0..32 covers every API the listener serves (the
-/// largest is DeleteTopics, 20); other keys are never decoded.
-pub const KAFKA_API_KEYS: usize = 32;
+/// API keys counted: 0..40 covers every API the listener serves (the
+/// largest is SaslAuthenticate, 36); other keys are never decoded.
+pub const KAFKA_API_KEYS: usize = 40;
 /// Error codes counted: -1 (UNKNOWN_SERVER_ERROR) to 126, at `code + 1`.
 pub const KAFKA_ERROR_CODES: usize = 128;
 

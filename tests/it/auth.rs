@@ -187,7 +187,14 @@ fn the_rate_limiter_refuses_a_source_after_its_failures_even_with_the_right_pass
 }
 
 /// An admin API request with `Authorization: Basic user:password`.
-fn http_basic(admin: &str, method: &str, path: &str, body: Option<&str>, user: &str, password: &str) -> (u16, String) {
+pub(crate) fn http_basic(
+    admin: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    user: &str,
+    password: &str,
+) -> (u16, String) {
     use base64::Engine;
     let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     let mut stream = std::net::TcpStream::connect(admin).unwrap();

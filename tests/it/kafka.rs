@@ -20,7 +20,8 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
     DeleteTopicsResponse, FetchRequest, FetchResponse, GroupId, InitProducerIdRequest, JoinGroupRequest,
-    MetadataRequest, OffsetCommitRequest, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    MetadataRequest, OffsetCommitRequest, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
+    SaslAuthenticateRequest, SaslHandshakeRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
@@ -389,9 +390,10 @@ fn api_versions_lists_exactly_what_is_served_at_every_version() {
         keys.sort_unstable();
         assert_eq!(
             keys,
-            [0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 22],
+            [0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 22, 36],
             "Produce, Fetch, ListOffsets, Metadata, OffsetCommit/Fetch, FindCoordinator, Join/Heartbeat/Leave/\
-             SyncGroup, Describe/ListGroups, ApiVersions, Create/DeleteTopics, InitProducerId"
+             SyncGroup, Describe/ListGroups, SaslHandshake, ApiVersions, Create/DeleteTopics, InitProducerId, \
+             SaslAuthenticate"
         );
     }
 }
@@ -677,6 +679,11 @@ fn write_kafka_fuzz_seed_corpora() {
                 .with_partitions(vec![OffsetCommitRequestPartition::default().with_committed_offset(3)]),
         ]);
     seed(target, "offset-commit-v8", &request_frame(ApiKey::OffsetCommit, 8, 8, &commit));
+    let handshake = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("SCRAM-SHA-256"));
+    seed(target, "sasl-handshake-v1", &request_frame(ApiKey::SaslHandshake, 1, 9, &handshake));
+    let first =
+        SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL"));
+    seed(target, "sasl-authenticate-v2", &request_frame(ApiKey::SaslAuthenticate, 2, 10, &first));
 }
 
 /// Kafka clients pipeline requests and rely on a broker serving one

@@ -18,6 +18,7 @@ mod fetch_cadence;
 mod fixtures;
 mod fuzz_corpus;
 mod kafka;
+mod kafka_auth;
 mod kafka_cluster;
 mod kafka_groups;
 mod kafka_idempotence;

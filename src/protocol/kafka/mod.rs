@@ -19,7 +19,7 @@ pub const LENGTH_PREFIX_BYTES: usize = 4;
 
 /// The APIs this node implements, with their version ranges: exactly what
 /// ApiVersions advertises, and nothing outside them is decoded.
-pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 17] = [
+pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 19] = [
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
@@ -37,6 +37,13 @@ pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 17] = [
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 4),
+    // SASL (KIP-43, KIP-152). SaslHandshake v0 is advertised because
+    // librdkafka enables SASL only when the broker lists it, but a v0
+    // handshake (SASL bytes outside Kafka framing afterwards) is refused
+    // with ILLEGAL_SASL_STATE: every current client sends v1 and
+    // SaslAuthenticate.
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// Why a Kafka frame cannot be served; the connection is closed after it

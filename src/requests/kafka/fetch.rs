@@ -13,9 +13,10 @@ use kafka_protocol::ResponseError;
 
 use kafka_protocol::messages::ApiKey;
 
-use super::{count_errors, error_code, respond, transcode, KafkaServeError};
+use super::{count_errors, error_code, respond, transcode, Access, KafkaServeError};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
 use crate::protocol::{Request, Response};
+use crate::security::Operation;
 use crate::shard::context::ShardContext;
 
 /// How often a Fetch of several partitions looks again while it waits
@@ -31,8 +32,12 @@ const LATEST_TIMESTAMP: i64 = -1;
 /// `limits.max_fetch_wait_ms`) for any of them (not at all when
 /// `min_bytes` is 0). A Fetch naming more than
 /// `limits.max_partitions_per_fetch` partitions closes the connection.
-pub async fn fetch(context: &Rc<ShardContext>, request: &KafkaRequest) -> Result<Vec<u8>, KafkaServeError> {
-    let body: FetchRequest = decode_body(request)?;
+pub async fn fetch(
+    context: &Rc<ShardContext>,
+    request: &KafkaRequest,
+    access: Access<'_>,
+) -> Result<Vec<u8>, KafkaServeError> {
+    let mut body: FetchRequest = decode_body(request)?;
     let partition_count = body.topics.iter().map(|topic| topic.partitions.len()).sum::<usize>();
     let limit = context.config.limits.max_partitions_per_fetch;
     if partition_count > limit {
@@ -42,6 +47,11 @@ pub async fn fetch(context: &Rc<ShardContext>, request: &KafkaRequest) -> Result
         true => u64::try_from(body.max_wait_ms).unwrap_or(0).min(context.config.limits.max_fetch_wait_ms),
         false => 0,
     };
+    // Topics the user may not read are answered at once and never waited on.
+    let (topics, refused): (Vec<FetchTopic>, Vec<FetchTopic>) = std::mem::take(&mut body.topics)
+        .into_iter()
+        .partition(|topic| access.allows(context, Operation::Fetch { topic: &topic.topic.0 }));
+    body.topics = topics;
     let deadline = Instant::now() + Duration::from_millis(max_wait_ms);
     let single_partition = partition_count == 1;
     let mut responses = read_all(context, &body, 0).await;
@@ -57,6 +67,11 @@ pub async fn fetch(context: &Rc<ShardContext>, request: &KafkaRequest) -> Result
         crate::runtime::sleep(MULTI_PARTITION_POLL_INTERVAL.min(remaining)).await;
         responses = read_all(context, &body, 0).await;
     }
+    responses.extend(refused.iter().map(|topic| {
+        let code = ResponseError::TopicAuthorizationFailed.code();
+        let partitions = topic.partitions.iter().map(|partition| unanswered(partition.partition).with_error_code(code));
+        FetchableTopicResponse::default().with_topic(topic.topic.clone()).with_partitions(partitions.collect())
+    }));
     let codes = responses.iter().flat_map(|topic| topic.partitions.iter().map(|partition| partition.error_code));
     count_errors(context, ApiKey::Fetch, codes);
     respond(request, &FetchResponse::default().with_responses(responses))
@@ -167,14 +182,20 @@ async fn read_partition(
 /// Kafka answers), a timestamp the first offset at or after it below the
 /// high watermark with that record's timestamp (offset and timestamp -1
 /// when there is none).
-pub async fn list_offsets(context: &Rc<ShardContext>, request: &KafkaRequest) -> Result<Vec<u8>, KafkaServeError> {
+pub async fn list_offsets(
+    context: &Rc<ShardContext>,
+    request: &KafkaRequest,
+    access: Access<'_>,
+) -> Result<Vec<u8>, KafkaServeError> {
     let body: ListOffsetsRequest = decode_body(request)?;
     let mut topics = Vec::with_capacity(body.topics.len());
     for topic in &body.topics {
+        let allowed = access.allows(context, Operation::ListOffsets { topic: &topic.name.0 });
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in &topic.partitions {
             let answer = ListOffsetsPartitionResponse::default().with_partition_index(partition.partition_index);
             let found = match u32::try_from(partition.partition_index) {
+                _ if !allowed => Err(ResponseError::TopicAuthorizationFailed.code()),
                 Ok(index) => find(context, &topic.name.0, index, partition.timestamp).await,
                 Err(_) => Err(ResponseError::UnknownTopicOrPartition.code()),
             };

@@ -21,8 +21,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{coordinator_broker, count_errors, distinct_within, respond, KafkaOutcome};
+use super::{coordinator_broker, count_errors, distinct_within, respond, Access, KafkaOutcome};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
+use crate::security::Operation;
 use crate::shard::context::ShardContext;
 use crate::shard::groups::{coordinator_shard, GroupAnswer, GroupCall, GroupError, GroupOp, JoinArgs, SyncArgs};
 use crate::storage::offsets::MAX_GROUP_BYTES;
@@ -46,9 +47,12 @@ pub fn group_error_code(error: GroupError) -> i16 {
     kafka.code()
 }
 
-/// Why a group request is not served here at all: a bad group id, or a
-/// node that does not coordinate (a follower, or one shutting down).
-pub fn refusal(context: &ShardContext, group: &str) -> Option<i16> {
+/// Why a group request is not served here at all: a user who may not use
+/// groups (consumers and admins may), a bad group id, or a node that does not coordinate (a follower, or one shutting down).
+pub fn refusal(context: &ShardContext, group: &str, access: Access<'_>) -> Option<i16> {
+    if !access.allows(context, Operation::GroupMembership) {
+        return Some(ResponseError::GroupAuthorizationFailed.code());
+    }
     if group.is_empty() || group.len() > MAX_GROUP_BYTES {
         return Some(ResponseError::InvalidGroupId.code());
     }
@@ -81,12 +85,18 @@ async fn call_shard(context: &Rc<ShardContext>, owner: usize, group: &str, op: G
 /// FindCoordinator: the node that may write coordinates every group:
 /// this one, or (on a follower) the cluster's leader, so a client
 /// bootstrapped at any node finds it.
-pub fn find_coordinator(context: &Rc<ShardContext>, request: &KafkaRequest) -> KafkaOutcome {
+pub fn find_coordinator(context: &Rc<ShardContext>, request: &KafkaRequest, access: Access<'_>) -> KafkaOutcome {
     let body: FindCoordinatorRequest = decode_body(request)?;
     let coordinator = coordinator_broker(context, &context.cluster.view());
+    let allowed = access.allows(context, Operation::GroupMembership);
     let answer_for = |key: &StrBytes| {
         let answer = Coordinator::default().with_key(key.clone());
         match (body.key_type, &coordinator) {
+            _ if !allowed => answer
+                .with_error_code(ResponseError::GroupAuthorizationFailed.code())
+                .with_node_id((-1).into())
+                .with_host(StrBytes::default())
+                .with_port(-1),
             (GROUP_KEY_TYPE, Some(broker)) => {
                 answer.with_node_id(broker.node_id).with_host(broker.host.clone()).with_port(broker.port)
             }
@@ -120,7 +130,7 @@ pub fn find_coordinator(context: &Rc<ShardContext>, request: &KafkaRequest) -> K
 
 /// JoinGroup: waits until the rebalance completes (every member rejoined,
 /// or the longest rebalance timeout passed).
-pub async fn join_group(context: &Rc<ShardContext>, request: &KafkaRequest) -> KafkaOutcome {
+pub async fn join_group(context: &Rc<ShardContext>, request: &KafkaRequest, access: Access<'_>) -> KafkaOutcome {
     let body: JoinGroupRequest = decode_body(request)?;
     let group = body.group_id.0.to_string();
     let failed = |code: i16| {
@@ -130,7 +140,7 @@ pub async fn join_group(context: &Rc<ShardContext>, request: &KafkaRequest) -> K
             .with_member_id(body.member_id.clone())
             .with_protocol_name(Some(StrBytes::default()))
     };
-    let response = match refusal(context, &group).or_else(|| bad_protocols(context, &body)) {
+    let response = match refusal(context, &group, access).or_else(|| bad_protocols(context, &body)) {
         Some(code) => failed(code),
         None => {
             let longest_ms = context.config.groups.max_session_timeout_ms;
@@ -192,12 +202,12 @@ fn bad_protocols(context: &ShardContext, body: &JoinGroupRequest) -> Option<i16>
 
 /// SyncGroup: the leader's assignment in, each member's assignment out
 /// (a follower waits for the leader's).
-pub async fn sync_group(context: &Rc<ShardContext>, request: &KafkaRequest) -> KafkaOutcome {
+pub async fn sync_group(context: &Rc<ShardContext>, request: &KafkaRequest, access: Access<'_>) -> KafkaOutcome {
     let body: SyncGroupRequest = decode_body(request)?;
     let group = body.group_id.0.to_string();
     let failed = |code: i16| SyncGroupResponse::default().with_error_code(code).with_assignment(Bytes::new());
     let too_many = body.assignments.len() > context.config.groups.max_members_per_group;
-    let refused = refusal(context, &group).or(too_many.then(|| ResponseError::InvalidRequest.code()));
+    let refused = refusal(context, &group, access).or(too_many.then(|| ResponseError::InvalidRequest.code()));
     let response = match refused {
         Some(code) => failed(code),
         None => {
@@ -224,10 +234,10 @@ pub async fn sync_group(context: &Rc<ShardContext>, request: &KafkaRequest) -> K
 }
 
 /// Heartbeat: keeps the session; `REBALANCE_IN_PROGRESS` tells the member to rejoin.
-pub async fn heartbeat(context: &Rc<ShardContext>, request: &KafkaRequest) -> KafkaOutcome {
+pub async fn heartbeat(context: &Rc<ShardContext>, request: &KafkaRequest, access: Access<'_>) -> KafkaOutcome {
     let body: HeartbeatRequest = decode_body(request)?;
     let group = body.group_id.0.to_string();
-    let code = match refusal(context, &group) {
+    let code = match refusal(context, &group, access) {
         Some(code) => code,
         None => {
             let op = GroupOp::Heartbeat { member_id: body.member_id.to_string(), generation: body.generation_id };
@@ -250,7 +260,7 @@ pub fn done_code(answer: Option<GroupAnswer>) -> i16 {
 }
 
 /// LeaveGroup: one member (v0–2) or several (v3+); the rest rebalance.
-pub async fn leave_group(context: &Rc<ShardContext>, request: &KafkaRequest) -> KafkaOutcome {
+pub async fn leave_group(context: &Rc<ShardContext>, request: &KafkaRequest, access: Access<'_>) -> KafkaOutcome {
     let body: LeaveGroupRequest = decode_body(request)?;
     let group = body.group_id.0.to_string();
     let batch = request.header.request_api_version >= 3;
@@ -258,7 +268,7 @@ pub async fn leave_group(context: &Rc<ShardContext>, request: &KafkaRequest) -> 
         true => body.members.iter().map(|member| member.member_id.to_string()).collect(),
         false => vec![body.member_id.to_string()],
     };
-    let (code, results) = match refusal(context, &group) {
+    let (code, results) = match refusal(context, &group, access) {
         Some(code) => (code, Vec::new()),
         None => match call_group(context, &group, GroupOp::Leave(members.clone())).await {
             Some(GroupAnswer::Left(results)) => {
@@ -288,10 +298,11 @@ pub async fn leave_group(context: &Rc<ShardContext>, request: &KafkaRequest) -> 
 }
 
 /// ListGroups: the groups with members on every shard (v4+ by state).
-pub async fn list_groups(context: &Rc<ShardContext>, request: &KafkaRequest) -> KafkaOutcome {
+pub async fn list_groups(context: &Rc<ShardContext>, request: &KafkaRequest, access: Access<'_>) -> KafkaOutcome {
     let body: ListGroupsRequest = decode_body(request)?;
+    let allowed = access.allows(context, Operation::GroupMembership);
     let mut groups = Vec::new();
-    if context.write_epoch().is_ok() {
+    if allowed && context.write_epoch().is_ok() {
         for shard in 0..context.shards {
             if let Some(GroupAnswer::Listed(listed)) = call_shard(context, shard, "", GroupOp::List).await {
                 groups.extend(listed);
@@ -311,6 +322,7 @@ pub async fn list_groups(context: &Rc<ShardContext>, request: &KafkaRequest) -> 
         })
         .collect();
     let code = match context.write_epoch() {
+        _ if !allowed => ResponseError::GroupAuthorizationFailed.code(),
         Ok(_) => 0,
         Err(_) => ResponseError::NotCoordinator.code(),
     };
@@ -320,14 +332,14 @@ pub async fn list_groups(context: &Rc<ShardContext>, request: &KafkaRequest) -> 
 
 /// DescribeGroups: state, protocol and members of each group ("Dead" for
 /// a group without members).
-pub async fn describe_groups(context: &Rc<ShardContext>, request: &KafkaRequest) -> KafkaOutcome {
+pub async fn describe_groups(context: &Rc<ShardContext>, request: &KafkaRequest, access: Access<'_>) -> KafkaOutcome {
     let body: DescribeGroupsRequest = decode_body(request)?;
     let groups = distinct_within(&body.groups, context.config.groups.max_groups, "DescribeGroups groups")?;
     let mut described = Vec::with_capacity(groups.len());
     for group_id in groups {
         let group = group_id.0.to_string();
         let answer = DescribedGroup::default().with_group_id(group_id.clone()).with_authorized_operations(i32::MIN);
-        if let Some(code) = refusal(context, &group) {
+        if let Some(code) = refusal(context, &group, access) {
             described.push(answer.with_error_code(code).with_group_state(StrBytes::from_static_str("Dead")));
             continue;
         }

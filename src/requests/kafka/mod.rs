@@ -4,13 +4,17 @@
 //! leader's epoch check, acks and the consumers' high watermark are the
 //! native ones. Records cross between the formats in `transcode`.
 
+mod access;
 mod fetch;
 mod groups;
 mod offsets;
 mod produce;
 mod producers;
+pub mod sasl;
 mod topics;
 mod transcode;
+
+pub use access::Access;
 
 use std::rc::Rc;
 
@@ -67,16 +71,25 @@ pub enum KafkaServeError {
     /// into nothing.
     #[error("kafka produce with acks 0 failed: {0}")]
     UnansweredProduceFailed(String),
+    /// A request other than ApiVersions and SASL before authentication
+    /// (`[auth]` on): closed unanswered, as Kafka brokers do.
+    #[error("kafka api key {0} before authentication")]
+    NotAuthenticated(i16),
+    /// The connection's user was removed since it authenticated.
+    #[error("user {0} was removed")]
+    UserRemoved(String),
 }
 
 /// A response frame, or nothing (a Produce with acks 0 is not answered).
 pub type KafkaOutcome = Result<Option<Vec<u8>>, KafkaServeError>;
 
-/// Serve one Kafka request that arrived on this shard.
-pub async fn handle(context: &Rc<ShardContext>, request: KafkaRequest) -> KafkaOutcome {
+/// Serve one Kafka request that arrived on this shard, sent by `access`'s
+/// principal (authenticated already: `sasl`).
+pub async fn handle(context: &Rc<ShardContext>, request: KafkaRequest, access: Access<'_>) -> KafkaOutcome {
     context.metrics.kafka.count_request(request.api as i16);
     match request.api {
         ApiKey::ApiVersions => api_versions(&request).map(Some),
+        ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => sasl::without_authentication(&request),
         ApiKey::Metadata => {
             let mut body: MetadataRequest = decode_body(&request)?;
             if let Some(topics) = &mut body.topics {
@@ -93,21 +106,21 @@ pub async fn handle(context: &Rc<ShardContext>, request: KafkaRequest) -> KafkaO
             count_errors(context, ApiKey::Metadata, codes);
             respond(&request, &response).map(Some)
         }
-        ApiKey::Produce => produce::produce(context, &request).await,
-        ApiKey::Fetch => fetch::fetch(context, &request).await.map(Some),
-        ApiKey::ListOffsets => fetch::list_offsets(context, &request).await.map(Some),
-        ApiKey::CreateTopics => topics::create_topics(context, &request).await.map(Some),
-        ApiKey::DeleteTopics => topics::delete_topics(context, &request).await.map(Some),
-        ApiKey::InitProducerId => producers::init_producer_id(context, &request),
-        ApiKey::FindCoordinator => groups::find_coordinator(context, &request),
-        ApiKey::JoinGroup => groups::join_group(context, &request).await,
-        ApiKey::SyncGroup => groups::sync_group(context, &request).await,
-        ApiKey::Heartbeat => groups::heartbeat(context, &request).await,
-        ApiKey::LeaveGroup => groups::leave_group(context, &request).await,
-        ApiKey::ListGroups => groups::list_groups(context, &request).await,
-        ApiKey::DescribeGroups => groups::describe_groups(context, &request).await,
-        ApiKey::OffsetCommit => offsets::offset_commit(context, &request).await,
-        ApiKey::OffsetFetch => offsets::offset_fetch(context, &request).await,
+        ApiKey::Produce => produce::produce(context, &request, access).await,
+        ApiKey::Fetch => fetch::fetch(context, &request, access).await.map(Some),
+        ApiKey::ListOffsets => fetch::list_offsets(context, &request, access).await.map(Some),
+        ApiKey::CreateTopics => topics::create_topics(context, &request, access).await.map(Some),
+        ApiKey::DeleteTopics => topics::delete_topics(context, &request, access).await.map(Some),
+        ApiKey::InitProducerId => producers::init_producer_id(context, &request, access),
+        ApiKey::FindCoordinator => groups::find_coordinator(context, &request, access),
+        ApiKey::JoinGroup => groups::join_group(context, &request, access).await,
+        ApiKey::SyncGroup => groups::sync_group(context, &request, access).await,
+        ApiKey::Heartbeat => groups::heartbeat(context, &request, access).await,
+        ApiKey::LeaveGroup => groups::leave_group(context, &request, access).await,
+        ApiKey::ListGroups => groups::list_groups(context, &request, access).await,
+        ApiKey::DescribeGroups => groups::describe_groups(context, &request, access).await,
+        ApiKey::OffsetCommit => offsets::offset_commit(context, &request, access).await,
+        ApiKey::OffsetFetch => offsets::offset_fetch(context, &request, access).await,
         api => Err(KafkaFrameError::UnsupportedApi(api as i16).into()),
     }
 }

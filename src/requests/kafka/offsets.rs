@@ -15,9 +15,10 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::groups::{call_group, done_code, refusal};
-use super::{count_errors, error_code, respond, KafkaOutcome};
+use super::{count_errors, error_code, respond, Access, KafkaOutcome};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
 use crate::protocol::{CommittedState, Request, Response};
+use crate::security::Operation;
 use crate::shard::context::ShardContext;
 use crate::shard::groups::GroupOp;
 
@@ -25,10 +26,10 @@ use crate::shard::groups::GroupOp;
 /// consumer-offset store, after the coordinator accepted the member and
 /// generation (or the commit is outside group management: generation -1,
 /// no member, no members in the group).
-pub async fn offset_commit(context: &Rc<ShardContext>, request: &KafkaRequest) -> KafkaOutcome {
+pub async fn offset_commit(context: &Rc<ShardContext>, request: &KafkaRequest, access: Access<'_>) -> KafkaOutcome {
     let body: OffsetCommitRequest = decode_body(request)?;
     let group = body.group_id.0.to_string();
-    let mut refused = refusal(context, &group);
+    let mut refused = refusal(context, &group, access);
     if refused.is_none() {
         let op = GroupOp::CheckCommit {
             member_id: body.member_id.to_string(),
@@ -38,10 +39,13 @@ pub async fn offset_commit(context: &Rc<ShardContext>, request: &KafkaRequest) -
     }
     let mut topics = Vec::with_capacity(body.topics.len());
     for topic in &body.topics {
+        let allowed =
+            refused.is_some() || access.allows(context, Operation::CommitGroupOffsets { topic: &topic.name.0 });
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in &topic.partitions {
             let code = match refused {
                 Some(code) => code,
+                None if !allowed => ResponseError::TopicAuthorizationFailed.code(),
                 None => {
                     commit(context, &group, &topic.name.0, partition.partition_index, partition.committed_offset).await
                 }
@@ -76,10 +80,10 @@ async fn commit(context: &Rc<ShardContext>, group: &str, topic: &StrBytes, index
 
 /// OffsetFetch: each named partition's committed offset (-1 when none);
 /// with no topics named (v2+), every partition the group committed on.
-pub async fn offset_fetch(context: &Rc<ShardContext>, request: &KafkaRequest) -> KafkaOutcome {
+pub async fn offset_fetch(context: &Rc<ShardContext>, request: &KafkaRequest, access: Access<'_>) -> KafkaOutcome {
     let body: OffsetFetchRequest = decode_body(request)?;
     let group = body.group_id.0.to_string();
-    let code = refusal(context, &group).unwrap_or(0);
+    let code = refusal(context, &group, access).unwrap_or(0);
     let wanted: Vec<(String, Option<Vec<i32>>)> = match &body.topics {
         Some(topics) => {
             topics.iter().map(|topic| (topic.name.0.to_string(), Some(topic.partition_indexes.clone()))).collect()
@@ -90,13 +94,21 @@ pub async fn offset_fetch(context: &Rc<ShardContext>, request: &KafkaRequest) ->
     if code == 0 {
         for (name, indexes) in wanted {
             let all = indexes.is_none();
+            // Asked for every topic: those the user may not read are left out, uncounted.
+            if all && !access.permits(Operation::FetchGroupOffsets { topic: &name }) {
+                continue;
+            }
+            let allowed = all || access.allows(context, Operation::FetchGroupOffsets { topic: &name });
             let indexes = indexes.unwrap_or_else(|| {
                 let partitions = context.registry.get(&name).map_or(0, |meta| meta.partitions);
                 (0..partitions).filter_map(|index| i32::try_from(index).ok()).collect()
             });
             let mut partitions = Vec::with_capacity(indexes.len());
             for index in indexes {
-                let (offset, code) = committed(context, &group, &name, index).await;
+                let (offset, code) = match allowed {
+                    true => committed(context, &group, &name, index).await,
+                    false => (-1, ResponseError::TopicAuthorizationFailed.code()),
+                };
                 if all && offset < 0 {
                     continue;
                 }

@@ -13,14 +13,15 @@ use kafka_protocol::ResponseError;
 
 use kafka_protocol::messages::ApiKey;
 
-use super::{count_errors, error_code, respond, transcode, KafkaOutcome, KafkaServeError};
+use super::{count_errors, error_code, respond, transcode, Access, KafkaOutcome, KafkaServeError};
 use crate::protocol::kafka::records::{DecodeLimits, RecordsError};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
 use crate::protocol::{Acks, Request, Response};
+use crate::security::Operation;
 use crate::shard::context::ShardContext;
 
 /// Answer a Produce request (nothing when acks is 0).
-pub async fn produce(context: &Rc<ShardContext>, request: &KafkaRequest) -> KafkaOutcome {
+pub async fn produce(context: &Rc<ShardContext>, request: &KafkaRequest, access: Access<'_>) -> KafkaOutcome {
     let body: ProduceRequest = decode_body(request)?;
     let acks = match body.acks {
         0 => Some(Acks::None),
@@ -33,10 +34,12 @@ pub async fn produce(context: &Rc<ShardContext>, request: &KafkaRequest) -> Kafk
     // Partitions are appended one after another: the order of a request's
     // partitions is the order of their appends.
     for topic in &body.topic_data {
+        let allowed = access.allows(context, Operation::Produce { topic: &topic.name.0 });
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for data in &topic.partition_data {
             let answer = PartitionProduceResponse::default().with_index(data.index);
             let answer = match acks {
+                _ if !allowed => answer.with_error_code(ResponseError::TopicAuthorizationFailed.code()),
                 None => answer.with_error_code(ResponseError::InvalidRequiredAcks.code()),
                 Some(acks) => {
                     let records = data.records.as_deref().unwrap_or_default();

@@ -20,19 +20,25 @@ use std::rc::Rc;
 use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
-use super::{count_errors, respond, KafkaOutcome};
+use super::{count_errors, respond, Access, KafkaOutcome};
 use crate::protocol::kafka::records::ProducerFields;
 use crate::protocol::kafka::{decode_body, KafkaRequest};
+use crate::security::Operation;
 use crate::shard::context::ShardContext;
 
 /// InitProducerId for an idempotent producer: a fresh id at epoch 0, or,
 /// when the client names its id and epoch (v3+, after a sequence error),
 /// the same id at the next epoch. Transactional ids are refused
 /// (transactions are not supported).
-pub fn init_producer_id(context: &Rc<ShardContext>, request: &KafkaRequest) -> KafkaOutcome {
+pub fn init_producer_id(context: &Rc<ShardContext>, request: &KafkaRequest, access: Access<'_>) -> KafkaOutcome {
     let body: InitProducerIdRequest = decode_body(request)?;
     let response = InitProducerIdResponse::default();
-    let response = if body.transactional_id.is_some() {
+    let response = if !access.allows(context, Operation::InitProducerId) {
+        response
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    } else if body.transactional_id.is_some() {
         response
             .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
             .with_producer_id(ProducerId(-1))

@@ -14,9 +14,10 @@ use kafka_protocol::ResponseError;
 
 use kafka_protocol::messages::ApiKey;
 
-use super::{count_errors, error_code, respond, KafkaServeError};
+use super::{count_errors, error_code, respond, Access, KafkaServeError};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
 use crate::protocol::{ErrorCode, ErrorResponse, Request, TopicSettings};
+use crate::security::Operation;
 use crate::shard::context::ShardContext;
 use crate::shard::topics::validate_topic_name;
 
@@ -32,16 +33,26 @@ fn admin_error_code(error: &ErrorResponse) -> i16 {
     }
 }
 
+/// A topic this connection's user may not create or delete (admins only).
+fn not_authorized() -> (i16, String) {
+    (ResponseError::TopicAuthorizationFailed.code(), "creating and deleting topics needs the admin role".into())
+}
+
 /// Kafka's default partition count when a client asks for the broker's (-1).
 const DEFAULT_PARTITIONS: u32 = 1;
 
 /// Answer CreateTopics; `validate_only` checks without creating.
-pub async fn create_topics(context: &Rc<ShardContext>, request: &KafkaRequest) -> Result<Vec<u8>, KafkaServeError> {
+pub async fn create_topics(
+    context: &Rc<ShardContext>,
+    request: &KafkaRequest,
+    access: Access<'_>,
+) -> Result<Vec<u8>, KafkaServeError> {
     let body: CreateTopicsRequest = decode_body(request)?;
     let mut results = Vec::with_capacity(body.topics.len());
     for topic in &body.topics {
         let result = CreatableTopicResult::default().with_name(topic.name.clone());
         let outcome = match settings(context, topic) {
+            _ if !access.allows(context, Operation::CreateTopic) => Err(not_authorized()),
             Err((code, message)) => Err((code, message)),
             Ok(_) if body.validate_only => Ok(()),
             Ok(settings) => {
@@ -103,7 +114,11 @@ fn settings(context: &ShardContext, topic: &CreatableTopic) -> Result<TopicSetti
 }
 
 /// Answer DeleteTopics (by name; topic ids are not kept).
-pub async fn delete_topics(context: &Rc<ShardContext>, request: &KafkaRequest) -> Result<Vec<u8>, KafkaServeError> {
+pub async fn delete_topics(
+    context: &Rc<ShardContext>,
+    request: &KafkaRequest,
+    access: Access<'_>,
+) -> Result<Vec<u8>, KafkaServeError> {
     let body: DeleteTopicsRequest = decode_body(request)?;
     // v0-5 name topics in `topic_names`, v6 in `topics` (name or id).
     let names: Vec<Option<TopicName>> = match body.topic_names.is_empty() {
@@ -117,6 +132,11 @@ pub async fn delete_topics(context: &Rc<ShardContext>, request: &KafkaRequest) -
             results.push(result.with_error_code(ResponseError::UnknownTopicId.code()));
             continue;
         };
+        if !access.allows(context, Operation::DeleteTopic) {
+            let (code, message) = not_authorized();
+            results.push(result.with_error_code(code).with_error_message(Some(StrBytes::from_string(message))));
+            continue;
+        }
         let delete = Request::DeleteTopic { name: name.0.to_string() };
         results.push(match crate::requests::handle(context, delete).await {
             Ok(_) => result,
