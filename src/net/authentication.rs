@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use crate::protocol::{ErrorCode, ErrorResponse, Request, Response};
 use crate::security::scram::{new_nonce, MECHANISM};
+use crate::security::settings::Listener;
 use crate::security::tls::certificate_names;
 use crate::security::{FailureLimiter, Operation, Principal, ScramServer};
 use crate::shard::context::ShardContext;
@@ -211,6 +212,11 @@ impl ClientAuthentication {
         let Some(certificate) = certificate else {
             return self.fail(context, format!("EXTERNAL as {name:?} without a verified client certificate"));
         };
+        // The node's own certificate passes mutual TLS (for its loopback
+        // client) without the client CA: it stands for no user.
+        if context.tls.own_certificate(Listener::Client).is_some_and(|own| own == certificate) {
+            return self.fail(context, "EXTERNAL with the node's own certificate".into());
+        }
         if !certificate_names(&certificate, name) {
             return self.fail(context, format!("EXTERNAL: the client certificate does not name {name:?}"));
         }

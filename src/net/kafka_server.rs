@@ -110,6 +110,8 @@ enum ReadEnd {
     Stopping,
     #[error(transparent)]
     BadInput(#[from] KafkaFrameError),
+    #[error("no authentication within {0} ms")]
+    Unauthenticated(u64),
 }
 
 /// Read frames and serve their requests, one at a time, until the peer
@@ -124,14 +126,24 @@ async fn read_requests(
     sender: &LocalSender<KafkaOutcome>,
     mut authentication: Option<&mut KafkaAuthentication>,
 ) -> Result<(), ReadEnd> {
+    // One deadline from accept to a completed authentication: an anonymous
+    // peer may not hold a connection slot (shared with followers) by
+    // sending nothing, or ApiVersions now and then.
+    let timeout = Duration::from_millis(shared.context.config.auth.authentication_timeout_ms);
+    let deadline = std::time::Instant::now() + timeout;
     loop {
-        let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
-        read_or_stop(shared, reader, &mut prefix).await?;
         let configured = shared.context.config.limits.max_frame_bytes;
         let limit = authentication.as_ref().map_or(configured, |authentication| authentication.frame_limit(configured));
-        let length = frame_length(prefix, limit)?;
-        let mut frame = vec![0u8; length];
-        reader.read_exact(&mut frame).await.map_err(|_| ReadEnd::Closed)?;
+        let frame = match authentication.as_ref().filter(|authentication| !authentication.is_authenticated()) {
+            None => read_frame(shared, reader, limit).await?,
+            Some(_) => {
+                let expired = async {
+                    crate::runtime::sleep(deadline.saturating_duration_since(std::time::Instant::now())).await;
+                    Err(ReadEnd::Unauthenticated(timeout.as_millis() as u64))
+                };
+                futures_lite::future::or(read_frame(shared, reader, limit), expired).await?
+            }
+        };
         let request = decode_request(frame.into())?;
         let step = match authentication.as_deref_mut() {
             None => Step::Serve(request, None),
@@ -154,6 +166,16 @@ async fn read_requests(
             return Err(ReadEnd::Closed);
         }
     }
+}
+
+/// The next frame, at most `limit` bytes.
+async fn read_frame(shared: &KafkaListener, reader: &mut ReadHalf, limit: usize) -> Result<Vec<u8>, ReadEnd> {
+    let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
+    read_or_stop(shared, reader, &mut prefix).await?;
+    let length = frame_length(prefix, limit)?;
+    let mut frame = vec![0u8; length];
+    reader.read_exact(&mut frame).await.map_err(|_| ReadEnd::Closed)?;
+    Ok(frame)
 }
 
 /// Fill `buffer` unless the node starts stopping before its first byte

@@ -78,6 +78,11 @@ impl NodeTls {
         self.listener(listener).map(ServerTls::config)
     }
 
+    /// `listener`'s own certificate, if it serves TLS.
+    pub fn own_certificate(&self, listener: Listener) -> Option<rustls::pki_types::CertificateDer<'static>> {
+        self.listener(listener).map(ServerTls::certificate)
+    }
+
     /// The configuration the node's own loopback connections to `listener`
     /// use (`None`: the listener is plaintext).
     pub fn loopback_client(&self, listener: Listener) -> ClientTls {

@@ -322,6 +322,12 @@ impl ScramServer {
         &self.username
     }
 
+    /// The stored key the proof is checked against (zeros for an unknown
+    /// user): what a session remembers to notice a changed password.
+    pub fn stored_key(&self) -> [u8; 32] {
+        self.credential.stored_key
+    }
+
     /// Also accept a client-final nonce that is the client's nonce followed
     /// by the whole combined nonce: librdkafka (kcat, confluent-kafka)
     /// sends that, and Kafka brokers accept it (they check that the

@@ -277,6 +277,8 @@ struct Loaded {
     /// admin API's mutations): trusts exactly the listener's certificate,
     /// whatever names it carries, and shows it when clients must show one.
     loopback: Arc<ClientConfig>,
+    /// The listener's own (leaf) certificate.
+    certificate: CertificateDer<'static>,
 }
 
 impl Loaded {
@@ -285,13 +287,14 @@ impl Loaded {
     fn read(files: &ServerFiles) -> Result<Loaded, TlsError> {
         let key = read_private_key(&files.key_file)?;
         let certificates = read_certificates(&files.cert_file)?;
+        let own = certificates[0].clone();
         let server = Arc::new(server_config_of(files, certificates.clone(), key.clone_key())?);
         let builder = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(rustls::ALL_VERSIONS)
             .map_err(rustls_error("loopback TLS settings"))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned {
-                certificate: certificates[0].clone(),
+            .with_custom_certificate_verifier(Arc::new(WithoutCa {
+                pinned: Some(certificates[0].clone()),
                 provider: provider(),
             }));
         let context = format!("{} as a client certificate", files.cert_file.display());
@@ -299,7 +302,7 @@ impl Loaded {
             None => builder.with_no_client_auth(),
             Some(_) => builder.with_client_auth_cert(certificates, key).map_err(rustls_error(context))?,
         };
-        Ok(Loaded { server, loopback: Arc::new(loopback) })
+        Ok(Loaded { server, loopback: Arc::new(loopback), certificate: own })
     }
 }
 
@@ -313,6 +316,12 @@ impl ServerTls {
     /// The configuration a connection accepted now uses.
     pub fn config(&self) -> Arc<ServerConfig> {
         Arc::clone(&self.current.load().server)
+    }
+
+    /// The listener's own certificate (which mutual TLS accepts from the
+    /// node itself, and which therefore names no user).
+    pub fn certificate(&self) -> CertificateDer<'static> {
+        self.current.load().certificate.clone()
     }
 
     /// The configuration the node connects to this listener with over loopback.
@@ -340,7 +349,7 @@ pub fn client_config(trust: &ClientTrust) -> Result<ClientConfig, TlsError> {
         .with_protocol_versions(rustls::ALL_VERSIONS)
         .map_err(rustls_error("client TLS settings"))?;
     let builder = match (trust.insecure_skip_verify, &trust.ca_file) {
-        (true, _) => builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider()))),
+        (true, _) => builder.dangerous().with_custom_certificate_verifier(Arc::new(WithoutCa { pinned: None, provider: provider() })),
         (false, Some(ca_file)) => builder.with_root_certificates(read_roots(ca_file)?),
         (false, None) => builder.with_root_certificates(system_roots()),
     };
@@ -357,14 +366,29 @@ pub fn client_config(trust: &ClientTrust) -> Result<ClientConfig, TlsError> {
 
 /// Whether a (verified) certificate names `user` as a DNS name in its
 /// subjectAltName: how a client certificate stands for a user (SASL
-/// EXTERNAL). A name that is not a valid DNS name never matches.
+/// EXTERNAL). Host-name matching is looser than an identity may be, so
+/// only names it cannot blur are accepted: lowercase (it ignores case),
+/// no trailing dot (it ignores one), and a certificate that a wildcard
+/// makes valid for the name's siblings too is refused (`*.example` must
+/// not stand for every user under it).
 pub fn certificate_names(certificate: &CertificateDer<'_>, user: &str) -> bool {
-    let Ok(name) = ServerName::try_from(user) else { return false };
-    if !matches!(name, ServerName::DnsName(_)) {
+    let exact_form = !user.is_empty()
+        && user.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || b".-".contains(&byte))
+        && !user.ends_with('.')
+        && !user.starts_with('.');
+    if !exact_form {
         return false;
     }
-    webpki::EndEntityCert::try_from(certificate)
-        .is_ok_and(|parsed| parsed.verify_is_valid_for_subject_name(&name).is_ok())
+    let Ok(parsed) = webpki::EndEntityCert::try_from(certificate) else { return false };
+    let valid_for = |name: &str| match ServerName::try_from(name) {
+        Ok(name @ ServerName::DnsName(_)) => parsed.verify_is_valid_for_subject_name(&name).is_ok(),
+        _ => false,
+    };
+    let sibling = match user.split_once('.') {
+        Some((_, rest)) => format!("ringlog-wildcard-probe.{rest}"),
+        None => "ringlog-wildcard-probe".to_string(),
+    };
+    valid_for(user) && !valid_for(&sibling)
 }
 
 /// The name a server's certificate must carry: the host of `host:port`
@@ -430,16 +454,19 @@ impl ClientCertVerifier for ClientCaOrOwn {
     }
 }
 
-/// The node's own connection to its own listener: the certificate must be
-/// exactly the one the listener was loaded with (a pin: no CA and no
-/// name involved), and the handshake's signatures are checked.
+/// A server certificate check without a CA: the node's own connection to
+/// its own listener pins the certificate the listener was loaded with (no
+/// CA and no name involved); `--insecure-skip-verify` pins nothing and
+/// accepts any. Both still check the handshake's signatures, so the
+/// session keys are those of the certificate's holder.
 #[derive(Debug)]
-struct Pinned {
-    certificate: CertificateDer<'static>,
+struct WithoutCa {
+    /// The only certificate accepted; `None`: any (insecure).
+    pinned: Option<CertificateDer<'static>>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for Pinned {
+impl ServerCertVerifier for WithoutCa {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -448,9 +475,11 @@ impl ServerCertVerifier for Pinned {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match end_entity.as_ref() == self.certificate.as_ref() {
-            true => Ok(ServerCertVerified::assertion()),
-            false => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)),
+        match &self.pinned {
+            Some(pinned) if end_entity.as_ref() != pinned.as_ref() => {
+                Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))
+            }
+            _ => Ok(ServerCertVerified::assertion()),
         }
     }
 
@@ -476,48 +505,6 @@ impl ServerCertVerifier for Pinned {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `--insecure-skip-verify`: accepts any certificate, still checks the
-/// handshake's signatures (so the session keys are the server's).
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signature: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.0.signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, certificate, signature, algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        certificate: &CertificateDer<'_>,
-        signature: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.0.signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, certificate, signature, algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -554,6 +541,27 @@ mod tests {
         assert!(matches!(read_certificates(&path), Err(TlsError::TooLarge { .. })));
         let empty = write(dir.path(), "empty.pem", b"", 0o644);
         assert!(matches!(read_certificates(&empty), Err(TlsError::Pem { .. })), "no certificate is an error");
+    }
+
+    fn certificate_for(names: &[&str]) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+        let certificate = rcgen::CertificateParams::new(names).unwrap().self_signed(&key).unwrap();
+        certificate.der().clone()
+    }
+
+    #[test]
+    fn a_client_certificate_names_a_user_exactly_never_by_case_trailing_dot_or_wildcard() {
+        let alice = certificate_for(&["alice"]);
+        assert!(certificate_names(&alice, "alice"));
+        for blurred in ["ALICE", "Alice", "alice.", "", "bob"] {
+            assert!(!certificate_names(&alice, blurred), "{blurred:?}");
+        }
+        let wildcard = certificate_for(&["*.svc.example"]);
+        assert!(!certificate_names(&wildcard, "alice.svc.example"), "a wildcard stands for no one");
+        let exact = certificate_for(&["bob.svc.example"]);
+        assert!(certificate_names(&exact, "bob.svc.example"));
+        assert!(!certificate_names(&exact, "eve.svc.example"));
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use crate::fixtures::StandaloneNode;
 use crate::node::{free_address, Node};
 
-fn ringlog(node: &Node, args: &[&str], stdin: Option<&str>) -> Output {
+/// The `ringlog` command against `node`'s client listener, with `stdin`.
+pub(crate) fn ringlog(node: &Node, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringlog"))
         .args(args)
         .env("RINGLOG_SERVER", &node.address)

@@ -315,3 +315,34 @@ fn without_auth_a_sasl_handshake_is_answered_with_no_mechanism() {
     assert_eq!(answer.error_code, 33, "UNSUPPORTED_SASL_MECHANISM");
     assert!(answer.mechanisms.is_empty(), "{:?}", answer.mechanisms);
 }
+
+#[test]
+fn a_kafka_session_ends_when_its_user_is_re_added_with_a_new_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, kafka) = secured_node(dir.path(), None);
+    let mut stolen = logged_in(&kafka, "reader", READER_PASSWORD);
+    let basic = |method: &str, path: &str, body: Option<&str>| {
+        crate::auth::http_basic(&node.admin, method, path, body, "root", ADMIN_PASSWORD).0
+    };
+    // Removed and re-added while the old session sends nothing.
+    assert_eq!(basic("DELETE", "/api/users/reader", None), 204);
+    let again = r#"{"name":"reader","role":"consumer","topics":"orders*","password":"rotated-password"}"#;
+    assert_eq!(basic("POST", "/api/users", Some(again)), 201);
+    stolen.send(ApiKey::Metadata, 12, &MetadataRequest::default());
+    assert!(closed_by_node(&mut stolen.stream), "the session of the old password ends");
+    let _ = logged_in(&kafka, "reader", "rotated-password");
+}
+
+#[test]
+fn an_anonymous_kafka_connection_is_closed_when_it_does_not_authenticate_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_node, kafka) = secured_node_with(dir.path(), None, &[("RINGLOG_AUTH_AUTHENTICATION_TIMEOUT_MS", "500")]);
+    let mut idle = KafkaClient::connect(&kafka);
+    let versions: ApiVersionsResponse = idle.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(versions.error_code, 0);
+    // ApiVersions now and then does not keep an anonymous connection alive.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _: ApiVersionsResponse = idle.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert!(closed_by_node(&mut idle.stream), "closed at the deadline from accept");
+}

@@ -16,6 +16,7 @@ use ringlog::protocol::{Request, Response, TopicSettings};
 use ringlog::security::tls::ClientTls;
 
 use crate::certs::{tls_environment, Authority, Leaf};
+use crate::cli::ringlog;
 use crate::node::{free_address, Node};
 
 /// A node serving TLS with `leaf` on every listener, plus `extra` settings.
@@ -37,25 +38,6 @@ fn call(address: &str, tls: &ClientTls, request: &Request) -> Result<Response, C
         let mut client = Client::new(vec![address.to_string()], Duration::from_millis(500)).with_tls(tls.clone());
         client.call(request).await
     })
-}
-
-/// The `ringlog` command against `node`'s client listener.
-fn ringlog(node: &Node, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringlog"))
-        .args(args)
-        .env("RINGLOG_SERVER", &node.address)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run ringlog");
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
 }
 
 fn stdout(output: &Output) -> String {

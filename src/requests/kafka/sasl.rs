@@ -63,9 +63,11 @@ enum State {
     AwaitingHandshake,
     AwaitingFirstMessage(Mechanism),
     AwaitingScramFinal(ScramServer),
-    /// The user's name: its role and topics are read from the current
-    /// snapshot at every request.
-    Authenticated(String),
+    /// The user's name and the stored key it proved: its role and topics
+    /// are read from the current snapshot at every request, and a user
+    /// removed, or re-added or given a new password (the key differs),
+    /// has its connection closed.
+    Authenticated(String, [u8; 32]),
     /// After a failure: the connection is closing.
     Failed,
 }
@@ -99,10 +101,15 @@ impl KafkaAuthentication {
         KafkaAuthentication { state: State::AwaitingHandshake, peer, tls, limiter }
     }
 
+    /// Whether the connection has authenticated.
+    pub fn is_authenticated(&self) -> bool {
+        matches!(self.state, State::Authenticated(..))
+    }
+
     /// The longest frame to read next: `configured` once authenticated.
     pub fn frame_limit(&self, configured: usize) -> usize {
         match self.state {
-            State::Authenticated(_) => configured,
+            State::Authenticated(..) => configured,
             _ => configured.min(MAX_UNAUTHENTICATED_FRAME_BYTES),
         }
     }
@@ -117,22 +124,24 @@ impl KafkaAuthentication {
         match (state, request.api) {
             (state, ApiKey::ApiVersions) => {
                 let principal = match &state {
-                    State::Authenticated(name) => context.users.load().lookup(name).map(|user| user.principal.clone()),
+                    State::Authenticated(name, _) => {
+                        context.users.load().lookup(name).map(|user| user.principal.clone())
+                    }
                     _ => None,
                 };
                 self.state = state;
                 Step::Serve(request, principal)
             }
-            (State::Authenticated(_), ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) => {
+            (State::Authenticated(..), ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) => {
                 close(illegal_state(&request, "this connection is authenticated already"))
             }
-            (State::Authenticated(name), _) => match context.users.load().lookup(&name) {
-                Some(user) => {
+            (State::Authenticated(name, key), _) => match context.users.load().lookup(&name) {
+                Some(user) if user.credential.stored_key == key => {
                     let principal = user.principal.clone();
-                    self.state = State::Authenticated(name);
+                    self.state = State::Authenticated(name, key);
                     Step::Serve(request, Some(principal))
                 }
-                None => close(Err(KafkaServeError::UserRemoved(name))),
+                _ => close(Err(KafkaServeError::UserRemoved(name))),
             },
             (State::AwaitingHandshake, ApiKey::SaslHandshake) if request.header.request_api_version == 0 => {
                 close(illegal_state(&request, "SaslHandshake v0 (SASL outside Kafka framing) is not supported"))
@@ -232,8 +241,16 @@ impl KafkaAuthentication {
             Err(step) => return *step,
         };
         let username = server.username().to_string();
+        // Checked again here, not only at the first message: handshakes
+        // started in parallel on many connections would each get a guess.
+        if !self.limiter.borrow().admits(self.peer, Instant::now()) {
+            context.metrics.auth.rate_limited.fetch_add(1, Ordering::Relaxed);
+            let message = "too many failed authentications from this address; try again within a minute";
+            return close(authenticate_answer(request, Err(message)));
+        }
+        let key = server.stored_key();
         match server.accepting_repeated_client_nonce().finish(&message) {
-            Ok(done) => self.succeed(context, request, &done.username, done.server_final),
+            Ok(done) => self.succeed(context, request, &done.username, key, done.server_final),
             Err(failure) => self.fail(context, request, format!("user {username:?}: {failure}")),
         }
     }
@@ -254,28 +271,38 @@ impl KafkaAuthentication {
             return self.fail(context, request, format!("user {name:?} may not act as another identity"));
         }
         let verified = match context.users.load().lookup(name) {
-            Some(user) => user.credential.verify_password(password),
+            Some(user) => user.credential.verify_password(password).then_some(user.credential.stored_key),
             None => {
                 // The same work as for a known user: the answer's timing
                 // does not tell which names exist.
                 let _ = StoredCredential::derive(password, name.as_bytes(), context.config.auth.scram_iterations);
-                false
+                None
             }
         };
         match verified {
-            true => self.succeed(context, request, name, Vec::new()),
-            false => self.fail(context, request, format!("user {name:?}: wrong password or no such user")),
+            Some(key) => self.succeed(context, request, name, key, Vec::new()),
+            None => self.fail(context, request, format!("user {name:?}: wrong password or no such user")),
         }
     }
 
-    /// Looked up again: a user removed during the handshake is refused.
-    fn succeed(&mut self, context: &ShardContext, request: &KafkaRequest, name: &str, server_final: Vec<u8>) -> Step {
-        if context.users.load().lookup(name).is_none() {
-            return self.fail(context, request, format!("user {name:?} was removed"));
+    /// Looked up again: a user removed, or whose credential changed, during
+    /// the handshake is refused (`key` is the stored key the proof was
+    /// checked against).
+    fn succeed(
+        &mut self,
+        context: &ShardContext,
+        request: &KafkaRequest,
+        name: &str,
+        key: [u8; 32],
+        server_final: Vec<u8>,
+    ) -> Step {
+        let current = context.users.load().lookup(name).map(|user| user.credential.stored_key);
+        if current != Some(key) {
+            return self.fail(context, request, format!("user {name:?} was removed or its credentials changed"));
         }
         context.metrics.auth.successes.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(target: "ringlog::auth", peer = %self.peer, user = %name, "kafka client authenticated");
-        self.state = State::Authenticated(name.to_string());
+        self.state = State::Authenticated(name.to_string(), key);
         Step::Answer { outcome: authenticate_answer(request, Ok(server_final)), keep_open: true }
     }
 
@@ -376,7 +403,7 @@ mod tests {
         let mut authentication = KafkaAuthentication::new(IpAddr::from([127, 0, 0, 1]), false, limiter);
         assert_eq!(authentication.frame_limit(64 << 20), MAX_UNAUTHENTICATED_FRAME_BYTES);
         assert_eq!(authentication.frame_limit(1024), 1024);
-        authentication.state = State::Authenticated("someone".into());
+        authentication.state = State::Authenticated("someone".into(), [0; 32]);
         assert_eq!(authentication.frame_limit(64 << 20), 64 << 20);
     }
 }
