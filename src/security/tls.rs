@@ -349,7 +349,9 @@ pub fn client_config(trust: &ClientTrust) -> Result<ClientConfig, TlsError> {
         .with_protocol_versions(rustls::ALL_VERSIONS)
         .map_err(rustls_error("client TLS settings"))?;
     let builder = match (trust.insecure_skip_verify, &trust.ca_file) {
-        (true, _) => builder.dangerous().with_custom_certificate_verifier(Arc::new(WithoutCa { pinned: None, provider: provider() })),
+        (true, _) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(WithoutCa { pinned: None, provider: provider() })),
         (false, Some(ca_file)) => builder.with_root_certificates(read_roots(ca_file)?),
         (false, None) => builder.with_root_certificates(system_roots()),
     };
