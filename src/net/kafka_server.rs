@@ -147,7 +147,7 @@ async fn read_requests(
         let request = decode_request(frame.into())?;
         let step = match authentication.as_deref_mut() {
             None => Step::Serve(request, None),
-            Some(authentication) => authentication.check(&shared.context, request),
+            Some(authentication) => authentication.check(&shared.context, request).await,
         };
         let (outcome, keep_open) = match step {
             Step::Serve(request, principal) => {

@@ -115,7 +115,7 @@ impl KafkaAuthentication {
     }
 
     /// Decide `request`: serve it, or answer a SASL step, or close.
-    pub fn check(&mut self, context: &ShardContext, request: KafkaRequest) -> Step {
+    pub async fn check(&mut self, context: &ShardContext, request: KafkaRequest) -> Step {
         if matches!(request.api, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
             // Served here, not by `handle`, which counts the others.
             context.metrics.kafka.count_request(request.api as i16);
@@ -148,7 +148,7 @@ impl KafkaAuthentication {
             }
             (State::AwaitingHandshake, ApiKey::SaslHandshake) => self.handshake(&request),
             (State::AwaitingFirstMessage(mechanism), ApiKey::SaslAuthenticate) => {
-                self.first_message(context, &request, mechanism)
+                self.first_message(context, &request, mechanism).await
             }
             (State::AwaitingScramFinal(server), ApiKey::SaslAuthenticate) => {
                 self.scram_final(context, &request, server)
@@ -191,7 +191,7 @@ impl KafkaAuthentication {
 
     /// The first SaslAuthenticate: SCRAM's client-first, or PLAIN's
     /// whole credential.
-    fn first_message(&mut self, context: &ShardContext, request: &KafkaRequest, mechanism: Mechanism) -> Step {
+    async fn first_message(&mut self, context: &ShardContext, request: &KafkaRequest, mechanism: Mechanism) -> Step {
         let message = match self.sasl_message(context, request) {
             Ok(message) => message,
             Err(step) => return *step,
@@ -202,7 +202,7 @@ impl KafkaAuthentication {
             return close(authenticate_answer(request, Err(message)));
         }
         match mechanism {
-            Mechanism::Plain => self.plain(context, request, &message),
+            Mechanism::Plain => self.plain(context, request, &message).await,
             Mechanism::Scram => self.scram_first(context, request, &message),
         }
     }
@@ -257,7 +257,7 @@ impl KafkaAuthentication {
 
     /// PLAIN: `authzid NUL user NUL password`; an authorization identity,
     /// if given, must be the user itself (no acting as someone else).
-    fn plain(&mut self, context: &ShardContext, request: &KafkaRequest, message: &[u8]) -> Step {
+    async fn plain(&mut self, context: &ShardContext, request: &KafkaRequest, message: &[u8]) -> Step {
         let mut fields = message.split(|byte| *byte == 0);
         let (Some(authzid), Some(user), Some(password), None) =
             (fields.next(), fields.next(), fields.next(), fields.next())
@@ -270,15 +270,22 @@ impl KafkaAuthentication {
         if !authzid.is_empty() && authzid != user {
             return self.fail(context, request, format!("user {name:?} may not act as another identity"));
         }
-        let verified = match context.users.load().lookup(name) {
-            Some(user) => user.credential.verify_password(password).then_some(user.credential.stored_key),
-            None => {
-                // The same work as for a known user: the answer's timing
-                // does not tell which names exist.
-                let _ = StoredCredential::derive(password, name.as_bytes(), context.config.auth.scram_iterations);
-                None
-            }
+        // An unknown user costs the same key derivation as a known one, so
+        // the answer's timing does not tell which names exist.
+        let credential = match context.users.load().lookup(name) {
+            Some(user) => user.credential.clone(),
+            None => StoredCredential {
+                salt: name.as_bytes().to_vec(),
+                iterations: context.config.auth.scram_iterations,
+                stored_key: [0; 32],
+                server_key: [0; 32],
+            },
         };
+        let Some(matches) = verify_off_the_shard(credential.clone(), password.to_vec()).await else {
+            let message = "too many PLAIN logins at once on this shard; retry";
+            return close(authenticate_answer(request, Err(message)));
+        };
+        let verified = matches.then_some(credential.stored_key).filter(|key| *key != [0; 32]);
         match verified {
             Some(key) => self.succeed(context, request, name, key, Vec::new()),
             None => self.fail(context, request, format!("user {name:?}: wrong password or no such user")),
@@ -314,6 +321,43 @@ impl KafkaAuthentication {
         tracing::info!(target: "ringlog::auth", peer = %self.peer, %reason, "kafka authentication failed");
         self.state = State::Failed;
         close(authenticate_answer(request, Err("authentication failed")))
+    }
+}
+
+/// PLAIN password checks running at once on this shard's blocking pool: a
+/// key derivation costs milliseconds (or seconds at a high iteration
+/// count), which the shard's own thread must never spend, and a flood of
+/// logins must not queue unbounded work.
+const MAX_PLAIN_CHECKS_PER_SHARD: usize = 2;
+
+thread_local! {
+    static PLAIN_CHECKS_RUNNING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether `password` is `credential`'s, derived off the shard thread;
+/// `None` when this shard runs as many checks as it may already.
+async fn verify_off_the_shard(credential: StoredCredential, password: Vec<u8>) -> Option<bool> {
+    if PLAIN_CHECKS_RUNNING.get() >= MAX_PLAIN_CHECKS_PER_SHARD {
+        return None;
+    }
+    let _running = RunningCheck::start();
+    Some(crate::runtime::run_blocking(move || credential.verify_password(&password)).await)
+}
+
+/// One running PLAIN check, counted until dropped (also if its connection's
+/// task is dropped while it waits).
+struct RunningCheck;
+
+impl RunningCheck {
+    fn start() -> RunningCheck {
+        PLAIN_CHECKS_RUNNING.set(PLAIN_CHECKS_RUNNING.get() + 1);
+        RunningCheck
+    }
+}
+
+impl Drop for RunningCheck {
+    fn drop(&mut self) {
+        PLAIN_CHECKS_RUNNING.set(PLAIN_CHECKS_RUNNING.get() - 1);
     }
 }
 
