@@ -126,7 +126,11 @@ fn metadata_follows_the_cluster_view_and_a_follower_refuses_produce_but_serves_r
         last = kcat_metadata(kafka[1], "kc-meta");
         brokers(&last) == expected_brokers && partition_zero(&last) == (1, vec![1, 2, 3, 4], vec![1, 2, 3, 4])
     });
-    assert_eq!(partition_zero(&kcat_metadata(kafka[2], "kc-meta")).0, 1, "every node names the same leader");
+    // Each node learns the new topic on its own (from the leader, within a
+    // replication round): wait for the third as for the second.
+    wait_for(Duration::from_secs(30), "every node to name the same leader", || {
+        partition_zero(&kcat_metadata(kafka[2], "kc-meta")).0 == 1
+    });
     let metadata: MetadataResponse =
         KafkaClient::connect(kafka[1]).call(ApiKey::Metadata, 12, &MetadataRequest::default());
     assert_eq!(metadata.controller_id.0, 1, "admin requests go to the leader");
