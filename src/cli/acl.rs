@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::nodes::AdminArgs;
-use super::user::{listing, Failure, Remote};
-use super::{fail, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+use super::user::{exit_code, listed_users, Failure, Remote};
 use crate::security::users;
 use crate::security::{Principal, Role, TopicPattern};
 
@@ -51,24 +50,11 @@ pub fn run(action: AclAction, admin: AdminArgs) -> ExitCode {
             grant(&name, role, topics, users_file.as_deref(), &remote)
         }
     };
-    match outcome {
-        Ok(()) => ExitCode::from(EXIT_OK),
-        Err(Failure::Usage(message)) => fail(message, EXIT_USAGE),
-        Err(Failure::Operational(message)) => fail(message, EXIT_FAILURE),
-    }
+    exit_code(outcome)
 }
 
 fn list(json: bool, users_file: Option<&Path>, remote: &Remote) -> Result<(), Failure> {
-    let listed: Vec<serde_json::Value> = match users_file {
-        Some(path) => listing(&users::load(path)?),
-        None => {
-            let answer = remote.call(hyper::Method::GET, "/api/users", None)?;
-            if answer.status != 200 {
-                return Err(Failure::Operational(format!("cannot list users: {}", answer.error_message())));
-            }
-            serde_json::from_slice(&answer.body).map_err(|error| Failure::Operational(error.to_string()))?
-        }
-    };
+    let listed = listed_users(users_file, remote)?;
     let grants = listed.iter().map(grant_of).collect::<Result<Vec<_>, _>>()?;
     if json {
         println!("{}", serde_json::Value::Array(grants));

@@ -73,6 +73,11 @@ pub fn run(action: UserAction, admin: AdminArgs) -> ExitCode {
         UserAction::List { json, users_file } => list(json, users_file.as_deref(), &Remote { admin }),
         UserAction::Remove { name, users_file } => remove(&name, users_file.as_deref(), &Remote { admin }),
     };
+    exit_code(outcome)
+}
+
+/// The exit code of a user or acl command's outcome.
+pub(super) fn exit_code(outcome: Result<(), Failure>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(Failure::Usage(message)) => fail(message, EXIT_USAGE),
@@ -142,16 +147,7 @@ fn add(
 }
 
 fn list(json: bool, users_file: Option<&Path>, remote: &Remote) -> Result<(), Failure> {
-    let listed: Vec<serde_json::Value> = match users_file {
-        Some(path) => listing(&users::load(path)?),
-        None => {
-            let answer = remote.call(hyper::Method::GET, "/api/users", None)?;
-            if answer.status != 200 {
-                return Err(Failure::Operational(format!("cannot list users: {}", answer.error_message())));
-            }
-            serde_json::from_slice(&answer.body).map_err(|error| Failure::Operational(error.to_string()))?
-        }
-    };
+    let listed = listed_users(users_file, remote)?;
     if json {
         println!("{}", serde_json::Value::Array(listed));
         return Ok(());
@@ -164,7 +160,19 @@ fn list(json: bool, users_file: Option<&Path>, remote: &Remote) -> Result<(), Fa
     Ok(())
 }
 
-pub(super) fn listing(users: &Users) -> Vec<serde_json::Value> {
+/// `[{"name","role","topics"}]` of the users file, or of the node's admin API.
+pub(super) fn listed_users(users_file: Option<&Path>, remote: &Remote) -> Result<Vec<serde_json::Value>, Failure> {
+    if let Some(path) = users_file {
+        return Ok(listing(&users::load(path)?));
+    }
+    let answer = remote.call(hyper::Method::GET, "/api/users", None)?;
+    if answer.status != 200 {
+        return Err(Failure::Operational(format!("cannot list users: {}", answer.error_message())));
+    }
+    serde_json::from_slice(&answer.body).map_err(|error| Failure::Operational(error.to_string()))
+}
+
+fn listing(users: &Users) -> Vec<serde_json::Value> {
     users
         .iter()
         .map(|user| {
