@@ -55,13 +55,23 @@ node_cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / hz}
 node_cost() { # cpu_before result
     python3 -c 'import json, sys; r = json.loads(sys.argv[2]); print("%.2f" % ((float(sys.argv[3]) - float(sys.argv[1])) / (r["bytes"] / 1e9)))' "$1" "$2" "$(node_cpu_s)"
 }
+# CPU seconds of the bench client: the `times` builtin's second line (this
+# shell's finished children), written to a file by the main shell itself
+# (a `$(…)` would run `times` in a subshell that has no children).
+seconds_of_times() { # file
+    sed -n 2p "$1" | awk '{ split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.3f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }'
+}
+client_cost() { # result (after `times >"$dir/client.before"`, the bench, `times >"$dir/client.after"`)
+    python3 -c 'import json, sys; r = json.loads(sys.argv[1]); print("%.2f" % ((float(sys.argv[3]) - float(sys.argv[2])) / (r["bytes"] / 1e9)))' \
+        "$1" "$(seconds_of_times "$dir/client.before")" "$(seconds_of_times "$dir/client.after")"
+}
 mb_per_s() { python3 -c 'import json, sys; print("%.0f" % json.loads(sys.argv[1])["mb_per_s"])' "$1"; }
 
-row() { # mode kind result usage node_cpu_s_per_gb
+row() { # mode kind result usage node_cpu_s_per_gb client_cpu_s_per_gb
     local value
     value=$(mb_per_s "$3")
-    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$value" "$5" >>"$results"
-    echo "| $1 | $2 | $value | $5 | \`$3\` | $4 |"
+    printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$value" "$5" "$6" >>"$results"
+    echo "| $1 | $2 | $value | $5 | $6 | \`$3\` | $4 |"
 }
 
 echo "# TLS against plaintext, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -69,8 +79,8 @@ echo
 echo "- \`$binary\`; $rounds rounds, alternating; $(nproc) cores, kernel $(uname -r); CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "- 2 partitions, 2 producers, 1 KiB random records, batches of 1000, $total bytes per produce row, fsync=never"
 echo
-echo "| mode | row | MB/s | node CPU s/GB | ringlog bench --json | device and CPU during the run |"
-echo "|---|---|---|---|---|---|"
+echo "| mode | row | MB/s | node CPU s/GB | client CPU s/GB | ringlog bench --json | device and CPU during the run |"
+echo "|---|---|---|---|---|---|---|"
 for round in $(seq "$rounds"); do
     order=(plaintext tls)
     ((round % 2 == 0)) && order=(tls plaintext)
@@ -80,14 +90,18 @@ for round in $(seq "$rounds"); do
         start_node "$mode"
         usage_begin "$dir"
         cpu=$(node_cpu_s)
+        times >"$dir/client.before"
         result=$("$binary" bench produce "${client[@]}" --topic t --partitions 2 --producers 2 --total-bytes "$total" --json | tail -1)
-        row "$mode" "produce" "$result" "$(usage_end)" "$(node_cost "$cpu" "$result")"
+        times >"$dir/client.after"
+        row "$mode" "produce" "$result" "$(usage_end)" "$(node_cost "$cpu" "$result")" "$(client_cost "$result")"
         sync
         echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
         usage_begin "$dir"
         cpu=$(node_cpu_s)
+        times >"$dir/client.before"
         result=$("$binary" bench consume "${client[@]}" --topic t --producers 2 --json | tail -1)
-        row "$mode" "consume (cold)" "$result" "$(usage_end)" "$(node_cost "$cpu" "$result")"
+        times >"$dir/client.after"
+        row "$mode" "consume (cold)" "$result" "$(usage_end)" "$(node_cost "$cpu" "$result")" "$(client_cost "$result")"
         stop_node
     done
 done
@@ -97,15 +111,18 @@ echo "Median MB/s per mode and row:"
 echo
 python3 - "$results" <<'PY'
 import statistics, sys
-rows, costs = {}, {}
+rows, costs, clients = {}, {}, {}
 for line in open(sys.argv[1]):
-    mode, kind, value, cost = line.rstrip("\n").split("\t")
+    mode, kind, value, cost, client = line.rstrip("\n").split("\t")
     rows.setdefault(kind, {}).setdefault(mode, []).append(float(value))
     costs.setdefault(kind, {}).setdefault(mode, []).append(float(cost))
-print("| row | plaintext MB/s | TLS MB/s | TLS / plaintext | node CPU s/GB plaintext | node CPU s/GB TLS |")
+    clients.setdefault(kind, {}).setdefault(mode, []).append(float(client))
+print("| row | plaintext MB/s | TLS MB/s | TLS / plaintext | node CPU s/GB plaintext / TLS | client CPU s/GB plaintext / TLS |")
 print("|---|---|---|---|---|---|")
+median = lambda table, kind, mode: statistics.median(table[kind].get(mode, [0]))
 for kind, by in rows.items():
-    p, t = statistics.median(by.get("plaintext", [0])), statistics.median(by.get("tls", [0]))
-    cp, ct = statistics.median(costs[kind].get("plaintext", [0])), statistics.median(costs[kind].get("tls", [0]))
-    print(f"| {kind} | {p:.0f} | {t:.0f} | {t / p if p else float('nan'):.2f} | {cp:.2f} | {ct:.2f} |")
+    p, t = median(rows, kind, "plaintext"), median(rows, kind, "tls")
+    cost = f"{median(costs, kind, 'plaintext'):.2f} / {median(costs, kind, 'tls'):.2f}"
+    client = f"{median(clients, kind, 'plaintext'):.2f} / {median(clients, kind, 'tls'):.2f}"
+    print(f"| {kind} | {p:.0f} | {t:.0f} | {t / p if p else float('nan'):.2f} | {cost} | {client} |")
 PY

@@ -245,10 +245,7 @@ async fn open_stream(address: &str, tls: &ClientTls) -> std::io::Result<Box<dyn 
     let Some(config) = tls else { return Ok(Box::new(stream)) };
     let name = crate::security::tls::server_name(address)
         .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
-    // rustls reads 4 KiB at a time: a buffer under it turns that into one
-    // read per 64 KiB (writes pass through; rustls gathers its own).
-    let stream = tokio::io::BufReader::with_capacity(64 << 10, stream);
-    let session = tokio_rustls::TlsConnector::from(Arc::clone(config)).connect(name, stream).await?;
+    let session = crate::security::tokio_session::connect(Arc::clone(config), name, stream).await?;
     Ok(Box::new(session))
 }
 

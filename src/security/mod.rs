@@ -7,10 +7,13 @@
 pub mod acl;
 pub mod limiter;
 pub mod listeners;
+pub mod record;
 pub mod scram;
+pub mod session;
 pub mod settings;
 pub mod stream;
 pub mod tls;
+pub mod tokio_session;
 pub mod users;
 
 pub use acl::{Operation, Principal, Role, TopicPattern};

@@ -260,7 +260,11 @@ fn server_config_of(
         }
     };
     let context = format!("{} with {}", files.cert_file.display(), files.key_file.display());
-    builder.with_single_cert(certificates, key).map_err(rustls_error(context))
+    let mut config = builder.with_single_cert(certificates, key).map_err(rustls_error(context))?;
+    // The node's listeners protect records themselves after the handshake
+    // (security/session.rs), with the keys rustls hands over.
+    config.enable_secret_extraction = true;
+    Ok(config)
 }
 
 /// A listener's TLS configuration, swappable while connections use the old one.
@@ -298,10 +302,12 @@ impl Loaded {
                 provider: provider(),
             }));
         let context = format!("{} as a client certificate", files.cert_file.display());
-        let loopback = match files.client_ca_file {
+        let mut loopback = match files.client_ca_file {
             None => builder.with_no_client_auth(),
             Some(_) => builder.with_client_auth_cert(certificates, key).map_err(rustls_error(context))?,
         };
+        // The Rust client protects records itself (security/session.rs).
+        loopback.enable_secret_extraction = true;
         Ok(Loaded { server, loopback: Arc::new(loopback), certificate: own })
     }
 }
@@ -355,15 +361,19 @@ pub fn client_config(trust: &ClientTrust) -> Result<ClientConfig, TlsError> {
         (false, Some(ca_file)) => builder.with_root_certificates(read_roots(ca_file)?),
         (false, None) => builder.with_root_certificates(system_roots()),
     };
-    match &trust.identity {
-        None => Ok(builder.with_no_client_auth()),
+    let mut config = match &trust.identity {
+        None => builder.with_no_client_auth(),
         Some((cert_file, key_file)) => {
             let key = read_private_key(key_file)?;
             let certificates = read_certificates(cert_file)?;
             let context = format!("client certificate {}", cert_file.display());
-            builder.with_client_auth_cert(certificates, key).map_err(rustls_error(context))
+            builder.with_client_auth_cert(certificates, key).map_err(rustls_error(context))?
         }
-    }
+    };
+    // Followers and the client protect records themselves after the
+    // handshake (security/session.rs).
+    config.enable_secret_extraction = true;
+    Ok(config)
 }
 
 /// Whether a (verified) certificate names `user` as a DNS name in its
