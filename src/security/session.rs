@@ -320,11 +320,18 @@ async fn send_alert<S: Side, Io: AsyncWrite + Unpin>(
 ) {
     if let Ok(ConnectionState::EncodeTlsData(mut encode)) = side.process(&mut input.buffer[..input.offered]).state {
         // On failure the alert is not sent; what was encoded before still is.
-        let _ = encode_into(outgoing, |room| encode.encode(room));
+        if let Err(error) = encode_into(outgoing, |room| encode.encode(room)) {
+            tracing::debug!(target: "ringlog::tls", %error, "TLS alert not encoded");
+        }
     }
-    if !outgoing.is_empty() {
-        let _ = io.write_all(outgoing).await;
-        let _ = io.flush().await;
+    if outgoing.is_empty() {
+        return;
+    }
+    // The peer may already be gone: the handshake's own error is what the
+    // caller reports, this one is only logged.
+    let sent = async { io.write_all(outgoing).await.and(io.flush().await) };
+    if let Err(error) = sent.await {
+        tracing::debug!(target: "ringlog::tls", %error, "TLS alert not sent after a failed handshake");
     }
 }
 
@@ -631,7 +638,9 @@ impl Outbound {
         }
         // The KeyUpdate is the last record the old key seals.
         let at_limit = sequence + 1 >= self.confidentiality_limit;
-        if !at_limit && !self.schedule.update_owed.swap(false, Ordering::AcqRel) {
+        let owed = self.schedule.update_owed.load(Ordering::Acquire)
+            && self.schedule.update_owed.swap(false, Ordering::AcqRel);
+        if !at_limit && !owed {
             return Ok(());
         }
         // KeyUpdate(update_not_requested), sealed with the old keys.
