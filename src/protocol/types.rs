@@ -147,6 +147,10 @@ wire_enum! {
         AuthenticationFailed = 18 => "authentication_failed",
         /// The authenticated user's role does not allow this request.
         NotAuthorized = 19 => "not_authorized",
+        /// A Kafka idempotent producer's batch from an epoch older than the
+        /// newest the partition has seen from that producer (not retriable:
+        /// the producer was superseded).
+        ProducerFenced = 20 => "producer_fenced",
     }
 }
 

@@ -16,6 +16,7 @@ pub fn storage_error_code(failure: &StorageError) -> ErrorCode {
         StorageError::DiskFull { .. } => ErrorCode::DiskFull,
         StorageError::InvalidBatch(_) => ErrorCode::InvalidRequest,
         StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+        StorageError::ProducerFenced { .. } => ErrorCode::ProducerFenced,
         StorageError::Config(_) | StorageError::InvalidGroup(_) => ErrorCode::InvalidRequest,
         StorageError::Closed(_) => ErrorCode::ShuttingDown,
         StorageError::Io { .. }

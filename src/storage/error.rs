@@ -84,6 +84,17 @@ pub enum StorageError {
         /// Sequence received.
         received: u32,
     },
+    /// A Kafka producer's batch from an epoch older than the partition's
+    /// newest for that producer (`storage::producers::KafkaProducer`).
+    #[error("producer_fenced: producer {kafka_producer_id} sent epoch {received_epoch}, the log is at epoch {current_epoch}")]
+    ProducerFenced {
+        /// The Kafka producer id.
+        kafka_producer_id: u64,
+        /// Its newest epoch in this partition.
+        current_epoch: u16,
+        /// The epoch of the refused batch.
+        received_epoch: u16,
+    },
     /// The partition was closed.
     #[error("partition {0} is closed")]
     Closed(PathBuf),

@@ -6,6 +6,14 @@
 //! log end. A retried batch (same producer, same sequence range as one of
 //! the producer's recent batches) is answered with its original offsets
 //! instead of being written again, also by a new leader after failover.
+//!
+//! Two kinds of producer share the table. A native producer's sequences are
+//! u32 and wrap at 2^32. A Kafka producer ([`KafkaProducer`], its id and
+//! epoch packed into the producer id with the top bit set) counts as Kafka
+//! does: sequences are non-negative i32 and wrap from `i32::MAX` to 0, and
+//! a batch from an epoch older than the newest the partition has seen from
+//! that producer is fenced — the log, not the request, says which epoch is
+//! current, so a new leader and a restarted node fence alike.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -20,6 +28,62 @@ pub const RECENT_BATCHES_PER_PRODUCER: usize = 5;
 pub const PRODUCER_SNAPSHOT_FILE: &str = "producer-state";
 const MAGIC: &[u8; 4] = b"RLPS";
 
+/// Producer ids with this bit set are Kafka producers ([`KafkaProducer`]);
+/// the node assigns native producers ids below it.
+pub const KAFKA_PRODUCER_BIT: u64 = 1 << 63;
+const KAFKA_ID_BITS: u32 = 47;
+const KAFKA_EPOCH_BITS: u32 = 15;
+/// Kafka's sequences wrap from `i32::MAX` to 0.
+const KAFKA_SEQUENCE_MODULUS: u64 = 1 << 31;
+const NATIVE_SEQUENCE_MODULUS: u64 = 1 << 32;
+
+/// A Kafka idempotent producer as the log knows it: the producer id the
+/// node handed out (47 bits) and its epoch (Kafka's non-negative i16).
+/// Packed into one ringlog producer id, so every batch header says which
+/// producer and which epoch wrote it, with no field added to the format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KafkaProducer {
+    /// Below 2^47 (`KafkaProducer::MAX_ID`).
+    pub id: u64,
+    /// Below 2^15.
+    pub epoch: u16,
+}
+
+impl KafkaProducer {
+    /// Largest Kafka producer id the packing holds.
+    pub const MAX_ID: u64 = (1 << KAFKA_ID_BITS) - 1;
+    /// Largest epoch the packing holds (Kafka's `i16::MAX`).
+    pub const MAX_EPOCH: u16 = (1 << KAFKA_EPOCH_BITS) - 1;
+
+    /// The producer for Kafka's (id, epoch) fields; None outside the ranges
+    /// this node hands out.
+    pub fn new(id: i64, epoch: i16) -> Option<KafkaProducer> {
+        let id = u64::try_from(id).ok().filter(|id| *id <= Self::MAX_ID)?;
+        let epoch = u16::try_from(epoch).ok()?;
+        Some(KafkaProducer { id, epoch })
+    }
+
+    /// The ringlog producer id stored in batch headers (never 0).
+    pub fn producer_id(self) -> u64 {
+        KAFKA_PRODUCER_BIT | u64::from(self.epoch) << KAFKA_ID_BITS | self.id
+    }
+
+    /// The Kafka producer a ringlog producer id stands for, if it is one.
+    pub fn from_producer_id(producer_id: u64) -> Option<KafkaProducer> {
+        if producer_id & KAFKA_PRODUCER_BIT == 0 {
+            return None;
+        }
+        let epoch = (producer_id >> KAFKA_ID_BITS) as u16 & Self::MAX_EPOCH;
+        Some(KafkaProducer { id: producer_id & Self::MAX_ID, epoch })
+    }
+}
+
+/// `sequence + count` in the producer's sequence space.
+fn advance_sequence(producer_id: u64, sequence: u32, count: u32) -> u32 {
+    let modulus = if producer_id & KAFKA_PRODUCER_BIT == 0 { NATIVE_SEQUENCE_MODULUS } else { KAFKA_SEQUENCE_MODULUS };
+    ((u64::from(sequence) + u64::from(count)) % modulus) as u32
+}
+
 /// One remembered batch of a producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducedBatch {
@@ -32,8 +96,9 @@ pub struct ProducedBatch {
 }
 
 impl ProducedBatch {
-    fn last_sequence(&self) -> u32 {
-        self.first_sequence.wrapping_add(self.record_count - 1)
+    /// The sequence the producer's next batch starts at.
+    fn next_sequence(&self, producer_id: u64) -> u32 {
+        advance_sequence(producer_id, self.first_sequence, self.record_count)
     }
 }
 
@@ -49,12 +114,23 @@ pub enum SequenceCheck {
         /// Sequence the partition expects next from this producer.
         expected: u32,
     },
+    /// A Kafka producer's batch from an epoch older than the one the log
+    /// has seen (`invalid_producer_epoch`): a zombie's in-flight request.
+    Fenced {
+        /// The producer and the epoch it sent.
+        producer: KafkaProducer,
+        /// The producer's newest epoch in this partition.
+        current_epoch: u16,
+    },
 }
 
 /// Producer id → its recent batches, bounded in producers and batches.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStates {
     producers: HashMap<u64, VecDeque<ProducedBatch>>,
+    /// Kafka producer id → the epoch of its entry in `producers` (one per
+    /// Kafka producer: a new epoch replaces the old one's entry).
+    kafka_epochs: HashMap<u64, u16>,
     /// Offset up to which the state reflects the log.
     pub applied_offset: u64,
     max_producers: usize,
@@ -63,7 +139,12 @@ pub struct ProducerStates {
 impl ProducerStates {
     /// Empty state remembering at most `max_producers` producers.
     pub fn new(max_producers: usize) -> ProducerStates {
-        ProducerStates { producers: HashMap::new(), applied_offset: 0, max_producers: max_producers.max(1) }
+        ProducerStates {
+            producers: HashMap::new(),
+            kafka_epochs: HashMap::new(),
+            applied_offset: 0,
+            max_producers: max_producers.max(1),
+        }
     }
 
     /// Number of producers remembered.
@@ -81,6 +162,9 @@ impl ProducerStates {
         if producer_id == 0 {
             return SequenceCheck::Append;
         }
+        if let Some(check) = self.check_kafka_epoch(producer_id, first_sequence) {
+            return check;
+        }
         let Some(recent) = self.producers.get(&producer_id) else {
             // Unknown producer (new, or its state was evicted): accept any start.
             return SequenceCheck::Append;
@@ -90,11 +174,27 @@ impl ProducerStates {
         {
             return SequenceCheck::Duplicate(*batch);
         }
-        let expected = recent.back().map_or(0, |batch| batch.last_sequence().wrapping_add(1));
+        let expected = recent.back().map_or(0, |batch| batch.next_sequence(producer_id));
         if first_sequence == expected {
             SequenceCheck::Append
         } else {
             SequenceCheck::OutOfOrder { expected }
+        }
+    }
+
+    /// A Kafka producer's epoch against the newest the log has seen from
+    /// it: older is fenced; newer must start its sequences at 0, as Kafka
+    /// requires (anything else means batches of the new epoch were lost).
+    /// None when the epoch is the current one, or the producer is unknown.
+    fn check_kafka_epoch(&self, producer_id: u64, first_sequence: u32) -> Option<SequenceCheck> {
+        let producer = KafkaProducer::from_producer_id(producer_id)?;
+        let current_epoch = *self.kafka_epochs.get(&producer.id)?;
+        if producer.epoch < current_epoch {
+            Some(SequenceCheck::Fenced { producer, current_epoch })
+        } else if producer.epoch > current_epoch && first_sequence != 0 {
+            Some(SequenceCheck::OutOfOrder { expected: 0 })
+        } else {
+            None
         }
     }
 
@@ -104,6 +204,7 @@ impl ProducerStates {
         if header.producer_id == 0 {
             return;
         }
+        self.retire_older_kafka_epoch(header.producer_id);
         if !self.producers.contains_key(&header.producer_id) && self.producers.len() >= self.max_producers {
             self.evict_oldest();
         }
@@ -118,6 +219,25 @@ impl ProducerStates {
         }
     }
 
+    /// A Kafka producer's batch at a newer epoch replaces the entry of its
+    /// older epoch (whose retries are fenced from now on) and becomes the
+    /// epoch the producer is checked against. A batch of an older epoch
+    /// (only a replica or a scan could meet one) leaves the epoch alone.
+    fn retire_older_kafka_epoch(&mut self, producer_id: u64) {
+        let Some(producer) = KafkaProducer::from_producer_id(producer_id) else { return };
+        match self.kafka_epochs.get(&producer.id).copied() {
+            Some(current_epoch) if current_epoch >= producer.epoch => {}
+            Some(current_epoch) => {
+                let retired = KafkaProducer { epoch: current_epoch, ..producer };
+                self.producers.remove(&retired.producer_id());
+                self.kafka_epochs.insert(producer.id, producer.epoch);
+            }
+            None => {
+                self.kafka_epochs.insert(producer.id, producer.epoch);
+            }
+        }
+    }
+
     /// Forget the producer whose latest batch is oldest (bounded memory).
     fn evict_oldest(&mut self) {
         let oldest = self
@@ -126,7 +246,18 @@ impl ProducerStates {
             .min_by_key(|(_, recent)| recent.back().map_or(0, |batch| batch.base_offset))
             .map(|(&producer_id, _)| producer_id);
         if let Some(producer_id) = oldest {
-            self.producers.remove(&producer_id);
+            self.forget(producer_id);
+        }
+    }
+
+    /// Drop a producer's entry, and its Kafka epoch when that entry was the
+    /// one the epoch points at.
+    fn forget(&mut self, producer_id: u64) {
+        self.producers.remove(&producer_id);
+        if let Some(producer) = KafkaProducer::from_producer_id(producer_id) {
+            if self.kafka_epochs.get(&producer.id) == Some(&producer.epoch) {
+                self.kafka_epochs.remove(&producer.id);
+            }
         }
     }
 
@@ -184,6 +315,10 @@ impl ProducerStates {
                 position += 16;
             }
             states.producers.insert(producer_id, recent);
+            if let Some(producer) = KafkaProducer::from_producer_id(producer_id) {
+                let epoch = states.kafka_epochs.entry(producer.id).or_insert(producer.epoch);
+                *epoch = (*epoch).max(producer.epoch);
+            }
         }
         (position == body.len()).then_some(states)
     }
@@ -265,5 +400,78 @@ mod tests {
         assert_eq!(ProducerStates::decode(&bytes, 100), Some(states.clone()));
         bytes[20] ^= 1;
         assert_eq!(ProducerStates::decode(&bytes, 100), None);
+    }
+
+    fn kafka(id: u64, epoch: u16) -> u64 {
+        KafkaProducer { id, epoch }.producer_id()
+    }
+
+    #[test]
+    fn kafka_producer_ids_pack_id_and_epoch_and_stay_apart_from_native_ids() {
+        let producer = KafkaProducer::new(KafkaProducer::MAX_ID as i64, i16::MAX).unwrap();
+        assert_eq!(KafkaProducer::from_producer_id(producer.producer_id()), Some(producer));
+        assert_eq!(KafkaProducer::new(1 << 47, 0), None, "ids past 47 bits are not this node's");
+        assert_eq!(KafkaProducer::new(5, -1), None);
+        assert_eq!(KafkaProducer::from_producer_id(u64::MAX >> 1), None, "native ids have the top bit clear");
+        assert_ne!(kafka(0, 0), 0, "never the id of a batch without a producer");
+    }
+
+    #[test]
+    fn kafka_sequences_wrap_from_i32_max_to_zero_and_native_ones_at_u32_max() {
+        let mut states = ProducerStates::new(10);
+        let producer = kafka(7, 0);
+        let near_end = i32::MAX as u32 - 4;
+        states.apply(&header(producer, near_end, 10, 0));
+        assert_eq!(states.check(producer, 5, 3), SequenceCheck::Append, "5 records before the wrap, 5 after");
+        assert!(matches!(states.check(producer, near_end, 10), SequenceCheck::Duplicate(_)));
+        assert_eq!(states.check(producer, near_end.wrapping_add(10), 1), SequenceCheck::OutOfOrder { expected: 5 });
+        states.apply(&header(producer, 5, 3, 10));
+        assert_eq!(states.check(producer, 8, 1), SequenceCheck::Append);
+
+        let native = 99;
+        states.apply(&header(native, u32::MAX - 1, 4, 20));
+        assert_eq!(states.check(native, 2, 1), SequenceCheck::Append);
+        assert_eq!(states.check(native, i32::MAX as u32 + 3, 1), SequenceCheck::OutOfOrder { expected: 2 });
+    }
+
+    #[test]
+    fn a_kafka_producers_older_epoch_is_fenced_once_a_newer_one_is_in_the_log() {
+        let mut states = ProducerStates::new(10);
+        states.apply(&header(kafka(7, 3), 0, 2, 0));
+        assert_eq!(
+            states.check(kafka(7, 4), 1, 1),
+            SequenceCheck::OutOfOrder { expected: 0 },
+            "a new epoch starts at 0"
+        );
+        assert_eq!(states.check(kafka(7, 4), 0, 1), SequenceCheck::Append);
+        assert!(matches!(states.check(kafka(7, 3), 0, 2), SequenceCheck::Duplicate(_)), "not yet fenced");
+        states.apply(&header(kafka(7, 4), 0, 1, 2));
+        assert_eq!(
+            states.check(kafka(7, 3), 2, 1),
+            SequenceCheck::Fenced { producer: KafkaProducer { id: 7, epoch: 3 }, current_epoch: 4 }
+        );
+        assert_eq!(
+            states.check(kafka(7, 3), 0, 2),
+            SequenceCheck::Fenced { producer: KafkaProducer { id: 7, epoch: 3 }, current_epoch: 4 },
+            "retries too"
+        );
+        assert_eq!(states.len(), 1, "the old epoch's entry is retired");
+        assert_eq!(states.check(kafka(8, 0), 0, 1), SequenceCheck::Append, "other producers are not affected");
+
+        let restored = ProducerStates::decode(&states.encode(), 10).unwrap();
+        assert_eq!(
+            restored.check(kafka(7, 3), 2, 1),
+            SequenceCheck::Fenced { producer: KafkaProducer { id: 7, epoch: 3 }, current_epoch: 4 }
+        );
+        assert_eq!(restored, states);
+    }
+
+    #[test]
+    fn an_evicted_kafka_producer_forgets_its_epoch_with_its_entry() {
+        let mut states = ProducerStates::new(1);
+        states.apply(&header(kafka(7, 2), 0, 1, 0));
+        states.apply(&header(kafka(8, 0), 0, 1, 1));
+        assert_eq!(states.len(), 1);
+        assert_eq!(states.check(kafka(7, 1), 0, 1), SequenceCheck::Append, "unknown again, as any evicted producer");
     }
 }

@@ -493,8 +493,9 @@ pub(crate) fn producer_batch(id: i64, epoch: i16, sequence: i32, values: &[&[u8]
             timestamp_type: TimestampType::Creation,
             offset: index as i64,
             // The crate starts a new batch wherever offset - sequence
-            // changes: a sequence that follows the offset keeps one batch.
-            sequence: sequence + index as i32,
+            // changes: a sequence that follows the offset keeps one batch
+            // (wrapping as i32 does; only the base sequence is on the wire).
+            sequence: sequence.wrapping_add(index as i32),
             timestamp: 1_000 + index as i64,
             key: None,
             value: Some(Bytes::copy_from_slice(value)),

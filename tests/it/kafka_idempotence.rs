@@ -113,3 +113,69 @@ fn confluent_kafka_idempotent_producer_delivers_every_record_once() {
         assert_eq!(values, expected, "partition {partition}: every record once, in order");
     }
 }
+
+#[test]
+fn a_stale_epochs_batches_are_fenced_once_the_bumped_epoch_has_written_also_after_a_restart() {
+    let node = start(1);
+    let topic = "kafka-fenced";
+    create_topic(&node.node, topic, 1);
+    let mut client = KafkaClient::connect(&node.kafka);
+    let (id, epoch) = init_producer_id(&mut client, 4, &idempotent_init());
+    let first = produce_request(topic, 0, -1, idempotent_batch(id, epoch, 0, &["a", "b"]));
+    assert_eq!(produce(&mut client, &first), (0, 0));
+    let bump = idempotent_init().with_producer_id(ProducerId(id)).with_producer_epoch(epoch);
+    assert_eq!(init_producer_id(&mut client, 4, &bump), (id, epoch + 1));
+    // Until the new epoch writes, the old one is all the log knows.
+    let zombie = produce_request(topic, 0, -1, idempotent_batch(id, epoch, 2, &["zombie"]));
+    let late_start = produce_request(topic, 0, -1, idempotent_batch(id, epoch + 1, 1, &["late"]));
+    assert_eq!(produce(&mut client, &late_start).0, 45, "a new epoch starts its sequences at 0");
+    let bumped = produce_request(topic, 0, -1, idempotent_batch(id, epoch + 1, 0, &["c"]));
+    assert_eq!(produce(&mut client, &bumped), (0, 2));
+    assert_eq!(produce(&mut client, &zombie).0, 47, "INVALID_PRODUCER_EPOCH: the next batch in the old epoch");
+    assert_eq!(produce(&mut client, &first).0, 47, "and a retry of an old epoch's batch");
+    drop(client);
+
+    let node = node.crash_and_restart(1);
+    let mut client = KafkaClient::connect(&node.kafka);
+    assert_eq!(produce(&mut client, &zombie).0, 47, "the epoch is read back from the log");
+    assert_eq!(produce(&mut client, &bumped), (0, 2), "the current epoch's retry keeps its offsets");
+    assert_eq!(stored_values(&node.node, topic), ["a", "b", "c"]);
+}
+
+#[test]
+fn kafka_sequences_wrap_from_i32_max_to_zero() {
+    let node = start(1);
+    let topic = "kafka-sequence-wrap";
+    create_topic(&node.node, topic, 1);
+    let mut client = KafkaClient::connect(&node.kafka);
+    let (id, epoch) = init_producer_id(&mut client, 4, &idempotent_init());
+    // Sequences i32::MAX - 2 ..= i32::MAX, then 0 and 1.
+    let across = produce_request(topic, 0, -1, idempotent_batch(id, epoch, i32::MAX - 2, &["a", "b", "c", "d", "e"]));
+    assert_eq!(produce(&mut client, &across), (0, 0));
+    let gap = produce_request(topic, 0, -1, idempotent_batch(id, epoch, 3, &["x"]));
+    assert_eq!(produce(&mut client, &gap).0, 45, "2 comes next, not 3");
+    let next = produce_request(topic, 0, -1, idempotent_batch(id, epoch, 2, &["f"]));
+    assert_eq!(produce(&mut client, &next), (0, 5));
+    assert_eq!(produce(&mut client, &across), (0, 0), "the batch across the wrap is still a retry");
+    drop(client);
+    let node = node.crash_and_restart(1);
+    let mut client = KafkaClient::connect(&node.kafka);
+    let after = produce_request(topic, 0, -1, idempotent_batch(id, epoch, 3, &["g"]));
+    assert_eq!(produce(&mut client, &after), (0, 6), "the wrapped sequence is rebuilt from the log");
+    assert_eq!(stored_values(&node.node, topic), ["a", "b", "c", "d", "e", "f", "g"]);
+}
+
+#[test]
+fn a_producer_id_this_node_never_handed_out_is_answered_unknown_producer_id() {
+    let node = start(1);
+    let topic = "kafka-foreign-producer";
+    create_topic(&node.node, topic, 1);
+    let mut client = KafkaClient::connect(&node.kafka);
+    let foreign = produce_request(topic, 0, -1, idempotent_batch(1 << 50, 0, 0, &["a"]));
+    assert_eq!(produce(&mut client, &foreign).0, 59, "UNKNOWN_PRODUCER_ID: the client asks for a new id");
+    let bump = idempotent_init().with_producer_id(ProducerId(1 << 50)).with_producer_epoch(0);
+    let (fresh, epoch) = init_producer_id(&mut client, 4, &bump);
+    assert!(fresh < 1 << 47 && epoch == 0, "a fresh id instead of bumping one it cannot hold: {fresh}/{epoch}");
+    let batch = produce_request(topic, 0, -1, idempotent_batch(fresh, epoch, 0, &["a"]));
+    assert_eq!(produce(&mut client, &batch), (0, 0));
+}

@@ -327,6 +327,8 @@ pub fn error_code(error: &ErrorResponse) -> i16 {
         ErrorCode::TopicExists => ResponseError::TopicAlreadyExists,
         ErrorCode::UnsupportedVersion | ErrorCode::UnknownApi => ResponseError::UnsupportedVersion,
         ErrorCode::OutOfOrderSequence => ResponseError::OutOfOrderSequenceNumber,
+        // Kafka answers an idempotent producer's stale epoch so since KIP-588.
+        ErrorCode::ProducerFenced => ResponseError::InvalidProducerEpoch,
         ErrorCode::Timeout => ResponseError::RequestTimedOut,
         ErrorCode::NotReady => ResponseError::LeaderNotAvailable,
         ErrorCode::Internal => ResponseError::UnknownServerError,

@@ -2,18 +2,18 @@
 //! producer id, and a batch's (producer id, epoch, base sequence) maps onto
 //! ringlog's producer id and sequence in the batch header, so the log's
 //! producer table (`storage::producers`) recognises a retried batch and
-//! answers it with the original offsets, on this leader or a new one.
+//! answers it with the original offsets, on this leader or a new one, and
+//! fences a batch from an epoch older than the producer's newest.
 //!
-//! **Producer ids** are 63 random bits from the kernel (`new_producer_id`,
-//! the same source as native InitProducer): unique with overwhelming
-//! probability across nodes and restarts (two of a million producers share
-//! one with probability about 5·10⁻⁸) with no state to keep, allocate or
-//! replicate; a durable counter would need a write per producer and, in a
-//! cluster, agreement between nodes. Kafka's epoch is not a field of
-//! ringlog's header, and a new epoch restarts the sequences at 0, so the
-//! ringlog producer id is the Kafka id at epoch 0 and a 63-bit hash of
-//! (id, epoch) otherwise: a pure function, so every node maps a retry the
-//! same way.
+//! **Producer ids** are 47 random bits from the kernel: with no state to
+//! keep, allocate or replicate (a durable counter would need a write per
+//! producer and, in a cluster, agreement between nodes). A collision
+//! matters only between producers writing to one partition within the
+//! partition's producer table (`max_producers_per_partition` entries): with a
+//! thousand of them, about 4·10⁻⁹. The id and the epoch (15 bits) are
+//! packed into one ringlog producer id with its top bit set
+//! (`storage::producers::KafkaProducer`), so the log knows both from every
+//! batch header, on every node and after every restart.
 
 use std::rc::Rc;
 
@@ -25,14 +25,19 @@ use crate::protocol::kafka::records::ProducerFields;
 use crate::protocol::kafka::{decode_body, KafkaRequest};
 use crate::security::Operation;
 use crate::shard::context::ShardContext;
+use crate::storage::producers::KafkaProducer;
 
 /// InitProducerId for an idempotent producer: a fresh id at epoch 0, or,
-/// when the client names its id and epoch (v3+, after a sequence error),
-/// the same id at the next epoch. Transactional ids are refused
-/// (transactions are not supported).
+/// when the client names an id of this node's and its epoch (v3+, after a
+/// sequence error), the same id at the next epoch, which fences the old
+/// one's batches in every partition it reaches. At the last epoch, or for
+/// an id this node never handed out, a fresh id. Transactional ids are
+/// refused (transactions are not supported).
 pub fn init_producer_id(context: &Rc<ShardContext>, request: &KafkaRequest, access: Access<'_>) -> KafkaOutcome {
     let body: InitProducerIdRequest = decode_body(request)?;
     let response = InitProducerIdResponse::default();
+    let bumped = KafkaProducer::new(body.producer_id.0, body.producer_epoch)
+        .filter(|producer| producer.epoch < KafkaProducer::MAX_EPOCH);
     let response = if !access.allows(context, Operation::InitProducerId) {
         response
             .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
@@ -43,33 +48,25 @@ pub fn init_producer_id(context: &Rc<ShardContext>, request: &KafkaRequest, acce
             .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
-    } else if body.producer_id.0 >= 0 && (0..i16::MAX - 1).contains(&body.producer_epoch) {
-        response.with_producer_id(body.producer_id).with_producer_epoch(body.producer_epoch + 1)
+    } else if let Some(producer) = bumped {
+        response.with_producer_id(body.producer_id).with_producer_epoch(producer.epoch as i16 + 1)
     } else {
-        let fresh = crate::requests::new_producer_id() as i64;
-        response.with_producer_id(ProducerId(fresh)).with_producer_epoch(0)
+        response.with_producer_id(ProducerId(new_kafka_producer_id())).with_producer_epoch(0)
     };
     count_errors(context, ApiKey::InitProducerId, [response.error_code]);
     respond(request, &response).map(Some)
 }
 
-/// The ringlog producer id of a Kafka producer's (id, epoch): never 0
-/// (which marks a batch without a producer).
-pub fn native_producer_id(fields: &ProducerFields) -> u64 {
-    let id = fields.producer_id as u64;
-    if fields.producer_epoch == 0 && id != 0 {
-        return id;
-    }
-    let mixed = splitmix64(splitmix64(id) ^ u64::from(fields.producer_epoch as u16));
-    (mixed >> 1).max(1)
+/// A fresh random Kafka producer id of 47 bits (never 0).
+fn new_kafka_producer_id() -> i64 {
+    let id = (crate::requests::new_producer_id() & KafkaProducer::MAX_ID).max(1);
+    id as i64
 }
 
-/// SplitMix64's finaliser: a bijection of u64 that spreads every input bit.
-fn splitmix64(value: u64) -> u64 {
-    let mut z = value.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// The ringlog producer id of a Kafka producer's (id, epoch); None for an
+/// id or epoch this node never hands out.
+pub fn native_producer_id(fields: &ProducerFields) -> Option<u64> {
+    KafkaProducer::new(fields.producer_id, fields.producer_epoch).map(KafkaProducer::producer_id)
 }
 
 #[cfg(test)]
@@ -81,13 +78,22 @@ mod tests {
     }
 
     #[test]
-    fn epochs_of_one_producer_map_to_different_native_producers() {
-        assert_eq!(native_producer_id(&fields(12345, 0)), 12345);
-        let bumped = native_producer_id(&fields(12345, 1));
-        assert_ne!(bumped, 12345);
-        assert_ne!(bumped, native_producer_id(&fields(12345, 2)));
-        assert_eq!(bumped, native_producer_id(&fields(12345, 1)), "a pure function: every node maps alike");
-        assert_ne!(native_producer_id(&fields(0, 0)), 0, "producer id 0 still deduplicates");
-        assert!(native_producer_id(&fields(i64::MAX, 7)) < 1 << 63);
+    fn epochs_of_one_producer_map_to_different_native_producers_of_the_kafka_space() {
+        let first = native_producer_id(&fields(12345, 0)).unwrap();
+        let bumped = native_producer_id(&fields(12345, 1)).unwrap();
+        assert_ne!(first, bumped);
+        assert_eq!(KafkaProducer::from_producer_id(bumped), Some(KafkaProducer { id: 12345, epoch: 1 }));
+        assert_eq!(first >> 63, 1, "apart from native producers, whose ids have the top bit clear");
+        assert_ne!(native_producer_id(&fields(0, 0)), Some(0), "producer id 0 still deduplicates");
+        assert_eq!(native_producer_id(&fields(1 << 47, 0)), None, "not an id this node hands out");
+        assert_eq!(native_producer_id(&fields(5, -3)), None);
+    }
+
+    #[test]
+    fn fresh_kafka_producer_ids_fit_the_packing() {
+        for _ in 0..1000 {
+            let id = new_kafka_producer_id();
+            assert!((1..=KafkaProducer::MAX_ID as i64).contains(&id));
+        }
     }
 }

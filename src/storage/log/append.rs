@@ -101,6 +101,11 @@ impl PartitionLog {
                 expected,
                 received: header.base_sequence,
             }),
+            SequenceCheck::Fenced { producer, current_epoch } => Err(StorageError::ProducerFenced {
+                kafka_producer_id: producer.id,
+                current_epoch,
+                received_epoch: producer.epoch,
+            }),
         }
     }
 
