@@ -335,11 +335,12 @@ fn api_keys_error_codes_and_acks_keep_their_wire_values_and_names() {
         "authentication_required",
         "authentication_failed",
         "not_authorized",
+        "producer_fenced",
     ];
     for (value, name) in names.into_iter().enumerate() {
         let code = ErrorCode::from_wire(value as u16);
         assert_eq!((code as u16, code.name()), (value as u16, name));
     }
-    assert_eq!(ErrorCode::from_wire(20), ErrorCode::Internal, "an unknown code reads as internal");
+    assert_eq!(ErrorCode::from_wire(21), ErrorCode::Internal, "an unknown code reads as internal");
     assert_eq!([Acks::None as u8, Acks::Leader as u8, Acks::All as u8], [0, 1, 2]);
 }
