@@ -116,19 +116,22 @@ begin_row() { # name
     times >"$dir/client.before"
     started=$(date +%s%N)
 }
-end_row() { # protocol row bytes records tool_figure
-    local ended seconds usage disk node client mbs
+# Right after the client command, before anything parses its output.
+stop_clock() {
     ended=$(date +%s%N)
     times >"$dir/client.after"
     usage=$(usage_end)
     disk=$(disk_bytes)
-    node=$(node_cpu_s)
+    cpu_after=$(node_cpu_s)
     if ((profile)); then
         kill -INT "$perf_pid"
         wait "$perf_pid" || true
     fi
+}
+end_row() { # protocol row bytes records tool_figure
+    local seconds node client mbs
     seconds=$(awk -v a="$started" -v b="$ended" 'BEGIN {printf "%.3f", (b - a) / 1e9}')
-    read -r mbs node client < <(awk -v b="$3" -v s="$seconds" -v n0="$cpu_before" -v n1="$node" \
+    read -r mbs node client < <(awk -v b="$3" -v s="$seconds" -v n0="$cpu_before" -v n1="$cpu_after" \
         -v c0="$(seconds_of_times "$dir/client.before")" -v c1="$(seconds_of_times "$dir/client.after")" \
         'BEGIN { gb = b / 1e9; if (gb <= 0) gb = 1e-9;
                  printf "%.0f %.2f %.2f\n", b / s / 1e6, (n1 - n0) / gb, (c1 - c0) / gb }')
@@ -136,9 +139,10 @@ end_row() { # protocol row bytes records tool_figure
         "$(awk -v f="$5" 'BEGIN { n = split(f, p, / \+ /); for (i = 1; i <= n; i++) t += p[i]; printf "%.0f", t }')" >>"$results"
     echo "| $1 | $2 | $mbs | $node | $client | $4 | $seconds | $5 | $disk; $usage |"
 }
-# Cold reads: the log's pages leave the cache, the clients' programs come
-# back in (else the first seconds of a consume load the 100 MB ringlog
-# binary, or librdkafka, from the disk, and count as the log's).
+# Cold reads, as bench-tls.sh: the page cache is dropped (the node reads
+# segments with O_DIRECT anyway; its tail cache stays), then the clients'
+# programs come back in, else a consume's first moments load the 100 MB
+# ringlog binary, or librdkafka, from the disk, and count as the log's.
 drop_caches() {
     sync
     echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
@@ -154,12 +158,14 @@ native_round() {
     begin_row "native-produce-$round"
     result=$("$binary" bench produce --topic t --partitions 2 --producers 2 --record-bytes "$record" --batch 1000 \
         --total-bytes "$total" --json | tail -1)
+    stop_clock
     produced=$(json_field "$result" records)
     end_row native produce "$(json_field "$result" bytes)" "$produced" "$(json_field "$result" mb_per_s)"
     drop_caches
     begin_row "native-consume-$round"
     # --total-bytes: without it the consumers stop after the default 1 GiB.
     result=$("$binary" bench consume --topic t --producers 2 --total-bytes "$total" --json | tail -1)
+    stop_clock
     end_row native "consume (cold)" "$(json_field "$result" bytes)" "$(json_field "$result" records)" \
         "$(json_field "$result" mb_per_s)"
     check_count native "$produced" "$(json_field "$result" records)"
@@ -202,6 +208,7 @@ kafka_round() {
         done
         wait_clients
     fi
+    stop_clock
     # "% N messages produced (B bytes), D delivered (offset O, F failed) in T ms: ... X MB/s, ..."
     for log in "$dir"/kafka-produce.*.log; do
         n=$(sed -n 's/^% [0-9]* messages produced ([0-9]* bytes), \([0-9]*\) delivered.*/\1/p' "$log" | tail -1)
@@ -212,17 +219,20 @@ kafka_round() {
     drop_caches
     clients=()
     begin_row "kafka-consume-$round"
-    # -C: partitions assigned by the client (-p), from the beginning (-o),
-    # exit when every partition reached its end (-e).
+    # -C: partitions assigned by the client (-p), from offset 0 (-o 0: the
+    # log start, nothing was deleted; `-o beginning` would first wait 500 ms
+    # on librdkafka's offset-query timer, as the partitions have no leader
+    # yet when it starts), exit when every partition reached its end (-e).
     if ((kafka_consumers == 1)); then
-        "$tool" -C -t kt -p 0 -p 1 -o beginning -e -b "127.0.0.1:$kport" "${consume_flags[@]}" >"$dir/kafka-consume.0.log" 2>&1 || true
+        "$tool" -C -t kt -p 0 -p 1 -o 0 -e -b "127.0.0.1:$kport" "${consume_flags[@]}" >"$dir/kafka-consume.0.log" 2>&1 || true
     else
         for i in 0 1; do
-            "$tool" -C -t kt -p "$i" -o beginning -e -b "127.0.0.1:$kport" "${consume_flags[@]}" >"$dir/kafka-consume.$i.log" 2>&1 &
+            "$tool" -C -t kt -p "$i" -o 0 -e -b "127.0.0.1:$kport" "${consume_flags[@]}" >"$dir/kafka-consume.$i.log" 2>&1 &
             clients+=($!)
         done
         wait_clients
     fi
+    stop_clock
     figure=""
     # "% N messages (B bytes) consumed in T ms: M msgs/s (X MB/s)"
     for log in "$dir"/kafka-consume.*.log; do

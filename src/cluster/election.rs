@@ -30,7 +30,13 @@ pub enum Leadership {
         revision: i64,
     },
     /// Another node leads.
-    Other(u64),
+    Other {
+        /// The leader's node id.
+        leader: u64,
+        /// The epoch it leads under, read at the same etcd revision as the
+        /// leader key (both are written by one campaign transaction).
+        epoch: Option<u32>,
+    },
     /// Nobody leads.
     Vacant,
 }
@@ -49,37 +55,34 @@ pub fn next_epoch(stored: Option<&str>, local_max: u32) -> Result<u32, ClusterEr
     stored.max(local_max).checked_add(1).ok_or(ClusterError::EpochsExhausted)
 }
 
-/// Read the election key.
+/// Read the election key and the epoch key together, at one etcd revision:
+/// read one after the other, a new election between the two reads would
+/// pair one leader with another's epoch (and Metadata would name it).
 pub async fn observe(etcd: &Etcd, keys: &Keys, lease: i64) -> Result<Leadership, ClusterError> {
-    let Some(kv) = etcd.get(&keys.leader()).await? else { return Ok(Leadership::Vacant) };
-    if kv.lease() == lease {
+    let mut values = etcd.get_together(&[keys.leader(), keys.leader_epoch()]).await?.into_iter();
+    let (Some(leader), epoch) = (values.next().flatten(), values.next().flatten()) else {
+        return Ok(Leadership::Vacant);
+    };
+    let epoch = epoch.map(|kv| parse_epoch(keys, &kv)).transpose()?;
+    if leader.lease() == lease {
         // Nobody can campaign while this node holds the key, so the epoch
-        // key still holds what this node's campaign wrote.
-        let epoch = current_epoch(etcd, keys).await?.ok_or_else(|| ClusterError::MalformedKey {
+        // key holds what this node's campaign wrote.
+        let epoch = epoch.ok_or_else(|| ClusterError::MalformedKey {
             key: keys.leader_epoch(),
             value: String::new(),
             expected: "an epoch",
         })?;
-        return Ok(Leadership::Mine { epoch, revision: kv.create_revision() });
+        return Ok(Leadership::Mine { epoch, revision: leader.create_revision() });
     }
-    let value = text(&kv);
-    value.parse().map(Leadership::Other).map_err(|_| ClusterError::MalformedKey {
-        key: keys.leader(),
-        value,
-        expected: "a node id",
-    })
+    let value = text(&leader);
+    let leader =
+        value.parse().map_err(|_| ClusterError::MalformedKey { key: keys.leader(), value, expected: "a node id" })?;
+    Ok(Leadership::Other { leader, epoch })
 }
 
-/// The epoch of the latest election (`PREFIX/leader_epoch`), if any: while
-/// someone holds the election, the epoch it writes under.
-pub async fn current_epoch(etcd: &Etcd, keys: &Keys) -> Result<Option<u32>, ClusterError> {
-    let Some(kv) = etcd.get(&keys.leader_epoch()).await? else { return Ok(None) };
-    let value = text(&kv);
-    value.parse().map(Some).map_err(|_| ClusterError::MalformedKey {
-        key: keys.leader_epoch(),
-        value,
-        expected: "an epoch",
-    })
+fn parse_epoch(keys: &Keys, kv: &etcd_client::KeyValue) -> Result<u32, ClusterError> {
+    let value = text(kv);
+    value.parse().map_err(|_| ClusterError::MalformedKey { key: keys.leader_epoch(), value, expected: "an epoch" })
 }
 
 /// Try to become leader; `Some((epoch, revision))` when this node won.

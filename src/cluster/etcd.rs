@@ -6,7 +6,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, Identity, KeyValue, TlsOptions, Txn, TxnResponse};
+use etcd_client::{
+    Certificate, Client, ConnectOptions, GetOptions, Identity, KeyValue, TlsOptions, Txn, TxnOp, TxnOpResponse,
+    TxnResponse,
+};
 
 use crate::security::tls::{check_key_is_private, read_pem_file};
 
@@ -106,6 +109,29 @@ impl Etcd {
         let mut client = self.client.clone();
         let mut response = self.run("get", client.get(key, None)).await?;
         Ok(response.take_kvs().into_iter().next())
+    }
+
+    /// Several keys read at one etcd revision (one transaction of gets), so
+    /// keys written together are seen together; in the order asked.
+    pub async fn get_together(&self, keys: &[String]) -> Result<Vec<Option<KeyValue>>, ClusterError> {
+        let gets: Vec<TxnOp> = keys.iter().map(|key| TxnOp::get(key.as_str(), None)).collect();
+        let response = self.txn("get together", Txn::new().and_then(gets)).await?;
+        let values: Vec<Option<KeyValue>> = response
+            .op_responses()
+            .into_iter()
+            .map(|op| match op {
+                TxnOpResponse::Get(get) => get.kvs().first().cloned(),
+                _ => None,
+            })
+            .collect();
+        if values.len() != keys.len() {
+            return Err(ClusterError::MalformedKey {
+                key: keys.join(", "),
+                value: format!("{} answers", values.len()),
+                expected: "one answer per key read",
+            });
+        }
+        Ok(values)
     }
 
     /// Every key under `prefix`.

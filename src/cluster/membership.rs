@@ -255,7 +255,7 @@ impl ControlPlane {
         self.election_revision.store(revision, Ordering::SeqCst);
         let (role, leader_id, epoch) = match leadership {
             Leadership::Mine { epoch, .. } => (Role::Leader, Some(id), epoch),
-            Leadership::Other(leader) => (Role::Follower, Some(leader), 0),
+            Leadership::Other { leader, .. } => (Role::Follower, Some(leader), 0),
             Leadership::Vacant => (Role::Follower, None, 0),
         };
         let (leader_registration, members) = self.read_members(etcd, id, &leadership).await?;
@@ -308,9 +308,7 @@ impl ControlPlane {
         }
         let (leader_registration, leader_epoch) = match *leadership {
             Leadership::Mine { epoch, .. } => (Some(Registration { id, ..self.addresses.clone() }), Some(epoch)),
-            Leadership::Other(leader) => {
-                (registrations.get(&leader).cloned(), election::current_epoch(etcd, &self.keys).await?)
-            }
+            Leadership::Other { leader, epoch } => (registrations.get(&leader).cloned(), epoch),
             Leadership::Vacant => (None, None),
         };
         let live = registrations

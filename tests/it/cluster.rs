@@ -465,3 +465,29 @@ fn a_node_whose_id_is_forgotten_before_it_registers_is_refused_registration() {
     assert!(error.contains("forgotten"), "{error}");
     assert_eq!(etcd.get("ringlog/nodes/1").unwrap(), None, "no registration without an insync key");
 }
+
+#[test]
+fn the_leader_and_its_epoch_are_read_at_one_etcd_revision() {
+    use ringlog::cluster::election::{observe, Leadership};
+    use ringlog::cluster::{etcd::Etcd, keys::Keys};
+    let etcd = EtcdProcess::start();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let client = Etcd::connect(std::slice::from_ref(&etcd.endpoint), Duration::from_secs(2)).await.unwrap();
+        let keys = Keys::new("ringlog");
+        let mine = client.grant_lease(5).await.unwrap();
+        let theirs = client.grant_lease(5).await.unwrap();
+        assert_eq!(observe(&client, &keys, mine).await.unwrap(), Leadership::Vacant);
+        let options = etcd_client::PutOptions::new().with_lease(theirs);
+        client.client().put(keys.leader(), "7", Some(options)).await.unwrap();
+        client.client().put(keys.leader_epoch(), "12", None).await.unwrap();
+        assert_eq!(observe(&client, &keys, mine).await.unwrap(), Leadership::Other { leader: 7, epoch: Some(12) });
+        let options = etcd_client::PutOptions::new().with_lease(mine);
+        client.client().put(keys.leader(), "1", Some(options)).await.unwrap();
+        let observed = observe(&client, &keys, mine).await.unwrap();
+        assert!(matches!(observed, Leadership::Mine { epoch: 12, .. }), "{observed:?}");
+        client.client().put(keys.leader_epoch(), "twelve", None).await.unwrap();
+        let error = observe(&client, &keys, mine).await.unwrap_err().to_string();
+        assert!(error.contains("not an epoch"), "{error}");
+    });
+}
