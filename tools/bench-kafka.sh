@@ -13,7 +13,8 @@
 # received (consume), as the client reports them, divided by the wall time
 # of the client command measured here (process start to exit, so both
 # include connecting and fetching metadata), in 1e6 bytes per second.
-# Each row also shows the tool's own figure. Prints Markdown: one row per
+# Each row also shows the tool's own figure (its own clock; a sum of the
+# processes' rates when there are several). Prints Markdown: one row per
 # run with the node's and the client's CPU seconds per GB and the device's
 # counters, then the medians and the Kafka / native ratios.
 # Environment: KAFKA_PRODUCERS=2 runs one rdkafka_performance producer per
@@ -193,7 +194,7 @@ produce_flags=(-a 1 -X linger.ms=5 -X batch.size=1000000 -X compression.codec=no
 consume_flags=(-X max.partition.fetch.bytes=4194304 -X fetch.max.bytes=8388608 -X fetch.wait.max.ms=100)
 
 kafka_round() {
-    local produced=0 consumed=0 bytes=0 figure="" i n log clients=()
+    local produced=0 consumed=0 bytes=0 figure="" split i n log clients=()
     rm -f "$dir"/kafka-*.log
     start_node
     "$binary" topic create kt --partitions 2 >/dev/null
@@ -242,7 +243,10 @@ kafka_round() {
         bytes=$((bytes + ${n:-0}))
         figure+="${figure:+ + }$(sed -n 's/.*consumed.*(\([0-9.]*\) MB\/s).*/\1/p' "$log" | tail -1)"
     done
-    end_row kafka "consume (cold)" "$bytes" "$consumed" "$figure"
+    # Where the partitioner put the records: each partition's end offset.
+    split=$(cat "$dir"/kafka-consume.*.log | sed -n 's/^% Consumer reached end of kt \[\([0-9]*\)\] message queue at offset \([0-9]*\)$/\1 \2/p' |
+        sort -n | awk '{ printf "%s%s", (NR > 1 ? " + " : ""), $2 }')
+    end_row kafka "consume (cold)" "$bytes" "$consumed ($split)" "$figure"
     check_count kafka "$produced" "$consumed"
     ((produced == count - count % kafka_producers)) || { echo "kafka: $produced of $count records acknowledged" >&2; failed=1; }
     stop_node

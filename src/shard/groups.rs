@@ -14,10 +14,13 @@
 //! [`Groups::expire`], which the shard runs on a timer for session and
 //! rebalance timeouts. Everything is bounded by `[groups]` settings.
 //! Committed offsets are not kept here: they live in the partitions'
-//! consumer-offset stores, shared with the native protocol.
+//! consumer-offset stores, shared with the native protocol. What is kept
+//! is which member commits are being written: a commit checked against a
+//! generation holds back the next generation until it is stored
+//! ([`GroupOp::CheckCommit`]).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_channel::Sender;
 use bytes::Bytes;
@@ -144,12 +147,23 @@ pub enum GroupOp {
     },
     /// LeaveGroup of these members.
     Leave(Vec<String>),
-    /// May this member commit offsets at this generation?
+    /// May this member commit offsets at this generation? Answered
+    /// [`GroupAnswer::Commit`]: for a member's commit, a token that holds
+    /// back the next generation's start (the end of the join phase) until
+    /// [`GroupOp::CommitDone`] returns it, so a rebalance cannot hand the
+    /// member's partitions to another member, who would read the offsets,
+    /// while the commit is still being written and then lands over them.
     CheckCommit {
         /// Member (empty with generation -1: a commit outside group management).
         member_id: String,
         /// Generation.
         generation: i32,
+    },
+    /// The commit of this [`GroupOp::CheckCommit`] token is written (or
+    /// failed): the next generation may start.
+    CommitDone {
+        /// The token CheckCommit answered.
+        token: u64,
     },
     /// DescribeGroups.
     Describe,
@@ -164,8 +178,11 @@ pub enum GroupAnswer {
     Joined(Result<Joined, GroupError>),
     /// To Sync.
     Synced(Result<Synced, GroupError>),
-    /// To Heartbeat and CheckCommit.
+    /// To Heartbeat and CommitDone.
     Done(Result<(), GroupError>),
+    /// To CheckCommit: allowed (with the token to return when the commit
+    /// is written, for a member's commit) or refused.
+    Commit(Result<Option<u64>, GroupError>),
     /// To Leave: per member.
     Left(Vec<(String, Result<(), GroupError>)>),
     /// To Describe.
@@ -248,6 +265,11 @@ struct Group {
     leader: String,
     members: BTreeMap<String, Member>,
     rebalance_deadline_ms: u64,
+    /// Tokens of member commits checked in this generation and not yet
+    /// written: the join phase does not end while there are any, until
+    /// the rebalance deadline (a commit whose request was dropped never
+    /// returns its token). At most one per request being served.
+    commits_in_flight: BTreeSet<u64>,
 }
 
 /// Every group this shard coordinates (`groups.max_groups` of them at
@@ -256,6 +278,7 @@ struct Group {
 pub struct Groups {
     groups: RefCell<HashMap<String, Group>>,
     next_member: Cell<u64>,
+    next_commit_token: Cell<u64>,
     /// Set for good when the node stops: every call is refused.
     closed: Cell<bool>,
 }
@@ -270,7 +293,8 @@ fn refused(op: GroupOp, error: GroupError) -> GroupAnswer {
     match op {
         GroupOp::Join(_) => GroupAnswer::Joined(Err(error)),
         GroupOp::Sync(_) => GroupAnswer::Synced(Err(error)),
-        GroupOp::Heartbeat { .. } | GroupOp::CheckCommit { .. } => GroupAnswer::Done(Err(error)),
+        GroupOp::Heartbeat { .. } | GroupOp::CommitDone { .. } => GroupAnswer::Done(Err(error)),
+        GroupOp::CheckCommit { .. } => GroupAnswer::Commit(Err(error)),
         GroupOp::Leave(members) => GroupAnswer::Left(members.into_iter().map(|member| (member, Err(error))).collect()),
         GroupOp::Describe => GroupAnswer::Described(GroupDescription { state: "Dead", ..GroupDescription::default() }),
         GroupOp::List => GroupAnswer::Listed(Vec::new()),
@@ -302,7 +326,11 @@ impl Groups {
                 answer(&reply, GroupAnswer::Left(results.collect()));
             }
             GroupOp::CheckCommit { member_id, generation } => {
-                answer(&reply, GroupAnswer::Done(self.check_commit(&group, &member_id, generation, now_ms)));
+                answer(&reply, GroupAnswer::Commit(self.check_commit(&group, &member_id, generation, now_ms)));
+            }
+            GroupOp::CommitDone { token } => {
+                self.commit_done(&group, token, now_ms);
+                answer(&reply, GroupAnswer::Done(Ok(())));
             }
             GroupOp::Describe => answer(&reply, GroupAnswer::Described(self.describe(&group))),
             GroupOp::List => answer(&reply, GroupAnswer::Listed(self.list())),
@@ -416,12 +444,19 @@ impl Groups {
         Ok(())
     }
 
-    fn check_commit(&self, group_id: &str, member_id: &str, generation: i32, now_ms: u64) -> Result<(), GroupError> {
+    fn check_commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        now_ms: u64,
+    ) -> Result<Option<u64>, GroupError> {
         let mut groups = self.groups.borrow_mut();
         let Some(group) = groups.get_mut(group_id) else {
-            // No members: only a commit outside group management.
+            // No members: only a commit outside group management, which
+            // no generation depends on.
             return match (member_id.is_empty(), generation) {
-                (true, -1) => Ok(()),
+                (true, -1) => Ok(None),
                 _ => Err(GroupError::IllegalGeneration),
             };
         };
@@ -435,7 +470,21 @@ impl Groups {
             // As Kafka: until SyncGroup hands out the new assignment, a
             // commit could be for a partition its sender no longer owns.
             State::PreparingRebalance | State::CompletingRebalance => Err(GroupError::RebalanceInProgress),
-            State::Stable => Ok(()),
+            State::Stable => {
+                let token = self.next_commit_token.get().wrapping_add(1);
+                self.next_commit_token.set(token);
+                group.commits_in_flight.insert(token);
+                Ok(Some(token))
+            }
+        }
+    }
+
+    /// A checked commit is written: a join phase it held back may end.
+    fn commit_done(&self, group_id: &str, token: u64, now_ms: u64) {
+        let mut groups = self.groups.borrow_mut();
+        if let Some(group) = groups.get_mut(group_id) {
+            group.commits_in_flight.remove(&token);
+            group.maybe_complete_join(now_ms);
         }
     }
 
@@ -536,6 +585,7 @@ impl Group {
             leader: String::new(),
             members: BTreeMap::new(),
             rebalance_deadline_ms: 0,
+            commits_in_flight: BTreeSet::new(),
         }
     }
 
@@ -642,8 +692,11 @@ impl Group {
         self.maybe_complete_join(now_ms);
     }
 
+    /// End the join phase once every member rejoined and no commit checked
+    /// in the old generation is still being written.
     fn maybe_complete_join(&mut self, now_ms: u64) {
-        if self.state == State::PreparingRebalance && self.members.values().all(|member| member.join_waiter.is_some()) {
+        let everyone_joined = self.members.values().all(|member| member.join_waiter.is_some());
+        if self.state == State::PreparingRebalance && everyone_joined && self.commits_in_flight.is_empty() {
             self.complete_join(now_ms);
         }
     }
@@ -653,6 +706,9 @@ impl Group {
     fn complete_join(&mut self, now_ms: u64) {
         self.members.retain(|_, member| member.join_waiter.is_some());
         self.rebalance_deadline_ms = 0;
+        // At the rebalance deadline, commits still unwritten (or whose
+        // request was dropped) no longer hold the group back.
+        self.commits_in_flight.clear();
         if self.members.is_empty() {
             return;
         }
@@ -840,5 +896,54 @@ mod tests {
         assert!(matches!(answer.try_recv(), Ok(GroupAnswer::Left(results)) if results[0].1.is_ok()));
         assert!(groups.is_empty());
         assert_eq!(groups.describe("g").state, "Dead");
+    }
+
+    fn call(groups: &Groups, op: GroupOp, now_ms: u64) -> GroupAnswer {
+        let (reply, answer) = async_channel::bounded(1);
+        groups.serve(GroupCall { group: "g".into(), op, reply }, &limits(), now_ms);
+        answer.try_recv().expect("answered at once")
+    }
+
+    /// A group of one member, synced and stable at generation 1.
+    fn stable_group(groups: &Groups) -> Joined {
+        let only = joined(&join(groups, "", 0));
+        let synced = sync(groups, &only.member_id, only.generation, 1);
+        assert!(matches!(synced.try_recv(), Ok(GroupAnswer::Synced(Ok(_)))));
+        only
+    }
+
+    #[test]
+    fn a_commit_being_written_holds_back_the_next_generation_until_it_is_done() {
+        let groups = Groups::default();
+        let first = stable_group(&groups);
+        let check = GroupOp::CheckCommit { member_id: first.member_id.clone(), generation: 1 };
+        let GroupAnswer::Commit(Ok(Some(token))) = call(&groups, check, 2) else { panic!("a member's commit") };
+        let second = join(&groups, "", 3);
+        let rejoined = join(&groups, &first.member_id, 4);
+        assert!(
+            rejoined.try_recv().is_err() && second.try_recv().is_err(),
+            "everyone rejoined, the commit is unwritten"
+        );
+        assert!(matches!(call(&groups, GroupOp::CommitDone { token }, 5), GroupAnswer::Done(Ok(()))));
+        assert_eq!(joined(&rejoined).generation, 2, "the commit is written: the new generation starts");
+        assert_eq!(joined(&second).generation, 2);
+        let stale = GroupOp::CheckCommit { member_id: first.member_id, generation: 1 };
+        assert!(matches!(call(&groups, stale, 6), GroupAnswer::Commit(Err(GroupError::IllegalGeneration))));
+    }
+
+    #[test]
+    fn a_commit_that_never_reports_back_holds_the_group_only_until_the_rebalance_deadline() {
+        let groups = Groups::default();
+        let first = stable_group(&groups);
+        let check = GroupOp::CheckCommit { member_id: first.member_id.clone(), generation: 1 };
+        assert!(matches!(call(&groups, check, 2), GroupAnswer::Commit(Ok(Some(_)))));
+        let rejoined = join(&groups, &first.member_id, 3);
+        assert!(rejoined.try_recv().is_err());
+        groups.expire(500);
+        assert!(rejoined.try_recv().is_err(), "before the deadline (the rebalance timeout)");
+        groups.expire(1_010);
+        assert_eq!(joined(&rejoined).generation, 2, "a dropped commit request does not hold the group for ever");
+        let simple = GroupOp::CheckCommit { member_id: String::new(), generation: -1 };
+        assert!(matches!(call(&Groups::default(), simple, 0), GroupAnswer::Commit(Ok(None))), "no group, no token");
     }
 }

@@ -14,29 +14,56 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::groups::{call_group, done_code, refusal};
+use super::groups::{call_group, group_error_code, refusal};
 use super::{count_errors, error_code, respond, Access, KafkaOutcome};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
 use crate::protocol::{CommittedState, Request, Response};
 use crate::security::Operation;
 use crate::shard::context::ShardContext;
-use crate::shard::groups::GroupOp;
+use crate::shard::groups::{GroupAnswer, GroupError, GroupOp};
 
 /// OffsetCommit: every partition's offset stored durably in its own
 /// consumer-offset store, after the coordinator accepted the member and
 /// generation (or the commit is outside group management: generation -1,
-/// no member, no members in the group).
+/// no member, no members in the group). A member's commit holds back the
+/// group's next generation until it is written ([`GroupOp::CheckCommit`]):
+/// checked, then written over several awaits, it could otherwise land
+/// after a rebalance gave its partitions to a member that already read
+/// the offsets.
 pub async fn offset_commit(context: &Rc<ShardContext>, request: &KafkaRequest, access: Access<'_>) -> KafkaOutcome {
     let body: OffsetCommitRequest = decode_body(request)?;
     let group = body.group_id.0.to_string();
     let mut refused = refusal(context, &group, access);
+    let mut token = None;
     if refused.is_none() {
         let op = GroupOp::CheckCommit {
             member_id: body.member_id.to_string(),
             generation: body.generation_id_or_member_epoch,
         };
-        refused = Some(done_code(call_group(context, &group, op).await)).filter(|code| *code != 0);
+        match call_group(context, &group, op).await {
+            Some(GroupAnswer::Commit(Ok(checked))) => token = checked,
+            Some(GroupAnswer::Commit(Err(error))) => refused = Some(group_error_code(error)),
+            _ => refused = Some(group_error_code(GroupError::NotCoordinator)),
+        }
     }
+    let topics = commit_topics(context, &body, &group, refused, access).await;
+    if let Some(token) = token {
+        // Written or failed, the commit no longer holds the group back.
+        call_group(context, &group, GroupOp::CommitDone { token }).await;
+    }
+    let codes = topics.iter().flat_map(|topic| topic.partitions.iter().map(|partition| partition.error_code));
+    count_errors(context, ApiKey::OffsetCommit, codes);
+    respond(request, &OffsetCommitResponse::default().with_topics(topics)).map(Some)
+}
+
+/// Commit every partition the request names (or answer each `refused`).
+async fn commit_topics(
+    context: &Rc<ShardContext>,
+    body: &OffsetCommitRequest,
+    group: &str,
+    refused: Option<i16>,
+    access: Access<'_>,
+) -> Vec<OffsetCommitResponseTopic> {
     let mut topics = Vec::with_capacity(body.topics.len());
     for topic in &body.topics {
         let allowed =
@@ -47,7 +74,7 @@ pub async fn offset_commit(context: &Rc<ShardContext>, request: &KafkaRequest, a
                 Some(code) => code,
                 None if !allowed => ResponseError::TopicAuthorizationFailed.code(),
                 None => {
-                    commit(context, &group, &topic.name.0, partition.partition_index, partition.committed_offset).await
+                    commit(context, group, &topic.name.0, partition.partition_index, partition.committed_offset).await
                 }
             };
             partitions.push(
@@ -58,9 +85,7 @@ pub async fn offset_commit(context: &Rc<ShardContext>, request: &KafkaRequest, a
         }
         topics.push(OffsetCommitResponseTopic::default().with_name(topic.name.clone()).with_partitions(partitions));
     }
-    let codes = topics.iter().flat_map(|topic| topic.partitions.iter().map(|partition| partition.error_code));
-    count_errors(context, ApiKey::OffsetCommit, codes);
-    respond(request, &OffsetCommitResponse::default().with_topics(topics)).map(Some)
+    topics
 }
 
 /// Commit one partition's offset; the Kafka error code.
