@@ -119,16 +119,17 @@ impl Etcd {
         let values: Vec<Option<KeyValue>> = response
             .op_responses()
             .into_iter()
-            .map(|op| match op {
-                TxnOpResponse::Get(get) => get.kvs().first().cloned(),
+            .map_while(|op| match op {
+                TxnOpResponse::Get(get) => Some(get.kvs().first().cloned()),
                 _ => None,
             })
             .collect();
         if values.len() != keys.len() {
+            // Not "absent": a missing leader key would start a campaign.
             return Err(ClusterError::MalformedKey {
                 key: keys.join(", "),
-                value: format!("{} answers", values.len()),
-                expected: "one answer per key read",
+                value: format!("{} get answers", values.len()),
+                expected: "one get answer per key read",
             });
         }
         Ok(values)

@@ -471,7 +471,10 @@ impl Answer {
     /// Execute the request and queue its answer for the writer; a follower
     /// whose queue is full is cut off instead.
     async fn execute_and_send(self, request: Request) {
-        let outcome = crate::requests::handle(&self.context, request).await;
+        let outcome = match crate::requests::refuse_kafka_producer_id(&request) {
+            Ok(()) => crate::requests::handle(&self.context, request).await,
+            Err(refused) => Err(refused),
+        };
         if outcome.is_err() {
             self.context.shard_metrics().errors.fetch_add(1, Ordering::Relaxed);
         }

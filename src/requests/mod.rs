@@ -14,7 +14,7 @@ mod topics;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
-pub use produce::new_producer_id;
+pub use produce::{new_producer_id, refuse_kafka_producer_id};
 
 use crate::protocol::{ErrorCode, Request, Response};
 use crate::replication::fetch_many::{self, FetchLimits};

@@ -6,13 +6,14 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::protocol::{Acks, ErrorCode, ErrorResponse, Response};
+use crate::protocol::{Acks, ErrorCode, ErrorResponse, Request, Response};
 use crate::replication::acks;
 use crate::shard::context::ShardContext;
 use crate::shard::mesh::Outcome;
 use crate::shard::partitions::OwnedPartition;
 use crate::shard::wire_error::{refusal, storage_error};
-use crate::storage::batch::{RecordIter, BATCH_HEADER_BYTES};
+use crate::storage::batch::{BatchHeader, RecordIter, BATCH_HEADER_BYTES};
+use crate::storage::producers::KAFKA_PRODUCER_BIT;
 use crate::storage::{AppendMode, Durable, Placed};
 
 /// Append `batch` to the partition and answer once `acks` is met.
@@ -39,6 +40,21 @@ pub async fn produce(context: &ShardContext, owned: &OwnedPartition, acks: Acks,
     metrics.produce_bytes.fetch_add(batch_bytes, Ordering::Relaxed);
     metrics.produce_latency.observe(started.elapsed());
     Ok(Response::Produce { base_offset: info.base_offset, next_offset: info.next_offset, duplicate: info.duplicate })
+}
+
+/// A native client's batch may not carry a Kafka producer's id (top bit
+/// set, `storage::producers::KafkaProducer`): native ids are the node's,
+/// and a forged Kafka id at a high epoch would fence that Kafka producer
+/// out of the partition. The Kafka listener's own batches do not pass here.
+pub fn refuse_kafka_producer_id(request: &Request) -> Result<(), ErrorResponse> {
+    let Request::Produce { batch, .. } = request else { return Ok(()) };
+    match BatchHeader::parse(batch) {
+        Ok(header) if header.producer_id & KAFKA_PRODUCER_BIT != 0 => Err(refusal(
+            ErrorCode::InvalidRequest,
+            format!("producer id {:#x} is in the Kafka producers' range (top bit set)", header.producer_id),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `record_too_large` for a batch over the partition's limit or a record

@@ -20,7 +20,7 @@
 //! ([`GroupOp::CheckCommit`]).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use async_channel::Sender;
 use bytes::Bytes;
@@ -265,11 +265,12 @@ struct Group {
     leader: String,
     members: BTreeMap<String, Member>,
     rebalance_deadline_ms: u64,
-    /// Tokens of member commits checked in this generation and not yet
-    /// written: the join phase does not end while there are any, until
-    /// the rebalance deadline (a commit whose request was dropped never
-    /// returns its token). At most one per request being served.
-    commits_in_flight: BTreeSet<u64>,
+    /// Member commits checked and not yet written (token → the deadline
+    /// after which it no longer counts: the committing member's rebalance
+    /// timeout). The join phase does not end while any counts, and a group
+    /// whose members are all gone is kept, without members, until none
+    /// does. At most one per request being served.
+    commits_in_flight: BTreeMap<u64, u64>,
 }
 
 /// Every group this shard coordinates (`groups.max_groups` of them at
@@ -361,8 +362,13 @@ impl Groups {
             }
         }
         let group = groups.entry(group_id.to_string()).or_insert_with(|| Group::new(&args.protocol_type));
-        let result = group.join(args, reply, limits, now_ms, || self.new_member_id());
         if group.members.is_empty() {
+            // Kept only for its commits in flight: a new group that goes on
+            // counting generations and still waits for them.
+            group.revive(&args.protocol_type);
+        }
+        let result = group.join(args, reply, limits, now_ms, || self.new_member_id());
+        if group.is_gone() {
             groups.remove(group_id);
         }
         result
@@ -438,7 +444,7 @@ impl Groups {
             answer(&waiter, GroupAnswer::Joined(Err(GroupError::UnknownMember)));
         }
         group.member_gone(now_ms);
-        if group.members.is_empty() {
+        if group.is_gone() {
             groups.remove(group_id);
         }
         Ok(())
@@ -452,7 +458,7 @@ impl Groups {
         now_ms: u64,
     ) -> Result<Option<u64>, GroupError> {
         let mut groups = self.groups.borrow_mut();
-        let Some(group) = groups.get_mut(group_id) else {
+        let Some(group) = groups.get_mut(group_id).filter(|group| !group.members.is_empty()) else {
             // No members: only a commit outside group management, which
             // no generation depends on.
             return match (member_id.is_empty(), generation) {
@@ -467,13 +473,18 @@ impl Groups {
         group.check_member(member_id, generation)?;
         group.touch(member_id, now_ms);
         match group.state {
-            // As Kafka: until SyncGroup hands out the new assignment, a
-            // commit could be for a partition its sender no longer owns.
-            State::PreparingRebalance | State::CompletingRebalance => Err(GroupError::RebalanceInProgress),
-            State::Stable => {
+            // As Kafka: the new generation's members know it from JoinGroup
+            // but not their assignment until SyncGroup: a commit could be
+            // for a partition its sender no longer owns.
+            State::CompletingRebalance => Err(GroupError::RebalanceInProgress),
+            // As Kafka too: members commit what they consumed when a
+            // rebalance begins (before rejoining); the token holds the join
+            // phase until the commit is written.
+            State::PreparingRebalance | State::Stable => {
                 let token = self.next_commit_token.get().wrapping_add(1);
                 self.next_commit_token.set(token);
-                group.commits_in_flight.insert(token);
+                let rebalance_timeout_ms = group.members.get(member_id).map_or(0, |member| member.rebalance_timeout_ms);
+                group.commits_in_flight.insert(token, now_ms + rebalance_timeout_ms.max(1));
                 Ok(Some(token))
             }
         }
@@ -485,12 +496,15 @@ impl Groups {
         if let Some(group) = groups.get_mut(group_id) {
             group.commits_in_flight.remove(&token);
             group.maybe_complete_join(now_ms);
+            if group.is_gone() {
+                groups.remove(group_id);
+            }
         }
     }
 
     fn describe(&self, group_id: &str) -> GroupDescription {
         let groups = self.groups.borrow();
-        let Some(group) = groups.get(group_id) else {
+        let Some(group) = groups.get(group_id).filter(|group| !group.members.is_empty()) else {
             return GroupDescription { state: "Dead", ..GroupDescription::default() };
         };
         let members = group
@@ -511,7 +525,8 @@ impl Groups {
 
     fn list(&self) -> Vec<(String, String, &'static str)> {
         let groups = self.groups.borrow();
-        groups.iter().map(|(id, group)| (id.clone(), group.protocol_type.clone(), group.state.name())).collect()
+        let with_members = groups.iter().filter(|(_, group)| !group.members.is_empty());
+        with_members.map(|(id, group)| (id.clone(), group.protocol_type.clone(), group.state.name())).collect()
     }
 
     /// Apply the timeouts due at `now_ms`: members whose session lapsed
@@ -539,11 +554,13 @@ impl Groups {
                 group.members.remove(&id);
                 group.member_gone(now_ms);
             }
+            group.commits_in_flight.retain(|_, deadline_ms| *deadline_ms > now_ms);
             if group.state == State::PreparingRebalance && group.rebalance_deadline_ms <= now_ms {
                 group.complete_join(now_ms);
             }
+            group.maybe_complete_join(now_ms);
         }
-        groups.retain(|_, group| !group.members.is_empty());
+        groups.retain(|_, group| !group.is_gone());
     }
 
     /// Stop coordinating: every member parked in JoinGroup or SyncGroup is
@@ -566,12 +583,12 @@ impl Groups {
 
     /// Number of groups with members.
     pub fn len(&self) -> usize {
-        self.groups.borrow().len()
+        self.groups.borrow().values().filter(|group| !group.members.is_empty()).count()
     }
 
     /// True when no group has members.
     pub fn is_empty(&self) -> bool {
-        self.groups.borrow().is_empty()
+        self.len() == 0
     }
 }
 
@@ -585,7 +602,7 @@ impl Group {
             leader: String::new(),
             members: BTreeMap::new(),
             rebalance_deadline_ms: 0,
-            commits_in_flight: BTreeSet::new(),
+            commits_in_flight: BTreeMap::new(),
         }
     }
 
@@ -692,11 +709,27 @@ impl Group {
         self.maybe_complete_join(now_ms);
     }
 
+    /// Neither members nor commits in flight: nothing to keep.
+    fn is_gone(&self) -> bool {
+        self.members.is_empty() && self.commits_in_flight.is_empty()
+    }
+
+    /// A group kept without members (for its commits in flight) that a
+    /// member joins: a new group, whose generations go on from the old.
+    fn revive(&mut self, protocol_type: &str) {
+        self.protocol_type = protocol_type.to_string();
+        self.protocol_name.clear();
+        self.leader.clear();
+        self.state = State::PreparingRebalance;
+        self.rebalance_deadline_ms = 0;
+    }
+
     /// End the join phase once every member rejoined and no commit checked
     /// in the old generation is still being written.
     fn maybe_complete_join(&mut self, now_ms: u64) {
         let everyone_joined = self.members.values().all(|member| member.join_waiter.is_some());
-        if self.state == State::PreparingRebalance && everyone_joined && self.commits_in_flight.is_empty() {
+        let ready = everyone_joined && !self.members.is_empty() && self.commits_in_flight.is_empty();
+        if self.state == State::PreparingRebalance && ready {
             self.complete_join(now_ms);
         }
     }
@@ -706,9 +739,6 @@ impl Group {
     fn complete_join(&mut self, now_ms: u64) {
         self.members.retain(|_, member| member.join_waiter.is_some());
         self.rebalance_deadline_ms = 0;
-        // At the rebalance deadline, commits still unwritten (or whose
-        // request was dropped) no longer hold the group back.
-        self.commits_in_flight.clear();
         if self.members.is_empty() {
             return;
         }
@@ -945,5 +975,54 @@ mod tests {
         assert_eq!(joined(&rejoined).generation, 2, "a dropped commit request does not hold the group for ever");
         let simple = GroupOp::CheckCommit { member_id: String::new(), generation: -1 };
         assert!(matches!(call(&Groups::default(), simple, 0), GroupAnswer::Commit(Ok(None))), "no group, no token");
+    }
+
+    #[test]
+    fn a_commit_as_a_rebalance_begins_is_accepted_and_holds_the_join_phase() {
+        let groups = Groups::default();
+        let first = stable_group(&groups);
+        let second = join(&groups, "", 2);
+        assert!(second.try_recv().is_err(), "PreparingRebalance: waits for the first member");
+        let check = GroupOp::CheckCommit { member_id: first.member_id.clone(), generation: 1 };
+        let GroupAnswer::Commit(Ok(Some(token))) = call(&groups, check, 3) else { panic!("accepted, as Kafka does") };
+        let rejoined = join(&groups, &first.member_id, 4);
+        assert!(rejoined.try_recv().is_err(), "held until the commit is written");
+        call(&groups, GroupOp::CommitDone { token }, 5);
+        assert_eq!(joined(&rejoined).generation, 2);
+        let during_sync = GroupOp::CheckCommit { member_id: first.member_id, generation: 2 };
+        let refused = call(&groups, during_sync, 6);
+        assert!(matches!(refused, GroupAnswer::Commit(Err(GroupError::RebalanceInProgress))), "until SyncGroup");
+    }
+
+    #[test]
+    fn a_group_whose_members_left_during_a_commit_is_kept_until_the_commit_is_written() {
+        let groups = Groups::default();
+        let first = stable_group(&groups);
+        let check = GroupOp::CheckCommit { member_id: first.member_id.clone(), generation: 1 };
+        let GroupAnswer::Commit(Ok(Some(token))) = call(&groups, check, 2) else { panic!("a member's commit") };
+        let left = call(&groups, GroupOp::Leave(vec![first.member_id]), 3);
+        assert!(matches!(left, GroupAnswer::Left(ref results) if results[0].1.is_ok()));
+        assert!(groups.is_empty() && groups.list().is_empty(), "no members: not listed");
+        assert_eq!(groups.describe("g").state, "Dead");
+        let newcomer = join(&groups, "", 4);
+        assert!(newcomer.try_recv().is_err(), "the old member's commit is still being written");
+        call(&groups, GroupOp::CommitDone { token }, 5);
+        assert_eq!(joined(&newcomer).generation, 2, "generations go on from the kept group");
+        let done = call(&groups, GroupOp::CommitDone { token }, 6);
+        assert!(matches!(done, GroupAnswer::Done(Ok(()))), "a token returned twice changes nothing");
+    }
+
+    #[test]
+    fn a_kept_group_is_forgotten_once_its_commits_are_written_or_expire() {
+        let groups = Groups::default();
+        let first = stable_group(&groups);
+        let check = GroupOp::CheckCommit { member_id: first.member_id.clone(), generation: 1 };
+        assert!(matches!(call(&groups, check, 2), GroupAnswer::Commit(Ok(Some(_)))));
+        call(&groups, GroupOp::Leave(vec![first.member_id]), 3);
+        assert_eq!(groups.groups.borrow().len(), 1, "kept for its commit");
+        groups.expire(500);
+        assert_eq!(groups.groups.borrow().len(), 1, "the commit counts for the member's rebalance timeout");
+        groups.expire(1_010);
+        assert!(groups.groups.borrow().is_empty(), "forgotten once the commit no longer counts");
     }
 }

@@ -201,10 +201,9 @@ impl ProducerStates {
     /// Record a batch that is now in the log (appended, replicated or scanned).
     pub fn apply(&mut self, header: &BatchHeader) {
         self.applied_offset = self.applied_offset.max(header.next_offset());
-        if header.producer_id == 0 {
+        if header.producer_id == 0 || !self.take_kafka_epoch(header.producer_id) {
             return;
         }
-        self.retire_older_kafka_epoch(header.producer_id);
         if !self.producers.contains_key(&header.producer_id) && self.producers.len() >= self.max_producers {
             self.evict_oldest();
         }
@@ -219,22 +218,24 @@ impl ProducerStates {
         }
     }
 
-    /// A Kafka producer's batch at a newer epoch replaces the entry of its
-    /// older epoch (whose retries are fenced from now on) and becomes the
-    /// epoch the producer is checked against. A batch of an older epoch
-    /// (only a replica or a scan could meet one) leaves the epoch alone.
-    fn retire_older_kafka_epoch(&mut self, producer_id: u64) {
-        let Some(producer) = KafkaProducer::from_producer_id(producer_id) else { return };
-        match self.kafka_epochs.get(&producer.id).copied() {
-            Some(current_epoch) if current_epoch >= producer.epoch => {}
-            Some(current_epoch) => {
-                let retired = KafkaProducer { epoch: current_epoch, ..producer };
-                self.producers.remove(&retired.producer_id());
-                self.kafka_epochs.insert(producer.id, producer.epoch);
+    /// Keep one entry per Kafka producer, of its newest epoch: a batch at a
+    /// newer epoch retires the older epoch's entry (whose batches are
+    /// fenced from now on) and becomes the epoch checked against. A batch
+    /// of an older epoch (a leader whose table had forgotten the newer one
+    /// let it in) is not remembered: false. So `kafka_epochs` is always the
+    /// epoch of the one entry, however the table was built.
+    fn take_kafka_epoch(&mut self, producer_id: u64) -> bool {
+        let Some(producer) = KafkaProducer::from_producer_id(producer_id) else { return true };
+        match self.kafka_epochs.insert(producer.id, producer.epoch) {
+            Some(current_epoch) if current_epoch > producer.epoch => {
+                self.kafka_epochs.insert(producer.id, current_epoch);
+                false
             }
-            None => {
-                self.kafka_epochs.insert(producer.id, producer.epoch);
+            Some(current_epoch) if current_epoch < producer.epoch => {
+                self.producers.remove(&KafkaProducer { epoch: current_epoch, ..producer }.producer_id());
+                true
             }
+            _ => true,
         }
     }
 
@@ -250,14 +251,12 @@ impl ProducerStates {
         }
     }
 
-    /// Drop a producer's entry, and its Kafka epoch when that entry was the
-    /// one the epoch points at.
+    /// Drop a producer's entry, and a Kafka producer's epoch with it (its
+    /// only entry).
     fn forget(&mut self, producer_id: u64) {
         self.producers.remove(&producer_id);
         if let Some(producer) = KafkaProducer::from_producer_id(producer_id) {
-            if self.kafka_epochs.get(&producer.id) == Some(&producer.epoch) {
-                self.kafka_epochs.remove(&producer.id);
-            }
+            self.kafka_epochs.remove(&producer.id);
         }
     }
 
@@ -316,8 +315,10 @@ impl ProducerStates {
             }
             states.producers.insert(producer_id, recent);
             if let Some(producer) = KafkaProducer::from_producer_id(producer_id) {
-                let epoch = states.kafka_epochs.entry(producer.id).or_insert(producer.epoch);
-                *epoch = (*epoch).max(producer.epoch);
+                // One entry per Kafka producer, as `apply` keeps it.
+                if states.kafka_epochs.insert(producer.id, producer.epoch).is_some() {
+                    return None;
+                }
             }
         }
         (position == body.len()).then_some(states)
@@ -473,5 +474,33 @@ mod tests {
         states.apply(&header(kafka(8, 0), 0, 1, 1));
         assert_eq!(states.len(), 1);
         assert_eq!(states.check(kafka(7, 1), 0, 1), SequenceCheck::Append, "unknown again, as any evicted producer");
+    }
+
+    /// Every Kafka producer has exactly one entry, of the epoch it is
+    /// checked against, and the snapshot holds the same table.
+    fn assert_one_entry_per_kafka_producer(states: &ProducerStates) {
+        for &producer_id in states.producers.keys() {
+            if let Some(producer) = KafkaProducer::from_producer_id(producer_id) {
+                assert_eq!(states.kafka_epochs.get(&producer.id), Some(&producer.epoch), "{producer:?}");
+            }
+        }
+        let kafka_entries = states.producers.keys().filter(|id| *id >> 63 == 1).count();
+        assert_eq!(kafka_entries, states.kafka_epochs.len());
+        assert_eq!(ProducerStates::decode(&states.encode(), states.max_producers).as_ref(), Some(states));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn kafka_epochs_follow_the_entries_whatever_order_batches_arrive_in(
+            batches in proptest::collection::vec((0u64..4, 0u16..4, proptest::bool::ANY), 1..60),
+            max_producers in 1usize..5,
+        ) {
+            let mut states = ProducerStates::new(max_producers);
+            for (offset, (id, epoch, native)) in batches.into_iter().enumerate() {
+                let producer_id = if native { id + 1 } else { kafka(id, epoch) };
+                states.apply(&header(producer_id, 0, 1, offset as u64));
+                assert_one_entry_per_kafka_producer(&states);
+            }
+        }
     }
 }

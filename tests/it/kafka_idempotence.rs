@@ -166,16 +166,44 @@ fn kafka_sequences_wrap_from_i32_max_to_zero() {
 }
 
 #[test]
-fn a_producer_id_this_node_never_handed_out_is_answered_unknown_producer_id() {
+fn a_producer_id_of_the_older_mapping_is_still_deduplicated() {
+    // Ids handed out before ids were packed were 63 bits (and a node of
+    // that version may still hand them out while a cluster is upgraded).
     let node = start(1);
-    let topic = "kafka-foreign-producer";
+    let topic = "kafka-legacy-producer";
     create_topic(&node.node, topic, 1);
     let mut client = KafkaClient::connect(&node.kafka);
-    let foreign = produce_request(topic, 0, -1, idempotent_batch(1 << 50, 0, 0, &["a"]));
-    assert_eq!(produce(&mut client, &foreign).0, 59, "UNKNOWN_PRODUCER_ID: the client asks for a new id");
-    let bump = idempotent_init().with_producer_id(ProducerId(1 << 50)).with_producer_epoch(0);
-    let (fresh, epoch) = init_producer_id(&mut client, 4, &bump);
-    assert!(fresh < 1 << 47 && epoch == 0, "a fresh id instead of bumping one it cannot hold: {fresh}/{epoch}");
-    let batch = produce_request(topic, 0, -1, idempotent_batch(fresh, epoch, 0, &["a"]));
-    assert_eq!(produce(&mut client, &batch), (0, 0));
+    let legacy = (1 << 50) + 12345;
+    let first = produce_request(topic, 0, -1, idempotent_batch(legacy, 0, 0, &["a", "b"]));
+    assert_eq!(produce(&mut client, &first), (0, 0));
+    assert_eq!(produce(&mut client, &first), (0, 0), "its retry keeps the original offsets");
+    let bump = idempotent_init().with_producer_id(ProducerId(legacy)).with_producer_epoch(0);
+    assert_eq!(init_producer_id(&mut client, 4, &bump), (legacy, 1));
+    let bumped = produce_request(topic, 0, -1, idempotent_batch(legacy, 1, 0, &["c"]));
+    assert_eq!(produce(&mut client, &bumped), (0, 2));
+    assert_eq!(produce(&mut client, &bumped), (0, 2));
+    assert_eq!(stored_values(&node.node, topic), ["a", "b", "c"]);
+}
+
+#[test]
+fn a_native_client_cannot_write_under_a_kafka_producers_id() {
+    use ringlog::protocol::{Acks, ErrorCode, Request};
+    use ringlog::storage::producers::KafkaProducer;
+    let node = start(1);
+    let topic = "kafka-forged-producer";
+    create_topic(&node.node, topic, 1);
+    let mut kafka = KafkaClient::connect(&node.kafka);
+    let (id, epoch) = init_producer_id(&mut kafka, 4, &idempotent_init());
+    // A forged batch at the last epoch would fence the real producer.
+    let forged = KafkaProducer { id: id as u64, epoch: KafkaProducer::MAX_EPOCH }.producer_id();
+    let mut builder = ringlog::storage::batch::BatchBuilder::new();
+    builder.set_producer(forged, 0);
+    builder.push(0, None, b"forged", &[]);
+    let request =
+        Request::Produce { topic: topic.into(), partition: 0, acks: Acks::All, batch: builder.finish().to_vec() };
+    let error = node.node.client().call(request).unwrap_err();
+    assert_eq!(error.code, ErrorCode::InvalidRequest, "{}", error.message);
+    let real = produce_request(topic, 0, -1, idempotent_batch(id, epoch, 0, &["real"]));
+    assert_eq!(produce(&mut kafka, &real), (0, 0), "the Kafka producer is not fenced");
+    assert_eq!(stored_values(&node.node, topic), ["real"]);
 }

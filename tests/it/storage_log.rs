@@ -752,3 +752,27 @@ fn a_sequential_reader_keeps_a_chain_of_read_aheads_going_and_a_skip_ahead_still
         plain.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_truncation_keeps_producers_whose_batches_retention_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p");
+    on_executor(move || async move {
+        let leader = AppendMode::Leader { leader_epoch: 1 };
+        let log = PartitionLog::open(&path, small_config(), None).await.unwrap();
+        let original = log.append(&mut producer_batch(42, 0, &values("a", 2)), leader).await.unwrap();
+        // Enough to seal segments (each seal stores the producer snapshot).
+        for round in 0..300 {
+            append_values(&log, &values(&format!("k{round}"), 3), 0).await;
+        }
+        let policy = RetentionPolicy { retention_bytes: 40 * 1024, retention_ms: 0 };
+        log.apply_retention(policy, 0).await.unwrap();
+        assert!(log.snapshot().log_start_offset > original.next_offset, "producer 42's batch is deleted");
+        let cut = log.snapshot().log_end_offset - 3;
+        log.truncate_to(cut).await.unwrap();
+        let retry = log.append(&mut producer_batch(42, 0, &values("a", 2)), leader).await.unwrap();
+        assert!(retry.duplicate, "the producer is still remembered: its retry is not written again");
+        assert_eq!(retry.base_offset, original.base_offset);
+        log.close().await.unwrap();
+    });
+}

@@ -72,15 +72,6 @@ pub enum RecordsError {
         /// The limit.
         limit_bytes: usize,
     },
-    /// An idempotent batch whose producer id or epoch this node never hands
-    /// out (InitProducerId gives 47-bit ids): the producer asks for a new id.
-    #[error("producer id {producer_id} at epoch {producer_epoch} was not assigned by this cluster")]
-    UnknownProducer {
-        /// The batch's producer id.
-        producer_id: i64,
-        /// The batch's producer epoch.
-        producer_epoch: i16,
-    },
 }
 
 /// One record of a client batch, borrowed from the request (or from its

@@ -106,7 +106,6 @@ fn records_error_code(error: &RecordsError) -> i16 {
         RecordsError::UnsupportedCompression(_) => ResponseError::UnsupportedCompressionType,
         RecordsError::UnsupportedBatch(_) | RecordsError::SeveralBatches => ResponseError::InvalidRecord,
         RecordsError::TooLarge { .. } => ResponseError::MessageTooLarge,
-        RecordsError::UnknownProducer { .. } => ResponseError::UnknownProducerId,
     };
     kafka.code()
 }

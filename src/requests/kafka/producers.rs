@@ -28,16 +28,13 @@ use crate::shard::context::ShardContext;
 use crate::storage::producers::KafkaProducer;
 
 /// InitProducerId for an idempotent producer: a fresh id at epoch 0, or,
-/// when the client names an id of this node's and its epoch (v3+, after a
-/// sequence error), the same id at the next epoch, which fences the old
-/// one's batches in every partition it reaches. At the last epoch, or for
-/// an id this node never handed out, a fresh id. Transactional ids are
-/// refused (transactions are not supported).
+/// when the client names its id and epoch (v3+, after a sequence error),
+/// the same id at the next epoch, which fences the old one's batches in
+/// every partition the new epoch writes to. Transactional ids are refused
+/// (transactions are not supported).
 pub fn init_producer_id(context: &Rc<ShardContext>, request: &KafkaRequest, access: Access<'_>) -> KafkaOutcome {
     let body: InitProducerIdRequest = decode_body(request)?;
     let response = InitProducerIdResponse::default();
-    let bumped = KafkaProducer::new(body.producer_id.0, body.producer_epoch)
-        .filter(|producer| producer.epoch < KafkaProducer::MAX_EPOCH);
     let response = if !access.allows(context, Operation::InitProducerId) {
         response
             .with_error_code(ResponseError::ClusterAuthorizationFailed.code())
@@ -48,8 +45,8 @@ pub fn init_producer_id(context: &Rc<ShardContext>, request: &KafkaRequest, acce
             .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
-    } else if let Some(producer) = bumped {
-        response.with_producer_id(body.producer_id).with_producer_epoch(producer.epoch as i16 + 1)
+    } else if body.producer_id.0 >= 0 && (0..i16::MAX - 1).contains(&body.producer_epoch) {
+        response.with_producer_id(body.producer_id).with_producer_epoch(body.producer_epoch + 1)
     } else {
         response.with_producer_id(ProducerId(new_kafka_producer_id())).with_producer_epoch(0)
     };
@@ -63,10 +60,36 @@ fn new_kafka_producer_id() -> i64 {
     id as i64
 }
 
-/// The ringlog producer id of a Kafka producer's (id, epoch); None for an
-/// id or epoch this node never hands out.
-pub fn native_producer_id(fields: &ProducerFields) -> Option<u64> {
-    KafkaProducer::new(fields.producer_id, fields.producer_epoch).map(KafkaProducer::producer_id)
+/// The ringlog producer id of a Kafka producer's (id, epoch): the packed
+/// [`KafkaProducer`] for the ids this node hands out. An id past 47 bits
+/// (handed out before the packing existed, or by a node of that version in
+/// a cluster being upgraded) keeps the mapping it was written with, so its
+/// retries are still recognised: the id itself at epoch 0, a 63-bit hash
+/// of (id, epoch) otherwise, sequences modulo 2^32 and no fencing.
+pub fn native_producer_id(fields: &ProducerFields) -> u64 {
+    match KafkaProducer::new(fields.producer_id, fields.producer_epoch) {
+        Some(producer) => producer.producer_id(),
+        None => legacy_producer_id(fields),
+    }
+}
+
+/// The mapping of Kafka producers before ids were packed (never 0, top bit
+/// clear: apart from packed ids).
+fn legacy_producer_id(fields: &ProducerFields) -> u64 {
+    let id = fields.producer_id as u64;
+    if fields.producer_epoch == 0 && id != 0 {
+        return id;
+    }
+    let mixed = splitmix64(splitmix64(id) ^ u64::from(fields.producer_epoch as u16));
+    (mixed >> 1).max(1)
+}
+
+/// SplitMix64's finaliser: a bijection of u64 that spreads every input bit.
+fn splitmix64(value: u64) -> u64 {
+    let mut z = value.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]
@@ -79,14 +102,16 @@ mod tests {
 
     #[test]
     fn epochs_of_one_producer_map_to_different_native_producers_of_the_kafka_space() {
-        let first = native_producer_id(&fields(12345, 0)).unwrap();
-        let bumped = native_producer_id(&fields(12345, 1)).unwrap();
+        let first = native_producer_id(&fields(12345, 0));
+        let bumped = native_producer_id(&fields(12345, 1));
         assert_ne!(first, bumped);
         assert_eq!(KafkaProducer::from_producer_id(bumped), Some(KafkaProducer { id: 12345, epoch: 1 }));
         assert_eq!(first >> 63, 1, "apart from native producers, whose ids have the top bit clear");
-        assert_ne!(native_producer_id(&fields(0, 0)), Some(0), "producer id 0 still deduplicates");
-        assert_eq!(native_producer_id(&fields(1 << 47, 0)), None, "not an id this node hands out");
-        assert_eq!(native_producer_id(&fields(5, -3)), None);
+        assert_ne!(native_producer_id(&fields(0, 0)), 0, "producer id 0 still deduplicates");
+        assert_eq!(native_producer_id(&fields(1 << 50, 0)), 1 << 50, "an id of the older mapping keeps it");
+        let legacy_bumped = native_producer_id(&fields(1 << 50, 1));
+        assert!(legacy_bumped >> 63 == 0 && legacy_bumped != 1 << 50 && legacy_bumped != 0);
+        assert_eq!(native_producer_id(&fields(5, -3)) >> 63, 0, "a negative epoch is not packed");
     }
 
     #[test]

@@ -34,13 +34,9 @@ pub fn kafka_to_native(records: &[u8], limits: DecodeLimits) -> Result<Vec<u8>, 
         Ok(())
     })?;
     if let Some(fields) = producer {
-        let producer_id = native_producer_id(&fields).ok_or(RecordsError::UnknownProducer {
-            producer_id: fields.producer_id,
-            producer_epoch: fields.producer_epoch,
-        })?;
         // Non-negative: checked by the decoder. The log counts a Kafka
         // producer's sequences modulo 2^31, as Kafka does.
-        builder.set_producer(producer_id, fields.base_sequence as u32);
+        builder.set_producer(native_producer_id(&fields), fields.base_sequence as u32);
     }
     Ok(builder.finish().to_vec())
 }

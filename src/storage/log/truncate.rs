@@ -90,7 +90,7 @@ impl PartitionLog {
         };
         let metadata_dir = dir.clone();
         let faults = self.inner.faults.clone();
-        let metadata = TruncationMetadata { removed, keep_base, prepared_epochs };
+        let metadata = TruncationMetadata { removed, keep_base, cut_offset: cut.offset, prepared_epochs };
         run_blocking(move || store_truncation_metadata(&metadata_dir, &metadata, faults.as_deref()))
             .await
             .map_err(|error| self.fail_stop("truncate metadata", &dir, &error))?;
@@ -341,6 +341,8 @@ struct TruncationMetadata {
     removed: Vec<u64>,
     /// The segment the cut falls in.
     keep_base: u64,
+    /// The offset of the cut: the new log end.
+    cut_offset: u64,
     /// The trimmed epoch history, written beside the checkpoint.
     prepared_epochs: PathBuf,
 }
@@ -368,7 +370,12 @@ fn store_truncation_metadata(
     if let Some(faults) = faults {
         faults.directory_synced(dir);
     }
-    // The snapshot may describe batches that are gone now.
-    crate::storage::io::remove_file(&ProducerStates::path(dir), faults)?;
+    // A snapshot of batches past the cut describes batches that are gone
+    // now. One below it is still true, and it is kept: it remembers
+    // producers whose batches retention deleted, which a walk of the
+    // remaining segments would forget (and their retries be written twice).
+    if ProducerStates::load(dir, metadata.cut_offset, 1)?.is_none() {
+        crate::storage::io::remove_file(&ProducerStates::path(dir), faults)?;
+    }
     crate::storage::io::sync_directory_of(dir, faults)
 }
