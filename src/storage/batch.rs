@@ -399,6 +399,14 @@ impl BatchBuilder {
         builder
     }
 
+    /// A new empty builder whose buffer holds `bytes` before it grows.
+    pub fn with_capacity(bytes: usize) -> BatchBuilder {
+        let mut builder =
+            BatchBuilder { buffer: Vec::with_capacity(bytes.max(BATCH_HEADER_BYTES)), ..Default::default() };
+        builder.clear();
+        builder
+    }
+
     /// Reset to an empty batch, keeping the buffer's capacity.
     pub fn clear(&mut self) {
         self.buffer.clear();
@@ -473,6 +481,12 @@ impl BatchBuilder {
         let crc = compute_crc(&self.buffer);
         self.buffer[CRC_POSITION..CRC_POSITION + 4].copy_from_slice(&crc.to_le_bytes());
         &mut self.buffer
+    }
+
+    /// [`BatchBuilder::finish`], handing over the buffer instead of a copy.
+    pub fn into_finished(mut self) -> Vec<u8> {
+        self.finish();
+        self.buffer
     }
 }
 

@@ -402,19 +402,35 @@ impl<'a> BatchEncoder<'a> {
     /// Append the next record (its offset is the batch's base plus the
     /// records pushed before it).
     pub fn push(&mut self, timestamp_ms: i64, key: Option<&[u8]>, value: &[u8], headers: &[(&str, &[u8])]) {
-        let mut body = Vec::with_capacity(16 + key.map_or(0, <[u8]>::len) + value.len());
-        body.push(0); // attributes
-        put_varlong(&mut body, timestamp_ms.wrapping_sub(self.summary.first_timestamp_ms));
-        put_varlong(&mut body, i64::from(self.record_count));
-        put_bytes(&mut body, key);
-        put_bytes(&mut body, Some(value));
-        put_varlong(&mut body, headers.len() as i64);
+        let timestamp_delta = timestamp_ms.wrapping_sub(self.summary.first_timestamp_ms);
+        let offset_delta = i64::from(self.record_count);
+        // The body's length comes first: it is summed from the fields, so
+        // the record is written once, straight into the answer.
+        let headers_bytes: usize = headers
+            .iter()
+            .map(|(name, header_value)| bytes_length(Some(name.as_bytes())) + bytes_length(Some(header_value)))
+            .sum();
+        let body_bytes = 1
+            + varlong_length(timestamp_delta)
+            + varlong_length(offset_delta)
+            + bytes_length(key)
+            + bytes_length(Some(value))
+            + varlong_length(headers.len() as i64)
+            + headers_bytes;
+        let out = &mut *self.out;
+        put_varlong(out, body_bytes as i64);
+        let body_start = out.len();
+        out.push(0); // attributes
+        put_varlong(out, timestamp_delta);
+        put_varlong(out, offset_delta);
+        put_bytes(out, key);
+        put_bytes(out, Some(value));
+        put_varlong(out, headers.len() as i64);
         for (name, header_value) in headers {
-            put_bytes(&mut body, Some(name.as_bytes()));
-            put_bytes(&mut body, Some(header_value));
+            put_bytes(out, Some(name.as_bytes()));
+            put_bytes(out, Some(header_value));
         }
-        put_varlong(self.out, body.len() as i64);
-        self.out.extend_from_slice(&body);
+        assert_eq!(out.len() - body_start, body_bytes, "the length written is the body's");
         self.record_count += 1;
     }
 
@@ -451,6 +467,21 @@ fn put_varlong(out: &mut Vec<u8>, value: i64) {
         zigzag >>= 7;
     }
     out.push(zigzag as u8);
+}
+
+/// Bytes [`put_varlong`] writes for `value`.
+fn varlong_length(value: i64) -> usize {
+    let zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    let bits = (u64::BITS - zigzag.leading_zeros()).max(1) as usize;
+    bits.div_ceil(7)
+}
+
+/// Bytes [`put_bytes`] writes for `bytes`.
+fn bytes_length(bytes: Option<&[u8]>) -> usize {
+    match bytes {
+        Some(bytes) => varlong_length(bytes.len() as i64) + bytes.len(),
+        None => varlong_length(-1),
+    }
 }
 
 fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
@@ -517,6 +548,29 @@ mod tests {
             )
         );
         assert_eq!(records[1], (999, None, Vec::new(), Vec::new()));
+    }
+
+    #[test]
+    fn records_of_every_varint_width_decode_with_the_kafka_protocol_crate() {
+        // Lengths either side of each varint boundary (zigzag: 64, 8192, …).
+        let sizes = [0usize, 1, 63, 64, 65, 8191, 8192, 8193, 70_000];
+        let values: Vec<Vec<u8>> = sizes.iter().map(|size| vec![b'v'; *size]).collect();
+        let keys: Vec<Vec<u8>> = sizes.iter().rev().map(|size| vec![b'k'; *size]).collect();
+        let header_value = vec![b'h'; 64];
+        let headers: &[(&str, &[u8])] = &[("name", &header_value)];
+        let inputs: Vec<Input<'_>> = (0..sizes.len())
+            .map(|index| (1_000 + index as i64 * 70, Some(&keys[index][..]), &values[index][..], headers))
+            .collect();
+        let mut bytes = bytes::Bytes::from(encoded(&inputs));
+        let decoded = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).unwrap();
+        assert_eq!(decoded.records.len(), sizes.len());
+        for (index, record) in decoded.records.iter().enumerate() {
+            assert_eq!(record.offset, 7 + index as i64);
+            assert_eq!(record.timestamp, 1_000 + index as i64 * 70);
+            assert_eq!(record.key.as_deref(), Some(&keys[index][..]));
+            assert_eq!(record.value.as_deref(), Some(&values[index][..]));
+            assert_eq!(record.headers.len(), 1);
+        }
     }
 
     #[test]

@@ -23,11 +23,16 @@ const MAX_HEADERS_PER_RECORD: usize = u16::MAX as usize;
 /// [`native_producer_id`]) and base sequence in the ringlog header, where
 /// the log's producer table finds them.
 pub fn kafka_to_native(records: &[u8], limits: DecodeLimits) -> Result<Vec<u8>, RecordsError> {
-    let mut builder = BatchBuilder::new();
+    // Room for uncompressed records of a few hundred bytes and more without
+    // growing (each growth copies what was built); bounded by the request.
+    let mut builder = BatchBuilder::with_capacity(BATCH_HEADER_BYTES + records.len() + records.len() / 8);
     let producer = visit_records::<RecordsError>(records, limits, |record| {
         if record.headers.len() > MAX_HEADERS_PER_RECORD {
             return Err(RecordsError::Corrupt("more than 65535 headers in one record"));
         }
+        // Records borrow from the decoder's (decompressed) buffer, so the
+        // list cannot be kept across records; without headers it allocates
+        // nothing.
         let headers: Vec<(&str, &[u8])> =
             record.headers.iter().map(|(name, value)| (*name, value.unwrap_or_default())).collect();
         builder.push(record.timestamp_ms, record.key, record.value.unwrap_or_default(), &headers);
@@ -38,7 +43,7 @@ pub fn kafka_to_native(records: &[u8], limits: DecodeLimits) -> Result<Vec<u8>, 
         // producer's sequences modulo 2^31, as Kafka does.
         builder.set_producer(native_producer_id(&fields), fields.base_sequence as u32);
     }
-    Ok(builder.finish().to_vec())
+    Ok(builder.into_finished())
 }
 
 /// Append one Kafka batch per ringlog batch in `batches` (a fetch's
