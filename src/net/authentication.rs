@@ -89,6 +89,7 @@ pub fn operation_of(request: &Request) -> Operation<'_> {
         | Request::EpochEndOffset { .. }
         | Request::GroupOffsets { .. }
         | Request::ReplicaFetchMany { .. }
+        | Request::ReplicaGroupOffsets { .. }
         | Request::SaslStart { .. }
         | Request::SaslContinue { .. } => Operation::NodeAdmin,
     }

@@ -307,7 +307,9 @@ impl Connection {
         let answer = match request {
             Request::ReplicaHello { node_id } => session.hello(node_id)?,
             Request::ReplicaAuth { proof } => session.authenticate(&self.context, &proof)?,
-            Request::ReplicaFetch { replica_id, .. } | Request::ReplicaFetchMany { replica_id, .. }
+            Request::ReplicaFetch { replica_id, .. }
+            | Request::ReplicaFetchMany { replica_id, .. }
+            | Request::ReplicaGroupOffsets { replica_id, .. }
                 if session.replica() != Some(replica_id) =>
             {
                 return Err(invalid("not authenticated as this replica"));

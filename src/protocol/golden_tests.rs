@@ -91,6 +91,10 @@ fn replication_request_examples() -> Vec<(Request, &'static str)> {
             Request::ReplicaFetchMany { replica_id: 2, max_wait_ms: 500, max_bytes: 8192, partition_max_bytes: 1024, partitions: vec![ReplicaFetchPartition { topic: "t".into(), partition: 0, offset: 5, high_watermark: Some(4) }, ReplicaFetchPartition { topic: "u".into(), partition: 9, offset: 0, high_watermark: None }] },
             "4e000000 | 1200 0200 07000000 0200000000000000 f4010000 00200000 00040000 02000000 | 0100 74 00000000 0500000000000000 0400000000000000 | 0100 75 09000000 0000000000000000 ffffffffffffffff",
         ),
+        (
+            Request::ReplicaGroupOffsets { replica_id: 2, topic: "t".into(), partition: 4, stored_version: 9 },
+            "1f000000 | 1500 0200 07000000 0200000000000000 0100 74 04000000 0900000000000000",
+        ),
     ]
 }
 
@@ -215,8 +219,13 @@ fn replication_response_examples() -> Vec<(ApiKey, Response, &'static str)> {
         ),
         (
             ApiKey::ReplicaFetchMany,
-            Response::ReplicaFetchMany { leader_epoch: 3, leader_shards: 2, partitions: vec![ReplicaFetchedPartition { index: 0, error: ErrorCode::None, high_watermark: Some(9), log_start_offset: 0, log_end_offset: 12, uncompressed_bytes: 30, body: vec![4; 3] }, ReplicaFetchedPartition { index: 7, error: ErrorCode::OffsetOutOfRange, high_watermark: None, log_start_offset: 0, log_end_offset: 0, uncompressed_bytes: 0, body: Vec::new() }] },
-            "5f000000 | 09000000 0000 03000000 0200 02000000 | 00000000 0000 0900000000000000 0000000000000000 0c00000000000000 1e000000 03000000 040404 | 07000000 0200 ffffffffffffffff 0000000000000000 0000000000000000 00000000 00000000",
+            Response::ReplicaFetchMany { leader_epoch: 3, leader_shards: 2, partitions: vec![ReplicaFetchedPartition { index: 0, error: ErrorCode::None, high_watermark: Some(9), log_start_offset: 0, log_end_offset: 12, commit_version: 5, uncompressed_bytes: 30, body: vec![4; 3] }, ReplicaFetchedPartition { index: 7, error: ErrorCode::OffsetOutOfRange, high_watermark: None, log_start_offset: 0, log_end_offset: 0, commit_version: 0, uncompressed_bytes: 0, body: Vec::new() }] },
+            "6f000000 | 09000000 0000 03000000 0200 02000000 | 00000000 0000 0900000000000000 0000000000000000 0c00000000000000 0500000000000000 1e000000 03000000 040404 | 07000000 0200 ffffffffffffffff 0000000000000000 0000000000000000 0000000000000000 00000000 00000000",
+        ),
+        (
+            ApiKey::ReplicaGroupOffsets,
+            Response::ReplicaGroupOffsets { version: 9, groups: vec![("g".into(), 3)] },
+            "1d000000 | 09000000 0000 0900000000000000 01000000 | 0100 67 0300000000000000",
         ),
     ]
 }
@@ -300,19 +309,20 @@ fn fixed_sizes_are_those_of_the_golden_layouts() {
     assert_eq!((LENGTH_PREFIX_BYTES, REQUEST_HEADER_BYTES, RESPONSE_HEADER_BYTES), (4, 8, 6));
     // topic length 2 | partition 4 | offset 8 | high watermark 8
     assert_eq!(REPLICA_FETCH_PARTITION_MIN_BYTES, 22);
-    // index 4 | error 2 | high watermark 8 | log start 8 | log end 8 | uncompressed 4 | body length 4
-    assert_eq!(REPLICA_FETCHED_PARTITION_FIXED_BYTES, 38);
+    // index 4 | error 2 | high watermark 8 | log start 8 | log end 8 | commit version 8 | uncompressed 4 | body length 4
+    assert_eq!(REPLICA_FETCHED_PARTITION_FIXED_BYTES, 46);
 }
 
 #[test]
 fn api_keys_error_codes_and_acks_keep_their_wire_values_and_names() {
-    for value in 1..=20 {
+    for value in 1..=21 {
         assert_eq!(ApiKey::from_wire(value).map(|api_key| api_key as u16), Ok(value));
     }
     assert_eq!(ApiKey::from_wire(0), Err(ProtocolError::UnknownApi(0)));
-    assert_eq!(ApiKey::from_wire(21), Err(ProtocolError::UnknownApi(21)));
+    assert_eq!(ApiKey::from_wire(22), Err(ProtocolError::UnknownApi(22)));
     assert!(ApiKey::ReplicaHello.is_replication() && !ApiKey::FindOffset.is_replication());
-    assert!(ApiKey::ReplicaFetchMany.is_replication(), "the last replication key");
+    assert!(ApiKey::ReplicaFetchMany.is_replication(), "the last replication key of the first range");
+    assert!(ApiKey::ReplicaGroupOffsets.is_replication(), "added after the SASL keys");
     assert!(!ApiKey::SaslStart.is_replication() && !ApiKey::SaslContinue.is_replication(), "clients authenticate");
     let names = [
         "none",

@@ -49,6 +49,7 @@ fn a_hostile_partition_count_in_a_multi_partition_fetch_is_an_error_without_a_hu
         high_watermark: Some(0),
         log_start_offset: 0,
         log_end_offset: 0,
+        commit_version: 0,
         uncompressed_bytes: 0,
         body: Vec::new(),
     };

@@ -145,6 +145,20 @@ pub enum Request {
         /// The partitions, each with the follower's durable end.
         partitions: Vec<ReplicaFetchPartition>,
     },
+    /// A follower's copy of a partition's consumer-group commits: the
+    /// answer is every group's offset with the commit version it reflects,
+    /// and asking acknowledges `stored_version`, the last version whose
+    /// answer the follower stored durably (0: none yet).
+    ReplicaGroupOffsets {
+        /// The follower's node id (must match the authenticated one).
+        replica_id: u64,
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The commit version the follower has stored durably.
+        stored_version: u64,
+    },
     /// Start authenticating: the mechanism and its first message.
     SaslStart {
         /// `SCRAM-SHA-256`.
@@ -205,6 +219,12 @@ messages!(Request {
     },
     SaslStart => SaslStart { mechanism: String = "mechanism", message: Vec<u8> = "sasl message" },
     SaslContinue => SaslContinue { message: Vec<u8> = "sasl message" },
+    ReplicaGroupOffsets => ReplicaGroupOffsets {
+        replica_id: u64 = "replica id",
+        topic: String = "topic",
+        partition: u32 = "partition",
+        stored_version: u64 = "stored version",
+    },
 });
 
 impl Request {
@@ -219,7 +239,8 @@ impl Request {
             | Request::FindOffset { topic, partition, .. }
             | Request::ReplicaFetch { topic, partition, .. }
             | Request::EpochEndOffset { topic, partition, .. }
-            | Request::GroupOffsets { topic, partition } => Some((topic, *partition)),
+            | Request::GroupOffsets { topic, partition }
+            | Request::ReplicaGroupOffsets { topic, partition, .. } => Some((topic, *partition)),
             _ => None,
         }
     }

@@ -192,6 +192,14 @@ pub enum Response {
         /// Partitions with news, in request order.
         partitions: Vec<ReplicaFetchedPartition>,
     },
+    /// A partition's consumer-group commits for a follower.
+    ReplicaGroupOffsets {
+        /// The commit version the groups reflect (every commit acknowledged
+        /// up to it is among them).
+        version: u64,
+        /// (group, committed offset) of every group.
+        groups: Vec<(String, u64)>,
+    },
     /// The server's answer to the first SASL message (SCRAM server-first).
     SaslStart {
         /// The server-first message.
@@ -262,6 +270,10 @@ messages!(Response {
     },
     SaslStart => SaslStart { message: Vec<u8> = "sasl message" },
     SaslContinue => SaslContinue { message: Vec<u8> = "sasl message" },
+    ReplicaGroupOffsets => ReplicaGroupOffsets {
+        version: u64 = "commit version",
+        groups: Vec<(String, u64)> = ("group count", ("group", "offset")),
+    },
 });
 
 /// A response header after the length prefix.

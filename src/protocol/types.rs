@@ -84,6 +84,9 @@ wire_enum! {
         SaslStart = 19,
         /// Authentication: the next SASL message (SCRAM client-final).
         SaslContinue = 20,
+        /// Replication: a follower's copy of a partition's consumer-group
+        /// commits; the call also acknowledges the commit version it stored.
+        ReplicaGroupOffsets = 21,
     }
 }
 
@@ -91,6 +94,7 @@ impl ApiKey {
     /// Whether this is a replication API (served only on the replication listener).
     pub fn is_replication(self) -> bool {
         (ApiKey::ReplicaHello as u16..=ApiKey::ReplicaFetchMany as u16).contains(&(self as u16))
+            || self == ApiKey::ReplicaGroupOffsets
     }
 
     /// Parse a wire value.
@@ -245,6 +249,10 @@ pub struct ReplicaFetchedPartition {
     pub log_start_offset: u64,
     /// Leader's log end.
     pub log_end_offset: u64,
+    /// The partition's consumer-group commit version when the follower has
+    /// not been told it yet (news: it copies the commits with
+    /// `ReplicaGroupOffsets`); 0 when unchanged.
+    pub commit_version: u64,
     /// Size of `body` once decompressed.
     pub uncompressed_bytes: u32,
     /// Whole batches: an lz4 block, or stored raw (exactly `uncompressed_bytes` long).
@@ -257,6 +265,7 @@ record!(ReplicaFetchedPartition {
     high_watermark: Option<u64> = "high watermark",
     log_start_offset: u64 = "log start",
     log_end_offset: u64 = "log end",
+    commit_version: u64 = "commit version",
     uncompressed_bytes: u32 = "uncompressed bytes",
     body: Vec<u8> = "batches",
 });

@@ -88,6 +88,7 @@ fn entry(index: u32, error: ErrorCode, snapshot: Option<&crate::storage::LogSnap
         high_watermark: None,
         log_start_offset: snapshot.map_or(0, |snapshot| snapshot.log_start_offset),
         log_end_offset: snapshot.map_or(0, |snapshot| snapshot.log_end_offset),
+        commit_version: 0,
         uncompressed_bytes: 0,
         body: Vec::new(),
     }
@@ -263,9 +264,11 @@ async fn partition_news(
     let mut news = entry(index, ErrorCode::None, Some(&snapshot));
     // Unestablished (a new term below its start): followers learn nothing.
     news.high_watermark = high_watermark::visible(owned, &context.cluster);
+    // New consumer-group commits: the follower copies them at once.
+    news.commit_version = owned.replication.commits.news_for(replica_id).unwrap_or(0);
     if wanted.offset < snapshot.log_start_offset {
         // Behind the log start: the follower starts over there.
-        return budget.admit(0, 0).then_some(news);
+        return admit_news(budget, owned, replica_id, news, true);
     }
     // With the budget spent, the batches wait for the next read.
     if owned.log.written_end_offset() > wanted.offset && budget.read_bytes() > 0 {
@@ -280,8 +283,24 @@ async fn partition_news(
         (Some(_), None) => true,
         (None, _) => false,
     };
-    let has_news = !news.body.is_empty() || higher;
-    (has_news && (!news.body.is_empty() || budget.admit(0, 0))).then_some(news)
+    let has_news = !news.body.is_empty() || higher || news.commit_version != 0;
+    admit_news(budget, owned, replica_id, news, has_news)
+}
+
+/// `news` if there is any and it fits (an entry with batches was admitted
+/// when they were read); a commit version it carries counts as told.
+fn admit_news(
+    budget: &mut AnswerBudget,
+    owned: &OwnedPartition,
+    replica_id: u64,
+    news: ReplicaFetchedPartition,
+    has_news: bool,
+) -> Option<ReplicaFetchedPartition> {
+    if !has_news || (news.body.is_empty() && !budget.admit(0, 0)) {
+        return None;
+    }
+    owned.replication.commits.announce(replica_id, news.commit_version);
+    Some(news)
 }
 
 /// Batches from `offset` within the budget: (uncompressed bytes, body),

@@ -28,8 +28,13 @@ use crate::storage::{AppendMode, PartitionLog};
 
 /// Longest a follower's read waits at the leader for new data.
 const FETCH_WAIT_MS: u32 = 500;
-/// How often each partition mirrors the leader's consumer-group offsets.
+/// How often each partition asks for the leader's consumer-group commits
+/// when no read announced new ones (a safety net: the announcement is what
+/// makes copying prompt).
 const GROUP_OFFSETS_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest one copy of the commits waits for this replica's log to become
+/// durable past a commit before asking the leader again.
+const COMMIT_DURABLE_WAIT: Duration = Duration::from_millis(200);
 /// How often shard 0 mirrors the leader's topics.
 const TOPIC_SYNC_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -122,7 +127,8 @@ async fn session(context: &Rc<ShardContext>, target: &Target, stopping: &Rc<Cell
                 continue;
             }
             let (context, connection, fetch_set) = (Rc::clone(context), Rc::clone(&connection), Rc::clone(&fetch_set));
-            tasks.insert(key, spawn_tracked(follow_partition(context, connection, fetch_set, owned)));
+            let follow = follow_partition(context, connection, fetch_set, owned, target.node_id);
+            tasks.insert(key, spawn_tracked(follow));
         }
         tasks.retain(|_, (_, finished)| !finished.get());
         for lane in fetch_set.lanes(limits_chunk(context)) {
@@ -192,14 +198,15 @@ async fn mirror_topics(context: &Rc<ShardContext>, connection: &ReplicaConnectio
 
 /// Make one partition ready to read (forgotten-node resync, divergence
 /// check), put it in the session's fetch set, and keep its consumer-group
-/// offsets mirrored; a lane that evicts it (the leader refused it, or an
+/// commits copied; a lane that evicts it (the leader refused it, or an
 /// answer could not be applied) ends this task, and the session starts it
-/// again, which checks divergence again.
+/// again, which checks divergence again and copies the commits afresh.
 async fn follow_partition(
     context: Rc<ShardContext>,
     connection: Rc<ReplicaConnection>,
     fetch_set: Rc<FetchSet>,
     owned: Rc<OwnedPartition>,
+    replica_id: u64,
 ) {
     let topic = owned.meta.name.clone();
     let partition = owned.partition;
@@ -207,20 +214,79 @@ async fn follow_partition(
     let outcome = async {
         resync_if_forgotten(&context, &owned).await?;
         truncate_divergence(&connection, &owned, &topic, partition).await?;
+        // A leader without commit replication answers `unknown_api` here,
+        // before any read whose answer layout it does not share is sent.
+        let probe = Request::ReplicaGroupOffsets { replica_id, topic: topic.clone(), partition, stored_version: 0 };
+        connection.call(&probe).await?;
         let evicted = fetch_set.insert(key.clone(), Rc::clone(&owned));
-        loop {
-            mirror_group_offsets(&connection, &owned, &topic, partition).await?;
-            let sleep = crate::runtime::sleep(GROUP_OFFSETS_INTERVAL);
-            futures_lite::future::or(evicted.notified(), sleep).await;
-            if !still_open(&context, &owned, &topic, partition) || !fetch_set.holds(&key, &owned) {
-                return Ok::<(), CallError>(());
-            }
-        }
+        let follow = FollowedPartition { context: &context, fetch_set: &fetch_set, owned: &owned, key: &key };
+        copy_commits(&connection, follow, &evicted, replica_id).await
     }
     .await;
     fetch_set.evict(&key, &owned);
     if let Err(error) = outcome {
         tracing::debug!(target: "ringlog::replication", %topic, partition, %error, "partition replication stopped");
+    }
+}
+
+/// One partition this follower shard follows, with what tells whether it
+/// still does.
+#[derive(Clone, Copy)]
+struct FollowedPartition<'a> {
+    context: &'a ShardContext,
+    fetch_set: &'a FetchSet,
+    owned: &'a Rc<OwnedPartition>,
+    key: &'a PartitionKey,
+}
+
+impl FollowedPartition<'_> {
+    /// Still this shard's open partition, and still read in this session.
+    fn open(&self) -> bool {
+        still_open(self.context, self.owned, &self.key.0, self.key.1) && self.fetch_set.holds(self.key, self.owned)
+    }
+}
+
+/// Keep the partition's consumer-group commits copied from the leader
+/// while it is followed: at once (a new session starts from nothing), then
+/// as soon as a read's answer announces a new commit version, and at least
+/// every [`GROUP_OFFSETS_INTERVAL`]. Each call acknowledges the version
+/// stored durably before it, which is what releases the leader's waiting
+/// commits, so a stored copy is acknowledged at once.
+async fn copy_commits(
+    connection: &ReplicaConnection,
+    follow: FollowedPartition<'_>,
+    evicted: &Notify,
+    replica_id: u64,
+) -> Result<(), CallError> {
+    let commits = &follow.owned.replication.commits;
+    // Versions are the leader process's: nothing stored from it yet.
+    let mut stored_version = 0;
+    loop {
+        let announced = commits.learned_changed.notified();
+        let learned = commits.learned();
+        let (topic, partition) = (follow.key.0.clone(), follow.key.1);
+        let request = Request::ReplicaGroupOffsets { replica_id, topic, partition, stored_version };
+        let Response::ReplicaGroupOffsets { version, groups } = connection.call(&request).await? else {
+            return Err(CallError::Connection("unexpected answer to replica group offsets".into()));
+        };
+        if version != stored_version {
+            if store_commits(follow, &groups).await? {
+                stored_version = version;
+            }
+            // Acknowledge at once, or ask again after the bounded wait for
+            // this log to become durable past a commit.
+            if !follow.open() {
+                return Ok(());
+            }
+            continue;
+        }
+        if commits.learned() == learned && follow.open() {
+            let sleep = crate::runtime::sleep(GROUP_OFFSETS_INTERVAL);
+            futures_lite::future::or(futures_lite::future::or(evicted.notified(), announced), sleep).await;
+        }
+        if !follow.open() {
+            return Ok(());
+        }
     }
 }
 
@@ -389,6 +455,8 @@ async fn apply_fetched(
             leader: None,
         }));
     }
+    // New commits on the leader: the partition's task copies them now.
+    owned.replication.commits.learn(fetched.commit_version);
     // Another lane's read (the lanes were just redrawn) applied it already.
     if owned.log.snapshot().log_end_offset != offset {
         return Ok(());
@@ -483,33 +551,45 @@ async fn apply(
     Ok(())
 }
 
-/// Copy the leader's committed consumer-group offsets of a partition, so a
-/// group resumes where it was after a failover.
-async fn mirror_group_offsets(
-    connection: &ReplicaConnection,
-    owned: &OwnedPartition,
-    topic: &str,
-    partition: u32,
-) -> Result<(), CallError> {
-    let request = Request::GroupOffsets { topic: topic.to_string(), partition };
-    let Response::GroupOffsets(groups) = connection.call(&request).await? else {
-        return Err(CallError::Connection("unexpected answer to group offsets".into()));
-    };
-    let local: HashMap<String, u64> = owned.log.committed_offsets().into_iter().collect();
-    let durable_end_offset = owned.log.snapshot().durable_end_offset;
-    for (group, offset) in groups {
-        // A commit beyond what this replica holds durably waits for a later
-        // round: stored now, a crash would latch it out of range (SPEC §2).
-        if local.get(&group) == Some(&offset) || offset > durable_end_offset {
-            continue;
+/// Store the leader's commits of a partition durably; true once every one
+/// is stored. A commit beyond what this replica holds durably waits (up to
+/// [`COMMIT_DURABLE_WAIT`]) for the log to become durable past it: stored
+/// now, a crash would latch it out of range (SPEC §2).
+async fn store_commits(follow: FollowedPartition<'_>, groups: &[(String, u64)]) -> Result<bool, CallError> {
+    let log = &follow.owned.log;
+    let deadline = std::time::Instant::now() + COMMIT_DURABLE_WAIT;
+    loop {
+        let local: HashMap<String, u64> = log.committed_offsets().into_iter().collect();
+        let durable_end_offset = log.snapshot().durable_end_offset;
+        let (mut beyond, mut stored_any) = (false, false);
+        for &(ref group, offset) in groups {
+            if local.get(group) == Some(&offset) {
+                continue;
+            }
+            if offset > durable_end_offset {
+                beyond = true;
+                continue;
+            }
+            log.commit_offset(group, offset)
+                .await
+                .map_err(|error| CallError::Connection(format!("cannot store group {group}'s offset: {error}")))?;
+            stored_any = true;
         }
-        owned
-            .log
-            .commit_offset(&group, offset)
-            .await
-            .map_err(|error| CallError::Connection(format!("cannot store group {group}'s offset: {error}")))?;
+        if stored_any {
+            // This store changed: were this node to lead, it is news.
+            follow.owned.replication.note_commit();
+        }
+        if let Some(failure) = log.snapshot().failure {
+            // Its waits return at once: asking again would spin.
+            return Err(CallError::Connection(format!("partition failed: {failure}")));
+        }
+        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+        // A closed log's wait returns at once too: the caller sees it closed.
+        if !beyond || remaining.is_zero() || !follow.open() {
+            return Ok(!beyond);
+        }
+        futures_lite::future::or(log.wait_durable_past(durable_end_offset), crate::runtime::sleep(remaining)).await;
     }
-    Ok(())
 }
 
 /// Most rounds of the divergence check: each round that does not settle

@@ -121,6 +121,27 @@ pub fn epoch_end_offset(context: &ShardContext, owned: &OwnedPartition, epoch: u
     })
 }
 
+/// A follower's copy of a partition's consumer-group commits. Asking
+/// acknowledges `stored_version` (what it stored durably from an earlier
+/// answer: waiting commits at or below it are released); the answer is
+/// every group's offset and the version they reflect, read together with
+/// no await between, so every commit bumped to that version is in it.
+pub fn replica_group_offsets(
+    context: &ShardContext,
+    owned: &OwnedPartition,
+    replica_id: u64,
+    stored_version: u64,
+) -> Outcome {
+    context.write_epoch()?;
+    // Begin the term first: it forgets acknowledgements of earlier terms,
+    // and must not forget this one.
+    high_watermark::advance(owned, &context.cluster);
+    owned.replication.record_commits_stored(replica_id, stored_version);
+    let version = owned.replication.commits.version();
+    owned.replication.commits.announce(replica_id, version);
+    Ok(Response::ReplicaGroupOffsets { version, groups: owned.log.committed_offsets() })
+}
+
 /// Publish how far each known follower is on this shard's partitions (run
 /// every [`PROGRESS_INTERVAL`] while leading): the oldest caught-up time (a
 /// partition the follower never fetched counts as never caught up unless it

@@ -99,7 +99,7 @@ async fn execute(context: &Rc<ShardContext>, request: Request) -> Outcome {
         }
         Request::ListOffsets { topic, partition } => fetch::list_offsets(context, &*context.owned(&topic, partition)?),
         Request::CommitOffset { group, topic, partition, offset } => {
-            offsets::commit_offset(&*context.owned(&topic, partition)?, &group, offset).await
+            offsets::commit_offset(context, &*context.owned(&topic, partition)?, &group, offset).await
         }
         Request::FetchOffset { group, topic, partition } => {
             Ok(offsets::fetch_offset(&*context.owned(&topic, partition)?, &group))
@@ -119,6 +119,9 @@ async fn execute(context: &Rc<ShardContext>, request: Request) -> Outcome {
         Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions } => {
             let limits = FetchLimits { replica_id, max_wait_ms, max_bytes, partition_max_bytes };
             fetch_many::serve_replica_fetch_many(context, limits, partitions).await
+        }
+        Request::ReplicaGroupOffsets { replica_id, topic, partition, stored_version } => {
+            leader::replica_group_offsets(context, &*context.owned(&topic, partition)?, replica_id, stored_version)
         }
         Request::EpochEndOffset { topic, partition, epoch } => {
             leader::epoch_end_offset(context, &*context.owned(&topic, partition)?, epoch)

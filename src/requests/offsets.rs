@@ -1,6 +1,8 @@
 //! Consumer-group offsets and offset lookups on one partition.
 
 use crate::protocol::{CommittedState, Response};
+use crate::replication::acks;
+use crate::shard::context::ShardContext;
 use crate::shard::mesh::Outcome;
 use crate::shard::partitions::OwnedPartition;
 use crate::shard::wire_error::storage_error;
@@ -8,9 +10,18 @@ use crate::storage::offsets::OffsetLookup;
 
 /// Store `group`'s position. The log refuses an offset beyond its end
 /// (`offset_out_of_range`), checked under its offsets gate where no
-/// truncation interleaves.
-pub async fn commit_offset(owned: &OwnedPartition, group: &str, offset: u64) -> Outcome {
+/// truncation interleaves. A leader acknowledges only once every in-sync
+/// follower stored the commit too (as `acks=all` does for records): a
+/// commit acknowledged by the leader alone was lost with it.
+pub async fn commit_offset(context: &ShardContext, owned: &OwnedPartition, group: &str, offset: u64) -> Outcome {
+    acks::check_min_in_sync(&context.cluster, &context.config)?;
     owned.log.commit_offset(group, offset).await.map_err(storage_error)?;
+    // No await since the store: an answer to a follower read at this
+    // version holds the commit.
+    let commit_version = owned.replication.note_commit();
+    acks::wait_for_commit(context, owned, commit_version).await?;
+    // Deposed while the followers copied: not ours to acknowledge.
+    context.write_epoch()?;
     Ok(Response::CommitOffset)
 }
 

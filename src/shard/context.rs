@@ -19,6 +19,23 @@ use crate::state::cluster::{ClusterState, WriteRefusal};
 /// The shard that owns topic metadata (creates and deletes topics).
 pub const METADATA_SHARD: ShardId = 0;
 
+/// [`ShardContext::write_epoch`] from the cluster state alone.
+pub fn write_epoch_of(cluster: &ClusterState) -> Result<u32, ErrorResponse> {
+    cluster.write_epoch().map_err(|refusal_reason| match refusal_reason {
+        WriteRefusal::NotLeader(Some(leader)) => ErrorResponse {
+            code: ErrorCode::NotLeader,
+            message: format!("this node is a follower; the leader is at {leader}"),
+            leader: Some(leader),
+        },
+        WriteRefusal::NotLeader(None) => {
+            refusal(ErrorCode::NotLeader, "this node is a follower and no leader is known")
+        }
+        WriteRefusal::Fenced => {
+            refusal(ErrorCode::NotLeader, "fenced: this node's etcd lease was not renewed in time; not acknowledging")
+        }
+    })
+}
+
 /// Everything a shard needs to serve requests.
 pub struct ShardContext {
     /// This shard.
@@ -61,20 +78,7 @@ impl ShardContext {
     /// when known). Checked before a write and again before its ack, so a
     /// leader whose lease lapsed mid-write does not acknowledge it.
     pub fn write_epoch(&self) -> Result<u32, ErrorResponse> {
-        self.cluster.write_epoch().map_err(|refusal_reason| match refusal_reason {
-            WriteRefusal::NotLeader(Some(leader)) => ErrorResponse {
-                code: ErrorCode::NotLeader,
-                message: format!("this node is a follower; the leader is at {leader}"),
-                leader: Some(leader),
-            },
-            WriteRefusal::NotLeader(None) => {
-                refusal(ErrorCode::NotLeader, "this node is a follower and no leader is known")
-            }
-            WriteRefusal::Fenced => refusal(
-                ErrorCode::NotLeader,
-                "fenced: this node's etcd lease was not renewed in time; not acknowledging",
-            ),
-        })
+        write_epoch_of(&self.cluster)
     }
 
     /// This shard's counters.

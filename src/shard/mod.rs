@@ -4,6 +4,7 @@
 //! every layer above is handed. Requests are executed one floor up
 //! (`crate::requests`).
 
+pub mod commit_replication;
 pub mod context;
 pub mod faults;
 pub mod groups;

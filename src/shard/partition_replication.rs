@@ -7,6 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
+use super::commit_replication::CommitReplication;
 use crate::runtime::Notify;
 
 /// What the leader knows of one follower on one partition.
@@ -97,8 +98,11 @@ pub struct PartitionReplication {
     waiters: RefCell<Vec<(u64, Weak<FetchWake>, u32)>>,
     /// Whether a task watches the written end for the waiters.
     watching: Cell<bool>,
-    /// Fired whenever a follower position or the high watermark moves.
+    /// Fired whenever a follower position, the high watermark or a
+    /// follower's stored commit version moves.
     pub changed: Notify,
+    /// Consumer-group commits: their version, and each follower's copy.
+    pub commits: CommitReplication,
 }
 
 /// The last lz4 answer sent to a follower, for the next follower asking
@@ -128,6 +132,7 @@ impl Default for PartitionReplication {
             waiters: RefCell::default(),
             watching: Cell::new(false),
             changed: Notify::default(),
+            commits: CommitReplication::default(),
         }
     }
 }
@@ -154,6 +159,21 @@ impl PartitionReplication {
         waiters.retain(|(id, waiting, _)| *id != follower && waiting.strong_count() > 0);
         waiters.push((follower, Rc::downgrade(wake), index));
         !self.watching.replace(true)
+    }
+
+    /// A consumer-group commit was stored here: its version, and the
+    /// waiting follower reads are told (the version is news for them).
+    pub fn note_commit(&self) -> u64 {
+        let version = self.commits.bump();
+        self.wake_waiters();
+        version
+    }
+
+    /// Leader: `follower` stored commit version `stored_version` durably;
+    /// waiting commits look again.
+    pub fn record_commits_stored(&self, follower: u64, stored_version: u64) {
+        self.commits.record_stored(follower, stored_version);
+        self.changed.notify_all();
     }
 
     /// Tell every waiting read that this partition changed.
@@ -290,6 +310,7 @@ impl PartitionReplication {
         self.term_epoch.set(epoch);
         self.term_start_offset.set(durable_end_offset);
         self.followers.borrow_mut().clear();
+        self.commits.begin_term();
         let current = self.high_watermark.get();
         let known = self.learned_high_watermark.get().max(current);
         let start = known.min(durable_end_offset);
@@ -554,6 +575,25 @@ mod tests {
         assert!(!state.has_live_waiters(), "ended reads do not count");
         state.stop_watching();
         assert!(state.register_waiter(2, &Rc::new(FetchWake::new(1)), 0), "a stopped watcher is started again");
+    }
+
+    #[test]
+    fn a_commit_is_news_for_the_waiting_reads_and_a_new_term_forgets_what_followers_stored() {
+        let state = PartitionReplication::default();
+        let read = Rc::new(FetchWake::new(3));
+        state.register_waiter(2, &read, 2);
+        let version = state.note_commit();
+        assert_eq!(read.drain(), vec![2], "the read re-examines the partition");
+        assert_eq!(state.commits.news_for(2), Some(version));
+        let stored = state.changed.notified();
+        state.record_commits_stored(2, version);
+        assert!(
+            futures_lite::future::block_on(futures_lite::future::poll_once(stored)).is_some(),
+            "commits look again"
+        );
+        assert!(state.commits.stored_by_all(version, &[2]));
+        state.begin_term(5, 0);
+        assert!(!state.commits.stored_by_all(version, &[2]), "stored in an earlier term");
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod auth;
 mod certs;
 mod cli;
 mod cluster;
+mod commit_failover;
 mod common;
 mod console;
 mod crash;
