@@ -104,11 +104,16 @@ disk_bytes() {
     }' /proc/diskstats
 }
 
+# The node's own storage I/O so far (/proc/PID/io: "read_bytes write_bytes",
+# bytes it had the block layer read or write, O_DIRECT included); the
+# device's counters count every process on the disk.
+node_io() { awk '$1 == "read_bytes:" {r = $2} $1 == "write_bytes:" {w = $2} END {printf "%.0f %.0f", r, w}' "/proc/$node_pid/io"; }
 # Around each client command: device and CPU counters, wall time, and
 # optionally a profile of the node.
 begin_row() { # name
     usage_begin "$dir"
     cpu_before=$(node_cpu_s)
+    io_before=$(node_io)
     if ((profile)); then
         perf record -g -p "$node_pid" -o "$dir/perf.$1.data" >/dev/null 2>&1 &
         perf_pid=$!
@@ -124,6 +129,7 @@ stop_clock() {
     usage=$(usage_end)
     disk=$(disk_bytes)
     cpu_after=$(node_cpu_s)
+    io_after=$(node_io)
     if ((profile)); then
         kill -INT "$perf_pid"
         wait "$perf_pid" || true
@@ -138,7 +144,10 @@ end_row() { # protocol row bytes records tool_figure
                  printf "%.0f %.2f %.2f\n", b / s / 1e6, (n1 - n0) / gb, (c1 - c0) / gb }')
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$mbs" "$node" "$client" \
         "$(awk -v f="$5" 'BEGIN { n = split(f, p, / \+ /); for (i = 1; i <= n; i++) t += p[i]; printf "%.0f", t }')" >>"$results"
-    echo "| $1 | $2 | $mbs | $node | $client | $4 | $seconds | $5 | $disk; $usage |"
+    local io
+    io=$(awk -v a="$io_before" -v b="$io_after" 'BEGIN { split(a, s, " "); split(b, e, " ");
+        printf "node wrote %.2f GB, read %.2f GB", (e[2] - s[2]) / 1e9, (e[1] - s[1]) / 1e9 }')
+    echo "| $1 | $2 | $mbs | $node | $client | $4 | $seconds | $5 | $io; device $disk; $usage |"
 }
 # Cold reads, as bench-tls.sh: the page cache is dropped (the node reads
 # segments with O_DIRECT anyway; its tail cache stays), then the clients'
@@ -269,7 +278,7 @@ echo "- \`$binary\`; $rounds rounds, alternating; $(nproc) cores, kernel $(uname
 echo "- 2 partitions, 1 KiB records, $total bytes ($count records) per produce row, fsync=never; then a cold consume of everything"
 echo "- Kafka client: rdkafka_performance (librdkafka $tool_version), $kafka_producers producer and $kafka_consumers consumer process(es): ${produce_flags[*]} / ${consume_flags[*]}"
 echo
-echo "| protocol | row | MB/s | node CPU s/GB | client CPU s/GB | records | client s | tool's MB/s | device and CPU during the run |"
+echo "| protocol | row | MB/s | node CPU s/GB | client CPU s/GB | records | client s | tool's MB/s | bytes the node and the device read and wrote; device and CPU during the run |"
 echo "|---|---|---|---|---|---|---|---|---|"
 for round in $(seq "$rounds"); do
     order=(native kafka)

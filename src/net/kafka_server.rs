@@ -2,12 +2,15 @@
 //! `kafka_listen` with SO_REUSEPORT like the client listener, reads
 //! length-prefixed Kafka frames (the length checked against
 //! `limits.max_frame_bytes` before anything is allocated), and serves a
-//! connection's requests one at a time, in the order they arrived, as a
-//! Kafka broker does: clients rely on it (two Produce requests in flight
-//! to one partition land in the order sent). A writer task sends the
-//! answers, so the next request is read while the last answer goes out;
-//! at most `limits.max_inflight_requests_per_connection` answers wait for
-//! it.
+//! connection's requests in the order they arrived, as a Kafka broker
+//! does: clients rely on it (two Produce requests in flight to one
+//! partition land in the order sent). A request starts once the one before
+//! it is done, except after a Produce: the next starts as soon as the
+//! Produce's batches are placed (have their offsets), while the Produce
+//! waits for its acks — so a client's pipelined produces keep the disk
+//! busy, as the native protocol's do, and still land in order. A writer
+//! task sends the answers in the order of the requests; at most
+//! `limits.max_inflight_requests_per_connection` wait for it.
 //!
 //! With `[auth]` on, a connection authenticates first
 //! (`requests::kafka::sasl`); its requests then carry its principal.
@@ -26,10 +29,12 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 
+use crate::protocol::kafka::KafkaRequest;
 use crate::protocol::kafka::{decode_request, frame_length, KafkaFrameError, LENGTH_PREFIX_BYTES};
 use crate::requests::kafka::sasl::{self, KafkaAuthentication, Step};
 use crate::requests::kafka::{handle, Access, KafkaOutcome};
 use crate::runtime::Notify;
+use crate::security::acl::Principal;
 use crate::security::FailureLimiter;
 use crate::shard::context::ShardContext;
 use crate::state::metrics::ConnectionCount;
@@ -88,7 +93,7 @@ async fn serve(shared: &Rc<KafkaListener>, stream: TcpStream, limiter: Option<Rc
     let mut authentication = limiter.map(|limiter| KafkaAuthentication::new(peer, tls, limiter));
     let socket = writer.raw_fd();
     let depth = shared.context.config.limits.max_inflight_requests_per_connection;
-    let (sender, receiver) = local_channel::new_bounded::<KafkaOutcome>(depth);
+    let (sender, receiver) = local_channel::new_bounded::<Owed>(depth);
     let writer = crate::runtime::spawn_local(write_answers(receiver, writer, socket));
     if let Err(reason) = read_requests(shared, &mut reader, &sender, authentication.as_mut()).await {
         tracing::debug!(target: "ringlog::kafka", %reason, "closing kafka connection");
@@ -114,16 +119,17 @@ enum ReadEnd {
     Unauthenticated(u64),
 }
 
-/// Read frames and serve their requests, one at a time, until the peer
-/// leaves, bad input arrives, or the node stops. A request runs here, in
-/// the connection's own task, to its end: nothing cancels it half-way (a
-/// Produce dropped between placing its batch and counting it would leave
-/// the partition's writer inconsistent). The bounded channel holds the
-/// answers the writer has not sent yet: a full one stops reading.
+/// Read frames and start their requests in order, until the peer leaves,
+/// bad input arrives, or the node stops. A request runs in its own task to
+/// its end: nothing cancels it half-way (a Produce dropped between placing
+/// its batch and counting it would leave the partition's writer
+/// inconsistent), and the next request starts when it releases the
+/// connection ([`handle`]). The bounded channel holds the answers the
+/// writer has not sent yet: a full one stops reading.
 async fn read_requests(
     shared: &Rc<KafkaListener>,
     reader: &mut ReadHalf,
-    sender: &LocalSender<KafkaOutcome>,
+    sender: &LocalSender<Owed>,
     mut authentication: Option<&mut KafkaAuthentication>,
 ) -> Result<(), ReadEnd> {
     // One deadline from accept to a completed authentication: an anonymous
@@ -149,23 +155,61 @@ async fn read_requests(
             None => Step::Serve(request, None),
             Some(authentication) => authentication.check(&shared.context, request).await,
         };
-        let (outcome, keep_open) = match step {
-            Step::Serve(request, principal) => {
-                shared.in_flight.enter();
-                let outcome = handle(&shared.context, request, Access(principal.as_ref())).await;
-                shared.in_flight.leave();
-                (outcome, true)
-            }
-            Step::Answer { outcome, keep_open } => (outcome, keep_open),
+        let (answer, keep_open) = match step {
+            Step::Serve(request, principal) => (start(shared, request, principal).await, true),
+            Step::Answer { outcome, keep_open } => (Owed::Ready(outcome), keep_open),
         };
-        let failed = outcome.is_err() || !keep_open;
-        if sender.send(outcome).await.is_err() || failed {
+        let failed = answer.failed() || !keep_open;
+        if sender.send(answer).await.is_err() || failed {
             // The writer ended (the socket failed), this request cannot
             // be answered, or authentication failed: the writer closes
             // after what it owes.
             return Err(ReadEnd::Closed);
         }
     }
+}
+
+/// An answer the writer owes, in request order.
+enum Owed {
+    /// Known now.
+    Ready(KafkaOutcome),
+    /// Its request's task sends it when done.
+    Pending(async_channel::Receiver<KafkaOutcome>),
+}
+
+impl Owed {
+    /// Known already to end the connection.
+    fn failed(&self) -> bool {
+        matches!(self, Owed::Ready(Err(_)))
+    }
+
+    async fn outcome(self) -> Option<KafkaOutcome> {
+        match self {
+            Owed::Ready(outcome) => Some(outcome),
+            // A task that ended without an outcome: nothing to answer with.
+            Owed::Pending(receiver) => receiver.recv().await.ok(),
+        }
+    }
+}
+
+/// Start `request` in its own task (counted in flight until it ends) and
+/// return once it releases the connection: when it is done, or, for a
+/// Produce, once its batches are placed.
+async fn start(shared: &Rc<KafkaListener>, request: KafkaRequest, principal: Option<Principal>) -> Owed {
+    let (release, released) = async_channel::bounded::<()>(1);
+    let (outcome_sender, outcome) = async_channel::bounded::<KafkaOutcome>(1);
+    let (context, in_flight) = (Rc::clone(&shared.context), Rc::clone(&shared.in_flight));
+    in_flight.enter();
+    crate::runtime::spawn_local(async move {
+        let outcome = handle(&context, request, Access(principal.as_ref()), release).await;
+        in_flight.leave();
+        // The writer may have gone (the socket failed): nothing to send to.
+        let _ = outcome_sender.try_send(outcome);
+    })
+    .detach();
+    // Nothing is ever sent: recv returns when the request drops `release`.
+    let _ = released.recv().await;
+    Owed::Pending(outcome)
 }
 
 /// The next frame, at most `limit` bytes.
@@ -199,15 +243,16 @@ async fn read_or_stop(shared: &KafkaListener, reader: &mut ReadHalf, buffer: &mu
 
 /// Write the answers in the order their requests arrived. A request that
 /// cannot be answered closes the connection.
-async fn write_answers(receiver: LocalReceiver<KafkaOutcome>, mut writer: WriteHalf, socket: std::os::fd::RawFd) {
-    while let Some(outcome) = receiver.recv().await {
-        let frame = match outcome {
-            Ok(Some(frame)) => frame,
-            Ok(None) => continue,
-            Err(error) => {
+async fn write_answers(receiver: LocalReceiver<Owed>, mut writer: WriteHalf, socket: std::os::fd::RawFd) {
+    while let Some(owed) = receiver.recv().await {
+        let frame = match owed.outcome().await {
+            Some(Ok(Some(frame))) => frame,
+            Some(Ok(None)) => continue,
+            Some(Err(error)) => {
                 tracing::debug!(target: "ringlog::kafka", %error, "closing kafka connection");
                 break;
             }
+            None => break,
         };
         // TLS holds records back until flushed; plaintext: nothing to do.
         if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err() {

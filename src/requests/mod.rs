@@ -20,7 +20,7 @@ use crate::protocol::{ErrorCode, Request, Response};
 use crate::replication::fetch_many::{self, FetchLimits};
 use crate::replication::leader;
 use crate::shard::context::{ShardContext, METADATA_SHARD};
-use crate::shard::mesh::{Outcome, ShardRequest};
+use crate::shard::mesh::{Outcome, PlacedSignal, ShardRequest};
 use crate::shard::owner_of;
 use crate::shard::topic_admin;
 use crate::shard::wire_error::refusal;
@@ -53,8 +53,21 @@ pub async fn handle(context: &Rc<ShardContext>, request: Request) -> Outcome {
         Request::ReplicaHello { .. } | Request::ReplicaAuth { .. } => {
             Err(refusal(ErrorCode::InvalidRequest, "handshake frames are handled by the replication listener"))
         }
-        _ => route(context, request).await,
+        _ => route(context, request, None).await,
     }
+}
+
+/// A produce whose caller waits only until the batch is placed (has its
+/// offsets, in the order of calls) before making the next call, then for
+/// the outcome: `placed` is dropped at that point, or as soon as the
+/// produce fails before it. What lets a Kafka connection keep several
+/// produces in flight without reordering a partition's batches.
+pub async fn produce_ordered(context: Rc<ShardContext>, request: Request, placed: PlacedSignal) -> Outcome {
+    if !matches!(request, Request::Produce { .. }) {
+        return Err(refusal(ErrorCode::InvalidRequest, "an ordered produce carries a produce"));
+    }
+    context.write_epoch()?;
+    route(&context, request, Some(placed)).await
 }
 
 /// Execute a request another shard sent to this one (this shard owns it).
@@ -63,13 +76,15 @@ pub async fn handle_forwarded(context: &Rc<ShardContext>, request: ShardRequest)
         ShardRequest::Client(request @ (Request::CreateTopic { .. } | Request::DeleteTopic { .. })) => {
             handle(context, request).await
         }
-        ShardRequest::Client(request) => execute(context, request).await,
+        ShardRequest::Client(request) => execute(context, request, None).await,
+        ShardRequest::OrderedProduce { request, placed } => execute(context, request, Some(placed)).await,
         ShardRequest::Topic(change) => topic_admin::apply_on_this_shard(context, change).await,
     }
 }
 
-/// Send a partition request to its owner.
-async fn route(context: &Rc<ShardContext>, request: Request) -> Outcome {
+/// Send a partition request to its owner (with `placed`: a produce that
+/// signals its placement, see [`produce_ordered`]).
+async fn route(context: &Rc<ShardContext>, request: Request, placed: Option<PlacedSignal>) -> Outcome {
     let (topic, partition) = request.partition().ok_or_else(|| refusal(ErrorCode::InvalidRequest, "no partition"))?;
     let meta = context.registry.get(topic).ok_or_else(|| refusal(ErrorCode::UnknownTopic, format!("topic {topic}")))?;
     if partition >= meta.partitions {
@@ -77,21 +92,25 @@ async fn route(context: &Rc<ShardContext>, request: Request) -> Outcome {
     }
     let owner = owner_of(topic, partition, context.shards);
     if owner == context.shard {
-        return execute(context, request).await;
+        return execute(context, request, placed).await;
     }
     let metrics = context.shard_metrics();
     metrics.cross_shard_forwarded.fetch_add(1, Ordering::Relaxed);
     metrics.cross_shard_in_flight.fetch_add(1, Ordering::Relaxed);
-    let outcome = context.mesh.call(owner, ShardRequest::Client(request)).await;
+    let forwarded = match placed {
+        Some(placed) => ShardRequest::OrderedProduce { request, placed },
+        None => ShardRequest::Client(request),
+    };
+    let outcome = context.mesh.call(owner, forwarded).await;
     metrics.cross_shard_in_flight.fetch_sub(1, Ordering::Relaxed);
     outcome
 }
 
 /// Execute a partition request on its owning shard.
-async fn execute(context: &Rc<ShardContext>, request: Request) -> Outcome {
+async fn execute(context: &Rc<ShardContext>, request: Request, placed: Option<PlacedSignal>) -> Outcome {
     match request {
         Request::Produce { topic, partition, acks, batch } => {
-            produce::produce(context, &*context.owned(&topic, partition)?, acks, batch).await
+            produce::produce(context, &*context.owned(&topic, partition)?, acks, batch, placed).await
         }
         Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {
             let owned = context.owned(&topic, partition)?;

@@ -9,15 +9,22 @@ use std::time::Instant;
 use crate::protocol::{Acks, ErrorCode, ErrorResponse, Request, Response};
 use crate::replication::acks;
 use crate::shard::context::ShardContext;
-use crate::shard::mesh::Outcome;
+use crate::shard::mesh::{Outcome, PlacedSignal};
 use crate::shard::partitions::OwnedPartition;
 use crate::shard::wire_error::{refusal, storage_error};
 use crate::storage::batch::{BatchHeader, RecordIter, BATCH_HEADER_BYTES};
 use crate::storage::producers::KAFKA_PRODUCER_BIT;
 use crate::storage::{AppendMode, Durable, Placed};
 
-/// Append `batch` to the partition and answer once `acks` is met.
-pub async fn produce(context: &ShardContext, owned: &OwnedPartition, acks: Acks, mut batch: Vec<u8>) -> Outcome {
+/// Append `batch` to the partition and answer once `acks` is met; `placed`
+/// (if any) is dropped as soon as the batch has its offsets.
+pub async fn produce(
+    context: &ShardContext,
+    owned: &OwnedPartition,
+    acks: Acks,
+    mut batch: Vec<u8>,
+    placed: Option<PlacedSignal>,
+) -> Outcome {
     check_sizes(context, &batch, owned.log.config().max_batch_bytes)?;
     let mode = AppendMode::Leader { leader_epoch: context.write_epoch()? };
     if acks == Acks::All {
@@ -25,9 +32,14 @@ pub async fn produce(context: &ShardContext, owned: &OwnedPartition, acks: Acks,
     }
     let started = Instant::now();
     let batch_bytes = batch.len() as u64;
+    let appended = owned.log.append_placed(&mut batch, mode).await;
+    drop(placed);
     let info = match acks {
-        Acks::None => owned.log.append_placed(&mut batch, mode).await.map(Placed::offsets),
-        Acks::Leader | Acks::All => owned.log.append(&mut batch, mode).await.map(Durable::offsets),
+        Acks::None => appended.map(Placed::offsets),
+        Acks::Leader | Acks::All => match appended {
+            Ok(appended) => owned.log.wait_durable(appended).await.map(Durable::offsets),
+            Err(error) => Err(error),
+        },
     }
     .map_err(storage_error)?;
     if acks == Acks::All {

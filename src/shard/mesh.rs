@@ -22,9 +22,22 @@ use crate::protocol::{ErrorCode, ErrorResponse, Request, Response};
 pub enum ShardRequest {
     /// A client request for a partition (or topic) the receiver owns.
     Client(Request),
+    /// A produce whose sender waits only until its batch is placed (has its
+    /// offsets) before sending the next one: dropping `placed` says so.
+    OrderedProduce {
+        /// The `Request::Produce`.
+        request: Request,
+        /// Dropped once the batch is placed, or the produce failed first.
+        placed: PlacedSignal,
+    },
     /// A topic the metadata shard created or deleted.
     Topic(TopicChange),
 }
+
+/// Held by a produce until its batch has its offsets: the holder's peer
+/// (`async_channel::Receiver::recv`) returns when it is dropped. It crosses
+/// shards, so it is a thread-safe channel end.
+pub type PlacedSignal = async_channel::Sender<()>;
 
 /// What the metadata shard asks every shard to do with its own partitions.
 #[derive(Debug, Clone)]

@@ -35,6 +35,7 @@ use crate::protocol::kafka::{
 };
 use crate::protocol::{ErrorCode, ErrorResponse};
 use crate::shard::context::ShardContext;
+use crate::shard::mesh::PlacedSignal;
 use crate::state::cluster::{ClusterView, LiveNode, Role};
 
 /// Why a Kafka connection must be closed instead of answered.
@@ -84,8 +85,15 @@ pub enum KafkaServeError {
 pub type KafkaOutcome = Result<Option<Vec<u8>>, KafkaServeError>;
 
 /// Serve one Kafka request that arrived on this shard, sent by `access`'s
-/// principal (authenticated already: `sasl`).
-pub async fn handle(context: &Rc<ShardContext>, request: KafkaRequest, access: Access<'_>) -> KafkaOutcome {
+/// principal (authenticated already: `sasl`). `release` is dropped when
+/// the connection may start its next request: a Produce once its batches
+/// are placed, anything else when it is done (`net::kafka_server`).
+pub async fn handle(
+    context: &Rc<ShardContext>,
+    request: KafkaRequest,
+    access: Access<'_>,
+    release: PlacedSignal,
+) -> KafkaOutcome {
     context.metrics.kafka.count_request(request.api as i16);
     match request.api {
         ApiKey::ApiVersions => api_versions(&request).map(Some),
@@ -106,7 +114,7 @@ pub async fn handle(context: &Rc<ShardContext>, request: KafkaRequest, access: A
             count_errors(context, ApiKey::Metadata, codes);
             respond(&request, &response).map(Some)
         }
-        ApiKey::Produce => produce::produce(context, &request, access).await,
+        ApiKey::Produce => produce::produce(context, &request, access, release).await,
         ApiKey::Fetch => fetch::fetch(context, &request, access).await.map(Some),
         ApiKey::ListOffsets => fetch::list_offsets(context, &request, access).await.map(Some),
         ApiKey::CreateTopics => topics::create_topics(context, &request, access).await.map(Some),

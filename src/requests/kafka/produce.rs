@@ -17,11 +17,22 @@ use super::{count_errors, error_code, respond, transcode, Access, KafkaOutcome, 
 use crate::protocol::kafka::records::{DecodeLimits, RecordsError};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
 use crate::protocol::{Acks, Request, Response};
+use crate::runtime::Task;
 use crate::security::Operation;
 use crate::shard::context::ShardContext;
+use crate::shard::mesh::{Outcome, PlacedSignal};
 
-/// Answer a Produce request (nothing when acks is 0).
-pub async fn produce(context: &Rc<ShardContext>, request: &KafkaRequest, access: Access<'_>) -> KafkaOutcome {
+/// Answer a Produce request (nothing when acks is 0). Its partitions are
+/// placed one after another, in the request's order; `release` is dropped
+/// once all are placed (or refused), so the connection may start its next
+/// request — whose batches then land after these — while these wait for
+/// their acks.
+pub async fn produce(
+    context: &Rc<ShardContext>,
+    request: &KafkaRequest,
+    access: Access<'_>,
+    release: PlacedSignal,
+) -> KafkaOutcome {
     let body: ProduceRequest = decode_body(request)?;
     let acks = match body.acks {
         0 => Some(Acks::None),
@@ -30,27 +41,34 @@ pub async fn produce(context: &Rc<ShardContext>, request: &KafkaRequest, access:
         _ => None,
     };
     let limits = DecodeLimits { max_records_bytes: context.config.storage.max_batch_bytes };
-    let mut responses = Vec::with_capacity(body.topic_data.len());
-    // Partitions are appended one after another: the order of a request's
-    // partitions is the order of their appends.
+    let mut pending = Vec::with_capacity(body.topic_data.len());
     for topic in &body.topic_data {
         let allowed = access.allows(context, Operation::Produce { topic: &topic.name.0 });
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for data in &topic.partition_data {
             let answer = PartitionProduceResponse::default().with_index(data.index);
             let answer = match acks {
-                _ if !allowed => answer.with_error_code(ResponseError::TopicAuthorizationFailed.code()),
-                None => answer.with_error_code(ResponseError::InvalidRequiredAcks.code()),
+                _ if !allowed => Answer::Done(answer.with_error_code(ResponseError::TopicAuthorizationFailed.code())),
+                None => Answer::Done(answer.with_error_code(ResponseError::InvalidRequiredAcks.code())),
                 Some(acks) => {
                     let records = data.records.as_deref().unwrap_or_default();
-                    append(context, &topic.name.0, data.index, acks, records, limits, answer).await
+                    place(context, &topic.name.0, data.index, acks, records, limits, answer).await
                 }
             };
-            count_errors(context, ApiKey::Produce, [answer.error_code]);
             partitions.push(answer);
         }
-        responses
-            .push(TopicProduceResponse::default().with_name(topic.name.clone()).with_partition_responses(partitions));
+        pending.push((topic.name.clone(), partitions));
+    }
+    drop(release);
+    let mut responses = Vec::with_capacity(pending.len());
+    for (name, partitions) in pending {
+        let mut answers = Vec::with_capacity(partitions.len());
+        for answer in partitions {
+            let answer = answer.finish().await;
+            count_errors(context, ApiKey::Produce, [answer.error_code]);
+            answers.push(answer);
+        }
+        responses.push(TopicProduceResponse::default().with_name(name).with_partition_responses(answers));
     }
     if body.acks == 0 {
         let failed =
@@ -66,9 +84,31 @@ pub async fn produce(context: &Rc<ShardContext>, request: &KafkaRequest, access:
     respond(request, &ProduceResponse::default().with_responses(responses)).map(Some)
 }
 
-/// Append one partition's records; the answer carries the base offset or
-/// the error.
-async fn append(
+/// A partition's answer: known, or awaiting its produce.
+enum Answer {
+    Done(PartitionProduceResponse),
+    Pending(PartitionProduceResponse, Task<Outcome>),
+}
+
+impl Answer {
+    async fn finish(self) -> PartitionProduceResponse {
+        let (answer, task) = match self {
+            Answer::Done(answer) => return answer,
+            Answer::Pending(answer, task) => (answer, task),
+        };
+        match task.await {
+            Ok(Response::Produce { base_offset, .. }) => answer.with_base_offset(base_offset as i64),
+            Ok(_) => answer.with_error_code(ResponseError::UnknownServerError.code()),
+            Err(error) => answer
+                .with_error_code(error_code(&error))
+                .with_error_message(Some(StrBytes::from_string(error.message))),
+        }
+    }
+}
+
+/// Transcode one partition's records and start its produce; returns once
+/// the batch is placed (or refused), its outcome still to come.
+async fn place(
     context: &Rc<ShardContext>,
     topic: &StrBytes,
     index: i32,
@@ -76,26 +116,26 @@ async fn append(
     records: &[u8],
     limits: DecodeLimits,
     answer: PartitionProduceResponse,
-) -> PartitionProduceResponse {
+) -> Answer {
     let answer = answer.with_log_append_time_ms(-1).with_log_start_offset(-1);
     let Ok(partition) = u32::try_from(index) else {
-        return answer.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+        return Answer::Done(answer.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
     };
     let batch = match transcode::kafka_to_native(records, limits) {
         Ok(batch) => batch,
         Err(error) => {
             let message = StrBytes::from_string(error.to_string());
-            return answer.with_error_code(records_error_code(&error)).with_error_message(Some(message));
+            return Answer::Done(answer.with_error_code(records_error_code(&error)).with_error_message(Some(message)));
         }
     };
     let native = Request::Produce { topic: topic.to_string(), partition, acks, batch };
-    match crate::requests::handle(context, native).await {
-        Ok(Response::Produce { base_offset, .. }) => answer.with_base_offset(base_offset as i64),
-        Ok(_) => answer.with_error_code(ResponseError::UnknownServerError.code()),
-        Err(error) => {
-            answer.with_error_code(error_code(&error)).with_error_message(Some(StrBytes::from_string(error.message)))
-        }
-    }
+    let (placed, placed_wait) = async_channel::bounded::<()>(1);
+    // Its own task, so it goes on to its acks while the next partition (or
+    // request) is placed; awaited by `Answer::finish`, never dropped early.
+    let task = crate::runtime::spawn_local(crate::requests::produce_ordered(Rc::clone(context), native, placed));
+    // Nothing is ever sent: recv returns when the produce drops `placed`.
+    let _ = placed_wait.recv().await;
+    Answer::Pending(answer, task)
 }
 
 /// The Kafka error code for records this node refuses.

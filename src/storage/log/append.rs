@@ -252,7 +252,7 @@ impl PartitionLog {
 
     /// Wait until `placed` is durable, or report why it never will be: the
     /// one way to make a [`Durable`].
-    async fn wait_durable(&self, placed: Placed) -> StorageResult<Durable> {
+    pub async fn wait_durable(&self, placed: Placed) -> StorageResult<Durable> {
         loop {
             let notified = self.inner.progress.notified();
             if let Some(outcome) = self.durable_outcome(placed.next_offset, placed.generation) {
