@@ -88,7 +88,10 @@ start_node() {
     tail -20 "$dir/serve.log" >&2
     exit 1
 }
-stop_node() { kill -TERM "$node_pid"; wait "$node_pid" || true; }
+stop_node() { kill -TERM "$node_pid"; wait "$node_pid" || true; node_pid=; }
+# A failed row (set -e) must not leave its node holding the ports.
+node_pid=
+trap '[[ -n $node_pid ]] && kill -TERM "$node_pid" 2>/dev/null; wait' EXIT
 # CPU seconds the node process (not the client) has used so far.
 node_cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.3f", ($14 + $15) / hz}' "/proc/$node_pid/stat"; }
 # CPU seconds of the clients: the `times` builtin's second line (this

@@ -57,6 +57,17 @@ pub struct FaultInjector {
     unlink_countdown: AtomicI64,
     errno: AtomicI32,
     attempts: [AtomicI64; 6],
+    /// Writes submitted and not completed: (path, start, end).
+    writes_in_flight: std::sync::Mutex<Vec<(PathBuf, u64, u64)>>,
+    /// Writes submitted while another write to an overlapping range of the
+    /// same file was in flight: the device may complete them in either
+    /// order, so what lands is undefined. The write path must never do it
+    /// (TigerBeetle's storage simulator asserts the same).
+    overlapping_writes: AtomicI64,
+    /// Every write waits this long (µs) after it is registered in flight
+    /// and before it reaches the file: a slow device, so that what the
+    /// write path submits while writes are in flight shows.
+    write_delay_us: AtomicI64,
 }
 
 impl Default for FaultInjector {
@@ -75,11 +86,57 @@ impl Default for FaultInjector {
             unlink_crash_countdown: AtomicI64::new(-1),
             crashed: Default::default(),
             script: Default::default(),
+            writes_in_flight: Default::default(),
+            overlapping_writes: AtomicI64::new(0),
+            write_delay_us: AtomicI64::new(0),
+        }
+    }
+}
+
+/// A write in flight, registered with the injector until it is dropped
+/// (completed, failed, or its future dropped).
+struct WriteInFlight<'a> {
+    faults: &'a FaultInjector,
+    path: &'a Path,
+    start: u64,
+}
+
+impl Drop for WriteInFlight<'_> {
+    fn drop(&mut self) {
+        let mut writes = self.faults.writes_in_flight.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(index) = writes.iter().position(|(path, start, _)| path == self.path && *start == self.start) {
+            writes.swap_remove(index);
         }
     }
 }
 
 impl FaultInjector {
+    /// Writes that were submitted while an overlapping write to the same
+    /// file was still in flight (should be 0).
+    pub fn overlapping_writes(&self) -> i64 {
+        self.overlapping_writes.load(Ordering::SeqCst)
+    }
+
+    /// Make every write take at least `delay` (a slow device).
+    pub fn delay_writes(&self, delay: std::time::Duration) {
+        self.write_delay_us.store(delay.as_micros() as i64, Ordering::SeqCst);
+    }
+
+    fn write_started<'a>(&'a self, path: &'a Path, start: u64, length: usize) -> WriteInFlight<'a> {
+        let end = start + length as u64;
+        let mut writes = self.writes_in_flight.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let overlapping = writes
+            .iter()
+            .any(|(other, other_start, other_end)| other == path && start < *other_end && *other_start < end);
+        if overlapping {
+            self.overlapping_writes.fetch_add(1, Ordering::SeqCst);
+            tracing::error!(target: "ringlog::storage", path = %path.display(), start, end,
+                "a write overlaps another still in flight");
+        }
+        writes.push((path.to_path_buf(), start, end));
+        WriteInFlight { faults: self, path, start }
+    }
+
     /// A new injector that fails nothing.
     pub fn new() -> Arc<FaultInjector> {
         Arc::new(FaultInjector::default())
@@ -500,7 +557,14 @@ impl DirectFile {
         self.inject(FaultOperation::Write)?;
         let expected = buffer.len();
         let old = self.faults.as_ref().and_then(|faults| faults.journal_capture(&self.path, position, expected));
-        let written = self.file.write_rc_at(buffer, position).await.map_err(os_error)?;
+        let in_flight = self.faults.as_ref().map(|faults| faults.write_started(&self.path, position, expected));
+        let delay_us = self.faults.as_ref().map_or(0, |faults| faults.write_delay_us.load(Ordering::SeqCst));
+        if delay_us > 0 {
+            crate::runtime::sleep(std::time::Duration::from_micros(delay_us as u64)).await;
+        }
+        let written = self.file.write_rc_at(buffer, position).await.map_err(os_error);
+        drop(in_flight);
+        let written = written?;
         if let (Some(faults), Some(old)) = (&self.faults, old) {
             faults.journal_record(&self.path, position, old);
         }

@@ -262,12 +262,17 @@ impl SegmentWriter {
         }
     }
 
-    /// Take the oldest full buffer for writing, unless it overlaps the tail
-    /// write still in flight for the same buffer (`tail_in_flight`, the
-    /// staging position of that tail): the two must not race on one block.
+    /// Take the oldest full buffer for writing, unless a tail write of the
+    /// same buffer is still in flight (`tail_in_flight`, the staging
+    /// position of that tail): the tail's last block, zero padded, is the
+    /// first block this write covers, and two writes in flight to one block
+    /// may land in either order — the tail's zeros over the records. That
+    /// holds also when the tails wrote less than one block (`skip` is 0:
+    /// this write starts at the buffer's first block, which the tail
+    /// covered).
     pub fn take_full(&mut self, tail_in_flight: Option<u64>) -> Option<WriteJob> {
-        let &(_, position, skip) = self.full.front()?;
-        if skip > 0 && tail_in_flight == Some(position) {
+        let &(_, position, _) = self.full.front()?;
+        if tail_in_flight == Some(position) {
             return None;
         }
         let (buffer, position, skip) = self.full.pop_front().expect("front exists");
@@ -368,6 +373,27 @@ mod tests {
             assert_eq!(writer.copy_in(&[8u8; 100]), 100);
             let next = writer.take_tail().expect("the new bytes");
             assert_eq!((next.position, &next.buffer.as_bytes()[..100]), (8192, &[8u8; 100][..]));
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_full_buffer_waits_for_a_tail_of_less_than_one_block_still_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment");
+        crate::runtime::block_on_executor("writer-test", move || async move {
+            let file = Rc::new(DirectFile::open_read_write(&path, None).await.unwrap());
+            let mut writer = SegmentWriter::open(file, 0, 8192, 2).await.unwrap();
+            assert_eq!(writer.copy_in(&[7u8; 4014]), 4014);
+            // A producer waits for durability: the flusher writes block 0,
+            // bytes 4014.. zero padded.
+            let tail = writer.take_tail().expect("a tail of the first block");
+            assert_eq!((tail.position, tail.buffer.len(), tail.staging_position), (0, 4096, 0));
+            assert_eq!(writer.copy_in(&[8u8; 8192]), 8192 - 4014);
+            assert!(writer.rotate());
+            assert!(writer.take_full(Some(0)).is_none(), "block 0 would be written twice at once");
+            let full = writer.take_full(None).expect("once the tail has landed");
+            assert_eq!((full.position, full.buffer.len()), (0, 8192), "the whole buffer, block 0 again");
         })
         .unwrap();
     }

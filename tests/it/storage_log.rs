@@ -776,3 +776,55 @@ fn a_truncation_keeps_producers_whose_batches_retention_deleted() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn no_two_writes_to_one_block_are_ever_in_flight_together() {
+    // Small buffers, small batches and several appenders each waiting for
+    // durability: tails of part of a block, buffers filling and rotating
+    // while the tail is in flight — the pattern that once let a tail's zero
+    // padding land after the full buffer's write of the same block.
+    let dir = tempfile::tempdir().unwrap();
+    on_executor(move || async move {
+        let faults = ringlog::storage::io::FaultInjector::new();
+        // A slow device: writes stay in flight while the appenders go on.
+        faults.delay_writes(std::time::Duration::from_millis(2));
+        let config = StorageConfig {
+            fsync: FsyncPolicy::Never,
+            tail_cache_bytes: 0,
+            segment_bytes: 1 << 20,
+            preallocate_bytes: 1 << 20,
+            ..small_config()
+        };
+        let log = Rc::new(PartitionLog::open(dir.path(), config, Some(faults.clone())).await.unwrap());
+        let appenders: Vec<_> = (0..4)
+            .map(|appender| {
+                let log = Rc::clone(&log);
+                ringlog::runtime::spawn_local(async move {
+                    for round in 0..150 {
+                        let size = 50 + (appender * 997 + round * 389) % 1400;
+                        let value = format!("a{appender}-r{round}-{}", "x".repeat(size));
+                        // Most do not wait for their writes (acks=none, or
+                        // pipelined produces): buffers fill while tails fly.
+                        let mut batch = batch_of(&[value], round as i64);
+                        let leader = AppendMode::Leader { leader_epoch: 1 };
+                        match appender {
+                            0 => drop(log.append(&mut batch, leader).await.unwrap()),
+                            _ => drop(log.append_placed(&mut batch, leader).await.unwrap()),
+                        }
+                        // Let the flusher take a tail between appends.
+                        ringlog::runtime::sleep(std::time::Duration::from_micros(300)).await;
+                    }
+                })
+            })
+            .collect();
+        for appender in appenders {
+            appender.await;
+        }
+        // The placed ones' last writes: wait until all is written.
+        append_values(&log, &values("last", 1), 0).await;
+        assert_eq!(faults.overlapping_writes(), 0, "a write was submitted over one still in flight");
+        let records = read_all(&log, 0).await;
+        assert_eq!(records.len(), 601, "every record reads back");
+        log.close().await.unwrap();
+    });
+}
