@@ -22,6 +22,9 @@ use crate::shard::context::ShardContext;
 /// How often a Fetch of several partitions looks again while it waits
 /// (a Fetch of one partition waits in the native long poll instead).
 const MULTI_PARTITION_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Most partitions of one Fetch read at once (waves are one per shard, up
+/// to this): each may pass its share of `max_bytes` by one batch.
+const MAX_CONCURRENT_PARTITION_READS: usize = 8;
 /// ListOffsets timestamp asking for the log start offset.
 const EARLIEST_TIMESTAMP: i64 = -2;
 /// ListOffsets timestamp asking for the high watermark.
@@ -85,39 +88,74 @@ fn has_news(responses: &[FetchableTopicResponse]) -> bool {
 }
 
 /// One read of every partition, the response's `max_bytes` shared out in
-/// order: a read returns at least one batch, so the first partition with
-/// records may pass the budget (as in Kafka); once it is spent, later
-/// partitions answer their offsets without records, so a Fetch naming many
-/// partitions (or one partition many times) stays near `max_bytes`.
+/// order: a read returns at least one batch, so a partition with records
+/// may pass its share; once the budget is spent, later partitions answer
+/// their offsets without records, so a Fetch naming many partitions (or
+/// one partition many times) stays near `max_bytes`.
+///
+/// Partitions are read in waves of up to one per shard, concurrently: a
+/// consumer fetches all its partitions over one connection, and read one
+/// after another they would wait on each other's disk reads and leave all
+/// the copying to one core. Each partition of a wave gets its share of
+/// what is left (its `partition_max_bytes`, as if those before it used
+/// theirs), so a wave passes the budget by at most one batch per partition.
 async fn read_all(context: &Rc<ShardContext>, body: &FetchRequest, wait_ms: u32) -> Vec<FetchableTopicResponse> {
+    let wanted: Vec<(usize, &FetchTopic, i32, i64, usize)> = body
+        .topics
+        .iter()
+        .enumerate()
+        .flat_map(|(topic_index, topic)| {
+            topic.partitions.iter().map(move |partition| {
+                let partition_max = usize::try_from(partition.partition_max_bytes).unwrap_or(0);
+                (topic_index, topic, partition.partition, partition.fetch_offset, partition_max)
+            })
+        })
+        .collect();
+    let wave_size = context.shards.clamp(1, MAX_CONCURRENT_PARTITION_READS);
     let mut remaining_bytes = usize::try_from(body.max_bytes).unwrap_or(0).max(1);
-    let mut responses = Vec::with_capacity(body.topics.len());
-    for topic in &body.topics {
-        let mut partitions = Vec::with_capacity(topic.partitions.len());
-        for partition in &topic.partitions {
-            let max_bytes = usize::try_from(partition.partition_max_bytes).unwrap_or(0).min(remaining_bytes);
-            let (index, offset) = (partition.partition, partition.fetch_offset);
-            let data = match remaining_bytes {
-                0 => offsets_only(context, topic, index).await,
-                _ => read_partition(context, topic, index, offset, max_bytes.max(1), wait_ms).await,
-            };
+    let mut answers: Vec<Vec<PartitionData>> =
+        body.topics.iter().map(|topic| Vec::with_capacity(topic.partitions.len())).collect();
+    for wave in wanted.chunks(wave_size) {
+        let mut share_left = remaining_bytes;
+        let mut reads = Vec::with_capacity(wave.len());
+        for &(topic_index, topic, index, offset, partition_max) in wave {
+            let share = partition_max.min(share_left);
+            share_left -= share;
+            let (context, name) = (Rc::clone(context), topic.topic.0.to_string());
+            reads.push((
+                topic_index,
+                crate::runtime::spawn_local(async move {
+                    match share {
+                        0 => offsets_only(&context, &name, index).await,
+                        share => read_partition(&context, &name, index, offset, share, wait_ms).await,
+                    }
+                }),
+            ));
+        }
+        for (topic_index, read) in reads {
+            let data = read.await;
             let used = data.records.as_ref().map_or(0, |records| records.len());
             remaining_bytes = remaining_bytes.saturating_sub(used);
-            partitions.push(data);
+            answers[topic_index].push(data);
         }
-        responses.push(FetchableTopicResponse::default().with_topic(topic.topic.clone()).with_partitions(partitions));
     }
-    responses
+    body.topics
+        .iter()
+        .zip(answers)
+        .map(|(topic, partitions)| {
+            FetchableTopicResponse::default().with_topic(topic.topic.clone()).with_partitions(partitions)
+        })
+        .collect()
 }
 
 /// A partition's answer without records (the Fetch's byte budget is
 /// spent): its high watermark and log start, or its error.
-async fn offsets_only(context: &Rc<ShardContext>, topic: &FetchTopic, index: i32) -> PartitionData {
+async fn offsets_only(context: &Rc<ShardContext>, topic: &str, index: i32) -> PartitionData {
     let answer = unanswered(index);
     let Ok(partition) = u32::try_from(index) else {
         return answer.with_error_code(ResponseError::UnknownTopicOrPartition.code());
     };
-    let bounds = Request::ListOffsets { topic: topic.topic.0.to_string(), partition };
+    let bounds = Request::ListOffsets { topic: topic.to_string(), partition };
     match crate::requests::handle(context, bounds).await {
         Ok(Response::ListOffsets { log_start_offset, high_watermark, .. }) => answer
             .with_high_watermark(high_watermark as i64)
@@ -141,7 +179,7 @@ fn unanswered(index: i32) -> PartitionData {
 
 async fn read_partition(
     context: &Rc<ShardContext>,
-    topic: &FetchTopic,
+    topic: &str,
     index: i32,
     offset: i64,
     max_bytes: usize,
@@ -156,7 +194,7 @@ async fn read_partition(
         return answer.with_error_code(code.code());
     };
     let max_bytes = u32::try_from(max_bytes).unwrap_or(u32::MAX);
-    let read = Request::Fetch { topic: topic.topic.0.to_string(), partition, offset, max_bytes, max_wait_ms: wait_ms };
+    let read = Request::Fetch { topic: topic.to_string(), partition, offset, max_bytes, max_wait_ms: wait_ms };
     match crate::requests::handle(context, read).await {
         Ok(Response::Fetch { high_watermark, log_start_offset, batches, .. }) => {
             let mut records = Vec::with_capacity(batches.len() + batches.len() / 4);
