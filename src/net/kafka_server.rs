@@ -209,7 +209,13 @@ async fn start(shared: &Rc<KafkaListener>, request: KafkaRequest, principal: Opt
     .detach();
     // Nothing is ever sent: recv returns when the request drops `release`.
     let _ = released.recv().await;
-    Owed::Pending(outcome)
+    // A request that released the connection by ending has sent its
+    // outcome in the same poll: known now, a failure stops reading at once
+    // (nothing after it starts).
+    match outcome.try_recv() {
+        Ok(known) => Owed::Ready(known),
+        Err(_) => Owed::Pending(outcome),
+    }
 }
 
 /// The next frame, at most `limit` bytes.

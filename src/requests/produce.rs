@@ -34,6 +34,9 @@ pub async fn produce(
     let batch_bytes = batch.len() as u64;
     let appended = owned.log.append_placed(&mut batch, mode).await;
     drop(placed);
+    // Its bytes are in the log's buffers: not held while acks are awaited
+    // (a connection may have many produces waiting).
+    drop(batch);
     let info = match acks {
         Acks::None => appended.map(Placed::offsets),
         Acks::Leader | Acks::All => match appended {

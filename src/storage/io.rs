@@ -57,8 +57,9 @@ pub struct FaultInjector {
     unlink_countdown: AtomicI64,
     errno: AtomicI32,
     attempts: [AtomicI64; 6],
-    /// Writes submitted and not completed: (path, start, end).
-    writes_in_flight: std::sync::Mutex<Vec<(PathBuf, u64, u64)>>,
+    /// Writes submitted and not completed: (id, path, start, end).
+    writes_in_flight: std::sync::Mutex<Vec<(i64, PathBuf, u64, u64)>>,
+    next_write_id: AtomicI64,
     /// Writes submitted while another write to an overlapping range of the
     /// same file was in flight: the device may complete them in either
     /// order, so what lands is undefined. The write path must never do it
@@ -87,6 +88,7 @@ impl Default for FaultInjector {
             crashed: Default::default(),
             script: Default::default(),
             writes_in_flight: Default::default(),
+            next_write_id: AtomicI64::new(0),
             overlapping_writes: AtomicI64::new(0),
             write_delay_us: AtomicI64::new(0),
         }
@@ -97,14 +99,13 @@ impl Default for FaultInjector {
 /// (completed, failed, or its future dropped).
 struct WriteInFlight<'a> {
     faults: &'a FaultInjector,
-    path: &'a Path,
-    start: u64,
+    id: i64,
 }
 
 impl Drop for WriteInFlight<'_> {
     fn drop(&mut self) {
         let mut writes = self.faults.writes_in_flight.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(index) = writes.iter().position(|(path, start, _)| path == self.path && *start == self.start) {
+        if let Some(index) = writes.iter().position(|(id, ..)| *id == self.id) {
             writes.swap_remove(index);
         }
     }
@@ -122,19 +123,20 @@ impl FaultInjector {
         self.write_delay_us.store(delay.as_micros() as i64, Ordering::SeqCst);
     }
 
-    fn write_started<'a>(&'a self, path: &'a Path, start: u64, length: usize) -> WriteInFlight<'a> {
+    fn write_started(&self, path: &Path, start: u64, length: usize) -> WriteInFlight<'_> {
         let end = start + length as u64;
         let mut writes = self.writes_in_flight.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let overlapping = writes
             .iter()
-            .any(|(other, other_start, other_end)| other == path && start < *other_end && *other_start < end);
+            .any(|(_, other, other_start, other_end)| other == path && start < *other_end && *other_start < end);
         if overlapping {
             self.overlapping_writes.fetch_add(1, Ordering::SeqCst);
             tracing::error!(target: "ringlog::storage", path = %path.display(), start, end,
                 "a write overlaps another still in flight");
         }
-        writes.push((path.to_path_buf(), start, end));
-        WriteInFlight { faults: self, path, start }
+        let id = self.next_write_id.fetch_add(1, Ordering::SeqCst);
+        writes.push((id, path.to_path_buf(), start, end));
+        WriteInFlight { faults: self, id }
     }
 
     /// A new injector that fails nothing.

@@ -791,3 +791,52 @@ fn connections_past_max_connections_are_closed_and_a_closed_one_frees_its_place(
     }
     native.call(Request::ListTopics).expect("the first connection is still served");
 }
+
+#[test]
+fn an_idle_first_partition_does_not_starve_the_others_of_a_fetch() {
+    // fetch.max.bytes no larger than max.partition.fetch.bytes: the first
+    // partition's share is the whole budget; idle, it leaves it all.
+    let node = start(2);
+    create_topic(&node.node, "kafka-idle-first", 3);
+    let mut client = KafkaClient::connect(&node.kafka);
+    for partition in 1..3 {
+        let records = crate_batch(&[b"a", b"b"]);
+        assert_eq!(produce_error(&mut client, &produce_request("kafka-idle-first", partition, 1, records)), 0);
+    }
+    let fetched = (0..3).map(|index| FetchPartition::default().with_partition(index).with_partition_max_bytes(1 << 20));
+    let topic = FetchTopic::default()
+        .with_topic(TopicName(StrBytes::from_static_str("kafka-idle-first")))
+        .with_partitions(fetched.collect());
+    let fetch = FetchRequest::default().with_max_bytes(1 << 20).with_topics(vec![topic]);
+    let answer: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch);
+    let sizes: Vec<usize> = answer.responses[0]
+        .partitions
+        .iter()
+        .map(|data| data.records.as_ref().map_or(0, |records| records.len()))
+        .collect();
+    assert_eq!(sizes[0], 0, "partition 0 is idle");
+    assert!(sizes[1] > 0, "partition 1 gets the budget partition 0 left: {sizes:?}");
+    let indexes: Vec<i32> = answer.responses[0].partitions.iter().map(|data| data.partition_index).collect();
+    assert_eq!(indexes, [0, 1, 2], "answered in the request's order");
+}
+
+#[test]
+fn a_request_that_closes_the_connection_stops_the_requests_pipelined_after_it() {
+    let node = start_with(2, &[("RINGLOG_LIMITS_MAX_PARTITIONS_PER_FETCH", "10")]);
+    create_topic(&node.node, "kafka-stop", 1);
+    let mut client = KafkaClient::connect(&node.kafka);
+    let partition = FetchPartition::default().with_partition(0).with_partition_max_bytes(1 << 20);
+    let topic = FetchTopic::default()
+        .with_topic(TopicName(StrBytes::from_static_str("kafka-stop")))
+        .with_partitions(vec![partition; 11]);
+    let too_many = FetchRequest::default().with_max_bytes(1 << 20).with_topics(vec![topic]);
+    let created = CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("after-the-failure")))
+        .with_num_partitions(1);
+    // Both frames are sent before either is answered.
+    client.send(ApiKey::Fetch, 12, &too_many);
+    client.send(ApiKey::CreateTopics, 5, &CreateTopicsRequest::default().with_topics(vec![created]));
+    assert!(closed_by_node(&mut client.stream), "the failed fetch closes the connection");
+    let topics = node.node.client().call(Request::ListTopics).unwrap();
+    assert!(!format!("{topics:?}").contains("after-the-failure"), "nothing after the failure ran: {topics:?}");
+}

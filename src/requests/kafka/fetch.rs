@@ -93,14 +93,19 @@ fn has_news(responses: &[FetchableTopicResponse]) -> bool {
 /// their offsets without records, so a Fetch naming many partitions (or
 /// one partition many times) stays near `max_bytes`.
 ///
-/// Partitions are read in waves of up to one per shard, concurrently: a
+/// Partitions are read in waves of up to one per shard (at most
+/// [`MAX_CONCURRENT_PARTITION_READS`]), in request order, concurrently: a
 /// consumer fetches all its partitions over one connection, and read one
 /// after another they would wait on each other's disk reads and leave all
-/// the copying to one core. Each partition of a wave gets its share of
-/// what is left (its `partition_max_bytes`, as if those before it used
-/// theirs), so a wave passes the budget by at most one batch per partition.
+/// the copying to one core. A wave takes partitions while its shares
+/// leave budget (each gets its `partition_max_bytes` of what is left, as
+/// if those before it used theirs; at least one batch); the next wave
+/// shares what the earlier ones really left. So no partition is answered
+/// without records while budget is left (an idle first partition cannot
+/// starve the others), and a wave passes the budget by at most one batch
+/// per partition.
 async fn read_all(context: &Rc<ShardContext>, body: &FetchRequest, wait_ms: u32) -> Vec<FetchableTopicResponse> {
-    let wanted: Vec<(usize, &FetchTopic, i32, i64, usize)> = body
+    let mut wanted = body
         .topics
         .iter()
         .enumerate()
@@ -110,27 +115,29 @@ async fn read_all(context: &Rc<ShardContext>, body: &FetchRequest, wait_ms: u32)
                 (topic_index, topic, partition.partition, partition.fetch_offset, partition_max)
             })
         })
-        .collect();
+        .peekable();
     let wave_size = context.shards.clamp(1, MAX_CONCURRENT_PARTITION_READS);
     let mut remaining_bytes = usize::try_from(body.max_bytes).unwrap_or(0).max(1);
     let mut answers: Vec<Vec<PartitionData>> =
         body.topics.iter().map(|topic| Vec::with_capacity(topic.partitions.len())).collect();
-    for wave in wanted.chunks(wave_size) {
+    while wanted.peek().is_some() {
         let mut share_left = remaining_bytes;
-        let mut reads = Vec::with_capacity(wave.len());
-        for &(topic_index, topic, index, offset, partition_max) in wave {
-            let share = partition_max.min(share_left);
-            share_left -= share;
+        let mut reads = Vec::with_capacity(wave_size);
+        while reads.len() < wave_size && (share_left > 0 || remaining_bytes == 0) {
+            let Some((topic_index, topic, index, offset, partition_max)) = wanted.next() else { break };
+            let share = match remaining_bytes {
+                0 => 0,
+                _ => partition_max.min(share_left).max(1),
+            };
+            share_left = share_left.saturating_sub(share);
             let (context, name) = (Rc::clone(context), topic.topic.0.to_string());
-            reads.push((
-                topic_index,
-                crate::runtime::spawn_local(async move {
-                    match share {
-                        0 => offsets_only(&context, &name, index).await,
-                        share => read_partition(&context, &name, index, offset, share, wait_ms).await,
-                    }
-                }),
-            ));
+            let read = crate::runtime::spawn_local(async move {
+                match share {
+                    0 => offsets_only(&context, &name, index).await,
+                    share => read_partition(&context, &name, index, offset, share, wait_ms).await,
+                }
+            });
+            reads.push((topic_index, read));
         }
         for (topic_index, read) in reads {
             let data = read.await;

@@ -114,7 +114,7 @@ pub async fn handle(
             count_errors(context, ApiKey::Metadata, codes);
             respond(&request, &response).map(Some)
         }
-        ApiKey::Produce => produce::produce(context, &request, access, release).await,
+        ApiKey::Produce => produce::produce(context, request, access, release).await,
         ApiKey::Fetch => fetch::fetch(context, &request, access).await.map(Some),
         ApiKey::ListOffsets => fetch::list_offsets(context, &request, access).await.map(Some),
         ApiKey::CreateTopics => topics::create_topics(context, &request, access).await.map(Some),

@@ -29,11 +29,11 @@ use crate::shard::mesh::{Outcome, PlacedSignal};
 /// their acks.
 pub async fn produce(
     context: &Rc<ShardContext>,
-    request: &KafkaRequest,
+    mut request: KafkaRequest,
     access: Access<'_>,
     release: PlacedSignal,
 ) -> KafkaOutcome {
-    let body: ProduceRequest = decode_body(request)?;
+    let body: ProduceRequest = decode_body(&request)?;
     let acks = match body.acks {
         0 => Some(Acks::None),
         1 => Some(Acks::Leader),
@@ -59,7 +59,14 @@ pub async fn produce(
         }
         pending.push((topic.name.clone(), partitions));
     }
-    drop(release);
+    let acks_zero = body.acks == 0;
+    // The records are in the partitions' buffers: the frame need not stay
+    // in memory while the acks are awaited (the answer needs the header).
+    drop(body);
+    request.body = bytes::Bytes::new();
+    if !acks_zero {
+        drop(release);
+    }
     let mut responses = Vec::with_capacity(pending.len());
     for (name, partitions) in pending {
         let mut answers = Vec::with_capacity(partitions.len());
@@ -70,7 +77,9 @@ pub async fn produce(
         }
         responses.push(TopicProduceResponse::default().with_name(name).with_partition_responses(answers));
     }
-    if body.acks == 0 {
+    if acks_zero {
+        // `release` is still held: a failure must close the connection
+        // before anything after it starts.
         let failed =
             responses.iter().flat_map(|topic| &topic.partition_responses).find(|answer| answer.error_code != 0);
         return match failed {
@@ -81,22 +90,24 @@ pub async fn produce(
             ))),
         };
     }
-    respond(request, &ProduceResponse::default().with_responses(responses)).map(Some)
+    respond(&request, &ProduceResponse::default().with_responses(responses)).map(Some)
 }
 
-/// A partition's answer: known, or awaiting its produce.
+/// A partition's answer: known, awaiting its produce, or its produce's.
 enum Answer {
     Done(PartitionProduceResponse),
     Pending(PartitionProduceResponse, Task<Outcome>),
+    Finished(PartitionProduceResponse, Outcome),
 }
 
 impl Answer {
     async fn finish(self) -> PartitionProduceResponse {
-        let (answer, task) = match self {
+        let (answer, outcome) = match self {
             Answer::Done(answer) => return answer,
-            Answer::Pending(answer, task) => (answer, task),
+            Answer::Pending(answer, task) => (answer, task.await),
+            Answer::Finished(answer, outcome) => (answer, outcome),
         };
-        match task.await {
+        match outcome {
             Ok(Response::Produce { base_offset, .. }) => answer.with_base_offset(base_offset as i64),
             Ok(_) => answer.with_error_code(ResponseError::UnknownServerError.code()),
             Err(error) => answer
@@ -132,10 +143,18 @@ async fn place(
     let (placed, placed_wait) = async_channel::bounded::<()>(1);
     // Its own task, so it goes on to its acks while the next partition (or
     // request) is placed; awaited by `Answer::finish`, never dropped early.
-    let task = crate::runtime::spawn_local(crate::requests::produce_ordered(Rc::clone(context), native, placed));
+    let mut task = crate::runtime::spawn_local(crate::requests::produce_ordered(Rc::clone(context), native, placed));
     // Nothing is ever sent: recv returns when the produce drops `placed`.
-    let _ = placed_wait.recv().await;
-    Answer::Pending(answer, task)
+    // Or the produce ends first without having dropped it (a message to a
+    // stopping shard keeps it): its outcome is the answer.
+    let placed = async {
+        let _ = placed_wait.recv().await;
+        None
+    };
+    match futures_lite::future::or(placed, async { Some((&mut task).await) }).await {
+        None => Answer::Pending(answer, task),
+        Some(outcome) => Answer::Finished(answer, outcome),
+    }
 }
 
 /// The Kafka error code for records this node refuses.
