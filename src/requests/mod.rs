@@ -16,14 +16,14 @@ use std::sync::atomic::Ordering;
 
 pub use produce::{new_producer_id, refuse_kafka_producer_id};
 
-use crate::protocol::{ErrorCode, Request, Response};
+use crate::protocol::{ErrorCode, ErrorResponse, Request, Response};
 use crate::replication::fetch_many::{self, FetchLimits};
 use crate::replication::leader;
 use crate::shard::context::{ShardContext, METADATA_SHARD};
-use crate::shard::mesh::{Outcome, PlacedSignal, ShardRequest};
-use crate::shard::owner_of;
+use crate::shard::mesh::{KafkaProduce, Outcome, PlacedSignal, ShardRequest};
 use crate::shard::topic_admin;
 use crate::shard::wire_error::refusal;
+use crate::shard::{owner_of, ShardId};
 
 /// Handle a client request that arrived on this shard.
 pub async fn handle(context: &Rc<ShardContext>, request: Request) -> Outcome {
@@ -78,6 +78,7 @@ pub async fn handle_forwarded(context: &Rc<ShardContext>, request: ShardRequest)
         }
         ShardRequest::Client(request) => execute(context, request, None).await,
         ShardRequest::OrderedProduce { request, placed } => execute(context, request, Some(placed)).await,
+        ShardRequest::KafkaProduce(produce) => kafka::produce::on_owner(context, produce).await,
         ShardRequest::Topic(change) => topic_admin::apply_on_this_shard(context, change).await,
     }
 }
@@ -86,24 +87,45 @@ pub async fn handle_forwarded(context: &Rc<ShardContext>, request: ShardRequest)
 /// signals its placement, see [`produce_ordered`]).
 async fn route(context: &Rc<ShardContext>, request: Request, placed: Option<PlacedSignal>) -> Outcome {
     let (topic, partition) = request.partition().ok_or_else(|| refusal(ErrorCode::InvalidRequest, "no partition"))?;
-    let meta = context.registry.get(topic).ok_or_else(|| refusal(ErrorCode::UnknownTopic, format!("topic {topic}")))?;
-    if partition >= meta.partitions {
-        return Err(refusal(ErrorCode::UnknownTopic, format!("topic {topic} has no partition {partition}")));
-    }
-    let owner = owner_of(topic, partition, context.shards);
+    let owner = owner(context, topic, partition)?;
     if owner == context.shard {
         return execute(context, request, placed).await;
     }
-    let metrics = context.shard_metrics();
-    metrics.cross_shard_forwarded.fetch_add(1, Ordering::Relaxed);
-    metrics.cross_shard_in_flight.fetch_add(1, Ordering::Relaxed);
     let forwarded = match placed {
         Some(placed) => ShardRequest::OrderedProduce { request, placed },
         None => ShardRequest::Client(request),
     };
-    let outcome = context.mesh.call(owner, forwarded).await;
+    forward(context, owner, forwarded).await
+}
+
+/// The shard that owns an existing partition.
+fn owner(context: &ShardContext, topic: &str, partition: u32) -> Result<ShardId, ErrorResponse> {
+    let meta = context.registry.get(topic).ok_or_else(|| refusal(ErrorCode::UnknownTopic, format!("topic {topic}")))?;
+    if partition >= meta.partitions {
+        return Err(refusal(ErrorCode::UnknownTopic, format!("topic {topic} has no partition {partition}")));
+    }
+    Ok(owner_of(topic, partition, context.shards))
+}
+
+/// Send a partition request to its owner over the mesh, counted.
+async fn forward(context: &ShardContext, owner: ShardId, request: ShardRequest) -> Outcome {
+    let metrics = context.shard_metrics();
+    metrics.cross_shard_forwarded.fetch_add(1, Ordering::Relaxed);
+    metrics.cross_shard_in_flight.fetch_add(1, Ordering::Relaxed);
+    let outcome = context.mesh.call(owner, request).await;
     metrics.cross_shard_in_flight.fetch_sub(1, Ordering::Relaxed);
     outcome
+}
+
+/// A Kafka client's records for one partition, transcoded and produced on
+/// the partition's owner as an ordered produce (see [`produce_ordered`]).
+pub async fn produce_kafka(context: Rc<ShardContext>, produce: KafkaProduce) -> Outcome {
+    context.write_epoch()?;
+    let owner = owner(&context, &produce.topic, produce.partition)?;
+    if owner == context.shard {
+        return kafka::produce::on_owner(&context, produce).await;
+    }
+    forward(&context, owner, ShardRequest::KafkaProduce(produce)).await
 }
 
 /// Execute a partition request on its owning shard.

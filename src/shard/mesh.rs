@@ -15,7 +15,8 @@ use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender
 use super::groups::GroupCall;
 use super::topics::TopicMeta;
 use super::ShardId;
-use crate::protocol::{ErrorCode, ErrorResponse, Request, Response};
+use crate::protocol::kafka::records::{DecodeLimits, RecordsError};
+use crate::protocol::{Acks, ErrorCode, ErrorResponse, Request, Response};
 
 /// What a shard can ask another to do.
 #[derive(Debug)]
@@ -30,8 +31,36 @@ pub enum ShardRequest {
         /// Dropped once the batch is placed, or the produce failed first.
         placed: PlacedSignal,
     },
+    /// A Kafka client's records for a partition the receiver owns, to
+    /// transcode there and produce as an ordered produce.
+    KafkaProduce(KafkaProduce),
     /// A topic the metadata shard created or deleted.
     Topic(TopicChange),
+}
+
+/// One partition's share of a Kafka Produce request, sent to the partition's
+/// owner. Transcoding (CRC-32C, decoding every record, building the ringlog
+/// batch) is most of a Kafka produce's CPU; done by the owner, it runs on the
+/// partition's core instead of all on the core that accepted the connection
+/// (`docs/KAFKA.md`, "Where the work runs").
+#[derive(Debug)]
+pub struct KafkaProduce {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// What the answer waits for.
+    pub acks: Acks,
+    /// The client's records section (a slice of its request frame).
+    pub records: bytes::Bytes,
+    /// Bounds on decoding them.
+    pub limits: DecodeLimits,
+    /// Dropped once the batch is placed, or the produce failed first.
+    pub placed: PlacedSignal,
+    /// Why the owner refused the records, sent before the refusal is
+    /// answered: the Kafka error code depends on it (corrupt, unsupported
+    /// codec or format), and no native error code says it.
+    pub refused: async_channel::Sender<RecordsError>,
 }
 
 /// Held by a produce until its batch has its offsets: the holder's peer

@@ -726,6 +726,62 @@ fn pipelined_produces_on_one_connection_land_in_the_order_sent() {
     assert_eq!(values, expected, "partition 1 holds each round's records in the order they were sent");
 }
 
+/// Each partition's records are transcoded on the shard that owns it, so
+/// one request's partitions are refused there, on either shard, with their
+/// own Kafka codes; a partition named twice in one request gets its two
+/// batches in the order named.
+#[test]
+fn partitions_on_both_shards_are_checked_by_their_owner_and_one_named_twice_keeps_its_order() {
+    let node = start(2);
+    create_topic(&node.node, "kafka-owners", 4);
+    let owners: Vec<usize> = (0..4).map(|partition| ringlog::shard::owner_of("kafka-owners", partition, 2)).collect();
+    assert!(owners.contains(&0) && owners.contains(&1), "partitions on both shards: {owners:?}");
+    let mut client = KafkaClient::connect(&node.kafka);
+    let mut flipped = crate_batch(&[b"a"]).to_vec();
+    *flipped.last_mut().unwrap() ^= 1;
+    let codec = {
+        // Codec 5 does not exist (the CRC-32C made to match).
+        let mut batch = crate_batch(&[b"a"]).to_vec();
+        batch[21..23].copy_from_slice(&5i16.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[21..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        batch
+    };
+    let partitions = (0..4)
+        .flat_map(|index| {
+            [
+                PartitionProduceData::default().with_index(index).with_records(Some(Bytes::from(flipped.clone()))),
+                PartitionProduceData::default().with_index(index).with_records(Some(Bytes::from(codec.clone()))),
+                PartitionProduceData::default()
+                    .with_index(index)
+                    .with_records(Some(crate_batch(&[format!("first-{index}").as_bytes()]))),
+                PartitionProduceData::default()
+                    .with_index(index)
+                    .with_records(Some(crate_batch(&[format!("second-{index}").as_bytes()]))),
+            ]
+        })
+        .collect();
+    let topic = TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_static_str("kafka-owners")))
+        .with_partition_data(partitions);
+    let request = ProduceRequest::default().with_acks(1).with_timeout_ms(5_000).with_topic_data(vec![topic]);
+    let response: ProduceResponse = client.call(ApiKey::Produce, 8, &request);
+    let answers = &response.responses[0].partition_responses;
+    let codes: Vec<(i32, i16)> = answers.iter().map(|answer| (answer.index, answer.error_code)).collect();
+    let expected: Vec<(i32, i16)> =
+        (0..4).flat_map(|index| [(index, 2), (index, 76), (index, 0), (index, 0)]).collect();
+    assert_eq!(codes, expected, "CORRUPT_MESSAGE and UNSUPPORTED_COMPRESSION_TYPE from either shard");
+    for index in 0..4 {
+        let values: Vec<String> = native_consume(&node.node, "kafka-owners", index as u32)
+            .iter()
+            .map(|line| line.split('|').nth(2).unwrap().to_string())
+            .collect();
+        assert_eq!(values, [format!("first-{index}"), format!("second-{index}")], "partition {index}");
+        let offsets: Vec<i64> = answers[index * 4 + 2..index * 4 + 4].iter().map(|answer| answer.base_offset).collect();
+        assert_eq!(offsets, [0, 1], "partition {index}: answers name the offsets in request order");
+    }
+}
+
 /// One partition's records are one batch (a second is refused, so many
 /// small compressed bombs cannot add up); a Fetch's answer stays near its
 /// `max_bytes` however many partitions it names, and naming more than

@@ -8,7 +8,7 @@ mod access;
 mod fetch;
 mod groups;
 mod offsets;
-mod produce;
+pub(super) mod produce;
 mod producers;
 pub mod sasl;
 mod topics;

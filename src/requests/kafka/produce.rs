@@ -1,13 +1,14 @@
-//! Kafka Produce: every partition's records are checked (CRC-32C,
-//! framing, codec), transcoded into one ringlog batch and appended through
-//! the native Produce path, so acks mean what they mean natively:
+//! Kafka Produce: every partition's records go to the partition's owner,
+//! which checks them (CRC-32C, framing, codec), transcodes them into one
+//! ringlog batch and appends it through the native Produce path, so acks mean what they mean natively:
 //! 0 → `none` (placed, not answered), 1 → `leader` (durable here under the
 //! fsync policy), -1 → `all` (on every in-sync replica).
 
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
@@ -16,17 +17,19 @@ use kafka_protocol::messages::ApiKey;
 use super::{count_errors, error_code, respond, transcode, Access, KafkaOutcome, KafkaServeError};
 use crate::protocol::kafka::records::{DecodeLimits, RecordsError};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
-use crate::protocol::{Acks, Request, Response};
+use crate::protocol::{Acks, ErrorCode, Request, Response};
 use crate::runtime::Task;
 use crate::security::Operation;
 use crate::shard::context::ShardContext;
-use crate::shard::mesh::{Outcome, PlacedSignal};
+use crate::shard::mesh::{KafkaProduce, Outcome, PlacedSignal};
+use crate::shard::wire_error::refusal;
 
-/// Answer a Produce request (nothing when acks is 0). Its partitions are
-/// placed one after another, in the request's order; `release` is dropped
-/// once all are placed (or refused), so the connection may start its next
-/// request — whose batches then land after these — while these wait for
-/// their acks.
+/// Answer a Produce request (nothing when acks is 0). Every partition's
+/// records go to the partition's owner at once, transcoded and placed there
+/// concurrently (the same partition twice in one request waits for its
+/// first batch's placement); `release` is dropped once all are placed (or
+/// refused), so the connection may start its next request — whose batches
+/// then land after these — while these wait for their acks.
 pub async fn produce(
     context: &Rc<ShardContext>,
     mut request: KafkaRequest,
@@ -41,7 +44,8 @@ pub async fn produce(
         _ => None,
     };
     let limits = DecodeLimits { max_records_bytes: context.config.storage.max_batch_bytes };
-    let mut pending = Vec::with_capacity(body.topic_data.len());
+    let mut pending: Vec<(TopicName, Vec<Answer>)> = Vec::with_capacity(body.topic_data.len());
+    let mut started = HashSet::new();
     for topic in &body.topic_data {
         let allowed = access.allows(context, Operation::Produce { topic: &topic.name.0 });
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
@@ -51,14 +55,21 @@ pub async fn produce(
                 _ if !allowed => Answer::Done(answer.with_error_code(ResponseError::TopicAuthorizationFailed.code())),
                 None => Answer::Done(answer.with_error_code(ResponseError::InvalidRequiredAcks.code())),
                 Some(acks) => {
-                    let records = data.records.as_deref().unwrap_or_default();
-                    place(context, &topic.name.0, data.index, acks, records, limits, answer).await
+                    if !started.insert((topic.name.0.clone(), data.index)) {
+                        // A partition's batches are placed in request order.
+                        wait_placed(pending.iter_mut().flat_map(|(_, answers)| answers).chain(&mut partitions)).await;
+                        started.clear();
+                        started.insert((topic.name.0.clone(), data.index));
+                    }
+                    let records = data.records.clone().unwrap_or_default();
+                    start(context, &topic.name.0, data.index, acks, records, limits, answer)
                 }
             };
             partitions.push(answer);
         }
         pending.push((topic.name.clone(), partitions));
     }
+    wait_placed(pending.iter_mut().flat_map(|(_, answers)| answers)).await;
     let acks_zero = body.acks == 0;
     // The records are in the partitions' buffers: the frame need not stay
     // in memory while the acks are awaited (the answer needs the header).
@@ -93,38 +104,90 @@ pub async fn produce(
     respond(&request, &ProduceResponse::default().with_responses(responses)).map(Some)
 }
 
-/// A partition's answer: known, awaiting its produce, or its produce's.
-enum Answer {
-    Done(PartitionProduceResponse),
-    Pending(PartitionProduceResponse, Task<Outcome>),
-    Finished(PartitionProduceResponse, Outcome),
-}
-
-impl Answer {
-    async fn finish(self) -> PartitionProduceResponse {
-        let (answer, outcome) = match self {
-            Answer::Done(answer) => return answer,
-            Answer::Pending(answer, task) => (answer, task.await),
-            Answer::Finished(answer, outcome) => (answer, outcome),
-        };
-        match outcome {
-            Ok(Response::Produce { base_offset, .. }) => answer.with_base_offset(base_offset as i64),
-            Ok(_) => answer.with_error_code(ResponseError::UnknownServerError.code()),
-            Err(error) => answer
-                .with_error_code(error_code(&error))
-                .with_error_message(Some(StrBytes::from_string(error.message))),
+/// Return once every started produce among `answers` has placed its batch
+/// (or ended without).
+async fn wait_placed(answers: impl Iterator<Item = &mut Answer>) {
+    for answer in answers {
+        if let Answer::Started(started) = answer {
+            started.placed().await;
         }
     }
 }
 
-/// Transcode one partition's records and start its produce; returns once
-/// the batch is placed (or refused), its outcome still to come.
-async fn place(
+/// A partition's answer: known, or its produce's.
+enum Answer {
+    Done(PartitionProduceResponse),
+    Started(Started),
+}
+
+/// A partition's produce, started on the partition's owner.
+struct Started {
+    answer: PartitionProduceResponse,
+    produce: Produce,
+    /// Returns (closed) once the batch is placed or the produce failed.
+    placed: async_channel::Receiver<()>,
+    /// Why the owner refused the records, if it did.
+    refused: async_channel::Receiver<RecordsError>,
+}
+
+enum Produce {
+    Running(Task<Outcome>),
+    Finished(Outcome),
+}
+
+impl Started {
+    /// Return once the batch is placed, or the produce has ended without
+    /// (a message to a stopping shard keeps the signal): then its outcome
+    /// is kept.
+    async fn placed(&mut self) {
+        let Produce::Running(task) = &mut self.produce else { return };
+        let placed = self.placed.recv();
+        let placed = async {
+            // Nothing is ever sent: recv returns when the produce drops it.
+            let _ = placed.await;
+            None
+        };
+        if let Some(outcome) = futures_lite::future::or(placed, async { Some(task.await) }).await {
+            self.produce = Produce::Finished(outcome);
+        }
+    }
+}
+
+impl Answer {
+    async fn finish(self) -> PartitionProduceResponse {
+        let started = match self {
+            Answer::Done(answer) => return answer,
+            Answer::Started(started) => started,
+        };
+        let outcome = match started.produce {
+            Produce::Running(task) => task.await,
+            Produce::Finished(outcome) => outcome,
+        };
+        let answer = started.answer;
+        match outcome {
+            Ok(Response::Produce { base_offset, .. }) => answer.with_base_offset(base_offset as i64),
+            Ok(_) => answer.with_error_code(ResponseError::UnknownServerError.code()),
+            Err(error) => {
+                // The owner says why it refused the records before it answers.
+                let code = match started.refused.try_recv() {
+                    Ok(records) => records_error_code(&records),
+                    Err(_) => error_code(&error),
+                };
+                answer.with_error_code(code).with_error_message(Some(StrBytes::from_string(error.message)))
+            }
+        }
+    }
+}
+
+/// Start one partition's produce on its owner (its own task, so it goes on
+/// to its acks while other partitions and requests are placed; awaited by
+/// `Answer::finish`, never dropped early).
+fn start(
     context: &Rc<ShardContext>,
     topic: &StrBytes,
     index: i32,
     acks: Acks,
-    records: &[u8],
+    records: bytes::Bytes,
     limits: DecodeLimits,
     answer: PartitionProduceResponse,
 ) -> Answer {
@@ -132,28 +195,44 @@ async fn place(
     let Ok(partition) = u32::try_from(index) else {
         return Answer::Done(answer.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
     };
-    let batch = match transcode::kafka_to_native(records, limits) {
+    let (placed_signal, placed) = async_channel::bounded::<()>(1);
+    let (refused_sender, refused) = async_channel::bounded::<RecordsError>(1);
+    let produce = KafkaProduce {
+        topic: topic.to_string(),
+        partition,
+        acks,
+        records,
+        limits,
+        placed: placed_signal,
+        refused: refused_sender,
+    };
+    let task = crate::runtime::spawn_local(crate::requests::produce_kafka(Rc::clone(context), produce));
+    Answer::Started(Started { answer, produce: Produce::Running(task), placed, refused })
+}
+
+/// On the partition's owner: transcode the records into one ringlog batch
+/// (refusing them with the reason in `refused`) and produce it, ordered.
+pub async fn on_owner(context: &Rc<ShardContext>, produce: KafkaProduce) -> Outcome {
+    let KafkaProduce { topic, partition, acks, records, limits, placed, refused } = produce;
+    let batch = match transcode::kafka_to_native(&records, limits) {
         Ok(batch) => batch,
         Err(error) => {
-            let message = StrBytes::from_string(error.to_string());
-            return Answer::Done(answer.with_error_code(records_error_code(&error)).with_error_message(Some(message)));
+            let answer = refusal(native_error_code(&error), error.to_string());
+            // Sent before the refusal is answered; the caller may be gone.
+            let _ = refused.try_send(error);
+            return Err(answer);
         }
     };
-    let native = Request::Produce { topic: topic.to_string(), partition, acks, batch };
-    let (placed, placed_wait) = async_channel::bounded::<()>(1);
-    // Its own task, so it goes on to its acks while the next partition (or
-    // request) is placed; awaited by `Answer::finish`, never dropped early.
-    let mut task = crate::runtime::spawn_local(crate::requests::produce_ordered(Rc::clone(context), native, placed));
-    // Nothing is ever sent: recv returns when the produce drops `placed`.
-    // Or the produce ends first without having dropped it (a message to a
-    // stopping shard keeps it): its outcome is the answer.
-    let placed = async {
-        let _ = placed_wait.recv().await;
-        None
-    };
-    match futures_lite::future::or(placed, async { Some((&mut task).await) }).await {
-        None => Answer::Pending(answer, task),
-        Some(outcome) => Answer::Finished(answer, outcome),
+    drop(records);
+    crate::requests::execute(context, Request::Produce { topic, partition, acks, batch }, Some(placed)).await
+}
+
+/// The native error code closest to why records were refused (what a
+/// native reader of the refusal sees; the Kafka code comes from the reason).
+fn native_error_code(error: &RecordsError) -> ErrorCode {
+    match error {
+        RecordsError::TooLarge { .. } => ErrorCode::RecordTooLarge,
+        _ => ErrorCode::InvalidRequest,
     }
 }
 
