@@ -25,12 +25,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 
 use crate::protocol::kafka::KafkaRequest;
-use crate::protocol::kafka::{decode_request, frame_length, KafkaFrameError, LENGTH_PREFIX_BYTES};
+use crate::protocol::kafka::{decode_request, KafkaFrameError};
+use crate::requests::kafka::placements::Placements;
 use crate::requests::kafka::sasl::{self, KafkaAuthentication, Step};
 use crate::requests::kafka::{handle, Access, KafkaOutcome};
 use crate::runtime::Notify;
@@ -40,6 +41,7 @@ use crate::shard::context::ShardContext;
 use crate::state::metrics::ConnectionCount;
 
 use super::accept::{next_connection, AcceptGate};
+use super::kafka_frames::FrameReader;
 use super::server::accept_and_split;
 use super::server::InFlight;
 use crate::security::settings::Listener;
@@ -108,7 +110,7 @@ async fn serve(shared: &Rc<KafkaListener>, stream: TcpStream, limiter: Option<Rc
 
 /// Why a connection's read loop ended.
 #[derive(Debug, thiserror::Error)]
-enum ReadEnd {
+pub(super) enum ReadEnd {
     #[error("peer closed or the socket failed")]
     Closed,
     #[error("node stopping")]
@@ -137,17 +139,20 @@ async fn read_requests(
     // sending nothing, or ApiVersions now and then.
     let timeout = Duration::from_millis(shared.context.config.auth.authentication_timeout_ms);
     let deadline = std::time::Instant::now() + timeout;
+    let mut frames = FrameReader::default();
+    let placements = Rc::new(Placements::default());
     loop {
         let configured = shared.context.config.limits.max_frame_bytes;
         let limit = authentication.as_ref().map_or(configured, |authentication| authentication.frame_limit(configured));
-        let frame = match authentication.as_ref().filter(|authentication| !authentication.is_authenticated()) {
-            None => read_frame(shared, reader, limit).await?,
-            Some(_) => {
+        let authenticated = authentication.as_ref().is_none_or(|authentication| authentication.is_authenticated());
+        let frame = match authenticated {
+            true => frames.next(shared, reader, limit).await?,
+            false => {
                 let expired = async {
                     crate::runtime::sleep(deadline.saturating_duration_since(std::time::Instant::now())).await;
                     Err(ReadEnd::Unauthenticated(timeout.as_millis() as u64))
                 };
-                futures_lite::future::or(read_frame(shared, reader, limit), expired).await?
+                futures_lite::future::or(frames.next(shared, reader, limit), expired).await?
             }
         };
         let request = decode_request(frame.into())?;
@@ -155,8 +160,11 @@ async fn read_requests(
             None => Step::Serve(request, None),
             Some(authentication) => authentication.check(&shared.context, request).await,
         };
+        // Reading ahead needs the next frame's limit to be known: not while
+        // authentication may still change it.
+        let ahead = authenticated.then_some(ReadAhead { frames: &mut frames, reader: &mut *reader, limit });
         let (answer, keep_open) = match step {
-            Step::Serve(request, principal) => (start(shared, request, principal).await, true),
+            Step::Serve(request, principal) => (start(shared, request, principal, &placements, ahead).await, true),
             Step::Answer { outcome, keep_open } => (Owed::Ready(outcome), keep_open),
         };
         let failed = answer.failed() || !keep_open;
@@ -167,6 +175,13 @@ async fn read_requests(
             return Err(ReadEnd::Closed);
         }
     }
+}
+
+/// What reading the next frame while a request is placed needs.
+struct ReadAhead<'a> {
+    frames: &'a mut FrameReader,
+    reader: &'a mut ReadHalf,
+    limit: usize,
 }
 
 /// An answer the writer owes, in request order.
@@ -195,55 +210,53 @@ impl Owed {
 /// Start `request` in its own task (counted in flight until it ends) and
 /// return once it releases the connection: when it is done, or, for a
 /// Produce, once its batches are placed.
-async fn start(shared: &Rc<KafkaListener>, request: KafkaRequest, principal: Option<Principal>) -> Owed {
+async fn start(
+    shared: &Rc<KafkaListener>,
+    request: KafkaRequest,
+    principal: Option<Principal>,
+    placements: &Rc<Placements>,
+    ahead: Option<ReadAhead<'_>>,
+) -> Owed {
     let (release, released) = async_channel::bounded::<()>(1);
     let (outcome_sender, outcome) = async_channel::bounded::<KafkaOutcome>(1);
     let (context, in_flight) = (Rc::clone(&shared.context), Rc::clone(&shared.in_flight));
+    let placements = Rc::clone(placements);
     in_flight.enter();
     crate::runtime::spawn_local(async move {
-        let outcome = handle(&context, request, Access(principal.as_ref()), release).await;
+        let outcome = handle(&context, request, Access(principal.as_ref()), release, &placements).await;
         in_flight.leave();
         // The writer may have gone (the socket failed): nothing to send to.
         let _ = outcome_sender.try_send(outcome);
     })
     .detach();
-    // Nothing is ever sent: recv returns when the request drops `release`.
-    let _ = released.recv().await;
+    // Nothing is ever sent: recv returns when the request drops `release`
+    // (and at once every time after).
+    match ahead {
+        None => {
+            let _ = released.recv().await;
+        }
+        Some(ReadAhead { frames, reader, limit }) => {
+            // The next frame comes in meanwhile (not started before this
+            // request releases the connection). The wait ends at the
+            // release: the answer may be what the client waits for before
+            // it sends more, and the read resumes in the next call.
+            let release = async {
+                let _ = released.recv().await;
+                None
+            };
+            let read = async { Some(frames.next(shared, reader, limit).await) };
+            if let Some(read) = futures_lite::future::or(release, read).await {
+                frames.keep(read);
+                let _ = released.recv().await;
+            }
+        }
+    }
     // A request that released the connection by ending has sent its
     // outcome in the same poll: known now, a failure stops reading at once
     // (nothing after it starts).
     match outcome.try_recv() {
         Ok(known) => Owed::Ready(known),
         Err(_) => Owed::Pending(outcome),
-    }
-}
-
-/// The next frame, at most `limit` bytes.
-async fn read_frame(shared: &KafkaListener, reader: &mut ReadHalf, limit: usize) -> Result<Vec<u8>, ReadEnd> {
-    let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
-    read_or_stop(shared, reader, &mut prefix).await?;
-    let length = frame_length(prefix, limit)?;
-    let mut frame = vec![0u8; length];
-    reader.read_exact(&mut frame).await.map_err(|_| ReadEnd::Closed)?;
-    Ok(frame)
-}
-
-/// Fill `buffer` unless the node starts stopping before its first byte
-/// (once a frame has begun, it is finished).
-async fn read_or_stop(shared: &KafkaListener, reader: &mut ReadHalf, buffer: &mut [u8]) -> Result<(), ReadEnd> {
-    let stopped = shared.stop.notified();
-    if shared.stopping.get() {
-        return Err(ReadEnd::Stopping);
-    }
-    let first = futures_lite::future::or(async { Some(reader.read(&mut buffer[..1]).await) }, async {
-        stopped.await;
-        None
-    })
-    .await;
-    match first {
-        None => Err(ReadEnd::Stopping),
-        Some(Ok(0)) | Some(Err(_)) => Err(ReadEnd::Closed),
-        Some(Ok(_)) => reader.read_exact(&mut buffer[1..]).await.map_err(|_| ReadEnd::Closed),
     }
 }
 

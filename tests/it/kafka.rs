@@ -726,6 +726,57 @@ fn pipelined_produces_on_one_connection_land_in_the_order_sent() {
     assert_eq!(values, expected, "partition 1 holds each round's records in the order they were sent");
 }
 
+/// Produces on one connection are placed two requests at a time, each
+/// batch after the one sent before it to its partition: many pipelined
+/// requests of large and small batches to two partitions, sent without
+/// waiting, land in each partition in the order sent.
+#[test]
+fn many_pipelined_produces_to_two_partitions_land_in_each_partition_in_the_order_sent() {
+    let node = start(2);
+    create_topic(&node.node, "kafka-chain", 2);
+    let mut client = KafkaClient::connect(&node.kafka);
+    let mut sent: [Vec<String>; 2] = [Vec::new(), Vec::new()];
+    let requests = 24;
+    for number in 0..requests {
+        // A fixed pattern of partitions, sizes and request shapes: both
+        // partitions in one request, and runs of one partition.
+        let partitions: &[i32] = match number % 4 {
+            0 => &[0, 1],
+            1 | 2 => &[number % 2],
+            _ => &[1, 0],
+        };
+        let data = partitions
+            .iter()
+            .map(|&partition| {
+                let value = format!("{number}-{partition}");
+                sent[partition as usize].push(value.clone());
+                let padding = vec![b'x'; if number % 3 == 0 { 100 * 1024 } else { 10 }];
+                PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(crate_batch(&[value.as_bytes(), &padding])))
+            })
+            .collect();
+        let topic = TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("kafka-chain")))
+            .with_partition_data(data);
+        let request = ProduceRequest::default().with_acks(1).with_timeout_ms(5_000).with_topic_data(vec![topic]);
+        client.send(ApiKey::Produce, 8, &request);
+    }
+    let last = client.correlation_id;
+    for correlation_id in last + 1 - requests..=last {
+        let answer: ProduceResponse = client.receive_to(ApiKey::Produce, 8, correlation_id);
+        assert!(answer.responses[0].partition_responses.iter().all(|partition| partition.error_code == 0));
+    }
+    for partition in 0..2 {
+        let values: Vec<String> = native_consume(&node.node, "kafka-chain", partition)
+            .iter()
+            .map(|line| line.split('|').nth(2).unwrap().to_string())
+            .filter(|value| !value.starts_with('x'))
+            .collect();
+        assert_eq!(values, sent[partition as usize], "partition {partition} in the order sent");
+    }
+}
+
 /// Each partition's records are transcoded on the shard that owns it, so
 /// one request's partitions are refused there, on either shard, with their
 /// own Kafka codes; a partition named twice in one request gets its two

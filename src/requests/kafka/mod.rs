@@ -8,6 +8,7 @@ mod access;
 mod fetch;
 mod groups;
 mod offsets;
+pub mod placements;
 pub(super) mod produce;
 mod producers;
 pub mod sasl;
@@ -37,6 +38,7 @@ use crate::protocol::{ErrorCode, ErrorResponse};
 use crate::shard::context::ShardContext;
 use crate::shard::mesh::PlacedSignal;
 use crate::state::cluster::{ClusterView, LiveNode, Role};
+use placements::Placements;
 
 /// Why a Kafka connection must be closed instead of answered.
 #[derive(Debug, Error)]
@@ -93,8 +95,13 @@ pub async fn handle(
     request: KafkaRequest,
     access: Access<'_>,
     release: PlacedSignal,
+    placements: &Placements,
 ) -> KafkaOutcome {
     context.metrics.kafka.count_request(request.api as i16);
+    if request.api != ApiKey::Produce {
+        // Served as if one request at a time: after every batch sent before.
+        placements.settle().await;
+    }
     match request.api {
         ApiKey::ApiVersions => api_versions(&request).map(Some),
         ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => sasl::without_authentication(&request),
@@ -114,7 +121,7 @@ pub async fn handle(
             count_errors(context, ApiKey::Metadata, codes);
             respond(&request, &response).map(Some)
         }
-        ApiKey::Produce => produce::produce(context, request, access, release).await,
+        ApiKey::Produce => produce::produce(context, request, access, release, placements).await,
         ApiKey::Fetch => fetch::fetch(context, &request, access).await.map(Some),
         ApiKey::ListOffsets => fetch::list_offsets(context, &request, access).await.map(Some),
         ApiKey::CreateTopics => topics::create_topics(context, &request, access).await.map(Some),

@@ -4,7 +4,6 @@
 //! 0 → `none` (placed, not answered), 1 → `leader` (durable here under the
 //! fsync policy), -1 → `all` (on every in-sync replica).
 
-use std::collections::HashSet;
 use std::rc::Rc;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -14,6 +13,7 @@ use kafka_protocol::ResponseError;
 
 use kafka_protocol::messages::ApiKey;
 
+use super::placements::{wait_all, Placements};
 use super::{count_errors, error_code, respond, transcode, Access, KafkaOutcome, KafkaServeError};
 use crate::protocol::kafka::records::{DecodeLimits, RecordsError};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
@@ -26,15 +26,18 @@ use crate::shard::wire_error::refusal;
 
 /// Answer a Produce request (nothing when acks is 0). Every partition's
 /// records go to the partition's owner at once, transcoded and placed there
-/// concurrently (the same partition twice in one request waits for its
-/// first batch's placement); `release` is dropped once all are placed (or
-/// refused), so the connection may start its next request — whose batches
-/// then land after these — while these wait for their acks.
+/// concurrently, each after the batch sent before it to the same partition
+/// on this connection ([`Placements`]). `release` is dropped once the
+/// Produce before this one is placed, so the connection may start its next
+/// request while these are placed and wait for their acks; with acks 0 only
+/// once this one has finished (a failure must close the connection before
+/// anything after it starts).
 pub async fn produce(
     context: &Rc<ShardContext>,
     mut request: KafkaRequest,
     access: Access<'_>,
     release: PlacedSignal,
+    placements: &Placements,
 ) -> KafkaOutcome {
     let body: ProduceRequest = decode_body(&request)?;
     let acks = match body.acks {
@@ -45,7 +48,7 @@ pub async fn produce(
     };
     let limits = DecodeLimits { max_records_bytes: context.config.storage.max_batch_bytes };
     let mut pending: Vec<(TopicName, Vec<Answer>)> = Vec::with_capacity(body.topic_data.len());
-    let mut started = HashSet::new();
+    let mut batches = Vec::new();
     for topic in &body.topic_data {
         let allowed = access.allows(context, Operation::Produce { topic: &topic.name.0 });
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
@@ -55,29 +58,30 @@ pub async fn produce(
                 _ if !allowed => Answer::Done(answer.with_error_code(ResponseError::TopicAuthorizationFailed.code())),
                 None => Answer::Done(answer.with_error_code(ResponseError::InvalidRequiredAcks.code())),
                 Some(acks) => {
-                    if !started.insert((topic.name.0.clone(), data.index)) {
-                        // A partition's batches are placed in request order.
-                        wait_placed(pending.iter_mut().flat_map(|(_, answers)| answers).chain(&mut partitions)).await;
-                        started.clear();
-                        started.insert((topic.name.0.clone(), data.index));
-                    }
                     let records = data.records.clone().unwrap_or_default();
-                    start(context, &topic.name.0, data.index, acks, records, limits, answer)
+                    let partition = Partition { topic: &topic.name.0, index: data.index };
+                    let answer = start(context, partition, acks, records, limits, answer, placements);
+                    if let Answer::Started(started) = &answer {
+                        batches.push(started.placed.clone());
+                    }
+                    answer
                 }
             };
             partitions.push(answer);
         }
         pending.push((topic.name.clone(), partitions));
     }
-    wait_placed(pending.iter_mut().flat_map(|(_, answers)| answers)).await;
     let acks_zero = body.acks == 0;
+    let previous = placements.replace_previous_request(batches);
+    if !acks_zero {
+        wait_all(&previous).await;
+        drop(release);
+    }
+    wait_placed(pending.iter_mut().flat_map(|(_, answers)| answers)).await;
     // The records are in the partitions' buffers: the frame need not stay
     // in memory while the acks are awaited (the answer needs the header).
     drop(body);
     request.body = bytes::Bytes::new();
-    if !acks_zero {
-        drop(release);
-    }
     let mut responses = Vec::with_capacity(pending.len());
     for (name, partitions) in pending {
         let mut answers = Vec::with_capacity(partitions.len());
@@ -179,34 +183,48 @@ impl Answer {
     }
 }
 
-/// Start one partition's produce on its owner (its own task, so it goes on
-/// to its acks while other partitions and requests are placed; awaited by
+/// A partition named in a Produce request.
+struct Partition<'a> {
+    topic: &'a StrBytes,
+    index: i32,
+}
+
+/// Start one partition's produce on its owner, once the batch sent before
+/// it to the same partition is placed (its own task, so it goes on to its
+/// acks while other partitions and requests are placed; awaited by
 /// `Answer::finish`, never dropped early).
 fn start(
     context: &Rc<ShardContext>,
-    topic: &StrBytes,
-    index: i32,
+    partition: Partition<'_>,
     acks: Acks,
     records: bytes::Bytes,
     limits: DecodeLimits,
     answer: PartitionProduceResponse,
+    placements: &Placements,
 ) -> Answer {
     let answer = answer.with_log_append_time_ms(-1).with_log_start_offset(-1);
-    let Ok(partition) = u32::try_from(index) else {
+    let Ok(index) = u32::try_from(partition.index) else {
         return Answer::Done(answer.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
     };
     let (placed_signal, placed) = async_channel::bounded::<()>(1);
     let (refused_sender, refused) = async_channel::bounded::<RecordsError>(1);
+    let before = placements.chain(partition.topic, partition.index, &placed);
     let produce = KafkaProduce {
-        topic: topic.to_string(),
-        partition,
+        topic: partition.topic.to_string(),
+        partition: index,
         acks,
         records,
         limits,
         placed: placed_signal,
         refused: refused_sender,
     };
-    let task = crate::runtime::spawn_local(crate::requests::produce_kafka(Rc::clone(context), produce));
+    let context = Rc::clone(context);
+    let task = crate::runtime::spawn_local(async move {
+        if let Some(before) = before {
+            let _ = before.recv().await;
+        }
+        crate::requests::produce_kafka(context, produce).await
+    });
     Answer::Started(Started { answer, produce: Produce::Running(task), placed, refused })
 }
 

@@ -1,0 +1,95 @@
+//! Reading a Kafka connection's length-prefixed frames so that a read may
+//! be abandoned between any two socket reads and resumed later: the bytes
+//! of a frame read so far live here, not in a future. That lets a
+//! connection read its next frame while the request before it is still
+//! being placed (`kafka_server::start`), and stop waiting for that frame as
+//! soon as the request releases the connection (the answer must go to the
+//! writer at once: the client may send nothing more until it has it).
+//!
+//! At most one frame is read ahead of the request being started, so a
+//! connection holds at most two frames of `limits.max_frame_bytes`: the
+//! one its request still uses and the next.
+
+use futures_lite::AsyncReadExt;
+
+use super::kafka_server::{KafkaListener, ReadEnd};
+use crate::protocol::kafka::{frame_length, LENGTH_PREFIX_BYTES};
+use crate::security::stream::ReadHalf;
+
+/// The frame being read on one connection, and one read ahead if any.
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    /// The length prefix read so far.
+    prefix: [u8; LENGTH_PREFIX_BYTES],
+    /// Bytes of `prefix` read so far.
+    prefix_bytes: usize,
+    /// The frame's buffer (its length from the prefix) and bytes filled.
+    frame: Option<(Vec<u8>, usize)>,
+    /// A frame (or why there is none) read ahead, not yet taken.
+    ready: Option<Result<Vec<u8>, ReadEnd>>,
+}
+
+impl FrameReader {
+    /// The next frame, at most `limit` bytes (checked before its buffer is
+    /// allocated). Dropping the future between socket reads loses nothing:
+    /// the next call continues where it stopped. The node stopping ends
+    /// the wait only before a frame's first byte (a frame begun is
+    /// finished).
+    pub async fn next(
+        &mut self,
+        shared: &KafkaListener,
+        reader: &mut ReadHalf,
+        limit: usize,
+    ) -> Result<Vec<u8>, ReadEnd> {
+        if let Some(ready) = self.ready.take() {
+            return ready;
+        }
+        while self.frame.is_none() {
+            let room = &mut self.prefix[self.prefix_bytes..];
+            let read = match self.prefix_bytes {
+                0 => read_or_stop(shared, reader, room).await?,
+                _ => read_some(reader, room).await?,
+            };
+            self.prefix_bytes += read;
+            if self.prefix_bytes == LENGTH_PREFIX_BYTES {
+                let length = frame_length(self.prefix, limit)?;
+                self.prefix_bytes = 0;
+                self.frame = Some((vec![0u8; length], 0));
+            }
+        }
+        let (frame, filled) = self.frame.as_mut().expect("a frame is being read");
+        while *filled < frame.len() {
+            *filled += read_some(reader, &mut frame[*filled..]).await?;
+        }
+        let (frame, _) = self.frame.take().expect("a frame is being read");
+        Ok(frame)
+    }
+
+    /// Keep `read` (a frame read ahead, or why reading ended) for the next
+    /// call of [`FrameReader::next`].
+    pub fn keep(&mut self, read: Result<Vec<u8>, ReadEnd>) {
+        debug_assert!(self.ready.is_none(), "one frame read ahead at most");
+        self.ready = Some(read);
+    }
+}
+
+/// Some bytes into `buffer` (not empty); a closed or failed socket ends.
+async fn read_some(reader: &mut ReadHalf, buffer: &mut [u8]) -> Result<usize, ReadEnd> {
+    match reader.read(buffer).await {
+        Ok(0) | Err(_) => Err(ReadEnd::Closed),
+        Ok(read) => Ok(read),
+    }
+}
+
+/// As [`read_some`], unless the node starts stopping first.
+async fn read_or_stop(shared: &KafkaListener, reader: &mut ReadHalf, buffer: &mut [u8]) -> Result<usize, ReadEnd> {
+    let stopped = shared.stop.notified();
+    if shared.stopping.get() {
+        return Err(ReadEnd::Stopping);
+    }
+    let read = futures_lite::future::or(async { Some(read_some(reader, buffer).await) }, async {
+        stopped.await;
+        None
+    });
+    read.await.unwrap_or(Err(ReadEnd::Stopping))
+}
