@@ -36,6 +36,9 @@ pub struct LimitsConfig {
     /// Partitions one Kafka Fetch may name (a larger one closes the
     /// connection: each costs a read and an answer entry).
     pub max_partitions_per_fetch: usize,
+    /// Partitions one Kafka Produce may name (a larger one closes the
+    /// connection: each is a produce started at once, chained per partition).
+    pub max_partitions_per_produce: usize,
     /// How often each shard applies retention to its partitions.
     pub retention_check_interval_ms: u64,
     /// How often the control thread hands freed heap pages back to the OS
@@ -55,6 +58,7 @@ impl Default for LimitsConfig {
             max_topics: 10_000,
             max_fetch_wait_ms: 30_000,
             max_partitions_per_fetch: 10_000,
+            max_partitions_per_produce: 10_000,
             retention_check_interval_ms: 10_000,
             heap_trim_interval_ms: 1_000,
         }
@@ -649,6 +653,7 @@ impl NodeConfig {
         require_positive("limits.cross_shard_queue_depth", limits.cross_shard_queue_depth as u64)?;
         require_positive("limits.max_topics", limits.max_topics as u64)?;
         require_positive("limits.max_partitions_per_fetch", limits.max_partitions_per_fetch as u64)?;
+        require_positive("limits.max_partitions_per_produce", limits.max_partitions_per_produce as u64)?;
         require_at_least("limits.retention_check_interval_ms", limits.retention_check_interval_ms, 100)?;
         require_range("limits.max_partitions_per_topic", u64::from(limits.max_partitions_per_topic), 1..=10_000)
     }

@@ -6,9 +6,10 @@
 //! soon as the request releases the connection (the answer must go to the
 //! writer at once: the client may send nothing more until it has it).
 //!
-//! At most one frame is read ahead of the request being started, so a
-//! connection holds at most two frames of `limits.max_frame_bytes`: the
-//! one its request still uses and the next.
+//! At most one frame is read ahead of the request being started; with
+//! the two Produce requests that may be being placed at once
+//! (`requests::kafka::placements`), a connection holds at most three
+//! frames of `limits.max_frame_bytes`.
 
 use futures_lite::AsyncReadExt;
 

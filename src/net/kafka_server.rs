@@ -6,10 +6,13 @@
 //! does: clients rely on it (two Produce requests in flight to one
 //! partition land in the order sent). A request starts once the one before
 //! it is done, except after a Produce: the next starts as soon as the
-//! Produce's batches are placed (have their offsets), while the Produce
-//! waits for its acks — so a client's pipelined produces keep the disk
-//! busy, as the native protocol's do, and still land in order. A writer
-//! task sends the answers in the order of the requests; at most
+//! Produce before that one is placed, each batch waiting only for the
+//! batch sent before it to its partition (`requests::kafka::placements`),
+//! while the Produce waits for its acks — so a client's pipelined produces
+//! keep both cores and the disk busy, as the native protocol's do, and
+//! still land in order. The next frame is read meanwhile
+//! (`kafka_frames`). A writer task sends the answers in the order of the
+//! requests; at most
 //! `limits.max_inflight_requests_per_connection` wait for it.
 //!
 //! With `[auth]` on, a connection authenticates first
@@ -209,7 +212,8 @@ impl Owed {
 
 /// Start `request` in its own task (counted in flight until it ends) and
 /// return once it releases the connection: when it is done, or, for a
-/// Produce, once its batches are placed.
+/// Produce with acks, once the Produce before it is placed (its own
+/// batches chained behind the batches sent before them).
 async fn start(
     shared: &Rc<KafkaListener>,
     request: KafkaRequest,

@@ -53,21 +53,8 @@ pub async fn handle(context: &Rc<ShardContext>, request: Request) -> Outcome {
         Request::ReplicaHello { .. } | Request::ReplicaAuth { .. } => {
             Err(refusal(ErrorCode::InvalidRequest, "handshake frames are handled by the replication listener"))
         }
-        _ => route(context, request, None).await,
+        _ => route(context, request).await,
     }
-}
-
-/// A produce whose caller waits only until the batch is placed (has its
-/// offsets, in the order of calls) before making the next call, then for
-/// the outcome: `placed` is dropped at that point, or as soon as the
-/// produce fails before it. What lets a Kafka connection keep several
-/// produces in flight without reordering a partition's batches.
-pub async fn produce_ordered(context: Rc<ShardContext>, request: Request, placed: PlacedSignal) -> Outcome {
-    if !matches!(request, Request::Produce { .. }) {
-        return Err(refusal(ErrorCode::InvalidRequest, "an ordered produce carries a produce"));
-    }
-    context.write_epoch()?;
-    route(&context, request, Some(placed)).await
 }
 
 /// Execute a request another shard sent to this one (this shard owns it).
@@ -77,25 +64,19 @@ pub async fn handle_forwarded(context: &Rc<ShardContext>, request: ShardRequest)
             handle(context, request).await
         }
         ShardRequest::Client(request) => execute(context, request, None).await,
-        ShardRequest::OrderedProduce { request, placed } => execute(context, request, Some(placed)).await,
         ShardRequest::KafkaProduce(produce) => kafka::produce::on_owner(context, produce).await,
         ShardRequest::Topic(change) => topic_admin::apply_on_this_shard(context, change).await,
     }
 }
 
-/// Send a partition request to its owner (with `placed`: a produce that
-/// signals its placement, see [`produce_ordered`]).
-async fn route(context: &Rc<ShardContext>, request: Request, placed: Option<PlacedSignal>) -> Outcome {
+/// Send a partition request to its owner.
+async fn route(context: &Rc<ShardContext>, request: Request) -> Outcome {
     let (topic, partition) = request.partition().ok_or_else(|| refusal(ErrorCode::InvalidRequest, "no partition"))?;
     let owner = owner(context, topic, partition)?;
     if owner == context.shard {
-        return execute(context, request, placed).await;
+        return execute(context, request, None).await;
     }
-    let forwarded = match placed {
-        Some(placed) => ShardRequest::OrderedProduce { request, placed },
-        None => ShardRequest::Client(request),
-    };
-    forward(context, owner, forwarded).await
+    forward(context, owner, ShardRequest::Client(request)).await
 }
 
 /// The shard that owns an existing partition.
@@ -118,7 +99,8 @@ async fn forward(context: &ShardContext, owner: ShardId, request: ShardRequest) 
 }
 
 /// A Kafka client's records for one partition, transcoded and produced on
-/// the partition's owner as an ordered produce (see [`produce_ordered`]).
+/// the partition's owner; `produce.placed` is dropped once its batch is
+/// placed (has its offsets), or as soon as the produce fails before that.
 pub async fn produce_kafka(context: Rc<ShardContext>, produce: KafkaProduce) -> Outcome {
     context.write_epoch()?;
     let owner = owner(&context, &produce.topic, produce.partition)?;

@@ -23,16 +23,8 @@ use crate::protocol::{Acks, ErrorCode, ErrorResponse, Request, Response};
 pub enum ShardRequest {
     /// A client request for a partition (or topic) the receiver owns.
     Client(Request),
-    /// A produce whose sender waits only until its batch is placed (has its
-    /// offsets) before sending the next one: dropping `placed` says so.
-    OrderedProduce {
-        /// The `Request::Produce`.
-        request: Request,
-        /// Dropped once the batch is placed, or the produce failed first.
-        placed: PlacedSignal,
-    },
     /// A Kafka client's records for a partition the receiver owns, to
-    /// transcode there and produce as an ordered produce.
+    /// transcode there and produce, signalling its placement.
     KafkaProduce(KafkaProduce),
     /// A topic the metadata shard created or deleted.
     Topic(TopicChange),

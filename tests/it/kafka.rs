@@ -836,11 +836,15 @@ fn partitions_on_both_shards_are_checked_by_their_owner_and_one_named_twice_keep
 /// One partition's records are one batch (a second is refused, so many
 /// small compressed bombs cannot add up); a Fetch's answer stays near its
 /// `max_bytes` however many partitions it names, and naming more than
-/// `limits.max_partitions_per_fetch` closes the connection; a failed
+/// `limits.max_partitions_per_fetch` closes the connection, as does a
+/// Produce naming more than `limits.max_partitions_per_produce`; a failed
 /// acks 0 produce closes it too (no answer can carry the error).
 #[test]
 fn hostile_kafka_produces_and_fetches_stay_bounded() {
-    let node = start_with(1, &[("RINGLOG_LIMITS_MAX_PARTITIONS_PER_FETCH", "100")]);
+    let node = start_with(
+        1,
+        &[("RINGLOG_LIMITS_MAX_PARTITIONS_PER_FETCH", "100"), ("RINGLOG_LIMITS_MAX_PARTITIONS_PER_PRODUCE", "100")],
+    );
     create_topic(&node.node, "kafka-bounds", 1);
     let mut client = KafkaClient::connect(&node.kafka);
     let good = crate_batch(&[b"a", b"b"]);
@@ -867,6 +871,18 @@ fn hostile_kafka_produces_and_fetches_stay_bounded() {
     assert!(partitions.iter().all(|data| data.error_code == 0 && data.high_watermark == 3), "offsets for every entry");
     client.send(ApiKey::Fetch, 12, &fetch(101));
     assert!(closed_by_node(&mut client.stream), "a fetch past max_partitions_per_fetch closes the connection");
+    let wide = |partitions: usize| {
+        let data = PartitionProduceData::default().with_index(0).with_records(None);
+        let topic = TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("kafka-bounds")))
+            .with_partition_data(vec![data; partitions]);
+        ProduceRequest::default().with_acks(1).with_timeout_ms(5_000).with_topic_data(vec![topic])
+    };
+    let mut client = KafkaClient::connect(&node.kafka);
+    let answer: ProduceResponse = client.call(ApiKey::Produce, 8, &wide(100));
+    assert_eq!(answer.responses[0].partition_responses.len(), 100, "100 partitions are answered");
+    client.send(ApiKey::Produce, 8, &wide(101));
+    assert!(closed_by_node(&mut client.stream), "a produce past max_partitions_per_produce closes the connection");
     let mut client = KafkaClient::connect(&node.kafka);
     client.send(ApiKey::Produce, 8, &produce_request("no-such-topic", 0, 0, good));
     assert!(closed_by_node(&mut client.stream), "a failed acks 0 produce closes the connection");

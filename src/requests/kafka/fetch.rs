@@ -44,7 +44,7 @@ pub async fn fetch(
     let partition_count = body.topics.iter().map(|topic| topic.partitions.len()).sum::<usize>();
     let limit = context.config.limits.max_partitions_per_fetch;
     if partition_count > limit {
-        return Err(KafkaServeError::TooManyPartitions { partitions: partition_count, limit });
+        return Err(KafkaServeError::TooManyPartitions { request: "fetch", partitions: partition_count, limit });
     }
     let max_wait_ms = match body.min_bytes > 0 {
         true => u64::try_from(body.max_wait_ms).unwrap_or(0).min(context.config.limits.max_fetch_wait_ms),

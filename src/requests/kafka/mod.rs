@@ -60,9 +60,12 @@ pub enum KafkaServeError {
         /// The limit.
         limit: usize,
     },
-    /// A Fetch naming more partitions than `limits.max_partitions_per_fetch`.
-    #[error("kafka fetch of {partitions} partitions (limits.max_partitions_per_fetch is {limit})")]
+    /// A Fetch or Produce naming more partitions than
+    /// `limits.max_partitions_per_fetch` or `max_partitions_per_produce`.
+    #[error("kafka {request} of {partitions} partitions (limits.max_partitions_per_{request} is {limit})")]
     TooManyPartitions {
+        /// "fetch" or "produce".
+        request: &'static str,
         /// Partitions the request names.
         partitions: usize,
         /// The limit.

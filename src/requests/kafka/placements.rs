@@ -2,25 +2,27 @@
 //! partition's batches landing in the order they were sent on a
 //! connection. Only that order matters: batches for different partitions
 //! may be placed at the same time, on their owners' cores. So each batch
-//! waits for the placement of the batch sent before it to the same
-//! partition (a chain per partition), and a Produce lets the connection go
-//! on to the next request once the Produce before it is placed: at most
-//! two requests' batches are being placed at once per connection, which
-//! bounds the frames held to two (`docs/KAFKA.md`, "Pipelining").
+//! waits for the batch sent before it to the same partition to be placed
+//! (a chain per partition), and a Produce lets the connection go on to the
+//! next request once the Produce before it is placed: at most two
+//! requests' batches are being placed at once per connection, so it holds
+//! at most two frames being placed and one read ahead (`docs/KAFKA.md`,
+//! "The listener").
 //!
 //! Any other request waits until every batch sent before it is placed
 //! ([`Placements::settle`]), as if the connection served one request at a
 //! time, as a Kafka broker does.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-/// Returns (closed) once its batch is placed or its produce failed first:
+/// Returns (closed) once its batch is placed or its produce has ended:
 /// nothing is ever sent on it.
 pub type PlacedReceiver = async_channel::Receiver<()>;
 
-/// Entries kept before the ones already placed are dropped: a connection
-/// may name many partitions over its life.
+/// Entries kept before the ones already placed are dropped (a connection
+/// may name many partitions over its life); after a prune, the next waits
+/// until the map has doubled, so pruning costs O(1) per batch amortised.
 const PRUNE_AT_ENTRIES: usize = 1024;
 
 /// One connection's batches not yet known to be placed.
@@ -28,6 +30,8 @@ const PRUNE_AT_ENTRIES: usize = 1024;
 pub struct Placements {
     /// Each partition's latest batch on this connection.
     latest: RefCell<HashMap<(String, i32), PlacedReceiver>>,
+    /// The size at which `latest` is pruned next.
+    prune_at: Cell<usize>,
     /// The batches of the latest Produce request.
     previous_request: RefCell<Vec<PlacedReceiver>>,
 }
@@ -37,8 +41,10 @@ impl Placements {
     /// before it, which must be placed first.
     pub fn chain(&self, topic: &str, partition: i32, placed: &PlacedReceiver) -> Option<PlacedReceiver> {
         let mut latest = self.latest.borrow_mut();
-        if latest.len() >= PRUNE_AT_ENTRIES {
+        if latest.len() >= self.prune_at.get().max(PRUNE_AT_ENTRIES) {
             latest.retain(|_, placed| !placed.is_closed());
+            latest.shrink_to_fit();
+            self.prune_at.set(2 * latest.len());
         }
         latest.insert((topic.to_string(), partition), placed.clone())
     }
@@ -51,7 +57,9 @@ impl Placements {
 
     /// Return once every batch chained so far is placed.
     pub async fn settle(&self) {
-        let pending: Vec<PlacedReceiver> = self.latest.borrow_mut().drain().map(|(_, placed)| placed).collect();
+        // Taken, not drained: the map's room goes too.
+        let pending: Vec<PlacedReceiver> = std::mem::take(&mut *self.latest.borrow_mut()).into_values().collect();
+        self.prune_at.set(0);
         self.previous_request.borrow_mut().clear();
         wait_all(&pending).await;
     }

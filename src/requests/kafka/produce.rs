@@ -13,7 +13,7 @@ use kafka_protocol::ResponseError;
 
 use kafka_protocol::messages::ApiKey;
 
-use super::placements::{wait_all, Placements};
+use super::placements::{wait_all, PlacedReceiver, Placements};
 use super::{count_errors, error_code, respond, transcode, Access, KafkaOutcome, KafkaServeError};
 use crate::protocol::kafka::records::{DecodeLimits, RecordsError};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
@@ -46,17 +46,31 @@ pub async fn produce(
         -1 => Some(Acks::All),
         _ => None,
     };
+    let partition_count = body.topic_data.iter().map(|topic| topic.partition_data.len()).sum::<usize>();
+    let limit = context.config.limits.max_partitions_per_produce;
+    if partition_count > limit {
+        return Err(KafkaServeError::TooManyPartitions { request: "produce", partitions: partition_count, limit });
+    }
     let limits = DecodeLimits { max_records_bytes: context.config.storage.max_batch_bytes };
     let mut pending: Vec<(TopicName, Vec<Answer>)> = Vec::with_capacity(body.topic_data.len());
     let mut batches = Vec::new();
     for topic in &body.topic_data {
         let allowed = access.allows(context, Operation::Produce { topic: &topic.name.0 });
+        // Only partitions that exist are chained (their names are bounded).
+        let partition_count = context.registry.get(&topic.name.0).map_or(0, |meta| meta.partitions);
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for data in &topic.partition_data {
             let answer = PartitionProduceResponse::default().with_index(data.index);
+            let exists = u32::try_from(data.index).is_ok_and(|index| index < partition_count);
             let answer = match acks {
                 _ if !allowed => Answer::Done(answer.with_error_code(ResponseError::TopicAuthorizationFailed.code())),
                 None => Answer::Done(answer.with_error_code(ResponseError::InvalidRequiredAcks.code())),
+                Some(_) if !exists => Answer::Done(
+                    answer
+                        .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                        .with_log_append_time_ms(-1)
+                        .with_log_start_offset(-1),
+                ),
                 Some(acks) => {
                     let records = data.records.clone().unwrap_or_default();
                     let partition = Partition { topic: &topic.name.0, index: data.index };
@@ -72,9 +86,10 @@ pub async fn produce(
         pending.push((topic.name.clone(), partitions));
     }
     let acks_zero = body.acks == 0;
+    // At most two requests' batches are being placed per connection.
     let previous = placements.replace_previous_request(batches);
+    wait_all(&previous).await;
     if !acks_zero {
-        wait_all(&previous).await;
         drop(release);
     }
     wait_placed(pending.iter_mut().flat_map(|(_, answers)| answers)).await;
@@ -127,33 +142,18 @@ enum Answer {
 /// A partition's produce, started on the partition's owner.
 struct Started {
     answer: PartitionProduceResponse,
-    produce: Produce,
-    /// Returns (closed) once the batch is placed or the produce failed.
-    placed: async_channel::Receiver<()>,
+    task: Task<Outcome>,
+    /// Returns (closed) once the batch is placed or its produce has ended.
+    placed: PlacedReceiver,
     /// Why the owner refused the records, if it did.
     refused: async_channel::Receiver<RecordsError>,
 }
 
-enum Produce {
-    Running(Task<Outcome>),
-    Finished(Outcome),
-}
-
 impl Started {
-    /// Return once the batch is placed, or the produce has ended without
-    /// (a message to a stopping shard keeps the signal): then its outcome
-    /// is kept.
+    /// Return once the batch is placed, or its produce has ended without.
     async fn placed(&mut self) {
-        let Produce::Running(task) = &mut self.produce else { return };
-        let placed = self.placed.recv();
-        let placed = async {
-            // Nothing is ever sent: recv returns when the produce drops it.
-            let _ = placed.await;
-            None
-        };
-        if let Some(outcome) = futures_lite::future::or(placed, async { Some(task.await) }).await {
-            self.produce = Produce::Finished(outcome);
-        }
+        // Nothing is ever sent: recv returns when the signal is dropped.
+        let _ = self.placed.recv().await;
     }
 }
 
@@ -163,10 +163,7 @@ impl Answer {
             Answer::Done(answer) => return answer,
             Answer::Started(started) => started,
         };
-        let outcome = match started.produce {
-            Produce::Running(task) => task.await,
-            Produce::Finished(outcome) => outcome,
-        };
+        let outcome = started.task.await;
         let answer = started.answer;
         match outcome {
             Ok(Response::Produce { base_offset, .. }) => answer.with_base_offset(base_offset as i64),
@@ -206,9 +203,14 @@ fn start(
     let Ok(index) = u32::try_from(partition.index) else {
         return Answer::Done(answer.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
     };
+    // The owner drops `placed_signal` once the batch is placed. `settled`
+    // returns then or once the produce has ended: a produce that ends
+    // without its signal dropped (a message left queued to a stopping
+    // shard) must not hold up the batches chained after it.
     let (placed_signal, placed) = async_channel::bounded::<()>(1);
+    let (settled_signal, settled) = async_channel::bounded::<()>(1);
     let (refused_sender, refused) = async_channel::bounded::<RecordsError>(1);
-    let before = placements.chain(partition.topic, partition.index, &placed);
+    let before = placements.chain(partition.topic, partition.index, &settled);
     let produce = KafkaProduce {
         topic: partition.topic.to_string(),
         partition: index,
@@ -223,9 +225,20 @@ fn start(
         if let Some(before) = before {
             let _ = before.recv().await;
         }
-        crate::requests::produce_kafka(context, produce).await
+        let produce = crate::requests::produce_kafka(context, produce);
+        futures_lite::pin!(produce);
+        let placed = async {
+            let _ = placed.recv().await;
+            None
+        };
+        let ended = futures_lite::future::or(placed, async { Some(produce.as_mut().await) }).await;
+        drop(settled_signal);
+        match ended {
+            Some(outcome) => outcome,
+            None => produce.await,
+        }
     });
-    Answer::Started(Started { answer, produce: Produce::Running(task), placed, refused })
+    Answer::Started(Started { answer, task, placed: settled, refused })
 }
 
 /// On the partition's owner: transcode the records into one ringlog batch
