@@ -726,6 +726,35 @@ fn pipelined_produces_on_one_connection_land_in_the_order_sent() {
     assert_eq!(values, expected, "partition 1 holds each round's records in the order they were sent");
 }
 
+/// The next frame is read while a Produce is placed, but its answer does
+/// not wait for that frame: a frame that has begun to arrive (its length
+/// prefix only half there) when the Produce is answered is finished later,
+/// byte for byte, wherever the read was left.
+#[test]
+fn a_produce_is_answered_while_the_next_frame_is_half_read_and_that_frame_is_then_served() {
+    let node = start(2);
+    create_topic(&node.node, "kafka-ahead", 2);
+    let mut client = KafkaClient::connect(&node.kafka);
+    client.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for round in 0..10 {
+        let value = vec![b'v'; 256 * 1024];
+        client.send(ApiKey::Produce, 8, &produce_request("kafka-ahead", round % 2, 1, crate_batch(&[&value])));
+        let produce_id = client.correlation_id;
+        client.correlation_id += 1;
+        let versions = request_frame(ApiKey::ApiVersions, 3, client.correlation_id, &ApiVersionsRequest::default());
+        let mut next = (versions.len() as i32).to_be_bytes().to_vec();
+        next.extend_from_slice(&versions);
+        // Half the prefix in round 0, the prefix and part of the body after.
+        let split = if round == 0 { 2 } else { 4 + round as usize };
+        client.stream.write_all(&next[..split]).unwrap();
+        let answer: ProduceResponse = client.receive_to(ApiKey::Produce, 8, produce_id);
+        assert_eq!(answer.responses[0].partition_responses[0].error_code, 0, "round {round}");
+        client.stream.write_all(&next[split..]).unwrap();
+        let versions: ApiVersionsResponse = client.receive_to(ApiKey::ApiVersions, 3, client.correlation_id);
+        assert_eq!(versions.error_code, 0, "round {round}: the frame read in two parts is whole");
+    }
+}
+
 /// Produces on one connection are placed two requests at a time, each
 /// batch after the one sent before it to its partition: many pipelined
 /// requests of large and small batches to two partitions, sent without
