@@ -51,8 +51,51 @@ pub async fn produce(
     if partition_count > limit {
         return Err(KafkaServeError::TooManyPartitions { request: "produce", partitions: partition_count, limit });
     }
+    let (mut pending, batches) = start_all(context, &body, acks, access, placements);
+    let acks_zero = body.acks == 0;
+    // At most two requests' batches are being placed per connection.
+    let previous = placements.replace_previous_request(batches);
+    wait_all(&previous).await;
+    if !acks_zero {
+        drop(release);
+    }
+    wait_placed(pending.iter_mut().flat_map(|(_, answers)| answers)).await;
+    // The records are in the partitions' buffers: the frame need not stay
+    // in memory while the acks are awaited (the answer needs the header).
+    drop(body);
+    request.body = bytes::Bytes::new();
+    let responses = finish_all(context, pending).await;
+    if acks_zero {
+        // `release` is still held: a failure must close the connection
+        // before anything after it starts.
+        let failed =
+            responses.iter().flat_map(|topic| &topic.partition_responses).find(|answer| answer.error_code != 0);
+        return match failed {
+            None => Ok(None),
+            Some(answer) => Err(KafkaServeError::UnansweredProduceFailed(format!(
+                "partition {} error code {}",
+                answer.index, answer.error_code
+            ))),
+        };
+    }
+    respond(&request, &ProduceResponse::default().with_responses(responses)).map(Some)
+}
+
+/// One topic's partitions' answers, in request order.
+type TopicAnswers = (TopicName, Vec<Answer>);
+
+/// Start every partition's produce (or answer it at once: not allowed,
+/// bad acks, no such partition); returns the answers and the placement
+/// signals of the produces started.
+fn start_all(
+    context: &Rc<ShardContext>,
+    body: &ProduceRequest,
+    acks: Option<Acks>,
+    access: Access<'_>,
+    placements: &Placements,
+) -> (Vec<TopicAnswers>, Vec<PlacedReceiver>) {
     let limits = DecodeLimits { max_records_bytes: context.config.storage.max_batch_bytes };
-    let mut pending: Vec<(TopicName, Vec<Answer>)> = Vec::with_capacity(body.topic_data.len());
+    let mut pending = Vec::with_capacity(body.topic_data.len());
     let mut batches = Vec::new();
     for topic in &body.topic_data {
         let allowed = access.allows(context, Operation::Produce { topic: &topic.name.0 });
@@ -85,18 +128,11 @@ pub async fn produce(
         }
         pending.push((topic.name.clone(), partitions));
     }
-    let acks_zero = body.acks == 0;
-    // At most two requests' batches are being placed per connection.
-    let previous = placements.replace_previous_request(batches);
-    wait_all(&previous).await;
-    if !acks_zero {
-        drop(release);
-    }
-    wait_placed(pending.iter_mut().flat_map(|(_, answers)| answers)).await;
-    // The records are in the partitions' buffers: the frame need not stay
-    // in memory while the acks are awaited (the answer needs the header).
-    drop(body);
-    request.body = bytes::Bytes::new();
+    (pending, batches)
+}
+
+/// Every partition's answer once its produce has finished, counted.
+async fn finish_all(context: &ShardContext, pending: Vec<TopicAnswers>) -> Vec<TopicProduceResponse> {
     let mut responses = Vec::with_capacity(pending.len());
     for (name, partitions) in pending {
         let mut answers = Vec::with_capacity(partitions.len());
@@ -107,20 +143,7 @@ pub async fn produce(
         }
         responses.push(TopicProduceResponse::default().with_name(name).with_partition_responses(answers));
     }
-    if acks_zero {
-        // `release` is still held: a failure must close the connection
-        // before anything after it starts.
-        let failed =
-            responses.iter().flat_map(|topic| &topic.partition_responses).find(|answer| answer.error_code != 0);
-        return match failed {
-            None => Ok(None),
-            Some(answer) => Err(KafkaServeError::UnansweredProduceFailed(format!(
-                "partition {} error code {}",
-                answer.index, answer.error_code
-            ))),
-        };
-    }
-    respond(&request, &ProduceResponse::default().with_responses(responses)).map(Some)
+    responses
 }
 
 /// Return once every started produce among `answers` has placed its batch

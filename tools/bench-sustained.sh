@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# A sustained produce (issue 15): TOTAL_BYTES of 1 KiB records into a topic
+# whose segments roll at SEGMENT_BYTES and whose retention keeps
+# RETENTION_BYTES per partition, so segments roll and retention deletes old
+# ones while the run goes on. The device's write rate is sampled every
+# second (/proc/diskstats: bytes that reached the disk); the script prints
+# the rate of each quarter of the run and the last quarter against the
+# first (the target: within 10 %), and what is left on disk at the end.
+#   tools/bench-sustained.sh [BINARY] [TOTAL_BYTES] [PARTITIONS] [SEGMENT_BYTES] [RETENTION_BYTES] [DIR]
+# Environment: FSYNC (default never) is the node's storage.fsync.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+binary="$(realpath "${1:-target/release/ringlog}")"
+total="${2:-16000000000}"
+partitions="${3:-2}"
+segment="${4:-1073741824}"
+retention="${5:-3221225472}"
+dir="${6:-target/bench-sustained}"
+fsync="${FSYNC:-never}"
+mkdir -p "$dir"
+dir="$(cd "$dir" && pwd)"
+source tools/lib/usage.sh
+port=27670
+admin=27671
+export RINGLOG_SERVER="127.0.0.1:$port"
+node_pid=""
+sampler_pid=""
+trap '[[ -n $sampler_pid ]] && kill "$sampler_pid" 2>/dev/null; [[ -n $node_pid ]] && kill -TERM "$node_pid" 2>/dev/null; true' EXIT
+
+rm -rf "$dir/data"
+# Retention is applied every second (the default is every 10 s).
+RINGLOG_STORAGE_FSYNC="$fsync" RINGLOG_LIMITS_RETENTION_CHECK_INTERVAL_MS=1000 RUST_LOG=warn \
+    "$binary" serve --data-dir "$dir/data" --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" \
+    --kafka-listen "" >"$dir/serve.log" 2>&1 &
+node_pid=$!
+for _ in $(seq 100); do grep -q listening "$dir/serve.log" 2>/dev/null && break; sleep 0.1; done
+grep -q listening "$dir/serve.log" || { tail -20 "$dir/serve.log" >&2; exit 1; }
+"$binary" topic create sustained --partitions "$partitions" --segment-bytes "$segment" \
+    --retention-bytes "$retention" >/dev/null
+
+device=$(usage_device "$dir")
+# One line per second: nanoseconds, sectors written so far.
+(while true; do
+    echo "$(date +%s%N) $(awk -v d="$device" '$3 == d {print $10}' /proc/diskstats)"
+    sleep 1
+done) >"$dir/samples" &
+sampler_pid=$!
+usage_begin "$dir"
+result=$("$binary" bench produce --topic sustained --partitions "$partitions" --producers "$partitions" \
+    --record-bytes 1024 --batch 1000 --total-bytes "$total" --json | tail -1)
+usage=$(usage_end)
+kill "$sampler_pid"
+wait "$sampler_pid" 2>/dev/null || true
+sampler_pid=""
+left=$(du -sb "$dir/data" | cut -f1)
+segments=$(find "$dir/data" -name '*.log' | wc -l)
+kill -TERM "$node_pid"
+wait "$node_pid" || true
+node_pid=""
+
+echo "# Sustained produce, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo
+echo "- \`$binary\`, fsync=$fsync; $total bytes of 1 KiB records, $partitions partitions and producers, batches of 1000; segments of $segment bytes, retention $retention bytes per partition"
+echo "- client: $result"
+echo "- whole run: $usage; left on disk: $((left / 1000000)) MB in $segments segment files"
+echo
+python3 - "$dir/samples" <<'PY'
+import sys
+samples = [tuple(map(int, line.split())) for line in open(sys.argv[1]) if len(line.split()) == 2]
+# Per-second device write rates; the run is the span where the device wrote.
+rates = [((b[1] - a[1]) * 512 / ((b[0] - a[0]) / 1e9) / 1e6) for a, b in zip(samples, samples[1:])]
+while rates and rates[0] < 50:
+    rates.pop(0)
+while rates and rates[-1] < 50:
+    rates.pop()
+if len(rates) < 4:
+    sys.exit(f"too few samples ({len(rates)}): run longer")
+quarter = len(rates) // 4
+parts = [rates[i * quarter:(i + 1) * quarter] for i in range(4)]
+means = [sum(p) / len(p) for p in parts]
+print("| quarter | seconds | device write MB/s (mean of per-second rates) |")
+print("|---|---|---|")
+for index, (part, mean) in enumerate(zip(parts, means), 1):
+    print(f"| {index} | {len(part)} | {mean:.0f} |")
+print()
+ratio = means[3] / means[0]
+print(f"Last quarter / first: **{ratio:.2f}** ({'within' if abs(1 - ratio) <= 0.10 else 'outside'} 10 %)")
+PY
