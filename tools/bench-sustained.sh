@@ -3,7 +3,7 @@
 # whose segments roll at SEGMENT_BYTES and whose retention keeps
 # RETENTION_BYTES per partition, so segments roll and retention deletes old
 # ones while the run goes on. The device's write rate is sampled every
-# second (/proc/diskstats: bytes that reached the disk); the script prints
+# quarter second (/proc/diskstats: bytes that reached the disk); it prints
 # the rate of each quarter of the run and the last quarter against the
 # first (the target: within 10 %), and what is left on disk at the end.
 #   tools/bench-sustained.sh [BINARY] [TOTAL_BYTES] [PARTITIONS] [SEGMENT_BYTES] [RETENTION_BYTES] [DIR]
@@ -39,10 +39,10 @@ grep -q listening "$dir/serve.log" || { tail -20 "$dir/serve.log" >&2; exit 1; }
     --retention-bytes "$retention" >/dev/null
 
 device=$(usage_device "$dir")
-# One line per second: nanoseconds, sectors written so far.
+# One line per quarter second: nanoseconds, sectors written so far.
 (while true; do
     echo "$(date +%s%N) $(awk -v d="$device" '$3 == d {print $10}' /proc/diskstats)"
-    sleep 1
+    sleep 0.25
 done) >"$dir/samples" &
 sampler_pid=$!
 usage_begin "$dir"
@@ -67,7 +67,7 @@ echo
 python3 - "$dir/samples" <<'PY'
 import sys
 samples = [tuple(map(int, line.split())) for line in open(sys.argv[1]) if len(line.split()) == 2]
-# Per-second device write rates; the run is the span where the device wrote.
+# Device write rates per sample; the run is the span where the device wrote.
 rates = [((b[1] - a[1]) * 512 / ((b[0] - a[0]) / 1e9) / 1e6) for a, b in zip(samples, samples[1:])]
 while rates and rates[0] < 50:
     rates.pop(0)
@@ -78,7 +78,7 @@ if len(rates) < 4:
 quarter = len(rates) // 4
 parts = [rates[i * quarter:(i + 1) * quarter] for i in range(4)]
 means = [sum(p) / len(p) for p in parts]
-print("| quarter | seconds | device write MB/s (mean of per-second rates) |")
+print("| quarter | samples (0.25 s) | device write MB/s (mean of the samples) |")
 print("|---|---|---|")
 for index, (part, mean) in enumerate(zip(parts, means), 1):
     print(f"| {index} | {len(part)} | {mean:.0f} |")
