@@ -30,6 +30,7 @@ dir="${4:-target/bench-kafka}"
 mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
 source tools/lib/usage.sh
+source tools/lib/node.sh
 port=27370
 admin=27371
 kport=27372
@@ -77,18 +78,6 @@ ensure_tool() {
 ensure_tool
 tool_version=$({ "$tool" -h 2>&1 || true; } | sed -n 's/^librdkafka version \([^ ]*\).*/\1/p')
 
-start_node() {
-    rm -rf "$dir/data"
-    RINGLOG_STORAGE_FSYNC=never RUST_LOG=warn "$binary" serve --data-dir "$dir/data" \
-        --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --kafka-listen "127.0.0.1:$kport" \
-        >"$dir/serve.log" 2>&1 &
-    node_pid=$!
-    for _ in $(seq 100); do grep -q listening "$dir/serve.log" 2>/dev/null && return; sleep 0.1; done
-    echo "node did not start:" >&2
-    tail -20 "$dir/serve.log" >&2
-    exit 1
-}
-stop_node() { kill -TERM "$node_pid"; wait "$node_pid" || true; node_pid=; }
 # A failed row (set -e) must not leave its node holding the ports.
 node_pid=
 trap '[[ -n $node_pid ]] && kill -TERM "$node_pid" 2>/dev/null; wait' EXIT
@@ -165,7 +154,7 @@ json_field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.a
 
 native_round() {
     local result produced
-    start_node
+    node_start never "127.0.0.1:$kport"
     # Created here, as the Kafka topic is, outside the timed command.
     "$binary" topic create t --partitions 2 >/dev/null
     begin_row "native-produce-$round"
@@ -182,7 +171,7 @@ native_round() {
     end_row native "consume (cold)" "$(json_field "$result" bytes)" "$(json_field "$result" records)" \
         "$(json_field "$result" mb_per_s)"
     check_count native "$produced" "$(json_field "$result" records)"
-    stop_node
+    node_stop
 }
 
 # Settings a user tuning librdkafka for throughput would pick:
@@ -208,7 +197,7 @@ consume_flags=(-X max.partition.fetch.bytes=4194304 -X fetch.max.bytes=8388608 -
 kafka_round() {
     local produced=0 consumed=0 bytes=0 figure="" split i n log clients=()
     rm -f "$dir"/kafka-*.log
-    start_node
+    node_start never "127.0.0.1:$kport"
     "$binary" topic create kt --partitions 2 >/dev/null
     begin_row "kafka-produce-$round"
     if ((kafka_producers == 1)); then
@@ -261,7 +250,7 @@ kafka_round() {
     end_row kafka "consume (cold)" "$bytes" "$consumed ($split)" "$figure"
     check_count kafka "$produced" "$consumed"
     ((produced == count - count % kafka_producers)) || { echo "kafka: $produced of $count records acknowledged" >&2; failed=1; }
-    stop_node
+    node_stop
     # The last run's client logs stay in DIR/logs/ROUND.
     rm -rf "$dir/logs/$round"
     mkdir -p "$dir/logs/$round"

@@ -26,6 +26,7 @@ dir="${6:-target/bench-ratio}"
 mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
 source tools/lib/usage.sh
+source tools/lib/node.sh
 port=27570
 admin=27571
 export RINGLOG_SERVER="127.0.0.1:$port"
@@ -34,17 +35,6 @@ results="$dir/results.tsv"
 node_pid=""
 trap '[[ -n $node_pid ]] && kill -TERM "$node_pid" 2>/dev/null; true' EXIT
 
-start_node() { # fsync policy
-    rm -rf "$dir/data"
-    RINGLOG_STORAGE_FSYNC="$1" RUST_LOG=warn "$binary" serve --data-dir "$dir/data" \
-        --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --kafka-listen "" >"$dir/serve.log" 2>&1 &
-    node_pid=$!
-    for _ in $(seq 100); do grep -q listening "$dir/serve.log" 2>/dev/null && return; sleep 0.1; done
-    echo "node did not start:" >&2
-    tail -20 "$dir/serve.log" >&2
-    exit 1
-}
-stop_node() { kill -TERM "$node_pid"; wait "$node_pid" || true; node_pid=""; }
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
 
 fio_write() { # -> MB/s (10^6 bytes)
@@ -84,7 +74,7 @@ echo "|---|---|---|---|---|---|"
 for round in $(seq "$rounds"); do
     for policy in never always; do
         before=$(fio_write)
-        start_node "$policy"
+        node_start "$policy" ""
         "$binary" topic create t --partitions "$partitions" >/dev/null
         usage_begin "$dir"
         produced=$(ringlog_row produce)
@@ -97,7 +87,7 @@ for round in $(seq "$rounds"); do
             consume_usage=$(usage_end)
             read_after=$(fio_read)
         fi
-        stop_node
+        node_stop
         after=$(fio_write)
         row "produce fsync=$policy (round $round)" "$before" "$produced" "$after" "$usage"
         if [[ $policy == always ]]; then

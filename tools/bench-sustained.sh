@@ -20,6 +20,7 @@ fsync="${FSYNC:-never}"
 mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
 source tools/lib/usage.sh
+source tools/lib/node.sh
 port=27670
 admin=27671
 export RINGLOG_SERVER="127.0.0.1:$port"
@@ -27,14 +28,8 @@ node_pid=""
 sampler_pid=""
 trap '[[ -n $sampler_pid ]] && kill "$sampler_pid" 2>/dev/null; [[ -n $node_pid ]] && kill -TERM "$node_pid" 2>/dev/null; true' EXIT
 
-rm -rf "$dir/data"
 # Retention is applied every second (the default is every 10 s).
-RINGLOG_STORAGE_FSYNC="$fsync" RINGLOG_LIMITS_RETENTION_CHECK_INTERVAL_MS=1000 RUST_LOG=warn \
-    "$binary" serve --data-dir "$dir/data" --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" \
-    --kafka-listen "" >"$dir/serve.log" 2>&1 &
-node_pid=$!
-for _ in $(seq 100); do grep -q listening "$dir/serve.log" 2>/dev/null && break; sleep 0.1; done
-grep -q listening "$dir/serve.log" || { tail -20 "$dir/serve.log" >&2; exit 1; }
+node_start "$fsync" "" RINGLOG_LIMITS_RETENTION_CHECK_INTERVAL_MS=1000
 "$binary" topic create sustained --partitions "$partitions" --segment-bytes "$segment" \
     --retention-bytes "$retention" >/dev/null
 
@@ -54,9 +49,7 @@ wait "$sampler_pid" 2>/dev/null || true
 sampler_pid=""
 left=$(du -sb "$dir/data" | cut -f1)
 segments=$(find "$dir/data" -name '*.log' | wc -l)
-kill -TERM "$node_pid"
-wait "$node_pid" || true
-node_pid=""
+node_stop
 
 echo "# Sustained produce, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo
