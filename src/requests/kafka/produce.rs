@@ -1,6 +1,7 @@
 //! Kafka Produce: every partition's records go to the partition's owner,
 //! which checks them (CRC-32C, framing, codec), transcodes them into one
-//! ringlog batch and appends it through the native Produce path, so acks mean what they mean natively:
+//! ringlog batch and appends it through the native Produce path, so acks
+//! mean what they mean natively:
 //! 0 → `none` (placed, not answered), 1 → `leader` (durable here under the
 //! fsync policy), -1 → `all` (on every in-sync replica).
 
@@ -51,15 +52,15 @@ pub async fn produce(
     if partition_count > limit {
         return Err(KafkaServeError::TooManyPartitions { request: "produce", partitions: partition_count, limit });
     }
-    let (mut pending, batches) = start_all(context, &body, acks, access, placements);
+    let (pending, batches) = start_all(context, &body, acks, access, placements);
     let acks_zero = body.acks == 0;
     // At most two requests' batches are being placed per connection.
-    let previous = placements.replace_previous_request(batches);
+    let previous = placements.replace_previous_request(batches.clone());
     wait_all(&previous).await;
     if !acks_zero {
         drop(release);
     }
-    wait_placed(pending.iter_mut().flat_map(|(_, answers)| answers)).await;
+    wait_all(&batches).await;
     // The records are in the partitions' buffers: the frame need not stay
     // in memory while the acks are awaited (the answer needs the header).
     drop(body);
@@ -146,16 +147,6 @@ async fn finish_all(context: &ShardContext, pending: Vec<TopicAnswers>) -> Vec<T
     responses
 }
 
-/// Return once every started produce among `answers` has placed its batch
-/// (or ended without).
-async fn wait_placed(answers: impl Iterator<Item = &mut Answer>) {
-    for answer in answers {
-        if let Answer::Started(started) = answer {
-            started.placed().await;
-        }
-    }
-}
-
 /// A partition's answer: known, or its produce's.
 enum Answer {
     Done(PartitionProduceResponse),
@@ -170,14 +161,6 @@ struct Started {
     placed: PlacedReceiver,
     /// Why the owner refused the records, if it did.
     refused: async_channel::Receiver<RecordsError>,
-}
-
-impl Started {
-    /// Return once the batch is placed, or its produce has ended without.
-    async fn placed(&mut self) {
-        // Nothing is ever sent: recv returns when the signal is dropped.
-        let _ = self.placed.recv().await;
-    }
 }
 
 impl Answer {
