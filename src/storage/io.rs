@@ -69,6 +69,10 @@ pub struct FaultInjector {
     /// and before it reaches the file: a slow device, so that what the
     /// write path submits while writes are in flight shows.
     write_delay_us: AtomicI64,
+    /// Every unlink waits this long (µs) first, on the blocking thread
+    /// that runs it: a slow file system, so that what waits for an unlink
+    /// shows.
+    unlink_delay_us: AtomicI64,
 }
 
 impl Default for FaultInjector {
@@ -91,6 +95,7 @@ impl Default for FaultInjector {
             next_write_id: AtomicI64::new(0),
             overlapping_writes: AtomicI64::new(0),
             write_delay_us: AtomicI64::new(0),
+            unlink_delay_us: AtomicI64::new(0),
         }
     }
 }
@@ -121,6 +126,11 @@ impl FaultInjector {
     /// Make every write take at least `delay` (a slow device).
     pub fn delay_writes(&self, delay: std::time::Duration) {
         self.write_delay_us.store(delay.as_micros() as i64, Ordering::SeqCst);
+    }
+
+    /// Make every unlink take at least `delay` (a slow file system).
+    pub fn delay_unlinks(&self, delay: std::time::Duration) {
+        self.unlink_delay_us.store(delay.as_micros() as i64, Ordering::SeqCst);
     }
 
     fn write_started(&self, path: &Path, start: u64, length: usize) -> WriteInFlight<'_> {
@@ -644,6 +654,11 @@ pub fn remove_file(path: &Path, faults: Option<&FaultInjector>) -> io::Result<()
     if let Some(faults) = faults {
         faults.check(FaultOperation::Unlink)?;
         faults.journal_unlink(path);
+        let delay_us = faults.unlink_delay_us.load(Ordering::SeqCst);
+        if delay_us > 0 {
+            // Only ever on a blocking thread: unlinks run in `run_blocking`.
+            std::thread::sleep(std::time::Duration::from_micros(delay_us as u64));
+        }
     }
     match std::fs::remove_file(path) {
         Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),

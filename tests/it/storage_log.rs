@@ -10,7 +10,7 @@ use ringlog::storage::{AppendMode, FsyncPolicy, PartitionLog, StorageConfig, Sto
 
 use crate::common::{
     abandon_and_reopen, append_values, batch_of, close_and_reopen, close_or_abandon, on_executor, read_all,
-    read_values, records_of, segment_files, small_config, values, with_log, with_reopenable_log,
+    read_values, records_of, segment_files, small_config, values, with_faulty_log, with_log, with_reopenable_log,
 };
 
 #[test]
@@ -193,6 +193,124 @@ fn retention_deletes_oldest_sealed_segments_only() {
         log.close().await.unwrap();
     });
     assert_eq!(segment_files(&check_path).len(), 1);
+}
+
+#[test]
+fn appends_and_rolls_go_on_while_retention_unlinks_expired_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig { segment_bytes: 1 << 20, preallocate_bytes: 1 << 20, ..small_config() };
+    with_faulty_log(dir.path(), config, |log, faults| async move {
+        // Three segments, rolled by hand so the append below cannot roll.
+        for round in 0..3 {
+            append_values(&log, &values(&format!("s{round}"), 5), round).await;
+            if round < 2 {
+                log.roll().await.unwrap();
+            }
+        }
+        faults.delay_unlinks(std::time::Duration::from_millis(300));
+        let log = Rc::new(log);
+        let finished = Rc::new(std::cell::Cell::new(false));
+        let retention = ringlog::runtime::spawn_local({
+            let (log, finished) = (Rc::clone(&log), Rc::clone(&finished));
+            async move {
+                let policy = RetentionPolicy { retention_bytes: 1, retention_ms: 0 };
+                let deleted = log.apply_retention(policy, 0).await;
+                finished.set(true);
+                deleted
+            }
+        });
+        while faults.attempts(ringlog::storage::io::FaultOperation::Unlink) == 0 {
+            ringlog::runtime::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let appended = append_values(&log, &values("during", 2), 10).await;
+        assert!(!finished.get(), "the append waited for retention's unlinks (1.8 s of them)");
+        // A roll writes its index files on the shard's helper thread.
+        log.roll().await.unwrap();
+        assert!(!finished.get(), "the roll waited for retention's unlinks");
+        let deleted = retention.await.unwrap();
+        assert_eq!(deleted.len(), 2, "both sealed segments expired");
+        let snapshot = log.snapshot();
+        assert_eq!((snapshot.log_start_offset, snapshot.log_end_offset), (10, appended.next_offset));
+        let kept = read_all(&log, snapshot.log_start_offset).await;
+        assert_eq!(kept.last().map(|(_, value)| value.clone()), Some(values("during", 2)[1].clone()));
+        log.close().await.unwrap();
+    });
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        2,
+        "the expired segments' files are gone, the kept and the rolled stay"
+    );
+}
+
+#[test]
+fn an_epoch_begun_while_retention_unlinks_is_in_the_checkpoint_retention_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig { segment_bytes: 1 << 20, preallocate_bytes: 1 << 20, ..small_config() };
+    let path = dir.path().to_path_buf();
+    with_faulty_log(dir.path(), config, |log, faults| async move {
+        for round in 0..3 {
+            append_values(&log, &values(&format!("s{round}"), 5), round).await;
+            if round < 2 {
+                log.roll().await.unwrap();
+            }
+        }
+        faults.delay_unlinks(std::time::Duration::from_millis(200));
+        let log = Rc::new(log);
+        let retention = ringlog::runtime::spawn_local({
+            let log = Rc::clone(&log);
+            async move { log.apply_retention(RetentionPolicy { retention_bytes: 1, retention_ms: 0 }, 0).await }
+        });
+        while faults.attempts(ringlog::storage::io::FaultOperation::Unlink) == 0 {
+            ringlog::runtime::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        // Retention cloned the history (epoch 1 only) before it unlinked;
+        // its store must not land after this one's.
+        let mut batch = batch_of(&values("epoch2", 2), 20);
+        let placed = log.append(&mut batch, AppendMode::Leader { leader_epoch: 2 }).await.unwrap();
+        retention.await.unwrap();
+        let stored = ringlog::storage::epochs::EpochHistory::load(&path).unwrap().expect("a checkpoint");
+        assert_eq!(stored.entries(), &[(1, 10), (2, placed.base_offset)], "the checkpoint keeps epoch 2");
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn close_and_abandon_return_only_once_retention_has_stopped_touching_the_directory() {
+    for abandon in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StorageConfig { segment_bytes: 1 << 20, preallocate_bytes: 1 << 20, ..small_config() };
+        with_faulty_log(dir.path(), config, move |log, faults| async move {
+            for round in 0..2 {
+                append_values(&log, &values(&format!("s{round}"), 5), round).await;
+                log.roll().await.unwrap();
+            }
+            faults.delay_unlinks(std::time::Duration::from_millis(200));
+            let log = Rc::new(log);
+            let finished = Rc::new(std::cell::Cell::new(false));
+            let retention = ringlog::runtime::spawn_local({
+                let (log, finished) = (Rc::clone(&log), Rc::clone(&finished));
+                async move {
+                    let deleted = log.apply_retention(RetentionPolicy { retention_bytes: 1, retention_ms: 0 }, 0).await;
+                    finished.set(true);
+                    deleted
+                }
+            });
+            while faults.attempts(ringlog::storage::io::FaultOperation::Unlink) == 0 {
+                ringlog::runtime::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            // A deleted topic's directory is renamed away once abandon returns.
+            match abandon {
+                true => log.abandon().await,
+                false => log.close().await.unwrap(),
+            }
+            assert!(finished.get(), "abandon={abandon} returned while retention still unlinked");
+            assert_eq!(
+                retention.await.unwrap().len(),
+                1,
+                "the newer sealed segment keeps the partition at its retention bytes"
+            );
+        });
+    }
 }
 
 #[test]

@@ -135,6 +135,14 @@ impl PartitionLog {
     }
 
     async fn record_epoch(&self, leader_epoch: u32, base_offset: u64) -> StorageResult<()> {
+        if self.inner.state.borrow().epochs.latest_epoch() == Some(leader_epoch) {
+            // The common case, every batch of a running epoch: nothing to
+            // store, and no copy of the history to keep for a rollback.
+            return Ok(());
+        }
+        // Retention may be storing the checkpoint it trimmed (it holds
+        // this gate, not the append gate): ours must land after it.
+        let _files_permit = self.inner.files_gate.acquire().await;
         let (history, previous) = {
             let mut state = self.inner.state.borrow_mut();
             let latest = state.epochs.latest_epoch();
@@ -145,8 +153,6 @@ impl PartitionLog {
                 });
             }
             if latest == Some(leader_epoch) {
-                // The common case, every batch of a running epoch: nothing to
-                // store, and no copy of the history to keep for a rollback.
                 return Ok(());
             }
             let previous = state.epochs.clone();

@@ -337,6 +337,12 @@ struct Inner {
     faults: Option<Arc<FaultInjector>>,
     state: RefCell<State>,
     append_gate: Gate,
+    /// Held while segment files are deleted or the epoch checkpoint is
+    /// written: retention keeps only this one (not the append gate) while
+    /// it unlinks a segment and syncs the directory, so appends go on
+    /// meanwhile. Order: append gate, then files gate, then offsets gate;
+    /// nobody holding it waits for the append gate.
+    files_gate: Gate,
     offsets_gate: Gate,
     work: Notify,
     progress: Notify,
@@ -372,6 +378,7 @@ impl PartitionLog {
                 faults,
                 state: RefCell::new(state),
                 append_gate: Gate::new(),
+                files_gate: Gate::new(),
                 offsets_gate: Gate::new(),
                 work: Notify::new(),
                 progress: Notify::new(),

@@ -93,6 +93,8 @@ impl PartitionLog {
     /// Flush, fsync, write index files and the clean-shutdown marker, stop the flusher.
     pub async fn close(&self) -> StorageResult<()> {
         let _permit = self.inner.append_gate.acquire().await;
+        // Retention may still be removing files without the append gate.
+        let _files_permit = self.inner.files_gate.acquire().await;
         let drained = self.drain().await;
         self.inner.state.borrow_mut().health.closed = true;
         self.discard_read_ahead();
@@ -148,19 +150,21 @@ impl PartitionLog {
 
     /// Stop using the log without a clean-shutdown marker: a crash as tests
     /// simulate it, and a deleted topic's partitions. Waits for whatever
-    /// holds the append or the offsets gate (a roll, a truncation,
+    /// holds the append, files or offsets gate (a roll, a truncation,
     /// retention, a commit) to finish: a deleted topic's directory is
     /// renamed away, and a new topic of its name may take its path, as
     /// soon as this returns, so nothing of this log may touch the path
     /// again. Every writer checks `closed` under its gate.
     pub async fn abandon(&self) {
         self.inner.state.borrow_mut().health.closed = true;
-        // Append gate first, then offsets: the order truncation takes them.
+        // Append, files, offsets: the order truncation takes them.
         let append_permit = self.inner.append_gate.acquire().await;
+        let files_permit = self.inner.files_gate.acquire().await;
         let offsets_permit = self.inner.offsets_gate.acquire().await;
         self.discard_read_ahead();
         self.stop_flusher().await;
         drop(offsets_permit);
+        drop(files_permit);
         drop(append_permit);
     }
 }

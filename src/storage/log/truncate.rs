@@ -9,6 +9,7 @@ impl PartitionLog {
     /// When `offset` falls inside a batch the whole batch goes; returns the new log end.
     pub async fn truncate_to(&self, offset: u64) -> StorageResult<u64> {
         let _permit = self.inner.append_gate.acquire().await;
+        let _files_permit = self.inner.files_gate.acquire().await;
         self.truncate_holding_gate(offset).await
     }
 
@@ -227,45 +228,66 @@ impl PartitionLog {
     }
 
     /// Delete sealed segments past the retention limits; returns their base
-    /// offsets. Holds the append gate: a truncation (which also holds it)
-    /// must never find the segment it cuts removed under it.
+    /// offsets.
+    ///
+    /// Two steps under two gates. Under the append gate the segments leave
+    /// the state (a truncation, which also holds it, never finds the
+    /// segment it cuts removed under it) and the files gate is taken. Then
+    /// the append gate is given back before the slow part: unlinking a
+    /// 1 GiB segment and syncing the directory took up to 390 ms, and every
+    /// append to the partition waited for it (BENCHMARKS.md, sustained
+    /// produce). The files gate keeps the epoch checkpoint this stores
+    /// from overtaking, or being overtaken by, a later one (a new epoch, a
+    /// truncation), and keeps `close` and `abandon` from returning while
+    /// files are still being removed from the directory.
     pub async fn apply_retention(&self, policy: RetentionPolicy, now_ms: i64) -> StorageResult<Vec<u64>> {
-        let _permit = self.inner.append_gate.acquire().await;
-        let (expired, epochs) = {
-            let mut state = self.inner.state.borrow_mut();
-            if state.health.fence.is_some() || state.health.closed {
-                // A fenced partition's bytes stay on disk until repaired;
-                // a closed log's directory may already be another's.
-                return Ok(Vec::new());
-            }
-            let last_base = state.active().base_offset;
-            let sealed: Vec<(u64, u64, Option<i64>)> = state
-                .segments
-                .values()
-                .filter(|segment| segment.sealed && segment.base_offset != last_base)
-                .map(|segment| (segment.base_offset, segment.size_bytes, segment.max_timestamp_ms()))
-                .collect();
-            let total_bytes = state.segments.values().map(|segment| segment.size_bytes).sum();
-            let expired = select_expired(&sealed, total_bytes, policy, now_ms);
-            for base in &expired {
-                state.segments.remove(base);
-                state.readers.remove(base);
-            }
-            let log_start_offset = state.log_start_offset();
-            state.epochs.truncate_from_start(log_start_offset);
-            (expired, state.epochs.clone())
+        let append_permit = self.inner.append_gate.acquire().await;
+        let Some((expired, epochs)) = self.forget_expired_segments(policy, now_ms) else {
+            return Ok(Vec::new());
         };
-        if expired.is_empty() {
-            return Ok(expired);
-        }
+        let _files_permit = self.inner.files_gate.acquire().await;
         self.discard_read_ahead();
+        drop(append_permit);
         self.remove_segments(expired.clone(), epochs, "delete expired segments").await?;
         tracing::info!(target: "ringlog::storage", dir = %self.inner.dir.display(), segments = expired.len(), "retention deleted segments");
         Ok(expired)
     }
 
+    /// Drop the segments past the retention limits from the state and trim
+    /// the epoch history to the new log start; `None` when nothing expired
+    /// (or the log is fenced or closed). The caller holds the append gate.
+    fn forget_expired_segments(&self, policy: RetentionPolicy, now_ms: i64) -> Option<(Vec<u64>, EpochHistory)> {
+        let mut state = self.inner.state.borrow_mut();
+        if state.health.fence.is_some() || state.health.closed {
+            // A fenced partition's bytes stay on disk until repaired;
+            // a closed log's directory may already be another's.
+            return None;
+        }
+        let last_base = state.active().base_offset;
+        let sealed: Vec<(u64, u64, Option<i64>)> = state
+            .segments
+            .values()
+            .filter(|segment| segment.sealed && segment.base_offset != last_base)
+            .map(|segment| (segment.base_offset, segment.size_bytes, segment.max_timestamp_ms()))
+            .collect();
+        let total_bytes = state.segments.values().map(|segment| segment.size_bytes).sum();
+        let expired = select_expired(&sealed, total_bytes, policy, now_ms);
+        if expired.is_empty() {
+            return None;
+        }
+        for base in &expired {
+            state.segments.remove(base);
+            state.readers.remove(base);
+        }
+        let log_start_offset = state.log_start_offset();
+        state.epochs.truncate_from_start(log_start_offset);
+        Some((expired, state.epochs.clone()))
+    }
+
     /// Delete the files of segments already dropped from the state, store
     /// the trimmed epoch history, and make both durable (directory fsync).
+    /// On a thread of its own: an unlink of a large segment can take
+    /// seconds, and the shard's helper thread also serves its rolls.
     pub(super) async fn remove_segments(
         &self,
         bases: Vec<u64>,
@@ -275,7 +297,7 @@ impl PartitionLog {
         let dir = self.inner.dir.clone();
         let faults = self.inner.faults.clone();
         let fault = self.metadata_fault();
-        run_blocking(move || -> std::io::Result<()> {
+        crate::runtime::run_on_own_thread("ringlog-unlink", move || -> std::io::Result<()> {
             fault()?;
             let faults = faults.as_deref();
             for base in bases {
@@ -286,6 +308,7 @@ impl PartitionLog {
             crate::storage::io::sync_directory_of(&dir, faults)
         })
         .await
+        .and_then(|removed| removed)
         .map_err(|error| StorageError::io(action, &self.inner.dir, error))
     }
 
@@ -299,6 +322,7 @@ impl PartitionLog {
     /// the old (empty) first segment is tidied by recovery.
     pub async fn reset_to(&self, offset: u64) -> StorageResult<()> {
         let _permit = self.inner.append_gate.acquire().await;
+        let _files_permit = self.inner.files_gate.acquire().await;
         let start = self.snapshot().log_start_offset;
         self.truncate_holding_gate(start).await?;
         self.check_writable(&self.inner.state.borrow())?;
