@@ -49,18 +49,37 @@ where
 /// one helper thread: unlinking a 1 GiB segment took 0.2 to 3 s on ext4
 /// under write load, and every other `run_blocking` of the shard (a roll's
 /// index files, say) would queue behind it. For rare, bounded work only:
-/// one thread per call. Fails only when no thread can be started.
+/// one thread per call. When no thread can be started the closure runs on
+/// the helper thread after all (slower for others, but it runs). Fails
+/// only when the closure panicked.
 pub async fn run_on_own_thread<F, R>(name: &str, function: F) -> std::io::Result<R>
 where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
     let (sender, receiver) = async_channel::bounded(1);
-    std::thread::Builder::new().name(name.to_string()).spawn(move || {
-        // The receiver is gone only if the caller's task was dropped.
-        let _ = sender.send_blocking(function());
-    })?;
-    receiver.recv().await.map_err(|_| std::io::Error::other(format!("thread {name} ended without an answer")))
+    // The closure waits in a slot the thread takes it from, so that a
+    // failed spawn (which drops the thread's own closure) leaves it here.
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(function)));
+    let thread_slot = std::sync::Arc::clone(&slot);
+    let spawned = std::thread::Builder::new().name(name.to_string()).spawn(move || {
+        let function = thread_slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(function) = function {
+            // The receiver is gone only if the caller's task was dropped.
+            let _ = sender.send_blocking(function());
+        }
+    });
+    if let Err(error) = spawned {
+        tracing::warn!(target: "ringlog::runtime", %error, name, "cannot start a thread: running on the helper thread");
+        let function = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let function =
+            function.ok_or_else(|| std::io::Error::other(format!("thread {name} took its work and ended")))?;
+        return Ok(run_blocking(function).await);
+    }
+    receiver
+        .recv()
+        .await
+        .map_err(|_| std::io::Error::other(format!("thread {name} ended without an answer (it panicked)")))
 }
 
 /// Wait up to `limit` for `task`; whether it finished. A task that did not

@@ -656,7 +656,8 @@ pub fn remove_file(path: &Path, faults: Option<&FaultInjector>) -> io::Result<()
         faults.journal_unlink(path);
         let delay_us = faults.unlink_delay_us.load(Ordering::SeqCst);
         if delay_us > 0 {
-            // Only ever on a blocking thread: unlinks run in `run_blocking`.
+            // Only ever off the executor: unlinks run in `run_blocking` or
+            // on a thread of their own (`run_on_own_thread`).
             std::thread::sleep(std::time::Duration::from_micros(delay_us as u64));
         }
     }

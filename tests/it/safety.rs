@@ -319,7 +319,8 @@ fn interval_fsync_runs_under_continuous_concurrent_load() {
     assert!(fsyncs >= 5, "400 ms of load at a 10 ms interval fsynced only {fsyncs} times");
 }
 
-// Defect 8: retention and truncation are serialised.
+// Defect 8: retention and truncation are serialised (retention's in-memory
+// step by the append gate, its unlinks by the files gate).
 #[test]
 fn retention_during_a_truncation_waits_instead_of_panicking() {
     let dir = tempfile::tempdir().unwrap();

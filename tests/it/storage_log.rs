@@ -195,6 +195,15 @@ fn retention_deletes_oldest_sealed_segments_only() {
     assert_eq!(segment_files(&check_path).len(), 1);
 }
 
+/// Wait (at most 10 s) until retention has begun its first unlink.
+async fn first_unlink_started(faults: &ringlog::storage::io::FaultInjector) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while faults.attempts(ringlog::storage::io::FaultOperation::Unlink) == 0 {
+        assert!(std::time::Instant::now() < deadline, "retention never began to unlink");
+        ringlog::runtime::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
 #[test]
 fn appends_and_rolls_go_on_while_retention_unlinks_expired_segments() {
     let dir = tempfile::tempdir().unwrap();
@@ -207,7 +216,9 @@ fn appends_and_rolls_go_on_while_retention_unlinks_expired_segments() {
                 log.roll().await.unwrap();
             }
         }
-        faults.delay_unlinks(std::time::Duration::from_millis(300));
+        // Six unlinks of a second each: the append and the roll below have
+        // five seconds, however slow this machine's fsyncs are today.
+        faults.delay_unlinks(std::time::Duration::from_secs(1));
         let log = Rc::new(log);
         let finished = Rc::new(std::cell::Cell::new(false));
         let retention = ringlog::runtime::spawn_local({
@@ -219,11 +230,9 @@ fn appends_and_rolls_go_on_while_retention_unlinks_expired_segments() {
                 deleted
             }
         });
-        while faults.attempts(ringlog::storage::io::FaultOperation::Unlink) == 0 {
-            ringlog::runtime::sleep(std::time::Duration::from_millis(1)).await;
-        }
+        first_unlink_started(&faults).await;
         let appended = append_values(&log, &values("during", 2), 10).await;
-        assert!(!finished.get(), "the append waited for retention's unlinks (1.8 s of them)");
+        assert!(!finished.get(), "the append waited for retention's unlinks (6 s of them)");
         // A roll writes its index files on the shard's helper thread.
         log.roll().await.unwrap();
         assert!(!finished.get(), "the roll waited for retention's unlinks");
@@ -260,9 +269,7 @@ fn an_epoch_begun_while_retention_unlinks_is_in_the_checkpoint_retention_leaves(
             let log = Rc::clone(&log);
             async move { log.apply_retention(RetentionPolicy { retention_bytes: 1, retention_ms: 0 }, 0).await }
         });
-        while faults.attempts(ringlog::storage::io::FaultOperation::Unlink) == 0 {
-            ringlog::runtime::sleep(std::time::Duration::from_millis(1)).await;
-        }
+        first_unlink_started(&faults).await;
         // Retention cloned the history (epoch 1 only) before it unlinked;
         // its store must not land after this one's.
         let mut batch = batch_of(&values("epoch2", 2), 20);
@@ -295,9 +302,7 @@ fn close_and_abandon_return_only_once_retention_has_stopped_touching_the_directo
                     deleted
                 }
             });
-            while faults.attempts(ringlog::storage::io::FaultOperation::Unlink) == 0 {
-                ringlog::runtime::sleep(std::time::Duration::from_millis(1)).await;
-            }
+            first_unlink_started(&faults).await;
             // A deleted topic's directory is renamed away once abandon returns.
             match abandon {
                 true => log.abandon().await,
