@@ -319,6 +319,37 @@ fn close_and_abandon_return_only_once_retention_has_stopped_touching_the_directo
 }
 
 #[test]
+fn segments_a_failed_retention_left_on_disk_are_removed_by_the_next_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig { segment_bytes: 1 << 20, preallocate_bytes: 1 << 20, ..small_config() };
+    let path = dir.path().to_path_buf();
+    with_faulty_log(dir.path(), config.clone(), move |log, faults| async move {
+        for round in 0..3 {
+            append_values(&log, &values(&format!("s{round}"), 5), round).await;
+            log.roll().await.unwrap();
+        }
+        assert_eq!(segment_files(&path).len(), 4);
+        let policy = RetentionPolicy { retention_bytes: 1, retention_ms: 0 };
+        // The second unlink (the first segment's time index) fails.
+        faults.fail_after(ringlog::storage::io::FaultOperation::Unlink, 1, libc::EIO);
+        assert!(log.apply_retention(policy, 0).await.is_err());
+        faults.clear(ringlog::storage::io::FaultOperation::Unlink);
+        let start = log.snapshot().log_start_offset;
+        assert_eq!(start, 10, "both expired segments left the log");
+        assert_eq!(segment_files(&path).len(), 4, "their files are still there");
+        // Nothing newly expired: the pass removes what the failed one left.
+        let removed = log.apply_retention(policy, 0).await.unwrap();
+        assert_eq!(removed, vec![0, 5]);
+        assert_eq!(segment_files(&path).len(), 2, "the kept sealed segment and the active one");
+        assert!(log.apply_retention(policy, 0).await.unwrap().is_empty(), "and only once");
+        log.close().await.unwrap();
+        let reopened = PartitionLog::open(&path, config, None).await.unwrap();
+        assert_eq!(reopened.snapshot().log_start_offset, 10, "no removed segment comes back after a restart");
+        reopened.close().await.unwrap();
+    });
+}
+
+#[test]
 fn time_based_roll_starts_a_new_segment() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p");

@@ -219,6 +219,11 @@ struct State {
     stats: LogStats,
     recovery: RecoveryReport,
     tail: crate::storage::tail_cache::TailCache,
+    /// Segments retention dropped from `segments` whose files a failed
+    /// removal may have left on disk: the next retention pass removes them
+    /// again (a leak until the next restart otherwise). All lie below the
+    /// log start, so no new segment can take their base.
+    unremoved_segments: Vec<u64>,
 }
 
 /// What is durable, what the device has accepted, and whether offsets read
@@ -603,6 +608,7 @@ async fn open_state(
         stats: LogStats::default(),
         recovery: recovered.report,
         tail: Default::default(),
+        unremoved_segments: Vec::new(),
     })
 }
 

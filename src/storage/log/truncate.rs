@@ -248,14 +248,19 @@ impl PartitionLog {
         let _files_permit = self.inner.files_gate.acquire().await;
         self.discard_read_ahead();
         drop(append_permit);
-        self.remove_segments(expired.clone(), epochs, "delete expired segments").await?;
+        let removed = self.remove_segments(expired.clone(), epochs, "delete expired segments").await;
+        if let Err(error) = removed {
+            self.inner.state.borrow_mut().unremoved_segments.extend(&expired);
+            return Err(error);
+        }
         tracing::info!(target: "ringlog::storage", dir = %self.inner.dir.display(), segments = expired.len(), "retention deleted segments");
         Ok(expired)
     }
 
     /// Drop the segments past the retention limits from the state and trim
     /// the epoch history to the new log start; `None` when nothing expired
-    /// (or the log is fenced or closed). The caller holds the append gate.
+    /// (or the log is fenced or closed). Segments a failed removal left
+    /// behind are removed again first. The caller holds the append gate.
     fn forget_expired_segments(&self, policy: RetentionPolicy, now_ms: i64) -> Option<(Vec<u64>, EpochHistory)> {
         let mut state = self.inner.state.borrow_mut();
         if state.health.fence.is_some() || state.health.closed {
@@ -271,11 +276,13 @@ impl PartitionLog {
             .map(|segment| (segment.base_offset, segment.size_bytes, segment.max_timestamp_ms()))
             .collect();
         let total_bytes = state.segments.values().map(|segment| segment.size_bytes).sum();
-        let expired = select_expired(&sealed, total_bytes, policy, now_ms);
+        let mut expired = std::mem::take(&mut state.unremoved_segments);
+        let newly_expired = select_expired(&sealed, total_bytes, policy, now_ms);
+        expired.extend(&newly_expired);
         if expired.is_empty() {
             return None;
         }
-        for base in &expired {
+        for base in &newly_expired {
             state.segments.remove(base);
             state.readers.remove(base);
         }
