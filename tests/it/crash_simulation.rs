@@ -9,7 +9,8 @@
 //! at its offset; it truncates only the unsynced window, or fences, and
 //! `check --repair` of a fenced log restores every acknowledged record.
 //! Retention runs in some seeds and the crash lands between two unlinks:
-//! any subset of the unlinks no directory fsync covered comes back. A
+//! any subset of the unlinks no directory fsync covered comes back (in half
+//! of them unlinks are slowed, so appends and rolls run beside them). A
 //! flipped byte in a sealed segment, or a valid batch misdirected over
 //! another, must fence (or fail the read), never be served.
 //!
@@ -124,6 +125,12 @@ fn crash_workload(dir: &Path, seed: u64, config: StorageConfig) -> (Vec<(u64, Ve
             let retention_bytes = rng.gen_range(1..3) * config_segment_bytes(&log);
             tasks.push(spawn_retention(&log, retention_bytes, Rc::clone(&stopped)));
             faults.crash_after_unlinks(rng.gen_range(1..10));
+            if rng.gen_bool(0.5) {
+                // Slow unlinks: retention removes files on its own thread
+                // while appends and rolls go on, and the crash lands
+                // among them.
+                faults.delay_unlinks(Duration::from_micros(rng.gen_range(100..3000)));
+            }
         }
         if rng.gen_bool(0.3) {
             // A disk-full episode: some write fails with ENOSPC and rolls back.
