@@ -319,6 +319,39 @@ fn interval_fsync_runs_under_continuous_concurrent_load() {
     assert!(fsyncs >= 5, "400 ms of load at a 10 ms interval fsynced only {fsyncs} times");
 }
 
+// A damaged batch length in a sealed segment, met by a read that starts at
+// an index entry before it: the batch before it lies below the offset asked
+// for, so the answer held nothing yet, and the read moved on to the next
+// segment and served a silent gap (found by the crash simulation, seed 1806).
+#[test]
+fn a_damaged_batch_length_fails_the_read_instead_of_skipping_to_the_next_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    with_log(dir.path(), small_config(), |log| async move {
+        for round in 0..120 {
+            append_values(&log, &values(&format!("r{round}"), 3), round).await;
+        }
+        log.close().await.unwrap();
+    });
+    let segments = segment_files(dir.path());
+    assert!(segments.len() >= 3, "{segments:?}");
+    // The second batch of the first segment (offset 3): the offset index's
+    // first entry, at position 0, is the floor a read of offset 3 starts
+    // from, and the clean open's header walk starts at the last entry.
+    let victim = dir.path().join(&segments[0]);
+    let position = position_of(&victim, 3) as usize;
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[position + 11] ^= 1; // the length grows by 16 MiB, past the file's end
+    std::fs::write(&victim, &bytes).unwrap();
+    let (answer, fence) = with_log(dir.path(), small_config(), |log| async move {
+        let answer = log.read(3, 64 * 1024, None).await.map(|read| (read.batch_count, read.next_offset));
+        let fence = log.snapshot().fence;
+        log.close().await.ok();
+        (answer.map_err(|error| error.to_string()), fence)
+    });
+    assert!(answer.is_err(), "served {answer:?} from past the damage");
+    assert!(fence.is_some_and(|fence| fence.offset <= 3), "the damage fences the partition where it is");
+}
+
 // Defect 8: retention and truncation are serialised (retention's in-memory
 // step by the append gate, its unlinks by the files gate).
 #[test]

@@ -25,30 +25,32 @@ impl PartitionLog {
         Ok(result)
     }
 
-    /// `read` from the segment files only.
+    /// `read` from the segment files only: one segment, the one that holds
+    /// `offset` (a read never continues into the next segment).
     pub(super) async fn read_from_disk(
         &self,
         offset: u64,
         max_bytes: usize,
         max_offset: Option<u64>,
     ) -> StorageResult<ReadBatches> {
-        let mut offset = offset;
-        loop {
-            let location = self.locate(offset, max_offset)?;
-            let Some(location) = location else {
-                return Ok(ReadBatches { bytes: Vec::new(), next_offset: offset, batch_count: 0 });
-            };
-            let result = self.read_segment(&location, offset, max_bytes).await?;
-            assert_dense_batches(&result, offset);
-            // No progress possible (an empty segment the offset does not lie
-            // past, as during a reset): answer empty rather than spin.
-            let stuck = location.segment_next_offset <= offset;
-            if result.batch_count > 0 || location.segment_next_offset >= location.limit_offset || stuck {
-                return Ok(result);
-            }
-            // The offset is at the end of a sealed segment: continue in the next one.
-            offset = location.segment_next_offset;
+        let Some(location) = self.locate(offset, max_offset)? else {
+            return Ok(ReadBatches { bytes: Vec::new(), next_offset: offset, batch_count: 0 });
+        };
+        let result = self.read_segment(&location, offset, max_bytes).await?;
+        assert_dense_batches(&result, offset);
+        // No progress possible (an empty segment the offset does not lie
+        // past, as during a reset): answer empty rather than spin.
+        let stuck = location.segment_next_offset <= offset;
+        if result.batch_count > 0 || location.segment_next_offset >= location.limit_offset || stuck {
+            return Ok(result);
         }
+        // The segment holds `offset` yet no batch came back for it. Moving
+        // on to the next segment (as this did) served a silent gap.
+        let reason = format!(
+            "offset {offset} lies in this segment (up to {}) but no batch was found for it",
+            location.segment_next_offset
+        );
+        Err(StorageError::io("read segment", &location.path, std::io::Error::other(reason)))
     }
 
     /// For a replica: like `read`, but what the tail cache holds is served up
@@ -255,14 +257,18 @@ impl PartitionLog {
     ) -> StorageResult<ReadBatches> {
         let batch_position = scan.position + cursor as u64;
         let written = batch_position + length as u64 <= location.end_position;
-        if cursor == 0 && !written {
+        // The answer's first batch, wherever it sits in the chunk (batches
+        // before it in the chunk may lie below the offset asked for): a
+        // length past the written end is damage. Answering empty instead
+        // made the read move on to the next segment, a silent gap.
+        if scan.output.batch_count == 0 && !written {
             let reason = format!("batch of {length} bytes runs past the written end");
             return Err(self.report_corruption(location, batch_position, reason));
         }
         // The first batch of an answer is returned whatever its size (a
         // read returns at least one batch): max_bytes bounds only the rest.
         let over_budget = scan.output.batch_count > 0 && scan.output.bytes.len() + length > max_bytes;
-        if cursor > 0 && (!written || over_budget) {
+        if scan.output.batch_count > 0 && (!written || over_budget) {
             return Ok(scan.output);
         }
         let whole = self.read_bytes(file, location, batch_position, length).await?;
