@@ -350,6 +350,40 @@ fn segments_a_failed_retention_left_on_disk_are_removed_by_the_next_pass() {
 }
 
 #[test]
+fn a_read_far_from_any_index_entry_still_finds_its_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    // One offset index entry per MiB: a read of offset 100 starts at the
+    // segment's first batch and reads its way there in 64 KiB chunks, the
+    // last of which cuts a batch that still lies below offset 100.
+    let config = StorageConfig {
+        segment_bytes: 4 << 20,
+        preallocate_bytes: 4 << 20,
+        index_interval_bytes: 1 << 20,
+        ..small_config()
+    };
+    with_log(dir.path(), config.clone(), |log| async move {
+        let padding = "v".repeat(1000);
+        for round in 0..300 {
+            append_values(&log, &[format!("{round:04}{padding}")], round).await;
+        }
+        log.roll().await.unwrap();
+        append_values(&log, &values("next", 1), 300).await;
+        log.close().await.unwrap();
+    });
+    // Reopened: nothing in the tail cache or read ahead, every read from disk.
+    with_log(dir.path(), config, |log| async move {
+        for (offset, max_bytes) in [(100, 1000), (150, 0), (299, 64 * 1024)] {
+            let read = log.read(offset, max_bytes, None).await.unwrap();
+            let records = records_of(&read.bytes, offset);
+            let first = records.first().unwrap_or_else(|| panic!("read({offset}, {max_bytes}) answered empty"));
+            assert_eq!(first.0, offset, "read({offset}, {max_bytes})");
+            assert!(first.1.starts_with(&format!("{offset:04}")), "read({offset}, {max_bytes}) gave {:.8}", first.1);
+        }
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn time_based_roll_starts_a_new_segment() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p");

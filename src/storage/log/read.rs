@@ -166,15 +166,21 @@ impl PartitionLog {
             let consumed = match self.take_whole_batches(&chunk, location, &mut scan, offset, max_bytes)? {
                 ChunkEnd::AnswerComplete => return Ok(scan.output),
                 ChunkEnd::CutBatch { cursor, length } => {
-                    return self.read_cut_batch(&file, location, scan, (cursor, length), offset, max_bytes).await
+                    let cut = (cursor, length);
+                    match self.read_cut_batch(&file, location, &mut scan, cut, offset, max_bytes).await? {
+                        CutEnd::AnswerComplete => return Ok(scan.output),
+                        CutEnd::BelowOffset => continue,
+                    }
                 }
                 ChunkEnd::Consumed(0) => break,
                 ChunkEnd::Consumed(consumed) => consumed,
             };
             scan.position += consumed as u64;
             // An index-bounded read took every whole batch that fits; reading
-            // on would only fetch a batch to throw away.
-            if scan.output.bytes.len() >= max_bytes || (exact_end.is_some() && scan.output.batch_count > 0) {
+            // on would only fetch a batch to throw away. An answer without a
+            // batch goes on: a read returns at least one.
+            let full = scan.output.bytes.len() >= max_bytes || exact_end.is_some();
+            if full && scan.output.batch_count > 0 {
                 break;
             }
         }
@@ -243,18 +249,21 @@ impl PartitionLog {
 
     /// The chunk cut the batch at `cursor` (`length` bytes): read exactly
     /// it rather than another whole chunk (which doubled the bytes read per
-    /// fetch). A batch that starts the chunk is read whatever its size, if
-    /// the segment holds that much written data at all; a later one only if
-    /// it is written and is the answer's first batch or fits the answer.
+    /// fetch). A batch the answer would start with is read whatever its
+    /// size, if the segment holds that much written data at all; a later
+    /// one only if it is written and fits the answer. A batch wholly below
+    /// `offset` (the chunk began at an index entry far before it, which a
+    /// large `index_interval_bytes` allows) is stepped over and the scan
+    /// goes on: answering empty there stopped the read short of `offset`.
     async fn read_cut_batch(
         &self,
         file: &DirectFile,
         location: &ReadLocation,
-        scan: SegmentScan,
+        scan: &mut SegmentScan,
         (cursor, length): (usize, usize),
         offset: u64,
         max_bytes: usize,
-    ) -> StorageResult<ReadBatches> {
+    ) -> StorageResult<CutEnd> {
         let batch_position = scan.position + cursor as u64;
         let written = batch_position + length as u64 <= location.end_position;
         // The answer's first batch, wherever it sits in the chunk (batches
@@ -269,11 +278,17 @@ impl PartitionLog {
         // read returns at least one batch): max_bytes bounds only the rest.
         let over_budget = scan.output.batch_count > 0 && scan.output.bytes.len() + length > max_bytes;
         if scan.output.batch_count > 0 && (!written || over_budget) {
-            return Ok(scan.output);
+            return Ok(CutEnd::AnswerComplete);
         }
         let whole = self.read_bytes(file, location, batch_position, length).await?;
         let at = (batch_position, scan.expected_offset);
-        self.accept_batches(&whole, location, at, offset, max_bytes, scan.output)
+        let header = self.accept_batch(&whole, location, at, offset, max_bytes, &mut scan.output)?;
+        if scan.output.batch_count == 0 && header.next_offset() <= offset {
+            scan.position = batch_position + length as u64;
+            scan.expected_offset = header.next_offset();
+            return Ok(CutEnd::BelowOffset);
+        }
+        Ok(CutEnd::AnswerComplete)
     }
 
     fn count_read(&self, bytes: usize) {
@@ -296,15 +311,17 @@ impl PartitionLog {
         (boundary > position).then_some(boundary)
     }
 
-    fn accept_batches(
+    /// Verify the batch read whole at `position` and add it to `output`
+    /// when it holds offsets from `offset` on, below the limit, and fits.
+    fn accept_batch(
         &self,
         bytes: &[u8],
         location: &ReadLocation,
         (position, expected_offset): (u64, u64),
         offset: u64,
         max_bytes: usize,
-        mut output: ReadBatches,
-    ) -> StorageResult<ReadBatches> {
+        output: &mut ReadBatches,
+    ) -> StorageResult<BatchHeader> {
         let header = verify_batch(bytes, FORMAT_MAX_BATCH_BYTES)
             .map_err(|error| self.report_corruption(location, position, error.to_string()))?;
         self.check_continuity(location, position, &header, expected_offset)?;
@@ -316,7 +333,7 @@ impl PartitionLog {
             output.next_offset = header.next_offset();
             output.batch_count += 1;
         }
-        Ok(output)
+        Ok(header)
     }
 
     /// After the CRC (which does not cover the base offset), the batch must
@@ -464,6 +481,15 @@ enum ChunkEnd {
     AnswerComplete,
     /// The batch at `cursor` of `length` bytes runs past the chunk's end.
     CutBatch { cursor: usize, length: usize },
+}
+
+/// How reading a cut batch ended.
+enum CutEnd {
+    /// The answer is complete.
+    AnswerComplete,
+    /// The batch lay wholly below the offset asked for; the scan goes on
+    /// after it.
+    BelowOffset,
 }
 
 /// Where a read goes.
