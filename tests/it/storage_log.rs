@@ -204,32 +204,49 @@ async fn first_unlink_started(faults: &ringlog::storage::io::FaultInjector) {
     }
 }
 
+/// Segments of 1 MiB: only the rolls a test makes by hand happen.
+fn hand_rolled_config() -> StorageConfig {
+    StorageConfig { segment_bytes: 1 << 20, preallocate_bytes: 1 << 20, ..small_config() }
+}
+
+/// `rounds` batches of five records, each in a segment of its own: a roll
+/// after each (after the last only when `roll_last`).
+async fn batches_in_own_segments(log: &PartitionLog, rounds: u64, roll_last: bool) {
+    for round in 0..rounds {
+        append_values(log, &values(&format!("s{round}"), 5), round as i64).await;
+        if roll_last || round + 1 < rounds {
+            log.roll().await.unwrap();
+        }
+    }
+}
+
+/// A retention pass running in a task of its own.
+type RetentionTask = ringlog::runtime::Task<Result<Vec<u64>, StorageError>>;
+
+/// Retention down to one byte, in a task of its own; the flag turns true
+/// when it has finished.
+fn spawn_retention_to_one_byte(log: &Rc<PartitionLog>) -> (RetentionTask, Rc<std::cell::Cell<bool>>) {
+    let (log, finished) = (Rc::clone(log), Rc::new(std::cell::Cell::new(false)));
+    let flag = Rc::clone(&finished);
+    let task = ringlog::runtime::spawn_local(async move {
+        let deleted = log.apply_retention(RetentionPolicy { retention_bytes: 1, retention_ms: 0 }, 0).await;
+        flag.set(true);
+        deleted
+    });
+    (task, finished)
+}
+
 #[test]
 fn appends_and_rolls_go_on_while_retention_unlinks_expired_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let config = StorageConfig { segment_bytes: 1 << 20, preallocate_bytes: 1 << 20, ..small_config() };
-    with_faulty_log(dir.path(), config, |log, faults| async move {
+    with_faulty_log(dir.path(), hand_rolled_config(), |log, faults| async move {
         // Three segments, rolled by hand so the append below cannot roll.
-        for round in 0..3 {
-            append_values(&log, &values(&format!("s{round}"), 5), round).await;
-            if round < 2 {
-                log.roll().await.unwrap();
-            }
-        }
+        batches_in_own_segments(&log, 3, false).await;
         // Six unlinks of a second each: the append and the roll below have
         // five seconds, however slow this machine's fsyncs are today.
         faults.delay_unlinks(std::time::Duration::from_secs(1));
         let log = Rc::new(log);
-        let finished = Rc::new(std::cell::Cell::new(false));
-        let retention = ringlog::runtime::spawn_local({
-            let (log, finished) = (Rc::clone(&log), Rc::clone(&finished));
-            async move {
-                let policy = RetentionPolicy { retention_bytes: 1, retention_ms: 0 };
-                let deleted = log.apply_retention(policy, 0).await;
-                finished.set(true);
-                deleted
-            }
-        });
+        let (retention, finished) = spawn_retention_to_one_byte(&log);
         first_unlink_started(&faults).await;
         let appended = append_values(&log, &values("during", 2), 10).await;
         assert!(!finished.get(), "the append waited for retention's unlinks (6 s of them)");
@@ -254,21 +271,12 @@ fn appends_and_rolls_go_on_while_retention_unlinks_expired_segments() {
 #[test]
 fn an_epoch_begun_while_retention_unlinks_is_in_the_checkpoint_retention_leaves() {
     let dir = tempfile::tempdir().unwrap();
-    let config = StorageConfig { segment_bytes: 1 << 20, preallocate_bytes: 1 << 20, ..small_config() };
     let path = dir.path().to_path_buf();
-    with_faulty_log(dir.path(), config, |log, faults| async move {
-        for round in 0..3 {
-            append_values(&log, &values(&format!("s{round}"), 5), round).await;
-            if round < 2 {
-                log.roll().await.unwrap();
-            }
-        }
+    with_faulty_log(dir.path(), hand_rolled_config(), |log, faults| async move {
+        batches_in_own_segments(&log, 3, false).await;
         faults.delay_unlinks(std::time::Duration::from_millis(200));
         let log = Rc::new(log);
-        let retention = ringlog::runtime::spawn_local({
-            let log = Rc::clone(&log);
-            async move { log.apply_retention(RetentionPolicy { retention_bytes: 1, retention_ms: 0 }, 0).await }
-        });
+        let (retention, _) = spawn_retention_to_one_byte(&log);
         first_unlink_started(&faults).await;
         // Retention cloned the history (epoch 1 only) before it unlinked;
         // its store must not land after this one's.
@@ -285,23 +293,11 @@ fn an_epoch_begun_while_retention_unlinks_is_in_the_checkpoint_retention_leaves(
 fn close_and_abandon_return_only_once_retention_has_stopped_touching_the_directory() {
     for abandon in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let config = StorageConfig { segment_bytes: 1 << 20, preallocate_bytes: 1 << 20, ..small_config() };
-        with_faulty_log(dir.path(), config, move |log, faults| async move {
-            for round in 0..2 {
-                append_values(&log, &values(&format!("s{round}"), 5), round).await;
-                log.roll().await.unwrap();
-            }
+        with_faulty_log(dir.path(), hand_rolled_config(), move |log, faults| async move {
+            batches_in_own_segments(&log, 2, true).await;
             faults.delay_unlinks(std::time::Duration::from_millis(200));
             let log = Rc::new(log);
-            let finished = Rc::new(std::cell::Cell::new(false));
-            let retention = ringlog::runtime::spawn_local({
-                let (log, finished) = (Rc::clone(&log), Rc::clone(&finished));
-                async move {
-                    let deleted = log.apply_retention(RetentionPolicy { retention_bytes: 1, retention_ms: 0 }, 0).await;
-                    finished.set(true);
-                    deleted
-                }
-            });
+            let (retention, finished) = spawn_retention_to_one_byte(&log);
             first_unlink_started(&faults).await;
             // A deleted topic's directory is renamed away once abandon returns.
             match abandon {
@@ -321,13 +317,10 @@ fn close_and_abandon_return_only_once_retention_has_stopped_touching_the_directo
 #[test]
 fn segments_a_failed_retention_left_on_disk_are_removed_by_the_next_pass() {
     let dir = tempfile::tempdir().unwrap();
-    let config = StorageConfig { segment_bytes: 1 << 20, preallocate_bytes: 1 << 20, ..small_config() };
+    let config = hand_rolled_config();
     let path = dir.path().to_path_buf();
     with_faulty_log(dir.path(), config.clone(), move |log, faults| async move {
-        for round in 0..3 {
-            append_values(&log, &values(&format!("s{round}"), 5), round).await;
-            log.roll().await.unwrap();
-        }
+        batches_in_own_segments(&log, 3, true).await;
         assert_eq!(segment_files(&path).len(), 4);
         let policy = RetentionPolicy { retention_bytes: 1, retention_ms: 0 };
         // The second unlink (the first segment's time index) fails.
