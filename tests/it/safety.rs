@@ -12,7 +12,7 @@ use ringlog::storage::retention::RetentionPolicy;
 use ringlog::storage::{AppendMode, FsyncPolicy, PartitionLog, StorageConfig, StorageError};
 
 use crate::common::{
-    append_values, batch_of, close_or_abandon, on_executor, read_all, segment_files, small_config, values,
+    append_values, batch_of, close_or_abandon, on_executor, read_all, records_of, segment_files, small_config, values,
     with_faulty_log, with_log,
 };
 
@@ -350,6 +350,35 @@ fn a_damaged_batch_length_fails_the_read_instead_of_skipping_to_the_next_segment
     });
     assert!(answer.is_err(), "served {answer:?} from past the damage");
     assert!(fence.is_some_and(|fence| fence.offset <= 3), "the damage fences the partition where it is");
+}
+
+// A sealed segment cut short under a running log (a damaged disk, an
+// operator's mistake): a read of an offset in the lost part finds no batch
+// where the segment says one is. It fails; it used to move on to the next
+// segment and answer with its records, a silent gap (SPEC §3: a short
+// segment is never a silent gap).
+#[test]
+fn a_read_in_the_lost_part_of_a_short_segment_fails_instead_of_answering_from_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    // No tail cache: the read must go to the file.
+    let config = StorageConfig { tail_cache_bytes: 0, ..small_config() };
+    let answer = with_log(dir.path(), config, move |log| async move {
+        for round in 0..120 {
+            append_values(&log, &values(&format!("r{round}"), 3), round).await;
+        }
+        let segments = segment_files(&path);
+        assert!(segments.len() >= 3, "{segments:?}");
+        let next_base: u64 = segments[1][..20].parse().unwrap();
+        let first = path.join(&segments[0]);
+        let half = std::fs::metadata(&first).unwrap().len() / 2;
+        std::fs::OpenOptions::new().write(true).open(&first).unwrap().set_len(half).unwrap();
+        // The last record of the first segment lies in the half cut away.
+        let answer = log.read(next_base - 1, 64 * 1024, None).await;
+        log.abandon().await;
+        answer.map(|read| records_of(&read.bytes, next_base - 1)).map_err(|error| error.to_string())
+    });
+    assert!(answer.is_err(), "answered {answer:?} for an offset the segment lost");
 }
 
 // Defect 8: retention and truncation are serialised (retention's in-memory
