@@ -75,6 +75,9 @@ pub struct StorageConfig {
     /// Reads of `read_ahead_bytes` a partition keeps going ahead of a
     /// sequential reader, so the disk is busy while an answer is on its way.
     pub read_ahead_depth: u32,
+    /// Segment files retention keeps per partition, zeroed, for the next
+    /// rolls to write into instead of files it frees (0 = free every one).
+    pub max_recycled_segments: u32,
 }
 
 impl Default for StorageConfig {
@@ -98,6 +101,7 @@ impl Default for StorageConfig {
             read_ahead_bytes: 4 << 20,
             read_ahead_budget_bytes: 64 << 20,
             read_ahead_depth: 2,
+            max_recycled_segments: 1,
         }
     }
 }
@@ -188,6 +192,7 @@ impl StorageConfig {
         }
         check_range("max_write_buffers", self.max_write_buffers as u64, 1, 64)?;
         check_range("read_ahead_depth", u64::from(self.read_ahead_depth), 1, 16)?;
+        check_range("max_recycled_segments", u64::from(self.max_recycled_segments), 0, 16)?;
         check_range("index_interval_bytes", u64::from(self.index_interval_bytes), 1, u64::from(u32::MAX))?;
         let max_batch_bytes = self.max_batch_bytes as u64;
         if max_batch_bytes < 1024 || max_batch_bytes > self.segment_bytes {
@@ -243,6 +248,10 @@ mod tests {
             (
                 StorageConfig { read_ahead_depth: 17, ..Default::default() },
                 "read_ahead_depth must be in 1..=16, got 17",
+            ),
+            (
+                StorageConfig { max_recycled_segments: 17, ..Default::default() },
+                "max_recycled_segments must be in 0..=16, got 17",
             ),
             (
                 StorageConfig { index_interval_bytes: 0, ..Default::default() },

@@ -73,6 +73,9 @@ pub struct FaultInjector {
     /// that runs it: a slow file system, so that what waits for an unlink
     /// shows.
     unlink_delay_us: AtomicI64,
+    /// Every segment read waits this long (µs) before it is submitted: a
+    /// slow device, so that what changes under a read in flight shows.
+    read_delay_us: AtomicI64,
 }
 
 impl Default for FaultInjector {
@@ -96,6 +99,7 @@ impl Default for FaultInjector {
             overlapping_writes: AtomicI64::new(0),
             write_delay_us: AtomicI64::new(0),
             unlink_delay_us: AtomicI64::new(0),
+            read_delay_us: AtomicI64::new(0),
         }
     }
 }
@@ -131,6 +135,11 @@ impl FaultInjector {
     /// Make every unlink take at least `delay` (a slow file system).
     pub fn delay_unlinks(&self, delay: std::time::Duration) {
         self.unlink_delay_us.store(delay.as_micros() as i64, Ordering::SeqCst);
+    }
+
+    /// Make every segment read wait `delay` before it is submitted.
+    pub fn delay_reads(&self, delay: std::time::Duration) {
+        self.read_delay_us.store(delay.as_micros() as i64, Ordering::SeqCst);
     }
 
     fn write_started(&self, path: &Path, start: u64, length: usize) -> WriteInFlight<'_> {
@@ -280,9 +289,13 @@ impl FaultInjector {
             return Ok(0);
         };
         let mut restored = 0;
-        for (index, (path, bytes)) in std::mem::take(&mut journal.unlinks).into_iter().enumerate() {
-            if lost(index) && !path.exists() {
-                std::fs::write(&path, bytes)?;
+        for (index, unlink) in std::mem::take(&mut journal.unlinks).into_iter().enumerate() {
+            if lost(index) && !unlink.path.exists() {
+                std::fs::write(&unlink.path, unlink.bytes)?;
+                // A lost rename leaves the file under its old name only.
+                if let Some(renamed_to) = &unlink.renamed_to {
+                    remove_file(renamed_to, None)?;
+                }
                 restored += 1;
             }
         }
@@ -291,10 +304,11 @@ impl FaultInjector {
 
     /// Before an unlink of `path`: remember its bytes until its directory
     /// is synced (journal only).
-    fn journal_unlink(&self, path: &Path) {
+    fn journal_unlink(&self, path: &Path, renamed_to: Option<&Path>) {
         if let Some(mut journal) = self.journal() {
             if let Ok(bytes) = std::fs::read(path) {
-                journal.unlinks.push((path.to_path_buf(), bytes));
+                let renamed_to = renamed_to.map(Path::to_path_buf);
+                journal.unlinks.push(JournaledUnlink { path: path.to_path_buf(), bytes, renamed_to });
             }
         }
     }
@@ -302,7 +316,7 @@ impl FaultInjector {
     /// `directory` was fsynced: the unlinks in it are durable.
     pub fn directory_synced(&self, directory: &Path) {
         if let Some(mut journal) = self.journal() {
-            journal.unlinks.retain(|(path, _)| parent_of(path) != directory);
+            journal.unlinks.retain(|unlink| parent_of(&unlink.path) != directory);
         }
     }
 
@@ -454,8 +468,19 @@ fn unsettled(settled: &[(u64, u64)], start: u64, end: u64) -> Vec<(u64, u64)> {
 struct CrashJournal {
     files: std::collections::HashMap<PathBuf, Vec<JournalEntry>>,
     sequence: u64,
-    /// Files unlinked and their bytes, until their directory is synced.
-    unlinks: Vec<(PathBuf, Vec<u8>)>,
+    /// Files unlinked (or renamed away) and their bytes, until their
+    /// directory is synced.
+    unlinks: Vec<JournaledUnlink>,
+}
+
+/// A file an unlink or a rename took from its name, as a crash that loses
+/// the directory change would give it back.
+#[derive(Debug)]
+struct JournaledUnlink {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    /// The name a rename gave it (gone again if the rename is lost).
+    renamed_to: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -623,6 +648,10 @@ impl DirectFile {
 
     /// Read `size` bytes at any `position` (unaligned is fine).
     pub async fn read_at(&self, position: u64, size: usize) -> io::Result<ReadResult> {
+        let delay_us = self.faults.as_ref().map_or(0, |faults| faults.read_delay_us.load(Ordering::SeqCst));
+        if delay_us > 0 {
+            crate::runtime::sleep(std::time::Duration::from_micros(delay_us as u64)).await;
+        }
         self.file.read_at(position, size).await.map_err(os_error)
     }
 
@@ -653,7 +682,7 @@ pub fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
 pub fn remove_file(path: &Path, faults: Option<&FaultInjector>) -> io::Result<()> {
     if let Some(faults) = faults {
         faults.check(FaultOperation::Unlink)?;
-        faults.journal_unlink(path);
+        faults.journal_unlink(path, None);
         let delay_us = faults.unlink_delay_us.load(Ordering::SeqCst);
         if delay_us > 0 {
             // Only ever off the executor: unlinks run in `run_blocking` or
@@ -665,6 +694,45 @@ pub fn remove_file(path: &Path, faults: Option<&FaultInjector>) -> io::Result<()
         Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
         _ => Ok(()),
     }
+}
+
+/// Rename `from` to `to` (same directory). A metadata operation the
+/// injector counts and fails like an unlink: for the old name it is one,
+/// and with a crash journal a crash before the directory fsync may give
+/// the file back its old name.
+pub fn rename_file(from: &Path, to: &Path, faults: Option<&FaultInjector>) -> io::Result<()> {
+    if let Some(faults) = faults {
+        faults.check(FaultOperation::Unlink)?;
+        faults.journal_unlink(from, Some(to));
+    }
+    std::fs::rename(from, to)
+}
+
+/// Turn every block of the file at `path` back into zeros without giving
+/// it back to the file system, and make that durable. `FALLOC_FL_ZERO_RANGE`
+/// marks the extents unwritten, a metadata change: no data is written, and
+/// no extent is freed, so a file system mounted with `discard` sends the
+/// device no discard (freeing a 1 GiB segment cost this disk 0.17-3 s of
+/// discards; BENCHMARKS.md). Unwritten extents read as zeros, which is
+/// what the tail scan of a segment relies on past its written end. File
+/// systems without it answer `EOPNOTSUPP`. A zeroing is a preallocation
+/// to the injector.
+pub fn zero_file(path: &Path, faults: Option<&FaultInjector>) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    if let Some(faults) = faults {
+        faults.check(FaultOperation::Preallocate)?;
+    }
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    let length_bytes = file.metadata()?.len();
+    let length = libc::off_t::try_from(length_bytes).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    if length > 0 {
+        let mode = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: fallocate on a file descriptor `file` owns; no memory is passed.
+        if unsafe { libc::fallocate(file.as_raw_fd(), mode, 0, length) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    file.sync_all()
 }
 
 /// [`sync_directory`], telling the injector (if any) its unlinks are

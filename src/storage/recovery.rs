@@ -22,7 +22,9 @@ use super::index::{OffsetIndex, SegmentIndexes, TimeIndex};
 use super::markers::{load_clean_shutdown, load_recovery_point, remove_clean_shutdown, CleanShutdown};
 use super::producers::ProducerStates;
 use super::scan::{judge_tail, scan_segment, ScanOutcome, TailJudgement};
-use super::segment::{parse_segment_name, segment_file, store_indexes, Segment, INDEX_EXTENSION, TIME_INDEX_EXTENSION};
+use super::segment::{
+    parse_segment_name, segment_file, store_indexes, Segment, INDEX_EXTENSION, RECYCLED_EXTENSION, TIME_INDEX_EXTENSION,
+};
 
 /// What recovery did, for logs and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -37,7 +39,7 @@ pub struct RecoveryReport {
     pub truncated_bytes: u64,
     /// Index files rebuilt.
     pub rebuilt_indexes: u64,
-    /// Leftover temp files removed.
+    /// Leftover temp files (and recycled segment files) removed.
     pub removed_temp_files: u64,
 }
 
@@ -78,14 +80,17 @@ pub fn map_segment(path: &Path) -> io::Result<Option<Mmap>> {
     Ok(Some(map))
 }
 
-/// List segment base offsets, removing leftover temp files.
+/// List segment base offsets, removing leftover temp and recycled files.
 fn list_segments(dir: &Path, report: &mut RecoveryReport) -> StorageResult<Vec<u64>> {
     let mut bases = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_error("list partition dir", dir))? {
         let entry = entry.map_err(io_error("list partition dir", dir))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.ends_with(".tmp") {
+        // A segment file retention kept for reuse is not part of the log,
+        // and a crash may have come before it was zeroed: never reused.
+        let recycled = name.strip_suffix(RECYCLED_EXTENSION).is_some_and(|stem| stem.ends_with('.'));
+        if name.ends_with(".tmp") || recycled {
             std::fs::remove_file(entry.path()).map_err(io_error("remove temp file", &entry.path()))?;
             report.removed_temp_files += 1;
         } else if let Some(base) = parse_segment_name(&name) {

@@ -12,6 +12,11 @@ pub const INDEX_EXTENSION: &str = "index";
 /// Extension of time index files.
 pub const TIME_INDEX_EXTENSION: &str = "timeindex";
 
+/// Extension of a segment file retention kept for the next roll to reuse
+/// (its blocks zeroed, still allocated). Never part of the log: recovery
+/// deletes any it finds.
+pub const RECYCLED_EXTENSION: &str = "free";
+
 /// Path of a segment file with the given extension.
 pub fn segment_file(partition_dir: &Path, base_offset: u64, extension: &str) -> PathBuf {
     partition_dir.join(format!("{base_offset:020}.{extension}"))

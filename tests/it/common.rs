@@ -86,6 +86,22 @@ pub fn small_config() -> StorageConfig {
     }
 }
 
+/// Segments of 1 MiB: only the rolls a test makes by hand happen.
+pub fn hand_rolled_config() -> StorageConfig {
+    StorageConfig { segment_bytes: 1 << 20, preallocate_bytes: 1 << 20, ..small_config() }
+}
+
+/// `rounds` batches of five records, each in a segment of its own: a roll
+/// after each (after the last only when `roll_last`).
+pub async fn batches_in_own_segments(log: &PartitionLog, rounds: u64, roll_last: bool) {
+    for round in 0..rounds {
+        append_values(log, &values(&format!("s{round}"), 5), round as i64).await;
+        if roll_last || round + 1 < rounds {
+            log.roll().await.unwrap();
+        }
+    }
+}
+
 /// Encode a batch of `values` with timestamps starting at `timestamp_ms`.
 pub fn batch_of(values: &[String], timestamp_ms: i64) -> Vec<u8> {
     let mut builder = BatchBuilder::new();

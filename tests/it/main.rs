@@ -25,6 +25,7 @@ mod kafka_groups;
 mod kafka_idempotence;
 mod node;
 mod ops;
+mod recycling;
 mod replication;
 mod safety;
 mod storage_log;

@@ -9,8 +9,9 @@ use ringlog::storage::retention::RetentionPolicy;
 use ringlog::storage::{AppendMode, FsyncPolicy, PartitionLog, StorageConfig, StorageError};
 
 use crate::common::{
-    abandon_and_reopen, append_values, batch_of, close_and_reopen, close_or_abandon, on_executor, read_all,
-    read_values, records_of, segment_files, small_config, values, with_faulty_log, with_log, with_reopenable_log,
+    abandon_and_reopen, append_values, batch_of, batches_in_own_segments, close_and_reopen, close_or_abandon,
+    hand_rolled_config, on_executor, read_all, read_values, records_of, segment_files, small_config, values,
+    with_faulty_log, with_log, with_reopenable_log,
 };
 
 #[test]
@@ -201,22 +202,6 @@ async fn first_unlink_started(faults: &ringlog::storage::io::FaultInjector) {
     while faults.attempts(ringlog::storage::io::FaultOperation::Unlink) == 0 {
         assert!(std::time::Instant::now() < deadline, "retention never began to unlink");
         ringlog::runtime::sleep(std::time::Duration::from_millis(1)).await;
-    }
-}
-
-/// Segments of 1 MiB: only the rolls a test makes by hand happen.
-fn hand_rolled_config() -> StorageConfig {
-    StorageConfig { segment_bytes: 1 << 20, preallocate_bytes: 1 << 20, ..small_config() }
-}
-
-/// `rounds` batches of five records, each in a segment of its own: a roll
-/// after each (after the last only when `roll_last`).
-async fn batches_in_own_segments(log: &PartitionLog, rounds: u64, roll_last: bool) {
-    for round in 0..rounds {
-        append_values(log, &values(&format!("s{round}"), 5), round as i64).await;
-        if roll_last || round + 1 < rounds {
-            log.roll().await.unwrap();
-        }
     }
 }
 

@@ -27,7 +27,9 @@ use crate::storage::recovery::{
     SegmentExtent,
 };
 use crate::storage::retention::{select_expired, RetentionPolicy};
-use crate::storage::segment::{segment_file, Segment, INDEX_EXTENSION, LOG_EXTENSION, TIME_INDEX_EXTENSION};
+use crate::storage::segment::{
+    segment_file, Segment, INDEX_EXTENSION, LOG_EXTENSION, RECYCLED_EXTENSION, TIME_INDEX_EXTENSION,
+};
 use crate::storage::writer::{preallocation_target, SegmentWriter};
 mod append;
 mod flusher;
@@ -224,6 +226,10 @@ struct State {
     /// again (a leak until the next restart otherwise). All lie below the
     /// log start, so no new segment can take their base.
     unremoved_segments: Vec<u64>,
+    /// Segment files retention kept, zeroed and synced, that the next rolls
+    /// write into (at most `max_recycled_segments`). Under names no
+    /// segment has (`<base>.free`), so nothing reads them.
+    recycled: Vec<PathBuf>,
 }
 
 /// What is durable, what the device has accepted, and whether offsets read
@@ -609,6 +615,7 @@ async fn open_state(
         recovery: recovered.report,
         tail: Default::default(),
         unremoved_segments: Vec::new(),
+        recycled: Vec::new(),
     })
 }
 
@@ -634,11 +641,32 @@ fn reset_active_to(state: &mut State, mark: DurableMark) {
 /// crash in between leaves a segment without indexes (rebuilt), never
 /// indexes without a segment (nothing would ever remove them).
 fn remove_segment_files(dir: &Path, base: u64, faults: Option<&FaultInjector>) -> std::io::Result<()> {
+    remove_segment_indexes(dir, base, faults)?;
+    crate::storage::io::remove_file(&segment_file(dir, base, LOG_EXTENSION), faults)?;
+    crate::storage::io::sync_directory_of(dir, faults)
+}
+
+/// Like [`remove_segment_files`], but the log file is renamed to
+/// `<base>.free` instead of unlinked; returns that path, or None when the
+/// log file is gone already (a failed pass's retry). Zeroed later (after
+/// the rename is durable), it is not part of the log either way.
+fn recycle_segment_files(dir: &Path, base: u64, faults: Option<&FaultInjector>) -> std::io::Result<Option<PathBuf>> {
+    remove_segment_indexes(dir, base, faults)?;
+    let recycled = segment_file(dir, base, RECYCLED_EXTENSION);
+    match crate::storage::io::rename_file(&segment_file(dir, base, LOG_EXTENSION), &recycled, faults) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        renamed => renamed?,
+    }
+    crate::storage::io::sync_directory_of(dir, faults)?;
+    Ok(Some(recycled))
+}
+
+/// The index files go first: a log file without them is rebuilt, an
+/// index without its log file would describe nothing.
+fn remove_segment_indexes(dir: &Path, base: u64, faults: Option<&FaultInjector>) -> std::io::Result<()> {
     for extension in [INDEX_EXTENSION, TIME_INDEX_EXTENSION] {
         crate::storage::io::remove_file(&segment_file(dir, base, extension), faults)?;
     }
-    crate::storage::io::sync_directory_of(dir, faults)?;
-    crate::storage::io::remove_file(&segment_file(dir, base, LOG_EXTENSION), faults)?;
     crate::storage::io::sync_directory_of(dir, faults)
 }
 

@@ -118,6 +118,7 @@ impl PartitionLog {
         let start_position = floor.map_or(0, |(_, position)| u64::from(position));
         let start_offset = floor.map_or(base, |(floor_relative, _)| base + u64::from(floor_relative));
         Ok(Some(ReadLocation {
+            offset,
             path: segment_file(&self.inner.dir, base, LOG_EXTENSION),
             reader,
             base_offset: base,
@@ -134,9 +135,14 @@ impl PartitionLog {
         if let Some(reader) = &location.reader {
             return Ok(Rc::clone(reader));
         }
-        let file = DirectFile::open_read_only(&location.path)
-            .await
-            .map_err(|error| StorageError::io("open segment for read", &location.path, error))?;
+        let file = match DirectFile::open_read_only(&location.path).await {
+            Ok(file) => file,
+            Err(error) => {
+                // Retention may have taken the file while it opened.
+                self.check_segment_kept(location)?;
+                return Err(StorageError::io("open segment for read", &location.path, error));
+            }
+        };
         let file = Rc::new(file);
         let mut state = self.inner.state.borrow_mut();
         if state.segments.contains_key(&location.base_offset) {
@@ -200,7 +206,31 @@ impl PartitionLog {
             .await
             .map_err(|error| StorageError::io("read segment", &location.path, error))?;
         self.count_read(bytes.len());
+        self.check_segment_kept(location)?;
         Ok(bytes)
+    }
+
+    /// After a read completes: its segment is still in the log, so the
+    /// bytes are the segment's. A segment gone from the log may have had
+    /// its file recycled while the read was in flight (retention zeroes it,
+    /// the next roll writes another segment into it), so its bytes prove
+    /// nothing: the offset is below the log start now, or, after a
+    /// truncation, the reader asks again. Never corruption. Retention
+    /// drops a segment from the state before it renames the file, and both
+    /// this check and that drop run on the shard's thread, so a read that
+    /// completes while its segment is still here read the segment's bytes.
+    fn check_segment_kept(&self, location: &ReadLocation) -> StorageResult<()> {
+        let state = self.inner.state.borrow();
+        if state.segments.contains_key(&location.base_offset) {
+            return Ok(());
+        }
+        let log_start_offset = state.log_start_offset();
+        if location.offset < log_start_offset {
+            let log_end_offset = state.log_end_offset;
+            return Err(StorageError::OffsetOutOfRange { offset: location.offset, log_start_offset, log_end_offset });
+        }
+        let source = std::io::Error::other("the segment left the log during the read");
+        Err(StorageError::io("read segment", &location.path, source))
     }
 
     /// Take every whole batch of `chunk` (read at `scan.position`) into the
@@ -494,6 +524,8 @@ enum CutEnd {
 
 /// Where a read goes.
 pub(super) struct ReadLocation {
+    /// The offset asked for.
+    pub(super) offset: u64,
     pub(super) path: PathBuf,
     pub(super) reader: Option<Rc<DirectFile>>,
     pub(super) base_offset: u64,

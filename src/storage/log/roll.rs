@@ -43,8 +43,21 @@ impl PartitionLog {
         let dir = self.inner.dir.clone();
         let new_path = segment_file(&dir, new_base, LOG_EXTENSION);
         let fault = self.metadata_fault();
+        let recycled = self.inner.state.borrow_mut().recycled.pop();
+        let reused_path = new_path.clone();
+        let faults = self.inner.faults.clone();
         run_blocking(move || {
-            fault().and_then(|()| seal_metadata(&dir, base, new_base, indexes_bytes, &producer_snapshot))
+            if let Err(error) = fault() {
+                // Most likely a full disk: give the kept file's space back.
+                if let Some(recycled) = recycled {
+                    let _ = crate::storage::io::remove_file(&recycled, faults.as_deref());
+                }
+                return Err(error);
+            }
+            if let Some(recycled) = recycled {
+                reuse_recycled(&recycled, &reused_path);
+            }
+            seal_metadata(&dir, base, new_base, indexes_bytes, &producer_snapshot)
         })
         .await
         .map_err(|error| self.metadata_failure("seal segment", &new_path, &error))?;
@@ -166,6 +179,21 @@ impl PartitionLog {
         drop(offsets_permit);
         drop(files_permit);
         drop(append_permit);
+    }
+}
+
+/// Give the next segment a file retention kept (zeroed, synced, its blocks
+/// still allocated) instead of a new one: writing into it frees nothing
+/// and allocates nothing. Before the roll's other metadata, as it needs
+/// no space (a failed step after it leaves the file as the next segment,
+/// which the retried roll opens); `seal_metadata` opens the file and
+/// syncs the directory. A
+/// crash before that sync may leave the file under either name: as
+/// `.free` recovery deletes it, as the next segment it reads as an empty
+/// one (zeros). Failing, the roll creates a new file as before.
+fn reuse_recycled(recycled: &Path, new_path: &Path) {
+    if let Err(error) = std::fs::rename(recycled, new_path) {
+        tracing::warn!(target: "ringlog::storage", path = %recycled.display(), %error, "cannot reuse a recycled segment");
     }
 }
 

@@ -248,13 +248,38 @@ impl PartitionLog {
         let _files_permit = self.inner.files_gate.acquire().await;
         self.discard_read_ahead();
         drop(append_permit);
-        let removed = self.remove_segments(expired.clone(), epochs, "delete expired segments").await;
-        if let Err(error) = removed {
-            self.inner.state.borrow_mut().unremoved_segments.extend(&expired);
-            return Err(error);
+        let recycle = self.segments_to_recycle(&expired);
+        let removed = self.remove_segments(expired.clone(), recycle, epochs, "delete expired segments").await;
+        match removed {
+            Ok(zeroed) => self.keep_recycled(zeroed),
+            Err(error) => {
+                self.inner.state.borrow_mut().unremoved_segments.extend(&expired);
+                return Err(error);
+            }
         }
         tracing::info!(target: "ringlog::storage", dir = %self.inner.dir.display(), segments = expired.len(), "retention deleted segments");
         Ok(expired)
+    }
+
+    /// Which of the expired segments' files to keep for the next rolls, as
+    /// many as `max_recycled_segments` leaves room for: the newest, whose
+    /// size is the likeliest to match the next segment's.
+    fn segments_to_recycle(&self, expired: &[u64]) -> Vec<u64> {
+        let state = self.inner.state.borrow();
+        let room = (self.inner.config.max_recycled_segments as usize).saturating_sub(state.recycled.len());
+        expired.iter().rev().take(room).copied().collect()
+    }
+
+    /// Files retention zeroed join the pool the next rolls take from,
+    /// unless the log closed meanwhile (its directory may be another's:
+    /// the files stay until recovery deletes them).
+    fn keep_recycled(&self, zeroed: Vec<PathBuf>) {
+        let mut state = self.inner.state.borrow_mut();
+        if state.health.closed {
+            return;
+        }
+        state.recycled.extend(zeroed);
+        assert!(state.recycled.len() <= self.inner.config.max_recycled_segments as usize, "the pool stays bounded");
     }
 
     /// Drop the segments past the retention limits from the state and trim
@@ -291,28 +316,38 @@ impl PartitionLog {
         Some((expired, state.epochs.clone()))
     }
 
-    /// Delete the files of segments already dropped from the state, store
-    /// the trimmed epoch history, and make both durable (directory fsync).
-    /// On a thread of its own: an unlink of a large segment can take
-    /// seconds, and the shard's helper thread also serves its rolls.
+    /// Delete the files of segments already dropped from the state (those
+    /// in `recycle` renamed to `<base>.free` instead), store the trimmed
+    /// epoch history, and make both durable (directory fsync); then zero
+    /// the renamed files and return those ready for a roll. On a thread of
+    /// its own: an unlink of a large segment can take seconds, and the
+    /// shard's helper thread also serves its rolls.
     pub(super) async fn remove_segments(
         &self,
         bases: Vec<u64>,
+        recycle: Vec<u64>,
         epochs: EpochHistory,
         action: &'static str,
-    ) -> StorageResult<()> {
+    ) -> StorageResult<Vec<PathBuf>> {
         let dir = self.inner.dir.clone();
         let faults = self.inner.faults.clone();
         let fault = self.metadata_fault();
-        crate::runtime::run_on_own_thread("ringlog-unlink", move || -> std::io::Result<()> {
+        crate::runtime::run_on_own_thread("ringlog-unlink", move || -> std::io::Result<Vec<PathBuf>> {
             fault()?;
             let faults = faults.as_deref();
+            let mut renamed = Vec::new();
             for base in bases {
-                remove_segment_files(&dir, base, faults)?;
+                match recycle.contains(&base) {
+                    true => renamed.extend(recycle_segment_files(&dir, base, faults)?),
+                    false => remove_segment_files(&dir, base, faults)?,
+                }
             }
             // The store syncs the directory: the unlinks above are durable.
             epochs.store(&dir)?;
-            crate::storage::io::sync_directory_of(&dir, faults)
+            crate::storage::io::sync_directory_of(&dir, faults)?;
+            // Only now: a rename a crash could still undo must never bring
+            // back a segment whose blocks were zeroed.
+            Ok(renamed.into_iter().filter(|path| zero_recycled(path, faults)).collect())
         })
         .await
         .and_then(|removed| removed)
@@ -353,11 +388,29 @@ impl PartitionLog {
             state.epochs.truncate_from_start(offset);
             (removed, state.epochs.clone())
         };
-        self.remove_segments(removed, epochs, "remove segments after a reset").await?;
+        self.remove_segments(removed, Vec::new(), epochs, "remove segments after a reset").await?;
         assert_eq!(self.snapshot().log_start_offset, offset, "the log starts at the reset offset");
         tracing::info!(target: "ringlog::storage", dir = %self.inner.dir.display(), offset, "log reset");
         Ok(())
     }
+}
+
+/// Zero a segment file retention renamed away; true when it is ready for a
+/// roll. A file that cannot be zeroed (a file system without
+/// `FALLOC_FL_ZERO_RANGE`, an I/O error) is unlinked instead: stale
+/// batches past a segment's written end would read as a torn tail or as
+/// corruption. Neither failure touches the log, whose files these no
+/// longer are, and a failed fsync is never retried.
+fn zero_recycled(path: &Path, faults: Option<&FaultInjector>) -> bool {
+    let Err(error) = crate::storage::io::zero_file(path, faults) else {
+        return true;
+    };
+    tracing::debug!(target: "ringlog::storage", path = %path.display(), %error, "cannot zero a recycled segment; unlinking it");
+    if let Err(error) = crate::storage::io::remove_file(path, faults) {
+        // Recovery deletes it at the next start.
+        tracing::warn!(target: "ringlog::storage", path = %path.display(), %error, "cannot unlink a recycled segment");
+    }
+    false
 }
 
 /// The durable half of a truncation, before the kept segment is cut (the
