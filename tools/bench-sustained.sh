@@ -7,7 +7,9 @@
 # the rate of each quarter of the run and the last quarter against the
 # first (the target: within 10 %), and what is left on disk at the end.
 #   tools/bench-sustained.sh [BINARY] [TOTAL_BYTES] [PARTITIONS] [SEGMENT_BYTES] [RETENTION_BYTES] [DIR]
-# Environment: FSYNC (default never) is the node's storage.fsync.
+# Environment: FSYNC (default never) is the node's storage.fsync; NODE_ENV
+# holds extra NAME=VALUE settings for the node (e.g.
+# RINGLOG_STORAGE_MAX_RECYCLED_SEGMENTS=0 to free every expired segment).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 binary="$(realpath "${1:-target/release/ringlog}")"
@@ -29,7 +31,8 @@ sampler_pid=""
 trap '[[ -n $sampler_pid ]] && kill "$sampler_pid" 2>/dev/null; [[ -n $node_pid ]] && kill -TERM "$node_pid" 2>/dev/null; true' EXIT
 
 # Retention is applied every second (the default is every 10 s).
-node_start "$fsync" "" RINGLOG_LIMITS_RETENTION_CHECK_INTERVAL_MS=1000
+# shellcheck disable=SC2086 # NODE_ENV is a list of NAME=VALUE words
+node_start "$fsync" "" RINGLOG_LIMITS_RETENTION_CHECK_INTERVAL_MS=1000 ${NODE_ENV:-}
 "$binary" topic create sustained --partitions "$partitions" --segment-bytes "$segment" \
     --retention-bytes "$retention" >/dev/null
 
@@ -41,9 +44,14 @@ device=$(usage_device "$dir")
 done) >"$dir/samples" &
 sampler_pid=$!
 usage_begin "$dir"
+# Discards the device completed, sectors discarded, ms spent discarding.
+discards_before=$(awk -v d="$device" '$3 == d {print $15, $17, $18}' /proc/diskstats)
 result=$("$binary" bench produce --topic sustained --partitions "$partitions" --producers "$partitions" \
     --record-bytes 1024 --batch 1000 --total-bytes "$total" --json | tail -1)
 usage=$(usage_end)
+discards_after=$(awk -v d="$device" '$3 == d {print $15, $17, $18}' /proc/diskstats)
+discards=$(echo "$discards_before $discards_after" |
+    awk '{printf "%d discards of %.1f GB, %.1f s of device time", $4 - $1, ($5 - $2) * 512 / 1e9, ($6 - $3) / 1000}')
 kill "$sampler_pid"
 wait "$sampler_pid" 2>/dev/null || true
 sampler_pid=""
@@ -53,9 +61,9 @@ node_stop
 
 echo "# Sustained produce, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo
-echo "- \`$binary\`, fsync=$fsync; $total bytes of 1 KiB records, $partitions partitions and producers, batches of 1000; segments of $segment bytes, retention $retention bytes per partition"
+echo "- \`$binary\`, fsync=$fsync ${NODE_ENV:-}; $total bytes of 1 KiB records, $partitions partitions and producers, batches of 1000; segments of $segment bytes, retention $retention bytes per partition"
 echo "- client: $result"
-echo "- whole run: $usage; left on disk: $((left / 1000000)) MB in $segments segment files"
+echo "- whole run: $usage; left on disk: $((left / 1000000)) MB in $segments segment files; $discards"
 echo
 python3 - "$dir/samples" <<'PY'
 import sys
