@@ -78,6 +78,9 @@ pub struct StorageConfig {
     /// Segment files retention keeps per partition, zeroed, for the next
     /// rolls to write into instead of files it frees (0 = free every one).
     pub max_recycled_segments: u32,
+    /// Below this share (percent) of free space on the file system,
+    /// retention frees every expired file instead of keeping one.
+    pub recycle_min_free_percent: u32,
 }
 
 impl Default for StorageConfig {
@@ -102,6 +105,7 @@ impl Default for StorageConfig {
             read_ahead_budget_bytes: 64 << 20,
             read_ahead_depth: 2,
             max_recycled_segments: 1,
+            recycle_min_free_percent: 5,
         }
     }
 }
@@ -193,6 +197,7 @@ impl StorageConfig {
         check_range("max_write_buffers", self.max_write_buffers as u64, 1, 64)?;
         check_range("read_ahead_depth", u64::from(self.read_ahead_depth), 1, 16)?;
         check_range("max_recycled_segments", u64::from(self.max_recycled_segments), 0, 16)?;
+        check_range("recycle_min_free_percent", u64::from(self.recycle_min_free_percent), 0, 100)?;
         check_range("index_interval_bytes", u64::from(self.index_interval_bytes), 1, u64::from(u32::MAX))?;
         let max_batch_bytes = self.max_batch_bytes as u64;
         if max_batch_bytes < 1024 || max_batch_bytes > self.segment_bytes {
@@ -252,6 +257,10 @@ mod tests {
             (
                 StorageConfig { max_recycled_segments: 17, ..Default::default() },
                 "max_recycled_segments must be in 0..=16, got 17",
+            ),
+            (
+                StorageConfig { recycle_min_free_percent: 101, ..Default::default() },
+                "recycle_min_free_percent must be in 0..=100, got 101",
             ),
             (
                 StorageConfig { index_interval_bytes: 0, ..Default::default() },

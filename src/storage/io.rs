@@ -73,9 +73,9 @@ pub struct FaultInjector {
     /// that runs it: a slow file system, so that what waits for an unlink
     /// shows.
     unlink_delay_us: AtomicI64,
-    /// Every segment read waits this long (µs) before it is submitted: a
-    /// slow device, so that what changes under a read in flight shows.
-    read_delay_us: AtomicI64,
+    /// Reads of one file wait this long before they are submitted: a slow
+    /// device, so that what changes under a read in flight shows.
+    read_delay: std::sync::Mutex<Option<(PathBuf, std::time::Duration)>>,
 }
 
 impl Default for FaultInjector {
@@ -99,7 +99,7 @@ impl Default for FaultInjector {
             overlapping_writes: AtomicI64::new(0),
             write_delay_us: AtomicI64::new(0),
             unlink_delay_us: AtomicI64::new(0),
-            read_delay_us: AtomicI64::new(0),
+            read_delay: Default::default(),
         }
     }
 }
@@ -137,9 +137,16 @@ impl FaultInjector {
         self.unlink_delay_us.store(delay.as_micros() as i64, Ordering::SeqCst);
     }
 
-    /// Make every segment read wait `delay` before it is submitted.
-    pub fn delay_reads(&self, delay: std::time::Duration) {
-        self.read_delay_us.store(delay.as_micros() as i64, Ordering::SeqCst);
+    /// Make every read of the file at `path` wait `delay` before it is
+    /// submitted (a zero delay clears it).
+    pub fn delay_reads_of(&self, path: &Path, delay: std::time::Duration) {
+        let delayed = (!delay.is_zero()).then(|| (path.to_path_buf(), delay));
+        *self.read_delay.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = delayed;
+    }
+
+    fn read_delay_for(&self, path: &Path) -> Option<std::time::Duration> {
+        let delayed = self.read_delay.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        delayed.as_ref().filter(|(delayed_path, _)| delayed_path == path).map(|(_, delay)| *delay)
     }
 
     fn write_started(&self, path: &Path, start: u64, length: usize) -> WriteInFlight<'_> {
@@ -648,9 +655,8 @@ impl DirectFile {
 
     /// Read `size` bytes at any `position` (unaligned is fine).
     pub async fn read_at(&self, position: u64, size: usize) -> io::Result<ReadResult> {
-        let delay_us = self.faults.as_ref().map_or(0, |faults| faults.read_delay_us.load(Ordering::SeqCst));
-        if delay_us > 0 {
-            crate::runtime::sleep(std::time::Duration::from_micros(delay_us as u64)).await;
+        if let Some(delay) = self.faults.as_ref().and_then(|faults| faults.read_delay_for(&self.path)) {
+            crate::runtime::sleep(delay).await;
         }
         self.file.read_at(position, size).await.map_err(os_error)
     }
@@ -709,11 +715,12 @@ pub fn rename_file(from: &Path, to: &Path, faults: Option<&FaultInjector>) -> io
 }
 
 /// Turn every block of the file at `path` back into zeros without giving
-/// it back to the file system, and make that durable. `FALLOC_FL_ZERO_RANGE`
-/// marks the extents unwritten, a metadata change: no data is written, and
-/// no extent is freed, so a file system mounted with `discard` sends the
-/// device no discard (freeing a 1 GiB segment cost this disk 0.17-3 s of
-/// discards; BENCHMARKS.md). Unwritten extents read as zeros, which is
+/// it back to the file system, and make that durable. On ext4
+/// `FALLOC_FL_ZERO_RANGE` marks the extents unwritten, a metadata change:
+/// no data is written, and no extent is freed, so a file system mounted
+/// with `discard` sends the device no discard (XFS frees and reallocates:
+/// correct, but no saving). Freeing a 1 GiB segment cost this disk
+/// 0.17-3 s of discards (BENCHMARKS.md). Unwritten extents read as zeros, which is
 /// what the tail scan of a segment relies on past its written end. File
 /// systems without it answer `EOPNOTSUPP`. A zeroing is a preallocation
 /// to the injector.
@@ -733,6 +740,21 @@ pub fn zero_file(path: &Path, faults: Option<&FaultInjector>) -> io::Result<()> 
         }
     }
     file.sync_all()
+}
+
+/// (available to unprivileged users, total) bytes of the file system
+/// holding `path`.
+pub fn free_space(path: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: statvfs only writes into `stats`, a plain struct it owns for the call.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is a NUL-terminated path and `stats` a valid statvfs.
+    if unsafe { libc::statvfs(name.as_ptr(), &mut stats) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let block_bytes = stats.f_frsize;
+    Ok((stats.f_bavail.saturating_mul(block_bytes), stats.f_blocks.saturating_mul(block_bytes)))
 }
 
 /// [`sync_directory`], telling the injector (if any) its unlinks are

@@ -64,20 +64,64 @@ fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(io::Erro
     move |error| StorageError::io(operation, path, error)
 }
 
-/// Map a file read-only; an empty file maps to an empty slice.
+/// Map a file read-only up to the end of its last data: an empty file, or
+/// one with no data, maps to nothing. Past that end the file reads as
+/// zeros (unwritten extents, holes), and every caller treats zeros as the
+/// end of what was written, so the mapping may stop there. A recycled
+/// segment is zeroed blocks of a whole segment's size; mapped whole, a
+/// crash recovery would page in and scan a gigabyte of zeros per
+/// partition (and the read-ahead advice below read them all in).
 pub fn map_segment(path: &Path) -> io::Result<Option<Mmap>> {
     let file = File::open(path)?;
-    if file.metadata()?.len() == 0 {
+    let length = data_end(&file)?;
+    if length == 0 {
         return Ok(None);
     }
+    let length = usize::try_from(length).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
     // SAFETY: during recovery no other process writes the directory (we hold
     // DATA/.lock) and this process has not opened the segment for writing yet.
-    let map = unsafe { Mmap::map(&file)? };
+    let map = unsafe { memmap2::MmapOptions::new().len(length).map(&file)? };
     // Scans read front to back once: ask for aggressive readahead. Advice is
     // only a hint; failing to give it changes nothing about correctness.
     let _ = map.advise(memmap2::Advice::Sequential);
     let _ = map.advise(memmap2::Advice::WillNeed);
     Ok(Some(map))
+}
+
+/// Most data regions `data_end` walks before it settles for the file's
+/// size (a segment is written front to back: one region, or a few).
+const MAX_DATA_REGIONS: usize = 1024;
+
+/// End of the file's last data region (`SEEK_DATA`/`SEEK_HOLE`), or its
+/// size where the file system cannot tell (it then reports the whole
+/// file as data) or the regions are too many to walk.
+fn data_end(file: &File) -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let file_bytes = file.metadata()?.len();
+    let mut position: libc::off_t = 0;
+    let mut end = 0u64;
+    for _ in 0..MAX_DATA_REGIONS {
+        // SAFETY: lseek on a descriptor `file` owns; no memory is passed.
+        let data = unsafe { libc::lseek(file.as_raw_fd(), position, libc::SEEK_DATA) };
+        if data < 0 {
+            let error = io::Error::last_os_error();
+            return match error.raw_os_error() {
+                Some(libc::ENXIO) => Ok(end),
+                _ => Ok(file_bytes),
+            };
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(file.as_raw_fd(), data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Ok(file_bytes);
+        }
+        end = (hole as u64).min(file_bytes);
+        if end >= file_bytes {
+            return Ok(file_bytes);
+        }
+        position = hole;
+    }
+    Ok(file_bytes)
 }
 
 /// List segment base offsets, removing leftover temp and recycled files.
@@ -522,7 +566,8 @@ fn scan_and_fix(
     let outcome = scan_segment(bytes, base, config.index_interval_bytes);
     report.scanned_segments += 1;
     report.scanned_bytes += outcome.valid_bytes;
-    let file_bytes = bytes.len() as u64;
+    // The mapping stops at the last data; the file may go on in zeros.
+    let file_bytes = file_size(&path)?;
     let judgement = judge_tail(bytes, &outcome, torn_window_bytes(config, is_last));
     drop(map);
     match judgement {

@@ -88,7 +88,8 @@ pub fn small_config() -> StorageConfig {
 
 /// Segments of 1 MiB: only the rolls a test makes by hand happen.
 pub fn hand_rolled_config() -> StorageConfig {
-    StorageConfig { segment_bytes: 1 << 20, preallocate_bytes: 1 << 20, ..small_config() }
+    // Retention keeps a file for the next roll however full this machine's disk.
+    StorageConfig { segment_bytes: 1 << 20, preallocate_bytes: 1 << 20, recycle_min_free_percent: 0, ..small_config() }
 }
 
 /// `rounds` batches of five records, each in a segment of its own: a roll
@@ -188,6 +189,17 @@ pub fn segment_files(dir: &Path) -> Vec<String> {
         .unwrap()
         .map(|entry| entry.unwrap().file_name().to_string_lossy().to_string())
         .filter(|name| name.ends_with(".log") && name.len() == 24)
+        .collect();
+    names.sort();
+    names
+}
+
+/// The recycled segment files (`.free`) in `dir`, sorted.
+pub fn recycled_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".free"))
         .collect();
     names.sort();
     names

@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use ringlog::storage::retention::RetentionPolicy;
 use ringlog::storage::{AppendMode, PartitionLog, StorageConfig, StorageError};
 
-use crate::common::{batch_of, on_executor, read_all, values};
+use crate::common::{batch_of, on_executor, read_all, recycled_files, values};
 
 struct LoopMount {
     mount_point: PathBuf,
@@ -93,6 +94,49 @@ fn real_disk_full_is_reported_and_appends_resume_after_space_is_freed() {
         log.close().await.unwrap();
         let log = PartitionLog::open(&path, config, None).await.unwrap();
         assert_eq!(read_all(&log, 0).await.len() as u64, acked + 5);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+#[ignore = "needs root to mount a loop filesystem; .ci/run runs it as root with --ignored"]
+fn on_a_nearly_full_disk_retention_frees_every_file_instead_of_keeping_one() {
+    let mount = mount_small_filesystem().expect("a loop-mounted ext4 of 24 MiB (run as root)");
+    let path = mount.mount_point.join("partition");
+    let mount_point = mount.mount_point.clone();
+    on_executor(move || async move {
+        // The default: below 5 % free, nothing is kept for a roll.
+        let config = StorageConfig {
+            segment_bytes: 1 << 20,
+            write_buffer_bytes: 64 * 1024,
+            preallocate_bytes: 256 * 1024,
+            max_batch_bytes: 256 * 1024,
+            ..StorageConfig::default()
+        };
+        let log = PartitionLog::open(&path, config, None).await.unwrap();
+        let append_and_roll = |round: usize| {
+            let log = &log;
+            async move {
+                let mut batch = batch_of(&values(&format!("r{round}"), 50), 0);
+                let _durable = log.append(&mut batch, AppendMode::Leader { leader_epoch: 1 }).await.unwrap();
+                log.roll().await.unwrap();
+            }
+        };
+        for round in 0..3 {
+            append_and_roll(round).await;
+        }
+        let policy = RetentionPolicy { retention_bytes: 1, retention_ms: 0 };
+        // With room to spare the newest expired file is kept...
+        assert_eq!(log.apply_retention(policy, 0).await.unwrap(), vec![0, 50]);
+        assert_eq!(recycled_files(&path), ["00000000000000000050.free"]);
+        append_and_roll(3).await;
+        append_and_roll(4).await;
+        assert!(recycled_files(&path).is_empty(), "a roll took it");
+        // ...and with the disk full, none is.
+        let filler = fill_disk(&mount_point);
+        assert_eq!(log.apply_retention(policy, 0).await.unwrap(), vec![100, 150]);
+        assert!(recycled_files(&path).is_empty(), "retention gave every file back");
+        std::fs::remove_file(&filler).unwrap();
         log.close().await.unwrap();
     });
 }

@@ -12,7 +12,8 @@ use ringlog::storage::retention::RetentionPolicy;
 use ringlog::storage::{PartitionLog, StorageConfig, StorageError};
 
 use crate::common::{
-    append_values, batches_in_own_segments, hand_rolled_config, read_values, segment_files, values, with_faulty_log,
+    append_values, batches_in_own_segments, hand_rolled_config, read_values, recycled_files, segment_files, values,
+    with_faulty_log,
 };
 
 /// Retention down to one byte: every sealed segment but the newest expires.
@@ -74,7 +75,7 @@ fn a_read_in_flight_when_retention_recycles_its_segment_answers_out_of_range_not
     with_faulty_log(dir.path(), config, move |log, faults| async move {
         three_sealed_segments(&log).await;
         let read_delay = Duration::from_secs(2);
-        faults.delay_reads(read_delay);
+        faults.delay_reads_of(&segment_path(&path, 5), read_delay);
         let started = Instant::now();
         let log = Rc::new(log);
         let reader = Rc::clone(&log);
@@ -89,7 +90,7 @@ fn a_read_in_flight_when_retention_recycles_its_segment_answers_out_of_range_not
             other => panic!("a read of a segment retention took must answer out of range, got {other:?}"),
         }
         assert!(log.snapshot().fence.is_none(), "zeros read from a recycled file are not corruption");
-        faults.delay_reads(Duration::ZERO);
+        faults.delay_reads_of(&segment_path(&path, 5), Duration::ZERO);
         assert_eq!(read_values(&log, 10).await, values("s2", 5));
     });
 }
@@ -112,7 +113,7 @@ fn a_recycled_file_a_crash_left_is_deleted_by_recovery() {
 }
 
 #[test]
-fn a_file_that_cannot_be_zeroed_is_freed_instead_of_kept() {
+fn a_file_system_that_cannot_zero_gets_every_file_freed_and_is_not_asked_again() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     with_faulty_log(dir.path(), hand_rolled_config(), move |log, faults| async move {
@@ -124,7 +125,83 @@ fn a_file_that_cannot_be_zeroed_is_freed_instead_of_kept() {
         assert!(!recycled_path(&path, 5).exists(), "a file with stale batches is never kept");
         append_values(&log, &values("next", 5), 20).await;
         log.roll().await.unwrap();
-        assert_eq!(read_values(&log, 10).await, [values("s2", 5), values("next", 5)].concat());
+        append_values(&log, &values("last", 5), 30).await;
+        log.roll().await.unwrap();
+        assert_eq!(log.apply_retention(TO_ONE_BYTE, 0).await.unwrap(), vec![10, 15]);
+        assert!(!recycled_path(&path, 15).exists(), "zeroing was not tried again (it would succeed now)");
+        assert_eq!(read_values(&log, 20).await, values("last", 5));
+    });
+}
+
+#[test]
+fn retention_keeps_at_most_max_recycled_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let config = StorageConfig { max_recycled_segments: 2, ..hand_rolled_config() };
+    with_faulty_log(dir.path(), config, move |log, _faults| async move {
+        // Segments 0, 5, 10, 15 sealed, 20 active: 0, 5 and 10 expire.
+        batches_in_own_segments(&log, 4, true).await;
+        assert_eq!(log.apply_retention(TO_ONE_BYTE, 0).await.unwrap(), vec![0, 5, 10]);
+        assert_eq!(recycled_files(&path), ["00000000000000000005.free", "00000000000000000010.free"]);
+        append_values(&log, &values("more", 5), 20).await;
+        log.roll().await.unwrap();
+        assert_eq!(log.apply_retention(TO_ONE_BYTE, 0).await.unwrap(), vec![15]);
+        assert_eq!(recycled_files(&path).len(), 2, "the pool never holds more than max_recycled_segments");
+        append_values(&log, &values("most", 5), 30).await;
+        log.roll().await.unwrap();
+        assert_eq!(recycled_files(&path).len(), 1, "a roll takes one");
+        append_values(&log, &values("last", 5), 40).await;
+        log.roll().await.unwrap();
+        assert!(recycled_files(&path).is_empty());
+        assert_eq!(read_values(&log, 25).await, [values("most", 5), values("last", 5)].concat());
+    });
+}
+
+#[test]
+fn a_retention_pass_that_fails_after_renaming_unlinks_what_it_renamed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let config = StorageConfig { max_recycled_segments: 2, ..hand_rolled_config() };
+    with_faulty_log(dir.path(), config, move |log, faults| async move {
+        batches_in_own_segments(&log, 4, true).await;
+        // The pass's first metadata check passes; the epoch checkpoint,
+        // after 5 and 10 were renamed, finds the disk full.
+        faults.fail_after(FaultOperation::Metadata, 1, libc::ENOSPC);
+        assert!(log.apply_retention(TO_ONE_BYTE, 0).await.is_err());
+        faults.clear(FaultOperation::Metadata);
+        assert!(recycled_files(&path).is_empty(), "their space is given back, not stranded");
+        assert_eq!(log.apply_retention(TO_ONE_BYTE, 0).await.unwrap(), vec![0, 5, 10]);
+        assert!(recycled_files(&path).is_empty());
+        assert_eq!(segment_files(&path).len(), 2);
+    });
+}
+
+#[test]
+fn a_file_a_failed_pass_could_not_unlink_is_taken_up_by_the_next_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let config = StorageConfig { max_recycled_segments: 2, ..hand_rolled_config() };
+    with_faulty_log(dir.path(), config, move |log, faults| async move {
+        batches_in_own_segments(&log, 4, true).await;
+        // Unlinks and renames in order: 0's three files, 5's two indexes and
+        // its rename, 10's two indexes; then 10's rename fails, and so does
+        // every unlink after it, the renamed file's included.
+        faults.fail_after(FaultOperation::Unlink, 8, libc::EIO);
+        assert!(log.apply_retention(TO_ONE_BYTE, 0).await.is_err());
+        faults.clear(FaultOperation::Unlink);
+        assert_eq!(recycled_files(&path), ["00000000000000000005.free"], "left by the failed pass");
+        assert_eq!(log.apply_retention(TO_ONE_BYTE, 0).await.unwrap(), vec![0, 5, 10]);
+        assert_eq!(
+            recycled_files(&path),
+            ["00000000000000000005.free", "00000000000000000010.free"],
+            "zeroed and kept by the next pass, not leaked"
+        );
+        append_values(&log, &values("more", 5), 20).await;
+        log.roll().await.unwrap();
+        append_values(&log, &values("most", 5), 30).await;
+        log.roll().await.unwrap();
+        assert!(recycled_files(&path).is_empty(), "both rolls took one");
+        assert_eq!(read_values(&log, 15).await, [values("s3", 5), values("more", 5), values("most", 5)].concat());
     });
 }
 
@@ -155,5 +232,60 @@ fn a_roll_that_finds_the_disk_full_gives_the_kept_file_back() {
         log.roll().await.unwrap();
         append_values(&log, &values("after", 5), 30).await;
         assert_eq!(read_values(&log, 10).await, [values("s2", 5), values("next", 5), values("after", 5)].concat());
+    });
+}
+
+#[test]
+fn a_read_in_flight_across_a_truncation_never_serves_the_records_it_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let config = StorageConfig { tail_cache_bytes: 0, ..hand_rolled_config() };
+    with_faulty_log(dir.path(), config, move |log, faults| async move {
+        three_sealed_segments(&log).await;
+        faults.delay_reads_of(&segment_path(&path, 10), Duration::from_secs(2));
+        let started = Instant::now();
+        let log = Rc::new(log);
+        let reader = Rc::clone(&log);
+        // The read opens segment 10's file, then waits to submit.
+        let read = ringlog::runtime::spawn_local(async move { reader.read(10, 8192, None).await });
+        ringlog::runtime::sleep(Duration::from_millis(100)).await;
+        // A divergent suffix cut (10 and 15 go), then new records up to 10
+        // and a roll there: segment 10 exists again, in a new file.
+        assert_eq!(log.truncate_to(5).await.unwrap(), 5);
+        append_values(&log, &values("new", 5), 20).await;
+        log.roll().await.unwrap();
+        append_values(&log, &values("newer", 5), 30).await;
+        assert!(started.elapsed() < Duration::from_secs(2), "all of it before the read reached the old file");
+        match read.await {
+            Err(StorageError::Io { .. }) => {}
+            other => panic!("a read of a file a truncation removed must be retried, got {other:?}"),
+        }
+        faults.delay_reads_of(&segment_path(&path, 10), Duration::ZERO);
+        assert_eq!(read_values(&log, 10).await, values("newer", 5), "the cut records are gone");
+    });
+}
+
+#[test]
+fn a_roll_that_fails_after_taking_the_kept_file_leaves_no_segment_file_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, config) = (dir.path().to_path_buf(), hand_rolled_config());
+    with_faulty_log(dir.path(), config.clone(), move |log, faults| async move {
+        three_sealed_segments(&log).await;
+        log.apply_retention(TO_ONE_BYTE, 0).await.unwrap();
+        append_values(&log, &values("next", 5), 20).await;
+        // The index files are written and the kept file renamed to 20.log;
+        // the recovery point then finds the disk full.
+        faults.fail_after(FaultOperation::Metadata, 1, libc::ENOSPC);
+        assert!(matches!(log.roll().await, Err(StorageError::DiskFull { .. })));
+        faults.clear(FaultOperation::Metadata);
+        assert!(!segment_path(&path, 20).exists(), "the failed roll's file is gone");
+        assert!(!recycled_path(&path, 5).exists());
+        // The log goes on in segment 15, past offset 20.
+        append_values(&log, &values("after", 5), 30).await;
+        log.close().await.unwrap();
+        let reopened = PartitionLog::open(&path, config, None).await.unwrap();
+        assert!(reopened.snapshot().fence.is_none(), "no file lies inside segment 15's offsets");
+        assert_eq!(read_values(&reopened, 15).await, [values("next", 5), values("after", 5)].concat());
+        reopened.close().await.unwrap();
     });
 }

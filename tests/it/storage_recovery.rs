@@ -341,3 +341,45 @@ proptest! {
         }
     }
 }
+
+/// Whether `dir` is on ext4, which reports unwritten extents as holes.
+fn on_ext4(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: statfs writes only into `stats`; `name` is NUL-terminated.
+    let mut stats: libc::statfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statfs(name.as_ptr(), &mut stats) }, 0);
+    stats.f_type == 0xEF53
+}
+
+/// `data_bytes` written, then space reserved (unwritten) up to `file_bytes`.
+fn written_then_reserved(path: &Path, data_bytes: usize, file_bytes: i64) {
+    use std::os::fd::AsRawFd;
+    std::fs::write(path, vec![0xAB; data_bytes]).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    // SAFETY: fallocate on a descriptor this function owns.
+    assert_eq!(unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, file_bytes) }, 0);
+    file.sync_all().unwrap();
+}
+
+#[test]
+fn recovery_maps_a_segment_only_up_to_its_last_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reserved, written) = (dir.path().join("reserved.log"), dir.path().join("written.log"));
+    written_then_reserved(&reserved, 8192, 1 << 20);
+    written_then_reserved(&written, 1 << 20, 1 << 20);
+    let length = ringlog::storage::recovery::map_segment(&reserved).unwrap().unwrap().len();
+    if on_ext4(dir.path()) {
+        // A recycled segment is a gigabyte of this: never paged in or scanned.
+        assert_eq!(length, 8192, "the unwritten megabyte after the data is not mapped");
+    } else {
+        assert!(length == 8192 || length == 1 << 20, "{length}");
+    }
+    let whole = ringlog::storage::recovery::map_segment(&written).unwrap().unwrap();
+    assert_eq!(whole.len(), 1 << 20, "a fully written file maps whole");
+    assert!(whole.iter().all(|&byte| byte == 0xAB));
+    let empty = dir.path().join("empty.log");
+    written_then_reserved(&empty, 0, 1 << 20);
+    let mapped = ringlog::storage::recovery::map_segment(&empty).unwrap();
+    assert!(!on_ext4(dir.path()) || mapped.is_none(), "only unwritten space maps to nothing");
+}

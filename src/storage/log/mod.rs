@@ -230,6 +230,9 @@ struct State {
     /// write into (at most `max_recycled_segments`). Under names no
     /// segment has (`<base>.free`), so nothing reads them.
     recycled: Vec<PathBuf>,
+    /// The file system answered `EOPNOTSUPP` to zeroing: retention frees
+    /// every file.
+    zeroing_unsupported: bool,
 }
 
 /// What is durable, what the device has accepted, and whether offsets read
@@ -616,6 +619,7 @@ async fn open_state(
         tail: Default::default(),
         unremoved_segments: Vec::new(),
         recycled: Vec::new(),
+        zeroing_unsupported: false,
     })
 }
 
@@ -643,18 +647,23 @@ fn reset_active_to(state: &mut State, mark: DurableMark) {
 fn remove_segment_files(dir: &Path, base: u64, faults: Option<&FaultInjector>) -> std::io::Result<()> {
     remove_segment_indexes(dir, base, faults)?;
     crate::storage::io::remove_file(&segment_file(dir, base, LOG_EXTENSION), faults)?;
+    // What a failed retention pass may have renamed and not removed.
+    crate::storage::io::remove_file(&segment_file(dir, base, RECYCLED_EXTENSION), faults)?;
     crate::storage::io::sync_directory_of(dir, faults)
 }
 
 /// Like [`remove_segment_files`], but the log file is renamed to
-/// `<base>.free` instead of unlinked; returns that path, or None when the
-/// log file is gone already (a failed pass's retry). Zeroed later (after
-/// the rename is durable), it is not part of the log either way.
+/// `<base>.free` instead of unlinked; returns that path, or None when
+/// neither file is there (a failed pass's retry). Zeroed later (after the
+/// rename is durable), it is not part of the log either way.
 fn recycle_segment_files(dir: &Path, base: u64, faults: Option<&FaultInjector>) -> std::io::Result<Option<PathBuf>> {
     remove_segment_indexes(dir, base, faults)?;
     let recycled = segment_file(dir, base, RECYCLED_EXTENSION);
     match crate::storage::io::rename_file(&segment_file(dir, base, LOG_EXTENSION), &recycled, faults) {
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // A failed pass renamed it already (and could not unlink it).
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(recycled.exists().then_some(recycled));
+        }
         renamed => renamed?,
     }
     crate::storage::io::sync_directory_of(dir, faults)?;

@@ -210,18 +210,25 @@ impl PartitionLog {
         Ok(bytes)
     }
 
-    /// After a read completes: its segment is still in the log, so the
-    /// bytes are the segment's. A segment gone from the log may have had
-    /// its file recycled while the read was in flight (retention zeroes it,
-    /// the next roll writes another segment into it), so its bytes prove
-    /// nothing: the offset is below the log start now, or, after a
-    /// truncation, the reader asks again. Never corruption. Retention
-    /// drops a segment from the state before it renames the file, and both
-    /// this check and that drop run on the shard's thread, so a read that
-    /// completes while its segment is still here read the segment's bytes.
+    /// After a read completes: its segment is still in the log and no
+    /// truncation or rollback since the read was located cut what it may
+    /// have read, so the bytes are the segment's. A segment gone from the
+    /// log may have had its file recycled while the read was in flight
+    /// (retention zeroes it, the next roll writes another segment into
+    /// it); a truncated one may be back under the same base in a new file
+    /// while the read held the old one, with the cut records in it. Either
+    /// way the bytes prove nothing: the offset is below the log start now,
+    /// or the reader asks again. Never corruption. Retention drops a
+    /// segment from the state before it renames the file, a truncation
+    /// starts a new generation before it removes any, and this check runs
+    /// on the shard's thread like both: a read that passes it completed
+    /// before either began.
     fn check_segment_kept(&self, location: &ReadLocation) -> StorageResult<()> {
         let state = self.inner.state.borrow();
-        if state.segments.contains_key(&location.base_offset) {
+        let durability = &state.durability;
+        let generation_kept = durability.generation == location.generation
+            || durability.kept_since(location.generation, location.limit_offset) == Some(true);
+        if generation_kept && state.segments.contains_key(&location.base_offset) {
             return Ok(());
         }
         let log_start_offset = state.log_start_offset();
@@ -229,7 +236,7 @@ impl PartitionLog {
             let log_end_offset = state.log_end_offset;
             return Err(StorageError::OffsetOutOfRange { offset: location.offset, log_start_offset, log_end_offset });
         }
-        let source = std::io::Error::other("the segment left the log during the read");
+        let source = std::io::Error::other("the log changed during the read");
         Err(StorageError::io("read segment", &location.path, source))
     }
 

@@ -44,20 +44,18 @@ impl PartitionLog {
         let new_path = segment_file(&dir, new_base, LOG_EXTENSION);
         let fault = self.metadata_fault();
         let recycled = self.inner.state.borrow_mut().recycled.pop();
-        let reused_path = new_path.clone();
         let faults = self.inner.faults.clone();
         run_blocking(move || {
-            if let Err(error) = fault() {
+            let indexes_written =
+                fault().and_then(|()| write_seal_files(&dir, base, indexes_bytes, &producer_snapshot));
+            if let Err(error) = indexes_written {
                 // Most likely a full disk: give the kept file's space back.
                 if let Some(recycled) = recycled {
                     let _ = crate::storage::io::remove_file(&recycled, faults.as_deref());
                 }
                 return Err(error);
             }
-            if let Some(recycled) = recycled {
-                reuse_recycled(&recycled, &reused_path);
-            }
-            seal_metadata(&dir, base, new_base, indexes_bytes, &producer_snapshot)
+            start_next_segment(&dir, new_base, recycled.as_deref(), &fault)
         })
         .await
         .map_err(|error| self.metadata_failure("seal segment", &new_path, &error))?;
@@ -182,39 +180,55 @@ impl PartitionLog {
     }
 }
 
-/// Give the next segment a file retention kept (zeroed, synced, its blocks
-/// still allocated) instead of a new one: writing into it frees nothing
-/// and allocates nothing. Before the roll's other metadata, as it needs
-/// no space (a failed step after it leaves the file as the next segment,
-/// which the retried roll opens); `seal_metadata` opens the file and
-/// syncs the directory. A
-/// crash before that sync may leave the file under either name: as
-/// `.free` recovery deletes it, as the next segment it reads as an empty
-/// one (zeros). Failing, the roll creates a new file as before.
-fn reuse_recycled(recycled: &Path, new_path: &Path) {
-    if let Err(error) = std::fs::rename(recycled, new_path) {
-        tracing::warn!(target: "ringlog::storage", path = %recycled.display(), %error, "cannot reuse a recycled segment");
-    }
-}
-
-/// Index files of the sealed segment, directory entry of the new one, recovery point.
-/// The producer snapshot is taken at the seal, so a crash later only walks
-/// the headers of the new active segment.
-fn seal_metadata(
+/// Index files and producer snapshot of the segment being sealed. The
+/// producer snapshot is taken at the seal, so a crash later only walks the
+/// headers of the new active segment.
+fn write_seal_files(
     dir: &Path,
     base: u64,
-    new_base: u64,
     indexes: (Vec<u8>, Vec<u8>),
     producer_snapshot: &[u8],
 ) -> std::io::Result<()> {
     crate::storage::io::write_file_atomically(&segment_file(dir, base, INDEX_EXTENSION), &indexes.0)?;
     crate::storage::io::write_file_atomically(&ProducerStates::path(dir), producer_snapshot)?;
-    crate::storage::io::write_file_atomically(&segment_file(dir, base, TIME_INDEX_EXTENSION), &indexes.1)?;
-    std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(segment_file(
-        dir,
-        new_base,
-        LOG_EXTENSION,
-    ))?;
-    crate::storage::io::sync_directory(dir)?;
-    store_recovery_point(dir, new_base)
+    crate::storage::io::write_file_atomically(&segment_file(dir, base, TIME_INDEX_EXTENSION), &indexes.1)
+}
+
+/// The next segment's file (a recycled one when there is one), the
+/// directory synced, and the recovery point moved to it. When the last two
+/// fail the roll fails and the log goes on in the segment it was sealing:
+/// the new file is removed again, as it would lie inside that segment's
+/// offsets once the log moves past `new_base` without rolling there, and
+/// the next start would read it as a gap.
+fn start_next_segment(
+    dir: &Path,
+    new_base: u64,
+    recycled: Option<&Path>,
+    fault: &dyn Fn() -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let new_path = segment_file(dir, new_base, LOG_EXTENSION);
+    if let Some(recycled) = recycled {
+        reuse_recycled(recycled, &new_path);
+    }
+    std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&new_path)?;
+    let made_durable = crate::storage::io::sync_directory(dir)
+        .and_then(|()| fault())
+        .and_then(|()| store_recovery_point(dir, new_base));
+    if made_durable.is_err() {
+        let _ = std::fs::remove_file(&new_path);
+    }
+    made_durable
+}
+
+/// Give the next segment a file retention kept (zeroed, synced, its blocks
+/// still allocated) instead of a new one: writing into it frees nothing
+/// and allocates nothing. A crash before the directory sync that follows
+/// may leave the file under either name: as `.free` recovery deletes it,
+/// as the next segment it reads as an empty one (zeros). Failing, the roll
+/// creates a new file as before, and the kept file is unlinked.
+fn reuse_recycled(recycled: &Path, new_path: &Path) {
+    if let Err(error) = std::fs::rename(recycled, new_path) {
+        tracing::warn!(target: "ringlog::storage", path = %recycled.display(), %error, "cannot reuse a recycled segment");
+        let _ = std::fs::remove_file(recycled);
+    }
 }

@@ -251,7 +251,7 @@ impl PartitionLog {
         let recycle = self.segments_to_recycle(&expired);
         let removed = self.remove_segments(expired.clone(), recycle, epochs, "delete expired segments").await;
         match removed {
-            Ok(zeroed) => self.keep_recycled(zeroed),
+            Ok(removal) => self.keep_recycled(removal),
             Err(error) => {
                 self.inner.state.borrow_mut().unremoved_segments.extend(&expired);
                 return Err(error);
@@ -266,19 +266,25 @@ impl PartitionLog {
     /// size is the likeliest to match the next segment's.
     fn segments_to_recycle(&self, expired: &[u64]) -> Vec<u64> {
         let state = self.inner.state.borrow();
+        if state.zeroing_unsupported {
+            return Vec::new();
+        }
         let room = (self.inner.config.max_recycled_segments as usize).saturating_sub(state.recycled.len());
         expired.iter().rev().take(room).copied().collect()
     }
 
     /// Files retention zeroed join the pool the next rolls take from,
     /// unless the log closed meanwhile (its directory may be another's:
-    /// the files stay until recovery deletes them).
-    fn keep_recycled(&self, zeroed: Vec<PathBuf>) {
+    /// the files stay until recovery deletes them). A file system that
+    /// cannot zero is not asked again (each try costs a rename, a sync and
+    /// an unlink).
+    fn keep_recycled(&self, removal: Removal) {
         let mut state = self.inner.state.borrow_mut();
+        state.zeroing_unsupported |= removal.zeroing_unsupported;
         if state.health.closed {
             return;
         }
-        state.recycled.extend(zeroed);
+        state.recycled.extend(removal.recycled);
         assert!(state.recycled.len() <= self.inner.config.max_recycled_segments as usize, "the pool stays bounded");
     }
 
@@ -319,35 +325,27 @@ impl PartitionLog {
     /// Delete the files of segments already dropped from the state (those
     /// in `recycle` renamed to `<base>.free` instead), store the trimmed
     /// epoch history, and make both durable (directory fsync); then zero
-    /// the renamed files and return those ready for a roll. On a thread of
-    /// its own: an unlink of a large segment can take seconds, and the
-    /// shard's helper thread also serves its rolls.
+    /// the renamed files. On a thread of its own: an unlink of a large
+    /// segment can take seconds, and the shard's helper thread also serves
+    /// its rolls.
     pub(super) async fn remove_segments(
         &self,
         bases: Vec<u64>,
         recycle: Vec<u64>,
         epochs: EpochHistory,
         action: &'static str,
-    ) -> StorageResult<Vec<PathBuf>> {
+    ) -> StorageResult<Removal> {
         let dir = self.inner.dir.clone();
         let faults = self.inner.faults.clone();
         let fault = self.metadata_fault();
-        crate::runtime::run_on_own_thread("ringlog-unlink", move || -> std::io::Result<Vec<PathBuf>> {
+        let min_free_percent = self.inner.config.recycle_min_free_percent;
+        crate::runtime::run_on_own_thread("ringlog-unlink", move || -> std::io::Result<Removal> {
             fault()?;
-            let faults = faults.as_deref();
-            let mut renamed = Vec::new();
-            for base in bases {
-                match recycle.contains(&base) {
-                    true => renamed.extend(recycle_segment_files(&dir, base, faults)?),
-                    false => remove_segment_files(&dir, base, faults)?,
-                }
-            }
-            // The store syncs the directory: the unlinks above are durable.
-            epochs.store(&dir)?;
-            crate::storage::io::sync_directory_of(&dir, faults)?;
-            // Only now: a rename a crash could still undo must never bring
-            // back a segment whose blocks were zeroed.
-            Ok(renamed.into_iter().filter(|path| zero_recycled(path, faults)).collect())
+            let recycle = match short_of_space(&dir, min_free_percent) {
+                true => Vec::new(),
+                false => recycle,
+            };
+            remove_or_recycle(&dir, &bases, &recycle, &epochs, faults.as_deref())
         })
         .await
         .and_then(|removed| removed)
@@ -395,22 +393,87 @@ impl PartitionLog {
     }
 }
 
-/// Zero a segment file retention renamed away; true when it is ready for a
-/// roll. A file that cannot be zeroed (a file system without
+/// What a removal left for the next rolls.
+#[derive(Debug, Default)]
+pub(super) struct Removal {
+    /// Files renamed, zeroed and synced: ready for a roll.
+    pub(super) recycled: Vec<PathBuf>,
+    /// The file system answered `EOPNOTSUPP` to zeroing.
+    pub(super) zeroing_unsupported: bool,
+}
+
+/// The body of [`PartitionLog::remove_segments`], on its own thread. A
+/// step that fails after some files were renamed unlinks them: they are
+/// the log's no longer, not zeroed, and on a full disk (the likeliest
+/// failure) their space is what is missing.
+fn remove_or_recycle(
+    dir: &Path,
+    bases: &[u64],
+    recycle: &[u64],
+    epochs: &EpochHistory,
+    faults: Option<&FaultInjector>,
+) -> std::io::Result<Removal> {
+    let mut renamed = Vec::new();
+    let mut removed = || -> std::io::Result<()> {
+        for &base in bases {
+            match recycle.contains(&base) {
+                true => renamed.extend(recycle_segment_files(dir, base, faults)?),
+                false => remove_segment_files(dir, base, faults)?,
+            }
+        }
+        if let Some(faults) = faults {
+            faults.check(crate::storage::io::FaultOperation::Metadata)?;
+        }
+        // The store syncs the directory: the unlinks above are durable.
+        epochs.store(dir)?;
+        crate::storage::io::sync_directory_of(dir, faults)
+    };
+    if let Err(error) = removed() {
+        for path in &renamed {
+            let _ = crate::storage::io::remove_file(path, faults);
+        }
+        return Err(error);
+    }
+    // Only now: a rename a crash could still undo must never bring back a
+    // segment whose blocks were zeroed.
+    let mut removal = Removal::default();
+    for path in renamed {
+        match zero_recycled(&path, faults) {
+            Ok(()) => removal.recycled.push(path),
+            Err(error) => removal.zeroing_unsupported |= error.raw_os_error() == Some(libc::EOPNOTSUPP),
+        }
+    }
+    Ok(removal)
+}
+
+/// Less than `min_free_percent` of the file system holding `dir` is free
+/// (or it cannot be told): retention is how space comes back, so it keeps
+/// no file for a roll.
+fn short_of_space(dir: &Path, min_free_percent: u32) -> bool {
+    match crate::storage::io::free_space(dir) {
+        Ok((available_bytes, total_bytes)) => {
+            u128::from(available_bytes) * 100 < u128::from(total_bytes) * u128::from(min_free_percent)
+        }
+        Err(_) => true,
+    }
+}
+
+/// Zero a segment file retention renamed away (ready for a roll when it
+/// succeeds). A file that cannot be zeroed (a file system without
 /// `FALLOC_FL_ZERO_RANGE`, an I/O error) is unlinked instead: stale
 /// batches past a segment's written end would read as a torn tail or as
 /// corruption. Neither failure touches the log, whose files these no
 /// longer are, and a failed fsync is never retried.
-fn zero_recycled(path: &Path, faults: Option<&FaultInjector>) -> bool {
+fn zero_recycled(path: &Path, faults: Option<&FaultInjector>) -> std::io::Result<()> {
     let Err(error) = crate::storage::io::zero_file(path, faults) else {
-        return true;
+        return Ok(());
     };
     tracing::debug!(target: "ringlog::storage", path = %path.display(), %error, "cannot zero a recycled segment; unlinking it");
     if let Err(error) = crate::storage::io::remove_file(path, faults) {
         // Recovery deletes it at the next start.
         tracing::warn!(target: "ringlog::storage", path = %path.display(), %error, "cannot unlink a recycled segment");
     }
-    false
+    Err(error)
 }
 
 /// The durable half of a truncation, before the kept segment is cut (the
