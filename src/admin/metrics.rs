@@ -89,7 +89,7 @@ fn render_kafka(metrics: &NodeMetrics, out: &mut String) {
 
 /// Per-shard counters, and the cross-shard queue depth.
 fn render_shard_counters(metrics: &NodeMetrics, out: &mut String) {
-    let counters: [Counter; 11] = [
+    let counters: [Counter; 12] = [
         ("ringlog_produce_requests_total", "Produce requests executed", |m| m.produce_requests.load(Ordering::Relaxed)),
         ("ringlog_produce_records_total", "Records appended", |m| m.produce_records.load(Ordering::Relaxed)),
         ("ringlog_produce_bytes_total", "Batch bytes appended", |m| m.produce_bytes.load(Ordering::Relaxed)),
@@ -109,6 +109,11 @@ fn render_shard_counters(metrics: &NodeMetrics, out: &mut String) {
         ("ringlog_read_ahead_hits_total", "Fetches answered by a disk read started ahead of them", |m| {
             m.read_ahead_hits.load(Ordering::Relaxed)
         }),
+        (
+            "ringlog_recycled_segments_reused_total",
+            "Segment rolls that wrote into a file retention kept instead of a new one",
+            |m| m.recycled_segments_reused.load(Ordering::Relaxed),
+        ),
     ];
     for (name, help, read) in counters {
         let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} counter");
@@ -218,7 +223,9 @@ mod tests {
         metrics.shards[0].produce_latency.observe(Duration::from_secs(5));
         metrics.shards[0].produce_requests.fetch_add(2, Ordering::Relaxed);
         metrics.shards[0].fsync_latency.observe(Duration::from_micros(300));
+        metrics.shards[0].recycled_segments_reused.store(3, Ordering::Relaxed);
         let text = render(&metrics);
+        assert!(text.contains("ringlog_recycled_segments_reused_total{shard=\"0\"} 3"));
         assert!(text.contains("ringlog_produce_requests_total{shard=\"0\"} 2"));
         assert!(text.contains("ringlog_produce_latency_seconds_bucket{shard=\"0\",le=\"0.0001\"} 1"));
         assert!(text.contains("ringlog_produce_latency_seconds_bucket{shard=\"0\",le=\"+Inf\"} 2"));

@@ -26,18 +26,20 @@ pub async fn publish_gauges(context: Rc<ShardContext>, stopping: Rc<Cell<bool>>)
     while !stopping.get() {
         let partitions = context.partitions.all();
         let gauges = partitions.iter().map(|owned| partition_gauge(&context, owned)).collect();
-        let (mut fsyncs, mut segment_read_bytes, mut read_ahead_hits) = (0, 0, 0);
+        let mut totals = crate::storage::LogStats::default();
         for owned in &partitions {
             let stats = owned.log.stats();
-            fsyncs += stats.fsyncs;
-            segment_read_bytes += stats.segment_read_bytes;
-            read_ahead_hits += stats.read_ahead_hits;
+            totals.fsyncs += stats.fsyncs;
+            totals.segment_read_bytes += stats.segment_read_bytes;
+            totals.read_ahead_hits += stats.read_ahead_hits;
+            totals.recycled_segments_reused += stats.recycled_segments_reused;
         }
         let metrics = context.shard_metrics();
         metrics.partitions.store(Arc::new(gauges));
-        metrics.fsyncs.store(fsyncs, Ordering::Relaxed);
-        metrics.segment_read_bytes.store(segment_read_bytes, Ordering::Relaxed);
-        metrics.read_ahead_hits.store(read_ahead_hits, Ordering::Relaxed);
+        metrics.fsyncs.store(totals.fsyncs, Ordering::Relaxed);
+        metrics.segment_read_bytes.store(totals.segment_read_bytes, Ordering::Relaxed);
+        metrics.read_ahead_hits.store(totals.read_ahead_hits, Ordering::Relaxed);
+        metrics.recycled_segments_reused.store(totals.recycled_segments_reused, Ordering::Relaxed);
         sleep_unless_stopping(GAUGES_INTERVAL, &stopping).await;
     }
 }

@@ -72,6 +72,8 @@ pub struct ShardMetrics {
     pub segment_read_bytes: AtomicU64,
     /// Reads answered by a read-ahead (published once a second).
     pub read_ahead_hits: AtomicU64,
+    /// Rolls that reused a recycled segment file (published once a second).
+    pub recycled_segments_reused: AtomicU64,
     /// Produce latency, as seen by the owning shard.
     pub produce_latency: Histogram,
     /// Fetch latency (long polls included).

@@ -39,6 +39,8 @@ struct Figures {
     segments: usize,
     /// Unlinked files a crash brought back.
     restored_unlinks: usize,
+    /// Rolls that wrote into a file retention recycled.
+    reused_segments: u64,
     /// Seeds whose crash kept a subset of the unsynced writes.
     subset_crashes: usize,
     /// Seeds whose recovery fenced (then repaired).
@@ -56,6 +58,8 @@ fn config_for(rng: &mut StdRng, fsync: FsyncPolicy) -> StorageConfig {
         preallocate_bytes: 16 * 1024,
         index_interval_bytes: 512,
         max_batch_bytes: 8 * 1024,
+        // Recycle however full this machine's disk is.
+        recycle_min_free_percent: 0,
         ..StorageConfig::default()
     }
 }
@@ -152,6 +156,7 @@ fn crash_workload(dir: &Path, seed: u64, config: StorageConfig) -> (Vec<(u64, Ve
         // records that way).
         assert_eq!(faults.overlapping_writes(), 0, "seed {seed}: overlapping writes were in flight together");
         let segments = log.snapshot().segments;
+        let reused_segments = log.stats().recycled_segments_reused;
         let unsynced_writes = faults.unsynced_writes();
         let subset = rng.gen_bool(0.4);
         let summary = if subset {
@@ -167,6 +172,7 @@ fn crash_workload(dir: &Path, seed: u64, config: StorageConfig) -> (Vec<(u64, Ve
         let acknowledged_records = acked.iter().map(|(_, values)| values.len()).sum();
         let figures = Figures {
             restored_unlinks,
+            reused_segments,
             acknowledged_records,
             unsynced_writes,
             undone_bytes: summary.undone_bytes,
@@ -401,6 +407,7 @@ fn run_seeds(fsync: FsyncPolicy) {
                 totals.segments += figures.segments;
                 totals.subset_crashes += figures.subset_crashes;
                 totals.restored_unlinks += figures.restored_unlinks;
+                totals.reused_segments += figures.reused_segments;
                 totals.fenced += figures.fenced;
                 totals.misdirected += figures.misdirected;
             }
@@ -409,6 +416,7 @@ fn run_seeds(fsync: FsyncPolicy) {
     }
     println!("{} seeds ({fsync:?}): {totals:?}", seeds.len());
     assert!(totals.acknowledged_records > 0 && totals.unsynced_writes > 0, "the workload must produce crashes");
+    assert!(totals.reused_segments > 0, "rolls must write into recycled files before some of the crashes");
 }
 
 #[test]

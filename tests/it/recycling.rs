@@ -54,6 +54,7 @@ fn retention_keeps_an_expired_segment_file_zeroed_for_the_next_roll_to_write_int
         log.roll().await.unwrap();
         assert_eq!(inode(&segment_path(&path, 20)), kept_inode, "the roll wrote into the kept file");
         assert!(!recycled.exists());
+        assert_eq!(log.stats().recycled_segments_reused, 1, "counted for /metrics");
         let appended = append_values(&log, &values("reused", 5), 30).await;
         let expected = [values("s2", 5), values("next", 5), values("reused", 5)].concat();
         assert_eq!(read_values(&log, 10).await, expected);

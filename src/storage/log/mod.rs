@@ -173,6 +173,9 @@ pub struct LogStats {
     pub segment_read_bytes: u64,
     /// Reads answered by a read-ahead started by the read before.
     pub read_ahead_hits: u64,
+    /// Rolls that wrote into a segment file retention kept (recycled)
+    /// instead of a new one.
+    pub recycled_segments_reused: u64,
 }
 
 /// Offsets and sizes of the log at one moment.

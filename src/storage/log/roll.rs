@@ -45,7 +45,7 @@ impl PartitionLog {
         let fault = self.metadata_fault();
         let recycled = self.inner.state.borrow_mut().recycled.pop();
         let faults = self.inner.faults.clone();
-        run_blocking(move || {
+        let reused = run_blocking(move || {
             let indexes_written =
                 fault().and_then(|()| write_seal_files(&dir, base, indexes_bytes, &producer_snapshot));
             if let Err(error) = indexes_written {
@@ -59,6 +59,7 @@ impl PartitionLog {
         })
         .await
         .map_err(|error| self.metadata_failure("seal segment", &new_path, &error))?;
+        self.inner.state.borrow_mut().stats.recycled_segments_reused += u64::from(reused);
         let new_file = DirectFile::open_read_write(&new_path, self.inner.faults.clone())
             .await
             .map_err(|error| self.metadata_failure("create segment", &new_path, &error))?;
@@ -205,11 +206,9 @@ fn start_next_segment(
     new_base: u64,
     recycled: Option<&Path>,
     fault: &dyn Fn() -> std::io::Result<()>,
-) -> std::io::Result<()> {
+) -> std::io::Result<bool> {
     let new_path = segment_file(dir, new_base, LOG_EXTENSION);
-    if let Some(recycled) = recycled {
-        reuse_recycled(recycled, &new_path);
-    }
+    let reused = recycled.is_some_and(|recycled| reuse_recycled(recycled, &new_path));
     std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&new_path)?;
     let made_durable = crate::storage::io::sync_directory(dir)
         .and_then(|()| fault())
@@ -217,7 +216,7 @@ fn start_next_segment(
     if made_durable.is_err() {
         let _ = std::fs::remove_file(&new_path);
     }
-    made_durable
+    made_durable.map(|()| reused)
 }
 
 /// Give the next segment a file retention kept (zeroed, synced, its blocks
@@ -225,10 +224,13 @@ fn start_next_segment(
 /// and allocates nothing. A crash before the directory sync that follows
 /// may leave the file under either name: as `.free` recovery deletes it,
 /// as the next segment it reads as an empty one (zeros). Failing, the roll
-/// creates a new file as before, and the kept file is unlinked.
-fn reuse_recycled(recycled: &Path, new_path: &Path) {
-    if let Err(error) = std::fs::rename(recycled, new_path) {
-        tracing::warn!(target: "ringlog::storage", path = %recycled.display(), %error, "cannot reuse a recycled segment");
-        let _ = std::fs::remove_file(recycled);
-    }
+/// creates a new file as before, and the kept file is unlinked. True when
+/// the file was reused.
+fn reuse_recycled(recycled: &Path, new_path: &Path) -> bool {
+    let Err(error) = std::fs::rename(recycled, new_path) else {
+        return true;
+    };
+    tracing::warn!(target: "ringlog::storage", path = %recycled.display(), %error, "cannot reuse a recycled segment");
+    let _ = std::fs::remove_file(recycled);
+    false
 }
