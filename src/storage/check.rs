@@ -10,7 +10,7 @@ use super::config::StorageConfig;
 use super::fence::{load_fence, remove_fence};
 use super::index::{IndexDefect, OffsetIndex, TimeIndex};
 use super::markers::{load_recovery_point, remove_clean_shutdown, store_recovery_point};
-use super::recovery::{map_segment, truncate_file};
+use super::recovery::{map_segment, truncate_file, MapAccess};
 use super::scan::{scan_segment, ScanStop};
 use super::segment::{
     parse_segment_name, segment_file, store_indexes, INDEX_EXTENSION, LOG_EXTENSION, TIME_INDEX_EXTENSION,
@@ -178,12 +178,13 @@ fn check_segments(
             }
             return Ok(());
         }
-        let map = map_segment(&path)?;
+        let map = map_segment(&path, MapAccess::Scan)?;
         let bytes = map.as_deref().unwrap_or(&[]);
+        let data_end = map.as_ref().map_or(0, |map| map.data_end); // zeros after it, known without looking
         progress(bytes.len() as u64);
         let outcome = scan_segment(bytes, base, config.index_interval_bytes);
-        let file_bytes = bytes.len() as u64;
-        let tail_zero = bytes[outcome.valid_bytes as usize..].iter().all(|&byte| byte == 0);
+        let valid = outcome.valid_bytes as usize;
+        let tail_zero = bytes[valid..data_end.max(valid)].iter().all(|&byte| byte == 0);
         let starts = batch_starts(&bytes[..outcome.valid_bytes as usize], base);
         drop(map);
         report.batches += outcome.batch_count;
@@ -192,7 +193,6 @@ fn check_segments(
         let damaged = match &outcome.stop {
             ScanStop::Invalid { position, reason } => Some((*position, reason.clone())),
             _ if !tail_zero => Some((outcome.valid_bytes, "non-zero bytes after the end of the log".into())),
-            _ if !is_last && outcome.valid_bytes < file_bytes => None,
             _ => None,
         };
         if let Some((position, reason)) = damaged {

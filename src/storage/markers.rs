@@ -3,10 +3,10 @@
 //! (written last on a clean close; lets the next open skip the scan).
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::batch::{read_u32, read_u64};
-use super::io::{read_optional, write_file_atomically};
+use super::io::{commit_prepared, prepare_file, read_optional, write_file_atomically};
 
 /// Recovery point file name.
 pub const RECOVERY_POINT_FILE: &str = "recovery-point";
@@ -37,9 +37,23 @@ pub fn load_recovery_point(partition_dir: &Path) -> io::Result<u64> {
 
 /// Durably store the recovery point.
 pub fn store_recovery_point(partition_dir: &Path, offset: u64) -> io::Result<()> {
+    let prepared = prepare_recovery_point(partition_dir, offset)?;
+    commit_recovery_point(partition_dir, &prepared)
+}
+
+/// The half of [`store_recovery_point`] that can fail for space: the new
+/// point written and synced beside the file (`.tmp`, which recovery
+/// deletes); nothing has changed until [`commit_recovery_point`].
+pub fn prepare_recovery_point(partition_dir: &Path, offset: u64) -> io::Result<PathBuf> {
     let mut bytes = b"RLRP".to_vec();
     bytes.extend_from_slice(&offset.to_le_bytes());
-    write_file_atomically(&partition_dir.join(RECOVERY_POINT_FILE), &with_crc(bytes))
+    prepare_file(&partition_dir.join(RECOVERY_POINT_FILE), &with_crc(bytes))
+}
+
+/// The rename that makes a prepared recovery point the recovery point
+/// (and the directory sync after it).
+pub fn commit_recovery_point(partition_dir: &Path, prepared: &Path) -> io::Result<()> {
+    commit_prepared(prepared, &partition_dir.join(RECOVERY_POINT_FILE))
 }
 
 /// What a clean shutdown recorded about the active segment.

@@ -21,7 +21,7 @@ use super::fence::{load_fence, store_fence};
 use super::index::{OffsetIndex, SegmentIndexes, TimeIndex};
 use super::markers::{load_clean_shutdown, load_recovery_point, remove_clean_shutdown, CleanShutdown};
 use super::producers::ProducerStates;
-use super::scan::{judge_tail, scan_segment, ScanOutcome, TailJudgement};
+use super::scan::{judge_tail_before, scan_segment, ScanOutcome, TailJudgement};
 use super::segment::{
     parse_segment_name, segment_file, store_indexes, Segment, INDEX_EXTENSION, RECYCLED_EXTENSION, TIME_INDEX_EXTENSION,
 };
@@ -64,28 +64,65 @@ fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(io::Erro
     move |error| StorageError::io(operation, path, error)
 }
 
-/// Map a file read-only up to the end of its last data: an empty file, or
-/// one with no data, maps to nothing. Past that end the file reads as
-/// zeros (unwritten extents, holes), and every caller treats zeros as the
-/// end of what was written, so the mapping may stop there. A recycled
-/// segment is zeroed blocks of a whole segment's size; mapped whole, a
-/// crash recovery would page in and scan a gigabyte of zeros per
-/// partition (and the read-ahead advice below read them all in).
-pub fn map_segment(path: &Path) -> io::Result<Option<Mmap>> {
+/// How a mapped segment will be read, for the kernel's read-ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapAccess {
+    /// Every byte, front to back (a scan after a crash, an index rebuild,
+    /// `ringlog check`): read it all ahead.
+    Scan,
+    /// A few bytes here and there (batch headers, the last batch): read
+    /// only the pages touched. With `Scan`'s advice a clean restart read
+    /// every partition's whole active segment, up to a gigabyte each, to
+    /// look at its headers.
+    Headers,
+}
+
+/// A segment file mapped read-only, whole, and where its data ends.
+pub struct SegmentMap {
+    map: Mmap,
+    /// End of the file's last data region: past it the file is holes or
+    /// unwritten extents, which read as zeros, so no search for non-zero
+    /// bytes needs to look there. A recycled segment is a gigabyte of
+    /// unwritten extents; a crash recovery that searched them page by page
+    /// would read a gigabyte of zeros per partition.
+    pub data_end: usize,
+}
+
+impl std::ops::Deref for SegmentMap {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+/// Map a file read-only; an empty file maps to nothing. The whole file is
+/// mapped (a batch's own zeros may be a hole in a sparse copy), but only
+/// its data is read ahead.
+pub fn map_segment(path: &Path, access: MapAccess) -> io::Result<Option<SegmentMap>> {
     let file = File::open(path)?;
-    let length = data_end(&file)?;
-    if length == 0 {
+    if file.metadata()?.len() == 0 {
         return Ok(None);
     }
-    let length = usize::try_from(length).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    let data_end = data_end(&file)?;
     // SAFETY: during recovery no other process writes the directory (we hold
     // DATA/.lock) and this process has not opened the segment for writing yet.
-    let map = unsafe { memmap2::MmapOptions::new().len(length).map(&file)? };
-    // Scans read front to back once: ask for aggressive readahead. Advice is
-    // only a hint; failing to give it changes nothing about correctness.
-    let _ = map.advise(memmap2::Advice::Sequential);
-    let _ = map.advise(memmap2::Advice::WillNeed);
-    Ok(Some(map))
+    let map = unsafe { Mmap::map(&file)? };
+    let data_end = usize::try_from(data_end).map_or(map.len(), |end| end.min(map.len()));
+    // Advice is only a hint; failing to give it changes nothing about
+    // correctness.
+    match access {
+        MapAccess::Scan => {
+            let _ = map.advise(memmap2::Advice::Sequential);
+            if data_end > 0 {
+                let _ = map.advise_range(memmap2::Advice::WillNeed, 0, data_end);
+            }
+        }
+        MapAccess::Headers => {
+            let _ = map.advise(memmap2::Advice::Random);
+        }
+    }
+    Ok(Some(SegmentMap { map, data_end }))
 }
 
 /// Most data regions `data_end` walks before it settles for the file's
@@ -328,7 +365,7 @@ fn verify_last_batch(path: &Path, marker: &CleanShutdown) -> StorageResult<Optio
     if marker.last_batch_position == u64::MAX {
         return Ok((marker.active_size_bytes == 0).then_some(marker.active_base_offset));
     }
-    let Some(map) = map_segment(path).map_err(io_error("map segment", path))? else {
+    let Some(map) = map_segment(path, MapAccess::Headers).map_err(io_error("map segment", path))? else {
         return Ok(None);
     };
     let start = marker.last_batch_position as usize;
@@ -380,7 +417,7 @@ fn load_or_rebuild_indexes(
         }
     }
     let path = segment_file(dir, base, "log");
-    let map = map_segment(&path).map_err(io_error("map segment", &path))?;
+    let map = map_segment(&path, MapAccess::Scan).map_err(io_error("map segment", &path))?;
     let bytes = map.as_deref().unwrap_or(&[]);
     let limit = (size_bytes as usize).min(bytes.len());
     let outcome = scan_segment(&bytes[..limit], base, config.index_interval_bytes);
@@ -502,7 +539,7 @@ fn open_trusted(
 /// the index entry is at most one index interval from the end.
 pub fn sealed_end_offset(dir: &Path, base: u64, size_bytes: u64) -> StorageResult<Result<u64, String>> {
     let path = segment_file(dir, base, "log");
-    let Some(map) = map_segment(&path).map_err(io_error("map segment", &path))? else {
+    let Some(map) = map_segment(&path, MapAccess::Headers).map_err(io_error("map segment", &path))? else {
         return Ok(Err("sealed segment is empty".into()));
     };
     let bytes = &map[..(size_bytes as usize).min(map.len())];
@@ -561,14 +598,14 @@ fn scan_and_fix(
     report: &mut RecoveryReport,
 ) -> StorageResult<Result<Segment, (FenceReport, Segment)>> {
     let path = segment_file(dir, base, "log");
-    let map = map_segment(&path).map_err(io_error("map segment", &path))?;
+    let map = map_segment(&path, MapAccess::Scan).map_err(io_error("map segment", &path))?;
     let bytes = map.as_deref().unwrap_or(&[]);
+    let data_end = map.as_ref().map_or(0, |map| map.data_end);
     let outcome = scan_segment(bytes, base, config.index_interval_bytes);
     report.scanned_segments += 1;
     report.scanned_bytes += outcome.valid_bytes;
-    // The mapping stops at the last data; the file may go on in zeros.
-    let file_bytes = file_size(&path)?;
-    let judgement = judge_tail(bytes, &outcome, torn_window_bytes(config, is_last));
+    let file_bytes = bytes.len() as u64;
+    let judgement = judge_tail_before(bytes, &outcome, torn_window_bytes(config, is_last), data_end);
     drop(map);
     match judgement {
         TailJudgement::Corrupt { position, reason } => {
@@ -647,7 +684,7 @@ fn recover_epochs(dir: &Path, segments: &[Segment], log_end_offset: u64) -> Stor
     let mut epochs = checkpoint.unwrap_or_default();
     for segment in &segments[walk_from..] {
         let path = segment.log_path(dir);
-        let Some(map) = map_segment(&path).map_err(io_error("map segment", &path))? else {
+        let Some(map) = map_segment(&path, MapAccess::Headers).map_err(io_error("map segment", &path))? else {
             continue;
         };
         let end = (segment.size_bytes as usize).min(map.len());
@@ -700,7 +737,9 @@ pub fn rebuild_producer_states(
     let from = states.applied_offset;
     for segment in segments.iter().filter(|segment| segment.next_offset > from) {
         let path = segment_file(dir, segment.base_offset, "log");
-        let Some(map) = map_segment(&path).map_err(io_error("map segment", &path))? else { continue };
+        let Some(map) = map_segment(&path, MapAccess::Headers).map_err(io_error("map segment", &path))? else {
+            continue;
+        };
         let end = (segment.size_bytes as usize).min(map.len());
         for (_, header) in HeaderWalk::new(&map[..end], 0).map_while(Result::ok) {
             if header.base_offset >= log_end_offset {

@@ -153,8 +153,21 @@ pub enum TailJudgement {
 /// zeros). A bad batch with valid batches after it and no zeroed sector in
 /// between was fully written: that is corruption too (SPEC §3).
 pub fn judge_tail(bytes: &[u8], outcome: &ScanOutcome, torn_window_bytes: u64) -> TailJudgement {
+    judge_tail_before(bytes, outcome, torn_window_bytes, bytes.len())
+}
+
+/// [`judge_tail`] of a file known to be zeros from `data_end` on (holes,
+/// unwritten extents): the search for the last written byte starts there
+/// instead of at the end of a possibly gigabyte-long run of zeros.
+pub fn judge_tail_before(
+    bytes: &[u8],
+    outcome: &ScanOutcome,
+    torn_window_bytes: u64,
+    data_end: usize,
+) -> TailJudgement {
     let start = outcome.valid_bytes as usize;
-    let written_end = bytes.iter().rposition(|&byte| byte != 0).map_or(0, |last| last + 1);
+    let searched = &bytes[..data_end.min(bytes.len())];
+    let written_end = searched.iter().rposition(|&byte| byte != 0).map_or(0, |last| last + 1);
     if written_end <= start {
         return TailJudgement::Clean;
     }

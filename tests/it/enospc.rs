@@ -100,17 +100,18 @@ fn real_disk_full_is_reported_and_appends_resume_after_space_is_freed() {
 
 #[test]
 #[ignore = "needs root to mount a loop filesystem; .ci/run runs it as root with --ignored"]
-fn on_a_nearly_full_disk_retention_frees_every_file_instead_of_keeping_one() {
+fn on_a_nearly_full_disk_retention_frees_every_file_and_gives_back_those_it_kept() {
     let mount = mount_small_filesystem().expect("a loop-mounted ext4 of 24 MiB (run as root)");
     let path = mount.mount_point.join("partition");
     let mount_point = mount.mount_point.clone();
     on_executor(move || async move {
-        // The default: below 5 % free, nothing is kept for a roll.
+        // The default free-space floor: below 5 % nothing is kept.
         let config = StorageConfig {
             segment_bytes: 1 << 20,
             write_buffer_bytes: 64 * 1024,
             preallocate_bytes: 256 * 1024,
             max_batch_bytes: 256 * 1024,
+            max_recycled_segments: 2,
             ..StorageConfig::default()
         };
         let log = PartitionLog::open(&path, config, None).await.unwrap();
@@ -122,21 +123,21 @@ fn on_a_nearly_full_disk_retention_frees_every_file_instead_of_keeping_one() {
                 log.roll().await.unwrap();
             }
         };
-        for round in 0..3 {
+        for round in 0..4 {
             append_and_roll(round).await;
         }
         let policy = RetentionPolicy { retention_bytes: 1, retention_ms: 0 };
-        // With room to spare the newest expired file is kept...
-        assert_eq!(log.apply_retention(policy, 0).await.unwrap(), vec![0, 50]);
-        assert_eq!(recycled_files(&path), ["00000000000000000050.free"]);
-        append_and_roll(3).await;
+        // With room to spare the two newest expired files are kept...
+        assert_eq!(log.apply_retention(policy, 0).await.unwrap(), vec![0, 50, 100]);
+        assert_eq!(recycled_files(&path).len(), 2);
         append_and_roll(4).await;
-        assert!(recycled_files(&path).is_empty(), "a roll took it");
-        // ...and with the disk full, none is.
+        assert_eq!(recycled_files(&path).len(), 1, "a roll took one");
+        // ...and with the disk full, nothing is kept and the kept one goes.
         let filler = fill_disk(&mount_point);
-        assert_eq!(log.apply_retention(policy, 0).await.unwrap(), vec![100, 150]);
+        assert_eq!(log.apply_retention(policy, 0).await.unwrap(), vec![150]);
         assert!(recycled_files(&path).is_empty(), "retention gave every file back");
         std::fs::remove_file(&filler).unwrap();
+        append_and_roll(5).await;
         log.close().await.unwrap();
     });
 }

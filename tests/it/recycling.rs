@@ -184,10 +184,11 @@ fn a_file_a_failed_pass_could_not_unlink_is_taken_up_by_the_next_pass() {
     let config = StorageConfig { max_recycled_segments: 2, ..hand_rolled_config() };
     with_faulty_log(dir.path(), config, move |log, faults| async move {
         batches_in_own_segments(&log, 4, true).await;
-        // Unlinks and renames in order: 0's three files, 5's two indexes and
-        // its rename, 10's two indexes; then 10's rename fails, and so does
-        // every unlink after it, the renamed file's included.
-        faults.fail_after(FaultOperation::Unlink, 8, libc::EIO);
+        // Unlinks and renames in order: 0's index, time index, log file and
+        // `.free` (none), 5's two indexes and its rename, 10's two indexes;
+        // then 10's rename fails, and so does every unlink after it, the
+        // renamed file's included.
+        faults.fail_after(FaultOperation::Unlink, 9, libc::EIO);
         assert!(log.apply_retention(TO_ONE_BYTE, 0).await.is_err());
         faults.clear(FaultOperation::Unlink);
         assert_eq!(recycled_files(&path), ["00000000000000000005.free"], "left by the failed pass");

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use proptest::prelude::*;
+use ringlog::storage::recovery::MapAccess;
 use ringlog::storage::{PartitionLog, StorageError};
 
 use crate::common::{
@@ -368,18 +369,114 @@ fn recovery_maps_a_segment_only_up_to_its_last_data() {
     let (reserved, written) = (dir.path().join("reserved.log"), dir.path().join("written.log"));
     written_then_reserved(&reserved, 8192, 1 << 20);
     written_then_reserved(&written, 1 << 20, 1 << 20);
-    let length = ringlog::storage::recovery::map_segment(&reserved).unwrap().unwrap().len();
+    let map = ringlog::storage::recovery::map_segment(&reserved, MapAccess::Scan).unwrap().unwrap();
+    assert_eq!(map.len(), 1 << 20, "the whole file is mapped");
     if on_ext4(dir.path()) {
-        // A recycled segment is a gigabyte of this: never paged in or scanned.
-        assert_eq!(length, 8192, "the unwritten megabyte after the data is not mapped");
+        // A recycled segment is a gigabyte of this: never searched.
+        assert_eq!(map.data_end, 8192, "the unwritten megabyte after the data is known zero");
     } else {
-        assert!(length == 8192 || length == 1 << 20, "{length}");
+        assert!(map.data_end == 8192 || map.data_end == 1 << 20, "{}", map.data_end);
     }
-    let whole = ringlog::storage::recovery::map_segment(&written).unwrap().unwrap();
-    assert_eq!(whole.len(), 1 << 20, "a fully written file maps whole");
+    let whole = ringlog::storage::recovery::map_segment(&written, MapAccess::Scan).unwrap().unwrap();
+    assert_eq!((whole.len(), whole.data_end), (1 << 20, 1 << 20), "a fully written file is data to its end");
     assert!(whole.iter().all(|&byte| byte == 0xAB));
     let empty = dir.path().join("empty.log");
     written_then_reserved(&empty, 0, 1 << 20);
-    let mapped = ringlog::storage::recovery::map_segment(&empty).unwrap();
-    assert!(!on_ext4(dir.path()) || mapped.is_none(), "only unwritten space maps to nothing");
+    let unwritten = ringlog::storage::recovery::map_segment(&empty, MapAccess::Scan).unwrap().unwrap();
+    assert!(!on_ext4(dir.path()) || unwritten.data_end == 0, "only unwritten space: no data");
+}
+
+#[test]
+fn a_batch_whose_zeros_a_sparse_copy_made_a_hole_survives_a_crash_recovery() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p0");
+    let config =
+        ringlog::storage::StorageConfig { segment_bytes: 1 << 20, max_batch_bytes: 64 * 1024, ..small_config() };
+    let zeros = "\0".repeat(20_000);
+    let expected = vec![(0, "first".to_string()), (1, zeros.clone())];
+    let written = with_log(&path, config.clone(), move |log| async move {
+        append_values(&log, &["first".to_string()], 1).await;
+        let appended = append_values(&log, &[zeros], 2).await;
+        log.abandon().await;
+        appended.next_offset
+    });
+    assert_eq!(written, 2);
+    // What `cp --sparse=always` or a compressing file system does with the
+    // zeros at the end of the last batch: a hole.
+    let segment = last_segment(&path);
+    let end = valid_bytes(&segment) as i64;
+    let (hole_start, hole_end) = ((end - 16_000 + 4095) / 4096 * 4096, (end + 4095) / 4096 * 4096);
+    let bytes = std::fs::read(&segment).unwrap();
+    assert!(bytes[hole_start as usize..hole_end as usize].iter().all(|&byte| byte == 0), "zeros only");
+    let file = std::fs::OpenOptions::new().write(true).open(&segment).unwrap();
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: fallocate on a descriptor this test owns.
+    assert_eq!(unsafe { libc::fallocate(file.as_raw_fd(), mode, hole_start, hole_end - hole_start) }, 0);
+    file.sync_all().unwrap();
+    // Reading the file above cached its unwritten tail, which ext4 then
+    // reports as data: drop it, as after a restart.
+    // SAFETY: fadvise on a descriptor this test owns.
+    assert_eq!(unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) }, 0);
+    let map = ringlog::storage::recovery::map_segment(&segment, MapAccess::Scan).unwrap().unwrap();
+    assert!(!on_ext4(dir.path()) || map.data_end < end as usize, "the batch's end is a hole: {}", map.data_end);
+    drop(map);
+    let records = with_log(&path, config, move |log| async move {
+        assert!(!log.recovery_report().clean, "the crash path scans the segment");
+        read_all(&log, 0).await
+    });
+    let lengths: Vec<usize> = records.iter().map(|(_, value)| value.len()).collect();
+    assert!(records == expected, "the batch is whole, not cut at its hole: value lengths {lengths:?}");
+}
+
+/// (resident, total) pages of the file at `path` in the page cache.
+fn resident_pages(path: &Path) -> (usize, usize) {
+    let file = std::fs::File::open(path).unwrap();
+    // SAFETY: a read-only map of a file no one writes while it is mapped.
+    let map = unsafe { memmap2::Mmap::map(&file).unwrap() };
+    let pages = map.len().div_ceil(4096);
+    let mut residency = vec![0u8; pages];
+    // SAFETY: `map` is a live mapping of `map.len()` bytes and `residency`
+    // has a byte for each of its pages.
+    let result = unsafe { libc::mincore(map.as_ptr() as *mut libc::c_void, map.len(), residency.as_mut_ptr()) };
+    assert_eq!(result, 0);
+    (residency.iter().filter(|&&page| page & 1 == 1).count(), pages)
+}
+
+#[test]
+fn a_clean_restart_reads_only_the_headers_of_the_active_segment() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p0");
+    let config = ringlog::storage::StorageConfig {
+        segment_bytes: 64 << 20,
+        max_batch_bytes: 1 << 20,
+        write_buffer_bytes: 1 << 20,
+        ..small_config()
+    };
+    let reopened_config = config.clone();
+    with_log(&path, config, move |log| async move {
+        for round in 0..160 {
+            // About 100 KB a batch: 16 MB in the active segment.
+            append_values(&log, &values(&format!("b{round}"), 1000), round).await;
+        }
+        log.close().await.unwrap();
+    });
+    let segment = last_segment(&path);
+    let file = std::fs::File::open(&segment).unwrap();
+    // SAFETY: fadvise on a descriptor this test owns.
+    assert_eq!(unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) }, 0);
+    assert!(resident_pages(&segment).0 < 16, "the segment starts out of the page cache");
+    let reopened_path = path.clone();
+    let clean = on_executor(move || async move {
+        let log = PartitionLog::open(&reopened_path, reopened_config, None).await.unwrap();
+        let clean = log.recovery_report().clean;
+        // Read-ahead the open asked for would be under way by now.
+        ringlog::runtime::sleep(std::time::Duration::from_millis(300)).await;
+        log.close().await.unwrap();
+        clean
+    });
+    assert!(clean, "the clean path");
+    let (resident, total) = resident_pages(&segment);
+    assert!(resident * 4 < total, "a clean restart read {resident} of the segment's {total} pages");
 }

@@ -656,21 +656,30 @@ fn remove_segment_files(dir: &Path, base: u64, faults: Option<&FaultInjector>) -
 }
 
 /// Like [`remove_segment_files`], but the log file is renamed to
-/// `<base>.free` instead of unlinked; returns that path, or None when
-/// neither file is there (a failed pass's retry). Zeroed later (after the
-/// rename is durable), it is not part of the log either way.
-fn recycle_segment_files(dir: &Path, base: u64, faults: Option<&FaultInjector>) -> std::io::Result<Option<PathBuf>> {
+/// `<base>.free` instead of unlinked, and that path added to `renamed` as
+/// soon as it exists (nothing when neither file is there: a failed pass's
+/// retry). Zeroed later (after the rename is durable), it is not part of
+/// the log either way.
+fn recycle_segment_files(
+    dir: &Path,
+    base: u64,
+    faults: Option<&FaultInjector>,
+    renamed: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
     remove_segment_indexes(dir, base, faults)?;
     let recycled = segment_file(dir, base, RECYCLED_EXTENSION);
     match crate::storage::io::rename_file(&segment_file(dir, base, LOG_EXTENSION), &recycled, faults) {
         // A failed pass renamed it already (and could not unlink it).
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(recycled.exists().then_some(recycled));
+            if recycled.exists() {
+                renamed.push(recycled);
+            }
+            return Ok(());
         }
-        renamed => renamed?,
+        result => result?,
     }
-    crate::storage::io::sync_directory_of(dir, faults)?;
-    Ok(Some(recycled))
+    renamed.push(recycled);
+    crate::storage::io::sync_directory_of(dir, faults)
 }
 
 /// The index files go first: a log file without them is rebuilt, an

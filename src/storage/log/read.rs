@@ -145,7 +145,9 @@ impl PartitionLog {
         };
         let file = Rc::new(file);
         let mut state = self.inner.state.borrow_mut();
-        if state.segments.contains_key(&location.base_offset) {
+        // Not when the log changed during the open: the segment under this
+        // base may be a new file since, and this one a removed one.
+        if state.segments.contains_key(&location.base_offset) && state.durability.generation == location.generation {
             state.readers.insert(location.base_offset, Rc::clone(&file));
         }
         Ok(file)

@@ -196,11 +196,13 @@ fn write_seal_files(
 }
 
 /// The next segment's file (a recycled one when there is one), the
-/// directory synced, and the recovery point moved to it. When the last two
-/// fail the roll fails and the log goes on in the segment it was sealing:
-/// the new file is removed again, as it would lie inside that segment's
-/// offsets once the log moves past `new_base` without rolling there, and
-/// the next start would read it as a gap.
+/// directory synced, and the recovery point moved to it. When a step
+/// before the recovery point's rename fails (the sync, or writing the new
+/// point on a full disk) the roll fails and the log goes on in the segment
+/// it was sealing: the new file is removed again, as it would lie inside
+/// that segment's offsets once the log moves past `new_base` without
+/// rolling there, and the next start would read it as a gap. Once the
+/// rename may have landed the file stays: the recovery point may name it.
 fn start_next_segment(
     dir: &Path,
     new_base: u64,
@@ -210,13 +212,16 @@ fn start_next_segment(
     let new_path = segment_file(dir, new_base, LOG_EXTENSION);
     let reused = recycled.is_some_and(|recycled| reuse_recycled(recycled, &new_path));
     std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&new_path)?;
-    let made_durable = crate::storage::io::sync_directory(dir)
+    let prepared = crate::storage::io::sync_directory(dir)
         .and_then(|()| fault())
-        .and_then(|()| store_recovery_point(dir, new_base));
-    if made_durable.is_err() {
-        let _ = std::fs::remove_file(&new_path);
+        .and_then(|()| crate::storage::markers::prepare_recovery_point(dir, new_base));
+    match prepared {
+        Ok(prepared) => crate::storage::markers::commit_recovery_point(dir, &prepared).map(|()| reused),
+        Err(error) => {
+            let _ = std::fs::remove_file(&new_path);
+            Err(error)
+        }
     }
-    made_durable.map(|()| reused)
 }
 
 /// Give the next segment a file retention kept (zeroed, synced, its blocks

@@ -281,6 +281,7 @@ impl PartitionLog {
     fn keep_recycled(&self, removal: Removal) {
         let mut state = self.inner.state.borrow_mut();
         state.zeroing_unsupported |= removal.zeroing_unsupported;
+        state.recycled.retain(|path| !removal.released.contains(path));
         if state.health.closed {
             return;
         }
@@ -339,13 +340,21 @@ impl PartitionLog {
         let faults = self.inner.faults.clone();
         let fault = self.metadata_fault();
         let min_free_percent = self.inner.config.recycle_min_free_percent;
+        let pool = self.inner.state.borrow().recycled.clone();
         crate::runtime::run_on_own_thread("ringlog-unlink", move || -> std::io::Result<Removal> {
             fault()?;
-            let recycle = match short_of_space(&dir, min_free_percent) {
-                true => Vec::new(),
-                false => recycle,
-            };
-            remove_or_recycle(&dir, &bases, &recycle, &epochs, faults.as_deref())
+            if !short_of_space(&dir, min_free_percent) {
+                return remove_or_recycle(&dir, &bases, &recycle, &epochs, faults.as_deref());
+            }
+            // Retention is how a full disk gets space back: the files kept
+            // for rolls go too, and nothing new is kept.
+            let mut removal = remove_or_recycle(&dir, &bases, &[], &epochs, faults.as_deref())?;
+            for path in pool {
+                if crate::storage::io::remove_file(&path, faults.as_deref()).is_ok() {
+                    removal.released.push(path);
+                }
+            }
+            Ok(removal)
         })
         .await
         .and_then(|removed| removed)
@@ -400,6 +409,9 @@ pub(super) struct Removal {
     pub(super) recycled: Vec<PathBuf>,
     /// The file system answered `EOPNOTSUPP` to zeroing.
     pub(super) zeroing_unsupported: bool,
+    /// Files the pool held that were unlinked for space (a roll that took
+    /// one meanwhile found it gone, or renamed it first: both are safe).
+    pub(super) released: Vec<PathBuf>,
 }
 
 /// The body of [`PartitionLog::remove_segments`], on its own thread. A
@@ -417,7 +429,7 @@ fn remove_or_recycle(
     let mut removed = || -> std::io::Result<()> {
         for &base in bases {
             match recycle.contains(&base) {
-                true => renamed.extend(recycle_segment_files(dir, base, faults)?),
+                true => recycle_segment_files(dir, base, faults, &mut renamed)?,
                 false => remove_segment_files(dir, base, faults)?,
             }
         }
@@ -447,8 +459,7 @@ fn remove_or_recycle(
 }
 
 /// Less than `min_free_percent` of the file system holding `dir` is free
-/// (or it cannot be told): retention is how space comes back, so it keeps
-/// no file for a roll.
+/// (or it cannot be told).
 fn short_of_space(dir: &Path, min_free_percent: u32) -> bool {
     match crate::storage::io::free_space(dir) {
         Ok((available_bytes, total_bytes)) => {
