@@ -50,6 +50,17 @@ fn fill_disk(mount_point: &Path) -> PathBuf {
     filler
 }
 
+/// Segments, buffers and batches sized for a 24 MiB file system.
+fn small_disk_config() -> StorageConfig {
+    StorageConfig {
+        segment_bytes: 1 << 20,
+        write_buffer_bytes: 64 * 1024,
+        preallocate_bytes: 256 * 1024,
+        max_batch_bytes: 256 * 1024,
+        ..StorageConfig::default()
+    }
+}
+
 #[test]
 #[ignore = "needs root to mount a loop filesystem; .ci/run runs it as root with --ignored"]
 fn real_disk_full_is_reported_and_appends_resume_after_space_is_freed() {
@@ -57,13 +68,7 @@ fn real_disk_full_is_reported_and_appends_resume_after_space_is_freed() {
     let path = mount.mount_point.join("partition");
     let mount_point = mount.mount_point.clone();
     on_executor(move || async move {
-        let config = StorageConfig {
-            segment_bytes: 1 << 20,
-            write_buffer_bytes: 64 * 1024,
-            preallocate_bytes: 256 * 1024,
-            max_batch_bytes: 256 * 1024,
-            ..StorageConfig::default()
-        };
+        let config = small_disk_config();
         let log = PartitionLog::open(&path, config.clone(), None).await.unwrap();
         let mut acked = 0u64;
         for i in 0..20 {
@@ -106,14 +111,7 @@ fn on_a_nearly_full_disk_retention_frees_every_file_and_gives_back_those_it_kept
     let mount_point = mount.mount_point.clone();
     on_executor(move || async move {
         // The default free-space floor: below 5 % nothing is kept.
-        let config = StorageConfig {
-            segment_bytes: 1 << 20,
-            write_buffer_bytes: 64 * 1024,
-            preallocate_bytes: 256 * 1024,
-            max_batch_bytes: 256 * 1024,
-            max_recycled_segments: 2,
-            ..StorageConfig::default()
-        };
+        let config = StorageConfig { max_recycled_segments: 2, ..small_disk_config() };
         let log = PartitionLog::open(&path, config, None).await.unwrap();
         let append_and_roll = |round: usize| {
             let log = &log;
