@@ -138,7 +138,8 @@ impl FaultInjector {
     }
 
     /// Make every read of the file at `path` wait `delay` before it is
-    /// submitted (a zero delay clears it).
+    /// submitted, and every open of it for reading wait after it completes
+    /// (a zero delay clears it).
     pub fn delay_reads_of(&self, path: &Path, delay: std::time::Duration) {
         let delayed = (!delay.is_zero()).then(|| (path.to_path_buf(), delay));
         *self.read_delay.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = delayed;
@@ -573,10 +574,15 @@ impl DirectFile {
     }
 
     /// Open an existing file for direct reads only.
-    pub async fn open_read_only(path: &Path) -> io::Result<DirectFile> {
+    pub async fn open_read_only(path: &Path, faults: Option<Arc<FaultInjector>>) -> io::Result<DirectFile> {
         probe_device_once(parent_of(path)).await?;
         let file = OpenOptions::new().read(true).dma_open(path).await.map_err(os_error)?;
-        Ok(DirectFile { file, path: path.to_path_buf(), faults: None })
+        // A delayed open completes first: the file is the one the path
+        // named then, whatever the path names when the caller resumes.
+        if let Some(delay) = faults.as_ref().and_then(|faults| faults.read_delay_for(path)) {
+            crate::runtime::sleep(delay).await;
+        }
+        Ok(DirectFile { file, path: path.to_path_buf(), faults })
     }
 
     /// The file's path.

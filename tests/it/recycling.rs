@@ -5,6 +5,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringlog::storage::io::FaultOperation;
@@ -289,5 +290,35 @@ fn a_roll_that_fails_after_taking_the_kept_file_leaves_no_segment_file_behind() 
         assert!(reopened.snapshot().fence.is_none(), "no file lies inside segment 15's offsets");
         assert_eq!(read_values(&reopened, 15).await, [values("next", 5), values("after", 5)].concat());
         reopened.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_file_opened_for_a_read_while_a_truncation_replaced_it_is_never_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let config = StorageConfig { tail_cache_bytes: 0, ..hand_rolled_config() };
+    with_faulty_log(dir.path(), config.clone(), move |log, faults| async move {
+        three_sealed_segments(&log).await;
+        // Reopened: no reader is cached, so a read opens the file.
+        log.close().await.unwrap();
+        let log = Rc::new(PartitionLog::open(&path, config, Some(Arc::clone(&faults))).await.unwrap());
+        faults.delay_reads_of(&segment_path(&path, 10), Duration::from_secs(2));
+        let started = Instant::now();
+        let reader = Rc::clone(&log);
+        // The read opens segment 10's file, then waits before going on.
+        let read = ringlog::runtime::spawn_local(async move { reader.read(10, 8192, None).await });
+        ringlog::runtime::sleep(Duration::from_millis(100)).await;
+        // Meanwhile 10 and 15 are cut, and segment 10 comes back in a new
+        // file, sealed (its reader cached by the roll).
+        assert_eq!(log.truncate_to(5).await.unwrap(), 5);
+        append_values(&log, &values("new", 5), 20).await;
+        log.roll().await.unwrap();
+        append_values(&log, &values("newer", 5), 30).await;
+        log.roll().await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(2), "all of it before the open returned");
+        assert!(read.await.is_err(), "the log changed under that read");
+        faults.delay_reads_of(&segment_path(&path, 10), Duration::ZERO);
+        assert_eq!(read_values(&log, 10).await, values("newer", 5), "the old file was not cached for later reads");
     });
 }

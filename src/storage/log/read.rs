@@ -135,7 +135,7 @@ impl PartitionLog {
         if let Some(reader) = &location.reader {
             return Ok(Rc::clone(reader));
         }
-        let file = match DirectFile::open_read_only(&location.path).await {
+        let file = match DirectFile::open_read_only(&location.path, self.inner.faults.clone()).await {
             Ok(file) => file,
             Err(error) => {
                 // Retention may have taken the file while it opened.
