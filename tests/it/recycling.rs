@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringlog::storage::io::FaultOperation;
+use ringlog::storage::io::{FaultInjector, FaultOperation};
 use ringlog::storage::retention::RetentionPolicy;
 use ringlog::storage::{PartitionLog, StorageConfig, StorageError};
 
@@ -139,8 +139,7 @@ fn a_file_system_that_cannot_zero_gets_every_file_freed_and_is_not_asked_again()
 fn retention_keeps_at_most_max_recycled_segments() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
-    let config = StorageConfig { max_recycled_segments: 2, ..hand_rolled_config() };
-    with_faulty_log(dir.path(), config, move |log, _faults| async move {
+    with_faulty_log(dir.path(), two_kept_config(), move |log, _faults| async move {
         // Segments 0, 5, 10, 15 sealed, 20 active: 0, 5 and 10 expire.
         batches_in_own_segments(&log, 4, true).await;
         assert_eq!(log.apply_retention(TO_ONE_BYTE, 0).await.unwrap(), vec![0, 5, 10]);
@@ -159,18 +158,35 @@ fn retention_keeps_at_most_max_recycled_segments() {
     });
 }
 
+/// Segments 0, 5, 10, 15 sealed and 20 active, then a retention pass
+/// (0, 5 and 10 expire; 5 and 10 are to be kept) in which `operation`
+/// fails with `errno` after `successes` more succeed.
+async fn a_failed_pass(
+    log: &PartitionLog,
+    faults: &FaultInjector,
+    operation: FaultOperation,
+    successes: i64,
+    errno: i32,
+) {
+    batches_in_own_segments(log, 4, true).await;
+    faults.fail_after(operation, successes, errno);
+    assert!(log.apply_retention(TO_ONE_BYTE, 0).await.is_err());
+    faults.clear(operation);
+}
+
+/// Room for two kept files.
+fn two_kept_config() -> StorageConfig {
+    StorageConfig { max_recycled_segments: 2, ..hand_rolled_config() }
+}
+
 #[test]
 fn a_retention_pass_that_fails_after_renaming_unlinks_what_it_renamed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
-    let config = StorageConfig { max_recycled_segments: 2, ..hand_rolled_config() };
-    with_faulty_log(dir.path(), config, move |log, faults| async move {
-        batches_in_own_segments(&log, 4, true).await;
+    with_faulty_log(dir.path(), two_kept_config(), move |log, faults| async move {
         // The pass's first metadata check passes; the epoch checkpoint,
         // after 5 and 10 were renamed, finds the disk full.
-        faults.fail_after(FaultOperation::Metadata, 1, libc::ENOSPC);
-        assert!(log.apply_retention(TO_ONE_BYTE, 0).await.is_err());
-        faults.clear(FaultOperation::Metadata);
+        a_failed_pass(&log, &faults, FaultOperation::Metadata, 1, libc::ENOSPC).await;
         assert!(recycled_files(&path).is_empty(), "their space is given back, not stranded");
         assert_eq!(log.apply_retention(TO_ONE_BYTE, 0).await.unwrap(), vec![0, 5, 10]);
         assert!(recycled_files(&path).is_empty());
@@ -182,16 +198,12 @@ fn a_retention_pass_that_fails_after_renaming_unlinks_what_it_renamed() {
 fn a_file_a_failed_pass_could_not_unlink_is_taken_up_by_the_next_pass() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
-    let config = StorageConfig { max_recycled_segments: 2, ..hand_rolled_config() };
-    with_faulty_log(dir.path(), config, move |log, faults| async move {
-        batches_in_own_segments(&log, 4, true).await;
+    with_faulty_log(dir.path(), two_kept_config(), move |log, faults| async move {
         // Unlinks and renames in order: 0's index, time index, log file and
         // `.free` (none), 5's two indexes and its rename, 10's two indexes;
         // then 10's rename fails, and so does every unlink after it, the
         // renamed file's included.
-        faults.fail_after(FaultOperation::Unlink, 9, libc::EIO);
-        assert!(log.apply_retention(TO_ONE_BYTE, 0).await.is_err());
-        faults.clear(FaultOperation::Unlink);
+        a_failed_pass(&log, &faults, FaultOperation::Unlink, 9, libc::EIO).await;
         assert_eq!(recycled_files(&path), ["00000000000000000005.free"], "left by the failed pass");
         assert_eq!(log.apply_retention(TO_ONE_BYTE, 0).await.unwrap(), vec![0, 5, 10]);
         assert_eq!(
