@@ -17,6 +17,7 @@ dir="${5:-target/bench-compare}"
 mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
 source tools/lib/usage.sh
+source tools/lib/bench.sh
 port=27170
 admin=27171
 export RINGLOG_SERVER="127.0.0.1:$port"
@@ -59,13 +60,13 @@ for round in $(seq "$rounds"); do
         for policy in never always; do
             start_node "$binary" "$policy"
             usage_begin "$dir"
-            result=$("$binary" bench produce --topic t --partitions 2 --producers 2 --total-bytes "$total" --json | tail -1)
+            result=$(bench_json "$binary" produce --topic t --partitions 2 --producers 2 --total-bytes "$total")
             row "$label" "$binary" "produce fsync=$policy" "$result" "$(usage_end)"
             if [[ $policy == always ]]; then
                 sync
                 echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
                 usage_begin "$dir"
-                result=$("$binary" bench consume --topic t --producers 2 --json | tail -1)
+                result=$(bench_json "$binary" consume --topic t --producers 2)
                 row "$label" "$binary" "consume (cold)" "$result" "$(usage_end)"
             fi
             stop_node

@@ -31,6 +31,7 @@ mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
 source tools/lib/usage.sh
 source tools/lib/node.sh
+source tools/lib/bench.sh
 port=27370
 admin=27371
 kport=27372
@@ -158,15 +159,14 @@ native_round() {
     # Created here, as the Kafka topic is, outside the timed command.
     "$binary" topic create t --partitions 2 >/dev/null
     begin_row "native-produce-$round"
-    result=$("$binary" bench produce --topic t --partitions 2 --producers 2 --record-bytes "$record" --batch 1000 \
-        --total-bytes "$total" --json | tail -1)
+    result=$(bench_json "$binary" produce --topic t --partitions 2 --producers 2 --record-bytes "$record" --batch 1000 \
+        --total-bytes "$total")
     stop_clock
     produced=$(json_field "$result" records)
     end_row native produce "$(json_field "$result" bytes)" "$produced" "$(json_field "$result" mb_per_s)"
     drop_caches
     begin_row "native-consume-$round"
-    # --total-bytes: without it the consumers stop after the default 1 GiB.
-    result=$("$binary" bench consume --topic t --producers 2 --total-bytes "$total" --json | tail -1)
+    result=$(bench_json "$binary" consume --topic t --producers 2)
     stop_clock
     end_row native "consume (cold)" "$(json_field "$result" bytes)" "$(json_field "$result" records)" \
         "$(json_field "$result" mb_per_s)"

@@ -12,6 +12,7 @@ tools/install-deps.sh
 cargo build --release --quiet
 bin=./target/release/ringlog
 source tools/lib/usage.sh
+source tools/lib/bench.sh
 port=27070
 admin=27071
 export RINGLOG_SERVER="127.0.0.1:$port"
@@ -59,7 +60,7 @@ for policy in always never; do
     for producers in 1 4; do
         start_node "$policy"
         usage_begin "$dir"
-        result=$("$bin" bench produce --topic t --partitions 8 --producers "$producers" --total-bytes "$total" --json | tail -1)
+        result=$(bench_json "$bin" produce --topic t --partitions 8 --producers "$producers" --total-bytes "$total")
         echo "| $policy | produce | $producers | \`$result\` | $(usage_end) |"
         if [[ $producers == 4 ]]; then
             # The disk's own read limit on the very files consume reads.
@@ -72,11 +73,11 @@ for policy in always never; do
             for _ in 1 2 3; do
                 sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
                 usage_begin "$dir"
-                result=$("$bin" bench consume --topic t --producers 4 --json | tail -1)
+                result=$(bench_json "$bin" consume --topic t --producers 4)
                 echo "| $policy | consume | 4 | \`$result\` | $(usage_end) |"
             done
             usage_begin "$dir"
-            result=$("$bin" bench e2e --topic e2e --partitions 8 --producers 4 --total-bytes $((total / 4)) --json | tail -1)
+            result=$(bench_json "$bin" e2e --topic e2e --partitions 8 --producers 4 --total-bytes $((total / 4)))
             echo "| $policy | e2e | 4 | \`$result\` | $(usage_end) |"
         fi
         stop_node
@@ -90,8 +91,8 @@ echo "| records per batch | result (ringlog bench --json) |"
 echo "|---|---|"
 for batch in 1 10; do
     start_node always
-    result=$("$bin" bench produce --topic small --partitions 1 --producers 1 --in-flight 1 --batch "$batch" \
-        --total-bytes 20000000 --json | tail -1)
+    result=$(bench_json "$bin" produce --topic small --partitions 1 --producers 1 --in-flight 1 --batch "$batch" \
+        --total-bytes 20000000)
     echo "| $batch | \`$result\` |"
     stop_node
 done

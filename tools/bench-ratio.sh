@@ -27,6 +27,7 @@ mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
 source tools/lib/usage.sh
 source tools/lib/node.sh
+source tools/lib/bench.sh
 port=27570
 admin=27571
 export RINGLOG_SERVER="127.0.0.1:$port"
@@ -53,8 +54,8 @@ fio_read() { # the node's segment files -> MB/s
 }
 ringlog_row() { # mode -> MB/s from the client's JSON
     local result
-    result=$("$binary" bench "$1" --topic t --partitions "$partitions" --producers "$producers" \
-        --total-bytes "$total" --json | tail -1)
+    result=$(bench_json "$binary" "$1" --topic t --partitions "$partitions" --producers "$producers" \
+        --total-bytes "$total")
     python3 -c 'import json, sys; r = json.loads(sys.argv[1]); print("%.0f" % (r["bytes"] / r["seconds"] / 1e6))' "$result"
 }
 row() { # kind, before, ringlog, after, usage

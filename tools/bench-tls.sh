@@ -17,6 +17,7 @@ dir="${4:-target/bench-tls}"
 mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
 source tools/lib/usage.sh
+source tools/lib/bench.sh
 port=27270
 admin=27271
 export RINGLOG_SERVER="127.0.0.1:$port"
@@ -91,7 +92,7 @@ for round in $(seq "$rounds"); do
         usage_begin "$dir"
         cpu=$(node_cpu_s)
         times >"$dir/client.before"
-        result=$("$binary" bench produce "${client[@]}" --topic t --partitions 2 --producers 2 --total-bytes "$total" --json | tail -1)
+        result=$(bench_json "$binary" produce "${client[@]}" --topic t --partitions 2 --producers 2 --total-bytes "$total")
         times >"$dir/client.after"
         row "$mode" "produce" "$result" "$(usage_end)" "$(node_cost "$cpu" "$result")" "$(client_cost "$result")"
         sync
@@ -99,7 +100,7 @@ for round in $(seq "$rounds"); do
         usage_begin "$dir"
         cpu=$(node_cpu_s)
         times >"$dir/client.before"
-        result=$("$binary" bench consume "${client[@]}" --topic t --producers 2 --json | tail -1)
+        result=$(bench_json "$binary" consume "${client[@]}" --topic t --producers 2)
         times >"$dir/client.after"
         row "$mode" "consume (cold)" "$result" "$(usage_end)" "$(node_cost "$cpu" "$result")" "$(client_cost "$result")"
         stop_node

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::client::{parse_acks, ServerArgs};
 use super::{fail, EXIT_USAGE};
 use crate::net::client::{unexpected, Client, ClientError, Connection};
-use crate::protocol::{Acks, ErrorCode, Request, Response, TopicSettings};
+use crate::protocol::{Acks, ErrorCode, ProtocolError, Request, Response, TopicSettings};
 use crate::storage::batch::{BatchBuilder, BatchIter, RecordIter, BATCH_HEADER_BYTES};
 
 /// Flags of `ringlog bench`.
@@ -92,6 +92,12 @@ pub fn run(args: BenchArgs) -> ExitCode {
         Err(error) => fail(error, super::EXIT_FAILURE),
     }
 }
+
+/// How long a consumer asks again after an empty answer or a retriable
+/// error before it gives up on the run.
+const FETCH_RETRY_BUDGET: Duration = Duration::from_secs(10);
+/// The pause between two such asks.
+const FETCH_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 fn now_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_micros() as u64)
@@ -324,6 +330,31 @@ impl Worker {
             if finished {
                 return Ok(());
             }
+            let started = Instant::now();
+            let fetched = self.fetch(partition, offset, end_to_end).await;
+            let (batches, next_offset) = fetched.map_err(|source| ClientError::During {
+                context: format!("fetch of partition {partition} at offset {offset}"),
+                source: Box::new(source),
+            })?;
+            let (records, bytes) = self.account(&batches, offset, end_to_end, started)?;
+            offset = next_offset.max(offset);
+            consumed.fetch_add(bytes, Ordering::Relaxed);
+            self.totals.records.fetch_add(records, Ordering::Relaxed);
+            self.totals.bytes.fetch_add(bytes, Ordering::Relaxed);
+            if records == 0 && end.is_none() && !end_to_end {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One fetch: its batches and the next offset to ask for. Before a
+    /// known end an answer must hold records: an empty one, or a retriable
+    /// error, is asked again for up to `FETCH_RETRY_BUDGET` (a partition that
+    /// stopped early would have made the run's figure quietly wrong); any
+    /// other error ends the run, and the caller names the fetch.
+    async fn fetch(&self, partition: u32, offset: u64, end_to_end: bool) -> Result<(Vec<u8>, u64), ClientError> {
+        let first_try = Instant::now();
+        loop {
             let request = Request::Fetch {
                 topic: self.topic.clone(),
                 partition,
@@ -331,19 +362,26 @@ impl Worker {
                 max_bytes: self.fetch_bytes,
                 max_wait_ms: if end_to_end { 100 } else { 0 },
             };
-            let started = Instant::now();
             let answer = self.connection.send(&request).await;
-            let response =
-                answer.await.unwrap_or_else(|_| Err(ClientError::ConnectionLost("reader stopped".into())))?;
-            let Response::Fetch { batches, next_offset, .. } = response else { return Err(unexpected(response)) };
-            let (records, bytes) = self.account(&batches, offset, end_to_end, started)?;
-            offset = next_offset.max(offset);
-            consumed.fetch_add(bytes, Ordering::Relaxed);
-            self.totals.records.fetch_add(records, Ordering::Relaxed);
-            self.totals.bytes.fetch_add(bytes, Ordering::Relaxed);
-            if records == 0 && !end_to_end {
-                return Ok(());
+            let answered = answer.await.unwrap_or_else(|_| Err(ClientError::ConnectionLost("reader stopped".into())));
+            let last = match answered {
+                Ok(Response::Fetch { batches, next_offset, .. }) if !batches.is_empty() || end_to_end => {
+                    return Ok((batches, next_offset))
+                }
+                Ok(Response::Fetch { .. }) => {
+                    ClientError::Protocol(ProtocolError::Invalid("an empty fetch answer before the partition's end"))
+                }
+                Ok(response) => return Err(unexpected(response)),
+                // The connection is shared by the worker's partitions: once
+                // lost, asking again on it cannot succeed.
+                Err(error) if error.is_retriable() && !matches!(error, ClientError::ConnectionLost(_)) => error,
+                Err(error) => return Err(error),
+            };
+            if first_try.elapsed() >= FETCH_RETRY_BUDGET {
+                let elapsed_ms = first_try.elapsed().as_millis() as u64;
+                return Err(ClientError::RetriesExhausted { elapsed_ms, last: Box::new(last) });
             }
+            tokio::time::sleep(FETCH_RETRY_PAUSE).await;
         }
     }
 

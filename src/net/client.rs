@@ -54,6 +54,15 @@ pub enum ClientError {
     /// server's own refusal is a `Server` error with its code).
     #[error("authentication failed: {0}")]
     Authentication(String),
+    /// A failure of one step of a longer task, with what the step was (a
+    /// benchmark's fetch names its partition and offset).
+    #[error("{context}: {source}")]
+    During {
+        /// The step: what was asked, of what.
+        context: String,
+        /// Its failure.
+        source: Box<ClientError>,
+    },
     /// Retries did not succeed within the retry budget.
     #[error("gave up after {elapsed_ms} ms: {last}")]
     RetriesExhausted {
@@ -70,6 +79,7 @@ impl ClientError {
         match self {
             ClientError::Unreachable { .. } | ClientError::ConnectionLost(_) => true,
             ClientError::Server(error) => error.code.is_retriable(),
+            ClientError::During { source, .. } => source.is_retriable(),
             _ => false,
         }
     }
@@ -78,7 +88,7 @@ impl ClientError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Server(error) => Some(error.code),
-            ClientError::RetriesExhausted { last, .. } => last.code(),
+            ClientError::RetriesExhausted { last, .. } | ClientError::During { source: last, .. } => last.code(),
             _ => None,
         }
     }

@@ -146,6 +146,51 @@ fn bench_prints_the_spec_json_line_for_every_mode() {
     assert_eq!(node.terminate(), Some(0));
 }
 
+/// `bench consume` of topic `bench` (2 partitions of 100-byte records).
+const BENCH_CONSUME: [&str; 9] =
+    ["bench", "consume", "--topic", "bench", "--producers", "2", "--record-bytes", "100", "--json"];
+
+#[test]
+fn bench_consume_reads_every_partition_to_its_end_and_names_the_fetch_that_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), 2);
+    let produce = [
+        "bench",
+        "produce",
+        "--topic",
+        "bench",
+        "--partitions",
+        "2",
+        "--producers",
+        "2",
+        "--record-bytes",
+        "100",
+        "--batch",
+        "50",
+        "--total-bytes",
+        "400000",
+        "--json",
+    ];
+    assert!(ringlog(&node, &produce, None).status.success());
+    let output = ringlog(&node, &BENCH_CONSUME, None);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_str(&lines(&output).pop().unwrap()).unwrap();
+    assert_eq!(report["records"], 4000, "every record of both partitions: {report}");
+    assert_eq!(node.terminate(), Some(0));
+    // A flipped byte in the records of partition 1's first batch: a clean
+    // restart reads only batch headers, so the first fetch finds it.
+    let segment = dir.path().join("topics/bench/1/00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[300] ^= 0xff;
+    std::fs::write(&segment, bytes).unwrap();
+    let node = Node::start(dir.path(), 2);
+    let output = ringlog(&node, &BENCH_CONSUME, None);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("fetch of partition 1 at offset 0: storage_failed"), "{stderr}");
+    assert_eq!(node.terminate(), Some(0));
+}
+
 #[test]
 fn consume_follow_into_a_closed_pipe_exits_0_within_a_second() {
     let node = node_with_records(2, "piped", "a\nb\nc\n");
