@@ -19,7 +19,7 @@
 # counters, then the medians and the Kafka / native ratios.
 # Environment: KAFKA_PRODUCERS=2 runs one rdkafka_performance producer per
 # partition instead of one that spreads over both; KAFKA_CONSUMERS=2 the
-# same for consumers; PROFILE=1 records `perf record -g` of the node during
+# same for consumers; PROFILE=1 records `perf record --call-graph dwarf` of the node during
 # every row into DIR/perf.*.data (the figures of such a run are skewed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -108,7 +108,7 @@ begin_row() { # name
     cpu_before=$(node_cpu_s)
     io_before=$(node_io)
     if ((profile)); then
-        perf record -g -p "$node_pid" -o "$dir/perf.$1.data" >/dev/null 2>&1 &
+        perf record -F 499 --call-graph dwarf,32768 -p "$node_pid" -o "$dir/perf.$1.data" >/dev/null 2>&1 &
         perf_pid=$!
         sleep 0.5
     fi

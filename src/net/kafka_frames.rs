@@ -11,8 +11,10 @@
 //! (`requests::kafka::placements`), a connection holds at most three
 //! frames of `limits.max_frame_bytes`.
 
+use bytes::Bytes;
 use futures_lite::AsyncReadExt;
 
+use super::frame_pool;
 use super::kafka_server::{KafkaListener, ReadEnd};
 use crate::protocol::kafka::{frame_length, LENGTH_PREFIX_BYTES};
 use crate::security::stream::ReadHalf;
@@ -27,7 +29,7 @@ pub struct FrameReader {
     /// The frame's buffer (its length from the prefix) and bytes filled.
     frame: Option<(Vec<u8>, usize)>,
     /// A frame (or why there is none) read ahead, not yet taken.
-    ready: Option<Result<Vec<u8>, ReadEnd>>,
+    ready: Option<Result<Bytes, ReadEnd>>,
 }
 
 impl FrameReader {
@@ -35,13 +37,16 @@ impl FrameReader {
     /// allocated). Dropping the future between socket reads loses nothing:
     /// the next call continues where it stopped. The node stopping ends
     /// the wait only before a frame's first byte (a frame begun is
-    /// finished).
+    /// finished). The frame's buffer comes from the thread's pool and goes
+    /// back to it when the last of the frame's bytes is dropped; it is
+    /// handed on only once every byte is read, so no byte of the frame it
+    /// held before is ever seen.
     pub async fn next(
         &mut self,
         shared: &KafkaListener,
         reader: &mut ReadHalf,
         limit: usize,
-    ) -> Result<Vec<u8>, ReadEnd> {
+    ) -> Result<Bytes, ReadEnd> {
         if let Some(ready) = self.ready.take() {
             return ready;
         }
@@ -55,20 +60,21 @@ impl FrameReader {
             if self.prefix_bytes == LENGTH_PREFIX_BYTES {
                 let length = frame_length(self.prefix, limit)?;
                 self.prefix_bytes = 0;
-                self.frame = Some((vec![0u8; length], 0));
+                self.frame = Some((frame_pool::take(length), 0));
             }
         }
         let (frame, filled) = self.frame.as_mut().expect("a frame is being read");
         while *filled < frame.len() {
             *filled += read_some(reader, &mut frame[*filled..]).await?;
         }
-        let (frame, _) = self.frame.take().expect("a frame is being read");
-        Ok(frame)
+        let (frame, filled) = self.frame.take().expect("a frame is being read");
+        assert_eq!(filled, frame.len(), "a frame is handed on only when read whole");
+        Ok(frame_pool::share(frame))
     }
 
     /// Keep `read` (a frame read ahead, or why reading ended) for the next
     /// call of [`FrameReader::next`].
-    pub fn keep(&mut self, read: Result<Vec<u8>, ReadEnd>) {
+    pub fn keep(&mut self, read: Result<Bytes, ReadEnd>) {
         debug_assert!(self.ready.is_none(), "one frame read ahead at most");
         self.ready = Some(read);
     }

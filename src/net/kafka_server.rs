@@ -71,6 +71,7 @@ pub struct KafkaListener {
 /// Serve Kafka clients on `listener` until the node stops.
 pub async fn run_kafka_listener(shared: KafkaListener, listener: TcpListener) {
     let shared = Rc::new(shared);
+    super::frame_pool::set_limit_bytes(shared.context.config.limits.frame_pool_bytes);
     let limit = shared.context.config.limits.max_connections;
     let gate = AcceptGate { stop: &shared.stop, stopping: &shared.stopping, connections: &shared.connections, limit };
     let limiter = shared.context.config.auth.enabled.then(|| sasl::limiter(&shared.context));
@@ -158,7 +159,7 @@ async fn read_requests(
                 futures_lite::future::or(frames.next(shared, reader, limit), expired).await?
             }
         };
-        let request = decode_request(frame.into())?;
+        let request = decode_request(frame)?;
         let step = match authentication.as_deref_mut() {
             None => Step::Serve(request, None),
             Some(authentication) => authentication.check(&shared.context, request).await,

@@ -564,6 +564,45 @@ fn bad_produces_get_kafka_error_codes_and_store_nothing() {
     }
 }
 
+#[test]
+fn large_produce_frames_read_into_reused_buffers_store_exactly_what_was_sent() {
+    // Frames of 64 KiB and more are read into buffers kept from earlier
+    // frames (net/frame_pool.rs). Each frame here is shorter than the one
+    // before and filled with another letter: a buffer handed on at its old
+    // length, or before the socket filled it, would show the letter before.
+    let node = start(2);
+    create_topic(&node.node, "kafka-large", 2);
+    let mut client = KafkaClient::connect(&node.kafka);
+    let mut expected = [Vec::new(), Vec::new()];
+    for round in 0..12u8 {
+        let partition = usize::from(round % 2);
+        let letter = b'a' + round;
+        let values: Vec<Vec<u8>> =
+            (0..3).map(|index| vec![letter; 200_000 - usize::from(round) * 9_000 - index]).collect();
+        let slices: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+        let request = produce_request("kafka-large", partition as i32, 1, crate_batch(&slices));
+        assert_eq!(produce_error(&mut client, &request), 0, "round {round}");
+        expected[partition].extend(values.into_iter().map(|value| String::from_utf8(value).unwrap()));
+    }
+    let mut native = node.node.client();
+    for (partition, expected) in expected.iter().enumerate() {
+        let (_, records) = crate::node::fetch_all(&mut native, "kafka-large", partition as u32, 0);
+        let values: Vec<&String> = records.iter().map(|(_, value)| value).collect();
+        assert_eq!(values.len(), expected.len(), "partition {partition}");
+        for (index, (value, expected)) in values.iter().zip(expected).enumerate() {
+            // Not assert_eq on 200 KB strings: say where they differ.
+            let differs = value.bytes().zip(expected.bytes()).position(|(got, want)| got != want);
+            assert!(
+                value.len() == expected.len() && differs.is_none(),
+                "partition {partition} record {index}: \
+                {} bytes, want {}, first difference at {differs:?}",
+                value.len(),
+                expected.len()
+            );
+        }
+    }
+}
+
 /// Whether the node closed `stream` (EOF or reset, not a read timeout).
 pub(crate) fn closed_by_node(stream: &mut TcpStream) -> bool {
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
