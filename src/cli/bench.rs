@@ -331,12 +331,19 @@ impl Worker {
                 return Ok(());
             }
             let started = Instant::now();
-            let fetched = self.fetch(partition, offset, end_to_end).await;
+            // Without a known end (e2e, or a partition the listing missed)
+            // an empty answer is the end or a long poll that ran out.
+            let empty_allowed = end_to_end || end.is_none();
+            let fetched = self.fetch(partition, offset, end_to_end, empty_allowed).await;
             let (batches, next_offset) = fetched.map_err(|source| ClientError::During {
                 context: format!("fetch of partition {partition} at offset {offset}"),
                 source: Box::new(source),
             })?;
             let (records, bytes) = self.account(&batches, offset, end_to_end, started)?;
+            if !batches.is_empty() && next_offset <= offset {
+                let reason = "a fetch answer with batches that did not move the offset on";
+                return Err(ClientError::Protocol(ProtocolError::Invalid(reason)));
+            }
             offset = next_offset.max(offset);
             consumed.fetch_add(bytes, Ordering::Relaxed);
             self.totals.records.fetch_add(records, Ordering::Relaxed);
@@ -352,7 +359,13 @@ impl Worker {
     /// error, is asked again for up to `FETCH_RETRY_BUDGET` (a partition that
     /// stopped early would have made the run's figure quietly wrong); any
     /// other error ends the run, and the caller names the fetch.
-    async fn fetch(&self, partition: u32, offset: u64, end_to_end: bool) -> Result<(Vec<u8>, u64), ClientError> {
+    async fn fetch(
+        &self,
+        partition: u32,
+        offset: u64,
+        end_to_end: bool,
+        empty_allowed: bool,
+    ) -> Result<(Vec<u8>, u64), ClientError> {
         let first_try = Instant::now();
         loop {
             let request = Request::Fetch {
@@ -365,7 +378,7 @@ impl Worker {
             let answer = self.connection.send(&request).await;
             let answered = answer.await.unwrap_or_else(|_| Err(ClientError::ConnectionLost("reader stopped".into())));
             let last = match answered {
-                Ok(Response::Fetch { batches, next_offset, .. }) if !batches.is_empty() || end_to_end => {
+                Ok(Response::Fetch { batches, next_offset, .. }) if !batches.is_empty() || empty_allowed => {
                     return Ok((batches, next_offset))
                 }
                 Ok(Response::Fetch { .. }) => {

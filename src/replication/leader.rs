@@ -87,7 +87,7 @@ async fn read_batches_or_wait(
         if batches.batch_count > 0 || remaining.is_zero() || context.write_epoch().is_err() || failed {
             return Ok(batches);
         }
-        futures_lite::future::or(owned.log.wait_written_past(offset), crate::runtime::sleep(remaining)).await;
+        futures_lite::future::or(owned.log.wait_replica_readable_past(offset), crate::runtime::sleep(remaining)).await;
     }
 }
 

@@ -69,6 +69,7 @@ pub struct FaultInjector {
     /// and before it reaches the file: a slow device, so that what the
     /// write path submits while writes are in flight shows.
     write_delay_us: AtomicI64,
+    sync_delay_us: AtomicI64,
     /// Every unlink waits this long (µs) first, on the blocking thread
     /// that runs it: a slow file system, so that what waits for an unlink
     /// shows.
@@ -98,6 +99,7 @@ impl Default for FaultInjector {
             next_write_id: AtomicI64::new(0),
             overlapping_writes: AtomicI64::new(0),
             write_delay_us: AtomicI64::new(0),
+            sync_delay_us: AtomicI64::new(0),
             unlink_delay_us: AtomicI64::new(0),
             read_delay: Default::default(),
         }
@@ -130,6 +132,11 @@ impl FaultInjector {
     /// Make every write take at least `delay` (a slow device).
     pub fn delay_writes(&self, delay: std::time::Duration) {
         self.write_delay_us.store(delay.as_micros() as i64, Ordering::SeqCst);
+    }
+
+    /// Make every fdatasync take at least `delay` (a slow device).
+    pub fn delay_syncs(&self, delay: std::time::Duration) {
+        self.sync_delay_us.store(delay.as_micros() as i64, Ordering::SeqCst);
     }
 
     /// Make every unlink take at least `delay` (a slow file system).
@@ -633,6 +640,10 @@ impl DirectFile {
     pub async fn fdatasync(&self) -> io::Result<()> {
         self.inject(FaultOperation::Fsync)?;
         let covered = self.faults.as_ref().map_or(0, |faults| faults.journal_length(&self.path));
+        let delay_us = self.faults.as_ref().map_or(0, |faults| faults.sync_delay_us.load(Ordering::SeqCst));
+        if delay_us > 0 {
+            crate::runtime::sleep(std::time::Duration::from_micros(delay_us as u64)).await;
+        }
         let started = std::time::Instant::now();
         let outcome = self.file.fdatasync().await.map_err(os_error);
         crate::state::latency::record_fsync(started.elapsed());

@@ -704,12 +704,20 @@ fn tail_cache_reads_equal_disk_reads_and_truncation_clears_the_cache() {
         let disk = PartitionLog::open(&disk_path, StorageConfig { tail_cache_bytes: 0, ..small_config() }, None)
             .await
             .unwrap();
+        let mut last_base_offset = 0;
         for round in 0..120 {
+            // A reader at the tail before every append: the cache fills only
+            // while there is one.
+            let end = cached.snapshot().log_end_offset;
+            assert_eq!(cached.read(end, 1, None).await.unwrap().batch_count, 0);
             let batch = values(&format!("r{round}"), 1 + round % 4);
-            append_values(&cached, &batch, 1000 + round as i64).await;
+            last_base_offset = append_values(&cached, &batch, 1000 + round as i64).await.base_offset;
             append_values(&disk, &batch, 1000 + round as i64).await;
         }
         let end = cached.snapshot().log_end_offset;
+        let before = cached.stats().segment_read_bytes;
+        assert_eq!(cached.read(last_base_offset, 1, None).await.unwrap().next_offset, end);
+        assert_eq!(cached.stats().segment_read_bytes, before, "the cache answered the last batch");
         for offset in (0..end).step_by(7) {
             for max_bytes in [1, 300, 5000] {
                 let from_cache = cached.read(offset, max_bytes, None).await.unwrap();
@@ -727,6 +735,30 @@ fn tail_cache_reads_equal_disk_reads_and_truncation_clears_the_cache() {
         assert_eq!(read_all(&cached, end - 30).await, read_all(&disk, end - 30).await);
         cached.close().await.unwrap();
         disk.close().await.unwrap();
+    });
+}
+
+#[test]
+fn the_tail_cache_fills_only_while_someone_reads_at_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p");
+    let config = StorageConfig { tail_cache_bytes: 1 << 20, read_ahead_bytes: 0, ..small_config() };
+    with_log(&path, config, move |log| async move {
+        // Appended with no one reading: nothing is copied into the cache,
+        // and reading the batches back goes to the segment file.
+        let first = append_values(&log, &values("bulk", 20), 1000).await;
+        let before = log.stats().segment_read_bytes;
+        let read = log.read(first.base_offset, 1 << 20, None).await.unwrap();
+        assert_eq!(read.next_offset, first.next_offset);
+        assert_eq!(log.stats().segment_read_bytes - before, read.bytes.len() as u64, "from disk");
+        // That read reached the durable end: the reader is at the tail, and
+        // what is appended now is served from memory.
+        let later = append_values(&log, &values("tailed", 20), 2000).await;
+        let before = log.stats().segment_read_bytes;
+        let read = log.read(later.base_offset, 1 << 20, None).await.unwrap();
+        assert_eq!(read.next_offset, later.next_offset);
+        assert_eq!(log.stats().segment_read_bytes, before, "from the tail cache");
+        log.close().await.unwrap();
     });
 }
 
@@ -939,6 +971,30 @@ fn a_truncation_keeps_producers_whose_batches_retention_deleted() {
         let retry = log.append(&mut producer_batch(42, 0, &values("a", 2)), leader).await.unwrap();
         assert!(retry.duplicate, "the producer is still remembered: its retry is not written again");
         assert_eq!(retry.base_offset, original.base_offset);
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_replica_wait_for_a_written_batch_the_tail_cache_lacks_ends_when_a_read_can_return_it() {
+    // fsync=always on a slow device, no tail cache: the batch is written
+    // long before it is durable, and a replica read (which serves written
+    // batches only from the cache) has nothing to give until then. A wait
+    // that ended at the write let the leader's fetch loop read nothing and
+    // wait again, at once, without yielding: the shard spun, and the
+    // fdatasync that would end it could not complete.
+    let dir = tempfile::tempdir().unwrap();
+    on_executor(move || async move {
+        let faults = ringlog::storage::io::FaultInjector::new();
+        faults.delay_syncs(std::time::Duration::from_secs(1));
+        let config = StorageConfig { fsync: FsyncPolicy::Always, tail_cache_bytes: 0, ..small_config() };
+        let log = PartitionLog::open(dir.path(), config, Some(faults.clone())).await.unwrap();
+        let mut batch = batch_of(&["written first".to_string()], 1);
+        let _placed = log.append_placed(&mut batch, AppendMode::Leader { leader_epoch: 1 }).await.unwrap();
+        log.wait_written_past(0).await;
+        assert_eq!(log.read_written(0, 1 << 20).await.unwrap().batch_count, 0, "written, not durable, not cached");
+        log.wait_replica_readable_past(0).await;
+        assert_eq!(log.read_written(0, 1 << 20).await.unwrap().batch_count, 1, "the wait ended when a read can serve");
         log.close().await.unwrap();
     });
 }

@@ -42,6 +42,21 @@ impl PartitionLog {
         self.wait_until(|state| state.durability.written_offset() > offset).await;
     }
 
+    /// Wait until [`PartitionLog::read_written`] at `offset` can return a
+    /// batch: durable past it, or written past it with the batch in the tail
+    /// cache (the only place written but not durable batches are read
+    /// from). Waiting for the write alone returned at once while the batch
+    /// was written but neither durable nor cached, and the fetch that
+    /// waited spun the shard (its fdatasync could not complete) until its
+    /// long poll ran out.
+    pub async fn wait_replica_readable_past(&self, offset: u64) {
+        self.wait_until(|state| {
+            let written = state.durability.written_offset() > offset && state.tail.holds(offset);
+            state.durability.mark.offset > offset || written
+        })
+        .await;
+    }
+
     async fn wait_until(&self, reached: impl Fn(&State) -> bool) {
         loop {
             let notified = self.inner.progress.notified();
@@ -250,8 +265,10 @@ impl PartitionLog {
         assert_eq!(state.writer.position(), state.active().size_bytes, "writer and segment disagree");
         let placed = BatchHeader { base_offset, ..*header };
         state.producers.apply(&placed);
-        let config = &self.inner.config;
-        state.tail.push(base_offset, next_offset, batch, config.tail_cache_bytes, config.tail_cache_budget_bytes);
+        if state.tail.has_tail_reader(Instant::now()) {
+            let config = &self.inner.config;
+            state.tail.push(base_offset, next_offset, batch, config.tail_cache_bytes, config.tail_cache_budget_bytes);
+        }
         assert_eq!(state.log_end_offset, base_offset + u64::from(header.record_count), "offsets stay dense");
         Ok(Placed::new(AppendedOffsets { base_offset, next_offset, duplicate: false }, state.durability.generation))
     }

@@ -13,8 +13,15 @@ impl PartitionLog {
     pub async fn read(&self, offset: u64, max_bytes: usize, max_offset: Option<u64>) -> StorageResult<ReadBatches> {
         self.check_open()?;
         if let Some(cached) = self.read_tail(offset, max_bytes, max_offset) {
+            self.note_tail_reader();
             return Ok(cached);
         }
+        // The end this read may reach, as it starts: the durable end moves on
+        // while the read waits for the disk.
+        let limit_offset = {
+            let state = self.inner.state.borrow();
+            max_offset.unwrap_or(u64::MAX).min(state.durability.mark.offset)
+        };
         let result = match self.take_read_ahead(offset, max_bytes, max_offset).await {
             Some(result) => result,
             None => self.read_from_disk(offset, max_bytes, max_offset).await?,
@@ -22,7 +29,18 @@ impl PartitionLog {
         if result.batch_count > 0 {
             self.start_read_ahead(result.next_offset, max_bytes);
         }
+        if result.next_offset >= limit_offset {
+            self.note_tail_reader();
+        }
         Ok(result)
+    }
+
+    /// A read reached as far as it could (the durable end, or the limit
+    /// it was given, such as a consumer's high watermark), or the tail cache
+    /// answered it: its reader reads the tail, and the batches appended
+    /// next are cached for it.
+    fn note_tail_reader(&self) {
+        self.inner.state.borrow_mut().tail.note_tail_reader(Instant::now());
     }
 
     /// `read` from the segment files only: one segment, the one that holds
@@ -73,6 +91,7 @@ impl PartitionLog {
                     batch_count: cached.batch_count,
                 };
                 assert_dense_batches(&read, offset);
+                self.note_tail_reader();
                 Ok(read)
             }
             None => self.read(offset, max_bytes, None).await,
@@ -126,6 +145,7 @@ impl PartitionLog {
             start_position,
             start_offset,
             end_position: if is_active { state.durability.mark.position } else { segment.written_bytes },
+            end_offset: if is_active { state.durability.mark.offset } else { segment.next_offset },
             segment_next_offset: segment.next_offset,
             limit_offset,
         }))
@@ -160,11 +180,17 @@ impl PartitionLog {
         let file = self.reader_for(location).await?;
         // Sized once for the answer: grown batch by batch, a 4 MiB answer
         // was copied again by every doubling (a tenth of a consuming node's
-        // CPU). The answer holds no more than `max_bytes` or the segment's
-        // bytes from the start position (one batch over the limit, which a
-        // first batch may be, grows it once).
+        // CPU). When the read may run to the segment's end, the answer is
+        // `max_bytes` or what the segment holds from the start position,
+        // whichever is less (a first batch over the limit grows it once). A
+        // read stopped earlier by its limit (a high watermark behind the
+        // durable end) may return far less: it grows as it fills.
         let span_bytes = location.end_position.saturating_sub(location.start_position);
-        let capacity = max_bytes.min(usize::try_from(span_bytes).unwrap_or(usize::MAX));
+        let runs_to_end = location.limit_offset >= location.end_offset;
+        let capacity = match runs_to_end {
+            true => max_bytes.min(usize::try_from(span_bytes).unwrap_or(usize::MAX)),
+            false => 0,
+        };
         let mut scan = SegmentScan {
             position: location.start_position,
             expected_offset: location.start_offset,
@@ -553,6 +579,9 @@ pub(super) struct ReadLocation {
     /// CRC does not cover base offsets, so continuity is checked on read.
     pub(super) start_offset: u64,
     pub(super) end_position: u64,
+    /// Offset of the batch that would start at `end_position`: the durable
+    /// end in the active segment, the segment's end in a sealed one.
+    pub(super) end_offset: u64,
     pub(super) segment_next_offset: u64,
     pub(super) limit_offset: u64,
 }
