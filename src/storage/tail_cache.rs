@@ -22,8 +22,10 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// How long after a read at the tail appended batches are still cached:
-/// longer than the long-poll of a tailing consumer or follower that has
-/// nothing to read (Kafka's `fetch.max.wait.ms` is 500 ms by default).
+/// far longer than the long polls of followers and of Kafka consumers
+/// (`fetch.max.wait.ms`, 500 ms by default). A poll that waits longer (up
+/// to `limits.max_fetch_wait_ms`) reads the batch that ends it from disk,
+/// and that read turns the cache on again.
 pub const TAIL_READER_WINDOW: Duration = Duration::from_secs(10);
 
 thread_local! {
