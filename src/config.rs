@@ -44,10 +44,11 @@ pub struct LimitsConfig {
     /// How often the control thread hands freed heap pages back to the OS
     /// (glibc `malloc_trim`); 0 never.
     pub heap_trim_interval_ms: u64,
-    /// Buffers of read Kafka frames each shard keeps for the next frames
-    /// (capacity summed), so a large frame is not zero filled before the
-    /// socket overwrites it; 0 keeps none.
-    pub frame_pool_bytes: usize,
+    /// Buffers of finished requests (Kafka frames, native produce batches)
+    /// each shard keeps for the next ones (capacity summed), so a large
+    /// request is not zero filled before the socket overwrites it; 0 keeps
+    /// none.
+    pub buffer_pool_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -65,7 +66,7 @@ impl Default for LimitsConfig {
             max_partitions_per_produce: 10_000,
             retention_check_interval_ms: 10_000,
             heap_trim_interval_ms: 1_000,
-            frame_pool_bytes: 16 << 20,
+            buffer_pool_bytes: 16 << 20,
         }
     }
 }
@@ -660,7 +661,7 @@ impl NodeConfig {
         require_positive("limits.max_partitions_per_fetch", limits.max_partitions_per_fetch as u64)?;
         require_positive("limits.max_partitions_per_produce", limits.max_partitions_per_produce as u64)?;
         require_at_least("limits.retention_check_interval_ms", limits.retention_check_interval_ms, 100)?;
-        require_range("limits.frame_pool_bytes", limits.frame_pool_bytes as u64, 0..=(1 << 30))?;
+        require_range("limits.buffer_pool_bytes", limits.buffer_pool_bytes as u64, 0..=(1 << 30))?;
         require_range("limits.max_partitions_per_topic", u64::from(limits.max_partitions_per_topic), 1..=10_000)
     }
 

@@ -14,9 +14,9 @@
 use bytes::Bytes;
 use futures_lite::AsyncReadExt;
 
-use super::frame_pool;
 use super::kafka_server::{KafkaListener, ReadEnd};
 use crate::protocol::kafka::{frame_length, LENGTH_PREFIX_BYTES};
+use crate::runtime::buffer_pool;
 use crate::security::stream::ReadHalf;
 
 /// The frame being read on one connection, and one read ahead if any.
@@ -60,7 +60,7 @@ impl FrameReader {
             if self.prefix_bytes == LENGTH_PREFIX_BYTES {
                 let length = frame_length(self.prefix, limit)?;
                 self.prefix_bytes = 0;
-                self.frame = Some((frame_pool::take(length), 0));
+                self.frame = Some((buffer_pool::take(length), 0));
             }
         }
         let (frame, filled) = self.frame.as_mut().expect("a frame is being read");
@@ -69,7 +69,7 @@ impl FrameReader {
         }
         let (frame, filled) = self.frame.take().expect("a frame is being read");
         assert_eq!(filled, frame.len(), "a frame is handed on only when read whole");
-        Ok(frame_pool::share(frame))
+        Ok(buffer_pool::share(frame))
     }
 
     /// Keep `read` (a frame read ahead, or why reading ended) for the next

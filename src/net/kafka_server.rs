@@ -71,7 +71,6 @@ pub struct KafkaListener {
 /// Serve Kafka clients on `listener` until the node stops.
 pub async fn run_kafka_listener(shared: KafkaListener, listener: TcpListener) {
     let shared = Rc::new(shared);
-    super::frame_pool::set_limit_bytes(shared.context.config.limits.frame_pool_bytes);
     let limit = shared.context.config.limits.max_connections;
     let gate = AcceptGate { stop: &shared.stop, stopping: &shared.stopping, connections: &shared.connections, limit };
     let limiter = shared.context.config.auth.enabled.then(|| sasl::limiter(&shared.context));

@@ -6,7 +6,6 @@
 pub mod accept;
 pub mod authentication;
 pub mod client;
-mod frame_pool;
 mod kafka_frames;
 pub mod kafka_server;
 pub mod ports;

@@ -532,7 +532,9 @@ async fn read_request(stream: &mut ReadHalf, length: usize) -> std::io::Result<D
         stream.read_exact(&mut frame[peek..]).await?;
         return Ok(decode_request_owned(frame).map_err(|error| (correlation_id, error)));
     };
-    let mut batch = vec![0u8; produce.batch_bytes];
+    // Every byte is overwritten below before the batch is used (a read that
+    // fails drops it): a pooled buffer's old bytes are never seen.
+    let mut batch = crate::runtime::buffer_pool::take(produce.batch_bytes);
     let already = peek - produce.batch_start;
     batch[..already].copy_from_slice(&head[produce.batch_start..]);
     stream.read_exact(&mut batch[already..]).await?;

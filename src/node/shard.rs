@@ -84,6 +84,7 @@ impl std::ops::Deref for ShardConfig {
 /// startup barrier as well as out of the executor.
 pub(super) async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), ShardError> {
     crate::state::latency::observe_fsyncs_on_this_thread(Arc::clone(&setup.metrics.shards[setup.shard].fsync_latency));
+    crate::runtime::buffer_pool::set_limit_bytes(setup.config.limits.buffer_pool_bytes);
     let (context, inbound) = build_context(&setup, ends).await;
     let receivers = start_inbound(&context, inbound);
     open_partitions(&context).await.map_err(|error| report_to_barrier(&setup, error))?;

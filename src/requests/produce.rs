@@ -35,8 +35,9 @@ pub async fn produce(
     let appended = owned.log.append_placed(&mut batch, mode).await;
     drop(placed);
     // Its bytes are in the log's buffers: not held while acks are awaited
-    // (a connection may have many produces waiting).
-    drop(batch);
+    // (a connection may have many produces waiting), and kept for the next
+    // request's read.
+    crate::runtime::buffer_pool::give_back(batch);
     let info = match acks {
         Acks::None => appended.map(Placed::offsets),
         Acks::Leader | Acks::All => match appended {

@@ -2,6 +2,7 @@
 //! timers and a single-threaded notification primitive. glommio is in
 //! maintenance mode; keeping its surface here makes it replaceable.
 
+pub mod buffer_pool;
 pub mod clock;
 mod gate;
 pub mod memory;

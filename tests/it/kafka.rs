@@ -567,7 +567,7 @@ fn bad_produces_get_kafka_error_codes_and_store_nothing() {
 #[test]
 fn large_produce_frames_read_into_reused_buffers_store_exactly_what_was_sent() {
     // Frames of 64 KiB and more are read into buffers kept from earlier
-    // frames (net/frame_pool.rs). Each frame here is shorter than the one
+    // frames (runtime/buffer_pool.rs). Each frame here is shorter than the one
     // before and filled with another letter: a buffer handed on at its old
     // length, or before the socket filled it, would show the letter before.
     let node = start(2);

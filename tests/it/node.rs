@@ -312,6 +312,43 @@ fn produce_and_fetch_round_trip_across_partitions_and_shards() {
 }
 
 #[test]
+fn large_produce_batches_read_into_reused_buffers_store_exactly_what_was_sent() {
+    // Produce batches of 64 KiB and more are read into buffers kept from
+    // earlier requests (runtime/buffer_pool.rs). Each batch here is shorter
+    // than the one before and made of another letter, over two partitions
+    // on two shards: a buffer handed on at its old length, or before the
+    // socket filled it, would store the letter before.
+    let node = StandaloneNode::with_topic(2, "large", 2);
+    let mut client = node.client();
+    let mut expected = [Vec::new(), Vec::new()];
+    for round in 0..12u8 {
+        let partition = u32::from(round % 2);
+        let values: Vec<String> = (0..3)
+            .map(|index| char::from(b'a' + round).to_string().repeat(150_000 - usize::from(round) * 9_000 - index))
+            .collect();
+        produce(&mut client, "large", partition, &values, Acks::Leader);
+        expected[partition as usize].extend(values);
+    }
+    for (partition, expected) in expected.iter().enumerate() {
+        let stored: Vec<String> =
+            consume(&mut client, "large", partition as u32, 0).into_iter().map(|(_, value)| value).collect();
+        assert_eq!(stored.len(), expected.len(), "partition {partition}");
+        for (index, (value, expected)) in stored.iter().zip(expected).enumerate() {
+            // Not assert_eq on 150 KB strings: say where they differ.
+            let differs = value.bytes().zip(expected.bytes()).position(|(got, want)| got != want);
+            assert!(
+                value.len() == expected.len() && differs.is_none(),
+                "partition {partition} record {index}: \
+                {} bytes, want {}, first difference at {differs:?}",
+                value.len(),
+                expected.len()
+            );
+        }
+    }
+    assert_eq!(node.terminate(), Some(0));
+}
+
+#[test]
 fn pipelined_requests_on_one_connection_are_all_answered_with_their_ids() {
     let node = StandaloneNode::with_topic(2, "pipe", 4);
     let mut client = node.client();
