@@ -85,6 +85,12 @@ fn check_sizes(context: &ShardContext, batch: &[u8], max_batch_bytes: usize) -> 
     }
     let limit = context.config.limits.max_record_bytes;
     let records = batch.get(BATCH_HEADER_BYTES..).unwrap_or(&[]);
+    // A value lies inside the records: when they all fit the limit, so
+    // does every value, and the walk (the append validates the records
+    // again, a second walk was 3-4 % of a producing node's CPU) is skipped.
+    if records.len() <= limit {
+        return Ok(());
+    }
     for record in RecordIter::new(records).flatten() {
         if record.value.len() > limit {
             return Err(refusal(
