@@ -1000,6 +1000,38 @@ fn a_replica_wait_for_a_written_batch_the_tail_cache_lacks_ends_when_a_read_can_
 }
 
 #[test]
+fn a_replica_wait_on_a_fenced_partition_ends_when_the_batch_is_durable_not_when_it_is_cached() {
+    // A fenced partition's reads no longer use the tail cache: a wait that
+    // counted a written, cached batch as readable ended at once, and the
+    // leader's fetch loop spun again.
+    let dir = tempfile::tempdir().unwrap();
+    on_executor(move || async move {
+        let faults = ringlog::storage::io::FaultInjector::new();
+        let config = StorageConfig { fsync: FsyncPolicy::Always, tail_cache_bytes: 1 << 20, ..small_config() };
+        let log = PartitionLog::open(dir.path(), config, Some(faults.clone())).await.unwrap();
+        // Appended before anyone reads the tail: on disk only, not cached;
+        // over 4 KiB, so the next batch's writes start past its first block.
+        let long_values: Vec<String> = (0..3).map(|index| format!("{index}{}", "x".repeat(2000))).collect();
+        let first = append_values(&log, &long_values, 1).await;
+        let segment = std::fs::OpenOptions::new().write(true).open(dir.path().join("00000000000000000000.log"));
+        std::os::unix::fs::FileExt::write_at(&segment.unwrap(), b"\xff\xff", 70).unwrap();
+        // A reader at the tail, then a batch written long before it is durable.
+        assert_eq!(log.read(first.next_offset, 1, None).await.unwrap().batch_count, 0);
+        faults.delay_syncs(std::time::Duration::from_secs(1));
+        let mut batch = batch_of(&["second".to_string()], 2);
+        let _placed = log.append_placed(&mut batch, AppendMode::Leader { leader_epoch: 1 }).await.unwrap();
+        log.wait_written_past(first.next_offset).await;
+        // A read finds the corruption and fences the partition.
+        assert!(log.read(first.base_offset, 1 << 20, None).await.is_err());
+        assert_eq!(log.read_written(first.next_offset, 1 << 20).await.unwrap().batch_count, 0, "fenced: no cache");
+        log.wait_replica_readable_past(first.next_offset).await;
+        let read = log.read_written(first.next_offset, 1 << 20).await.unwrap();
+        assert_eq!(read.batch_count, 1, "the wait ended when the batch was durable");
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn no_two_writes_to_one_block_are_ever_in_flight_together() {
     // Small buffers, small batches and several appenders each waiting for
     // durability: tails of part of a block, buffers filling and rotating

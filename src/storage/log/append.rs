@@ -45,14 +45,15 @@ impl PartitionLog {
     /// Wait until [`PartitionLog::read_written`] at `offset` can return a
     /// batch: durable past it, or written past it with the batch in the tail
     /// cache (the only place written but not durable batches are read
-    /// from). Waiting for the write alone returned at once while the batch
-    /// was written but neither durable nor cached, and the fetch that
-    /// waited spun the shard (its fdatasync could not complete) until its
-    /// long poll ran out.
+    /// from, and not once the partition is fenced). Waiting for the write
+    /// alone returned at once while the batch was written but neither
+    /// durable nor served from the cache, and the fetch that waited spun
+    /// the shard (its fdatasync could not complete) until its long poll
+    /// ran out.
     pub async fn wait_replica_readable_past(&self, offset: u64) {
         self.wait_until(|state| {
-            let written = state.durability.written_offset() > offset && state.tail.holds(offset);
-            state.durability.mark.offset > offset || written
+            let cached = state.health.fence.is_none() && state.tail.holds(offset);
+            state.durability.mark.offset > offset || (state.durability.written_offset() > offset && cached)
         })
         .await;
     }
