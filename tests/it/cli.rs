@@ -109,28 +109,34 @@ fn unreachable_server_is_one_error_line_and_exit_1() {
     assert!(stderr.starts_with("error: ") && stderr.lines().count() == 1, "{stderr}");
 }
 
+/// `ringlog bench MODE` on `topic` with `partitions`: 2 producers, records
+/// of 100 bytes, batches of 50, `total_bytes`, JSON.
+fn bench_args<'a>(mode: &'a str, topic: &'a str, partitions: &'a str, total_bytes: &'a str) -> [&'a str; 15] {
+    [
+        "bench",
+        mode,
+        "--topic",
+        topic,
+        "--partitions",
+        partitions,
+        "--producers",
+        "2",
+        "--record-bytes",
+        "100",
+        "--batch",
+        "50",
+        "--total-bytes",
+        total_bytes,
+        "--json",
+    ]
+}
+
 #[test]
 fn bench_prints_the_spec_json_line_for_every_mode() {
     let node = StandaloneNode::start(2);
     for mode in ["produce", "consume", "e2e"] {
         let topic = if mode == "e2e" { "bench-e2e" } else { "bench" };
-        let args = [
-            "bench",
-            mode,
-            "--topic",
-            topic,
-            "--partitions",
-            "4",
-            "--producers",
-            "2",
-            "--record-bytes",
-            "100",
-            "--batch",
-            "50",
-            "--total-bytes",
-            "200000",
-            "--json",
-        ];
+        let args = bench_args(mode, topic, "4", "200000");
         let output = ringlog(&node, &args, None);
         assert!(output.status.success(), "{mode}: {}", String::from_utf8_lossy(&output.stderr));
         let last = lines(&output).pop().expect("a final line");
@@ -154,23 +160,7 @@ const BENCH_CONSUME: [&str; 9] =
 fn bench_consume_reads_every_partition_to_its_end_and_names_the_fetch_that_fails() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), 2);
-    let produce = [
-        "bench",
-        "produce",
-        "--topic",
-        "bench",
-        "--partitions",
-        "2",
-        "--producers",
-        "2",
-        "--record-bytes",
-        "100",
-        "--batch",
-        "50",
-        "--total-bytes",
-        "400000",
-        "--json",
-    ];
+    let produce = bench_args("produce", "bench", "2", "400000");
     assert!(ringlog(&node, &produce, None).status.success());
     let output = ringlog(&node, &BENCH_CONSUME, None);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

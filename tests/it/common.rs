@@ -222,3 +222,19 @@ pub fn incompressible(state: &mut u64, length: usize) -> String {
 pub fn values(prefix: &str, count: usize) -> Vec<String> {
     (0..count).map(|i| format!("{prefix}-{i:05}-{}", "v".repeat(60 + i * 7 % 60))).collect()
 }
+
+/// Assert that a partition stored exactly `expected`, value by value,
+/// saying where two long values first differ (`assert_eq!` on values of
+/// hundreds of kilobytes prints them whole).
+pub fn assert_same_values(partition: usize, stored: &[String], expected: &[String]) {
+    assert_eq!(stored.len(), expected.len(), "partition {partition}");
+    for (index, (value, expected)) in stored.iter().zip(expected).enumerate() {
+        let differs = value.bytes().zip(expected.bytes()).position(|(got, want)| got != want);
+        assert!(
+            value.len() == expected.len() && differs.is_none(),
+            "partition {partition} record {index}: {} bytes, want {}, first difference at {differs:?}",
+            value.len(),
+            expected.len()
+        );
+    }
+}

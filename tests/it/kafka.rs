@@ -587,19 +587,8 @@ fn large_produce_frames_read_into_reused_buffers_store_exactly_what_was_sent() {
     let mut native = node.node.client();
     for (partition, expected) in expected.iter().enumerate() {
         let (_, records) = crate::node::fetch_all(&mut native, "kafka-large", partition as u32, 0);
-        let values: Vec<&String> = records.iter().map(|(_, value)| value).collect();
-        assert_eq!(values.len(), expected.len(), "partition {partition}");
-        for (index, (value, expected)) in values.iter().zip(expected).enumerate() {
-            // Not assert_eq on 200 KB strings: say where they differ.
-            let differs = value.bytes().zip(expected.bytes()).position(|(got, want)| got != want);
-            assert!(
-                value.len() == expected.len() && differs.is_none(),
-                "partition {partition} record {index}: \
-                {} bytes, want {}, first difference at {differs:?}",
-                value.len(),
-                expected.len()
-            );
-        }
+        let values: Vec<String> = records.into_iter().map(|(_, value)| value).collect();
+        crate::common::assert_same_values(partition, &values, expected);
     }
 }
 

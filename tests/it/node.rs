@@ -332,18 +332,7 @@ fn large_produce_batches_read_into_reused_buffers_store_exactly_what_was_sent() 
     for (partition, expected) in expected.iter().enumerate() {
         let stored: Vec<String> =
             consume(&mut client, "large", partition as u32, 0).into_iter().map(|(_, value)| value).collect();
-        assert_eq!(stored.len(), expected.len(), "partition {partition}");
-        for (index, (value, expected)) in stored.iter().zip(expected).enumerate() {
-            // Not assert_eq on 150 KB strings: say where they differ.
-            let differs = value.bytes().zip(expected.bytes()).position(|(got, want)| got != want);
-            assert!(
-                value.len() == expected.len() && differs.is_none(),
-                "partition {partition} record {index}: \
-                {} bytes, want {}, first difference at {differs:?}",
-                value.len(),
-                expected.len()
-            );
-        }
+        crate::common::assert_same_values(partition, &stored, expected);
     }
     assert_eq!(node.terminate(), Some(0));
 }
