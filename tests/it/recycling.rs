@@ -250,6 +250,28 @@ fn a_roll_that_finds_the_disk_full_gives_the_kept_file_back() {
     });
 }
 
+/// Start a read of offset 10 that opens segment 10's file and then waits
+/// 2 s before each step (the read starting at the returned instant);
+/// meanwhile a divergent suffix cut takes 10 and 15, and new records up to
+/// 10 and a roll there bring segment 10 back in a new file, with more
+/// records ("newer") after it.
+async fn read_of_ten_while_ten_is_rewritten(
+    log: &Rc<PartitionLog>,
+    faults: &FaultInjector,
+    path: &Path,
+) -> (ringlog::runtime::Task<Result<ringlog::storage::ReadBatches, StorageError>>, Instant) {
+    faults.delay_reads_of(&segment_path(path, 10), Duration::from_secs(2));
+    let started = Instant::now();
+    let reader = Rc::clone(log);
+    let read = ringlog::runtime::spawn_local(async move { reader.read(10, 8192, None).await });
+    ringlog::runtime::sleep(Duration::from_millis(100)).await;
+    assert_eq!(log.truncate_to(5).await.unwrap(), 5);
+    append_values(log, &values("new", 5), 20).await;
+    log.roll().await.unwrap();
+    append_values(log, &values("newer", 5), 30).await;
+    (read, started)
+}
+
 #[test]
 fn a_read_in_flight_across_a_truncation_never_serves_the_records_it_cut() {
     let dir = tempfile::tempdir().unwrap();
@@ -257,19 +279,8 @@ fn a_read_in_flight_across_a_truncation_never_serves_the_records_it_cut() {
     let config = StorageConfig { tail_cache_bytes: 0, ..hand_rolled_config() };
     with_faulty_log(dir.path(), config, move |log, faults| async move {
         three_sealed_segments(&log).await;
-        faults.delay_reads_of(&segment_path(&path, 10), Duration::from_secs(2));
-        let started = Instant::now();
         let log = Rc::new(log);
-        let reader = Rc::clone(&log);
-        // The read opens segment 10's file, then waits to submit.
-        let read = ringlog::runtime::spawn_local(async move { reader.read(10, 8192, None).await });
-        ringlog::runtime::sleep(Duration::from_millis(100)).await;
-        // A divergent suffix cut (10 and 15 go), then new records up to 10
-        // and a roll there: segment 10 exists again, in a new file.
-        assert_eq!(log.truncate_to(5).await.unwrap(), 5);
-        append_values(&log, &values("new", 5), 20).await;
-        log.roll().await.unwrap();
-        append_values(&log, &values("newer", 5), 30).await;
+        let (read, started) = read_of_ten_while_ten_is_rewritten(&log, &faults, &path).await;
         assert!(started.elapsed() < Duration::from_secs(2), "all of it before the read reached the old file");
         match read.await {
             Err(StorageError::Io { .. }) => {}
@@ -315,18 +326,8 @@ fn a_file_opened_for_a_read_while_a_truncation_replaced_it_is_never_read_again()
         // Reopened: no reader is cached, so a read opens the file.
         log.close().await.unwrap();
         let log = Rc::new(PartitionLog::open(&path, config, Some(Arc::clone(&faults))).await.unwrap());
-        faults.delay_reads_of(&segment_path(&path, 10), Duration::from_secs(2));
-        let started = Instant::now();
-        let reader = Rc::clone(&log);
-        // The read opens segment 10's file, then waits before going on.
-        let read = ringlog::runtime::spawn_local(async move { reader.read(10, 8192, None).await });
-        ringlog::runtime::sleep(Duration::from_millis(100)).await;
-        // Meanwhile 10 and 15 are cut, and segment 10 comes back in a new
-        // file, sealed (its reader cached by the roll).
-        assert_eq!(log.truncate_to(5).await.unwrap(), 5);
-        append_values(&log, &values("new", 5), 20).await;
-        log.roll().await.unwrap();
-        append_values(&log, &values("newer", 5), 30).await;
+        let (read, started) = read_of_ten_while_ten_is_rewritten(&log, &faults, &path).await;
+        // Segment 10 sealed again (its reader cached by the roll).
         log.roll().await.unwrap();
         assert!(started.elapsed() < Duration::from_secs(2), "all of it before the open returned");
         assert!(read.await.is_err(), "the log changed under that read");
