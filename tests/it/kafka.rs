@@ -1013,9 +1013,16 @@ fn a_request_that_closes_the_connection_stops_the_requests_pipelined_after_it() 
     let created = CreatableTopic::default()
         .with_name(TopicName(StrBytes::from_static_str("after-the-failure")))
         .with_num_partitions(1);
-    // Both frames are sent before either is answered.
-    client.send(ApiKey::Fetch, 12, &too_many);
-    client.send(ApiKey::CreateTopics, 5, &CreateTopicsRequest::default().with_topics(vec![created]));
+    // Both frames go in one write, before either is answered (in two, the
+    // node could close the connection between them: the second write then
+    // failed with EPIPE).
+    let create = CreateTopicsRequest::default().with_topics(vec![created]);
+    let mut frames = Vec::new();
+    for frame in [request_frame(ApiKey::Fetch, 12, 1, &too_many), request_frame(ApiKey::CreateTopics, 5, 2, &create)] {
+        frames.extend_from_slice(&(frame.len() as i32).to_be_bytes());
+        frames.extend_from_slice(&frame);
+    }
+    client.stream.write_all(&frames).unwrap();
     assert!(closed_by_node(&mut client.stream), "the failed fetch closes the connection");
     let topics = node.node.client().call(Request::ListTopics).unwrap();
     assert!(!format!("{topics:?}").contains("after-the-failure"), "nothing after the failure ran: {topics:?}");
