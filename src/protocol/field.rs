@@ -93,6 +93,19 @@ impl Field for Vec<u8> {
     }
 }
 
+/// A byte string shared with the frame it was read from (see
+/// [`Reader::over_frame`]); on the wire the same as `Vec<u8>`.
+impl Field for bytes::Bytes {
+    type Names = &'static str;
+    const MIN_BYTES: usize = 4;
+    fn encode(&self, writer: &mut Writer<'_>) {
+        writer.bytes(self);
+    }
+    fn decode(reader: &mut Reader<'_>, name: &'static str) -> Result<bytes::Bytes, ProtocolError> {
+        reader.shared_bytes(name)
+    }
+}
+
 /// An offset that may be unknown: `u64::MAX` on the wire for `None` (no
 /// real offset reaches it).
 impl Field for Option<u64> {

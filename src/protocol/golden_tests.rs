@@ -219,7 +219,7 @@ fn replication_response_examples() -> Vec<(ApiKey, Response, &'static str)> {
         ),
         (
             ApiKey::ReplicaFetchMany,
-            Response::ReplicaFetchMany { leader_epoch: 3, leader_shards: 2, partitions: vec![ReplicaFetchedPartition { index: 0, error: ErrorCode::None, high_watermark: Some(9), log_start_offset: 0, log_end_offset: 12, commit_version: 5, uncompressed_bytes: 30, body: vec![4; 3] }, ReplicaFetchedPartition { index: 7, error: ErrorCode::OffsetOutOfRange, high_watermark: None, log_start_offset: 0, log_end_offset: 0, commit_version: 0, uncompressed_bytes: 0, body: Vec::new() }] },
+            Response::ReplicaFetchMany { leader_epoch: 3, leader_shards: 2, partitions: vec![ReplicaFetchedPartition { index: 0, error: ErrorCode::None, high_watermark: Some(9), log_start_offset: 0, log_end_offset: 12, commit_version: 5, uncompressed_bytes: 30, body: vec![4; 3].into() }, ReplicaFetchedPartition { index: 7, error: ErrorCode::OffsetOutOfRange, high_watermark: None, log_start_offset: 0, log_end_offset: 0, commit_version: 0, uncompressed_bytes: 0, body: bytes::Bytes::new() }] },
             "6f000000 | 09000000 0000 03000000 0200 02000000 | 00000000 0000 0900000000000000 0000000000000000 0c00000000000000 0500000000000000 1e000000 03000000 040404 | 07000000 0200 ffffffffffffffff 0000000000000000 0000000000000000 0000000000000000 00000000 00000000",
         ),
         (
@@ -263,8 +263,27 @@ fn every_response_encodes_to_its_golden_bytes_and_decodes_back() {
         split.extend_from_slice(&body);
         assert_eq!(split, expected, "split encoding of {response:?}");
         assert_eq!(decode_response(api_key, &expected[LENGTH_PREFIX_BYTES..]), Ok((9, Ok(response.clone()))));
+        let shared = bytes::Bytes::copy_from_slice(&expected[LENGTH_PREFIX_BYTES..]);
+        assert_eq!(decode_response_shared(api_key, &shared), Ok((9, Ok(response.clone()))));
         assert_eq!(decode_response_owned(api_key, expected[LENGTH_PREFIX_BYTES..].to_vec()), Ok((9, Ok(response))));
     }
+}
+
+#[test]
+fn replica_answer_batches_decoded_from_a_shared_frame_are_slices_of_it_not_copies() {
+    let (api_key, _, golden) =
+        response_examples().into_iter().find(|(api_key, _, _)| *api_key == ApiKey::ReplicaFetchMany).unwrap();
+    let frame = bytes::Bytes::copy_from_slice(&bytes_of(golden)[LENGTH_PREFIX_BYTES..]);
+    let first_body = |decoded: Result<(u32, Result<Response, ErrorResponse>), ProtocolError>| match decoded {
+        Ok((_, Ok(Response::ReplicaFetchMany { partitions, .. }))) => partitions[0].body.clone(),
+        other => panic!("not a replica answer: {other:?}"),
+    };
+    let shared = first_body(decode_response_shared(api_key, &frame));
+    assert_eq!(&shared[..], &[4, 4, 4]);
+    assert!(frame.as_ptr_range().contains(&shared.as_ptr()), "the batches point into the frame");
+    let copied = first_body(decode_response(api_key, &frame));
+    assert_eq!(copied, shared);
+    assert!(!frame.as_ptr_range().contains(&copied.as_ptr()), "a borrowed frame's batches are copied out");
 }
 
 #[test]

@@ -51,7 +51,7 @@ fn a_hostile_partition_count_in_a_multi_partition_fetch_is_an_error_without_a_hu
         log_end_offset: 0,
         commit_version: 0,
         uncompressed_bytes: 0,
-        body: Vec::new(),
+        body: bytes::Bytes::new(),
     };
     let answer = Response::ReplicaFetchMany { leader_epoch: 1, leader_shards: 1, partitions: vec![fetched] };
     encode_response(1, &answer, &mut response);

@@ -339,7 +339,24 @@ fn decode_error_body(code: ErrorCode, reader: &mut Reader<'_>) -> Result<ErrorRe
 /// Decode a response frame body (after the length prefix) for a request of
 /// kind `api_key`. Returns the correlation id and the outcome.
 pub fn decode_response(api_key: ApiKey, frame: &[u8]) -> Result<(u32, Result<Response, ErrorResponse>), ProtocolError> {
-    let mut reader = Reader::new(frame);
+    decode_with(api_key, Reader::new(frame))
+}
+
+/// Decode a response frame held as [`bytes::Bytes`], like
+/// [`decode_response`], except that byte strings decoded as `Bytes` (a
+/// replica answer's batches, nearly all of its bytes) are slices of the
+/// frame instead of copies.
+pub fn decode_response_shared(
+    api_key: ApiKey,
+    frame: &bytes::Bytes,
+) -> Result<(u32, Result<Response, ErrorResponse>), ProtocolError> {
+    decode_with(api_key, Reader::over_frame(frame))
+}
+
+fn decode_with(
+    api_key: ApiKey,
+    mut reader: Reader<'_>,
+) -> Result<(u32, Result<Response, ErrorResponse>), ProtocolError> {
     let header = ResponseHeader::decode(&mut reader, ())?;
     let outcome = match ErrorCode::from_wire(header.error_code) {
         ErrorCode::None => Ok(Response::decode_body(api_key, &mut reader)?),

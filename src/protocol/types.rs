@@ -256,7 +256,8 @@ pub struct ReplicaFetchedPartition {
     /// Size of `body` once decompressed.
     pub uncompressed_bytes: u32,
     /// Whole batches: an lz4 block, or stored raw (exactly `uncompressed_bytes` long).
-    pub body: Vec<u8>,
+    /// Decoded from an owned frame, a slice of it ([`super::wire::Reader::over_frame`]).
+    pub body: bytes::Bytes,
 }
 
 record!(ReplicaFetchedPartition {
@@ -267,7 +268,7 @@ record!(ReplicaFetchedPartition {
     log_end_offset: u64 = "log end",
     commit_version: u64 = "commit version",
     uncompressed_bytes: u32 = "uncompressed bytes",
-    body: Vec<u8> = "batches",
+    body: bytes::Bytes = "batches",
 });
 
 /// Encoded size of a [`ReplicaFetchedPartition`] without its body.

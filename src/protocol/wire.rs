@@ -1,5 +1,7 @@
 //! The field codec: little-endian [`Writer`] and [`Reader`], frame lengths.
 
+use bytes::Bytes;
+
 use super::request::REQUEST_HEADER_BYTES;
 use super::response::RESPONSE_HEADER_BYTES;
 use super::types::*;
@@ -44,13 +46,22 @@ impl<'a> Writer<'a> {
 /// Reads little-endian fields, bounds-checked.
 pub struct Reader<'a> {
     bytes: &'a [u8],
+    /// The frame `bytes` is, when the caller owns it as [`Bytes`]: shared
+    /// byte strings ([`Reader::shared_bytes`]) are then slices of it, not
+    /// copies.
+    frame: Option<&'a Bytes>,
     pub(super) position: usize,
 }
 
 impl<'a> Reader<'a> {
     /// Read from `bytes`.
     pub fn new(bytes: &'a [u8]) -> Reader<'a> {
-        Reader { bytes, position: 0 }
+        Reader { bytes, frame: None, position: 0 }
+    }
+    /// Read from a frame the caller owns: byte strings decoded as
+    /// [`Bytes`] share its memory.
+    pub fn over_frame(frame: &'a Bytes) -> Reader<'a> {
+        Reader { bytes: frame, frame: Some(frame), position: 0 }
     }
     pub(super) fn take(&mut self, length: usize, what: &'static str) -> Result<&'a [u8], ProtocolError> {
         let end = self.position.checked_add(length).ok_or(ProtocolError::Truncated(what))?;
@@ -78,6 +89,16 @@ impl<'a> Reader<'a> {
     pub(super) fn bytes(&mut self, what: &'static str) -> Result<Vec<u8>, ProtocolError> {
         let length = self.u32(what)? as usize;
         Ok(self.take(length, what)?.to_vec())
+    }
+    /// A byte string as a slice of the frame when there is one (no copy:
+    /// a replica answer's batches are most of its bytes), else a copy.
+    pub(super) fn shared_bytes(&mut self, what: &'static str) -> Result<Bytes, ProtocolError> {
+        let length = self.u32(what)? as usize;
+        let slice = self.take(length, what)?;
+        Ok(match self.frame {
+            Some(frame) => frame.slice_ref(slice),
+            None => Bytes::copy_from_slice(slice),
+        })
     }
     pub(super) fn remaining(&self) -> usize {
         self.bytes.len() - self.position

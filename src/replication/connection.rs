@@ -13,7 +13,8 @@ use glommio::channels::local_channel::{self, LocalSender};
 use rustls::ClientConfig;
 
 use crate::protocol::{
-    decode_response_owned, encode_request, frame_length, ApiKey, ErrorResponse, Request, Response, LENGTH_PREFIX_BYTES,
+    decode_response_owned, decode_response_shared, encode_request, frame_length, ApiKey, ErrorResponse, Request,
+    Response, LENGTH_PREFIX_BYTES,
 };
 use crate::security::stream::{split, ReadHalf};
 
@@ -156,7 +157,9 @@ async fn read_answers(mut stream: ReadHalf, shared: Rc<Shared>, max_frame_bytes:
             Ok(length) => length,
             Err(error) => break error.to_string(),
         };
-        let mut body = vec![0u8; length];
+        // Not zero-filled (read_exact overwrites all of it before any
+        // use), and kept for the next answer once its batches are applied.
+        let mut body = crate::runtime::buffer_pool::take(length);
         if let Err(error) = stream.read_exact(&mut body).await {
             break format!("read: {error}");
         }
@@ -167,7 +170,7 @@ async fn read_answers(mut stream: ReadHalf, shared: Rc<Shared>, max_frame_bytes:
         let Some((api_key, waiter)) = shared.pending.borrow_mut().remove(&correlation_id) else {
             break format!("answer to unknown request {correlation_id}");
         };
-        match decode_response_owned(api_key, body) {
+        match decode_answer(api_key, body) {
             Ok((_, outcome)) => {
                 let _ = waiter.try_send(outcome);
             }
@@ -175,6 +178,19 @@ async fn read_answers(mut stream: ReadHalf, shared: Rc<Shared>, max_frame_bytes:
         }
     };
     fail_all(&shared, reason);
+}
+
+/// A multi-partition replica answer's batches stay in the frame (sliced,
+/// not copied out: a follower copied every replicated byte here once
+/// more); other answers are decoded as the client does.
+fn decode_answer(
+    api_key: ApiKey,
+    frame: Vec<u8>,
+) -> Result<(u32, Result<Response, ErrorResponse>), crate::protocol::ProtocolError> {
+    match api_key {
+        ApiKey::ReplicaFetchMany => decode_response_shared(api_key, &crate::runtime::buffer_pool::share(frame)),
+        _ => decode_response_owned(api_key, frame),
+    }
 }
 
 #[cfg(test)]

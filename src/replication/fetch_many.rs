@@ -90,7 +90,7 @@ fn entry(index: u32, error: ErrorCode, snapshot: Option<&crate::storage::LogSnap
         log_end_offset: snapshot.map_or(0, |snapshot| snapshot.log_end_offset),
         commit_version: 0,
         uncompressed_bytes: 0,
-        body: Vec::new(),
+        body: bytes::Bytes::new(),
     }
 }
 
@@ -138,7 +138,7 @@ pub async fn replica_fetch_many(
             // over the whole read's budget wait for the next read.
             let bytes = fetched.uncompressed_bytes as usize;
             if bytes > 0 && used > 0 && used + bytes > limits.max_bytes as usize {
-                (fetched.uncompressed_bytes, fetched.body) = (0, Vec::new());
+                (fetched.uncompressed_bytes, fetched.body) = (0, bytes::Bytes::new());
             }
             used += fetched.uncompressed_bytes as usize;
             fetched.index = indices[fetched.index as usize];
@@ -273,7 +273,9 @@ async fn partition_news(
     // With the budget spent, the batches wait for the next read.
     if owned.log.written_end_offset() > wanted.offset && budget.read_bytes() > 0 {
         match read_for_follower(context, replica_id, owned, wanted.offset, budget).await {
-            Ok(Some((uncompressed_bytes, body))) => (news.uncompressed_bytes, news.body) = (uncompressed_bytes, body),
+            Ok(Some((uncompressed_bytes, body))) => {
+                (news.uncompressed_bytes, news.body) = (uncompressed_bytes, body.into())
+            }
             Ok(None) => {}
             Err(code) => return budget.admit(0, 0).then(|| entry(index, code, Some(&snapshot))),
         }

@@ -24,7 +24,7 @@ use crate::shard::context::{ShardContext, METADATA_SHARD};
 use crate::shard::partitions::OwnedPartition;
 use crate::shard::topic_admin::{apply_create_topic, apply_delete_topic};
 use crate::state::cluster::Role;
-use crate::storage::{AppendMode, PartitionLog};
+use crate::storage::PartitionLog;
 
 /// Longest a follower's read waits at the leader for new data.
 const FETCH_WAIT_MS: u32 = 500;
@@ -505,7 +505,7 @@ async fn apply(
     owned: &OwnedPartition,
     offset: u64,
     uncompressed_bytes: u32,
-    mut body: Vec<u8>,
+    body: bytes::Bytes,
     buffer: &mut Vec<u8>,
 ) -> Result<(), CallError> {
     let limit = context.config.limits.max_frame_bytes;
@@ -516,8 +516,8 @@ async fn apply(
     let fetched = decode_fetched(uncompressed_bytes, &body, limit, max_batch_bytes, buffer)
         .map_err(|error| CallError::Connection(format!("bad answer from the leader at {offset}: {error}")))?;
     let batches = match fetched {
-        Fetched::Raw => &mut body[..],
-        Fetched::Decompressed(length) => &mut buffer[..length],
+        Fetched::Raw => &body[..],
+        Fetched::Decompressed(length) => &buffer[..length],
     };
     let mut position = 0;
     let mut next_offset = offset;
@@ -542,7 +542,7 @@ async fn apply(
         let end = position + header.batch_bytes as usize;
         let info = owned
             .log
-            .append_placed(&mut batches[position..end], AppendMode::Replica)
+            .append_replica_placed(&batches[position..end])
             .await
             .map_err(|error| CallError::Connection(format!("cannot append at {next_offset}: {error}")))?;
         next_offset = info.next_offset;
@@ -681,6 +681,7 @@ async fn reset_behind_leader(owned: &OwnedPartition, local_end: u64, leader_star
 mod tests {
     use super::*;
     use crate::storage::batch::BatchBuilder;
+    use crate::storage::AppendMode;
 
     #[test]
     fn waiting_for_a_log_closed_under_the_follower_ends_instead_of_spinning_the_shard() {

@@ -10,19 +10,55 @@ struct Placement {
     generation: u64,
 }
 
+/// A batch on its way into the log: a leader's, which the log stamps with
+/// its offsets and epoch in place, or a replica's, kept as its leader
+/// stamped it (and so only read).
+enum Incoming<'a> {
+    Leader { batch: &'a mut [u8], leader_epoch: u32 },
+    Replica(&'a [u8]),
+}
+
+impl<'a> Incoming<'a> {
+    fn new(batch: &'a mut [u8], mode: AppendMode) -> Incoming<'a> {
+        match mode {
+            AppendMode::Leader { leader_epoch } => Incoming::Leader { batch, leader_epoch },
+            AppendMode::Replica => Incoming::Replica(batch),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Incoming::Leader { batch, .. } => batch,
+            Incoming::Replica(batch) => batch,
+        }
+    }
+}
+
 impl PartitionLog {
     /// Append one encoded batch. Resolves when the batch is durable under the
     /// configured policy; the batch's log-assigned header fields are stamped
     /// in place.
     pub async fn append(&self, batch: &mut [u8], mode: AppendMode) -> StorageResult<Durable> {
-        let placed = self.append_with(batch, mode).await?;
+        let placed = self.append_with(Incoming::new(batch, mode)).await?;
         self.wait_durable(placed).await
     }
 
     /// Append without waiting for durability (`acks=none`): resolves once
     /// the batch has its offsets and sits in the write buffers. Not durable.
     pub async fn append_placed(&self, batch: &mut [u8], mode: AppendMode) -> StorageResult<Placed> {
-        let placed = self.append_with(batch, mode).await?;
+        self.append_incoming_placed(Incoming::new(batch, mode)).await
+    }
+
+    /// [`PartitionLog::append_placed`] of a replica's batch, which keeps
+    /// its leader's offsets and epoch, so nothing writes to it: a follower
+    /// appends straight from the answer it read, shared with other
+    /// partitions' batches instead of copied out of it.
+    pub async fn append_replica_placed(&self, batch: &[u8]) -> StorageResult<Placed> {
+        self.append_incoming_placed(Incoming::Replica(batch)).await
+    }
+
+    async fn append_incoming_placed(&self, incoming: Incoming<'_>) -> StorageResult<Placed> {
+        let placed = self.append_with(incoming).await?;
         if placed.duplicate {
             // A retry is answered once the original is durable, whatever
             // the acks: the producer must not see offsets it could lose.
@@ -72,27 +108,28 @@ impl PartitionLog {
     }
 
     /// The write path up to the write buffers.
-    async fn append_with(&self, batch: &mut [u8], mode: AppendMode) -> StorageResult<Placed> {
+    async fn append_with(&self, mut incoming: Incoming<'_>) -> StorageResult<Placed> {
         // max_batch_bytes admits new batches from clients; a replica copies
         // batches its leader already acknowledged, bounded by the format only.
-        let limit = match mode {
-            AppendMode::Leader { .. } => self.inner.config.max_batch_bytes,
-            AppendMode::Replica => FORMAT_MAX_BATCH_BYTES,
+        let limit = match incoming {
+            Incoming::Leader { .. } => self.inner.config.max_batch_bytes,
+            Incoming::Replica(_) => FORMAT_MAX_BATCH_BYTES,
         };
-        let header = validate_batch(batch, limit)?;
+        let header = validate_batch(incoming.bytes(), limit)?;
+        let batch_bytes = incoming.bytes().len() as u64;
         let _permit = self.inner.append_gate.acquire().await;
         self.check_writable(&self.inner.state.borrow())?;
-        if let AppendMode::Leader { .. } = mode {
+        if let Incoming::Leader { .. } = incoming {
             if let Some(original) = self.check_sequence(&header)? {
                 return Ok(original);
             }
         }
-        self.roll_if_needed(batch.len() as u64).await?;
-        self.ensure_preallocated(batch.len() as u64).await?;
-        let placement = self.place(batch, &header, mode)?;
+        self.roll_if_needed(batch_bytes).await?;
+        self.ensure_preallocated(batch_bytes).await?;
+        let placement = self.place(&mut incoming, &header)?;
         self.record_epoch(placement.leader_epoch, placement.base_offset).await?;
-        self.copy_into_buffers(batch, placement.generation).await?;
-        let placed = self.commit_placement(batch, &header, placement)?;
+        self.copy_into_buffers(incoming.bytes(), placement.generation).await?;
+        let placed = self.commit_placement(incoming.bytes(), &header, placement)?;
         drop(_permit);
         self.inner.work.notify_all();
         Ok(placed)
@@ -129,17 +166,17 @@ impl PartitionLog {
     /// is taken here, with the offsets: a rollback that lands in any later
     /// await changes it, and the batch is refused instead of landing at a
     /// position its stamped offsets no longer describe.
-    fn place(&self, batch: &mut [u8], header: &BatchHeader, mode: AppendMode) -> StorageResult<Placement> {
+    fn place(&self, incoming: &mut Incoming<'_>, header: &BatchHeader) -> StorageResult<Placement> {
         let state = self.inner.state.borrow();
         self.check_writable(&state)?;
         let (log_end_offset, generation) = (state.log_end_offset, state.durability.generation);
-        let (base_offset, leader_epoch) = match mode {
-            AppendMode::Leader { leader_epoch } => {
-                stamp_batch(batch, log_end_offset, leader_epoch);
-                (log_end_offset, leader_epoch)
+        let (base_offset, leader_epoch) = match incoming {
+            Incoming::Leader { batch, leader_epoch } => {
+                stamp_batch(batch, log_end_offset, *leader_epoch);
+                (log_end_offset, *leader_epoch)
             }
-            AppendMode::Replica if header.base_offset == log_end_offset => (log_end_offset, header.leader_epoch),
-            AppendMode::Replica => {
+            Incoming::Replica(_) if header.base_offset == log_end_offset => (log_end_offset, header.leader_epoch),
+            Incoming::Replica(_) => {
                 return Err(StorageError::OffsetOutOfRange {
                     offset: header.base_offset,
                     log_start_offset: state.log_start_offset(),
