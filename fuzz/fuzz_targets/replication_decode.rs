@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringlog::protocol::{decode_response, encode_response, ApiKey, Response};
+use ringlog::protocol::{decode_response, decode_response_shared, encode_response, ApiKey, Response};
 use ringlog::replication::answer_body::{decode_fetched, Fetched};
 
 const REPLICATION_APIS: [ApiKey; 7] = [
@@ -21,6 +21,10 @@ const REPLICATION_APIS: [ApiKey; 7] = [
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, frame)) = data.split_first() else { return };
     let api_key = REPLICATION_APIS[selector as usize % REPLICATION_APIS.len()];
+    // A follower decodes over the frame (bodies are slices of it): the
+    // same outcome as the copying decoder, and no panic.
+    let shared = decode_response_shared(api_key, &bytes::Bytes::copy_from_slice(frame));
+    assert_eq!(shared, decode_response(api_key, frame), "shared and copying decoders agree");
     if let Ok((correlation_id, outcome)) = decode_response(api_key, frame) {
         if let Ok(response) = &outcome {
             let mut encoded = Vec::new();

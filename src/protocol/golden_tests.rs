@@ -281,9 +281,7 @@ fn replica_answer_batches_decoded_from_a_shared_frame_are_slices_of_it_not_copie
     let shared = first_body(decode_response_shared(api_key, &frame));
     assert_eq!(&shared[..], &[4, 4, 4]);
     assert!(frame.as_ptr_range().contains(&shared.as_ptr()), "the batches point into the frame");
-    let copied = first_body(decode_response(api_key, &frame));
-    assert_eq!(copied, shared);
-    assert!(!frame.as_ptr_range().contains(&copied.as_ptr()), "a borrowed frame's batches are copied out");
+    assert_eq!(first_body(decode_response(api_key, &frame)), shared);
 }
 
 #[test]

@@ -87,7 +87,8 @@ fn truncated_and_garbage_frames_are_errors_not_panics() {
 }
 
 #[test]
-fn truncated_and_padded_responses_are_the_same_errors_in_the_owned_and_slice_decoders() {
+fn truncated_and_padded_responses_are_the_same_errors_in_the_owned_shared_and_slice_decoders() {
+    let shared = |api_key, bytes: &[u8]| decode_response_shared(api_key, &bytes::Bytes::copy_from_slice(bytes));
     for (api_key, response, _) in response_examples() {
         let mut out = Vec::new();
         encode_response(1, &response, &mut out);
@@ -95,11 +96,13 @@ fn truncated_and_padded_responses_are_the_same_errors_in_the_owned_and_slice_dec
             let slice = decode_response(api_key, &out[LENGTH_PREFIX_BYTES..length]);
             assert!(slice.is_err(), "{response:?} truncated to {length}");
             assert_eq!(decode_response_owned(api_key, out[LENGTH_PREFIX_BYTES..length].to_vec()), slice);
+            assert_eq!(shared(api_key, &out[LENGTH_PREFIX_BYTES..length]), slice);
         }
         out.push(0);
         let slice = decode_response(api_key, &out[LENGTH_PREFIX_BYTES..]);
         assert_eq!(slice, Err(ProtocolError::Invalid("trailing bytes after the body")), "{response:?}");
         assert_eq!(decode_response_owned(api_key, out[LENGTH_PREFIX_BYTES..].to_vec()), slice);
+        assert_eq!(shared(api_key, &out[LENGTH_PREFIX_BYTES..]), slice);
     }
 }
 

@@ -13,8 +13,7 @@ use glommio::channels::local_channel::{self, LocalSender};
 use rustls::ClientConfig;
 
 use crate::protocol::{
-    decode_response_owned, decode_response_shared, encode_request, frame_length, ApiKey, ErrorResponse, Request,
-    Response, LENGTH_PREFIX_BYTES,
+    decode_response_shared, encode_request, frame_length, ApiKey, ErrorResponse, Request, Response, LENGTH_PREFIX_BYTES,
 };
 use crate::security::stream::{split, ReadHalf};
 
@@ -180,17 +179,16 @@ async fn read_answers(mut stream: ReadHalf, shared: Rc<Shared>, max_frame_bytes:
     fail_all(&shared, reason);
 }
 
-/// A multi-partition replica answer's batches stay in the frame (sliced,
-/// not copied out: a follower copied every replicated byte here once
-/// more); other answers are decoded as the client does.
+/// Decode an answer over its frame as shared bytes: a multi-partition
+/// replica answer's batches stay in the frame (sliced, not copied out: a
+/// follower copied every replicated byte here once more), and the frame
+/// returns to the shard's pool once the last of them is applied (at once
+/// for any other answer).
 fn decode_answer(
     api_key: ApiKey,
     frame: Vec<u8>,
 ) -> Result<(u32, Result<Response, ErrorResponse>), crate::protocol::ProtocolError> {
-    match api_key {
-        ApiKey::ReplicaFetchMany => decode_response_shared(api_key, &crate::runtime::buffer_pool::share(frame)),
-        _ => decode_response_owned(api_key, frame),
-    }
+    decode_response_shared(api_key, &crate::runtime::buffer_pool::share(frame))
 }
 
 #[cfg(test)]

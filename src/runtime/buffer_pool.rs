@@ -1,16 +1,18 @@
 //! Large byte buffers reused per shard thread, so a request's buffer is not
 //! zero filled before the socket overwrites it. A new `vec![0; length]` per
 //! produce (a megabyte at a time) was 4-9 % of a producing node's CPU
-//! samples in `memset` (Kafka frames, native produce batches), plus the page
-//! faults of memory the heap trimmer had handed back.
+//! samples in `memset` (Kafka frames, native produce batches; a follower's
+//! replica answers too), plus the page faults of memory the heap trimmer
+//! had handed back.
 //!
 //! A reader takes a buffer here and fills it whole from the socket before
 //! anything looks at it, so a pooled buffer's old bytes are never read.
 //! Buffers come back two ways: a native produce's batch is given back once
-//! the log has copied it ([`give_back`]); a Kafka frame is handed on as
-//! [`bytes::Bytes`] that own it ([`share`]) and returns when the last slice
-//! of it is dropped. Either way it joins the pool of the thread where that
-//! happens (the partition's owner, for a produce).
+//! the log has copied it ([`give_back`]); a Kafka frame, or a replica
+//! answer on a follower, is handed on as [`bytes::Bytes`] that own it
+//! ([`share`]) and returns when the last slice of it is dropped. Either way
+//! it joins the pool of the thread where that happens (the partition's
+//! owner, for a produce).
 //!
 //! Bounded by `limits.buffer_pool_bytes` per thread (their capacity summed);
 //! buffers below [`POOLED_BUFFER_MIN_BYTES`] are not pooled (zeroing them
