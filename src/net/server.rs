@@ -21,7 +21,7 @@ use super::accept::{next_connection, AcceptGate};
 use super::authentication::{ClientAuthentication, Verdict};
 use crate::protocol::{
     decode_produce_head, decode_request_header, decode_request_owned, encode_error, encode_response,
-    encode_response_split, frame_length, ErrorCode, ErrorResponse, ProtocolError, Request, RequestHeader,
+    encode_response_split, frame_length, ErrorCode, ErrorResponse, FramePieces, ProtocolError, Request, RequestHeader,
     LENGTH_PREFIX_BYTES, REQUEST_HEADER_BYTES,
 };
 use crate::replication::handshake::ReplicaSession;
@@ -163,16 +163,19 @@ impl Connection {
         let writer_queue = Rc::clone(&queue);
         let writer = crate::runtime::spawn_local(async move {
             let mut write_stream = write_stream;
-            while let Some((head, body, _queued)) = receiver.recv().await {
-                let mut written = write_stream.write_all(&head).await;
-                if written.is_ok() && !body.is_empty() {
-                    written = write_stream.write_all(&body).await;
+            while let Some((frame, _queued)) = receiver.recv().await {
+                let mut written = Ok(());
+                for piece in frame.pieces().filter(|piece| !piece.is_empty()) {
+                    written = write_stream.write_all(piece).await;
+                    if written.is_err() {
+                        break;
+                    }
                 }
                 if written.is_ok() {
                     // TLS holds records back until flushed; plaintext: nothing to do.
                     written = write_stream.flush().await;
                 }
-                let bytes = head.len() + body.len();
+                let bytes = frame.len();
                 writer_queue.queued_bytes.set(writer_queue.queued_bytes.get().saturating_sub(bytes));
                 if written.is_err() {
                     break;
@@ -319,7 +322,7 @@ impl Connection {
         };
         let mut frame = Vec::new();
         encode_response(correlation_id, &answer, &mut frame);
-        let _ = sender.send((frame, Vec::new(), None)).await;
+        let _ = sender.send((FramePieces::whole(frame), None)).await;
         Ok(None)
     }
 
@@ -347,7 +350,7 @@ impl Connection {
             Verdict::Refuse(error) => encode_error(correlation_id, &error, &mut frame),
             Verdict::Close(error) => return Err(error),
         }
-        let _ = sender.send((frame, Vec::new(), None)).await;
+        let _ = sender.send((FramePieces::whole(frame), None)).await;
         Ok(None)
     }
 
@@ -435,7 +438,7 @@ async fn close(end: ReadEnd, sender: Rc<LocalSender<Outgoing>>, queue: &ReplyQue
             encode_error(correlation_id.unwrap_or(0), &error, &mut frame);
             // Never wait for room: a peer that does not read would hold
             // this connection forever. No room, no error frame.
-            let _ = sender.try_send((frame, Vec::new(), None));
+            let _ = sender.try_send((FramePieces::whole(frame), None));
         }
         // Cut off: nothing more is owed to it, and its writer may be
         // blocked on a full socket the peer no longer reads.
@@ -480,15 +483,15 @@ impl Answer {
         if outcome.is_err() {
             self.context.shard_metrics().errors.fetch_add(1, Ordering::Relaxed);
         }
-        let mut head = Vec::new();
-        let body = match outcome {
-            Ok(response) => encode_response_split(self.correlation_id, response, &mut head),
+        let frame = match outcome {
+            Ok(response) => encode_response_split(self.correlation_id, response),
             Err(error) => {
-                encode_error(self.correlation_id, &error, &mut head);
-                Vec::new()
+                let mut frame = Vec::new();
+                encode_error(self.correlation_id, &error, &mut frame);
+                FramePieces::whole(frame)
             }
         };
-        let bytes = head.len() + body.len();
+        let bytes = frame.len();
         match self.follower {
             Some(follower) if !self.queue.admit(bytes) => {
                 // The follower does not read its answers fast enough: cut it
@@ -501,7 +504,7 @@ impl Answer {
             _ => {
                 self.queue.queued_bytes.set(self.queue.queued_bytes.get() + bytes);
                 let queued = self.follower.map(|id| QueuedAnswer::new(self.context.progress.follower(id), bytes));
-                let _ = self.sender.send((head, body, queued)).await;
+                let _ = self.sender.send((frame, queued)).await;
             }
         }
     }
@@ -549,7 +552,7 @@ fn invalid(message: &str) -> ErrorResponse {
 /// the head (a fetch's batches; empty for everything else), and for a
 /// follower the guard that counts its bytes as queued until the writer is
 /// done with them.
-type Outgoing = (Vec<u8>, Vec<u8>, Option<QueuedAnswer>);
+type Outgoing = (FramePieces, Option<QueuedAnswer>);
 
 /// Bytes of answers queued for a connection's writer. On a replication
 /// connection they are bounded by `follower_queue_bytes`; a follower over

@@ -99,7 +99,7 @@ impl Field for bytes::Bytes {
     type Names = &'static str;
     const MIN_BYTES: usize = 4;
     fn encode(&self, writer: &mut Writer<'_>) {
-        writer.bytes(self);
+        writer.shared_bytes(self);
     }
     fn decode(reader: &mut Reader<'_>, name: &'static str) -> Result<bytes::Bytes, ProtocolError> {
         reader.shared_bytes(name)

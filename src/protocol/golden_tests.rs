@@ -258,15 +258,40 @@ fn every_response_encodes_to_its_golden_bytes_and_decodes_back() {
         let mut out = Vec::new();
         encode_response(9, &response, &mut out);
         assert_eq!(out, expected, "{response:?}");
-        let mut split = Vec::new();
-        let body = encode_response_split(9, response.clone(), &mut split);
-        split.extend_from_slice(&body);
-        assert_eq!(split, expected, "split encoding of {response:?}");
+        let split = encode_response_split(9, response.clone());
+        assert_eq!(split.pieces().collect::<Vec<_>>().concat(), expected, "split encoding of {response:?}");
+        assert_eq!(split.len(), expected.len());
         assert_eq!(decode_response(api_key, &expected[LENGTH_PREFIX_BYTES..]), Ok((9, Ok(response.clone()))));
         let shared = bytes::Bytes::copy_from_slice(&expected[LENGTH_PREFIX_BYTES..]);
         assert_eq!(decode_response_shared(api_key, &shared), Ok((9, Ok(response.clone()))));
         assert_eq!(decode_response_owned(api_key, expected[LENGTH_PREFIX_BYTES..].to_vec()), Ok((9, Ok(response))));
     }
+}
+
+#[test]
+fn large_replica_answer_bodies_are_sent_from_where_they_are_and_make_the_same_frame() {
+    let partition = |index, body: bytes::Bytes| ReplicaFetchedPartition {
+        index,
+        error: ErrorCode::None,
+        high_watermark: Some(1),
+        log_start_offset: 0,
+        log_end_offset: 2,
+        commit_version: 0,
+        uncompressed_bytes: body.len() as u32,
+        body,
+    };
+    let large = bytes::Bytes::from(vec![7u8; SHARED_BYTES_MIN_BYTES]);
+    let partitions =
+        vec![partition(0, large.clone()), partition(1, bytes::Bytes::from(vec![8u8; 10])), partition(2, large.clone())];
+    let response = Response::ReplicaFetchMany { leader_epoch: 1, leader_shards: 2, partitions };
+    let mut whole = Vec::new();
+    encode_response(3, &response, &mut whole);
+    let split = encode_response_split(3, response.clone());
+    assert_eq!(split.inserts.len(), 2, "only bodies of SHARED_BYTES_MIN_BYTES or more are left out of the head");
+    assert!(split.inserts.iter().all(|(_, body)| body.as_ptr() == large.as_ptr()), "sent from where they are");
+    assert_eq!(split.pieces().collect::<Vec<_>>().concat(), whole);
+    assert_eq!(split.len(), whole.len());
+    assert_eq!(decode_response(ApiKey::ReplicaFetchMany, &whole[LENGTH_PREFIX_BYTES..]), Ok((3, Ok(response))));
 }
 
 #[test]

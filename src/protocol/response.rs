@@ -304,18 +304,64 @@ pub fn encode_response(correlation_id: u32, response: &Response, out: &mut Vec<u
     finish_frame(out, start, 0);
 }
 
-/// Encode a success response like [`encode_response`], but leave a fetch's
-/// trailing batches out of `out` and return them: the frame header in
-/// `out` already counts them, so writing `out` then the returned bytes puts
-/// the same frame on the wire without copying the batches (the largest
-/// thing the node sends).
-pub fn encode_response_split(correlation_id: u32, mut response: Response, out: &mut Vec<u8>) -> Vec<u8> {
-    let start = start_response(correlation_id, ErrorCode::None, out);
-    let trailing_bytes = response.encode_head(&mut Writer::new(out)).len();
-    finish_frame(out, start, trailing_bytes);
+/// A frame in pieces: `head` with each of `inserts` spliced in, in order,
+/// at its position in `head`. The batches a node sends (a fetch's trailing
+/// batches, a replica answer's bodies) are most of its bytes: written to
+/// the socket from where they are instead of copied into one frame.
+#[derive(Debug, Default)]
+pub struct FramePieces {
+    /// Every byte of the frame but the inserts.
+    pub head: Vec<u8>,
+    /// `(position in head, bytes)`, positions not decreasing.
+    pub inserts: Vec<(usize, bytes::Bytes)>,
+}
+
+impl FramePieces {
+    /// A frame that is all head.
+    pub fn whole(frame: Vec<u8>) -> FramePieces {
+        FramePieces { head: frame, inserts: Vec::new() }
+    }
+
+    /// Bytes in the frame.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.inserts.iter().map(|(_, bytes)| bytes.len()).sum::<usize>()
+    }
+
+    /// Whether the frame has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The pieces to write, in order (some may be empty).
+    pub fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        let mut from = 0;
+        let mut pieces = Vec::with_capacity(self.inserts.len() * 2 + 1);
+        for (position, bytes) in &self.inserts {
+            pieces.push(&self.head[from..*position]);
+            pieces.push(&bytes[..]);
+            from = *position;
+        }
+        pieces.push(&self.head[from..]);
+        pieces.into_iter()
+    }
+}
+
+/// Encode a success response like [`encode_response`], in pieces: a
+/// fetch's trailing batches and a replica answer's large bodies are left
+/// out of the head (whose frame header counts them), so the same frame goes
+/// on the wire without copying them.
+pub fn encode_response_split(correlation_id: u32, mut response: Response) -> FramePieces {
+    let mut frame = FramePieces::default();
+    let start = start_response(correlation_id, ErrorCode::None, &mut frame.head);
+    let trailing_bytes = response.encode_head(&mut Writer::diverting(&mut frame.head, &mut frame.inserts)).len();
+    let diverted_bytes: usize = frame.inserts.iter().map(|(_, bytes)| bytes.len()).sum();
+    finish_frame(&mut frame.head, start, diverted_bytes + trailing_bytes);
     let trailing = response.trailing_mut().map(std::mem::take).unwrap_or_default();
     assert_eq!(trailing.len(), trailing_bytes);
-    trailing
+    if !trailing.is_empty() {
+        frame.inserts.push((frame.head.len(), bytes::Bytes::from(trailing)));
+    }
+    frame
 }
 
 /// Append a complete error response frame to `out`: the header with the

@@ -6,15 +6,29 @@ use super::request::REQUEST_HEADER_BYTES;
 use super::response::RESPONSE_HEADER_BYTES;
 use super::types::*;
 
+/// Byte strings shared rather than copied into a frame when at least this
+/// long: below it, copying costs less than one more write to the socket.
+pub const SHARED_BYTES_MIN_BYTES: usize = 16 << 10;
+
 /// Appends little-endian fields to a buffer.
 pub struct Writer<'a> {
     out: &'a mut Vec<u8>,
+    /// Where large shared byte strings go instead of `out` (see
+    /// [`Writer::diverting`]).
+    inserts: Option<&'a mut Vec<(usize, Bytes)>>,
 }
 
 impl<'a> Writer<'a> {
     /// Write into `out`.
     pub fn new(out: &'a mut Vec<u8>) -> Writer<'a> {
-        Writer { out }
+        Writer { out, inserts: None }
+    }
+    /// Write into `out`, except that a shared byte string of
+    /// [`SHARED_BYTES_MIN_BYTES`] or more is left out of it (its length
+    /// is written) and listed in `inserts` with the position in `out` it
+    /// belongs at.
+    pub fn diverting(out: &'a mut Vec<u8>, inserts: &'a mut Vec<(usize, Bytes)>) -> Writer<'a> {
+        Writer { out, inserts: Some(inserts) }
     }
     pub(super) fn u8(&mut self, value: u8) {
         self.out.push(value);
@@ -36,6 +50,14 @@ impl<'a> Writer<'a> {
     pub(super) fn bytes(&mut self, value: &[u8]) {
         self.u32(value.len() as u32);
         self.raw(value);
+    }
+    /// A byte string that may be left out of the frame (see [`Writer::diverting`]).
+    pub(super) fn shared_bytes(&mut self, value: &Bytes) {
+        self.u32(value.len() as u32);
+        match &mut self.inserts {
+            Some(inserts) if value.len() >= SHARED_BYTES_MIN_BYTES => inserts.push((self.out.len(), value.clone())),
+            _ => self.raw(value),
+        }
     }
     /// Bytes without a length: the rest of a byte string whose length is written.
     pub(super) fn raw(&mut self, value: &[u8]) {
