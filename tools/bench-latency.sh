@@ -17,8 +17,8 @@ mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
 source tools/lib/node.sh
 source tools/lib/bench.sh
-port=27770
-admin=27771
+port=27870
+admin=27871
 export RINGLOG_SERVER="127.0.0.1:$port"
 node_pid=
 trap '[[ -n $node_pid ]] && kill -TERM "$node_pid" 2>/dev/null; wait' EXIT

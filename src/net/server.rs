@@ -164,6 +164,13 @@ impl Connection {
         let writer = crate::runtime::spawn_local(async move {
             let mut write_stream = write_stream;
             while let Some((frame, _queued)) = receiver.recv().await {
+                // TLS seals each write as records of its own: a head slice
+                // between two bodies would be a runt record, so an
+                // encrypted connection gets such a frame in one piece.
+                let frame = match write_stream.is_encrypted() {
+                    true => frame.joined_inside(),
+                    false => frame,
+                };
                 let mut written = Ok(());
                 for piece in frame.pieces().filter(|piece| !piece.is_empty()) {
                     written = write_stream.write_all(piece).await;
@@ -548,10 +555,10 @@ fn invalid(message: &str) -> ErrorResponse {
     ErrorResponse { code: ErrorCode::InvalidRequest, message: message.into(), leader: None }
 }
 
-/// A frame to write: its head, then a body written without copying it into
-/// the head (a fetch's batches; empty for everything else), and for a
-/// follower the guard that counts its bytes as queued until the writer is
-/// done with them.
+/// A frame to write, in pieces (a fetch's batches and a replica answer's
+/// large bodies are written from where they are, not copied into the
+/// head), and for a follower the guard that counts its bytes as queued
+/// until the writer is done with them.
 type Outgoing = (FramePieces, Option<QueuedAnswer>);
 
 /// Bytes of answers queued for a connection's writer. On a replication

@@ -261,6 +261,10 @@ fn every_response_encodes_to_its_golden_bytes_and_decodes_back() {
         let split = encode_response_split(9, response.clone());
         assert_eq!(split.pieces().collect::<Vec<_>>().concat(), expected, "split encoding of {response:?}");
         assert_eq!(split.len(), expected.len());
+        let inserts = split.inserts.len();
+        let joined = split.joined_inside();
+        assert_eq!(joined.inserts.len(), inserts, "a trailing insert stays apart when the inside is joined");
+        assert_eq!(joined.pieces().collect::<Vec<_>>().concat(), expected, "joined encoding of {response:?}");
         assert_eq!(decode_response(api_key, &expected[LENGTH_PREFIX_BYTES..]), Ok((9, Ok(response.clone()))));
         let shared = bytes::Bytes::copy_from_slice(&expected[LENGTH_PREFIX_BYTES..]);
         assert_eq!(decode_response_shared(api_key, &shared), Ok((9, Ok(response.clone()))));
@@ -291,6 +295,10 @@ fn large_replica_answer_bodies_are_sent_from_where_they_are_and_make_the_same_fr
     assert!(split.inserts.iter().all(|(_, body)| body.as_ptr() == large.as_ptr()), "sent from where they are");
     assert_eq!(split.pieces().collect::<Vec<_>>().concat(), whole);
     assert_eq!(split.len(), whole.len());
+    // As a TLS connection writes it: the bodies inside the head joined in.
+    let joined = split.joined_inside();
+    assert!(joined.inserts.is_empty());
+    assert_eq!(joined.head, whole);
     assert_eq!(decode_response(ApiKey::ReplicaFetchMany, &whole[LENGTH_PREFIX_BYTES..]), Ok((3, Ok(response))));
 }
 

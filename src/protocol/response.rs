@@ -334,15 +334,27 @@ impl FramePieces {
 
     /// The pieces to write, in order (some may be empty).
     pub fn pieces(&self) -> impl Iterator<Item = &[u8]> {
-        let mut from = 0;
-        let mut pieces = Vec::with_capacity(self.inserts.len() * 2 + 1);
-        for (position, bytes) in &self.inserts {
-            pieces.push(&self.head[from..*position]);
-            pieces.push(&bytes[..]);
-            from = *position;
+        let head_from = |index: usize| if index == 0 { 0 } else { self.inserts[index - 1].0 };
+        let inserted = self
+            .inserts
+            .iter()
+            .enumerate()
+            .flat_map(move |(index, (position, bytes))| [&self.head[head_from(index)..*position], &bytes[..]]);
+        inserted.chain(std::iter::once(&self.head[head_from(self.inserts.len())..]))
+    }
+
+    /// The same frame with every insert that lies inside the head copied
+    /// into it; one at the head's end (a fetch's trailing batches) stays
+    /// apart.
+    pub fn joined_inside(self) -> FramePieces {
+        if self.inserts.iter().all(|(position, _)| *position == self.head.len()) {
+            return self;
         }
-        pieces.push(&self.head[from..]);
-        pieces.into_iter()
+        let mut head = Vec::with_capacity(self.len());
+        for piece in self.pieces() {
+            head.extend_from_slice(piece);
+        }
+        FramePieces::whole(head)
     }
 }
 

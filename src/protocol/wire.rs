@@ -7,7 +7,8 @@ use super::response::RESPONSE_HEADER_BYTES;
 use super::types::*;
 
 /// Byte strings shared rather than copied into a frame when at least this
-/// long: below it, copying costs less than one more write to the socket.
+/// long: below it, copying costs less than the two more writes to the
+/// socket a shared one takes (the string, then the head after it).
 pub const SHARED_BYTES_MIN_BYTES: usize = 16 << 10;
 
 /// Appends little-endian fields to a buffer.

@@ -121,6 +121,12 @@ impl WriteHalf {
     pub fn raw_fd(&self) -> RawFd {
         self.socket.as_raw_fd()
     }
+
+    /// Whether writes are sealed as TLS records (each write its own
+    /// records, so many small writes mean many small records).
+    pub fn is_encrypted(&self) -> bool {
+        self.outbound.is_some()
+    }
 }
 
 /// A second descriptor of `socket`, owned by the returned stream.

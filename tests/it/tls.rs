@@ -347,6 +347,17 @@ fn followers_replicate_over_mutual_tls_and_a_node_with_a_foreign_certificate_is_
         &["over-tls".to_string()],
     ));
     assert!(produced.is_ok(), "acks=all is met through the TLS follower: {produced:?}");
+    // Answers whose bodies are 16 KiB and more (two partitions' batches in
+    // one answer, sealed as one piece on TLS) reach the follower intact:
+    // it checks every batch's CRC before acks=all can be met.
+    crate::fixtures::create_topic(&leader, "large", 2);
+    let values: Vec<String> = (0..40).map(|index| format!("{index:04}").repeat(256)).collect();
+    for acks in [ringlog::protocol::Acks::Leader, ringlog::protocol::Acks::All] {
+        for partition in [0, 1] {
+            let produced = leader.client().call(crate::node::produce_request("large", partition, acks, &values));
+            assert!(produced.is_ok(), "40 KiB to partition {partition} with {acks:?}: {produced:?}");
+        }
+    }
     // A node whose certificate comes from another CA is not let in, even
     // though it trusts the leader's: the leader refuses its certificate.
     let stranger = Authority::new(dir.path(), "stranger");
