@@ -23,24 +23,13 @@ export RINGLOG_SERVER="127.0.0.1:$port"
 node_pid=
 trap '[[ -n $node_pid ]] && kill -TERM "$node_pid" 2>/dev/null; wait' EXIT
 
-fio_p99_us() {
-    rm -f "$dir"/fsynclat*
-    fio --name=fsynclat --directory="$dir" --rw=write --bs=4k --size=64M --fdatasync=1 --ioengine=sync \
-        --output-format=json >"$dir/fio-sync.json"
-    rm -f "$dir"/fsynclat*
-    python3 - "$dir/fio-sync.json" <<'PY'
-import json, sys
-pct = json.load(open(sys.argv[1]))["jobs"][0]["sync"]["lat_ns"]["percentile"]
-print(f"{pct['50.000000']/1000:.0f} {pct['99.000000']/1000:.0f}")
-PY
-}
 field() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 
 echo "| round | fio fdatasync p50 / p99 µs | records per batch | node p50 / p99 µs | node p99 / fio p99 |"
 echo "|---|---|---|---|---|"
 for round in $(seq "$rounds"); do
     for batch in 1 10; do
-        read -r fio_p50 fio_p99 < <(fio_p99_us)
+        read -r fio_p50 fio_p99 < <(fio_fdatasync_us)
         node_start always ""
         result=$(bench_json "$binary" produce --topic small --partitions 1 --producers 1 --in-flight 1 \
             --batch "$batch" --total-bytes 20000000)
@@ -51,4 +40,4 @@ for round in $(seq "$rounds"); do
         echo "| $round | $fio_p50 / $fio_p99 | $batch | $p50 / $p99 | $ratio |"
     done
 done
-rm -rf "$dir/data" "$dir/fio-sync.json"
+rm -rf "$dir/data"

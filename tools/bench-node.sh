@@ -33,14 +33,8 @@ fio --name=seqwrite --directory="$dir" --rw=write --bs=1M --direct=1 --ioengine=
     --size=512M --fallocate=native --create_on_open=1 --group_reporting --output-format=terse --terse-version=3 \
     | awk -F';' '{printf "- fio sequential O_DIRECT write into 8 new files at once, QD 2 each (as 8 partitions): %.0f MiB/s\n", $48/1024}'
 rm -f "$dir"/seqwrite*
-fio --name=fsynclat --directory="$dir" --rw=write --bs=4k --size=64M --fdatasync=1 --ioengine=sync \
-    --output-format=json >"$dir/fio-sync.json"
-python3 - "$dir/fio-sync.json" <<'PY'
-import json, sys
-pct = json.load(open(sys.argv[1]))["jobs"][0]["sync"]["lat_ns"]["percentile"]
-print(f"- fio fdatasync latency: p50 {pct['50.000000']/1000:.0f} us, p99 {pct['99.000000']/1000:.0f} us")
-PY
-rm -f "$dir"/fsynclat* "$dir/fio-sync.json"
+read -r fio_p50 fio_p99 < <(fio_fdatasync_us)
+echo "- fio fdatasync latency: p50 $fio_p50 us, p99 $fio_p99 us"
 
 start_node() { # fsync policy
     rm -rf "$dir/data"

@@ -26,15 +26,9 @@ awk -F';' '{printf "- bandwidth into a new fallocated file (what a log does): %.
 rm -f "$dir"/seqwrite*
 
 echo "## fio: 4 KiB writes each followed by fdatasync"
-fio --name=fsynclat --directory="$dir" --rw=write --bs=4k --size=64M --fdatasync=1 --ioengine=sync \
-    --output-format=json >"$dir/fio-sync.json"
-python3 - "$dir/fio-sync.json" <<'PY'
-import json, sys
-job = json.load(open(sys.argv[1]))["jobs"][0]["sync"]
-pct = job["lat_ns"]["percentile"]
-print(f"- fdatasync latency: p50 {pct['50.000000']/1000:.0f} us, p99 {pct['99.000000']/1000:.0f} us")
-PY
-rm -f "$dir"/fsynclat*
+source tools/lib/bench.sh
+read -r fio_p50 fio_p99 < <(fio_fdatasync_us)
+echo "- fdatasync latency: p50 $fio_p50 us, p99 $fio_p99 us"
 
 echo "## cold-cache crash recovery of a 1 GiB segment"
 rm -rf "$dir/recovery"

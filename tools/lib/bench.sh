@@ -25,3 +25,20 @@ bench_json() {
     } >&2
     return 1
 }
+
+# fio's fdatasync latency, the reference for small-batch `fsync=always`
+# latency: 4 KiB buffered writes into a new file in $dir, each followed by
+# fdatasync.
+#   fio_fdatasync_us  -> "P50 P99" in microseconds on stdout
+fio_fdatasync_us() {
+    rm -f "$dir"/fsynclat*
+    fio --name=fsynclat --directory="$dir" --rw=write --bs=4k --size=64M --fdatasync=1 --ioengine=sync \
+        --output-format=json >"$dir/fio-sync.json"
+    rm -f "$dir"/fsynclat*
+    python3 - "$dir/fio-sync.json" <<'PY'
+import json, sys
+pct = json.load(open(sys.argv[1]))["jobs"][0]["sync"]["lat_ns"]["percentile"]
+print(f"{pct['50.000000']/1000:.0f} {pct['99.000000']/1000:.0f}")
+PY
+    rm -f "$dir/fio-sync.json"
+}
