@@ -137,6 +137,9 @@ pub struct ClusterConfig {
     pub replica_fetch_max_bytes: usize,
     /// Soft bound on one partition's batch bytes in that answer.
     pub replica_fetch_partition_max_bytes: usize,
+    /// Answer bodies a leader's shard keeps for the next follower reading
+    /// the same range (their bytes summed; 0 keeps none).
+    pub replica_answer_cache_bytes: usize,
     /// CAs that sign etcd's certificate (TLS to etcd; endpoints `https://…`).
     pub etcd_ca_file: Option<PathBuf>,
     /// Client certificate (PEM) shown to etcd (`--client-cert-auth`).
@@ -165,6 +168,7 @@ impl Default for ClusterConfig {
             replica_fetch_max_partitions: 10_000,
             replica_fetch_max_bytes: 8 << 20,
             replica_fetch_partition_max_bytes: 4 << 20,
+            replica_answer_cache_bytes: 32 << 20,
             etcd_ca_file: None,
             etcd_cert_file: None,
             etcd_key_file: None,
@@ -776,7 +780,9 @@ impl NodeConfig {
         require_range("cluster.replica_fetch_max_partitions", partitions, 1..=100_000)?;
         require_positive("cluster.replica_fetch_max_bytes", cluster.replica_fetch_max_bytes as u64)?;
         let partition_bytes = cluster.replica_fetch_partition_max_bytes as u64;
-        require_positive("cluster.replica_fetch_partition_max_bytes", partition_bytes)
+        require_positive("cluster.replica_fetch_partition_max_bytes", partition_bytes)?;
+        let cache_bytes = cluster.replica_answer_cache_bytes as u64;
+        require_range("cluster.replica_answer_cache_bytes", cache_bytes, 0..=(1 << 30))
     }
 
     /// Most partitions one replica read names: the setting, capped so the

@@ -179,7 +179,7 @@ type FollowerMetric = (&'static str, &'static str, &'static str, fn(&crate::stat
 /// Per-follower replication metrics (on the leader).
 pub fn render_replication(progress: &crate::state::progress::ReplicationProgress, out: &mut String) {
     let followers = progress.all();
-    let gauges: [FollowerMetric; 8] = [
+    let gauges: [FollowerMetric; 9] = [
         ("ringlog_follower_lag_records", "Records the follower is behind", "gauge", |p| p.lag_records() as f64),
         ("ringlog_follower_lag_bytes", "Bytes the follower is behind (estimate)", "gauge", |p| p.lag_bytes() as f64),
         ("ringlog_follower_connected", "1 while a replication connection is open", "gauge", |p| {
@@ -191,6 +191,12 @@ pub fn render_replication(progress: &crate::state::progress::ReplicationProgress
         ("ringlog_follower_sent_uncompressed_bytes_total", "Bytes sent before compression", "counter", |p| {
             p.sent_uncompressed_bytes.load(Ordering::Relaxed) as f64
         }),
+        (
+            "ringlog_follower_shared_answer_bytes_total",
+            "Uncompressed bytes sent from an answer another follower was sent first",
+            "counter",
+            |p| p.shared_answer_bytes.load(Ordering::Relaxed) as f64,
+        ),
         ("ringlog_follower_compression_ratio", "Uncompressed / compressed bytes sent", "gauge", |p| {
             let sent = p.sent_bytes.load(Ordering::Relaxed).max(1) as f64;
             p.sent_uncompressed_bytes.load(Ordering::Relaxed) as f64 / sent

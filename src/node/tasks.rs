@@ -119,10 +119,13 @@ fn retention_policy(context: &ShardContext, owned: &OwnedPartition) -> Retention
 
 /// While this node leads, publish every [`leader::PROGRESS_INTERVAL`] how
 /// far each follower is on this shard's partitions (the control thread
-/// turns it into ISR decisions).
+/// turns it into ISR decisions); in any role, drop the answer bodies kept
+/// for followers that no follower came for.
 pub async fn publish_follower_progress(context: Rc<ShardContext>, stopping: Rc<Cell<bool>>) {
     while !stopping.get() {
         crate::runtime::sleep(leader::PROGRESS_INTERVAL).await;
+        // Whatever the role: a deposed leader's kept bodies go too.
+        leader::expire_kept_answers(&context);
         if context.cluster.view().role == Role::Leader {
             leader::publish_follower_progress(&context);
         }

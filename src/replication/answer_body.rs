@@ -1,7 +1,8 @@
 //! A replica answer's body, both ends: the leader sends its batches as one
 //! lz4 block, or stored raw when lz4 does not pay (the follower recognises
-//! raw by the body being exactly the uncompressed length), and caches the
-//! body per range so several followers cost one compression; the follower
+//! raw by the body being exactly the uncompressed length), and keeps the
+//! body so the next follower asking for the same range costs no read, copy
+//! or compression (`shard/sent_answer.rs`); the follower
 //! decodes it, bounded by its limits whatever the answer claims, into a
 //! whole number of batches. Each batch's CRC is checked when appended.
 
@@ -9,7 +10,10 @@ use std::sync::atomic::Ordering;
 
 use thiserror::Error;
 
+use crate::runtime::clock::monotonic_ms;
+use crate::shard::context::ShardContext;
 use crate::shard::partitions::OwnedPartition;
+use crate::shard::sent_answer::SentAnswer;
 use crate::state::progress::FollowerProgress;
 use crate::storage::batch::BatchError;
 use crate::storage::ReadBatches;
@@ -111,20 +115,46 @@ pub fn encode_answer(batches: Vec<u8>, progress: &FollowerProgress) -> Vec<u8> {
     compressed
 }
 
-/// The answer body for `batches` read from `offset`: from the partition's
-/// cache when another follower was just sent the same range (one lz4 pass
-/// per range, not per follower), else encoded and cached when compressed.
-pub fn answer_body(owned: &OwnedPartition, progress: &FollowerProgress, offset: u64, batches: ReadBatches) -> Vec<u8> {
+/// Where a follower's read started: its offset, and the log's generation
+/// taken before the read (a cut during the read moves it).
+#[derive(Debug, Clone, Copy)]
+pub struct ReadFrom {
+    /// The offset asked for.
+    pub offset: u64,
+    /// [`crate::storage::PartitionLog::generation`] before the read.
+    pub generation: u64,
+}
+
+/// For `follower`'s read from `offset`: the body another follower was
+/// just sent for it, with no read, copy or lz4 pass, if its batches fit
+/// `max_bytes` and are still the log's (see `shard/sent_answer.rs`).
+pub fn shared_answer(owned: &OwnedPartition, follower: u64, offset: u64, max_bytes: usize) -> Option<SentAnswer> {
+    let still_held = |answer: &SentAnswer| owned.log.still_holds(answer.offset, answer.next_offset, answer.generation);
+    owned.replication.shared_answer((follower, monotonic_ms()), offset, max_bytes, still_held)
+}
+
+/// The answer body for `batches`, read for `follower` as `read` says: lz4
+/// when it pays, else the batches themselves. Kept for the other followers
+/// (`cluster.replica_answer_cache_bytes` per shard) when the log did not
+/// change during the read.
+pub fn answer_body(
+    context: &ShardContext,
+    owned: &OwnedPartition,
+    progress: &FollowerProgress,
+    follower: u64,
+    read: ReadFrom,
+    batches: ReadBatches,
+) -> SentAnswer {
     let uncompressed_bytes = batches.bytes.len();
-    let key = (offset, batches.next_offset, owned.log.generation());
-    if let Some(body) = owned.replication.cached_answer(key) {
-        return body;
-    }
     let body = encode_answer(batches.bytes, progress);
-    if body.len() != uncompressed_bytes {
-        owned.replication.cache_answer(key, &body);
+    let held_bytes = body.capacity();
+    let (offset, generation, next_offset) = (read.offset, read.generation, batches.next_offset);
+    let answer = SentAnswer { offset, next_offset, generation, uncompressed_bytes, body: body.into(), held_bytes };
+    if owned.log.still_holds(offset, next_offset, generation) {
+        let budget_bytes = context.config.cluster.replica_answer_cache_bytes;
+        owned.replication.keep_answer((follower, monotonic_ms()), answer.clone(), budget_bytes);
     }
-    body
+    answer
 }
 
 /// Where a decoded answer's batches are.

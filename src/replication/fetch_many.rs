@@ -13,7 +13,9 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::answer_body::answer_body;
+use bytes::Bytes;
+
+use super::answer_body::{answer_body, shared_answer, ReadFrom};
 use super::high_watermark;
 use crate::protocol::{
     ErrorCode, ErrorResponse, ReplicaFetchPartition, ReplicaFetchedPartition, Request, Response,
@@ -273,9 +275,7 @@ async fn partition_news(
     // With the budget spent, the batches wait for the next read.
     if owned.log.written_end_offset() > wanted.offset && budget.read_bytes() > 0 {
         match read_for_follower(context, replica_id, owned, wanted.offset, budget).await {
-            Ok(Some((uncompressed_bytes, body))) => {
-                (news.uncompressed_bytes, news.body) = (uncompressed_bytes, body.into())
-            }
+            Ok(Some((uncompressed_bytes, body))) => (news.uncompressed_bytes, news.body) = (uncompressed_bytes, body),
             Ok(None) => {}
             Err(code) => return budget.admit(0, 0).then(|| entry(index, code, Some(&snapshot))),
         }
@@ -306,27 +306,36 @@ fn admit_news(
 }
 
 /// Batches from `offset` within the budget: (uncompressed bytes, body),
-/// admitted into the budget; None when they do not fit this answer.
+/// admitted into the budget; None when they do not fit this answer. The
+/// body another follower was just sent for `offset` when there is one.
 async fn read_for_follower(
     context: &ShardContext,
     replica_id: u64,
     owned: &OwnedPartition,
     offset: u64,
     budget: &mut AnswerBudget,
-) -> Result<Option<(u32, Vec<u8>)>, ErrorCode> {
-    let batches = owned.log.read_written(offset, budget.read_bytes()).await.map_err(|_| {
-        // Whatever the storage failure (closed by a topic deletion, a
-        // segment retention just removed), the entry says `storage_failed`:
-        // the follower evicts the partition and checks it again, and a
-        // code such as `shutting_down` would claim the node is stopping.
-        ErrorCode::StorageFailed
-    })?;
-    if batches.batch_count == 0 {
-        return Ok(None);
-    }
+) -> Result<Option<(u32, Bytes)>, ErrorCode> {
     let progress = context.progress.follower(replica_id);
-    let uncompressed = batches.bytes.len();
-    let body = answer_body(owned, &progress, offset, batches);
+    let shared = shared_answer(owned, replica_id, offset, budget.read_bytes());
+    let is_shared = shared.is_some();
+    let answer = match shared {
+        Some(answer) => answer,
+        None => {
+            let read = ReadFrom { offset, generation: owned.log.generation() };
+            let batches = owned.log.read_written(offset, budget.read_bytes()).await.map_err(|_| {
+                // Whatever the storage failure (closed by a topic deletion, a
+                // segment retention just removed), the entry says `storage_failed`:
+                // the follower evicts the partition and checks it again, and a
+                // code such as `shutting_down` would claim the node is stopping.
+                ErrorCode::StorageFailed
+            })?;
+            if batches.batch_count == 0 {
+                return Ok(None);
+            }
+            answer_body(context, owned, &progress, replica_id, read, batches)
+        }
+    };
+    let (uncompressed, body) = (answer.uncompressed_bytes, answer.body);
     if !budget.admit(body.len(), uncompressed) {
         // Alone in an answer it would not fit a frame: nothing can carry it.
         return match budget.admitted_any || budget.frame_bytes_left < REPLICA_FETCHED_PARTITION_FIXED_BYTES {
@@ -336,6 +345,9 @@ async fn read_for_follower(
     }
     progress.sent_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
     progress.sent_uncompressed_bytes.fetch_add(uncompressed as u64, Ordering::Relaxed);
+    if is_shared {
+        progress.shared_answer_bytes.fetch_add(uncompressed as u64, Ordering::Relaxed);
+    }
     Ok(Some((uncompressed as u32, body)))
 }
 

@@ -1,13 +1,12 @@
 //! The leader's side of replication, on the shard that owns each partition:
 //! serving a follower's single-partition read (which is also its
-//! acknowledgement), the compressed answer shared with `fetch_many`, the
-//! epoch end offsets followers use to find divergence, and the per-shard
+//! acknowledgement), the epoch end offsets followers use to find divergence, and the per-shard
 //! progress the control thread turns into ISR decisions.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::answer_body::answer_body;
+use super::answer_body::{answer_body, ReadFrom};
 use super::high_watermark;
 use crate::protocol::{ErrorCode, Response};
 use crate::runtime::clock::monotonic_ms;
@@ -48,12 +47,15 @@ pub async fn replica_fetch(
     }
     owned.replication.record_fetch(replica_id, offset, snapshot.log_end_offset, monotonic_ms());
     high_watermark::advance(owned, &context.cluster);
+    let read = ReadFrom { offset, generation: owned.log.generation() };
     let batches = read_batches_or_wait(context, owned, offset, max_bytes, max_wait_ms).await?;
     let snapshot = owned.log.snapshot();
     owned.replication.record_answer(replica_id, snapshot.log_end_offset, monotonic_ms());
     let progress = context.progress.follower(replica_id);
     let uncompressed_bytes = batches.bytes.len() as u32;
-    let compressed = answer_body(owned, &progress, offset, batches);
+    // Followers read with ReplicaFetchMany; this single-partition read (kept
+    // for tools and tests) copies the shared body into its own answer.
+    let compressed = answer_body(context, owned, &progress, replica_id, read, batches).body.to_vec();
     progress.sent_bytes.fetch_add(compressed.len() as u64, Ordering::Relaxed);
     progress.sent_uncompressed_bytes.fetch_add(u64::from(uncompressed_bytes), Ordering::Relaxed);
     Ok(Response::ReplicaFetch {
@@ -156,6 +158,18 @@ pub fn publish_follower_progress(context: &ShardContext) {
         progress.fetched_ms[shard].store(lag.fetched_ms, Ordering::Relaxed);
         progress.lag_records[shard].store(lag.records, Ordering::Relaxed);
         progress.lag_bytes[shard].store(lag.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Drop the answer bodies kept for followers (`shard/sent_answer.rs`)
+/// that no follower came for in time; nothing to walk when none is kept.
+pub fn expire_kept_answers(context: &ShardContext) {
+    if crate::shard::sent_answer::kept_answer_bytes() == 0 {
+        return;
+    }
+    let now_ms = monotonic_ms();
+    for owned in context.partitions.all() {
+        owned.replication.expire_answer(now_ms);
     }
 }
 

@@ -11,6 +11,7 @@ pub mod groups;
 pub mod mesh;
 pub mod partition_replication;
 pub mod partitions;
+pub mod sent_answer;
 pub mod topic_admin;
 pub mod topics;
 pub mod wire_error;

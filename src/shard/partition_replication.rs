@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
 use super::commit_replication::CommitReplication;
+use super::sent_answer::{SentAnswer, SentAnswerCache};
 use crate::runtime::Notify;
 
 /// What the leader knows of one follower on one partition.
@@ -93,7 +94,8 @@ pub struct PartitionReplication {
     term_start_offset: Cell<u64>,
     resynced_generation: Cell<u64>,
     term_epoch: Cell<u32>,
-    last_answer: RefCell<Option<CompressedAnswer>>,
+    /// The answer body last sent for this partition, kept for the other followers.
+    sent_answer: SentAnswerCache,
     /// Follower reads waiting on this partition: (follower, read, index in it).
     waiters: RefCell<Vec<(u64, Weak<FetchWake>, u32)>>,
     /// Whether a task watches the written end for the waiters.
@@ -103,16 +105,6 @@ pub struct PartitionReplication {
     pub changed: Notify,
     /// Consumer-group commits: their version, and each follower's copy.
     pub commits: CommitReplication,
-}
-
-/// The last lz4 answer sent to a follower, for the next follower asking
-/// for the same range: followers in step read the same batches, and
-/// compressing them once per follower doubled the leader's lz4 work.
-#[derive(Debug)]
-struct CompressedAnswer {
-    /// (first offset asked, next offset after the batches, log generation).
-    key: (u64, u64, u64),
-    body: Vec<u8>,
 }
 
 impl Default for PartitionReplication {
@@ -128,7 +120,7 @@ impl Default for PartitionReplication {
             term_start_offset: Cell::default(),
             resynced_generation: Cell::default(),
             term_epoch: Cell::default(),
-            last_answer: RefCell::default(),
+            sent_answer: SentAnswerCache::default(),
             waiters: RefCell::default(),
             watching: Cell::new(false),
             changed: Notify::default(),
@@ -138,15 +130,31 @@ impl Default for PartitionReplication {
 }
 
 impl PartitionReplication {
-    /// The lz4 body sent last for `key` (offset, next offset, log generation).
-    pub fn cached_answer(&self, key: (u64, u64, u64)) -> Option<Vec<u8>> {
-        let last = self.last_answer.borrow();
-        last.as_ref().filter(|answer| answer.key == key).map(|answer| answer.body.clone())
+    /// The answer body another follower was just sent for a read from
+    /// `offset`, for `follower` at `now_ms`, if it holds at most
+    /// `max_uncompressed_bytes` and `valid` says its batches are still the
+    /// log's (see [`SentAnswerCache::give`]).
+    pub fn shared_answer(
+        &self,
+        (follower, now_ms): (u64, u64),
+        offset: u64,
+        max_uncompressed_bytes: usize,
+        valid: impl Fn(&SentAnswer) -> bool,
+    ) -> Option<SentAnswer> {
+        let followers = self.followers.borrow();
+        self.sent_answer.give((follower, now_ms), offset, max_uncompressed_bytes, followers.keys().copied(), valid)
     }
 
-    /// Remember the lz4 body just built for `key`.
-    pub fn cache_answer(&self, key: (u64, u64, u64), body: &[u8]) {
-        *self.last_answer.borrow_mut() = Some(CompressedAnswer { key, body: body.to_vec() });
+    /// Keep the answer body just built for `follower` at `now_ms` for the
+    /// other followers, within `budget_bytes` per shard thread.
+    pub fn keep_answer(&self, (follower, now_ms): (u64, u64), answer: SentAnswer, budget_bytes: usize) {
+        let followers = self.followers.borrow();
+        self.sent_answer.keep((follower, now_ms), answer, followers.keys().copied(), budget_bytes);
+    }
+
+    /// Drop a kept answer body older than `sent_answer::KEPT_FOR_MS`.
+    pub fn expire_answer(&self, now_ms: u64) {
+        self.sent_answer.expire(now_ms);
     }
 
     /// Register `follower`'s read waiting on this partition at `index`,

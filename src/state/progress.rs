@@ -26,6 +26,9 @@ pub struct FollowerProgress {
     pub sent_bytes: AtomicU64,
     /// Uncompressed bytes sent.
     pub sent_uncompressed_bytes: AtomicU64,
+    /// Uncompressed bytes sent from an answer body another follower was
+    /// sent first (no read, copy or compression for this follower).
+    pub shared_answer_bytes: AtomicU64,
     /// Connections closed by the leader because the follower was too slow.
     pub slow_disconnects: AtomicU64,
     /// Answers still to send stored raw: the last lz4 attempt saved too little.
@@ -46,6 +49,7 @@ impl FollowerProgress {
             connections: AtomicI64::new(0),
             sent_bytes: AtomicU64::new(0),
             sent_uncompressed_bytes: AtomicU64::new(0),
+            shared_answer_bytes: AtomicU64::new(0),
             slow_disconnects: AtomicU64::new(0),
             raw_answers_left: AtomicU64::new(0),
             queued_bytes: AtomicU64::new(0),

@@ -125,21 +125,22 @@ impl TailCache {
 
     /// Whole batches from the one holding `offset`, below `limit_offset`,
     /// up to about `max_bytes` (at least one batch) — or None when the
-    /// cache does not hold `offset`.
+    /// cache does not hold `offset`. The entries are chosen first and the
+    /// answer allocated once at its size: grown batch by batch, a
+    /// multi-megabyte answer was copied again at every doubling.
     pub fn read(&self, offset: u64, max_bytes: usize, limit_offset: u64) -> Option<CachedRead> {
         let first = self.entries.front()?;
         if offset < first.base_offset || offset >= limit_offset {
             return None;
         }
         let start = self.entries.partition_point(|entry| entry.next_offset <= offset);
-        let mut read = CachedRead { bytes: Vec::new(), next_offset: offset, batch_count: 0 };
-        for entry in self.entries.range(start..) {
-            if entry.base_offset >= limit_offset {
-                break;
-            }
-            if read.batch_count > 0 && read.bytes.len() + entry.length > max_bytes {
-                break;
-            }
+        let (count, total_bytes) = self.entries_within(start, max_bytes, limit_offset);
+        // Nothing cached at or after `offset` below the limit: let the disk path answer.
+        if count == 0 {
+            return None;
+        }
+        let mut read = CachedRead { bytes: Vec::with_capacity(total_bytes), next_offset: offset, batch_count: 0 };
+        for entry in self.entries.range(start..start + count) {
             // What is served is what was pushed: the first batch holds
             // `offset`, each next one starts where the one before ended.
             let first = read.batch_count == 0;
@@ -151,8 +152,22 @@ impl TailCache {
             read.next_offset = entry.next_offset;
             read.batch_count += 1;
         }
-        // Nothing cached at or after `offset` below the limit: let the disk path answer.
-        (read.batch_count > 0).then_some(read)
+        assert_eq!(read.bytes.len(), total_bytes, "the answer is the entries chosen");
+        Some(read)
+    }
+
+    /// How many entries from `start` a read takes, and their bytes: those
+    /// below `limit_offset`, within `max_bytes` after the first.
+    fn entries_within(&self, start: usize, max_bytes: usize, limit_offset: u64) -> (usize, usize) {
+        let (mut count, mut total_bytes) = (0, 0);
+        for entry in self.entries.range(start..) {
+            if entry.base_offset >= limit_offset || (count > 0 && total_bytes + entry.length > max_bytes) {
+                break;
+            }
+            count += 1;
+            total_bytes += entry.length;
+        }
+        (count, total_bytes)
     }
 
     /// A read at the tail happened `now`: batches appended within

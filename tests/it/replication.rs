@@ -40,9 +40,12 @@ fn acks_all_records_are_on_every_follower_with_identical_offsets_and_bytes() {
     let (_, [a, b, c]) = cluster.start_in_sync();
     create_topic(&a, "orders", 3);
     let mut expected_end = [0u64; 3];
+    let mut noise = 0x9e37_79b9_7f4a_7c15u64;
     for round in 0..60u32 {
         let partition = round % 3;
-        let values: Vec<String> = (0..50).map(|i| format!("r{round}-{i}-{}", "x".repeat(100))).collect();
+        // Every other round incompressible: answers go both lz4 and raw.
+        let filler = |noise: &mut u64| if round % 2 == 0 { "x".repeat(100) } else { incompressible(noise, 100) };
+        let values: Vec<String> = (0..50).map(|i| format!("r{round}-{i}-{}", filler(&mut noise))).collect();
         let Ok(Response::Produce { next_offset, .. }) = produce_acks(&a, "orders", partition, &values, Acks::All)
         else {
             panic!("acks=all produce failed in round {round}")
@@ -66,6 +69,13 @@ fn acks_all_records_are_on_every_follower_with_identical_offsets_and_bytes() {
     }
     let metrics = http(&a.admin, "GET", "/metrics", None, None).1;
     assert!(metrics.contains("ringlog_follower_sent_bytes_total{follower=\"2\"}"), "{metrics}");
+    // Followers in step read the same ranges: the second is sent the body
+    // the first was (and gets the same bytes, checked above).
+    let shared: f64 = [2, 3]
+        .iter()
+        .filter_map(|id| metric(&a, &format!("ringlog_follower_shared_answer_bytes_total{{follower=\"{id}\"}}")))
+        .sum();
+    assert!(shared > 0.0, "no follower was sent an answer another one had: {metrics}");
     assert!(metrics.contains("ringlog_follower_compression_ratio{follower=\"3\"}"));
     for follower in [2, 3] {
         let name = format!("ringlog_follower_queue_bytes{{follower=\"{follower}\"}}");

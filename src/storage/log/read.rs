@@ -98,6 +98,19 @@ impl PartitionLog {
         }
     }
 
+    /// Whether batches read from `offset` to `next_offset` under log
+    /// `generation` are still this log's and may be served again: the log
+    /// is open, not fenced and not failed, nothing was cut since (same generation:
+    /// truncations, resets and rollbacks start a new one), and retention
+    /// did not pass `offset`.
+    pub fn still_holds(&self, offset: u64, next_offset: u64, generation: u64) -> bool {
+        let state = self.inner.state.borrow();
+        let health = &state.health;
+        let inside = offset >= state.log_start_offset() && next_offset <= state.durability.written_offset();
+        let healthy = !health.closed && health.fence.is_none() && health.failure.is_none();
+        healthy && state.durability.generation == generation && inside
+    }
+
     /// The same answer from the tail cache, when it holds `offset` (only
     /// durable batches: the limit is the durable end, as on disk).
     fn read_tail(&self, offset: u64, max_bytes: usize, max_offset: Option<u64>) -> Option<ReadBatches> {
