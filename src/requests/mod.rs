@@ -114,6 +114,7 @@ pub async fn produce_kafka(context: Rc<ShardContext>, produce: KafkaProduce) -> 
 async fn execute(context: &Rc<ShardContext>, request: Request, placed: Option<PlacedSignal>) -> Outcome {
     match request {
         Request::Produce { topic, partition, acks, batch } => {
+            let batch = produce::ProducedBatch::Client(batch);
             produce::produce(context, &*context.owned(&topic, partition)?, acks, batch, placed).await
         }
         Request::Fetch { topic, partition, offset, max_bytes, max_wait_ms } => {

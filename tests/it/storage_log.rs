@@ -162,6 +162,34 @@ fn truncate_then_crash_never_resurrects_removed_batches() {
     });
 }
 
+/// What a leader checks before it sends a follower the body another one
+/// was sent (`shard/sent_answer.rs`): the batches must still be the log's.
+#[test]
+fn batches_read_earlier_are_still_held_only_until_a_cut_retention_or_close() {
+    let dir = tempfile::tempdir().unwrap();
+    with_log(&dir.path().join("p"), small_config(), |log| async move {
+        let mut ends = Vec::new();
+        for round in 0..300 {
+            ends.push(append_values(&log, &values(&format!("k{round}"), 3), round).await.next_offset);
+        }
+        let generation = log.generation();
+        let end = log.snapshot().log_end_offset;
+        assert!(log.still_holds(0, 3, generation) && log.still_holds(ends[200], end, generation));
+        assert!(!log.still_holds(0, end + 3, generation), "past the written end");
+        assert!(!log.still_holds(0, 3, generation + 1), "read under another generation");
+        let policy = RetentionPolicy { retention_bytes: 60 * 1024, retention_ms: 0 };
+        log.apply_retention(policy, 0).await.unwrap();
+        assert!(!log.still_holds(0, 3, generation), "retention passed the offset");
+        assert!(log.still_holds(ends[298], end, generation), "retention cuts no generation");
+        log.truncate_to(ends[298]).await.unwrap();
+        assert!(!log.still_holds(ends[298], ends[298], generation), "a truncation starts a generation");
+        let generation = log.generation();
+        assert!(log.still_holds(ends[297], ends[298], generation));
+        log.close().await.unwrap();
+        assert!(!log.still_holds(ends[297], ends[298], generation), "a closed log holds nothing");
+    });
+}
+
 #[test]
 fn retention_deletes_oldest_sealed_segments_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -557,6 +585,37 @@ fn malformed_batches_are_rejected_without_touching_the_log() {
         assert!(log.append(&mut oversized, AppendMode::Leader { leader_epoch: 1 }).await.is_err());
         assert_eq!(log.snapshot().log_end_offset, 0);
         append_values(&log, &values("ok", 1), 0).await;
+        log.close().await.unwrap();
+    });
+}
+
+/// A batch this node built (a Kafka client's records, transcoded) is
+/// appended without its records being checked again, but under the same
+/// size limit and with offsets and epoch stamped like any leader batch.
+#[test]
+fn a_built_batch_is_stamped_and_read_back_and_its_size_still_limited() {
+    let dir = tempfile::tempdir().unwrap();
+    with_log(&dir.path().join("p"), small_config(), move |log| async move {
+        append_values(&log, &values("client", 3), 0).await;
+        let build = |values: &[String]| {
+            let mut builder = ringlog::storage::batch::BatchBuilder::new();
+            for value in values {
+                builder.push(5, Some(b"key"), value.as_bytes(), &[("h", b"v")]);
+            }
+            builder.into_built()
+        };
+        let mut built = build(&values("built", 4));
+        let placed = log.append_built_placed(&mut built, 7).await.unwrap();
+        assert_eq!((placed.base_offset, placed.next_offset), (3, 7));
+        let _durable = log.wait_durable(placed).await.unwrap();
+        let header = ringlog::storage::batch::BatchHeader::parse(built.bytes()).unwrap();
+        assert_eq!((header.base_offset, header.leader_epoch), (3, 7), "stamped in place");
+        let mut oversized = build(&["z".repeat(9 * 1024)]);
+        let refused = log.append_built_placed(&mut oversized, 7).await;
+        assert!(matches!(refused, Err(StorageError::InvalidBatch(_))), "{refused:?}");
+        let read = read_values(&log, 3).await;
+        assert_eq!(read, values("built", 4), "the built records, and nothing of the refused one");
+        assert_eq!(log.snapshot().log_end_offset, 7);
         log.close().await.unwrap();
     });
 }

@@ -18,7 +18,8 @@ use super::placements::{wait_all, PlacedReceiver, Placements};
 use super::{count_errors, error_code, respond, transcode, Access, KafkaOutcome, KafkaServeError};
 use crate::protocol::kafka::records::{DecodeLimits, RecordsError};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
-use crate::protocol::{Acks, ErrorCode, Request, Response};
+use crate::protocol::{Acks, ErrorCode, Response};
+use crate::requests::produce::ProducedBatch;
 use crate::runtime::Task;
 use crate::security::Operation;
 use crate::shard::context::ShardContext;
@@ -261,7 +262,8 @@ pub async fn on_owner(context: &Rc<ShardContext>, produce: KafkaProduce) -> Outc
         }
     };
     drop(records);
-    crate::requests::execute(context, Request::Produce { topic, partition, acks, batch }, Some(placed)).await
+    let owned = context.owned(&topic, partition)?;
+    crate::requests::produce::produce(context, &owned, acks, ProducedBatch::Built(batch), Some(placed)).await
 }
 
 /// The native error code closest to why records were refused (what a

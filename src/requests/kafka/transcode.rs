@@ -9,7 +9,7 @@
 
 use super::producers::native_producer_id;
 use crate::protocol::kafka::records::{visit_records, BatchEncoder, BatchSummary, DecodeLimits, RecordsError};
-use crate::storage::batch::{BatchBuilder, BatchError, BatchIter, RecordIter, BATCH_HEADER_BYTES};
+use crate::storage::batch::{BatchBuilder, BatchError, BatchIter, BuiltBatch, RecordIter, BATCH_HEADER_BYTES};
 
 /// Most headers one record may carry in ringlog's format (a u16 count).
 const MAX_HEADERS_PER_RECORD: usize = u16::MAX as usize;
@@ -22,7 +22,7 @@ const MAX_HEADERS_PER_RECORD: usize = u16::MAX as usize;
 /// idempotent batch keeps its producer (mapped by
 /// [`native_producer_id`]) and base sequence in the ringlog header, where
 /// the log's producer table finds them.
-pub fn kafka_to_native(records: &[u8], limits: DecodeLimits) -> Result<Vec<u8>, RecordsError> {
+pub fn kafka_to_native(records: &[u8], limits: DecodeLimits) -> Result<BuiltBatch, RecordsError> {
     // Room for uncompressed records of a few hundred bytes and more without
     // growing (each growth copies what was built); bounded by the request.
     let mut builder = BatchBuilder::with_capacity(BATCH_HEADER_BYTES + records.len() + records.len() / 8);
@@ -43,7 +43,7 @@ pub fn kafka_to_native(records: &[u8], limits: DecodeLimits) -> Result<Vec<u8>, 
         // producer's sequences modulo 2^31, as Kafka does.
         builder.set_producer(native_producer_id(&fields), fields.base_sequence as u32);
     }
-    Ok(builder.into_finished())
+    Ok(builder.into_built())
 }
 
 /// Append one Kafka batch per ringlog batch in `batches` (a fetch's
@@ -104,6 +104,6 @@ mod tests {
         assert_eq!(i64::from_be_bytes(kafka[0..8].try_into().unwrap()), 42, "base offset kept");
         let back = kafka_to_native(&kafka, LIMITS).unwrap();
         // Same records; the log assigns offset and epoch again.
-        assert_eq!(&back[20..], &native[20..]);
+        assert_eq!(&back.bytes()[20..], &native[20..]);
     }
 }

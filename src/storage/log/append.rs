@@ -11,19 +11,36 @@ struct Placement {
 }
 
 /// A batch on its way into the log: a leader's, which the log stamps with
-/// its offsets and epoch in place, or a replica's, kept as its leader
+/// its offsets and epoch in place (`built` when this process encoded it,
+/// so it is not checked again), or a replica's, kept as its leader
 /// stamped it (and so only read).
 enum Incoming<'a> {
-    Leader { batch: &'a mut [u8], leader_epoch: u32 },
+    Leader { batch: &'a mut [u8], leader_epoch: u32, built: bool },
     Replica(&'a [u8]),
 }
 
 impl<'a> Incoming<'a> {
     fn new(batch: &'a mut [u8], mode: AppendMode) -> Incoming<'a> {
         match mode {
-            AppendMode::Leader { leader_epoch } => Incoming::Leader { batch, leader_epoch },
+            AppendMode::Leader { leader_epoch } => Incoming::Leader { batch, leader_epoch, built: false },
             AppendMode::Replica => Incoming::Replica(batch),
         }
+    }
+
+    /// The batch's header, checked: a built batch's shape and size only
+    /// (the builder computed its CRC and counts from its records; debug
+    /// builds check that claim), any other batch whole, records included.
+    fn checked_header(&self, max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
+        let Incoming::Leader { batch, built: true, .. } = self else {
+            return validate_batch(self.bytes(), max_batch_bytes);
+        };
+        let header = BatchHeader::parse(batch)?;
+        header.check_shape(max_batch_bytes)?;
+        if header.batch_bytes as usize != batch.len() {
+            return Err(BatchError::MalformedRecords("a built batch is not its buffer's length"));
+        }
+        debug_assert_eq!(validate_batch(batch, max_batch_bytes), Ok(header), "a built batch is valid");
+        Ok(header)
     }
 
     fn bytes(&self) -> &[u8] {
@@ -47,6 +64,15 @@ impl PartitionLog {
     /// the batch has its offsets and sits in the write buffers. Not durable.
     pub async fn append_placed(&self, batch: &mut [u8], mode: AppendMode) -> StorageResult<Placed> {
         self.append_incoming_placed(Incoming::new(batch, mode)).await
+    }
+
+    /// [`PartitionLog::append_placed`] of a batch this process built (a
+    /// Kafka client's records, transcoded), as leader at `leader_epoch`:
+    /// its size is checked against `max_batch_bytes`, its records and CRC
+    /// are not walked again.
+    pub async fn append_built_placed(&self, batch: &mut BuiltBatch, leader_epoch: u32) -> StorageResult<Placed> {
+        let incoming = Incoming::Leader { batch: batch.bytes_mut(), leader_epoch, built: true };
+        self.append_incoming_placed(incoming).await
     }
 
     /// [`PartitionLog::append_placed`] of a replica's batch, which keeps
@@ -115,7 +141,7 @@ impl PartitionLog {
             Incoming::Leader { .. } => self.inner.config.max_batch_bytes,
             Incoming::Replica(_) => FORMAT_MAX_BATCH_BYTES,
         };
-        let header = validate_batch(incoming.bytes(), limit)?;
+        let header = incoming.checked_header(limit)?;
         let batch_bytes = incoming.bytes().len() as u64;
         let _permit = self.inner.append_gate.acquire().await;
         self.check_writable(&self.inner.state.borrow())?;
@@ -171,7 +197,7 @@ impl PartitionLog {
         self.check_writable(&state)?;
         let (log_end_offset, generation) = (state.log_end_offset, state.durability.generation);
         let (base_offset, leader_epoch) = match incoming {
-            Incoming::Leader { batch, leader_epoch } => {
+            Incoming::Leader { batch, leader_epoch, .. } => {
                 stamp_batch(batch, log_end_offset, *leader_epoch);
                 (log_end_offset, *leader_epoch)
             }

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::storage::batch::{
-    stamp_batch, validate_batch, verify_batch, BatchHeader, BATCH_HEADER_BYTES, FORMAT_MAX_BATCH_BYTES,
+    stamp_batch, validate_batch, verify_batch, BatchError, BatchHeader, BuiltBatch, BATCH_HEADER_BYTES,
+    FORMAT_MAX_BATCH_BYTES,
 };
 use crate::storage::config::{FsyncPolicy, StorageConfig};
 use crate::storage::epochs::EpochHistory;
