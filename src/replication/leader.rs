@@ -1,7 +1,8 @@
 //! The leader's side of replication, on the shard that owns each partition:
 //! serving a follower's single-partition read (which is also its
-//! acknowledgement), the epoch end offsets followers use to find divergence, and the per-shard
-//! progress the control thread turns into ISR decisions.
+//! acknowledgement), the epoch end offsets followers use to find
+//! divergence, the per-shard progress the control thread turns into ISR
+//! decisions, and the expiry of answer bodies kept for followers.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
