@@ -169,26 +169,35 @@ async fn io_floor_per_round(dir: &std::path::Path) -> f64 {
 /// run), it must not exceed the bare I/O of a round. The margin is below
 /// one allocation per batch: glommio's reactor allocates its preemption
 /// timers each time it parks, and how often it parks per round varies with
-/// the disk's timing (observed 0.1 to 0.5 above the floor); ringlog
-/// allocating anything per batch adds a whole 1.0 (it added 3.2: a task
-/// and an `Rc` per write, a copy of the epoch history per batch).
+/// the disk's timing (observed 0.1 to 0.5 above the floor alone; under a
+/// loaded full run one measurement of each came out 1.1 apart, the floor
+/// low and the appender high); ringlog allocating anything per batch adds
+/// a whole 1.0 (it added 3.2: a task and an `Rc` per write, a copy of the
+/// epoch history per batch). So both are measured three times, in turn,
+/// and the least of each compared: parking only ever adds allocations, and
+/// an allocation ringlog makes per batch is in every measurement.
 #[test]
 fn a_lone_fsync_always_appender_allocates_nothing_per_batch() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     let config = StorageConfig { fsync: FsyncPolicy::Always, segment_bytes: 1 << 30, ..StorageConfig::default() };
-    let (short, long, floor) = with_log(&path.join("log"), config, move |log| async move {
+    let (per_batch, floor) = with_log(&path.join("log"), config, move |log| async move {
         let log = Rc::new(log);
         // Warm up: buffers, the tail cache and waker lists reach working size.
         append_rounds(Rc::clone(&log), 1, 50).await;
-        let short = measure(&log, 1, 50).await;
-        let long = measure(&log, 1, 250).await;
+        let (mut per_batch, mut floor) = (f64::MAX, f64::MAX);
+        for attempt in 0..3 {
+            let short = measure(&log, 1, 50).await;
+            let long = measure(&log, 1, 250).await;
+            assert_eq!(long.1 - short.1, 200, "one round per batch");
+            per_batch = per_batch.min((long.0 as f64 - short.0 as f64) / 200.0);
+            let floor_dir = path.join(format!("floor-{attempt}"));
+            std::fs::create_dir(&floor_dir).unwrap();
+            floor = floor.min(io_floor_per_round(&floor_dir).await);
+        }
         log.close().await.unwrap();
-        (short, long, io_floor_per_round(&path).await)
+        (per_batch, floor)
     });
-    let batches = 200.0;
-    assert_eq!(long.1 - short.1, 200, "one round per batch");
-    let per_batch = (long.0 as f64 - short.0 as f64) / batches;
     println!("lone fsync=always appender: {per_batch:.2} allocations per batch; bare write+fdatasync: {floor:.2}");
     assert!(per_batch < floor + 0.75, "{per_batch:.2} allocations per batch above the I/O floor of {floor:.2}");
 }
