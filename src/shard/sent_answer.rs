@@ -17,11 +17,12 @@ use std::cell::{Cell, RefCell};
 use bytes::Bytes;
 
 thread_local! {
-    /// Body bytes kept by the partitions of this thread (one shard).
+    /// Memory the bodies kept by the partitions of this thread (one shard)
+    /// hold (their `held_bytes`, summed).
     static KEPT_BYTES: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Body bytes the partitions of the current thread keep.
+/// Memory the bodies kept by the partitions of the current thread hold.
 pub fn kept_answer_bytes() -> usize {
     KEPT_BYTES.with(Cell::get)
 }
@@ -59,6 +60,13 @@ struct Kept {
     given_to: Vec<u64>,
 }
 
+impl Kept {
+    /// Kept [`KEPT_FOR_MS`] or longer at `now_ms`: no longer given.
+    fn is_expired(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.kept_ms) >= KEPT_FOR_MS
+    }
+}
+
 impl Drop for Kept {
     fn drop(&mut self) {
         let bytes = self.answer.held_bytes;
@@ -88,7 +96,7 @@ impl SentAnswerCache {
     ) -> Option<SentAnswer> {
         let mut kept = self.kept.borrow_mut();
         let entry = kept.as_mut()?;
-        if now_ms.saturating_sub(entry.kept_ms) >= KEPT_FOR_MS || !valid(&entry.answer) {
+        if entry.is_expired(now_ms) || !valid(&entry.answer) {
             *kept = None;
             return None;
         }
@@ -135,7 +143,7 @@ impl SentAnswerCache {
     /// would hold it, and the budget, for good).
     pub fn expire(&self, now_ms: u64) {
         let mut kept = self.kept.borrow_mut();
-        if kept.as_ref().is_some_and(|entry| now_ms.saturating_sub(entry.kept_ms) >= KEPT_FOR_MS) {
+        if kept.as_ref().is_some_and(|entry| entry.is_expired(now_ms)) {
             *kept = None;
         }
     }
