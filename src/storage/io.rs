@@ -231,6 +231,22 @@ impl FaultInjector {
         self.journal().map_or(0, |journal| journal.files.values().map(Vec::len).sum())
     }
 
+    /// The unsynced writes in completion order, as (file, position, length):
+    /// what a failed crash test names so the crash can be read back even
+    /// when the workload's timing does not repeat.
+    pub fn unsynced_write_list(&self) -> Vec<(PathBuf, u64, usize)> {
+        let Some(journal) = self.journal() else { return Vec::new() };
+        let mut writes: Vec<(u64, PathBuf, u64, usize)> = journal
+            .files
+            .iter()
+            .flat_map(|(path, entries)| {
+                entries.iter().map(move |entry| (entry.sequence, path.clone(), entry.position, entry.old.len()))
+            })
+            .collect();
+        writes.sort_unstable_by_key(|write| write.0);
+        writes.into_iter().map(|(_, path, position, length)| (path, position, length)).collect()
+    }
+
     /// Make the files look as a crash right now would leave them: keep the
     /// oldest `keep_writes` unsynced writes (in completion order), keep only
     /// the first `torn_sectors` 512-byte sectors of the next one, and undo

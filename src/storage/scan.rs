@@ -191,7 +191,7 @@ pub fn judge_tail_before(
         return TailJudgement::Corrupt { position: start as u64, reason };
     }
     match later {
-        Some(position) if !has_zero_sector(bytes, start, position as usize) => {
+        Some(position) if !lost_write_between(bytes, start, position as usize) => {
             let reason = format!(
                 "{cause}; a valid batch at position {position} follows and no sector in between was lost: \
                  a fully written batch is damaged, corruption"
@@ -200,6 +200,33 @@ pub fn judge_tail_before(
         }
         _ => TailJudgement::Torn { written_end: written_end as u64 },
     }
+}
+
+/// Whether a lost write explains the damage between the end of the valid
+/// prefix (`from`) and a valid batch at `to`. A lost write reverts whole
+/// sectors to an older version of them, and every version the writer left
+/// of a sector is the log's bytes up to a batch end, then zero padding. So
+/// either some sector in between is all zeros (its older version held
+/// nothing), or the sector holding `from` is the older tail: the log ends
+/// at the batch end `from` and zeros run from there to the sector's end.
+/// A rewrite of a partly filled last block that is lost while the next
+/// buffer lands leaves exactly that. A damaged batch that starts with a
+/// few zero bytes (a base offset's low bytes) is not mistaken for it: the
+/// bytes at `from` must not be a well-shaped batch header.
+fn lost_write_between(bytes: &[u8], from: usize, to: usize) -> bool {
+    has_zero_sector(bytes, from, to) || ends_an_older_tail(bytes, from, to)
+}
+
+fn ends_an_older_tail(bytes: &[u8], from: usize, to: usize) -> bool {
+    const SECTOR: usize = 512;
+    let sector_end = (from / SECTOR + 1) * SECTOR;
+    if from % SECTOR == 0 || sector_end > to.min(bytes.len()) {
+        return false;
+    }
+    let padded = bytes[from..sector_end].iter().all(|&byte| byte == 0);
+    let batch_starts_here =
+        BatchHeader::parse(&bytes[from..]).is_ok_and(|header| header.check_shape(FORMAT_MAX_BATCH_BYTES).is_ok());
+    padded && !batch_starts_here
 }
 
 /// Whether an aligned, all-zero sector lies wholly inside `from..to`.
@@ -380,6 +407,53 @@ mod judgement_tests {
         // later one only.
         let judgement = judge_with_lost_block(|length| length - 8192 - length % 4096, 16384);
         assert!(matches!(judgement, TailJudgement::Torn { .. }));
+    }
+
+    #[test]
+    fn a_lost_rewrite_of_a_partly_filled_block_behind_a_landed_next_buffer_is_a_torn_write() {
+        // The last block was first written holding the log up to a batch
+        // end in its last sector, then rewritten with more; the next buffer
+        // landed and the rewrite was lost. The sector holds the older tail:
+        // the log up to that batch end, then zero padding, and no whole
+        // sector of zeros lies before the next valid batch.
+        let mut bytes = segment(30, 1000);
+        let batch_ends: Vec<usize> = HeaderWalk::new(&bytes, 0)
+            .map_while(Result::ok)
+            .map(|(position, header)| position + header.batch_bytes as usize)
+            .collect();
+        let older_tail_end = *batch_ends[..batch_ends.len() - 2]
+            .iter()
+            .find(|&&end| end % 4096 > 4096 - 512)
+            .expect("a batch ends in the last sector of some block");
+        let block_end = older_tail_end.next_multiple_of(4096);
+        bytes[older_tail_end..block_end].fill(0);
+        let outcome = scan_segment(&bytes, 0, 4096);
+        assert_eq!(outcome.valid_bytes as usize, older_tail_end);
+        let judgement = judge_tail(&bytes, &outcome, 1 << 30);
+        assert!(matches!(judgement, TailJudgement::Torn { .. }), "{judgement:?}");
+        // The same bytes beyond the window a crash can tear stay corruption.
+        assert!(matches!(judge_tail(&bytes, &outcome, 4096), TailJudgement::Corrupt { .. }));
+    }
+
+    #[test]
+    fn a_damaged_batch_whose_first_bytes_are_zero_is_not_an_older_tail() {
+        // A batch at offset 0 starts with zero bytes (its base offset, little
+        // endian). Placed 4 bytes before a sector's end with one byte of its
+        // records flipped, valid batches after it: the zeros up to the sector
+        // end are the batch's own, so this is corruption.
+        let batches = segment(3, 1000);
+        let mut bytes = vec![b'x'; 508];
+        bytes.extend_from_slice(&batches);
+        bytes[508 + 500] ^= 0x40;
+        let later = find_later_batch(&bytes, 508, bytes.len(), 0).expect("the second batch is found");
+        assert!(!lost_write_between(&bytes, 508, later as usize));
+        // Zero padding from there to the sector's end and no batch header:
+        // the older tail a lost rewrite leaves.
+        bytes[508 + 20] = 0;
+        assert!(lost_write_between(&bytes, 508, later as usize));
+        // But not when a non-zero byte lies before the sector's end.
+        bytes[511] = 1;
+        assert!(!lost_write_between(&bytes, 508, later as usize));
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! unsynced writes lost, or a prefix of them kept and the next torn at a
 //! sector boundary, or (as a disk may persist writes in any order) a random
 //! subset kept, some torn. Recovery must then keep every acknowledged record
-//! at its offset; it truncates only the unsynced window, or fences, and
-//! `check --repair` of a fenced log restores every acknowledged record.
+//! at its offset and truncate only the unsynced window: every such state
+//! is a torn write, and none may fence.
 //! Retention runs in some seeds and the crash lands between two unlinks:
 //! any subset of the unlinks no directory fsync covered comes back (in half
 //! of them unlinks are slowed, so appends and rolls run beside them). A
@@ -15,7 +15,10 @@
 //! another, must fence (or fail the read), never be served.
 //!
 //! `RINGLOG_CRASH_SEEDS=N` runs N seeds (default 1000); a failure names its
-//! seed, and `RINGLOG_CRASH_SEED=S` runs that seed alone.
+//! seed, and `RINGLOG_CRASH_SEED=S` runs that seed alone. The seed fixes
+//! the workload and the crash's choices, not the I/O timing (the writes
+//! run on the real io_uring), so a failure also lists the unsynced writes
+//! in completion order and what the crash did with each.
 
 use std::cell::RefCell;
 use std::path::Path;
@@ -43,8 +46,6 @@ struct Figures {
     reused_segments: u64,
     /// Seeds whose crash kept a subset of the unsynced writes.
     subset_crashes: usize,
-    /// Seeds whose recovery fenced (then repaired).
-    fenced: usize,
     /// Seeds with a batch misdirected over another.
     misdirected: usize,
 }
@@ -110,7 +111,7 @@ fn spawn_retention(
 }
 
 /// Run the workload, crash at a random moment, simulate the power loss.
-fn crash_workload(dir: &Path, seed: u64, config: StorageConfig) -> (Vec<(u64, Vec<String>)>, Figures) {
+fn crash_workload(dir: &Path, seed: u64, config: StorageConfig) -> (Vec<(u64, Vec<String>)>, Figures, String) {
     let dir = dir.to_path_buf();
     on_executor(move || async move {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -159,12 +160,27 @@ fn crash_workload(dir: &Path, seed: u64, config: StorageConfig) -> (Vec<(u64, Ve
         let reused_segments = log.stats().recycled_segments_reused;
         let unsynced_writes = faults.unsynced_writes();
         let subset = rng.gen_bool(0.4);
+        let writes = faults.unsynced_write_list();
+        let mut fates = Vec::with_capacity(writes.len());
         let summary = if subset {
-            faults.simulate_crash_with(&mut |_| random_fate(&mut rng)).unwrap()
+            faults
+                .simulate_crash_with(&mut |_| {
+                    let fate = random_fate(&mut rng);
+                    fates.push(fate);
+                    fate
+                })
+                .unwrap()
         } else {
             let keep_writes = rng.gen_range(0..=unsynced_writes);
-            faults.simulate_crash(keep_writes, rng.gen_range(0..=16)).unwrap()
+            let torn_sectors = rng.gen_range(0..=16);
+            fates.extend((0..writes.len()).map(|index| match index.cmp(&keep_writes) {
+                std::cmp::Ordering::Less => WriteFate::Landed,
+                std::cmp::Ordering::Equal => WriteFate::Torn { sectors: torn_sectors },
+                std::cmp::Ordering::Greater => WriteFate::Lost,
+            }));
+            faults.simulate_crash(keep_writes, torn_sectors).unwrap()
         };
+        let crash = describe_crash(&writes, &fates);
         // Directory entries persist in any order: any subset of the unlinks
         // no directory fsync covered comes back.
         let restored_unlinks = faults.restore_lost_unlinks(&mut |_| rng.gen_bool(0.6)).unwrap();
@@ -178,11 +194,25 @@ fn crash_workload(dir: &Path, seed: u64, config: StorageConfig) -> (Vec<(u64, Ve
             undone_bytes: summary.undone_bytes,
             segments,
             subset_crashes: usize::from(subset),
-            fenced: 0,
             misdirected: 0,
         };
-        (acked, figures)
+        (acked, figures, crash)
     })
+}
+
+/// The unsynced writes in completion order and what the crash did with
+/// each, for a failure message: the workload's I/O timing is this
+/// machine's, so a replayed seed may not repeat it.
+fn describe_crash(writes: &[(std::path::PathBuf, u64, usize)], fates: &[WriteFate]) -> String {
+    let described: Vec<String> = writes
+        .iter()
+        .zip(fates)
+        .map(|((path, position, length), fate)| {
+            let name = path.file_name().map_or_else(String::new, |name| name.to_string_lossy().into_owned());
+            format!("{name}@{position}+{length}:{fate:?}")
+        })
+        .collect();
+    format!("unsynced writes in completion order [{}]", described.join(", "))
 }
 
 /// What the disk did with one unsynced write in an out-of-order crash.
@@ -236,20 +266,14 @@ fn check_seed(seed: u64, fsync: FsyncPolicy) -> Result<Figures, String> {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let config = config_for(&mut rng, fsync);
-    let (acked, mut figures) = crash_workload(dir.path(), seed, config.clone());
-    let (log_start_offset, records) = match recovered_records(dir.path(), config.clone()) {
-        Ok(records) => records,
-        // Writes that landed out of order can leave valid batches after a
-        // bad one: corruption by the rule of SPEC §3, so a fence is right.
-        // The bytes stayed, and repair must bring back every acknowledged
-        // record (they all lie before the unsynced window).
-        Err(fence) if figures.subset_crashes > 0 && fence.starts_with("fenced") => {
-            figures.fenced += 1;
-            repair(dir.path(), &config)?;
-            recovered_records(dir.path(), config.clone()).map_err(|error| format!("after repair: {error}"))?
-        }
-        Err(error) => return Err(error),
-    };
+    let (acked, mut figures, crash) = crash_workload(dir.path(), seed, config.clone());
+    // Every state a power loss can leave, a prefix of the writes or any
+    // subset in any order, is a torn write: recovery must cut it, never
+    // fence. A lost write reverts whole sectors to an older version (zeros,
+    // or the log's older tail and its padding), which `judge_tail` tells
+    // from a damaged batch that was written in full.
+    let (log_start_offset, records) =
+        recovered_records(dir.path(), config.clone()).map_err(|error| format!("{error}; {crash}"))?;
     for (index, (offset, _)) in records.iter().enumerate() {
         if *offset != log_start_offset + index as u64 {
             return Err(format!("offsets not dense: record {index} from {log_start_offset} has offset {offset}"));
@@ -276,14 +300,6 @@ fn check_seed(seed: u64, fsync: FsyncPolicy) -> Result<Figures, String> {
         _ => {}
     }
     Ok(figures)
-}
-
-/// `check --repair` of one partition directory.
-fn repair(dir: &Path, config: &StorageConfig) -> Result<(), String> {
-    let mut report = ringlog::storage::check::CheckReport::default();
-    ringlog::storage::check::check_partition(dir, config, true, &mut report, &|_| {})
-        .map_err(|error| format!("repair: {error}"))?;
-    Ok(())
 }
 
 /// Flip one byte inside a sealed segment's batches: the partition must
@@ -408,7 +424,6 @@ fn run_seeds(fsync: FsyncPolicy) {
                 totals.subset_crashes += figures.subset_crashes;
                 totals.restored_unlinks += figures.restored_unlinks;
                 totals.reused_segments += figures.reused_segments;
-                totals.fenced += figures.fenced;
                 totals.misdirected += figures.misdirected;
             }
             Err(failure) => panic!("seed {seed} ({fsync:?}): {failure}; replay with RINGLOG_CRASH_SEED={seed}"),
@@ -416,7 +431,9 @@ fn run_seeds(fsync: FsyncPolicy) {
     }
     println!("{} seeds ({fsync:?}): {totals:?}", seeds.len());
     assert!(totals.acknowledged_records > 0 && totals.unsynced_writes > 0, "the workload must produce crashes");
-    assert!(totals.reused_segments > 0, "rolls must write into recycled files before some of the crashes");
+    if seeds.len() >= 100 {
+        assert!(totals.reused_segments > 0, "rolls must write into recycled files before some of the crashes");
+    }
 }
 
 #[test]

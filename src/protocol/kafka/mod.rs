@@ -201,7 +201,10 @@ pub fn encode_response<T: Encodable>(
     // The codec's own size computation; were it ever short, the vector
     // grows and the frame is still right (its length is what was written).
     debug_assert_eq!(out.len(), frame_bytes, "{api:?} v{version} encoded to the size computed for it");
-    let length = (out.len() - LENGTH_PREFIX_BYTES) as i32;
+    // Fetch answers are bounded far below this by `max_bytes`; a frame the
+    // length prefix cannot state is refused rather than sent mislabelled.
+    let length = i32::try_from(out.len() - LENGTH_PREFIX_BYTES)
+        .map_err(|_| failed(&format_args!("a {} byte response does not fit a frame", out.len())))?;
     out[..LENGTH_PREFIX_BYTES].copy_from_slice(&length.to_be_bytes());
     Ok(out)
 }
