@@ -3,8 +3,8 @@
 //! any input.
 
 use super::batch::{
-    verify_batch, BatchHeader, HeaderWalk, BATCH_HEADER_BYTES, BATCH_MAGIC, FORMAT_MAX_BATCH_BYTES,
-    RECORD_OVERHEAD_BYTES,
+    compute_crc, verify_batch, BatchHeader, HeaderWalk, BATCH_HEADER_BYTES, BATCH_MAGIC, CRC_COVERED_START,
+    FORMAT_MAX_BATCH_BYTES, RECORD_OVERHEAD_BYTES,
 };
 use super::index::SegmentIndexes;
 
@@ -149,9 +149,10 @@ pub enum TailJudgement {
 ///
 /// Inside the window, in-flight buffers complete in any order, so a crash
 /// can leave a lost buffer *followed by* valid batches; but a lost write
-/// reverts whole sectors (to zeros, or to an older tail that ends in
-/// zeros). A bad batch with valid batches after it and no zeroed sector in
-/// between was fully written: that is corruption too (SPEC §3).
+/// reverts whole sectors to an older version (zeros, or an older tail
+/// that ends in zeros: [`lost_write_between`]). A bad batch with valid
+/// batches after it that no lost write explains was fully written: that is
+/// corruption too (SPEC §3).
 pub fn judge_tail(bytes: &[u8], outcome: &ScanOutcome, torn_window_bytes: u64) -> TailJudgement {
     judge_tail_before(bytes, outcome, torn_window_bytes, bytes.len())
 }
@@ -191,10 +192,10 @@ pub fn judge_tail_before(
         return TailJudgement::Corrupt { position: start as u64, reason };
     }
     match later {
-        Some(position) if !lost_write_between(bytes, start, position as usize) => {
+        Some(position) if !lost_write_between(bytes, start, position as usize, outcome.next_offset) => {
             let reason = format!(
-                "{cause}; a valid batch at position {position} follows and no sector in between was lost: \
-                 a fully written batch is damaged, corruption"
+                "{cause}; a valid batch at position {position} follows and no lost write explains the bytes \
+                 in between (no zeroed sector, no older tail): a fully written batch is damaged, corruption"
             );
             TailJudgement::Corrupt { position: start as u64, reason }
         }
@@ -203,30 +204,61 @@ pub fn judge_tail_before(
 }
 
 /// Whether a lost write explains the damage between the end of the valid
-/// prefix (`from`) and a valid batch at `to`. A lost write reverts whole
-/// sectors to an older version of them, and every version the writer left
-/// of a sector is the log's bytes up to a batch end, then zero padding. So
-/// either some sector in between is all zeros (its older version held
-/// nothing), or the sector holding `from` is the older tail: the log ends
-/// at the batch end `from` and zeros run from there to the sector's end.
-/// A rewrite of a partly filled last block that is lost while the next
-/// buffer lands leaves exactly that. A damaged batch that starts with a
-/// few zero bytes (a base offset's low bytes) is not mistaken for it: the
-/// bytes at `from` must not be a well-shaped batch header.
-fn lost_write_between(bytes: &[u8], from: usize, to: usize) -> bool {
-    has_zero_sector(bytes, from, to) || ends_an_older_tail(bytes, from, to)
+/// prefix (`from`, a batch end) and a valid batch at `to`. A lost write
+/// reverts whole sectors to an older version of them, and every version
+/// the writer left of a block is the log's bytes up to a batch end, then
+/// zero padding to the block's end. So either some sector in between is
+/// all zeros, or the block holding `from` is an older tail whose padding
+/// is shorter than a sector: the rewrite of that block was lost while the
+/// next buffer, from the block boundary on, landed.
+fn lost_write_between(bytes: &[u8], from: usize, to: usize, expected_offset: u64) -> bool {
+    has_zero_sector(bytes, from, to) || ends_an_older_tail(bytes, from, to, expected_offset)
 }
 
-fn ends_an_older_tail(bytes: &[u8], from: usize, to: usize) -> bool {
+/// End of a header's length field: no real header has zeros up to here.
+const HEADER_LENGTH_END: usize = 12;
+
+/// The older-tail case of [`lost_write_between`]: zeros from `from` to the
+/// end of its 4 KiB block, less than a sector of them. The batch the lost
+/// rewrite put at `from` runs on into the landed block, so its first bytes
+/// read as zeros. When they cover its length field, no batch written in
+/// full can look like that. When fewer are zero (the low bytes of a base
+/// offset, which a real header may have), the batch must verify with the
+/// zeroed bytes restored from what the log says they were (the expected
+/// offset, and the distance to the next batch as its length): a damaged
+/// batch that merely starts with zero bytes is still corruption.
+fn ends_an_older_tail(bytes: &[u8], from: usize, to: usize, expected_offset: u64) -> bool {
     const SECTOR: usize = 512;
-    let sector_end = (from / SECTOR + 1) * SECTOR;
-    if from % SECTOR == 0 || sector_end > to.min(bytes.len()) {
+    let alignment = crate::storage::config::DIRECT_IO_ALIGNMENT;
+    let block_end = (from / alignment + 1) * alignment;
+    let zeroed = block_end - from;
+    if zeroed >= SECTOR || block_end > to.min(bytes.len()) {
         return false;
     }
-    let padded = bytes[from..sector_end].iter().all(|&byte| byte == 0);
-    let batch_starts_here =
-        BatchHeader::parse(&bytes[from..]).is_ok_and(|header| header.check_shape(FORMAT_MAX_BATCH_BYTES).is_ok());
-    padded && !batch_starts_here
+    if !bytes[from..block_end].iter().all(|&byte| byte == 0) {
+        return false;
+    }
+    zeroed >= HEADER_LENGTH_END || verifies_restored(&bytes[from..to], zeroed, expected_offset)
+}
+
+/// Whether `batch` (exactly one batch's bytes) verifies once its first
+/// `zeroed` bytes are put back as the log's expected offset and length.
+/// Only the header is copied: the CRC covers none of the restored bytes.
+fn verifies_restored(batch: &[u8], zeroed: usize, expected_offset: u64) -> bool {
+    const { assert!(HEADER_LENGTH_END <= CRC_COVERED_START) };
+    let Ok(length) = u32::try_from(batch.len()) else { return false };
+    let Some(header_bytes) = batch.get(..BATCH_HEADER_BYTES) else { return false };
+    let mut header = [0u8; BATCH_HEADER_BYTES];
+    header.copy_from_slice(header_bytes);
+    header[..8].copy_from_slice(&expected_offset.to_le_bytes());
+    header[8..HEADER_LENGTH_END].copy_from_slice(&length.to_le_bytes());
+    // Only the zeroed bytes are restored; the rest stay as read.
+    header[zeroed..HEADER_LENGTH_END].copy_from_slice(&batch[zeroed..HEADER_LENGTH_END]);
+    let Ok(parsed) = BatchHeader::parse(&header) else { return false };
+    parsed.check_shape(FORMAT_MAX_BATCH_BYTES).is_ok()
+        && parsed.base_offset == expected_offset
+        && parsed.batch_bytes == length
+        && parsed.crc == compute_crc(batch)
 }
 
 /// Whether an aligned, all-zero sector lies wholly inside `from..to`.
@@ -363,7 +395,7 @@ mod judgement_tests {
         assert!(matches!(judgement, TailJudgement::Corrupt { ref reason, .. } if reason.contains("continues the log")));
         // Inside the window too: no sector was lost, the batch was written.
         let judgement = judge_tail(&bytes, &outcome, 1 << 30);
-        assert!(matches!(judgement, TailJudgement::Corrupt { ref reason, .. } if reason.contains("no sector")));
+        assert!(matches!(judgement, TailJudgement::Corrupt { ref reason, .. } if reason.contains("no lost write")));
     }
 
     #[test]
@@ -409,51 +441,67 @@ mod judgement_tests {
         assert!(matches!(judgement, TailJudgement::Torn { .. }));
     }
 
-    #[test]
-    fn a_lost_rewrite_of_a_partly_filled_block_behind_a_landed_next_buffer_is_a_torn_write() {
-        // The last block was first written holding the log up to a batch
-        // end in its last sector, then rewritten with more; the next buffer
-        // landed and the rewrite was lost. The sector holds the older tail:
-        // the log up to that batch end, then zero padding, and no whole
-        // sector of zeros lies before the next valid batch.
-        let mut bytes = segment(30, 1000);
-        let batch_ends: Vec<usize> = HeaderWalk::new(&bytes, 0)
-            .map_while(Result::ok)
-            .map(|(position, header)| position + header.batch_bytes as usize)
-            .collect();
-        let older_tail_end = *batch_ends[..batch_ends.len() - 2]
-            .iter()
-            .find(|&&end| end % 4096 > 4096 - 512)
-            .expect("a batch ends in the last sector of some block");
-        let block_end = older_tail_end.next_multiple_of(4096);
-        bytes[older_tail_end..block_end].fill(0);
-        let outcome = scan_segment(&bytes, 0, 4096);
-        assert_eq!(outcome.valid_bytes as usize, older_tail_end);
-        let judgement = judge_tail(&bytes, &outcome, 1 << 30);
-        assert!(matches!(judgement, TailJudgement::Torn { .. }), "{judgement:?}");
-        // The same bytes beyond the window a crash can tear stay corruption.
-        assert!(matches!(judge_tail(&bytes, &outcome, 4096), TailJudgement::Corrupt { .. }));
+    /// A segment whose second batch starts `padding_bytes` before the end
+    /// of the first 4 KiB block, followed by more batches, as the log wrote
+    /// it; with the rewrite of that block lost (`lose_rewrite`), the bytes
+    /// from the second batch to the block's end are the older version's
+    /// zero padding while the next buffer, from 4096 on, landed.
+    fn block_with_older_tail(padding_bytes: usize, lose_rewrite: bool) -> Vec<u8> {
+        let batch = |offset: u64, value_bytes: usize| {
+            let mut builder = BatchBuilder::new();
+            builder.push(offset as i64, None, &vec![b'v'; value_bytes], &[]);
+            let mut batch = builder.finish().to_vec();
+            stamp_batch(&mut batch, offset, 1);
+            batch
+        };
+        let overhead = batch(0, 0).len();
+        let mut bytes = batch(0, 4096 - padding_bytes - overhead);
+        for offset in 1..8 {
+            bytes.extend_from_slice(&batch(offset, 1000));
+        }
+        if lose_rewrite {
+            bytes[4096 - padding_bytes..4096].fill(0);
+        }
+        bytes
     }
 
     #[test]
-    fn a_damaged_batch_whose_first_bytes_are_zero_is_not_an_older_tail() {
-        // A batch at offset 0 starts with zero bytes (its base offset, little
-        // endian). Placed 4 bytes before a sector's end with one byte of its
-        // records flipped, valid batches after it: the zeros up to the sector
-        // end are the batch's own, so this is corruption.
-        let batches = segment(3, 1000);
-        let mut bytes = vec![b'x'; 508];
-        bytes.extend_from_slice(&batches);
-        bytes[508 + 500] ^= 0x40;
-        let later = find_later_batch(&bytes, 508, bytes.len(), 0).expect("the second batch is found");
-        assert!(!lost_write_between(&bytes, 508, later as usize));
-        // Zero padding from there to the sector's end and no batch header:
-        // the older tail a lost rewrite leaves.
-        bytes[508 + 20] = 0;
-        assert!(lost_write_between(&bytes, 508, later as usize));
-        // But not when a non-zero byte lies before the sector's end.
-        bytes[511] = 1;
-        assert!(!lost_write_between(&bytes, 508, later as usize));
+    fn a_lost_rewrite_of_a_partly_filled_block_behind_a_landed_next_buffer_is_a_torn_write() {
+        // Less padding than a sector, so no whole zero sector lies before
+        // the next valid batch: zeros over part of the base offset only,
+        // over part of the length, and over the whole length field.
+        for padding_bytes in [1, 3, 8, 10, 12, 100, 511] {
+            let bytes = block_with_older_tail(padding_bytes, true);
+            let outcome = scan_segment(&bytes, 0, 4096);
+            assert_eq!(outcome.valid_bytes as usize, 4096 - padding_bytes);
+            let judgement = judge_tail(&bytes, &outcome, 1 << 30);
+            assert!(matches!(judgement, TailJudgement::Torn { .. }), "padding {padding_bytes}: {judgement:?}");
+            // The same bytes beyond the window a crash can tear stay corruption.
+            assert!(matches!(judge_tail(&bytes, &outcome, 1024), TailJudgement::Corrupt { .. }));
+        }
+    }
+
+    #[test]
+    fn a_damaged_batch_that_starts_with_zero_bytes_is_not_an_older_tail() {
+        for padding_bytes in [3, 8, 10] {
+            let pristine = block_with_older_tail(padding_bytes, true);
+            let from = 4096 - padding_bytes;
+            let later = find_later_batch(&pristine, from, pristine.len(), 1).expect("the third batch") as usize;
+            assert!(lost_write_between(&pristine, from, later, 1));
+            // A flipped record byte, or a flipped magic: written in full
+            // and damaged, whatever zeros it starts with.
+            for damaged_at in [from + 100, from + 20] {
+                let mut bytes = pristine.clone();
+                bytes[damaged_at] ^= 0x40;
+                assert!(!lost_write_between(&bytes, from, later, 1), "padding {padding_bytes}, byte {damaged_at}");
+            }
+        }
+        // Zeros to a sector's end that is not a block's end: no write of
+        // this log ends there.
+        let mut bytes = block_with_older_tail(600, false);
+        bytes[4096 - 600..4096 - 512].fill(0);
+        let later = find_later_batch(&bytes, 4096 - 600, bytes.len(), 1).expect("the third batch") as usize;
+        assert!(!lost_write_between(&bytes, 4096 - 600, later, 1));
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //! any subset of the unlinks no directory fsync covered comes back (in half
 //! of them unlinks are slowed, so appends and rolls run beside them). A
 //! flipped byte in a sealed segment, or a valid batch misdirected over
-//! another, must fence (or fail the read), never be served.
+//! another, must fence (or fail the read), never be served; a flipped byte
+//! in one of the active segment's last batches, with valid batches after
+//! it, must fence at the next crash recovery, never be cut as torn.
 //!
 //! `RINGLOG_CRASH_SEEDS=N` runs N seeds (default 1000); a failure names its
 //! seed, and `RINGLOG_CRASH_SEED=S` runs that seed alone. The seed fixes
@@ -48,6 +50,8 @@ struct Figures {
     subset_crashes: usize,
     /// Seeds with a batch misdirected over another.
     misdirected: usize,
+    /// Seeds with a byte flipped in the active segment's last batches.
+    active_flips: usize,
 }
 
 fn config_for(rng: &mut StdRng, fsync: FsyncPolicy) -> StorageConfig {
@@ -195,6 +199,7 @@ fn crash_workload(dir: &Path, seed: u64, config: StorageConfig) -> (Vec<(u64, Ve
             segments,
             subset_crashes: usize::from(subset),
             misdirected: 0,
+            active_flips: 0,
         };
         (acked, figures, crash)
     })
@@ -266,20 +271,31 @@ fn check_seed(seed: u64, fsync: FsyncPolicy) -> Result<Figures, String> {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let config = config_for(&mut rng, fsync);
-    let (acked, mut figures, crash) = crash_workload(dir.path(), seed, config.clone());
+    let (acked, figures, crash) = crash_workload(dir.path(), seed, config.clone());
+    check_recovered(dir.path(), &mut rng, config, &acked, figures).map_err(|failure| format!("{failure}; {crash}"))
+}
+
+/// What must hold after the simulated crash: see the module comment.
+fn check_recovered(
+    dir: &Path,
+    rng: &mut StdRng,
+    config: StorageConfig,
+    acked: &[(u64, Vec<String>)],
+    mut figures: Figures,
+) -> Result<Figures, String> {
+    let fsync = config.fsync;
     // Every state a power loss can leave, a prefix of the writes or any
     // subset in any order, is a torn write: recovery must cut it, never
     // fence. A lost write reverts whole sectors to an older version (zeros,
     // or the log's older tail and its padding), which `judge_tail` tells
     // from a damaged batch that was written in full.
-    let (log_start_offset, records) =
-        recovered_records(dir.path(), config.clone()).map_err(|error| format!("{error}; {crash}"))?;
+    let (log_start_offset, records) = recovered_records(dir, config.clone())?;
     for (index, (offset, _)) in records.iter().enumerate() {
         if *offset != log_start_offset + index as u64 {
             return Err(format!("offsets not dense: record {index} from {log_start_offset} has offset {offset}"));
         }
     }
-    for (base_offset, values) in &acked {
+    for (base_offset, values) in acked {
         for (i, value) in values.iter().enumerate() {
             let offset = base_offset + i as u64;
             // Below the log start: deleted by retention.
@@ -295,11 +311,44 @@ fn check_seed(seed: u64, fsync: FsyncPolicy) -> Result<Figures, String> {
         }
     }
     match rng.gen_range(0..4) {
-        0 | 1 => corrupt_a_sealed_segment(dir.path(), &mut rng, config)?,
-        2 => figures.misdirected += usize::from(misdirect_a_batch(dir.path(), &mut rng, config, &records)?),
+        0 => corrupt_a_sealed_segment(dir, rng, config)?,
+        1 => figures.active_flips += usize::from(corrupt_the_active_segment(dir, rng, config)?),
+        2 => figures.misdirected += usize::from(misdirect_a_batch(dir, rng, config, &records)?),
         _ => {}
     }
     Ok(figures)
+}
+
+/// Flip one CRC-covered byte of a batch near the end of the active segment
+/// that has a valid batch after it, then crash (no clean-shutdown marker):
+/// recovery scans it, and inside the torn window too it must fence, never
+/// cut the batch and those after it as a torn write (SPEC §3). Returns
+/// whether a batch was flipped.
+fn corrupt_the_active_segment(dir: &Path, rng: &mut StdRng, config: StorageConfig) -> Result<bool, String> {
+    let files = segment_files(dir);
+    let Some(last) = files.last() else { return Ok(false) };
+    let segment = dir.join(last);
+    let batches = batches_in(&segment);
+    if batches.len() < 2 {
+        return Ok(false);
+    }
+    // One of the last few batches, never the last: a damaged last batch is
+    // indistinguishable from a torn one.
+    let index = rng.gen_range(batches.len().saturating_sub(5)..batches.len() - 1);
+    let (start, length, base_offset) = batches[index];
+    let position = rng.gen_range(start + 20..start + length);
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[position] ^= 1 << rng.gen_range(0..8);
+    std::fs::write(&segment, &bytes).unwrap();
+    std::fs::remove_file(dir.join(ringlog::storage::markers::CLEAN_SHUTDOWN_FILE)).unwrap();
+    match recovered_records(dir, config) {
+        Err(error) if error.starts_with("fenced") => Ok(true),
+        Err(error) => Err(format!("byte {position} of the batch at offset {base_offset} flipped: {error}")),
+        Ok(_) => Err(format!(
+            "byte {position} of the batch at offset {base_offset} in the active segment flipped, \
+             valid batches after it, and recovery did not fence"
+        )),
+    }
 }
 
 /// Flip one byte inside a sealed segment's batches: the partition must
@@ -425,6 +474,7 @@ fn run_seeds(fsync: FsyncPolicy) {
                 totals.restored_unlinks += figures.restored_unlinks;
                 totals.reused_segments += figures.reused_segments;
                 totals.misdirected += figures.misdirected;
+                totals.active_flips += figures.active_flips;
             }
             Err(failure) => panic!("seed {seed} ({fsync:?}): {failure}; replay with RINGLOG_CRASH_SEED={seed}"),
         }
@@ -433,6 +483,7 @@ fn run_seeds(fsync: FsyncPolicy) {
     assert!(totals.acknowledged_records > 0 && totals.unsynced_writes > 0, "the workload must produce crashes");
     if seeds.len() >= 100 {
         assert!(totals.reused_segments > 0, "rolls must write into recycled files before some of the crashes");
+        assert!(totals.active_flips > 0, "some seeds must flip a byte in the active segment");
     }
 }
 
