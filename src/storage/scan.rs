@@ -206,54 +206,70 @@ pub fn judge_tail_before(
 /// Whether a lost write explains the damage between the end of the valid
 /// prefix (`from`, a batch end) and a valid batch at `to`. A lost write
 /// reverts whole sectors to an older version of them, and every version
-/// the writer left of a block is the log's bytes up to a batch end, then
-/// zero padding to the block's end. So either some sector in between is
-/// all zeros, or the block holding `from` is an older tail whose padding
-/// is shorter than a sector: the rewrite of that block was lost while the
-/// next buffer, from the block boundary on, landed.
+/// the writer left of a block is either full (a full buffer may end inside
+/// a batch) or the log's bytes up to a batch end, then zero padding. So
+/// either some sector in between is all zeros, or the sector holding
+/// `from` is an older tail: the log up to `from`, then padding shorter
+/// than a sector, and the next sector written (the rewrite of a partly
+/// filled block was lost while the next buffer landed).
 fn lost_write_between(bytes: &[u8], from: usize, to: usize, expected_offset: u64) -> bool {
     has_zero_sector(bytes, from, to) || ends_an_older_tail(bytes, from, to, expected_offset)
 }
 
 /// End of a header's length field: no real header has zeros up to here.
 const HEADER_LENGTH_END: usize = 12;
+/// End of a header's base offset field.
+const HEADER_OFFSET_END: usize = 8;
 
 /// The older-tail case of [`lost_write_between`]: zeros from `from` to the
-/// end of its 4 KiB block, less than a sector of them. The batch the lost
-/// rewrite put at `from` runs on into the landed block, so its first bytes
-/// read as zeros. When they cover its length field, no batch written in
-/// full can look like that. When fewer are zero (the low bytes of a base
-/// offset, which a real header may have), the batch must verify with the
-/// zeroed bytes restored from what the log says they were (the expected
-/// offset, and the distance to the next batch as its length): a damaged
-/// batch that merely starts with zero bytes is still corruption.
+/// end of its sector. The batch the lost rewrite put at `from` runs on
+/// into the landed sector, so its first bytes read as zeros. When they
+/// cover its length field, no batch written in full looks like that. When
+/// fewer are zero (the low bytes of a base offset, which a real header may
+/// have), the batch must verify with the zeroed bytes put back as the log
+/// says they were: a damaged batch that merely starts with zeros is still
+/// corruption. (A bit flip that zeroes exactly those bytes of a batch that
+/// starts them before a sector's end is the same bytes as a lost rewrite;
+/// nothing can tell the two apart.)
 fn ends_an_older_tail(bytes: &[u8], from: usize, to: usize, expected_offset: u64) -> bool {
     const SECTOR: usize = 512;
-    let alignment = crate::storage::config::DIRECT_IO_ALIGNMENT;
-    let block_end = (from / alignment + 1) * alignment;
-    let zeroed = block_end - from;
-    if zeroed >= SECTOR || block_end > to.min(bytes.len()) {
+    let sector_end = (from / SECTOR + 1) * SECTOR;
+    let zeroed = sector_end - from;
+    if from % SECTOR == 0 || sector_end > to.min(bytes.len()) {
         return false;
     }
-    if !bytes[from..block_end].iter().all(|&byte| byte == 0) {
+    if !bytes[from..sector_end].iter().all(|&byte| byte == 0) {
         return false;
     }
     zeroed >= HEADER_LENGTH_END || verifies_restored(&bytes[from..to], zeroed, expected_offset)
 }
 
-/// Whether `batch` (exactly one batch's bytes) verifies once its first
-/// `zeroed` bytes are put back as the log's expected offset and length.
-/// Only the header is copied: the CRC covers none of the restored bytes.
-fn verifies_restored(batch: &[u8], zeroed: usize, expected_offset: u64) -> bool {
+/// Whether the batch at the start of `rest` (which runs up to the next
+/// valid batch) verifies once its first `zeroed` bytes, fewer than
+/// [`HEADER_LENGTH_END`], are put back: the expected offset, and, when the
+/// length field lost bytes too, the distance to the next valid batch as
+/// its length. Only the header is copied: the CRC covers none of them.
+fn verifies_restored(rest: &[u8], zeroed: usize, expected_offset: u64) -> bool {
     const { assert!(HEADER_LENGTH_END <= CRC_COVERED_START) };
-    let Ok(length) = u32::try_from(batch.len()) else { return false };
-    let Some(header_bytes) = batch.get(..BATCH_HEADER_BYTES) else { return false };
+    if zeroed >= HEADER_LENGTH_END || rest.len() < BATCH_HEADER_BYTES {
+        return false;
+    }
+    // An intact length field is the batch's own (the next valid batch may
+    // lie further on, behind another lost write).
+    let length_bytes = match zeroed <= HEADER_OFFSET_END {
+        true => crate::storage::batch::read_u32(rest, HEADER_OFFSET_END) as usize,
+        false => rest.len(),
+    };
+    if length_bytes < BATCH_HEADER_BYTES {
+        return false;
+    }
+    let (Some(batch), Ok(length)) = (rest.get(..length_bytes), u32::try_from(length_bytes)) else { return false };
     let mut header = [0u8; BATCH_HEADER_BYTES];
-    header.copy_from_slice(header_bytes);
-    header[..8].copy_from_slice(&expected_offset.to_le_bytes());
-    header[8..HEADER_LENGTH_END].copy_from_slice(&length.to_le_bytes());
-    // Only the zeroed bytes are restored; the rest stay as read.
-    header[zeroed..HEADER_LENGTH_END].copy_from_slice(&batch[zeroed..HEADER_LENGTH_END]);
+    header.copy_from_slice(&batch[..BATCH_HEADER_BYTES]);
+    let mut known = [0u8; HEADER_LENGTH_END];
+    known[..HEADER_OFFSET_END].copy_from_slice(&expected_offset.to_le_bytes());
+    known[HEADER_OFFSET_END..].copy_from_slice(&length.to_le_bytes());
+    header[..zeroed].copy_from_slice(&known[..zeroed]);
     let Ok(parsed) = BatchHeader::parse(&header) else { return false };
     parsed.check_shape(FORMAT_MAX_BATCH_BYTES).is_ok()
         && parsed.base_offset == expected_offset
@@ -496,12 +512,25 @@ mod judgement_tests {
                 assert!(!lost_write_between(&bytes, from, later, 1), "padding {padding_bytes}, byte {damaged_at}");
             }
         }
-        // Zeros to a sector's end that is not a block's end: no write of
-        // this log ends there.
+    }
+
+    #[test]
+    fn an_older_tail_is_recognised_behind_a_second_lost_write_and_at_any_sector_end() {
+        // The batch after the older tail lost its header too (a second
+        // rewrite lost): the next valid batch is one further on, and the
+        // damaged batch's own intact length is what is verified.
+        let mut bytes = block_with_older_tail(5, true);
+        let second_end = 4096 - 5 + crate::storage::batch::read_u32(&bytes, 4096 - 5 + 8) as usize;
+        bytes[second_end..second_end + BATCH_HEADER_BYTES].fill(0);
+        let later = find_later_batch(&bytes, 4096 - 5, bytes.len(), 1).expect("the fourth batch") as usize;
+        assert!(later > second_end);
+        assert!(lost_write_between(&bytes, 4096 - 5, later, 1));
+        // Sectors of one write need not land in order: the sector holding
+        // the older tail may end inside its block.
         let mut bytes = block_with_older_tail(600, false);
         bytes[4096 - 600..4096 - 512].fill(0);
         let later = find_later_batch(&bytes, 4096 - 600, bytes.len(), 1).expect("the third batch") as usize;
-        assert!(!lost_write_between(&bytes, 4096 - 600, later, 1));
+        assert!(lost_write_between(&bytes, 4096 - 600, later, 1));
     }
 
     #[test]
