@@ -3,8 +3,8 @@
 //! any input.
 
 use super::batch::{
-    compute_crc, verify_batch, BatchHeader, HeaderWalk, BATCH_HEADER_BYTES, BATCH_MAGIC, CRC_COVERED_START,
-    FORMAT_MAX_BATCH_BYTES, RECORD_OVERHEAD_BYTES,
+    verify_batch, BatchHeader, HeaderWalk, BATCH_HEADER_BYTES, BATCH_MAGIC, CRC_COVERED_START, FORMAT_MAX_BATCH_BYTES,
+    RECORD_OVERHEAD_BYTES,
 };
 use super::index::SegmentIndexes;
 
@@ -241,40 +241,58 @@ fn ends_an_older_tail(bytes: &[u8], from: usize, to: usize, expected_offset: u64
     if !bytes[from..sector_end].iter().all(|&byte| byte == 0) {
         return false;
     }
-    zeroed >= HEADER_LENGTH_END || verifies_restored(&bytes[from..to], zeroed, expected_offset)
+    zeroed >= HEADER_LENGTH_END || verifies_restored(&bytes[from..], zeroed, expected_offset)
 }
 
-/// Whether the batch at the start of `rest` (which runs up to the next
-/// valid batch) verifies once its first `zeroed` bytes, fewer than
-/// [`HEADER_LENGTH_END`], are put back: the expected offset, and, when the
-/// length field lost bytes too, the distance to the next valid batch as
-/// its length. Only the header is copied: the CRC covers none of them.
+/// Whether the batch at the start of `rest` verifies once its first
+/// `zeroed` bytes, fewer than [`HEADER_LENGTH_END`], are put back: the
+/// expected offset, and a length whose intact bytes are those on disk.
+/// With the length field whole there is one candidate; with its low bytes
+/// zeroed (9 to 11 zeroed bytes) the candidates are one contiguous range
+/// of at most 2^24 lengths, walked with one running CRC, so the cost is
+/// bounded whatever the bytes. The next valid batch found does not bound
+/// the length: it may lie behind another lost write, or inside a record.
+/// Only the header is copied: the CRC covers none of the zeroed bytes.
 fn verifies_restored(rest: &[u8], zeroed: usize, expected_offset: u64) -> bool {
     const { assert!(HEADER_LENGTH_END <= CRC_COVERED_START) };
     if zeroed >= HEADER_LENGTH_END || rest.len() < BATCH_HEADER_BYTES {
         return false;
     }
-    // An intact length field is the batch's own (the next valid batch may
-    // lie further on, behind another lost write).
-    let length_bytes = match zeroed <= HEADER_OFFSET_END {
-        true => crate::storage::batch::read_u32(rest, HEADER_OFFSET_END) as usize,
-        false => rest.len(),
-    };
-    if length_bytes < BATCH_HEADER_BYTES {
+    let mut header = [0u8; BATCH_HEADER_BYTES];
+    header.copy_from_slice(&rest[..BATCH_HEADER_BYTES]);
+    header[..zeroed.min(HEADER_OFFSET_END)]
+        .copy_from_slice(&expected_offset.to_le_bytes()[..zeroed.min(HEADER_OFFSET_END)]);
+    let unknown_length_bits = 8 * zeroed.saturating_sub(HEADER_OFFSET_END);
+    let known_length = crate::storage::batch::read_u32(&header, HEADER_OFFSET_END) as usize;
+    let first = known_length.max(BATCH_HEADER_BYTES);
+    let last = (known_length + (1 << unknown_length_bits) - 1).min(rest.len());
+    if first > last {
         return false;
     }
-    let (Some(batch), Ok(length)) = (rest.get(..length_bytes), u32::try_from(length_bytes)) else { return false };
-    let mut header = [0u8; BATCH_HEADER_BYTES];
-    header.copy_from_slice(&batch[..BATCH_HEADER_BYTES]);
-    let mut known = [0u8; HEADER_LENGTH_END];
-    known[..HEADER_OFFSET_END].copy_from_slice(&expected_offset.to_le_bytes());
-    known[HEADER_OFFSET_END..].copy_from_slice(&length.to_le_bytes());
-    header[..zeroed].copy_from_slice(&known[..zeroed]);
-    let Ok(parsed) = BatchHeader::parse(&header) else { return false };
-    parsed.check_shape(FORMAT_MAX_BATCH_BYTES).is_ok()
-        && parsed.base_offset == expected_offset
-        && parsed.batch_bytes == length
-        && parsed.crc == compute_crc(batch)
+    let stored_crc = crate::storage::batch::read_u32(&header, CRC_COVERED_START - 4);
+    let mut running = crc32fast::Hasher::new();
+    running.update(&rest[CRC_COVERED_START..first]);
+    for length in first..=last {
+        if running.clone().finalize() == stored_crc && has_restored_shape(header, length, expected_offset) {
+            return true;
+        }
+        if let Some(&byte) = rest.get(length) {
+            running.update(&[byte]);
+        }
+    }
+    false
+}
+
+/// Whether `header` with its length field set to `length` is a
+/// well-shaped header of a batch at `expected_offset`.
+fn has_restored_shape(mut header: [u8; BATCH_HEADER_BYTES], length: usize, expected_offset: u64) -> bool {
+    let Ok(length) = u32::try_from(length) else { return false };
+    header[HEADER_OFFSET_END..HEADER_LENGTH_END].copy_from_slice(&length.to_le_bytes());
+    BatchHeader::parse(&header).is_ok_and(|parsed| {
+        parsed.check_shape(FORMAT_MAX_BATCH_BYTES).is_ok()
+            && parsed.base_offset == expected_offset
+            && parsed.batch_bytes == length
+    })
 }
 
 /// Whether an aligned, all-zero sector lies wholly inside `from..to`.
@@ -514,6 +532,13 @@ mod judgement_tests {
         }
     }
 
+    /// Length of the batches after the first in [`block_with_older_tail`].
+    fn thousand_byte_batch_length() -> usize {
+        let mut builder = BatchBuilder::new();
+        builder.push(1, None, &[b'v'; 1000], &[]);
+        builder.finish().len()
+    }
+
     #[test]
     fn an_older_tail_is_recognised_behind_a_second_lost_write_and_at_any_sector_end() {
         // The batch after the older tail lost its header too (a second
@@ -525,6 +550,21 @@ mod judgement_tests {
         let later = find_later_batch(&bytes, 4096 - 5, bytes.len(), 1).expect("the fourth batch") as usize;
         assert!(later > second_end);
         assert!(lost_write_between(&bytes, 4096 - 5, later, 1));
+        // The same with the damaged batch's length field partly zeroed too
+        // (10 bytes): its length is found among those its intact bytes allow.
+        for padding_bytes in [9, 10, 11] {
+            let mut bytes = block_with_older_tail(padding_bytes, true);
+            let from = 4096 - padding_bytes;
+            let next = from + thousand_byte_batch_length();
+            let next_sector_end = next.next_multiple_of(512);
+            bytes[next..next_sector_end].fill(0);
+            let later = find_later_batch(&bytes, from, bytes.len(), 1).expect("a later batch") as usize;
+            assert!(later > next_sector_end && !has_zero_sector(&bytes, from, later));
+            assert!(lost_write_between(&bytes, from, later, 1), "padding {padding_bytes}");
+            let mut damaged = bytes.clone();
+            damaged[from + 300] ^= 1;
+            assert!(!lost_write_between(&damaged, from, later, 1), "padding {padding_bytes}, damaged");
+        }
         // Sectors of one write need not land in order: the sector holding
         // the older tail may end inside its block.
         let mut bytes = block_with_older_tail(600, false);
