@@ -252,11 +252,7 @@ impl FaultInjector {
     /// the first `torn_sectors` 512-byte sectors of the next one, and undo
     /// every later one. Call after the log stopped (abandoned or closed).
     pub fn simulate_crash(&self, keep_writes: usize, torn_sectors: usize) -> io::Result<CrashSummary> {
-        self.simulate_crash_with(&mut |index| match index.cmp(&keep_writes) {
-            std::cmp::Ordering::Less => WriteFate::Landed,
-            std::cmp::Ordering::Equal => WriteFate::Torn { sectors: torn_sectors },
-            std::cmp::Ordering::Greater => WriteFate::Lost,
-        })
+        self.simulate_crash_with(&mut |index| WriteFate::of_prefix(index, keep_writes, torn_sectors))
     }
 
     /// Make the files look as a crash right now would leave them when the
@@ -476,6 +472,19 @@ pub enum WriteFate {
     },
     /// Nothing did.
     Lost,
+}
+
+impl WriteFate {
+    /// The fate of the `index`-th unsynced write when a crash keeps the
+    /// first `keep_writes`, tears the next after `torn_sectors` sectors and
+    /// loses the rest ([`FaultInjector::simulate_crash`]).
+    pub fn of_prefix(index: usize, keep_writes: usize, torn_sectors: usize) -> WriteFate {
+        match index.cmp(&keep_writes) {
+            std::cmp::Ordering::Less => WriteFate::Landed,
+            std::cmp::Ordering::Equal => WriteFate::Torn { sectors: torn_sectors },
+            std::cmp::Ordering::Greater => WriteFate::Lost,
+        }
+    }
 }
 
 /// The parts of `[start, end)` outside every range in `settled`.

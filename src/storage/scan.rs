@@ -3,8 +3,8 @@
 //! any input.
 
 use super::batch::{
-    verify_batch, BatchHeader, HeaderWalk, BATCH_HEADER_BYTES, BATCH_MAGIC, CRC_COVERED_START, FORMAT_MAX_BATCH_BYTES,
-    RECORD_OVERHEAD_BYTES,
+    read_u32, verify_batch, BatchHeader, HeaderWalk, BATCH_HEADER_BYTES, BATCH_MAGIC, CRC_COVERED_START,
+    FORMAT_MAX_BATCH_BYTES, RECORD_OVERHEAD_BYTES,
 };
 use super::index::SegmentIndexes;
 
@@ -216,6 +216,9 @@ fn lost_write_between(bytes: &[u8], from: usize, to: usize, expected_offset: u64
     has_zero_sector(bytes, from, to) || ends_an_older_tail(bytes, from, to, expected_offset)
 }
 
+/// The unit a lost or torn write reverts: the smallest a device writes.
+const SECTOR_BYTES: usize = 512;
+
 /// End of a header's length field: no real header has zeros up to here.
 const HEADER_LENGTH_END: usize = 12;
 /// End of a header's base offset field.
@@ -232,10 +235,9 @@ const HEADER_OFFSET_END: usize = 8;
 /// starts them before a sector's end is the same bytes as a lost rewrite;
 /// nothing can tell the two apart.)
 fn ends_an_older_tail(bytes: &[u8], from: usize, to: usize, expected_offset: u64) -> bool {
-    const SECTOR: usize = 512;
-    let sector_end = (from / SECTOR + 1) * SECTOR;
+    let sector_end = (from / SECTOR_BYTES + 1) * SECTOR_BYTES;
     let zeroed = sector_end - from;
-    if from % SECTOR == 0 || sector_end > to.min(bytes.len()) {
+    if from % SECTOR_BYTES == 0 || sector_end > to.min(bytes.len()) {
         return false;
     }
     if !bytes[from..sector_end].iter().all(|&byte| byte == 0) {
@@ -263,13 +265,13 @@ fn verifies_restored(rest: &[u8], zeroed: usize, expected_offset: u64) -> bool {
     header[..zeroed.min(HEADER_OFFSET_END)]
         .copy_from_slice(&expected_offset.to_le_bytes()[..zeroed.min(HEADER_OFFSET_END)]);
     let unknown_length_bits = 8 * zeroed.saturating_sub(HEADER_OFFSET_END);
-    let known_length = crate::storage::batch::read_u32(&header, HEADER_OFFSET_END) as usize;
+    let known_length = read_u32(&header, HEADER_OFFSET_END) as usize;
     let first = known_length.max(BATCH_HEADER_BYTES);
     let last = (known_length + (1 << unknown_length_bits) - 1).min(rest.len());
     if first > last {
         return false;
     }
-    let stored_crc = crate::storage::batch::read_u32(&header, CRC_COVERED_START - 4);
+    let stored_crc = read_u32(&header, CRC_COVERED_START - 4);
     let mut running = crc32fast::Hasher::new();
     running.update(&rest[CRC_COVERED_START..first]);
     for length in first..=last {
@@ -297,11 +299,10 @@ fn has_restored_shape(mut header: [u8; BATCH_HEADER_BYTES], length: usize, expec
 
 /// Whether an aligned, all-zero sector lies wholly inside `from..to`.
 fn has_zero_sector(bytes: &[u8], from: usize, to: usize) -> bool {
-    const SECTOR: usize = 512;
-    let first = from.div_ceil(SECTOR) * SECTOR;
+    let first = from.div_ceil(SECTOR_BYTES) * SECTOR_BYTES;
     (first..to.min(bytes.len()))
-        .step_by(SECTOR)
-        .any(|sector| sector + SECTOR <= to && bytes[sector..sector + SECTOR].iter().all(|&byte| byte == 0))
+        .step_by(SECTOR_BYTES)
+        .any(|sector| sector + SECTOR_BYTES <= to && bytes[sector..sector + SECTOR_BYTES].iter().all(|&byte| byte == 0))
 }
 
 /// Position of the first batch starting in `from + 1 .. before` that passes

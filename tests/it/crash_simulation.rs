@@ -168,25 +168,22 @@ fn crash_workload(dir: &Path, seed: u64, config: StorageConfig) -> (Vec<(u64, Ve
         let unsynced_writes = faults.unsynced_writes();
         let subset = rng.gen_bool(0.4);
         let writes = faults.unsynced_write_list();
-        let mut fates = Vec::with_capacity(writes.len());
-        let summary = if subset {
-            faults
-                .simulate_crash_with(&mut |_| {
-                    let fate = random_fate(&mut rng);
-                    fates.push(fate);
-                    fate
-                })
-                .unwrap()
+        let mut fate_of: Box<dyn FnMut(usize) -> WriteFate> = if subset {
+            Box::new(|_| random_fate(&mut rng))
         } else {
             let keep_writes = rng.gen_range(0..=unsynced_writes);
             let torn_sectors = rng.gen_range(0..=16);
-            fates.extend((0..writes.len()).map(|index| match index.cmp(&keep_writes) {
-                std::cmp::Ordering::Less => WriteFate::Landed,
-                std::cmp::Ordering::Equal => WriteFate::Torn { sectors: torn_sectors },
-                std::cmp::Ordering::Greater => WriteFate::Lost,
-            }));
-            faults.simulate_crash(keep_writes, torn_sectors).unwrap()
+            Box::new(move |index| WriteFate::of_prefix(index, keep_writes, torn_sectors))
         };
+        let mut fates = Vec::with_capacity(writes.len());
+        let summary = faults
+            .simulate_crash_with(&mut |index| {
+                let fate = fate_of(index);
+                fates.push(fate);
+                fate
+            })
+            .unwrap();
+        drop(fate_of);
         let crash = describe_crash(&writes, &fates);
         // Directory entries persist in any order: any subset of the unlinks
         // no directory fsync covered comes back.
