@@ -16,8 +16,8 @@
 //! in one of the active segment's last batches, with valid batches after
 //! it, must fence at the next crash recovery, never be cut as torn.
 //!
-//! `RINGLOG_CRASH_SEEDS=N` runs N seeds (default 1000); a failure names its
-//! seed, and `RINGLOG_CRASH_SEED=S` runs that seed alone. The seed fixes
+//! `CRASH_SIMULATION_SEEDS=N` runs N seeds (default 1000); a failure names its
+//! seed, and `CRASH_SIMULATION_SEED=S` runs that seed alone. The seed fixes
 //! the workload and the crash's choices, not the I/O timing (the writes
 //! run on the real io_uring), so a failure also lists the unsynced writes
 //! in completion order and what the crash did with each.
@@ -461,10 +461,19 @@ fn is_epoch_byte(segment: &Path, position: usize) -> bool {
 }
 
 fn seeds() -> Vec<u64> {
-    if let Some(seed) = std::env::var("RINGLOG_CRASH_SEED").ok().and_then(|seed| seed.parse().ok()) {
+    // The older names shared the node's settings prefix: a node spawned by
+    // another test of the same binary refused them as unknown settings.
+    for older in ["RINGLOG_CRASH_SEED", "RINGLOG_CRASH_SEEDS"] {
+        assert!(
+            std::env::var_os(older).is_none(),
+            "{older} is now {}",
+            older.replace("RINGLOG_CRASH", "CRASH_SIMULATION")
+        );
+    }
+    if let Some(seed) = std::env::var("CRASH_SIMULATION_SEED").ok().and_then(|seed| seed.parse().ok()) {
         return vec![seed];
     }
-    let count = std::env::var("RINGLOG_CRASH_SEEDS").ok().and_then(|count| count.parse().ok()).unwrap_or(1000);
+    let count = std::env::var("CRASH_SIMULATION_SEEDS").ok().and_then(|count| count.parse().ok()).unwrap_or(1000);
     (0..count).collect()
 }
 
@@ -485,7 +494,7 @@ fn run_seeds(fsync: FsyncPolicy) {
                 totals.active_flips += figures.active_flips;
                 totals.active_flips_in_window += figures.active_flips_in_window;
             }
-            Err(failure) => panic!("seed {seed} ({fsync:?}): {failure}; replay with RINGLOG_CRASH_SEED={seed}"),
+            Err(failure) => panic!("seed {seed} ({fsync:?}): {failure}; replay with CRASH_SIMULATION_SEED={seed}"),
         }
     }
     println!("{} seeds ({fsync:?}): {totals:?}", seeds.len());
