@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::io::WriteHalf;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use crate::protocol::{
-    decode_response_owned, encode_request_split, frame_length, ApiKey, ErrorCode, ErrorResponse, ProtocolError,
-    Request, Response,
+    decode_response_owned, decode_response_parts, encode_request_split, frame_length, response_trailing_start, ApiKey,
+    ErrorCode, ErrorResponse, ProtocolError, Request, Response,
 };
 use crate::security::scram::{new_nonce, ScramClient, MECHANISM};
 use crate::storage::batch::{verify_batch, BatchError};
@@ -161,18 +161,14 @@ impl Connection {
                     Ok(length) => length,
                     Err(error) => break error.to_string(),
                 };
-                let mut body = vec![0u8; length];
-                if let Err(error) = read_half.read_exact(&mut body).await {
-                    break error.to_string();
-                }
-                let Some(correlation_id) = body.get(..4).map(|id| u32::from_le_bytes(id.try_into().expect("4"))) else {
-                    break "short response".to_string();
+                let outcome = match read_response(&mut read_half, length, &reader_pending).await {
+                    Ok(Some(outcome)) => outcome,
+                    // An answer to nobody waiting (read whole, and dropped).
+                    Ok(None) => continue,
+                    Err(error) => break error,
                 };
-                let Some((api_key, sender)) = reader_pending.lock().expect("pending").waiting.remove(&correlation_id)
-                else {
-                    continue;
-                };
-                let outcome = match decode_response_owned(api_key, body) {
+                let (sender, decoded) = outcome;
+                let outcome = match decoded {
                     Ok((_, Ok(response))) => Ok(response),
                     Ok((_, Err(error))) => Err(ClientError::Server(error)),
                     Err(error) => Err(ClientError::Protocol(error)),
@@ -243,6 +239,77 @@ impl Connection {
     pub async fn call(&self, request: &Request) -> Result<Response, ClientError> {
         self.send(request).await.await.unwrap_or_else(|_| Err(ClientError::ConnectionLost("reader stopped".into())))
     }
+}
+
+/// Bytes of a response read first, to find where a fetch's batches start.
+const PEEK_BYTES: usize = 512;
+
+/// What the reader hands to the caller waiting for an answer.
+type Decoded = Result<(u32, Result<Response, ErrorResponse>), ProtocolError>;
+
+/// Read one response frame of `length` bytes (checked against
+/// `MAX_RESPONSE_BYTES` before this) and decode it for the request waiting
+/// on its correlation id: None when nobody waits for it any more. A fetch's
+/// batches, nearly all of its bytes, are read straight into their own
+/// buffer after the head: reading the frame whole zero-filled it first and
+/// then moved the batches down over the head, two passes over every byte
+/// consumed (BENCHMARKS.md, "the client's receive path").
+async fn read_response<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    length: usize,
+    pending: &Pending,
+) -> Result<Option<(Answer, Decoded)>, String> {
+    let peek = length.min(PEEK_BYTES);
+    let mut head = vec![0u8; peek];
+    stream.read_exact(&mut head).await.map_err(|error| error.to_string())?;
+    let Some(correlation_id) = head.get(..4).map(|id| u32::from_le_bytes(id.try_into().expect("4"))) else {
+        return Err("short response".to_string());
+    };
+    let api_key = pending.lock().expect("pending").waiting.get(&correlation_id).map(|(api_key, _)| *api_key);
+    let start =
+        api_key.and_then(|api_key| response_trailing_start(api_key, &head, length)).filter(|&start| start <= peek);
+    let decoded = match (api_key, start) {
+        (Some(api_key), Some(start)) => {
+            let mut trailing = Vec::with_capacity(length - start);
+            trailing.extend_from_slice(&head[start..]);
+            read_to_length(stream, &mut trailing, length - start).await.map_err(|error| error.to_string())?;
+            head.truncate(start);
+            decode_response_parts(api_key, &head, trailing)
+        }
+        (Some(api_key), None) => {
+            read_to_length(stream, &mut head, length).await.map_err(|error| error.to_string())?;
+            decode_response_owned(api_key, head)
+        }
+        (None, _) => {
+            // Nobody asked for this id: skip the frame. The entry is not
+            // looked up again, so a caller that asks under this id meanwhile
+            // keeps waiting for its own answer.
+            read_to_length(stream, &mut head, length).await.map_err(|error| error.to_string())?;
+            return Ok(None);
+        }
+    };
+    let waiting = pending.lock().expect("pending").waiting.remove(&correlation_id);
+    Ok(waiting.map(|(_, sender)| (sender, decoded)))
+}
+
+/// Read from `stream` until `buffer` holds `length` bytes, into its spare
+/// capacity (nothing is zero-filled first). Never reads past `length`:
+/// the next frame's bytes stay in the stream.
+async fn read_to_length<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    buffer: &mut Vec<u8>,
+    length: usize,
+) -> std::io::Result<()> {
+    debug_assert!(buffer.len() <= length);
+    buffer.reserve_exact(length - buffer.len());
+    while buffer.len() < length {
+        let remaining = (length - buffer.len()) as u64;
+        if (&mut *stream).take(remaining).read_buf(buffer).await? == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "early eof"));
+        }
+    }
+    debug_assert_eq!(buffer.len(), length);
+    Ok(())
 }
 
 /// Longest a connect (with its TLS handshake) may take.
@@ -482,6 +549,7 @@ pub fn unexpected(response: Response) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{encode_error, encode_response};
 
     #[tokio::test]
     async fn a_request_after_the_server_closed_its_side_fails_instead_of_hanging() {
@@ -500,5 +568,63 @@ mod tests {
         let answer = tokio::time::timeout(Duration::from_secs(2), connection.call(&Request::ListTopics)).await;
         assert!(matches!(answer, Ok(Err(ClientError::ConnectionLost(_)))), "{answer:?}");
         server.join().unwrap();
+    }
+
+    /// A stream that hands out one byte per read, as a slow socket may.
+    struct Trickle(std::io::Cursor<Vec<u8>>);
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buffer: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let mut byte = [0u8; 1];
+            let read = std::io::Read::read(&mut self.0, &mut byte)?;
+            buffer.put_slice(&byte[..read]);
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Read the next frame from `stream` as the connection's reader does.
+    async fn next_frame(stream: &mut Trickle, pending: &Pending) -> Result<Option<(Answer, Decoded)>, String> {
+        let mut prefix = [0u8; 4];
+        stream.read_exact(&mut prefix).await.map_err(|error| error.to_string())?;
+        let length = frame_length(prefix, MAX_RESPONSE_BYTES).map_err(|error| error.to_string())?;
+        read_response(stream, length, pending).await
+    }
+
+    fn wait_for(pending: &Pending, correlation_id: u32, api_key: ApiKey) {
+        let (sender, _) = oneshot::channel();
+        pending.lock().unwrap().waiting.insert(correlation_id, (api_key, sender));
+    }
+
+    #[tokio::test]
+    async fn frames_back_to_back_are_read_whole_and_split_where_the_batches_start() {
+        let fetch = Response::Fetch { high_watermark: 9, log_start_offset: 0, next_offset: 9, batches: vec![7; 3000] };
+        let topics = Response::ListTopics(vec![("t".repeat(200), 3), ("u".repeat(300), 1)]);
+        let refused = ErrorResponse { code: ErrorCode::NotLeader, message: "x".repeat(600), leader: None };
+        let mut wire = Vec::new();
+        encode_response(5, &fetch, &mut wire); // nobody waits for id 5: skipped
+        encode_response(1, &fetch, &mut wire);
+        encode_response(2, &topics, &mut wire);
+        encode_error(3, &refused, &mut wire);
+        encode_response(4, &fetch, &mut wire);
+        wire.truncate(wire.len() - 100); // the last frame ends early
+        let mut stream = Trickle(std::io::Cursor::new(wire));
+        let pending = Pending::default();
+        wait_for(&pending, 1, ApiKey::Fetch);
+        wait_for(&pending, 2, ApiKey::ListTopics);
+        wait_for(&pending, 3, ApiKey::Fetch);
+        wait_for(&pending, 4, ApiKey::Fetch);
+        assert!(next_frame(&mut stream, &pending).await.unwrap().is_none(), "an answer nobody waits for");
+        let (_, decoded) = next_frame(&mut stream, &pending).await.unwrap().expect("waited for");
+        assert_eq!(decoded, Ok((1, Ok(fetch))));
+        let (_, decoded) = next_frame(&mut stream, &pending).await.unwrap().expect("waited for");
+        assert_eq!(decoded, Ok((2, Ok(topics))));
+        let (_, decoded) = next_frame(&mut stream, &pending).await.unwrap().expect("waited for");
+        assert_eq!(decoded, Ok((3, Err(refused))));
+        assert_eq!(next_frame(&mut stream, &pending).await.err().as_deref(), Some("early eof"));
+        assert_eq!(pending.lock().unwrap().waiting.len(), 1, "only the cut answer is still waited for");
     }
 }

@@ -107,6 +107,60 @@ fn truncated_and_padded_responses_are_the_same_errors_in_the_owned_shared_and_sl
 }
 
 #[test]
+fn a_response_read_as_head_and_trailing_bytes_decodes_as_the_whole_frame() {
+    let mut split_kinds = 0;
+    for (api_key, response, _) in response_examples() {
+        let mut out = Vec::new();
+        encode_response(1, &response, &mut out);
+        let frame = &out[LENGTH_PREFIX_BYTES..];
+        let whole = decode_response(api_key, frame);
+        // Any prefix holding the head finds where the trailing bytes start;
+        // a shorter one finds nothing (the reader then reads the frame whole).
+        let start = (0..=frame.len()).find_map(|peek| response_trailing_start(api_key, &frame[..peek], frame.len()));
+        let Some(start) = start else {
+            use super::message::Message;
+            assert!(response.clone().trailing_mut().is_none(), "{response:?} has trailing bytes no prefix finds");
+            continue;
+        };
+        split_kinds += 1;
+        for peek in start..=frame.len() {
+            assert_eq!(response_trailing_start(api_key, &frame[..peek], frame.len()), Some(start), "{response:?}");
+        }
+        assert_eq!(decode_response_parts(api_key, &frame[..start], frame[start..].to_vec()), whole, "{response:?}");
+        // A trailing part of the wrong length, or a head cut short or too long, is an error.
+        let longer = [&frame[start..], &[0]].concat();
+        assert!(decode_response_parts(api_key, &frame[..start], longer).is_err(), "{response:?}");
+        assert!(decode_response_parts(api_key, &frame[..start - 1], frame[start - 1..].to_vec()).is_err());
+        if start < frame.len() {
+            let short = frame[start..frame.len() - 1].to_vec();
+            assert!(decode_response_parts(api_key, &frame[..start], short).is_err(), "{response:?}");
+            assert!(decode_response_parts(api_key, &frame[..start + 1], frame[start + 1..].to_vec()).is_err());
+        }
+    }
+    assert!(split_kinds > 0, "no example response has trailing bytes");
+}
+
+#[test]
+fn an_error_answer_is_never_split_even_when_its_bytes_read_as_a_fetch_head() {
+    // An error frame: correlation id u32 | error code u16 | message length
+    // u16 | message | leader length u16 (0). Read as a fetch from byte 6 on,
+    // three u64 offsets and the batches' u32 length end at byte 34; the
+    // message's bytes 22..26 are that length, which ends the frame.
+    let mut message = vec![b'x'; 144];
+    message[22..26].copy_from_slice(&120u32.to_le_bytes());
+    let message = String::from_utf8(message).expect("text");
+    let error = ErrorResponse { code: ErrorCode::NotLeader, message, leader: None };
+    let mut out = Vec::new();
+    encode_error(1, &error, &mut out);
+    let frame = &out[LENGTH_PREFIX_BYTES..];
+    assert_eq!(frame.len(), 34 + 120);
+    assert_eq!(response_trailing_start(ApiKey::Fetch, frame, frame.len()), None, "an error answer is read whole");
+    let mut success = frame.to_vec();
+    success[4..6].copy_from_slice(&(ErrorCode::None as u16).to_le_bytes());
+    assert_eq!(response_trailing_start(ApiKey::Fetch, &success, frame.len()), Some(34), "the same bytes as a success");
+}
+
+#[test]
 fn a_truncated_fetch_body_is_named_by_its_field() {
     let response = Response::Fetch { high_watermark: 1, log_start_offset: 0, next_offset: 1, batches: vec![7; 10] };
     let mut out = Vec::new();

@@ -447,3 +447,42 @@ pub fn decode_response_owned(
     *response.trailing_mut().expect("a response with a trailing length has a trailing field") = frame;
     Ok((header.correlation_id, Ok(response)))
 }
+
+/// Where the trailing byte string (a fetch's batches) of a response frame of
+/// `frame_bytes` starts, read from `head`, the frame's first bytes: Some
+/// when the answer is a success of a kind that ends in one and `head`
+/// holds all of the frame before it. A reader can then read the trailing
+/// bytes straight into their own buffer ([`decode_response_parts`]), not
+/// read the frame whole and move them down over the head.
+pub fn response_trailing_start(api_key: ApiKey, head: &[u8], frame_bytes: usize) -> Option<usize> {
+    let mut reader = Reader::new(head);
+    let header = ResponseHeader::decode(&mut reader, ()).ok()?;
+    if header.error_code != ErrorCode::None as u16 {
+        return None;
+    }
+    let (_, trailing) = Response::decode_head(api_key, &mut reader).ok()?;
+    let start = reader.position;
+    trailing?.check_ends_at(start, frame_bytes).ok()?;
+    Some(start)
+}
+
+/// Decode a response read in two parts: `head`, the frame up to where
+/// [`response_trailing_start`] said its trailing byte string starts, and
+/// `trailing`, the rest of the frame, which becomes that field as it is.
+pub fn decode_response_parts(
+    api_key: ApiKey,
+    head: &[u8],
+    trailing: Vec<u8>,
+) -> Result<(u32, Result<Response, ErrorResponse>), ProtocolError> {
+    let mut reader = Reader::new(head);
+    let header = ResponseHeader::decode(&mut reader, ())?;
+    if header.error_code != ErrorCode::None as u16 {
+        return Err(ProtocolError::Invalid("an error answer split as if it had trailing bytes"));
+    }
+    let (mut response, length) = Response::decode_head(api_key, &mut reader)?;
+    reader.finish()?;
+    let Some(length) = length else { return Err(ProtocolError::Invalid("trailing bytes after the body")) };
+    length.check_ends_at(0, trailing.len())?;
+    *response.trailing_mut().expect("a response with a trailing length has a trailing field") = trailing;
+    Ok((header.correlation_id, Ok(response)))
+}
