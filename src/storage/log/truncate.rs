@@ -375,16 +375,30 @@ impl PartitionLog {
         let start = self.snapshot().log_start_offset;
         self.truncate_holding_gate(start).await?;
         self.check_writable(&self.inner.state.borrow())?;
-        {
+        let emptied_mark = {
             let mut state = self.inner.state.borrow_mut();
             assert_eq!(state.log_end_offset, start, "the log is empty after truncating to its start");
             if offset == start {
                 return Ok(());
             }
             state.log_end_offset = offset;
-            state.durability.mark = DurableMark { offset, position: 0, last_batch_position: None };
+            std::mem::replace(
+                &mut state.durability.mark,
+                DurableMark { offset, position: 0, last_batch_position: None },
+            )
+        };
+        // The roll starts the segment at `offset` from the log's end. If it
+        // fails, the log stays empty at its start: left at `offset` over the
+        // segment at `start`, the next append went to that segment's first
+        // byte under offsets its base does not match, and reads fenced it.
+        if let Err(error) = self.roll().await {
+            let mut state = self.inner.state.borrow_mut();
+            if state.active().base_offset == start {
+                state.log_end_offset = start;
+                state.durability.mark = emptied_mark;
+            }
+            return Err(error);
         }
-        self.roll().await?;
         let (removed, epochs) = {
             let mut state = self.inner.state.borrow_mut();
             let removed: Vec<u64> = state.segments.range(..offset).map(|(&base, _)| base).collect();
