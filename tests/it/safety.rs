@@ -698,6 +698,83 @@ fn crash_inside_a_reset_recovers_the_reset_log_instead_of_fencing() {
     assert_eq!((snapshot.log_start_offset, snapshot.log_end_offset), (1000, 1000));
 }
 
+// Review finding: a batch's length is not under its CRC. Damaged so that
+// the batch runs far into the segment, every read of it allocated and read
+// that much before the CRC failed; the offset index, whose entries sit at
+// batch starts, proves such a length wrong without reading.
+#[test]
+fn a_damaged_batch_length_fences_without_reading_as_far_as_it_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig {
+        segment_bytes: 1 << 20,
+        preallocate_bytes: 1 << 20,
+        max_batch_bytes: 8 * 1024,
+        ..small_config()
+    };
+    let written = with_log(dir.path(), config.clone(), |log| async move {
+        for round in 0..150 {
+            append_values(&log, &[format!("{round:04}{}", "v".repeat(1000))], round).await;
+        }
+        let written = log.snapshot().log_end_offset;
+        log.close().await.unwrap();
+        written
+    });
+    assert_eq!(written, 150);
+    let segment = last_segment(dir.path());
+    let damaged_length: u32 = 150 * 1024;
+    let file = std::fs::OpenOptions::new().write(true).open(&segment).unwrap();
+    std::os::unix::fs::FileExt::write_at(&file, &damaged_length.to_le_bytes(), 8).unwrap();
+    let (result, read_bytes) = with_log(dir.path(), config, |log| async move {
+        let before = log.stats().segment_read_bytes;
+        let result = log.read(0, 1, None).await;
+        let read_bytes = log.stats().segment_read_bytes - before;
+        log.abandon().await;
+        (result, read_bytes)
+    });
+    assert!(matches!(result, Err(StorageError::Fenced { position: 0, .. })), "{result:?}");
+    assert!(read_bytes < u64::from(damaged_length), "read {read_bytes} bytes for a batch that says {damaged_length}");
+}
+
+// Review finding: a reset whose roll failed had already moved the log's end
+// to the reset offset over the empty segment at the log start. The next
+// append landed at position 0 of that segment under the new offsets, and a
+// read from the log start fenced the healthy partition.
+#[test]
+fn a_reset_that_fails_leaves_a_log_that_appends_and_reads_without_fencing() {
+    for successes in 0..4 {
+        let dir = tempfile::tempdir().unwrap();
+        let (reset_failed, read) = with_faulty_log(dir.path(), small_config(), move |log, faults| async move {
+            append_values(&log, &values("r", 5), 0).await;
+            faults.fail_after(FaultOperation::Metadata, successes, libc::ENOSPC);
+            let reset = log.reset_to(1000).await;
+            faults.clear(FaultOperation::Metadata);
+            let mut batch = batch_of(&values("after", 3), 0);
+            let appended = log.append(&mut batch, AppendMode::Leader { leader_epoch: 1 }).await;
+            let start = log.snapshot().log_start_offset;
+            let read = read_all(&log, start).await;
+            assert!(log.snapshot().fence.is_none(), "{successes}: {:?}", log.snapshot().fence);
+            if let Ok(appended) = appended {
+                let offsets: Vec<u64> = read.iter().map(|(offset, _)| *offset).collect();
+                let expected: Vec<u64> = (appended.base_offset..appended.next_offset).collect();
+                assert!(offsets.ends_with(&expected), "{successes}: appended {expected:?}, read {offsets:?}");
+            }
+            log.close().await.unwrap();
+            (reset.is_err(), read)
+        });
+        let reopened = with_log(dir.path(), small_config(), |log| async move {
+            let snapshot = log.snapshot();
+            let read = read_all(&log, snapshot.log_start_offset).await;
+            log.close().await.unwrap();
+            (snapshot, read)
+        });
+        assert!(reopened.0.fence.is_none(), "{successes}: {:?}", reopened.0.fence);
+        assert_eq!(reopened.1, read, "{successes}: the reopened log reads as before");
+        if successes == 0 {
+            assert!(reset_failed, "the first metadata write of the reset fails");
+        }
+    }
+}
+
 // Review finding: reads racing a multi-segment truncation read a map and a
 // writer that disagree; they must never fence a healthy partition.
 #[test]

@@ -365,6 +365,14 @@ impl PartitionLog {
         if scan.output.batch_count > 0 && (!written || over_budget) {
             return Ok(CutEnd::AnswerComplete);
         }
+        // The length is not under the CRC: read as it says, a damaged one
+        // made every read of this batch allocate and read up to the rest of
+        // the segment before the CRC could fail. A batch the offset index
+        // places inside it proves it wrong without reading.
+        if let Some(inside) = self.indexed_batch_inside(location, batch_position, length) {
+            let reason = format!("batch of {length} bytes runs over the batch the offset index places at {inside}");
+            return Err(self.report_corruption(location, batch_position, reason));
+        }
         let whole = self.read_bytes(file, location, batch_position, length).await?;
         let at = (batch_position, scan.expected_offset);
         let header = self.accept_batch(&whole, location, at, offset, max_bytes, &mut scan.output)?;
@@ -394,6 +402,16 @@ impl PartitionLog {
         let (_, boundary) = segment.indexes.offsets.floor_by_position(u32::try_from(target).ok()?)?;
         let boundary = u64::from(boundary);
         (boundary > position).then_some(boundary)
+    }
+
+    /// A batch start the offset index knows strictly inside the `length`
+    /// bytes from `position` (index entries sit at batch starts).
+    fn indexed_batch_inside(&self, location: &ReadLocation, position: u64, length: usize) -> Option<u64> {
+        let last_byte = u32::try_from(position.checked_add(length as u64)?.checked_sub(1)?).ok()?;
+        let state = self.inner.state.borrow();
+        let segment = state.segments.get(&location.base_offset)?;
+        let (_, entry_position) = segment.indexes.offsets.floor_by_position(last_byte)?;
+        (u64::from(entry_position) > position).then_some(u64::from(entry_position))
     }
 
     /// Verify the batch read whole at `position` and add it to `output`
