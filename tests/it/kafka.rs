@@ -945,6 +945,41 @@ fn hostile_kafka_produces_and_fetches_stay_bounded() {
     assert!(closed_by_node(&mut client.stream), "a failed acks 0 produce closes the connection");
 }
 
+/// A Fetch's byte budget is the client's `max_bytes` but never more than a
+/// frame: one request naming a partition many times, everything at
+/// i32::MAX, had the node build an answer of every copy.
+#[test]
+fn a_fetch_asking_for_gigabytes_is_answered_within_one_frame() {
+    let frame_bytes = 256 * 1024;
+    let node = start_with(
+        1,
+        &[
+            ("RINGLOG_LIMITS_MAX_FRAME_BYTES", "262144"),
+            ("RINGLOG_STORAGE_MAX_BATCH_BYTES", "131072"),
+            ("RINGLOG_LIMITS_MAX_RECORD_BYTES", "131072"),
+        ],
+    );
+    create_topic(&node.node, "kafka-huge-fetch", 1);
+    let mut client = KafkaClient::connect(&node.kafka);
+    let value = vec![b'v'; 60 * 1024];
+    for _ in 0..10 {
+        assert_eq!(produce_error(&mut client, &produce_request("kafka-huge-fetch", 0, 1, crate_batch(&[&value]))), 0);
+    }
+    let partition = FetchPartition::default().with_partition(0).with_partition_max_bytes(i32::MAX);
+    let topic = FetchTopic::default()
+        .with_topic(TopicName(StrBytes::from_static_str("kafka-huge-fetch")))
+        .with_partitions(vec![partition; 50]);
+    let fetch = FetchRequest::default().with_max_bytes(i32::MAX).with_topics(vec![topic]);
+    let answer: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch);
+    let partitions = &answer.responses[0].partitions;
+    let record_bytes: usize =
+        partitions.iter().map(|data| data.records.as_ref().map_or(0, |records| records.len())).sum();
+    // The budget, passed by at most one batch per partition of the last wave (one shard: one).
+    assert!(record_bytes > value.len() && record_bytes <= frame_bytes + 2 * value.len(), "{record_bytes} bytes");
+    assert_eq!(partitions.len(), 50, "every entry is answered, past the budget with offsets only");
+    assert!(partitions.iter().all(|data| data.error_code == 0 && data.high_watermark == 10));
+}
+
 /// `limits.max_connections` counts native and Kafka connections together:
 /// one past it is closed at once, on either listener, and a connection
 /// that closes gives its place back.

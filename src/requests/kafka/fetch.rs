@@ -117,7 +117,11 @@ async fn read_all(context: &Rc<ShardContext>, body: &FetchRequest, wait_ms: u32)
         })
         .peekable();
     let wave_size = context.shards.clamp(1, MAX_CONCURRENT_PARTITION_READS);
-    let mut remaining_bytes = usize::try_from(body.max_bytes).unwrap_or(0).max(1);
+    // The client's fetch.max.bytes, never more than a frame holds: the
+    // budget is the client's number, and one small request naming a
+    // partition many times at i32::MAX had the node build gigabytes.
+    let frame_budget_bytes = context.config.limits.max_frame_bytes - 1024;
+    let mut remaining_bytes = usize::try_from(body.max_bytes).unwrap_or(0).clamp(1, frame_budget_bytes);
     let mut answers: Vec<Vec<PartitionData>> =
         body.topics.iter().map(|topic| Vec::with_capacity(topic.partitions.len())).collect();
     while wanted.peek().is_some() {
