@@ -980,6 +980,35 @@ fn a_fetch_asking_for_gigabytes_is_answered_within_one_frame() {
     assert!(partitions.iter().all(|data| data.error_code == 0 && data.high_watermark == 10));
 }
 
+/// With a share smaller than a batch, every read of a wave (one per shard)
+/// returned a whole batch: only the answer's first records may pass their
+/// share (KIP-74); the other partitions answer without records this time.
+#[test]
+fn only_the_first_records_of_a_fetch_may_pass_their_share() {
+    let node = start(2);
+    create_topic(&node.node, "kafka-first-only", 4);
+    let mut client = KafkaClient::connect(&node.kafka);
+    let value = vec![b'v'; 60 * 1024];
+    for partition in 0..4 {
+        let records = crate_batch(&[&value]);
+        assert_eq!(produce_error(&mut client, &produce_request("kafka-first-only", partition, 1, records)), 0);
+    }
+    let fetched = (0..4).map(|index| FetchPartition::default().with_partition(index).with_partition_max_bytes(1));
+    let topic = FetchTopic::default()
+        .with_topic(TopicName(StrBytes::from_static_str("kafka-first-only")))
+        .with_partitions(fetched.collect());
+    let fetch = FetchRequest::default().with_max_bytes(i32::MAX).with_topics(vec![topic]);
+    let answer: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch);
+    let sizes: Vec<usize> = answer.responses[0]
+        .partitions
+        .iter()
+        .map(|data| data.records.as_ref().map_or(0, |records| records.len()))
+        .collect();
+    assert!(sizes[0] > value.len(), "the first partition's batch passes its share: {sizes:?}");
+    assert_eq!(&sizes[1..], [0, 0, 0], "the others answer without records: {sizes:?}");
+    assert!(answer.responses[0].partitions.iter().all(|data| data.error_code == 0 && data.high_watermark == 1));
+}
+
 /// `limits.max_connections` counts native and Kafka connections together:
 /// one past it is closed at once, on either listener, and a connection
 /// that closes gives its place back.

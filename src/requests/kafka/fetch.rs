@@ -102,8 +102,9 @@ fn has_news(responses: &[FetchableTopicResponse]) -> bool {
 /// if those before it used theirs; at least one batch); the next wave
 /// shares what the earlier ones really left. So no partition is answered
 /// without records while budget is left (an idle first partition cannot
-/// starve the others), and a wave passes the budget by at most one batch
-/// per partition.
+/// starve the others). Only the answer's first records may pass their
+/// share (Kafka's KIP-74): a later read that did is answered without
+/// records, so the answer passes the budget by at most one batch.
 async fn read_all(context: &Rc<ShardContext>, body: &FetchRequest, wait_ms: u32) -> Vec<FetchableTopicResponse> {
     let mut wanted = body
         .topics
@@ -122,6 +123,7 @@ async fn read_all(context: &Rc<ShardContext>, body: &FetchRequest, wait_ms: u32)
     // partition many times at i32::MAX had the node build gigabytes.
     let frame_budget_bytes = context.config.limits.max_frame_bytes - 1024;
     let mut remaining_bytes = usize::try_from(body.max_bytes).unwrap_or(0).clamp(1, frame_budget_bytes);
+    let mut answered_bytes = 0usize;
     let mut answers: Vec<Vec<PartitionData>> =
         body.topics.iter().map(|topic| Vec::with_capacity(topic.partitions.len())).collect();
     while wanted.peek().is_some() {
@@ -141,11 +143,20 @@ async fn read_all(context: &Rc<ShardContext>, body: &FetchRequest, wait_ms: u32)
                     share => read_partition(&context, &name, index, offset, share, wait_ms).await,
                 }
             });
-            reads.push((topic_index, read));
+            reads.push((topic_index, share, read));
         }
-        for (topic_index, read) in reads {
-            let data = read.await;
-            let used = data.records.as_ref().map_or(0, |records| records.len());
+        for (topic_index, share, read) in reads {
+            let mut data = read.await;
+            let mut used = data.records.as_ref().map_or(0, |records| records.len());
+            // A read returns at least one batch, however small its share.
+            // As in Kafka (KIP-74), only the answer's first records may pass
+            // it: every read of a wave passing its share made an answer of
+            // up to a batch per shard beyond the budget.
+            if used > share && answered_bytes > 0 {
+                data.records = Some(Default::default());
+                used = 0;
+            }
+            answered_bytes += used;
             remaining_bytes = remaining_bytes.saturating_sub(used);
             answers[topic_index].push(data);
         }
