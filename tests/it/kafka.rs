@@ -922,8 +922,7 @@ fn hostile_kafka_produces_and_fetches_stay_bounded() {
     };
     let answer: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch(100));
     let partitions = &answer.responses[0].partitions;
-    let record_bytes: usize =
-        partitions.iter().map(|data| data.records.as_ref().map_or(0, |records| records.len())).sum();
+    let record_bytes: usize = record_bytes_per_partition(&answer).iter().sum();
     assert!(record_bytes > 0 && record_bytes < 2 * value.len(), "one batch past the budget, not 100: {record_bytes}");
     assert!(partitions.iter().all(|data| data.error_code == 0 && data.high_watermark == 3), "offsets for every entry");
     client.send(ApiKey::Fetch, 12, &fetch(101));
@@ -972,8 +971,7 @@ fn a_fetch_asking_for_gigabytes_is_answered_within_one_frame() {
     let fetch = FetchRequest::default().with_max_bytes(i32::MAX).with_topics(vec![topic]);
     let answer: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch);
     let partitions = &answer.responses[0].partitions;
-    let record_bytes: usize =
-        partitions.iter().map(|data| data.records.as_ref().map_or(0, |records| records.len())).sum();
+    let record_bytes: usize = record_bytes_per_partition(&answer).iter().sum();
     // The budget, passed by at most one batch per partition of the last wave (one shard: one).
     assert!(record_bytes > value.len() && record_bytes <= frame_bytes + 2 * value.len(), "{record_bytes} bytes");
     assert_eq!(partitions.len(), 50, "every entry is answered, past the budget with offsets only");
@@ -999,14 +997,16 @@ fn only_the_first_records_of_a_fetch_may_pass_their_share() {
         .with_partitions(fetched.collect());
     let fetch = FetchRequest::default().with_max_bytes(i32::MAX).with_topics(vec![topic]);
     let answer: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch);
-    let sizes: Vec<usize> = answer.responses[0]
-        .partitions
-        .iter()
-        .map(|data| data.records.as_ref().map_or(0, |records| records.len()))
-        .collect();
+    let sizes = record_bytes_per_partition(&answer);
     assert!(sizes[0] > value.len(), "the first partition's batch passes its share: {sizes:?}");
     assert_eq!(&sizes[1..], [0, 0, 0], "the others answer without records: {sizes:?}");
     assert!(answer.responses[0].partitions.iter().all(|data| data.error_code == 0 && data.high_watermark == 1));
+}
+
+/// The bytes of records each partition of a Fetch answer's first topic holds.
+fn record_bytes_per_partition(answer: &FetchResponse) -> Vec<usize> {
+    let partitions = &answer.responses[0].partitions;
+    partitions.iter().map(|data| data.records.as_ref().map_or(0, |records| records.len())).collect()
 }
 
 /// `limits.max_connections` counts native and Kafka connections together:
@@ -1053,11 +1053,7 @@ fn an_idle_first_partition_does_not_starve_the_others_of_a_fetch() {
         .with_partitions(fetched.collect());
     let fetch = FetchRequest::default().with_max_bytes(1 << 20).with_topics(vec![topic]);
     let answer: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch);
-    let sizes: Vec<usize> = answer.responses[0]
-        .partitions
-        .iter()
-        .map(|data| data.records.as_ref().map_or(0, |records| records.len()))
-        .collect();
+    let sizes = record_bytes_per_partition(&answer);
     assert_eq!(sizes[0], 0, "partition 0 is idle");
     assert!(sizes[1] > 0, "partition 1 gets the budget partition 0 left: {sizes:?}");
     let indexes: Vec<i32> = answer.responses[0].partitions.iter().map(|data| data.partition_index).collect();
