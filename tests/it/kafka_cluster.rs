@@ -1,8 +1,8 @@
 //! The Kafka listener in a cluster (SPEC §10, docs/KAFKA.md "In a
 //! cluster"): Metadata names the live nodes as brokers with their Kafka
 //! addresses and the cluster's leader of every partition; a follower
-//! refuses produces with `NOT_LEADER_OR_FOLLOWER` and serves reads up to
-//! the high watermark it learned; kcat and kafka-python reach the leader
+//! refuses produces, fetches and offset lookups with
+//! `NOT_LEADER_OR_FOLLOWER`; kcat and kafka-python reach the leader
 //! through any node's Kafka port and find the new one after a SIGKILL.
 
 use std::io::{BufRead, BufReader};
@@ -108,7 +108,7 @@ fn latest_offset(kafka: &str, topic: &str) -> (i16, i64) {
 }
 
 #[test]
-fn metadata_follows_the_cluster_view_and_a_follower_refuses_produce_but_serves_reads() {
+fn metadata_follows_the_cluster_view_and_a_follower_refuses_kafka_produce_and_reads() {
     let mut cluster = kafka_cluster(5_000);
     let (members, nodes) = cluster.start_in_sync::<3>();
     // A fourth node without a Kafka listener: a replica, not a broker.
@@ -156,11 +156,17 @@ fn metadata_follows_the_cluster_view_and_a_follower_refuses_produce_but_serves_r
         ["one", "two", "three"]
     );
 
-    // A follower serves Fetch and ListOffsets up to the high watermark it learned.
-    wait_for(Duration::from_secs(15), "the follower to learn the high watermark", || {
-        fetch_partition_zero(kafka[1], "kc-meta") == (0, 3, vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()])
+    // Kafka reads are the leader's (SPEC §10): a follower refuses Fetch and
+    // ListOffsets, although it holds the records and serves them natively.
+    let expected = vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()];
+    assert_eq!(fetch_partition_zero(kafka[0], "kc-meta"), (0, 3, expected));
+    assert_eq!(latest_offset(kafka[0], "kc-meta"), (0, 3));
+    wait_for(Duration::from_secs(15), "the follower to hold the records", || {
+        native_consume(&nodes[1], "kc-meta", 0).len() == 3
     });
-    assert_eq!(latest_offset(kafka[1], "kc-meta"), (0, 3));
+    assert_eq!(fetch_partition_zero(kafka[1], "kc-meta"), (NOT_LEADER_OR_FOLLOWER, -1, vec![]));
+    assert_eq!(latest_offset(kafka[1], "kc-meta"), (NOT_LEADER_OR_FOLLOWER, -1));
+    // kcat given only a follower's port follows Metadata to the leader.
     assert_eq!(kcat_consume(kafka[1], "kc-meta", 0).len(), 3);
 
     // Without etcd every node steps down: no leader, and a node that

@@ -177,6 +177,9 @@ async fn offsets_only(context: &Rc<ShardContext>, topic: &str, index: i32) -> Pa
     let Ok(partition) = u32::try_from(index) else {
         return answer.with_error_code(ResponseError::UnknownTopicOrPartition.code());
     };
+    if let Err(code) = leader_only(context) {
+        return answer.with_error_code(code);
+    }
     let bounds = Request::ListOffsets { topic: topic.to_string(), partition };
     match crate::requests::handle(context, bounds).await {
         Ok(Response::ListOffsets { log_start_offset, high_watermark, .. }) => answer
@@ -186,6 +189,15 @@ async fn offsets_only(context: &Rc<ShardContext>, topic: &str, index: i32) -> Pa
         Ok(_) => answer.with_error_code(ResponseError::UnknownServerError.code()),
         Err(error) => answer.with_error_code(error_code(&error)),
     }
+}
+
+/// Kafka reads are the leader's (SPEC §10): a follower, or a leader
+/// fenced from etcd, answers `NOT_LEADER_OR_FOLLOWER`, on which clients
+/// refresh Metadata and go to the leader it names. Checked on every read,
+/// so a long poll on a leader that steps down ends with it. The native
+/// protocol still reads from followers (SPEC §5).
+fn leader_only(context: &ShardContext) -> Result<(), i16> {
+    context.write_epoch().map(|_| ()).map_err(|refusal| error_code(&refusal))
 }
 
 /// A partition's answer before anything is known: no records, and -1 for
@@ -215,6 +227,9 @@ async fn read_partition(
         };
         return answer.with_error_code(code.code());
     };
+    if let Err(code) = leader_only(context) {
+        return answer.with_error_code(code);
+    }
     let max_bytes = u32::try_from(max_bytes).unwrap_or(u32::MAX);
     let read = Request::Fetch { topic: topic.to_string(), partition, offset, max_bytes, max_wait_ms: wait_ms };
     match crate::requests::handle(context, read).await {
@@ -273,6 +288,7 @@ pub async fn list_offsets(
 /// The (offset, timestamp) ListOffsets names for `timestamp`, or a Kafka
 /// error code.
 async fn find(context: &Rc<ShardContext>, topic: &str, partition: u32, timestamp: i64) -> Result<(i64, i64), i16> {
+    leader_only(context)?;
     let bounds = Request::ListOffsets { topic: topic.to_string(), partition };
     let (log_start_offset, high_watermark) = match crate::requests::handle(context, bounds).await {
         Ok(Response::ListOffsets { log_start_offset, high_watermark, .. }) => (log_start_offset, high_watermark),
