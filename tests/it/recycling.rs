@@ -335,3 +335,30 @@ fn a_file_opened_for_a_read_while_a_truncation_replaced_it_is_never_read_again()
         assert_eq!(read_values(&log, 10).await, values("newer", 5), "the old file was not cached for later reads");
     });
 }
+
+#[test]
+fn a_read_in_flight_when_its_log_is_abandoned_answers_closed_and_serves_nothing_of_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let config = StorageConfig { tail_cache_bytes: 0, ..hand_rolled_config() };
+    with_faulty_log(dir.path(), config.clone(), move |log, faults| async move {
+        three_sealed_segments(&log).await;
+        // Reopened: no reader is cached, so the read opens segment 10's file.
+        log.close().await.unwrap();
+        let log = Rc::new(PartitionLog::open(&path, config, Some(Arc::clone(&faults))).await.unwrap());
+        let read_delay = Duration::from_secs(2);
+        faults.delay_reads_of(&segment_path(&path, 10), read_delay);
+        let started = Instant::now();
+        let reader = Rc::clone(&log);
+        let read = ringlog::runtime::spawn_local(async move { reader.read(10, 8192, None).await });
+        ringlog::runtime::sleep(Duration::from_millis(100)).await;
+        // A deleted topic's partition: abandoned, and its path free for a
+        // new topic of the same name as soon as this returns.
+        log.abandon().await;
+        assert!(started.elapsed() < read_delay, "abandoned before the read reached the file");
+        match read.await {
+            Err(StorageError::Closed(_)) => {}
+            other => panic!("a read resumed after its log was abandoned must answer closed, got {other:?}"),
+        }
+    });
+}

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::time::Duration;
 
 use ringlog::storage::offsets::OffsetLookup;
 use ringlog::storage::retention::RetentionPolicy;
@@ -1139,5 +1140,44 @@ fn no_two_writes_to_one_block_are_ever_in_flight_together() {
         let records = read_all(&log, 0).await;
         assert_eq!(records.len(), 601, "every record reads back");
         log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_chain_its_reader_abandoned_gives_its_budget_to_another_partitions_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let (left_path, right_path) = (dir.path().join("left"), dir.path().join("right"));
+    on_executor(move || async move {
+        // The shard's budget holds one read-ahead of 3000 bytes.
+        let config = StorageConfig {
+            tail_cache_bytes: 0,
+            segment_bytes: 1 << 20,
+            preallocate_bytes: 1 << 20,
+            read_ahead_depth: 1,
+            read_ahead_budget_bytes: 3000,
+            ..small_config()
+        };
+        let left = PartitionLog::open(&left_path, config.clone(), None).await.unwrap();
+        let right = PartitionLog::open(&right_path, config, None).await.unwrap();
+        for round in 0..20 {
+            append_values(&left, &values(&format!("l{round}"), 3), 1000).await;
+            append_values(&right, &values(&format!("r{round}"), 3), 1000).await;
+        }
+        // Left's reader reads once and goes away: its read-ahead holds the budget.
+        left.read(0, 3000, None).await.unwrap();
+        assert_eq!(ringlog::storage::reserved_read_ahead_bytes(), 3000);
+        let first = right.read(0, 3000, None).await.unwrap();
+        right.read(first.next_offset, 3000, None).await.unwrap();
+        assert_eq!(right.stats().read_ahead_hits, 0, "no budget while left's read-ahead is fresh");
+        // Once stale, left's chain gives way to right's reader.
+        ringlog::runtime::sleep(Duration::from_millis(1100)).await;
+        let second = right.read(0, 3000, None).await.unwrap();
+        assert_eq!(ringlog::storage::reserved_read_ahead_bytes(), 3000, "right's read-ahead holds the budget now");
+        right.read(second.next_offset, 3000, None).await.unwrap();
+        assert_eq!(right.stats().read_ahead_hits, 1, "right's next read was read ahead");
+        assert_eq!(left.stats().read_ahead_hits, 0);
+        left.close().await.unwrap();
+        right.close().await.unwrap();
+        assert_eq!(ringlog::storage::reserved_read_ahead_bytes(), 0);
     });
 }

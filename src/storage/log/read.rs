@@ -127,8 +127,15 @@ impl PartitionLog {
         Some(read)
     }
 
+    /// Where a read of `offset` starts. A closed log is refused here too,
+    /// not only when `read` starts: a read resumed after waiting on a
+    /// read-ahead would otherwise open the path of a log abandoned
+    /// meanwhile, which may be a re-created topic's file by then.
     pub(super) fn locate(&self, offset: u64, max_offset: Option<u64>) -> StorageResult<Option<ReadLocation>> {
         let state = self.inner.state.borrow();
+        if state.health.closed {
+            return Err(StorageError::Closed(self.inner.dir.clone()));
+        }
         let log_start_offset = state.log_start_offset();
         let limit_offset = max_offset.unwrap_or(state.durability.mark.offset).min(state.durability.mark.offset);
         if offset < log_start_offset || offset > state.log_end_offset {
@@ -178,6 +185,9 @@ impl PartitionLog {
         };
         let file = Rc::new(file);
         let mut state = self.inner.state.borrow_mut();
+        if state.health.closed {
+            return Err(StorageError::Closed(self.inner.dir.clone()));
+        }
         // Not when the log changed during the open: the segment under this
         // base may be a new file since, and this one a removed one.
         if state.segments.contains_key(&location.base_offset) && state.durability.generation == location.generation {
@@ -273,6 +283,11 @@ impl PartitionLog {
     /// before either began.
     fn check_segment_kept(&self, location: &ReadLocation) -> StorageResult<()> {
         let state = self.inner.state.borrow();
+        // Closed while the read waited: what it read is no longer this
+        // log's to serve (its directory may be renamed away and reused).
+        if state.health.closed {
+            return Err(StorageError::Closed(self.inner.dir.clone()));
+        }
         let durability = &state.durability;
         let generation_kept = durability.generation == location.generation
             || durability.kept_since(location.generation, location.limit_offset) == Some(true);

@@ -15,9 +15,14 @@
 //! A chain belongs to the reader that started it until it is taken or goes
 //! stale; bounded by `read_ahead_bytes` per read and `read_ahead_budget_bytes`
 //! per shard thread. Truncation, reset and retention discard it; what a read
-//! returns is checked again when taken.
+//! returns is checked again when taken. A chain its reader abandoned (a
+//! consumer that stopped, or moved to other partitions) would hold its
+//! share of the budget, and its read bytes, until someone read that
+//! partition again: when the budget is spent, the shard's stale chains are
+//! dropped first.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::rc::Weak;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -28,6 +33,45 @@ const STALE_AFTER: Duration = Duration::from_millis(1000);
 thread_local! {
     /// Bytes reserved by the read-aheads of this executor thread (one shard).
     static RESERVED_BYTES: Cell<u64> = const { Cell::new(0) };
+    /// The logs of this thread that started a chain since the last sweep:
+    /// where a spent budget looks for stale chains to drop.
+    static CHAIN_HOLDERS: RefCell<Vec<Weak<Inner>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Remember that `inner` starts a chain. Logs whose chain ended are
+/// forgotten at the same time, so the list holds at most one entry per
+/// log of this thread that has a chain.
+fn note_chain_holder(inner: &Rc<Inner>) {
+    let holder = Rc::downgrade(inner);
+    CHAIN_HOLDERS.with(|holders| {
+        let mut holders = holders.borrow_mut();
+        holders.retain(|other| {
+            let has_chain = other
+                .upgrade()
+                .is_some_and(|other| other.read_ahead.try_borrow().map_or(true, |chain| !chain.is_empty()));
+            has_chain && !other.ptr_eq(&holder)
+        });
+        holders.push(holder);
+    });
+}
+
+/// Drop every stale chain of this thread (one nobody took from within
+/// `STALE_AFTER`) and forget the logs that hold no chain any more.
+fn drop_stale_chains() {
+    let holders = CHAIN_HOLDERS.with(|holders| std::mem::take(&mut *holders.borrow_mut()));
+    let kept: Vec<Weak<Inner>> = holders
+        .into_iter()
+        .filter(|holder| {
+            let Some(inner) = holder.upgrade() else { return false };
+            // A chain borrowed right now is in use: not stale.
+            let Ok(mut chain) = inner.read_ahead.try_borrow_mut() else { return true };
+            if chain.front().is_some_and(|front| front.started_at.elapsed() >= STALE_AFTER) {
+                chain.clear();
+            }
+            !chain.is_empty()
+        })
+        .collect();
+    CHAIN_HOLDERS.with(|holders| holders.borrow_mut().extend(kept));
 }
 
 /// Read-ahead bytes reserved by the partitions of the current thread.
@@ -89,6 +133,7 @@ impl PartitionLog {
         let mut state = self.inner.state.borrow_mut();
         let limit_offset = max_offset.unwrap_or(state.durability.mark.offset).min(state.durability.mark.offset);
         let valid = state.durability.generation == generation
+            && !state.health.closed
             && state.health.fence.is_none()
             && offset >= state.log_start_offset()
             && result.next_offset <= limit_offset
@@ -175,12 +220,19 @@ impl PartitionLog {
             }
             state.durability.generation
         };
-        let Some(reservation) = Reservation::try_new(max_bytes as u64, self.inner.config.read_ahead_budget_bytes)
-        else {
+        let budget_bytes = self.inner.config.read_ahead_budget_bytes;
+        let reservation = Reservation::try_new(max_bytes as u64, budget_bytes).or_else(|| {
+            drop_stale_chains();
+            Reservation::try_new(max_bytes as u64, budget_bytes)
+        });
+        let Some(reservation) = reservation else {
             return false;
         };
         let log = self.clone();
         let task = crate::runtime::spawn_local(async move { log.read_from_disk(offset, max_bytes, None).await });
+        if self.inner.read_ahead.borrow().is_empty() {
+            note_chain_holder(&self.inner);
+        }
         self.inner.read_ahead.borrow_mut().push_back(ReadAhead {
             offset,
             max_bytes,
