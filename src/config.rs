@@ -25,6 +25,11 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Requests a connection may have in flight (pipelining depth).
     pub max_inflight_requests_per_connection: usize,
+    /// Bytes of answers a client connection may owe (encoded and not yet
+    /// written, or reserved for a fetch in flight at its `max_bytes`):
+    /// beyond it the connection reads no new request until its client
+    /// reads its answers.
+    pub max_answer_bytes_per_connection: usize,
     /// Depth of each bounded cross-shard request queue.
     pub cross_shard_queue_depth: usize,
     /// Partitions a topic may have.
@@ -58,6 +63,7 @@ impl Default for LimitsConfig {
             max_record_bytes: 1 << 20,
             max_connections: 10_000,
             max_inflight_requests_per_connection: 128,
+            max_answer_bytes_per_connection: 64 << 20,
             cross_shard_queue_depth: 1024,
             max_partitions_per_topic: 10_000,
             max_topics: 10_000,
@@ -660,6 +666,8 @@ impl NodeConfig {
         require_positive("limits.max_connections", limits.max_connections as u64)?;
         let inflight = limits.max_inflight_requests_per_connection as u64;
         require_positive("limits.max_inflight_requests_per_connection", inflight)?;
+        let answer_bytes = limits.max_answer_bytes_per_connection as u64;
+        require_range("limits.max_answer_bytes_per_connection", answer_bytes, (1 << 20)..=(1 << 40))?;
         require_positive("limits.cross_shard_queue_depth", limits.cross_shard_queue_depth as u64)?;
         require_positive("limits.max_topics", limits.max_topics as u64)?;
         require_positive("limits.max_partitions_per_fetch", limits.max_partitions_per_fetch as u64)?;

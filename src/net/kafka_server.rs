@@ -44,6 +44,7 @@ use crate::shard::context::ShardContext;
 use crate::state::metrics::ConnectionCount;
 
 use super::accept::{next_connection, AcceptGate};
+use super::answer_budget::AnswerBudget;
 use super::kafka_frames::FrameReader;
 use super::server::accept_and_split;
 use super::server::InFlight;
@@ -99,8 +100,10 @@ async fn serve(shared: &Rc<KafkaListener>, stream: TcpStream, limiter: Option<Rc
     let socket = writer.raw_fd();
     let depth = shared.context.config.limits.max_inflight_requests_per_connection;
     let (sender, receiver) = local_channel::new_bounded::<Owed>(depth);
-    let writer = crate::runtime::spawn_local(write_answers(receiver, writer, socket));
-    if let Err(reason) = read_requests(shared, &mut reader, &sender, authentication.as_mut()).await {
+    let answers = Rc::new(AnswerBudget::new(shared.context.config.limits.max_answer_bytes_per_connection));
+    let writer = crate::runtime::spawn_local(write_answers(receiver, writer, socket, Rc::clone(&answers)));
+    let connection = Connection { reader: &mut reader, sender: &sender, answers };
+    if let Err(reason) = read_requests(shared, connection, authentication.as_mut()).await {
         tracing::debug!(target: "ringlog::kafka", %reason, "closing kafka connection");
     }
     drop(sender);
@@ -124,19 +127,29 @@ pub(super) enum ReadEnd {
     Unauthenticated(u64),
 }
 
+/// What a connection's reader works with.
+struct Connection<'a> {
+    reader: &'a mut ReadHalf,
+    /// The answers owed, in request order, to the writer.
+    sender: &'a LocalSender<Owed>,
+    answers: Rc<AnswerBudget>,
+}
+
 /// Read frames and start their requests in order, until the peer leaves,
 /// bad input arrives, or the node stops. A request runs in its own task to
 /// its end: nothing cancels it half-way (a Produce dropped between placing
 /// its batch and counting it would leave the partition's writer
 /// inconsistent), and the next request starts when it releases the
 /// connection ([`handle`]). The bounded channel holds the answers the
-/// writer has not sent yet: a full one stops reading.
+/// writer has not sent yet: a full one stops reading, and so do answers
+/// of more than `limits.max_answer_bytes_per_connection` the client has
+/// not read.
 async fn read_requests(
     shared: &Rc<KafkaListener>,
-    reader: &mut ReadHalf,
-    sender: &LocalSender<Owed>,
+    connection: Connection<'_>,
     mut authentication: Option<&mut KafkaAuthentication>,
 ) -> Result<(), ReadEnd> {
+    let Connection { reader, sender, answers } = connection;
     // One deadline from accept to a completed authentication: an anonymous
     // peer may not hold a connection slot (shared with followers) by
     // sending nothing, or ApiVersions now and then.
@@ -159,6 +172,13 @@ async fn read_requests(
             }
         };
         let request = decode_request(frame)?;
+        // Kafka requests run one at a time: an answer's size is known when
+        // it is encoded, and what waits here is the answers before it.
+        match answers.reserve_or_stop(0, &shared.stop, &shared.stopping).await {
+            Some(true) => {}
+            Some(false) => return Err(ReadEnd::Closed),
+            None => return Err(ReadEnd::Stopping),
+        }
         let step = match authentication.as_deref_mut() {
             None => Step::Serve(request, None),
             Some(authentication) => authentication.check(&shared.context, request).await,
@@ -167,8 +187,14 @@ async fn read_requests(
         // authentication may still change it.
         let ahead = authenticated.then_some(ReadAhead { frames: &mut frames, reader: &mut *reader, limit });
         let (answer, keep_open) = match step {
-            Step::Serve(request, principal) => (start(shared, request, principal, &placements, ahead).await, true),
-            Step::Answer { outcome, keep_open } => (Owed::Ready(outcome), keep_open),
+            Step::Serve(request, principal) => {
+                let answers = Rc::clone(&answers);
+                (start(shared, request, principal, &placements, ahead, answers).await, true)
+            }
+            Step::Answer { outcome, keep_open } => {
+                count_encoded(&answers, &outcome);
+                (Owed::Ready(outcome), keep_open)
+            }
         };
         let failed = answer.failed() || !keep_open;
         if sender.send(answer).await.is_err() || failed {
@@ -220,6 +246,7 @@ async fn start(
     principal: Option<Principal>,
     placements: &Rc<Placements>,
     ahead: Option<ReadAhead<'_>>,
+    answers: Rc<AnswerBudget>,
 ) -> Owed {
     let (release, released) = async_channel::bounded::<()>(1);
     let (outcome_sender, outcome) = async_channel::bounded::<KafkaOutcome>(1);
@@ -228,6 +255,7 @@ async fn start(
     in_flight.enter();
     crate::runtime::spawn_local(async move {
         let outcome = handle(&context, request, Access(principal.as_ref()), release, &placements).await;
+        count_encoded(&answers, &outcome);
         in_flight.leave();
         // The writer may have gone (the socket failed): nothing to send to.
         let _ = outcome_sender.try_send(outcome);
@@ -264,9 +292,22 @@ async fn start(
     }
 }
 
+/// An answer's frame is owed from the moment it is encoded until the
+/// writer wrote it.
+fn count_encoded(answers: &AnswerBudget, outcome: &KafkaOutcome) {
+    if let Ok(Some(frame)) = outcome {
+        answers.encoded(0, frame.len());
+    }
+}
+
 /// Write the answers in the order their requests arrived. A request that
 /// cannot be answered closes the connection.
-async fn write_answers(receiver: LocalReceiver<Owed>, mut writer: WriteHalf, socket: std::os::fd::RawFd) {
+async fn write_answers(
+    receiver: LocalReceiver<Owed>,
+    mut writer: WriteHalf,
+    socket: std::os::fd::RawFd,
+    answers: Rc<AnswerBudget>,
+) {
     while let Some(owed) = receiver.recv().await {
         let frame = match owed.outcome().await {
             Some(Ok(Some(frame))) => frame,
@@ -278,10 +319,13 @@ async fn write_answers(receiver: LocalReceiver<Owed>, mut writer: WriteHalf, soc
             None => break,
         };
         // TLS holds records back until flushed; plaintext: nothing to do.
-        if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err() {
+        let written = writer.write_all(&frame).await.is_ok() && writer.flush().await.is_ok();
+        answers.written(frame.len());
+        if !written {
             break;
         }
     }
+    answers.writer_gone();
     // Say goodbye first (TLS sends close_notify), then wake the reader
     // (blocked on a peer that may send nothing more).
     let _ = writer.close().await;

@@ -4,6 +4,7 @@
 //! client, and the port ownership check. The wire format is `crate::protocol`.
 
 pub mod accept;
+mod answer_budget;
 pub mod authentication;
 pub mod client;
 mod kafka_frames;

@@ -18,6 +18,7 @@ use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::accept::{next_connection, AcceptGate};
+use super::answer_budget::AnswerBudget;
 use super::authentication::{ClientAuthentication, Verdict};
 use crate::protocol::{
     decode_produce_head, decode_request_header, decode_request_owned, encode_error, encode_response,
@@ -155,7 +156,7 @@ impl Connection {
         let (sender, receiver) = local_channel::new_bounded::<Outgoing>(depth);
         let sender = Rc::new(sender);
         let queue = Rc::new(ReplyQueue {
-            queued_bytes: Cell::new(0),
+            answers: AnswerBudget::new(self.context.config.limits.max_answer_bytes_per_connection),
             limit_bytes: self.context.config.cluster.follower_queue_bytes,
             socket: write_fd,
             socket_open: Cell::new(true),
@@ -163,7 +164,7 @@ impl Connection {
         let writer_queue = Rc::clone(&queue);
         let writer = crate::runtime::spawn_local(async move {
             let mut write_stream = write_stream;
-            while let Some((frame, _queued)) = receiver.recv().await {
+            while let Some((frame, _queued, counted_bytes)) = receiver.recv().await {
                 // TLS seals each write as records of its own: a head slice
                 // between two bodies would be a runt record, so an
                 // encrypted connection gets such a frame in one piece.
@@ -182,12 +183,12 @@ impl Connection {
                     // TLS holds records back until flushed; plaintext: nothing to do.
                     written = write_stream.flush().await;
                 }
-                let bytes = frame.len();
-                writer_queue.queued_bytes.set(writer_queue.queued_bytes.get().saturating_sub(bytes));
+                writer_queue.answers.written(counted_bytes);
                 if written.is_err() {
                     break;
                 }
             }
+            writer_queue.answers.writer_gone();
             writer_queue.socket_open.set(false);
             let _ = write_stream.close().await;
         });
@@ -219,6 +220,13 @@ impl Connection {
             while pending.count.get() >= limit {
                 pending.changed.notified().await;
             }
+            let reserved_bytes = match self.replication {
+                Some(_) => 0,
+                None => match self.reserve_answer(&request, queue).await {
+                    Ok(bytes) => bytes,
+                    Err(end) => return end,
+                },
+            };
             pending.count.set(pending.count.get() + 1);
             self.in_flight.enter();
             let answer = Answer {
@@ -227,6 +235,7 @@ impl Connection {
                 follower: self.replication.as_ref().and_then(ReplicaSession::replica),
                 sender: Rc::clone(sender),
                 queue: Rc::clone(queue),
+                reserved_bytes,
             };
             let (pending, in_flight) = (Rc::clone(&pending), Rc::clone(&self.in_flight));
             crate::runtime::spawn_local(async move {
@@ -236,6 +245,24 @@ impl Connection {
                 in_flight.leave();
             })
             .detach();
+        }
+    }
+
+    /// Wait until a client's answer to `request` fits the connection's
+    /// `limits.max_answer_bytes_per_connection`, and reserve it: a fetch at
+    /// its `max_bytes` (capped at a frame), other answers when encoded
+    /// (they are small). Ends the connection when the node stops or the
+    /// writer is gone meanwhile (the client may never read again).
+    async fn reserve_answer(&self, request: &Request, queue: &ReplyQueue) -> Result<usize, ReadEnd> {
+        let max_frame_bytes = self.context.config.limits.max_frame_bytes;
+        let bytes = match request {
+            Request::Fetch { max_bytes, .. } => (*max_bytes as usize).min(max_frame_bytes),
+            _ => 0,
+        };
+        match queue.answers.reserve_or_stop(bytes, &self.stop, &self.stopping).await {
+            Some(true) => Ok(bytes),
+            Some(false) => Err(ReadEnd::Closed),
+            None => Err(ReadEnd::Stopping),
         }
     }
 
@@ -329,7 +356,7 @@ impl Connection {
         };
         let mut frame = Vec::new();
         encode_response(correlation_id, &answer, &mut frame);
-        let _ = sender.send((FramePieces::whole(frame), None)).await;
+        let _ = sender.send((FramePieces::whole(frame), None, 0)).await;
         Ok(None)
     }
 
@@ -357,7 +384,7 @@ impl Connection {
             Verdict::Refuse(error) => encode_error(correlation_id, &error, &mut frame),
             Verdict::Close(error) => return Err(error),
         }
-        let _ = sender.send((FramePieces::whole(frame), None)).await;
+        let _ = sender.send((FramePieces::whole(frame), None, 0)).await;
         Ok(None)
     }
 
@@ -445,7 +472,7 @@ async fn close(end: ReadEnd, sender: Rc<LocalSender<Outgoing>>, queue: &ReplyQue
             encode_error(correlation_id.unwrap_or(0), &error, &mut frame);
             // Never wait for room: a peer that does not read would hold
             // this connection forever. No room, no error frame.
-            let _ = sender.try_send((FramePieces::whole(frame), None));
+            let _ = sender.try_send((FramePieces::whole(frame), None, 0));
         }
         // Cut off: nothing more is owed to it, and its writer may be
         // blocked on a full socket the peer no longer reads.
@@ -477,6 +504,8 @@ struct Answer {
     follower: Option<u64>,
     sender: Rc<LocalSender<Outgoing>>,
     queue: Rc<ReplyQueue>,
+    /// What `queue.answers` holds for this answer until it is encoded.
+    reserved_bytes: usize,
 }
 
 impl Answer {
@@ -501,6 +530,7 @@ impl Answer {
         let bytes = frame.len();
         match self.follower {
             Some(follower) if !self.queue.admit(bytes) => {
+                self.queue.answers.encoded(self.reserved_bytes, 0);
                 // The follower does not read its answers fast enough: cut it
                 // off now, without waiting for its writer.
                 self.queue.shut_down();
@@ -509,9 +539,12 @@ impl Answer {
                     "follower disconnected: its send queue is full");
             }
             _ => {
-                self.queue.queued_bytes.set(self.queue.queued_bytes.get() + bytes);
+                self.queue.answers.encoded(self.reserved_bytes, bytes);
                 let queued = self.follower.map(|id| QueuedAnswer::new(self.context.progress.follower(id), bytes));
-                let _ = self.sender.send((frame, queued)).await;
+                if self.sender.send((frame, queued, bytes)).await.is_err() {
+                    // The writer is gone: nobody will write (and uncount) it.
+                    self.queue.answers.written(bytes);
+                }
             }
         }
     }
@@ -557,16 +590,20 @@ fn invalid(message: &str) -> ErrorResponse {
 
 /// A frame to write, in pieces (a fetch's batches and a replica answer's
 /// large bodies are written from where they are, not copied into the
-/// head), and for a follower the guard that counts its bytes as queued
-/// until the writer is done with them.
-type Outgoing = (FramePieces, Option<QueuedAnswer>);
+/// head); for a follower the guard that counts its bytes as queued until
+/// the writer is done with them; and the bytes it counts in the
+/// connection's [`AnswerBudget`] (0 for the few small frames the reader
+/// answers itself: handshakes, and the error that closes a connection).
+type Outgoing = (FramePieces, Option<QueuedAnswer>, usize);
 
-/// Bytes of answers queued for a connection's writer. On a replication
-/// connection they are bounded by `follower_queue_bytes`; a follower over
-/// the bound is disconnected at once by shutting the socket down, which
-/// also fails its writer's blocked write instead of waiting for it.
+/// Bytes of answers owed on a connection. A client's are bounded by
+/// `limits.max_answer_bytes_per_connection`: its reader waits for room
+/// before it reads the next request. On a replication connection they are
+/// bounded by `follower_queue_bytes` instead: a follower over the bound is
+/// disconnected at once by shutting the socket down, which also fails its
+/// writer's blocked write instead of waiting for it.
 struct ReplyQueue {
-    queued_bytes: Cell<usize>,
+    answers: AnswerBudget,
     limit_bytes: usize,
     socket: std::os::fd::RawFd,
     socket_open: Cell<bool>,
@@ -574,7 +611,7 @@ struct ReplyQueue {
 
 impl ReplyQueue {
     fn admit(&self, bytes: usize) -> bool {
-        self.queued_bytes.get() + bytes <= self.limit_bytes.max(bytes)
+        self.answers.queued_bytes() + bytes <= self.limit_bytes.max(bytes)
     }
 
     fn shut_down(&self) {

@@ -12,7 +12,7 @@ use ringlog::security::users::{new_user, save};
 use ringlog::security::{Principal, Role, Users};
 
 use crate::admin::{http, json};
-use crate::fixtures::StandaloneNode;
+use crate::fixtures::{metric, StandaloneNode};
 use crate::node::{produce_request, Client};
 
 const ADMIN_PASSWORD: &str = "admin-password-must-not-leak";
@@ -75,12 +75,6 @@ fn error_code(outcome: Result<Response, ErrorResponse>) -> ErrorCode {
 
 fn create(name: &str) -> Request {
     Request::CreateTopic { name: name.into(), settings: TopicSettings { partitions: 1, ..Default::default() } }
-}
-
-fn metric(node: &StandaloneNode, name: &str) -> u64 {
-    let text = http(&node.admin, "GET", "/metrics", None, None).1;
-    let line = text.lines().find(|line| line.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}"));
-    line[name.len()..].trim().parse().unwrap()
 }
 
 /// The one error frame, then the connection is closed.

@@ -136,3 +136,10 @@ pub fn in_sync_ids(node: &Node) -> Vec<u64> {
 pub fn wait_all_in_sync(leader: &Node, count: usize) {
     wait_for(Duration::from_secs(20), &format!("{count} replicas in sync"), || in_sync_ids(leader).len() == count);
 }
+
+/// The value of the counter or gauge `name` on `node`'s `/metrics`.
+pub fn metric(node: &Node, name: &str) -> u64 {
+    let text = crate::admin::http(&node.admin, "GET", "/metrics", None, None).1;
+    let line = text.lines().find(|line| line.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}"));
+    line[name.len()..].trim().parse().unwrap()
+}

@@ -1087,3 +1087,31 @@ fn a_request_that_closes_the_connection_stops_the_requests_pipelined_after_it() 
     let topics = node.node.client().call(Request::ListTopics).unwrap();
     assert!(!format!("{topics:?}").contains("after-the-failure"), "nothing after the failure ran: {topics:?}");
 }
+
+#[test]
+fn a_kafka_client_that_does_not_read_its_answers_is_held_back_at_its_answer_bound() {
+    let node = start_with(1, &[("RINGLOG_LIMITS_MAX_ANSWER_BYTES_PER_CONNECTION", "1048576")]);
+    create_topic(&node.node, "kafka-unread", 1);
+    crate::node::sixteen_large_batches(&node.node, "kafka-unread");
+    let partition = FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(1 << 20);
+    let topic = FetchTopic::default()
+        .with_topic(TopicName(StrBytes::from_static_str("kafka-unread")))
+        .with_partitions(vec![partition]);
+    let fetch = FetchRequest::default().with_max_bytes(1 << 20).with_topics(vec![topic]);
+    // 64 fetches of about 1 MiB each, pipelined, none of the answers read.
+    let mut greedy = KafkaClient::connect(&node.kafka);
+    for _ in 0..64 {
+        greedy.send(ApiKey::Fetch, 12, &fetch);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let fetches = crate::node::FETCHES_OF_SHARD_ZERO;
+    let served = crate::fixtures::metric(&node.node, fetches);
+    assert!(served <= 24, "{served} fetches answered for a client that reads none of them");
+    let other: FetchResponse = KafkaClient::connect(&node.kafka).call(ApiKey::Fetch, 12, &fetch);
+    assert!(record_bytes_per_partition(&other)[0] > 1_000_000, "everyone else is served meanwhile");
+    for correlation_id in 1..=64 {
+        let answer: FetchResponse = greedy.receive_to(ApiKey::Fetch, 12, correlation_id);
+        assert!(record_bytes_per_partition(&answer)[0] > 1_000_000, "answer {correlation_id} in full");
+    }
+    assert_eq!(crate::fixtures::metric(&node.node, fetches), 65, "64 and the other client's");
+}

@@ -21,6 +21,7 @@ use ringlog::protocol::{Request, TopicSettings};
 use ringlog::security::scram::{new_nonce, ScramClient};
 
 use crate::certs::{tls_environment, Authority};
+use crate::fixtures::metric;
 use crate::kafka::{closed_by_node, crate_batch, kcat, produce_request, require_python_module, KafkaClient};
 use crate::node::{free_address, Node};
 
@@ -112,12 +113,6 @@ fn logged_in(kafka: &str, user: &str, password: &str) -> KafkaClient {
     let mut client = KafkaClient::connect(kafka);
     scram_login(&mut client, user, password).unwrap_or_else(|code| panic!("{user}: error code {code}"));
     client
-}
-
-fn metric(node: &Node, name: &str) -> u64 {
-    let text = crate::admin::http(&node.admin, "GET", "/metrics", None, None).1;
-    let line = text.lines().find(|line| line.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}"));
-    line[name.len()..].trim().parse().unwrap()
 }
 
 fn sasl_arguments<'a>(mechanism: &'a str, user: &'a str, password: &'a str, ca: &'a str) -> Vec<String> {

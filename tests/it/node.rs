@@ -357,6 +357,51 @@ fn pipelined_requests_on_one_connection_are_all_answered_with_their_ids() {
     assert_eq!(node.terminate(), Some(0));
 }
 
+/// 16 batches of about 1 MiB each on partition 0 of `topic`.
+pub(crate) fn sixteen_large_batches(node: &Node, topic: &str) {
+    let mut client = node.client();
+    let value = "v".repeat(100 << 10);
+    for batch in 0..16 {
+        let values: Vec<String> = (0..10).map(|record| format!("{batch}-{record}-{value}")).collect();
+        produce(&mut client, topic, 0, &values, Acks::Leader);
+    }
+}
+
+/// Fetches the one shard of a single-shard node executed.
+pub(crate) const FETCHES_OF_SHARD_ZERO: &str = "ringlog_fetch_requests_total{shard=\"0\"}";
+
+#[test]
+fn a_client_that_does_not_read_its_answers_is_held_back_at_its_answer_bound() {
+    let bound = ("RINGLOG_LIMITS_MAX_ANSWER_BYTES_PER_CONNECTION", "1048576");
+    let node = StandaloneNode::start_with(1, &[bound]);
+    create_topic(&node, "unread", 1);
+    sixteen_large_batches(&node, "unread");
+    // 64 fetches of about 1 MiB each, pipelined, none of the answers read.
+    let mut greedy = node.client();
+    let fetch = Request::Fetch { topic: "unread".into(), partition: 0, offset: 0, max_bytes: 1 << 20, max_wait_ms: 0 };
+    let sent: Vec<u32> = (0..64).map(|_| greedy.send(&fetch)).collect();
+    std::thread::sleep(Duration::from_secs(2));
+    // What the sockets' buffers took (a few MiB) and the 1 MiB bound: not
+    // the 64 MiB the node held for such a client before.
+    let served = crate::fixtures::metric(&node, FETCHES_OF_SHARD_ZERO);
+    assert!(served <= 24, "{served} fetches answered for a client that reads none of them");
+    // Everyone else is served meanwhile.
+    assert_eq!(list_offsets(&node, "unread", 0).map(|offsets| offsets.log_end_offset), Some(160));
+    // Once the client reads, every answer comes, whole and in full.
+    let mut answered = Vec::new();
+    for _ in &sent {
+        let body = greedy.receive_frame().unwrap();
+        let (correlation_id, outcome) = decode_response(ApiKey::Fetch, &body).unwrap();
+        let Ok(Response::Fetch { next_offset, batches, .. }) = outcome else { panic!("a fetch answer") };
+        assert_eq!((next_offset, records_of(&batches, 0).len()), (10, 10));
+        answered.push(correlation_id);
+    }
+    answered.sort_unstable();
+    assert_eq!(answered, sent);
+    assert_eq!(crate::fixtures::metric(&node, FETCHES_OF_SHARD_ZERO), 64);
+    assert_eq!(node.terminate(), Some(0));
+}
+
 #[test]
 fn consumer_group_offsets_and_idempotent_retries_survive_a_sigterm_restart() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,126 @@
+//! Bytes of answers one connection owes its client, bounded by
+//! `limits.max_answer_bytes_per_connection`.
+//!
+//! Counting requests alone did not bound memory: a client that pipelines
+//! `max_inflight_requests_per_connection` fetches of up to a frame each and
+//! never reads its socket made the node hold 128 × 17 MiB for it, per
+//! connection. Each answer counts from the moment its request is admitted
+//! (at the most it may take, when that is known, as a fetch's `max_bytes`)
+//! until the writer has written it, and a connection reads no new request
+//! while what it owes would pass the bound: the client's own unread
+//! answers hold it back, and nobody else.
+
+use std::cell::Cell;
+
+use crate::runtime::Notify;
+
+/// What one connection owes, shared by its reader, its requests and its
+/// writer (one thread).
+#[derive(Debug)]
+pub(crate) struct AnswerBudget {
+    /// Encoded answers the writer has not written yet.
+    queued_bytes: Cell<usize>,
+    /// Answers not encoded yet, at the most each may take.
+    reserved_bytes: Cell<usize>,
+    limit_bytes: usize,
+    /// The writer ended: nothing owed will be written any more.
+    writer_gone: Cell<bool>,
+    changed: Notify,
+}
+
+impl AnswerBudget {
+    pub(crate) fn new(limit_bytes: usize) -> AnswerBudget {
+        AnswerBudget {
+            queued_bytes: Cell::new(0),
+            reserved_bytes: Cell::new(0),
+            limit_bytes,
+            writer_gone: Cell::new(false),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Encoded answers waiting for the writer.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.queued_bytes.get()
+    }
+
+    /// Wait until an answer of up to `bytes` fits, and reserve it; false
+    /// when the writer is gone (the connection is ending). With nothing
+    /// owed an answer always fits, however large: a client reading its
+    /// answers is never held back by the bound.
+    pub(crate) async fn reserve(&self, bytes: usize) -> bool {
+        loop {
+            if self.writer_gone.get() {
+                return false;
+            }
+            let owed_bytes = self.queued_bytes.get() + self.reserved_bytes.get();
+            if owed_bytes == 0 || owed_bytes + bytes <= self.limit_bytes {
+                self.reserved_bytes.set(self.reserved_bytes.get() + bytes);
+                return true;
+            }
+            self.changed.notified().await;
+        }
+    }
+
+    /// [`reserve`](Self::reserve), unless the node starts stopping first
+    /// (`stopping` set, `stop` notified): None then. A reader waiting for
+    /// room may wait on a client that never reads again.
+    pub(crate) async fn reserve_or_stop(&self, bytes: usize, stop: &Notify, stopping: &Cell<bool>) -> Option<bool> {
+        let stopped = stop.notified();
+        if stopping.get() {
+            return None;
+        }
+        let stopped = async {
+            stopped.await;
+            None
+        };
+        futures_lite::future::or(async { Some(self.reserve(bytes).await) }, stopped).await
+    }
+
+    /// An answer reserved at `reserved_bytes` is encoded into `bytes`, now
+    /// queued for the writer (or dropped: then `written` follows at once).
+    pub(crate) fn encoded(&self, reserved_bytes: usize, bytes: usize) {
+        debug_assert!(self.reserved_bytes.get() >= reserved_bytes, "released more than was reserved");
+        self.reserved_bytes.set(self.reserved_bytes.get().saturating_sub(reserved_bytes));
+        self.queued_bytes.set(self.queued_bytes.get() + bytes);
+        self.changed.notify_all();
+    }
+
+    /// The writer wrote (or gave up on) an answer of `bytes`.
+    pub(crate) fn written(&self, bytes: usize) {
+        debug_assert!(self.queued_bytes.get() >= bytes, "wrote more than was queued");
+        self.queued_bytes.set(self.queued_bytes.get().saturating_sub(bytes));
+        self.changed.notify_all();
+    }
+
+    /// The writer ended: a reader waiting for room stops waiting.
+    pub(crate) fn writer_gone(&self) {
+        self.writer_gone.set(true);
+        self.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready<T>(future: impl std::future::Future<Output = T>) -> Option<T> {
+        futures_lite::future::block_on(futures_lite::future::poll_once(future))
+    }
+
+    #[test]
+    fn an_answer_waits_for_room_only_while_something_is_owed() {
+        let budget = AnswerBudget::new(100);
+        assert_eq!(ready(budget.reserve(500)), Some(true), "nothing owed: any answer fits");
+        assert_eq!(ready(budget.reserve(1)), None, "over the bound: the reader waits");
+        budget.encoded(500, 300);
+        assert_eq!(budget.queued_bytes(), 300);
+        assert_eq!(ready(budget.reserve(1)), None, "still over while the writer has not written it");
+        budget.written(300);
+        assert_eq!(ready(budget.reserve(60)), Some(true));
+        assert_eq!(ready(budget.reserve(40)), Some(true), "up to the bound");
+        assert_eq!(ready(budget.reserve(1)), None);
+        budget.writer_gone();
+        assert_eq!(ready(budget.reserve(1)), Some(false), "no writer: stop waiting");
+    }
+}
