@@ -63,7 +63,7 @@ impl Default for LimitsConfig {
             max_record_bytes: 1 << 20,
             max_connections: 10_000,
             max_inflight_requests_per_connection: 128,
-            max_answer_bytes_per_connection: 64 << 20,
+            max_answer_bytes_per_connection: 256 << 20,
             cross_shard_queue_depth: 1024,
             max_partitions_per_topic: 10_000,
             max_topics: 10_000,

@@ -4,11 +4,15 @@
 //! Counting requests alone did not bound memory: a client that pipelines
 //! `max_inflight_requests_per_connection` fetches of up to a frame each and
 //! never reads its socket made the node hold 128 × 17 MiB for it, per
-//! connection. Each answer counts from the moment its request is admitted
-//! (at the most it may take, when that is known, as a fetch's `max_bytes`)
-//! until the writer has written it, and a connection reads no new request
-//! while what it owes would pass the bound: the client's own unread
-//! answers hold it back, and nobody else.
+//! connection. A fetch counts from the moment its request is admitted, at
+//! the most its answer may take (its `max_bytes`, or one whole batch of
+//! up to `storage.max_batch_bytes` when that is more: a read returns at
+//! least one batch), every answer from when it is encoded until the
+//! writer has written it. A fetch is not admitted while what the
+//! connection owes would pass the bound with it; other requests only
+//! while the encoded answers do (their answers are small, and a produce
+//! must not wait behind long polls in flight, which it may be the one to
+//! end). The client's own unread answers hold it back, and nobody else.
 
 use std::cell::Cell;
 
@@ -47,13 +51,15 @@ impl AnswerBudget {
     /// Wait until an answer of up to `bytes` fits, and reserve it; false
     /// when the writer is gone (the connection is ending). With nothing
     /// owed an answer always fits, however large: a client reading its
-    /// answers is never held back by the bound.
+    /// answers is never held back by the bound. An answer of unknown size
+    /// (`bytes` 0) waits for the encoded answers only.
     pub(crate) async fn reserve(&self, bytes: usize) -> bool {
         loop {
             if self.writer_gone.get() {
                 return false;
             }
-            let owed_bytes = self.queued_bytes.get() + self.reserved_bytes.get();
+            let reserved_bytes = if bytes == 0 { 0 } else { self.reserved_bytes.get() };
+            let owed_bytes = self.queued_bytes.get() + reserved_bytes;
             if owed_bytes == 0 || owed_bytes + bytes <= self.limit_bytes {
                 self.reserved_bytes.set(self.reserved_bytes.get() + bytes);
                 return true;
@@ -98,6 +104,16 @@ impl AnswerBudget {
         self.writer_gone.set(true);
         self.changed.notify_all();
     }
+
+    /// Completes once the writer has ended. A send to its full channel
+    /// races this: the channel does not wake a sender when its receiver
+    /// goes, so a request answered after the writer ended would wait for
+    /// room forever (with its answer, and shutdown waiting for it).
+    pub(crate) async fn writer_ended(&self) {
+        while !self.writer_gone.get() {
+            self.changed.notified().await;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -120,7 +136,12 @@ mod tests {
         assert_eq!(ready(budget.reserve(60)), Some(true));
         assert_eq!(ready(budget.reserve(40)), Some(true), "up to the bound");
         assert_eq!(ready(budget.reserve(1)), None);
+        assert_eq!(ready(budget.reserve(0)), Some(true), "unknown sizes wait for encoded answers only");
+        budget.encoded(0, 150);
+        assert_eq!(ready(budget.reserve(0)), None, "encoded answers past the bound hold them back too");
+        assert_eq!(ready(budget.writer_ended()), None);
         budget.writer_gone();
+        assert_eq!(ready(budget.writer_ended()), Some(()));
         assert_eq!(ready(budget.reserve(1)), Some(false), "no writer: stop waiting");
     }
 }

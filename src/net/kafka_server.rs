@@ -197,7 +197,12 @@ async fn read_requests(
             }
         };
         let failed = answer.failed() || !keep_open;
-        if sender.send(answer).await.is_err() || failed {
+        let sent = async { sender.send(answer).await.is_ok() };
+        let writer_ended = async {
+            answers.writer_ended().await;
+            false
+        };
+        if !futures_lite::future::or(sent, writer_ended).await || failed {
             // The writer ended (the socket failed), this request cannot
             // be answered, or authentication failed: the writer closes
             // after what it owes.

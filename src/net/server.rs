@@ -249,14 +249,18 @@ impl Connection {
     }
 
     /// Wait until a client's answer to `request` fits the connection's
-    /// `limits.max_answer_bytes_per_connection`, and reserve it: a fetch at
-    /// its `max_bytes` (capped at a frame), other answers when encoded
-    /// (they are small). Ends the connection when the node stops or the
-    /// writer is gone meanwhile (the client may never read again).
+    /// `limits.max_answer_bytes_per_connection`, and reserve it
+    /// (`net/answer_budget.rs`): a fetch at the most it may return, its
+    /// `max_bytes` or one whole batch when that is more (capped at a
+    /// frame); other answers count when encoded. Ends the connection when
+    /// the node stops or the writer is gone meanwhile (the client may
+    /// never read again).
     async fn reserve_answer(&self, request: &Request, queue: &ReplyQueue) -> Result<usize, ReadEnd> {
-        let max_frame_bytes = self.context.config.limits.max_frame_bytes;
+        let config = &self.context.config;
         let bytes = match request {
-            Request::Fetch { max_bytes, .. } => (*max_bytes as usize).min(max_frame_bytes),
+            Request::Fetch { max_bytes, .. } => {
+                (*max_bytes as usize).max(config.storage.max_batch_bytes).min(config.limits.max_frame_bytes)
+            }
             _ => 0,
         };
         match queue.answers.reserve_or_stop(bytes, &self.stop, &self.stopping).await {
@@ -541,7 +545,12 @@ impl Answer {
             _ => {
                 self.queue.answers.encoded(self.reserved_bytes, bytes);
                 let queued = self.follower.map(|id| QueuedAnswer::new(self.context.progress.follower(id), bytes));
-                if self.sender.send((frame, queued, bytes)).await.is_err() {
+                let sent = async { self.sender.send((frame, queued, bytes)).await.is_ok() };
+                let writer_ended = async {
+                    self.queue.answers.writer_ended().await;
+                    false
+                };
+                if !futures_lite::future::or(sent, writer_ended).await {
                     // The writer is gone: nobody will write (and uncount) it.
                     self.queue.answers.written(bytes);
                 }

@@ -143,3 +143,16 @@ pub fn metric(node: &Node, name: &str) -> u64 {
     let line = text.lines().find(|line| line.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}"));
     line[name.len()..].trim().parse().unwrap()
 }
+
+/// Lock `stream`'s receive buffer at 64 KiB, so the kernel stops growing
+/// it: a client that reads nothing then holds little in its socket,
+/// whatever the host's `tcp_rmem`.
+pub fn shrink_receive_buffer(stream: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let bytes: libc::c_int = 64 << 10;
+    let length = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let value = (&bytes as *const libc::c_int).cast::<libc::c_void>();
+    // SAFETY: a valid socket descriptor, and an option value of the size given.
+    let result = unsafe { libc::setsockopt(stream.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, value, length) };
+    assert_eq!(result, 0, "setsockopt SO_RCVBUF");
+}

@@ -1100,6 +1100,7 @@ fn a_kafka_client_that_does_not_read_its_answers_is_held_back_at_its_answer_boun
     let fetch = FetchRequest::default().with_max_bytes(1 << 20).with_topics(vec![topic]);
     // 64 fetches of about 1 MiB each, pipelined, none of the answers read.
     let mut greedy = KafkaClient::connect(&node.kafka);
+    crate::fixtures::shrink_receive_buffer(&greedy.stream);
     for _ in 0..64 {
         greedy.send(ApiKey::Fetch, 12, &fetch);
     }

@@ -169,6 +169,20 @@ fn metadata_follows_the_cluster_view_and_a_follower_refuses_kafka_produce_and_re
     // kcat given only a follower's port follows Metadata to the leader.
     assert_eq!(kcat_consume(kafka[1], "kc-meta", 0).len(), 3);
 
+    // A long poll on the leader at its end, in flight when it steps down.
+    let leader_kafka = kafka[0].to_string();
+    let long_poll = std::thread::spawn(move || {
+        let partition =
+            FetchPartition::default().with_partition(0).with_fetch_offset(3).with_partition_max_bytes(1 << 20);
+        let topic = FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("kc-meta")))
+            .with_partitions(vec![partition]);
+        let fetch = FetchRequest::default().with_max_wait_ms(25_000).with_min_bytes(1).with_topics(vec![topic]);
+        let started = Instant::now();
+        let response: FetchResponse = KafkaClient::connect(&leader_kafka).call(ApiKey::Fetch, 11, &fetch);
+        (response.responses[0].partitions[0].error_code, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(500));
     // Without etcd every node steps down: no leader, and a node that
     // cannot read the membership names only itself.
     cluster.etcd.kill();
@@ -176,6 +190,9 @@ fn metadata_follows_the_cluster_view_and_a_follower_refuses_kafka_produce_and_re
         last = kcat_metadata(kafka[1], "kc-meta");
         brokers(&last) == [(2, kafka[1].to_string())] && partition_zero(&last).0 == -1
     });
+    let (code, waited) = long_poll.join().unwrap();
+    assert_eq!(code, NOT_LEADER_OR_FOLLOWER, "the long poll ends when its leader steps down");
+    assert!(waited < Duration::from_secs(20), "well before its 25 s wait: {waited:?}");
     drop(quiet_node);
 }
 

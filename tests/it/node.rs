@@ -194,6 +194,11 @@ impl Client {
         outcome
     }
 
+    /// Keep little of the answers in the socket ([`crate::fixtures::shrink_receive_buffer`]).
+    pub fn shrink_receive_buffer(&self) {
+        crate::fixtures::shrink_receive_buffer(&self.stream);
+    }
+
     /// Raw bytes onto the socket.
     pub fn send_raw(&mut self, bytes: &[u8]) {
         let _ = self.stream.write_all(bytes);
@@ -376,9 +381,11 @@ fn a_client_that_does_not_read_its_answers_is_held_back_at_its_answer_bound() {
     let node = StandaloneNode::start_with(1, &[bound]);
     create_topic(&node, "unread", 1);
     sixteen_large_batches(&node, "unread");
-    // 64 fetches of about 1 MiB each, pipelined, none of the answers read.
+    // 64 fetches pipelined, none of the answers read. Each asks for 1 byte
+    // and gets a whole batch of about 1 MiB (a read returns at least one).
     let mut greedy = node.client();
-    let fetch = Request::Fetch { topic: "unread".into(), partition: 0, offset: 0, max_bytes: 1 << 20, max_wait_ms: 0 };
+    greedy.shrink_receive_buffer();
+    let fetch = Request::Fetch { topic: "unread".into(), partition: 0, offset: 0, max_bytes: 1, max_wait_ms: 0 };
     let sent: Vec<u32> = (0..64).map(|_| greedy.send(&fetch)).collect();
     std::thread::sleep(Duration::from_secs(2));
     // What the sockets' buffers took (a few MiB) and the 1 MiB bound: not

@@ -22,6 +22,10 @@ use crate::shard::context::ShardContext;
 /// How often a Fetch of several partitions looks again while it waits
 /// (a Fetch of one partition waits in the native long poll instead).
 const MULTI_PARTITION_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Longest native long poll a Fetch of one partition waits in at a time:
+/// between two, the read checks again that this node is still the
+/// leader (the native poll does not wake when it steps down).
+const SINGLE_PARTITION_POLL_SLICE: Duration = Duration::from_millis(1000);
 /// Most partitions of one Fetch read at once (waves are one per shard, up
 /// to this): each may pass its share of `max_bytes` by one batch.
 const MAX_CONCURRENT_PARTITION_READS: usize = 8;
@@ -63,9 +67,10 @@ pub async fn fetch(
         let remaining = deadline.saturating_duration_since(Instant::now());
         if single_partition {
             // The native long poll wakes on the partition's own appends.
-            let wait_ms = u32::try_from(remaining.as_millis()).unwrap_or(u32::MAX);
+            let slice = remaining.min(SINGLE_PARTITION_POLL_SLICE);
+            let wait_ms = u32::try_from(slice.as_millis()).unwrap_or(u32::MAX);
             responses = read_all(context, &body, wait_ms).await;
-            break;
+            continue;
         }
         crate::runtime::sleep(MULTI_PARTITION_POLL_INTERVAL.min(remaining)).await;
         responses = read_all(context, &body, 0).await;
@@ -193,9 +198,11 @@ async fn offsets_only(context: &Rc<ShardContext>, topic: &str, index: i32) -> Pa
 
 /// Kafka reads are the leader's (SPEC §10): a follower, or a leader
 /// fenced from etcd, answers `NOT_LEADER_OR_FOLLOWER`, on which clients
-/// refresh Metadata and go to the leader it names. Checked on every read,
-/// so a long poll on a leader that steps down ends with it. The native
-/// protocol still reads from followers (SPEC §5).
+/// refresh Metadata and go to the leader it names. Checked before every
+/// read, and a long poll reads again at least every
+/// `SINGLE_PARTITION_POLL_SLICE`, so one on a leader that steps down ends
+/// with that answer within about a second. The native protocol still
+/// reads from followers (SPEC §5).
 fn leader_only(context: &ShardContext) -> Result<(), i16> {
     context.write_epoch().map(|_| ()).map_err(|refusal| error_code(&refusal))
 }

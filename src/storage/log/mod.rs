@@ -368,6 +368,9 @@ struct Inner {
     fence_store: RefCell<Option<Task<()>>>,
     stopping: Cell<bool>,
     read_ahead: RefCell<VecDeque<read_ahead::ReadAhead>>,
+    /// When a reader last took a read of the chain: a chain in use is
+    /// never stale, however long ago its front read started.
+    read_ahead_taken_at: Cell<Option<Instant>>,
 }
 
 /// One partition's log. Cheap to clone; all clones share the partition.
@@ -404,6 +407,7 @@ impl PartitionLog {
                 fence_store: RefCell::new(None),
                 stopping: Cell::new(false),
                 read_ahead: RefCell::new(VecDeque::new()),
+                read_ahead_taken_at: Cell::new(None),
             }),
         };
         if log.inner.state.borrow().health.fence.is_none() {

@@ -55,9 +55,10 @@ fn note_chain_holder(inner: &Rc<Inner>) {
     });
 }
 
-/// Drop every stale chain of this thread (one nobody took from within
-/// `STALE_AFTER`) and forget the logs that hold no chain any more.
-fn drop_stale_chains() {
+/// Drop every stale chain of this thread but `caller`'s (one nobody
+/// started or took a read of within `STALE_AFTER`) and forget the logs
+/// that hold no chain any more.
+fn drop_stale_chains(caller: &Rc<Inner>) {
     let holders = CHAIN_HOLDERS.with(|holders| std::mem::take(&mut *holders.borrow_mut()));
     let kept: Vec<Weak<Inner>> = holders
         .into_iter()
@@ -65,7 +66,9 @@ fn drop_stale_chains() {
             let Some(inner) = holder.upgrade() else { return false };
             // A chain borrowed right now is in use: not stale.
             let Ok(mut chain) = inner.read_ahead.try_borrow_mut() else { return true };
-            if chain.front().is_some_and(|front| front.started_at.elapsed() >= STALE_AFTER) {
+            let last_used_at = chain.front().map(|front| front.started_at).max(inner.read_ahead_taken_at.get());
+            let stale = last_used_at.is_some_and(|used_at| used_at.elapsed() >= STALE_AFTER);
+            if stale && !Rc::ptr_eq(&inner, caller) {
                 chain.clear();
             }
             !chain.is_empty()
@@ -126,6 +129,7 @@ impl PartitionLog {
             chain.drain(..index);
             chain.pop_front()?
         };
+        self.inner.read_ahead_taken_at.set(Some(Instant::now()));
         // Keep the chain full while this read is awaited.
         self.extend_read_ahead();
         let generation = ahead.generation;
@@ -222,7 +226,7 @@ impl PartitionLog {
         };
         let budget_bytes = self.inner.config.read_ahead_budget_bytes;
         let reservation = Reservation::try_new(max_bytes as u64, budget_bytes).or_else(|| {
-            drop_stale_chains();
+            drop_stale_chains(&self.inner);
             Reservation::try_new(max_bytes as u64, budget_bytes)
         });
         let Some(reservation) = reservation else {
