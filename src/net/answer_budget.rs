@@ -4,15 +4,17 @@
 //! Counting requests alone did not bound memory: a client that pipelines
 //! `max_inflight_requests_per_connection` fetches of up to a frame each and
 //! never reads its socket made the node hold 128 × 17 MiB for it, per
-//! connection. A fetch counts from the moment its request is admitted, at
-//! the most its answer may take (its `max_bytes`, or one whole batch of
-//! up to `storage.max_batch_bytes` when that is more: a read returns at
-//! least one batch), every answer from when it is encoded until the
-//! writer has written it. A fetch is not admitted while what the
-//! connection owes would pass the bound with it; other requests only
-//! while the encoded answers do (their answers are small, and a produce
-//! must not wait behind long polls in flight, which it may be the one to
-//! end). The client's own unread answers hold it back, and nobody else.
+//! connection. A native fetch counts from before it runs, at the most its
+//! answer may take (its `max_bytes`, or one whole batch of up to
+//! `storage.max_batch_bytes` when that is more: a read returns at least
+//! one batch), as do topic listings and descriptions (by what they name);
+//! every answer counts from when it is encoded until the writer has
+//! written it. A request with such an estimate waits, in its own task,
+//! until it fits beside what is owed; the reader reads on (a produce
+//! behind long polls that hold the budget may be the one to end them)
+//! and stops only while the encoded answers pass the bound: the client
+//! does not read them. Its own unread answers hold a client back, and
+//! nobody else.
 
 use std::cell::Cell;
 
@@ -29,7 +31,10 @@ pub(crate) struct AnswerBudget {
     limit_bytes: usize,
     /// The writer ended: nothing owed will be written any more.
     writer_gone: Cell<bool>,
+    /// Any of the above changed (wakes readers and requests waiting for room).
     changed: Notify,
+    /// The writer ended (wakes sends to its channel only).
+    writer_ended: Notify,
 }
 
 impl AnswerBudget {
@@ -40,6 +45,7 @@ impl AnswerBudget {
             limit_bytes,
             writer_gone: Cell::new(false),
             changed: Notify::new(),
+            writer_ended: Notify::new(),
         }
     }
 
@@ -103,15 +109,17 @@ impl AnswerBudget {
     pub(crate) fn writer_gone(&self) {
         self.writer_gone.set(true);
         self.changed.notify_all();
+        self.writer_ended.notify_all();
     }
 
     /// Completes once the writer has ended. A send to its full channel
-    /// races this: the channel does not wake a sender when its receiver
-    /// goes, so a request answered after the writer ended would wait for
-    /// room forever (with its answer, and shutdown waiting for it).
+    /// races this: when the receiver goes, glommio's channel wakes its
+    /// blocked senders, but they find it still full and wait again, so a
+    /// request answered after the writer ended would wait forever (with
+    /// its answer, and shutdown waiting for it).
     pub(crate) async fn writer_ended(&self) {
         while !self.writer_gone.get() {
-            self.changed.notified().await;
+            self.writer_ended.notified().await;
         }
     }
 }

@@ -220,10 +220,12 @@ impl Connection {
             while pending.count.get() >= limit {
                 pending.changed.notified().await;
             }
-            let reserved_bytes = match self.replication {
-                Some(_) => 0,
-                None => match self.reserve_answer(&request, queue).await {
-                    Ok(bytes) => bytes,
+            // A client's answers are bounded in bytes (`answer_budget.rs`);
+            // a follower's by `follower_queue_bytes` (`ReplyQueue`).
+            let answer_estimate = match self.replication {
+                Some(_) => None,
+                None => match self.wait_for_unread_answers(queue).await {
+                    Ok(()) => Some(self.answer_estimate(&request)),
                     Err(end) => return end,
                 },
             };
@@ -235,7 +237,9 @@ impl Connection {
                 follower: self.replication.as_ref().and_then(ReplicaSession::replica),
                 sender: Rc::clone(sender),
                 queue: Rc::clone(queue),
-                reserved_bytes,
+                answer_estimate,
+                stop: Rc::clone(&self.stop),
+                stopping: Rc::clone(&self.stopping),
             };
             let (pending, in_flight) = (Rc::clone(&pending), Rc::clone(&self.in_flight));
             crate::runtime::spawn_local(async move {
@@ -248,26 +252,38 @@ impl Connection {
         }
     }
 
-    /// Wait until a client's answer to `request` fits the connection's
-    /// `limits.max_answer_bytes_per_connection`, and reserve it
-    /// (`net/answer_budget.rs`): a fetch at the most it may return, its
-    /// `max_bytes` or one whole batch when that is more (capped at a
-    /// frame); other answers count when encoded. Ends the connection when
-    /// the node stops or the writer is gone meanwhile (the client may
-    /// never read again).
-    async fn reserve_answer(&self, request: &Request, queue: &ReplyQueue) -> Result<usize, ReadEnd> {
-        let config = &self.context.config;
-        let bytes = match request {
-            Request::Fetch { max_bytes, .. } => {
-                (*max_bytes as usize).max(config.storage.max_batch_bytes).min(config.limits.max_frame_bytes)
-            }
-            _ => 0,
-        };
-        match queue.answers.reserve_or_stop(bytes, &self.stop, &self.stopping).await {
-            Some(true) => Ok(bytes),
+    /// Read no further while the client's encoded answers, not yet
+    /// written, pass `limits.max_answer_bytes_per_connection`: it does
+    /// not read them. Ends the connection when the node stops or the
+    /// writer is gone meanwhile (the client may never read again).
+    async fn wait_for_unread_answers(&self, queue: &ReplyQueue) -> Result<(), ReadEnd> {
+        match queue.answers.reserve_or_stop(0, &self.stop, &self.stopping).await {
+            Some(true) => Ok(()),
             Some(false) => Err(ReadEnd::Closed),
             None => Err(ReadEnd::Stopping),
         }
+    }
+
+    /// The most a client's answer to `request` may take, reserved before
+    /// it runs (`net/answer_budget.rs`): a fetch's `max_bytes`, or one whole
+    /// batch when that is more (a read returns at least one); a topic
+    /// listing or description by what it names now. Other answers are
+    /// small and count once encoded (0: they wait for nothing reserved).
+    fn answer_estimate(&self, request: &Request) -> usize {
+        let config = &self.context.config;
+        let bytes = match request {
+            Request::Fetch { max_bytes, .. } => (*max_bytes as usize).max(config.storage.max_batch_bytes),
+            Request::ListTopics | Request::TopicConfigs => {
+                self.context.registry.snapshot().len() * TOPIC_ENTRY_ESTIMATE_BYTES
+            }
+            Request::DescribeTopic { name } => self
+                .context
+                .registry
+                .get(name)
+                .map_or(0, |meta| meta.partitions as usize * PARTITION_ENTRY_ESTIMATE_BYTES),
+            _ => 0,
+        };
+        bytes.min(config.limits.max_frame_bytes)
     }
 
     /// Before authentication, the next frame must arrive whole within
@@ -508,14 +524,27 @@ struct Answer {
     follower: Option<u64>,
     sender: Rc<LocalSender<Outgoing>>,
     queue: Rc<ReplyQueue>,
-    /// What `queue.answers` holds for this answer until it is encoded.
-    reserved_bytes: usize,
+    /// The most the answer may take, reserved before the request runs;
+    /// None on a replication connection (bounded by the `ReplyQueue`).
+    answer_estimate: Option<usize>,
+    stop: Rc<Notify>,
+    stopping: Rc<Cell<bool>>,
 }
 
 impl Answer {
     /// Execute the request and queue its answer for the writer; a follower
     /// whose queue is full is cut off instead.
     async fn execute_and_send(self, request: Request) {
+        // Waits here, not in the reader: the requests behind this one (a
+        // produce that ends the long polls holding the budget) go on.
+        let reserved_bytes = match self.answer_estimate {
+            None => 0,
+            Some(bytes) => match self.queue.answers.reserve_or_stop(bytes, &self.stop, &self.stopping).await {
+                Some(true) => bytes,
+                // The writer is gone or the node stops: nobody reads it.
+                Some(false) | None => return,
+            },
+        };
         let outcome = match crate::requests::refuse_kafka_producer_id(&request) {
             Ok(()) => crate::requests::handle(&self.context, request).await,
             Err(refused) => Err(refused),
@@ -534,7 +563,7 @@ impl Answer {
         let bytes = frame.len();
         match self.follower {
             Some(follower) if !self.queue.admit(bytes) => {
-                self.queue.answers.encoded(self.reserved_bytes, 0);
+                self.queue.answers.encoded(reserved_bytes, 0);
                 // The follower does not read its answers fast enough: cut it
                 // off now, without waiting for its writer.
                 self.queue.shut_down();
@@ -543,7 +572,7 @@ impl Answer {
                     "follower disconnected: its send queue is full");
             }
             _ => {
-                self.queue.answers.encoded(self.reserved_bytes, bytes);
+                self.queue.answers.encoded(reserved_bytes, bytes);
                 let queued = self.follower.map(|id| QueuedAnswer::new(self.context.progress.follower(id), bytes));
                 let sent = async { self.sender.send((frame, queued, bytes)).await.is_ok() };
                 let writer_ended = async {
@@ -558,6 +587,12 @@ impl Answer {
         }
     }
 }
+
+/// What one topic of a topic listing may take: a name of up to 200 bytes
+/// and its settings.
+const TOPIC_ENTRY_ESTIMATE_BYTES: usize = 320;
+/// What one partition of a topic description may take.
+const PARTITION_ENTRY_ESTIMATE_BYTES: usize = 64;
 
 /// Bytes read first from a large frame to find where a produce's batch starts.
 const PEEK_BYTES: usize = 512;

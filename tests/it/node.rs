@@ -410,6 +410,44 @@ fn a_client_that_does_not_read_its_answers_is_held_back_at_its_answer_bound() {
 }
 
 #[test]
+fn a_produce_behind_long_polls_that_fill_the_answer_bound_is_served_at_once() {
+    let node = StandaloneNode::start_with(1, &[("RINGLOG_LIMITS_MAX_ANSWER_BYTES_PER_CONNECTION", "1048576")]);
+    create_topic(&node, "polled", 1);
+    let mut client = node.client();
+    // Each poll may answer a whole batch (1.5 MiB here): the first holds
+    // the bound, the second waits for room, and the produce after them
+    // is the one that ends the first.
+    let poll = Request::Fetch { topic: "polled".into(), partition: 0, offset: 0, max_bytes: 1, max_wait_ms: 10_000 };
+    let first = client.send(&poll);
+    let second = client.send(&poll);
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let produced = client.send(&produce_request("polled", 0, Acks::Leader, &values("late", 1)));
+    let mut answered = Vec::new();
+    for _ in 0..3 {
+        let body = client.receive_frame().unwrap();
+        let correlation_id = u32::from_le_bytes(body[..4].try_into().unwrap());
+        let api_key = if correlation_id == produced { ApiKey::Produce } else { ApiKey::Fetch };
+        match decode_response(api_key, &body).unwrap().1 {
+            Ok(Response::Fetch { batches, .. }) => {
+                assert_eq!(records_of(&batches, 0).len(), 1, "each poll gets the produced record");
+            }
+            Ok(Response::Produce { .. }) => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+        answered.push(correlation_id);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "nobody waited for a poll to time out: {:?}",
+        started.elapsed()
+    );
+    answered.sort_unstable();
+    assert_eq!(answered, [first, second, produced]);
+    assert_eq!(node.terminate(), Some(0));
+}
+
+#[test]
 fn consumer_group_offsets_and_idempotent_retries_survive_a_sigterm_restart() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), 2);

@@ -1207,15 +1207,15 @@ fn a_chain_its_reader_still_takes_from_is_not_dropped_for_another_reader() {
             append_values(&slow, &values(&format!("s{round}"), 3), 1000).await;
             append_values(&other, &values(&format!("o{round}"), 3), 1000).await;
         }
-        // A slow reader: a fetch every 0.7 s. After its second, the front
+        // A slow reader: a fetch every 0.9 s. After its second, the front
         // of its chain is the read started at its first.
         let mut offset = slow.read(0, 3000, None).await.unwrap().next_offset;
-        ringlog::runtime::sleep(Duration::from_millis(700)).await;
+        ringlog::runtime::sleep(Duration::from_millis(900)).await;
         offset = slow.read(offset, 3000, None).await.unwrap().next_offset;
         assert_eq!(slow.stats().read_ahead_hits, 1);
         // Another reader wants budget while that front read is more than
-        // a second old, but the slow reader took from its chain 0.5 s ago.
-        ringlog::runtime::sleep(Duration::from_millis(500)).await;
+        // a second old, but the slow reader took from its chain 0.2 s ago.
+        ringlog::runtime::sleep(Duration::from_millis(200)).await;
         other.read(0, 3000, None).await.unwrap();
         slow.read(offset, 3000, None).await.unwrap();
         assert_eq!(slow.stats().read_ahead_hits, 2, "the slow reader's chain was kept");

@@ -60,15 +60,18 @@ pub async fn fetch(
         .partition(|topic| access.allows(context, Operation::Fetch { topic: &topic.topic.0 }));
     body.topics = topics;
     let deadline = Instant::now() + Duration::from_millis(max_wait_ms);
-    let single_partition = partition_count == 1;
+    // Counted after the refused topics left: a poll of nothing returns at once.
+    let readable_partitions = body.topics.iter().map(|topic| topic.partitions.len()).sum::<usize>();
     let mut responses = read_all(context, &body, 0).await;
     // Bounded by the deadline: every round sleeps or long-polls first.
-    while !has_news(&responses) && Instant::now() < deadline {
+    while readable_partitions > 0 && !has_news(&responses) && Instant::now() < deadline {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        if single_partition {
-            // The native long poll wakes on the partition's own appends.
+        if readable_partitions == 1 {
+            // The native long poll wakes on the partition's own appends. In
+            // whole milliseconds rounded up, so the last slice reaches the
+            // deadline (rounded down, rounds of 0 ms read until it passed).
             let slice = remaining.min(SINGLE_PARTITION_POLL_SLICE);
-            let wait_ms = u32::try_from(slice.as_millis()).unwrap_or(u32::MAX);
+            let wait_ms = u32::try_from(slice.as_micros().div_ceil(1000)).unwrap_or(u32::MAX);
             responses = read_all(context, &body, wait_ms).await;
             continue;
         }

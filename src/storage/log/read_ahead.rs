@@ -38,6 +38,14 @@ thread_local! {
     static CHAIN_HOLDERS: RefCell<Vec<Weak<Inner>>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Whether `inner`'s `chain` is stale: nobody started or took a read of it
+/// within `STALE_AFTER` (its front read may be older than that while its
+/// reader still takes from it, a reader fetching every second or so).
+fn is_stale(chain: &VecDeque<ReadAhead>, inner: &Inner) -> bool {
+    let last_used_at = chain.front().map(|front| front.started_at).max(inner.read_ahead_taken_at.get());
+    last_used_at.is_some_and(|used_at| used_at.elapsed() >= STALE_AFTER)
+}
+
 /// Remember that `inner` starts a chain. Logs whose chain ended are
 /// forgotten at the same time, so the list holds at most one entry per
 /// log of this thread that has a chain.
@@ -66,9 +74,7 @@ fn drop_stale_chains(caller: &Rc<Inner>) {
             let Some(inner) = holder.upgrade() else { return false };
             // A chain borrowed right now is in use: not stale.
             let Ok(mut chain) = inner.read_ahead.try_borrow_mut() else { return true };
-            let last_used_at = chain.front().map(|front| front.started_at).max(inner.read_ahead_taken_at.get());
-            let stale = last_used_at.is_some_and(|used_at| used_at.elapsed() >= STALE_AFTER);
-            if stale && !Rc::ptr_eq(&inner, caller) {
+            if is_stale(&chain, &inner) && !Rc::ptr_eq(&inner, caller) {
                 chain.clear();
             }
             !chain.is_empty()
@@ -159,8 +165,8 @@ impl PartitionLog {
         }
         {
             let mut chain = self.inner.read_ahead.borrow_mut();
-            if let Some(front) = chain.front() {
-                let fresh = front.started_at.elapsed() < STALE_AFTER;
+            if !chain.is_empty() {
+                let fresh = !is_stale(&chain, &self.inner);
                 if fresh && chain.iter().any(|ahead| ahead.offset == offset) {
                     // This reader's own chain: it only needs topping up.
                     drop(chain);
