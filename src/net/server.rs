@@ -538,7 +538,10 @@ impl Answer {
         // Waits here, not in the reader: the requests behind this one (a
         // produce that ends the long polls holding the budget) go on.
         let reserved_bytes = match self.answer_estimate {
-            None => 0,
+            // Nothing to reserve, and the reader waited for the encoded
+            // answers already: waiting again could let a later produce to
+            // the same partition pass this one.
+            None | Some(0) => 0,
             Some(bytes) => match self.queue.answers.reserve_or_stop(bytes, &self.stop, &self.stopping).await {
                 Some(true) => bytes,
                 // The writer is gone or the node stops: nobody reads it.

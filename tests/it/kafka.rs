@@ -1116,3 +1116,24 @@ fn a_kafka_client_that_does_not_read_its_answers_is_held_back_at_its_answer_boun
     }
     assert_eq!(crate::fixtures::metric(&node.node, fetches), 65, "64 and the other client's");
 }
+
+#[test]
+fn a_long_poll_on_a_fail_stopped_partition_is_answered_without_waiting_or_spinning() {
+    let node = start_with(1, &[("RINGLOG_FAULT_INJECT", "kafka-failed/0:write:0")]);
+    create_topic(&node.node, "kafka-failed", 1);
+    let mut client = KafkaClient::connect(&node.kafka);
+    let code = produce_error(&mut client, &produce_request("kafka-failed", 0, 1, crate_batch(&[b"lost"])));
+    assert_eq!(code, 56, "KAFKA_STORAGE_ERROR: the write failed and the partition fail-stops");
+    let partition = FetchPartition::default().with_partition(0).with_partition_max_bytes(1 << 20);
+    let topic = FetchTopic::default()
+        .with_topic(TopicName(StrBytes::from_static_str("kafka-failed")))
+        .with_partitions(vec![partition]);
+    let poll = FetchRequest::default().with_max_wait_ms(3_000).with_min_bytes(1).with_topics(vec![topic]);
+    let started = Instant::now();
+    let answer: FetchResponse = client.call(ApiKey::Fetch, 11, &poll);
+    assert_eq!(record_bytes_per_partition(&answer), [0]);
+    // A log that takes no more appends will never answer the poll.
+    assert!(started.elapsed() < Duration::from_secs(1), "answered at once: {:?}", started.elapsed());
+    let reads = crate::fixtures::metric(&node.node, crate::node::FETCHES_OF_SHARD_ZERO);
+    assert!(reads <= 3, "{reads} reads for one poll");
+}

@@ -72,7 +72,14 @@ pub async fn fetch(
             // deadline (rounded down, rounds of 0 ms read until it passed).
             let slice = remaining.min(SINGLE_PARTITION_POLL_SLICE);
             let wait_ms = u32::try_from(slice.as_micros().div_ceil(1000)).unwrap_or(u32::MAX);
+            let slice_started = Instant::now();
             responses = read_all(context, &body, wait_ms).await;
+            if slice_started.elapsed() < slice {
+                // Back before its wait ended without records: the poll will
+                // not get any (a fail-stopped log takes no appends). Asked
+                // again at once, it spun the shard until the deadline.
+                break;
+            }
             continue;
         }
         crate::runtime::sleep(MULTI_PARTITION_POLL_INTERVAL.min(remaining)).await;
