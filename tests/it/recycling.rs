@@ -316,16 +316,26 @@ fn a_roll_that_fails_after_taking_the_kept_file_leaves_no_segment_file_behind() 
     });
 }
 
+/// [`three_sealed_segments`], then the log closed and opened again: no
+/// reader is cached, so a read of a sealed segment opens its file.
+async fn sealed_and_reopened(
+    log: PartitionLog,
+    path: &Path,
+    config: StorageConfig,
+    faults: &Arc<FaultInjector>,
+) -> Rc<PartitionLog> {
+    three_sealed_segments(&log).await;
+    log.close().await.unwrap();
+    Rc::new(PartitionLog::open(path, config, Some(Arc::clone(faults))).await.unwrap())
+}
+
 #[test]
 fn a_file_opened_for_a_read_while_a_truncation_replaced_it_is_never_read_again() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     let config = StorageConfig { tail_cache_bytes: 0, ..hand_rolled_config() };
     with_faulty_log(dir.path(), config.clone(), move |log, faults| async move {
-        three_sealed_segments(&log).await;
-        // Reopened: no reader is cached, so a read opens the file.
-        log.close().await.unwrap();
-        let log = Rc::new(PartitionLog::open(&path, config, Some(Arc::clone(&faults))).await.unwrap());
+        let log = sealed_and_reopened(log, &path, config, &faults).await;
         let (read, started) = read_of_ten_while_ten_is_rewritten(&log, &faults, &path).await;
         // Segment 10 sealed again (its reader cached by the roll).
         log.roll().await.unwrap();
@@ -342,10 +352,7 @@ fn a_read_in_flight_when_its_log_is_abandoned_answers_closed_and_serves_nothing_
     let path = dir.path().to_path_buf();
     let config = StorageConfig { tail_cache_bytes: 0, ..hand_rolled_config() };
     with_faulty_log(dir.path(), config.clone(), move |log, faults| async move {
-        three_sealed_segments(&log).await;
-        // Reopened: no reader is cached, so the read opens segment 10's file.
-        log.close().await.unwrap();
-        let log = Rc::new(PartitionLog::open(&path, config, Some(Arc::clone(&faults))).await.unwrap());
+        let log = sealed_and_reopened(log, &path, config, &faults).await;
         let read_delay = Duration::from_secs(2);
         faults.delay_reads_of(&segment_path(&path, 10), read_delay);
         let started = Instant::now();

@@ -1143,26 +1143,37 @@ fn no_two_writes_to_one_block_are_ever_in_flight_together() {
     });
 }
 
+/// Two logs of 60 records each (20 batches), read from disk only, with
+/// chains of `depth` reads and a shard budget of `budget_bytes`.
+async fn two_logs_sharing_a_read_ahead_budget(
+    dir: &std::path::Path,
+    depth: u32,
+    budget_bytes: u64,
+) -> (PartitionLog, PartitionLog) {
+    let config = StorageConfig {
+        tail_cache_bytes: 0,
+        segment_bytes: 1 << 20,
+        preallocate_bytes: 1 << 20,
+        read_ahead_depth: depth,
+        read_ahead_budget_bytes: budget_bytes,
+        ..small_config()
+    };
+    let first = PartitionLog::open(&dir.join("first"), config.clone(), None).await.unwrap();
+    let second = PartitionLog::open(&dir.join("second"), config, None).await.unwrap();
+    for round in 0..20 {
+        append_values(&first, &values(&format!("f{round}"), 3), 1000).await;
+        append_values(&second, &values(&format!("s{round}"), 3), 1000).await;
+    }
+    (first, second)
+}
+
 #[test]
 fn a_chain_its_reader_abandoned_gives_its_budget_to_another_partitions_reader() {
     let dir = tempfile::tempdir().unwrap();
-    let (left_path, right_path) = (dir.path().join("left"), dir.path().join("right"));
+    let dir = dir.path().to_path_buf();
     on_executor(move || async move {
         // The shard's budget holds one read-ahead of 3000 bytes.
-        let config = StorageConfig {
-            tail_cache_bytes: 0,
-            segment_bytes: 1 << 20,
-            preallocate_bytes: 1 << 20,
-            read_ahead_depth: 1,
-            read_ahead_budget_bytes: 3000,
-            ..small_config()
-        };
-        let left = PartitionLog::open(&left_path, config.clone(), None).await.unwrap();
-        let right = PartitionLog::open(&right_path, config, None).await.unwrap();
-        for round in 0..20 {
-            append_values(&left, &values(&format!("l{round}"), 3), 1000).await;
-            append_values(&right, &values(&format!("r{round}"), 3), 1000).await;
-        }
+        let (left, right) = two_logs_sharing_a_read_ahead_budget(&dir, 1, 3000).await;
         // Left's reader reads once and goes away: its read-ahead holds the budget.
         let left_read_at = std::time::Instant::now();
         left.read(0, 3000, None).await.unwrap();
@@ -1190,23 +1201,10 @@ fn a_chain_its_reader_abandoned_gives_its_budget_to_another_partitions_reader() 
 #[test]
 fn a_chain_its_reader_still_takes_from_is_not_dropped_for_another_reader() {
     let dir = tempfile::tempdir().unwrap();
-    let (slow_path, other_path) = (dir.path().join("slow"), dir.path().join("other"));
+    let dir = dir.path().to_path_buf();
     on_executor(move || async move {
         // The shard's budget holds two read-aheads of 3000 bytes: one chain.
-        let config = StorageConfig {
-            tail_cache_bytes: 0,
-            segment_bytes: 1 << 20,
-            preallocate_bytes: 1 << 20,
-            read_ahead_depth: 2,
-            read_ahead_budget_bytes: 6000,
-            ..small_config()
-        };
-        let slow = PartitionLog::open(&slow_path, config.clone(), None).await.unwrap();
-        let other = PartitionLog::open(&other_path, config, None).await.unwrap();
-        for round in 0..20 {
-            append_values(&slow, &values(&format!("s{round}"), 3), 1000).await;
-            append_values(&other, &values(&format!("o{round}"), 3), 1000).await;
-        }
+        let (slow, other) = two_logs_sharing_a_read_ahead_budget(&dir, 2, 6000).await;
         // A slow reader: a fetch every 0.9 s. After its second, the front
         // of its chain is the read started at its first.
         let mut offset = slow.read(0, 3000, None).await.unwrap().next_offset;
