@@ -644,8 +644,9 @@ fn invalid(message: &str) -> ErrorResponse {
 type Outgoing = (FramePieces, Option<QueuedAnswer>, usize);
 
 /// Bytes of answers owed on a connection. A client's are bounded by
-/// `limits.max_answer_bytes_per_connection`: its reader waits for room
-/// before it reads the next request. On a replication connection they are
+/// `limits.max_answer_bytes_per_connection`: a request with an estimate
+/// waits for room before it runs, and the reader reads no next request
+/// while the encoded answers pass the bound. On a replication connection they are
 /// bounded by `follower_queue_bytes` instead: a follower over the bound is
 /// disconnected at once by shutting the socket down, which also fails its
 /// writer's blocked write instead of waiting for it.
