@@ -30,6 +30,10 @@ pub struct LimitsConfig {
     /// beyond it the connection reads no new request until its client
     /// reads its answers.
     pub max_answer_bytes_per_connection: usize,
+    /// A connection whose peer takes none of its bytes for this long (a
+    /// write to it makes no progress) is closed: its answers, the requests
+    /// waiting behind them and its slot are freed.
+    pub write_stall_timeout_ms: u64,
     /// Depth of each bounded cross-shard request queue.
     pub cross_shard_queue_depth: usize,
     /// Partitions a topic may have.
@@ -64,6 +68,7 @@ impl Default for LimitsConfig {
             max_connections: 10_000,
             max_inflight_requests_per_connection: 128,
             max_answer_bytes_per_connection: 256 << 20,
+            write_stall_timeout_ms: 60_000,
             cross_shard_queue_depth: 1024,
             max_partitions_per_topic: 10_000,
             max_topics: 10_000,
@@ -668,6 +673,7 @@ impl NodeConfig {
         require_positive("limits.max_inflight_requests_per_connection", inflight)?;
         let answer_bytes = limits.max_answer_bytes_per_connection as u64;
         require_range("limits.max_answer_bytes_per_connection", answer_bytes, (1 << 20)..=(1 << 40))?;
+        require_range("limits.write_stall_timeout_ms", limits.write_stall_timeout_ms, 100..=3_600_000)?;
         require_positive("limits.cross_shard_queue_depth", limits.cross_shard_queue_depth as u64)?;
         require_positive("limits.max_topics", limits.max_topics as u64)?;
         require_positive("limits.max_partitions_per_fetch", limits.max_partitions_per_fetch as u64)?;

@@ -38,6 +38,13 @@ pub fn render(metrics: &NodeMetrics) -> String {
     );
     let failures = metrics.connections.tls_handshake_failures.load(std::sync::atomic::Ordering::Relaxed);
     let _ = writeln!(out, "ringlog_tls_handshake_failures_total {failures}");
+    let _ = writeln!(
+        out,
+        "# HELP ringlog_write_stalls_total Connections closed because their peer took none of their bytes \
+         for limits.write_stall_timeout_ms.\n# TYPE ringlog_write_stalls_total counter"
+    );
+    let stalls = metrics.connections.write_stalls.load(std::sync::atomic::Ordering::Relaxed);
+    let _ = writeln!(out, "ringlog_write_stalls_total {stalls}");
     render_partitions(metrics, &mut out);
     render_kafka(metrics, &mut out);
     render_auth(metrics, &mut out);

@@ -15,8 +15,14 @@
 //! and stops only while the encoded answers pass the bound: the client
 //! does not read them. Its own unread answers hold a client back, and
 //! nobody else.
+//!
+//! Requests with an estimate get room in the order they asked for it: a
+//! large answer (one whole batch may be more than the bound) fits only when
+//! nothing else is owed, and smaller ones admitted past it would keep
+//! something owed for as long as the client keeps asking.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 
 use crate::runtime::Notify;
 
@@ -28,6 +34,11 @@ pub(crate) struct AnswerBudget {
     queued_bytes: Cell<usize>,
     /// Answers not encoded yet, at the most each may take.
     reserved_bytes: Cell<usize>,
+    /// Requests waiting for room, first come first served; at most the
+    /// connection's requests in flight.
+    waiting: RefCell<VecDeque<u64>>,
+    /// The ticket the next request to wait takes.
+    next_ticket: Cell<u64>,
     limit_bytes: usize,
     /// The writer ended: nothing owed will be written any more.
     writer_gone: Cell<bool>,
@@ -42,6 +53,8 @@ impl AnswerBudget {
         AnswerBudget {
             queued_bytes: Cell::new(0),
             reserved_bytes: Cell::new(0),
+            waiting: RefCell::new(VecDeque::new()),
+            next_ticket: Cell::new(0),
             limit_bytes,
             writer_gone: Cell::new(false),
             changed: Notify::new(),
@@ -57,17 +70,35 @@ impl AnswerBudget {
     /// Wait until an answer of up to `bytes` fits, and reserve it; false
     /// when the writer is gone (the connection is ending). With nothing
     /// owed an answer always fits, however large: a client reading its
-    /// answers is never held back by the bound. An answer of unknown size
-    /// (`bytes` 0) waits for the encoded answers only.
+    /// answers is never held back by the bound. Answers of known size get
+    /// room in the order they asked; one of unknown size (`bytes` 0) waits
+    /// for the encoded answers only, behind nobody.
     pub(crate) async fn reserve(&self, bytes: usize) -> bool {
+        if bytes == 0 {
+            return self.wait_for_encoded_answers().await;
+        }
+        let turn = Turn::take(self);
         loop {
             if self.writer_gone.get() {
                 return false;
             }
-            let reserved_bytes = if bytes == 0 { 0 } else { self.reserved_bytes.get() };
-            let owed_bytes = self.queued_bytes.get() + reserved_bytes;
-            if owed_bytes == 0 || owed_bytes + bytes <= self.limit_bytes {
+            let owed_bytes = self.queued_bytes.get() + self.reserved_bytes.get();
+            let fits = owed_bytes == 0 || owed_bytes + bytes <= self.limit_bytes;
+            if fits && turn.is_first() {
                 self.reserved_bytes.set(self.reserved_bytes.get() + bytes);
+                return true;
+            }
+            self.changed.notified().await;
+        }
+    }
+
+    /// Wait until the encoded answers leave room; false when the writer is gone.
+    async fn wait_for_encoded_answers(&self) -> bool {
+        loop {
+            if self.writer_gone.get() {
+                return false;
+            }
+            if self.queued_bytes.get() <= self.limit_bytes {
                 return true;
             }
             self.changed.notified().await;
@@ -124,6 +155,38 @@ impl AnswerBudget {
     }
 }
 
+/// One request's place among those waiting for room. Dropped when it got
+/// room, or when its request gave up waiting (the node stops): either way
+/// the next in line may go.
+struct Turn<'budget> {
+    budget: &'budget AnswerBudget,
+    ticket: u64,
+}
+
+impl<'budget> Turn<'budget> {
+    fn take(budget: &'budget AnswerBudget) -> Turn<'budget> {
+        let ticket = budget.next_ticket.get();
+        budget.next_ticket.set(ticket.wrapping_add(1));
+        budget.waiting.borrow_mut().push_back(ticket);
+        Turn { budget, ticket }
+    }
+
+    fn is_first(&self) -> bool {
+        self.budget.waiting.borrow().front() == Some(&self.ticket)
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.budget.waiting.borrow_mut();
+        if let Some(position) = waiting.iter().position(|ticket| *ticket == self.ticket) {
+            waiting.remove(position);
+        }
+        drop(waiting);
+        self.budget.changed.notify_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +214,33 @@ mod tests {
         budget.writer_gone();
         assert_eq!(ready(budget.writer_ended()), Some(()));
         assert_eq!(ready(budget.reserve(1)), Some(false), "no writer: stop waiting");
+    }
+
+    #[test]
+    fn a_large_answer_is_not_passed_by_smaller_ones_that_ask_after_it() {
+        let budget = AnswerBudget::new(100);
+        assert_eq!(ready(budget.reserve(60)), Some(true));
+        let mut large = Box::pin(budget.reserve(500));
+        assert_eq!(ready(large.as_mut()), None, "more than the bound: it waits until nothing is owed");
+        assert_eq!(ready(budget.reserve(30)), None, "it fits, but the large answer asked first");
+        budget.encoded(60, 60);
+        budget.written(60);
+        assert_eq!(ready(large.as_mut()), Some(true), "nothing owed any more: the large answer's turn");
+        drop(large);
+        assert_eq!(ready(budget.reserve(30)), None, "now the large answer is owed");
+        budget.encoded(500, 0);
+        assert_eq!(ready(budget.reserve(30)), Some(true));
+    }
+
+    #[test]
+    fn a_request_that_gives_up_waiting_leaves_its_turn_to_the_next() {
+        let budget = AnswerBudget::new(100);
+        assert_eq!(ready(budget.reserve(90)), Some(true));
+        let mut first = Box::pin(budget.reserve(50));
+        assert_eq!(ready(first.as_mut()), None);
+        let mut second = Box::pin(budget.reserve(10));
+        assert_eq!(ready(second.as_mut()), None, "behind the first");
+        drop(first);
+        assert_eq!(ready(second.as_mut()), Some(true), "the first gave up: the second goes");
     }
 }

@@ -46,8 +46,8 @@ use crate::state::metrics::ConnectionCount;
 use super::accept::{next_connection, AcceptGate};
 use super::answer_budget::AnswerBudget;
 use super::kafka_frames::FrameReader;
-use super::server::accept_and_split;
 use super::server::InFlight;
+use super::server::{accept_and_split, count_stall};
 use crate::security::settings::Listener;
 use crate::security::stream::{ReadHalf, WriteHalf};
 
@@ -101,7 +101,8 @@ async fn serve(shared: &Rc<KafkaListener>, stream: TcpStream, limiter: Option<Rc
     let depth = shared.context.config.limits.max_inflight_requests_per_connection;
     let (sender, receiver) = local_channel::new_bounded::<Owed>(depth);
     let answers = Rc::new(AnswerBudget::new(shared.context.config.limits.max_answer_bytes_per_connection));
-    let writer = crate::runtime::spawn_local(write_answers(receiver, writer, socket, Rc::clone(&answers)));
+    let connections = Arc::clone(&shared.context.metrics.connections);
+    let writer = crate::runtime::spawn_local(write_answers(receiver, writer, socket, Rc::clone(&answers), connections));
     let connection = Connection { reader: &mut reader, sender: &sender, answers };
     if let Err(reason) = read_requests(shared, connection, authentication.as_mut()).await {
         tracing::debug!(target: "ringlog::kafka", %reason, "closing kafka connection");
@@ -306,12 +307,14 @@ fn count_encoded(answers: &AnswerBudget, outcome: &KafkaOutcome) {
 }
 
 /// Write the answers in the order their requests arrived. A request that
-/// cannot be answered closes the connection.
+/// cannot be answered, a write that fails or one that makes no progress
+/// for `limits.write_stall_timeout_ms` closes the connection.
 async fn write_answers(
     receiver: LocalReceiver<Owed>,
     mut writer: WriteHalf,
     socket: std::os::fd::RawFd,
     answers: Rc<AnswerBudget>,
+    connections: Arc<ConnectionCount>,
 ) {
     while let Some(owed) = receiver.recv().await {
         let frame = match owed.outcome().await {
@@ -324,9 +327,14 @@ async fn write_answers(
             None => break,
         };
         // TLS holds records back until flushed; plaintext: nothing to do.
-        let written = writer.write_all(&frame).await.is_ok() && writer.flush().await.is_ok();
+        let mut written = writer.write_all(&frame).await;
+        if written.is_ok() {
+            written = writer.flush().await;
+        }
         answers.written(frame.len());
-        if !written {
+        if let Err(error) = written {
+            // Failed, or no progress for `limits.write_stall_timeout_ms`.
+            count_stall(&connections, &error);
             break;
         }
     }

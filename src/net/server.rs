@@ -161,37 +161,8 @@ impl Connection {
             socket: write_fd,
             socket_open: Cell::new(true),
         });
-        let writer_queue = Rc::clone(&queue);
-        let writer = crate::runtime::spawn_local(async move {
-            let mut write_stream = write_stream;
-            while let Some((frame, _queued, counted_bytes)) = receiver.recv().await {
-                // TLS seals each write as records of its own: a head slice
-                // between two bodies would be a runt record, so an
-                // encrypted connection gets such a frame in one piece.
-                let frame = match write_stream.is_encrypted() {
-                    true => frame.joined_inside(),
-                    false => frame,
-                };
-                let mut written = Ok(());
-                for piece in frame.pieces().filter(|piece| !piece.is_empty()) {
-                    written = write_stream.write_all(piece).await;
-                    if written.is_err() {
-                        break;
-                    }
-                }
-                if written.is_ok() {
-                    // TLS holds records back until flushed; plaintext: nothing to do.
-                    written = write_stream.flush().await;
-                }
-                writer_queue.answers.written(counted_bytes);
-                if written.is_err() {
-                    break;
-                }
-            }
-            writer_queue.answers.writer_gone();
-            writer_queue.socket_open.set(false);
-            let _ = write_stream.close().await;
-        });
+        let connections = Arc::clone(&self.context.metrics.connections);
+        let writer = crate::runtime::spawn_local(write_frames(receiver, write_stream, Rc::clone(&queue), connections));
         let end = self.read_loop(stream, &sender, &queue).await;
         if let Some(session) = &self.replication {
             session.close(&self.context);
@@ -467,9 +438,12 @@ pub(crate) async fn accept_and_split(
     let tls = context.tls.server(listener);
     let peer = stream.peer_addr().ok();
     let accepted = crate::security::stream::accept(stream, tls, context.tls.handshake_timeout).await;
+    let stall_timeout = std::time::Duration::from_millis(context.config.limits.write_stall_timeout_ms);
     let split = accepted.and_then(|stream| {
         let certificate = stream.peer_certificate();
-        split(stream).map(|(reader, writer)| (reader, writer, certificate))
+        let (reader, writer) = split(stream)?;
+        writer.set_write_stall_timeout(stall_timeout)?;
+        Ok((reader, writer, certificate))
     });
     if let Err(error) = &split {
         context.metrics.connections.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
@@ -477,6 +451,57 @@ pub(crate) async fn accept_and_split(
             "connection closed before it could be served");
     }
     split.ok()
+}
+
+/// Write a connection's answers as they come. A write that fails or makes
+/// no progress for `limits.write_stall_timeout_ms` ends it: the socket is
+/// shut down both ways, so the reader, blocked on a peer that may send
+/// nothing more or waiting for room the writer will never make, ends too.
+async fn write_frames(
+    receiver: local_channel::LocalReceiver<Outgoing>,
+    mut write_stream: WriteHalf,
+    queue: Rc<ReplyQueue>,
+    connections: Arc<ConnectionCount>,
+) {
+    let mut written = Ok(());
+    while let Some((frame, _queued, counted_bytes)) = receiver.recv().await {
+        // TLS seals each write as records of its own: a head slice between
+        // two bodies would be a runt record, so an encrypted connection
+        // gets such a frame in one piece.
+        let frame = match write_stream.is_encrypted() {
+            true => frame.joined_inside(),
+            false => frame,
+        };
+        for piece in frame.pieces().filter(|piece| !piece.is_empty()) {
+            written = write_stream.write_all(piece).await;
+            if written.is_err() {
+                break;
+            }
+        }
+        if written.is_ok() {
+            // TLS holds records back until flushed; plaintext: nothing to do.
+            written = write_stream.flush().await;
+        }
+        queue.answers.written(counted_bytes);
+        if written.is_err() {
+            break;
+        }
+    }
+    queue.answers.writer_gone();
+    if let Err(error) = written {
+        count_stall(&connections, &error);
+        queue.shut_down();
+    }
+    queue.socket_open.set(false);
+    let _ = write_stream.close().await;
+}
+
+/// Count a connection closed because its peer took none of its bytes.
+pub(crate) fn count_stall(connections: &ConnectionCount, error: &std::io::Error) {
+    if error.kind() == std::io::ErrorKind::TimedOut {
+        connections.write_stalls.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(target: "ringlog::net", "closing a connection whose peer took none of its bytes");
+    }
 }
 
 /// End a connection whose read loop ended with `end`: say why where the

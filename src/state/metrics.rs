@@ -15,6 +15,9 @@ pub struct ConnectionCount {
     /// Connections closed because their TLS handshake failed or timed out
     /// (a plaintext client on a TLS port, an untrusted certificate).
     pub tls_handshake_failures: AtomicU64,
+    /// Connections closed because their peer took none of their bytes for
+    /// `limits.write_stall_timeout_ms`.
+    pub write_stalls: AtomicU64,
 }
 
 impl ConnectionCount {

@@ -1118,6 +1118,32 @@ fn a_kafka_client_that_does_not_read_its_answers_is_held_back_at_its_answer_boun
 }
 
 #[test]
+fn a_kafka_client_that_takes_none_of_its_answers_for_the_write_stall_timeout_is_disconnected() {
+    let bound = ("RINGLOG_LIMITS_MAX_ANSWER_BYTES_PER_CONNECTION", "1048576");
+    let node = start_with(1, &[bound, ("RINGLOG_LIMITS_WRITE_STALL_TIMEOUT_MS", "1000")]);
+    create_topic(&node.node, "kafka-stalled", 1);
+    crate::node::sixteen_large_batches(&node.node, "kafka-stalled");
+    let partition = FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(1 << 20);
+    let topic = FetchTopic::default()
+        .with_topic(TopicName(StrBytes::from_static_str("kafka-stalled")))
+        .with_partitions(vec![partition]);
+    let fetch = FetchRequest::default().with_max_bytes(1 << 20).with_topics(vec![topic]);
+    let mut greedy = KafkaClient::connect(&node.kafka);
+    crate::fixtures::shrink_receive_buffer(&greedy.stream);
+    for _ in 0..64 {
+        greedy.send(ApiKey::Fetch, 12, &fetch);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while crate::fixtures::metric(&node.node, "ringlog_connections") > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(crate::fixtures::metric(&node.node, "ringlog_connections"), 0, "the stalled connection is closed");
+    assert_eq!(crate::fixtures::metric(&node.node, "ringlog_write_stalls_total"), 1);
+    let other: FetchResponse = KafkaClient::connect(&node.kafka).call(ApiKey::Fetch, 12, &fetch);
+    assert!(record_bytes_per_partition(&other)[0] > 1_000_000, "everyone else is served");
+}
+
+#[test]
 fn a_long_poll_on_a_fail_stopped_partition_is_answered_without_waiting_or_spinning() {
     let node = start_with(1, &[("RINGLOG_FAULT_INJECT", "kafka-failed/0:write:0")]);
     create_topic(&node.node, "kafka-failed", 1);

@@ -199,6 +199,11 @@ impl Client {
         crate::fixtures::shrink_receive_buffer(&self.stream);
     }
 
+    /// Send nothing more (a half-closed client).
+    pub fn shut_down_writes(&self) {
+        self.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+
     /// Raw bytes onto the socket.
     pub fn send_raw(&mut self, bytes: &[u8]) {
         let _ = self.stream.write_all(bytes);
@@ -406,6 +411,57 @@ fn a_client_that_does_not_read_its_answers_is_held_back_at_its_answer_bound() {
     answered.sort_unstable();
     assert_eq!(answered, sent);
     assert_eq!(crate::fixtures::metric(&node, FETCHES_OF_SHARD_ZERO), 64);
+    assert_eq!(node.terminate(), Some(0));
+}
+
+#[test]
+fn a_client_that_takes_none_of_its_answers_for_the_write_stall_timeout_is_disconnected() {
+    let bound = ("RINGLOG_LIMITS_MAX_ANSWER_BYTES_PER_CONNECTION", "1048576");
+    let node = StandaloneNode::start_with(1, &[bound, ("RINGLOG_LIMITS_WRITE_STALL_TIMEOUT_MS", "1000")]);
+    create_topic(&node, "stalled", 1);
+    sixteen_large_batches(&node, "stalled");
+    let fetch = Request::Fetch { topic: "stalled".into(), partition: 0, offset: 0, max_bytes: 1, max_wait_ms: 0 };
+    // A slow reader, pausing for less than the timeout between answers,
+    // is not cut off: a write that makes some progress is not a stall.
+    let mut slow = node.client();
+    slow.shrink_receive_buffer();
+    let sent: Vec<u32> = (0..16).map(|_| slow.send(&fetch)).collect();
+    for _ in &sent {
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(slow.receive_frame().is_ok(), "a slow reader keeps its connection");
+    }
+    assert_eq!(crate::fixtures::metric(&node, "ringlog_write_stalls_total"), 0);
+    drop(slow);
+    // A client that asks, half-closes and never reads: its reader waits for
+    // room its writer never makes, so only the stall ends the connection.
+    let mut greedy = node.client();
+    greedy.shrink_receive_buffer();
+    for _ in 0..64 {
+        greedy.send(&fetch);
+    }
+    greedy.shut_down_writes();
+    // One that asks for less than the bound lets its reader read on, and
+    // then sends nothing: its writer's end must wake that reader.
+    let mut silent = node.client();
+    silent.shrink_receive_buffer();
+    for _ in 0..12 {
+        silent.send(&fetch);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while crate::fixtures::metric(&node, "ringlog_connections") > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(crate::fixtures::metric(&node, "ringlog_connections"), 0, "the stalled connection is closed");
+    assert_eq!(crate::fixtures::metric(&node, "ringlog_write_stalls_total"), 2);
+    let served = crate::fixtures::metric(&node, FETCHES_OF_SHARD_ZERO);
+    assert!(served < 16 + 64 + 12, "{served} fetches: the requests behind the stalls were not all run");
+    // What the sockets held arrives, then the end: not a hang.
+    for client in [&mut greedy, &mut silent] {
+        client.set_read_timeout(Duration::from_secs(5));
+        let ended = (0..64).map(|_| client.receive_frame()).find_map(Result::err).expect("the connection ends");
+        assert_ne!(ended.kind(), std::io::ErrorKind::WouldBlock, "closed, not timed out");
+    }
+    assert_eq!(list_offsets(&node, "stalled", 0).map(|offsets| offsets.log_end_offset), Some(160));
     assert_eq!(node.terminate(), Some(0));
 }
 
