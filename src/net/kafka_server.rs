@@ -333,8 +333,10 @@ async fn write_answers(
         }
         answers.written(frame.len());
         if let Err(error) = written {
-            // Failed, or no progress for `limits.write_stall_timeout_ms`.
+            // Failed, or no progress for `limits.write_stall_timeout_ms`:
+            // no goodbye (TLS's close_notify would stall again).
             count_stall(&connections, &error);
+            shut_down(socket);
             break;
         }
     }

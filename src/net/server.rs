@@ -183,7 +183,7 @@ impl Connection {
                 Ok(decoded) => decoded,
                 Err(end) => return end,
             };
-            let request = match self.admit(header.correlation_id, request, sender).await {
+            let request = match self.admit(header.correlation_id, request, sender, queue).await {
                 Ok(Some(request)) => request,
                 Ok(None) => continue,
                 Err(error) => return ReadEnd::BadInput(Some(header.correlation_id), error),
@@ -321,12 +321,13 @@ impl Connection {
         correlation_id: u32,
         request: Request,
         sender: &Rc<LocalSender<Outgoing>>,
+        queue: &ReplyQueue,
     ) -> Result<Option<Request>, ErrorResponse> {
         let replication_api = request.api_key().is_replication();
         let Some(session) = &self.replication else {
             return match replication_api {
                 true => Err(invalid("replication APIs are served on the replication listener only")),
-                false => self.admit_client(correlation_id, request, sender).await,
+                false => self.admit_client(correlation_id, request, sender, queue).await,
             };
         };
         if !replication_api {
@@ -347,7 +348,7 @@ impl Connection {
         };
         let mut frame = Vec::new();
         encode_response(correlation_id, &answer, &mut frame);
-        let _ = sender.send((FramePieces::whole(frame), None, 0)).await;
+        queue_for_writer(sender, &queue.answers, (FramePieces::whole(frame), None, 0)).await;
         Ok(None)
     }
 
@@ -359,6 +360,7 @@ impl Connection {
         correlation_id: u32,
         request: Request,
         sender: &Rc<LocalSender<Outgoing>>,
+        queue: &ReplyQueue,
     ) -> Result<Option<Request>, ErrorResponse> {
         let Some(authentication) = &self.authentication else {
             return match request {
@@ -375,7 +377,7 @@ impl Connection {
             Verdict::Refuse(error) => encode_error(correlation_id, &error, &mut frame),
             Verdict::Close(error) => return Err(error),
         }
-        let _ = sender.send((FramePieces::whole(frame), None, 0)).await;
+        queue_for_writer(sender, &queue.answers, (FramePieces::whole(frame), None, 0)).await;
         Ok(None)
     }
 
@@ -492,8 +494,10 @@ async fn write_frames(
         count_stall(&connections, &error);
         queue.shut_down();
     }
-    queue.socket_open.set(false);
+    // Closing may block (TLS sends close_notify): the socket stays open to
+    // `close`'s shutdown after its grace until then.
     let _ = write_stream.close().await;
+    queue.socket_open.set(false);
 }
 
 /// Count a connection closed because its peer took none of its bytes.
@@ -602,18 +606,26 @@ impl Answer {
             _ => {
                 self.queue.answers.encoded(reserved_bytes, bytes);
                 let queued = self.follower.map(|id| QueuedAnswer::new(self.context.progress.follower(id), bytes));
-                let sent = async { self.sender.send((frame, queued, bytes)).await.is_ok() };
-                let writer_ended = async {
-                    self.queue.answers.writer_ended().await;
-                    false
-                };
-                if !futures_lite::future::or(sent, writer_ended).await {
+                if !queue_for_writer(&self.sender, &self.queue.answers, (frame, queued, bytes)).await {
                     // The writer is gone: nobody will write (and uncount) it.
                     self.queue.answers.written(bytes);
                 }
             }
         }
     }
+}
+
+/// Queue `outgoing` for the writer, unless the writer ends first; false:
+/// not queued. A send to its full channel is never woken by its end
+/// ([`AnswerBudget::writer_ended`]): a reader or request waiting there
+/// would hold the connection forever.
+async fn queue_for_writer(sender: &LocalSender<Outgoing>, answers: &AnswerBudget, outgoing: Outgoing) -> bool {
+    let sent = async { sender.send(outgoing).await.is_ok() };
+    let writer_ended = async {
+        answers.writer_ended().await;
+        false
+    };
+    futures_lite::future::or(sent, writer_ended).await
 }
 
 /// What one topic of a topic listing may take: a name of up to 200 bytes

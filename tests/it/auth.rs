@@ -148,6 +148,40 @@ fn a_consumer_cannot_produce_but_consumes_its_topics_and_no_others() {
 }
 
 #[test]
+fn a_client_that_floods_refused_requests_and_reads_nothing_is_disconnected_at_the_write_stall() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = secured_node(dir.path(), 1, &[("RINGLOG_LIMITS_WRITE_STALL_TIMEOUT_MS", "3000")]);
+    let mut admin = logged_in(&node, "root", ADMIN_PASSWORD);
+    assert_eq!(admin.call(create("orders")), Ok(Response::CreateTopic));
+    let value = "v".repeat(100 << 10);
+    for batch in 0..8 {
+        let values: Vec<String> = (0..10).map(|record| format!("{batch}-{record}-{value}")).collect();
+        admin.call(produce_request("orders", 0, Acks::Leader, &values)).unwrap();
+    }
+    drop(admin);
+    let mut reader = logged_in(&node, "reader", "reader-password");
+    reader.shrink_receive_buffer();
+    // Answers of several MiB, more than the sockets hold: the writer
+    // blocks. Then refusals the connection's reader answers itself, more
+    // than the writer's queue takes (128): the reader waits to queue one.
+    let fetch = Request::Fetch { topic: "orders".into(), partition: 0, offset: 0, max_bytes: 8 << 20, max_wait_ms: 0 };
+    for _ in 0..4 {
+        reader.send(&fetch);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let refused = produce_request("orders", 0, Acks::Leader, &["mine".to_string()]);
+    for _ in 0..300 {
+        reader.send(&refused);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while metric(&node, "ringlog_connections") > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(metric(&node, "ringlog_connections"), 0, "the reader waiting to queue a refusal ends with the writer");
+    assert_eq!(metric(&node, "ringlog_write_stalls_total"), 1);
+}
+
+#[test]
 fn a_producer_cannot_delete_topics_but_an_admin_can() {
     let dir = tempfile::tempdir().unwrap();
     let node = secured_node(dir.path(), 2, &[]);

@@ -526,6 +526,62 @@ fn a_corrupt_record_from_a_client_that_stopped_reading_still_frees_its_connectio
 }
 
 #[test]
+fn a_tls_kafka_client_that_stops_reading_is_closed_without_a_goodbye_that_stalls_again() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{ApiKey, FetchRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new(dir.path(), "ringlog-test");
+    let kafka = free_address();
+    let stall = ("RINGLOG_LIMITS_WRITE_STALL_TIMEOUT_MS", "3000");
+    let node = tls_node(dir.path(), &authority.server(dir.path(), "node"), &[("RINGLOG_KAFKA_LISTEN", &kafka), stall]);
+    let tls = authority.client_tls(None);
+    let create = Request::CreateTopic { name: "large".into(), settings: TopicSettings::default() };
+    call(&node.address, &tls, &create).unwrap();
+    let value = "v".repeat(256 << 10);
+    let produce = crate::node::produce_request("large", 0, ringlog::protocol::Acks::Leader, &vec![value; 4]);
+    call(&node.address, &tls, &produce).unwrap();
+    // 12 fetches of 1 MiB each, more than the sockets hold, and far less
+    // than the answer bound: the node's reader reads them all and then
+    // waits on a client that sends nothing more, and only the writer's
+    // stall can end the connection.
+    let config = tls.clone().unwrap();
+    let name = ringlog::security::tls::server_name(&kafka).unwrap();
+    let session = rustls::ClientConnection::new(config, name).unwrap();
+    let mut stream = rustls::StreamOwned::new(session, std::net::TcpStream::connect(&kafka).unwrap());
+    crate::fixtures::shrink_receive_buffer(&stream.sock);
+    let partition = FetchPartition::default().with_partition(0).with_partition_max_bytes(1 << 20);
+    let topic = FetchTopic::default()
+        .with_topic(TopicName(StrBytes::from_static_str("large")))
+        .with_partitions(vec![partition]);
+    let fetch = FetchRequest::default().with_max_bytes(1 << 20).with_topics(vec![topic]);
+    for correlation_id in 1..=12 {
+        let frame = crate::kafka::request_frame(ApiKey::Fetch, 12, correlation_id, &fetch);
+        stream.write_all(&(frame.len() as i32).to_be_bytes()).unwrap();
+        stream.write_all(&frame).unwrap();
+    }
+    stream.flush().unwrap();
+    let started = Instant::now();
+    let open_connections = || {
+        let (_, metrics) = admin_get(&node, &tls, "/metrics").unwrap();
+        metric(&metrics, "ringlog_connections")
+    };
+    while open_connections() > 0 {
+        assert!(started.elapsed() < Duration::from_secs(20), "the stalled connection was never freed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // When the timer fires the socket may take a last few bytes (room
+    // below what wakes a writer), which restarts it once: two timeouts.
+    // A goodbye (TLS close_notify) to a peer that reads nothing would
+    // stall a third time.
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_millis(7_800), "closed within two stall timeouts: {elapsed:?}");
+    let (_, metrics) = admin_get(&node, &tls, "/metrics").unwrap();
+    assert_eq!(metric(&metrics, "ringlog_write_stalls_total"), 1);
+    drop(stream);
+}
+
+#[test]
 fn a_client_certificate_that_names_a_user_authenticates_as_that_user() {
     use ringlog::security::Role;
     let dir = tempfile::tempdir().unwrap();
