@@ -157,15 +157,22 @@ fn a_stopped_follower_holds_commits_only_until_it_leaves_the_in_sync_set_and_cop
     // Followers hear of a commit on their next read and copy it at once:
     // well within the once-a-second mirror this replaced.
     let mut took: Vec<Duration> = Vec::new();
+    let mut checked = 0;
     for offset in 1..=5 {
+        let before = in_sync_ids(&a);
         let (answer, elapsed) = timed_commit(&a, offset);
         assert_eq!(answer, Ok(Response::CommitOffset));
-        for node in [&b, &c] {
+        let after = in_sync_ids(&a);
+        // A follower a loaded machine slowed past replica_lag_max_ms left
+        // the set meanwhile, and the commit rightly did not wait for it.
+        for (id, node) in [(2, &b), (3, &c)].into_iter().filter(|(id, _)| before.contains(id) && after.contains(id)) {
             let stored = committed(node);
-            assert_eq!(stored, Some(CommittedState::Valid(offset)), "every in-sync follower stored it before the ack");
+            assert_eq!(stored, Some(CommittedState::Valid(offset)), "in-sync follower {id} stored it before the ack");
+            checked += 1;
         }
         took.push(elapsed);
     }
+    assert!(checked >= 5, "followers were in sync for only {checked} of 10 checks");
     took.sort();
     eprintln!("commit acknowledged by both followers in {took:?}");
     assert!(took[2] < Duration::from_millis(500), "median commit {:?}", took[2]);
