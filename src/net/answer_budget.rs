@@ -143,6 +143,11 @@ impl AnswerBudget {
         self.writer_ended.notify_all();
     }
 
+    /// Whether the writer has ended.
+    pub(crate) fn writer_is_gone(&self) -> bool {
+        self.writer_gone.get()
+    }
+
     /// Completes once the writer has ended. A send to its full channel
     /// races this: when the receiver goes, glommio's channel wakes its
     /// blocked senders, but they find it still full and wait again, so a

@@ -185,6 +185,8 @@ impl Connection {
             };
             let request = match self.admit(header.correlation_id, request, sender, queue).await {
                 Ok(Some(request)) => request,
+                // Answered here, or not: nobody writes any more.
+                Ok(None) if queue.answers.writer_is_gone() => return ReadEnd::Closed,
                 Ok(None) => continue,
                 Err(error) => return ReadEnd::BadInput(Some(header.correlation_id), error),
             };
@@ -616,9 +618,9 @@ impl Answer {
 }
 
 /// Queue `outgoing` for the writer, unless the writer ends first; false:
-/// not queued. A send to its full channel is never woken by its end
-/// ([`AnswerBudget::writer_ended`]): a reader or request waiting there
-/// would hold the connection forever.
+/// not queued. A send to its full channel, woken by the writer's end,
+/// finds it still full and waits again ([`AnswerBudget::writer_ended`]):
+/// a reader or request waiting there would hold the connection forever.
 async fn queue_for_writer(sender: &LocalSender<Outgoing>, answers: &AnswerBudget, outgoing: Outgoing) -> bool {
     let sent = async { sender.send(outgoing).await.is_ok() };
     let writer_ended = async {

@@ -112,9 +112,19 @@ impl ReplicaConnection {
         self.shared.pending.borrow_mut().insert(correlation_id, (request.api_key(), sender));
         let mut frame = Vec::new();
         encode_request(correlation_id, request, &mut frame);
-        if self.frames.send(frame).await.is_err() {
+        // Bounded too: glommio never wakes a send to a full channel for
+        // good once the writer is gone (it wakes it, finds it full, and it
+        // waits again), and a leader that stopped reading fills it.
+        let sent = async { self.frames.send(frame).await.is_ok() };
+        let queue_full = async {
+            crate::runtime::sleep(self.call_timeout).await;
+            false
+        };
+        if !futures_lite::future::or(sent, queue_full).await {
             self.shared.pending.borrow_mut().remove(&correlation_id);
-            return Err(CallError::Connection("writer gone".into()));
+            let reason = format!("request not sent within {} ms", self.call_timeout.as_millis());
+            fail_all(&self.shared, reason.clone());
+            return Err(CallError::Connection(reason));
         }
         let answer = futures_lite::future::or(async { Some(receiver.recv().await) }, async {
             crate::runtime::sleep(self.call_timeout).await;

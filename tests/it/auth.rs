@@ -168,7 +168,13 @@ fn a_client_that_floods_refused_requests_and_reads_nothing_is_disconnected_at_th
     for _ in 0..4 {
         reader.send(&fetch);
     }
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let fetches = crate::node::FETCHES_OF_SHARD_ZERO;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while metric(&node, fetches) < 4 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(metric(&node, fetches), 4, "the answers are queued before the refusals");
+    std::thread::sleep(std::time::Duration::from_millis(200));
     let refused = produce_request("orders", 0, Acks::Leader, &["mine".to_string()]);
     for _ in 0..300 {
         reader.send(&refused);
