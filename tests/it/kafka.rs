@@ -1088,16 +1088,26 @@ fn a_request_that_closes_the_connection_stops_the_requests_pipelined_after_it() 
     assert!(!format!("{topics:?}").contains("after-the-failure"), "nothing after the failure ran: {topics:?}");
 }
 
+/// A one-shard node whose answer bound is 1 MiB (and `extra` settings), a
+/// topic of sixteen batches of about 1 MiB, and a fetch of one of them.
+fn sixteen_large_batches_behind_a_small_answer_bound(
+    topic: &'static str,
+    extra: &[(&str, &str)],
+) -> (KafkaNode, FetchRequest) {
+    let mut settings = vec![("RINGLOG_LIMITS_MAX_ANSWER_BYTES_PER_CONNECTION", "1048576")];
+    settings.extend_from_slice(extra);
+    let node = start_with(1, &settings);
+    create_topic(&node.node, topic, 1);
+    crate::node::sixteen_large_batches(&node.node, topic);
+    let partition = FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(1 << 20);
+    let topic =
+        FetchTopic::default().with_topic(TopicName(StrBytes::from_static_str(topic))).with_partitions(vec![partition]);
+    (node, FetchRequest::default().with_max_bytes(1 << 20).with_topics(vec![topic]))
+}
+
 #[test]
 fn a_kafka_client_that_does_not_read_its_answers_is_held_back_at_its_answer_bound() {
-    let node = start_with(1, &[("RINGLOG_LIMITS_MAX_ANSWER_BYTES_PER_CONNECTION", "1048576")]);
-    create_topic(&node.node, "kafka-unread", 1);
-    crate::node::sixteen_large_batches(&node.node, "kafka-unread");
-    let partition = FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(1 << 20);
-    let topic = FetchTopic::default()
-        .with_topic(TopicName(StrBytes::from_static_str("kafka-unread")))
-        .with_partitions(vec![partition]);
-    let fetch = FetchRequest::default().with_max_bytes(1 << 20).with_topics(vec![topic]);
+    let (node, fetch) = sixteen_large_batches_behind_a_small_answer_bound("kafka-unread", &[]);
     // 64 fetches of about 1 MiB each, pipelined, none of the answers read.
     let mut greedy = KafkaClient::connect(&node.kafka);
     crate::fixtures::shrink_receive_buffer(&greedy.stream);
@@ -1119,15 +1129,8 @@ fn a_kafka_client_that_does_not_read_its_answers_is_held_back_at_its_answer_boun
 
 #[test]
 fn a_kafka_client_that_takes_none_of_its_answers_for_the_write_stall_timeout_is_disconnected() {
-    let bound = ("RINGLOG_LIMITS_MAX_ANSWER_BYTES_PER_CONNECTION", "1048576");
-    let node = start_with(1, &[bound, ("RINGLOG_LIMITS_WRITE_STALL_TIMEOUT_MS", "1000")]);
-    create_topic(&node.node, "kafka-stalled", 1);
-    crate::node::sixteen_large_batches(&node.node, "kafka-stalled");
-    let partition = FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(1 << 20);
-    let topic = FetchTopic::default()
-        .with_topic(TopicName(StrBytes::from_static_str("kafka-stalled")))
-        .with_partitions(vec![partition]);
-    let fetch = FetchRequest::default().with_max_bytes(1 << 20).with_topics(vec![topic]);
+    let stall = ("RINGLOG_LIMITS_WRITE_STALL_TIMEOUT_MS", "1000");
+    let (node, fetch) = sixteen_large_batches_behind_a_small_answer_bound("kafka-stalled", &[stall]);
     let mut greedy = KafkaClient::connect(&node.kafka);
     crate::fixtures::shrink_receive_buffer(&greedy.stream);
     for _ in 0..64 {

@@ -479,24 +479,34 @@ fn a_node_reaches_etcd_over_mutual_tls_with_a_user_and_a_wrong_password_keeps_it
     assert!(!log.contains("wrong-password"), "the password is never logged");
 }
 
-#[test]
-fn a_corrupt_record_from_a_client_that_stopped_reading_still_frees_its_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let authority = Authority::new(dir.path(), "ringlog-test");
-    let node = tls_node(dir.path(), &authority.server(dir.path(), "node"), &[]);
+/// A TLS node (with `extra` settings) holding one batch of 1 MiB in topic
+/// `large`, and a client configuration that trusts it.
+fn tls_node_with_a_large_batch(dir: &Path, extra: &[(&str, &str)]) -> (Node, ClientTls) {
+    let authority = Authority::new(dir, "ringlog-test");
+    let node = tls_node(dir, &authority.server(dir, "node"), extra);
     let tls = authority.client_tls(None);
     let create = Request::CreateTopic { name: "large".into(), settings: TopicSettings::default() };
     call(&node.address, &tls, &create).unwrap();
     let value = "v".repeat(256 << 10);
     let produce = crate::node::produce_request("large", 0, ringlog::protocol::Acks::Leader, &vec![value; 4]);
     call(&node.address, &tls, &produce).unwrap();
+    (node, tls)
+}
+
+/// A blocking TLS connection to `address`, trusting what `tls` trusts.
+fn tls_stream(tls: &ClientTls, address: &str) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    let name = ringlog::security::tls::server_name(address).unwrap();
+    let session = rustls::ClientConnection::new(tls.clone().unwrap(), name).unwrap();
+    rustls::StreamOwned::new(session, std::net::TcpStream::connect(address).unwrap())
+}
+
+#[test]
+fn a_corrupt_record_from_a_client_that_stopped_reading_still_frees_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, tls) = tls_node_with_a_large_batch(dir.path(), &[]);
     // A TLS client that asks for megabytes and reads none of it: the
     // node's writer blocks on the full socket.
-    let config = tls.clone().unwrap();
-    let name = ringlog::security::tls::server_name(&node.address).unwrap();
-    let session = rustls::ClientConnection::new(config, name).unwrap();
-    let socket = std::net::TcpStream::connect(&node.address).unwrap();
-    let mut stream = rustls::StreamOwned::new(session, socket);
+    let mut stream = tls_stream(&tls, &node.address);
     for correlation_id in 1..=64 {
         let fetch =
             Request::Fetch { topic: "large".into(), partition: 0, offset: 0, max_bytes: 1 << 20, max_wait_ms: 0 };
@@ -531,24 +541,14 @@ fn a_tls_kafka_client_that_stops_reading_is_closed_without_a_goodbye_that_stalls
     use kafka_protocol::messages::{ApiKey, FetchRequest, TopicName};
     use kafka_protocol::protocol::StrBytes;
     let dir = tempfile::tempdir().unwrap();
-    let authority = Authority::new(dir.path(), "ringlog-test");
     let kafka = free_address();
     let stall = ("RINGLOG_LIMITS_WRITE_STALL_TIMEOUT_MS", "3000");
-    let node = tls_node(dir.path(), &authority.server(dir.path(), "node"), &[("RINGLOG_KAFKA_LISTEN", &kafka), stall]);
-    let tls = authority.client_tls(None);
-    let create = Request::CreateTopic { name: "large".into(), settings: TopicSettings::default() };
-    call(&node.address, &tls, &create).unwrap();
-    let value = "v".repeat(256 << 10);
-    let produce = crate::node::produce_request("large", 0, ringlog::protocol::Acks::Leader, &vec![value; 4]);
-    call(&node.address, &tls, &produce).unwrap();
+    let (node, tls) = tls_node_with_a_large_batch(dir.path(), &[("RINGLOG_KAFKA_LISTEN", &kafka), stall]);
     // 12 fetches of 1 MiB each, more than the sockets hold, and far less
     // than the answer bound: the node's reader reads them all and then
     // waits on a client that sends nothing more, and only the writer's
     // stall can end the connection.
-    let config = tls.clone().unwrap();
-    let name = ringlog::security::tls::server_name(&kafka).unwrap();
-    let session = rustls::ClientConnection::new(config, name).unwrap();
-    let mut stream = rustls::StreamOwned::new(session, std::net::TcpStream::connect(&kafka).unwrap());
+    let mut stream = tls_stream(&tls, &kafka);
     crate::fixtures::shrink_receive_buffer(&stream.sock);
     let partition = FetchPartition::default().with_partition(0).with_partition_max_bytes(1 << 20);
     let topic = FetchTopic::default()
