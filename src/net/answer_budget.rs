@@ -148,6 +148,16 @@ impl AnswerBudget {
         self.writer_gone.get()
     }
 
+    /// `send` (a send to the writer's channel, true when queued), unless
+    /// the writer ends first: false then.
+    pub(crate) async fn unless_writer_ended(&self, send: impl std::future::Future<Output = bool>) -> bool {
+        let writer_ended = async {
+            self.writer_ended().await;
+            false
+        };
+        futures_lite::future::or(send, writer_ended).await
+    }
+
     /// Completes once the writer has ended. A send to its full channel
     /// races this: when the receiver goes, glommio's channel wakes its
     /// blocked senders, but they find it still full and wait again, so a

@@ -198,12 +198,8 @@ async fn read_requests(
             }
         };
         let failed = answer.failed() || !keep_open;
-        let sent = async { sender.send(answer).await.is_ok() };
-        let writer_ended = async {
-            answers.writer_ended().await;
-            false
-        };
-        if !futures_lite::future::or(sent, writer_ended).await || failed {
+        let sent = answers.unless_writer_ended(async { sender.send(answer).await.is_ok() }).await;
+        if !sent || failed {
             // The writer ended (the socket failed), this request cannot
             // be answered, or authentication failed: the writer closes
             // after what it owes.

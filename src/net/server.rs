@@ -622,12 +622,7 @@ impl Answer {
 /// finds it still full and waits again ([`AnswerBudget::writer_ended`]):
 /// a reader or request waiting there would hold the connection forever.
 async fn queue_for_writer(sender: &LocalSender<Outgoing>, answers: &AnswerBudget, outgoing: Outgoing) -> bool {
-    let sent = async { sender.send(outgoing).await.is_ok() };
-    let writer_ended = async {
-        answers.writer_ended().await;
-        false
-    };
-    futures_lite::future::or(sent, writer_ended).await
+    answers.unless_writer_ended(async { sender.send(outgoing).await.is_ok() }).await
 }
 
 /// What one topic of a topic listing may take: a name of up to 200 bytes

@@ -131,7 +131,9 @@ impl WriteHalf {
     /// Fail a write that makes no progress for `timeout` with `TimedOut`:
     /// glommio arms the timer when a write would block and disarms it when
     /// one goes through, so a slow reader is not cut off, only one that
-    /// takes nothing. Covers TLS too (its records go out through `socket`).
+    /// takes nothing (a last few bytes taken when the timer fires restart
+    /// it once: one to two timeouts). Covers TLS too (its records go out
+    /// through `socket`).
     pub fn set_write_stall_timeout(&self, timeout: Duration) -> io::Result<()> {
         self.socket.set_write_timeout(Some(timeout)).map_err(io::Error::from)
     }
