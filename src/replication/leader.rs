@@ -199,7 +199,7 @@ impl FollowerLag {
                 }
                 None if records == 0 => {}
                 None => {
-                    lag.caught_up_ms = lag.caught_up_ms.min(owned.replication.opened_ms());
+                    lag.caught_up_ms = lag.caught_up_ms.min(owned.replication.empty_since_ms());
                     lag.records += records;
                     lag.bytes += snapshot.size_bytes;
                 }

@@ -72,7 +72,8 @@ impl FetchWake {
 /// Replication state of one partition.
 #[derive(Debug)]
 pub struct PartitionReplication {
-    opened_ms: u64,
+    /// See [`PartitionReplication::empty_since_ms`].
+    empty_since_ms: u64,
     followers: RefCell<HashMap<u64, FollowerPosition>>,
     high_watermark: Cell<u64>,
     learned_high_watermark: Cell<u64>,
@@ -107,10 +108,27 @@ pub struct PartitionReplication {
     pub commits: CommitReplication,
 }
 
+impl PartitionReplication {
+    /// The state of a partition this node opens now, `empty` or with
+    /// records already in it.
+    pub fn opening(empty: bool) -> PartitionReplication {
+        // At least 1: 0 means "opened with records", and the clock reads 0
+        // in its first millisecond.
+        let empty_since_ms = if empty { crate::runtime::clock::monotonic_ms().max(1) } else { 0 };
+        PartitionReplication { empty_since_ms, ..PartitionReplication::default() }
+    }
+
+    /// The state of a partition this node opened empty at `opened_ms`.
+    #[cfg(test)]
+    pub fn opened_empty_at(opened_ms: u64) -> PartitionReplication {
+        PartitionReplication { empty_since_ms: opened_ms, ..PartitionReplication::default() }
+    }
+}
+
 impl Default for PartitionReplication {
     fn default() -> Self {
         PartitionReplication {
-            opened_ms: crate::runtime::clock::monotonic_ms(),
+            empty_since_ms: crate::runtime::clock::monotonic_ms(),
             followers: RefCell::default(),
             high_watermark: Cell::default(),
             learned_high_watermark: Cell::default(),
@@ -203,22 +221,33 @@ impl PartitionReplication {
         self.watching.set(false);
     }
 
-    /// When this node opened the partition (`monotonic_ms`): a follower
-    /// that has not read a new partition yet counts as caught up as of then.
-    pub fn opened_ms(&self) -> u64 {
-        self.opened_ms
+    /// When this node opened the partition empty (`monotonic_ms`), or 0
+    /// when it opened it with records: a follower counts as caught up as of
+    /// then until a read shows it caught up later. A partition opened with
+    /// records (at start, or put back after a failed deletion) may hold
+    /// records acknowledged without a follower now joining; only a read
+    /// shows that follower has them.
+    pub fn empty_since_ms(&self) -> u64 {
+        self.empty_since_ms
     }
 
     /// Record a follower's fetch from `offset` while the leader's log ends
     /// at `log_end_offset` (Kafka's rule: caught up now if it has
     /// everything; caught up as of its previous fetch if it has everything
     /// that fetch could have returned).
+    ///
+    /// A follower's first fetch in a term that finds it behind leaves it
+    /// caught up as it counted before that fetch (`empty_since_ms`): the
+    /// first fetch of a topic created a moment ago is behind as soon as a
+    /// record was produced, and counting it as never caught up dropped
+    /// every follower from the in-sync set for the round trip until its
+    /// next fetch (and a leader killed then left the cluster leaderless).
     pub fn record_fetch(&self, follower: u64, offset: u64, log_end_offset: u64, now_ms: u64) {
         let mut followers = self.followers.borrow_mut();
         let entry = followers.entry(follower).or_insert(FollowerPosition {
             offset,
             fetched_ms: now_ms,
-            caught_up_ms: 0,
+            caught_up_ms: self.empty_since_ms,
             previous_end_offset: u64::MAX,
             previous_fetch_ms: now_ms,
         });
@@ -606,14 +635,34 @@ mod tests {
 
     #[test]
     fn caught_up_follows_kafkas_rule() {
-        let state = PartitionReplication::default();
+        let state = PartitionReplication::opened_empty_at(4);
         state.record_fetch(2, 0, 100, 10);
-        assert_eq!(state.follower(2).unwrap().caught_up_ms, 0, "behind");
+        assert_eq!(state.follower(2).unwrap().caught_up_ms, 4, "behind: caught up as of the opening, no later");
         state.record_answer(2, 100, 11);
         state.record_fetch(2, 100, 150, 20);
         assert_eq!(state.follower(2).unwrap().caught_up_ms, 11, "has what the previous answer could carry");
         state.record_answer(2, 150, 21);
         state.record_fetch(2, 150, 150, 30);
         assert_eq!(state.follower(2).unwrap().caught_up_ms, 30, "has everything");
+    }
+
+    #[test]
+    fn a_first_fetch_behind_in_a_partition_opened_with_records_proves_nothing() {
+        let state = PartitionReplication::opening(false);
+        assert_eq!(state.empty_since_ms(), 0);
+        state.record_fetch(2, 0, 5, 90_000);
+        assert_eq!(state.follower(2).unwrap().caught_up_ms, 0, "only a read shows it has the records");
+    }
+
+    #[test]
+    fn a_first_fetch_behind_in_a_partition_opened_long_after_the_term_began_is_not_counted_as_never_caught_up() {
+        let opened_ms = 60_000;
+        let state = PartitionReplication::opened_empty_at(opened_ms);
+        state.record_fetch(2, 0, 5, opened_ms + 40);
+        let position = state.follower(2).unwrap();
+        assert_eq!(position.caught_up_ms, opened_ms, "as it counted before its first fetch");
+        state.record_answer(2, 5, opened_ms + 41);
+        state.record_fetch(2, 5, 5, opened_ms + 45);
+        assert_eq!(state.follower(2).unwrap().caught_up_ms, opened_ms + 45);
     }
 }

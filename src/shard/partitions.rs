@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::rc::Rc;
 
+use super::partition_replication::PartitionReplication;
 use super::topics::TopicMeta;
 use super::{owner_of, ShardId};
 use crate::storage::{PartitionLog, StorageConfig, StorageResult};
@@ -18,7 +19,7 @@ pub struct OwnedPartition {
     /// Settings of its topic.
     pub meta: std::sync::Arc<TopicMeta>,
     /// Follower positions and high watermark.
-    pub replication: crate::shard::partition_replication::PartitionReplication,
+    pub replication: PartitionReplication,
     /// Batch bytes consumers' fetches returned (the console's consume rate).
     pub fetched_bytes: std::cell::Cell<u64>,
 }
@@ -57,11 +58,13 @@ impl ShardPartitions {
             let dir = TopicMeta::partition_dir(data_dir, &meta.name, partition);
             let faults = super::faults::injector_for(&meta.name, partition);
             let log = PartitionLog::open(&dir, config.clone(), faults).await?;
+            let snapshot = log.snapshot();
+            let empty = snapshot.log_end_offset == snapshot.log_start_offset;
             let owned = Rc::new(OwnedPartition {
                 partition,
                 log,
                 meta: meta.clone(),
-                replication: Default::default(),
+                replication: PartitionReplication::opening(empty),
                 fetched_bytes: Default::default(),
             });
             self.map.borrow_mut().insert((meta.name.clone(), partition), owned);
@@ -93,5 +96,43 @@ impl ShardPartitions {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::storage::batch::BatchBuilder;
+    use crate::storage::AppendMode;
+
+    #[test]
+    fn only_a_partition_opened_empty_counts_followers_caught_up_as_of_its_opening() {
+        crate::runtime::block_on_executor("partitions-test", || async {
+            let dir = tempfile::tempdir().unwrap();
+            let meta =
+                TopicMeta { name: "t".into(), partitions: 1, retention_bytes: 0, retention_ms: 0, segment_bytes: 0 };
+            let meta = Arc::new(meta);
+            let defaults = StorageConfig::default();
+            let partitions = ShardPartitions::default();
+            partitions.open_topic(0, 1, dir.path(), Arc::clone(&meta), &defaults).await.unwrap();
+            let owned = partitions.get("t", 0).unwrap();
+            assert!(owned.replication.empty_since_ms() > 0, "opened empty: nothing a follower lacks");
+            let mut builder = BatchBuilder::new();
+            builder.push(crate::runtime::clock::wall_ms(), None, b"v", &[]);
+            let mut batch = builder.finish().to_vec();
+            let durable = owned.log.append(&mut batch, AppendMode::Leader { leader_epoch: 1 }).await.unwrap();
+            assert_eq!(durable.next_offset, 1);
+            owned.log.close().await.unwrap();
+            drop(owned);
+            partitions.drop_topic("t").await.unwrap();
+
+            partitions.open_topic(0, 1, dir.path(), meta, &defaults).await.unwrap();
+            let owned = partitions.get("t", 0).unwrap();
+            assert_eq!(owned.log.snapshot().log_end_offset, 1);
+            assert_eq!(owned.replication.empty_since_ms(), 0, "opened with a record only a read shows a follower has");
+        })
+        .unwrap();
     }
 }

@@ -10,7 +10,7 @@ use kafka_protocol::messages::{ApiKey, GroupId, OffsetCommitRequest, OffsetCommi
 use kafka_protocol::protocol::StrBytes;
 use ringlog::protocol::{Acks, CommittedState, Request, Response};
 
-use crate::cluster::{health, wait_for, Cluster, Member};
+use crate::cluster::{health, log_of, wait_for, Cluster, Member};
 use crate::fixtures::{create_topic, in_sync_ids, nodes_view};
 use crate::kafka::{require_python_module, spawn_script_lines, KafkaClient};
 use crate::node::{produce_request, Node};
@@ -82,14 +82,26 @@ fn committed(node: &Node) -> Option<CommittedState> {
     }
 }
 
-/// Index of the node that leads now (the others follow it).
-fn wait_for_leader(nodes: &[Option<Node>; 3]) -> usize {
-    let mut found = None;
-    wait_for(Duration::from_secs(60), "a new leader", || {
-        found = (0..3).find(|&index| nodes[index].as_ref().is_some_and(|node| health(node)["role"] == "leader"));
-        found.is_some()
-    });
-    found.unwrap()
+/// Index of the node that leads now (the others follow it); on a timeout
+/// the panic carries what each node says of itself and the end of its log.
+fn wait_for_leader(nodes: &[Option<Node>; 3], members: &[Member]) -> usize {
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        let found = (0..3).find(|&index| nodes[index].as_ref().is_some_and(|node| health(node)["role"] == "leader"));
+        if let Some(index) = found {
+            return index;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let report: Vec<String> = (0..3)
+        .map(|index| {
+            let said = nodes[index].as_ref().map_or("killed".to_string(), |node| health(node).to_string());
+            let log = log_of(&members[index]);
+            let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+            format!("node {index}: {said}\n{}", tail.join("\n"))
+        })
+        .collect();
+    panic!("timed out after 60s waiting for a new leader\n{}", report.join("\n\n"))
 }
 
 #[test]
@@ -117,7 +129,7 @@ fn a_commit_acknowledged_just_before_the_leader_is_sigkilled_is_served_by_the_ne
             let _ = script.wait();
         }
         let killed = leader;
-        leader = wait_for_leader(&nodes);
+        leader = wait_for_leader(&nodes, &members);
         let new_leader = nodes[leader].as_ref().unwrap();
         let mut seen = None;
         wait_for(Duration::from_secs(30), "the new leader to answer FetchOffset", || {
