@@ -147,8 +147,10 @@ pub fn replica_group_offsets(
 
 /// Publish how far each known follower is on this shard's partitions (run
 /// every [`PROGRESS_INTERVAL`] while leading): the oldest caught-up time (a
-/// partition the follower never fetched counts as never caught up unless it
-/// is empty), records and estimated bytes behind, the latest fetch.
+/// partition the follower has not fetched in this term counts from when
+/// this node opened it empty, as never caught up if it opened with records,
+/// and not at all while it holds none), records and estimated bytes
+/// behind, the latest fetch.
 pub fn publish_follower_progress(context: &ShardContext) {
     let now = monotonic_ms();
     let partitions = context.partitions.all();

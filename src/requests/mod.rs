@@ -129,7 +129,7 @@ async fn execute(context: &Rc<ShardContext>, request: Request, placed: Option<Pl
             Ok(offsets::fetch_offset(&*context.owned(&topic, partition)?, &group))
         }
         Request::FindOffset { topic, partition, timestamp_ms } => {
-            offsets::find_offset(&*context.owned(&topic, partition)?, timestamp_ms).await
+            offsets::find_offset(context, &*context.owned(&topic, partition)?, timestamp_ms).await
         }
         Request::GroupOffsets { topic, partition } => {
             context.write_epoch()?;

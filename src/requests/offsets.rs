@@ -1,7 +1,7 @@
 //! Consumer-group offsets and offset lookups on one partition.
 
 use crate::protocol::{CommittedState, Response};
-use crate::replication::acks;
+use crate::replication::{acks, high_watermark};
 use crate::shard::context::ShardContext;
 use crate::shard::mesh::Outcome;
 use crate::shard::partitions::OwnedPartition;
@@ -30,10 +30,17 @@ pub fn fetch_offset(owned: &OwnedPartition, group: &str) -> Response {
     Response::FetchOffset(committed_state(owned.log.committed_offset(group)))
 }
 
-/// The first offset whose timestamp is at or after `timestamp_ms`.
-pub async fn find_offset(owned: &OwnedPartition, timestamp_ms: i64) -> Outcome {
+/// The first offset whose timestamp is at or after `timestamp_ms`, among
+/// the records consumers may read: one at or past the high watermark is
+/// "none" (as Kafka's ListOffsets answers). The log searches to its
+/// durable end, and in a cluster that holds records no follower has yet; a
+/// consumer sent there waits for records a new leader may never have.
+/// The watermark is read after the search: it only rises, so the newest
+/// value admits every record the search could have found readable.
+pub async fn find_offset(context: &ShardContext, owned: &OwnedPartition, timestamp_ms: i64) -> Outcome {
     let offset = owned.log.find_offset_by_timestamp(timestamp_ms).await.map_err(storage_error)?;
-    Ok(Response::FindOffset { offset })
+    let high_watermark = high_watermark::for_consumers(owned, &context.cluster)?;
+    Ok(Response::FindOffset { offset: offset.filter(|&offset| offset < high_watermark) })
 }
 
 /// Every group's committed offset (followers mirror them).

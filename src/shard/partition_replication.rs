@@ -128,7 +128,9 @@ impl PartitionReplication {
 impl Default for PartitionReplication {
     fn default() -> Self {
         PartitionReplication {
-            empty_since_ms: crate::runtime::clock::monotonic_ms(),
+            // As if opened with records: nobody counts as caught up
+            // before a read shows it (`opening` says otherwise).
+            empty_since_ms: 0,
             followers: RefCell::default(),
             high_watermark: Cell::default(),
             learned_high_watermark: Cell::default(),

@@ -416,9 +416,23 @@ fn a_deposed_leader_truncates_what_only_it_had_and_idempotent_retries_keep_their
     unsafe { libc::kill(b.pid() as i32, libc::SIGSTOP) };
     // b's outstanding read is answered with the first record (it waits in
     // b's socket buffer and b applies it when it resumes); the second is on a alone.
-    assert!(produce_acks(&a, "t", 0, &["only-on-a-1".into()], Acks::Leader).is_ok());
+    // Stamped later than every record before them (1_700_000_000_000).
+    let only_on_a_ms = 1_800_000_000_000;
+    let only_on_a = |value: &str| {
+        let mut builder = ringlog::storage::batch::BatchBuilder::new();
+        builder.push(only_on_a_ms, None, value.as_bytes(), &[]);
+        let batch = builder.finish().to_vec();
+        a.client().call(Request::Produce { topic: "t".into(), partition: 0, acks: Acks::Leader, batch })
+    };
+    assert!(only_on_a("only-on-a-1").is_ok());
     std::thread::sleep(Duration::from_millis(300));
-    assert!(produce_acks(&a, "t", 0, &["only-on-a-2".into()], Acks::Leader).is_ok());
+    assert!(only_on_a("only-on-a-2").is_ok());
+    // A search by time finds only what consumers may read: the records
+    // past the high watermark are not found, as they are not served.
+    assert_eq!(high_watermark(&a, "t", 0), Some(1));
+    let find = |timestamp_ms| Request::FindOffset { topic: "t".into(), partition: 0, timestamp_ms };
+    assert_eq!(a.client().call(find(only_on_a_ms)), Ok(Response::FindOffset { offset: None }));
+    assert_eq!(a.client().call(find(0)), Ok(Response::FindOffset { offset: Some(0) }));
     let a_epoch = health(&a)["leader_epoch"].as_u64().unwrap();
     a.kill();
     // SAFETY: as above.
@@ -685,4 +699,43 @@ fn no_consumer_sees_the_high_watermark_fall_after_every_node_is_killed_and_one_r
     assert_eq!(health(&b)["role"], "leader");
     let (_, records) = read_partition(&b, "t", 0);
     assert_eq!(records.len(), 20, "every acknowledged record is served again");
+}
+
+#[test]
+fn a_followers_first_read_of_a_new_topic_that_finds_it_behind_keeps_it_in_sync() {
+    let lag_max = Duration::from_millis(5_000);
+    let cluster = Cluster::with_replication(lag_max.as_millis() as u64, 1);
+    let (_members, [a, b]) = cluster.start_in_sync();
+    // Old enough a term that its start no longer counts as b's catch-up.
+    let started = Instant::now();
+    std::thread::sleep(lag_max + Duration::from_millis(500));
+    // b stops with everything copied: it stays in sync for lag_max from here.
+    // SAFETY: signals to our own child process.
+    unsafe { libc::kill(b.pid() as i32, libc::SIGSTOP) };
+    let stopped = Instant::now();
+    create_topic(&a, "fresh", 1);
+    assert!(produce_acks(&a, "fresh", 0, &["first".into()], Acks::Leader).is_ok());
+    // In b's name, the first read of the new topic: behind, by one record.
+    let mut replica = cluster.replica_client(2);
+    let fetch = Request::ReplicaFetch {
+        replica_id: 2,
+        topic: "fresh".into(),
+        partition: 0,
+        offset: 0,
+        max_bytes: 1 << 20,
+        max_wait_ms: 0,
+    };
+    assert!(matches!(replica.call(fetch), Ok(Response::ReplicaFetch { .. })));
+    // Several ISR rounds (250 ms, 100 ms in tests) pass before b's next read.
+    let mut samples = 0;
+    while stopped.elapsed() < lag_max / 2 {
+        assert_eq!(in_sync_ids(&a), [1, 2], "b was dropped after its first read of the new topic");
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(b.pid() as i32, libc::SIGCONT) };
+    eprintln!("b stayed in sync for {samples} samples, {:?} into the term", started.elapsed());
+    assert!(samples >= 5, "the machine was too slow to sample: {samples}");
+    assert!(produce_acks(&a, "fresh", 0, &["second".into()], Acks::All).is_ok());
 }
