@@ -115,22 +115,14 @@ impl ReplicaConnection {
         // Bounded too: glommio never wakes a send to a full channel for
         // good once the writer is gone (it wakes it, finds it full, and it
         // waits again), and a leader that stopped reading fills it.
-        let sent = async { self.frames.send(frame).await.is_ok() };
-        let queue_full = async {
-            crate::runtime::sleep(self.call_timeout).await;
-            false
-        };
-        if !futures_lite::future::or(sent, queue_full).await {
+        let sent = crate::runtime::within(self.call_timeout, self.frames.send(frame)).await;
+        if !matches!(sent, Some(Ok(()))) {
             self.shared.pending.borrow_mut().remove(&correlation_id);
             let reason = format!("request not sent within {} ms", self.call_timeout.as_millis());
             fail_all(&self.shared, reason.clone());
             return Err(CallError::Connection(reason));
         }
-        let answer = futures_lite::future::or(async { Some(receiver.recv().await) }, async {
-            crate::runtime::sleep(self.call_timeout).await;
-            None
-        })
-        .await;
+        let answer = crate::runtime::within(self.call_timeout, receiver.recv()).await;
         match answer {
             Some(Ok(Ok(response))) => Ok(response),
             Some(Ok(Err(refusal))) => Err(CallError::Refused(refusal)),

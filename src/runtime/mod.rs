@@ -83,6 +83,16 @@ where
         .map_err(|_| std::io::Error::other(format!("thread {name} ended without an answer (it panicked)")))
 }
 
+/// `future`'s output, or `None` once `limit` passes first (the future is
+/// dropped then).
+pub async fn within<T>(limit: Duration, future: impl std::future::Future<Output = T>) -> Option<T> {
+    let timed_out = async {
+        sleep(limit).await;
+        None
+    };
+    futures_lite::future::or(async { Some(future.await) }, timed_out).await
+}
+
 /// Wait up to `limit` for `task`; whether it finished. A task that did not
 /// keeps running: the caller can unblock it (shut its socket down, say)
 /// and wait for it again.

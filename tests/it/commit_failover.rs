@@ -13,7 +13,7 @@ use ringlog::protocol::{Acks, CommittedState, Request, Response};
 use crate::cluster::{health, log_of, wait_for, Cluster, Member};
 use crate::fixtures::{create_topic, in_sync_ids, nodes_view};
 use crate::kafka::{require_python_module, spawn_script_lines, KafkaClient};
-use crate::node::{produce_request, Node};
+use crate::node::{last_lines, produce_request, Node};
 
 const TOPIC: &str = "commit-failover";
 const GROUP: &str = "g-commit-failover";
@@ -96,9 +96,7 @@ fn wait_for_leader(nodes: &[Option<Node>; 3], members: &[Member]) -> usize {
     let report: Vec<String> = (0..3)
         .map(|index| {
             let said = nodes[index].as_ref().map_or("killed".to_string(), |node| health(node).to_string());
-            let log = log_of(&members[index]);
-            let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
-            format!("node {index}: {said}\n{}", tail.join("\n"))
+            format!("node {index}: {said}\n{}", last_lines(&log_of(&members[index]), 40))
         })
         .collect();
     panic!("timed out after 60s waiting for a new leader\n{}", report.join("\n\n"))

@@ -105,8 +105,7 @@ impl Node {
         if !line.contains("listening") {
             // The node's own words: its log, when it writes one.
             let tail = log.and_then(|path| std::fs::read_to_string(path).ok()).unwrap_or_default();
-            let tail: String =
-                tail.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            let tail = last_lines(&tail, 30);
             panic!("unexpected startup output {line:?}; exit {:?}; log tail:\n{tail}", child.try_wait());
         }
         Node { child, address, admin }
@@ -245,6 +244,12 @@ pub fn list_offsets(node: &Node, topic: &str, partition: u32) -> Option<Offsets>
 }
 
 /// A Produce request of `values` as one batch (not idempotent).
+/// The last `count` lines of `text`, in order.
+pub fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(count)..].join("\n")
+}
+
 pub fn produce_request(topic: &str, partition: u32, acks: Acks, values: &[String]) -> Request {
     Request::Produce { topic: topic.into(), partition, acks, batch: batch(values, None) }
 }
