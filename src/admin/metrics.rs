@@ -23,6 +23,8 @@ fn render_histogram(histogram: &Histogram, out: &mut String, name: &str, labels:
 
 /// A counter's name, help text and reader.
 type Counter = (&'static str, &'static str, fn(&ShardMetrics) -> u64);
+/// A gauge's name, help text and reader.
+type Gauge = (&'static str, &'static str, fn(&ShardMetrics) -> i64);
 
 /// Render the node's counters in the Prometheus text exposition format.
 pub fn render(metrics: &NodeMetrics) -> String {
@@ -94,7 +96,7 @@ fn render_kafka(metrics: &NodeMetrics, out: &mut String) {
     }
 }
 
-/// Per-shard counters, and the cross-shard queue depth.
+/// Per-shard counters and gauges.
 fn render_shard_counters(metrics: &NodeMetrics, out: &mut String) {
     let counters: [Counter; 12] = [
         ("ringlog_produce_requests_total", "Produce requests executed", |m| m.produce_requests.load(Ordering::Relaxed)),
@@ -128,11 +130,19 @@ fn render_shard_counters(metrics: &NodeMetrics, out: &mut String) {
             let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", read(metrics));
         }
     }
-    let _ = writeln!(out, "# HELP ringlog_cross_shard_in_flight Forwarded requests awaiting an answer (queue depth).");
-    let _ = writeln!(out, "# TYPE ringlog_cross_shard_in_flight gauge");
-    for (shard, metrics) in metrics.shards.iter().enumerate() {
-        let depth = metrics.cross_shard_in_flight.load(Ordering::Relaxed);
-        let _ = writeln!(out, "ringlog_cross_shard_in_flight{{shard=\"{shard}\"}} {depth}");
+    let gauges: [Gauge; 2] = [
+        ("ringlog_cross_shard_in_flight", "Forwarded requests awaiting an answer (queue depth)", |m| {
+            m.cross_shard_in_flight.load(Ordering::Relaxed)
+        }),
+        ("ringlog_fetch_watches", "Waits for news on a Kafka Fetch's partitions running on the shard", |m| {
+            m.fetch_watches.load(Ordering::Relaxed)
+        }),
+    ];
+    for (name, help, read) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}.\n# TYPE {name} gauge");
+        for (shard, metrics) in metrics.shards.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", read(metrics));
+        }
     }
 }
 

@@ -10,11 +10,13 @@ pub mod kafka;
 mod offsets;
 mod produce;
 mod topics;
+mod watch;
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
 pub use produce::{new_producer_id, refuse_kafka_producer_id};
+pub use watch::watch_readable;
 
 use crate::protocol::{ErrorCode, ErrorResponse, Request, Response};
 use crate::replication::fetch_many::{self, FetchLimits};

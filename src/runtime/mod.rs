@@ -108,6 +108,20 @@ pub async fn finished_within<T>(task: &mut Task<T>, limit: Duration) -> bool {
     futures_lite::future::or(finished, timed_out).await
 }
 
+/// One of several things a task waits for at once (see [`first_of`]).
+pub type Wake<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+
+/// Wait until the first of `wakes` completes (none: never). Each wake
+/// polls all of them (the caller bounds how many): simpler than tracking
+/// which one woke, and a waiter that wakes usually ends.
+pub async fn first_of(mut wakes: Vec<Wake<'_>>) {
+    std::future::poll_fn(|context| match wakes.iter_mut().any(|wake| wake.as_mut().poll(context).is_ready()) {
+        true => std::task::Poll::Ready(()),
+        false => std::task::Poll::Pending,
+    })
+    .await;
+}
+
 /// Sleep on the executor's timer.
 pub async fn sleep(duration: Duration) {
     glommio::timer::sleep(duration).await;

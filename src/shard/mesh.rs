@@ -69,6 +69,25 @@ pub enum TopicChange {
     Drop(String),
 }
 
+/// A wait for news on partitions the receiving shard owns, without reading
+/// them (a Kafka Fetch of several partitions, `requests/watch.rs`): it ends
+/// when any of them has records a read would return, or an error to
+/// report, when its time is up, or when the watcher stops waiting.
+#[derive(Debug)]
+pub struct ReadableWatch {
+    /// (topic, partition, offset the reader asks for next).
+    pub partitions: Vec<(String, u32, u64)>,
+    /// How long it may wait (capped by `limits.max_fetch_wait_ms`).
+    pub max_wait_ms: u32,
+    /// Sent to (or dropped) when the watch ends: the watcher waits on its
+    /// peer, which returns when any watch has news or every watch ended.
+    pub news: async_channel::Sender<()>,
+    /// Closed when the watcher stops waiting (it drops the sending end):
+    /// the watch ends then, rather than waiting out its time on another
+    /// shard for a reader that left.
+    pub stopped: async_channel::Receiver<()>,
+}
+
 /// Result of a request: a response or a typed error.
 pub type Outcome = Result<Response, ErrorResponse>;
 
@@ -92,6 +111,9 @@ pub enum Envelope {
     /// A consumer-group request for the group's coordinator shard; it
     /// carries its own reply channel (the answer may wait for a rebalance).
     Group(GroupCall),
+    /// A wait for news on the receiver's partitions; it signals on its
+    /// own channels.
+    Watch(ReadableWatch),
 }
 
 /// Unconnected channel ends for one shard, built before the executors start.
@@ -191,10 +213,21 @@ impl Mesh {
     /// Send a group request to its coordinator shard `to`; the answer
     /// comes on the call's own reply channel.
     pub async fn post_group(&self, to: ShardId, call: GroupCall) -> Result<(), ErrorResponse> {
+        self.post(to, Envelope::Group(call)).await
+    }
+
+    /// Start a watch of partitions shard `to` owns; it signals on its own
+    /// channels.
+    pub async fn post_watch(&self, to: ShardId, watch: ReadableWatch) -> Result<(), ErrorResponse> {
+        self.post(to, Envelope::Watch(watch)).await
+    }
+
+    /// Send `envelope`, which answers on channels of its own, to shard `to`.
+    async fn post(&self, to: ShardId, envelope: Envelope) -> Result<(), ErrorResponse> {
         let Some(sender) = self.senders.get(to).and_then(Option::as_ref) else {
             return Err(internal(format!("no channel from shard {} to shard {to}", self.shard)));
         };
-        sender.send(Envelope::Group(call)).await.map_err(|_| shutting_down())
+        sender.send(envelope).await.map_err(|_| shutting_down())
     }
 
     /// Send a reply to `to` (spawned by the receiving loop).

@@ -422,35 +422,50 @@ fn create_and_delete_topics_through_kafka_are_visible_natively() {
     assert_eq!(deleted.responses[0].error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
 }
 
-/// Fetch `partitions` of a fresh topic with a 10 s long poll while a native
-/// produce lands in the last of them after 300 ms; the answer for it.
-fn long_poll_until_native_produce(partitions: u32) -> PartitionData {
-    let node = start(2);
-    create_topic(&node.node, "kafka-poll", partitions);
-    let fetched = (0..partitions as i32)
-        .map(|index| FetchPartition::default().with_partition(index).with_partition_max_bytes(1 << 20))
-        .collect();
-    let topic =
-        FetchTopic::default().with_topic(TopicName(StrBytes::from_static_str("kafka-poll"))).with_partitions(fetched);
-    let fetch = FetchRequest::default()
-        .with_max_wait_ms(10_000)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_topics(vec![topic]);
+/// Fetch `partitions` of a fresh topic over `client` with a 10 s long poll
+/// while a native produce lands in partition `target` after 300 ms; the
+/// answer for it.
+fn long_poll_until_native_produce(
+    node: &KafkaNode,
+    client: &mut KafkaClient,
+    topic: &str,
+    partitions: u32,
+    target: u32,
+) -> PartitionData {
+    create_topic(&node.node, topic, partitions);
+    let fetch = long_poll_request(topic, partitions, 10_000);
     let mut builder = BatchBuilder::new();
     builder.push(42, Some(b"k"), b"late", &[]);
     let batch = builder.finish().to_vec();
     let mut producer = node.node.client();
+    let topic_name = topic.to_string();
     let writer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
-        let partition = partitions - 1;
-        producer.call(Request::Produce { topic: "kafka-poll".into(), partition, acks: Acks::Leader, batch }).unwrap();
+        let produce = Request::Produce { topic: topic_name, partition: target, acks: Acks::Leader, batch };
+        producer.call(produce).unwrap();
     });
     let started = Instant::now();
-    let response: FetchResponse = KafkaClient::connect(&node.kafka).call(ApiKey::Fetch, 11, &fetch);
+    let response: FetchResponse = client.call(ApiKey::Fetch, 11, &fetch);
     writer.join().unwrap();
     assert!(started.elapsed() < Duration::from_secs(5), "the long poll waited past the produce");
-    response.responses[0].partitions.last().unwrap().clone()
+    let others = response.responses[0].partitions.iter().filter(|data| data.partition_index != target as i32);
+    assert!(others.into_iter().all(|data| data.records.as_ref().is_none_or(|records| records.is_empty())));
+    response.responses[0].partitions[target as usize].clone()
+}
+
+/// A Fetch of every partition of `topic` from offset 0, waiting up to
+/// `max_wait_ms` for a record.
+fn long_poll_request(topic: &str, partitions: u32, max_wait_ms: i32) -> FetchRequest {
+    let fetched = (0..partitions as i32)
+        .map(|index| FetchPartition::default().with_partition(index).with_partition_max_bytes(1 << 20))
+        .collect();
+    let topic =
+        FetchTopic::default().with_topic(TopicName(StrBytes::from_string(topic.to_string()))).with_partitions(fetched);
+    FetchRequest::default()
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![topic])
 }
 
 fn assert_one_late_record(data: &PartitionData) {
@@ -464,12 +479,56 @@ fn assert_one_late_record(data: &PartitionData) {
 
 #[test]
 fn fetch_long_poll_wakes_when_a_native_produce_arrives() {
-    assert_one_late_record(&long_poll_until_native_produce(1));
+    let node = start(2);
+    let mut client = KafkaClient::connect(&node.kafka);
+    assert_one_late_record(&long_poll_until_native_produce(&node, &mut client, "kafka-poll", 1, 0));
+}
+
+/// Three partitions over both shards of a node, the produce landing on
+/// each shard in turn, on one connection: one poll waits on a partition
+/// of its connection's shard, the other on one owned by the other shard.
+#[test]
+fn fetch_of_several_partitions_wakes_when_any_of_them_gets_records() {
+    let node = start(2);
+    let mut client = KafkaClient::connect(&node.kafka);
+    for shard in [0, 1] {
+        let owners = |topic: &str| -> Vec<usize> {
+            (0..3).map(|partition| ringlog::shard::owner_of(topic, partition, 2)).collect()
+        };
+        let topic = (0..)
+            .map(|index| format!("kafka-poll-{index}"))
+            .find(|topic| matches!(owners(topic)[..], [first, ..] if first == shard && owners(topic).contains(&(1 - shard))))
+            .unwrap();
+        assert_one_late_record(&long_poll_until_native_produce(&node, &mut client, &topic, 3, 0));
+        // The watch of the other shard stops with the poll, rather than
+        // wait out its 10 s for a reader that left.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while sum_of_both_shards(&node.node, "ringlog_fetch_watches") > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(sum_of_both_shards(&node.node, "ringlog_fetch_watches"), 0, "a watch outlived its poll");
+    }
+}
+
+/// A per-shard metric of a two-shard node, summed.
+fn sum_of_both_shards(node: &Node, name: &str) -> u64 {
+    let shard = |index: usize| format!("{name}{{shard=\"{index}\"}}");
+    crate::fixtures::metric(node, &shard(0)) + crate::fixtures::metric(node, &shard(1))
 }
 
 #[test]
-fn fetch_of_several_partitions_wakes_when_any_of_them_gets_records() {
-    assert_one_late_record(&long_poll_until_native_produce(3));
+fn an_idle_long_poll_of_several_partitions_reads_them_only_before_and_after_its_wait() {
+    let node = start(2);
+    create_topic(&node.node, "kafka-idle", 3);
+    let before = sum_of_both_shards(&node.node, "ringlog_fetch_requests_total");
+    let started = Instant::now();
+    let answer: FetchResponse =
+        KafkaClient::connect(&node.kafka).call(ApiKey::Fetch, 11, &long_poll_request("kafka-idle", 3, 1_500));
+    assert!(started.elapsed() >= Duration::from_millis(1_400), "it waited: {:?}", started.elapsed());
+    assert_eq!(record_bytes_per_partition(&answer), [0, 0, 0]);
+    // Polling every 50 ms read each partition some thirty times.
+    let reads = sum_of_both_shards(&node.node, "ringlog_fetch_requests_total") - before;
+    assert!(reads <= 6, "{reads} reads of 3 partitions in one poll");
 }
 
 /// One Kafka batch of `values` encoded by the crate's own encoder.

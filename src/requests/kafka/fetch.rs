@@ -16,12 +16,10 @@ use kafka_protocol::messages::ApiKey;
 use super::{count_errors, error_code, respond, transcode, Access, KafkaServeError};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
 use crate::protocol::{Request, Response};
+use crate::requests::watch::{wait_for_news, Watched};
 use crate::security::Operation;
 use crate::shard::context::ShardContext;
 
-/// How often a Fetch of several partitions looks again while it waits
-/// (a Fetch of one partition waits in the native long poll instead).
-const MULTI_PARTITION_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Longest native long poll a Fetch of one partition waits in at a time:
 /// between two, the read checks again that this node is still the
 /// leader (the native poll does not wake when it steps down).
@@ -63,27 +61,28 @@ pub async fn fetch(
     // Counted after the refused topics left: a poll of nothing returns at once.
     let readable_partitions = body.topics.iter().map(|topic| topic.partitions.len()).sum::<usize>();
     let mut responses = read_all(context, &body, 0).await;
-    // Bounded by the deadline: every round sleeps or long-polls first.
-    while readable_partitions > 0 && !has_news(&responses) && Instant::now() < deadline {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if readable_partitions == 1 {
-            // The native long poll wakes on the partition's own appends. In
-            // whole milliseconds rounded up, so the last slice reaches the
-            // deadline (rounded down, rounds of 0 ms read until it passed).
-            let slice = remaining.min(SINGLE_PARTITION_POLL_SLICE);
-            let wait_ms = u32::try_from(slice.as_micros().div_ceil(1000)).unwrap_or(u32::MAX);
-            let slice_started = Instant::now();
-            responses = read_all(context, &body, wait_ms).await;
-            if slice_started.elapsed() < slice {
-                // Back before its wait ended without records: the poll will
-                // not get any (a fail-stopped log takes no appends). Asked
-                // again at once, it spun the shard until the deadline.
-                break;
-            }
-            continue;
-        }
-        crate::runtime::sleep(MULTI_PARTITION_POLL_INTERVAL.min(remaining)).await;
+    if readable_partitions > 1 && !has_news(&responses) && Instant::now() < deadline {
+        // One wait for news on any partition, then one read. Woken by
+        // something a read does not answer with records or an error, it
+        // answers without records rather than wait again at once (a spin).
+        wait_for_news(context, watched_partitions(&body), deadline).await;
         responses = read_all(context, &body, 0).await;
+    }
+    // Bounded by the deadline: every round long-polls first.
+    while readable_partitions == 1 && !has_news(&responses) && Instant::now() < deadline {
+        // The native long poll wakes on the partition's own appends. In
+        // whole milliseconds rounded up, so the last slice reaches the
+        // deadline (rounded down, rounds of 0 ms read until it passed).
+        let slice = deadline.saturating_duration_since(Instant::now()).min(SINGLE_PARTITION_POLL_SLICE);
+        let wait_ms = u32::try_from(slice.as_micros().div_ceil(1000)).unwrap_or(u32::MAX);
+        let slice_started = Instant::now();
+        responses = read_all(context, &body, wait_ms).await;
+        if slice_started.elapsed() < slice {
+            // Back before its wait ended without records: the poll will
+            // not get any (a fail-stopped log takes no appends). Asked
+            // again at once, it spun the shard until the deadline.
+            break;
+        }
     }
     responses.extend(refused.iter().map(|topic| {
         let code = ResponseError::TopicAuthorizationFailed.code();
@@ -93,6 +92,20 @@ pub async fn fetch(
     let codes = responses.iter().flat_map(|topic| topic.partitions.iter().map(|partition| partition.error_code));
     count_errors(context, ApiKey::Fetch, codes);
     respond(request, &FetchResponse::default().with_responses(responses))
+}
+
+/// The partitions a Fetch asks for, as a watch takes them; partitions or
+/// offsets that cannot be are left out (their read answers an error, so
+/// nothing waits on them).
+fn watched_partitions(body: &FetchRequest) -> Vec<Watched> {
+    let wanted = body.topics.iter().flat_map(|topic| {
+        topic.partitions.iter().filter_map(|partition| {
+            let index = u32::try_from(partition.partition).ok()?;
+            let offset = u64::try_from(partition.fetch_offset).ok()?;
+            Some((topic.topic.0.to_string(), index, offset))
+        })
+    });
+    wanted.collect()
 }
 
 /// Whether any partition has records or an error to report.
