@@ -337,13 +337,7 @@ pub(super) fn start_inbound(context: &Rc<ShardContext>, inbound: Inbound) -> Vec
                         let now_ms = crate::runtime::clock::monotonic_ms();
                         context.groups.serve(call, &context.config.groups, now_ms);
                     }
-                    Envelope::Watch(watch) => {
-                        let context = Rc::clone(&context);
-                        crate::runtime::spawn_local(
-                            async move { crate::requests::watch_readable(&context, watch).await },
-                        )
-                        .detach();
-                    }
+                    Envelope::Watch(watch) => crate::requests::spawn_watch(&context, watch),
                 }
             }
         }));

@@ -10,10 +10,11 @@ use crate::shard::context::ShardContext;
 use crate::shard::mesh::Outcome;
 use crate::shard::partitions::OwnedPartition;
 use crate::shard::wire_error::storage_error;
+use crate::storage::LogSnapshot;
 
 /// How often a waiting read re-checks what another thread may change (the
 /// in-sync set, and with it the high watermark).
-const RECHECK_INTERVAL: Duration = Duration::from_millis(100);
+pub(super) const RECHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What a consumer's Fetch asks for.
 #[derive(Debug, Clone, Copy)]
@@ -77,16 +78,23 @@ async fn read_or_wait(context: &ShardContext, owned: &OwnedPartition, read: Cons
             });
         }
         let recheck = crate::runtime::sleep(remaining.min(RECHECK_INTERVAL));
-        if snapshot.durable_end_offset > offset {
-            // Durable already, only the high watermark holds the read back:
-            // waiting for durability would be ready at once and spin the
-            // shard (starving follower reads, which move the high watermark).
+        if !waits_for_durability(&snapshot, offset) {
             futures_lite::future::or(changed, recheck).await;
         } else {
             let woken = futures_lite::future::or(owned.log.wait_durable_past(offset), changed);
             futures_lite::future::or(woken, recheck).await;
         }
     }
+}
+
+/// Whether a consumer waiting at `offset` waits for the log's durable end
+/// as well as for its replication state. Not once the log is durable past
+/// it (only the high watermark holds the read back), and not on a log that
+/// fail-stopped or closed: a wait for durability would be ready at once,
+/// every round, and spin the shard (starving follower reads, which move
+/// the high watermark).
+pub(super) fn waits_for_durability(snapshot: &LogSnapshot, offset: u64) -> bool {
+    snapshot.durable_end_offset <= offset && snapshot.failure.is_none()
 }
 
 /// The partition's bounds and the high watermark consumers may see.

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
 pub use produce::{new_producer_id, refuse_kafka_producer_id};
-pub use watch::watch_readable;
+pub use watch::spawn_watch;
 
 use crate::protocol::{ErrorCode, ErrorResponse, Request, Response};
 use crate::replication::fetch_many::{self, FetchLimits};

@@ -11,24 +11,21 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::fetch::{waits_for_durability, RECHECK_INTERVAL};
 use crate::replication::high_watermark;
+use crate::runtime::Wake;
 use crate::shard::context::ShardContext;
 use crate::shard::mesh::ReadableWatch;
 use crate::shard::partitions::OwnedPartition;
 use crate::shard::ShardId;
 
-/// How often a watch looks again at what another thread may change (the
-/// in-sync set, and with it the high watermark; this node's leadership),
-/// as the native long poll does.
-const RECHECK_INTERVAL: Duration = Duration::from_millis(100);
-
 /// A partition to watch: (topic, partition, offset the reader asks for).
 pub type Watched = (String, u32, u64);
 
-/// Wait until one of `partitions` has records a read would return or an
-/// error to report, or until `deadline`: one watch per owning shard, all
-/// stopped when this returns. A partition whose owner is unknown (its
-/// topic deleted meanwhile) is news: a read reports it.
+/// Wait until one of `partitions` has news for a reader (see
+/// [`partition_has_news`]), or until `deadline`: one watch per owning
+/// shard, all stopped when this returns. A partition whose owner is
+/// unknown (its topic deleted meanwhile) is news: a read reports it.
 pub async fn wait_for_news(context: &Rc<ShardContext>, partitions: Vec<Watched>, deadline: Instant) {
     let remaining = deadline.saturating_duration_since(Instant::now());
     let mut by_owner: BTreeMap<ShardId, Vec<Watched>> = BTreeMap::new();
@@ -40,45 +37,63 @@ pub async fn wait_for_news(context: &Rc<ShardContext>, partitions: Vec<Watched>,
     }
     // Rounded up, so a watch never ends before the deadline it serves.
     let max_wait_ms = u32::try_from(remaining.as_micros().div_ceil(1000)).unwrap_or(u32::MAX);
-    let (news_sender, news) = async_channel::bounded(1);
     // Dropped when this returns: every watch still waiting ends then.
     let (_stop, stopped) = async_channel::bounded::<()>(1);
-    for (shard, partitions) in by_owner {
-        let watch = ReadableWatch { partitions, max_wait_ms, news: news_sender.clone(), stopped: stopped.clone() };
-        if shard == context.shard {
-            let context = Rc::clone(context);
-            crate::runtime::spawn_local(async move { watch_readable(&context, watch).await }).detach();
-        } else if context.mesh.post_watch(shard, watch).await.is_err() {
-            // Shutting down: the read that follows answers.
-            return;
+    let watched = async {
+        let (news_sender, news) = async_channel::bounded(1);
+        for (shard, partitions) in by_owner {
+            let watch = ReadableWatch { partitions, max_wait_ms, news: news_sender.clone(), stopped: stopped.clone() };
+            if shard == context.shard {
+                spawn_watch(context, watch);
+            } else if context.mesh.post_watch(shard, watch).await.is_err() {
+                // Shutting down: the read that follows answers.
+                return;
+            }
         }
-    }
-    drop(news_sender);
-    // Ends at the first news, or once every watch ended without any.
-    let any_news = async {
+        drop(news_sender);
+        // The first news, or every watch ended without any.
         let _ = news.recv().await;
     };
-    futures_lite::future::or(any_news, crate::runtime::sleep(remaining)).await;
+    // One timer for the posts and the wait: a full mesh channel delays the
+    // posts, never the answer.
+    futures_lite::future::or(watched, crate::runtime::sleep(remaining)).await;
+}
+
+/// Run `watch` of partitions this shard owns in a task of its own.
+pub fn spawn_watch(context: &Rc<ShardContext>, watch: ReadableWatch) {
+    let context = Rc::clone(context);
+    crate::runtime::spawn_local(async move { watch_readable(&context, watch).await }).detach();
+}
+
+/// One watched partition as this shard holds it when the watch begins.
+struct WatchedPartition {
+    topic: String,
+    partition: u32,
+    offset: u64,
+    owned: Option<Rc<OwnedPartition>>,
 }
 
 /// Watch partitions this shard owns until one has news (then say so on
 /// `watch.news`), the watch's time is up, or its watcher stops waiting.
 /// This node no longer leading is news too: Kafka reads are the leader's.
-pub async fn watch_readable(context: &ShardContext, watch: ReadableWatch) {
+async fn watch_readable(context: &ShardContext, watch: ReadableWatch) {
     let _counted = CountedWatch::start(context);
     let max_wait = Duration::from_millis(u64::from(watch.max_wait_ms).min(context.config.limits.max_fetch_wait_ms));
     let deadline = Instant::now() + max_wait;
-    let watched: Vec<(Option<Rc<OwnedPartition>>, u64)> = watch
+    let watched: Vec<WatchedPartition> = watch
         .partitions
-        .iter()
-        .map(|(topic, partition, offset)| (context.partitions.get(topic, *partition), *offset))
+        .into_iter()
+        .map(|(topic, partition, offset)| {
+            let owned = context.partitions.get(&topic, partition);
+            WatchedPartition { topic, partition, offset, owned }
+        })
         .collect();
     loop {
-        // Registered before looking: news between the look and the wait
-        // still wakes it.
+        // Built before looking: a change between the look and the wait
+        // still wakes it (the replication notice counts from here; the
+        // durable wait looks at the log when first polled).
         let wakes = wakes(&watched);
-        let has_news =
-            |(owned, offset): &(Option<Rc<OwnedPartition>>, u64)| has_news(context, owned.as_deref(), *offset);
+        let has_news = |watched: &WatchedPartition| partition_has_news(context, watched);
         if context.write_epoch().is_err() || watched.iter().any(has_news) {
             let _ = watch.news.try_send(());
             return;
@@ -88,20 +103,20 @@ pub async fn watch_readable(context: &ShardContext, watch: ReadableWatch) {
             return;
         }
         let woken = async {
-            futures_lite::future::or(
-                crate::runtime::first_of(wakes),
-                crate::runtime::sleep(remaining.min(RECHECK_INTERVAL)),
-            )
-            .await;
+            let recheck = crate::runtime::sleep(remaining.min(RECHECK_INTERVAL));
+            futures_lite::future::or(crate::runtime::first_of(wakes), recheck).await;
             false
         };
         let stopped = async {
             let _ = watch.stopped.recv().await;
             true
         };
-        if futures_lite::future::or(woken, stopped).await {
+        if futures_lite::future::or(stopped, woken).await {
             return;
         }
+        // Should a wake ever be ready at once, every round, the shard still
+        // serves everyone else between rounds.
+        crate::runtime::yield_now().await;
     }
 }
 
@@ -123,34 +138,41 @@ impl Drop for CountedWatch<'_> {
 }
 
 /// What wakes a wait for each partition: its replication state changing
-/// (the high watermark may move) and, while the log is not durable past
-/// the offset, its durable end passing it. A log durable past it already
-/// waits on the high watermark alone: waiting for durability too would be
-/// ready at once and spin the shard.
-fn wakes(watched: &[(Option<Rc<OwnedPartition>>, u64)]) -> Vec<crate::runtime::Wake<'_>> {
-    let mut wakes: Vec<crate::runtime::Wake<'_>> = Vec::with_capacity(watched.len() * 2);
-    for (owned, offset) in watched {
-        let Some(owned) = owned else { continue };
+/// (the high watermark may move) and, when a consumer would wait for it,
+/// its durable end passing the offset (`fetch::waits_for_durability`). A
+/// closed log wakes nothing: it is news.
+fn wakes(watched: &[WatchedPartition]) -> Vec<Wake<'_>> {
+    let mut wakes: Vec<Wake<'_>> = Vec::with_capacity(watched.len() * 2);
+    for watched in watched {
+        let Some(owned) = &watched.owned else { continue };
+        if owned.log.is_closed() {
+            continue;
+        }
         wakes.push(Box::pin(owned.replication.changed.notified()));
-        if owned.log.snapshot().durable_end_offset <= *offset {
-            wakes.push(Box::pin(owned.log.wait_durable_past(*offset)));
+        if waits_for_durability(&owned.log.snapshot(), watched.offset) {
+            wakes.push(Box::pin(owned.log.wait_durable_past(watched.offset)));
         }
     }
     wakes
 }
 
-/// Whether a read of `owned` at `offset` would return records or an error:
-/// the high watermark consumers may see is past it, the offset is outside
-/// the log, or the log fail-stopped or fenced; a partition gone from this
-/// shard (its topic deleted) is news too.
-fn has_news(context: &ShardContext, owned: Option<&OwnedPartition>, offset: u64) -> bool {
-    let Some(owned) = owned else { return true };
+/// Whether a read of the partition would answer records or an error: the
+/// high watermark consumers may see is past the offset (or not
+/// established: the read answers the retriable `not_ready`), the offset
+/// is outside the log, or the partition is no longer the one the watch
+/// began with (its topic deleted, perhaps created again) or its log
+/// closed. A log that fail-stopped or is fenced has news only as any other
+/// does: a read at its end answers nothing, so counting its state as news
+/// answered its readers at once, and they asked again at once.
+fn partition_has_news(context: &ShardContext, watched: &WatchedPartition) -> bool {
+    let Some(owned) = &watched.owned else { return true };
+    let current = context.partitions.get(&watched.topic, watched.partition);
+    if !current.is_some_and(|current| Rc::ptr_eq(&current, owned)) || owned.log.is_closed() {
+        return true;
+    }
     let snapshot = owned.log.snapshot();
-    if snapshot.failure.is_some() || snapshot.fence.is_some() {
+    if watched.offset < snapshot.log_start_offset || watched.offset > snapshot.log_end_offset {
         return true;
     }
-    if offset < snapshot.log_start_offset || offset > snapshot.log_end_offset {
-        return true;
-    }
-    high_watermark::visible(owned, &context.cluster).is_some_and(|high_watermark| high_watermark > offset)
+    high_watermark::visible(owned, &context.cluster).is_none_or(|high_watermark| high_watermark > watched.offset)
 }

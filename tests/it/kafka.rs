@@ -423,13 +423,14 @@ fn create_and_delete_topics_through_kafka_are_visible_natively() {
 }
 
 /// Fetch `partitions` of a fresh topic over `client` with a 10 s long poll
-/// while a native produce lands in partition `target` after 300 ms; the
-/// answer for it.
+/// while a native produce lands in partition `target` once the poll waits
+/// (`watches` of it run, or after 300 ms when it makes none); the answer
+/// for it.
 fn long_poll_until_native_produce(
     node: &KafkaNode,
     client: &mut KafkaClient,
     topic: &str,
-    partitions: u32,
+    (partitions, watches): (u32, u64),
     target: u32,
 ) -> PartitionData {
     create_topic(&node.node, topic, partitions);
@@ -437,20 +438,41 @@ fn long_poll_until_native_produce(
     let mut builder = BatchBuilder::new();
     builder.push(42, Some(b"k"), b"late", &[]);
     let batch = builder.finish().to_vec();
-    let mut producer = node.node.client();
-    let topic_name = topic.to_string();
-    let writer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
-        let produce = Request::Produce { topic: topic_name, partition: target, acks: Acks::Leader, batch };
-        producer.call(produce).unwrap();
-    });
     let started = Instant::now();
-    let response: FetchResponse = client.call(ApiKey::Fetch, 11, &fetch);
-    writer.join().unwrap();
+    let response: FetchResponse = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            wait_for_watches(&node.node, watches);
+            let produce = Request::Produce { topic: topic.into(), partition: target, acks: Acks::Leader, batch };
+            node.node.client().call(produce).unwrap();
+        });
+        client.call(ApiKey::Fetch, 11, &fetch)
+    });
     assert!(started.elapsed() < Duration::from_secs(5), "the long poll waited past the produce");
     let others = response.responses[0].partitions.iter().filter(|data| data.partition_index != target as i32);
     assert!(others.into_iter().all(|data| data.records.as_ref().is_none_or(|records| records.is_empty())));
     response.responses[0].partitions[target as usize].clone()
+}
+
+/// Wait (at most 5 s) until exactly `count` watches run on the two-shard
+/// `node`.
+fn wait_for_watches(node: &Node, count: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sum_of_both_shards(node, "ringlog_fetch_watches") != count && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(sum_of_both_shards(node, "ringlog_fetch_watches"), count, "watches running");
+}
+
+/// A topic name from `prefix` whose three partitions are on both shards of
+/// a two-shard node, partition 0 on `shard`.
+fn topic_on_both_shards(prefix: &str, shard: usize) -> String {
+    let owners =
+        |topic: &str| -> Vec<usize> { (0..3).map(|partition| ringlog::shard::owner_of(topic, partition, 2)).collect() };
+    (0..)
+        .map(|index| format!("{prefix}-{index}"))
+        .find(|topic| owners(topic)[0] == shard && owners(topic).contains(&(1 - shard)))
+        .unwrap()
 }
 
 /// A Fetch of every partition of `topic` from offset 0, waiting up to
@@ -481,33 +503,65 @@ fn assert_one_late_record(data: &PartitionData) {
 fn fetch_long_poll_wakes_when_a_native_produce_arrives() {
     let node = start(2);
     let mut client = KafkaClient::connect(&node.kafka);
-    assert_one_late_record(&long_poll_until_native_produce(&node, &mut client, "kafka-poll", 1, 0));
+    assert_one_late_record(&long_poll_until_native_produce(&node, &mut client, "kafka-poll", (1, 0), 0));
 }
 
 /// Three partitions over both shards of a node, the produce landing on
-/// each shard in turn, on one connection: one poll waits on a partition
-/// of its connection's shard, the other on one owned by the other shard.
+/// each shard in turn once both watches wait, on one connection: one poll
+/// is woken by a watch on its connection's shard, the other by one the
+/// other shard runs.
 #[test]
 fn fetch_of_several_partitions_wakes_when_any_of_them_gets_records() {
     let node = start(2);
     let mut client = KafkaClient::connect(&node.kafka);
     for shard in [0, 1] {
-        let owners = |topic: &str| -> Vec<usize> {
-            (0..3).map(|partition| ringlog::shard::owner_of(topic, partition, 2)).collect()
-        };
-        let topic = (0..)
-            .map(|index| format!("kafka-poll-{index}"))
-            .find(|topic| matches!(owners(topic)[..], [first, ..] if first == shard && owners(topic).contains(&(1 - shard))))
-            .unwrap();
-        assert_one_late_record(&long_poll_until_native_produce(&node, &mut client, &topic, 3, 0));
+        let topic = topic_on_both_shards("kafka-poll", shard);
+        assert_one_late_record(&long_poll_until_native_produce(&node, &mut client, &topic, (3, 2), 0));
         // The watch of the other shard stops with the poll, rather than
         // wait out its 10 s for a reader that left.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while sum_of_both_shards(&node.node, "ringlog_fetch_watches") > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert_eq!(sum_of_both_shards(&node.node, "ringlog_fetch_watches"), 0, "a watch outlived its poll");
+        wait_for_watches(&node.node, 0);
     }
+}
+
+#[test]
+fn a_long_poll_of_several_partitions_answers_at_once_when_their_topic_is_deleted() {
+    let node = start(2);
+    let topic = topic_on_both_shards("kafka-deleted", 0);
+    create_topic(&node.node, &topic, 3);
+    let mut client = KafkaClient::connect(&node.kafka);
+    let started = Instant::now();
+    let answer: FetchResponse = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            wait_for_watches(&node.node, 2);
+            node.node.client().call(Request::DeleteTopic { name: topic.clone() }).unwrap();
+        });
+        client.call(ApiKey::Fetch, 11, &long_poll_request(&topic, 3, 10_000))
+    });
+    // A watch of a closed log used to wait on it, ready at once: it spun
+    // its shard (the deletion with it) until the poll's 10 s were up.
+    assert!(started.elapsed() < Duration::from_secs(5), "answered after {:?}", started.elapsed());
+    let codes: Vec<i16> = answer.responses[0].partitions.iter().map(|data| data.error_code).collect();
+    assert_eq!(codes, [3, 3, 3], "UNKNOWN_TOPIC_OR_PARTITION");
+    wait_for_watches(&node.node, 0);
+}
+
+#[test]
+fn a_long_poll_of_several_partitions_waits_its_time_beside_a_fail_stopped_one() {
+    let node = start_with(2, &[("RINGLOG_FAULT_INJECT", "kafka-failed/0:write:0")]);
+    create_topic(&node.node, "kafka-failed", 2);
+    let mut client = KafkaClient::connect(&node.kafka);
+    let code = produce_error(&mut client, &produce_request("kafka-failed", 0, 1, crate_batch(&[b"lost"])));
+    assert_eq!(code, 56, "KAFKA_STORAGE_ERROR: the write failed and the partition fail-stops");
+    let before = sum_of_both_shards(&node.node, "ringlog_fetch_requests_total");
+    let started = Instant::now();
+    let answer: FetchResponse = client.call(ApiKey::Fetch, 11, &long_poll_request("kafka-failed", 2, 1_500));
+    // A read at the failed log's end answers nothing: answered at once, the
+    // client asked again at once, and the other partition's records could
+    // only have come by that loop.
+    assert!(started.elapsed() >= Duration::from_millis(1_400), "answered after {:?}", started.elapsed());
+    assert_eq!(record_bytes_per_partition(&answer), [0, 0]);
+    let reads = sum_of_both_shards(&node.node, "ringlog_fetch_requests_total") - before;
+    assert!(reads <= 4, "{reads} reads of 2 partitions in one poll");
 }
 
 /// A per-shard metric of a two-shard node, summed.
@@ -529,6 +583,7 @@ fn an_idle_long_poll_of_several_partitions_reads_them_only_before_and_after_its_
     // Polling every 50 ms read each partition some thirty times.
     let reads = sum_of_both_shards(&node.node, "ringlog_fetch_requests_total") - before;
     assert!(reads <= 6, "{reads} reads of 3 partitions in one poll");
+    wait_for_watches(&node.node, 0);
 }
 
 /// One Kafka batch of `values` encoded by the crate's own encoder.

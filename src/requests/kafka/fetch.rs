@@ -61,7 +61,7 @@ pub async fn fetch(
     // Counted after the refused topics left: a poll of nothing returns at once.
     let readable_partitions = body.topics.iter().map(|topic| topic.partitions.len()).sum::<usize>();
     let mut responses = read_all(context, &body, 0).await;
-    if readable_partitions > 1 && !has_news(&responses) && Instant::now() < deadline {
+    if readable_partitions > 1 && !answer_has_news(&responses) && Instant::now() < deadline {
         // One wait for news on any partition, then one read. Woken by
         // something a read does not answer with records or an error, it
         // answers without records rather than wait again at once (a spin).
@@ -69,7 +69,7 @@ pub async fn fetch(
         responses = read_all(context, &body, 0).await;
     }
     // Bounded by the deadline: every round long-polls first.
-    while readable_partitions == 1 && !has_news(&responses) && Instant::now() < deadline {
+    while readable_partitions == 1 && !answer_has_news(&responses) && Instant::now() < deadline {
         // The native long poll wakes on the partition's own appends. In
         // whole milliseconds rounded up, so the last slice reaches the
         // deadline (rounded down, rounds of 0 ms read until it passed).
@@ -94,9 +94,9 @@ pub async fn fetch(
     respond(request, &FetchResponse::default().with_responses(responses))
 }
 
-/// The partitions a Fetch asks for, as a watch takes them; partitions or
-/// offsets that cannot be are left out (their read answers an error, so
-/// nothing waits on them).
+/// The partitions a Fetch asks for, as a watch takes them. A negative
+/// index or offset is left out, though no Fetch naming one waits: its
+/// first read answers an error.
 fn watched_partitions(body: &FetchRequest) -> Vec<Watched> {
     let wanted = body.topics.iter().flat_map(|topic| {
         topic.partitions.iter().filter_map(|partition| {
@@ -109,7 +109,7 @@ fn watched_partitions(body: &FetchRequest) -> Vec<Watched> {
 }
 
 /// Whether any partition has records or an error to report.
-fn has_news(responses: &[FetchableTopicResponse]) -> bool {
+fn answer_has_news(responses: &[FetchableTopicResponse]) -> bool {
     responses.iter().flat_map(|topic| &topic.partitions).any(|partition| {
         partition.error_code != 0 || partition.records.as_ref().is_some_and(|records| !records.is_empty())
     })

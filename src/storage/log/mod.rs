@@ -483,6 +483,13 @@ impl PartitionLog {
         self.inner.state.borrow().epochs.clone()
     }
 
+    /// Whether the log was closed (its topic deleted, or the node
+    /// stopping): it serves and takes nothing more, and its waits return
+    /// at once.
+    pub fn is_closed(&self) -> bool {
+        self.inner.state.borrow().health.closed
+    }
+
     /// Refuse work on a closed log (see `read`).
     fn check_open(&self) -> StorageResult<()> {
         match self.inner.state.borrow().health.closed {
