@@ -98,7 +98,7 @@ fn render_kafka(metrics: &NodeMetrics, out: &mut String) {
 
 /// Per-shard counters and gauges.
 fn render_shard_counters(metrics: &NodeMetrics, out: &mut String) {
-    let counters: [Counter; 12] = [
+    let counters: [Counter; 13] = [
         ("ringlog_produce_requests_total", "Produce requests executed", |m| m.produce_requests.load(Ordering::Relaxed)),
         ("ringlog_produce_records_total", "Records appended", |m| m.produce_records.load(Ordering::Relaxed)),
         ("ringlog_produce_bytes_total", "Batch bytes appended", |m| m.produce_bytes.load(Ordering::Relaxed)),
@@ -117,6 +117,9 @@ fn render_shard_counters(metrics: &NodeMetrics, out: &mut String) {
         ),
         ("ringlog_read_ahead_hits_total", "Fetches answered by a disk read started ahead of them", |m| {
             m.read_ahead_hits.load(Ordering::Relaxed)
+        }),
+        ("ringlog_fetch_watch_rounds_total", "Looks a wait for news on a Kafka Fetch's partitions took", |m| {
+            m.fetch_watch_rounds.load(Ordering::Relaxed)
         }),
         (
             "ringlog_recycled_segments_reused_total",

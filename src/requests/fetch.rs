@@ -67,9 +67,11 @@ async fn read_or_wait(context: &ShardContext, owned: &OwnedPartition, read: Cons
         let batches = owned.log.read(offset, max_bytes, Some(high_watermark)).await.map_err(storage_error)?;
         let snapshot = owned.log.snapshot();
         let remaining = deadline.saturating_duration_since(Instant::now());
-        // A fail-stopped log takes no more appends: waiting for one would
-        // be ready at once, every round, and spin the shard.
-        if batches.batch_count > 0 || remaining.is_zero() || snapshot.failure.is_some() {
+        // A fail-stopped log takes no more appends, and the wait knows it
+        // (`waits_for_durability`): it waits out its time like any other.
+        // Answered at once, the consumer asked again at once, for as long
+        // as the log stayed so.
+        if batches.batch_count > 0 || remaining.is_zero() {
             return Ok(Response::Fetch {
                 high_watermark,
                 log_start_offset: snapshot.log_start_offset,
@@ -90,9 +92,10 @@ async fn read_or_wait(context: &ShardContext, owned: &OwnedPartition, read: Cons
 /// Whether a consumer waiting at `offset` waits for the log's durable end
 /// as well as for its replication state. Not once the log is durable past
 /// it (only the high watermark holds the read back), and not on a log that
-/// fail-stopped or closed: a wait for durability would be ready at once,
-/// every round, and spin the shard (starving follower reads, which move
-/// the high watermark).
+/// fail-stopped: a wait for durability would be ready at once, every round,
+/// and spin the shard (starving follower reads, which move the high
+/// watermark). A closed log's waits are ready at once too: callers stop
+/// first (a read of it fails; a watch counts it as news).
 pub(super) fn waits_for_durability(snapshot: &LogSnapshot, offset: u64) -> bool {
     snapshot.durable_end_offset <= offset && snapshot.failure.is_none()
 }

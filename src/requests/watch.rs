@@ -39,8 +39,8 @@ pub async fn wait_for_news(context: &Rc<ShardContext>, partitions: Vec<Watched>,
     let max_wait_ms = u32::try_from(remaining.as_micros().div_ceil(1000)).unwrap_or(u32::MAX);
     // Dropped when this returns: every watch still waiting ends then.
     let (_stop, stopped) = async_channel::bounded::<()>(1);
-    let watched = async {
-        let (news_sender, news) = async_channel::bounded(1);
+    let (news_sender, news) = async_channel::bounded(1);
+    let posting = async move {
         for (shard, partitions) in by_owner {
             let watch = ReadableWatch { partitions, max_wait_ms, news: news_sender.clone(), stopped: stopped.clone() };
             if shard == context.shard {
@@ -50,12 +50,17 @@ pub async fn wait_for_news(context: &Rc<ShardContext>, partitions: Vec<Watched>,
                 return;
             }
         }
+        // Every watch holds a sender now: the news channel closes when all
+        // of them ended without news.
         drop(news_sender);
-        // The first news, or every watch ended without any.
+        std::future::pending::<()>().await
+    };
+    let any_news = async {
         let _ = news.recv().await;
     };
-    // One timer for the posts and the wait: a full mesh channel delays the
-    // posts, never the answer.
+    // News from a watch already running ends the wait while a full mesh
+    // channel holds up a post; one timer bounds the posts and the wait.
+    let watched = futures_lite::future::or(any_news, posting);
     futures_lite::future::or(watched, crate::runtime::sleep(remaining)).await;
 }
 
@@ -89,6 +94,7 @@ async fn watch_readable(context: &ShardContext, watch: ReadableWatch) {
         })
         .collect();
     loop {
+        context.shard_metrics().fetch_watch_rounds.fetch_add(1, Ordering::Relaxed);
         // Built before looking: a change between the look and the wait
         // still wakes it (the replication notice counts from here; the
         // durable wait looks at the log when first polled).
@@ -114,8 +120,9 @@ async fn watch_readable(context: &ShardContext, watch: ReadableWatch) {
         if futures_lite::future::or(stopped, woken).await {
             return;
         }
-        // Should a wake ever be ready at once, every round, the shard still
-        // serves everyone else between rounds.
+        // A backstop, should a wake ever be ready at once every round (none
+        // is: see `wakes`): glommio yields here once the task used its time
+        // slice, so the shard still serves everyone else, at a core's cost.
         crate::runtime::yield_now().await;
     }
 }

@@ -71,6 +71,8 @@ pub struct ShardMetrics {
     pub cross_shard_forwarded: AtomicU64,
     /// Waits for news on a Kafka Fetch's partitions running here.
     pub fetch_watches: AtomicI64,
+    /// Rounds those waits made (a look at their partitions, then a wait).
+    pub fetch_watch_rounds: AtomicU64,
     /// fdatasyncs of this shard's partitions (published once a second).
     pub fsyncs: AtomicU64,
     /// Bytes reads took from this shard's segment files (published once a second).

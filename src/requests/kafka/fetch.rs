@@ -78,9 +78,9 @@ pub async fn fetch(
         let slice_started = Instant::now();
         responses = read_all(context, &body, wait_ms).await;
         if slice_started.elapsed() < slice {
-            // Back before its wait ended without records: the poll will
-            // not get any (a fail-stopped log takes no appends). Asked
-            // again at once, it spun the shard until the deadline.
+            // Back before its wait ended without records or an error (no
+            // such answer is known: even a fail-stopped log waits out its
+            // time): asked again at once, it would spin the shard.
             break;
         }
     }
