@@ -16,11 +16,9 @@ use crate::replication::high_watermark;
 use crate::runtime::Wake;
 use crate::shard::context::ShardContext;
 use crate::shard::mesh::ReadableWatch;
+pub use crate::shard::mesh::Watched;
 use crate::shard::partitions::OwnedPartition;
 use crate::shard::ShardId;
-
-/// A partition to watch: (topic, partition, offset the reader asks for).
-pub type Watched = (String, u32, u64);
 
 /// Wait until one of `partitions` has news for a reader (see
 /// [`partition_has_news`]), or until `deadline`: one watch per owning

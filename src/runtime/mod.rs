@@ -112,8 +112,8 @@ pub async fn finished_within<T>(task: &mut Task<T>, limit: Duration) -> bool {
 pub type Wake<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
 
 /// Wait until the first of `wakes` completes (none: never). Each wake
-/// polls all of them (the caller bounds how many): simpler than tracking
-/// which one woke, and a waiter that wakes usually ends.
+/// polls all of them (the caller bounds how many; a poll of a notice is a
+/// comparison): simpler than a waker per future.
 pub async fn first_of(mut wakes: Vec<Wake<'_>>) {
     std::future::poll_fn(|context| match wakes.iter_mut().any(|wake| wake.as_mut().poll(context).is_ready()) {
         true => std::task::Poll::Ready(()),

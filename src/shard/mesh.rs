@@ -69,14 +69,17 @@ pub enum TopicChange {
     Drop(String),
 }
 
+/// A partition to watch: (topic, partition, offset the reader asks for next).
+pub type Watched = (String, u32, u64);
+
 /// A wait for news on partitions the receiving shard owns, without reading
 /// them (a Kafka Fetch of several partitions, `requests/watch.rs`): it ends
 /// when any of them has records a read would return, or an error to
 /// report, when its time is up, or when the watcher stops waiting.
 #[derive(Debug)]
 pub struct ReadableWatch {
-    /// (topic, partition, offset the reader asks for next).
-    pub partitions: Vec<(String, u32, u64)>,
+    /// The partitions and the offsets their reader asks for next.
+    pub partitions: Vec<Watched>,
     /// How long it may wait (capped by `limits.max_fetch_wait_ms`).
     pub max_wait_ms: u32,
     /// Sent to (or dropped) when the watch ends: the watcher waits on its
