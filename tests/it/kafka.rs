@@ -545,13 +545,21 @@ fn a_long_poll_of_several_partitions_answers_at_once_when_their_topic_is_deleted
     wait_for_watches(&node.node, 0);
 }
 
-#[test]
-fn a_long_poll_of_several_partitions_waits_its_time_beside_a_fail_stopped_one() {
-    let node = start_with(2, &[("RINGLOG_FAULT_INJECT", "kafka-failed/0:write:0")]);
-    create_topic(&node.node, "kafka-failed", 2);
+/// A node of `shards` shards with a topic `kafka-failed` of `partitions`
+/// partitions whose partition 0 fail-stopped (its first write failed),
+/// and a client connected to it.
+fn with_fail_stopped_partition(shards: usize, partitions: u32) -> (KafkaNode, KafkaClient) {
+    let node = start_with(shards, &[("RINGLOG_FAULT_INJECT", "kafka-failed/0:write:0")]);
+    create_topic(&node.node, "kafka-failed", partitions);
     let mut client = KafkaClient::connect(&node.kafka);
     let code = produce_error(&mut client, &produce_request("kafka-failed", 0, 1, crate_batch(&[b"lost"])));
     assert_eq!(code, 56, "KAFKA_STORAGE_ERROR: the write failed and the partition fail-stops");
+    (node, client)
+}
+
+#[test]
+fn a_long_poll_of_several_partitions_waits_its_time_beside_a_fail_stopped_one() {
+    let (node, mut client) = with_fail_stopped_partition(2, 2);
     let before = sum_of_both_shards(&node.node, "ringlog_fetch_requests_total");
     let started = Instant::now();
     let answer: FetchResponse = client.call(ApiKey::Fetch, 11, &long_poll_request("kafka-failed", 2, 1_500));
@@ -1266,11 +1274,7 @@ fn a_kafka_client_that_takes_none_of_its_answers_for_the_write_stall_timeout_is_
 
 #[test]
 fn a_long_poll_on_a_fail_stopped_partition_waits_its_time_without_spinning() {
-    let node = start_with(1, &[("RINGLOG_FAULT_INJECT", "kafka-failed/0:write:0")]);
-    create_topic(&node.node, "kafka-failed", 1);
-    let mut client = KafkaClient::connect(&node.kafka);
-    let code = produce_error(&mut client, &produce_request("kafka-failed", 0, 1, crate_batch(&[b"lost"])));
-    assert_eq!(code, 56, "KAFKA_STORAGE_ERROR: the write failed and the partition fail-stops");
+    let (node, mut client) = with_fail_stopped_partition(1, 1);
     let (answer, polled_for, looked_after): (FetchResponse, Duration, Duration) = std::thread::scope(|scope| {
         // The shard serves others while the poll waits: a wait ready at
         // once, every round, would hold it until the poll's end.
