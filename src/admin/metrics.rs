@@ -47,6 +47,15 @@ pub fn render(metrics: &NodeMetrics) -> String {
     );
     let stalls = metrics.connections.write_stalls.load(std::sync::atomic::Ordering::Relaxed);
     let _ = writeln!(out, "ringlog_write_stalls_total {stalls}");
+    let (pooled, fresh) = crate::runtime::buffer_pool::takes();
+    let _ = writeln!(
+        out,
+        "# HELP ringlog_buffer_pool_takes_total Buffers of 64 KiB and more for requests and answers, \
+         reused from a shard's pool or allocated fresh (limits.buffer_pool_bytes).\n\
+         # TYPE ringlog_buffer_pool_takes_total counter"
+    );
+    let _ = writeln!(out, "ringlog_buffer_pool_takes_total{{source=\"pool\"}} {pooled}");
+    let _ = writeln!(out, "ringlog_buffer_pool_takes_total{{source=\"fresh\"}} {fresh}");
     render_partitions(metrics, &mut out);
     render_kafka(metrics, &mut out);
     render_auth(metrics, &mut out);

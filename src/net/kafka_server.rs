@@ -328,6 +328,8 @@ async fn write_answers(
             written = writer.flush().await;
         }
         answers.written(frame.len());
+        // Encoded into a pooled buffer when large (`encode_response`).
+        crate::runtime::buffer_pool::give_back(frame);
         if let Err(error) = written {
             // Failed, or no progress for `limits.write_stall_timeout_ms`:
             // no goodbye (TLS's close_notify would stall again).

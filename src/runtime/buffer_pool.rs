@@ -14,16 +14,39 @@
 //! it joins the pool of the thread where that happens (the partition's
 //! owner, for a produce).
 //!
+//! Buffers a thread builds whole by appending (a Kafka produce's ringlog
+//! batch, a Kafka fetch's transcoded records and its response frame) come
+//! from here too ([`take_empty`]): the control thread trims the heap every
+//! `limits.heap_trim_interval_ms`, so a fresh megabyte was faulted in page
+//! by page, and a Kafka consumer's node spent a fifth of its samples in
+//! page faults (`docs/BENCHMARKS.md`).
+//!
 //! Bounded by `limits.buffer_pool_bytes` per thread (their capacity summed);
-//! buffers below [`POOLED_BUFFER_MIN_BYTES`] are not pooled (zeroing them
-//! costs less than the bookkeeping).
+//! a buffer given back to a full pool displaces the oldest ones, so the
+//! pool follows what the thread serves now. Fresh buffers are allocated in
+//! size classes (eight per power of two) so that requests of nearly the
+//! same size fit each other's buffers. Buffers below
+//! [`POOLED_BUFFER_MIN_BYTES`] are not pooled (zeroing them costs less than
+//! the bookkeeping).
 
 use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
 /// Buffers smaller than this are allocated fresh and not kept.
 pub const POOLED_BUFFER_MIN_BYTES: usize = 64 << 10;
+
+/// Buffers of [`POOLED_BUFFER_MIN_BYTES`] and more handed out from a pool,
+/// and allocated because none fitted, over every thread
+/// (`ringlog_buffer_pool_takes_total`).
+static TAKEN_FROM_POOL: AtomicU64 = AtomicU64::new(0);
+static TAKEN_FRESH: AtomicU64 = AtomicU64::new(0);
+
+/// Large buffers handed out so far: (from a pool, allocated fresh).
+pub fn takes() -> (u64, u64) {
+    (TAKEN_FROM_POOL.load(Ordering::Relaxed), TAKEN_FRESH.load(Ordering::Relaxed))
+}
 
 thread_local! {
     /// Buffers ready for reuse, newest last.
@@ -47,18 +70,58 @@ pub fn take(length: usize) -> Vec<u8> {
     if length < POOLED_BUFFER_MIN_BYTES {
         return vec![0; length];
     }
-    let pooled = POOL.with(|pool| {
-        let mut pool = pool.borrow_mut();
-        let index = pool.iter().rposition(|buffer| buffer.capacity() >= length)?;
-        Some(pool.swap_remove(index))
-    });
-    let Some(mut buffer) = pooled else { return vec![0; length] };
-    POOLED_BYTES.with(|pooled| pooled.set(pooled.get() - buffer.capacity()));
+    let Some(mut buffer) = take_pooled(length) else { return zeroed(length) };
     // Initialised up to its old length: only a longer frame zeroes, and
     // only its extension.
     buffer.resize(length, 0);
     assert_eq!(buffer.len(), length, "a pooled frame has the length asked for");
     buffer
+}
+
+/// An empty buffer that holds `capacity` bytes before it grows, for a
+/// caller that appends every byte it will read (a batch being built): a
+/// pooled one when one is large enough, so a megabyte is not allocated
+/// (and, once the heap trimmer has handed it back, faulted in page by
+/// page) per Kafka produce.
+pub fn take_empty(capacity: usize) -> Vec<u8> {
+    if capacity < POOLED_BUFFER_MIN_BYTES {
+        return Vec::with_capacity(capacity);
+    }
+    let Some(mut buffer) = take_pooled(capacity) else { return fresh(capacity) };
+    buffer.clear();
+    buffer
+}
+
+/// `length` zeros in a fresh buffer of its size class.
+fn zeroed(length: usize) -> Vec<u8> {
+    let mut buffer = fresh(length);
+    buffer.resize(length, 0);
+    buffer
+}
+
+/// A fresh, empty buffer of `capacity`'s size class.
+fn fresh(capacity: usize) -> Vec<u8> {
+    TAKEN_FRESH.fetch_add(1, Ordering::Relaxed);
+    Vec::with_capacity(size_class(capacity))
+}
+
+/// `bytes` rounded up to a sixteenth of the power of two at or above it:
+/// at most an eighth more than asked for, eight sizes per doubling.
+fn size_class(bytes: usize) -> usize {
+    let step = (bytes.next_power_of_two() / 16).max(1);
+    bytes.div_ceil(step).saturating_mul(step)
+}
+
+/// The newest pooled buffer of at least `capacity` bytes, out of the pool.
+fn take_pooled(capacity: usize) -> Option<Vec<u8>> {
+    let buffer = POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let index = pool.iter().rposition(|buffer| buffer.capacity() >= capacity)?;
+        Some(pool.swap_remove(index))
+    })?;
+    POOLED_BYTES.with(|pooled| pooled.set(pooled.get() - buffer.capacity()));
+    TAKEN_FROM_POOL.fetch_add(1, Ordering::Relaxed);
+    Some(buffer)
 }
 
 /// `frame` (filled whole) as shared bytes that return it to the pool of the
@@ -94,14 +157,21 @@ impl Drop for PooledFrame {
     }
 }
 
+/// Keep `buffer` as the newest, freeing the oldest ones it displaces; a
+/// buffer larger than the whole bound is freed itself.
 fn keep(pool: &RefCell<Vec<Vec<u8>>>, buffer: Vec<u8>) {
     let capacity = buffer.capacity();
     let limit_bytes = LIMIT_BYTES.with(Cell::get);
-    let pooled_bytes = POOLED_BYTES.with(Cell::get);
-    if pooled_bytes + capacity > limit_bytes {
+    if capacity > limit_bytes {
         return;
     }
     let Ok(mut pool) = pool.try_borrow_mut() else { return };
+    let mut pooled_bytes = POOLED_BYTES.with(Cell::get);
+    // Bounded: each round frees one buffer, and an empty pool has room.
+    while pooled_bytes + capacity > limit_bytes {
+        let oldest = pool.remove(0);
+        pooled_bytes -= oldest.capacity();
+    }
     pool.push(buffer);
     POOLED_BYTES.with(|pooled| pooled.set(pooled_bytes + capacity));
 }
@@ -137,13 +207,19 @@ mod tests {
         let longer = take(3 * MIN);
         assert!(longer.iter().all(|&byte| byte == 0));
         assert_eq!(pooled_bytes(), 2 * MIN, "the shorter one stays pooled");
-        // Over the bound, a frame is freed instead of kept.
+        // Over the bound, the newest frames displace the oldest.
         let frames: Vec<Bytes> = (0..3).map(|_| share(take(2 * MIN))).collect();
         drop(frames);
         assert_eq!(pooled_bytes(), 4 * MIN);
-        set_limit_bytes(0);
+        set_limit_bytes(3 * MIN);
         drop(share(longer));
-        assert_eq!(pooled_bytes(), 4 * MIN);
+        assert_eq!(pooled_bytes(), 3 * MIN, "the longer frame displaced both others");
+        set_limit_bytes(2 * MIN);
+        give_back(vec![0; 3 * MIN]);
+        assert_eq!(pooled_bytes(), 3 * MIN, "a buffer larger than the bound is freed, displacing nothing");
+        set_limit_bytes(0);
+        assert_eq!(take(3 * MIN).len(), 3 * MIN);
+        assert_eq!(pooled_bytes(), 0);
     }
 
     #[test]
@@ -160,13 +236,42 @@ mod tests {
         set_limit_bytes(2 * MIN);
         let mut buffer = take(MIN + 10);
         buffer.fill(3);
+        let class = buffer.capacity();
+        assert_eq!(class, MIN + MIN / 8, "allocated in its size class");
         give_back(buffer);
-        assert_eq!(pooled_bytes(), MIN + 10);
-        let again = take(MIN + 5);
-        assert_eq!((again.len(), pooled_bytes()), (MIN + 5, 0));
-        assert!(again.iter().all(|&byte| byte == 3), "reused, not zeroed");
+        assert_eq!(pooled_bytes(), class);
+        let again = take(class);
+        assert_eq!((again.len(), pooled_bytes()), (class, 0), "a request up to the class fits");
+        assert!(again[..MIN + 10].iter().all(|&byte| byte == 3), "reused, not zeroed");
         give_back(again);
         give_back(take(2 * MIN));
-        assert_eq!(pooled_bytes(), MIN + 10, "over the bound: freed");
+        assert_eq!(pooled_bytes(), 2 * MIN, "over the bound: the oldest is freed");
+        set_limit_bytes(0);
+        give_back(vec![0; MIN]);
+        assert_eq!(pooled_bytes(), 2 * MIN);
+    }
+
+    #[test]
+    fn an_empty_buffer_comes_from_the_pool_without_its_old_bytes() {
+        const MIN: usize = POOLED_BUFFER_MIN_BYTES;
+        set_limit_bytes(4 * MIN);
+        give_back(vec![9; 2 * MIN]);
+        let empty = take_empty(MIN + 1);
+        assert_eq!((empty.len(), empty.capacity(), pooled_bytes()), (0, 2 * MIN, 0));
+        give_back(empty);
+        let fresh = take_empty(3 * MIN);
+        assert_eq!((fresh.capacity(), pooled_bytes()), (3 * MIN, 2 * MIN), "none large enough: a fresh one");
+        assert_eq!(take_empty(100).capacity(), 100, "small ones are not pooled");
+        set_limit_bytes(0);
+        give_back(fresh);
+    }
+
+    #[test]
+    fn size_classes_waste_at_most_an_eighth() {
+        for bytes in [1, 7, 64 << 10, (64 << 10) + 1, 1 << 20, (1 << 20) + 1, 3 << 20, 8_400_000, usize::MAX / 4] {
+            let class = size_class(bytes);
+            assert!(class >= bytes && class - bytes <= bytes / 8 + 1, "{bytes} -> {class}");
+        }
+        assert_eq!(size_class((1 << 20) + 1), (1 << 20) + (1 << 17));
     }
 }

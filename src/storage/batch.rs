@@ -416,8 +416,14 @@ impl BatchBuilder {
 
     /// A new empty builder whose buffer holds `bytes` before it grows.
     pub fn with_capacity(bytes: usize) -> BatchBuilder {
+        BatchBuilder::with_buffer(Vec::with_capacity(bytes.max(BATCH_HEADER_BYTES)))
+    }
+
+    /// A new empty builder writing into `buffer`: its bytes are dropped,
+    /// its capacity kept (a reused buffer, `runtime::buffer_pool`).
+    pub fn with_buffer(buffer: Vec<u8>) -> BatchBuilder {
         let mut builder = BatchBuilder {
-            buffer: Vec::with_capacity(bytes.max(BATCH_HEADER_BYTES)),
+            buffer,
             record_count: 0,
             first_timestamp_ms: 0,
             max_timestamp_ms: i64::MIN,

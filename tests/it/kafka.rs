@@ -718,6 +718,44 @@ fn large_produce_frames_read_into_reused_buffers_store_exactly_what_was_sent() {
     }
 }
 
+/// A Kafka fetch's transcoded records and its response frame come from the
+/// shard's buffer pool and go back to it once encoded and written: after
+/// the first answers, fetching the same 600 KB again allocates no large
+/// buffer (fresh ones were faulted in page by page after each heap trim).
+#[test]
+fn repeated_large_fetches_reuse_pooled_buffers_for_their_records_and_frames() {
+    let node = start(1);
+    create_topic(&node.node, "kafka-pooled", 1);
+    let mut client = KafkaClient::connect(&node.kafka);
+    let values: Vec<Vec<u8>> = (0..3u8).map(|index| vec![b'a' + index; 200_000]).collect();
+    let slices: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+    assert_eq!(produce_error(&mut client, &produce_request("kafka-pooled", 0, 1, crate_batch(&slices))), 0);
+    let partition = FetchPartition::default().with_partition(0).with_partition_max_bytes(4 << 20);
+    let topic = FetchTopic::default()
+        .with_topic(TopicName(StrBytes::from_static_str("kafka-pooled")))
+        .with_partitions(vec![partition]);
+    let fetch = FetchRequest::default().with_max_bytes(4 << 20).with_topics(vec![topic]);
+    let takes = |source: &str| {
+        crate::fixtures::metric(&node.node, &format!("ringlog_buffer_pool_takes_total{{source=\"{source}\"}}"))
+    };
+    let mut fetch_records = || {
+        let answer: FetchResponse = client.call(ApiKey::Fetch, 12, &fetch);
+        let bytes = record_bytes_per_partition(&answer)[0];
+        assert!(bytes > 600_000, "{bytes} bytes of records");
+    };
+    for _ in 0..3 {
+        fetch_records();
+    }
+    let (fresh_before, pooled_before) = (takes("fresh"), takes("pool"));
+    const FETCHES: u64 = 5;
+    for _ in 0..FETCHES {
+        fetch_records();
+    }
+    assert_eq!(takes("fresh") - fresh_before, 0, "no large buffer allocated once warm");
+    let pooled = takes("pool") - pooled_before;
+    assert!(pooled >= 2 * FETCHES, "{pooled} pooled buffers for {FETCHES} fetches (records and frame each)");
+}
+
 /// Whether the node closed `stream` (EOF or reset, not a read timeout).
 pub(crate) fn closed_by_node(stream: &mut TcpStream) -> bool {
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

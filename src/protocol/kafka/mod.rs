@@ -194,7 +194,9 @@ pub fn encode_response<T: Encodable>(
     let frame_bytes = LENGTH_PREFIX_BYTES
         + header.compute_size(header_version).map_err(|error| failed(&error))?
         + body.compute_size(version).map_err(|error| failed(&error))?;
-    let mut out = Vec::with_capacity(frame_bytes);
+    // A pooled buffer for a large answer (the writer gives it back once
+    // sent): a fresh one was faulted in page by page.
+    let mut out = crate::runtime::buffer_pool::take_empty(frame_bytes);
     out.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
     header.encode(&mut out, header_version).map_err(|error| failed(&error))?;
     body.encode(&mut out, version).map_err(|error| failed(&error))?;
@@ -256,5 +258,28 @@ mod tests {
         // length | correlation id | error code: no tagged-field byte between.
         assert_eq!(&frame[4..8], &5i32.to_be_bytes());
         assert_eq!(&frame[8..10], &0i16.to_be_bytes());
+    }
+
+    #[test]
+    fn a_large_answer_is_encoded_into_a_pooled_buffer() {
+        use crate::runtime::buffer_pool;
+        use kafka_protocol::messages::fetch_response::{FetchResponse, FetchableTopicResponse, PartitionData};
+        let records = Bytes::from(vec![7u8; 200_000]);
+        let partition = PartitionData::default().with_records(Some(records));
+        let topic = FetchableTopicResponse::default().with_partitions(vec![partition]);
+        let body = FetchResponse::default().with_responses(vec![topic]);
+        const POOLED_BYTES: usize = 1 << 20;
+        buffer_pool::set_limit_bytes(POOLED_BYTES);
+        buffer_pool::give_back(vec![1u8; POOLED_BYTES]);
+        let frame = encode_response(ApiKey::Fetch, 12, 9, &body).unwrap();
+        assert_eq!(frame.capacity(), POOLED_BYTES, "encoded into the pooled buffer");
+        let length = i32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(length + 4, frame.len(), "the frame is what was encoded, nothing of the buffer's past");
+        assert_eq!(&frame[4..8], &9i32.to_be_bytes());
+        // Header v1: correlation id, then an empty tagged-field section.
+        let mut encoded = Bytes::copy_from_slice(&frame[9..]);
+        let decoded = <FetchResponse as kafka_protocol::protocol::Decodable>::decode(&mut encoded, 12).unwrap();
+        assert_eq!(decoded, body, "the records are whole");
+        buffer_pool::set_limit_bytes(0);
     }
 }

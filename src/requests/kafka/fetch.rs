@@ -264,13 +264,15 @@ async fn read_partition(
     let read = Request::Fetch { topic: topic.to_string(), partition, offset, max_bytes, max_wait_ms: wait_ms };
     match crate::requests::handle(context, read).await {
         Ok(Response::Fetch { high_watermark, log_start_offset, batches, .. }) => {
-            let mut records = Vec::with_capacity(batches.len() + batches.len() / 4);
+            // Pooled, and shared so that it goes back once the response
+            // is encoded (a fresh one was faulted in page by page).
+            let mut records = crate::runtime::buffer_pool::take_empty(batches.len() + batches.len() / 4);
             let answer = answer
                 .with_high_watermark(high_watermark as i64)
                 .with_last_stable_offset(high_watermark as i64)
                 .with_log_start_offset(log_start_offset as i64);
             match transcode::native_to_kafka(&batches, &mut records) {
-                Ok(()) => answer.with_records(Some(records.into())),
+                Ok(()) => answer.with_records(Some(crate::runtime::buffer_pool::share(records))),
                 Err(error) => {
                     tracing::error!(target: "ringlog::kafka", %error, "a batch read from the log does not transcode");
                     answer.with_error_code(ResponseError::KafkaStorageError.code())

@@ -25,7 +25,10 @@ const MAX_HEADERS_PER_RECORD: usize = u16::MAX as usize;
 pub fn kafka_to_native(records: &[u8], limits: DecodeLimits) -> Result<BuiltBatch, RecordsError> {
     // Room for uncompressed records of a few hundred bytes and more without
     // growing (each growth copies what was built); bounded by the request.
-    let mut builder = BatchBuilder::with_capacity(BATCH_HEADER_BYTES + records.len() + records.len() / 8);
+    // The buffer is a pooled one when it can be: it goes back to the pool
+    // once the log has copied the batch (`requests/produce.rs`).
+    let capacity = BATCH_HEADER_BYTES + records.len() + records.len() / 8;
+    let mut builder = BatchBuilder::with_buffer(crate::runtime::buffer_pool::take_empty(capacity));
     let producer = visit_records::<RecordsError>(records, limits, |record| {
         if record.headers.len() > MAX_HEADERS_PER_RECORD {
             return Err(RecordsError::Corrupt("more than 65535 headers in one record"));
@@ -105,5 +108,24 @@ mod tests {
         let back = kafka_to_native(&kafka, LIMITS).unwrap();
         // Same records; the log assigns offset and epoch again.
         assert_eq!(&back.bytes()[20..], &native[20..]);
+    }
+
+    #[test]
+    fn a_produce_is_transcoded_into_a_pooled_buffer_without_its_old_bytes() {
+        use crate::runtime::buffer_pool;
+        let mut builder = BatchBuilder::new();
+        for index in 0..100u8 {
+            builder.push(1_700_000_000_000, None, &[index; 1000], &[("h", &[index])]);
+        }
+        let native = builder.finish().to_vec();
+        let mut kafka = Vec::new();
+        native_to_kafka(&native, &mut kafka).unwrap();
+        const POOLED_BYTES: usize = 4 << 20;
+        buffer_pool::set_limit_bytes(POOLED_BYTES);
+        buffer_pool::give_back(vec![0xaa; POOLED_BYTES]);
+        let built = kafka_to_native(&kafka, LIMITS).unwrap();
+        assert_eq!(&built.bytes()[20..], &native[20..], "the pooled buffer's old bytes are not in the batch");
+        assert_eq!(built.into_bytes().capacity(), POOLED_BYTES, "built in the pooled buffer");
+        buffer_pool::set_limit_bytes(0);
     }
 }
