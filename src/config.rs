@@ -53,8 +53,8 @@ pub struct LimitsConfig {
     /// How often the control thread hands freed heap pages back to the OS
     /// (glibc `malloc_trim`); 0 never.
     pub heap_trim_interval_ms: u64,
-    /// Buffers of finished requests and answers (Kafka frames and answers,
-    /// native produce batches) each shard keeps for the next ones
+    /// Buffers of finished requests and answers (Kafka frames, answers and
+    /// transcoded batches, native produce batches) each shard keeps for the next ones
     /// (capacity summed), so a large request is not zero filled before the
     /// socket overwrites it, nor faulted in again after the heap trim; 0
     /// keeps none.

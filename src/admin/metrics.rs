@@ -50,8 +50,9 @@ pub fn render(metrics: &NodeMetrics) -> String {
     let (pooled, fresh) = crate::runtime::buffer_pool::takes();
     let _ = writeln!(
         out,
-        "# HELP ringlog_buffer_pool_takes_total Buffers of 64 KiB and more for requests and answers, \
-         reused from a shard's pool or allocated fresh (limits.buffer_pool_bytes).\n\
+        "# HELP ringlog_buffer_pool_takes_total Buffers of 64 KiB and more taken through the shards' \
+         buffer pools for requests and answers, over every shard: reused, or allocated fresh when none \
+         fitted (limits.buffer_pool_bytes).\n\
          # TYPE ringlog_buffer_pool_takes_total counter"
     );
     let _ = writeln!(out, "ringlog_buffer_pool_takes_total{{source=\"pool\"}} {pooled}");

@@ -18,14 +18,15 @@
 //! batch, a Kafka fetch's transcoded records and its response frame) come
 //! from here too ([`take_empty`]): the control thread trims the heap every
 //! `limits.heap_trim_interval_ms`, so a fresh megabyte was faulted in page
-//! by page, and a Kafka consumer's node spent a fifth of its samples in
-//! page faults (`docs/BENCHMARKS.md`).
+//! by page, and a Kafka consumer's node spent a third of its samples in
+//! page faults (`docs/BENCHMARKS.md`, "Kafka answers in pooled buffers").
 //!
 //! Bounded by `limits.buffer_pool_bytes` per thread (their capacity summed);
 //! a buffer given back to a full pool displaces the oldest ones, so the
-//! pool follows what the thread serves now. Fresh buffers are allocated in
-//! size classes (eight per power of two) so that requests of nearly the
-//! same size fit each other's buffers. Buffers below
+//! pool follows what the thread serves now. A request gets the smallest
+//! pooled buffer that holds it, never one more than twice its size. Fresh
+//! buffers are allocated in size classes (eight per power of two) so that
+//! requests of nearly the same size fit each other's buffers. Buffers below
 //! [`POOLED_BUFFER_MIN_BYTES`] are not pooled (zeroing them costs less than
 //! the bookkeeping).
 
@@ -112,12 +113,17 @@ fn size_class(bytes: usize) -> usize {
     bytes.div_ceil(step).saturating_mul(step)
 }
 
-/// The newest pooled buffer of at least `capacity` bytes, out of the pool.
+/// The smallest pooled buffer that holds `capacity` bytes, out of the pool;
+/// none more than twice that, so a small request does not hold (and its
+/// answer budget not undercount) a buffer a large one will need next.
 fn take_pooled(capacity: usize) -> Option<Vec<u8>> {
+    let fits = |buffer: &Vec<u8>| (capacity..=capacity.saturating_mul(2)).contains(&buffer.capacity());
     let buffer = POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        let index = pool.iter().rposition(|buffer| buffer.capacity() >= capacity)?;
-        Some(pool.swap_remove(index))
+        let (index, _) =
+            pool.iter().enumerate().filter(|(_, buffer)| fits(buffer)).min_by_key(|(_, buffer)| buffer.capacity())?;
+        // `remove`, not `swap_remove`: the pool stays oldest first.
+        Some(pool.remove(index))
     })?;
     POOLED_BYTES.with(|pooled| pooled.set(pooled.get() - buffer.capacity()));
     TAKEN_FROM_POOL.fetch_add(1, Ordering::Relaxed);
@@ -167,11 +173,13 @@ fn keep(pool: &RefCell<Vec<Vec<u8>>>, buffer: Vec<u8>) {
     }
     let Ok(mut pool) = pool.try_borrow_mut() else { return };
     let mut pooled_bytes = POOLED_BYTES.with(Cell::get);
-    // Bounded: each round frees one buffer, and an empty pool has room.
+    // The oldest buffers that must go to make room, freed in one pass.
+    let mut displaced = 0;
     while pooled_bytes + capacity > limit_bytes {
-        let oldest = pool.remove(0);
-        pooled_bytes -= oldest.capacity();
+        pooled_bytes -= pool[displaced].capacity();
+        displaced += 1;
     }
+    pool.drain(..displaced);
     pool.push(buffer);
     POOLED_BYTES.with(|pooled| pooled.set(pooled_bytes + capacity));
 }
@@ -264,6 +272,26 @@ mod tests {
         assert_eq!(take_empty(100).capacity(), 100, "small ones are not pooled");
         set_limit_bytes(0);
         give_back(fresh);
+    }
+
+    #[test]
+    fn the_smallest_buffer_within_twice_is_taken_and_the_oldest_displaced() {
+        const MIN: usize = POOLED_BUFFER_MIN_BYTES;
+        set_limit_bytes(10 * MIN);
+        for capacity in [4 * MIN, 2 * MIN, 3 * MIN] {
+            give_back(Vec::with_capacity(capacity));
+        }
+        assert_eq!(take_empty(MIN + MIN / 2).capacity(), 2 * MIN, "the smallest that fits");
+        assert_eq!(take_empty(MIN).capacity(), MIN, "none within twice the size: a fresh one");
+        give_back(Vec::with_capacity(2 * MIN));
+        // Pool, oldest first: 4, 3, 2. Taking the oldest keeps the order.
+        assert_eq!(take_empty(3 * MIN + 1).capacity(), 4 * MIN);
+        give_back(Vec::with_capacity(6 * MIN));
+        assert_eq!(pooled_bytes(), 8 * MIN, "only the oldest (3) displaced");
+        assert_eq!(take_empty(2 * MIN).capacity(), 2 * MIN);
+        assert_eq!(take_empty(6 * MIN).capacity(), 6 * MIN);
+        assert_eq!(pooled_bytes(), 0);
+        set_limit_bytes(0);
     }
 
     #[test]

@@ -268,7 +268,8 @@ mod tests {
         let partition = PartitionData::default().with_records(Some(records));
         let topic = FetchableTopicResponse::default().with_partitions(vec![partition]);
         let body = FetchResponse::default().with_responses(vec![topic]);
-        const POOLED_BYTES: usize = 1 << 20;
+        // Above the ~200 KB frame, within twice that.
+        const POOLED_BYTES: usize = 256 << 10;
         buffer_pool::set_limit_bytes(POOLED_BYTES);
         buffer_pool::give_back(vec![1u8; POOLED_BYTES]);
         let frame = encode_response(ApiKey::Fetch, 12, 9, &body).unwrap();

@@ -120,8 +120,9 @@ mod tests {
         let native = builder.finish().to_vec();
         let mut kafka = Vec::new();
         native_to_kafka(&native, &mut kafka).unwrap();
-        const POOLED_BYTES: usize = 4 << 20;
-        buffer_pool::set_limit_bytes(POOLED_BYTES);
+        // Above the ~114 KB the transcode asks for, within twice that.
+        const POOLED_BYTES: usize = 192 << 10;
+        buffer_pool::set_limit_bytes(4 << 20);
         buffer_pool::give_back(vec![0xaa; POOLED_BYTES]);
         let built = kafka_to_native(&kafka, LIMITS).unwrap();
         assert_eq!(&built.bytes()[20..], &native[20..], "the pooled buffer's old bytes are not in the batch");
