@@ -730,11 +730,8 @@ fn repeated_large_fetches_reuse_pooled_buffers_for_their_records_and_frames() {
     let values: Vec<Vec<u8>> = (0..3u8).map(|index| vec![b'a' + index; 200_000]).collect();
     let slices: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
     assert_eq!(produce_error(&mut client, &produce_request("kafka-pooled", 0, 1, crate_batch(&slices))), 0);
-    let partition = FetchPartition::default().with_partition(0).with_partition_max_bytes(4 << 20);
-    let topic = FetchTopic::default()
-        .with_topic(TopicName(StrBytes::from_static_str("kafka-pooled")))
-        .with_partitions(vec![partition]);
-    let fetch = FetchRequest::default().with_max_bytes(4 << 20).with_topics(vec![topic]);
+    // Answered at once: the records are there.
+    let fetch = long_poll_request("kafka-pooled", 1, 0);
     let takes = |source: &str| {
         crate::fixtures::metric(&node.node, &format!("ringlog_buffer_pool_takes_total{{source=\"{source}\"}}"))
     };
