@@ -47,7 +47,7 @@ use super::accept::{next_connection, AcceptGate};
 use super::answer_budget::AnswerBudget;
 use super::kafka_frames::FrameReader;
 use super::server::InFlight;
-use super::server::{accept_and_split, count_stall};
+use super::server::{accept_and_split, count_stall, write_frame};
 use crate::security::settings::Listener;
 use crate::security::stream::{ReadHalf, WriteHalf};
 
@@ -322,14 +322,9 @@ async fn write_answers(
             }
             None => break,
         };
-        // TLS holds records back until flushed; plaintext: nothing to do.
-        let mut written = writer.write_all(&frame).await;
-        if written.is_ok() {
-            written = writer.flush().await;
-        }
-        answers.written(frame.len());
-        // Encoded into a pooled buffer when large (`encode_response`).
-        crate::runtime::buffer_pool::give_back(frame);
+        let frame_bytes = frame.len();
+        let written = write_frame(&mut writer, frame).await;
+        answers.written(frame_bytes);
         if let Err(error) = written {
             // Failed, or no progress for `limits.write_stall_timeout_ms`:
             // no goodbye (TLS's close_notify would stall again).

@@ -457,6 +457,31 @@ pub(crate) async fn accept_and_split(
     split.ok()
 }
 
+/// Write `frame` in its pieces and flush it, then give its head back to
+/// the buffer pool (its inserts go back as they drop).
+pub(super) async fn write_frame(write_stream: &mut WriteHalf, frame: FramePieces) -> std::io::Result<()> {
+    // TLS seals each write as records of its own: a head slice between
+    // two bodies would be a runt record, so an encrypted connection gets
+    // such a frame in one piece.
+    let frame = match write_stream.is_encrypted() {
+        true => frame.joined_inside(),
+        false => frame,
+    };
+    let mut written = Ok(());
+    for piece in frame.pieces().filter(|piece| !piece.is_empty()) {
+        written = write_stream.write_all(piece).await;
+        if written.is_err() {
+            break;
+        }
+    }
+    if written.is_ok() {
+        // TLS holds records back until flushed; plaintext: nothing to do.
+        written = write_stream.flush().await;
+    }
+    crate::runtime::buffer_pool::give_back(frame.head);
+    written
+}
+
 /// Write a connection's answers as they come. A write that fails or makes
 /// no progress for `limits.write_stall_timeout_ms` ends it: the socket is
 /// shut down both ways, so the reader, blocked on a peer that may send
@@ -469,23 +494,7 @@ async fn write_frames(
 ) {
     let mut written = Ok(());
     while let Some((frame, _queued, counted_bytes)) = receiver.recv().await {
-        // TLS seals each write as records of its own: a head slice between
-        // two bodies would be a runt record, so an encrypted connection
-        // gets such a frame in one piece.
-        let frame = match write_stream.is_encrypted() {
-            true => frame.joined_inside(),
-            false => frame,
-        };
-        for piece in frame.pieces().filter(|piece| !piece.is_empty()) {
-            written = write_stream.write_all(piece).await;
-            if written.is_err() {
-                break;
-            }
-        }
-        if written.is_ok() {
-            // TLS holds records back until flushed; plaintext: nothing to do.
-            written = write_stream.flush().await;
-        }
+        written = write_frame(&mut write_stream, frame).await;
         queue.answers.written(counted_bytes);
         if written.is_err() {
             break;

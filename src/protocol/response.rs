@@ -350,10 +350,12 @@ impl FramePieces {
         if self.inserts.iter().all(|(position, _)| *position == self.head.len()) {
             return self;
         }
-        let mut head = Vec::with_capacity(self.len());
+        // Pooled when large (a fresh one is faulted in page by page).
+        let mut head = crate::runtime::buffer_pool::take_empty(self.len());
         for piece in self.pieces() {
             head.extend_from_slice(piece);
         }
+        crate::runtime::buffer_pool::give_back(self.head);
         FramePieces::whole(head)
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringlog::net::client::{Client, ClientError, Connection};
-use ringlog::protocol::{Request, Response, TopicSettings};
+use ringlog::protocol::{Acks, Request, Response, TopicSettings};
 use ringlog::security::tls::ClientTls;
 
 use crate::certs::{tls_environment, Authority, Leaf};
@@ -581,6 +581,43 @@ fn a_tls_kafka_client_that_stops_reading_is_closed_without_a_goodbye_that_stalls
     assert!(closing < Duration::from_millis(1_500), "closed at once after the stall, not a timeout later: {closing:?}");
     assert_eq!(read_metric("ringlog_write_stalls_total"), 1);
     drop(stream);
+}
+
+/// Over TLS the records a Fetch answer sends from their own buffers are
+/// joined into its frame (a write each would seal runt records): the
+/// answer still reads back whole.
+#[test]
+fn a_kafka_fetch_of_large_and_small_partitions_reads_back_whole_over_tls() {
+    use kafka_protocol::messages::{ApiKey, FetchResponse, ResponseHeader};
+    use kafka_protocol::protocol::Decodable;
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = free_address();
+    let authority = Authority::new(dir.path(), "ringlog-test");
+    let node = tls_node(dir.path(), &authority.server(dir.path(), "node"), &[("RINGLOG_KAFKA_LISTEN", &kafka)]);
+    let tls = authority.client_tls(None);
+    let settings = TopicSettings { partitions: 3, ..TopicSettings::default() };
+    call(&node.address, &tls, &Request::CreateTopic { name: "kafka-spliced".into(), settings }).unwrap();
+    let values = crate::kafka::spliced_fetch_values();
+    for (partition, values) in values.iter().enumerate() {
+        let values: Vec<String> = values.iter().map(|value| String::from_utf8(value.clone()).unwrap()).collect();
+        let produce = crate::node::produce_request("kafka-spliced", partition as u32, Acks::Leader, &values);
+        call(&node.address, &tls, &produce).unwrap();
+    }
+    let mut stream = tls_stream(&tls, &kafka);
+    let fetch = crate::kafka::long_poll_request("kafka-spliced", 3, 0);
+    let frame = crate::kafka::request_frame(ApiKey::Fetch, 12, 1, &fetch);
+    stream.write_all(&(frame.len() as i32).to_be_bytes()).unwrap();
+    stream.write_all(&frame).unwrap();
+    stream.flush().unwrap();
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix).unwrap();
+    let mut answer = vec![0u8; i32::from_be_bytes(prefix) as usize];
+    stream.read_exact(&mut answer).unwrap();
+    let mut answer = bytes::Bytes::from(answer);
+    assert_eq!(ResponseHeader::decode(&mut answer, 1).unwrap().correlation_id, 1);
+    let response = FetchResponse::decode(&mut answer, 12).unwrap();
+    assert!(answer.is_empty());
+    crate::kafka::assert_fetched_values(&response, &values);
 }
 
 #[test]

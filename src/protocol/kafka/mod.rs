@@ -8,11 +8,15 @@
 //! add tagged fields), which the crate knows.
 
 pub mod records;
+mod splice;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use thiserror::Error;
+
+use self::splice::SplicingBuffer;
+use crate::protocol::FramePieces;
 
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
@@ -181,7 +185,20 @@ pub fn encode_response<T: Encodable>(
     version: i16,
     correlation_id: i32,
     body: &T,
-) -> Result<Vec<u8>, EncodeError> {
+) -> Result<FramePieces, EncodeError> {
+    encode_response_splicing(api, version, correlation_id, body, &[])
+}
+
+/// Encode `body` like [`encode_response`], leaving the byte strings in
+/// `spliced` (a Fetch answer's records) out of the head: each is an insert
+/// of the frame, written from where it is (`splice.rs`).
+pub fn encode_response_splicing<T: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+    spliced: &[Bytes],
+) -> Result<FramePieces, EncodeError> {
     let header_version = match api {
         ApiKey::ApiVersions => 0,
         api => api.response_header_version(version),
@@ -194,21 +211,24 @@ pub fn encode_response<T: Encodable>(
     let frame_bytes = LENGTH_PREFIX_BYTES
         + header.compute_size(header_version).map_err(|error| failed(&error))?
         + body.compute_size(version).map_err(|error| failed(&error))?;
-    // A pooled buffer for a large answer (the writer gives it back once
+    let spliced_bytes: usize = spliced.iter().map(Bytes::len).sum();
+    // A pooled buffer for a large head (the writer gives it back once
     // sent): a fresh one was faulted in page by page.
-    let mut out = crate::runtime::buffer_pool::take_empty(frame_bytes);
-    out.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
-    header.encode(&mut out, header_version).map_err(|error| failed(&error))?;
-    body.encode(&mut out, version).map_err(|error| failed(&error))?;
-    // The codec's own size computation; were it ever short, the vector
+    let mut head = crate::runtime::buffer_pool::take_empty(frame_bytes.saturating_sub(spliced_bytes));
+    head.extend_from_slice(&[0; LENGTH_PREFIX_BYTES]);
+    let mut buffer = SplicingBuffer::new(head, spliced);
+    header.encode(&mut buffer, header_version).map_err(|error| failed(&error))?;
+    body.encode(&mut buffer, version).map_err(|error| failed(&error))?;
+    let mut frame = buffer.finish();
+    // The codec's own size computation; were it ever short, the head
     // grows and the frame is still right (its length is what was written).
-    debug_assert_eq!(out.len(), frame_bytes, "{api:?} v{version} encoded to the size computed for it");
+    debug_assert_eq!(frame.len(), frame_bytes, "{api:?} v{version} encoded to the size computed for it");
     // Fetch answers are bounded far below this by `max_bytes`; a frame the
     // length prefix cannot state is refused rather than sent mislabelled.
-    let length = i32::try_from(out.len() - LENGTH_PREFIX_BYTES)
-        .map_err(|_| failed(&format_args!("a {} byte response does not fit a frame", out.len())))?;
-    out[..LENGTH_PREFIX_BYTES].copy_from_slice(&length.to_be_bytes());
-    Ok(out)
+    let length = i32::try_from(frame.len() - LENGTH_PREFIX_BYTES)
+        .map_err(|_| failed(&format_args!("a {} byte response does not fit a frame", frame.len())))?;
+    frame.head[..LENGTH_PREFIX_BYTES].copy_from_slice(&length.to_be_bytes());
+    Ok(frame)
 }
 
 #[cfg(test)]
@@ -254,7 +274,7 @@ mod tests {
     #[test]
     fn api_versions_v3_response_header_has_no_tagged_fields() {
         let body = ApiVersionsResponse::default();
-        let frame = encode_response(ApiKey::ApiVersions, 3, 5, &body).unwrap();
+        let frame = encode_response(ApiKey::ApiVersions, 3, 5, &body).unwrap().head;
         // length | correlation id | error code: no tagged-field byte between.
         assert_eq!(&frame[4..8], &5i32.to_be_bytes());
         assert_eq!(&frame[8..10], &0i16.to_be_bytes());
@@ -272,7 +292,7 @@ mod tests {
         const POOLED_BYTES: usize = 256 << 10;
         buffer_pool::set_limit_bytes(POOLED_BYTES);
         buffer_pool::give_back(vec![1u8; POOLED_BYTES]);
-        let frame = encode_response(ApiKey::Fetch, 12, 9, &body).unwrap();
+        let frame = encode_response(ApiKey::Fetch, 12, 9, &body).unwrap().head;
         assert_eq!(frame.capacity(), POOLED_BYTES, "encoded into the pooled buffer");
         let length = i32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
         assert_eq!(length + 4, frame.len(), "the frame is what was encoded, nothing of the buffer's past");
@@ -282,5 +302,27 @@ mod tests {
         let decoded = <FetchResponse as kafka_protocol::protocol::Decodable>::decode(&mut encoded, 12).unwrap();
         assert_eq!(decoded, body, "the records are whole");
         buffer_pool::set_limit_bytes(0);
+    }
+
+    #[test]
+    fn spliced_records_stay_out_of_the_head_and_the_frame_decodes_whole() {
+        use kafka_protocol::messages::fetch_response::{FetchResponse, FetchableTopicResponse, PartitionData};
+        let records: Vec<Bytes> = (0..3u8).map(|index| Bytes::from(vec![index; 100_000])).collect();
+        let partitions = records.iter().map(|bytes| PartitionData::default().with_records(Some(bytes.clone())));
+        let topic = FetchableTopicResponse::default().with_partitions(partitions.collect());
+        let body = FetchResponse::default().with_responses(vec![topic]);
+        // The last partition's records are not chosen: copied.
+        let frame = encode_response_splicing(ApiKey::Fetch, 12, 3, &body, &records[..2]).unwrap();
+        assert_eq!(frame.inserts.len(), 2);
+        for ((_, inserted), chosen) in frame.inserts.iter().zip(&records) {
+            assert_eq!(inserted.as_ptr(), chosen.as_ptr(), "written from where they are");
+        }
+        assert!(frame.head.len() < 101_000, "head of {} bytes holds only the unchosen records", frame.head.len());
+        let whole: Vec<u8> = frame.pieces().flatten().copied().collect();
+        let length = i32::from_be_bytes(whole[..4].try_into().unwrap()) as usize;
+        assert_eq!(length + 4, whole.len(), "the length counts the inserts");
+        let mut encoded = Bytes::copy_from_slice(&whole[9..]);
+        let decoded = <FetchResponse as kafka_protocol::protocol::Decodable>::decode(&mut encoded, 12).unwrap();
+        assert_eq!(decoded, body);
     }
 }

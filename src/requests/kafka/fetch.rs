@@ -5,6 +5,8 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use kafka_protocol::messages::fetch_request::FetchTopic;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
@@ -14,8 +16,8 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::ApiKey;
 
 use super::{count_errors, error_code, respond, transcode, Access, KafkaServeError};
-use crate::protocol::kafka::{decode_body, KafkaRequest};
-use crate::protocol::{Request, Response};
+use crate::protocol::kafka::{decode_body, encode_response_splicing, KafkaRequest};
+use crate::protocol::{FramePieces, Request, Response};
 use crate::requests::watch::{wait_for_news, Watched};
 use crate::security::Operation;
 use crate::shard::context::ShardContext;
@@ -27,6 +29,10 @@ const SINGLE_PARTITION_POLL_SLICE: Duration = Duration::from_millis(1000);
 /// Most partitions of one Fetch read at once (waves are one per shard, up
 /// to this): each may pass its share of `max_bytes` by one batch.
 const MAX_CONCURRENT_PARTITION_READS: usize = 8;
+/// Records of at least this many bytes go on the wire from their own
+/// buffer (each a write of its own); smaller ones are copied into the
+/// frame, which costs less than a write.
+const SPLICED_RECORDS_MIN_BYTES: usize = 64 << 10;
 /// ListOffsets timestamp asking for the log start offset.
 const EARLIEST_TIMESTAMP: i64 = -2;
 /// ListOffsets timestamp asking for the high watermark.
@@ -41,7 +47,7 @@ pub async fn fetch(
     context: &Rc<ShardContext>,
     request: &KafkaRequest,
     access: Access<'_>,
-) -> Result<Vec<u8>, KafkaServeError> {
+) -> Result<FramePieces, KafkaServeError> {
     let mut body: FetchRequest = decode_body(request)?;
     let partition_count = body.topics.iter().map(|topic| topic.partitions.len()).sum::<usize>();
     let limit = context.config.limits.max_partitions_per_fetch;
@@ -91,7 +97,18 @@ pub async fn fetch(
     }));
     let codes = responses.iter().flat_map(|topic| topic.partitions.iter().map(|partition| partition.error_code));
     count_errors(context, ApiKey::Fetch, codes);
-    respond(request, &FetchResponse::default().with_responses(responses))
+    let response = FetchResponse::default().with_responses(responses);
+    let spliced = spliced_records(&response);
+    let (version, correlation_id) = (request.header.request_api_version, request.header.correlation_id);
+    Ok(encode_response_splicing(ApiKey::Fetch, version, correlation_id, &response, &spliced)?)
+}
+
+/// The records of `response` written from their own buffers rather than
+/// copied into the frame: those of at least [`SPLICED_RECORDS_MIN_BYTES`].
+fn spliced_records(response: &FetchResponse) -> Vec<Bytes> {
+    let partitions = response.responses.iter().flat_map(|topic| &topic.partitions);
+    let records = partitions.filter_map(|partition| partition.records.as_ref());
+    records.filter(|records| records.len() >= SPLICED_RECORDS_MIN_BYTES).cloned().collect()
 }
 
 /// The partitions a Fetch asks for, as a watch takes them. A negative
@@ -293,7 +310,7 @@ pub async fn list_offsets(
     context: &Rc<ShardContext>,
     request: &KafkaRequest,
     access: Access<'_>,
-) -> Result<Vec<u8>, KafkaServeError> {
+) -> Result<FramePieces, KafkaServeError> {
     let body: ListOffsetsRequest = decode_body(request)?;
     let mut topics = Vec::with_capacity(body.topics.len());
     for topic in &body.topics {

@@ -34,7 +34,7 @@ use thiserror::Error;
 use crate::protocol::kafka::{
     decode_body, encode_response, EncodeError, KafkaFrameError, KafkaRequest, SUPPORTED_APIS,
 };
-use crate::protocol::{ErrorCode, ErrorResponse};
+use crate::protocol::{ErrorCode, ErrorResponse, FramePieces};
 use crate::shard::context::ShardContext;
 use crate::shard::mesh::PlacedSignal;
 use crate::state::cluster::{ClusterView, LiveNode, Role};
@@ -87,7 +87,7 @@ pub enum KafkaServeError {
 }
 
 /// A response frame, or nothing (a Produce with acks 0 is not answered).
-pub type KafkaOutcome = Result<Option<Vec<u8>>, KafkaServeError>;
+pub type KafkaOutcome = Result<Option<FramePieces>, KafkaServeError>;
 
 /// Serve one Kafka request that arrived on this shard, sent by `access`'s
 /// principal (authenticated already: `sasl`). `release` is dropped when
@@ -167,7 +167,7 @@ fn count_errors(context: &ShardContext, api: ApiKey, codes: impl IntoIterator<It
 }
 
 /// Encode `body` as the answer to `request`.
-fn respond<T: Encodable>(request: &KafkaRequest, body: &T) -> Result<Vec<u8>, KafkaServeError> {
+fn respond<T: Encodable>(request: &KafkaRequest, body: &T) -> Result<FramePieces, KafkaServeError> {
     let header = &request.header;
     Ok(encode_response(request.api, header.request_api_version, header.correlation_id, body)?)
 }
@@ -175,7 +175,7 @@ fn respond<T: Encodable>(request: &KafkaRequest, body: &T) -> Result<Vec<u8>, Ka
 /// ApiVersions: exactly the table in `SUPPORTED_APIS`. A version newer than
 /// ours is answered `UNSUPPORTED_VERSION` in v0, which every client reads,
 /// so it can retry with a version from the list.
-fn api_versions(request: &KafkaRequest) -> Result<Vec<u8>, KafkaServeError> {
+fn api_versions(request: &KafkaRequest) -> Result<FramePieces, KafkaServeError> {
     let api_keys = SUPPORTED_APIS
         .iter()
         .map(|(api, min, max)| {

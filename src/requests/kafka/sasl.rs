@@ -423,7 +423,7 @@ mod tests {
     }
 
     fn handshake_answer(outcome: KafkaOutcome) -> SaslHandshakeResponse {
-        let mut frame = Bytes::from(outcome.unwrap().unwrap()).split_off(4 + 4);
+        let mut frame = Bytes::from(outcome.unwrap().unwrap().head).split_off(4 + 4);
         SaslHandshakeResponse::decode(&mut frame, 1).unwrap()
     }
 

@@ -16,7 +16,7 @@ use kafka_protocol::messages::ApiKey;
 
 use super::{count_errors, error_code, respond, Access, KafkaServeError};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
-use crate::protocol::{ErrorCode, ErrorResponse, Request, TopicSettings};
+use crate::protocol::{ErrorCode, ErrorResponse, FramePieces, Request, TopicSettings};
 use crate::security::Operation;
 use crate::shard::context::ShardContext;
 use crate::shard::topics::validate_topic_name;
@@ -46,7 +46,7 @@ pub async fn create_topics(
     context: &Rc<ShardContext>,
     request: &KafkaRequest,
     access: Access<'_>,
-) -> Result<Vec<u8>, KafkaServeError> {
+) -> Result<FramePieces, KafkaServeError> {
     let body: CreateTopicsRequest = decode_body(request)?;
     let mut results = Vec::with_capacity(body.topics.len());
     for topic in &body.topics {
@@ -118,7 +118,7 @@ pub async fn delete_topics(
     context: &Rc<ShardContext>,
     request: &KafkaRequest,
     access: Access<'_>,
-) -> Result<Vec<u8>, KafkaServeError> {
+) -> Result<FramePieces, KafkaServeError> {
     let body: DeleteTopicsRequest = decode_body(request)?;
     // v0-5 name topics in `topic_names`, v6 in `topics` (name or id).
     let names: Vec<Option<TopicName>> = match body.topic_names.is_empty() {
