@@ -7,7 +7,8 @@
 //! The codec writes a byte string with one `put_slice` of the string's own
 //! bytes, so a slice that *is* one of the chosen strings (same address,
 //! same length) becomes an insert of that string; everything else is
-//! copied into the head. The result is a [`FramePieces`], the frame the
+//! copied into the head. A false match cannot send wrong bytes: the same
+//! address and length as a live, immutable string are that string. The result is a [`FramePieces`], the frame the
 //! native protocol already writes in pieces.
 
 use std::ops::Range;
@@ -23,6 +24,10 @@ use crate::protocol::FramePieces;
 pub struct SplicingBuffer<'a> {
     frame: FramePieces,
     spliced: &'a [Bytes],
+    /// The shortest of `spliced`: the codec writes every integer, varint
+    /// byte and short string through `put_slice` too, and one shorter
+    /// than this is no search at all.
+    shortest_spliced_bytes: usize,
     /// Where in `spliced` the next search starts: the codec writes the
     /// strings in the order the answer holds them, which is the order
     /// they are usually given in, so a search takes one comparison.
@@ -32,11 +37,13 @@ pub struct SplicingBuffer<'a> {
 }
 
 impl<'a> SplicingBuffer<'a> {
-    /// A buffer writing into `head` (kept, if it holds anything), leaving
-    /// out the strings in `spliced`.
+    /// A buffer appending to `head` (after the bytes it holds already),
+    /// leaving out the strings in `spliced`.
     pub fn new(head: Vec<u8>, spliced: &'a [Bytes]) -> SplicingBuffer<'a> {
         let frame = FramePieces { head, inserts: Vec::with_capacity(spliced.len()) };
-        SplicingBuffer { frame, spliced, next_spliced: 0, inserted_bytes: 0 }
+        // Empty strings are never spliced (empty slices may share an address).
+        let shortest_spliced_bytes = spliced.iter().map(Bytes::len).min().unwrap_or(0).max(1);
+        SplicingBuffer { frame, spliced, shortest_spliced_bytes, next_spliced: 0, inserted_bytes: 0 }
     }
 
     /// The frame built.
@@ -50,9 +57,8 @@ impl<'a> SplicingBuffer<'a> {
     }
 
     /// Which of `spliced` `source` is: the same bytes in the same place.
-    /// An empty string is never one (empty slices may share an address).
     fn spliced_index(&self, source: &[u8]) -> Option<usize> {
-        if source.is_empty() || self.spliced.is_empty() {
+        if source.len() < self.shortest_spliced_bytes || self.spliced.is_empty() {
             return None;
         }
         let count = self.spliced.len();
@@ -70,7 +76,7 @@ impl<'a> SplicingBuffer<'a> {
             return;
         }
         let frame = std::mem::take(&mut self.frame);
-        let mut head = Vec::with_capacity(frame.len());
+        let mut head = crate::runtime::buffer_pool::take_empty(frame.len());
         for piece in frame.pieces() {
             head.extend_from_slice(piece);
         }
@@ -84,7 +90,7 @@ impl<'a> SplicingBuffer<'a> {
 // whose contract it keeps; `put_slice` only adds whole inserts beside it.
 unsafe impl BufMut for SplicingBuffer<'_> {
     fn remaining_mut(&self) -> usize {
-        self.frame.head.remaining_mut()
+        self.frame.head.remaining_mut().saturating_sub(self.inserted_bytes)
     }
 
     unsafe fn advance_mut(&mut self, count: usize) {
@@ -175,7 +181,23 @@ mod tests {
     }
 
     #[test]
-    fn seeking_back_over_an_insert_joins_the_frame_first() {
+    fn seeking_past_an_insert_joins_the_frame_first() {
+        let records = Bytes::from(vec![9u8; 64]);
+        let spliced = [records.clone()];
+        let mut buffer = SplicingBuffer::new(vec![1], &spliced);
+        buffer.put_slice(&records);
+        buffer.seek(1 + 64 + 3);
+        buffer.put_u8(5);
+        let frame = buffer.finish();
+        assert!(frame.inserts.is_empty(), "joined");
+        let mut expected = vec![1];
+        expected.extend_from_slice(&records);
+        expected.extend_from_slice(&[0, 0, 0, 5]);
+        assert_eq!(frame.head, expected);
+    }
+
+    #[test]
+    fn filling_a_gap_before_an_insert_joins_the_frame_first() {
         let records = Bytes::from(vec![9u8; 64]);
         let spliced = [records.clone()];
         let mut buffer = SplicingBuffer::new(Vec::new(), &spliced);

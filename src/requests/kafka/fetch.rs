@@ -281,8 +281,9 @@ async fn read_partition(
     let read = Request::Fetch { topic: topic.to_string(), partition, offset, max_bytes, max_wait_ms: wait_ms };
     match crate::requests::handle(context, read).await {
         Ok(Response::Fetch { high_watermark, log_start_offset, batches, .. }) => {
-            // Pooled, and shared so that it goes back once the response
-            // is encoded (a fresh one was faulted in page by page).
+            // Pooled, and shared so that it goes back once the answer is
+            // written, from this buffer (a fresh one was faulted in page
+            // by page).
             let mut records = crate::runtime::buffer_pool::take_empty(batches.len() + batches.len() / 4);
             let answer = answer
                 .with_high_watermark(high_watermark as i64)
