@@ -128,6 +128,7 @@ async fn build_context(setup: &ShardConfig, ends: MeshEnds) -> (Rc<ShardContext>
         groups: Default::default(),
         tls: Arc::clone(&setup.tls),
         users: Arc::clone(&setup.users.snapshot),
+        stopping: Default::default(),
     });
     (context, inbound)
 }
@@ -187,7 +188,8 @@ async fn serve_until_stopped(
 ) {
     let stop = Rc::new(Notify::new());
     let stopping = Rc::new(Cell::new(false));
-    let watcher = crate::runtime::spawn_local(watch_for_stop(Rc::clone(&stop), Rc::clone(&stopping)));
+    let watcher =
+        crate::runtime::spawn_local(watch_for_stop(Rc::clone(context), Rc::clone(&stop), Rc::clone(&stopping)));
     let publisher = crate::runtime::spawn_local(publish_gauges(Rc::clone(context), Rc::clone(&stopping)));
     let retention = crate::runtime::spawn_local(enforce_retention(Rc::clone(context), Rc::clone(&stopping)));
     let group_sessions = crate::runtime::spawn_local(expire_group_sessions(Rc::clone(context), Rc::clone(&stopping)));
@@ -258,13 +260,15 @@ pub(super) fn bind(shard: ShardId, address: &str) -> Result<glommio::net::TcpLis
     })
 }
 
-/// Poll the process-wide stop flag (set by the signal thread).
-pub(super) async fn watch_for_stop(stop: Rc<Notify>, stopping: Rc<Cell<bool>>) {
+/// Poll the process-wide stop flag (set by the signal thread); then stop
+/// the listeners and end the shard's long polls.
+pub(super) async fn watch_for_stop(context: Rc<ShardContext>, stop: Rc<Notify>, stopping: Rc<Cell<bool>>) {
     while !STOP_REQUESTED.load(Ordering::SeqCst) {
         crate::runtime::sleep(Duration::from_millis(50)).await;
     }
     stopping.set(true);
     stop.notify_all();
+    context.stopping.set();
 }
 
 /// Finish in-flight requests (bounded wait), then close partitions cleanly.

@@ -61,7 +61,8 @@ async fn read_or_wait(context: &ShardContext, owned: &OwnedPartition, read: Cons
                 high_watermark::for_consumers(owned, &context.cluster)?;
                 continue;
             }
-            futures_lite::future::or(changed, crate::runtime::sleep(remaining.min(RECHECK_INTERVAL))).await;
+            let recheck = crate::runtime::sleep(remaining.min(RECHECK_INTERVAL));
+            futures_lite::future::or(futures_lite::future::or(changed, recheck), context.stopping.wait()).await;
             continue;
         };
         let batches = owned.log.read(offset, max_bytes, Some(high_watermark)).await.map_err(storage_error)?;
@@ -70,8 +71,9 @@ async fn read_or_wait(context: &ShardContext, owned: &OwnedPartition, read: Cons
         // A fail-stopped log takes no more appends, and the wait knows it
         // (`waits_for_durability`): it waits out its time like any other.
         // Answered at once, the consumer asked again at once, for as long
-        // as the log stayed so.
-        if batches.batch_count > 0 || remaining.is_zero() {
+        // as the log stayed so. A node that stops answers what it has:
+        // shutdown waits for the requests in flight.
+        if batches.batch_count > 0 || remaining.is_zero() || context.stopping.is_set() {
             return Ok(Response::Fetch {
                 high_watermark,
                 log_start_offset: snapshot.log_start_offset,
@@ -79,7 +81,8 @@ async fn read_or_wait(context: &ShardContext, owned: &OwnedPartition, read: Cons
                 batches: batches.bytes,
             });
         }
-        let recheck = crate::runtime::sleep(remaining.min(RECHECK_INTERVAL));
+        let recheck =
+            futures_lite::future::or(crate::runtime::sleep(remaining.min(RECHECK_INTERVAL)), context.stopping.wait());
         if !waits_for_durability(&snapshot, offset) {
             futures_lite::future::or(changed, recheck).await;
         } else {

@@ -21,7 +21,7 @@ use crate::shard::partitions::OwnedPartition;
 use crate::shard::ShardId;
 
 /// Wait until one of `partitions` has news for a reader (see
-/// [`partition_has_news`]), or until `deadline`: one watch per owning
+/// [`partition_has_news`]), until `deadline`, or until the node stops: one watch per owning
 /// shard, all stopped when this returns. A partition whose owner is
 /// unknown (its topic deleted meanwhile) is news: a read reports it.
 pub async fn wait_for_news(context: &Rc<ShardContext>, partitions: Vec<Watched>, deadline: Instant) {
@@ -57,9 +57,11 @@ pub async fn wait_for_news(context: &Rc<ShardContext>, partitions: Vec<Watched>,
         let _ = news.recv().await;
     };
     // News from a watch already running ends the wait while a full mesh
-    // channel holds up a post; one timer bounds the posts and the wait.
+    // channel holds up a post; one timer bounds the posts and the wait,
+    // and a node that stops ends it (shutdown waits for requests in flight).
     let watched = futures_lite::future::or(any_news, posting);
-    futures_lite::future::or(watched, crate::runtime::sleep(remaining)).await;
+    let ended = futures_lite::future::or(crate::runtime::sleep(remaining), context.stopping.wait());
+    futures_lite::future::or(watched, ended).await;
 }
 
 /// Run `watch` of partitions this shard owns in a task of its own.

@@ -5,6 +5,7 @@
 pub mod buffer_pool;
 pub mod clock;
 mod gate;
+mod latch;
 pub mod memory;
 mod notify;
 pub mod random;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 pub use gate::{Gate, GateGuard};
 pub use glommio::Task;
+pub use latch::Latch;
 pub use notify::{Notified, Notify};
 
 /// Run `future` to completion on a new single executor thread (tests, CLI tools).

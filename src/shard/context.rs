@@ -66,6 +66,9 @@ pub struct ShardContext {
     /// The users clients authenticate as (`[auth]`): an immutable snapshot
     /// the control thread replaces when users change.
     pub users: Arc<arc_swap::ArcSwap<crate::security::Users>>,
+    /// Set when the node stops: a long poll answers with what it has at
+    /// once (shutdown waits for the requests in flight, up to 10 s).
+    pub stopping: crate::runtime::Latch,
 }
 
 impl ShardContext {

@@ -797,6 +797,49 @@ pub(crate) fn assert_fetched_values(answer: &FetchResponse, values: &[Vec<Vec<u8
     }
 }
 
+/// Long polls do not hold a stopping node: a Kafka Fetch of one partition
+/// and one of two partitions, each waiting up to 30 s, and a native Fetch
+/// waiting as long, are answered (no records, no error) as soon as the
+/// node is told to stop, and it exits cleanly at once, not after the 10 s
+/// it gives requests in flight.
+#[test]
+fn long_polls_are_answered_at_once_when_the_node_stops() {
+    let node = start(2);
+    create_topic(&node.node, "kafka-stopping", 2);
+    let (mut one, mut two) = (KafkaClient::connect(&node.kafka), KafkaClient::connect(&node.kafka));
+    one.send(ApiKey::Fetch, 12, &long_poll_request("kafka-stopping", 1, 30_000));
+    two.send(ApiKey::Fetch, 12, &long_poll_request("kafka-stopping", 2, 30_000));
+    let mut native = node.node.client();
+    let fetch = Request::Fetch {
+        topic: "kafka-stopping".into(),
+        partition: 1,
+        offset: 0,
+        max_bytes: 1 << 20,
+        max_wait_ms: 30_000,
+    };
+    native.send(&fetch);
+    // Every poll is waiting: a watch per shard owning one of the two
+    // partitions, and the native and single-partition polls long since read.
+    let owners: std::collections::BTreeSet<usize> =
+        (0..2).map(|partition| ringlog::shard::owner_of("kafka-stopping", partition, 2)).collect();
+    wait_for_watches(&node.node, owners.len() as u64);
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped_at = Instant::now();
+    let KafkaNode { node: process, .. } = node;
+    let terminating = std::thread::spawn(move || process.terminate());
+    for (client, partitions) in [(&mut one, 1), (&mut two, 2)] {
+        let answer: FetchResponse = client.receive(ApiKey::Fetch, 12);
+        assert_eq!(record_bytes_per_partition(&answer), vec![0; partitions], "answered without records");
+        assert!(answer.responses[0].partitions.iter().all(|data| data.error_code == 0));
+    }
+    let (_, outcome) = ringlog::protocol::decode_response(fetch.api_key(), &native.receive_frame().unwrap()).unwrap();
+    assert!(matches!(outcome, Ok(Response::Fetch { ref batches, .. }) if batches.is_empty()), "{outcome:?}");
+    let answered_after = stopped_at.elapsed();
+    assert!(answered_after < Duration::from_secs(3), "answered {answered_after:?} after SIGTERM");
+    assert_eq!(terminating.join().unwrap(), Some(0), "a clean exit");
+    assert!(stopped_at.elapsed() < Duration::from_secs(5), "stopped in {:?}", stopped_at.elapsed());
+}
+
 /// Whether the node closed `stream` (EOF or reset, not a read timeout).
 pub(crate) fn closed_by_node(stream: &mut TcpStream) -> bool {
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
