@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::net::kafka_server::{run_kafka_listener, KafkaListener};
 use crate::net::server::{run_listener, InFlight, ListenerKind};
@@ -67,6 +67,11 @@ pub(super) struct ShardConfig {
     pub(super) shared: Shared,
     /// Shards that have opened their partitions (the startup barrier).
     pub(super) opened: Arc<std::sync::atomic::AtomicUsize>,
+    /// Shards whose requests in flight have ended (the shutdown barrier):
+    /// no shard closes its partitions while another still answers a
+    /// request that reads them (a long poll's last read, answered when
+    /// the node stops).
+    pub(super) drained: Arc<std::sync::atomic::AtomicUsize>,
     pub(super) ready: mpsc::Sender<Result<ShardId, ShardError>>,
 }
 
@@ -90,14 +95,18 @@ pub(super) async fn run_shard(setup: ShardConfig, ends: MeshEnds) -> Result<(), 
     open_partitions(&context).await.map_err(|error| report_to_barrier(&setup, error))?;
     note_local_epochs(&context);
     wait_until_every_shard_opened(&setup).await?;
-    let listeners =
-        bind_listeners(&setup, context.cluster.is_clustered()).map_err(|error| report_to_barrier(&setup, error))?;
+    let listeners = bind_listeners(&setup, context.cluster.is_clustered()).map_err(|error| {
+        // Past the startup barrier: the other shards' shutdown must not
+        // wait for this one.
+        setup.drained.fetch_add(1, Ordering::SeqCst);
+        report_to_barrier(&setup, error)
+    })?;
     // The barrier has gone only when serve() already returned (another
     // shard failed): this shard then stops with the rest.
     let _ = setup.ready.send(Ok(setup.shard));
     let in_flight = Rc::new(InFlight::default());
     serve_until_stopped(&context, listeners, &setup.connections, &in_flight).await;
-    shut_down(&context, &in_flight).await?;
+    shut_down(&setup, &context, &in_flight).await?;
     drop(receivers);
     Ok(())
 }
@@ -260,6 +269,10 @@ pub(super) fn bind(shard: ShardId, address: &str) -> Result<glommio::net::TcpLis
     })
 }
 
+/// Longest a stopping shard waits for requests in flight, its own and
+/// then every other shard's, before it closes its partitions anyway.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
 /// Poll the process-wide stop flag (set by the signal thread); then stop
 /// the listeners and end the shard's long polls.
 pub(super) async fn watch_for_stop(context: Rc<ShardContext>, stop: Rc<Notify>, stopping: Rc<Cell<bool>>) {
@@ -271,15 +284,22 @@ pub(super) async fn watch_for_stop(context: Rc<ShardContext>, stop: Rc<Notify>, 
     context.stopping.set();
 }
 
-/// Finish in-flight requests (bounded wait), then close partitions cleanly.
-pub(super) async fn shut_down(context: &Rc<ShardContext>, in_flight: &InFlight) -> Result<(), ShardError> {
+/// Finish in-flight requests, then wait for every other shard to have
+/// finished theirs (both within [`SHUTDOWN_WAIT`]), then close partitions
+/// cleanly.
+pub(super) async fn shut_down(
+    setup: &ShardConfig,
+    context: &Rc<ShardContext>,
+    in_flight: &InFlight,
+) -> Result<(), ShardError> {
+    let deadline = Instant::now() + SHUTDOWN_WAIT;
     let waited = futures_lite::future::or(
         async {
             in_flight.drained().await;
             true
         },
         async {
-            crate::runtime::sleep(Duration::from_secs(10)).await;
+            crate::runtime::sleep(SHUTDOWN_WAIT).await;
             false
         },
     )
@@ -287,6 +307,10 @@ pub(super) async fn shut_down(context: &Rc<ShardContext>, in_flight: &InFlight) 
     if !waited {
         tracing::warn!(target: "ringlog::node", shard = context.shard, remaining = in_flight.count(),
             "in-flight requests did not finish within 10 s; closing anyway");
+    }
+    setup.drained.fetch_add(1, Ordering::SeqCst);
+    while setup.drained.load(Ordering::SeqCst) < setup.shards && Instant::now() < deadline {
+        crate::runtime::sleep(Duration::from_millis(5)).await;
     }
     // Give peers a moment to finish requests they forwarded here.
     crate::runtime::sleep(Duration::from_millis(100)).await;

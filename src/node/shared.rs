@@ -70,7 +70,8 @@ impl Shared {
     /// The settings every shard starts from (`shard` 0; `spawn_shards`
     /// names each one's own), reporting to the startup barrier `ready`.
     pub(super) fn shard_template(&self, ready: mpsc::Sender<Result<ShardId, ShardError>>) -> ShardConfig {
-        ShardConfig { shard: 0, shared: self.clone(), opened: Arc::new(AtomicUsize::new(0)), ready }
+        let (opened, drained) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        ShardConfig { shard: 0, shared: self.clone(), opened, drained, ready }
     }
 
     /// What the admin API reads (the control plane is added when it exists).

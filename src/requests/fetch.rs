@@ -56,8 +56,10 @@ async fn read_or_wait(context: &ShardContext, owned: &OwnedPartition, read: Cons
         let Some(high_watermark) = high_watermark::visible(owned, &context.cluster) else {
             // Not re-established yet: follower fetches (a `changed`) or an
             // in-sync set change on another thread establish it.
-            if remaining.is_zero() {
-                // The `not_ready` refusal (or, established meanwhile, a read).
+            // At the deadline or when the node stops (its latch would end
+            // every wait at once: a spin), the `not_ready` refusal, or,
+            // established meanwhile, a read.
+            if remaining.is_zero() || context.stopping.is_set() {
                 high_watermark::for_consumers(owned, &context.cluster)?;
                 continue;
             }

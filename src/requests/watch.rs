@@ -21,9 +21,10 @@ use crate::shard::partitions::OwnedPartition;
 use crate::shard::ShardId;
 
 /// Wait until one of `partitions` has news for a reader (see
-/// [`partition_has_news`]), until `deadline`, or until the node stops: one watch per owning
-/// shard, all stopped when this returns. A partition whose owner is
-/// unknown (its topic deleted meanwhile) is news: a read reports it.
+/// [`partition_has_news`]), until `deadline`, or until the node stops:
+/// one watch per owning shard, all stopped when this returns. A partition
+/// whose owner is unknown (its topic deleted meanwhile) is news: a read
+/// reports it.
 pub async fn wait_for_news(context: &Rc<ShardContext>, partitions: Vec<Watched>, deadline: Instant) {
     let remaining = deadline.saturating_duration_since(Instant::now());
     let mut by_owner: BTreeMap<ShardId, Vec<Watched>> = BTreeMap::new();

@@ -29,7 +29,8 @@ impl Latch {
 
     /// Returns once the latch is set: at once if it is already.
     pub async fn wait(&self) {
-        // Registered before the check: a `set` after the check wakes it.
+        // The notification's generation is taken before the check: a
+        // `set` after the check still ends the wait.
         let notified = self.notify.notified();
         if self.is_set() {
             return;
