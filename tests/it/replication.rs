@@ -749,3 +749,38 @@ fn a_followers_first_read_of_a_new_topic_that_finds_it_behind_keeps_it_in_sync()
     assert!(sampled >= Duration::from_secs(1), "the machine was too slow to sample: {sampled:?}, {samples} samples");
     assert!(produce_acks(&a, "fresh", 0, &["second".into()], Acks::All).is_ok());
 }
+
+/// A consumer long-polling a partition whose high watermark is not
+/// re-established (a new topic its stopped follower has not read yet)
+/// does not hold a stopping leader: it is answered `not_ready` and the
+/// node exits at once. (The stop made that wait ready at once, every
+/// round: the shard spun until the poll's deadline.)
+#[test]
+fn a_poll_waiting_for_the_high_watermark_does_not_hold_a_stopping_node() {
+    let cluster = Cluster::with_replication(30_000, 1);
+    let (_members, [a, b]) = cluster.start_in_sync();
+    // SAFETY: signals to our own child process.
+    unsafe { libc::kill(b.pid() as i32, libc::SIGSTOP) };
+    create_topic(&a, "fresh", 1);
+    assert!(produce_acks(&a, "fresh", 0, &["first".into()], Acks::Leader).is_ok());
+    let mut consumer = a.client();
+    let fetch =
+        Request::Fetch { topic: "fresh".into(), partition: 0, offset: 0, max_bytes: 1 << 20, max_wait_ms: 30_000 };
+    consumer.send(&fetch);
+    // b, in sync and not yet read, holds the high watermark back: the
+    // poll waits for it to be established (for up to lag_max, 30 s).
+    consumer.set_read_timeout(Duration::from_millis(500));
+    assert!(consumer.receive_frame().is_err(), "the poll waits");
+    consumer.set_read_timeout(Duration::from_secs(20));
+    let stopped_at = Instant::now();
+    let terminating = std::thread::spawn(move || a.terminate());
+    let answer = consumer.receive_frame().unwrap();
+    let answered_after = stopped_at.elapsed();
+    let (_, outcome) = ringlog::protocol::decode_response(fetch.api_key(), &answer).unwrap();
+    assert!(matches!(outcome, Err(ErrorResponse { code: ErrorCode::NotReady, .. })), "{outcome:?}");
+    assert!(answered_after < Duration::from_secs(3), "answered {answered_after:?} after SIGTERM");
+    assert_eq!(terminating.join().unwrap(), Some(0), "a clean exit");
+    assert!(stopped_at.elapsed() < Duration::from_secs(8), "stopped in {:?}", stopped_at.elapsed());
+    // SAFETY: as above.
+    unsafe { libc::kill(b.pid() as i32, libc::SIGCONT) };
+}
