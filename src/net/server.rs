@@ -202,6 +202,11 @@ impl Connection {
                     Err(end) => return end,
                 },
             };
+            // Read before the stop, admitted after the shard's requests in
+            // flight were counted out (the shutdown barrier): not served.
+            if self.stopping.get() {
+                return ReadEnd::Stopping;
+            }
             pending.count.set(pending.count.get() + 1);
             self.in_flight.enter();
             let answer = Answer {

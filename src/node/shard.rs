@@ -158,6 +158,9 @@ async fn wait_until_every_shard_opened(setup: &ShardConfig) -> Result<(), ShardE
     assert!(opened <= setup.shards, "shard {} opened as number {opened} of {}", setup.shard, setup.shards);
     while setup.opened.load(Ordering::SeqCst) < setup.shards {
         if STOP_REQUESTED.load(Ordering::SeqCst) {
+            // Shards that passed the startup barrier may serve and stop:
+            // their shutdown barrier must not wait for this one.
+            setup.drained.fetch_add(1, Ordering::SeqCst);
             return Err(ShardError::StoppedDuringStartup { shard: setup.shard });
         }
         crate::runtime::sleep(Duration::from_millis(5)).await;
@@ -299,7 +302,7 @@ pub(super) async fn shut_down(
             true
         },
         async {
-            crate::runtime::sleep(SHUTDOWN_WAIT).await;
+            crate::runtime::sleep(deadline.saturating_duration_since(Instant::now())).await;
             false
         },
     )
@@ -311,6 +314,11 @@ pub(super) async fn shut_down(
     setup.drained.fetch_add(1, Ordering::SeqCst);
     while setup.drained.load(Ordering::SeqCst) < setup.shards && Instant::now() < deadline {
         crate::runtime::sleep(Duration::from_millis(5)).await;
+    }
+    let drained = setup.drained.load(Ordering::SeqCst);
+    if drained < setup.shards {
+        tracing::warn!(target: "ringlog::node", shard = context.shard, drained, shards = setup.shards,
+            "other shards' requests did not finish within 10 s; closing anyway");
     }
     // Give peers a moment to finish requests they forwarded here.
     crate::runtime::sleep(Duration::from_millis(100)).await;

@@ -1,6 +1,7 @@
 //! A flag set once, for good, that wakes every task waiting for it: a
-//! shard that stops sets one, so long polls answer with what they have at
-//! once instead of holding the shutdown until its timeout.
+//! shard that stops sets one, so long polls answer with what they have
+//! when it notices the stop instead of holding the shutdown until its
+//! timeout.
 
 use std::cell::Cell;
 
