@@ -8,8 +8,9 @@
 //! bytes, so a slice that *is* one of the chosen strings (same address,
 //! same length) becomes an insert of that string; everything else is
 //! copied into the head. A false match cannot send wrong bytes: the same
-//! address and length as a live, immutable string are that string. The result is a [`FramePieces`], the frame the
-//! native protocol already writes in pieces.
+//! address and length as a live, immutable string are that string. The
+//! result is a [`FramePieces`], the frame the native protocol already
+//! writes in pieces.
 
 use std::ops::Range;
 
