@@ -350,6 +350,14 @@ impl FramePieces {
         if self.inserts.iter().all(|(position, _)| *position == self.head.len()) {
             return self;
         }
+        self.joined()
+    }
+
+    /// The same frame all in its head: every insert copied into it.
+    pub fn joined(self) -> FramePieces {
+        if self.inserts.is_empty() {
+            return self;
+        }
         // Pooled when large (a fresh one is faulted in page by page).
         let mut head = crate::runtime::buffer_pool::take_empty(self.len());
         for piece in self.pieces() {

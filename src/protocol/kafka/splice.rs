@@ -73,16 +73,7 @@ impl<'a> SplicingBuffer<'a> {
     /// positions again: for a codec that seeks back or fills a gap (none
     /// of the messages this node encodes does), correct if not fast.
     fn join(&mut self) {
-        if self.frame.inserts.is_empty() {
-            return;
-        }
-        let frame = std::mem::take(&mut self.frame);
-        let mut head = crate::runtime::buffer_pool::take_empty(frame.len());
-        for piece in frame.pieces() {
-            head.extend_from_slice(piece);
-        }
-        crate::runtime::buffer_pool::give_back(frame.head);
-        self.frame = FramePieces::whole(head);
+        self.frame = std::mem::take(&mut self.frame).joined();
         self.inserted_bytes = 0;
     }
 }
