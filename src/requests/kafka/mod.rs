@@ -13,7 +13,7 @@ pub(super) mod produce;
 mod producers;
 pub mod sasl;
 mod topics;
-mod transcode;
+pub mod transcode;
 
 pub use access::Access;
 
