@@ -343,7 +343,14 @@ impl ControlPlane {
         self.state.revoke_write_deadline();
         self.election_revision.store(0, Ordering::SeqCst);
         if self.state.view().role == Role::Leader {
-            self.state.update(|view| view.role = Role::Follower);
+            // Nor may it name itself the leader: `not_leader` answers and
+            // Kafka's Metadata would send clients back to a node going away.
+            self.state.update(|view| {
+                view.role = Role::Follower;
+                view.leader_id = None;
+                view.leader_client_address = None;
+                view.leader_replication_address = None;
+            });
             match election::resign(etcd, &self.keys, lease).await {
                 Ok(()) => tracing::info!(target: "ringlog::cluster", "resigned leadership"),
                 Err(error) => tracing::warn!(target: "ringlog::cluster", %error, "could not resign; the lease expires"),

@@ -790,6 +790,45 @@ fn a_poll_waiting_for_the_high_watermark_does_not_hold_a_stopping_node() {
     assert!(answered_after < Duration::from_secs(3), "answered {answered_after:?} after SIGTERM");
     assert_eq!(terminating.join().unwrap(), Some(0), "a clean exit");
     assert!(stopped_at.elapsed() < Duration::from_secs(8), "stopped in {:?}", stopped_at.elapsed());
+    cluster.etcd.signal(libc::SIGCONT);
+    // SAFETY: as above.
+    unsafe { libc::kill(b.pid() as i32, libc::SIGCONT) };
+}
+
+#[test]
+fn an_acks_all_produce_waiting_for_a_stopped_follower_is_refused_at_once_when_the_leader_stops() {
+    // lag_max 30 s: b, stopped, stays in the in-sync set that long, and
+    // an acks=all produce would wait for it up to twice that.
+    let cluster = Cluster::with_replication(30_000, 1);
+    let (_members, [a, b]) = cluster.start_in_sync();
+    create_topic(&a, "t", 1);
+    assert!(produce_acks(&a, "t", 0, &["before".into()], Acks::All).is_ok());
+    // SAFETY: signals to our own child process.
+    unsafe { libc::kill(b.pid() as i32, libc::SIGSTOP) };
+    let mut producer = a.client();
+    let produce = produce_request("t", 0, Acks::All, &["waits".to_string()]);
+    producer.send(&produce);
+    producer.set_read_timeout(Duration::from_millis(500));
+    assert!(producer.receive_frame().is_err(), "the produce waits for b");
+    // etcd hangs too (as with a lost quorum): a cannot resign there, so
+    // its stepping down may not wait for etcd, nor its exit for long.
+    cluster.etcd.signal(libc::SIGSTOP);
+    producer.set_read_timeout(Duration::from_secs(20));
+    let a_address = a.address.clone();
+    let stopped_at = Instant::now();
+    let terminating = std::thread::spawn(move || a.terminate());
+    let answer = producer.receive_frame().unwrap();
+    let answered_after = stopped_at.elapsed();
+    let (_, outcome) = ringlog::protocol::decode_response(produce.api_key(), &answer).unwrap();
+    // The stopping leader steps down first, which ends the wait.
+    let Err(ErrorResponse { code: ErrorCode::NotLeader, leader, .. }) = outcome else {
+        panic!("not acknowledged, and the client told to look for the leader: {outcome:?}")
+    };
+    assert_ne!(leader, Some(a_address), "a node going away does not name itself the leader");
+    assert!(answered_after < Duration::from_secs(1), "answered {answered_after:?} after SIGTERM");
+    assert_eq!(terminating.join().unwrap(), Some(0), "a clean exit");
+    assert!(stopped_at.elapsed() < Duration::from_secs(8), "stopped in {:?}", stopped_at.elapsed());
+    cluster.etcd.signal(libc::SIGCONT);
     // SAFETY: as above.
     unsafe { libc::kill(b.pid() as i32, libc::SIGCONT) };
 }
