@@ -179,15 +179,31 @@ impl ControlPlane {
             if health.is_lost() {
                 return Err(ClusterError::LeaseLost { lease, lease_ttl_s: self.config.lease_ttl_s });
             }
-            if let Err(error) = self.follow_election(&etcd, id, &health).await {
-                self.note_unreachable(&error);
-            } else if self.state.view().role == Role::Leader {
-                if let Err(error) = self.manage_in_sync_set(&etcd, id, &mut pending).await {
-                    pending.clear();
+            let iteration = async {
+                if let Err(error) = self.follow_election(&etcd, id, &health).await {
                     self.note_unreachable(&error);
+                } else if self.state.view().role == Role::Leader {
+                    if let Err(error) = self.manage_in_sync_set(&etcd, id, &mut pending).await {
+                        pending.clear();
+                        self.note_unreachable(&error);
+                    }
                 }
+                tokio::time::sleep(poll).await;
+                false
+            };
+            // A stop ends the iteration where it waits, so a hung etcd call
+            // (up to `etcd_request_timeout_ms`) does not hold the step-down.
+            // Dropped half-way it leaves nothing to undo: the view is
+            // published in one update at the end of `follow_election`, a
+            // won election not yet published is revoked with the lease, and
+            // the in-sync writes are fenced on the election.
+            let stopped = async {
+                stopped(stop).await;
+                true
+            };
+            if futures_lite::future::or(iteration, stopped).await {
+                break;
             }
-            tokio::time::sleep(poll).await;
         }
         self.leave(&etcd, lease).await;
         *previous_lease = None;
@@ -340,17 +356,22 @@ impl ControlPlane {
     /// Shutdown: stop acknowledging, resign if leading, revoke the lease
     /// (which removes the registration) so others need not wait for expiry.
     async fn leave(&self, etcd: &Etcd, lease: i64) {
-        self.state.revoke_write_deadline();
-        self.election_revision.store(0, Ordering::SeqCst);
-        if self.state.view().role == Role::Leader {
-            // Nor may it name itself the leader: `not_leader` answers and
-            // Kafka's Metadata would send clients back to a node going away.
+        let was_leader = self.state.view().role == Role::Leader;
+        if was_leader {
+            // One update, before etcd is asked anything: waits for
+            // followers end `not_leader` at once, and a node going away
+            // names no leader (`not_leader` answers and Kafka's Metadata
+            // would send clients back to it).
             self.state.update(|view| {
                 view.role = Role::Follower;
                 view.leader_id = None;
                 view.leader_client_address = None;
                 view.leader_replication_address = None;
             });
+        }
+        self.state.revoke_write_deadline();
+        self.election_revision.store(0, Ordering::SeqCst);
+        if was_leader {
             match election::resign(etcd, &self.keys, lease).await {
                 Ok(()) => tracing::info!(target: "ringlog::cluster", "resigned leadership"),
                 Err(error) => tracing::warn!(target: "ringlog::cluster", %error, "could not resign; the lease expires"),
@@ -379,6 +400,17 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// How often a wait looks at the stop flag (set from another thread, which
+/// wakes nothing here).
+const STOP_CHECK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Returns once `stop` is set.
+async fn stopped(stop: &'static AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(STOP_CHECK_INTERVAL).await;
     }
 }
 
