@@ -13,6 +13,8 @@ pub(super) mod produce;
 mod producers;
 pub mod sasl;
 mod topics;
+// Public for `benches/kafka_records.rs`, not an API.
+#[doc(hidden)]
 pub mod transcode;
 
 pub use access::Access;
