@@ -83,6 +83,11 @@ fn keep_whole(kafka: &[u8], log_checksum: bool) -> Vec<u8> {
     stored
 }
 
+/// Transcode `kafka` into a ringlog batch and give its buffer back.
+fn transcode(kafka: &[u8]) {
+    buffer_pool::give_back(kafka_to_native(kafka, LIMITS).expect("a valid batch").into_bytes());
+}
+
 fn produce(c: &mut Criterion) {
     // The node builds batches in pooled buffers: so do these, else every
     // iteration would fault in fresh pages.
@@ -91,9 +96,7 @@ fn produce(c: &mut Criterion) {
         let (_, kafka) = batches(shape);
         let mut group = c.benchmark_group(format!("kafka_produce/{}", shape.name));
         group.throughput(Throughput::Bytes(kafka.len() as u64));
-        group.bench_function("transcoded", |b| {
-            b.iter(|| buffer_pool::give_back(kafka_to_native(&kafka, LIMITS).expect("valid").into_bytes()))
-        });
+        group.bench_function("transcoded", |b| b.iter(|| transcode(&kafka)));
         group.bench_function("kept_whole", |b| b.iter(|| buffer_pool::give_back(keep_whole(&kafka, true))));
         group.bench_function("kept_whole_kafka_checksum", |b| {
             b.iter(|| buffer_pool::give_back(keep_whole(&kafka, false)))
@@ -123,9 +126,7 @@ fn fetch(c: &mut Criterion) {
         // bound: this is the produce-side transcode, whose CRC-32C check a
         // read (covered by the log's checksum) could skip; `crc32c` below
         // is that share.
-        group.bench_function("kept_whole_read_natively", |b| {
-            b.iter(|| buffer_pool::give_back(kafka_to_native(&kafka, LIMITS).expect("valid").into_bytes()))
-        });
+        group.bench_function("kept_whole_read_natively", |b| b.iter(|| transcode(&kafka)));
         group.finish();
     }
 }

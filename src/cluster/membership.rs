@@ -121,10 +121,7 @@ impl ControlPlane {
         self.election_revision.store(0, Ordering::SeqCst);
         let was_leader = self.state.view().role == Role::Leader;
         self.state.update(|view| {
-            view.role = Role::Follower;
-            view.leader_id = None;
-            view.leader_client_address = None;
-            view.leader_replication_address = None;
+            follow_no_leader(view);
             view.in_sync_followers.clear();
             view.members = Members::default();
             view.etcd_reachable = false;
@@ -362,12 +359,7 @@ impl ControlPlane {
             // followers end `not_leader` at once, and a node going away
             // names no leader (`not_leader` answers and Kafka's Metadata
             // would send clients back to it).
-            self.state.update(|view| {
-                view.role = Role::Follower;
-                view.leader_id = None;
-                view.leader_client_address = None;
-                view.leader_replication_address = None;
-            });
+            self.state.update(follow_no_leader);
         }
         self.state.revoke_write_deadline();
         self.election_revision.store(0, Ordering::SeqCst);
@@ -415,8 +407,13 @@ async fn stopped(stop: &'static AtomicBool) {
 }
 
 async fn sleep_unless_stopped(duration: Duration, stop: &'static AtomicBool) {
-    let deadline = Instant::now() + duration;
-    while Instant::now() < deadline && !stop.load(Ordering::SeqCst) {
-        tokio::time::sleep(Duration::from_millis(50).min(deadline - Instant::now())).await;
-    }
+    futures_lite::future::or(tokio::time::sleep(duration), stopped(stop)).await;
+}
+
+/// A follower that knows no leader: what this node is once it steps down.
+fn follow_no_leader(view: &mut ClusterView) {
+    view.role = Role::Follower;
+    view.leader_id = None;
+    view.leader_client_address = None;
+    view.leader_replication_address = None;
 }
