@@ -3,14 +3,13 @@
 //! instead of spinning, and count every connection against
 //! `limits.max_connections` (a connection beyond it is closed at once).
 
-use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::runtime::Notify;
+use crate::runtime::Latch;
 use crate::state::metrics::ConnectionCount;
 
 /// How long a listener pauses after a failed accept (EMFILE and friends).
@@ -27,13 +26,11 @@ impl Drop for Admitted {
     }
 }
 
-/// What a listener needs to accept: the node's stop signal and the
+/// What a listener needs to accept: the shard's stop latch and the
 /// connection count with its limit.
 pub struct AcceptGate<'a> {
-    /// Fires when the node stops.
-    pub stop: &'a Notify,
-    /// Set when the node stops.
-    pub stopping: &'a Cell<bool>,
+    /// Set when the node stops (`ShardContext::stopping`).
+    pub stopping: &'a Latch,
     /// Open connections across shards and listeners.
     pub connections: &'a Arc<ConnectionCount>,
     /// `limits.max_connections`.
@@ -43,7 +40,7 @@ pub struct AcceptGate<'a> {
 /// The next connection within the limit, or `None` once the node stops.
 pub async fn next_connection(listener: &TcpListener, gate: &AcceptGate<'_>) -> Option<(TcpStream, Admitted)> {
     loop {
-        let stream = accept_or_stop(listener, gate.stop, gate.stopping).await?;
+        let stream = accept_or_stop(listener, gate.stopping).await?;
         if gate.connections.open.fetch_add(1, Ordering::SeqCst) >= gate.limit {
             gate.connections.open.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(target: "ringlog::net", limit = gate.limit,
@@ -55,14 +52,13 @@ pub async fn next_connection(listener: &TcpListener, gate: &AcceptGate<'_>) -> O
 }
 
 /// The next accepted stream, or `None` once the node stops.
-async fn accept_or_stop(listener: &TcpListener, stop: &Notify, stopping: &Cell<bool>) -> Option<TcpStream> {
+async fn accept_or_stop(listener: &TcpListener, stopping: &Latch) -> Option<TcpStream> {
     loop {
-        let stopped = stop.notified();
-        if stopping.get() {
+        if stopping.is_set() {
             return None;
         }
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            stopped.await;
+            stopping.wait().await;
             None
         })
         .await;

@@ -24,7 +24,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 
-use crate::runtime::Notify;
+use crate::runtime::{Latch, Notify};
 
 /// What one connection owes, shared by its reader, its requests and its
 /// writer (one thread).
@@ -106,15 +106,14 @@ impl AnswerBudget {
     }
 
     /// [`reserve`](Self::reserve), unless the node starts stopping first
-    /// (`stopping` set, `stop` notified): None then. A reader waiting for
-    /// room may wait on a client that never reads again.
-    pub(crate) async fn reserve_or_stop(&self, bytes: usize, stop: &Notify, stopping: &Cell<bool>) -> Option<bool> {
-        let stopped = stop.notified();
-        if stopping.get() {
+    /// (`stopping` set): None then. A reader waiting for room may wait on a
+    /// client that never reads again.
+    pub(crate) async fn reserve_or_stop(&self, bytes: usize, stopping: &Latch) -> Option<bool> {
+        if stopping.is_set() {
             return None;
         }
         let stopped = async {
-            stopped.await;
+            stopping.wait().await;
             None
         };
         futures_lite::future::or(async { Some(self.reserve(bytes).await) }, stopped).await

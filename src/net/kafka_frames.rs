@@ -90,12 +90,12 @@ async fn read_some(reader: &mut ReadHalf, buffer: &mut [u8]) -> Result<usize, Re
 
 /// As [`read_some`], unless the node starts stopping first.
 async fn read_or_stop(shared: &KafkaListener, reader: &mut ReadHalf, buffer: &mut [u8]) -> Result<usize, ReadEnd> {
-    let stopped = shared.stop.notified();
-    if shared.stopping.get() {
+    let stopping = &shared.context.stopping;
+    if stopping.is_set() {
         return Err(ReadEnd::Stopping);
     }
     let read = futures_lite::future::or(async { Some(read_some(reader, buffer).await) }, async {
-        stopped.await;
+        stopping.wait().await;
         None
     });
     read.await.unwrap_or(Err(ReadEnd::Stopping))

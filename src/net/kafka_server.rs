@@ -22,7 +22,7 @@
 //! (bad length, unknown API, unsupported version, a body that does not
 //! decode): the connection is closed, the node serves everyone else.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -37,7 +37,6 @@ use crate::protocol::kafka::{decode_request, KafkaFrameError};
 use crate::requests::kafka::placements::Placements;
 use crate::requests::kafka::sasl::{self, KafkaAuthentication, Step};
 use crate::requests::kafka::{handle, Access, KafkaOutcome};
-use crate::runtime::Notify;
 use crate::security::acl::Principal;
 use crate::security::FailureLimiter;
 use crate::shard::context::ShardContext;
@@ -57,12 +56,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// What a Kafka listener shares with its shard.
 pub struct KafkaListener {
-    /// The shard's context.
+    /// The shard's context (its `stopping` latch ends the listener).
     pub context: Rc<ShardContext>,
-    /// Fires when the node stops.
-    pub stop: Rc<Notify>,
-    /// Set when the node stops.
-    pub stopping: Rc<Cell<bool>>,
     /// Open connections across shards and listeners (`limits.max_connections`).
     pub connections: Arc<ConnectionCount>,
     /// Requests running on this shard (shutdown waits for them).
@@ -73,7 +68,7 @@ pub struct KafkaListener {
 pub async fn run_kafka_listener(shared: KafkaListener, listener: TcpListener) {
     let shared = Rc::new(shared);
     let limit = shared.context.config.limits.max_connections;
-    let gate = AcceptGate { stop: &shared.stop, stopping: &shared.stopping, connections: &shared.connections, limit };
+    let gate = AcceptGate { stopping: &shared.context.stopping, connections: &shared.connections, limit };
     let limiter = shared.context.config.auth.enabled.then(|| sasl::limiter(&shared.context));
     while let Some((stream, admitted)) = next_connection(&listener, &gate).await {
         let connection = Rc::clone(&shared);
@@ -175,7 +170,7 @@ async fn read_requests(
         let request = decode_request(frame)?;
         // Kafka requests run one at a time: an answer's size is known when
         // it is encoded, and what waits here is the answers before it.
-        match answers.reserve_or_stop(0, &shared.stop, &shared.stopping).await {
+        match answers.reserve_or_stop(0, &shared.context.stopping).await {
             Some(true) => {}
             Some(false) => return Err(ReadEnd::Closed),
             None => return Err(ReadEnd::Stopping),

@@ -72,18 +72,16 @@ pub enum ListenerKind {
     Replication,
 }
 
-/// Serve clients until `stop` fires.
+/// Serve clients until the shard stops (`ShardContext::stopping`).
 pub async fn run_listener(
     context: Rc<ShardContext>,
     listener: TcpListener,
     kind: ListenerKind,
-    stop: Rc<Notify>,
-    stopping: Rc<Cell<bool>>,
     connections: Arc<ConnectionCount>,
     in_flight: Rc<InFlight>,
 ) {
     let limit = context.config.limits.max_connections;
-    let gate = AcceptGate { stop: &stop, stopping: &stopping, connections: &connections, limit };
+    let gate = AcceptGate { stopping: &context.stopping, connections: &connections, limit };
     let authenticating = kind == ListenerKind::Client && context.config.auth.enabled;
     let limiter = authenticating.then(|| super::authentication::limiter(&context));
     while let Some((stream, admitted)) = next_connection(&listener, &gate).await {
@@ -93,8 +91,6 @@ pub async fn run_listener(
         });
         let connection = Connection {
             context: Rc::clone(&context),
-            stopping: Rc::clone(&stopping),
-            stop: Rc::clone(&stop),
             in_flight: Rc::clone(&in_flight),
             replication: (kind == ListenerKind::Replication).then(ReplicaSession::default),
             authentication,
@@ -109,8 +105,6 @@ pub async fn run_listener(
 
 struct Connection {
     context: Rc<ShardContext>,
-    stopping: Rc<Cell<bool>>,
-    stop: Rc<Notify>,
     in_flight: Rc<InFlight>,
     /// Handshake state on the replication listener (None: a client listener).
     replication: Option<ReplicaSession>,
@@ -204,7 +198,7 @@ impl Connection {
             };
             // Read before the stop, admitted after the shard's requests in
             // flight were counted out (the shutdown barrier): not served.
-            if self.stopping.get() {
+            if self.context.stopping.is_set() {
                 return ReadEnd::Stopping;
             }
             pending.count.set(pending.count.get() + 1);
@@ -216,8 +210,6 @@ impl Connection {
                 sender: Rc::clone(sender),
                 queue: Rc::clone(queue),
                 answer_estimate,
-                stop: Rc::clone(&self.stop),
-                stopping: Rc::clone(&self.stopping),
             };
             let (pending, in_flight) = (Rc::clone(&pending), Rc::clone(&self.in_flight));
             crate::runtime::spawn_local(async move {
@@ -235,7 +227,7 @@ impl Connection {
     /// not read them. Ends the connection when the node stops or the
     /// writer is gone meanwhile (the client may never read again).
     async fn wait_for_unread_answers(&self, queue: &ReplyQueue) -> Result<(), ReadEnd> {
-        match queue.answers.reserve_or_stop(0, &self.stop, &self.stopping).await {
+        match queue.answers.reserve_or_stop(0, &self.context.stopping).await {
             Some(true) => Ok(()),
             Some(false) => Err(ReadEnd::Closed),
             None => Err(ReadEnd::Stopping),
@@ -391,8 +383,8 @@ impl Connection {
     /// Read exactly `buffer` unless shutdown starts first (only between
     /// frames). On a replication connection, an idle follower times out.
     async fn read_or_stop(&self, stream: &mut ReadHalf, buffer: &mut [u8]) -> std::io::Result<bool> {
-        let stopped = self.stop.notified();
-        if self.stopping.get() {
+        let stopping = &self.context.stopping;
+        if stopping.is_set() {
             return Ok(false);
         }
         let idle_limit = match &self.replication {
@@ -401,7 +393,7 @@ impl Connection {
         };
         // Wait for the first byte or shutdown; once a frame has begun, finish it.
         let first = futures_lite::future::or(async { Some(stream.read(&mut buffer[..1]).await) }, async {
-            futures_lite::future::or(stopped, async {
+            futures_lite::future::or(stopping.wait(), async {
                 if idle_limit == std::time::Duration::MAX {
                     std::future::pending::<()>().await;
                 }
@@ -412,7 +404,7 @@ impl Connection {
         })
         .await;
         let first = match first {
-            None if !self.stopping.get() && self.replication.is_some() => {
+            None if !stopping.is_set() && self.replication.is_some() => {
                 return Err(std::io::ErrorKind::TimedOut.into());
             }
             first => first,
@@ -572,8 +564,6 @@ struct Answer {
     /// The most the answer may take, reserved before the request runs;
     /// None on a replication connection (bounded by the `ReplyQueue`).
     answer_estimate: Option<usize>,
-    stop: Rc<Notify>,
-    stopping: Rc<Cell<bool>>,
 }
 
 impl Answer {
@@ -587,7 +577,7 @@ impl Answer {
             // answers already: waiting again could let a later produce to
             // the same partition pass this one.
             None | Some(0) => 0,
-            Some(bytes) => match self.queue.answers.reserve_or_stop(bytes, &self.stop, &self.stopping).await {
+            Some(bytes) => match self.queue.answers.reserve_or_stop(bytes, &self.context.stopping).await {
                 Some(true) => bytes,
                 // The writer is gone or the node stops: nobody reads it.
                 Some(false) | None => return,

@@ -1,7 +1,6 @@
 //! One data shard's executor: spawn, open its partitions, serve its
 //! listeners and mesh, shut down in order, and join.
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -10,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use crate::net::kafka_server::{run_kafka_listener, KafkaListener};
 use crate::net::server::{run_listener, InFlight, ListenerKind};
-use crate::runtime::Notify;
 use crate::shard::context::ShardContext;
 use crate::shard::mesh::{build_mesh, Envelope, Inbound, Mesh, MeshEnds};
 use crate::shard::partitions::ShardPartitions;
@@ -198,22 +196,17 @@ async fn serve_until_stopped(
     connections: &Arc<ConnectionCount>,
     in_flight: &Rc<InFlight>,
 ) {
-    let stop = Rc::new(Notify::new());
-    let stopping = Rc::new(Cell::new(false));
-    let watcher =
-        crate::runtime::spawn_local(watch_for_stop(Rc::clone(context), Rc::clone(&stop), Rc::clone(&stopping)));
-    let publisher = crate::runtime::spawn_local(publish_gauges(Rc::clone(context), Rc::clone(&stopping)));
-    let retention = crate::runtime::spawn_local(enforce_retention(Rc::clone(context), Rc::clone(&stopping)));
-    let group_sessions = crate::runtime::spawn_local(expire_group_sessions(Rc::clone(context), Rc::clone(&stopping)));
+    let watcher = crate::runtime::spawn_local(watch_for_stop(Rc::clone(context)));
+    let publisher = crate::runtime::spawn_local(publish_gauges(Rc::clone(context)));
+    let retention = crate::runtime::spawn_local(enforce_retention(Rc::clone(context)));
+    let group_sessions = crate::runtime::spawn_local(expire_group_sessions(Rc::clone(context)));
     let replication_tasks = match listeners.replication {
-        Some(listener) => start_replication(context, listener, &stop, &stopping, connections, in_flight),
+        Some(listener) => start_replication(context, listener, connections, in_flight),
         None => Vec::new(),
     };
     let kafka_task = listeners.kafka.map(|listener| {
         let shared = KafkaListener {
             context: Rc::clone(context),
-            stop: Rc::clone(&stop),
-            stopping: Rc::clone(&stopping),
             connections: Arc::clone(connections),
             in_flight: Rc::clone(in_flight),
         };
@@ -223,8 +216,6 @@ async fn serve_until_stopped(
         Rc::clone(context),
         listeners.client,
         ListenerKind::Client,
-        Rc::clone(&stop),
-        Rc::clone(&stopping),
         Arc::clone(connections),
         Rc::clone(in_flight),
     )
@@ -244,8 +235,6 @@ async fn serve_until_stopped(
 fn start_replication(
     context: &Rc<ShardContext>,
     listener: glommio::net::TcpListener,
-    stop: &Rc<Notify>,
-    stopping: &Rc<Cell<bool>>,
     connections: &Arc<ConnectionCount>,
     in_flight: &Rc<InFlight>,
 ) -> Vec<crate::runtime::Task<()>> {
@@ -254,13 +243,11 @@ fn start_replication(
             Rc::clone(context),
             listener,
             ListenerKind::Replication,
-            Rc::clone(stop),
-            Rc::clone(stopping),
             Arc::clone(connections),
             Rc::clone(in_flight),
         )),
-        crate::runtime::spawn_local(crate::replication::follower::run(Rc::clone(context), Rc::clone(stopping))),
-        crate::runtime::spawn_local(publish_follower_progress(Rc::clone(context), Rc::clone(stopping))),
+        crate::runtime::spawn_local(crate::replication::follower::run(Rc::clone(context))),
+        crate::runtime::spawn_local(publish_follower_progress(Rc::clone(context))),
     ]
 }
 
@@ -276,14 +263,13 @@ pub(super) fn bind(shard: ShardId, address: &str) -> Result<glommio::net::TcpLis
 /// then every other shard's, before it closes its partitions anyway.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
-/// Poll the process-wide stop flag (set by the signal thread); then stop
-/// the listeners and end the shard's long polls.
-pub(super) async fn watch_for_stop(context: Rc<ShardContext>, stop: Rc<Notify>, stopping: Rc<Cell<bool>>) {
+/// Poll the process-wide stop flag (set by the signal thread); then set the
+/// shard's `stopping` latch, which stops the listeners, the connections'
+/// readers, the background loops and the follower, and ends long polls.
+pub(super) async fn watch_for_stop(context: Rc<ShardContext>) {
     while !STOP_REQUESTED.load(Ordering::SeqCst) {
         crate::runtime::sleep(Duration::from_millis(50)).await;
     }
-    stopping.set(true);
-    stop.notify_all();
     context.stopping.set();
 }
 

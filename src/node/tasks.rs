@@ -1,11 +1,10 @@
 //! A shard's background loops: each wakes on a fixed interval, does one
 //! bounded pass over the shard's partitions, and ends when the shard stops.
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::replication::{high_watermark, leader};
 use crate::shard::context::ShardContext;
@@ -16,14 +15,14 @@ use crate::storage::retention::RetentionPolicy;
 
 /// How often the gauges are republished.
 const GAUGES_INTERVAL: Duration = Duration::from_secs(1);
-/// How often a sleeping loop looks at `stopping`, so shutdown never waits
-/// a whole interval.
-const STOP_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the consumer groups' session and rebalance timeouts are
+/// applied.
+const GROUP_TIMEOUT_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Republish this shard's partition gauges and fsync count once a second,
 /// so readers on other threads see an immutable snapshot.
-pub async fn publish_gauges(context: Rc<ShardContext>, stopping: Rc<Cell<bool>>) {
-    while !stopping.get() {
+pub async fn publish_gauges(context: Rc<ShardContext>) {
+    loop {
         let partitions = context.partitions.all();
         let gauges = partitions.iter().map(|owned| partition_gauge(&context, owned)).collect();
         let mut totals = crate::storage::LogStats::default();
@@ -40,7 +39,9 @@ pub async fn publish_gauges(context: Rc<ShardContext>, stopping: Rc<Cell<bool>>)
         metrics.segment_read_bytes.store(totals.segment_read_bytes, Ordering::Relaxed);
         metrics.read_ahead_hits.store(totals.read_ahead_hits, Ordering::Relaxed);
         metrics.recycled_segments_reused.store(totals.recycled_segments_reused, Ordering::Relaxed);
-        sleep_unless_stopping(GAUGES_INTERVAL, &stopping).await;
+        if !sleep_unless_stopping(GAUGES_INTERVAL, &context).await {
+            break;
+        }
     }
 }
 
@@ -65,15 +66,9 @@ fn partition_gauge(context: &ShardContext, owned: &OwnedPartition) -> PartitionG
 
 /// Apply each topic's retention (or the node default) to this shard's
 /// partitions every `limits.retention_check_interval_ms`.
-pub async fn enforce_retention(context: Rc<ShardContext>, stopping: Rc<Cell<bool>>) {
+pub async fn enforce_retention(context: Rc<ShardContext>) {
     let interval = Duration::from_millis(context.config.limits.retention_check_interval_ms);
-    let mut last = Instant::now();
-    while !stopping.get() {
-        crate::runtime::sleep(STOP_CHECK_INTERVAL).await;
-        if last.elapsed() < interval {
-            continue;
-        }
-        last = Instant::now();
+    while sleep_unless_stopping(interval, &context).await {
         let now_ms = crate::runtime::clock::wall_ms();
         for owned in context.partitions.all() {
             let policy = retention_policy(&context, &owned);
@@ -88,14 +83,13 @@ pub async fn enforce_retention(context: Rc<ShardContext>, stopping: Rc<Cell<bool
 }
 
 /// Apply the consumer groups' session and rebalance timeouts on this
-/// shard every [`STOP_CHECK_INTERVAL`] (a member is dropped at most that
+/// shard every [`GROUP_TIMEOUT_CHECK_INTERVAL`] (a member is dropped at most that
 /// much after its session lapsed). A node that may no longer write (it
 /// stepped down) dismisses its groups, and one that stops closes them:
 /// members parked in JoinGroup or SyncGroup are answered `NOT_COORDINATOR`
 /// at once instead of holding their requests until the shutdown timeout.
-pub async fn expire_group_sessions(context: Rc<ShardContext>, stopping: Rc<Cell<bool>>) {
-    while !stopping.get() {
-        crate::runtime::sleep(STOP_CHECK_INTERVAL).await;
+pub async fn expire_group_sessions(context: Rc<ShardContext>) {
+    while sleep_unless_stopping(GROUP_TIMEOUT_CHECK_INTERVAL, &context).await {
         if context.groups.is_empty() {
             continue;
         }
@@ -121,9 +115,8 @@ fn retention_policy(context: &ShardContext, owned: &OwnedPartition) -> Retention
 /// far each follower is on this shard's partitions (the control thread
 /// turns it into ISR decisions); in any role, drop the answer bodies kept
 /// for followers that no follower came for.
-pub async fn publish_follower_progress(context: Rc<ShardContext>, stopping: Rc<Cell<bool>>) {
-    while !stopping.get() {
-        crate::runtime::sleep(leader::PROGRESS_INTERVAL).await;
+pub async fn publish_follower_progress(context: Rc<ShardContext>) {
+    while sleep_unless_stopping(leader::PROGRESS_INTERVAL, &context).await {
         // Whatever the role: a deposed leader's kept bodies go too.
         leader::expire_kept_answers(&context);
         if context.cluster.view().role == Role::Leader {
@@ -132,13 +125,20 @@ pub async fn publish_follower_progress(context: Rc<ShardContext>, stopping: Rc<C
     }
 }
 
-/// Sleep `duration` in short steps, returning early once `stopping` is set.
-async fn sleep_unless_stopping(duration: Duration, stopping: &Cell<bool>) {
-    let steps = (duration.as_millis() / STOP_CHECK_INTERVAL.as_millis()).max(1);
-    for _ in 0..steps {
-        if stopping.get() {
-            return;
-        }
-        crate::runtime::sleep(STOP_CHECK_INTERVAL).await;
+/// Sleep `duration` and return true, or return false as soon as the shard
+/// is stopping (at once if it is already).
+async fn sleep_unless_stopping(duration: Duration, context: &ShardContext) -> bool {
+    let stopping = &context.stopping;
+    if stopping.is_set() {
+        return false;
     }
+    let slept = async {
+        crate::runtime::sleep(duration).await;
+        true
+    };
+    futures_lite::future::or(slept, async {
+        stopping.wait().await;
+        false
+    })
+    .await
 }

@@ -64,15 +64,15 @@ fn current_target(context: &ShardContext) -> Option<Target> {
 type PartitionTask = (crate::runtime::Task<()>, Rc<Cell<bool>>);
 
 /// Follow the leader whenever this node is a follower, until shutdown.
-pub async fn run(context: Rc<ShardContext>, stopping: Rc<Cell<bool>>) {
+pub async fn run(context: Rc<ShardContext>) {
     let mut backoff = Duration::from_millis(100);
     let mut last_error = String::new();
-    while !stopping.get() {
+    while !context.stopping.is_set() {
         let Some(target) = current_target(&context) else {
             crate::runtime::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        match session(&context, &target, &stopping).await {
+        match session(&context, &target).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(error) => {
                 let message = error.to_string();
@@ -90,7 +90,7 @@ pub async fn run(context: Rc<ShardContext>, stopping: Rc<Cell<bool>>) {
 
 /// One connection to one leader: runs until the leader changes, this node
 /// stops following, or the connection breaks.
-async fn session(context: &Rc<ShardContext>, target: &Target, stopping: &Rc<Cell<bool>>) -> Result<(), CallError> {
+async fn session(context: &Rc<ShardContext>, target: &Target) -> Result<(), CallError> {
     let limits = &context.config.limits;
     let connection = Rc::new(
         ReplicaConnection::connect(
@@ -116,7 +116,7 @@ async fn session(context: &Rc<ShardContext>, target: &Target, stopping: &Rc<Cell
     let mut tasks: HashMap<(String, u32), PartitionTask> = HashMap::new();
     let mut lanes: HashMap<Lane, PartitionTask> = HashMap::new();
     let mut last_topic_sync = None::<std::time::Instant>;
-    while !stopping.get() && !connection.is_closed() && current_target(context).as_ref() == Some(target) {
+    while !context.stopping.is_set() && !connection.is_closed() && current_target(context).as_ref() == Some(target) {
         if context.shard == METADATA_SHARD && last_topic_sync.is_none_or(|at| at.elapsed() >= TOPIC_SYNC_INTERVAL) {
             mirror_topics(context, &connection).await?;
             last_topic_sync = Some(std::time::Instant::now());

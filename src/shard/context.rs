@@ -66,8 +66,11 @@ pub struct ShardContext {
     /// The users clients authenticate as (`[auth]`): an immutable snapshot
     /// the control thread replaces when users change.
     pub users: Arc<arc_swap::ArcSwap<crate::security::Users>>,
-    /// Set when the node stops: a long poll answers with what it has at
-    /// once (shutdown waits for the requests in flight, up to 10 s).
+    /// Set once when the node stops (`node::shard::watch_for_stop`): the
+    /// listeners stop accepting, connections stop reading new requests,
+    /// the background loops and the follower end, and a long poll answers
+    /// with what it has at once (shutdown waits for the requests in
+    /// flight, up to 10 s). The shard's one stop signal.
     pub stopping: crate::runtime::Latch,
 }
 
