@@ -39,7 +39,7 @@ pub async fn publish_gauges(context: Rc<ShardContext>) {
         metrics.segment_read_bytes.store(totals.segment_read_bytes, Ordering::Relaxed);
         metrics.read_ahead_hits.store(totals.read_ahead_hits, Ordering::Relaxed);
         metrics.recycled_segments_reused.store(totals.recycled_segments_reused, Ordering::Relaxed);
-        if !sleep_unless_stopping(GAUGES_INTERVAL, &context).await {
+        if !context.sleep_unless_stopping(GAUGES_INTERVAL).await {
             break;
         }
     }
@@ -68,7 +68,7 @@ fn partition_gauge(context: &ShardContext, owned: &OwnedPartition) -> PartitionG
 /// partitions every `limits.retention_check_interval_ms`.
 pub async fn enforce_retention(context: Rc<ShardContext>) {
     let interval = Duration::from_millis(context.config.limits.retention_check_interval_ms);
-    while sleep_unless_stopping(interval, &context).await {
+    while context.sleep_unless_stopping(interval).await {
         let now_ms = crate::runtime::clock::wall_ms();
         for owned in context.partitions.all() {
             let policy = retention_policy(&context, &owned);
@@ -89,7 +89,7 @@ pub async fn enforce_retention(context: Rc<ShardContext>) {
 /// members parked in JoinGroup or SyncGroup are answered `NOT_COORDINATOR`
 /// at once instead of holding their requests until the shutdown timeout.
 pub async fn expire_group_sessions(context: Rc<ShardContext>) {
-    while sleep_unless_stopping(GROUP_TIMEOUT_CHECK_INTERVAL, &context).await {
+    while context.sleep_unless_stopping(GROUP_TIMEOUT_CHECK_INTERVAL).await {
         if context.groups.is_empty() {
             continue;
         }
@@ -116,29 +116,11 @@ fn retention_policy(context: &ShardContext, owned: &OwnedPartition) -> Retention
 /// turns it into ISR decisions); in any role, drop the answer bodies kept
 /// for followers that no follower came for.
 pub async fn publish_follower_progress(context: Rc<ShardContext>) {
-    while sleep_unless_stopping(leader::PROGRESS_INTERVAL, &context).await {
+    while context.sleep_unless_stopping(leader::PROGRESS_INTERVAL).await {
         // Whatever the role: a deposed leader's kept bodies go too.
         leader::expire_kept_answers(&context);
         if context.cluster.view().role == Role::Leader {
             leader::publish_follower_progress(&context);
         }
     }
-}
-
-/// Sleep `duration` and return true, or return false as soon as the shard
-/// is stopping (at once if it is already).
-async fn sleep_unless_stopping(duration: Duration, context: &ShardContext) -> bool {
-    let stopping = &context.stopping;
-    if stopping.is_set() {
-        return false;
-    }
-    let slept = async {
-        crate::runtime::sleep(duration).await;
-        true
-    };
-    futures_lite::future::or(slept, async {
-        stopping.wait().await;
-        false
-    })
-    .await
 }

@@ -69,7 +69,7 @@ pub async fn run(context: Rc<ShardContext>) {
     let mut last_error = String::new();
     while !context.stopping.is_set() {
         let Some(target) = current_target(&context) else {
-            crate::runtime::sleep(Duration::from_millis(100)).await;
+            context.sleep_unless_stopping(Duration::from_millis(100)).await;
             continue;
         };
         match session(&context, &target).await {
@@ -81,7 +81,7 @@ pub async fn run(context: Rc<ShardContext>) {
                         error = %message, "replication session ended; reconnecting");
                     last_error = message;
                 }
-                crate::runtime::sleep(backoff).await;
+                context.sleep_unless_stopping(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
         }
@@ -146,7 +146,7 @@ async fn session(context: &Rc<ShardContext>, target: &Target) -> Result<(), Call
                 }),
             );
         }
-        crate::runtime::sleep(Duration::from_millis(100)).await;
+        context.sleep_unless_stopping(Duration::from_millis(100)).await;
     }
     Ok(())
 }

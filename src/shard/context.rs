@@ -75,6 +75,24 @@ pub struct ShardContext {
 }
 
 impl ShardContext {
+    /// Sleep `duration` and return true, or return false as soon as the
+    /// shard is stopping (at once if it is already): loops that pause
+    /// between passes end with the shard instead of a pause later.
+    pub async fn sleep_unless_stopping(&self, duration: std::time::Duration) -> bool {
+        if self.stopping.is_set() {
+            return false;
+        }
+        let slept = async {
+            crate::runtime::sleep(duration).await;
+            true
+        };
+        futures_lite::future::or(slept, async {
+            self.stopping.wait().await;
+            false
+        })
+        .await
+    }
+
     /// The node's data directory.
     pub fn data_dir(&self) -> &Path {
         &self.config.data_dir
