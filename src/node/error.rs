@@ -49,6 +49,20 @@ pub enum NodeError {
         /// What ringlog needs.
         minimum_bytes: u64,
     },
+    /// `storage.io_memory_bytes` times the shards would take more than half
+    /// the machine's memory (environment: the setting does not fit it).
+    #[error(
+        "storage.io_memory_bytes ({io_memory_bytes}) times {shards} shards is more than half of this machine's \
+         {memory_bytes} bytes of memory; each shard sets it aside and pins it at start: lower it"
+    )]
+    IoMemoryExceedsMemory {
+        /// The setting, per shard.
+        io_memory_bytes: u64,
+        /// The node's shards.
+        shards: usize,
+        /// `MemTotal` from /proc/meminfo.
+        memory_bytes: u64,
+    },
     /// A shard's executor thread could not be started (environment).
     #[error("cannot start shard executor {shard}: {source}")]
     ShardExecutor {
@@ -144,6 +158,7 @@ impl NodeError {
                 | NodeError::IoUringProbe { .. }
                 | NodeError::IoUringOperationMissing { .. }
                 | NodeError::MemlockTooLow { .. }
+                | NodeError::IoMemoryExceedsMemory { .. }
                 | NodeError::ShardExecutor { .. }
         )
     }

@@ -81,6 +81,7 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
     let topics = TopicMeta::load_all(&config.data_dir)
         .map_err(|source| NodeError::LoadTopics { data_dir: config.data_dir.clone(), source })?;
     let shards = shard_count(&config);
+    startup::check_io_memory_fits(config.storage.io_memory_bytes, shards)?;
     let tls = Arc::new(NodeTls::load(&config.tls).map_err(NodeError::Tls)?);
     if !config.cluster.etcd.is_empty() {
         // Read once now so unusable files stop the start instead of every
@@ -96,6 +97,7 @@ pub fn serve(config: NodeConfig) -> Result<(), NodeError> {
     // below instead of blocking it.
     let handles = spawn_shards(&shared.shard_template(ready_sender))?;
     wait_until_listening(&ready_receiver, shards, &shared.config)?;
+    startup::warn_if_io_memory_unregistered(shared.config.storage.io_memory_bytes, shards);
     let admin = match start_control(&shared) {
         Ok(admin) => admin,
         Err(error) => return Err(stop_shards(handles, error)),

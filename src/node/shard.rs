@@ -32,6 +32,7 @@ pub(super) fn spawn_shards(template: &ShardConfig) -> Result<Vec<ShardHandle>, N
         let shard_config = ShardConfig { shard, ..template.clone() };
         let handle = glommio::LocalExecutorBuilder::new(placement)
             .name(&format!("ringlog-shard-{shard}"))
+            .io_memory(usize::try_from(template.config.storage.io_memory_bytes).expect("validated: at most 1 GiB"))
             .spawn(move || run_shard(shard_config, ends))
             .map_err(|error| NodeError::ShardExecutor { shard, source: error.into() })?;
         handles.push(handle);

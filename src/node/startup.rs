@@ -47,6 +47,67 @@ pub fn startup_checks() -> Result<(), NodeError> {
     Ok(())
 }
 
+/// Refuse an `io_memory_bytes` whose arenas, one per shard, would take
+/// more than half the machine's memory: each shard allocates (and pins)
+/// its arena as it starts, and a failed allocation aborts the process
+/// inside the runtime instead of naming the setting.
+pub fn check_io_memory_fits(io_memory_bytes: u64, shards: usize) -> Result<(), NodeError> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let Some(memory_bytes) = meminfo_bytes(&meminfo, "MemTotal:") else { return Ok(()) };
+    let needed_bytes = io_memory_bytes.saturating_mul(shards as u64);
+    if needed_bytes > memory_bytes / 2 {
+        return Err(NodeError::IoMemoryExceedsMemory { io_memory_bytes, shards, memory_bytes });
+    }
+    Ok(())
+}
+
+/// The value of a `/proc/meminfo` or `/proc/PID/status` line given in kB.
+fn meminfo_bytes(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find_map(|line| line.strip_prefix(key))?;
+    let kib: u64 = line.split_whitespace().next()?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
+/// How many times glommio 0.9 registers a shard's arena: once with each
+/// of its rings (main, poll, latency); the kernel counts each in `VmPin`.
+const IO_MEMORY_REGISTRATIONS: u64 = 3;
+
+/// Once the shards run: warn when their direct-I/O arenas are not
+/// registered with io_uring (docs/STORAGE.md, "Direct-I/O memory"). The
+/// runtime then goes on unregistered and says so only through a logger
+/// this node does not install; the kernel's count of pinned pages shows
+/// what happened, whatever the cause (RLIMIT_MEMLOCK shared by the user's
+/// processes, capabilities in a user namespace).
+pub fn warn_if_io_memory_unregistered(io_memory_bytes: u64, shards: usize) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let Some(pinned_bytes) = meminfo_bytes(&status, "VmPin:") else { return };
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let memlock_limit = match unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } {
+        0 => limit.rlim_cur,
+        _ => 0,
+    };
+    if let Some(warning) = io_memory_warning(pinned_bytes, io_memory_bytes, shards) {
+        tracing::warn!(target: "ringlog::node", io_memory_bytes, shards, pinned_bytes, memlock_limit, "{warning}");
+    }
+}
+
+/// Why the arenas of `shards` shards of `io_memory_bytes` each are not all
+/// registered, given the bytes the process has pinned; None when they are.
+fn io_memory_warning(pinned_bytes: u64, io_memory_bytes: u64, shards: usize) -> Option<String> {
+    let expected_bytes = io_memory_bytes.saturating_mul(shards as u64).saturating_mul(IO_MEMORY_REGISTRATIONS);
+    if pinned_bytes >= expected_bytes {
+        return None;
+    }
+    Some(format!(
+        "the shards' direct-I/O memory (storage.io_memory_bytes per shard) is not all registered with io_uring: \
+         {pinned_bytes} bytes pinned of {expected_bytes}, so disk I/O pins its pages on every request and runs \
+         slower. Registering needs CAP_IPC_LOCK, or an RLIMIT_MEMLOCK above {expected_bytes} bytes for this user \
+         (each shard registers its memory {IO_MEMORY_REGISTRATIONS} times): raise LimitMEMLOCK or lower \
+         storage.io_memory_bytes"
+    ))
+}
+
 /// The startup barrier: every shard has recovered its partitions and bound
 /// its listeners, and no other process shares them.
 pub(super) fn wait_until_listening(
@@ -211,5 +272,27 @@ mod tests {
         assert_eq!(exposed_in_plaintext(&config), ["listen", "kafka_listen"]);
         config.tls = toml::from_str("cert_file = 'n.pem'\nkey_file = 'n.key'\n[kafka]\nenabled = false").unwrap();
         assert_eq!(exposed_in_plaintext(&config), ["kafka_listen"], "TLS covers the client listener");
+    }
+
+    #[test]
+    fn unregistered_io_memory_is_warned_about_from_the_pinned_count() {
+        let io_memory = 128 << 20;
+        let registered = 3 * 2 * io_memory;
+        assert_eq!(io_memory_warning(registered, io_memory, 2), None, "three rings, two shards");
+        let warning = io_memory_warning(0, io_memory, 2).expect("nothing pinned");
+        assert!(warning.contains("0 bytes pinned of 805306368"), "{warning}");
+        assert!(io_memory_warning(registered / 2, io_memory, 2).is_some(), "one shard of two unregistered");
+        let status = "Name:\tringlog\nVmPin:\t  786432 kB\nVmRSS:\t 273848 kB\n";
+        assert_eq!(meminfo_bytes(status, "VmPin:"), Some(805_306_368));
+        assert_eq!(meminfo_bytes("MemTotal:       24567848 kB\n", "MemTotal:"), Some(24_567_848 * 1024));
+        assert_eq!(meminfo_bytes(status, "VmLck:"), None);
+    }
+
+    #[test]
+    fn io_memory_beyond_half_the_machine_is_refused_naming_the_setting() {
+        let error = check_io_memory_fits(1 << 30, 1 << 20).unwrap_err();
+        assert!(matches!(error, NodeError::IoMemoryExceedsMemory { .. }) && error.is_environment());
+        assert!(error.to_string().starts_with("storage.io_memory_bytes (1073741824) times 1048576 shards"), "{error}");
+        assert!(check_io_memory_fits(64 << 10, 2).is_ok());
     }
 }

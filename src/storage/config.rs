@@ -81,7 +81,24 @@ pub struct StorageConfig {
     /// Below this share (percent) of free space on the file system,
     /// retention frees every expired file instead of keeping one.
     pub recycle_min_free_percent: u32,
+    /// Memory each shard sets aside at start for direct-I/O buffers (write
+    /// buffers, segment reads and read-ahead) and registers with io_uring.
+    /// A buffer that does not fit in it comes from the heap: fresh pages
+    /// to fault in and pin on every I/O, which halved produce and consume
+    /// throughput with the 10 MiB the runtime sets aside by default
+    /// (docs/BENCHMARKS.md, "Direct-I/O memory").
+    pub io_memory_bytes: u64,
 }
+
+/// Default direct-I/O memory per shard: what the default write-buffer and
+/// read-ahead budgets let one shard hold at once (64 MiB each).
+pub const DEFAULT_IO_MEMORY_BYTES: u64 = 128 << 20;
+/// The runtime never sets aside less (its allocator needs room for itself).
+pub const MIN_IO_MEMORY_BYTES: u64 = 64 << 10;
+/// Upper bound on `io_memory_bytes`: the kernel registers no single
+/// buffer over 1 GiB with io_uring, and the runtime registers the arena as
+/// one (a larger one would run unregistered).
+pub const MAX_IO_MEMORY_BYTES: u64 = 1 << 30;
 
 impl Default for StorageConfig {
     fn default() -> Self {
@@ -106,6 +123,7 @@ impl Default for StorageConfig {
             read_ahead_depth: 2,
             max_recycled_segments: 1,
             recycle_min_free_percent: 5,
+            io_memory_bytes: DEFAULT_IO_MEMORY_BYTES,
         }
     }
 }
@@ -198,6 +216,7 @@ impl StorageConfig {
         check_range("read_ahead_depth", u64::from(self.read_ahead_depth), 1, 16)?;
         check_range("max_recycled_segments", u64::from(self.max_recycled_segments), 0, 16)?;
         check_range("recycle_min_free_percent", u64::from(self.recycle_min_free_percent), 0, 100)?;
+        check_range("io_memory_bytes", self.io_memory_bytes, MIN_IO_MEMORY_BYTES, MAX_IO_MEMORY_BYTES)?;
         check_range("index_interval_bytes", u64::from(self.index_interval_bytes), 1, u64::from(u32::MAX))?;
         let max_batch_bytes = self.max_batch_bytes as u64;
         if max_batch_bytes < 1024 || max_batch_bytes > self.segment_bytes {
@@ -269,6 +288,10 @@ mod tests {
             (
                 StorageConfig { segment_bytes: 8192, max_batch_bytes: 9000, ..Default::default() },
                 "max_batch_bytes must be in 1024..=segment_bytes, got 9000 (segment_bytes is 8192)",
+            ),
+            (
+                StorageConfig { io_memory_bytes: 4096, ..Default::default() },
+                "io_memory_bytes must be in 65536..=1073741824, got 4096",
             ),
             (
                 StorageConfig { fsync: FsyncPolicy::Interval, fsync_interval_ms: 0, ..Default::default() },

@@ -353,6 +353,111 @@ fn large_produce_batches_read_into_reused_buffers_store_exactly_what_was_sent() 
 }
 
 #[test]
+fn each_shard_registers_its_io_memory_and_buffers_beyond_it_still_carry_the_data() {
+    // `storage.io_memory_bytes` is set aside per shard at start and
+    // registered with io_uring once per ring (three), which the kernel
+    // counts in the process's VmPin. A process that may not pin that much
+    // (no CAP_IPC_LOCK, a low RLIMIT_MEMLOCK) runs unregistered, and the
+    // count is not checked.
+    let per_shard_bytes: u64 = 96 << 20;
+    let setting = per_shard_bytes.to_string();
+    let node = StandaloneNode::start_with(2, &[("RINGLOG_STORAGE_IO_MEMORY_BYTES", &setting)]);
+    let large_pinned_bytes = status_bytes(node.pid(), "VmPin:");
+    assert_eq!(node.terminate(), Some(0));
+    // The smallest arena: nearly every write and read buffer comes from
+    // the heap, and what is stored must be exactly what was sent.
+    let node = StandaloneNode::start_with(2, &[("RINGLOG_STORAGE_IO_MEMORY_BYTES", "65536")]);
+    let small_pinned_bytes = status_bytes(node.pid(), "VmPin:");
+    create_topic(&node, "heap", 2);
+    let mut client = node.client();
+    let mut expected = [Vec::new(), Vec::new()];
+    for round in 0..8u8 {
+        let partition = u32::from(round % 2);
+        let values: Vec<String> =
+            (0..4).map(|index| char::from(b'a' + round).to_string().repeat(70_000 + index * 3)).collect();
+        produce(&mut client, "heap", partition, &values, Acks::Leader);
+        expected[partition as usize].extend(values);
+    }
+    for (partition, expected) in expected.iter().enumerate() {
+        let stored: Vec<String> =
+            consume(&mut client, "heap", partition as u32, 0).into_iter().map(|(_, value)| value).collect();
+        crate::common::assert_same_values(partition, &stored, expected);
+    }
+    assert_eq!(node.terminate(), Some(0));
+    let registered_bytes = 3 * 2 * per_shard_bytes;
+    if !may_pin(registered_bytes) {
+        eprintln!("skipped the pinned-memory check: this process may not pin {registered_bytes} bytes");
+        return;
+    }
+    assert!(large_pinned_bytes >= registered_bytes, "two shards of {setting} bytes, pinned {large_pinned_bytes}");
+    assert!(small_pinned_bytes < 10 << 20, "two shards of 64 KiB, pinned {small_pinned_bytes}");
+}
+
+#[test]
+fn a_node_that_cannot_register_its_io_memory_says_so_at_start() {
+    // Without CAP_IPC_LOCK, under this machine's RLIMIT_MEMLOCK (far below
+    // 3 × 128 MiB), io_uring refuses the registration; the runtime goes on
+    // unregistered and only the node's own check can tell the operator.
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].into_iter().find(|path| Path::new(path).exists());
+    let may_drop = may_pin(u64::MAX);
+    let Some(setpriv) = setpriv.filter(|_| may_drop && !may_pin_without_capability(3 << 27)) else {
+        eprintln!("skipped: needs setpriv, CAP_IPC_LOCK to drop, and an RLIMIT_MEMLOCK below 384 MiB");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("node.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(setpriv)
+        .args(["--bounding-set=-ipc_lock", "--inh-caps=-ipc_lock", env!("CARGO_BIN_EXE_ringlog"), "serve"])
+        .args(["--listen", &free_address(), "--admin", &free_address(), "--shards", "1", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "warn")
+        .env("RINGLOG_KAFKA_LISTEN", "")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start ringlog serve under setpriv");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    // SAFETY: kill on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(line.contains("listening"), "it still serves: {line:?}\n{log}");
+    assert_eq!(status.code(), Some(0));
+    assert!(log.contains("is not all registered with io_uring: 0 bytes pinned of 402653184"), "{log}");
+}
+
+/// A `kB` line of /proc/PID/status (VmRSS, VmPin), in bytes.
+fn status_bytes(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find_map(|line| line.strip_prefix(key)).expect("the key in /proc/PID/status");
+    let kib: u64 = line.split_whitespace().next().and_then(|value| value.parse().ok()).expect("a size in kB");
+    kib * 1024
+}
+
+/// Whether this process (and so the nodes it starts) may pin `bytes`:
+/// CAP_IPC_LOCK, or an RLIMIT_MEMLOCK at least that large.
+fn may_pin(bytes: u64) -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|value| u64::from_str_radix(value.trim(), 16).ok())
+        .unwrap_or(0);
+    effective & (1 << CAP_IPC_LOCK) != 0 || may_pin_without_capability(bytes)
+}
+
+/// Whether RLIMIT_MEMLOCK alone lets this process pin `bytes`.
+fn may_pin_without_capability(bytes: u64) -> bool {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct it is given.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0;
+    known && limit.rlim_cur >= bytes
+}
+
+#[test]
 fn pipelined_requests_on_one_connection_are_all_answered_with_their_ids() {
     let node = StandaloneNode::with_topic(2, "pipe", 4);
     let mut client = node.client();
