@@ -729,6 +729,40 @@ fn a_disk_read_smaller_than_the_batch_it_asks_for_still_returns_that_batch() {
 }
 
 #[test]
+fn a_disk_read_and_its_block_padding_stay_within_max_bytes() {
+    // The runtime reads from the start of the block a position lies in: an
+    // answer gives up what that padding takes, so a read of max_bytes takes
+    // a buffer no larger from the shard's direct-I/O arena.
+    let dir = tempfile::tempdir().unwrap();
+    on_executor(move || async move {
+        let config =
+            StorageConfig { tail_cache_bytes: 0, read_ahead_bytes: 0, segment_bytes: 1 << 20, ..small_config() };
+        let log = PartitionLog::open(dir.path(), config, None).await.unwrap();
+        let mut base_offsets = Vec::new();
+        for round in 0..40 {
+            base_offsets.push(append_values(&log, &[format!("{round:04}").repeat(225)], 0).await.base_offset);
+        }
+        let batch_bytes = log.read(0, 1, None).await.unwrap().bytes.len();
+        let max_bytes = 8192;
+        for (index, offset) in base_offsets.iter().enumerate() {
+            let head_padding = (index * batch_bytes) % 4096;
+            let read = log.read(*offset, max_bytes, None).await.unwrap();
+            assert!(read.batch_count >= 1, "at least one batch");
+            assert!(
+                read.bytes.len() + head_padding <= max_bytes,
+                "batch {index}: {} bytes read after {head_padding} bytes of padding",
+                read.bytes.len()
+            );
+            if index + 8 < base_offsets.len() {
+                let fits = (max_bytes - head_padding) / batch_bytes;
+                assert_eq!(read.batch_count, fits, "batch {index}: every whole batch that fits comes back");
+            }
+        }
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
 fn idle_partitions_over_the_buffer_budget_shrink_and_grow_without_losing_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p");
@@ -840,6 +874,16 @@ fn disk_reads_take_exactly_the_whole_batches_they_return() {
             batch_ends.push(appended.next_offset);
         }
         let end = log.snapshot().log_end_offset;
+        // Where each batch starts in the (one) segment: a read's budget
+        // includes the block padding the runtime reads before it.
+        let everything = log.read(0, 1 << 20, None).await.unwrap();
+        let mut positions = std::collections::HashMap::new();
+        let mut position = 0;
+        for item in ringlog::storage::batch::BatchIter::new(&everything.bytes, usize::MAX) {
+            let (header, batch) = item.unwrap();
+            positions.insert(header.base_offset, position);
+            position += batch.len();
+        }
         for max_bytes in [3000, 5000, 7777] {
             let mut offset = 0;
             while offset < end {
@@ -854,7 +898,11 @@ fn disk_reads_take_exactly_the_whole_batches_they_return() {
                 assert!(batch_ends.contains(&read.next_offset), "whole batches only");
                 if read.next_offset < end {
                     let next = log.read(read.next_offset, 1, None).await.unwrap();
-                    assert!(read.bytes.len() + next.bytes.len() > max_bytes, "the next batch did not fit");
+                    let padding = positions[&offset] % 4096;
+                    assert!(
+                        read.bytes.len() + next.bytes.len() + padding > max_bytes,
+                        "the next batch did not fit (offset {offset}, {padding} bytes of padding)"
+                    );
                 }
                 offset = read.next_offset;
             }

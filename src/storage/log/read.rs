@@ -221,7 +221,7 @@ impl PartitionLog {
         };
         while scan.position < location.end_position {
             let budget_bytes = max_bytes.saturating_sub(scan.output.bytes.len());
-            let exact_end = self.whole_batches_end(location, scan.position, budget_bytes);
+            let exact_end = self.bounded_read_end(location, scan.position, budget_bytes);
             let want = match exact_end {
                 Some(end) => (end - scan.position) as usize,
                 None => (location.end_position - scan.position).min(max_bytes.max(READ_CHUNK_BYTES) as u64) as usize,
@@ -403,6 +403,16 @@ impl PartitionLog {
         self.inner.state.borrow_mut().stats.segment_read_bytes += bytes as u64;
     }
 
+    /// Where a disk read from `position` of the whole batches that fit in
+    /// `budget_bytes` ends: within the budget including the head padding
+    /// the runtime reads (`padded_read_budget`), or, when that leaves room
+    /// for no batch the index knows, within the budget alone (a small
+    /// budget far into a block would otherwise read a whole chunk).
+    pub(super) fn bounded_read_end(&self, location: &ReadLocation, position: u64, budget_bytes: usize) -> Option<u64> {
+        let padded = self.whole_batches_end(location, position, padded_read_budget(budget_bytes, position));
+        padded.or_else(|| self.whole_batches_end(location, position, budget_bytes))
+    }
+
     /// Where the whole batches that fit in `budget_bytes` from `position`
     /// end, from the offset index (its entries sit at batch starts), so a
     /// read takes exactly what the answer returns. None when the index knows
@@ -582,6 +592,18 @@ fn assert_dense_batches(read: &ReadBatches, offset: u64) {
     assert_eq!(expected_offset, Some(read.next_offset), "a read's next offset follows its last batch");
 }
 
+/// The batch bytes one disk read from `position` may cover so that the
+/// read, as the runtime issues it (from the block `position` lies in, and
+/// rounded up to whole blocks), is no larger than `budget_bytes` rounded
+/// up to a block. A read of `read_ahead_bytes` (4 MiB) then takes a 4 MiB
+/// buffer from the shard's direct-I/O arena, whose buddy allocator would
+/// give the padded 4 MiB + 4 KiB a block of 8 MiB: twice the memory, and
+/// half the reads the arena holds (docs/STORAGE.md, "Direct-I/O memory").
+fn padded_read_budget(budget_bytes: usize, position: u64) -> usize {
+    let head_padding_bytes = (position % crate::storage::config::DIRECT_IO_ALIGNMENT as u64) as usize;
+    budget_bytes.saturating_sub(head_padding_bytes)
+}
+
 /// Progress of one segment read.
 struct SegmentScan {
     /// Where the next chunk starts in the segment.
@@ -636,6 +658,20 @@ pub(super) struct ReadLocation {
 mod tests {
     use super::*;
     use crate::storage::batch::{stamp_batch, BatchBuilder};
+
+    #[test]
+    fn a_read_and_its_block_padding_fit_the_budget() {
+        let block = crate::storage::config::DIRECT_IO_ALIGNMENT;
+        let four_mib = 4 << 20;
+        for position in [0u64, 1, 1000, 4095, 4096, 4097, 12_345_678] {
+            let covered = padded_read_budget(four_mib, position);
+            let head = (position % block as u64) as usize;
+            let issued = (head + covered).div_ceil(block) * block;
+            assert!(issued <= four_mib, "at {position}: {issued} bytes issued for a {four_mib} budget");
+            assert_eq!(covered + head, four_mib, "at {position}: no more than the padding is given up");
+        }
+        assert_eq!(padded_read_budget(100, 4000), 0, "a budget smaller than the padding covers nothing");
+    }
 
     fn batches_at(offsets_and_counts: &[(u64, usize)]) -> ReadBatches {
         let mut read = ReadBatches::default();

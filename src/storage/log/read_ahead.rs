@@ -205,18 +205,19 @@ impl PartitionLog {
     }
 
     /// Where a disk read of `max_bytes` from `offset` will end, when the
-    /// offset index bounds it inside one segment and below the durable end.
+    /// offset index bounds it inside one segment and below the durable end:
+    /// the same end the read finds (`bounded_read_end`), as an offset.
     fn planned_read_end(&self, offset: u64, max_bytes: usize) -> Option<u64> {
         let location = self.locate(offset, None).ok()??;
-        let target = location.start_position.checked_add(max_bytes as u64)?;
-        if target >= location.end_position {
+        let end_position = self.bounded_read_end(&location, location.start_position, max_bytes)?;
+        if end_position >= location.end_position {
             return None;
         }
         let state = self.inner.state.borrow();
         let segment = state.segments.get(&location.base_offset)?;
-        let (relative, position) = segment.indexes.offsets.floor_by_position(u32::try_from(target).ok()?)?;
+        let (relative, position) = segment.indexes.offsets.floor_by_position(u32::try_from(end_position).ok()?)?;
         let next_offset = location.base_offset + u64::from(relative);
-        (u64::from(position) > location.start_position && next_offset > offset).then_some(next_offset)
+        (u64::from(position) == end_position && next_offset > offset).then_some(next_offset)
     }
 
     /// Spawn one background read at the back of the chain; false when it is
