@@ -334,22 +334,29 @@ fn large_produce_batches_read_into_reused_buffers_store_exactly_what_was_sent() 
     // on two shards: a buffer handed on at its old length, or before the
     // socket filled it, would store the letter before.
     let node = StandaloneNode::with_topic(2, "large", 2);
-    let mut client = node.client();
+    produce_in_turn_and_check(&mut node.client(), "large", 12, |round| {
+        let length = 150_000 - usize::from(round) * 9_000;
+        (0..3).map(|index| char::from(b'a' + round).to_string().repeat(length - index)).collect()
+    });
+    assert_eq!(node.terminate(), Some(0));
+}
+
+/// Produce `rounds` batches to partitions 0 and 1 of `topic` in turn
+/// (`batch` gives each round's values), then check that each partition
+/// stores exactly what it was sent.
+fn produce_in_turn_and_check(client: &mut Client, topic: &str, rounds: u8, batch: impl Fn(u8) -> Vec<String>) {
     let mut expected = [Vec::new(), Vec::new()];
-    for round in 0..12u8 {
+    for round in 0..rounds {
         let partition = u32::from(round % 2);
-        let values: Vec<String> = (0..3)
-            .map(|index| char::from(b'a' + round).to_string().repeat(150_000 - usize::from(round) * 9_000 - index))
-            .collect();
-        produce(&mut client, "large", partition, &values, Acks::Leader);
+        let values = batch(round);
+        produce(client, topic, partition, &values, Acks::Leader);
         expected[partition as usize].extend(values);
     }
     for (partition, expected) in expected.iter().enumerate() {
         let stored: Vec<String> =
-            consume(&mut client, "large", partition as u32, 0).into_iter().map(|(_, value)| value).collect();
+            consume(client, topic, partition as u32, 0).into_iter().map(|(_, value)| value).collect();
         crate::common::assert_same_values(partition, &stored, expected);
     }
-    assert_eq!(node.terminate(), Some(0));
 }
 
 #[test]
@@ -369,20 +376,9 @@ fn each_shard_registers_its_io_memory_and_buffers_beyond_it_still_carry_the_data
     let node = StandaloneNode::start_with(2, &[("RINGLOG_STORAGE_IO_MEMORY_BYTES", "65536")]);
     let small_pinned_bytes = status_bytes(node.pid(), "VmPin:");
     create_topic(&node, "heap", 2);
-    let mut client = node.client();
-    let mut expected = [Vec::new(), Vec::new()];
-    for round in 0..8u8 {
-        let partition = u32::from(round % 2);
-        let values: Vec<String> =
-            (0..4).map(|index| char::from(b'a' + round).to_string().repeat(70_000 + index * 3)).collect();
-        produce(&mut client, "heap", partition, &values, Acks::Leader);
-        expected[partition as usize].extend(values);
-    }
-    for (partition, expected) in expected.iter().enumerate() {
-        let stored: Vec<String> =
-            consume(&mut client, "heap", partition as u32, 0).into_iter().map(|(_, value)| value).collect();
-        crate::common::assert_same_values(partition, &stored, expected);
-    }
+    produce_in_turn_and_check(&mut node.client(), "heap", 8, |round| {
+        (0..4).map(|index| char::from(b'a' + round).to_string().repeat(70_000 + index * 3)).collect()
+    });
     assert_eq!(node.terminate(), Some(0));
     let registered_bytes = 3 * 2 * per_shard_bytes;
     if !may_pin(registered_bytes) {
