@@ -50,17 +50,18 @@ pub enum NodeError {
         minimum_bytes: u64,
     },
     /// `storage.io_memory_bytes` times the shards would take more than half
-    /// the machine's memory (environment: the setting does not fit it).
+    /// the memory the node may use (environment: the setting does not fit).
     #[error(
-        "storage.io_memory_bytes ({io_memory_bytes}) times {shards} shards is more than half of this machine's \
-         {memory_bytes} bytes of memory; each shard sets it aside and pins it at start: lower it"
+        "storage.io_memory_bytes ({io_memory_bytes}) times {shards} shards is more than half of the \
+         {memory_bytes} bytes of memory this node may use (the machine's, or its cgroup's limit); each shard sets \
+         it aside and pins it at start: lower it"
     )]
     IoMemoryExceedsMemory {
         /// The setting, per shard.
         io_memory_bytes: u64,
         /// The node's shards.
         shards: usize,
-        /// `MemTotal` from /proc/meminfo.
+        /// `MemTotal` from /proc/meminfo, or the cgroup's limit when lower.
         memory_bytes: u64,
     },
     /// A shard's executor thread could not be started (environment).

@@ -48,17 +48,48 @@ pub fn startup_checks() -> Result<(), NodeError> {
 }
 
 /// Refuse an `io_memory_bytes` whose arenas, one per shard, would take
-/// more than half the machine's memory: each shard allocates (and pins)
-/// its arena as it starts, and a failed allocation aborts the process
-/// inside the runtime instead of naming the setting.
+/// more than half the memory the node may use (the machine's, or its
+/// cgroup's limit when lower): each shard allocates (and pins) its arena as
+/// it starts, and a failed allocation aborts the process inside the
+/// runtime, or the OOM killer ends it, instead of an error naming the setting.
 pub fn check_io_memory_fits(io_memory_bytes: u64, shards: usize) -> Result<(), NodeError> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let Some(memory_bytes) = meminfo_bytes(&meminfo, "MemTotal:") else { return Ok(()) };
+    let Some(machine_bytes) = meminfo_bytes(&meminfo, "MemTotal:") else { return Ok(()) };
+    let memory_bytes = cgroup_memory_limit().map_or(machine_bytes, |limit| limit.min(machine_bytes));
     let needed_bytes = io_memory_bytes.saturating_mul(shards as u64);
     if needed_bytes > memory_bytes / 2 {
         return Err(NodeError::IoMemoryExceedsMemory { io_memory_bytes, shards, memory_bytes });
     }
     Ok(())
+}
+
+/// The memory limit of this process's cgroup (v2 `memory.max`, or v1
+/// `memory.limit_in_bytes`), when it has one.
+fn cgroup_memory_limit() -> Option<u64> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    cgroup_limit_files(&cgroups)
+        .into_iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .filter_map(|text| text.trim().parse::<u64>().ok())
+        .min()
+}
+
+/// The files that may hold this process's cgroup memory limit, from the
+/// text of `/proc/self/cgroup` ("max" in them, or a file missing, means none).
+fn cgroup_limit_files(cgroups: &str) -> Vec<String> {
+    let mut files = Vec::new();
+    for line in cgroups.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next(), fields.next(), fields.next());
+        match (controllers, path) {
+            (Some(""), Some(path)) => files.push(format!("/sys/fs/cgroup{path}/memory.max")),
+            (Some(controllers), Some(path)) if controllers.split(',').any(|name| name == "memory") => {
+                files.push(format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"))
+            }
+            _ => {}
+        }
+    }
+    files
 }
 
 /// The value of a `/proc/meminfo` or `/proc/PID/status` line given in kB.
@@ -286,6 +317,21 @@ mod tests {
         assert_eq!(meminfo_bytes(status, "VmPin:"), Some(805_306_368));
         assert_eq!(meminfo_bytes("MemTotal:       24567848 kB\n", "MemTotal:"), Some(24_567_848 * 1024));
         assert_eq!(meminfo_bytes(status, "VmLck:"), None);
+    }
+
+    #[test]
+    fn the_cgroup_memory_limit_is_looked_for_under_v2_and_v1() {
+        let v1 = "9:name=systemd:/\n4:memory:/process_api/a9\n0::/\n";
+        assert_eq!(
+            cgroup_limit_files(v1),
+            ["/sys/fs/cgroup/memory/process_api/a9/memory.limit_in_bytes", "/sys/fs/cgroup//memory.max"]
+        );
+        assert_eq!(
+            cgroup_limit_files("0::/system.slice/ringlog.service\n"),
+            ["/sys/fs/cgroup/system.slice/ringlog.service/memory.max"]
+        );
+        assert_eq!(cgroup_limit_files("3:cpu,memory:/a\n"), ["/sys/fs/cgroup/memory/a/memory.limit_in_bytes"]);
+        assert!(cgroup_limit_files("garbage").is_empty());
     }
 
     #[test]
