@@ -36,15 +36,19 @@ pub fn startup_checks() -> Result<(), NodeError> {
             return Err(NodeError::IoUringOperationMissing { operation: name });
         }
     }
+    match memlock_limit() {
+        Some(limit_bytes) if limit_bytes != libc::RLIM_INFINITY && limit_bytes < MIN_MEMLOCK_BYTES => {
+            Err(NodeError::MemlockTooLow { limit_bytes, minimum_bytes: MIN_MEMLOCK_BYTES })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// This process's RLIMIT_MEMLOCK (soft), when it can be read.
+fn memlock_limit() -> Option<u64> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0
-        && limit.rlim_cur != libc::RLIM_INFINITY
-        && limit.rlim_cur < MIN_MEMLOCK_BYTES
-    {
-        return Err(NodeError::MemlockTooLow { limit_bytes: limit.rlim_cur, minimum_bytes: MIN_MEMLOCK_BYTES });
-    }
-    Ok(())
+    (unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0).then_some(limit.rlim_cur)
 }
 
 /// Refuse an `io_memory_bytes` whose arenas, one per shard, would take
@@ -112,12 +116,7 @@ const IO_MEMORY_REGISTRATIONS: u64 = 3;
 pub fn warn_if_io_memory_unregistered(io_memory_bytes: u64, shards: usize) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let Some(pinned_bytes) = meminfo_bytes(&status, "VmPin:") else { return };
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes into the struct we pass.
-    let memlock_limit = match unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } {
-        0 => limit.rlim_cur,
-        _ => 0,
-    };
+    let memlock_limit = memlock_limit().unwrap_or(0);
     if let Some(warning) = io_memory_warning(pinned_bytes, io_memory_bytes, shards) {
         tracing::warn!(target: "ringlog::node", io_memory_bytes, shards, pinned_bytes, memlock_limit, "{warning}");
     }
