@@ -22,7 +22,7 @@ use crate::protocol::{ErrorCode, ErrorResponse, Request, Response};
 use crate::replication::fetch_many::{self, FetchLimits};
 use crate::replication::leader;
 use crate::shard::context::{ShardContext, METADATA_SHARD};
-use crate::shard::mesh::{KafkaProduce, Outcome, PlacedSignal, ShardRequest};
+use crate::shard::mesh::{KafkaFetch, KafkaProduce, Outcome, PlacedSignal, ShardRequest};
 use crate::shard::topic_admin;
 use crate::shard::wire_error::refusal;
 use crate::shard::{owner_of, ShardId};
@@ -67,6 +67,7 @@ pub async fn handle_forwarded(context: &Rc<ShardContext>, request: ShardRequest)
         }
         ShardRequest::Client(request) => execute(context, request, None).await,
         ShardRequest::KafkaProduce(produce) => kafka::produce::on_owner(context, produce).await,
+        ShardRequest::KafkaFetch(read) => kafka::fetch::on_owner(context, read).await,
         ShardRequest::Topic(change) => topic_admin::apply_on_this_shard(context, change).await,
     }
 }
@@ -110,6 +111,16 @@ pub async fn produce_kafka(context: Rc<ShardContext>, produce: KafkaProduce) -> 
         return kafka::produce::on_owner(&context, produce).await;
     }
     forward(&context, owner, ShardRequest::KafkaProduce(produce)).await
+}
+
+/// A Kafka consumer's read of one partition, read and transcoded into
+/// Kafka RecordBatches on the partition's owner.
+pub async fn fetch_kafka(context: &Rc<ShardContext>, read: KafkaFetch) -> Outcome {
+    let owner = owner(context, &read.topic, read.partition)?;
+    if owner == context.shard {
+        return kafka::fetch::on_owner(context, read).await;
+    }
+    forward(context, owner, ShardRequest::KafkaFetch(read)).await
 }
 
 /// Execute a partition request on its owning shard.

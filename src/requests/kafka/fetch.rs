@@ -17,10 +17,13 @@ use kafka_protocol::messages::ApiKey;
 
 use super::{count_errors, error_code, respond, transcode, Access, KafkaServeError};
 use crate::protocol::kafka::{decode_body, encode_response_splicing, KafkaRequest};
-use crate::protocol::{FramePieces, Request, Response};
+use crate::protocol::{ErrorCode, FramePieces, Request, Response};
 use crate::requests::watch::{wait_for_news, Watched};
+use crate::runtime::buffer_pool;
 use crate::security::Operation;
 use crate::shard::context::ShardContext;
+use crate::shard::mesh::{KafkaFetch, Outcome};
+use crate::shard::wire_error::refusal;
 
 /// Longest native long poll a Fetch of one partition waits in at a time:
 /// between two, the read checks again that this node is still the
@@ -278,28 +281,53 @@ async fn read_partition(
         return answer.with_error_code(code);
     }
     let max_bytes = u32::try_from(max_bytes).unwrap_or(u32::MAX);
-    let read = Request::Fetch { topic: topic.to_string(), partition, offset, max_bytes, max_wait_ms: wait_ms };
-    match crate::requests::handle(context, read).await {
-        Ok(Response::Fetch { high_watermark, log_start_offset, batches, .. }) => {
-            // Pooled, and shared so that it goes back once the answer is
-            // written, from this buffer (a fresh one was faulted in page
-            // by page).
-            let mut records = crate::runtime::buffer_pool::take_empty(batches.len() + batches.len() / 4);
-            let answer = answer
-                .with_high_watermark(high_watermark as i64)
-                .with_last_stable_offset(high_watermark as i64)
-                .with_log_start_offset(log_start_offset as i64);
-            match transcode::native_to_kafka(&batches, &mut records) {
-                Ok(()) => answer.with_records(Some(crate::runtime::buffer_pool::share(records))),
-                Err(error) => {
-                    tracing::error!(target: "ringlog::kafka", %error, "a batch read from the log does not transcode");
-                    answer.with_error_code(ResponseError::KafkaStorageError.code())
-                }
-            }
-        }
+    let read = KafkaFetch { topic: topic.to_string(), partition, offset, max_bytes, max_wait_ms: wait_ms };
+    match crate::requests::fetch_kafka(context, read).await {
+        // Shared, so that the buffer goes back to this thread's pool once
+        // the answer is written from it.
+        Ok(Response::Fetch { high_watermark, log_start_offset, batches: records, .. }) => answer
+            .with_high_watermark(high_watermark as i64)
+            .with_last_stable_offset(high_watermark as i64)
+            .with_log_start_offset(log_start_offset as i64)
+            .with_records(Some(buffer_pool::share(records))),
         Ok(_) => answer.with_error_code(ResponseError::UnknownServerError.code()),
         Err(error) => answer.with_error_code(error_code(&error)),
     }
+}
+
+/// On the partition's owner (`ShardRequest::KafkaFetch`): the native
+/// consumer read, counted in this shard's fetch metrics, its batches
+/// written as Kafka RecordBatches into a pooled buffer (a fresh one was
+/// faulted in page by page). The read's own buffer joins this thread's
+/// pool, where the next transcode finds it.
+pub(crate) async fn on_owner(context: &Rc<ShardContext>, read: KafkaFetch) -> Outcome {
+    let KafkaFetch { topic, partition, offset, max_bytes, max_wait_ms } = read;
+    let owned = context.owned(&topic, partition)?;
+    let consumer_read = crate::requests::fetch::ConsumerRead { offset, max_bytes, max_wait_ms };
+    let Response::Fetch { high_watermark, log_start_offset, next_offset, batches } =
+        crate::requests::fetch::fetch(context, &owned, consumer_read).await?
+    else {
+        return Err(refusal(ErrorCode::Internal, "a consumer read answered something other than records"));
+    };
+    // As long as what was read: Kafka's varint framing is smaller than
+    // ringlog's fixed one for all but records with far-apart timestamps
+    // (which grow the buffer). So the read buffer of the fetch before,
+    // which this thread's pool holds, fits; asked for more, the pool had
+    // no fit, and every fetch faulted in a fresh buffer (the transcoded
+    // one leaves for the connection's shard).
+    let mut records = buffer_pool::take_empty(batches.len());
+    let transcoded = transcode::native_to_kafka(&batches, &mut records);
+    buffer_pool::give_back(batches);
+    if let Err(error) = transcoded {
+        tracing::error!(target: "ringlog::kafka", %topic, partition, offset, %error, "a batch read from the log does not transcode");
+        return Err(refusal(
+            ErrorCode::StorageFailed,
+            format!("batch read at offset {offset} does not transcode: {error}"),
+        ));
+    }
+    let transcoded_bytes = &context.shard_metrics().kafka_fetch_transcoded_bytes;
+    transcoded_bytes.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    Ok(Response::Fetch { high_watermark, log_start_offset, next_offset, batches: records })
 }
 
 /// Answer ListOffsets: earliest (-2) is the log start offset, latest (-1)
