@@ -117,7 +117,7 @@ fn render_shard_counters(metrics: &NodeMetrics, out: &mut String) {
         ("ringlog_fetch_records_total", "Records consumers advanced by", |m| m.fetch_records.load(Ordering::Relaxed)),
         (
             "ringlog_kafka_fetch_transcoded_bytes_total",
-            "Kafka record batch bytes written here for Kafka fetches of this shard's partitions",
+            "Kafka record batch bytes written here for Kafka fetches of this shard's partitions (KIP-74 trims included)",
             |m| m.kafka_fetch_transcoded_bytes.load(Ordering::Relaxed),
         ),
         ("ringlog_request_errors_total", "Requests answered with an error", |m| m.errors.load(Ordering::Relaxed)),

@@ -2,8 +2,10 @@
 //! check what must hold before anything runs (a write needs the leader's
 //! epoch), send a partition request to the shard that owns it (locally or
 //! over the mesh), and execute it there with the storage, shard and
-//! replication layers below. The network listeners call [`handle`]; the
-//! mesh receiver calls [`handle_forwarded`].
+//! replication layers below. The network listeners call [`handle`] (and,
+//! for a Kafka client's records, [`produce_kafka`] and [`fetch_kafka`],
+//! which transcode on the owner); the mesh receiver calls
+//! [`handle_forwarded`].
 
 mod fetch;
 pub mod kafka;
@@ -15,6 +17,7 @@ mod watch;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
+pub use kafka::fetch::KafkaRecords;
 pub use produce::{new_producer_id, refuse_kafka_producer_id};
 pub use watch::spawn_watch;
 
@@ -114,13 +117,16 @@ pub async fn produce_kafka(context: Rc<ShardContext>, produce: KafkaProduce) -> 
 }
 
 /// A Kafka consumer's read of one partition, read and transcoded into
-/// Kafka RecordBatches on the partition's owner.
-pub async fn fetch_kafka(context: &Rc<ShardContext>, read: KafkaFetch) -> Outcome {
+/// Kafka RecordBatches on the partition's owner. Kafka reads are the
+/// leader's (SPEC §10): a follower, or a leader fenced from etcd, refuses.
+pub async fn fetch_kafka(context: &Rc<ShardContext>, read: KafkaFetch) -> Result<KafkaRecords, ErrorResponse> {
+    context.write_epoch()?;
     let owner = owner(context, &read.topic, read.partition)?;
-    if owner == context.shard {
-        return kafka::fetch::on_owner(context, read).await;
-    }
-    forward(context, owner, ShardRequest::KafkaFetch(read)).await
+    let outcome = match owner == context.shard {
+        true => kafka::fetch::on_owner(context, read).await,
+        false => forward(context, owner, ShardRequest::KafkaFetch(read)).await,
+    };
+    KafkaRecords::from_owner(outcome?)
 }
 
 /// Execute a partition request on its owning shard.

@@ -15,8 +15,11 @@
 //! owner, for a produce).
 //!
 //! Buffers a thread builds whole by appending (a Kafka produce's ringlog
-//! batch, a Kafka fetch's transcoded records and its response frame) come
-//! from here too ([`take_empty`]): the control thread trims the heap every
+//! batch, a read's answer, a Kafka fetch's transcoded records and its
+//! response frame) come from here too ([`take_empty`]). A Kafka fetch's
+//! read goes back on the partition's owner once transcoded, where the next
+//! transcode takes it; the transcoded records go back on the connection's
+//! shard once written: the control thread trims the heap every
 //! `limits.heap_trim_interval_ms`, so a fresh megabyte was faulted in page
 //! by page, and a Kafka consumer's node spent a third of its samples in
 //! page faults (`docs/BENCHMARKS.md`, "Kafka answers in pooled buffers").

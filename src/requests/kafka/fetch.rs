@@ -17,7 +17,7 @@ use kafka_protocol::messages::ApiKey;
 
 use super::{count_errors, error_code, respond, transcode, Access, KafkaServeError};
 use crate::protocol::kafka::{decode_body, encode_response_splicing, KafkaRequest};
-use crate::protocol::{ErrorCode, FramePieces, Request, Response};
+use crate::protocol::{ErrorCode, ErrorResponse, FramePieces, Request, Response};
 use crate::requests::watch::{wait_for_news, Watched};
 use crate::runtime::buffer_pool;
 use crate::security::Operation;
@@ -277,29 +277,53 @@ async fn read_partition(
         };
         return answer.with_error_code(code.code());
     };
-    if let Err(code) = leader_only(context) {
-        return answer.with_error_code(code);
-    }
     let max_bytes = u32::try_from(max_bytes).unwrap_or(u32::MAX);
     let read = KafkaFetch { topic: topic.to_string(), partition, offset, max_bytes, max_wait_ms: wait_ms };
     match crate::requests::fetch_kafka(context, read).await {
         // Shared, so that the buffer goes back to this thread's pool once
         // the answer is written from it.
-        Ok(Response::Fetch { high_watermark, log_start_offset, batches: records, .. }) => answer
+        Ok(KafkaRecords { high_watermark, log_start_offset, records }) => answer
             .with_high_watermark(high_watermark as i64)
             .with_last_stable_offset(high_watermark as i64)
             .with_log_start_offset(log_start_offset as i64)
             .with_records(Some(buffer_pool::share(records))),
-        Ok(_) => answer.with_error_code(ResponseError::UnknownServerError.code()),
         Err(error) => answer.with_error_code(error_code(&error)),
+    }
+}
+
+/// A partition's records as Kafka RecordBatches, read and transcoded on
+/// its owner (`crate::requests::fetch_kafka`), with the offsets a Fetch
+/// answers beside them.
+#[derive(Debug)]
+pub struct KafkaRecords {
+    /// High watermark consumers may see, when the read was answered.
+    pub high_watermark: u64,
+    /// Log start offset.
+    pub log_start_offset: u64,
+    /// Kafka RecordBatches, one per ringlog batch read.
+    pub records: Vec<u8>,
+}
+
+impl KafkaRecords {
+    /// What the owner answered (`on_owner`): a `Response::Fetch` whose
+    /// `batches` are Kafka batches. Only this crosses the mesh in that
+    /// shape; callers get this type, never a `Response::Fetch` holding
+    /// anything but ringlog batches.
+    pub(crate) fn from_owner(response: Response) -> Result<KafkaRecords, ErrorResponse> {
+        match response {
+            Response::Fetch { high_watermark, log_start_offset, batches, .. } => {
+                Ok(KafkaRecords { high_watermark, log_start_offset, records: batches })
+            }
+            _ => Err(refusal(ErrorCode::Internal, "a Kafka read answered something other than records")),
+        }
     }
 }
 
 /// On the partition's owner (`ShardRequest::KafkaFetch`): the native
 /// consumer read, counted in this shard's fetch metrics, its batches
-/// written as Kafka RecordBatches into a pooled buffer (a fresh one was
-/// faulted in page by page). The read's own buffer joins this thread's
-/// pool, where the next transcode finds it.
+/// written as Kafka RecordBatches into a buffer from this thread's pool
+/// (a fresh one was faulted in page by page), answered as a
+/// `Response::Fetch` holding them (see [`KafkaRecords::from_owner`]).
 pub(crate) async fn on_owner(context: &Rc<ShardContext>, read: KafkaFetch) -> Outcome {
     let KafkaFetch { topic, partition, offset, max_bytes, max_wait_ms } = read;
     let owned = context.owned(&topic, partition)?;
@@ -309,16 +333,18 @@ pub(crate) async fn on_owner(context: &Rc<ShardContext>, read: KafkaFetch) -> Ou
     else {
         return Err(refusal(ErrorCode::Internal, "a consumer read answered something other than records"));
     };
-    // As long as what was read: Kafka's varint framing is smaller than
-    // ringlog's fixed one for all but records with far-apart timestamps
-    // (which grow the buffer). So the read buffer of the fetch before,
-    // which this thread's pool holds, fits; asked for more, the pool had
-    // no fit, and every fetch faulted in a fresh buffer (the transcoded
-    // one leaves for the connection's shard).
+    // As long as what was read: a record's Kafka framing (varints) takes
+    // no more than ringlog's fixed 22 bytes but for records with a key and
+    // value of many kilobytes deep into a batch of thousands, and Kafka's
+    // batch header is shorter (61 bytes against 64); such a batch grows the
+    // buffer. Asked for a quarter more, a 4 MiB read found no fit in the
+    // pool, which the read buffers given back here keep (reads take
+    // size-classed buffers), and every fetch faulted in a fresh one.
     let mut records = buffer_pool::take_empty(batches.len());
     let transcoded = transcode::native_to_kafka(&batches, &mut records);
     buffer_pool::give_back(batches);
     if let Err(error) = transcoded {
+        buffer_pool::give_back(records);
         tracing::error!(target: "ringlog::kafka", %topic, partition, offset, %error, "a batch read from the log does not transcode");
         return Err(refusal(
             ErrorCode::StorageFailed,

@@ -5,7 +5,7 @@
 //! native ones. Records cross between the formats in `transcode`.
 
 mod access;
-pub(super) mod fetch;
+pub mod fetch;
 mod groups;
 mod offsets;
 pub mod placements;
