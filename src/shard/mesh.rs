@@ -62,11 +62,12 @@ pub struct KafkaProduce {
 /// which reads it as a native consumer's read and writes the batches it
 /// read as Kafka RecordBatches. That transcode (every byte written again,
 /// and Kafka's CRC-32C over them) is most of what a Kafka fetch costs
-/// beyond a native one; done by the owners, the partitions of one Fetch
-/// are transcoded on their own cores at once, instead of one after another
-/// on the core that accepted the connection (`docs/KAFKA.md`, "Where the
-/// work runs"). Answered with a `Response::Fetch` whose `batches` hold
-/// those Kafka batches.
+/// beyond a native one; done by the owners, the partitions a Fetch reads
+/// at once (a wave, up to one per shard) are transcoded on their own cores,
+/// instead of one after another on the core that accepted the connection
+/// (`docs/KAFKA.md`, "Where the work runs"). Answered with a
+/// `Response::Fetch` whose `batches` hold those Kafka batches, which only
+/// `requests::KafkaRecords::from_owner` reads.
 #[derive(Debug, Clone)]
 pub struct KafkaFetch {
     /// The topic.
