@@ -381,11 +381,7 @@ pub fn encode_response_split(correlation_id: u32, mut response: Response) -> Fra
     let trailing = response.trailing_mut().map(std::mem::take).unwrap_or_default();
     assert_eq!(trailing.len(), trailing_bytes);
     if !trailing.is_empty() {
-        // Shared from the pool: once written, the buffer goes back to the
-        // pool of the thread that wrote it, where the next read on that
-        // shard takes it (reads take theirs from the pool). Dropped, every
-        // fetch of a large answer faulted in a fresh one.
-        frame.inserts.push((frame.head.len(), crate::runtime::buffer_pool::share(trailing)));
+        frame.inserts.push((frame.head.len(), bytes::Bytes::from(trailing)));
     }
     frame
 }

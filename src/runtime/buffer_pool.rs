@@ -8,12 +8,11 @@
 //! A reader takes a buffer here and fills it whole from the socket before
 //! anything looks at it, so a pooled buffer's old bytes are never read.
 //! Buffers come back two ways: a native produce's batch is given back once
-//! the log has copied it ([`give_back`]); a Kafka frame, a replica answer
-//! on a follower, or a native fetch's batches in the answer frame, is
-//! handed on as [`bytes::Bytes`] that own it ([`share`]) and returns when
-//! the last slice of it is dropped (a fetch's, once written). Either way
+//! the log has copied it ([`give_back`]); a Kafka frame, or a replica
+//! answer on a follower, is handed on as [`bytes::Bytes`] that own it
+//! ([`share`]) and returns when the last slice of it is dropped. Either way
 //! it joins the pool of the thread where that happens (the partition's
-//! owner, for a produce; the connection's shard, for a fetch).
+//! owner, for a produce).
 //!
 //! Buffers a thread builds whole by appending (a Kafka produce's ringlog
 //! batch, a read's answer, a Kafka fetch's transcoded records and its

@@ -371,39 +371,6 @@ fn a_node_whose_buffers_nearly_all_come_from_the_heap_stores_exactly_what_was_se
     assert_eq!(node.terminate(), Some(0));
 }
 
-/// A native fetch's answer goes back to the pool once written, and the
-/// next read on that shard takes it: after the first answers, fetching the
-/// same 600 KB again allocates no large buffer (each was a fresh one,
-/// faulted in page by page after every heap trim).
-#[test]
-fn repeated_large_native_fetches_read_into_reused_pooled_buffers() {
-    let node = StandaloneNode::start_with(1, &[]);
-    create_topic(&node, "pooled-reads", 1);
-    let mut client = node.client();
-    let values: Vec<String> = (0..3u8).map(|index| char::from(b'a' + index).to_string().repeat(200_000)).collect();
-    produce(&mut client, "pooled-reads", 0, &values, Acks::Leader);
-    let fetch =
-        Request::Fetch { topic: "pooled-reads".into(), partition: 0, offset: 0, max_bytes: 1 << 20, max_wait_ms: 0 };
-    let mut fetch_all = || match client.call(fetch.clone()) {
-        Ok(Response::Fetch { batches, .. }) => assert!(batches.len() > 600_000, "{} bytes", batches.len()),
-        other => panic!("a fetch answer, got {other:?}"),
-    };
-    for _ in 0..3 {
-        fetch_all();
-    }
-    let fresh = || crate::fixtures::metric(&node, "ringlog_buffer_pool_takes_total{source=\"fresh\"}");
-    let (fresh_before, pooled_before) =
-        (fresh(), crate::fixtures::metric(&node, "ringlog_buffer_pool_takes_total{source=\"pool\"}"));
-    const FETCHES: u64 = 5;
-    for _ in 0..FETCHES {
-        fetch_all();
-    }
-    assert_eq!(fresh() - fresh_before, 0, "no large buffer allocated once warm");
-    let pooled = crate::fixtures::metric(&node, "ringlog_buffer_pool_takes_total{source=\"pool\"}") - pooled_before;
-    assert_eq!(pooled, FETCHES, "one pooled buffer per fetch: its read");
-    assert_eq!(node.terminate(), Some(0));
-}
-
 #[test]
 #[ignore = "needs CAP_IPC_LOCK in the initial user namespace (or no RLIMIT_MEMLOCK); .ci/run runs it as root with --ignored"]
 fn each_shard_registers_its_io_memory() {
