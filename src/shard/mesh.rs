@@ -63,8 +63,9 @@ pub struct KafkaProduce {
 /// read as Kafka RecordBatches. That transcode (every byte written again,
 /// and Kafka's CRC-32C over them) is most of what a Kafka fetch costs
 /// beyond a native one; done by the owners, the partitions a Fetch reads
-/// at once (a wave, up to one per shard) are transcoded on their own cores,
-/// instead of one after another on the core that accepted the connection
+/// at once (a wave) that live on different shards are transcoded on their
+/// own cores, instead of one after another on the core that accepted the
+/// connection
 /// (`docs/KAFKA.md`, "Where the work runs"). Answered with a
 /// `Response::Fetch` whose `batches` hold those Kafka batches, which only
 /// `requests::KafkaRecords::from_owner` reads.

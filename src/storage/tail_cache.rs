@@ -139,8 +139,8 @@ impl TailCache {
         if count == 0 {
             return None;
         }
-        // Pooled, in size classes, as a disk read's answer (`log/read.rs`).
-        let bytes = crate::runtime::buffer_pool::take_empty(total_bytes);
+        // In its size class, as a disk read's answer (`log/read.rs`).
+        let bytes = crate::runtime::buffer_pool::fresh_in_size_class(total_bytes);
         let mut read = CachedRead { bytes, next_offset: offset, batch_count: 0 };
         for entry in self.entries.range(start..start + count) {
             // What is served is what was pushed: the first batch holds

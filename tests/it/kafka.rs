@@ -718,12 +718,13 @@ fn large_produce_frames_read_into_reused_buffers_store_exactly_what_was_sent() {
     }
 }
 
-/// A Kafka fetch's read and its transcoded records come from the shard's
-/// buffer pool; the records are written to the socket from there beside
-/// the frame's small head (not copied into a third, large, buffer), and
-/// both go back: after the first answers, fetching the same 600 KB again
-/// allocates no large buffer (fresh ones were faulted in page by page
-/// after each heap trim) and takes two pooled buffers per fetch.
+/// A Kafka fetch's transcoded records come from the shard's buffer pool,
+/// which the read they came from refills, are written to the socket from
+/// there beside the frame's small head (not copied into a second, large,
+/// buffer) and go back once written: after the first answers, fetching
+/// the same 600 KB again allocates no large buffer (fresh ones were
+/// faulted in page by page after each heap trim) and takes one pooled
+/// buffer per fetch.
 #[test]
 fn repeated_large_fetches_send_their_records_from_reused_pooled_buffers() {
     let node = start(1);
@@ -751,12 +752,13 @@ fn repeated_large_fetches_send_their_records_from_reused_pooled_buffers() {
         fetch_records();
     }
     assert_eq!(takes("fresh") - fresh_before, 0, "no large buffer allocated once warm");
-    // Two pooled buffers per fetch: the read's, and the records transcoded
-    // from it. The frame is a small head with the records sent from their
-    // own buffer beside it (encoded into the frame, the records took a
-    // third, large, buffer).
+    // One pooled buffer per fetch, its records (the read's buffer, given
+    // back once transcoded, or the records' of the fetch before). The
+    // frame is a small head with the records sent from their own buffer
+    // beside it (encoded into the frame, the records took a second, large,
+    // buffer).
     let pooled = takes("pool") - pooled_before;
-    assert_eq!(pooled, 2 * FETCHES, "pooled buffers for {FETCHES} fetches: read and records, no frame");
+    assert_eq!(pooled, FETCHES, "pooled buffers for {FETCHES} fetches: their records, no frame");
 }
 
 /// Large records go on the wire from their own buffers beside the

@@ -338,8 +338,8 @@ pub(crate) async fn on_owner(context: &Rc<ShardContext>, read: KafkaFetch) -> Ou
     // value of many kilobytes deep into a batch of thousands, and Kafka's
     // batch header is shorter (61 bytes against 64); such a batch grows the
     // buffer. Asked for a quarter more, a 4 MiB read found no fit in the
-    // pool, which the read buffers given back here keep (reads take
-    // size-classed buffers), and every fetch faulted in a fresh one.
+    // pool, which the read buffers given back here keep (reads allocate in
+    // size classes), and every fetch faulted in a fresh one.
     let mut records = buffer_pool::take_empty(batches.len());
     let transcoded = transcode::native_to_kafka(&batches, &mut records);
     buffer_pool::give_back(batches);

@@ -207,9 +207,9 @@ impl PartitionLog {
         // `max_bytes` or what the segment holds from the start position,
         // whichever is less (a first batch over the limit grows it once). A
         // read stopped earlier by its limit (a high watermark behind the
-        // durable end) may return far less: it grows as it fills. Taken
-        // from the thread's pool, in size classes: a Kafka fetch gives it
-        // back once transcoded, and the next one's transcode fits in it.
+        // durable end) may return far less: it grows as it fills. In its
+        // size class: a Kafka fetch gives it to the pool once transcoded,
+        // and the next one's transcode fits in it.
         let span_bytes = location.end_position.saturating_sub(location.start_position);
         let runs_to_end = location.limit_offset >= location.end_offset;
         let capacity = match runs_to_end {
@@ -220,7 +220,7 @@ impl PartitionLog {
             position: location.start_position,
             expected_offset: location.start_offset,
             output: ReadBatches {
-                bytes: crate::runtime::buffer_pool::take_empty(capacity),
+                bytes: crate::runtime::buffer_pool::fresh_in_size_class(capacity),
                 next_offset: offset,
                 batch_count: 0,
             },
