@@ -108,18 +108,13 @@ fn render_kafka(metrics: &NodeMetrics, out: &mut String) {
 
 /// Per-shard counters and gauges.
 fn render_shard_counters(metrics: &NodeMetrics, out: &mut String) {
-    let counters: [Counter; 14] = [
+    let counters: [Counter; 13] = [
         ("ringlog_produce_requests_total", "Produce requests executed", |m| m.produce_requests.load(Ordering::Relaxed)),
         ("ringlog_produce_records_total", "Records appended", |m| m.produce_records.load(Ordering::Relaxed)),
         ("ringlog_produce_bytes_total", "Batch bytes appended", |m| m.produce_bytes.load(Ordering::Relaxed)),
         ("ringlog_fetch_requests_total", "Fetch requests executed", |m| m.fetch_requests.load(Ordering::Relaxed)),
         ("ringlog_fetch_bytes_total", "Batch bytes fetched", |m| m.fetch_bytes.load(Ordering::Relaxed)),
         ("ringlog_fetch_records_total", "Records consumers advanced by", |m| m.fetch_records.load(Ordering::Relaxed)),
-        (
-            "ringlog_kafka_fetch_transcoded_bytes_total",
-            "Kafka record batch bytes written here for Kafka fetches of this shard's partitions (KIP-74 trims included)",
-            |m| m.kafka_fetch_transcoded_bytes.load(Ordering::Relaxed),
-        ),
         ("ringlog_request_errors_total", "Requests answered with an error", |m| m.errors.load(Ordering::Relaxed)),
         ("ringlog_cross_shard_forwarded_total", "Requests forwarded to another shard", |m| {
             m.cross_shard_forwarded.load(Ordering::Relaxed)

@@ -2,10 +2,8 @@
 //! check what must hold before anything runs (a write needs the leader's
 //! epoch), send a partition request to the shard that owns it (locally or
 //! over the mesh), and execute it there with the storage, shard and
-//! replication layers below. The network listeners call [`handle`] (and,
-//! for a Kafka client's records, [`produce_kafka`] and [`fetch_kafka`],
-//! which transcode on the owner); the mesh receiver calls
-//! [`handle_forwarded`].
+//! replication layers below. The network listeners call [`handle`]; the
+//! mesh receiver calls [`handle_forwarded`].
 
 mod fetch;
 pub mod kafka;
@@ -17,7 +15,6 @@ mod watch;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
-pub use kafka::fetch::KafkaRecords;
 pub use produce::{new_producer_id, refuse_kafka_producer_id};
 pub use watch::spawn_watch;
 
@@ -25,7 +22,7 @@ use crate::protocol::{ErrorCode, ErrorResponse, Request, Response};
 use crate::replication::fetch_many::{self, FetchLimits};
 use crate::replication::leader;
 use crate::shard::context::{ShardContext, METADATA_SHARD};
-use crate::shard::mesh::{KafkaFetch, KafkaProduce, Outcome, PlacedSignal, ShardRequest};
+use crate::shard::mesh::{KafkaProduce, Outcome, PlacedSignal, ShardRequest};
 use crate::shard::topic_admin;
 use crate::shard::wire_error::refusal;
 use crate::shard::{owner_of, ShardId};
@@ -70,7 +67,6 @@ pub async fn handle_forwarded(context: &Rc<ShardContext>, request: ShardRequest)
         }
         ShardRequest::Client(request) => execute(context, request, None).await,
         ShardRequest::KafkaProduce(produce) => kafka::produce::on_owner(context, produce).await,
-        ShardRequest::KafkaFetch(read) => kafka::fetch::on_owner(context, read).await,
         ShardRequest::Topic(change) => topic_admin::apply_on_this_shard(context, change).await,
     }
 }
@@ -114,19 +110,6 @@ pub async fn produce_kafka(context: Rc<ShardContext>, produce: KafkaProduce) -> 
         return kafka::produce::on_owner(&context, produce).await;
     }
     forward(&context, owner, ShardRequest::KafkaProduce(produce)).await
-}
-
-/// A Kafka consumer's read of one partition, read and transcoded into
-/// Kafka RecordBatches on the partition's owner. Kafka reads are the
-/// leader's (SPEC §10): a follower, or a leader fenced from etcd, refuses.
-pub async fn fetch_kafka(context: &Rc<ShardContext>, read: KafkaFetch) -> Result<KafkaRecords, ErrorResponse> {
-    context.write_epoch()?;
-    let owner = owner(context, &read.topic, read.partition)?;
-    let outcome = match owner == context.shard {
-        true => kafka::fetch::on_owner(context, read).await,
-        false => forward(context, owner, ShardRequest::KafkaFetch(read)).await,
-    };
-    KafkaRecords::from_owner(outcome?)
 }
 
 /// Execute a partition request on its owning shard.

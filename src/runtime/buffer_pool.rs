@@ -16,11 +16,7 @@
 //!
 //! Buffers a thread builds whole by appending (a Kafka produce's ringlog
 //! batch, a Kafka fetch's transcoded records and its response frame) come
-//! from here too ([`take_empty`]). A Kafka fetch's read (allocated in its
-//! size class, [`fresh_in_size_class`]) goes to the partition owner's pool
-//! once transcoded, where the next transcode takes it; the transcoded
-//! records go back on the connection's shard once written: the control
-//! thread trims the heap every
+//! from here too ([`take_empty`]): the control thread trims the heap every
 //! `limits.heap_trim_interval_ms`, so a fresh megabyte was faulted in page
 //! by page, and a Kafka consumer's node spent a third of its samples in
 //! page faults (`docs/BENCHMARKS.md`, "Kafka answers in pooled buffers").
@@ -102,17 +98,6 @@ fn zeroed(length: usize) -> Vec<u8> {
     let mut buffer = fresh(length);
     buffer.resize(length, 0);
     buffer
-}
-
-/// An empty buffer with room for `capacity` bytes rounded up to its size
-/// class, allocated rather than taken from the pool (and not counted as a
-/// take): for a read's answer, which comes back to a pool only from a
-/// Kafka fetch, once transcoded on the partition's owner. Taken from the
-/// pool, a native fetch's answer, freed once sent, drained what produces
-/// refill, and could be twice what it holds; allocated exactly, a
-/// given-back one seldom fitted the next transcode of about its size.
-pub fn fresh_in_size_class(capacity: usize) -> Vec<u8> {
-    Vec::with_capacity(size_class(capacity))
 }
 
 /// A fresh, empty buffer of `capacity`'s size class.

@@ -26,9 +26,6 @@ pub enum ShardRequest {
     /// A Kafka client's records for a partition the receiver owns, to
     /// transcode there and produce, signalling its placement.
     KafkaProduce(KafkaProduce),
-    /// A Kafka consumer's read of a partition the receiver owns, to read
-    /// and transcode there.
-    KafkaFetch(KafkaFetch),
     /// A topic the metadata shard created or deleted.
     Topic(TopicChange),
 }
@@ -56,31 +53,6 @@ pub struct KafkaProduce {
     /// answered: the Kafka error code depends on it (corrupt, unsupported
     /// codec or format), and no native error code says it.
     pub refused: async_channel::Sender<RecordsError>,
-}
-
-/// One partition's read for a Kafka Fetch, sent to the partition's owner,
-/// which reads it as a native consumer's read and writes the batches it
-/// read as Kafka RecordBatches. That transcode (every byte written again,
-/// and Kafka's CRC-32C over them) is most of what a Kafka fetch costs
-/// beyond a native one; done by the owners, the partitions a Fetch reads
-/// at once (a wave) that live on different shards are transcoded on their
-/// own cores, instead of one after another on the core that accepted the
-/// connection
-/// (`docs/KAFKA.md`, "Where the work runs"). Answered with a
-/// `Response::Fetch` whose `batches` hold those Kafka batches, which only
-/// `requests::KafkaRecords::from_owner` reads.
-#[derive(Debug, Clone)]
-pub struct KafkaFetch {
-    /// The topic.
-    pub topic: String,
-    /// The partition.
-    pub partition: u32,
-    /// First offset wanted.
-    pub offset: u64,
-    /// Soft bound on the native batch bytes read (at least one batch).
-    pub max_bytes: u32,
-    /// Long-poll bound, capped by `limits.max_fetch_wait_ms`.
-    pub max_wait_ms: u32,
 }
 
 /// Held by a produce until its batch has its offsets: the holder's peer

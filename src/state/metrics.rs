@@ -63,9 +63,6 @@ pub struct ShardMetrics {
     pub fetch_bytes: AtomicU64,
     /// Records consumers advanced by (next offset minus asked offset).
     pub fetch_records: AtomicU64,
-    /// Bytes of Kafka record batches this shard wrote for Kafka fetches of
-    /// its partitions (the transcode runs on the partition's owner).
-    pub kafka_fetch_transcoded_bytes: AtomicU64,
     /// Requests answered with an error.
     pub errors: AtomicU64,
     /// Requests forwarded to other shards and not yet answered.

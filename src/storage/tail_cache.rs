@@ -139,9 +139,7 @@ impl TailCache {
         if count == 0 {
             return None;
         }
-        // In its size class, as a disk read's answer (`log/read.rs`).
-        let bytes = crate::runtime::buffer_pool::fresh_in_size_class(total_bytes);
-        let mut read = CachedRead { bytes, next_offset: offset, batch_count: 0 };
+        let mut read = CachedRead { bytes: Vec::with_capacity(total_bytes), next_offset: offset, batch_count: 0 };
         for entry in self.entries.range(start..start + count) {
             // What is served is what was pushed: the first batch holds
             // `offset`, each next one starts where the one before ended.

@@ -719,12 +719,11 @@ fn large_produce_frames_read_into_reused_buffers_store_exactly_what_was_sent() {
 }
 
 /// A Kafka fetch's transcoded records come from the shard's buffer pool,
-/// which the read they came from refills, are written to the socket from
-/// there beside the frame's small head (not copied into a second, large,
-/// buffer) and go back once written: after the first answers, fetching
-/// the same 600 KB again allocates no large buffer (fresh ones were
-/// faulted in page by page after each heap trim) and takes one pooled
-/// buffer per fetch.
+/// are written to the socket from there beside the frame's small head
+/// (not copied into a second, large, buffer) and go back once written:
+/// after the first answers, fetching the same 600 KB again allocates no
+/// large buffer (fresh ones were faulted in page by page after each heap
+/// trim) and takes one pooled buffer per fetch.
 #[test]
 fn repeated_large_fetches_send_their_records_from_reused_pooled_buffers() {
     let node = start(1);
@@ -752,11 +751,9 @@ fn repeated_large_fetches_send_their_records_from_reused_pooled_buffers() {
         fetch_records();
     }
     assert_eq!(takes("fresh") - fresh_before, 0, "no large buffer allocated once warm");
-    // One pooled buffer per fetch, its records (the read's buffer, given
-    // back once transcoded, or the records' of the fetch before). The
-    // frame is a small head with the records sent from their own buffer
-    // beside it (encoded into the frame, the records took a second, large,
-    // buffer).
+    // One pooled buffer per fetch, its records: the frame is a small head
+    // with the records sent from their own buffer beside it (encoded into
+    // the frame, the records took a second, large, buffer).
     let pooled = takes("pool") - pooled_before;
     assert_eq!(pooled, FETCHES, "pooled buffers for {FETCHES} fetches: their records, no frame");
 }
@@ -777,45 +774,6 @@ fn a_fetch_of_large_and_small_partitions_reads_every_record_back_whole() {
     }
     let answer: FetchResponse = client.call(ApiKey::Fetch, 12, &long_poll_request("kafka-spliced", 3, 0));
     assert_fetched_values(&answer, &values);
-}
-
-/// Each partition of a Fetch is transcoded into Kafka batches by the shard
-/// that owns it, whichever shard took the connection: a Fetch of three
-/// partitions on both shards of a node counts each partition's record
-/// bytes on its owner (transcoded where the connection landed, one shard
-/// counted them all).
-#[test]
-fn each_partition_of_a_kafka_fetch_is_transcoded_by_the_shard_that_owns_it() {
-    let node = start(2);
-    let topic = topic_on_both_shards("kafka-owner-fetch", 0);
-    create_topic(&node.node, &topic, 3);
-    let mut client = KafkaClient::connect(&node.kafka);
-    for partition in 0..3 {
-        let values: Vec<Vec<u8>> = (0..=partition as u8).map(|index| vec![b'a' + index; 10_000]).collect();
-        let slices: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
-        let produce = produce_request(&topic, partition, 1, crate_batch(&slices));
-        assert_eq!(produce_error(&mut client, &produce), 0);
-    }
-    // Until every partition answered its records (a Fetch of several
-    // partitions answers once any has some), each answer's record bytes
-    // summed per owner.
-    let (mut expected, mut answered) = ([0u64; 2], [false; 3]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while answered.contains(&false) {
-        assert!(Instant::now() < deadline, "partitions answered with records: {answered:?}");
-        let answer: FetchResponse = client.call(ApiKey::Fetch, 12, &long_poll_request(&topic, 3, 1_000));
-        for (partition, bytes) in record_bytes_per_partition(&answer).into_iter().enumerate() {
-            answered[partition] |= bytes > 10_000 * (partition + 1);
-            expected[ringlog::shard::owner_of(&topic, partition as u32, 2)] += bytes as u64;
-        }
-    }
-    let counted: Vec<u64> = (0..2)
-        .map(|shard| {
-            let name = format!("ringlog_kafka_fetch_transcoded_bytes_total{{shard=\"{shard}\"}}");
-            crate::fixtures::metric(&node.node, &name)
-        })
-        .collect();
-    assert_eq!(counted, expected, "each shard transcoded its own partitions");
 }
 
 /// Per partition of a three-partition topic, the values of one batch:

@@ -17,13 +17,10 @@ use kafka_protocol::messages::ApiKey;
 
 use super::{count_errors, error_code, respond, transcode, Access, KafkaServeError};
 use crate::protocol::kafka::{decode_body, encode_response_splicing, KafkaRequest};
-use crate::protocol::{ErrorCode, ErrorResponse, FramePieces, Request, Response};
+use crate::protocol::{FramePieces, Request, Response};
 use crate::requests::watch::{wait_for_news, Watched};
-use crate::runtime::buffer_pool;
 use crate::security::Operation;
 use crate::shard::context::ShardContext;
-use crate::shard::mesh::{KafkaFetch, Outcome};
-use crate::shard::wire_error::refusal;
 
 /// Longest native long poll a Fetch of one partition waits in at a time:
 /// between two, the read checks again that this node is still the
@@ -277,83 +274,32 @@ async fn read_partition(
         };
         return answer.with_error_code(code.code());
     };
+    if let Err(code) = leader_only(context) {
+        return answer.with_error_code(code);
+    }
     let max_bytes = u32::try_from(max_bytes).unwrap_or(u32::MAX);
-    let read = KafkaFetch { topic: topic.to_string(), partition, offset, max_bytes, max_wait_ms: wait_ms };
-    match crate::requests::fetch_kafka(context, read).await {
-        // Shared, so that the buffer goes back to this thread's pool once
-        // the answer is written from it.
-        Ok(KafkaRecords { high_watermark, log_start_offset, records }) => answer
-            .with_high_watermark(high_watermark as i64)
-            .with_last_stable_offset(high_watermark as i64)
-            .with_log_start_offset(log_start_offset as i64)
-            .with_records(Some(buffer_pool::share(records))),
+    let read = Request::Fetch { topic: topic.to_string(), partition, offset, max_bytes, max_wait_ms: wait_ms };
+    match crate::requests::handle(context, read).await {
+        Ok(Response::Fetch { high_watermark, log_start_offset, batches, .. }) => {
+            // Pooled, and shared so that it goes back once the answer is
+            // written, from this buffer (a fresh one was faulted in page
+            // by page).
+            let mut records = crate::runtime::buffer_pool::take_empty(batches.len() + batches.len() / 4);
+            let answer = answer
+                .with_high_watermark(high_watermark as i64)
+                .with_last_stable_offset(high_watermark as i64)
+                .with_log_start_offset(log_start_offset as i64);
+            match transcode::native_to_kafka(&batches, &mut records) {
+                Ok(()) => answer.with_records(Some(crate::runtime::buffer_pool::share(records))),
+                Err(error) => {
+                    tracing::error!(target: "ringlog::kafka", %error, "a batch read from the log does not transcode");
+                    answer.with_error_code(ResponseError::KafkaStorageError.code())
+                }
+            }
+        }
+        Ok(_) => answer.with_error_code(ResponseError::UnknownServerError.code()),
         Err(error) => answer.with_error_code(error_code(&error)),
     }
-}
-
-/// A partition's records as Kafka RecordBatches, read and transcoded on
-/// its owner (`crate::requests::fetch_kafka`), with the offsets a Fetch
-/// answers beside them.
-#[derive(Debug)]
-pub struct KafkaRecords {
-    /// High watermark consumers may see, when the read was answered.
-    pub high_watermark: u64,
-    /// Log start offset.
-    pub log_start_offset: u64,
-    /// Kafka RecordBatches, one per ringlog batch read.
-    pub records: Vec<u8>,
-}
-
-impl KafkaRecords {
-    /// What the owner answered (`on_owner`): a `Response::Fetch` whose
-    /// `batches` are Kafka batches. Only this crosses the mesh in that
-    /// shape; callers get this type, never a `Response::Fetch` holding
-    /// anything but ringlog batches.
-    pub(crate) fn from_owner(response: Response) -> Result<KafkaRecords, ErrorResponse> {
-        match response {
-            Response::Fetch { high_watermark, log_start_offset, batches, .. } => {
-                Ok(KafkaRecords { high_watermark, log_start_offset, records: batches })
-            }
-            _ => Err(refusal(ErrorCode::Internal, "a Kafka read answered something other than records")),
-        }
-    }
-}
-
-/// On the partition's owner (`ShardRequest::KafkaFetch`): the native
-/// consumer read, counted in this shard's fetch metrics, its batches
-/// written as Kafka RecordBatches into a buffer from this thread's pool
-/// (a fresh one was faulted in page by page), answered as a
-/// `Response::Fetch` holding them (see [`KafkaRecords::from_owner`]).
-pub(crate) async fn on_owner(context: &Rc<ShardContext>, read: KafkaFetch) -> Outcome {
-    let KafkaFetch { topic, partition, offset, max_bytes, max_wait_ms } = read;
-    let owned = context.owned(&topic, partition)?;
-    let consumer_read = crate::requests::fetch::ConsumerRead { offset, max_bytes, max_wait_ms };
-    let Response::Fetch { high_watermark, log_start_offset, next_offset, batches } =
-        crate::requests::fetch::fetch(context, &owned, consumer_read).await?
-    else {
-        return Err(refusal(ErrorCode::Internal, "a consumer read answered something other than records"));
-    };
-    // As long as what was read: a record's Kafka framing (varints) takes
-    // no more than ringlog's fixed 22 bytes but for records with a key and
-    // value of many kilobytes deep into a batch of thousands, and Kafka's
-    // batch header is shorter (61 bytes against 64); such a batch grows the
-    // buffer. Asked for a quarter more, a 4 MiB read found no fit in the
-    // pool, which the read buffers given back here keep (reads allocate in
-    // size classes), and every fetch faulted in a fresh one.
-    let mut records = buffer_pool::take_empty(batches.len());
-    let transcoded = transcode::native_to_kafka(&batches, &mut records);
-    buffer_pool::give_back(batches);
-    if let Err(error) = transcoded {
-        buffer_pool::give_back(records);
-        tracing::error!(target: "ringlog::kafka", %topic, partition, offset, %error, "a batch read from the log does not transcode");
-        return Err(refusal(
-            ErrorCode::StorageFailed,
-            format!("batch read at offset {offset} does not transcode: {error}"),
-        ));
-    }
-    let transcoded_bytes = &context.shard_metrics().kafka_fetch_transcoded_bytes;
-    transcoded_bytes.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    Ok(Response::Fetch { high_watermark, log_start_offset, next_offset, batches: records })
 }
 
 /// Answer ListOffsets: earliest (-2) is the log start offset, latest (-1)

@@ -5,7 +5,7 @@
 //! native ones. Records cross between the formats in `transcode`.
 
 mod access;
-pub mod fetch;
+mod fetch;
 mod groups;
 mod offsets;
 pub mod placements;

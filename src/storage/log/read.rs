@@ -207,9 +207,7 @@ impl PartitionLog {
         // `max_bytes` or what the segment holds from the start position,
         // whichever is less (a first batch over the limit grows it once). A
         // read stopped earlier by its limit (a high watermark behind the
-        // durable end) may return far less: it grows as it fills. In its
-        // size class: a Kafka fetch gives it to the pool once transcoded,
-        // and the next one's transcode fits in it.
+        // durable end) may return far less: it grows as it fills.
         let span_bytes = location.end_position.saturating_sub(location.start_position);
         let runs_to_end = location.limit_offset >= location.end_offset;
         let capacity = match runs_to_end {
@@ -219,11 +217,7 @@ impl PartitionLog {
         let mut scan = SegmentScan {
             position: location.start_position,
             expected_offset: location.start_offset,
-            output: ReadBatches {
-                bytes: crate::runtime::buffer_pool::fresh_in_size_class(capacity),
-                next_offset: offset,
-                batch_count: 0,
-            },
+            output: ReadBatches { bytes: Vec::with_capacity(capacity), next_offset: offset, batch_count: 0 },
         };
         while scan.position < location.end_position {
             let budget_bytes = max_bytes.saturating_sub(scan.output.bytes.len());
