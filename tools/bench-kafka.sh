@@ -3,7 +3,7 @@
 # alternating so the virtual disk's drift hits both alike (issue 14).
 #   tools/bench-kafka.sh [BINARY] [ROUNDS] [TOTAL_BYTES] [DIR]
 # Each round, per protocol, on a fresh node (fsync=never, fresh data dir):
-# produce TOTAL_BYTES of 1 KiB records into a topic of 2 partitions, then
+# produce TOTAL_BYTES of 1 KiB records (RECORD_BYTES) into a topic of 2 partitions, then
 # drop the page cache and consume everything back (cold).
 # - native: `ringlog bench produce` (2 producers, one per partition, batches
 #   of 1000, 4 in flight), then `ringlog bench consume` (2 consumers).
@@ -36,7 +36,11 @@ port=27370
 admin=27371
 kport=27372
 export RINGLOG_SERVER="127.0.0.1:$port"
-record=1024
+# RECORD_BYTES (default 1024): each record's value. The native bench's
+# batches hold about 1 MB whatever the size (1000 records of 1 KiB), as
+# librdkafka's batch.size below does.
+record="${RECORD_BYTES:-1024}"
+native_batch=$(((1024000 + record - 1) / record))
 count=$((total / record))
 kafka_producers="${KAFKA_PRODUCERS:-1}"
 kafka_consumers="${KAFKA_CONSUMERS:-1}"
@@ -159,7 +163,7 @@ native_round() {
     # Created here, as the Kafka topic is, outside the timed command.
     "$binary" topic create t --partitions 2 >/dev/null
     begin_row "native-produce-$round"
-    result=$(bench_json "$binary" produce --topic t --partitions 2 --producers 2 --record-bytes "$record" --batch 1000 \
+    result=$(bench_json "$binary" produce --topic t --partitions 2 --producers 2 --record-bytes "$record" --batch "$native_batch" \
         --total-bytes "$total")
     stop_clock
     produced=$(json_field "$result" records)
@@ -267,7 +271,7 @@ check_count() { # protocol produced consumed
 echo "# Kafka against native, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo
 echo "- \`$binary\`; $rounds rounds, alternating; $(nproc) cores, kernel $(uname -r); CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "- 2 partitions, 1 KiB records, $total bytes ($count records) per produce row, fsync=never; then a cold consume of everything"
+echo "- 2 partitions, records of $record bytes (native batches of $native_batch), $total bytes ($count records) per produce row, fsync=never; then a cold consume of everything"
 echo "- Kafka client: rdkafka_performance (librdkafka $tool_version), $kafka_producers producer and $kafka_consumers consumer process(es): ${produce_flags[*]} / ${consume_flags[*]}"
 echo
 echo "| protocol | row | MB/s | node CPU s/GB | client CPU s/GB | records | client s | tool's MB/s | bytes the node and the device read and wrote; device and CPU during the run |"
