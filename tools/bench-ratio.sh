@@ -12,7 +12,8 @@
 # fallocated files (one per partition, as the node writes new segments);
 # fio reads the node's own segment files back the same way after the page
 # cache is dropped. ringlog: 1 KiB records, batches of 1000, 4 in flight
-# per producer. Every row reports the device's bytes (/proc/diskstats:
+# per producer (IN_FLIGHT=N: N batches in flight per producer instead).
+# Every row reports the device's bytes (/proc/diskstats:
 # they reached the disk) and the CPU. Prints Markdown, then the median
 # ratio per kind.
 set -euo pipefail
@@ -54,8 +55,10 @@ fio_read() { # the node's segment files -> MB/s
 }
 ringlog_row() { # mode -> MB/s from the client's JSON
     local result
+    local window=()
+    [[ $1 == produce && -n ${IN_FLIGHT:-} ]] && window=(--in-flight "$IN_FLIGHT")
     result=$(bench_json "$binary" "$1" --topic t --partitions "$partitions" --producers "$producers" \
-        --total-bytes "$total")
+        --total-bytes "$total" "${window[@]}")
     python3 -c 'import json, sys; r = json.loads(sys.argv[1]); print("%.0f" % (r["bytes"] / r["seconds"] / 1e6))' "$result"
 }
 row() { # kind, before, ringlog, after, usage

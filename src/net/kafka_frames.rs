@@ -26,15 +26,16 @@ pub struct FrameReader {
     prefix: [u8; LENGTH_PREFIX_BYTES],
     /// Bytes of `prefix` read so far.
     prefix_bytes: usize,
-    /// The frame's buffer (its length from the prefix) and bytes filled.
-    frame: Option<(Vec<u8>, usize)>,
+    /// The frame's buffer, bytes filled, and its length from the prefix.
+    frame: Option<(Vec<u8>, usize, usize)>,
     /// A frame (or why there is none) read ahead, not yet taken.
     ready: Option<Result<Bytes, ReadEnd>>,
 }
 
 impl FrameReader {
     /// The next frame, at most `limit` bytes (checked before its buffer is
-    /// allocated). Dropping the future between socket reads loses nothing:
+    /// allocated; memory is committed as its bytes arrive, not when the
+    /// prefix announces them, see [`buffer_pool::take_unfilled`]). Dropping the future between socket reads loses nothing:
     /// the next call continues where it stopped. The node stopping ends
     /// the wait only before a frame's first byte (a frame begun is
     /// finished). The frame's buffer comes from the thread's pool and goes
@@ -60,15 +61,15 @@ impl FrameReader {
             if self.prefix_bytes == LENGTH_PREFIX_BYTES {
                 let length = frame_length(self.prefix, limit)?;
                 self.prefix_bytes = 0;
-                self.frame = Some((buffer_pool::take(length), 0));
+                self.frame = Some((buffer_pool::take_unfilled(length), 0, length));
             }
         }
-        let (frame, filled) = self.frame.as_mut().expect("a frame is being read");
-        while *filled < frame.len() {
-            *filled += read_some(reader, &mut frame[*filled..]).await?;
+        let (frame, filled, length) = self.frame.as_mut().expect("a frame is being read");
+        while *filled < *length {
+            *filled += read_some(reader, buffer_pool::unfilled(frame, *filled, *length)).await?;
         }
-        let (frame, filled) = self.frame.take().expect("a frame is being read");
-        assert_eq!(filled, frame.len(), "a frame is handed on only when read whole");
+        let (frame, filled, length) = self.frame.take().expect("a frame is being read");
+        assert!(filled == length && frame.len() == length, "a frame is handed on only when read whole");
         Ok(buffer_pool::share(frame))
     }
 

@@ -26,7 +26,7 @@ use crate::protocol::{
     LENGTH_PREFIX_BYTES, REQUEST_HEADER_BYTES,
 };
 use crate::replication::handshake::ReplicaSession;
-use crate::runtime::Notify;
+use crate::runtime::{buffer_pool, Notify};
 use crate::security::settings::Listener;
 use crate::security::stream::{split, ReadHalf, WriteHalf};
 use crate::shard::context::ShardContext;
@@ -642,7 +642,8 @@ const PEEK_BYTES: usize = 512;
 type Decoded = Result<(RequestHeader, Request), (Option<u32>, ProtocolError)>;
 
 /// Read one request frame of `length` bytes (checked against the limit, so
-/// every allocation here is bounded) and decode it. A large produce frame
+/// every allocation here is bounded, and its memory committed as the bytes
+/// arrive rather than when the prefix announces them) and decode it. A large produce frame
 /// is read head first, then its batch straight into the batch's own
 /// buffer, so the batch is neither copied nor moved after the socket read.
 async fn read_request(stream: &mut ReadHalf, length: usize) -> std::io::Result<Decoded> {
@@ -655,17 +656,21 @@ async fn read_request(stream: &mut ReadHalf, length: usize) -> std::io::Result<D
         Err(error) => return Ok(Err((correlation_id, error))),
     };
     let Some(produce) = produce.filter(|produce| produce.batch_start <= peek) else {
+        // Room for the whole frame, committed as its bytes arrive.
         let mut frame = head;
-        frame.resize(length, 0);
-        stream.read_exact(&mut frame[peek..]).await?;
+        frame.reserve_exact(length - peek);
+        buffer_pool::read_to_length(stream, &mut frame, peek, length).await?;
         return Ok(decode_request_owned(frame).map_err(|error| (correlation_id, error)));
     };
     // Every byte is overwritten below before the batch is used (a read that
     // fails drops it): a pooled buffer's old bytes are never seen.
-    let mut batch = crate::runtime::buffer_pool::take(produce.batch_bytes);
+    let mut batch = buffer_pool::take_unfilled(produce.batch_bytes);
     let already = peek - produce.batch_start;
+    if batch.len() < already {
+        batch.resize(already, 0);
+    }
     batch[..already].copy_from_slice(&head[produce.batch_start..]);
-    stream.read_exact(&mut batch[already..]).await?;
+    buffer_pool::read_to_length(stream, &mut batch, already, produce.batch_bytes).await?;
     Ok(Ok(produce.into_request(batch)))
 }
 

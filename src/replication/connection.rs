@@ -158,10 +158,10 @@ async fn read_answers(mut stream: ReadHalf, shared: Rc<Shared>, max_frame_bytes:
             Ok(length) => length,
             Err(error) => break error.to_string(),
         };
-        // Not zero-filled (read_exact overwrites all of it before any
-        // use), and kept for the next answer once its batches are applied.
-        let mut body = crate::runtime::buffer_pool::take(length);
-        if let Err(error) = stream.read_exact(&mut body).await {
+        // Not zero-filled (the reads overwrite all of it before any use),
+        // and kept for the next answer once its batches are applied.
+        let mut body = crate::runtime::buffer_pool::take_unfilled(length);
+        if let Err(error) = crate::runtime::buffer_pool::read_to_length(&mut stream, &mut body, 0, length).await {
             break format!("read: {error}");
         }
         let Ok(correlation_id) = body.get(..4).map(|id| u32::from_le_bytes(id.try_into().expect("4 bytes"))).ok_or(())

@@ -888,6 +888,58 @@ fn garbage_and_oversized_kafka_frames_close_that_connection_while_another_client
     drop(steady);
 }
 
+/// A frame's length prefix commits no memory for the bytes it announces,
+/// on either listener: zeroed whole when the prefix arrived, the default
+/// 10 000 connections each announcing a 17 MiB frame and sending nothing
+/// more could make the node commit 170 GB. Memory follows the bytes that
+/// arrive.
+#[test]
+fn announced_frames_commit_memory_only_as_their_bytes_arrive() {
+    const CONNECTIONS: usize = 24;
+    const ANNOUNCED_BYTES: usize = 16 << 20;
+    // The default frame bound (test nodes run with 2 MiB).
+    let node = start_with(2, &[("RINGLOG_LIMITS_MAX_FRAME_BYTES", "17825792")]);
+    let resident_before = crate::node::status_bytes(node.node.pid(), "VmRSS:");
+    let mut held = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut kafka = TcpStream::connect(&node.kafka).unwrap();
+        kafka.write_all(&(ANNOUNCED_BYTES as i32).to_be_bytes()).unwrap();
+        kafka.write_all(&[0u8; 100]).unwrap();
+        held.push(kafka);
+        // A native request's head whole (what the node reads before it
+        // knows whether the frame is a produce), then a little more.
+        let mut frame = Vec::new();
+        ringlog::protocol::encode_request(1, &Request::ListTopics, &mut frame);
+        frame[..4].copy_from_slice(&(ANNOUNCED_BYTES as u32).to_le_bytes());
+        frame.resize(4 + 1000, 0);
+        let mut native = TcpStream::connect(&node.node.address).unwrap();
+        native.write_all(&frame).unwrap();
+        held.push(native);
+    }
+    // Both listeners serve others meanwhile, after reading every prefix.
+    let mut steady = KafkaClient::connect(&node.kafka);
+    let response: ApiVersionsResponse = steady.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(response.error_code, 0);
+    assert!(matches!(
+        crate::node::Client::connect(&node.node.address).call(Request::ListTopics),
+        Ok(Response::ListTopics { .. })
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    let grown_bytes = crate::node::status_bytes(node.node.pid(), "VmRSS:").saturating_sub(resident_before);
+    let announced_bytes = 2 * CONNECTIONS * ANNOUNCED_BYTES;
+    assert!(
+        grown_bytes < (announced_bytes / 8) as u64,
+        "{grown_bytes} bytes committed for {announced_bytes} announced"
+    );
+    // Every announced frame was taken (none refused and closed): the node
+    // waits for the rest of each.
+    for stream in &mut held {
+        stream.set_nonblocking(true).unwrap();
+        let waiting = stream.read(&mut [0u8; 1]).map_err(|error| error.kind());
+        assert_eq!(waiting, Err(std::io::ErrorKind::WouldBlock), "the connection is open, its frame awaited");
+    }
+}
+
 #[test]
 #[ignore = "writes the Kafka fuzz seed corpora into the source tree; run by hand"]
 fn write_kafka_fuzz_seed_corpora() {

@@ -426,7 +426,7 @@ fn a_node_that_cannot_register_its_io_memory_says_so_at_start() {
 }
 
 /// A `kB` line of /proc/PID/status (VmRSS, VmPin), in bytes.
-fn status_bytes(pid: u32, key: &str) -> u64 {
+pub(crate) fn status_bytes(pid: u32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status.lines().find_map(|line| line.strip_prefix(key)).expect("the key in /proc/PID/status");
     let kib: u64 = line.split_whitespace().next().and_then(|value| value.parse().ok()).expect("a size in kB");
