@@ -519,6 +519,13 @@ async fn apply(
         Fetched::Raw => &body[..],
         Fetched::Decompressed(length) => &buffer[..length],
     };
+    // Each batch is appended by a task of its own that runs to its end
+    // (the session's end cancels this one): shared from the answer, or
+    // copied out of the reused decompression buffer.
+    let batch_at = |start: usize, end: usize| match fetched {
+        Fetched::Raw => body.slice(start..end),
+        Fetched::Decompressed(_) => bytes::Bytes::copy_from_slice(&batches[start..end]),
+    };
     let mut position = 0;
     let mut next_offset = offset;
     let mut latest_epoch = owned.log.snapshot().leader_epoch;
@@ -542,7 +549,7 @@ async fn apply(
         let end = position + header.batch_bytes as usize;
         let info = owned
             .log
-            .append_replica_placed(&batches[position..end])
+            .append_replica_placed(batch_at(position, end))
             .await
             .map_err(|error| CallError::Connection(format!("cannot append at {next_offset}: {error}")))?;
         next_offset = info.next_offset;

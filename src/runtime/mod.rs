@@ -37,6 +37,15 @@ pub fn spawn_local<T: 'static>(future: impl Future<Output = T> + 'static) -> Tas
     glommio::spawn_local(future)
 }
 
+/// Run `future` to its end even if the caller stops waiting for it (its
+/// task cancelled, say, when the session that awaited it ended): a change
+/// of several steps (a truncation, a reset, an append with its roll) that
+/// was cancelled at one of its awaits left the log half changed. None only
+/// when the executor stops first.
+pub async fn run_to_completion<T: 'static>(future: impl Future<Output = T> + 'static) -> Option<T> {
+    glommio::spawn_local(future).detach().await
+}
+
 /// Run a blocking closure on the executor's helper thread pool, so that
 /// rare synchronous work (small metadata files, directory fsyncs, unlinks)
 /// never stalls the executor thread.

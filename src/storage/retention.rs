@@ -25,8 +25,12 @@ pub fn select_expired(
     for &(base_offset, size_bytes, max_timestamp_ms) in sealed {
         let over_size =
             policy.retention_bytes > 0 && remaining_bytes.saturating_sub(size_bytes) >= policy.retention_bytes;
-        let too_old = policy.retention_ms > 0
-            && max_timestamp_ms.is_some_and(|max| max < now_ms.saturating_sub(policy.retention_ms as i64));
+        // A retention of more than i64::MAX ms (u64::MAX, say, meant as
+        // "forever") keeps everything: cast, it was -1, and the threshold
+        // lay in the future, so every sealed segment was deleted.
+        let retention_ms = i64::try_from(policy.retention_ms).unwrap_or(i64::MAX);
+        let too_old =
+            policy.retention_ms > 0 && max_timestamp_ms.is_some_and(|max| max < now_ms.saturating_sub(retention_ms));
         let empty_and_old = policy.retention_ms > 0 && max_timestamp_ms.is_none();
         if !(over_size || too_old || empty_and_old) {
             break;
@@ -40,6 +44,17 @@ pub fn select_expired(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retention_time_beyond_i64_keeps_every_segment() {
+        let sealed = [(0, 100, Some(1_000)), (10, 100, Some(2_000))];
+        for retention_ms in [u64::MAX, i64::MAX as u64 + 1, i64::MAX as u64] {
+            let policy = RetentionPolicy { retention_bytes: 0, retention_ms };
+            assert_eq!(select_expired(&sealed, 300, policy, 1_700_000_000_000), Vec::<u64>::new(), "{retention_ms}");
+        }
+        let policy = RetentionPolicy { retention_bytes: 0, retention_ms: 1_500 };
+        assert_eq!(select_expired(&sealed, 300, policy, 3_000), vec![0], "an ordinary retention still applies");
+    }
 
     #[test]
     fn size_retention_keeps_newest_segments_within_limit() {

@@ -407,6 +407,130 @@ fn retention_during_a_truncation_waits_instead_of_panicking() {
     assert!(start <= end);
 }
 
+// A truncation whose caller stops waiting (a follower's session that ends
+// drops its tasks) still runs to its end. Cancelled at one of its awaits,
+// it left the truncating flag set (every read empty, the next truncation
+// panicking), or the writer and the log end past the cut.
+#[test]
+fn a_truncation_whose_caller_stops_waiting_runs_to_its_end() {
+    for polls in [1, 2, 3, 5, 8, 13, 21] {
+        let dir = tempfile::tempdir().unwrap();
+        let (written, after) = with_log(dir.path(), small_config(), move |log| async move {
+            for round in 0..60 {
+                append_values(&log, &values(&format!("c{round}"), 3), round).await;
+            }
+            let written = read_all(&log, 0).await;
+            {
+                let truncation = log.truncate_to(9);
+                futures_lite::pin!(truncation);
+                for _ in 0..polls {
+                    if futures_lite::future::poll_once(truncation.as_mut()).await.is_some() {
+                        break;
+                    }
+                    ringlog::runtime::sleep(Duration::from_micros(300)).await;
+                }
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while log.snapshot().log_end_offset != 9 && std::time::Instant::now() < deadline {
+                ringlog::runtime::sleep(Duration::from_millis(1)).await;
+            }
+            assert_eq!(log.snapshot().log_end_offset, 9, "cut after {polls} polls");
+            append_values(&log, &values("after", 3), 99).await;
+            let after = read_all(&log, 0).await;
+            log.close().await.unwrap();
+            (written, after)
+        });
+        assert_eq!(after.len(), 12, "cut after {polls} polls");
+        assert_eq!(after[..9], written[..9], "the prefix kept");
+        assert!(after[9..].iter().all(|(_, value)| value.starts_with("after-")), "then the new batch");
+        let reopened = with_log(dir.path(), small_config(), |log| async move {
+            let all = read_all(&log, 0).await;
+            log.close().await.unwrap();
+            all
+        });
+        assert_eq!(reopened, after, "recovery finds what was read");
+    }
+}
+
+// The same for a reset (a follower whose leader's log starts past its
+// end): cancelled between its truncation and its roll, the log end stood
+// at the new offset over the old, emptied segment.
+#[test]
+fn a_reset_whose_caller_stops_waiting_runs_to_its_end() {
+    for polls in [1, 2, 3, 5, 8, 13, 21] {
+        let dir = tempfile::tempdir().unwrap();
+        let after = with_log(dir.path(), small_config(), move |log| async move {
+            for round in 0..60 {
+                append_values(&log, &values(&format!("r{round}"), 3), round).await;
+            }
+            {
+                let reset = log.reset_to(1000);
+                futures_lite::pin!(reset);
+                for _ in 0..polls {
+                    if futures_lite::future::poll_once(reset.as_mut()).await.is_some() {
+                        break;
+                    }
+                    ringlog::runtime::sleep(Duration::from_micros(300)).await;
+                }
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while log.snapshot().log_start_offset != 1000 && std::time::Instant::now() < deadline {
+                ringlog::runtime::sleep(Duration::from_millis(1)).await;
+            }
+            let snapshot = log.snapshot();
+            assert_eq!((snapshot.log_start_offset, snapshot.log_end_offset), (1000, 1000), "after {polls} polls");
+            let appended = append_values(&log, &values("after", 3), 99).await;
+            assert_eq!(appended.base_offset, 1000);
+            let after = read_all(&log, 1000).await;
+            log.close().await.unwrap();
+            after
+        });
+        assert_eq!(after.iter().map(|(offset, _)| *offset).collect::<Vec<_>>(), [1000, 1001, 1002], "{polls} polls");
+    }
+}
+
+// And for a replica's append (the follower's session ended while it
+// waited for buffer room or rolled): cancelled, it left bytes in the
+// writer that its segment did not count, and the next append failed.
+#[test]
+fn a_replica_append_whose_caller_stops_waiting_runs_to_its_end() {
+    // About 27 KB: more than the three 8 KiB write buffers, and more than
+    // a 16 KiB segment, so the append rolls and waits for room.
+    let replica_batch = |base_offset: u64, prefix: &str| {
+        let mut batch = batch_of(&values(prefix, 300), 1);
+        ringlog::storage::batch::stamp_batch(&mut batch, base_offset, 1);
+        bytes::Bytes::from(batch)
+    };
+    for polls in [1, 2, 3, 5, 8, 13] {
+        let dir = tempfile::tempdir().unwrap();
+        let all = with_log(dir.path(), small_config(), move |log| async move {
+            append_values(&log, &values("first", 3), 0).await;
+            {
+                let append = log.append_replica_placed(replica_batch(3, "big"));
+                futures_lite::pin!(append);
+                for _ in 0..polls {
+                    if futures_lite::future::poll_once(append.as_mut()).await.is_some() {
+                        break;
+                    }
+                    ringlog::runtime::sleep(Duration::from_micros(300)).await;
+                }
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while log.snapshot().log_end_offset != 303 && std::time::Instant::now() < deadline {
+                ringlog::runtime::sleep(Duration::from_millis(1)).await;
+            }
+            assert_eq!(log.snapshot().log_end_offset, 303, "after {polls} polls");
+            let placed = log.append_replica_placed(replica_batch(303, "next")).await.expect("the next append");
+            let _durable = log.wait_durable(placed).await.expect("durable");
+            let all = read_all(&log, 0).await;
+            log.close().await.unwrap();
+            all
+        });
+        let offsets: Vec<u64> = all.iter().map(|(offset, _)| *offset).collect();
+        assert_eq!(offsets, (0..603).collect::<Vec<u64>>(), "after {polls} polls");
+    }
+}
+
 // Defect 9: a crash inside a truncation neither resurrects later segments nor leaves a hole.
 #[test]
 fn crash_inside_a_truncation_before_the_cut_resurrects_no_later_segment() {

@@ -78,9 +78,18 @@ impl PartitionLog {
     /// [`PartitionLog::append_placed`] of a replica's batch, which keeps
     /// its leader's offsets and epoch, so nothing writes to it: a follower
     /// appends straight from the answer it read, shared with other
-    /// partitions' batches instead of copied out of it.
-    pub async fn append_replica_placed(&self, batch: &[u8]) -> StorageResult<Placed> {
-        self.append_incoming_placed(Incoming::Replica(batch)).await
+    /// partitions' batches instead of copied out of it. Once begun it runs
+    /// to its end even if the caller stops waiting: a follower's session
+    /// that ends drops its tasks, and an append cancelled while it waited
+    /// for buffer room (or in a roll) left bytes in the writer that its
+    /// segment did not count.
+    pub async fn append_replica_placed(&self, batch: bytes::Bytes) -> StorageResult<Placed> {
+        let log = self.clone();
+        let append =
+            crate::runtime::run_to_completion(
+                async move { log.append_incoming_placed(Incoming::Replica(&batch)).await },
+            );
+        append.await.unwrap_or_else(|| Err(StorageError::Closed(self.inner.dir.clone())))
     }
 
     async fn append_incoming_placed(&self, incoming: Incoming<'_>) -> StorageResult<Placed> {

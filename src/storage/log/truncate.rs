@@ -6,8 +6,16 @@ use crate::storage::batch::{BatchError, HeaderWalk};
 
 impl PartitionLog {
     /// Remove every record at or after `offset` (replication divergence).
-    /// When `offset` falls inside a batch the whole batch goes; returns the new log end.
+    /// When `offset` falls inside a batch the whole batch goes; returns the
+    /// new log end. Once begun it runs to its end even if the caller stops
+    /// waiting (see [`crate::runtime::run_to_completion`]).
     pub async fn truncate_to(&self, offset: u64) -> StorageResult<u64> {
+        let log = self.clone();
+        let truncation = crate::runtime::run_to_completion(async move { log.truncate_to_end(offset).await });
+        truncation.await.unwrap_or_else(|| Err(StorageError::Closed(self.inner.dir.clone())))
+    }
+
+    async fn truncate_to_end(&self, offset: u64) -> StorageResult<u64> {
         let _permit = self.inner.append_gate.acquire().await;
         let _files_permit = self.inner.files_gate.acquire().await;
         self.truncate_holding_gate(offset).await
@@ -368,8 +376,15 @@ impl PartitionLog {
     /// One hold of the append gate covers the whole reset: an append that
     /// slipped in between the truncation and the roll would land in the
     /// segment being emptied. A crash between the roll and the removal of
-    /// the old (empty) first segment is tidied by recovery.
+    /// the old (empty) first segment is tidied by recovery. Once begun it
+    /// runs to its end even if the caller stops waiting.
     pub async fn reset_to(&self, offset: u64) -> StorageResult<()> {
+        let log = self.clone();
+        let reset = crate::runtime::run_to_completion(async move { log.reset_to_end(offset).await });
+        reset.await.unwrap_or_else(|| Err(StorageError::Closed(self.inner.dir.clone())))
+    }
+
+    async fn reset_to_end(&self, offset: u64) -> StorageResult<()> {
         let _permit = self.inner.append_gate.acquire().await;
         let _files_permit = self.inner.files_gate.acquire().await;
         let start = self.snapshot().log_start_offset;
