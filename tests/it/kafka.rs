@@ -1242,6 +1242,77 @@ fn hostile_kafka_produces_and_fetches_stay_bounded() {
     assert!(closed_by_node(&mut client.stream), "a failed acks 0 produce closes the connection");
 }
 
+/// Admin, offset and group requests name at most what the node holds or
+/// serves at once: one at the limit is answered, one past it closes its
+/// connection before any element is served (17 million empty topic names
+/// fit in one 17 MiB DeleteTopics, each a call to a shard and an answer
+/// entry), and the node serves others meanwhile.
+#[test]
+fn admin_offset_and_group_requests_past_their_limits_close_the_connection() {
+    use kafka_protocol::messages::{
+        create_topics_request::CreatableTopic as Creatable,
+        leave_group_request::MemberIdentity,
+        list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic},
+        offset_fetch_request::OffsetFetchRequestTopic,
+        CreateTopicsResponse, DeleteTopicsResponse, LeaveGroupRequest, LeaveGroupResponse, ListOffsetsRequest,
+        ListOffsetsResponse, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    };
+    let node = start_with(
+        1,
+        &[
+            ("RINGLOG_LIMITS_MAX_TOPICS", "3"),
+            ("RINGLOG_LIMITS_MAX_PARTITIONS_PER_FETCH", "4"),
+            ("RINGLOG_GROUPS_MAX_MEMBERS_PER_GROUP", "2"),
+        ],
+    );
+    create_topic(&node.node, "kafka-limits", 1);
+    let name = || TopicName(StrBytes::from_static_str("kafka-limits"));
+    let group = || GroupId(StrBytes::from_static_str("limits-group"));
+    fn bounded<T: Encodable, R: Decodable>(kafka: &str, api: ApiKey, version: i16, at_limit: &T, past: &T) {
+        let mut client = KafkaClient::connect(kafka);
+        let _answered: R = client.call(api, version, at_limit);
+        client.send(api, version, past);
+        assert!(closed_by_node(&mut client.stream), "{api:?} past its limit closes the connection");
+    }
+    let delete = |count: usize| DeleteTopicsRequest::default().with_topic_names(vec![name(); count]);
+    bounded::<_, DeleteTopicsResponse>(&node.kafka, ApiKey::DeleteTopics, 4, &delete(0), &delete(4));
+    let creatable = Creatable::default().with_name(name()).with_num_partitions(1).with_replication_factor(1);
+    let create = |count: usize| {
+        CreateTopicsRequest::default().with_validate_only(true).with_topics(vec![creatable.clone(); count])
+    };
+    bounded::<_, CreateTopicsResponse>(&node.kafka, ApiKey::CreateTopics, 5, &create(3), &create(4));
+    let latest = ListOffsetsPartition::default().with_partition_index(0).with_timestamp(-1);
+    let list = |count: usize| {
+        let topic = ListOffsetsTopic::default().with_name(name()).with_partitions(vec![latest.clone(); count]);
+        ListOffsetsRequest::default().with_replica_id(kafka_protocol::messages::BrokerId(-1)).with_topics(vec![topic])
+    };
+    bounded::<_, ListOffsetsResponse>(&node.kafka, ApiKey::ListOffsets, 6, &list(4), &list(5));
+    let commit = |count: usize| {
+        let partition = OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(0);
+        let topic = OffsetCommitRequestTopic::default().with_name(name()).with_partitions(vec![partition; count]);
+        OffsetCommitRequest::default()
+            .with_group_id(group())
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![topic])
+    };
+    bounded::<_, OffsetCommitResponse>(&node.kafka, ApiKey::OffsetCommit, 8, &commit(4), &commit(5));
+    let fetch_offsets = |count: usize| {
+        let topic = OffsetFetchRequestTopic::default().with_name(name()).with_partition_indexes(vec![0; count]);
+        OffsetFetchRequest::default().with_group_id(group()).with_topics(Some(vec![topic]))
+    };
+    bounded::<_, OffsetFetchResponse>(&node.kafka, ApiKey::OffsetFetch, 7, &fetch_offsets(4), &fetch_offsets(5));
+    let leave = |count: usize| {
+        let member = MemberIdentity::default().with_member_id(StrBytes::from_static_str("member"));
+        LeaveGroupRequest::default().with_group_id(group()).with_members(vec![member; count])
+    };
+    bounded::<_, LeaveGroupResponse>(&node.kafka, ApiKey::LeaveGroup, 4, &leave(2), &leave(3));
+    // Others are served all along, and nothing past a limit was applied.
+    let mut steady = KafkaClient::connect(&node.kafka);
+    let response: ApiVersionsResponse = steady.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(response.error_code, 0);
+    assert!(native_consume(&node.node, "kafka-limits", 0).is_empty());
+}
+
 /// A Fetch's byte budget is the client's `max_bytes` but never more than a
 /// frame: one request naming a partition many times, everything at
 /// i32::MAX, had the node build an answer of every copy.

@@ -15,7 +15,7 @@ use kafka_protocol::ResponseError;
 
 use kafka_protocol::messages::ApiKey;
 
-use super::{count_errors, error_code, respond, transcode, Access, KafkaServeError};
+use super::{at_most, count_errors, error_code, respond, transcode, Access, KafkaServeError};
 use crate::protocol::kafka::{decode_body, encode_response_splicing, KafkaRequest};
 use crate::protocol::{FramePieces, Request, Response};
 use crate::requests::watch::{wait_for_news, Watched};
@@ -313,6 +313,8 @@ pub async fn list_offsets(
     access: Access<'_>,
 ) -> Result<FramePieces, KafkaServeError> {
     let body: ListOffsetsRequest = decode_body(request)?;
+    let partitions = body.topics.iter().map(|topic| topic.partitions.len()).sum::<usize>();
+    at_most(partitions, context.config.limits.max_partitions_per_fetch, "ListOffsets partitions")?;
     let mut topics = Vec::with_capacity(body.topics.len());
     for topic in &body.topics {
         let allowed = access.allows(context, Operation::ListOffsets { topic: &topic.name.0 });

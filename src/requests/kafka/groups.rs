@@ -21,7 +21,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::{coordinator_broker, count_errors, distinct_within, respond, Access, KafkaOutcome};
+use super::{at_most, coordinator_broker, count_errors, distinct_within, respond, Access, KafkaOutcome};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
 use crate::security::Operation;
 use crate::shard::context::ShardContext;
@@ -262,6 +262,7 @@ pub fn done_code(answer: Option<GroupAnswer>) -> i16 {
 /// LeaveGroup: one member (v0–2) or several (v3+); the rest rebalance.
 pub async fn leave_group(context: &Rc<ShardContext>, request: &KafkaRequest, access: Access<'_>) -> KafkaOutcome {
     let body: LeaveGroupRequest = decode_body(request)?;
+    at_most(body.members.len(), context.config.groups.max_members_per_group, "LeaveGroup members")?;
     let group = body.group_id.0.to_string();
     let batch = request.header.request_api_version >= 3;
     let members: Vec<String> = match batch {

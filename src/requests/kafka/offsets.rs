@@ -15,7 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::groups::{call_group, group_error_code, refusal};
-use super::{count_errors, error_code, respond, Access, KafkaOutcome};
+use super::{at_most, count_errors, error_code, respond, Access, KafkaOutcome};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
 use crate::protocol::{CommittedState, Request, Response};
 use crate::security::Operation;
@@ -32,6 +32,8 @@ use crate::shard::groups::{GroupAnswer, GroupError, GroupOp};
 /// the offsets.
 pub async fn offset_commit(context: &Rc<ShardContext>, request: &KafkaRequest, access: Access<'_>) -> KafkaOutcome {
     let body: OffsetCommitRequest = decode_body(request)?;
+    let partitions = body.topics.iter().map(|topic| topic.partitions.len()).sum::<usize>();
+    at_most(partitions, context.config.limits.max_partitions_per_fetch, "OffsetCommit partitions")?;
     let group = body.group_id.0.to_string();
     let mut refused = refusal(context, &group, access);
     let mut token = None;
@@ -107,6 +109,8 @@ async fn commit(context: &Rc<ShardContext>, group: &str, topic: &StrBytes, index
 /// with no topics named (v2+), every partition the group committed on.
 pub async fn offset_fetch(context: &Rc<ShardContext>, request: &KafkaRequest, access: Access<'_>) -> KafkaOutcome {
     let body: OffsetFetchRequest = decode_body(request)?;
+    let partitions = body.topics.iter().flatten().map(|topic| topic.partition_indexes.len()).sum::<usize>();
+    at_most(partitions, context.config.limits.max_partitions_per_fetch, "OffsetFetch partitions")?;
     let group = body.group_id.0.to_string();
     let code = refusal(context, &group, access).unwrap_or(0);
     let wanted: Vec<(String, Option<Vec<i32>>)> = match &body.topics {

@@ -14,7 +14,7 @@ use kafka_protocol::ResponseError;
 
 use kafka_protocol::messages::ApiKey;
 
-use super::{count_errors, error_code, respond, Access, KafkaServeError};
+use super::{at_most, count_errors, error_code, respond, Access, KafkaServeError};
 use crate::protocol::kafka::{decode_body, KafkaRequest};
 use crate::protocol::{ErrorCode, ErrorResponse, FramePieces, Request, TopicSettings};
 use crate::security::Operation;
@@ -48,6 +48,7 @@ pub async fn create_topics(
     access: Access<'_>,
 ) -> Result<FramePieces, KafkaServeError> {
     let body: CreateTopicsRequest = decode_body(request)?;
+    at_most(body.topics.len(), context.config.limits.max_topics, "CreateTopics topics")?;
     let mut results = Vec::with_capacity(body.topics.len());
     for topic in &body.topics {
         let result = CreatableTopicResult::default().with_name(topic.name.clone());
@@ -120,6 +121,8 @@ pub async fn delete_topics(
     access: Access<'_>,
 ) -> Result<FramePieces, KafkaServeError> {
     let body: DeleteTopicsRequest = decode_body(request)?;
+    let named = body.topic_names.len() + body.topics.len();
+    at_most(named, context.config.limits.max_topics, "DeleteTopics topics")?;
     // v0-5 name topics in `topic_names`, v6 in `topics` (name or id).
     let names: Vec<Option<TopicName>> = match body.topic_names.is_empty() {
         true => body.topics.iter().map(|topic| topic.name.clone()).collect(),
