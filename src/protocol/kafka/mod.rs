@@ -11,8 +11,8 @@ pub mod records;
 mod splice;
 
 use bytes::Bytes;
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader, TopicName};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use thiserror::Error;
 
 use self::splice::SplicingBuffer;
@@ -141,7 +141,26 @@ pub fn decode_request(frame: Bytes) -> Result<KafkaRequest, KafkaFrameError> {
     let mut body = frame;
     let header = RequestHeader::decode(&mut body, header_version)
         .map_err(|error| KafkaFrameError::BadHeader(error.to_string()))?;
-    Ok(KafkaRequest { api, header, body })
+    Ok(KafkaRequest { api, header: detached(header), body })
+}
+
+/// `header` with its client id and tagged fields copied out of the frame.
+/// The header outlives the body (a Produce's answer, which needs it, waits
+/// for its acks after the records were placed and the body dropped): as
+/// slices of the frame, a few bytes kept each pipelined Produce's whole
+/// frame, up to 17 MiB, in memory until its acks came.
+fn detached(mut header: RequestHeader) -> RequestHeader {
+    header.client_id = header.client_id.map(|id| StrBytes::from_string(id.to_string()));
+    for value in header.unknown_tagged_fields.values_mut() {
+        *value = Bytes::copy_from_slice(value);
+    }
+    header
+}
+
+/// `name` copied out of the frame it was decoded from, for an answer that
+/// outlives the frame (see [`detached`]).
+pub fn owned_topic_name(name: &TopicName) -> TopicName {
+    TopicName(StrBytes::from_string(name.0.to_string()))
 }
 
 /// Decode a request body at the header's version.
@@ -243,6 +262,45 @@ mod tests {
         frame.extend_from_slice(&correlation_id.to_be_bytes());
         frame.extend_from_slice(rest);
         Bytes::from(frame)
+    }
+
+    /// A frame's bytes that say when the last slice of them is dropped.
+    struct Watched(Vec<u8>, std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+    impl AsRef<[u8]> for Watched {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl Drop for Watched {
+        fn drop(&mut self) {
+            self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_request_header_keeps_nothing_of_its_frame() {
+        let freed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Produce v9 (flexible: header v2): client id "client", one tagged field.
+        let mut rest = Vec::new();
+        rest.extend_from_slice(&6i16.to_be_bytes());
+        rest.extend_from_slice(b"client");
+        rest.extend_from_slice(&[1, 0, 2, 0xab, 0xcd]);
+        rest.extend_from_slice(&[0u8; 64]);
+        let frame = request_frame(0, 9, 3, &rest);
+        let watched = Bytes::from_owner(Watched(frame.to_vec(), std::sync::Arc::clone(&freed)));
+        let mut request = decode_request(watched).unwrap();
+        assert_eq!(request.header.client_id.as_deref(), Some("client"));
+        assert_eq!(request.header.unknown_tagged_fields.get(&0).map(|value| &value[..]), Some(&[0xab, 0xcd][..]));
+        request.body = Bytes::new();
+        assert!(freed.load(std::sync::atomic::Ordering::SeqCst), "the header alone does not keep the frame");
+        assert_eq!(request.header.client_id.as_deref(), Some("client"), "and still says what it said");
+        let freed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let frame = Bytes::from_owner(Watched(b"topic-name".to_vec(), std::sync::Arc::clone(&freed)));
+        let name = owned_topic_name(&TopicName(StrBytes::from_utf8(frame).unwrap()));
+        assert!(freed.load(std::sync::atomic::Ordering::SeqCst), "an owned name does not keep the frame");
+        assert_eq!(&*name.0, "topic-name");
     }
 
     #[test]

@@ -128,7 +128,8 @@ fn start_all(
             };
             partitions.push(answer);
         }
-        pending.push((topic.name.clone(), partitions));
+        // Copied out of the frame, which the answer outlives.
+        pending.push((crate::protocol::kafka::owned_topic_name(&topic.name), partitions));
     }
     (pending, batches)
 }
