@@ -75,7 +75,11 @@ pub async fn enforce_retention(context: Rc<ShardContext>) {
             if policy.retention_bytes == 0 && policy.retention_ms == 0 {
                 continue;
             }
-            if let Err(error) = owned.log.apply_retention(policy, now_ms).await {
+            // Never past what the in-sync replicas hold (standalone: the
+            // durable end), nor past what consumers here were shown.
+            let high_watermark = high_watermark::visible(&owned, &context.cluster)
+                .unwrap_or_else(|| owned.replication.served_high_watermark());
+            if let Err(error) = owned.log.apply_retention_below(policy, now_ms, high_watermark).await {
                 tracing::error!(target: "ringlog::storage", %error, dir = %owned.log.dir().display(), "retention failed");
             }
         }

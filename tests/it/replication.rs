@@ -506,6 +506,46 @@ fn a_replica_with_a_new_disk_behind_the_leaders_log_start_resets_catches_up_and_
     assert!(bytes == leader_bytes, "the replica holds the leader's bytes from {from}");
 }
 
+/// Retention never moves a leader's log start past its high watermark:
+/// records the in-sync followers have not acknowledged stay, however
+/// small the retention. Past it, a lagging follower found the log start
+/// beyond its position, reset to it, and the high watermark passed
+/// records no follower ever held.
+#[test]
+fn retention_never_moves_the_log_start_past_the_high_watermark() {
+    // Stopped followers stay in the ISR for a minute: the watermark stays.
+    let mut cluster = Cluster::with_replication(60_000, 1);
+    cluster.environment.push(("RINGLOG_LIMITS_RETENTION_CHECK_INTERVAL_MS".into(), "100".into()));
+    let (_, [a, b, c]) = cluster.start_in_sync();
+    let settings = TopicSettings { partitions: 1, retention_bytes: 16_384, retention_ms: 0, segment_bytes: 4096 };
+    create_topic_with(&a, "held", settings);
+    let values = |round: u32| -> Vec<String> { (0..10).map(|i| format!("r{round}-{i}-{}", "x".repeat(100))).collect() };
+    produce_acks(&a, "held", 0, &values(0), Acks::All).expect("acks=all with b and c");
+    let held = high_watermark(&a, "held", 0).unwrap();
+    // SAFETY: signals to our own child processes.
+    unsafe {
+        libc::kill(b.pid() as i32, libc::SIGSTOP);
+        libc::kill(c.pid() as i32, libc::SIGSTOP);
+    }
+    for round in 1..60u32 {
+        produce_acks(&a, "held", 0, &values(round), Acks::Leader).expect("acks=1 while both followers stop");
+    }
+    // Ten retention passes over many sealed segments past the watermark.
+    std::thread::sleep(Duration::from_secs(1));
+    let (start, watermark) = (log_start(&a, "held", 0).unwrap(), high_watermark(&a, "held", 0).unwrap());
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(b.pid() as i32, libc::SIGCONT);
+        libc::kill(c.pid() as i32, libc::SIGCONT);
+    }
+    assert_eq!(watermark, held, "no follower acknowledged more");
+    assert!(start <= watermark, "the log start {start} passed the high watermark {watermark}");
+    // Once the followers catch up, retention goes on.
+    wait_for(Duration::from_secs(20), "retention past the old watermark", || {
+        log_start(&a, "held", 0).is_some_and(|start| start > held)
+    });
+}
+
 #[test]
 fn a_follower_whose_fsync_failed_never_acknowledges_the_records_it_could_not_make_durable() {
     let mut cluster = Cluster::with_replication(1_000, 2);

@@ -249,8 +249,23 @@ impl PartitionLog {
     /// truncation), and keeps `close` and `abandon` from returning while
     /// files are still being removed from the directory.
     pub async fn apply_retention(&self, policy: RetentionPolicy, now_ms: i64) -> StorageResult<Vec<u64>> {
+        self.apply_retention_below(policy, now_ms, u64::MAX).await
+    }
+
+    /// [`PartitionLog::apply_retention`], deleting only segments wholly
+    /// below `below_offset`: a replicated partition's high watermark, so
+    /// that retention never removes records the in-sync followers have not
+    /// acknowledged (as Kafka bounds its log start). Past it, a lagging
+    /// in-sync follower found the log start beyond its position, reset to
+    /// it, and the high watermark passed records no follower ever held.
+    pub async fn apply_retention_below(
+        &self,
+        policy: RetentionPolicy,
+        now_ms: i64,
+        below_offset: u64,
+    ) -> StorageResult<Vec<u64>> {
         let append_permit = self.inner.append_gate.acquire().await;
-        let Some((expired, epochs)) = self.forget_expired_segments(policy, now_ms) else {
+        let Some((expired, epochs)) = self.forget_expired_segments(policy, now_ms, below_offset) else {
             return Ok(Vec::new());
         };
         let _files_permit = self.inner.files_gate.acquire().await;
@@ -301,7 +316,12 @@ impl PartitionLog {
     /// the epoch history to the new log start; `None` when nothing expired
     /// (or the log is fenced or closed). Segments a failed removal left
     /// behind are removed again first. The caller holds the append gate.
-    fn forget_expired_segments(&self, policy: RetentionPolicy, now_ms: i64) -> Option<(Vec<u64>, EpochHistory)> {
+    fn forget_expired_segments(
+        &self,
+        policy: RetentionPolicy,
+        now_ms: i64,
+        below_offset: u64,
+    ) -> Option<(Vec<u64>, EpochHistory)> {
         let mut state = self.inner.state.borrow_mut();
         if state.health.fence.is_some() || state.health.closed {
             // A fenced partition's bytes stay on disk until repaired;
@@ -309,11 +329,15 @@ impl PartitionLog {
             return None;
         }
         let last_base = state.active().base_offset;
+        // A segment ends where the next begins; none is sealed after an
+        // unsealed one, and the deletable ones are a prefix.
+        let ends = state.segments.keys().skip(1);
         let sealed: Vec<(u64, u64, Option<i64>)> = state
             .segments
             .values()
-            .filter(|segment| segment.sealed && segment.base_offset != last_base)
-            .map(|segment| (segment.base_offset, segment.size_bytes, segment.max_timestamp_ms()))
+            .zip(ends)
+            .take_while(|(segment, end)| segment.sealed && segment.base_offset != last_base && **end <= below_offset)
+            .map(|(segment, _)| (segment.base_offset, segment.size_bytes, segment.max_timestamp_ms()))
             .collect();
         let total_bytes = state.segments.values().map(|segment| segment.size_bytes).sum();
         let mut expired = std::mem::take(&mut state.unremoved_segments);
