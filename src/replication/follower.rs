@@ -663,10 +663,14 @@ async fn resync_if_forgotten(context: &ShardContext, owned: &OwnedPartition) -> 
         return Ok(());
     }
     let snapshot = owned.log.snapshot();
-    // An empty log (a topic mirrored since) has nothing to distrust.
+    // An empty log (a topic mirrored since) has nothing to distrust. The
+    // log starts over where it started (a leader whose log starts later
+    // answers so, and the partition resets to that), and every record is
+    // fetched again: started at the high watermark its consumers were
+    // shown, it joined the ISR without the records before it. Consumers
+    // are shown no high watermark until it is back there (it never falls).
     if snapshot.log_end_offset > snapshot.log_start_offset {
-        let start = snapshot.log_start_offset.max(owned.replication.served_high_watermark());
-        reset_behind_leader(owned, snapshot.log_end_offset, start).await?;
+        reset_behind_leader(owned, snapshot.log_end_offset, snapshot.log_start_offset).await?;
     }
     owned.replication.set_resynced_generation(wanted);
     Ok(())

@@ -676,6 +676,35 @@ fn a_forgotten_node_that_starts_again_gets_a_new_id_and_resynchronises_from_scra
     assert!(sent >= log_bytes as f64, "the leader sent node 4 its whole log again: {sent} of {log_bytes} bytes");
 }
 
+/// The same for a node forgotten while its process kept running (stopped
+/// past its lease, forgotten, then continued): it starts each partition
+/// over at its log start, not at the high watermark it had shown its
+/// consumers, and fetches the whole log. Started at that watermark, it
+/// joined the ISR without the records before it, and elected leader it
+/// would have answered them out of range.
+#[test]
+fn a_node_forgotten_while_it_ran_resynchronises_the_whole_log() {
+    let cluster = Cluster::with_replication(2_000, 1);
+    let (_, [a, _b, c]) = cluster.start_in_sync();
+    create_topic(&a, "t", 1);
+    for round in 0..20u32 {
+        let values: Vec<String> = (0..20).map(|i| format!("r{round}-{i}-{}", "y".repeat(200))).collect();
+        produce_acks(&a, "t", 0, &values, Acks::All).expect("acks=all");
+    }
+    let end = high_watermark(&a, "t", 0).unwrap();
+    // c's consumers were shown the whole log.
+    wait_for(Duration::from_secs(10), "c shows the end", || high_watermark(&c, "t", 0) == Some(end));
+    // SAFETY: signals to our own child process.
+    unsafe { libc::kill(c.pid() as i32, libc::SIGSTOP) };
+    wait_for(Duration::from_secs(20), "forget c", || http(&a.admin, "DELETE", "/api/nodes/3", None, None).0 == 204);
+    // SAFETY: as above.
+    unsafe { libc::kill(c.pid() as i32, libc::SIGCONT) };
+    wait_for(Duration::from_secs(30), "c back under a new id, in sync", || in_sync_ids(&a).iter().any(|id| *id > 3));
+    wait_for(Duration::from_secs(10), "it caught up", || high_watermark(&c, "t", 0) == Some(end));
+    assert_eq!(log_start(&c, "t", 0), Some(0), "the whole log, not from the watermark it had shown");
+    assert!(read_partition(&c, "t", 0).0 == read_partition(&a, "t", 0).0, "the replica holds the leader's log");
+}
+
 /// What a consumer of `node` is shown as the high watermark of t/0, by the
 /// client protocol and by the admin API: `Err` for a refusal, `Ok(None)`
 /// for the admin API's `null` (not re-established yet).
