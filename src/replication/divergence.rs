@@ -65,8 +65,12 @@ pub struct NewerEpochAnswer {
 pub fn next_step(local: LocalLog<'_>, asked: u32, answer: LeaderAnswer) -> Result<Step, NewerEpochAnswer> {
     let (target, ask_again) = match answer.epoch {
         // The leader has nothing at or below our latest epoch: everything it
-        // holds was written later, from its log start on.
-        None => (answer.end_offset.min(answer.log_start_offset), false),
+        // holds was written later, from its log start on, and what it held
+        // below that start (where ours may differ: epoch 5's records there,
+        // ours from epochs 1 and 2) is gone with its history. Nothing can
+        // vouch for any of ours: keep none (Kafka cuts to the follower's
+        // high watermark; the leader's retention removes them anyway).
+        None => return Ok(Step::Reset(answer.log_start_offset.max(local.log_start_offset))),
         Some(epoch) if epoch == asked => (answer.end_offset, false),
         Some(epoch) if epoch < asked => {
             // Our records after the end of `epoch` here are from epochs the
@@ -154,12 +158,17 @@ mod tests {
     }
 
     #[test]
-    fn a_follower_whose_epochs_all_precede_the_leaders_history_keeps_only_what_lies_below_the_leaders_log_start() {
+    fn a_follower_whose_epochs_all_precede_the_leaders_history_keeps_none_of_its_records() {
         // The leader's history starts at epoch 5 (offset 40): the follower's
-        // epoch-2 records from 40 on were never the leader's.
-        assert_eq!(settle(&[(2, 0)], 0, 60, &[(5, 40)], 100), (0, 40));
+        // epoch-2 records from 40 on were never the leader's, and those
+        // below 40 nothing vouches for (the leader's were epoch 5 from 30,
+        // say, before its retention removed them): start over at 40.
+        assert_eq!(settle(&[(2, 0)], 0, 60, &[(5, 40)], 100), (40, 40));
+        assert_eq!(settle(&[(1, 0), (2, 35)], 0, 60, &[(5, 40)], 100), (40, 40), "epoch-1 and 2 records at 30..40");
         // Behind the leader's log start entirely: start over there.
-        assert_eq!(settle(&[(2, 0)], 10, 30, &[(5, 40)], 100), (10, 30), "nothing diverges below 40");
+        assert_eq!(settle(&[(2, 0)], 10, 30, &[(5, 40)], 100), (40, 40));
+        // The leader's history starts at its log start 0: everything goes.
+        assert_eq!(settle(&[(2, 0)], 0, 60, &[(5, 0)], 100), (0, 0));
     }
 
     #[test]
