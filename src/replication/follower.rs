@@ -212,6 +212,8 @@ async fn follow_partition(
     let partition = owned.partition;
     let key = (topic.clone(), partition);
     let outcome = async {
+        // What an ended session left running lands before anything is checked.
+        owned.log.detached_changes_settled().await;
         resync_if_forgotten(&context, &owned).await?;
         truncate_divergence(&connection, &owned, &topic, partition).await?;
         // A leader without commit replication answers `unknown_api` here,

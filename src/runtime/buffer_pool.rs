@@ -64,17 +64,19 @@ pub fn set_limit_bytes(limit_bytes: usize) {
     LIMIT_BYTES.with(|limit| limit.set(limit_bytes));
 }
 
-/// Bytes a buffer being filled from a socket is zeroed ahead of the reads
-/// that fill it ([`unfilled`]).
-pub const FILL_STEP_BYTES: usize = 256 << 10;
+/// Bytes a buffer being filled from a socket is zeroed ahead of its first
+/// read ([`unfilled`]); after that, as many as have arrived (doubling), so
+/// what it commits stays within this or twice what arrived.
+pub const FIRST_FILL_BYTES: usize = 16 << 10;
 
 /// A buffer for `length` bytes that the caller fills whole from a socket
 /// through [`unfilled`] (or [`read_to_length`]): room for all of them, but
 /// only what a pooled buffer held already is initialised (its old bytes:
 /// never hand it on before every byte is overwritten). A fresh buffer's
-/// pages are committed as the bytes arrive, not when a length prefix
-/// announces them: zeroed whole at once, 10 000 connections each sending
-/// the prefix of a 17 MiB frame and nothing more committed 170 GB.
+/// pages are committed as the bytes arrive (16 KiB before the first, at
+/// most twice what arrived after), not when a length prefix announces
+/// them: zeroed whole at once, 10 000 connections each sending the prefix
+/// of a 17 MiB frame and nothing more committed 170 GB.
 pub fn take_unfilled(length: usize) -> Vec<u8> {
     if length < POOLED_BUFFER_MIN_BYTES {
         return vec![0; length];
@@ -87,13 +89,14 @@ pub fn take_unfilled(length: usize) -> Vec<u8> {
 }
 
 /// Where the next socket read into `buffer` (from [`take_unfilled`],
-/// `filled` of its `length` bytes read) goes: zeroed [`FILL_STEP_BYTES`]
-/// at a time ahead of the reads, so what is committed follows what
-/// arrived. Empty once `filled` reaches `length`.
+/// `filled` of its `length` bytes read) goes: zeroed ahead of the reads,
+/// [`FIRST_FILL_BYTES`] at first and then as much again as arrived, so
+/// what is committed follows what arrived (a frame of 1 MiB takes seven
+/// steps). Empty once `filled` reaches `length`.
 pub fn unfilled(buffer: &mut Vec<u8>, filled: usize, length: usize) -> &mut [u8] {
     assert!(filled <= buffer.len() && buffer.len() <= length, "filled within the initialised part, within the length");
     if filled == buffer.len() && filled < length {
-        buffer.resize(length.min(filled + FILL_STEP_BYTES), 0);
+        buffer.resize(length.min(filled + filled.max(FIRST_FILL_BYTES)), 0);
     }
     &mut buffer[filled..]
 }

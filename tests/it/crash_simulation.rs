@@ -505,6 +505,49 @@ fn run_seeds(fsync: FsyncPolicy) {
     }
 }
 
+/// A roll that fails after creating the next segment's file (a full disk
+/// when the recovery point is written) removes that file durably before
+/// the log goes on in the segment it was sealing. Lost to a power loss, the
+/// removal brought the file back inside that segment's offsets, and
+/// recovery fenced the partition.
+#[test]
+fn a_failed_rolls_segment_file_stays_removed_after_a_power_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::common::small_config();
+    let segment_bytes = config.segment_bytes;
+    let (path, opened) = (dir.path().to_path_buf(), config.clone());
+    let acked = on_executor(move || async move {
+        let faults = FaultInjector::with_crash_journal();
+        let log = PartitionLog::open(&path, opened, Some(faults.clone())).await.unwrap();
+        let small = |round: usize| batch_of(&[format!("small-{round}-{}", "s".repeat(300))], round as i64);
+        let mut acked = Vec::new();
+        let mut round = 0;
+        while log.snapshot().size_bytes + 2 * small(round).len() as u64 + 64 < segment_bytes {
+            let info = log.append(&mut small(round), AppendMode::Leader { leader_epoch: 1 }).await.unwrap();
+            acked.push((info.base_offset, format!("small-{round}-{}", "s".repeat(300))));
+            round += 1;
+        }
+        // A batch that does not fit rolls; the roll's second metadata step
+        // (the recovery point, after the new file) finds the disk full.
+        faults.fail_after(FaultOperation::Metadata, 1, libc::ENOSPC);
+        let mut large = batch_of(&["l".repeat(6000)], 0);
+        let refused = log.append(&mut large, AppendMode::Leader { leader_epoch: 1 }).await;
+        assert!(matches!(refused, Err(StorageError::DiskFull { .. })), "{refused:?}");
+        faults.clear(FaultOperation::Metadata);
+        // A small batch still fits the old segment: it lands there, past
+        // the failed roll's base, and is acknowledged.
+        let info = log.append(&mut small(round), AppendMode::Leader { leader_epoch: 1 }).await.unwrap();
+        acked.push((info.base_offset, format!("small-{round}-{}", "s".repeat(300))));
+        assert_eq!(segment_files(&path).iter().filter(|name| name.ends_with(".log")).count(), 1);
+        // Power loss: every unlink no directory fsync covered comes back.
+        faults.restore_lost_unlinks(&mut |_| true).unwrap();
+        log.abandon().await;
+        acked
+    });
+    let (_, records) = recovered_records(dir.path(), config).expect("the partition recovers unfenced");
+    assert_eq!(records, acked, "every acknowledged record at its offset");
+}
+
 #[test]
 fn simulated_power_loss_keeps_every_acknowledged_record_under_fsync_always() {
     run_seeds(FsyncPolicy::Always);

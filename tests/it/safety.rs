@@ -430,10 +430,8 @@ fn a_truncation_whose_caller_stops_waiting_runs_to_its_end() {
                     ringlog::runtime::sleep(Duration::from_micros(300)).await;
                 }
             }
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while log.snapshot().log_end_offset != 9 && std::time::Instant::now() < deadline {
-                ringlog::runtime::sleep(Duration::from_millis(1)).await;
-            }
+            // What a new caller (a follower's next session) waits for first.
+            log.detached_changes_settled().await;
             assert_eq!(log.snapshot().log_end_offset, 9, "cut after {polls} polls");
             append_values(&log, &values("after", 3), 99).await;
             let after = read_all(&log, 0).await;
@@ -473,10 +471,7 @@ fn a_reset_whose_caller_stops_waiting_runs_to_its_end() {
                     ringlog::runtime::sleep(Duration::from_micros(300)).await;
                 }
             }
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while log.snapshot().log_start_offset != 1000 && std::time::Instant::now() < deadline {
-                ringlog::runtime::sleep(Duration::from_millis(1)).await;
-            }
+            log.detached_changes_settled().await;
             let snapshot = log.snapshot();
             assert_eq!((snapshot.log_start_offset, snapshot.log_end_offset), (1000, 1000), "after {polls} polls");
             let appended = append_values(&log, &values("after", 3), 99).await;
@@ -515,10 +510,7 @@ fn a_replica_append_whose_caller_stops_waiting_runs_to_its_end() {
                     ringlog::runtime::sleep(Duration::from_micros(300)).await;
                 }
             }
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while log.snapshot().log_end_offset != 303 && std::time::Instant::now() < deadline {
-                ringlog::runtime::sleep(Duration::from_millis(1)).await;
-            }
+            log.detached_changes_settled().await;
             assert_eq!(log.snapshot().log_end_offset, 303, "after {polls} polls");
             let placed = log.append_replica_placed(replica_batch(303, "next")).await.expect("the next append");
             let _durable = log.wait_durable(placed).await.expect("durable");
@@ -529,6 +521,34 @@ fn a_replica_append_whose_caller_stops_waiting_runs_to_its_end() {
         let offsets: Vec<u64> = all.iter().map(|(offset, _)| *offset).collect();
         assert_eq!(offsets, (0..603).collect::<Vec<u64>>(), "after {polls} polls");
     }
+}
+
+// Retention leaves a failed partition alone: its state may not be what its
+// disk holds (a truncation that failed half-way trimmed the epoch history
+// retention would have stored over the one on disk).
+#[test]
+fn retention_leaves_a_failed_partition_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let (deleted, before, after) = with_faulty_log(dir.path(), small_config(), move |log, faults| async move {
+        for round in 0..60 {
+            append_values(&log, &values(&format!("f{round}"), 3), round).await;
+        }
+        let before = segment_files(&path);
+        faults.fail_after(FaultOperation::Fsync, 0, libc::EIO);
+        assert!(append_values_result(&log).await.is_err(), "the failed fdatasync stops the partition");
+        assert!(log.snapshot().failure.is_some());
+        let policy = RetentionPolicy { retention_bytes: 1, retention_ms: 0 };
+        let deleted = log.apply_retention(policy, 0).await;
+        let after = segment_files(&path);
+        log.abandon().await;
+        (deleted.map_err(|error| error.to_string()), before, after)
+    });
+    assert_eq!(deleted, Ok(Vec::new()), "nothing deleted");
+    assert_eq!(
+        before.iter().filter(|name| name.ends_with(".log")).count(),
+        after.iter().filter(|name| name.ends_with(".log")).count()
+    );
 }
 
 // Defect 9: a crash inside a truncation neither resurrects later segments nor leaves a hole.

@@ -313,6 +313,7 @@ pub async fn list_offsets(
     access: Access<'_>,
 ) -> Result<FramePieces, KafkaServeError> {
     let body: ListOffsetsRequest = decode_body(request)?;
+    at_most(body.topics.len(), context.config.limits.max_topics, "ListOffsets topics")?;
     let partitions = body.topics.iter().map(|topic| topic.partitions.len()).sum::<usize>();
     at_most(partitions, context.config.limits.max_partitions_per_fetch, "ListOffsets partitions")?;
     let mut topics = Vec::with_capacity(body.topics.len());

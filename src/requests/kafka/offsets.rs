@@ -32,6 +32,7 @@ use crate::shard::groups::{GroupAnswer, GroupError, GroupOp};
 /// the offsets.
 pub async fn offset_commit(context: &Rc<ShardContext>, request: &KafkaRequest, access: Access<'_>) -> KafkaOutcome {
     let body: OffsetCommitRequest = decode_body(request)?;
+    at_most(body.topics.len(), context.config.limits.max_topics, "OffsetCommit topics")?;
     let partitions = body.topics.iter().map(|topic| topic.partitions.len()).sum::<usize>();
     at_most(partitions, context.config.limits.max_partitions_per_fetch, "OffsetCommit partitions")?;
     let group = body.group_id.0.to_string();
@@ -109,6 +110,7 @@ async fn commit(context: &Rc<ShardContext>, group: &str, topic: &StrBytes, index
 /// with no topics named (v2+), every partition the group committed on.
 pub async fn offset_fetch(context: &Rc<ShardContext>, request: &KafkaRequest, access: Access<'_>) -> KafkaOutcome {
     let body: OffsetFetchRequest = decode_body(request)?;
+    at_most(body.topics.iter().flatten().count(), context.config.limits.max_topics, "OffsetFetch topics")?;
     let partitions = body.topics.iter().flatten().map(|topic| topic.partition_indexes.len()).sum::<usize>();
     at_most(partitions, context.config.limits.max_partitions_per_fetch, "OffsetFetch partitions")?;
     let group = body.group_id.0.to_string();

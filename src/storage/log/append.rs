@@ -85,11 +85,7 @@ impl PartitionLog {
     /// segment did not count.
     pub async fn append_replica_placed(&self, batch: bytes::Bytes) -> StorageResult<Placed> {
         let log = self.clone();
-        let append =
-            crate::runtime::run_to_completion(
-                async move { log.append_incoming_placed(Incoming::Replica(&batch)).await },
-            );
-        append.await.unwrap_or_else(|| Err(StorageError::Closed(self.inner.dir.clone())))
+        self.run_detached(async move { log.append_incoming_placed(Incoming::Replica(&batch)).await }).await
     }
 
     async fn append_incoming_placed(&self, incoming: Incoming<'_>) -> StorageResult<Placed> {

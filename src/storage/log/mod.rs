@@ -371,6 +371,10 @@ struct Inner {
     /// When a reader last took a read of the chain: a chain in use is
     /// never stale, however long ago its front read started.
     read_ahead_taken_at: Cell<Option<Instant>>,
+    /// Changes running to their end in tasks of their own
+    /// ([`PartitionLog::run_detached`]), and their endings.
+    detached_changes: Cell<usize>,
+    detached_settled: Notify,
 }
 
 /// One partition's log. Cheap to clone; all clones share the partition.
@@ -408,6 +412,8 @@ impl PartitionLog {
                 stopping: Cell::new(false),
                 read_ahead: RefCell::new(VecDeque::new()),
                 read_ahead_taken_at: Cell::new(None),
+                detached_changes: Cell::new(0),
+                detached_settled: Notify::new(),
             }),
         };
         if log.inner.state.borrow().health.fence.is_none() {
@@ -420,6 +426,45 @@ impl PartitionLog {
         let task = crate::runtime::spawn_local(async move { flusher_log.run_flusher().await });
         *log.inner.flusher.borrow_mut() = Some(task);
         Ok(log)
+    }
+
+    /// Run `change` (a truncation, a reset, a replica's append) to its end
+    /// in a task of its own, whatever its caller does
+    /// ([`crate::runtime::run_to_completion`]), counted until it ends so a
+    /// new caller can wait for it ([`PartitionLog::detached_changes_settled`]).
+    async fn run_detached<T: 'static>(
+        &self,
+        change: impl std::future::Future<Output = StorageResult<T>> + 'static,
+    ) -> StorageResult<T> {
+        struct Counted(Rc<Inner>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.detached_changes.set(self.0.detached_changes.get() - 1);
+                self.0.detached_settled.notify_all();
+            }
+        }
+        self.inner.detached_changes.set(self.inner.detached_changes.get() + 1);
+        let counted = Counted(Rc::clone(&self.inner));
+        let ended = crate::runtime::run_to_completion(async move {
+            let _counted = counted;
+            change.await
+        });
+        ended.await.unwrap_or_else(|| Err(StorageError::Closed(self.inner.dir.clone())))
+    }
+
+    /// Wait until no change started by an earlier caller is still running:
+    /// a follower's new session checks divergence only after the appends,
+    /// truncations and resets its ended session left running have landed
+    /// (landing after the check, an append from the old leader extended
+    /// the log past what the check agreed on).
+    pub async fn detached_changes_settled(&self) {
+        loop {
+            let settled = self.inner.detached_settled.notified();
+            if self.inner.detached_changes.get() == 0 {
+                return;
+            }
+            settled.await;
+        }
     }
 
     /// A closure for blocking metadata writes that returns the injected

@@ -55,7 +55,7 @@ impl PartitionLog {
                 }
                 return Err(error);
             }
-            start_next_segment(&dir, new_base, recycled.as_deref(), &fault)
+            start_next_segment(&dir, new_base, recycled.as_deref(), &fault, faults.as_deref())
         })
         .await
         .map_err(|error| self.metadata_failure("seal segment", &new_path, &error))?;
@@ -201,13 +201,19 @@ fn write_seal_files(
 /// point on a full disk) the roll fails and the log goes on in the segment
 /// it was sealing: the new file is removed again, as it would lie inside
 /// that segment's offsets once the log moves past `new_base` without
-/// rolling there, and the next start would read it as a gap. Once the
-/// rename may have landed the file stays: the recovery point may name it.
+/// rolling there, and the next start would read it as a gap. The removal
+/// is made durable (directory fsync) before the log goes on: lost to a
+/// power loss, the file came back inside that segment's offsets and
+/// recovery fenced the partition. Once the recovery point's rename has
+/// landed the file stays, since the point names it, and the log must not go
+/// on in the old segment: a failed sync after it, like a removal that
+/// cannot be made durable, stops the partition (never read as a full disk).
 fn start_next_segment(
     dir: &Path,
     new_base: u64,
     recycled: Option<&Path>,
     fault: &dyn Fn() -> std::io::Result<()>,
+    faults: Option<&crate::storage::io::FaultInjector>,
 ) -> std::io::Result<bool> {
     let new_path = segment_file(dir, new_base, LOG_EXTENSION);
     let reused = recycled.is_some_and(|recycled| reuse_recycled(recycled, &new_path));
@@ -215,11 +221,21 @@ fn start_next_segment(
     let prepared = crate::storage::io::sync_directory(dir)
         .and_then(|()| fault())
         .and_then(|()| crate::storage::markers::prepare_recovery_point(dir, new_base));
-    match prepared {
-        Ok(prepared) => crate::storage::markers::commit_recovery_point(dir, &prepared).map(|()| reused),
+    let stopping = |error: std::io::Error, what: &str| std::io::Error::other(format!("{what}: {error}"));
+    // A failed rename did not land: the file goes, as after any step before.
+    let landed = prepared
+        .and_then(|prepared| std::fs::rename(&prepared, dir.join(crate::storage::markers::RECOVERY_POINT_FILE)));
+    match landed {
+        Ok(()) => crate::storage::io::sync_directory(dir)
+            .map(|()| reused)
+            .map_err(|error| stopping(error, "syncing the recovery point moved to the new segment")),
         Err(error) => {
-            let _ = std::fs::remove_file(&new_path);
-            Err(error)
+            let removed = crate::storage::io::remove_file(&new_path, faults)
+                .and_then(|()| crate::storage::io::sync_directory_of(dir, faults));
+            match removed {
+                Ok(()) => Err(error),
+                Err(cleanup) => Err(stopping(cleanup, &format!("{error}; removing the new segment file durably"))),
+            }
         }
     }
 }

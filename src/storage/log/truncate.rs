@@ -8,11 +8,10 @@ impl PartitionLog {
     /// Remove every record at or after `offset` (replication divergence).
     /// When `offset` falls inside a batch the whole batch goes; returns the
     /// new log end. Once begun it runs to its end even if the caller stops
-    /// waiting (see [`crate::runtime::run_to_completion`]).
+    /// waiting (see [`PartitionLog::run_detached`]).
     pub async fn truncate_to(&self, offset: u64) -> StorageResult<u64> {
         let log = self.clone();
-        let truncation = crate::runtime::run_to_completion(async move { log.truncate_to_end(offset).await });
-        truncation.await.unwrap_or_else(|| Err(StorageError::Closed(self.inner.dir.clone())))
+        self.run_detached(async move { log.truncate_to_end(offset).await }).await
     }
 
     async fn truncate_to_end(&self, offset: u64) -> StorageResult<u64> {
@@ -323,9 +322,11 @@ impl PartitionLog {
         below_offset: u64,
     ) -> Option<(Vec<u64>, EpochHistory)> {
         let mut state = self.inner.state.borrow_mut();
-        if state.health.fence.is_some() || state.health.closed {
-            // A fenced partition's bytes stay on disk until repaired;
-            // a closed log's directory may already be another's.
+        if state.health.fence.is_some() || state.health.closed || state.health.failure.is_some() {
+            // A fenced partition's bytes stay on disk until repaired; a
+            // closed log's directory may already be another's; a failed
+            // one's state may not be what its disk holds (a truncation that
+            // failed half-way trimmed the epochs this would store).
             return None;
         }
         let last_base = state.active().base_offset;
@@ -404,8 +405,7 @@ impl PartitionLog {
     /// runs to its end even if the caller stops waiting.
     pub async fn reset_to(&self, offset: u64) -> StorageResult<()> {
         let log = self.clone();
-        let reset = crate::runtime::run_to_completion(async move { log.reset_to_end(offset).await });
-        reset.await.unwrap_or_else(|| Err(StorageError::Closed(self.inner.dir.clone())))
+        self.run_detached(async move { log.reset_to_end(offset).await }).await
     }
 
     async fn reset_to_end(&self, offset: u64) -> StorageResult<()> {
