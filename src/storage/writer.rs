@@ -155,6 +155,11 @@ impl SegmentWriter {
         self.preallocated_to = self.preallocated_to.max(size);
     }
 
+    /// The file was cut to `size` (a seal): nothing past it is reserved.
+    pub fn preallocation_cut_to(&mut self, size: u64) {
+        self.preallocated_to = self.preallocated_to.min(size);
+    }
+
     /// Copy as much of `bytes` as fits in the staging buffer; returns the count.
     pub fn copy_in(&mut self, bytes: &[u8]) -> usize {
         self.grow_staging();

@@ -535,8 +535,11 @@ fn a_failed_rolls_segment_file_stays_removed_after_a_power_loss() {
         assert!(matches!(refused, Err(StorageError::DiskFull { .. })), "{refused:?}");
         faults.clear(FaultOperation::Metadata);
         // A small batch still fits the old segment: it lands there, past
-        // the failed roll's base, and is acknowledged.
+        // the failed roll's base, and is acknowledged, with space reserved
+        // again first (the seal cut the reserved space away).
+        let reservations = faults.attempts(FaultOperation::Preallocate);
         let info = log.append(&mut small(round), AppendMode::Leader { leader_epoch: 1 }).await.unwrap();
+        assert_eq!(faults.attempts(FaultOperation::Preallocate), reservations + 1, "space reserved again");
         acked.push((info.base_offset, format!("small-{round}-{}", "s".repeat(300))));
         assert_eq!(segment_files(&path).iter().filter(|name| name.ends_with(".log")).count(), 1);
         // Power loss: every unlink no directory fsync covered comes back.

@@ -33,6 +33,11 @@ impl PartitionLog {
             return Ok(());
         }
         self.seal_file(&file, size_bytes).await?;
+        // The preallocated space is cut away: should the roll fail (a full
+        // disk) and the log go on in this file, the next appends reserve
+        // space again instead of meeting ENOSPC in the flusher, which rolls
+        // back appends already placed.
+        self.inner.state.borrow_mut().writer.preallocation_cut_to(size_bytes);
         let (indexes_bytes, producer_snapshot) = {
             let mut state = self.inner.state.borrow_mut();
             let active = state.active_mut();
