@@ -179,7 +179,7 @@ pub enum Response {
         log_start_offset: u64,
     },
     /// Every topic: (name, settings).
-    TopicConfigs(Vec<(String, TopicSettings)>),
+    TopicConfigs(Vec<(String, MirroredTopic)>),
     /// (group, committed offset) of every group of a partition.
     GroupOffsets(Vec<(String, u64)>),
     /// The partitions of a multi-partition replica fetch that have news.
@@ -261,7 +261,7 @@ messages!(Response {
         end_offset: u64 = "end offset",
         log_start_offset: u64 = "log start",
     },
-    TopicConfigs => TopicConfigs (topics: Vec<(String, TopicSettings)> = ("topic count", ("topic", ()))),
+    TopicConfigs => TopicConfigs (topics: Vec<(String, MirroredTopic)> = ("topic count", ("topic", ()))),
     GroupOffsets => GroupOffsets (groups: Vec<(String, u64)> = ("group count", ("group", "offset"))),
     ReplicaFetchMany => ReplicaFetchMany {
         leader_epoch: u32 = "leader epoch",

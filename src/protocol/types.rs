@@ -209,6 +209,17 @@ record!(TopicSettings {
     segment_bytes: u64 = "segment bytes",
 });
 
+/// A topic as a leader describes it to its followers (`TopicConfigs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MirroredTopic {
+    /// Its settings.
+    pub settings: TopicSettings,
+    /// Which topic of its name it is (see `shard::topics::TopicMeta`).
+    pub incarnation: u64,
+}
+
+record!(MirroredTopic { settings: TopicSettings = (), incarnation: u64 = "incarnation" });
+
 /// One partition of a [`Request::ReplicaFetchMany`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaFetchPartition {

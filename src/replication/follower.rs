@@ -171,26 +171,37 @@ async fn mirror_topics(context: &Rc<ShardContext>, connection: &ReplicaConnectio
     let Response::TopicConfigs(topics) = connection.call(&Request::TopicConfigs).await? else {
         return Err(CallError::Connection("unexpected answer to topic configs".into()));
     };
-    let leader_names: std::collections::HashSet<&str> = topics.iter().map(|(name, _)| name.as_str()).collect();
-    for (name, settings) in &topics {
+    // A local topic of a leader's name that is another incarnation (the
+    // leader's was deleted and created again while this node was away)
+    // goes like one the leader no longer has, and is created again below.
+    let leader_topics: std::collections::HashMap<&str, u64> =
+        topics.iter().map(|(name, topic)| (name.as_str(), topic.incarnation)).collect();
+    let local: Vec<(String, u64)> =
+        context.registry.snapshot().values().map(|meta| (meta.name.clone(), meta.incarnation)).collect();
+    for (name, incarnation) in &local {
+        let replaced = leader_topics.get(name.as_str()).is_some_and(|leader| leader != incarnation);
+        if leader_topics.contains_key(name.as_str()) && !replaced {
+            continue;
+        }
+        match apply_delete_topic(context, name).await {
+            Ok(_) if replaced => tracing::warn!(target: "ringlog::replication", topic = %name,
+                "topic deleted and created again on the leader; removed to be mirrored afresh"),
+            Ok(_) => {
+                tracing::info!(target: "ringlog::replication", topic = %name, "topic deleted on the leader; removed")
+            }
+            Err(error) => tracing::warn!(target: "ringlog::replication", topic = %name, message = %error.message,
+                "cannot remove topic"),
+        }
+    }
+    for (name, topic) in &topics {
         if context.registry.get(name).is_none() {
-            match apply_create_topic(context, name, settings).await {
+            match apply_create_topic(context, name, &topic.settings, Some(topic.incarnation)).await {
                 Ok(_) => {
                     tracing::info!(target: "ringlog::replication", topic = %name, "mirrored topic from the leader")
                 }
                 Err(error) => tracing::warn!(target: "ringlog::replication", topic = %name, message = %error.message,
                     "cannot mirror topic"),
             }
-        }
-    }
-    let local: Vec<String> = context.registry.snapshot().keys().cloned().collect();
-    for name in local.iter().filter(|name| !leader_names.contains(name.as_str())) {
-        match apply_delete_topic(context, name).await {
-            Ok(_) => {
-                tracing::info!(target: "ringlog::replication", topic = %name, "topic deleted on the leader; removed")
-            }
-            Err(error) => tracing::warn!(target: "ringlog::replication", topic = %name, message = %error.message,
-                "cannot remove topic"),
         }
     }
     Ok(())

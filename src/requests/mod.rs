@@ -42,7 +42,9 @@ pub async fn handle(context: &Rc<ShardContext>, request: Request) -> Outcome {
         Request::CreateTopic { .. } | Request::DeleteTopic { .. } if context.shard != METADATA_SHARD => {
             context.mesh.call(METADATA_SHARD, ShardRequest::Client(request)).await
         }
-        Request::CreateTopic { name, settings } => topic_admin::apply_create_topic(context, &name, &settings).await,
+        Request::CreateTopic { name, settings } => {
+            topic_admin::apply_create_topic(context, &name, &settings, None).await
+        }
         Request::DeleteTopic { name } => topic_admin::apply_delete_topic(context, &name).await,
         Request::ListTopics => Ok(topics::list_topics(context)),
         Request::DescribeTopic { name } => topics::describe_topic(context, &name).await,

@@ -15,8 +15,14 @@ use crate::protocol::{ErrorCode, ErrorResponse, Response, TopicSettings};
 /// Create a topic on every shard. Serialised with other topic changes: two
 /// creations of one name racing past the existence check would both store
 /// their settings and both answer success, and racing creations could pass
-/// `limits.max_topics` together.
-pub async fn apply_create_topic(context: &Rc<ShardContext>, name: &str, settings: &TopicSettings) -> Outcome {
+/// `limits.max_topics` together. `incarnation`: the leader's, when a
+/// follower mirrors its topic; None draws a new one.
+pub async fn apply_create_topic(
+    context: &Rc<ShardContext>,
+    name: &str,
+    settings: &TopicSettings,
+    incarnation: Option<u64>,
+) -> Outcome {
     let _serialised = context.topic_changes.acquire().await;
     let meta = TopicMeta {
         name: name.to_string(),
@@ -24,6 +30,7 @@ pub async fn apply_create_topic(context: &Rc<ShardContext>, name: &str, settings
         retention_bytes: settings.retention_bytes,
         retention_ms: settings.retention_ms,
         segment_bytes: settings.segment_bytes,
+        incarnation: incarnation.unwrap_or_else(new_incarnation),
     };
     meta.validate(context.config.limits.max_partitions_per_topic, &context.config.storage)
         .map_err(|message| refusal(ErrorCode::InvalidRequest, message))?;
@@ -124,4 +131,13 @@ async fn broadcast(context: &Rc<ShardContext>, change: TopicChange) -> Result<()
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// A new topic's incarnation: random and never 0 (0 names a topic created
+/// before incarnations). Eight bytes of /dev/urandom, which never blocks
+/// once the system has booted; the wall clock if it cannot be read.
+fn new_incarnation() -> u64 {
+    let random = crate::runtime::random::random_bytes(8).ok().and_then(|bytes| <[u8; 8]>::try_from(bytes).ok());
+    let drawn = random.map_or_else(|| crate::runtime::clock::wall_ms() as u64, u64::from_le_bytes);
+    drawn.max(1)
 }

@@ -28,6 +28,12 @@ pub struct TopicMeta {
     pub retention_ms: u64,
     /// Segment size (0 = node default).
     pub segment_bytes: u64,
+    /// Which topic of this name it is: random at creation on the leader,
+    /// the leader's on a follower, so a topic deleted and created again
+    /// under its name is a new one to a replica that missed both (0: a
+    /// topic created before incarnations, known by its name alone).
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// Check a topic name against the spec's pattern.
@@ -223,7 +229,14 @@ mod tests {
     #[test]
     fn a_deleted_topic_leaves_nothing_a_new_topic_of_its_name_or_a_restart_could_read() {
         let data = tempfile::tempdir().unwrap();
-        let meta = TopicMeta { name: "t".into(), partitions: 1, retention_bytes: 0, retention_ms: 0, segment_bytes: 0 };
+        let meta = TopicMeta {
+            name: "t".into(),
+            partitions: 1,
+            retention_bytes: 0,
+            retention_ms: 0,
+            segment_bytes: 0,
+            incarnation: 0,
+        };
         meta.store(data.path()).unwrap();
         let partition = TopicMeta::partition_dir(data.path(), "t", 0);
         std::fs::create_dir_all(&partition).unwrap();
@@ -253,7 +266,14 @@ mod tests {
     #[test]
     fn topics_persist_and_reload() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = TopicMeta { name: "t".into(), partitions: 3, retention_bytes: 0, retention_ms: 0, segment_bytes: 0 };
+        let meta = TopicMeta {
+            name: "t".into(),
+            partitions: 3,
+            retention_bytes: 0,
+            retention_ms: 0,
+            segment_bytes: 0,
+            incarnation: 0,
+        };
         meta.store(dir.path()).unwrap();
         assert_eq!(TopicMeta::load_all(dir.path()).unwrap(), vec![meta.clone()]);
         let registry = TopicRegistry::new(vec![meta]);

@@ -569,6 +569,44 @@ fn a_follower_whose_fsync_failed_never_acknowledges_the_records_it_could_not_mak
     assert!(crate::cluster::log_of(&members[1]).contains("fdatasync"), "b's fsync failed");
 }
 
+/// A topic deleted and created again under its name while a replica was
+/// down is a new topic to that replica when it returns (its incarnation
+/// differs): the replica drops its old partitions and copies the new ones.
+/// Known by name alone, it kept the old records below the new log's end
+/// (the divergence check saw the same leader epoch on both) and
+/// acknowledged offsets whose records differed from the leader's.
+#[test]
+fn a_topic_created_again_while_a_replica_was_down_is_copied_afresh() {
+    let cluster = Cluster::with_replication(2_000, 1);
+    let (members, [a, _b, c]) = cluster.start_in_sync();
+    let values = |prefix: &str, round: u32| -> Vec<String> {
+        (0..10).map(|i| format!("{prefix}-{round}-{i}-{}", "z".repeat(100))).collect()
+    };
+    create_topic(&a, "again", 1);
+    for round in 0..20u32 {
+        produce_acks(&a, "again", 0, &values("old", round), Acks::All).expect("acks=all");
+    }
+    let old_end = high_watermark(&a, "again", 0).unwrap();
+    wait_for(Duration::from_secs(10), "c has the old topic", || high_watermark(&c, "again", 0) == Some(old_end));
+    c.kill();
+    wait_for(Duration::from_secs(10), "c out of sync", || !in_sync_ids(&a).contains(&3));
+    a.client().call(Request::DeleteTopic { name: "again".into() }).expect("delete");
+    create_topic(&a, "again", 1);
+    for round in 0..3u32 {
+        produce_acks(&a, "again", 0, &values("new", round), Acks::All).expect("acks=all with a and b");
+    }
+    let new_end = high_watermark(&a, "again", 0).unwrap();
+    assert!(new_end < old_end, "the new topic is shorter than the old one c holds");
+    let c = cluster.start(&members[2]);
+    wait_for(Duration::from_secs(30), "c back in sync", || in_sync_ids(&a).contains(&3));
+    wait_for(Duration::from_secs(10), "c caught up", || high_watermark(&c, "again", 0) == Some(new_end));
+    let (leader_bytes, leader_records) = read_partition(&a, "again", 0);
+    let (bytes, records) = read_partition(&c, "again", 0);
+    assert!(records.iter().all(|(_, value)| value.starts_with("new-")), "nothing of the old topic on c");
+    assert_eq!(records, leader_records);
+    assert!(bytes == leader_bytes, "c holds the leader's bytes");
+}
+
 #[test]
 fn a_topic_deleted_while_it_replicates_leaves_the_followers_shards_serving() {
     let cluster = Cluster::with_replication(5_000, 1);
