@@ -74,7 +74,9 @@ pub fn operation_of(request: &Request) -> Operation<'_> {
     match request {
         Request::CreateTopic { .. } => Operation::CreateTopic,
         Request::DeleteTopic { .. } => Operation::DeleteTopic,
-        Request::ListTopics | Request::DescribeTopic { .. } | Request::TopicConfigs => Operation::Describe,
+        Request::ListTopics | Request::DescribeTopic { .. } | Request::TopicConfigs | Request::TopicIncarnations => {
+            Operation::Describe
+        }
         Request::Produce { topic, .. } => Operation::Produce { topic },
         Request::Fetch { topic, .. } => Operation::Fetch { topic },
         Request::ListOffsets { topic, .. } | Request::FindOffset { topic, .. } => Operation::ListOffsets { topic },

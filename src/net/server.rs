@@ -243,7 +243,7 @@ impl Connection {
         let config = &self.context.config;
         let bytes = match request {
             Request::Fetch { max_bytes, .. } => (*max_bytes as usize).max(config.storage.max_batch_bytes),
-            Request::ListTopics | Request::TopicConfigs => {
+            Request::ListTopics | Request::TopicConfigs | Request::TopicIncarnations => {
                 self.context.registry.snapshot().len() * TOPIC_ENTRY_ESTIMATE_BYTES
             }
             Request::DescribeTopic { name } => self

@@ -84,6 +84,10 @@ fn replication_request_examples() -> Vec<(Request, &'static str)> {
             "08000000 | 1000 0200 07000000",
         ),
         (
+            Request::TopicIncarnations,
+            "08000000 | 1600 0200 07000000",
+        ),
+        (
             Request::GroupOffsets { topic: "t".into(), partition: 4 },
             "0f000000 | 1100 0200 07000000 0100 74 04000000",
         ),
@@ -209,8 +213,13 @@ fn replication_response_examples() -> Vec<(ApiKey, Response, &'static str)> {
         ),
         (
             ApiKey::TopicConfigs,
-            Response::TopicConfigs(vec![("t".into(), MirroredTopic { settings: TopicSettings { partitions: 3, retention_bytes: 1, retention_ms: 2, segment_bytes: 4 }, incarnation: 5 })]),
-            "31000000 | 09000000 0000 01000000 | 0100 74 03000000 0100000000000000 0200000000000000 0400000000000000 0500000000000000",
+            Response::TopicConfigs(vec![("t".into(), TopicSettings { partitions: 3, retention_bytes: 1, retention_ms: 2, segment_bytes: 4 })]),
+            "29000000 | 09000000 0000 01000000 | 0100 74 03000000 0100000000000000 0200000000000000 0400000000000000",
+        ),
+        (
+            ApiKey::TopicIncarnations,
+            Response::TopicIncarnations(vec![("t".into(), 5)]),
+            "15000000 | 09000000 0000 01000000 | 0100 74 0500000000000000",
         ),
         (
             ApiKey::GroupOffsets,

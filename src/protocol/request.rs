@@ -125,6 +125,8 @@ pub enum Request {
     },
     /// Every topic with its settings.
     TopicConfigs,
+    /// Every topic's incarnation.
+    TopicIncarnations,
     /// Every consumer group's committed offset of a partition.
     GroupOffsets {
         /// Topic.
@@ -209,6 +211,7 @@ messages!(Request {
     },
     EpochEndOffset => EpochEndOffset { topic: String = "topic", partition: u32 = "partition", epoch: u32 = "epoch" },
     TopicConfigs => TopicConfigs (),
+    TopicIncarnations => TopicIncarnations (),
     GroupOffsets => GroupOffsets { topic: String = "topic", partition: u32 = "partition" },
     ReplicaFetchMany => ReplicaFetchMany {
         replica_id: u64 = "replica id",

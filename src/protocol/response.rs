@@ -179,9 +179,11 @@ pub enum Response {
         log_start_offset: u64,
     },
     /// Every topic: (name, settings).
-    TopicConfigs(Vec<(String, MirroredTopic)>),
+    TopicConfigs(Vec<(String, TopicSettings)>),
     /// (group, committed offset) of every group of a partition.
     GroupOffsets(Vec<(String, u64)>),
+    /// (topic, incarnation) of every topic.
+    TopicIncarnations(Vec<(String, u64)>),
     /// The partitions of a multi-partition replica fetch that have news.
     ReplicaFetchMany {
         /// Leader's current epoch.
@@ -261,8 +263,9 @@ messages!(Response {
         end_offset: u64 = "end offset",
         log_start_offset: u64 = "log start",
     },
-    TopicConfigs => TopicConfigs (topics: Vec<(String, MirroredTopic)> = ("topic count", ("topic", ()))),
+    TopicConfigs => TopicConfigs (topics: Vec<(String, TopicSettings)> = ("topic count", ("topic", ()))),
     GroupOffsets => GroupOffsets (groups: Vec<(String, u64)> = ("group count", ("group", "offset"))),
+    TopicIncarnations => TopicIncarnations (topics: Vec<(String, u64)> = ("topic count", ("topic", "incarnation"))),
     ReplicaFetchMany => ReplicaFetchMany {
         leader_epoch: u32 = "leader epoch",
         leader_shards: u16 = "leader shards",

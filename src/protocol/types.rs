@@ -87,6 +87,9 @@ wire_enum! {
         /// Replication: a follower's copy of a partition's consumer-group
         /// commits; the call also acknowledges the commit version it stored.
         ReplicaGroupOffsets = 21,
+        /// Replication: every topic's incarnation (a topic deleted and
+        /// created again under its name is another one).
+        TopicIncarnations = 22,
     }
 }
 
@@ -95,6 +98,7 @@ impl ApiKey {
     pub fn is_replication(self) -> bool {
         (ApiKey::ReplicaHello as u16..=ApiKey::ReplicaFetchMany as u16).contains(&(self as u16))
             || self == ApiKey::ReplicaGroupOffsets
+            || self == ApiKey::TopicIncarnations
     }
 
     /// Parse a wire value.
@@ -208,17 +212,6 @@ record!(TopicSettings {
     retention_ms: u64 = "retention ms",
     segment_bytes: u64 = "segment bytes",
 });
-
-/// A topic as a leader describes it to its followers (`TopicConfigs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct MirroredTopic {
-    /// Its settings.
-    pub settings: TopicSettings,
-    /// Which topic of its name it is (see `shard::topics::TopicMeta`).
-    pub incarnation: u64,
-}
-
-record!(MirroredTopic { settings: TopicSettings = (), incarnation: u64 = "incarnation" });
 
 /// One partition of a [`Request::ReplicaFetchMany`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -138,14 +138,7 @@ mod tests {
         crate::runtime::block_on_executor("commit-wait-test", || async move {
             let dir = tempfile::tempdir().unwrap();
             let log = PartitionLog::open(dir.path(), Default::default(), None).await.unwrap();
-            let meta = TopicMeta {
-                name: "t".into(),
-                partitions: 1,
-                retention_bytes: 0,
-                retention_ms: 0,
-                segment_bytes: 0,
-                incarnation: 0,
-            };
+            let meta = TopicMeta::for_tests("t", 1);
             let owned = Rc::new(OwnedPartition {
                 partition: 0,
                 log,

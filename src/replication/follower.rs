@@ -23,6 +23,7 @@ use crate::runtime::Notify;
 use crate::shard::context::{ShardContext, METADATA_SHARD};
 use crate::shard::partitions::OwnedPartition;
 use crate::shard::topic_admin::{apply_create_topic, apply_delete_topic};
+use crate::shard::topics::TopicMeta;
 use crate::state::cluster::Role;
 use crate::storage::PartitionLog;
 
@@ -67,12 +68,15 @@ type PartitionTask = (crate::runtime::Task<()>, Rc<Cell<bool>>);
 pub async fn run(context: Rc<ShardContext>) {
     let mut backoff = Duration::from_millis(100);
     let mut last_error = String::new();
+    // The leader (by id) that answered `unknown_api` to TopicIncarnations:
+    // it predates incarnations, and closes a connection that asks again.
+    let without_incarnations = Cell::new(None::<u64>);
     while !context.stopping.is_set() {
         let Some(target) = current_target(&context) else {
             context.sleep_unless_stopping(Duration::from_millis(100)).await;
             continue;
         };
-        match session(&context, &target).await {
+        match session(&context, &target, &without_incarnations).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(error) => {
                 let message = error.to_string();
@@ -90,7 +94,11 @@ pub async fn run(context: Rc<ShardContext>) {
 
 /// One connection to one leader: runs until the leader changes, this node
 /// stops following, or the connection breaks.
-async fn session(context: &Rc<ShardContext>, target: &Target) -> Result<(), CallError> {
+async fn session(
+    context: &Rc<ShardContext>,
+    target: &Target,
+    without_incarnations: &Cell<Option<u64>>,
+) -> Result<(), CallError> {
     let limits = &context.config.limits;
     let connection = Rc::new(
         ReplicaConnection::connect(
@@ -116,14 +124,30 @@ async fn session(context: &Rc<ShardContext>, target: &Target) -> Result<(), Call
     let mut tasks: HashMap<(String, u32), PartitionTask> = HashMap::new();
     let mut lanes: HashMap<Lane, PartitionTask> = HashMap::new();
     let mut last_topic_sync = None::<std::time::Instant>;
+    let mut incarnations = None;
     while !context.stopping.is_set() && !connection.is_closed() && current_target(context).as_ref() == Some(target) {
-        if context.shard == METADATA_SHARD && last_topic_sync.is_none_or(|at| at.elapsed() >= TOPIC_SYNC_INTERVAL) {
-            mirror_topics(context, &connection).await?;
+        if last_topic_sync.is_none_or(|at| at.elapsed() >= TOPIC_SYNC_INTERVAL) {
+            incarnations = match without_incarnations.get() == Some(target.leader_id) {
+                true => None,
+                false => leader_incarnations(&connection).await?,
+            };
+            if incarnations.is_none() {
+                without_incarnations.set(Some(target.leader_id));
+            }
+            if context.shard == METADATA_SHARD {
+                mirror_topics(context, &connection, incarnations.as_ref()).await?;
+            }
             last_topic_sync = Some(std::time::Instant::now());
         }
         for owned in context.partitions.all() {
             let key = (owned.meta.name.clone(), owned.partition);
             if tasks.get(&key).is_some_and(|(_, finished)| !finished.get()) {
+                continue;
+            }
+            // Another topic of the leader's name: not followed (its reads
+            // would acknowledge offsets of the leader's topic) until shard
+            // 0's mirror has replaced it.
+            if incarnations.as_ref().is_some_and(|leader| is_replaced(leader, &owned.meta)) {
                 continue;
             }
             let (context, connection, fetch_set) = (Rc::clone(context), Rc::clone(&connection), Rc::clone(&fetch_set));
@@ -166,21 +190,45 @@ fn spawn_tracked(work: impl std::future::Future<Output = ()> + 'static) -> Parti
     (task, finished)
 }
 
-/// Create and delete local topics so they match the leader's.
-async fn mirror_topics(context: &Rc<ShardContext>, connection: &ReplicaConnection) -> Result<(), CallError> {
+/// The incarnation of each of the leader's topics; None from a leader
+/// that predates incarnations (it answers `unknown_api` and closes the
+/// connection; the next session does not ask it again), whose topics are
+/// known by name alone.
+async fn leader_incarnations(connection: &ReplicaConnection) -> Result<Option<Incarnations>, CallError> {
+    match connection.call(&Request::TopicIncarnations).await {
+        Ok(Response::TopicIncarnations(topics)) => Ok(Some(topics.into_iter().collect())),
+        Ok(other) => Err(CallError::Connection(format!("unexpected answer to topic incarnations: {other:?}"))),
+        Err(CallError::Refused(refusal)) if refusal.code == ErrorCode::UnknownApi => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// (topic, incarnation) of the leader's topics.
+type Incarnations = HashMap<String, u64>;
+
+/// Whether the leader's topic of `meta`'s name is another incarnation: the
+/// leader's was deleted and created again while this node was away.
+fn is_replaced(leader: &Incarnations, meta: &TopicMeta) -> bool {
+    leader.get(&meta.name).is_some_and(|incarnation| *incarnation != meta.incarnation)
+}
+
+/// Create and delete local topics so they match the leader's; a local
+/// topic that is another incarnation of a leader's (see [`is_replaced`])
+/// goes like one the leader no longer has, and is created again.
+async fn mirror_topics(
+    context: &Rc<ShardContext>,
+    connection: &ReplicaConnection,
+    incarnations: Option<&Incarnations>,
+) -> Result<(), CallError> {
     let Response::TopicConfigs(topics) = connection.call(&Request::TopicConfigs).await? else {
         return Err(CallError::Connection("unexpected answer to topic configs".into()));
     };
-    // A local topic of a leader's name that is another incarnation (the
-    // leader's was deleted and created again while this node was away)
-    // goes like one the leader no longer has, and is created again below.
-    let leader_topics: std::collections::HashMap<&str, u64> =
-        topics.iter().map(|(name, topic)| (name.as_str(), topic.incarnation)).collect();
-    let local: Vec<(String, u64)> =
-        context.registry.snapshot().values().map(|meta| (meta.name.clone(), meta.incarnation)).collect();
-    for (name, incarnation) in &local {
-        let replaced = leader_topics.get(name.as_str()).is_some_and(|leader| leader != incarnation);
-        if leader_topics.contains_key(name.as_str()) && !replaced {
+    let leader_names: std::collections::HashSet<&str> = topics.iter().map(|(name, _)| name.as_str()).collect();
+    let local: Vec<Arc<TopicMeta>> = context.registry.snapshot().values().cloned().collect();
+    for meta in &local {
+        let name = &meta.name;
+        let replaced = incarnations.is_some_and(|leader| is_replaced(leader, meta));
+        if leader_names.contains(name.as_str()) && !replaced {
             continue;
         }
         match apply_delete_topic(context, name).await {
@@ -193,9 +241,12 @@ async fn mirror_topics(context: &Rc<ShardContext>, connection: &ReplicaConnectio
                 "cannot remove topic"),
         }
     }
-    for (name, topic) in &topics {
+    for (name, settings) in &topics {
         if context.registry.get(name).is_none() {
-            match apply_create_topic(context, name, &topic.settings, Some(topic.incarnation)).await {
+            // The leader's incarnation (0, name alone, from an older leader,
+            // or when the topic is newer than the incarnations asked).
+            let incarnation = incarnations.and_then(|leader| leader.get(name).copied()).unwrap_or(0);
+            match apply_create_topic(context, name, settings, Some(incarnation)).await {
                 Ok(_) => {
                     tracing::info!(target: "ringlog::replication", topic = %name, "mirrored topic from the leader")
                 }

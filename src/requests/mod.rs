@@ -50,6 +50,7 @@ pub async fn handle(context: &Rc<ShardContext>, request: Request) -> Outcome {
         Request::DescribeTopic { name } => topics::describe_topic(context, &name).await,
         Request::InitProducer => Ok(Response::InitProducer { producer_id: new_producer_id() }),
         Request::TopicConfigs => Ok(topics::topic_configs(context)),
+        Request::TopicIncarnations => Ok(topics::topic_incarnations(context)),
         Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions } => {
             let limits = FetchLimits { replica_id, max_wait_ms, max_bytes, partition_max_bytes };
             fetch_many::replica_fetch_many(context, limits, partitions).await

@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use crate::protocol::{ErrorCode, MirroredTopic, PartitionDescription, Request, Response, TopicSettings};
+use crate::protocol::{ErrorCode, PartitionDescription, Request, Response, TopicSettings};
 use crate::replication::high_watermark;
 use crate::shard::context::ShardContext;
 use crate::shard::mesh::{Outcome, ShardRequest};
@@ -58,7 +58,7 @@ pub fn describe(context: &ShardContext, owned: &OwnedPartition) -> PartitionDesc
     }
 }
 
-/// Every topic with its settings and incarnation (followers mirror them).
+/// Every topic with its settings (followers mirror them).
 pub fn topic_configs(context: &ShardContext) -> Response {
     let topics = context
         .registry
@@ -71,8 +71,14 @@ pub fn topic_configs(context: &ShardContext) -> Response {
                 retention_ms: meta.retention_ms,
                 segment_bytes: meta.segment_bytes,
             };
-            (meta.name.clone(), MirroredTopic { settings, incarnation: meta.incarnation })
+            (meta.name.clone(), settings)
         })
         .collect();
     Response::TopicConfigs(topics)
+}
+
+/// Every topic's incarnation (followers follow only what matches theirs).
+pub fn topic_incarnations(context: &ShardContext) -> Response {
+    let topics = context.registry.snapshot().values().map(|meta| (meta.name.clone(), meta.incarnation)).collect();
+    Response::TopicIncarnations(topics)
 }

@@ -111,14 +111,7 @@ mod tests {
     fn only_a_partition_opened_empty_counts_followers_caught_up_as_of_its_opening() {
         crate::runtime::block_on_executor("partitions-test", || async {
             let dir = tempfile::tempdir().unwrap();
-            let meta = TopicMeta {
-                name: "t".into(),
-                partitions: 1,
-                retention_bytes: 0,
-                retention_ms: 0,
-                segment_bytes: 0,
-                incarnation: 0,
-            };
+            let meta = TopicMeta::for_tests("t", 1);
             let meta = Arc::new(meta);
             let defaults = StorageConfig::default();
             let partitions = ShardPartitions::default();

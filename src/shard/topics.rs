@@ -47,6 +47,19 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
 }
 
 impl TopicMeta {
+    /// A topic of `partitions` with the node's defaults (tests).
+    #[cfg(test)]
+    pub fn for_tests(name: &str, partitions: u32) -> TopicMeta {
+        TopicMeta {
+            name: name.into(),
+            partitions,
+            retention_bytes: 0,
+            retention_ms: 0,
+            segment_bytes: 0,
+            incarnation: 0,
+        }
+    }
+
     /// Directory of the topic.
     pub fn dir(data_dir: &Path, name: &str) -> PathBuf {
         data_dir.join("topics").join(name)
@@ -229,14 +242,7 @@ mod tests {
     #[test]
     fn a_deleted_topic_leaves_nothing_a_new_topic_of_its_name_or_a_restart_could_read() {
         let data = tempfile::tempdir().unwrap();
-        let meta = TopicMeta {
-            name: "t".into(),
-            partitions: 1,
-            retention_bytes: 0,
-            retention_ms: 0,
-            segment_bytes: 0,
-            incarnation: 0,
-        };
+        let meta = TopicMeta::for_tests("t", 1);
         meta.store(data.path()).unwrap();
         let partition = TopicMeta::partition_dir(data.path(), "t", 0);
         std::fs::create_dir_all(&partition).unwrap();
@@ -266,14 +272,7 @@ mod tests {
     #[test]
     fn topics_persist_and_reload() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = TopicMeta {
-            name: "t".into(),
-            partitions: 3,
-            retention_bytes: 0,
-            retention_ms: 0,
-            segment_bytes: 0,
-            incarnation: 0,
-        };
+        let meta = TopicMeta::for_tests("t", 3);
         meta.store(dir.path()).unwrap();
         assert_eq!(TopicMeta::load_all(dir.path()).unwrap(), vec![meta.clone()]);
         let registry = TopicRegistry::new(vec![meta]);

@@ -582,29 +582,37 @@ fn a_topic_created_again_while_a_replica_was_down_is_copied_afresh() {
     let values = |prefix: &str, round: u32| -> Vec<String> {
         (0..10).map(|i| format!("{prefix}-{round}-{i}-{}", "z".repeat(100))).collect()
     };
-    create_topic(&a, "again", 1);
+    // Two partitions: one on each of the nodes' two shards (only shard 0
+    // mirrors topics; the other must not follow its old partition meanwhile).
+    create_topic(&a, "again", 2);
     for round in 0..20u32 {
-        produce_acks(&a, "again", 0, &values("old", round), Acks::All).expect("acks=all");
+        produce_acks(&a, "again", round % 2, &values("old", round), Acks::All).expect("acks=all");
     }
-    let old_end = high_watermark(&a, "again", 0).unwrap();
-    wait_for(Duration::from_secs(10), "c has the old topic", || high_watermark(&c, "again", 0) == Some(old_end));
+    for partition in 0..2 {
+        let end = high_watermark(&a, "again", partition).unwrap();
+        wait_for(Duration::from_secs(10), "c has the old topic", || {
+            high_watermark(&c, "again", partition) == Some(end)
+        });
+    }
     c.kill();
     wait_for(Duration::from_secs(10), "c out of sync", || !in_sync_ids(&a).contains(&3));
     a.client().call(Request::DeleteTopic { name: "again".into() }).expect("delete");
-    create_topic(&a, "again", 1);
-    for round in 0..3u32 {
-        produce_acks(&a, "again", 0, &values("new", round), Acks::All).expect("acks=all with a and b");
+    create_topic(&a, "again", 2);
+    for round in 0..4u32 {
+        produce_acks(&a, "again", round % 2, &values("new", round), Acks::All).expect("acks=all with a and b");
     }
-    let new_end = high_watermark(&a, "again", 0).unwrap();
-    assert!(new_end < old_end, "the new topic is shorter than the old one c holds");
     let c = cluster.start(&members[2]);
     wait_for(Duration::from_secs(30), "c back in sync", || in_sync_ids(&a).contains(&3));
-    wait_for(Duration::from_secs(10), "c caught up", || high_watermark(&c, "again", 0) == Some(new_end));
-    let (leader_bytes, leader_records) = read_partition(&a, "again", 0);
-    let (bytes, records) = read_partition(&c, "again", 0);
-    assert!(records.iter().all(|(_, value)| value.starts_with("new-")), "nothing of the old topic on c");
-    assert_eq!(records, leader_records);
-    assert!(bytes == leader_bytes, "c holds the leader's bytes");
+    for partition in 0..2 {
+        let end = high_watermark(&a, "again", partition).unwrap();
+        assert!(end < 100, "the new partition is shorter than the old one c holds");
+        wait_for(Duration::from_secs(10), "c caught up", || high_watermark(&c, "again", partition) == Some(end));
+        let (leader_bytes, leader_records) = read_partition(&a, "again", partition);
+        let (bytes, records) = read_partition(&c, "again", partition);
+        assert!(records.iter().all(|(_, value)| value.starts_with("new-")), "nothing of the old topic on c");
+        assert_eq!(records, leader_records);
+        assert!(bytes == leader_bytes, "c holds the leader's bytes of partition {partition}");
+    }
 }
 
 #[test]

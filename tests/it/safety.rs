@@ -407,6 +407,19 @@ fn retention_during_a_truncation_waits_instead_of_panicking() {
     assert!(start <= end);
 }
 
+/// Poll `change` up to `polls` times, 300 µs apart, then drop it unless it
+/// finished: a caller that stops waiting part-way (a follower's session
+/// that ended drops its tasks).
+async fn poll_then_drop<T>(change: impl std::future::Future<Output = T>, polls: usize) {
+    futures_lite::pin!(change);
+    for _ in 0..polls {
+        if futures_lite::future::poll_once(change.as_mut()).await.is_some() {
+            return;
+        }
+        ringlog::runtime::sleep(Duration::from_micros(300)).await;
+    }
+}
+
 // A truncation whose caller stops waiting (a follower's session that ends
 // drops its tasks) still runs to its end. Cancelled at one of its awaits,
 // it left the truncating flag set (every read empty, the next truncation
@@ -420,16 +433,7 @@ fn a_truncation_whose_caller_stops_waiting_runs_to_its_end() {
                 append_values(&log, &values(&format!("c{round}"), 3), round).await;
             }
             let written = read_all(&log, 0).await;
-            {
-                let truncation = log.truncate_to(9);
-                futures_lite::pin!(truncation);
-                for _ in 0..polls {
-                    if futures_lite::future::poll_once(truncation.as_mut()).await.is_some() {
-                        break;
-                    }
-                    ringlog::runtime::sleep(Duration::from_micros(300)).await;
-                }
-            }
+            poll_then_drop(log.truncate_to(9), polls).await;
             // What a new caller (a follower's next session) waits for first.
             log.detached_changes_settled().await;
             assert_eq!(log.snapshot().log_end_offset, 9, "cut after {polls} polls");
@@ -461,16 +465,7 @@ fn a_reset_whose_caller_stops_waiting_runs_to_its_end() {
             for round in 0..60 {
                 append_values(&log, &values(&format!("r{round}"), 3), round).await;
             }
-            {
-                let reset = log.reset_to(1000);
-                futures_lite::pin!(reset);
-                for _ in 0..polls {
-                    if futures_lite::future::poll_once(reset.as_mut()).await.is_some() {
-                        break;
-                    }
-                    ringlog::runtime::sleep(Duration::from_micros(300)).await;
-                }
-            }
+            poll_then_drop(log.reset_to(1000), polls).await;
             log.detached_changes_settled().await;
             let snapshot = log.snapshot();
             assert_eq!((snapshot.log_start_offset, snapshot.log_end_offset), (1000, 1000), "after {polls} polls");
@@ -500,16 +495,7 @@ fn a_replica_append_whose_caller_stops_waiting_runs_to_its_end() {
         let dir = tempfile::tempdir().unwrap();
         let all = with_log(dir.path(), small_config(), move |log| async move {
             append_values(&log, &values("first", 3), 0).await;
-            {
-                let append = log.append_replica_placed(replica_batch(3, "big"));
-                futures_lite::pin!(append);
-                for _ in 0..polls {
-                    if futures_lite::future::poll_once(append.as_mut()).await.is_some() {
-                        break;
-                    }
-                    ringlog::runtime::sleep(Duration::from_micros(300)).await;
-                }
-            }
+            poll_then_drop(log.append_replica_placed(replica_batch(3, "big")), polls).await;
             log.detached_changes_settled().await;
             assert_eq!(log.snapshot().log_end_offset, 303, "after {polls} polls");
             let placed = log.append_replica_placed(replica_batch(303, "next")).await.expect("the next append");
