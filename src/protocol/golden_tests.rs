@@ -374,14 +374,15 @@ fn fixed_sizes_are_those_of_the_golden_layouts() {
 
 #[test]
 fn api_keys_error_codes_and_acks_keep_their_wire_values_and_names() {
-    for value in 1..=21 {
+    for value in 1..=22 {
         assert_eq!(ApiKey::from_wire(value).map(|api_key| api_key as u16), Ok(value));
     }
     assert_eq!(ApiKey::from_wire(0), Err(ProtocolError::UnknownApi(0)));
-    assert_eq!(ApiKey::from_wire(22), Err(ProtocolError::UnknownApi(22)));
+    assert_eq!(ApiKey::from_wire(23), Err(ProtocolError::UnknownApi(23)));
     assert!(ApiKey::ReplicaHello.is_replication() && !ApiKey::FindOffset.is_replication());
     assert!(ApiKey::ReplicaFetchMany.is_replication(), "the last replication key of the first range");
     assert!(ApiKey::ReplicaGroupOffsets.is_replication(), "added after the SASL keys");
+    assert!(ApiKey::TopicIncarnations.is_replication());
     assert!(!ApiKey::SaslStart.is_replication() && !ApiKey::SaslContinue.is_replication(), "clients authenticate");
     let names = [
         "none",
