@@ -127,16 +127,7 @@ async fn session(
     let mut incarnations = None;
     while !context.stopping.is_set() && !connection.is_closed() && current_target(context).as_ref() == Some(target) {
         if last_topic_sync.is_none_or(|at| at.elapsed() >= TOPIC_SYNC_INTERVAL) {
-            incarnations = match without_incarnations.get() == Some(target.leader_id) {
-                true => None,
-                false => leader_incarnations(&connection).await?,
-            };
-            if incarnations.is_none() {
-                without_incarnations.set(Some(target.leader_id));
-            }
-            if context.shard == METADATA_SHARD {
-                mirror_topics(context, &connection, incarnations.as_ref()).await?;
-            }
+            incarnations = sync_topics(context, &connection, target, without_incarnations).await?;
             last_topic_sync = Some(std::time::Instant::now());
         }
         for owned in context.partitions.all() {
@@ -144,9 +135,7 @@ async fn session(
             if tasks.get(&key).is_some_and(|(_, finished)| !finished.get()) {
                 continue;
             }
-            // Another topic of the leader's name: not followed (its reads
-            // would acknowledge offsets of the leader's topic) until shard
-            // 0's mirror has replaced it.
+            // Another incarnation of the leader's topic: shard 0 replaces it.
             if incarnations.as_ref().is_some_and(|leader| is_replaced(leader, &owned.meta)) {
                 continue;
             }
@@ -190,6 +179,27 @@ fn spawn_tracked(work: impl std::future::Future<Output = ()> + 'static) -> Parti
     (task, finished)
 }
 
+/// Learn the leader's topic incarnations (not from a leader known to
+/// predate them) and, on shard 0, mirror its topics.
+async fn sync_topics(
+    context: &Rc<ShardContext>,
+    connection: &ReplicaConnection,
+    target: &Target,
+    without_incarnations: &Cell<Option<u64>>,
+) -> Result<Option<Incarnations>, CallError> {
+    let incarnations = match without_incarnations.get() == Some(target.leader_id) {
+        true => None,
+        false => leader_incarnations(connection).await?,
+    };
+    if incarnations.is_none() {
+        without_incarnations.set(Some(target.leader_id));
+    }
+    if context.shard == METADATA_SHARD {
+        mirror_topics(context, connection, incarnations.as_ref()).await?;
+    }
+    Ok(incarnations)
+}
+
 /// The incarnation of each of the leader's topics; None from a leader
 /// that predates incarnations (it answers `unknown_api` and closes the
 /// connection; the next session does not ask it again), whose topics are
@@ -207,7 +217,9 @@ async fn leader_incarnations(connection: &ReplicaConnection) -> Result<Option<In
 type Incarnations = HashMap<String, u64>;
 
 /// Whether the leader's topic of `meta`'s name is another incarnation: the
-/// leader's was deleted and created again while this node was away.
+/// leader's was deleted and created again while this node was away. Such a
+/// partition is not followed (its reads would acknowledge offsets of the
+/// leader's topic) until shard 0's mirror has replaced it.
 fn is_replaced(leader: &Incarnations, meta: &TopicMeta) -> bool {
     leader.get(&meta.name).is_some_and(|incarnation| *incarnation != meta.incarnation)
 }
