@@ -8,19 +8,18 @@ use libfuzzer_sys::fuzz_target;
 use ringlog::protocol::{decode_response, decode_response_shared, encode_response, ApiKey, Response};
 use ringlog::replication::answer_body::{decode_fetched, Fetched};
 
-const REPLICATION_APIS: [ApiKey; 7] = [
-    ApiKey::ReplicaHello,
-    ApiKey::ReplicaAuth,
-    ApiKey::ReplicaFetch,
-    ApiKey::EpochEndOffset,
-    ApiKey::TopicConfigs,
-    ApiKey::GroupOffsets,
-    ApiKey::ReplicaFetchMany,
-];
+/// Every replication API, taken from the node's own list so a new key is
+/// fuzzed from the day it exists.
+fn replication_apis() -> Vec<ApiKey> {
+    (0..=u16::MAX).filter_map(|value| ApiKey::from_wire(value).ok()).filter(|key| key.is_replication()).collect()
+}
 
 fuzz_target!(|data: &[u8]| {
+    static APIS: std::sync::OnceLock<Vec<ApiKey>> = std::sync::OnceLock::new();
+    let apis = APIS.get_or_init(replication_apis);
+    assert!(apis.len() >= 9, "the replication APIs are found");
     let Some((&selector, frame)) = data.split_first() else { return };
-    let api_key = REPLICATION_APIS[selector as usize % REPLICATION_APIS.len()];
+    let api_key = apis[selector as usize % apis.len()];
     // A follower decodes over the frame (bodies are slices of it): the
     // same outcome as the copying decoder, and no panic.
     let shared = decode_response_shared(api_key, &bytes::Bytes::copy_from_slice(frame));
