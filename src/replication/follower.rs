@@ -224,6 +224,19 @@ fn is_replaced(leader: &Incarnations, meta: &TopicMeta) -> bool {
     leader.get(&meta.name).is_some_and(|incarnation| *incarnation != meta.incarnation)
 }
 
+/// The incarnation to create a mirror of the leader's topic `name` with:
+/// the leader's, or 0 from a leader that predates incarnations (name
+/// alone). None for a topic the leader created after it told its
+/// incarnations: it is mirrored at the next sync, which knows it (created
+/// with 0 now, it would be another incarnation then, deleted and copied
+/// again).
+fn incarnation_to_mirror(incarnations: Option<&Incarnations>, name: &str) -> Option<u64> {
+    match incarnations {
+        Some(leader) => leader.get(name).copied(),
+        None => Some(0),
+    }
+}
+
 /// Create and delete local topics so they match the leader's; a local
 /// topic that is another incarnation of a leader's (see [`is_replaced`])
 /// goes like one the leader no longer has, and is created again.
@@ -255,9 +268,7 @@ async fn mirror_topics(
     }
     for (name, settings) in &topics {
         if context.registry.get(name).is_none() {
-            // The leader's incarnation (0, name alone, from an older leader,
-            // or when the topic is newer than the incarnations asked).
-            let incarnation = incarnations.and_then(|leader| leader.get(name).copied()).unwrap_or(0);
+            let Some(incarnation) = incarnation_to_mirror(incarnations, name) else { continue };
             match apply_create_topic(context, name, settings, Some(incarnation)).await {
                 Ok(_) => {
                     tracing::info!(target: "ringlog::replication", topic = %name, "mirrored topic from the leader")
@@ -769,6 +780,14 @@ mod tests {
     use super::*;
     use crate::storage::batch::BatchBuilder;
     use crate::storage::AppendMode;
+
+    #[test]
+    fn a_topic_newer_than_the_incarnations_asked_is_mirrored_at_the_next_sync_not_with_incarnation_zero() {
+        let leader: Incarnations = [("known".to_string(), 7u64)].into_iter().collect();
+        assert_eq!(incarnation_to_mirror(Some(&leader), "known"), Some(7));
+        assert_eq!(incarnation_to_mirror(Some(&leader), "created-since"), None, "waits for the next sync");
+        assert_eq!(incarnation_to_mirror(None, "any"), Some(0), "a leader before incarnations: name alone");
+    }
 
     #[test]
     fn waiting_for_a_log_closed_under_the_follower_ends_instead_of_spinning_the_shard() {
