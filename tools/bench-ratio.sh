@@ -12,7 +12,7 @@
 # fallocated files (one per partition, as the node writes new segments);
 # fio reads the node's own segment files back the same way after the page
 # cache is dropped. ringlog: 1 KiB records, batches of 1000, 4 in flight
-# per producer (IN_FLIGHT=N: N batches in flight per producer instead).
+# per partition (IN_FLIGHT=N: N batches per partition instead).
 # Every row reports the device's bytes (/proc/diskstats:
 # they reached the disk) and the CPU. Prints Markdown, then the median
 # ratio per kind.

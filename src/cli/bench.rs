@@ -45,7 +45,8 @@ pub struct BenchArgs {
     /// none, leader or all.
     #[arg(long, default_value = "leader")]
     acks: String,
-    /// Batches each producer keeps in flight (pipelining).
+    /// Batches each producer keeps in flight per partition it writes to
+    /// (pipelining; a producer of 8 partitions keeps 8 × this).
     #[arg(long, default_value_t = 4)]
     in_flight: usize,
     /// Most bytes one consumer fetch asks for.
@@ -91,6 +92,16 @@ pub fn run(args: BenchArgs) -> ExitCode {
         Ok(()) => ExitCode::from(super::EXIT_OK),
         Err(error) => fail(error, super::EXIT_FAILURE),
     }
+}
+
+/// The batches one producer keeps outstanding: `in_flight` per partition
+/// it writes to. A window per producer, shared by its partitions, gave
+/// each of 8 partitions half a batch in flight: the node's writes to each
+/// partition waited on the client, not the disk (BENCHMARKS.md, "One
+/// producer over 8 partitions"). Kafka's producers also keep a batch
+/// queue per partition.
+fn produce_window(in_flight_per_partition: usize, partitions: usize) -> usize {
+    in_flight_per_partition.saturating_mul(partitions.max(1))
 }
 
 /// How long a consumer asks again after an empty answer or a retriable
@@ -249,9 +260,10 @@ impl Worker {
     }
 
     /// Produce `budget` value bytes round robin over this worker's
-    /// partitions, keeping `in_flight` batches outstanding. Each record's
-    /// key is its send time in microseconds (for e2e latency).
+    /// partitions, keeping `in_flight` batches outstanding per partition.
+    /// Each record's key is its send time in microseconds (for e2e latency).
     async fn produce(self, acks: Acks, budget: u64) -> Result<(), ClientError> {
+        let window = produce_window(self.in_flight, self.partitions.len());
         let mut builder = BatchBuilder::new();
         let seed = u64::from(self.partitions.first().copied().unwrap_or(0)) + 1;
         let mut values = super::payload::ValuePool::new(self.payload, self.record_bytes, seed);
@@ -259,7 +271,7 @@ impl Worker {
         let mut produced = 0u64;
         let mut next = 0usize;
         while produced < budget || !outstanding.is_empty() {
-            if produced < budget && outstanding.len() < self.in_flight {
+            if produced < budget && outstanding.len() < window {
                 builder.clear();
                 let sent_us = now_us();
                 for _ in 0..self.batch {
@@ -460,5 +472,18 @@ fn report(args: &BenchArgs, totals: &Totals, histogram: &Histogram<u64>, elapsed
             histogram.value_at_quantile(0.999),
             histogram.max()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::produce_window;
+
+    #[test]
+    fn a_producer_keeps_its_window_for_each_partition_it_writes_to() {
+        assert_eq!(produce_window(4, 1), 4);
+        assert_eq!(produce_window(4, 8), 32);
+        assert_eq!(produce_window(1, 0), 1, "a producer with no partition still sends");
+        assert_eq!(produce_window(usize::MAX, 2), usize::MAX);
     }
 }
