@@ -6,7 +6,7 @@
 # socket, could reach here. This shows how far each is from those.
 #   tools/bench-limits.sh [BINARY] [ROUNDS] [TOTAL_BYTES] [DIR]
 # 2 partitions, 2 producers or consumers, 1 KiB records, batches of 1000,
-# 4 in flight per producer (`ringlog bench` defaults). Each round:
+# 4 in flight per producer (`ringlog bench` defaults: 4 per partition, one each). Each round:
 #   write: fio QD 16 without sync | node produce fsync=always |
 #          fio at the clients' window, synced (per partition file: QD 4 of
 #          1 MiB, fdatasync after every 4 writes: 4 MiB acknowledged per

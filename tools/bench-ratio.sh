@@ -12,7 +12,8 @@
 # fallocated files (one per partition, as the node writes new segments);
 # fio reads the node's own segment files back the same way after the page
 # cache is dropped. ringlog: 1 KiB records, batches of 1000, 4 in flight
-# per partition (IN_FLIGHT=N: N batches per partition instead).
+# per partition (IN_FLIGHT=N: N batches per partition instead; builds
+# before 43dc099 read both as per producer).
 # Every row reports the device's bytes (/proc/diskstats:
 # they reached the disk) and the CPU. Prints Markdown, then the median
 # ratio per kind.

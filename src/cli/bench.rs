@@ -46,9 +46,14 @@ pub struct BenchArgs {
     #[arg(long, default_value = "leader")]
     acks: String,
     /// Batches each producer keeps in flight per partition it writes to
-    /// (pipelining; a producer of 8 partitions keeps 8 × this).
+    /// (pipelining; a producer of 8 partitions keeps 8 × this), within
+    /// --max-in-flight-bytes.
     #[arg(long, default_value_t = 4)]
     in_flight: usize,
+    /// The most value bytes of batches one producer keeps in flight over
+    /// all its partitions (never fewer than --in-flight batches).
+    #[arg(long, default_value_t = 32 << 20)]
+    max_in_flight_bytes: u64,
     /// Most bytes one consumer fetch asks for.
     #[arg(long, default_value_t = 4 << 20)]
     fetch_bytes: u32,
@@ -95,13 +100,23 @@ pub fn run(args: BenchArgs) -> ExitCode {
 }
 
 /// The batches one producer keeps outstanding: `in_flight` per partition
-/// it writes to. A window per producer, shared by its partitions, gave
-/// each of 8 partitions half a batch in flight: the node's writes to each
-/// partition waited on the client, not the disk (BENCHMARKS.md, "One
-/// producer over 8 partitions"). Kafka's producers also keep a batch
-/// queue per partition.
-fn produce_window(in_flight_per_partition: usize, partitions: usize) -> usize {
-    in_flight_per_partition.saturating_mul(partitions.max(1))
+/// it writes to, and no more than `max_in_flight_bytes` of batches of
+/// `batch_bytes` (at least `in_flight`). A window per producer, shared by
+/// its partitions, gave each of 8 partitions half a batch in flight: the
+/// node's writes to each partition waited on the client, not the disk
+/// (BENCHMARKS.md, "One producer over 8 partitions"). Kafka's producers
+/// also keep a batch queue per partition, and bound them all together
+/// (`buffer.memory`): a producer of 1 000 partitions would otherwise have
+/// the node hold 128 requests of its connection at once.
+fn produce_window(
+    in_flight_per_partition: usize,
+    partitions: usize,
+    batch_bytes: usize,
+    max_in_flight_bytes: u64,
+) -> usize {
+    let by_partitions = in_flight_per_partition.saturating_mul(partitions.max(1));
+    let by_bytes = usize::try_from(max_in_flight_bytes / batch_bytes.max(1) as u64).unwrap_or(usize::MAX);
+    by_partitions.min(by_bytes.max(in_flight_per_partition))
 }
 
 /// How long a consumer asks again after an empty answer or a retriable
@@ -222,6 +237,7 @@ struct Worker {
     payload: super::payload::Payload,
     batch: usize,
     in_flight: usize,
+    max_in_flight_bytes: u64,
     fetch_bytes: u32,
     totals: Arc<Totals>,
     histogram: Arc<Mutex<Histogram<u64>>>,
@@ -252,6 +268,7 @@ impl Worker {
             payload: args.payload,
             batch: args.batch,
             in_flight: args.in_flight,
+            max_in_flight_bytes: args.max_in_flight_bytes,
             fetch_bytes: args.fetch_bytes,
             totals: Arc::clone(totals),
             histogram: Arc::clone(histogram),
@@ -263,7 +280,8 @@ impl Worker {
     /// partitions, keeping `in_flight` batches outstanding per partition.
     /// Each record's key is its send time in microseconds (for e2e latency).
     async fn produce(self, acks: Acks, budget: u64) -> Result<(), ClientError> {
-        let window = produce_window(self.in_flight, self.partitions.len());
+        let batch_bytes = self.batch.saturating_mul(self.record_bytes);
+        let window = produce_window(self.in_flight, self.partitions.len(), batch_bytes, self.max_in_flight_bytes);
         let mut builder = BatchBuilder::new();
         let seed = u64::from(self.partitions.first().copied().unwrap_or(0)) + 1;
         let mut values = super::payload::ValuePool::new(self.payload, self.record_bytes, seed);
@@ -480,10 +498,14 @@ mod tests {
     use super::produce_window;
 
     #[test]
-    fn a_producer_keeps_its_window_for_each_partition_it_writes_to() {
-        assert_eq!(produce_window(4, 1), 4);
-        assert_eq!(produce_window(4, 8), 32);
-        assert_eq!(produce_window(1, 0), 1, "a producer with no partition still sends");
-        assert_eq!(produce_window(usize::MAX, 2), usize::MAX);
+    fn a_producer_keeps_its_window_for_each_partition_it_writes_to_within_its_bytes() {
+        const MIB: u64 = 1 << 20;
+        assert_eq!(produce_window(4, 1, 1 << 20, 32 * MIB), 4);
+        assert_eq!(produce_window(4, 8, 1 << 20, 32 * MIB), 32);
+        assert_eq!(produce_window(4, 250, 1 << 20, 32 * MIB), 32, "1 000 partitions: the bytes bound it");
+        assert_eq!(produce_window(4, 250, 1 << 10, 32 * MIB), 1000, "small batches: the partitions bound it");
+        assert_eq!(produce_window(4, 8, 64 << 20, 32 * MIB), 4, "never fewer than one partition's window");
+        assert_eq!(produce_window(1, 0, 0, 0), 1, "a producer with no partition or empty batches still sends");
+        assert_eq!(produce_window(usize::MAX, 2, 1, u64::MAX), usize::MAX);
     }
 }

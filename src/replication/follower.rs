@@ -268,7 +268,11 @@ async fn mirror_topics(
     }
     for (name, settings) in &topics {
         if context.registry.get(name).is_none() {
-            let Some(incarnation) = incarnation_to_mirror(incarnations, name) else { continue };
+            let Some(incarnation) = incarnation_to_mirror(incarnations, name) else {
+                tracing::debug!(target: "ringlog::replication", topic = %name,
+                    "topic newer than the incarnations asked; mirrored at the next sync");
+                continue;
+            };
             match apply_create_topic(context, name, settings, Some(incarnation)).await {
                 Ok(_) => {
                     tracing::info!(target: "ringlog::replication", topic = %name, "mirrored topic from the leader")
