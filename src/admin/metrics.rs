@@ -209,7 +209,7 @@ type FollowerMetric = (&'static str, &'static str, &'static str, fn(&crate::stat
 /// Per-follower replication metrics (on the leader).
 pub fn render_replication(progress: &crate::state::progress::ReplicationProgress, out: &mut String) {
     let followers = progress.all();
-    let gauges: [FollowerMetric; 9] = [
+    let gauges: [FollowerMetric; 10] = [
         ("ringlog_follower_lag_records", "Records the follower is behind", "gauge", |p| p.lag_records() as f64),
         ("ringlog_follower_lag_bytes", "Bytes the follower is behind (estimate)", "gauge", |p| p.lag_bytes() as f64),
         ("ringlog_follower_connected", "1 while a replication connection is open", "gauge", |p| {
@@ -234,6 +234,12 @@ pub fn render_replication(progress: &crate::state::progress::ReplicationProgress
         ("ringlog_follower_slow_disconnects_total", "Disconnects for slowness", "counter", |p| {
             p.slow_disconnects.load(Ordering::Relaxed) as f64
         }),
+        (
+            "ringlog_follower_topic_deletion_disconnects_total",
+            "Disconnects because a topic was deleted while the connection was open",
+            "counter",
+            |p| p.topic_deletion_disconnects.load(Ordering::Relaxed) as f64,
+        ),
         ("ringlog_follower_queue_bytes", "Answer bytes queued for the follower, not yet written", "gauge", |p| {
             p.queued_bytes.load(Ordering::Relaxed) as f64
         }),

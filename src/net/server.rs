@@ -92,7 +92,7 @@ pub async fn run_listener(
         let connection = Connection {
             context: Rc::clone(&context),
             in_flight: Rc::clone(&in_flight),
-            replication: (kind == ListenerKind::Replication).then(ReplicaSession::default),
+            replication: (kind == ListenerKind::Replication).then(|| Rc::new(ReplicaSession::default())),
             authentication,
         };
         crate::runtime::spawn_local(async move {
@@ -107,7 +107,7 @@ struct Connection {
     context: Rc<ShardContext>,
     in_flight: Rc<InFlight>,
     /// Handshake state on the replication listener (None: a client listener).
-    replication: Option<ReplicaSession>,
+    replication: Option<Rc<ReplicaSession>>,
     /// Client authentication state (None: replication, or `[auth]` off).
     authentication: Option<ClientAuthentication>,
 }
@@ -206,7 +206,8 @@ impl Connection {
             let answer = Answer {
                 context: Rc::clone(&self.context),
                 correlation_id: header.correlation_id,
-                follower: self.replication.as_ref().and_then(ReplicaSession::replica),
+                follower: self.replication.as_ref().and_then(|session| session.replica()),
+                session: self.replication.clone(),
                 sender: Rc::clone(sender),
                 queue: Rc::clone(queue),
                 answer_estimate,
@@ -559,6 +560,8 @@ struct Answer {
     correlation_id: u32,
     /// The follower this replication connection serves, if any.
     follower: Option<u64>,
+    /// Its replication session (None on a client connection).
+    session: Option<Rc<ReplicaSession>>,
     sender: Rc<LocalSender<Outgoing>>,
     queue: Rc<ReplyQueue>,
     /// The most the answer may take, reserved before the request runs;
@@ -583,9 +586,11 @@ impl Answer {
                 Some(false) | None => return,
             },
         };
-        let outcome = match crate::requests::refuse_kafka_producer_id(&request) {
-            Ok(()) => crate::requests::handle(&self.context, request).await,
-            Err(refused) => Err(refused),
+        let topic_removals_seen = self.session.as_ref().and_then(|session| session.topic_removals_seen());
+        let outcome = match (crate::requests::refuse_kafka_producer_id(&request), topic_removals_seen) {
+            (Err(refused), _) => Err(refused),
+            (Ok(()), Some(seen)) => crate::requests::handle_replica(&self.context, request, seen).await,
+            (Ok(()), None) => crate::requests::handle(&self.context, request).await,
         };
         if outcome.is_err() {
             self.context.shard_metrics().errors.fetch_add(1, Ordering::Relaxed);
@@ -598,6 +603,15 @@ impl Answer {
                 FramePieces::whole(frame)
             }
         };
+        // A topic deleted since the follower authenticated: its partitions'
+        // owners now refuse it any partition of a topic created since, so
+        // it reconnects and learns the topics afresh
+        // (`ReplicaSession::outlived_a_topic_removal`).
+        if self.session.as_ref().is_some_and(|session| session.outlived_a_topic_removal(&self.context)) {
+            self.queue.answers.encoded(reserved_bytes, 0);
+            self.queue.shut_down();
+            return;
+        }
         let bytes = frame.len();
         match self.follower {
             Some(follower) if !self.queue.admit(bytes) => {

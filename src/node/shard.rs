@@ -328,6 +328,7 @@ pub(super) async fn open_partitions(context: &Rc<ShardContext>) -> Result<(), Sh
                 &context.config.data_dir,
                 Arc::clone(meta),
                 &context.config.storage,
+                context.registry.removals(),
             )
             .await
             .map_err(|error| ShardError::OpenTopic {

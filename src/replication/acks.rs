@@ -145,6 +145,7 @@ mod tests {
                 meta: Arc::new(meta),
                 replication: Default::default(),
                 fetched_bytes: Default::default(),
+                opened_at_topic_removals: 0,
             });
             let outcome = test(Rc::clone(&owned)).await;
             drop(dir);

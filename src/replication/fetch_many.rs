@@ -42,6 +42,9 @@ pub struct FetchLimits {
     pub max_bytes: u32,
     /// Soft bound on one partition's batch bytes.
     pub partition_max_bytes: u32,
+    /// Topic deletions the follower's connection had seen when it
+    /// authenticated (None: not asked on a follower's connection).
+    pub topic_removals_seen: Option<u64>,
 }
 
 /// The bytes an answer may still take: batches are admitted while the soft
@@ -160,9 +163,13 @@ async fn fetch_many_on(
     if shard == context.shard {
         return serve_replica_fetch_many(context, limits, partitions).await;
     }
-    let FetchLimits { replica_id, max_wait_ms, max_bytes, partition_max_bytes } = limits;
+    let FetchLimits { replica_id, max_wait_ms, max_bytes, partition_max_bytes, topic_removals_seen } = limits;
     let request = Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions };
-    context.mesh.call(shard, ShardRequest::Client(request)).await
+    let request = match topic_removals_seen {
+        Some(topic_removals_seen) => ShardRequest::Replica { request, topic_removals_seen },
+        None => ShardRequest::Client(request),
+    };
+    context.mesh.call(shard, request).await
 }
 
 /// Serve a multi-partition read on the shard that owns its partitions.
@@ -182,7 +189,7 @@ pub async fn serve_replica_fetch_many(
     let max_wait = Duration::from_millis(u64::from(limits.max_wait_ms).min(context.config.limits.max_fetch_wait_ms));
     let deadline = Instant::now() + max_wait;
     let wake = Rc::new(FetchWake::new(partitions.len()));
-    let owned = acknowledge_and_register(context, limits.replica_id, &partitions, &wake);
+    let owned = acknowledge_and_register(context, &limits, &partitions, &wake);
     let mut answer = Vec::new();
     let mut candidates: Vec<u32> = (0..partitions.len() as u32).collect();
     loop {
@@ -215,15 +222,22 @@ pub async fn serve_replica_fetch_many(
 
 /// Each offset is the follower's durable end: record it (the ack that
 /// moves the high watermark), and register the read on each partition.
+/// A partition this follower's connection may not read is left out, as
+/// one this shard does not have (`OwnedPartition::serves_replica_session`).
 fn acknowledge_and_register(
     context: &ShardContext,
-    replica_id: u64,
+    limits: &FetchLimits,
     partitions: &[ReplicaFetchPartition],
     wake: &Rc<FetchWake>,
 ) -> Vec<Option<Rc<OwnedPartition>>> {
-    let now_ms = monotonic_ms();
-    let owned: Vec<_> =
-        partitions.iter().map(|wanted| context.partitions.get(&wanted.topic, wanted.partition)).collect();
+    let (now_ms, replica_id) = (monotonic_ms(), limits.replica_id);
+    let owned: Vec<_> = partitions
+        .iter()
+        .map(|wanted| {
+            let owned = context.partitions.get(&wanted.topic, wanted.partition)?;
+            owned.serves_replica_session(limits.topic_removals_seen).then_some(owned)
+        })
+        .collect();
     for (index, (wanted, owned)) in partitions.iter().zip(&owned).enumerate() {
         let Some(owned) = owned else { continue };
         let snapshot = owned.log.snapshot();

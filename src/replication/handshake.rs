@@ -16,6 +16,10 @@ pub struct ReplicaSession {
     hello: std::cell::RefCell<Option<(u64, Vec<u8>)>>,
     /// Set once the proof checked out.
     authenticated: Cell<Option<u64>>,
+    /// The node's count of removed topics when the follower authenticated.
+    topic_removals: Cell<Option<u64>>,
+    /// Whether this connection was counted as outliving a topic removal.
+    outlived_removal: Cell<bool>,
 }
 
 impl ReplicaSession {
@@ -26,7 +30,7 @@ impl ReplicaSession {
 
     /// Answer a follower's hello with a fresh challenge.
     pub fn hello(&self, node_id: u64) -> Result<Response, ErrorResponse> {
-        if self.hello.borrow().is_some() {
+        if self.hello.borrow().is_some() || self.authenticated.get().is_some() {
             return Err(invalid("hello sent twice"));
         }
         let nonce = crate::runtime::random::random_bytes(super::auth::NONCE_BYTES).map_err(|error| ErrorResponse {
@@ -51,9 +55,36 @@ impl ReplicaSession {
         let leader_epoch = context.write_epoch()?;
         let view = context.cluster.view();
         self.authenticated.set(Some(node_id));
+        self.topic_removals.set(Some(context.registry.removals()));
         context.progress.follower(node_id).connections.fetch_add(1, Ordering::Relaxed);
         tracing::info!(target: "ringlog::replication", follower = node_id, "follower connected");
         Ok(Response::ReplicaAuth { leader_id: view.node_id.unwrap_or(0), leader_epoch })
+    }
+
+    /// Topic deletions the node had counted when the follower authenticated
+    /// (None before; kept after the connection closes, for its requests
+    /// still running): its partition requests are served no partition
+    /// opened after a later one (`OwnedPartition::serves_replica_session`).
+    pub fn topic_removals_seen(&self) -> Option<u64> {
+        self.topic_removals.get()
+    }
+
+    /// Whether a topic was deleted since the follower authenticated. Such a
+    /// connection is closed after the request that finds it: the follower
+    /// learned the topics' incarnations on it, and is refused every
+    /// partition of a topic created since. On its next connection it asks
+    /// the topics afresh first. Counted once per connection.
+    pub fn outlived_a_topic_removal(&self, context: &ShardContext) -> bool {
+        let Some(seen) = self.topic_removals.get() else { return false };
+        if context.registry.removals() == seen {
+            return false;
+        }
+        if let (false, Some(node_id)) = (self.outlived_removal.replace(true), self.authenticated.get()) {
+            context.progress.follower(node_id).topic_deletion_disconnects.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(target: "ringlog::replication", follower = node_id,
+                "topic deleted while the follower was connected: connection closed, the follower asks afresh");
+        }
+        true
     }
 
     /// Count and log a follower cut off for slowness.

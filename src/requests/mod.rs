@@ -52,7 +52,8 @@ pub async fn handle(context: &Rc<ShardContext>, request: Request) -> Outcome {
         Request::TopicConfigs => Ok(topics::topic_configs(context)),
         Request::TopicIncarnations => Ok(topics::topic_incarnations(context)),
         Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions } => {
-            let limits = FetchLimits { replica_id, max_wait_ms, max_bytes, partition_max_bytes };
+            let limits =
+                FetchLimits { replica_id, max_wait_ms, max_bytes, partition_max_bytes, topic_removals_seen: None };
             fetch_many::replica_fetch_many(context, limits, partitions).await
         }
         Request::ReplicaHello { .. } | Request::ReplicaAuth { .. } => {
@@ -62,6 +63,47 @@ pub async fn handle(context: &Rc<ShardContext>, request: Request) -> Outcome {
     }
 }
 
+/// Handle a follower's request on a replication connection that had seen
+/// `topic_removals_seen` topic deletions when it authenticated: its
+/// partition requests run on their owners, which serve it no partition
+/// opened after a later deletion (`OwnedPartition::serves_replica_session`).
+pub async fn handle_replica(context: &Rc<ShardContext>, request: Request, topic_removals_seen: u64) -> Outcome {
+    match request {
+        Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions } => {
+            let topic_removals_seen = Some(topic_removals_seen);
+            let limits = FetchLimits { replica_id, max_wait_ms, max_bytes, partition_max_bytes, topic_removals_seen };
+            fetch_many::replica_fetch_many(context, limits, partitions).await
+        }
+        request => match request.partition() {
+            Some((topic, partition)) => match owner(context, topic, partition)? {
+                owner if owner == context.shard => execute_replica(context, request, topic_removals_seen).await,
+                owner => forward(context, owner, ShardRequest::Replica { request, topic_removals_seen }).await,
+            },
+            None => handle(context, request).await,
+        },
+    }
+}
+
+/// A follower's partition request on the partition's owner (see
+/// [`handle_replica`]). The check and `execute`'s own look-up of the
+/// partition run in one step, with no await between them: the partition
+/// checked is the one served.
+async fn execute_replica(context: &Rc<ShardContext>, request: Request, topic_removals_seen: u64) -> Outcome {
+    if let Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions } = request {
+        let topic_removals_seen = Some(topic_removals_seen);
+        let limits = FetchLimits { replica_id, max_wait_ms, max_bytes, partition_max_bytes, topic_removals_seen };
+        return fetch_many::serve_replica_fetch_many(context, limits, partitions).await;
+    }
+    if let Some((topic, partition)) = request.partition() {
+        let served = context.partitions.get(topic, partition);
+        if served.is_some_and(|owned| !owned.serves_replica_session(Some(topic_removals_seen))) {
+            let message = format!("topic {topic} was deleted and created again since this connection opened");
+            return Err(refusal(ErrorCode::UnknownTopic, message));
+        }
+    }
+    execute(context, request, None).await
+}
+
 /// Execute a request another shard sent to this one (this shard owns it).
 pub async fn handle_forwarded(context: &Rc<ShardContext>, request: ShardRequest) -> Outcome {
     match request {
@@ -69,6 +111,9 @@ pub async fn handle_forwarded(context: &Rc<ShardContext>, request: ShardRequest)
             handle(context, request).await
         }
         ShardRequest::Client(request) => execute(context, request, None).await,
+        ShardRequest::Replica { request, topic_removals_seen } => {
+            execute_replica(context, request, topic_removals_seen).await
+        }
         ShardRequest::KafkaProduce(produce) => kafka::produce::on_owner(context, produce).await,
         ShardRequest::Topic(change) => topic_admin::apply_on_this_shard(context, change).await,
     }
@@ -146,7 +191,8 @@ async fn execute(context: &Rc<ShardContext>, request: Request, placed: Option<Pl
             leader::replica_fetch(context, &owned, replica_id, offset, max_bytes, max_wait_ms).await
         }
         Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions } => {
-            let limits = FetchLimits { replica_id, max_wait_ms, max_bytes, partition_max_bytes };
+            let limits =
+                FetchLimits { replica_id, max_wait_ms, max_bytes, partition_max_bytes, topic_removals_seen: None };
             fetch_many::serve_replica_fetch_many(context, limits, partitions).await
         }
         Request::ReplicaGroupOffsets { replica_id, topic, partition, stored_version } => {

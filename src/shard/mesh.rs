@@ -23,6 +23,10 @@ use crate::protocol::{Acks, ErrorCode, ErrorResponse, Request, Response};
 pub enum ShardRequest {
     /// A client request for a partition (or topic) the receiver owns.
     Client(Request),
+    /// A follower's request for partitions the receiver owns, with the
+    /// topic deletions its connection had seen when it authenticated
+    /// (`OwnedPartition::serves_replica_session`).
+    Replica { request: Request, topic_removals_seen: u64 },
     /// A Kafka client's records for a partition the receiver owns, to
     /// transcode there and produce, signalling its placement.
     KafkaProduce(KafkaProduce),

@@ -22,6 +22,21 @@ pub struct OwnedPartition {
     pub replication: PartitionReplication,
     /// Batch bytes consumers' fetches returned (the console's consume rate).
     pub fetched_bytes: std::cell::Cell<u64>,
+    /// Topics the node had deleted when this partition was opened
+    /// (`TopicRegistry::removals`).
+    pub opened_at_topic_removals: u64,
+}
+
+impl OwnedPartition {
+    /// Whether a follower's connection that had seen `topic_removals_seen`
+    /// deletions when it authenticated may read and acknowledge this
+    /// partition (None: not a follower's connection). Not one opened after
+    /// a later deletion: it may be another incarnation of a topic the
+    /// follower knows under its name, and the follower's offset, from its
+    /// copy of the old one, would acknowledge records it does not hold.
+    pub fn serves_replica_session(&self, topic_removals_seen: Option<u64>) -> bool {
+        topic_removals_seen.is_none_or(|seen| self.opened_at_topic_removals <= seen)
+    }
 }
 
 /// Partitions owned by one shard, by (topic, partition).
@@ -49,6 +64,7 @@ impl ShardPartitions {
         data_dir: &Path,
         meta: std::sync::Arc<TopicMeta>,
         defaults: &StorageConfig,
+        topic_removals: u64,
     ) -> StorageResult<()> {
         let config = meta.storage_config(defaults);
         for partition in (0..meta.partitions).filter(|&partition| owner_of(&meta.name, partition, shards) == shard) {
@@ -66,6 +82,7 @@ impl ShardPartitions {
                 meta: meta.clone(),
                 replication: PartitionReplication::opening(empty),
                 fetched_bytes: Default::default(),
+                opened_at_topic_removals: topic_removals,
             });
             self.map.borrow_mut().insert((meta.name.clone(), partition), owned);
         }
@@ -115,7 +132,7 @@ mod tests {
             let meta = Arc::new(meta);
             let defaults = StorageConfig::default();
             let partitions = ShardPartitions::default();
-            partitions.open_topic(0, 1, dir.path(), Arc::clone(&meta), &defaults).await.unwrap();
+            partitions.open_topic(0, 1, dir.path(), Arc::clone(&meta), &defaults, 0).await.unwrap();
             let owned = partitions.get("t", 0).unwrap();
             assert!(owned.replication.empty_since_ms() > 0, "opened empty: nothing a follower lacks");
             let mut builder = BatchBuilder::new();
@@ -127,7 +144,7 @@ mod tests {
             drop(owned);
             partitions.drop_topic("t").await.unwrap();
 
-            partitions.open_topic(0, 1, dir.path(), meta, &defaults).await.unwrap();
+            partitions.open_topic(0, 1, dir.path(), meta, &defaults, 0).await.unwrap();
             let owned = partitions.get("t", 0).unwrap();
             assert_eq!(owned.log.snapshot().log_end_offset, 1);
             assert_eq!(owned.replication.empty_since_ms(), 0, "opened with a record only a read shows a follower has");

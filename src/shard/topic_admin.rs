@@ -78,10 +78,12 @@ pub async fn apply_delete_topic(context: &Rc<ShardContext>, name: &str) -> Outco
             return Err(refusal(ErrorCode::StorageFailed, message));
         }
         Removal::NotDurable(error) => {
+            context.registry.count_removal();
             let message = format!("topic {name} deleted, but the deletion may not survive a crash: {error}");
             return Err(refusal(ErrorCode::StorageFailed, message));
         }
     }
+    context.registry.count_removal();
     tracing::info!(target: "ringlog::shard", topic = name, "topic deleted");
     Ok(Response::DeleteTopic)
 }
@@ -105,7 +107,14 @@ pub async fn apply_on_this_shard(context: &ShardContext, change: TopicChange) ->
             let defaults = &context.config.storage;
             context
                 .partitions
-                .open_topic(context.shard, context.shards, context.data_dir(), meta, defaults)
+                .open_topic(
+                    context.shard,
+                    context.shards,
+                    context.data_dir(),
+                    meta,
+                    defaults,
+                    context.registry.removals(),
+                )
                 .await
                 .map_err(storage_error)?;
             Ok(Response::CreateTopic)

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -201,13 +202,17 @@ pub type TopicMap = BTreeMap<String, Arc<TopicMeta>>;
 #[derive(Debug)]
 pub struct TopicRegistry {
     current: ArcSwap<TopicMap>,
+    /// Topics deleted since the node started: partitions opened after a
+    /// deletion are not served to a replication connection that
+    /// authenticated before it (`OwnedPartition::serves_replica_session`).
+    removals: AtomicU64,
 }
 
 impl TopicRegistry {
     /// A registry holding `topics`.
     pub fn new(topics: Vec<TopicMeta>) -> TopicRegistry {
         let map = topics.into_iter().map(|meta| (meta.name.clone(), Arc::new(meta))).collect();
-        TopicRegistry { current: ArcSwap::from_pointee(map) }
+        TopicRegistry { current: ArcSwap::from_pointee(map), removals: AtomicU64::new(0) }
     }
 
     /// The current snapshot.
@@ -225,6 +230,20 @@ impl TopicRegistry {
         let mut map = TopicMap::clone(&self.current.load());
         map.insert(meta.name.clone(), Arc::new(meta));
         self.current.store(Arc::new(map));
+    }
+
+    /// Topics deleted so far.
+    pub fn removals(&self) -> u64 {
+        self.removals.load(Ordering::SeqCst)
+    }
+
+    /// Count a deletion that succeeded (shard 0, holding the topic-change
+    /// lock): after the topic left this registry and every shard, before
+    /// a topic of its name can be created again. A connection that reads
+    /// this count has the topic's removal behind it; partitions opened
+    /// later carry the new count.
+    pub fn count_removal(&self) {
+        self.removals.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Publish a new snapshot without `name` (shard 0 only).

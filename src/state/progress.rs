@@ -31,6 +31,9 @@ pub struct FollowerProgress {
     pub shared_answer_bytes: AtomicU64,
     /// Connections closed by the leader because the follower was too slow.
     pub slow_disconnects: AtomicU64,
+    /// Connections closed by the leader because a topic was deleted while
+    /// they were open (the follower asks the topics afresh on the next).
+    pub topic_deletion_disconnects: AtomicU64,
     /// Answers still to send stored raw: the last lz4 attempt saved too little.
     pub raw_answers_left: AtomicU64,
     /// Answer bytes queued on this follower's connections, not yet written
@@ -51,6 +54,7 @@ impl FollowerProgress {
             sent_uncompressed_bytes: AtomicU64::new(0),
             shared_answer_bytes: AtomicU64::new(0),
             slow_disconnects: AtomicU64::new(0),
+            topic_deletion_disconnects: AtomicU64::new(0),
             raw_answers_left: AtomicU64::new(0),
             queued_bytes: AtomicU64::new(0),
         }

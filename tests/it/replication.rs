@@ -616,6 +616,105 @@ fn a_topic_created_again_while_a_replica_was_down_is_copied_afresh() {
 }
 
 #[test]
+fn a_topic_deleted_and_created_again_on_the_leader_closes_the_followers_connections_opened_before() {
+    let cluster = Cluster::with_replication(2_000, 1);
+    let (_, [a, b]) = cluster.start_in_sync();
+    let values = |prefix: &str, round: u32| -> Vec<String> {
+        (0..10).map(|i| format!("{prefix}-{round}-{i}-{}", "y".repeat(100))).collect()
+    };
+    create_topic(&a, "replaced", 2);
+    for round in 0..10u32 {
+        produce_acks(&a, "replaced", round % 2, &values("old", round), Acks::All).expect("acks=all");
+    }
+    for partition in 0..2 {
+        let end = high_watermark(&a, "replaced", partition).unwrap();
+        wait_for(Duration::from_secs(10), "b has the old topic", || {
+            high_watermark(&b, "replaced", partition) == Some(end)
+        });
+    }
+    let closed = r#"ringlog_follower_topic_deletion_disconnects_total{follower="2"}"#;
+    assert_eq!(metric(&a, closed), Some(0.0));
+    // Deleted and created again at once, while b is connected: b's next
+    // request on a connection that saw the old incarnation is refused.
+    a.client().call(Request::DeleteTopic { name: "replaced".into() }).expect("delete");
+    create_topic(&a, "replaced", 2);
+    for round in 0..4u32 {
+        produce_acks(&a, "replaced", round % 2, &values("new", round), Acks::All).expect("acks=all");
+    }
+    wait_for(Duration::from_secs(10), "b's connections closed", || {
+        metric(&a, closed).is_some_and(|count| count >= 1.0)
+    });
+    for partition in 0..2 {
+        let end = high_watermark(&a, "replaced", partition).unwrap();
+        wait_for(Duration::from_secs(10), "b caught up", || high_watermark(&b, "replaced", partition) == Some(end));
+        let (leader_bytes, leader_records) = read_partition(&a, "replaced", partition);
+        let (bytes, records) = read_partition(&b, "replaced", partition);
+        assert!(records.iter().all(|(_, value)| value.starts_with("new-")), "nothing of the old topic on b");
+        assert_eq!(records, leader_records);
+        assert!(bytes == leader_bytes, "b holds the leader's bytes of partition {partition}");
+    }
+}
+
+#[test]
+fn a_follower_connection_older_than_a_topics_deletion_acknowledges_nothing_of_the_topic_created_again() {
+    let cluster = Cluster::with_replication(2_000, 1);
+    let (_, [a]) = cluster.start_in_sync();
+    let values: Vec<String> = (0..10).map(|i| format!("value-{i}")).collect();
+    create_topic(&a, "again", 1);
+    produce_acks(&a, "again", 0, &values, Acks::Leader).expect("old records");
+    // Followers (nodes 2 and 4) connected while the topic was the old one.
+    let mut replica = cluster.replica_client(2);
+    let mut single = cluster.replica_client(4);
+    a.client().call(Request::DeleteTopic { name: "again".into() }).expect("delete");
+    create_topic(&a, "again", 1);
+    for _ in 0..3 {
+        produce_acks(&a, "again", 0, &values, Acks::Leader).expect("new records");
+    }
+    let fetch = |replica_id: u64, offset: u64| Request::ReplicaFetchMany {
+        replica_id,
+        max_wait_ms: 0,
+        max_bytes: 1 << 20,
+        partition_max_bytes: 1 << 20,
+        partitions: vec![ringlog::protocol::ReplicaFetchPartition {
+            topic: "again".into(),
+            partition: 0,
+            offset,
+            high_watermark: None,
+        }],
+    };
+    // Another follower's read begins the new partition's replication term
+    // (which forgets positions recorded before it), so an acknowledgement
+    // recorded next would stay.
+    assert!(cluster.replica_client(3).call(fetch(3, 0)).is_ok());
+    // Node 2's offset, from its copy of the old topic, lies inside the new one.
+    replica.send(&fetch(2, 25));
+    assert!(replica.receive_frame().is_err(), "the connection closes with nothing answered");
+    let lag = r#"ringlog_follower_lag_records{follower="2"}"#;
+    // Progress is published every 100 ms: an acknowledgement at 25 would show as 5.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(metric(&a, lag), Some(30.0), "no acknowledgement of the new topic's records");
+    let closed = r#"ringlog_follower_topic_deletion_disconnects_total{follower="2"}"#;
+    assert_eq!(metric(&a, closed), Some(1.0));
+    // The same for a single-partition read, served on the partition's owner.
+    let (topic, partition, offset, max_bytes, max_wait_ms) = ("again".to_string(), 0, 25, 1 << 20, 0);
+    single.send(&Request::ReplicaFetch { replica_id: 4, topic, partition, offset, max_bytes, max_wait_ms });
+    assert!(single.receive_frame().is_err(), "the connection closes with nothing answered");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(metric(&a, r#"ringlog_follower_lag_records{follower="4"}"#), Some(30.0));
+    // A connection opened since is served, and its acknowledgement counts.
+    let mut replica = cluster.replica_client(2);
+    let Ok(Response::ReplicaFetchMany { partitions, .. }) = replica.call(fetch(2, 25)) else {
+        panic!("a new connection is served")
+    };
+    assert!(
+        partitions[0].error == ErrorCode::None && partitions[0].uncompressed_bytes > 0,
+        "{:?}",
+        partitions[0].error
+    );
+    wait_for(Duration::from_secs(5), "its acknowledgement counted", || metric(&a, lag) == Some(5.0));
+}
+
+#[test]
 fn a_topic_deleted_while_it_replicates_leaves_the_followers_shards_serving() {
     let cluster = Cluster::with_replication(5_000, 1);
     let (_, [a, b]) = cluster.start_in_sync();
