@@ -61,6 +61,10 @@ fn current_target(context: &ShardContext) -> Option<Target> {
     })
 }
 
+/// How long a session must have run for its end to reset the reconnect
+/// backoff.
+const SESSION_LIVED: Duration = Duration::from_secs(1);
+
 /// A partition's replication task and whether it has finished.
 type PartitionTask = (crate::runtime::Task<()>, Rc<Cell<bool>>);
 
@@ -76,9 +80,15 @@ pub async fn run(context: Rc<ShardContext>) {
             context.sleep_unless_stopping(Duration::from_millis(100)).await;
             continue;
         };
+        let started = std::time::Instant::now();
         match session(&context, &target, &without_incarnations).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(error) => {
+                // A session that ran a while (closed by the leader after a
+                // topic deletion, say) is no reason to wait longer next time.
+                if started.elapsed() >= SESSION_LIVED {
+                    backoff = Duration::from_millis(100);
+                }
                 let message = error.to_string();
                 if message != last_error {
                     tracing::warn!(target: "ringlog::replication", shard = context.shard, leader = target.leader_id,
@@ -216,12 +226,15 @@ async fn leader_incarnations(connection: &ReplicaConnection) -> Result<Option<In
 /// (topic, incarnation) of the leader's topics.
 type Incarnations = HashMap<String, u64>;
 
-/// Whether the leader's topic of `meta`'s name is another incarnation: the
-/// leader's was deleted and created again while this node was away. Such a
-/// partition is not followed (its reads would acknowledge offsets of the
-/// leader's topic) until shard 0's mirror has replaced it.
+/// Whether the leader's topic of `meta`'s name is another incarnation, or
+/// was not the leader's when it told its incarnations (deleted, and maybe
+/// created again since). Such a partition is not followed until shard 0's
+/// mirror has replaced or removed it: its reads, from this copy's end,
+/// would acknowledge records of another topic. (Once this connection has
+/// learned the incarnations, the leader serves it nothing of a topic
+/// deleted and created again after: `OwnedPartition::serves_replica_session`.)
 fn is_replaced(leader: &Incarnations, meta: &TopicMeta) -> bool {
-    leader.get(&meta.name).is_some_and(|incarnation| *incarnation != meta.incarnation)
+    leader.get(&meta.name) != Some(&meta.incarnation)
 }
 
 /// The incarnation to create a mirror of the leader's topic `name` with:
@@ -257,8 +270,10 @@ async fn mirror_topics(
             continue;
         }
         match apply_delete_topic(context, name).await {
-            Ok(_) if replaced => tracing::warn!(target: "ringlog::replication", topic = %name,
-                "topic deleted and created again on the leader; removed to be mirrored afresh"),
+            Ok(_) if leader_names.contains(name.as_str()) => {
+                tracing::warn!(target: "ringlog::replication", topic = %name,
+                "topic deleted and created again on the leader; removed to be mirrored afresh")
+            }
             Ok(_) => {
                 tracing::info!(target: "ringlog::replication", topic = %name, "topic deleted on the leader; removed")
             }
@@ -784,6 +799,15 @@ mod tests {
     use super::*;
     use crate::storage::batch::BatchBuilder;
     use crate::storage::AppendMode;
+
+    #[test]
+    fn a_topic_is_followed_only_while_the_leader_told_its_incarnation() {
+        let meta = TopicMeta { incarnation: 7, ..TopicMeta::for_tests("t", 1) };
+        let told = |incarnation: u64| -> Incarnations { [("t".to_string(), incarnation)].into_iter().collect() };
+        assert!(!is_replaced(&told(7), &meta));
+        assert!(is_replaced(&told(8), &meta), "created again");
+        assert!(is_replaced(&Incarnations::new(), &meta), "deleted, maybe created again since it was told");
+    }
 
     #[test]
     fn a_topic_newer_than_the_incarnations_asked_is_mirrored_at_the_next_sync_not_with_incarnation_zero() {
