@@ -61,8 +61,8 @@ fn current_target(context: &ShardContext) -> Option<Target> {
     })
 }
 
-/// How long a session must have run for its end to reset the reconnect
-/// backoff.
+/// How long a session must have run past its first topic sync for its end
+/// to reset the reconnect backoff.
 const SESSION_LIVED: Duration = Duration::from_secs(1);
 
 /// A partition's replication task and whether it has finished.
@@ -80,13 +80,15 @@ pub async fn run(context: Rc<ShardContext>) {
             context.sleep_unless_stopping(Duration::from_millis(100)).await;
             continue;
         };
-        let started = std::time::Instant::now();
-        match session(&context, &target, &without_incarnations).await {
+        let first_synced = Cell::new(None);
+        match session(&context, &target, &without_incarnations, &first_synced).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(error) => {
-                // A session that ran a while (closed by the leader after a
-                // topic deletion, say) is no reason to wait longer next time.
-                if started.elapsed() >= SESSION_LIVED {
+                // A session that ran a while past its first topic sync
+                // (closed by the leader after a topic deletion, say) is no
+                // reason to wait longer next time; one that never got that
+                // far (a leader that does not answer) is.
+                if first_synced.get().is_some_and(|at: std::time::Instant| at.elapsed() >= SESSION_LIVED) {
                     backoff = Duration::from_millis(100);
                 }
                 let message = error.to_string();
@@ -108,6 +110,7 @@ async fn session(
     context: &Rc<ShardContext>,
     target: &Target,
     without_incarnations: &Cell<Option<u64>>,
+    first_synced: &Cell<Option<std::time::Instant>>,
 ) -> Result<(), CallError> {
     let limits = &context.config.limits;
     let connection = Rc::new(
@@ -122,14 +125,7 @@ async fn session(
         )
         .await?,
     );
-    let challenge = match connection.call(&Request::ReplicaHello { node_id: target.node_id }).await? {
-        Response::ReplicaChallenge { nonce } => nonce,
-        other => return Err(CallError::Connection(format!("unexpected answer to hello: {other:?}"))),
-    };
-    let proof = super::auth::proof(&target.secret, &challenge, target.node_id);
-    connection.call(&Request::ReplicaAuth { proof }).await?;
-    tracing::info!(target: "ringlog::replication", shard = context.shard, leader = target.leader_id,
-        "following the leader");
+    authenticate(context, &connection, target).await?;
     let fetch_set = Rc::new(FetchSet::default());
     let mut tasks: HashMap<(String, u32), PartitionTask> = HashMap::new();
     let mut lanes: HashMap<Lane, PartitionTask> = HashMap::new();
@@ -139,13 +135,14 @@ async fn session(
         if last_topic_sync.is_none_or(|at| at.elapsed() >= TOPIC_SYNC_INTERVAL) {
             incarnations = sync_topics(context, &connection, target, without_incarnations).await?;
             last_topic_sync = Some(std::time::Instant::now());
+            first_synced.set(first_synced.get().or(last_topic_sync));
         }
         for owned in context.partitions.all() {
             let key = (owned.meta.name.clone(), owned.partition);
             if tasks.get(&key).is_some_and(|(_, finished)| !finished.get()) {
                 continue;
             }
-            // Another incarnation of the leader's topic: shard 0 replaces it.
+            // Not the incarnation the leader listed: shard 0 replaces it.
             if incarnations.as_ref().is_some_and(|leader| is_replaced(leader, &owned.meta)) {
                 continue;
             }
@@ -171,6 +168,23 @@ async fn session(
         }
         context.sleep_unless_stopping(Duration::from_millis(100)).await;
     }
+    Ok(())
+}
+
+/// The handshake: hello, the leader's challenge, our proof of the secret.
+async fn authenticate(
+    context: &ShardContext,
+    connection: &ReplicaConnection,
+    target: &Target,
+) -> Result<(), CallError> {
+    let challenge = match connection.call(&Request::ReplicaHello { node_id: target.node_id }).await? {
+        Response::ReplicaChallenge { nonce } => nonce,
+        other => return Err(CallError::Connection(format!("unexpected answer to hello: {other:?}"))),
+    };
+    let proof = super::auth::proof(&target.secret, &challenge, target.node_id);
+    connection.call(&Request::ReplicaAuth { proof }).await?;
+    tracing::info!(target: "ringlog::replication", shard = context.shard, leader = target.leader_id,
+        "following the leader");
     Ok(())
 }
 
@@ -237,6 +251,12 @@ fn is_replaced(leader: &Incarnations, meta: &TopicMeta) -> bool {
     leader.get(&meta.name) != Some(&meta.incarnation)
 }
 
+/// Whether the leader lists `meta`'s name with another incarnation: it was
+/// deleted and created again, and the local copy must go.
+fn is_listed_as_another(leader: &Incarnations, meta: &TopicMeta) -> bool {
+    leader.get(&meta.name).is_some_and(|told| *told != meta.incarnation)
+}
+
 /// The incarnation to create a mirror of the leader's topic `name` with:
 /// the leader's, or 0 from a leader that predates incarnations (name
 /// alone). None for a topic the leader created after it told its
@@ -265,8 +285,13 @@ async fn mirror_topics(
     let local: Vec<Arc<TopicMeta>> = context.registry.snapshot().values().cloned().collect();
     for meta in &local {
         let name = &meta.name;
-        let replaced = incarnations.is_some_and(|leader| is_replaced(leader, meta));
-        if leader_names.contains(name.as_str()) && !replaced {
+        // Not followed while missing from the incarnations (`is_replaced`),
+        // but removed only once they list another: a name missing from them
+        // and in the configs was deleted and created again, or put back
+        // after a failed deletion, between the two answers; the next poll
+        // tells which.
+        let another = incarnations.is_some_and(|leader| is_listed_as_another(leader, meta));
+        if leader_names.contains(name.as_str()) && !another {
             continue;
         }
         match apply_delete_topic(context, name).await {
@@ -807,6 +832,11 @@ mod tests {
         assert!(!is_replaced(&told(7), &meta));
         assert!(is_replaced(&told(8), &meta), "created again");
         assert!(is_replaced(&Incarnations::new(), &meta), "deleted, maybe created again since it was told");
+        // Removed only once another incarnation is listed: a name missing
+        // may be one put back after a failed deletion.
+        assert!(is_listed_as_another(&told(8), &meta));
+        assert!(!is_listed_as_another(&Incarnations::new(), &meta));
+        assert!(!is_listed_as_another(&told(7), &meta));
     }
 
     #[test]
