@@ -579,39 +579,59 @@ fn a_follower_whose_fsync_failed_never_acknowledges_the_records_it_could_not_mak
 fn a_topic_created_again_while_a_replica_was_down_is_copied_afresh() {
     let cluster = Cluster::with_replication(2_000, 1);
     let (members, [a, _b, c]) = cluster.start_in_sync();
-    let values = |prefix: &str, round: u32| -> Vec<String> {
-        (0..10).map(|i| format!("{prefix}-{round}-{i}-{}", "z".repeat(100))).collect()
-    };
     // Two partitions: one on each of the nodes' two shards (only shard 0
     // mirrors topics; the other must not follow its old partition meanwhile).
-    create_topic(&a, "again", 2);
-    for round in 0..20u32 {
-        produce_acks(&a, "again", round % 2, &values("old", round), Acks::All).expect("acks=all");
-    }
-    for partition in 0..2 {
-        let end = high_watermark(&a, "again", partition).unwrap();
-        wait_for(Duration::from_secs(10), "c has the old topic", || {
-            high_watermark(&c, "again", partition) == Some(end)
-        });
-    }
+    replicate_old_topic(&a, &c, "again", 20);
     c.kill();
     wait_for(Duration::from_secs(10), "c out of sync", || !in_sync_ids(&a).contains(&3));
     a.client().call(Request::DeleteTopic { name: "again".into() }).expect("delete");
     create_topic(&a, "again", 2);
     for round in 0..4u32 {
-        produce_acks(&a, "again", round % 2, &values("new", round), Acks::All).expect("acks=all with a and b");
+        produce_acks(&a, "again", round % 2, &incarnation_values("new", round), Acks::All)
+            .expect("acks=all with a and b");
     }
     let c = cluster.start(&members[2]);
     wait_for(Duration::from_secs(30), "c back in sync", || in_sync_ids(&a).contains(&3));
     for partition in 0..2 {
         let end = high_watermark(&a, "again", partition).unwrap();
         assert!(end < 100, "the new partition is shorter than the old one c holds");
-        wait_for(Duration::from_secs(10), "c caught up", || high_watermark(&c, "again", partition) == Some(end));
-        let (leader_bytes, leader_records) = read_partition(&a, "again", partition);
-        let (bytes, records) = read_partition(&c, "again", partition);
-        assert!(records.iter().all(|(_, value)| value.starts_with("new-")), "nothing of the old topic on c");
+    }
+    holds_only_the_new_topic(&a, &c, "again");
+}
+
+/// Ten values of one round, named for the topic's incarnation ("old" or "new").
+fn incarnation_values(prefix: &str, round: u32) -> Vec<String> {
+    (0..10).map(|i| format!("{prefix}-{round}-{i}-{}", "z".repeat(100))).collect()
+}
+
+/// Create `topic` with 2 partitions, produce `rounds` rounds of "old"
+/// values with acks=all, and wait until `follower` holds them all.
+fn replicate_old_topic(leader: &Node, follower: &Node, topic: &str, rounds: u32) {
+    create_topic(leader, topic, 2);
+    for round in 0..rounds {
+        produce_acks(leader, topic, round % 2, &incarnation_values("old", round), Acks::All).expect("acks=all");
+    }
+    for partition in 0..2 {
+        let end = high_watermark(leader, topic, partition).unwrap();
+        wait_for(Duration::from_secs(10), "the follower has the old topic", || {
+            high_watermark(follower, topic, partition) == Some(end)
+        });
+    }
+}
+
+/// `follower` catches up on both partitions of `topic` and holds the
+/// leader's bytes, none of the values of the topic's old incarnation.
+fn holds_only_the_new_topic(leader: &Node, follower: &Node, topic: &str) {
+    for partition in 0..2 {
+        let end = high_watermark(leader, topic, partition).unwrap();
+        wait_for(Duration::from_secs(10), "the follower caught up", || {
+            high_watermark(follower, topic, partition) == Some(end)
+        });
+        let (leader_bytes, leader_records) = read_partition(leader, topic, partition);
+        let (bytes, records) = read_partition(follower, topic, partition);
+        assert!(records.iter().all(|(_, value)| value.starts_with("new-")), "nothing of the old topic");
         assert_eq!(records, leader_records);
-        assert!(bytes == leader_bytes, "c holds the leader's bytes of partition {partition}");
+        assert!(bytes == leader_bytes, "the follower holds the leader's bytes of partition {partition}");
     }
 }
 
@@ -619,19 +639,7 @@ fn a_topic_created_again_while_a_replica_was_down_is_copied_afresh() {
 fn a_topic_deleted_and_created_again_on_the_leader_closes_the_followers_connections_opened_before() {
     let cluster = Cluster::with_replication(2_000, 1);
     let (_, [a, b]) = cluster.start_in_sync();
-    let values = |prefix: &str, round: u32| -> Vec<String> {
-        (0..10).map(|i| format!("{prefix}-{round}-{i}-{}", "y".repeat(100))).collect()
-    };
-    create_topic(&a, "replaced", 2);
-    for round in 0..10u32 {
-        produce_acks(&a, "replaced", round % 2, &values("old", round), Acks::All).expect("acks=all");
-    }
-    for partition in 0..2 {
-        let end = high_watermark(&a, "replaced", partition).unwrap();
-        wait_for(Duration::from_secs(10), "b has the old topic", || {
-            high_watermark(&b, "replaced", partition) == Some(end)
-        });
-    }
+    replicate_old_topic(&a, &b, "replaced", 10);
     let closed = r#"ringlog_follower_topic_deletion_disconnects_total{follower="2"}"#;
     assert_eq!(metric(&a, closed), Some(0.0));
     // Deleted and created again at once, while b is connected: b's next
@@ -639,20 +647,12 @@ fn a_topic_deleted_and_created_again_on_the_leader_closes_the_followers_connecti
     a.client().call(Request::DeleteTopic { name: "replaced".into() }).expect("delete");
     create_topic(&a, "replaced", 2);
     for round in 0..4u32 {
-        produce_acks(&a, "replaced", round % 2, &values("new", round), Acks::All).expect("acks=all");
+        produce_acks(&a, "replaced", round % 2, &incarnation_values("new", round), Acks::All).expect("acks=all");
     }
     wait_for(Duration::from_secs(10), "b's connections closed", || {
         metric(&a, closed).is_some_and(|count| count >= 1.0)
     });
-    for partition in 0..2 {
-        let end = high_watermark(&a, "replaced", partition).unwrap();
-        wait_for(Duration::from_secs(10), "b caught up", || high_watermark(&b, "replaced", partition) == Some(end));
-        let (leader_bytes, leader_records) = read_partition(&a, "replaced", partition);
-        let (bytes, records) = read_partition(&b, "replaced", partition);
-        assert!(records.iter().all(|(_, value)| value.starts_with("new-")), "nothing of the old topic on b");
-        assert_eq!(records, leader_records);
-        assert!(bytes == leader_bytes, "b holds the leader's bytes of partition {partition}");
-    }
+    holds_only_the_new_topic(&a, &b, "replaced");
 }
 
 #[test]
