@@ -43,8 +43,8 @@ pub struct FetchLimits {
     /// Soft bound on one partition's batch bytes.
     pub partition_max_bytes: u32,
     /// Topic deletions the follower's connection had seen when it
-    /// authenticated (None: not asked on a follower's connection).
-    pub topic_removals_seen: Option<u64>,
+    /// authenticated (`OwnedPartition::serves_replica_session`).
+    pub topic_removals_seen: u64,
 }
 
 /// The bytes an answer may still take: batches are admitted while the soft
@@ -165,11 +165,7 @@ async fn fetch_many_on(
     }
     let FetchLimits { replica_id, max_wait_ms, max_bytes, partition_max_bytes, topic_removals_seen } = limits;
     let request = Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions };
-    let request = match topic_removals_seen {
-        Some(topic_removals_seen) => ShardRequest::Replica { request, topic_removals_seen },
-        None => ShardRequest::Client(request),
-    };
-    context.mesh.call(shard, request).await
+    context.mesh.call(shard, ShardRequest::Replica { request, topic_removals_seen }).await
 }
 
 /// Serve a multi-partition read on the shard that owns its partitions.

@@ -51,11 +51,6 @@ pub async fn handle(context: &Rc<ShardContext>, request: Request) -> Outcome {
         Request::InitProducer => Ok(Response::InitProducer { producer_id: new_producer_id() }),
         Request::TopicConfigs => Ok(topics::topic_configs(context)),
         Request::TopicIncarnations => Ok(topics::topic_incarnations(context)),
-        Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions } => {
-            let limits =
-                FetchLimits { replica_id, max_wait_ms, max_bytes, partition_max_bytes, topic_removals_seen: None };
-            fetch_many::replica_fetch_many(context, limits, partitions).await
-        }
         Request::ReplicaHello { .. } | Request::ReplicaAuth { .. } => {
             Err(refusal(ErrorCode::InvalidRequest, "handshake frames are handled by the replication listener"))
         }
@@ -70,7 +65,6 @@ pub async fn handle(context: &Rc<ShardContext>, request: Request) -> Outcome {
 pub async fn handle_replica(context: &Rc<ShardContext>, request: Request, topic_removals_seen: u64) -> Outcome {
     match request {
         Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions } => {
-            let topic_removals_seen = Some(topic_removals_seen);
             let limits = FetchLimits { replica_id, max_wait_ms, max_bytes, partition_max_bytes, topic_removals_seen };
             fetch_many::replica_fetch_many(context, limits, partitions).await
         }
@@ -90,13 +84,12 @@ pub async fn handle_replica(context: &Rc<ShardContext>, request: Request, topic_
 /// checked is the one served.
 async fn execute_replica(context: &Rc<ShardContext>, request: Request, topic_removals_seen: u64) -> Outcome {
     if let Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions } = request {
-        let topic_removals_seen = Some(topic_removals_seen);
         let limits = FetchLimits { replica_id, max_wait_ms, max_bytes, partition_max_bytes, topic_removals_seen };
         return fetch_many::serve_replica_fetch_many(context, limits, partitions).await;
     }
     if let Some((topic, partition)) = request.partition() {
         let served = context.partitions.get(topic, partition);
-        if served.is_some_and(|owned| !owned.serves_replica_session(Some(topic_removals_seen))) {
+        if served.is_some_and(|owned| !owned.serves_replica_session(topic_removals_seen)) {
             let message = format!("topic {topic} was deleted and created again since this connection opened");
             return Err(refusal(ErrorCode::UnknownTopic, message));
         }
@@ -189,11 +182,6 @@ async fn execute(context: &Rc<ShardContext>, request: Request, placed: Option<Pl
         Request::ReplicaFetch { replica_id, topic, partition, offset, max_bytes, max_wait_ms } => {
             let owned = context.owned(&topic, partition)?;
             leader::replica_fetch(context, &owned, replica_id, offset, max_bytes, max_wait_ms).await
-        }
-        Request::ReplicaFetchMany { replica_id, max_wait_ms, max_bytes, partition_max_bytes, partitions } => {
-            let limits =
-                FetchLimits { replica_id, max_wait_ms, max_bytes, partition_max_bytes, topic_removals_seen: None };
-            fetch_many::serve_replica_fetch_many(context, limits, partitions).await
         }
         Request::ReplicaGroupOffsets { replica_id, topic, partition, stored_version } => {
             leader::replica_group_offsets(context, &*context.owned(&topic, partition)?, replica_id, stored_version)

@@ -30,12 +30,12 @@ pub struct OwnedPartition {
 impl OwnedPartition {
     /// Whether a follower's connection that had seen `topic_removals_seen`
     /// deletions when it authenticated may read and acknowledge this
-    /// partition (None: not a follower's connection). Not one opened after
+    /// partition. Not one opened after
     /// a later deletion: it may be another incarnation of a topic the
     /// follower knows under its name, and the follower's offset, from its
     /// copy of the old one, would acknowledge records it does not hold.
-    pub fn serves_replica_session(&self, topic_removals_seen: Option<u64>) -> bool {
-        topic_removals_seen.is_none_or(|seen| self.opened_at_topic_removals <= seen)
+    pub fn serves_replica_session(&self, topic_removals_seen: u64) -> bool {
+        self.opened_at_topic_removals <= topic_removals_seen
     }
 }
 
